@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs oasis with every extra into .venv and runs what CI runs: ruff, mypy, the tests on SQLite, the
+# tests again on PostgreSQL (127.0.0.1:5432, trust auth), and the SDK-facing tests with the May-2024
+# client (openai==1.30.5, httpx<0.28) in a second venv. This is the README's test command; .ci/run calls it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3.11}
+step() { printf '\n== %s\n' "$*"; }
+
+step "install into .venv"
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -e '.[all,dev]'
+
+step "ruff and mypy"
+.venv/bin/ruff check src tests scripts
+.venv/bin/ruff format --check src tests scripts
+.venv/bin/mypy
+
+step "tests on SQLite"
+.venv/bin/python -m pytest -q
+
+step "tests on PostgreSQL"
+OASIS_TEST_DATABASE=postgresql .venv/bin/python -m pytest -q
+
+step "SDK tests with openai==1.30.5 and httpx<0.28"
+[ -x .venv-compat/bin/python ] || "$PYTHON" -m venv .venv-compat
+.venv-compat/bin/python -m pip install --quiet --upgrade pip
+.venv-compat/bin/python -m pip install --quiet -e '.[all,dev]' 'openai==1.30.5' 'httpx<0.28'
+.venv-compat/bin/python -c 'import openai, httpx; print("openai", openai.__version__, "httpx", httpx.__version__)'
+.venv-compat/bin/python -m pytest -q tests/api tests/test_cli.py

@@ -1,0 +1,3 @@
+from oasis.cli import main
+
+raise SystemExit(main())

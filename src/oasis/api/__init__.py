@@ -1,0 +1,1 @@
+"""HTTP only: thin routes that parse, authorise, call a service and shape the reply."""

@@ -1,0 +1,55 @@
+"""Request dependencies: the container, the caller's project, list parameters (DESIGN.md habit 6)."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated, Literal
+
+from fastapi import Depends, Query, Request
+
+from oasis.container import Container
+from oasis.services.keys import Principal
+from oasis.storage.pagination import PageRequest
+
+
+def get_container(request: Request) -> Container:
+    container: Container = request.app.state.container
+    return container
+
+
+ContainerDep = Annotated[Container, Depends(get_container)]
+
+
+def _is_loopback(host: str | None) -> bool:
+    if host is None:
+        return False
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+async def get_principal(request: Request, container: ContainerDep) -> Principal:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    bearer = token.strip() if scheme.lower() == "bearer" and token.strip() else None
+    client_host = request.client.host if request.client else None
+    open_access = container.settings.server.allow_unauthenticated or _is_loopback(client_host)
+    return await container.keys.authenticate(bearer, open_access=open_access)
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+Order = Literal["asc", "desc"]
+
+
+def page_params(
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    order: Order = "desc",
+    after: str | None = None,
+    before: str | None = None,
+) -> PageRequest:
+    return PageRequest(limit=limit, order=order, after=after, before=before)
+
+
+PageDep = Annotated[PageRequest, Depends(page_params)]

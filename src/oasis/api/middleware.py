@@ -1,0 +1,110 @@
+"""Pure ASGI middleware (it must not buffer streamed responses): request ids, timing, body limit, 500s."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from oasis.api.errors import error_body
+
+log = logging.getLogger("oasis.api")
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class RequestContextMiddleware:
+    """Gives every response `x-request-id` and `openai-processing-ms`, refuses bodies over the limit with
+    413, and turns an unhandled exception into a 500 envelope that names the request id (no stack trace)."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = f"req_{uuid.uuid4().hex}"
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        response_started = False
+        body_too_large = False
+        received = 0
+
+        async def reply(status: int, body: dict[str, object]) -> None:
+            payload = json.dumps(body).encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": status,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(payload)).encode()),
+                        (b"x-request-id", request_id.encode()),
+                        (b"openai-processing-ms", str(int((time.perf_counter() - started) * 1000)).encode()),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": payload})
+
+        def too_large_body() -> dict[str, object]:
+            return error_body(
+                f"The request body is larger than this server accepts ({self.max_body_bytes} bytes).",
+                type="invalid_request_error",
+                code="request_too_large",
+            )
+
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_body_bytes:
+                await reply(413, too_large_body())
+                return
+
+        async def counting_receive() -> Message:
+            nonlocal received, body_too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    body_too_large = True
+                    raise _BodyTooLarge
+            return message
+
+        async def stamped_send(message: Message) -> None:
+            nonlocal response_started
+            if body_too_large and not response_started:
+                return  # whatever the app made of the cut-off body, the answer is 413
+            if message["type"] == "http.response.start":
+                response_started = True
+                headers = MutableHeaders(scope=message)
+                headers.append("x-request-id", request_id)
+                headers.append("openai-processing-ms", str(int((time.perf_counter() - started) * 1000)))
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, stamped_send)
+        except Exception:
+            if body_too_large:
+                pass
+            elif response_started:
+                log.exception("request %s failed after its response started", request_id)
+                return
+            else:
+                log.exception("request %s failed", request_id)
+                await reply(
+                    500,
+                    error_body(
+                        "The server had an error while processing your request. "
+                        f"Quote the request id {request_id} when you report it.",
+                        type="server_error",
+                    ),
+                )
+                return
+        if body_too_large and not response_started:
+            await reply(413, too_large_body())

@@ -1,0 +1,46 @@
+"""create_app(settings): the one wiring point. The container is built in the lifespan, never at import."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+
+from oasis import __version__
+from oasis.api import files, health, models
+from oasis.api.errors import install_error_handlers
+from oasis.api.middleware import RequestContextMiddleware
+from oasis.container import Container
+from oasis.engines.registry import EngineFactory
+from oasis.settings import Settings
+
+# Multipart framing and the `purpose` field ride on top of the largest file.
+_MULTIPART_OVERHEAD = 1 << 20
+
+
+def create_app(settings: Settings, engine_factories: Mapping[str, EngineFactory] | None = None) -> FastAPI:
+    container = Container.build(settings, engine_factories)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await container.db.migrate()
+        loading = asyncio.create_task(container.start_engines())
+        app.state.container = container
+        try:
+            yield
+        finally:
+            loading.cancel()
+            await container.close()
+
+    app = FastAPI(title="oasis", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.files.max_upload_bytes + _MULTIPART_OVERHEAD)
+
+    v1 = APIRouter(prefix="/v1")
+    v1.include_router(models.router)
+    v1.include_router(files.router)
+    app.include_router(v1)
+    app.include_router(health.router)
+    return app

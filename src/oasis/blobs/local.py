@@ -1,0 +1,71 @@
+"""Blobs as files in a folder: written to a temporary file, fsynced, then renamed into place."""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator
+from pathlib import Path
+
+import anyio
+
+from oasis.blobs.base import BlobNotFound
+
+_SAFE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
+
+
+class LocalBlobStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._tmp = root / ".tmp"
+        self._tmp.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        # Keys come from our own ids, but a path must never escape the root whatever it is given.
+        if not _SAFE_KEY.match(key) or ".." in key.split("/"):
+            raise ValueError(f"unsafe blob key {key!r}")
+        return self.root / key
+
+    async def put(self, key: str, chunks: AsyncIterable[bytes]) -> int:
+        target = self._path(key)
+        temp = self._tmp / f"{uuid.uuid4().hex}.part"
+        written = 0
+        handle = await anyio.open_file(temp, "wb")
+        try:
+            async for chunk in chunks:
+                await handle.write(chunk)
+                written += len(chunk)
+            await handle.flush()
+            await anyio.to_thread.run_sync(os.fsync, handle.wrapped.fileno())
+        except BaseException:
+            await handle.aclose()
+            temp.unlink(missing_ok=True)
+            raise
+        await handle.aclose()
+        await anyio.to_thread.run_sync(self._commit, temp, target)
+        return written
+
+    @staticmethod
+    def _commit(temp: Path, target: Path) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(temp, target)
+
+    async def read(self, key: str, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
+        path = self._path(key)
+        try:
+            handle = await anyio.open_file(path, "rb")
+        except FileNotFoundError as exc:
+            raise BlobNotFound(key) from exc
+        async with handle:
+            while chunk := await handle.read(chunk_size):
+                yield chunk
+
+    async def size(self, key: str) -> int:
+        try:
+            return (await anyio.Path(self._path(key)).stat()).st_size
+        except FileNotFoundError as exc:
+            raise BlobNotFound(key) from exc
+
+    async def delete(self, key: str) -> None:
+        await anyio.Path(self._path(key)).unlink(missing_ok=True)

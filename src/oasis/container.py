@@ -1,0 +1,62 @@
+"""Everything a request needs, built once in the app's lifespan and kept on `app.state.container`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from oasis.blobs import BlobStore, LocalBlobStore
+from oasis.engines.registry import EngineFactory, EngineRegistry, installed_engine_factories
+from oasis.services.files import FileService
+from oasis.services.keys import KeyService
+from oasis.services.models import ModelService
+from oasis.settings import Settings
+from oasis.storage.clock import now
+from oasis.storage.db import Database
+
+log = logging.getLogger("oasis")
+
+
+@dataclass
+class Container:
+    settings: Settings
+    db: Database
+    blobs: BlobStore
+    registry: EngineRegistry
+    keys: KeyService
+    files: FileService
+    models: ModelService
+    engines_ready: asyncio.Event = field(default_factory=asyncio.Event)
+    engine_error: str | None = None
+
+    @classmethod
+    def build(cls, settings: Settings, engine_factories: Mapping[str, EngineFactory] | None = None) -> Container:
+        factories = installed_engine_factories() if engine_factories is None else engine_factories
+        db = Database(settings.sqlalchemy_url)
+        blobs = LocalBlobStore(settings.blobs_dir)
+        registry = EngineRegistry(settings.models, factories)
+        return cls(
+            settings=settings,
+            db=db,
+            blobs=blobs,
+            registry=registry,
+            keys=KeyService(db),
+            files=FileService(db, blobs, settings.files.max_upload_bytes),
+            models=ModelService(db, registry, started_at=now()),
+        )
+
+    async def start_engines(self) -> None:
+        """Loads every configured model; /health turns 200 when this finishes."""
+        try:
+            await self.registry.start()
+        except Exception as exc:  # the server stays up to say why on /health and in the log
+            self.engine_error = f"{type(exc).__name__}: {exc}"
+            log.exception("loading the configured models failed")
+            return
+        self.engines_ready.set()
+
+    async def close(self) -> None:
+        await self.registry.close()
+        await self.db.close()

@@ -1,0 +1,1 @@
+"""Inference engines behind small protocols and one registry; services never import a backend library."""

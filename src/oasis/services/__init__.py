@@ -1,0 +1,1 @@
+"""Domain logic. No FastAPI imports here: routes call services, services raise OasisError."""

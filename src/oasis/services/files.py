@@ -1,0 +1,148 @@
+"""The Files API: streamed uploads into the blob store, checked JSONL, byte-exact downloads."""
+
+from __future__ import annotations
+
+import mimetypes
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import anyio
+
+from oasis.blobs import BlobNotFound, BlobStore
+from oasis.errors import OasisError, invalid_request, not_found, too_large
+from oasis.protocol.extensions import UPLOAD_PURPOSES, FileObject
+from oasis.services.file_checks import LINE_CHECKS
+from oasis.storage import files as file_rows
+from oasis.storage.clock import new_id, now
+from oasis.storage.db import Database
+from oasis.storage.pagination import Page, PageRequest
+from oasis.storage.tables import StoredFile
+
+_CHUNK = 1 << 20
+_CONTENT_TYPES = {".jsonl": "application/jsonl", ".json": "application/json", ".md": "text/markdown"}
+
+
+@dataclass(frozen=True)
+class FileContent:
+    filename: str
+    content_type: str
+    size: int
+    chunks: AsyncIterator[bytes]
+
+
+def to_wire(row: StoredFile) -> FileObject:
+    return FileObject(
+        id=row.id,
+        object="file",
+        bytes=row.bytes,
+        created_at=row.created_at,
+        filename=row.filename,
+        purpose=row.purpose,  # type: ignore[arg-type]
+        status=row.status,  # type: ignore[arg-type]
+        status_details=row.status_details,
+    )
+
+
+def _file_not_found(file_id: str) -> OasisError:
+    return not_found(f"No such File object: {file_id}", param="id")
+
+
+class FileService:
+    def __init__(self, db: Database, blobs: BlobStore, max_upload_bytes: int) -> None:
+        self._db = db
+        self._blobs = blobs
+        self.max_upload_bytes = max_upload_bytes
+
+    async def upload(self, project_id: str, *, purpose: str, filename: str, source: BinaryIO, size: int) -> FileObject:
+        if purpose not in UPLOAD_PURPOSES:
+            raise invalid_request(
+                f"'{purpose}' is not one of {', '.join(map(repr, UPLOAD_PURPOSES))} - 'purpose'",
+                param="purpose",
+            )
+        if size > self.max_upload_bytes:
+            raise too_large(
+                f"File is {size} bytes; the largest upload this server accepts is {self.max_upload_bytes} bytes.",
+                param="file",
+            )
+        check = LINE_CHECKS.get(purpose)
+        if check is not None:
+            source.seek(0)
+            await anyio.to_thread.run_sync(check, source)
+        return await self.store(project_id, purpose=purpose, filename=filename, source=source)
+
+    async def store(self, project_id: str, *, purpose: str, filename: str, source: BinaryIO) -> FileObject:
+        """Stores bytes as a file without upload checks; services use it for outputs (batch_output, …)."""
+        file_id = new_id("file-")
+        blob_key = f"files/{file_id}"
+        source.seek(0)
+        size = await self._blobs.put(blob_key, _read_chunks(source))
+        row = StoredFile(
+            id=file_id,
+            project_id=project_id,
+            filename=filename,
+            purpose=purpose,
+            bytes=size,
+            created_at=now(),
+            status="processed",
+            blob_key=blob_key,
+        )
+        try:
+            async with self._db.session() as session:
+                await file_rows.add_file(session, row)
+                await session.commit()
+        except BaseException:
+            await self._blobs.delete(blob_key)  # no row points at it: don't leave it behind
+            raise
+        return to_wire(row)
+
+    async def list(self, project_id: str, page: PageRequest, purpose: str | None) -> Page[FileObject]:
+        async with self._db.session() as session:
+            rows = await file_rows.list_files(session, project_id, page, purpose)
+        return Page(items=[to_wire(row) for row in rows.items], has_more=rows.has_more)
+
+    async def retrieve(self, project_id: str, file_id: str) -> FileObject:
+        return to_wire(await self._row(project_id, file_id))
+
+    async def delete(self, project_id: str, file_id: str) -> str:
+        async with self._db.session() as session:
+            row = await file_rows.get_file(session, project_id, file_id)
+            if row is None:
+                raise _file_not_found(file_id)
+            await file_rows.mark_deleted(session, row)
+            await session.commit()
+        # After the commit: a crash here leaves an unreferenced blob, never a row without its bytes.
+        await self._blobs.delete(row.blob_key)
+        return file_id
+
+    async def content(self, project_id: str, file_id: str) -> FileContent:
+        row = await self._row(project_id, file_id)
+        try:
+            size = await self._blobs.size(row.blob_key)
+        except BlobNotFound:
+            raise OasisError(
+                500, f"The content of {file_id} is missing from the blob store.", type="server_error"
+            ) from None
+        return FileContent(
+            filename=row.filename,
+            content_type=_content_type(row.filename),
+            size=size,
+            chunks=self._blobs.read(row.blob_key),
+        )
+
+    async def _row(self, project_id: str, file_id: str) -> StoredFile:
+        async with self._db.session() as session:
+            row = await file_rows.get_file(session, project_id, file_id)
+        if row is None:
+            raise _file_not_found(file_id)
+        return row
+
+
+async def _read_chunks(source: BinaryIO) -> AsyncIterator[bytes]:
+    while chunk := await anyio.to_thread.run_sync(source.read, _CHUNK):
+        yield chunk
+
+
+def _content_type(filename: str) -> str:
+    suffix = "." + filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
+    return _CONTENT_TYPES.get(suffix) or mimetypes.guess_type(filename)[0] or "application/octet-stream"

@@ -1,0 +1,114 @@
+"""API keys: creation, revocation and the bearer -> project decision that every request goes through."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+from oasis.errors import OasisError
+from oasis.storage import projects
+from oasis.storage.clock import now
+from oasis.storage.db import Database
+from oasis.storage.tables import ApiKey
+
+KEY_PREFIX = "sk-oasis-"
+DEFAULT_PROJECT = "default"
+
+
+@dataclass(frozen=True)
+class Principal:
+    project_id: str
+    key_id: str | None
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    id: str
+    project: str
+    redacted: str
+    created_at: int
+    revoked: bool
+
+
+def hash_key(plaintext: str) -> str:
+    # Keys are 256 random bits, so a fast hash is enough: nothing to brute-force, nothing to salt.
+    return hashlib.sha256(plaintext.encode("utf-8")).hexdigest()
+
+
+def _redact(plaintext: str) -> str:
+    return f"{plaintext[: len(KEY_PREFIX) + 2]}...{plaintext[-4:]}"
+
+
+def _invalid_key(message: str) -> OasisError:
+    return OasisError(401, message, code="invalid_api_key")
+
+
+class KeyService:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create(self, project_name: str) -> tuple[KeyInfo, str]:
+        plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
+        async with self._db.session() as session:
+            project = await projects.get_or_create_project(session, project_name)
+            key = await projects.add_key(session, project.id, hash_key(plaintext), _redact(plaintext))
+            await session.commit()
+        return _info(key, project_name), plaintext
+
+    async def list(self) -> list[KeyInfo]:
+        async with self._db.session() as session:
+            return [_info(key, project.name) for key, project in await projects.list_keys(session)]
+
+    async def revoke(self, key_id: str) -> KeyInfo:
+        async with self._db.session() as session:
+            found = await projects.get_key(session, key_id)
+            if found is None:
+                raise OasisError(404, f"No API key with id {key_id!r}.", code="key_not_found")
+            key, project = found
+            if key.revoked_at is None:
+                key.revoked_at = now()
+                await session.commit()
+            return _info(key, project.name)
+
+    async def any_key_exists(self) -> bool:
+        async with self._db.session() as session:
+            return await projects.any_key_exists(session)
+
+    async def authenticate(self, bearer: str | None, *, open_access: bool) -> Principal:
+        """The project a request acts for.
+
+        Until the first key is created the server is open (`open_access` says whether this client may use
+        that: loopback, or --allow-unauthenticated) and everything lands in the `default` project. Once any
+        key exists, even a revoked one, every request needs a live key.
+        """
+        async with self._db.session() as session:
+            if bearer:
+                key = await projects.find_key(session, hash_key(bearer))
+                if key is not None and key.revoked_at is None:
+                    return Principal(project_id=key.project_id, key_id=key.id)
+            if await projects.any_key_exists(session):
+                if not bearer:
+                    raise _invalid_key(
+                        "You didn't provide an API key. You need to provide your API key in an Authorization "
+                        "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
+                    )
+                raise _invalid_key(f"Incorrect API key provided: {_redact(bearer)}.")
+            if not open_access:
+                raise _invalid_key(
+                    "This server has no API keys yet and only accepts unauthenticated requests from loopback. "
+                    "Create a key with `oasis keys create --project NAME`."
+                )
+            project = await projects.get_or_create_project(session, DEFAULT_PROJECT)
+            await session.commit()
+            return Principal(project_id=project.id, key_id=None)
+
+
+def _info(key: ApiKey, project_name: str) -> KeyInfo:
+    return KeyInfo(
+        id=key.id,
+        project=project_name,
+        redacted=key.redacted,
+        created_at=key.created_at,
+        revoked=key.revoked_at is not None,
+    )

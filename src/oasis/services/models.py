@@ -1,0 +1,65 @@
+"""The Models API: configured models and their aliases, plus models a project owns (fine-tunes)."""
+
+from __future__ import annotations
+
+from oasis.engines.registry import EngineRegistry
+from oasis.errors import not_found, permission_denied
+from oasis.protocol import openapi_types as spec
+from oasis.storage import models as model_rows
+from oasis.storage.db import Database
+
+
+def _model_not_found(model: str) -> Exception:
+    return not_found(
+        f"The model '{model}' does not exist or you do not have access to it.",
+        param="model",
+        code="model_not_found",
+    )
+
+
+class ModelService:
+    def __init__(self, db: Database, registry: EngineRegistry, started_at: int) -> None:
+        self._db = db
+        self._registry = registry
+        # Configured models have no creation date of their own; the server's start is the honest answer.
+        self._started_at = started_at
+
+    def _configured(self) -> list[spec.Model]:
+        return [
+            spec.Model(id=name, object="model", created=self._started_at, owned_by=model_spec.owned_by)
+            for model_spec in self._registry.specs
+            for name in (model_spec.id, *model_spec.aliases)
+        ]
+
+    async def list(self, project_id: str) -> list[spec.Model]:
+        async with self._db.session() as session:
+            owned = await model_rows.list_models(session, project_id)
+        return self._configured() + [
+            spec.Model(id=row.id, object="model", created=row.created_at, owned_by=row.owned_by) for row in owned
+        ]
+
+    async def retrieve(self, project_id: str, model: str) -> spec.Model:
+        model_spec = self._registry.resolve(model)
+        if model_spec is not None:
+            return spec.Model(id=model, object="model", created=self._started_at, owned_by=model_spec.owned_by)
+        async with self._db.session() as session:
+            row = await model_rows.get_model(session, project_id, model)
+        if row is None:
+            raise _model_not_found(model)
+        return spec.Model(id=row.id, object="model", created=row.created_at, owned_by=row.owned_by)
+
+    async def delete(self, project_id: str, model: str) -> spec.DeleteModelResponse:
+        if self._registry.resolve(model) is not None:
+            raise permission_denied(
+                f"The model '{model}' is served from this server's configuration and cannot be deleted "
+                "through the API; only models your project owns (fine-tunes) can.",
+                param="model",
+                code="model_not_deletable",
+            )
+        async with self._db.session() as session:
+            row = await model_rows.get_model(session, project_id, model)
+            if row is None:
+                raise _model_not_found(model)
+            await model_rows.mark_deleted(session, row)
+            await session.commit()
+        return spec.DeleteModelResponse(id=model, object="model", deleted=True)

@@ -1,0 +1,110 @@
+"""Typed settings: defaults < config file (YAML) < environment (OASIS_ prefix, `__` nests) < command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+MIB = 1024 * 1024
+
+
+class ModelSpec(BaseModel):
+    """One served model, as named in the config file's `models:` list."""
+
+    id: str = Field(description="The id clients send as `model`.")
+    engine: str = Field(description="Engine kind, a key of the engine registry (e.g. `llamacpp`, `upstream`).")
+    path: str | None = Field(default=None, description="Where the weights are on disk.")
+    package: str | None = Field(default=None, description="An installed Python package that ships the weights.")
+    aliases: list[str] = Field(default_factory=list, description="Other ids that resolve to this model.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Engine-specific options.")
+    owned_by: str = "oasis"
+
+    @field_validator("id")
+    @classmethod
+    def _id_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("a model id must not be blank")
+        return value
+
+
+class ServerSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    allow_unauthenticated: bool = Field(
+        default=False,
+        description="Accept any bearer from any address while no API key exists (otherwise loopback only).",
+    )
+
+
+class FilesSettings(BaseModel):
+    max_upload_bytes: int = Field(default=512 * MIB, gt=0, description="Largest file `POST /v1/files` accepts.")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OASIS_", env_nested_delimiter="__", extra="forbid")
+
+    data_dir: Path = Field(
+        default_factory=lambda: Path(platformdirs.user_data_dir("oasis")),
+        description="Holds the SQLite database and the blobs.",
+    )
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="SQLAlchemy async URL; unset means SQLite in the data dir. e.g. postgresql+asyncpg://…",
+    )
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    files: FilesSettings = Field(default_factory=FilesSettings)
+    models: list[ModelSpec] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _model_ids_unique(self) -> Settings:
+        seen: set[str] = set()
+        for spec in self.models:
+            for name in (spec.id, *spec.aliases):
+                if name in seen:
+                    raise ValueError(f"model id or alias {name!r} is named twice in `models`")
+                seen.add(name)
+        return self
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        return f"sqlite+aiosqlite:///{self.data_dir / 'oasis.db'}"
+
+    @property
+    def blobs_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from the optional YAML config file, the environment, then explicit overrides."""
+    if config_file is not None and not config_file.is_file():
+        raise FileNotFoundError(f"config file {config_file} does not exist")
+
+    class _WithConfigFile(Settings):
+        model_config = SettingsConfigDict(yaml_file=config_file)
+
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+            if config_file is not None:
+                sources.append(YamlConfigSettingsSource(settings_cls))
+            return tuple(sources)
+
+    return _WithConfigFile(**overrides)

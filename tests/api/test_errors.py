@@ -1,0 +1,131 @@
+"""Every error is OpenAI's envelope with the right status; every response carries the request headers.
+
+No JSON-body endpoint exists in the foundation yet, so the body tests mount a small route on the real app:
+the validation, parsing and size limits under test are the app's own, shared by every future endpoint.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from pydantic import BaseModel
+
+from tests.conftest import Harness
+
+
+class _Message(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class _Body(BaseModel):
+    model: str
+    messages: list[_Message]
+    temperature: float = 1.0
+
+
+@pytest.fixture
+def app(oasis: Harness) -> FastAPI:
+    application = oasis.transport.app
+    assert isinstance(application, FastAPI)
+
+    @application.post("/v1/test/echo")
+    async def echo(body: _Body) -> _Body:
+        return body
+
+    @application.get("/v1/test/crash")
+    async def crash() -> None:
+        raise RuntimeError("secret internal detail")
+
+    return application
+
+
+def _assert_envelope(response: httpx.Response, status: int, kind: str = "invalid_request_error") -> dict:
+    assert response.status_code == status
+    body = response.json()
+    assert set(body) == {"error"}
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    assert body["error"]["type"] == kind
+    assert body["error"]["message"]
+    return body["error"]
+
+
+async def test_validation_failures_are_400_with_param(oasis: Harness, app: FastAPI) -> None:
+    async with oasis.http() as http:
+        wrong_role = await http.post(
+            "/v1/test/echo", json={"model": "m", "messages": [{"role": "robot", "content": "x"}]}
+        )
+        missing = await http.post("/v1/test/echo", json={"messages": []})
+        wrong_type = await http.post("/v1/test/echo", json={"model": "m", "messages": [], "temperature": "hot"})
+    assert _assert_envelope(wrong_role, 400)["param"] == "messages[0].role"
+    missing_error = _assert_envelope(missing, 400)
+    assert missing_error["param"] == "model" and "Missing required parameter" in missing_error["message"]
+    assert _assert_envelope(wrong_type, 400)["param"] == "temperature"
+
+
+async def test_malformed_json_is_400(oasis: Harness, app: FastAPI) -> None:
+    async with oasis.http() as http:
+        response = await http.post(
+            "/v1/test/echo",
+            content=b'{"model": "m", "messages": [',
+            headers={"content-type": "application/json"},
+        )
+    assert "could not parse the JSON body" in _assert_envelope(response, 400)["message"]
+
+
+async def test_unknown_routes_are_404_envelopes(oasis: Harness) -> None:
+    async with oasis.http() as http:
+        response = await http.get("/v1/no/such/thing")
+        wrong_method = await http.put("/v1/files")
+    error = _assert_envelope(response, 404)
+    assert error["code"] == "unknown_url" and "/v1/no/such/thing" in error["message"]
+    _assert_envelope(wrong_method, 405)
+
+
+async def test_oversize_body_is_413(start_oasis) -> None:  # type: ignore[no-untyped-def]
+    harness: Harness = await start_oasis(files={"max_upload_bytes": 10})
+    application = harness.transport.app
+    assert isinstance(application, FastAPI)
+
+    @application.post("/v1/test/echo")
+    async def echo(body: _Body) -> _Body:
+        return body
+
+    big = b'{"model": "' + b"m" * 3_000_000 + b'", "messages": []}'
+
+    async def chunked():  # no content-length: the limit must hold while the body streams in
+        for start in range(0, len(big), 65536):
+            yield big[start : start + 65536]
+
+    async with harness.http() as http:
+        declared = await http.post("/v1/test/echo", content=big, headers={"content-type": "application/json"})
+        streamed = await http.post("/v1/test/echo", content=chunked(), headers={"content-type": "application/json"})
+    assert _assert_envelope(declared, 413)["code"] == "request_too_large"
+    assert _assert_envelope(streamed, 413)["code"] == "request_too_large"
+    assert streamed.headers["x-request-id"].startswith("req_")
+
+
+async def test_internal_faults_are_500_with_request_id_and_no_trace(oasis: Harness, app: FastAPI) -> None:
+    async with oasis.http() as http:
+        response = await http.get("/v1/test/crash")
+    error = _assert_envelope(response, 500, kind="server_error")
+    request_id = response.headers["x-request-id"]
+    assert request_id in error["message"]
+    assert "secret internal detail" not in response.text and "Traceback" not in response.text
+
+
+async def test_every_response_carries_request_id_and_processing_time(oasis: Harness, app: FastAPI) -> None:
+    async with oasis.http() as http:
+        responses = [
+            await http.get("/v1/models"),
+            await http.get("/v1/files/file-missing"),
+            await http.get("/v1/nowhere"),
+            await http.post("/v1/test/echo", content=b"{", headers={"content-type": "application/json"}),
+            await http.get("/health"),
+        ]
+    ids = {r.headers["x-request-id"] for r in responses}
+    assert len(ids) == len(responses) and all(i.startswith("req_") for i in ids)
+    assert all(int(r.headers["openai-processing-ms"]) >= 0 for r in responses)

@@ -1,0 +1,124 @@
+"""Models API through the official SDK: configured models, aliases, owned models, deletion rules."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import openai
+import pytest
+
+from oasis.engines.registry import UnknownEngineKind
+from oasis.storage.clock import now
+from oasis.storage.projects import get_or_create_project
+from oasis.storage.tables import OwnedModel
+from tests.conftest import Harness
+from tests.engines import BrokenEngine, GatedEngine, IdleEngine
+
+TINY = {"id": "tiny-chat", "engine": "idle", "aliases": ["gpt-4o", "gpt-3.5-turbo"], "owned_by": "oasis"}
+
+
+@pytest.fixture
+async def served(start_oasis: Callable[..., Any]) -> Harness:
+    harness: Harness = await start_oasis(engine_factories={"idle": IdleEngine}, models=[TINY])
+    return harness
+
+
+async def _own_model(harness: Harness, project_name: str, model_id: str) -> None:
+    async with harness.container.db.session() as session:
+        project = await get_or_create_project(session, project_name)
+        session.add(OwnedModel(id=model_id, project_id=project.id, created_at=now(), owned_by=f"user-{project_name}"))
+        await session.commit()
+
+
+async def test_list_shows_models_and_aliases(served: Harness) -> None:
+    listed = await served.sdk().models.list()
+    assert [m.id for m in listed.data] == ["tiny-chat", "gpt-4o", "gpt-3.5-turbo"]
+    assert all(m.object == "model" and m.owned_by == "oasis" and m.created > 0 for m in listed.data)
+
+
+async def test_retrieve_by_id_and_alias(served: Harness) -> None:
+    client = served.sdk()
+    assert (await client.models.retrieve("tiny-chat")).id == "tiny-chat"
+    alias = await client.models.retrieve("gpt-4o")
+    assert (alias.id, alias.object) == ("gpt-4o", "model")
+
+
+async def test_unknown_model_is_404(served: Harness) -> None:
+    with pytest.raises(openai.NotFoundError) as caught:
+        await served.sdk().models.retrieve("gpt-5-ultra")
+    assert caught.value.code == "model_not_found"
+    with pytest.raises(openai.NotFoundError):
+        await served.sdk().models.delete("gpt-5-ultra")
+
+
+async def test_configured_models_cannot_be_deleted(served: Harness) -> None:
+    for name in ("tiny-chat", "gpt-4o"):
+        with pytest.raises(openai.PermissionDeniedError) as caught:
+            await served.sdk().models.delete(name)
+        assert caught.value.status_code == 403
+        assert "configuration" in caught.value.message
+    assert len((await served.sdk().models.list()).data) == 3
+
+
+async def test_owned_model_is_listed_and_deleted_by_its_project_only(served: Harness) -> None:
+    _, key_a = await served.container.keys.create("alpha")
+    _, key_b = await served.container.keys.create("beta")
+    model_id = "ft:tiny-chat:alpha::abc123"
+    await _own_model(served, "alpha", model_id)
+    alice, bob = served.sdk(key_a), served.sdk(key_b)
+
+    assert model_id in [m.id for m in (await alice.models.list()).data]
+    assert (await alice.models.retrieve(model_id)).owned_by == "user-alpha"
+    assert model_id not in [m.id for m in (await bob.models.list()).data]
+    with pytest.raises(openai.NotFoundError):
+        await bob.models.retrieve(model_id)
+    with pytest.raises(openai.NotFoundError):
+        await bob.models.delete(model_id)
+
+    deleted = await alice.models.delete(model_id)
+    assert (deleted.id, deleted.deleted) == (model_id, True)
+    assert model_id not in [m.id for m in (await alice.models.list()).data]
+    with pytest.raises(openai.NotFoundError):
+        await alice.models.retrieve(model_id)
+
+
+async def test_health_is_503_until_models_load(start_oasis: Callable[..., Any]) -> None:
+    gate = asyncio.Event()
+    harness: Harness = await start_oasis(
+        engine_factories={"gated": lambda spec: GatedEngine(spec, gate)},
+        models=[{"id": "slow", "engine": "gated"}],
+        wait_ready=False,
+    )
+    async with harness.http(api_key=None) as http:
+        loading = await http.get("/health")
+        assert loading.status_code == 503 and loading.json()["status"] == "loading"
+        gate.set()
+        await asyncio.wait_for(harness.container.engines_ready.wait(), timeout=10)
+        ready = await http.get("/health")
+    assert ready.status_code == 200 and ready.json()["status"] == "ok"
+    assert ready.json()["max_upload_bytes"] == 512 * 1024 * 1024
+
+
+async def test_a_model_that_fails_to_load_keeps_health_503_and_says_why(
+    start_oasis: Callable[..., Any],
+) -> None:
+    harness: Harness = await start_oasis(
+        engine_factories={"broken": BrokenEngine},
+        models=[{"id": "bad", "engine": "broken"}],
+        wait_ready=False,
+    )
+    async with harness.http() as http:
+        for _ in range(100):
+            health = await http.get("/health")
+            if health.json()["status"] != "loading":
+                break
+            await asyncio.sleep(0.01)
+    assert health.status_code == 503
+    assert "unreadable" in health.json()["error"]
+
+
+async def test_unknown_engine_kind_is_refused_at_start(start_oasis: Callable[..., Any]) -> None:
+    with pytest.raises(UnknownEngineKind, match="warp-drive"):
+        await start_oasis(models=[{"id": "x", "engine": "warp-drive"}])

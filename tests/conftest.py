@@ -1,0 +1,138 @@
+"""Shared fixtures: an oasis app per test, driven through the official `openai` SDK over in-process ASGI.
+
+The database is SQLite in a temporary folder by default; with OASIS_TEST_DATABASE=postgresql the same tests
+run against the PostgreSQL on 127.0.0.1:5432 (a database made for the run and dropped after it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from oasis.app import create_app
+from oasis.container import Container
+from oasis.engines.registry import EngineFactory
+from oasis.settings import Settings, load_settings
+
+POSTGRES_ADMIN_URL = os.environ.get("OASIS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+USE_POSTGRES = os.environ.get("OASIS_TEST_DATABASE", "sqlite") == "postgresql"
+
+
+async def _admin(statement: str) -> None:
+    import asyncpg
+
+    connection = await asyncpg.connect(POSTGRES_ADMIN_URL)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str | None]:
+    if not USE_POSTGRES:
+        yield None
+        return
+    name = f"oasis_test_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+    try:
+        yield f"{base}/{name}"
+    finally:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def _empty_postgres(url: str) -> None:
+    import asyncpg
+
+    connection = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://", 1))
+    try:
+        tables = await connection.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
+        )
+        if tables:
+            names = ", ".join(f'"{row["tablename"]}"' for row in tables)
+            await connection.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+def settings_for(tmp_path: Path, postgres_url: str | None) -> Callable[..., Settings]:
+    """Settings for a test server: its own data dir, the run's database, plus the overrides given."""
+
+    def build(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {"data_dir": tmp_path / "data"}
+        if postgres_url is not None:
+            values["database_url"] = postgres_url
+        values.update(overrides)
+        return load_settings(None, **values)
+
+    return build
+
+
+@dataclass
+class Harness:
+    container: Container
+    transport: httpx.ASGITransport
+    base_url: str = "http://oasis.test"
+
+    def http(self, api_key: str | None = "sk-test", client: tuple[str, int] | None = None) -> httpx.AsyncClient:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        transport = self.transport
+        if client is not None:
+            transport = httpx.ASGITransport(app=self.transport.app, raise_app_exceptions=False, client=client)
+        return httpx.AsyncClient(transport=transport, base_url=self.base_url, headers=headers)
+
+    def sdk(self, api_key: str = "sk-test") -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(
+            api_key=api_key,
+            base_url=f"{self.base_url}/v1",
+            http_client=httpx.AsyncClient(transport=self.transport, base_url=self.base_url),
+            max_retries=0,
+        )
+
+
+@pytest.fixture
+async def start_oasis(
+    settings_for: Callable[..., Settings], postgres_url: str | None
+) -> AsyncIterator[Callable[..., Any]]:
+    """Starts an app (lifespan included) with settings overrides; every started app is closed after the test."""
+    if postgres_url is not None:
+        await _empty_postgres(postgres_url)
+    async with AsyncExitStack() as stack:
+
+        async def start(
+            engine_factories: Mapping[str, EngineFactory] | None = None,
+            wait_ready: bool = True,
+            **overrides: Any,
+        ) -> Harness:
+            app = create_app(settings_for(**overrides), engine_factories=engine_factories or {})
+            await stack.enter_async_context(app.router.lifespan_context(app))
+            container: Container = app.state.container
+            if wait_ready:
+                await asyncio.wait_for(container.engines_ready.wait(), timeout=60)
+            return Harness(container=container, transport=httpx.ASGITransport(app=app, raise_app_exceptions=False))
+
+        yield start
+
+
+@pytest.fixture
+async def oasis(start_oasis: Callable[..., Any]) -> Harness:
+    harness: Harness = await start_oasis()
+    return harness
+
+
+@pytest.fixture
+def client(oasis: Harness) -> openai.AsyncOpenAI:
+    return oasis.sdk()

@@ -1,0 +1,39 @@
+"""Engines the tests plug in through the registry, exactly as real engine kinds are plugged in."""
+
+from __future__ import annotations
+
+import asyncio
+
+from oasis.settings import ModelSpec
+
+
+class IdleEngine:
+    """An engine with only the lifecycle: enough to serve the Models API, nothing to infer with."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self.started = False
+        self.closed = False
+
+    async def start(self) -> None:
+        self.started = True
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+class GatedEngine(IdleEngine):
+    """Loads only when the test opens its gate, so the test can look at the server while it loads."""
+
+    def __init__(self, spec: ModelSpec, gate: asyncio.Event) -> None:
+        super().__init__(spec)
+        self.gate = gate
+
+    async def start(self) -> None:
+        await self.gate.wait()
+        await super().start()
+
+
+class BrokenEngine(IdleEngine):
+    async def start(self) -> None:
+        raise RuntimeError(f"weights for {self.spec.id} are unreadable")

@@ -1,0 +1,73 @@
+"""The `oasis` command as a user runs it: keys on a fresh data dir, keys beside a running server, serve."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import openai
+import pytest
+
+from tests.conftest import _empty_postgres
+from tests.server_process import oasis_env, oasis_server, run_oasis
+
+
+@pytest.fixture
+async def env(postgres_url: str | None) -> dict[str, str]:
+    if postgres_url is not None:
+        await _empty_postgres(postgres_url)
+    return oasis_env(postgres_url)
+
+
+def test_keys_create_list_revoke_on_a_fresh_data_dir(tmp_path: Path, env: dict[str, str]) -> None:
+    data = tmp_path / "fresh"
+    created = run_oasis("keys", "create", "--project", "team-a", "--data-dir", str(data), env=env)
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip().splitlines()[-1]
+    assert key.startswith("sk-oasis-") and len(key) > 40
+    assert "team-a" in created.stderr
+
+    listed = run_oasis("keys", "list", "--data-dir", str(data), env=env)
+    assert listed.returncode == 0
+    key_id, project, redacted, state = listed.stdout.strip().split("\t")
+    assert (project, state) == ("team-a", "active")
+    assert key not in listed.stdout and redacted.endswith(key[-4:])
+
+    revoked = run_oasis("keys", "revoke", key_id, "--data-dir", str(data), env=env)
+    assert revoked.returncode == 0
+    assert run_oasis("keys", "list", "--data-dir", str(data), env=env).stdout.strip().endswith("revoked")
+
+    missing = run_oasis("keys", "revoke", "key_nope", "--data-dir", str(data), env=env)
+    assert missing.returncode == 1 and "key_nope" in missing.stderr
+
+
+def test_a_key_created_beside_a_running_server_works_on_its_next_request(tmp_path: Path, env: dict[str, str]) -> None:
+    data = tmp_path / "data"
+    with oasis_server(data, env) as server:
+        open_client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="anything", max_retries=0)
+        assert open_client.models.list().object == "list"
+
+        created = run_oasis("keys", "create", "--project", "live", "--data-dir", str(data), env=env)
+        key = created.stdout.strip().splitlines()[-1]
+
+        with pytest.raises(openai.AuthenticationError):
+            open_client.models.list()
+        client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=key, max_retries=0)
+        uploaded = client.files.create(file=("hello.txt", b"hello"), purpose="assistants")
+        assert client.files.content(uploaded.id).content == b"hello"
+
+
+def test_serve_refuses_a_public_address_without_keys(tmp_path: Path, env: dict[str, str]) -> None:
+    refused = run_oasis("serve", "--host", "0.0.0.0", "--data-dir", str(tmp_path / "d"), env=env)
+    assert refused.returncode == 2
+    assert "--allow-unauthenticated" in refused.stderr and "keys create" in refused.stderr
+
+
+def test_serve_reports_a_bad_config_file_plainly(tmp_path: Path, env: dict[str, str]) -> None:
+    config = tmp_path / "oasis.yaml"
+    config.write_text("models:\n  - id: m\n    engine: warp-drive\n")
+    failed = run_oasis("serve", "--config", str(config), "--data-dir", str(tmp_path / "d"), env=env)
+    assert failed.returncode == 2
+    assert "warp-drive" in failed.stderr and "Traceback" not in failed.stderr
+
+    missing = run_oasis("serve", "--config", str(tmp_path / "nope.yaml"), env=env)
+    assert missing.returncode == 2 and "nope.yaml" in missing.stderr

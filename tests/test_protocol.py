@@ -1,0 +1,30 @@
+"""The generated wire types must match the vendored spec: regenerate them when this fails."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from oasis.protocol import openapi_types
+from oasis.protocol.spec import SPEC_PATH, load_openapi_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_generated_types_are_fresh() -> None:
+    check = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "generate_protocol.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert check.returncode == 0, check.stderr
+
+
+def test_spec_loads_despite_repeated_anchors() -> None:
+    spec = load_openapi_spec(SPEC_PATH)
+    operations = [op for path in spec["paths"].values() for op in path.values() if "operationId" in op]
+    assert len(operations) == 64
+    assert set(spec["components"]["schemas"]) >= {"OpenAIFile", "Model", "CreateChatCompletionRequest"}
+    assert openapi_types.OpenAIFile.model_fields.keys() >= {"id", "bytes", "purpose", "status"}
