@@ -13,7 +13,7 @@ from oasis.api import files, health, models
 from oasis.api.errors import install_error_handlers
 from oasis.api.middleware import RequestContextMiddleware
 from oasis.container import Container
-from oasis.engines.registry import EngineFactory
+from oasis.engines.registry import EngineFactory, check_engine_kinds, installed_engine_factories
 from oasis.settings import Settings
 
 # Multipart framing and the `purpose` field ride on top of the largest file.
@@ -21,10 +21,13 @@ _MULTIPART_OVERHEAD = 1 << 20
 
 
 def create_app(settings: Settings, engine_factories: Mapping[str, EngineFactory] | None = None) -> FastAPI:
-    container = Container.build(settings, engine_factories)
+    factories = installed_engine_factories() if engine_factories is None else dict(engine_factories)
+    # Refuse a config naming an engine kind we cannot run now, before a server starts, not after.
+    check_engine_kinds(settings.models, factories)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        container = Container.build(settings, factories)
         await container.db.migrate()
         loading = asyncio.create_task(container.start_engines())
         app.state.container = container

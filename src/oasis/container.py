@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from oasis.blobs import BlobStore, LocalBlobStore
-from oasis.engines.registry import EngineFactory, EngineRegistry, installed_engine_factories
+from oasis.engines.registry import EngineFactory, EngineRegistry
 from oasis.services.files import FileService
 from oasis.services.keys import KeyService
 from oasis.services.models import ModelService
@@ -32,8 +32,7 @@ class Container:
     engine_error: str | None = None
 
     @classmethod
-    def build(cls, settings: Settings, engine_factories: Mapping[str, EngineFactory] | None = None) -> Container:
-        factories = installed_engine_factories() if engine_factories is None else engine_factories
+    def build(cls, settings: Settings, factories: Mapping[str, EngineFactory]) -> Container:
         db = Database(settings.sqlalchemy_url)
         blobs = LocalBlobStore(settings.blobs_dir)
         registry = EngineRegistry(settings.models, factories)

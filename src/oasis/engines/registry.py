@@ -29,12 +29,16 @@ class UnknownEngineKind(ValueError):
     pass
 
 
+def check_engine_kinds(specs: list[ModelSpec], factories: Mapping[str, EngineFactory]) -> None:
+    unknown = sorted({spec.engine for spec in specs} - set(factories))
+    if unknown:
+        known = ", ".join(sorted(factories)) or "none installed"
+        raise UnknownEngineKind(f"unknown engine kind(s) {', '.join(unknown)} in `models` (known: {known})")
+
+
 class EngineRegistry:
     def __init__(self, specs: list[ModelSpec], factories: Mapping[str, EngineFactory]) -> None:
-        unknown = sorted({spec.engine for spec in specs} - set(factories))
-        if unknown:
-            known = ", ".join(sorted(factories)) or "none installed"
-            raise UnknownEngineKind(f"unknown engine kind(s) {', '.join(unknown)} in `models` (known: {known})")
+        check_engine_kinds(specs, factories)
         self._specs = list(specs)
         self._factories = dict(factories)
         self._by_name: dict[str, ModelSpec] = {}
