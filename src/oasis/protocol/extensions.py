@@ -6,7 +6,9 @@ send or expect. Each class here subclasses the generated type and widens exactly
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, model_validator
 
 from oasis.protocol import openapi_types as spec
 
@@ -41,3 +43,71 @@ class ModelList(spec.ListModelsResponse):
     """`ListModelsResponse`; OpenAI's list is not paged, but carrying has_more keeps generic pagers happy."""
 
     has_more: bool = False
+
+
+# --- Chat completions -----------------------------------------------------------------------------------------
+# Newer clients send message content as lists of text parts for every role, a `developer` role, structured
+# outputs (`response_format: json_schema`), `max_completion_tokens` and `parallel_tool_calls`; the 2.0.0 spec
+# knows none of them. Messages are discriminated by `role`, so an unknown role is named in the 400.
+
+TextParts = list[spec.ChatCompletionRequestMessageContentPartText]
+
+
+class SystemMessage(spec.ChatCompletionRequestSystemMessage):
+    content: str | TextParts  # type: ignore[assignment]
+
+
+class DeveloperMessage(SystemMessage):
+    role: Literal["developer"]  # type: ignore[assignment]
+
+
+class UserMessage(spec.ChatCompletionRequestUserMessage):
+    pass  # the spec's user message already takes text and image parts
+
+
+class AssistantMessage(spec.ChatCompletionRequestAssistantMessage):
+    content: str | TextParts | None = None  # type: ignore[assignment]
+
+
+class ToolMessage(spec.ChatCompletionRequestToolMessage):
+    content: str | TextParts  # type: ignore[assignment]
+
+
+class FunctionMessage(spec.ChatCompletionRequestFunctionMessage):
+    content: str | None  # type: ignore[assignment]
+
+
+ChatMessage = Annotated[
+    SystemMessage | DeveloperMessage | UserMessage | AssistantMessage | ToolMessage | FunctionMessage,
+    Field(discriminator="role"),
+]
+
+
+class JsonSchemaFormat(BaseModel):
+    name: str = Field(max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(BaseModel):
+    type: Literal["text", "json_object", "json_schema"] = "text"
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("`json_schema` is required when type is json_schema")
+        return self
+
+
+class ChatCompletionRequest(spec.CreateChatCompletionRequest):
+    messages: list[ChatMessage] = Field(min_length=1)  # type: ignore[assignment]
+    model: str
+    response_format: ResponseFormat | None = None  # type: ignore[assignment]
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    parallel_tool_calls: bool | None = None
+
+
+class CompletionRequest(spec.CreateCompletionRequest):
+    model: str

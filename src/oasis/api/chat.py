@@ -1,0 +1,24 @@
+"""Chat completions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+
+from oasis.api.deps import ContainerDep, PrincipalDep
+from oasis.api.disconnect import unless_disconnected
+from oasis.api.sse import sse_response
+from oasis.protocol.extensions import ChatCompletionRequest
+
+router = APIRouter(tags=["Chat"])
+
+
+@router.post("/chat/completions", response_model=None)
+async def create_chat_completion(
+    body: ChatCompletionRequest, request: Request, container: ContainerDep, _principal: PrincipalDep
+) -> StreamingResponse | dict[str, Any]:
+    if body.stream:
+        return sse_response(container.chat.stream(body))
+    return await unless_disconnected(request, container.chat.create(body))

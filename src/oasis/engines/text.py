@@ -1,0 +1,110 @@
+"""The text-generation capability: what chat and completions need from an engine, nothing more.
+
+An engine tokenizes, renders its chat template, and streams sampled tokens for a prompt; stop strings,
+choices, usage and the wire shapes are the services' job, so every engine behaves the same to clients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from oasis.engines.registry import Engine
+
+FinishReason = Literal["stop", "length"]
+
+
+class EngineBusy(Exception):
+    """The engine's queue is full; the client should retry after `retry_after` seconds."""
+
+    def __init__(self, retry_after: int = 1) -> None:
+        super().__init__("the engine's queue is full")
+        self.retry_after = retry_after
+
+
+class PromptTooLong(ValueError):
+    def __init__(self, prompt_tokens: int, limit: int) -> None:
+        super().__init__(f"prompt has {prompt_tokens} tokens; this model's context holds {limit}")
+        self.prompt_tokens = prompt_tokens
+        self.limit = limit
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: Mapping[int, float] = field(default_factory=dict)
+    seed: int | None = None
+    # None: no log probabilities; 0..20: the chosen token's plus that many alternatives.
+    top_logprobs: int | None = None
+    # Output must be JSON: any JSON object (`{}`), or a document that the given JSON Schema accepts.
+    json_schema: Mapping[str, object] | None = None
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    token: int
+    logprob: float
+
+
+@dataclass(frozen=True)
+class SampledToken:
+    token: int
+    piece: bytes
+    logprob: float | None = None
+    top_logprobs: tuple[TokenLogprob, ...] = ()
+    # Set on the last token of a sequence: why it ended (end-of-generation token, or max_tokens).
+    finish_reason: FinishReason | None = None
+
+
+class TokenStream(Protocol):
+    """One sequence being generated. Iterate it for tokens; `aclose` cancels it and frees its slot."""
+
+    def __aiter__(self) -> TokenStream: ...
+
+    async def __anext__(self) -> SampledToken: ...
+
+    def cancel(self) -> None:
+        """Stops the sequence and frees its slot; safe to call at any time, more than once."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class TextEngine(Engine, Protocol):
+    @property
+    def context_length(self) -> int:
+        """Tokens one sequence may hold, prompt and completion together."""
+        ...
+
+    @property
+    def chat_template(self) -> str | None: ...
+
+    @property
+    def special_tokens(self) -> Mapping[str, str]:
+        """`bos_token`, `eos_token` and the like, as the chat template expects them."""
+        ...
+
+    @property
+    def fim_tokens(self) -> tuple[int, int, int] | None:
+        """(prefix, suffix, middle) token ids when the model does fill-in-the-middle."""
+        ...
+
+    def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = False) -> list[int]: ...
+
+    def detokenize(self, tokens: list[int]) -> str: ...
+
+    def token_piece(self, token: int) -> bytes: ...
+
+    def generate(self, prompt: list[int], params: SamplingParams) -> TokenStream:
+        """Queues the sequence at once (raising EngineBusy when the queue is full, PromptTooLong when it cannot
+        fit) and returns its token stream; the last token carries finish_reason."""
+        ...
+
+    async def score(self, prompt: list[int], top_logprobs: int) -> list[SampledToken]:
+        """Log probabilities of each prompt token given the ones before it (the first has none)."""
+        ...

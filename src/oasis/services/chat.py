@@ -1,0 +1,268 @@
+"""Chat completions: messages -> the model's chat template -> choices, whole or streamed as chunks."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from oasis.engines.registry import EngineRegistry
+from oasis.engines.text import SamplingParams, TextEngine, TokenStream
+from oasis.errors import invalid_request
+from oasis.protocol.extensions import ChatCompletionRequest
+from oasis.services.chat_template import render_chat
+from oasis.services.generation import TextDelta, complete_choice, open_streams, stream_choice
+from oasis.services.text_models import completion_budget, stop_list, text_engine, token_biases, token_text
+from oasis.storage.clock import new_id
+
+ANY_JSON_OBJECT: dict[str, object] = {"type": "object"}
+
+
+@dataclass(frozen=True)
+class PreparedChat:
+    engine: TextEngine
+    prompt: list[int]
+    params: SamplingParams
+    stops: list[str]
+    n: int
+
+
+def _text_of(content: Any, index: int) -> str:
+    if content is None or isinstance(content, str):
+        return content or ""
+    texts = []
+    for part in content:
+        part = getattr(part, "root", part)
+        if getattr(part, "type", None) != "text":
+            raise invalid_request(
+                "This model reads text only: image content parts are not supported.",
+                param=f"messages[{index}].content",
+                code="image_parts_unsupported",
+            )
+        texts.append(part.text)
+    return "".join(texts)
+
+
+def template_messages(request: ChatCompletionRequest) -> list[dict[str, Any]]:
+    """The conversation as plain dicts, the shape Hugging Face chat templates read."""
+    messages: list[dict[str, Any]] = []
+    for index, message in enumerate(request.messages):
+        entry: dict[str, Any] = {
+            "role": "system" if message.role == "developer" else message.role,
+            "content": _text_of(message.content, index),
+        }
+        for extra in ("name", "tool_call_id"):
+            if getattr(message, extra, None) is not None:
+                entry[extra] = getattr(message, extra)
+        tool_calls = getattr(message, "tool_calls", None)
+        if tool_calls is not None:
+            entry["tool_calls"] = [call.model_dump() for call in tool_calls.root]
+        messages.append(entry)
+    return messages
+
+
+def to_sampling_params(request: ChatCompletionRequest, engine: TextEngine, prompt_tokens: int) -> SamplingParams:
+    if request.top_logprobs is not None and not request.logprobs:
+        raise invalid_request("'top_logprobs' needs 'logprobs' set to true.", param="top_logprobs")
+    requested = request.max_completion_tokens if request.max_completion_tokens is not None else request.max_tokens
+    param = "max_completion_tokens" if request.max_completion_tokens is not None else "max_tokens"
+    if requested is not None and requested < 1:
+        raise invalid_request(f"'{param}' must be at least 1.", param=param)
+    schema: dict[str, object] | None = None
+    if request.response_format is not None and request.response_format.type == "json_object":
+        schema = ANY_JSON_OBJECT
+    elif request.response_format is not None and request.response_format.json_schema is not None:
+        schema = request.response_format.json_schema.schema_ or ANY_JSON_OBJECT
+    return SamplingParams(
+        max_tokens=completion_budget(engine, prompt_tokens, requested, param),
+        temperature=1.0 if request.temperature is None else request.temperature,
+        top_p=1.0 if request.top_p is None else request.top_p,
+        presence_penalty=request.presence_penalty or 0.0,
+        frequency_penalty=request.frequency_penalty or 0.0,
+        logit_bias=token_biases(engine, request.logit_bias),
+        seed=request.seed,
+        top_logprobs=(request.top_logprobs or 0) if request.logprobs else None,
+        json_schema=schema,
+    )
+
+
+def _logprobs(engine: TextEngine, delta: TextDelta, wanted: bool) -> dict[str, Any] | None:
+    if not wanted:
+        return None
+    content = []
+    for sampled in delta.tokens:
+        text, piece = token_text(engine, sampled)
+        content.append(
+            {
+                "token": text,
+                "logprob": sampled.logprob,
+                "bytes": list(piece),
+                "top_logprobs": [
+                    {"token": t, "logprob": alt.logprob, "bytes": list(b)}
+                    for alt in sampled.top_logprobs
+                    for t, b in [token_text(engine, alt.token)]
+                ],
+            }
+        )
+    return {"content": content}
+
+
+class ChatService:
+    def __init__(self, registry: EngineRegistry, fingerprint: str) -> None:
+        self._registry = registry
+        self._fingerprint = fingerprint
+
+    def prepare(self, request: ChatCompletionRequest) -> PreparedChat:
+        engine = text_engine(self._registry, request.model, purpose="chat completions")
+        asks_for_tools = bool(request.tools) or bool({"functions", "function_call"} & request.model_fields_set)
+        if asks_for_tools or request.tool_choice not in (None, "none"):
+            raise invalid_request("Tool calling is not available yet on this server.", param="tools")
+        template = engine.chat_template
+        if template is None:
+            raise invalid_request(
+                f"The model '{request.model}' has no chat template (it is a base model); use /v1/completions.",
+                param="model",
+            )
+        text = render_chat(template, template_messages(request), special_tokens=engine.special_tokens)
+        prompt = engine.tokenize(text, add_special=False, parse_special=True)
+        return PreparedChat(
+            engine=engine,
+            prompt=prompt,
+            params=to_sampling_params(request, engine, len(prompt)),
+            stops=stop_list(request.stop),
+            n=request.n or 1,
+        )
+
+    def _envelope(self, request: ChatCompletionRequest, completion_id: str, created: int) -> dict[str, Any]:
+        return {
+            "id": completion_id,
+            "created": created,
+            "model": request.model,
+            "system_fingerprint": self._fingerprint,
+        }
+
+    async def create(self, request: ChatCompletionRequest) -> dict[str, Any]:
+        chat = self.prepare(request)
+        streams = open_streams(chat.engine, chat.prompt, chat.params, chat.n)
+        try:
+            results = await asyncio.gather(*(complete_choice(stream, chat.stops) for stream in streams))
+        finally:
+            for stream in streams:
+                stream.cancel()  # a client that left mid-way must not keep the slots busy
+        completion_tokens = sum(result.completion_tokens for result in results)
+        return {
+            **self._envelope(request, new_id("chatcmpl-"), int(time.time())),
+            "object": "chat.completion",
+            "choices": [
+                {
+                    "index": index,
+                    "message": {"role": "assistant", "content": result.text},
+                    "logprobs": _logprobs(chat.engine, TextDelta(result.text, result.tokens), bool(request.logprobs)),
+                    "finish_reason": result.finish_reason,
+                }
+                for index, result in enumerate(results)
+            ],
+            "usage": {
+                "prompt_tokens": len(chat.prompt),
+                "completion_tokens": completion_tokens,
+                "total_tokens": len(chat.prompt) + completion_tokens,
+            },
+        }
+
+    def stream(self, request: ChatCompletionRequest) -> AsyncIterator[dict[str, Any]]:
+        """Validates and queues the request now (so errors still get an HTTP status), then returns the chunks."""
+        chat = self.prepare(request)
+        return self._chunks(request, chat, open_streams(chat.engine, chat.prompt, chat.params, chat.n))
+
+    async def _chunks(
+        self, request: ChatCompletionRequest, chat: PreparedChat, streams: list[TokenStream]
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Chunks in OpenAI's order: each choice opens with the role, then content deltas, then its
+        finish_reason; with `stream_options.include_usage` a last chunk has `choices: []` and the usage."""
+        envelope = {**self._envelope(request, new_id("chatcmpl-"), int(time.time())), "object": "chat.completion.chunk"}
+        include_usage = bool(request.stream_options and request.stream_options.include_usage)
+        extra: dict[str, Any] = {"usage": None} if include_usage else {}
+        completion_tokens = 0
+        for index in range(chat.n):
+            yield {
+                **envelope,
+                "choices": [
+                    {
+                        "index": index,
+                        "delta": {"role": "assistant", "content": ""},
+                        "logprobs": None,
+                        "finish_reason": None,
+                    }
+                ],
+                **extra,
+            }
+        async for index, delta in _merged(streams, chat.stops):
+            completion_tokens += len(delta.tokens)
+            if delta.text or (request.logprobs and delta.tokens):
+                yield {
+                    **envelope,
+                    "choices": [
+                        {
+                            "index": index,
+                            "delta": {"content": delta.text},
+                            "logprobs": _logprobs(chat.engine, delta, bool(request.logprobs)),
+                            "finish_reason": None,
+                        }
+                    ],
+                    **extra,
+                }
+            if delta.finish_reason is not None:
+                yield {
+                    **envelope,
+                    "choices": [{"index": index, "delta": {}, "logprobs": None, "finish_reason": delta.finish_reason}],
+                    **extra,
+                }
+        if include_usage:
+            yield {
+                **envelope,
+                "choices": [],
+                "usage": {
+                    "prompt_tokens": len(chat.prompt),
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": len(chat.prompt) + completion_tokens,
+                },
+            }
+
+
+async def _merged(streams: list[TokenStream], stops: list[str]) -> AsyncIterator[tuple[int, TextDelta]]:
+    """Runs the choices side by side and yields their deltas as they come, tagged with the choice index."""
+    n = len(streams)
+    if n == 1:
+        async for delta in stream_choice(streams[0], stops):
+            yield 0, delta
+        return
+    queue: asyncio.Queue[tuple[int, TextDelta] | BaseException | None] = asyncio.Queue()
+
+    async def pump(index: int) -> None:
+        try:
+            async for delta in stream_choice(streams[index], stops):
+                await queue.put((index, delta))
+        except BaseException as exc:
+            await queue.put(exc)
+        finally:
+            await queue.put(None)
+
+    tasks = [asyncio.create_task(pump(index)) for index in range(n)]
+    try:
+        finished = 0
+        while finished < n:
+            item = await queue.get()
+            if item is None:
+                finished += 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield item
+    finally:
+        for task in tasks:
+            task.cancel()
+        for stream in streams:
+            stream.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,115 @@
+"""One choice of a completion: tokens from the engine become text, cut at stop strings.
+
+Shared by chat and completions so that both stream, stop and count the same way.
+"""
+
+from __future__ import annotations
+
+import codecs
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+from oasis.engines.text import (
+    EngineBusy,
+    FinishReason,
+    PromptTooLong,
+    SampledToken,
+    SamplingParams,
+    TextEngine,
+    TokenStream,
+)
+from oasis.errors import OasisError
+
+
+@dataclass
+class TextDelta:
+    text: str
+    tokens: list[SampledToken] = field(default_factory=list)
+    finish_reason: FinishReason | None = None
+
+
+@dataclass
+class ChoiceText:
+    text: str
+    tokens: list[SampledToken]
+    finish_reason: FinishReason
+    completion_tokens: int
+
+
+def _held_suffix(text: str, stops: Sequence[str]) -> int:
+    """Length of the longest tail of `text` that could still grow into a stop string."""
+    longest = 0
+    for stop in stops:
+        for size in range(min(len(stop) - 1, len(text)), longest, -1):
+            if stop.startswith(text[-size:]):
+                longest = size
+                break
+    return longest
+
+
+async def stream_choice(generation: TokenStream, stops: Sequence[str] = ()) -> AsyncIterator[TextDelta]:
+    """Yields text as it becomes final; the last delta carries finish_reason ("stop" also for a stop string).
+
+    Text that might be the start of a stop string is held back until it is clearly not one, so a stop string
+    never reaches the client, streamed or not.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    held = ""
+    tokens: list[SampledToken] = []
+    try:
+        async for sampled in generation:
+            tokens.append(sampled)
+            held += decoder.decode(sampled.piece, final=sampled.finish_reason is not None)
+            if stops:
+                cut = min((i for i in (held.find(stop) for stop in stops) if i >= 0), default=-1)
+                if cut >= 0:
+                    yield TextDelta(held[:cut], tokens, "stop")
+                    return
+            if sampled.finish_reason is not None:
+                yield TextDelta(held, tokens, sampled.finish_reason)
+                return
+            keep = _held_suffix(held, stops) if stops else 0
+            ready = held[: len(held) - keep]
+            if ready or not stops:
+                yield TextDelta(ready, tokens)
+                held = held[len(ready) :]
+                tokens = []
+    finally:
+        await generation.aclose()  # frees the engine's slot when we stop early or the client leaves
+
+
+async def complete_choice(generation: TokenStream, stops: Sequence[str] = ()) -> ChoiceText:
+    parts: list[str] = []
+    tokens: list[SampledToken] = []
+    count = 0
+    finish: FinishReason = "length"
+    async for delta in stream_choice(generation, stops):
+        parts.append(delta.text)
+        tokens.extend(delta.tokens)
+        if delta.finish_reason is not None:
+            finish = delta.finish_reason
+    count = len(tokens)
+    return ChoiceText(text="".join(parts), tokens=tokens, finish_reason=finish, completion_tokens=count)
+
+
+def open_streams(engine: TextEngine, prompt: list[int], params: SamplingParams, n: int) -> list[TokenStream]:
+    """Starts n sequences at once, or none: if the engine refuses one, those already queued are cancelled."""
+    streams: list[TokenStream] = []
+    try:
+        for _ in range(n):
+            streams.append(engine.generate(prompt, params))
+    except BaseException as exc:
+        for stream in streams:
+            stream.cancel()
+        if isinstance(exc, EngineBusy):
+            raise OasisError(
+                429,
+                "This model is serving as many requests as it can queue; retry shortly.",
+                type="server_error",
+                code="rate_limit_exceeded",
+                headers={"retry-after": str(exc.retry_after)},
+            ) from None
+        if isinstance(exc, PromptTooLong):
+            raise OasisError(400, str(exc), param="messages", code="context_length_exceeded") from None
+        raise
+    return streams

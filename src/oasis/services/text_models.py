@@ -1,0 +1,66 @@
+"""Finding the text engine behind a model name, and the limits every generation request shares."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from oasis.engines.registry import EngineRegistry
+from oasis.engines.text import SampledToken, TextEngine
+from oasis.errors import OasisError, invalid_request, not_found
+
+MAX_STOPS = 4
+
+
+def text_engine(registry: EngineRegistry, model: str, *, purpose: str) -> TextEngine:
+    spec = registry.resolve(model)
+    if spec is None:
+        raise not_found(
+            f"The model '{model}' does not exist or you do not have access to it.",
+            param="model",
+            code="model_not_found",
+        )
+    engine = registry.engine(model)
+    if engine is None:
+        raise OasisError(503, f"The model '{model}' is still loading; retry shortly.", type="server_error")
+    if not hasattr(engine, "generate") or not hasattr(engine, "tokenize"):
+        raise invalid_request(f"The model '{model}' does not do {purpose}.", param="model")
+    return engine  # type: ignore[return-value]
+
+
+def stop_list(stop: str | Sequence[str] | None) -> list[str]:
+    stops = [stop] if isinstance(stop, str) else list(stop or [])
+    if len(stops) > MAX_STOPS:
+        raise invalid_request(f"'stop' takes at most {MAX_STOPS} sequences, got {len(stops)}.", param="stop")
+    return [s for s in stops if s]
+
+
+def token_biases(engine: TextEngine, logit_bias: dict[str, int] | None) -> dict[int, float]:
+    biases: dict[int, float] = {}
+    for key, value in (logit_bias or {}).items():
+        if not key.lstrip("-").isdigit():
+            raise invalid_request(f"logit_bias keys must be token ids, got {key!r}.", param="logit_bias")
+        if not -100 <= value <= 100:
+            raise invalid_request("logit_bias values must be between -100 and 100.", param="logit_bias")
+        biases[int(key)] = float(value)
+    return biases
+
+
+def completion_budget(engine: TextEngine, prompt_tokens: int, requested: int | None, param: str) -> int:
+    """max_tokens as OpenAI means it: what was asked, else whatever room the context leaves."""
+    room = engine.context_length - prompt_tokens
+    if room <= 0 or (requested is not None and requested > room):
+        asked = f" plus {requested} completion tokens" if requested is not None else ""
+        raise OasisError(
+            400,
+            f"This model's maximum context length is {engine.context_length} tokens. However, you requested "
+            f"{prompt_tokens + (requested or 0)} tokens ({prompt_tokens} in the messages{asked}). Please reduce "
+            "the length of the messages or completion.",
+            param=param if requested is not None and room > 0 else "messages",
+            code="context_length_exceeded",
+        )
+    return room if requested is None else requested
+
+
+def token_text(engine: TextEngine, token: SampledToken | int) -> tuple[str, bytes]:
+    piece = engine.token_piece(token.token if isinstance(token, SampledToken) else token)
+    return piece.decode("utf-8", errors="replace"), piece

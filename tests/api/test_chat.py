@@ -1,0 +1,232 @@
+"""Chat completions through the official SDK, on the real llama.cpp engine and the shipped SmolLM2 model."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+import yaml
+
+from tests.conftest import Harness, smollm
+from tests.server_process import oasis_env, oasis_server
+
+MODEL = "gpt-4o-mini"
+CAPITAL = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+async def test_answer_has_openai_shape(chat_oasis: Harness) -> None:
+    reply = await chat_oasis.sdk().chat.completions.create(model=MODEL, messages=CAPITAL, max_tokens=12)
+    assert reply.id.startswith("chatcmpl-") and reply.object == "chat.completion"
+    assert reply.model == MODEL and reply.system_fingerprint and reply.created > 0
+    (choice,) = reply.choices
+    assert choice.index == 0 and choice.message.role == "assistant" and choice.message.content
+    assert choice.finish_reason in ("stop", "length")
+    assert reply.usage is not None and reply.usage.prompt_tokens > 5
+    assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
+
+
+async def test_max_tokens_and_max_completion_tokens_cut_with_length(chat_oasis: Harness) -> None:
+    client = chat_oasis.sdk()
+    story = [{"role": "user", "content": "Write a long story about a dragon."}]
+    short = await client.chat.completions.create(model=MODEL, messages=story, max_tokens=7, temperature=0)
+    assert short.choices[0].finish_reason == "length" and short.usage and short.usage.completion_tokens == 7
+    newer = await client.chat.completions.create(
+        model=MODEL, messages=story, temperature=0, extra_body={"max_completion_tokens": 4}
+    )
+    assert newer.usage and newer.usage.completion_tokens == 4
+
+
+async def test_streamed_text_equals_whole_text_at_temperature_zero(chat_oasis: Harness) -> None:
+    client = chat_oasis.sdk()
+    whole = await client.chat.completions.create(model=MODEL, messages=CAPITAL, temperature=0, max_tokens=25)
+    stream = await client.chat.completions.create(
+        model=MODEL, messages=CAPITAL, temperature=0, max_tokens=25, stream=True
+    )
+    chunks = [chunk async for chunk in stream]
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == whole.choices[0].message.content
+    assert len({chunk.id for chunk in chunks}) == 1
+    assert chunks[0].choices[0].delta.role == "assistant"
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finishes == [whole.choices[0].finish_reason]
+    assert all(c.object == "chat.completion.chunk" for c in chunks)
+
+
+async def test_stream_wire_format_ends_with_done_and_usage(chat_oasis: Harness) -> None:
+    body = {
+        "model": MODEL,
+        "messages": CAPITAL,
+        "max_tokens": 6,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    async with chat_oasis.http() as http:
+        response = await http.post("/v1/chat/completions", json=body)
+    assert response.headers["content-type"].startswith("text/event-stream")
+    frames = [line[len("data: ") :] for line in response.text.split("\n\n") if line]
+    assert frames[-1] == "[DONE]"
+    events = [json.loads(frame) for frame in frames[:-1]]
+    assert events[-1]["choices"] == [] and events[-1]["usage"]["completion_tokens"] == 6
+    assert all(event["usage"] is None for event in events[:-1])
+
+
+async def test_logprob_tokens_concatenate_to_the_content(chat_oasis: Harness) -> None:
+    reply = await chat_oasis.sdk().chat.completions.create(
+        model=MODEL, messages=CAPITAL, max_tokens=15, logprobs=True, top_logprobs=3, temperature=0
+    )
+    choice = reply.choices[0]
+    assert choice.logprobs is not None and choice.logprobs.content
+    assert "".join(item.token for item in choice.logprobs.content) == choice.message.content
+    for item in choice.logprobs.content:
+        assert item.logprob <= 0 and len(item.top_logprobs) == 3
+        assert item.top_logprobs[0].logprob >= item.top_logprobs[-1].logprob
+        assert item.logprob == pytest.approx(item.top_logprobs[0].logprob)  # greedy picks the likeliest
+
+
+async def test_json_mode_output_parses(chat_oasis: Harness) -> None:
+    reply = await chat_oasis.sdk().chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Describe a cat as JSON with a name and an age."}],
+        response_format={"type": "json_object"},
+        max_tokens=80,
+        temperature=0,
+    )
+    assert reply.choices[0].finish_reason == "stop"
+    assert isinstance(json.loads(reply.choices[0].message.content or ""), dict)
+
+
+async def test_json_schema_output_matches_the_schema(chat_oasis: Harness) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "population": {"type": "integer"}},
+        "required": ["city", "population"],
+        "additionalProperties": False,
+    }
+    reply = await chat_oasis.sdk().chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Name a big city and its population."}],
+        response_format={"type": "json_schema", "json_schema": {"name": "city", "schema": schema, "strict": True}},
+        max_tokens=60,
+        temperature=0,
+    )
+    parsed = json.loads(reply.choices[0].message.content or "")
+    assert set(parsed) == {"city", "population"}
+    assert isinstance(parsed["city"], str) and isinstance(parsed["population"], int)
+
+
+async def test_n_choices_are_indexed(chat_oasis: Harness) -> None:
+    reply = await chat_oasis.sdk().chat.completions.create(model=MODEL, messages=CAPITAL, n=3, max_tokens=5)
+    assert [choice.index for choice in reply.choices] == [0, 1, 2]
+    assert reply.usage and 3 <= reply.usage.completion_tokens <= 15
+    stream = await chat_oasis.sdk().chat.completions.create(
+        model=MODEL, messages=CAPITAL, n=2, max_tokens=5, stream=True
+    )
+    finished = [c.choices[0].index async for c in stream if c.choices and c.choices[0].finish_reason]
+    assert sorted(finished) == [0, 1]
+
+
+async def test_same_seed_gives_the_same_output(chat_oasis: Harness) -> None:
+    client = chat_oasis.sdk()
+    story = [{"role": "user", "content": "Tell me something surprising."}]
+    first, second = [
+        (await client.chat.completions.create(model=MODEL, messages=story, seed=1234, max_tokens=20))
+        .choices[0]
+        .message.content
+        for _ in range(2)
+    ]
+    assert first == second
+
+
+async def test_stop_strings_end_the_answer_and_never_appear(chat_oasis: Harness) -> None:
+    client = chat_oasis.sdk()
+    counting = [{"role": "user", "content": "Count from 1 to 20, separated by commas."}]
+    free = await client.chat.completions.create(model=MODEL, messages=counting, temperature=0, max_tokens=60)
+    text = free.choices[0].message.content or ""
+    assert "5" in text
+    stopped = await client.chat.completions.create(
+        model=MODEL, messages=counting, temperature=0, max_tokens=60, stop=["5"]
+    )
+    assert stopped.choices[0].finish_reason == "stop"
+    assert stopped.choices[0].message.content == text[: text.index("5")]
+
+
+async def test_sixteen_concurrent_requests_all_succeed(chat_oasis: Harness) -> None:
+    client = chat_oasis.sdk()
+    replies = await asyncio.gather(
+        *(
+            client.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": f"Say the number {i}."}], max_tokens=8
+            )
+            for i in range(16)
+        )
+    )
+    assert all(reply.choices[0].message.content for reply in replies)
+
+
+def test_a_client_that_leaves_frees_its_slot(tmp_path: Path, postgres_url: str | None) -> None:
+    """Over a real socket: a streaming client and a non-streaming one each leave mid-answer; with one slot,
+    the next request only finishes quickly if both abandoned 1900-token answers stopped."""
+    config = tmp_path / "oasis.yaml"
+    config.write_text(yaml.safe_dump({"models": [smollm(parallel=1)]}))
+    endless = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "Write a very long story about the sea."}],
+        "max_tokens": 1900,
+        "logit_bias": {"0": -100, "2": -100},  # no end-of-text token: only the limit or a cancel ends it
+    }
+    with oasis_server(tmp_path / "data", oasis_env(postgres_url), "--config", str(config)) as server:
+        with httpx.stream("POST", f"{server.base_url}/v1/chat/completions", json={**endless, "stream": True}) as r:
+            next(r.iter_lines())  # the answer has started; now leave
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{server.base_url}/v1/chat/completions", json=endless, timeout=1.5)
+        client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="x", max_retries=0, timeout=15)
+        quick = client.chat.completions.create(model=MODEL, messages=CAPITAL, max_tokens=3)
+        assert quick.usage and quick.usage.completion_tokens == 3
+
+
+async def test_a_full_queue_answers_429_with_retry_after(start_oasis: Any) -> None:
+    harness: Harness = await start_oasis(engine_factories=None, models=[smollm(parallel=1, max_queue=1)])
+    client = harness.sdk()
+    results = await asyncio.gather(
+        *(client.chat.completions.create(model=MODEL, messages=CAPITAL, max_tokens=30) for _ in range(4)),
+        return_exceptions=True,
+    )
+    refused = [r for r in results if isinstance(r, openai.RateLimitError)]
+    assert refused and all(r.response.headers["retry-after"] == "1" for r in refused)
+    assert any(not isinstance(r, Exception) for r in results)
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "param"),
+    [
+        ({"messages": []}, 400, "messages"),
+        ({"temperature": 3}, 400, "temperature"),
+        ({"n": 0}, 400, "n"),
+        ({"top_p": 1.5}, 400, "top_p"),
+        ({"messages": [{"role": "robot", "content": "hi"}]}, 400, "messages[0].role"),
+        ({"top_logprobs": 2}, 400, "top_logprobs"),
+        ({"logprobs": True, "top_logprobs": 21}, 400, "top_logprobs"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, 400, "stop"),
+        ({"max_tokens": 100_000}, 400, "max_tokens"),
+        ({"model": "no-such-model"}, 404, "model"),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}
+                ]
+            },
+            400,
+            "messages[0].content",
+        ),
+    ],
+)
+async def test_bad_requests_get_envelopes(chat_oasis: Harness, change: dict[str, Any], status: int, param: str) -> None:
+    body = {"model": MODEL, "messages": CAPITAL, "max_tokens": 3, **change}
+    async with chat_oasis.http() as http:
+        response = await http.post("/v1/chat/completions", json=body)
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["param"] == param
