@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 
 from oasis import __version__
-from oasis.api import chat, files, health, models
+from oasis.api import chat, completions, files, health, models, tokenizer
 from oasis.api.errors import install_error_handlers
 from oasis.api.middleware import RequestContextMiddleware
 from oasis.container import Container
@@ -45,8 +45,10 @@ def create_app(settings: Settings, engine_factories: Mapping[str, EngineFactory]
 
     v1 = APIRouter(prefix="/v1")
     v1.include_router(chat.router)
+    v1.include_router(completions.router)
     v1.include_router(models.router)
     v1.include_router(files.router)
     app.include_router(v1)
     app.include_router(health.router)
+    app.include_router(tokenizer.router)
     return app

@@ -12,9 +12,11 @@ from oasis import __version__
 from oasis.blobs import BlobStore, LocalBlobStore
 from oasis.engines.registry import EngineFactory, EngineRegistry
 from oasis.services.chat import ChatService
+from oasis.services.completions import CompletionService
 from oasis.services.files import FileService
 from oasis.services.keys import KeyService
 from oasis.services.models import ModelService
+from oasis.services.tokenizer import TokenizerService
 from oasis.settings import ModelSpec, Settings
 from oasis.storage.clock import now
 from oasis.storage.db import Database
@@ -37,6 +39,8 @@ class Container:
     files: FileService
     models: ModelService
     chat: ChatService
+    completions: CompletionService
+    tokenizer: TokenizerService
     engines_ready: asyncio.Event = field(default_factory=asyncio.Event)
     engine_error: str | None = None
 
@@ -54,6 +58,8 @@ class Container:
             files=FileService(db, blobs, settings.files.max_upload_bytes),
             models=ModelService(db, registry, started_at=now()),
             chat=ChatService(registry, fingerprint=_fingerprint()),
+            completions=CompletionService(registry, fingerprint=_fingerprint()),
+            tokenizer=TokenizerService(registry),
         )
 
     async def start_engines(self) -> None:

@@ -100,6 +100,8 @@ class TextEngine(Engine, Protocol):
 
     def token_piece(self, token: int) -> bytes: ...
 
+    def is_valid_token(self, token: int) -> bool: ...
+
     def generate(self, prompt: list[int], params: SamplingParams) -> TokenStream:
         """Queues the sequence at once (raising EngineBusy when the queue is full, PromptTooLong when it cannot
         fit) and returns its token stream; the last token carries finish_reason."""

@@ -58,6 +58,9 @@ class _Sequence:
         self.sampler: Any = None
         self.generated = 0
         self.logits_row = -1  # which batch row holds this sequence's logits after a step
+        # A scoring sequence reads its prompt with logits at every position and samples nothing.
+        self.scoring = False
+        self.score_rows: list[tuple[int, int]] = []  # (batch row, prompt position) after a step
 
     def emit(self, item: Any) -> None:
         try:
@@ -154,6 +157,9 @@ class LlamaCppEngine:
         context_params.n_batch = self._batch_size
         context_params.n_ubatch = self._batch_size
         context_params.n_seq_max = self._parallel
+        # Scoring a prompt wants logits at every position of a batch, not only the last.
+        context_params.n_outputs_max = self._batch_size
+        context_params.n_outputs_max_per_seq = self._batch_size
         context_params.n_threads = self._threads
         context_params.n_threads_batch = self._threads
         context_params.kv_unified = False  # each sequence gets its own context_length of cache
@@ -249,17 +255,30 @@ class LlamaCppEngine:
         return buffer.raw[:size]
 
     def generate(self, prompt: list[int], params: SamplingParams) -> _TokenStream:
+        return _TokenStream(self._enqueue(prompt, params, scoring=False), self)
+
+    async def score(self, prompt: list[int], top_logprobs: int) -> list[SampledToken]:
+        stream = _TokenStream(
+            self._enqueue(prompt, SamplingParams(max_tokens=0, top_logprobs=top_logprobs), True), self
+        )
+        try:
+            return [token async for token in stream]
+        finally:
+            stream.cancel()
+
+    def _enqueue(self, prompt: list[int], params: SamplingParams, scoring: bool) -> _Sequence:
         if not prompt:
             raise ValueError("the prompt is empty")
         if len(prompt) + params.max_tokens > self._context_length:
             raise PromptTooLong(len(prompt) + params.max_tokens, self._context_length)
         sequence = _Sequence(prompt, params, asyncio.get_running_loop())
+        sequence.scoring = scoring
         with self._lock:
             if len(self._waiting) >= self._max_queue:
                 raise EngineBusy(retry_after=1)
             self._waiting.append(sequence)
             self._lock.notify()
-        return _TokenStream(sequence, self)
+        return sequence
 
     def _wake(self) -> None:
         with self._lock:
@@ -296,8 +315,11 @@ class LlamaCppEngine:
             if sequence.cancelled:
                 continue
             best = max(free, key=lambda slot: _common_prefix(slot.cached, sequence.prompt))
-            # Keep at least the last prompt token to decode: its logits give the first sampled token.
-            reuse = min(_common_prefix(best.cached, sequence.prompt), len(sequence.prompt) - 1)
+            # Keep at least the last prompt token to decode: its logits give the first sampled token. Scoring
+            # needs logits at every position, so it reuses nothing.
+            reuse = (
+                0 if sequence.scoring else min(_common_prefix(best.cached, sequence.prompt), len(sequence.prompt) - 1)
+            )
             lib = native.lib()
             memory = lib.llama_get_memory(self._context)
             if not lib.llama_memory_seq_rm(memory, best.seq_id, reuse, -1):
@@ -307,7 +329,8 @@ class LlamaCppEngine:
             best.busy = True
             sequence.slot = best
             sequence.feed = sequence.prompt[reuse:]
-            sequence.sampler = self._make_sampler(sequence.params)
+            if not sequence.scoring:
+                sequence.sampler = self._make_sampler(sequence.params)
             self._running.append(sequence)
 
     def _retire_cancelled(self) -> None:
@@ -341,12 +364,15 @@ class LlamaCppEngine:
             assert sequence.slot is not None
             take = sequence.feed[:room]
             start = len(sequence.slot.cached)
+            sequence.score_rows = []
             for offset, token in enumerate(take):
                 batch.token[rows] = token
                 batch.pos[rows] = start + offset
                 batch.n_seq_id[rows] = 1
                 batch.seq_id[rows][0] = sequence.slot.seq_id
-                batch.logits[rows] = 0
+                batch.logits[rows] = 1 if sequence.scoring else 0
+                if sequence.scoring:
+                    sequence.score_rows.append((rows, start + offset))
                 rows += 1
             finishes_feed = len(take) == len(sequence.feed)
             if finishes_feed:
@@ -363,8 +389,24 @@ class LlamaCppEngine:
             assert sequence.slot is not None
             sequence.slot.cached.extend(take)
             sequence.feed = sequence.feed[len(take) :]
-            if sequence.logits_row >= 0 and not sequence.cancelled:
+            if sequence.cancelled:
+                continue
+            if sequence.scoring:
+                self._score_rows(sequence)
+            elif sequence.logits_row >= 0:
                 self._sample(sequence)
+
+    def _score_rows(self, sequence: _Sequence) -> None:
+        """Each row's logits give the probability of the prompt token that follows it."""
+        top = sequence.params.top_logprobs or 0
+        for row, position in sequence.score_rows:
+            if position + 1 < len(sequence.prompt):
+                token = sequence.prompt[position + 1]
+                logprob, alternatives = self._logprobs(row, token, top)
+                sequence.emit(SampledToken(token, self.token_piece(token), logprob, alternatives))
+        if not sequence.feed:
+            sequence.emit(_END)
+            self._release(sequence)
 
     def _sample(self, sequence: _Sequence) -> None:
         lib = native.lib()

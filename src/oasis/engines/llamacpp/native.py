@@ -18,21 +18,21 @@ DEFAULT_SEED = _lib.LLAMA_DEFAULT_SEED
 
 
 _log = logging.getLogger("oasis.engines.llamacpp.native")
-# ggml levels: 1 info, 2 warn, 3 error; 4 debug and 5 "continued" lines are chatter.
-_LEVELS = {2: logging.WARNING, 3: logging.ERROR}
+# ggml_log_level: 1 debug, 2 info, 3 warn, 4 error, 5 "continued"; keep warnings and errors.
+_LEVELS = {3: logging.WARNING, 4: logging.ERROR}
 
 
 @_lib.llama_log_callback
 def _forward_log(level: int, text: bytes, _user_data: Any) -> None:
-    # llama.cpp prints every tensor it loads to stderr unless given a callback; keep warnings and errors.
+    # llama.cpp prints every tensor it loads to stderr unless given a callback.
     if level in _LEVELS:
         _log.log(_LEVELS[level], "%s", text.decode("utf-8", errors="replace").rstrip())
 
 
 @cache
 def lib() -> Any:
-    _lib.llama_log_set(_forward_log, ctypes.c_void_p(0))
     _lib.llama_backend_init()
+    _lib.llama_log_set(_forward_log, ctypes.c_void_p(0))  # after init, which installs its own
     return _lib
 
 

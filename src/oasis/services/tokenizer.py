@@ -1,0 +1,49 @@
+"""The vLLM-style tokenizer extensions (`/tokenizer_info`, `/tokenize`, `/detokenize`) that lm-evaluation-harness's
+remote tokenizer backend uses, so its loglikelihood tasks run without downloading a tokenizer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from oasis.engines.registry import EngineRegistry
+from oasis.engines.text import TextEngine
+from oasis.errors import invalid_request, not_found
+from oasis.services.text_models import text_engine
+
+
+class TokenizerService:
+    def __init__(self, registry: EngineRegistry) -> None:
+        self._registry = registry
+
+    def _engine(self, model: str | None) -> tuple[str, TextEngine]:
+        if model is None:
+            # Like vLLM, which serves one model: without a name, the first configured text model answers.
+            for spec in self._registry.specs:
+                engine = self._registry.engine(spec.id)
+                if engine is not None and hasattr(engine, "tokenize"):
+                    return spec.id, text_engine(self._registry, spec.id, purpose="tokenization")
+            raise not_found("No text model is being served.", param="model", code="model_not_found")
+        return model, text_engine(self._registry, model, purpose="tokenization")
+
+    def info(self, model: str | None) -> dict[str, Any]:
+        name, engine = self._engine(model)
+        return {
+            "model": name,
+            "eos_token": engine.special_tokens.get("eos_token"),
+            "bos_token": engine.special_tokens.get("bos_token"),
+            "pad_token": None,
+            "chat_template": engine.chat_template,
+            "model_max_length": engine.context_length,
+        }
+
+    def tokenize(self, model: str | None, prompt: str, add_special_tokens: bool) -> dict[str, Any]:
+        _, engine = self._engine(model)
+        tokens = engine.tokenize(prompt, add_special=add_special_tokens, parse_special=add_special_tokens)
+        return {"tokens": tokens, "count": len(tokens), "max_model_len": engine.context_length}
+
+    def detokenize(self, model: str | None, tokens: list[int]) -> dict[str, Any]:
+        _, engine = self._engine(model)
+        bad = [token for token in tokens if not engine.is_valid_token(token)]
+        if bad:
+            raise invalid_request(f"Invalid token ids: {bad[:5]}.", param="tokens")
+        return {"prompt": engine.detokenize(tokens)}

@@ -1,0 +1,139 @@
+"""Legacy completions and the tokenizer extensions, through the official SDK on the real engine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import openai
+import pytest
+
+from tests.conftest import Harness
+
+MODEL = "gpt-3.5-turbo-instruct"
+PROMPT = "The capital of France is"
+
+
+async def test_answer_has_openai_shape_and_default_length(chat_oasis: Harness) -> None:
+    reply = await chat_oasis.sdk().completions.create(model=MODEL, prompt="Once upon a time", temperature=0)
+    assert reply.id.startswith("cmpl-") and reply.object == "text_completion" and reply.model == MODEL
+    (choice,) = reply.choices
+    assert choice.index == 0 and choice.text and choice.finish_reason in ("stop", "length")
+    assert reply.usage and 0 < reply.usage.completion_tokens <= 16  # OpenAI's default max_tokens here is 16
+
+
+async def test_every_prompt_form_gives_the_same_greedy_text(chat_oasis: Harness) -> None:
+    client = chat_oasis.sdk()
+    async with chat_oasis.http() as http:
+        tokens = (await http.post("/tokenize", json={"prompt": PROMPT})).json()["tokens"]
+    as_text = await client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=6, temperature=0)
+    as_tokens = await client.completions.create(model=MODEL, prompt=tokens, max_tokens=6, temperature=0)
+    assert as_tokens.choices[0].text == as_text.choices[0].text
+    many = await client.completions.create(
+        model=MODEL, prompt=[PROMPT, "One, two, three,"], max_tokens=6, temperature=0, n=2
+    )
+    assert [choice.index for choice in many.choices] == [0, 1, 2, 3]
+    assert many.choices[0].text == many.choices[1].text == as_text.choices[0].text
+    token_lists = await client.completions.create(model=MODEL, prompt=[tokens, tokens], max_tokens=6, temperature=0)
+    assert [c.text for c in token_lists.choices] == [as_text.choices[0].text] * 2
+    assert token_lists.usage and token_lists.usage.prompt_tokens == 2 * len(tokens)
+
+
+async def test_logprobs_line_up_with_the_text(chat_oasis: Harness) -> None:
+    reply = await chat_oasis.sdk().completions.create(
+        model=MODEL, prompt=PROMPT, max_tokens=8, temperature=0, logprobs=3
+    )
+    choice = reply.choices[0]
+    assert choice.logprobs is not None
+    lp = choice.logprobs
+    assert "".join(lp.tokens or []) == choice.text
+    assert len(lp.tokens or []) == len(lp.token_logprobs or []) == len(lp.top_logprobs or []) == 8
+    assert all(value is not None and value <= 0 for value in lp.token_logprobs or [])
+    offsets = lp.text_offset or []
+    assert offsets[0] == len(PROMPT)
+    assert all(b - a == len(t) for a, b, t in zip(offsets, offsets[1:], lp.tokens or [], strict=False))
+    for token, top in zip(lp.tokens or [], lp.top_logprobs or [], strict=True):
+        assert len(top) == 3 and max(top, key=top.get) == token  # greedy: the chosen token is the likeliest
+
+
+async def test_echo_and_scoring_the_prompt(chat_oasis: Harness) -> None:
+    client = chat_oasis.sdk()
+    echoed = await client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=4, temperature=0, echo=True)
+    plain = await client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=4, temperature=0)
+    assert echoed.choices[0].text == PROMPT + plain.choices[0].text
+
+    scored = await client.completions.create(model=MODEL, prompt=PROMPT + " Paris", max_tokens=0, echo=True, logprobs=1)
+    choice = scored.choices[0]
+    assert choice.text == PROMPT + " Paris" and scored.usage and scored.usage.completion_tokens == 0
+    assert choice.logprobs and choice.logprobs.token_logprobs
+    assert choice.logprobs.token_logprobs[0] is None
+    assert all(value is not None and value <= 0 for value in choice.logprobs.token_logprobs[1:])
+    assert "".join(choice.logprobs.tokens or []) == PROMPT + " Paris"
+
+
+async def test_scored_prompt_agrees_with_generation(chat_oasis: Harness) -> None:
+    """The log probability of a generated token equals its score when it is read back as prompt."""
+    client = chat_oasis.sdk()
+    generated = await client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=1, temperature=0, logprobs=1)
+    lp = generated.choices[0].logprobs
+    assert lp and lp.tokens and lp.token_logprobs
+    scored = await client.completions.create(
+        model=MODEL, prompt=PROMPT + lp.tokens[0], max_tokens=0, echo=True, logprobs=1
+    )
+    assert scored.choices[0].logprobs and scored.choices[0].logprobs.token_logprobs
+    assert scored.choices[0].logprobs.token_logprobs[-1] == pytest.approx(lp.token_logprobs[0], abs=0.02)
+
+
+async def test_best_of_returns_n_and_bills_every_candidate(chat_oasis: Harness) -> None:
+    reply = await chat_oasis.sdk().completions.create(model=MODEL, prompt=PROMPT, max_tokens=5, best_of=3, n=1)
+    assert len(reply.choices) == 1 and reply.choices[0].logprobs is None
+    assert reply.usage and reply.usage.completion_tokens > 5  # three candidates were generated
+
+
+async def test_stream_matches_whole_text(chat_oasis: Harness) -> None:
+    client = chat_oasis.sdk()
+    whole = await client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=10, temperature=0)
+    stream = await client.completions.create(
+        model=MODEL, prompt=PROMPT, max_tokens=10, temperature=0, stream=True, stream_options={"include_usage": True}
+    )
+    chunks = [chunk async for chunk in stream]
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == whole.choices[0].text
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["length"]
+    assert chunks[-1].choices == [] and chunks[-1].usage and chunks[-1].usage.completion_tokens == 10
+
+
+async def test_suffix_without_fill_in_the_middle_is_a_400(chat_oasis: Harness) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        await chat_oasis.sdk().completions.create(model=MODEL, prompt="def f(", suffix="    return x", max_tokens=5)
+    assert caught.value.param == "suffix"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("change", "param"),
+    [
+        ({"logprobs": 6}, "logprobs"),
+        ({"n": 3, "best_of": 2}, "best_of"),
+        ({"best_of": 2, "stream": True}, "best_of"),
+        ({"prompt": [10**9]}, "prompt"),
+        ({"n": 0}, "n"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"temperature": -1}, "temperature"),
+    ],
+)
+async def test_bad_requests_get_envelopes(chat_oasis: Harness, change: dict[str, Any], param: str) -> None:
+    async with chat_oasis.http() as http:
+        response = await http.post("/v1/completions", json={"model": MODEL, "prompt": PROMPT, **change})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == param
+
+
+async def test_tokenizer_extensions_round_trip(chat_oasis: Harness) -> None:
+    async with chat_oasis.http() as http:
+        info = (await http.get("/tokenizer_info")).json()
+        tokens = (await http.post("/tokenize", json={"prompt": "Hello, world!", "add_special_tokens": False})).json()
+        text = (await http.post("/detokenize", json={"tokens": tokens["tokens"]})).json()
+        bad = await http.post("/detokenize", json={"tokens": [-5]})
+        unknown = await http.get("/tokenizer_info", params={"model": "nope"})
+    assert info["eos_token"] == "<|im_end|>" and "im_start" in info["chat_template"]
+    assert tokens["count"] == len(tokens["tokens"]) > 1 and tokens["max_model_len"] == 2048
+    assert text == {"prompt": "Hello, world!"}
+    assert bad.status_code == 400 and unknown.status_code == 404
