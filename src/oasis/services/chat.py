@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from oasis.engines.registry import EngineRegistry
@@ -15,6 +16,7 @@ from oasis.protocol.extensions import ChatCompletionRequest
 from oasis.services.chat_template import render_chat
 from oasis.services.generation import TextDelta, complete_choice, open_streams, stream_choice
 from oasis.services.text_models import completion_budget, stop_list, text_engine, token_biases, token_text
+from oasis.services.tools import ToolPlan, call_schema, looks_like_a_call, parse_calls, plan_tools, tools_system_prompt
 from oasis.storage.clock import new_id
 
 ANY_JSON_OBJECT: dict[str, object] = {"type": "object"}
@@ -27,6 +29,7 @@ class PreparedChat:
     params: SamplingParams
     stops: list[str]
     n: int
+    tools: ToolPlan | None = None
 
 
 def _text_of(content: Any, index: int) -> str:
@@ -45,7 +48,7 @@ def _text_of(content: Any, index: int) -> str:
     return "".join(texts)
 
 
-def template_messages(request: ChatCompletionRequest) -> list[dict[str, Any]]:
+def template_messages(request: ChatCompletionRequest, template_knows_tools: bool) -> list[dict[str, Any]]:
     """The conversation as plain dicts, the shape Hugging Face chat templates read."""
     messages: list[dict[str, Any]] = []
     for index, message in enumerate(request.messages):
@@ -59,8 +62,33 @@ def template_messages(request: ChatCompletionRequest) -> list[dict[str, Any]]:
         tool_calls = getattr(message, "tool_calls", None)
         if tool_calls is not None:
             entry["tool_calls"] = [call.model_dump() for call in tool_calls.root]
+            if not template_knows_tools and not entry["content"]:
+                # The template will not render the calls, so the model sees them as the JSON it would write.
+                entry["content"] = json.dumps(
+                    [
+                        {"name": c.function.name, "arguments": json.loads(c.function.arguments or "{}")}
+                        for c in tool_calls.root
+                    ]
+                )
         messages.append(entry)
     return messages
+
+
+def _with_system_note(messages: list[dict[str, Any]], note: str) -> list[dict[str, Any]]:
+    if messages and messages[0]["role"] == "system":
+        first = {**messages[0], "content": f"{messages[0]['content']}\n\n{note}"}
+        return [first, *messages[1:]]
+    return [{"role": "system", "content": note}, *messages]
+
+
+def _answer(plan: ToolPlan | None, text: str, finish: str) -> tuple[dict[str, Any], str]:
+    """The assistant message and finish_reason: a call when the text is one, else the text."""
+    calls = parse_calls(text, plan) if plan is not None else None
+    if plan is None or calls is None:
+        return {"role": "assistant", "content": text}, finish
+    if plan.legacy:
+        return {"role": "assistant", "content": None, "function_call": calls[0]["function"]}, "function_call"
+    return {"role": "assistant", "content": None, "tool_calls": calls}, "tool_calls"
 
 
 def to_sampling_params(request: ChatCompletionRequest, engine: TextEngine, prompt_tokens: int) -> SamplingParams:
@@ -116,23 +144,32 @@ class ChatService:
 
     def prepare(self, request: ChatCompletionRequest) -> PreparedChat:
         engine = text_engine(self._registry, request.model, purpose="chat completions")
-        asks_for_tools = bool(request.tools) or bool({"functions", "function_call"} & request.model_fields_set)
-        if asks_for_tools or request.tool_choice not in (None, "none"):
-            raise invalid_request("Tool calling is not available yet on this server.", param="tools")
         template = engine.chat_template
         if template is None:
             raise invalid_request(
                 f"The model '{request.model}' has no chat template (it is a base model); use /v1/completions.",
                 param="model",
             )
-        text = render_chat(template, template_messages(request), special_tokens=engine.special_tokens)
+        plan = plan_tools(request)
+        knows_tools = "tools" in template
+        messages = template_messages(request, knows_tools)
+        template_tools = None
+        if plan is not None and knows_tools:
+            template_tools = [{"type": "function", "function": function} for function in plan.functions]
+        elif plan is not None:
+            messages = _with_system_note(messages, tools_system_prompt(plan))
+        text = render_chat(template, messages, special_tokens=engine.special_tokens, tools=template_tools)
         prompt = engine.tokenize(text, add_special=False, parse_special=True)
+        params = to_sampling_params(request, engine, len(prompt))
+        if plan is not None and plan.forced:
+            params = replace(params, json_schema=call_schema(plan))
         return PreparedChat(
             engine=engine,
             prompt=prompt,
-            params=to_sampling_params(request, engine, len(prompt)),
+            params=params,
             stops=stop_list(request.stop),
             n=request.n or 1,
+            tools=plan,
         )
 
     def _envelope(self, request: ChatCompletionRequest, completion_id: str, created: int) -> dict[str, Any]:
@@ -158,11 +195,12 @@ class ChatService:
             "choices": [
                 {
                     "index": index,
-                    "message": {"role": "assistant", "content": result.text},
+                    "message": message,
                     "logprobs": _logprobs(chat.engine, TextDelta(result.text, result.tokens), bool(request.logprobs)),
-                    "finish_reason": result.finish_reason,
+                    "finish_reason": finish,
                 }
                 for index, result in enumerate(results)
+                for message, finish in [_answer(chat.tools, result.text, result.finish_reason)]
             ],
             "usage": {
                 "prompt_tokens": len(chat.prompt),
@@ -198,15 +236,19 @@ class ChatService:
                 ],
                 **extra,
             }
+        held = [_HeldCall(forced=chat.tools is not None and chat.tools.forced) for _ in range(chat.n)]
         async for index, delta in _merged(streams, chat.stops):
             completion_tokens += len(delta.tokens)
-            if delta.text or (request.logprobs and delta.tokens):
+            text = delta.text
+            if chat.tools is not None:
+                text = held[index].take(delta.text)
+            if text or (request.logprobs and delta.tokens):
                 yield {
                     **envelope,
                     "choices": [
                         {
                             "index": index,
-                            "delta": {"content": delta.text},
+                            "delta": {"content": text},
                             "logprobs": _logprobs(chat.engine, delta, bool(request.logprobs)),
                             "finish_reason": None,
                         }
@@ -214,9 +256,18 @@ class ChatService:
                     **extra,
                 }
             if delta.finish_reason is not None:
+                finish: str = delta.finish_reason
+                if chat.tools is not None and held[index].text:
+                    message, finish = _answer(chat.tools, held[index].text, finish)
+                    for call_delta in _call_deltas(message):
+                        yield {
+                            **envelope,
+                            "choices": [{"index": index, "delta": call_delta, "logprobs": None, "finish_reason": None}],
+                            **extra,
+                        }
                 yield {
                     **envelope,
-                    "choices": [{"index": index, "delta": {}, "logprobs": None, "finish_reason": delta.finish_reason}],
+                    "choices": [{"index": index, "delta": {}, "logprobs": None, "finish_reason": finish}],
                     **extra,
                 }
         if include_usage:
@@ -229,6 +280,56 @@ class ChatService:
                     "total_tokens": len(chat.prompt) + completion_tokens,
                 },
             }
+
+
+class _HeldCall:
+    """Streams text at once unless it may be a tool call, which is held until it is whole."""
+
+    def __init__(self, forced: bool) -> None:
+        self.decided: bool | None = True if forced else None
+        self.text = ""
+
+    def take(self, text: str) -> str:
+        """Returns what can go out now; keeps what might be a call."""
+        if self.decided is False:
+            return text
+        self.text += text
+        if self.decided is None:
+            self.decided = looks_like_a_call(self.text)
+            if self.decided is False:
+                released, self.text = self.text, ""
+                return released
+        return ""
+
+
+def _call_deltas(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """A finished call as OpenAI streams one: id, type and name first, then the arguments."""
+    if message.get("function_call"):
+        call = message["function_call"]
+        return [
+            {"function_call": {"name": call["name"], "arguments": ""}},
+            {"function_call": {"arguments": call["arguments"]}},
+        ]
+    if message.get("tool_calls"):
+        deltas = []
+        for position, call in enumerate(message["tool_calls"]):
+            deltas.append(
+                {
+                    "tool_calls": [
+                        {
+                            "index": position,
+                            "id": call["id"],
+                            "type": "function",
+                            "function": {"name": call["function"]["name"], "arguments": ""},
+                        }
+                    ]
+                }
+            )
+            deltas.append(
+                {"tool_calls": [{"index": position, "function": {"arguments": call["function"]["arguments"]}}]}
+            )
+        return deltas
+    return [{"content": message["content"]}] if message.get("content") else []
 
 
 async def _merged(streams: list[TokenStream], stops: list[str]) -> AsyncIterator[tuple[int, TextDelta]]:

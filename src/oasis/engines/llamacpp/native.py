@@ -43,4 +43,4 @@ def _grammar_for(schema_json: str) -> str:
 
 def json_grammar(schema: Mapping[str, object]) -> str:
     """GBNF that accepts exactly the JSON documents `schema` accepts (cached per schema)."""
-    return _grammar_for(json.dumps(schema, sort_keys=True))
+    return _grammar_for(json.dumps(schema))  # key order matters: properties are generated in order

@@ -1,0 +1,139 @@
+"""Function calling for chat: which tools a request offers, how the model learns of them, how a forced call is
+constrained to valid JSON, and how a reply becomes `tool_calls`.
+
+A forced call (`tool_choice: required` or a named function) is generated under a JSON Schema grammar: the
+output is `{"name": ..., "arguments": {...}}` for one of the offered functions, its arguments valid against
+that function's parameters, so even a tiny model emits a call that parses. With `auto` the model writes
+freely, and a reply that is such a JSON call (bare, in a list, or in `<tool_call>` tags) becomes a call.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from oasis.errors import invalid_request
+from oasis.protocol.extensions import ChatCompletionRequest
+from oasis.storage.clock import new_id
+
+Mode = Literal["auto", "required", "named"]
+_TAGGED = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class ToolPlan:
+    mode: Mode
+    functions: list[dict[str, Any]]  # each {"name", "description"?, "parameters"?}
+    parallel: bool
+    legacy: bool  # the deprecated `functions` / `function_call` API: answer with `function_call`
+
+    @property
+    def forced(self) -> bool:
+        return self.mode != "auto"
+
+    @property
+    def names(self) -> list[str]:
+        return [function["name"] for function in self.functions]
+
+
+def plan_tools(request: ChatCompletionRequest) -> ToolPlan | None:
+    """None when the request offers no tools or turns them off (`none`)."""
+    # Read the deprecated fields without tripping pydantic's deprecation warning on every request.
+    legacy_functions = request.__dict__.get("functions") or []
+    legacy = bool(legacy_functions) and not request.tools
+    if legacy:
+        functions = [f.model_dump(exclude_none=True) for f in legacy_functions]
+        choice: Any = request.__dict__.get("function_call")
+        choice = getattr(choice, "name", choice)  # {"name": ...} -> the name
+        named = None if choice in (None, "auto", "none") else choice
+        mode_choice = "none" if choice == "none" else ("named" if named else "auto")
+    else:
+        functions = [tool.function.model_dump(exclude_none=True) for tool in request.tools or []]
+        raw = request.tool_choice.root if request.tool_choice is not None else None
+        named = raw.function.name if raw is not None and not isinstance(raw, str) else None
+        mode_choice = "named" if named else (raw if isinstance(raw, str) else "auto")
+    if not functions:
+        if mode_choice in ("required", "named"):
+            raise invalid_request("'tool_choice' needs 'tools' to choose from.", param="tool_choice")
+        return None
+    if mode_choice == "none":
+        return None
+    if named is not None:
+        chosen = [f for f in functions if f["name"] == named]
+        if not chosen:
+            raise invalid_request(f"'{named}' is not one of the offered tools.", param="tool_choice")
+        functions = chosen
+    parallel = request.parallel_tool_calls is not False and not legacy and named is None
+    return ToolPlan(mode=mode_choice, functions=functions, parallel=parallel, legacy=legacy)  # type: ignore[arg-type]
+
+
+def tools_system_prompt(plan: ToolPlan) -> str:
+    """How a chat template that knows nothing of tools still tells the model about them."""
+    described = "\n".join(json.dumps(function, separators=(",", ":")) for function in plan.functions)
+    return (
+        "You can call these functions:\n"
+        f"{described}\n"
+        'To call one, reply with only a JSON object: {"name": <function name>, "arguments": <arguments object>}.'
+    )
+
+
+def call_schema(plan: ToolPlan) -> dict[str, Any]:
+    """The JSON Schema that a forced reply must satisfy: one call, or a list of calls when parallel."""
+    one_call = {
+        "anyOf": [
+            {
+                "type": "object",
+                "properties": {
+                    "name": {"const": function["name"]},
+                    "arguments": function.get("parameters") or {"type": "object"},
+                },
+                "required": ["name", "arguments"],
+                "additionalProperties": False,
+            }
+            for function in plan.functions
+        ]
+    }
+    if plan.parallel:
+        return {"anyOf": [one_call, {"type": "array", "items": one_call, "minItems": 1}]}
+    return one_call
+
+
+def parse_calls(text: str, plan: ToolPlan) -> list[dict[str, Any]] | None:
+    """The calls a reply makes, as `tool_calls` entries, or None when it is plain text."""
+    tagged = _TAGGED.findall(text)
+    candidates: list[Any] = []
+    for raw in tagged or [text.strip()]:
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            return None
+        candidates.extend(value if isinstance(value, list) else [value])
+    calls = []
+    for candidate in candidates:
+        if not isinstance(candidate, dict) or candidate.get("name") not in plan.names:
+            return None
+        arguments = candidate.get("arguments", candidate.get("parameters", {}))
+        calls.append(
+            {
+                "id": new_id("call_"),
+                "type": "function",
+                "function": {"name": candidate["name"], "arguments": json.dumps(arguments)},
+            }
+        )
+    if not calls:
+        return None
+    return calls if plan.parallel else calls[:1]
+
+
+def looks_like_a_call(text: str) -> bool | None:
+    """Whether streamed text that begins so may become a call (None: too early to tell)."""
+    stripped = text.lstrip()
+    if not stripped:
+        return None
+    if stripped[0] in "{[":
+        return True
+    if "<tool_call>".startswith(stripped[:11]) or stripped.startswith("<tool_call>"):
+        return None if len(stripped) < 11 else True
+    return False

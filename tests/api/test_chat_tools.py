@@ -1,0 +1,186 @@
+"""Function calling through the official SDK: forced calls are valid JSON even from a 135M model."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import openai
+import pytest
+
+from oasis.services.tools import ToolPlan, parse_calls
+from tests.conftest import Harness
+
+MODEL = "gpt-4o-mini"
+WEATHER = [{"role": "user", "content": "What's the weather in Paris?"}]
+TOOLS: list[Any] = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Get the weather for a city",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["c", "f"]}},
+                "required": ["city", "unit"],
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "get_time",
+            "description": "The current time in a time zone",
+            "parameters": {"type": "object", "properties": {"zone": {"type": "string"}}, "required": ["zone"]},
+        },
+    },
+]
+
+
+async def test_required_tool_call_parses_and_names_an_offered_function(chat_oasis: Harness) -> None:
+    reply = await chat_oasis.sdk().chat.completions.create(
+        model=MODEL, messages=WEATHER, tools=TOOLS, tool_choice="required", temperature=0, max_tokens=100
+    )
+    choice = reply.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    assert choice.message.tool_calls
+    for call in choice.message.tool_calls:
+        assert call.id.startswith("call_") and call.type == "function"
+        arguments = json.loads(call.function.arguments)
+        if call.function.name == "get_weather":
+            assert isinstance(arguments["city"], str) and arguments["unit"] in ("c", "f")
+        else:
+            assert call.function.name == "get_time" and isinstance(arguments["zone"], str)
+
+
+async def test_a_named_function_is_the_one_called(chat_oasis: Harness) -> None:
+    reply = await chat_oasis.sdk().chat.completions.create(
+        model=MODEL,
+        messages=WEATHER,
+        tools=TOOLS,
+        tool_choice={"type": "function", "function": {"name": "get_time"}},
+        temperature=0,
+        max_tokens=100,
+    )
+    (call,) = reply.choices[0].message.tool_calls or []
+    assert call.function.name == "get_time" and "zone" in json.loads(call.function.arguments)
+
+
+async def test_tool_calls_stream_as_deltas(chat_oasis: Harness) -> None:
+    stream = await chat_oasis.sdk().chat.completions.create(
+        model=MODEL,
+        messages=WEATHER,
+        tools=TOOLS,
+        tool_choice="required",
+        parallel_tool_calls=False,
+        temperature=0,
+        max_tokens=100,
+        stream=True,
+    )
+    chunks = [chunk async for chunk in stream]
+    calls = [
+        call for c in chunks if c.choices and c.choices[0].delta.tool_calls for call in c.choices[0].delta.tool_calls
+    ]
+    assert calls[0].id and calls[0].function and calls[0].function.name in ("get_weather", "get_time")
+    arguments = "".join(call.function.arguments or "" for call in calls if call.function)
+    assert isinstance(json.loads(arguments), dict)
+    assert {call.index for call in calls} == {0}
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["tool_calls"]
+    assert not any(c.choices[0].delta.content for c in chunks if c.choices)
+
+
+async def test_deprecated_functions_answer_with_function_call(chat_oasis: Harness) -> None:
+    reply = await chat_oasis.sdk().chat.completions.create(
+        model=MODEL,
+        messages=WEATHER,
+        functions=[tool["function"] for tool in TOOLS],
+        function_call={"name": "get_weather"},
+        temperature=0,
+        max_tokens=100,
+    )
+    choice = reply.choices[0]
+    assert choice.finish_reason == "function_call" and choice.message.function_call
+    assert choice.message.function_call.name == "get_weather"
+    assert "city" in json.loads(choice.message.function_call.arguments)
+
+
+async def test_tool_choice_none_answers_in_text(chat_oasis: Harness) -> None:
+    reply = await chat_oasis.sdk().chat.completions.create(
+        model=MODEL, messages=WEATHER, tools=TOOLS, tool_choice="none", max_tokens=10
+    )
+    assert reply.choices[0].message.content and not reply.choices[0].message.tool_calls
+
+
+async def test_a_conversation_with_tool_results_continues(chat_oasis: Harness) -> None:
+    history: list[Any] = [
+        *WEATHER,
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris", "unit": "c"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": '{"temperature": 21, "sky": "clear"}'},
+    ]
+    reply = await chat_oasis.sdk().chat.completions.create(
+        model=MODEL, messages=history, tools=TOOLS, tool_choice="none", max_tokens=20
+    )
+    assert reply.choices[0].message.content
+
+
+@pytest.mark.parametrize(
+    ("change", "param"),
+    [
+        ({"tool_choice": {"type": "function", "function": {"name": "launch_rocket"}}}, "tool_choice"),
+        ({"tools": [], "tool_choice": "required"}, "tool_choice"),
+    ],
+)
+async def test_bad_tool_requests_are_400s(chat_oasis: Harness, change: dict[str, Any], param: str) -> None:
+    async with chat_oasis.http() as http:
+        body = {"model": MODEL, "messages": WEATHER, "tools": TOOLS, **change}
+        response = await http.post("/v1/chat/completions", json=body)
+    assert response.status_code == 400 and response.json()["error"]["param"] == param
+
+
+PLAN = ToolPlan(mode="auto", functions=[tool["function"] for tool in TOOLS], parallel=True, legacy=False)
+
+
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        ('{"name": "get_time", "arguments": {"zone": "UTC"}}', ["get_time"]),
+        (
+            '[{"name": "get_time", "arguments": {}}, {"name": "get_weather", "arguments": {}}]',
+            ["get_time", "get_weather"],
+        ),
+        ('<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>', ["get_weather"]),
+        ("The weather is nice.", None),
+        ('{"name": "not_offered", "arguments": {}}', None),
+        ('{"weather": "sunny"}', None),
+    ],
+)
+def test_auto_replies_become_calls_only_when_they_are_calls(text: str, names: list[str] | None) -> None:
+    calls = parse_calls(text, PLAN)
+    assert (None if calls is None else [call["function"]["name"] for call in calls]) == names
+
+
+async def test_parallel_false_means_one_call(chat_oasis: Harness) -> None:
+    reply = await chat_oasis.sdk().chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Weather in Paris and in Rome, please."}],
+        tools=TOOLS,
+        tool_choice="required",
+        parallel_tool_calls=False,
+        temperature=0,
+        max_tokens=100,
+    )
+    assert len(reply.choices[0].message.tool_calls or []) == 1
+    with pytest.raises(openai.BadRequestError):
+        await chat_oasis.sdk().chat.completions.create(
+            model=MODEL, messages=WEATHER, tools=TOOLS, tool_choice={"type": "function", "function": {"name": "x"}}
+        )
