@@ -20,5 +20,5 @@ async def create_chat_completion(
     body: ChatCompletionRequest, request: Request, container: ContainerDep, _principal: PrincipalDep
 ) -> StreamingResponse | dict[str, Any]:
     if body.stream:
-        return sse_response(container.chat.stream(body))
+        return await sse_response(container.chat.stream(body))
     return await unless_disconnected(request, container.chat.create(body))

@@ -20,5 +20,5 @@ async def create_completion(
     body: CompletionRequest, request: Request, container: ContainerDep, _principal: PrincipalDep
 ) -> StreamingResponse | dict[str, Any]:
     if body.stream:
-        return sse_response(container.completions.stream(body))
+        return await sse_response(container.completions.stream(body))
     return await unless_disconnected(request, container.completions.create(body))

@@ -19,9 +19,18 @@ def _frame(payload: Any) -> bytes:
     return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
 
 
-def sse_response(events: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
+async def sse_response(events: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
+    """Waits for the first event before answering, so that a failure to start (an upstream's 404, a full
+    queue) still gets its HTTP status rather than a 200 with an error frame."""
+    try:
+        first = await anext(events)
+    except StopAsyncIteration:
+        first = None
+
     async def body() -> AsyncIterator[bytes]:
         try:
+            if first is not None:
+                yield _frame(first)
             async for event in events:
                 yield _frame(event)
         except OasisError as exc:

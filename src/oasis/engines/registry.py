@@ -78,9 +78,15 @@ def _llamacpp(spec: ModelSpec) -> Engine:
     return LlamaCppEngine(spec)
 
 
+def _upstream(spec: ModelSpec) -> Engine:
+    from oasis.engines.upstream import UpstreamEngine
+
+    return UpstreamEngine(spec)
+
+
 def installed_engine_factories() -> dict[str, EngineFactory]:
     """Engine kinds this installation can run: those whose backend library is installed (imported lazily)."""
-    factories: dict[str, EngineFactory] = {}
+    factories: dict[str, EngineFactory] = {"upstream": _upstream}
     if importlib.util.find_spec("llama_cpp") is not None:
         factories["llamacpp"] = _llamacpp
     return factories

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from oasis.protocol import openapi_types as spec
 
@@ -102,6 +102,9 @@ class ResponseFormat(BaseModel):
 
 
 class ChatCompletionRequest(spec.CreateChatCompletionRequest):
+    # Unknown fields are kept (local engines ignore them) so that an upstream engine receives them.
+    model_config = ConfigDict(extra="allow")
+
     messages: list[ChatMessage] = Field(min_length=1)  # type: ignore[assignment]
     model: str
     response_format: ResponseFormat | None = None  # type: ignore[assignment]
@@ -110,4 +113,6 @@ class ChatCompletionRequest(spec.CreateChatCompletionRequest):
 
 
 class CompletionRequest(spec.CreateCompletionRequest):
+    model_config = ConfigDict(extra="allow")
+
     model: str

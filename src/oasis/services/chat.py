@@ -15,7 +15,16 @@ from oasis.errors import invalid_request
 from oasis.protocol.extensions import ChatCompletionRequest
 from oasis.services.chat_template import render_chat
 from oasis.services.generation import TextDelta, complete_choice, open_streams, stream_choice
-from oasis.services.text_models import completion_budget, stop_list, text_engine, token_biases, token_text
+from oasis.services.text_models import (
+    completion_budget,
+    forward_stream,
+    forwarded_body,
+    forwarding_engine,
+    stop_list,
+    text_engine,
+    token_biases,
+    token_text,
+)
 from oasis.services.tools import ToolPlan, call_schema, looks_like_a_call, parse_calls, plan_tools, tools_system_prompt
 from oasis.storage.clock import new_id
 
@@ -181,6 +190,10 @@ class ChatService:
         }
 
     async def create(self, request: ChatCompletionRequest) -> dict[str, Any]:
+        upstream = forwarding_engine(self._registry, request.model)
+        if upstream is not None:
+            reply = await upstream.forward("/chat/completions", forwarded_body(request))
+            return {**reply, "model": request.model}
         chat = self.prepare(request)
         streams = open_streams(chat.engine, chat.prompt, chat.params, chat.n)
         try:
@@ -211,6 +224,9 @@ class ChatService:
 
     def stream(self, request: ChatCompletionRequest) -> AsyncIterator[dict[str, Any]]:
         """Validates and queues the request now (so errors still get an HTTP status), then returns the chunks."""
+        upstream = forwarding_engine(self._registry, request.model)
+        if upstream is not None:
+            return forward_stream(upstream, "/chat/completions", request, request.model)
         chat = self.prepare(request)
         return self._chunks(request, chat, open_streams(chat.engine, chat.prompt, chat.params, chat.n))
 

@@ -14,7 +14,16 @@ from oasis.engines.text import SampledToken, SamplingParams, TextEngine, TokenSt
 from oasis.errors import invalid_request
 from oasis.protocol.extensions import CompletionRequest
 from oasis.services.generation import ChoiceText, complete_choice, open_streams, stream_choice
-from oasis.services.text_models import completion_budget, stop_list, text_engine, token_biases, token_text
+from oasis.services.text_models import (
+    completion_budget,
+    forward_stream,
+    forwarded_body,
+    forwarding_engine,
+    stop_list,
+    text_engine,
+    token_biases,
+    token_text,
+)
 from oasis.storage.clock import new_id
 
 DEFAULT_MAX_TOKENS = 16  # OpenAI's default for this endpoint, unlike chat
@@ -135,6 +144,10 @@ class CompletionService:
         }
 
     async def create(self, request: CompletionRequest) -> dict[str, Any]:
+        upstream = forwarding_engine(self._registry, request.model)
+        if upstream is not None:
+            reply = await upstream.forward("/completions", forwarded_body(request))
+            return {**reply, "model": request.model}
         job = self.prepare(request)
         per_prompt = await asyncio.gather(*(self._choices_for(job, prompt) for prompt in job.prompts))
         choices = []
@@ -182,6 +195,9 @@ class CompletionService:
 
     def stream(self, request: CompletionRequest) -> AsyncIterator[dict[str, Any]]:
         """Validates and queues now (errors keep their HTTP status), then returns the chunks."""
+        upstream = forwarding_engine(self._registry, request.model)
+        if upstream is not None:
+            return forward_stream(upstream, "/completions", request, request.model)
         job = self.prepare(request)
         streams = [open_streams(job.engine, prompt.tokens, job.params, job.n) for prompt in job.prompts]
         return self._chunks(request, job, streams)

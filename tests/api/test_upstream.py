@@ -1,0 +1,109 @@
+"""Models routed to another OpenAI-compatible server (here a second `oasis serve` on loopback)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import openai
+import pytest
+import yaml
+
+from oasis.engines.upstream import Replica, UpstreamEngine, pick_replica
+from tests.conftest import Harness, smollm
+from tests.server_process import ServerProcess, free_port, oasis_env, oasis_server
+
+CAPITAL = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+@pytest.fixture(scope="module")
+def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    folder = tmp_path_factory.mktemp("upstream")
+    config = folder / "oasis.yaml"
+    config.write_text(yaml.safe_dump({"models": [smollm()]}))
+    with oasis_server(folder / "data", oasis_env(None), "--config", str(config)) as server:
+        yield server
+
+
+@pytest.fixture
+async def routed(start_oasis: Callable[..., Any], upstream: ServerProcess) -> Harness:
+    url = f"{upstream.base_url}/v1"
+    harness: Harness = await start_oasis(
+        engine_factories=None,
+        models=[
+            {
+                "id": "remote",
+                "engine": "upstream",
+                "aliases": ["gpt-4o"],
+                "options": {"base_urls": [url, url], "model": "smollm2-135m-instruct"},
+            },
+            {"id": "remote-missing", "engine": "upstream", "options": {"base_url": url, "model": "nope"}},
+            {"id": "down", "engine": "upstream", "options": {"base_url": f"http://127.0.0.1:{free_port()}/v1"}},
+        ],
+    )
+    return harness
+
+
+async def test_chat_is_answered_upstream(routed: Harness) -> None:
+    client = routed.sdk()
+    whole = await client.chat.completions.create(model="gpt-4o", messages=CAPITAL, temperature=0, max_tokens=12)
+    assert whole.model == "gpt-4o" and whole.choices[0].message.content
+    assert whole.usage and whole.usage.completion_tokens == 12
+    stream = await client.chat.completions.create(
+        model="gpt-4o",
+        messages=CAPITAL,
+        temperature=0,
+        max_tokens=12,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = [chunk async for chunk in stream]
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == whole.choices[0].message.content
+    assert chunks[-1].usage and chunks[-1].usage.completion_tokens == 12
+
+
+async def test_completions_are_answered_upstream(routed: Harness) -> None:
+    reply = await routed.sdk().completions.create(
+        model="remote", prompt="The capital of France is", temperature=0, max_tokens=3, logprobs=1
+    )
+    assert reply.choices[0].text and reply.choices[0].logprobs and reply.choices[0].logprobs.tokens
+
+
+async def test_upstream_errors_keep_their_status_and_envelope(routed: Harness) -> None:
+    with pytest.raises(openai.NotFoundError) as caught:
+        await routed.sdk().chat.completions.create(model="remote-missing", messages=CAPITAL, max_tokens=3)
+    assert caught.value.code == "model_not_found"
+    with pytest.raises(openai.NotFoundError):
+        await routed.sdk().chat.completions.create(model="remote-missing", messages=CAPITAL, stream=True)
+
+
+async def test_an_unreachable_upstream_is_a_502(routed: Harness) -> None:
+    with pytest.raises(openai.InternalServerError) as caught:
+        await routed.sdk().chat.completions.create(model="down", messages=CAPITAL, max_tokens=3)
+    assert caught.value.status_code == 502 and "did not answer" in caught.value.message
+
+
+async def test_requests_spread_over_replicas_by_outstanding_count(routed: Harness) -> None:
+    engine = routed.container.registry.engine("remote")
+    assert isinstance(engine, UpstreamEngine)
+    client = routed.sdk()
+    seen: set[tuple[int, ...]] = set()
+
+    async def watch() -> None:
+        while True:
+            seen.add(tuple(replica.outstanding for replica in engine.replicas))
+            await asyncio.sleep(0.002)
+
+    watcher = asyncio.create_task(watch())
+    await asyncio.gather(
+        *(client.chat.completions.create(model="remote", messages=CAPITAL, max_tokens=40) for _ in range(2))
+    )
+    watcher.cancel()
+    assert (1, 1) in seen and (2, 0) not in seen and (0, 2) not in seen
+    assert [replica.outstanding for replica in engine.replicas] == [0, 0]
+
+
+def test_pick_replica_prefers_the_least_busy() -> None:
+    replicas = [Replica("a", outstanding=3), Replica("b", outstanding=1), Replica("c", outstanding=1)]
+    assert pick_replica(replicas).base_url == "b"
