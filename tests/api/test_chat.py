@@ -230,3 +230,15 @@ async def test_bad_requests_get_envelopes(chat_oasis: Harness, change: dict[str,
         response = await http.post("/v1/chat/completions", json=body)
     assert response.status_code == status, response.text
     assert response.json()["error"]["param"] == param
+
+
+async def test_ignore_eos_runs_to_max_tokens(chat_oasis: Harness) -> None:
+    """vLLM's `ignore_eos` extension: only the length limit ends the answer."""
+    client = chat_oasis.sdk()
+    hello = [{"role": "user", "content": "Say hi."}]
+    natural = await client.chat.completions.create(model=MODEL, messages=hello, temperature=0, max_tokens=200)
+    assert natural.choices[0].finish_reason == "stop"
+    forced = await client.chat.completions.create(
+        model=MODEL, messages=hello, temperature=0, max_tokens=200, extra_body={"ignore_eos": True}
+    )
+    assert forced.choices[0].finish_reason == "length" and forced.usage and forced.usage.completion_tokens == 200

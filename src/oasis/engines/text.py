@@ -41,6 +41,8 @@ class SamplingParams:
     seed: int | None = None
     # None: no log probabilities; 0..20: the chosen token's plus that many alternatives.
     top_logprobs: int | None = None
+    # Never end at an end-of-generation token: only max_tokens or a stop string ends (vLLM's `ignore_eos`).
+    ignore_eos: bool = False
     # Output must be JSON: any JSON object (`{}`), or a document that the given JSON Schema accepts.
     json_schema: Mapping[str, object] | None = None
 

@@ -120,6 +120,7 @@ def to_sampling_params(request: ChatCompletionRequest, engine: TextEngine, promp
         frequency_penalty=request.frequency_penalty or 0.0,
         logit_bias=token_biases(engine, request.logit_bias),
         seed=request.seed,
+        ignore_eos=bool((request.model_extra or {}).get("ignore_eos", False)),
         top_logprobs=(request.top_logprobs or 0) if request.logprobs else None,
         json_schema=schema,
     )

