@@ -184,7 +184,7 @@ def main() -> int:
                     best[side].keep(f"aggregate tok/s @{level}", asyncio.run(aggregate(base, level, args.max_tokens)))
                 print(f"round {round_number + 1}/{args.rounds}, {level} streams: done", file=sys.stderr)
     print(f"\nmodel {gguf.name}, {args.threads} threads, {args.max_tokens} tokens per stream, best of {args.rounds}")
-    print(f"| metric | oasis | llama-server | oasis / llama-server |\n|---|---|---|---|")
+    print("| metric | oasis | llama-server | oasis / llama-server |\n|---|---|---|---|")
     for key in best["oasis"].values:
         ours, theirs = best["oasis"].values[key], best["llama-server"].values[key]
         print(f"| {key} | {ours:.1f} | {theirs:.1f} | {ours / theirs:.3f} |")
