@@ -8,6 +8,10 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3.11}
 step() { printf '\n== %s\n' "$*"; }
 
+step "system packages"
+# espeak-ng speaks the German clip that the translation test feeds to Whisper.
+command -v espeak-ng >/dev/null || { apt-get update -q && apt-get install -y -q espeak-ng; } >/dev/null
+
 step "install into .venv"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip

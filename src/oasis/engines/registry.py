@@ -84,9 +84,25 @@ def _upstream(spec: ModelSpec) -> Engine:
     return UpstreamEngine(spec)
 
 
+def _whisper(spec: ModelSpec) -> Engine:
+    from oasis.engines.whisper import WhisperEngine
+
+    return WhisperEngine(spec)
+
+
+def _piper(spec: ModelSpec) -> Engine:
+    from oasis.engines.piper import PiperEngine
+
+    return PiperEngine(spec)
+
+
 def installed_engine_factories() -> dict[str, EngineFactory]:
     """Engine kinds this installation can run: those whose backend library is installed (imported lazily)."""
     factories: dict[str, EngineFactory] = {"upstream": _upstream}
     if importlib.util.find_spec("llama_cpp") is not None:
         factories["llamacpp"] = _llamacpp
+    if importlib.util.find_spec("faster_whisper") is not None:
+        factories["whisper"] = _whisper
+    if importlib.util.find_spec("piper") is not None:
+        factories["piper"] = _piper
     return factories

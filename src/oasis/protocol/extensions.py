@@ -116,3 +116,14 @@ class CompletionRequest(spec.CreateCompletionRequest):
     model_config = ConfigDict(extra="allow")
 
     model: str
+
+
+class SpeechRequest(spec.CreateSpeechRequest):
+    """Voices are the engine's to judge (OpenAI added ash, ballad, coral, sage and verse after this spec);
+    newer fields such as `instructions` are accepted."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str
+    input: str
+    voice: str  # type: ignore[assignment]

@@ -1,0 +1,83 @@
+"""Audio: speech, transcriptions, translations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.datastructures import FormData, UploadFile
+
+from oasis.api.deps import ContainerDep, PrincipalDep
+from oasis.engines.audio import Task
+from oasis.errors import invalid_request
+from oasis.protocol.extensions import SpeechRequest
+from oasis.services.audio import TranscriptionJob
+
+router = APIRouter(tags=["Audio"])
+
+
+@router.post("/audio/speech", response_class=StreamingResponse)
+async def create_speech(body: SpeechRequest, container: ContainerDep, _principal: PrincipalDep) -> StreamingResponse:
+    audio = container.audio.speech(
+        model=body.model,
+        text=body.input,
+        voice=body.voice,
+        response_format=body.response_format or "mp3",
+        speed=1.0 if body.speed is None else body.speed,
+    )
+    return StreamingResponse(audio.chunks, media_type=audio.content_type)
+
+
+def _text(form: FormData, name: str) -> str | None:
+    value = form.get(name)
+    if value is not None and not isinstance(value, str):
+        raise invalid_request(f"'{name}' must be a text field.", param=name)
+    return value or None
+
+
+def _job(form: FormData, task: Task) -> TranscriptionJob:
+    model = _text(form, "model")
+    if model is None:
+        raise invalid_request("Missing required parameter: 'model'.", param="model")
+    temperature_text = _text(form, "temperature")
+    try:
+        temperature = float(temperature_text) if temperature_text is not None else None
+    except ValueError:
+        raise invalid_request("'temperature' must be a number.", param="temperature") from None
+    granularities = [g for g in form.getlist("timestamp_granularities[]") + form.getlist("timestamp_granularities")]
+    if not all(isinstance(g, str) for g in granularities):
+        raise invalid_request("'timestamp_granularities' must be text.", param="timestamp_granularities")
+    return TranscriptionJob(
+        model=model,
+        task=task,
+        language=_text(form, "language") if task == "transcribe" else None,
+        prompt=_text(form, "prompt"),
+        response_format=_text(form, "response_format") or "json",
+        temperature=temperature,
+        granularities={str(g) for g in granularities},
+    )
+
+
+async def _transcribe(request: Request, container: Any, task: Task) -> Response:
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise invalid_request("Send audio as multipart/form-data with the fields `file` and `model`.", param="file")
+    async with request.form(max_files=1, max_fields=32) as form:
+        job = _job(form, task)
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise invalid_request("Missing required parameter: 'file' (send it as a file part).", param="file")
+        body, content_type = await container.audio.transcribe(job, upload.file, upload.size or 0, upload.filename or "")
+    if isinstance(body, dict):
+        return JSONResponse(body)
+    return PlainTextResponse(body, media_type=content_type)
+
+
+@router.post("/audio/transcriptions", response_model=None)
+async def create_transcription(request: Request, container: ContainerDep, _principal: PrincipalDep) -> Response:
+    return await _transcribe(request, container, "transcribe")
+
+
+@router.post("/audio/translations", response_model=None)
+async def create_translation(request: Request, container: ContainerDep, _principal: PrincipalDep) -> Response:
+    return await _transcribe(request, container, "translate")

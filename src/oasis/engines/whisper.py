@@ -1,0 +1,140 @@
+"""Transcription and translation with faster-whisper (CTranslate2 Whisper models), off the event loop.
+
+Options: `compute_type` (int8), `cpu_threads` (all cores), `workers` (concurrent transcriptions, 1),
+`part_packages` (packages whose `data/model.bin.partN` files join into model.bin, in order).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib.util
+import os
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import platformdirs
+
+from oasis.engines.audio import Segment, Task, Transcript, UnreadableAudio, Word
+from oasis.settings import ModelSpec
+
+
+def _package_dir(name: str) -> Path:
+    found = importlib.util.find_spec(name)
+    if found is None or not found.submodule_search_locations:
+        raise FileNotFoundError(f"package {name!r} is not installed")
+    return Path(next(iter(found.submodule_search_locations)))
+
+
+def model_dir(spec: ModelSpec) -> Path:
+    """A CTranslate2 model folder: the configured path, or one assembled once from weight packages."""
+    if spec.path:
+        return Path(spec.path).expanduser()
+    if not spec.package:
+        raise ValueError(f"model {spec.id}: give `path` or `package` for its weights")
+    first = _package_dir(spec.package) / "data"
+    if (first / "model.bin").exists():
+        return first
+    parts = [first / "model.bin.part1"] + [
+        _package_dir(name) / "data" / f"model.bin.part{index}"
+        for index, name in enumerate(spec.options.get("part_packages", []), start=2)
+    ]
+    missing = [str(part) for part in parts if not part.exists()]
+    if missing:
+        raise FileNotFoundError(f"model {spec.id}: missing weight parts {missing}")
+    key = hashlib.sha256("|".join(f"{p}:{p.stat().st_size}" for p in parts).encode()).hexdigest()[:16]
+    target = Path(platformdirs.user_cache_dir("oasis")) / "models" / f"{spec.id}-{key}"
+    if not (target / "model.bin").exists():
+        _assemble(first, parts, target)
+    return target
+
+
+def _assemble(first: Path, parts: list[Path], target: Path) -> None:
+    staging = target.with_name(target.name + f".partial-{os.getpid()}")
+    staging.mkdir(parents=True, exist_ok=True)
+    for extra in first.iterdir():
+        if not extra.name.startswith("model.bin"):
+            shutil.copy2(extra, staging / extra.name)
+    with (staging / "model.bin").open("wb") as joined:
+        for part in parts:
+            with part.open("rb") as chunk:
+                shutil.copyfileobj(chunk, joined, 1 << 22)
+    # Rename last, so a half-written folder is never taken for a model.
+    if not (target / "model.bin").exists():
+        staging.replace(target)
+    else:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+class WhisperEngine:
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self._options = spec.options
+        self._model: Any = None
+        self._pool = ThreadPoolExecutor(max_workers=int(self._options.get("workers", 1)), thread_name_prefix="whisper")
+
+    async def start(self) -> None:
+        self._model = await asyncio.get_running_loop().run_in_executor(self._pool, self._load)
+
+    def _load(self) -> Any:
+        from faster_whisper import WhisperModel
+
+        return WhisperModel(
+            str(model_dir(self.spec)),
+            device="cpu",
+            compute_type=self._options.get("compute_type", "int8"),
+            cpu_threads=int(self._options.get("cpu_threads", 0)),
+            local_files_only=True,
+        )
+
+    async def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def transcribe(
+        self,
+        audio: BinaryIO,
+        *,
+        task: Task,
+        language: str | None,
+        prompt: str | None,
+        temperature: float | None,
+        word_timestamps: bool,
+    ) -> Transcript:
+        def run() -> Transcript:
+            # faster-whisper's default is a fallback ladder of temperatures; a given one pins it, as OpenAI.
+            temperatures: Any = temperature or [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+            try:
+                segments, info = self._model.transcribe(
+                    audio,
+                    task=task,
+                    language=language,
+                    initial_prompt=prompt or None,
+                    temperature=temperatures,
+                    word_timestamps=word_timestamps,
+                )
+                found = [_segment(s) for s in segments]
+            except Exception as exc:  # PyAV raises many types for a file it cannot read
+                if type(exc).__module__.startswith("av") or isinstance(exc, (IndexError, ValueError)):
+                    raise UnreadableAudio(str(exc)) from exc
+                raise
+            return Transcript(language=info.language, duration=float(info.duration), segments=found)
+
+        return await asyncio.get_running_loop().run_in_executor(self._pool, run)
+
+
+def _segment(segment: Any) -> Segment:
+    return Segment(
+        id=int(segment.id) - 1,
+        seek=int(segment.seek),
+        start=float(segment.start),
+        end=float(segment.end),
+        text=segment.text,
+        tokens=list(segment.tokens),
+        temperature=float(segment.temperature or 0.0),
+        avg_logprob=float(segment.avg_logprob),
+        compression_ratio=float(segment.compression_ratio),
+        no_speech_prob=float(segment.no_speech_prob),
+        words=[Word(w.word, float(w.start), float(w.end), float(w.probability)) for w in segment.words or []],
+    )

@@ -1,0 +1,145 @@
+"""Audio: transcriptions and translations (speech to text), and speech (text to speech, streamed)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+from oasis.engines.audio import SpeechEngine, Task, TranscriptionEngine, UnreadableAudio
+from oasis.engines.registry import EngineRegistry
+from oasis.errors import OasisError, invalid_request, not_found, too_large
+from oasis.services.audio_codecs import CONTENT_TYPES, SpeechEncoder
+from oasis.services.languages import LANGUAGES
+from oasis.services.transcripts import RESPONSE_FORMATS, render
+
+MAX_AUDIO_BYTES = 25 * 1024 * 1024  # OpenAI's limit for transcription uploads
+MAX_SPEECH_CHARACTERS = 4096
+AUDIO_EXTENSIONS = ("flac", "mp3", "mp4", "mpeg", "mpga", "m4a", "ogg", "oga", "opus", "wav", "webm")
+GRANULARITIES = {"word", "segment"}
+
+
+@dataclass(frozen=True)
+class TranscriptionJob:
+    model: str
+    task: Task
+    language: str | None
+    prompt: str | None
+    response_format: str
+    temperature: float | None
+    granularities: set[str]
+
+
+@dataclass(frozen=True)
+class SpeechAudio:
+    content_type: str
+    chunks: AsyncIterator[bytes]
+
+
+def _engine(registry: EngineRegistry, model: str, capability: type, purpose: str) -> Any:
+    if registry.resolve(model) is None:
+        raise not_found(
+            f"The model '{model}' does not exist or you do not have access to it.",
+            param="model",
+            code="model_not_found",
+        )
+    engine = registry.engine(model)
+    if engine is None:
+        raise OasisError(503, f"The model '{model}' is still loading; retry shortly.", type="server_error")
+    if not isinstance(engine, capability):
+        raise invalid_request(f"The model '{model}' does not do {purpose}.", param="model")
+    return engine
+
+
+class AudioService:
+    def __init__(self, registry: EngineRegistry) -> None:
+        self._registry = registry
+
+    def check_transcription(self, job: TranscriptionJob) -> None:
+        if job.response_format not in RESPONSE_FORMATS:
+            raise invalid_request(
+                f"'{job.response_format}' is not one of {', '.join(RESPONSE_FORMATS)} - 'response_format'",
+                param="response_format",
+            )
+        if job.language is not None and job.language not in LANGUAGES:
+            raise invalid_request(f"'{job.language}' is not a supported ISO-639-1 language code.", param="language")
+        if job.temperature is not None and not 0 <= job.temperature <= 1:
+            raise invalid_request("'temperature' must be between 0 and 1.", param="temperature")
+        unknown = job.granularities - GRANULARITIES
+        if unknown:
+            raise invalid_request(
+                f"'timestamp_granularities' takes word and segment, not {sorted(unknown)}.",
+                param="timestamp_granularities",
+            )
+        if job.granularities and job.response_format != "verbose_json":
+            raise invalid_request(
+                "'timestamp_granularities' needs response_format 'verbose_json'.", param="timestamp_granularities"
+            )
+        _engine(self._registry, job.model, TranscriptionEngine, "transcription")
+
+    async def transcribe(self, job: TranscriptionJob, audio: BinaryIO, size: int, filename: str) -> tuple[Any, str]:
+        """The rendered transcript and its content type."""
+        self.check_transcription(job)
+        if size == 0:
+            raise invalid_request("The audio file is empty.", param="file")
+        if size > MAX_AUDIO_BYTES:
+            raise too_large(
+                f"The audio file is {size} bytes; the limit is {MAX_AUDIO_BYTES} bytes (25 MB).", param="file"
+            )
+        extension = filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
+        if extension and extension not in AUDIO_EXTENSIONS:
+            raise invalid_request(
+                f"Invalid file format. Supported formats: {list(AUDIO_EXTENSIONS)}",
+                param="file",
+                code="invalid_file_format",
+            )
+        engine: TranscriptionEngine = _engine(self._registry, job.model, TranscriptionEngine, "transcription")
+        try:
+            transcript = await engine.transcribe(
+                audio,
+                task=job.task,
+                language=job.language,
+                prompt=job.prompt,
+                temperature=job.temperature,
+                word_timestamps="word" in job.granularities,
+            )
+        except UnreadableAudio:
+            raise invalid_request(
+                "The file could not be decoded as audio. Supported formats: " + ", ".join(AUDIO_EXTENSIONS) + ".",
+                param="file",
+                code="invalid_file_format",
+            ) from None
+        return render(transcript, job.response_format, job.task, job.granularities)
+
+    def speech(self, *, model: str, text: str, voice: str, response_format: str, speed: float) -> SpeechAudio:
+        """Checks the request now (so errors keep their status) and returns audio that streams as it is made."""
+        engine: SpeechEngine = _engine(self._registry, model, SpeechEngine, "speech")
+        if not text.strip():
+            raise invalid_request("'input' must not be empty.", param="input")
+        if len(text) > MAX_SPEECH_CHARACTERS:
+            raise invalid_request(
+                f"'input' is {len(text)} characters; the limit is {MAX_SPEECH_CHARACTERS}.", param="input"
+            )
+        if voice not in engine.voices():
+            raise invalid_request(f"'{voice}' is not one of {', '.join(engine.voices())} - 'voice'", param="voice")
+        if response_format not in CONTENT_TYPES:
+            raise invalid_request(
+                f"'{response_format}' is not one of {', '.join(CONTENT_TYPES)} - 'response_format'",
+                param="response_format",
+            )
+        if not 0.25 <= speed <= 4.0:
+            raise invalid_request("'speed' must be between 0.25 and 4.0.", param="speed")
+        return SpeechAudio(CONTENT_TYPES[response_format], _encoded(engine, text, voice, speed, response_format))
+
+
+async def _encoded(
+    engine: SpeechEngine, text: str, voice: str, speed: float, response_format: str
+) -> AsyncIterator[bytes]:
+    encoder = SpeechEncoder(response_format, engine.sample_rate)
+    async for samples in engine.synthesize(text, voice=voice, speed=speed):
+        data = encoder.encode(samples)
+        if data:
+            yield data
+    tail = encoder.finish()
+    if tail:
+        yield tail

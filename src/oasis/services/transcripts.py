@@ -1,0 +1,75 @@
+"""Transcripts in OpenAI's five response formats: json, text, srt, vtt, verbose_json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from oasis.engines.audio import Transcript
+from oasis.services.languages import language_name
+
+RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+
+
+def _clock(seconds: float, decimal: str) -> str:
+    millis = round(seconds * 1000)
+    hours, millis = divmod(millis, 3_600_000)
+    minutes, millis = divmod(millis, 60_000)
+    whole, millis = divmod(millis, 1000)
+    return f"{hours:02d}:{minutes:02d}:{whole:02d}{decimal}{millis:03d}"
+
+
+def to_srt(transcript: Transcript) -> str:
+    return "".join(
+        f"{index}\n{_clock(s.start, ',')} --> {_clock(s.end, ',')}\n{s.text.strip()}\n\n"
+        for index, s in enumerate(transcript.segments, start=1)
+    )
+
+
+def to_vtt(transcript: Transcript) -> str:
+    cues = "".join(
+        f"{_clock(s.start, '.')} --> {_clock(s.end, '.')}\n{s.text.strip()}\n\n" for s in transcript.segments
+    )
+    return "WEBVTT\n\n" + cues
+
+
+def to_verbose(transcript: Transcript, task: str, granularities: set[str]) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "task": task,
+        "language": language_name(transcript.language),
+        "duration": transcript.duration,
+        "text": transcript.text,
+    }
+    if "segment" in granularities or not granularities:
+        body["segments"] = [
+            {
+                "id": s.id,
+                "seek": s.seek,
+                "start": s.start,
+                "end": s.end,
+                "text": s.text,
+                "tokens": s.tokens,
+                "temperature": s.temperature,
+                "avg_logprob": s.avg_logprob,
+                "compression_ratio": s.compression_ratio,
+                "no_speech_prob": s.no_speech_prob,
+            }
+            for s in transcript.segments
+        ]
+    if "word" in granularities:
+        body["words"] = [
+            {"word": w.word.strip(), "start": w.start, "end": w.end} for s in transcript.segments for w in s.words
+        ]
+    return body
+
+
+def render(transcript: Transcript, response_format: str, task: str, granularities: set[str]) -> tuple[Any, str]:
+    """The body (a dict for JSON, else text) and its content type."""
+    if response_format == "text":
+        return transcript.text + "\n", "text/plain; charset=utf-8"
+    if response_format == "srt":
+        return to_srt(transcript), "application/x-subrip; charset=utf-8"
+    if response_format == "vtt":
+        return to_vtt(transcript), "text/vtt; charset=utf-8"
+    if response_format == "verbose_json":
+        return to_verbose(transcript, task, granularities), "application/json"
+    return {"text": transcript.text}, "application/json"

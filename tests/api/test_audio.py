@@ -1,0 +1,224 @@
+"""Audio through the official SDK: speech in every format, transcription formats, word timestamps,
+translation, and bad input — on the shipped Whisper base and Piper voice."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import av
+import httpx
+import openai
+import pytest
+import yaml
+
+from tests.conftest import PIPER, WHISPER, Harness
+from tests.server_process import oasis_env, oasis_server
+
+SENTENCE = "The quick brown fox jumps over the lazy dog. Open models run on your own machine."
+MAGIC = {
+    "mp3": (b"ID3", b"\xff\xfb", b"\xff\xf3"),
+    "opus": (b"OggS",),
+    "aac": (b"\xff\xf1", b"\xff\xf9"),
+    "flac": (b"fLaC",),
+    "wav": (b"RIFF",),
+}
+
+
+def duration(data: bytes) -> float:
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.audio[0]
+        samples = sum(frame.samples for frame in container.decode(stream))
+        return samples / stream.rate
+
+
+async def speak(client: openai.AsyncOpenAI, text: str = SENTENCE, **options: object) -> bytes:
+    reply = await client.audio.speech.create(model="tts-1", voice=options.pop("voice", "alloy"), input=text, **options)  # type: ignore[arg-type]
+    return reply.content
+
+
+@pytest.mark.parametrize("response_format", ["mp3", "opus", "aac", "flac", "wav", "pcm"])
+async def test_every_speech_format_is_a_valid_container(audio_oasis: Harness, response_format: str) -> None:
+    async with audio_oasis.http() as http:
+        response = await http.post(
+            "/v1/audio/speech",
+            json={"model": "tts-1", "voice": "nova", "input": SENTENCE, "response_format": response_format},
+        )
+    assert response.status_code == 200
+    data = response.content
+    if response_format == "pcm":
+        assert response.headers["content-type"] == "audio/pcm"
+        assert len(data) % 2 == 0 and 2.0 < len(data) / 2 / 24_000 < 15  # 16-bit mono at 24 kHz
+        return
+    assert data.startswith(MAGIC[response_format]), data[:8]
+    assert 2.0 < duration(data) < 15
+    with av.open(io.BytesIO(data)) as container:
+        # Opus always decodes at 48 kHz, whatever rate it was encoded from.
+        expected_rate = 48_000 if response_format == "opus" else 24_000
+        assert container.streams.audio[0].rate == expected_rate and container.streams.audio[0].channels == 1
+
+
+async def test_speed_two_is_shorter_and_voices_differ(audio_oasis: Harness) -> None:
+    client = audio_oasis.sdk()
+    normal = duration(await speak(client, response_format="wav"))
+    fast = duration(await speak(client, response_format="wav", speed=2.0))
+    assert fast < normal * 0.7
+    onyx = await speak(client, response_format="wav", voice="onyx")
+    alloy = await speak(client, response_format="wav", voice="alloy")
+    assert onyx != alloy and duration(onyx) != duration(alloy)
+
+
+async def test_speech_round_trips_through_transcription(audio_oasis: Harness) -> None:
+    client = audio_oasis.sdk()
+    audio = await speak(client, response_format="mp3")
+    text = await client.audio.transcriptions.create(model="whisper-1", file=("speech.mp3", audio))
+    words = re.findall(r"[a-z]+", text.text.lower())
+    for expected in ("quick", "brown", "fox", "lazy", "dog", "models", "machine"):
+        assert expected in words, text.text
+
+
+async def test_srt_and_vtt_are_well_formed(audio_oasis: Harness) -> None:
+    client = audio_oasis.sdk()
+    audio = await speak(client, response_format="wav")
+    srt = await client.audio.transcriptions.create(model="whisper-1", file=("a.wav", audio), response_format="srt")
+    vtt = await client.audio.transcriptions.create(model="whisper-1", file=("a.wav", audio), response_format="vtt")
+    text = await client.audio.transcriptions.create(model="whisper-1", file=("a.wav", audio), response_format="text")
+    srt_text, vtt_text = str(srt), str(vtt)
+    blocks = [block for block in srt_text.strip().split("\n\n") if block]
+    for number, block in enumerate(blocks, start=1):
+        index, timing, *lines = block.split("\n")
+        assert index == str(number) and lines
+        assert re.fullmatch(r"\d\d:\d\d:\d\d,\d{3} --> \d\d:\d\d:\d\d,\d{3}", timing)
+    assert vtt_text.startswith("WEBVTT\n\n")
+    timings = re.findall(r"^(\d\d:\d\d:\d\d\.\d{3}) --> (\d\d:\d\d:\d\d\.\d{3})$", vtt_text, re.M)
+    assert timings and all(start <= end for start, end in timings)
+    assert "fox" in str(text).lower()
+
+
+async def test_verbose_json_with_word_timestamps(audio_oasis: Harness) -> None:
+    client = audio_oasis.sdk()
+    audio = await speak(client, response_format="flac")
+    result = await client.audio.transcriptions.create(
+        model="whisper-1",
+        file=("a.flac", audio),
+        response_format="verbose_json",
+        timestamp_granularities=["word", "segment"],
+    )
+    assert result.language == "english" and result.duration == pytest.approx(duration(audio), abs=0.1)
+    assert result.segments and result.segments[0].id == 0
+    segment = result.segments[0]
+    assert segment.tokens and segment.avg_logprob <= 0 and 0 <= segment.no_speech_prob <= 1
+    words = result.words or []
+    assert len(words) >= 12 and words[0].word.lower().strip() == "the"
+    starts = [word.start for word in words]
+    assert starts == sorted(starts)
+    assert all(0 <= word.start <= word.end <= result.duration + 0.01 for word in words)
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng (scripts/check.sh installs it)")
+async def test_translation_of_german_speech_is_english(audio_oasis: Harness, tmp_path: Path) -> None:
+    clip = tmp_path / "de.wav"
+    german = "Ich trinke jeden Morgen eine Tasse Kaffee mit Milch."
+    subprocess.run(["espeak-ng", "-v", "de", "-s", "130", "-w", str(clip), german], check=True)
+    client = audio_oasis.sdk()
+    heard = await client.audio.transcriptions.create(
+        model="whisper-1", file=("de.wav", clip.read_bytes()), language="de", response_format="verbose_json"
+    )
+    assert heard.language == "german" and {"tasse", "milch"} <= set(re.findall(r"\w+", heard.text.lower()))
+    english = await client.audio.translations.create(model="whisper-1", file=("de.wav", clip.read_bytes()))
+    words = set(re.findall(r"[a-z]+", english.text.lower()))
+    assert {"coffee", "milk"} <= words and not words & {"kaffee", "milch", "mit"}, english.text
+
+
+@pytest.mark.parametrize(
+    ("fields", "file", "status", "param"),
+    [
+        ({}, ("notes.wav", b"this is not audio at all" * 20), 400, "file"),
+        ({}, ("empty.wav", b""), 400, "file"),
+        ({}, ("notes.txt", b"RIFF"), 400, "file"),
+        ({"response_format": "docx"}, None, 400, "response_format"),
+        ({"language": "klingon"}, None, 400, "language"),
+        ({"timestamp_granularities[]": "word"}, None, 400, "timestamp_granularities"),
+        ({"model": "no-such-model"}, None, 404, "model"),
+        ({"model": "tts-1"}, None, 400, "model"),
+    ],
+)
+async def test_bad_transcription_requests(
+    audio_oasis: Harness, fields: dict[str, str], file: tuple[str, bytes] | None, status: int, param: str
+) -> None:
+    audio = file or ("ok.wav", await speak(audio_oasis.sdk(), response_format="wav"))
+    async with audio_oasis.http() as http:
+        response = await http.post(
+            "/v1/audio/transcriptions", data={"model": "whisper-1", **fields}, files={"file": audio}
+        )
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["param"] == param
+
+
+async def test_audio_over_25_mb_is_413(audio_oasis: Harness) -> None:
+    async with audio_oasis.http() as http:
+        response = await http.post(
+            "/v1/audio/transcriptions",
+            data={"model": "whisper-1"},
+            files={"file": ("big.wav", b"\0" * (25 * 1024 * 1024 + 1))},
+        )
+    assert response.status_code == 413 and response.json()["error"]["param"] == "file"
+
+
+@pytest.mark.parametrize(
+    ("change", "param"),
+    [
+        ({"voice": "darth"}, "voice"),
+        ({"input": "x" * 4097}, "input"),
+        ({"input": "   "}, "input"),
+        ({"speed": 5}, "speed"),
+        ({"response_format": "ogg"}, "response_format"),
+        ({"model": "whisper-1"}, "model"),
+    ],
+)
+async def test_bad_speech_requests(audio_oasis: Harness, change: dict[str, object], param: str) -> None:
+    async with audio_oasis.http() as http:
+        response = await http.post(
+            "/v1/audio/speech", json={"model": "tts-1", "voice": "alloy", "input": "Hello.", **change}
+        )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == param
+
+
+async def test_speech_does_not_stall_other_endpoints(audio_oasis: Harness) -> None:
+    client = audio_oasis.sdk()
+    long_text = " ".join([SENTENCE] * 8)
+    speaking = asyncio.create_task(speak(client, long_text, response_format="wav"))
+    await asyncio.sleep(0.2)
+    started = time.perf_counter()
+    await client.models.list()
+    assert time.perf_counter() - started < 0.5 and not speaking.done()
+    await speaking
+
+
+def test_speech_streams_before_the_text_is_all_spoken(tmp_path: Path, postgres_url: str | None) -> None:
+    config = tmp_path / "oasis.yaml"
+    config.write_text(yaml.safe_dump({"models": [WHISPER, PIPER]}))
+    text = " ".join(f"This is sentence number {n} of a long passage read aloud." for n in range(1, 13))
+    with oasis_server(tmp_path / "data", oasis_env(postgres_url), "--config", str(config)) as server:
+        started = time.perf_counter()
+        first = None
+        size = 0
+        with httpx.stream(
+            "POST",
+            f"{server.base_url}/v1/audio/speech",
+            json={"model": "tts-1", "voice": "alloy", "input": text, "response_format": "mp3"},
+            timeout=120,
+        ) as response:
+            assert response.headers.get("transfer-encoding") == "chunked"
+            for chunk in response.iter_bytes():
+                first = first or time.perf_counter()
+                size += len(chunk)
+        total = time.perf_counter() - started
+    assert first is not None and size > 10_000
+    assert first - started < total / 3, (first - started, total)
