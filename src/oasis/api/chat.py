@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from oasis.api.deps import ContainerDep, PrincipalDep
 from oasis.api.disconnect import unless_disconnected
@@ -18,7 +16,8 @@ router = APIRouter(tags=["Chat"])
 @router.post("/chat/completions", response_model=None)
 async def create_chat_completion(
     body: ChatCompletionRequest, request: Request, container: ContainerDep, _principal: PrincipalDep
-) -> StreamingResponse | dict[str, Any]:
+) -> StreamingResponse | JSONResponse:
     if body.stream:
         return await sse_response(container.chat.stream(body))
-    return await unless_disconnected(request, container.chat.create(body))
+    # A JSONResponse skips FastAPI's generic encoder: the reply is plain JSON data already.
+    return JSONResponse(await unless_disconnected(request, container.chat.create(body)))

@@ -212,28 +212,21 @@ class CompletionService:
         completion_tokens = 0
         queue: asyncio.Queue[tuple[int, Any]] = asyncio.Queue()
         flat = [(p, stream) for p, per_prompt in enumerate(streams) for stream in per_prompt]
+        if len(flat) == 1:
+            # One choice: no tasks and queues between the engine and the client, on the per-token path.
+            ((prompt_index, stream),) = flat
+            async for item in self._choice_chunks(job, job.prompts[prompt_index], stream):
+                completion_tokens += item.pop("tokens", 0)
+                if item["text"] or item["finish_reason"] or item["logprobs"]:
+                    yield {**envelope, "choices": [{"index": 0, **item}], **extra}
+            async for usage_chunk in self._usage_chunk(envelope, job, completion_tokens, include_usage):
+                yield usage_chunk
+            return
 
         async def pump(index: int, prompt: Prompt, stream: TokenStream) -> None:
             try:
-                offset = len(prompt.text)  # offsets count from the start of prompt + completion, as OpenAI's
-                if job.echo:
-                    await queue.put((index, {"text": prompt.text, "logprobs": None, "finish_reason": None}))
-                async for delta in stream_choice(stream, job.stops):
-                    logprobs = None
-                    if job.logprobs is not None and delta.tokens:
-                        logprobs = _token_logprobs(job.engine, delta.tokens, offset)
-                        offset += sum(len(token_text(job.engine, t)[0]) for t in delta.tokens)
-                    await queue.put(
-                        (
-                            index,
-                            {
-                                "text": delta.text,
-                                "logprobs": logprobs,
-                                "finish_reason": delta.finish_reason,
-                                "tokens": len(delta.tokens),
-                            },
-                        )
-                    )
+                async for item in self._choice_chunks(job, prompt, stream):
+                    await queue.put((index, item))
             except BaseException as exc:
                 await queue.put((index, exc))
             finally:
@@ -261,6 +254,33 @@ class CompletionService:
             for _, stream in flat:
                 stream.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+        async for usage_chunk in self._usage_chunk(envelope, job, completion_tokens, include_usage):
+            yield usage_chunk
+
+    @staticmethod
+    async def _choice_chunks(
+        job: PreparedCompletion, prompt: Prompt, stream: TokenStream
+    ) -> AsyncIterator[dict[str, Any]]:
+        """One choice's chunk bodies (without index); `tokens` counts what each one consumed."""
+        offset = len(prompt.text)  # offsets count from the start of prompt + completion, as OpenAI's
+        if job.echo:
+            yield {"text": prompt.text, "logprobs": None, "finish_reason": None, "tokens": 0}
+        async for delta in stream_choice(stream, job.stops):
+            logprobs = None
+            if job.logprobs is not None and delta.tokens:
+                logprobs = _token_logprobs(job.engine, delta.tokens, offset)
+                offset += sum(len(token_text(job.engine, t)[0]) for t in delta.tokens)
+            yield {
+                "text": delta.text,
+                "logprobs": logprobs,
+                "finish_reason": delta.finish_reason,
+                "tokens": len(delta.tokens),
+            }
+
+    @staticmethod
+    async def _usage_chunk(
+        envelope: dict[str, Any], job: PreparedCompletion, completion_tokens: int, include_usage: bool
+    ) -> AsyncIterator[dict[str, Any]]:
         if include_usage:
             prompt_tokens = sum(len(prompt.tokens) for prompt in job.prompts)
             yield {

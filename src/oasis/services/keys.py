@@ -47,6 +47,7 @@ def _invalid_key(message: str) -> OasisError:
 class KeyService:
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._default_project_id: str | None = None
 
     async def create(self, project_name: str) -> tuple[KeyInfo, str]:
         plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
@@ -82,12 +83,12 @@ class KeyService:
         that: loopback, or --allow-unauthenticated) and everything lands in the `default` project. Once any
         key exists, even a revoked one, every request needs a live key.
         """
+        # One round trip answers both questions on the hot path: whose key is this, and is the server open?
         async with self._db.session() as session:
-            if bearer:
-                key = await projects.find_key(session, hash_key(bearer))
-                if key is not None and key.revoked_at is None:
-                    return Principal(project_id=key.project_id, key_id=key.id)
-            if await projects.any_key_exists(session):
+            project_id, key_id, any_key = await projects.lookup_key(session, hash_key(bearer) if bearer else None)
+            if project_id is not None and key_id is not None:
+                return Principal(project_id=project_id, key_id=key_id)
+            if any_key:
                 if not bearer:
                     raise _invalid_key(
                         "You didn't provide an API key. You need to provide your API key in an Authorization "
@@ -99,9 +100,11 @@ class KeyService:
                     "This server has no API keys yet and only accepts unauthenticated requests from loopback. "
                     "Create a key with `oasis keys create --project NAME`."
                 )
-            project = await projects.get_or_create_project(session, DEFAULT_PROJECT)
-            await session.commit()
-            return Principal(project_id=project.id, key_id=None)
+            if self._default_project_id is None:
+                project = await projects.get_or_create_project(session, DEFAULT_PROJECT)
+                await session.commit()
+                self._default_project_id = project.id  # a project's id never changes: ask once
+            return Principal(project_id=self._default_project_id, key_id=None)
 
 
 def _info(key: ApiKey, project_name: str) -> KeyInfo:

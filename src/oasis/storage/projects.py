@@ -35,6 +35,21 @@ async def find_key(session: AsyncSession, key_hash: str) -> ApiKey | None:
     return await session.scalar(select(ApiKey).where(ApiKey.key_hash == key_hash))
 
 
+async def lookup_key(session: AsyncSession, key_hash: str | None) -> tuple[str | None, str | None, bool]:
+    """(project id, key id) of a live key with this hash, or Nones; and whether any key exists at all."""
+    live = select(ApiKey.project_id, ApiKey.id).where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None))
+    row = (
+        await session.execute(
+            select(
+                live.with_only_columns(ApiKey.project_id).scalar_subquery(),
+                live.with_only_columns(ApiKey.id).scalar_subquery(),
+                exists().where(ApiKey.id.is_not(None)),
+            )
+        )
+    ).one()
+    return row[0], row[1], bool(row[2])
+
+
 async def any_key_exists(session: AsyncSession) -> bool:
     return bool(await session.scalar(select(exists().where(ApiKey.id.is_not(None)))))
 
