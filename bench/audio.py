@@ -103,7 +103,9 @@ def main() -> int:
                 record("oasis", "speech first byte ms (mp3, streamed)", (time.perf_counter() - started) * 1000)
             print(f"round {round_number + 1}/{args.rounds} done", file=sys.stderr)
 
-    print(f"\nclip: {seconds_of_audio:.1f} s of speech, {len(TEXT)} characters; {threads} threads; best of {args.rounds}")
+    print(
+        f"\nclip: {seconds_of_audio:.1f} s of speech, {len(TEXT)} characters; {threads} threads; best of {args.rounds}"
+    )
     print("| metric | oasis | library directly | oasis / direct |\n|---|---|---|---|")
     for key, values in results["oasis"].items():
         higher = "ms" not in key

@@ -182,7 +182,7 @@ def main() -> int:
                         best[side].keep("ttft ms", stream.ttft * 1000, higher_is_better=False)
                         best[side].keep("max_tokens=1 p50 ms", asyncio.run(overhead(base, 40)) * 1000, False)
                     best[side].keep(f"aggregate tok/s @{level}", asyncio.run(aggregate(base, level, args.max_tokens)))
-                print(f"round {round_number + 1}/{args.rounds}, {level} streams: done", file=sys.stderr)
+            print(f"round {round_number + 1}/{args.rounds}, {level} streams: done", file=sys.stderr)
     print(f"\nmodel {gguf.name}, {args.threads} threads, {args.max_tokens} tokens per stream, best of {args.rounds}")
     print("| metric | oasis | llama-server | oasis / llama-server |\n|---|---|---|---|")
     for key in best["oasis"].values:

@@ -72,7 +72,7 @@ async def test_tool_calls_stream_as_deltas(chat_oasis: Harness) -> None:
         messages=WEATHER,
         tools=TOOLS,
         tool_choice="required",
-        parallel_tool_calls=False,
+        extra_body={"parallel_tool_calls": False},  # a keyword only in newer SDKs
         temperature=0,
         max_tokens=100,
         stream=True,
@@ -175,7 +175,7 @@ async def test_parallel_false_means_one_call(chat_oasis: Harness) -> None:
         messages=[{"role": "user", "content": "Weather in Paris and in Rome, please."}],
         tools=TOOLS,
         tool_choice="required",
-        parallel_tool_calls=False,
+        extra_body={"parallel_tool_calls": False},  # a keyword only in newer SDKs
         temperature=0,
         max_tokens=100,
     )
