@@ -25,11 +25,11 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from oasis.engines.piper import voice_files  # noqa: E402
-from oasis.engines.whisper import model_dir  # noqa: E402
-from oasis.settings import ModelSpec  # noqa: E402
-from tests.conftest import PIPER, WHISPER  # noqa: E402
-from tests.server_process import oasis_env, oasis_server  # noqa: E402
+from oasis.engines.piper import voice_files
+from oasis.engines.whisper import model_dir
+from oasis.settings import ModelSpec
+from tests.conftest import PIPER, WHISPER
+from tests.server_process import oasis_env, oasis_server
 
 TEXT = " ".join(
     [
