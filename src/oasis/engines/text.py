@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from oasis.engines.registry import Engine
 
@@ -77,6 +77,7 @@ class TokenStream(Protocol):
     async def aclose(self) -> None: ...
 
 
+@runtime_checkable
 class TextEngine(Engine, Protocol):
     @property
     def context_length(self) -> int:

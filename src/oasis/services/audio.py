@@ -8,8 +8,9 @@ from typing import Any, BinaryIO
 
 from oasis.engines.audio import SpeechEngine, Task, TranscriptionEngine, UnreadableAudio
 from oasis.engines.registry import EngineRegistry
-from oasis.errors import OasisError, invalid_request, not_found, too_large
+from oasis.errors import invalid_request, too_large
 from oasis.services.audio_codecs import CONTENT_TYPES, SpeechEncoder
+from oasis.services.engine_lookup import engine_for
 from oasis.services.languages import LANGUAGES
 from oasis.services.transcripts import RESPONSE_FORMATS, render
 
@@ -36,21 +37,6 @@ class SpeechAudio:
     chunks: AsyncIterator[bytes]
 
 
-def _engine(registry: EngineRegistry, model: str, capability: type, purpose: str) -> Any:
-    if registry.resolve(model) is None:
-        raise not_found(
-            f"The model '{model}' does not exist or you do not have access to it.",
-            param="model",
-            code="model_not_found",
-        )
-    engine = registry.engine(model)
-    if engine is None:
-        raise OasisError(503, f"The model '{model}' is still loading; retry shortly.", type="server_error")
-    if not isinstance(engine, capability):
-        raise invalid_request(f"The model '{model}' does not do {purpose}.", param="model")
-    return engine
-
-
 class AudioService:
     def __init__(self, registry: EngineRegistry) -> None:
         self._registry = registry
@@ -75,7 +61,7 @@ class AudioService:
             raise invalid_request(
                 "'timestamp_granularities' needs response_format 'verbose_json'.", param="timestamp_granularities"
             )
-        _engine(self._registry, job.model, TranscriptionEngine, "transcription")
+        engine_for(self._registry, job.model, TranscriptionEngine, "transcription")
 
     async def transcribe(self, job: TranscriptionJob, audio: BinaryIO, size: int, filename: str) -> tuple[Any, str]:
         """The rendered transcript and its content type."""
@@ -93,7 +79,7 @@ class AudioService:
                 param="file",
                 code="invalid_file_format",
             )
-        engine: TranscriptionEngine = _engine(self._registry, job.model, TranscriptionEngine, "transcription")
+        engine: TranscriptionEngine = engine_for(self._registry, job.model, TranscriptionEngine, "transcription")
         try:
             transcript = await engine.transcribe(
                 audio,
@@ -113,7 +99,7 @@ class AudioService:
 
     def speech(self, *, model: str, text: str, voice: str, response_format: str, speed: float) -> SpeechAudio:
         """Checks the request now (so errors keep their status) and returns audio that streams as it is made."""
-        engine: SpeechEngine = _engine(self._registry, model, SpeechEngine, "speech")
+        engine: SpeechEngine = engine_for(self._registry, model, SpeechEngine, "speech")
         if not text.strip():
             raise invalid_request("'input' must not be empty.", param="input")
         if len(text) > MAX_SPEECH_CHARACTERS:

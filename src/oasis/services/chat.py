@@ -18,7 +18,7 @@ from oasis.services.generation import TextDelta, complete_choice, open_streams, 
 from oasis.services.text_models import (
     completion_budget,
     forward_stream,
-    forwarded_body,
+    forward_whole,
     forwarding_engine,
     stop_list,
     text_engine,
@@ -193,8 +193,7 @@ class ChatService:
     async def create(self, request: ChatCompletionRequest) -> dict[str, Any]:
         upstream = forwarding_engine(self._registry, request.model)
         if upstream is not None:
-            reply = await upstream.forward("/chat/completions", forwarded_body(request))
-            return {**reply, "model": request.model}
+            return await forward_whole(upstream, "/chat/completions", request, request.model)
         chat = self.prepare(request)
         streams = open_streams(chat.engine, chat.prompt, chat.params, chat.n)
         try:

@@ -17,7 +17,7 @@ from oasis.services.generation import ChoiceText, complete_choice, open_streams,
 from oasis.services.text_models import (
     completion_budget,
     forward_stream,
-    forwarded_body,
+    forward_whole,
     forwarding_engine,
     stop_list,
     text_engine,
@@ -147,8 +147,7 @@ class CompletionService:
     async def create(self, request: CompletionRequest) -> dict[str, Any]:
         upstream = forwarding_engine(self._registry, request.model)
         if upstream is not None:
-            reply = await upstream.forward("/completions", forwarded_body(request))
-            return {**reply, "model": request.model}
+            return await forward_whole(upstream, "/completions", request, request.model)
         job = self.prepare(request)
         per_prompt = await asyncio.gather(*(self._choices_for(job, prompt) for prompt in job.prompts))
         choices = []

@@ -8,35 +8,28 @@ from typing import Any
 from pydantic import BaseModel
 
 from oasis.engines.forwarding import ForwardingEngine
-from oasis.engines.registry import Engine, EngineRegistry
+from oasis.engines.registry import EngineRegistry
 from oasis.engines.text import SampledToken, TextEngine
-from oasis.errors import OasisError, invalid_request, not_found
+from oasis.errors import OasisError, invalid_request
+from oasis.services.engine_lookup import engine_for, loaded_engine
 
 MAX_STOPS = 4
 
 
-def _loaded_engine(registry: EngineRegistry, model: str) -> Engine:
-    if registry.resolve(model) is None:
-        raise not_found(
-            f"The model '{model}' does not exist or you do not have access to it.",
-            param="model",
-            code="model_not_found",
-        )
-    engine = registry.engine(model)
-    if engine is None:
-        raise OasisError(503, f"The model '{model}' is still loading; retry shortly.", type="server_error")
-    return engine
-
-
 def forwarding_engine(registry: EngineRegistry, model: str) -> ForwardingEngine | None:
     """The upstream engine behind `model`, when the model is routed to another server."""
-    engine = _loaded_engine(registry, model)
+    engine = loaded_engine(registry, model)
     return engine if isinstance(engine, ForwardingEngine) else None
 
 
 def forwarded_body(request: BaseModel) -> dict[str, Any]:
     """What the client sent, unknown fields included (vLLM's top_k, min_p, …), for the upstream to judge."""
     return request.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
+
+async def forward_whole(engine: ForwardingEngine, path: str, request: BaseModel, model: str) -> dict[str, Any]:
+    reply = await engine.forward(path, forwarded_body(request))
+    return {**reply, "model": model}
 
 
 async def forward_stream(
@@ -47,10 +40,8 @@ async def forward_stream(
 
 
 def text_engine(registry: EngineRegistry, model: str, *, purpose: str) -> TextEngine:
-    engine = _loaded_engine(registry, model)
-    if not hasattr(engine, "generate") or not hasattr(engine, "tokenize"):
-        raise invalid_request(f"The model '{model}' does not do {purpose}.", param="model")
-    return engine  # type: ignore[return-value]
+    engine: TextEngine = engine_for(registry, model, TextEngine, purpose)
+    return engine
 
 
 def stop_list(stop: str | Sequence[str] | None) -> list[str]:

@@ -1,0 +1,30 @@
+"""Finding the loaded engine behind a model name, with the errors OpenAI gives for each way that fails."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from oasis.engines.registry import Engine, EngineRegistry
+from oasis.errors import OasisError, invalid_request, not_found
+
+
+def loaded_engine(registry: EngineRegistry, model: str) -> Engine:
+    """404 for an unknown model, 503 while it is still loading."""
+    if registry.resolve(model) is None:
+        raise not_found(
+            f"The model '{model}' does not exist or you do not have access to it.",
+            param="model",
+            code="model_not_found",
+        )
+    engine = registry.engine(model)
+    if engine is None:
+        raise OasisError(503, f"The model '{model}' is still loading; retry shortly.", type="server_error")
+    return engine
+
+
+def engine_for(registry: EngineRegistry, model: str, capability: type, purpose: str) -> Any:
+    """The engine, which must implement the runtime-checkable `capability` protocol, else a 400."""
+    engine = loaded_engine(registry, model)
+    if not isinstance(engine, capability):
+        raise invalid_request(f"The model '{model}' does not do {purpose}.", param="model")
+    return engine
