@@ -84,27 +84,32 @@ class KeyService:
         key exists, even a revoked one, every request needs a live key.
         """
         # One round trip answers both questions on the hot path: whose key is this, and is the server open?
-        async with self._db.session() as session:
-            project_id, key_id, any_key = await projects.lookup_key(session, hash_key(bearer) if bearer else None)
-            if project_id is not None and key_id is not None:
-                return Principal(project_id=project_id, key_id=key_id)
-            if any_key:
-                if not bearer:
-                    raise _invalid_key(
-                        "You didn't provide an API key. You need to provide your API key in an Authorization "
-                        "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
-                    )
-                raise _invalid_key(f"Incorrect API key provided: {_redact(bearer)}.")
-            if not open_access:
+        key_hash = hash_key(bearer) if bearer else None
+        row = self._db.sqlite_point_read(projects.LOOKUP_KEY_SQL, (key_hash,))
+        if row is None:
+            async with self._db.session() as session:
+                row = await projects.lookup_key(session, key_hash)
+        project_id, key_id, any_key = row
+        if project_id is not None and key_id is not None:
+            return Principal(project_id=project_id, key_id=key_id)
+        if any_key:
+            if not bearer:
                 raise _invalid_key(
-                    "This server has no API keys yet and only accepts unauthenticated requests from loopback. "
-                    "Create a key with `oasis keys create --project NAME`."
+                    "You didn't provide an API key. You need to provide your API key in an Authorization "
+                    "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
                 )
-            if self._default_project_id is None:
+            raise _invalid_key(f"Incorrect API key provided: {_redact(bearer)}.")
+        if not open_access:
+            raise _invalid_key(
+                "This server has no API keys yet and only accepts unauthenticated requests from loopback. "
+                "Create a key with `oasis keys create --project NAME`."
+            )
+        if self._default_project_id is None:
+            async with self._db.session() as session:
                 project = await projects.get_or_create_project(session, DEFAULT_PROJECT)
                 await session.commit()
-                self._default_project_id = project.id  # a project's id never changes: ask once
-            return Principal(project_id=self._default_project_id, key_id=None)
+            self._default_project_id = project.id  # a project's id never changes: ask once
+        return Principal(project_id=self._default_project_id, key_id=None)
 
 
 def _info(key: ApiKey, project_name: str) -> KeyInfo:

@@ -50,6 +50,14 @@ async def lookup_key(session: AsyncSession, key_hash: str | None) -> tuple[str |
     return row[0], row[1], bool(row[2])
 
 
+# The same question as lookup_key, for Database.sqlite_point_read on the hot path.
+LOOKUP_KEY_SQL = (
+    "SELECT (SELECT project_id FROM api_keys WHERE key_hash = ?1 AND revoked_at IS NULL),"
+    " (SELECT id FROM api_keys WHERE key_hash = ?1 AND revoked_at IS NULL),"
+    " EXISTS (SELECT 1 FROM api_keys)"
+)
+
+
 async def any_key_exists(session: AsyncSession) -> bool:
     return bool(await session.scalar(select(exists().where(ApiKey.id.is_not(None)))))
 
