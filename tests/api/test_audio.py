@@ -68,9 +68,11 @@ async def test_speed_two_is_shorter_and_voices_differ(audio_oasis: Harness) -> N
     normal = duration(await speak(client, response_format="wav"))
     fast = duration(await speak(client, response_format="wav", speed=2.0))
     assert fast < normal * 0.7
-    onyx = await speak(client, response_format="wav", voice="onyx")
-    alloy = await speak(client, response_format="wav", voice="alloy")
-    assert onyx != alloy and duration(onyx) != duration(alloy)
+    # Piper samples its timing noise, so one voice's length varies by a few percent between runs; onyx's pace
+    # is set slower than nova's, which shows as about 7% longer speech on average over a few runs.
+    onyx = [duration(await speak(client, response_format="wav", voice="onyx")) for _ in range(3)]
+    nova = [duration(await speak(client, response_format="wav", voice="nova")) for _ in range(3)]
+    assert sum(onyx) > sum(nova) * 1.03
 
 
 async def test_speech_round_trips_through_transcription(audio_oasis: Harness) -> None:
