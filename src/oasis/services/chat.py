@@ -14,7 +14,7 @@ from oasis.engines.text import SamplingParams, TextEngine, TokenStream
 from oasis.errors import invalid_request
 from oasis.protocol.extensions import ChatCompletionRequest
 from oasis.services.chat_template import render_chat
-from oasis.services.generation import TextDelta, complete_choice, open_streams, stream_choice
+from oasis.services.generation import TextDelta, complete_choice, merge, open_streams, stream_choice, usage
 from oasis.services.text_models import (
     completion_budget,
     forward_stream,
@@ -215,11 +215,7 @@ class ChatService:
                 for index, result in enumerate(results)
                 for message, finish in [_answer(chat.tools, result.text, result.finish_reason)]
             ],
-            "usage": {
-                "prompt_tokens": len(chat.prompt),
-                "completion_tokens": completion_tokens,
-                "total_tokens": len(chat.prompt) + completion_tokens,
-            },
+            "usage": usage(len(chat.prompt), completion_tokens),
         }
 
     def stream(self, request: ChatCompletionRequest) -> AsyncIterator[dict[str, Any]]:
@@ -287,15 +283,7 @@ class ChatService:
                     **extra,
                 }
         if include_usage:
-            yield {
-                **envelope,
-                "choices": [],
-                "usage": {
-                    "prompt_tokens": len(chat.prompt),
-                    "completion_tokens": completion_tokens,
-                    "total_tokens": len(chat.prompt) + completion_tokens,
-                },
-            }
+            yield {**envelope, "choices": [], "usage": usage(len(chat.prompt), completion_tokens)}
 
 
 class _HeldCall:
@@ -349,37 +337,10 @@ def _call_deltas(message: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 async def _merged(streams: list[TokenStream], stops: list[str]) -> AsyncIterator[tuple[int, TextDelta]]:
-    """Runs the choices side by side and yields their deltas as they come, tagged with the choice index."""
-    n = len(streams)
-    if n == 1:
-        async for delta in stream_choice(streams[0], stops):
-            yield 0, delta
-        return
-    queue: asyncio.Queue[tuple[int, TextDelta] | BaseException | None] = asyncio.Queue()
-
-    async def pump(index: int) -> None:
-        try:
-            async for delta in stream_choice(streams[index], stops):
-                await queue.put((index, delta))
-        except BaseException as exc:
-            await queue.put(exc)
-        finally:
-            await queue.put(None)
-
-    tasks = [asyncio.create_task(pump(index)) for index in range(n)]
+    """The choices' deltas as they come, tagged with the choice index; every slot is freed on the way out."""
     try:
-        finished = 0
-        while finished < n:
-            item = await queue.get()
-            if item is None:
-                finished += 1
-            elif isinstance(item, BaseException):
-                raise item
-            else:
-                yield item
+        async for entry in merge([stream_choice(stream, stops) for stream in streams]):
+            yield entry
     finally:
-        for task in tasks:
-            task.cancel()
         for stream in streams:
             stream.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)

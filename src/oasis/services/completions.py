@@ -13,7 +13,7 @@ from oasis.engines.registry import EngineRegistry
 from oasis.engines.text import SampledToken, SamplingParams, TextEngine, TokenStream
 from oasis.errors import invalid_request
 from oasis.protocol.extensions import CompletionRequest
-from oasis.services.generation import ChoiceText, complete_choice, open_streams, stream_choice
+from oasis.services.generation import ChoiceText, complete_choice, merge, open_streams, stream_choice, usage
 from oasis.services.text_models import (
     completion_budget,
     forward_stream,
@@ -161,11 +161,7 @@ class CompletionService:
         return {
             **self._envelope(request),
             "choices": choices,
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            },
+            "usage": usage(prompt_tokens, completion_tokens),
         }
 
     async def _choices_for(
@@ -209,52 +205,20 @@ class CompletionService:
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
         extra: dict[str, Any] = {"usage": None} if include_usage else {}
         completion_tokens = 0
-        queue: asyncio.Queue[tuple[int, Any]] = asyncio.Queue()
         flat = [(p, stream) for p, per_prompt in enumerate(streams) for stream in per_prompt]
-        if len(flat) == 1:
-            # One choice: no tasks and queues between the engine and the client, on the per-token path.
-            ((prompt_index, stream),) = flat
-            async for item in self._choice_chunks(job, job.prompts[prompt_index], stream):
-                completion_tokens += item.pop("tokens", 0)
-                if item["text"] or item["finish_reason"] or item["logprobs"]:
-                    yield {**envelope, "choices": [{"index": 0, **item}], **extra}
-            async for usage_chunk in self._usage_chunk(envelope, job, completion_tokens, include_usage):
-                yield usage_chunk
-            return
-
-        async def pump(index: int, prompt: Prompt, stream: TokenStream) -> None:
-            try:
-                async for item in self._choice_chunks(job, prompt, stream):
-                    await queue.put((index, item))
-            except BaseException as exc:
-                await queue.put((index, exc))
-            finally:
-                await queue.put((index, None))
-
-        tasks = [
-            asyncio.create_task(pump(i, job.prompts[prompt_index], stream))
-            for i, (prompt_index, stream) in enumerate(flat)
-        ]
         try:
-            finished = 0
-            while finished < len(tasks):
-                index, item = await queue.get()
-                if item is None:
-                    finished += 1
-                    continue
-                if isinstance(item, BaseException):
-                    raise item
+            # Choice i is the prompt's (i // n)-th, in prompt order, as OpenAI indexes them.
+            sources = [self._choice_chunks(job, job.prompts[p], stream) for p, stream in flat]
+            async for index, item in merge(sources):
                 completion_tokens += item.pop("tokens", 0)
                 if item["text"] or item["finish_reason"] or item["logprobs"]:
                     yield {**envelope, "choices": [{"index": index, **item}], **extra}
         finally:
-            for task in tasks:
-                task.cancel()
             for _, stream in flat:
                 stream.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        async for usage_chunk in self._usage_chunk(envelope, job, completion_tokens, include_usage):
-            yield usage_chunk
+        if include_usage:
+            prompt_tokens = sum(len(prompt.tokens) for prompt in job.prompts)
+            yield {**envelope, "choices": [], "usage": usage(prompt_tokens, completion_tokens)}
 
     @staticmethod
     async def _choice_chunks(
@@ -274,22 +238,6 @@ class CompletionService:
                 "logprobs": logprobs,
                 "finish_reason": delta.finish_reason,
                 "tokens": len(delta.tokens),
-            }
-
-    @staticmethod
-    async def _usage_chunk(
-        envelope: dict[str, Any], job: PreparedCompletion, completion_tokens: int, include_usage: bool
-    ) -> AsyncIterator[dict[str, Any]]:
-        if include_usage:
-            prompt_tokens = sum(len(prompt.tokens) for prompt in job.prompts)
-            yield {
-                **envelope,
-                "choices": [],
-                "usage": {
-                    "prompt_tokens": prompt_tokens,
-                    "completion_tokens": completion_tokens,
-                    "total_tokens": prompt_tokens + completion_tokens,
-                },
             }
 
 

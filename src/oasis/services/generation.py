@@ -5,9 +5,12 @@ Shared by chat and completions so that both stream, stop and count the same way.
 
 from __future__ import annotations
 
+import asyncio
 import codecs
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from oasis.engines.text import (
     EngineBusy,
@@ -113,3 +116,50 @@ def open_streams(engine: TextEngine, prompt: list[int], params: SamplingParams, 
             raise OasisError(400, str(exc), param="messages", code="context_length_exceeded") from None
         raise
     return streams
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+Item = TypeVar("Item")
+
+
+async def merge(sources: list[AsyncIterator[Item]]) -> AsyncIterator[tuple[int, Item]]:
+    """Runs the choices' iterators side by side and yields their items as they come, tagged with the choice's
+    position. One source is iterated directly: no task or queue on the per-token path of a single stream."""
+    if len(sources) == 1:
+        async with contextlib.aclosing(sources[0]) as only:  # type: ignore[type-var]
+            async for item in only:
+                yield 0, item
+        return
+    queue: asyncio.Queue[tuple[int, Item] | BaseException | None] = asyncio.Queue()
+
+    async def pump(index: int) -> None:
+        try:
+            async for item in sources[index]:
+                await queue.put((index, item))
+        except BaseException as exc:
+            await queue.put(exc)
+        finally:
+            await queue.put(None)
+
+    tasks = [asyncio.create_task(pump(index)) for index in range(len(sources))]
+    try:
+        finished = 0
+        while finished < len(tasks):
+            entry = await queue.get()
+            if entry is None:
+                finished += 1
+            elif isinstance(entry, BaseException):
+                raise entry
+            else:
+                yield entry
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
