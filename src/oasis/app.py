@@ -9,34 +9,60 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 
 from oasis import __version__
-from oasis.api import audio, chat, completions, files, health, models, tokenizer
+from oasis.api import audio, chat, completions, embeddings, files, health, models, tokenizer, vector_stores
 from oasis.api.errors import install_error_handlers
 from oasis.api.middleware import RequestContextMiddleware
 from oasis.container import Container
 from oasis.engines.defaults import default_models
 from oasis.engines.registry import EngineFactory, check_engine_kinds, installed_engine_factories
-from oasis.settings import Settings
+from oasis.settings import ModelSpec, Settings
 
 # Multipart framing and the `purpose` field ride on top of the largest file.
 _MULTIPART_OVERHEAD = 1 << 20
 
 
-def create_app(settings: Settings, engine_factories: Mapping[str, EngineFactory] | None = None) -> FastAPI:
+def engine_setup(
+    settings: Settings, engine_factories: Mapping[str, EngineFactory] | None = None
+) -> tuple[dict[str, EngineFactory], list[ModelSpec]]:
+    """The engine kinds available and the models to serve: the config's, else the installed defaults."""
     factories = installed_engine_factories() if engine_factories is None else dict(engine_factories)
     specs = settings.models if settings.models is not None else default_models(set(factories))
     # Refuse a config naming an engine kind we cannot run now, before a server starts, not after.
     check_engine_kinds(specs, factories)
+    return factories, specs
+
+
+async def run_worker(settings: Settings) -> None:
+    """`oasis worker`: the background job loop with its own engines and no HTTP, until cancelled."""
+    factories, specs = engine_setup(settings)
+    container = Container.build(settings, specs, factories)
+    try:
+        await container.db.migrate()
+        await container.start_engines()
+        if container.engine_error is not None:
+            raise RuntimeError(f"loading the configured models failed: {container.engine_error}")
+        await container.worker.run()
+    finally:
+        await container.close()
+
+
+def create_app(settings: Settings, engine_factories: Mapping[str, EngineFactory] | None = None) -> FastAPI:
+    factories, specs = engine_setup(settings, engine_factories)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         container = Container.build(settings, specs, factories)
         await container.db.migrate()
-        loading = asyncio.create_task(container.start_engines())
+        background = [asyncio.create_task(container.start_engines())]
+        if settings.workers.in_process:
+            background.append(asyncio.create_task(container.run_worker()))
         app.state.container = container
         try:
             yield
         finally:
-            loading.cancel()
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
             await container.close()
 
     app = FastAPI(title="oasis", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
@@ -47,8 +73,10 @@ def create_app(settings: Settings, engine_factories: Mapping[str, EngineFactory]
     v1.include_router(audio.router)
     v1.include_router(chat.router)
     v1.include_router(completions.router)
+    v1.include_router(embeddings.router)
     v1.include_router(models.router)
     v1.include_router(files.router)
+    v1.include_router(vector_stores.router)
     app.include_router(v1)
     app.include_router(health.router)
     app.include_router(tokenizer.router)

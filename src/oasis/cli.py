@@ -1,9 +1,10 @@
-"""The `oasis` command: serve, keys. Progress and errors go to stderr; results to stdout."""
+"""The `oasis` command: serve, worker, keys. Progress and errors go to stderr; results to stdout."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import sys
@@ -92,6 +93,16 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _worker(args: argparse.Namespace) -> int:
+    from oasis.app import run_worker
+
+    settings = _settings(args)
+    print(f"oasis {__version__} worker: database {settings.sqlalchemy_url.split('@')[-1]}", file=sys.stderr)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_worker(settings))
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="oasis", description="The whole OpenAI API, self-hosted.")
     parser.add_argument("--version", action="version", version=f"oasis {__version__}")
@@ -106,6 +117,11 @@ def _parser() -> argparse.ArgumentParser:
         help="while no API key exists, accept requests from any address (default: loopback only)",
     )
     _add_settings_args(serve)
+
+    worker = commands.add_parser(
+        "worker", help="run background jobs (vector-store ingestion) against the configured database, no HTTP"
+    )
+    _add_settings_args(worker)
 
     keys = commands.add_parser("keys", help="manage API keys").add_subparsers(dest="keys_command", required=True)
     create = keys.add_parser("create", help="create a key; prints it as the last line of stdout")
@@ -126,6 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(args)
+        if args.command == "worker":
+            return _worker(args)
         settings = _settings(args)
         argument = getattr(args, "project", None) or getattr(args, "key_id", None)
         return asyncio.run(_with_keys(settings, args.keys_command, argument))

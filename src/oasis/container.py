@@ -14,13 +14,18 @@ from oasis.engines.registry import EngineFactory, EngineRegistry
 from oasis.services.audio import AudioService
 from oasis.services.chat import ChatService
 from oasis.services.completions import CompletionService
+from oasis.services.embeddings import EmbeddingService
 from oasis.services.files import FileService
+from oasis.services.ingestion import IngestionRunner
 from oasis.services.keys import KeyService
 from oasis.services.models import ModelService
 from oasis.services.tokenizer import TokenizerService
+from oasis.services.vector_search import VectorSearch
+from oasis.services.vector_stores import VectorStoreService
 from oasis.settings import ModelSpec, Settings
 from oasis.storage.clock import now
 from oasis.storage.db import Database
+from oasis.workers.loop import WorkerLoop
 
 log = logging.getLogger("oasis")
 
@@ -43,6 +48,11 @@ class Container:
     completions: CompletionService
     tokenizer: TokenizerService
     audio: AudioService
+    embeddings: EmbeddingService
+    vector_stores: VectorStoreService
+    search: VectorSearch
+    ingestion: IngestionRunner
+    worker: WorkerLoop
     engines_ready: asyncio.Event = field(default_factory=asyncio.Event)
     engine_error: str | None = None
 
@@ -51,6 +61,12 @@ class Container:
         db = Database(settings.sqlalchemy_url)
         blobs = LocalBlobStore(settings.blobs_dir)
         registry = EngineRegistry(specs, factories)
+        embeddings = EmbeddingService(registry)
+        ingestion = IngestionRunner(db, blobs, embeddings, settings.workers.lease_seconds)
+        worker = WorkerLoop([ingestion], settings.workers.poll_seconds)
+        embedding_model = settings.vector_stores.embedding_model
+        resolved = registry.resolve(embedding_model)
+        vector_stores = VectorStoreService(db, resolved.id if resolved else embedding_model, worker.wake)
         return cls(
             settings=settings,
             db=db,
@@ -63,6 +79,11 @@ class Container:
             completions=CompletionService(registry, fingerprint=_fingerprint()),
             tokenizer=TokenizerService(registry),
             audio=AudioService(registry),
+            embeddings=embeddings,
+            vector_stores=vector_stores,
+            search=VectorSearch(db, vector_stores, embeddings, settings.vector_stores.index_threshold),
+            ingestion=ingestion,
+            worker=worker,
         )
 
     async def start_engines(self) -> None:
@@ -74,6 +95,11 @@ class Container:
             log.exception("loading the configured models failed")
             return
         self.engines_ready.set()
+
+    async def run_worker(self) -> None:
+        """The background job loop, once the models it needs are loaded."""
+        await self.engines_ready.wait()
+        await self.worker.run()
 
     async def close(self) -> None:
         await self.registry.close()

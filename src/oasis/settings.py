@@ -49,6 +49,25 @@ class FilesSettings(BaseModel):
     max_upload_bytes: int = Field(default=512 * MIB, gt=0, description="Largest file `POST /v1/files` accepts.")
 
 
+class VectorStoreSettings(BaseModel):
+    embedding_model: str = Field(
+        default="text-embedding-3-small", description="The model (id or alias) that embeds new stores' chunks."
+    )
+    index_threshold: int = Field(
+        default=50_000, ge=1, description="Stores with at least this many chunks are searched through an HNSW index."
+    )
+
+
+class WorkerSettings(BaseModel):
+    in_process: bool = Field(default=True, description="`oasis serve` runs background jobs itself.")
+    poll_seconds: float = Field(default=1.0, gt=0, description="How often an idle worker looks for new jobs.")
+    lease_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="How long a job stays claimed without progress before another worker may take it.",
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="OASIS_", env_nested_delimiter="__", extra="forbid")
 
@@ -62,6 +81,8 @@ class Settings(BaseSettings):
     )
     server: ServerSettings = Field(default_factory=ServerSettings)
     files: FilesSettings = Field(default_factory=FilesSettings)
+    vector_stores: VectorStoreSettings = Field(default_factory=VectorStoreSettings)
+    workers: WorkerSettings = Field(default_factory=WorkerSettings)
     models: list[ModelSpec] | None = Field(
         default=None, description="Served models; unset means the defaults whose weights are installed."
     )

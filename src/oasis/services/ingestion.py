@@ -1,0 +1,186 @@
+"""One vector-store file's ingestion: extract text, chunk, embed in batches, commit each batch with its progress.
+
+The vector-store-file row is the job. Every step is written only while this worker still holds the lease and the
+row is still wanted (not cancelled, not deleted), in the same transaction as the progress counter, so a job
+resumed after a crash starts at the first chunk not yet committed and no chunk is stored twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import numpy as np
+from sqlalchemy import select, update
+
+from oasis.blobs import BlobNotFound, BlobStore
+from oasis.errors import OasisError
+from oasis.services.chunking import split
+from oasis.services.embeddings import EmbeddingService
+from oasis.services.text_extraction import InvalidFile, UnsupportedFile, extract_text
+from oasis.storage import files as file_rows
+from oasis.storage import vector_stores as rows
+from oasis.storage.db import Database
+from oasis.storage.tables import VectorStore, VectorStoreChunk, VectorStoreFile
+from oasis.workers.leases import held_by, lease_one, renewal
+
+log = logging.getLogger("oasis.ingestion")
+
+EMBED_STEP = 32  # chunks embedded and committed together
+MAX_ATTEMPTS = 3
+
+
+class _Stop(Exception):
+    """The job is no longer ours: cancelled, deleted, or its lease was taken over."""
+
+
+class _Failed(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class IngestionRunner:
+    def __init__(self, db: Database, blobs: BlobStore, embeddings: EmbeddingService, lease_seconds: float) -> None:
+        self._db = db
+        self._blobs = blobs
+        self._embeddings = embeddings
+        self._lease_seconds = lease_seconds
+
+    async def run_next(self, owner: str) -> bool:
+        """Leases one waiting file and ingests it; False when there was none."""
+        async with self._db.session() as session:
+            seq = await lease_one(
+                session,
+                VectorStoreFile,
+                [VectorStoreFile.status == "in_progress", VectorStoreFile.deleted_at.is_(None)],
+                owner=owner,
+                seconds=self._lease_seconds,
+                is_sqlite=self._db.is_sqlite,
+            )
+        if seq is None:
+            return False
+        try:
+            await self._ingest(seq, owner)
+        except _Stop:
+            pass
+        except _Failed as failure:
+            await self._finish(seq, owner, "failed", failure.code, failure.message)
+        except Exception as exc:
+            log.exception("ingesting vector store file (row %s) failed", seq)
+            await self._retry_or_fail(seq, owner, f"{type(exc).__name__}: {exc}")
+        return True
+
+    async def _ingest(self, seq: int, owner: str) -> None:
+        async with self._db.session() as session:
+            job = await session.get(VectorStoreFile, seq)
+            if job is None:
+                raise _Stop
+            store = await session.scalar(select(VectorStore).where(VectorStore.id == job.vector_store_id))
+            stored = await file_rows.get_file(session, job.project_id, job.id)
+        if store is None:
+            raise _Stop
+        if stored is None:
+            raise _Failed("invalid_file", f"The file {job.id} was deleted before it could be indexed.")
+        try:
+            data = b"".join([piece async for piece in self._blobs.read(stored.blob_key)])
+        except BlobNotFound:
+            raise _Failed("invalid_file", f"The content of {job.id} is missing.") from None
+        try:
+            text = await asyncio.to_thread(extract_text, stored.filename, data)
+        except UnsupportedFile as exc:
+            raise _Failed("unsupported_file", str(exc)) from None
+        except InvalidFile as exc:
+            raise _Failed("invalid_file", str(exc)) from None
+        chunks = await asyncio.to_thread(split, text, job.chunk_size_tokens, job.chunk_overlap_tokens)
+        try:
+            engine = self._embeddings.engine(store.embedding_model)
+        except OasisError as exc:
+            if exc.status == 503:
+                raise  # still loading: try again
+            raise _Failed("server_error", f"Embedding model {store.embedding_model!r}: {exc.message}") from None
+        for start in range(job.chunks_done, len(chunks), EMBED_STEP):
+            texts = chunks[start : start + EMBED_STEP]
+            vectors: np.ndarray = await engine.embed(texts, "passage")
+            await self._commit_step(job, owner, start, texts, vectors)
+        await self._finish(seq, owner, "completed", None, None)
+
+    async def _commit_step(
+        self, job: VectorStoreFile, owner: str, start: int, texts: list[str], vectors: np.ndarray
+    ) -> None:
+        size = sum(len(text.encode()) for text in texts) + vectors.astype("<f4").nbytes
+        async with self._db.session() as session:
+            moved = await session.execute(
+                update(VectorStoreFile)
+                .where(
+                    *held_by(VectorStoreFile, job.seq, owner),
+                    VectorStoreFile.status == "in_progress",
+                    VectorStoreFile.deleted_at.is_(None),
+                    VectorStoreFile.chunks_done == start,
+                )
+                .values(
+                    chunks_done=start + len(texts),
+                    usage_bytes=VectorStoreFile.usage_bytes + size,
+                    **renewal(self._lease_seconds),
+                )
+            )
+            if moved.rowcount != 1:  # type: ignore[attr-defined]
+                await session.rollback()
+                raise _Stop
+            session.add_all(
+                VectorStoreChunk(
+                    vector_store_id=job.vector_store_id,
+                    file_seq=job.seq,
+                    file_id=job.id,
+                    position=start + offset,
+                    text=text,
+                    embedding=vector.astype("<f4").tobytes(),
+                )
+                for offset, (text, vector) in enumerate(zip(texts, vectors, strict=True))
+            )
+            await session.commit()
+
+    async def _finish(self, seq: int, owner: str, status: str, code: str | None, message: str | None) -> None:
+        async with self._db.session() as session:
+            done = await session.execute(
+                update(VectorStoreFile)
+                .where(
+                    *held_by(VectorStoreFile, seq, owner),
+                    VectorStoreFile.status == "in_progress",
+                    VectorStoreFile.deleted_at.is_(None),
+                )
+                .values(
+                    status=status,
+                    last_error_code=code,
+                    last_error_message=message,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                )
+                .returning(VectorStoreFile.vector_store_id)
+            )
+            store_id = done.scalar()
+            if store_id is None:
+                await session.rollback()
+                return
+            if status != "completed":
+                await rows.drop_chunks(session, file_seq=seq)
+            await rows.bump_version(session, store_id)
+            await session.commit()
+
+    async def _retry_or_fail(self, seq: int, owner: str, reason: str) -> None:
+        async with self._db.session() as session:
+            job = await session.get(VectorStoreFile, seq)
+            attempts = job.attempts if job is not None else MAX_ATTEMPTS
+        if attempts >= MAX_ATTEMPTS:
+            await self._finish(seq, owner, "failed", "server_error", f"Indexing failed {attempts} times: {reason}")
+            return
+        async with self._db.session() as session:
+            # Hand the job back after a short pause; the next lease counts as another attempt.
+            await session.execute(
+                update(VectorStoreFile)
+                .where(*held_by(VectorStoreFile, seq, owner))
+                .values(lease_owner=None, lease_expires_at=time.time() + 2)
+            )
+            await session.commit()

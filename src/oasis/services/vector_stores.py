@@ -1,0 +1,385 @@
+"""Vector stores, their files and file batches: the 13 operations. Ingestion itself is services/ingestion.py."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import update
+
+from oasis.errors import invalid_request, not_found
+from oasis.services.chunking import Chunking, chunking_from_request
+from oasis.storage import files as file_rows
+from oasis.storage import vector_stores as rows
+from oasis.storage.clock import new_id, now
+from oasis.storage.db import Database
+from oasis.storage.pagination import Page, PageRequest
+from oasis.storage.tables import VectorStore, VectorStoreFile, VectorStoreFileBatch
+
+DAY = 86_400
+FILE_STATUSES = ("in_progress", "completed", "failed", "cancelled")
+
+
+def check_metadata(metadata: dict[str, Any] | None, param: str = "metadata") -> dict[str, str]:
+    """OpenAI's rule: at most 16 pairs, keys up to 64 characters, string values up to 512."""
+    if metadata is None:
+        return {}
+    if len(metadata) > 16:
+        raise invalid_request(f"'{param}' holds at most 16 key-value pairs.", param=param)
+    for key, value in metadata.items():
+        if len(key) > 64:
+            raise invalid_request(f"'{param}' keys are at most 64 characters.", param=param)
+        if not isinstance(value, str) or len(value) > 512:
+            raise invalid_request(f"'{param}' values are strings of at most 512 characters.", param=f"{param}.{key}")
+    return dict(metadata)
+
+
+def check_attributes(attributes: dict[str, Any] | None) -> dict[str, Any]:
+    """A file's attributes (for search filters): up to 16 pairs of strings, numbers or booleans."""
+    if attributes is None:
+        return {}
+    if len(attributes) > 16:
+        raise invalid_request("'attributes' holds at most 16 key-value pairs.", param="attributes")
+    for key, value in attributes.items():
+        if len(key) > 64 or not isinstance(value, str | int | float | bool) or len(str(value)) > 512:
+            raise invalid_request(
+                "'attributes' keys are at most 64 characters; values are strings (up to 512), numbers or booleans.",
+                param=f"attributes.{key}",
+            )
+    return dict(attributes)
+
+
+def expires_at(store: VectorStore) -> int | None:
+    if store.expires_after_days is None:
+        return None
+    return store.last_active_at + store.expires_after_days * DAY
+
+
+def is_expired(store: VectorStore) -> bool:
+    deadline = expires_at(store)
+    return deadline is not None and deadline <= now()
+
+
+def store_to_wire(store: VectorStore, counts: Counter[str], usage_bytes: int) -> dict[str, Any]:
+    status = "expired" if is_expired(store) else "in_progress" if counts["in_progress"] else "completed"
+    expires_after = (
+        {"anchor": "last_active_at", "days": store.expires_after_days} if store.expires_after_days is not None else None
+    )
+    return {
+        "id": store.id,
+        "object": "vector_store",
+        "created_at": store.created_at,
+        "name": store.name,
+        "usage_bytes": usage_bytes,
+        "file_counts": _file_counts(counts),
+        "status": status,
+        "expires_after": expires_after,
+        "expires_at": expires_at(store),
+        "last_active_at": store.last_active_at,
+        "metadata": json.loads(store.metadata_json),
+    }
+
+
+def _file_counts(counts: Counter[str]) -> dict[str, int]:
+    return {**{status: counts[status] for status in FILE_STATUSES}, "total": sum(counts[s] for s in FILE_STATUSES)}
+
+
+def file_to_wire(row: VectorStoreFile) -> dict[str, Any]:
+    last_error = {"code": row.last_error_code, "message": row.last_error_message or ""} if row.last_error_code else None
+    chunking = Chunking(row.chunking_type, row.chunk_size_tokens, row.chunk_overlap_tokens)
+    return {
+        "id": row.id,
+        "object": "vector_store.file",
+        "usage_bytes": row.usage_bytes,
+        "created_at": row.created_at,
+        "vector_store_id": row.vector_store_id,
+        "status": row.status,
+        "last_error": last_error,
+        "chunking_strategy": chunking.to_wire(),
+        "attributes": json.loads(row.attributes_json),
+    }
+
+
+def batch_to_wire(batch: VectorStoreFileBatch, counts: Counter[str]) -> dict[str, Any]:
+    if batch.cancelled_at:
+        status = "cancelled"  # its unfinished files were cancelled in the same transaction
+    elif counts["in_progress"]:
+        status = "in_progress"
+    elif counts["failed"] and counts["failed"] == sum(counts.values()):
+        status = "failed"
+    else:
+        status = "completed"
+    return {
+        "id": batch.id,
+        "object": "vector_store.files_batch",
+        "created_at": batch.created_at,
+        "vector_store_id": batch.vector_store_id,
+        "status": status,
+        "file_counts": _file_counts(counts),
+    }
+
+
+def _store_not_found(store_id: str) -> Exception:
+    return not_found(f"No vector store found with id '{store_id}'.", param="vector_store_id")
+
+
+class VectorStoreService:
+    def __init__(self, db: Database, default_embedding_model: str, wake_workers: Callable[[], None]) -> None:
+        self._db = db
+        self._embedding_model = default_embedding_model
+        # Nudges the in-process ingestion worker; workers elsewhere find new jobs when they poll.
+        self._wake_workers = wake_workers
+
+    # --- stores -----------------------------------------------------------------------------------------
+
+    async def create(
+        self,
+        project_id: str,
+        *,
+        name: str | None,
+        file_ids: list[str],
+        expires_after_days: int | None,
+        metadata: dict[str, Any] | None,
+        chunking: dict[str, Any] | None,
+    ) -> dict[str, Any]:
+        strategy = chunking_from_request(chunking)
+        clean_metadata = check_metadata(metadata)
+        stamp = now()
+        store = VectorStore(
+            id=new_id("vs_"),
+            project_id=project_id,
+            name=name or "",
+            created_at=stamp,
+            metadata_json=json.dumps(clean_metadata),
+            embedding_model=self._embedding_model,
+            expires_after_days=expires_after_days,
+            last_active_at=stamp,
+            content_version=0,
+        )
+        async with self._db.session() as session:
+            await self._check_files(session, project_id, file_ids)
+            session.add(store)
+            await session.flush()
+            for file_id in dict.fromkeys(file_ids):
+                session.add(self._new_file_row(store, file_id, strategy, {}, batch_id=None))
+            await session.commit()
+        if file_ids:
+            self._wake_workers()
+        return await self.retrieve(project_id, store.id)
+
+    async def list_stores(self, project_id: str, page: PageRequest) -> Page[dict[str, Any]]:
+        async with self._db.session() as session:
+            found = await rows.list_stores(session, project_id, page)
+            stats = await rows.file_stats(session, (store.id for store in found.items))
+        items = [store_to_wire(store, *stats[store.id]) for store in found.items]
+        return Page(items=items, has_more=found.has_more)
+
+    async def retrieve(self, project_id: str, store_id: str) -> dict[str, Any]:
+        async with self._db.session() as session:
+            store = await self._store(session, project_id, store_id)
+            stats = await rows.file_stats(session, [store.id])
+        return store_to_wire(store, *stats[store.id])
+
+    async def modify(
+        self,
+        project_id: str,
+        store_id: str,
+        *,
+        name: str | None,
+        expires_after_days: int | None,
+        clear_expiry: bool,
+        metadata: dict[str, Any] | None,
+    ) -> dict[str, Any]:
+        async with self._db.session() as session:
+            store = await self._store(session, project_id, store_id)
+            if name is not None:
+                store.name = name
+            if metadata is not None:
+                store.metadata_json = json.dumps(check_metadata(metadata))
+            if expires_after_days is not None or clear_expiry:
+                store.expires_after_days = expires_after_days
+                store.last_active_at = now()
+            await session.commit()
+        return await self.retrieve(project_id, store_id)
+
+    async def delete(self, project_id: str, store_id: str) -> str:
+        async with self._db.session() as session:
+            store = await self._store(session, project_id, store_id)
+            stamp = now()
+            store.deleted_at = stamp
+            # The files' rows go with it, so a worker holding one of them stops at its next step.
+            await session.execute(
+                update(VectorStoreFile)
+                .where(VectorStoreFile.vector_store_id == store_id, VectorStoreFile.deleted_at.is_(None))
+                .values(deleted_at=stamp)
+            )
+            await rows.drop_chunks(session, store_id=store_id)
+            await session.commit()
+        return store_id
+
+    async def store_row(self, project_id: str, store_id: str) -> VectorStore:
+        async with self._db.session() as session:
+            return await self._store(session, project_id, store_id)
+
+    # --- files ------------------------------------------------------------------------------------------
+
+    async def add_file(
+        self,
+        project_id: str,
+        store_id: str,
+        file_id: str,
+        *,
+        chunking: dict[str, Any] | None,
+        attributes: dict[str, Any] | None,
+    ) -> dict[str, Any]:
+        strategy = chunking_from_request(chunking)
+        clean_attributes = check_attributes(attributes)
+        async with self._db.session() as session:
+            store = await self._store(session, project_id, store_id)
+            await self._check_files(session, project_id, [file_id])
+            row = await rows.get_file(session, project_id, store_id, file_id)
+            if row is None:
+                row = self._new_file_row(store, file_id, strategy, clean_attributes, batch_id=None)
+                session.add(row)
+                await session.commit()
+                self._wake_workers()
+        return file_to_wire(row)
+
+    async def list_files(
+        self, project_id: str, store_id: str, page: PageRequest, status: str | None, batch_id: str | None = None
+    ) -> Page[dict[str, Any]]:
+        if status is not None and status not in FILE_STATUSES:
+            raise invalid_request(f"'filter' must be one of {', '.join(FILE_STATUSES)}.", param="filter")
+        async with self._db.session() as session:
+            await self._store(session, project_id, store_id)
+            if batch_id is not None:
+                await self._batch(session, project_id, store_id, batch_id)
+            found = await rows.list_files(session, store_id, page, status, batch_id)
+        return Page(items=[file_to_wire(row) for row in found.items], has_more=found.has_more)
+
+    async def retrieve_file(self, project_id: str, store_id: str, file_id: str) -> dict[str, Any]:
+        async with self._db.session() as session:
+            await self._store(session, project_id, store_id)
+            return file_to_wire(await self._file(session, project_id, store_id, file_id))
+
+    async def delete_file(self, project_id: str, store_id: str, file_id: str) -> str:
+        async with self._db.session() as session:
+            await self._store(session, project_id, store_id)
+            row = await self._file(session, project_id, store_id, file_id)
+            row.deleted_at = now()
+            await rows.drop_chunks(session, file_seq=row.seq)
+            await rows.bump_version(session, store_id)
+            await session.commit()
+        return file_id
+
+    # --- file batches -----------------------------------------------------------------------------------
+
+    async def create_batch(
+        self,
+        project_id: str,
+        store_id: str,
+        file_ids: list[str],
+        *,
+        chunking: dict[str, Any] | None,
+        attributes: dict[str, Any] | None,
+    ) -> dict[str, Any]:
+        strategy = chunking_from_request(chunking)
+        clean_attributes = check_attributes(attributes)
+        batch = VectorStoreFileBatch(
+            id=new_id("vsfb_"), project_id=project_id, vector_store_id=store_id, created_at=now()
+        )
+        async with self._db.session() as session:
+            store = await self._store(session, project_id, store_id)
+            await self._check_files(session, project_id, file_ids)
+            session.add(batch)
+            for file_id in dict.fromkeys(file_ids):
+                existing = await rows.get_file(session, project_id, store_id, file_id)
+                if existing is not None:
+                    # Attached before: the batch takes it over and indexes it again with its settings.
+                    existing.deleted_at = now()
+                    await rows.drop_chunks(session, file_seq=existing.seq)
+                    await rows.bump_version(session, store_id)
+                session.add(self._new_file_row(store, file_id, strategy, clean_attributes, batch_id=batch.id))
+            await session.commit()
+            counts = await rows.batch_counts(session, batch.id)
+        self._wake_workers()
+        return batch_to_wire(batch, counts)
+
+    async def retrieve_batch(self, project_id: str, store_id: str, batch_id: str) -> dict[str, Any]:
+        async with self._db.session() as session:
+            batch = await self._batch(session, project_id, store_id, batch_id)
+            counts = await rows.batch_counts(session, batch_id)
+        return batch_to_wire(batch, counts)
+
+    async def cancel_batch(self, project_id: str, store_id: str, batch_id: str) -> dict[str, Any]:
+        async with self._db.session() as session:
+            batch = await self._batch(session, project_id, store_id, batch_id)
+            if batch.cancelled_at is None:
+                batch.cancelled_at = now()
+                # Files not finished stop here; a worker in the middle of one sees this at its next commit.
+                unfinished = await session.scalars(
+                    update(VectorStoreFile)
+                    .where(
+                        VectorStoreFile.batch_id == batch_id,
+                        VectorStoreFile.status == "in_progress",
+                        VectorStoreFile.deleted_at.is_(None),
+                    )
+                    .values(status="cancelled", lease_owner=None, lease_expires_at=None)
+                    .returning(VectorStoreFile.seq)
+                )
+                for file_seq in list(unfinished):
+                    await rows.drop_chunks(session, file_seq=file_seq)
+                await session.commit()
+            counts = await rows.batch_counts(session, batch_id)
+        return batch_to_wire(batch, counts)
+
+    # --- helpers ----------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _new_file_row(
+        store: VectorStore, file_id: str, strategy: Chunking, attributes: dict[str, Any], batch_id: str | None
+    ) -> VectorStoreFile:
+        return VectorStoreFile(
+            id=file_id,
+            project_id=store.project_id,
+            vector_store_id=store.id,
+            batch_id=batch_id,
+            created_at=now(),
+            status="in_progress",
+            usage_bytes=0,
+            chunk_size_tokens=strategy.max_chunk_size_tokens,
+            chunk_overlap_tokens=strategy.chunk_overlap_tokens,
+            chunking_type=strategy.type,
+            attributes_json=json.dumps(attributes),
+            chunks_done=0,
+            attempts=0,
+        )
+
+    @staticmethod
+    async def _store(session: Any, project_id: str, store_id: str) -> VectorStore:
+        store = await rows.get_store(session, project_id, store_id)
+        if store is None:
+            raise _store_not_found(store_id)
+        return store
+
+    @staticmethod
+    async def _file(session: Any, project_id: str, store_id: str, file_id: str) -> VectorStoreFile:
+        row = await rows.get_file(session, project_id, store_id, file_id)
+        if row is None:
+            raise not_found(f"No file found with id '{file_id}' in vector store '{store_id}'.", param="file_id")
+        return row
+
+    @staticmethod
+    async def _batch(session: Any, project_id: str, store_id: str, batch_id: str) -> VectorStoreFileBatch:
+        batch = await rows.get_batch(session, project_id, store_id, batch_id)
+        if batch is None:
+            raise not_found(f"No file batch found with id '{batch_id}'.", param="batch_id")
+        return batch
+
+    @staticmethod
+    async def _check_files(session: Any, project_id: str, file_ids: list[str]) -> None:
+        for file_id in dict.fromkeys(file_ids):
+            if await file_rows.get_file(session, project_id, file_id) is None:
+                raise not_found(f"No such File object: {file_id}", param="file_ids")

@@ -1,0 +1,104 @@
+"""Rows of vector stores, their files and file batches, and the chunks that make them searchable."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from oasis.storage.pagination import Page, PageRequest, paginate
+from oasis.storage.tables import VectorStore, VectorStoreChunk, VectorStoreFile, VectorStoreFileBatch
+
+
+async def get_store(session: AsyncSession, project_id: str, store_id: str) -> VectorStore | None:
+    return await session.scalar(
+        select(VectorStore).where(
+            VectorStore.id == store_id, VectorStore.project_id == project_id, VectorStore.deleted_at.is_(None)
+        )
+    )
+
+
+async def list_stores(session: AsyncSession, project_id: str, page: PageRequest) -> Page[VectorStore]:
+    return await paginate(session, VectorStore, scope=[VectorStore.project_id == project_id], page=page)
+
+
+async def file_stats(session: AsyncSession, store_ids: Iterable[str]) -> dict[str, tuple[Counter[str], int]]:
+    """Per store: how many live files are in each status, and the bytes their chunks use."""
+    ids = list(store_ids)
+    stats: dict[str, tuple[Counter[str], int]] = {store_id: (Counter(), 0) for store_id in ids}
+    if not ids:
+        return stats
+    rows = await session.execute(
+        select(
+            VectorStoreFile.vector_store_id,
+            VectorStoreFile.status,
+            func.count(),
+            func.coalesce(func.sum(VectorStoreFile.usage_bytes), 0),
+        )
+        .where(VectorStoreFile.vector_store_id.in_(ids), VectorStoreFile.deleted_at.is_(None))
+        .group_by(VectorStoreFile.vector_store_id, VectorStoreFile.status)
+    )
+    for store_id, status, count, usage in rows:
+        counts, total = stats[store_id]
+        counts[status] += count
+        stats[store_id] = (counts, total + (int(usage) if status == "completed" else 0))
+    return stats
+
+
+async def batch_counts(session: AsyncSession, batch_id: str) -> Counter[str]:
+    rows = await session.execute(
+        select(VectorStoreFile.status, func.count())
+        .where(VectorStoreFile.batch_id == batch_id, VectorStoreFile.deleted_at.is_(None))
+        .group_by(VectorStoreFile.status)
+    )
+    return Counter({status: count for status, count in rows})
+
+
+async def get_file(session: AsyncSession, project_id: str, store_id: str, file_id: str) -> VectorStoreFile | None:
+    return await session.scalar(
+        select(VectorStoreFile).where(
+            VectorStoreFile.id == file_id,
+            VectorStoreFile.vector_store_id == store_id,
+            VectorStoreFile.project_id == project_id,
+            VectorStoreFile.deleted_at.is_(None),
+        )
+    )
+
+
+async def list_files(
+    session: AsyncSession, store_id: str, page: PageRequest, status: str | None, batch_id: str | None = None
+) -> Page[VectorStoreFile]:
+    filters = [VectorStoreFile.status == status] if status else []
+    scope = [VectorStoreFile.vector_store_id == store_id]
+    if batch_id is not None:
+        scope.append(VectorStoreFile.batch_id == batch_id)
+    return await paginate(session, VectorStoreFile, scope=scope, filters=filters, page=page)
+
+
+async def get_batch(
+    session: AsyncSession, project_id: str, store_id: str, batch_id: str
+) -> VectorStoreFileBatch | None:
+    return await session.scalar(
+        select(VectorStoreFileBatch).where(
+            VectorStoreFileBatch.id == batch_id,
+            VectorStoreFileBatch.vector_store_id == store_id,
+            VectorStoreFileBatch.project_id == project_id,
+        )
+    )
+
+
+async def drop_chunks(session: AsyncSession, *, file_seq: int | None = None, store_id: str | None = None) -> None:
+    statement = delete(VectorStoreChunk)
+    if file_seq is not None:
+        statement = statement.where(VectorStoreChunk.file_seq == file_seq)
+    if store_id is not None:
+        statement = statement.where(VectorStoreChunk.vector_store_id == store_id)
+    await session.execute(statement)
+
+
+async def bump_version(session: AsyncSession, store_id: str) -> None:
+    await session.execute(
+        update(VectorStore).where(VectorStore.id == store_id).values(content_version=VectorStore.content_version + 1)
+    )

@@ -1,0 +1,46 @@
+"""The worker loop: asks each job runner for work until none is left, then sleeps until woken or the next poll.
+
+`oasis serve` runs one in-process; `oasis worker` runs the same loop on its own, on any host that reaches the
+database (new jobs made by another process are found at the next poll).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from typing import Protocol
+
+log = logging.getLogger("oasis.workers")
+
+
+class JobRunner(Protocol):
+    async def run_next(self, owner: str) -> bool:
+        """Leases and runs one job; False when none is waiting."""
+        ...
+
+
+class WorkerLoop:
+    def __init__(self, runners: list[JobRunner], poll_seconds: float) -> None:
+        self.owner = f"worker-{uuid.uuid4().hex[:12]}"
+        self._runners = runners
+        self._poll_seconds = poll_seconds
+        self._woken = asyncio.Event()
+
+    def wake(self) -> None:
+        self._woken.set()
+
+    async def run(self) -> None:
+        while True:
+            self._woken.clear()
+            busy = False
+            for runner in self._runners:
+                try:
+                    busy = await runner.run_next(self.owner) or busy
+                except Exception:  # a database hiccup must not end the loop: the next poll tries again
+                    log.exception("worker %s: leasing a job failed", self.owner)
+            if busy:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._woken.wait(), timeout=self._poll_seconds)

