@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 
 from oasis import __version__
-from oasis.api import audio, chat, completions, embeddings, files, health, models, tokenizer, vector_stores
+from oasis.api import audio, batches, chat, completions, embeddings, files, health, models, tokenizer, vector_stores
 from oasis.api.errors import install_error_handlers
 from oasis.api.middleware import RequestContextMiddleware
 from oasis.container import Container
@@ -71,6 +71,7 @@ def create_app(settings: Settings, engine_factories: Mapping[str, EngineFactory]
 
     v1 = APIRouter(prefix="/v1")
     v1.include_router(audio.router)
+    v1.include_router(batches.router)
     v1.include_router(chat.router)
     v1.include_router(completions.router)
     v1.include_router(embeddings.router)

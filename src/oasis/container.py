@@ -7,11 +7,16 @@ import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from oasis import __version__
 from oasis.blobs import BlobStore, LocalBlobStore
 from oasis.engines.registry import EngineFactory, EngineRegistry
+from oasis.protocol import openapi_types as spec
+from oasis.protocol.extensions import ChatCompletionRequest, CompletionRequest
 from oasis.services.audio import AudioService
+from oasis.services.batch_runner import BatchRunner, EndpointHandler
+from oasis.services.batches import BatchService
 from oasis.services.chat import ChatService
 from oasis.services.completions import CompletionService
 from oasis.services.embeddings import EmbeddingService
@@ -35,6 +40,23 @@ def _fingerprint() -> str:
     return "fp_" + hashlib.sha256(f"oasis-{__version__}".encode()).hexdigest()[:10]
 
 
+def _batch_endpoints(
+    chat: ChatService, completions: CompletionService, embeddings: EmbeddingService
+) -> dict[str, EndpointHandler]:
+    """A batch's requests go through the same services as the online endpoints, checked by the same models."""
+
+    async def chat_completion(body: dict[str, Any]) -> dict[str, Any]:
+        return await chat.create(ChatCompletionRequest.model_validate(body))
+
+    async def completion(body: dict[str, Any]) -> dict[str, Any]:
+        return await completions.create(CompletionRequest.model_validate(body))
+
+    async def embedding(body: dict[str, Any]) -> dict[str, Any]:
+        return await embeddings.create(spec.CreateEmbeddingRequest.model_validate(body))
+
+    return {"/v1/chat/completions": chat_completion, "/v1/completions": completion, "/v1/embeddings": embedding}
+
+
 @dataclass
 class Container:
     settings: Settings
@@ -52,6 +74,7 @@ class Container:
     vector_stores: VectorStoreService
     search: VectorSearch
     ingestion: IngestionRunner
+    batches: BatchService
     worker: WorkerLoop
     engines_ready: asyncio.Event = field(default_factory=asyncio.Event)
     engine_error: str | None = None
@@ -62,8 +85,19 @@ class Container:
         blobs = LocalBlobStore(settings.blobs_dir)
         registry = EngineRegistry(specs, factories)
         embeddings = EmbeddingService(registry)
+        files = FileService(db, blobs, settings.files.max_upload_bytes)
+        chat = ChatService(registry, fingerprint=_fingerprint())
+        completions = CompletionService(registry, fingerprint=_fingerprint())
         ingestion = IngestionRunner(db, blobs, embeddings, settings.workers.lease_seconds)
-        worker = WorkerLoop([ingestion], settings.workers.poll_seconds)
+        batch_runner = BatchRunner(
+            db,
+            blobs,
+            files,
+            _batch_endpoints(chat, completions, embeddings),
+            settings.workers.lease_seconds,
+            concurrency=settings.workers.batch_concurrency,
+        )
+        worker = WorkerLoop([ingestion, batch_runner], settings.workers.poll_seconds)
         embedding_model = settings.vector_stores.embedding_model
         resolved = registry.resolve(embedding_model)
         vector_stores = VectorStoreService(db, resolved.id if resolved else embedding_model, worker.wake)
@@ -73,16 +107,17 @@ class Container:
             blobs=blobs,
             registry=registry,
             keys=KeyService(db),
-            files=FileService(db, blobs, settings.files.max_upload_bytes),
+            files=files,
             models=ModelService(db, registry, started_at=now()),
-            chat=ChatService(registry, fingerprint=_fingerprint()),
-            completions=CompletionService(registry, fingerprint=_fingerprint()),
+            chat=chat,
+            completions=completions,
             tokenizer=TokenizerService(registry),
             audio=AudioService(registry),
             embeddings=embeddings,
             vector_stores=vector_stores,
             search=VectorSearch(db, vector_stores, embeddings, settings.vector_stores.index_threshold),
             ingestion=ingestion,
+            batches=BatchService(db, worker.wake),
             worker=worker,
         )
 

@@ -5,6 +5,9 @@ It lives outside api/ so that services can raise it without importing FastAPI.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 
 class OasisError(Exception):
     """An error with everything OpenAI's `{"error": {...}}` envelope carries, plus the HTTP status."""
@@ -42,3 +45,53 @@ def too_large(message: str, *, param: str | None = None) -> OasisError:
 
 def permission_denied(message: str, *, param: str | None = None, code: str | None = None) -> OasisError:
     return OasisError(403, message, type="permission_error", param=param, code=code)
+
+
+_TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none", "json-or-python", "is-instance"}
+
+
+def _is_type_tag(part: str) -> bool:
+    """Pydantic puts union members' type names in error locations; OpenAI's field names are snake_case."""
+    return (
+        part in _TYPE_TAGS
+        or part[:1].isupper()
+        or any(mark in part for mark in "[(")
+        or part.startswith(("function-", "tagged-union", "constrained-", "literal", "lax-", "json-"))
+    )
+
+
+def _param_from_location(location: tuple[Any, ...]) -> str | None:
+    """("body", "messages", 0, "role") -> "messages[0].role", the way OpenAI names a field."""
+    parts = [part for part in location if part not in ("body", "query", "path", "header", "form")]
+    name = ""
+    for part in parts:
+        if isinstance(part, int):
+            name += f"[{part}]"
+        elif isinstance(part, str) and not _is_type_tag(part):
+            name += f".{part}" if name else part
+    return name or None
+
+
+def invalid_fields(errors: Sequence[Any]) -> OasisError:
+    """Pydantic's validation errors as OpenAI's 400: the first one, its field named the way OpenAI names it."""
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": ""}
+    if first.get("type") == "json_invalid":
+        return OasisError(
+            400,
+            "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your "
+            "HTTP library correctly. The OpenAI API expects a JSON payload.)",
+        )
+    param = _param_from_location(tuple(first.get("loc", ())))
+    message = str(first.get("msg", "invalid value"))
+    raw_context = first.get("ctx")
+    context: dict[str, Any] = raw_context if isinstance(raw_context, dict) else {}
+    if first.get("type") == "union_tag_invalid" and "discriminator" in context:
+        # A tagged union (messages by role): name the tag field, as OpenAI does.
+        tag_field = str(context["discriminator"]).strip("'")
+        param = f"{param}.{tag_field}" if param else tag_field
+        message = f"'{context.get('tag')}' is not one of {context.get('expected_tags')}"
+    if first.get("type") == "missing":
+        text = f"Missing required parameter: '{param}'." if param else "Missing request body."
+    else:
+        text = f"Invalid value for '{param}': {message}." if param else f"Invalid request: {message}."
+    return OasisError(400, text, param=param)

@@ -61,6 +61,9 @@ class VectorStoreSettings(BaseModel):
 class WorkerSettings(BaseModel):
     in_process: bool = Field(default=True, description="`oasis serve` runs background jobs itself.")
     poll_seconds: float = Field(default=1.0, gt=0, description="How often an idle worker looks for new jobs.")
+    batch_concurrency: int = Field(
+        default=8, ge=1, description="Requests of one batch in flight at once: match the engine's parallel slots."
+    )
     lease_seconds: float = Field(
         default=30.0,
         gt=0,

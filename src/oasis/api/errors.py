@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from oasis.errors import OasisError
+from oasis.errors import OasisError, invalid_fields
 
 
 def error_body(message: str, *, type: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
@@ -24,53 +24,8 @@ def error_response(error: OasisError) -> JSONResponse:
     )
 
 
-_TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none", "json-or-python", "is-instance"}
-
-
-def _is_type_tag(part: str) -> bool:
-    """Pydantic puts union members' type names in error locations; OpenAI's field names are snake_case."""
-    return (
-        part in _TYPE_TAGS
-        or part[:1].isupper()
-        or any(mark in part for mark in "[(")
-        or part.startswith(("function-", "tagged-union", "constrained-", "literal", "lax-", "json-"))
-    )
-
-
-def _param_from_location(location: tuple[Any, ...]) -> str | None:
-    """("body", "messages", 0, "role") -> "messages[0].role", the way OpenAI names a field."""
-    parts = [part for part in location if part not in ("body", "query", "path", "header", "form")]
-    name = ""
-    for part in parts:
-        if isinstance(part, int):
-            name += f"[{part}]"
-        elif isinstance(part, str) and not _is_type_tag(part):
-            name += f".{part}" if name else part
-    return name or None
-
-
 def validation_error(exc: RequestValidationError) -> OasisError:
-    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request", "type": ""}
-    if first.get("type") == "json_invalid":
-        return OasisError(
-            400,
-            "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your "
-            "HTTP library correctly. The OpenAI API expects a JSON payload.)",
-        )
-    param = _param_from_location(tuple(first.get("loc", ())))
-    message = str(first.get("msg", "invalid value"))
-    raw_context = first.get("ctx")
-    context: dict[str, Any] = raw_context if isinstance(raw_context, dict) else {}
-    if first.get("type") == "union_tag_invalid" and "discriminator" in context:
-        # A tagged union (messages by role): name the tag field, as OpenAI does.
-        tag_field = str(context["discriminator"]).strip("'")
-        param = f"{param}.{tag_field}" if param else tag_field
-        message = f"'{context.get('tag')}' is not one of {context.get('expected_tags')}"
-    if first.get("type") == "missing":
-        text = f"Missing required parameter: '{param}'." if param else "Missing request body."
-    else:
-        text = f"Invalid value for '{param}': {message}." if param else f"Invalid request: {message}."
-    return OasisError(400, text, param=param)
+    return invalid_fields(exc.errors())
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -174,3 +174,16 @@ class VectorStoreSearchRequest(BaseModel):
     filters: dict[str, Any] | None = None
     ranking_options: RankingOptions | None = None
     rewrite_query: bool = False
+
+
+# --- Batches ----------------------------------------------------------------------------------------------------
+# The spec writes the create body inline; this names it.
+
+
+class CreateBatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    input_file_id: str
+    endpoint: str
+    completion_window: str
+    metadata: dict[str, Any] | None = None

