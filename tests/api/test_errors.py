@@ -129,3 +129,15 @@ async def test_every_response_carries_request_id_and_processing_time(oasis: Harn
     ids = {r.headers["x-request-id"] for r in responses}
     assert len(ids) == len(responses) and all(i.startswith("req_") for i in ids)
     assert all(int(r.headers["openai-processing-ms"]) >= 0 for r in responses)
+
+
+async def test_nul_characters_are_a_400_not_a_database_error(oasis: Harness) -> None:
+    # PostgreSQL cannot store NUL in text; every database must answer the same clear 400.
+    async with oasis.http() as http:
+        in_body = await http.post("/v1/vector_stores", json={"name": "a\u0000b"})
+        in_query = await http.get("/v1/vector_stores", params={"before": "vs_\u0000"})
+        escaped_backslash = await http.post("/v1/vector_stores", json={"name": "C:\\u0000dir"})
+    for reply in (in_body, in_query):
+        assert reply.status_code == 400
+        assert "NUL" in reply.json()["error"]["message"] and reply.json()["error"]["type"] == "invalid_request_error"
+    assert escaped_backslash.status_code == 200 and escaped_backslash.json()["name"] == "C:\\u0000dir"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import uuid
 
@@ -17,6 +18,16 @@ log = logging.getLogger("oasis.api")
 
 class _BodyTooLarge(Exception):
     pass
+
+
+class _NulInBody(Exception):
+    pass
+
+
+# A JSON escape for NUL (an even run of backslashes before it would make it literal text). PostgreSQL cannot
+# store NUL in text, so such strings are refused up front with a 400 rather than failing in the database.
+_JSON_NUL = re.compile(rb"(?:^|[^\\])(?:\\\\)*\\u0000")
+_NUL_MESSAGE = "Text in requests must not contain NUL characters (\\u0000)."
 
 
 class RequestContextMiddleware:
@@ -61,24 +72,38 @@ class RequestContextMiddleware:
                 code="request_too_large",
             )
 
+        is_json = False
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > self.max_body_bytes:
                 await reply(413, too_large_body())
                 return
+            if name == b"content-type" and b"json" in value:
+                is_json = True
+        if "\x00" in scope["path"] or b"%00" in scope["query_string"].lower():
+            await reply(400, error_body(_NUL_MESSAGE, type="invalid_request_error"))
+            return
+        nul_in_body = False
+        tail = b""
 
         async def counting_receive() -> Message:
-            nonlocal received, body_too_large
+            nonlocal received, body_too_large, nul_in_body, tail
             message = await receive()
             if message["type"] == "http.request":
-                received += len(message.get("body", b""))
+                chunk = message.get("body", b"")
+                received += len(chunk)
                 if received > self.max_body_bytes:
                     body_too_large = True
                     raise _BodyTooLarge
+                if is_json:
+                    if _JSON_NUL.search(tail + chunk):
+                        nul_in_body = True
+                        raise _NulInBody
+                    tail = (tail + chunk)[-64:]
             return message
 
         async def stamped_send(message: Message) -> None:
             nonlocal response_started
-            if body_too_large and not response_started:
+            if (body_too_large or nul_in_body) and not response_started:
                 return  # whatever the app made of the cut-off body, the answer is 413
             if message["type"] == "http.response.start":
                 response_started = True
@@ -90,7 +115,7 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, counting_receive, stamped_send)
         except Exception:
-            if body_too_large:
+            if body_too_large or nul_in_body:
                 pass
             elif response_started:
                 log.exception("request %s failed after its response started", request_id)
@@ -108,3 +133,5 @@ class RequestContextMiddleware:
                 return
         if body_too_large and not response_started:
             await reply(413, too_large_body())
+        elif nul_in_body and not response_started:
+            await reply(400, error_body(_NUL_MESSAGE, type="invalid_request_error"))
