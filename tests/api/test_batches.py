@@ -12,7 +12,7 @@ from typing import Any
 import openai
 import pytest
 
-from tests.conftest import E5, Harness
+from tests.conftest import E5, Harness, smollm
 from tests.engines import GatedEmbedder
 
 
@@ -201,3 +201,25 @@ async def test_list_pages_and_other_projects_get_404s(embed_oasis: Harness) -> N
     with pytest.raises(openai.NotFoundError):  # beta cannot run alpha's file either
         await beta.batches.create(input_file_id=file_id, endpoint="/v1/embeddings", completion_window="24h")
     assert (await beta.batches.list()).data == []
+
+
+async def test_online_requests_go_ahead_of_a_running_batch(start_oasis: Callable[..., Any]) -> None:
+    # One slot: the batch's three requests queue for it, and an online request arriving meanwhile is next.
+    harness: Harness = await start_oasis(
+        engine_factories=None, models=[smollm(parallel=1)], workers={"batch_concurrency": 3}
+    )
+    client = harness.sdk()
+    say = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Count."}], "max_tokens": 48}
+    lines = [request(f"b{i}", "/v1/chat/completions", {**say, "ignore_eos": True}) for i in range(3)]
+    batch = await client.batches.create(
+        input_file_id=await upload_batch_file(client, lines), endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    while (await client.batches.retrieve(batch.id)).status != "in_progress":
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.2)  # the three batch requests are with the engine now, one running, two waiting
+    online = await client.chat.completions.create(**say, extra_body={"ignore_eos": True})
+    assert online.usage is not None and online.usage.completion_tokens == 48
+    finished_before = (await client.batches.retrieve(batch.id)).request_counts
+    assert finished_before is not None and finished_before.completed <= 1  # it did not wait behind the queue
+    done = await wait_until_done(client, batch.id)
+    assert done.status == "completed" and done.request_counts.completed == 3  # type: ignore[union-attr]

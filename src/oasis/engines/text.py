@@ -7,6 +7,7 @@ choices, usage and the wire shapes are the services' job, so every engine behave
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
@@ -28,6 +29,11 @@ class PromptTooLong(ValueError):
         super().__init__(f"prompt has {prompt_tokens} tokens; this model's context holds {limit}")
         self.prompt_tokens = prompt_tokens
         self.limit = limit
+
+
+# Set in a task that does background work (a batch's requests): engines queue what it asks behind every online
+# request, so a running batch never makes an interactive client wait for more than the slot it is waiting on.
+background_work: ContextVar[bool] = ContextVar("background_work", default=False)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from sqlalchemy import select, update
 
 from oasis.blobs import BlobStore
+from oasis.engines.text import background_work
 from oasis.errors import OasisError, invalid_fields
 from oasis.services.files import FileService
 from oasis.storage import files as file_rows
@@ -174,6 +175,7 @@ class BatchRunner:
             queue.put_nowait(line)
 
         async def work() -> None:
+            background_work.set(True)  # this task's engine requests queue behind online ones
             while not queue.empty():
                 if now() >= batch.expires_at:
                     return

@@ -32,6 +32,7 @@ from oasis.engines.text import (
     SampledToken,
     SamplingParams,
     TokenLogprob,
+    background_work,
 )
 from oasis.settings import ModelSpec
 
@@ -62,6 +63,7 @@ class _Sequence:
         # A scoring sequence reads its prompt with logits at every position and samples nothing.
         self.scoring = False
         self.score_rows: list[tuple[int, int]] = []  # (batch row, prompt position) after a step
+        self.background = background_work.get()
 
     def emit(self, item: Any) -> None:
         try:
@@ -279,7 +281,11 @@ class LlamaCppEngine:
         with self._lock:
             if len(self._waiting) >= self._max_queue:
                 raise EngineBusy(retry_after=1)
-            self._waiting.append(sequence)
+            if sequence.background:
+                self._waiting.append(sequence)
+            else:  # online work goes ahead of every waiting background sequence
+                ahead = next((i for i, queued in enumerate(self._waiting) if queued.background), len(self._waiting))
+                self._waiting.insert(ahead, sequence)
             self._lock.notify()
         return sequence
 
