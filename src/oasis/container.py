@@ -74,6 +74,7 @@ class Container:
     vector_stores: VectorStoreService
     search: VectorSearch
     ingestion: IngestionRunner
+    batch_runner: BatchRunner
     batches: BatchService
     worker: WorkerLoop
     engines_ready: asyncio.Event = field(default_factory=asyncio.Event)
@@ -117,6 +118,7 @@ class Container:
             vector_stores=vector_stores,
             search=VectorSearch(db, vector_stores, embeddings, settings.vector_stores.index_threshold),
             ingestion=ingestion,
+            batch_runner=batch_runner,
             batches=BatchService(db, worker.wake),
             worker=worker,
         )

