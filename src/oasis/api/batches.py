@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from oasis.api.deps import ContainerDep, PageDep, PrincipalDep
+from oasis.api.lists import dict_list_body
 from oasis.protocol.extensions import CreateBatchRequest
 
 router = APIRouter(tags=["Batch"])
@@ -25,15 +26,7 @@ async def create_batch(body: CreateBatchRequest, container: ContainerDep, princi
 
 @router.get("/batches")
 async def list_batches(container: ContainerDep, principal: PrincipalDep, page: PageDep) -> dict[str, Any]:
-    found = await container.batches.list_batches(principal.project_id, page)
-    items = found.items
-    return {
-        "object": "list",
-        "data": items,
-        "first_id": items[0]["id"] if items else None,
-        "last_id": items[-1]["id"] if items else None,
-        "has_more": found.has_more,
-    }
+    return dict_list_body(await container.batches.list_batches(principal.project_id, page))
 
 
 @router.get("/batches/{batch_id}")

@@ -22,3 +22,15 @@ def list_body(page: Page[Item]) -> dict[str, Any]:
         "last_id": page.items[-1].id if page.items else None,
         "has_more": page.has_more,
     }
+
+
+def dict_list_body(page: Page[dict[str, Any]]) -> dict[str, Any]:
+    """The same envelope for services that answer plain JSON objects."""
+    items = page.items
+    return {
+        "object": "list",
+        "data": items,
+        "first_id": items[0]["id"] if items else None,
+        "last_id": items[-1]["id"] if items else None,
+        "has_more": page.has_more,
+    }

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from oasis.api.deps import ContainerDep, PageDep, PrincipalDep
+from oasis.api.lists import dict_list_body
 from oasis.errors import invalid_request
 from oasis.protocol.extensions import (
     CreateVectorStoreFileBatchRequest,
@@ -40,7 +41,7 @@ async def create_vector_store(
 
 @router.get("/vector_stores")
 async def list_vector_stores(container: ContainerDep, principal: PrincipalDep, page: PageDep) -> dict[str, Any]:
-    return _list_of_dicts(await container.vector_stores.list_stores(principal.project_id, page))
+    return dict_list_body(await container.vector_stores.list_stores(principal.project_id, page))
 
 
 @router.get("/vector_stores/{vector_store_id}")
@@ -90,7 +91,7 @@ async def list_vector_store_files(
     filter: str | None = None,
 ) -> dict[str, Any]:
     found = await container.vector_stores.list_files(principal.project_id, vector_store_id, page, filter)
-    return _list_of_dicts(found)
+    return dict_list_body(found)
 
 
 @router.get("/vector_stores/{vector_store_id}/files/{file_id}")
@@ -145,7 +146,7 @@ async def list_files_in_vector_store_batch(
     filter: str | None = None,
 ) -> dict[str, Any]:
     found = await container.vector_stores.list_files(principal.project_id, vector_store_id, page, filter, batch_id)
-    return _list_of_dicts(found)
+    return dict_list_body(found)
 
 
 @router.post("/vector_stores/{vector_store_id}/search")
@@ -180,15 +181,4 @@ async def search_vector_store(
         ],
         "has_more": False,
         "next_page": None,
-    }
-
-
-def _list_of_dicts(page: Any) -> dict[str, Any]:
-    items = page.items
-    return {
-        "object": "list",
-        "data": items,
-        "first_id": items[0]["id"] if items else None,
-        "last_id": items[-1]["id"] if items else None,
-        "has_more": page.has_more,
     }
