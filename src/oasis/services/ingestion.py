@@ -51,15 +51,13 @@ class IngestionRunner:
 
     async def run_next(self, owner: str) -> bool:
         """Leases one waiting file and ingests it; False when there was none."""
-        async with self._db.session() as session:
-            seq = await lease_one(
-                session,
-                VectorStoreFile,
-                [VectorStoreFile.status == "in_progress", VectorStoreFile.deleted_at.is_(None)],
-                owner=owner,
-                seconds=self._lease_seconds,
-                is_sqlite=self._db.is_sqlite,
-            )
+        seq = await lease_one(
+            self._db,
+            VectorStoreFile,
+            [VectorStoreFile.status == "in_progress", VectorStoreFile.deleted_at.is_(None)],
+            owner=owner,
+            seconds=self._lease_seconds,
+        )
         if seq is None:
             return False
         try:

@@ -100,20 +100,24 @@ class VectorSearch:
             for query in queries:
                 ranked_lists.append(await self._keyword(session, store_id, cached, query, depth))
             fused = self._fuse(ranked_lists)
-            order = sorted(fused, key=lambda chunk_id: -fused[chunk_id])
-            details = await self._details(session, order)
-        best_possible = len(ranked_lists) / (RRF_K + 1)
-        hits = []
-        for chunk_id in order:
-            found = details.get(chunk_id)
-            score = fused[chunk_id] / best_possible
-            if found is None or score < score_threshold:
-                continue
-            if filters is not None and not matches(filters, found.attributes):
-                continue
-            hits.append(Hit(found.file_id, found.filename, round(score, 6), found.text, found.attributes))
-            if len(hits) == max_results:
-                break
+            best_possible = len(ranked_lists) / (RRF_K + 1)  # first in every ranking
+            scores = {chunk_id: fused[chunk_id] / best_possible for chunk_id in fused}
+            candidates = [
+                chunk_id for chunk_id in sorted(scores, key=lambda c: -scores[c]) if scores[chunk_id] >= score_threshold
+            ]
+            if filters is not None:
+                attributes = await self._attributes(session, candidates)
+                candidates = [c for c in candidates if c in attributes and matches(filters, attributes[c])]
+            # Texts only for the hits returned; more only if some vanished meanwhile (a file deleted).
+            hits: list[Hit] = []
+            while candidates and len(hits) < max_results:
+                wanted, candidates = candidates[: max_results - len(hits)], candidates[max_results - len(hits) :]
+                details = await self._details(session, wanted)
+                hits.extend(
+                    Hit(found.file_id, found.filename, round(scores[c], 6), found.text, found.attributes)
+                    for c in wanted
+                    if (found := details.get(c)) is not None
+                )
         return hits
 
     @staticmethod
@@ -253,6 +257,18 @@ class VectorSearch:
         params.update({f"match{i}": self._any_of([word]) for i, word in enumerate(words)})
         rows = (await session.execute(text(statement), params)).all()
         return {words[int(index)]: int(count) for index, count in rows}
+
+    @staticmethod
+    async def _attributes(session: AsyncSession, chunk_ids: list[int]) -> dict[int, dict[str, Any]]:
+        if not chunk_ids:
+            return {}
+        result = await session.execute(
+            text(
+                "SELECT c.id, f.attributes_json FROM vector_store_chunks c JOIN vector_store_files f "
+                "ON f.seq = c.file_seq WHERE c.id IN (" + ", ".join(str(int(i)) for i in chunk_ids) + ")"
+            )
+        )
+        return {int(row[0]): json.loads(row[1]) for row in result}
 
     @staticmethod
     async def _details(session: AsyncSession, chunk_ids: list[int]) -> dict[int, Hit]:

@@ -11,6 +11,7 @@ from sqlalchemy import update
 
 from oasis.errors import invalid_request, not_found
 from oasis.services.chunking import Chunking, chunking_from_request
+from oasis.services.metadata import check_metadata
 from oasis.storage import files as file_rows
 from oasis.storage import vector_stores as rows
 from oasis.storage.clock import new_id, now
@@ -20,20 +21,6 @@ from oasis.storage.tables import VectorStore, VectorStoreFile, VectorStoreFileBa
 
 DAY = 86_400
 FILE_STATUSES = ("in_progress", "completed", "failed", "cancelled")
-
-
-def check_metadata(metadata: dict[str, Any] | None, param: str = "metadata") -> dict[str, str]:
-    """OpenAI's rule: at most 16 pairs, keys up to 64 characters, string values up to 512."""
-    if metadata is None:
-        return {}
-    if len(metadata) > 16:
-        raise invalid_request(f"'{param}' holds at most 16 key-value pairs.", param=param)
-    for key, value in metadata.items():
-        if len(key) > 64:
-            raise invalid_request(f"'{param}' keys are at most 64 characters.", param=param)
-        if not isinstance(value, str) or len(value) > 512:
-            raise invalid_request(f"'{param}' values are strings of at most 512 characters.", param=f"{param}.{key}")
-    return dict(metadata)
 
 
 def check_attributes(attributes: dict[str, Any] | None) -> dict[str, Any]:
@@ -294,16 +281,19 @@ class VectorStoreService:
             store = await self._store(session, project_id, store_id)
             await self._check_files(session, project_id, file_ids)
             session.add(batch)
-            for file_id in dict.fromkeys(file_ids):
-                existing = await rows.get_file(session, project_id, store_id, file_id)
-                if existing is not None:
-                    # Attached before: the batch takes it over and indexes it again with its settings.
-                    existing.deleted_at = now()
-                    await rows.drop_chunks(session, file_seq=existing.seq)
-                    await rows.bump_version(session, store_id)
-                session.add(self._new_file_row(store, file_id, strategy, clean_attributes, batch_id=batch.id))
+            unique = list(dict.fromkeys(file_ids))
+            # Files attached before: the batch takes them over and indexes them again with its settings.
+            replaced = await rows.attached_files(session, store_id, unique)
+            for existing in replaced:
+                existing.deleted_at = now()
+                await rows.drop_chunks(session, file_seq=existing.seq)
+            if replaced:
+                await rows.bump_version(session, store_id)
+            session.add_all(
+                self._new_file_row(store, file_id, strategy, clean_attributes, batch_id=batch.id) for file_id in unique
+            )
             await session.commit()
-            counts = await rows.batch_counts(session, batch.id)
+        counts = Counter({"in_progress": len(unique)})
         self._wake_workers()
         return batch_to_wire(batch, counts)
 
@@ -380,6 +370,7 @@ class VectorStoreService:
 
     @staticmethod
     async def _check_files(session: Any, project_id: str, file_ids: list[str]) -> None:
-        for file_id in dict.fromkeys(file_ids):
-            if await file_rows.get_file(session, project_id, file_id) is None:
-                raise not_found(f"No such File object: {file_id}", param="file_ids")
+        found = await file_rows.existing_file_ids(session, project_id, file_ids)
+        missing = next((file_id for file_id in file_ids if file_id not in found), None)
+        if missing is not None:
+            raise not_found(f"No such File object: {missing}", param="file_ids")

@@ -24,6 +24,18 @@ async def get_file(session: AsyncSession, project_id: str, file_id: str) -> Stor
     )
 
 
+async def existing_file_ids(session: AsyncSession, project_id: str, file_ids: list[str]) -> set[str]:
+    """Which of `file_ids` are live files of the project, in one query."""
+    if not file_ids:
+        return set()
+    found = await session.scalars(
+        select(StoredFile.id).where(
+            StoredFile.id.in_(set(file_ids)), StoredFile.project_id == project_id, StoredFile.deleted_at.is_(None)
+        )
+    )
+    return set(found)
+
+
 async def list_files(
     session: AsyncSession, project_id: str, page: PageRequest, purpose: str | None
 ) -> Page[StoredFile]:

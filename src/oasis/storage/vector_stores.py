@@ -67,6 +67,18 @@ async def get_file(session: AsyncSession, project_id: str, store_id: str, file_i
     )
 
 
+async def attached_files(session: AsyncSession, store_id: str, file_ids: list[str]) -> list[VectorStoreFile]:
+    """The live attachments to the store among `file_ids`, in one query."""
+    found = await session.scalars(
+        select(VectorStoreFile).where(
+            VectorStoreFile.vector_store_id == store_id,
+            VectorStoreFile.id.in_(file_ids),
+            VectorStoreFile.deleted_at.is_(None),
+        )
+    )
+    return list(found)
+
+
 async def list_files(
     session: AsyncSession, store_id: str, page: PageRequest, status: str | None, batch_id: str | None = None
 ) -> Page[VectorStoreFile]:

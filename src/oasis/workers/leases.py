@@ -7,7 +7,8 @@ import time
 from typing import Any
 
 from sqlalchemy import ColumnElement, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+
+from oasis.storage.db import Database
 
 
 def claimable(table: Any, moment: float) -> list[ColumnElement[bool]]:
@@ -15,28 +16,23 @@ def claimable(table: Any, moment: float) -> list[ColumnElement[bool]]:
 
 
 async def lease_one(
-    session: AsyncSession,
-    table: Any,
-    conditions: list[ColumnElement[bool]],
-    *,
-    owner: str,
-    seconds: float,
-    is_sqlite: bool,
+    db: Database, table: Any, conditions: list[ColumnElement[bool]], *, owner: str, seconds: float
 ) -> int | None:
     """Claims the oldest row matching `conditions` whose lease is free or lapsed; returns its seq, committed."""
     moment = time.time()
     pending = select(table.seq).where(*conditions, *claimable(table, moment)).order_by(table.seq).limit(1)
-    if not is_sqlite:
+    if not db.is_sqlite:
         # Replicas polling at once each skip the rows another has locked instead of queueing behind it.
         pending = pending.with_for_update(skip_locked=True)
     # SQLite runs one writer at a time, so the UPDATE's own conditions make the claim atomic there.
-    claimed = await session.scalar(
-        update(table)
-        .where(table.seq == pending.scalar_subquery(), *conditions, *claimable(table, moment))
-        .values(lease_owner=owner, lease_expires_at=moment + seconds, attempts=table.attempts + 1)
-        .returning(table.seq)
-    )
-    await session.commit()
+    async with db.session() as session:
+        claimed = await session.scalar(
+            update(table)
+            .where(table.seq == pending.scalar_subquery(), *conditions, *claimable(table, moment))
+            .values(lease_owner=owner, lease_expires_at=moment + seconds, attempts=table.attempts + 1)
+            .returning(table.seq)
+        )
+        await session.commit()
     return None if claimed is None else int(claimed)
 
 
