@@ -130,6 +130,30 @@ async def test_n_choices_are_indexed(chat_oasis: Harness) -> None:
     assert sorted(finished) == [0, 1]
 
 
+async def test_n_choices_read_a_long_prompt_once(chat_oasis: Harness) -> None:
+    """The n choices of one request share the prompt's KV cache: the prompt is decoded once and copied to the
+    other slots, and every greedy choice is the answer a single request gets."""
+    engine: Any = chat_oasis.container.registry.engine(MODEL)
+    notes = " ".join(f"Note {i}: the lighthouse keeper counted {i} ships today." for i in range(12))
+    messages = [{"role": "system", "content": notes}, {"role": "user", "content": "Summarise the notes."}]
+    client = chat_oasis.sdk()
+    single = await client.chat.completions.create(model=MODEL, messages=messages, temperature=0, max_tokens=12)
+    assert single.usage and single.usage.prompt_tokens > 150
+    # Evict the prompt from every slot, so that the next request has to read it again.
+    await client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Hi"}], n=4, temperature=0, max_tokens=1
+    )
+    decoded_before, cached_before = engine.prompt_tokens_decoded, engine.prompt_tokens_cached
+    reply = await client.chat.completions.create(model=MODEL, messages=messages, temperature=0, max_tokens=12, n=4)
+    assert [choice.message.content for choice in reply.choices] == [single.choices[0].message.content] * 4
+    decoded = engine.prompt_tokens_decoded - decoded_before
+    cached = engine.prompt_tokens_cached - cached_before
+    prompt_tokens = single.usage.prompt_tokens
+    assert decoded + cached == 4 * prompt_tokens
+    # Read once; each other choice decodes only the last prompt token (its logits start the answer).
+    assert decoded <= prompt_tokens + 3
+
+
 async def test_same_seed_gives_the_same_output(chat_oasis: Harness) -> None:
     client = chat_oasis.sdk()
     story = [{"role": "user", "content": "Tell me something surprising."}]

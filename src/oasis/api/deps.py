@@ -12,7 +12,8 @@ from oasis.services.keys import Principal
 from oasis.storage.pagination import PageRequest
 
 
-def get_container(request: Request) -> Container:
+async def get_container(request: Request) -> Container:
+    # async on purpose: FastAPI runs a plain `def` dependency in its thread pool, a thread hop per request
     container: Container = request.app.state.container
     return container
 
@@ -43,7 +44,7 @@ PrincipalDep = Annotated[Principal, Depends(get_principal)]
 Order = Literal["asc", "desc"]
 
 
-def page_params(
+async def page_params(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     order: Order = "desc",
     after: str | None = None,

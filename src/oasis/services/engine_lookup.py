@@ -7,6 +7,18 @@ from typing import Any
 from oasis.engines.registry import Engine, EngineRegistry
 from oasis.errors import OasisError, invalid_request, not_found
 
+_implemented: dict[tuple[type, type], bool] = {}
+
+
+def implements(engine: Engine, capability: type) -> bool:
+    """isinstance() against a runtime-checkable protocol, remembered per engine class: the check walks every
+    member of the protocol, and it sits on the path of every request."""
+    key = (type(engine), capability)
+    found = _implemented.get(key)
+    if found is None:
+        found = _implemented[key] = isinstance(engine, capability)
+    return found
+
 
 def loaded_engine(registry: EngineRegistry, model: str) -> Engine:
     """404 for an unknown model, 503 while it is still loading."""
@@ -25,6 +37,6 @@ def loaded_engine(registry: EngineRegistry, model: str) -> Engine:
 def engine_for(registry: EngineRegistry, model: str, capability: type, purpose: str) -> Any:
     """The engine, which must implement the runtime-checkable `capability` protocol, else a 400."""
     engine = loaded_engine(registry, model)
-    if not isinstance(engine, capability):
+    if not implements(engine, capability):
         raise invalid_request(f"The model '{model}' does not do {purpose}.", param="model")
     return engine

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel
 
@@ -11,7 +11,7 @@ from oasis.engines.forwarding import ForwardingEngine
 from oasis.engines.registry import EngineRegistry
 from oasis.engines.text import SampledToken, TextEngine
 from oasis.errors import OasisError, invalid_request
-from oasis.services.engine_lookup import engine_for, loaded_engine
+from oasis.services.engine_lookup import engine_for, implements, loaded_engine
 
 MAX_STOPS = 4
 
@@ -19,7 +19,7 @@ MAX_STOPS = 4
 def forwarding_engine(registry: EngineRegistry, model: str) -> ForwardingEngine | None:
     """The upstream engine behind `model`, when the model is routed to another server."""
     engine = loaded_engine(registry, model)
-    return engine if isinstance(engine, ForwardingEngine) else None
+    return cast(ForwardingEngine, engine) if implements(engine, ForwardingEngine) else None
 
 
 def forwarded_body(request: BaseModel) -> dict[str, Any]:

@@ -26,6 +26,9 @@ async def lease_one(
         pending = pending.with_for_update(skip_locked=True)
     # SQLite runs one writer at a time, so the UPDATE's own conditions make the claim atomic there.
     async with db.session() as session:
+        # An idle poll (the common case) reads and leaves: no write transaction, no write lock on SQLite.
+        if await session.scalar(select(table.seq).where(*conditions, *claimable(table, moment)).limit(1)) is None:
+            return None
         claimed = await session.scalar(
             update(table)
             .where(table.seq == pending.scalar_subquery(), *conditions, *claimable(table, moment))

@@ -39,6 +39,9 @@ from oasis.settings import ModelSpec
 log = logging.getLogger("oasis.engines.llamacpp")
 
 _END = object()
+# Copying a cache between sequences moves the whole per-sequence buffer; below this many shared tokens,
+# decoding them again costs less.
+_SHARE_MIN = 32
 
 
 @dataclass
@@ -65,11 +68,35 @@ class _Sequence:
         self.score_rows: list[tuple[int, int]] = []  # (batch row, prompt position) after a step
         self.background = background_work.get()
 
-    def emit(self, item: Any) -> None:
-        try:
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
-        except RuntimeError:  # the loop is gone: the server is shutting down
-            self.cancelled = True
+
+def _deliver(items: list[tuple[_Sequence, Any]]) -> None:
+    for sequence, item in items:
+        sequence.queue.put_nowait(item)
+
+
+class _Outbox:
+    """What one scheduler step produced for the event loops, handed over in one wake-up per loop (a wake-up
+    per token cost a self-pipe write and a loop iteration each, on the cores that decode)."""
+
+    def __init__(self) -> None:
+        self._items: list[tuple[_Sequence, Any]] = []
+
+    def put(self, sequence: _Sequence, item: Any) -> None:
+        self._items.append((sequence, item))
+
+    def flush(self) -> None:
+        if not self._items:
+            return
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Sequence, Any]]] = {}
+        for sequence, item in self._items:
+            by_loop.setdefault(sequence.loop, []).append((sequence, item))
+        self._items = []
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_deliver, items)
+            except RuntimeError:  # the loop is gone: the server is shutting down
+                for sequence, _ in items:
+                    sequence.cancelled = True
 
 
 class _TokenStream:
@@ -109,7 +136,8 @@ class LlamaCppEngine:
     """A GGUF model served from this process. Options (config file `options:`): `context_length` per
     sequence (default 4096, at most the trained context), `parallel` sequences decoded together (default 8),
     `batch_size` tokens per step (512), `threads` (all cores), `max_queue` waiting requests before 429 (256),
-    `chat_template` to override the one in the GGUF."""
+    `chat_template` to override the one in the GGUF, `gpu_layers` to offload to a GPU (llama.cpp built with a
+    GPU backend offloads every layer unless told fewer; 0 keeps the model on the CPU)."""
 
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
@@ -120,6 +148,7 @@ class LlamaCppEngine:
         self._threads = int(options.get("threads", os.cpu_count() or 1))
         self._max_queue = int(options.get("max_queue", 256))
         self._template_override: str | None = options.get("chat_template")
+        self._gpu_layers: int | None = int(options["gpu_layers"]) if "gpu_layers" in options else None
         self._model: Any = None
         self._context: Any = None
         self._vocab: Any = None
@@ -131,12 +160,17 @@ class LlamaCppEngine:
         self._fim: tuple[int, int, int] | None = None
         self._pieces: dict[int, bytes] = {}
         self._eog_tokens: list[int] = []
+        self._eog_set: frozenset[int] = frozenset()
         self._slots: list[_Slot] = []
         self._waiting: deque[_Sequence] = deque()
         self._running: list[_Sequence] = []
         self._lock = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self._outbox = _Outbox()
+        # Prompt tokens decoded, and those taken from a slot's cache instead (for logs and tests).
+        self.prompt_tokens_decoded = 0
+        self.prompt_tokens_cached = 0
 
     # --- lifecycle ------------------------------------------------------------------------------------------
 
@@ -149,6 +183,8 @@ class LlamaCppEngine:
         lib = native.lib()
         path = gguf_path(self.spec)
         model_params = lib.llama_model_default_params()
+        if self._gpu_layers is not None:
+            model_params.n_gpu_layers = self._gpu_layers
         self._model = lib.llama_model_load_from_file(str(path).encode(), model_params)
         if not self._model:
             raise RuntimeError(f"llama.cpp could not load {path}")
@@ -180,6 +216,7 @@ class LlamaCppEngine:
             "eos_token": self._piece(lib.llama_vocab_eos(self._vocab), special=True).decode(errors="replace"),
         }
         self._eog_tokens = [t for t in range(self._n_vocab) if lib.llama_vocab_is_eog(self._vocab, t)]
+        self._eog_set = frozenset(self._eog_tokens)
         fim = (
             lib.llama_vocab_fim_pre(self._vocab),
             lib.llama_vocab_fim_suf(self._vocab),
@@ -198,8 +235,9 @@ class LlamaCppEngine:
             await asyncio.to_thread(self._thread.join)
         lib = native.lib()
         for sequence in [*self._running, *self._waiting]:
-            sequence.emit(RuntimeError("the engine stopped"))
+            self._outbox.put(sequence, RuntimeError("the engine stopped"))
             self._free_sampler(sequence)
+        self._outbox.flush()
         if self._batch is not None:
             lib.llama_batch_free(self._batch)
         if self._context:
@@ -311,36 +349,88 @@ class LlamaCppEngine:
             except Exception as exc:  # a failed decode fails the sequences in it, not the engine
                 log.exception("llama.cpp step failed")
                 for sequence in list(self._running):
-                    sequence.emit(exc)
+                    self._outbox.put(sequence, exc)
                     self._release(sequence)
+            self._outbox.flush()
 
     def _admit(self) -> None:
-        """Gives free slots to waiting sequences, each to the free slot that holds most of its prompt."""
+        """Gives free slots to waiting sequences. A sequence starts from the free slot that holds most of its
+        prompt, or from a copy of a busy slot's cache when that holds at least `_SHARE_MIN` more tokens of it
+        (the n choices of one request, requests with one long system prompt). A sequence whose prompt another
+        is still reading waits for it, then copies its cache and samples its first token from the same logits
+        (as llama-server does for n choices), so greedy choices of one request agree."""
+        deferred: list[_Sequence] = []
         while self._waiting:
             free = [slot for slot in self._slots if not slot.busy]
             if not free:
-                return
+                break
             sequence = self._waiting.popleft()
             if sequence.cancelled:
                 continue
-            best = max(free, key=lambda slot: _common_prefix(slot.cached, sequence.prompt))
+            prompt = sequence.prompt
             # Keep at least the last prompt token to decode: its logits give the first sampled token. Scoring
             # needs logits at every position, so it reuses nothing.
-            reuse = (
-                0 if sequence.scoring else min(_common_prefix(best.cached, sequence.prompt), len(sequence.prompt) - 1)
-            )
-            lib = native.lib()
-            memory = lib.llama_get_memory(self._context)
-            if not lib.llama_memory_seq_rm(memory, best.seq_id, reuse, -1):
-                lib.llama_memory_seq_rm(memory, best.seq_id, -1, -1)
-                reuse = 0
-            best.cached = best.cached[:reuse]
-            best.busy = True
-            sequence.slot = best
-            sequence.feed = sequence.prompt[reuse:]
-            if not sequence.scoring:
+            usable = 0 if sequence.scoring else len(prompt) - 1
+            slot = max(free, key=lambda free_slot: _common_prefix(free_slot.cached, prompt))
+            reuse = min(_common_prefix(slot.cached, prompt), usable)
+            donor, donor_reuse, reading = self._donor(sequence, usable)
+            if donor is None and reading - reuse >= _SHARE_MIN:
+                deferred.append(sequence)
+                continue
+            if donor is not None and donor_reuse - reuse >= _SHARE_MIN:
+                # Overwrite the free slot whose cache is worth least.
+                slot = min(free, key=lambda free_slot: len(free_slot.cached))
+                self._copy_cache(donor.slot, slot)  # type: ignore[arg-type]
+                reuse = donor_reuse
+            else:
+                donor = None
+            self._trim(slot, reuse)
+            slot.busy = True
+            sequence.slot = slot
+            sequence.feed = prompt[reuse:]
+            self.prompt_tokens_decoded += len(sequence.feed)
+            self.prompt_tokens_cached += reuse
+            if not sequence.scoring and not _plain_greedy(sequence.params):
                 sequence.sampler = self._make_sampler(sequence.params)
             self._running.append(sequence)
+            if not sequence.feed and donor is not None:
+                sequence.logits_row = donor.logits_row
+                self._sample(sequence)
+        self._waiting.extendleft(reversed(deferred))
+
+    def _donor(self, sequence: _Sequence, usable: int) -> tuple[_Sequence | None, int, int]:
+        """The running sequence whose cache holds most of `sequence`'s prompt (and how much of it it holds:
+        all of it when its last decode ended exactly there, so its logits are shared too), or None with how
+        much of the prompt a sequence still reading its own will hold."""
+        prompt = sequence.prompt
+        donor: _Sequence | None = None
+        held_most = reading = 0
+        for running in self._running:
+            assert running.slot is not None
+            if not sequence.scoring and running.logits_row >= 0 and running.slot.cached == prompt:
+                return running, len(prompt), 0
+            held = min(_common_prefix(running.slot.cached, prompt), usable)
+            if held > held_most:
+                donor, held_most = running, held
+            if running.feed and len(running.slot.cached) < len(running.prompt):
+                reading = max(reading, min(_common_prefix(running.prompt, prompt), usable))
+        if reading - held_most >= _SHARE_MIN:
+            return None, 0, reading
+        return donor, held_most, 0
+
+    def _copy_cache(self, source: _Slot, target: _Slot) -> None:
+        # llama.cpp copies whole per-sequence caches between streams (at the next decode); callers trim after.
+        lib = native.lib()
+        lib.llama_memory_seq_cp(lib.llama_get_memory(self._context), source.seq_id, target.seq_id, -1, -1)
+        target.cached = source.cached[:]
+
+    def _trim(self, slot: _Slot, keep: int) -> None:
+        lib = native.lib()
+        memory = lib.llama_get_memory(self._context)
+        if not lib.llama_memory_seq_rm(memory, slot.seq_id, keep, -1):
+            lib.llama_memory_seq_rm(memory, slot.seq_id, -1, -1)
+            keep = 0
+        slot.cached = slot.cached[:keep]
 
     def _retire_cancelled(self) -> None:
         for sequence in [s for s in self._running if s.cancelled]:
@@ -364,6 +454,8 @@ class LlamaCppEngine:
         batch = self._batch
         rows = 0
         fed: list[tuple[_Sequence, list[int]]] = []
+        for sequence in self._running:
+            sequence.logits_row = -1  # rows describe the coming decode only
         # Generating sequences first (one token each), so that long prompts never stall running streams.
         ordered = sorted(self._running, key=lambda s: len(s.feed) > 1)
         for sequence in ordered:
@@ -412,15 +504,18 @@ class LlamaCppEngine:
             if position + 1 < len(sequence.prompt):
                 token = sequence.prompt[position + 1]
                 logprob, alternatives = self._logprobs(row, token, top)
-                sequence.emit(SampledToken(token, self.token_piece(token), logprob, alternatives))
+                self._outbox.put(sequence, SampledToken(token, self.token_piece(token), logprob, alternatives))
         if not sequence.feed:
-            sequence.emit(_END)
+            self._outbox.put(sequence, _END)
             self._release(sequence)
 
     def _sample(self, sequence: _Sequence) -> None:
         lib = native.lib()
         params = sequence.params
-        token = int(lib.llama_sampler_sample(sequence.sampler, self._context, sequence.logits_row))
+        if sequence.sampler is None:
+            token = self._greedy(sequence.logits_row, avoid_eog=params.ignore_eos)
+        else:
+            token = int(lib.llama_sampler_sample(sequence.sampler, self._context, sequence.logits_row))
         sequence.generated += 1
         logprob: float | None = None
         alternatives: tuple[TokenLogprob, ...] = ()
@@ -434,11 +529,22 @@ class LlamaCppEngine:
             piece = self.token_piece(token)
             if sequence.generated >= params.max_tokens:
                 finish = "length"
-        sequence.emit(SampledToken(token, piece, logprob, alternatives, finish))  # type: ignore[arg-type]
+        self._outbox.put(sequence, SampledToken(token, piece, logprob, alternatives, finish))  # type: ignore[arg-type]
         if finish is None:
             sequence.feed = [token]
         else:
             self._release(sequence)
+
+    def _greedy(self, row: int, *, avoid_eog: bool) -> int:
+        """The most likely token, as llama.cpp's greedy sampler picks it (the first of equals), read straight
+        from the logits: the sampler chain copies all of them into a candidate array first."""
+        logits = np.ctypeslib.as_array(native.lib().llama_get_logits_ith(self._context, row), shape=(self._n_vocab,))
+        token = int(logits.argmax())
+        if avoid_eog and token in self._eog_set:
+            masked = logits.copy()
+            masked[self._eog_tokens] = -np.inf
+            token = int(masked.argmax())
+        return token
 
     def _logprobs(self, row: int, token: int, top: int) -> tuple[float, tuple[TokenLogprob, ...]]:
         pointer = native.lib().llama_get_logits_ith(self._context, row)
@@ -487,13 +593,30 @@ class LlamaCppEngine:
         return chain
 
 
+def _plain_greedy(params: SamplingParams) -> bool:
+    """Temperature 0 with nothing that reshapes the logits: an argmax needs no llama.cpp sampler."""
+    return (
+        params.temperature <= 0
+        and not params.logit_bias
+        and not params.presence_penalty
+        and not params.frequency_penalty
+        and params.json_schema is None
+    )
+
+
 def _common_prefix(left: list[int], right: list[int]) -> int:
-    count = 0
-    for a, b in zip(left, right, strict=False):
-        if a != b:
-            break
-        count += 1
-    return count
+    """How many leading tokens the two lists share (slice comparisons run in C: prompts can be long)."""
+    size = min(len(left), len(right))
+    if left[:size] == right[:size]:
+        return size
+    same, differs = 0, size
+    while differs - same > 1:
+        middle = (same + differs) // 2
+        if left[:middle] == right[:middle]:
+            same = middle
+        else:
+            differs = middle
+    return same
 
 
 def create_engine(spec: ModelSpec) -> LlamaCppEngine:
