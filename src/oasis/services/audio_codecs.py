@@ -7,10 +7,12 @@ the text is still being spoken.
 from __future__ import annotations
 
 import struct
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
-import av
 import numpy as np
+
+if TYPE_CHECKING:
+    import av  # PyAV comes with the speech engines (the `all` extra); a server without them never loads it
 
 OUTPUT_RATE = 24_000  # OpenAI's speech is 24 kHz mono; `pcm` is documented as exactly that
 
@@ -61,6 +63,8 @@ class SpeechEncoder:
         self._source_rate = source_rate
         self._started = False
         self._sink = _Sink()
+        import av
+
         self._container: av.container.OutputContainer | None = None
         target_format = "s16"
         if response_format in _CONTAINERS:
@@ -73,6 +77,8 @@ class SpeechEncoder:
     def _frames(self, samples: np.ndarray | None) -> list[av.AudioFrame]:
         if samples is None:
             return list(self._resampler.resample(None))
+        import av
+
         frame = av.AudioFrame.from_ndarray(samples.astype(np.int16).reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = self._source_rate
         return list(self._resampler.resample(frame))
