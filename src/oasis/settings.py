@@ -56,6 +56,11 @@ class VectorStoreSettings(BaseModel):
     index_threshold: int = Field(
         default=50_000, ge=1, description="Stores with at least this many chunks are searched through an HNSW index."
     )
+    search_cache_mb: float = Field(
+        default=1024,
+        ge=0,
+        description="Memory for the vectors of recently searched stores; the least recently searched go first.",
+    )
 
 
 class WorkerSettings(BaseModel):

@@ -366,3 +366,48 @@ async def test_words_in_most_chunks_are_left_out_of_keyword_ranking(
     # "the" is counted up to the cap (3 of 10 chunks) and no further, then dropped; PostgreSQL's English
     # configuration drops it as a stopword before that, so it matches nothing there.
     assert counts["the"] == (0 if embed_oasis.container.db.url.startswith("postgresql") else 4)
+
+
+async def test_search_keeps_a_bounded_set_of_stores_in_memory(start_oasis: Callable[..., Any]) -> None:
+    """The vectors of recently searched stores stay in memory up to `search_cache_mb`; the least recently
+    searched store leaves first and is read again from the database when it is searched next."""
+    harness: Harness = await start_oasis(engine_factories=None, models=[E5], vector_stores={"search_cache_mb": 0})
+    chess = {name: text for name, text in DOCUMENTS.items() if name == "chess.txt"}
+    first, first_ids = await completed_store(harness, chess)
+    second, second_ids = await completed_store(harness, chess)
+    cache = harness.container.search._cache
+    assert (await search(harness, first, "the Sicilian defence"))[0]["file_id"] == first_ids["chess.txt"]
+    assert list(cache) == [first]
+    assert (await search(harness, second, "the Sicilian defence"))[0]["file_id"] == second_ids["chess.txt"]
+    assert list(cache) == [second]  # over the budget: the other store's vectors were let go
+    assert (await search(harness, first, "the Sicilian defence"))[0]["file_id"] == first_ids["chess.txt"]
+    assert list(cache) == [first]
+
+
+async def test_a_failed_index_build_is_tried_again(
+    start_oasis: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hnswlib
+
+    from oasis.services import vector_search
+
+    monkeypatch.setattr(vector_search, "INDEX_RETRY_SECONDS", 0.0)
+    failures: list[str] = []
+    real_index = hnswlib.Index
+
+    def flaky_index(*args: Any, **kwargs: Any) -> Any:
+        if not failures:
+            failures.append("out of memory")
+            raise MemoryError("out of memory")
+        return real_index(*args, **kwargs)
+
+    monkeypatch.setattr(hnswlib, "Index", flaky_index)
+    harness: Harness = await start_oasis(engine_factories=None, models=[E5], vector_stores={"index_threshold": 5})
+    store_id, ids = await completed_store(harness, DOCUMENTS)
+    assert (await search(harness, store_id, "warm up")) is not None
+    cached = harness.container.search._cache[store_id]
+    await wait_for(lambda: asyncio.sleep(0, result=failures and not cached.building))
+    assert cached.index is None  # the first build failed; exact search went on answering
+    question, expected = QUESTIONS[0]
+    assert (await search(harness, store_id, question))[0]["file_id"] == ids[expected]
+    await wait_for(lambda: asyncio.sleep(0, result=cached.index is not None))

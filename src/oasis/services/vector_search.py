@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +27,9 @@ from oasis.storage.clock import now
 from oasis.storage.db import Database
 from oasis.storage.tables import VectorStore
 
+log = logging.getLogger("oasis.search")
+
+INDEX_RETRY_SECONDS = 60.0
 RRF_K = 60  # the constant from Cormack et al.; ranks past a few dozen barely count
 # In a large store, a query word found in more than this share of its chunks is treated like a stopword: its
 # idf adds almost nothing to a BM25 score, but ranking every chunk that holds it costs more than the rest of
@@ -55,7 +61,13 @@ class _StoreVectors:
     building: bool = False
     # document frequencies of query words, capped at the common-word limit; valid for this content version
     word_counts: dict[str, int] = field(default_factory=dict)
+    retry_at: float = 0.0  # monotonic time before which a failed index build is not tried again
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def nbytes(self) -> int:
+        # An HNSW index holds a copy of the vectors plus its links: count it as as much again.
+        return (self.matrix.nbytes + self.chunk_ids.nbytes) * (2 if self.index is not None else 1)
 
 
 def _one_blas_thread() -> None:
@@ -68,13 +80,21 @@ def _one_blas_thread() -> None:
 
 class VectorSearch:
     def __init__(
-        self, db: Database, stores: VectorStoreService, embeddings: EmbeddingService, index_threshold: int
+        self,
+        db: Database,
+        stores: VectorStoreService,
+        embeddings: EmbeddingService,
+        index_threshold: int,
+        cache_bytes: int = 1 << 30,
     ) -> None:
         self._db = db
         self._stores = stores
         self._embeddings = embeddings
         self._index_threshold = index_threshold
-        self._cache: dict[str, _StoreVectors] = {}
+        # Store id -> its vectors, least recently searched first. Bounded, so that stores deleted here or by
+        # another replica, and stores nobody searches any more, leave memory in time.
+        self._cache: OrderedDict[str, _StoreVectors] = OrderedDict()
+        self._cache_bytes = cache_bytes
         _one_blas_thread()
 
     async def search(
@@ -141,6 +161,9 @@ class VectorSearch:
     async def _vectors(self, store: VectorStore) -> _StoreVectors:
         cached = self._cache.get(store.id)
         if cached is not None and cached.version == store.content_version:
+            self._cache.move_to_end(store.id)
+            if len(cached.chunk_ids) >= self._index_threshold:
+                self._build_index_later(cached)  # after a failed build, once INDEX_RETRY_SECONDS have passed
             return cached
         async with self._db.session() as session:
             result = await session.execute(
@@ -152,25 +175,42 @@ class VectorSearch:
         matrix = np.frombuffer(blob, dtype="<f4").reshape(len(found), -1) if found else np.zeros((0, 1), np.float32)
         loaded = _StoreVectors(store.content_version, ids, matrix)
         self._cache[store.id] = loaded
+        self._cache.move_to_end(store.id)
+        self._evict(keep=store.id)
         if len(found) >= self._index_threshold:
             self._build_index_later(loaded)
         return loaded
 
+    def _evict(self, keep: str) -> None:
+        total = sum(vectors.nbytes for vectors in self._cache.values())
+        for store_id in list(self._cache):
+            if total <= self._cache_bytes:
+                break
+            if store_id != keep:
+                total -= self._cache.pop(store_id).nbytes
+
     def _build_index_later(self, vectors: _StoreVectors) -> None:
         """Builds an HNSW index in a thread; exact search answers meanwhile."""
         with vectors.lock:
-            if vectors.building or vectors.index is not None:
+            if vectors.building or vectors.index is not None or time.monotonic() < vectors.retry_at:
                 return
             vectors.building = True
 
         def build() -> None:
-            import hnswlib
+            try:
+                import hnswlib
 
-            index = hnswlib.Index(space="ip", dim=vectors.matrix.shape[1])
-            index.init_index(max_elements=len(vectors.chunk_ids), ef_construction=100, M=16)
-            index.add_items(vectors.matrix, np.arange(len(vectors.chunk_ids)))
-            index.set_ef(128)
-            vectors.index = index
+                index = hnswlib.Index(space="ip", dim=vectors.matrix.shape[1])
+                index.init_index(max_elements=len(vectors.chunk_ids), ef_construction=100, M=16)
+                index.add_items(vectors.matrix, np.arange(len(vectors.chunk_ids)))
+                index.set_ef(128)
+                vectors.index = index
+            except Exception:  # exact search goes on answering; a later search tries to build again
+                log.exception("building an HNSW index failed")
+                vectors.retry_at = time.monotonic() + INDEX_RETRY_SECONDS
+            finally:
+                with vectors.lock:
+                    vectors.building = False
 
         asyncio.get_running_loop().run_in_executor(None, build)
 
