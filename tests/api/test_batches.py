@@ -258,3 +258,35 @@ async def test_past_the_window_finished_requests_are_kept_and_the_rest_expire(st
     assert len(kept) == 8 and all(line["response"]["status_code"] == 200 for line in kept)
     assert len(expired) == 12 and all(line["error"]["code"] == "batch_expired" for line in expired)
     assert sorted(line["custom_id"] for line in kept + expired) == sorted(f"r{i}" for i in range(20))
+
+
+async def test_a_fault_that_keeps_coming_back_fails_the_batch_after_five_attempts(
+    start_oasis: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from oasis.services.batch_runner import MAX_ATTEMPTS
+
+    harness: Harness = await start_oasis(
+        engine_factories=None, models=[E5], workers={"in_process": False, "lease_seconds": 0.2}
+    )
+    client = harness.sdk()
+    body = {"model": "text-embedding-3-small", "input": "a line"}
+    lines = [request(f"r{i}", "/v1/embeddings", body) for i in range(3)]
+    batch = await client.batches.create(
+        input_file_id=await upload_batch_file(client, lines), endpoint="/v1/embeddings", completion_window="24h"
+    )
+    runner = harness.container.batch_runner
+
+    async def disk_full(*_: Any) -> None:
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(runner, "_finalize", disk_full)
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        assert await runner.run_next(f"worker-{attempt}")
+        state = await client.batches.retrieve(batch.id)
+        if attempt < MAX_ATTEMPTS:  # taken up again once its lease lapses, its finished requests kept
+            assert state.status == "finalizing" and state.request_counts and state.request_counts.completed == 3
+            await asyncio.sleep(0.3)
+    assert state.status == "failed" and state.failed_at and state.errors and state.errors.data
+    assert state.errors.data[0].code == "server_error"
+    assert "No space left on device" in (state.errors.data[0].message or "")
+    assert not await runner.run_next("worker-late")  # nothing left to lease

@@ -8,6 +8,7 @@ only the lines without one, so every custom_id is answered exactly once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import logging
@@ -47,6 +48,10 @@ class _Stop(Exception):
     """The batch is no longer ours to run as it was: cancelled, or its lease taken over."""
 
 
+# Leases of one batch (each crash or restart that takes it up again is one) before a recurring fault fails it.
+MAX_ATTEMPTS = 5
+
+
 class BatchRunner:
     def __init__(
         self,
@@ -74,9 +79,36 @@ class BatchRunner:
             await self._run(seq, owner)
         except _Stop:
             await self._release(seq, owner)  # cancelled meanwhile: the next round finalises it at once
-        except Exception:
-            log.exception("running batch (row %s) failed; another attempt follows when its lease lapses", seq)
+        except Exception as exc:
+            log.exception("running batch (row %s) failed", seq)
+            await self._fail_if_exhausted(seq, owner, exc)
         return True
+
+    async def _fail_if_exhausted(self, seq: int, owner: str, exc: Exception) -> None:
+        """Below MAX_ATTEMPTS leases the batch waits for its lease to lapse and is taken up again (its results
+        so far are kept); at the limit, a fault that keeps coming back fails it instead of looping forever."""
+        async with self._db.session() as session:
+            job = await session.get(BatchJob, seq)
+            attempts = job.attempts if job is not None else 0
+        if attempts < MAX_ATTEMPTS:
+            return
+        error = {
+            "code": "server_error",
+            "message": f"The batch failed {attempts} times; the last error: {type(exc).__name__}: {exc}",
+            "param": None,
+            "line": None,
+        }
+        with contextlib.suppress(_Stop):
+            await self._set(
+                seq,
+                owner,
+                RUNNING,
+                status="failed",
+                failed_at=now(),
+                errors_json=json.dumps({"object": "list", "data": [error]}),
+                lease_owner=None,
+                lease_expires_at=None,
+            )
 
     async def _release(self, seq: int, owner: str) -> None:
         async with self._db.session() as session:
