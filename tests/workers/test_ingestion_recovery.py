@@ -19,7 +19,7 @@ from oasis.services import ingestion
 from oasis.services.chunking import split
 from oasis.storage.db import Database
 from oasis.storage.tables import VectorStoreChunk, VectorStoreFile
-from tests.conftest import E5, Harness
+from tests.conftest import E5, Harness, _empty_postgres
 from tests.server_process import oasis_env, oasis_server
 
 STATIC_100 = {"type": "static", "static": {"max_chunk_size_tokens": 100, "chunk_overlap_tokens": 0}}
@@ -107,7 +107,7 @@ def _chunk_positions(database_url: str) -> tuple[list[int], int]:
 
 def test_kill_9_in_the_middle_of_ingestion_then_restart_finishes_once(tmp_path: Path, postgres_url: str | None) -> None:
     if postgres_url is not None:
-        asyncio.run(_empty(postgres_url))
+        asyncio.run(_empty_postgres(postgres_url))
     data = tmp_path / "data"
     config = tmp_path / "oasis.yaml"
     config.write_text(
@@ -154,9 +154,3 @@ def test_kill_9_in_the_middle_of_ingestion_then_restart_finishes_once(tmp_path: 
         assert found["status"] == "completed", found  # type: ignore[index]
     positions, files = _chunk_positions(database_url)
     assert files == 1 and positions == list(range(len(expected)))
-
-
-async def _empty(url: str) -> None:
-    from tests.conftest import _empty_postgres
-
-    await _empty_postgres(url)

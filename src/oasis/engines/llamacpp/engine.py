@@ -371,8 +371,10 @@ class LlamaCppEngine:
             # Keep at least the last prompt token to decode: its logits give the first sampled token. Scoring
             # needs logits at every position, so it reuses nothing.
             usable = 0 if sequence.scoring else len(prompt) - 1
-            slot = max(free, key=lambda free_slot: _common_prefix(free_slot.cached, prompt))
-            reuse = min(_common_prefix(slot.cached, prompt), usable)
+            shared, slot = max(
+                ((_common_prefix(free_slot.cached, prompt), free_slot) for free_slot in free), key=lambda pair: pair[0]
+            )
+            reuse = min(shared, usable)
             donor, donor_reuse, reading = self._donor(sequence, usable)
             if donor is None and reading - reuse >= _SHARE_MIN:
                 deferred.append(sequence)
