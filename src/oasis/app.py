@@ -13,8 +13,10 @@ from oasis.api import audio, batches, chat, completions, embeddings, files, heal
 from oasis.api.errors import install_error_handlers
 from oasis.api.middleware import RequestContextMiddleware
 from oasis.container import Container
+from oasis.engines.base import EngineFactory
 from oasis.engines.defaults import default_models
-from oasis.engines.registry import EngineFactory, check_engine_kinds, installed_engine_factories
+from oasis.engines.kinds import installed_engine_factories
+from oasis.engines.registry import check_engine_kinds
 from oasis.settings import ModelSpec, Settings
 
 # Multipart framing and the `purpose` field ride on top of the largest file.

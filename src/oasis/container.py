@@ -11,25 +11,26 @@ from typing import Any
 
 from oasis import __version__
 from oasis.blobs import BlobStore, LocalBlobStore
-from oasis.engines.registry import EngineFactory, EngineRegistry
+from oasis.engines.base import EngineFactory
+from oasis.engines.registry import EngineRegistry
 from oasis.protocol import openapi_types as spec
 from oasis.protocol.extensions import ChatCompletionRequest, CompletionRequest
-from oasis.services.audio import AudioService
-from oasis.services.batch_runner import BatchRunner, EndpointHandler
-from oasis.services.batches import BatchService
-from oasis.services.chat import ChatService
-from oasis.services.completions import CompletionService
-from oasis.services.embeddings import EmbeddingService
-from oasis.services.files import FileService
-from oasis.services.ingestion import IngestionRunner
+from oasis.services.audio.service import AudioService
+from oasis.services.batches.service import BatchService
+from oasis.services.chat.completions import CompletionService
+from oasis.services.chat.service import ChatService
+from oasis.services.chat.tokenizer import TokenizerService
+from oasis.services.embeddings.service import EmbeddingService
+from oasis.services.files.service import FileService
 from oasis.services.keys import KeyService
-from oasis.services.models import ModelService
-from oasis.services.tokenizer import TokenizerService
-from oasis.services.vector_search import VectorSearch
-from oasis.services.vector_stores import VectorStoreService
+from oasis.services.models.service import ModelService
+from oasis.services.vector_stores.search import VectorSearch
+from oasis.services.vector_stores.service import VectorStoreService
 from oasis.settings import ModelSpec, Settings
 from oasis.storage.clock import now
 from oasis.storage.db import Database
+from oasis.workers.batches import BatchRunner, EndpointHandler
+from oasis.workers.ingestion import IngestionRunner
 from oasis.workers.loop import WorkerLoop
 
 log = logging.getLogger("oasis")

@@ -263,7 +263,7 @@ async def test_past_the_window_finished_requests_are_kept_and_the_rest_expire(st
 async def test_a_fault_that_keeps_coming_back_fails_the_batch_after_five_attempts(
     start_oasis: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from oasis.services.batch_runner import MAX_ATTEMPTS
+    from oasis.workers.batches import MAX_ATTEMPTS
 
     harness: Harness = await start_oasis(
         engine_factories=None, models=[E5], workers={"in_process": False, "lease_seconds": 0.2}

@@ -8,7 +8,7 @@ from typing import Any
 import openai
 import pytest
 
-from oasis.services.tools import ToolPlan, parse_calls
+from oasis.services.chat.tools import ToolPlan, parse_calls
 from tests.conftest import Harness
 
 MODEL = "gpt-4o-mini"
@@ -131,6 +131,23 @@ async def test_a_conversation_with_tool_results_continues(chat_oasis: Harness) -
         model=MODEL, messages=history, tools=TOOLS, tool_choice="none", max_tokens=20
     )
     assert reply.choices[0].message.content
+
+
+async def test_a_call_with_broken_json_arguments_in_history_is_passed_on(chat_oasis: Harness) -> None:
+    # Models emit arguments that do not parse, and clients send the call back as it came.
+    history: list[Any] = [
+        *WEATHER,
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Par'}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "error: bad arguments"},
+    ]
+    reply = await chat_oasis.sdk().chat.completions.create(model=MODEL, messages=history, max_tokens=5)
+    assert reply.choices[0].message.content is not None
 
 
 @pytest.mark.parametrize(

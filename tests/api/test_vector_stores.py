@@ -353,7 +353,7 @@ async def test_large_stores_are_searched_through_an_hnsw_index_with_the_same_ans
 async def test_words_in_most_chunks_are_left_out_of_keyword_ranking(
     embed_oasis: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from oasis.services import vector_search
+    from oasis.services.vector_stores import search as vector_search
 
     # The rule normally applies from 1,000 chunks; lowered here so ten files exercise it.
     monkeypatch.setattr(vector_search, "COMMON_WORD_MIN_CHUNKS", 1)
@@ -389,7 +389,7 @@ async def test_a_failed_index_build_is_tried_again(
 ) -> None:
     import hnswlib
 
-    from oasis.services import vector_search
+    from oasis.services.vector_stores import search as vector_search
 
     monkeypatch.setattr(vector_search, "INDEX_RETRY_SECONDS", 0.0)
     failures: list[str] = []

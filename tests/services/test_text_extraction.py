@@ -10,8 +10,8 @@ import pytest
 import tiktoken
 from pptx.util import Inches
 
-from oasis.services.chunking import split
-from oasis.services.text_extraction import InvalidFile, UnsupportedFile, extract_text
+from oasis.services.vector_stores.chunking import split
+from oasis.services.vector_stores.text_extraction import InvalidFile, UnsupportedFile, extract_text
 
 
 def make_pdf(lines: list[str]) -> bytes:

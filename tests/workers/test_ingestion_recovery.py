@@ -15,10 +15,10 @@ import openai
 import pytest
 from sqlalchemy import func, select
 
-from oasis.services import ingestion
-from oasis.services.chunking import split
+from oasis.services.vector_stores.chunking import split
 from oasis.storage.db import Database
 from oasis.storage.tables import VectorStoreChunk, VectorStoreFile
+from oasis.workers import ingestion
 from tests.conftest import E5, Harness, _empty_postgres
 from tests.server_process import oasis_env, oasis_server
 

@@ -9,10 +9,10 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from starlette.datastructures import FormData, UploadFile
 
 from oasis.api.deps import ContainerDep, PrincipalDep
-from oasis.engines.audio import Task
+from oasis.engines.speech import Task
 from oasis.errors import invalid_request
 from oasis.protocol.extensions import SpeechRequest
-from oasis.services.audio import TranscriptionJob
+from oasis.services.audio.service import TranscriptionJob
 
 router = APIRouter(tags=["Audio"])
 

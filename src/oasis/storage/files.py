@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from typing import Any
+
+from sqlalchemy import Select, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from oasis.storage.batches import RUNNING
 from oasis.storage.clock import now
 from oasis.storage.pagination import Page, PageRequest, paginate
-from oasis.storage.tables import StoredFile
+from oasis.storage.tables import BatchJob, OwnedModel, StoredFile
 
 
 async def add_file(session: AsyncSession, file: StoredFile) -> StoredFile:
@@ -22,6 +25,34 @@ async def get_file(session: AsyncSession, project_id: str, file_id: str) -> Stor
             StoredFile.id == file_id, StoredFile.project_id == project_id, StoredFile.deleted_at.is_(None)
         )
     )
+
+
+async def get_file_by_id(session: AsyncSession, file_id: str, *, deleted_too: bool = False) -> StoredFile | None:
+    """A file by id alone, for the server's own work (a batch reading its input, an output written once)."""
+    found = select(StoredFile).where(StoredFile.id == file_id)
+    if not deleted_too:
+        found = found.where(StoredFile.deleted_at.is_(None))
+    return await session.scalar(found)
+
+
+async def referenced_blob_keys(session: AsyncSession, keys: list[str]) -> set[str]:
+    """Which of `keys` a live file still points to, or a deleted one whose bytes an unfinished batch still reads."""
+    if not keys:
+        return set()
+    live = await session.scalars(
+        select(StoredFile.blob_key).where(
+            StoredFile.blob_key.in_(keys),
+            or_(StoredFile.deleted_at.is_(None), StoredFile.id.in_(_running_batch_inputs())),
+        )
+    )
+    artifacts = await session.scalars(
+        select(OwnedModel.artifact_blob_key).where(OwnedModel.artifact_blob_key.in_(keys))
+    )
+    return set(live) | {key for key in artifacts if key is not None}
+
+
+def _running_batch_inputs() -> Select[Any]:
+    return select(BatchJob.input_file_id).where(BatchJob.status.in_(RUNNING))
 
 
 async def existing_file_ids(session: AsyncSession, project_id: str, file_ids: list[str]) -> set[str]:

@@ -3,12 +3,18 @@ worker may take the row over once the deadline passes (the first worker died). N
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import time
+from types import TracebackType
 from typing import Any
 
 from sqlalchemy import ColumnElement, or_, select, update
 
 from oasis.storage.db import Database
+
+log = logging.getLogger("oasis.workers")
 
 
 def claimable(table: Any, moment: float) -> list[ColumnElement[bool]]:
@@ -46,3 +52,46 @@ def held_by(table: Any, seq: int, owner: str) -> list[ColumnElement[bool]]:
 
 def renewal(seconds: float) -> dict[str, float]:
     return {"lease_expires_at": time.time() + seconds}
+
+
+class LeaseKeeper:
+    """Renews a held lease on a timer while its job runs, so a slow step (a long generation, a wait for a full
+    engine queue) never lets a second worker take a job that is still running. A renewal that finds the lease
+    gone (taken over, or released by the job itself) stops renewing; the job's next held write then fails."""
+
+    def __init__(self, db: Database, table: Any, seq: int, owner: str, seconds: float) -> None:
+        self._db = db
+        self._table = table
+        self._seq = seq
+        self._owner = owner
+        self._seconds = seconds
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> LeaseKeeper:
+        self._task = asyncio.create_task(self._renew())
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _renew(self) -> None:
+        while True:
+            await asyncio.sleep(self._seconds / 3)
+            try:
+                async with self._db.session() as session:
+                    renewed = await session.execute(
+                        update(self._table)
+                        .where(*held_by(self._table, self._seq, self._owner))
+                        .values(**renewal(self._seconds))
+                    )
+                    await session.commit()
+            except Exception:  # a database hiccup: the next tick tries again, well before the lease lapses
+                log.warning("renewing the lease of %s row %s failed", self._table.__tablename__, self._seq)
+                continue
+            if renewed.rowcount != 1:  # type: ignore[attr-defined]
+                return

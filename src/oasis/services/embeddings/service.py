@@ -12,8 +12,8 @@ from oasis.engines.embedding import EmbeddingEngine, TextRole
 from oasis.engines.registry import EngineRegistry
 from oasis.errors import invalid_request
 from oasis.protocol import openapi_types as spec
-from oasis.services import openai_tokens
-from oasis.services.engine_lookup import engine_for
+from oasis.services.embeddings import openai_tokens
+from oasis.services.models.engine_lookup import engine_for
 
 MAX_INPUTS = 2048
 

@@ -6,13 +6,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from oasis.engines.audio import SpeechEngine, Task, TranscriptionEngine, UnreadableAudio
 from oasis.engines.registry import EngineRegistry
+from oasis.engines.speech import SpeechEngine, Task, TranscriptionEngine, UnreadableAudio
 from oasis.errors import invalid_request, too_large
-from oasis.services.audio_codecs import CONTENT_TYPES, SpeechEncoder
-from oasis.services.engine_lookup import engine_for
-from oasis.services.languages import LANGUAGES
-from oasis.services.transcripts import RESPONSE_FORMATS, render
+from oasis.services.audio.codecs import CONTENT_TYPES, SpeechEncoder
+from oasis.services.audio.languages import LANGUAGES
+from oasis.services.audio.transcripts import RESPONSE_FORMATS, render
+from oasis.services.models.engine_lookup import engine_for
 
 MAX_AUDIO_BYTES = 25 * 1024 * 1024  # OpenAI's limit for transcription uploads
 MAX_SPEECH_CHARACTERS = 4096

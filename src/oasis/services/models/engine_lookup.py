@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from oasis.engines.registry import Engine, EngineRegistry
+from oasis.engines.base import Engine
+from oasis.engines.registry import EngineRegistry
 from oasis.errors import OasisError, invalid_request, not_found
 
 _implemented: dict[tuple[type, type], bool] = {}

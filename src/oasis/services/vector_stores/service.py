@@ -10,8 +10,8 @@ from typing import Any
 from sqlalchemy import update
 
 from oasis.errors import invalid_request, not_found
-from oasis.services.chunking import Chunking, chunking_from_request
 from oasis.services.metadata import check_metadata
+from oasis.services.vector_stores.chunking import Chunking, chunking_from_request
 from oasis.storage import files as file_rows
 from oasis.storage import vector_stores as rows
 from oasis.storage.clock import new_id, now

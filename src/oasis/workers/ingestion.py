@@ -16,14 +16,14 @@ from sqlalchemy import select, update
 
 from oasis.blobs import BlobNotFound, BlobStore
 from oasis.errors import OasisError
-from oasis.services.chunking import split
-from oasis.services.embeddings import EmbeddingService
-from oasis.services.text_extraction import InvalidFile, UnsupportedFile, extract_text
+from oasis.services.embeddings.service import EmbeddingService
+from oasis.services.vector_stores.chunking import split
+from oasis.services.vector_stores.text_extraction import InvalidFile, UnsupportedFile, extract_text
 from oasis.storage import files as file_rows
 from oasis.storage import vector_stores as rows
 from oasis.storage.db import Database
 from oasis.storage.tables import VectorStore, VectorStoreChunk, VectorStoreFile
-from oasis.workers.leases import held_by, lease_one, renewal
+from oasis.workers.leases import LeaseKeeper, held_by, lease_one, renewal
 
 log = logging.getLogger("oasis.ingestion")
 
@@ -61,7 +61,8 @@ class IngestionRunner:
         if seq is None:
             return False
         try:
-            await self._ingest(seq, owner)
+            async with LeaseKeeper(self._db, VectorStoreFile, seq, owner, self._lease_seconds):
+                await self._ingest(seq, owner)
         except _Stop:
             pass
         except _Failed as failure:

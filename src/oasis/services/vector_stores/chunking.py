@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from oasis.errors import invalid_request
-from oasis.services import openai_tokens
+from oasis.services.embeddings import openai_tokens
 
 DEFAULT_SIZE = 800
 DEFAULT_OVERLAP = 400

@@ -8,7 +8,7 @@ from typing import BinaryIO, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from oasis.engines.registry import Engine
+from oasis.engines.base import Engine
 
 Task = Literal["transcribe", "translate"]
 

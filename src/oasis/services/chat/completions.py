@@ -13,8 +13,8 @@ from oasis.engines.registry import EngineRegistry
 from oasis.engines.text import SampledToken, SamplingParams, TextEngine, TokenStream
 from oasis.errors import invalid_request
 from oasis.protocol.extensions import CompletionRequest
-from oasis.services.generation import ChoiceText, complete_choice, merge, open_streams, stream_choice, usage
-from oasis.services.text_models import (
+from oasis.services.chat.generation import ChoiceText, complete_choice, merge, open_streams, stream_choice, usage
+from oasis.services.chat.text_models import (
     completion_budget,
     forward_stream,
     forward_whole,

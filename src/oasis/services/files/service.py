@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import mimetypes
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -12,7 +12,8 @@ import anyio
 from oasis.blobs import BlobNotFound, BlobStore
 from oasis.errors import OasisError, invalid_request, not_found, too_large
 from oasis.protocol.extensions import UPLOAD_PURPOSES, FileObject
-from oasis.services.file_checks import LINE_CHECKS
+from oasis.services.files.checks import LINE_CHECKS
+from oasis.storage import batches as batch_rows
 from oasis.storage import files as file_rows
 from oasis.storage.clock import new_id, now
 from oasis.storage.db import Database
@@ -72,11 +73,28 @@ class FileService:
         return await self.store(project_id, purpose=purpose, filename=filename, source=source)
 
     async def store(self, project_id: str, *, purpose: str, filename: str, source: BinaryIO) -> FileObject:
-        """Stores bytes as a file without upload checks; services use it for outputs (batch_output, …)."""
-        file_id = new_id("file-")
-        blob_key = f"files/{file_id}"
+        """Stores bytes as a file without upload checks."""
         source.seek(0)
-        size = await self._blobs.put(blob_key, _read_chunks(source))
+        return await self.store_stream(
+            project_id, purpose=purpose, filename=filename, chunks=_read_chunks(source), file_id=new_id("file-")
+        )
+
+    async def store_once(
+        self, project_id: str, *, purpose: str, filename: str, chunks: AsyncIterable[bytes], file_id: str
+    ) -> FileObject:
+        """Stores a file the server makes (a batch's output) under an id fixed by the job: when an earlier attempt
+        already committed it, that file is the answer, so a job repeated after a crash never makes a second copy."""
+        async with self._db.session() as session:
+            existing = await file_rows.get_file_by_id(session, file_id, deleted_too=True)
+        if existing is not None:
+            return to_wire(existing)
+        return await self.store_stream(project_id, purpose=purpose, filename=filename, chunks=chunks, file_id=file_id)
+
+    async def store_stream(
+        self, project_id: str, *, purpose: str, filename: str, chunks: AsyncIterable[bytes], file_id: str
+    ) -> FileObject:
+        blob_key = f"files/{file_id}"
+        size = await self._blobs.put(blob_key, chunks)
         row = StoredFile(
             id=file_id,
             project_id=project_id,
@@ -110,9 +128,12 @@ class FileService:
             if row is None:
                 raise _file_not_found(file_id)
             await file_rows.mark_deleted(session, row)
+            # An unfinished batch still reads its input: the bytes stay until the blob sweeper finds them unused.
+            keep_bytes = await batch_rows.input_in_use(session, file_id)
             await session.commit()
-        # After the commit: a crash here leaves an unreferenced blob, never a row without its bytes.
-        await self._blobs.delete(row.blob_key)
+        # After the commit: a crash here leaves an unreferenced blob (the sweeper's), never a row without bytes.
+        if not keep_bytes:
+            await self._blobs.delete(row.blob_key)
         return file_id
 
     async def content(self, project_id: str, file_id: str) -> FileContent:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from oasis.engines.audio import Transcript
-from oasis.services.languages import language_name
+from oasis.engines.speech import Transcript
+from oasis.services.audio.languages import language_name
 
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 

@@ -11,7 +11,7 @@ from oasis.engines.forwarding import ForwardingEngine
 from oasis.engines.registry import EngineRegistry
 from oasis.engines.text import SampledToken, TextEngine
 from oasis.errors import OasisError, invalid_request
-from oasis.services.engine_lookup import engine_for, implements, loaded_engine
+from oasis.services.models.engine_lookup import engine_for, implements, loaded_engine
 
 MAX_STOPS = 4
 

@@ -8,7 +8,7 @@ from typing import Any
 from oasis.engines.registry import EngineRegistry
 from oasis.engines.text import TextEngine
 from oasis.errors import invalid_request, not_found
-from oasis.services.text_models import text_engine
+from oasis.services.chat.text_models import text_engine
 
 
 class TokenizerService:

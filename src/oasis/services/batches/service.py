@@ -6,19 +6,17 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import select
-
 from oasis.errors import invalid_request, not_found
-from oasis.services.file_checks import BATCH_ENDPOINTS
+from oasis.services.files.checks import BATCH_ENDPOINTS
 from oasis.services.metadata import check_metadata
+from oasis.storage import batches as batch_rows
 from oasis.storage import files as file_rows
 from oasis.storage.clock import new_id, now
 from oasis.storage.db import Database
-from oasis.storage.pagination import Page, PageRequest, paginate
+from oasis.storage.pagination import Page, PageRequest
 from oasis.storage.tables import BatchJob
 
 COMPLETION_WINDOWS = {"24h": 24 * 3600}
-RUNNING = ("validating", "in_progress", "finalizing", "cancelling")
 
 
 def batch_to_wire(row: BatchJob) -> dict[str, Any]:
@@ -101,7 +99,7 @@ class BatchService:
 
     async def list_batches(self, project_id: str, page: PageRequest) -> Page[dict[str, Any]]:
         async with self._db.session() as session:
-            found = await paginate(session, BatchJob, scope=[BatchJob.project_id == project_id], page=page)
+            found = await batch_rows.list_batches(session, project_id, page)
         return Page(items=[batch_to_wire(row) for row in found.items], has_more=found.has_more)
 
     async def cancel(self, project_id: str, batch_id: str) -> dict[str, Any]:
@@ -121,11 +119,7 @@ class BatchService:
 
     @staticmethod
     async def _row(session: Any, project_id: str, batch_id: str) -> BatchJob:
-        row = await session.scalar(
-            select(BatchJob).where(
-                BatchJob.id == batch_id, BatchJob.project_id == project_id, BatchJob.deleted_at.is_(None)
-            )
-        )
+        row = await batch_rows.get_batch(session, project_id, batch_id)
         if row is None:
             raise not_found(f"No batch found with id '{batch_id}'.", param="batch_id")
         return row

@@ -20,9 +20,9 @@ from sqlalchemy import text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from oasis.errors import invalid_request
-from oasis.services.embeddings import EmbeddingService
-from oasis.services.vector_filters import matches
-from oasis.services.vector_stores import VectorStoreService, is_expired
+from oasis.services.embeddings.service import EmbeddingService
+from oasis.services.vector_stores.filters import matches
+from oasis.services.vector_stores.service import VectorStoreService, is_expired
 from oasis.storage.clock import now
 from oasis.storage.db import Database
 from oasis.storage.tables import VectorStore

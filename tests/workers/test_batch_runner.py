@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from oasis.errors import OasisError
-from oasis.services.batch_runner import BatchRunner
+from oasis.workers.batches import BatchRunner
 
 
 async def test_a_full_engine_queue_is_waited_out_not_recorded_as_a_failure() -> None:

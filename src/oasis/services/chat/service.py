@@ -13,9 +13,9 @@ from oasis.engines.registry import EngineRegistry
 from oasis.engines.text import SamplingParams, TextEngine, TokenStream
 from oasis.errors import invalid_request
 from oasis.protocol.extensions import ChatCompletionRequest
-from oasis.services.chat_template import render_chat
-from oasis.services.generation import TextDelta, complete_choice, merge, open_streams, stream_choice, usage
-from oasis.services.text_models import (
+from oasis.services.chat.generation import TextDelta, complete_choice, merge, open_streams, stream_choice, usage
+from oasis.services.chat.template import render_chat
+from oasis.services.chat.text_models import (
     completion_budget,
     forward_stream,
     forward_whole,
@@ -25,7 +25,14 @@ from oasis.services.text_models import (
     token_biases,
     token_text,
 )
-from oasis.services.tools import ToolPlan, call_schema, looks_like_a_call, parse_calls, plan_tools, tools_system_prompt
+from oasis.services.chat.tools import (
+    ToolPlan,
+    call_schema,
+    looks_like_a_call,
+    parse_calls,
+    plan_tools,
+    tools_system_prompt,
+)
 from oasis.storage.clock import new_id
 
 ANY_JSON_OBJECT: dict[str, object] = {"type": "object"}
@@ -75,12 +82,21 @@ def template_messages(request: ChatCompletionRequest, template_knows_tools: bool
                 # The template will not render the calls, so the model sees them as the JSON it would write.
                 entry["content"] = json.dumps(
                     [
-                        {"name": c.function.name, "arguments": json.loads(c.function.arguments or "{}")}
+                        {"name": c.function.name, "arguments": _arguments_value(c.function.arguments)}
                         for c in tool_calls.root
                     ]
                 )
         messages.append(entry)
     return messages
+
+
+def _arguments_value(arguments: str | None) -> Any:
+    """A call's arguments as the JSON they hold; models emit broken JSON and clients send it back as it came,
+    so text that does not parse is passed on as text."""
+    try:
+        return json.loads(arguments or "{}")
+    except json.JSONDecodeError:
+        return arguments
 
 
 def _with_system_note(messages: list[dict[str, Any]], note: str) -> list[dict[str, Any]]:

@@ -1,0 +1,1 @@
+"""Embeddings: inputs (strings or OpenAI token ids) in, vectors out."""

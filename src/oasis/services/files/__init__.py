@@ -1,0 +1,1 @@
+"""Files: uploads, their checks per purpose, downloads and deletes."""

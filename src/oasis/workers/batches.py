@@ -1,0 +1,444 @@
+"""Runs one batch: validates its input file, pushes each line through the same services as the online
+endpoints, commits every result with the batch's counters, and writes the output and error files.
+
+A result row per input line (unique per batch and line) is the progress: a batch taken over after a crash runs
+only the lines without one, so every custom_id is answered exactly once. The output and error files are built
+from those rows under ids fixed by the batch, so finishing twice (a crash before the batch is marked) stores
+them once. The input is streamed line by line, never held whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from oasis.blobs import BlobNotFound, BlobStore
+from oasis.engines.text import background_work
+from oasis.errors import OasisError, invalid_fields
+from oasis.services.files.service import FileService
+from oasis.storage import batches as batch_rows
+from oasis.storage import files as file_rows
+from oasis.storage.batches import RUNNING
+from oasis.storage.clock import new_id, now
+from oasis.storage.db import Database
+from oasis.storage.tables import BatchJob, BatchResult
+from oasis.workers.leases import LeaseKeeper, lease_one, renewal
+
+log = logging.getLogger("oasis.batches")
+
+# One request of a batch: a JSON body in, (status code, JSON body) out.
+EndpointHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class _Line:
+    number: int  # 1-based, as OpenAI reports lines
+    custom_id: str
+    body: dict[str, Any]
+
+
+class _Stop(Exception):
+    """The batch is no longer ours to run as it was: cancelled, or its lease taken over."""
+
+
+class _InputGone(Exception):
+    """The input file's bytes are missing from the blob store."""
+
+
+# Errors listed on a failed batch; the rest are counted in the last entry, so a bad file cannot bloat the row.
+MAX_LISTED_ERRORS = 1000
+RESULTS_PAGE = 500
+
+
+# Leases of one batch (each crash or restart that takes it up again is one) before a recurring fault fails it.
+MAX_ATTEMPTS = 5
+
+
+class BatchRunner:
+    def __init__(
+        self,
+        db: Database,
+        blobs: BlobStore,
+        files: FileService,
+        endpoints: dict[str, EndpointHandler],
+        lease_seconds: float,
+        concurrency: int = 8,
+    ) -> None:
+        self._db = db
+        self._blobs = blobs
+        self._files = files
+        self._endpoints = endpoints
+        self._lease_seconds = lease_seconds
+        self._concurrency = concurrency
+
+    async def run_next(self, owner: str) -> bool:
+        seq = await lease_one(
+            self._db, BatchJob, [BatchJob.status.in_(RUNNING)], owner=owner, seconds=self._lease_seconds
+        )
+        if seq is None:
+            return False
+        try:
+            async with LeaseKeeper(self._db, BatchJob, seq, owner, self._lease_seconds):
+                await self._run(seq, owner)
+        except _Stop:
+            await self._release(seq, owner)  # cancelled meanwhile: the next round finalises it at once
+        except Exception as exc:
+            log.exception("running batch (row %s) failed", seq)
+            await self._fail_if_exhausted(seq, owner, exc)
+        return True
+
+    async def _fail_if_exhausted(self, seq: int, owner: str, exc: Exception) -> None:
+        """Below MAX_ATTEMPTS leases the batch waits for its lease to lapse and is taken up again (its results
+        so far are kept); at the limit, a fault that keeps coming back fails it instead of looping forever."""
+        async with self._db.session() as session:
+            job = await session.get(BatchJob, seq)
+            attempts = job.attempts if job is not None else 0
+        if attempts < MAX_ATTEMPTS:
+            return
+        error = {
+            "code": "server_error",
+            "message": f"The batch failed {attempts} times; the last error: {type(exc).__name__}: {exc}",
+            "param": None,
+            "line": None,
+        }
+        with contextlib.suppress(_Stop):
+            await self._set(
+                seq,
+                owner,
+                RUNNING,
+                status="failed",
+                failed_at=now(),
+                errors_json=json.dumps({"object": "list", "data": [error]}),
+                lease_owner=None,
+                lease_expires_at=None,
+            )
+
+    async def _release(self, seq: int, owner: str) -> None:
+        async with self._db.session() as session:
+            await batch_rows.update_held(session, seq, owner, RUNNING, {"lease_owner": None, "lease_expires_at": None})
+            await session.commit()
+
+    async def _run(self, seq: int, owner: str) -> None:
+        batch = await self._batch(seq)
+        log.info("batch %s: %s, attempt %s", batch.id, batch.status, batch.attempts)
+        try:
+            if batch.status == "validating":
+                errors, total = await self._validate(batch)
+                if errors:
+                    await self._fail(batch, owner, errors)
+                    return
+                await self._set(seq, owner, ("validating",), status="in_progress", in_progress_at=now(), total=total)
+                batch = await self._batch(seq)
+            if batch.status == "in_progress":
+                if now() < batch.expires_at:
+                    await self._run_lines(batch, owner)
+                await self._set(seq, owner, ("in_progress",), status="finalizing", finalizing_at=now())
+                batch = await self._batch(seq)
+            if batch.status in ("finalizing", "cancelling"):
+                await self._finalize(batch, owner)
+        except _InputGone:
+            gone = {"code": "invalid_file", "message": "The input file's content is missing.", "param": None}
+            await self._fail(await self._batch(seq), owner, [{**gone, "line": None}])
+
+    # --- input --------------------------------------------------------------------------------------------
+
+    async def _raw_lines(self, batch: BatchJob) -> AsyncIterator[tuple[int, bytes]]:
+        """The input file's lines (1-based numbers), streamed. A file deleted after the batch was created is still
+        read: its bytes are kept while the batch runs, as OpenAI keeps a batch's input."""
+        async with self._db.session() as session:
+            source = await file_rows.get_file_by_id(session, batch.input_file_id, deleted_too=True)
+        if source is None:
+            raise _InputGone
+        number = 0
+        pending = b""
+        try:
+            async for piece in self._blobs.read(source.blob_key):
+                pending += piece
+                *complete, pending = pending.split(b"\n")
+                for raw in complete:
+                    number += 1
+                    yield number, raw
+        except BlobNotFound:
+            raise _InputGone from None
+        if pending:
+            yield number + 1, pending
+
+    async def _lines(self, batch: BatchJob) -> AsyncIterator[tuple[int, _Line | None, str | None]]:
+        """Each non-blank line parsed: (number, the request or None, the problem or None)."""
+        seen: set[str] = set()
+        async for number, raw in self._raw_lines(batch):
+            if not raw.strip():
+                continue
+            line, problem = _parse(number, raw, batch.endpoint, seen)
+            yield number, line, problem
+
+    async def _validate(self, batch: BatchJob) -> tuple[list[dict[str, Any]], int]:
+        errors: list[dict[str, Any]] = []
+        total = 0
+        async for number, line, problem in self._lines(batch):
+            if line is not None:
+                total += 1
+            elif len(errors) < MAX_LISTED_ERRORS:
+                errors.append({"code": "invalid_request", "message": problem, "param": None, "line": number})
+        if not total and not errors:
+            errors.append(
+                {"code": "empty_file", "message": "The input file has no requests.", "param": None, "line": None}
+            )
+        return errors, total
+
+    # --- running ------------------------------------------------------------------------------------------
+
+    async def _run_lines(self, batch: BatchJob, owner: str) -> None:
+        async with self._db.session() as session:
+            done = await batch_rows.answered_lines(session, batch.seq)
+        handler = self._endpoints[batch.endpoint]
+        # Bounded: the reader stays a few lines ahead of the requests in flight, whatever the file's size.
+        queue: asyncio.Queue[_Line | None] = asyncio.Queue(maxsize=self._concurrency * 2)
+
+        async def read() -> None:
+            try:
+                async for _, line, _ in self._lines(batch):
+                    if line is not None and line.number not in done:
+                        await queue.put(line)
+            finally:
+                for _ in range(self._concurrency):
+                    await queue.put(None)
+
+        async def work() -> None:
+            background_work.set(True)  # this task's engine requests queue behind online ones
+            while (line := await queue.get()) is not None:
+                if now() >= batch.expires_at:
+                    continue  # past the window: drain the queue so the reader finishes; these lines expire
+                status_code, body = await self._call(handler, line.body)
+                await self._record(batch, owner, line, status_code, body)
+
+        reader = asyncio.create_task(read())
+        workers = [asyncio.create_task(work()) for _ in range(self._concurrency)]
+        try:
+            await asyncio.gather(*workers)
+            await reader
+        finally:
+            for task in (reader, *workers):
+                task.cancel()
+            await asyncio.gather(reader, *workers, return_exceptions=True)
+
+    @staticmethod
+    async def _call(handler: EndpointHandler, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if body.get("stream"):
+            failure = OasisError(400, "Streaming is not supported in batches.", param="stream")
+            return failure.status, _envelope(failure)
+        while True:
+            try:
+                return 200, await handler(body)
+            except ValidationError as exc:
+                failure = invalid_fields(exc.errors())
+            except OasisError as exc:
+                if exc.status == 429:
+                    # The engine's queue is full of online work: a batch waits its turn instead of failing.
+                    await asyncio.sleep(float(exc.headers.get("retry-after", 1)))
+                    continue
+                failure = exc
+            except Exception:
+                # What the online endpoint would answer with a 500: this request fails, the batch goes on.
+                log.exception("a batch request failed")
+                failure = OasisError(500, "The server had an error while processing this request.", type="server_error")
+            return failure.status, _envelope(failure)
+
+    async def _record(self, batch: BatchJob, owner: str, line: _Line, status_code: int, body: dict[str, Any]) -> None:
+        ok = status_code == 200
+        counters = {
+            "completed": BatchJob.completed + (1 if ok else 0),
+            "failed": BatchJob.failed + (0 if ok else 1),
+            **renewal(self._lease_seconds),
+        }
+        async with self._db.session() as session:
+            if not await batch_rows.update_held(session, batch.seq, owner, ("in_progress",), counters):
+                await session.rollback()
+                raise _Stop
+            session.add(
+                BatchResult(
+                    id=new_id("batch_req_"),
+                    batch_seq=batch.seq,
+                    line=line.number,
+                    custom_id=line.custom_id,
+                    ok=ok,
+                    status_code=status_code,
+                    request_id=new_id("req_"),
+                    body_json=json.dumps(body),
+                )
+            )
+            await session.commit()
+
+    # --- output -------------------------------------------------------------------------------------------
+
+    async def _finalize(self, batch: BatchJob, owner: str) -> None:
+        async with self._db.session() as session:
+            succeeded, failed = await batch_rows.result_counts(session, batch.seq)
+        # A cancelled batch reports what finished; otherwise a line without a result ran out of time.
+        expired = 0 if batch.status == "cancelling" else max(batch.total - succeeded - failed, 0)
+        output_file_id = await self._write(batch, "output", self._records(batch, ok=True)) if succeeded else None
+        error_file_id = None
+        if failed or expired:
+            error_file_id = await self._write(batch, "errors", self._failure_records(batch, with_expired=bool(expired)))
+        stamp = now()
+        final: dict[str, Any]
+        if batch.status == "cancelling":
+            final = {"status": "cancelled", "cancelled_at": stamp}
+        elif expired:
+            final = {"status": "expired", "expired_at": stamp, "failed": BatchJob.failed + expired}
+        else:
+            final = {"status": "completed", "completed_at": stamp}
+        await self._set(
+            batch.seq,
+            owner,
+            (batch.status,),
+            output_file_id=output_file_id,
+            error_file_id=error_file_id,
+            lease_owner=None,
+            lease_expires_at=None,
+            **final,
+        )
+        log.info("batch %s: %s", batch.id, final["status"])
+
+    async def _fail(self, batch: BatchJob, owner: str, errors: list[dict[str, Any]]) -> None:
+        """Fails the batch, keeping the results it already has in its output and error files."""
+        async with self._db.session() as session:
+            succeeded, failed = await batch_rows.result_counts(session, batch.seq)
+        output_file_id = await self._write(batch, "output", self._records(batch, ok=True)) if succeeded else None
+        error_file_id = await self._write(batch, "errors", self._records(batch, ok=False)) if failed else None
+        await self._set(
+            batch.seq,
+            owner,
+            (batch.status,),
+            status="failed",
+            failed_at=now(),
+            errors_json=json.dumps({"object": "list", "data": errors}),
+            output_file_id=output_file_id,
+            error_file_id=error_file_id,
+            lease_owner=None,
+            lease_expires_at=None,
+        )
+        log.info("batch %s: failed (%s)", batch.id, errors[0]["message"])
+
+    async def _records(self, batch: BatchJob, *, ok: bool) -> AsyncIterator[tuple[int, str]]:
+        """Stored results in line order, as (line, output record)."""
+        after = 0
+        while True:
+            async with self._db.session() as session:
+                page = await batch_rows.results_after(session, batch.seq, ok=ok, after_line=after, limit=RESULTS_PAGE)
+            for result in page:
+                yield result.line, _result_record(result)
+            if len(page) < RESULTS_PAGE:
+                return
+            after = page[-1].line
+
+    async def _failure_records(self, batch: BatchJob, *, with_expired: bool) -> AsyncIterator[tuple[int, str]]:
+        """Failed results, and (past the window) a batch_expired record for each line that never ran, in line
+        order."""
+        if not with_expired:
+            async for record in self._records(batch, ok=False):
+                yield record
+            return
+        async with self._db.session() as session:
+            answered = await batch_rows.answered_lines(session, batch.seq)
+        failures = self._records(batch, ok=False)
+        failure = await anext(failures, None)
+        async for number, line, _ in self._lines(batch):
+            while failure is not None and failure[0] <= number:
+                yield failure
+                failure = await anext(failures, None)
+            if line is not None and number not in answered:
+                yield number, _expired_record(line.custom_id)
+        while failure is not None:
+            yield failure
+            failure = await anext(failures, None)
+
+    async def _write(self, batch: BatchJob, kind: str, records: AsyncIterator[tuple[int, str]]) -> str:
+        async def chunks() -> AsyncIterator[bytes]:
+            async for _, record in records:
+                yield (record + "\n").encode()
+
+        stored = await self._files.store_once(
+            batch.project_id,
+            purpose="batch_output",
+            filename=f"{batch.id}_{kind}.jsonl",
+            chunks=chunks(),
+            file_id=_output_file_id(batch, kind),
+        )
+        return stored.id
+
+    # --- rows ---------------------------------------------------------------------------------------------
+
+    async def _batch(self, seq: int) -> BatchJob:
+        async with self._db.session() as session:
+            batch = await session.get(BatchJob, seq)
+        if batch is None:
+            raise _Stop
+        return batch
+
+    async def _set(self, seq: int, owner: str, statuses: tuple[str, ...], **values: Any) -> None:
+        """Writes `values` while this worker holds the lease and the batch is in one of `statuses`."""
+        if "lease_owner" not in values:
+            values["lease_expires_at"] = time.time() + self._lease_seconds
+        async with self._db.session() as session:
+            if not await batch_rows.update_held(session, seq, owner, statuses, values):
+                await session.rollback()
+                raise _Stop
+            await session.commit()
+
+
+def _parse(number: int, raw: bytes, endpoint: str, seen: set[str]) -> tuple[_Line | None, str | None]:
+    try:
+        request = json.loads(raw)
+    except json.JSONDecodeError:
+        return None, "This line is not valid JSON."
+    if not isinstance(request, dict):
+        return None, "Each line must be a JSON object."
+    custom_id = request.get("custom_id")
+    if not isinstance(custom_id, str) or not custom_id:
+        return None, "Each line needs a `custom_id` string."
+    if custom_id in seen:
+        return None, f"The custom_id {custom_id!r} appears more than once."
+    if request.get("url") != endpoint:
+        return None, f"The url {request.get('url')!r} does not match the batch's endpoint {endpoint!r}."
+    if request.get("method") != "POST":
+        return None, "The method must be POST."
+    if not isinstance(request.get("body"), dict):
+        return None, "Each line needs a `body` object."
+    seen.add(custom_id)
+    return _Line(number, custom_id, request["body"]), None
+
+
+def _result_record(result: BatchResult) -> str:
+    response = {
+        "status_code": result.status_code,
+        "request_id": result.request_id,
+        "body": json.loads(result.body_json),
+    }
+    return json.dumps({"id": result.id, "custom_id": result.custom_id, "response": response, "error": None})
+
+
+def _expired_record(custom_id: str) -> str:
+    error = {
+        "code": "batch_expired",
+        "message": "This request could not be executed before the completion window expired.",
+    }
+    return json.dumps({"id": new_id("batch_req_"), "custom_id": custom_id, "response": None, "error": error})
+
+
+def _output_file_id(batch: BatchJob, kind: str) -> str:
+    """The same id for every attempt at finishing this batch."""
+    return "file-" + hashlib.sha256(f"{batch.id}/{kind}".encode()).hexdigest()[:24]
+
+
+def _envelope(error: OasisError) -> dict[str, Any]:
+    return {"error": {"message": error.message, "type": error.type, "param": error.param, "code": error.code}}
