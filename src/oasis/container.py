@@ -30,6 +30,7 @@ from oasis.settings import ModelSpec, Settings
 from oasis.storage.clock import now
 from oasis.storage.db import Database
 from oasis.workers.batches import BatchRunner, EndpointHandler
+from oasis.workers.blob_sweeper import BlobSweeper
 from oasis.workers.ingestion import IngestionRunner
 from oasis.workers.loop import WorkerLoop
 
@@ -76,6 +77,7 @@ class Container:
     search: VectorSearch
     ingestion: IngestionRunner
     batch_runner: BatchRunner
+    sweeper: BlobSweeper
     batches: BatchService
     worker: WorkerLoop
     engines_ready: asyncio.Event = field(default_factory=asyncio.Event)
@@ -99,7 +101,8 @@ class Container:
             settings.workers.lease_seconds,
             concurrency=settings.workers.batch_concurrency,
         )
-        worker = WorkerLoop([ingestion, batch_runner], settings.workers.poll_seconds)
+        sweeper = BlobSweeper(db, blobs, settings.workers.sweep_seconds)
+        worker = WorkerLoop([ingestion, batch_runner, sweeper], settings.workers.poll_seconds)
         embedding_model = settings.vector_stores.embedding_model
         resolved = registry.resolve(embedding_model)
         vector_stores = VectorStoreService(db, resolved.id if resolved else embedding_model, worker.wake)
@@ -126,6 +129,7 @@ class Container:
             ),
             ingestion=ingestion,
             batch_runner=batch_runner,
+            sweeper=sweeper,
             batches=BatchService(db, worker.wake),
             worker=worker,
         )

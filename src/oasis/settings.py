@@ -72,7 +72,13 @@ class WorkerSettings(BaseModel):
     lease_seconds: float = Field(
         default=30.0,
         gt=0,
-        description="How long a job stays claimed without progress before another worker may take it.",
+        description="How long a job stays claimed after its worker stops renewing it (a crash) before another "
+        "worker may take it.",
+    )
+    sweep_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="How often a worker removes blobs no row points to and unfinished writes (also at its start).",
     )
 
 

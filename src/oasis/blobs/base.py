@@ -24,3 +24,12 @@ class BlobStore(Protocol):
     async def delete(self, key: str) -> None:
         """Remove the blob; a missing blob is not an error (deletes are retried after crashes)."""
         ...
+
+    def keys(self, prefix: str) -> AsyncIterator[tuple[str, float]]:
+        """Every stored key under `prefix`, with the time it was last written (seconds since the epoch)."""
+        ...
+
+    async def clear_temporary(self, older_than: float) -> int:
+        """Removes writes that never finished (a killed upload) and were started before `older_than`; returns how
+        many."""
+        ...

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import uuid
@@ -50,6 +51,12 @@ class LocalBlobStore:
     def _commit(temp: Path, target: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(temp, target)
+        # The rename lives in the folder's own entry: without this a power cut can lose a committed blob.
+        folder = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
 
     async def read(self, key: str, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
         path = self._path(key)
@@ -69,3 +76,31 @@ class LocalBlobStore:
 
     async def delete(self, key: str) -> None:
         await anyio.Path(self._path(key)).unlink(missing_ok=True)
+
+    async def keys(self, prefix: str) -> AsyncIterator[tuple[str, float]]:
+        base = self._path(prefix.rstrip("/"))
+        listed = await anyio.to_thread.run_sync(_files_under, base)
+        for path, modified in listed:
+            yield path.relative_to(self.root).as_posix(), modified
+
+    async def clear_temporary(self, older_than: float) -> int:
+        def clear() -> int:
+            removed = 0
+            for path in self._tmp.glob("*.part"):
+                with contextlib.suppress(FileNotFoundError):
+                    if path.stat().st_mtime < older_than:
+                        path.unlink()
+                        removed += 1
+            return removed
+
+        return await anyio.to_thread.run_sync(clear)
+
+
+def _files_under(base: Path) -> list[tuple[Path, float]]:
+    found = []
+    for folder, _, names in os.walk(base):
+        for name in names:
+            path = Path(folder) / name
+            with contextlib.suppress(FileNotFoundError):
+                found.append((path, path.stat().st_mtime))
+    return found

@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -126,6 +127,15 @@ class VectorStoreFile(Base):
     __table_args__ = (
         Index("ix_vector_store_files_store_seq", "vector_store_id", "seq"),
         Index("ix_vector_store_files_jobs", "status", "lease_expires_at"),
+        # A file is attached to a store once at a time: concurrent adds cannot index it twice.
+        Index(
+            "uq_vector_store_files_live",
+            "vector_store_id",
+            "id",
+            unique=True,
+            sqlite_where=text("deleted_at IS NULL"),
+            postgresql_where=text("deleted_at IS NULL"),
+        ),
         {"sqlite_autoincrement": True},
     )
 

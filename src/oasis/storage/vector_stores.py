@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from oasis.storage.db import Database
 from oasis.storage.pagination import Page, PageRequest, paginate
 from oasis.storage.tables import VectorStore, VectorStoreChunk, VectorStoreFile, VectorStoreFileBatch
 
@@ -108,6 +109,43 @@ async def drop_chunks(session: AsyncSession, *, file_seq: int | None = None, sto
     if store_id is not None:
         statement = statement.where(VectorStoreChunk.vector_store_id == store_id)
     await session.execute(statement)
+
+
+async def drop_some_chunks(session: AsyncSession, store_id: str, limit: int) -> int:
+    """Deletes up to `limit` chunks of a store; returns how many. A large store is deleted in such steps, each its
+    own transaction, so SQLite's single writer lock is never held for the whole store."""
+    some = select(VectorStoreChunk.id).where(VectorStoreChunk.vector_store_id == store_id).limit(limit)
+    done = await session.execute(delete(VectorStoreChunk).where(VectorStoreChunk.id.in_(some.scalar_subquery())))
+    return int(done.rowcount)  # type: ignore[attr-defined]
+
+
+# Chunks deleted per transaction when a store goes: small enough that other writers wait milliseconds, not the
+# whole delete.
+PURGE_STEP = 2000
+
+
+async def purge_store_chunks(db: Database, store_id: str) -> int:
+    """Deletes every chunk of a (deleted) store in bounded committed steps; returns how many."""
+    total = 0
+    while True:
+        async with db.session() as session:
+            removed = await drop_some_chunks(session, store_id, PURGE_STEP)
+            await session.commit()
+        total += removed
+        if removed < PURGE_STEP:
+            return total
+
+
+async def deleted_stores_with_chunks(session: AsyncSession, limit: int) -> list[str]:
+    """Deleted stores whose chunks are still stored (a crash stopped the delete part way)."""
+    deleted = select(VectorStore.id).where(VectorStore.deleted_at.is_not(None))
+    found = await session.scalars(
+        select(VectorStoreChunk.vector_store_id)
+        .where(VectorStoreChunk.vector_store_id.in_(deleted.scalar_subquery()))
+        .distinct()
+        .limit(limit)
+    )
+    return list(found)
 
 
 async def bump_version(session: AsyncSession, store_id: str) -> None:

