@@ -117,7 +117,8 @@ async def start_oasis(
             wait_ready: bool = True,
             **overrides: Any,
         ) -> Harness:
-            overrides.setdefault("models", [])  # no default models unless a test asks for them
+            overrides.setdefault("models", [])
+            overrides.setdefault("defaults", False)  # no default models unless a test asks for them
             app = create_app(settings_for(**overrides), engine_factories=engine_factories)
             await stack.enter_async_context(app.router.lifespan_context(app))
             container: Container = app.state.container

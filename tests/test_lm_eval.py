@@ -51,7 +51,7 @@ def test_lm_eval_local_completions_scores_a_local_task(
         )
     )
     config = tmp_path / "oasis.yaml"
-    config.write_text(yaml.safe_dump({"models": [smollm()]}))
+    config.write_text(yaml.safe_dump({"defaults": False, "models": [smollm()]}))
     with oasis_server(tmp_path / "data", oasis_env(postgres_url), "--config", str(config)) as server:
         results = simple_evaluate(
             model="local-completions",

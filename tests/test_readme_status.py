@@ -41,7 +41,7 @@ def _readme_rows() -> dict[str, tuple[str, str, str, str]]:
 
 
 def _routed(tmp_path: Path) -> set[tuple[str, str]]:
-    app = create_app(load_settings(None, data_dir=tmp_path, models=[]), engine_factories={})
+    app = create_app(load_settings(None, data_dir=tmp_path, defaults=False), engine_factories={})
     # The app's own OpenAPI document lists every operation it routes.
     return {(method.upper(), _shape(path)) for path, item in app.openapi()["paths"].items() for method in item}
 

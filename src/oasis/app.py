@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
@@ -14,10 +15,12 @@ from oasis.api.errors import install_error_handlers
 from oasis.api.middleware import RequestContextMiddleware
 from oasis.container import Container
 from oasis.engines.base import EngineFactory
-from oasis.engines.defaults import default_models
+from oasis.engines.defaults import default_models, with_defaults
 from oasis.engines.kinds import installed_engine_factories
 from oasis.engines.registry import check_engine_kinds
 from oasis.settings import ModelSpec, Settings
+
+log = logging.getLogger("oasis")
 
 # Multipart framing and the `purpose` field ride on top of the largest file.
 _MULTIPART_OVERHEAD = 1 << 20
@@ -28,9 +31,12 @@ def engine_setup(
 ) -> tuple[dict[str, EngineFactory], list[ModelSpec]]:
     """The engine kinds available and the models to serve: the config's, else the installed defaults."""
     factories = installed_engine_factories() if engine_factories is None else dict(engine_factories)
-    specs = settings.models if settings.models is not None else default_models(set(factories))
+    specs = with_defaults(settings.models, default_models(set(factories)) if settings.defaults else [])
     # Refuse a config naming an engine kind we cannot run now, before a server starts, not after.
     check_engine_kinds(specs, factories)
+    for spec in specs:
+        aliases = f" (aliases: {', '.join(spec.aliases)})" if spec.aliases else ""
+        log.info("serving %s on %s%s", spec.id, spec.engine, aliases)
     return factories, specs
 
 
@@ -69,7 +75,11 @@ def create_app(settings: Settings, engine_factories: Mapping[str, EngineFactory]
 
     app = FastAPI(title="oasis", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
     install_error_handlers(app)
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.files.max_upload_bytes + _MULTIPART_OVERHEAD)
+    app.add_middleware(
+        RequestContextMiddleware,
+        max_upload_body_bytes=settings.files.max_upload_bytes + _MULTIPART_OVERHEAD,
+        max_json_body_bytes=settings.server.max_json_body_bytes,
+    )
 
     v1 = APIRouter(prefix="/v1")
     v1.include_router(audio.router)

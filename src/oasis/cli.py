@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from oasis import __version__
 from oasis.errors import OasisError
 from oasis.services.keys import KeyService
-from oasis.settings import Settings, load_settings
+from oasis.settings import Settings, config_file, load_settings
 from oasis.storage.db import Database
 
 
@@ -30,7 +30,10 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
     overrides: dict[str, Any] = dict(extra)
     if args.data_dir is not None:
         overrides["data_dir"] = args.data_dir
-    return load_settings(args.config, **overrides)
+    config = config_file(args.config, args.data_dir)
+    if config is not None:
+        logging.getLogger("oasis").info("config file: %s", config)
+    return load_settings(config, **overrides)
 
 
 def _is_loopback(host: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,11 @@ class ServerSettings(BaseModel):
     allow_unauthenticated: bool = Field(
         default=False,
         description="Accept any bearer from any address while no API key exists (otherwise loopback only).",
+    )
+    max_json_body_bytes: int = Field(
+        default=32 * MIB,
+        gt=0,
+        description="Largest request body that is not a file upload (JSON is parsed whole in memory).",
     )
 
 
@@ -86,7 +92,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="OASIS_", env_nested_delimiter="__", extra="forbid")
 
     data_dir: Path = Field(
-        default_factory=lambda: Path(platformdirs.user_data_dir("oasis")),
+        default_factory=lambda: Path(platformdirs.user_data_dir("oasis")),  # $OASIS_DATA_DIR: the env source
         description="Holds the SQLite database and the blobs.",
     )
     database_url: SecretStr | None = Field(
@@ -97,14 +103,19 @@ class Settings(BaseSettings):
     files: FilesSettings = Field(default_factory=FilesSettings)
     vector_stores: VectorStoreSettings = Field(default_factory=VectorStoreSettings)
     workers: WorkerSettings = Field(default_factory=WorkerSettings)
-    models: list[ModelSpec] | None = Field(
-        default=None, description="Served models; unset means the defaults whose weights are installed."
+    models: list[ModelSpec] = Field(
+        default_factory=list,
+        description="Served models, besides the defaults: an entry with a default's id replaces it, and the ids "
+        "and aliases an entry names are taken from the defaults.",
+    )
+    defaults: bool = Field(
+        default=True, description="Also serve the default models whose weights are installed (`false`: only `models`)."
     )
 
     @model_validator(mode="after")
     def _model_ids_unique(self) -> Settings:
         seen: set[str] = set()
-        for spec in self.models or []:
+        for spec in self.models:
             for name in (spec.id, *spec.aliases):
                 if name in seen:
                     raise ValueError(f"model id or alias {name!r} is named twice in `models`")
@@ -120,6 +131,20 @@ class Settings(BaseSettings):
     @property
     def blobs_dir(self) -> Path:
         return self.data_dir / "blobs"
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("OASIS_DATA_DIR") or platformdirs.user_data_dir("oasis"))
+
+
+def config_file(explicit: Path | None, data_dir: Path | None) -> Path | None:
+    """The config file to read: `--config`, else $OASIS_CONFIG, else `config.yaml` in the data dir if it exists."""
+    if explicit is not None:
+        return explicit
+    if named := os.environ.get("OASIS_CONFIG"):
+        return Path(named)
+    beside_data = (data_dir or default_data_dir()) / "config.yaml"
+    return beside_data if beside_data.is_file() else None
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

@@ -208,7 +208,7 @@ async def test_speech_does_not_stall_other_endpoints(audio_oasis: Harness) -> No
 
 def test_speech_streams_before_the_text_is_all_spoken(tmp_path: Path, postgres_url: str | None) -> None:
     config = tmp_path / "oasis.yaml"
-    config.write_text(yaml.safe_dump({"models": [WHISPER, PIPER]}))
+    config.write_text(yaml.safe_dump({"defaults": False, "models": [WHISPER, PIPER]}))
     text = " ".join(f"This is sentence number {n} of a long passage read aloud." for n in range(1, 13))
     with oasis_server(tmp_path / "data", oasis_env(postgres_url), "--config", str(config)) as server:
         started = time.perf_counter()

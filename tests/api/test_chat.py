@@ -196,7 +196,7 @@ def test_a_client_that_leaves_frees_its_slot(tmp_path: Path, postgres_url: str |
     """Over a real socket: a streaming client and a non-streaming one each leave mid-answer; with one slot,
     the next request only finishes quickly if both abandoned 1900-token answers stopped."""
     config = tmp_path / "oasis.yaml"
-    config.write_text(yaml.safe_dump({"models": [smollm(parallel=1)]}))
+    config.write_text(yaml.safe_dump({"defaults": False, "models": [smollm(parallel=1)]}))
     endless = {
         "model": MODEL,
         "messages": [{"role": "user", "content": "Write a very long story about the sea."}],

@@ -86,7 +86,8 @@ async def test_unknown_routes_are_404_envelopes(oasis: Harness) -> None:
 
 
 async def test_oversize_body_is_413(start_oasis) -> None:  # type: ignore[no-untyped-def]
-    harness: Harness = await start_oasis(files={"max_upload_bytes": 10})
+    # JSON bodies are parsed whole, so they have their own limit, far below the upload limit.
+    harness: Harness = await start_oasis(server={"max_json_body_bytes": 1_000_000})
     application = harness.transport.app
     assert isinstance(application, FastAPI)
 
@@ -106,6 +107,14 @@ async def test_oversize_body_is_413(start_oasis) -> None:  # type: ignore[no-unt
     assert _assert_envelope(declared, 413)["code"] == "request_too_large"
     assert _assert_envelope(streamed, 413)["code"] == "request_too_large"
     assert streamed.headers["x-request-id"].startswith("req_")
+    assert "JSON body (1000000 bytes)" in declared.json()["error"]["message"]
+
+
+async def test_uploads_may_be_larger_than_the_json_limit(start_oasis) -> None:  # type: ignore[no-untyped-def]
+    harness: Harness = await start_oasis(server={"max_json_body_bytes": 1_000_000})
+    payload = b"x" * 3_000_000
+    uploaded = await harness.sdk().files.create(file=("big.txt", payload), purpose="assistants")
+    assert uploaded.bytes == len(payload)
 
 
 async def test_internal_faults_are_500_with_request_id_and_no_trace(oasis: Harness, app: FastAPI) -> None:

