@@ -22,6 +22,8 @@ from oasis.settings import ModelSpec, Settings
 
 log = logging.getLogger("oasis")
 
+# The operations that take a file as multipart form data.
+UPLOAD_PATHS = frozenset({"/v1/files", "/v1/audio/transcriptions", "/v1/audio/translations"})
 # Multipart framing and the `purpose` field ride on top of the largest file.
 _MULTIPART_OVERHEAD = 1 << 20
 
@@ -31,7 +33,9 @@ def engine_setup(
 ) -> tuple[dict[str, EngineFactory], list[ModelSpec]]:
     """The engine kinds available and the models to serve: the config's, else the installed defaults."""
     factories = installed_engine_factories() if engine_factories is None else dict(engine_factories)
-    specs = with_defaults(settings.models, default_models(set(factories)) if settings.defaults else [])
+    replaced = frozenset(spec.id for spec in settings.models)
+    defaults = default_models(set(factories), replaced) if settings.defaults else []
+    specs = with_defaults(settings.models, defaults)
     # Refuse a config naming an engine kind we cannot run now, before a server starts, not after.
     check_engine_kinds(specs, factories)
     for spec in specs:
@@ -79,6 +83,7 @@ def create_app(settings: Settings, engine_factories: Mapping[str, EngineFactory]
         RequestContextMiddleware,
         max_upload_body_bytes=settings.files.max_upload_bytes + _MULTIPART_OVERHEAD,
         max_json_body_bytes=settings.server.max_json_body_bytes,
+        upload_paths=UPLOAD_PATHS,
     )
 
     v1 = APIRouter(prefix="/v1")

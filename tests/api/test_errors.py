@@ -150,3 +150,16 @@ async def test_nul_characters_are_a_400_not_a_database_error(oasis: Harness) -> 
         assert reply.status_code == 400
         assert "NUL" in reply.json()["error"]["message"] and reply.json()["error"]["type"] == "invalid_request_error"
     assert escaped_backslash.status_code == 200 and escaped_backslash.json()["name"] == "C:\\u0000dir"
+
+
+async def test_a_second_content_type_does_not_lift_the_json_limit(start_oasis) -> None:  # type: ignore[no-untyped-def]
+    harness: Harness = await start_oasis(server={"max_json_body_bytes": 1_000_000})
+    big = b'{"model": "' + b"m" * 2_000_000 + b'", "messages": []}'
+    headers = [("content-type", "application/json"), ("content-type", "multipart/form-data; boundary=x")]
+    async with harness.http() as http:
+        disguised = await http.post("/v1/chat/completions", content=big, headers=headers)
+        multipart_to_json_route = await http.post(
+            "/v1/chat/completions", content=big, headers={"content-type": "multipart/form-data; boundary=x"}
+        )
+    assert _assert_envelope(disguised, 413)["code"] == "request_too_large"
+    assert _assert_envelope(multipart_to_json_route, 413)["code"] == "request_too_large"

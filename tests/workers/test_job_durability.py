@@ -128,3 +128,24 @@ async def test_finishing_again_after_a_crash_stores_the_output_once(
     assert len(await read_lines(client, done.output_file_id)) == 3
     (failure,) = await read_lines(client, done.error_file_id)
     assert failure["custom_id"] == "bad" and failure["response"]["status_code"] == 404
+
+
+async def test_cancelling_a_batch_longer_than_its_queue_ends_it(start_oasis: Callable[..., Any]) -> None:
+    # Two requests in flight and a reader blocked on a full queue of four: the cancel must still end the run.
+    gate = asyncio.Event()
+    harness = await _gated(start_oasis, gate, batch_concurrency=2)
+    client = harness.sdk()
+    lines = [request(f"r{i}", "/v1/embeddings", EMBED) for i in range(20)]
+    batch = await client.batches.create(
+        input_file_id=await upload_batch_file(client, lines), endpoint="/v1/embeddings", completion_window="24h"
+    )
+    running = asyncio.create_task(harness.container.batch_runner.run_next("worker-1"))
+    while (await client.batches.retrieve(batch.id)).status != "in_progress":
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.3)
+    await client.batches.cancel(batch.id)
+    gate.set()
+    assert await asyncio.wait_for(running, timeout=30)
+    assert await harness.container.batch_runner.run_next("worker-1")  # the cancelled batch is finalised
+    done = await client.batches.retrieve(batch.id)
+    assert done.status == "cancelled" and done.request_counts and done.request_counts.completed < 20

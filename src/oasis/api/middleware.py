@@ -37,8 +37,11 @@ class RequestContextMiddleware:
     Multipart bodies (file uploads, streamed to disk) may be as large as the upload limit; every other body is
     parsed whole in memory, so it has the smaller JSON limit."""
 
-    def __init__(self, app: ASGIApp, max_upload_body_bytes: int, max_json_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_upload_body_bytes: int, max_json_body_bytes: int, upload_paths: frozenset[str]
+    ) -> None:
         self.app = app
+        self.upload_paths = upload_paths
         self.max_upload_body_bytes = max_upload_body_bytes
         self.max_json_body_bytes = max_json_body_bytes
 
@@ -69,16 +72,17 @@ class RequestContextMiddleware:
             )
             await send({"type": "http.response.body", "body": payload})
 
-        is_json = False
-        limit = self.max_json_body_bytes
         declared_length = None
+        content_type = None
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit():
                 declared_length = int(value)
-            if name == b"content-type":
-                is_json = b"json" in value
-                if value.lower().startswith(b"multipart/form-data"):
-                    limit = self.max_upload_body_bytes
+            if name == b"content-type" and content_type is None:  # the first, as Starlette reads it
+                content_type = value.lower()
+        is_json = content_type is None or b"json" in content_type
+        # Only the routes that take files stream multipart bodies to disk; anything else is read whole.
+        uploads = scope["path"] in self.upload_paths and (content_type or b"").startswith(b"multipart/form-data")
+        limit = self.max_upload_body_bytes if uploads else self.max_json_body_bytes
 
         def too_large_body() -> dict[str, object]:
             kind = "an upload" if limit == self.max_upload_body_bytes else "a JSON body"

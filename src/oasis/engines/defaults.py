@@ -51,10 +51,13 @@ def _installed(spec: ModelSpec) -> bool:
     return all(name is not None and importlib.util.find_spec(name) is not None for name in packages)
 
 
-def default_models(available_engines: set[str]) -> list[ModelSpec]:
-    """The defaults this installation can serve; each one it cannot is named in the log with its install command."""
+def default_models(available_engines: set[str], replaced: frozenset[str] = frozenset()) -> list[ModelSpec]:
+    """The defaults this installation can serve; each one it cannot (and the config does not replace) is named in
+    the log with its install command."""
     served = []
     for spec in DEFAULT_MODELS:
+        if spec.id in replaced:
+            continue
         if spec.engine in available_engines and _installed(spec):
             served.append(spec)
         else:

@@ -159,18 +159,19 @@ class BatchRunner:
         if source is None:
             raise _InputGone
         number = 0
-        pending = b""
+        pending: list[bytes] = []  # the current line's pieces: a long line is joined once, not per read
         try:
             async for piece in self._blobs.read(source.blob_key):
-                pending += piece
-                *complete, pending = pending.split(b"\n")
-                for raw in complete:
+                *complete, rest = piece.split(b"\n")
+                for part in complete:
                     number += 1
-                    yield number, raw
+                    yield number, b"".join([*pending, part])
+                    pending = []
+                pending.append(rest)
         except BlobNotFound:
             raise _InputGone from None
-        if pending:
-            yield number + 1, pending
+        if any(pending):
+            yield number + 1, b"".join(pending)
 
     async def _lines(self, batch: BatchJob) -> AsyncIterator[tuple[int, _Line | None, str | None]]:
         """Each non-blank line parsed: (number, the request or None, the problem or None)."""
@@ -205,13 +206,11 @@ class BatchRunner:
         queue: asyncio.Queue[_Line | None] = asyncio.Queue(maxsize=self._concurrency * 2)
 
         async def read() -> None:
-            try:
-                async for _, line, _ in self._lines(batch):
-                    if line is not None and line.number not in done:
-                        await queue.put(line)
-            finally:
-                for _ in range(self._concurrency):
-                    await queue.put(None)
+            async for _, line, _ in self._lines(batch):
+                if line is not None and line.number not in done:
+                    await queue.put(line)
+            for _ in range(self._concurrency):
+                await queue.put(None)
 
         async def work() -> None:
             background_work.set(True)  # this task's engine requests queue behind online ones
@@ -221,15 +220,18 @@ class BatchRunner:
                 status_code, body = await self._call(handler, line.body)
                 await self._record(batch, owner, line, status_code, body)
 
-        reader = asyncio.create_task(read())
-        workers = [asyncio.create_task(work()) for _ in range(self._concurrency)]
+        tasks = [asyncio.create_task(read()), *(asyncio.create_task(work()) for _ in range(self._concurrency))]
         try:
-            await asyncio.gather(*workers)
-            await reader
+            # The first fault anywhere (a cancel seen by a worker, a vanished input) stops the reader and the workers:
+            # none is left waiting on a queue that nobody serves any more.
+            finished, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in finished:
+                if (fault := task.exception()) is not None:
+                    raise fault
         finally:
-            for task in (reader, *workers):
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(reader, *workers, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     @staticmethod
     async def _call(handler: EndpointHandler, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""The Batch API: create, retrieve, list, cancel. The batch row is the job; services/batch_runner.py runs it."""
+"""The Batch API: create, retrieve, list, cancel. The batch row is the job; workers/batches.py runs it."""
 
 from __future__ import annotations
 

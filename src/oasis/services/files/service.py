@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import mimetypes
+import uuid
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
 import anyio
+from sqlalchemy.exc import IntegrityError
 
 from oasis.blobs import BlobNotFound, BlobStore
 from oasis.errors import OasisError, invalid_request, not_found, too_large
@@ -88,12 +90,30 @@ class FileService:
             existing = await file_rows.get_file_by_id(session, file_id, deleted_too=True)
         if existing is not None:
             return to_wire(existing)
-        return await self.store_stream(project_id, purpose=purpose, filename=filename, chunks=chunks, file_id=file_id)
+        # Each attempt writes its own blob, so an attempt that loses a race to commit removes only its own bytes.
+        blob_key = f"files/{file_id}-{uuid.uuid4().hex[:8]}"
+        try:
+            return await self.store_stream(
+                project_id, purpose=purpose, filename=filename, chunks=chunks, file_id=file_id, blob_key=blob_key
+            )
+        except IntegrityError:
+            async with self._db.session() as session:
+                existing = await file_rows.get_file_by_id(session, file_id, deleted_too=True)
+            if existing is None:
+                raise
+            return to_wire(existing)
 
     async def store_stream(
-        self, project_id: str, *, purpose: str, filename: str, chunks: AsyncIterable[bytes], file_id: str
+        self,
+        project_id: str,
+        *,
+        purpose: str,
+        filename: str,
+        chunks: AsyncIterable[bytes],
+        file_id: str,
+        blob_key: str | None = None,
     ) -> FileObject:
-        blob_key = f"files/{file_id}"
+        blob_key = blob_key or f"files/{file_id}"
         size = await self._blobs.put(blob_key, chunks)
         row = StoredFile(
             id=file_id,

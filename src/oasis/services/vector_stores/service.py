@@ -1,4 +1,4 @@
-"""Vector stores, their files and file batches: the 13 operations. Ingestion itself is services/ingestion.py."""
+"""Vector stores, their files and file batches: the 13 operations. Ingestion itself is workers/ingestion.py."""
 
 from __future__ import annotations
 
@@ -288,13 +288,34 @@ class VectorStoreService:
         batch = VectorStoreFileBatch(
             id=new_id("vsfb_"), project_id=project_id, vector_store_id=store_id, created_at=now()
         )
+        unique = list(dict.fromkeys(file_ids))
+        for attempt in range(3):
+            try:
+                await self._attach_batch(project_id, store_id, batch, unique, strategy, clean_attributes)
+                break
+            except IntegrityError:
+                # A concurrent add attached one of the files between our read and our commit: take it over too.
+                if attempt == 2:
+                    raise
+        counts = Counter({"in_progress": len(unique)})
+        self._wake_workers()
+        return batch_to_wire(batch, counts)
+
+    async def _attach_batch(
+        self,
+        project_id: str,
+        store_id: str,
+        batch: VectorStoreFileBatch,
+        file_ids: list[str],
+        strategy: Chunking,
+        attributes: dict[str, Any],
+    ) -> None:
         async with self._db.session() as session:
             store = await self._store(session, project_id, store_id)
             await self._check_files(session, project_id, file_ids)
             session.add(batch)
-            unique = list(dict.fromkeys(file_ids))
             # Files attached before: the batch takes them over and indexes them again with its settings.
-            replaced = await rows.attached_files(session, store_id, unique)
+            replaced = await rows.attached_files(session, store_id, file_ids)
             for existing in replaced:
                 existing.deleted_at = now()
                 await rows.drop_chunks(session, file_seq=existing.seq)
@@ -302,12 +323,9 @@ class VectorStoreService:
                 await rows.bump_version(session, store_id)
                 await session.flush()  # the old attachments leave the unique index before the new ones arrive
             session.add_all(
-                self._new_file_row(store, file_id, strategy, clean_attributes, batch_id=batch.id) for file_id in unique
+                self._new_file_row(store, file_id, strategy, attributes, batch_id=batch.id) for file_id in file_ids
             )
             await session.commit()
-        counts = Counter({"in_progress": len(unique)})
-        self._wake_workers()
-        return batch_to_wire(batch, counts)
 
     async def retrieve_batch(self, project_id: str, store_id: str, batch_id: str) -> dict[str, Any]:
         async with self._db.session() as session:
