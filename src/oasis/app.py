@@ -15,7 +15,7 @@ from oasis.api.errors import install_error_handlers
 from oasis.api.middleware import RequestContextMiddleware
 from oasis.container import Container
 from oasis.engines.base import EngineFactory
-from oasis.engines.defaults import default_models, with_defaults
+from oasis.engines.defaults import served_models
 from oasis.engines.kinds import installed_engine_factories
 from oasis.engines.registry import check_engine_kinds
 from oasis.settings import ModelSpec, Settings
@@ -33,9 +33,7 @@ def engine_setup(
 ) -> tuple[dict[str, EngineFactory], list[ModelSpec]]:
     """The engine kinds available and the models to serve: the config's, else the installed defaults."""
     factories = installed_engine_factories() if engine_factories is None else dict(engine_factories)
-    replaced = frozenset(spec.id for spec in settings.models)
-    defaults = default_models(set(factories), replaced) if settings.defaults else []
-    specs = with_defaults(settings.models, defaults)
+    specs = served_models(settings.models, set(factories), include_defaults=settings.defaults)
     # Refuse a config naming an engine kind we cannot run now, before a server starts, not after.
     check_engine_kinds(specs, factories)
     for spec in specs:

@@ -8,8 +8,10 @@ import io
 from collections.abc import Callable
 from typing import Any
 
+import openai
 import pytest
 
+from oasis.storage.batches import RUNNING
 from oasis.storage.tables import BatchJob, VectorStoreFile
 from oasis.workers.leases import lease_one
 from tests.api.test_batches import read_lines, request, upload_batch_file
@@ -26,6 +28,11 @@ async def _gated(start_oasis: Callable[..., Any], gate: asyncio.Event, **workers
         workers={"in_process": False, **workers},
     )
     return harness
+
+
+async def _embeddings_batch(client: openai.AsyncOpenAI, lines: list[dict[str, Any]], file_id: str | None = None) -> Any:
+    input_file_id = file_id or await upload_batch_file(client, lines)
+    return await client.batches.create(input_file_id=input_file_id, endpoint="/v1/embeddings", completion_window="24h")
 
 
 async def test_a_slow_ingestion_step_keeps_its_lease(start_oasis: Callable[..., Any]) -> None:
@@ -52,12 +59,10 @@ async def test_a_slow_batch_request_keeps_its_lease(start_oasis: Callable[..., A
     harness = await _gated(start_oasis, gate, lease_seconds=0.6)
     client = harness.sdk()
     lines = [request(f"r{i}", "/v1/embeddings", EMBED) for i in range(3)]
-    batch = await client.batches.create(
-        input_file_id=await upload_batch_file(client, lines), endpoint="/v1/embeddings", completion_window="24h"
-    )
+    batch = await _embeddings_batch(client, lines)
     running = asyncio.create_task(harness.container.batch_runner.run_next("worker-1"))
     await asyncio.sleep(2.0)
-    running_batches = [BatchJob.status.in_(("validating", "in_progress", "finalizing", "cancelling"))]
+    running_batches = [BatchJob.status.in_(RUNNING)]
     assert await lease_one(harness.container.db, BatchJob, running_batches, owner="worker-2", seconds=5) is None
     gate.set()
     assert await running
@@ -75,7 +80,7 @@ async def test_a_batch_resumed_after_its_input_file_was_deleted_still_answers_ev
     client = harness.sdk()
     lines = [request(f"r{i}", "/v1/embeddings", EMBED) for i in range(4)]
     input_file_id = await upload_batch_file(client, lines)
-    batch = await client.batches.create(input_file_id=input_file_id, endpoint="/v1/embeddings", completion_window="24h")
+    batch = await _embeddings_batch(client, lines, input_file_id)
     runner = harness.container.batch_runner
 
     async def worker_dies(*_: Any) -> None:
@@ -104,9 +109,7 @@ async def test_finishing_again_after_a_crash_stores_the_output_once(
     client = harness.sdk()
     lines = [request(f"r{i}", "/v1/embeddings", EMBED) for i in range(3)]
     lines.append(request("bad", "/v1/embeddings", {"model": "no-such-model", "input": "x"}))
-    batch = await client.batches.create(
-        input_file_id=await upload_batch_file(client, lines), endpoint="/v1/embeddings", completion_window="24h"
-    )
+    batch = await _embeddings_batch(client, lines)
     runner = harness.container.batch_runner
     real_set = runner._set
 
@@ -136,9 +139,7 @@ async def test_cancelling_a_batch_longer_than_its_queue_ends_it(start_oasis: Cal
     harness = await _gated(start_oasis, gate, batch_concurrency=2)
     client = harness.sdk()
     lines = [request(f"r{i}", "/v1/embeddings", EMBED) for i in range(20)]
-    batch = await client.batches.create(
-        input_file_id=await upload_batch_file(client, lines), endpoint="/v1/embeddings", completion_window="24h"
-    )
+    batch = await _embeddings_batch(client, lines)
     running = asyncio.create_task(harness.container.batch_runner.run_next("worker-1"))
     while (await client.batches.retrieve(batch.id)).status != "in_progress":
         await asyncio.sleep(0.05)

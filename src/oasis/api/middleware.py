@@ -85,7 +85,7 @@ class RequestContextMiddleware:
         limit = self.max_upload_body_bytes if uploads else self.max_json_body_bytes
 
         def too_large_body() -> dict[str, object]:
-            kind = "an upload" if limit == self.max_upload_body_bytes else "a JSON body"
+            kind = "an upload" if uploads else "a JSON body"
             return error_body(
                 f"The request body is larger than this server accepts for {kind} ({limit} bytes).",
                 type="invalid_request_error",

@@ -51,32 +51,26 @@ def _installed(spec: ModelSpec) -> bool:
     return all(name is not None and importlib.util.find_spec(name) is not None for name in packages)
 
 
-def default_models(available_engines: set[str], replaced: frozenset[str] = frozenset()) -> list[ModelSpec]:
-    """The defaults this installation can serve; each one it cannot (and the config does not replace) is named in
-    the log with its install command."""
-    served = []
+def served_models(
+    configured: list[ModelSpec], available_engines: set[str], *, include_defaults: bool
+) -> list[ModelSpec]:
+    """The configured models plus the installed defaults they leave: a configured model with a default's id
+    replaces it, and a name (id or alias) the config gives its own model is no longer an alias of a default. A
+    default this installation cannot serve is named in the log with its install command."""
+    if not include_defaults:
+        return list(configured)
+    claimed = {name for spec in configured for name in (spec.id, *spec.aliases)}
+    kept = []
     for spec in DEFAULT_MODELS:
-        if spec.id in replaced:
+        if spec.id in claimed:
             continue
-        if spec.engine in available_engines and _installed(spec):
-            served.append(spec)
-        else:
+        if spec.engine not in available_engines or not _installed(spec):
             log.warning(
                 "default model %s is not served: its %s not installed; to serve it: %s",
                 spec.id,
                 "weights are" if spec.engine in available_engines else f"engine ({spec.engine}) is",
                 INSTALL_COMMANDS[spec.id],
             )
-    return served
-
-
-def with_defaults(configured: list[ModelSpec], defaults: list[ModelSpec]) -> list[ModelSpec]:
-    """The configured models plus the defaults they leave: a configured model with a default's id replaces it, and
-    a name (id or alias) the config gives to its own model is no longer an alias of a default."""
-    claimed = {name for spec in configured for name in (spec.id, *spec.aliases)}
-    kept = [
-        spec.model_copy(update={"aliases": [alias for alias in spec.aliases if alias not in claimed]})
-        for spec in defaults
-        if spec.id not in claimed
-    ]
+            continue
+        kept.append(spec.model_copy(update={"aliases": [alias for alias in spec.aliases if alias not in claimed]}))
     return [*configured, *kept]

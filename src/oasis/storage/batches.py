@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from oasis.storage.leases import held_by
 from oasis.storage.pagination import Page, PageRequest, paginate
 from oasis.storage.tables import BatchJob, BatchResult
 
@@ -39,9 +40,7 @@ async def update_held(
 ) -> bool:
     """Writes `values` only while `owner` holds the lease and the batch is in one of `statuses`."""
     moved = await session.execute(
-        update(BatchJob)
-        .where(BatchJob.seq == seq, BatchJob.lease_owner == owner, BatchJob.status.in_(statuses))
-        .values(**values)
+        update(BatchJob).where(*held_by(BatchJob, seq, owner), BatchJob.status.in_(statuses)).values(**values)
     )
     return moved.rowcount == 1  # type: ignore[attr-defined]
 

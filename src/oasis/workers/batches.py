@@ -14,7 +14,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +30,7 @@ from oasis.storage.batches import RUNNING
 from oasis.storage.clock import new_id, now
 from oasis.storage.db import Database
 from oasis.storage.tables import BatchJob, BatchResult
-from oasis.workers.leases import LeaseKeeper, lease_one, renewal
+from oasis.workers.leases import LeaseKeeper, lease_one
 
 log = logging.getLogger("oasis.batches")
 
@@ -257,11 +256,7 @@ class BatchRunner:
 
     async def _record(self, batch: BatchJob, owner: str, line: _Line, status_code: int, body: dict[str, Any]) -> None:
         ok = status_code == 200
-        counters = {
-            "completed": BatchJob.completed + (1 if ok else 0),
-            "failed": BatchJob.failed + (0 if ok else 1),
-            **renewal(self._lease_seconds),
-        }
+        counters = {"completed": BatchJob.completed + (1 if ok else 0), "failed": BatchJob.failed + (0 if ok else 1)}
         async with self._db.session() as session:
             if not await batch_rows.update_held(session, batch.seq, owner, ("in_progress",), counters):
                 await session.rollback()
@@ -389,8 +384,6 @@ class BatchRunner:
 
     async def _set(self, seq: int, owner: str, statuses: tuple[str, ...], **values: Any) -> None:
         """Writes `values` while this worker holds the lease and the batch is in one of `statuses`."""
-        if "lease_owner" not in values:
-            values["lease_expires_at"] = time.time() + self._lease_seconds
         async with self._db.session() as session:
             if not await batch_rows.update_held(session, seq, owner, statuses, values):
                 await session.rollback()

@@ -22,8 +22,9 @@ from oasis.services.vector_stores.text_extraction import InvalidFile, Unsupporte
 from oasis.storage import files as file_rows
 from oasis.storage import vector_stores as rows
 from oasis.storage.db import Database
+from oasis.storage.leases import held_by
 from oasis.storage.tables import VectorStore, VectorStoreChunk, VectorStoreFile
-from oasis.workers.leases import LeaseKeeper, held_by, lease_one, renewal
+from oasis.workers.leases import LeaseKeeper, lease_one
 
 log = logging.getLogger("oasis.ingestion")
 
@@ -119,11 +120,7 @@ class IngestionRunner:
                     VectorStoreFile.deleted_at.is_(None),
                     VectorStoreFile.chunks_done == start,
                 )
-                .values(
-                    chunks_done=start + len(texts),
-                    usage_bytes=VectorStoreFile.usage_bytes + size,
-                    **renewal(self._lease_seconds),
-                )
+                .values(chunks_done=start + len(texts), usage_bytes=VectorStoreFile.usage_bytes + size)
             )
             if moved.rowcount != 1:  # type: ignore[attr-defined]
                 await session.rollback()

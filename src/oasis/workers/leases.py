@@ -10,15 +10,12 @@ import time
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import ColumnElement, or_, select, update
+from sqlalchemy import ColumnElement, select, update
 
 from oasis.storage.db import Database
+from oasis.storage.leases import claimable, held_by, renewal
 
 log = logging.getLogger("oasis.workers")
-
-
-def claimable(table: Any, moment: float) -> list[ColumnElement[bool]]:
-    return [or_(table.lease_expires_at.is_(None), table.lease_expires_at < moment)]
 
 
 async def lease_one(
@@ -43,15 +40,6 @@ async def lease_one(
         )
         await session.commit()
     return None if claimed is None else int(claimed)
-
-
-def held_by(table: Any, seq: int, owner: str) -> list[ColumnElement[bool]]:
-    """Conditions for a write that only the lease holder may make (it fails once the lease is taken over)."""
-    return [table.seq == seq, table.lease_owner == owner]
-
-
-def renewal(seconds: float) -> dict[str, float]:
-    return {"lease_expires_at": time.time() + seconds}
 
 
 class LeaseKeeper:

@@ -1,0 +1,22 @@
+"""Conditions and values on a job row's lease columns (`lease_owner`, `lease_expires_at`); workers/leases.py
+claims and renews leases with them, repositories write only while the lease is held."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import ColumnElement, or_
+
+
+def claimable(table: Any, moment: float) -> list[ColumnElement[bool]]:
+    return [or_(table.lease_expires_at.is_(None), table.lease_expires_at < moment)]
+
+
+def held_by(table: Any, seq: int, owner: str) -> list[ColumnElement[bool]]:
+    """Conditions for a write that only the lease holder may make (it fails once the lease is taken over)."""
+    return [table.seq == seq, table.lease_owner == owner]
+
+
+def renewal(seconds: float) -> dict[str, float]:
+    return {"lease_expires_at": time.time() + seconds}
