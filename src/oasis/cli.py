@@ -1,4 +1,4 @@
-"""The `oasis` command: serve, worker, keys. Progress and errors go to stderr; results to stdout."""
+"""The `oasis` command: serve, worker, keys, models. Progress and errors go to stderr; results to stdout."""
 
 from __future__ import annotations
 
@@ -12,18 +12,25 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from oasis import __version__
 from oasis.errors import OasisError
-from oasis.services.keys import KeyService
-from oasis.settings import Settings, config_file, load_settings
+from oasis.logs import configure_logging
+from oasis.services.keys import DEFAULT_PROJECT, KeyService
+from oasis.settings import ConfigError, Settings, config_file, load_settings
 from oasis.storage.db import Database
+
+log = logging.getLogger("oasis")
 
 
 def _add_settings_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, help="data folder (default: $OASIS_DATA_DIR, else per-user)")
-    parser.add_argument("--config", type=Path, help="YAML config file (models:, server:, files:, …)")
+    parser.add_argument(
+        "--config", type=Path, help="YAML config file (default: $OASIS_CONFIG, else config.yaml in the data dir)"
+    )
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--log-format", default="text", choices=["text", "json"], help="json: one JSON object a line, for collectors"
+    )
 
 
 def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
@@ -31,8 +38,9 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
     if args.data_dir is not None:
         overrides["data_dir"] = args.data_dir
     config = config_file(args.config, args.data_dir)
+    args.config_used = config
     if config is not None:
-        logging.getLogger("oasis").info("config file: %s", config)
+        log.info("config file: %s", config)
     return load_settings(config, **overrides)
 
 
@@ -45,11 +53,26 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _database_name(settings: Settings) -> str:
+    """The database a command uses, without a password."""
+    if settings.database_url is None:
+        return str(settings.data_dir / "oasis.db")
+    url = settings.sqlalchemy_url
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.rpartition('@')[2]}"
+
+
 async def _with_keys(settings: Settings, action: str, argument: str | None) -> int:
+    if action in ("list", "revoke") and settings.database_url is None and not (settings.data_dir / "oasis.db").exists():
+        # Listing or revoking in a folder that holds no database is a mistyped --data-dir, not an empty list.
+        print(f"oasis: no oasis database in {settings.data_dir} (give the server's --data-dir)", file=sys.stderr)
+        return 2
     db = Database(settings.sqlalchemy_url)
     try:
         await db.migrate()
         keys = KeyService(db)
+        if action != "exists":
+            print(f"database: {_database_name(settings)}", file=sys.stderr)
         if action == "create":
             assert argument is not None
             info, plaintext = await keys.create(argument)
@@ -88,11 +111,36 @@ def _serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    print(
-        f"oasis {__version__}: data in {settings.data_dir}, listening on {host}:{settings.server.port}",
-        file=sys.stderr,
-    )
-    uvicorn.run(create_app(settings), host=host, port=settings.server.port, log_level="info")
+    log.info("oasis %s: data in %s, listening on %s:%s", __version__, settings.data_dir, host, settings.server.port)
+    app = create_app(settings)
+    uvicorn.run(app, host=host, port=settings.server.port, log_config=None, access_log=False)
+    return 0
+
+
+def _live_states(settings: Settings) -> dict[str, str] | None:
+    """Each model's state as the server on the configured address reports it, or None when none answers."""
+    import httpx
+
+    host = "127.0.0.1" if settings.server.host in ("0.0.0.0", "::") else settings.server.host
+    try:
+        health = httpx.get(f"http://{host}:{settings.server.port}/health", timeout=2).json()
+        return {model["id"]: model["state"] for model in health["models"]}
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _models(settings: Settings) -> int:
+    from oasis.app import engine_setup
+    from oasis.engines.options import weights_source
+
+    _, specs = engine_setup(settings)
+    live = _live_states(settings)
+    if live is None:
+        print(f"no server answers on {settings.server.host}:{settings.server.port}; states unknown", file=sys.stderr)
+    print("id\tengine\tstate\tweights\taliases")
+    for spec in specs:
+        state = (live or {}).get(spec.id, "not running")
+        print(f"{spec.id}\t{spec.engine}\t{state}\t{weights_source(spec)}\t{','.join(spec.aliases)}")
     return 0
 
 
@@ -100,7 +148,7 @@ def _worker(args: argparse.Namespace) -> int:
     from oasis.app import run_worker
 
     settings = _settings(args)
-    print(f"oasis {__version__} worker: database {settings.sqlalchemy_url.split('@')[-1]}", file=sys.stderr)
+    log.info("oasis %s worker: database %s", __version__, _database_name(settings))
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_worker(settings))
     return 0
@@ -128,18 +176,30 @@ def _parser() -> argparse.ArgumentParser:
 
     keys = commands.add_parser("keys", help="manage API keys").add_subparsers(dest="keys_command", required=True)
     create = keys.add_parser("create", help="create a key; prints it as the last line of stdout")
-    create.add_argument("--project", required=True, help="project the key belongs to (created if new)")
+    create.add_argument(
+        "--project",
+        default=DEFAULT_PROJECT,
+        help=f"project the key belongs to, created if new (default {DEFAULT_PROJECT!r}: the project that objects "
+        "made before the first key live in)",
+    )
     _add_settings_args(create)
     _add_settings_args(keys.add_parser("list", help="list keys (never their secrets)"))
     revoke = keys.add_parser("revoke", help="revoke a key by id")
     revoke.add_argument("key_id")
     _add_settings_args(revoke)
+
+    models = commands.add_parser(
+        "models", help="list the models the server serves: engine, weights, aliases, and state if it is running"
+    )
+    models.add_argument("--host", default=None, help="where the server to ask for states listens (default: config)")
+    models.add_argument("--port", type=int, default=None, help="its port (default: config, else 8000)")
+    _add_settings_args(models)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level, args.log_format)
     # Migration chatter helps when a server starts, not on every `oasis keys` call.
     logging.getLogger("alembic").setLevel(logging.INFO if args.command == "serve" else logging.WARNING)
     try:
@@ -147,11 +207,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)
         if args.command == "worker":
             return _worker(args)
+        if args.command == "models":
+            if args.log_level == "info":  # the table is the answer; the start-up lines would repeat it
+                logging.getLogger("oasis").setLevel(logging.WARNING)
+            server = {key: value for key in ("host", "port") if (value := getattr(args, key)) is not None}
+            return _models(_settings(args, server=server))
         settings = _settings(args)
         argument = getattr(args, "project", None) or getattr(args, "key_id", None)
         return asyncio.run(_with_keys(settings, args.keys_command, argument))
-    except (ValidationError, FileNotFoundError, ValueError) as exc:
-        print(f"oasis: {exc}", file=sys.stderr)
+    except (ConfigError, FileNotFoundError) as exc:
+        # Mistakes found after reading the file (a model's options, its weights) name the file too.
+        where = getattr(args, "config_used", None)
+        message = str(exc) if where is None or str(exc).startswith(str(where)) else f"{where}: {exc}"
+        print(f"oasis: {message}", file=sys.stderr)
         return 2
     except OasisError as exc:
         print(f"oasis: {exc.message}", file=sys.stderr)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from oasis import __version__
@@ -24,6 +23,7 @@ from oasis.services.embeddings.service import EmbeddingService
 from oasis.services.files.service import FileService
 from oasis.services.keys import KeyService
 from oasis.services.models.service import ModelService
+from oasis.services.monitoring import Monitoring
 from oasis.services.vector_stores.search import VectorSearch
 from oasis.services.vector_stores.service import VectorStoreService
 from oasis.settings import ModelSpec, Settings
@@ -80,8 +80,7 @@ class Container:
     sweeper: BlobSweeper
     batches: BatchService
     worker: WorkerLoop
-    engines_ready: asyncio.Event = field(default_factory=asyncio.Event)
-    engine_error: str | None = None
+    monitoring: Monitoring
 
     @classmethod
     def build(cls, settings: Settings, specs: list[ModelSpec], factories: Mapping[str, EngineFactory]) -> Container:
@@ -132,21 +131,17 @@ class Container:
             sweeper=sweeper,
             batches=BatchService(db, worker.wake),
             worker=worker,
+            monitoring=Monitoring(registry, db),
         )
 
     async def start_engines(self) -> None:
-        """Loads every configured model; /health turns 200 when this finishes."""
-        try:
-            await self.registry.start()
-        except Exception as exc:  # the server stays up to say why on /health and in the log
-            self.engine_error = f"{type(exc).__name__}: {exc}"
-            log.exception("loading the configured models failed")
-            return
-        self.engines_ready.set()
+        """Loads every configured model, each failing alone; `registry.settled` is set when all were tried."""
+        await self.registry.start()
 
     async def run_worker(self) -> None:
-        """The background job loop, once the models it needs are loaded."""
-        await self.engines_ready.wait()
+        """The background job loop, once every model was tried: a job whose model failed fails with its reason,
+        instead of every job waiting on a model that will never load."""
+        await self.registry.settled.wait()
         await self.worker.run()
 
     async def close(self) -> None:

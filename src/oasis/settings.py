@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+import yaml
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -16,6 +17,10 @@ from pydantic_settings import (
 )
 
 MIB = 1024 * 1024
+
+
+class ConfigError(ValueError):
+    """A mistake in the configuration, said in one plain line that names the file, the model and the option."""
 
 
 class ModelSpec(BaseModel):
@@ -48,6 +53,9 @@ class ServerSettings(BaseModel):
         default=32 * MIB,
         gt=0,
         description="Largest request body that is not a file upload (JSON is parsed whole in memory).",
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None, description="When set, `GET /metrics` needs it as a bearer (project keys do not open it)."
     )
 
 
@@ -147,10 +155,50 @@ def config_file(explicit: Path | None, data_dir: Path | None) -> Path | None:
     return beside_data if beside_data.is_file() else None
 
 
+def _read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where}: {exc.problem}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+
+
+def _place(loc: tuple[int | str, ...], raw: Any) -> str:
+    """ "model 'chat': `options`" (or "models[2]: …" without an id) from a pydantic error location and the file."""
+    if len(loc) >= 2 and loc[0] == "models" and isinstance(loc[1], int):
+        listed = raw.get("models") if isinstance(raw, dict) else None
+        entry = listed[loc[1]] if isinstance(listed, list) and loc[1] < len(listed) else None
+        model_id = entry.get("id") if isinstance(entry, dict) else None
+        where = f"model {model_id!r}" if model_id else f"models[{loc[1]}]"
+        rest = ".".join(str(part) for part in loc[2:])
+        return f"{where}: `{rest}`" if rest else where
+    return "`" + ".".join(str(part) for part in loc) + "`"
+
+
+def _plain(exc: ValidationError, raw: Any) -> str:
+    problems = []
+    for error in exc.errors():
+        place = _place(tuple(error["loc"]), raw)
+        if error["type"] == "extra_forbidden":
+            problems.append(f"unknown key {place}")
+        else:
+            problems.append(f"{place}: {str(error['msg']).removeprefix('Value error, ')}")
+    return "; ".join(problems)
+
+
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
-    """Build settings from the optional YAML config file, the environment, then explicit overrides."""
-    if config_file is not None and not config_file.is_file():
-        raise FileNotFoundError(f"config file {config_file} does not exist")
+    """Build settings from the optional YAML config file, the environment, then explicit overrides. A mistake
+    in any of them is a ConfigError of one line."""
+    raw: Any = None
+    if config_file is not None:
+        if not config_file.is_file():
+            raise ConfigError(f"config file {config_file} does not exist")
+        raw = _read_yaml(config_file)
+        if raw is not None and not isinstance(raw, dict):
+            raise ConfigError(f"{config_file}: expected a mapping of settings (server:, models:, …) at the top")
 
     class _WithConfigFile(Settings):
         model_config = SettingsConfigDict(yaml_file=config_file)
@@ -169,4 +217,8 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
                 sources.append(YamlConfigSettingsSource(settings_cls))
             return tuple(sources)
 
-    return _WithConfigFile(**overrides)
+    try:
+        return _WithConfigFile(**overrides)
+    except ValidationError as exc:
+        source = f"{config_file}: " if config_file is not None else ""
+        raise ConfigError(f"{source}{_plain(exc, raw)}") from None

@@ -6,6 +6,7 @@ the validation, parsing and size limits under test are the app's own, shared by 
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 import httpx
@@ -163,3 +164,22 @@ async def test_a_second_content_type_does_not_lift_the_json_limit(start_oasis) -
         )
     assert _assert_envelope(disguised, 413)["code"] == "request_too_large"
     assert _assert_envelope(multipart_to_json_route, 413)["code"] == "request_too_large"
+
+
+async def test_docs_work_offline_and_declare_the_bearer_scheme(oasis: Harness) -> None:
+    async with oasis.http(api_key=None) as http:
+        page = await http.get("/docs")
+        assert page.status_code == 200
+        # Every script and style comes from this server: nothing to fetch from a CDN.
+        sources = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+        assert sources and all(source.startswith("/") for source in sources), sources
+        for source in sources:
+            asset = await http.get(source)
+            assert asset.status_code == 200 and len(asset.content) > 100, source
+        schema = (await http.get("/openapi.json")).json()
+    assert schema["components"]["securitySchemes"]["ApiKeyAuth"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An oasis API key (sk-oasis-…).",
+    }
+    assert schema["security"] == [{"ApiKeyAuth": []}]

@@ -10,6 +10,7 @@ import openai
 import pytest
 
 from oasis.engines.registry import UnknownEngineKind
+from oasis.settings import ModelSpec
 from oasis.storage.clock import now
 from oasis.storage.projects import get_or_create_project
 from oasis.storage.tables import OwnedModel
@@ -95,7 +96,7 @@ async def test_health_is_503_until_models_load(start_oasis: Callable[..., Any]) 
         loading = await http.get("/health")
         assert loading.status_code == 503 and loading.json()["status"] == "loading"
         gate.set()
-        await asyncio.wait_for(harness.container.engines_ready.wait(), timeout=10)
+        await asyncio.wait_for(harness.container.registry.settled.wait(), timeout=10)
         ready = await http.get("/health")
     assert ready.status_code == 200 and ready.json()["status"] == "ok"
     assert ready.json()["max_upload_bytes"] == 512 * 1024 * 1024
@@ -109,14 +110,59 @@ async def test_a_model_that_fails_to_load_keeps_health_503_and_says_why(
         models=[{"id": "bad", "engine": "broken"}],
         wait_ready=False,
     )
+    await asyncio.wait_for(harness.container.registry.settled.wait(), timeout=10)
     async with harness.http() as http:
+        health = await http.get("/health")
+    assert health.status_code == 503
+    assert health.json()["status"] == "error" and "unreadable" in health.json()["error"]
+    assert health.json()["models"] == [
+        {"id": "bad", "engine": "broken", "state": "failed", "error": "RuntimeError: weights for bad are unreadable"}
+    ]
+
+
+def _breaks_when_named_bad(spec: ModelSpec) -> IdleEngine:
+    return BrokenEngine(spec) if spec.id.startswith("bad") else IdleEngine(spec)
+
+
+async def test_a_failed_model_fails_alone(start_oasis: Callable[..., Any]) -> None:
+    """The model after a broken one still loads, /health stays 200 while its kind has a ready model, and a
+    request for the broken one is a 503 that says why."""
+    harness: Harness = await start_oasis(
+        engine_factories={"idle": _breaks_when_named_bad},
+        models=[{"id": "bad-chat", "engine": "idle"}, {"id": "good-chat", "engine": "idle", "aliases": ["gpt-4o"]}],
+    )
+    async with harness.http() as http:
+        health = await http.get("/health")
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    states = {model["id"]: model["state"] for model in health.json()["models"]}
+    assert states == {"bad-chat": "failed", "good-chat": "ready"}
+
+    client = harness.sdk()
+    assert (await client.models.retrieve("gpt-4o")).id == "gpt-4o"
+    with pytest.raises(openai.InternalServerError) as failed:
+        await client.chat.completions.create(model="bad-chat", messages=[{"role": "user", "content": "hi"}])
+    assert failed.value.status_code == 503
+    assert "failed to load" in failed.value.message and "unreadable" in failed.value.message
+
+
+async def test_health_needs_a_ready_model_of_every_kind(start_oasis: Callable[..., Any]) -> None:
+    gate = asyncio.Event()
+    harness: Harness = await start_oasis(
+        engine_factories={"idle": IdleEngine, "gated": lambda spec: GatedEngine(spec, gate)},
+        models=[{"id": "quick", "engine": "idle"}, {"id": "slow", "engine": "gated"}],
+        wait_ready=False,
+    )
+    async with harness.http(api_key=None) as http:
         for _ in range(100):
-            health = await http.get("/health")
-            if health.json()["status"] != "loading":
+            if harness.container.registry.state("quick").status == "ready":  # type: ignore[union-attr]
                 break
             await asyncio.sleep(0.01)
-    assert health.status_code == 503
-    assert "unreadable" in health.json()["error"]
+        waiting = await http.get("/health")
+        assert waiting.status_code == 503 and waiting.json()["status"] == "loading"
+        assert {m["id"]: m["state"] for m in waiting.json()["models"]} == {"quick": "ready", "slow": "loading"}
+        gate.set()
+        await asyncio.wait_for(harness.container.registry.settled.wait(), timeout=10)
+        assert (await http.get("/health")).status_code == 200
 
 
 async def test_unknown_engine_kind_is_refused_at_start(start_oasis: Callable[..., Any]) -> None:

@@ -411,3 +411,17 @@ async def test_a_failed_index_build_is_tried_again(
     question, expected = QUESTIONS[0]
     assert (await search(harness, store_id, question))[0]["file_id"] == ids[expected]
     await wait_for(lambda: asyncio.sleep(0, result=cached.index is not None))
+
+
+async def test_a_broken_model_does_not_hold_up_ingestion(start_oasis: Callable[..., Any]) -> None:
+    """The in-process worker runs once every model was tried, so a chat model that failed to load does not
+    keep files from being ingested."""
+    from oasis.engines.kinds import installed_engine_factories
+    from tests.engines import BrokenEngine
+
+    harness: Harness = await start_oasis(
+        engine_factories=installed_engine_factories() | {"broken": BrokenEngine},
+        models=[{"id": "bad-chat", "engine": "broken"}, E5],
+    )
+    store_id, _ = await completed_store(harness, {"tax.txt": DOCUMENTS["tax.txt"]})
+    assert (await search(harness, store_id, "when are taxes due?"))[0]["filename"] == "tax.txt"

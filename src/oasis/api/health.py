@@ -1,4 +1,4 @@
-"""`GET /health`: 200 once the configured models are loaded, 503 before (or if loading failed)."""
+"""`GET /health`: every model's state; 200 once each configured engine kind has a ready model, else 503."""
 
 from __future__ import annotations
 
@@ -6,15 +6,16 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from oasis.api.deps import ContainerDep
+from oasis.services.models.health import readiness
 
 router = APIRouter()
 
 
 @router.get("/health", include_in_schema=False)
 async def health(container: ContainerDep) -> JSONResponse:
-    body: dict[str, object] = {"max_upload_bytes": container.settings.files.max_upload_bytes}
-    if container.engines_ready.is_set():
-        return JSONResponse({"status": "ok", **body})
-    if container.engine_error is not None:
-        return JSONResponse({"status": "error", "error": container.engine_error, **body}, status_code=503)
-    return JSONResponse({"status": "loading", **body}, status_code=503)
+    state = readiness(container.registry.states)
+    body: dict[str, object] = {"status": state.status}
+    if state.error is not None:
+        body["error"] = state.error
+    body |= {"models": state.models, "max_upload_bytes": container.settings.files.max_upload_bytes}
+    return JSONResponse(body, status_code=200 if state.serving else 503)

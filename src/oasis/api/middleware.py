@@ -1,4 +1,5 @@
-"""Pure ASGI middleware (it must not buffer streamed responses): request ids, timing, body limit, 500s."""
+"""Pure ASGI middleware (it must not buffer streamed responses): request ids, timing, body limit, 500s, and
+one access line per request."""
 
 from __future__ import annotations
 
@@ -7,13 +8,16 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
 
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from oasis import logs
 from oasis.api.errors import error_body
 
 log = logging.getLogger("oasis.api")
+access_log = logging.getLogger("oasis.access")
 
 
 class _BodyTooLarge(Exception):
@@ -30,6 +34,21 @@ _JSON_NUL = re.compile(rb"(?:^|[^\\])(?:\\\\)*\\u0000")
 _NUL_MESSAGE = "Text in requests must not contain NUL characters (\\u0000)."
 
 
+def route_template(scope: Scope) -> str:
+    """`/v1/files/{file_id}` for `/v1/files/file-abc`: the path with its parameters named, so that ids never
+    become metric label values; "unmatched" for a path no route took."""
+    if "route" not in scope:
+        return "unmatched"
+    segments = str(scope["path"]).split("/")
+    for name, value in scope.get("path_params", {}).items():
+        parts = str(value).split("/")
+        for start in range(len(segments) - len(parts), 0, -1):
+            if segments[start : start + len(parts)] == parts:
+                segments[start : start + len(parts)] = [f"{{{name}}}"]
+                break
+    return "/".join(segments)
+
+
 class RequestContextMiddleware:
     """Gives every response `x-request-id` and `openai-processing-ms`, refuses bodies over the limit with
     413, and turns an unhandled exception into a 500 envelope that names the request id (no stack trace).
@@ -38,9 +57,15 @@ class RequestContextMiddleware:
     parsed whole in memory, so it has the smaller JSON limit."""
 
     def __init__(
-        self, app: ASGIApp, max_upload_body_bytes: int, max_json_body_bytes: int, upload_paths: frozenset[str]
+        self,
+        app: ASGIApp,
+        max_upload_body_bytes: int,
+        max_json_body_bytes: int,
+        upload_paths: frozenset[str],
+        observe: Callable[[str, str, int, float], None] = lambda method, route, status, seconds: None,
     ) -> None:
         self.app = app
+        self.observe = observe
         self.upload_paths = upload_paths
         self.max_upload_body_bytes = max_upload_body_bytes
         self.max_json_body_bytes = max_json_body_bytes
@@ -52,6 +77,33 @@ class RequestContextMiddleware:
         request_id = f"req_{uuid.uuid4().hex}"
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
+        token = logs.request_id.set(request_id)
+        status = 0
+
+        async def observed_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self._handle(scope, receive, observed_send, request_id, started)
+        finally:
+            seconds = time.perf_counter() - started
+            route = route_template(scope)
+            method = scope["method"]
+            self.observe(method, route, status, seconds)
+            access_log.info(
+                "%s %s %s %.1f ms",
+                method,
+                scope["path"],
+                status or "-",
+                seconds * 1000,
+                extra={"method": method, "path": scope["path"], "status": status, "duration_ms": seconds * 1000},
+            )
+            logs.request_id.reset(token)
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send, request_id: str, started: float) -> None:
         response_started = False
         body_too_large = False
         received = 0

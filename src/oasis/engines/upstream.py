@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from oasis.engines.options import UpstreamOptions
 from oasis.errors import OasisError
 from oasis.settings import ModelSpec
 
@@ -31,17 +32,13 @@ def pick_replica(replicas: list[Replica]) -> Replica:
 
 class UpstreamEngine:
     def __init__(self, spec: ModelSpec) -> None:
-        options = spec.options
-        urls = options.get("base_urls") or ([options["base_url"]] if options.get("base_url") else [])
-        if not urls:
-            raise ValueError(f"model {spec.id}: an upstream engine needs `base_url` or `base_urls` in options")
+        options = UpstreamOptions.model_validate(spec.options)
         self.spec = spec
-        self.upstream_model: str = options.get("model", spec.id)
-        self.replicas = [Replica(str(url).rstrip("/")) for url in urls]
-        headers = {"authorization": f"Bearer {options['api_key']}"} if options.get("api_key") else {}
-        self._client = httpx.AsyncClient(
-            headers=headers, timeout=httpx.Timeout(float(options.get("timeout", 600)), connect=10)
-        )
+        self.upstream_model: str = options.model or spec.id
+        self.replicas = [Replica(url.rstrip("/")) for url in options.urls]
+        key = options.api_key.get_secret_value() if options.api_key else None
+        headers = {"authorization": f"Bearer {key}"} if key else {}
+        self._client = httpx.AsyncClient(headers=headers, timeout=httpx.Timeout(options.timeout, connect=10))
 
     async def start(self) -> None:
         """Nothing to load: an upstream that is down shows in the requests that reach it, as a 502."""

@@ -17,6 +17,7 @@ from typing import Any, BinaryIO
 
 import platformdirs
 
+from oasis.engines.options import WhisperOptions
 from oasis.engines.speech import Segment, Task, Transcript, UnreadableAudio, Word
 from oasis.settings import ModelSpec
 
@@ -39,7 +40,7 @@ def model_dir(spec: ModelSpec) -> Path:
         return first
     parts = [first / "model.bin.part1"] + [
         _package_dir(name) / "data" / f"model.bin.part{index}"
-        for index, name in enumerate(spec.options.get("part_packages", []), start=2)
+        for index, name in enumerate(WhisperOptions.model_validate(spec.options).part_packages, start=2)
     ]
     missing = [str(part) for part in parts if not part.exists()]
     if missing:
@@ -71,9 +72,9 @@ def _assemble(first: Path, parts: list[Path], target: Path) -> None:
 class WhisperEngine:
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
-        self._options = spec.options
+        self._options = WhisperOptions.model_validate(spec.options)
         self._model: Any = None
-        self._pool = ThreadPoolExecutor(max_workers=int(self._options.get("workers", 1)), thread_name_prefix="whisper")
+        self._pool = ThreadPoolExecutor(max_workers=self._options.workers, thread_name_prefix="whisper")
 
     async def start(self) -> None:
         self._model = await asyncio.get_running_loop().run_in_executor(self._pool, self._load)
@@ -84,8 +85,8 @@ class WhisperEngine:
         return WhisperModel(
             str(model_dir(self.spec)),
             device="cpu",
-            compute_type=self._options.get("compute_type", "int8"),
-            cpu_threads=int(self._options.get("cpu_threads", 0)),
+            compute_type=self._options.compute_type,
+            cpu_threads=self._options.cpu_threads,
             local_files_only=True,
         )
 

@@ -69,3 +69,11 @@ async def results_after(
         .limit(limit)
     )
     return list(found)
+
+
+async def count_running(session: AsyncSession) -> int:
+    """Batches a worker still has to act on: the batch job queue's depth."""
+    found = await session.scalar(
+        select(func.count()).select_from(BatchJob).where(BatchJob.status.in_(RUNNING), BatchJob.deleted_at.is_(None))
+    )
+    return int(found or 0)

@@ -152,3 +152,13 @@ async def bump_version(session: AsyncSession, store_id: str) -> None:
     await session.execute(
         update(VectorStore).where(VectorStore.id == store_id).values(content_version=VectorStore.content_version + 1)
     )
+
+
+async def count_waiting_files(session: AsyncSession) -> int:
+    """Files still to be ingested (running or waiting for a worker): the ingestion job queue's depth."""
+    found = await session.scalar(
+        select(func.count())
+        .select_from(VectorStoreFile)
+        .where(VectorStoreFile.status == "in_progress", VectorStoreFile.deleted_at.is_(None))
+    )
+    return int(found or 0)

@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,7 @@ from pydantic import ValidationError
 from oasis.blobs import BlobNotFound, BlobStore
 from oasis.engines.text import background_work
 from oasis.errors import OasisError, invalid_fields
+from oasis.metrics import JOB_DURATION
 from oasis.services.files.service import FileService
 from oasis.storage import batches as batch_rows
 from oasis.storage import files as file_rows
@@ -85,14 +87,19 @@ class BatchRunner:
         )
         if seq is None:
             return False
+        started = time.perf_counter()
         try:
             async with LeaseKeeper(self._db, BatchJob, seq, owner, self._lease_seconds):
                 await self._run(seq, owner)
+            outcome = (await self._batch(seq)).status  # completed, failed, cancelled or expired
         except _Stop:
+            outcome = "stopped"
             await self._release(seq, owner)  # cancelled meanwhile: the next round finalises it at once
         except Exception as exc:
+            outcome = "error"
             log.exception("running batch (row %s) failed", seq)
             await self._fail_if_exhausted(seq, owner, exc)
+        JOB_DURATION.labels("batch", outcome).observe(time.perf_counter() - started)
         return True
 
     async def _fail_if_exhausted(self, seq: int, owner: str, exc: Exception) -> None:

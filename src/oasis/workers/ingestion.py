@@ -15,7 +15,10 @@ import numpy as np
 from sqlalchemy import select, update
 
 from oasis.blobs import BlobNotFound, BlobStore
+from oasis.engines.embedding import EmbeddingEngine
+from oasis.engines.text import EngineBusy
 from oasis.errors import OasisError
+from oasis.metrics import JOB_DURATION
 from oasis.services.embeddings.service import EmbeddingService
 from oasis.services.vector_stores.chunking import split
 from oasis.services.vector_stores.text_extraction import InvalidFile, UnsupportedFile, extract_text
@@ -61,16 +64,23 @@ class IngestionRunner:
         )
         if seq is None:
             return False
+        started = time.perf_counter()
+        outcome = "stopped"
         try:
             async with LeaseKeeper(self._db, VectorStoreFile, seq, owner, self._lease_seconds):
                 await self._ingest(seq, owner)
+            outcome = "completed"
         except _Stop:
-            pass
+            log.info("ingestion of row %s stopped: cancelled, deleted or taken over", seq)
         except _Failed as failure:
+            outcome = "failed"
+            log.warning("ingestion of row %s failed: %s", seq, failure.message)
             await self._finish(seq, owner, "failed", failure.code, failure.message)
         except Exception as exc:
+            outcome = "error"
             log.exception("ingesting vector store file (row %s) failed", seq)
             await self._retry_or_fail(seq, owner, f"{type(exc).__name__}: {exc}")
+        JOB_DURATION.labels("ingestion", outcome).observe(time.perf_counter() - started)
         return True
 
     async def _ingest(self, seq: int, owner: str) -> None:
@@ -82,6 +92,13 @@ class IngestionRunner:
             stored = await file_rows.get_file(session, job.project_id, job.id)
         if store is None:
             raise _Stop
+        log.info(
+            "ingesting %s into %s (attempt %d, from chunk %d)",
+            job.id,
+            job.vector_store_id,
+            job.attempts,
+            job.chunks_done,
+        )
         if stored is None:
             raise _Failed("invalid_file", f"The file {job.id} was deleted before it could be indexed.")
         try:
@@ -98,14 +115,24 @@ class IngestionRunner:
         try:
             engine = self._embeddings.engine(store.embedding_model)
         except OasisError as exc:
-            if exc.status == 503:
+            if exc.status == 503 and exc.code != "model_failed":
                 raise  # still loading: try again
             raise _Failed("server_error", f"Embedding model {store.embedding_model!r}: {exc.message}") from None
         for start in range(job.chunks_done, len(chunks), EMBED_STEP):
             texts = chunks[start : start + EMBED_STEP]
-            vectors: np.ndarray = await engine.embed(texts, "passage")
+            vectors = await self._embed_when_free(engine, texts)
             await self._commit_step(job, owner, start, texts, vectors)
         await self._finish(seq, owner, "completed", None, None)
+        log.info("ingested %s into %s: %d chunks", job.id, job.vector_store_id, len(chunks))
+
+    @staticmethod
+    async def _embed_when_free(engine: EmbeddingEngine, texts: list[str]) -> np.ndarray:
+        """A full embedding queue (online requests first) is a wait, not a failed attempt."""
+        while True:
+            try:
+                return await engine.embed(texts, "passage")
+            except EngineBusy as busy:
+                await asyncio.sleep(busy.retry_after)
 
     async def _commit_step(
         self, job: VectorStoreFile, owner: str, start: int, texts: list[str], vectors: np.ndarray

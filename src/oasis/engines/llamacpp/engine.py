@@ -24,8 +24,10 @@ from typing import Any
 
 import numpy as np
 
+from oasis.engines.base import EngineLoad
 from oasis.engines.llamacpp import native
 from oasis.engines.llamacpp.weights import gguf_path
+from oasis.engines.options import LlamaCppOptions
 from oasis.engines.text import (
     EngineBusy,
     PromptTooLong,
@@ -141,14 +143,14 @@ class LlamaCppEngine:
 
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
-        options: Mapping[str, Any] = spec.options
-        self._requested_context = int(options.get("context_length", 4096))
-        self._parallel = int(options.get("parallel", 8))
-        self._batch_size = int(options.get("batch_size", 512))
-        self._threads = int(options.get("threads", os.cpu_count() or 1))
-        self._max_queue = int(options.get("max_queue", 256))
-        self._template_override: str | None = options.get("chat_template")
-        self._gpu_layers: int | None = int(options["gpu_layers"]) if "gpu_layers" in options else None
+        options = LlamaCppOptions.model_validate(spec.options)
+        self._requested_context = options.context_length
+        self._parallel = options.parallel
+        self._batch_size = options.batch_size
+        self._threads = options.threads or os.cpu_count() or 1
+        self._max_queue = options.max_queue
+        self._template_override = options.chat_template
+        self._gpu_layers = options.gpu_layers
         self._model: Any = None
         self._context: Any = None
         self._vocab: Any = None
@@ -171,6 +173,10 @@ class LlamaCppEngine:
         # Prompt tokens decoded, and those taken from a slot's cache instead (for logs and tests).
         self.prompt_tokens_decoded = 0
         self.prompt_tokens_cached = 0
+
+    def load(self) -> EngineLoad:
+        # Read without the lock: a scrape may see a count one step old, never a torn one (len() is atomic).
+        return EngineLoad(queued=len(self._waiting), busy=len(self._running), slots=self._parallel)
 
     # --- lifecycle ------------------------------------------------------------------------------------------
 

@@ -13,7 +13,14 @@ from oasis.engines.registry import EngineRegistry
 from oasis.engines.text import SampledToken, SamplingParams, TextEngine, TokenStream
 from oasis.errors import invalid_request
 from oasis.protocol.extensions import CompletionRequest
-from oasis.services.chat.generation import ChoiceText, complete_choice, merge, open_streams, stream_choice, usage
+from oasis.services.chat.generation import (
+    ChoiceText,
+    complete_choice,
+    merge,
+    metered_usage,
+    open_streams,
+    stream_choice,
+)
 from oasis.services.chat.text_models import (
     completion_budget,
     forward_stream,
@@ -24,6 +31,7 @@ from oasis.services.chat.text_models import (
     token_biases,
     token_text,
 )
+from oasis.services.models.engine_lookup import served_id
 from oasis.storage.clock import new_id
 
 DEFAULT_MAX_TOKENS = 16  # OpenAI's default for this endpoint, unlike chat
@@ -38,6 +46,7 @@ class Prompt:
 @dataclass(frozen=True)
 class PreparedCompletion:
     engine: TextEngine
+    model_id: str  # the configured id behind the requested name, for the metrics
     prompts: list[Prompt]
     params: SamplingParams
     stops: list[str]
@@ -126,6 +135,7 @@ class CompletionService:
         prompts = [_with_suffix(engine, prompt, request.suffix) for prompt in _prompts(engine, request)]
         return PreparedCompletion(
             engine=engine,
+            model_id=served_id(self._registry, request.model),
             prompts=prompts,
             params=to_sampling_params(request, engine, max(len(p.tokens) for p in prompts)),
             stops=stop_list(request.stop),
@@ -161,7 +171,7 @@ class CompletionService:
         return {
             **self._envelope(request),
             "choices": choices,
-            "usage": usage(prompt_tokens, completion_tokens),
+            "usage": metered_usage(job.model_id, prompt_tokens, completion_tokens),
         }
 
     async def _choices_for(
@@ -172,7 +182,7 @@ class CompletionService:
             scored = await job.engine.score(prompt.tokens, job.logprobs)
         if job.params.max_tokens == 0:
             return [ChoiceText("", [], "length", 0) for _ in range(job.n)], scored
-        streams = open_streams(job.engine, prompt.tokens, job.params, job.best_of)
+        streams = open_streams(job.engine, prompt.tokens, job.params, job.best_of, model=job.model_id)
         try:
             generated = await asyncio.gather(*(complete_choice(stream, job.stops) for stream in streams))
         finally:
@@ -195,7 +205,9 @@ class CompletionService:
         if upstream is not None:
             return forward_stream(upstream, "/completions", request, request.model)
         job = self.prepare(request)
-        streams = [open_streams(job.engine, prompt.tokens, job.params, job.n) for prompt in job.prompts]
+        streams = [
+            open_streams(job.engine, prompt.tokens, job.params, job.n, model=job.model_id) for prompt in job.prompts
+        ]
         return self._chunks(request, job, streams)
 
     async def _chunks(
@@ -216,9 +228,10 @@ class CompletionService:
         finally:
             for _, stream in flat:
                 stream.cancel()
+        prompt_tokens = sum(len(prompt.tokens) for prompt in job.prompts)
+        final_usage = metered_usage(job.model_id, prompt_tokens, completion_tokens)
         if include_usage:
-            prompt_tokens = sum(len(prompt.tokens) for prompt in job.prompts)
-            yield {**envelope, "choices": [], "usage": usage(prompt_tokens, completion_tokens)}
+            yield {**envelope, "choices": [], "usage": final_usage}
 
     @staticmethod
     async def _choice_chunks(

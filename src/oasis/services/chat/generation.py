@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -22,6 +23,7 @@ from oasis.engines.text import (
     TokenStream,
 )
 from oasis.errors import OasisError
+from oasis.metrics import THROTTLED, TIME_TO_FIRST_TOKEN, count_tokens
 
 
 @dataclass
@@ -95,16 +97,46 @@ async def complete_choice(generation: TokenStream, stops: Sequence[str] = ()) ->
     return ChoiceText(text="".join(parts), tokens=tokens, finish_reason=finish, completion_tokens=count)
 
 
-def open_streams(engine: TextEngine, prompt: list[int], params: SamplingParams, n: int) -> list[TokenStream]:
-    """Starts n sequences at once, or none: if the engine refuses one, those already queued are cancelled."""
+class _FirstTokenTimer:
+    """Passes a stream through and records how long its first token took (time to first token)."""
+
+    def __init__(self, inner: TokenStream, model: str) -> None:
+        self._inner = inner
+        self._model = model
+        self._started: float | None = time.perf_counter()
+
+    def __aiter__(self) -> TokenStream:
+        return self
+
+    async def __anext__(self) -> SampledToken:
+        sampled = await self._inner.__anext__()
+        if self._started is not None:
+            TIME_TO_FIRST_TOKEN.labels(self._model).observe(time.perf_counter() - self._started)
+            self._started = None
+        return sampled
+
+    def cancel(self) -> None:
+        self._inner.cancel()
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def open_streams(
+    engine: TextEngine, prompt: list[int], params: SamplingParams, n: int, *, model: str
+) -> list[TokenStream]:
+    """Starts n sequences at once, or none: if the engine refuses one, those already queued are cancelled.
+    `model` (the configured id) labels the metrics."""
     streams: list[TokenStream] = []
     try:
         for _ in range(n):
-            streams.append(engine.generate(prompt, params))
+            stream = engine.generate(prompt, params)
+            streams.append(stream if streams else _FirstTokenTimer(stream, model))
     except BaseException as exc:
         for stream in streams:
             stream.cancel()
         if isinstance(exc, EngineBusy):
+            THROTTLED.labels(model).inc()
             raise OasisError(
                 429,
                 "This model is serving as many requests as it can queue; retry shortly.",
@@ -118,7 +150,9 @@ def open_streams(engine: TextEngine, prompt: list[int], params: SamplingParams, 
     return streams
 
 
-def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+def metered_usage(model: str, prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    """The `usage` object of a response, counted in the token metrics of `model` (its configured id)."""
+    count_tokens(model, prompt_tokens, completion_tokens)
     return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,

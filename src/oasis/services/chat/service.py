@@ -13,7 +13,14 @@ from oasis.engines.registry import EngineRegistry
 from oasis.engines.text import SamplingParams, TextEngine, TokenStream
 from oasis.errors import invalid_request
 from oasis.protocol.extensions import ChatCompletionRequest
-from oasis.services.chat.generation import TextDelta, complete_choice, merge, open_streams, stream_choice, usage
+from oasis.services.chat.generation import (
+    TextDelta,
+    complete_choice,
+    merge,
+    metered_usage,
+    open_streams,
+    stream_choice,
+)
 from oasis.services.chat.template import render_chat
 from oasis.services.chat.text_models import (
     completion_budget,
@@ -33,6 +40,7 @@ from oasis.services.chat.tools import (
     plan_tools,
     tools_system_prompt,
 )
+from oasis.services.models.engine_lookup import served_id
 from oasis.storage.clock import new_id
 
 ANY_JSON_OBJECT: dict[str, object] = {"type": "object"}
@@ -41,6 +49,7 @@ ANY_JSON_OBJECT: dict[str, object] = {"type": "object"}
 @dataclass(frozen=True)
 class PreparedChat:
     engine: TextEngine
+    model_id: str  # the configured id behind the requested name, for the metrics
     prompt: list[int]
     params: SamplingParams
     stops: list[str]
@@ -191,6 +200,7 @@ class ChatService:
             params = replace(params, json_schema=call_schema(plan))
         return PreparedChat(
             engine=engine,
+            model_id=served_id(self._registry, request.model),
             prompt=prompt,
             params=params,
             stops=stop_list(request.stop),
@@ -211,7 +221,7 @@ class ChatService:
         if upstream is not None:
             return await forward_whole(upstream, "/chat/completions", request, request.model)
         chat = self.prepare(request)
-        streams = open_streams(chat.engine, chat.prompt, chat.params, chat.n)
+        streams = open_streams(chat.engine, chat.prompt, chat.params, chat.n, model=chat.model_id)
         try:
             results = await asyncio.gather(*(complete_choice(stream, chat.stops) for stream in streams))
         finally:
@@ -231,7 +241,7 @@ class ChatService:
                 for index, result in enumerate(results)
                 for message, finish in [_answer(chat.tools, result.text, result.finish_reason)]
             ],
-            "usage": usage(len(chat.prompt), completion_tokens),
+            "usage": metered_usage(chat.model_id, len(chat.prompt), completion_tokens),
         }
 
     def stream(self, request: ChatCompletionRequest) -> AsyncIterator[dict[str, Any]]:
@@ -240,7 +250,9 @@ class ChatService:
         if upstream is not None:
             return forward_stream(upstream, "/chat/completions", request, request.model)
         chat = self.prepare(request)
-        return self._chunks(request, chat, open_streams(chat.engine, chat.prompt, chat.params, chat.n))
+        return self._chunks(
+            request, chat, open_streams(chat.engine, chat.prompt, chat.params, chat.n, model=chat.model_id)
+        )
 
     async def _chunks(
         self, request: ChatCompletionRequest, chat: PreparedChat, streams: list[TokenStream]
@@ -298,8 +310,9 @@ class ChatService:
                     "choices": [{"index": index, "delta": {}, "logprobs": None, "finish_reason": finish}],
                     **extra,
                 }
+        final_usage = metered_usage(chat.model_id, len(chat.prompt), completion_tokens)
         if include_usage:
-            yield {**envelope, "choices": [], "usage": usage(len(chat.prompt), completion_tokens)}
+            yield {**envelope, "choices": [], "usage": final_usage}
 
 
 class _HeldCall:

@@ -10,10 +10,12 @@ import numpy as np
 
 from oasis.engines.embedding import EmbeddingEngine, TextRole
 from oasis.engines.registry import EngineRegistry
-from oasis.errors import invalid_request
+from oasis.engines.text import EngineBusy
+from oasis.errors import OasisError, invalid_request
+from oasis.metrics import THROTTLED, count_tokens
 from oasis.protocol import openapi_types as spec
 from oasis.services.embeddings import openai_tokens
-from oasis.services.models.engine_lookup import engine_for
+from oasis.services.models.engine_lookup import engine_for, served_id
 
 MAX_INPUTS = 2048
 
@@ -81,7 +83,18 @@ class EmbeddingService:
                     f"requested {count} tokens in '{where}'. Please reduce the length of the input.",
                     param=where,
                 )
-        return Embedded(await engine.embed(texts, role), sum(counts))
+        try:
+            vectors = await engine.embed(texts, role)
+        except EngineBusy as busy:
+            THROTTLED.labels(served_id(self._registry, model)).inc()
+            raise OasisError(
+                429,
+                "This model is embedding as many requests as it can queue; retry shortly.",
+                type="server_error",
+                code="rate_limit_exceeded",
+                headers={"retry-after": str(busy.retry_after)},
+            ) from None
+        return Embedded(vectors, sum(counts))
 
     async def create(self, body: spec.CreateEmbeddingRequest) -> dict[str, Any]:
         texts = input_texts(body.input)
@@ -97,6 +110,7 @@ class EmbeddingService:
             }
             for index, row in enumerate(vectors)
         ]
+        count_tokens(served_id(self._registry, body.model), embedded.prompt_tokens, 0)
         usage = {"prompt_tokens": embedded.prompt_tokens, "total_tokens": embedded.prompt_tokens}
         return {"object": "list", "data": data, "model": body.model, "usage": usage}
 

