@@ -12,7 +12,16 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
+
+# What services hold: a unit of work they pass to the repositories (storage/<area>.py), never SQL of their own.
+Session = AsyncSession
+
+
+class Conflict(Exception):
+    """A write broke a uniqueness rule: another writer got there first (the caller reads what it wrote)."""
+
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Any constant works; it only has to be the same for every replica that migrates the same database.
@@ -47,7 +56,11 @@ class Database:
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
         async with self._sessions() as session:
-            yield session
+            try:
+                yield session
+            except IntegrityError as exc:
+                await session.rollback()
+                raise Conflict(str(exc.orig)) from exc
 
     async def migrate(self) -> None:
         """Bring the schema to the newest migration; safe when several replicas start at once."""

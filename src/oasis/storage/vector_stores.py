@@ -162,3 +162,27 @@ async def count_waiting_files(session: AsyncSession) -> int:
         .where(VectorStoreFile.status == "in_progress", VectorStoreFile.deleted_at.is_(None))
     )
     return int(found or 0)
+
+
+async def tombstone_store_files(session: AsyncSession, store_id: str, stamp: int) -> None:
+    """Marks every live file of a store deleted with the store (a worker holding one stops at its next step)."""
+    await session.execute(
+        update(VectorStoreFile)
+        .where(VectorStoreFile.vector_store_id == store_id, VectorStoreFile.deleted_at.is_(None))
+        .values(deleted_at=stamp)
+    )
+
+
+async def cancel_unfinished_files(session: AsyncSession, batch_id: str) -> list[int]:
+    """Cancels a file batch's files still in progress (releasing their leases); their row numbers."""
+    cancelled = await session.scalars(
+        update(VectorStoreFile)
+        .where(
+            VectorStoreFile.batch_id == batch_id,
+            VectorStoreFile.status == "in_progress",
+            VectorStoreFile.deleted_at.is_(None),
+        )
+        .values(status="cancelled", lease_owner=None, lease_expires_at=None)
+        .returning(VectorStoreFile.seq)
+    )
+    return list(cancelled)

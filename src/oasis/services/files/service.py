@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 import anyio
-from sqlalchemy.exc import IntegrityError
 
 from oasis.blobs import BlobNotFound, BlobStore
 from oasis.errors import OasisError, invalid_request, not_found, too_large
@@ -18,7 +17,7 @@ from oasis.services.files.checks import LINE_CHECKS
 from oasis.storage import batches as batch_rows
 from oasis.storage import files as file_rows
 from oasis.storage.clock import new_id, now
-from oasis.storage.db import Database
+from oasis.storage.db import Conflict, Database
 from oasis.storage.pagination import Page, PageRequest
 from oasis.storage.tables import StoredFile
 
@@ -96,7 +95,7 @@ class FileService:
             return await self.store_stream(
                 project_id, purpose=purpose, filename=filename, chunks=chunks, file_id=file_id, blob_key=blob_key
             )
-        except IntegrityError:
+        except Conflict:
             async with self._db.session() as session:
                 existing = await file_rows.get_file_by_id(session, file_id, deleted_too=True)
             if existing is None:

@@ -6,7 +6,6 @@ reciprocal rank. The database holds every chunk and vector; each process keeps a
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import threading
@@ -16,15 +15,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sqlalchemy import text, update
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from oasis.errors import invalid_request
 from oasis.services.embeddings.service import EmbeddingService
 from oasis.services.vector_stores.filters import matches
 from oasis.services.vector_stores.service import VectorStoreService, is_expired
+from oasis.storage import vector_search as rows
 from oasis.storage.clock import now
-from oasis.storage.db import Database
+from oasis.storage.db import Database, Session
 from oasis.storage.tables import VectorStore
 
 log = logging.getLogger("oasis.search")
@@ -37,10 +35,6 @@ RRF_K = 60  # the constant from Cormack et al.; ranks past a few dozen barely co
 COMMON_WORD_SHARE = 0.05
 COMMON_WORD_MIN_CHUNKS = 1_000
 _WORDS = re.compile(r"\w+", re.UNICODE)
-_LIVE_CHUNKS = (
-    "FROM vector_store_chunks c JOIN vector_store_files f ON f.seq = c.file_seq "
-    "WHERE c.vector_store_id = :store AND f.status = 'completed' AND f.deleted_at IS NULL"
-)
 
 
 @dataclass(frozen=True)
@@ -126,17 +120,18 @@ class VectorSearch:
                 chunk_id for chunk_id in sorted(scores, key=lambda c: -scores[c]) if scores[chunk_id] >= score_threshold
             ]
             if filters is not None:
-                attributes = await self._attributes(session, candidates)
+                attributes = await rows.chunk_attributes(session, candidates)
                 candidates = [c for c in candidates if c in attributes and matches(filters, attributes[c])]
             # Texts only for the hits returned; more only if some vanished meanwhile (a file deleted).
             hits: list[Hit] = []
             while candidates and len(hits) < max_results:
                 wanted, candidates = candidates[: max_results - len(hits)], candidates[max_results - len(hits) :]
-                details = await self._details(session, wanted)
+                details = await rows.chunk_details(session, wanted)
                 hits.extend(
-                    Hit(found.file_id, found.filename, round(scores[c], 6), found.text, found.attributes)
+                    Hit(file_id, filename, round(scores[c], 6), chunk_text, attributes)
                     for c in wanted
-                    if (found := details.get(c)) is not None
+                    if c in details
+                    for file_id, filename, chunk_text, attributes in [details[c]]
                 )
         return hits
 
@@ -153,7 +148,7 @@ class VectorSearch:
         if store.last_active_at >= now() - 60:
             return
         async with self._db.session() as session:
-            await session.execute(update(VectorStore).where(VectorStore.id == store.id).values(last_active_at=now()))
+            await rows.touch_store(session, store.id)
             await session.commit()
 
     # --- vectors ----------------------------------------------------------------------------------------
@@ -166,10 +161,7 @@ class VectorSearch:
                 self._build_index_later(cached)  # after a failed build, once INDEX_RETRY_SECONDS have passed
             return cached
         async with self._db.session() as session:
-            result = await session.execute(
-                text(f"SELECT c.id, c.embedding {_LIVE_CHUNKS} ORDER BY c.id"), {"store": store.id}
-            )
-            found = result.all()
+            found = await rows.live_embeddings(session, store.id)
         ids = np.fromiter((row[0] for row in found), dtype=np.int64, count=len(found))
         blob = b"".join(bytes(row[1]) for row in found)
         matrix = np.frombuffer(blob, dtype="<f4").reshape(len(found), -1) if found else np.zeros((0, 1), np.float32)
@@ -231,94 +223,24 @@ class VectorSearch:
     # --- keywords ---------------------------------------------------------------------------------------
 
     async def _keyword(
-        self, session: AsyncSession, store_id: str, cached: _StoreVectors, query: str, depth: int
+        self, session: Session, store_id: str, cached: _StoreVectors, query: str, depth: int
     ) -> list[int]:
         words = list(dict.fromkeys(word.lower() for word in _WORDS.findall(query)))[:32]
         if len(cached.chunk_ids) >= COMMON_WORD_MIN_CHUNKS:
             words = await self._without_common_words(session, store_id, cached, words)
         if not words:
             return []
-        if self._db.is_sqlite:
-            statement = text(
-                "SELECT c.id FROM vector_store_chunks_fts "
-                "JOIN vector_store_chunks c ON c.id = vector_store_chunks_fts.rowid "
-                "JOIN vector_store_files f ON f.seq = c.file_seq "
-                "WHERE vector_store_chunks_fts MATCH :match AND c.vector_store_id = :store "
-                "AND f.status = 'completed' AND f.deleted_at IS NULL "
-                "ORDER BY bm25(vector_store_chunks_fts) LIMIT :depth"
-            )
-        else:
-            statement = text(
-                f"SELECT c.id {_LIVE_CHUNKS} AND c.text_search @@ to_tsquery('english', :match) "
-                "ORDER BY ts_rank_cd(c.text_search, to_tsquery('english', :match)) DESC LIMIT :depth"
-            )
-        result = await session.execute(statement, {"match": self._any_of(words), "store": store_id, "depth": depth})
-        return [int(row[0]) for row in result]
-
-    def _any_of(self, words: list[str]) -> str:
-        if self._db.is_sqlite:
-            return " OR ".join(f'"{word}"' for word in words)
-        return " | ".join(words)
+        return await rows.keyword_ranked(session, store_id, words, depth)
 
     async def _without_common_words(
-        self, session: AsyncSession, store_id: str, cached: _StoreVectors, words: list[str]
+        self, session: Session, store_id: str, cached: _StoreVectors, words: list[str]
     ) -> list[str]:
         """Drops the words in more than COMMON_WORD_SHARE of the store's chunks (keeping the rarest if all are)."""
         cap = int(len(cached.chunk_ids) * COMMON_WORD_SHARE)
         unseen = [word for word in words if word not in cached.word_counts]
         if unseen:
-            cached.word_counts.update(await self._count_chunks_with(session, store_id, unseen, cap + 1))
+            cached.word_counts.update(await rows.count_chunks_with(session, store_id, unseen, cap + 1))
         kept = [word for word in words if cached.word_counts[word] <= cap]
         if not kept and words:
             kept = [min(words, key=lambda word: cached.word_counts[word])]
         return kept
-
-    async def _count_chunks_with(
-        self, session: AsyncSession, store_id: str, words: list[str], cap: int
-    ) -> dict[str, int]:
-        """How many of the store's chunks hold each word, counting no further than `cap`, in one round trip;
-        so a very common word costs a bounded scan, once per content version."""
-        if self._db.is_sqlite:
-            # CROSS JOIN keeps SQLite walking the word's postings; left to itself it walks the store's chunks.
-            inner = (
-                "SELECT 1 FROM vector_store_chunks_fts "
-                "CROSS JOIN vector_store_chunks c ON c.id = vector_store_chunks_fts.rowid "
-                "WHERE vector_store_chunks_fts MATCH :match{i} AND c.vector_store_id = :store LIMIT :cap"
-            )
-        else:
-            inner = (
-                "SELECT 1 FROM vector_store_chunks c WHERE c.vector_store_id = :store "
-                "AND c.text_search @@ to_tsquery('english', :match{i}) LIMIT :cap"
-            )
-        statement = " UNION ALL ".join(
-            f"SELECT {i} AS word, count(*) AS chunks FROM ({inner.format(i=i)}) AS capped{i}" for i in range(len(words))
-        )
-        params: dict[str, Any] = {"store": store_id, "cap": cap}
-        params.update({f"match{i}": self._any_of([word]) for i, word in enumerate(words)})
-        rows = (await session.execute(text(statement), params)).all()
-        return {words[int(index)]: int(count) for index, count in rows}
-
-    @staticmethod
-    async def _attributes(session: AsyncSession, chunk_ids: list[int]) -> dict[int, dict[str, Any]]:
-        if not chunk_ids:
-            return {}
-        result = await session.execute(
-            text(
-                "SELECT c.id, f.attributes_json FROM vector_store_chunks c JOIN vector_store_files f "
-                "ON f.seq = c.file_seq WHERE c.id IN (" + ", ".join(str(int(i)) for i in chunk_ids) + ")"
-            )
-        )
-        return {int(row[0]): json.loads(row[1]) for row in result}
-
-    @staticmethod
-    async def _details(session: AsyncSession, chunk_ids: list[int]) -> dict[int, Hit]:
-        if not chunk_ids:
-            return {}
-        result = await session.execute(
-            text(
-                "SELECT c.id, c.file_id, c.text, f.attributes_json, s.filename FROM vector_store_chunks c "
-                "JOIN vector_store_files f ON f.seq = c.file_seq JOIN files s ON s.id = c.file_id "
-                "WHERE c.id IN (" + ", ".join(str(int(i)) for i in chunk_ids) + ")"
-            )
-        )
-        return {int(row[0]): Hit(row[1], row[4], 0.0, row[2], json.loads(row[3])) for row in result}

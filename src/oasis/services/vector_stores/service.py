@@ -7,16 +7,13 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import update
-from sqlalchemy.exc import IntegrityError
-
 from oasis.errors import invalid_request, not_found
 from oasis.services.metadata import check_metadata
 from oasis.services.vector_stores.chunking import Chunking, chunking_from_request
 from oasis.storage import files as file_rows
 from oasis.storage import vector_stores as rows
 from oasis.storage.clock import new_id, now
-from oasis.storage.db import Database
+from oasis.storage.db import Conflict, Database
 from oasis.storage.pagination import Page, PageRequest
 from oasis.storage.tables import VectorStore, VectorStoreFile, VectorStoreFileBatch
 
@@ -198,11 +195,7 @@ class VectorStoreService:
             stamp = now()
             store.deleted_at = stamp
             # The files' rows go with it, so a worker holding one of them stops at its next step.
-            await session.execute(
-                update(VectorStoreFile)
-                .where(VectorStoreFile.vector_store_id == store_id, VectorStoreFile.deleted_at.is_(None))
-                .values(deleted_at=stamp)
-            )
+            await rows.tombstone_store_files(session, store_id, stamp)
             await session.commit()
         # After the tombstone (nothing searches a deleted store), in steps; what a crash leaves, the sweeper takes.
         await rows.purge_store_chunks(self._db, store_id)
@@ -225,23 +218,23 @@ class VectorStoreService:
     ) -> dict[str, Any]:
         strategy = chunking_from_request(chunking)
         clean_attributes = check_attributes(attributes)
-        async with self._db.session() as session:
-            store = await self._store(session, project_id, store_id)
-            await self._check_files(session, project_id, [file_id])
-            row = await rows.get_file(session, project_id, store_id, file_id)
-            if row is not None:
-                return file_to_wire(row)
-            row = self._new_file_row(store, file_id, strategy, clean_attributes, batch_id=None)
-            session.add(row)
-            try:
+        try:
+            async with self._db.session() as session:
+                store = await self._store(session, project_id, store_id)
+                await self._check_files(session, project_id, [file_id])
+                row = await rows.get_file(session, project_id, store_id, file_id)
+                if row is not None:
+                    return file_to_wire(row)
+                row = self._new_file_row(store, file_id, strategy, clean_attributes, batch_id=None)
+                session.add(row)
                 await session.commit()
-            except IntegrityError:
-                # A concurrent add of the same file won the unique index: its attachment is the answer.
-                await session.rollback()
+        except Conflict:
+            # A concurrent add of the same file won the unique index: its attachment is the answer.
+            async with self._db.session() as session:
                 existing = await rows.get_file(session, project_id, store_id, file_id)
-                if existing is None:
-                    raise
-                return file_to_wire(existing)
+            if existing is None:
+                raise
+            return file_to_wire(existing)
         self._wake_workers()
         return file_to_wire(row)
 
@@ -293,7 +286,7 @@ class VectorStoreService:
             try:
                 await self._attach_batch(project_id, store_id, batch, unique, strategy, clean_attributes)
                 break
-            except IntegrityError:
+            except Conflict:
                 # A concurrent add attached one of the files between our read and our commit: take it over too.
                 if attempt == 2:
                     raise
@@ -339,17 +332,7 @@ class VectorStoreService:
             if batch.cancelled_at is None:
                 batch.cancelled_at = now()
                 # Files not finished stop here; a worker in the middle of one sees this at its next commit.
-                unfinished = await session.scalars(
-                    update(VectorStoreFile)
-                    .where(
-                        VectorStoreFile.batch_id == batch_id,
-                        VectorStoreFile.status == "in_progress",
-                        VectorStoreFile.deleted_at.is_(None),
-                    )
-                    .values(status="cancelled", lease_owner=None, lease_expires_at=None)
-                    .returning(VectorStoreFile.seq)
-                )
-                for file_seq in list(unfinished):
+                for file_seq in await rows.cancel_unfinished_files(session, batch_id):
                     await rows.drop_chunks(session, file_seq=file_seq)
                 await session.commit()
             counts = await rows.batch_counts(session, batch_id)
