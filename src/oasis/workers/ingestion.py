@@ -8,8 +8,11 @@ resumed after a crash starts at the first chunk not yet committed and no chunk i
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import tempfile
 import time
+from collections.abc import Iterator
 
 import numpy as np
 from sqlalchemy import select, update
@@ -20,8 +23,8 @@ from oasis.engines.text import EngineBusy
 from oasis.errors import OasisError
 from oasis.metrics import JOB_DURATION
 from oasis.services.embeddings.service import EmbeddingService
-from oasis.services.vector_stores.chunking import split
-from oasis.services.vector_stores.text_extraction import InvalidFile, UnsupportedFile, extract_text
+from oasis.services.vector_stores.chunking import split_stream
+from oasis.services.vector_stores.text_extraction import InvalidFile, UnsupportedFile, check_supported, text_pieces
 from oasis.storage import files as file_rows
 from oasis.storage import vector_stores as rows
 from oasis.storage.db import Database
@@ -32,6 +35,7 @@ from oasis.workers.leases import LeaseKeeper, lease_one
 log = logging.getLogger("oasis.ingestion")
 
 EMBED_STEP = 32  # chunks embedded and committed together
+SPOOL_IN_MEMORY = 8 << 20  # files up to this size are read from memory, larger ones from a temporary file
 MAX_ATTEMPTS = 3
 
 
@@ -44,6 +48,16 @@ class _Failed(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+def _next_step(chunks: Iterator[str]) -> list[str]:
+    """The next EMBED_STEP chunks (fewer at the end); extraction errors surface here as _Failed."""
+    try:
+        return list(itertools.islice(chunks, EMBED_STEP))
+    except UnsupportedFile as exc:
+        raise _Failed("unsupported_file", str(exc)) from None
+    except InvalidFile as exc:
+        raise _Failed("invalid_file", str(exc)) from None
 
 
 class IngestionRunner:
@@ -102,28 +116,39 @@ class IngestionRunner:
         if stored is None:
             raise _Failed("invalid_file", f"The file {job.id} was deleted before it could be indexed.")
         try:
-            data = b"".join([piece async for piece in self._blobs.read(stored.blob_key)])
-        except BlobNotFound:
-            raise _Failed("invalid_file", f"The content of {job.id} is missing.") from None
-        try:
-            text = await asyncio.to_thread(extract_text, stored.filename, data)
+            check_supported(stored.filename)
         except UnsupportedFile as exc:
             raise _Failed("unsupported_file", str(exc)) from None
-        except InvalidFile as exc:
-            raise _Failed("invalid_file", str(exc)) from None
-        chunks = await asyncio.to_thread(split, text, job.chunk_size_tokens, job.chunk_overlap_tokens)
         try:
             engine = self._embeddings.engine(store.embedding_model)
         except OasisError as exc:
             if exc.status == 503 and exc.code != "model_failed":
                 raise  # still loading: try again
             raise _Failed("server_error", f"Embedding model {store.embedding_model!r}: {exc.message}") from None
-        for start in range(job.chunks_done, len(chunks), EMBED_STEP):
-            texts = chunks[start : start + EMBED_STEP]
-            vectors = await self._embed_when_free(engine, texts)
-            await self._commit_step(job, owner, start, texts, vectors)
+        # The file goes to a temporary file (in memory while small), then flows through text extraction and
+        # chunking a step at a time: neither the file nor its text is held whole.
+        with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spooled:
+            try:
+                async for piece in self._blobs.read(stored.blob_key):
+                    await asyncio.to_thread(spooled.write, piece)
+            except BlobNotFound:
+                raise _Failed("invalid_file", f"The content of {job.id} is missing.") from None
+            spooled.seek(0)
+            chunks = split_stream(
+                text_pieces(stored.filename, spooled),  # type: ignore[arg-type]
+                job.chunk_size_tokens,
+                job.chunk_overlap_tokens,
+            )
+            position = 0
+            while texts := await asyncio.to_thread(_next_step, chunks):
+                if position >= job.chunks_done:  # a resumed job skips what an earlier attempt committed
+                    vectors = await self._embed_when_free(engine, texts)
+                    await self._commit_step(job, owner, position, texts, vectors)
+                position += len(texts)
+        if position == 0:
+            raise _Failed("invalid_file", "The file contains no text to index.")
         await self._finish(seq, owner, "completed", None, None)
-        log.info("ingested %s into %s: %d chunks", job.id, job.vector_store_id, len(chunks))
+        log.info("ingested %s into %s: %d chunks", job.id, job.vector_store_id, position)
 
     @staticmethod
     async def _embed_when_free(engine: EmbeddingEngine, texts: list[str]) -> np.ndarray:

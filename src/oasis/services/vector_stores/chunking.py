@@ -5,6 +5,7 @@ Tokens are OpenAI's cl100k_base, so `max_chunk_size_tokens` means what it means 
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from oasis.errors import invalid_request
@@ -53,17 +54,44 @@ def chunking_from_request(raw: dict[str, object] | None, param: str = "chunking_
 
 
 def split(text: str, size: int, overlap: int) -> list[str]:
-    """Windows of `size` tokens, each starting `size - overlap` tokens after the last. Deterministic, so a
-    resumed ingestion job finds the same chunks at the same positions."""
+    return list(split_stream([text], size, overlap))
+
+
+def _stable_cut(text: str) -> int:
+    """Where to end a piece so that tokens do not straddle it: before its last run of whitespace (cl100k tokens
+    start with the space before a word), or nowhere when it has none."""
+    end = len(text)
+    while end > 0 and not text[end - 1].isspace():
+        end -= 1
+    while end > 0 and text[end - 1].isspace():
+        end -= 1
+    return end
+
+
+def split_stream(pieces: Iterable[str], size: int, overlap: int) -> Iterator[str]:
+    """Windows of `size` tokens, each starting `size - overlap` tokens after the last, over text that arrives in
+    pieces, holding no more than one piece and one window. Deterministic for the same pieces, so a resumed
+    ingestion job finds the same chunks at the same positions; one piece gives what whole-text tokenizing does."""
     encoding = openai_tokens.cl100k()
-    tokens = encoding.encode(text, disallowed_special=())
     step = max(1, size - overlap)
-    chunks = []
-    for start in range(0, max(len(tokens), 1), step):
-        window = tokens[start : start + size]
-        piece = encoding.decode(window).strip()
-        if piece:
-            chunks.append(piece)
-        if start + size >= len(tokens):
-            break
-    return chunks
+    tokens: list[int] = []
+    carried = ""
+
+    def windows() -> Iterator[str]:
+        # A window is not the last while more tokens follow it; the last one is emitted at the end.
+        while len(tokens) > size:
+            if piece := encoding.decode(tokens[:size]).strip():
+                yield piece
+            del tokens[:step]
+
+    for piece in pieces:
+        text = carried + piece
+        cut = _stable_cut(text)
+        carried = text[cut:]
+        tokens.extend(encoding.encode(text[:cut], disallowed_special=()))
+        yield from windows()
+    tokens.extend(encoding.encode(carried, disallowed_special=()))
+    yield from windows()
+    # The last window: what is left (at most `size` tokens).
+    if tokens and (piece := encoding.decode(tokens[:size]).strip()):
+        yield piece

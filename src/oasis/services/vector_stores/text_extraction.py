@@ -1,11 +1,18 @@
-"""Text out of the file types OpenAI's file_search reads: plain text, markup, JSON, source code, PDF, DOCX, PPTX."""
+"""Text out of the file types OpenAI's file_search reads: plain text, markup, JSON, source code, PDF, DOCX, PPTX.
+
+`text_pieces` reads a file object and yields its text in pieces, so that a large text, markup or PDF file is
+never held whole, nor its text (JSON, DOCX and PPTX are parsed whole by their libraries).
+"""
 
 from __future__ import annotations
 
+import codecs
 import io
 import json
+from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import PurePath
+from typing import BinaryIO
 
 TEXT_SUFFIXES = {
     ".txt", ".md", ".markdown", ".rst", ".csv", ".tex", ".c", ".h", ".cc", ".cpp", ".hpp", ".cs", ".css", ".go",
@@ -23,34 +30,54 @@ class InvalidFile(ValueError):
     """A supported type whose content cannot be read, or holds no text (OpenAI's `invalid_file`)."""
 
 
-def extract_text(filename: str, data: bytes) -> str:
+READ_SIZE = 1 << 20
+
+
+def check_supported(filename: str) -> None:
+    """UnsupportedFile for a type that cannot be searched, before anything is read."""
+    suffix = PurePath(filename).suffix.lower()
+    if suffix == ".doc":
+        raise UnsupportedFile("Legacy Word .doc files cannot be read here; save the document as .docx.")
+    if suffix not in TEXT_SUFFIXES | MARKUP_SUFFIXES | {".json", ".pdf", ".docx", ".pptx"}:
+        raise UnsupportedFile(f"Files of type {suffix or '(no extension)'!r} are not supported for search.")
+
+
+def text_pieces(filename: str, file: BinaryIO) -> Iterator[str]:
+    """The file's text in pieces (about a megabyte each for text and markup, a page for PDF)."""
+    check_supported(filename)
     suffix = PurePath(filename).suffix.lower()
     if suffix in TEXT_SUFFIXES:
-        text = _decode(data)
+        yield from _decoded(file)
     elif suffix in MARKUP_SUFFIXES:
-        text = _html_text(_decode(data))
+        yield from _html_pieces(_decoded(file))
     elif suffix == ".json":
-        text = _json_text(_decode(data))
+        yield _json_text("".join(_decoded(file)))
     elif suffix == ".pdf":
-        text = _pdf_text(data)
+        yield from _pdf_pages(file)
     elif suffix == ".docx":
-        text = _docx_text(data)
-    elif suffix == ".pptx":
-        text = _pptx_text(data)
-    elif suffix == ".doc":
-        raise UnsupportedFile("Legacy Word .doc files cannot be read here; save the document as .docx.")
+        yield _docx_text(file)
     else:
-        raise UnsupportedFile(f"Files of type {suffix or '(no extension)'!r} are not supported for search.")
+        yield _pptx_text(file)
+
+
+def extract_text(filename: str, data: bytes) -> str:
+    """The whole text of a file held in memory (small files, tests)."""
+    text = "".join(text_pieces(filename, io.BytesIO(data)))
     if not text.strip():
         raise InvalidFile("The file contains no text to index.")
     return text
 
 
-def _decode(data: bytes) -> str:
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return data.decode("utf-16")
+def _decoded(file: BinaryIO) -> Iterator[str]:
+    head = file.read(READ_SIZE)
+    encoding = "utf-16" if head.startswith((b"\xff\xfe", b"\xfe\xff")) else "utf-8-sig"
+    decoder = codecs.getincrementaldecoder(encoding)()
+    block = head
     try:
-        return data.decode("utf-8-sig")
+        while block:
+            yield decoder.decode(block)
+            block = file.read(READ_SIZE)
+        yield decoder.decode(b"", final=True)
     except UnicodeDecodeError:
         raise InvalidFile("The file is not valid UTF-8 text.") from None
 
@@ -81,12 +108,28 @@ class _TextOnly(HTMLParser):
             self.parts.append(data)
 
 
-def _html_text(markup: str) -> str:
+def _html_pieces(markup: Iterator[str]) -> Iterator[str]:
+    """Visible text, one line per block, blank lines dropped, runs of spaces made one; fed as it is read."""
     parser = _TextOnly()
-    parser.feed(markup)
+    pending = ""
+    first = True
+
+    def lines(text: str) -> Iterator[str]:
+        nonlocal first
+        for line in text.splitlines():
+            if line := " ".join(line.split()):
+                yield line if first else "\n" + line
+                first = False
+
+    for piece in markup:
+        parser.feed(piece)
+        pending += "".join(parser.parts)
+        parser.parts.clear()
+        complete, newline, pending = pending.rpartition("\n")
+        if newline:
+            yield "".join(lines(complete))
     parser.close()
-    lines = (" ".join(line.split()) for line in "".join(parser.parts).splitlines())
-    return "\n".join(line for line in lines if line)
+    yield "".join(lines(pending + "".join(parser.parts)))
 
 
 def _json_text(raw: str) -> str:
@@ -97,24 +140,25 @@ def _json_text(raw: str) -> str:
     return json.dumps(value, indent=1, ensure_ascii=False)
 
 
-def _pdf_text(data: bytes) -> str:
+def _pdf_pages(file: BinaryIO) -> Iterator[str]:
     from pypdf import PdfReader
     from pypdf.errors import PyPdfError
 
     try:
-        reader = PdfReader(io.BytesIO(data))
-        return "\n\n".join(page.extract_text() or "" for page in reader.pages)
+        reader = PdfReader(file)  # reads objects from the file as pages ask for them
+        for number, page in enumerate(reader.pages):
+            yield ("\n\n" if number else "") + (page.extract_text() or "")
     except (PyPdfError, ValueError, KeyError, TypeError) as exc:
         raise InvalidFile(f"The PDF cannot be read: {exc}") from None
 
 
-def _docx_text(data: bytes) -> str:
+def _docx_text(file: BinaryIO) -> str:
     import zipfile
 
     import docx
 
     try:
-        document = docx.Document(io.BytesIO(data))
+        document = docx.Document(file)
     except (zipfile.BadZipFile, KeyError, ValueError) as exc:
         raise InvalidFile(f"The DOCX file cannot be read: {exc}") from None
     paragraphs = [paragraph.text for paragraph in document.paragraphs]
@@ -124,13 +168,13 @@ def _docx_text(data: bytes) -> str:
     return "\n".join(paragraphs)
 
 
-def _pptx_text(data: bytes) -> str:
+def _pptx_text(file: BinaryIO) -> str:
     import zipfile
 
     import pptx
 
     try:
-        presentation = pptx.Presentation(io.BytesIO(data))
+        presentation = pptx.Presentation(file)
     except (zipfile.BadZipFile, KeyError, ValueError) as exc:
         raise InvalidFile(f"The PPTX file cannot be read: {exc}") from None
     slides = []
