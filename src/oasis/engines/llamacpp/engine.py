@@ -547,17 +547,17 @@ class LlamaCppEngine:
         """The most likely token, as llama.cpp's greedy sampler picks it (the first of equals), read straight
         from the logits: the sampler chain copies all of them into a candidate array first."""
         logits = np.ctypeslib.as_array(native.lib().llama_get_logits_ith(self._context, row), shape=(self._n_vocab,))
-        token = int(logits.argmax())
+        token = int(np.argmax(logits))
         if avoid_eog and token in self._eog_set:
             masked = logits.copy()
             masked[self._eog_tokens] = -np.inf
-            token = int(masked.argmax())
+            token = int(np.argmax(masked))
         return token
 
     def _logprobs(self, row: int, token: int, top: int) -> tuple[float, tuple[TokenLogprob, ...]]:
         pointer = native.lib().llama_get_logits_ith(self._context, row)
         logits = np.ctypeslib.as_array(pointer, shape=(self._n_vocab,)).astype(np.float64)
-        shifted = logits - logits.max()
+        shifted = logits - np.max(logits)
         logprobs = shifted - np.log(np.exp(shifted).sum())
         alternatives: tuple[TokenLogprob, ...] = ()
         if top > 0:
