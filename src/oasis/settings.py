@@ -13,6 +13,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     YamlConfigSettingsSource,
 )
 
@@ -21,6 +22,10 @@ MIB = 1024 * 1024
 
 class ConfigError(ValueError):
     """A mistake in the configuration, said in one plain line that names the file, the model and the option."""
+
+
+def _is_secret(option: str) -> bool:
+    return any(word in option.lower() for word in ("key", "token", "secret", "password"))
 
 
 class ModelSpec(BaseModel):
@@ -33,6 +38,13 @@ class ModelSpec(BaseModel):
     aliases: list[str] = Field(default_factory=list, description="Other ids that resolve to this model.")
     options: dict[str, Any] = Field(default_factory=dict, description="Engine-specific options.")
     owned_by: str = "oasis"
+
+    def __repr_args__(self) -> Any:
+        # Options may hold an upstream's api_key: a spec that reaches a log or a traceback shows no secret.
+        for name, value in super().__repr_args__():
+            if name == "options" and isinstance(value, dict):
+                value = {key: "**********" if _is_secret(key) else option for key, option in value.items()}
+            yield name, value
 
     @field_validator("id")
     @classmethod
@@ -217,8 +229,10 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
                 sources.append(YamlConfigSettingsSource(settings_cls))
             return tuple(sources)
 
+    source = f"{config_file}: " if config_file is not None else ""
     try:
         return _WithConfigFile(**overrides)
     except ValidationError as exc:
-        source = f"{config_file}: " if config_file is not None else ""
         raise ConfigError(f"{source}{_plain(exc, raw)}") from None
+    except SettingsError as exc:  # an environment variable that does not parse (OASIS_MODELS='[bad')
+        raise ConfigError(f"{source}{exc}") from None

@@ -4,6 +4,7 @@ states; and its optional token."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -13,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from oasis.engines.kinds import installed_engine_factories
 from tests.conftest import E5, Harness, smollm
-from tests.engines import BrokenEngine
+from tests.engines import BrokenEngine, HeldEmbedder
 
 
 async def scrape(harness: Harness, token: str | None = None) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -93,22 +94,28 @@ async def test_ingestion_jobs_are_timed_by_outcome(start_oasis: Callable[..., An
 
 
 async def test_a_full_embedding_queue_is_a_429_with_retry_after(start_oasis: Callable[..., Any]) -> None:
-    harness: Harness = await start_oasis(engine_factories=None, models=[{**E5, "options": {"max_queue": 0}}])
+    release = threading.Event()
+    harness: Harness = await start_oasis(
+        engine_factories={"held": lambda spec: HeldEmbedder(spec, release)},
+        models=[{**E5, "engine": "held", "options": {"max_queue": 0}}],
+    )
     engine: Any = harness.container.registry.engine("multilingual-e5-small")
     client = harness.sdk()
-    long_texts = [f"passage {i}: " + "the quick brown fox jumps over the lazy dog " * 40 for i in range(6)]
-    big = asyncio.create_task(client.embeddings.create(model="text-embedding-3-small", input=long_texts))
-    for _ in range(600):
-        if engine.load().busy:
-            break
-        await asyncio.sleep(0.01)
-    assert engine.load().busy == 1
-    before = await scrape(harness)
-    with pytest.raises(openai.RateLimitError) as refused:
-        await client.embeddings.create(model="text-embedding-3-small", input="one more")
-    assert refused.value.response.headers["retry-after"] == "1"
-    assert len((await big).data) == 6  # the request already running is not disturbed
-    after = await scrape(harness)
+    try:
+        running = asyncio.create_task(client.embeddings.create(model="text-embedding-3-small", input=["first"]))
+        for _ in range(500):
+            if engine.load().busy:
+                break
+            await asyncio.sleep(0.01)
+        assert engine.load().busy == 1
+        before = await scrape(harness)
+        with pytest.raises(openai.RateLimitError) as refused:
+            await client.embeddings.create(model="text-embedding-3-small", input="one more")
+        assert refused.value.response.headers["retry-after"] == "1"
+        after = await scrape(harness)
+    finally:
+        release.set()
+    assert len((await running).data) == 1  # the request already running is not disturbed
     name = "oasis_throttled_requests_total"
     assert value(after, name, model="multilingual-e5-small") - value(before, name, model="multilingual-e5-small") == 1
 
@@ -123,3 +130,10 @@ async def test_the_metrics_token_guards_metrics_and_project_keys_do_not_open_it(
     async with harness.http(api_key="sk-test") as http:
         assert (await http.get("/metrics")).status_code == 401
     assert value(await scrape(harness, token="m-token"), "oasis_models", state="ready") == 0
+
+
+async def test_a_metrics_token_that_is_not_ascii_is_a_401(start_oasis: Callable[..., Any]) -> None:
+    harness: Harness = await start_oasis(server={"metrics_token": "m-token"})
+    async with harness.http(api_key=None) as http:
+        refused = await http.get("/metrics", headers={"Authorization": "Bearer caf\xe9".encode("latin-1")})
+    assert refused.status_code == 401

@@ -108,3 +108,34 @@ def test_static_chunks_have_the_asked_size_and_overlap() -> None:
     assert chunks[1] == encoding.decode(tokens[150:350]).strip()
     assert chunks[-1] == encoding.decode(tokens[150 * (len(chunks) - 1) :]).strip()
     assert split(text, 200, 0) == split(text, 200, 0)  # deterministic: resumed jobs find the same chunks
+
+
+def test_text_in_pieces_chunks_as_the_whole_text_does() -> None:
+    from oasis.services.vector_stores.chunking import split_stream
+
+    words = ["bees", "dance.\n", "Hello", "world.\n\n", "naïve", "café", "flowers,", "queen"]
+    text = " ".join(words[i * 7 % len(words)] for i in range(6000))
+    whole = split(text, 200, 50)
+    # Pieces cut anywhere, even inside words: they are rejoined at spaces between words before tokenizing.
+    pieces = [text[start : start + 997] for start in range(0, len(text), 997)]
+    assert list(split_stream(pieces, 200, 50)) == whole
+    assert list(split_stream([text], 200, 50)) == whole
+
+
+def test_text_without_spaces_streams_in_bounded_time() -> None:
+    import time
+
+    from oasis.services.vector_stores.chunking import split_stream
+
+    started = time.perf_counter()
+    chunks = sum(1 for _ in split_stream(["x" * 100_000] * 40, 800, 400))
+    assert chunks > 1000 and time.perf_counter() - started < 20  # quadratic rescanning took minutes
+
+
+def test_markup_without_line_breaks_is_read_in_bounded_pieces() -> None:
+    from oasis.services.vector_stores.text_extraction import READ_SIZE, text_pieces
+
+    markup = "<p>" + "word " * (READ_SIZE // 2) + "</p>"
+    pieces = list(text_pieces("page.html", io.BytesIO(markup.encode())))
+    assert max(len(piece) for piece in pieces) <= 2 * READ_SIZE
+    assert "".join(pieces).split() == ["word"] * (READ_SIZE // 2)

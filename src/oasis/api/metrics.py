@@ -19,6 +19,8 @@ async def metrics(request: Request, container: ContainerDep) -> Response:
     token = container.settings.server.metrics_token
     if token is not None:
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip(), token.get_secret_value()):
+        # Bytes, not str: compare_digest refuses non-ASCII text, and headers may carry any latin-1.
+        expected = token.get_secret_value().encode()
+        if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode("latin-1"), expected):
             raise OasisError(401, "GET /metrics needs the metrics token as a bearer.", code="invalid_api_key")
     return Response(await container.monitoring.scrape(), media_type=CONTENT_TYPE_LATEST)

@@ -8,6 +8,7 @@ model that cannot load is `failed` with its reason, and the others are served.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Mapping
@@ -91,12 +92,16 @@ class EngineRegistry:
         state = self._states[spec.id]
         log.info("loading %s (%s, %s)", spec.id, spec.engine, weights_source(spec))
         started = time.perf_counter()
+        engine: Engine | None = None
         try:
             engine = self._factories[spec.engine](spec)
             await engine.start()
         except Exception as exc:
             state.status, state.error = "failed", f"{type(exc).__name__}: {exc}"
             log.error("failed %s: %s", spec.id, state.error)
+            if engine is not None:
+                with contextlib.suppress(Exception):  # its thread pools and half-loaded weights go too
+                    await engine.close()
             return
         self._engines[spec.id] = engine
         state.status, state.load_seconds = "ready", time.perf_counter() - started

@@ -13,6 +13,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 from sqlalchemy import select, update
@@ -61,7 +62,15 @@ def _next_step(chunks: Iterator[str]) -> list[str]:
 
 
 class IngestionRunner:
-    def __init__(self, db: Database, blobs: BlobStore, embeddings: EmbeddingService, lease_seconds: float) -> None:
+    def __init__(
+        self,
+        db: Database,
+        blobs: BlobStore,
+        embeddings: EmbeddingService,
+        lease_seconds: float,
+        spool_dir: Path | None = None,
+    ) -> None:
+        self._spool_dir = spool_dir
         self._db = db
         self._blobs = blobs
         self._embeddings = embeddings
@@ -127,7 +136,13 @@ class IngestionRunner:
             raise _Failed("server_error", f"Embedding model {store.embedding_model!r}: {exc.message}") from None
         # The file goes to a temporary file (in memory while small), then flows through text extraction and
         # chunking a step at a time: neither the file nor its text is held whole.
-        with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spooled:
+        spool_dir = None
+        if self._spool_dir is not None:
+            self._spool_dir.mkdir(parents=True, exist_ok=True)
+            spool_dir = str(self._spool_dir)
+        # In the data dir rather than the system's temp folder, which may be small or held in memory; the file
+        # has no name, so a crash leaves nothing behind.
+        with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY, dir=spool_dir) as spooled:
             try:
                 async for piece in self._blobs.read(stored.blob_key):
                     await asyncio.to_thread(spooled.write, piece)

@@ -12,6 +12,7 @@ from typing import Any
 from oasis.engines.registry import EngineRegistry
 from oasis.engines.text import SampledToken, SamplingParams, TextEngine, TokenStream
 from oasis.errors import invalid_request
+from oasis.metrics import count_tokens
 from oasis.protocol.extensions import CompletionRequest
 from oasis.services.chat.generation import (
     ChoiceText,
@@ -20,6 +21,7 @@ from oasis.services.chat.generation import (
     metered_usage,
     open_streams,
     stream_choice,
+    usage,
 )
 from oasis.services.chat.text_models import (
     completion_budget,
@@ -217,6 +219,7 @@ class CompletionService:
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
         extra: dict[str, Any] = {"usage": None} if include_usage else {}
         completion_tokens = 0
+        prompt_tokens = sum(len(prompt.tokens) for prompt in job.prompts)
         flat = [(p, stream) for p, per_prompt in enumerate(streams) for stream in per_prompt]
         try:
             # Choice i is the prompt's (i // n)-th, in prompt order, as OpenAI indexes them.
@@ -228,10 +231,10 @@ class CompletionService:
         finally:
             for _, stream in flat:
                 stream.cancel()
-        prompt_tokens = sum(len(prompt.tokens) for prompt in job.prompts)
-        final_usage = metered_usage(job.model_id, prompt_tokens, completion_tokens)
+            # also when the client leaves mid-stream: those tokens were generated
+            count_tokens(job.model_id, prompt_tokens, completion_tokens)
         if include_usage:
-            yield {**envelope, "choices": [], "usage": final_usage}
+            yield {**envelope, "choices": [], "usage": usage(prompt_tokens, completion_tokens)}
 
     @staticmethod
     async def _choice_chunks(

@@ -153,6 +153,10 @@ def open_streams(
 def metered_usage(model: str, prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     """The `usage` object of a response, counted in the token metrics of `model` (its configured id)."""
     count_tokens(model, prompt_tokens, completion_tokens)
+    return usage(prompt_tokens, completion_tokens)
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,

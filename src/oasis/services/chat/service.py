@@ -12,6 +12,7 @@ from typing import Any
 from oasis.engines.registry import EngineRegistry
 from oasis.engines.text import SamplingParams, TextEngine, TokenStream
 from oasis.errors import invalid_request
+from oasis.metrics import count_tokens
 from oasis.protocol.extensions import ChatCompletionRequest
 from oasis.services.chat.generation import (
     TextDelta,
@@ -20,6 +21,7 @@ from oasis.services.chat.generation import (
     metered_usage,
     open_streams,
     stream_choice,
+    usage,
 )
 from oasis.services.chat.template import render_chat
 from oasis.services.chat.text_models import (
@@ -276,43 +278,47 @@ class ChatService:
                 ],
                 **extra,
             }
-        held = [_HeldCall(forced=chat.tools is not None and chat.tools.forced) for _ in range(chat.n)]
-        async for index, delta in _merged(streams, chat.stops):
-            completion_tokens += len(delta.tokens)
-            text = delta.text
-            if chat.tools is not None:
-                text = held[index].take(delta.text)
-            if text or (request.logprobs and delta.tokens):
-                yield {
-                    **envelope,
-                    "choices": [
-                        {
-                            "index": index,
-                            "delta": {"content": text},
-                            "logprobs": _logprobs(chat.engine, delta, bool(request.logprobs)),
-                            "finish_reason": None,
-                        }
-                    ],
-                    **extra,
-                }
-            if delta.finish_reason is not None:
-                finish: str = delta.finish_reason
-                if chat.tools is not None and held[index].text:
-                    message, finish = _answer(chat.tools, held[index].text, finish)
-                    for call_delta in _call_deltas(message):
-                        yield {
-                            **envelope,
-                            "choices": [{"index": index, "delta": call_delta, "logprobs": None, "finish_reason": None}],
-                            **extra,
-                        }
-                yield {
-                    **envelope,
-                    "choices": [{"index": index, "delta": {}, "logprobs": None, "finish_reason": finish}],
-                    **extra,
-                }
-        final_usage = metered_usage(chat.model_id, len(chat.prompt), completion_tokens)
+        try:
+            held = [_HeldCall(forced=chat.tools is not None and chat.tools.forced) for _ in range(chat.n)]
+            async for index, delta in _merged(streams, chat.stops):
+                completion_tokens += len(delta.tokens)
+                text = delta.text
+                if chat.tools is not None:
+                    text = held[index].take(delta.text)
+                if text or (request.logprobs and delta.tokens):
+                    yield {
+                        **envelope,
+                        "choices": [
+                            {
+                                "index": index,
+                                "delta": {"content": text},
+                                "logprobs": _logprobs(chat.engine, delta, bool(request.logprobs)),
+                                "finish_reason": None,
+                            }
+                        ],
+                        **extra,
+                    }
+                if delta.finish_reason is not None:
+                    finish: str = delta.finish_reason
+                    if chat.tools is not None and held[index].text:
+                        message, finish = _answer(chat.tools, held[index].text, finish)
+                        for call_delta in _call_deltas(message):
+                            yield {
+                                **envelope,
+                                "choices": [
+                                    {"index": index, "delta": call_delta, "logprobs": None, "finish_reason": None}
+                                ],
+                                **extra,
+                            }
+                    yield {
+                        **envelope,
+                        "choices": [{"index": index, "delta": {}, "logprobs": None, "finish_reason": finish}],
+                        **extra,
+                    }
+        finally:  # also when the client leaves mid-stream: those tokens were generated
+            count_tokens(chat.model_id, len(chat.prompt), completion_tokens)
         if include_usage:
-            yield {**envelope, "choices": [], "usage": final_usage}
+            yield {**envelope, "choices": [], "usage": usage(len(chat.prompt), completion_tokens)}
 
 
 class _HeldCall:

@@ -5,6 +5,7 @@ Tokens are OpenAI's cl100k_base, so `max_chunk_size_tokens` means what it means 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -54,24 +55,30 @@ def chunking_from_request(raw: dict[str, object] | None, param: str = "chunking_
 
 
 def split(text: str, size: int, overlap: int) -> list[str]:
+    """Windows of `size` tokens, each starting `size - overlap` tokens after the last, over the whole text."""
     return list(split_stream([text], size, overlap))
 
 
-def _stable_cut(text: str) -> int:
-    """Where to end a piece so that tokens do not straddle it: before its last run of whitespace (cl100k tokens
-    start with the space before a word), or nowhere when it has none."""
-    end = len(text)
-    while end > 0 and not text[end - 1].isspace():
-        end -= 1
-    while end > 0 and text[end - 1].isspace():
-        end -= 1
-    return end
+# A space between two letters: cl100k starts a token at such a space whatever precedes it, so the text can be cut
+# there and tokenized in two parts with the same tokens as whole.
+_SAFE_CUT = re.compile(r"(?<=[^\W\d_]) (?=[^\W\d_])")
+_CUT_WINDOW = 4096  # characters searched (from the end) for a safe cut; text without one is cut where it ends
+
+
+def _safe_cut(text: str) -> int:
+    tail_start = max(0, len(text) - _CUT_WINDOW)
+    cut = len(text)
+    for found in _SAFE_CUT.finditer(text, tail_start):
+        cut = found.start()
+    return cut
 
 
 def split_stream(pieces: Iterable[str], size: int, overlap: int) -> Iterator[str]:
     """Windows of `size` tokens, each starting `size - overlap` tokens after the last, over text that arrives in
-    pieces, holding no more than one piece and one window. Deterministic for the same pieces, so a resumed
-    ingestion job finds the same chunks at the same positions; one piece gives what whole-text tokenizing does."""
+    pieces, holding no more than two pieces and one window. Deterministic for the same pieces, so a resumed
+    ingestion job finds the same chunks at the same positions. Pieces are joined at spaces between words, where
+    the tokens are those of the whole text, and the last piece is tokenized with what is left: one piece gives
+    exactly what `split` gives."""
     encoding = openai_tokens.cl100k()
     step = max(1, size - overlap)
     tokens: list[int] = []
@@ -84,13 +91,16 @@ def split_stream(pieces: Iterable[str], size: int, overlap: int) -> Iterator[str
                 yield piece
             del tokens[:step]
 
+    held: str | None = None  # the newest piece: tokenized once another follows, the last one whole
     for piece in pieces:
-        text = carried + piece
-        cut = _stable_cut(text)
-        carried = text[cut:]
-        tokens.extend(encoding.encode(text[:cut], disallowed_special=()))
-        yield from windows()
-    tokens.extend(encoding.encode(carried, disallowed_special=()))
+        if held is not None:
+            text = carried + held
+            cut = _safe_cut(text)
+            carried = text[cut:]
+            tokens.extend(encoding.encode(text[:cut], disallowed_special=()))
+            yield from windows()
+        held = piece
+    tokens.extend(encoding.encode(carried + (held or ""), disallowed_special=()))
     yield from windows()
     # The last window: what is left (at most `size` tokens).
     if tokens and (piece := encoding.decode(tokens[:size]).strip()):

@@ -128,6 +128,11 @@ def _html_pieces(markup: Iterator[str]) -> Iterator[str]:
         complete, newline, pending = pending.rpartition("\n")
         if newline:
             yield "".join(lines(complete))
+        elif len(pending) > READ_SIZE:
+            # A megabyte of text without a line break is broken at its last space, so memory stays bounded.
+            cut = pending.rfind(" ") if " " in pending else len(pending)
+            yield "".join(lines(pending[:cut]))
+            pending = pending[cut:]
     parser.close()
     yield "".join(lines(pending + "".join(parser.parts)))
 
