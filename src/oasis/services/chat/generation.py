@@ -23,7 +23,8 @@ from oasis.engines.text import (
     TokenStream,
 )
 from oasis.errors import OasisError
-from oasis.metrics import THROTTLED, TIME_TO_FIRST_TOKEN, count_tokens
+from oasis.metrics import TIME_TO_FIRST_TOKEN, count_tokens
+from oasis.services.models.engine_lookup import queue_full
 
 
 @dataclass
@@ -136,14 +137,7 @@ def open_streams(
         for stream in streams:
             stream.cancel()
         if isinstance(exc, EngineBusy):
-            THROTTLED.labels(model).inc()
-            raise OasisError(
-                429,
-                "This model is serving as many requests as it can queue; retry shortly.",
-                type="server_error",
-                code="rate_limit_exceeded",
-                headers={"retry-after": str(exc.retry_after)},
-            ) from None
+            raise queue_full(model, exc) from None
         if isinstance(exc, PromptTooLong):
             raise OasisError(400, str(exc), param="messages", code="context_length_exceeded") from None
         raise

@@ -11,11 +11,11 @@ import numpy as np
 from oasis.engines.embedding import EmbeddingEngine, TextRole
 from oasis.engines.registry import EngineRegistry
 from oasis.engines.text import EngineBusy
-from oasis.errors import OasisError, invalid_request
-from oasis.metrics import THROTTLED, count_tokens
+from oasis.errors import invalid_request
+from oasis.metrics import count_tokens
 from oasis.protocol import openapi_types as spec
 from oasis.services.embeddings import openai_tokens
-from oasis.services.models.engine_lookup import engine_for, served_id
+from oasis.services.models.engine_lookup import engine_for, queue_full, served_id
 
 MAX_INPUTS = 2048
 
@@ -86,14 +86,7 @@ class EmbeddingService:
         try:
             vectors = await engine.embed(texts, role)
         except EngineBusy as busy:
-            THROTTLED.labels(served_id(self._registry, model)).inc()
-            raise OasisError(
-                429,
-                "This model is embedding as many requests as it can queue; retry shortly.",
-                type="server_error",
-                code="rate_limit_exceeded",
-                headers={"retry-after": str(busy.retry_after)},
-            ) from None
+            raise queue_full(served_id(self._registry, model), busy) from None
         return Embedded(vectors, sum(counts))
 
     async def create(self, body: spec.CreateEmbeddingRequest) -> dict[str, Any]:

@@ -6,7 +6,9 @@ from typing import Any
 
 from oasis.engines.base import Engine
 from oasis.engines.registry import EngineRegistry
+from oasis.engines.text import EngineBusy
 from oasis.errors import OasisError, invalid_request, not_found
+from oasis.metrics import THROTTLED
 
 _implemented: dict[tuple[type, type], bool] = {}
 
@@ -54,3 +56,16 @@ def served_id(registry: EngineRegistry, model: str) -> str:
     """The configured id behind an id or alias (the name itself when it is not configured)."""
     spec = registry.resolve(model)
     return model if spec is None else spec.id
+
+
+def queue_full(model_id: str, busy: EngineBusy) -> OasisError:
+    """The 429 for a model whose queue is full (OpenAI's rate-limit shape, with Retry-After), counted in the
+    metrics under the model's configured id."""
+    THROTTLED.labels(model_id).inc()
+    return OasisError(
+        429,
+        f"The model '{model_id}' is serving as many requests as it can queue; retry shortly.",
+        type="server_error",
+        code="rate_limit_exceeded",
+        headers={"retry-after": str(busy.retry_after)},
+    )
