@@ -464,8 +464,10 @@ class LlamaCppEngine:
         fed: list[tuple[_Sequence, list[int]]] = []
         for sequence in self._running:
             sequence.logits_row = -1  # rows describe the coming decode only
-        # Generating sequences first (one token each), so that long prompts never stall running streams.
-        ordered = sorted(self._running, key=lambda s: len(s.feed) > 1)
+        # Generating sequences first (one token each), so that long prompts never stall running streams; each
+        # group in slot order: without a unified KV cache llama.cpp puts sequences in one ubatch (one graph
+        # computation) only while their ids rise by one in batch order, so admission order would split a step.
+        ordered = sorted(self._running, key=lambda s: (len(s.feed) > 1, s.slot.seq_id if s.slot else 0))
         for sequence in ordered:
             room = self._batch_size - rows
             if room <= 0:

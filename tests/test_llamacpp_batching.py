@@ -1,0 +1,68 @@
+"""One graph computation per decoding step: llama.cpp (without a unified KV cache) splits a batch into ubatches
+whose sequence ids rise one by one in batch order, so the engine must put running sequences into each step in
+slot order, whatever order they were admitted in (issue 12)."""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+from typing import Any
+
+import pytest
+
+from oasis.engines.llamacpp import native
+from oasis.engines.llamacpp.engine import LlamaCppEngine
+from oasis.engines.text import SamplingParams
+from oasis.settings import ModelSpec
+from tests.conftest import smollm
+
+
+@pytest.fixture
+def ubatch_counter(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Counts, for each llama_decode call, its tokens and the ubatches llama.cpp split it into (from the debug
+    lines LLAMA_BATCH_DEBUG makes it log)."""
+    monkeypatch.setenv("LLAMA_BATCH_DEBUG", "1")  # read when a context is made
+    lib = native.lib()
+    added = [0]
+
+    @lib.llama_log_callback
+    def count(level: int, text: bytes, _user_data: Any) -> None:
+        if b"added ubatch" in text:
+            added[0] += 1
+
+    lib.llama_log_set(count, ctypes.c_void_p(0))
+    calls: list[tuple[int, int]] = []
+    real_decode = lib.llama_decode
+
+    def decode(context: Any, batch: Any) -> int:
+        before = added[0]
+        status = real_decode(context, batch)
+        calls.append((batch.n_tokens, added[0] - before))
+        return int(status)
+
+    monkeypatch.setattr(lib, "llama_decode", decode)
+    yield calls
+    lib.llama_log_set(native._forward_log, ctypes.c_void_p(0))
+
+
+async def _generate(engine: LlamaCppEngine, text: str, max_tokens: int) -> int:
+    prompt = engine.tokenize(text, add_special=True, parse_special=False)
+    params = SamplingParams(max_tokens=max_tokens, temperature=0.8, seed=7, ignore_eos=True)
+    return sum([1 async for _ in engine.generate(prompt, params)])
+
+
+async def test_sequences_admitted_out_of_slot_order_decode_in_one_ubatch(ubatch_counter: Any) -> None:
+    engine = LlamaCppEngine(ModelSpec(**smollm(parallel=2, context_length=256)))
+    await engine.start()
+    try:
+        short = asyncio.create_task(_generate(engine, "Say hi.", 3))  # admitted first: slot 0
+        long_one = asyncio.create_task(_generate(engine, "Tell a long story about a lighthouse.", 60))  # slot 1
+        assert await short == 3
+        # Slot 0 is free again; this one takes it, admitted after the sequence in slot 1.
+        late = asyncio.create_task(_generate(engine, "Count to ten.", 30))
+        assert await long_one == 60 and await late == 30
+    finally:
+        await engine.close()
+    two_token_steps = [ubatches for tokens, ubatches in ubatch_counter if tokens == 2]
+    assert two_token_steps, ubatch_counter
+    assert all(ubatches == 1 for ubatches in two_token_steps), ubatch_counter
