@@ -1,9 +1,13 @@
 """The llama.cpp engine alone (no server): 8 clients, each sending requests one after another, so that slots
 free in a different order than they were taken; aggregate tokens per second, best of a few rounds.
 
-Run it once per variant of the engine to compare (issue 12: the order of sequences in each step's batch):
+`--scattered`: 8 requests at once, three of them short, so that 5 of the 8 slots stay busy at scattered
+positions (0, 2, 4, 5, 7) for most of the run.
 
-    python bench/engine_slot_order.py [label]
+Run it once per variant of the engine to compare (issue 12: the order of sequences in each step's batch, a
+unified KV cache or not):
+
+    python bench/engine_slot_order.py [label] [--scattered]
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ CLIENTS = 8
 REQUESTS_PER_CLIENT = 4
 TOKENS = 64  # plus 0-31 more per request, so that requests end at different times
 ROUNDS = 3
+SCATTERED_LENGTHS = [200, 10, 200, 10, 200, 200, 10, 200]  # slots 1, 3 and 6 free early
 
 
 async def client(engine: LlamaCppEngine, number: int, requests: int) -> int:
@@ -37,7 +42,13 @@ async def client(engine: LlamaCppEngine, number: int, requests: int) -> int:
     return generated
 
 
-async def main(label: str) -> None:
+async def one(engine: LlamaCppEngine, number: int, tokens: int) -> int:
+    prompt = engine.tokenize(f"Client {number}: write about the sea.", add_special=True, parse_special=False)
+    params = SamplingParams(max_tokens=tokens, temperature=0.8, seed=number, ignore_eos=True)
+    return sum([1 async for _ in engine.generate(prompt, params)])
+
+
+async def main(label: str, scattered: bool) -> None:
     spec = ModelSpec(
         id="smollm2-135m-instruct",
         engine="llamacpp",
@@ -50,7 +61,10 @@ async def main(label: str) -> None:
     rates = []
     for _ in range(ROUNDS):
         started = time.perf_counter()
-        counts = await asyncio.gather(*(client(engine, n, REQUESTS_PER_CLIENT) for n in range(CLIENTS)))
+        if scattered:
+            counts = await asyncio.gather(*(one(engine, n, tokens) for n, tokens in enumerate(SCATTERED_LENGTHS)))
+        else:
+            counts = await asyncio.gather(*(client(engine, n, REQUESTS_PER_CLIENT) for n in range(CLIENTS)))
         rates.append(sum(counts) / (time.perf_counter() - started))
     await engine.close()
     print("| variant | best tok/s | median tok/s |")
@@ -59,4 +73,5 @@ async def main(label: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1] if len(sys.argv) > 1 else "engine"))
+    arguments = [argument for argument in sys.argv[1:] if argument != "--scattered"]
+    asyncio.run(main(arguments[0] if arguments else "engine", "--scattered" in sys.argv))
