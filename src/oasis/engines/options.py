@@ -101,9 +101,7 @@ def check_model_config(spec: ModelSpec) -> None:
 def weights_source(spec: ModelSpec) -> str:
     """Where a model's weights come from, for the start-up log and `oasis models`."""
     if spec.engine == "upstream":
-        options = spec.options
-        urls = options.get("base_urls") or [options.get("base_url")]
-        return "upstream " + ", ".join(str(url) for url in urls)
+        return "upstream " + ", ".join(UpstreamOptions.model_validate(spec.options).urls)
     if spec.path:
         return str(Path(spec.path).expanduser())
     if spec.package:

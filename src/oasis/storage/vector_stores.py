@@ -12,6 +12,9 @@ from oasis.storage.db import Database
 from oasis.storage.pagination import Page, PageRequest, paginate
 from oasis.storage.tables import VectorStore, VectorStoreChunk, VectorStoreFile, VectorStoreFileBatch
 
+# A file attachment still to be ingested (or being ingested): the ingestion job's row while it is wanted.
+WAITING_FILE = (VectorStoreFile.status == "in_progress", VectorStoreFile.deleted_at.is_(None))
+
 
 async def get_store(session: AsyncSession, project_id: str, store_id: str) -> VectorStore | None:
     return await session.scalar(
@@ -156,11 +159,7 @@ async def bump_version(session: AsyncSession, store_id: str) -> None:
 
 async def count_waiting_files(session: AsyncSession) -> int:
     """Files still to be ingested (running or waiting for a worker): the ingestion job queue's depth."""
-    found = await session.scalar(
-        select(func.count())
-        .select_from(VectorStoreFile)
-        .where(VectorStoreFile.status == "in_progress", VectorStoreFile.deleted_at.is_(None))
-    )
+    found = await session.scalar(select(func.count()).select_from(VectorStoreFile).where(*WAITING_FILE))
     return int(found or 0)
 
 
@@ -177,11 +176,7 @@ async def cancel_unfinished_files(session: AsyncSession, batch_id: str) -> list[
     """Cancels a file batch's files still in progress (releasing their leases); their row numbers."""
     cancelled = await session.scalars(
         update(VectorStoreFile)
-        .where(
-            VectorStoreFile.batch_id == batch_id,
-            VectorStoreFile.status == "in_progress",
-            VectorStoreFile.deleted_at.is_(None),
-        )
+        .where(VectorStoreFile.batch_id == batch_id, *WAITING_FILE)
         .values(status="cancelled", lease_owner=None, lease_expires_at=None)
         .returning(VectorStoreFile.seq)
     )

@@ -81,7 +81,7 @@ class IngestionRunner:
         seq = await lease_one(
             self._db,
             VectorStoreFile,
-            [VectorStoreFile.status == "in_progress", VectorStoreFile.deleted_at.is_(None)],
+            list(rows.WAITING_FILE),
             owner=owner,
             seconds=self._lease_seconds,
         )
@@ -183,8 +183,7 @@ class IngestionRunner:
                 update(VectorStoreFile)
                 .where(
                     *held_by(VectorStoreFile, job.seq, owner),
-                    VectorStoreFile.status == "in_progress",
-                    VectorStoreFile.deleted_at.is_(None),
+                    *rows.WAITING_FILE,
                     VectorStoreFile.chunks_done == start,
                 )
                 .values(chunks_done=start + len(texts), usage_bytes=VectorStoreFile.usage_bytes + size)
@@ -211,8 +210,7 @@ class IngestionRunner:
                 update(VectorStoreFile)
                 .where(
                     *held_by(VectorStoreFile, seq, owner),
-                    VectorStoreFile.status == "in_progress",
-                    VectorStoreFile.deleted_at.is_(None),
+                    *rows.WAITING_FILE,
                 )
                 .values(
                     status=status,
