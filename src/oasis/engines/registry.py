@@ -44,7 +44,6 @@ class ModelState:
     spec: ModelSpec
     status: ModelStatus = "loading"
     error: str | None = None
-    load_seconds: float | None = None
 
 
 class EngineRegistry:
@@ -104,8 +103,8 @@ class EngineRegistry:
                     await engine.close()
             return
         self._engines[spec.id] = engine
-        state.status, state.load_seconds = "ready", time.perf_counter() - started
-        log.info("ready %s in %.1f s", spec.id, state.load_seconds)
+        state.status = "ready"
+        log.info("ready %s in %.1f s", spec.id, time.perf_counter() - started)
 
     async def close(self) -> None:
         for engine in self._engines.values():
