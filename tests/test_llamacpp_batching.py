@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from oasis.engines.llamacpp import native
-from oasis.engines.llamacpp.engine import LlamaCppEngine
+from oasis.engines.llamacpp.engine import _SETTLE_STEPS, LlamaCppEngine
 from oasis.engines.text import SamplingParams
 from oasis.settings import ModelSpec
 from tests.conftest import smollm
@@ -66,3 +66,36 @@ async def test_sequences_admitted_out_of_slot_order_decode_in_one_ubatch(ubatch_
     two_token_steps = [ubatches for tokens, ubatches in ubatch_counter if tokens == 2]
     assert two_token_steps, ubatch_counter
     assert all(ubatches == 1 for ubatches in two_token_steps), ubatch_counter
+
+
+async def _greedy_text(engine: LlamaCppEngine, text: str, max_tokens: int) -> str:
+    prompt = engine.tokenize(text, add_special=True, parse_special=False)
+    params = SamplingParams(max_tokens=max_tokens, temperature=0, ignore_eos=True)
+    return engine.detokenize([token.token async for token in engine.generate(prompt, params)])
+
+
+async def test_sequences_left_apart_by_finished_ones_move_together_and_answer_the_same(ubatch_counter: Any) -> None:
+    """Slots 0-3 taken, the short answers in 1 and 3 finish: a few steps later (in case new requests fill the
+    holes) the sequence in slot 2 moves into slot 1 (a copy of its cache), so the two that remain decode in one
+    graph computation, and its answer does not change."""
+    engine = LlamaCppEngine(ModelSpec(**smollm(parallel=4, context_length=256)))
+    await engine.start()
+    story = "Tell a long story about a lighthouse."
+    try:
+        alone = await _greedy_text(engine, story, 80)
+        ubatch_counter.clear()
+        first = asyncio.create_task(_generate(engine, "Describe the sea at night.", 80))
+        short_one = asyncio.create_task(_generate(engine, "Say hi.", 3))
+        moved = asyncio.create_task(_greedy_text(engine, story, 80))
+        short_two = asyncio.create_task(_generate(engine, "Name a colour.", 3))
+        assert await short_one == 3 and await short_two == 3
+        assert await first == 80
+        assert await moved == alone
+        memory = native.lib().llama_get_memory(engine._context)
+        for slot in engine._slots:  # every slot's bookkeeping matches what llama.cpp holds
+            assert native.lib().llama_memory_seq_pos_max(memory, slot.seq_id) == len(slot.cached) - 1
+    finally:
+        await engine.close()
+    two_token_steps = [ubatches for tokens, ubatches in ubatch_counter if tokens == 2]
+    assert len(two_token_steps) > 50, ubatch_counter
+    assert sum(ubatches > 1 for ubatches in two_token_steps) <= _SETTLE_STEPS, ubatch_counter

@@ -42,8 +42,11 @@ log = logging.getLogger("oasis.engines.llamacpp")
 
 _END = object()
 # Copying a cache between sequences moves the whole per-sequence buffer; below this many shared tokens,
-# decoding them again costs less.
+# decoding them again costs less, and a sequence with fewer tokens left to generate is not worth moving.
 _SHARE_MIN = 32
+# Steps that running sequences must have stood apart before they are moved together: a hole left by a
+# finished sequence is often filled by the next request at once (a client sending one after another).
+_SETTLE_STEPS = 4
 
 
 @dataclass
@@ -170,6 +173,7 @@ class LlamaCppEngine:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._outbox = _Outbox()
+        self._apart_steps = 0  # consecutive steps with holes between the busy slots
         # Prompt tokens decoded, and those taken from a slot's cache instead (for logs and tests).
         self.prompt_tokens_decoded = 0
         self.prompt_tokens_cached = 0
@@ -350,6 +354,7 @@ class LlamaCppEngine:
             self._retire_cancelled()
             if not self._running:
                 continue
+            self._compact()
             try:
                 self._step()
             except Exception as exc:  # a failed decode fails the sequences in it, not the engine
@@ -380,14 +385,16 @@ class LlamaCppEngine:
             shared, slot = max(
                 ((_common_prefix(free_slot.cached, prompt), free_slot) for free_slot in free), key=lambda pair: pair[0]
             )
-            reuse = min(shared, usable)
+            beside = self._slot_beside_busy(free)
+            if min(shared, usable) - min(_common_prefix(beside.cached, prompt), usable) < _SHARE_MIN:
+                slot = beside  # a few shared tokens are not worth a slot that splits the batch
+            reuse = min(_common_prefix(slot.cached, prompt), usable)
             donor, donor_reuse, reading = self._donor(sequence, usable)
             if donor is None and reading - reuse >= _SHARE_MIN:
                 deferred.append(sequence)
                 continue
             if donor is not None and donor_reuse - reuse >= _SHARE_MIN:
-                # Overwrite the free slot whose cache is worth least.
-                slot = min(free, key=lambda free_slot: len(free_slot.cached))
+                slot = beside
                 self._copy_cache(donor.slot, slot)  # type: ignore[arg-type]
                 reuse = donor_reuse
             else:
@@ -405,6 +412,49 @@ class LlamaCppEngine:
                 sequence.logits_row = donor.logits_row
                 self._sample(sequence)
         self._waiting.extendleft(reversed(deferred))
+
+    def _slot_beside_busy(self, free: list[_Slot]) -> _Slot:
+        """The free slot that keeps the busy ones closest together (without a unified KV cache one graph
+        computation covers only consecutive ids): a hole between them, else the nearest past either end; of
+        equally near ones, the one whose cached prefix is shortest, so that other conversations keep theirs."""
+        busy = [slot.seq_id for slot in self._slots if slot.busy]
+        low, high = (min(busy), max(busy)) if busy else (0, len(self._slots))
+        return min(
+            free, key=lambda slot: (max(low - slot.seq_id, slot.seq_id - high, 0), len(slot.cached), slot.seq_id)
+        )
+
+    def _compact(self) -> None:
+        """Moves running sequences into consecutive slots when finished ones left holes between them, so that
+        a step stays one graph computation (llama.cpp splits a batch wherever sequence ids skip one). The
+        window of slots needing fewest moves is chosen; each move copies a whole per-sequence cache, so a
+        sequence about to finish is never moved (and holds its place until it does)."""
+        busy = [slot for slot in self._slots if slot.busy]
+        count = len(busy)
+        if count < 2 or busy[-1].seq_id - busy[0].seq_id + 1 == count:
+            self._apart_steps = 0
+            return
+        self._apart_steps += 1
+        if self._apart_steps < _SETTLE_STEPS:
+            return
+        by_slot = {id(sequence.slot): sequence for sequence in self._running if sequence.slot is not None}
+        best: tuple[int, int] | None = None
+        for start in range(len(self._slots) - count + 1):
+            outside = [slot for slot in busy if not start <= slot.seq_id < start + count]
+            movable = all(_worth_moving(by_slot.get(id(slot))) for slot in outside)
+            if movable and (best is None or len(outside) < best[0]):
+                best = (len(outside), start)
+        if best is None:
+            return
+        start = best[1]
+        holes = [slot for slot in self._slots[start : start + count] if not slot.busy]
+        movers = [slot for slot in busy if not start <= slot.seq_id < start + count]
+        for source, target in zip(movers, holes, strict=True):
+            sequence = by_slot[id(source)]
+            self._copy_cache(source, target)  # the source keeps its copy as a cached prefix
+            source.busy, target.busy = False, True
+            sequence.slot = target
+        self._apart_steps = 0
+        log.debug("moved %d sequences into slots %d-%d", len(movers), start, start + count - 1)
 
     def _donor(self, sequence: _Sequence, usable: int) -> tuple[_Sequence | None, int, int]:
         """The running sequence whose cache holds most of `sequence`'s prompt (and how much of it it holds:
@@ -601,6 +651,12 @@ class LlamaCppEngine:
             seed = native.DEFAULT_SEED if params.seed is None else params.seed & 0xFFFFFFFF
             lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_dist(seed))
         return chain
+
+
+def _worth_moving(sequence: _Sequence | None) -> bool:
+    if sequence is None or sequence.scoring:
+        return False
+    return sequence.params.max_tokens - sequence.generated >= _SHARE_MIN
 
 
 def _plain_greedy(params: SamplingParams) -> bool:
