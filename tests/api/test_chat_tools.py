@@ -8,7 +8,7 @@ from typing import Any
 import openai
 import pytest
 
-from oasis.services.chat.tools import ToolPlan, parse_calls
+from oasis.services.chat.tool_formats import FORMATS, read_calls
 from tests.conftest import Harness
 
 MODEL = "gpt-4o-mini"
@@ -164,7 +164,7 @@ async def test_bad_tool_requests_are_400s(chat_oasis: Harness, change: dict[str,
     assert response.status_code == 400 and response.json()["error"]["param"] == param
 
 
-PLAN = ToolPlan(mode="auto", functions=[tool["function"] for tool in TOOLS], parallel=True, legacy=False)
+OFFERED = {tool["function"]["name"]: tool["function"] for tool in TOOLS}
 
 
 @pytest.mark.parametrize(
@@ -182,8 +182,8 @@ PLAN = ToolPlan(mode="auto", functions=[tool["function"] for tool in TOOLS], par
     ],
 )
 def test_auto_replies_become_calls_only_when_they_are_calls(text: str, names: list[str] | None) -> None:
-    calls = parse_calls(text, PLAN)
-    assert (None if calls is None else [call["function"]["name"] for call in calls]) == names
+    calls = read_calls(text, FORMATS["json"], OFFERED, final=True).calls
+    assert ([call.name for call in calls] or None) == names
 
 
 async def test_parallel_false_means_one_call(chat_oasis: Harness) -> None:

@@ -4,7 +4,7 @@ its name instead of being ignored. Light on purpose: nothing here imports a back
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
@@ -15,7 +15,29 @@ class EngineOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class LlamaCppOptions(EngineOptions):
+TOOL_PARSERS = ("json", "hermes", "llama3", "mistral", "granite", "deepseek", "command_r", "functionary", "pythonic")
+
+
+class ChatFormatOptions(BaseModel):
+    """How replies of a model that oasis renders itself are read (the chat service reads these)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tool_parser: Literal[TOOL_PARSERS] | None = Field(  # type: ignore[valid-type]
+        default=None, description="The tool-call markup the model writes (default: detected from its template)."
+    )
+    reasoning: Literal["separate", "inline", "off"] = Field(
+        default="separate",
+        description="Thinking goes to reasoning_content (separate), stays in the content (inline), or is "
+        "turned off in templates that can (off: enable_thinking false).",
+    )
+
+    @classmethod
+    def of(cls, options: Any) -> ChatFormatOptions:
+        return cls.model_validate({name: options[name] for name in cls.model_fields if name in options})
+
+
+class LlamaCppOptions(ChatFormatOptions, EngineOptions):
     context_length: int = Field(default=4096, gt=0, description="Tokens per sequence (at most the trained context).")
     parallel: int = Field(default=8, gt=0, description="Sequences decoded together.")
     batch_size: int = Field(default=512, gt=0, description="Tokens per decode step.")

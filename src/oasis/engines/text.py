@@ -51,6 +51,9 @@ class SamplingParams:
     ignore_eos: bool = False
     # Output must be JSON: any JSON object (`{}`), or a document that the given JSON Schema accepts.
     json_schema: Mapping[str, object] | None = None
+    # Special tokens the reply's format reads (a tool-call or thinking marker): their text is generated, where
+    # other special tokens come out as nothing.
+    markup_tokens: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)

@@ -164,6 +164,7 @@ class LlamaCppEngine:
         self._special: dict[str, str] = {}
         self._fim: tuple[int, int, int] | None = None
         self._pieces: dict[int, bytes] = {}
+        self._markup_pieces: dict[int, bytes] = {}
         self._eog_tokens: list[int] = []
         self._eog_set: frozenset[int] = frozenset()
         self._slots: list[_Slot] = []
@@ -293,6 +294,12 @@ class LlamaCppEngine:
         piece = self._pieces.get(token)
         if piece is None:
             piece = self._pieces[token] = self._piece(token, special=False)
+        return piece
+
+    def _markup_piece(self, token: int) -> bytes:
+        piece = self._markup_pieces.get(token)
+        if piece is None:
+            piece = self._markup_pieces[token] = self._piece(token, special=True)
         return piece
 
     def is_valid_token(self, token: int) -> bool:
@@ -586,7 +593,7 @@ class LlamaCppEngine:
             finish = "stop"
             piece = b""
         else:
-            piece = self.token_piece(token)
+            piece = self._markup_piece(token) if token in params.markup_tokens else self.token_piece(token)
             if sequence.generated >= params.max_tokens:
                 finish = "length"
         self._outbox.put(sequence, SampledToken(token, piece, logprob, alternatives, finish))  # type: ignore[arg-type]

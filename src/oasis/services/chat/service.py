@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from typing import Any
 
+from oasis.engines.options import ChatFormatOptions
 from oasis.engines.registry import EngineRegistry
 from oasis.engines.text import SamplingParams, TextEngine, TokenStream
 from oasis.errors import invalid_request
 from oasis.metrics import count_tokens
 from oasis.protocol.extensions import ChatCompletionRequest
+from oasis.services.chat.conversation import template_messages, with_system_note
 from oasis.services.chat.generation import (
     TextDelta,
     complete_choice,
@@ -23,6 +24,8 @@ from oasis.services.chat.generation import (
     stream_choice,
     usage,
 )
+from oasis.services.chat.reasoning import opens_thinking, think_tags
+from oasis.services.chat.reply import Reply, ReplyFormat, ReplyReader
 from oasis.services.chat.template import render_chat
 from oasis.services.chat.text_models import (
     completion_budget,
@@ -34,14 +37,8 @@ from oasis.services.chat.text_models import (
     token_biases,
     token_text,
 )
-from oasis.services.chat.tools import (
-    ToolPlan,
-    call_schema,
-    looks_like_a_call,
-    parse_calls,
-    plan_tools,
-    tools_system_prompt,
-)
+from oasis.services.chat.tool_formats import FORMATS, detect_format
+from oasis.services.chat.tools import ToolPlan, call_schema, plan_tools, tools_system_prompt
 from oasis.services.models.engine_lookup import served_id
 from oasis.storage.clock import new_id
 
@@ -56,75 +53,36 @@ class PreparedChat:
     params: SamplingParams
     stops: list[str]
     n: int
+    reply_format: ReplyFormat
     tools: ToolPlan | None = None
 
-
-def _text_of(content: Any, index: int) -> str:
-    if content is None or isinstance(content, str):
-        return content or ""
-    texts = []
-    for part in content:
-        part = getattr(part, "root", part)
-        if getattr(part, "type", None) != "text":
-            raise invalid_request(
-                "This model reads text only: image content parts are not supported.",
-                param=f"messages[{index}].content",
-                code="image_parts_unsupported",
-            )
-        texts.append(part.text)
-    return "".join(texts)
+    def reader(self) -> ReplyReader:
+        functions = {function["name"]: function for function in self.tools.functions} if self.tools else None
+        return ReplyReader(self.reply_format, functions)
 
 
-def template_messages(request: ChatCompletionRequest, template_knows_tools: bool) -> list[dict[str, Any]]:
-    """The conversation as plain dicts, the shape Hugging Face chat templates read."""
-    messages: list[dict[str, Any]] = []
-    for index, message in enumerate(request.messages):
-        entry: dict[str, Any] = {
-            "role": "system" if message.role == "developer" else message.role,
-            "content": _text_of(message.content, index),
-        }
-        for extra in ("name", "tool_call_id"):
-            if getattr(message, extra, None) is not None:
-                entry[extra] = getattr(message, extra)
-        tool_calls = getattr(message, "tool_calls", None)
-        if tool_calls is not None:
-            entry["tool_calls"] = [call.model_dump() for call in tool_calls.root]
-            if not template_knows_tools and not entry["content"]:
-                # The template will not render the calls, so the model sees them as the JSON it would write.
-                entry["content"] = json.dumps(
-                    [
-                        {"name": c.function.name, "arguments": _arguments_value(c.function.arguments)}
-                        for c in tool_calls.root
-                    ]
-                )
-        messages.append(entry)
-    return messages
-
-
-def _arguments_value(arguments: str | None) -> Any:
-    """A call's arguments as the JSON they hold; models emit broken JSON and clients send it back as it came,
-    so text that does not parse is passed on as text."""
-    try:
-        return json.loads(arguments or "{}")
-    except json.JSONDecodeError:
-        return arguments
-
-
-def _with_system_note(messages: list[dict[str, Any]], note: str) -> list[dict[str, Any]]:
-    if messages and messages[0]["role"] == "system":
-        first = {**messages[0], "content": f"{messages[0]['content']}\n\n{note}"}
-        return [first, *messages[1:]]
-    return [{"role": "system", "content": note}, *messages]
-
-
-def _answer(plan: ToolPlan | None, text: str, finish: str) -> tuple[dict[str, Any], str]:
-    """The assistant message and finish_reason: a call when the text is one, else the text."""
-    calls = parse_calls(text, plan) if plan is not None else None
-    if plan is None or calls is None:
-        return {"role": "assistant", "content": text}, finish
+def _message(plan: ToolPlan | None, reply: Reply, finish: str) -> tuple[dict[str, Any], str]:
+    """The assistant message and finish_reason of a reply read whole."""
+    message: dict[str, Any] = {"role": "assistant", "content": reply.content}
+    if reply.reasoning:
+        message["reasoning_content"] = reply.reasoning
+    if plan is None or not reply.calls:
+        return message, finish
+    calls = [
+        {"id": new_id("call_"), "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+        for call in (reply.calls if plan.parallel else reply.calls[:1])
+    ]
+    message["content"] = reply.content or None
     if plan.legacy:
-        return {"role": "assistant", "content": None, "function_call": calls[0]["function"]}, "function_call"
-    return {"role": "assistant", "content": None, "tool_calls": calls}, "tool_calls"
+        return {**message, "function_call": calls[0]["function"]}, "function_call"
+    return {**message, "tool_calls": calls}, "tool_calls"
+
+
+def _read_whole(chat: PreparedChat, text: str, finish: str) -> tuple[dict[str, Any], str]:
+    reader = chat.reader()
+    reader.feed(text)
+    reply, _ = reader.finish()
+    return _message(chat.tools, reply, finish)
 
 
 def to_sampling_params(request: ChatCompletionRequest, engine: TextEngine, prompt_tokens: int) -> SamplingParams:
@@ -174,6 +132,12 @@ def _logprobs(engine: TextEngine, delta: TextDelta, wanted: bool) -> dict[str, A
     return {"content": content}
 
 
+def _markup_tokens(engine: TextEngine, markers: list[str]) -> frozenset[int]:
+    """The markers that are single (special) tokens in this model's vocabulary."""
+    tokens = (engine.tokenize(marker, add_special=False, parse_special=True) for marker in markers)
+    return frozenset(ids[0] for ids in tokens if len(ids) == 1)
+
+
 class ChatService:
     def __init__(self, registry: EngineRegistry, fingerprint: str) -> None:
         self._registry = registry
@@ -188,18 +152,29 @@ class ChatService:
                 param="model",
             )
         plan = plan_tools(request)
-        knows_tools = "tools" in template
-        messages = template_messages(request, knows_tools)
+        spec = self._registry.resolve(request.model)
+        options = ChatFormatOptions.of(spec.options if spec is not None else {})
+        tool_format = FORMATS[options.tool_parser] if options.tool_parser else detect_format(template)
+        messages = template_messages(request, template, tool_format)
         template_tools = None
-        if plan is not None and knows_tools:
+        if plan is not None and "tools" in template:
             template_tools = [{"type": "function", "function": function} for function in plan.functions]
         elif plan is not None:
-            messages = _with_system_note(messages, tools_system_prompt(plan))
-        text = render_chat(template, messages, special_tokens=engine.special_tokens, tools=template_tools)
+            messages = with_system_note(messages, tools_system_prompt(plan))
+        # llama.cpp passes enable_thinking to every template; some of its own test templates need it.
+        variables = {"enable_thinking": options.reasoning != "off"}
+        text = render_chat(
+            template, messages, special_tokens=engine.special_tokens, tools=template_tools, variables=variables
+        )
         prompt = engine.tokenize(text, add_special=False, parse_special=True)
         params = to_sampling_params(request, engine, len(prompt))
         if plan is not None and plan.forced:
             params = replace(params, json_schema=call_schema(plan))
+        # A grammar makes the reply JSON from its first token: there is no thinking to read.
+        think = None if options.reasoning == "inline" or params.json_schema is not None else think_tags(template)
+        reply_format = ReplyFormat(tool_format, think, think is not None and opens_thinking(text, think))
+        markers = [*tool_format.markers, *((think.open, think.close) if think else ())]
+        params = replace(params, markup_tokens=_markup_tokens(engine, markers))
         return PreparedChat(
             engine=engine,
             model_id=served_id(self._registry, request.model),
@@ -207,6 +182,7 @@ class ChatService:
             params=params,
             stops=stop_list(request.stop),
             n=request.n or 1,
+            reply_format=reply_format,
             tools=plan,
         )
 
@@ -241,7 +217,7 @@ class ChatService:
                     "finish_reason": finish,
                 }
                 for index, result in enumerate(results)
-                for message, finish in [_answer(chat.tools, result.text, result.finish_reason)]
+                for message, finish in [_read_whole(chat, result.text, result.finish_reason)]
             ],
             "usage": metered_usage(chat.model_id, len(chat.prompt), completion_tokens),
         }
@@ -278,67 +254,35 @@ class ChatService:
                 ],
                 **extra,
             }
+
+        def chunk(index: int, delta: dict[str, Any], finish: str | None = None, logprobs: Any = None) -> dict[str, Any]:
+            choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
+            return {**envelope, "choices": [choice], **extra}
+
         try:
-            held = [_HeldCall(forced=chat.tools is not None and chat.tools.forced) for _ in range(chat.n)]
+            readers = [chat.reader() for _ in range(chat.n)]
             async for index, delta in _merged(streams, chat.stops):
                 completion_tokens += len(delta.tokens)
-                text = delta.text
-                if chat.tools is not None:
-                    text = held[index].take(delta.text)
-                if text or (request.logprobs and delta.tokens):
-                    yield {
-                        **envelope,
-                        "choices": [
-                            {
-                                "index": index,
-                                "delta": {"content": text},
-                                "logprobs": _logprobs(chat.engine, delta, bool(request.logprobs)),
-                                "finish_reason": None,
-                            }
-                        ],
-                        **extra,
-                    }
+                ready = readers[index].feed(delta.text)
+                if ready.reasoning:
+                    yield chunk(index, {"reasoning_content": ready.reasoning})
+                if ready.content or (request.logprobs and delta.tokens):
+                    logprobs = _logprobs(chat.engine, delta, bool(request.logprobs))
+                    yield chunk(index, {"content": ready.content}, logprobs=logprobs)
                 if delta.finish_reason is not None:
-                    finish: str = delta.finish_reason
-                    if chat.tools is not None and held[index].text:
-                        message, finish = _answer(chat.tools, held[index].text, finish)
-                        for call_delta in _call_deltas(message):
-                            yield {
-                                **envelope,
-                                "choices": [
-                                    {"index": index, "delta": call_delta, "logprobs": None, "finish_reason": None}
-                                ],
-                                **extra,
-                            }
-                    yield {
-                        **envelope,
-                        "choices": [{"index": index, "delta": {}, "logprobs": None, "finish_reason": finish}],
-                        **extra,
-                    }
+                    reply, rest = readers[index].finish()
+                    if rest.reasoning:
+                        yield chunk(index, {"reasoning_content": rest.reasoning})
+                    if rest.content:
+                        yield chunk(index, {"content": rest.content})
+                    message, finish = _message(chat.tools, reply, delta.finish_reason)
+                    for call_delta in _call_deltas(message):
+                        yield chunk(index, call_delta)
+                    yield chunk(index, {}, finish)
         finally:  # also when the client leaves mid-stream: those tokens were generated
             count_tokens(chat.model_id, len(chat.prompt), completion_tokens)
         if include_usage:
             yield {**envelope, "choices": [], "usage": usage(len(chat.prompt), completion_tokens)}
-
-
-class _HeldCall:
-    """Streams text at once unless it may be a tool call, which is held until it is whole."""
-
-    def __init__(self, forced: bool) -> None:
-        self.decided: bool | None = True if forced else None
-        self.text = ""
-
-    def take(self, text: str) -> str:
-        """Returns what can go out now; keeps what might be a call."""
-        if self.decided is False:
-            return text
-        self.text += text
-        if self.decided is None:
-            self.decided = looks_like_a_call(self.text)
-            if self.decided is False:
-                released, self.text = self.text, ""
-                return released
-        return ""
 
 
 def _call_deltas(message: dict[str, Any]) -> list[dict[str, Any]]:
@@ -368,7 +312,7 @@ def _call_deltas(message: dict[str, Any]) -> list[dict[str, Any]]:
                 {"tool_calls": [{"index": position, "function": {"arguments": call["function"]["arguments"]}}]}
             )
         return deltas
-    return [{"content": message["content"]}] if message.get("content") else []
+    return []
 
 
 async def _merged(streams: list[TokenStream], stops: list[str]) -> AsyncIterator[tuple[int, TextDelta]]:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -17,10 +18,23 @@ def _raise_exception(message: str) -> None:
     raise jinja2.TemplateError(message)
 
 
+def _tojson(
+    value: Any, ensure_ascii: bool = False, indent: int | None = None, separators: Any = None, sort_keys: bool = False
+) -> str:
+    # Jinja's own tojson escapes <, >, & and ' for HTML, which would change the markup models are shown.
+    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+
 @lru_cache(maxsize=16)
 def _compile(template: str) -> jinja2.Template:
-    # Same environment choices as Hugging Face's apply_chat_template, which these templates are written for.
-    environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, loader=jinja2.BaseLoader())
+    # Same environment as Hugging Face's apply_chat_template, which these templates are written for.
+    environment = ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, loader=jinja2.BaseLoader(), extensions=["jinja2.ext.loopcontrols"]
+    )
+    environment.filters["tojson"] = _tojson
+    # Without autoescaping `safe` only makes a Markup string, and Markup + str escapes the str ("'x'|safe + name"
+    # in Functionary's template would show the tools HTML-escaped); templates mean plain text.
+    environment.filters["safe"] = str
     environment.globals["raise_exception"] = _raise_exception
     environment.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
     return environment.from_string(template)
@@ -33,14 +47,57 @@ def render_chat(
     special_tokens: Mapping[str, str],
     tools: Sequence[Mapping[str, Any]] | None = None,
     add_generation_prompt: bool = True,
+    variables: Mapping[str, Any] | None = None,
 ) -> str:
+    """`variables` are further names the template reads (Qwen3's `enable_thinking`)."""
     try:
         return _compile(template).render(
             messages=list(messages),
             tools=list(tools) if tools else None,
             add_generation_prompt=add_generation_prompt,
             **special_tokens,
+            **(variables or {}),
         )
     except jinja2.TemplateError as exc:
         # The template itself refuses the conversation (e.g. roles out of order): the caller's input is at fault.
         raise invalid_request(f"The model's chat template refused these messages: {exc}", param="messages") from None
+
+
+_PROBE_ID = "123456789"  # Mistral's templates refuse any id but 9 letters and digits
+_PROBE_TOOLS = [
+    {"type": "function", "function": {"name": "probe_tool", "description": "probe", "parameters": {"type": "object"}}}
+]
+
+
+def _probe(arguments: Any) -> list[dict[str, Any]]:
+    call = {"id": _PROBE_ID, "type": "function", "function": {"name": "probe_tool", "arguments": arguments}}
+    return [
+        {"role": "user", "content": "probe"},
+        {"role": "assistant", "content": "", "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": _PROBE_ID, "name": "probe_tool", "content": "probe result"},
+    ]
+
+
+def _shows(template: str, arguments: Any) -> bool:
+    try:
+        shown = _compile(template).render(
+            messages=_probe(arguments), tools=_PROBE_TOOLS, add_generation_prompt=False, bos_token="", eos_token=""
+        )
+    except Exception:  # e.g. a template joining the arguments to text with `+` is given an object
+        return False
+    return "probe_key" in shown and "probe_value" in shown
+
+
+CallArguments = Literal["object", "string", "unshown"]
+
+
+@lru_cache(maxsize=16)
+def call_arguments(template: str) -> CallArguments:
+    """How the template wants an earlier call's arguments: as an object (`| tojson`, `.items()`), as the JSON
+    string OpenAI clients send (joined to text with `+`), or not at all (it does not show earlier calls).
+    Found by rendering, as llama.cpp does."""
+    if _shows(template, {"probe_key": "probe_value"}):
+        return "object"
+    if _shows(template, '{"probe_key": "probe_value"}'):
+        return "string"
+    return "unshown"

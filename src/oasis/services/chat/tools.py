@@ -4,22 +4,19 @@ constrained to valid JSON, and how a reply becomes `tool_calls`.
 A forced call (`tool_choice: required` or a named function) is generated under a JSON Schema grammar: the
 output is `{"name": ..., "arguments": {...}}` for one of the offered functions, its arguments valid against
 that function's parameters, so even a tiny model emits a call that parses. With `auto` the model writes
-freely, and a reply that is such a JSON call (bare, in a list, or in `<tool_call>` tags) becomes a call.
+freely, in its family's markup, which `tool_formats` reads.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from oasis.errors import invalid_request
 from oasis.protocol.extensions import ChatCompletionRequest
-from oasis.storage.clock import new_id
 
 Mode = Literal["auto", "required", "named"]
-_TAGGED = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -98,42 +95,3 @@ def call_schema(plan: ToolPlan) -> dict[str, Any]:
     if plan.parallel:
         return {"anyOf": [one_call, {"type": "array", "items": one_call, "minItems": 1}]}
     return one_call
-
-
-def parse_calls(text: str, plan: ToolPlan) -> list[dict[str, Any]] | None:
-    """The calls a reply makes, as `tool_calls` entries, or None when it is plain text."""
-    tagged = _TAGGED.findall(text)
-    candidates: list[Any] = []
-    for raw in tagged or [text.strip()]:
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            return None
-        candidates.extend(value if isinstance(value, list) else [value])
-    calls = []
-    for candidate in candidates:
-        if not isinstance(candidate, dict) or candidate.get("name") not in plan.names:
-            return None
-        arguments = candidate.get("arguments", candidate.get("parameters", {}))
-        calls.append(
-            {
-                "id": new_id("call_"),
-                "type": "function",
-                "function": {"name": candidate["name"], "arguments": json.dumps(arguments)},
-            }
-        )
-    if not calls:
-        return None
-    return calls if plan.parallel else calls[:1]
-
-
-def looks_like_a_call(text: str) -> bool | None:
-    """Whether streamed text that begins so may become a call (None: too early to tell)."""
-    stripped = text.lstrip()
-    if not stripped:
-        return None
-    if stripped[0] in "{[":
-        return True
-    if "<tool_call>".startswith(stripped[:11]) or stripped.startswith("<tool_call>"):
-        return None if len(stripped) < 11 else True
-    return False

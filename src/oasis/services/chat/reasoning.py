@@ -1,0 +1,80 @@
+"""Reasoning models think before they answer, in a block their template names (`<think>…</think>` for
+DeepSeek-R1 distills, QwQ and Qwen3; `[THINK]…[/THINK]` for Magistral; Command-R's `<|START_THINKING|>`).
+The thinking goes to `reasoning_content` (DeepSeek's API and vLLM name it so), never into `content`.
+
+Some templates open the block in the prompt itself (the generation prompt ends with `<think>`), so the reply
+starts inside it and only the closing tag appears, as llama.cpp reads such replies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ThinkTags:
+    open: str
+    close: str
+
+
+DEFAULT_TAGS = ThinkTags("<think>", "</think>")
+_KNOWN = (
+    ThinkTags("[THINK]", "[/THINK]"),
+    ThinkTags("<|START_THINKING|>", "<|END_THINKING|>"),
+    ThinkTags("<seed:think>", "</seed:think>"),
+)
+
+
+def think_tags(template: str) -> ThinkTags:
+    return next((tags for tags in _KNOWN if tags.open in template), DEFAULT_TAGS)
+
+
+def opens_thinking(prompt: str, tags: ThinkTags) -> bool:
+    """Whether the rendered prompt leaves the model inside its thinking block."""
+    return prompt.rstrip().endswith(tags.open)
+
+
+@dataclass(frozen=True)
+class Thought:
+    reasoning: str  # the thinking read so far (a tail that may be the closing tag held back)
+    answer_from: int | None  # where the answer starts in the text; None while the model is still thinking
+
+
+def split_thinking(text: str, tags: ThinkTags, *, inside: bool, final: bool) -> Thought:
+    """The reasoning at the start of `text` and where the answer begins. A block that never closes is all
+    reasoning (the reply was cut short)."""
+    start = 0
+    if not inside:
+        head = text.lstrip()
+        if head.startswith(tags.open):
+            start = len(text) - len(head) + len(tags.open)
+        elif not final and tags.open.startswith(head):  # nothing yet, or the opening tag is being written
+            return Thought("", None)
+        else:
+            return Thought("", 0)
+    end = text.find(tags.close, start)
+    if end < 0:
+        if final:
+            return Thought(text[start:], len(text))
+        return Thought(text[start : len(text) - _partial_suffix(text, tags.close)], None)
+    answer = end + len(tags.close)
+    rest = text[answer:]
+    if not rest.strip() and not final:
+        return Thought(text[start:end], None)  # the answer has not started; its leading blank lines are dropped
+    return Thought(text[start:end], answer + len(rest) - len(rest.lstrip()))
+
+
+def _partial_suffix(text: str, marker: str) -> int:
+    """How long a tail of `text` is the beginning of `marker`."""
+    for size in range(min(len(marker) - 1, len(text)), 0, -1):
+        if marker.startswith(text[-size:]):
+            return size
+    return 0
+
+
+def without_thinking(content: str, tags: ThinkTags = DEFAULT_TAGS) -> str:
+    """An earlier assistant turn as it goes back to the model: its thinking is not fed back."""
+    thought = split_thinking(content, tags, inside=False, final=True)
+    if thought.answer_from in (None, 0):
+        return content
+    return content[thought.answer_from :]

@@ -1,0 +1,85 @@
+"""One choice's text read as the assistant message OpenAI clients expect: the thinking as `reasoning_content`,
+the calls as `tool_calls`, the rest as `content`; for a stream, as it grows, sending only what is final.
+
+A stream holds back text that may still become markup (a call being written, a closing tag) and trailing
+blank space (dropped before a call), so the deltas a client joins equal the whole reply's fields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from oasis.services.chat.reasoning import ThinkTags, split_thinking
+from oasis.services.chat.tool_formats import ParsedCall, Reading, ToolFormat, read_calls
+
+
+@dataclass(frozen=True)
+class ReplyFormat:
+    tools: ToolFormat
+    think: ThinkTags | None  # None: thinking (if any) stays in the content
+    thinking_open: bool = False  # the prompt opened the thinking block
+
+
+@dataclass
+class Reply:
+    reasoning: str
+    content: str
+    calls: list[ParsedCall] = field(default_factory=list)
+
+
+@dataclass
+class ReplyDelta:
+    reasoning: str = ""
+    content: str = ""
+
+
+class ReplyReader:
+    """Reads a reply whole (`feed` then `finish`) or as it streams; `functions` (name -> function) are the
+    offered tools, none when calls are not read."""
+
+    def __init__(self, reply_format: ReplyFormat, functions: Mapping[str, Any] | None) -> None:
+        self._format = reply_format
+        self._functions = functions
+        self._text = ""
+        self._answer_from: int | None = None if reply_format.think is not None else 0
+        self._reading = Reading()
+        self._sent = ReplyDelta()
+
+    def feed(self, text: str) -> ReplyDelta:
+        """Takes the next piece of text; returns what can be sent now."""
+        self._text += text
+        reasoning, content = self._read(final=False)
+        return self._advance(reasoning.rstrip(), content.rstrip())
+
+    def finish(self) -> tuple[Reply, ReplyDelta]:
+        """The whole reply, and what of it was not sent yet."""
+        reasoning, content = self._read(final=True)
+        calls = self._reading.calls
+        if calls:
+            content = content.rstrip()
+        reply = Reply(reasoning.strip(), content, list(calls))
+        return reply, self._advance(reasoning.strip(), content)
+
+    def _read(self, *, final: bool) -> tuple[str, str]:
+        reasoning = ""
+        if self._format.think is not None:
+            thought = split_thinking(self._text, self._format.think, inside=self._format.thinking_open, final=final)
+            reasoning = thought.reasoning.lstrip()
+            self._answer_from = thought.answer_from
+        if self._answer_from is None:
+            return reasoning, ""
+        answer = self._text[self._answer_from :]
+        if self._functions is None:
+            return reasoning, answer
+        self._reading = read_calls(answer, self._format.tools, self._functions, final=final, reading=self._reading)
+        return reasoning, self._reading.content
+
+    def _advance(self, reasoning: str, content: str) -> ReplyDelta:
+        delta = ReplyDelta(reasoning[len(self._sent.reasoning) :], content[len(self._sent.content) :])
+        if len(reasoning) > len(self._sent.reasoning):
+            self._sent.reasoning = reasoning
+        if len(content) > len(self._sent.content):
+            self._sent.content = content
+        return delta

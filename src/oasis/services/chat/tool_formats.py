@@ -1,0 +1,473 @@
+"""The markups models write tool calls in, and reading calls out of a reply.
+
+Each family of chat templates teaches its models one markup: Hermes and Qwen `<tool_call>` tags (Qwen3-Coder
+with `<function=…>` inside), Llama 3.x bare JSON with `parameters` (and `<|python_tag|>`), Mistral
+`[TOOL_CALLS]` (a JSON list, or `name[ARGS]{…}`), Granite `<|tool_call|>`, DeepSeek's tool tokens, Command-R's
+`<|START_ACTION|>`, Functionary's `<function=name>`, LFM2 and Llama 4 pythonic lists. The family comes from the
+template, as llama.cpp's common/chat detects it, or from the model's `tool_parser` option. Small models drift
+into what others write, so every family also reads the common forms: a JSON call (bare or in a list), a
+```json fence holding one, and `<tool_call>` tags.
+
+A reply is read left to right as text and call regions. A region whose calls do not all name offered
+functions with object arguments stays text, markup and all: a reply shaped like a call to a tool that was not
+offered is content. A stream runs the same reading on the text so far: text before the first region still
+being written (or a tail that may grow into one) is final and can go out.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def _deepseek(name: str) -> str:
+    """DeepSeek's tool tokens, written with a full-width bar and a lower block as the word separator."""
+    return "<\uff5c" + name.replace(" ", "\u2581") + "\uff5c>"
+
+
+_CALLS_BEGIN, _CALLS_END = _deepseek("tool calls begin"), _deepseek("tool calls end")
+_CALL_BEGIN, _CALL_END, _TOOL_SEP = _deepseek("tool call begin"), _deepseek("tool call end"), _deepseek("tool sep")
+
+
+@dataclass(frozen=True)
+class ParsedCall:
+    name: str
+    arguments: str  # a JSON object, as OpenAI sends `function.arguments`
+
+
+@dataclass(frozen=True)
+class _Region:
+    end: int
+    calls: list[ParsedCall] | None  # None: not calls after all, the text stays content
+
+
+Reader = Callable[[str, "re.Match[str]", bool, Mapping[str, Any]], "_Region | None"]
+
+
+@dataclass(frozen=True)
+class _Markup:
+    start: re.Pattern[str]  # where a region begins
+    could_start: re.Pattern[str]  # a tail that may still grow into `start` (fullmatch)
+    read: Reader  # the region from `start`'s match; None while it is still being written (never when final)
+
+
+@dataclass(frozen=True)
+class ToolFormat:
+    name: str
+    markups: tuple[_Markup, ...]
+    markers: tuple[str, ...] = ()  # marker strings that may be special tokens
+    short_ids: bool = False  # Mistral templates refuse tool_call ids other than 9 letters and digits
+
+
+@dataclass
+class Reading:
+    """A reply read so far: its content and calls, from the text before `decided`; the rest may still become
+    a call (a stream holds it back)."""
+
+    content: str = ""
+    calls: list[ParsedCall] = field(default_factory=list)
+    decided: int = 0
+
+
+# --- reading values -------------------------------------------------------------------------------------------
+
+_DECODER = json.JSONDecoder()
+_WHITESPACE = re.compile(r"\s*")
+
+
+def _json_at(text: str, position: int) -> tuple[Any, int] | None:
+    """The JSON value starting at `position` (after whitespace) and where it ends, or None."""
+    position = _WHITESPACE.match(text, position).end()  # type: ignore[union-attr]
+    try:
+        return _DECODER.raw_decode(text, position)
+    except json.JSONDecodeError:
+        return None
+
+
+def _json_values(text: str) -> list[Any] | None:
+    """One or more JSON values separated by whitespace, commas or semicolons (how models list calls)."""
+    values: list[Any] = []
+    position = 0
+    while True:
+        position = re.compile(r"[\s,;]*").match(text, position).end()  # type: ignore[union-attr]
+        if position >= len(text):
+            return values or None
+        found = _json_at(text, position)
+        if found is None:
+            return None
+        value, position = found
+        values.extend(value if isinstance(value, list) else [value])
+
+
+def _arguments(value: Any) -> str | None:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            return None
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, dict) else None
+
+
+def _call_from_json(value: Any) -> ParsedCall | None:
+    """{"name", "arguments" | "parameters"}, OpenAI's {"function": {...}}, Command-R's {"tool_name", ...}."""
+    if not isinstance(value, dict):
+        return None
+    function = value.get("function")
+    if isinstance(function, dict):
+        value = function
+    name = value.get("name", value.get("tool_name", function if isinstance(function, str) else None))
+    if not isinstance(name, str):
+        return None
+    arguments = _arguments(value.get("arguments", value.get("parameters", {})))
+    return ParsedCall(name, arguments) if arguments is not None else None
+
+
+def _calls_from_json(text: str) -> list[ParsedCall] | None:
+    values = _json_values(text)
+    if values is None:
+        return None
+    calls = [_call_from_json(value) for value in values]
+    return None if any(call is None for call in calls) else calls  # type: ignore[return-value]
+
+
+def _literal(node: ast.expr) -> Any:
+    if isinstance(node, ast.Name) and node.id in ("true", "false", "null"):  # JSON spellings in Python syntax
+        return {"true": True, "false": False, "null": None}[node.id]
+    if isinstance(node, ast.List):
+        return [_literal(item) for item in node.elts]
+    if isinstance(node, ast.Dict):
+        return {_literal(key): _literal(item) for key, item in zip(node.keys, node.values, strict=True)}  # type: ignore[arg-type]
+    return ast.literal_eval(node)
+
+
+def _calls_from_python(text: str) -> list[ParsedCall] | None:
+    """`[get_weather(city="Paris"), get_time()]` or a single call, keyword arguments only."""
+    try:
+        tree = ast.parse(text.strip(), mode="eval").body
+    except SyntaxError:
+        return None
+    nodes = tree.elts if isinstance(tree, ast.List) else [tree]
+    calls = []
+    for node in nodes:
+        if not isinstance(node, ast.Call) or node.args:
+            return None
+        name = ast.unparse(node.func)
+        if name.endswith(".call"):  # Llama 3.1's built-in tools: brave_search.call(query=...)
+            name = name[: -len(".call")]
+        try:
+            arguments = {keyword.arg: _literal(keyword.value) for keyword in node.keywords if keyword.arg}
+        except (ValueError, TypeError, SyntaxError):
+            return None
+        calls.append(ParsedCall(name, json.dumps(arguments, ensure_ascii=False)))
+    return calls or None
+
+
+def _typed(value: str, name: str, parameter: str, functions: Mapping[str, Any]) -> Any:
+    """A parameter written as text (XML-style calls): a string where the schema says so, else its JSON."""
+    schema = (functions.get(name) or {}).get("parameters") or {}
+    kind = ((schema.get("properties") or {}).get(parameter) or {}).get("type")
+    if kind == "string":
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
+
+
+_XML_FUNCTION = re.compile(r"<function=([^>\s]+)>(.*?)(?:</function>|$)", re.DOTALL)
+_XML_PARAMETER = re.compile(r"<parameter=([^>\s]+)>\n?(.*?)\n?(?:</parameter>|$)", re.DOTALL)
+
+
+def _calls_from_xml(text: str, functions: Mapping[str, Any]) -> list[ParsedCall] | None:
+    """Qwen3-Coder's `<function=name><parameter=key>value</parameter></function>`."""
+    calls = []
+    for name, body in _XML_FUNCTION.findall(text):
+        arguments = {key: _typed(value, name, key, functions) for key, value in _XML_PARAMETER.findall(body)}
+        calls.append(ParsedCall(name, json.dumps(arguments, ensure_ascii=False)))
+    return calls or None
+
+
+def _calls_inside(text: str, functions: Mapping[str, Any]) -> list[ParsedCall] | None:
+    """What a wrapper (tags, a fence) holds: JSON calls, XML-style calls, pythonic calls or a fenced one."""
+    text = text.strip()
+    fenced = re.fullmatch(r"```[A-Za-z_]*\s*(.*?)\s*```", text, re.DOTALL)
+    if fenced:
+        text = fenced.group(1)
+    if text.startswith("<function="):
+        return _calls_from_xml(text, functions)
+    return _calls_from_json(text) or _calls_from_python(text)
+
+
+# --- regions --------------------------------------------------------------------------------------------------
+
+
+def _until(close: str | None) -> Reader:
+    """A wrapper read to `close` (or, without one, to a complete JSON value); at the end of a reply an
+    unclosed wrapper holds what was written."""
+
+    def read(text: str, match: re.Match[str], final: bool, functions: Mapping[str, Any]) -> _Region | None:
+        begin = match.end()
+        if close is None:
+            found = _json_at(text, begin)
+            if found is None:
+                return _Region(len(text), _calls_inside(text[begin:], functions)) if final else None
+            value, end = found
+            calls = [_call_from_json(item) for item in (value if isinstance(value, list) else [value])]
+            return _Region(end, None if None in calls else calls)  # type: ignore[arg-type]
+        end = text.find(close, begin)
+        if end < 0:
+            return _Region(len(text), _calls_inside(text[begin:], functions)) if final else None
+        return _Region(end + len(close), _calls_inside(text[begin:end], functions))
+
+    return read
+
+
+def _read_bare_json(text: str, match: re.Match[str], final: bool, functions: Mapping[str, Any]) -> _Region | None:
+    found = _json_at(text, match.start())
+    if found is None:
+        return _Region(len(text), None) if final else None
+    value, end = found
+    calls = [_call_from_json(item) for item in (value if isinstance(value, list) else [value])]
+    return _Region(end, None if None in calls or not calls else calls)  # type: ignore[arg-type]
+
+
+def _read_python_list(text: str, match: re.Match[str], final: bool, functions: Mapping[str, Any]) -> _Region | None:
+    end = _closing_bracket(text, match.start())
+    if end is None:
+        return _Region(len(text), None) if final else None
+    return _Region(end, _calls_from_python(text[match.start() : end]))
+
+
+def _closing_bracket(text: str, start: int) -> int | None:
+    """Where the bracket opened at `start` closes (strings skipped), or None."""
+    depth, quote, position = 0, "", start
+    while position < len(text):
+        char = text[position]
+        if quote:
+            if char == "\\":
+                position += 1
+            elif char == quote:
+                quote = ""
+        elif char in "\"'":
+            quote = char
+        elif char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+            if depth == 0:
+                return position + 1
+        position += 1
+    return None
+
+
+def _read_python_tag(text: str, match: re.Match[str], final: bool, functions: Mapping[str, Any]) -> _Region | None:
+    """Llama 3.x: `<|python_tag|>` then JSON calls separated by `;`, or a built-in `name.call(...)`, to the end."""
+    if not final:
+        return None
+    body = text[match.end() :]
+    return _Region(len(text), _calls_from_json(body) or _calls_from_python(body))
+
+
+_MISTRAL_NAMED = re.compile(r"\s*([A-Za-z0-9_.-]+)(?:\[CALL_ID\]([A-Za-z0-9]+))?\[ARGS\]")
+
+
+def _read_mistral(text: str, match: re.Match[str], final: bool, functions: Mapping[str, Any]) -> _Region | None:
+    """`[TOOL_CALLS][{"name", "arguments", "id"}, …]` (Nemo) or `[TOOL_CALLS]name[ARGS]{…}` (Magistral,
+    Devstral; `[CALL_ID]id` before `[ARGS]` in Mistral Small 3.2), one marker per call."""
+    named = _MISTRAL_NAMED.match(text, match.end())
+    if named is None:
+        if not final and re.fullmatch(r"\s*[A-Za-z0-9_.-]*(?:\[[A-Z_]*)?", text[match.end() :]):
+            return None  # a name still being written
+        found = _json_at(text, match.end())
+        if found is None:
+            return _Region(len(text), None) if final else None
+        value, end = found
+        calls = [_call_from_json(item) for item in (value if isinstance(value, list) else [value])]
+        return _Region(end, None if None in calls or not calls else calls)  # type: ignore[arg-type]
+    found = _json_at(text, named.end())
+    if found is None:
+        return _Region(len(text), None) if final else None
+    value, end = found
+    arguments = _arguments(value)
+    return _Region(end, [ParsedCall(named.group(1), arguments)] if arguments is not None else None)
+
+
+_DEEPSEEK_CALL = re.compile(
+    rf"{_CALL_BEGIN}(?:function{_TOOL_SEP})?([^\n<]+?)\s*(?:{_TOOL_SEP}|\n)\s*(?:```(?:json)?\s*)?"
+    rf"(.*?)\s*(?:```\s*)?{_CALL_END}",
+    re.DOTALL,
+)
+
+
+def _read_deepseek(text: str, match: re.Match[str], final: bool, functions: Mapping[str, Any]) -> _Region | None:
+    """R1: call-begin, `function`, tool-sep, the name, then the arguments in a ```json fence, call-end; V3.1:
+    call-begin, the name, tool-sep, the arguments; each call inside calls-begin ... calls-end."""
+    end = text.find(_CALLS_END, match.end())
+    if end < 0 and not final:
+        return None
+    stop = len(text) if end < 0 else end + len(_CALLS_END)
+    calls = []
+    for name, body in _DEEPSEEK_CALL.findall(text[match.end() : stop]):
+        arguments = _arguments(body)
+        if arguments is None:
+            return _Region(stop, None)
+        calls.append(ParsedCall(name.strip(), arguments))
+    return _Region(stop, calls or None)
+
+
+def _read_function_tag(text: str, match: re.Match[str], final: bool, functions: Mapping[str, Any]) -> _Region | None:
+    """Functionary v3.1: `<function=name>{…}</function>`; Qwen3-Coder without its `<tool_call>` wrapper."""
+    end = text.find("</function>", match.end())
+    if end < 0 and not final:
+        return None
+    stop = len(text) if end < 0 else end + len("</function>")
+    body = text[match.end() : end if end >= 0 else len(text)]
+    if body.lstrip().startswith("<parameter="):
+        return _Region(stop, _calls_from_xml(text[match.start() : stop], functions))
+    arguments = _arguments(body.strip())
+    return _Region(stop, [ParsedCall(match.group(1), arguments)] if arguments is not None else None)
+
+
+# --- the markups ----------------------------------------------------------------------------------------------
+
+
+def _prefixes(literal: str, then: str = "") -> re.Pattern[str]:
+    """Matches every proper beginning of `literal` (and, with `then`, the literal followed by that)."""
+    options = [re.escape(literal[:size]) for size in range(1, len(literal))]
+    return re.compile("|".join(options + ([re.escape(literal) + then] if then else [])))
+
+
+def _tagged(open_tag: str, close_tag: str | None) -> _Markup:
+    return _Markup(re.compile(re.escape(open_tag)), _prefixes(open_tag), _until(close_tag))
+
+
+_BARE_JSON = _Markup(
+    re.compile(r'(?:\[\s*)?\{\s*"(?:name|type|function|tool_name)"\s*:'),
+    re.compile(r'\[\s*|(?:\[\s*)?\{\s*(?:"[a-z_]*"?\s*)?'),
+    _read_bare_json,
+)
+_FENCE = _Markup(
+    re.compile(r"```[ \t]*(?:json|tool_call|tool_code)?[ \t]*\n"),
+    re.compile(r"`{1,3}[ \t]*[A-Za-z_]*[ \t]*"),
+    _until("```"),
+)
+_HERMES = _tagged("<tool_call>", "</tool_call>")
+_PYTHON_LIST = _Markup(
+    re.compile(r"\[\s*[A-Za-z_][\w.]*\("), re.compile(r"\[\s*(?:[A-Za-z_][\w.]*)?"), _read_python_list
+)
+_FUNCTION_TAG = _Markup(re.compile(r"<function=([^>\s]+)>"), _prefixes("<function=", r"[^>\s]*"), _read_function_tag)
+_COMMON = (_HERMES, _FENCE, _BARE_JSON)
+
+
+def _format(name: str, *markups: _Markup, markers: tuple[str, ...] = (), short_ids: bool = False) -> ToolFormat:
+    return ToolFormat(name, (*markups, *(m for m in _COMMON if m not in markups)), markers, short_ids)
+
+
+FORMATS: dict[str, ToolFormat] = {
+    format.name: format
+    for format in (
+        _format("json"),
+        _format("hermes", _HERMES, _FUNCTION_TAG, markers=("<tool_call>", "</tool_call>")),
+        _format(
+            "llama3",
+            _Markup(re.compile(re.escape("<|python_tag|>")), _prefixes("<|python_tag|>"), _read_python_tag),
+            markers=("<|python_tag|>",),
+        ),
+        _format(
+            "mistral",
+            _Markup(re.compile(re.escape("[TOOL_CALLS]")), _prefixes("[TOOL_CALLS]"), _read_mistral),
+            markers=("[TOOL_CALLS]", "[ARGS]", "[CALL_ID]"),
+            short_ids=True,
+        ),
+        _format("granite", _tagged("<|tool_call|>", None), markers=("<|tool_call|>",)),
+        _format(
+            "deepseek",
+            _Markup(re.compile(re.escape(_CALLS_BEGIN)), _prefixes(_CALLS_BEGIN), _read_deepseek),
+            markers=(_CALLS_BEGIN, _CALLS_END, _CALL_BEGIN, _CALL_END, _TOOL_SEP),
+        ),
+        _format(
+            "command_r",
+            _tagged("<|START_ACTION|>", "<|END_ACTION|>"),
+            markers=("<|START_ACTION|>", "<|END_ACTION|>"),
+        ),
+        _format("functionary", _FUNCTION_TAG),
+        _format(
+            "pythonic",
+            _tagged("<|tool_call_start|>", "<|tool_call_end|>"),
+            _tagged("<|python_start|>", "<|python_end|>"),
+            _PYTHON_LIST,
+            markers=("<|tool_call_start|>", "<|tool_call_end|>", "<|python_start|>", "<|python_end|>"),
+        ),
+    )
+}
+
+
+def detect_format(template: str) -> ToolFormat:
+    """The family a chat template belongs to, by the markers it writes (llama.cpp's common/chat order where
+    templates mention several)."""
+    if "[TOOL_CALLS]" in template:
+        return FORMATS["mistral"]
+    if _CALLS_BEGIN in template:
+        return FORMATS["deepseek"]
+    if "<|START_ACTION|>" in template:
+        return FORMATS["command_r"]
+    if "<|tool_call_start|>" in template or "<|tool_list_start|>" in template or "<|python_start|>" in template:
+        return FORMATS["pythonic"]
+    if "<|tool_call|>" in template:
+        return FORMATS["granite"]
+    if "<tool_call>" in template:
+        return FORMATS["hermes"]
+    if "<|start_header_id|>" in template and "<function=" in template:
+        return FORMATS["functionary"]
+    if "<|start_header_id|>" in template and ("ipython" in template or "<|python_tag|>" in template):
+        return FORMATS["llama3"]
+    return FORMATS["json"]
+
+
+# --- reading a reply ------------------------------------------------------------------------------------------
+
+
+def read_calls(
+    text: str, tool_format: ToolFormat, functions: Mapping[str, Any], *, final: bool, reading: Reading | None = None
+) -> Reading:
+    """Reads `text` into content and calls to `functions` (name -> function). Given the `reading` of a text
+    that this one extends (a stream), goes on from where that one's decided part ends."""
+    reading = reading or Reading()
+    position = reading.decided
+    content, calls = [reading.content], list(reading.calls)
+    while True:
+        found: tuple[re.Match[str], _Markup] | None = None
+        for markup in tool_format.markups:
+            match = markup.start.search(text, position)
+            if match is not None and (found is None or match.start() < found[0].start()):
+                found = (match, markup)
+        if found is None:
+            hold = len(text) if final else _tail_hold(text, position, tool_format)
+            content.append(text[position:hold])
+            return Reading("".join(content), calls, hold)
+        match, markup = found
+        content.append(text[position : match.start()])
+        region = markup.read(text, match, final, functions)
+        if region is None:
+            return Reading("".join(content), calls, match.start())
+        if region.calls and all(call.name in functions for call in region.calls):
+            calls.extend(region.calls)
+        else:
+            content.append(text[match.start() : region.end])
+        position = region.end
+
+
+_LONGEST_OPENING = 40
+
+
+def _tail_hold(text: str, position: int, tool_format: ToolFormat) -> int:
+    """The earliest place from which the end of `text` may still grow into the start of a call."""
+    for begin in range(max(position, len(text) - _LONGEST_OPENING), len(text)):
+        tail = text[begin:]
+        if any(markup.could_start.fullmatch(tail) for markup in tool_format.markups):
+            return begin
+    return len(text)

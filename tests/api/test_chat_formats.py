@@ -1,0 +1,123 @@
+"""The models users bring, through the official SDK (issue 20): forced calls under each family's own template,
+thinking read into `reasoning_content`, and marker tokens that reach the text. The default SmolLM2 weights
+play each family by wearing its chat template (the `chat_template` option)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from oasis.engines.llamacpp.engine import LlamaCppEngine
+from oasis.engines.text import SamplingParams
+from oasis.settings import ModelSpec
+from tests.conftest import smollm
+
+MODEL = "smollm2-135m-instruct"
+TEMPLATES = Path(__file__).parent.parent / "fixtures" / "chat_templates"
+TOOLS: list[Any] = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Get the weather for a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        },
+    }
+]
+HISTORY: list[Any] = [
+    {"role": "user", "content": "What's the weather in Paris?"},
+    {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+        ],
+    },
+    {"role": "tool", "tool_call_id": "call_1", "content": "Sunny, 21 C"},
+    {"role": "assistant", "content": "It is sunny in Paris, 21 C."},
+    {"role": "user", "content": "And in Oslo?"},
+]
+# SmolLM2's own turns, with the assistant's turn opening a thinking block as QwQ's and R1's templates do.
+THINKING_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}"
+)
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "Qwen-Qwen2.5-7B-Instruct.jinja",
+        "meta-llama-Llama-3.1-8B-Instruct.jinja",
+        "mistralai-Mistral-Nemo-Instruct-2407.jinja",
+        "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja",
+    ],
+)
+async def test_forced_calls_keep_their_grammar_under_every_family_template(
+    start_oasis: Callable[..., Any], template: str
+) -> None:
+    harness = await start_oasis(
+        engine_factories=None, models=[smollm(chat_template=(TEMPLATES / template).read_text())]
+    )
+    reply = await harness.sdk().chat.completions.create(
+        model=MODEL, messages=HISTORY, tools=TOOLS, tool_choice="required", temperature=0, max_tokens=60
+    )
+    choice = reply.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    (call,) = choice.message.tool_calls or []
+    assert call.function.name == "get_weather" and isinstance(json.loads(call.function.arguments)["city"], str)
+    assert getattr(choice.message, "reasoning_content", None) is None  # the prompt opened <think>: no thinking
+
+
+async def test_thinking_goes_to_reasoning_content_whole_and_streamed(start_oasis: Callable[..., Any]) -> None:
+    harness = await start_oasis(engine_factories=None, models=[smollm(chat_template=THINKING_TEMPLATE)])
+    client = harness.sdk()
+    question = [{"role": "user", "content": "What is 2 + 2?"}]
+    reply = await client.chat.completions.create(model=MODEL, messages=question, temperature=0, max_tokens=24)
+    message = reply.choices[0].message
+    thinking = message.model_extra["reasoning_content"]  # type: ignore[index]
+    assert thinking and "<think>" not in thinking and "</think>" not in thinking
+    if "</think>" not in thinking:  # a tiny model rarely closes the block: it is all thinking
+        assert message.content in ("", None) or thinking not in message.content
+    stream = await client.chat.completions.create(
+        model=MODEL, messages=question, temperature=0, max_tokens=24, stream=True
+    )
+    streamed_thinking = streamed_content = ""
+    async for chunk in stream:
+        for choice in chunk.choices:
+            streamed_thinking += (choice.delta.model_extra or {}).get("reasoning_content") or ""
+            streamed_content += choice.delta.content or ""
+    assert (streamed_thinking, streamed_content) == (thinking, message.content or "")
+
+
+async def test_reasoning_inline_leaves_the_thinking_in_the_content(start_oasis: Callable[..., Any]) -> None:
+    harness = await start_oasis(
+        engine_factories=None, models=[smollm(chat_template=THINKING_TEMPLATE, reasoning="inline")]
+    )
+    reply = await harness.sdk().chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "What is 2 + 2?"}], temperature=0, max_tokens=24
+    )
+    message = reply.choices[0].message
+    assert message.content and "reasoning_content" not in (message.model_extra or {})
+
+
+async def test_a_marker_that_is_a_special_token_reaches_the_text() -> None:
+    """llama.cpp writes special tokens as nothing; a family's markers (`<|python_tag|>`, `[TOOL_CALLS]`) must
+    come out as their text for the reply to be read. SmolLM2's `<|im_start|>` stands in for one."""
+    engine = LlamaCppEngine(ModelSpec(**smollm(parallel=1, context_length=256)))
+    await engine.start()
+    try:
+        (marker,) = engine.tokenize("<|im_start|>", add_special=False, parse_special=True)
+        prompt = engine.tokenize("Hello", add_special=False)
+        forced = {marker: 100.0}
+        plain = [t async for t in engine.generate(prompt, SamplingParams(max_tokens=1, logit_bias=forced))]
+        marked = SamplingParams(max_tokens=1, logit_bias=forced, markup_tokens=frozenset({marker}))
+        read = [t async for t in engine.generate(prompt, marked)]
+    finally:
+        await engine.close()
+    assert [t.token for t in plain] == [t.token for t in read] == [marker]
+    assert plain[0].piece == b"" and read[0].piece == b"<|im_start|>"

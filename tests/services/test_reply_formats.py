@@ -1,0 +1,209 @@
+"""Replies in each model family's markup, read into content, calls and reasoning, whole and streamed (issue 20).
+
+The texts are real model output recorded here and llama.cpp's own examples of each family's format
+(tests/fixtures/model_replies.json says where each came from); the templates are the families' own
+(tests/fixtures/chat_templates, from llama.cpp's models/templates).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from oasis.engines.options import TOOL_PARSERS
+from oasis.protocol.extensions import ChatCompletionRequest
+from oasis.services.chat.conversation import template_messages
+from oasis.services.chat.reasoning import DEFAULT_TAGS, opens_thinking, think_tags, without_thinking
+from oasis.services.chat.reply import ReplyFormat, ReplyReader
+from oasis.services.chat.template import render_chat
+from oasis.services.chat.tool_formats import FORMATS, ToolFormat, detect_format, read_calls
+
+FIXTURES = Path(__file__).parent.parent / "fixtures"
+TEMPLATES = FIXTURES / "chat_templates"
+REPLIES = json.loads((FIXTURES / "model_replies.json").read_text())["replies"]
+SPECIAL = {"bos_token": "<s>", "eos_token": "</s>"}
+
+
+def _function(name: str, **properties: str) -> dict[str, Any]:
+    schema = {"type": "object", "properties": {key: {"type": kind} for key, kind in properties.items()}}
+    return {"name": name, "description": f"{name} tool", "parameters": schema}
+
+
+OFFERED = {
+    function["name"]: function
+    for function in [
+        _function("get_weather", city="string"),
+        _function("get_time", tz="string", city="string"),
+        _function("special_function", arg1="integer"),
+        _function("special_function_with_opt", arg1="integer", arg2="integer"),
+        _function("brave_search", query="string"),
+    ]
+}
+TOOLS = [{"type": "function", "function": function} for function in OFFERED.values()]
+
+
+def _template(name: str | None) -> str:
+    if name is None:  # SmolLM2's own template: no tool markup at all
+        return "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+    return (TEMPLATES / name).read_text()
+
+
+def _format_of(template: str) -> ReplyFormat:
+    """What the chat service decides for a conversation rendered with this template."""
+    prompt = render_chat(
+        template,
+        [{"role": "user", "content": "hi"}],
+        special_tokens=SPECIAL,
+        tools=TOOLS,
+        variables={"enable_thinking": True},
+    )
+    tags = think_tags(template)
+    return ReplyFormat(detect_format(template), tags, opens_thinking(prompt, tags))
+
+
+@pytest.mark.parametrize(
+    ("template", "family", "thinking_open"),
+    [
+        ("Qwen-Qwen2.5-7B-Instruct.jinja", "hermes", False),
+        ("Qwen-QwQ-32B.jinja", "hermes", True),
+        ("Qwen3-Coder.jinja", "hermes", False),
+        ("ibm-granite-granite-4.0.jinja", "hermes", False),
+        ("meta-llama-Llama-3.1-8B-Instruct.jinja", "llama3", False),
+        ("mistralai-Mistral-Nemo-Instruct-2407.jinja", "mistral", False),
+        ("Mistral-Small-3.2-24B-Instruct-2506.jinja", "mistral", False),
+        ("unsloth-mistral-Devstral-Small-2507.jinja", "mistral", False),
+        ("deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja", "deepseek", True),
+        ("deepseek-ai-DeepSeek-V3.1.jinja", "deepseek", True),
+        ("CohereForAI-c4ai-command-r7b-12-2024-tool_use.jinja", "command_r", False),
+        ("meetkai-functionary-medium-v3.1.jinja", "functionary", False),
+        ("LFM2-8B-A1B.jinja", "pythonic", False),
+    ],
+)
+def test_the_family_and_an_opened_thinking_block_come_from_the_template(
+    template: str, family: str, thinking_open: bool
+) -> None:
+    reply_format = _format_of(_template(template))
+    assert reply_format.tools.name == family
+    assert reply_format.thinking_open is thinking_open
+
+
+def test_every_tool_parser_option_names_a_format() -> None:
+    assert set(TOOL_PARSERS) == set(FORMATS)
+
+
+def _read_whole(reply_format: ReplyFormat, text: str) -> Any:
+    reader = ReplyReader(reply_format, OFFERED)
+    reader.feed(text)
+    return reader.finish()[0]
+
+
+def _calls(reply: Any) -> list[list[Any]]:
+    return [[call.name, json.loads(call.arguments)] for call in reply.calls]
+
+
+@pytest.mark.parametrize("reply", REPLIES, ids=[f"{r['template']}-{i}" for i, r in enumerate(REPLIES)])
+def test_recorded_replies_read_into_content_calls_and_reasoning(reply: dict[str, Any]) -> None:
+    read = _read_whole(_format_of(_template(reply["template"])), reply["text"])
+    assert (read.reasoning, read.content, _calls(read)) == (reply["reasoning"], reply["content"], reply["calls"])
+
+
+@pytest.mark.parametrize("reply", REPLIES, ids=[f"{r['template']}-{i}" for i, r in enumerate(REPLIES)])
+def test_streamed_in_pieces_cut_anywhere_the_deltas_add_up_and_no_markup_leaks(reply: dict[str, Any]) -> None:
+    reply_format = _format_of(_template(reply["template"]))
+    text = reply["text"]
+    for size in (1, 2, 3, 7):  # every cut position, in pieces of a few characters as tokens come
+        reader = ReplyReader(reply_format, OFFERED)
+        reasoning = content = ""
+        for start in range(0, len(text), size):
+            delta = reader.feed(text[start : start + size])
+            reasoning += delta.reasoning
+            content += delta.content
+            if reply["calls"]:  # until the reply ends, nothing of a call's markup goes out as content
+                assert content == reply["content"][: len(content)], (size, start, content)
+        whole, rest = reader.finish()
+        reasoning += rest.reasoning
+        content += rest.content
+        assert (reasoning, content, _calls(whole)) == (reply["reasoning"], reply["content"], reply["calls"])
+
+
+def test_a_call_to_a_tool_not_offered_stays_content_in_every_family() -> None:
+    for tool_format in FORMATS.values():
+        text = '<tool_call>\n{"name": "launch_rocket", "arguments": {}}\n</tool_call>'
+        reading = read_calls(text, tool_format, OFFERED, final=True)
+        assert (reading.content, reading.calls) == (text, [])
+
+
+def test_text_around_calls_is_content_and_parallel_calls_are_all_read() -> None:
+    text = (
+        "I will check both.\n<tool_call>\n"
+        '{"name": "get_time", "arguments": {"tz": "Asia/Tokyo"}}\n</tool_call>\n<tool_call>\n'
+        '{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>'
+    )
+    reading = read_calls(text, FORMATS["hermes"], OFFERED, final=True)
+    assert reading.content.strip() == "I will check both."
+    assert [call.name for call in reading.calls] == ["get_time", "get_weather"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'Use a list: [1, 2, 3] and a dict {"a": 1}.',
+        "See [the docs](https://example.com) for more.",
+        'A JSON answer: {"name": "Ada", "born": 1815}',
+        "```python\nprint('hi')\n```",
+    ],
+)
+def test_ordinary_text_with_brackets_is_content(text: str) -> None:
+    for tool_format in FORMATS.values():
+        assert read_calls(text, tool_format, OFFERED, final=True).content == text
+
+
+def test_thinking_is_not_fed_back_in_later_turns() -> None:
+    assert without_thinking("<think>Let me see.</think>\n\nIt is 84.", DEFAULT_TAGS) == "It is 84."
+    assert without_thinking("It is 84.", DEFAULT_TAGS) == "It is 84."
+
+
+CONVERSATION = {
+    "model": "m",
+    "tools": TOOLS[:1],
+    "messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Weather in Paris?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_abc",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_abc", "content": "sunny, 21 C"},
+        {"role": "assistant", "content": "<think>It says sunny.</think>It is sunny in Paris."},
+        {"role": "user", "content": "And Oslo?"},
+    ],
+}
+
+
+@pytest.mark.parametrize("template", sorted(path.name for path in TEMPLATES.glob("*.jinja")))
+def test_earlier_calls_results_and_thinking_render_as_each_template_expects(template: str) -> None:
+    """Arguments once, as JSON (an object for templates that `tojson` them, the string for those that join
+    it to text), Mistral's 9-character call ids, no earlier thinking."""
+    source = _template(template)
+    tool_format: ToolFormat = detect_format(source)
+    request = ChatCompletionRequest.model_validate(CONVERSATION)
+    prompt = render_chat(
+        source,
+        template_messages(request, source, tool_format),
+        special_tokens=SPECIAL,
+        tools=request.model_dump()["tools"],
+        variables={"enable_thinking": True},
+    )
+    assert "Paris" in prompt and "sunny, 21 C" in prompt and "It is sunny in Paris." in prompt
+    assert "It says sunny." not in prompt
+    assert '\\"city' not in prompt and "&#34;" not in prompt and "&lt;" not in prompt  # nothing encoded twice
