@@ -13,8 +13,12 @@ import pytest
 
 from oasis.engines.llamacpp.engine import LlamaCppEngine
 from oasis.engines.text import SamplingParams
+from oasis.protocol.extensions import ChatCompletionRequest
+from oasis.services.chat.reply import Reply
+from oasis.services.chat.tool_formats import ParsedCall
+from oasis.services.chat.tools import fits
 from oasis.settings import ModelSpec
-from tests.conftest import smollm
+from tests.conftest import Harness, smollm
 
 MODEL = "smollm2-135m-instruct"
 TEMPLATES = Path(__file__).parent.parent / "fixtures" / "chat_templates"
@@ -121,3 +125,29 @@ async def test_a_marker_that_is_a_special_token_reaches_the_text() -> None:
         await engine.close()
     assert [t.token for t in plain] == [t.token for t in read] == [marker]
     assert plain[0].piece == b"" and read[0].piece == b"<|im_start|>"
+
+
+async def test_a_call_whose_arguments_misfit_is_written_again_under_its_grammar(chat_oasis: Harness) -> None:
+    """A model that calls an offered tool with arguments its schema refuses (`town` for `city`, an extra key)
+    gets the call written again under that function's grammar, and the client receives arguments that fit."""
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+        "additionalProperties": False,
+    }
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": schema}}]
+    request = ChatCompletionRequest.model_validate(
+        {"model": MODEL, "messages": HISTORY[:1], "tools": tools, "temperature": 0, "max_tokens": 60}
+    )
+    service = chat_oasis.container.chat
+    chat = service.prepare(request)
+    misfit = ParsedCall("get_weather", json.dumps({"town": "Paris", "tz": "CET"}))
+    assert not fits(chat.tools, misfit.name, misfit.arguments)  # type: ignore[arg-type]
+    reply, spent = await service._repaired(chat, Reply("", "", [misfit]))
+    (call,) = reply.calls
+    arguments = json.loads(call.arguments)
+    assert call.name == "get_weather" and set(arguments) == {"city"} and isinstance(arguments["city"], str)
+    assert spent > 0
+    untouched, nothing = await service._repaired(chat, reply)  # a call that fits is left as it is
+    assert (untouched.calls, nothing) == (reply.calls, 0)

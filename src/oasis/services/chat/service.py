@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
@@ -37,10 +38,12 @@ from oasis.services.chat.text_models import (
     token_biases,
     token_text,
 )
-from oasis.services.chat.tool_formats import FORMATS, detect_format
-from oasis.services.chat.tools import ToolPlan, call_schema, plan_tools, tools_system_prompt
+from oasis.services.chat.tool_formats import FORMATS, ParsedCall, detect_format, read_calls
+from oasis.services.chat.tools import ToolPlan, call_schema, fits, only, plan_tools, tools_system_prompt
 from oasis.services.models.engine_lookup import served_id
 from oasis.storage.clock import new_id
+
+log = logging.getLogger("oasis.chat")
 
 ANY_JSON_OBJECT: dict[str, object] = {"type": "object"}
 
@@ -76,13 +79,6 @@ def _message(plan: ToolPlan | None, reply: Reply, finish: str) -> tuple[dict[str
     if plan.legacy:
         return {**message, "function_call": calls[0]["function"]}, "function_call"
     return {**message, "tool_calls": calls}, "tool_calls"
-
-
-def _read_whole(chat: PreparedChat, text: str, finish: str) -> tuple[dict[str, Any], str]:
-    reader = chat.reader()
-    reader.feed(text)
-    reply, _ = reader.finish()
-    return _message(chat.tools, reply, finish)
 
 
 def to_sampling_params(request: ChatCompletionRequest, engine: TextEngine, prompt_tokens: int) -> SamplingParams:
@@ -186,6 +182,33 @@ class ChatService:
             tools=plan,
         )
 
+    async def _repaired(self, chat: PreparedChat, reply: Reply) -> tuple[Reply, int]:
+        """The reply with each call whose arguments do not fit its function's schema written again under that
+        function's grammar (the same prompt, the same sampling): a client gets a call it can run, where
+        returning the misfit as text would leave it nothing to act on. Also: the tokens that took."""
+        plan = chat.tools
+        if plan is None or plan.forced or all(fits(plan, call.name, call.arguments) for call in reply.calls):
+            return reply, 0
+        calls: list[ParsedCall] = []
+        spent = 0
+        for call in reply.calls:
+            if fits(plan, call.name, call.arguments):
+                calls.append(call)
+                continue
+            log.info("call to %s did not fit its schema: written again under its grammar", call.name)
+            forced = only(plan, call.name)
+            params = replace(chat.params, json_schema=call_schema(forced), markup_tokens=frozenset())
+            (stream,) = open_streams(chat.engine, chat.prompt, params, 1, model=chat.model_id)
+            try:
+                result = await complete_choice(stream)
+            finally:
+                stream.cancel()
+            spent += result.completion_tokens
+            functions = {function["name"]: function for function in forced.functions}
+            written = read_calls(result.text, FORMATS["json"], functions, final=True).calls[:1]
+            calls.extend(written or [call])  # cut short (max_tokens): the call as the model wrote it
+        return replace(reply, calls=calls), spent
+
     def _envelope(self, request: ChatCompletionRequest, completion_id: str, created: int) -> dict[str, Any]:
         return {
             "id": completion_id,
@@ -206,6 +229,13 @@ class ChatService:
             for stream in streams:
                 stream.cancel()  # a client that left mid-way must not keep the slots busy
         completion_tokens = sum(result.completion_tokens for result in results)
+        messages = []
+        for result in results:
+            reader = chat.reader()
+            reader.feed(result.text)
+            reply, repair_tokens = await self._repaired(chat, reader.finish()[0])
+            completion_tokens += repair_tokens
+            messages.append(_message(chat.tools, reply, result.finish_reason))
         return {
             **self._envelope(request, new_id("chatcmpl-"), int(time.time())),
             "object": "chat.completion",
@@ -216,8 +246,7 @@ class ChatService:
                     "logprobs": _logprobs(chat.engine, TextDelta(result.text, result.tokens), bool(request.logprobs)),
                     "finish_reason": finish,
                 }
-                for index, result in enumerate(results)
-                for message, finish in [_read_whole(chat, result.text, result.finish_reason)]
+                for index, (result, (message, finish)) in enumerate(zip(results, messages, strict=True))
             ],
             "usage": metered_usage(chat.model_id, len(chat.prompt), completion_tokens),
         }
@@ -271,6 +300,8 @@ class ChatService:
                     yield chunk(index, {"content": ready.content}, logprobs=logprobs)
                 if delta.finish_reason is not None:
                     reply, rest = readers[index].finish()
+                    reply, repair_tokens = await self._repaired(chat, reply)
+                    completion_tokens += repair_tokens
                     if rest.reasoning:
                         yield chunk(index, {"reasoning_content": rest.reasoning})
                     if rest.content:

@@ -10,8 +10,11 @@ freely, in its family's markup, which `tool_formats` reads.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Any, Literal
+
+import jsonschema
 
 from oasis.errors import invalid_request
 from oasis.protocol.extensions import ChatCompletionRequest
@@ -95,3 +98,29 @@ def call_schema(plan: ToolPlan) -> dict[str, Any]:
     if plan.parallel:
         return {"anyOf": [one_call, {"type": "array", "items": one_call, "minItems": 1}]}
     return one_call
+
+
+def fits(plan: ToolPlan, name: str, arguments: str) -> bool:
+    """Whether a call's arguments are valid for its function's parameters (a schema that is itself broken
+    cannot be checked, so anything fits it)."""
+    function = next((f for f in plan.functions if f["name"] == name), None)
+    if function is None:
+        return False
+    validator = _validator(json.dumps(function.get("parameters") or {"type": "object"}, sort_keys=True))
+    return validator is None or validator.is_valid(json.loads(arguments))
+
+
+@lru_cache(maxsize=256)
+def _validator(schema: str) -> Any:
+    parsed = json.loads(schema)
+    kind = jsonschema.validators.validator_for(parsed)
+    try:
+        kind.check_schema(parsed)
+    except jsonschema.SchemaError:
+        return None
+    return kind(parsed)
+
+
+def only(plan: ToolPlan, name: str) -> ToolPlan:
+    """The plan that forces one call to `name` (a call written again under its grammar)."""
+    return replace(plan, mode="named", functions=[f for f in plan.functions if f["name"] == name], parallel=False)
