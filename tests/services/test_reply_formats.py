@@ -207,3 +207,62 @@ def test_earlier_calls_results_and_thinking_render_as_each_template_expects(temp
     assert "Paris" in prompt and "sunny, 21 C" in prompt and "It is sunny in Paris." in prompt
     assert "It says sunny." not in prompt
     assert '\\"city' not in prompt and "&#34;" not in prompt and "&lt;" not in prompt  # nothing encoded twice
+
+
+def _stream(reply_format: ReplyFormat, text: str, size: int = 3) -> tuple[list[str], Any]:
+    """The content deltas of `text` fed `size` characters at a time, and the whole reply."""
+    reader = ReplyReader(reply_format, OFFERED)
+    sent = [reader.feed(text[start : start + size]).content for start in range(0, len(text), size)]
+    whole, rest = reader.finish()
+    return [*sent, rest.content], whole
+
+
+HERMES = ReplyFormat(FORMATS["hermes"], DEFAULT_TAGS)
+CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+
+
+@pytest.mark.parametrize(
+    ("before", "family"),
+    [
+        ('Example: {"name": "Bob", age: 3}. ', "hermes"),  # broken JSON that opens like a call
+        ("I will use a <tool_call> block now.\n", "hermes"),  # the tag named in prose
+        ("```python\nx = 1\n```\nThat sets x. ", "hermes"),  # a closing fence is not an opening
+        ("Call [see(it's fine)] and go on. ", "pythonic"),  # an apostrophe in prose
+    ],
+)
+def test_text_that_only_looks_like_markup_streams_on_and_a_later_call_is_read(before: str, family: str) -> None:
+    reply_format = ReplyFormat(FORMATS[family], DEFAULT_TAGS)
+    deltas, whole = _stream(reply_format, before + CALL)
+    assert _calls(whole) == [["get_weather", {"city": "Paris"}]]
+    assert whole.content == before.rstrip() == "".join(deltas)
+    streamed_before_the_call = "".join(deltas[: len(before) // 3])
+    assert len(streamed_before_the_call) >= len(before) - 12  # held back no more than a possible opening
+
+
+def test_a_call_fence_after_a_code_block_leaves_no_fence_in_the_content() -> None:
+    text = 'Here:\n```python\nx = 1\n```\n```json\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n```'
+    deltas, whole = _stream(HERMES, text)
+    assert _calls(whole) == [["get_weather", {"city": "Oslo"}]]
+    assert whole.content == "Here:\n```python\nx = 1\n```" == "".join(deltas)
+
+
+def test_blank_space_inside_an_opening_does_not_let_a_call_out_as_content() -> None:
+    text = "Sure: {\n" + " " * 60 + '"name": "get_weather", "arguments": {"city": "Paris"}}'
+    deltas, whole = _stream(HERMES, text, size=1)
+    assert _calls(whole) == [["get_weather", {"city": "Paris"}]]
+    assert "".join(deltas) == whole.content == "Sure:"
+
+
+def test_a_fence_of_blank_space_inside_tags_reads_in_linear_time() -> None:
+    """A regular expression on the fence once backtracked cubically: 8000 spaces took minutes."""
+    text = "<tool_call>```" + " " * 8000 + "x</tool_call>"
+    whole = _read_whole(HERMES, text)
+    assert whole.calls == [] and whole.content == text
+
+
+def test_a_schema_that_cannot_be_checked_lets_the_call_through() -> None:
+    from oasis.services.chat.tools import ToolPlan, fits
+
+    broken = {"name": "get_weather", "parameters": {"$ref": "#/definitions/missing"}}
+    plan = ToolPlan(mode="auto", functions=[broken], parallel=True, legacy=False)
+    assert fits(plan, "get_weather", '{"city": "Paris"}')

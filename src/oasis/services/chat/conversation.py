@@ -10,7 +10,7 @@ from typing import Any
 
 from oasis.errors import invalid_request
 from oasis.protocol.extensions import ChatCompletionRequest
-from oasis.services.chat.reasoning import without_thinking
+from oasis.services.chat.reasoning import think_tags, without_thinking
 from oasis.services.chat.template import call_arguments
 from oasis.services.chat.tool_formats import ToolFormat
 
@@ -42,7 +42,7 @@ def template_messages(request: ChatCompletionRequest, template: str, tool_format
             "content": _text_of(message.content, index),
         }
         if entry["role"] == "assistant" and entry["content"]:
-            entry["content"] = without_thinking(entry["content"])
+            entry["content"] = without_thinking(entry["content"], think_tags(template))
         for extra in ("name", "tool_call_id"):
             if getattr(message, extra, None) is not None:
                 entry[extra] = getattr(message, extra)

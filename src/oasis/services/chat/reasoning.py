@@ -73,8 +73,10 @@ def _partial_suffix(text: str, marker: str) -> int:
 
 
 def without_thinking(content: str, tags: ThinkTags = DEFAULT_TAGS) -> str:
-    """An earlier assistant turn as it goes back to the model: its thinking is not fed back."""
-    thought = split_thinking(content, tags, inside=False, final=True)
-    if thought.answer_from in (None, 0):
-        return content
-    return content[thought.answer_from :]
+    """An earlier assistant turn as it goes back to the model: its thinking (in its family's tags, or the
+    common `<think>`) is not fed back."""
+    for candidate in dict.fromkeys((tags, DEFAULT_TAGS)):
+        thought = split_thinking(content, candidate, inside=False, final=True)
+        if thought.answer_from:
+            return content[thought.answer_from :]
+    return content

@@ -12,7 +12,7 @@ from typing import Any
 from oasis.engines.options import ChatFormatOptions
 from oasis.engines.registry import EngineRegistry
 from oasis.engines.text import SamplingParams, TextEngine, TokenStream
-from oasis.errors import invalid_request
+from oasis.errors import OasisError, invalid_request
 from oasis.metrics import count_tokens
 from oasis.protocol.extensions import ChatCompletionRequest
 from oasis.services.chat.conversation import template_messages, with_system_note
@@ -184,21 +184,35 @@ class ChatService:
 
     async def _repaired(self, chat: PreparedChat, reply: Reply) -> tuple[Reply, int]:
         """The reply with each call whose arguments do not fit its function's schema written again under that
-        function's grammar (the same prompt, the same sampling): a client gets a call it can run, where
-        returning the misfit as text would leave it nothing to act on. Also: the tokens that took."""
+        function's grammar (the same prompt and sampling): a client gets a call it can run, where returning
+        the misfit as text would leave it nothing to act on. A call that cannot be written again (the engine's
+        queue is full, the budget runs out) stays as the model wrote it. Also: the tokens that took."""
         plan = chat.tools
-        if plan is None or plan.forced or all(fits(plan, call.name, call.arguments) for call in reply.calls):
+        if plan is None or plan.forced or not reply.calls:
             return reply, 0
+        kept = reply.calls if plan.parallel else reply.calls[:1]
+        if all(fits(plan, call.name, call.arguments) for call in kept):
+            return replace(reply, calls=kept), 0
         calls: list[ParsedCall] = []
         spent = 0
-        for call in reply.calls:
+        for call in kept:
             if fits(plan, call.name, call.arguments):
                 calls.append(call)
                 continue
             log.info("call to %s did not fit its schema: written again under its grammar", call.name)
             forced = only(plan, call.name)
-            params = replace(chat.params, json_schema=call_schema(forced), markup_tokens=frozenset())
-            (stream,) = open_streams(chat.engine, chat.prompt, params, 1, model=chat.model_id)
+            params = replace(
+                chat.params,
+                json_schema=call_schema(forced),
+                markup_tokens=frozenset(),
+                ignore_eos=False,
+                top_logprobs=None,
+            )
+            try:
+                (stream,) = open_streams(chat.engine, chat.prompt, params, 1, model=chat.model_id)
+            except OasisError:
+                calls.append(call)
+                continue
             try:
                 result = await complete_choice(stream)
             finally:

@@ -53,6 +53,13 @@ class _Markup:
     start: re.Pattern[str]  # where a region begins
     could_start: re.Pattern[str]  # a tail that may still grow into `start` (fullmatch)
     read: Reader  # the region from `start`'s match; None while it is still being written (never when final)
+    closes: Callable[[str, int], bool] | None = None  # a match at this index ends an earlier region instead
+
+    def find(self, text: str, position: int) -> re.Match[str] | None:
+        match = self.start.search(text, position)
+        while match is not None and self.closes is not None and self.closes(text, match.start()):
+            match = self.start.search(text, match.end())
+        return match
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,7 @@ class Reading:
     content: str = ""
     calls: list[ParsedCall] = field(default_factory=list)
     decided: int = 0
+    pending: _Markup | None = None  # the markup of a region that starts at `decided` and is still being written
 
 
 # --- reading values -------------------------------------------------------------------------------------------
@@ -86,6 +94,19 @@ def _json_at(text: str, position: int) -> tuple[Any, int] | None:
         return _DECODER.raw_decode(text, position)
     except json.JSONDecodeError:
         return None
+
+
+_UNFINISHED_TAIL = 6  # `tru`, `-12.`, `\u00e`: a value cut this close to the end may still complete
+
+
+def _json_unfinished(text: str, position: int) -> bool:
+    """Whether the JSON at `position` fails only because the text stops before it ends (a stream still
+    writing it), not because it is broken."""
+    try:
+        _DECODER.raw_decode(text, _WHITESPACE.match(text, position).end())  # type: ignore[union-attr]
+    except json.JSONDecodeError as error:
+        return error.msg.startswith("Unterminated string") or error.pos >= len(text) - _UNFINISHED_TAIL
+    return False
 
 
 def _json_values(text: str) -> list[Any] | None:
@@ -194,9 +215,9 @@ def _calls_from_xml(text: str, functions: Mapping[str, Any]) -> list[ParsedCall]
 def _calls_inside(text: str, functions: Mapping[str, Any]) -> list[ParsedCall] | None:
     """What a wrapper (tags, a fence) holds: JSON calls, XML-style calls, pythonic calls or a fenced one."""
     text = text.strip()
-    fenced = re.fullmatch(r"```[A-Za-z_]*\s*(.*?)\s*```", text, re.DOTALL)
-    if fenced:
-        text = fenced.group(1)
+    if text.startswith("```") and text.endswith("```") and len(text) >= 6:  # a fence inside a wrapper
+        body = text[3:-3]
+        text = body[re.compile(r"[A-Za-z_]*").match(body).end() :].strip()  # type: ignore[union-attr]
     if text.startswith("<function="):
         return _calls_from_xml(text, functions)
     return _calls_from_json(text) or _calls_from_python(text)
@@ -205,20 +226,35 @@ def _calls_inside(text: str, functions: Mapping[str, Any]) -> list[ParsedCall] |
 # --- regions --------------------------------------------------------------------------------------------------
 
 
+# What a wrapper's body starts with when it holds calls: JSON, an XML-style call, a fence, a pythonic list.
+_BODY_START = re.compile(r"\s*(?:[{\[<`]|[A-Za-z_][\w.]*\()")
+_BODY_UNDECIDED = re.compile(r"\s*(?:[A-Za-z_][\w.]*)?")
+
+
 def _until(close: str | None) -> Reader:
     """A wrapper read to `close` (or, without one, to a complete JSON value); at the end of a reply an
-    unclosed wrapper holds what was written."""
+    unclosed wrapper holds what was written. A wrapper whose body does not start like calls (the tag named
+    in prose) is only its opening, as text."""
 
     def read(text: str, match: re.Match[str], final: bool, functions: Mapping[str, Any]) -> _Region | None:
         begin = match.end()
+        if not _BODY_START.match(text, begin):
+            if not final and _BODY_UNDECIDED.fullmatch(text, begin):
+                return None
+            return _Region(begin, None)
         if close is None:
             found = _json_at(text, begin)
             if found is None:
-                return _Region(len(text), _calls_inside(text[begin:], functions)) if final else None
+                if not final and _json_unfinished(text, begin):
+                    return None
+                return _Region(begin, None)
             value, end = found
             calls = [_call_from_json(item) for item in (value if isinstance(value, list) else [value])]
             return _Region(end, None if None in calls else calls)  # type: ignore[arg-type]
         end = text.find(close, begin)
+        again = text.find(match.group(0), begin, end if end >= 0 else len(text))
+        if again >= 0:  # opened again before closing: the first one was not a call
+            return _Region(begin, None)
         if end < 0:
             return _Region(len(text), _calls_inside(text[begin:], functions)) if final else None
         return _Region(end + len(close), _calls_inside(text[begin:end], functions))
@@ -229,13 +265,17 @@ def _until(close: str | None) -> Reader:
 def _read_bare_json(text: str, match: re.Match[str], final: bool, functions: Mapping[str, Any]) -> _Region | None:
     found = _json_at(text, match.start())
     if found is None:
-        return _Region(len(text), None) if final else None
+        if not final and _json_unfinished(text, match.start()):
+            return None
+        return _Region(match.end(), None)  # broken JSON: its opening is text, and reading goes on after it
     value, end = found
     calls = [_call_from_json(item) for item in (value if isinstance(value, list) else [value])]
     return _Region(end, None if None in calls or not calls else calls)  # type: ignore[arg-type]
 
 
 def _read_python_list(text: str, match: re.Match[str], final: bool, functions: Mapping[str, Any]) -> _Region | None:
+    if not final and text.find("]", match.end()) < 0:
+        return None  # cannot have closed yet: spare a scan per streamed token
     end = _closing_bracket(text, match.start())
     if end is None:
         return _Region(len(text), None) if final else None
@@ -244,7 +284,8 @@ def _read_python_list(text: str, match: re.Match[str], final: bool, functions: M
 
 def _closing_bracket(text: str, start: int) -> int | None:
     """Where the bracket opened at `start` closes (strings skipped), or None."""
-    depth, quote, position = 0, "", start
+    depth, quote, previous = 0, "", ""
+    position = start
     while position < len(text):
         char = text[position]
         if quote:
@@ -252,14 +293,16 @@ def _closing_bracket(text: str, start: int) -> int | None:
                 position += 1
             elif char == quote:
                 quote = ""
-        elif char in "\"'":
-            quote = char
+        elif char == '"' or (char == "'" and previous in "=([,:"):
+            quote = char  # an apostrophe in prose ("it's") opens no string
         elif char in "([{":
             depth += 1
         elif char in ")]}":
             depth -= 1
             if depth == 0:
                 return position + 1
+        if not char.isspace():
+            previous = char
         position += 1
     return None
 
@@ -273,6 +316,7 @@ def _read_python_tag(text: str, match: re.Match[str], final: bool, functions: Ma
 
 
 _MISTRAL_NAMED = re.compile(r"\s*([A-Za-z0-9_.-]+)(?:\[CALL_ID\]([A-Za-z0-9]+))?\[ARGS\]")
+_MISTRAL_UNFINISHED = re.compile(r"\s*[A-Za-z0-9_.-]*(?:\[CALL_ID\][A-Za-z0-9]*)?(?:\[[A-Z_]*)?")
 
 
 def _read_mistral(text: str, match: re.Match[str], final: bool, functions: Mapping[str, Any]) -> _Region | None:
@@ -280,17 +324,21 @@ def _read_mistral(text: str, match: re.Match[str], final: bool, functions: Mappi
     Devstral; `[CALL_ID]id` before `[ARGS]` in Mistral Small 3.2), one marker per call."""
     named = _MISTRAL_NAMED.match(text, match.end())
     if named is None:
-        if not final and re.fullmatch(r"\s*[A-Za-z0-9_.-]*(?:\[[A-Z_]*)?", text[match.end() :]):
+        if not final and _MISTRAL_UNFINISHED.fullmatch(text, match.end()):
             return None  # a name still being written
         found = _json_at(text, match.end())
         if found is None:
-            return _Region(len(text), None) if final else None
+            if not final and _json_unfinished(text, match.end()):
+                return None
+            return _Region(match.end(), None)
         value, end = found
         calls = [_call_from_json(item) for item in (value if isinstance(value, list) else [value])]
         return _Region(end, None if None in calls or not calls else calls)  # type: ignore[arg-type]
     found = _json_at(text, named.end())
     if found is None:
-        return _Region(len(text), None) if final else None
+        if not final and _json_unfinished(text, named.end()):
+            return None
+        return _Region(named.end(), None)
     value, end = found
     arguments = _arguments(value)
     return _Region(end, [ParsedCall(named.group(1), arguments)] if arguments is not None else None)
@@ -350,10 +398,17 @@ _BARE_JSON = _Markup(
     re.compile(r'\[\s*|(?:\[\s*)?\{\s*(?:"[a-z_]*"?\s*)?'),
     _read_bare_json,
 )
+
+
+def _closes_a_fence(text: str, index: int) -> bool:
+    return text.count("```", 0, index) % 2 == 1
+
+
 _FENCE = _Markup(
     re.compile(r"```[ \t]*(?:json|tool_call|tool_code)?[ \t]*\n"),
     re.compile(r"`{1,3}[ \t]*[A-Za-z_]*[ \t]*"),
     _until("```"),
+    _closes_a_fence,
 )
 _HERMES = _tagged("<tool_call>", "</tool_call>")
 _PYTHON_LIST = _Markup(
@@ -439,12 +494,18 @@ def read_calls(
     reading = reading or Reading()
     position = reading.decided
     content, calls = [reading.content], list(reading.calls)
+    pending = reading.pending
     while True:
         found: tuple[re.Match[str], _Markup] | None = None
-        for markup in tool_format.markups:
-            match = markup.start.search(text, position)
-            if match is not None and (found is None or match.start() < found[0].start()):
-                found = (match, markup)
+        resumed = pending.start.match(text, position) if pending is not None else None
+        if resumed is not None and pending is not None:
+            found = (resumed, pending)  # no need to search the whole region again for every new token
+        else:
+            for markup in tool_format.markups:
+                match = markup.find(text, position)
+                if match is not None and (found is None or match.start() < found[0].start()):
+                    found = (match, markup)
+        pending = None
         if found is None:
             hold = len(text) if final else _tail_hold(text, position, tool_format)
             content.append(text[position:hold])
@@ -453,7 +514,7 @@ def read_calls(
         content.append(text[position : match.start()])
         region = markup.read(text, match, final, functions)
         if region is None:
-            return Reading("".join(content), calls, match.start())
+            return Reading("".join(content), calls, match.start(), markup)
         if region.calls and all(call.name in functions for call in region.calls):
             calls.extend(region.calls)
         else:
@@ -461,12 +522,18 @@ def read_calls(
         position = region.end
 
 
-_LONGEST_OPENING = 40
+_LONGEST_OPENING = 40  # characters, not counting blank space (openings allow any amount of it)
 
 
 def _tail_hold(text: str, position: int, tool_format: ToolFormat) -> int:
     """The earliest place from which the end of `text` may still grow into the start of a call."""
-    for begin in range(max(position, len(text) - _LONGEST_OPENING), len(text)):
+    candidates: list[int] = []
+    index = len(text) - 1
+    while index >= position and len(candidates) < _LONGEST_OPENING:
+        if not text[index].isspace():
+            candidates.append(index)
+        index -= 1
+    for begin in reversed(candidates):
         tail = text[begin:]
         if any(markup.could_start.fullmatch(tail) for markup in tool_format.markups):
             return begin
