@@ -19,7 +19,7 @@ from oasis.services.chat.conversation import template_messages
 from oasis.services.chat.reasoning import DEFAULT_TAGS, opens_thinking, think_tags, without_thinking
 from oasis.services.chat.reply import ReplyFormat, ReplyReader
 from oasis.services.chat.template import render_chat
-from oasis.services.chat.tool_formats import FORMATS, ToolFormat, detect_format, read_calls
+from oasis.services.chat.tool_formats import FORMATS, ToolFormat, detect_format, read_calls, template_variables
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 TEMPLATES = FIXTURES / "chat_templates"
@@ -53,15 +53,16 @@ def _template(name: str | None) -> str:
 
 def _format_of(template: str) -> ReplyFormat:
     """What the chat service decides for a conversation rendered with this template."""
+    tool_format = detect_format(template)
     prompt = render_chat(
         template,
         [{"role": "user", "content": "hi"}],
         special_tokens=SPECIAL,
         tools=TOOLS,
-        variables={"enable_thinking": True},
+        variables={"enable_thinking": True, **template_variables(tool_format, TOOLS)},
     )
     tags = think_tags(template)
-    return ReplyFormat(detect_format(template), tags, opens_thinking(prompt, tags))
+    return ReplyFormat(tool_format, tags, opens_thinking(prompt, tags))
 
 
 @pytest.mark.parametrize(
@@ -80,6 +81,13 @@ def _format_of(template: str) -> ReplyFormat:
         ("CohereForAI-c4ai-command-r7b-12-2024-tool_use.jinja", "command_r", False),
         ("meetkai-functionary-medium-v3.1.jinja", "functionary", False),
         ("LFM2-8B-A1B.jinja", "pythonic", False),
+        ("GLM-4.6.jinja", "glm", False),
+        ("ByteDance-Seed-OSS.jinja", "seed_oss", False),
+        ("NVIDIA-Nemotron-Nano-v2.jinja", "nemotron", True),
+        ("unsloth-Apriel-1.5.jinja", "tool_calls_tags", False),
+        ("MiniMax-M1.jinja", "tool_calls_tags", False),
+        ("fireworks-ai-llama-3-firefunction-v2.jinja", "firefunction", False),
+        ("Kimi-K2-Instruct.jinja", "kimi_k2", False),
     ],
 )
 def test_the_family_and_an_opened_thinking_block_come_from_the_template(
@@ -202,7 +210,7 @@ def test_earlier_calls_results_and_thinking_render_as_each_template_expects(temp
         template_messages(request, source, tool_format),
         special_tokens=SPECIAL,
         tools=request.model_dump()["tools"],
-        variables={"enable_thinking": True},
+        variables={"enable_thinking": True, **template_variables(tool_format, request.model_dump()["tools"])},
     )
     assert "Paris" in prompt and "sunny, 21 C" in prompt and "It is sunny in Paris." in prompt
     assert "It says sunny." not in prompt

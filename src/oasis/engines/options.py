@@ -15,7 +15,23 @@ class EngineOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-TOOL_PARSERS = ("json", "hermes", "llama3", "mistral", "granite", "deepseek", "command_r", "functionary", "pythonic")
+TOOL_PARSERS = (
+    "json",
+    "hermes",
+    "llama3",
+    "mistral",
+    "granite",
+    "deepseek",
+    "command_r",
+    "functionary",
+    "pythonic",
+    "glm",
+    "seed_oss",
+    "nemotron",
+    "tool_calls_tags",
+    "firefunction",
+    "kimi_k2",
+)
 
 
 class ChatFormatOptions(BaseModel):

@@ -38,7 +38,7 @@ from oasis.services.chat.text_models import (
     token_biases,
     token_text,
 )
-from oasis.services.chat.tool_formats import FORMATS, ParsedCall, detect_format, read_calls
+from oasis.services.chat.tool_formats import FORMATS, ParsedCall, detect_format, read_calls, template_variables
 from oasis.services.chat.tools import ToolPlan, call_schema, fits, only, plan_tools, tools_system_prompt
 from oasis.services.models.engine_lookup import served_id
 from oasis.storage.clock import new_id
@@ -158,7 +158,7 @@ class ChatService:
         elif plan is not None:
             messages = with_system_note(messages, tools_system_prompt(plan))
         # llama.cpp passes enable_thinking to every template; some of its own test templates need it.
-        variables = {"enable_thinking": options.reasoning != "off"}
+        variables = {"enable_thinking": options.reasoning != "off", **template_variables(tool_format, template_tools)}
         text = render_chat(
             template, messages, special_tokens=engine.special_tokens, tools=template_tools, variables=variables
         )

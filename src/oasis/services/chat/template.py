@@ -9,7 +9,7 @@ from functools import lru_cache
 from typing import Any, Literal
 
 import jinja2
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.sandbox import SandboxedEnvironment
 
 from oasis.errors import invalid_request
 
@@ -27,8 +27,10 @@ def _tojson(
 
 @lru_cache(maxsize=16)
 def _compile(template: str) -> jinja2.Template:
-    # Same environment as Hugging Face's apply_chat_template, which these templates are written for.
-    environment = ImmutableSandboxedEnvironment(
+    # Hugging Face's apply_chat_template environment, which these templates are written for, except that lists
+    # and dicts the template builds may change (Kimi K2's `.append`), as llama.cpp's own Jinja allows; the
+    # sandbox still refuses unsafe attributes, and the messages given are copies made per request.
+    environment = SandboxedEnvironment(
         trim_blocks=True, lstrip_blocks=True, loader=jinja2.BaseLoader(), extensions=["jinja2.ext.loopcontrols"]
     )
     environment.filters["tojson"] = _tojson

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -220,15 +221,33 @@ def _calls_inside(text: str, functions: Mapping[str, Any]) -> list[ParsedCall] |
         text = body[re.compile(r"[A-Za-z_]*").match(body).end() :].strip()  # type: ignore[union-attr]
     if text.startswith("<function="):
         return _calls_from_xml(text, functions)
+    keyed = _KEYED_CALL.fullmatch(text)
+    if keyed:
+        return _calls_from_keys(keyed, functions)
     return _calls_from_json(text) or _calls_from_python(text)
+
+
+# GLM 4.5+: `name` then `<arg_key>k</arg_key><arg_value>v</arg_value>` pairs
+_KEYED_CALL = re.compile(
+    r"([A-Za-z_][\w.-]*)\s*((?:<arg_key>.*?</arg_key>\s*<arg_value>.*?</arg_value>\s*)*)", re.DOTALL
+)
+_KEYED_PAIR = re.compile(r"<arg_key>(.*?)</arg_key>\s*<arg_value>(.*?)</arg_value>", re.DOTALL)
+
+
+def _calls_from_keys(keyed: re.Match[str], functions: Mapping[str, Any]) -> list[ParsedCall]:
+    name = keyed.group(1)
+    arguments = {
+        key.strip(): _typed(value, name, key.strip(), functions) for key, value in _KEYED_PAIR.findall(keyed.group(2))
+    }
+    return [ParsedCall(name, json.dumps(arguments, ensure_ascii=False))]
 
 
 # --- regions --------------------------------------------------------------------------------------------------
 
 
 # What a wrapper's body starts with when it holds calls: JSON, an XML-style call, a fence, a pythonic list.
-_BODY_START = re.compile(r"\s*(?:[{\[<`]|[A-Za-z_][\w.]*\()")
-_BODY_UNDECIDED = re.compile(r"\s*(?:[A-Za-z_][\w.]*)?")
+_BODY_START = re.compile(r"\s*(?:[{\[<`]|[A-Za-z_][\w.-]*(?:\(|\s*<arg_key>|\s*$))")
+_BODY_UNDECIDED = re.compile(r"\s*(?:[A-Za-z_][\w.-]*\s*(?:<[a-z_]{0,7})?)?")  # a name, `<arg_key` on its way
 
 
 def _until(close: str | None) -> Reader:
@@ -367,6 +386,29 @@ def _read_deepseek(text: str, match: re.Match[str], final: bool, functions: Mapp
     return _Region(stop, calls or None)
 
 
+_KIMI_CALL = re.compile(
+    r"<\|tool_call_begin\|>\s*(?:functions\.)?([\w.-]+?)(?::\d+)?\s*<\|tool_call_argument_begin\|>(.*?)"
+    r"(?:<\|tool_call_end\|>|$)",
+    re.DOTALL,
+)
+
+
+def _read_kimi(text: str, match: re.Match[str], final: bool, functions: Mapping[str, Any]) -> _Region | None:
+    """Kimi K2: in a calls section, `<|tool_call_begin|>functions.name:0<|tool_call_argument_begin|>{…}
+    <|tool_call_end|>` per call."""
+    end = text.find("<|tool_calls_section_end|>", match.end())
+    if end < 0 and not final:
+        return None
+    stop = len(text) if end < 0 else end + len("<|tool_calls_section_end|>")
+    calls = []
+    for name, body in _KIMI_CALL.findall(text[match.end() : stop]):
+        arguments = _arguments(body.strip())
+        if arguments is None:
+            return _Region(stop, None)
+        calls.append(ParsedCall(name, arguments))
+    return _Region(stop, calls or None)
+
+
 def _read_function_tag(text: str, match: re.Match[str], final: bool, functions: Mapping[str, Any]) -> _Region | None:
     """Functionary v3.1: `<function=name>{…}</function>`; Qwen3-Coder without its `<tool_call>` wrapper."""
     end = text.find("</function>", match.end())
@@ -451,6 +493,32 @@ FORMATS: dict[str, ToolFormat] = {
         ),
         _format("functionary", _FUNCTION_TAG),
         _format(
+            "glm", markers=("<tool_call>", "</tool_call>", "<arg_key>", "</arg_key>", "<arg_value>", "</arg_value>")
+        ),
+        _format(
+            "seed_oss",
+            _tagged("<seed:tool_call>", "</seed:tool_call>"),
+            markers=("<seed:tool_call>", "</seed:tool_call>"),
+        ),
+        _format("nemotron", _tagged("<TOOLCALL>", "</TOOLCALL>"), markers=("<TOOLCALL>", "</TOOLCALL>")),
+        _format("tool_calls_tags", _tagged("<tool_calls>", "</tool_calls>"), markers=("<tool_calls>", "</tool_calls>")),
+        _format("firefunction", _Markup(re.compile(r"functools(?=\[)"), _prefixes("functools["), _until(None))),
+        _format(
+            "kimi_k2",
+            _Markup(
+                re.compile(re.escape("<|tool_calls_section_begin|>")),
+                _prefixes("<|tool_calls_section_begin|>"),
+                _read_kimi,
+            ),
+            markers=(
+                "<|tool_calls_section_begin|>",
+                "<|tool_calls_section_end|>",
+                "<|tool_call_begin|>",
+                "<|tool_call_argument_begin|>",
+                "<|tool_call_end|>",
+            ),
+        ),
+        _format(
             "pythonic",
             _tagged("<|tool_call_start|>", "<|tool_call_end|>"),
             _tagged("<|python_start|>", "<|python_end|>"),
@@ -461,11 +529,32 @@ FORMATS: dict[str, ToolFormat] = {
 }
 
 
+def template_variables(tool_format: ToolFormat, tools: list[Any] | None) -> dict[str, Any]:
+    """Names a family's template reads besides `messages` and `tools` (FireFunction's `functions` and
+    `datetime`, as llama.cpp passed them)."""
+    if tool_format.name != "firefunction":
+        return {}
+    functions = [tool["function"] for tool in tools or []]
+    return {"functions": json.dumps(functions, indent=2), "datetime": time.strftime("%b %d %Y %H:%M:%S GMT")}
+
+
 def detect_format(template: str) -> ToolFormat:
     """The family a chat template belongs to, by the markers it writes (llama.cpp's common/chat order where
     templates mention several)."""
     if "[TOOL_CALLS]" in template:
         return FORMATS["mistral"]
+    if "<|tool_calls_section_begin|>" in template:
+        return FORMATS["kimi_k2"]
+    if "<arg_key>" in template:
+        return FORMATS["glm"]
+    if "<seed:tool_call>" in template:
+        return FORMATS["seed_oss"]
+    if "<TOOLCALL>" in template:
+        return FORMATS["nemotron"]
+    if "<tool_calls>" in template:
+        return FORMATS["tool_calls_tags"]
+    if " functools[" in template:
+        return FORMATS["firefunction"]
     if _CALLS_BEGIN in template:
         return FORMATS["deepseek"]
     if "<|START_ACTION|>" in template:
