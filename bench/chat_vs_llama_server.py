@@ -99,10 +99,13 @@ class Stream:
     decode_seconds: float
 
 
-async def one_stream(client: httpx.AsyncClient, base: str, max_tokens: int) -> Stream:
+TEMPERATURE = 0.0  # --temperature; above 0 each stream gets its own seed
+
+
+async def one_stream(client: httpx.AsyncClient, base: str, max_tokens: int, seed: int = 0) -> Stream:
     body = {
-        "model": "bench", "prompt": PROMPT, "max_tokens": max_tokens, "temperature": 0,
-        "stream": True, "ignore_eos": True,
+        "model": "bench", "prompt": PROMPT, "max_tokens": max_tokens, "temperature": TEMPERATURE,
+        "seed": seed, "stream": True, "ignore_eos": True,
     }  # fmt: skip
     started = time.perf_counter()
     first = last = None
@@ -125,7 +128,7 @@ async def one_stream(client: httpx.AsyncClient, base: str, max_tokens: int) -> S
 async def aggregate(base: str, streams: int, max_tokens: int) -> float:
     async with httpx.AsyncClient(timeout=600) as client:
         started = time.perf_counter()
-        await asyncio.gather(*(one_stream(client, base, max_tokens) for _ in range(streams)))
+        await asyncio.gather(*(one_stream(client, base, max_tokens, seed) for seed in range(streams)))
         # ignore_eos makes every stream exactly max_tokens long on both servers
         return streams * max_tokens / (time.perf_counter() - started)
 
@@ -176,7 +179,16 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--context", type=int, default=1024, help="tokens per sequence slot")
     parser.add_argument("--concurrency", default="1,4,8,16")
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=0.0,
+        help="sampling temperature (llama-server keeps its default top-k 40, top-p 0.95, min-p 0.05; oasis draws"
+        " from the whole distribution, as OpenAI does)",
+    )
     args = parser.parse_args()
+    global TEMPERATURE
+    TEMPERATURE = args.temperature
     gguf = args.gguf or default_gguf()
     levels = [int(c) for c in args.concurrency.split(",")]
     sides = ["oasis", "llama-server"]
