@@ -19,9 +19,7 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,14 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from serving import free_port, oasis_environment, running
 
 PROMPT = "Once upon a time, in a quiet village by the sea, there lived"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def default_gguf() -> Path:
@@ -51,7 +44,7 @@ def default_gguf() -> Path:
 @contextlib.contextmanager
 def server(kind: str, gguf: Path, parallel: int, context: int, threads: int, llama_server: Path) -> Iterator[str]:
     port = free_port()
-    log = tempfile.NamedTemporaryFile("w", suffix=f"-{kind}.log", delete=False)  # noqa: SIM115
+    log = Path(tempfile.mkdtemp()) / f"{kind}.log"
     if kind == "llama-server":
         command = [
             str(llama_server), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port),
@@ -69,27 +62,9 @@ def server(kind: str, gguf: Path, parallel: int, context: int, threads: int, lla
             sys.executable, "-m", "oasis", "serve", "--port", str(port),
             "--config", str(config), "--data-dir", str(config.parent / "data"),
         ]  # fmt: skip
-        env = {k: v for k, v in os.environ.items() if not k.startswith("OASIS_")}
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"{kind} exited; see {log.name}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{kind} did not become healthy; see {log.name}")
-            time.sleep(0.2)
+        env = oasis_environment()
+    with running(kind, command, port, log, env, timeout=120) as base:
         yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 @dataclass

@@ -22,8 +22,6 @@ import asyncio
 import contextlib
 import hashlib
 import json
-import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,9 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import jsonschema
 import openai
+from serving import free_port, oasis_environment, running
 
 
 @dataclass(frozen=True)
@@ -152,12 +150,6 @@ def fetch_parts(model: PartsModel, cache: Path) -> Path:
     return target
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def oasis(entry: dict[str, Any]) -> Iterator[tuple[str, Path]]:
     folder = Path(tempfile.mkdtemp())
@@ -167,28 +159,8 @@ def oasis(entry: dict[str, Any]) -> Iterator[tuple[str, Path]]:
     port = free_port()
     command = [sys.executable, "-m", "oasis", "serve", "--port", str(port), "--config", str(config)]
     command += ["--data-dir", str(folder / "data")]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OASIS_")}
-    with log.open("w") as output:
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"oasis exited; see {log}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"oasis did not become healthy; see {log}")
-            time.sleep(0.3)
+    with running("oasis", command, port, log, oasis_environment()) as base:
         yield base, log
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def _fits(name: str, arguments: str) -> bool:

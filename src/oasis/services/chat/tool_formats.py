@@ -538,38 +538,36 @@ def template_variables(tool_format: ToolFormat, tools: list[Any] | None) -> dict
     return {"functions": json.dumps(functions, indent=2), "datetime": time.strftime("%b %d %Y %H:%M:%S GMT")}
 
 
+def _has(*markers: str) -> Callable[[str], bool]:
+    return lambda template: all(marker in template for marker in markers)
+
+
+def _has_any(*markers: str) -> Callable[[str], bool]:
+    return lambda template: any(marker in template for marker in markers)
+
+
+# First match wins: templates that mention several markers are ordered as llama.cpp's common/chat orders them.
+_DETECTION: list[tuple[str, Callable[[str], bool]]] = [
+    ("mistral", _has("[TOOL_CALLS]")),
+    ("kimi_k2", _has("<|tool_calls_section_begin|>")),
+    ("glm", _has("<arg_key>")),
+    ("seed_oss", _has("<seed:tool_call>")),
+    ("nemotron", _has("<TOOLCALL>")),
+    ("tool_calls_tags", _has("<tool_calls>")),
+    ("firefunction", _has(" functools[")),
+    ("deepseek", _has(_CALLS_BEGIN)),
+    ("command_r", _has("<|START_ACTION|>")),
+    ("pythonic", _has_any("<|tool_call_start|>", "<|tool_list_start|>", "<|python_start|>")),
+    ("granite", _has("<|tool_call|>")),
+    ("hermes", _has("<tool_call>")),
+    ("functionary", _has("<|start_header_id|>", "<function=")),
+    ("llama3", lambda template: "<|start_header_id|>" in template and _has_any("ipython", "<|python_tag|>")(template)),
+]
+
+
 def detect_format(template: str) -> ToolFormat:
-    """The family a chat template belongs to, by the markers it writes (llama.cpp's common/chat order where
-    templates mention several)."""
-    if "[TOOL_CALLS]" in template:
-        return FORMATS["mistral"]
-    if "<|tool_calls_section_begin|>" in template:
-        return FORMATS["kimi_k2"]
-    if "<arg_key>" in template:
-        return FORMATS["glm"]
-    if "<seed:tool_call>" in template:
-        return FORMATS["seed_oss"]
-    if "<TOOLCALL>" in template:
-        return FORMATS["nemotron"]
-    if "<tool_calls>" in template:
-        return FORMATS["tool_calls_tags"]
-    if " functools[" in template:
-        return FORMATS["firefunction"]
-    if _CALLS_BEGIN in template:
-        return FORMATS["deepseek"]
-    if "<|START_ACTION|>" in template:
-        return FORMATS["command_r"]
-    if "<|tool_call_start|>" in template or "<|tool_list_start|>" in template or "<|python_start|>" in template:
-        return FORMATS["pythonic"]
-    if "<|tool_call|>" in template:
-        return FORMATS["granite"]
-    if "<tool_call>" in template:
-        return FORMATS["hermes"]
-    if "<|start_header_id|>" in template and "<function=" in template:
-        return FORMATS["functionary"]
-    if "<|start_header_id|>" in template and ("ipython" in template or "<|python_tag|>" in template):
-        return FORMATS["llama3"]
-    return FORMATS["json"]
+    """The family a chat template belongs to, by the markers it writes."""
+    return next((FORMATS[name] for name, matches in _DETECTION if matches(template)), FORMATS["json"])
 
 
 # --- reading a reply ------------------------------------------------------------------------------------------
