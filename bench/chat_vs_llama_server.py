@@ -9,7 +9,9 @@ round and each side's best round is kept (llama.cpp threads spin at barriers, so
 
 Measured: single-stream decode tok/s and time to first token; aggregate tok/s at 1, 4, 8 and 16 concurrent
 streams (llama-server with --parallel equal to the concurrency, oasis with the same number of slots); and the
-per-request latency with max_tokens 1, whose difference is oasis's own overhead.
+per-request latency with max_tokens 1, whose difference is oasis's own overhead. `--temperature 0.8` samples
+(a seed per stream); `--staggered` adds clients sending requests of different lengths in turn, so that busy
+slots scatter as they do under real traffic.
 """
 
 from __future__ import annotations
@@ -108,6 +110,29 @@ async def aggregate(base: str, streams: int, max_tokens: int) -> float:
         return streams * max_tokens / (time.perf_counter() - started)
 
 
+async def staggered(base: str, clients: int, max_tokens: int, requests: int = 3) -> float:
+    """`clients` each sending `requests` in turn, of different lengths (max_tokens to 1.25x), so that streams
+    start at staggered times and finish in another order than they began: the busy slots scatter."""
+
+    async def client(http: httpx.AsyncClient, number: int) -> int:
+        done = 0
+        for request in range(requests):
+            tokens = max_tokens + (number * 7 + request * 13) % (max_tokens // 4 + 1)
+            body = {
+                "model": "bench", "prompt": PROMPT, "max_tokens": tokens, "temperature": TEMPERATURE,
+                "seed": number * 100 + request, "ignore_eos": True,
+            }  # fmt: skip
+            response = await http.post(f"{base}/v1/completions", json=body)
+            response.raise_for_status()
+            done += response.json()["usage"]["completion_tokens"]
+        return done
+
+    async with httpx.AsyncClient(timeout=600) as http:
+        started = time.perf_counter()
+        total = sum(await asyncio.gather(*(client(http, number) for number in range(clients))))
+        return total / (time.perf_counter() - started)
+
+
 async def single(base: str, max_tokens: int) -> Stream:
     async with httpx.AsyncClient(timeout=600) as client:
         return await one_stream(client, base, max_tokens)
@@ -161,6 +186,11 @@ def main() -> int:
         help="sampling temperature (llama-server keeps its default top-k 40, top-p 0.95, min-p 0.05; oasis draws"
         " from the whole distribution, as OpenAI does)",
     )
+    parser.add_argument(
+        "--staggered",
+        action="store_true",
+        help="also clients sending 3 requests each in turn, of different lengths (slots free out of order)",
+    )
     args = parser.parse_args()
     global TEMPERATURE
     TEMPERATURE = args.temperature
@@ -179,6 +209,9 @@ def main() -> int:
                         rounds[side].add("ttft ms", stream.ttft * 1000, higher_is_better=False)
                         rounds[side].add("max_tokens=1 p50 ms", asyncio.run(overhead(base, 40)) * 1000, False)
                     rounds[side].add(f"aggregate tok/s @{level}", asyncio.run(aggregate(base, level, args.max_tokens)))
+                    if args.staggered and level > 1:
+                        rate = asyncio.run(staggered(base, level, args.max_tokens))
+                        rounds[side].add(f"staggered tok/s @{level}", rate)
             print(f"round {round_number + 1}/{args.rounds}, {level} streams: done", file=sys.stderr)
     ours, theirs = rounds["oasis"], rounds["llama-server"]
     print(f"\nmodel {gguf.name}, {args.threads} threads, {args.max_tokens} tokens per stream, {args.rounds} rounds")
