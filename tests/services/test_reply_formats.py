@@ -88,6 +88,7 @@ def _format_of(template: str) -> ReplyFormat:
         ("MiniMax-M1.jinja", "tool_calls_tags", False),
         ("fireworks-ai-llama-3-firefunction-v2.jinja", "firefunction", False),
         ("Kimi-K2-Instruct.jinja", "kimi_k2", False),
+        ("openai-gpt-oss-120b.jinja", "harmony", False),
     ],
 )
 def test_the_family_and_an_opened_thinking_block_come_from_the_template(
@@ -274,3 +275,10 @@ def test_a_schema_that_cannot_be_checked_lets_the_call_through() -> None:
     broken = {"name": "get_weather", "parameters": {"$ref": "#/definitions/missing"}}
     plan = ToolPlan(mode="auto", functions=[broken], parallel=True, legacy=False)
     assert fits(plan, "get_weather", '{"city": "Paris"}')
+
+
+def test_a_harmony_message_to_a_tool_not_offered_is_content() -> None:
+    harmony = _format_of(_template("openai-gpt-oss-120b.jinja"))
+    text = '<|channel|>commentary to=functions.launch_rocket<|message|>{"when": "now"}'
+    whole = _read_whole(harmony, text)
+    assert (whole.calls, whole.content) == ([], '{"when": "now"}')

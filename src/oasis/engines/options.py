@@ -31,6 +31,7 @@ TOOL_PARSERS = (
     "tool_calls_tags",
     "firefunction",
     "kimi_k2",
+    "harmony",
 )
 
 

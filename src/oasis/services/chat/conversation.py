@@ -38,7 +38,8 @@ def template_messages(request: ChatCompletionRequest, template: str, tool_format
     messages: list[dict[str, Any]] = []
     for index, message in enumerate(request.messages):
         entry: dict[str, Any] = {
-            "role": "system" if message.role == "developer" else message.role,
+            # harmony templates (gpt-oss) tell developer from system instructions; others know only system
+            "role": "system" if message.role == "developer" and "<|channel|>" not in template else message.role,
             "content": _text_of(message.content, index),
         }
         if entry["role"] == "assistant" and entry["content"]:

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from oasis.services.chat.harmony import read_harmony
 from oasis.services.chat.reasoning import ThinkTags, split_thinking
 from oasis.services.chat.tool_formats import ParsedCall, Reading, ToolFormat, read_calls
 
@@ -63,6 +64,10 @@ class ReplyReader:
         return reply, self._advance(reasoning.strip(), content)
 
     def _read(self, *, final: bool) -> tuple[str, str]:
+        if self._format.tools.name == "harmony":  # channels, not tags, separate thinking, answer and calls
+            harmony = read_harmony(self._text, self._functions, final=final)
+            self._reading = Reading(harmony.content, harmony.calls)
+            return harmony.reasoning, harmony.content
         reasoning = ""
         if self._format.think is not None:
             thought = split_thinking(self._text, self._format.think, inside=self._format.thinking_open, final=final)

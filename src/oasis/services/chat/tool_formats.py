@@ -492,6 +492,8 @@ FORMATS: dict[str, ToolFormat] = {
             markers=("<|START_ACTION|>", "<|END_ACTION|>"),
         ),
         _format("functionary", _FUNCTION_TAG),
+        # gpt-oss: read by services/chat/harmony.py, whose channels carry thinking, answer and calls alike
+        ToolFormat("harmony", (), ("<|start|>", "<|channel|>", "<|message|>", "<|constrain|>", "<|end|>", "<|call|>")),
         _format(
             "glm", markers=("<tool_call>", "</tool_call>", "<arg_key>", "</arg_key>", "<arg_value>", "</arg_value>")
         ),
@@ -549,6 +551,7 @@ def _has_any(*markers: str) -> Callable[[str], bool]:
 # First match wins: templates that mention several markers are ordered as llama.cpp's common/chat orders them.
 _DETECTION: list[tuple[str, Callable[[str], bool]]] = [
     ("mistral", _has("[TOOL_CALLS]")),
+    ("harmony", _has("<|channel|>")),
     ("kimi_k2", _has("<|tool_calls_section_begin|>")),
     ("glm", _has("<arg_key>")),
     ("seed_oss", _has("<seed:tool_call>")),
