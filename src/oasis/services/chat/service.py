@@ -73,7 +73,7 @@ def _message(plan: ToolPlan | None, reply: Reply, finish: str) -> tuple[dict[str
         return message, finish
     calls = [
         {"id": new_id("call_"), "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
-        for call in (reply.calls if plan.parallel else reply.calls[:1])
+        for call in reply.calls
     ]
     message["content"] = reply.content or None
     if plan.legacy:
@@ -128,16 +128,20 @@ def _logprobs(engine: TextEngine, delta: TextDelta, wanted: bool) -> dict[str, A
     return {"content": content}
 
 
-def _markup_tokens(engine: TextEngine, markers: list[str]) -> frozenset[int]:
-    """The markers that are single (special) tokens in this model's vocabulary."""
-    tokens = (engine.tokenize(marker, add_special=False, parse_special=True) for marker in markers)
-    return frozenset(ids[0] for ids in tokens if len(ids) == 1)
-
-
 class ChatService:
     def __init__(self, registry: EngineRegistry, fingerprint: str) -> None:
         self._registry = registry
         self._fingerprint = fingerprint
+        self._markup: dict[tuple[int, tuple[str, ...]], frozenset[int]] = {}
+
+    def _markup_tokens(self, engine: TextEngine, markers: tuple[str, ...]) -> frozenset[int]:
+        """The markers that are single (special) tokens in this model's vocabulary, found once per model."""
+        key = (id(engine), markers)
+        found = self._markup.get(key)
+        if found is None:
+            tokens = (engine.tokenize(marker, add_special=False, parse_special=True) for marker in markers)
+            found = self._markup[key] = frozenset(ids[0] for ids in tokens if len(ids) == 1)
+        return found
 
     def prepare(self, request: ChatCompletionRequest) -> PreparedChat:
         engine = text_engine(self._registry, request.model, purpose="chat completions")
@@ -169,8 +173,8 @@ class ChatService:
         # A grammar makes the reply JSON from its first token: there is no thinking to read.
         think = None if options.reasoning == "inline" or params.json_schema is not None else think_tags(template)
         reply_format = ReplyFormat(tool_format, think, think is not None and opens_thinking(text, think))
-        markers = [*tool_format.markers, *((think.open, think.close) if think else ())]
-        params = replace(params, markup_tokens=_markup_tokens(engine, markers))
+        markers = (*tool_format.markers, *((think.open, think.close) if think else ()))
+        params = replace(params, markup_tokens=self._markup_tokens(engine, markers))
         return PreparedChat(
             engine=engine,
             model_id=served_id(self._registry, request.model),
@@ -183,15 +187,16 @@ class ChatService:
         )
 
     async def _repaired(self, chat: PreparedChat, reply: Reply) -> tuple[Reply, int]:
-        """The reply with each call whose arguments do not fit its function's schema written again under that
+        """The reply's calls as the client gets them: one unless parallel calls are allowed, and each whose
+        arguments do not fit its function's schema written again under that
         function's grammar (the same prompt and sampling): a client gets a call it can run, where returning
         the misfit as text would leave it nothing to act on. A call that cannot be written again (the engine's
         queue is full, the budget runs out) stays as the model wrote it. Also: the tokens that took."""
         plan = chat.tools
-        if plan is None or plan.forced or not reply.calls:
+        if plan is None or not reply.calls:
             return reply, 0
-        kept = reply.calls if plan.parallel else reply.calls[:1]
-        if all(fits(plan, call.name, call.arguments) for call in kept):
+        kept = reply.calls if plan.parallel else reply.calls[:1]  # parallel_tool_calls false: the first call
+        if plan.forced or all(fits(plan, call.name, call.arguments) for call in kept):
             return replace(reply, calls=kept), 0
         calls: list[ParsedCall] = []
         spent = 0

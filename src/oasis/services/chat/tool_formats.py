@@ -88,26 +88,36 @@ _DECODER = json.JSONDecoder()
 _WHITESPACE = re.compile(r"\s*")
 
 
-def _json_at(text: str, position: int) -> tuple[Any, int] | None:
-    """The JSON value starting at `position` (after whitespace) and where it ends, or None."""
-    position = _WHITESPACE.match(text, position).end()  # type: ignore[union-attr]
-    try:
-        return _DECODER.raw_decode(text, position)
-    except json.JSONDecodeError:
-        return None
+class _Unfinished:
+    """A JSON value that a stream is still writing."""
 
 
+_UNFINISHED = _Unfinished()
 _UNFINISHED_TAIL = 6  # `tru`, `-12.`, `\u00e`: a value cut this close to the end may still complete
 
 
-def _json_unfinished(text: str, position: int) -> bool:
-    """Whether the JSON at `position` fails only because the text stops before it ends (a stream still
-    writing it), not because it is broken."""
+def _json_at(text: str, position: int, final: bool = True) -> tuple[Any, int] | _Unfinished | None:
+    """The JSON value starting at `position` (after whitespace) and where it ends; None when it is broken,
+    `_UNFINISHED` when it fails only because a stream has not written its end yet."""
+    position = _WHITESPACE.match(text, position).end()  # type: ignore[union-attr]
     try:
-        _DECODER.raw_decode(text, _WHITESPACE.match(text, position).end())  # type: ignore[union-attr]
+        return _DECODER.raw_decode(text, position)
     except json.JSONDecodeError as error:
-        return error.msg.startswith("Unterminated string") or error.pos >= len(text) - _UNFINISHED_TAIL
-    return False
+        cut_short = error.msg.startswith("Unterminated string") or error.pos >= len(text) - _UNFINISHED_TAIL
+        return _UNFINISHED if cut_short and not final else None
+
+
+def _json_calls(text: str, begin: int, final: bool, broken_end: int) -> _Region | None:
+    """A JSON call, or a list of them, starting at `begin`; when the JSON is broken, a region of text ending at
+    `broken_end` (reading goes on after it); None while a stream is still writing it."""
+    found = _json_at(text, begin, final)
+    if isinstance(found, _Unfinished):
+        return None
+    if found is None:
+        return _Region(broken_end, None)
+    value, end = found
+    calls = [_call_from_json(item) for item in (value if isinstance(value, list) else [value])]
+    return _Region(end, None if None in calls or not calls else calls)  # type: ignore[arg-type]
 
 
 def _json_values(text: str) -> list[Any] | None:
@@ -119,7 +129,7 @@ def _json_values(text: str) -> list[Any] | None:
         if position >= len(text):
             return values or None
         found = _json_at(text, position)
-        if found is None:
+        if not isinstance(found, tuple):
             return None
         value, position = found
         values.extend(value if isinstance(value, list) else [value])
@@ -262,14 +272,7 @@ def _until(close: str | None) -> Reader:
                 return None
             return _Region(begin, None)
         if close is None:
-            found = _json_at(text, begin)
-            if found is None:
-                if not final and _json_unfinished(text, begin):
-                    return None
-                return _Region(begin, None)
-            value, end = found
-            calls = [_call_from_json(item) for item in (value if isinstance(value, list) else [value])]
-            return _Region(end, None if None in calls else calls)  # type: ignore[arg-type]
+            return _json_calls(text, begin, final, begin)
         end = text.find(close, begin)
         again = text.find(match.group(0), begin, end if end >= 0 else len(text))
         if again >= 0:  # opened again before closing: the first one was not a call
@@ -282,14 +285,7 @@ def _until(close: str | None) -> Reader:
 
 
 def _read_bare_json(text: str, match: re.Match[str], final: bool, functions: Mapping[str, Any]) -> _Region | None:
-    found = _json_at(text, match.start())
-    if found is None:
-        if not final and _json_unfinished(text, match.start()):
-            return None
-        return _Region(match.end(), None)  # broken JSON: its opening is text, and reading goes on after it
-    value, end = found
-    calls = [_call_from_json(item) for item in (value if isinstance(value, list) else [value])]
-    return _Region(end, None if None in calls or not calls else calls)  # type: ignore[arg-type]
+    return _json_calls(text, match.start(), final, match.end())  # broken: its opening is text
 
 
 def _read_python_list(text: str, match: re.Match[str], final: bool, functions: Mapping[str, Any]) -> _Region | None:
@@ -345,18 +341,11 @@ def _read_mistral(text: str, match: re.Match[str], final: bool, functions: Mappi
     if named is None:
         if not final and _MISTRAL_UNFINISHED.fullmatch(text, match.end()):
             return None  # a name still being written
-        found = _json_at(text, match.end())
-        if found is None:
-            if not final and _json_unfinished(text, match.end()):
-                return None
-            return _Region(match.end(), None)
-        value, end = found
-        calls = [_call_from_json(item) for item in (value if isinstance(value, list) else [value])]
-        return _Region(end, None if None in calls or not calls else calls)  # type: ignore[arg-type]
-    found = _json_at(text, named.end())
+        return _json_calls(text, match.end(), final, match.end())
+    found = _json_at(text, named.end(), final)
+    if isinstance(found, _Unfinished):
+        return None
     if found is None:
-        if not final and _json_unfinished(text, named.end()):
-            return None
         return _Region(named.end(), None)
     value, end = found
     arguments = _arguments(value)
