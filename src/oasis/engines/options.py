@@ -62,6 +62,11 @@ class LlamaCppOptions(ChatFormatOptions, EngineOptions):
     max_queue: int = Field(default=256, ge=0, description="Waiting requests before a 429.")
     chat_template: str | None = Field(default=None, description="A Jinja chat template replacing the GGUF's.")
     gpu_layers: int | None = Field(default=None, ge=0, description="Layers offloaded to a GPU (0: CPU only).")
+    repack_weights: bool | None = Field(
+        default=None,
+        description="Let llama.cpp repack weights for the CPU's matrix units (default: yes, except on CPUs with "
+        "AMX, where llama.cpp's AMX kernels crash in batched decoding).",
+    )
 
 
 class UpstreamOptions(EngineOptions):

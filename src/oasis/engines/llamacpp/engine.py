@@ -156,6 +156,7 @@ class LlamaCppEngine:
         self._max_queue = options.max_queue
         self._template_override = options.chat_template
         self._gpu_layers = options.gpu_layers
+        self._repack_weights = options.repack_weights if options.repack_weights is not None else not native.uses_amx()
         self._model: Any = None
         self._context: Any = None
         self._vocab: Any = None
@@ -196,6 +197,7 @@ class LlamaCppEngine:
         lib = native.lib()
         path = gguf_path(self.spec)
         model_params = lib.llama_model_default_params()
+        model_params.use_extra_bufts = self._repack_weights
         if self._gpu_layers is not None:
             model_params.n_gpu_layers = self._gpu_layers
         self._model = lib.llama_model_load_from_file(str(path).encode(), model_params)

@@ -44,3 +44,11 @@ def _grammar_for(schema_json: str) -> str:
 def json_grammar(schema: Mapping[str, object]) -> str:
     """GBNF that accepts exactly the JSON documents `schema` accepts (cached per schema)."""
     return _grammar_for(json.dumps(schema))  # key order matters: properties are generated in order
+
+
+@cache
+def uses_amx() -> bool:
+    """Whether this llama.cpp build runs its AMX kernels on this CPU. Their repacked weights crash batched
+    decoding (ggml-org/llama.cpp#20824: a segfault in ggml_backend_amx_mul_mat on Sapphire Rapids), so the
+    engine keeps weights unpacked there."""
+    return "AMX_INT8 = 1" in lib().llama_print_system_info().decode(errors="replace")
