@@ -11,6 +11,7 @@ from fastapi import APIRouter, FastAPI
 
 from oasis import __version__
 from oasis.api import (
+    assistants,
     audio,
     batches,
     chat,
@@ -20,6 +21,8 @@ from oasis.api import (
     health,
     metrics,
     models,
+    runs,
+    threads,
     tokenizer,
     vector_stores,
 )
@@ -74,7 +77,7 @@ async def run_worker(settings: Settings) -> None:
             # worker could run: it stops instead, so that its supervisor restarts it or someone looks.
             reasons = "; ".join(f"{state.spec.id}: {state.error}" for state in failed)
             raise ModelsFailed(f"not taking jobs: models failed to load ({reasons})")
-        await container.worker.run()
+        await container.run_jobs()
     finally:
         await container.close()
 
@@ -110,6 +113,9 @@ def create_app(settings: Settings, engine_factories: Mapping[str, EngineFactory]
     )
 
     v1 = APIRouter(prefix="/v1")
+    v1.include_router(assistants.router)
+    v1.include_router(runs.router)  # before threads: POST /threads/runs is not a thread id
+    v1.include_router(threads.router)
     v1.include_router(audio.router)
     v1.include_router(batches.router)
     v1.include_router(chat.router)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections.abc import Mapping
@@ -14,6 +15,9 @@ from oasis.engines.base import EngineFactory
 from oasis.engines.registry import EngineRegistry
 from oasis.protocol import openapi_types as spec
 from oasis.protocol.extensions import ChatCompletionRequest, CompletionRequest
+from oasis.services.assistants.assistants import AssistantService
+from oasis.services.assistants.runs import RunService
+from oasis.services.assistants.threads import ThreadService
 from oasis.services.audio.service import AudioService
 from oasis.services.batches.service import BatchService
 from oasis.services.chat.completions import CompletionService
@@ -33,8 +37,12 @@ from oasis.workers.batches import BatchRunner, EndpointHandler
 from oasis.workers.blob_sweeper import BlobSweeper
 from oasis.workers.ingestion import IngestionRunner
 from oasis.workers.loop import WorkerLoop
+from oasis.workers.runs import RunExecutor, RunRunner
 
 log = logging.getLogger("oasis")
+
+# How long shutting down waits for the worker loops to finish the job in hand before cancelling it.
+STOP_SECONDS = 5.0
 
 
 def _fingerprint() -> str:
@@ -80,6 +88,12 @@ class Container:
     sweeper: BlobSweeper
     batches: BatchService
     worker: WorkerLoop
+    assistants: AssistantService
+    threads: ThreadService
+    runs: RunService
+    run_runner: RunRunner
+    # Runs are leased by a loop of their own: a long batch or ingestion must not hold up an interactive run.
+    run_worker_loop: WorkerLoop
     monitoring: Monitoring
 
     @classmethod
@@ -107,6 +121,11 @@ class Container:
         embedding_model = settings.vector_stores.embedding_model
         resolved = registry.resolve(embedding_model)
         vector_stores = VectorStoreService(db, resolved.id if resolved else embedding_model, worker.wake)
+        lease_seconds = settings.workers.lease_seconds
+        run_executor = RunExecutor(db, chat, lease_seconds)
+        run_runner = RunRunner(db, run_executor, lease_seconds, settings.workers.run_concurrency)
+        run_worker_loop = WorkerLoop([run_runner], settings.workers.poll_seconds)
+        run_runner.on_finished = run_worker_loop.wake  # a freed place takes the next waiting run at once
         return cls(
             settings=settings,
             db=db,
@@ -133,6 +152,19 @@ class Container:
             sweeper=sweeper,
             batches=BatchService(db, worker.wake),
             worker=worker,
+            assistants=AssistantService(db, registry, vector_stores),
+            threads=ThreadService(db, vector_stores),
+            runs=RunService(
+                db,
+                registry,
+                vector_stores,
+                execute=run_executor.execute,
+                cancel_here=run_executor.cancel_here,
+                wake_workers=run_worker_loop.wake,
+                lease_seconds=lease_seconds,
+            ),
+            run_runner=run_runner,
+            run_worker_loop=run_worker_loop,
             monitoring=Monitoring(registry, db),
         )
 
@@ -144,8 +176,26 @@ class Container:
         """The background job loop, once every model was tried: a job whose model failed fails with its reason,
         instead of every job waiting on a model that will never load."""
         await self.registry.settled.wait()
-        await self.worker.run()
+        await self.run_jobs()
+
+    async def run_jobs(self) -> None:
+        loops = {self.worker: asyncio.create_task(self.worker.run())}
+        loops[self.run_worker_loop] = asyncio.create_task(self.run_worker_loop.run())
+        try:
+            # asyncio.wait, not gather: cancelling this task must not cancel the loops mid-query.
+            done, _ = await asyncio.wait(loops.values(), return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()
+        finally:
+            for loop in loops:
+                loop.stop()
+            _, slow = await asyncio.wait(loops.values(), timeout=STOP_SECONDS)
+            for task in slow:  # a job still going (a long batch): its lease lets another worker resume it
+                task.cancel()
+            await asyncio.gather(*loops.values(), return_exceptions=True)
+            await self.run_runner.close()
 
     async def close(self) -> None:
+        await self.runs.close()
         await self.registry.close()
         await self.db.close()

@@ -95,6 +95,9 @@ class WorkerSettings(BaseModel):
     batch_concurrency: int = Field(
         default=8, ge=1, description="Requests of one batch in flight at once: match the engine's parallel slots."
     )
+    run_concurrency: int = Field(
+        default=16, ge=1, description="Assistants runs one worker executes at once (streamed runs are not counted)."
+    )
     lease_seconds: float = Field(
         default=30.0,
         gt=0,

@@ -43,3 +43,29 @@ async def sse_response(events: AsyncIterator[dict[str, Any]]) -> StreamingRespon
     return StreamingResponse(
         body(), media_type="text/event-stream", headers={"cache-control": "no-cache", "x-accel-buffering": "no"}
     )
+
+
+def _named_frame(name: str, payload: Any) -> bytes:
+    return f"event: {name}\ndata: ".encode() + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+
+async def assistant_events_response(events: AsyncIterator[tuple[str, dict[str, Any]]]) -> StreamingResponse:
+    """The Assistants stream: `event: <name>` / `data: {json}` frames, then `event: done` / `data: [DONE]`; a
+    failure mid-stream goes out as `event: error`. No `id:` lines: the SDK helpers do not expect them."""
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            async for name, data in events:
+                yield _named_frame(name, data)
+        except OasisError as exc:
+            yield _named_frame("error", error_body(exc.message, type=exc.type, param=exc.param, code=exc.code))
+        except Exception:
+            log.exception("assistant stream failed")
+            yield _named_frame(
+                "error", error_body("The server had an error while streaming the run.", type="server_error")
+            )
+        yield b"event: done\ndata: [DONE]\n\n"
+
+    return StreamingResponse(
+        body(), media_type="text/event-stream", headers={"cache-control": "no-cache", "x-accel-buffering": "no"}
+    )

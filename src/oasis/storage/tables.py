@@ -231,3 +231,162 @@ class BatchResult(Base):
     status_code: Mapped[int] = mapped_column(Integer)
     request_id: Mapped[str] = mapped_column(String(64))
     body_json: Mapped[str] = mapped_column(Text)
+
+
+# --- Assistants -------------------------------------------------------------------------------------------------
+# Nested fields (tools, content parts, step details) are kept as the JSON the wire carries: they are read and
+# written whole, never queried inside.
+
+# Statuses of a run that is still going: at most one such run per thread.
+ACTIVE_RUN_STATUSES = ("queued", "in_progress", "requires_action", "cancelling")
+
+
+class Assistant(Base):
+    __tablename__ = "assistants"
+    __table_args__ = (
+        Index("ix_assistants_project_seq", "project_id", "seq"),
+        {"sqlite_autoincrement": True},
+    )
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    name: Mapped[str | None] = mapped_column(Text, nullable=True)
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    model: Mapped[str] = mapped_column(String(200))
+    instructions: Mapped[str | None] = mapped_column(Text, nullable=True)
+    tools_json: Mapped[str] = mapped_column(Text)
+    tool_resources_json: Mapped[str] = mapped_column(Text)
+    metadata_json: Mapped[str] = mapped_column(Text)
+    temperature: Mapped[float | None] = mapped_column(Float, nullable=True)
+    top_p: Mapped[float | None] = mapped_column(Float, nullable=True)
+    response_format_json: Mapped[str] = mapped_column(Text)
+    deleted_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class Thread(Base):
+    __tablename__ = "threads"
+    __table_args__ = (
+        Index("ix_threads_project_seq", "project_id", "seq"),
+        {"sqlite_autoincrement": True},
+    )
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    tool_resources_json: Mapped[str] = mapped_column(Text)
+    metadata_json: Mapped[str] = mapped_column(Text)
+    deleted_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class ThreadMessage(Base):
+    __tablename__ = "thread_messages"
+    __table_args__ = (
+        Index("ix_thread_messages_thread_seq", "thread_id", "seq"),
+        {"sqlite_autoincrement": True},
+    )
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    thread_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    role: Mapped[str] = mapped_column(String(16))
+    content_json: Mapped[str] = mapped_column(Text)
+    attachments_json: Mapped[str] = mapped_column(Text)
+    metadata_json: Mapped[str] = mapped_column(Text)
+    assistant_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    run_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    incomplete_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    completed_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    incomplete_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    deleted_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class Run(Base):
+    """A run, and the job that executes it (DESIGN.md habit 8): workers lease the row."""
+
+    __tablename__ = "runs"
+    __table_args__ = (
+        Index("ix_runs_thread_seq", "thread_id", "seq"),
+        Index("ix_runs_jobs", "status", "lease_expires_at"),
+        # One live run per thread, even when two requests start one at the same moment.
+        Index(
+            "uq_runs_one_active",
+            "thread_id",
+            unique=True,
+            sqlite_where=text("status IN ('queued', 'in_progress', 'requires_action', 'cancelling')"),
+            postgresql_where=text("status IN ('queued', 'in_progress', 'requires_action', 'cancelling')"),
+        ),
+        {"sqlite_autoincrement": True},
+    )
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    thread_id: Mapped[str] = mapped_column(String(64))
+    assistant_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16))
+    model: Mapped[str] = mapped_column(String(200))
+    instructions: Mapped[str] = mapped_column(Text)
+    # Read by the run only: the extra messages are in the thread already, these are appended to the prompt.
+    additional_instructions: Mapped[str | None] = mapped_column(Text, nullable=True)
+    tools_json: Mapped[str] = mapped_column(Text)
+    tool_resources_json: Mapped[str] = mapped_column(Text)
+    metadata_json: Mapped[str] = mapped_column(Text)
+    temperature: Mapped[float | None] = mapped_column(Float, nullable=True)
+    top_p: Mapped[float | None] = mapped_column(Float, nullable=True)
+    max_prompt_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_completion_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    truncation_json: Mapped[str] = mapped_column(Text)
+    tool_choice_json: Mapped[str] = mapped_column(Text)
+    response_format_json: Mapped[str] = mapped_column(Text)
+    parallel_tool_calls: Mapped[bool] = mapped_column(Boolean, default=True)
+    required_action_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    last_error_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    incomplete_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    started_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    expires_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    cancelled_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    failed_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    completed_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    deleted_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class RunStep(Base):
+    __tablename__ = "run_steps"
+    __table_args__ = (
+        Index("ix_run_steps_run_seq", "run_id", "seq"),
+        Index("ix_run_steps_thread", "thread_id"),
+        {"sqlite_autoincrement": True},
+    )
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    thread_id: Mapped[str] = mapped_column(String(64))
+    run_id: Mapped[str] = mapped_column(String(64))
+    assistant_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    type: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))
+    step_details_json: Mapped[str] = mapped_column(Text)
+    last_error_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The thread's newest message when the step began: a tool call is shown to the model right after it.
+    after_message_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    cancelled_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    failed_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    completed_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    expired_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    prompt_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    completion_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    deleted_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)

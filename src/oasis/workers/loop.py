@@ -27,12 +27,18 @@ class WorkerLoop:
         self._runners = runners
         self._poll_seconds = poll_seconds
         self._woken = asyncio.Event()
+        self._stopping = False
 
     def wake(self) -> None:
         self._woken.set()
 
+    def stop(self) -> None:
+        """Ends `run` after the job in hand: cancelling it mid-query would strand a database connection."""
+        self._stopping = True
+        self._woken.set()
+
     async def run(self) -> None:
-        while True:
+        while not self._stopping:
             self._woken.clear()
             busy = False
             for runner in self._runners:

@@ -270,12 +270,22 @@ class ChatService:
             "usage": metered_usage(chat.model_id, len(chat.prompt), completion_tokens),
         }
 
-    def stream(self, request: ChatCompletionRequest) -> AsyncIterator[dict[str, Any]]:
-        """Validates and queues the request now (so errors still get an HTTP status), then returns the chunks."""
+    def prepare_local(self, request: ChatCompletionRequest) -> PreparedChat | None:
+        """The request rendered and tokenized for its local engine (so its prompt can be measured), or None for a
+        model served by an upstream engine."""
+        if forwarding_engine(self._registry, request.model) is not None:
+            return None
+        return self.prepare(request)
+
+    def stream(
+        self, request: ChatCompletionRequest, prepared: PreparedChat | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Validates and queues the request now (so errors still get an HTTP status), then returns the chunks.
+        `prepared` is the request's own `prepare_local`, when the caller has it already."""
         upstream = forwarding_engine(self._registry, request.model)
         if upstream is not None:
             return forward_stream(upstream, "/chat/completions", request, request.model)
-        chat = self.prepare(request)
+        chat = prepared or self.prepare(request)
         return self._chunks(
             request, chat, open_streams(chat.engine, chat.prompt, chat.params, chat.n, model=chat.model_id)
         )

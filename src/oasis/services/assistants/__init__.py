@@ -1,0 +1,1 @@
+"""The Assistants API: assistants, threads, messages, runs and their steps, and the tool loop that runs execute."""

@@ -1,0 +1,113 @@
+"""What a run shows the model: its instructions, then the thread (messages, and the tool calls earlier steps made
+with their outputs), cut to fit by the run's truncation strategy."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from oasis.storage.tables import Run, RunStep, ThreadMessage
+
+ChatMessages = list[dict[str, Any]]
+
+
+def _text_of(content_json: str) -> str:
+    """A message's text parts; images are not shown to a text model."""
+    parts = json.loads(content_json)
+    return "\n".join(part["text"]["value"] for part in parts if part["type"] == "text")
+
+
+def _message_item(message: ThreadMessage) -> ChatMessages:
+    return [{"role": message.role, "content": _text_of(message.content_json)}]
+
+
+def _step_item(step: RunStep) -> ChatMessages:
+    calls = [call for call in json.loads(step.step_details_json)["tool_calls"] if call["type"] == "function"]
+    if not calls:
+        return []
+    return [
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": call["id"],
+                    "type": "function",
+                    "function": {"name": call["function"]["name"], "arguments": call["function"]["arguments"]},
+                }
+                for call in calls
+            ],
+        },
+        *({"role": "tool", "tool_call_id": call["id"], "content": call["function"]["output"] or ""} for call in calls),
+    ]
+
+
+@dataclass(frozen=True)
+class ThreadItem:
+    messages: ChatMessages
+    is_message: bool  # a thread message (counted by `last_messages`), not a tool call and its output
+
+
+def thread_items(messages: list[ThreadMessage], steps: list[RunStep]) -> list[ThreadItem]:
+    """Messages in order, each finished tool-call step right after the message that was newest when it began."""
+    by_anchor: dict[int, list[RunStep]] = {}
+    for step in steps:
+        if step.status == "completed":
+            by_anchor.setdefault(step.after_message_seq, []).append(step)
+    items: list[ThreadItem] = [ThreadItem(_step_item(step), False) for step in by_anchor.pop(0, [])]
+    for message in messages:
+        items.append(ThreadItem(_message_item(message), True))
+        items.extend(ThreadItem(_step_item(step), False) for step in by_anchor.pop(message.seq, []))
+    # Steps anchored on a message deleted since: still part of what happened, kept in order at the end.
+    for anchor in sorted(by_anchor):
+        items.extend(ThreadItem(_step_item(step), False) for step in by_anchor[anchor])
+    return [item for item in items if item.messages]
+
+
+def system_text(run: Run) -> str | None:
+    parts = [text for text in (run.instructions, run.additional_instructions) if text]
+    return "\n\n".join(parts) if parts else None
+
+
+class DoesNotFit(Exception):
+    """Even the newest message alone is over the limit."""
+
+
+def fitted(
+    run: Run, items: list[ThreadItem], measure: Callable[[ChatMessages], int | None], limit: int | None
+) -> tuple[ChatMessages, int | None]:
+    """The chat messages for the run's next generation and their prompt size (None when it cannot be measured
+    here: a model served by an upstream engine). `last_messages` keeps that many messages; `auto` drops the
+    oldest items until the prompt is within `limit` tokens."""
+    strategy = json.loads(run.truncation_json)
+    if strategy.get("type") == "last_messages" and strategy.get("last_messages"):
+        keep = int(strategy["last_messages"])
+        positions = [index for index, item in enumerate(items) if item.is_message]
+        if len(positions) > keep:
+            items = items[positions[-keep] :]
+    system = system_text(run)
+    head: ChatMessages = [{"role": "system", "content": system}] if system else []
+
+    def build(first: int) -> ChatMessages:
+        return head + [message for item in items[first:] for message in item.messages]
+
+    size = measure(build(0))
+    if size is None or limit is None or size <= limit:
+        return build(0), size
+    # The smallest number of oldest items to drop, found by halving: each measure renders the whole prompt.
+    low, high = 1, len(items) - 1
+    best: tuple[ChatMessages, int] | None = None
+    while low <= high:
+        middle = (low + high) // 2
+        candidate = build(middle)
+        candidate_size = measure(candidate) or 0
+        if candidate_size <= limit:
+            best = (candidate, candidate_size)
+            high = middle - 1
+        else:
+            low = middle + 1
+    if best is None:
+        raise DoesNotFit
+    return best

@@ -1,0 +1,640 @@
+"""Executes runs: each generation of a run (a "turn") shows the model the thread, streams its reply into a
+message, and ends the run `completed`, `incomplete`, or at `requires_action` when the model calls functions.
+
+The run row is the job (DESIGN.md habit 8). A streamed run is executed by the API process that created it, a
+polled one by whichever worker leases it; both go through `RunExecutor.execute`. Every write is made only while
+the executor holds the lease and the run is still in the status it expects, so a cancel that comes in meanwhile
+wins, and a run taken over after a crash (its lease lapsed) starts its turn again: the unfinished message of the
+dead attempt is removed first, so nothing is shown twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+
+from oasis.errors import OasisError
+from oasis.metrics import JOB_DURATION
+from oasis.protocol.extensions import ChatCompletionRequest
+from oasis.services.assistants.events import NoEvents, RunEvents
+from oasis.services.assistants.prompt import ChatMessages, DoesNotFit, fitted, thread_items
+from oasis.services.assistants.wire import message_to_wire, run_to_wire, step_to_wire
+from oasis.services.chat.service import ChatService, PreparedChat
+from oasis.storage import runs as run_rows
+from oasis.storage import threads as thread_rows
+from oasis.storage.clock import new_id, now
+from oasis.storage.db import Database
+from oasis.storage.tables import Run, RunStep, ThreadMessage
+from oasis.workers.leases import LeaseKeeper, lease_one
+
+log = logging.getLogger("oasis.runs")
+
+# Leases of one run (each crash that takes it up again is one) before it fails instead of trying again.
+MAX_ATTEMPTS = 3
+# How often a run being generated looks for a cancel made by another process.
+CANCEL_POLL_SECONDS = 0.5
+# Room kept for the reply when `auto` truncation fits the thread into the model's context.
+REPLY_ROOM = 512
+# How long a run waits, in all, for an engine whose queue is full before it fails with rate_limit_exceeded.
+BUSY_WAIT_SECONDS = 60.0
+
+
+class _Stop(Exception):
+    """The run is no longer ours to write: cancelled, deleted, or its lease taken over."""
+
+
+@dataclass
+class _Turn:
+    """What one generation has produced so far."""
+
+    message: ThreadMessage | None = None
+    step: RunStep | None = None
+    text: str = ""
+    calls: dict[int, dict[str, Any]] = field(default_factory=dict)
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+def _function_tools(run: Run) -> list[dict[str, Any]]:
+    return [
+        {"type": "function", "function": tool["function"]}
+        for tool in json.loads(run.tools_json)
+        if tool["type"] == "function"
+    ]
+
+
+def _error(code: str, message: str) -> str:
+    return json.dumps({"code": code, "message": message})
+
+
+class RunExecutor:
+    def __init__(self, db: Database, chat: ChatService, lease_seconds: float) -> None:
+        self._db = db
+        self._chat = chat
+        self._lease_seconds = lease_seconds
+        # Runs executing in this process, by id: a cancel made here stops them at once.
+        self._cancels: dict[str, asyncio.Event] = {}
+
+    def cancel_here(self, run_id: str) -> None:
+        event = self._cancels.get(run_id)
+        if event is not None:
+            event.set()
+
+    async def execute(self, seq: int, owner: str, events: RunEvents | None = None) -> None:
+        """Executes the leased run until it ends or waits for tool outputs; releases the lease after."""
+        sink = events or NoEvents()
+        started = time.perf_counter()
+        outcome = "stopped"
+        try:
+            async with LeaseKeeper(self._db, Run, seq, owner, self._lease_seconds):
+                outcome = await self._execute(seq, owner, sink)
+        except _Stop:
+            pass
+        except Exception as exc:
+            log.exception("executing run (row %s) failed", seq)
+            outcome = "failed"
+            with contextlib.suppress(_Stop):
+                await self._fail(seq, owner, sink, "server_error", f"The run failed: {type(exc).__name__}: {exc}")
+        finally:
+            await self._release(seq, owner)
+            JOB_DURATION.labels("run", outcome).observe(time.perf_counter() - started)
+
+    async def _execute(self, seq: int, owner: str, events: RunEvents) -> str:
+        run = await self._run(seq)
+        if run.status == "cancelling":
+            await self._cancelled(run, owner, events, None)
+            return "cancelled"
+        if run.status == "requires_action":  # leased only once its time ran out
+            await self._expire(run, owner, events)
+            return "expired"
+        if run.status == "queued" and run.expires_at is not None and now() > run.expires_at:
+            await self._expire(run, owner, events)
+            return "expired"
+        if run.status == "in_progress":  # taken over from a worker that died mid-turn
+            if run.attempts > MAX_ATTEMPTS:
+                await self._fail(seq, owner, events, "server_error", "The run was interrupted too many times.")
+                return "failed"
+            await self._drop_unfinished(run, owner)
+        else:
+            values: dict[str, Any] = {"status": "in_progress"}
+            if run.started_at is None:
+                values["started_at"] = now()
+            await self._write(run.seq, owner, ("queued",), values)
+            run = await self._run(seq)
+            events.emit("thread.run.in_progress", run_to_wire(run))
+        return await self._turn(run, owner, events)
+
+    # --- one generation ------------------------------------------------------------------------------------------
+
+    async def _turn(self, run: Run, owner: str, events: RunEvents) -> str:
+        async with self._db.session() as session:
+            steps = await run_rows.tool_steps(session, run.thread_id)
+            items = thread_items(await thread_rows.conversation(session, run.thread_id), steps)
+        # `required` or a named function means: call a tool before answering. Once this run has, it may answer.
+        called = any(step.run_id == run.id and step.status == "completed" for step in steps)
+        # Each measured candidate with its prepared form, so the chosen one is not rendered a second time.
+        measured: list[tuple[ChatMessages, PreparedChat]] = []
+
+        def measure(messages: ChatMessages) -> int | None:
+            prepared = self._chat.prepare_local(self._request(run, messages, called))
+            if prepared is None:
+                return None
+            measured.append((messages, prepared))
+            return len(prepared.prompt)
+
+        try:
+            limit = self._prompt_limit(run)
+            try:
+                messages, _ = fitted(run, items, measure, limit)
+            except DoesNotFit:
+                if run.max_prompt_tokens is not None:
+                    return await self._incomplete(run, owner, events, "max_prompt_tokens")
+                raise OasisError(
+                    400, "The thread's newest message does not fit the model's context.", code="invalid_prompt"
+                ) from None
+            prepared = next((ready for candidate, ready in measured if candidate is messages), None)
+            chunks = await self._open(self._request(run, messages, called), prepared)
+        except OasisError as exc:
+            code = {429: "rate_limit_exceeded", 400: "invalid_prompt"}.get(exc.status, "server_error")
+            await self._fail(run.seq, owner, events, code, exc.message)
+            return "failed"
+        turn = _Turn()
+        if await self._generate(run, owner, events, chunks, turn):
+            await self._cancelled(run, owner, events, turn)
+            return "cancelled"
+        return await self._finish(run, owner, events, turn)
+
+    def _prompt_limit(self, run: Run) -> int | None:
+        """The most prompt tokens the next generation may take: the model's context less room for the reply,
+        and what is left of `max_prompt_tokens`."""
+        limit = None
+        probe = self._chat.prepare_local(self._request(run, []))
+        if probe is not None:
+            context = probe.engine.context_length
+            limit = context - min(REPLY_ROOM, context // 4)
+        if run.max_prompt_tokens is not None:
+            left = run.max_prompt_tokens - run.prompt_tokens
+            limit = left if limit is None else min(limit, left)
+        return limit
+
+    def _request(self, run: Run, messages: ChatMessages, tools_called: bool = False) -> ChatCompletionRequest:
+        tools = _function_tools(run)
+        body: dict[str, Any] = {
+            "model": run.model,
+            "messages": messages or [{"role": "user", "content": ""}],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if run.temperature is not None:
+            body["temperature"] = run.temperature
+        if run.top_p is not None:
+            body["top_p"] = run.top_p
+        if run.max_completion_tokens is not None:
+            body["max_completion_tokens"] = max(1, run.max_completion_tokens - run.completion_tokens)
+        response_format = json.loads(run.response_format_json)
+        if isinstance(response_format, dict) and response_format.get("type") != "text":
+            body["response_format"] = response_format
+        if tools:
+            choice = json.loads(run.tool_choice_json)
+            if tools_called and choice != "none":
+                choice = "auto"
+            body["tools"] = tools
+            body["tool_choice"] = choice
+            body["parallel_tool_calls"] = run.parallel_tool_calls
+        return ChatCompletionRequest.model_validate(body)
+
+    async def _open(self, request: ChatCompletionRequest, prepared: Any) -> AsyncIterator[dict[str, Any]]:
+        """The chat stream; a full engine queue is waited out (a run is work the client already handed over)."""
+        deadline = time.monotonic() + BUSY_WAIT_SECONDS
+        while True:
+            try:
+                return self._chat.stream(request, prepared)
+            except OasisError as exc:
+                if exc.status != 429 or time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(float(exc.headers.get("retry-after", "1")))
+
+    async def _generate(
+        self, run: Run, owner: str, events: RunEvents, chunks: AsyncIterator[dict[str, Any]], turn: _Turn
+    ) -> bool:
+        """Streams the reply into the turn; True when the run was cancelled meanwhile."""
+        cancel = self._cancels.setdefault(run.id, asyncio.Event())
+        watcher = asyncio.create_task(self._watch_cancel(run.seq, cancel))
+        consumer = asyncio.create_task(self._consume(run, owner, events, chunks, turn))
+        try:
+            stopper = asyncio.create_task(cancel.wait())
+            done, _ = await asyncio.wait({consumer, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+            if consumer not in done:
+                consumer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await consumer
+                return True
+            consumer.result()  # raises what the generation raised
+            return False
+        finally:
+            watcher.cancel()
+            self._cancels.pop(run.id, None)
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()  # frees the engine slot when the run stopped early
+
+    async def _watch_cancel(self, seq: int, cancel: asyncio.Event) -> None:
+        """Looks for a cancel (or a deleted thread) written by another process."""
+        while not cancel.is_set():
+            await asyncio.sleep(CANCEL_POLL_SECONDS)
+            async with self._db.session() as session:
+                status = await session.scalar(select(Run.status).where(Run.seq == seq, Run.deleted_at.is_(None)))
+            if status != "in_progress":
+                cancel.set()
+
+    async def _consume(
+        self, run: Run, owner: str, events: RunEvents, chunks: AsyncIterator[dict[str, Any]], turn: _Turn
+    ) -> None:
+        async for chunk in chunks:
+            if chunk.get("usage"):
+                turn.prompt_tokens = chunk["usage"]["prompt_tokens"]
+                turn.completion_tokens = chunk["usage"]["completion_tokens"]
+            for choice in chunk.get("choices", []):
+                delta = choice.get("delta") or {}
+                if delta.get("content"):
+                    await self._add_text(run, owner, events, turn, delta["content"])
+                for call in delta.get("tool_calls") or []:
+                    entry = turn.calls.setdefault(call["index"], {"id": None, "name": "", "arguments": ""})
+                    entry["id"] = call.get("id") or entry["id"]
+                    function = call.get("function") or {}
+                    entry["name"] += function.get("name") or ""
+                    entry["arguments"] += function.get("arguments") or ""
+                if choice.get("finish_reason"):
+                    turn.finish_reason = choice["finish_reason"]
+
+    async def _add_text(self, run: Run, owner: str, events: RunEvents, turn: _Turn, piece: str) -> None:
+        first = turn.message is None
+        if first:
+            await self._open_message(run, owner, events, turn)
+        assert turn.message is not None
+        turn.text += piece
+        text: dict[str, Any] = {"value": piece}
+        if first:
+            text["annotations"] = []
+        events.emit(
+            "thread.message.delta",
+            {
+                "id": turn.message.id,
+                "object": "thread.message.delta",
+                "delta": {"content": [{"index": 0, "type": "text", "text": text}]},
+            },
+        )
+
+    async def _open_message(self, run: Run, owner: str, events: RunEvents, turn: _Turn) -> None:
+        """The message-creation step and its (still empty) message, written before the first text is shown."""
+        stamp = now()
+        message = ThreadMessage(
+            id=new_id("msg_"),
+            project_id=run.project_id,
+            thread_id=run.thread_id,
+            created_at=stamp,
+            role="assistant",
+            content_json="[]",
+            attachments_json="[]",
+            metadata_json="{}",
+            assistant_id=run.assistant_id,
+            run_id=run.id,
+            status="in_progress",
+        )
+        step = RunStep(
+            id=new_id("step_"),
+            project_id=run.project_id,
+            thread_id=run.thread_id,
+            run_id=run.id,
+            assistant_id=run.assistant_id,
+            created_at=stamp,
+            type="message_creation",
+            status="in_progress",
+            step_details_json=json.dumps({"type": "message_creation", "message_creation": {"message_id": message.id}}),
+        )
+        async with self._db.session() as session:
+            step.after_message_seq = await thread_rows.newest_message_seq(session, run.thread_id)
+            await self._held(session, run.seq, owner, ("in_progress",))
+            session.add_all([message, step])
+            await session.commit()
+        turn.message, turn.step = message, step
+        events.emit("thread.run.step.created", step_to_wire(step))
+        events.emit("thread.run.step.in_progress", step_to_wire(step))
+        events.emit("thread.message.created", message_to_wire(message))
+        events.emit("thread.message.in_progress", message_to_wire(message))
+
+    async def _finish(self, run: Run, owner: str, events: RunEvents, turn: _Turn) -> str:
+        calls = [turn.calls[index] for index in sorted(turn.calls)]
+        if not calls and turn.message is None:
+            await self._open_message(run, owner, events, turn)  # an empty reply is still the run's message
+        budget_hit = (
+            turn.finish_reason == "length"
+            and run.max_completion_tokens is not None
+            and run.completion_tokens + turn.completion_tokens >= run.max_completion_tokens
+        )
+        stamp = now()
+        tool_step: RunStep | None = None
+        async with self._db.session() as session:
+            await self._held(session, run.seq, owner, ("in_progress",))
+            if turn.message is not None:
+                self._close_message(turn, stamp, "max_tokens" if budget_hit and not calls else None)
+                await session.merge(turn.message)
+                await session.merge(turn.step)
+            if calls:
+                tool_step = RunStep(
+                    id=new_id("step_"),
+                    project_id=run.project_id,
+                    thread_id=run.thread_id,
+                    run_id=run.id,
+                    assistant_id=run.assistant_id,
+                    created_at=stamp,
+                    type="tool_calls",
+                    status="in_progress",
+                    step_details_json=json.dumps(
+                        {
+                            "type": "tool_calls",
+                            "tool_calls": [
+                                {
+                                    "id": call["id"],
+                                    "type": "function",
+                                    "function": {"name": call["name"], "arguments": call["arguments"], "output": None},
+                                }
+                                for call in calls
+                            ],
+                        }
+                    ),
+                    after_message_seq=await thread_rows.newest_message_seq(session, run.thread_id),
+                    prompt_tokens=turn.prompt_tokens,
+                    completion_tokens=turn.completion_tokens,
+                )
+                session.add(tool_step)
+                values: dict[str, Any] = {
+                    "status": "requires_action",
+                    "required_action_json": json.dumps(
+                        {
+                            "type": "submit_tool_outputs",
+                            "submit_tool_outputs": {
+                                "tool_calls": [
+                                    {
+                                        "id": call["id"],
+                                        "type": "function",
+                                        "function": {"name": call["name"], "arguments": call["arguments"]},
+                                    }
+                                    for call in calls
+                                ]
+                            },
+                        }
+                    ),
+                }
+            elif budget_hit:
+                values = {"status": "incomplete", "incomplete_reason": "max_completion_tokens", "completed_at": None}
+            else:
+                values = {"status": "completed", "completed_at": stamp}
+            values["prompt_tokens"] = run.prompt_tokens + turn.prompt_tokens
+            values["completion_tokens"] = run.completion_tokens + turn.completion_tokens
+            if not await run_rows.update_held(session, run.seq, owner, ("in_progress",), values):
+                await session.rollback()
+                raise _Stop
+            await session.commit()
+        self._emit_closed(events, turn)
+        if tool_step is not None:
+            details = json.loads(tool_step.step_details_json)
+            opened = step_to_wire(tool_step)
+            opened["step_details"] = {"type": "tool_calls", "tool_calls": []}
+            events.emit("thread.run.step.created", opened)
+            events.emit("thread.run.step.in_progress", opened)
+            events.emit(
+                "thread.run.step.delta",
+                {
+                    "id": tool_step.id,
+                    "object": "thread.run.step.delta",
+                    "delta": {
+                        "step_details": {
+                            "type": "tool_calls",
+                            "tool_calls": [
+                                {"index": index, **call} for index, call in enumerate(details["tool_calls"])
+                            ],
+                        }
+                    },
+                },
+            )
+        final = await self._run(run.seq)
+        name = {"requires_action": "thread.run.requires_action", "incomplete": "thread.run.incomplete"}.get(
+            final.status, "thread.run.completed"
+        )
+        events.emit(name, run_to_wire(final))
+        return final.status
+
+    def _close_message(self, turn: _Turn, stamp: int, incomplete_reason: str | None) -> None:
+        assert turn.message is not None and turn.step is not None
+        turn.message.content_json = json.dumps([{"type": "text", "text": {"value": turn.text, "annotations": []}}])
+        if incomplete_reason is None:
+            turn.message.status, turn.message.completed_at = "completed", stamp
+        else:
+            turn.message.status, turn.message.incomplete_at = "incomplete", stamp
+            turn.message.incomplete_reason = incomplete_reason
+        # A message cut by the token budget is still a finished step; one cut by a cancel is a cancelled step.
+        if incomplete_reason == "run_cancelled":
+            turn.step.status, turn.step.cancelled_at = "cancelled", stamp
+        else:
+            turn.step.status, turn.step.completed_at = "completed", stamp
+        if turn.step.prompt_tokens is None:
+            # A turn that also called tools counts its tokens on the tool step.
+            counted = not turn.calls
+            turn.step.prompt_tokens = turn.prompt_tokens if counted else 0
+            turn.step.completion_tokens = turn.completion_tokens if counted else 0
+
+    @staticmethod
+    def _emit_closed(events: RunEvents, turn: _Turn) -> None:
+        if turn.message is None or turn.step is None:
+            return
+        message_event = (
+            "thread.message.completed" if turn.message.status == "completed" else "thread.message.incomplete"
+        )
+        events.emit(message_event, message_to_wire(turn.message))
+        step_event = "thread.run.step.completed" if turn.step.status == "completed" else "thread.run.step.cancelled"
+        events.emit(step_event, step_to_wire(turn.step))
+
+    # --- ends ------------------------------------------------------------------------------------------------------
+
+    async def _incomplete(self, run: Run, owner: str, events: RunEvents, reason: str) -> str:
+        await self._write(run.seq, owner, ("in_progress",), {"status": "incomplete", "incomplete_reason": reason})
+        events.emit("thread.run.incomplete", run_to_wire(await self._run(run.seq)))
+        return "incomplete"
+
+    async def _cancelled(self, run: Run, owner: str, events: RunEvents, turn: _Turn | None) -> None:
+        """Cancelling → cancelled: the partial message is kept `incomplete`, open steps are cancelled."""
+        stamp = now()
+        async with self._db.session() as session:
+            if not await run_rows.update_held(
+                session,
+                run.seq,
+                owner,
+                ("in_progress", "cancelling", "queued", "requires_action"),
+                {"status": "cancelled", "cancelled_at": stamp},
+            ):
+                await session.rollback()
+                raise _Stop
+            if turn is not None and turn.message is not None:
+                self._close_message(turn, stamp, "run_cancelled")
+                await session.merge(turn.message)
+                await session.merge(turn.step)
+                run_prompt = run.prompt_tokens + turn.prompt_tokens
+                await session.execute(
+                    update(Run)
+                    .where(Run.seq == run.seq)
+                    .values(prompt_tokens=run_prompt, completion_tokens=run.completion_tokens + turn.completion_tokens)
+                )
+            await session.execute(
+                update(RunStep)
+                .where(RunStep.run_id == run.id, RunStep.status == "in_progress")
+                .values(status="cancelled", cancelled_at=stamp)
+            )
+            await session.commit()
+        if turn is not None:
+            self._emit_closed(events, turn)
+        events.emit("thread.run.cancelled", run_to_wire(await self._run(run.seq)))
+
+    async def _expire(self, run: Run, owner: str, events: RunEvents) -> None:
+        stamp = now()
+        async with self._db.session() as session:
+            if not await run_rows.update_held(
+                session, run.seq, owner, ("queued", "requires_action"), {"status": "expired"}
+            ):
+                await session.rollback()
+                raise _Stop
+            await session.execute(
+                update(RunStep)
+                .where(RunStep.run_id == run.id, RunStep.status == "in_progress")
+                .values(status="expired", expired_at=stamp)
+            )
+            await session.commit()
+        events.emit("thread.run.expired", run_to_wire(await self._run(run.seq)))
+
+    async def _fail(self, seq: int, owner: str, events: RunEvents, code: str, message: str) -> None:
+        stamp = now()
+        run = await self._run(seq)
+        async with self._db.session() as session:
+            if not await run_rows.update_held(
+                session,
+                seq,
+                owner,
+                ("queued", "in_progress"),
+                {"status": "failed", "failed_at": stamp, "last_error_json": _error(code, message)},
+            ):
+                await session.rollback()
+                return
+            await session.execute(
+                update(RunStep)
+                .where(RunStep.run_id == run.id, RunStep.status == "in_progress")
+                .values(status="failed", failed_at=stamp, last_error_json=_error(code, message))
+            )
+            await session.execute(
+                update(ThreadMessage)
+                .where(ThreadMessage.run_id == run.id, ThreadMessage.status == "in_progress")
+                .values(status="incomplete", incomplete_at=stamp, incomplete_reason="run_failed")
+            )
+            await session.commit()
+        events.emit("thread.run.failed", run_to_wire(await self._run(seq)))
+
+    # --- rows ----------------------------------------------------------------------------------------------------
+
+    async def _drop_unfinished(self, run: Run, owner: str) -> None:
+        """A turn cut off by a crash is generated again: its unfinished message and step go first."""
+        stamp = now()
+        async with self._db.session() as session:
+            await self._held(session, run.seq, owner, ("in_progress",))
+            await session.execute(
+                update(ThreadMessage)
+                .where(ThreadMessage.run_id == run.id, ThreadMessage.status == "in_progress")
+                .values(deleted_at=stamp)
+            )
+            await session.execute(
+                update(RunStep)
+                .where(RunStep.run_id == run.id, RunStep.status == "in_progress", RunStep.type == "message_creation")
+                .values(deleted_at=stamp)
+            )
+            await session.commit()
+
+    async def _held(self, session: Any, seq: int, owner: str, statuses: tuple[str, ...]) -> None:
+        """Checks, inside the caller's transaction, that the run is still ours and as expected."""
+        # Writing the owner again changes nothing; the UPDATE's conditions are the check, and its row lock holds.
+        if not await run_rows.update_held(session, seq, owner, statuses, {"lease_owner": owner}):
+            await session.rollback()
+            raise _Stop
+
+    async def _write(self, seq: int, owner: str, statuses: tuple[str, ...], values: dict[str, Any]) -> None:
+        async with self._db.session() as session:
+            if not await run_rows.update_held(session, seq, owner, statuses, values):
+                await session.rollback()
+                raise _Stop
+            await session.commit()
+
+    async def _run(self, seq: int) -> Run:
+        async with self._db.session() as session:
+            run = await session.get(Run, seq)
+        if run is None or run.deleted_at is not None:
+            raise _Stop
+        return run
+
+    async def _release(self, seq: int, owner: str) -> None:
+        with contextlib.suppress(Exception):
+            async with self._db.session() as session:
+                await session.execute(
+                    update(Run)
+                    .where(Run.seq == seq, Run.lease_owner == owner)
+                    .values(lease_owner=None, lease_expires_at=None)
+                )
+                await session.commit()
+
+
+class RunRunner:
+    """Leases runs for the worker loop and executes up to `concurrency` of them at once: runs are interactive,
+    so one long run must not hold up the next."""
+
+    def __init__(self, db: Database, executor: RunExecutor, lease_seconds: float, concurrency: int) -> None:
+        self._db = db
+        self._executor = executor
+        self._lease_seconds = lease_seconds
+        self._concurrency = concurrency
+        self._running: set[asyncio.Task[None]] = set()
+        self.on_finished: Callable[[], None] = lambda: None
+
+    async def run_next(self, owner: str) -> bool:
+        if len(self._running) >= self._concurrency:
+            return False
+        moment = now()
+        waiting = or_(
+            Run.status.in_(("queued", "in_progress", "cancelling")),
+            and_(Run.status == "requires_action", Run.expires_at < moment),
+        )
+        seq = await lease_one(
+            self._db, Run, [waiting, Run.deleted_at.is_(None)], owner=owner, seconds=self._lease_seconds
+        )
+        if seq is None:
+            return False
+        task = asyncio.create_task(self._executor.execute(seq, owner))
+        self._running.add(task)
+        task.add_done_callback(self._done)
+        return True
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self.on_finished()
+
+    async def close(self) -> None:
+        for task in list(self._running):
+            task.cancel()
+        await asyncio.gather(*self._running, return_exceptions=True)

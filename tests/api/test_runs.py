@@ -1,0 +1,402 @@
+"""Runs on the real SmolLM2 engine through the official SDK: polled and streamed, function tools through
+requires_action and submit_tool_outputs, cancel, the one-live-run rule, truncation and token budgets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import openai
+import pytest
+from openai import AsyncAssistantEventHandler
+
+from tests.conftest import Harness
+
+MODEL = "gpt-4o-mini"
+WEATHER_TOOL: Any = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Get the weather for a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+FORCED = {"type": "function", "function": {"name": "get_weather"}}
+
+
+async def _assistant(client: openai.AsyncOpenAI, **fields: Any) -> Any:
+    fields.setdefault("instructions", "You are a helpful assistant. Answer briefly.")
+    return await client.beta.assistants.create(model=MODEL, temperature=0, **fields)
+
+
+async def _thread(client: openai.AsyncOpenAI, text: str = "Say hello.") -> Any:
+    return await client.beta.threads.create(messages=[{"role": "user", "content": text}])
+
+
+async def test_polled_run_completes_with_a_message_steps_and_usage(chat_oasis: Harness) -> None:
+    client = chat_oasis.sdk()
+    assistant = await _assistant(client)
+    thread = await _thread(client)
+    run = await client.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id=assistant.id, max_completion_tokens=256
+    )
+    assert run.status == "completed", run.last_error
+    assert run.started_at is not None and run.completed_at is not None and run.expires_at is None
+    assert run.model == MODEL and run.instructions == assistant.instructions
+    assert run.usage is not None and run.usage.prompt_tokens > 0 and run.usage.completion_tokens > 0
+
+    messages = await client.beta.threads.messages.list(thread.id, order="asc")
+    assert [message.role for message in messages.data] == ["user", "assistant"]
+    reply = messages.data[1]
+    assert reply.assistant_id == assistant.id and reply.run_id == run.id and reply.status == "completed"
+    assert reply.content[0].text.value.strip()  # type: ignore[union-attr]
+    by_run = await client.beta.threads.messages.list(thread.id, run_id=run.id)
+    assert [message.id for message in by_run.data] == [reply.id]
+
+    steps = await client.beta.threads.runs.steps.list(run.id, thread_id=thread.id)
+    (step,) = steps.data
+    assert step.type == "message_creation" and step.status == "completed"
+    assert step.step_details.message_creation.message_id == reply.id  # type: ignore[union-attr]
+    assert step.usage is not None and step.usage.total_tokens == run.usage.total_tokens
+    fetched = await client.beta.threads.runs.steps.retrieve(step.id, thread_id=thread.id, run_id=run.id)
+    assert fetched.id == step.id
+    assert [item.id for item in (await client.beta.threads.runs.list(thread.id)).data] == [run.id]
+
+
+async def test_function_tool_round_trip(chat_oasis: Harness) -> None:
+    client = chat_oasis.sdk()
+    assistant = await _assistant(client, tools=[WEATHER_TOOL])
+    thread = await _thread(client, "What is the weather in Paris?")
+    run = await client.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id=assistant.id, tool_choice=FORCED
+    )
+    assert run.status == "requires_action"
+    assert run.required_action is not None and run.required_action.type == "submit_tool_outputs"
+    (call,) = run.required_action.submit_tool_outputs.tool_calls
+    assert call.id.startswith("call_") and call.function.name == "get_weather"
+    assert isinstance(json.loads(call.function.arguments)["city"], str)
+
+    # While it waits, the thread is busy: no new message, no second run.
+    with pytest.raises(openai.BadRequestError):
+        await client.beta.threads.messages.create(thread.id, role="user", content="hurry")
+    with pytest.raises(openai.BadRequestError):
+        await client.beta.threads.runs.create(thread.id, assistant_id=assistant.id)
+    # Every pending call must be answered, and only those.
+    with pytest.raises(openai.BadRequestError):
+        await client.beta.threads.runs.submit_tool_outputs(run.id, thread_id=thread.id, tool_outputs=[])
+    with pytest.raises(openai.BadRequestError):
+        await client.beta.threads.runs.submit_tool_outputs(
+            run.id, thread_id=thread.id, tool_outputs=[{"tool_call_id": "call_wrong", "output": "x"}]
+        )
+
+    run = await client.beta.threads.runs.submit_tool_outputs_and_poll(
+        run_id=run.id, thread_id=thread.id, tool_outputs=[{"tool_call_id": call.id, "output": "Sunny, 24 C"}]
+    )
+    assert run.status == "completed", run.last_error
+    steps = (await client.beta.threads.runs.steps.list(run.id, thread_id=thread.id, order="asc")).data
+    assert [step.type for step in steps] == ["tool_calls", "message_creation"]
+    tool_step = steps[0]
+    assert tool_step.status == "completed"
+    (done_call,) = tool_step.step_details.tool_calls  # type: ignore[union-attr]
+    assert done_call.id == call.id and done_call.function.output == "Sunny, 24 C"  # type: ignore[union-attr]
+    assert run.usage is not None
+    assert run.usage.total_tokens == sum(step.usage.total_tokens for step in steps if step.usage)
+
+
+async def test_tool_choice_none_answers_without_calling(chat_oasis: Harness) -> None:
+    client = chat_oasis.sdk()
+    assistant = await _assistant(client, tools=[WEATHER_TOOL])
+    thread = await _thread(client, "What is the weather in Paris?")
+    run = await client.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id=assistant.id, tool_choice="none", max_completion_tokens=256
+    )
+    assert run.status in ("completed", "incomplete") and run.required_action is None
+
+
+class _Recorder(AsyncAssistantEventHandler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: list[str] = []
+        self.text = ""
+
+    async def on_event(self, event: Any) -> None:
+        self.names.append(event.event)
+
+    async def on_text_delta(self, delta: Any, snapshot: Any) -> None:
+        self.text += delta.value or ""
+
+
+async def test_streamed_run_events_in_openai_order(chat_oasis: Harness) -> None:
+    client = chat_oasis.sdk()
+    assistant = await _assistant(client)
+    thread = await _thread(client)
+    recorder = _Recorder()
+    async with client.beta.threads.runs.stream(
+        thread_id=thread.id, assistant_id=assistant.id, event_handler=recorder, max_completion_tokens=256
+    ) as stream:
+        await stream.until_done()
+        final_run = await stream.get_final_run()
+        final_messages = await stream.get_final_messages()
+    names = recorder.names
+    assert names[:5] == [
+        "thread.run.created",
+        "thread.run.queued",
+        "thread.run.in_progress",
+        "thread.run.step.created",
+        "thread.run.step.in_progress",
+    ]
+    assert names[5:7] == ["thread.message.created", "thread.message.in_progress"]
+    deltas = [name for name in names if name == "thread.message.delta"]
+    assert deltas and names[7 : 7 + len(deltas)] == deltas
+    assert names[7 + len(deltas) :] in (
+        ["thread.message.completed", "thread.run.step.completed", "thread.run.completed"],
+        ["thread.message.incomplete", "thread.run.step.completed", "thread.run.incomplete"],
+    )
+    assert final_run.status in ("completed", "incomplete")
+    (message,) = final_messages
+    stored = await client.beta.threads.messages.retrieve(message.id, thread_id=thread.id)
+    assert recorder.text == stored.content[0].text.value  # type: ignore[union-attr]
+    assert message.content[0].text.value == stored.content[0].text.value  # type: ignore[union-attr]
+
+
+async def test_streamed_tool_call_and_submit_stream(chat_oasis: Harness) -> None:
+    client = chat_oasis.sdk()
+    assistant = await _assistant(client, tools=[WEATHER_TOOL])
+    recorder = _Recorder()
+    async with client.beta.threads.create_and_run_stream(
+        assistant_id=assistant.id,
+        thread={"messages": [{"role": "user", "content": "Weather in Oslo?"}]},
+        tool_choice=FORCED,
+        event_handler=recorder,
+    ) as stream:
+        await stream.until_done()
+        run = stream.current_run
+    assert recorder.names[0] == "thread.created"
+    assert recorder.names[-1] == "thread.run.requires_action"
+    assert "thread.run.step.delta" in recorder.names
+    assert run is not None and run.status == "requires_action" and run.required_action is not None
+    (call,) = run.required_action.submit_tool_outputs.tool_calls
+    # The SDK's snapshot of the step, built from the deltas, holds the call once: ids are not doubled.
+    async with client.beta.threads.runs.submit_tool_outputs_stream(
+        run_id=run.id,
+        thread_id=run.thread_id,
+        tool_outputs=[{"tool_call_id": call.id, "output": "Snow, -3 C"}],
+        event_handler=_Recorder(),
+    ) as stream:
+        await stream.until_done()
+        after = await stream.get_final_run()
+    assert after.status in ("completed", "incomplete")
+    steps = (await client.beta.threads.runs.steps.list(run.id, thread_id=run.thread_id, order="asc")).data
+    assert steps[0].step_details.tool_calls[0].id == call.id  # type: ignore[union-attr]
+    assert steps[0].step_details.tool_calls[0].function.output == "Snow, -3 C"  # type: ignore[union-attr]
+
+
+async def test_stream_frames_are_plain_and_named(chat_oasis: Harness) -> None:
+    client = chat_oasis.sdk()
+    assistant = await _assistant(client)
+    thread = await _thread(client)
+    async with (
+        chat_oasis.http() as http,
+        http.stream(
+            "POST",
+            f"/v1/threads/{thread.id}/runs",
+            json={"assistant_id": assistant.id, "stream": True, "max_completion_tokens": 256},
+            headers={"OpenAI-Beta": "assistants=v2", "Accept": "application/json"},
+        ) as response,
+    ):
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["cache-control"] == "no-cache" and response.headers["x-accel-buffering"] == "no"
+        body = (await response.aread()).decode()
+    frames = [frame for frame in body.split("\n\n") if frame]
+    assert all(frame.startswith("event: ") for frame in frames) and "\nid:" not in body
+    assert frames[-1] == "event: done\ndata: [DONE]"
+
+
+async def test_cancel_while_waiting_for_tool_outputs(chat_oasis: Harness) -> None:
+    client = chat_oasis.sdk()
+    assistant = await _assistant(client, tools=[WEATHER_TOOL])
+    thread = await _thread(client, "Weather in Rome?")
+    run = await client.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id=assistant.id, tool_choice=FORCED
+    )
+    assert run.status == "requires_action"
+    cancelling = await client.beta.threads.runs.cancel(run.id, thread_id=thread.id)
+    assert cancelling.status in ("cancelling", "cancelled")
+    run = await client.beta.threads.runs.poll(run.id, thread_id=thread.id)
+    assert run.status == "cancelled" and run.cancelled_at is not None
+    (step,) = (await client.beta.threads.runs.steps.list(run.id, thread_id=thread.id)).data
+    assert step.status == "cancelled"
+    with pytest.raises(openai.BadRequestError):
+        await client.beta.threads.runs.cancel(run.id, thread_id=thread.id)
+    # The thread is free again.
+    await client.beta.threads.messages.create(thread.id, role="user", content="Never mind.")
+
+
+async def test_cancel_mid_generation_keeps_the_partial_message_incomplete(chat_oasis: Harness) -> None:
+    client = chat_oasis.sdk()
+    assistant = await _assistant(client)
+    thread = await _thread(client, "Write a very long story about a dragon, at least a thousand words.")
+    run = await client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id)
+    for _ in range(200):  # until its message has begun
+        if (await client.beta.threads.messages.list(thread.id, run_id=run.id)).data:
+            break
+        await asyncio.sleep(0.05)
+    await client.beta.threads.runs.cancel(run.id, thread_id=thread.id)
+    run = await client.beta.threads.runs.poll(run.id, thread_id=thread.id)
+    assert run.status == "cancelled"
+    (message,) = (await client.beta.threads.messages.list(thread.id, run_id=run.id)).data
+    assert message.status == "incomplete" and message.incomplete_details is not None
+
+
+async def test_token_budgets_end_the_run_incomplete(chat_oasis: Harness) -> None:
+    client = chat_oasis.sdk()
+    assistant = await _assistant(client)
+    thread = await _thread(client, "Write a very long story about a dragon, at least a thousand words.")
+    run = await client.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id=assistant.id, max_completion_tokens=256
+    )
+    if run.status == "incomplete":
+        assert run.incomplete_details is not None and run.incomplete_details.reason == "max_completion_tokens"
+        assert run.usage is not None and run.usage.completion_tokens == 256
+        (message,) = (await client.beta.threads.messages.list(thread.id, run_id=run.id)).data
+        assert message.status == "incomplete"
+    else:
+        assert run.status == "completed" and run.usage is not None and run.usage.completion_tokens < 256
+
+    long_text = "Tell me about this. " + "The quick brown fox jumps over the lazy dog. " * 60
+    thread = await _thread(client, long_text)
+    run = await client.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id=assistant.id, max_prompt_tokens=256
+    )
+    assert run.status == "incomplete"
+    assert run.incomplete_details is not None and run.incomplete_details.reason == "max_prompt_tokens"
+
+
+async def test_truncation_keeps_the_last_messages(chat_oasis: Harness) -> None:
+    client = chat_oasis.sdk()
+    assistant = await _assistant(client)
+    history = [{"role": "user", "content": f"Note {i}: " + "filler words " * 40} for i in range(6)]
+    thread = await client.beta.threads.create(messages=[*history, {"role": "user", "content": "Say hi."}])  # type: ignore[arg-type]
+    whole = await client.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id=assistant.id, max_completion_tokens=256
+    )
+    await client.beta.threads.messages.create(thread.id, role="user", content="Say hi again.")
+    cut = await client.beta.threads.runs.create_and_poll(
+        thread_id=thread.id,
+        assistant_id=assistant.id,
+        max_completion_tokens=256,
+        truncation_strategy={"type": "last_messages", "last_messages": 1},
+    )
+    assert whole.usage is not None and cut.usage is not None
+    assert cut.truncation_strategy is not None and cut.truncation_strategy.last_messages == 1
+    assert cut.usage.prompt_tokens < whole.usage.prompt_tokens / 4
+
+
+async def test_run_overrides_and_checks(chat_oasis: Harness) -> None:
+    client = chat_oasis.sdk()
+    assistant = await _assistant(client, tools=[WEATHER_TOOL])
+    thread = await _thread(client)
+    with pytest.raises(openai.NotFoundError):
+        await client.beta.threads.runs.create(thread.id, assistant_id="asst_missing")
+    with pytest.raises(openai.NotFoundError):
+        await client.beta.threads.runs.create(thread.id, assistant_id=assistant.id, model="no-such-model")
+    with pytest.raises(openai.BadRequestError) as caught:
+        await client.beta.threads.runs.create(
+            thread.id, assistant_id=assistant.id, tool_choice={"type": "function", "function": {"name": "nope"}}
+        )
+    assert caught.value.param == "tool_choice.function.name"
+    with pytest.raises(openai.BadRequestError) as caught:
+        await client.beta.threads.runs.create(thread.id, assistant_id=assistant.id, max_completion_tokens=5)
+    assert caught.value.param == "max_completion_tokens"
+    with pytest.raises(openai.BadRequestError) as caught:
+        await client.beta.threads.runs.create(thread.id, assistant_id=assistant.id, tools=[{"type": "file_search"}])
+    assert caught.value.code == "unsupported_tool"
+
+    run = await client.beta.threads.runs.create_and_poll(
+        thread_id=thread.id,
+        assistant_id=assistant.id,
+        instructions="Only ever reply with the word OK.",
+        additional_instructions="Be brief.",
+        additional_messages=[{"role": "user", "content": "Reply now."}],
+        tools=[],
+        metadata={"source": "test"},
+        temperature=0.5,
+        top_p=0.8,
+        max_completion_tokens=256,
+        extra_body={"parallel_tool_calls": False},  # the May-2024 SDK predates the field
+    )
+    assert run.instructions == "Only ever reply with the word OK." and run.tools == []
+    assert run.metadata == {"source": "test"} and run.temperature == 0.5 and run.top_p == 0.8
+    assert run.parallel_tool_calls is False
+    texts = [m.content[0].text.value for m in (await client.beta.threads.messages.list(thread.id, order="asc")).data]  # type: ignore[union-attr]
+    assert texts[:2] == ["Say hello.", "Reply now."]
+    updated = await client.beta.threads.runs.update(run.id, thread_id=thread.id, metadata={"source": "changed"})
+    assert updated.metadata == {"source": "changed"} and updated.status == run.status
+
+
+async def test_deleting_the_assistant_leaves_the_thread_usable(chat_oasis: Harness) -> None:
+    client = chat_oasis.sdk()
+    assistant = await _assistant(client)
+    thread = await _thread(client)
+    first = await client.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id=assistant.id, max_completion_tokens=256
+    )
+    await client.beta.assistants.delete(assistant.id)
+    assert (await client.beta.threads.runs.retrieve(first.id, thread_id=thread.id)).assistant_id == assistant.id
+    other = await _assistant(client)
+    second = await client.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id=other.id, max_completion_tokens=256
+    )
+    assert second.status in ("completed", "incomplete")
+    await client.beta.threads.delete(thread.id)
+    with pytest.raises(openai.NotFoundError):
+        await client.beta.threads.runs.retrieve(first.id, thread_id=thread.id)
+
+
+async def test_a_run_left_waiting_for_outputs_expires(chat_oasis: Harness) -> None:
+    from sqlalchemy import update
+
+    from oasis.storage.tables import Run
+
+    client = chat_oasis.sdk()
+    assistant = await _assistant(client, tools=[WEATHER_TOOL])
+    thread = await _thread(client, "Weather in Lima?")
+    run = await client.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id=assistant.id, tool_choice=FORCED
+    )
+    assert run.status == "requires_action" and run.expires_at is not None
+    assert run.expires_at - run.created_at == 600  # OpenAI's ten minutes
+    async with chat_oasis.container.db.session() as session:  # ten minutes pass
+        await session.execute(update(Run).where(Run.id == run.id).values(expires_at=run.created_at - 1))
+        await session.commit()
+    with pytest.raises(openai.BadRequestError):
+        await client.beta.threads.runs.submit_tool_outputs(
+            run.id, thread_id=thread.id, tool_outputs=[{"tool_call_id": "x", "output": "late"}]
+        )
+    chat_oasis.container.run_worker_loop.wake()
+    for _ in range(100):  # poll() stops at requires_action: read until the worker has expired it
+        run = await client.beta.threads.runs.retrieve(run.id, thread_id=thread.id)
+        if run.status != "requires_action":
+            break
+        await asyncio.sleep(0.05)
+    assert run.status == "expired" and run.required_action is None
+    (step,) = (await client.beta.threads.runs.steps.list(run.id, thread_id=thread.id)).data
+    assert step.status == "expired" and step.expired_at is not None
+    await client.beta.threads.messages.create(thread.id, role="user", content="The thread is free again.")
+
+
+async def test_two_runs_started_at_once_on_a_thread_one_wins(chat_oasis: Harness) -> None:
+    client = chat_oasis.sdk()
+    assistant = await _assistant(client, tools=[WEATHER_TOOL])
+    thread = await _thread(client, "Weather in Cairo?")
+    results = await asyncio.gather(
+        *(client.beta.threads.runs.create(thread.id, assistant_id=assistant.id, tool_choice=FORCED) for _ in range(4)),
+        return_exceptions=True,
+    )
+    started = [result for result in results if not isinstance(result, BaseException)]
+    refused = [result for result in results if isinstance(result, openai.BadRequestError)]
+    assert len(started) == 1 and len(refused) == 3
+    assert all("already has an active run" in error.message for error in refused)
+    assert len((await client.beta.threads.runs.list(thread.id)).data) == 1
