@@ -20,6 +20,7 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +178,7 @@ async def measure(base_url: str, args: argparse.Namespace) -> None:
 
 
 def main() -> None:
+    warnings.filterwarnings("ignore", category=DeprecationWarning)  # current SDKs mark client.beta deprecated
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--streams", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=15, help="time-to-first-text pairs")
