@@ -400,3 +400,18 @@ async def test_two_runs_started_at_once_on_a_thread_one_wins(chat_oasis: Harness
     assert len(started) == 1 and len(refused) == 3
     assert all("already has an active run" in error.message for error in refused)
     assert len((await client.beta.threads.runs.list(thread.id)).data) == 1
+
+
+async def test_auto_truncation_fits_a_thread_longer_than_the_context(chat_oasis: Harness) -> None:
+    client = chat_oasis.sdk()
+    assistant = await _assistant(client)
+    # About 3,000 tokens of history, in a model whose context holds 2,048.
+    history: Any = [
+        {"role": "user", "content": f"Note {i}: " + "the river runs past the old mill " * 12} for i in range(30)
+    ]
+    thread = await client.beta.threads.create(messages=[*history, {"role": "user", "content": "Say hi."}])
+    run = await client.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id=assistant.id, max_completion_tokens=256
+    )
+    assert run.status in ("completed", "incomplete"), run.last_error
+    assert run.usage is not None and 1000 < run.usage.prompt_tokens <= 2048 - 256

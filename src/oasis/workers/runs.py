@@ -15,8 +15,9 @@ import contextlib
 import json
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import and_, or_, select, update
@@ -45,6 +46,8 @@ CANCEL_POLL_SECONDS = 0.5
 REPLY_ROOM = 512
 # How long a run waits, in all, for an engine whose queue is full before it fails with rate_limit_exceeded.
 BUSY_WAIT_SECONDS = 60.0
+# The size `measure` gives a prompt longer than the model's whole context.
+TOO_LONG = 1 << 62
 
 
 class _Stop(Exception):
@@ -62,6 +65,10 @@ class _Turn:
     finish_reason: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+
+
+def execution_owner(worker: str) -> str:
+    return f"{worker}:{uuid.uuid4().hex[:8]}"
 
 
 def _function_tools(run: Run) -> list[dict[str, Any]]:
@@ -96,7 +103,12 @@ class RunExecutor:
         outcome = "stopped"
         try:
             async with LeaseKeeper(self._db, Run, seq, owner, self._lease_seconds):
-                outcome = await self._execute(seq, owner, sink)
+                try:
+                    outcome = await self._execute(seq, owner, sink)
+                except _Stop:
+                    # A cancel that came in between two of our writes: end it here, while the lease is ours.
+                    if await self._cancelled_meanwhile(seq, owner, sink):
+                        outcome = "cancelled"
         except _Stop:
             pass
         except Exception as exc:
@@ -114,9 +126,6 @@ class RunExecutor:
             await self._cancelled(run, owner, events, None)
             return "cancelled"
         if run.status == "requires_action":  # leased only once its time ran out
-            await self._expire(run, owner, events)
-            return "expired"
-        if run.status == "queued" and run.expires_at is not None and now() > run.expires_at:
             await self._expire(run, owner, events)
             return "expired"
         if run.status == "in_progress":  # taken over from a worker that died mid-turn
@@ -145,7 +154,12 @@ class RunExecutor:
         measured: list[tuple[ChatMessages, PreparedChat]] = []
 
         def measure(messages: ChatMessages) -> int | None:
-            prepared = self._chat.prepare_local(self._request(run, messages, called))
+            try:
+                prepared = self._chat.prepare_local(self._request(run, messages, called, budget=False))
+            except OasisError as exc:
+                if exc.code == "context_length_exceeded":
+                    return TOO_LONG  # over the whole context: truncation goes on dropping
+                raise
             if prepared is None:
                 return None
             measured.append((messages, prepared))
@@ -154,7 +168,7 @@ class RunExecutor:
         try:
             limit = self._prompt_limit(run)
             try:
-                messages, _ = fitted(run, items, measure, limit)
+                messages, size = fitted(run, items, measure, limit)
             except DoesNotFit:
                 if run.max_prompt_tokens is not None:
                     return await self._incomplete(run, owner, events, "max_prompt_tokens")
@@ -162,6 +176,11 @@ class RunExecutor:
                     400, "The thread's newest message does not fit the model's context.", code="invalid_prompt"
                 ) from None
             prepared = next((ready for candidate, ready in measured if candidate is messages), None)
+            if prepared is not None and run.max_completion_tokens is not None and size is not None:
+                # What is left of the run's budget, within the room the prompt leaves in the context.
+                room = prepared.engine.context_length - size
+                left = max(1, run.max_completion_tokens - run.completion_tokens)
+                prepared = replace(prepared, params=replace(prepared.params, max_tokens=min(left, room)))
             chunks = await self._open(self._request(run, messages, called), prepared)
         except OasisError as exc:
             code = {429: "rate_limit_exceeded", 400: "invalid_prompt"}.get(exc.status, "server_error")
@@ -177,7 +196,7 @@ class RunExecutor:
         """The most prompt tokens the next generation may take: the model's context less room for the reply,
         and what is left of `max_prompt_tokens`."""
         limit = None
-        probe = self._chat.prepare_local(self._request(run, []))
+        probe = self._chat.prepare_local(self._request(run, [], budget=False))
         if probe is not None:
             context = probe.engine.context_length
             limit = context - min(REPLY_ROOM, context // 4)
@@ -186,7 +205,11 @@ class RunExecutor:
             limit = left if limit is None else min(limit, left)
         return limit
 
-    def _request(self, run: Run, messages: ChatMessages, tools_called: bool = False) -> ChatCompletionRequest:
+    def _request(
+        self, run: Run, messages: ChatMessages, tools_called: bool = False, budget: bool = True
+    ) -> ChatCompletionRequest:
+        """The chat request for a turn; `budget` False leaves out the run's completion budget (for measuring a
+        prompt: the budget is fitted to the room the chosen prompt leaves)."""
         tools = _function_tools(run)
         body: dict[str, Any] = {
             "model": run.model,
@@ -198,7 +221,7 @@ class RunExecutor:
             body["temperature"] = run.temperature
         if run.top_p is not None:
             body["top_p"] = run.top_p
-        if run.max_completion_tokens is not None:
+        if budget and run.max_completion_tokens is not None:
             body["max_completion_tokens"] = max(1, run.max_completion_tokens - run.completion_tokens)
         response_format = json.loads(run.response_format_json)
         if isinstance(response_format, dict) and response_format.get("type") != "text":
@@ -228,7 +251,7 @@ class RunExecutor:
     ) -> bool:
         """Streams the reply into the turn; True when the run was cancelled meanwhile."""
         cancel = self._cancels.setdefault(run.id, asyncio.Event())
-        watcher = asyncio.create_task(self._watch_cancel(run.seq, cancel))
+        watcher = asyncio.create_task(self._watch_cancel(run.seq, owner, cancel))
         consumer = asyncio.create_task(self._consume(run, owner, events, chunks, turn))
         try:
             stopper = asyncio.create_task(cancel.wait())
@@ -250,13 +273,12 @@ class RunExecutor:
             if aclose is not None:
                 await aclose()  # frees the engine slot when the run stopped early
 
-    async def _watch_cancel(self, seq: int, cancel: asyncio.Event) -> None:
-        """Looks for a cancel (or a deleted thread) written by another process."""
+    async def _watch_cancel(self, seq: int, owner: str, cancel: asyncio.Event) -> None:
+        """Looks for a cancel (or a deleted thread) written by another process, or the run taken over by another
+        worker (this one was too slow to renew its lease): either way, this generation stops."""
         while not cancel.is_set():
             await asyncio.sleep(CANCEL_POLL_SECONDS)
-            async with self._db.session() as session:
-                status = await session.scalar(select(Run.status).where(Run.seq == seq, Run.deleted_at.is_(None)))
-            if status != "in_progress":
+            if not await self._still_ours(seq, owner, "in_progress"):
                 cancel.set()
 
     async def _consume(
@@ -336,22 +358,33 @@ class RunExecutor:
         events.emit("thread.message.in_progress", message_to_wire(message))
 
     async def _finish(self, run: Run, owner: str, events: RunEvents, turn: _Turn) -> str:
-        calls = [turn.calls[index] for index in sorted(turn.calls)]
-        if not calls and turn.message is None:
-            await self._open_message(run, owner, events, turn)  # an empty reply is still the run's message
+        try:
+            return await self._record(run, owner, events, turn)
+        except _Stop:
+            # The run was cancelled as the reply ended: what was written is kept, as for any cancel.
+            if await self._still_ours(run.seq, owner, "cancelling"):
+                await self._cancelled(run, owner, events, turn)
+                return "cancelled"
+            raise
+
+    async def _record(self, run: Run, owner: str, events: RunEvents, turn: _Turn) -> str:
         budget_hit = (
             turn.finish_reason == "length"
             and run.max_completion_tokens is not None
             and run.completion_tokens + turn.completion_tokens >= run.max_completion_tokens
         )
+        # Calls cut off by the budget are half-written: the run ends incomplete instead of asking for them.
+        calls = [] if budget_hit else [turn.calls[index] for index in sorted(turn.calls)]
+        turn.calls = {index: call for index, call in enumerate(calls)}
+        if not calls and turn.message is None:
+            await self._open_message(run, owner, events, turn)  # an empty reply is still the run's message
         stamp = now()
         tool_step: RunStep | None = None
         async with self._db.session() as session:
             await self._held(session, run.seq, owner, ("in_progress",))
             if turn.message is not None:
-                self._close_message(turn, stamp, "max_tokens" if budget_hit and not calls else None)
-                await session.merge(turn.message)
-                await session.merge(turn.step)
+                self._close_message(turn, stamp, "max_tokens" if budget_hit else None)
+                await self._store_closed(session, turn)
             if calls:
                 tool_step = RunStep(
                     id=new_id("step_"),
@@ -382,6 +415,7 @@ class RunExecutor:
                 session.add(tool_step)
                 values: dict[str, Any] = {
                     "status": "requires_action",
+                    "attempts": 0,  # attempts count the leases of one stretch of work, not of the whole run
                     "required_action_json": json.dumps(
                         {
                             "type": "submit_tool_outputs",
@@ -489,8 +523,7 @@ class RunExecutor:
                 raise _Stop
             if turn is not None and turn.message is not None:
                 self._close_message(turn, stamp, "run_cancelled")
-                await session.merge(turn.message)
-                await session.merge(turn.step)
+                await self._store_closed(session, turn)
                 run_prompt = run.prompt_tokens + turn.prompt_tokens
                 await session.execute(
                     update(Run)
@@ -502,10 +535,64 @@ class RunExecutor:
                 .where(RunStep.run_id == run.id, RunStep.status == "in_progress")
                 .values(status="cancelled", cancelled_at=stamp)
             )
+            # A message left open by an attempt that is gone (a crash, then the cancel) ends incomplete too.
+            await session.execute(
+                update(ThreadMessage)
+                .where(ThreadMessage.run_id == run.id, ThreadMessage.status == "in_progress")
+                .values(status="incomplete", incomplete_at=stamp, incomplete_reason="run_cancelled")
+            )
             await session.commit()
         if turn is not None:
             self._emit_closed(events, turn)
         events.emit("thread.run.cancelled", run_to_wire(await self._run(run.seq)))
+
+    async def _cancelled_meanwhile(self, seq: int, owner: str, events: RunEvents) -> bool:
+        """Ends the run `cancelled` when a cancel is why a write of ours failed (and the lease is still ours)."""
+        if not await self._still_ours(seq, owner, "cancelling"):
+            return False
+        try:
+            await self._cancelled(await self._run(seq), owner, events, None)
+        except _Stop:
+            return False
+        return True
+
+    async def _still_ours(self, seq: int, owner: str, status: str) -> bool:
+        async with self._db.session() as session:
+            found = await session.scalar(
+                select(Run.seq).where(
+                    Run.seq == seq, Run.lease_owner == owner, Run.status == status, Run.deleted_at.is_(None)
+                )
+            )
+        return found is not None
+
+    @staticmethod
+    async def _store_closed(session: Any, turn: _Turn) -> None:
+        """Writes the closed message and step field by field: a whole-row merge would undo a metadata change
+        or a delete made meanwhile."""
+        message, step = turn.message, turn.step
+        assert message is not None and step is not None
+        await session.execute(
+            update(ThreadMessage)
+            .where(ThreadMessage.id == message.id, ThreadMessage.deleted_at.is_(None))
+            .values(
+                content_json=message.content_json,
+                status=message.status,
+                completed_at=message.completed_at,
+                incomplete_at=message.incomplete_at,
+                incomplete_reason=message.incomplete_reason,
+            )
+        )
+        await session.execute(
+            update(RunStep)
+            .where(RunStep.id == step.id, RunStep.deleted_at.is_(None))
+            .values(
+                status=step.status,
+                completed_at=step.completed_at,
+                cancelled_at=step.cancelled_at,
+                prompt_tokens=step.prompt_tokens,
+                completion_tokens=step.completion_tokens,
+            )
+        )
 
     async def _expire(self, run: Run, owner: str, events: RunEvents) -> None:
         stamp = now()
@@ -620,12 +707,15 @@ class RunRunner:
             Run.status.in_(("queued", "in_progress", "cancelling")),
             and_(Run.status == "requires_action", Run.expires_at < moment),
         )
+        # Each execution holds the lease under a name of its own, so that its writes and its release can never
+        # be mistaken for those of a later execution of the same run in this loop.
+        holder = execution_owner(owner)
         seq = await lease_one(
-            self._db, Run, [waiting, Run.deleted_at.is_(None)], owner=owner, seconds=self._lease_seconds
+            self._db, Run, [waiting, Run.deleted_at.is_(None)], owner=holder, seconds=self._lease_seconds
         )
         if seq is None:
             return False
-        task = asyncio.create_task(self._executor.execute(seq, owner))
+        task = asyncio.create_task(self._executor.execute(seq, holder))
         self._running.add(task)
         task.add_done_callback(self._done)
         return True
@@ -634,7 +724,11 @@ class RunRunner:
         self._running.discard(task)
         self.on_finished()
 
-    async def close(self) -> None:
+    async def close(self, grace_seconds: float = 2.0) -> None:
+        """Lets runs in flight finish for a moment, then cancels them (their leases lapse and another worker
+        resumes them)."""
+        if self._running:
+            await asyncio.wait(list(self._running), timeout=grace_seconds)
         for task in list(self._running):
             task.cancel()
         await asyncio.gather(*self._running, return_exceptions=True)

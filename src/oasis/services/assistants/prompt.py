@@ -51,19 +51,18 @@ class ThreadItem:
 
 
 def thread_items(messages: list[ThreadMessage], steps: list[RunStep]) -> list[ThreadItem]:
-    """Messages in order, each finished tool-call step right after the message that was newest when it began."""
-    by_anchor: dict[int, list[RunStep]] = {}
-    for step in steps:
-        if step.status == "completed":
-            by_anchor.setdefault(step.after_message_seq, []).append(step)
-    items: list[ThreadItem] = [ThreadItem(_step_item(step), False) for step in by_anchor.pop(0, [])]
-    for message in messages:
-        items.append(ThreadItem(_message_item(message), True))
-        items.extend(ThreadItem(_step_item(step), False) for step in by_anchor.pop(message.seq, []))
-    # Steps anchored on a message deleted since: still part of what happened, kept in order at the end.
-    for anchor in sorted(by_anchor):
-        items.extend(ThreadItem(_step_item(step), False) for step in by_anchor[anchor])
-    return [item for item in items if item.messages]
+    """Messages in order, each finished tool-call step right after the message that was newest when it began
+    (before the next live one, when that message has since been deleted)."""
+    keyed: list[tuple[tuple[int, int, int], ThreadItem]] = [
+        ((message.seq, 0, 0), ThreadItem(_message_item(message), True)) for message in messages
+    ]
+    keyed.extend(
+        ((step.after_message_seq, 1, step.seq), ThreadItem(_step_item(step), False))
+        for step in steps
+        if step.status == "completed"
+    )
+    keyed.sort(key=lambda entry: entry[0])
+    return [item for _, item in keyed if item.messages]
 
 
 def system_text(run: Run) -> str | None:
@@ -80,7 +79,7 @@ def fitted(
 ) -> tuple[ChatMessages, int | None]:
     """The chat messages for the run's next generation and their prompt size (None when it cannot be measured
     here: a model served by an upstream engine). `last_messages` keeps that many messages; `auto` drops the
-    oldest items until the prompt is within `limit` tokens."""
+    oldest items until the prompt is within `limit` tokens. The list returned is the one given to `measure`."""
     strategy = json.loads(run.truncation_json)
     if strategy.get("type") == "last_messages" and strategy.get("last_messages"):
         keep = int(strategy["last_messages"])
@@ -93,9 +92,10 @@ def fitted(
     def build(first: int) -> ChatMessages:
         return head + [message for item in items[first:] for message in item.messages]
 
-    size = measure(build(0))
+    whole = build(0)
+    size = measure(whole)
     if size is None or limit is None or size <= limit:
-        return build(0), size
+        return whole, size
     # The smallest number of oldest items to drop, found by halving: each measure renders the whole prompt.
     low, high = 1, len(items) - 1
     best: tuple[ChatMessages, int] | None = None

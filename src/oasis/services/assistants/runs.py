@@ -169,14 +169,15 @@ class RunService:
             attempts=0,
         )
         if stream:
-            self._hold(run)
+            run.lease_owner = self._holder()
+            run.lease_expires_at = time.time() + self._lease_seconds
+            run.attempts = 1
         session.add(run)
         return run
 
-    def _hold(self, run: Run) -> None:
-        run.lease_owner = self._owner
-        run.lease_expires_at = time.time() + self._lease_seconds
-        run.attempts = (run.attempts or 0) + 1
+    def _holder(self) -> str:
+        """A lease name for one streamed execution (see workers/runs.py: one name per execution)."""
+        return f"{self._owner}:{uuid.uuid4().hex[:8]}"
 
     def _started(self, run: Run, stream: bool, thread: Thread | None) -> dict[str, Any] | AsyncIterator[Event]:
         if not stream:
@@ -187,14 +188,15 @@ class RunService:
             queue.emit("thread.created", thread_to_wire(thread))
         queue.emit("thread.run.created", run_to_wire(run))
         queue.emit("thread.run.queued", run_to_wire(run))
-        return self._stream(run.seq, queue)
+        assert run.lease_owner is not None
+        return self._stream(run.seq, run.lease_owner, queue)
 
-    def _stream(self, seq: int, queue: EventQueue) -> AsyncIterator[Event]:
+    def _stream(self, seq: int, holder: str, queue: EventQueue) -> AsyncIterator[Event]:
         """Executes the run in a task of its own (a client that leaves does not stop it) and streams its events."""
 
         async def execute() -> None:
             try:
-                await self._execute(seq, self._owner, queue)
+                await self._execute(seq, holder, queue)
             finally:
                 queue.close()
 
@@ -278,13 +280,14 @@ class RunService:
             step.step_details_json = json.dumps(details)
             step.status, step.completed_at = "completed", now()
             values: dict[str, Any] = {"status": "queued", "required_action_json": None}
+            holder = self._holder()
             if request.stream:
                 values.update(
-                    lease_owner=self._owner,
+                    lease_owner=holder,
                     lease_expires_at=time.time() + self._lease_seconds,
                     attempts=run.attempts + 1,
                 )
-            if not await rows.move(session, run.seq, "requires_action", values):
+            if not await rows.move_before_expiry(session, run.seq, "requires_action", now(), values):
                 await session.rollback()
                 raise invalid_request("The run changed status while the outputs were submitted.", param="run_id")
             await session.commit()
@@ -295,7 +298,7 @@ class RunService:
         queue = EventQueue()
         queue.emit("thread.run.step.completed", step_to_wire(step))
         queue.emit("thread.run.queued", run_to_wire(run))
-        return self._stream(run.seq, queue)
+        return self._stream(run.seq, holder, queue)
 
     @staticmethod
     async def _waiting_step(session: Session, run: Run) -> RunStep:
