@@ -79,6 +79,10 @@ def _function_tools(run: Run) -> list[dict[str, Any]]:
     ]
 
 
+def _stream_error(message: str) -> dict[str, Any]:
+    return {"error": {"message": message, "type": "server_error", "param": None, "code": None}}
+
+
 def _error(code: str, message: str) -> str:
     return json.dumps({"code": code, "message": message})
 
@@ -109,6 +113,10 @@ class RunExecutor:
                     # A cancel that came in between two of our writes: end it here, while the lease is ours.
                     if await self._cancelled_meanwhile(seq, owner, sink):
                         outcome = "cancelled"
+                    else:
+                        # Taken over by another worker, or its thread deleted: a stream must not end silently
+                        # with the run still live, so its reader is told (the SDK raises it).
+                        sink.emit("error", _stream_error("This run is no longer executed by this stream; retrieve it."))
         except _Stop:
             pass
         except Exception as exc:
