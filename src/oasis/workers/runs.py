@@ -79,6 +79,21 @@ def _function_tools(run: Run) -> list[dict[str, Any]]:
     ]
 
 
+def _new_step(run: Run, stamp: int, details: dict[str, Any]) -> RunStep:
+    """A step of `run`, in progress; `details` is its `step_details` (its `type` is the step's type)."""
+    return RunStep(
+        id=new_id("step_"),
+        project_id=run.project_id,
+        thread_id=run.thread_id,
+        run_id=run.id,
+        assistant_id=run.assistant_id,
+        created_at=stamp,
+        type=details["type"],
+        status="in_progress",
+        step_details_json=json.dumps(details),
+    )
+
+
 def _stream_error(message: str) -> dict[str, Any]:
     return {"error": {"message": message, "type": "server_error", "param": None, "code": None}}
 
@@ -343,17 +358,7 @@ class RunExecutor:
             run_id=run.id,
             status="in_progress",
         )
-        step = RunStep(
-            id=new_id("step_"),
-            project_id=run.project_id,
-            thread_id=run.thread_id,
-            run_id=run.id,
-            assistant_id=run.assistant_id,
-            created_at=stamp,
-            type="message_creation",
-            status="in_progress",
-            step_details_json=json.dumps({"type": "message_creation", "message_creation": {"message_id": message.id}}),
-        )
+        step = _new_step(run, stamp, {"type": "message_creation", "message_creation": {"message_id": message.id}})
         async with self._db.session() as session:
             step.after_message_seq = await thread_rows.newest_message_seq(session, run.thread_id)
             await self._held(session, run.seq, owner, ("in_progress",))
@@ -394,32 +399,24 @@ class RunExecutor:
                 self._close_message(turn, stamp, "max_tokens" if budget_hit else None)
                 await self._store_closed(session, turn)
             if calls:
-                tool_step = RunStep(
-                    id=new_id("step_"),
-                    project_id=run.project_id,
-                    thread_id=run.thread_id,
-                    run_id=run.id,
-                    assistant_id=run.assistant_id,
-                    created_at=stamp,
-                    type="tool_calls",
-                    status="in_progress",
-                    step_details_json=json.dumps(
-                        {
-                            "type": "tool_calls",
-                            "tool_calls": [
-                                {
-                                    "id": call["id"],
-                                    "type": "function",
-                                    "function": {"name": call["name"], "arguments": call["arguments"], "output": None},
-                                }
-                                for call in calls
-                            ],
-                        }
-                    ),
-                    after_message_seq=await thread_rows.newest_message_seq(session, run.thread_id),
-                    prompt_tokens=turn.prompt_tokens,
-                    completion_tokens=turn.completion_tokens,
+                tool_step = _new_step(
+                    run,
+                    stamp,
+                    {
+                        "type": "tool_calls",
+                        "tool_calls": [
+                            {
+                                "id": call["id"],
+                                "type": "function",
+                                "function": {"name": call["name"], "arguments": call["arguments"], "output": None},
+                            }
+                            for call in calls
+                        ],
+                    },
                 )
+                tool_step.after_message_seq = await thread_rows.newest_message_seq(session, run.thread_id)
+                tool_step.prompt_tokens = turn.prompt_tokens
+                tool_step.completion_tokens = turn.completion_tokens
                 session.add(tool_step)
                 values: dict[str, Any] = {
                     "status": "requires_action",
