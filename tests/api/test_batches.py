@@ -243,11 +243,14 @@ async def test_past_the_window_finished_requests_are_kept_and_the_rest_expire(st
     batch = await client.batches.create(
         input_file_id=await upload_batch_file(client, lines), endpoint="/v1/embeddings", completion_window="24h"
     )
-    async with harness.container.db.session() as session:  # a window that closes in a second
-        await session.execute(update(BatchJob).where(BatchJob.id == batch.id).values(expires_at=int(time.time()) + 1))
+    closes = int(time.time()) + 4  # a window that closes in a few seconds (room to validate on a busy machine)
+    async with harness.container.db.session() as session:
+        await session.execute(update(BatchJob).where(BatchJob.id == batch.id).values(expires_at=closes))
         await session.commit()
     running = asyncio.create_task(harness.container.batch_runner.run_next("worker-1"))
-    await asyncio.sleep(2.0)  # eight requests are stuck in the engine while the window closes
+    while (await client.batches.retrieve(batch.id)).status == "validating":
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(closes + 0.2 - time.time())  # eight requests are stuck in the engine while the window closes
     gate.set()
     assert await running
     done = await client.batches.retrieve(batch.id)
