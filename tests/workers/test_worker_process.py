@@ -6,12 +6,31 @@ import asyncio
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import openai
 
 from tests.conftest import _empty_postgres
 from tests.server_process import oasis_env, oasis_server
+
+
+@contextmanager
+def _worker(tmp_path: Path, config: Path, data: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    """An `oasis worker` on the same database and data folder, stopped afterwards; its output in worker.log."""
+    with (tmp_path / "worker.log").open("w") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "oasis", "worker", "--config", str(config), "--data-dir", str(data)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            yield worker
+        finally:
+            worker.terminate()
+            worker.wait(timeout=15)
 
 
 def test_oasis_worker_ingests_what_the_server_queued(tmp_path: Path, postgres_url: str | None) -> None:
@@ -36,14 +55,7 @@ def test_oasis_worker_ingests_what_the_server_queued(tmp_path: Path, postgres_ur
         waiting = client.get(f"/vector_stores/{store_id}", cast_to=object)
         assert waiting["status"] == "in_progress"  # type: ignore[index]  # nobody works on it in the server
 
-        log = (tmp_path / "worker.log").open("w")
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "oasis", "worker", "--config", str(config), "--data-dir", str(data)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
+        with _worker(tmp_path, config, data, env) as worker:
             deadline = time.monotonic() + 60
             while True:
                 current = client.get(f"/vector_stores/{store_id}", cast_to=object)
@@ -57,10 +69,6 @@ def test_oasis_worker_ingests_what_the_server_queued(tmp_path: Path, postgres_ur
                 f"/vector_stores/{store_id}/search", cast_to=object, body={"query": "where is the spare key?"}
             )
             assert hits["data"][0]["file_id"] == uploaded.id  # type: ignore[index]
-        finally:
-            worker.terminate()
-            worker.wait(timeout=15)
-            log.close()
 
 
 def test_oasis_worker_executes_runs_and_sees_a_cancel_made_by_the_server(
@@ -84,14 +92,7 @@ def test_oasis_worker_executes_runs_and_sees_a_cancel_made_by_the_server(
         time.sleep(1.0)
         assert client.beta.threads.runs.retrieve(run.id, thread_id=thread.id).status == "queued"  # no worker yet
 
-        log = (tmp_path / "worker.log").open("w")
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "oasis", "worker", "--config", str(config), "--data-dir", str(data)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
+        with _worker(tmp_path, config, data, env):
             done = client.beta.threads.runs.poll(run.id, thread_id=thread.id, poll_interval_ms=100)
             assert done.status in ("completed", "incomplete"), (tmp_path / "worker.log").read_text()
             (reply,) = client.beta.threads.messages.list(thread.id, run_id=run.id).data
@@ -111,7 +112,3 @@ def test_oasis_worker_executes_runs_and_sees_a_cancel_made_by_the_server(
             assert cancelled.status == "cancelled"
             (partial,) = client.beta.threads.messages.list(thread.id, run_id=long_run.id).data
             assert partial.status == "incomplete"
-        finally:
-            worker.terminate()
-            worker.wait(timeout=15)
-            log.close()

@@ -4,6 +4,7 @@ claims and renews leases with them, repositories write only while the lease is h
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any
 
 from sqlalchemy import ColumnElement, or_
@@ -20,3 +21,9 @@ def held_by(table: Any, seq: int, owner: str) -> list[ColumnElement[bool]]:
 
 def renewal(seconds: float) -> dict[str, float]:
     return {"lease_expires_at": time.time() + seconds}
+
+
+def execution_name(holder: str) -> str:
+    """The lease owner for one execution of a job by `holder` (a worker loop, an API process): each execution
+    has its own, so an earlier execution's writes or release can never touch a later one's lease."""
+    return f"{holder}:{uuid.uuid4().hex[:8]}"

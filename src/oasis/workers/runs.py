@@ -15,7 +15,6 @@ import contextlib
 import json
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -33,6 +32,7 @@ from oasis.storage import runs as run_rows
 from oasis.storage import threads as thread_rows
 from oasis.storage.clock import new_id, now
 from oasis.storage.db import Database
+from oasis.storage.leases import execution_name
 from oasis.storage.tables import Run, RunStep, ThreadMessage
 from oasis.workers.leases import LeaseKeeper, lease_one
 
@@ -65,10 +65,6 @@ class _Turn:
     finish_reason: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
-
-
-def execution_owner(worker: str) -> str:
-    return f"{worker}:{uuid.uuid4().hex[:8]}"
 
 
 def _function_tools(run: Run) -> list[dict[str, Any]]:
@@ -219,9 +215,8 @@ class RunExecutor:
         """The most prompt tokens the next generation may take: the model's context less room for the reply,
         and what is left of `max_prompt_tokens`."""
         limit = None
-        probe = self._chat.prepare_local(self._request(run, [], budget=False))
-        if probe is not None:
-            context = probe.engine.context_length
+        context = self._chat.context_length(run.model)
+        if context is not None:
             limit = context - min(REPLY_ROOM, context // 4)
         if run.max_prompt_tokens is not None:
             left = run.max_prompt_tokens - run.prompt_tokens
@@ -714,7 +709,7 @@ class RunRunner:
         )
         # Each execution holds the lease under a name of its own, so that its writes and its release can never
         # be mistaken for those of a later execution of the same run in this loop.
-        holder = execution_owner(owner)
+        holder = execution_name(owner)
         seq = await lease_one(
             self._db, Run, [waiting, Run.deleted_at.is_(None)], owner=holder, seconds=self._lease_seconds
         )

@@ -11,20 +11,13 @@ from oasis.protocol.assistants import CreateAssistantRequest, ModifyAssistantReq
 from oasis.services.assistants.resources import response_format_to_store, tool_resources_to_store, tools_to_store
 from oasis.services.assistants.wire import assistant_to_wire
 from oasis.services.metadata import check_metadata
+from oasis.services.models.engine_lookup import check_known
 from oasis.services.vector_stores.service import VectorStoreService
 from oasis.storage import assistants as rows
 from oasis.storage.clock import new_id, now
 from oasis.storage.db import Database, Session
 from oasis.storage.pagination import Page, PageRequest
 from oasis.storage.tables import Assistant
-
-
-def check_model(registry: EngineRegistry, model: str, param: str = "model") -> None:
-    """An unknown model is a 404, as in chat completions."""
-    if registry.resolve(model) is None:
-        raise not_found(
-            f"The model '{model}' does not exist or you do not have access to it.", param=param, code="model_not_found"
-        )
 
 
 class AssistantService:
@@ -34,7 +27,7 @@ class AssistantService:
         self._vector_stores = vector_stores
 
     async def create(self, project_id: str, request: CreateAssistantRequest) -> dict[str, Any]:
-        check_model(self._registry, request.model)
+        check_known(self._registry, request.model)
         tools = tools_to_store(request.tools)
         metadata = check_metadata(request.metadata)
         response_format = response_format_to_store(request.response_format)
@@ -71,7 +64,7 @@ class AssistantService:
     async def modify(self, project_id: str, assistant_id: str, request: ModifyAssistantRequest) -> dict[str, Any]:
         given = request.model_fields_set
         if request.model is not None:
-            check_model(self._registry, request.model)
+            check_known(self._registry, request.model)
         async with self._db.session() as session:
             row = await self.row(session, project_id, assistant_id)
             if request.model is not None:

@@ -20,7 +20,7 @@ from oasis.protocol.assistants import (
     ModifyRunRequest,
     SubmitToolOutputsRequest,
 )
-from oasis.services.assistants.assistants import AssistantService, check_model
+from oasis.services.assistants.assistants import AssistantService
 from oasis.services.assistants.events import Event, EventQueue, RunEvents
 from oasis.services.assistants.resources import (
     BUILT_IN_TOOLS,
@@ -32,10 +32,12 @@ from oasis.services.assistants.resources import (
 from oasis.services.assistants.threads import add_messages, new_thread, refuse_while_running, thread_row
 from oasis.services.assistants.wire import run_to_wire, step_to_wire, thread_to_wire
 from oasis.services.metadata import check_metadata
+from oasis.services.models.engine_lookup import check_known
 from oasis.services.vector_stores.service import VectorStoreService
 from oasis.storage import runs as rows
 from oasis.storage.clock import new_id, now
 from oasis.storage.db import Conflict, Database, Session
+from oasis.storage.leases import execution_name
 from oasis.storage.pagination import Page, PageRequest
 from oasis.storage.tables import Assistant, Run, RunStep, Thread
 
@@ -122,7 +124,7 @@ class RunService:
         stream: bool | None,
     ) -> Run:
         model = request.model or assistant.model
-        check_model(self._registry, model)
+        check_known(self._registry, model)
         tools = tools_to_store(request.tools) if request.tools is not None else json.loads(assistant.tools_json)
         for position, tool in enumerate(tools):
             if tool["type"] in BUILT_IN_TOOLS:
@@ -176,8 +178,7 @@ class RunService:
         return run
 
     def _holder(self) -> str:
-        """A lease name for one streamed execution (see workers/runs.py: one name per execution)."""
-        return f"{self._owner}:{uuid.uuid4().hex[:8]}"
+        return execution_name(self._owner)
 
     def _started(self, run: Run, stream: bool, thread: Thread | None) -> dict[str, Any] | AsyncIterator[Event]:
         if not stream:

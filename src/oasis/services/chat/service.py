@@ -270,6 +270,12 @@ class ChatService:
             "usage": metered_usage(chat.model_id, len(chat.prompt), completion_tokens),
         }
 
+    def context_length(self, model: str) -> int | None:
+        """Tokens a sequence of the model holds, or None for a model served by an upstream engine."""
+        if forwarding_engine(self._registry, model) is not None:
+            return None
+        return text_engine(self._registry, model, purpose="chat completions").context_length
+
     def prepare_local(self, request: ChatCompletionRequest) -> PreparedChat | None:
         """The request rendered and tokenized for its local engine (so its prompt can be measured), or None for a
         model served by an upstream engine."""

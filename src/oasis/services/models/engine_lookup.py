@@ -23,14 +23,19 @@ def implements(engine: Engine, capability: type) -> bool:
     return found
 
 
-def loaded_engine(registry: EngineRegistry, model: str) -> Engine:
-    """404 for an unknown model, 503 while it is still loading or when it failed to load (with the reason)."""
+def check_known(registry: EngineRegistry, model: str) -> None:
+    """404 for a model that is not configured (under any of its names)."""
     if registry.resolve(model) is None:
         raise not_found(
             f"The model '{model}' does not exist or you do not have access to it.",
             param="model",
             code="model_not_found",
         )
+
+
+def loaded_engine(registry: EngineRegistry, model: str) -> Engine:
+    """404 for an unknown model, 503 while it is still loading or when it failed to load (with the reason)."""
+    check_known(registry, model)
     engine = registry.engine(model)
     if engine is None:
         state = registry.state(model)
