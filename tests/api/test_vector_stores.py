@@ -425,3 +425,29 @@ async def test_a_broken_model_does_not_hold_up_ingestion(start_oasis: Callable[.
     )
     store_id, _ = await completed_store(harness, {"tax.txt": DOCUMENTS["tax.txt"]})
     assert (await search(harness, store_id, "when are taxes due?"))[0]["filename"] == "tax.txt"
+
+
+# Questions none of DOCUMENTS answers.
+OFF_TOPIC = [
+    "best hiking trails in Norway",
+    "who won the 1998 football world cup",
+    "how to repair a flat bicycle tire",
+    "symptoms of vitamin D deficiency",
+]
+
+
+async def test_scores_mean_the_same_across_queries_so_a_threshold_keeps_only_relevant_files(
+    embed_oasis: Harness,
+) -> None:
+    store_id, ids = await completed_store(embed_oasis, DOCUMENTS)
+    threshold = {"score_threshold": 0.75}
+    for question, expected in QUESTIONS:
+        hits = await search(embed_oasis, store_id, question, max_num_results=10)
+        scores = [hit["score"] for hit in hits]
+        assert scores == sorted(scores, reverse=True) and all(0 < score < 1 for score in scores)
+        assert hits[0]["file_id"] == ids[expected] and hits[0]["score"] >= 0.8, (question, hits[0])
+        assert all(hit["score"] < 0.7 for hit in hits if hit["file_id"] != ids[expected]), question
+        kept = await search(embed_oasis, store_id, question, ranking_options=threshold)
+        assert {hit["file_id"] for hit in kept} == {ids[expected]}, question
+    for question in OFF_TOPIC:
+        assert await search(embed_oasis, store_id, question, ranking_options=threshold) == [], question

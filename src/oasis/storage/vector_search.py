@@ -1,5 +1,5 @@
 """The queries behind vector-store search: a store's live vectors, keyword ranking (SQLite FTS5 with BM25, or
-PostgreSQL full text with ts_rank_cd), word frequencies, and the chunks' texts and attributes."""
+PostgreSQL full text with ts_rank_cd), word frequencies, and the chunks' details."""
 
 from __future__ import annotations
 
@@ -85,19 +85,6 @@ async def count_chunks_with(session: AsyncSession, store_id: str, words: list[st
 
 def _id_list(chunk_ids: list[int]) -> str:
     return ", ".join(str(int(chunk_id)) for chunk_id in chunk_ids)
-
-
-async def chunk_attributes(session: AsyncSession, chunk_ids: list[int]) -> dict[int, dict[str, Any]]:
-    """Each chunk's file attributes (for filters)."""
-    if not chunk_ids:
-        return {}
-    result = await session.execute(
-        text(
-            "SELECT c.id, f.attributes_json FROM vector_store_chunks c JOIN vector_store_files f "
-            f"ON f.seq = c.file_seq WHERE c.id IN ({_id_list(chunk_ids)})"
-        )
-    )
-    return {int(row[0]): json.loads(row[1]) for row in result}
 
 
 async def chunk_details(session: AsyncSession, chunk_ids: list[int]) -> dict[int, tuple[str, str, str, dict[str, Any]]]:

@@ -1,6 +1,7 @@
-"""Hybrid search over a vector store: nearest chunks by embedding and best chunks by keywords, fused by
-reciprocal rank. The database holds every chunk and vector; each process keeps a per-store copy of the vectors
-(and, for large stores, an HNSW index) keyed by the store's content version, so replicas never serve stale hits.
+"""Hybrid search over a vector store: the nearest chunks by embedding and the best chunks by keywords are the
+candidates, each scored by a relevance comparable across queries (relevance.py) and ranked by it. The database
+holds every chunk and vector; each process keeps a per-store copy of the vectors (and, for large stores, an HNSW
+index) keyed by the store's content version, so replicas never serve stale hits.
 """
 
 from __future__ import annotations
@@ -19,6 +20,14 @@ import numpy as np
 from oasis.errors import invalid_request
 from oasis.services.embeddings.service import EmbeddingService
 from oasis.services.vector_stores.filters import matches
+from oasis.services.vector_stores.relevance import (
+    BACKGROUND_PASSAGES,
+    background_spread,
+    keyword_coverage,
+    query_stems,
+    relevance,
+    stems,
+)
 from oasis.services.vector_stores.service import VectorStoreService, is_expired
 from oasis.storage import vector_search as rows
 from oasis.storage.clock import now
@@ -28,7 +37,6 @@ from oasis.storage.tables import VectorStore
 log = logging.getLogger("oasis.search")
 
 INDEX_RETRY_SECONDS = 60.0
-RRF_K = 60  # the constant from Cormack et al.; ranks past a few dozen barely count
 # In a large store, a query word found in more than this share of its chunks is treated like a stopword: its
 # idf adds almost nothing to a BM25 score, but ranking every chunk that holds it costs more than the rest of
 # the search together.
@@ -89,6 +97,8 @@ class VectorSearch:
         # another replica, and stores nobody searches any more, leave memory in time.
         self._cache: OrderedDict[str, _StoreVectors] = OrderedDict()
         self._cache_bytes = cache_bytes
+        # Embedding model -> the background passages' vectors (see relevance.py).
+        self._backgrounds: dict[str, np.ndarray] = {}
         _one_blas_thread()
 
     async def search(
@@ -106,42 +116,64 @@ class VectorSearch:
             raise invalid_request(f"Vector store {store_id} has expired and can no longer be searched.")
         await self._touch(store)
         vectors = (await self._embeddings.embed(store.embedding_model, queries, "query", param="query")).vectors
+        background = await self._background(store.embedding_model)
         depth = max(50, 4 * max_results)
         cached = await self._vectors(store)
-        ranked_lists = [self._nearest(cached, vector, depth) for vector in vectors]
+        candidates: dict[int, None] = {}
+        for vector in vectors:
+            candidates.update(dict.fromkeys(self._nearest(cached, vector, depth)))
         # One session for the keyword queries and the hit details: each checkout is a round trip on PostgreSQL.
         async with self._db.session() as session:
             for query in queries:
-                ranked_lists.append(await self._keyword(session, store_id, cached, query, depth))
-            fused = self._fuse(ranked_lists)
-            best_possible = len(ranked_lists) / (RRF_K + 1)  # first in every ranking
-            scores = {chunk_id: fused[chunk_id] / best_possible for chunk_id in fused}
-            candidates = [
-                chunk_id for chunk_id in sorted(scores, key=lambda c: -scores[c]) if scores[chunk_id] >= score_threshold
-            ]
-            if filters is not None:
-                attributes = await rows.chunk_attributes(session, candidates)
-                candidates = [c for c in candidates if c in attributes and matches(filters, attributes[c])]
-            # Texts only for the hits returned; more only if some vanished meanwhile (a file deleted).
-            hits: list[Hit] = []
-            while candidates and len(hits) < max_results:
-                wanted, candidates = candidates[: max_results - len(hits)], candidates[max_results - len(hits) :]
-                details = await rows.chunk_details(session, wanted)
-                hits.extend(
-                    Hit(file_id, filename, round(scores[c], 6), chunk_text, attributes)
-                    for c in wanted
-                    if c in details
-                    for file_id, filename, chunk_text, attributes in [details[c]]
-                )
-        return hits
+                candidates.update(dict.fromkeys(await self._keyword(session, store_id, cached, query, depth)))
+            # Chunks of a file deleted meanwhile are missing from the details, and so from the hits.
+            details = await rows.chunk_details(session, list(candidates))
+        if filters is not None:
+            details = {chunk: found for chunk, found in details.items() if matches(filters, found[3])}
+        scores = self._scores(cached, vectors, background, queries, details)
+        ranked = sorted((chunk for chunk in details if scores[chunk] >= score_threshold), key=lambda c: -scores[c])
+        return [
+            Hit(file_id, filename, round(scores[chunk], 6), chunk_text, attributes)
+            for chunk in ranked[:max_results]
+            for file_id, filename, chunk_text, attributes in [details[chunk]]
+        ]
 
     @staticmethod
-    def _fuse(ranked_lists: list[list[int]]) -> dict[int, float]:
-        fused: dict[int, float] = {}
-        for ranked in ranked_lists:
-            for rank, chunk_id in enumerate(ranked, start=1):
-                fused[chunk_id] = fused.get(chunk_id, 0.0) + 1.0 / (RRF_K + rank)
-        return fused
+    def _scores(
+        cached: _StoreVectors,
+        vectors: np.ndarray,
+        background: np.ndarray,
+        queries: list[str],
+        details: dict[int, tuple[str, str, str, dict[str, Any]]],
+    ) -> dict[int, float]:
+        """Each candidate's relevance: its best over the queries (see relevance.py)."""
+        chunk_ids = list(details)
+        if not chunk_ids:
+            return {}
+        positions = np.searchsorted(cached.chunk_ids, chunk_ids)
+        positions = np.minimum(positions, max(len(cached.chunk_ids) - 1, 0))
+        # A chunk newer than the vectors held here (added since they were loaded) counts by its keywords only.
+        known = cached.chunk_ids[positions] == np.asarray(chunk_ids) if len(cached.chunk_ids) else np.zeros(0, bool)
+        similarities = cached.matrix[positions] @ np.asarray(vectors).T if len(cached.chunk_ids) else None
+        spreads = [background_spread(background, vector) for vector in vectors]
+        wanted = [query_stems(query) for query in queries]
+        scores: dict[int, float] = {}
+        for row, chunk_id in enumerate(chunk_ids):
+            chunk_stems = stems(details[chunk_id][2])
+            best = 0.0
+            for column, spread in enumerate(spreads):
+                similarity = float(similarities[row, column]) if similarities is not None and known[row] else -1.0
+                best = max(best, relevance(similarity, spread, keyword_coverage(wanted[column], chunk_stems)))
+            scores[chunk_id] = best
+        return scores
+
+    async def _background(self, model: str) -> np.ndarray:
+        """The background passages embedded with `model`, once per process."""
+        found = self._backgrounds.get(model)
+        if found is None:
+            found = (await self._embeddings.embed(model, list(BACKGROUND_PASSAGES), "passage", param="query")).vectors
+            self._backgrounds[model] = found
+        return found
 
     async def _touch(self, store: VectorStore) -> None:
         # Searching keeps a store alive: expiry counts from the last activity.
