@@ -16,6 +16,7 @@ from oasis.engines.registry import EngineRegistry
 from oasis.protocol import openapi_types as spec
 from oasis.protocol.extensions import ChatCompletionRequest, CompletionRequest
 from oasis.services.assistants.assistants import AssistantService
+from oasis.services.assistants.file_search import FileSearch
 from oasis.services.assistants.runs import RunService
 from oasis.services.assistants.threads import ThreadService
 from oasis.services.audio.service import AudioService
@@ -122,7 +123,14 @@ class Container:
         resolved = registry.resolve(embedding_model)
         vector_stores = VectorStoreService(db, resolved.id if resolved else embedding_model, worker.wake)
         lease_seconds = settings.workers.lease_seconds
-        run_executor = RunExecutor(db, chat, lease_seconds)
+        search = VectorSearch(
+            db,
+            vector_stores,
+            embeddings,
+            settings.vector_stores.index_threshold,
+            cache_bytes=int(settings.vector_stores.search_cache_mb * (1 << 20)),
+        )
+        run_executor = RunExecutor(db, chat, FileSearch(db, search), lease_seconds)
         run_runner = RunRunner(db, run_executor, lease_seconds, settings.workers.run_concurrency)
         run_worker_loop = WorkerLoop([run_runner], settings.workers.poll_seconds)
         run_runner.on_finished = run_worker_loop.wake  # a freed place takes the next waiting run at once
@@ -140,13 +148,7 @@ class Container:
             audio=AudioService(registry),
             embeddings=embeddings,
             vector_stores=vector_stores,
-            search=VectorSearch(
-                db,
-                vector_stores,
-                embeddings,
-                settings.vector_stores.index_threshold,
-                cache_bytes=int(settings.vector_stores.search_cache_mb * (1 << 20)),
-            ),
+            search=search,
             ingestion=ingestion,
             batch_runner=batch_runner,
             sweeper=sweeper,

@@ -3,9 +3,9 @@ pollers how soon to look again."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from oasis.api.deps import ContainerDep, PageDep, PrincipalDep
@@ -19,6 +19,9 @@ from oasis.protocol.assistants import (
 )
 
 router = APIRouter(tags=["Assistants"])
+
+# `include[]=...` as the SDK sends it (several values repeat the key).
+IncludeDep = Annotated[list[str], Query(alias="include[]", default_factory=list)]
 
 # The SDK's create_and_poll and friends wait this long between reads (their default is a second).
 POLL_AFTER_MS = "100"
@@ -39,9 +42,9 @@ async def create_thread_and_run(
 
 @router.post("/threads/{thread_id}/runs", response_model=None)
 async def create_run(
-    thread_id: str, body: CreateRunRequest, container: ContainerDep, principal: PrincipalDep
+    thread_id: str, body: CreateRunRequest, container: ContainerDep, principal: PrincipalDep, include: IncludeDep
 ) -> JSONResponse | StreamingResponse:
-    return await _answer(await container.runs.create(principal.project_id, thread_id, body))
+    return await _answer(await container.runs.create(principal.project_id, thread_id, body, include))
 
 
 @router.get("/threads/{thread_id}/runs")
@@ -81,13 +84,13 @@ async def submit_tool_outputs(
 
 @router.get("/threads/{thread_id}/runs/{run_id}/steps")
 async def list_run_steps(
-    thread_id: str, run_id: str, container: ContainerDep, principal: PrincipalDep, page: PageDep
+    thread_id: str, run_id: str, container: ContainerDep, principal: PrincipalDep, page: PageDep, include: IncludeDep
 ) -> dict[str, Any]:
-    return dict_list_body(await container.runs.list_steps(principal.project_id, thread_id, run_id, page))
+    return dict_list_body(await container.runs.list_steps(principal.project_id, thread_id, run_id, page, include))
 
 
 @router.get("/threads/{thread_id}/runs/{run_id}/steps/{step_id}")
 async def retrieve_run_step(
-    thread_id: str, run_id: str, step_id: str, container: ContainerDep, principal: PrincipalDep
+    thread_id: str, run_id: str, step_id: str, container: ContainerDep, principal: PrincipalDep, include: IncludeDep
 ) -> dict[str, Any]:
-    return await container.runs.retrieve_step(principal.project_id, thread_id, run_id, step_id)
+    return await container.runs.retrieve_step(principal.project_id, thread_id, run_id, step_id, include)

@@ -24,8 +24,11 @@ from sqlalchemy import and_, or_, select, update
 from oasis.errors import OasisError
 from oasis.metrics import JOB_DURATION
 from oasis.protocol.extensions import ChatCompletionRequest
+from oasis.services.assistants import file_search
+from oasis.services.assistants.citations import Citer, Segment, sources_of
 from oasis.services.assistants.events import NoEvents, RunEvents
-from oasis.services.assistants.prompt import ChatMessages, DoesNotFit, fitted, thread_items
+from oasis.services.assistants.file_search import FileSearch, SearchCall, queries_of
+from oasis.services.assistants.prompt import ChatMessages, DoesNotFit, fitted, text_of, thread_items
 from oasis.services.assistants.wire import message_to_wire, run_to_wire, step_to_wire
 from oasis.services.chat.service import ChatService, PreparedChat
 from oasis.storage import runs as run_rows
@@ -48,6 +51,11 @@ REPLY_ROOM = 512
 BUSY_WAIT_SECONDS = 60.0
 # The size `measure` gives a prompt longer than the model's whole context.
 TOO_LONG = 1 << 62
+# Searches one run may make before the model must answer with what it found: a small model offered the tool
+# again after a search tends to call it again, or to lose the thread, rather than answer.
+MAX_SEARCHES_PER_RUN = 1
+# Characters of search results shown to the model per token of its context: about half the context.
+RESULT_CHARS_PER_CONTEXT_TOKEN = 2
 
 
 class _Stop(Exception):
@@ -65,6 +73,22 @@ class _Turn:
     finish_reason: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    # Cites the answer's sentences when this run searched files; `annotations` are the message's so far.
+    citer: Citer | None = None
+    annotations: list[dict[str, Any]] = field(default_factory=list)
+    # What a file_search call without a usable query searches for, and the thread's searches so far.
+    last_user_text: str = ""
+    searches_before: int = 0
+
+
+def _search_calls(steps: list[RunStep]) -> list[dict[str, Any]]:
+    return [
+        call
+        for step in steps
+        if step.status == "completed"
+        for call in json.loads(step.step_details_json)["tool_calls"]
+        if call["type"] == file_search.TOOL_NAME
+    ]
 
 
 def _function_tools(run: Run) -> list[dict[str, Any]]:
@@ -73,6 +97,14 @@ def _function_tools(run: Run) -> list[dict[str, Any]]:
         for tool in json.loads(run.tools_json)
         if tool["type"] == "function"
     ]
+
+
+def _offers_search(run: Run) -> bool:
+    """Whether the run has file_search (offered to the model as a function, unless one of its own functions
+    already has that name)."""
+    tools = json.loads(run.tools_json)
+    named = any(tool["type"] == "function" and tool["function"]["name"] == file_search.TOOL_NAME for tool in tools)
+    return file_search.tool_settings(tools) is not None and not named
 
 
 def _new_step(run: Run, stamp: int, details: dict[str, Any]) -> RunStep:
@@ -99,9 +131,10 @@ def _error(code: str, message: str) -> str:
 
 
 class RunExecutor:
-    def __init__(self, db: Database, chat: ChatService, lease_seconds: float) -> None:
+    def __init__(self, db: Database, chat: ChatService, searcher: FileSearch, lease_seconds: float) -> None:
         self._db = db
         self._chat = chat
+        self._searcher = searcher
         self._lease_seconds = lease_seconds
         # Runs executing in this process, by id: a cancel made here stops them at once.
         self._cancels: dict[str, asyncio.Event] = {}
@@ -159,22 +192,34 @@ class RunExecutor:
             await self._write(run.seq, owner, ("queued",), values)
             run = await self._run(seq)
             events.emit("thread.run.in_progress", run_to_wire(run))
-        return await self._turn(run, owner, events)
+        # A turn that searched files is followed by one that answers with what was found.
+        while (outcome := await self._turn(run, owner, events)) == "searched":
+            run = await self._run(seq)
+        return outcome
 
     # --- one generation ------------------------------------------------------------------------------------------
 
     async def _turn(self, run: Run, owner: str, events: RunEvents) -> str:
+        context = self._chat.context_length(run.model) or 4096
         async with self._db.session() as session:
             steps = await run_rows.tool_steps(session, run.thread_id)
-            items = thread_items(await thread_rows.conversation(session, run.thread_id), steps)
+            conversation = await thread_rows.conversation(session, run.thread_id)
+        items = thread_items(conversation, steps, context * RESULT_CHARS_PER_CONTEXT_TOKEN)
         # `required` or a named function means: call a tool before answering. Once this run has, it may answer.
         called = any(step.run_id == run.id and step.status == "completed" for step in steps)
+        searched = _search_calls([step for step in steps if step.run_id == run.id])
+        turn = _Turn(
+            citer=Citer(sources_of(searched)) if searched else None,
+            last_user_text=next((text_of(m.content_json) for m in reversed(conversation) if m.role == "user"), ""),
+            searches_before=len(_search_calls(steps)),
+        )
+        may_search = len(searched) < MAX_SEARCHES_PER_RUN
         # Each measured candidate with its prepared form, so the chosen one is not rendered a second time.
         measured: list[tuple[ChatMessages, PreparedChat]] = []
 
         def measure(messages: ChatMessages) -> int | None:
             try:
-                prepared = self._chat.prepare_local(self._request(run, messages, called, budget=False))
+                prepared = self._chat.prepare_local(self._request(run, messages, called, may_search, budget=False))
             except OasisError as exc:
                 if exc.code == "context_length_exceeded":
                     return TOO_LONG  # over the whole context: truncation goes on dropping
@@ -200,12 +245,11 @@ class RunExecutor:
                 room = prepared.engine.context_length - size
                 left = max(1, run.max_completion_tokens - run.completion_tokens)
                 prepared = replace(prepared, params=replace(prepared.params, max_tokens=min(left, room)))
-            chunks = await self._open(self._request(run, messages, called), prepared)
+            chunks = await self._open(self._request(run, messages, called, may_search), prepared)
         except OasisError as exc:
             code = {429: "rate_limit_exceeded", 400: "invalid_prompt"}.get(exc.status, "server_error")
             await self._fail(run.seq, owner, events, code, exc.message)
             return "failed"
-        turn = _Turn()
         if await self._generate(run, owner, events, chunks, turn):
             await self._cancelled(run, owner, events, turn)
             return "cancelled"
@@ -224,11 +268,13 @@ class RunExecutor:
         return limit
 
     def _request(
-        self, run: Run, messages: ChatMessages, tools_called: bool = False, budget: bool = True
+        self, run: Run, messages: ChatMessages, tools_called: bool, may_search: bool, budget: bool = True
     ) -> ChatCompletionRequest:
         """The chat request for a turn; `budget` False leaves out the run's completion budget (for measuring a
         prompt: the budget is fitted to the room the chosen prompt leaves)."""
         tools = _function_tools(run)
+        if may_search and _offers_search(run):
+            tools.append(file_search.FUNCTION)
         body: dict[str, Any] = {
             "model": run.model,
             "messages": messages or [{"role": "user", "content": ""}],
@@ -246,6 +292,8 @@ class RunExecutor:
             body["response_format"] = response_format
         if tools:
             choice = json.loads(run.tool_choice_json)
+            if isinstance(choice, dict) and choice.get("type") == file_search.TOOL_NAME:
+                choice = {"type": "function", "function": {"name": file_search.TOOL_NAME}}
             if tools_called and choice != "none":
                 choice = "auto"
             body["tools"] = tools
@@ -320,22 +368,40 @@ class RunExecutor:
                     turn.finish_reason = choice["finish_reason"]
 
     async def _add_text(self, run: Run, owner: str, events: RunEvents, turn: _Turn, piece: str) -> None:
-        first = turn.message is None
-        if first:
-            await self._open_message(run, owner, events, turn)
-        assert turn.message is not None
-        turn.text += piece
-        text: dict[str, Any] = {"value": piece}
-        if first:
-            text["annotations"] = []
-        events.emit(
-            "thread.message.delta",
-            {
-                "id": turn.message.id,
-                "object": "thread.message.delta",
-                "delta": {"content": [{"index": 0, "type": "text", "text": text}]},
-            },
-        )
+        segments = turn.citer.feed(piece) if turn.citer is not None else [Segment(piece)]
+        await self._add_segments(run, owner, events, turn, segments)
+
+    async def _add_segments(
+        self, run: Run, owner: str, events: RunEvents, turn: _Turn, segments: list[Segment]
+    ) -> None:
+        """Appends text to the reply (opening its message first), each citation marker with its annotation."""
+        for segment in segments:
+            first = turn.message is None
+            if first:
+                await self._open_message(run, owner, events, turn)
+            assert turn.message is not None
+            text: dict[str, Any] = {"value": segment.text}
+            if segment.source is not None:
+                annotation = {
+                    "type": "file_citation",
+                    "text": segment.text,
+                    "start_index": len(turn.text),
+                    "end_index": len(turn.text) + len(segment.text),
+                    "file_citation": {"file_id": segment.source.file_id, "quote": segment.quote},
+                }
+                turn.annotations.append(annotation)
+                text["annotations"] = [{"index": len(turn.annotations) - 1, **annotation}]
+            elif first:
+                text["annotations"] = []
+            turn.text += segment.text
+            events.emit(
+                "thread.message.delta",
+                {
+                    "id": turn.message.id,
+                    "object": "thread.message.delta",
+                    "delta": {"content": [{"index": 0, "type": "text", "text": text}]},
+                },
+            )
 
     async def _open_message(self, run: Run, owner: str, events: RunEvents, turn: _Turn) -> None:
         """The message-creation step and its (still empty) message, written before the first text is shown."""
@@ -384,16 +450,35 @@ class RunExecutor:
         # Calls cut off by the budget are half-written: the run ends incomplete instead of asking for them.
         calls = [] if budget_hit else [turn.calls[index] for index in sorted(turn.calls)]
         turn.calls = {index: call for index, call in enumerate(calls)}
+        searching = _offers_search(run)
+        search_calls = [call for call in calls if searching and call["name"] == file_search.TOOL_NAME]
+        function_calls = [call for call in calls if call not in search_calls]
+        if turn.citer is not None and turn.message is not None:
+            await self._add_segments(run, owner, events, turn, turn.citer.end())
         if not calls and turn.message is None:
             await self._open_message(run, owner, events, turn)  # an empty reply is still the run's message
+        # Searched before the transaction that records them: a crash before it searches again, harmlessly.
+        searches = [await self._search(run, call, turn, position) for position, call in enumerate(search_calls)]
         stamp = now()
+        search_step: RunStep | None = None
         tool_step: RunStep | None = None
         async with self._db.session() as session:
             await self._held(session, run.seq, owner, ("in_progress",))
             if turn.message is not None:
                 self._close_message(turn, stamp, "max_tokens" if budget_hit else None)
                 await self._store_closed(session, turn)
-            if calls:
+            newest = await thread_rows.newest_message_seq(session, run.thread_id)
+            if searches:
+                search_step = _new_step(
+                    run, stamp, {"type": "tool_calls", "tool_calls": [search.stored() for search in searches]}
+                )
+                search_step.status, search_step.completed_at = "completed", stamp
+                search_step.after_message_seq = newest
+                search_step.prompt_tokens = turn.prompt_tokens
+                search_step.completion_tokens = turn.completion_tokens
+                session.add(search_step)
+            values: dict[str, Any]
+            if function_calls:
                 tool_step = _new_step(
                     run,
                     stamp,
@@ -405,15 +490,16 @@ class RunExecutor:
                                 "type": "function",
                                 "function": {"name": call["name"], "arguments": call["arguments"], "output": None},
                             }
-                            for call in calls
+                            for call in function_calls
                         ],
                     },
                 )
-                tool_step.after_message_seq = await thread_rows.newest_message_seq(session, run.thread_id)
-                tool_step.prompt_tokens = turn.prompt_tokens
-                tool_step.completion_tokens = turn.completion_tokens
+                tool_step.after_message_seq = newest
+                # The generation's tokens are counted once: on the search step when it also searched.
+                tool_step.prompt_tokens = 0 if searches else turn.prompt_tokens
+                tool_step.completion_tokens = 0 if searches else turn.completion_tokens
                 session.add(tool_step)
-                values: dict[str, Any] = {
+                values = {
                     "status": "requires_action",
                     "attempts": 0,  # attempts count the leases of one stretch of work, not of the whole run
                     "required_action_json": json.dumps(
@@ -426,12 +512,14 @@ class RunExecutor:
                                         "type": "function",
                                         "function": {"name": call["name"], "arguments": call["arguments"]},
                                     }
-                                    for call in calls
+                                    for call in function_calls
                                 ]
                             },
                         }
                     ),
                 }
+            elif searches:
+                values = {}  # still in progress: the next turn answers with the results
             elif budget_hit:
                 values = {"status": "incomplete", "incomplete_reason": "max_completion_tokens", "completed_at": None}
             else:
@@ -443,27 +531,11 @@ class RunExecutor:
                 raise _Stop
             await session.commit()
         self._emit_closed(events, turn)
-        if tool_step is not None:
-            details = json.loads(tool_step.step_details_json)
-            opened = step_to_wire(tool_step)
-            opened["step_details"] = {"type": "tool_calls", "tool_calls": []}
-            events.emit("thread.run.step.created", opened)
-            events.emit("thread.run.step.in_progress", opened)
-            events.emit(
-                "thread.run.step.delta",
-                {
-                    "id": tool_step.id,
-                    "object": "thread.run.step.delta",
-                    "delta": {
-                        "step_details": {
-                            "type": "tool_calls",
-                            "tool_calls": [
-                                {"index": index, **call} for index, call in enumerate(details["tool_calls"])
-                            ],
-                        }
-                    },
-                },
-            )
+        for step in (search_step, tool_step):
+            if step is not None:
+                self._emit_tool_step(events, step)
+        if searches and not function_calls:
+            return "searched"
         final = await self._run(run.seq)
         name = {"requires_action": "thread.run.requires_action", "incomplete": "thread.run.incomplete"}.get(
             final.status, "thread.run.completed"
@@ -471,9 +543,44 @@ class RunExecutor:
         events.emit(name, run_to_wire(final))
         return final.status
 
+    async def _search(self, run: Run, call: dict[str, Any], turn: _Turn, position: int) -> SearchCall:
+        settings = file_search.tool_settings(json.loads(run.tools_json)) or {}
+        queries = queries_of(call["arguments"], turn.last_user_text)
+        ranking, results = await self._searcher.run(run, queries, settings)
+        return SearchCall(call["id"], queries, turn.searches_before + position, ranking, results)
+
+    @staticmethod
+    def _emit_tool_step(events: RunEvents, step: RunStep) -> None:
+        """A tool-call step as a stream shows it: opened empty, its calls as a delta, then its end (when over)."""
+        shown = step_to_wire(step, events.include_contents)
+        opened = {**shown, "step_details": {"type": "tool_calls", "tool_calls": []}}
+        if step.status == "completed":
+            opened.update(status="in_progress", completed_at=None, usage=None)
+        events.emit("thread.run.step.created", opened)
+        events.emit("thread.run.step.in_progress", opened)
+        events.emit(
+            "thread.run.step.delta",
+            {
+                "id": step.id,
+                "object": "thread.run.step.delta",
+                "delta": {
+                    "step_details": {
+                        "type": "tool_calls",
+                        "tool_calls": [
+                            {"index": index, **call} for index, call in enumerate(shown["step_details"]["tool_calls"])
+                        ],
+                    }
+                },
+            },
+        )
+        if step.status == "completed":
+            events.emit("thread.run.step.completed", shown)
+
     def _close_message(self, turn: _Turn, stamp: int, incomplete_reason: str | None) -> None:
         assert turn.message is not None and turn.step is not None
-        turn.message.content_json = json.dumps([{"type": "text", "text": {"value": turn.text, "annotations": []}}])
+        turn.message.content_json = json.dumps(
+            [{"type": "text", "text": {"value": turn.text, "annotations": turn.annotations}}]
+        )
         if incomplete_reason is None:
             turn.message.status, turn.message.completed_at = "completed", stamp
         else:

@@ -50,6 +50,7 @@ class AssistantService:
             )
             session.add(row)
             await session.commit()
+        self._vector_stores.wake()  # files of a `vector_stores` helper
         return assistant_to_wire(row)
 
     async def retrieve(self, project_id: str, assistant_id: str) -> dict[str, Any]:
@@ -88,7 +89,8 @@ class AssistantService:
             if "response_format" in given:
                 row.response_format_json = json.dumps(response_format_to_store(request.response_format))
             await session.commit()
-            return assistant_to_wire(row)
+        self._vector_stores.wake()  # files of a `vector_stores` helper
+        return assistant_to_wire(row)
 
     async def delete(self, project_id: str, assistant_id: str) -> dict[str, Any]:
         async with self._db.session() as session:

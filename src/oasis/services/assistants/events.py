@@ -10,11 +10,16 @@ Event = tuple[str, dict[str, Any]]
 
 
 class RunEvents(Protocol):
+    # Whether run steps show file_search results' contents (`include[]` on the request that streams them).
+    include_contents: bool
+
     def emit(self, name: str, data: dict[str, Any]) -> None: ...
 
 
 class NoEvents:
     """A run nobody streams: its state is read from the database."""
+
+    include_contents = False
 
     def emit(self, name: str, data: dict[str, Any]) -> None:
         return None
@@ -24,7 +29,8 @@ class EventQueue:
     """The events of a streamed run, in order, until the execution closes the queue. The execution never waits
     on the reader: a client that leaves does not stop its run, as with OpenAI."""
 
-    def __init__(self) -> None:
+    def __init__(self, include_contents: bool = False) -> None:
+        self.include_contents = include_contents
         self._queue: asyncio.Queue[Event | None] = asyncio.Queue()
 
     def emit(self, name: str, data: dict[str, Any]) -> None:

@@ -8,40 +8,43 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from oasis.services.assistants import file_search
 from oasis.storage.tables import Run, RunStep, ThreadMessage
 
 ChatMessages = list[dict[str, Any]]
+# Tool calls shown to the model again; code_interpreter calls are not run here yet.
+_SHOWN_CALLS = ("function", file_search.TOOL_NAME)
+DEFAULT_RESULT_CHARS = 16_000
 
 
-def _text_of(content_json: str) -> str:
+def text_of(content_json: str) -> str:
     """A message's text parts; images are not shown to a text model."""
     parts = json.loads(content_json)
     return "\n".join(part["text"]["value"] for part in parts if part["type"] == "text")
 
 
 def _message_item(message: ThreadMessage) -> ChatMessages:
-    return [{"role": message.role, "content": _text_of(message.content_json)}]
+    return [{"role": message.role, "content": text_of(message.content_json)}]
 
 
-def _step_item(step: RunStep) -> ChatMessages:
-    calls = [call for call in json.loads(step.step_details_json)["tool_calls"] if call["type"] == "function"]
+def _step_item(step: RunStep, result_chars: int) -> ChatMessages:
+    """A finished tool-call step as the model made it: its calls (file_search ones as the function the model was
+    offered), then each call's output."""
+    calls = [call for call in json.loads(step.step_details_json)["tool_calls"] if call["type"] in _SHOWN_CALLS]
     if not calls:
         return []
-    return [
-        {
-            "role": "assistant",
-            "content": None,
-            "tool_calls": [
-                {
-                    "id": call["id"],
-                    "type": "function",
-                    "function": {"name": call["function"]["name"], "arguments": call["function"]["arguments"]},
-                }
-                for call in calls
-            ],
-        },
-        *({"role": "tool", "tool_call_id": call["id"], "content": call["function"]["output"] or ""} for call in calls),
-    ]
+    requested = []
+    outputs = []
+    for call in calls:
+        if call["type"] == "function":
+            function = call["function"]
+            name, arguments, output = function["name"], function["arguments"], function["output"]
+        else:
+            name, arguments = file_search.TOOL_NAME, json.dumps({"query": call.get("_queries", [""])[0]})
+            output = file_search.results_for_model(call, result_chars)
+        requested.append({"id": call["id"], "type": "function", "function": {"name": name, "arguments": arguments}})
+        outputs.append({"role": "tool", "tool_call_id": call["id"], "content": output or ""})
+    return [{"role": "assistant", "content": None, "tool_calls": requested}, *outputs]
 
 
 @dataclass(frozen=True)
@@ -50,14 +53,17 @@ class ThreadItem:
     is_message: bool  # a thread message (counted by `last_messages`), not a tool call and its output
 
 
-def thread_items(messages: list[ThreadMessage], steps: list[RunStep]) -> list[ThreadItem]:
+def thread_items(
+    messages: list[ThreadMessage], steps: list[RunStep], result_chars: int = DEFAULT_RESULT_CHARS
+) -> list[ThreadItem]:
     """Messages in order, each finished tool-call step right after the message that was newest when it began
-    (before the next live one, when that message has since been deleted)."""
+    (before the next live one, when that message has since been deleted). A search's results are shown within
+    `result_chars` characters."""
     keyed: list[tuple[tuple[int, int, int], ThreadItem]] = [
         ((message.seq, 0, 0), ThreadItem(_message_item(message), True)) for message in messages
     ]
     keyed.extend(
-        ((step.after_message_seq, 1, step.seq), ThreadItem(_step_item(step), False))
+        ((step.after_message_seq, 1, step.seq), ThreadItem(_step_item(step, result_chars), False))
         for step in steps
         if step.status == "completed"
     )

@@ -3,6 +3,7 @@ formats, message content. Each failure is a 400 (or 404 for a missing object) na
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,8 +23,11 @@ from oasis.services.vector_stores.service import VectorStoreService
 from oasis.storage import files as file_rows
 from oasis.storage import vector_stores as store_rows
 from oasis.storage.db import Session
+from oasis.storage.tables import Thread
 
-BUILT_IN_TOOLS = ("code_interpreter", "file_search")
+# Stores made by thread helpers (`vector_stores`, message attachments) expire a week after they were last
+# used, OpenAI's default for them.
+HELPER_STORE_EXPIRY_DAYS = 7
 
 
 def tools_to_store(tools: Sequence[Tool], param: str = "tools") -> list[dict[str, Any]]:
@@ -93,7 +97,8 @@ async def tool_resources_to_store(
     param: str = "tool_resources",
 ) -> dict[str, Any]:
     """The resources as stored: file ids checked, vector stores checked, and a store made for the
-    `vector_stores` helper (its files are indexed in the background, as OpenAI does)."""
+    `vector_stores` helper (its files are indexed in the background, as OpenAI does, once the caller commits and
+    wakes the workers)."""
     stored: dict[str, Any] = {}
     if resources is None:
         return stored
@@ -116,15 +121,16 @@ async def tool_resources_to_store(
                 )
         for helper in search.vector_stores or []:
             await _check_files(session, project_id, helper.file_ids, f"{param}.file_search.vector_stores.file_ids")
-            made = await vector_stores.create(
+            made = await vector_stores.create_in(
+                session,
                 project_id,
                 name=None,
                 file_ids=helper.file_ids,
-                expires_after_days=None,
+                expires_after_days=HELPER_STORE_EXPIRY_DAYS,
                 metadata=helper.metadata,
                 chunking=helper.chunking_strategy,
             )
-            store_ids.append(made["id"])
+            store_ids.append(made.id)
         stored["file_search"] = {"vector_store_ids": store_ids}
     return stored
 
@@ -154,3 +160,26 @@ async def message_parts(
     attachments: list[Attachment] = request.attachments or []
     await _check_files(session, project_id, [item.file_id for item in attachments], f"{param}.attachments")
     return content, [item.model_dump() for item in attachments]
+
+
+async def index_attachments(
+    session: Session, project_id: str, thread: Thread, file_ids: list[str], vector_stores: VectorStoreService
+) -> None:
+    """Files attached to a message for file_search go into the thread's vector store: its first store, or one
+    made for it when it has none (or that one was deleted), as OpenAI does."""
+    resources = json.loads(thread.tool_resources_json)
+    store_ids = resources.get("file_search", {}).get("vector_store_ids", [])
+    if store_ids and await store_rows.get_store(session, project_id, store_ids[0]) is not None:
+        await vector_stores.add_files_in(session, project_id, store_ids[0], file_ids)
+        return
+    made = await vector_stores.create_in(
+        session,
+        project_id,
+        name=None,
+        file_ids=file_ids,
+        expires_after_days=HELPER_STORE_EXPIRY_DAYS,
+        metadata=None,
+        chunking=None,
+    )
+    resources["file_search"] = {"vector_store_ids": [made.id, *store_ids[1:]]}
+    thread.tool_resources_json = json.dumps(resources)

@@ -22,8 +22,8 @@ from oasis.protocol.assistants import (
 )
 from oasis.services.assistants.assistants import AssistantService
 from oasis.services.assistants.events import Event, EventQueue, RunEvents
+from oasis.services.assistants.file_search import wants_contents
 from oasis.services.assistants.resources import (
-    BUILT_IN_TOOLS,
     response_format_to_store,
     tool_choice_to_store,
     tool_resources_to_store,
@@ -78,13 +78,15 @@ class RunService:
     # --- create ------------------------------------------------------------------------------------------------
 
     async def create(
-        self, project_id: str, thread_id: str, request: CreateRunRequest
+        self, project_id: str, thread_id: str, request: CreateRunRequest, include: list[str] | None = None
     ) -> dict[str, Any] | AsyncIterator[Event]:
+        contents = wants_contents(include or [])
         try:
             run = await self._create(project_id, thread_id, request)
         except Conflict:
             raise _already_running(thread_id) from None
-        return self._started(run, bool(request.stream), None)
+        self._vector_stores.wake()  # attached files to index
+        return self._started(run, bool(request.stream), None, contents)
 
     async def _create(self, project_id: str, thread_id: str, request: CreateRunRequest) -> Run:
         async with self._db.session() as session:
@@ -93,7 +95,8 @@ class RunService:
             assistant = await AssistantService.row(session, project_id, request.assistant_id)
             run = await self._new_run(session, project_id, thread, assistant, request, request.stream)
             run.additional_instructions = request.additional_instructions
-            await add_messages(session, project_id, thread_id, request.additional_messages or [], "additional_messages")
+            extra = request.additional_messages or []
+            await add_messages(session, project_id, thread_id, extra, "additional_messages", self._vector_stores)
             await session.commit()
         return run
 
@@ -109,10 +112,14 @@ class RunService:
                 resources = await tool_resources_to_store(
                     session, project_id, request.tool_resources, self._vector_stores
                 )
+                # The store the thread's message attachments went into stays, unless these name another.
+                for kind, value in json.loads(thread.tool_resources_json).items():
+                    resources.setdefault(kind, value)
                 thread.tool_resources_json = json.dumps(resources)
             run = await self._new_run(session, project_id, thread, assistant, request, request.stream)
             await session.commit()
-        return self._started(run, bool(request.stream), thread)
+        self._vector_stores.wake()  # attached files to index
+        return self._started(run, bool(request.stream), thread, False)
 
     async def _new_run(
         self,
@@ -127,10 +134,11 @@ class RunService:
         check_known(self._registry, model)
         tools = tools_to_store(request.tools) if request.tools is not None else json.loads(assistant.tools_json)
         for position, tool in enumerate(tools):
-            if tool["type"] in BUILT_IN_TOOLS:
-                # Issue 14 brings these; a run must not quietly answer without the tool its assistant relies on.
+            if tool["type"] == "code_interpreter":
+                # Not built yet; a run must not quietly answer without the tool its assistant relies on.
                 raise invalid_request(
-                    f"The {tool['type']} tool is not available on this server yet; runs can use function tools.",
+                    "The code_interpreter tool is not available on this server yet; runs can use function tools "
+                    "and file_search.",
                     param=f"tools[{position}]" if request.tools is not None else "assistant_id",
                     code="unsupported_tool",
                 )
@@ -180,11 +188,13 @@ class RunService:
     def _holder(self) -> str:
         return execution_name(self._owner)
 
-    def _started(self, run: Run, stream: bool, thread: Thread | None) -> dict[str, Any] | AsyncIterator[Event]:
+    def _started(
+        self, run: Run, stream: bool, thread: Thread | None, include_contents: bool
+    ) -> dict[str, Any] | AsyncIterator[Event]:
         if not stream:
             self._wake_workers()
             return run_to_wire(run)
-        queue = EventQueue()
+        queue = EventQueue(include_contents)
         if thread is not None:
             queue.emit("thread.created", thread_to_wire(thread))
         queue.emit("thread.run.created", run_to_wire(run))
@@ -308,19 +318,25 @@ class RunService:
                 return step
         raise invalid_request("This run has no tool calls waiting for output.", param="run_id")
 
-    async def list_steps(self, project_id: str, thread_id: str, run_id: str, page: PageRequest) -> Page[dict[str, Any]]:
+    async def list_steps(
+        self, project_id: str, thread_id: str, run_id: str, page: PageRequest, include: list[str]
+    ) -> Page[dict[str, Any]]:
+        contents = wants_contents(include)
         async with self._db.session() as session:
             await self._row(session, project_id, thread_id, run_id)
             found = await rows.list_steps(session, run_id, page)
-        return Page(items=[step_to_wire(step) for step in found.items], has_more=found.has_more)
+        return Page(items=[step_to_wire(step, contents) for step in found.items], has_more=found.has_more)
 
-    async def retrieve_step(self, project_id: str, thread_id: str, run_id: str, step_id: str) -> dict[str, Any]:
+    async def retrieve_step(
+        self, project_id: str, thread_id: str, run_id: str, step_id: str, include: list[str]
+    ) -> dict[str, Any]:
+        contents = wants_contents(include)
         async with self._db.session() as session:
             await self._row(session, project_id, thread_id, run_id)
             step = await rows.get_step(session, run_id, step_id)
             if step is None:
                 raise not_found(f"No run step found with id '{step_id}'.", param="step_id")
-            return step_to_wire(step)
+            return step_to_wire(step, contents)
 
     @staticmethod
     async def _row(session: Session, project_id: str, thread_id: str, run_id: str) -> Run:

@@ -12,7 +12,7 @@ from oasis.protocol.assistants import (
     ModifyMessageRequest,
     ModifyThreadRequest,
 )
-from oasis.services.assistants.resources import message_parts, tool_resources_to_store
+from oasis.services.assistants.resources import index_attachments, message_parts, tool_resources_to_store
 from oasis.services.assistants.wire import message_to_wire, thread_to_wire
 from oasis.services.metadata import check_metadata
 from oasis.services.vector_stores.service import VectorStoreService
@@ -25,10 +25,17 @@ from oasis.storage.tables import Thread, ThreadMessage
 
 
 async def add_messages(
-    session: Session, project_id: str, thread_id: str, requests: list[CreateMessageRequest], param: str
+    session: Session,
+    project_id: str,
+    thread_id: str,
+    requests: list[CreateMessageRequest],
+    param: str,
+    vector_stores: VectorStoreService,
 ) -> list[ThreadMessage]:
-    """New user or assistant messages at the end of the thread (not committed)."""
+    """New user or assistant messages at the end of the thread (not committed); files attached for file_search
+    go into the thread's vector store (the caller wakes the workers after committing)."""
     added = []
+    searched: list[str] = []
     stamp = now()
     for position, request in enumerate(requests):
         where = f"{param}[{position}]" if param.endswith("messages") else param
@@ -47,7 +54,13 @@ async def add_messages(
         )
         session.add(row)
         added.append(row)
+        searched.extend(
+            item["file_id"] for item in attachments if any(tool["type"] == "file_search" for tool in item["tools"])
+        )
     await session.flush()
+    if searched:
+        thread = await thread_row(session, project_id, thread_id)
+        await index_attachments(session, project_id, thread, list(dict.fromkeys(searched)), vector_stores)
     return added
 
 
@@ -72,7 +85,7 @@ async def new_thread(
     )
     session.add(thread)
     await session.flush()
-    await add_messages(session, project_id, thread.id, request.messages or [], f"{prefix}messages")
+    await add_messages(session, project_id, thread.id, request.messages or [], f"{prefix}messages", vector_stores)
     return thread
 
 
@@ -85,7 +98,8 @@ class ThreadService:
         async with self._db.session() as session:
             thread = await new_thread(session, project_id, request, self._vector_stores)
             await session.commit()
-            return thread_to_wire(thread)
+        self._vector_stores.wake()
+        return thread_to_wire(thread)
 
     async def retrieve(self, project_id: str, thread_id: str) -> dict[str, Any]:
         async with self._db.session() as session:
@@ -102,7 +116,8 @@ class ThreadService:
             if request.metadata is not None:
                 thread.metadata_json = json.dumps(check_metadata(request.metadata))
             await session.commit()
-            return thread_to_wire(thread)
+        self._vector_stores.wake()
+        return thread_to_wire(thread)
 
     async def delete(self, project_id: str, thread_id: str) -> dict[str, Any]:
         async with self._db.session() as session:
@@ -117,9 +132,10 @@ class ThreadService:
             await refuse_while_running(
                 session, thread_id, "Can't add messages to {thread} while a run {run} is active."
             )
-            (message,) = await add_messages(session, project_id, thread_id, [request], "content")
+            (message,) = await add_messages(session, project_id, thread_id, [request], "content", self._vector_stores)
             await session.commit()
-            return message_to_wire(message)
+        self._vector_stores.wake()
+        return message_to_wire(message)
 
     async def list_messages(
         self, project_id: str, thread_id: str, page: PageRequest, run_id: str | None

@@ -102,7 +102,21 @@ def run_to_wire(row: Run) -> dict[str, Any]:
     }
 
 
-def step_to_wire(row: RunStep) -> dict[str, Any]:
+def _call_to_wire(call: dict[str, Any], include_contents: bool) -> dict[str, Any]:
+    """A stored tool call as the API shows it: without the keys kept for the prompt (`_query`...), and
+    file_search results without their contents unless asked for."""
+    shown = {key: value for key, value in call.items() if not key.startswith("_")}
+    if call["type"] == "file_search" and not include_contents:
+        search = shown["file_search"]
+        results = [{key: value for key, value in result.items() if key != "content"} for result in search["results"]]
+        shown["file_search"] = {**search, "results": results}
+    return shown
+
+
+def step_to_wire(row: RunStep, include_contents: bool = False) -> dict[str, Any]:
+    details = json.loads(row.step_details_json)
+    if details["type"] == "tool_calls":
+        details["tool_calls"] = [_call_to_wire(call, include_contents) for call in details["tool_calls"]]
     return {
         "id": row.id,
         "object": "thread.run.step",
@@ -112,7 +126,7 @@ def step_to_wire(row: RunStep) -> dict[str, Any]:
         "run_id": row.run_id,
         "type": row.type,
         "status": row.status,
-        "step_details": json.loads(row.step_details_json),
+        "step_details": details,
         "last_error": _loads(row.last_error_json),
         "expired_at": row.expired_at,
         "cancelled_at": row.cancelled_at,

@@ -13,7 +13,7 @@ from oasis.services.vector_stores.chunking import Chunking, chunking_from_reques
 from oasis.storage import files as file_rows
 from oasis.storage import vector_stores as rows
 from oasis.storage.clock import new_id, now
-from oasis.storage.db import Conflict, Database
+from oasis.storage.db import Conflict, Database, Session
 from oasis.storage.pagination import Page, PageRequest
 from oasis.storage.tables import VectorStore, VectorStoreFile, VectorStoreFileBatch
 
@@ -129,6 +129,34 @@ class VectorStoreService:
         metadata: dict[str, Any] | None,
         chunking: dict[str, Any] | None,
     ) -> dict[str, Any]:
+        async with self._db.session() as session:
+            store = await self.create_in(
+                session,
+                project_id,
+                name=name,
+                file_ids=file_ids,
+                expires_after_days=expires_after_days,
+                metadata=metadata,
+                chunking=chunking,
+            )
+            await session.commit()
+        if file_ids:
+            self._wake_workers()
+        return await self.retrieve(project_id, store.id)
+
+    async def create_in(
+        self,
+        session: Session,
+        project_id: str,
+        *,
+        name: str | None,
+        file_ids: list[str],
+        expires_after_days: int | None,
+        metadata: dict[str, Any] | None,
+        chunking: dict[str, Any] | None,
+    ) -> VectorStore:
+        """A new store with its files, inside the caller's transaction (the caller wakes the workers after it
+        commits)."""
         strategy = chunking_from_request(chunking)
         clean_metadata = check_metadata(metadata)
         stamp = now()
@@ -143,16 +171,25 @@ class VectorStoreService:
             last_active_at=stamp,
             content_version=0,
         )
-        async with self._db.session() as session:
-            await self._check_files(session, project_id, file_ids)
-            session.add(store)
-            await session.flush()
-            for file_id in dict.fromkeys(file_ids):
+        await self._check_files(session, project_id, file_ids)
+        session.add(store)
+        await session.flush()
+        for file_id in dict.fromkeys(file_ids):
+            session.add(self._new_file_row(store, file_id, strategy, {}, batch_id=None))
+        return store
+
+    async def add_files_in(self, session: Session, project_id: str, store_id: str, file_ids: list[str]) -> None:
+        """Attaches the files not yet in the store, with the default chunking, inside the caller's transaction."""
+        store = await self._store(session, project_id, store_id)
+        await self._check_files(session, project_id, file_ids)
+        strategy = chunking_from_request(None)
+        for file_id in dict.fromkeys(file_ids):
+            if await rows.get_file(session, project_id, store_id, file_id) is None:
                 session.add(self._new_file_row(store, file_id, strategy, {}, batch_id=None))
-            await session.commit()
-        if file_ids:
-            self._wake_workers()
-        return await self.retrieve(project_id, store.id)
+
+    def wake(self) -> None:
+        """Tells the in-process ingestion worker that files wait (after a commit that attached some)."""
+        self._wake_workers()
 
     async def list_stores(self, project_id: str, page: PageRequest) -> Page[dict[str, Any]]:
         async with self._db.session() as session:
