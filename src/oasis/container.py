@@ -15,7 +15,10 @@ from oasis.engines.base import EngineFactory
 from oasis.engines.registry import EngineRegistry
 from oasis.protocol import openapi_types as spec
 from oasis.protocol.extensions import ChatCompletionRequest, CompletionRequest
+from oasis.sandbox.bubblewrap import Limits
+from oasis.sandbox.sessions import SandboxPool
 from oasis.services.assistants.assistants import AssistantService
+from oasis.services.assistants.code_interpreter import CodeInterpreter
 from oasis.services.assistants.file_search import FileSearch
 from oasis.services.assistants.runs import RunService
 from oasis.services.assistants.threads import ThreadService
@@ -95,6 +98,8 @@ class Container:
     run_runner: RunRunner
     # Runs are leased by a loop of their own: a long batch or ingestion must not hold up an interactive run.
     run_worker_loop: WorkerLoop
+    sandboxes: SandboxPool
+    code_interpreter: CodeInterpreter
     monitoring: Monitoring
 
     @classmethod
@@ -130,7 +135,21 @@ class Container:
             settings.vector_stores.index_threshold,
             cache_bytes=int(settings.vector_stores.search_cache_mb * (1 << 20)),
         )
-        run_executor = RunExecutor(db, chat, FileSearch(db, search), lease_seconds)
+        interpreter = settings.code_interpreter
+        sandboxes = SandboxPool(
+            Limits(
+                call_seconds=interpreter.call_seconds,
+                memory_mb=interpreter.memory_mb,
+                cpu_seconds=interpreter.cpu_seconds,
+                processes=interpreter.processes,
+                file_mb=interpreter.file_mb,
+                folder_mb=interpreter.folder_mb,
+            ),
+            max_sessions=interpreter.max_sessions,
+            idle_seconds=interpreter.idle_seconds,
+        )
+        code = CodeInterpreter(db, files, sandboxes)
+        run_executor = RunExecutor(db, chat, FileSearch(db, search), code, lease_seconds)
         run_runner = RunRunner(db, run_executor, lease_seconds, settings.workers.run_concurrency)
         run_worker_loop = WorkerLoop([run_runner], settings.workers.poll_seconds)
         run_runner.on_finished = run_worker_loop.wake  # a freed place takes the next waiting run at once
@@ -160,6 +179,7 @@ class Container:
                 db,
                 registry,
                 vector_stores,
+                code,
                 execute=run_executor.execute,
                 cancel_here=run_executor.cancel_here,
                 wake_workers=run_worker_loop.wake,
@@ -167,6 +187,8 @@ class Container:
             ),
             run_runner=run_runner,
             run_worker_loop=run_worker_loop,
+            sandboxes=sandboxes,
+            code_interpreter=code,
             monitoring=Monitoring(registry, db),
         )
 
@@ -199,5 +221,6 @@ class Container:
 
     async def close(self) -> None:
         await self.runs.close()
+        await self.sandboxes.close()
         await self.registry.close()
         await self.db.close()

@@ -111,6 +111,23 @@ class WorkerSettings(BaseModel):
     )
 
 
+class CodeInterpreterSettings(BaseModel):
+    call_seconds: float = Field(
+        default=60.0, gt=0, description="Wall clock for one call; past it the sandbox is killed."
+    )
+    idle_seconds: float = Field(
+        default=600.0, gt=0, description="A thread's Python session closes after this idle time."
+    )
+    max_sessions: int = Field(
+        default=8, ge=1, description="Sessions one process keeps; past it, the least recently used closes."
+    )
+    memory_mb: int = Field(default=1024, ge=64, description="Address space of each session's processes.")
+    cpu_seconds: int = Field(default=600, ge=1, description="CPU time of a session over its whole life.")
+    processes: int = Field(default=32, ge=2, description="Processes and threads a session may run at once.")
+    file_mb: int = Field(default=100, ge=1, description="Largest file the code may write.")
+    folder_mb: int = Field(default=256, ge=1, description="Size of a session's /mnt/data (held in memory).")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="OASIS_", env_nested_delimiter="__", extra="forbid")
 
@@ -126,6 +143,7 @@ class Settings(BaseSettings):
     files: FilesSettings = Field(default_factory=FilesSettings)
     vector_stores: VectorStoreSettings = Field(default_factory=VectorStoreSettings)
     workers: WorkerSettings = Field(default_factory=WorkerSettings)
+    code_interpreter: CodeInterpreterSettings = Field(default_factory=CodeInterpreterSettings)
     models: list[ModelSpec] = Field(
         default_factory=list,
         description="Served models, besides the defaults: an entry with a default's id replaces it, and the ids "

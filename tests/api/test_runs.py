@@ -310,11 +310,6 @@ async def test_run_overrides_and_checks(chat_oasis: Harness) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
         await client.beta.threads.runs.create(thread.id, assistant_id=assistant.id, max_completion_tokens=5)
     assert caught.value.param == "max_completion_tokens"
-    with pytest.raises(openai.BadRequestError) as caught:
-        await client.beta.threads.runs.create(
-            thread.id, assistant_id=assistant.id, tools=[{"type": "code_interpreter"}]
-        )
-    assert caught.value.code == "unsupported_tool"
 
     run = await client.beta.threads.runs.create_and_poll(
         thread_id=thread.id,

@@ -67,6 +67,24 @@ async def existing_file_ids(session: AsyncSession, project_id: str, file_ids: li
     return set(found)
 
 
+async def filenames(session: AsyncSession, project_id: str, file_ids: list[str]) -> dict[str, str]:
+    """The filename of each of `file_ids` that is a live file of the project, in the order given."""
+    if not file_ids:
+        return {}
+    found = dict(
+        (
+            await session.execute(
+                select(StoredFile.id, StoredFile.filename).where(
+                    StoredFile.id.in_(set(file_ids)),
+                    StoredFile.project_id == project_id,
+                    StoredFile.deleted_at.is_(None),
+                )
+            )
+        ).all()
+    )
+    return {file_id: found[file_id] for file_id in file_ids if file_id in found}
+
+
 async def list_files(
     session: AsyncSession, project_id: str, page: PageRequest, purpose: str | None
 ) -> Page[StoredFile]:

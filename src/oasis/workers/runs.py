@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
@@ -24,8 +25,9 @@ from sqlalchemy import and_, or_, select, update
 from oasis.errors import OasisError
 from oasis.metrics import JOB_DURATION
 from oasis.protocol.extensions import ChatCompletionRequest
-from oasis.services.assistants import file_search
+from oasis.services.assistants import code_interpreter, file_search
 from oasis.services.assistants.citations import Citer, Segment, sources_of
+from oasis.services.assistants.code_interpreter import CodeCall, CodeInterpreter, code_of, partial_code
 from oasis.services.assistants.events import NoEvents, RunEvents
 from oasis.services.assistants.file_search import FileSearch, SearchCall, queries_of
 from oasis.services.assistants.prompt import ChatMessages, DoesNotFit, fitted, text_of, thread_items
@@ -54,6 +56,8 @@ TOO_LONG = 1 << 62
 # Searches one run may make before the model must answer with what it found: a small model offered the tool
 # again after a search tends to call it again, or to lose the thread, rather than answer.
 MAX_SEARCHES_PER_RUN = 1
+# Code runs one run may make: a second lets the model fix what the first got wrong.
+MAX_CODE_RUNS_PER_RUN = 2
 # Characters of search results shown to the model per token of its context: about half the context.
 RESULT_CHARS_PER_CONTEXT_TOKEN = 2
 
@@ -79,16 +83,35 @@ class _Turn:
     # What a file_search call without a usable query searches for, and the thread's searches so far.
     last_user_text: str = ""
     searches_before: int = 0
+    # Code runs of this run so far; the files they wrote (sandbox path -> file id) and the images the run's
+    # messages have not shown yet.
+    code_runs: int = 0
+    code_files: dict[str, str] = field(default_factory=dict)
+    pending_images: list[str] = field(default_factory=list)
+    # The built-in tool step whose calls are being streamed (`code_interpreter` input as it is written).
+    tool_step_id: str | None = None
+    streamed_code: dict[int, str] = field(default_factory=dict)  # by the call's index in the generation
+    streamed_ids: dict[int, str] = field(default_factory=dict)
 
 
-def _search_calls(steps: list[RunStep]) -> list[dict[str, Any]]:
+def _calls_of(steps: list[RunStep], kind: str) -> list[dict[str, Any]]:
+    """The calls of one tool type in the finished steps."""
     return [
         call
         for step in steps
         if step.status == "completed"
         for call in json.loads(step.step_details_json)["tool_calls"]
-        if call["type"] == file_search.TOOL_NAME
+        if call["type"] == kind
     ]
+
+
+def _shown_images(messages: list[ThreadMessage]) -> set[str]:
+    return {
+        part["image_file"]["file_id"]
+        for message in messages
+        for part in json.loads(message.content_json)
+        if part["type"] == "image_file"
+    }
 
 
 def _function_tools(run: Run) -> list[dict[str, Any]]:
@@ -99,12 +122,20 @@ def _function_tools(run: Run) -> list[dict[str, Any]]:
     ]
 
 
-def _offers_search(run: Run) -> bool:
-    """Whether the run has file_search (offered to the model as a function, unless one of its own functions
-    already has that name)."""
+def _offers(run: Run, kind: str, function_name: str) -> bool:
+    """Whether the run has the built-in tool `kind`, offered to the model as the function `function_name` (unless
+    one of the run's own functions already has that name)."""
     tools = json.loads(run.tools_json)
-    named = any(tool["type"] == "function" and tool["function"]["name"] == file_search.TOOL_NAME for tool in tools)
-    return file_search.tool_settings(tools) is not None and not named
+    named = any(tool["type"] == "function" and tool["function"]["name"] == function_name for tool in tools)
+    return any(tool["type"] == kind for tool in tools) and not named
+
+
+def _offers_search(run: Run) -> bool:
+    return _offers(run, file_search.TOOL_NAME, file_search.TOOL_NAME)
+
+
+def _offers_code(run: Run) -> bool:
+    return _offers(run, code_interpreter.TOOL_TYPE, code_interpreter.FUNCTION_NAME)
 
 
 def _new_step(run: Run, stamp: int, details: dict[str, Any]) -> RunStep:
@@ -122,6 +153,23 @@ def _new_step(run: Run, stamp: int, details: dict[str, Any]) -> RunStep:
     )
 
 
+def _file_paths(text: str, files: dict[str, str]) -> list[dict[str, Any]]:
+    """`file_path` annotations for each mention of a file the run's code wrote (`sandbox:/mnt/data/x.csv`)."""
+    found = []
+    for path, file_id in files.items():
+        for match in re.finditer(r"(?:sandbox:)?" + re.escape(path) + r"(?![\w.-])", text):
+            found.append(
+                {
+                    "type": "file_path",
+                    "text": match.group(0),
+                    "start_index": match.start(),
+                    "end_index": match.end(),
+                    "file_path": {"file_id": file_id},
+                }
+            )
+    return found
+
+
 def _stream_error(message: str) -> dict[str, Any]:
     return {"error": {"message": message, "type": "server_error", "param": None, "code": None}}
 
@@ -131,10 +179,13 @@ def _error(code: str, message: str) -> str:
 
 
 class RunExecutor:
-    def __init__(self, db: Database, chat: ChatService, searcher: FileSearch, lease_seconds: float) -> None:
+    def __init__(
+        self, db: Database, chat: ChatService, searcher: FileSearch, code: CodeInterpreter, lease_seconds: float
+    ) -> None:
         self._db = db
         self._chat = chat
         self._searcher = searcher
+        self._code = code
         self._lease_seconds = lease_seconds
         # Runs executing in this process, by id: a cancel made here stops them at once.
         self._cancels: dict[str, asyncio.Event] = {}
@@ -192,8 +243,8 @@ class RunExecutor:
             await self._write(run.seq, owner, ("queued",), values)
             run = await self._run(seq)
             events.emit("thread.run.in_progress", run_to_wire(run))
-        # A turn that searched files is followed by one that answers with what was found.
-        while (outcome := await self._turn(run, owner, events)) == "searched":
+        # A turn that ran built-in tools is followed by one that answers with what they gave.
+        while (outcome := await self._turn(run, owner, events)) == "tools_ran":
             run = await self._run(seq)
         return outcome
 
@@ -207,19 +258,32 @@ class RunExecutor:
         items = thread_items(conversation, steps, context * RESULT_CHARS_PER_CONTEXT_TOKEN)
         # `required` or a named function means: call a tool before answering. Once this run has, it may answer.
         called = any(step.run_id == run.id and step.status == "completed" for step in steps)
-        searched = _search_calls([step for step in steps if step.run_id == run.id])
+        own_steps = [step for step in steps if step.run_id == run.id]
+        searched = _calls_of(own_steps, file_search.TOOL_NAME)
+        coded = _calls_of(own_steps, code_interpreter.TOOL_TYPE)
+        shown = _shown_images([message for message in conversation if message.run_id == run.id])
         turn = _Turn(
             citer=Citer(sources_of(searched)) if searched else None,
             last_user_text=next((text_of(m.content_json) for m in reversed(conversation) if m.role == "user"), ""),
-            searches_before=len(_search_calls(steps)),
+            searches_before=len(_calls_of(steps, file_search.TOOL_NAME)),
+            code_runs=len(coded),
+            code_files={path: file_id for call in coded for path, file_id in call.get("_files", {}).items()},
+            pending_images=[
+                output["image"]["file_id"]
+                for call in coded
+                for output in call[code_interpreter.TOOL_TYPE]["outputs"]
+                if output["type"] == "image" and output["image"]["file_id"] not in shown
+            ],
         )
         may_search = len(searched) < MAX_SEARCHES_PER_RUN
+        may_code = len(coded) < MAX_CODE_RUNS_PER_RUN
         # Each measured candidate with its prepared form, so the chosen one is not rendered a second time.
         measured: list[tuple[ChatMessages, PreparedChat]] = []
 
         def measure(messages: ChatMessages) -> int | None:
             try:
-                prepared = self._chat.prepare_local(self._request(run, messages, called, may_search, budget=False))
+                request = self._request(run, messages, called, may_search, may_code, budget=False)
+                prepared = self._chat.prepare_local(request)
             except OasisError as exc:
                 if exc.code == "context_length_exceeded":
                     return TOO_LONG  # over the whole context: truncation goes on dropping
@@ -245,7 +309,7 @@ class RunExecutor:
                 room = prepared.engine.context_length - size
                 left = max(1, run.max_completion_tokens - run.completion_tokens)
                 prepared = replace(prepared, params=replace(prepared.params, max_tokens=min(left, room)))
-            chunks = await self._open(self._request(run, messages, called, may_search), prepared)
+            chunks = await self._open(self._request(run, messages, called, may_search, may_code), prepared)
         except OasisError as exc:
             code = {429: "rate_limit_exceeded", 400: "invalid_prompt"}.get(exc.status, "server_error")
             await self._fail(run.seq, owner, events, code, exc.message)
@@ -268,13 +332,21 @@ class RunExecutor:
         return limit
 
     def _request(
-        self, run: Run, messages: ChatMessages, tools_called: bool, may_search: bool, budget: bool = True
+        self,
+        run: Run,
+        messages: ChatMessages,
+        tools_called: bool,
+        may_search: bool,
+        may_code: bool,
+        budget: bool = True,
     ) -> ChatCompletionRequest:
         """The chat request for a turn; `budget` False leaves out the run's completion budget (for measuring a
         prompt: the budget is fitted to the room the chosen prompt leaves)."""
         tools = _function_tools(run)
         if may_search and _offers_search(run):
             tools.append(file_search.FUNCTION)
+        if may_code and _offers_code(run):
+            tools.append(code_interpreter.FUNCTION)
         body: dict[str, Any] = {
             "model": run.model,
             "messages": messages or [{"role": "user", "content": ""}],
@@ -294,6 +366,8 @@ class RunExecutor:
             choice = json.loads(run.tool_choice_json)
             if isinstance(choice, dict) and choice.get("type") == file_search.TOOL_NAME:
                 choice = {"type": "function", "function": {"name": file_search.TOOL_NAME}}
+            elif isinstance(choice, dict) and choice.get("type") == code_interpreter.TOOL_TYPE:
+                choice = {"type": "function", "function": {"name": code_interpreter.FUNCTION_NAME}}
             if tools_called and choice != "none":
                 choice = "auto"
             body["tools"] = tools
@@ -364,8 +438,55 @@ class RunExecutor:
                     function = call.get("function") or {}
                     entry["name"] += function.get("name") or ""
                     entry["arguments"] += function.get("arguments") or ""
+                    if entry["id"] and entry["name"] == code_interpreter.FUNCTION_NAME and _offers_code(run):
+                        self._stream_code(run, events, turn, call["index"], entry)
                 if choice.get("finish_reason"):
                     turn.finish_reason = choice["finish_reason"]
+
+    def _stream_code(self, run: Run, events: RunEvents, turn: _Turn, index: int, entry: dict[str, Any]) -> None:
+        """Shows the code of a code_interpreter call as it is written, on the tool step it will be recorded on
+        (the step's row is written once the code has run)."""
+        code = partial_code(entry["arguments"])
+        seen = turn.streamed_code.get(index)
+        if seen is None:
+            if turn.tool_step_id is None:
+                opened = _new_step(run, now(), {"type": "tool_calls", "tool_calls": []})
+                turn.tool_step_id = opened.id
+                events.emit("thread.run.step.created", step_to_wire(opened))
+                events.emit("thread.run.step.in_progress", step_to_wire(opened))
+            turn.streamed_code[index] = ""
+            turn.streamed_ids[index] = entry["id"]
+        piece = code[len(seen or "") :] if code.startswith(seen or "") else ""
+        if seen is not None and not piece:
+            return
+        turn.streamed_code[index] = code
+        details: dict[str, Any] = {"input": piece}
+        if seen is None:
+            details["outputs"] = []
+        built_in_names = (file_search.TOOL_NAME, code_interpreter.FUNCTION_NAME)
+        position = sum(
+            1 for other, call in turn.calls.items() if other < index and call["name"] in built_in_names
+        )
+        events.emit(
+            "thread.run.step.delta",
+            {
+                "id": turn.tool_step_id,
+                "object": "thread.run.step.delta",
+                "delta": {
+                    "step_details": {
+                        "type": "tool_calls",
+                        "tool_calls": [
+                            {
+                                "index": position,
+                                "id": entry["id"],
+                                "type": code_interpreter.TOOL_TYPE,
+                                code_interpreter.TOOL_TYPE: details,
+                            }
+                        ],
+                    }
+                },
+            },
+        )
 
     async def _add_text(self, run: Run, owner: str, events: RunEvents, turn: _Turn, piece: str) -> None:
         segments = turn.citer.feed(piece) if turn.citer is not None else [Segment(piece)]
@@ -450,17 +571,30 @@ class RunExecutor:
         # Calls cut off by the budget are half-written: the run ends incomplete instead of asking for them.
         calls = [] if budget_hit else [turn.calls[index] for index in sorted(turn.calls)]
         turn.calls = {index: call for index, call in enumerate(calls)}
-        searching = _offers_search(run)
-        search_calls = [call for call in calls if searching and call["name"] == file_search.TOOL_NAME]
-        function_calls = [call for call in calls if call not in search_calls]
+        searching, coding = _offers_search(run), _offers_code(run)
+        built_in = [
+            call
+            for call in calls
+            if (searching and call["name"] == file_search.TOOL_NAME)
+            or (coding and call["name"] == code_interpreter.FUNCTION_NAME)
+        ]
+        function_calls = [call for call in calls if call not in built_in]
         if turn.citer is not None and turn.message is not None:
             await self._add_segments(run, owner, events, turn, turn.citer.end())
         if not calls and turn.message is None:
             await self._open_message(run, owner, events, turn)  # an empty reply is still the run's message
-        # Searched before the transaction that records them: a crash before it searches again, harmlessly.
-        searches = [await self._search(run, call, turn, position) for position, call in enumerate(search_calls)]
+        # Run before the transaction that records them: a crash before it runs them again (a search is harmless
+        # to repeat; a code run's output files keep the ids of the first attempt).
+        performed: list[SearchCall | CodeCall] = []
+        for call in built_in:
+            if call["name"] == file_search.TOOL_NAME:
+                number = turn.searches_before + sum(isinstance(done, SearchCall) for done in performed)
+                performed.append(await self._search(run, call, turn, number))
+            else:
+                number = turn.code_runs + sum(isinstance(done, CodeCall) for done in performed)
+                performed.append(await self._code.run(run, call["id"], code_of(call["arguments"]), number))
         stamp = now()
-        search_step: RunStep | None = None
+        built_in_step: RunStep | None = None
         tool_step: RunStep | None = None
         async with self._db.session() as session:
             await self._held(session, run.seq, owner, ("in_progress",))
@@ -468,15 +602,16 @@ class RunExecutor:
                 self._close_message(turn, stamp, "max_tokens" if budget_hit else None)
                 await self._store_closed(session, turn)
             newest = await thread_rows.newest_message_seq(session, run.thread_id)
-            if searches:
-                search_step = _new_step(
-                    run, stamp, {"type": "tool_calls", "tool_calls": [search.stored() for search in searches]}
+            if performed:
+                built_in_step = _new_step(
+                    run, stamp, {"type": "tool_calls", "tool_calls": [done.stored() for done in performed]}
                 )
-                search_step.status, search_step.completed_at = "completed", stamp
-                search_step.after_message_seq = newest
-                search_step.prompt_tokens = turn.prompt_tokens
-                search_step.completion_tokens = turn.completion_tokens
-                session.add(search_step)
+                built_in_step.id = turn.tool_step_id or built_in_step.id
+                built_in_step.status, built_in_step.completed_at = "completed", stamp
+                built_in_step.after_message_seq = newest
+                built_in_step.prompt_tokens = turn.prompt_tokens
+                built_in_step.completion_tokens = turn.completion_tokens
+                session.add(built_in_step)
             values: dict[str, Any]
             if function_calls:
                 tool_step = _new_step(
@@ -495,9 +630,9 @@ class RunExecutor:
                     },
                 )
                 tool_step.after_message_seq = newest
-                # The generation's tokens are counted once: on the search step when it also searched.
-                tool_step.prompt_tokens = 0 if searches else turn.prompt_tokens
-                tool_step.completion_tokens = 0 if searches else turn.completion_tokens
+                # The generation's tokens are counted once: on the built-in tools' step when it also made one.
+                tool_step.prompt_tokens = 0 if performed else turn.prompt_tokens
+                tool_step.completion_tokens = 0 if performed else turn.completion_tokens
                 session.add(tool_step)
                 values = {
                     "status": "requires_action",
@@ -518,8 +653,8 @@ class RunExecutor:
                         }
                     ),
                 }
-            elif searches:
-                values = {}  # still in progress: the next turn answers with the results
+            elif performed:
+                values = {}  # still in progress: the next turn answers with what the tools gave
             elif budget_hit:
                 values = {"status": "incomplete", "incomplete_reason": "max_completion_tokens", "completed_at": None}
             else:
@@ -531,11 +666,13 @@ class RunExecutor:
                 raise _Stop
             await session.commit()
         self._emit_closed(events, turn)
-        for step in (search_step, tool_step):
-            if step is not None:
-                self._emit_tool_step(events, step)
-        if searches and not function_calls:
-            return "searched"
+        if built_in_step is not None:
+            streamed = {turn.streamed_ids[index]: code for index, code in turn.streamed_code.items()}
+            self._emit_tool_step(events, built_in_step, streamed if turn.tool_step_id is not None else None)
+        if tool_step is not None:
+            self._emit_tool_step(events, tool_step)
+        if performed and not function_calls:
+            return "tools_ran"
         final = await self._run(run.seq)
         name = {"requires_action": "thread.run.requires_action", "incomplete": "thread.run.incomplete"}.get(
             final.status, "thread.run.completed"
@@ -550,27 +687,29 @@ class RunExecutor:
         return SearchCall(call["id"], queries, turn.searches_before + position, ranking, results)
 
     @staticmethod
-    def _emit_tool_step(events: RunEvents, step: RunStep) -> None:
-        """A tool-call step as a stream shows it: opened empty, its calls as a delta, then its end (when over)."""
+    def _emit_tool_step(events: RunEvents, step: RunStep, streamed: dict[str, str] | None = None) -> None:
+        """A tool-call step as a stream shows it: opened empty, its calls as a delta, then its end (when over).
+        `streamed` (call id -> code) names the code_interpreter calls whose input was shown as it was written:
+        the step is open already, and their delta brings only the outputs (a client appends what deltas bring)."""
         shown = step_to_wire(step, events.include_contents)
-        opened = {**shown, "step_details": {"type": "tool_calls", "tool_calls": []}}
-        if step.status == "completed":
-            opened.update(status="in_progress", completed_at=None, usage=None)
-        events.emit("thread.run.step.created", opened)
-        events.emit("thread.run.step.in_progress", opened)
+        calls = []
+        for index, call in enumerate(shown["step_details"]["tool_calls"]):
+            if streamed is not None and call["id"] in streamed:
+                outputs = call[code_interpreter.TOOL_TYPE]["outputs"]
+                call = {"type": call["type"], code_interpreter.TOOL_TYPE: {"outputs": outputs}}
+            calls.append({"index": index, **call})
+        if streamed is None:
+            empty = {**shown, "step_details": {"type": "tool_calls", "tool_calls": []}}
+            if step.status == "completed":
+                empty.update(status="in_progress", completed_at=None, usage=None)
+            events.emit("thread.run.step.created", empty)
+            events.emit("thread.run.step.in_progress", empty)
         events.emit(
             "thread.run.step.delta",
             {
                 "id": step.id,
                 "object": "thread.run.step.delta",
-                "delta": {
-                    "step_details": {
-                        "type": "tool_calls",
-                        "tool_calls": [
-                            {"index": index, **call} for index, call in enumerate(shown["step_details"]["tool_calls"])
-                        ],
-                    }
-                },
+                "delta": {"step_details": {"type": "tool_calls", "tool_calls": calls}},
             },
         )
         if step.status == "completed":
@@ -578,9 +717,12 @@ class RunExecutor:
 
     def _close_message(self, turn: _Turn, stamp: int, incomplete_reason: str | None) -> None:
         assert turn.message is not None and turn.step is not None
-        turn.message.content_json = json.dumps(
-            [{"type": "text", "text": {"value": turn.text, "annotations": turn.annotations}}]
-        )
+        annotations = sorted(turn.annotations + _file_paths(turn.text, turn.code_files), key=lambda a: a["start_index"])
+        content: list[dict[str, Any]] = [{"type": "text", "text": {"value": turn.text, "annotations": annotations}}]
+        # Figures the run's code made are shown by the message that follows them, as OpenAI's are.
+        content += [{"type": "image_file", "image_file": {"file_id": file_id}} for file_id in turn.pending_images]
+        turn.pending_images = []
+        turn.message.content_json = json.dumps(content)
         if incomplete_reason is None:
             turn.message.status, turn.message.completed_at = "completed", stamp
         else:

@@ -8,12 +8,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from oasis.services.assistants import file_search
+from oasis.services.assistants import code_interpreter, file_search
 from oasis.storage.tables import Run, RunStep, ThreadMessage
 
 ChatMessages = list[dict[str, Any]]
-# Tool calls shown to the model again; code_interpreter calls are not run here yet.
-_SHOWN_CALLS = ("function", file_search.TOOL_NAME)
+# Tool calls shown to the model again.
+_SHOWN_CALLS = ("function", file_search.TOOL_NAME, code_interpreter.TOOL_TYPE)
 DEFAULT_RESULT_CHARS = 16_000
 
 
@@ -39,6 +39,10 @@ def _step_item(step: RunStep, result_chars: int) -> ChatMessages:
         if call["type"] == "function":
             function = call["function"]
             name, arguments, output = function["name"], function["arguments"], function["output"]
+        elif call["type"] == code_interpreter.TOOL_TYPE:
+            name = code_interpreter.FUNCTION_NAME
+            arguments = json.dumps({"code": call[code_interpreter.TOOL_TYPE]["input"]})
+            output = code_interpreter.output_for_model(call)
         else:
             name, arguments = file_search.TOOL_NAME, json.dumps({"query": call.get("_queries", [""])[0]})
             output = file_search.results_for_model(call, result_chars)

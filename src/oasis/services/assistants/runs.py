@@ -21,6 +21,7 @@ from oasis.protocol.assistants import (
     SubmitToolOutputsRequest,
 )
 from oasis.services.assistants.assistants import AssistantService
+from oasis.services.assistants.code_interpreter import CodeInterpreter
 from oasis.services.assistants.events import Event, EventQueue, RunEvents
 from oasis.services.assistants.file_search import wants_contents
 from oasis.services.assistants.resources import (
@@ -58,6 +59,7 @@ class RunService:
         db: Database,
         registry: EngineRegistry,
         vector_stores: VectorStoreService,
+        code_interpreter: CodeInterpreter,
         *,
         execute: Execute,
         cancel_here: Callable[[str], None],
@@ -67,6 +69,7 @@ class RunService:
         self._db = db
         self._registry = registry
         self._vector_stores = vector_stores
+        self._code_interpreter = code_interpreter
         self._execute = execute
         self._cancel_here = cancel_here
         self._wake_workers = wake_workers
@@ -135,13 +138,9 @@ class RunService:
         tools = tools_to_store(request.tools) if request.tools is not None else json.loads(assistant.tools_json)
         for position, tool in enumerate(tools):
             if tool["type"] == "code_interpreter":
-                # Not built yet; a run must not quietly answer without the tool its assistant relies on.
-                raise invalid_request(
-                    "The code_interpreter tool is not available on this server yet; runs can use function tools "
-                    "and file_search.",
-                    param=f"tools[{position}]" if request.tools is not None else "assistant_id",
-                    code="unsupported_tool",
-                )
+                # A run must not quietly answer without the tool its assistant relies on.
+                param = f"tools[{position}]" if request.tools is not None else "assistant_id"
+                await self._code_interpreter.check_available(param)
         response_format = (
             response_format_to_store(request.response_format)
             if request.response_format is not None

@@ -1,0 +1,184 @@
+"""The code_interpreter tool of runs: the model calls a `python` function with code; oasis runs it in the thread's
+sandboxed Python session (see oasis/sandbox), with the run's files in /mnt/data, and records what came out: the
+logs (or the error), figures as images, and files the code wrote, which become files of purpose
+`assistants_output`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from oasis.errors import invalid_request
+from oasis.sandbox.sessions import SandboxPool, SandboxUnavailable
+from oasis.services.files.service import FileService
+from oasis.storage import assistants as assistant_rows
+from oasis.storage import files as file_rows
+from oasis.storage import threads as thread_rows
+from oasis.storage.db import Database
+from oasis.storage.tables import Run
+
+TOOL_TYPE = "code_interpreter"
+# The function the model is offered in place of the built-in tool (the name OpenAI's models know it by).
+FUNCTION_NAME = "python"
+FUNCTION = {
+    "type": "function",
+    "function": {
+        "name": FUNCTION_NAME,
+        "description": "Run Python code in a sandbox without network access; variables persist between calls. "
+        "Files are in /mnt/data; print what you need to see, and save files you make to /mnt/data.",
+        "parameters": {"type": "object", "properties": {"code": {"type": "string"}}, "required": ["code"]},
+    },
+}
+# The most a call's logs show the model when it is given the output.
+OUTPUT_CHARS_FOR_MODEL = 4000
+
+
+def code_of(arguments: str) -> str:
+    """The code in the model's call arguments (`{"code": ...}`); arguments that are not JSON are taken as code."""
+    try:
+        parsed = json.loads(arguments)
+    except ValueError:
+        return arguments
+    if isinstance(parsed, dict):
+        code = parsed.get("code", parsed.get("input"))
+        return code if isinstance(code, str) else ""
+    return parsed if isinstance(parsed, str) else ""
+
+
+def partial_code(arguments: str) -> str:
+    """The code written so far in arguments still being generated (`{"code": "print(1` → `print(1`)."""
+    start = arguments.find('"code"')
+    if start < 0:
+        return ""
+    quote = arguments.find('"', arguments.find(":", start + 6) + 1)
+    if quote < 0:
+        return ""
+    text = arguments[quote + 1 :]
+    # Decode what is complete: cut at the closing quote, or before a half-written escape at the end.
+    end = 0
+    while end < len(text):
+        if text[end] == "\\":
+            if end + 1 >= len(text) or (text[end + 1] == "u" and end + 6 > len(text)):
+                break
+            end += 6 if text[end + 1] == "u" else 2
+            continue
+        if text[end] == '"':
+            break
+        end += 1
+    try:
+        return str(json.loads('"' + text[:end] + '"'))
+    except ValueError:
+        return ""
+
+
+def output_for_model(call: dict[str, Any]) -> str:
+    """What the model reads back from a call: its logs (with the error), and the files and images it made."""
+    parts = []
+    for output in call[TOOL_TYPE]["outputs"]:
+        if output["type"] == "logs":
+            parts.append(output["logs"][-OUTPUT_CHARS_FOR_MODEL:])
+        elif output["type"] == "image":
+            parts.append("[an image was shown to the user]")
+    for path in call.get("_files", []):
+        parts.append(f"[file written: sandbox:{path}]")
+    return "\n".join(part for part in parts if part) or "(no output)"
+
+
+@dataclass
+class CodeCall:
+    """One code_interpreter call as a run step records it; `files` (the sandbox paths of files the code wrote,
+    with their file ids) are kept under `_files` for the prompt and the message's `file_path` annotations."""
+
+    call_id: str
+    code: str
+    outputs: list[dict[str, Any]]
+    files: dict[str, str] = field(default_factory=dict)  # sandbox path -> file id
+
+    def stored(self) -> dict[str, Any]:
+        return {
+            "id": self.call_id,
+            "type": TOOL_TYPE,
+            TOOL_TYPE: {"input": self.code, "outputs": self.outputs},
+            "_files": self.files,
+        }
+
+
+class CodeInterpreter:
+    def __init__(self, db: Database, files: FileService, sandboxes: SandboxPool) -> None:
+        self._db = db
+        self._files = files
+        self._sandboxes = sandboxes
+
+    async def check_available(self, param: str) -> None:
+        """A 400 naming why, when runs here cannot use the tool (no sandbox can start on this machine)."""
+        try:
+            await self._sandboxes.check()
+        except SandboxUnavailable as exc:
+            message = f"The code_interpreter tool is not available on this server: {exc}"
+            raise invalid_request(message, param=param, code="unsupported_tool") from None
+
+    async def run(self, run: Run, call_id: str, code: str, round_number: int) -> CodeCall:
+        """Runs the code in the thread's session; outputs are stored as files under ids fixed by (run, round,
+        output), so a run taken over after a crash stores each output once."""
+        session = await self._sandboxes.session(run.thread_id)
+        inputs = await self._input_files(run)
+        missing = {}
+        for name, file_id in inputs.items():
+            if name not in session.placed:
+                content = await self._files.content(run.project_id, file_id)
+                missing[name] = b"".join([chunk async for chunk in content.chunks])
+        execution = await session.run(code, missing)
+        logs = execution.logs
+        if execution.error:
+            logs = f"{logs.rstrip()}\n{execution.error}".strip() if execution.error not in logs else logs
+        outputs: list[dict[str, Any]] = []
+        if logs:
+            outputs.append({"type": "logs", "logs": logs})
+        made = 0
+        for image in execution.images:
+            stored = await self._store(run, round_number, made, f"{call_id}-image-{made}.png", image)
+            outputs.append({"type": "image", "image": {"file_id": stored}})
+            made += 1
+        written: dict[str, str] = {}
+        for path, content_bytes in execution.files.items():
+            name = path.rsplit("/", 1)[-1]
+            written[f"/mnt/data/{path}"] = await self._store(run, round_number, made, name, content_bytes)
+            made += 1
+        return CodeCall(call_id, code, outputs, written)
+
+    async def _store(self, run: Run, round_number: int, index: int, filename: str, data: bytes) -> str:
+        digest = hashlib.sha256(f"{run.id}:{round_number}:{index}".encode()).hexdigest()[:24]
+
+        async def chunks() -> Any:
+            yield data
+
+        stored = await self._files.store_once(
+            run.project_id, purpose="assistants_output", filename=filename, chunks=chunks(), file_id=f"file-{digest}"
+        )
+        return stored.id
+
+    async def _input_files(self, run: Run) -> dict[str, str]:
+        """The run's files by their name in /mnt/data: the assistant's and the thread's code_interpreter files,
+        and files attached to the thread's messages for code_interpreter."""
+        async with self._db.session() as session:
+            thread = await thread_rows.get_thread(session, run.project_id, run.thread_id)
+            assistant = await assistant_rows.get_assistant(session, run.project_id, run.assistant_id)
+            messages = await thread_rows.conversation(session, run.thread_id)
+            file_ids: list[str] = []
+            for owner in (assistant, thread):
+                if owner is not None:
+                    file_ids += json.loads(owner.tool_resources_json).get(TOOL_TYPE, {}).get("file_ids", [])
+            for message in messages:
+                for attachment in json.loads(message.attachments_json):
+                    if any(tool["type"] == TOOL_TYPE for tool in attachment.get("tools", [])):
+                        file_ids.append(attachment["file_id"])
+            names = await file_rows.filenames(session, run.project_id, list(dict.fromkeys(file_ids)))
+        placed: dict[str, str] = {}
+        for file_id, filename in names.items():
+            name = filename.rsplit("/", 1)[-1] or file_id
+            if name in placed:  # two files of one name: the later one keeps its id in its name
+                name = f"{file_id}-{name}"
+            placed[name] = file_id
+        return placed

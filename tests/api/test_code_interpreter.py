@@ -1,0 +1,183 @@
+"""The code_interpreter tool in runs, on the real SmolLM2 engine and the real sandbox through the official SDK: the
+model's code runs in the thread's session, the step carries its input and outputs, streams show the code as it is
+written; figures and written files become `assistants_output` files; a machine without a sandbox says so."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import openai
+import pytest
+from openai import AsyncAssistantEventHandler
+from sqlalchemy import select
+
+from oasis.sandbox.bubblewrap import Limits
+from oasis.sandbox.sessions import SandboxPool
+from oasis.storage.tables import Run
+from oasis.workers.runs import _file_paths
+from tests.conftest import Harness, smollm
+
+MODEL = "gpt-4o-mini"
+FORCED: Any = {"type": "code_interpreter"}
+# The shipped 135M model copies code it is shown into its call more reliably than it writes its own.
+ASK = "Run this code: print(17 * 23)"
+SALES = b"month,amount\njan,10\nfeb,32\n"
+
+
+@pytest.fixture
+async def code_oasis(start_oasis: Callable[..., Any]) -> Harness:
+    harness: Harness = await start_oasis(engine_factories=None, models=[smollm()])
+    return harness
+
+
+async def _setup(client: openai.AsyncOpenAI) -> tuple[Any, Any, str]:
+    sales = await client.files.create(file=("sales.csv", SALES), purpose="assistants")
+    assistant = await client.beta.assistants.create(
+        model=MODEL,
+        temperature=0,
+        instructions="Use python to answer.",
+        tools=[{"type": "code_interpreter"}],
+        tool_resources={"code_interpreter": {"file_ids": [sales.id]}},
+    )
+    thread = await client.beta.threads.create(messages=[{"role": "user", "content": ASK}])
+    return assistant, thread, sales.id
+
+
+async def _fresh_run(code: str) -> str:
+    """What the code prints in a sandbox of its own."""
+    pool = SandboxPool(Limits(call_seconds=10), max_sessions=1, idle_seconds=60)
+    try:
+        session = await pool.session("check")
+        result = await session.run(code, {"sales.csv": SALES})
+        return result.logs + (f"\n{result.error}" if result.error and result.error not in result.logs else "")
+    finally:
+        await pool.close()
+
+
+async def test_a_run_runs_the_models_code_and_records_input_and_outputs(code_oasis: Harness) -> None:
+    client = code_oasis.sdk()
+    assistant, thread, _ = await _setup(client)
+    run = await client.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id=assistant.id, tool_choice=FORCED, max_completion_tokens=512
+    )
+    assert run.last_error is None and run.status in ("completed", "incomplete"), run.status
+    steps = (await client.beta.threads.runs.steps.list(run.id, thread_id=thread.id, order="asc")).data
+    code_steps = [step for step in steps if step.type == "tool_calls"]
+    assert code_steps and steps[-1].type == "message_creation"
+    call = code_steps[0].step_details.tool_calls[0]  # type: ignore[union-attr]
+    assert call.type == "code_interpreter" and call.id
+    code = call.code_interpreter.input
+    assert code.strip()
+    logs = "".join(output.logs for output in call.code_interpreter.outputs if output.type == "logs")
+    assert logs.strip() == (await _fresh_run(code)).strip()  # what the code gives, whatever the model wrote
+    assert code_steps[0].usage is not None and code_steps[0].usage.completion_tokens > 0
+    assert run.usage is not None and run.usage.total_tokens == sum(s.usage.total_tokens for s in steps)  # type: ignore[union-attr]
+
+
+class _Recorder(AsyncAssistantEventHandler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: list[str] = []
+        self.tool_types: list[str] = []
+        self.code = ""
+        self.done: list[Any] = []
+
+    async def on_event(self, event: Any) -> None:
+        self.names.append(event.event)
+
+    async def on_tool_call_created(self, tool_call: Any) -> None:
+        self.tool_types.append(tool_call.type)
+
+    async def on_tool_call_done(self, tool_call: Any) -> None:
+        self.done.append(tool_call)
+
+    async def on_tool_call_delta(self, delta: Any, snapshot: Any) -> None:
+        if delta.type == "code_interpreter" and delta.code_interpreter and delta.code_interpreter.input:
+            self.code += delta.code_interpreter.input
+
+
+async def test_a_streamed_run_shows_the_code_as_it_is_written(code_oasis: Harness) -> None:
+    client = code_oasis.sdk()
+    assistant, thread, _ = await _setup(client)
+    recorder = _Recorder()
+    async with client.beta.threads.runs.stream(
+        thread_id=thread.id,
+        assistant_id=assistant.id,
+        tool_choice=FORCED,
+        max_completion_tokens=512,
+        event_handler=recorder,
+    ) as stream:
+        await stream.until_done()
+        final = await stream.get_final_run()
+    assert final.last_error is None
+    steps = (await client.beta.threads.runs.steps.list(final.id, thread_id=thread.id, order="asc")).data
+    first = steps[0]
+    assert first.type == "tool_calls"
+    stored = first.step_details.tool_calls[0].code_interpreter.input  # type: ignore[union-attr]
+    assert recorder.tool_types[0] == "code_interpreter"
+    assert recorder.code.startswith(stored)  # the first call's code, piece by piece (a second may follow)
+    # What the SDK put together from the deltas is the stored call: input once, and the outputs.
+    assembled = recorder.done[0].code_interpreter
+    stored_outputs = first.step_details.tool_calls[0].code_interpreter.outputs  # type: ignore[union-attr]
+    assert assembled.input == stored and len(assembled.outputs) == len(stored_outputs)
+    deltas = [i for i, name in enumerate(recorder.names) if name == "thread.run.step.delta"]
+    assert recorder.names.index("thread.run.step.created") < deltas[0]
+    assert recorder.names.index("thread.run.step.completed") > deltas[0]
+
+
+async def test_figures_and_written_files_become_output_files_once(code_oasis: Harness) -> None:
+    client = code_oasis.sdk()
+    assistant, thread, _ = await _setup(client)
+    run = await client.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id=assistant.id, tool_choice="none", max_completion_tokens=256
+    )
+    async with code_oasis.container.db.session() as session:
+        row = (await session.scalars(select(Run).where(Run.id == run.id))).one()
+    code = (
+        "import pandas as pd\nimport matplotlib.pyplot as plt\n"
+        "sales = pd.read_csv('sales.csv')\nsales.plot(x='month', y='amount')\n"
+        "sales.assign(double=sales.amount * 2).to_csv('doubled.csv', index=False)\nint(sales.amount.sum())"
+    )
+    made = await code_oasis.container.code_interpreter.run(row, "call_test", code, 0)
+    logs, image = made.outputs
+    assert logs == {"type": "logs", "logs": "42\n"}
+    assert image["type"] == "image"
+    picture = await client.files.retrieve(image["image"]["file_id"])
+    assert picture.purpose == "assistants_output"
+    assert (await client.files.content(picture.id)).content.startswith(b"\x89PNG")
+    (path, file_id) = next(iter(made.files.items()))
+    assert path == "/mnt/data/doubled.csv"
+    written = await client.files.retrieve(file_id)
+    assert written.filename == "doubled.csv" and written.purpose == "assistants_output"
+    assert (await client.files.content(file_id)).content == b"month,amount,double\njan,10,20\nfeb,32,64\n"
+    # The same output of the same run and round (a run taken over after a crash) is stored once.
+    again = await code_oasis.container.code_interpreter.run(row, "call_test", code, 0)
+    assert again.files == made.files and again.outputs[1] == image
+    # The run's files are in the session; a later call sees what earlier ones left.
+    listing = "sorted(__import__('os').listdir())"
+    followed = await code_oasis.container.code_interpreter.run(row, "call_next", listing, 1)
+    assert followed.outputs[0]["logs"] == "['doubled.csv', 'sales.csv']\n"
+
+
+def test_mentions_of_written_files_become_file_path_annotations() -> None:
+    text = "Saved to sandbox:/mnt/data/doubled.csv and /mnt/data/doubled.csv; not /mnt/data/doubled.csv.bak"
+    found = _file_paths(text, {"/mnt/data/doubled.csv": "file-abc"})
+    assert [(a["text"], a["file_path"]["file_id"]) for a in found] == [
+        ("sandbox:/mnt/data/doubled.csv", "file-abc"),
+        ("/mnt/data/doubled.csv", "file-abc"),
+    ]
+    assert all(text[a["start_index"] : a["end_index"]] == a["text"] for a in found)
+
+
+async def test_without_a_sandbox_a_run_with_the_tool_is_refused_saying_why(
+    start_oasis: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")  # no bwrap to be found
+    harness: Harness = await start_oasis(engine_factories=None, models=[smollm()])
+    client = harness.sdk()
+    assistant, thread, _ = await _setup(client)  # assistants keep the tool
+    with pytest.raises(openai.BadRequestError) as caught:
+        await client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id)
+    assert caught.value.code == "unsupported_tool" and caught.value.param == "assistant_id"
+    assert "bubblewrap" in caught.value.message
