@@ -464,9 +464,7 @@ class RunExecutor:
         if seen is None:
             details["outputs"] = []
         built_in_names = (file_search.TOOL_NAME, code_interpreter.FUNCTION_NAME)
-        position = sum(
-            1 for other, call in turn.calls.items() if other < index and call["name"] in built_in_names
-        )
+        position = sum(1 for other, call in turn.calls.items() if other < index and call["name"] in built_in_names)
         events.emit(
             "thread.run.step.delta",
             {
