@@ -49,6 +49,12 @@ async def _steps(client: openai.AsyncOpenAI, thread_id: str, run_id: str, includ
     return list(steps.data)
 
 
+def _search(call: Any) -> dict[str, Any]:
+    """A file_search call's details as a dict: a model in today's SDK, a plain dict in the May-2024 one."""
+    details = call.file_search
+    return details if isinstance(details, dict) else details.model_dump()
+
+
 def _answered(run: Any) -> None:
     """The run answered: completed, or cut by its token budget (the shipped 135M model may repeat itself)."""
     assert run.last_error is None
@@ -85,27 +91,27 @@ async def test_a_run_searches_the_assistants_store_and_cites_what_it_used(search
     assert search_step.type == "tool_calls" and search_step.status == "completed"
     (call,) = search_step.step_details.tool_calls
     assert call.type == "file_search" and call.id
-    results = call.file_search.results
-    assert results and results[0].file_id == ids["bees.html"] and results[0].file_name == "bees.html"
-    assert all(0 < result.score <= 1 for result in results)
-    assert all(result.content is None for result in results)  # contents only when asked for
-    assert call.file_search.ranking_options.score_threshold == 0.0
+    results = _search(call)["results"]
+    assert results and results[0]["file_id"] == ids["bees.html"] and results[0]["file_name"] == "bees.html"
+    assert all(0 < result["score"] <= 1 for result in results)
+    assert all(result.get("content") is None for result in results)  # contents only when asked for
+    assert _search(call)["ranking_options"]["score_threshold"] == 0.0
     assert search_step.usage is not None and search_step.usage.total_tokens > 0
     assert message_step.type == "message_creation"
     total = sum(step.usage.total_tokens for step in (search_step, message_step))
     assert total == run.usage.total_tokens
 
     (with_content, _) = await _steps(client, thread.id, run.id, include=True)
-    first = with_content.step_details.tool_calls[0].file_search.results[0]
-    assert "two thousand eggs" in first.content[0].text
+    first = _search(with_content.step_details.tool_calls[0])["results"][0]
+    assert "two thousand eggs" in first["content"][0]["text"]
     one = await client.beta.threads.runs.steps.retrieve(
         search_step.id, thread_id=thread.id, run_id=run.id, extra_query={"include": [INCLUDE_CONTENT]}
     )
-    assert one.step_details.tool_calls[0].file_search.results[0].content[0].text == first.content[0].text  # type: ignore[union-attr]
+    assert _search(one.step_details.tool_calls[0])["results"][0]["content"] == first["content"]  # type: ignore[union-attr]
 
     reply = (await client.beta.threads.messages.list(thread.id, run_id=run.id)).data[0]
     text = reply.content[0].text  # type: ignore[union-attr]
-    _check_citations(text, {result.file_id for result in results})
+    _check_citations(text, {result["file_id"] for result in results})
 
 
 class _Recorder(AsyncAssistantEventHandler):
@@ -198,7 +204,7 @@ async def test_files_attached_to_a_message_go_into_the_threads_own_store(search_
     assert store.file_counts.completed == 2
     assert store.expires_after is not None and store.expires_after.days == 7
     (search_step, _) = await _steps(client, thread.id, run.id)
-    assert search_step.step_details.tool_calls[0].file_search.results[0].file_id == bees
+    assert _search(search_step.step_details.tool_calls[0])["results"][0]["file_id"] == bees
 
     # A later attachment joins the same store.
     tax = await upload(client, "tax.txt", DOCUMENTS["tax.txt"])
@@ -228,9 +234,9 @@ async def test_the_tools_settings_bound_and_filter_the_results(search_oasis: Har
     _answered(run)
     search_step = (await _steps(client, thread.id, run.id))[0]
     call = search_step.step_details.tool_calls[0]
-    assert call.file_search.ranking_options.score_threshold == 0.75
+    assert _search(call)["ranking_options"]["score_threshold"] == 0.75
     # The unrelated files score under the threshold: only the bees file is left.
-    assert {result.file_id for result in call.file_search.results} == {ids["bees.html"]}
+    assert {result["file_id"] for result in _search(call)["results"]} == {ids["bees.html"]}
 
     unbounded = await _assistant(
         client, store_id, tools=[{"type": "file_search", "file_search": {"max_num_results": 2}}]
@@ -239,7 +245,7 @@ async def test_the_tools_settings_bound_and_filter_the_results(search_oasis: Har
     run = await client.beta.threads.runs.create_and_poll(
         thread_id=thread.id, assistant_id=unbounded.id, tool_choice=FORCED, max_completion_tokens=256
     )
-    assert len((await _steps(client, thread.id, run.id))[0].step_details.tool_calls[0].file_search.results) == 2
+    assert len(_search((await _steps(client, thread.id, run.id))[0].step_details.tool_calls[0])["results"]) == 2
 
 
 async def test_include_takes_only_the_search_contents(search_oasis: Harness) -> None:
@@ -260,4 +266,4 @@ async def test_include_takes_only_the_search_contents(search_oasis: Harness) -> 
     )
     _answered(run)
     (search_step, _) = await _steps(client, thread.id, run.id)
-    assert search_step.step_details.tool_calls[0].file_search.results == []
+    assert _search(search_step.step_details.tool_calls[0])["results"] == []

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from oasis.api.deps import ContainerDep, PageDep, PrincipalDep
@@ -20,8 +20,15 @@ from oasis.protocol.assistants import (
 
 router = APIRouter(tags=["Assistants"])
 
-# `include[]=...` as the SDK sends it (several values repeat the key).
-IncludeDep = Annotated[list[str], Query(alias="include[]", default_factory=list)]
+def _include(
+    bracketed: Annotated[list[str], Query(alias="include[]", default_factory=list)],
+    plain: Annotated[list[str], Query(alias="include", default_factory=list)],
+) -> list[str]:
+    """`include[]=a&include[]=b` as today's SDK sends it, or `include=a,b` as the May-2024 SDK's `extra_query`."""
+    return bracketed + [value for values in plain for value in values.split(",") if value]
+
+
+IncludeDep = Annotated[list[str], Depends(_include)]
 
 # The SDK's create_and_poll and friends wait this long between reads (their default is a second).
 POLL_AFTER_MS = "100"
