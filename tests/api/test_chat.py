@@ -119,6 +119,39 @@ async def test_json_schema_output_matches_the_schema(chat_oasis: Harness) -> Non
     assert isinstance(parsed["city"], str) and isinstance(parsed["population"], int)
 
 
+async def test_schemas_with_bounds_in_the_thousands_are_served_not_crashed_on(chat_oasis: Harness) -> None:
+    # llama.cpp's grammar parser crashed the whole process on such bounds (common in agents' tool schemas).
+    schema = {
+        "type": "object",
+        "properties": {
+            "summary": {"type": "string", "maxLength": 65536},
+            "tags": {"type": "array", "items": {"type": "string", "maxLength": 2000}, "maxItems": 5000},
+            "code": {"type": "string", "maxLength": 8},
+        },
+        "required": ["summary", "tags", "code"],
+    }
+    client = chat_oasis.sdk()
+    reply = await client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Summarise the weather."}],
+        response_format={"type": "json_schema", "json_schema": {"name": "report", "schema": schema}},
+        max_tokens=120,
+        temperature=0,
+    )
+    if reply.choices[0].finish_reason == "stop":
+        parsed = json.loads(reply.choices[0].message.content or "")
+        assert set(parsed) == {"summary", "tags", "code"} and len(parsed["code"]) <= 8  # small bounds still hold
+    forced = await client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Report the weather."}],
+        tools=[{"type": "function", "function": {"name": "report", "parameters": schema}}],
+        tool_choice="required",
+        max_tokens=60,
+    )
+    assert forced.choices[0].finish_reason in ("tool_calls", "length")
+    assert (await client.models.list()).data  # the server is still up
+
+
 async def test_n_choices_are_indexed(chat_oasis: Harness) -> None:
     reply = await chat_oasis.sdk().chat.completions.create(model=MODEL, messages=CAPITAL, n=3, max_tokens=5)
     assert [choice.index for choice in reply.choices] == [0, 1, 2]

@@ -36,14 +36,35 @@ def lib() -> Any:
     return _lib
 
 
+# llama.cpp writes a bounded repetition out as that many copies of its rule, and a bound in the thousands
+# (`"maxLength": 2000`, common in tool schemas) makes a grammar that crashes its parser (llama.cpp#25746,
+# #27859; upstream now caps them too). Bounds above this are left out of the grammar.
+MAX_GRAMMAR_REPETITION = 256
+_REPETITION_BOUNDS = ("minLength", "maxLength", "minItems", "maxItems")
+
+
+def _without_huge_bounds(node: object) -> object:
+    if isinstance(node, list):
+        return [_without_huge_bounds(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    return {
+        key: _without_huge_bounds(value)
+        for key, value in node.items()
+        if not (key in _REPETITION_BOUNDS and isinstance(value, int) and value > MAX_GRAMMAR_REPETITION)
+    }
+
+
 @cache
 def _grammar_for(schema_json: str) -> str:
     return str(json_schema_to_gbnf(schema_json))
 
 
 def json_grammar(schema: Mapping[str, object]) -> str:
-    """GBNF that accepts exactly the JSON documents `schema` accepts (cached per schema)."""
-    return _grammar_for(json.dumps(schema))  # key order matters: properties are generated in order
+    """GBNF that accepts the JSON documents `schema` accepts (cached per schema); length and count bounds over
+    MAX_GRAMMAR_REPETITION are not enforced."""
+    # key order matters: properties are generated in order
+    return _grammar_for(json.dumps(_without_huge_bounds(dict(schema))))
 
 
 @cache

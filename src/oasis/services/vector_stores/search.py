@@ -117,7 +117,7 @@ class VectorSearch:
         await self._touch(store)
         vectors = (await self._embeddings.embed(store.embedding_model, queries, "query", param="query")).vectors
         background = await self._background(store.embedding_model)
-        depth = max(50, 4 * max_results)
+        depth = max(30, 3 * max_results)
         cached = await self._vectors(store)
         candidates: dict[int, None] = {}
         for vector in vectors:
