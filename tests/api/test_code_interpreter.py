@@ -121,6 +121,7 @@ async def test_a_streamed_run_shows_the_code_as_it_is_written(code_oasis: Harnes
     assembled = recorder.done[0].code_interpreter
     stored_outputs = first.step_details.tool_calls[0].code_interpreter.outputs  # type: ignore[union-attr]
     assert assembled.input == stored and len(assembled.outputs) == len(stored_outputs)
+    assert recorder.done[0].id == first.step_details.tool_calls[0].id  # type: ignore[union-attr]
     deltas = [i for i, name in enumerate(recorder.names) if name == "thread.run.step.delta"]
     assert recorder.names.index("thread.run.step.created") < deltas[0]
     assert recorder.names.index("thread.run.step.completed") > deltas[0]

@@ -140,3 +140,45 @@ async def test_idle_sessions_are_closed_and_their_number_is_bounded() -> None:
         assert sandboxes.live_sessions == 0
     finally:
         await sandboxes.close()
+
+
+async def test_the_servers_environment_does_not_reach_the_code(
+    pool: SandboxPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OASIS_DATABASE_PASSWORD", "hunter2")
+    session = await pool.session("thread_env")
+    seen = await session.run(
+        "import os\nleaks = [open(f'/proc/{p}/environ', 'rb').read() for p in os.listdir('/proc') if p.isdigit()]\n"
+        "any(b'hunter2' in leak for leak in leaks) or 'hunter2' in str(os.environ)"
+    )
+    assert seen.logs == "False\n", seen
+
+
+async def test_processes_left_running_by_a_call_are_stopped(pool: SandboxPool) -> None:
+    session = await pool.session("thread_strays")
+    await session.run("import os, time\nchild = os.fork()\nif child == 0:\n    time.sleep(100)\n    os._exit(0)")
+    reaped = await session.run("import os, signal\nos.waitpid(child, 0)[1] == signal.SIGKILL")
+    assert reaped.logs == "True\n", reaped
+
+
+async def test_memory_file_systems_are_bounded(pool: SandboxPool) -> None:
+    session = await pool.session("thread_tmp")
+    filled = await session.run(
+        "for n in range(40):\n    with open(f'/tmp/part{n}', 'wb') as out:\n        out.write(b'x' * (5 << 20))"
+    )
+    assert filled.error is not None and "No space left" in filled.error, filled
+    shm = await session.run(
+        "with open('/dev/shm/big', 'wb') as out:\n    [out.write(b'x' * (5 << 20)) for _ in range(40)]"
+    )
+    assert shm.error is not None and ("No space left" in shm.error or "File too large" in shm.error), shm
+
+
+async def test_a_forged_answer_is_refused_and_the_session_starts_again(pool: SandboxPool) -> None:
+    session = await pool.session("thread_forged")
+    forged = await session.run(
+        "import os\nfor fd in range(3, 64):\n"
+        "    try:\n        kind = os.readlink(f'/proc/self/fd/{fd}')\n    except OSError:\n        continue\n"
+        "    if kind.startswith('pipe:'):\n        os.write(fd, b'{\"logs\": 5}\\n')"
+    )
+    assert forged.error is not None and "unreadable answer" in forged.error
+    assert (await session.run("print('fresh')")).logs == "fresh\n"

@@ -20,6 +20,7 @@ from oasis.protocol.assistants import (
 
 router = APIRouter(tags=["Assistants"])
 
+
 def _include(
     bracketed: Annotated[list[str], Query(alias="include[]", default_factory=list)],
     plain: Annotated[list[str], Query(alias="include", default_factory=list)],

@@ -74,7 +74,22 @@ def command(driver_source: str, limits: Limits, answer_fd: int) -> list[str]:
     args += _system_mounts()
     for root in python_roots():
         args += ["--ro-bind", root, root]
-    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+    # Memory file systems are bounded: what is written there is not counted against the memory limit.
+    size = str(limits.folder_mb << 20)
+    args += [
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--size",
+        size,
+        "--tmpfs",
+        "/dev/shm",
+        "--size",
+        size,
+        "--tmpfs",
+        "/tmp",
+    ]
     args += ["--size", str(limits.folder_mb << 20), "--tmpfs", WORK_FOLDER, "--chdir", WORK_FOLDER]
     args += ["--clearenv"]
     environment = {

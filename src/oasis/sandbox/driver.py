@@ -11,12 +11,12 @@ back after each request. It uses only the standard library until the code import
 
 import ast
 import base64
+import contextlib
 import io
 import json
 import os
 import resource
 import sys
-import tempfile
 import traceback
 
 MAX_LOG_CHARS = 20_000
@@ -43,8 +43,13 @@ def _snapshot() -> dict[str, tuple[int, int]]:
 def _place(files: dict[str, str]) -> None:
     for name, data in files.items():
         path = os.path.join(WORK_FOLDER, os.path.basename(name))
-        with open(path, "wb") as handle:
-            handle.write(base64.b64decode(data))
+        try:
+            with open(path, "wb") as handle:
+                handle.write(base64.b64decode(data))
+        except OSError as exc:  # over the file size or the folder's room: the code runs without it
+            print(f"[{name} could not be placed in {WORK_FOLDER}: {exc.strerror}]")
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
 
 def _changed(before: dict[str, tuple[int, int]]) -> tuple[dict[str, str], list[str]]:
@@ -67,7 +72,8 @@ def _changed(before: dict[str, tuple[int, int]]) -> tuple[dict[str, str], list[s
 def _limit() -> None:
     """Limits for everything the code does, set before it runs; soft and hard alike, so it cannot raise them."""
     limits = {
-        # Set here, inside the sandbox's own user namespace, the process limit counts this sandbox's alone.
+        # Set here, inside the sandbox's own user namespace, the process limit counts this sandbox's alone (on
+        # Linux 5.14 and later; before, it counts every process of the user the sandbox runs as).
         resource.RLIMIT_NPROC: "OASIS_SANDBOX_PROCESSES",
         resource.RLIMIT_AS: "OASIS_SANDBOX_MEMORY",
         resource.RLIMIT_CPU: "OASIS_SANDBOX_CPU",
@@ -76,6 +82,8 @@ def _limit() -> None:
     for kind, name in limits.items():
         value = int(os.environ[name])
         resource.setrlimit(kind, (value, value))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # no core dumps handed to the host's handler
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
 
 
 def _figures() -> list[str]:
@@ -110,7 +118,8 @@ def _execute(code: str, namespace: dict[str, object]) -> None:
 def main() -> None:
     answers = os.fdopen(int(os.environ.pop("OASIS_ANSWER_FD")), "w", encoding="utf-8")
     _limit()
-    capture = tempfile.TemporaryFile(mode="w+b")  # noqa: SIM115 (open for the session's whole life)
+    # In memory, not in /tmp: code that fills /tmp must not leave the driver unable to report it.
+    capture = os.fdopen(os.memfd_create("output"), "w+b")
     os.dup2(capture.fileno(), 1)
     os.dup2(capture.fileno(), 2)
     sys.stdout = io.TextIOWrapper(os.fdopen(1, "wb", closefd=False), encoding="utf-8", line_buffering=True)

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -38,6 +39,69 @@ class Execution:
     files: dict[str, bytes] = field(default_factory=dict)
 
 
+PROBE_RETRY_SECONDS = 60.0
+# The longest answer line read from the sandbox, and what an answer may hold (more is cut, not trusted).
+ANSWER_LIMIT = 64 << 20
+MAX_LOG_CHARS = 20_000
+MAX_IMAGES = 8
+MAX_FILES = 20
+MAX_RETURNED_BYTES = 32 << 20
+
+
+def _checked_answer(answer: object) -> Execution:
+    """The driver's answer, checked for shape and held to the limits whatever the code wrote into it."""
+    if not isinstance(answer, dict):
+        raise TypeError("not an object")
+    logs = answer.get("logs") or ""
+    error = answer.get("error")
+    images = answer.get("images") or []
+    files = answer.get("files") or {}
+    if not isinstance(logs, str) or not (error is None or isinstance(error, str)):
+        raise TypeError("logs and error must be strings")
+    if not isinstance(images, list) or not isinstance(files, dict):
+        raise TypeError("images must be a list and files an object")
+    budget = MAX_RETURNED_BYTES
+    decoded_images = []
+    for image in images[:MAX_IMAGES]:
+        data = base64.b64decode(image, validate=True)
+        if len(data) <= budget:
+            decoded_images.append(data)
+            budget -= len(data)
+    written: dict[str, bytes] = {}
+    for name, content in list(files.items())[:MAX_FILES]:
+        # A path under /mnt/data as the sandbox names it; it only ever names the output file, never a host path.
+        if not isinstance(name, str) or not name or name.startswith("/") or ".." in name.split("/"):
+            continue
+        data = base64.b64decode(content, validate=True)
+        if len(data) <= budget:
+            written[name] = data
+            budget -= len(data)
+    return Execution(logs[-MAX_LOG_CHARS:], error[:MAX_LOG_CHARS] if error else None, decoded_images, written)
+
+
+def _descendants(root: int) -> dict[int, list[int]]:
+    """Children by parent, for `root` and every process under it (read from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry))
+    for pids in children.values():
+        pids.sort()
+    tree: dict[int, list[int]] = {}
+    waiting = [root]
+    while waiting:
+        pid = waiting.pop()
+        tree[pid] = children.get(pid, [])
+        waiting.extend(tree[pid])
+    return tree
+
+
 class PythonSession:
     """One sandboxed interpreter; calls run one at a time."""
 
@@ -49,6 +113,7 @@ class PythonSession:
         self.placed: set[str] = set()
         self._process: asyncio.subprocess.Process | None = None
         self._answers: asyncio.StreamReader | None = None
+        self._pipe: asyncio.BaseTransport | None = None
         self._lock = asyncio.Lock()
         self.last_used = time.monotonic()
 
@@ -74,13 +139,19 @@ class PythonSession:
                 stderr=asyncio.subprocess.PIPE,
                 pass_fds=(write_end,),
                 start_new_session=True,
+                # Not the server's environment: bwrap's own process inside the sandbox keeps the environment it
+                # was started with, readable there as /proc/1/environ (`--clearenv` only clears the driver's).
+                env={"PATH": "/usr/bin:/bin"},
                 **extra,  # type: ignore[arg-type]
             )
+        except BaseException:
+            os.close(read_end)
+            raise
         finally:
             os.close(write_end)
         loop = asyncio.get_running_loop()
-        answers = self._answers = asyncio.StreamReader(limit=64 << 20)
-        await loop.connect_read_pipe(
+        answers = self._answers = asyncio.StreamReader(limit=ANSWER_LIMIT)
+        self._pipe, _ = await loop.connect_read_pipe(
             lambda: asyncio.StreamReaderProtocol(answers), os.fdopen(read_end, "rb", buffering=0)
         )
 
@@ -93,7 +164,11 @@ class PythonSession:
                 if self._on_start is not None:
                     await self._on_start(self)
                 await self.start()
-            execution = await self._call(code, files or {})
+            try:
+                execution = await self._call(code, files or {})
+            except BaseException:
+                await self.close()  # cancelled mid-call: the interpreter is in an unknown state
+                raise
             self.last_used = time.monotonic()
             return execution
 
@@ -101,9 +176,12 @@ class PythonSession:
         assert self._process is not None and self._process.stdin is not None and self._answers is not None
         encoded = {name: base64.b64encode(data).decode("ascii") for name, data in files.items()}
         try:
-            self._process.stdin.write((json.dumps({"code": code, "files": encoded}) + "\n").encode())
-            await self._process.stdin.drain()
-            line = await asyncio.wait_for(self._answers.readline(), self._limits.call_seconds)
+            # One clock for sending the request and reading the answer: code that stops reading its input
+            # must not hold the call up either.
+            async with asyncio.timeout(self._limits.call_seconds):
+                self._process.stdin.write((json.dumps({"code": code, "files": encoded}) + "\n").encode())
+                await self._process.stdin.drain()
+                line = await self._answers.readline()
         except TimeoutError:
             await self.close()
             return Execution(
@@ -115,11 +193,33 @@ class PythonSession:
             reason = await self._death_reason()
             await self.close()
             return Execution("", f"The Python session ended: {reason}; it starts again on the next call.")
+        await asyncio.to_thread(self._stop_strays)
+        # The code runs in the driver's process and can write what it likes on the answer pipe: it is checked
+        # and bounded here, as anything else from the sandbox.
+        try:
+            execution = _checked_answer(json.loads(line))
+        except (ValueError, TypeError, KeyError) as exc:
+            await self.close()
+            return Execution("", f"The Python session gave an unreadable answer ({exc}); it was restarted.")
         self.placed.update(files)
-        answer = json.loads(line)
-        images = [base64.b64decode(image) for image in answer.get("images", [])]
-        written = {name: base64.b64decode(data) for name, data in answer.get("files", {}).items()}
-        return Execution(answer.get("logs", ""), answer.get("error"), images, written)
+        return execution
+
+    def _stop_strays(self) -> None:
+        """Kills processes the code started and left running: a call's wall clock and the per-process CPU and
+        memory limits must not be dodged by work left in the background. The driver and bwrap's own processes
+        stay."""
+        if self._process is None:
+            return
+        tree = _descendants(self._process.pid)
+        keep = {self._process.pid}
+        keep.update(child for child in tree.get(self._process.pid, []))  # bwrap's process 1 in the sandbox
+        for init in list(keep - {self._process.pid}):
+            keep.update(tree.get(init, [])[:1])  # the driver: process 1's first child
+        for children in tree.values():
+            for pid in children:
+                if pid not in keep:
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(pid, signal.SIGKILL)
 
     async def _death_reason(self) -> str:
         assert self._process is not None
@@ -130,15 +230,21 @@ class PythonSession:
             with contextlib.suppress(Exception):
                 message = await asyncio.wait_for(self._process.stderr.read(2000), 1)
         code = self._process.returncode
-        if code is not None and code < 0:
-            import signal
-
-            name = signal.Signals(-code).name
-            return {"SIGXCPU": f"its CPU time ({self._limits.cpu_seconds} s) ran out"}.get(name, f"killed by {name}")
+        # bwrap reports a command killed by a signal as 128 + the signal's number.
+        number = -code if code is not None and code < 0 else (code - 128 if code is not None and code > 128 else 0)
+        if number:
+            with contextlib.suppress(ValueError):
+                name = signal.Signals(number).name
+                return {"SIGXCPU": f"its CPU time ({self._limits.cpu_seconds} s) ran out"}.get(
+                    name, f"killed by {name}"
+                )
         return message.decode(errors="replace").strip() or f"exit status {code}"
 
     async def close(self) -> None:
         process, self._process = self._process, None
+        pipe, self._pipe = self._pipe, None
+        if pipe is not None:
+            pipe.close()
         if process is None:
             return
         if process.returncode is None:
@@ -152,19 +258,21 @@ class SandboxPool:
     """The sessions of one process, by key."""
 
     def __init__(self, limits: Limits, max_sessions: int, idle_seconds: float) -> None:
+        self.limits = limits
         self._limits = limits
         self._max_sessions = max_sessions
         self._idle_seconds = idle_seconds
         self._sessions: OrderedDict[str, PythonSession] = OrderedDict()
         self._unavailable: str | None = None
-        self._checked = False
+        self._check_again_at = 0.0
         self._reaper: asyncio.Task[None] | None = None
 
     async def check(self) -> None:
-        """Raises SandboxUnavailable, once and for all, when a sandbox cannot start here."""
-        if not self._checked:
-            self._checked = True
+        """Raises SandboxUnavailable when a sandbox cannot start here; a failed check is tried again a minute
+        later (it may have been a passing fault, such as a probe timed out on a saturated machine)."""
+        if time.monotonic() >= self._check_again_at:
             self._unavailable = await self._probe()
+            self._check_again_at = float("inf") if not self._unavailable else time.monotonic() + PROBE_RETRY_SECONDS
             if self._unavailable:
                 log.warning("code_interpreter is not available: %s", self._unavailable)
         if self._unavailable:

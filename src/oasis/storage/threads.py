@@ -9,10 +9,13 @@ from oasis.storage.pagination import Page, PageRequest, paginate
 from oasis.storage.tables import Run, RunStep, Thread, ThreadMessage
 
 
-async def get_thread(session: AsyncSession, project_id: str, thread_id: str) -> Thread | None:
-    return await session.scalar(
-        select(Thread).where(Thread.id == thread_id, Thread.project_id == project_id, Thread.deleted_at.is_(None))
-    )
+async def get_thread(session: AsyncSession, project_id: str, thread_id: str, for_update: bool = False) -> Thread | None:
+    """The live thread; `for_update` locks its row until the transaction ends (PostgreSQL; SQLite's writers are
+    serialized anyway), for a read-modify-write of its fields."""
+    query = select(Thread).where(Thread.id == thread_id, Thread.project_id == project_id, Thread.deleted_at.is_(None))
+    if for_update:
+        query = query.with_for_update().execution_options(populate_existing=True)
+    return await session.scalar(query)
 
 
 async def delete_thread(session: AsyncSession, thread: Thread, stamp: int) -> None:

@@ -445,46 +445,64 @@ class RunExecutor:
 
     def _stream_code(self, run: Run, events: RunEvents, turn: _Turn, index: int, entry: dict[str, Any]) -> None:
         """Shows the code of a code_interpreter call as it is written, on the tool step it will be recorded on
-        (the step's row is written once the code has run)."""
+        (the step's row is written once the code has run). A client appends what deltas bring, so each call's
+        id comes once, in its first delta."""
         code = partial_code(entry["arguments"])
         seen = turn.streamed_code.get(index)
+        entries: list[dict[str, Any]] = []
         if seen is None:
             if turn.tool_step_id is None:
                 opened = _new_step(run, now(), {"type": "tool_calls", "tool_calls": []})
                 turn.tool_step_id = opened.id
                 events.emit("thread.run.step.created", step_to_wire(opened))
                 events.emit("thread.run.step.in_progress", step_to_wire(opened))
+            # Built-in calls before this one in the generation (searches) take their places in the step first.
+            for other, call in sorted(turn.calls.items()):
+                if other < index and other not in turn.streamed_ids and call["name"] == file_search.TOOL_NAME:
+                    turn.streamed_ids[other] = call["id"]
+                    entries.append(
+                        {
+                            "index": self._place_of(turn, other),
+                            "id": call["id"],
+                            "type": "file_search",
+                            "file_search": {},
+                        }
+                    )
             turn.streamed_code[index] = ""
             turn.streamed_ids[index] = entry["id"]
         piece = code[len(seen or "") :] if code.startswith(seen or "") else ""
         if seen is not None and not piece:
             return
         turn.streamed_code[index] = code
-        details: dict[str, Any] = {"input": piece}
+        current: dict[str, Any] = {"index": self._place_of(turn, index), "type": code_interpreter.TOOL_TYPE}
         if seen is None:
-            details["outputs"] = []
-        built_in_names = (file_search.TOOL_NAME, code_interpreter.FUNCTION_NAME)
-        position = sum(1 for other, call in turn.calls.items() if other < index and call["name"] in built_in_names)
+            current["id"] = entry["id"]
+        current[code_interpreter.TOOL_TYPE] = {"input": piece, **({"outputs": []} if seen is None else {})}
+        entries.append(current)
         events.emit(
             "thread.run.step.delta",
             {
                 "id": turn.tool_step_id,
                 "object": "thread.run.step.delta",
-                "delta": {
-                    "step_details": {
-                        "type": "tool_calls",
-                        "tool_calls": [
-                            {
-                                "index": position,
-                                "id": entry["id"],
-                                "type": code_interpreter.TOOL_TYPE,
-                                code_interpreter.TOOL_TYPE: details,
-                            }
-                        ],
-                    }
-                },
+                "delta": {"step_details": {"type": "tool_calls", "tool_calls": entries}},
             },
         )
+
+    @staticmethod
+    def _drop_streamed_step(run: Run, events: RunEvents, turn: _Turn) -> None:
+        """Ends a step a stream opened for calls that will not run (cancelled, or cut off by the budget)."""
+        if turn.tool_step_id is None:
+            return
+        dropped = _new_step(run, now(), {"type": "tool_calls", "tool_calls": []})
+        dropped.id, dropped.status, dropped.cancelled_at = turn.tool_step_id, "cancelled", now()
+        turn.tool_step_id = None
+        events.emit("thread.run.step.cancelled", step_to_wire(dropped))
+
+    @staticmethod
+    def _place_of(turn: _Turn, index: int) -> int:
+        """Where the generation's call `index` sits in its built-in tools' step."""
+        built_in_names = (file_search.TOOL_NAME, code_interpreter.FUNCTION_NAME)
+        return sum(1 for other, call in turn.calls.items() if other < index and call["name"] in built_in_names)
 
     async def _add_text(self, run: Run, owner: str, events: RunEvents, turn: _Turn, piece: str) -> None:
         segments = turn.citer.feed(piece) if turn.citer is not None else [Segment(piece)]
@@ -584,13 +602,20 @@ class RunExecutor:
         # Run before the transaction that records them: a crash before it runs them again (a search is harmless
         # to repeat; a code run's output files keep the ids of the first attempt).
         performed: list[SearchCall | CodeCall] = []
+        if turn.tool_step_id is not None and not built_in:  # the streamed calls were cut off by the budget
+            self._drop_streamed_step(run, events, turn)
         for call in built_in:
             if call["name"] == file_search.TOOL_NAME:
                 number = turn.searches_before + sum(isinstance(done, SearchCall) for done in performed)
                 performed.append(await self._search(run, call, turn, number))
+                continue
+            number = turn.code_runs + sum(isinstance(done, CodeCall) for done in performed)
+            code = code_of(call["arguments"])
+            if number >= MAX_CODE_RUNS_PER_RUN:  # more calls in one generation than the run may make
+                note = f"Not run: a run runs code at most {MAX_CODE_RUNS_PER_RUN} times."
+                performed.append(CodeCall(call["id"], code, [{"type": "logs", "logs": note}]))
             else:
-                number = turn.code_runs + sum(isinstance(done, CodeCall) for done in performed)
-                performed.append(await self._code.run(run, call["id"], code_of(call["arguments"]), number))
+                performed.append(await self._code.run(run, call["id"], code, number))
         stamp = now()
         built_in_step: RunStep | None = None
         tool_step: RunStep | None = None
@@ -665,7 +690,7 @@ class RunExecutor:
             await session.commit()
         self._emit_closed(events, turn)
         if built_in_step is not None:
-            streamed = {turn.streamed_ids[index]: code for index, code in turn.streamed_code.items()}
+            streamed = set(turn.streamed_ids.values())
             self._emit_tool_step(events, built_in_step, streamed if turn.tool_step_id is not None else None)
         if tool_step is not None:
             self._emit_tool_step(events, tool_step)
@@ -678,23 +703,26 @@ class RunExecutor:
         events.emit(name, run_to_wire(final))
         return final.status
 
-    async def _search(self, run: Run, call: dict[str, Any], turn: _Turn, position: int) -> SearchCall:
+    async def _search(self, run: Run, call: dict[str, Any], turn: _Turn, number: int) -> SearchCall:
+        """Runs a file_search call; `number` is its `n` in the markers (the thread's searches before it)."""
         settings = file_search.tool_settings(json.loads(run.tools_json)) or {}
         queries = queries_of(call["arguments"], turn.last_user_text)
         ranking, results = await self._searcher.run(run, queries, settings)
-        return SearchCall(call["id"], queries, turn.searches_before + position, ranking, results)
+        return SearchCall(call["id"], queries, number, ranking, results)
 
     @staticmethod
-    def _emit_tool_step(events: RunEvents, step: RunStep, streamed: dict[str, str] | None = None) -> None:
+    def _emit_tool_step(events: RunEvents, step: RunStep, streamed: set[str] | None = None) -> None:
         """A tool-call step as a stream shows it: opened empty, its calls as a delta, then its end (when over).
-        `streamed` (call id -> code) names the code_interpreter calls whose input was shown as it was written:
-        the step is open already, and their delta brings only the outputs (a client appends what deltas bring)."""
+        `streamed` names the calls already shown while code was written: the step is open already, and their
+        delta brings only what is new (a client appends what deltas bring): outputs, search results."""
         shown = step_to_wire(step, events.include_contents)
         calls = []
         for index, call in enumerate(shown["step_details"]["tool_calls"]):
             if streamed is not None and call["id"] in streamed:
-                outputs = call[code_interpreter.TOOL_TYPE]["outputs"]
-                call = {"type": call["type"], code_interpreter.TOOL_TYPE: {"outputs": outputs}}
+                if call["type"] == code_interpreter.TOOL_TYPE:
+                    call = {"type": call["type"], call["type"]: {"outputs": call[call["type"]]["outputs"]}}
+                else:
+                    call = {"type": call["type"], call["type"]: call[call["type"]]}
             calls.append({"index": index, **call})
         if streamed is None:
             empty = {**shown, "step_details": {"type": "tool_calls", "tool_calls": []}}
@@ -768,6 +796,8 @@ class RunExecutor:
             ):
                 await session.rollback()
                 raise _Stop
+            if turn is not None:
+                self._drop_streamed_step(run, events, turn)
             if turn is not None and turn.message is not None:
                 self._close_message(turn, stamp, "run_cancelled")
                 await self._store_closed(session, turn)

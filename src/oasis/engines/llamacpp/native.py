@@ -51,7 +51,7 @@ def _without_huge_bounds(node: object) -> object:
     return {
         key: _without_huge_bounds(value)
         for key, value in node.items()
-        if not (key in _REPETITION_BOUNDS and isinstance(value, int) and value > MAX_GRAMMAR_REPETITION)
+        if not (key in _REPETITION_BOUNDS and isinstance(value, (int, float)) and value > MAX_GRAMMAR_REPETITION)
     }
 
 

@@ -120,17 +120,26 @@ class CodeInterpreter:
             raise invalid_request(message, param=param, code="unsupported_tool") from None
 
     async def run(self, run: Run, call_id: str, code: str, round_number: int) -> CodeCall:
-        """Runs the code in the thread's session; outputs are stored as files under ids fixed by (run, round,
-        output), so a run taken over after a crash stores each output once."""
+        """Runs the code in the thread's session; outputs are stored as files under ids fixed by the run, the
+        round, the output's place, name and content, so a run taken over after a crash that makes the same
+        outputs again stores each once."""
         session = await self._sandboxes.session(run.thread_id)
         inputs = await self._input_files(run)
-        missing = {}
+        limits = self._sandboxes.limits
+        room = limits.folder_mb << 20
+        missing: dict[str, bytes] = {}
+        notes: list[str] = []
         for name, file_id in inputs.items():
-            if name not in session.placed:
-                content = await self._files.content(run.project_id, file_id)
-                missing[name] = b"".join([chunk async for chunk in content.chunks])
+            if name in session.placed:
+                continue
+            content = await self._files.content(run.project_id, file_id)
+            if content.size > min(limits.file_mb << 20, room):
+                notes.append(f"[{name} ({file_id}) is too large for /mnt/data and was not placed there]")
+                continue
+            missing[name] = b"".join([chunk async for chunk in content.chunks])
+            room -= content.size
         execution = await session.run(code, missing)
-        logs = execution.logs
+        logs = "\n".join([*notes, execution.logs]) if notes else execution.logs
         if execution.error:
             logs = f"{logs.rstrip()}\n{execution.error}".strip() if execution.error not in logs else logs
         outputs: list[dict[str, Any]] = []
@@ -138,7 +147,7 @@ class CodeInterpreter:
             outputs.append({"type": "logs", "logs": logs})
         made = 0
         for image in execution.images:
-            stored = await self._store(run, round_number, made, f"{call_id}-image-{made}.png", image)
+            stored = await self._store(run, round_number, made, f"image-{round_number}-{made}.png", image)
             outputs.append({"type": "image", "image": {"file_id": stored}})
             made += 1
         written: dict[str, str] = {}
@@ -149,7 +158,10 @@ class CodeInterpreter:
         return CodeCall(call_id, code, outputs, written)
 
     async def _store(self, run: Run, round_number: int, index: int, filename: str, data: bytes) -> str:
-        digest = hashlib.sha256(f"{run.id}:{round_number}:{index}".encode()).hexdigest()[:24]
+        content_digest = hashlib.sha256(data).hexdigest()
+        digest = hashlib.sha256(f"{run.id}:{round_number}:{index}:{filename}:{content_digest}".encode()).hexdigest()[
+            :24
+        ]
 
         async def chunks() -> Any:
             yield data

@@ -44,7 +44,7 @@ def _step_item(step: RunStep, result_chars: int) -> ChatMessages:
             arguments = json.dumps({"code": call[code_interpreter.TOOL_TYPE]["input"]})
             output = code_interpreter.output_for_model(call)
         else:
-            name, arguments = file_search.TOOL_NAME, json.dumps({"query": call.get("_queries", [""])[0]})
+            name, arguments = file_search.TOOL_NAME, json.dumps({"query": (call.get("_queries") or [""])[0]})
             output = file_search.results_for_model(call, result_chars)
         requested.append({"id": call["id"], "type": "function", "function": {"name": name, "arguments": arguments}})
         outputs.append({"role": "tool", "tool_call_id": call["id"], "content": output or ""})

@@ -19,7 +19,7 @@ from oasis.protocol.assistants import (
     Tool,
     ToolResources,
 )
-from oasis.services.vector_stores.service import VectorStoreService
+from oasis.services.vector_stores.service import VectorStoreService, is_expired
 from oasis.storage import files as file_rows
 from oasis.storage import vector_stores as store_rows
 from oasis.storage.db import Session
@@ -166,11 +166,12 @@ async def index_attachments(
     session: Session, project_id: str, thread: Thread, file_ids: list[str], vector_stores: VectorStoreService
 ) -> None:
     """Files attached to a message for file_search go into the thread's vector store: its first store, or one
-    made for it when it has none (or that one was deleted), as OpenAI does."""
+    made for it when it has none (or that one was deleted or has expired), as OpenAI does."""
     resources = json.loads(thread.tool_resources_json)
     store_ids = resources.get("file_search", {}).get("vector_store_ids", [])
-    if store_ids and await store_rows.get_store(session, project_id, store_ids[0]) is not None:
-        await vector_stores.add_files_in(session, project_id, store_ids[0], file_ids)
+    current = await store_rows.get_store(session, project_id, store_ids[0]) if store_ids else None
+    if current is not None and not is_expired(current):
+        await vector_stores.add_files_in(session, project_id, current.id, file_ids)
         return
     made = await vector_stores.create_in(
         session,

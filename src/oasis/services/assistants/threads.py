@@ -59,7 +59,9 @@ async def add_messages(
         )
     await session.flush()
     if searched:
-        thread = await thread_row(session, project_id, thread_id)
+        # Locked: two messages attaching files at once must not each make the thread a store of its own.
+        thread = await rows.get_thread(session, project_id, thread_id, for_update=True)
+        assert thread is not None  # the caller found it in this transaction
         await index_attachments(session, project_id, thread, list(dict.fromkeys(searched)), vector_stores)
     return added
 

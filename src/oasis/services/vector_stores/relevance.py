@@ -95,5 +95,6 @@ def relevance(similarity: float, spread: tuple[float, float], coverage: float) -
     """A score in (0, 1): semantic closeness against the background, raised by keyword evidence."""
     mean, deviation = spread
     z = (similarity - mean) / deviation
-    semantic = 1.0 / (1.0 + math.exp(-STEEPNESS * (z - MIDPOINT_Z)))
+    # Clamped: a chunk scored by keywords alone (similarity -1) over a narrow background would overflow exp.
+    semantic = 1.0 / (1.0 + math.exp(min(700.0, -STEEPNESS * (z - MIDPOINT_Z))))
     return 1.0 - (1.0 - semantic) * (1.0 - KEYWORD_WEIGHT * coverage)
