@@ -72,25 +72,14 @@ def command(driver_source: str, limits: Limits, answer_fd: int) -> list[str]:
     bwrap = shutil.which("bwrap") or "bwrap"
     args = [bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--hostname", "sandbox"]
     args += _system_mounts()
-    for root in python_roots():
-        args += ["--ro-bind", root, root]
     # Memory file systems are bounded: what is written there is not counted against the memory limit.
     size = str(limits.folder_mb << 20)
-    args += [
-        "--proc",
-        "/proc",
-        "--dev",
-        "/dev",
-        "--size",
-        size,
-        "--tmpfs",
-        "/dev/shm",
-        "--size",
-        size,
-        "--tmpfs",
-        "/tmp",
-    ]
-    args += ["--size", str(limits.folder_mb << 20), "--tmpfs", WORK_FOLDER, "--chdir", WORK_FOLDER]
+    args += ["--proc", "/proc", "--dev", "/dev"]
+    args += ["--size", size, "--tmpfs", "/dev/shm", "--size", size, "--tmpfs", "/tmp"]
+    # After /tmp: an installation under /tmp (a venv in a fresh clone) is bound over the sandbox's own /tmp.
+    for root in python_roots():
+        args += ["--ro-bind", root, root]
+    args += ["--size", size, "--tmpfs", WORK_FOLDER, "--chdir", WORK_FOLDER]
     args += ["--clearenv"]
     environment = {
         "HOME": "/tmp",
