@@ -70,7 +70,14 @@ def command(driver_source: str, limits: Limits, answer_fd: int) -> list[str]:
     """The bwrap command line that runs the driver, answering on `answer_fd` (an inherited descriptor: bwrap
     passes descriptors on as they are)."""
     bwrap = shutil.which("bwrap") or "bwrap"
-    args = [bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--hostname", "sandbox"]
+    args = []
+    user = sandbox_user()
+    if user is not None:
+        # util-linux's setpriv drops to the sandbox's user before bwrap starts (uvloop's subprocesses take no
+        # user or group arguments, and a pre-exec hook is not safe in a process with threads).
+        setpriv = shutil.which("setpriv") or "setpriv"
+        args = [setpriv, f"--reuid={user[0]}", f"--regid={user[1]}", "--clear-groups", "--"]
+    args += [bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--hostname", "sandbox"]
     args += _system_mounts()
     # Memory file systems are bounded: what is written there is not counted against the memory limit.
     size = str(limits.folder_mb << 20)

@@ -128,10 +128,6 @@ class PythonSession:
     async def start(self) -> None:
         read_end, write_end = os.pipe()
         try:
-            user = bubblewrap.sandbox_user()
-            extra: dict[str, object] = {}
-            if user is not None:
-                extra = {"user": user[0], "group": user[1], "extra_groups": []}
             self._process = await asyncio.create_subprocess_exec(
                 *bubblewrap.command(_DRIVER, self._limits, write_end),
                 stdin=asyncio.subprocess.PIPE,
@@ -142,7 +138,6 @@ class PythonSession:
                 # Not the server's environment: bwrap's own process inside the sandbox keeps the environment it
                 # was started with, readable there as /proc/1/environ (`--clearenv` only clears the driver's).
                 env={"PATH": "/usr/bin:/bin"},
-                **extra,  # type: ignore[arg-type]
             )
         except BaseException:
             os.close(read_end)
