@@ -37,6 +37,20 @@ def duration(data: bytes) -> float:
         return samples / stream.rate
 
 
+def word_error_rate(reference: str, heard: str) -> float:
+    """Word-level edit distance (substitutions, insertions, deletions) over the reference's length."""
+    expected, got = re.findall(r"[a-z]+", reference.lower()), re.findall(r"[a-z]+", heard.lower())
+    row = list(range(len(got) + 1))
+    for position, word in enumerate(expected, start=1):
+        previous, row[0] = row[0], position
+        for column, candidate in enumerate(got, start=1):
+            previous, row[column] = (
+                row[column],
+                min(row[column] + 1, row[column - 1] + 1, previous + (word != candidate)),
+            )
+    return row[-1] / len(expected)
+
+
 async def speak(client: openai.AsyncOpenAI, text: str = SENTENCE, **options: object) -> bytes:
     reply = await client.audio.speech.create(model="tts-1", voice=options.pop("voice", "alloy"), input=text, **options)  # type: ignore[arg-type]
     return reply.content
@@ -79,9 +93,9 @@ async def test_speech_round_trips_through_transcription(audio_oasis: Harness) ->
     client = audio_oasis.sdk()
     audio = await speak(client, response_format="mp3")
     text = await client.audio.transcriptions.create(model="whisper-1", file=("speech.mp3", audio))
-    words = re.findall(r"[a-z]+", text.text.lower())
-    for expected in ("quick", "brown", "fox", "lazy", "dog", "models", "machine"):
-        assert expected in words, text.text
+    # Piper samples its timing noise, so the speech differs a little from run to run, and Whisper base has once
+    # heard "quit" for "quick": judge the transcript as ASR is judged, by its word error rate over the sentence.
+    assert word_error_rate(SENTENCE, text.text) <= 0.15, text.text
 
 
 async def test_srt_and_vtt_are_well_formed(audio_oasis: Harness) -> None:

@@ -412,3 +412,95 @@ async def test_auto_truncation_fits_a_thread_longer_than_the_context(chat_oasis:
     )
     assert run.status in ("completed", "incomplete"), run.last_error
     assert run.usage is not None and 1000 < run.usage.prompt_tokens <= 2048 - 256
+
+
+async def test_a_run_refuses_images_its_text_model_cannot_see(chat_oasis: Harness) -> None:
+    client = chat_oasis.sdk()
+    assistant = await _assistant(client)
+    picture = await client.files.create(file=("cat.png", b"\x89PNG\r\n\x1a\n" + b"\0" * 64), purpose="vision")
+    look = [
+        {"type": "text", "text": "What is in this picture?"},
+        {"type": "image_file", "image_file": {"file_id": picture.id}},
+    ]
+
+    # Made with the thread: refused.
+    with pytest.raises(openai.BadRequestError) as caught:
+        await client.beta.threads.create_and_run(
+            assistant_id=assistant.id,
+            thread={"messages": [{"role": "user", "content": look}]},  # type: ignore[list-item]
+        )
+    assert caught.value.code == "image_parts_unsupported" and caught.value.param == "thread.messages[0].content[1]"
+
+    # Added with the run: refused, and the message is not kept.
+    thread = await _thread(client)
+    with pytest.raises(openai.BadRequestError) as caught:
+        await client.beta.threads.runs.create(
+            thread.id,
+            assistant_id=assistant.id,
+            additional_messages=[
+                {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}
+            ],  # type: ignore[list-item]
+        )
+    assert caught.value.code == "image_parts_unsupported" and caught.value.param == "additional_messages[0].content[0]"
+    assert [m.role for m in (await client.beta.threads.messages.list(thread.id)).data] == ["user"]
+    assert (await client.beta.threads.runs.list(thread.id)).data == []
+
+    # Already in the thread: refused naming the thread, until the run keeps the image out of what it shows.
+    await client.beta.threads.messages.create(thread.id, role="user", content=look)  # type: ignore[arg-type]
+    with pytest.raises(openai.BadRequestError) as caught:
+        await client.beta.threads.runs.create(thread.id, assistant_id=assistant.id)
+    assert caught.value.code == "image_parts_unsupported" and caught.value.param == "thread_id"
+    assert "text only" in caught.value.message
+    await client.beta.threads.messages.create(thread.id, role="user", content="Say hello.")
+    run = await client.beta.threads.runs.create_and_poll(
+        thread_id=thread.id,
+        assistant_id=assistant.id,
+        max_completion_tokens=256,
+        truncation_strategy={"type": "last_messages", "last_messages": 1},
+    )
+    assert run.status in ("completed", "incomplete"), run.last_error
+
+
+async def _reply_begun(client: openai.AsyncOpenAI, thread_id: str, run_id: str) -> Any:
+    for _ in range(400):
+        found = (await client.beta.threads.messages.list(thread_id, run_id=run_id)).data
+        if found:
+            return found[0]
+        await asyncio.sleep(0.05)
+    raise AssertionError("the run's reply never began")
+
+
+async def test_a_reply_changed_or_deleted_while_it_is_written(chat_oasis: Harness) -> None:
+    client = chat_oasis.sdk()
+    assistant = await _assistant(client)
+    thread = await _thread(client, "Write a very long story about a dragon, at least a thousand words.")
+    run = await client.beta.threads.runs.create(thread.id, assistant_id=assistant.id, max_completion_tokens=256)
+    reply = await _reply_begun(client, thread.id, run.id)
+    assert reply.status == "in_progress"
+    await client.beta.threads.messages.update(reply.id, thread_id=thread.id, metadata={"pinned": "yes"})
+    run = await client.beta.threads.runs.poll(run.id, thread_id=thread.id)
+    assert run.status in ("completed", "incomplete"), run.last_error
+    # The run's last write keeps the user's metadata, and the user's write kept the run's text.
+    written = await client.beta.threads.messages.retrieve(reply.id, thread_id=thread.id)
+    assert written.metadata == {"pinned": "yes"} and written.status in ("completed", "incomplete")
+    assert len(written.content[0].text.value) > 100  # type: ignore[union-attr]
+
+    await client.beta.threads.messages.create(thread.id, role="user", content="Now a long one about a whale.")
+    second = await client.beta.threads.runs.create(thread.id, assistant_id=assistant.id, max_completion_tokens=256)
+    doomed = await _reply_begun(client, thread.id, second.id)
+    assert doomed.status == "in_progress"
+    deleted = await client.beta.threads.messages.delete(doomed.id, thread_id=thread.id)
+    assert deleted.deleted
+    second = await client.beta.threads.runs.poll(second.id, thread_id=thread.id)
+    # The run ends as it would have; what it wrote after the delete does not bring the message back.
+    assert second.status in ("completed", "incomplete"), second.last_error
+    with pytest.raises(openai.NotFoundError):
+        await client.beta.threads.messages.retrieve(doomed.id, thread_id=thread.id)
+    assert doomed.id not in [m.id for m in (await client.beta.threads.messages.list(thread.id, limit=100)).data]
+    (step,) = (await client.beta.threads.runs.steps.list(second.id, thread_id=thread.id)).data
+    assert step.status == "completed" and step.step_details.message_creation.message_id == doomed.id  # type: ignore[union-attr]
+    # The thread goes on without the deleted reply.
+    third = await client.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id=assistant.id, max_completion_tokens=256
+    )
+    assert third.status in ("completed", "incomplete"), third.last_error

@@ -1,9 +1,11 @@
 """kill -9 of `oasis serve` while runs are generating (one polled, one streamed), then a restart: both runs end,
-each with exactly one reply message, and none is left in progress."""
+each with exactly one reply message, and none is left in progress. A stream whose run is taken over by another
+holder, or whose thread is deleted, ends with an `error` event."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import threading
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import openai
+import pytest
 
 from tests.conftest import _empty_postgres
 from tests.server_process import oasis_env, oasis_server
@@ -86,3 +89,85 @@ def test_kill_9_mid_run_then_restart_ends_each_run_with_one_message(tmp_path: Pa
             assert steps[0].step_details.message_creation.message_id == replies[0].id  # type: ignore[union-attr]
             all_messages = client.beta.threads.messages.list(thread_id).data
             assert [message.role for message in all_messages] == ["assistant", "user"]
+
+
+async def _take_over(database_url: str, run_id: str, seconds: float) -> None:
+    """What another worker does when it leases the run (as after this server missed its renewals): the row gets
+    a new owner, here one that holds it for `seconds` and then is gone."""
+    from sqlalchemy import update
+
+    from oasis.storage.db import Database
+    from oasis.storage.tables import Run
+
+    db = Database(database_url)
+    try:
+        async with db.session() as session:
+            await session.execute(
+                update(Run)
+                .where(Run.id == run_id)
+                .values(lease_owner="another-worker", lease_expires_at=time.time() + seconds)
+            )
+            await session.commit()
+    finally:
+        await db.engine.dispose()
+
+
+def test_a_stream_whose_run_is_taken_over_or_whose_thread_is_deleted_ends_with_an_error_event(
+    tmp_path: Path, postgres_url: str | None
+) -> None:
+    if postgres_url is not None:
+        asyncio.run(_empty_postgres(postgres_url))
+    data = tmp_path / "data"
+    config = tmp_path / "oasis.yaml"
+    config.write_text(CONFIG)
+    database_url = postgres_url or f"sqlite+aiosqlite:///{data / 'oasis.db'}"
+    with oasis_server(data, oasis_env(postgres_url), "--config", str(config)) as server:
+        client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="x", max_retries=0)
+        assistant = client.beta.assistants.create(model="gpt-4o-mini", instructions="You write long stories.")
+
+        # Taken over mid-reply: the stream says so in an `error` event instead of ending as if the run had.
+        thread = client.beta.threads.create(messages=[{"role": "user", "content": STORY}])
+        body = {"assistant_id": assistant.id, "stream": True, "max_completion_tokens": 600}
+        events: list[tuple[str, dict[str, object] | str]] = []
+        run_id = ""
+        with httpx.stream("POST", f"{server.base_url}/v1/threads/{thread.id}/runs", json=body, timeout=60) as response:
+            name = ""
+            for line in response.iter_lines():
+                if line.startswith("event: "):
+                    name = line.removeprefix("event: ")
+                elif line.startswith("data: "):
+                    payload = line.removeprefix("data: ")
+                    events.append((name, payload if payload == "[DONE]" else json.loads(payload)))
+                    if name == "thread.run.created":
+                        run_id = str(events[-1][1]["id"])  # type: ignore[index]
+                    if name == "thread.message.delta" and [n for n, _ in events].count(name) == 1:
+                        asyncio.run(_take_over(database_url, run_id, seconds=2.0))
+        names = [n for n, _ in events]
+        assert "error" in names and "thread.run.completed" not in names, names
+        error = dict(events)["error"]
+        assert error["error"]["type"] == "server_error" and "retrieve" in error["error"]["message"]  # type: ignore[index]
+        # The other holder is gone two seconds later; the run is leased again and ends with one reply.
+        deadline = time.monotonic() + 240
+        while (run := client.beta.threads.runs.retrieve(run_id, thread_id=thread.id)).status not in FINISHED:
+            assert time.monotonic() < deadline, server.log()
+            time.sleep(0.2)
+        assert run.status in ("completed", "incomplete"), run.last_error
+        (reply,) = client.beta.threads.messages.list(thread.id, run_id=run_id).data
+        assert reply.status in ("completed", "incomplete")
+
+        # Its thread deleted mid-reply: the SDK's stream raises the error event.
+        doomed = client.beta.threads.create(messages=[{"role": "user", "content": STORY}])
+        deleted = False
+        with (
+            pytest.raises(openai.APIError) as caught,
+            client.beta.threads.runs.stream(
+                thread_id=doomed.id, assistant_id=assistant.id, max_completion_tokens=600
+            ) as stream,
+        ):
+            for event in stream:
+                if event.event == "thread.message.delta" and not deleted:
+                    client.beta.threads.delete(doomed.id)
+                    deleted = True
+        assert deleted and "no longer executed" in caught.value.message
+        with pytest.raises(openai.NotFoundError):
+            client.beta.threads.retrieve(doomed.id)

@@ -23,6 +23,15 @@ def text_of(content_json: str) -> str:
     return "\n".join(part["text"]["value"] for part in parts if part["type"] == "text")
 
 
+def image_part_of(message: ThreadMessage) -> int | None:
+    """The position of the first image part of a user's message: oasis's chat models read text only. (An assistant
+    message's images are code_interpreter's figures, which the model knows of from the call's output.)"""
+    if message.role != "user":
+        return None
+    parts = json.loads(message.content_json)
+    return next((index for index, part in enumerate(parts) if part["type"] != "text"), None)
+
+
 def _message_item(message: ThreadMessage) -> ChatMessages:
     return [{"role": message.role, "content": text_of(message.content_json)}]
 

@@ -24,6 +24,7 @@ from oasis.services.assistants.assistants import AssistantService
 from oasis.services.assistants.code_interpreter import CodeInterpreter
 from oasis.services.assistants.events import Event, EventQueue, RunEvents
 from oasis.services.assistants.file_search import wants_contents
+from oasis.services.assistants.prompt import image_part_of
 from oasis.services.assistants.resources import (
     response_format_to_store,
     tool_choice_to_store,
@@ -36,6 +37,7 @@ from oasis.services.metadata import check_metadata
 from oasis.services.models.engine_lookup import check_known
 from oasis.services.vector_stores.service import VectorStoreService
 from oasis.storage import runs as rows
+from oasis.storage import threads as thread_rows
 from oasis.storage.clock import new_id, now
 from oasis.storage.db import Conflict, Database, Session
 from oasis.storage.leases import execution_name
@@ -46,6 +48,25 @@ from oasis.storage.tables import Assistant, Run, RunStep, Thread
 RUN_LIFETIME_SECONDS = 600
 
 Execute = Callable[[int, str, RunEvents], Awaitable[None]]
+
+
+async def _refuse_images(session: Session, run: Run, params: dict[str, str]) -> None:
+    """A 400, as chat gives, when a user message the run would show its model has an image: the model would answer
+    as if the image were not there. `params` names the messages this request wrote; with `last_messages`, only
+    those messages count."""
+    messages = await thread_rows.conversation(session, run.thread_id)
+    kept = json.loads(run.truncation_json).get("last_messages")
+    for message in messages[-kept:] if kept else messages:
+        position = image_part_of(message)
+        if position is not None:
+            where = params.get(message.id)
+            raise invalid_request(
+                f"Message {message.id} has an image (content[{position}]) and model '{run.model}' reads text only: "
+                "oasis's chat models do not see images. Delete the message, or keep it out with "
+                "truncation_strategy last_messages.",
+                param=f"{where}.content[{position}]" if where else "thread_id",
+                code="image_parts_unsupported",
+            )
 
 
 def _already_running(thread_id: str) -> Exception:
@@ -99,7 +120,10 @@ class RunService:
             run = await self._new_run(session, project_id, thread, assistant, request, request.stream)
             run.additional_instructions = request.additional_instructions
             extra = request.additional_messages or []
-            await add_messages(session, project_id, thread_id, extra, "additional_messages", self._vector_stores)
+            added = await add_messages(
+                session, project_id, thread_id, extra, "additional_messages", self._vector_stores
+            )
+            await _refuse_images(session, run, {row.id: f"additional_messages[{n}]" for n, row in enumerate(added)})
             await session.commit()
         return run
 
@@ -120,6 +144,9 @@ class RunService:
                     resources.setdefault(kind, value)
                 thread.tool_resources_json = json.dumps(resources)
             run = await self._new_run(session, project_id, thread, assistant, request, request.stream)
+            await session.flush()
+            messages = await thread_rows.conversation(session, thread.id)
+            await _refuse_images(session, run, {row.id: f"thread.messages[{n}]" for n, row in enumerate(messages)})
             await session.commit()
         self._vector_stores.wake()  # attached files to index
         return self._started(run, bool(request.stream), thread, False)
