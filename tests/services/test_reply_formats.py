@@ -27,7 +27,7 @@ REPLIES = json.loads((FIXTURES / "model_replies.json").read_text())["replies"]
 SPECIAL = {"bos_token": "<s>", "eos_token": "</s>"}
 
 
-def _function(name: str, **properties: str) -> dict[str, Any]:
+def _function(name: str, /, **properties: str) -> dict[str, Any]:
     schema = {"type": "object", "properties": {key: {"type": kind} for key, kind in properties.items()}}
     return {"name": name, "description": f"{name} tool", "parameters": schema}
 
@@ -40,9 +40,18 @@ OFFERED = {
         _function("special_function", arg1="integer"),
         _function("special_function_with_opt", arg1="integer", arg2="integer"),
         _function("brave_search", query="string"),
+        # the tools of llama.cpp's tests/test-chat.cpp, whose examples are among the fixtures
+        _function("python", code="string"),
+        _function("html", markup="string"),
+        _function("empty_args"),
+        _function("todo_list", todos="array"),
+        _function("set_config", config="object"),
+        _function("toggle", enabled="boolean"),
+        _function("set_nullable", value="null"),
+        _function("magic_int", ref="integer", name="string"),
     ]
 }
-TOOLS = [{"type": "function", "function": function} for function in OFFERED.values()]
+TOOLS = [{"type": "function", "function": function} for function in list(OFFERED.values())[:5]]  # rendered
 
 
 def _template(name: str | None) -> str:
@@ -89,6 +98,16 @@ def _format_of(template: str) -> ReplyFormat:
         ("fireworks-ai-llama-3-firefunction-v2.jinja", "firefunction", False),
         ("Kimi-K2-Instruct.jinja", "kimi_k2", False),
         ("openai-gpt-oss-120b.jinja", "harmony", False),
+        ("google-gemma-4-31B-it.jinja", "gemma4", False),
+        ("google-gemma-4-31B-it-interleaved.jinja", "gemma4", False),
+        ("deepseek-ai-DeepSeek-V3.2.jinja", "dsml", True),
+        ("deepseek-ai-DeepSeek-V4.jinja", "dsml", True),
+        ("MiniMax-M2.jinja", "minimax_m2", True),
+        ("Kimi-K3.jinja", "kimi_k3", True),
+        ("Apertus-8B-Instruct.jinja", "apertus", False),
+        ("openbmb-MiniCPM5-1B.jinja", "minicpm5", True),
+        ("CohereForAI-c4ai-command-r-plus-tool_use.jinja", "command_r_plus", False),
+        ("inclusionai-ling-3.0-flash.jinja", "ling3", True),
     ],
 )
 def test_the_family_and_an_opened_thinking_block_come_from_the_template(
@@ -282,3 +301,39 @@ def test_a_harmony_message_to_a_tool_not_offered_is_content() -> None:
     text = '<|channel|>commentary to=functions.launch_rocket<|message|>{"when": "now"}'
     whole = _read_whole(harmony, text)
     assert (whole.calls, whole.content) == ([], '{"when": "now"}')
+
+
+def test_gemma_4_strings_hold_markup_raw_and_a_turn_end_closes_a_call() -> None:
+    gemma = _format_of(_template("google-gemma-4-31B-it.jinja"))
+    code = 'print("a, b}")\nrows = [1, 2]'
+    text = f'Running it.<|tool_call>call:python{{code:<|"|>{code}<|"|>}}<turn|>'
+    whole = _read_whole(gemma, text)
+    assert (_calls(whole), whole.content) == ([["python", {"code": code}]], "Running it.")
+    broken = '<|tool_call>call:python{code:<|"|>never closed}<tool_call|>'
+    assert _read_whole(gemma, broken).calls == []
+
+
+def test_dsml_values_follow_their_string_attribute() -> None:
+    dsml = _format_of(_template("deepseek-ai-DeepSeek-V3.2.jinja"))
+    block = (
+        '<\uff5cDSML\uff5cfunction_calls>\n<\uff5cDSML\uff5cinvoke name="magic_int">\n'
+        '<\uff5cDSML\uff5cparameter name="ref" string="false">7</\uff5cDSML\uff5cparameter>\n'
+        '<\uff5cDSML\uff5cparameter name="name" string="true">42</\uff5cDSML\uff5cparameter>\n'
+        "</\uff5cDSML\uff5cinvoke>\n</\uff5cDSML\uff5cfunction_calls>"
+    )
+    whole = _read_whole(dsml, "Checking.</think>" + block)
+    assert (whole.reasoning, _calls(whole)) == ("Checking.", [["magic_int", {"ref": 7, "name": "42"}]])
+
+
+def test_a_template_that_recurses_on_a_tool_is_a_400_not_a_crash() -> None:
+    from oasis.errors import OasisError
+
+    nullable = [{"type": "function", "function": OFFERED["set_nullable"]}]
+    with pytest.raises(OasisError) as caught:
+        render_chat(
+            _template("CohereForAI-c4ai-command-r-plus-tool_use.jinja"),
+            [{"role": "user", "content": "hi"}],
+            special_tokens=SPECIAL,
+            tools=nullable,
+        )
+    assert caught.value.status == 400 and caught.value.param == "tools"

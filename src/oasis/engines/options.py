@@ -32,6 +32,14 @@ TOOL_PARSERS = (
     "firefunction",
     "kimi_k2",
     "harmony",
+    "gemma4",
+    "dsml",
+    "minimax_m2",
+    "minicpm5",
+    "apertus",
+    "kimi_k3",
+    "command_r_plus",
+    "ling3",
 )
 
 

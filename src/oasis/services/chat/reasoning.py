@@ -15,18 +15,36 @@ from dataclasses import dataclass
 class ThinkTags:
     open: str
     close: str
+    # Markup that also ends the thinking, and begins the answer: DeepSeek V3.2+ and Ling 3 may start their calls
+    # without closing the block first (llama.cpp reads them so).
+    ended_by: tuple[str, ...] = ()
 
 
 DEFAULT_TAGS = ThinkTags("<think>", "</think>")
+# (what in a template shows the family, its tags); the first match wins
 _KNOWN = (
-    ThinkTags("[THINK]", "[/THINK]"),
-    ThinkTags("<|START_THINKING|>", "<|END_THINKING|>"),
-    ThinkTags("<seed:think>", "</seed:think>"),
+    ("[THINK]", ThinkTags("[THINK]", "[/THINK]")),
+    ("<|START_THINKING|>", ThinkTags("<|START_THINKING|>", "<|END_THINKING|>")),
+    ("<seed:think>", ThinkTags("<seed:think>", "</seed:think>")),
+    ("<|channel>thought", ThinkTags("<|channel>thought", "<channel|>")),  # Gemma 4
+    ("<|inner_prefix|>", ThinkTags("<|inner_prefix|>", "<|inner_suffix|>")),  # Apertus
+    # Kimi K3: the answer's channel (or the calls') may open without the thinking being closed
+    (
+        "<|end_of_msg|>",
+        ThinkTags("<|open|>think<|sep|>", "<|close|>think<|sep|>", ("<|open|>response<|sep|>", "<|open|>tools<|sep|>")),
+    ),
+    ("Tool usage guidelines:", ThinkTags("<think>", "</think>", ('<function name="',))),  # MiniCPM5
+    ("<mm:think>", ThinkTags("<mm:think>", "</mm:think>")),  # MiniMax-M3
+    (
+        "\uff5cDSML\uff5c",
+        ThinkTags("<think>", "</think>", ("<\uff5cDSML\uff5cfunction_calls>", "<\uff5cDSML\uff5ctool_calls>")),
+    ),
+    ("<role>ASSISTANT</role>", ThinkTags("<think>", "</think>", ("<tool_call>",))),  # Ling 3
 )
 
 
 def think_tags(template: str) -> ThinkTags:
-    return next((tags for tags in _KNOWN if tags.open in template), DEFAULT_TAGS)
+    return next((tags for marker, tags in _KNOWN if marker in template), DEFAULT_TAGS)
 
 
 def opens_thinking(prompt: str, tags: ThinkTags) -> bool:
@@ -53,11 +71,16 @@ def split_thinking(text: str, tags: ThinkTags, *, inside: bool, final: bool) -> 
         else:
             return Thought("", 0)
     end = text.find(tags.close, start)
+    answer = end + len(tags.close)
+    for marker in tags.ended_by:
+        at = text.find(marker, start)
+        if at >= 0 and (end < 0 or at < end):
+            end = answer = at  # the marker is the answer's first markup
     if end < 0:
         if final:
             return Thought(text[start:], len(text))
-        return Thought(text[start : len(text) - _partial_suffix(text, tags.close)], None)
-    answer = end + len(tags.close)
+        held = max(_partial_suffix(text, marker) for marker in (tags.close, *tags.ended_by))
+        return Thought(text[start : len(text) - held], None)
     rest = text[answer:]
     if not rest.strip() and not final:
         return Thought(text[start:end], None)  # the answer has not started; its leading blank lines are dropped

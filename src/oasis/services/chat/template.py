@@ -25,13 +25,29 @@ def _tojson(
     return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
 
+class _JoinableUndefined(jinja2.ChainableUndefined):
+    """A missing value, and any attribute of it, joined to a string adds nothing, as in llama.cpp's own Jinja:
+    Command R+'s template writes every tool parameter's `description` and an object's `additionalProperties`,
+    which a tool need not have."""
+
+    def __add__(self, other: Any) -> Any:
+        return other if isinstance(other, str) else super().__add__(other)
+
+    def __radd__(self, other: Any) -> Any:
+        return other if isinstance(other, str) else super().__radd__(other)
+
+
 @lru_cache(maxsize=16)
 def _compile(template: str) -> jinja2.Template:
     # Hugging Face's apply_chat_template environment, which these templates are written for, except that lists
     # and dicts the template builds may change (Kimi K2's `.append`), as llama.cpp's own Jinja allows; the
     # sandbox still refuses unsafe attributes, and the messages given are copies made per request.
     environment = SandboxedEnvironment(
-        trim_blocks=True, lstrip_blocks=True, loader=jinja2.BaseLoader(), extensions=["jinja2.ext.loopcontrols"]
+        trim_blocks=True,
+        lstrip_blocks=True,
+        loader=jinja2.BaseLoader(),
+        extensions=["jinja2.ext.loopcontrols"],
+        undefined=_JoinableUndefined,
     )
     environment.filters["tojson"] = _tojson
     # Without autoescaping `safe` only makes a Markup string, and Markup + str escapes the str ("'x'|safe + name"
@@ -63,6 +79,11 @@ def render_chat(
     except jinja2.TemplateError as exc:
         # The template itself refuses the conversation (e.g. roles out of order): the caller's input is at fault.
         raise invalid_request(f"The model's chat template refused these messages: {exc}", param="messages") from None
+    except RecursionError:
+        # Command R+'s type macro recurses forever on a parameter typed "null" (a string is iterable in Jinja).
+        raise invalid_request(
+            "The model's chat template could not render these tools (it recursed without end).", param="tools"
+        ) from None
 
 
 _PROBE_ID = "123456789"  # Mistral's templates refuse any id but 9 letters and digits

@@ -43,7 +43,7 @@ class ParsedCall:
 @dataclass(frozen=True)
 class _Region:
     end: int
-    calls: list[ParsedCall] | None  # None: not calls after all, the text stays content
+    calls: list[ParsedCall] | None  # None: not calls after all, the text stays content; []: markup left out
 
 
 Reader = Callable[[str, "re.Match[str]", bool, Mapping[str, Any]], "_Region | None"]
@@ -411,6 +411,176 @@ def _read_function_tag(text: str, match: re.Match[str], final: bool, functions: 
     return _Region(stop, [ParsedCall(match.group(1), arguments)] if arguments is not None else None)
 
 
+def _block(close: str, parse: Callable[[str, Mapping[str, Any]], list[ParsedCall] | None]) -> Reader:
+    """A region from its opening to `close` (or, at the end of a reply, to the end), its body read by `parse`."""
+
+    def read(text: str, match: re.Match[str], final: bool, functions: Mapping[str, Any]) -> _Region | None:
+        end = text.find(close, match.end())
+        if end < 0 and not final:
+            return None
+        stop = len(text) if end < 0 else end + len(close)
+        return _Region(stop, parse(text[match.end() : end if end >= 0 else len(text)], functions))
+
+    return read
+
+
+def _dropped(text: str, match: re.Match[str], final: bool, functions: Mapping[str, Any]) -> _Region | None:
+    """Markup that carries no call and no content (a channel's opening or closing): left out."""
+    return _Region(match.end(), [])
+
+
+def _invokes(invoke: re.Pattern[str], parameter: re.Pattern[str], value: Callable[..., Any]) -> Callable[..., Any]:
+    """XML-style calls: each `invoke` match is (name, body), each `parameter` match in a body (key, [attribute,]
+    value); `value(raw, name, key, functions, *attributes)` types a value."""
+
+    def parse(body: str, functions: Mapping[str, Any]) -> list[ParsedCall] | None:
+        calls = []
+        for name, inner in invoke.findall(body):
+            arguments = {}
+            for found in parameter.findall(inner):
+                key, *attributes, raw = found if isinstance(found, tuple) else (found,)
+                arguments[key] = value(raw, name, key, functions, *attributes)
+            calls.append(ParsedCall(name, json.dumps(arguments, ensure_ascii=False)))
+        return calls or None
+
+    return parse
+
+
+def _schema_typed(raw: str, name: str, key: str, functions: Mapping[str, Any], *_: str) -> Any:
+    return _typed(raw.strip(), name, key, functions)
+
+
+_DSML = "<\uff5cDSML\uff5c"
+
+
+def _dsml_value(raw: str, name: str, key: str, functions: Mapping[str, Any], string: str = "") -> Any:
+    """DeepSeek V3.2+: `string="true"` marks a raw string, `"false"` a JSON value."""
+    if string == "true":
+        return raw
+    return _typed(raw, name, key, functions)
+
+
+_CDATA = re.compile(r"<!\[CDATA\[(.*)\]\]>", re.DOTALL)
+
+
+def _cdata_value(raw: str, name: str, key: str, functions: Mapping[str, Any], *_: str) -> Any:
+    """MiniCPM5 wraps a value holding `<`, `&` or a line break in CDATA."""
+    wrapped = _CDATA.fullmatch(raw.strip())
+    return wrapped.group(1) if wrapped else _typed(raw, name, key, functions)
+
+
+def _kimi_k3_value(raw: str, name: str, key: str, functions: Mapping[str, Any], kind: str = "") -> Any:
+    """Kimi K3's `type` attribute: `string` values are raw, every other kind is JSON."""
+    if kind == "string":
+        return raw
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+class _GemmaSyntax(ValueError):
+    pass
+
+
+_GEMMA_QUOTE = '<|"|>'
+
+
+def _gemma_value(text: str, position: int) -> tuple[Any, int]:
+    """One value of Gemma 4's call syntax: `<|"|>`-quoted raw strings, `{key:value,…}` with bare keys, `[…]`,
+    and JSON's numbers and literals written bare."""
+    while position < len(text) and text[position].isspace():
+        position += 1
+    if text.startswith(_GEMMA_QUOTE, position):
+        end = text.find(_GEMMA_QUOTE, position + len(_GEMMA_QUOTE))
+        if end < 0:
+            raise _GemmaSyntax("an unclosed string")
+        return text[position + len(_GEMMA_QUOTE) : end], end + len(_GEMMA_QUOTE)
+    if text.startswith("{", position) or text.startswith("[", position):
+        is_object = text[position] == "{"
+        items: list[Any] = []
+        keyed: dict[str, Any] = {}
+        closing = "}" if is_object else "]"
+        position += 1
+        while True:
+            while position < len(text) and text[position] in " \t\n,":
+                position += 1
+            if text.startswith(closing, position):
+                return (keyed if is_object else items), position + 1
+            if position >= len(text):
+                raise _GemmaSyntax("an unclosed " + closing)
+            if is_object:
+                colon = text.find(":", position)
+                if colon < 0:
+                    raise _GemmaSyntax("a key without a value")
+                key = text[position:colon].strip().removeprefix(_GEMMA_QUOTE).removesuffix(_GEMMA_QUOTE)
+                keyed[key], position = _gemma_value(text, colon + 1)
+            else:
+                item, position = _gemma_value(text, position)
+                items.append(item)
+    bare = re.compile(r"[^,}\]]*").match(text, position)
+    assert bare is not None
+    word = bare.group(0).strip()
+    try:
+        return json.loads(word), bare.end()
+    except json.JSONDecodeError:
+        return word, bare.end()
+
+
+_GEMMA_CALL = re.compile(r"\s*:?call:([\w.-]+)\s*(?=\{)")
+_GEMMA_ENDS = ("<tool_call|>", "<turn|>")
+
+
+def _read_gemma(text: str, match: re.Match[str], final: bool, functions: Mapping[str, Any]) -> _Region | None:
+    """Gemma 4: `<|tool_call>call:name{key:value,…}<tool_call|>`, one call per opening."""
+    named = _GEMMA_CALL.match(text, match.end())
+    ends = [at for at in (text.find(marker, match.end()) for marker in _GEMMA_ENDS) if at >= 0]
+    if not ends and not final:
+        return None
+    end = min(ends) if ends else len(text)
+    stop = end + len(next((m for m in _GEMMA_ENDS if text.startswith(m, end)), ""))
+    if named is None or named.end() > end:
+        return _Region(stop, None)
+    try:
+        arguments, after = _gemma_value(text, named.end())
+    except _GemmaSyntax:
+        return _Region(stop, None)
+    if text[after:end].strip() or not isinstance(arguments, dict):
+        return _Region(stop, None)
+    return _Region(stop, [ParsedCall(named.group(1), json.dumps(arguments, ensure_ascii=False))])
+
+
+def _calls_keyed_by_name(body: str, functions: Mapping[str, Any]) -> list[ParsedCall] | None:
+    """Apertus: a JSON list of `{"name": {arguments}}` objects."""
+    try:
+        value = json.loads(body)
+    except json.JSONDecodeError:
+        return None
+    calls = []
+    for item in value if isinstance(value, list) else [value]:
+        if not isinstance(item, dict) or len(item) != 1:
+            return None
+        ((name, arguments),) = item.items()
+        if not isinstance(arguments, dict):
+            return None
+        calls.append(ParsedCall(name, json.dumps(arguments, ensure_ascii=False)))
+    return calls or None
+
+
+_KIMI_K3_CALL = re.compile(r'<\|open\|>call tool="([^"]+)"[^<]*?<\|sep\|>(.*?)<\|close\|>call<\|sep\|>', re.DOTALL)
+_KIMI_K3_ARGUMENT = re.compile(
+    r'<\|open\|>argument key="([^"]+)"(?: type="([a-z]+)")?<\|sep\|>(.*?)<\|close\|>argument<\|sep\|>', re.DOTALL
+)
+_KIMI_K3_TOOLS = _block("<|close|>tools<|sep|>", _invokes(_KIMI_K3_CALL, _KIMI_K3_ARGUMENT, _kimi_k3_value))
+
+
+def _read_kimi_k3(text: str, match: re.Match[str], final: bool, functions: Mapping[str, Any]) -> _Region | None:
+    """Kimi K3's channels: the answer between `response` tags (left out), calls in the `tools` section."""
+    if match.group(0) == "<|open|>tools<|sep|>":
+        return _KIMI_K3_TOOLS(text, match, final, functions)
+    return _Region(match.end(), [])
+
+
 # --- the markups ----------------------------------------------------------------------------------------------
 
 
@@ -449,6 +619,88 @@ _FUNCTION_TAG = _Markup(re.compile(r"<function=([^>\s]+)>"), _prefixes("<functio
 _COMMON = (_HERMES, _FENCE, _BARE_JSON)
 
 
+def _literal_markup(literals: tuple[str, ...], read: Reader) -> _Markup:
+    """A markup that opens with one of `literals`."""
+    return _Markup(
+        re.compile("|".join(re.escape(literal) for literal in literals)),
+        re.compile("|".join(_prefixes(literal).pattern for literal in literals)),
+        read,
+    )
+
+
+_DSML_PARSE = _invokes(
+    re.compile(re.escape(_DSML) + r'invoke name="([^"]+)">(.*?)</\uff5cDSML\uff5cinvoke>', re.DOTALL),
+    re.compile(
+        re.escape(_DSML) + r'parameter name="([^"]+)"(?:\s+string="(true|false)")?>(.*?)</\uff5cDSML\uff5cparameter>',
+        re.DOTALL,
+    ),
+    _dsml_value,
+)
+
+
+def _read_dsml(text: str, match: re.Match[str], final: bool, functions: Mapping[str, Any]) -> _Region | None:
+    """DeepSeek V3.2 (`function_calls`) and V4 (`tool_calls`): `invoke` elements with `parameter`s."""
+    return _block(f"</\uff5cDSML\uff5c{match.group(1)}>", _DSML_PARSE)(text, match, final, functions)
+
+
+_DSML_CALLS = _Markup(
+    re.compile(re.escape(_DSML) + r"(function_calls|tool_calls)>"),
+    re.compile(_prefixes(_DSML + "function_calls>").pattern + "|" + _prefixes(_DSML + "tool_calls>").pattern),
+    _read_dsml,
+)
+_MINIMAX_CALLS = _literal_markup(
+    ("<minimax:tool_call>",),
+    _block(
+        "</minimax:tool_call>",
+        _invokes(
+            re.compile(r'<invoke name="?([^">]+)"?\s*>(.*?)</invoke>', re.DOTALL),
+            re.compile(r'<parameter name="?([^">]+)"?\s*>(.*?)</parameter>', re.DOTALL),
+            _schema_typed,
+        ),
+    ),
+)
+_MINICPM_PARAMETER = re.compile(r'\s*<param name="([^"]+)">')
+_MINICPM_CLOSE = re.compile(r"\s*</function>")
+_MINICPM_UNFINISHED = re.compile(
+    _prefixes('<param name="', r'[^"]*"?').pattern + "|" + _prefixes("</function>").pattern
+)
+
+
+def _read_minicpm(text: str, match: re.Match[str], final: bool, functions: Mapping[str, Any]) -> _Region | None:
+    """MiniCPM5: `<function name="n"><param name="k">value</param>…</function>`, a value holding markup in
+    CDATA (which may itself hold `</param>`), read parameter by parameter."""
+    name, position = match.group(1), match.end()
+    arguments: dict[str, Any] = {}
+    while True:
+        closing = _MINICPM_CLOSE.match(text, position)
+        if closing is not None:
+            return _Region(closing.end(), [ParsedCall(name, json.dumps(arguments, ensure_ascii=False))])
+        parameter = _MINICPM_PARAMETER.match(text, position)
+        if parameter is None:
+            rest = text[position:].lstrip()
+            if not final and (not rest or _MINICPM_UNFINISHED.fullmatch(rest)):
+                return None
+            return _Region(position, None)
+        start = parameter.end()
+        if text.startswith("<![CDATA[", start):
+            cdata_end = text.find("]]>", start)
+            end = text.find("</param>", cdata_end) if cdata_end >= 0 else -1
+        else:
+            end = text.find("</param>", start)
+        if end < 0:
+            return None if not final else _Region(len(text), None)
+        arguments[parameter.group(1)] = _cdata_value(text[start:end], name, parameter.group(1), functions)
+        position = end + len("</param>")
+
+
+_MINICPM_CALL = _Markup(
+    re.compile(r'<function name="([^"]+)">'), _prefixes('<function name="', r'[^"]*"?'), _read_minicpm
+)
+
+
+_GLM_MARKERS = ("<tool_call>", "</tool_call>", "<arg_key>", "</arg_key>", "<arg_value>", "</arg_value>")
+
+
 def _format(name: str, *markups: _Markup, markers: tuple[str, ...] = (), short_ids: bool = False) -> ToolFormat:
     return ToolFormat(name, (*markups, *(m for m in _COMMON if m not in markups)), markers, short_ids)
 
@@ -483,9 +735,7 @@ FORMATS: dict[str, ToolFormat] = {
         _format("functionary", _FUNCTION_TAG),
         # gpt-oss: read by services/chat/harmony.py, whose channels carry thinking, answer and calls alike
         ToolFormat("harmony", (), ("<|start|>", "<|channel|>", "<|message|>", "<|constrain|>", "<|end|>", "<|call|>")),
-        _format(
-            "glm", markers=("<tool_call>", "</tool_call>", "<arg_key>", "</arg_key>", "<arg_value>", "</arg_value>")
-        ),
+        _format("glm", markers=_GLM_MARKERS),
         _format(
             "seed_oss",
             _tagged("<seed:tool_call>", "</seed:tool_call>"),
@@ -509,6 +759,48 @@ FORMATS: dict[str, ToolFormat] = {
                 "<|tool_call_end|>",
             ),
         ),
+        _format(
+            "gemma4",
+            _literal_markup(("<|tool_call>",), _read_gemma),
+            # a thinking block after the answer began (an empty one closes some replies): not content
+            _literal_markup(("<|channel>thought",), _block("<channel|>", lambda body, functions: [])),
+            markers=("<|tool_call>", "<tool_call|>", '<|"|>'),
+        ),
+        _format(
+            "dsml",
+            _DSML_CALLS,
+            markers=("\uff5cDSML\uff5c",),
+        ),
+        _format("minimax_m2", _MINIMAX_CALLS, markers=("<minimax:tool_call>", "</minimax:tool_call>")),
+        _format("minicpm5", _MINICPM_CALL),
+        _format(
+            "apertus",
+            _literal_markup(("<|tools_prefix|>",), _block("<|tools_suffix|>", _calls_keyed_by_name)),
+            markers=("<|tools_prefix|>", "<|tools_suffix|>"),
+        ),
+        _format(
+            "kimi_k3",
+            _literal_markup(
+                (
+                    "<|open|>tools<|sep|>",
+                    "<|open|>response<|sep|>",
+                    "<|close|>response<|sep|>",
+                    "<|close|>message<|sep|>",
+                    "<|end_of_msg|>",
+                ),
+                _read_kimi_k3,
+            ),
+            markers=("<|open|>", "<|close|>", "<|sep|>", "<|end_of_msg|>"),
+        ),
+        _format(
+            "command_r_plus",
+            _Markup(
+                re.compile(r"Action:\s*```(?:json)?[ \t]*\n"),
+                re.compile(r"A(?:c(?:t(?:i(?:o(?:n(?::\s*(?:`{1,3}(?:j(?:s(?:o(?:n[ \t]*)?)?)?)?)?)?)?)?)?)?)?"),
+                _until("```"),
+            ),
+        ),
+        _format("ling3", markers=_GLM_MARKERS),
         _format(
             "pythonic",
             _tagged("<|tool_call_start|>", "<|tool_call_end|>"),
@@ -542,6 +834,14 @@ _DETECTION: list[tuple[str, Callable[[str], bool]]] = [
     ("mistral", _has("[TOOL_CALLS]")),
     ("harmony", _has("<|channel|>")),
     ("kimi_k2", _has("<|tool_calls_section_begin|>")),
+    ("kimi_k3", _has("<|open|>", "<|close|>", "<|end_of_msg|>")),
+    ("ling3", _has("<role>ASSISTANT</role>", "<arg_key>")),
+    ("dsml", _has("\uff5cDSML\uff5c")),
+    ("gemma4", _has("<|tool_call>call:")),
+    ("minimax_m2", _has("<minimax:tool_call>")),
+    ("minicpm5", _has("Tool usage guidelines:", '<function name="', '<param name="')),
+    ("apertus", _has("<|tools_prefix|>")),
+    ("command_r_plus", _has("directly-answer")),
     ("glm", _has("<arg_key>")),
     ("seed_oss", _has("<seed:tool_call>")),
     ("nemotron", _has("<TOOLCALL>")),
@@ -594,7 +894,7 @@ def read_calls(
         region = markup.read(text, match, final, functions)
         if region is None:
             return Reading("".join(content), calls, match.start(), markup)
-        if region.calls and all(call.name in functions for call in region.calls):
+        if region.calls is not None and all(call.name in functions for call in region.calls):
             calls.extend(region.calls)
         else:
             content.append(text[match.start() : region.end])
