@@ -93,6 +93,18 @@ async def _with_keys(settings: Settings, action: str, argument: str | None) -> i
         await db.close()
 
 
+async def _check_blobs(settings: Settings) -> None:
+    """A blob store that cannot be used (S3 keys refused, no bucket) stops the start with one line, rather than
+    failing the first upload with a 500."""
+    from oasis.blobs import blob_store
+
+    store = blob_store(settings)
+    try:
+        await store.check()
+    finally:
+        await store.close()
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -111,6 +123,7 @@ def _serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    asyncio.run(_check_blobs(settings))
     log.info("oasis %s: data in %s, listening on %s:%s", __version__, settings.data_dir, host, settings.server.port)
     app = create_app(settings)
     uvicorn.run(app, host=host, port=settings.server.port, log_config=None, access_log=False)
@@ -150,6 +163,7 @@ def _worker(args: argparse.Namespace) -> int:
     from oasis.app import ModelsFailed, run_worker
 
     settings = _settings(args)
+    asyncio.run(_check_blobs(settings))
     log.info("oasis %s worker: database %s", __version__, _database_name(settings))
     try:
         with contextlib.suppress(KeyboardInterrupt):

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from oasis import __version__
-from oasis.blobs import BlobStore, LocalBlobStore
+from oasis.blobs import BlobStore, blob_store
 from oasis.engines.base import EngineFactory
 from oasis.engines.registry import EngineRegistry
 from oasis.protocol import openapi_types as spec
@@ -105,7 +105,7 @@ class Container:
     @classmethod
     def build(cls, settings: Settings, specs: list[ModelSpec], factories: Mapping[str, EngineFactory]) -> Container:
         db = Database(settings.sqlalchemy_url)
-        blobs = LocalBlobStore(settings.blobs_dir)
+        blobs = blob_store(settings)
         registry = EngineRegistry(specs, factories)
         embeddings = EmbeddingService(registry)
         files = FileService(db, blobs, settings.files.max_upload_bytes)
@@ -223,4 +223,5 @@ class Container:
         await self.runs.close()
         await self.sandboxes.close()
         await self.registry.close()
+        await self.blobs.close()
         await self.db.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import platformdirs
 import yaml
@@ -128,6 +128,34 @@ class CodeInterpreterSettings(BaseModel):
     folder_mb: int = Field(default=256, ge=1, description="Size of a session's /mnt/data (held in memory).")
 
 
+class BlobSettings(BaseModel):
+    """Where uploaded files and results live: a folder in the data dir, or an S3 bucket that replicas share."""
+
+    kind: Literal["local", "s3"] = Field(default="local", description="`local` (the data dir) or `s3`.")
+    bucket: str | None = Field(default=None, description="The S3 bucket (kind s3); it must exist.")
+    prefix: str = Field(default="", description="A folder inside the bucket for oasis's objects.")
+    endpoint_url: str | None = Field(
+        default=None, description="An S3-compatible server (MinIO, SeaweedFS, Ceph); unset: AWS."
+    )
+    region: str = Field(default="us-east-1", description="The bucket's region.")
+    access_key_id: SecretStr | None = Field(
+        default=None, description="Unset: the AWS default chain (AWS_ACCESS_KEY_ID, profiles, instance roles)."
+    )
+    secret_access_key: SecretStr | None = Field(default=None, description="Paired with access_key_id.")
+    path_style: bool = Field(default=False, description="Address the bucket in the path (most S3-compatible servers).")
+    part_mb: int = Field(
+        default=8, ge=5, le=5120, description="Multipart upload part size: at most this much of a file is in memory."
+    )
+
+    @model_validator(mode="after")
+    def _bucket_for_s3(self) -> BlobSettings:
+        if self.kind == "s3" and not self.bucket:
+            raise ValueError("blobs.bucket is needed when blobs.kind is s3")
+        if (self.access_key_id is None) != (self.secret_access_key is None):
+            raise ValueError("blobs.access_key_id and blobs.secret_access_key go together")
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="OASIS_", env_nested_delimiter="__", extra="forbid")
 
@@ -141,6 +169,7 @@ class Settings(BaseSettings):
     )
     server: ServerSettings = Field(default_factory=ServerSettings)
     files: FilesSettings = Field(default_factory=FilesSettings)
+    blobs: BlobSettings = Field(default_factory=BlobSettings)
     vector_stores: VectorStoreSettings = Field(default_factory=VectorStoreSettings)
     workers: WorkerSettings = Field(default_factory=WorkerSettings)
     code_interpreter: CodeInterpreterSettings = Field(default_factory=CodeInterpreterSettings)

@@ -2,5 +2,16 @@
 
 from oasis.blobs.base import BlobNotFound, BlobStore
 from oasis.blobs.local import LocalBlobStore
+from oasis.settings import Settings
 
-__all__ = ["BlobNotFound", "BlobStore", "LocalBlobStore"]
+
+def blob_store(settings: Settings) -> BlobStore:
+    """The store the settings name: the data dir's folder, or an S3 bucket."""
+    if settings.blobs.kind == "s3":
+        from oasis.blobs.s3 import S3BlobStore  # aiobotocore is only needed by those who use S3
+
+        return S3BlobStore(settings.blobs)
+    return LocalBlobStore(settings.blobs_dir)
+
+
+__all__ = ["BlobNotFound", "BlobStore", "LocalBlobStore", "blob_store"]

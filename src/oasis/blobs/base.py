@@ -1,13 +1,23 @@
-"""The BlobStore protocol: a local folder now, an S3 bucket in the scaled-out shape."""
+"""The BlobStore protocol: a local folder, or an S3 bucket in the scaled-out shape."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Protocol
+
+_SAFE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
 
 
 class BlobNotFound(KeyError):
     """No blob is stored under the key."""
+
+
+def check_key(key: str) -> str:
+    """Keys come from our own ids, but a key must never escape its folder or prefix whatever it is given."""
+    if not _SAFE_KEY.match(key) or ".." in key.split("/"):
+        raise ValueError(f"unsafe blob key {key!r}")
+    return key
 
 
 class BlobStore(Protocol):
@@ -33,3 +43,9 @@ class BlobStore(Protocol):
         """Removes writes that never finished (a killed upload) and were started before `older_than`; returns how
         many."""
         ...
+
+    async def check(self) -> None:
+        """Raises ConfigError when the store cannot be used with its settings (checked before serving)."""
+        ...
+
+    async def close(self) -> None: ...
