@@ -3,6 +3,8 @@ claims and renews leases with them, repositories write only while the lease is h
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 import uuid
 from typing import Any
@@ -21,6 +23,13 @@ def held_by(table: Any, seq: int, owner: str) -> list[ColumnElement[bool]]:
 
 def renewal(seconds: float) -> dict[str, float]:
     return {"lease_expires_at": time.time() + seconds}
+
+
+def process_name(kind: str) -> str:
+    """A lease holder's name that tells an operator (and the cluster tests) which process holds a job: its kind,
+    host and pid, made unique."""
+    host = socket.gethostname().split(".")[0][:20] or "host"
+    return f"{kind}-{host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
 def execution_name(holder: str) -> str:

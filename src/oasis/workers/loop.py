@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
 from typing import Protocol
+
+from oasis.storage.leases import process_name
 
 log = logging.getLogger("oasis.workers")
 
@@ -23,7 +24,7 @@ class JobRunner(Protocol):
 
 class WorkerLoop:
     def __init__(self, runners: list[JobRunner], poll_seconds: float) -> None:
-        self.owner = f"worker-{uuid.uuid4().hex[:12]}"
+        self.owner = process_name("worker")
         self._runners = runners
         self._poll_seconds = poll_seconds
         self._woken = asyncio.Event()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -40,7 +39,7 @@ from oasis.storage import runs as rows
 from oasis.storage import threads as thread_rows
 from oasis.storage.clock import new_id, now
 from oasis.storage.db import Conflict, Database, Session
-from oasis.storage.leases import execution_name
+from oasis.storage.leases import execution_name, process_name
 from oasis.storage.pagination import Page, PageRequest
 from oasis.storage.tables import Assistant, Run, RunStep, Thread
 
@@ -96,7 +95,7 @@ class RunService:
         self._wake_workers = wake_workers
         self._lease_seconds = lease_seconds
         # Streamed runs execute under this owner; a crash of this process lets a worker take them over.
-        self._owner = f"api-{uuid.uuid4().hex[:12]}"
+        self._owner = process_name("api")
         self._streams: set[asyncio.Task[None]] = set()
 
     # --- create ------------------------------------------------------------------------------------------------
