@@ -32,11 +32,13 @@ from oasis.services.files.service import FileService
 from oasis.services.keys import KeyService
 from oasis.services.models.service import ModelService
 from oasis.services.monitoring import Monitoring
+from oasis.services.rate_limits import RateLimiter
 from oasis.services.vector_stores.search import VectorSearch
 from oasis.services.vector_stores.service import VectorStoreService
 from oasis.settings import ModelSpec, Settings
 from oasis.storage.clock import now
 from oasis.storage.db import Database
+from oasis.storage.rate_buckets import MemoryBuckets, RateBuckets, RedisBuckets
 from oasis.workers.batches import BatchRunner, EndpointHandler
 from oasis.workers.blob_sweeper import BlobSweeper
 from oasis.workers.ingestion import IngestionRunner
@@ -71,6 +73,13 @@ def _batch_endpoints(
     return {"/v1/chat/completions": chat_completion, "/v1/completions": completion, "/v1/embeddings": embedding}
 
 
+def _rate_buckets(settings: Settings) -> RateBuckets:
+    """Redis when configured, so that replicas count together; else this process's own."""
+    if settings.redis_url is not None:
+        return RedisBuckets(settings.redis_url.get_secret_value())
+    return MemoryBuckets()
+
+
 @dataclass
 class Container:
     settings: Settings
@@ -101,6 +110,7 @@ class Container:
     sandboxes: SandboxPool
     code_interpreter: CodeInterpreter
     monitoring: Monitoring
+    rate_limits: RateLimiter
 
     @classmethod
     def build(cls, settings: Settings, specs: list[ModelSpec], factories: Mapping[str, EngineFactory]) -> Container:
@@ -190,6 +200,7 @@ class Container:
             sandboxes=sandboxes,
             code_interpreter=code,
             monitoring=Monitoring(registry, db),
+            rate_limits=RateLimiter(settings.rate_limits, db, _rate_buckets(settings)),
         )
 
     async def start_engines(self) -> None:
@@ -224,4 +235,5 @@ class Container:
         await self.sandboxes.close()
         await self.registry.close()
         await self.blobs.close()
+        await self.rate_limits.close()
         await self.db.close()

@@ -156,6 +156,24 @@ class BlobSettings(BaseModel):
         return self
 
 
+class Limits(BaseModel):
+    requests_per_minute: int | None = Field(default=None, ge=1, description="Requests a minute; unset: no limit.")
+    tokens_per_minute: int | None = Field(
+        default=None,
+        ge=1,
+        description="Tokens a minute, counted when a request is admitted: its prompt (about 4 characters a token) "
+        "plus its max_tokens times n; unset: no limit.",
+    )
+
+
+class RateLimitSettings(Limits):
+    """Every project's limits (the fields inherited), and those of named projects and keys: a key's own limits
+    replace its project's."""
+
+    projects: dict[str, Limits] = Field(default_factory=dict, description="By project name (or id).")
+    keys: dict[str, Limits] = Field(default_factory=dict, description="By key id (`key_…`, as `oasis keys list`).")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="OASIS_", env_nested_delimiter="__", extra="forbid")
 
@@ -170,6 +188,12 @@ class Settings(BaseSettings):
     server: ServerSettings = Field(default_factory=ServerSettings)
     files: FilesSettings = Field(default_factory=FilesSettings)
     blobs: BlobSettings = Field(default_factory=BlobSettings)
+    rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    redis_url: SecretStr | None = Field(
+        default=None,
+        description="Redis, to count rate limits across replicas (e.g. redis://127.0.0.1:6379/0); unset: counted "
+        "in each process.",
+    )
     vector_stores: VectorStoreSettings = Field(default_factory=VectorStoreSettings)
     workers: WorkerSettings = Field(default_factory=WorkerSettings)
     code_interpreter: CodeInterpreterSettings = Field(default_factory=CodeInterpreterSettings)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 from typing import Annotated, Literal
 
 from fastapi import Depends, Query, Request
 
 from oasis.container import Container
 from oasis.services.keys import Principal
+from oasis.services.rate_limits import TOKEN_PATHS, estimate_tokens
 from oasis.storage.pagination import PageRequest
 
 
@@ -36,7 +38,17 @@ async def get_principal(request: Request, container: ContainerDep) -> Principal:
     bearer = token.strip() if scheme.lower() == "bearer" and token.strip() else None
     client_host = request.client.host if request.client else None
     open_access = container.settings.server.allow_unauthenticated or _is_loopback(client_host)
-    return await container.keys.authenticate(bearer, open_access=open_access)
+    principal = await container.keys.authenticate(bearer, open_access=open_access)
+    if container.rate_limits.enabled:
+        tokens = 0
+        if request.method == "POST" and request.url.path in TOKEN_PATHS:
+            try:
+                tokens = estimate_tokens(request.url.path, json.loads(await request.body()))
+            except ValueError:
+                tokens = 0  # not JSON: the endpoint's validation answers it
+        # The middleware puts these on the reply, streamed or not.
+        request.state.rate_limit_headers = await container.rate_limits.admit(principal, tokens)
+    return principal
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

@@ -84,6 +84,15 @@ class RequestContextMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                limits = scope["state"].get("rate_limit_headers")
+                if limits:  # what the caller has left of its rate limits (api/deps.py)
+                    message = {
+                        **message,
+                        "headers": [
+                            *message.get("headers", []),
+                            *((name.encode(), value.encode()) for name, value in limits.items()),
+                        ],
+                    }
             await send(message)
 
         try:

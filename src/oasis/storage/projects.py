@@ -75,3 +75,9 @@ async def get_key(session: AsyncSession, key_id: str) -> tuple[ApiKey, Project] 
     )
     found = row.first()
     return None if found is None else (found[0], found[1])
+
+
+async def project_ids(session: AsyncSession, names: list[str]) -> dict[str, str]:
+    """Project id by name, for the names that exist."""
+    found = await session.execute(select(Project.name, Project.id).where(Project.name.in_(names)))
+    return {row[0]: row[1] for row in found}

@@ -1,0 +1,144 @@
+"""Rate limits per project and per key, as OpenAI's: requests and tokens a minute, reported on every reply in the
+`x-ratelimit-*` headers, and a 429 `rate_limit_exceeded` with `Retry-After` past them.
+
+Tokens are counted when a request is admitted, as OpenAI estimates them: the prompt's characters over four, plus
+`max_tokens` (or `max_completion_tokens`) times `n`. Counted in Redis when `redis_url` is set, so that every
+replica counts against the same limits; in the process otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from oasis.errors import OasisError
+from oasis.services.keys import Principal
+from oasis.settings import Limits, RateLimitSettings
+from oasis.storage import projects
+from oasis.storage.db import Database
+from oasis.storage.rate_buckets import RateBuckets, Take
+
+# Endpoints whose bodies spend tokens, and how long a project-name lookup is trusted (a project made later shows).
+TOKEN_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
+_NAMES_SECONDS = 30.0
+
+
+def estimate_tokens(path: str, body: Any) -> int:
+    """What a request will spend, counted before it runs (a body that is not what the endpoint takes: 0, its
+    validation answers it)."""
+    if not isinstance(body, dict):
+        return 0
+    if path.endswith("/chat/completions"):
+        prompt: Any = [body.get("messages"), body.get("tools"), body.get("functions")]
+    elif path.endswith("/embeddings"):
+        prompt = body.get("input")
+    else:
+        prompt = body.get("prompt")
+    characters = len(json.dumps(prompt, ensure_ascii=False)) if prompt is not None else 0
+    most = body.get("max_completion_tokens") or body.get("max_tokens")
+    if path.endswith("/completions") and not path.endswith("/chat/completions") and most is None:
+        most = 16  # legacy completions' default
+    choices = body.get("n")
+    choices = choices if isinstance(choices, int) and choices > 0 else 1
+    return math.ceil(characters / 4) + (most if isinstance(most, int) else 0) * choices
+
+
+def _duration(seconds: float) -> str:
+    """OpenAI's reset format: `20ms`, `1.5s`, `6m0s`."""
+    if seconds < 1:
+        return f"{max(0, math.ceil(seconds * 1000))}ms"
+    if seconds < 60:
+        return f"{round(seconds, 3):g}s"
+    return f"{int(seconds // 60)}m{round(seconds % 60)}s"
+
+
+@dataclass
+class _Names:
+    ids: dict[str, str]
+    read_at: float
+
+
+class RateLimiter:
+    def __init__(self, settings: RateLimitSettings, db: Database, buckets: RateBuckets) -> None:
+        self._settings = settings
+        self._db = db
+        self._buckets = buckets
+        self._names: _Names | None = None
+
+    @property
+    def enabled(self) -> bool:
+        limits = self._settings
+        return any(
+            limit is not None
+            for entry in (limits, *limits.projects.values(), *limits.keys.values())
+            for limit in (entry.requests_per_minute, entry.tokens_per_minute)
+        )
+
+    async def _limits_of(self, principal: Principal) -> tuple[str, Limits]:
+        """The bucket owner and its limits: the key's own, else its project's, else every project's."""
+        if principal.key_id is not None and principal.key_id in self._settings.keys:
+            return f"key:{principal.key_id}", self._settings.keys[principal.key_id]
+        named = self._settings.projects
+        if principal.project_id in named:
+            return f"project:{principal.project_id}", named[principal.project_id]
+        if named:
+            if self._names is None or time.monotonic() - self._names.read_at > _NAMES_SECONDS:
+                async with self._db.session() as session:
+                    ids = await projects.project_ids(session, list(named))
+                self._names = _Names(ids, time.monotonic())
+            for name, project_id in self._names.ids.items():
+                if project_id == principal.project_id:
+                    return f"project:{project_id}", named[name]
+        return f"project:{principal.project_id}", self._settings
+
+    async def admit(self, principal: Principal, tokens: int) -> dict[str, str]:
+        """Takes one request and `tokens` from the caller's limits; the headers to send with the reply, or a 429."""
+        owner, limits = await self._limits_of(principal)
+        takes, kinds = [], []
+        if limits.requests_per_minute is not None:
+            takes.append(Take(f"{owner}:requests", limits.requests_per_minute, 1))
+            kinds.append("requests")
+        if limits.tokens_per_minute is not None:
+            if tokens > limits.tokens_per_minute:
+                raise OasisError(
+                    429,
+                    f"Request too large: tokens per minute (TPM): Limit {limits.tokens_per_minute}, Requested "
+                    f"{tokens}. Send fewer tokens (a shorter prompt, a smaller max_tokens).",
+                    type="tokens",
+                    code="rate_limit_exceeded",
+                )
+            takes.append(Take(f"{owner}:tokens", limits.tokens_per_minute, tokens))
+            kinds.append("tokens")
+        if not takes:
+            return {}
+        outcome = await self._buckets.take(takes)
+        headers: dict[str, str] = {}
+        for take, kind, level in zip(takes, kinds, outcome.levels, strict=True):
+            headers[f"x-ratelimit-limit-{kind}"] = str(take.limit)
+            headers[f"x-ratelimit-remaining-{kind}"] = str(max(0, math.floor(level)))
+            headers[f"x-ratelimit-reset-{kind}"] = _duration((take.limit - level) * 60.0 / take.limit)
+        if not outcome.allowed:
+            short = [
+                (kind, take)
+                for take, kind, level in zip(takes, kinds, outcome.levels, strict=True)
+                if level < take.cost
+            ]
+            kind, take = short[0]
+            unit = "requests per min (RPM)" if kind == "requests" else "tokens per min (TPM)"
+            used = take.limit - max(0, math.floor(dict(zip(kinds, outcome.levels, strict=True))[kind]))
+            raise OasisError(
+                429,
+                f"Rate limit reached for {owner.split(':', 1)[0]} {owner.split(':', 1)[1]} on {unit}: Limit "
+                f"{take.limit}, Used {used}, Requested {take.cost}. Please try again in "
+                f"{_duration(outcome.wait_seconds)}.",
+                type=kind,
+                code="rate_limit_exceeded",
+                headers={**headers, "retry-after": str(max(1, math.ceil(outcome.wait_seconds)))},
+            )
+        return headers
+
+    async def close(self) -> None:
+        await self._buckets.close()

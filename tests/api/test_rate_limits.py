@@ -1,0 +1,111 @@
+"""Rate limits as OpenAI's: requests and tokens a minute per project (or per key), `x-ratelimit-*` headers on
+replies, a 429 `rate_limit_exceeded` with `Retry-After` past them, counted across replicas through Redis."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import openai
+import pytest
+
+from oasis.services.rate_limits import estimate_tokens
+from tests.conftest import Harness
+
+# A model no test configures: a request for it is admitted (and counted) and then answered 404, no engine needed.
+NO_MODEL = "no-such-model"
+
+
+def _chat(content: str, max_tokens: int) -> dict[str, Any]:
+    return {"model": NO_MODEL, "messages": [{"role": "user", "content": content}], "max_tokens": max_tokens}
+
+
+async def test_requests_per_minute_counted_down_then_a_429_with_retry_after(start_oasis: Callable[..., Any]) -> None:
+    oasis: Harness = await start_oasis(rate_limits={"requests_per_minute": 3})
+    async with oasis.http() as http:
+        remaining = []
+        for _ in range(3):
+            answer = await http.get("/v1/models")
+            assert answer.status_code == 200
+            assert answer.headers["x-ratelimit-limit-requests"] == "3"
+            remaining.append(answer.headers["x-ratelimit-remaining-requests"])
+            assert re.fullmatch(r"\d+ms|[\d.]+s|\d+m\d+s", answer.headers["x-ratelimit-reset-requests"])
+            assert "x-ratelimit-limit-tokens" not in answer.headers  # no token limit set
+        assert remaining == ["2", "1", "0"]
+        refused = await http.get("/v1/models")
+        assert refused.status_code == 429
+        error = refused.json()["error"]
+        assert (error["type"], error["code"]) == ("requests", "rate_limit_exceeded")
+        assert "Limit 3" in error["message"]
+        # one request comes back every 20 s at 3 a minute
+        assert 1 <= int(refused.headers["retry-after"]) <= 20
+        assert refused.headers["x-ratelimit-remaining-requests"] == "0"
+        assert (await http.get("/health")).status_code == 200  # not an API call: not counted
+    with pytest.raises(openai.RateLimitError):
+        await oasis.sdk().models.list()
+
+
+async def test_tokens_per_minute_count_the_prompt_and_max_tokens(start_oasis: Callable[..., Any]) -> None:
+    oasis: Harness = await start_oasis(rate_limits={"tokens_per_minute": 1000})
+    async with oasis.http() as http:
+        body = _chat("x" * 1000, 300)  # about 250 prompt tokens (and the JSON around them) + 300
+        first = await http.post("/v1/chat/completions", json=body)
+        assert first.status_code == 404  # admitted, then: no such model
+        spent = 1000 - int(first.headers["x-ratelimit-remaining-tokens"])
+        assert spent == estimate_tokens("/v1/chat/completions", body) and 550 < spent < 600
+        assert first.headers["x-ratelimit-limit-tokens"] == "1000"
+        assert (await http.post("/v1/chat/completions", json=body)).status_code == 429
+        # One request alone over the limit can never pass: it says so rather than "try again".
+        too_large = await http.post("/v1/chat/completions", json=_chat("hi", 5000))
+        assert too_large.status_code == 429 and too_large.json()["error"]["type"] == "tokens"
+        assert "Request too large" in too_large.json()["error"]["message"]
+        # Embeddings count their input; a small request still fits in what is left.
+        small = await http.post("/v1/embeddings", json={"model": NO_MODEL, "input": "a few words"})
+        assert small.status_code == 404 and int(small.headers["x-ratelimit-remaining-tokens"]) < 1000 - spent
+
+
+async def test_a_named_project_and_a_key_have_limits_of_their_own(start_oasis: Callable[..., Any]) -> None:
+    oasis: Harness = await start_oasis()
+    _, team_key = await oasis.container.keys.create("team-a")
+    vip, vip_key = await oasis.container.keys.create("team-a")
+    _, other_key = await oasis.container.keys.create("team-b")
+    oasis = await start_oasis(  # a server with these limits, on the same database
+        rate_limits={
+            "projects": {"team-a": {"requests_per_minute": 1}},
+            "keys": {vip.id: {"requests_per_minute": 5}},
+        }
+    )
+    async with oasis.http(team_key) as team, oasis.http(vip_key) as vip_http, oasis.http(other_key) as other:
+        assert (await team.get("/v1/models")).status_code == 200
+        assert (await team.get("/v1/models")).status_code == 429
+        answer = await vip_http.get("/v1/models")  # same project, but its key has limits of its own
+        assert answer.status_code == 200 and answer.headers["x-ratelimit-limit-requests"] == "5"
+        unlimited = await other.get("/v1/models")  # no limit names team-b, and none is set for all
+        assert unlimited.status_code == 200 and "x-ratelimit-limit-requests" not in unlimited.headers
+
+
+async def test_replicas_sharing_redis_count_together(start_oasis: Callable[..., Any]) -> None:
+    redis_url = "redis://127.0.0.1:6379/0"
+    limits = {"requests_per_minute": 3}
+    first: Harness = await start_oasis(rate_limits=limits, redis_url=redis_url)
+    second: Harness = await start_oasis(rate_limits=limits, redis_url=redis_url)  # same database: same project
+    # A project of its own in the shared Redis, whatever earlier runs left there.
+    _, key = await first.container.keys.create(f"redis-{uuid.uuid4().hex[:8]}")
+    async with first.http(key) as one, second.http(key) as two:
+        assert (await one.get("/v1/models")).status_code == 200
+        assert (await one.get("/v1/models")).status_code == 200
+        answer = await two.get("/v1/models")
+        assert answer.status_code == 200 and answer.headers["x-ratelimit-remaining-requests"] == "0"
+        assert (await one.get("/v1/models")).status_code == 429
+        assert (await two.get("/v1/models")).status_code == 429
+
+
+async def test_streamed_replies_carry_the_headers_too(start_oasis: Callable[..., Any]) -> None:
+    oasis: Harness = await start_oasis(rate_limits={"requests_per_minute": 10})
+    client = oasis.sdk()
+    stored = await client.files.create(file=("a.txt", b"hello"), purpose="assistants")
+    async with oasis.http() as http:
+        download = await http.get(f"/v1/files/{stored.id}/content")  # a streamed response
+    assert download.content == b"hello" and download.headers["x-ratelimit-remaining-requests"] == "8"
