@@ -49,6 +49,8 @@ OFFERED = {
         _function("toggle", enabled="boolean"),
         _function("set_nullable", value="null"),
         _function("magic_int", ref="integer", name="string"),
+        _function("imaginary_number", number="object"),
+        _function("nested_args", tags="array", entries="array"),
     ]
 }
 TOOLS = [{"type": "function", "function": function} for function in list(OFFERED.values())[:5]]  # rendered
@@ -108,6 +110,8 @@ def _format_of(template: str) -> ReplyFormat:
         ("openbmb-MiniCPM5-1B.jinja", "minicpm5", True),
         ("CohereForAI-c4ai-command-r-plus-tool_use.jinja", "command_r_plus", False),
         ("inclusionai-ling-3.0-flash.jinja", "ling3", True),
+        ("meetkai-functionary-medium-v3.2.jinja", "functionary_v3_2", False),
+        ("MiniMax-M3.jinja", "minimax_m3", False),
     ],
 )
 def test_the_family_and_an_opened_thinking_block_come_from_the_template(

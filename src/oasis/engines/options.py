@@ -40,6 +40,8 @@ TOOL_PARSERS = (
     "kimi_k3",
     "command_r_plus",
     "ling3",
+    "functionary_v3_2",
+    "minimax_m3",
 )
 
 

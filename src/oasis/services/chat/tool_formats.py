@@ -581,6 +581,94 @@ def _read_kimi_k3(text: str, match: re.Match[str], final: bool, functions: Mappi
     return _Region(match.end(), [])
 
 
+_RECIPIENT_NEXT = re.compile(r">>>")
+
+
+def _read_recipient(text: str, match: re.Match[str], final: bool, functions: Mapping[str, Any]) -> _Region | None:
+    """Functionary v3.2: each segment names its recipient, `all` (the user: what follows is content) or a
+    function (a JSON object of arguments; the code itself for `python`). The prompt ends with `>>>`, so the
+    reply's first segment comes without it."""
+    name = match.group(1)
+    if name == "all":
+        return _Region(match.end(), [])
+    found = _json_at(text, match.end(), final)
+    if isinstance(found, _Unfinished):
+        return None
+    if isinstance(found, tuple) and isinstance(found[0], dict):
+        return _Region(found[1], [ParsedCall(name, json.dumps(found[0], ensure_ascii=False))])
+    if name == "python" and name in functions:  # raw code, to the next segment or the end
+        following = _RECIPIENT_NEXT.search(text, match.end())
+        if following is None and not final:
+            return None
+        end = following.start() if following else len(text)
+        return _Region(end, [ParsedCall(name, json.dumps({"code": text[match.end() : end]}, ensure_ascii=False))])
+    return _Region(match.end(), None)
+
+
+_M3 = "]<]minimax[>["
+_M3_TAG = re.compile(r'<(/?)([\w.-]+)((?:\s+[\w-]+="[^"]*")*)\s*>', re.DOTALL)
+
+
+class _M3Element:
+    def __init__(self, tag: str, attributes: str) -> None:
+        self.tag, self.attributes = tag, attributes
+        self.children: list[_M3Element] = []
+        self.text = ""
+
+    def value(self, typed: Callable[[str], Any]) -> Any:
+        if not self.children:
+            return typed(self.text)
+        if all(child.tag == "item" for child in self.children):
+            return [child.value(_loose) for child in self.children]
+        return {child.tag: child.value(_loose) for child in self.children}
+
+
+def _loose(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _typed_as(function: str, key: str, functions: Mapping[str, Any]) -> Callable[[str], Any]:
+    return lambda text: _typed(text, function, key, functions)
+
+
+def _calls_m3(body: str, functions: Mapping[str, Any]) -> list[ParsedCall] | None:
+    """MiniMax-M3: every tag follows the `]<]minimax[>[` marker, so a value may hold any text; parameters are
+    elements named after themselves, objects nest, arrays are `<item>`s."""
+    root = _M3Element("", "")
+    stack = [root]
+    for piece in body.split(_M3)[1:]:
+        tag = _M3_TAG.match(piece)
+        if tag is None:
+            return None
+        closing, name, attributes = tag.groups()
+        if closing:
+            if len(stack) < 2 or stack[-1].tag != name:
+                return None
+            stack.pop()
+        else:
+            element = _M3Element(name, attributes)
+            stack[-1].children.append(element)
+            stack.append(element)
+        stack[-1].text += piece[tag.end() :] if not closing else ""
+    if len(stack) != 1:
+        return None
+    calls = []
+    for invoke in root.children:
+        named = re.search(r'name="([^"]+)"', invoke.attributes)
+        if invoke.tag != "invoke" or named is None:
+            return None
+        function = named.group(1)
+        arguments = {
+            parameter.tag: parameter.value(_typed_as(function, parameter.tag, functions))
+            for parameter in invoke.children
+        }
+        calls.append(ParsedCall(function, json.dumps(arguments, ensure_ascii=False)))
+    return calls or None
+
+
 # --- the markups ----------------------------------------------------------------------------------------------
 
 
@@ -772,6 +860,13 @@ FORMATS: dict[str, ToolFormat] = {
             markers=("\uff5cDSML\uff5c",),
         ),
         _format("minimax_m2", _MINIMAX_CALLS, markers=("<minimax:tool_call>", "</minimax:tool_call>")),
+        _format(
+            "minimax_m3",
+            _literal_markup((_M3 + "<tool_call>",), _block(_M3 + "</tool_call>", _calls_m3)),
+            # a turn without reasoning starts with the thinking's closing tag alone
+            _literal_markup(("</mm:think>",), _dropped),
+            markers=(_M3,),
+        ),
         _format("minicpm5", _MINICPM_CALL),
         _format(
             "apertus",
@@ -801,6 +896,14 @@ FORMATS: dict[str, ToolFormat] = {
             ),
         ),
         _format("ling3", markers=_GLM_MARKERS),
+        _format(
+            "functionary_v3_2",
+            _Markup(
+                re.compile(r"(?:\A|>>>)(all|[A-Za-z_][\w.-]*)\n"),
+                re.compile(r"\A[A-Za-z_][\w.-]*|>{1,3}(?:[A-Za-z_][\w.-]*)?"),
+                _read_recipient,
+            ),
+        ),
         _format(
             "pythonic",
             _tagged("<|tool_call_start|>", "<|tool_call_end|>"),
@@ -834,11 +937,13 @@ _DETECTION: list[tuple[str, Callable[[str], bool]]] = [
     ("mistral", _has("[TOOL_CALLS]")),
     ("harmony", _has("<|channel|>")),
     ("kimi_k2", _has("<|tool_calls_section_begin|>")),
+    ("functionary_v3_2", _has(">>>all")),
     ("kimi_k3", _has("<|open|>", "<|close|>", "<|end_of_msg|>")),
     ("ling3", _has("<role>ASSISTANT</role>", "<arg_key>")),
     ("dsml", _has("\uff5cDSML\uff5c")),
     ("gemma4", _has("<|tool_call>call:")),
     ("minimax_m2", _has("<minimax:tool_call>")),
+    ("minimax_m3", _has("]<]minimax[>[")),
     ("minicpm5", _has("Tool usage guidelines:", '<function name="', '<param name="')),
     ("apertus", _has("<|tools_prefix|>")),
     ("command_r_plus", _has("directly-answer")),
@@ -913,7 +1018,7 @@ def _tail_hold(text: str, position: int, tool_format: ToolFormat) -> int:
             candidates.append(index)
         index -= 1
     for begin in reversed(candidates):
-        tail = text[begin:]
-        if any(markup.could_start.fullmatch(tail) for markup in tool_format.markups):
+        # matched in place, so that a markup anchored at the reply's start (\A) holds only there
+        if any(markup.could_start.fullmatch(text, begin) for markup in tool_format.markups):
             return begin
     return len(text)
