@@ -96,6 +96,21 @@ async def test_thinking_goes_to_reasoning_content_whole_and_streamed(start_oasis
             streamed_thinking += (choice.delta.model_extra or {}).get("reasoning_content") or ""
             streamed_content += choice.delta.content or ""
     assert (streamed_thinking, streamed_content) == (thinking, message.content or "")
+    # logprobs are the content's: none of the thinking's tokens, whole or streamed
+    scored = await client.chat.completions.create(
+        model=MODEL, messages=question, temperature=0, max_tokens=24, logprobs=True
+    )
+    tokens = (scored.choices[0].logprobs.content or []) if scored.choices[0].logprobs else []
+    assert "".join(token.token for token in tokens) == (scored.choices[0].message.content or "")
+    streamed_tokens = ""
+    async for chunk in await client.chat.completions.create(
+        model=MODEL, messages=question, temperature=0, max_tokens=24, logprobs=True, stream=True
+    ):
+        for choice in chunk.choices:
+            streamed_tokens += (
+                "".join(token.token for token in (choice.logprobs.content or [])) if choice.logprobs else ""
+            )
+    assert streamed_tokens == (scored.choices[0].message.content or "")
 
 
 async def test_reasoning_inline_leaves_the_thinking_in_the_content(start_oasis: Callable[..., Any]) -> None:

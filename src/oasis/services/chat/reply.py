@@ -81,6 +81,19 @@ class ReplyReader:
         self._reading = read_calls(answer, self._format.tools, self._functions, final=final, reading=self._reading)
         return reasoning, self._reading.content
 
+    def content_spans(self) -> tuple[list[tuple[int, int]], int] | None:
+        """Where in the text fed so far the content comes from, and up to where that is final (tokens wholly
+        before it are settled: content or not); None when the format cannot tell (harmony's channels)."""
+        if self._format.tools.name == "harmony":
+            return None
+        if self._answer_from is None:
+            return [], 0
+        start = self._answer_from
+        if self._functions is None:
+            return [(start, len(self._text))], len(self._text)
+        spans = [(start + begin, start + end) for begin, end in self._reading.spans]
+        return spans, start + self._reading.decided
+
     def _advance(self, reasoning: str, content: str) -> ReplyDelta:
         delta = ReplyDelta(reasoning[len(self._sent.reasoning) :], content[len(self._sent.content) :])
         if len(reasoning) > len(self._sent.reasoning):

@@ -25,6 +25,7 @@ from oasis.services.chat.generation import (
     stream_choice,
     usage,
 )
+from oasis.services.chat.logprobs import ContentTokens, logprob_entries
 from oasis.services.chat.reasoning import opens_thinking, think_tags
 from oasis.services.chat.reply import Reply, ReplyFormat, ReplyReader
 from oasis.services.chat.template import render_chat
@@ -36,7 +37,6 @@ from oasis.services.chat.text_models import (
     stop_list,
     text_engine,
     token_biases,
-    token_text,
 )
 from oasis.services.chat.tool_formats import FORMATS, ParsedCall, detect_format, read_calls, template_variables
 from oasis.services.chat.tools import ToolPlan, call_schema, fits, only, plan_tools, tools_system_prompt
@@ -105,27 +105,6 @@ def to_sampling_params(request: ChatCompletionRequest, engine: TextEngine, promp
         top_logprobs=(request.top_logprobs or 0) if request.logprobs else None,
         json_schema=schema,
     )
-
-
-def _logprobs(engine: TextEngine, delta: TextDelta, wanted: bool) -> dict[str, Any] | None:
-    if not wanted:
-        return None
-    content = []
-    for sampled in delta.tokens:
-        text, piece = token_text(engine, sampled)
-        content.append(
-            {
-                "token": text,
-                "logprob": sampled.logprob,
-                "bytes": list(piece),
-                "top_logprobs": [
-                    {"token": t, "logprob": alt.logprob, "bytes": list(b)}
-                    for alt in sampled.top_logprobs
-                    for t, b in [token_text(engine, alt.token)]
-                ],
-            }
-        )
-    return {"content": content}
 
 
 class ChatService:
@@ -249,10 +228,16 @@ class ChatService:
                 stream.cancel()  # a client that left mid-way must not keep the slots busy
         completion_tokens = sum(result.completion_tokens for result in results)
         messages = []
+        logprobs = []
         for result in results:
             reader = chat.reader()
             reader.feed(result.text)
-            reply, repair_tokens = await self._repaired(chat, reader.finish()[0])
+            finished = reader.finish()[0]
+            content_tokens = ContentTokens()
+            content_tokens.add(result.tokens)
+            shown = content_tokens.settled(reader, final=True)
+            logprobs.append(logprob_entries(chat.engine, shown) if request.logprobs else None)
+            reply, repair_tokens = await self._repaired(chat, finished)
             completion_tokens += repair_tokens
             messages.append(_message(chat.tools, reply, result.finish_reason))
         return {
@@ -262,10 +247,10 @@ class ChatService:
                 {
                     "index": index,
                     "message": message,
-                    "logprobs": _logprobs(chat.engine, TextDelta(result.text, result.tokens), bool(request.logprobs)),
+                    "logprobs": choice_logprobs,
                     "finish_reason": finish,
                 }
-                for index, (result, (message, finish)) in enumerate(zip(results, messages, strict=True))
+                for index, (choice_logprobs, (message, finish)) in enumerate(zip(logprobs, messages, strict=True))
             ],
             "usage": metered_usage(chat.model_id, len(chat.prompt), completion_tokens),
         }
@@ -325,22 +310,33 @@ class ChatService:
 
         try:
             readers = [chat.reader() for _ in range(chat.n)]
+            content_tokens = [ContentTokens() for _ in range(chat.n)]
+
+            def shown(index: int, final: bool = False) -> dict[str, Any] | None:
+                """The logprobs of the content tokens settled now (none asked: None)."""
+                if not request.logprobs:
+                    return None
+                settled = content_tokens[index].settled(readers[index], final)
+                return logprob_entries(chat.engine, settled) if settled else None
+
             async for index, delta in _merged(streams, chat.stops):
                 completion_tokens += len(delta.tokens)
+                content_tokens[index].add(delta.tokens)
                 ready = readers[index].feed(delta.text)
                 if ready.reasoning:
                     yield chunk(index, {"reasoning_content": ready.reasoning})
-                if ready.content or (request.logprobs and delta.tokens):
-                    logprobs = _logprobs(chat.engine, delta, bool(request.logprobs))
+                logprobs = shown(index)
+                if ready.content or logprobs:
                     yield chunk(index, {"content": ready.content}, logprobs=logprobs)
                 if delta.finish_reason is not None:
                     reply, rest = readers[index].finish()
+                    logprobs = shown(index, final=True)
                     reply, repair_tokens = await self._repaired(chat, reply)
                     completion_tokens += repair_tokens
                     if rest.reasoning:
                         yield chunk(index, {"reasoning_content": rest.reasoning})
-                    if rest.content:
-                        yield chunk(index, {"content": rest.content})
+                    if rest.content or logprobs:
+                        yield chunk(index, {"content": rest.content}, logprobs=logprobs)
                     message, finish = _message(chat.tools, reply, delta.finish_reason)
                     for call_delta in _call_deltas(message):
                         yield chunk(index, call_delta)

@@ -80,6 +80,7 @@ class Reading:
     calls: list[ParsedCall] = field(default_factory=list)
     decided: int = 0
     pending: _Markup | None = None  # the markup of a region that starts at `decided` and is still being written
+    spans: list[tuple[int, int]] = field(default_factory=list)  # where in the text the content came from
 
 
 # --- reading values -------------------------------------------------------------------------------------------
@@ -977,7 +978,13 @@ def read_calls(
     that this one extends (a stream), goes on from where that one's decided part ends."""
     reading = reading or Reading()
     position = reading.decided
-    content, calls = [reading.content], list(reading.calls)
+    content, calls, spans = [reading.content], list(reading.calls), list(reading.spans)
+
+    def keep(start: int, end: int) -> None:
+        if end > start:
+            content.append(text[start:end])
+            spans.append((start, end))
+
     pending = reading.pending
     while True:
         found: tuple[re.Match[str], _Markup] | None = None
@@ -992,17 +999,17 @@ def read_calls(
         pending = None
         if found is None:
             hold = len(text) if final else _tail_hold(text, position, tool_format)
-            content.append(text[position:hold])
-            return Reading("".join(content), calls, hold)
+            keep(position, hold)
+            return Reading("".join(content), calls, hold, spans=spans)
         match, markup = found
-        content.append(text[position : match.start()])
+        keep(position, match.start())
         region = markup.read(text, match, final, functions)
         if region is None:
-            return Reading("".join(content), calls, match.start(), markup)
+            return Reading("".join(content), calls, match.start(), markup, spans)
         if region.calls is not None and all(call.name in functions for call in region.calls):
             calls.extend(region.calls)
         else:
-            content.append(text[match.start() : region.end])
+            keep(match.start(), region.end)
         position = region.end
 
 
