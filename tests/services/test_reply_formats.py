@@ -341,3 +341,33 @@ def test_a_template_that_recurses_on_a_tool_is_a_400_not_a_crash() -> None:
             tools=nullable,
         )
     assert caught.value.status == 400 and caught.value.param == "tools"
+
+
+def test_gemma_4s_earlier_template_reads_results_inside_the_call_turn() -> None:
+    template = _template("google-gemma-4-31B-it-interleaved.jinja")
+    conversation = {
+        "model": "m",
+        "tools": TOOLS[:1],
+        "messages": [
+            {"role": "user", "content": "Weather in Paris?"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_1", "content": "sunny, 21 C"},
+            {"role": "assistant", "content": "It is sunny."},
+            {"role": "user", "content": "Thanks"},
+        ],
+    }
+    request = ChatCompletionRequest.model_validate(conversation)
+    messages = template_messages(request, template, detect_format(template))
+    prompt = render_chat(template, messages, special_tokens=SPECIAL, tools=TOOLS[:1])
+    assert "<|tool_response>response:get_weather{" in prompt and "sunny, 21 C" in prompt
+    assert "<|turn>tool" not in prompt and prompt.count("It is sunny.") == 1

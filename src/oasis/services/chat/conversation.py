@@ -63,7 +63,40 @@ def template_messages(request: ChatCompletionRequest, template: str, tool_format
                     ]
                 )
         messages.append(entry)
+    if tool_format.name == "gemma4" and "OpenAI Chat Completions" not in template:
+        return _tool_responses_inside(messages)
     return messages
+
+
+def _tool_responses_inside(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Gemma 4's earlier templates read a call's results from its assistant turn (`tool_responses`, each a name
+    and the response), not from `tool` turns; the answer that follows joins that turn too (as llama.cpp does)."""
+    folded: list[dict[str, Any]] = []
+    position = 0
+    while position < len(messages):
+        message = messages[position]
+        position += 1
+        if message["role"] != "assistant" or not message.get("tool_calls"):
+            folded.append(message)
+            continue
+        turn = {**message, "content": None, "tool_responses": []}
+        calls = message["tool_calls"]
+        while position < len(messages) and messages[position]["role"] == "tool":
+            result = messages[position]
+            number = len(turn["tool_responses"])
+            name = calls[number]["function"].get("name") if number < len(calls) else None
+            turn["tool_responses"].append(
+                {"name": name or result.get("tool_call_id", ""), "response": _arguments_value(result["content"])}
+            )
+            position += 1
+        after = messages[position] if position < len(messages) else None
+        if after is not None and after["role"] == "assistant" and not after.get("tool_calls") and after["content"]:
+            turn["content"] = after["content"]
+            position += 1
+        if not turn["tool_responses"]:
+            del turn["tool_responses"]
+        folded.append(turn)
+    return folded
 
 
 def _template_call(call: dict[str, Any], arguments_as_text: bool, short_ids: bool) -> dict[str, Any]:
