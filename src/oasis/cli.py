@@ -95,9 +95,14 @@ async def _with_keys(settings: Settings, action: str, argument: str | None) -> i
 
 async def _check_blobs(settings: Settings) -> None:
     """A blob store that cannot be used (S3 keys refused, no bucket) stops the start with one line, rather than
-    failing the first upload with a 500."""
+    failing the first upload with a 500; so does a Redis URL without the package to reach it."""
     from oasis.blobs import blob_store
 
+    if settings.redis_url is not None:
+        try:
+            import redis.asyncio  # noqa: F401
+        except ModuleNotFoundError:
+            raise ConfigError("redis_url needs the redis package: pip install 'oasis[redis]'") from None
     store = blob_store(settings)
     try:
         await store.check()

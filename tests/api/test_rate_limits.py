@@ -87,7 +87,16 @@ async def test_a_named_project_and_a_key_have_limits_of_their_own(start_oasis: C
 
 
 async def test_replicas_sharing_redis_count_together(start_oasis: Callable[..., Any]) -> None:
+    import redis.asyncio
+
     redis_url = "redis://127.0.0.1:6379/0"
+    probe = redis.asyncio.from_url(redis_url, socket_connect_timeout=1)
+    try:
+        await probe.ping()
+    except redis.exceptions.ConnectionError:
+        pytest.skip("no Redis on 127.0.0.1:6379 (CI machines run one)")
+    finally:
+        await probe.aclose()
     limits = {"requests_per_minute": 3}
     first: Harness = await start_oasis(rate_limits=limits, redis_url=redis_url)
     second: Harness = await start_oasis(rate_limits=limits, redis_url=redis_url)  # same database: same project
@@ -109,3 +118,37 @@ async def test_streamed_replies_carry_the_headers_too(start_oasis: Callable[...,
     async with oasis.http() as http:
         download = await http.get(f"/v1/files/{stored.id}/content")  # a streamed response
     assert download.content == b"hello" and download.headers["x-ratelimit-remaining-requests"] == "8"
+
+
+async def test_odd_counts_neither_refill_the_bucket_nor_slip_past_it(start_oasis: Callable[..., Any]) -> None:
+    oasis: Harness = await start_oasis(rate_limits={"tokens_per_minute": 1000})
+    async with oasis.http() as http:
+        # A negative max_tokens (refused by validation later) must not add tokens to the bucket on the way.
+        negative = await http.post("/v1/chat/completions", json=_chat("hi", -1_000_000_000))
+        assert negative.status_code in (400, 404) and int(negative.headers["x-ratelimit-remaining-tokens"]) < 1000
+        # Counts the schema accepts as numbers count as numbers.
+        for written in (450.0, "450"):
+            counted = await http.post("/v1/chat/completions", json=_chat("hi", written))  # type: ignore[arg-type]
+            assert counted.status_code == 404, written
+        assert int(counted.headers["x-ratelimit-remaining-tokens"]) < 100
+        assert (await http.post("/v1/chat/completions", json=_chat("hi", 450))).status_code == 429
+        # Image data is not text the model reads: it does not count as prompt tokens.
+        picture = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + "A" * 100_000}}
+        body = {
+            "model": NO_MODEL,
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "what?"}, picture]}],
+        }
+        assert estimate_tokens("/v1/chat/completions", body) < 50
+
+
+async def test_a_redis_that_does_not_answer_lets_requests_through(start_oasis: Callable[..., Any]) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    oasis: Harness = await start_oasis(rate_limits={"requests_per_minute": 1}, redis_url=f"redis://127.0.0.1:{port}/0")
+    async with oasis.http() as http:
+        for _ in range(3):
+            answer = await http.get("/v1/models")
+            assert answer.status_code == 200 and "x-ratelimit-limit-requests" not in answer.headers

@@ -371,3 +371,41 @@ def test_gemma_4s_earlier_template_reads_results_inside_the_call_turn() -> None:
     prompt = render_chat(template, messages, special_tokens=SPECIAL, tools=TOOLS[:1])
     assert "<|tool_response>response:get_weather{" in prompt and "sunny, 21 C" in prompt
     assert "<|turn>tool" not in prompt and prompt.count("It is sunny.") == 1
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "<|tool_call>call:get_weather{city:[1}<tool_call|>",  # a stray bracket once looped for ever
+        "<|tool_call>call:get_weather{:[1a:}<tool_call|>",
+        "<|tool_call>call:get_weather{city:" + "[" * 1100 + "<tool_call|>",  # once a RecursionError: a 500
+        '<|tool_call>call:get_weather{city:<|"|>x<tool_call|>tail<|"|>}',  # a value may not run past the end
+        "<tool_call>" + "[" * 20000 + "</tool_call>",  # too deep for JSON
+    ],
+)
+def test_broken_calls_stay_text_quickly(text: str) -> None:
+    gemma = _format_of(_template("google-gemma-4-31B-it.jinja"))
+    whole = _read_whole(gemma, text)
+    assert whole.calls == [] and whole.content == text
+
+
+def test_a_long_function_name_is_held_back_whole_while_streamed() -> None:
+    minicpm = _format_of(_template("openbmb-MiniCPM5-1B.jinja"))
+    name = "mcp__github__create_pull_request_review"
+    offered = {name: _function(name, body="string")}
+    text = f'</think>Filing it.<function name="{name}"><param name="body">LGTM</param></function>'
+    reader = ReplyReader(minicpm, offered)
+    content = "".join(reader.feed(text[start : start + 2]).content for start in range(0, len(text), 2))
+    whole, rest = reader.finish()
+    assert content + rest.content == whole.content == "Filing it."
+    assert _calls(whole) == [[name, {"body": "LGTM"}]]
+
+
+def test_an_undefined_value_given_to_tojson_is_the_callers_error_not_a_crash() -> None:
+    from oasis.errors import OasisError
+
+    with pytest.raises(OasisError) as caught:
+        render_chat(
+            "{{ messages[0].nothing.deeper | tojson }}", [{"role": "user", "content": "hi"}], special_tokens=SPECIAL
+        )
+    assert caught.value.status == 400

@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from oasis.blobs import BlobNotFound
-from oasis.blobs.s3 import S3BlobStore
+from oasis.blobs.s3 import UPLOAD_MARGIN_SECONDS, S3BlobStore
 from oasis.settings import BlobSettings, ConfigError
 from tests.conftest import Harness
 from tests.s3_server import S3Server, s3_server
@@ -94,10 +94,15 @@ async def test_missing_objects_deletes_and_unsafe_keys(store: S3BlobStore) -> No
 async def test_uploads_a_crash_left_unfinished_are_aborted_once_old(store: S3BlobStore) -> None:
     s3 = await store._s3()
     await s3.create_multipart_upload(Bucket=store._bucket, Key=store._prefix + "files/killed")
-    assert await store.clear_temporary(older_than=time.time() - 3600) == 0  # too young: may still be going
+    # S3 dates an upload by its start, so one still sending parts an hour on is not taken for abandoned.
+    assert await store.clear_temporary(older_than=time.time() + 60) == 0
     assert len(await _uploads_in_progress(store)) == 1
-    assert await store.clear_temporary(older_than=time.time() + 60) == 1
+    assert await store.clear_temporary(older_than=time.time() + UPLOAD_MARGIN_SECONDS + 60) == 1
     assert await _uploads_in_progress(store) == []
+    # Something else in the bucket's folder (a folder marker, a name oasis never writes) is not ours to sweep.
+    await s3.put_object(Bucket=store._bucket, Key=store._prefix + "files/", Body=b"")
+    await s3.put_object(Bucket=store._bucket, Key=store._prefix + "files/Not ours!", Body=b"x")
+    assert [key async for key, _ in store.keys("files/")] == []
 
 
 async def test_wrong_keys_or_bucket_are_a_clear_error_before_serving(s3: S3Server) -> None:
@@ -146,7 +151,8 @@ async def test_files_and_the_sweeper_work_on_the_bucket(
     await blobs.put("files/file-orphan", _chunks(b"orphan", 6))
     s3_client = await blobs._s3()
     await s3_client.create_multipart_upload(Bucket=blobs._bucket, Key=blobs._prefix + "files/file-killed")
-    removed = await harness.container.sweeper.sweep(grace_seconds=-60)  # everything counts as old
+    # everything counts as old, killed uploads too
+    removed = await harness.container.sweeper.sweep(grace_seconds=-(UPLOAD_MARGIN_SECONDS + 60))
     assert removed == (1, 1)
     assert [key async for key, _ in blobs.keys("files/")] == [f"files/{kept.id}"]
     assert (await client.files.content(kept.id)).content == body

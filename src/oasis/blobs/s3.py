@@ -13,10 +13,12 @@ from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import AsyncExitStack
 from typing import Any
 
-from oasis.blobs.base import BlobNotFound, check_key
+from oasis.blobs.base import BLOB_FOLDERS, BlobNotFound, check_key
 from oasis.settings import MIB, BlobSettings, ConfigError
 
 _MISSING = ("NoSuchKey", "404", "NotFound")
+MAX_CONNECTIONS = 64
+UPLOAD_MARGIN_SECONDS = 23 * 3600  # on top of the sweeper's hour: uploads a day old are abandoned
 
 
 class S3BlobStore:
@@ -34,6 +36,12 @@ class S3BlobStore:
             "config": Config(
                 s3={"addressing_style": "path" if settings.path_style else "auto"},
                 retries={"max_attempts": 4, "mode": "standard"},
+                # Each download being streamed to a client holds a connection for as long as the client reads.
+                max_pool_connections=MAX_CONNECTIONS,
+                # Checksums only where S3 requires them: several S3-compatible servers refuse botocore's default
+                # CRC32 trailers.
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
             ),
         }
         if settings.access_key_id is not None and settings.secret_access_key is not None:
@@ -95,7 +103,8 @@ class S3BlobStore:
                     if upload_id is None:
                         created = await s3.create_multipart_upload(Bucket=self._bucket, Key=name)
                         upload_id = created["UploadId"]
-                    body = bytes(buffer[: self._part_bytes])
+                    with memoryview(buffer) as view:
+                        body = bytes(view[: self._part_bytes])  # one copy, not two
                     del buffer[: self._part_bytes]
                     await send_part(body)
             if upload_id is None:
@@ -145,17 +154,34 @@ class S3BlobStore:
         pages = (await self._s3()).get_paginator("list_objects_v2")
         async for page in pages.paginate(Bucket=self._bucket, Prefix=self._prefix + prefix):
             for item in page.get("Contents", []):
-                yield item["Key"][len(self._prefix) :], item["LastModified"].timestamp()
+                key = item["Key"][len(self._prefix) :]
+                try:
+                    check_key(key)
+                except ValueError:
+                    continue  # not one of ours (a folder marker, another program's object): never swept
+                yield key, item["LastModified"].timestamp()
 
     async def clear_temporary(self, older_than: float) -> int:
+        """Aborts uploads started a day before `older_than`: S3 dates an upload by its start, not by its last
+        part, so a long upload still going must not look abandoned. Only oasis's folders are looked at."""
+        from botocore.exceptions import ClientError
+
         s3 = await self._s3()
         aborted = 0
         pages = s3.get_paginator("list_multipart_uploads")
-        async for page in pages.paginate(Bucket=self._bucket, Prefix=self._prefix):
-            for upload in page.get("Uploads", []):
-                if upload["Initiated"].timestamp() < older_than:
-                    await s3.abort_multipart_upload(Bucket=self._bucket, Key=upload["Key"], UploadId=upload["UploadId"])
-                    aborted += 1
+        for folder in BLOB_FOLDERS:
+            async for page in pages.paginate(Bucket=self._bucket, Prefix=self._prefix + folder):
+                for upload in page.get("Uploads", []):
+                    if upload["Initiated"].timestamp() >= older_than - UPLOAD_MARGIN_SECONDS:
+                        continue
+                    try:
+                        await s3.abort_multipart_upload(
+                            Bucket=self._bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                        )
+                        aborted += 1
+                    except ClientError as exc:  # another sweeper aborted it first
+                        if exc.response.get("Error", {}).get("Code") not in ("NoSuchUpload", "404"):
+                            raise
         return aborted
 
     async def close(self) -> None:

@@ -9,6 +9,7 @@ replica counts against the same limits; in the process otherwise.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -21,9 +22,37 @@ from oasis.storage import projects
 from oasis.storage.db import Database
 from oasis.storage.rate_buckets import RateBuckets, Take
 
+log = logging.getLogger("oasis.rate_limits")
+
 # Endpoints whose bodies spend tokens, and how long a project-name lookup is trusted (a project made later shows).
 TOKEN_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
 _NAMES_SECONDS = 30.0
+
+
+def _count(value: Any) -> int | None:
+    """A count as the request schema takes it (an int, an integral float, a string of digits), never below 0."""
+    if isinstance(value, bool):
+        return None
+    if (isinstance(value, float) and value.is_integer()) or (isinstance(value, str) and value.strip().isdigit()):
+        value = int(value)
+    return max(0, value) if isinstance(value, int) else None
+
+
+def _prompt_text(path: str, body: dict[str, Any]) -> Any:
+    """What a request sends the model as text: chat's text parts (not image or audio data), tools, prompts."""
+    if path.endswith("/chat/completions"):
+        texts: list[Any] = [body.get("tools"), body.get("functions")]
+        for message in body.get("messages") or []:
+            if not isinstance(message, dict):
+                continue
+            content = message.get("content")
+            if isinstance(content, list):
+                content = [
+                    part.get("text") for part in content if isinstance(part, dict) and part.get("type") == "text"
+                ]
+            texts += [content, message.get("tool_calls")]
+        return texts
+    return body.get("input") if path.endswith("/embeddings") else body.get("prompt")
 
 
 def estimate_tokens(path: str, body: Any) -> int:
@@ -31,19 +60,15 @@ def estimate_tokens(path: str, body: Any) -> int:
     validation answers it)."""
     if not isinstance(body, dict):
         return 0
-    if path.endswith("/chat/completions"):
-        prompt: Any = [body.get("messages"), body.get("tools"), body.get("functions")]
-    elif path.endswith("/embeddings"):
-        prompt = body.get("input")
-    else:
-        prompt = body.get("prompt")
+    prompt = _prompt_text(path, body)
     characters = len(json.dumps(prompt, ensure_ascii=False)) if prompt is not None else 0
-    most = body.get("max_completion_tokens") or body.get("max_tokens")
-    if path.endswith("/completions") and not path.endswith("/chat/completions") and most is None:
+    most = _count(body.get("max_completion_tokens"))
+    if most is None:
+        most = _count(body.get("max_tokens"))
+    if most is None and path.endswith("/completions") and not path.endswith("/chat/completions"):
         most = 16  # legacy completions' default
-    choices = body.get("n")
-    choices = choices if isinstance(choices, int) and choices > 0 else 1
-    return math.ceil(characters / 4) + (most if isinstance(most, int) else 0) * choices
+    choices = _count(body.get("n")) or 1
+    return math.ceil(characters / 4) + (most or 0) * choices
 
 
 def _duration(seconds: float) -> str:
@@ -67,6 +92,7 @@ class RateLimiter:
         self._db = db
         self._buckets = buckets
         self._names: _Names | None = None
+        self._warned_until = 0.0
 
     @property
     def enabled(self) -> bool:
@@ -114,7 +140,13 @@ class RateLimiter:
             kinds.append("tokens")
         if not takes:
             return {}
-        outcome = await self._buckets.take(takes)
+        try:
+            outcome = await self._buckets.take(takes)
+        except Exception as exc:  # Redis away: serving on unlimited beats refusing every request
+            if time.monotonic() > self._warned_until:
+                log.warning("rate limits not counted: %s: %s", type(exc).__name__, exc)
+                self._warned_until = time.monotonic() + 60
+            return {}
         headers: dict[str, str] = {}
         for take, kind, level in zip(takes, kinds, outcome.levels, strict=True):
             headers[f"x-ratelimit-limit-{kind}"] = str(take.limit)

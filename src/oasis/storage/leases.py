@@ -28,7 +28,7 @@ def renewal(seconds: float) -> dict[str, float]:
 def process_name(kind: str) -> str:
     """A lease holder's name that tells an operator (and the cluster tests) which process holds a job: its kind,
     host and pid, made unique."""
-    host = socket.gethostname().split(".")[0][:20] or "host"
+    host = socket.gethostname().split(".")[0][-20:] or "host"  # the tail: what tells Kubernetes pods apart
     return f"{kind}-{host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 

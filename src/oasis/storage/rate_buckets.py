@@ -13,9 +13,13 @@ from typing import Any, Protocol
 
 @dataclass(frozen=True)
 class Take:
-    bucket: str
+    bucket: str  # OWNER:KIND
     limit: int
     cost: int
+
+    def __post_init__(self) -> None:
+        if self.cost < 0 or self.limit < 1:
+            raise ValueError(f"a take of {self.cost} from a bucket of {self.limit}")
 
 
 @dataclass(frozen=True)
@@ -94,7 +98,8 @@ class RedisBuckets:
     def __init__(self, url: str, prefix: str = "oasis:ratelimit:") -> None:
         import redis.asyncio
 
-        self._redis: Any = redis.asyncio.from_url(url)
+        # Short timeouts: a Redis that does not answer must cost a request little (the limiter then lets it by).
+        self._redis: Any = redis.asyncio.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
         self._prefix = prefix
         self._script = self._redis.register_script(_TAKE_SCRIPT)
 
@@ -102,7 +107,9 @@ class RedisBuckets:
         arguments: list[int] = []
         for t in takes:
             arguments += [t.limit, t.cost]
-        answer = await self._script(keys=[self._prefix + t.bucket for t in takes], args=arguments)
+        # One owner's buckets share a hash tag, so that a Redis Cluster keeps them on one node for the script.
+        keys = [f"{self._prefix}{{{t.bucket.rsplit(':', 1)[0]}}}:{t.bucket.rsplit(':', 1)[1]}" for t in takes]
+        answer = await self._script(keys=keys, args=arguments)
         return Outcome(bool(int(answer[0])), [float(level) for level in answer[2:]], float(answer[1]))
 
     async def close(self) -> None:

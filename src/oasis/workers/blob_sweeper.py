@@ -13,6 +13,7 @@ import logging
 import time
 
 from oasis.blobs import BlobStore
+from oasis.blobs.base import BLOB_FOLDERS
 from oasis.storage import files as file_rows
 from oasis.storage import vector_stores as vector_store_rows
 from oasis.storage.db import Database
@@ -21,8 +22,6 @@ log = logging.getLogger("oasis.blobs")
 
 GRACE_SECONDS = 3600
 _PAGE = 500
-# Folders of the blob store whose keys rows point to.
-_PREFIXES = ("files/", "models/")
 
 
 class BlobSweeper:
@@ -44,7 +43,7 @@ class BlobSweeper:
         cutoff = time.time() - grace_seconds
         temporary = await self._blobs.clear_temporary(cutoff)
         orphans = 0
-        for prefix in _PREFIXES:
+        for prefix in BLOB_FOLDERS:
             old: list[str] = []
             async for key, modified in self._blobs.keys(prefix):
                 if modified < cutoff:

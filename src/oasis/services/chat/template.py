@@ -22,6 +22,8 @@ def _tojson(
     value: Any, ensure_ascii: bool = False, indent: int | None = None, separators: Any = None, sort_keys: bool = False
 ) -> str:
     # Jinja's own tojson escapes <, >, & and ' for HTML, which would change the markup models are shown.
+    if isinstance(value, jinja2.Undefined):
+        value._fail_with_undefined_error()  # a template error (the messages are at fault), as Jinja's own
     return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
 

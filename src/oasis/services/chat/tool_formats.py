@@ -487,9 +487,15 @@ class _GemmaSyntax(ValueError):
 _GEMMA_QUOTE = '<|"|>'
 
 
-def _gemma_value(text: str, position: int) -> tuple[Any, int]:
+_GEMMA_DEPTH = 64  # nesting deeper than any real call's arguments is not one
+
+
+def _gemma_value(text: str, position: int, depth: int = 0) -> tuple[Any, int]:
     """One value of Gemma 4's call syntax: `<|"|>`-quoted raw strings, `{key:value,…}` with bare keys, `[…]`,
-    and JSON's numbers and literals written bare."""
+    and JSON's numbers and literals written bare. Raises _GemmaSyntax for anything else, so that reading always
+    advances or stops."""
+    if depth > _GEMMA_DEPTH:
+        raise _GemmaSyntax("nested too deep")
     while position < len(text) and text[position].isspace():
         position += 1
     if text.startswith(_GEMMA_QUOTE, position):
@@ -515,17 +521,27 @@ def _gemma_value(text: str, position: int) -> tuple[Any, int]:
                 if colon < 0:
                     raise _GemmaSyntax("a key without a value")
                 key = text[position:colon].strip().removeprefix(_GEMMA_QUOTE).removesuffix(_GEMMA_QUOTE)
-                keyed[key], position = _gemma_value(text, colon + 1)
+                keyed[key], position = _gemma_value(text, colon + 1, depth + 1)
             else:
-                item, position = _gemma_value(text, position)
+                item, position = _gemma_value(text, position, depth + 1)
                 items.append(item)
     bare = re.compile(r"[^,}\]]*").match(text, position)
     assert bare is not None
     word = bare.group(0).strip()
+    if not word:
+        raise _GemmaSyntax("a value missing")  # `[1}`: a stray bracket, which would not move the reading on
     try:
         return json.loads(word), bare.end()
     except json.JSONDecodeError:
         return word, bare.end()
+
+
+def _read_late_thought(text: str, match: re.Match[str], final: bool, functions: Mapping[str, Any]) -> _Region | None:
+    """A closed thinking block after the answer began is left out; one the reply ended inside stays, as text."""
+    end = text.find("<channel|>", match.end())
+    if end < 0:
+        return None if not final else _Region(match.end(), None)
+    return _Region(end + len("<channel|>"), [])
 
 
 _GEMMA_CALL = re.compile(r"\s*:?call:([\w.-]+)\s*(?=\{)")
@@ -543,7 +559,7 @@ def _read_gemma(text: str, match: re.Match[str], final: bool, functions: Mapping
     if named is None or named.end() > end:
         return _Region(stop, None)
     try:
-        arguments, after = _gemma_value(text, named.end())
+        arguments, after = _gemma_value(text[:end], named.end())  # a value cannot run past the call's end
     except _GemmaSyntax:
         return _Region(stop, None)
     if text[after:end].strip() or not isinstance(arguments, dict):
@@ -742,8 +758,8 @@ _MINIMAX_CALLS = _literal_markup(
     _block(
         "</minimax:tool_call>",
         _invokes(
-            re.compile(r'<invoke name="?([^">]+)"?\s*>(.*?)</invoke>', re.DOTALL),
-            re.compile(r'<parameter name="?([^">]+)"?\s*>(.*?)</parameter>', re.DOTALL),
+            re.compile(r'<invoke name="?([^">\s]+)"?\s*>(.*?)</invoke>', re.DOTALL),
+            re.compile(r'<parameter name="?([^">\s]+)"?\s*>(.*?)</parameter>', re.DOTALL),
             _schema_typed,
         ),
     ),
@@ -852,7 +868,7 @@ FORMATS: dict[str, ToolFormat] = {
             "gemma4",
             _literal_markup(("<|tool_call>",), _read_gemma),
             # a thinking block after the answer began (an empty one closes some replies): not content
-            _literal_markup(("<|channel>thought",), _block("<channel|>", lambda body, functions: [])),
+            _literal_markup(("<|channel>thought",), _read_late_thought),
             markers=("<|tool_call>", "<tool_call|>", '<|"|>'),
         ),
         _format(
@@ -1003,7 +1019,10 @@ def read_calls(
             return Reading("".join(content), calls, hold, spans=spans)
         match, markup = found
         keep(position, match.start())
-        region = markup.read(text, match, final, functions)
+        try:
+            region = markup.read(text, match, final, functions)
+        except RecursionError:  # JSON nested thousands deep: not a call, and no reason for a 500
+            region = _Region(match.end(), None)
         if region is None:
             return Reading("".join(content), calls, match.start(), markup, spans)
         if region.calls is not None and all(call.name in functions for call in region.calls):
@@ -1013,7 +1032,9 @@ def read_calls(
         position = region.end
 
 
-_LONGEST_OPENING = 40  # characters, not counting blank space (openings allow any amount of it)
+# characters, not counting blank space (openings allow any amount of it): the longest opening with a function's
+# name in it (`<function name="` and a 64-character name) still holds back whole
+_LONGEST_OPENING = 96
 
 
 def _tail_hold(text: str, position: int, tool_format: ToolFormat) -> int:
