@@ -43,6 +43,12 @@ def default_gguf() -> Path:
     return next(Path(next(iter(found.submodule_search_locations))).glob("*.gguf"))
 
 
+def _amx() -> bool:
+    from oasis.engines.llamacpp.native import uses_amx
+
+    return uses_amx()
+
+
 @contextlib.contextmanager
 def server(kind: str, gguf: Path, parallel: int, context: int, threads: int, llama_server: Path) -> Iterator[str]:
     port = free_port()
@@ -53,6 +59,8 @@ def server(kind: str, gguf: Path, parallel: int, context: int, threads: int, lla
             "-c", str(context * parallel), "-np", str(parallel), "-t", str(threads), "-tb", str(threads),
             "-b", "512", "-ub", "512", "--no-webui",
         ]  # fmt: skip
+        if _amx():  # the same weights layout as oasis, which keeps them unpacked where AMX kernels would crash
+            command.append("--no-repack")
         env = os.environ.copy()
     else:
         config = Path(tempfile.mkdtemp()) / "oasis.yaml"
@@ -133,6 +141,18 @@ async def staggered(base: str, clients: int, max_tokens: int, requests: int = 3)
         return total / (time.perf_counter() - started)
 
 
+async def ttft_under_load(base: str, slots: int, max_tokens: int, probes: int = 5) -> tuple[float, float]:
+    """A new request's time to first token while the other `slots - 1` slots decode long streams, and the
+    decoding step's time at that load (a stream's time between tokens): (median probe TTFT, median step)."""
+    async with httpx.AsyncClient(timeout=600) as client:
+        background = [asyncio.create_task(one_stream(client, base, max_tokens * 4, seed)) for seed in range(slots - 1)]
+        await asyncio.sleep(1.0)  # every background stream is decoding
+        ttfts = [(await one_stream(client, base, 2, seed=1000 + n)).ttft for n in range(probes)]
+        busy = await asyncio.gather(*background)
+    step = statistics.median(stream.decode_seconds / max(1, stream.tokens - 1) for stream in busy)
+    return statistics.median(ttfts), step
+
+
 async def single(base: str, max_tokens: int) -> Stream:
     async with httpx.AsyncClient(timeout=600) as client:
         return await one_stream(client, base, max_tokens)
@@ -191,6 +211,11 @@ def main() -> int:
         action="store_true",
         help="also clients sending 3 requests each in turn, of different lengths (slots free out of order)",
     )
+    parser.add_argument(
+        "--ttft-under-load",
+        action="store_true",
+        help="also a new request's time to first token while the other slots decode (and the step time then)",
+    )
     args = parser.parse_args()
     global TEMPERATURE
     TEMPERATURE = args.temperature
@@ -209,6 +234,10 @@ def main() -> int:
                         rounds[side].add("ttft ms", stream.ttft * 1000, higher_is_better=False)
                         rounds[side].add("max_tokens=1 p50 ms", asyncio.run(overhead(base, 40)) * 1000, False)
                     rounds[side].add(f"aggregate tok/s @{level}", asyncio.run(aggregate(base, level, args.max_tokens)))
+                    if args.ttft_under_load and level > 1:
+                        ttft, step = asyncio.run(ttft_under_load(base, level, args.max_tokens))
+                        rounds[side].add(f"ttft under load ms @{level}", ttft * 1000, higher_is_better=False)
+                        rounds[side].add(f"step ms @{level}", step * 1000, higher_is_better=False)
                     if args.staggered and level > 1:
                         rate = asyncio.run(staggered(base, level, args.max_tokens))
                         rounds[side].add(f"staggered tok/s @{level}", rate)
@@ -221,6 +250,14 @@ def main() -> int:
             f"| {key} | {ours.best(key):.1f} | {theirs.best(key):.1f} | {ours.best(key) / theirs.best(key):.3f} "
             f"| {ours.median(key) / theirs.median(key):.3f} |"
         )
+    for level in levels:
+        key, step = f"ttft under load ms @{level}", f"step ms @{level}"
+        if key in ours.values:
+            gap = ours.median(key) - theirs.median(key)
+            print(
+                f"\n{level} slots busy: oasis's new request waits {gap:+.1f} ms more than llama-server's (medians),"
+                f" {gap / theirs.median(step):+.2f} of llama-server's {theirs.median(step):.1f} ms step (target <= 2)"
+            )
     key = "max_tokens=1 p50 ms"
     if key in ours.values:
         best_gap, median_gap = ours.best(key) - theirs.best(key), ours.median(key) - theirs.median(key)

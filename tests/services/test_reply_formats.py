@@ -62,7 +62,7 @@ def _template(name: str | None) -> str:
     return (TEMPLATES / name).read_text()
 
 
-def _format_of(template: str) -> ReplyFormat:
+def _format_of(template: str, thinking: bool = True) -> ReplyFormat:
     """What the chat service decides for a conversation rendered with this template."""
     tool_format = detect_format(template)
     prompt = render_chat(
@@ -70,7 +70,7 @@ def _format_of(template: str) -> ReplyFormat:
         [{"role": "user", "content": "hi"}],
         special_tokens=SPECIAL,
         tools=TOOLS,
-        variables={"enable_thinking": True, **template_variables(tool_format, TOOLS)},
+        variables={"enable_thinking": thinking, **template_variables(tool_format, TOOLS)},
     )
     tags = think_tags(template)
     return ReplyFormat(tool_format, tags, opens_thinking(prompt, tags))
@@ -126,8 +126,16 @@ def test_every_tool_parser_option_names_a_format() -> None:
     assert set(TOOL_PARSERS) == set(FORMATS)
 
 
-def _read_whole(reply_format: ReplyFormat, text: str) -> Any:
-    reader = ReplyReader(reply_format, OFFERED)
+def _offered(reply: dict[str, Any]) -> dict[str, Any]:
+    """The tools a recorded reply was read with: its own (llama.cpp's test tools), else the common ones."""
+    if "tools" not in reply:
+        return OFFERED
+    functions = [tool.get("function", tool) for tool in reply["tools"]]  # OpenAI's shape, or llama.cpp's flat one
+    return {function["name"]: function for function in functions}
+
+
+def _read_whole(reply_format: ReplyFormat, text: str, offered: dict[str, Any] | None = None) -> Any:
+    reader = ReplyReader(reply_format, offered or OFFERED)
     reader.feed(text)
     return reader.finish()[0]
 
@@ -138,16 +146,17 @@ def _calls(reply: Any) -> list[list[Any]]:
 
 @pytest.mark.parametrize("reply", REPLIES, ids=[f"{r['template']}-{i}" for i, r in enumerate(REPLIES)])
 def test_recorded_replies_read_into_content_calls_and_reasoning(reply: dict[str, Any]) -> None:
-    read = _read_whole(_format_of(_template(reply["template"])), reply["text"])
+    reply_format = _format_of(_template(reply["template"]), reply.get("enable_thinking", True))
+    read = _read_whole(reply_format, reply["text"], _offered(reply))
     assert (read.reasoning, read.content, _calls(read)) == (reply["reasoning"], reply["content"], reply["calls"])
 
 
 @pytest.mark.parametrize("reply", REPLIES, ids=[f"{r['template']}-{i}" for i, r in enumerate(REPLIES)])
 def test_streamed_in_pieces_cut_anywhere_the_deltas_add_up_and_no_markup_leaks(reply: dict[str, Any]) -> None:
-    reply_format = _format_of(_template(reply["template"]))
+    reply_format = _format_of(_template(reply["template"]), reply.get("enable_thinking", True))
     text = reply["text"]
     for size in (1, 2, 3, 7):  # every cut position, in pieces of a few characters as tokens come
-        reader = ReplyReader(reply_format, OFFERED)
+        reader = ReplyReader(reply_format, _offered(reply))
         reasoning = content = ""
         for start in range(0, len(text), size):
             delta = reader.feed(text[start : start + size])
@@ -409,3 +418,16 @@ def test_an_undefined_value_given_to_tojson_is_the_callers_error_not_a_crash() -
             "{{ messages[0].nothing.deeper | tojson }}", [{"role": "user", "content": "hi"}], special_tokens=SPECIAL
         )
     assert caught.value.status == 400
+
+
+def test_a_template_that_cannot_take_the_request_is_a_400_not_a_crash() -> None:
+    from oasis.errors import OasisError
+
+    # Hermes 2 Pro's tool_use template loops over `tools` even when a request offers none.
+    with pytest.raises(OasisError) as caught:
+        render_chat(
+            _template("NousResearch-Hermes-2-Pro-Llama-3-8B-tool_use.jinja"),
+            [{"role": "user", "content": "hi"}],
+            special_tokens=SPECIAL,
+        )
+    assert caught.value.status == 400 and "chat template" in caught.value.message

@@ -40,6 +40,13 @@ _KNOWN = (
         ThinkTags("<think>", "</think>", ("<\uff5cDSML\uff5cfunction_calls>", "<\uff5cDSML\uff5ctool_calls>")),
     ),
     ("<role>ASSISTANT</role>", ThinkTags("<think>", "</think>", ("<tool_call>",))),  # Ling 3
+    # Kimi K2 (Thinking): calls, with or without their section, may open inside the thinking
+    (
+        "<|tool_calls_section_begin|>",
+        ThinkTags("<think>", "</think>", ("<|tool_calls_section_begin|>", "<|tool_call_begin|>")),
+    ),
+    # Qwen3-Coder's XML calls (Qwen3.5, Nemotron 3 Nano, StepFun 3.5): a call may open inside the thinking
+    ("<parameter=", ThinkTags("<think>", "</think>", ("<tool_call>",))),
 )
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from functools import lru_cache
 from typing import Any, Literal
 
 import jinja2
+from jinja2 import nodes
+from jinja2.ext import Extension
+from jinja2.parser import Parser
 from jinja2.sandbox import SandboxedEnvironment
 
 from oasis.errors import invalid_request
@@ -24,7 +27,20 @@ def _tojson(
     # Jinja's own tojson escapes <, >, & and ' for HTML, which would change the markup models are shown.
     if isinstance(value, jinja2.Undefined):
         value._fail_with_undefined_error()  # a template error (the messages are at fault), as Jinja's own
+    if isinstance(value, Iterator):
+        value = list(value)  # `map(...)|tojson`: Jinja's map and select give generators
     return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+
+class _GenerationBlock(Extension):
+    """Hugging Face's `{% generation %}…{% endgeneration %}` marks the assistant's text for training masks (LFM2.5's
+    template); rendering a prompt, it is its body."""
+
+    tags = {"generation"}
+
+    def parse(self, parser: Parser) -> list[nodes.Node]:
+        next(parser.stream)
+        return parser.parse_statements(("name:endgeneration",), drop_needle=True)
 
 
 class _JoinableUndefined(jinja2.ChainableUndefined):
@@ -48,7 +64,7 @@ def _compile(template: str) -> jinja2.Template:
         trim_blocks=True,
         lstrip_blocks=True,
         loader=jinja2.BaseLoader(),
-        extensions=["jinja2.ext.loopcontrols"],
+        extensions=["jinja2.ext.loopcontrols", _GenerationBlock],
         undefined=_JoinableUndefined,
     )
     environment.filters["tojson"] = _tojson
@@ -81,6 +97,12 @@ def render_chat(
     except jinja2.TemplateError as exc:
         # The template itself refuses the conversation (e.g. roles out of order): the caller's input is at fault.
         raise invalid_request(f"The model's chat template refused these messages: {exc}", param="messages") from None
+    except TypeError as exc:
+        # A template that cannot take what it is given (Hermes 2 Pro's tool_use template loops over `tools`
+        # even when none are offered): the model's template, not the server, refuses.
+        raise invalid_request(
+            f"The model's chat template could not render this request: {exc}", param="messages"
+        ) from None
     except RecursionError:
         # Command R+'s type macro recurses forever on a parameter typed "null" (a string is iterable in Jinja).
         raise invalid_request(

@@ -257,8 +257,9 @@ def _calls_from_keys(keyed: re.Match[str], functions: Mapping[str, Any]) -> list
 
 
 # What a wrapper's body starts with when it holds calls: JSON, an XML-style call, a fence, a pythonic list.
-_BODY_START = re.compile(r"\s*(?:[{\[<`]|[A-Za-z_][\w.-]*(?:\(|\s*<arg_key>|\s*$))")
-_BODY_UNDECIDED = re.compile(r"\s*(?:[A-Za-z_][\w.-]*\s*(?:<[a-z_]{0,7})?)?")  # a name, `<arg_key` on its way
+# (A name alone before the closing tag: GLM 4.7's call without arguments.)
+_BODY_START = re.compile(r"\s*(?:[{\[<`]|[A-Za-z_][\w.-]*(?:\(|\s*<arg_key>|\s*</|\s*$))")
+_BODY_UNDECIDED = re.compile(r"\s*(?:[A-Za-z_][\w.-]*\s*(?:</?[a-z_]{0,9})?)?")  # a name, `<arg_key` on its way
 
 
 def _until(close: str | None) -> Reader:
@@ -397,6 +398,26 @@ def _read_kimi(text: str, match: re.Match[str], final: bool, functions: Mapping[
             return _Region(stop, None)
         calls.append(ParsedCall(name, arguments))
     return _Region(stop, calls or None)
+
+
+def _read_kimi_call(text: str, match: re.Match[str], final: bool, functions: Mapping[str, Any]) -> _Region | None:
+    """Kimi K2 Thinking may write a call without its section: `<|tool_call_begin|>…` to the call's end marker, to
+    the next call, or to the end of the reply."""
+    end = text.find("<|tool_call_end|>", match.end())
+    following = text.find("<|tool_call_begin|>", match.end())
+    if end >= 0 and (following < 0 or end < following):
+        stop = end + len("<|tool_call_end|>")
+    elif following >= 0:
+        stop = following
+    elif final:
+        stop = len(text)
+    else:
+        return None
+    found = _KIMI_CALL.match(text[match.start() : stop])
+    arguments = _arguments(found.group(2).strip()) if found else None
+    if found is None or arguments is None:
+        return _Region(stop, None)
+    return _Region(stop, [ParsedCall(found.group(1), arguments)])
 
 
 def _read_function_tag(text: str, match: re.Match[str], final: bool, functions: Mapping[str, Any]) -> _Region | None:
@@ -835,7 +856,16 @@ FORMATS: dict[str, ToolFormat] = {
         _format(
             "command_r",
             _tagged("<|START_ACTION|>", "<|END_ACTION|>"),
-            markers=("<|START_ACTION|>", "<|END_ACTION|>"),
+            # Cohere's answer wrappers (Command R7B's response, Command A MoE's text): not content
+            _literal_markup(("<|START_RESPONSE|>", "<|END_RESPONSE|>", "<|START_TEXT|>", "<|END_TEXT|>"), _dropped),
+            markers=(
+                "<|START_ACTION|>",
+                "<|END_ACTION|>",
+                "<|START_RESPONSE|>",
+                "<|END_RESPONSE|>",
+                "<|START_TEXT|>",
+                "<|END_TEXT|>",
+            ),
         ),
         _format("functionary", _FUNCTION_TAG),
         # gpt-oss: read by services/chat/harmony.py, whose channels carry thinking, answer and calls alike
@@ -856,6 +886,7 @@ FORMATS: dict[str, ToolFormat] = {
                 _prefixes("<|tool_calls_section_begin|>"),
                 _read_kimi,
             ),
+            _literal_markup(("<|tool_call_begin|>",), _read_kimi_call),
             markers=(
                 "<|tool_calls_section_begin|>",
                 "<|tool_calls_section_end|>",
