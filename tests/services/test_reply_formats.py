@@ -431,3 +431,29 @@ def test_a_template_that_cannot_take_the_request_is_a_400_not_a_crash() -> None:
             special_tokens=SPECIAL,
         )
     assert caught.value.status == 400 and "chat template" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("template", "text", "content"),
+    [
+        (
+            "Kimi-K3.jinja",
+            "Hmm.<|close|>think<|sep|><|open|>response<|sep|>Hello!<|close|>response<|sep|><|close|>message<|sep|>",
+            "Hello!",
+        ),
+        ("CohereForAI-c4ai-command-r7b-12-2024-tool_use.jinja", "<|START_RESPONSE|>Hello!<|END_RESPONSE|>", "Hello!"),
+        ("meetkai-functionary-medium-v3.2.jinja", "all\nHello!", "Hello!"),
+        # a call-shaped reply to a request that offered no tools stays as written
+        ("Qwen-Qwen2.5-7B-Instruct.jinja", '<tool_call>\n{"name": "f", "arguments": {}}\n</tool_call>', None),
+    ],
+)
+def test_without_tools_a_familys_channel_markup_is_still_left_out(
+    template: str, text: str, content: str | None
+) -> None:
+    reply_format = _format_of(_template(template))
+    for size in (1, 3, len(text)):
+        reader = ReplyReader(reply_format, None)
+        streamed = "".join(reader.feed(text[start : start + size]).content for start in range(0, len(text), size))
+        whole, rest = reader.finish()
+        assert streamed + rest.content == whole.content == (text if content is None else content)
+        assert whole.calls == []

@@ -13,7 +13,7 @@ from typing import Any
 
 from oasis.services.chat.harmony import read_harmony
 from oasis.services.chat.reasoning import ThinkTags, split_thinking
-from oasis.services.chat.tool_formats import ParsedCall, Reading, ToolFormat, read_calls
+from oasis.services.chat.tool_formats import ParsedCall, Reading, ToolFormat, answer_wrappers, read_calls
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,8 @@ class ReplyReader:
         self._answer_from: int | None = None if reply_format.think is not None else 0
         self._reading = Reading()
         self._sent = ReplyDelta()
+        # Without tools, only the family's channel markup is read (a call-shaped reply stays content as written).
+        self._wrappers = answer_wrappers(reply_format.tools) if functions is None else None
 
     def feed(self, text: str) -> ReplyDelta:
         """Takes the next piece of text; returns what can be sent now."""
@@ -77,7 +79,10 @@ class ReplyReader:
             return reasoning, ""
         answer = self._text[self._answer_from :]
         if self._functions is None:
-            return reasoning, answer
+            if self._wrappers is None:
+                return reasoning, answer
+            self._reading = read_calls(answer, self._wrappers, {}, final=final, reading=self._reading)
+            return reasoning, self._reading.content
         self._reading = read_calls(answer, self._format.tools, self._functions, final=final, reading=self._reading)
         return reasoning, self._reading.content
 
@@ -89,7 +94,7 @@ class ReplyReader:
         if self._answer_from is None:
             return [], 0
         start = self._answer_from
-        if self._functions is None:
+        if self._functions is None and self._wrappers is None:
             return [(start, len(self._text))], len(self._text)
         spans = [(start + begin, start + end) for begin, end in self._reading.spans]
         return spans, start + self._reading.decided

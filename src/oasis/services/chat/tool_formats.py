@@ -55,6 +55,9 @@ class _Markup:
     could_start: re.Pattern[str]  # a tail that may still grow into `start` (fullmatch)
     read: Reader  # the region from `start`'s match; None while it is still being written (never when final)
     closes: Callable[[str, int], bool] | None = None  # a match at this index ends an earlier region instead
+    # Channel markup a reply carries whether or not tools were offered (Kimi K3's answer channel, Cohere's answer
+    # wrappers): read, and left out, in every reply.
+    wraps_answer: bool = False
 
     def find(self, text: str, position: int) -> re.Match[str] | None:
         match = self.start.search(text, position)
@@ -69,6 +72,13 @@ class ToolFormat:
     markups: tuple[_Markup, ...]
     markers: tuple[str, ...] = ()  # marker strings that may be special tokens
     short_ids: bool = False  # Mistral templates refuse tool_call ids other than 9 letters and digits
+
+
+def answer_wrappers(tool_format: ToolFormat) -> ToolFormat | None:
+    """The family's channel markup alone, to read a reply that may hold no calls (no tools offered); None when
+    the family has none."""
+    wrappers = tuple(markup for markup in tool_format.markups if markup.wraps_answer)
+    return ToolFormat(tool_format.name, wrappers) if wrappers else None
 
 
 @dataclass
@@ -745,12 +755,13 @@ _FUNCTION_TAG = _Markup(re.compile(r"<function=([^>\s]+)>"), _prefixes("<functio
 _COMMON = (_HERMES, _FENCE, _BARE_JSON)
 
 
-def _literal_markup(literals: tuple[str, ...], read: Reader) -> _Markup:
+def _literal_markup(literals: tuple[str, ...], read: Reader, *, wraps_answer: bool = False) -> _Markup:
     """A markup that opens with one of `literals`."""
     return _Markup(
         re.compile("|".join(re.escape(literal) for literal in literals)),
         re.compile("|".join(_prefixes(literal).pattern for literal in literals)),
         read,
+        wraps_answer=wraps_answer,
     )
 
 
@@ -857,7 +868,11 @@ FORMATS: dict[str, ToolFormat] = {
             "command_r",
             _tagged("<|START_ACTION|>", "<|END_ACTION|>"),
             # Cohere's answer wrappers (Command R7B's response, Command A MoE's text): not content
-            _literal_markup(("<|START_RESPONSE|>", "<|END_RESPONSE|>", "<|START_TEXT|>", "<|END_TEXT|>"), _dropped),
+            _literal_markup(
+                ("<|START_RESPONSE|>", "<|END_RESPONSE|>", "<|START_TEXT|>", "<|END_TEXT|>"),
+                _dropped,
+                wraps_answer=True,
+            ),
             markers=(
                 "<|START_ACTION|>",
                 "<|END_ACTION|>",
@@ -899,7 +914,7 @@ FORMATS: dict[str, ToolFormat] = {
             "gemma4",
             _literal_markup(("<|tool_call>",), _read_gemma),
             # a thinking block after the answer began (an empty one closes some replies): not content
-            _literal_markup(("<|channel>thought",), _read_late_thought),
+            _literal_markup(("<|channel>thought",), _read_late_thought, wraps_answer=True),
             markers=("<|tool_call>", "<tool_call|>", '<|"|>'),
         ),
         _format(
@@ -912,7 +927,7 @@ FORMATS: dict[str, ToolFormat] = {
             "minimax_m3",
             _literal_markup((_M3 + "<tool_call>",), _block(_M3 + "</tool_call>", _calls_m3)),
             # a turn without reasoning starts with the thinking's closing tag alone
-            _literal_markup(("</mm:think>",), _dropped),
+            _literal_markup(("</mm:think>",), _dropped, wraps_answer=True),
             markers=(_M3,),
         ),
         _format("minicpm5", _MINICPM_CALL),
@@ -932,6 +947,7 @@ FORMATS: dict[str, ToolFormat] = {
                     "<|end_of_msg|>",
                 ),
                 _read_kimi_k3,
+                wraps_answer=True,
             ),
             markers=("<|open|>", "<|close|>", "<|sep|>", "<|end_of_msg|>"),
         ),
@@ -950,6 +966,7 @@ FORMATS: dict[str, ToolFormat] = {
                 re.compile(r"(?:\A|>>>)(all|[A-Za-z_][\w.-]*)\n"),
                 re.compile(r"\A[A-Za-z_][\w.-]*|>{1,3}(?:[A-Za-z_][\w.-]*)?"),
                 _read_recipient,
+                wraps_answer=True,
             ),
         ),
         _format(
