@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -19,6 +19,23 @@ from oasis.settings import MIB, BlobSettings, ConfigError
 _MISSING = ("NoSuchKey", "404", "NotFound")
 MAX_CONNECTIONS = 64
 UPLOAD_MARGIN_SECONDS = 23 * 3600  # on top of the sweeper's hour: uploads a day old are abandoned
+
+
+def _code(error: Any) -> str | None:
+    code: str | None = error.response.get("Error", {}).get("Code")
+    return code
+
+
+@contextlib.contextmanager
+def _missing_is_not_found(key: str) -> Iterator[None]:
+    from botocore.exceptions import ClientError
+
+    try:
+        yield
+    except ClientError as exc:
+        if _code(exc) in _MISSING:
+            raise BlobNotFound(key) from exc
+        raise
 
 
 class S3BlobStore:
@@ -124,27 +141,15 @@ class S3BlobStore:
         return written
 
     async def read(self, key: str, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
-        from botocore.exceptions import ClientError
-
-        try:
+        with _missing_is_not_found(key):
             answer = await (await self._s3()).get_object(Bucket=self._bucket, Key=self._key(key))
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in _MISSING:
-                raise BlobNotFound(key) from exc
-            raise
         async with answer["Body"] as body:
             while chunk := await body.read(chunk_size):
                 yield chunk
 
     async def size(self, key: str) -> int:
-        from botocore.exceptions import ClientError
-
-        try:
+        with _missing_is_not_found(key):
             head = await (await self._s3()).head_object(Bucket=self._bucket, Key=self._key(key))
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in _MISSING:
-                raise BlobNotFound(key) from exc
-            raise
         return int(head["ContentLength"])
 
     async def delete(self, key: str) -> None:
@@ -180,7 +185,7 @@ class S3BlobStore:
                         )
                         aborted += 1
                     except ClientError as exc:  # another sweeper aborted it first
-                        if exc.response.get("Error", {}).get("Code") not in ("NoSuchUpload", "404"):
+                        if _code(exc) not in ("NoSuchUpload", "404"):
                             raise
         return aborted
 

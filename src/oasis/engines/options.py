@@ -42,6 +42,7 @@ TOOL_PARSERS = (
     "ling3",
     "functionary_v3_2",
     "minimax_m3",
+    "gigachat",
 )
 
 

@@ -296,6 +296,11 @@ def _until(close: str | None) -> Reader:
     return read
 
 
+def _read_json_after(text: str, match: re.Match[str], final: bool, functions: Mapping[str, Any]) -> _Region | None:
+    """A JSON call (or a list of them) right after the markup."""
+    return _json_calls(text, match.end(), final, match.end())
+
+
 def _read_bare_json(text: str, match: re.Match[str], final: bool, functions: Mapping[str, Any]) -> _Region | None:
     return _json_calls(text, match.start(), final, match.end())  # broken: its opening is text
 
@@ -961,6 +966,17 @@ FORMATS: dict[str, ToolFormat] = {
         ),
         _format("ling3", markers=_GLM_MARKERS),
         _format(
+            "gigachat",
+            # GigaChat 3: a message of the role "function call"; 3.1: a marker token; then the call as JSON
+            _Markup(
+                re.compile(r"<\|message_sep\|>\s*function call<\|role_sep\|>\s*"),
+                re.compile(_prefixes("<|message_sep|>").pattern + r"|<\|message_sep\|>[\s\w<|]*"),
+                _read_json_after,
+            ),
+            _literal_markup(("<|function_call|>",), _read_json_after),
+            markers=("<|message_sep|>", "<|role_sep|>", "<|function_call|>"),
+        ),
+        _format(
             "functionary_v3_2",
             _Markup(
                 re.compile(r"(?:\A|>>>)(all|[A-Za-z_][\w.-]*)\n"),
@@ -1019,7 +1035,8 @@ _DETECTION: list[tuple[str, Callable[[str], bool]]] = [
     ("firefunction", _has(" functools[")),
     ("deepseek", _has(_CALLS_BEGIN)),
     ("command_r", _has("<|START_ACTION|>")),
-    ("pythonic", _has_any("<|tool_call_start|>", "<|tool_list_start|>", "<|python_start|>")),
+    ("pythonic", _has_any("<|tool_call_start|>", "<|tool_list_start|>", "<|python_start|>", "List of tools: [")),
+    ("gigachat", _has("<|role_sep|>", "<|message_sep|>")),
     ("granite", _has("<|tool_call|>")),
     ("hermes", _has("<tool_call>")),
     ("functionary", _has("<|start_header_id|>", "<function=")),
