@@ -209,16 +209,19 @@ def _calls_from_python(text: str) -> list[ParsedCall] | None:
     return calls or None
 
 
+def _loose(text: str) -> Any:
+    """The JSON value a text holds, else the text itself."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
 def _typed(value: str, name: str, parameter: str, functions: Mapping[str, Any]) -> Any:
     """A parameter written as text (XML-style calls): a string where the schema says so, else its JSON."""
     schema = (functions.get(name) or {}).get("parameters") or {}
     kind = ((schema.get("properties") or {}).get(parameter) or {}).get("type")
-    if kind == "string":
-        return value
-    try:
-        return json.loads(value)
-    except json.JSONDecodeError:
-        return value
+    return value if kind == "string" else _loose(value)
 
 
 _XML_FUNCTION = re.compile(r"<function=([^>\s]+)>(.*?)(?:</function>|$)", re.DOTALL)
@@ -508,12 +511,7 @@ def _cdata_value(raw: str, name: str, key: str, functions: Mapping[str, Any], *_
 
 def _kimi_k3_value(raw: str, name: str, key: str, functions: Mapping[str, Any], kind: str = "") -> Any:
     """Kimi K3's `type` attribute: `string` values are raw, every other kind is JSON."""
-    if kind == "string":
-        return raw
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError:
-        return raw
+    return raw if kind == "string" else _loose(raw)
 
 
 class _GemmaSyntax(ValueError):
@@ -631,7 +629,7 @@ def _read_kimi_k3(text: str, match: re.Match[str], final: bool, functions: Mappi
     """Kimi K3's channels: the answer between `response` tags (left out), calls in the `tools` section."""
     if match.group(0) == "<|open|>tools<|sep|>":
         return _KIMI_K3_TOOLS(text, match, final, functions)
-    return _Region(match.end(), [])
+    return _dropped(text, match, final, functions)
 
 
 _RECIPIENT_NEXT = re.compile(r">>>")
@@ -674,13 +672,6 @@ class _M3Element:
         if all(child.tag == "item" for child in self.children):
             return [child.value(_loose) for child in self.children]
         return {child.tag: child.value(_loose) for child in self.children}
-
-
-def _loose(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
 
 
 def _typed_as(function: str, key: str, functions: Mapping[str, Any]) -> Callable[[str], Any]:
