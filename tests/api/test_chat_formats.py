@@ -5,13 +5,17 @@ play each family by wearing its chat template (the `chat_template` option)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import gguf
 import pytest
 
 from oasis.engines.llamacpp.engine import LlamaCppEngine
+from oasis.engines.llamacpp.weights import gguf_path
 from oasis.engines.text import SamplingParams
 from oasis.protocol.extensions import ChatCompletionRequest
 from oasis.services.chat.reply import Reply
@@ -166,3 +170,42 @@ async def test_a_call_whose_arguments_misfit_is_written_again_under_its_grammar(
     assert spent > 0
     untouched, nothing = await service._repaired(chat, reply)  # a call that fits is left as it is
     assert (untouched.calls, nothing) == (reply.calls, 0)
+
+
+async def test_a_gguf_with_a_tool_use_template_uses_it_when_tools_are_offered(
+    start_oasis: Callable[..., Any], tmp_path: Path
+) -> None:
+    """Converted models may carry named templates (`tokenizer.chat_template.tool_use`, as Hermes 2 Pro and
+    Command R do); llama.cpp renders a request with tools through that one, and so does oasis."""
+    tool_use = (TEMPLATES / "NousResearch-Hermes-2-Pro-Llama-3-8B-tool_use.jinja").read_text()
+    source = gguf_path(ModelSpec(**smollm()))
+    named = tmp_path / "named-templates.gguf"
+    templates = [{"name": "default", "template": _smollm_template(source)}, {"name": "tool_use", "template": tool_use}]
+    subprocess.run(
+        [sys.executable, "-m", "gguf.scripts.gguf_new_metadata", str(source), str(named), "--force",
+         "--chat-template", json.dumps(templates)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    models = [
+        {**smollm(), "id": "named", "package": None, "path": str(named), "aliases": []},
+        {**smollm(chat_template=tool_use), "id": "hermes", "aliases": []},
+        {**smollm(), "aliases": []},
+    ]
+    client = (await start_oasis(engine_factories=None, models=models)).sdk()
+
+    async def prompt_tokens(model: str, **tools: Any) -> int:
+        reply = await client.chat.completions.create(model=model, messages=HISTORY, max_tokens=1, **tools)
+        assert reply.usage is not None
+        return reply.usage.prompt_tokens
+
+    with_tools = await prompt_tokens("named", tools=TOOLS)
+    assert with_tools == await prompt_tokens("hermes", tools=TOOLS)
+    assert with_tools != await prompt_tokens(MODEL, tools=TOOLS)
+    assert await prompt_tokens("named") == await prompt_tokens(MODEL)  # without tools: the default template
+
+
+def _smollm_template(path: Path) -> str:
+    reader = gguf.GGUFReader(path)
+    field = reader.get_field("tokenizer.chat_template")
+    assert field is not None
+    return str(field.contents())

@@ -97,6 +97,11 @@ class TextEngine(Engine, Protocol):
     def chat_template(self) -> str | None: ...
 
     @property
+    def tool_use_template(self) -> str | None:
+        """The model's own template for requests that offer tools, where it names one apart (`tool_use`)."""
+        ...
+
+    @property
     def special_tokens(self) -> Mapping[str, str]:
         """`bos_token`, `eos_token` and the like, as the chat template expects them."""
         ...

@@ -164,6 +164,7 @@ class LlamaCppEngine:
         self._n_vocab = 0
         self._context_length = 0
         self._chat_template: str | None = None
+        self._tool_use_template: str | None = None
         self._special: dict[str, str] = {}
         self._fim: tuple[int, int, int] | None = None
         self._pieces: dict[int, bytes] = {}
@@ -225,7 +226,11 @@ class LlamaCppEngine:
         self._batch = lib.llama_batch_init(self._batch_size, 0, 1)
         self._slots = [_Slot(seq_id=i) for i in range(self._parallel)]
         template = lib.llama_model_chat_template(self._model, None)
-        self._chat_template = self._template_override or (template.decode() if template else None)
+        tool_use = lib.llama_model_chat_template(self._model, b"tool_use")
+        # As llama.cpp: a model with only a named `tool_use` template uses it for every request; a template the
+        # user configured replaces both.
+        self._tool_use_template = None if self._template_override else (tool_use.decode() if tool_use else None)
+        self._chat_template = self._template_override or (template.decode() if template else self._tool_use_template)
         self._special = {
             "bos_token": self._piece(lib.llama_vocab_bos(self._vocab), special=True).decode(errors="replace"),
             "eos_token": self._piece(lib.llama_vocab_eos(self._vocab), special=True).decode(errors="replace"),
@@ -270,6 +275,10 @@ class LlamaCppEngine:
     @property
     def chat_template(self) -> str | None:
         return self._chat_template
+
+    @property
+    def tool_use_template(self) -> str | None:
+        return self._tool_use_template
 
     @property
     def special_tokens(self) -> Mapping[str, str]:

@@ -131,6 +131,8 @@ class ChatService:
                 param="model",
             )
         plan = plan_tools(request)
+        if plan is not None and engine.tool_use_template is not None:
+            template = engine.tool_use_template  # llama.cpp's rule: a request with tools gets the `tool_use` one
         spec = self._registry.resolve(request.model)
         options = ChatFormatOptions.of(spec.options if spec is not None else {})
         tool_format = FORMATS[options.tool_parser] if options.tool_parser else detect_format(template)
