@@ -86,3 +86,18 @@ def test_without_tools_or_thinking_every_token_is_content() -> None:
     reader.feed(_text(tokens))
     reader.finish()
     assert placed.settled(reader, final=True) == tokens
+
+
+def test_thinking_kept_inline_shows_every_generated_token_and_not_the_prompts_tag() -> None:
+    """With `reasoning: inline` the content starts with the `<think>` the prompt wrote: no token stands for it,
+    and every token the model wrote (thinking included) is content, but a call's markup is not."""
+    reader = ReplyReader(ReplyFormat(FORMATS["hermes"], None, content_prefill="<think>\n"), FUNCTIONS)
+    tokens = _tokens()[1:]  # the model continues inside the opened block
+    placed = ContentTokens()
+    placed.add(tokens)
+    reader.feed(_text(tokens))
+    reply, _ = reader.finish()
+    shown = placed.settled(reader, final=True)
+    assert reply.content == "<think>\nI should look</think>Sure, caf\u00e9."
+    assert "<think>\n" + _text(shown).rstrip() == reply.content
+    assert [call.name for call in reply.calls] == ["get_weather"]

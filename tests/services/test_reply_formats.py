@@ -16,8 +16,8 @@ import pytest
 from oasis.engines.options import TOOL_PARSERS
 from oasis.protocol.extensions import ChatCompletionRequest
 from oasis.services.chat.conversation import template_messages
-from oasis.services.chat.reasoning import DEFAULT_TAGS, opens_thinking, think_tags, without_thinking
-from oasis.services.chat.reply import ReplyFormat, ReplyReader
+from oasis.services.chat.reasoning import DEFAULT_TAGS, think_tags, without_thinking
+from oasis.services.chat.reply import ReplyFormat, ReplyReader, reply_format_for
 from oasis.services.chat.template import render_chat
 from oasis.services.chat.tool_formats import FORMATS, ToolFormat, detect_format, read_calls, template_variables
 
@@ -72,8 +72,7 @@ def _format_of(template: str, thinking: bool = True) -> ReplyFormat:
         tools=TOOLS,
         variables={"enable_thinking": thinking, **template_variables(tool_format, TOOLS)},
     )
-    tags = think_tags(template)
-    return ReplyFormat(tool_format, tags, opens_thinking(prompt, tags))
+    return reply_format_for(tool_format, think_tags(template), prompt, thinking="separate")
 
 
 @pytest.mark.parametrize(
@@ -112,6 +111,8 @@ def _format_of(template: str, thinking: bool = True) -> ReplyFormat:
         ("inclusionai-ling-3.0-flash.jinja", "ling3", True),
         ("meetkai-functionary-medium-v3.2.jinja", "functionary_v3_2", False),
         ("MiniMax-M3.jinja", "minimax_m3", False),
+        ("muse-glimmer.jinja", "muse_glimmer", False),
+        ("Apriel-1.6-15b-Thinker-fixed.jinja", "tool_calls_tags", True),
     ],
 )
 def test_the_family_and_an_opened_thinking_block_come_from_the_template(
@@ -457,3 +458,19 @@ def test_without_tools_a_familys_channel_markup_is_still_left_out(
         whole, rest = reader.finish()
         assert streamed + rest.content == whole.content == (text if content is None else content)
         assert whole.calls == []
+
+
+def test_thinking_kept_inline_starts_with_the_block_the_prompt_opened() -> None:
+    """llama.cpp's `reasoning_format: none` (tests/test-chat.cpp line 2156, Qwen3.5): the content is the thinking
+    as the model continued it, with the `<think>` the generation prompt wrote put back."""
+    template = _template("Qwen3.5-4B.jinja")
+    prompt = render_chat(
+        template, [{"role": "user", "content": "hi"}], special_tokens=SPECIAL, variables={"enable_thinking": True}
+    )
+    inline = reply_format_for(detect_format(template), think_tags(template), prompt, thinking="inline")
+    text = "I'm\nthinking\n</think>\n\nHello, world!\nWhat's up?"
+    reader = ReplyReader(inline, None)
+    streamed = "".join(reader.feed(piece).content for piece in (text[:5], text[5:20], text[20:]))
+    whole, rest = reader.finish()
+    assert whole.content == streamed + rest.content == "<think>\n" + text
+    assert whole.reasoning == ""

@@ -32,6 +32,7 @@ TOOL_PARSERS = (
     "firefunction",
     "kimi_k2",
     "harmony",
+    "muse_glimmer",
     "gemma4",
     "dsml",
     "minimax_m2",

@@ -390,3 +390,83 @@ class RunStep(Base):
     prompt_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
     completion_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
     deleted_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+# --- Fine-tuning ------------------------------------------------------------------------------------------------
+
+# Statuses of a fine-tuning job that a worker still has to act on.
+TRAINING_STATUSES = ("validating_files", "queued", "running")
+
+
+class FineTuningJob(Base):
+    """A fine-tuning job, and the job that trains it (DESIGN.md habit 8): workers lease the row; each checkpoint
+    is committed as training reaches it, so a worker that dies resumes from the last one, not from zero."""
+
+    __tablename__ = "fine_tuning_jobs"
+    __table_args__ = (
+        Index("ix_fine_tuning_jobs_project_seq", "project_id", "seq"),
+        Index("ix_fine_tuning_jobs_jobs", "status", "lease_expires_at"),
+        {"sqlite_autoincrement": True},
+    )
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    model: Mapped[str] = mapped_column(String(200))  # as the request named it
+    base_model: Mapped[str] = mapped_column(String(200))  # the configured model it names
+    training_file: Mapped[str] = mapped_column(String(64))
+    validation_file: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    hyperparameters_json: Mapped[str] = mapped_column(Text)  # as asked ("auto" until the files are read)
+    suffix: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    seed: Mapped[int] = mapped_column(BigInteger)
+    integrations_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    metadata_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    status: Mapped[str] = mapped_column(String(24))
+    fine_tuned_model: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    trained_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    total_steps: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    started_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    estimated_finish: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    finished_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    error_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    result_files_json: Mapped[str] = mapped_column(Text, default="[]")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class FineTuningEvent(Base):
+    __tablename__ = "fine_tuning_events"
+    __table_args__ = (Index("ix_fine_tuning_events_job_seq", "job_id", "seq"), {"sqlite_autoincrement": True})
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    job_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    level: Mapped[str] = mapped_column(String(8))
+    message: Mapped[str] = mapped_column(Text)
+    type: Mapped[str] = mapped_column(String(16))  # "message" or "metrics"
+    data_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class FineTuningCheckpoint(Base):
+    """A checkpoint: the adapter at a step (itself a servable model), and the training state to resume from."""
+
+    __tablename__ = "fine_tuning_checkpoints"
+    __table_args__ = (
+        Index("ix_fine_tuning_checkpoints_job_seq", "job_id", "seq"),
+        UniqueConstraint("job_id", "step_number", name="uq_fine_tuning_checkpoints_step"),
+        {"sqlite_autoincrement": True},
+    )
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    job_id: Mapped[str] = mapped_column(String(64))
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    fine_tuned_model_checkpoint: Mapped[str] = mapped_column(String(300), unique=True)
+    step_number: Mapped[int] = mapped_column(Integer)
+    metrics_json: Mapped[str] = mapped_column(Text)
+    adapter_blob_key: Mapped[str] = mapped_column(String(200))
+    state_blob_key: Mapped[str | None] = mapped_column(String(200), nullable=True)

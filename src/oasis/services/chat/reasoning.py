@@ -18,6 +18,9 @@ class ThinkTags:
     # Markup that also ends the thinking, and begins the answer: DeepSeek V3.2+ and Ling 3 may start their calls
     # without closing the block first (llama.cpp reads them so).
     ended_by: tuple[str, ...] = ()
+    # The template writes the thinking's first words itself after opening the block (Apriel 1.6's `Here are my
+    # reasoning steps:`): they are part of the reasoning, as llama.cpp reads it.
+    prefilled: bool = False
 
 
 DEFAULT_TAGS = ThinkTags("<think>", "</think>")
@@ -28,6 +31,10 @@ _KNOWN = (
     ("<seed:think>", ThinkTags("<seed:think>", "</seed:think>")),
     ("<|channel>thought", ThinkTags("<|channel>thought", "<channel|>")),  # Gemma 4
     ("<|inner_prefix|>", ThinkTags("<|inner_prefix|>", "<|inner_suffix|>")),  # Apertus
+    (
+        "Here are my reasoning steps:",
+        ThinkTags("<|begin_assistant|>", "[BEGIN FINAL RESPONSE]", prefilled=True),
+    ),  # Apriel 1.6
     # Kimi K3: the answer's channel (or the calls') may open without the thinking being closed
     (
         "<|end_of_msg|>",
@@ -56,7 +63,18 @@ def think_tags(template: str) -> ThinkTags:
 
 def opens_thinking(prompt: str, tags: ThinkTags) -> bool:
     """Whether the rendered prompt leaves the model inside its thinking block."""
+    if tags.prefilled:
+        opened = prompt.rfind(tags.open)
+        return opened >= 0 and tags.close not in prompt[opened:]
     return prompt.rstrip().endswith(tags.open)
+
+
+def opened_by_prompt(prompt: str, tags: ThinkTags) -> str:
+    """The thinking block as the prompt left it open (its tag, and any first words the template wrote), "" when
+    the prompt leaves none open: what the reply continues."""
+    if not opens_thinking(prompt, tags):
+        return ""
+    return prompt[prompt.rfind(tags.open) :]
 
 
 @dataclass(frozen=True)
@@ -69,14 +87,13 @@ def split_thinking(text: str, tags: ThinkTags, *, inside: bool, final: bool) -> 
     """The reasoning at the start of `text` and where the answer begins. A block that never closes is all
     reasoning (the reply was cut short)."""
     start = 0
-    if not inside:
-        head = text.lstrip()
-        if head.startswith(tags.open):
-            start = len(text) - len(head) + len(tags.open)
-        elif not final and tags.open.startswith(head):  # nothing yet, or the opening tag is being written
-            return Thought("", None)
-        else:
-            return Thought("", 0)
+    head = text.lstrip()
+    if head.startswith(tags.open):  # inside a block the prompt opened, a model may still write the tag again
+        start = len(text) - len(head) + len(tags.open)
+    elif not final and tags.open.startswith(head) and (head or not inside):
+        return Thought("", None)  # nothing yet, or the opening tag is being written
+    elif not inside:
+        return Thought("", 0)
     end = text.find(tags.close, start)
     answer = end + len(tags.close)
     for marker in tags.ended_by:

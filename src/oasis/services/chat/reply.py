@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from oasis.services.chat.harmony import read_harmony
-from oasis.services.chat.reasoning import ThinkTags, split_thinking
+from oasis.services.chat.muse import read_muse
+from oasis.services.chat.reasoning import ThinkTags, opened_by_prompt, split_thinking
 from oasis.services.chat.tool_formats import ParsedCall, Reading, ToolFormat, answer_wrappers, read_calls
 
 
@@ -21,6 +22,21 @@ class ReplyFormat:
     tools: ToolFormat
     think: ThinkTags | None  # None: thinking (if any) stays in the content
     thinking_open: bool = False  # the prompt opened the thinking block
+    reasoning_prefill: str = ""  # the thinking's first words, written by the template (Apriel 1.6)
+    content_prefill: str = ""  # thinking kept in the content: the block's opening that the prompt wrote
+
+
+def reply_format_for(tool_format: ToolFormat, tags: ThinkTags, prompt: str, *, thinking: str) -> ReplyFormat:
+    """How a reply to `prompt` is read: its thinking `separate` (reasoning_content), `inline` (left in the content,
+    with the opening tag the prompt wrote put back, as llama.cpp's `reasoning_format: none`) or `none` (a grammar
+    shapes the reply from its first token)."""
+    opened = opened_by_prompt(prompt, tags)
+    if thinking == "inline":
+        return ReplyFormat(tool_format, None, content_prefill=opened)
+    if thinking == "none":
+        return ReplyFormat(tool_format, None)
+    prefill = opened[len(tags.open) :] if tags.prefilled else ""
+    return ReplyFormat(tool_format, tags, bool(opened), reasoning_prefill=prefill)
 
 
 @dataclass
@@ -34,6 +50,10 @@ class Reply:
 class ReplyDelta:
     reasoning: str = ""
     content: str = ""
+
+
+# Formats whose replies are messages addressed to the thinking, the user or a tool, each read by its own module
+_ADDRESSED = {"harmony": read_harmony, "muse_glimmer": read_muse}
 
 
 class ReplyReader:
@@ -66,18 +86,18 @@ class ReplyReader:
         return reply, self._advance(reasoning.strip(), content)
 
     def _read(self, *, final: bool) -> tuple[str, str]:
-        if self._format.tools.name == "harmony":  # channels, not tags, separate thinking, answer and calls
-            harmony = read_harmony(self._text, self._functions, final=final)
-            self._reading = Reading(harmony.content, harmony.calls)
-            return harmony.reasoning, harmony.content
+        if self._format.tools.name in _ADDRESSED:  # messages, not tags, separate thinking, answer and calls
+            read = _ADDRESSED[self._format.tools.name](self._text, self._functions, final=final)
+            self._reading = Reading(read.content, read.calls)
+            return read.reasoning, read.content
         reasoning = ""
         if self._format.think is not None:
             thought = split_thinking(self._text, self._format.think, inside=self._format.thinking_open, final=final)
-            reasoning = thought.reasoning.lstrip()
+            reasoning = (self._format.reasoning_prefill + thought.reasoning).lstrip()
             self._answer_from = thought.answer_from
         if self._answer_from is None:
             return reasoning, ""
-        answer = self._text[self._answer_from :]
+        answer = self._format.content_prefill + self._text[self._answer_from :]
         if self._functions is None:
             if self._wrappers is None:
                 return reasoning, answer
@@ -89,15 +109,15 @@ class ReplyReader:
     def content_spans(self) -> tuple[list[tuple[int, int]], int] | None:
         """Where in the text fed so far the content comes from, and up to where that is final (tokens wholly
         before it are settled: content or not); None when the format cannot tell (harmony's channels)."""
-        if self._format.tools.name == "harmony":
+        if self._format.tools.name in _ADDRESSED:
             return None
         if self._answer_from is None:
             return [], 0
-        start = self._answer_from
+        start = self._answer_from - len(self._format.content_prefill)  # the prefill has no tokens of its own
         if self._functions is None and self._wrappers is None:
-            return [(start, len(self._text))], len(self._text)
-        spans = [(start + begin, start + end) for begin, end in self._reading.spans]
-        return spans, start + self._reading.decided
+            return [(self._answer_from, len(self._text))], len(self._text)
+        spans = [(max(start + begin, 0), start + end) for begin, end in self._reading.spans if start + end > 0]
+        return spans, max(start + self._reading.decided, 0)
 
     def _advance(self, reasoning: str, content: str) -> ReplyDelta:
         delta = ReplyDelta(reasoning[len(self._sent.reasoning) :], content[len(self._sent.content) :])

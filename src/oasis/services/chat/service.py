@@ -26,8 +26,8 @@ from oasis.services.chat.generation import (
     usage,
 )
 from oasis.services.chat.logprobs import ContentTokens, logprob_entries
-from oasis.services.chat.reasoning import opens_thinking, think_tags
-from oasis.services.chat.reply import Reply, ReplyFormat, ReplyReader
+from oasis.services.chat.reasoning import think_tags
+from oasis.services.chat.reply import Reply, ReplyFormat, ReplyReader, reply_format_for
 from oasis.services.chat.template import render_chat
 from oasis.services.chat.text_models import (
     completion_budget,
@@ -131,8 +131,8 @@ class ChatService:
                 param="model",
             )
         plan = plan_tools(request)
-        if plan is not None and engine.tool_use_template is not None:
-            template = engine.tool_use_template  # llama.cpp's rule: a request with tools gets the `tool_use` one
+        if engine.tool_use_template is not None and (request.tools or request.__dict__.get("functions")):
+            template = engine.tool_use_template  # llama.cpp's rule: a request offering tools (any tool_choice)
         spec = self._registry.resolve(request.model)
         options = ChatFormatOptions.of(spec.options if spec is not None else {})
         tool_format = FORMATS[options.tool_parser] if options.tool_parser else detect_format(template)
@@ -152,8 +152,11 @@ class ChatService:
         if plan is not None and plan.forced:
             params = replace(params, json_schema=call_schema(plan))
         # A grammar makes the reply JSON from its first token: there is no thinking to read.
-        think = None if options.reasoning == "inline" or params.json_schema is not None else think_tags(template)
-        reply_format = ReplyFormat(tool_format, think, think is not None and opens_thinking(text, think))
+        thinking = "inline" if options.reasoning == "inline" else "separate"
+        if params.json_schema is not None:
+            thinking = "none"  # a grammar makes the reply JSON from its first token: there is no thinking to read
+        reply_format = reply_format_for(tool_format, think_tags(template), text, thinking=thinking)
+        think = reply_format.think
         markers = (*tool_format.markers, *((think.open, think.close) if think else ()))
         params = replace(params, markup_tokens=self._markup_tokens(engine, markers))
         return PreparedChat(

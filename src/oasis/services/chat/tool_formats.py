@@ -217,7 +217,7 @@ def _loose(text: str) -> Any:
         return text
 
 
-def _typed(value: str, name: str, parameter: str, functions: Mapping[str, Any]) -> Any:
+def parameter_value(value: str, name: str, parameter: str, functions: Mapping[str, Any]) -> Any:
     """A parameter written as text (XML-style calls): a string where the schema says so, else its JSON."""
     schema = (functions.get(name) or {}).get("parameters") or {}
     kind = ((schema.get("properties") or {}).get(parameter) or {}).get("type")
@@ -232,7 +232,7 @@ def _calls_from_xml(text: str, functions: Mapping[str, Any]) -> list[ParsedCall]
     """Qwen3-Coder's `<function=name><parameter=key>value</parameter></function>`."""
     calls = []
     for name, body in _XML_FUNCTION.findall(text):
-        arguments = {key: _typed(value, name, key, functions) for key, value in _XML_PARAMETER.findall(body)}
+        arguments = {key: parameter_value(value, name, key, functions) for key, value in _XML_PARAMETER.findall(body)}
         calls.append(ParsedCall(name, json.dumps(arguments, ensure_ascii=False)))
     return calls or None
 
@@ -261,7 +261,8 @@ _KEYED_PAIR = re.compile(r"<arg_key>(.*?)</arg_key>\s*<arg_value>(.*?)</arg_valu
 def _calls_from_keys(keyed: re.Match[str], functions: Mapping[str, Any]) -> list[ParsedCall]:
     name = keyed.group(1)
     arguments = {
-        key.strip(): _typed(value, name, key.strip(), functions) for key, value in _KEYED_PAIR.findall(keyed.group(2))
+        key.strip(): parameter_value(value, name, key.strip(), functions)
+        for key, value in _KEYED_PAIR.findall(keyed.group(2))
     }
     return [ParsedCall(name, json.dumps(arguments, ensure_ascii=False))]
 
@@ -487,7 +488,7 @@ def _invokes(invoke: re.Pattern[str], parameter: re.Pattern[str], value: Callabl
 
 
 def _schema_typed(raw: str, name: str, key: str, functions: Mapping[str, Any], *_: str) -> Any:
-    return _typed(raw.strip(), name, key, functions)
+    return parameter_value(raw.strip(), name, key, functions)
 
 
 _DSML = "<\uff5cDSML\uff5c"
@@ -497,7 +498,7 @@ def _dsml_value(raw: str, name: str, key: str, functions: Mapping[str, Any], str
     """DeepSeek V3.2+: `string="true"` marks a raw string, `"false"` a JSON value."""
     if string == "true":
         return raw
-    return _typed(raw, name, key, functions)
+    return parameter_value(raw, name, key, functions)
 
 
 _CDATA = re.compile(r"<!\[CDATA\[(.*)\]\]>", re.DOTALL)
@@ -506,7 +507,7 @@ _CDATA = re.compile(r"<!\[CDATA\[(.*)\]\]>", re.DOTALL)
 def _cdata_value(raw: str, name: str, key: str, functions: Mapping[str, Any], *_: str) -> Any:
     """MiniCPM5 wraps a value holding `<`, `&` or a line break in CDATA."""
     wrapped = _CDATA.fullmatch(raw.strip())
-    return wrapped.group(1) if wrapped else _typed(raw, name, key, functions)
+    return wrapped.group(1) if wrapped else parameter_value(raw, name, key, functions)
 
 
 def _kimi_k3_value(raw: str, name: str, key: str, functions: Mapping[str, Any], kind: str = "") -> Any:
@@ -675,7 +676,7 @@ class _M3Element:
 
 
 def _typed_as(function: str, key: str, functions: Mapping[str, Any]) -> Callable[[str], Any]:
-    return lambda text: _typed(text, function, key, functions)
+    return lambda text: parameter_value(text, function, key, functions)
 
 
 def _calls_m3(body: str, functions: Mapping[str, Any]) -> list[ParsedCall] | None:
@@ -881,6 +882,8 @@ FORMATS: dict[str, ToolFormat] = {
         _format("functionary", _FUNCTION_TAG),
         # gpt-oss: read by services/chat/harmony.py, whose channels carry thinking, answer and calls alike
         ToolFormat("harmony", (), ("<|start|>", "<|channel|>", "<|message|>", "<|constrain|>", "<|end|>", "<|call|>")),
+        # Muse Glimmer: read by services/chat/muse.py, messages to `self`, `user` or a tool
+        ToolFormat("muse_glimmer", (), ("<|start|>", "<|message|>", "<|eom|>", "<|eot|>")),
         _format("glm", markers=_GLM_MARKERS),
         _format(
             "seed_oss",
@@ -1008,6 +1011,7 @@ def _has_any(*markers: str) -> Callable[[str], bool]:
 _DETECTION: list[tuple[str, Callable[[str], bool]]] = [
     ("mistral", _has("[TOOL_CALLS]")),
     ("harmony", _has("<|channel|>")),
+    ("muse_glimmer", _has("<atem:function_calls>", "<|eom|>")),
     ("kimi_k2", _has("<|tool_calls_section_begin|>")),
     ("functionary_v3_2", _has(">>>all")),
     ("kimi_k3", _has("<|open|>", "<|close|>", "<|end_of_msg|>")),
