@@ -18,6 +18,7 @@ from oasis.api import (
     completions,
     embeddings,
     files,
+    fine_tuning,
     health,
     metrics,
     models,
@@ -123,6 +124,7 @@ def create_app(settings: Settings, engine_factories: Mapping[str, EngineFactory]
     v1.include_router(embeddings.router)
     v1.include_router(models.router)
     v1.include_router(files.router)
+    v1.include_router(fine_tuning.router)
     v1.include_router(vector_stores.router)
     app.include_router(v1)
     app.include_router(health.router)

@@ -29,7 +29,9 @@ from oasis.services.chat.service import ChatService
 from oasis.services.chat.tokenizer import TokenizerService
 from oasis.services.embeddings.service import EmbeddingService
 from oasis.services.files.service import FileService
+from oasis.services.fine_tuning.service import FineTuningService
 from oasis.services.keys import KeyService
+from oasis.services.models.fine_tuned import FineTunedModels
 from oasis.services.models.service import ModelService
 from oasis.services.monitoring import Monitoring
 from oasis.services.rate_limits import RateLimiter
@@ -41,6 +43,7 @@ from oasis.storage.db import Database
 from oasis.storage.rate_buckets import MemoryBuckets, RateBuckets, RedisBuckets
 from oasis.workers.batches import BatchRunner, EndpointHandler
 from oasis.workers.blob_sweeper import BlobSweeper
+from oasis.workers.fine_tuning import FineTuningRunner
 from oasis.workers.ingestion import IngestionRunner
 from oasis.workers.loop import WorkerLoop
 from oasis.workers.runs import RunExecutor, RunRunner
@@ -111,6 +114,10 @@ class Container:
     code_interpreter: CodeInterpreter
     monitoring: Monitoring
     rate_limits: RateLimiter
+    fine_tuned: FineTunedModels
+    fine_tuning: FineTuningService
+    # Training takes minutes: fine-tuning jobs have a loop of their own, so batches and ingestion never wait on one.
+    fine_tuning_loop: WorkerLoop
 
     @classmethod
     def build(cls, settings: Settings, specs: list[ModelSpec], factories: Mapping[str, EngineFactory]) -> Container:
@@ -163,6 +170,20 @@ class Container:
         run_runner = RunRunner(db, run_executor, lease_seconds, settings.workers.run_concurrency)
         run_worker_loop = WorkerLoop([run_runner], settings.workers.poll_seconds)
         run_runner.on_finished = run_worker_loop.wake  # a freed place takes the next waiting run at once
+        fine_tuned = FineTunedModels(
+            db, blobs, registry, settings.data_dir / "models", settings.fine_tuning.max_loaded_models
+        )
+        fine_tuning_runner = FineTuningRunner(
+            db,
+            blobs,
+            files,
+            registry,
+            fine_tuned,
+            settings.fine_tuning,
+            settings.data_dir / "fine_tuning",
+            lease_seconds,
+        )
+        fine_tuning_loop = WorkerLoop([fine_tuning_runner], settings.workers.poll_seconds)
         return cls(
             settings=settings,
             db=db,
@@ -170,7 +191,7 @@ class Container:
             registry=registry,
             keys=KeyService(db),
             files=files,
-            models=ModelService(db, registry, started_at=now()),
+            models=ModelService(db, registry, started_at=now(), on_deleted=fine_tuned.forget),
             chat=chat,
             completions=completions,
             tokenizer=TokenizerService(registry),
@@ -201,6 +222,9 @@ class Container:
             code_interpreter=code,
             monitoring=Monitoring(registry, db),
             rate_limits=RateLimiter(settings.rate_limits, db, _rate_buckets(settings)),
+            fine_tuned=fine_tuned,
+            fine_tuning=FineTuningService(db, registry, fine_tuning_loop.wake),
+            fine_tuning_loop=fine_tuning_loop,
         )
 
     async def start_engines(self) -> None:
@@ -216,6 +240,7 @@ class Container:
     async def run_jobs(self) -> None:
         loops = {self.worker: asyncio.create_task(self.worker.run())}
         loops[self.run_worker_loop] = asyncio.create_task(self.run_worker_loop.run())
+        loops[self.fine_tuning_loop] = asyncio.create_task(self.fine_tuning_loop.run())
         try:
             # asyncio.wait, not gather: cancelling this task must not cancel the loops mid-query.
             done, _ = await asyncio.wait(loops.values(), return_when=asyncio.FIRST_EXCEPTION)

@@ -128,6 +128,25 @@ class CodeInterpreterSettings(BaseModel):
     folder_mb: int = Field(default=256, ge=1, description="Size of a session's /mnt/data (held in memory).")
 
 
+class FineTuningSettings(BaseModel):
+    """How `oasis serve` (in process) and `oasis worker` train fine-tuning jobs: a trainer subprocess per job."""
+
+    launcher: list[str] = Field(
+        default_factory=list,
+        description="The command that starts the trainer, before `-m oasis.engines.training JOB_DIR`: empty is "
+        "this Python; another Python that has the `train` extra (e.g. [/opt/train/bin/python]), or a launcher "
+        "such as [accelerate, launch].",
+    )
+    threads: int | None = Field(default=None, ge=1, description="CPU threads the trainer uses (default: every core).")
+    checkpoint_every: int = Field(
+        default=10, ge=1, description="Steps between saved training states: a killed worker resumes from the last."
+    )
+    max_length: int = Field(default=2048, ge=16, description="Tokens of one training example; longer are cut.")
+    max_loaded_models: int = Field(
+        default=2, ge=1, description="Fine-tuned models held loaded at once; the least recently used is unloaded."
+    )
+
+
 class BlobSettings(BaseModel):
     """Where uploaded files and results live: a folder in the data dir, or an S3 bucket that replicas share."""
 
@@ -197,6 +216,7 @@ class Settings(BaseSettings):
     vector_stores: VectorStoreSettings = Field(default_factory=VectorStoreSettings)
     workers: WorkerSettings = Field(default_factory=WorkerSettings)
     code_interpreter: CodeInterpreterSettings = Field(default_factory=CodeInterpreterSettings)
+    fine_tuning: FineTuningSettings = Field(default_factory=FineTuningSettings)
     models: list[ModelSpec] = Field(
         default_factory=list,
         description="Served models, besides the defaults: an entry with a default's id replaces it, and the ids "

@@ -15,8 +15,9 @@ router = APIRouter(tags=["Chat"])
 
 @router.post("/chat/completions", response_model=None)
 async def create_chat_completion(
-    body: ChatCompletionRequest, request: Request, container: ContainerDep, _principal: PrincipalDep
+    body: ChatCompletionRequest, request: Request, container: ContainerDep, principal: PrincipalDep
 ) -> StreamingResponse | JSONResponse:
+    await container.fine_tuned.ensure(principal.project_id, body.model)  # a fine-tune loads when first asked for
     if body.stream:
         return await sse_response(container.chat.stream(body))
     # A JSONResponse skips FastAPI's generic encoder: the reply is plain JSON data already.

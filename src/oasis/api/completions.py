@@ -15,8 +15,9 @@ router = APIRouter(tags=["Completions"])
 
 @router.post("/completions", response_model=None)
 async def create_completion(
-    body: CompletionRequest, request: Request, container: ContainerDep, _principal: PrincipalDep
+    body: CompletionRequest, request: Request, container: ContainerDep, principal: PrincipalDep
 ) -> StreamingResponse | JSONResponse:
+    await container.fine_tuned.ensure(principal.project_id, body.model)  # a fine-tune loads when first asked for
     if body.stream:
         return await sse_response(container.completions.stream(body))
     return JSONResponse(await unless_disconnected(request, container.completions.create(body)))

@@ -106,6 +106,32 @@ class EngineRegistry:
         state.status = "ready"
         log.info("ready %s in %.1f s", spec.id, time.perf_counter() - started)
 
+    async def add(self, spec: ModelSpec) -> Engine:
+        """Loads a model that is not in the configuration (a fine-tune, loaded when first asked for); it is not
+        listed in `specs`. Raises when it cannot load."""
+        check_models([spec], self._factories)
+        self._by_name[spec.id] = spec
+        self._states[spec.id] = ModelState(spec)
+        await self._load(spec)
+        engine = self._engines.get(spec.id)
+        if engine is None:
+            error = self._states[spec.id].error
+            self._forget(spec.id)
+            raise RuntimeError(f"the model {spec.id} could not load: {error}")
+        return engine
+
+    async def remove(self, model_id: str) -> None:
+        """Unloads a model that `add` loaded."""
+        engine = self._engines.pop(model_id, None)
+        self._forget(model_id)
+        if engine is not None:
+            await engine.close()
+
+    def _forget(self, model_id: str) -> None:
+        self._states.pop(model_id, None)
+        if self._by_name.get(model_id) is not None and self._by_name[model_id].id == model_id:
+            del self._by_name[model_id]
+
     async def close(self) -> None:
         for engine in self._engines.values():
             await engine.close()

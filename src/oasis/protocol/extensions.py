@@ -187,3 +187,18 @@ class CreateBatchRequest(BaseModel):
     endpoint: str
     completion_window: str
     metadata: dict[str, Any] | None = None
+
+
+class FineTuningMethod(BaseModel):
+    """The newer `method` (`supervised`, `dpo`, `reinforcement`), each with its own hyperparameters."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str
+    supervised: dict[str, Any] | None = None
+
+
+class CreateFineTuningJobRequest(spec.CreateFineTuningJobRequest):
+    """`CreateFineTuningJobRequest` with the `method` and `metadata` that current SDKs send."""
+
+    method: FineTuningMethod | None = None
+    metadata: dict[str, Any] | None = None

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from oasis.storage.batches import RUNNING
 from oasis.storage.clock import now
 from oasis.storage.pagination import Page, PageRequest, paginate
-from oasis.storage.tables import BatchJob, OwnedModel, StoredFile
+from oasis.storage.tables import BatchJob, FineTuningCheckpoint, FineTuningJob, OwnedModel, StoredFile
 
 
 async def add_file(session: AsyncSession, file: StoredFile) -> StoredFile:
@@ -48,7 +48,11 @@ async def referenced_blob_keys(session: AsyncSession, keys: list[str]) -> set[st
     artifacts = await session.scalars(
         select(OwnedModel.artifact_blob_key).where(OwnedModel.artifact_blob_key.in_(keys))
     )
-    return set(live) | {key for key in artifacts if key is not None}
+    adapters = await session.scalars(
+        select(FineTuningCheckpoint.adapter_blob_key).where(FineTuningCheckpoint.adapter_blob_key.in_(keys))
+    )
+    states = await session.scalars(select(FineTuningJob.resume_blob_key).where(FineTuningJob.resume_blob_key.in_(keys)))
+    return set(live) | set(adapters) | {key for key in [*artifacts, *states] if key is not None}
 
 
 def _running_batch_inputs() -> Select[Any]:

@@ -51,7 +51,9 @@ async def paginate(
     `after` moves along `order`, `before` against it; with `before` alone the page is the `limit` rows
     right before the cursor, still returned in `order`.
     """
-    conditions = [*scope, *(filters or []), table.deleted_at.is_(None)]
+    conditions = [*scope, *(filters or [])]
+    if hasattr(table, "deleted_at"):  # some objects are never deleted (fine-tuning jobs and their events)
+        conditions.append(table.deleted_at.is_(None))
     descending = page.order == "desc"
     if page.after is not None:
         seq = await _cursor_seq(session, table, scope, page.after, "after")

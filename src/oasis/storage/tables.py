@@ -431,6 +431,9 @@ class FineTuningJob(Base):
     finished_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     error_json: Mapped[str | None] = mapped_column(Text, nullable=True)
     result_files_json: Mapped[str] = mapped_column(Text, default="[]")
+    # Where training resumes after a crash: the newest saved step, and its adapter and trainer state (one blob)
+    resume_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    resume_blob_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
     lease_expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
@@ -451,7 +454,7 @@ class FineTuningEvent(Base):
 
 
 class FineTuningCheckpoint(Base):
-    """A checkpoint: the adapter at a step (itself a servable model), and the training state to resume from."""
+    """A checkpoint at the end of an epoch: the adapter at that step, itself a servable model."""
 
     __tablename__ = "fine_tuning_checkpoints"
     __table_args__ = (
@@ -469,4 +472,3 @@ class FineTuningCheckpoint(Base):
     step_number: Mapped[int] = mapped_column(Integer)
     metrics_json: Mapped[str] = mapped_column(Text)
     adapter_blob_key: Mapped[str] = mapped_column(String(200))
-    state_blob_key: Mapped[str | None] = mapped_column(String(200), nullable=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from oasis.engines.registry import EngineRegistry
 from oasis.errors import not_found, permission_denied
 from oasis.protocol import openapi_types as spec
@@ -18,9 +20,17 @@ def _model_not_found(model: str) -> Exception:
 
 
 class ModelService:
-    def __init__(self, db: Database, registry: EngineRegistry, started_at: int) -> None:
+    def __init__(
+        self,
+        db: Database,
+        registry: EngineRegistry,
+        started_at: int,
+        on_deleted: Callable[[str, str | None, str | None], Awaitable[None]] | None = None,
+    ) -> None:
         self._db = db
         self._registry = registry
+        # (model, its artifact's blob key, its base model): unloads a deleted fine-tune and removes its files
+        self._on_deleted = on_deleted
         # Configured models have no creation date of their own; the server's start is the honest answer.
         self._started_at = started_at
 
@@ -62,4 +72,6 @@ class ModelService:
                 raise _model_not_found(model)
             await model_rows.mark_deleted(session, row)
             await session.commit()
+        if self._on_deleted is not None:
+            await self._on_deleted(model, row.artifact_blob_key, row.base_model)
         return spec.DeleteModelResponse(id=model, object="model", deleted=True)

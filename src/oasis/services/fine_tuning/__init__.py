@@ -1,0 +1,1 @@
+"""Fine-tuning: jobs, their events and checkpoints; workers/fine_tuning.py trains them."""

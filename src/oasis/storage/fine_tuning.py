@@ -1,0 +1,90 @@
+"""Rows of fine-tuning jobs, their events and their checkpoints."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from oasis.storage.leases import held_by
+from oasis.storage.pagination import Page, PageRequest, paginate
+from oasis.storage.tables import TRAINING_STATUSES, FineTuningCheckpoint, FineTuningEvent, FineTuningJob
+
+
+async def get_job(session: AsyncSession, project_id: str, job_id: str) -> FineTuningJob | None:
+    return await session.scalar(
+        select(FineTuningJob).where(FineTuningJob.id == job_id, FineTuningJob.project_id == project_id)
+    )
+
+
+async def list_jobs(session: AsyncSession, project_id: str, page: PageRequest) -> Page[FineTuningJob]:
+    return await paginate(session, FineTuningJob, scope=[FineTuningJob.project_id == project_id], page=page)
+
+
+async def list_events(session: AsyncSession, job_id: str, page: PageRequest) -> Page[FineTuningEvent]:
+    return await paginate(session, FineTuningEvent, scope=[FineTuningEvent.job_id == job_id], page=page)
+
+
+async def list_checkpoints(session: AsyncSession, job_id: str, page: PageRequest) -> Page[FineTuningCheckpoint]:
+    return await paginate(session, FineTuningCheckpoint, scope=[FineTuningCheckpoint.job_id == job_id], page=page)
+
+
+async def checkpoints(session: AsyncSession, job_id: str) -> list[FineTuningCheckpoint]:
+    found = await session.scalars(
+        select(FineTuningCheckpoint).where(FineTuningCheckpoint.job_id == job_id).order_by(FineTuningCheckpoint.seq)
+    )
+    return list(found)
+
+
+async def checkpoint_model(session: AsyncSession, project_id: str, name: str) -> FineTuningCheckpoint | None:
+    """The checkpoint served under `name` (`ft:…:ckpt-step-N`), in the project."""
+    return await session.scalar(
+        select(FineTuningCheckpoint).where(
+            FineTuningCheckpoint.fine_tuned_model_checkpoint == name, FineTuningCheckpoint.project_id == project_id
+        )
+    )
+
+
+async def metric_events(session: AsyncSession, job_id: str) -> list[FineTuningEvent]:
+    found = await session.scalars(
+        select(FineTuningEvent)
+        .where(FineTuningEvent.job_id == job_id, FineTuningEvent.type == "metrics")
+        .order_by(FineTuningEvent.seq)
+    )
+    return list(found)
+
+
+async def last_recorded_step(session: AsyncSession, job_id: str) -> int:
+    """The newest step whose metrics are recorded: a job resumed after a crash repeats the steps after its last
+    saved state, and those must not be recorded twice."""
+    events = await metric_events(session, job_id)
+    return max((int(json.loads(event.data_json or "{}").get("step", 0)) for event in events), default=0)
+
+
+async def update_held(
+    session: AsyncSession, seq: int, owner: str, statuses: tuple[str, ...], values: dict[str, Any]
+) -> bool:
+    """Writes `values` only while `owner` holds the lease and the job is in one of `statuses`."""
+    moved = await session.execute(
+        update(FineTuningJob)
+        .where(*held_by(FineTuningJob, seq, owner), FineTuningJob.status.in_(statuses))
+        .values(**values)
+    )
+    return moved.rowcount == 1  # type: ignore[attr-defined]
+
+
+async def count_training(session: AsyncSession) -> int:
+    """Jobs a worker still has to act on: the fine-tuning queue's depth."""
+    found = await session.scalar(
+        select(func.count()).select_from(FineTuningJob).where(FineTuningJob.status.in_(TRAINING_STATUSES))
+    )
+    return int(found or 0)
+
+
+async def release(session: AsyncSession, seq: int, owner: str) -> None:
+    """Gives the lease up, whatever the job's status (a cancelled job's lease too)."""
+    await session.execute(
+        update(FineTuningJob).where(*held_by(FineTuningJob, seq, owner)).values(lease_owner=None, lease_expires_at=None)
+    )

