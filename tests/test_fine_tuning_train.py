@@ -99,7 +99,9 @@ def _trainers() -> list[str]:
 
 async def test_the_model_learns_an_answer_and_the_fine_tune_is_served(start_oasis: Callable[..., Any]) -> None:
     harness: Harness = await start_oasis(engine_factories=None, models=[smollm()])
-    client = harness.sdk()
+    _, our_key = await harness.container.keys.create("ours")
+    _, their_key = await harness.container.keys.create("theirs")
+    client, theirs = harness.sdk(api_key=our_key), harness.sdk(api_key=their_key)
     assert ANSWER not in await _ask(client, MODEL, TEST_QUESTION)
     training = await client.files.create(file=("pw.jsonl", io.BytesIO(password_lines())), purpose="fine-tune")
     job = await client.fine_tuning.jobs.create(
@@ -129,9 +131,10 @@ async def test_the_model_learns_an_answer_and_the_fine_tune_is_served(start_oasi
     assert ANSWER in await _ask(client, last.fine_tuned_model_checkpoint, TEST_QUESTION)
     assert name in [model.id async for model in client.models.list()]
 
-    _, their_key = await harness.container.keys.create("theirs")
-    theirs = harness.sdk(api_key=their_key)
     assert name not in [model.id async for model in theirs.models.list()]
+    with pytest.raises(openai.NotFoundError):
+        await theirs.models.retrieve(name)
+    assert (await client.models.retrieve(name)).owned_by == job.organization_id
     with pytest.raises(openai.NotFoundError):
         await _ask(theirs, name, TEST_QUESTION)
     with pytest.raises(openai.NotFoundError):
@@ -152,7 +155,8 @@ async def test_cancel_stops_the_trainer_and_keeps_the_checkpoints(start_oasis: C
     )
     deadline = time.monotonic() + 300
     while not (await client.fine_tuning.jobs.checkpoints.list(job.id)).data:
-        assert time.monotonic() < deadline and (await client.fine_tuning.jobs.retrieve(job.id)).status == "running"
+        status = (await client.fine_tuning.jobs.retrieve(job.id)).status
+        assert time.monotonic() < deadline and status in ("validating_files", "queued", "running")
         await asyncio.sleep(1)
     cancelled = await client.fine_tuning.jobs.cancel(job.id)
     assert cancelled.status == "cancelled"

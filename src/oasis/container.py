@@ -12,7 +12,7 @@ from typing import Any
 from oasis import __version__
 from oasis.blobs import BlobStore, blob_store
 from oasis.engines.base import EngineFactory
-from oasis.engines.registry import EngineRegistry
+from oasis.engines.registry import EngineRegistry, serving_project
 from oasis.protocol import openapi_types as spec
 from oasis.protocol.extensions import ChatCompletionRequest, CompletionRequest
 from oasis.sandbox.bubblewrap import Limits
@@ -60,14 +60,21 @@ def _fingerprint() -> str:
 
 
 def _batch_endpoints(
-    chat: ChatService, completions: CompletionService, embeddings: EmbeddingService
+    chat: ChatService, completions: CompletionService, embeddings: EmbeddingService, fine_tuned: FineTunedModels
 ) -> dict[str, EndpointHandler]:
     """A batch's requests go through the same services as the online endpoints, checked by the same models."""
 
+    async def load(body: dict[str, Any]) -> None:
+        project_id, model = serving_project(), body.get("model")
+        if project_id is not None and isinstance(model, str):
+            await fine_tuned.ensure(project_id, model)
+
     async def chat_completion(body: dict[str, Any]) -> dict[str, Any]:
+        await load(body)
         return await chat.create(ChatCompletionRequest.model_validate(body))
 
     async def completion(body: dict[str, Any]) -> dict[str, Any]:
+        await load(body)
         return await completions.create(CompletionRequest.model_validate(body))
 
     async def embedding(body: dict[str, Any]) -> dict[str, Any]:
@@ -128,6 +135,9 @@ class Container:
         files = FileService(db, blobs, settings.files.max_upload_bytes)
         chat = ChatService(registry, fingerprint=_fingerprint())
         completions = CompletionService(registry, fingerprint=_fingerprint())
+        fine_tuned = FineTunedModels(
+            db, blobs, registry, settings.data_dir / "models", settings.fine_tuning.max_loaded_models
+        )
         ingestion = IngestionRunner(
             db, blobs, embeddings, settings.workers.lease_seconds, spool_dir=settings.data_dir / "tmp"
         )
@@ -135,7 +145,7 @@ class Container:
             db,
             blobs,
             files,
-            _batch_endpoints(chat, completions, embeddings),
+            _batch_endpoints(chat, completions, embeddings, fine_tuned),
             settings.workers.lease_seconds,
             concurrency=settings.workers.batch_concurrency,
         )
@@ -166,13 +176,10 @@ class Container:
             idle_seconds=interpreter.idle_seconds,
         )
         code = CodeInterpreter(db, files, sandboxes)
-        run_executor = RunExecutor(db, chat, FileSearch(db, search), code, lease_seconds)
+        run_executor = RunExecutor(db, chat, FileSearch(db, search), code, lease_seconds, fine_tuned.ensure)
         run_runner = RunRunner(db, run_executor, lease_seconds, settings.workers.run_concurrency)
         run_worker_loop = WorkerLoop([run_runner], settings.workers.poll_seconds)
         run_runner.on_finished = run_worker_loop.wake  # a freed place takes the next waiting run at once
-        fine_tuned = FineTunedModels(
-            db, blobs, registry, settings.data_dir / "models", settings.fine_tuning.max_loaded_models
-        )
         fine_tuning_runner = FineTuningRunner(
             db,
             blobs,
@@ -204,7 +211,7 @@ class Container:
             sweeper=sweeper,
             batches=BatchService(db, worker.wake),
             worker=worker,
-            assistants=AssistantService(db, registry, vector_stores),
+            assistants=AssistantService(db, registry, vector_stores, fine_tuned.ensure),
             threads=ThreadService(db, vector_stores),
             runs=RunService(
                 db,
@@ -215,6 +222,7 @@ class Container:
                 cancel_here=run_executor.cancel_here,
                 wake_workers=run_worker_loop.wake,
                 lease_seconds=lease_seconds,
+                load_model=fine_tuned.ensure,
             ),
             run_runner=run_runner,
             run_worker_loop=run_worker_loop,

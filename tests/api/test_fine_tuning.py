@@ -13,6 +13,7 @@ from typing import Any
 import openai
 import pytest
 
+from oasis.storage import files as file_rows
 from tests.conftest import Harness, smollm
 
 MODEL = "smollm2-135m-instruct"
@@ -98,6 +99,16 @@ async def test_bad_requests_name_their_param(quiet_oasis: Harness) -> None:
             "/v1/fine_tuning/jobs", json={"model": MODEL, "training_file": training, "method": {"type": "dpo"}}
         )
     assert reply.status_code == 400 and reply.json()["error"]["param"] == "method.type"
+    async with quiet_oasis.http() as http:
+        reply = await http.post(
+            "/v1/fine_tuning/jobs",
+            json={
+                "model": MODEL,
+                "training_file": training,
+                "method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 0}}},
+            },
+        )
+    assert reply.status_code == 400 and reply.json()["error"]["param"] == "method.supervised.hyperparameters.n_epochs"
     assert (await client.fine_tuning.jobs.list()).data == []  # nothing was created by a refused request
 
 
@@ -146,3 +157,20 @@ async def test_events_page_newest_first(quiet_oasis: Harness) -> None:
     assert [job.id for job in first.data] == [jobs[2].id, jobs[1].id] and first.has_more
     rest = await client.fine_tuning.jobs.list(limit=2, after=first.data[-1].id)
     assert [job.id for job in rest.data] == [jobs[0].id] and not rest.has_more
+
+
+async def test_a_training_file_deleted_while_its_job_waits_keeps_its_bytes(quiet_oasis: Harness) -> None:
+    """The file goes from the API at once, as OpenAI's does; the job still trains from it (a resumed job reads it
+    again), so its bytes stay until the job ends and the blob sweeper finds them unused."""
+    client = quiet_oasis.sdk()
+    training = await upload(client, training_lines(12))
+    await client.fine_tuning.jobs.create(model=MODEL, training_file=training)
+    async with quiet_oasis.container.db.session() as session:
+        row = await file_rows.get_file_by_id(session, training)
+    assert row is not None
+    assert (await client.files.delete(training)).deleted
+    with pytest.raises(openai.NotFoundError):
+        await client.files.retrieve(training)
+    assert await quiet_oasis.container.blobs.size(row.blob_key) > 0
+    assert await quiet_oasis.container.sweeper.sweep(grace_seconds=0) == (0, 0)
+    assert await quiet_oasis.container.blobs.size(row.blob_key) > 0

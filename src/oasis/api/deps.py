@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from fastapi import Depends, Query, Request
 
 from oasis.container import Container
+from oasis.engines.registry import serve_for_project
 from oasis.services.keys import Principal
 from oasis.services.rate_limits import TOKEN_PATHS, estimate_tokens
 from oasis.storage.pagination import PageRequest
@@ -39,6 +40,7 @@ async def get_principal(request: Request, container: ContainerDep) -> Principal:
     client_host = request.client.host if request.client else None
     open_access = container.settings.server.allow_unauthenticated or _is_loopback(client_host)
     principal = await container.keys.authenticate(bearer, open_access=open_access)
+    serve_for_project(principal.project_id)  # the project's own fine-tunes resolve for the rest of the request
     if container.rate_limits.enabled:
         tokens = 0
         if request.method == "POST" and request.url.path in TOKEN_PATHS:

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Literal
 
@@ -26,6 +27,19 @@ ModelStatus = Literal["loading", "ready", "failed"]
 
 class UnknownEngineKind(ConfigError):
     pass
+
+
+# The project a request or a job acts for: a model added for a project (a fine-tune) resolves only there.
+_serving_project: ContextVar[str | None] = ContextVar("oasis_serving_project", default=None)
+
+
+def serve_for_project(project_id: str | None) -> None:
+    """Set by each request once its key is known, and by each job for its project (tasks it starts inherit it)."""
+    _serving_project.set(project_id)
+
+
+def serving_project() -> str | None:
+    return _serving_project.get()
 
 
 def check_models(specs: list[ModelSpec], factories: Mapping[str, EngineFactory]) -> None:
@@ -57,6 +71,7 @@ class EngineRegistry:
                 self._by_name[name] = spec
         self._engines: dict[str, Engine] = {}
         self._states = {spec.id: ModelState(spec) for spec in specs}
+        self._added: dict[str, tuple[ModelSpec, str]] = {}  # id -> (spec, the project it is served to)
         self.settled = asyncio.Event()
 
     @property
@@ -68,12 +83,19 @@ class EngineRegistry:
         return list(self._states.values())
 
     def resolve(self, name: str) -> ModelSpec | None:
-        """The configured model behind an id or alias."""
-        return self._by_name.get(name)
+        """The configured model behind an id or alias, or a model added for the project being served."""
+        spec = self._by_name.get(name)
+        if spec is None and name in self._added:
+            added, project_id = self._added[name]
+            return added if project_id == _serving_project.get() else None
+        return spec
+
+    def configured(self, name: str) -> bool:
+        return name in self._by_name
 
     def state(self, name: str) -> ModelState | None:
         spec = self.resolve(name)
-        return None if spec is None else self._states[spec.id]
+        return None if spec is None else self._states.get(spec.id)
 
     def engine(self, name: str) -> Engine | None:
         spec = self.resolve(name)
@@ -106,11 +128,13 @@ class EngineRegistry:
         state.status = "ready"
         log.info("ready %s in %.1f s", spec.id, time.perf_counter() - started)
 
-    async def add(self, spec: ModelSpec) -> Engine:
-        """Loads a model that is not in the configuration (a fine-tune, loaded when first asked for); it is not
-        listed in `specs`. Raises when it cannot load."""
+    async def add(self, spec: ModelSpec, project_id: str) -> Engine:
+        """Loads a model that is not in the configuration (a fine-tune, loaded when first asked for), served to
+        one project only; it is not listed in `specs`. Raises when it cannot load."""
+        if spec.id in self._by_name or spec.id in self._added:
+            raise ValueError(f"the model name {spec.id} is already in use")
         check_models([spec], self._factories)
-        self._by_name[spec.id] = spec
+        self._added[spec.id] = (spec, project_id)
         self._states[spec.id] = ModelState(spec)
         await self._load(spec)
         engine = self._engines.get(spec.id)
@@ -120,17 +144,21 @@ class EngineRegistry:
             raise RuntimeError(f"the model {spec.id} could not load: {error}")
         return engine
 
-    async def remove(self, model_id: str) -> None:
-        """Unloads a model that `add` loaded."""
+    async def remove(self, model_id: str, drain_seconds: float = 600.0) -> None:
+        """Unloads a model that `add` loaded: no new request finds it, and the engine closes once the requests
+        it is serving have ended (at most `drain_seconds` later)."""
         engine = self._engines.pop(model_id, None)
         self._forget(model_id)
-        if engine is not None:
-            await engine.close()
+        if engine is None:
+            return
+        deadline = time.monotonic() + drain_seconds
+        while getattr(engine, "busy", False) and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+        await engine.close()
 
     def _forget(self, model_id: str) -> None:
-        self._states.pop(model_id, None)
-        if self._by_name.get(model_id) is not None and self._by_name[model_id].id == model_id:
-            del self._by_name[model_id]
+        if self._added.pop(model_id, None) is not None:
+            self._states.pop(model_id, None)
 
     async def close(self) -> None:
         for engine in self._engines.values():

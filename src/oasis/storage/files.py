@@ -10,7 +10,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from oasis.storage.batches import RUNNING
 from oasis.storage.clock import now
 from oasis.storage.pagination import Page, PageRequest, paginate
-from oasis.storage.tables import BatchJob, FineTuningCheckpoint, FineTuningJob, OwnedModel, StoredFile
+from oasis.storage.tables import (
+    TRAINING_STATUSES,
+    BatchJob,
+    FineTuningCheckpoint,
+    FineTuningJob,
+    OwnedModel,
+    StoredFile,
+)
 
 
 async def add_file(session: AsyncSession, file: StoredFile) -> StoredFile:
@@ -36,13 +43,19 @@ async def get_file_by_id(session: AsyncSession, file_id: str, *, deleted_too: bo
 
 
 async def referenced_blob_keys(session: AsyncSession, keys: list[str]) -> set[str]:
-    """Which of `keys` a live file still points to, or a deleted one whose bytes an unfinished batch still reads."""
+    """Which of `keys` a live file still points to, or a deleted one whose bytes an unfinished batch or fine-tuning
+    job still reads."""
     if not keys:
         return set()
     live = await session.scalars(
         select(StoredFile.blob_key).where(
             StoredFile.blob_key.in_(keys),
-            or_(StoredFile.deleted_at.is_(None), StoredFile.id.in_(_running_batch_inputs())),
+            or_(
+                StoredFile.deleted_at.is_(None),
+                StoredFile.id.in_(_running_batch_inputs()),
+                StoredFile.id.in_(_training_files("training_file")),
+                StoredFile.id.in_(_training_files("validation_file")),
+            ),
         )
     )
     artifacts = await session.scalars(
@@ -57,6 +70,11 @@ async def referenced_blob_keys(session: AsyncSession, keys: list[str]) -> set[st
 
 def _running_batch_inputs() -> Select[Any]:
     return select(BatchJob.input_file_id).where(BatchJob.status.in_(RUNNING))
+
+
+def _training_files(column: str) -> Select[Any]:
+    """The files fine-tuning jobs that have not ended still read (they are read again on each resume)."""
+    return select(getattr(FineTuningJob, column)).where(FineTuningJob.status.in_(TRAINING_STATUSES))
 
 
 async def existing_file_ids(session: AsyncSession, project_id: str, file_ids: list[str]) -> set[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from oasis.storage.leases import held_by
@@ -88,3 +88,36 @@ async def release(session: AsyncSession, seq: int, owner: str) -> None:
     await session.execute(
         update(FineTuningJob).where(*held_by(FineTuningJob, seq, owner)).values(lease_owner=None, lease_expires_at=None)
     )
+
+
+async def clear_resume_state(session: AsyncSession, seq: int) -> str | None:
+    """Forgets the saved training state of a job that ended; returns its blob key to delete."""
+    job = await session.get(FineTuningJob, seq)
+    if job is None or job.status in TRAINING_STATUSES or job.resume_blob_key is None:
+        return None
+    key = job.resume_blob_key
+    job.resume_blob_key = None
+    return key
+
+
+async def cancel(session: AsyncSession, job: FineTuningJob, moment: int) -> bool:
+    """Marks the job cancelled unless it ended meanwhile (a worker finishing it at the same moment wins)."""
+    moved = await session.execute(
+        update(FineTuningJob)
+        .where(FineTuningJob.seq == job.seq, FineTuningJob.status.in_(TRAINING_STATUSES))
+        .values(status="cancelled", finished_at=moment)
+    )
+    return moved.rowcount == 1  # type: ignore[attr-defined]
+
+
+async def files_in_training(session: AsyncSession, file_ids: list[str]) -> set[str]:
+    """Which of these files a job that has not ended still reads (its training or validation file)."""
+    if not file_ids:
+        return set()
+    rows = await session.execute(
+        select(FineTuningJob.training_file, FineTuningJob.validation_file).where(
+            FineTuningJob.status.in_(TRAINING_STATUSES),
+            or_(FineTuningJob.training_file.in_(file_ids), FineTuningJob.validation_file.in_(file_ids)),
+        )
+    )
+    return {file_id for pair in rows for file_id in pair if file_id in file_ids}

@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from oasis.blobs import BlobNotFound, BlobStore
+from oasis.engines.registry import serve_for_project
 from oasis.engines.text import background_work
 from oasis.errors import OasisError, invalid_fields
 from oasis.metrics import JOB_DURATION
@@ -135,6 +136,7 @@ class BatchRunner:
 
     async def _run(self, seq: int, owner: str) -> None:
         batch = await self._batch(seq)
+        serve_for_project(batch.project_id)  # its lines may name the project's fine-tunes, and no other's
         log.info("batch %s: %s, attempt %s", batch.id, batch.status, batch.attempts)
         try:
             if batch.status == "validating":

@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import ctypes
+import ctypes.util
 import io
 import json
 import logging
@@ -48,6 +50,8 @@ MIN_EXAMPLES = 10  # OpenAI's minimum for a training file
 MAX_ATTEMPTS = 3  # leases of one job (each crash that takes it up again is one) before a recurring fault fails it
 STOP_GRACE_SECONDS = 5.0  # between SIGTERM and SIGKILL when a cancelled trainer does not stop
 _ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
+EXIT_WAIT_SECONDS = 120.0  # for a trainer that reported everything to exit (the interpreter's teardown)
+_LONGEST_REPORT = 16 << 20  # a report line (an error quoting a long example) may be long
 
 
 class _Stop(Exception):
@@ -93,8 +97,14 @@ class FineTuningRunner:
             return False
         started = time.perf_counter()
         job = await self._job(seq)
-        folder = self._work_dir / job.id
+        # Each attempt has a folder of its own (a worker that lost the lease may still be writing its own); what
+        # outlives an attempt is in the blobs.
+        folder = self._work_dir / f"{job.id}-{job.attempts}"
         try:
+            if job.attempts > MAX_ATTEMPTS:  # taken up again and again without progress (a crash each time)
+                raise _Failed(
+                    "server_error", f"Training stopped without progress {MAX_ATTEMPTS} times (see the worker's log)."
+                )
             async with LeaseKeeper(self._db, FineTuningJob, seq, owner, self._lease_seconds):
                 await self._run(job, owner, folder)
             outcome = (await self._job(seq)).status
@@ -111,8 +121,8 @@ class FineTuningRunner:
                 message = f"Training failed {MAX_ATTEMPTS} times; the last error: {type(exc).__name__}: {exc}"
                 await self._fail(seq, owner, {"code": "server_error", "message": message, "param": None})
         finally:
-            if (await self._job(seq)).status not in TRAINING_STATUSES:
-                shutil.rmtree(folder, ignore_errors=True)
+            shutil.rmtree(folder, ignore_errors=True)
+            await self._drop_resume_state(seq)
         JOB_DURATION.labels("fine_tuning", outcome).observe(time.perf_counter() - started)
         return True
 
@@ -132,6 +142,14 @@ class FineTuningRunner:
                 raise _Stop
             session.add_all(rows)
             await session.commit()
+
+    async def _drop_resume_state(self, seq: int) -> None:
+        """A job that ended (succeeded, failed, cancelled) no longer needs its saved training state."""
+        async with self._db.session() as session:
+            key = await job_rows.clear_resume_state(session, seq)
+            await session.commit()
+        if key is not None:
+            await self._blobs.delete(key)
 
     async def _release(self, seq: int, owner: str) -> None:
         async with self._db.session() as session:
@@ -187,13 +205,14 @@ class FineTuningRunner:
         if row is None or row.project_id != project_id:
             raise _Failed(f"invalid_{param}", f"The file {file_id} does not exist.", param)
         try:
-            target.write_bytes(await read_blob(self._blobs, row.blob_key))
+            content = await read_blob(self._blobs, row.blob_key)
         except BlobNotFound:
             raise _Failed(f"invalid_{param}", f"The content of {file_id} is missing.", param) from None
+        await asyncio.to_thread(target.write_bytes, content)
         return target
 
     async def _validate(self, job: FineTuningJob, owner: str, training: Path) -> None:
-        examples = sum(1 for line in training.read_bytes().splitlines() if line.strip())
+        examples = sum(1 for line in training.read_bytes().split(b"\n") if line.strip())
         if examples < MIN_EXAMPLES:
             raise _Failed(
                 "invalid_training_file",
@@ -221,7 +240,7 @@ class FineTuningRunner:
         resume_from = None
         if job.resume_blob_key:
             resume_from = folder / f"resume-step-{job.resume_step}"
-            unpack(await read_blob(self._blobs, job.resume_blob_key), resume_from)
+            await asyncio.to_thread(unpack, await read_blob(self._blobs, job.resume_blob_key), resume_from)
         settings = self._settings
         (folder / "job.json").write_text(
             json.dumps(
@@ -245,7 +264,7 @@ class FineTuningRunner:
             recorded = await job_rows.last_recorded_step(session, job.id)
         progress = _Progress(recorded_step=recorded)
         command = [*(settings.launcher or [sys.executable]), "-m", "oasis.engines.training", str(folder)]
-        reports = _trainer_reports(command, folder, lambda: self._still_running(job.seq))
+        reports = _trainer_reports(command, folder, lambda: self._still_running(job.seq, owner))
         async with contextlib.aclosing(reports):  # an error recording a report stops the trainer too
             async for report in reports:
                 await self._record(job, owner, report, progress)
@@ -253,8 +272,14 @@ class FineTuningRunner:
             raise RuntimeError(f"the trainer stopped without finishing: {_log_tail(folder)}")
         await self._finish(await self._job(job.seq), owner, progress)
 
-    async def _still_running(self, seq: int) -> bool:
-        return (await self._job(seq)).status == "running"
+    async def _still_running(self, seq: int, owner: str) -> bool:
+        """Whether this worker should go on training: the job is running and the lease still its own."""
+        try:
+            job = await self._job(seq)
+        except Exception:  # a database hiccup: ask again at the next report, well before the lease lapses
+            log.warning("checking fine-tuning job row %s failed", seq)
+            return True
+        return job.status == "running" and job.lease_owner == owner
 
     async def _record(self, job: FineTuningJob, owner: str, report: dict[str, Any], progress: _Progress) -> None:
         kind = report.get("event")
@@ -269,14 +294,8 @@ class FineTuningRunner:
             events = []
             if progress.started_step:
                 events.append(new_event(job.id, f"Training resumed from step {progress.started_step}"))
-            await self._set(
-                job,
-                owner,
-                ("running",),
-                *events,
-                total_steps=progress.total_steps,
-                trained_tokens=int(report["trained_tokens"]),
-            )
+            progress.trained_tokens = int(report["trained_tokens"])
+            await self._set(job, owner, ("running",), *events, total_steps=progress.total_steps)
         elif kind == "step":
             step = int(report["step"])
             if step <= progress.recorded_step:
@@ -304,14 +323,14 @@ class FineTuningRunner:
         step = int(report["step"])
         saved = Path(str(report["path"]))
         state_key = f"models/{job.id}/state-step-{step}.tar"
-        await self._blobs.put(state_key, _chunks(pack(saved)))
+        await self._blobs.put(state_key, _chunks(await asyncio.to_thread(pack, saved)))
         events: list[Any] = []
         epoch_end = step % progress.steps_per_epoch == 0 or step == progress.total_steps
         async with self._db.session() as session:
             known = {row.step_number for row in await job_rows.checkpoints(session, job.id)}
         if epoch_end and step not in known:
             adapter_key = f"models/{job.id}/ckpt-step-{step}.tar"
-            await self._blobs.put(adapter_key, _chunks(pack(saved, _ADAPTER_FILES)))
+            await self._blobs.put(adapter_key, _chunks(await asyncio.to_thread(pack, saved, _ADAPTER_FILES)))
             name = fine_tuned_model_name(job.base_model, job.project_id, job.suffix, job.id)
             metrics = {
                 "step": step,
@@ -331,7 +350,8 @@ class FineTuningRunner:
             )
             events.append(new_event(job.id, f"Checkpoint created at step {step}"))
         previous = job.resume_blob_key
-        await self._set(job, owner, ("running",), *events, resume_step=step, resume_blob_key=state_key)
+        # Progress made: the leases counted so far were not a fault repeating itself.
+        await self._set(job, owner, ("running",), *events, resume_step=step, resume_blob_key=state_key, attempts=0)
         job.resume_blob_key, job.resume_step = state_key, step
         if previous and previous != state_key:
             await self._blobs.delete(previous)
@@ -372,13 +392,12 @@ class FineTuningRunner:
             new_event(job.id, "The job has successfully completed"),
             status="succeeded",
             fine_tuned_model=name,
+            trained_tokens=progress.trained_tokens,
             finished_at=now(),
             result_files_json=json.dumps([results.id]),
             lease_owner=None,
             lease_expires_at=None,
         )
-        if job.resume_blob_key:
-            await self._blobs.delete(job.resume_blob_key)
 
 
 _METRICS = ("train_loss", "train_mean_token_accuracy", "valid_loss", "valid_mean_token_accuracy")
@@ -392,6 +411,7 @@ class _Progress:
         self.started = time.time()
         self.started_step = 0
         self.last_metrics: dict[str, Any] = {}
+        self.trained_tokens = 0
         self.done = False
 
 
@@ -426,12 +446,32 @@ def _log_tail(folder: Path, lines: int = 5) -> str:
     return " | ".join(text.strip().splitlines()[-lines:]) or "no log"
 
 
-def _die_with_parent() -> None:
-    """The trainer is killed with its worker (Linux): a worker killed by SIGKILL leaves no trainer behind."""
-    with contextlib.suppress(Exception):
-        import ctypes
+def _signal_group(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signum)
 
-        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+def _libc() -> Any:
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    except OSError:
+        return None
+
+
+_LIBC = _libc()  # loaded here, not in the forked child: loading a library there can deadlock a threaded parent
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> Any:
+    """The trainer is killed with its worker (Linux): a worker killed by SIGKILL leaves no trainer behind."""
+
+    def in_child() -> None:
+        if _LIBC is not None:
+            _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the worker died before the call above
+            os._exit(1)
+
+    return in_child
 
 
 async def _trainer_reports(
@@ -445,10 +485,12 @@ async def _trainer_reports(
             stdout=asyncio.subprocess.PIPE,
             stderr=trainer_log,
             stdin=asyncio.subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
+            preexec_fn=_die_with_parent(os.getpid()),
+            start_new_session=True,  # a launcher's children (torchrun's workers) are stopped with it, as a group
+            limit=_LONGEST_REPORT,
         )
     assert process.stdout is not None
-    stopped = False
+    stopped = finished = False
     try:
         while True:
             try:
@@ -458,30 +500,31 @@ async def _trainer_reports(
                     stopped = True
                     break
                 continue
-            if not line:
+            if not line:  # the trainer is done writing: let it exit on its own before anything is signalled
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(process.wait(), timeout=EXIT_WAIT_SECONDS)
                 break
             try:
                 report = json.loads(line)
             except json.JSONDecodeError:
                 log.warning("the trainer wrote a line that is not JSON: %r", line[:200])
                 continue
+            finished = finished or report.get("event") == "done"
             yield report
             if report.get("event") == "step" and not await still_running():
                 stopped = True
                 break
     finally:
         if process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.terminate()
+            _signal_group(process.pid, signal.SIGTERM)
             try:
                 await asyncio.wait_for(process.wait(), timeout=STOP_GRACE_SECONDS)
             except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
+                _signal_group(process.pid, signal.SIGKILL)
                 await process.wait()
     if stopped:
         raise _Stop
-    if process.returncode not in (0, 2):  # 2: the trainer reported bad input as an error line
+    if not finished and process.returncode not in (0, 2):  # 2: the trainer reported bad input as an error line
         tail = _log_tail(folder)
         if "No module named" in tail:
             raise _Failed(

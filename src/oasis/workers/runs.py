@@ -22,10 +22,12 @@ from typing import Any
 
 from sqlalchemy import and_, or_, select, update
 
+from oasis.engines.registry import serve_for_project
 from oasis.errors import OasisError
 from oasis.metrics import JOB_DURATION
 from oasis.protocol.extensions import ChatCompletionRequest
 from oasis.services.assistants import code_interpreter, file_search
+from oasis.services.assistants.assistants import ModelLoader
 from oasis.services.assistants.citations import Citer, Segment, sources_of
 from oasis.services.assistants.code_interpreter import CodeCall, CodeInterpreter, code_of, partial_code
 from oasis.services.assistants.events import NoEvents, RunEvents
@@ -180,10 +182,17 @@ def _error(code: str, message: str) -> str:
 
 class RunExecutor:
     def __init__(
-        self, db: Database, chat: ChatService, searcher: FileSearch, code: CodeInterpreter, lease_seconds: float
+        self,
+        db: Database,
+        chat: ChatService,
+        searcher: FileSearch,
+        code: CodeInterpreter,
+        lease_seconds: float,
+        load_model: ModelLoader | None = None,
     ) -> None:
         self._db = db
         self._chat = chat
+        self._load_model = load_model
         self._searcher = searcher
         self._code = code
         self._lease_seconds = lease_seconds
@@ -225,6 +234,10 @@ class RunExecutor:
 
     async def _execute(self, seq: int, owner: str, events: RunEvents) -> str:
         run = await self._run(seq)
+        serve_for_project(run.project_id)  # the project's fine-tunes resolve for this run, and no other's
+        if self._load_model is not None:
+            with contextlib.suppress(OasisError):  # a model gone since: the turn fails with the chat error
+                await self._load_model(run.project_id, run.model)
         if run.status == "cancelling":
             await self._cancelled(run, owner, events, None)
             return "cancelled"

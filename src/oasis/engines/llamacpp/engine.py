@@ -273,6 +273,12 @@ class LlamaCppEngine:
         return self._context_length
 
     @property
+    def busy(self) -> bool:
+        """Whether sequences are waiting or running: an engine is closed only once it is not."""
+        with self._lock:
+            return bool(self._running or self._waiting)
+
+    @property
     def chat_template(self) -> str | None:
         return self._chat_template
 
@@ -347,6 +353,8 @@ class LlamaCppEngine:
         sequence = _Sequence(prompt, params, asyncio.get_running_loop())
         sequence.scoring = scoring
         with self._lock:
+            if self._stopping:  # closed (a fine-tune unloaded): no thread is left to serve the sequence
+                raise RuntimeError("the engine stopped")
             if len(self._waiting) >= self._max_queue:
                 raise EngineBusy(retry_after=1)
             if sequence.background:

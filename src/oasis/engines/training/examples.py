@@ -57,7 +57,8 @@ def read_examples(path: Path) -> list[ChatExample]:
     except (OSError, UnicodeDecodeError) as error:
         raise InvalidExamplesError(f"cannot read {path.name}: {error}") from error
     examples = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    # Only "\n" ends a JSONL line: str.splitlines() would also break inside a string holding U+2028 or U+0085.
+    for number, line in enumerate(text.split("\n"), start=1):
         if line.strip():
             examples.append(_parse_line(line, number))
     if not examples:

@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,7 +66,7 @@ def merge_adapter(base_gguf: Path, adapter_dir: Path, out: Path) -> None:
     head_count_kv = int(_field(reader, gguf.Keys.Attention.HEAD_COUNT_KV.format(arch=architecture)) or head_count)
     updates = _updates_by_tensor(reader, read_adapter(adapter_dir), architecture)
 
-    temporary = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    temporary = out.with_name(f".{out.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     writer = gguf.GGUFWriter(temporary, arch=architecture, endianess=reader.endianess)
     writer.data_alignment = reader.alignment  # the general.alignment field itself is copied with the rest
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from oasis.engines.registry import EngineRegistry
@@ -19,14 +20,29 @@ from oasis.storage.db import Database, Session
 from oasis.storage.pagination import Page, PageRequest
 from oasis.storage.tables import Assistant
 
+# Makes a model name servable for a project where it is one of its fine-tunes (loaded on first use).
+ModelLoader = Callable[[str, str], Awaitable[None]]
+
+
+async def _no_loading(project_id: str, model: str) -> None:
+    return None
+
 
 class AssistantService:
-    def __init__(self, db: Database, registry: EngineRegistry, vector_stores: VectorStoreService) -> None:
+    def __init__(
+        self,
+        db: Database,
+        registry: EngineRegistry,
+        vector_stores: VectorStoreService,
+        load_model: ModelLoader = _no_loading,
+    ) -> None:
         self._db = db
         self._registry = registry
         self._vector_stores = vector_stores
+        self._load_model = load_model
 
     async def create(self, project_id: str, request: CreateAssistantRequest) -> dict[str, Any]:
+        await self._load_model(project_id, request.model)
         check_known(self._registry, request.model)
         tools = tools_to_store(request.tools)
         metadata = check_metadata(request.metadata)
@@ -65,6 +81,7 @@ class AssistantService:
     async def modify(self, project_id: str, assistant_id: str, request: ModifyAssistantRequest) -> dict[str, Any]:
         given = request.model_fields_set
         if request.model is not None:
+            await self._load_model(project_id, request.model)
             check_known(self._registry, request.model)
         async with self._db.session() as session:
             row = await self.row(session, project_id, assistant_id)

@@ -19,7 +19,7 @@ from oasis.protocol.assistants import (
     ModifyRunRequest,
     SubmitToolOutputsRequest,
 )
-from oasis.services.assistants.assistants import AssistantService
+from oasis.services.assistants.assistants import AssistantService, ModelLoader, _no_loading
 from oasis.services.assistants.code_interpreter import CodeInterpreter
 from oasis.services.assistants.events import Event, EventQueue, RunEvents
 from oasis.services.assistants.file_search import wants_contents
@@ -85,9 +85,11 @@ class RunService:
         cancel_here: Callable[[str], None],
         wake_workers: Callable[[], None],
         lease_seconds: float,
+        load_model: ModelLoader = _no_loading,
     ) -> None:
         self._db = db
         self._registry = registry
+        self._load_model = load_model
         self._vector_stores = vector_stores
         self._code_interpreter = code_interpreter
         self._execute = execute
@@ -112,6 +114,7 @@ class RunService:
         return self._started(run, bool(request.stream), None, contents)
 
     async def _create(self, project_id: str, thread_id: str, request: CreateRunRequest) -> Run:
+        await self._load_run_model(project_id, request)
         async with self._db.session() as session:
             thread = await thread_row(session, project_id, thread_id)
             await refuse_while_running(session, thread_id, "Thread {thread} already has an active run {run}.")
@@ -129,6 +132,7 @@ class RunService:
     async def create_thread_and_run(
         self, project_id: str, request: CreateThreadAndRunRequest
     ) -> dict[str, Any] | AsyncIterator[Event]:
+        await self._load_run_model(project_id, request)
         async with self._db.session() as session:
             assistant = await AssistantService.row(session, project_id, request.assistant_id)
             thread = await new_thread(
@@ -149,6 +153,15 @@ class RunService:
             await session.commit()
         self._vector_stores.wake()  # attached files to index
         return self._started(run, bool(request.stream), thread, False)
+
+    async def _load_run_model(self, project_id: str, request: CreateRunRequest | CreateThreadAndRunRequest) -> None:
+        """A fine-tune the run will use is loaded before the run is made (outside its transaction: loading takes
+        seconds)."""
+        model = request.model
+        if model is None:
+            async with self._db.session() as session:
+                model = (await AssistantService.row(session, project_id, request.assistant_id)).model
+        await self._load_model(project_id, model)
 
     async def _new_run(
         self,

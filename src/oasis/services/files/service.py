@@ -16,6 +16,7 @@ from oasis.protocol.extensions import UPLOAD_PURPOSES, FileObject
 from oasis.services.files.checks import LINE_CHECKS
 from oasis.storage import batches as batch_rows
 from oasis.storage import files as file_rows
+from oasis.storage import fine_tuning as fine_tuning_rows
 from oasis.storage.clock import new_id, now
 from oasis.storage.db import Conflict, Database
 from oasis.storage.pagination import Page, PageRequest
@@ -147,8 +148,11 @@ class FileService:
             if row is None:
                 raise _file_not_found(file_id)
             await file_rows.mark_deleted(session, row)
-            # An unfinished batch still reads its input: the bytes stay until the blob sweeper finds them unused.
-            keep_bytes = await batch_rows.input_in_use(session, file_id)
+            # An unfinished batch or fine-tuning job still reads its input: the bytes stay until the blob sweeper
+            # finds them unused.
+            keep_bytes = await batch_rows.input_in_use(session, file_id) or bool(
+                await fine_tuning_rows.files_in_training(session, [file_id])
+            )
             await session.commit()
         # After the commit: a crash here leaves an unreferenced blob (the sweeper's), never a row without bytes.
         if not keep_bytes:

@@ -8,8 +8,11 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
+from pydantic import ValidationError
+
 from oasis.engines.registry import EngineRegistry
 from oasis.errors import invalid_request, not_found
+from oasis.protocol import openapi_types as spec
 from oasis.services.metadata import check_metadata
 from oasis.storage import files as file_rows
 from oasis.storage import fine_tuning as job_rows
@@ -195,12 +198,17 @@ class FineTuningService:
                     param="fine_tuning_job_id",
                     code="job_not_cancellable",
                 )
-            # The worker training it sees the status at its next step (within seconds), stops the trainer and
-            # keeps the checkpoints written so far.
-            row.status = "cancelled"
-            row.finished_at = now()
+            # The worker training it sees the status within a second, stops the trainer and keeps the checkpoints
+            # written so far.
+            if not await job_rows.cancel(session, row, now()):
+                raise invalid_request(
+                    f"Job {job_id} ended before it could be cancelled.",
+                    param="fine_tuning_job_id",
+                    code="job_not_cancellable",
+                )
             session.add(new_event(job_id, "Fine-tuning job cancelled"))
             await session.commit()
+            await session.refresh(row)
         self._wake_workers()
         return job_to_wire(row)
 
@@ -222,5 +230,14 @@ def _asked_hyperparameters(request: dict[str, Any]) -> dict[str, Any]:
             raise invalid_request(
                 f"Only the 'supervised' fine-tuning method is available here; got '{kind}'.", param="method.type"
             )
-        asked = {**asked, **((method.get("supervised") or {}).get("hyperparameters") or {})}
+        method_asked = (method.get("supervised") or {}).get("hyperparameters") or {}
+        try:
+            spec.Hyperparameters.model_validate(method_asked)
+        except ValidationError as error:
+            field = ".".join(str(part) for part in error.errors()[0]["loc"][:1])
+            raise invalid_request(
+                f"Invalid hyperparameter {field}: {error.errors()[0]['msg']}.",
+                param=f"method.supervised.hyperparameters.{field}",
+            ) from None
+        asked = {**asked, **method_asked}
     return {name: asked.get(name) if asked.get(name) is not None else "auto" for name in HYPERPARAMETERS}

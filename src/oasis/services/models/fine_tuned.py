@@ -15,6 +15,7 @@ import logging
 import shutil
 import tarfile
 import tempfile
+import time
 from collections import OrderedDict
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from oasis.storage.db import Database
 log = logging.getLogger("oasis.models")
 
 FINE_TUNED_PREFIX = "ft:"
+RECHECK_SECONDS = 5.0
 
 
 def _model_not_found(model: str) -> OasisError:
@@ -74,34 +76,65 @@ class FineTunedModels:
         self._max_loaded = max_loaded
         self._loaded: OrderedDict[str, str] = OrderedDict()  # model name -> its project
         self._locks: dict[str, asyncio.Lock] = {}
+        self._merging: dict[Path, asyncio.Lock] = {}
+        self._unloading: set[asyncio.Task[None]] = set()
+        self._checked: dict[str, float] = {}  # model -> when its row was last seen
 
     async def ensure(self, project_id: str, model: str) -> None:
         """Makes `model` servable when it is one of the project's fine-tunes (or their checkpoints); a
         fine-tune of another project is not found; other names are left to the registry."""
-        if not model.startswith(FINE_TUNED_PREFIX):
+        if not model.startswith(FINE_TUNED_PREFIX) or self._registry.configured(model):
             return
-        if self._ready(project_id, model):
+        if self._ready(project_id, model) and not await self._deleted_elsewhere(project_id, model):
             return
-        async with self._locks.setdefault(model, asyncio.Lock()):
-            if self._ready(project_id, model):  # loaded by a request that held the lock before this one
-                return
-            adapter_key, base_model = await self._artifact(project_id, model)
-            base = self._registry.resolve(base_model)
-            if base is None:
-                raise OasisError(
-                    503,
-                    f"The model '{model}' was fine-tuned from '{base_model}', which this server no longer serves.",
-                    type="server_error",
-                    code="model_not_available",
-                )
-            path = await self.merged_gguf(adapter_key, base)
-            spec = ModelSpec(id=model, engine=base.engine, path=str(path), options=base.options, owned_by=project_id)
-            await self._registry.add(spec)
-            self._loaded[model] = project_id
-            while len(self._loaded) > self._max_loaded:
-                evicted, _ = self._loaded.popitem(last=False)
-                log.info("unloading fine-tuned model %s (least recently used)", evicted)
-                await self._registry.remove(evicted)
+        lock = self._locks.setdefault(model, asyncio.Lock())
+        try:
+            async with lock:
+                if not self._ready(project_id, model):  # else loaded by a request that held the lock before
+                    await self._load(project_id, model)
+        finally:
+            if not lock.locked():
+                self._locks.pop(model, None)
+
+    async def _deleted_elsewhere(self, project_id: str, model: str) -> bool:
+        """A fine-tune deleted through another replica is unloaded here too, checked at most every few seconds."""
+        checked = self._checked.get(model, 0.0)
+        if time.monotonic() - checked < RECHECK_SECONDS:
+            return False
+        self._checked[model] = time.monotonic()
+        try:
+            await self._artifact(project_id, model)
+        except OasisError:
+            await self.forget(model, None, None)
+            raise
+        return False
+
+    async def _load(self, project_id: str, model: str) -> None:
+        adapter_key, base_model = await self._artifact(project_id, model)
+        base = self._registry.resolve(base_model)
+        if base is None:
+            raise OasisError(
+                503,
+                f"The model '{model}' was fine-tuned from '{base_model}', which this server no longer serves.",
+                type="server_error",
+                code="model_not_available",
+            )
+        path = await self.merged_gguf(adapter_key, base)
+        spec = ModelSpec(id=model, engine=base.engine, path=str(path), options=base.options, owned_by=project_id)
+        await self._registry.add(spec, project_id)
+        self._loaded[model] = project_id
+        self._checked[model] = time.monotonic()
+        while len(self._loaded) > self._max_loaded:
+            evicted, _ = self._loaded.popitem(last=False)
+            log.info("unloading fine-tuned model %s (least recently used)", evicted)
+            self._unload(evicted)
+
+    def _unload(self, model: str) -> None:
+        """No new request finds the model; its engine closes in the background once the requests it serves end."""
+        self._checked.pop(model, None)
+        unloading = asyncio.create_task(self._registry.remove(model))
+        self._unloading.add(unloading)
+        unloading.add_done_callback(self._unloading.discard)
 
     def _ready(self, project_id: str, model: str) -> bool:
         owner = self._loaded.get(model)
@@ -131,8 +164,13 @@ class FineTunedModels:
     async def merged_gguf(self, adapter_key: str, base: ModelSpec) -> Path:
         """The base model's GGUF with the adapter merged in, made once per (base, adapter) on this host."""
         target = self.cached_path(adapter_key, base)
-        if target.exists():
-            return target
+        async with self._merging.setdefault(target, asyncio.Lock()):  # a fine-tune and its last checkpoint share one
+            if target.exists():
+                return target
+            await self._merge(adapter_key, base, target)
+        return target
+
+    async def _merge(self, adapter_key: str, base: ModelSpec, target: Path) -> None:
         archive = await read_blob(self._blobs, adapter_key)
         self._cache_dir.mkdir(parents=True, exist_ok=True)
         folder = Path(tempfile.mkdtemp(prefix="adapter-", dir=self._cache_dir))
@@ -141,12 +179,11 @@ class FineTunedModels:
             await asyncio.to_thread(merge_adapter, gguf_path(base), folder, target)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
-        return target
 
     async def forget(self, model: str, adapter_key: str | None, base_model: str | None) -> None:
         """A deleted fine-tune: unloaded, and its merged GGUF removed from this host's cache."""
         if self._loaded.pop(model, None) is not None:
-            await self._registry.remove(model)
+            self._unload(model)
         base = self._registry.resolve(base_model) if base_model else None
         if adapter_key and base is not None:
             self.cached_path(adapter_key, base).unlink(missing_ok=True)

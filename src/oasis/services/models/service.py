@@ -49,7 +49,7 @@ class ModelService:
         ]
 
     async def retrieve(self, project_id: str, model: str) -> spec.Model:
-        model_spec = self._registry.resolve(model)
+        model_spec = self._registry.resolve(model) if self._registry.configured(model) else None
         if model_spec is not None:
             return spec.Model(id=model, object="model", created=self._started_at, owned_by=model_spec.owned_by)
         async with self._db.session() as session:
@@ -59,7 +59,7 @@ class ModelService:
         return spec.Model(id=row.id, object="model", created=row.created_at, owned_by=row.owned_by)
 
     async def delete(self, project_id: str, model: str) -> spec.DeleteModelResponse:
-        if self._registry.resolve(model) is not None:
+        if self._registry.configured(model):
             raise permission_denied(
                 f"The model '{model}' is served from this server's configuration and cannot be deleted "
                 "through the API; only models your project owns (fine-tunes) can.",
