@@ -131,6 +131,34 @@ async def test_the_model_learns_an_answer_and_the_fine_tune_is_served(start_oasi
     assert ANSWER in await _ask(client, last.fine_tuned_model_checkpoint, TEST_QUESTION)
     assert name in [model.id async for model in client.models.list()]
 
+    # the other ways in: an Assistants run and a batch line name the fine-tune
+    assistant = await client.beta.assistants.create(model=name)
+    run = await client.beta.threads.create_and_run_poll(
+        assistant_id=assistant.id,
+        thread={"messages": [{"role": "user", "content": TEST_QUESTION}]},
+        temperature=0,
+        poll_interval_ms=200,
+    )
+    assert run.status == "completed", run.last_error
+    reply = (await client.beta.threads.messages.list(run.thread_id)).data[0].content[0]
+    assert ANSWER in reply.text.value  # type: ignore[union-attr]
+    line = {
+        "custom_id": "ask",
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {"model": name, "messages": [{"role": "user", "content": TEST_QUESTION}], "temperature": 0},
+    }
+    batch_input = await client.files.create(file=("b.jsonl", io.BytesIO(json.dumps(line).encode())), purpose="batch")
+    batch = await client.batches.create(
+        input_file_id=batch_input.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    while batch.status not in ("completed", "failed", "expired", "cancelled"):
+        await asyncio.sleep(0.5)
+        batch = await client.batches.retrieve(batch.id)
+    assert batch.status == "completed" and batch.output_file_id
+    answered = json.loads((await client.files.content(batch.output_file_id)).text)
+    assert ANSWER in answered["response"]["body"]["choices"][0]["message"]["content"]
+
     assert name not in [model.id async for model in theirs.models.list()]
     with pytest.raises(openai.NotFoundError):
         await theirs.models.retrieve(name)
