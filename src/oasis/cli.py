@@ -195,7 +195,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_settings_args(serve)
 
     worker = commands.add_parser(
-        "worker", help="run background jobs (ingestion, batches, runs, fine-tuning) against the configured database, no HTTP"
+        "worker",
+        help="run background jobs (ingestion, batches, runs, fine-tuning) against the configured database, no HTTP",
     )
     _add_settings_args(worker)
 
