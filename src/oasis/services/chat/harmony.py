@@ -22,7 +22,6 @@ _HEADER = re.compile(
 )
 _RECIPIENT = re.compile(r"to=functions\.([\w.-]+)")
 _BODY_END = re.compile(r"<\|(?:end|call|return|start)\|>")
-_LONGEST_MARKER = max(len(marker) for marker in MARKERS)
 
 
 @dataclass
@@ -50,7 +49,7 @@ def read_harmony(text: str, functions: Mapping[str, Any] | None, *, final: bool)
         stop = end.start() if end is not None else len(text)
         body = text[header.end() : stop]
         if not closed and not final:
-            body = body[: len(body) - _marker_prefix(body)]
+            body = body[: len(body) - marker_prefix(body)]
         recipient = _RECIPIENT.search(header.group("before") + header.group("after"))
         if recipient is not None and functions is not None and recipient.group(1) in functions:
             if closed or final:  # a call is read once its message is whole
@@ -83,9 +82,9 @@ def _may_become_header(rest: str) -> bool:
     return stripped.startswith("to=functions.") or "to=functions.".startswith(stripped[:13])
 
 
-def _marker_prefix(body: str) -> int:
-    """How long a tail of `body` is the beginning of a marker."""
-    for size in range(min(_LONGEST_MARKER - 1, len(body)), 0, -1):
-        if any(marker.startswith(body[-size:]) for marker in MARKERS):
+def marker_prefix(body: str, markers: tuple[str, ...] = MARKERS) -> int:
+    """How long a tail of `body` is the beginning of one of `markers`."""
+    for size in range(min(max(len(marker) for marker in markers) - 1, len(body)), 0, -1):
+        if any(marker.startswith(body[-size:]) for marker in markers):
             return size
     return 0

@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from oasis.services.chat.harmony import HarmonyReply
+from oasis.services.chat.harmony import HarmonyReply, marker_prefix
 from oasis.services.chat.tool_formats import FORMATS, ParsedCall, parameter_value
 
 MARKERS = FORMATS["muse_glimmer"].markers
@@ -21,7 +21,6 @@ _CALLS = re.compile(r"\s*<atem:function_calls>(?P<inner>.*?)</atem:function_call
 _INVOKE = re.compile(r'<atem:invoke name="([^"]+)">(.*?)</atem:invoke>', re.DOTALL)
 _PARAMETER = re.compile(r'<atem:parameter name="([^"]+)">(.*?)</atem:parameter>', re.DOTALL)
 _OPENINGS = ("<|start|>", "to=", "<|message|>")
-_LONGEST_MARKER = max(len(marker) for marker in MARKERS)
 
 
 def read_muse(text: str, functions: Mapping[str, Any] | None, *, final: bool) -> HarmonyReply:
@@ -42,9 +41,9 @@ def read_muse(text: str, functions: Mapping[str, Any] | None, *, final: bool) ->
         body = text[header.end() : end.start() if end is not None else len(text)]
         recipient = (header.group("recipient") or "user").strip()
         if recipient == "self":
-            reply.reasoning += body if closed or final else body[: len(body) - _marker_prefix(body)]
+            reply.reasoning += body if closed or final else body[: len(body) - marker_prefix(body, MARKERS)]
         elif recipient == "user":
-            reply.content += body if closed or final else body[: len(body) - _marker_prefix(body)]
+            reply.content += body if closed or final else body[: len(body) - marker_prefix(body, MARKERS)]
         elif closed or final:  # a call is read once its message is whole
             calls = _calls(body, functions)
             if calls is None:
@@ -76,11 +75,3 @@ def _may_become_header(rest: str) -> bool:
         return False
     stripped = rest.lstrip()
     return stripped.startswith(("<|start|>", "to=")) or any(opening.startswith(stripped) for opening in _OPENINGS)
-
-
-def _marker_prefix(body: str) -> int:
-    """How long a tail of `body` is the beginning of a marker."""
-    for size in range(min(_LONGEST_MARKER - 1, len(body)), 0, -1):
-        if any(marker.startswith(body[-size:]) for marker in MARKERS):
-            return size
-    return 0
