@@ -93,7 +93,8 @@ async def _all_events(client: openai.AsyncOpenAI, job_id: str) -> list[Any]:
 
 
 def _trainers() -> list[str]:
-    found = subprocess.run(["pgrep", "-f", "oasis.engines.training"], capture_output=True, text=True)
+    """Trainer processes alive (their command line, not a path that happens to hold the words)."""
+    found = subprocess.run(["pgrep", "-f", "--", r"-m oasis\.engines\.training "], capture_output=True, text=True)
     return found.stdout.split()
 
 
