@@ -313,7 +313,6 @@ class FineTuningRunner:
                 job, owner, ("running",), new_event(job.id, message, data=data), estimated_finish=int(estimate)
             )
             progress.recorded_step = step
-            progress.last_metrics = {"step": step, **metrics}
         elif kind == "checkpoint":
             await self._checkpoint(job, owner, report, progress)
         elif kind == "done":
@@ -410,7 +409,6 @@ class _Progress:
         self.steps_per_epoch = 1
         self.started = time.time()
         self.started_step = 0
-        self.last_metrics: dict[str, Any] = {}
         self.trained_tokens = 0
         self.done = False
 

@@ -85,7 +85,8 @@ class FineTunedModels:
         fine-tune of another project is not found; other names are left to the registry."""
         if not model.startswith(FINE_TUNED_PREFIX) or self._registry.configured(model):
             return
-        if self._ready(project_id, model) and not await self._deleted_elsewhere(project_id, model):
+        if self._ready(project_id, model):
+            await self._recheck(project_id, model)
             return
         lock = self._locks.setdefault(model, asyncio.Lock())
         try:
@@ -96,18 +97,16 @@ class FineTunedModels:
             if not lock.locked():
                 self._locks.pop(model, None)
 
-    async def _deleted_elsewhere(self, project_id: str, model: str) -> bool:
-        """A fine-tune deleted through another replica is unloaded here too, checked at most every few seconds."""
-        checked = self._checked.get(model, 0.0)
-        if time.monotonic() - checked < RECHECK_SECONDS:
-            return False
+    async def _recheck(self, project_id: str, model: str) -> None:
+        """A fine-tune deleted through another replica is unloaded here too (a 404), checked every few seconds."""
+        if time.monotonic() - self._checked.get(model, 0.0) < RECHECK_SECONDS:
+            return
         self._checked[model] = time.monotonic()
         try:
             await self._artifact(project_id, model)
         except OasisError:
             await self.forget(model, None, None)
             raise
-        return False
 
     async def _load(self, project_id: str, model: str) -> None:
         adapter_key, base_model = await self._artifact(project_id, model)
