@@ -175,6 +175,56 @@ async def test_the_model_learns_an_answer_and_the_fine_tune_is_served(start_oasi
     assert name not in [model.id async for model in client.models.list()]
 
 
+async def test_a_model_trained_from_its_hugging_face_folder_is_served_from_its_gguf(
+    start_oasis: Callable[..., Any], tmp_path: Path
+) -> None:
+    from tests.engines_training.tiny_models import build_tiny_model, smollm2_tokenizer
+
+    tokenizer = smollm2_tokenizer()
+    qwen3 = build_tiny_model("qwen3", tmp_path, tokenizer)
+    llama = build_tiny_model("llama", tmp_path, tokenizer)
+    harness: Harness = await start_oasis(
+        engine_factories=None,
+        models=[
+            {"id": "tiny-qwen3", "engine": "llamacpp", "path": str(qwen3.gguf), "train_from": str(qwen3.folder)},
+            # a configuration mistake: the folder holds another network than the GGUF
+            {"id": "tiny-mixed", "engine": "llamacpp", "path": str(qwen3.gguf), "train_from": str(llama.folder)},
+        ],
+    )
+    client = harness.sdk()
+    training = await client.files.create(file=("pw.jsonl", io.BytesIO(password_lines())), purpose="fine-tune")
+    with pytest.raises(openai.BadRequestError) as refused:
+        await client.fine_tuning.jobs.create(model="tiny-mixed", training_file=training.id)
+    assert refused.value.body["param"] == "model" and "model_type 'llama'" in refused.value.body["message"]  # type: ignore[index]
+    assert not (await client.fine_tuning.jobs.list()).data  # refused before any job exists
+
+    job = await client.fine_tuning.jobs.create(
+        model="tiny-qwen3",
+        training_file=training.id,
+        hyperparameters={"n_epochs": 1, "batch_size": 8, "learning_rate_multiplier": 50},
+        seed=3,
+    )
+    job = await _until(client, job.id, ("succeeded", "failed", "cancelled"), 300)
+    assert job.status == "succeeded", job.error
+
+    async def first_token_logprobs(model: str) -> dict[str, float]:
+        reply = await client.chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": TEST_QUESTION}],
+            temperature=0,
+            max_tokens=3,
+            logprobs=True,
+            top_logprobs=5,
+        )
+        content = reply.choices[0].logprobs.content  # type: ignore[union-attr]
+        assert content
+        return {candidate.token: candidate.logprob for candidate in content[0].top_logprobs}
+
+    base, tuned = await first_token_logprobs("tiny-qwen3"), await first_token_logprobs(job.fine_tuned_model or "")
+    # the merged weights are served: the fine-tune's next-token distribution is not the base's
+    assert base != tuned and max(abs(base.get(token, -100) - tuned.get(token, -100)) for token in tuned) > 0.05
+
+
 async def test_cancel_stops_the_trainer_and_keeps_the_checkpoints(start_oasis: Callable[..., Any]) -> None:
     harness: Harness = await start_oasis(engine_factories=None, models=[smollm()])
     client = harness.sdk()

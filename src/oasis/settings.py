@@ -35,6 +35,12 @@ class ModelSpec(BaseModel):
     engine: str = Field(description="Engine kind, a key of the engine registry (e.g. `llamacpp`, `upstream`).")
     path: str | None = Field(default=None, description="Where the weights are on disk.")
     package: str | None = Field(default=None, description="An installed Python package that ships the weights.")
+    train_from: str | None = Field(
+        default=None,
+        description="Fine-tuning: a Hugging Face folder (config.json, safetensors, tokenizer) holding the same network "
+        "as the GGUF, trained instead of reading the GGUF (full precision, faster to load); the result is still "
+        "merged into the GGUF.",
+    )
     aliases: list[str] = Field(default_factory=list, description="Other ids that resolve to this model.")
     options: dict[str, Any] = Field(default_factory=dict, description="Engine-specific options.")
     owned_by: str = "oasis"

@@ -236,7 +236,7 @@ class FineTuningRunner:
         base = self._registry.resolve(job.base_model)
         if base is None:
             raise _Failed("model_not_available", f"The base model {job.base_model} is no longer served.", "model")
-        chosen = json.loads(job.hyperparameters_json)
+        chosen = hyperparameters.Hyperparameters(**json.loads(job.hyperparameters_json))
         resume_from = None
         if job.resume_blob_key:
             resume_from = folder / f"resume-step-{job.resume_step}"
@@ -246,11 +246,13 @@ class FineTuningRunner:
             json.dumps(
                 {
                     "base_gguf": str(gguf_path(base)),
+                    "train_from": str(Path(base.train_from).expanduser()) if base.train_from else None,
+                    "chat_template": base.options.get("chat_template"),
                     "training_file": str(training),
                     "validation_file": str(validation) if validation else None,
-                    "n_epochs": chosen["n_epochs"],
-                    "batch_size": chosen["batch_size"],
-                    "learning_rate": hyperparameters.BASE_LEARNING_RATE * chosen["learning_rate_multiplier"],
+                    "n_epochs": chosen.n_epochs,
+                    "batch_size": chosen.batch_size,
+                    "learning_rate": chosen.learning_rate,
                     "seed": job.seed,
                     "threads": settings.threads or os.cpu_count() or 1,
                     "resume_from": str(resume_from) if resume_from else None,

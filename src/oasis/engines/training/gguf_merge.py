@@ -10,8 +10,9 @@ W + permute(B @ A * scale), computed in float32:
   LoRA deltas are ~100x smaller than a Q4 step, so re-quantizing rounds nearly every weight back to its old code and
   the fine-tune silently disappears. Q8_0's finer grid keeps it (llama.cpp mixes tensor types freely).
 
-Only the `llama` architecture is supported: the q/k permutation and the name map are per architecture.
-No torch here, so the merge runs in a process that never loads a model.
+The name map and the q/k permutation are per architecture: `ARCHITECTURES` lists the ones whose layout is checked
+against llama.cpp (tests/engines_training/test_architectures.py compares llama.cpp's logits with transformers'
+for each). No torch here, so the merge runs in a process that never loads a model.
 """
 
 from __future__ import annotations
@@ -32,7 +33,20 @@ from safetensors.numpy import load_file
 
 logger = logging.getLogger(__name__)
 
-SUPPORTED_ARCHITECTURES = ("llama",)
+
+@dataclass(frozen=True)
+class Architecture:
+    tensor_names: gguf.MODEL_ARCH
+    permuted_qk: bool  # convert_hf_to_gguf permutes attn_q/attn_k rows for llama.cpp's rope (its LlamaModel.permute)
+
+
+# The GGUF's general.architecture -> how its tensors relate to transformers'. Llama's covers Mistral and the other
+# models converted as `llama`; the Qwen ones keep transformers' row order (their rope is the NEOX kind).
+ARCHITECTURES = {
+    "llama": Architecture(gguf.MODEL_ARCH.LLAMA, permuted_qk=True),
+    "qwen2": Architecture(gguf.MODEL_ARCH.QWEN2, permuted_qk=False),
+    "qwen3": Architecture(gguf.MODEL_ARCH.QWEN3, permuted_qk=False),
+}
 _FLOAT_TYPES = {gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16, gguf.GGMLQuantizationType.BF16}
 _PEFT_PREFIX = "base_model.model."
 
@@ -54,14 +68,11 @@ def merge_adapter(base_gguf: Path, adapter_dir: Path, out: Path) -> None:
     renamed, so `out` is either absent or complete."""
     started = time.perf_counter()
     reader = gguf.GGUFReader(base_gguf)
+    problem = _unmergeable(reader, base_gguf.name)
+    if problem:
+        raise ValueError(problem)
     architecture = _field(reader, gguf.Keys.General.ARCHITECTURE)
-    if architecture not in SUPPORTED_ARCHITECTURES:
-        raise ValueError(
-            f"cannot merge a LoRA adapter into a GGUF of architecture {architecture!r}: only "
-            f"{', '.join(SUPPORTED_ARCHITECTURES)} is supported"
-        )
-    if reader.endianess != gguf.GGUFEndian.LITTLE:
-        raise ValueError(f"{base_gguf.name} is a big-endian GGUF; only little-endian files can be merged")
+    permuted_qk = ARCHITECTURES[architecture].permuted_qk
     head_count = int(_field(reader, gguf.Keys.Attention.HEAD_COUNT.format(arch=architecture)))
     head_count_kv = int(_field(reader, gguf.Keys.Attention.HEAD_COUNT_KV.format(arch=architecture)) or head_count)
     updates = _updates_by_tensor(reader, read_adapter(adapter_dir), architecture)
@@ -93,9 +104,9 @@ def merge_adapter(base_gguf: Path, adapter_dir: Path, out: Path) -> None:
                 continue
             tensor_kind, update = updates[tensor.name]
             delta = update.delta()
-            if tensor_kind == gguf.MODEL_TENSOR.ATTN_Q:
+            if permuted_qk and tensor_kind == gguf.MODEL_TENSOR.ATTN_Q:
                 delta = permute_for_gguf(delta, head_count)
-            elif tensor_kind == gguf.MODEL_TENSOR.ATTN_K:
+            elif permuted_qk and tensor_kind == gguf.MODEL_TENSOR.ATTN_K:
                 delta = permute_for_gguf(delta, head_count_kv)
             weights = gguf.dequantize(tensor.data, tensor.tensor_type)
             if weights.shape != delta.shape:
@@ -112,12 +123,63 @@ def merge_adapter(base_gguf: Path, adapter_dir: Path, out: Path) -> None:
     )
 
 
+def training_problem(base_gguf: Path, train_from: Path | None) -> str | None:
+    """Why a LoRA trained for this model could not be merged into `base_gguf` (None when it can): checked before
+    training, so that a job fails at once rather than after hours. With `train_from`, the Hugging Face folder must
+    hold the same network as the GGUF (same architecture family, layer count and width)."""
+    try:
+        reader = gguf.GGUFReader(base_gguf)
+    except (OSError, ValueError) as exc:
+        return f"its GGUF cannot be read ({exc})"
+    problem = _unmergeable(reader, base_gguf.name)
+    if problem or train_from is None:
+        return problem
+    config_file = train_from / "config.json"
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return f"its train_from folder is not a Hugging Face model folder ({config_file}: {exc})"
+    config = config.get("text_config", config)  # a multimodal folder keeps the language model's settings inside
+    architecture = _field(reader, gguf.Keys.General.ARCHITECTURE)
+    expected = {
+        "model_type": (config.get("model_type"), architecture),
+        "num_hidden_layers": (config.get("num_hidden_layers"), _field(reader, f"{architecture}.block_count")),
+        "hidden_size": (config.get("hidden_size"), _field(reader, f"{architecture}.embedding_length")),
+    }
+    mismatches = [
+        f"{key} {folder_value!r} where the GGUF has {gguf_value!r}"
+        for key, (folder_value, gguf_value) in expected.items()
+        if folder_value != gguf_value and not (key == "model_type" and _same_family(folder_value, gguf_value))
+    ]
+    if mismatches:
+        return f"its train_from folder holds another model than its GGUF: {'; '.join(mismatches)}"
+    return None
+
+
+def _same_family(model_type: Any, architecture: str) -> bool:
+    # transformers' model_type and the GGUF's architecture name agree for these, except that Mistral's folders are
+    # converted to `llama` GGUFs.
+    return architecture == "llama" and model_type == "mistral"
+
+
+def _unmergeable(reader: gguf.GGUFReader, name: str) -> str | None:
+    architecture = _field(reader, gguf.Keys.General.ARCHITECTURE)
+    if architecture not in ARCHITECTURES:
+        return (
+            f"a LoRA adapter cannot be merged into a GGUF of architecture {architecture!r}: the supported ones are "
+            f"{', '.join(ARCHITECTURES)}"
+        )
+    if reader.endianess != gguf.GGUFEndian.LITTLE:
+        return f"{name} is a big-endian GGUF; only little-endian files can be merged"
+    return None
+
+
 def _updates_by_tensor(
     reader: gguf.GGUFReader, updates: dict[str, LowRankUpdate], architecture: str
 ) -> dict[str, tuple[gguf.MODEL_TENSOR, LowRankUpdate]]:
     """{GGUF tensor name: (its kind, its update)}: model.layers.3.self_attn.q_proj.weight -> blk.3.attn_q.weight."""
     block_count = int(_field(reader, gguf.Keys.LLM.BLOCK_COUNT.format(arch=architecture)))
-    name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, block_count)
+    name_map = gguf.get_tensor_name_map(ARCHITECTURES[architecture].tensor_names, block_count)
     by_tensor = {}
     for hf_name, update in updates.items():
         found = name_map.get_type_and_name(hf_name, try_suffixes=(".weight",))
@@ -153,7 +215,8 @@ def read_adapter(adapter_dir: Path) -> dict[str, LowRankUpdate]:
                 raise ValueError(f"adapter tensor {key} is not a LoRA A/B matrix; it cannot be merged into a GGUF")
             continue
         module = key.removeprefix(_PEFT_PREFIX).split(".lora_A.")[0]
-        if isinstance(targets, list) and module.rsplit(".", 1)[-1] not in targets:
+        # peft's own matching: a target is a module's full name or its last parts (few modules: full names)
+        if isinstance(targets, list) and not any(module == t or module.endswith(f".{t}") for t in targets):
             raise ValueError(f"adapter tensor {key} is for a module outside target_modules {targets}")
         down, up = tensors[key], tensors[key.replace(".lora_A.", ".lora_B.")]
         if down.shape[0] != rank or up.shape[1] != rank:

@@ -3,17 +3,22 @@ workers/fine_tuning.py validates its files and trains it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from oasis.engines.llamacpp.weights import gguf_path
 from oasis.engines.registry import EngineRegistry
+from oasis.engines.training.gguf_merge import training_problem
 from oasis.errors import invalid_request, not_found
 from oasis.protocol import openapi_types as spec
 from oasis.services.metadata import check_metadata
+from oasis.settings import ModelSpec
 from oasis.storage import files as file_rows
 from oasis.storage import fine_tuning as job_rows
 from oasis.storage.clock import new_id, now
@@ -94,6 +99,14 @@ def new_event(job_id: str, message: str, *, level: str = "info", data: dict[str,
     )
 
 
+def _training_problem(spec: ModelSpec) -> str | None:
+    try:
+        weights = gguf_path(spec)
+    except (OSError, ValueError) as exc:
+        return f"its weights cannot be found ({exc})"
+    return training_problem(weights, Path(spec.train_from).expanduser() if spec.train_from else None)
+
+
 class FineTuningService:
     def __init__(self, db: Database, registry: EngineRegistry, wake_workers: Callable[[], None]) -> None:
         self._db = db
@@ -110,6 +123,11 @@ class FineTuningService:
                 "can be fine-tuned.",
                 param="model",
                 code="model_not_available",
+            )
+        problem = await asyncio.to_thread(_training_problem, spec)
+        if problem:
+            raise invalid_request(
+                f"Model {model} is not available for fine-tuning: {problem}.", param="model", code="model_not_available"
             )
         hyperparameters = _asked_hyperparameters(request)
         suffix = request.get("suffix")
