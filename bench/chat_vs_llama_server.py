@@ -65,6 +65,8 @@ def server(kind: str, gguf: Path, parallel: int, context: int, threads: int, lla
     else:
         config = Path(tempfile.mkdtemp()) / "oasis.yaml"
         options = {"context_length": context, "parallel": parallel, "threads": threads, "batch_size": 512}
+        if FIXED_THREADS:
+            options["adapt_threads"] = False
         config.write_text(
             json.dumps({"models": [{"id": "bench", "engine": "llamacpp", "path": str(gguf), "options": options}]})
         )
@@ -85,6 +87,7 @@ class Stream:
 
 
 TEMPERATURE = 0.0  # --temperature; above 0 each stream gets its own seed
+FIXED_THREADS = False  # --fixed-threads: oasis keeps --threads even while other work keeps cores busy
 
 
 async def one_stream(client: httpx.AsyncClient, base: str, max_tokens: int, seed: int = 0) -> Stream:
@@ -196,6 +199,7 @@ def main() -> int:
     parser.add_argument("--gguf", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--fixed-threads", action="store_true", help="oasis with adapt_threads: false")
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--context", type=int, default=1024, help="tokens per sequence slot")
     parser.add_argument("--concurrency", default="1,4,8,16")
@@ -217,8 +221,9 @@ def main() -> int:
         help="also a new request's time to first token while the other slots decode (and the step time then)",
     )
     args = parser.parse_args()
-    global TEMPERATURE
+    global TEMPERATURE, FIXED_THREADS
     TEMPERATURE = args.temperature
+    FIXED_THREADS = args.fixed_threads
     gguf = args.gguf or default_gguf()
     levels = [int(c) for c in args.concurrency.split(",")]
     sides = ["oasis", "llama-server"]

@@ -298,3 +298,14 @@ def test_a_killed_server_resumes_training_from_its_last_saved_step(tmp_path: Pat
     steps = sorted(e.data["step"] for e in events if e.type == "metrics")
     assert steps == list(range(1, finished.hyperparameters.n_epochs * 5 + 1))  # 40 examples, 8 a batch: each once
     assert sum(m.startswith("New fine-tuned model created") for m in messages) == 1
+
+    with oasis_server(data_dir, env, *args) as server:  # the fine-tune survives a restart: listed and answering
+        client = openai.OpenAI(api_key="sk-test", base_url=f"{server.base_url}/v1", max_retries=0)
+        assert finished.fine_tuned_model in [model.id for model in client.models.list()]
+        reply = client.chat.completions.create(
+            model=finished.fine_tuned_model or "",
+            messages=[{"role": "user", "content": TEST_QUESTION}],
+            temperature=0,
+            max_tokens=24,
+        )
+        assert reply.model == finished.fine_tuned_model and reply.choices[0].message.content

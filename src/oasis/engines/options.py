@@ -71,6 +71,10 @@ class LlamaCppOptions(ChatFormatOptions, EngineOptions):
     parallel: int = Field(default=8, gt=0, description="Sequences decoded together.")
     batch_size: int = Field(default=512, gt=0, description="Tokens per decode step.")
     threads: int | None = Field(default=None, gt=0, description="CPU threads (default: every core).")
+    adapt_threads: bool = Field(
+        default=True,
+        description="Decode with fewer threads while other work keeps cores busy (Linux; `threads` is the most).",
+    )
     max_queue: int = Field(default=256, ge=0, description="Waiting requests before a 429.")
     chat_template: str | None = Field(default=None, description="A Jinja chat template replacing the GGUF's.")
     gpu_layers: int | None = Field(default=None, ge=0, description="Layers offloaded to a GPU (0: CPU only).")

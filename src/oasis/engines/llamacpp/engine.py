@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import itertools
 import logging
 import math
 import os
@@ -27,6 +28,7 @@ import numpy as np
 from oasis.engines.base import EngineLoad
 from oasis.engines.llamacpp import native
 from oasis.engines.llamacpp.sampling import FullDistributionSampler
+from oasis.engines.llamacpp.threads import CoreShare, name_this_thread
 from oasis.engines.llamacpp.weights import gguf_path
 from oasis.engines.options import LlamaCppOptions
 from oasis.engines.text import (
@@ -40,6 +42,7 @@ from oasis.engines.text import (
 from oasis.settings import ModelSpec
 
 log = logging.getLogger("oasis.engines.llamacpp")
+_engine_numbers = itertools.count(1)
 
 _END = object()
 # Copying a cache between sequences moves the whole per-sequence buffer; below this many shared tokens,
@@ -142,7 +145,8 @@ class _TokenStream:
 class LlamaCppEngine:
     """A GGUF model served from this process. Options (config file `options:`): `context_length` per
     sequence (default 4096, at most the trained context), `parallel` sequences decoded together (default 8),
-    `batch_size` tokens per step (512), `threads` (all cores), `max_queue` waiting requests before 429 (256),
+    `batch_size` tokens per step (512), `threads` (all cores; fewer while other work keeps cores busy, unless
+    `adapt_threads` is false), `max_queue` waiting requests before 429 (256),
     `chat_template` to override the one in the GGUF, `gpu_layers` to offload to a GPU (llama.cpp built with a
     GPU backend offloads every layer unless told fewer; 0 keeps the model on the CPU)."""
 
@@ -153,6 +157,11 @@ class LlamaCppEngine:
         self._parallel = options.parallel
         self._batch_size = options.batch_size
         self._threads = options.threads or os.cpu_count() or 1
+        # The scheduler thread's kernel name: ggml's OpenMP workers inherit it, which is how CoreShare tells this
+        # engine's CPU time from everyone else's.
+        self._thread_name = f"oasis-llm-{next(_engine_numbers)}"
+        self._core_share = CoreShare(self._threads, self._thread_name) if options.adapt_threads else None
+        self._decode_threads = self._threads
         self._max_queue = options.max_queue
         self._template_override = options.chat_template
         self._gpu_layers = options.gpu_layers
@@ -182,6 +191,11 @@ class LlamaCppEngine:
         # Prompt tokens decoded, and those taken from a slot's cache instead (for logs and tests).
         self.prompt_tokens_decoded = 0
         self.prompt_tokens_cached = 0
+
+    @property
+    def decode_threads(self) -> int:
+        """The threads the last step decoded with (fewer than `threads` while other work keeps cores busy)."""
+        return self._decode_threads
 
     def load(self) -> EngineLoad:
         # Read without the lock: a scrape may see a count one step old, never a torn one (len() is atomic).
@@ -372,6 +386,7 @@ class LlamaCppEngine:
     # --- the scheduler thread -------------------------------------------------------------------------------
 
     def _loop(self) -> None:
+        name_this_thread(self._thread_name)
         while True:
             with self._lock:
                 while not self._stopping and not self._waiting and not self._running:
@@ -573,6 +588,17 @@ class LlamaCppEngine:
                 sequence.logits_row = -1
             fed.append((sequence, take))
         batch.n_tokens = rows
+        if self._core_share is not None:
+            threads = self._core_share.threads()
+            if threads != self._decode_threads:
+                log.debug(
+                    "%s: decoding with %d threads (others busy: %.2f cores)",
+                    self.spec.id,
+                    threads,
+                    self._core_share.others_busy,
+                )
+                lib.llama_set_n_threads(self._context, threads, threads)
+                self._decode_threads = threads
         status = lib.llama_decode(self._context, batch)
         if status != 0:
             raise RuntimeError(f"llama_decode returned {status}")

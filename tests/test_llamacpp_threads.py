@@ -1,0 +1,181 @@
+"""The engine decodes with as many threads as the rest of the machine leaves cores free (issue 12: llama.cpp's
+threads spin at barriers, so one busy core beside two decoding threads slows every step many times over)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from oasis.engines.llamacpp import threads as core_threads
+from oasis.engines.llamacpp.engine import LlamaCppEngine
+from oasis.engines.llamacpp.threads import CoreShare, CpuSample
+from oasis.engines.text import SamplingParams
+from oasis.settings import ModelSpec
+from tests.conftest import smollm
+
+ENGINE_THREAD, MAIN_THREAD, OMP_WORKER, EMBEDDER = 101, 100, 102, 103
+
+
+class Machine:
+    """Synthetic /proc readings: each `advance` adds CPU seconds to threads and to the cores' busy time."""
+
+    def __init__(self) -> None:
+        self.at = 1000.0
+        self.cores_busy = 0.0
+        self.process = 0.0
+        self.live = {MAIN_THREAD: 0.0, ENGINE_THREAD: 0.0, OMP_WORKER: 0.0, EMBEDDER: 0.0}
+
+    def advance(self, seconds: float, *, outside: float = 0.0, ended: float = 0.0, **threads: float) -> None:
+        """`outside`: cores' worth used by other processes; `ended`: CPU seconds of threads that came and went;
+        keyword arguments: cores' worth used by each named thread of this process."""
+        ids = {"main": MAIN_THREAD, "engine": ENGINE_THREAD, "omp": OMP_WORKER, "embedder": EMBEDDER}
+        used = 0.0
+        for name, cores in threads.items():
+            self.live[ids[name]] += cores * seconds
+            used += cores * seconds
+        self.process += used + ended
+        self.cores_busy += used + ended + outside * seconds
+        self.at += seconds
+
+    def sample(self, name: str) -> CpuSample:
+        assert name == "oasis-llm-test"
+        return CpuSample(
+            self.at, self.cores_busy, self.process, dict(self.live), frozenset({MAIN_THREAD, ENGINE_THREAD, OMP_WORKER})
+        )
+
+
+@pytest.fixture
+def machine(monkeypatch: pytest.MonkeyPatch) -> Machine:
+    machine = Machine()
+    monkeypatch.setattr(core_threads.time, "monotonic", lambda: machine.at)
+    return machine
+
+
+def share(machine: Machine, most: int = 2, cores: int = 2) -> CoreShare:
+    core_share = CoreShare(most, "oasis-llm-test", sample=machine.sample, cores=cores)
+    assert core_share.threads() == most  # nothing measured yet
+    return core_share
+
+
+def test_a_quiet_machine_keeps_every_thread(machine: Machine) -> None:
+    core_share = share(machine)
+    machine.advance(0.5, engine=1.0, omp=1.0, main=0.3, outside=0.1)  # the engine itself fills both cores
+    assert core_share.threads() == 2
+    assert core_share.others_busy == pytest.approx(0.1)
+
+
+def test_a_busy_core_elsewhere_leaves_one_thread_and_a_quiet_one_gives_it_back(machine: Machine) -> None:
+    core_share = share(machine)
+    machine.advance(0.5, engine=0.7, omp=0.6, outside=0.7)  # another program's process takes its share
+    assert core_share.threads() == 1
+    machine.advance(0.5, engine=1.0, outside=1.0)
+    assert core_share.threads() == 1
+    machine.advance(0.5, engine=1.0, outside=0.05)
+    assert core_share.threads() == 2
+
+
+def test_another_engine_of_this_process_counts_as_load(machine: Machine) -> None:
+    core_share = share(machine)
+    machine.advance(0.5, engine=1.0, embedder=0.9)
+    assert core_share.threads() == 1
+
+
+def test_threads_that_came_and_went_are_the_engines_own(machine: Machine) -> None:
+    core_share = share(machine)
+    machine.advance(0.5, engine=1.0, ended=0.45)  # ggml built without OpenMP starts its workers per step
+    assert core_share.threads() == 2
+
+
+def test_never_fewer_than_one_nor_more_than_asked(machine: Machine) -> None:
+    core_share = share(machine, most=3, cores=4)
+    machine.advance(0.5, engine=1.0, outside=4.0)
+    assert core_share.threads() == 1
+    machine.advance(0.5, engine=1.0)
+    assert core_share.threads() == 3
+
+
+def test_the_machine_is_read_twice_a_second_at_most(machine: Machine) -> None:
+    core_share = share(machine)
+    machine.advance(0.2, engine=1.0, outside=2.0)
+    assert core_share.threads() == 2  # too soon to measure again
+    machine.advance(0.3, engine=1.0, outside=2.0)
+    assert core_share.threads() == 1
+
+
+@pytest.fixture
+def busy_core() -> Iterator[None]:
+    """Another program keeps one core busy (on this machine: the 2-core CI machine's other core)."""
+    if len(os.sched_getaffinity(0)) != 2:
+        pytest.skip("measured on a 2-core machine, where one busy process leaves one core free")
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        yield
+    finally:
+        spinner.kill()
+        spinner.wait()
+
+
+def test_proc_readings_see_a_busy_process_and_not_the_engines_own_threads(busy_core: None) -> None:
+    core_share = CoreShare(2, "oasis-llm-own")
+    seen: list[int] = []
+
+    def engine_thread() -> None:
+        core_threads.name_this_thread("oasis-llm-own")
+        stop = time.monotonic() + 1.3
+        core_share.threads()
+        while time.monotonic() < stop:  # the engine's own work does not count against it
+            pass
+        seen.append(core_share.threads())
+
+    worker = threading.Thread(target=engine_thread)
+    worker.start()
+    worker.join()
+    assert seen == [1] and core_share.others_busy > 0.7
+
+
+async def test_the_engine_decodes_with_one_thread_beside_a_busy_process(busy_core: None) -> None:
+    engine = LlamaCppEngine(ModelSpec(**smollm(parallel=1, context_length=256)))
+    await engine.start()
+    try:
+        prompt = engine.tokenize("Tell a long story.", add_special=True, parse_special=False)
+        params = SamplingParams(max_tokens=48, temperature=0.8, seed=7, ignore_eos=True)
+        deadline = time.monotonic() + 5
+        while engine.decode_threads != 1 and time.monotonic() < deadline:
+            assert len([token async for token in engine.generate(prompt, params)]) == 48
+        assert engine.decode_threads == 1
+    finally:
+        await engine.close()
+
+
+async def test_the_engine_keeps_every_core_on_a_quiet_machine() -> None:
+    engine = LlamaCppEngine(ModelSpec(**smollm(parallel=1, context_length=256, threads=2)))
+    await engine.start()
+    try:
+        prompt = engine.tokenize("Tell a long story.", add_special=True, parse_special=False)
+        params = SamplingParams(max_tokens=64, temperature=0.8, seed=7, ignore_eos=True)
+        for _ in range(3):
+            assert len([token async for token in engine.generate(prompt, params)]) == 64
+            await asyncio.sleep(0)
+        assert engine.decode_threads == 2
+    finally:
+        await engine.close()
+
+
+async def test_adapt_threads_false_keeps_the_count_whatever_the_load(busy_core: None) -> None:
+    engine = LlamaCppEngine(ModelSpec(**smollm(parallel=1, context_length=256, threads=2, adapt_threads=False)))
+    await engine.start()
+    try:
+        prompt = engine.tokenize("Hi.", add_special=True, parse_special=False)
+        params = SamplingParams(max_tokens=8, temperature=0, ignore_eos=True)
+        assert len([token async for token in engine.generate(prompt, params)]) == 8
+        assert engine.decode_threads == 2
+    finally:
+        await engine.close()
