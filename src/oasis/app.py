@@ -22,6 +22,7 @@ from oasis.api import (
     health,
     metrics,
     models,
+    moderations,
     runs,
     threads,
     tokenizer,
@@ -125,6 +126,7 @@ def create_app(settings: Settings, engine_factories: Mapping[str, EngineFactory]
     v1.include_router(models.router)
     v1.include_router(files.router)
     v1.include_router(fine_tuning.router)
+    v1.include_router(moderations.router)
     v1.include_router(vector_stores.router)
     app.include_router(v1)
     app.include_router(health.router)

@@ -33,6 +33,7 @@ from oasis.services.fine_tuning.service import FineTuningService
 from oasis.services.keys import KeyService
 from oasis.services.models.fine_tuned import FineTunedModels
 from oasis.services.models.service import ModelService
+from oasis.services.moderations.service import ModerationService
 from oasis.services.monitoring import Monitoring
 from oasis.services.rate_limits import RateLimiter
 from oasis.services.vector_stores.search import VectorSearch
@@ -104,6 +105,7 @@ class Container:
     tokenizer: TokenizerService
     audio: AudioService
     embeddings: EmbeddingService
+    moderations: ModerationService
     vector_stores: VectorStoreService
     search: VectorSearch
     ingestion: IngestionRunner
@@ -204,6 +206,7 @@ class Container:
             tokenizer=TokenizerService(registry),
             audio=AudioService(registry),
             embeddings=embeddings,
+            moderations=ModerationService(registry, embeddings),
             vector_stores=vector_stores,
             search=search,
             ingestion=ingestion,

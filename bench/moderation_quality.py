@@ -1,0 +1,91 @@
+"""The moderation model's quality on the held-out test split, and its latency, through a real `oasis serve`.
+
+    python bench/moderation_quality.py [--data datasets/moderation/labelled.jsonl] [--requests 50]
+
+Inputs go through POST /v1/moderations (32 per request) exactly as a client sends them, so windows, thresholds and
+the sexual/minors rule are those users get. Prints per category precision, recall and F1 on the test split (the
+split scripts/train_moderation_head.py never reads), the overall flagged precision and recall, and the p50/p95
+latency of one 100-word input. Targets (issue 16): flagged precision >= 0.9, flagged recall >= 0.85, no category
+with recall under 0.6, p50 < 30 ms. No peer: no other OpenAI-compatible server moderates offline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from serving import free_port, oasis_environment, running
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+from train_moderation_head import CATEGORIES, DATA, read_examples
+
+HUNDRED_WORDS = (
+    "The committee met on Tuesday to review the budget for the new library wing. After a long discussion about "
+    "shelving, lighting and the reading room, members agreed to ask three builders for quotes and to hold a public "
+    "meeting in the spring. Volunteers offered to sort donated books, and the children's section will get new "
+    "furniture. The treasurer noted that the bake sale raised more than expected, which covers the paint. Everyone "
+    "thanked the staff for keeping the old building open during the winter storms, and the meeting closed with tea "
+    "and a short tour of the site where the work will start in April."
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--requests", type=int, default=50)
+    args = parser.parse_args()
+    test = read_examples(args.data)["test"]
+    port, folder = free_port(), Path(tempfile.mkdtemp())
+    command = [sys.executable, "-m", "oasis", "serve", "--port", str(port), "--data-dir", str(folder / "data")]
+    with running("oasis", command, port, folder / "oasis.log", oasis_environment()) as base:
+        client = httpx.Client(base_url=base, headers={"Authorization": "Bearer sk-bench"}, timeout=120)
+        results = []
+        for start in range(0, len(test), 32):
+            batch = [example.text for example in test[start : start + 32]]
+            response = client.post("/v1/moderations", json={"input": batch, "model": "text-moderation-latest"})
+            response.raise_for_status()
+            results.extend(response.json()["results"])
+        latencies = []
+        for _ in range(args.requests + 3):
+            started = time.perf_counter()
+            client.post("/v1/moderations", json={"input": HUNDRED_WORDS}).raise_for_status()
+            latencies.append((time.perf_counter() - started) * 1000)
+        latencies = latencies[3:]  # the first requests warm caches
+
+    print(f"\nMachine: {platform.processor() or platform.machine()}; test split: {len(test)} texts of {args.data}\n")
+    print("| category | test positives | precision | recall | F1 |")
+    print("|---|---|---|---|---|")
+    for category in CATEGORIES:
+        truth = [category in example.categories for example in test]
+        flagged = [result["categories"][category] for result in results]
+        print(_row(category, truth, flagged))
+    truth = [bool(example.categories) for example in test]
+    flagged = [result["flagged"] for result in results]
+    print(_row("**flagged (any category)**", truth, flagged))
+    ordered = sorted(latencies)
+    print(
+        f"\nOne 100-word input: p50 {statistics.median(latencies):.1f} ms, "
+        f"p95 {ordered[int(len(ordered) * 0.95) - 1]:.1f} ms over {len(latencies)} requests"
+    )
+
+
+def _row(name: str, truth: list[bool], flagged: list[bool]) -> str:
+    positives = sum(truth)
+    true_positives = sum(t and f for t, f in zip(truth, flagged, strict=True))
+    if not positives:
+        false_positives = sum(flagged)
+        return f"| {name} | 0 | - | - | - ({false_positives} flagged) |"
+    precision = true_positives / max(sum(flagged), 1)
+    recall = true_positives / positives
+    f1 = 2 * precision * recall / max(precision + recall, 1e-9)
+    return f"| {name} | {positives} | {precision:.2f} | {recall:.2f} | {f1:.2f} |"
+
+
+if __name__ == "__main__":
+    main()

