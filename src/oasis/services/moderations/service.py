@@ -1,8 +1,13 @@
 """POST /v1/moderations: each input's windows embedded together, scored per category, the highest window kept.
 
-A long input is read as overlapping windows of WINDOW_WORDS words, each scored on its own, and a category's score
-is its highest window's: one threatening sentence in a long benign text is still found, and nothing is cut off.
-Up to MAX_INPUTS inputs per request are scored in one batched embedding call.
+`input` is a string (one input), a list of strings (one input each), or a list of typed parts (text and
+image_url), which together make ONE input, as OpenAI's omni-moderation reads them: its result says in
+`category_applied_input_types` which kinds of part each category was scored on.
+
+A long text is read as overlapping windows of WINDOW_WORDS words, each scored on its own, and a category's score is
+its highest window's: one threatening sentence in a long benign text is still found, and nothing is cut off. Up to
+MAX_INPUTS inputs (or parts) per request are scored in one batched embedding call. Images (data URLs; this server
+fetches nothing) are scored by the engine's image model where it has one, for the categories it reads.
 
 `sexual/minors` has no examples in the training set (the project does not write such text): it is the `sexual`
 score where the text names a minor (MINOR_TERMS), and a fiftieth of it otherwise.
@@ -10,20 +15,24 @@ score where the text names a minor (MINOR_TERMS), and a fiftieth of it otherwise
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 import secrets
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from oasis.engines.moderation import CATEGORIES, ModerationEngine
+from oasis.engines.moderation import CATEGORIES, ImageUnreadable, ModerationEngine
 from oasis.engines.registry import EngineRegistry
 from oasis.errors import invalid_request
 from oasis.services.embeddings.service import EmbeddingService
 from oasis.services.models.engine_lookup import engine_for, served_id
 
 MAX_INPUTS = 32
+MAX_IMAGE_BYTES = 20 * 1024 * 1024
 WINDOW_WORDS = 64
 WINDOW_STRIDE = 48  # windows overlap by 16 words, so a sentence cut by one is whole in the next
 MAX_WINDOWS = 2048  # per request: about 98,000 words
@@ -34,34 +43,56 @@ MINOR_TERMS = re.compile(
 )
 _SEXUAL, _SEXUAL_MINORS = CATEGORIES.index("sexual"), CATEGORIES.index("sexual/minors")
 _NOT_NAMING_A_MINOR = 0.02
+_DATA_URL = re.compile(r"data:image/[\w.+-]+;base64,(?P<data>.*)", re.DOTALL)
 
 
-def input_texts(raw: Any) -> list[str]:
-    """`input` as texts: a string, a list of strings, or newer clients' list of typed parts (text only)."""
+@dataclass
+class ModerationInput:
+    texts: list[str] = field(default_factory=list)
+    images: list[tuple[str, bytes]] = field(default_factory=list)  # (param, the image file's bytes)
+
+
+def read_inputs(raw: Any) -> list[ModerationInput]:
+    """`input` as the inputs to score: a string, a list of strings, or one input made of typed parts."""
     items = [raw] if isinstance(raw, str) else raw
     if not isinstance(items, list) or not items:
-        raise invalid_request("'$.input' is invalid: give a string or a non-empty list of strings.", param="input")
+        raise invalid_request("'$.input' is invalid: give a string or a non-empty list.", param="input")
     if len(items) > MAX_INPUTS:
-        raise invalid_request(
-            f"'$.input' has {len(items)} items; at most {MAX_INPUTS} inputs per request.", param="input"
-        )
-    texts = []
+        raise invalid_request(f"'$.input' has {len(items)} items; at most {MAX_INPUTS} per request.", param="input")
+    if isinstance(raw, str):
+        return [ModerationInput(texts=[raw])]
+    if all(isinstance(item, str) for item in items):
+        return [ModerationInput(texts=[item]) for item in items]
+    combined = ModerationInput()
     for index, item in enumerate(items):
-        param = "input" if isinstance(raw, str) else f"input[{index}]"
-        if isinstance(item, dict):
-            if item.get("type") == "image_url":
-                raise invalid_request(
-                    f"'$.{param}' is an image; this server's moderation model reads text only.", param=param
-                )
-            if item.get("type") != "text" or not isinstance(item.get("text"), str):
-                raise invalid_request(
-                    f'\'$.{param}\' is invalid: a part is {{"type": "text", "text": "..."}}.', param=param
-                )
-            item = item["text"]
-        if not isinstance(item, str):
-            raise invalid_request(f"'$.{param}' is invalid: expected a string.", param=param)
-        texts.append(item)
-    return texts
+        param = f"input[{index}]"
+        kind = item.get("type") if isinstance(item, dict) else None
+        if kind == "text" and isinstance(item.get("text"), str):
+            combined.texts.append(item["text"])
+        elif kind == "image_url" and isinstance(item.get("image_url"), dict):
+            combined.images.append((param, _image_bytes(item["image_url"].get("url"), f"{param}.image_url.url")))
+        else:
+            raise invalid_request(
+                f'\'$.{param}\' is invalid: give strings, or parts {{"type": "text", "text": ...}} and '
+                '{"type": "image_url", "image_url": {"url": ...}}, not a mix.',
+                param=param,
+            )
+    return [combined]
+
+
+def _image_bytes(url: Any, param: str) -> bytes:
+    found = _DATA_URL.fullmatch(url) if isinstance(url, str) else None
+    if found is None:
+        raise invalid_request(
+            f"'$.{param}' must be a data URL (data:image/...;base64,...): this server does not fetch images.",
+            param=param,
+        )
+    if len(found["data"]) > MAX_IMAGE_BYTES * 4 // 3 + 4:
+        raise invalid_request(f"'$.{param}' is larger than {MAX_IMAGE_BYTES // (1024 * 1024)} MB.", param=param)
+    try:
+        return base64.b64decode(found["data"], validate=True)
+    except (binascii.Error, ValueError):
+        raise invalid_request(f"'$.{param}' is not valid base64.", param=param) from None
 
 
 def windows(text: str) -> Iterator[str]:
@@ -88,13 +119,14 @@ class ModerationService:
             raise invalid_request("'$.model' is invalid: expected a string.", param="model")
         if "input" not in body:
             raise invalid_request("'$.input' is required.", param="input")
-        texts = input_texts(body["input"])
+        inputs = read_inputs(body["input"])
         engine: ModerationEngine = engine_for(self._registry, model, ModerationEngine, "moderation")
-        spans: list[tuple[int, int]] = []
         pieces: list[str] = []
-        for text in texts:
+        spans: list[tuple[int, int]] = []
+        for moderation_input in inputs:
             start = len(pieces)
-            pieces.extend(windows(text) if text.strip() else [text or " "])
+            for text in moderation_input.texts:
+                pieces.extend(windows(text) if text.strip() else [text or " "])
             spans.append((start, len(pieces)))
         if len(pieces) > MAX_WINDOWS:
             raise invalid_request(
@@ -102,24 +134,55 @@ class ModerationService:
                 "request.",
                 param="input",
             )
-        embedded = await self._embeddings.embed(engine.embedding_model, pieces, "query", param="input")
-        window_scores = engine.scores(embedded.vectors)
+        window_scores = np.zeros((0, len(CATEGORIES)), dtype=np.float32)
+        if pieces:
+            embedded = await self._embeddings.embed(engine.embedding_model, pieces, "query", param="input")
+            window_scores = engine.scores(embedded.vectors)
         results = []
-        for text, (start, end) in zip(texts, spans, strict=True):
-            scores = window_scores[start:end].max(axis=0)
-            scores[_SEXUAL_MINORS] = sexual_minors_score(text, float(scores[_SEXUAL]))
-            results.append(_result(scores, engine))
+        for moderation_input, (start, end) in zip(inputs, spans, strict=True):
+            text_scores = None
+            if end > start:
+                text_scores = window_scores[start:end].max(axis=0)
+                joined = " ".join(moderation_input.texts)
+                text_scores[_SEXUAL_MINORS] = sexual_minors_score(joined, float(text_scores[_SEXUAL]))
+            image_scores = await self._image_scores(engine, moderation_input.images)
+            results.append(_result(text_scores, image_scores, engine))
         return {"id": f"modr-{secrets.token_hex(12)}", "model": served_id(self._registry, model), "results": results}
 
+    async def _image_scores(self, engine: ModerationEngine, images: list[tuple[str, bytes]]) -> np.ndarray | None:
+        if not images:
+            return None
+        if not engine.image_categories:
+            raise invalid_request(
+                f"'$.{images[0][0]}' is an image; this moderation model reads text only.", param=images[0][0]
+            )
+        try:
+            return (await engine.image_scores([data for _, data in images])).max(axis=0)
+        except ImageUnreadable as exc:
+            param = images[exc.index][0]
+            raise invalid_request(f"'$.{param}' is not an image this server can read: {exc}", param=param) from None
 
-def _result(scores: np.ndarray, engine: ModerationEngine) -> dict[str, Any]:
+
+def _result(text: np.ndarray | None, image: np.ndarray | None, engine: ModerationEngine) -> dict[str, Any]:
     thresholds = dict(engine.thresholds)
     thresholds["sexual/minors"] = thresholds["sexual"]
-    category_scores = {name: float(score) for name, score in zip(CATEGORIES, scores, strict=True)}
-    categories = {name: category_scores[name] >= thresholds[name] for name in CATEGORIES}
+    category_scores, categories, applied = {}, {}, {}
+    for column, name in enumerate(CATEGORIES):
+        kinds, scores, flagged = [], [], False
+        if text is not None:
+            kinds.append("text")
+            scores.append(float(text[column]))
+            flagged = flagged or float(text[column]) >= thresholds[name]
+        if image is not None and name in engine.image_categories:
+            kinds.append("image")
+            scores.append(float(image[column]))
+            flagged = flagged or float(image[column]) >= engine.image_threshold
+        category_scores[name] = max(scores, default=0.0)
+        categories[name] = flagged
+        applied[name] = kinds
     return {
         "flagged": any(categories.values()),
         "categories": categories,
         "category_scores": category_scores,
-        "category_applied_input_types": {name: ["text"] for name in CATEGORIES},
+        "category_applied_input_types": applied,
     }
