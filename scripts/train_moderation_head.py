@@ -40,7 +40,7 @@ CATEGORIES = (
     "violence/graphic",
 )
 TRAINED = tuple(name for name in CATEGORIES if name != "sexual/minors")
-L2_CANDIDATES = (1e-4, 1e-3, 1e-2, 1e-1)
+L2_CANDIDATES = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 FOLDS = 5
 NEWTON_STEPS = 30
 

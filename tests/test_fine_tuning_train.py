@@ -13,6 +13,7 @@ import io
 import json
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -183,8 +184,16 @@ async def test_a_model_trained_from_its_hugging_face_folder_is_served_from_its_g
     tokenizer = smollm2_tokenizer()
     qwen3 = build_tiny_model("qwen3", tmp_path, tokenizer)
     llama = build_tiny_model("llama", tmp_path, tokenizer)
+    # A launcher (the setting users wrap the trainer with) that keeps a copy of the job the worker gave the trainer.
+    launcher = tmp_path / "launcher.py"
+    launcher.write_text(
+        "import os, shutil, sys\n"
+        f"shutil.copy(os.path.join(sys.argv[-1], 'job.json'), {str(tmp_path / 'job.json')!r})\n"
+        "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])\n"
+    )
     harness: Harness = await start_oasis(
         engine_factories=None,
+        fine_tuning={"launcher": [sys.executable, str(launcher)]},
         models=[
             {"id": "tiny-qwen3", "engine": "llamacpp", "path": str(qwen3.gguf), "train_from": str(qwen3.folder)},
             # a configuration mistake: the folder holds another network than the GGUF
@@ -206,6 +215,8 @@ async def test_a_model_trained_from_its_hugging_face_folder_is_served_from_its_g
     )
     job = await _until(client, job.id, ("succeeded", "failed", "cancelled"), 300)
     assert job.status == "succeeded", job.error
+    given = json.loads((tmp_path / "job.json").read_text())
+    assert given["train_from"] == str(qwen3.folder) and given["base_gguf"] == str(qwen3.gguf)
 
     async def first_token_logprobs(model: str) -> dict[str, float]:
         reply = await client.chat.completions.create(

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from oasis.engines.llamacpp import native
 from oasis.engines.llamacpp import threads as core_threads
 from oasis.engines.llamacpp.engine import LlamaCppEngine
 from oasis.engines.llamacpp.threads import CoreShare, CpuSample
@@ -141,30 +142,41 @@ def test_proc_readings_see_a_busy_process_and_not_the_engines_own_threads(busy_c
     assert seen == [1] and core_share.others_busy > 0.7
 
 
+def llama_threads(engine: LlamaCppEngine) -> tuple[int, int]:
+    """What llama.cpp itself will decode and read prompts with (not the engine's own note of it)."""
+    lib = native.lib()
+    context = engine._context
+    return int(lib.llama_n_threads(context)), int(lib.llama_n_threads_batch(context))
+
+
+async def generate_for(engine: LlamaCppEngine, seconds: float) -> None:
+    """Decodes for at least `seconds` (longer than a measuring interval), a 48-token request at a time."""
+    prompt = engine.tokenize("Tell a long story.", add_special=True, parse_special=False)
+    params = SamplingParams(max_tokens=48, temperature=0.8, seed=7, ignore_eos=True)
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        assert len([token async for token in engine.generate(prompt, params)]) == 48
+
+
 async def test_the_engine_decodes_with_one_thread_beside_a_busy_process(busy_core: None) -> None:
-    engine = LlamaCppEngine(ModelSpec(**smollm(parallel=1, context_length=256)))
+    engine = LlamaCppEngine(ModelSpec(**smollm(parallel=1, context_length=256, threads=2)))
     await engine.start()
     try:
-        prompt = engine.tokenize("Tell a long story.", add_special=True, parse_special=False)
-        params = SamplingParams(max_tokens=48, temperature=0.8, seed=7, ignore_eos=True)
-        deadline = time.monotonic() + 5
-        while engine.decode_threads != 1 and time.monotonic() < deadline:
-            assert len([token async for token in engine.generate(prompt, params)]) == 48
-        assert engine.decode_threads == 1
+        await generate_for(engine, 1.5)
+        assert engine.decode_threads == 1 and llama_threads(engine) == (1, 1)
     finally:
         await engine.close()
 
 
 async def test_the_engine_keeps_every_core_on_a_quiet_machine() -> None:
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs two cores")
     engine = LlamaCppEngine(ModelSpec(**smollm(parallel=1, context_length=256, threads=2)))
     await engine.start()
     try:
-        prompt = engine.tokenize("Tell a long story.", add_special=True, parse_special=False)
-        params = SamplingParams(max_tokens=64, temperature=0.8, seed=7, ignore_eos=True)
-        for _ in range(3):
-            assert len([token async for token in engine.generate(prompt, params)]) == 64
-            await asyncio.sleep(0)
-        assert engine.decode_threads == 2
+        await generate_for(engine, 1.5)
+        await asyncio.sleep(0)
+        assert engine.decode_threads == 2 and llama_threads(engine) == (2, 2)
     finally:
         await engine.close()
 
@@ -173,9 +185,17 @@ async def test_adapt_threads_false_keeps_the_count_whatever_the_load(busy_core: 
     engine = LlamaCppEngine(ModelSpec(**smollm(parallel=1, context_length=256, threads=2, adapt_threads=False)))
     await engine.start()
     try:
-        prompt = engine.tokenize("Hi.", add_special=True, parse_special=False)
-        params = SamplingParams(max_tokens=8, temperature=0, ignore_eos=True)
-        assert len([token async for token in engine.generate(prompt, params)]) == 8
-        assert engine.decode_threads == 2
+        await generate_for(engine, 1.5)  # three measuring intervals: an engine that adapted would be at 1 by now
+        assert engine.decode_threads == 2 and llama_threads(engine) == (2, 2)
     finally:
         await engine.close()
+
+
+def test_a_reading_across_an_idle_gap_is_dropped(machine: Machine) -> None:
+    core_share = share(machine)
+    machine.advance(30.0, outside=1.5)  # the engine sat idle while a build ran, which has ended since
+    assert core_share.threads() == 2  # a 30-second average says little about now: not used
+    machine.advance(0.5, engine=1.0)
+    assert core_share.threads() == 2
+    machine.advance(0.5, engine=1.0, outside=1.0)
+    assert core_share.threads() == 1

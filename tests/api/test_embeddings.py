@@ -117,3 +117,12 @@ async def test_concurrent_requests_all_get_their_own_vectors(embed_oasis: Harnes
     )
     for expected, reply in zip(alone.data, replies, strict=True):
         assert np.allclose(_vector(expected.embedding), _vector(reply.data[0].embedding), atol=1e-5)
+
+
+async def test_a_lone_surrogate_is_a_400_naming_the_input(embed_oasis: Harness) -> None:
+    body = b'{"model": "text-embedding-3-small", "input": ["fine", "broken \\udc00 text"]}'
+    response = await embed_oasis.http().post(
+        "/v1/embeddings", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == "input[1]"

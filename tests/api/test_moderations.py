@@ -24,6 +24,20 @@ MODERATION = {
 }
 THREAT = "Listen carefully, you spineless rat: I know where you park, and I'm going to smash your kneecaps tonight."
 KIND = "Thank you so much for helping me move the sofa yesterday, dinner is on me next week!"
+
+
+def broken_png() -> str:
+    """A real PNG whose pixel chunk's checksum is wrong (PIL reports it as a SyntaxError)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(buffer, format="PNG")
+    data = bytearray(buffer.getvalue())
+    crc_at = data.index(b"IEND") - 8  # the IDAT chunk's CRC ends right before IEND's length field
+    data[crc_at] ^= 0xFF
+    return "data:image/png;base64," + base64.b64encode(bytes(data)).decode()
+
+
 NOT_AN_IMAGE = "data:image/png;base64," + base64.b64encode(b"this is not a picture").decode()
 BENIGN_PARAGRAPH = (
     "Our gardening club met at the community hall to plan the spring planting. We compared notes on tomato "
@@ -126,6 +140,7 @@ async def test_newer_clients_typed_text_parts(moderation_oasis: Harness) -> None
             "input[0].image_url.url",
         ),
         ({"model": "text-moderation-latest"}, 400, "input"),
+        ({"input": [{"type": "image_url", "image_url": {"url": broken_png()}}]}, 400, "input[0]"),
     ],
 )
 async def test_bad_requests_are_openai_errors_naming_the_param(
@@ -178,3 +193,21 @@ async def test_text_and_image_parts_are_one_input_scored_on_both(moderation_oasi
     threat_with_picture = [{"type": "text", "text": THREAT}, parts[1]]
     result = (await moderation_oasis.http().post("/v1/moderations", json={"input": threat_with_picture})).json()
     assert result["results"][0]["categories"]["violence"]
+
+
+def test_text_without_spaces_is_cut_into_windows_the_encoder_reads_whole() -> None:
+    chinese = "我们在社区中心开会讨论春季种植计划并决定分享种子" * 60  # 1,500 characters, no space
+    pieces = list(windows(chinese))
+    assert len(pieces) > 3 and all(len(piece) <= 420 for piece in pieces)
+    assert "".join(pieces[0].split())[:100] == chinese[:100]
+    english = " ".join(["word"] * 200)
+    assert all(len(piece.split()) <= 64 for piece in windows(english))
+
+
+async def test_a_lone_surrogate_is_a_400_not_a_crash(moderation_oasis: Harness) -> None:
+    body = b'{"input": ["fine", "broken \\ud800 text"]}'  # valid JSON, but no UTF-8 text
+    response = await moderation_oasis.http().post(
+        "/v1/moderations", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == "input[1]"

@@ -87,7 +87,8 @@ class EmbeddingHeadEngine:
                         raise ValueError(f"{image.width}x{image.height} is over {MAX_IMAGE_PIXELS:,} pixels")
                     image.verify()
                 nsfw = self._images.classify(data).nsfw
-            except (OpenNSFWError, OSError, ValueError, Image.DecompressionBombError) as exc:
+            # PIL reports a corrupt file as OSError, ValueError or SyntaxError (a bad PNG chunk), depending on where
+            except (OpenNSFWError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
                 raise ImageUnreadable(index, str(exc)) from None
             scores[index, CATEGORIES.index("sexual")] = nsfw
         return scores

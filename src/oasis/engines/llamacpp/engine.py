@@ -588,17 +588,7 @@ class LlamaCppEngine:
                 sequence.logits_row = -1
             fed.append((sequence, take))
         batch.n_tokens = rows
-        if self._core_share is not None:
-            threads = self._core_share.threads()
-            if threads != self._decode_threads:
-                log.debug(
-                    "%s: decoding with %d threads (others busy: %.2f cores)",
-                    self.spec.id,
-                    threads,
-                    self._core_share.others_busy,
-                )
-                lib.llama_set_n_threads(self._context, threads, threads)
-                self._decode_threads = threads
+        self._follow_free_cores()
         status = lib.llama_decode(self._context, batch)
         if status != 0:
             raise RuntimeError(f"llama_decode returned {status}")
@@ -612,6 +602,22 @@ class LlamaCppEngine:
                 self._score_rows(sequence)
             elif sequence.logits_row >= 0:
                 self._sample(sequence)
+
+    def _follow_free_cores(self) -> None:
+        """Decode with the threads CoreShare allows now (llama.cpp takes a new count between two decodes)."""
+        core_share = self._core_share
+        if core_share is None:
+            return
+        try:
+            threads = core_share.threads()
+        except Exception:  # measuring must never fail a step: keep the count and stop measuring
+            log.exception("%s: cannot read the machine's load; threads stay at %d", self.spec.id, self._decode_threads)
+            self._core_share = None
+            return
+        if threads != self._decode_threads:
+            log.debug("%s: %d threads (others busy: %.2f cores)", self.spec.id, threads, core_share.others_busy)
+            native.lib().llama_set_n_threads(self._context, threads, threads)
+            self._decode_threads = threads
 
     def _score_rows(self, sequence: _Sequence) -> None:
         """Each row's logits give the probability of the prompt token that follows it."""

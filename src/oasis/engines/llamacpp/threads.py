@@ -26,7 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MEASURE_EVERY_SECONDS = 0.5
-_BUSY_FIELDS = (0, 1, 2, 5, 6, 7)  # user, nice, system, irq, softirq, steal (not idle, not iowait)
+# A longer gap between two readings is an idle engine: the average over it says little about now, so it is dropped.
+STALE_AFTER_SECONDS = 5.0
+# user, system, irq, softirq, steal; not idle or iowait, and not nice: the kernel runs niced work behind ours
+_BUSY_FIELDS = (0, 2, 5, 6, 7)
 
 
 @dataclass(frozen=True)
@@ -52,13 +55,19 @@ class CoreShare:
         """`thread_name`: the name the engine gave its scheduler thread with `name_this_thread`."""
         self._most = most
         self._thread_name = thread_name
-        self._sample = sample or _read_sample
-        self._cores = cores or len(_allowed_cores()) or os.cpu_count() or 1
+        allowed = _allowed_cores()  # the process's mask, read once from the thread that builds the engine
+        self._sample = sample or (lambda name: _read_sample(name, allowed))
+        self._cores = cores or len(allowed) or os.cpu_count() or 1
+        # Under a CPU quota wider than it (docker --cpus without a cpuset), /proc/stat counts cores this process
+        # never gets: nothing to go by.
+        self._adapting = sample is not None or not _quota_below(self._cores)
         self._last: CpuSample | None = None
         self._threads = most
         self.others_busy = 0.0  # cores' worth of work others did over the last measured interval (for logs, tests)
 
     def threads(self) -> int:
+        if not self._adapting:
+            return self._most
         last = self._last
         now = time.monotonic()
         if last is not None and now - last.at < MEASURE_EVERY_SECONDS:
@@ -66,7 +75,7 @@ class CoreShare:
         current = self._sample(self._thread_name)
         if current is None:  # no /proc: nothing to go by
             return self._most
-        if last is not None and current.at > last.at:
+        if last is not None and last.at < current.at < last.at + STALE_AFTER_SECONDS:
             self.others_busy = _others_busy(last, current)
             # the free cores, rounded: a core others use half the time costs a spinning thread about what it gives
             free = self._cores - self.others_busy
@@ -100,10 +109,19 @@ def name_this_thread(name: str) -> None:
         ctypes.CDLL(None).prctl(_PR_SET_NAME, name.encode()[:15], 0, 0, 0)
 
 
-def _read_sample(thread_name: str) -> CpuSample | None:
+def _quota_below(cores: int) -> bool:
+    """Whether a cgroup v2 CPU quota gives this process fewer cores than its affinity mask lists."""
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+    except (OSError, ValueError):
+        return False
+    return quota != "max" and int(quota) / int(period) < cores
+
+
+def _read_sample(thread_name: str, allowed: set[int]) -> CpuSample | None:
     try:
         at = time.monotonic()
-        cores_busy = _cores_busy(Path("/proc/stat").read_text(), _allowed_cores())
+        cores_busy = _cores_busy(Path("/proc/stat").read_text(), allowed)
         live_threads: dict[int, float] = {}
         engine_threads = {os.getpid()}  # the main thread's id is the process's
         for task in Path("/proc/self/task").iterdir():
@@ -115,7 +133,7 @@ def _read_sample(thread_name: str) -> CpuSample | None:
             live_threads[tid] = _thread_seconds(stat)
             if stat[stat.index("(") + 1 : stat.rindex(")")] == thread_name[:15]:
                 engine_threads.add(tid)
-    except OSError:
+    except (OSError, ValueError):  # no /proc, or a format this reader does not know
         return None
     times = os.times()
     return CpuSample(at, cores_busy, times.user + times.system, live_threads, frozenset(engine_threads))

@@ -126,11 +126,12 @@ def merge_adapter(base_gguf: Path, adapter_dir: Path, out: Path) -> None:
 def training_problem(base_gguf: Path, train_from: Path | None) -> str | None:
     """Why a LoRA trained for this model could not be merged into `base_gguf` (None when it can): checked before
     training, so that a job fails at once rather than after hours. With `train_from`, the Hugging Face folder must
-    hold the same network as the GGUF (same architecture family, layer count and width)."""
+    hold the same network as the GGUF: same architecture family, layers, widths, heads and vocabulary (two
+    different networks of one shape, or a base and its instruct tune, cannot be told apart this way)."""
     try:
         reader = gguf.GGUFReader(base_gguf)
-    except (OSError, ValueError) as exc:
-        return f"its GGUF cannot be read ({exc})"
+    except Exception as exc:  # gguf-py reports a damaged file in many ways
+        return f"its GGUF cannot be read ({type(exc).__name__}: {exc})"
     problem = _unmergeable(reader, base_gguf.name)
     if problem or train_from is None:
         return problem
@@ -139,12 +140,25 @@ def training_problem(base_gguf: Path, train_from: Path | None) -> str | None:
         config = json.loads(config_file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         return f"its train_from folder is not a Hugging Face model folder ({config_file}: {exc})"
-    config = config.get("text_config", config)  # a multimodal folder keeps the language model's settings inside
+    if not isinstance(config, dict) or config.get("text_config") is not None:
+        return "its train_from folder is not a language model's (a multimodal folder: give its text model's)"
     architecture = _field(reader, gguf.Keys.General.ARCHITECTURE)
+    heads = _field(reader, f"{architecture}.attention.head_count")
+    tokens = reader.get_field(gguf.Keys.Tokenizer.LIST)
     expected = {
         "model_type": (config.get("model_type"), architecture),
         "num_hidden_layers": (config.get("num_hidden_layers"), _field(reader, f"{architecture}.block_count")),
         "hidden_size": (config.get("hidden_size"), _field(reader, f"{architecture}.embedding_length")),
+        "intermediate_size": (config.get("intermediate_size"), _field(reader, f"{architecture}.feed_forward_length")),
+        "num_attention_heads": (config.get("num_attention_heads"), heads),
+        "num_key_value_heads": (
+            config.get("num_key_value_heads") or config.get("num_attention_heads"),
+            _field(reader, f"{architecture}.attention.head_count_kv") or heads,
+        ),
+        "vocab_size": (
+            config.get("vocab_size"),
+            _field(reader, f"{architecture}.vocab_size") or (len(tokens.data) if tokens is not None else None),
+        ),
     }
     mismatches = [
         f"{key} {folder_value!r} where the GGUF has {gguf_value!r}"

@@ -44,6 +44,11 @@ def input_texts(raw: Any) -> list[str]:
         text = item if isinstance(item, str) else openai_tokens.decode(item, param)
         if not text:
             raise invalid_request(f"'$.{param}' is invalid: it must not be an empty string.", param=param)
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate (\\ud800 in the JSON): no text the model can read
+                raise invalid_request(f"'$.{param}' is not valid Unicode (a lone surrogate).", param=param) from None
         texts.append(text)
     return texts
 

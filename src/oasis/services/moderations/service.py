@@ -10,7 +10,7 @@ MAX_INPUTS inputs (or parts) per request are scored in one batched embedding cal
 fetches nothing) are scored by the engine's image model where it has one, for the categories it reads.
 
 `sexual/minors` has no examples in the training set (the project does not write such text): it is the `sexual`
-score where the text names a minor (MINOR_TERMS), and a fiftieth of it otherwise.
+score of each window that names a minor (MINOR_TERMS, English words only), and a fiftieth of it otherwise.
 """
 
 from __future__ import annotations
@@ -27,17 +27,18 @@ import numpy as np
 
 from oasis.engines.moderation import CATEGORIES, ImageUnreadable, ModerationEngine
 from oasis.engines.registry import EngineRegistry
-from oasis.errors import invalid_request
+from oasis.errors import OasisError, invalid_request
 from oasis.services.embeddings.service import EmbeddingService
 from oasis.services.models.engine_lookup import engine_for, served_id
 
 MAX_INPUTS = 32
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
 WINDOW_WORDS = 64
-WINDOW_STRIDE = 48  # windows overlap by 16 words, so a sentence cut by one is whole in the next
+WINDOW_CHARS = 400  # about 100-200 tokens whatever the script: well inside the embedding model's 512
+LONG_WORD_CHARS = 100
 MAX_WINDOWS = 2048  # per request: about 98,000 words
-MINOR_TERMS = re.compile(
-    r"\b(child|children|kids?|minors?|under-?age|pre-?teens?|teens?|teenagers?|school ?(girl|boy)s?|toddlers?|"
+MINOR_TERMS = re.compile(  # English only; "minor" alone is left out ("a minor injury", "A minor")
+    r"\b(child|children|kids?|minors|under-?age|pre-?teens?|teens?|teenagers?|school ?(girl|boy)s?|toddlers?|"
     r"infants?|middle[- ]school(ers?)?|(1[0-7]|[1-9])[- ]?(years?|yrs?)[- ]?old|under ?18)\b",
     re.IGNORECASE,
 )
@@ -60,15 +61,15 @@ def read_inputs(raw: Any) -> list[ModerationInput]:
     if len(items) > MAX_INPUTS:
         raise invalid_request(f"'$.input' has {len(items)} items; at most {MAX_INPUTS} per request.", param="input")
     if isinstance(raw, str):
-        return [ModerationInput(texts=[raw])]
+        return [ModerationInput(texts=[_unicode(raw, "input")])]
     if all(isinstance(item, str) for item in items):
-        return [ModerationInput(texts=[item]) for item in items]
+        return [ModerationInput(texts=[_unicode(item, f"input[{i}]")]) for i, item in enumerate(items)]
     combined = ModerationInput()
     for index, item in enumerate(items):
         param = f"input[{index}]"
         kind = item.get("type") if isinstance(item, dict) else None
         if kind == "text" and isinstance(item.get("text"), str):
-            combined.texts.append(item["text"])
+            combined.texts.append(_unicode(item["text"], f"{param}.text"))
         elif kind == "image_url" and isinstance(item.get("image_url"), dict):
             combined.images.append((param, _image_bytes(item["image_url"].get("url"), f"{param}.image_url.url")))
         else:
@@ -78,6 +79,14 @@ def read_inputs(raw: Any) -> list[ModerationInput]:
                 param=param,
             )
     return [combined]
+
+
+def _unicode(text: str, param: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (\\ud800 in the JSON): no text the models can read
+        raise invalid_request(f"'$.{param}' is not valid Unicode (it holds a lone surrogate).", param=param) from None
+    return text
 
 
 def _image_bytes(url: Any, param: str) -> bytes:
@@ -96,12 +105,28 @@ def _image_bytes(url: Any, param: str) -> bytes:
 
 
 def windows(text: str) -> Iterator[str]:
-    words = text.split()
-    if len(words) <= WINDOW_WORDS:
-        yield text
+    """Overlapping windows of at most WINDOW_WORDS words and WINDOW_CHARS characters; a run of text without spaces
+    (Chinese, Japanese, Thai, a long URL) is cut into pieces of LONG_WORD_CHARS first."""
+    units = [
+        word[start : start + LONG_WORD_CHARS] for word in text.split() for start in range(0, len(word), LONG_WORD_CHARS)
+    ]
+    if not units:
+        yield text or " "
         return
-    for start in range(0, len(words) - WINDOW_WORDS + WINDOW_STRIDE, WINDOW_STRIDE):
-        yield " ".join(words[start : start + WINDOW_WORDS])
+    start = 0
+    while True:
+        end, length = start, 0
+        while (
+            end < len(units)
+            and end - start < WINDOW_WORDS
+            and (end == start or length + len(units[end]) < WINDOW_CHARS)
+        ):
+            length += len(units[end]) + 1
+            end += 1
+        yield " ".join(units[start:end])
+        if end >= len(units):
+            return
+        start += max(1, (end - start) * 3 // 4)  # a quarter of each window is read again by the next
 
 
 def sexual_minors_score(text: str, sexual: float) -> float:
@@ -126,7 +151,7 @@ class ModerationService:
         for moderation_input in inputs:
             start = len(pieces)
             for text in moderation_input.texts:
-                pieces.extend(windows(text) if text.strip() else [text or " "])
+                pieces.extend(windows(text))
             spans.append((start, len(pieces)))
         if len(pieces) > MAX_WINDOWS:
             raise invalid_request(
@@ -137,14 +162,23 @@ class ModerationService:
         window_scores = np.zeros((0, len(CATEGORIES)), dtype=np.float32)
         if pieces:
             embedded = await self._embeddings.embed(engine.embedding_model, pieces, "query", param="input")
-            window_scores = engine.scores(embedded.vectors)
+            try:
+                window_scores = engine.scores(embedded.vectors)
+            except ValueError as exc:  # the configured embedding model is not the one the head was trained on
+                raise OasisError(
+                    500, f"The moderation model is misconfigured: {exc}", type="server_error", code="model_failed"
+                ) from None
         results = []
         for moderation_input, (start, end) in zip(inputs, spans, strict=True):
             text_scores = None
             if end > start:
-                text_scores = window_scores[start:end].max(axis=0)
-                joined = " ".join(moderation_input.texts)
-                text_scores[_SEXUAL_MINORS] = sexual_minors_score(joined, float(text_scores[_SEXUAL]))
+                scores = window_scores[start:end].copy()
+                # per window: a minor named in the same window as the sexual content, not anywhere in a long text
+                scores[:, _SEXUAL_MINORS] = [
+                    sexual_minors_score(piece, float(sexual))
+                    for piece, sexual in zip(pieces[start:end], scores[:, _SEXUAL], strict=True)
+                ]
+                text_scores = scores.max(axis=0)
             image_scores = await self._image_scores(engine, moderation_input.images)
             results.append(_result(text_scores, image_scores, engine))
         return {"id": f"modr-{secrets.token_hex(12)}", "model": served_id(self._registry, model), "results": results}
