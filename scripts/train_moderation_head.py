@@ -23,22 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
+from oasis.engines.moderation import CATEGORIES
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "datasets" / "moderation" / "labelled.jsonl"
 OUT = ROOT / "src" / "oasis" / "engines" / "moderation_heads" / "e5-small.json"
-CATEGORIES = (
-    "harassment",
-    "harassment/threatening",
-    "hate",
-    "hate/threatening",
-    "self-harm",
-    "self-harm/intent",
-    "self-harm/instructions",
-    "sexual",
-    "sexual/minors",
-    "violence",
-    "violence/graphic",
-)
 TRAINED = tuple(name for name in CATEGORIES if name != "sexual/minors")
 L2_CANDIDATES = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 FOLDS = 5
