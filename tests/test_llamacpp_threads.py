@@ -199,3 +199,15 @@ def test_a_reading_across_an_idle_gap_is_dropped(machine: Machine) -> None:
     assert core_share.threads() == 2
     machine.advance(0.5, engine=1.0, outside=1.0)
     assert core_share.threads() == 1
+
+
+def test_without_proc_the_count_is_kept_and_proc_is_not_read_again() -> None:
+    reads: list[str] = []
+
+    def no_proc(name: str) -> CpuSample | None:
+        reads.append(name)
+        return None
+
+    core_share = CoreShare(2, "oasis-llm-test", sample=no_proc, cores=2)
+    assert [core_share.threads() for _ in range(5)] == [2] * 5
+    assert len(reads) == 1  # not a failed file read before every decoding step

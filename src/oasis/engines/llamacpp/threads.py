@@ -73,7 +73,8 @@ class CoreShare:
         if last is not None and now - last.at < MEASURE_EVERY_SECONDS:
             return self._threads
         current = self._sample(self._thread_name)
-        if current is None:  # no /proc: nothing to go by
+        if current is None:  # no /proc (or an unreadable one): nothing to go by, now or at later steps
+            self._adapting = False
             return self._most
         if last is not None and last.at < current.at < last.at + STALE_AFTER_SECONDS:
             self.others_busy = _others_busy(last, current)

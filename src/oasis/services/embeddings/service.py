@@ -44,13 +44,18 @@ def input_texts(raw: Any) -> list[str]:
         text = item if isinstance(item, str) else openai_tokens.decode(item, param)
         if not text:
             raise invalid_request(f"'$.{param}' is invalid: it must not be an empty string.", param=param)
-        if not text.isascii():
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError:  # a lone surrogate (\\ud800 in the JSON): no text the model can read
-                raise invalid_request(f"'$.{param}' is not valid Unicode (a lone surrogate).", param=param) from None
-        texts.append(text)
+        texts.append(unicode_text(text, param))
     return texts
+
+
+def unicode_text(text: str, param: str) -> str:
+    """`text`, or a 400 naming `param` when it holds a lone surrogate (valid JSON, but no text a model can read)."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise invalid_request(f"'$.{param}' is not valid Unicode (a lone surrogate).", param=param) from None
+    return text
 
 
 def shaped(vectors: np.ndarray, dimensions: int | None, model: str) -> np.ndarray:

@@ -28,7 +28,7 @@ import numpy as np
 from oasis.engines.moderation import CATEGORIES, ImageUnreadable, ModerationEngine
 from oasis.engines.registry import EngineRegistry
 from oasis.errors import OasisError, invalid_request
-from oasis.services.embeddings.service import EmbeddingService
+from oasis.services.embeddings.service import EmbeddingService, unicode_text
 from oasis.services.models.engine_lookup import engine_for, served_id
 
 MAX_INPUTS = 32
@@ -61,15 +61,15 @@ def read_inputs(raw: Any) -> list[ModerationInput]:
     if len(items) > MAX_INPUTS:
         raise invalid_request(f"'$.input' has {len(items)} items; at most {MAX_INPUTS} per request.", param="input")
     if isinstance(raw, str):
-        return [ModerationInput(texts=[_unicode(raw, "input")])]
+        return [ModerationInput(texts=[unicode_text(raw, "input")])]
     if all(isinstance(item, str) for item in items):
-        return [ModerationInput(texts=[_unicode(item, f"input[{i}]")]) for i, item in enumerate(items)]
+        return [ModerationInput(texts=[unicode_text(item, f"input[{i}]")]) for i, item in enumerate(items)]
     combined = ModerationInput()
     for index, item in enumerate(items):
         param = f"input[{index}]"
         kind = item.get("type") if isinstance(item, dict) else None
         if kind == "text" and isinstance(item.get("text"), str):
-            combined.texts.append(_unicode(item["text"], f"{param}.text"))
+            combined.texts.append(unicode_text(item["text"], f"{param}.text"))
         elif kind == "image_url" and isinstance(item.get("image_url"), dict):
             combined.images.append((param, _image_bytes(item["image_url"].get("url"), f"{param}.image_url.url")))
         else:
@@ -79,14 +79,6 @@ def read_inputs(raw: Any) -> list[ModerationInput]:
                 param=param,
             )
     return [combined]
-
-
-def _unicode(text: str, param: str) -> str:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate (\\ud800 in the JSON): no text the models can read
-        raise invalid_request(f"'$.{param}' is not valid Unicode (it holds a lone surrogate).", param=param) from None
-    return text
 
 
 def _image_bytes(url: Any, param: str) -> bytes:
