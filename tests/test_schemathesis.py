@@ -207,14 +207,14 @@ def _checks(case: schemathesis.Case) -> list[Callable[..., Any]]:
 
 
 inference_schema = schemathesis.openapi.from_dict(load_openapi_spec()).include(
-    tag=["Chat", "Completions", "Embeddings", "Audio", "Moderations"]
+    tag=["Chat", "Completions", "Embeddings", "Audio", "Moderations", "Images"]
 )
 
 
 @pytest.mark.slow
 @inference_schema.parametrize()
 @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
-def test_chat_completions_embeddings_audio_and_moderations_conform_to_the_spec(
+def test_chat_completions_embeddings_audio_moderations_and_images_conform_to_the_spec(
     case: schemathesis.Case, server: ServerProcess
 ) -> None:
     case.call_and_validate(

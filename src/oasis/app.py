@@ -20,6 +20,7 @@ from oasis.api import (
     files,
     fine_tuning,
     health,
+    images,
     metrics,
     models,
     moderations,
@@ -126,6 +127,7 @@ def create_app(settings: Settings, engine_factories: Mapping[str, EngineFactory]
     v1.include_router(models.router)
     v1.include_router(files.router)
     v1.include_router(fine_tuning.router)
+    v1.include_router(images.router)
     v1.include_router(moderations.router)
     v1.include_router(vector_stores.router)
     app.include_router(v1)

@@ -30,6 +30,8 @@ from oasis.services.chat.tokenizer import TokenizerService
 from oasis.services.embeddings.service import EmbeddingService
 from oasis.services.files.service import FileService
 from oasis.services.fine_tuning.service import FineTuningService
+from oasis.services.images.links import ImageLinks
+from oasis.services.images.service import ImageService
 from oasis.services.keys import KeyService
 from oasis.services.models.fine_tuned import FineTunedModels
 from oasis.services.models.service import ModelService
@@ -106,6 +108,7 @@ class Container:
     audio: AudioService
     embeddings: EmbeddingService
     moderations: ModerationService
+    images: ImageService
     vector_stores: VectorStoreService
     search: VectorSearch
     ingestion: IngestionRunner
@@ -151,7 +154,9 @@ class Container:
             settings.workers.lease_seconds,
             concurrency=settings.workers.batch_concurrency,
         )
-        sweeper = BlobSweeper(db, blobs, settings.workers.sweep_seconds)
+        secret = settings.images.url_secret
+        links = ImageLinks(blobs, secret.get_secret_value() if secret else None, settings.images.public_url)
+        sweeper = BlobSweeper(db, blobs, settings.workers.sweep_seconds, expiring=[links.sweep])
         worker = WorkerLoop([ingestion, batch_runner, sweeper], settings.workers.poll_seconds)
         embedding_model = settings.vector_stores.embedding_model
         resolved = registry.resolve(embedding_model)
@@ -207,6 +212,7 @@ class Container:
             audio=AudioService(registry),
             embeddings=embeddings,
             moderations=ModerationService(registry, embeddings),
+            images=ImageService(registry, links),
             vector_stores=vector_stores,
             search=search,
             ingestion=ingestion,

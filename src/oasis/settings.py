@@ -134,6 +134,18 @@ class CodeInterpreterSettings(BaseModel):
     folder_mb: int = Field(default=256, ge=1, description="Size of a session's /mnt/data (held in memory).")
 
 
+class ImagesSettings(BaseModel):
+    url_secret: SecretStr | None = Field(
+        default=None,
+        description="Signs the links of generated images; unset: one is made and kept in the blob store.",
+    )
+    public_url: str | None = Field(
+        default=None,
+        description="The address clients reach oasis at, for image links (e.g. behind a proxy); unset: the "
+        "address the request came to.",
+    )
+
+
 class FineTuningSettings(BaseModel):
     """How `oasis serve` (in process) and `oasis worker` train fine-tuning jobs: a trainer subprocess per job."""
 
@@ -223,6 +235,7 @@ class Settings(BaseSettings):
     workers: WorkerSettings = Field(default_factory=WorkerSettings)
     code_interpreter: CodeInterpreterSettings = Field(default_factory=CodeInterpreterSettings)
     fine_tuning: FineTuningSettings = Field(default_factory=FineTuningSettings)
+    images: ImagesSettings = Field(default_factory=ImagesSettings)
     models: list[ModelSpec] = Field(
         default_factory=list,
         description="Served models, besides the defaults: an entry with a default's id replaces it, and the ids "

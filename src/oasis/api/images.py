@@ -1,0 +1,111 @@
+"""Images: generations (JSON), edits and variations (multipart), and the signed links their `url` answers open."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
+from starlette.datastructures import FormData, UploadFile
+
+from oasis.api.deps import ContainerDep, PrincipalDep
+from oasis.api.disconnect import unless_disconnected
+from oasis.errors import invalid_request
+from oasis.protocol import openapi_types as spec
+from oasis.services.images.pictures import MAX_UPLOAD_BYTES
+from oasis.services.images.service import EditRequest, ImageUpload, VariationRequest
+
+router = APIRouter(tags=["Images"])
+
+
+@router.post("/images/generations")
+async def create_image(
+    body: spec.CreateImageRequest, request: Request, container: ContainerDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    payload = body.model_dump(mode="json", exclude_none=True)
+    work = container.images.generate(payload, principal.project_id, str(request.base_url))
+    return await unless_disconnected(request, work)
+
+
+def _text(form: FormData, name: str, default: str | None = None) -> str | None:
+    value = form.get(name)
+    if value is not None and not isinstance(value, str):
+        raise invalid_request(f"'{name}' must be a text field.", param=name)
+    return value if value not in (None, "") else default
+
+
+def _number(form: FormData, name: str, default: int) -> int:
+    text = _text(form, name)
+    if text is None:
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise invalid_request(f"'{name}' must be an integer.", param=name) from None
+
+
+async def _upload(form: FormData, name: str, required: bool) -> ImageUpload | None:
+    value = form.get(name)
+    if value is None or value == "":
+        if required:
+            raise invalid_request(f"Missing required parameter: '{name}' (send it as a file part).", param=name)
+        return None
+    if not isinstance(value, UploadFile):
+        raise invalid_request(f"'{name}' must be a file part.", param=name)
+    data = await value.read(MAX_UPLOAD_BYTES + 1)
+    return ImageUpload(data=data, filename=value.filename or "", content_type=value.content_type or "")
+
+
+def _multipart(request: Request) -> None:
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise invalid_request("Send the image as multipart/form-data.", param="image")
+
+
+@router.post("/images/edits")
+async def create_image_edit(request: Request, container: ContainerDep, principal: PrincipalDep) -> dict[str, Any]:
+    _multipart(request)
+    async with request.form(max_files=2, max_fields=32) as form:
+        image = await _upload(form, "image", required=True)
+        assert image is not None
+        prompt = _text(form, "prompt")
+        if prompt is None:
+            raise invalid_request("Missing required parameter: 'prompt'.", param="prompt")
+        edit = EditRequest(
+            image=image,
+            mask=await _upload(form, "mask", required=False),
+            prompt=prompt,
+            model=_text(form, "model", "dall-e-2") or "dall-e-2",
+            n=_number(form, "n", 1),
+            size=_text(form, "size", "1024x1024") or "1024x1024",
+            response_format=_text(form, "response_format", "url") or "url",
+        )
+    work = container.images.edit(edit, principal.project_id, str(request.base_url))
+    return await unless_disconnected(request, work)
+
+
+@router.post("/images/variations")
+async def create_image_variation(request: Request, container: ContainerDep, principal: PrincipalDep) -> dict[str, Any]:
+    _multipart(request)
+    async with request.form(max_files=1, max_fields=32) as form:
+        image = await _upload(form, "image", required=True)
+        assert image is not None
+        variation = VariationRequest(
+            image=image,
+            model=_text(form, "model", "dall-e-2") or "dall-e-2",
+            n=_number(form, "n", 1),
+            size=_text(form, "size", "1024x1024") or "1024x1024",
+            response_format=_text(form, "response_format", "url") or "url",
+        )
+    work = container.images.vary(variation, principal.project_id, str(request.base_url))
+    return await unless_disconnected(request, work)
+
+
+@router.get("/images/files/{project}/{name}", include_in_schema=False)
+async def image_file(
+    project: str, name: str, container: ContainerDep, expires: int = Query(0), signature: str = Query("")
+) -> StreamingResponse:
+    """A generated image, by its signed link: no API key, as a browser opens OpenAI's image URLs."""
+    chunks, seconds_left = await container.images.links.open(f"{project}/{name}", expires, signature)
+    return StreamingResponse(
+        chunks, media_type="image/png", headers={"cache-control": f"private, max-age={seconds_left}"}
+    )

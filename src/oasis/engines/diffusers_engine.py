@@ -1,0 +1,152 @@
+"""Engine kind `diffusers`: any diffusers pipeline folder on this machine (`path`): Stable Diffusion 1.x/2.x,
+SDXL, SD-Turbo and LCM-style few-step models. Text-to-image, inpainting and image-to-image share one set of
+weights: the inpainting and image-to-image pipelines are built from the loaded one with `from_pipe`.
+
+Nothing is downloaded: the folder is opened with `local_files_only`, so a model missing a part fails at start with
+diffusers' own message instead of reaching for a hub.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from oasis.engines.image import EditJob, GenerationJob, Look, VariationJob
+from oasis.engines.options import DiffusersOptions
+from oasis.settings import ModelSpec
+
+
+def _pick_device(choice: str) -> str:
+    import torch
+
+    if choice != "auto":
+        return choice
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _pick_dtype(choice: str, device: str) -> Any:
+    import torch
+
+    if choice == "auto":
+        return torch.float16 if device.startswith("cuda") else torch.float32
+    return getattr(torch, choice)
+
+
+def _pixels(images: Any) -> list[np.ndarray]:
+    """A pipeline's `output_type="np"` batch (floats in [0, 1]) as uint8 pictures."""
+    return [np.clip(np.asarray(image) * 255 + 0.5, 0, 255).astype(np.uint8) for image in images]
+
+
+class DiffusersEngine:
+    def __init__(self, spec: ModelSpec) -> None:
+        if not spec.path:
+            raise ValueError(f"model {spec.id!r}: the diffusers engine needs `path`, a pipeline folder")
+        self.spec = spec
+        self.options = DiffusersOptions.model_validate(spec.options)
+        self._text2image: Any = None
+        self._inpaint: Any = None
+        self._image2image: Any = None
+        self._device = "cpu"
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self._load)
+
+    def _load(self) -> None:
+        import torch
+        from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting, AutoPipelineForText2Image
+
+        if self.options.threads:
+            torch.set_num_threads(self.options.threads)
+        self._device = _pick_device(self.options.device)
+        path = Path(str(self.spec.path)).expanduser()
+        pipeline = AutoPipelineForText2Image.from_pretrained(
+            path, torch_dtype=_pick_dtype(self.options.dtype, self._device), local_files_only=True
+        )
+        if getattr(pipeline, "safety_checker", None) is not None:
+            # moderation is the API's own endpoint; a checker here would silently blacken images
+            pipeline.safety_checker = None
+        if self.options.scheduler:
+            import diffusers
+
+            scheduler_class = getattr(diffusers, self.options.scheduler, None)
+            if scheduler_class is None:
+                raise ValueError(f"option `scheduler`: diffusers has no {self.options.scheduler}")
+            pipeline.scheduler = scheduler_class.from_config(pipeline.scheduler.config)
+        pipeline = pipeline.to(self._device)
+        pipeline.set_progress_bar_config(disable=True)
+        self._text2image = pipeline
+        self._inpaint = AutoPipelineForInpainting.from_pipe(pipeline)
+        self._image2image = AutoPipelineForImage2Image.from_pipe(pipeline)
+        for derived in (self._inpaint, self._image2image):
+            derived.set_progress_bar_config(disable=True)
+
+    async def close(self) -> None:
+        self._text2image = self._inpaint = self._image2image = None
+
+    def _steps(self, look: Look) -> int:
+        if look.quality == "hd":
+            return self.options.hd_steps or 2 * self.options.steps
+        return self.options.steps
+
+    def _guidance(self, look: Look) -> float:
+        if look.style == "natural":
+            natural = self.options.natural_guidance
+            return natural if natural is not None else self.options.guidance * 2 / 3
+        return self.options.guidance
+
+    def _generator(self) -> Any:
+        import torch
+
+        seed = int.from_bytes(os.urandom(8), "little") & (2**63 - 1)
+        return torch.Generator(device="cpu").manual_seed(seed)
+
+    def generate(self, job: GenerationJob) -> list[np.ndarray]:
+        result = self._text2image(
+            prompt=job.prompt,
+            num_images_per_prompt=job.n,
+            width=job.width,
+            height=job.height,
+            num_inference_steps=self._steps(job.look),
+            guidance_scale=self._guidance(job.look),
+            generator=self._generator(),
+            output_type="np",
+        )
+        return _pixels(result.images)
+
+    def edit(self, job: EditJob) -> list[np.ndarray]:
+        from PIL import Image
+
+        height, width = job.image.shape[:2]
+        result = self._inpaint(
+            prompt=job.prompt,
+            image=Image.fromarray(job.image),
+            mask_image=Image.fromarray(job.repaint.astype(np.uint8) * 255),  # white: redraw
+            num_images_per_prompt=job.n,
+            width=width,
+            height=height,
+            strength=1.0,
+            num_inference_steps=self.options.steps,
+            guidance_scale=self.options.guidance,
+            generator=self._generator(),
+            output_type="np",
+        )
+        return _pixels(result.images)
+
+    def vary(self, job: VariationJob) -> list[np.ndarray]:
+        from PIL import Image
+
+        result = self._image2image(
+            prompt="",
+            image=Image.fromarray(job.image),
+            num_images_per_prompt=job.n,
+            strength=self.options.variation_strength,
+            num_inference_steps=self.options.steps,
+            guidance_scale=self.options.guidance,
+            generator=self._generator(),
+            output_type="np",
+        )
+        return _pixels(result.images)

@@ -1,0 +1,59 @@
+"""The image capability: text-to-image, inpainting and image-to-image. Engines take and return pixels (HxWx3 uint8
+arrays at the size asked for); the service decodes and encodes the files, checks every parameter, and keeps the
+pixels outside an edit's mask exactly as they were, whatever the engine does."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from oasis.engines.base import Engine
+
+
+@dataclass(frozen=True)
+class Look:
+    """How hard to work and how literally to follow the prompt: OpenAI's `quality` (standard | hd) and `style`
+    (vivid | natural), which each engine maps onto its own steps and guidance."""
+
+    quality: str = "standard"
+    style: str = "vivid"
+
+
+@dataclass(frozen=True)
+class GenerationJob:
+    prompt: str
+    n: int
+    width: int
+    height: int
+    look: Look = Look()
+
+
+@dataclass(frozen=True)
+class EditJob:
+    image: np.ndarray  # HxWx3 uint8, already at the requested size
+    repaint: np.ndarray  # HxW bool: True where the engine is to draw anew
+    prompt: str
+    n: int
+
+
+@dataclass(frozen=True)
+class VariationJob:
+    image: np.ndarray  # HxWx3 uint8, already at the requested size
+    n: int
+
+
+@runtime_checkable
+class ImageEngine(Engine, Protocol):
+    def generate(self, job: GenerationJob) -> list[np.ndarray]:
+        """`job.n` images of job.height x job.width. Blocking: the service runs it in a worker thread."""
+        ...
+
+    def edit(self, job: EditJob) -> list[np.ndarray]:
+        """`job.n` images the size of `job.image`, redrawn where `job.repaint` is True to fit the prompt."""
+        ...
+
+    def vary(self, job: VariationJob) -> list[np.ndarray]:
+        """`job.n` new images that keep the composition and colours of `job.image`."""
+        ...

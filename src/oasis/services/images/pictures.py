@@ -1,0 +1,64 @@
+"""PNG files in and out: the checks OpenAI makes on an uploaded image or mask (a PNG under 4 MB, square, a mask the
+image's size), each a 400 naming the part, and the encoding of what an engine drew."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+
+from oasis.errors import invalid_request
+
+MAX_UPLOAD_BYTES = 4 * 1024 * 1024
+MAX_SIDE = 4096  # a small PNG can still decode to gigabytes of pixels
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@dataclass(frozen=True)
+class Picture:
+    rgb: np.ndarray  # HxWx3 uint8
+    alpha: np.ndarray | None  # HxW uint8, None when the file has no transparency channel
+
+
+def read_png(data: bytes, param: str) -> Picture:
+    from PIL import Image
+
+    if len(data) >= MAX_UPLOAD_BYTES:
+        raise invalid_request(f"'{param}' is {len(data):,} bytes; it must be less than 4 MB.", param=param)
+    if not data.startswith(_PNG_MAGIC):
+        raise invalid_request(f"'{param}' must be a PNG file.", param=param)
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            if width > MAX_SIDE or height > MAX_SIDE:
+                raise invalid_request(f"'{param}' is {width}x{height}; at most {MAX_SIDE} pixels a side.", param=param)
+            has_alpha = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
+            converted = image.convert("RGBA")
+    except (OSError, ValueError, Image.DecompressionBombError):
+        raise invalid_request(f"'{param}' could not be read as a PNG image.", param=param) from None
+    pixels = np.asarray(converted, dtype=np.uint8)
+    return Picture(rgb=np.ascontiguousarray(pixels[:, :, :3]), alpha=pixels[:, :, 3].copy() if has_alpha else None)
+
+
+def require_square(picture: Picture, param: str) -> None:
+    height, width = picture.rgb.shape[:2]
+    if width != height:
+        raise invalid_request(f"'{param}' is {width}x{height}; it must be square.", param=param)
+
+
+def resized(pixels: np.ndarray, width: int, height: int, *, nearest: bool = False) -> np.ndarray:
+    from PIL import Image
+
+    if pixels.shape[1] == width and pixels.shape[0] == height:
+        return pixels
+    resample = Image.Resampling.NEAREST if nearest else Image.Resampling.LANCZOS
+    return np.asarray(Image.fromarray(pixels).resize((width, height), resample), dtype=np.uint8)
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8), "RGB").save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -1,0 +1,252 @@
+"""Images: generations, edits and variations, on a local image engine or forwarded to an upstream server.
+
+The rules follow the name the client asked for, as OpenAI's do: `dall-e-2` (the default) takes the three square
+sizes, n up to 10 and prompts up to 1000 characters; `dall-e-3` takes 1024x1024, 1792x1024 and 1024x1792, n=1,
+prompts up to 4000, and its answers carry `revised_prompt` (oasis draws the prompt as given, so that is the
+prompt itself). A model asked for by its own id takes any of the five sizes. Edits and variations take the square
+sizes and are not offered under `dall-e-3`, as at OpenAI.
+
+Whatever an engine draws for an edit, the pixels outside the mask are the source image's own: the service puts
+them back before encoding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from oasis.engines.forwarding import ForwardingEngine
+from oasis.engines.image import EditJob, GenerationJob, ImageEngine, Look, VariationJob
+from oasis.engines.registry import EngineRegistry
+from oasis.errors import OasisError, invalid_request
+from oasis.services.images.links import ImageLinks
+from oasis.services.images.pictures import Picture, png_bytes, read_png, require_square, resized
+from oasis.services.models.engine_lookup import implements, loaded_engine
+
+SQUARES = ("256x256", "512x512", "1024x1024")
+DALL_E_3_SIZES = ("1024x1024", "1792x1024", "1024x1792")
+ALL_SIZES = ("256x256", "512x512", "1024x1024", "1792x1024", "1024x1792")
+RESPONSE_FORMATS = ("url", "b64_json")
+
+
+@dataclass(frozen=True)
+class Rules:
+    sizes: tuple[str, ...]
+    max_n: int
+    max_prompt: int
+    revises_prompt: bool = False
+
+
+DALL_E_2 = Rules(SQUARES, 10, 1000)
+DALL_E_3 = Rules(DALL_E_3_SIZES, 1, 4000, revises_prompt=True)
+OWN_NAME = Rules(ALL_SIZES, 10, 4000)
+
+
+def rules_for(model: str) -> Rules:
+    return {"dall-e-2": DALL_E_2, "dall-e-3": DALL_E_3}.get(model, OWN_NAME)
+
+
+@dataclass(frozen=True)
+class ImageUpload:
+    data: bytes
+    filename: str
+    content_type: str
+
+
+@dataclass(frozen=True)
+class EditRequest:
+    image: ImageUpload
+    mask: ImageUpload | None
+    prompt: str
+    model: str
+    n: int
+    size: str
+    response_format: str
+
+
+@dataclass(frozen=True)
+class VariationRequest:
+    image: ImageUpload
+    model: str
+    n: int
+    size: str
+    response_format: str
+
+
+def _check_common(rules: Rules, model: str, n: int, size: str, response_format: str) -> tuple[int, int]:
+    if not 1 <= n <= 10:
+        raise invalid_request(f"{n} is not between 1 and 10 - 'n'", param="n")
+    if n > rules.max_n:
+        raise invalid_request(f"The model '{model}' makes one image a request: give n=1.", param="n")
+    if size not in rules.sizes:
+        raise invalid_request(f"'{size}' is not one of {list(rules.sizes)} - 'size'", param="size")
+    if response_format not in RESPONSE_FORMATS:
+        raise invalid_request(
+            f"'{response_format}' is not one of {list(RESPONSE_FORMATS)} - 'response_format'", param="response_format"
+        )
+    width, height = (int(side) for side in size.split("x"))
+    return width, height
+
+
+def _check_prompt(rules: Rules, model: str, prompt: str) -> None:
+    if not prompt.strip():
+        raise invalid_request("'prompt' must not be empty.", param="prompt")
+    if len(prompt) > rules.max_prompt:
+        raise invalid_request(
+            f"'prompt' is {len(prompt)} characters; '{model}' takes at most {rules.max_prompt}.", param="prompt"
+        )
+
+
+def _edit_rules(model: str) -> Rules:
+    if model == "dall-e-3":
+        raise invalid_request("Edits and variations are made with 'dall-e-2' (or a model's own id).", param="model")
+    return Rules(SQUARES, 10, 1000 if model == "dall-e-2" else 4000)
+
+
+class ImageService:
+    def __init__(self, registry: EngineRegistry, links: ImageLinks) -> None:
+        self._registry = registry
+        self.links = links
+        self._locks: dict[int, asyncio.Lock] = {}
+
+    def _engine(self, model: str) -> Any:
+        engine = loaded_engine(self._registry, model)
+        if implements(engine, ImageEngine) or implements(engine, ForwardingEngine):
+            return engine
+        raise invalid_request(f"The model '{model}' does not make images.", param="model")
+
+    async def _run(self, engine: Any, method: str, job: Any) -> list[np.ndarray]:
+        """One job at a time per engine (pipelines are not thread-safe, and two would only share the cores)."""
+        lock = self._locks.setdefault(id(engine), asyncio.Lock())
+        async with lock:
+            images: list[np.ndarray] = await asyncio.to_thread(getattr(engine, method), job)
+        return images
+
+    async def generate(self, body: dict[str, Any], project_id: str, base_url: str) -> dict[str, Any]:
+        model = body.get("model") or "dall-e-2"
+        rules = rules_for(model)
+        prompt = body["prompt"]
+        _check_prompt(rules, model, prompt)
+        n = 1 if body.get("n") is None else int(body["n"])
+        size = body.get("size") or "1024x1024"
+        response_format = body.get("response_format") or "url"
+        width, height = _check_common(rules, model, n, size, response_format)
+        look = Look(quality=body.get("quality") or "standard", style=body.get("style") or "vivid")
+        engine = self._engine(model)
+        revised = prompt if rules.revises_prompt else None
+        if implements(engine, ImageEngine):
+            images = await self._run(engine, "generate", GenerationJob(prompt, n, width, height, look))
+            return await self._answer(images, response_format, project_id, base_url, revised)
+        forwarded = {**body, "n": n, "size": size, "response_format": "b64_json"}
+        reply = await engine.forward("/images/generations", forwarded)
+        return await self._relay(reply, response_format, project_id, base_url)
+
+    async def edit(self, request: EditRequest, project_id: str, base_url: str) -> dict[str, Any]:
+        rules = _edit_rules(request.model)
+        _check_prompt(rules, request.model, request.prompt)
+        width, height = _check_common(rules, request.model, request.n, request.size, request.response_format)
+        source = read_png(request.image.data, "image")
+        require_square(source, "image")
+        repaint = _repaint_mask(source, request.mask)
+        engine = self._engine(request.model)
+        if not implements(engine, ImageEngine):
+            reply = await engine.forward_files("/images/edits", _fields(request), _files(request.image, request.mask))
+            return await self._relay(reply, request.response_format, project_id, base_url)
+        image = resized(source.rgb, width, height)
+        repaint_here = resized(repaint.astype(np.uint8) * 255, width, height, nearest=True) > 127
+        job = EditJob(image=image, repaint=repaint_here, prompt=request.prompt, n=request.n)
+        drawn = await self._run(engine, "edit", job)
+        kept = [np.where(repaint_here[:, :, None], picture, image).astype(np.uint8) for picture in drawn]
+        return await self._answer(kept, request.response_format, project_id, base_url, None)
+
+    async def vary(self, request: VariationRequest, project_id: str, base_url: str) -> dict[str, Any]:
+        rules = _edit_rules(request.model)
+        width, height = _check_common(rules, request.model, request.n, request.size, request.response_format)
+        source = read_png(request.image.data, "image")
+        require_square(source, "image")
+        engine = self._engine(request.model)
+        if not implements(engine, ImageEngine):
+            reply = await engine.forward_files("/images/variations", _fields(request), _files(request.image, None))
+            return await self._relay(reply, request.response_format, project_id, base_url)
+        job = VariationJob(image=resized(source.rgb, width, height), n=request.n)
+        drawn = await self._run(engine, "vary", job)
+        return await self._answer(drawn, request.response_format, project_id, base_url, None)
+
+    async def _answer(
+        self, images: list[np.ndarray], response_format: str, project_id: str, base_url: str, revised: str | None
+    ) -> dict[str, Any]:
+        encoded = await asyncio.to_thread(lambda: [png_bytes(image) for image in images])
+        return await self._reply(encoded, response_format, project_id, base_url, [revised] * len(encoded))
+
+    async def _relay(
+        self, reply: dict[str, Any], response_format: str, project_id: str, base_url: str
+    ) -> dict[str, Any]:
+        """An upstream's answer (asked for as b64_json), kept here and linked when the client wants a url."""
+        encoded, revised = [], []
+        for item in reply.get("data") or []:
+            try:
+                encoded.append(base64.b64decode(item["b64_json"], validate=True))
+            except (KeyError, TypeError, binascii.Error):
+                raise OasisError(
+                    502, "The upstream server sent an image that is not base64.", type="server_error"
+                ) from None
+            revised.append(item.get("revised_prompt"))
+        return await self._reply(encoded, response_format, project_id, base_url, revised)
+
+    async def _reply(
+        self, encoded: list[bytes], response_format: str, project_id: str, base_url: str, revised: list[str | None]
+    ) -> dict[str, Any]:
+        data: list[dict[str, Any]] = []
+        for png, revised_prompt in zip(encoded, revised, strict=True):
+            if response_format == "b64_json":
+                item: dict[str, Any] = {"b64_json": base64.b64encode(png).decode("ascii")}
+            else:
+                item = {"url": await self.links.keep(project_id, png, base_url)}
+            if revised_prompt is not None:
+                item["revised_prompt"] = revised_prompt
+            data.append(item)
+        return {"created": int(time.time()), "data": data}
+
+
+def _repaint_mask(source: Picture, mask_upload: ImageUpload | None) -> np.ndarray:
+    """True where the edit redraws: the mask's fully transparent pixels, or the image's own without a mask."""
+    if mask_upload is None:
+        if source.alpha is None:
+            raise invalid_request(
+                "'image' has no transparency: send a 'mask' PNG whose transparent pixels mark what to change, or an "
+                "image whose transparent pixels do.",
+                param="image",
+            )
+        return source.alpha == 0
+    mask = read_png(mask_upload.data, "mask")
+    if mask.rgb.shape != source.rgb.shape:
+        height, width = source.rgb.shape[:2]
+        raise invalid_request(
+            f"'mask' is {mask.rgb.shape[1]}x{mask.rgb.shape[0]}; it must be the image's size, {width}x{height}.",
+            param="mask",
+        )
+    if mask.alpha is None:
+        raise invalid_request(
+            "'mask' has no transparency: its fully transparent pixels mark what to change.", param="mask"
+        )
+    return mask.alpha == 0
+
+
+def _fields(request: EditRequest | VariationRequest) -> dict[str, str]:
+    fields = {"n": str(request.n), "size": request.size, "response_format": "b64_json"}
+    if isinstance(request, EditRequest):
+        fields["prompt"] = request.prompt
+    return fields
+
+
+def _files(image: ImageUpload, mask: ImageUpload | None) -> dict[str, tuple[str, bytes, str]]:
+    files = {"image": (image.filename or "image.png", image.data, "image/png")}
+    if mask is not None:
+        files["mask"] = (mask.filename or "mask.png", mask.data, "image/png")
+    return files

@@ -1,0 +1,280 @@
+"""Images through the SDK on the shipped model (oasis-shapes-32, alias dall-e-2/dall-e-3): the three operations,
+OpenAI's rules per model name, signed links, edits that keep every pixel outside the mask, and a 400 naming the
+part for each bad input (issue 17). What the model draws is judged in tests/test_image_model.py."""
+
+from __future__ import annotations
+
+import base64
+import io
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import numpy as np
+import openai
+import pytest
+
+from oasis.services.images.links import LIFETIME_SECONDS
+from tests.conftest import E5, Harness
+
+SHAPES = {"id": "oasis-shapes-32", "engine": "shapes", "package": "oasis", "aliases": ["dall-e-2", "dall-e-3"]}
+
+
+@pytest.fixture
+async def image_oasis(start_oasis: Callable[..., Any]) -> Harness:
+    harness: Harness = await start_oasis(engine_factories=None, models=[SHAPES, E5])
+    return harness
+
+
+def png(pixels: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def pixels_of(data: bytes) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(data)))
+
+
+def scene(size: int = 256) -> np.ndarray:
+    """A white canvas with a red square on the left and a blue one on the right."""
+    image = np.full((size, size, 3), 250, dtype=np.uint8)
+    image[size // 3 : 2 * size // 3, size // 10 : size // 3] = (220, 30, 30)
+    image[size // 3 : 2 * size // 3, 2 * size // 3 : 9 * size // 10] = (35, 70, 225)
+    return image
+
+
+async def error_of(call: Any) -> openai.APIStatusError:
+    with pytest.raises(openai.APIStatusError) as caught:
+        await call
+    return caught.value
+
+
+async def test_generations_as_base64_and_as_links_a_browser_opens(image_oasis: Harness) -> None:
+    client = image_oasis.sdk()
+    reply = await client.images.generate(
+        prompt="a red circle on the left", n=2, size="256x256", response_format="b64_json"
+    )
+    assert abs(reply.created - time.time()) < 60
+    pictures = [pixels_of(base64.b64decode(item.b64_json or "")) for item in reply.data]
+    assert [p.shape for p in pictures] == [(256, 256, 3)] * 2
+    assert not np.array_equal(pictures[0], pictures[1])  # two samples, not one image twice
+    assert all(item.revised_prompt is None for item in reply.data)  # dall-e-2 does not revise
+
+    linked = await client.images.generate(prompt="two blue squares", size="512x512")
+    url = linked.data[0].url or ""
+    assert url.startswith(image_oasis.base_url + "/v1/images/files/")
+    async with image_oasis.http(api_key=None) as browser:
+        opened = await browser.get(url)
+    assert opened.status_code == 200 and opened.headers["content-type"] == "image/png"
+    assert pixels_of(opened.content).shape == (512, 512, 3)
+    expires = int(parse_qs(urlsplit(url).query)["expires"][0])
+    assert abs(expires - (time.time() + LIFETIME_SECONDS)) < 60
+
+
+async def test_dall_e_3_rules_and_its_revised_prompt(image_oasis: Harness) -> None:
+    client = image_oasis.sdk()
+    wide = await client.images.generate(
+        model="dall-e-3",
+        prompt="a yellow star at the top",
+        size="1792x1024",
+        response_format="b64_json",
+        quality="hd",
+        style="natural",
+    )
+    assert pixels_of(base64.b64decode(wide.data[0].b64_json or "")).shape == (1024, 1792, 3)
+    assert wide.data[0].revised_prompt == "a yellow star at the top"
+    tall = await client.images.generate(
+        model="dall-e-3", prompt="a green circle", size="1024x1792", response_format="b64_json"
+    )
+    assert pixels_of(base64.b64decode(tall.data[0].b64_json or "")).shape == (1792, 1024, 3)
+
+    for call, param in [
+        (client.images.generate(model="dall-e-3", prompt="a star", n=2), "n"),
+        (client.images.generate(model="dall-e-3", prompt="a star", size="256x256"), "size"),
+        (client.images.generate(model="dall-e-2", prompt="a star", size="1792x1024"), "size"),
+        (client.images.generate(model="dall-e-2", prompt="x" * 1001), "prompt"),
+        (client.images.generate(model="dall-e-3", prompt="x" * 4001), "prompt"),
+        (client.images.generate(prompt="a star", n=11), "n"),
+        (client.images.generate(prompt="a star", n=0), "n"),
+        (client.images.generate(prompt="a star", size="300x300"), "size"),  # type: ignore[arg-type]
+        (client.images.generate(prompt="a star", response_format="xml"), "response_format"),  # type: ignore[arg-type]
+        (client.images.generate(prompt="a star", quality="ultra"), "quality"),  # type: ignore[arg-type]
+        (client.images.generate(prompt="   "), "prompt"),
+        (client.images.generate(model="multilingual-e5-small", prompt="a star"), "model"),
+    ]:
+        error = await error_of(call)
+        assert error.status_code == 400, (param, error)
+        assert error.body["param"] == param, error.body  # type: ignore[index]
+    missing = await error_of(client.images.generate(model="no-such-painter", prompt="a star"))
+    assert missing.status_code == 404 and missing.body["code"] == "model_not_found"  # type: ignore[index]
+    # the model's own id takes every size of the spec
+    own = await client.images.generate(model="oasis-shapes-32", prompt="a pink square", size="1792x1024")
+    assert own.data[0].url
+
+
+async def test_links_cannot_be_altered_or_used_after_the_hour(image_oasis: Harness) -> None:
+    _, ours = await image_oasis.container.keys.create("ours")
+    _, theirs = await image_oasis.container.keys.create("theirs")
+    url = (await image_oasis.sdk(ours).images.generate(prompt="a red square", size="256x256")).data[0].url or ""
+    other = (await image_oasis.sdk(theirs).images.generate(prompt="a blue star", size="256x256")).data[0].url or ""
+    path, query = url.split("?")
+    other_path = other.split("?")[0]
+    assert path.split("/")[-2] != other_path.split("/")[-2]  # each project's images are stored apart
+    async with image_oasis.http(api_key=None) as browser:
+        assert (await browser.get(url)).status_code == 200
+        forged = query.replace("signature=", "signature=0")
+        assert (await browser.get(f"{path}?{forged}")).status_code == 403
+        # their link's signature does not open our image, nor ours theirs
+        their_query = other.split("?")[1]
+        assert (await browser.get(f"{path}?{their_query}")).status_code == 403
+        assert (await browser.get(f"{other_path}?{query}")).status_code == 403
+        later = query.replace("expires=", "expires=1")
+        assert (await browser.get(f"{path}?{later}")).status_code == 403  # a longer life is not granted either
+
+    links = image_oasis.container.images.links
+    name = path.split("/v1/images/files/")[1]
+    expired_at = int(time.time()) - 5
+    signature = links._signature(await links._key(), name, expired_at)
+    async with image_oasis.http(api_key=None) as browser:
+        gone = await browser.get(f"{path}?expires={expired_at}&signature={signature}")
+    assert gone.status_code == 403 and "expired" in gone.json()["error"]["message"]
+
+    assert await links.sweep(now=time.time()) == 0  # nothing is an hour old yet
+    assert await links.sweep(now=time.time() + LIFETIME_SECONDS + 120) == 2
+    async with image_oasis.http(api_key=None) as browser:
+        assert (await browser.get(url)).status_code in (403, 404)
+
+
+async def test_an_edit_keeps_every_pixel_outside_the_mask(image_oasis: Harness) -> None:
+    client = image_oasis.sdk()
+    source = scene()
+    mask = np.full((256, 256, 4), 255, dtype=np.uint8)
+    mask[:, 128:, 3] = 0  # redraw the right half
+    reply = await client.images.edit(
+        image=("scene.png", png(source), "image/png"),
+        mask=("mask.png", png(mask), "image/png"),
+        prompt="a green circle on the right",
+        n=2,
+        size="256x256",
+        response_format="b64_json",
+    )
+    for item in reply.data:
+        edited = pixels_of(base64.b64decode(item.b64_json or ""))
+        assert edited.shape == (256, 256, 3)
+        assert np.array_equal(edited[:, :128], source[:, :128])
+        assert not np.array_equal(edited[:, 128:], source[:, 128:])
+
+    # without a mask, the image's own transparent pixels are the ones redrawn
+    with_hole = np.dstack([source, np.full((256, 256), 255, dtype=np.uint8)])
+    with_hole[:128, :, 3] = 0
+    top_redrawn = await client.images.edit(
+        image=("scene.png", png(with_hole), "image/png"), prompt="a star", size="256x256", response_format="b64_json"
+    )
+    edited = pixels_of(base64.b64decode(top_redrawn.data[0].b64_json or ""))
+    assert np.array_equal(edited[128:], source[128:])
+
+    # a larger size: the source is enlarged, and outside the mask the answer is that enlargement exactly
+    enlarged = await client.images.edit(
+        image=("scene.png", png(source), "image/png"),
+        mask=("mask.png", png(mask), "image/png"),
+        prompt="a star",
+        size="512x512",
+    )
+    async with image_oasis.http(api_key=None) as browser:
+        big = pixels_of((await browser.get(enlarged.data[0].url or "")).content)
+    from oasis.services.images.pictures import resized
+
+    assert np.array_equal(big[:, :256], resized(source, 512, 512)[:, :256])
+
+
+async def test_variations_keep_the_composition_and_change_the_details(image_oasis: Harness) -> None:
+    client = image_oasis.sdk()
+    source = scene()
+    reply = await client.images.create_variation(
+        image=("scene.png", png(source), "image/png"), n=3, size="256x256", response_format="b64_json"
+    )
+    variations = [pixels_of(base64.b64decode(item.b64_json or "")).astype(np.float32) for item in reply.data]
+    assert len(variations) == 3
+    for variation in variations:
+        assert not np.array_equal(variation, source)
+        # the left stays red and the right blue: composition and colours are the source's
+        left, right = variation[85:170, 26:85].mean((0, 1)), variation[85:170, 171:230].mean((0, 1))
+        assert left[0] > left[2] + 40, left
+        assert right[2] > right[0] + 40, right
+    assert not np.array_equal(variations[0], variations[1])
+
+
+async def test_bad_uploads_are_400s_naming_the_part(image_oasis: Harness) -> None:
+    client = image_oasis.sdk()
+    good = png(scene())
+    mask = png(np.zeros((256, 256, 4), dtype=np.uint8))
+    cases: list[tuple[Any, str]] = [
+        (client.images.edit(image=("a.png", b"GIF89a not a png", "image/png"), prompt="x"), "image"),
+        (client.images.edit(image=("a.png", png(scene()[:, :200]), "image/png"), prompt="x"), "image"),
+        (client.images.edit(image=("a.png", good, "image/png"), prompt="x"), "image"),  # no mask, no transparency
+        (
+            client.images.edit(
+                image=("a.png", good, "image/png"),
+                mask=("m.png", png(np.zeros((128, 128, 4), np.uint8)), "image/png"),
+                prompt="x",
+            ),
+            "mask",
+        ),
+        (
+            client.images.edit(
+                image=("a.png", good, "image/png"),
+                mask=("m.png", png(np.zeros((256, 256, 3), np.uint8)), "image/png"),
+                prompt="x",
+            ),
+            "mask",
+        ),
+        (
+            client.images.edit(
+                image=("a.png", good, "image/png"), mask=("m.png", mask, "image/png"), prompt="x", size="1792x1024"
+            ),
+            "size",
+        ),  # type: ignore[arg-type]
+        (
+            client.images.edit(image=("a.png", good, "image/png"), mask=("m.png", mask, "image/png"), prompt="x", n=11),
+            "n",
+        ),
+        (
+            client.images.edit(
+                image=("a.png", good, "image/png"), mask=("m.png", mask, "image/png"), prompt="x", model="dall-e-3"
+            ),
+            "model",
+        ),
+        (client.images.create_variation(image=("a.png", b"\x89PNG\r\n\x1a\n broken", "image/png")), "image"),
+        (client.images.create_variation(image=("a.png", good, "image/png"), size="64x64"), "size"),  # type: ignore[arg-type]
+        (
+            client.images.create_variation(image=("a.png", good, "image/png"), response_format="gif"),  # type: ignore[arg-type]
+            "response_format",
+        ),
+    ]
+    for call, param in cases:
+        error = await error_of(call)
+        assert error.status_code == 400, (param, error)
+        assert error.body["param"] == param, error.body  # type: ignore[index]
+
+    # over 4 MB: noise does not compress
+    noise = np.random.default_rng(0).integers(0, 256, (1200, 1200, 4), dtype=np.uint8)
+    big = png(noise)
+    assert len(big) > 4 * 1024 * 1024
+    too_large = await error_of(client.images.create_variation(image=("big.png", big, "image/png")))
+    assert too_large.status_code == 400 and too_large.body["param"] == "image"  # type: ignore[index]
+
+    async with image_oasis.http() as http:
+        as_json = await http.post("/v1/images/edits", json={"prompt": "x"})
+        missing_prompt = await http.post("/v1/images/edits", files={"image": ("a.png", good, "image/png")})
+        missing_image = await http.post("/v1/images/variations", data={"n": "2"}, files={"x": ("a", b"a")})
+        bad_n = await http.post("/v1/images/variations", data={"n": "two"}, files={"image": ("a.png", good)})
+    assert as_json.status_code == 400 and as_json.json()["error"]["param"] == "image"
+    assert missing_prompt.status_code == 400 and missing_prompt.json()["error"]["param"] == "prompt"
+    assert missing_image.status_code == 400 and missing_image.json()["error"]["param"] == "image"
+    assert bad_n.status_code == 400 and bad_n.json()["error"]["param"] == "n"

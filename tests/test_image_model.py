@@ -1,0 +1,78 @@
+"""The default image model draws what it is asked (issue 17): captions whose colour/shape/position combination
+training never showed (scenes.held_out), each sampled with several seeds, read back off the pixels by the scene
+detector (the colour is there, centred in the named region, as many blobs as asked for).
+
+Measured with the shipped weights (bench/RESULTS.md): colour and place right in nearly every sample, the count
+as well in 64% of them; the issue's target for all three at once is 80%, not reached yet. The bars below sit
+under the measurement by a margin for other machines' floating point, not at the target."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from oasis.engines.shapes import scenes
+from oasis.engines.shapes.engine import ShapesModel
+
+SEEDS = 4
+
+
+@pytest.fixture(scope="module")
+def model() -> ShapesModel:
+    return ShapesModel()
+
+
+def held_out_pass_rate(model: ShapesModel, seeds: int = SEEDS) -> tuple[float, float, list[str]]:
+    """(share with colour, place and count right; share with colour and place right; what went wrong)."""
+    passed, placed, failures = 0, 0, []
+    prompts = scenes.held_out_prompts()
+    for index, (prompt, group) in enumerate(prompts):
+        images = model.sample(prompt, seeds, np.random.default_rng(index), steps=20, guidance=3.0)
+        for image in images:
+            finding = scenes.check(image, group)
+            passed += finding.ok
+            placed += finding.placed
+            if not finding.ok:
+                failures.append(f"{prompt!r}: {finding.reason}")
+    samples = len(prompts) * seeds
+    return passed / samples, placed / samples, failures
+
+
+@pytest.mark.slow
+def test_held_out_prompts_are_drawn_in_the_right_colour_and_place(model: ShapesModel) -> None:
+    rate, placed, failures = held_out_pass_rate(model)
+    assert placed >= 0.9, f"{placed:.0%} in the right colour and place; misses: {failures[:20]}"
+    assert rate >= 0.55, f"{rate:.0%} wholly right (count too); misses: {failures[:20]}"
+
+
+def test_the_held_out_combinations_never_occur_in_training() -> None:
+    rng = random.Random(7)
+    for _ in range(3000):
+        assert not any(scenes.held_out(group) for group in scenes.random_scene(rng).groups)
+    prompts = scenes.held_out_prompts()
+    assert len(prompts) >= 40
+    assert {group.position for _, group in prompts} == {None, *scenes.POSITIONS}
+
+
+def test_the_detector_reads_rendered_scenes_and_rejects_wrong_ones() -> None:
+    rng = random.Random(3)
+    group = scenes.Group("red", "circle", 2, None, "left")
+    image = scenes.render(scenes.Scene((group,)), 32, rng)
+    assert scenes.check(image, group).ok
+    assert not scenes.check(image, scenes.Group("red", "circle", 2, None, "right")).ok
+    assert not scenes.check(image, scenes.Group("red", "circle", 3, None, "left")).ok
+    assert not scenes.check(image, scenes.Group("blue", "circle", 2, None, "left")).ok
+
+
+def test_unknown_words_do_not_break_a_prompt(model: ShapesModel) -> None:
+    group = scenes.Group("blue", "square", 1, None, "right")
+    images = model.sample(
+        "a gorgeous blue square on the right, trending on artstation",
+        4,
+        np.random.default_rng(0),
+        steps=20,
+        guidance=3.0,
+    )
+    assert sum(scenes.check(image, group).placed for image in images) >= 3
