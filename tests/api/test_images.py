@@ -278,3 +278,19 @@ async def test_bad_uploads_are_400s_naming_the_part(image_oasis: Harness) -> Non
     assert missing_prompt.status_code == 400 and missing_prompt.json()["error"]["param"] == "prompt"
     assert missing_image.status_code == 400 and missing_image.json()["error"]["param"] == "image"
     assert bad_n.status_code == 400 and bad_n.json()["error"]["param"] == "n"
+
+
+async def test_trns_transparency_marks_what_an_edit_redraws(image_oasis: Harness) -> None:
+    client = image_oasis.sdk()
+    from PIL import Image
+
+    source = scene()
+    keyed = Image.fromarray(source)  # RGB with a tRNS chunk: the white background is transparent
+    buffer = io.BytesIO()
+    keyed.save(buffer, format="PNG", transparency=(250, 250, 250))
+    reply = await client.images.edit(
+        image=("keyed.png", buffer.getvalue(), "image/png"), prompt="a star", size="256x256", response_format="b64_json"
+    )
+    edited = pixels_of(base64.b64decode(reply.data[0].b64_json or ""))
+    red = np.all(source == (220, 30, 30), axis=-1)
+    assert np.array_equal(edited[red], source[red])  # the opaque squares are kept

@@ -22,7 +22,8 @@ router = APIRouter(tags=["Images"])
 async def create_image(
     body: spec.CreateImageRequest, request: Request, container: ContainerDep, principal: PrincipalDep
 ) -> dict[str, Any]:
-    payload = body.model_dump(mode="json", exclude_none=True)
+    # only what the client sent: an upstream gets no defaults it might refuse (the service has its own)
+    payload = body.model_dump(mode="json", exclude_none=True, exclude_unset=True)
     work = container.images.generate(payload, principal.project_id, str(request.base_url))
     return await unless_disconnected(request, work)
 

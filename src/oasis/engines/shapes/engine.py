@@ -102,6 +102,17 @@ def _shrink(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.asarray(Image.fromarray(pixels).resize((width, height), Image.Resampling.BOX), dtype=np.uint8)
 
 
+def _any_in_cell(mask: np.ndarray, rows: int, columns: int) -> np.ndarray:
+    """(rows, columns): True for each cell of the grid holding any True pixel of `mask`."""
+    height, width = mask.shape
+    row_of = np.arange(height) * rows // height
+    column_of = np.arange(width) * columns // width
+    cells = np.zeros((rows, columns), dtype=bool)
+    ys, xs = np.nonzero(mask)
+    cells[row_of[ys], column_of[xs]] = True
+    return cells
+
+
 def _as_input(pixels: np.ndarray) -> np.ndarray:
     return pixels.astype(np.float32) / 127.5 - 1.0
 
@@ -160,8 +171,7 @@ class ShapesEngine:
         grid_h, grid_w = self._grid(width, height)
         small = _as_input(_shrink(job.image, grid_w, grid_h))
         # a cell is redrawn when any of its pixels is: the edge of the hole is drawn anew, not kept half-old
-        repaint_share = _shrink(job.repaint.astype(np.uint8) * 255, grid_w, grid_h)
-        keep = repaint_share == 0
+        keep = ~_any_in_cell(job.repaint, grid_h, grid_w)
         drawn = self.model.sample(
             job.prompt,
             job.n,

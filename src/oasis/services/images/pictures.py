@@ -31,12 +31,14 @@ def read_png(data: bytes, param: str) -> Picture:
     try:
         with Image.open(io.BytesIO(data)) as image:
             width, height = image.size
-            if width > MAX_SIDE or height > MAX_SIDE:
-                raise invalid_request(f"'{param}' is {width}x{height}; at most {MAX_SIDE} pixels a side.", param=param)
-            has_alpha = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
-            converted = image.convert("RGBA")
-    except (OSError, ValueError, Image.DecompressionBombError):
+            too_big = width > MAX_SIDE or height > MAX_SIDE
+            # tRNS transparency on an L or RGB image counts too: convert("RGBA") applies it
+            has_alpha = "A" in image.mode or "transparency" in image.info
+            converted = None if too_big else image.convert("RGBA")
+    except Exception:  # Pillow raises OSError, SyntaxError, EOFError, struct.error, … for a broken file
         raise invalid_request(f"'{param}' could not be read as a PNG image.", param=param) from None
+    if converted is None:
+        raise invalid_request(f"'{param}' is {width}x{height}; at most {MAX_SIDE} pixels a side.", param=param)
     pixels = np.asarray(converted, dtype=np.uint8)
     return Picture(rgb=np.ascontiguousarray(pixels[:, :, :3]), alpha=pixels[:, :, 3].copy() if has_alpha else None)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -113,7 +114,7 @@ class ImageService:
     def __init__(self, registry: EngineRegistry, links: ImageLinks) -> None:
         self._registry = registry
         self.links = links
-        self._locks: dict[int, asyncio.Lock] = {}
+        self._locks: dict[int, threading.Lock] = {}
 
     def _engine(self, model: str) -> Any:
         engine = loaded_engine(self._registry, model)
@@ -122,11 +123,17 @@ class ImageService:
         raise invalid_request(f"The model '{model}' does not make images.", param="model")
 
     async def _run(self, engine: Any, method: str, job: Any) -> list[np.ndarray]:
-        """One job at a time per engine (pipelines are not thread-safe, and two would only share the cores)."""
-        lock = self._locks.setdefault(id(engine), asyncio.Lock())
-        async with lock:
-            images: list[np.ndarray] = await asyncio.to_thread(getattr(engine, method), job)
-        return images
+        """One job at a time per engine (pipelines are not thread-safe, and two would only share the cores). The
+        lock is held in the worker thread: a client that leaves cancels the wait, not the drawing, and the next job
+        must still wait for the drawing to end."""
+        lock = self._locks.setdefault(id(engine), threading.Lock())
+
+        def draw() -> list[np.ndarray]:
+            with lock:
+                images: list[np.ndarray] = getattr(engine, method)(job)
+                return images
+
+        return await asyncio.to_thread(draw)
 
     async def generate(self, body: dict[str, Any], project_id: str, base_url: str) -> dict[str, Any]:
         model = body.get("model") or "dall-e-2"
@@ -151,30 +158,28 @@ class ImageService:
         rules = _edit_rules(request.model)
         _check_prompt(rules, request.model, request.prompt)
         width, height = _check_common(rules, request.model, request.n, request.size, request.response_format)
-        source = read_png(request.image.data, "image")
-        require_square(source, "image")
-        repaint = _repaint_mask(source, request.mask)
+        # decoding and resizing up to 4096x4096 pixels: off the event loop
+        image, repaint_here = await asyncio.to_thread(_edit_pixels, request, width, height)
         engine = self._engine(request.model)
         if not implements(engine, ImageEngine):
             reply = await engine.forward_files("/images/edits", _fields(request), _files(request.image, request.mask))
             return await self._relay(reply, request.response_format, project_id, base_url)
-        image = resized(source.rgb, width, height)
-        repaint_here = resized(repaint.astype(np.uint8) * 255, width, height, nearest=True) > 127
         job = EditJob(image=image, repaint=repaint_here, prompt=request.prompt, n=request.n)
         drawn = await self._run(engine, "edit", job)
-        kept = [np.where(repaint_here[:, :, None], picture, image).astype(np.uint8) for picture in drawn]
+        kept = await asyncio.to_thread(
+            lambda: [np.where(repaint_here[:, :, None], picture, image).astype(np.uint8) for picture in drawn]
+        )
         return await self._answer(kept, request.response_format, project_id, base_url, None)
 
     async def vary(self, request: VariationRequest, project_id: str, base_url: str) -> dict[str, Any]:
         rules = _edit_rules(request.model)
         width, height = _check_common(rules, request.model, request.n, request.size, request.response_format)
-        source = read_png(request.image.data, "image")
-        require_square(source, "image")
+        image = await asyncio.to_thread(_variation_pixels, request, width, height)
         engine = self._engine(request.model)
         if not implements(engine, ImageEngine):
             reply = await engine.forward_files("/images/variations", _fields(request), _files(request.image, None))
             return await self._relay(reply, request.response_format, project_id, base_url)
-        job = VariationJob(image=resized(source.rgb, width, height), n=request.n)
+        job = VariationJob(image=image, n=request.n)
         drawn = await self._run(engine, "vary", job)
         return await self._answer(drawn, request.response_format, project_id, base_url, None)
 
@@ -212,6 +217,21 @@ class ImageService:
                 item["revised_prompt"] = revised_prompt
             data.append(item)
         return {"created": int(time.time()), "data": data}
+
+
+def _edit_pixels(request: EditRequest, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """The checked source at the requested size, and where to redraw (True) at that size."""
+    source = read_png(request.image.data, "image")
+    require_square(source, "image")
+    repaint = _repaint_mask(source, request.mask)
+    image = resized(source.rgb, width, height)
+    return image, resized(repaint.astype(np.uint8) * 255, width, height, nearest=True) > 127
+
+
+def _variation_pixels(request: VariationRequest, width: int, height: int) -> np.ndarray:
+    source = read_png(request.image.data, "image")
+    require_square(source, "image")
+    return resized(source.rgb, width, height)
 
 
 def _repaint_mask(source: Picture, mask_upload: ImageUpload | None) -> np.ndarray:
