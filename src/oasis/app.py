@@ -29,6 +29,7 @@ from oasis.api import (
     tokenizer,
     vector_stores,
 )
+from oasis.api.dashboard import install_dashboard
 from oasis.api.docs import install_docs
 from oasis.api.errors import install_error_handlers
 from oasis.api.middleware import RequestContextMiddleware
@@ -106,6 +107,7 @@ def create_app(settings: Settings, engine_factories: Mapping[str, EngineFactory]
 
     app = FastAPI(title="oasis", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     install_docs(app)
+    install_dashboard(app)
     install_error_handlers(app)
     app.add_middleware(
         RequestContextMiddleware,

@@ -61,7 +61,11 @@ async def test_the_judges_answer_is_openais_reply(judge_oasis: Harness) -> None:
         assert all(score in (0.0, 1.0) for score in scores.values())  # a verdict, not a probability
         assert categories == {name: score >= 0.5 for name, score in scores.items()}
         assert result.flagged == any(categories.values())
-        assert as_dict(result.category_applied_input_types) == {name: ["text"] for name in CATEGORIES}
+        # newer clients' field (openai 1.30.5 keeps it as the plain dict it received)
+        applied = result.model_dump(by_alias=True)["category_applied_input_types"]
+        assert {name: kinds for name, kinds in applied.items() if kinds is not None} == {
+            name: ["text"] for name in CATEGORIES
+        }
 
 
 async def test_the_judge_is_the_chat_model_it_names(judge_oasis: Harness) -> None:

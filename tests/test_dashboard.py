@@ -1,0 +1,165 @@
+"""The web dashboard at `/` (issue 19), in a real browser: playwright for Python driving Debian's chromium against a
+real `oasis serve` with an API key. Screenshots of each page go to build/screenshots/ (not committed)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import smollm
+from tests.server_process import ServerProcess, oasis_env, oasis_server, run_oasis
+
+CHROMIUM = "/usr/bin/chromium"
+SCREENSHOTS = Path(__file__).resolve().parents[1] / "build" / "screenshots"
+# chromium's own calls home are refused on a closed network, many at a time: turn them off
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+pytestmark = pytest.mark.skipif(
+    shutil.which(CHROMIUM) is None, reason="Debian's chromium is not installed (apt-get install chromium)"
+)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, str]]:
+    folder = tmp_path_factory.mktemp("dashboard")
+    config = folder / "oasis.yaml"
+    config.write_text(yaml.safe_dump({"defaults": False, "models": [smollm()]}))
+    env = oasis_env(None)
+    data = folder / "data"
+    created = run_oasis("keys", "create", "--project", "dash", "--data-dir", str(data), env=env)
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip().splitlines()[-1]
+    with oasis_server(data, env, "--config", str(config)) as server:
+        yield server, key
+
+
+@pytest.fixture
+async def page(served: tuple[ServerProcess, str]) -> AsyncIterator[Any]:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = await browser.new_context(accept_downloads=True, viewport={"width": 1366, "height": 820})
+        opened = await context.new_page()
+        opened.set_default_timeout(60_000)
+        await opened.goto(served[0].base_url + "/")
+        yield opened
+        await browser.close()
+
+
+async def sign_in(page: Any, key: str) -> None:
+    await page.get_by_label("API key").fill(key)
+    await page.get_by_role("button", name="Sign in").click()
+
+
+async def screenshot(page: Any, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+async def test_a_bad_key_is_refused_with_the_servers_reason(page: Any) -> None:
+    from playwright.async_api import expect
+
+    await sign_in(page, "sk-not-a-key")
+    alert = page.get_by_role("alert")
+    await expect(alert).to_contain_text("Not signed in")
+    await expect(page.get_by_role("navigation", name="Pages")).to_be_hidden()
+    await screenshot(page, "sign-in-refused")
+
+
+async def test_a_chat_reply_streams_in_with_its_speed(page: Any, served: tuple[ServerProcess, str]) -> None:
+    from playwright.async_api import expect
+
+    await sign_in(page, served[1])
+    await expect(page.get_by_role("heading", name="Playground")).to_be_visible()
+    await expect(page.get_by_label("Model")).to_have_value("smollm2-135m-instruct")
+    await page.get_by_label("Temperature").fill("0")
+    await page.get_by_label("Max tokens").fill("24")
+    # count the changes to the reply's text as they arrive: a streamed reply changes many times
+    await page.evaluate(
+        """() => {
+            window.replyUpdates = 0;
+            new MutationObserver(() => { window.replyUpdates += 1; })
+                .observe(document.getElementById('chat-log'), {subtree: true, characterData: true, childList: true});
+        }"""
+    )
+    await page.get_by_label("Message").fill("Name three colours.")
+    await page.get_by_role("button", name="Send").click()
+    stats = page.get_by_label("Speed")
+    await expect(stats).to_contain_text("tokens/s")
+    await expect(stats).to_contain_text("first token")
+    reply = page.locator("#chat-log .assistant .content")
+    assert (await reply.inner_text()).strip()
+    assert await page.evaluate("window.replyUpdates") >= 5
+    await expect(page.locator("#chat-log .user .content")).to_have_text("Name three colours.")
+    await screenshot(page, "playground")
+
+
+async def test_a_file_is_uploaded_listed_downloaded_and_deleted(
+    page: Any, served: tuple[ServerProcess, str], tmp_path: Path
+) -> None:
+    from playwright.async_api import expect
+
+    await sign_in(page, served[1])
+    await page.get_by_role("link", name="Files").click()
+    source = tmp_path / "notes.jsonl"
+    line = '{"custom_id": "r%d", "method": "POST", "url": "/v1/chat/completions", "body": {"model": "m"}}\n'
+    source.write_text("".join(line % index for index in range(2000)))
+    await page.get_by_label("File", exact=True).set_input_files(str(source))
+    await page.get_by_label("Purpose", exact=True).select_option("batch")
+    await page.get_by_role("button", name="Upload").click()
+    row = page.get_by_role("row").filter(has_text="notes.jsonl")
+    await expect(row).to_contain_text("batch")
+    await expect(row).to_contain_text(str(source.stat().st_size))
+    await expect(page.get_by_label("Upload progress")).to_have_js_property("value", 100)
+    await screenshot(page, "files")
+
+    await page.get_by_label("Show").select_option("assistants")
+    await expect(row).to_have_count(0)
+    await page.get_by_label("Show").select_option("batch")
+    await expect(row).to_have_count(1)
+
+    async with page.expect_download() as waiting:
+        await page.get_by_role("button", name="Download notes.jsonl").click()
+    download = await waiting.value
+    assert download.suggested_filename == "notes.jsonl"
+    assert Path(await download.path()).read_bytes() == source.read_bytes()
+
+    await page.get_by_role("button", name="Delete notes.jsonl").click()
+    await expect(row).to_have_count(0)
+
+
+async def test_the_server_page_shows_models_and_their_slots(page: Any, served: tuple[ServerProcess, str]) -> None:
+    from playwright.async_api import expect
+
+    await sign_in(page, served[1])
+    await page.get_by_role("link", name="Server").click()
+    row = page.get_by_role("row").filter(has_text="smollm2-135m-instruct")
+    await expect(row).to_contain_text("llamacpp")
+    await expect(row).to_contain_text("ready")
+    await expect(row.get_by_role("cell").nth(3)).to_have_text(re.compile(r"^\d+ / 4$"))  # busy / all, /metrics
+    await screenshot(page, "server")
+
+
+async def test_signing_out_forgets_the_key(page: Any, served: tuple[ServerProcess, str]) -> None:
+    from playwright.async_api import expect
+
+    await sign_in(page, served[1])
+    await expect(page.get_by_role("heading", name="Playground")).to_be_visible()
+    await page.get_by_role("button", name="Sign out").click()
+    await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    assert await page.evaluate("sessionStorage.length") == 0
