@@ -3,6 +3,7 @@ real `oasis serve` with an API key. Screenshots of each page go to build/screens
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from collections.abc import AsyncIterator, Iterator
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import smollm
+from tests.conftest import E5, smollm
 from tests.server_process import ServerProcess, oasis_env, oasis_server, run_oasis
 
 CHROMIUM = "/usr/bin/chromium"
@@ -37,7 +38,7 @@ pytestmark = pytest.mark.skipif(
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, str]]:
     folder = tmp_path_factory.mktemp("dashboard")
     config = folder / "oasis.yaml"
-    config.write_text(yaml.safe_dump({"defaults": False, "models": [smollm()]}))
+    config.write_text(yaml.safe_dump({"defaults": False, "models": [smollm(), E5]}))
     env = oasis_env(None)
     data = folder / "data"
     created = run_oasis("keys", "create", "--project", "dash", "--data-dir", str(data), env=env)
@@ -163,3 +164,65 @@ async def test_signing_out_forgets_the_key(page: Any, served: tuple[ServerProces
     await page.get_by_role("button", name="Sign out").click()
     await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
     assert await page.evaluate("sessionStorage.length") == 0
+
+
+async def test_a_vector_store_ingests_a_file_live_and_answers_a_search(
+    page: Any, served: tuple[ServerProcess, str], tmp_path: Path
+) -> None:
+    from playwright.async_api import expect
+
+    await sign_in(page, served[1])
+    await page.get_by_role("link", name="Vector stores").click()
+    await page.get_by_label("New store's name").fill("handbook")
+    await page.get_by_role("button", name="Create store").click()
+    await expect(page.get_by_role("heading", name="Store handbook")).to_be_visible()
+    notes = tmp_path / "garden.md"
+    notes.write_text(
+        "# Garden rota\n\nThe tomatoes are watered every morning by Priya.\n\n"
+        "# Kitchen\n\nThe dishwasher is emptied after lunch by Tom.\n"
+    )
+    await page.get_by_label("Add a file").set_input_files(str(notes))
+    await page.get_by_role("button", name="Add file").click()
+    file_row = page.locator("#store-files tr").filter(has_text="garden.md")
+    await expect(file_row).to_contain_text("completed")  # the page follows ingestion without a reload
+    store_row = page.get_by_role("row").filter(has_text="handbook")
+    await expect(store_row).to_contain_text("1 / 1")
+    await page.get_by_label("Search the store").fill("who waters the tomatoes?")
+    await page.get_by_role("button", name="Search").click()
+    first = page.get_by_role("list", name="Search results").get_by_role("listitem").first
+    await expect(first).to_contain_text("Priya")
+    await expect(first).to_contain_text(re.compile(r"garden\.md · score \d\.\d{3}"))
+    await screenshot(page, "vector-stores")
+
+
+async def test_a_batch_runs_to_completion_with_its_progress_bar(
+    page: Any, served: tuple[ServerProcess, str], tmp_path: Path
+) -> None:
+    from playwright.async_api import expect
+
+    await sign_in(page, served[1])
+    await page.get_by_role("link", name="Files").click()
+    requests = tmp_path / "questions.jsonl"
+    body = '{"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 4}'
+    line = '{"custom_id": "q%d", "method": "POST", "url": "/v1/chat/completions", "body": %s}\n'
+    requests.write_text("".join(line % (index, body) for index in range(3)))
+    await page.get_by_label("File", exact=True).set_input_files(str(requests))
+    await page.get_by_label("Purpose", exact=True).select_option("batch")
+    await page.get_by_role("button", name="Upload").click()
+    await expect(page.get_by_role("row").filter(has_text="questions.jsonl")).to_have_count(1)
+
+    await page.get_by_role("link", name="Batches").click()
+    option = page.get_by_label("Input file").locator("option", has_text="questions.jsonl")
+    await page.get_by_label("Input file").select_option(await option.get_attribute("value"))
+    await page.get_by_role("button", name="Create batch").click()
+    row = page.locator("#batches-list tr").first
+    await expect(row).to_contain_text("completed", timeout=120_000)
+    await expect(row).to_contain_text("3 / 0 / 3")
+    await expect(row.get_by_role("progressbar")).to_have_js_property("value", 3)
+    await screenshot(page, "batches")
+    async with page.expect_download() as waiting:
+        await row.get_by_role("button", name=re.compile("Download the output")).click()
+    output = Path(await (await waiting.value).path()).read_text()
+    results = [json.loads(line) for line in output.splitlines()]
+    assert sorted(result["custom_id"] for result in results) == ["q0", "q1", "q2"]
+    assert all(result["response"]["status_code"] == 200 for result in results)

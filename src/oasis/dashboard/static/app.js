@@ -2,13 +2,14 @@
 // Plain modules, no build step: what is here is what the browser runs.
 
 const KEY_STORAGE = "oasis-api-key";
-const PAGES = ["playground", "files", "server"];
+const PAGES = ["playground", "files", "vector-stores", "batches", "server"];
 const TEXT_ENGINES = new Set(["llamacpp", "upstream"]);
 
 const $ = (id) => document.getElementById(id);
 let apiKey = sessionStorage.getItem(KEY_STORAGE);
 let conversation = [];
-let serverTimer = null;
+let pageTimer = null; // the open page's refresh, stopped when another page opens
+let openStore = null;
 let lastTokens = null;
 
 class ApiError extends Error {
@@ -61,9 +62,13 @@ function element(tag, text, className) {
 
 // --- pages -------------------------------------------------------------------------------------------------------
 
+function every(milliseconds, refresh) {
+  pageTimer = setInterval(() => refresh().catch(showError), milliseconds);
+}
+
 function route() {
-  clearInterval(serverTimer);
-  serverTimer = null;
+  clearInterval(pageTimer);
+  pageTimer = null;
   const signedIn = Boolean(apiKey);
   $("nav").hidden = !signedIn;
   $("sign-out").hidden = !signedIn;
@@ -74,7 +79,13 @@ function route() {
     if (link.getAttribute("href") === `#${page}`) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
   }
-  const opened = { playground: openPlayground, files: loadFiles, server: openServer }[page];
+  const opened = {
+    playground: openPlayground,
+    files: loadFiles,
+    "vector-stores": openStores,
+    batches: openBatches,
+    server: openServer,
+  }[page];
   if (opened) opened().catch(showError);
 }
 
@@ -255,15 +266,10 @@ async function loadFiles() {
     const created = new Date(file.created_at * 1000).toLocaleString();
     for (const text of [file.filename, file.id, file.purpose, String(file.bytes), created]) row.append(element("td", text));
     const actions = element("td");
-    const download = element("button", "Download");
-    download.type = "button";
-    download.setAttribute("aria-label", `Download ${file.filename}`);
-    download.addEventListener("click", () => downloadFile(file).catch(showError));
-    const remove = element("button", "Delete");
-    remove.type = "button";
-    remove.setAttribute("aria-label", `Delete ${file.filename}`);
-    remove.addEventListener("click", () => deleteFile(file).catch(showError));
-    actions.append(download, remove);
+    actions.append(
+      actionButton("Download", `Download ${file.filename}`, () => downloadFile(file)),
+      actionButton("Delete", `Delete ${file.filename}`, () => deleteFile(file)),
+    );
     row.append(actions);
     return row;
   });
@@ -276,9 +282,7 @@ function uploadFile(event) {
   clearError();
   const chosen = $("upload-file").files[0];
   if (!chosen) return;
-  const form = new FormData();
-  form.append("purpose", $("upload-purpose").value);
-  form.append("file", chosen);
+  const form = uploadForm($("upload-purpose").value, chosen);
   const progress = $("upload-progress");
   progress.hidden = false;
   progress.value = 0;
@@ -308,6 +312,21 @@ function uploadFile(event) {
   request.send(form);
 }
 
+function actionButton(label, name, action) {
+  const button = element("button", label);
+  button.type = "button";
+  button.setAttribute("aria-label", name);
+  button.addEventListener("click", () => action().catch(showError));
+  return button;
+}
+
+function uploadForm(purpose, file) {
+  const form = new FormData();
+  form.append("purpose", purpose);
+  form.append("file", file);
+  return form;
+}
+
 async function downloadFile(file) {
   const response = await call(`/v1/files/${encodeURIComponent(file.id)}/content`, { raw: true });
   const url = URL.createObjectURL(await response.blob());
@@ -323,6 +342,178 @@ async function downloadFile(file) {
 async function deleteFile(file) {
   await call(`/v1/files/${encodeURIComponent(file.id)}`, { method: "DELETE" });
   await loadFiles();
+}
+
+// --- vector stores -----------------------------------------------------------------------------------------------
+
+async function openStores() {
+  await refreshStores();
+  every(1000, refreshStores);
+}
+
+async function refreshStores() {
+  const listed = await call("/v1/vector_stores?limit=100");
+  const rows = listed.data.map((store) => {
+    const row = element("tr");
+    const counts = store.file_counts;
+    for (const text of [store.name || "(unnamed)", store.id, store.status, `${counts.completed} / ${counts.total}`, String(store.usage_bytes)]) {
+      row.append(element("td", text));
+    }
+    const actions = element("td");
+    actions.append(
+      actionButton("Open", `Open ${store.name || store.id}`, async () => showStore(store)),
+      actionButton("Delete", `Delete ${store.name || store.id}`, async () => {
+        await call(`/v1/vector_stores/${store.id}`, { method: "DELETE" });
+        if (openStore && openStore.id === store.id) closeStore();
+        await refreshStores();
+      }),
+    );
+    row.append(actions);
+    return row;
+  });
+  $("stores-list").replaceChildren(...rows);
+  if (openStore) await refreshStoreFiles();
+}
+
+function closeStore() {
+  openStore = null;
+  $("store-detail").hidden = true;
+}
+
+async function showStore(store) {
+  openStore = store;
+  $("store-title").textContent = `Store ${store.name || store.id}`;
+  $("store-detail").hidden = false;
+  $("search-results").replaceChildren();
+  await refreshStoreFiles();
+}
+
+async function refreshStoreFiles() {
+  const store = openStore;
+  const listed = await call(`/v1/vector_stores/${store.id}/files?limit=100`);
+  const names = new Map();
+  await Promise.all(
+    listed.data.map(async (entry) => {
+      try {
+        names.set(entry.id, (await call(`/v1/files/${entry.id}`)).filename);
+      } catch {
+        names.set(entry.id, entry.id); // the file itself was deleted: the store keeps its chunks
+      }
+    }),
+  );
+  if (openStore !== store) return;
+  const rows = listed.data.map((entry) => {
+    const row = element("tr");
+    const error = entry.last_error ? `${entry.last_error.code}: ${entry.last_error.message}` : "";
+    for (const text of [names.get(entry.id), entry.status, String(entry.usage_bytes), error]) row.append(element("td", text));
+    return row;
+  });
+  $("store-files").replaceChildren(...rows);
+}
+
+async function createStore(event) {
+  event.preventDefault();
+  clearError();
+  try {
+    const store = await call("/v1/vector_stores", { method: "POST", body: { name: $("store-name").value } });
+    $("store-form").reset();
+    await refreshStores();
+    await showStore(store);
+  } catch (error) {
+    showError(error);
+  }
+}
+
+async function addStoreFile(event) {
+  event.preventDefault();
+  clearError();
+  const chosen = $("store-file").files[0];
+  if (!chosen || !openStore) return;
+  try {
+    const uploaded = await call("/v1/files", { method: "POST", body: uploadForm("assistants", chosen) });
+    await call(`/v1/vector_stores/${openStore.id}/files`, { method: "POST", body: { file_id: uploaded.id } });
+    $("store-file-form").reset();
+    await refreshStores();
+  } catch (error) {
+    showError(error);
+  }
+}
+
+async function searchStore(event) {
+  event.preventDefault();
+  clearError();
+  try {
+    const found = await call(`/v1/vector_stores/${openStore.id}/search`, {
+      method: "POST",
+      body: { query: $("search-query").value, max_num_results: 5 },
+    });
+    const items = found.data.map((hit) => {
+      const item = element("li", undefined, "hit");
+      const text = hit.content.map((part) => part.text).join("\n");
+      item.append(element("div", `${hit.filename} · score ${hit.score.toFixed(3)}`, "hit-source"), element("div", text, "hit-text"));
+      return item;
+    });
+    if (!items.length) items.push(element("li", "Nothing found."));
+    $("search-results").replaceChildren(...items);
+  } catch (error) {
+    showError(error);
+  }
+}
+
+// --- batches -----------------------------------------------------------------------------------------------------
+
+async function openBatches() {
+  const files = await call("/v1/files?purpose=batch&limit=10000");
+  const select = $("batch-file");
+  const chosen = select.value;
+  select.replaceChildren(...files.data.map((file) => new Option(`${file.filename} (${file.id})`, file.id)));
+  if (chosen) select.value = chosen;
+  await refreshBatches();
+  every(1000, refreshBatches);
+}
+
+async function refreshBatches() {
+  const listed = await call("/v1/batches?limit=100");
+  const rows = listed.data.map((batch) => {
+    const row = element("tr");
+    row.append(element("td", batch.id), element("td", batch.status));
+    const counts = batch.request_counts || { total: 0, completed: 0, failed: 0 };
+    const bar = element("progress");
+    bar.max = Math.max(1, counts.total);
+    bar.value = counts.completed + counts.failed;
+    bar.setAttribute("aria-label", `Progress of ${batch.id}`);
+    const progress = element("td");
+    progress.append(bar);
+    row.append(progress, element("td", `${counts.completed} / ${counts.failed} / ${counts.total}`));
+    const actions = element("td");
+    if (batch.output_file_id) {
+      actions.append(actionButton("Output", `Download the output of ${batch.id}`, () => downloadFile({ id: batch.output_file_id, filename: `${batch.id}-output.jsonl` })));
+    }
+    if (batch.error_file_id) {
+      actions.append(actionButton("Errors", `Download the errors of ${batch.id}`, () => downloadFile({ id: batch.error_file_id, filename: `${batch.id}-errors.jsonl` })));
+    }
+    if (["validating", "in_progress", "finalizing"].includes(batch.status)) {
+      actions.append(actionButton("Cancel", `Cancel ${batch.id}`, async () => {
+        await call(`/v1/batches/${batch.id}/cancel`, { method: "POST" });
+        await refreshBatches();
+      }));
+    }
+    row.append(actions);
+    return row;
+  });
+  $("batches-list").replaceChildren(...rows);
+}
+
+async function createBatch(event) {
+  event.preventDefault();
+  clearError();
+  try {
+    const body = { input_file_id: $("batch-file").value, endpoint: $("batch-endpoint").value, completion_window: "24h" };
+    await call("/v1/batches", { method: "POST", body });
+    await refreshBatches();
+  } catch (error) {
+    showError(error);
+  }
 }
 
 // --- server ------------------------------------------------------------------------------------------------------
@@ -343,7 +534,7 @@ function parseMetrics(text) {
 
 async function openServer() {
   await refreshServer();
-  serverTimer = setInterval(() => refreshServer().catch(showError), 2000);
+  every(2000, refreshServer);
 }
 
 async function refreshServer() {
@@ -394,6 +585,10 @@ $("chat-input").addEventListener("keydown", (event) => {
 });
 $("upload-form").addEventListener("submit", uploadFile);
 $("files-purpose").addEventListener("change", () => loadFiles().catch(showError));
+$("store-form").addEventListener("submit", createStore);
+$("store-file-form").addEventListener("submit", addStoreFile);
+$("search-form").addEventListener("submit", searchStore);
+$("batch-form").addEventListener("submit", createBatch);
 window.addEventListener("hashchange", () => {
   clearError();
   route();
