@@ -78,7 +78,8 @@ OASIS_TEST_DATABASE=postgresql .venv/bin/python -m pytest -q \
     --ignore=tests/test_llamacpp_batching.py --ignore=tests/api/test_chat_formats.py --ignore=tests/test_llamacpp_sampling.py \
     --ignore=tests/sandbox --ignore=tests/test_openai_node.py --ignore=tests/test_deploy.py --ignore=tests/test_load.py \
     --ignore=tests/engines_training --ignore=tests/test_fine_tuning_train.py \
-    --ignore=tests/images_torch --ignore=tests/test_image_model.py --ignore=tests/api/test_moderation_judge.py
+    --ignore=tests/images_torch --ignore=tests/test_image_model.py --ignore=tests/api/test_moderation_judge.py \
+    --ignore=tests/test_dashboard.py --ignore=tests/test_dashboard_training.py
 
 step "SDK tests with openai==1.30.5 and httpx<0.28, and training ($("$COMPAT_PYTHON" --version))"
 make_venv .venv-compat "$COMPAT_PYTHON"
@@ -87,4 +88,4 @@ make_venv .venv-compat "$COMPAT_PYTHON"
 [ "$(id -u)" != 0 ] || sandbox_can_reach .venv-compat/bin/python
 .venv-compat/bin/python -c 'import openai, httpx; print("openai", openai.__version__, "httpx", httpx.__version__)'
 .venv-compat/bin/python -m pytest -q tests/api tests/test_cli.py tests/engines_training tests/test_fine_tuning_train.py \
-    tests/images_torch
+    tests/images_torch tests/test_dashboard_training.py

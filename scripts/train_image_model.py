@@ -5,6 +5,9 @@ again with the same --work folder and it continues from the last checkpoint.
     python scripts/train_image_model.py --work /tmp/shapes-train --steps 6000
         --out src/oasis/engines/shapes/weights/shapes-32.npz
 
+`--init weights.npz` starts from exported weights (a second stage: a fresh optimizer and schedule, usually with
+another --seed so that it sees new scenes and captions).
+
 Needs torch (the `train` extra). The network mirrors oasis.engines.shapes.network parameter for parameter; the
 script ends by checking that numpy and torch agree on the exported weights.
 """
@@ -222,6 +225,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--save-every", type=int, default=250)
+    parser.add_argument("--init", type=Path, help="start from these exported weights (.npz) instead of random ones")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -234,6 +238,15 @@ def main() -> None:
     pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
     model = ShapesModel(len(tokenizer.words))
+    stages: list[dict[str, object]] = []
+    if args.init is not None:
+        with np.load(args.init) as archive:
+            earlier = json.loads(bytes(archive["__config__"]).decode())
+            if earlier["vocabulary"] != tokenizer.words[3:]:
+                sys.exit(f"{args.init} was trained on another vocabulary")
+            model.load_state_dict({k: torch.from_numpy(archive[k].astype(np.float32)) for k in model.state_dict()})
+        stages = [*earlier.get("stages", []), {k: earlier[k] for k in ("steps", "seed", "train_seconds", "final_loss")}]
+        print(f"starting from {args.init} ({earlier['steps']} steps)", flush=True)
     ema = ShapesModel(len(tokenizer.words))
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
@@ -291,7 +304,13 @@ def main() -> None:
             }
             torch.save(state, args.work / "checkpoint.tmp")
             (args.work / "checkpoint.tmp").replace(checkpoint)
-            meta = {"steps": step, "seed": args.seed, "train_seconds": round(spent), "final_loss": losses[-1]}
+            meta = {
+                "steps": step,
+                "seed": args.seed,
+                "train_seconds": round(spent),
+                "final_loss": losses[-1],
+                "stages": stages,  # the runs these weights started from, oldest first
+            }
             export(ema, tokenizer, args.out, meta)
     difference = check_numpy_agrees(ema, tokenizer)
     print(f"numpy vs torch largest difference: {difference:.2e}", flush=True)

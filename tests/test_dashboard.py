@@ -226,3 +226,57 @@ async def test_a_batch_runs_to_completion_with_its_progress_bar(
     results = [json.loads(line) for line in output.splitlines()]
     assert sorted(result["custom_id"] for result in results) == ["q0", "q1", "q2"]
     assert all(result["response"]["status_code"] == 200 for result in results)
+
+
+WEATHER_TOOL = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "The weather in a city now.",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        },
+    }
+]
+
+
+async def test_an_assistant_with_a_function_tool_runs_in_a_thread(page: Any, served: tuple[ServerProcess, str]) -> None:
+    from playwright.async_api import expect
+
+    await sign_in(page, served[1])
+    await page.get_by_role("link", name="Assistants").click()
+    section = page.locator("#assistants")
+    await section.get_by_label("Name").fill("weather helper")
+    await section.get_by_label("Model").select_option("smollm2-135m-instruct")
+    await section.get_by_label("Instructions").fill("Answer questions about the weather with the get_weather tool.")
+    await section.get_by_label("Function tools (JSON list)").fill(json.dumps(WEATHER_TOOL))
+    await page.get_by_role("button", name="Create assistant").click()
+    await expect(page.get_by_role("row").filter(has_text="weather helper")).to_contain_text("get_weather")
+    await expect(page.get_by_role("heading", name="Edit weather helper")).to_be_visible()
+
+    await page.get_by_role("button", name="New thread").click()
+    await expect(page.get_by_role("heading", name=re.compile(r"^Thread thread_"))).to_be_visible()
+    await section.get_by_label("Message", exact=True).fill("What is the weather in Paris?")
+    await section.get_by_label("Tool choice").select_option("required")
+    await page.get_by_role("button", name="Send and run").click()
+    outputs = page.get_by_role("form", name="The run asks for tool outputs")
+    await expect(outputs).to_be_visible()
+    await expect(page.get_by_label("Run status")).to_contain_text("requires_action")
+    await screenshot(page, "assistants")
+    # after the outputs the model chooses for itself (tool_choice turns auto): it may ask again
+    for _ in range(3):
+        field = outputs.get_by_label(re.compile(r"^Output of get_weather\("))
+        await field.first.fill("Sunny, 21 °C")
+        await outputs.get_by_role("button", name="Submit tool outputs").click()
+        await expect(page.get_by_label("Run status")).to_contain_text(re.compile("completed|requires_action"))
+        if not await outputs.is_visible():
+            break
+    await expect(page.get_by_label("Run status")).to_contain_text("completed")
+    steps = page.locator("#run-steps li")
+    await expect(steps.first).to_contain_text("tool_calls · completed · get_weather(")
+    await expect(steps.first).to_contain_text("→ Sunny, 21 °C")
+    await expect(steps.last).to_contain_text("message_creation · completed")
+    messages = page.get_by_role("list", name="Thread messages").get_by_role("listitem")
+    await expect(messages.first).to_contain_text("What is the weather in Paris?")
+    await expect(messages.last).to_contain_text("assistant")
+    assert (await messages.last.locator(".content").inner_text()).strip()

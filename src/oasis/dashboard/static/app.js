@@ -2,7 +2,7 @@
 // Plain modules, no build step: what is here is what the browser runs.
 
 const KEY_STORAGE = "oasis-api-key";
-const PAGES = ["playground", "files", "vector-stores", "batches", "server"];
+const PAGES = ["playground", "files", "vector-stores", "batches", "assistants", "fine-tuning", "server"];
 const TEXT_ENGINES = new Set(["llamacpp", "upstream"]);
 
 const $ = (id) => document.getElementById(id);
@@ -10,6 +10,9 @@ let apiKey = sessionStorage.getItem(KEY_STORAGE);
 let conversation = [];
 let pageTimer = null; // the open page's refresh, stopped when another page opens
 let openStore = null;
+let openJob = null;
+let openAssistant = null;
+let openThread = null;
 let lastTokens = null;
 
 class ApiError extends Error {
@@ -84,6 +87,8 @@ function route() {
     files: loadFiles,
     "vector-stores": openStores,
     batches: openBatches,
+    assistants: openAssistants,
+    "fine-tuning": openJobs,
     server: openServer,
   }[page];
   if (opened) opened().catch(showError);
@@ -117,17 +122,23 @@ function signOut() {
 
 // --- playground --------------------------------------------------------------------------------------------------
 
-async function openPlayground() {
-  const select = $("chat-model");
-  if (select.options.length) return;
+async function modelIds() {
   const [models, health] = await Promise.all([call("/v1/models"), fetch("/health").then((r) => r.json())]);
   const engines = new Map((health.models || []).map((model) => [model.id, model.engine]));
   const ids = models.data.map((model) => model.id);
   // text models first (a fine-tune is one); other ids may be aliases of anything, so they stay, after them
   const isText = (id) => TEXT_ENGINES.has(engines.get(id)) || id.startsWith("ft:");
   const known = (id) => engines.has(id) || id.startsWith("ft:");
-  const ordered = [...ids.filter(isText), ...ids.filter((id) => !known(id)), ...ids.filter((id) => known(id) && !isText(id))];
-  for (const id of ordered) select.append(new Option(id, id));
+  return [...ids.filter(isText), ...ids.filter((id) => !known(id)), ...ids.filter((id) => known(id) && !isText(id))];
+}
+
+async function openPlayground(wanted) {
+  const select = $("chat-model");
+  if (wanted && ![...select.options].some((option) => option.value === wanted)) select.append(new Option(wanted, wanted));
+  if (wanted) select.value = wanted;
+  if (select.options.length > (wanted ? 1 : 0)) return;
+  for (const id of await modelIds()) if (id !== wanted) select.append(new Option(id, id));
+  if (wanted) select.value = wanted;
 }
 
 function chatRequest() {
@@ -164,6 +175,7 @@ function addMessage(role, text) {
 }
 
 async function* serverSentEvents(response) {
+  // yields {event, data}: `event:` names the Assistants stream's events; chat streams have data only
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";
   for (;;) {
@@ -172,16 +184,16 @@ async function* serverSentEvents(response) {
     buffer += value;
     let end;
     while ((end = buffer.indexOf("\n\n")) >= 0) {
-      const event = buffer.slice(0, end);
+      const frame = buffer.slice(0, end).split("\n");
       buffer = buffer.slice(end + 2);
-      const data = event
-        .split("\n")
+      const named = frame.find((line) => line.startsWith("event:"));
+      const data = frame
         .filter((line) => line.startsWith("data:"))
         .map((line) => line.slice(5).trim())
         .join("\n");
       if (!data) continue;
       if (data === "[DONE]") return;
-      yield JSON.parse(data);
+      yield { event: named ? named.slice(6).trim() : "message", data: JSON.parse(data) };
     }
   }
 }
@@ -212,7 +224,7 @@ async function sendChat(event) {
   let usage = null;
   try {
     const response = await call("/v1/chat/completions", { method: "POST", body: request, raw: true });
-    for await (const chunk of serverSentEvents(response)) {
+    for await (const { data: chunk } of serverSentEvents(response)) {
       if (chunk.error) throw new Error(chunk.error.message);
       if (chunk.usage) usage = chunk.usage;
       const delta = chunk.choices && chunk.choices[0] ? chunk.choices[0].delta : null;
@@ -516,6 +528,386 @@ async function createBatch(event) {
   }
 }
 
+// --- assistants --------------------------------------------------------------------------------------------------
+
+async function openAssistants() {
+  const select = $("assistant-model");
+  if (!select.options.length) for (const id of await modelIds()) select.append(new Option(id, id));
+  await refreshAssistants();
+}
+
+async function refreshAssistants() {
+  const listed = await call("/v1/assistants?limit=100");
+  const rows = listed.data.map((assistant) => {
+    const row = element("tr");
+    const tools = assistant.tools.map((tool) => (tool.type === "function" ? tool.function.name : tool.type)).join(", ");
+    for (const text of [assistant.name || "(unnamed)", assistant.id, assistant.model, tools]) row.append(element("td", text));
+    const actions = element("td");
+    const label = assistant.name || assistant.id;
+    actions.append(
+      actionButton("Open", `Open ${label}`, async () => showAssistant(assistant)),
+      actionButton("Delete", `Delete ${label}`, async () => {
+        await call(`/v1/assistants/${assistant.id}`, { method: "DELETE" });
+        if (openAssistant && openAssistant.id === assistant.id) newAssistant();
+        await refreshAssistants();
+      }),
+    );
+    row.append(actions);
+    return row;
+  });
+  $("assistants-list").replaceChildren(...rows);
+}
+
+function newAssistant() {
+  openAssistant = null;
+  $("assistant-form").reset();
+  $("assistant-id").value = "";
+  $("assistant-form-title").textContent = "New assistant";
+  $("assistant-save").textContent = "Create assistant";
+  $("thread-panel").hidden = true;
+}
+
+async function showAssistant(assistant) {
+  openAssistant = assistant;
+  $("assistant-id").value = assistant.id;
+  $("assistant-name").value = assistant.name || "";
+  const select = $("assistant-model");
+  if (![...select.options].some((option) => option.value === assistant.model)) select.append(new Option(assistant.model, assistant.model));
+  select.value = assistant.model;
+  $("assistant-instructions").value = assistant.instructions || "";
+  $("assistant-file-search").checked = assistant.tools.some((tool) => tool.type === "file_search");
+  $("assistant-code").checked = assistant.tools.some((tool) => tool.type === "code_interpreter");
+  const functions = assistant.tools.filter((tool) => tool.type === "function");
+  $("assistant-functions").value = functions.length ? JSON.stringify(functions, null, 2) : "";
+  $("assistant-form-title").textContent = `Edit ${assistant.name || assistant.id}`;
+  $("assistant-save").textContent = "Save assistant";
+  $("thread-title").textContent = `Threads with ${assistant.name || assistant.id}`;
+  $("thread-panel").hidden = false;
+}
+
+async function saveAssistant(event) {
+  event.preventDefault();
+  clearError();
+  try {
+    const tools = [];
+    if ($("assistant-file-search").checked) tools.push({ type: "file_search" });
+    if ($("assistant-code").checked) tools.push({ type: "code_interpreter" });
+    const functions = $("assistant-functions").value.trim();
+    if (functions) {
+      try {
+        tools.push(...JSON.parse(functions));
+      } catch (error) {
+        throw new Error(`Function tools are not valid JSON: ${error.message}`);
+      }
+    }
+    const body = {
+      name: $("assistant-name").value || null,
+      model: $("assistant-model").value,
+      instructions: $("assistant-instructions").value || null,
+      tools,
+    };
+    const id = $("assistant-id").value;
+    const saved = await call(id ? `/v1/assistants/${id}` : "/v1/assistants", { method: "POST", body });
+    await refreshAssistants();
+    await showAssistant(saved);
+  } catch (error) {
+    showError(error);
+  }
+}
+
+async function newThread() {
+  clearError();
+  const thread = await call("/v1/threads", { method: "POST", body: {} });
+  await showThread(thread.id);
+}
+
+async function showThread(id) {
+  openThread = id;
+  $("thread-title").textContent = `Thread ${id}`;
+  $("thread-open-id").value = id;
+  $("run-steps").replaceChildren();
+  $("run-state").textContent = "";
+  $("tool-outputs").hidden = true;
+  await refreshMessages();
+}
+
+function messageText(message) {
+  // text parts with their citations marked [n] and listed after
+  const lines = [];
+  const notes = [];
+  for (const part of message.content) {
+    if (part.type !== "text") {
+      lines.push(`[${part.type}]`);
+      continue;
+    }
+    let text = part.text.value;
+    for (const annotation of part.text.annotations || []) {
+      const cited = annotation.file_citation || annotation.file_path;
+      if (!cited) continue;
+      notes.push(`[${notes.length + 1}] ${annotation.type === "file_path" ? "file" : "cites"} ${cited.file_id}`);
+      text = text.split(annotation.text).join(`[${notes.length}]`);
+    }
+    lines.push(text);
+  }
+  return [...lines, ...notes].join("\n");
+}
+
+async function refreshMessages() {
+  const listed = await call(`/v1/threads/${openThread}/messages?order=asc&limit=100`);
+  const items = listed.data.map((message) => {
+    const item = element("li", undefined, `message ${message.role}`);
+    item.append(element("span", message.role, "role"), element("div", messageText(message), "content"));
+    return item;
+  });
+  $("thread-messages").replaceChildren(...items);
+}
+
+async function sendToThread(event) {
+  event.preventDefault();
+  clearError();
+  if (!openThread) await newThread();
+  const text = $("thread-input").value;
+  try {
+    if (text.trim()) {
+      await call(`/v1/threads/${openThread}/messages`, { method: "POST", body: { role: "user", content: text } });
+      $("thread-input").value = "";
+      await refreshMessages();
+    }
+    const body = { assistant_id: openAssistant.id, stream: true, tool_choice: $("run-tool-choice").value };
+    const response = await call(`/v1/threads/${openThread}/runs`, { method: "POST", body, raw: true });
+    await followRun(response);
+  } catch (error) {
+    showError(error);
+  }
+}
+
+async function followRun(response) {
+  $("thread-run").disabled = true;
+  const item = element("li", undefined, "message assistant");
+  const shown = element("div", "", "content");
+  item.append(element("span", "assistant", "role"), shown);
+  $("thread-messages").append(item);
+  let text = "";
+  const calls = new Map(); // a step's tool calls by index, as they stream
+  let run = null;
+  try {
+    for await (const { event, data } of serverSentEvents(response)) {
+      if (event === "error") throw new Error(data.message || "The run's stream failed.");
+      if (event.startsWith("thread.run.") && !event.startsWith("thread.run.step")) {
+        run = data;
+        $("run-state").textContent = `run ${data.id}: ${data.status}`;
+      }
+      if (event === "thread.message.delta") {
+        for (const part of data.delta.content || []) if (part.type === "text" && part.text.value) text += part.text.value;
+      }
+      if (event === "thread.run.step.delta") {
+        const details = data.delta.step_details;
+        for (const call of (details && details.tool_calls) || []) {
+          const known = calls.get(call.index) || { type: call.type, text: "" };
+          if (call.code_interpreter) {
+            known.text += call.code_interpreter.input || "";
+            for (const output of call.code_interpreter.outputs || []) known.text += output.logs ? `\n→ ${output.logs}` : `\n→ [${output.type}]`;
+          }
+          if (call.function) known.text += `${call.function.name || ""}${call.function.arguments || ""}`;
+          if (call.type === "file_search") known.text = "file_search";
+          calls.set(call.index, known);
+        }
+      }
+      const toolText = [...calls.values()].map((c) => `${c.type}: ${c.text}`).join("\n");
+      shown.textContent = [toolText, text].filter(Boolean).join("\n");
+    }
+  } finally {
+    $("thread-run").disabled = false;
+  }
+  if (!run) return;
+  await refreshMessages();
+  await showSteps(run.id);
+  if (run.status === "requires_action") askForOutputs(run);
+  else if (run.status !== "completed" && run.last_error) showError(`The run ${run.status}: ${run.last_error.message}`);
+}
+
+function askForOutputs(run) {
+  const fields = run.required_action.submit_tool_outputs.tool_calls.map((call) => {
+    const wrap = element("div");
+    const id = `output-${call.id}`;
+    const label = element("label", `Output of ${call.function.name}(${call.function.arguments})`);
+    label.htmlFor = id;
+    const input = element("textarea");
+    input.id = id;
+    input.rows = 2;
+    input.dataset.callId = call.id;
+    wrap.append(label, input);
+    return wrap;
+  });
+  $("tool-output-fields").replaceChildren(...fields);
+  const form = $("tool-outputs");
+  form.dataset.runId = run.id;
+  form.hidden = false;
+}
+
+async function submitOutputs(event) {
+  event.preventDefault();
+  clearError();
+  const form = $("tool-outputs");
+  const tool_outputs = [...form.querySelectorAll("textarea")].map((input) => ({ tool_call_id: input.dataset.callId, output: input.value }));
+  form.hidden = true;
+  try {
+    const response = await call(`/v1/threads/${openThread}/runs/${form.dataset.runId}/submit_tool_outputs`, {
+      method: "POST",
+      body: { tool_outputs, stream: true },
+      raw: true,
+    });
+    await followRun(response);
+  } catch (error) {
+    showError(error);
+  }
+}
+
+async function showSteps(runId) {
+  const listed = await call(`/v1/threads/${openThread}/runs/${runId}/steps?order=asc&limit=100`);
+  const items = listed.data.map((step) => {
+    let detail = "";
+    if (step.step_details.type === "tool_calls") {
+      detail = step.step_details.tool_calls
+        .map((call) => (call.type === "function" ? `${call.function.name}(${call.function.arguments}) → ${call.function.output ?? "…"}` : call.type))
+        .join("; ");
+    } else if (step.step_details.message_creation) {
+      detail = `message ${step.step_details.message_creation.message_id}`;
+    }
+    return element("li", `${step.type} · ${step.status}${detail ? ` · ${detail}` : ""}`);
+  });
+  $("run-steps").replaceChildren(...items);
+}
+
+// --- fine-tuning -------------------------------------------------------------------------------------------------
+
+async function openJobs() {
+  await refreshJobs();
+  every(2000, refreshJobs);
+}
+
+async function refreshJobs() {
+  const listed = await call("/v1/fine_tuning/jobs?limit=100");
+  const rows = listed.data.map((job) => {
+    const row = element("tr");
+    for (const text of [job.id, job.model, job.status, job.trained_tokens == null ? "" : String(job.trained_tokens), job.fine_tuned_model || ""]) {
+      row.append(element("td", text));
+    }
+    const actions = element("td");
+    actions.append(actionButton("Open", `Open ${job.id}`, async () => showJob(job.id)));
+    row.append(actions);
+    return row;
+  });
+  $("jobs-list").replaceChildren(...rows);
+  $("jobs-empty").hidden = rows.length > 0;
+  if (openJob) await refreshJob();
+}
+
+async function showJob(id) {
+  openJob = id;
+  $("job-detail").hidden = false;
+  $("job-events").replaceChildren();
+  $("loss-curve").replaceChildren();
+  await refreshJob();
+}
+
+async function allEvents(id) {
+  // newest first, 100 a page: read back to the first (a long job has one metrics event per step)
+  const events = [];
+  let after = null;
+  for (let page = 0; page < 100; page++) {
+    const query = new URLSearchParams({ limit: "100" });
+    if (after) query.set("after", after);
+    const listed = await call(`/v1/fine_tuning/jobs/${id}/events?${query}`);
+    events.push(...listed.data);
+    if (!listed.has_more || !listed.data.length) break;
+    after = listed.data[listed.data.length - 1].id;
+  }
+  return events;
+}
+
+async function refreshJob() {
+  const id = openJob;
+  const [job, events, checkpoints] = await Promise.all([
+    call(`/v1/fine_tuning/jobs/${id}`),
+    allEvents(id),
+    call(`/v1/fine_tuning/jobs/${id}/checkpoints?limit=100`),
+  ]);
+  if (openJob !== id) return;
+  $("job-title").textContent = `Job ${job.id}`;
+  const parts = [`${job.status}`, `base ${job.model}`];
+  if (job.fine_tuned_model) parts.push(`model ${job.fine_tuned_model}`);
+  if (job.error && job.error.message) parts.push(`error: ${job.error.message}`);
+  $("job-status").textContent = parts.join(" · ");
+  const tryButton = $("job-try");
+  tryButton.hidden = !job.fine_tuned_model;
+  tryButton.onclick = () => {
+    location.hash = "#playground";
+    openPlayground(job.fine_tuned_model).catch(showError);
+  };
+  const metrics = events.filter((event) => event.type === "metrics" && event.data).map((event) => event.data);
+  drawCurve(metrics.sort((a, b) => a.step - b.step));
+  $("job-checkpoints").replaceChildren(
+    ...checkpoints.data.map((checkpoint) => element("li", `step ${checkpoint.step_number}: ${checkpoint.fine_tuned_model_checkpoint}`)),
+  );
+  $("job-events").replaceChildren(
+    ...events.filter((event) => event.type !== "metrics").map((event) => {
+      const when = new Date(event.created_at * 1000).toLocaleTimeString();
+      return element("li", `${when} [${event.level}] ${event.message}`);
+    }),
+  );
+}
+
+function drawCurve(points) {
+  const svg = $("loss-curve");
+  const NS = "http://www.w3.org/2000/svg";
+  const width = 640, height = 260, left = 48, bottom = 28, top = 12, right = 12;
+  const series = [
+    ["train_loss", "train-line"],
+    ["valid_loss", "valid-line"],
+  ].map(([key, className]) => ({ className, points: points.filter((p) => typeof p[key] === "number").map((p) => [p.step, p[key]]) }));
+  const all = series.flatMap((s) => s.points);
+  svg.replaceChildren();
+  if (!all.length) {
+    const empty = document.createElementNS(NS, "text");
+    empty.setAttribute("x", "50%");
+    empty.setAttribute("y", "50%");
+    empty.setAttribute("text-anchor", "middle");
+    empty.textContent = "No steps yet";
+    svg.append(empty);
+    return;
+  }
+  const maxStep = Math.max(...all.map((p) => p[0]), 1);
+  const maxLoss = Math.max(...all.map((p) => p[1])) * 1.05 || 1;
+  const x = (step) => left + ((width - left - right) * step) / maxStep;
+  const y = (loss) => top + (height - top - bottom) * (1 - loss / maxLoss);
+  const axis = document.createElementNS(NS, "path");
+  axis.setAttribute("d", `M${left},${top} V${height - bottom} H${width - right}`);
+  axis.setAttribute("class", "axis");
+  svg.append(axis);
+  for (const [text, px, py, anchor] of [
+    [maxLoss.toFixed(2), left - 6, top + 10, "end"],
+    ["0", left - 6, height - bottom, "end"],
+    [`step ${maxStep}`, width - right, height - 8, "end"],
+  ]) {
+    const label = document.createElementNS(NS, "text");
+    label.setAttribute("x", px);
+    label.setAttribute("y", py);
+    label.setAttribute("text-anchor", anchor);
+    label.setAttribute("class", "tick");
+    label.textContent = text;
+    svg.append(label);
+  }
+  for (const line of series) {
+    if (!line.points.length) continue;
+    const path = document.createElementNS(NS, "path");
+    path.setAttribute("d", line.points.map(([step, loss], i) => `${i ? "L" : "M"}${x(step).toFixed(1)},${y(loss).toFixed(1)}`).join(" "));
+    path.setAttribute("class", line.className);
+    path.dataset.points = String(line.points.length);
+    svg.append(path);
+  }
+}
+
 // --- server ------------------------------------------------------------------------------------------------------
 
 function parseMetrics(text) {
@@ -589,6 +981,12 @@ $("store-form").addEventListener("submit", createStore);
 $("store-file-form").addEventListener("submit", addStoreFile);
 $("search-form").addEventListener("submit", searchStore);
 $("batch-form").addEventListener("submit", createBatch);
+$("assistant-form").addEventListener("submit", saveAssistant);
+$("assistant-new").addEventListener("click", newAssistant);
+$("thread-new").addEventListener("click", () => newThread().catch(showError));
+$("thread-open").addEventListener("click", () => showThread($("thread-open-id").value.trim()).catch(showError));
+$("thread-form").addEventListener("submit", sendToThread);
+$("tool-outputs").addEventListener("submit", submitOutputs);
 window.addEventListener("hashchange", () => {
   clearError();
   route();
