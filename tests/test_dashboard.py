@@ -10,10 +10,12 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
-from tests.conftest import E5, smollm
+from tests.api.test_images import SHAPES
+from tests.conftest import E5, PIPER, WHISPER, smollm
 from tests.server_process import ServerProcess, oasis_env, oasis_server, run_oasis
 
 CHROMIUM = "/usr/bin/chromium"
@@ -27,6 +29,9 @@ CHROMIUM_ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    # a microphone that plays a tone, allowed without asking: the playground's recorder has something to record
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
 ]
 
 pytestmark = pytest.mark.skipif(
@@ -38,7 +43,7 @@ pytestmark = pytest.mark.skipif(
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, str]]:
     folder = tmp_path_factory.mktemp("dashboard")
     config = folder / "oasis.yaml"
-    config.write_text(yaml.safe_dump({"defaults": False, "models": [smollm(), E5]}))
+    config.write_text(yaml.safe_dump({"defaults": False, "models": [smollm(), E5, WHISPER, PIPER, SHAPES]}))
     env = oasis_env(None)
     data = folder / "data"
     created = run_oasis("keys", "create", "--project", "dash", "--data-dir", str(data), env=env)
@@ -54,7 +59,9 @@ async def page(served: tuple[ServerProcess, str]) -> AsyncIterator[Any]:
 
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = await browser.new_context(accept_downloads=True, viewport={"width": 1366, "height": 820})
+        context = await browser.new_context(
+            accept_downloads=True, viewport={"width": 1366, "height": 820}, permissions=["microphone"]
+        )
         opened = await context.new_page()
         opened.set_default_timeout(60_000)
         await opened.goto(served[0].base_url + "/")
@@ -280,3 +287,102 @@ async def test_an_assistant_with_a_function_tool_runs_in_a_thread(page: Any, ser
     await expect(messages.first).to_contain_text("What is the weather in Paris?")
     await expect(messages.last).to_contain_text("assistant")
     assert (await messages.last.locator(".content").inner_text()).strip()
+
+
+async def test_the_playground_speaks_transcribes_and_records(
+    page: Any, served: tuple[ServerProcess, str], tmp_path: Path
+) -> None:
+    from playwright.async_api import expect
+
+    await sign_in(page, served[1])
+    await page.get_by_role("tab", name="Audio").click()
+    panel = page.get_by_role("tabpanel", name="Audio")
+    await panel.get_by_label("Text", exact=True).fill("Good morning, the garden needs water today.")
+    await panel.get_by_label("Format").select_option("wav")
+    await panel.get_by_role("button", name="Speak").click()
+    player = panel.get_by_label("Speech", exact=True)
+    await expect(player).to_be_visible()
+    await page.wait_for_function("document.getElementById('speak-audio').duration > 1")
+
+    # the same words, spoken by the server, read back through the upload
+    speech = httpx.post(
+        f"{served[0].base_url}/v1/audio/speech",
+        headers={"authorization": f"Bearer {served[1]}"},
+        json={"model": "tts-1", "input": "Good morning, the garden needs water today.", "voice": "alloy"},
+        timeout=120,
+    )
+    clip = tmp_path / "morning.mp3"
+    clip.write_bytes(speech.content)
+    await panel.get_by_label("Audio file").set_input_files(str(clip))
+    await panel.get_by_role("button", name="Transcribe").click()
+    transcript = panel.get_by_label("Transcript")
+    await expect(transcript).to_contain_text(re.compile("garden", re.IGNORECASE), timeout=120_000)
+    await screenshot(page, "playground-audio")
+
+    await panel.get_by_label("Audio file").set_input_files([])
+    await panel.get_by_role("button", name="Record").click()
+    await expect(panel.get_by_label("Recording")).to_have_text("recording…")
+    await page.wait_for_timeout(1500)
+    await panel.get_by_role("button", name="Stop").click()
+    await expect(panel.get_by_label("Recording")).to_contain_text("KB")
+    await panel.get_by_role("button", name="Transcribe").click()
+    await expect(transcript).not_to_have_text("…", timeout=120_000)  # a tone: any text, but an answer
+    await expect(page.get_by_role("alert")).to_be_hidden()
+
+
+async def test_the_playground_draws_and_edits_inside_a_painted_mask(
+    page: Any, served: tuple[ServerProcess, str]
+) -> None:
+    from playwright.async_api import expect
+
+    await sign_in(page, served[1])
+    await page.get_by_role("tab", name="Images").click()
+    panel = page.get_by_role("tabpanel", name="Images")
+    await panel.get_by_label("Prompt").fill("a red circle on the left")
+    await panel.get_by_role("button", name="Generate").click()
+    first = panel.get_by_role("list", name="Pictures").get_by_role("img").first
+    await expect(first).to_have_attribute("alt", "a red circle on the left (1)")
+    await panel.get_by_role("button", name="Edit picture 1").click()
+    canvas = panel.locator("#edit-canvas")
+    await expect(canvas).to_be_visible()
+    original = await first.get_attribute("src")
+    box = await canvas.bounding_box()
+    assert box is not None
+    # paint a stroke down the left quarter: only there may the picture change
+    await page.mouse.move(box["x"] + box["width"] * 0.15, box["y"] + box["height"] * 0.2)
+    await page.mouse.down()
+    for step in range(1, 9):
+        await page.mouse.move(box["x"] + box["width"] * 0.15, box["y"] + box["height"] * (0.2 + 0.075 * step))
+    await page.mouse.up()
+    await panel.get_by_label("What to draw there").fill("a blue square on the left")
+    await panel.get_by_role("button", name="Edit", exact=True).click()
+    await expect(first).to_have_attribute("alt", "a blue square on the left (1)")
+    await screenshot(page, "playground-images")
+    changed_outside = await page.evaluate(
+        """async ([before, after]) => {
+            const pixels = async (src) => {
+                const image = new Image();
+                image.src = src;
+                await image.decode();
+                const canvas = document.createElement('canvas');
+                canvas.width = image.naturalWidth;
+                canvas.height = image.naturalHeight;
+                const context = canvas.getContext('2d');
+                context.drawImage(image, 0, 0);
+                return context.getImageData(0, 0, canvas.width, canvas.height);
+            };
+            const [a, b] = [await pixels(before), await pixels(after)];
+            let changed = 0;
+            for (let y = 0; y < a.height; y++) {
+                for (let x = Math.floor(a.width / 2); x < a.width; x++) {  // the right half: never painted
+                    const i = 4 * (y * a.width + x);
+                    if (a.data[i] !== b.data[i] || a.data[i + 1] !== b.data[i + 1] || a.data[i + 2] !== b.data[i + 2]) {
+                        changed += 1;
+                    }
+                }
+            }
+            return changed;
+        }""",
+        [original, await first.get_attribute("src")],
+    )
+    assert changed_outside == 0

@@ -265,6 +265,205 @@ function clearChat() {
   $("chat-stats").textContent = "";
 }
 
+// --- playground tabs, audio, images ------------------------------------------------------------------------------
+
+function selectTab(tab) {
+  for (const other of document.querySelectorAll('[role="tab"]')) {
+    const chosen = other === tab;
+    other.setAttribute("aria-selected", String(chosen));
+    other.tabIndex = chosen ? 0 : -1;
+    $(other.getAttribute("aria-controls")).hidden = !chosen;
+  }
+  tab.focus();
+}
+
+function tabKeys(event) {
+  // arrow keys move between tabs, as the WAI-ARIA tabs pattern has it
+  const tabs = [...document.querySelectorAll('[role="tab"]')];
+  const at = tabs.indexOf(event.target);
+  if (event.key === "ArrowRight") selectTab(tabs[(at + 1) % tabs.length]);
+  if (event.key === "ArrowLeft") selectTab(tabs[(at + tabs.length - 1) % tabs.length]);
+}
+
+let recorder = null;
+let recorded = null;
+
+async function toggleRecording() {
+  clearError();
+  if (recorder) {
+    recorder.stop();
+    return;
+  }
+  const stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+  const chunks = [];
+  recorder = new MediaRecorder(stream);
+  recorder.addEventListener("dataavailable", (event) => chunks.push(event.data));
+  recorder.addEventListener("stop", () => {
+    for (const track of stream.getTracks()) track.stop();
+    recorded = new File(chunks, "recording.webm", { type: recorder.mimeType || "audio/webm" });
+    recorder = null;
+    $("record").textContent = "Record";
+    $("record-state").textContent = `recorded ${(recorded.size / 1024).toFixed(1)} KB`;
+  });
+  recorder.start();
+  recorded = null;
+  $("record").textContent = "Stop";
+  $("record-state").textContent = "recording…";
+}
+
+async function transcribe(event) {
+  event.preventDefault();
+  clearError();
+  const clip = $("hear-file").files[0] || recorded;
+  if (!clip) {
+    showError("Choose an audio file or record a clip first.");
+    return;
+  }
+  const form = new FormData();
+  form.append("file", clip);
+  form.append("model", $("hear-model").value);
+  $("hear-text").textContent = "…";
+  try {
+    const reply = await call(`/v1/audio/${$("hear-task").value}`, { method: "POST", body: form });
+    $("hear-text").textContent = reply.text;
+  } catch (error) {
+    $("hear-text").textContent = "";
+    showError(error);
+  }
+}
+
+async function speak(event) {
+  event.preventDefault();
+  clearError();
+  try {
+    const body = {
+      model: $("speak-model").value,
+      input: $("speak-text").value,
+      voice: $("speak-voice").value,
+      response_format: $("speak-format").value,
+    };
+    const response = await call("/v1/audio/speech", { method: "POST", body, raw: true });
+    const player = $("speak-audio");
+    if (player.src) URL.revokeObjectURL(player.src);
+    player.src = URL.createObjectURL(await response.blob());
+    player.hidden = false;
+  } catch (error) {
+    showError(error);
+  }
+}
+
+let editing = null; // {source: HTMLImageElement, painted: boolean}
+
+async function generate(event) {
+  event.preventDefault();
+  clearError();
+  const body = {
+    model: $("draw-model").value,
+    prompt: $("draw-prompt").value,
+    size: $("draw-size").value,
+    n: Number($("draw-n").value),
+    response_format: "b64_json",
+  };
+  try {
+    showPictures(await call("/v1/images/generations", { method: "POST", body }), body.prompt);
+  } catch (error) {
+    showError(error);
+  }
+}
+
+function showPictures(reply, prompt) {
+  const items = reply.data.map((picture, index) => {
+    const item = element("li");
+    const image = element("img");
+    image.src = `data:image/png;base64,${picture.b64_json}`;
+    image.alt = `${picture.revised_prompt || prompt} (${index + 1})`;
+    const edit = actionButton("Edit this", `Edit picture ${index + 1}`, async () => startEdit(image));
+    item.append(image, edit);
+    return item;
+  });
+  $("pictures").replaceChildren(...items);
+}
+
+async function startEdit(image) {
+  await image.decode();
+  const canvas = $("edit-canvas");
+  canvas.width = image.naturalWidth;
+  canvas.height = image.naturalHeight;
+  editing = { source: image, mask: document.createElement("canvas") };
+  editing.mask.width = canvas.width;
+  editing.mask.height = canvas.height;
+  drawEditor();
+  $("edit-form").hidden = false;
+  canvas.scrollIntoView({ block: "nearest" });
+}
+
+function drawEditor() {
+  const canvas = $("edit-canvas");
+  const context = canvas.getContext("2d");
+  context.drawImage(editing.source, 0, 0);
+  context.globalAlpha = 0.55;
+  context.drawImage(editing.mask, 0, 0);
+  context.globalAlpha = 1;
+}
+
+function paint(event) {
+  if (!editing || !(event.buttons & 1)) return;
+  const canvas = $("edit-canvas");
+  const box = canvas.getBoundingClientRect();
+  const x = ((event.clientX - box.left) * canvas.width) / box.width;
+  const y = ((event.clientY - box.top) * canvas.height) / box.height;
+  const mask = editing.mask.getContext("2d");
+  mask.fillStyle = "#ff2d55";
+  mask.beginPath();
+  mask.arc(x, y, canvas.width / 14, 0, 2 * Math.PI);
+  mask.fill();
+  drawEditor();
+}
+
+function clearMask() {
+  if (!editing) return;
+  editing.mask.getContext("2d").clearRect(0, 0, editing.mask.width, editing.mask.height);
+  drawEditor();
+}
+
+function canvasBlob(canvas) {
+  return new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
+}
+
+async function submitEdit(event) {
+  event.preventDefault();
+  clearError();
+  if (!editing) return;
+  const { width, height } = editing.mask;
+  // the image as it is, and a mask whose transparent pixels mark what to redraw (OpenAI's convention)
+  const source = document.createElement("canvas");
+  source.width = width;
+  source.height = height;
+  source.getContext("2d").drawImage(editing.source, 0, 0);
+  const mask = document.createElement("canvas");
+  mask.width = width;
+  mask.height = height;
+  const context = mask.getContext("2d");
+  context.fillStyle = "#000";
+  context.fillRect(0, 0, width, height);
+  context.globalCompositeOperation = "destination-out";
+  context.drawImage(editing.mask, 0, 0);
+  const form = new FormData();
+  form.append("image", await canvasBlob(source), "image.png");
+  form.append("mask", await canvasBlob(mask), "mask.png");
+  form.append("prompt", $("edit-prompt").value);
+  form.append("model", $("draw-model").value);
+  form.append("size", `${width}x${height}`);
+  form.append("response_format", "b64_json");
+  try {
+    showPictures(await call("/v1/images/edits", { method: "POST", body: form }), $("edit-prompt").value);
+    editing = null;
+    $("edit-form").hidden = true; // the new pictures can be edited in turn
+  } catch (error) {
+    showError(error);
+  }
+}
+
 // --- files -------------------------------------------------------------------------------------------------------
 
 async function loadFiles() {
@@ -976,6 +1175,18 @@ $("chat-input").addEventListener("keydown", (event) => {
   if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) $("chat-form").requestSubmit();
 });
 $("upload-form").addEventListener("submit", uploadFile);
+for (const tab of document.querySelectorAll('[role="tab"]')) {
+  tab.addEventListener("click", () => selectTab(tab));
+  tab.addEventListener("keydown", tabKeys);
+}
+$("record").addEventListener("click", () => toggleRecording().catch(showError));
+$("hear-form").addEventListener("submit", transcribe);
+$("speak-form").addEventListener("submit", speak);
+$("draw-form").addEventListener("submit", generate);
+$("edit-canvas").addEventListener("pointerdown", paint);
+$("edit-canvas").addEventListener("pointermove", paint);
+$("edit-clear").addEventListener("click", clearMask);
+$("edit-form").addEventListener("submit", submitEdit);
 $("files-purpose").addEventListener("change", () => loadFiles().catch(showError));
 $("store-form").addEventListener("submit", createStore);
 $("store-file-form").addEventListener("submit", addStoreFile);
