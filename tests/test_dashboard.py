@@ -386,3 +386,28 @@ async def test_the_playground_draws_and_edits_inside_a_painted_mask(
         [original, await first.get_attribute("src")],
     )
     assert changed_outside == 0
+
+
+async def test_keys_are_created_shown_once_and_revoked(page: Any, served: tuple[ServerProcess, str]) -> None:
+    from playwright.async_api import expect
+
+    await sign_in(page, served[1])
+    await page.get_by_role("link", name="Server").click()
+    await expect(page.locator("#keys-note")).to_contain_text("Project dash")
+    keys = page.get_by_role("table", name="Keys of this project").locator("tbody tr")
+    await expect(keys.first).to_be_visible()  # the key signed in with, at least
+    before = await keys.count()
+    await page.get_by_role("button", name="Create a key").click()
+    secret = page.locator("#new-key-value")
+    await expect(secret).to_have_text(re.compile(r"^sk-oasis-"))
+    await expect(keys).to_have_count(before + 1)
+    new_key = await secret.inner_text()
+    works = httpx.get(f"{served[0].base_url}/v1/models", headers={"authorization": f"Bearer {new_key}"})
+    assert works.status_code == 200
+    await screenshot(page, "keys")
+
+    await page.get_by_role("button", name=f"Revoke {new_key[:11]}...{new_key[-4:]}").click()
+    await expect(keys).to_have_count(before)
+    await expect(page.get_by_role("status")).to_be_hidden()
+    refused = httpx.get(f"{served[0].base_url}/v1/models", headers={"authorization": f"Bearer {new_key}"})
+    assert refused.status_code == 401

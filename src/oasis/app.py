@@ -24,6 +24,7 @@ from oasis.api import (
     metrics,
     models,
     moderations,
+    projects,
     runs,
     threads,
     tokenizer,
@@ -131,6 +132,7 @@ def create_app(settings: Settings, engine_factories: Mapping[str, EngineFactory]
     v1.include_router(fine_tuning.router)
     v1.include_router(images.router)
     v1.include_router(moderations.router)
+    v1.include_router(projects.router)
     v1.include_router(vector_stores.router)
     app.include_router(v1)
     app.include_router(health.router)

@@ -32,7 +32,7 @@ from oasis.services.files.service import FileService
 from oasis.services.fine_tuning.service import FineTuningService
 from oasis.services.images.links import ImageLinks
 from oasis.services.images.service import ImageService
-from oasis.services.keys import KeyService
+from oasis.services.keys import KeyService, ProjectKeys
 from oasis.services.models.fine_tuned import FineTunedModels
 from oasis.services.models.service import ModelService
 from oasis.services.moderations.service import ModerationService
@@ -100,6 +100,7 @@ class Container:
     blobs: BlobStore
     registry: EngineRegistry
     keys: KeyService
+    project_keys: ProjectKeys
     files: FileService
     models: ModelService
     chat: ChatService
@@ -204,6 +205,7 @@ class Container:
             blobs=blobs,
             registry=registry,
             keys=KeyService(db),
+            project_keys=ProjectKeys(db),
             files=files,
             models=ModelService(db, registry, started_at=now(), on_deleted=fine_tuned.forget),
             chat=chat,

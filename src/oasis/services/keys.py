@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 from oasis.errors import OasisError
 from oasis.storage import projects
@@ -110,6 +111,78 @@ class KeyService:
                 await session.commit()
             self._default_project_id = project.id  # a project's id never changes: ask once
         return Principal(project_id=self._default_project_id, key_id=None)
+
+
+class ProjectKeys:
+    """The key API's view (OpenAI's Admin API shapes, `/v1/organization/projects/...`): a key sees its own project
+    and manages that project's keys; nothing else. A server without keys has no key to act with: its first key is
+    made with `oasis keys create`."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def own_project(self, principal: Principal) -> dict[str, Any]:
+        if principal.key_id is None:
+            raise OasisError(
+                403,
+                "Managing keys needs an API key, and this server has none yet: create the first with "
+                "`oasis keys create --project NAME`, then sign in with it.",
+                code="insufficient_permissions",
+            )
+        async with self._db.session() as session:
+            project = await projects.get_project(session, principal.project_id)
+        assert project is not None  # a live key's project exists
+        return _project_object(project.id, project.name, project.created_at)
+
+    async def _check(self, principal: Principal, project_id: str) -> None:
+        own = await self.own_project(principal)
+        if own["id"] != project_id:
+            raise OasisError(404, f"No project with id '{project_id}'.", param="project_id", code="project_not_found")
+
+    async def list(self, principal: Principal, project_id: str) -> list[dict[str, Any]]:
+        await self._check(principal, project_id)
+        async with self._db.session() as session:
+            return [_key_object(key) for key in await projects.live_keys(session, project_id)]
+
+    async def create(self, principal: Principal, project_id: str) -> dict[str, Any]:
+        await self._check(principal, project_id)
+        plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
+        async with self._db.session() as session:
+            key = await projects.add_key(session, project_id, hash_key(plaintext), _redact(plaintext))
+            await session.commit()
+        return {**_key_object(key), "value": plaintext}  # the only time the secret is shown
+
+    async def revoke(self, principal: Principal, project_id: str, key_id: str) -> dict[str, Any]:
+        await self._check(principal, project_id)
+        async with self._db.session() as session:
+            found = await projects.get_key(session, key_id)
+            if found is None or found[0].project_id != project_id or found[0].revoked_at is not None:
+                raise OasisError(404, f"No API key with id '{key_id}' in this project.", param="key_id")
+            found[0].revoked_at = now()
+            await session.commit()
+        return {"object": "organization.project.api_key.deleted", "id": key_id, "deleted": True}
+
+
+def _project_object(project_id: str, name: str, created_at: int) -> dict[str, Any]:
+    return {
+        "id": project_id,
+        "object": "organization.project",
+        "name": name,
+        "created_at": created_at,
+        "archived_at": None,
+        "status": "active",
+    }
+
+
+def _key_object(key: ApiKey) -> dict[str, Any]:
+    return {
+        "object": "organization.project.api_key",
+        "id": key.id,
+        "name": None,
+        "redacted_value": key.redacted,
+        "created_at": key.created_at,
+        "last_used_at": None,  # not recorded: writing on every request would cost every request
+    }
 
 
 def _info(key: ApiKey, project_name: str) -> KeyInfo:

@@ -81,3 +81,17 @@ async def project_ids(session: AsyncSession, names: list[str]) -> dict[str, str]
     """Project id by name, for the names that exist."""
     found = await session.execute(select(Project.name, Project.id).where(Project.name.in_(names)))
     return {row[0]: row[1] for row in found}
+
+
+async def get_project(session: AsyncSession, project_id: str) -> Project | None:
+    return await session.get(Project, project_id)
+
+
+async def live_keys(session: AsyncSession, project_id: str) -> list[ApiKey]:
+    """The project's keys that have not been revoked, oldest first."""
+    rows = await session.scalars(
+        select(ApiKey)
+        .where(ApiKey.project_id == project_id, ApiKey.revoked_at.is_(None))
+        .order_by(ApiKey.created_at, ApiKey.id)
+    )
+    return list(rows)

@@ -1124,8 +1124,49 @@ function parseMetrics(text) {
 }
 
 async function openServer() {
-  await refreshServer();
+  $("new-key").hidden = true;
+  await Promise.all([refreshServer(), refreshKeys()]);
   every(2000, refreshServer);
+}
+
+let projectId = null;
+
+async function refreshKeys() {
+  let projects;
+  try {
+    projects = await call("/v1/organization/projects");
+  } catch (error) {
+    $("keys-panel").hidden = true;
+    $("keys-note").textContent = error.message; // a server without keys: say how to make the first
+    return;
+  }
+  projectId = projects.data[0].id;
+  $("keys-note").textContent = `Project ${projects.data[0].name} (${projectId}).`;
+  const listed = await call(`/v1/organization/projects/${projectId}/api_keys`);
+  const rows = listed.data.map((key) => {
+    const row = element("tr");
+    for (const text of [key.id, key.redacted_value, new Date(key.created_at * 1000).toLocaleString()]) row.append(element("td", text));
+    const actions = element("td");
+    actions.append(
+      actionButton("Revoke", `Revoke ${key.redacted_value}`, async () => {
+        await call(`/v1/organization/projects/${projectId}/api_keys/${key.id}`, { method: "DELETE" });
+        $("new-key").hidden = true;
+        await refreshKeys();
+      }),
+    );
+    row.append(actions);
+    return row;
+  });
+  $("keys-list").replaceChildren(...rows);
+  $("keys-panel").hidden = false;
+}
+
+async function createKey() {
+  clearError();
+  const created = await call(`/v1/organization/projects/${projectId}/api_keys`, { method: "POST" });
+  $("new-key-value").textContent = created.value;
+  $("new-key").hidden = false;
+  await refreshKeys();
 }
 
 async function refreshServer() {
@@ -1187,6 +1228,7 @@ $("edit-canvas").addEventListener("pointerdown", paint);
 $("edit-canvas").addEventListener("pointermove", paint);
 $("edit-clear").addEventListener("click", clearMask);
 $("edit-form").addEventListener("submit", submitEdit);
+$("key-create").addEventListener("click", () => createKey().catch(showError));
 $("files-purpose").addEventListener("change", () => loadFiles().catch(showError));
 $("store-form").addEventListener("submit", createStore);
 $("store-file-form").addEventListener("submit", addStoreFile);
