@@ -46,7 +46,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerPro
     config.write_text(yaml.safe_dump({"defaults": False, "models": [smollm(), E5, WHISPER, PIPER, SHAPES]}))
     env = oasis_env(None)
     data = folder / "data"
-    created = run_oasis("keys", "create", "--project", "dash", "--data-dir", str(data), env=env)
+    created = run_oasis("keys", "create", "--project", "dash", "--manage-keys", "--data-dir", str(data), env=env)
     assert created.returncode == 0, created.stderr
     key = created.stdout.strip().splitlines()[-1]
     with oasis_server(data, env, "--config", str(config)) as server:
@@ -55,8 +55,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerPro
 
 @pytest.fixture
 async def page(served: tuple[ServerProcess, str]) -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
+    from playwright.async_api import async_playwright, expect
 
+    expect.set_options(timeout=60_000)  # the 2-core CI machine runs models beside the browser
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         context = await browser.new_context(
@@ -94,9 +95,10 @@ async def test_a_chat_reply_streams_in_with_its_speed(page: Any, served: tuple[S
 
     await sign_in(page, served[1])
     await expect(page.get_by_role("heading", name="Playground")).to_be_visible()
-    await expect(page.get_by_label("Model")).to_have_value("smollm2-135m-instruct")
-    await page.get_by_label("Temperature").fill("0")
-    await page.get_by_label("Max tokens").fill("24")
+    chat = page.get_by_role("tabpanel", name="Chat")
+    await expect(chat.get_by_label("Model", exact=True)).to_have_value("smollm2-135m-instruct")
+    await chat.get_by_label("Temperature", exact=True).fill("0")
+    await chat.get_by_label("Max tokens", exact=True).fill("24")
     # count the changes to the reply's text as they arrive: a streamed reply changes many times
     await page.evaluate(
         """() => {
@@ -105,9 +107,9 @@ async def test_a_chat_reply_streams_in_with_its_speed(page: Any, served: tuple[S
                 .observe(document.getElementById('chat-log'), {subtree: true, characterData: true, childList: true});
         }"""
     )
-    await page.get_by_label("Message").fill("Name three colours.")
-    await page.get_by_role("button", name="Send").click()
-    stats = page.get_by_label("Speed")
+    await chat.get_by_label("Message", exact=True).fill("Name three colours.")
+    await chat.get_by_role("button", name="Send").click()
+    stats = chat.get_by_label("Speed")
     await expect(stats).to_contain_text("tokens/s")
     await expect(stats).to_contain_text("first token")
     reply = page.locator("#chat-log .assistant .content")

@@ -62,7 +62,7 @@ def _database_name(settings: Settings) -> str:
     return f"{scheme}://{rest.rpartition('@')[2]}"
 
 
-async def _with_keys(settings: Settings, action: str, argument: str | None) -> int:
+async def _with_keys(settings: Settings, action: str, argument: str | None, *, manages_keys: bool = False) -> int:
     if action in ("list", "revoke") and settings.database_url is None and not (settings.data_dir / "oasis.db").exists():
         # Listing or revoking in a folder that holds no database is a mistyped --data-dir, not an empty list.
         print(f"oasis: no oasis database in {settings.data_dir} (give the server's --data-dir)", file=sys.stderr)
@@ -75,7 +75,7 @@ async def _with_keys(settings: Settings, action: str, argument: str | None) -> i
             print(f"database: {_database_name(settings)}", file=sys.stderr)
         if action == "create":
             assert argument is not None
-            info, plaintext = await keys.create(argument)
+            info, plaintext = await keys.create(argument, manages_keys=manages_keys)
             print(f"created key {info.id} for project {info.project!r}; it is shown only once:", file=sys.stderr)
             print(plaintext)
         elif action == "list":
@@ -208,6 +208,11 @@ def _parser() -> argparse.ArgumentParser:
         help=f"project the key belongs to, created if new (default {DEFAULT_PROJECT!r}: the project that objects "
         "made before the first key live in)",
     )
+    create.add_argument(
+        "--manage-keys",
+        action="store_true",
+        help="the key may also list, create and revoke its project's keys over HTTP (the dashboard's Server page)",
+    )
     _add_settings_args(create)
     _add_settings_args(keys.add_parser("list", help="list keys (never their secrets)"))
     revoke = keys.add_parser("revoke", help="revoke a key by id")
@@ -240,7 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _models(_settings(args, server=server))
         settings = _settings(args)
         argument = getattr(args, "project", None) or getattr(args, "key_id", None)
-        return asyncio.run(_with_keys(settings, args.keys_command, argument))
+        manages_keys = bool(getattr(args, "manage_keys", False))
+        return asyncio.run(_with_keys(settings, args.keys_command, argument, manages_keys=manages_keys))
     except (ConfigError, FileNotFoundError) as exc:
         # Mistakes found after reading the file (a model's options, its weights) name the file too.
         where = getattr(args, "config_used", None)

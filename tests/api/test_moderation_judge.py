@@ -16,13 +16,11 @@ import pytest
 
 from oasis.engines.llm_judge import (
     TAXONOMIES,
-    LlmJudgeEngine,
     read_categories,
     read_llama_guard,
     unsafe_probability,
 )
 from oasis.engines.moderation import CATEGORIES
-from oasis.settings import ModelSpec
 from tests.api.test_moderations import as_dict
 from tests.conftest import E5, Harness, smollm
 
@@ -68,15 +66,22 @@ async def test_the_judges_answer_is_openais_reply(judge_oasis: Harness) -> None:
         }
 
 
+def completion_tokens(metrics: str, model: str) -> float:
+    for line in metrics.splitlines():
+        if line.startswith("oasis_tokens_total{") and f'model="{model}"' in line and 'kind="completion"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 async def test_the_judge_is_the_chat_model_it_names(judge_oasis: Harness) -> None:
-    """Its reply is the chat model's constrained answer to the same request, read back."""
-    client = judge_oasis.sdk()
-    text = "You are a worthless idiot and everyone at school laughs at you."
-    body = LlmJudgeEngine(ModelSpec(**JUDGE)).judge_request(text)  # type: ignore[arg-type]
-    chat = await client.chat.completions.create(model="smollm2-135m-instruct", **body)
-    expected = read_categories(chat.choices[0].message.content or "")
-    result = (await client.moderations.create(model="judge", input=text)).results[0]
-    assert [as_dict(result.category_scores)[name] for name in CATEGORIES] == expected.tolist()
+    """Each window is one constrained chat completion of the named model: its tokens are counted under it."""
+    http = judge_oasis.http()
+    before = completion_tokens((await http.get("/metrics")).text, "smollm2-135m-instruct")
+    words = " ".join(["You are a worthless idiot and everyone at school laughs at you."] * 30)  # 2 windows of 300
+    response = await http.post("/v1/moderations", json={"model": "judge", "input": words})
+    assert response.status_code == 200, response.text
+    after = completion_tokens((await http.get("/metrics")).text, "smollm2-135m-instruct")
+    assert after - before >= 2 * len('{"categories":[]}') // 4  # two answers of at least a few tokens each
 
 
 async def test_a_long_text_is_judged_window_by_window(judge_oasis: Harness) -> None:
@@ -89,18 +94,19 @@ async def test_a_long_text_is_judged_window_by_window(judge_oasis: Harness) -> N
 
 
 @pytest.mark.parametrize(
-    ("model", "status", "code"),
+    ("model", "status", "judge"),
     [
-        ("judge-of-nothing", 500, "model_failed"),
-        ("judge-of-vectors", 500, "model_failed"),
-        ("guard", 502, "model_failed"),  # SmolLM2 does not answer `safe` / `unsafe`
+        ("judge-of-nothing", 500, "not-configured"),
+        ("judge-of-vectors", 500, "multilingual-e5-small"),
+        ("guard", 502, "smollm2-135m-instruct"),  # SmolLM2 does not answer `safe` / `unsafe`
     ],
 )
-async def test_a_judge_that_cannot_judge_says_why(judge_oasis: Harness, model: str, status: int, code: str) -> None:
+async def test_a_judge_that_cannot_judge_says_why(judge_oasis: Harness, model: str, status: int, judge: str) -> None:
     response = await judge_oasis.http().post("/v1/moderations", json={"model": model, "input": "hello there"})
     assert response.status_code == status, response.text
     error = response.json()["error"]
-    assert error["code"] == code and error["type"] == "server_error" and model != error["message"]
+    assert error["code"] == "model_failed" and error["type"] == "server_error"
+    assert f"'{judge}'" in error["message"]  # names the judge behind the moderation model
 
 
 async def test_a_judge_reads_text_only(judge_oasis: Harness) -> None:
@@ -144,6 +150,8 @@ def test_llama_guards_first_token_is_its_score() -> None:
 def test_the_categories_answer_is_read_inside_other_text() -> None:
     assert scores_of(read_categories('{"categories": ["violence", "hate"]}')) == {"hate": 1.0, "violence": 1.0}
     assert scores_of(read_categories('Sure! {"categories": ["Harassment"]} Hope this helps.')) == {"harassment": 1.0}
+    two = '{"reasoning": "a threat"} then {"categories": ["violence"]} and {"x": 1}'
+    assert scores_of(read_categories(two)) == {"violence": 1.0}
     assert scores_of(read_categories('{"categories": ["spam"]}')) == {}
     cut_off = '{ "categories": [ "hate", "violence", "viol'  # max_tokens ran out: what it had named stands
     assert scores_of(read_categories(cut_off)) == {"hate": 1.0, "violence": 1.0}

@@ -17,8 +17,8 @@ async def test_a_server_without_keys_cannot_manage_keys_over_http(oasis: Harness
 
 
 async def test_a_key_manages_its_own_projects_keys(oasis: Harness) -> None:
-    _, alpha_key = await oasis.container.keys.create("alpha")
-    beta_info, beta_key = await oasis.container.keys.create("beta")
+    _, alpha_key = await oasis.container.keys.create("alpha", manages_keys=True)
+    beta_info, beta_key = await oasis.container.keys.create("beta", manages_keys=True)
     async with oasis.http(api_key=beta_key) as http:
         beta_project = (await http.get("/v1/organization/projects")).json()["data"][0]["id"]
     async with oasis.http(api_key=alpha_key) as http:
@@ -34,16 +34,21 @@ async def test_a_key_manages_its_own_projects_keys(oasis: Harness) -> None:
 
         created = (await http.post(keys_path)).json()
         assert created["object"] == "organization.project.api_key" and created["value"].startswith("sk-oasis-")
-        assert [key["id"] for key in (await http.get(keys_path)).json()["data"]] == [
+        assert {key["id"] for key in (await http.get(keys_path)).json()["data"]} == {
             listed["data"][0]["id"],
             created["id"],
-        ]
+        }  # keys made in the same second have no order between them
         again = (await http.get(keys_path)).json()["data"]
         assert created["value"] not in str(again) and all("value" not in key for key in again)  # shown once
 
-        # the new key acts for the same project
+        # the new key acts for the same project, and is a plain key: it cannot make keys in turn
         uploaded = await oasis.sdk(created["value"]).files.create(file=("a.txt", b"hello"), purpose="assistants")
         assert (await oasis.sdk(alpha_key).files.retrieve(uploaded.id)).id == uploaded.id
+        async with oasis.http(api_key=created["value"]) as plain:
+            assert (await plain.get("/v1/organization/projects")).status_code == 200  # its own project: fine
+            refused = await plain.post(keys_path)
+            assert refused.status_code == 403 and "--manage-keys" in refused.json()["error"]["message"]
+            assert (await plain.get(keys_path)).status_code == 403
 
         other = await http.get(f"/v1/organization/projects/{beta_project}/api_keys")
         assert other.status_code == 404

@@ -125,6 +125,7 @@ class LlmJudgeEngine:
         self.threshold = self.options.threshold
         self.window_words = self.options.window_words
         self.max_windows = self.options.max_windows
+        self.concurrency = self.options.concurrency
 
     async def start(self) -> None:
         """Nothing to load: the judge is another configured model, looked up on each request."""
@@ -162,15 +163,18 @@ class LlmJudgeEngine:
 
 
 def read_categories(content: str) -> np.ndarray:
-    """Scores from a `{"categories": [...]}` answer: JSON found inside other text too (judges that cannot be
-    constrained), and the names of a list cut off by `max_tokens` (what the judge had named by then)."""
+    """Scores from a `{"categories": [...]}` answer: the first JSON object found in other text too (judges that
+    cannot be constrained), and the names of a list cut off by `max_tokens` (what the judge had named by then)."""
     named: Any = None
-    found = re.search(r"\{.*\}", content, re.DOTALL)
-    try:
-        answer = json.loads(found.group(0)) if found else None
-        named = answer.get("categories") if isinstance(answer, dict) else None
-    except json.JSONDecodeError:
-        pass
+    decoder = json.JSONDecoder()
+    for start in (index for index, character in enumerate(content) if character == "{"):
+        try:
+            answer, _ = decoder.raw_decode(content, start)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(answer, dict) and "categories" in answer:
+            named = answer["categories"]
+            break
     if named is None:
         cut = re.match(r'\s*\{\s*"categories"\s*:\s*\[(?P<items>[^\]]*)$', content)
         named = re.findall(r'"([^"]*)"', cut["items"]) if cut else None

@@ -63,6 +63,7 @@ class JudgeModerationEngine(Engine, Protocol):
     threshold: float  # every category is flagged at or above it
     window_words: int  # words per window of a long text
     max_windows: int  # judge calls one request may make
+    concurrency: int  # judge calls one request has in flight at once
 
     def judge_request(self, text: str) -> dict[str, Any]:
         """The chat completion request for one window, without `model`."""

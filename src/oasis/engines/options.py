@@ -146,6 +146,7 @@ class LlmJudgeOptions(EngineOptions):
     threshold: float = Field(default=0.5, gt=0.0, le=1.0, description="A category is flagged at this score.")
     window_words: int = Field(default=300, ge=16, le=4000, description="Words the judge reads at a time.")
     max_windows: int = Field(default=64, ge=1, le=2048, description="Judge calls one request may make.")
+    concurrency: int = Field(default=8, ge=1, le=256, description="Judge calls one request has in flight at once.")
     max_tokens: int = Field(default=192, ge=8, le=2048, description="The judge's longest answer.")
 
 

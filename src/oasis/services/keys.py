@@ -50,11 +50,13 @@ class KeyService:
         self._db = db
         self._default_project_id: str | None = None
 
-    async def create(self, project_name: str) -> tuple[KeyInfo, str]:
+    async def create(self, project_name: str, *, manages_keys: bool = False) -> tuple[KeyInfo, str]:
         plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
         async with self._db.session() as session:
             project = await projects.get_or_create_project(session, project_name)
-            key = await projects.add_key(session, project.id, hash_key(plaintext), _redact(plaintext))
+            key = await projects.add_key(
+                session, project.id, hash_key(plaintext), _redact(plaintext), manages_keys=manages_keys
+            )
             await session.commit()
         return _info(key, project_name), plaintext
 
@@ -114,9 +116,9 @@ class KeyService:
 
 
 class ProjectKeys:
-    """The key API's view (OpenAI's Admin API shapes, `/v1/organization/projects/...`): a key sees its own project
-    and manages that project's keys; nothing else. A server without keys has no key to act with: its first key is
-    made with `oasis keys create`."""
+    """The key API's view (OpenAI's Admin API shapes, `/v1/organization/projects/...`): a key sees its own project;
+    a key made to manage keys (`oasis keys create --manage-keys`, like OpenAI's admin keys) also lists, creates and
+    revokes that project's keys. Keys made over HTTP are plain ones: no key can make a more powerful key."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -126,7 +128,7 @@ class ProjectKeys:
             raise OasisError(
                 403,
                 "Managing keys needs an API key, and this server has none yet: create the first with "
-                "`oasis keys create --project NAME`, then sign in with it.",
+                "`oasis keys create --project NAME --manage-keys`, then sign in with it.",
                 code="insufficient_permissions",
             )
         async with self._db.session() as session:
@@ -138,6 +140,14 @@ class ProjectKeys:
         own = await self.own_project(principal)
         if own["id"] != project_id:
             raise OasisError(404, f"No project with id '{project_id}'.", param="project_id", code="project_not_found")
+        async with self._db.session() as session:
+            found = await projects.get_key(session, str(principal.key_id))
+        if found is None or not found[0].manages_keys:
+            raise OasisError(
+                403,
+                "This key cannot manage keys. Make one that can with `oasis keys create --project NAME --manage-keys`.",
+                code="insufficient_permissions",
+            )
 
     async def list(self, principal: Principal, project_id: str) -> list[dict[str, Any]]:
         await self._check(principal, project_id)

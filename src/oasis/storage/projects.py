@@ -24,8 +24,17 @@ async def get_or_create_project(session: AsyncSession, name: str) -> Project:
     return project
 
 
-async def add_key(session: AsyncSession, project_id: str, key_hash: str, redacted: str) -> ApiKey:
-    key = ApiKey(id=new_id("key_"), project_id=project_id, key_hash=key_hash, redacted=redacted, created_at=now())
+async def add_key(
+    session: AsyncSession, project_id: str, key_hash: str, redacted: str, *, manages_keys: bool = False
+) -> ApiKey:
+    key = ApiKey(
+        id=new_id("key_"),
+        project_id=project_id,
+        key_hash=key_hash,
+        redacted=redacted,
+        created_at=now(),
+        manages_keys=manages_keys,
+    )
     session.add(key)
     await session.flush()
     return key

@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -47,6 +48,8 @@ class ApiKey(Base):
     redacted: Mapped[str] = mapped_column(String(40))
     created_at: Mapped[int] = mapped_column(BigInteger)
     revoked_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # may list, create and revoke its project's keys over HTTP (made only by `oasis keys create --manage-keys`)
+    manages_keys: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class StoredFile(Base):

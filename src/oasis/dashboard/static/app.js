@@ -8,7 +8,9 @@ const TEXT_ENGINES = new Set(["llamacpp", "upstream"]);
 const $ = (id) => document.getElementById(id);
 let apiKey = sessionStorage.getItem(KEY_STORAGE);
 let conversation = [];
-let pageTimer = null; // the open page's refresh, stopped when another page opens
+let chatAbort = null; // the reply being streamed, stopped by Clear
+let pageTimer = null; // the open page's next refresh
+let routeGeneration = 0; // bumped on every page change: work started for an older page does nothing more
 let openStore = null;
 let openJob = null;
 let openAssistant = null;
@@ -33,14 +35,14 @@ async function readError(response) {
   return new ApiError(response.status, message);
 }
 
-async function call(path, { method = "GET", body, key = apiKey, raw = false } = {}) {
+async function call(path, { method = "GET", body, key = apiKey, raw = false, signal } = {}) {
   const headers = { Authorization: `Bearer ${key}` };
   let payload = body;
   if (body !== undefined && !(body instanceof FormData)) {
     headers["Content-Type"] = "application/json";
     payload = JSON.stringify(body);
   }
-  const response = await fetch(path, { method, headers, body: payload });
+  const response = await fetch(path, { method, headers, body: payload, signal });
   if (!response.ok) throw await readError(response);
   return raw ? response : response.json();
 }
@@ -65,12 +67,38 @@ function element(tag, text, className) {
 
 // --- pages -------------------------------------------------------------------------------------------------------
 
-function every(milliseconds, refresh) {
-  pageTimer = setInterval(() => refresh().catch(showError), milliseconds);
+// Each page: what opening it does, and what to redo while it stays open (one refresh at a time, the next one
+// scheduled when the last has finished, so that an older answer never lands after a newer one).
+const PAGE_ACTIONS = {
+  playground: { open: () => openPlayground() },
+  files: { open: () => loadFiles() },
+  "vector-stores": { open: () => refreshStores(), refresh: () => refreshStores(), every: 1000 },
+  batches: { open: () => openBatches(), refresh: () => refreshBatches(), every: 1000 },
+  assistants: { open: () => openAssistants() },
+  "fine-tuning": { open: () => refreshJobs(), refresh: () => refreshJobs(), every: 2000 },
+  server: { open: () => openServer(), refresh: () => refreshServer(), every: 2000 },
+};
+
+function current(generation) {
+  return generation === routeGeneration;
+}
+
+function poll(generation, actions) {
+  if (!actions.refresh || !current(generation)) return;
+  pageTimer = setTimeout(async () => {
+    if (!current(generation)) return;
+    try {
+      await actions.refresh();
+    } catch (error) {
+      if (current(generation)) showError(error);
+    }
+    poll(generation, actions);
+  }, actions.every);
 }
 
 function route() {
-  clearInterval(pageTimer);
+  const generation = ++routeGeneration;
+  clearTimeout(pageTimer);
   pageTimer = null;
   const signedIn = Boolean(apiKey);
   $("nav").hidden = !signedIn;
@@ -82,16 +110,15 @@ function route() {
     if (link.getAttribute("href") === `#${page}`) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
   }
-  const opened = {
-    playground: openPlayground,
-    files: loadFiles,
-    "vector-stores": openStores,
-    batches: openBatches,
-    assistants: openAssistants,
-    "fine-tuning": openJobs,
-    server: openServer,
-  }[page];
-  if (opened) opened().catch(showError);
+  const actions = PAGE_ACTIONS[page];
+  if (!actions) return;
+  actions.open().then(
+    () => poll(generation, actions),
+    (error) => {
+      if (current(generation)) showError(error);
+      poll(generation, actions);
+    },
+  );
 }
 
 async function signIn(event) {
@@ -112,12 +139,9 @@ async function signIn(event) {
 }
 
 function signOut() {
-  apiKey = null;
+  // a fresh page: nothing of this project (its threads, events, a new key's secret) stays in the tab
   sessionStorage.removeItem(KEY_STORAGE);
-  conversation = [];
-  $("chat-log").replaceChildren();
-  location.hash = "";
-  route();
+  location.replace("/");
 }
 
 // --- playground --------------------------------------------------------------------------------------------------
@@ -181,7 +205,7 @@ async function* serverSentEvents(response) {
   for (;;) {
     const { value, done } = await reader.read();
     if (done) return;
-    buffer += value;
+    buffer += value.replace(/\r\n?/g, "\n"); // the spec allows CRLF and CR line ends too
     let end;
     while ((end = buffer.indexOf("\n\n")) >= 0) {
       const frame = buffer.slice(0, end).split("\n");
@@ -189,7 +213,7 @@ async function* serverSentEvents(response) {
       const named = frame.find((line) => line.startsWith("event:"));
       const data = frame
         .filter((line) => line.startsWith("data:"))
-        .map((line) => line.slice(5).trim())
+        .map((line) => line.slice(5).replace(/^ /, ""))
         .join("\n");
       if (!data) continue;
       if (data === "[DONE]") return;
@@ -198,21 +222,36 @@ async function* serverSentEvents(response) {
   }
 }
 
+function pendingToolCalls() {
+  const last = conversation[conversation.length - 1];
+  return last && last.role === "assistant" && last.tool_calls ? last.tool_calls : null;
+}
+
+function showChatInputRole() {
+  $("chat-input-label").textContent = pendingToolCalls() ? "Tool result (sent for each call the model made)" : "Message";
+}
+
 async function sendChat(event) {
   event.preventDefault();
+  if (chatAbort) return; // one reply at a time (Ctrl+Enter does not wait for the button)
   clearError();
   const text = $("chat-input").value;
   if (!text.trim()) return;
+  const mine = conversation; // Clear starts a new conversation: this reply then belongs to none
+  const calls = pendingToolCalls();
+  const added = calls
+    ? calls.map((call) => ({ role: "tool", tool_call_id: call.id, content: text }))
+    : [{ role: "user", content: text }];
+  mine.push(...added);
   let request;
   try {
-    conversation.push({ role: "user", content: text });
     request = chatRequest();
   } catch (error) {
-    conversation.pop();
+    mine.splice(mine.length - added.length, added.length);
     showError(error);
     return;
   }
-  addMessage("user", text);
+  const asked = addMessage(calls ? "tool" : "user", text).closest("li");
   $("chat-input").value = "";
   $("chat-send").disabled = true;
   const shown = addMessage("assistant", "");
@@ -220,10 +259,11 @@ async function sendChat(event) {
   const started = performance.now();
   let firstToken = null;
   let content = "";
-  const calls = [];
+  const made = [];
   let usage = null;
+  chatAbort = new AbortController();
   try {
-    const response = await call("/v1/chat/completions", { method: "POST", body: request, raw: true });
+    const response = await call("/v1/chat/completions", { method: "POST", body: request, raw: true, signal: chatAbort.signal });
     for await (const { data: chunk } of serverSentEvents(response)) {
       if (chunk.error) throw new Error(chunk.error.message);
       if (chunk.usage) usage = chunk.usage;
@@ -232,16 +272,16 @@ async function sendChat(event) {
       if ((delta.content || delta.tool_calls) && firstToken === null) firstToken = performance.now();
       if (delta.content) content += delta.content;
       for (const part of delta.tool_calls || []) {
-        const known = calls[part.index] || (calls[part.index] = { id: part.id, type: "function", function: { name: "", arguments: "" } });
+        const known = made[part.index] || (made[part.index] = { id: part.id, type: "function", function: { name: "", arguments: "" } });
         if (part.function && part.function.name) known.function.name += part.function.name;
         if (part.function && part.function.arguments) known.function.arguments += part.function.arguments;
       }
-      const callText = calls.map((c) => `${c.function.name}(${c.function.arguments})`).join("\n");
+      const callText = made.map((c) => `${c.function.name}(${c.function.arguments})`).join("\n");
       shown.textContent = [content, callText].filter(Boolean).join("\n");
     }
     const message = { role: "assistant", content: content || null };
-    if (calls.length) message.tool_calls = calls;
-    conversation.push(message);
+    if (made.length) message.tool_calls = made;
+    if (mine === conversation) mine.push(message);
     const ended = performance.now();
     if (firstToken !== null) {
       const tokens = usage ? usage.completion_tokens : null;
@@ -250,19 +290,28 @@ async function sendChat(event) {
       $("chat-stats").textContent = [`first token ${Math.round(firstToken - started)} ms`, speed].filter(Boolean).join(" · ");
     }
   } catch (error) {
-    conversation.pop();
-    shown.closest("li").remove();
-    showError(error);
+    // the turn did not happen: what was asked goes back into the box, and leaves the conversation
+    if (mine === conversation) {
+      mine.splice(mine.length - added.length, added.length);
+      $("chat-input").value = text;
+      asked.remove();
+      shown.closest("li").remove();
+    }
+    if (error.name !== "AbortError") showError(error);
   } finally {
     shown.removeAttribute("aria-busy");
     $("chat-send").disabled = false;
+    chatAbort = null;
+    showChatInputRole();
   }
 }
 
 function clearChat() {
+  if (chatAbort) chatAbort.abort();
   conversation = [];
   $("chat-log").replaceChildren();
   $("chat-stats").textContent = "";
+  showChatInputRole();
 }
 
 // --- playground tabs, audio, images ------------------------------------------------------------------------------
@@ -557,11 +606,6 @@ async function deleteFile(file) {
 
 // --- vector stores -----------------------------------------------------------------------------------------------
 
-async function openStores() {
-  await refreshStores();
-  every(1000, refreshStores);
-}
-
 async function refreshStores() {
   const listed = await call("/v1/vector_stores?limit=100");
   const rows = listed.data.map((store) => {
@@ -680,7 +724,6 @@ async function openBatches() {
   select.replaceChildren(...files.data.map((file) => new Option(`${file.filename} (${file.id})`, file.id)));
   if (chosen) select.value = chosen;
   await refreshBatches();
-  every(1000, refreshBatches);
 }
 
 async function refreshBatches() {
@@ -864,9 +907,9 @@ async function refreshMessages() {
 async function sendToThread(event) {
   event.preventDefault();
   clearError();
-  if (!openThread) await newThread();
   const text = $("thread-input").value;
   try {
+    if (!openThread) await newThread();
     if (text.trim()) {
       await call(`/v1/threads/${openThread}/messages`, { method: "POST", body: { role: "user", content: text } });
       $("thread-input").value = "";
@@ -891,7 +934,7 @@ async function followRun(response) {
   let run = null;
   try {
     for await (const { event, data } of serverSentEvents(response)) {
-      if (event === "error") throw new Error(data.message || "The run's stream failed.");
+      if (event === "error") throw new Error((data.error && data.error.message) || data.message || "The run's stream failed.");
       if (event.startsWith("thread.run.") && !event.startsWith("thread.run.step")) {
         run = data;
         $("run-state").textContent = `run ${data.id}: ${data.status}`;
@@ -950,12 +993,19 @@ async function submitOutputs(event) {
   const form = $("tool-outputs");
   const tool_outputs = [...form.querySelectorAll("textarea")].map((input) => ({ tool_call_id: input.dataset.callId, output: input.value }));
   form.hidden = true;
+  let response;
   try {
-    const response = await call(`/v1/threads/${openThread}/runs/${form.dataset.runId}/submit_tool_outputs`, {
+    response = await call(`/v1/threads/${openThread}/runs/${form.dataset.runId}/submit_tool_outputs`, {
       method: "POST",
       body: { tool_outputs, stream: true },
       raw: true,
     });
+  } catch (error) {
+    form.hidden = false; // refused: the outputs are still there to send again
+    showError(error);
+    return;
+  }
+  try {
     await followRun(response);
   } catch (error) {
     showError(error);
@@ -979,11 +1029,6 @@ async function showSteps(runId) {
 }
 
 // --- fine-tuning -------------------------------------------------------------------------------------------------
-
-async function openJobs() {
-  await refreshJobs();
-  every(2000, refreshJobs);
-}
 
 async function refreshJobs() {
   const listed = await call("/v1/fine_tuning/jobs?limit=100");
@@ -1025,14 +1070,18 @@ async function allEvents(id) {
   return events;
 }
 
+let settledJob = null; // a job drawn after it ended: nothing more will change
+
 async function refreshJob() {
   const id = openJob;
+  if (settledJob === id) return;
   const [job, events, checkpoints] = await Promise.all([
     call(`/v1/fine_tuning/jobs/${id}`),
     allEvents(id),
     call(`/v1/fine_tuning/jobs/${id}/checkpoints?limit=100`),
   ]);
   if (openJob !== id) return;
+  if (["succeeded", "failed", "cancelled"].includes(job.status)) settledJob = id;
   $("job-title").textContent = `Job ${job.id}`;
   const parts = [`${job.status}`, `base ${job.model}`];
   if (job.fine_tuned_model) parts.push(`model ${job.fine_tuned_model}`);
@@ -1124,9 +1173,14 @@ function parseMetrics(text) {
 }
 
 async function openServer() {
-  $("new-key").hidden = true;
+  hideNewKey();
+  lastTokens = null; // speeds are measured between two refreshes of this visit
   await Promise.all([refreshServer(), refreshKeys()]);
-  every(2000, refreshServer);
+}
+
+function hideNewKey() {
+  $("new-key").hidden = true;
+  $("new-key-value").textContent = "";
 }
 
 let projectId = null;
@@ -1150,7 +1204,7 @@ async function refreshKeys() {
     actions.append(
       actionButton("Revoke", `Revoke ${key.redacted_value}`, async () => {
         await call(`/v1/organization/projects/${projectId}/api_keys/${key.id}`, { method: "DELETE" });
-        $("new-key").hidden = true;
+        hideNewKey();
         await refreshKeys();
       }),
     );
@@ -1194,7 +1248,7 @@ async function refreshServer() {
     let speed = "";
     const before = lastTokens && lastTokens.counts.get(model.id);
     const after = tokens.get(model.id);
-    if (before != null && after != null) speed = ((after - before) / ((now - lastTokens.at) / 1000)).toFixed(1);
+    if (before != null && after != null && after >= before) speed = ((after - before) / ((now - lastTokens.at) / 1000)).toFixed(1);
     const row = element("tr");
     const state = model.error ? `${model.state}: ${model.error}` : model.state;
     for (const text of [model.id, model.engine, state, slots === null ? "" : `${busy} / ${slots}`, queued === null ? "" : String(queued), speed]) {

@@ -140,6 +140,30 @@ def _split(inputs: list[ModerationInput], max_words: int, max_chars: int) -> tup
     return pieces, spans
 
 
+def _judge_failure(judge_model: str, failures: BaseExceptionGroup[BaseException]) -> OasisError:
+    """The one error a client sees when judge calls failed: the judge's own where it gave one (busy, loading,
+    upstream down), a 500 where the judge refused the request oasis wrote, a 502 for anything else."""
+    errors = [error for error in _leaves(failures) if isinstance(error, OasisError)]
+    if not errors:
+        return OasisError(
+            502,
+            f"The moderation judge '{judge_model}' failed: {_leaves(failures)[0]!r}",
+            type="server_error",
+            code="model_failed",
+        )
+    first = errors[0]
+    if first.status in (400, 404):  # about the judge's request, which the client did not write
+        return _misconfigured(f"its judge_model '{judge_model}' refused: {first.message}")
+    return first
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for error in group.exceptions:
+        found.extend(_leaves(error) if isinstance(error, BaseExceptionGroup) else [error])
+    return found
+
+
 def _misconfigured(reason: str) -> OasisError:
     return OasisError(500, f"The moderation model is misconfigured: {reason}", type="server_error", code="model_failed")
 
@@ -217,24 +241,18 @@ class ModerationService:
             )
         if self._registry.resolve(engine.judge_model) is None:
             raise _misconfigured(f"its judge_model '{engine.judge_model}' is not a configured model.")
+        places = asyncio.Semaphore(engine.concurrency)  # a long text must not fill the judge's queue alone
+
+        async def judge(piece: str) -> dict[str, Any]:
+            async with places:
+                body = {"model": engine.judge_model, **engine.judge_request(piece)}
+                return await self._chat(ChatCompletionRequest.model_validate(body))
+
         try:
             async with asyncio.TaskGroup() as group:  # one failure cancels the other calls
-                calls: list[asyncio.Task[dict[str, Any]]] = [
-                    group.create_task(
-                        self._chat(
-                            ChatCompletionRequest.model_validate(
-                                {"model": engine.judge_model, **engine.judge_request(piece)}
-                            )
-                        )
-                    )
-                    for piece in pieces
-                ]
-        except* OasisError as failures:
-            first = failures.exceptions[0]
-            assert isinstance(first, OasisError)
-            if first.status in (400, 404):  # about the judge's request, which the client did not write
-                raise _misconfigured(f"its judge_model '{engine.judge_model}' refused: {first.message}") from None
-            raise first from None  # busy, loading, upstream down: as the judge said
+                calls = [group.create_task(judge(piece)) for piece in pieces]
+        except BaseExceptionGroup as failures:
+            raise _judge_failure(engine.judge_model, failures) from None
         try:
             window_scores = np.stack([engine.read_verdict(call.result()) for call in calls])
         except ValueError as exc:
