@@ -2,9 +2,9 @@
 training never showed (scenes.held_out), each sampled with several seeds, read back off the pixels by the scene
 detector (the colour is there, centred in the named region, as many blobs as asked for).
 
-Measured with the shipped weights (bench/RESULTS.md): colour and place right in nearly every sample, the count
-as well in 64% of them; the issue's target for all three at once is 80%, not reached yet. The bars below sit
-under the measurement by a margin for other machines' floating point, not at the target."""
+Measured with the shipped weights (bench/RESULTS.md): colour and place right in every sample but one, the count as
+well in 84% of them. The bars: the issue's target for all three at once (80%), a few samples under the measurement
+(other machines' floating point may draw a handful differently); colour and place a little under theirs."""
 
 from __future__ import annotations
 
@@ -43,8 +43,8 @@ def held_out_pass_rate(model: ShapesModel, seeds: int = SEEDS) -> tuple[float, f
 @pytest.mark.slow
 def test_held_out_prompts_are_drawn_in_the_right_colour_and_place(model: ShapesModel) -> None:
     rate, placed, failures = held_out_pass_rate(model)
-    assert placed >= 0.9, f"{placed:.0%} in the right colour and place; misses: {failures[:20]}"
-    assert rate >= 0.55, f"{rate:.0%} wholly right (count too); misses: {failures[:20]}"
+    assert placed >= 0.95, f"{placed:.0%} in the right colour and place; misses: {failures[:20]}"
+    assert rate >= 0.8, f"{rate:.0%} wholly right (count too); misses: {failures[:20]}"
 
 
 def test_the_held_out_combinations_never_occur_in_training() -> None:
