@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import pytest
 import yaml
 
@@ -285,7 +287,7 @@ async def test_an_assistant_with_a_function_tool_runs_in_a_thread(page: Any, ser
     await expect(steps.first).to_contain_text("tool_calls · completed · get_weather(")
     await expect(steps.first).to_contain_text("→ Sunny, 21 °C")
     await expect(steps.last).to_contain_text("message_creation · completed")
-    messages = page.get_by_role("list", name="Thread messages").get_by_role("listitem")
+    messages = page.locator("#thread-messages > li")
     await expect(messages.first).to_contain_text("What is the weather in Paris?")
     await expect(messages.last).to_contain_text("assistant")
     assert (await messages.last.locator(".content").inner_text()).strip()
@@ -413,3 +415,48 @@ async def test_keys_are_created_shown_once_and_revoked(page: Any, served: tuple[
     await expect(page.get_by_role("status")).to_be_hidden()
     refused = httpx.get(f"{served[0].base_url}/v1/models", headers={"authorization": f"Bearer {new_key}"})
     assert refused.status_code == 401
+
+
+async def test_a_file_search_answer_links_its_citations_to_their_files(
+    page: Any, served: tuple[ServerProcess, str]
+) -> None:
+    from playwright.async_api import expect
+
+    from tests.api.test_vector_stores import DOCUMENTS
+
+    client = openai.OpenAI(api_key=served[1], base_url=f"{served[0].base_url}/v1", max_retries=0)
+    bees = client.files.create(file=("bees.html", DOCUMENTS["bees.html"].encode()), purpose="assistants")
+    store = client.vector_stores.create(name="bees", file_ids=[bees.id])
+    for _ in range(120):
+        if client.vector_stores.retrieve(store.id).file_counts.completed == 1:
+            break
+        time.sleep(0.5)
+    client.beta.assistants.create(
+        name="bee expert",
+        model="smollm2-135m-instruct",
+        temperature=0,
+        instructions="Answer the question from the files, in one sentence.",
+        tools=[{"type": "file_search"}],
+        tool_resources={"file_search": {"vector_store_ids": [store.id]}},
+    )
+
+    await sign_in(page, served[1])
+    await page.get_by_role("link", name="Assistants").click()
+    section = page.locator("#assistants")
+    await section.get_by_role("button", name="Open bee expert").click()
+    await section.get_by_role("button", name="New thread").click()
+    await section.get_by_label("Message", exact=True).fill("How many eggs does the queen bee lay a day?")
+    await section.get_by_label("Tool choice").select_option("required")
+    await section.get_by_label("Max tokens").fill("256")
+    await section.get_by_role("button", name="Send and run").click()
+    await expect(section.get_by_label("Run status")).to_contain_text(re.compile("completed|incomplete"))
+    await expect(section.locator("#run-steps li").first).to_contain_text("tool_calls · completed · file_search")
+    answer = section.locator("#thread-messages > li").last  # its own items hold the sources' list
+    source = answer.get_by_role("list", name="Sources").get_by_role("button").first
+    await expect(source).to_contain_text(f"[1] {bees.id}")
+    await expect(answer.locator(".content")).to_contain_text("[1]")  # the marker, numbered as its source
+    async with page.expect_download() as waiting:
+        await source.click()
+    download = await waiting.value
+    assert download.suggested_filename == "bees.html"
+    assert Path(await download.path()).read_text() == DOCUMENTS["bees.html"]

@@ -873,10 +873,10 @@ async function showThread(id) {
   await refreshMessages();
 }
 
-function messageText(message) {
-  // text parts with their citations marked [n] and listed after
+function messageParts(message) {
+  // the text with each citation marked [n], and the cited files in that order
   const lines = [];
-  const notes = [];
+  const cited = [];
   for (const part of message.content) {
     if (part.type !== "text") {
       lines.push(`[${part.type}]`);
@@ -884,21 +884,38 @@ function messageText(message) {
     }
     let text = part.text.value;
     for (const annotation of part.text.annotations || []) {
-      const cited = annotation.file_citation || annotation.file_path;
-      if (!cited) continue;
-      notes.push(`[${notes.length + 1}] ${annotation.type === "file_path" ? "file" : "cites"} ${cited.file_id}`);
-      text = text.split(annotation.text).join(`[${notes.length}]`);
+      const source = annotation.file_citation || annotation.file_path;
+      if (!source) continue;
+      cited.push({ fileId: source.file_id, kind: annotation.type === "file_path" ? "file made by the run" : "cited file" });
+      if (annotation.text) text = text.split(annotation.text).join(`[${cited.length}]`);
     }
     lines.push(text);
   }
-  return [...lines, ...notes].join("\n");
+  return { text: lines.join("\n"), cited };
+}
+
+async function downloadById(fileId) {
+  const file = await call(`/v1/files/${encodeURIComponent(fileId)}`);
+  await downloadFile(file);
 }
 
 async function refreshMessages() {
   const listed = await call(`/v1/threads/${openThread}/messages?order=asc&limit=100`);
   const items = listed.data.map((message) => {
     const item = element("li", undefined, `message ${message.role}`);
-    item.append(element("span", message.role, "role"), element("div", messageText(message), "content"));
+    const { text, cited } = messageParts(message);
+    item.append(element("span", message.role, "role"), element("div", text, "content"));
+    if (cited.length) {
+      // each citation links to its file: a click downloads it
+      const sources = element("ol", undefined, "citations");
+      sources.setAttribute("aria-label", "Sources");
+      cited.forEach((source, index) => {
+        const entry = element("li");
+        entry.append(actionButton(`[${index + 1}] ${source.fileId}`, `Download ${source.kind} ${index + 1} (${source.fileId})`, () => downloadById(source.fileId)));
+        sources.append(entry);
+      });
+      item.append(sources);
+    }
     return item;
   });
   $("thread-messages").replaceChildren(...items);
@@ -916,6 +933,8 @@ async function sendToThread(event) {
       await refreshMessages();
     }
     const body = { assistant_id: openAssistant.id, stream: true, tool_choice: $("run-tool-choice").value };
+    const budget = $("run-max-tokens").value;
+    if (budget) body.max_completion_tokens = Number(budget);
     const response = await call(`/v1/threads/${openThread}/runs`, { method: "POST", body, raw: true });
     await followRun(response);
   } catch (error) {
