@@ -427,10 +427,10 @@ async def test_a_file_search_answer_links_its_citations_to_their_files(
     client = openai.OpenAI(api_key=served[1], base_url=f"{served[0].base_url}/v1", max_retries=0)
     bees = client.files.create(file=("bees.html", DOCUMENTS["bees.html"].encode()), purpose="assistants")
     store = client.vector_stores.create(name="bees", file_ids=[bees.id])
-    for _ in range(120):
-        if client.vector_stores.retrieve(store.id).file_counts.completed == 1:
-            break
+    deadline = time.monotonic() + 300
+    while (counts := client.vector_stores.retrieve(store.id).file_counts).in_progress and time.monotonic() < deadline:
         time.sleep(0.5)
+    assert counts.completed == 1, counts
     client.beta.assistants.create(
         name="bee expert",
         model="smollm2-135m-instruct",
@@ -460,3 +460,18 @@ async def test_a_file_search_answer_links_its_citations_to_their_files(
     download = await waiting.value
     assert download.suggested_filename == "bees.html"
     assert Path(await download.path()).read_text() == DOCUMENTS["bees.html"]
+
+
+async def test_a_plain_key_sees_why_it_cannot_manage_keys(page: Any, served: tuple[ServerProcess, str]) -> None:
+    from playwright.async_api import expect
+
+    projects = httpx.get(
+        f"{served[0].base_url}/v1/organization/projects", headers={"authorization": f"Bearer {served[1]}"}
+    )
+    keys_path = f"{served[0].base_url}/v1/organization/projects/{projects.json()['data'][0]['id']}/api_keys"
+    plain = httpx.post(keys_path, headers={"authorization": f"Bearer {served[1]}"}).json()["value"]
+    await sign_in(page, plain)
+    await page.get_by_role("link", name="Server").click()
+    await expect(page.locator("#keys-note")).to_contain_text("--manage-keys")
+    await expect(page.get_by_role("button", name="Create a key")).to_be_hidden()
+    await expect(page.get_by_role("alert")).to_be_hidden()

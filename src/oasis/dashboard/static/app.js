@@ -877,6 +877,7 @@ function messageParts(message) {
   // the text with each citation marked [n], and the cited files in that order
   const lines = [];
   const cited = [];
+  const numbers = new Map(); // a marker cited twice keeps its first number
   for (const part of message.content) {
     if (part.type !== "text") {
       lines.push(`[${part.type}]`);
@@ -885,9 +886,12 @@ function messageParts(message) {
     let text = part.text.value;
     for (const annotation of part.text.annotations || []) {
       const source = annotation.file_citation || annotation.file_path;
-      if (!source) continue;
+      if (!source || (annotation.text && numbers.has(annotation.text))) continue;
       cited.push({ fileId: source.file_id, kind: annotation.type === "file_path" ? "file made by the run" : "cited file" });
-      if (annotation.text) text = text.split(annotation.text).join(`[${cited.length}]`);
+      if (annotation.text) {
+        numbers.set(annotation.text, cited.length);
+        text = text.split(annotation.text).join(`[${cited.length}]`);
+      }
     }
     lines.push(text);
   }
@@ -1068,6 +1072,7 @@ async function refreshJobs() {
 
 async function showJob(id) {
   openJob = id;
+  settledJob = null; // opened again: read it once more
   $("job-detail").hidden = false;
   $("job-events").replaceChildren();
   $("loss-curve").replaceChildren();
@@ -1094,11 +1099,9 @@ let settledJob = null; // a job drawn after it ended: nothing more will change
 async function refreshJob() {
   const id = openJob;
   if (settledJob === id) return;
-  const [job, events, checkpoints] = await Promise.all([
-    call(`/v1/fine_tuning/jobs/${id}`),
-    allEvents(id),
-    call(`/v1/fine_tuning/jobs/${id}/checkpoints?limit=100`),
-  ]);
+  // the job first: its last events are saved with its final status, so events read after it include them
+  const job = await call(`/v1/fine_tuning/jobs/${id}`);
+  const [events, checkpoints] = await Promise.all([allEvents(id), call(`/v1/fine_tuning/jobs/${id}/checkpoints?limit=100`)]);
   if (openJob !== id) return;
   if (["succeeded", "failed", "cancelled"].includes(job.status)) settledJob = id;
   $("job-title").textContent = `Job ${job.id}`;
@@ -1214,8 +1217,15 @@ async function refreshKeys() {
     return;
   }
   projectId = projects.data[0].id;
+  let listed;
+  try {
+    listed = await call(`/v1/organization/projects/${projectId}/api_keys`);
+  } catch (error) {
+    $("keys-panel").hidden = true; // a plain key: say how to get one that manages keys
+    $("keys-note").textContent = `Project ${projects.data[0].name} (${projectId}). ${error.message}`;
+    return;
+  }
   $("keys-note").textContent = `Project ${projects.data[0].name} (${projectId}).`;
-  const listed = await call(`/v1/organization/projects/${projectId}/api_keys`);
   const rows = listed.data.map((key) => {
     const row = element("tr");
     for (const text of [key.id, key.redacted_value, new Date(key.created_at * 1000).toLocaleString()]) row.append(element("td", text));
