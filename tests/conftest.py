@@ -7,6 +7,7 @@ run against the PostgreSQL on 127.0.0.1:5432 (a database made for the run and dr
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
@@ -193,3 +194,11 @@ E5 = {
 async def embed_oasis(start_oasis: Callable[..., Any]) -> Harness:
     harness: Harness = await start_oasis(engine_factories=None, models=[E5])
     return harness
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Collection leaves large objects alive for the whole run (the OpenAPI spec, parsed once per schemathesis
+    group); frozen, the cyclic GC stops walking them on every full collection, which otherwise pauses the event loop
+    of an in-process server for up to a second (tests/api/test_audio.py's stall check caught it)."""
+    gc.collect()
+    gc.freeze()
