@@ -11,7 +11,7 @@ from oasis.errors import OasisError
 from oasis.storage import projects
 from oasis.storage.clock import now
 from oasis.storage.db import Database
-from oasis.storage.tables import ApiKey
+from oasis.storage.tables import ApiKey, Project
 
 KEY_PREFIX = "sk-oasis-"
 DEFAULT_PROJECT = "default"
@@ -51,7 +51,7 @@ class KeyService:
         self._default_project_id: str | None = None
 
     async def create(self, project_name: str, *, manages_keys: bool = False) -> tuple[KeyInfo, str]:
-        plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
+        plaintext = _new_secret()
         async with self._db.session() as session:
             project = await projects.get_or_create_project(session, project_name)
             key = await projects.add_key(
@@ -123,7 +123,8 @@ class ProjectKeys:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def own_project(self, principal: Principal) -> dict[str, Any]:
+    async def _own(self, principal: Principal) -> tuple[ApiKey, Project]:
+        """The caller's key and its project, read together."""
         if principal.key_id is None:
             raise OasisError(
                 403,
@@ -132,17 +133,19 @@ class ProjectKeys:
                 code="insufficient_permissions",
             )
         async with self._db.session() as session:
-            project = await projects.get_project(session, principal.project_id)
-        assert project is not None  # a live key's project exists
+            found = await projects.get_key(session, principal.key_id)
+        assert found is not None  # the request was just authenticated with this live key
+        return found
+
+    async def own_project(self, principal: Principal) -> dict[str, Any]:
+        _, project = await self._own(principal)
         return _project_object(project.id, project.name, project.created_at)
 
     async def _check(self, principal: Principal, project_id: str) -> None:
-        own = await self.own_project(principal)
-        if own["id"] != project_id:
+        key, project = await self._own(principal)
+        if project.id != project_id:
             raise OasisError(404, f"No project with id '{project_id}'.", param="project_id", code="project_not_found")
-        async with self._db.session() as session:
-            found = await projects.get_key(session, str(principal.key_id))
-        if found is None or not found[0].manages_keys:
+        if not key.manages_keys:
             raise OasisError(
                 403,
                 "This key cannot manage keys. Make one that can with `oasis keys create --project NAME --manage-keys`.",
@@ -156,7 +159,7 @@ class ProjectKeys:
 
     async def create(self, principal: Principal, project_id: str) -> dict[str, Any]:
         await self._check(principal, project_id)
-        plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
+        plaintext = _new_secret()
         async with self._db.session() as session:
             key = await projects.add_key(session, project_id, hash_key(plaintext), _redact(plaintext))
             await session.commit()
@@ -171,6 +174,10 @@ class ProjectKeys:
             found[0].revoked_at = now()
             await session.commit()
         return {"object": "organization.project.api_key.deleted", "id": key_id, "deleted": True}
+
+
+def _new_secret() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
 def _project_object(project_id: str, name: str, created_at: int) -> dict[str, Any]:

@@ -92,10 +92,6 @@ async def project_ids(session: AsyncSession, names: list[str]) -> dict[str, str]
     return {row[0]: row[1] for row in found}
 
 
-async def get_project(session: AsyncSession, project_id: str) -> Project | None:
-    return await session.get(Project, project_id)
-
-
 async def live_keys(session: AsyncSession, project_id: str) -> list[ApiKey]:
     """The project's keys that have not been revoked, oldest first."""
     rows = await session.scalars(
