@@ -9,7 +9,10 @@ round and each side's best round is kept (llama.cpp threads spin at barriers, so
 
 Measured: single-stream decode tok/s and time to first token; aggregate tok/s at 1, 4, 8 and 16 concurrent
 streams (llama-server with --parallel equal to the concurrency, oasis with the same number of slots); and the
-per-request latency with max_tokens 1, whose difference is oasis's own overhead. `--temperature 0.8` samples
+per-request latency with max_tokens 1, whose difference is oasis's own overhead. With several streams, "decode
+tok/s @N" counts only the time every stream was decoding (from the last first token to the first stream's end),
+which is what `llama-batched-bench` reports as S_TG; `--batched-bench PATH` runs it on the same work after the
+rounds and prints each side's share of that ceiling. `--temperature 0.8` samples
 (a seed per stream); `--staggered` adds clients sending requests of different lengths in turn, so that busy
 slots scatter as they do under real traffic.
 """
@@ -22,6 +25,7 @@ import contextlib
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -84,6 +88,7 @@ class Stream:
     ttft: float
     tokens: int
     decode_seconds: float
+    arrivals: list[float] = field(default_factory=list)  # when each token's chunk arrived (perf_counter)
 
 
 TEMPERATURE = 0.0  # --temperature; above 0 each stream gets its own seed
@@ -96,8 +101,7 @@ async def one_stream(client: httpx.AsyncClient, base: str, max_tokens: int, seed
         "seed": seed, "stream": True, "ignore_eos": True,
     }  # fmt: skip
     started = time.perf_counter()
-    first = last = None
-    tokens = 0
+    arrivals: list[float] = []
     async with client.stream("POST", f"{base}/v1/completions", json=body) as response:
         response.raise_for_status()
         async for line in response.aiter_lines():
@@ -105,20 +109,57 @@ async def one_stream(client: httpx.AsyncClient, base: str, max_tokens: int, seed
                 continue
             event = json.loads(line[6:])
             if event.get("choices") and event["choices"][0].get("text"):
-                now = time.perf_counter()
-                first = first or now
-                last = now
-                tokens += 1  # both servers send one chunk per token for this prompt
-    assert first is not None and last is not None
-    return Stream(ttft=first - started, tokens=tokens, decode_seconds=last - first)
+                arrivals.append(time.perf_counter())  # both servers send one chunk per token for this prompt
+    assert arrivals
+    return Stream(arrivals[0] - started, len(arrivals), arrivals[-1] - arrivals[0], arrivals)
 
 
-async def aggregate(base: str, streams: int, max_tokens: int) -> float:
+@dataclass
+class Aggregate:
+    rate: float  # tokens over the whole time, prompts included
+    decode_rate: float  # tokens over the time every stream was decoding: comparable to llama-batched-bench's S_TG
+
+
+async def aggregate(base: str, streams: int, max_tokens: int) -> Aggregate:
     async with httpx.AsyncClient(timeout=600) as client:
         started = time.perf_counter()
-        await asyncio.gather(*(one_stream(client, base, max_tokens, seed) for seed in range(streams)))
+        done = await asyncio.gather(*(one_stream(client, base, max_tokens, seed) for seed in range(streams)))
         # ignore_eos makes every stream exactly max_tokens long on both servers
-        return streams * max_tokens / (time.perf_counter() - started)
+        rate = streams * max_tokens / (time.perf_counter() - started)
+    # From the moment the last stream had its first token until the first stream ended, all of them decoded.
+    begin = max(stream.arrivals[0] for stream in done)
+    end = min(stream.arrivals[-1] for stream in done)
+    inside = sum(sum(1 for at in stream.arrivals if begin < at <= end) for stream in done)
+    return Aggregate(rate, inside / (end - begin) if end > begin else float("nan"))
+
+
+async def prompt_tokens(base: str) -> int:
+    async with httpx.AsyncClient(timeout=60) as client:
+        body = {"model": "bench", "prompt": PROMPT, "max_tokens": 1}
+        response = await client.post(f"{base}/v1/completions", json=body)
+        response.raise_for_status()
+        return int(response.json()["usage"]["prompt_tokens"])
+
+
+def batched_bench(
+    path: Path, gguf: Path, prompt: int, tokens: int, levels: list[int], threads: int
+) -> dict[int, tuple[float, float]]:
+    """llama.cpp alone, no server, the same work per stream: {streams: (S_TG decode tok/s, generated tokens over
+    the whole time)}."""
+    command = [
+        str(path), "-m", str(gguf), "-npp", str(prompt), "-ntg", str(tokens), "-npl", ",".join(map(str, levels)),
+        "-c", str(max(levels) * (prompt + tokens) + 256), "-t", str(threads), "-tb", str(threads),
+    ]  # fmt: skip
+    if _amx():
+        command.append("--no-repack")
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    ceilings = {}
+    for line in output.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 10 and cells[0].isdigit():
+            streams, seconds, decode_rate = int(cells[2]), float(cells[8]), float(cells[7])
+            ceilings[streams] = (decode_rate, streams * tokens / seconds)
+    return ceilings
 
 
 async def staggered(base: str, clients: int, max_tokens: int, requests: int = 3) -> float:
@@ -216,6 +257,11 @@ def main() -> int:
         help="also clients sending 3 requests each in turn, of different lengths (slots free out of order)",
     )
     parser.add_argument(
+        "--batched-bench",
+        type=Path,
+        help="llama-batched-bench from the same build: prints llama.cpp's own speed for the same work (the ceiling)",
+    )
+    parser.add_argument(
         "--ttft-under-load",
         action="store_true",
         help="also a new request's time to first token while the other slots decode (and the step time then)",
@@ -228,6 +274,7 @@ def main() -> int:
     levels = [int(c) for c in args.concurrency.split(",")]
     sides = ["oasis", "llama-server"]
     rounds = {side: Rounds() for side in sides}
+    prompt: int | None = None
     for round_number in range(args.rounds):
         for level in levels:
             for side in sides if round_number % 2 == 0 else sides[::-1]:
@@ -238,7 +285,12 @@ def main() -> int:
                         rounds[side].add("decode tok/s", (args.max_tokens - 1) / stream.decode_seconds)
                         rounds[side].add("ttft ms", stream.ttft * 1000, higher_is_better=False)
                         rounds[side].add("max_tokens=1 p50 ms", asyncio.run(overhead(base, 40)) * 1000, False)
-                    rounds[side].add(f"aggregate tok/s @{level}", asyncio.run(aggregate(base, level, args.max_tokens)))
+                    if prompt is None and side == "oasis":
+                        prompt = asyncio.run(prompt_tokens(base))
+                    result = asyncio.run(aggregate(base, level, args.max_tokens))
+                    rounds[side].add(f"aggregate tok/s @{level}", result.rate)
+                    if level > 1:
+                        rounds[side].add(f"decode tok/s @{level}", result.decode_rate)
                     if args.ttft_under_load and level > 1:
                         ttft, step = asyncio.run(ttft_under_load(base, level, args.max_tokens))
                         rounds[side].add(f"ttft under load ms @{level}", ttft * 1000, higher_is_better=False)
@@ -256,12 +308,29 @@ def main() -> int:
             f"| {ours.median(key) / theirs.median(key):.3f} |"
         )
     for level in levels:
-        key, step = f"ttft under load ms @{level}", f"step ms @{level}"
-        if key in ours.values:
-            gap = ours.median(key) - theirs.median(key)
+        ttft_key, step_key = f"ttft under load ms @{level}", f"step ms @{level}"
+        if ttft_key in ours.values:
+            gap, peer_step = ours.median(ttft_key) - theirs.median(ttft_key), theirs.median(step_key)
             print(
                 f"\n{level} slots busy: oasis's new request waits {gap:+.1f} ms more than llama-server's (medians),"
-                f" {gap / theirs.median(step):+.2f} of llama-server's {theirs.median(step):.1f} ms step (target <= 2)"
+                f" {gap / peer_step:+.2f} of llama-server's {peer_step:.1f} ms step (target <= 2)"
+            )
+    print("\nevery round (oasis | llama-server):")
+    for key in ours.values:
+        mine, peer = (" ".join(f"{v:.1f}" for v in side.values[key]) for side in (ours, theirs))
+        print(f"  {key}: {mine} | {peer}")
+    if args.batched_bench is not None and prompt is not None:
+        ceilings = batched_bench(args.batched_bench, gguf, prompt, args.max_tokens, levels, args.threads)
+        print(f"\nllama-batched-bench (-npp {prompt} -ntg {args.max_tokens}), the engine alone; oasis as a share:")
+        print("| streams | S_TG tok/s | oasis decode tok/s | share | same work tok/s | oasis aggregate | share |")
+        print("|---|---|---|---|---|---|---|")
+        for level in levels:
+            decode_ceiling, work_ceiling = ceilings[level]
+            decode_key = f"decode tok/s @{level}" if level > 1 else "decode tok/s"
+            ours_decode, ours_aggregate = ours.best(decode_key), ours.best(f"aggregate tok/s @{level}")
+            print(
+                f"| {level} | {decode_ceiling:.1f} | {ours_decode:.1f} | {ours_decode / decode_ceiling:.3f} "
+                f"| {work_ceiling:.1f} | {ours_aggregate:.1f} | {ours_aggregate / work_ceiling:.3f} |"
             )
     key = "max_tokens=1 p50 ms"
     if key in ours.values:
