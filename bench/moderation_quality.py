@@ -1,29 +1,36 @@
 """The moderation model's quality on the held-out test split, and its latency, through a real `oasis serve`.
 
     python bench/moderation_quality.py [--data datasets/moderation/labelled.jsonl] [--requests 50]
+                                       [--languages datasets/moderation/multilingual.jsonl]
 
 Inputs go through POST /v1/moderations (32 per request) exactly as a client sends them, so windows, thresholds and
 the sexual/minors rule are those users get. Prints per category precision, recall and F1 on the test split (the
 split scripts/train_moderation_head.py never reads), the overall flagged precision and recall, and the p50/p95
-latency of one 100-word input. Targets (issue 16): flagged precision >= 0.9, flagged recall >= 0.85, no category
-with recall under 0.6, p50 < 30 ms. No peer: no other OpenAI-compatible server moderates offline.
+latency of one 100-word input; then the flagged precision and recall per language on the other languages' set
+(every line of it: the head never sees it, being trained on English only). Targets (issue 16): flagged precision
+>= 0.9, flagged recall >= 0.85, no category with recall under 0.6, p50 < 30 ms. No peer: no other
+OpenAI-compatible server moderates offline.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 from serving import free_port, oasis_environment, running
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 from train_moderation_head import CATEGORIES, DATA, read_examples
+
+LANGUAGES = DATA.parent / "multilingual.jsonl"
 
 HUNDRED_WORDS = (
     "The committee met on Tuesday to review the budget for the new library wing. After a long discussion about "
@@ -39,18 +46,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--requests", type=int, default=50)
+    parser.add_argument("--languages", type=Path, default=LANGUAGES)
     args = parser.parse_args()
     test = read_examples(args.data)["test"]
+    others = [json.loads(line) for line in args.languages.read_text(encoding="utf-8").splitlines() if line.strip()]
     port, folder = free_port(), Path(tempfile.mkdtemp())
     command = [sys.executable, "-m", "oasis", "serve", "--port", str(port), "--data-dir", str(folder / "data")]
     with running("oasis", command, port, folder / "oasis.log", oasis_environment()) as base:
         client = httpx.Client(base_url=base, headers={"Authorization": "Bearer sk-bench"}, timeout=120)
-        results = []
-        for start in range(0, len(test), 32):
-            batch = [example.text for example in test[start : start + 32]]
-            response = client.post("/v1/moderations", json={"input": batch, "model": "text-moderation-latest"})
-            response.raise_for_status()
-            results.extend(response.json()["results"])
+        results = _moderate(client, [example.text for example in test])
+        other_results = _moderate(client, [record["text"] for record in others])
         latencies = []
         for _ in range(args.requests + 3):
             started = time.perf_counter()
@@ -68,11 +73,37 @@ def main() -> None:
     truth = [bool(example.categories) for example in test]
     flagged = [result["flagged"] for result in results]
     print(_row("**flagged (any category)**", truth, flagged))
+    print(f"\nOther languages ({args.languages.name}, every line; English-trained head):\n")
+    print("| language | texts | harmful | flagged precision | flagged recall |\n|---|---|---|---|---|")
+    for language in sorted({record["language"] for record in others}):
+        chosen = [(r, o) for r, o in zip(others, other_results, strict=True) if r["language"] == language]
+        truth, flagged = [bool(r["categories"]) for r, _ in chosen], [o["flagged"] for _, o in chosen]
+        print(_language_row(language, truth, flagged))
+    truth, flagged = [bool(r["categories"]) for r in others], [o["flagged"] for o in other_results]
+    print(_language_row("all", truth, flagged))
     ordered = sorted(latencies)
     print(
         f"\nOne 100-word input: p50 {statistics.median(latencies):.1f} ms, "
         f"p95 {ordered[int(len(ordered) * 0.95) - 1]:.1f} ms over {len(latencies)} requests"
     )
+
+
+def _moderate(client: httpx.Client, texts: list[str]) -> list[dict[str, Any]]:
+    results: list[dict[str, Any]] = []
+    for start in range(0, len(texts), 32):
+        response = client.post(
+            "/v1/moderations", json={"input": texts[start : start + 32], "model": "text-moderation-latest"}
+        )
+        response.raise_for_status()
+        results.extend(response.json()["results"])
+    return results
+
+
+def _language_row(name: str, truth: list[bool], flagged: list[bool]) -> str:
+    true_positives = sum(t and f for t, f in zip(truth, flagged, strict=True))
+    precision = true_positives / max(sum(flagged), 1)
+    recall = true_positives / max(sum(truth), 1)
+    return f"| {name} | {len(truth)} | {sum(truth)} | {precision:.2f} | {recall:.2f} |"
 
 
 def _row(name: str, truth: list[bool], flagged: list[bool]) -> str:
