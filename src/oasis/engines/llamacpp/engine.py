@@ -406,6 +406,9 @@ class LlamaCppEngine:
                     self._outbox.put(sequence, exc)
                     self._release(sequence)
             self._outbox.flush()
+            # After the tokens are out, not before the decode: a reading of /proc takes about a millisecond, which
+            # the first token after an idle spell (its first reading in half a second) would otherwise wait for.
+            self._follow_free_cores()
 
     def _admit(self) -> None:
         """Gives free slots to waiting sequences. A sequence starts from the free slot that holds most of its
@@ -588,7 +591,6 @@ class LlamaCppEngine:
                 sequence.logits_row = -1
             fed.append((sequence, take))
         batch.n_tokens = rows
-        self._follow_free_cores()
         status = lib.llama_decode(self._context, batch)
         if status != 0:
             raise RuntimeError(f"llama_decode returned {status}")
@@ -604,7 +606,8 @@ class LlamaCppEngine:
                 self._sample(sequence)
 
     def _follow_free_cores(self) -> None:
-        """Decode with the threads CoreShare allows now (llama.cpp takes a new count between two decodes)."""
+        """Decode the next steps with the threads CoreShare allows now (llama.cpp takes a new count between two
+        decodes)."""
         core_share = self._core_share
         if core_share is None:
             return
