@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -227,11 +228,14 @@ class Rounds:
         if not higher_is_better:
             self.lower_is_better.add(key)
 
+    def measured(self, key: str) -> list[float]:
+        return [value for value in self.values[key] if math.isfinite(value)]
+
     def best(self, key: str) -> float:
-        return (min if key in self.lower_is_better else max)(self.values[key])
+        return (min if key in self.lower_is_better else max)(self.measured(key))
 
     def median(self, key: str) -> float:
-        return statistics.median(self.values[key])
+        return statistics.median(self.measured(key))
 
 
 def main() -> int:
@@ -289,7 +293,7 @@ def main() -> int:
                         prompt = asyncio.run(prompt_tokens(base))
                     result = asyncio.run(aggregate(base, level, args.max_tokens))
                     rounds[side].add(f"aggregate tok/s @{level}", result.rate)
-                    if level > 1:
+                    if level > 1:  # NaN where no moment had every stream decoding: left out of bests and medians
                         rounds[side].add(f"decode tok/s @{level}", result.decode_rate)
                     if args.ttft_under_load and level > 1:
                         ttft, step = asyncio.run(ttft_under_load(base, level, args.max_tokens))
@@ -308,7 +312,8 @@ def main() -> int:
     for key in ours.values:
         # Each round runs both sides back to back: the ratio within a round is spared the machine's drift between
         # rounds, which on a shared machine can exceed the difference being measured.
-        paired = statistics.median(mine / peer for mine, peer in zip(ours.values[key], theirs.values[key], strict=True))
+        pairs = zip(ours.values[key], theirs.values[key], strict=True)
+        paired = statistics.median(mine / peer for mine, peer in pairs if math.isfinite(mine / peer))
         print(
             f"| {key} | {ours.best(key):.1f} | {theirs.best(key):.1f} | {ours.best(key) / theirs.best(key):.3f} "
             f"| {ours.median(key) / theirs.median(key):.3f} | {paired:.3f} |"

@@ -9,8 +9,8 @@ The set is split by a hash of each text (stable whatever the file's order): 70% 
 the test split holds at least 30 positives of every category the set covers (issue 16). The test split is never
 read here: bench/moderation_quality.py reports the figures on it. Within the fitting split, 5-fold
 cross-validation (folds also by hash) chooses for each category the L2 strength with the best F1 on the examples
-each fold held out, then the thresholds: each category's best F-beta among those keeping 75% of its held-out
-recall, with one beta for all, the largest of BETAS whose held-out "flagged" (any category) precision reaches 0.9.
+each fold held out, then the thresholds: each category's best F-beta among those with a held-out recall of at
+least 0.75, with one beta for all, the largest of BETAS whose held-out "flagged" (any category) precision reaches 0.9.
 Every threshold is so chosen on examples the head was not fitted on (a single validation split would leave some
 categories with few positives); the shipped head is then fitted on the whole fitting split. Each head is a
 logistic regression, positives weighted to balance the classes. `sexual/minors` has no examples (see
@@ -42,7 +42,7 @@ FLAGGED_PRECISION = 0.9
 # scored as well (flagged precision / recall 0.904 / 0.936 against 0.900 / 0.932), but on the test split flagged
 # precision fell to 0.89 (bench/RESULTS.md, 2026-12-01), under the 0.9 target: it is an option, not the default.
 ENCODER_LAYERS = 12
-MIN_RECALL = 0.75  # no category's threshold may give up more recall than this on held-out folds
+MIN_RECALL = 0.75  # a category's threshold must keep at least this recall on the held-out folds
 NEWTON_STEPS = 30
 
 
@@ -125,15 +125,21 @@ def best_threshold(
     scores: np.ndarray, targets: np.ndarray, beta: float = 1.0, min_recall: float = 0.0
 ) -> tuple[float, float]:
     """(threshold, its F-beta): the threshold with the best F-beta on held-out scores (the higher one among equals)
-    of those keeping at least `min_recall`; beta below 1 weighs precision more than recall."""
-    best, best_score = 0.05, -1.0
-    for threshold in np.round(np.arange(0.05, 0.96, 0.01), 2):
-        flagged = scores >= threshold
-        if float((flagged & (targets > 0)).sum()) < min_recall * float(targets.sum()):
-            continue
+    of those whose recall is at least `min_recall`, or of all of them when none reaches it; beta below 1 weighs
+    precision more than recall."""
+    candidates = [(float(threshold), scores >= threshold) for threshold in np.round(np.arange(0.05, 0.96, 0.01), 2)]
+    enough = [
+        (threshold, flagged)
+        for threshold, flagged in candidates
+        if float((flagged & (targets > 0)).sum()) >= min_recall * float(targets.sum())
+    ]
+    if not enough:
+        print(f"no threshold keeps a held-out recall of {min_recall}: the best F-beta of all is used")
+    best, best_score = 0.5, -1.0
+    for threshold, flagged in enough or candidates:
         score = f_beta(flagged, targets, beta)
         if score >= best_score:
-            best, best_score = float(threshold), score
+            best, best_score = threshold, score
     return best, best_score
 
 

