@@ -100,20 +100,20 @@ def _moderate(client: httpx.Client, texts: list[str]) -> list[dict[str, Any]]:
 
 
 def _language_row(name: str, truth: list[bool], flagged: list[bool]) -> str:
-    true_positives = sum(t and f for t, f in zip(truth, flagged, strict=True))
-    precision = true_positives / max(sum(flagged), 1)
-    recall = true_positives / max(sum(truth), 1)
+    precision, recall = _precision_recall(truth, flagged)
     return f"| {name} | {len(truth)} | {sum(truth)} | {precision:.2f} | {recall:.2f} |"
+
+
+def _precision_recall(truth: list[bool], flagged: list[bool]) -> tuple[float, float]:
+    true_positives = sum(t and f for t, f in zip(truth, flagged, strict=True))
+    return true_positives / max(sum(flagged), 1), true_positives / max(sum(truth), 1)
 
 
 def _row(name: str, truth: list[bool], flagged: list[bool]) -> str:
     positives = sum(truth)
-    true_positives = sum(t and f for t, f in zip(truth, flagged, strict=True))
     if not positives:
-        false_positives = sum(flagged)
-        return f"| {name} | 0 | - | - | - ({false_positives} flagged) |"
-    precision = true_positives / max(sum(flagged), 1)
-    recall = true_positives / positives
+        return f"| {name} | 0 | - | - | - ({sum(flagged)} flagged) |"
+    precision, recall = _precision_recall(truth, flagged)
     f1 = 2 * precision * recall / max(precision + recall, 1e-9)
     return f"| {name} | {positives} | {precision:.2f} | {recall:.2f} | {f1:.2f} |"
 

@@ -161,6 +161,9 @@ def truncate(model: Any, path: str, layers: int) -> None:
     if not 1 <= layers <= available:
         mapping.close()
         raise ValueError(f"layers must be between 1 and {available} for {path}; got {layers}")
+    if layers == available:  # the model as loaded already runs them all
+        mapping.close()
+        return
     struct.pack_into("<i", mapping, _LAYERS_AT, layers)
     lib = model._lib
     lib.e5_load_mem.restype = ctypes.c_void_p
