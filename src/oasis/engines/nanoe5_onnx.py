@@ -24,6 +24,7 @@ import mmap
 import os
 import re
 import struct
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -194,11 +195,10 @@ class E5Onnx:
     def __init__(self, model_path: str, threads: int | None = None, layers: int | None = None) -> None:
         import onnxruntime
 
-        model = read_model_file(model_path)
+        model, self._tokenizer = _parsed(os.path.realpath(model_path))
         if layers is not None and not 1 <= layers <= model.layers:
             raise ValueError(f"layers must be between 1 and {model.layers} for {model_path}; got {layers}")
         self.dim = model.hidden
-        self._tokenizer = _Tokenizer(model)
         self._window = model.max_positions - 2  # content tokens per window, between <s> and </s>
         self._bos, self._eos, self._eps = model.bos, model.eos, model.eps
         self._word_blocks = model.tensors["emb.word"].reshape(-1, model.hidden // _BLOCK, _BLOCK_BYTES)
@@ -263,6 +263,25 @@ class E5Onnx:
         (hidden,) = self._session.run(None, {"embedded": normed.astype(np.float32), "mask": mask})
         counts = mask.sum(axis=1, keepdims=True)
         return np.asarray((hidden * mask[:, :, None]).sum(axis=1) / counts)
+
+
+_PARSING = threading.Lock()
+
+
+@functools.lru_cache(maxsize=4)
+def _parsed_once(path: str) -> tuple[_ModelFile, _Tokenizer]:
+    model = read_model_file(path)
+    tokenizer = _Tokenizer(model)
+    model.pieces = []  # the tokenizer keeps its own index of them
+    return model, tokenizer
+
+
+def _parsed(path: str) -> tuple[_ModelFile, _Tokenizer]:
+    """The model file and its tokenizer, parsed once per process: the default configuration runs two encoders of
+    the same file (embeddings and the moderation head's), which share them (read-only) rather than hold two copies
+    of a 250,000-piece vocabulary."""
+    with _PARSING:  # two engines starting at once parse once
+        return _parsed_once(path)
 
 
 def _usable_cores() -> int:
