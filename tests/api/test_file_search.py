@@ -154,7 +154,9 @@ async def test_a_streamed_run_shows_the_search_step_and_citations_as_they_come(s
         await stream.until_done()
         final_run = await stream.get_final_run()
         (message,) = await stream.get_final_messages()
-    _answered(final_run)
+    # openai < 1.40 does not know the `thread.run.incomplete` event (a run cut by max_completion_tokens, as the
+    # tiny model's answer can be on some CPUs) and keeps the in_progress snapshot: the run as stored decides.
+    _answered(await client.beta.threads.runs.retrieve(final_run.id, thread_id=thread.id))
     assert recorder.tool_types == ["file_search"]
     names = recorder.names
     assert names.index("thread.run.step.completed") < names.index("thread.message.created")
