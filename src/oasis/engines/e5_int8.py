@@ -105,7 +105,7 @@ def linear_nodes(
     source: str,
     weights: np.ndarray,
     bias: np.ndarray,
-    plan: Mapping[str, Int8Input],
+    layer: Int8Input,
     output: str,
     constant: Callable[[str, np.ndarray], str],
 ) -> list[Any]:
@@ -115,8 +115,9 @@ def linear_nodes(
     from onnx import helper
 
     channels = weights.shape[1]
-    step = _step(plan, output, channels)
-    layer = plan[output]
+    if layer.factors.shape != (channels,):
+        raise ValueError(f"the 8-bit encoder's {output}: {layer.factors.shape[0]} factors, expected {channels}")
+    step = (layer.high - layer.low) / 255.0
     zero_point = int(np.clip(round(-layer.low / step), 0, 255))
     smoothed = weights.T.astype(np.float32) * layer.factors[:, None]  # [inputs, outputs]
     scales = np.maximum(np.abs(smoothed).max(axis=0), 1e-12) / WEIGHT_LIMIT
@@ -152,14 +153,6 @@ def linear_nodes(
         domain="com.microsoft",
     )
     return [*quantise, multiply]
-
-
-def _step(plan: Mapping[str, Int8Input], linear: str, channels: int) -> float:
-    """The smoothed input's quantisation step for this layer, after checking the plan's entry against it."""
-    layer = plan[linear]
-    if layer.factors.shape != (channels,):
-        raise ValueError(f"the 8-bit encoder's {linear}: {layer.factors.shape[0]} factors, expected {channels}")
-    return (layer.high - layer.low) / 255.0
 
 
 def _four_digits(value: float) -> float:

@@ -304,15 +304,15 @@ class _RangeRecorder(E5Onnx):
     def __init__(self, model_path: str, layers: int | None) -> None:
         self.ranges: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         super().__init__(model_path, layers=layers)
+        self._names = [output.name.removesuffix(".input") for output in self._session.get_outputs()[1:]]
 
     def _graph(self, model: _ModelFile, layers: int, int8: Mapping[str, Int8Input] | None) -> bytes:
         return _encoder_graph(model, layers, expose_inputs=True)
 
     def _run(self, embedded: np.ndarray, mask: np.ndarray) -> np.ndarray:
         hidden, *inputs = self._session.run(None, {"embedded": embedded, "mask": mask})
-        names = [output.name.removesuffix(".input") for output in self._session.get_outputs()[1:]]
         real = mask.astype(bool)  # padding's values are not the model's
-        for name, values in zip(names, inputs, strict=True):
+        for name, values in zip(self._names, inputs, strict=True):
             lows, highs = values[real].min(axis=0), values[real].max(axis=0)
             if name in self.ranges:
                 lows, highs = np.minimum(self.ranges[name][0], lows), np.maximum(self.ranges[name][1], highs)
@@ -385,7 +385,7 @@ def _encoder_graph(
         bias = np.concatenate([model.tensors[f"{name}.b"] for name in names]).astype(np.float32)
         if int8 is not None and output in int8:
             weights = np.concatenate([dequantize(model.tensors[f"{name}.w"], columns) for name in names])
-            nodes.extend(linear_nodes(source, weights, bias, int8, output, constant))
+            nodes.extend(linear_nodes(source, weights, bias, int8[output], output, constant))
             return output
         scales, weights = _q4_parts(np.concatenate([model.tensors[f"{name}.w"] for name in names]), columns)
         rows = scales.shape[0]
