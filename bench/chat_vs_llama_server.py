@@ -33,9 +33,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from random import Random
 
 import httpx
-from serving import free_port, oasis_environment, running
+from serving import free_port, oasis_environment, pause, running_process
 
 PROMPT = "Once upon a time, in a quiet village by the sea, there lived"
 
@@ -55,7 +56,9 @@ def _amx() -> bool:
 
 
 @contextlib.contextmanager
-def server(kind: str, gguf: Path, parallel: int, context: int, threads: int, llama_server: Path) -> Iterator[str]:
+def server(
+    kind: str, gguf: Path, parallel: int, context: int, threads: int, llama_server: Path
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     port = free_port()
     log = Path(tempfile.mkdtemp()) / f"{kind}.log"
     if kind == "llama-server":
@@ -80,8 +83,8 @@ def server(kind: str, gguf: Path, parallel: int, context: int, threads: int, lla
             "--config", str(config), "--data-dir", str(config.parent / "data"),
         ]  # fmt: skip
         env = oasis_environment()
-    with running(kind, command, port, log, env, timeout=120) as base:
-        yield base
+    with running_process(kind, command, port, log, env, timeout=120) as started:
+        yield started
 
 
 @dataclass
@@ -215,6 +218,43 @@ async def overhead(base: str, requests: int) -> float:
     return statistics.median(latencies)
 
 
+def alternate(gguf: Path, pairs: int, max_tokens: int, context: int, threads: int, llama_server: Path) -> None:
+    """One stream, both servers started once and taking turns: each pair measures both sides back to back (in
+    turn first), and the side not measured is frozen (SIGSTOP), so that it takes no CPU time. Pairs seconds apart
+    are spared most of the drift of a shared machine, which restarting servers every round is not."""
+    sides = ["oasis", "llama-server"]
+    ratios: list[float] = []
+    rates: dict[str, list[float]] = {side: [] for side in sides}
+    with contextlib.ExitStack() as stack:
+        started = {side: stack.enter_context(server(side, gguf, 1, context, threads, llama_server)) for side in sides}
+        for base, process in started.values():
+            asyncio.run(single(base, 8))  # warm up: the first decode allocates buffers
+            pause(process, True)
+        for pair in range(pairs):
+            measured: dict[str, float] = {}
+            for side in sides if pair % 2 == 0 else sides[::-1]:
+                base, process = started[side]
+                pause(process, False)
+                time.sleep(1.0)  # timers that came due while frozen (polls, load readings) run now, not in the stream
+                stream = asyncio.run(single(base, max_tokens))
+                pause(process, True)
+                measured[side] = (max_tokens - 1) / stream.decode_seconds
+                rates[side].append(measured[side])
+            ratios.append(measured["oasis"] / measured["llama-server"])
+            print(f"pair {pair + 1}/{pairs}: {measured['oasis']:.1f} | {measured['llama-server']:.1f}", file=sys.stderr)
+    random = Random(0)
+    medians = sorted(statistics.median(random.choices(ratios, k=len(ratios))) for _ in range(2000))
+    print(f"\nmodel {gguf.name}, {threads} threads, one stream of {max_tokens} tokens, {pairs} alternating pairs")
+    print("| oasis median tok/s | llama-server median tok/s | median paired ratio | 95% interval | pairs >= 0.97 |")
+    print("|---|---|---|---|---|")
+    print(
+        f"| {statistics.median(rates['oasis']):.1f} | {statistics.median(rates['llama-server']):.1f} "
+        f"| {statistics.median(ratios):.3f} | {medians[50]:.3f}-{medians[1949]:.3f} "
+        f"| {sum(ratio >= 0.97 for ratio in ratios)} of {pairs} |"
+    )
+    print("every pair's ratio: " + " ".join(f"{ratio:.3f}" for ratio in ratios))
+
+
 @dataclass
 class Rounds:
     """Every round's value per metric: the best shows what each side can do when the machine lets it, the
@@ -270,11 +310,20 @@ def main() -> int:
         action="store_true",
         help="also a new request's time to first token while the other slots decode (and the step time then)",
     )
+    parser.add_argument(
+        "--alternate",
+        type=int,
+        metavar="PAIRS",
+        help="instead of rounds: one stream, both servers up, taking turns PAIRS times (the other one frozen)",
+    )
     args = parser.parse_args()
     global TEMPERATURE, FIXED_THREADS
     TEMPERATURE = args.temperature
     FIXED_THREADS = args.fixed_threads
     gguf = args.gguf or default_gguf()
+    if args.alternate:
+        alternate(gguf, args.alternate, args.max_tokens, args.context, args.threads, args.llama_server)
+        return 0
     levels = [int(c) for c in args.concurrency.split(",")]
     sides = ["oasis", "llama-server"]
     rounds = {side: Rounds() for side in sides}
@@ -282,7 +331,7 @@ def main() -> int:
     for round_number in range(args.rounds):
         for level in levels:
             for side in sides if round_number % 2 == 0 else sides[::-1]:
-                with server(side, gguf, level, args.context, args.threads, args.llama_server) as base:
+                with server(side, gguf, level, args.context, args.threads, args.llama_server) as (base, _):
                     asyncio.run(single(base, 8))  # warm up: first decode allocates buffers
                     if level == 1:
                         stream = asyncio.run(single(base, args.max_tokens))

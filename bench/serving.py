@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -30,8 +31,23 @@ def running(
     name: str, command: list[str], port: int, log: Path, env: dict[str, str] | None = None, timeout: float = 180
 ) -> Iterator[str]:
     """Runs `command` (which listens on `port`) and yields its base URL once healthy."""
+    with running_process(name, command, port, log, env, timeout) as (base, _):
+        yield base
+
+
+def pause(process: subprocess.Popen[bytes], paused: bool) -> None:
+    """Freezes a server started by `running_process` (and any child of it) or lets it go on: a frozen server
+    takes no CPU time at all, so it cannot disturb the one being measured."""
+    os.killpg(process.pid, signal.SIGSTOP if paused else signal.SIGCONT)
+
+
+@contextlib.contextmanager
+def running_process(
+    name: str, command: list[str], port: int, log: Path, env: dict[str, str] | None = None, timeout: float = 180
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """As `running`, and the process too, leader of its own process group (for `pause`)."""
     with log.open("w") as output:
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout
@@ -44,8 +60,10 @@ def running(
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{name} did not become healthy; see {log}")
             time.sleep(0.2)
-        yield base
+        yield base, process
     finally:
+        if process.poll() is None:
+            pause(process, False)  # a frozen process would not act on the signal below
         process.terminate()
         try:
             process.wait(timeout=20)
