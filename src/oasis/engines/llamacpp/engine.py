@@ -397,6 +397,7 @@ class LlamaCppEngine:
                 self._admit()
             self._retire_cancelled()
             if not self._running:
+                self._outbox.flush()
                 continue
             self._compact()
             try:
@@ -406,9 +407,11 @@ class LlamaCppEngine:
                 for sequence in list(self._running):
                     self._outbox.put(sequence, exc)
                     self._release(sequence)
-            self._outbox.flush()
-            # After the tokens are out, not before the decode: a reading of /proc takes about a millisecond, which
-            # the first token after an idle spell (its first reading in half a second) would otherwise wait for.
+            # While sequences run, the next step hands this one's tokens over just before its decode (see _step).
+            # Otherwise now; and before a reading of /proc (about a millisecond), which the first token after an
+            # idle spell (its first reading in half a second) would otherwise wait for.
+            if not self._running or (self._core_share is not None and self._core_share.due()):
+                self._outbox.flush()
             self._follow_free_cores()
 
     def _admit(self) -> None:
@@ -592,6 +595,10 @@ class LlamaCppEngine:
                 sequence.logits_row = -1
             fed.append((sequence, take))
         batch.n_tokens = rows
+        # The event loop is woken for the last step's tokens only now: it needs the GIL, which llama_decode
+        # releases at once, so it runs instead of waking, waiting for the GIL and being woken again (two context
+        # switches a token more, measured).
+        self._outbox.flush()
         status = lib.llama_decode(self._context, batch)
         if status != 0:
             raise RuntimeError(f"llama_decode returned {status}")

@@ -65,13 +65,17 @@ class CoreShare:
         self._threads = most
         self.others_busy = 0.0  # cores' worth of work others did over the last measured interval (for logs, tests)
 
+    def due(self) -> bool:
+        """Whether the next `threads()` reads /proc (about a millisecond) rather than answering at once."""
+        last = self._last
+        return self._adapting and (last is None or time.monotonic() - last.at >= MEASURE_EVERY_SECONDS)
+
     def threads(self) -> int:
         if not self._adapting:
             return self._most
-        last = self._last
-        now = time.monotonic()
-        if last is not None and now - last.at < MEASURE_EVERY_SECONDS:
+        if not self.due():
             return self._threads
+        last = self._last
         current = self._sample(self._thread_name)
         if current is None:  # no /proc (or an unreadable one): nothing to go by, now or at later steps
             self._adapting = False
