@@ -273,6 +273,7 @@ class LlamaCppEngine:
             self._outbox.put(sequence, RuntimeError("the engine stopped"))
             self._free_sampler(sequence)
         self._outbox.flush()
+        self._logits_views.clear()
         if self._batch is not None:
             lib.llama_batch_free(self._batch)
         if self._context:
@@ -389,6 +390,8 @@ class LlamaCppEngine:
     def _loop(self) -> None:
         name_this_thread(self._thread_name)
         while True:
+            if self._waiting:  # admitting may take milliseconds (a grammar to build): what is ready goes out first
+                self._outbox.flush()
             with self._lock:
                 while not self._stopping and not self._waiting and not self._running:
                     self._lock.wait()
@@ -410,9 +413,11 @@ class LlamaCppEngine:
             # While sequences run, the next step hands this one's tokens over just before its decode (see _step).
             # Otherwise now; and before a reading of /proc (about a millisecond), which the first token after an
             # idle spell (its first reading in half a second) would otherwise wait for.
-            if not self._running or (self._core_share is not None and self._core_share.due()):
+            reading = self._core_share is not None and self._core_share.due()
+            if not self._running or reading:
                 self._outbox.flush()
-            self._follow_free_cores()
+            if reading:  # between readings the count stays as it is
+                self._follow_free_cores()
 
     def _admit(self) -> None:
         """Gives free slots to waiting sequences. A sequence starts from the free slot that holds most of its
@@ -570,6 +575,8 @@ class LlamaCppEngine:
         # group in slot order: without a unified KV cache llama.cpp puts sequences in one ubatch (one graph
         # computation) only while their ids rise by one in batch order, so admission order would split a step.
         ordered = sorted(self._running, key=lambda s: (len(s.feed) > 1, s.slot.seq_id if s.slot else 0))
+        if ordered and len(ordered[-1].feed) > 1:  # a prompt chunk takes up to a millisecond to lay out
+            self._outbox.flush()
         for sequence in ordered:
             room = self._batch_size - rows
             if room <= 0:
@@ -595,9 +602,9 @@ class LlamaCppEngine:
                 sequence.logits_row = -1
             fed.append((sequence, take))
         batch.n_tokens = rows
-        # The event loop is woken for the last step's tokens only now: it needs the GIL, which llama_decode
-        # releases at once, so it runs instead of waking, waiting for the GIL and being woken again (two context
-        # switches a token more, measured).
+        # What the last step (and admission) produced is handed to the event loop only now: woken, it needs the
+        # GIL, which llama_decode releases at once, so it runs instead of waking, waiting for the GIL and being
+        # woken again (two futex waits a streamed token more, measured with strace).
         self._outbox.flush()
         status = lib.llama_decode(self._context, batch)
         if status != 0:
@@ -672,7 +679,8 @@ class LlamaCppEngine:
 
     def _logits(self, row: int) -> np.ndarray:
         """A batch row's logits, read in place from llama.cpp's buffer (until the next decode). Views are kept
-        by address: making one takes about 20 us, a tenth of what a step does besides decoding."""
+        by address: making one took 20-25 us a token, of the 0.3 ms a step spends outside llama_decode. Read-only:
+        a donor's row may be sampled again for the choices sharing it."""
         pointer = native.lib().llama_get_logits_ith(self._context, row)
         address = ctypes.cast(pointer, ctypes.c_void_p).value
         if address is None:
@@ -681,7 +689,9 @@ class LlamaCppEngine:
         if view is None:
             if len(self._logits_views) >= 2 * self._batch_size:  # a reallocated buffer: drop the old addresses
                 self._logits_views.clear()
-            view = self._logits_views[address] = np.ctypeslib.as_array(pointer, shape=(self._n_vocab,))
+            view = np.ctypeslib.as_array(pointer, shape=(self._n_vocab,))
+            view.flags.writeable = False
+            self._logits_views[address] = view
         return view
 
     def _greedy(self, row: int, *, avoid_eog: bool) -> int:

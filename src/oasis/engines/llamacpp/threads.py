@@ -42,8 +42,8 @@ class CpuSample:
 
 
 class CoreShare:
-    """Tells the engine's scheduler thread how many threads to decode with (`threads()`, called before each step;
-    cheap except every MEASURE_EVERY_SECONDS, when it reads a few /proc files)."""
+    """Tells the engine's scheduler thread how many threads to decode with (`threads()`, called after a step when
+    `due()`: every MEASURE_EVERY_SECONDS it reads a few /proc files; cheap otherwise)."""
 
     def __init__(
         self,
