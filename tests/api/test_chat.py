@@ -152,6 +152,23 @@ async def test_schemas_with_bounds_in_the_thousands_are_served_not_crashed_on(ch
     assert (await client.models.list()).data  # the server is still up
 
 
+async def test_structured_output_never_holds_raw_control_characters(chat_oasis: Harness) -> None:
+    # JSON forbids a raw newline inside a string; a model leaning hard towards one must still write JSON that a
+    # strict parser reads (llama-cpp-python's schema grammar let it through: json.loads then failed).
+    newlines = {"198": 40, "1116": 40}  # SmolLM2's "\n" and "\n\n"
+    schema = {"type": "object", "properties": {"note": {"type": "string", "maxLength": 24}}, "required": ["note"]}
+    reply = await chat_oasis.sdk().chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Write a two-line note about rain."}],
+        response_format={"type": "json_schema", "json_schema": {"name": "note", "schema": schema}},
+        logit_bias=newlines,
+        max_tokens=120,
+        temperature=0,
+    )
+    assert reply.choices[0].finish_reason == "stop"
+    assert set(json.loads(reply.choices[0].message.content or "")) == {"note"}
+
+
 async def test_n_choices_are_indexed(chat_oasis: Harness) -> None:
     reply = await chat_oasis.sdk().chat.completions.create(model=MODEL, messages=CAPITAL, n=3, max_tokens=5)
     assert [choice.index for choice in reply.choices] == [0, 1, 2]

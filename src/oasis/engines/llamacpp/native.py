@@ -55,9 +55,16 @@ def _without_huge_bounds(node: object) -> object:
     }
 
 
+# llama-cpp-python's converter lets a JSON string hold raw control characters (a newline, a tab), which JSON forbids
+# and strict parsers (Python's json.loads, JavaScript's JSON.parse) refuse: a forced tool call was then no call at
+# all, a structured output unreadable. llama.cpp's own converter excludes them; so does this one's output here.
+_ANY_STRING_CHAR = '[^"\\\\]'
+_JSON_STRING_CHAR = '[^"\\\\\\x7F\\x00-\\x1F]'
+
+
 @cache
 def _grammar_for(schema_json: str) -> str:
-    return str(json_schema_to_gbnf(schema_json))
+    return str(json_schema_to_gbnf(schema_json)).replace(_ANY_STRING_CHAR, _JSON_STRING_CHAR)
 
 
 def json_grammar(schema: Mapping[str, object]) -> str:
