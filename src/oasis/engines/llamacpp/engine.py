@@ -390,7 +390,9 @@ class LlamaCppEngine:
     def _loop(self) -> None:
         name_this_thread(self._thread_name)
         while True:
-            if self._waiting:  # admitting may take milliseconds (a grammar to build): what is ready goes out first
+            # Admitting may take milliseconds (a grammar to build): what is ready goes out first. Only when a slot
+            # is free: with every slot busy nothing is admitted, and the tokens go out just before the decode.
+            if self._waiting and len(self._running) < len(self._slots):
                 self._outbox.flush()
             with self._lock:
                 while not self._stopping and not self._waiting and not self._running:
