@@ -13,7 +13,7 @@ import pytest
 
 from oasis.storage.batches import RUNNING
 from oasis.storage.tables import BatchJob, VectorStoreFile
-from oasis.workers.leases import lease_one
+from oasis.workers.leases import JobClaims
 from tests.api.test_batches import read_lines, request, upload_batch_file
 from tests.conftest import E5, Harness
 from tests.engines import GatedEmbedder
@@ -44,7 +44,8 @@ async def test_a_slow_ingestion_step_keeps_its_lease(start_oasis: Callable[..., 
     running = asyncio.create_task(harness.container.ingestion.run_next("worker-1"))
     await asyncio.sleep(2.0)  # the embedder is stuck for more than three lease lengths
     waiting = [VectorStoreFile.status == "in_progress", VectorStoreFile.deleted_at.is_(None)]
-    assert await lease_one(harness.container.db, VectorStoreFile, waiting, owner="worker-2", seconds=5) is None
+    claims = JobClaims(harness.container.db, VectorStoreFile, waiting)
+    assert await claims.lease_one(owner="worker-2", seconds=5) is None
     gate.set()
     assert await running
     done = await client.vector_stores.files.retrieve(uploaded.id, vector_store_id=store.id)
@@ -62,8 +63,8 @@ async def test_a_slow_batch_request_keeps_its_lease(start_oasis: Callable[..., A
     batch = await _embeddings_batch(client, lines)
     running = asyncio.create_task(harness.container.batch_runner.run_next("worker-1"))
     await asyncio.sleep(2.0)
-    running_batches = [BatchJob.status.in_(RUNNING)]
-    assert await lease_one(harness.container.db, BatchJob, running_batches, owner="worker-2", seconds=5) is None
+    claims = JobClaims(harness.container.db, BatchJob, [BatchJob.status.in_(RUNNING)])
+    assert await claims.lease_one(owner="worker-2", seconds=5) is None
     gate.set()
     assert await running
     done = await client.batches.retrieve(batch.id)

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, or_
 
 
-def claimable(table: Any, moment: float) -> list[ColumnElement[bool]]:
+def claimable(table: Any, moment: float | ColumnElement[float]) -> list[ColumnElement[bool]]:
     return [or_(table.lease_expires_at.is_(None), table.lease_expires_at < moment)]
 
 

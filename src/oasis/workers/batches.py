@@ -33,7 +33,7 @@ from oasis.storage.batches import RUNNING
 from oasis.storage.clock import new_id, now
 from oasis.storage.db import Database
 from oasis.storage.tables import BatchJob, BatchResult
-from oasis.workers.leases import LeaseKeeper, lease_one
+from oasis.workers.leases import JobClaims, LeaseKeeper
 
 log = logging.getLogger("oasis.batches")
 
@@ -81,11 +81,10 @@ class BatchRunner:
         self._endpoints = endpoints
         self._lease_seconds = lease_seconds
         self._concurrency = concurrency
+        self._claims = JobClaims(db, BatchJob, [BatchJob.status.in_(RUNNING)])
 
     async def run_next(self, owner: str) -> bool:
-        seq = await lease_one(
-            self._db, BatchJob, [BatchJob.status.in_(RUNNING)], owner=owner, seconds=self._lease_seconds
-        )
+        seq = await self._claims.lease_one(owner=owner, seconds=self._lease_seconds)
         if seq is None:
             return False
         started = time.perf_counter()

@@ -42,7 +42,7 @@ from oasis.storage import fine_tuning as job_rows
 from oasis.storage.clock import new_id, now
 from oasis.storage.db import Database
 from oasis.storage.tables import TRAINING_STATUSES, FineTuningCheckpoint, FineTuningJob, OwnedModel
-from oasis.workers.leases import LeaseKeeper, lease_one
+from oasis.workers.leases import JobClaims, LeaseKeeper
 
 log = logging.getLogger("oasis.fine_tuning")
 
@@ -84,15 +84,10 @@ class FineTuningRunner:
         self._settings = settings
         self._work_dir = work_dir
         self._lease_seconds = lease_seconds
+        self._claims = JobClaims(db, FineTuningJob, [FineTuningJob.status.in_(TRAINING_STATUSES)])
 
     async def run_next(self, owner: str) -> bool:
-        seq = await lease_one(
-            self._db,
-            FineTuningJob,
-            [FineTuningJob.status.in_(TRAINING_STATUSES)],
-            owner=owner,
-            seconds=self._lease_seconds,
-        )
+        seq = await self._claims.lease_one(owner=owner, seconds=self._lease_seconds)
         if seq is None:
             return False
         started = time.perf_counter()

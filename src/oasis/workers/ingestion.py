@@ -31,7 +31,7 @@ from oasis.storage import vector_stores as rows
 from oasis.storage.db import Database
 from oasis.storage.leases import held_by
 from oasis.storage.tables import VectorStore, VectorStoreChunk, VectorStoreFile
-from oasis.workers.leases import LeaseKeeper, lease_one
+from oasis.workers.leases import JobClaims, LeaseKeeper
 
 log = logging.getLogger("oasis.ingestion")
 
@@ -75,16 +75,11 @@ class IngestionRunner:
         self._blobs = blobs
         self._embeddings = embeddings
         self._lease_seconds = lease_seconds
+        self._claims = JobClaims(db, VectorStoreFile, rows.WAITING_FILE)
 
     async def run_next(self, owner: str) -> bool:
         """Leases one waiting file and ingests it; False when there was none."""
-        seq = await lease_one(
-            self._db,
-            VectorStoreFile,
-            list(rows.WAITING_FILE),
-            owner=owner,
-            seconds=self._lease_seconds,
-        )
+        seq = await self._claims.lease_one(owner=owner, seconds=self._lease_seconds)
         if seq is None:
             return False
         started = time.perf_counter()

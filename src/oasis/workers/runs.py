@@ -41,7 +41,7 @@ from oasis.storage.clock import new_id, now
 from oasis.storage.db import Database
 from oasis.storage.leases import execution_name
 from oasis.storage.tables import Run, RunStep, ThreadMessage
-from oasis.workers.leases import LeaseKeeper, lease_one
+from oasis.workers.leases import MOMENT, JobClaims, LeaseKeeper
 
 log = logging.getLogger("oasis.runs")
 
@@ -988,21 +988,19 @@ class RunRunner:
         self._concurrency = concurrency
         self._running: set[asyncio.Task[None]] = set()
         self.on_finished: Callable[[], None] = lambda: None
+        waiting = or_(
+            Run.status.in_(("queued", "in_progress", "cancelling")),
+            and_(Run.status == "requires_action", Run.expires_at < MOMENT),
+        )
+        self._claims = JobClaims(db, Run, [waiting, Run.deleted_at.is_(None)])
 
     async def run_next(self, owner: str) -> bool:
         if len(self._running) >= self._concurrency:
             return False
-        moment = now()
-        waiting = or_(
-            Run.status.in_(("queued", "in_progress", "cancelling")),
-            and_(Run.status == "requires_action", Run.expires_at < moment),
-        )
         # Each execution holds the lease under a name of its own, so that its writes and its release can never
         # be mistaken for those of a later execution of the same run in this loop.
         holder = execution_name(owner)
-        seq = await lease_one(
-            self._db, Run, [waiting, Run.deleted_at.is_(None)], owner=holder, seconds=self._lease_seconds
-        )
+        seq = await self._claims.lease_one(owner=holder, seconds=self._lease_seconds)
         if seq is None:
             return False
         task = asyncio.create_task(self._executor.execute(seq, holder))
