@@ -15,8 +15,12 @@ from oasis.errors import OasisError
 log = logging.getLogger("oasis.api")
 
 
+# One encoder for every frame: json.dumps with arguments builds a new one at each call, once per streamed token.
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def _frame(payload: Any) -> bytes:
-    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+    return b"data: " + _encode(payload).encode() + b"\n\n"
 
 
 async def sse_response(events: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
@@ -46,7 +50,7 @@ async def sse_response(events: AsyncIterator[dict[str, Any]]) -> StreamingRespon
 
 
 def _named_frame(name: str, payload: Any) -> bytes:
-    return f"event: {name}\ndata: ".encode() + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+    return f"event: {name}\ndata: ".encode() + _encode(payload).encode() + b"\n\n"
 
 
 async def assistant_events_response(events: AsyncIterator[tuple[str, dict[str, Any]]]) -> StreamingResponse:

@@ -12,6 +12,7 @@ The event loop never waits on llama.cpp: tokens travel to asyncio through call_s
 from __future__ import annotations
 
 import asyncio
+import collections
 import ctypes
 import itertools
 import logging
@@ -65,7 +66,7 @@ class _Sequence:
         self.prompt = prompt
         self.params = params
         self.loop = loop
-        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+        self.channel = _Channel(loop)
         self.cancelled = False
         self.slot: _Slot | None = None
         self.feed: list[int] = []  # tokens still to decode: the prompt's tail, then each sampled token
@@ -79,9 +80,34 @@ class _Sequence:
         self.background = background_work.get()
 
 
+class _Channel:
+    """A sequence's tokens on their way to its one reader, on the event loop: what asyncio.Queue does besides (a
+    deque of waiting readers, loop checks at every call) is work at every streamed token that one reader needs
+    none of."""
+
+    __slots__ = ("_items", "_loop", "_waiter")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._items: collections.deque[Any] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put(self, item: Any) -> None:
+        self._items.append(item)
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def get(self) -> Any:
+        while not self._items:
+            self._waiter = self._loop.create_future()
+            await self._waiter
+        return self._items.popleft()
+
+
 def _deliver(items: list[tuple[_Sequence, Any]]) -> None:
     for sequence, item in items:
-        sequence.queue.put_nowait(item)
+        sequence.channel.put(item)
 
 
 class _Outbox:
@@ -121,7 +147,7 @@ class _TokenStream:
     async def __anext__(self) -> SampledToken:
         if self._done:
             raise StopAsyncIteration
-        item = await self._sequence.queue.get()
+        item = await self._sequence.channel.get()
         if item is _END:
             self._done = True
             raise StopAsyncIteration
