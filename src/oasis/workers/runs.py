@@ -990,7 +990,9 @@ class RunRunner:
         self.on_finished: Callable[[], None] = lambda: None
         waiting = or_(
             Run.status.in_(("queued", "in_progress", "cancelling")),
-            and_(Run.status == "requires_action", Run.expires_at < MOMENT),
+            # Past expires_at in whole seconds (MOMENT is fractional): the exact complement of what
+            # submit_tool_outputs still accepts (expires_at >= now()), so no second belongs to both or neither.
+            and_(Run.status == "requires_action", Run.expires_at + 1 <= MOMENT),
         )
         self._claims = JobClaims(db, Run, [waiting, Run.deleted_at.is_(None)])
 
