@@ -13,7 +13,7 @@ import pytest
 from safetensors.numpy import save_file
 
 from oasis.engines.llamacpp.weights import gguf_path
-from oasis.engines.training.gguf_merge import merge_adapter, permute_for_gguf, unpermute_from_gguf
+from oasis.engines.training.gguf_merge import merge_adapter, permute_for_gguf, training_problem, unpermute_from_gguf
 from oasis.settings import ModelSpec
 
 RANK, ALPHA = 4, 8
@@ -204,3 +204,20 @@ def test_a_failed_merge_leaves_no_file(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"blk\.0\.attn_q\.weight"):
         merge_adapter(tmp_path / "base.gguf", tmp_path / "adapter", tmp_path / "merged.gguf")
     assert sorted(path.name for path in tmp_path.iterdir()) == ["adapter", "base.gguf"]
+
+
+def test_the_fine_tuning_check_follows_a_gguf_replaced_under_its_name(tmp_path: Path) -> None:
+    """A job create asks whether the model's GGUF can take a LoRA; the answer is kept between creates, but a model
+    file replaced under the same name (a new download, another quantization) is read again."""
+    path = tmp_path / "model.gguf"
+    weights = {"blk.0.attn_q.weight": (np.ones((8, 32), np.float32), gguf.GGMLQuantizationType.F32)}
+    write_tiny_gguf(path, "llama", weights)
+    assert training_problem(path, None) is None
+    assert training_problem(path, None) is None
+    replacement = tmp_path / "replacement.gguf"
+    write_tiny_gguf(replacement, "gemma3", weights)
+    replacement.replace(path)
+    problem = training_problem(path, None)
+    assert problem is not None and "'gemma3'" in problem
+    path.unlink()
+    assert training_problem(path, None) is not None  # gone: the GGUF cannot be read

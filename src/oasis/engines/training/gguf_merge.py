@@ -17,6 +17,7 @@ for each). No torch here, so the merge runs in a process that never loads a mode
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -127,7 +128,30 @@ def training_problem(base_gguf: Path, train_from: Path | None) -> str | None:
     """Why a LoRA trained for this model could not be merged into `base_gguf` (None when it can): checked before
     training, so that a job fails at once rather than after hours. With `train_from`, the Hugging Face folder must
     hold the same network as the GGUF: same architecture family, layers, widths, heads and vocabulary (two
-    different networks of one shape, or a base and its instruct tune, cannot be told apart this way)."""
+    different networks of one shape, or a base and its instruct tune, cannot be told apart this way).
+
+    The answer is kept while neither file changes: gguf-py reads a GGUF's whole metadata in Python, its vocabulary
+    token by token (2.7 s for SmolLM2's 49,152 tokens), and every job created asks again."""
+    identity = (_file_identity(base_gguf), _file_identity(train_from / "config.json") if train_from else None)
+    if identity[0] is None:
+        return _training_problem(base_gguf, train_from)
+    return _remembered_training_problem(base_gguf, train_from, identity)
+
+
+def _file_identity(path: Path) -> tuple[int, int, int, int] | None:
+    try:
+        found = path.stat()
+    except OSError:
+        return None
+    return (found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _remembered_training_problem(base_gguf: Path, train_from: Path | None, identity: object) -> str | None:
+    return _training_problem(base_gguf, train_from)
+
+
+def _training_problem(base_gguf: Path, train_from: Path | None) -> str | None:
     try:
         reader = gguf.GGUFReader(base_gguf)
     except Exception as exc:  # gguf-py reports a damaged file in many ways
