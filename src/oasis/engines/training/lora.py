@@ -16,6 +16,7 @@ resumed from it continues exactly as if it had never stopped (bitwise, on the CP
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -25,6 +26,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,21 +137,22 @@ def train(job: TrainingJob, job_dir: Path, emit: EmitEvent, stop: threading.Even
     validation_examples = _read(job.validation_file, "invalid_validation_file") if job.validation_file else None
 
     started = time.perf_counter()
-    tokenizer = AutoTokenizer.from_pretrained(**_weights(job))
-    # Examples are rendered with the template llama.cpp will serve the fine-tune with, whatever the weights' source.
-    tokenizer.chat_template = job.chat_template or _gguf_chat_template(job.base_gguf) or tokenizer.chat_template
-    training = _tokenize(tokenizer, training_examples, job.max_length, "invalid_training_file")
-    validation = (
-        _tokenize(tokenizer, validation_examples, job.max_length, "invalid_validation_file")
-        if validation_examples
-        else []
-    )
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    if stop.is_set():
-        return False
-
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = _lora_model(job, device)
+    with _each_gguf_read_once():
+        tokenizer = AutoTokenizer.from_pretrained(**_weights(job))
+        # Examples are rendered with the template llama.cpp will serve the fine-tune with, whatever the weights'
+        # source.
+        tokenizer.chat_template = job.chat_template or _gguf_chat_template(job.base_gguf) or tokenizer.chat_template
+        training = _tokenize(tokenizer, training_examples, job.max_length, "invalid_training_file")
+        validation = (
+            _tokenize(tokenizer, validation_examples, job.max_length, "invalid_validation_file")
+            if validation_examples
+            else []
+        )
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        if stop.is_set():
+            return False
+        model = _lora_model(job, device)
     logger.info(
         "loaded %s and tokenized the examples in %.1f s on %s", job.train_from or job.base_gguf, _since(started), device
     )
@@ -259,6 +262,32 @@ def _weights(job: TrainingJob) -> dict[str, Any]:
     if job.train_from is not None:
         return {"pretrained_model_name_or_path": job.train_from}
     return {"pretrained_model_name_or_path": job.base_gguf.parent, "gguf_file": job.base_gguf.name}
+
+
+@contextmanager
+def _each_gguf_read_once() -> Iterator[None]:
+    """Within the block, a GGUF is parsed once and each tensor-name map built once.
+
+    transformers parses the GGUF's whole metadata for the config, again for the tokenizer and again for the weights
+    (gguf-py reads the vocabulary token by token in Python: 3-5 s a time for SmolLM2's 49,152 tokens), and builds
+    gguf-py's tensor-name map anew for every module of the model (397 times, 8 s). Both are pure functions of their
+    arguments; sharing them took SmolLM2's load from ~28 s to ~8 s before the first step of every job and resume.
+    transformers imports both from `gguf` when it calls them, so the module's attributes are what it gets."""
+    make_reader, make_name_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    readers: dict[tuple[str, str], gguf.GGUFReader] = {}
+
+    def shared_reader(path: os.PathLike[str] | str, mode: str = "r") -> gguf.GGUFReader:
+        key = (os.path.realpath(path), mode)
+        if key not in readers:
+            readers[key] = make_reader(path, mode)  # type: ignore[arg-type]
+        return readers[key]
+
+    gguf.GGUFReader = shared_reader  # type: ignore[misc,assignment]
+    gguf.get_tensor_name_map = functools.lru_cache(maxsize=None)(make_name_map)
+    try:
+        yield
+    finally:
+        gguf.GGUFReader, gguf.get_tensor_name_map = make_reader, make_name_map  # type: ignore[misc]
 
 
 def _gguf_chat_template(path: Path) -> str | None:
