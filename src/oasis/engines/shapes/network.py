@@ -58,11 +58,18 @@ def conv(p: Params, name: str, x: np.ndarray, stride: int = 1) -> np.ndarray:
     else:
         pad = kernel // 2
         padded = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-        windows = np.lib.stride_tricks.sliding_window_view(padded, (kernel, kernel), axis=(1, 2))
-        windows = windows[:, ::stride, ::stride]  # B, H', W', Cin, k, k
-        batch, height, width = windows.shape[:3]
-        columns = windows.reshape(batch * height * width, in_channels * kernel * kernel)
-        y = (columns @ weight.reshape(out_channels, -1).T).reshape(batch, height, width, out_channels)
+        batch, height, width = x.shape[0], (x.shape[1] - 1) // stride + 1, (x.shape[2] - 1) // stride + 1
+        # The columns as the k*k shifted images side by side (offset-major, channels innermost): each piece is
+        # copied in runs of Cin floats, where windows ordered (Cin, k, k) were gathered a float at a time (2x
+        # slower for these sizes).
+        shifted = [
+            padded[:, dy : dy + stride * height : stride, dx : dx + stride * width : stride]
+            for dy in range(kernel)
+            for dx in range(kernel)
+        ]
+        columns = np.concatenate(shifted, axis=-1).reshape(batch * height * width, kernel * kernel * in_channels)
+        kernel_rows = weight.transpose(2, 3, 1, 0).reshape(kernel * kernel * in_channels, out_channels)
+        y = (columns @ kernel_rows).reshape(batch, height, width, out_channels)
     return y + p[f"{name}.bias"]
 
 
