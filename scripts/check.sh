@@ -70,6 +70,8 @@ step "install into .venv-compat ($("$COMPAT_PYTHON" --version)), in the backgrou
 mkdir -p .ci/logs
 install_compat >.ci/logs/install-compat.log 2>&1 &
 compat_install=$!
+# A linter's failure ends the script: the install still ends before it does, so a rerun never meets a pip at work.
+trap 'wait "$compat_install" 2>/dev/null || true' EXIT
 
 step "ruff, mypy and the import layers"
 .venv/bin/ruff check src tests scripts bench

@@ -3,7 +3,7 @@ rectified-flow velocity. numpy so it runs wherever oasis installs (no torch at s
 (scripts/train_image_model.py) defines the same network in torch with the same parameter names, and a test holds
 the two to the same outputs.
 
-Layout is NHWC throughout: a 3x3 convolution is then one matrix product over sliding windows.
+Layout is NHWC throughout: a 3x3 convolution is then one matrix product over the nine shifted images side by side.
 """
 
 from __future__ import annotations
@@ -58,7 +58,9 @@ def conv(p: Params, name: str, x: np.ndarray, stride: int = 1) -> np.ndarray:
     else:
         pad = kernel // 2
         padded = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-        batch, height, width = x.shape[0], (x.shape[1] - 1) // stride + 1, (x.shape[2] - 1) // stride + 1
+        batch = x.shape[0]
+        height = (x.shape[1] + 2 * pad - kernel) // stride + 1
+        width = (x.shape[2] + 2 * pad - kernel) // stride + 1
         # The columns as the k*k shifted images side by side (offset-major, channels innermost): each piece is
         # copied in runs of Cin floats, where windows ordered (Cin, k, k) were gathered a float at a time (2x
         # slower for these sizes).

@@ -133,17 +133,25 @@ def training_problem(base_gguf: Path, train_from: Path | None) -> str | None:
     The answer is kept while neither file changes: gguf-py reads a GGUF's whole metadata in Python, its vocabulary
     token by token (2.7 s for SmolLM2's 49,152 tokens), and every job created asks again."""
     identity = (_file_identity(base_gguf), _file_identity(train_from / "config.json") if train_from else None)
-    if identity[0] is None:
-        return _training_problem(base_gguf, train_from)
-    return _remembered_training_problem(base_gguf, train_from, identity)
+    try:
+        if identity[0] is None:
+            return _training_problem(base_gguf, train_from)
+        return _remembered_training_problem(base_gguf, train_from, identity)
+    except _Unreadable as exc:  # not remembered: a permission or a passing I/O failure may be mended
+        return str(exc)
 
 
-def _file_identity(path: Path) -> tuple[int, int, int, int] | None:
+class _Unreadable(Exception):
+    pass
+
+
+def _file_identity(path: Path) -> tuple[int, ...] | None:
     try:
         found = path.stat()
     except OSError:
         return None
-    return (found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns)
+    # st_ctime_ns too: a chmod or chown changes only it, and no tool can set it back
+    return (found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns, found.st_ctime_ns)
 
 
 @functools.lru_cache(maxsize=32)
@@ -152,17 +160,21 @@ def _remembered_training_problem(base_gguf: Path, train_from: Path | None, ident
 
 
 def _training_problem(base_gguf: Path, train_from: Path | None) -> str | None:
+    """training_problem's answer; _Unreadable where a file could not be read, which may change without the file
+    changing."""
     try:
         reader = gguf.GGUFReader(base_gguf)
     except Exception as exc:  # gguf-py reports a damaged file in many ways
-        return f"its GGUF cannot be read ({type(exc).__name__}: {exc})"
+        raise _Unreadable(f"its GGUF cannot be read ({type(exc).__name__}: {exc})") from exc
     problem = _unmergeable(reader, base_gguf.name)
     if problem or train_from is None:
         return problem
     config_file = train_from / "config.json"
     try:
         config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
+        raise _Unreadable(f"its train_from folder is not a Hugging Face model folder ({config_file}: {exc})") from exc
+    except ValueError as exc:
         return f"its train_from folder is not a Hugging Face model folder ({config_file}: {exc})"
     if not isinstance(config, dict) or config.get("text_config") is not None:
         return "its train_from folder is not a language model's (a multimodal folder: give its text model's)"
