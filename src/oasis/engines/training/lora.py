@@ -268,8 +268,9 @@ def _weights(job: TrainingJob) -> dict[str, Any]:
 def _each_gguf_read_once() -> Iterator[None]:
     """Within the block, a GGUF is parsed once and each tensor-name map built once.
 
-    transformers parses the GGUF's whole metadata for the config, again for the tokenizer and again for the weights
-    (gguf-py reads the vocabulary token by token in Python: 3-5 s a time for SmolLM2's 49,152 tokens), and builds
+    transformers parses the GGUF's whole metadata for the tokenizer's config, again for the model's config and again
+    for the weights, and the chat template is a fourth parse (gguf-py reads the vocabulary token by token in Python:
+    3-5 s a time for SmolLM2's 49,152 tokens), and transformers builds
     gguf-py's tensor-name map anew for every module of the model (397 times, 8 s). Both are pure functions of their
     arguments; sharing them took SmolLM2's load from ~28 s to ~8 s before the first step of every job and resume.
     transformers imports both from `gguf` when it calls them, so the module's attributes are what it gets."""
