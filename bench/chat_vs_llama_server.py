@@ -79,7 +79,7 @@ def server(
             json.dumps({"models": [{"id": "bench", "engine": "llamacpp", "path": str(gguf), "options": options}]})
         )
         command = [
-            sys.executable, "-m", "oasis", "serve", "--port", str(port),
+            sys.executable, *PYFLAGS, "-m", "oasis", "serve", "--port", str(port),
             "--config", str(config), "--data-dir", str(config.parent / "data"),
         ]  # fmt: skip
         env = oasis_environment()
@@ -97,6 +97,7 @@ class Stream:
 
 TEMPERATURE = 0.0  # --temperature; above 0 each stream gets its own seed
 FIXED_THREADS = False  # --fixed-threads: oasis keeps --threads even while other work keeps cores busy
+PYFLAGS: list[str] = os.environ.get("OASIS_BENCH_PYFLAGS", "").split()  # e.g. "-X perf" to profile the server
 
 
 async def one_stream(client: httpx.AsyncClient, base: str, max_tokens: int, seed: int = 0) -> Stream:

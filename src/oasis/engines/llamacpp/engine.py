@@ -121,12 +121,16 @@ class _Outbox:
         self._items.append((sequence, item))
 
     def flush(self) -> None:
-        if not self._items:
+        items = self._items
+        if not items:
             return
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Sequence, Any]]] = {}
-        for sequence, item in self._items:
-            by_loop.setdefault(sequence.loop, []).append((sequence, item))
         self._items = []
+        loop = items[0][0].loop
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Sequence, Any]]] = {loop: items}
+        if any(sequence.loop is not loop for sequence, _ in items):  # only where engines serve several loops (tests)
+            by_loop = {}
+            for sequence, item in items:
+                by_loop.setdefault(sequence.loop, []).append((sequence, item))
         for loop, items in by_loop.items():
             try:
                 loop.call_soon_threadsafe(_deliver, items)
@@ -207,6 +211,7 @@ class LlamaCppEngine:
         self._eog_tokens: list[int] = []
         self._eog_set: frozenset[int] = frozenset()
         self._logits_views: dict[int, np.ndarray] = {}
+        self._logits_address = native.logits_address()
         self._slots: list[_Slot] = []
         self._waiting: deque[_Sequence] = deque()
         self._running: list[_Sequence] = []
@@ -265,6 +270,14 @@ class LlamaCppEngine:
         if not self._context:
             raise RuntimeError(f"llama.cpp could not create a context for {path}")
         self._batch = lib.llama_batch_init(self._batch_size, 0, 1)
+        # The batch's arrays seen through numpy, and each row's one sequence id: filling them through the ctypes
+        # structure made a pointer object per field per token.
+        size = self._batch_size
+        self._batch_tokens = np.ctypeslib.as_array(self._batch.token, shape=(size,))
+        self._batch_positions = np.ctypeslib.as_array(self._batch.pos, shape=(size,))
+        self._batch_outputs = np.ctypeslib.as_array(self._batch.logits, shape=(size,))
+        np.ctypeslib.as_array(self._batch.n_seq_id, shape=(size,))[:] = 1  # every row belongs to one sequence
+        self._batch_sequence_ids = [self._batch.seq_id[row] for row in range(size)]
         self._slots = [_Slot(seq_id=i) for i in range(self._parallel)]
         template = lib.llama_model_chat_template(self._model, None)
         tool_use = lib.llama_model_chat_template(self._model, b"tool_use")
@@ -593,8 +606,12 @@ class LlamaCppEngine:
             sequence.sampler = None
 
     def _step(self) -> None:
-        lib = native.lib()
-        batch = self._batch
+        tokens, positions, outputs, sequence_ids = (
+            self._batch_tokens,
+            self._batch_positions,
+            self._batch_outputs,
+            self._batch_sequence_ids,
+        )
         rows = 0
         fed: list[tuple[_Sequence, list[int]]] = []
         for sequence in self._running:
@@ -602,7 +619,11 @@ class LlamaCppEngine:
         # Generating sequences first (one token each), so that long prompts never stall running streams; each
         # group in slot order: without a unified KV cache llama.cpp puts sequences in one ubatch (one graph
         # computation) only while their ids rise by one in batch order, so admission order would split a step.
-        ordered = sorted(self._running, key=lambda s: (len(s.feed) > 1, s.slot.seq_id if s.slot else 0))
+        ordered = (
+            sorted(self._running, key=lambda s: (len(s.feed) > 1, s.slot.seq_id if s.slot else 0))
+            if len(self._running) > 1
+            else self._running
+        )
         if ordered and len(ordered[-1].feed) > 1:  # a prompt chunk takes up to a millisecond to lay out
             self._outbox.flush()
         for sequence in ordered:
@@ -612,29 +633,36 @@ class LlamaCppEngine:
             assert sequence.slot is not None
             take = sequence.feed[:room]
             start = len(sequence.slot.cached)
-            sequence.score_rows = []
-            for offset, token in enumerate(take):
-                batch.token[rows] = token
-                batch.pos[rows] = start + offset
-                batch.n_seq_id[rows] = 1
-                batch.seq_id[rows][0] = sequence.slot.seq_id
-                batch.logits[rows] = 1 if sequence.scoring else 0
-                if sequence.scoring:
-                    sequence.score_rows.append((rows, start + offset))
-                rows += 1
-            finishes_feed = len(take) == len(sequence.feed)
-            if finishes_feed:
-                batch.logits[rows - 1] = 1
+            end = rows + len(take)
+            seq_id = sequence.slot.seq_id
+            if end - rows == 1:  # a generating sequence's one token: single writes cost less than slices
+                tokens[rows] = take[0]
+                positions[rows] = start
+                outputs[rows] = 0
+                sequence_ids[rows][0] = seq_id
+            else:
+                tokens[rows:end] = take
+                positions[rows:end] = np.arange(start, start + len(take))
+                outputs[rows:end] = 0
+                for row in range(rows, end):
+                    sequence_ids[row][0] = seq_id
+            if sequence.scoring:
+                outputs[rows:end] = 1
+                sequence.score_rows = [(row, start + row - rows) for row in range(rows, end)]
+            rows = end
+            if len(take) == len(sequence.feed):
+                outputs[rows - 1] = 1
                 sequence.logits_row = rows - 1
             else:
                 sequence.logits_row = -1
             fed.append((sequence, take))
+        batch = self._batch
         batch.n_tokens = rows
         # What the last step (and admission) produced is handed to the event loop only now: woken, it needs the
         # GIL, which llama_decode releases at once, so it runs instead of waking, waiting for the GIL and being
         # woken again (two futex waits a streamed token more, measured with strace).
         self._outbox.flush()
-        status = lib.llama_decode(self._context, batch)
+        status = native.lib().llama_decode(self._context, batch)
         if status != 0:
             raise RuntimeError(f"llama_decode returned {status}")
         for sequence, take in fed:
@@ -678,14 +706,13 @@ class LlamaCppEngine:
             self._release(sequence)
 
     def _sample(self, sequence: _Sequence) -> None:
-        lib = native.lib()
         params = sequence.params
         if sequence.draw is not None:
             token = sequence.draw.sample(self._logits(sequence.logits_row))
         elif sequence.sampler is None:
             token = self._greedy(sequence.logits_row, avoid_eog=params.ignore_eos)
         else:
-            token = int(lib.llama_sampler_sample(sequence.sampler, self._context, sequence.logits_row))
+            token = int(native.lib().llama_sampler_sample(sequence.sampler, self._context, sequence.logits_row))
         sequence.generated += 1
         logprob: float | None = None
         alternatives: tuple[TokenLogprob, ...] = ()
@@ -709,14 +736,14 @@ class LlamaCppEngine:
         """A batch row's logits, read in place from llama.cpp's buffer (until the next decode). Views are kept
         by address: making one took 20-25 us a token, of the 0.3 ms a step spends outside llama_decode. Read-only:
         a donor's row may be sampled again for the choices sharing it."""
-        pointer = native.lib().llama_get_logits_ith(self._context, row)
-        address = ctypes.cast(pointer, ctypes.c_void_p).value
+        address = self._logits_address(self._context, row)
         if address is None:
             raise RuntimeError(f"llama.cpp has no logits for batch row {row}")
         view = self._logits_views.get(address)
         if view is None:
             if len(self._logits_views) >= 2 * self._batch_size:  # a reallocated buffer: drop the old addresses
                 self._logits_views.clear()
+            pointer = ctypes.cast(address, ctypes.POINTER(ctypes.c_float))
             view = np.ctypeslib.as_array(pointer, shape=(self._n_vocab,))
             view.flags.writeable = False
             self._logits_views[address] = view

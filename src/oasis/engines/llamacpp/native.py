@@ -36,6 +36,17 @@ def lib() -> Any:
     return _lib
 
 
+@cache
+def logits_address() -> Any:
+    """`llama_get_logits_ith(context, row)` answering the address as an int (None for no logits): llama-cpp-python's
+    binding answers a float pointer, which then takes a ctypes.cast to read; right after a decode, with cold
+    caches, the two took 25-30 us a token. A function object of its own, so the binding's stays as it is."""
+    function = _lib._lib["llama_get_logits_ith"]
+    function.argtypes = [ctypes.c_void_p, ctypes.c_int32]
+    function.restype = ctypes.c_void_p
+    return function
+
+
 # llama.cpp writes a bounded repetition out as that many copies of its rule, and a bound in the thousands
 # (`"maxLength": 2000`, common in tool schemas) makes a grammar that crashes its parser (llama.cpp#25746,
 # #27859; upstream now caps them too). Bounds above this are left out of the grammar.
