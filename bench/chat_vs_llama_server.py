@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -219,41 +220,77 @@ async def overhead(base: str, requests: int) -> float:
     return statistics.median(latencies)
 
 
-def alternate(gguf: Path, pairs: int, max_tokens: int, context: int, threads: int, llama_server: Path) -> None:
+def alternate(
+    gguf: Path, pairs: int, max_tokens: int, context: int, threads: int, llama_server: Path, engine_alone: bool
+) -> None:
     """One stream, both servers started once and taking turns: each pair measures both sides back to back (in
     turn first), and the side not measured is frozen (SIGSTOP), so that it takes no CPU time. Pairs seconds apart
-    are spared most of the drift of a shared machine, which restarting servers every round is not."""
-    sides = ["oasis", "llama-server"]
-    ratios: list[float] = []
-    rates: dict[str, list[float]] = {side: [] for side in sides}
+    are spared most of the drift of a shared machine, which restarting servers every round is not. With
+    `engine_alone`, oasis's engine with no server around it (bench/engine_alone.py) takes its turn too: what the
+    server adds is the difference. Besides each stream's rate, the rate its median time between tokens gives: the
+    steady pace, which a descheduled moment does not move."""
+    sides = ["oasis", "llama-server", *(["engine alone"] if engine_alone else [])]
+    rates: dict[str, list[tuple[float, float]]] = {side: [] for side in sides}
     with contextlib.ExitStack() as stack:
-        started = {side: stack.enter_context(server(side, gguf, 1, context, threads, llama_server)) for side in sides}
+        started = {
+            side: stack.enter_context(server(side, gguf, 1, context, threads, llama_server)) for side in sides[:2]
+        }
         for base, process in started.values():
             asyncio.run(single(base, 8))  # warm up: the first decode allocates buffers
             pause(process, True)
+        alone = None
+        if engine_alone:
+            command = [sys.executable, str(Path(__file__).with_name("engine_alone.py")), str(gguf), str(context)]
+            alone = subprocess.Popen(
+                [*command, str(threads), str(TEMPERATURE)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True,
+            )  # fmt: skip
+            stack.callback(alone.kill)
+            stack.callback(pause, alone, False)
+            assert alone.stdin is not None and alone.stdout is not None
+            alone.stdin.write("8\n")
+            alone.stdin.flush()
+            alone.stdout.readline()
+            pause(alone, True)
         for pair in range(pairs):
-            measured: dict[str, float] = {}
-            for side in sides if pair % 2 == 0 else sides[::-1]:
-                base, process = started[side]
+            for side in sides[pair % len(sides) :] + sides[: pair % len(sides)]:
+                process = alone if side == "engine alone" else started[side][1]
+                assert process is not None
                 pause(process, False)
                 time.sleep(1.0)  # timers that came due while frozen (polls, load readings) run now, not in the stream
-                stream = asyncio.run(single(base, max_tokens))
+                if process is alone:
+                    assert alone.stdin is not None and alone.stdout is not None
+                    alone.stdin.write(f"{max_tokens}\n")
+                    alone.stdin.flush()
+                    rate, steady = map(float, alone.stdout.readline().split())
+                else:
+                    stream = asyncio.run(single(started[side][0], max_tokens))
+                    gaps = [later - earlier for earlier, later in itertools.pairwise(stream.arrivals)]
+                    rate, steady = (max_tokens - 1) / stream.decode_seconds, 1 / statistics.median(gaps)
                 pause(process, True)
-                measured[side] = (max_tokens - 1) / stream.decode_seconds
-                rates[side].append(measured[side])
-            ratios.append(measured["oasis"] / measured["llama-server"])
-            print(f"pair {pair + 1}/{pairs}: {measured['oasis']:.1f} | {measured['llama-server']:.1f}", file=sys.stderr)
-    random = Random(0)
-    medians = sorted(statistics.median(random.choices(ratios, k=len(ratios))) for _ in range(2000))
+                rates[side].append((rate, steady))
+            print(
+                f"pair {pair + 1}/{pairs}: " + " | ".join(f"{rates[side][-1][0]:.1f}" for side in sides),
+                file=sys.stderr,
+            )
     print(f"\nmodel {gguf.name}, {threads} threads, one stream of {max_tokens} tokens, {pairs} alternating pairs")
-    print("| oasis median tok/s | llama-server median tok/s | median paired ratio | 95% interval | pairs >= 0.97 |")
-    print("|---|---|---|---|---|")
     print(
-        f"| {statistics.median(rates['oasis']):.1f} | {statistics.median(rates['llama-server']):.1f} "
-        f"| {statistics.median(ratios):.3f} | {medians[50]:.3f}-{medians[1949]:.3f} "
-        f"| {sum(ratio >= 0.97 for ratio in ratios)} of {pairs} |"
+        "| side | median tok/s | median paired ratio to llama-server | 95% interval | pairs >= 0.97 "
+        "| steady pace ratio |"
     )
-    print("every pair's ratio: " + " ".join(f"{ratio:.3f}" for ratio in ratios))
+    print("|---|---|---|---|---|---|")
+    random = Random(0)
+    for side in sides:
+        ratios = [mine[0] / peer[0] for mine, peer in zip(rates[side], rates["llama-server"], strict=True)]
+        paces = [mine[1] / peer[1] for mine, peer in zip(rates[side], rates["llama-server"], strict=True)]
+        medians = sorted(statistics.median(random.choices(ratios, k=len(ratios))) for _ in range(2000))
+        print(
+            f"| {side} | {statistics.median(rate for rate, _ in rates[side]):.1f} | {statistics.median(ratios):.3f} "
+            f"| {medians[50]:.3f}-{medians[1949]:.3f} | {sum(ratio >= 0.97 for ratio in ratios)} of {pairs} "
+            f"| {statistics.median(paces):.3f} |"
+        )
+    ratios = [mine[0] / peer[0] for mine, peer in zip(rates["oasis"], rates["llama-server"], strict=True)]
+    print("every pair's ratio, oasis to llama-server: " + " ".join(f"{ratio:.3f}" for ratio in ratios))
 
 
 @dataclass
@@ -317,13 +354,20 @@ def main() -> int:
         metavar="PAIRS",
         help="instead of rounds: one stream, both servers up, taking turns PAIRS times (the other one frozen)",
     )
+    parser.add_argument(
+        "--engine-alone",
+        action="store_true",
+        help="with --alternate: oasis's engine with no server around it takes its turn too (what the server adds)",
+    )
     args = parser.parse_args()
     global TEMPERATURE, FIXED_THREADS
     TEMPERATURE = args.temperature
     FIXED_THREADS = args.fixed_threads
     gguf = args.gguf or default_gguf()
     if args.alternate:
-        alternate(gguf, args.alternate, args.max_tokens, args.context, args.threads, args.llama_server)
+        alternate(
+            gguf, args.alternate, args.max_tokens, args.context, args.threads, args.llama_server, args.engine_alone
+        )
         return 0
     levels = [int(c) for c in args.concurrency.split(",")]
     sides = ["oasis", "llama-server"]

@@ -5,9 +5,10 @@
 On a machine with few cores the event loop shares them with llama.cpp's threads, which spin at barriers: each
 millisecond the loop runs while a token decodes is, more or less, a millisecond added to that token. Throughput
 comparisons on a noisy machine cannot show differences of a few percent; the loop's own CPU time per token can.
-It is read from /proc (the main thread's utime + stime) around one stream at a time at temperature 0.8, through
-/v1/completions and /v1/chat/completions, together with the main thread's CPU per request (max_tokens 1: what a
-request costs besides its tokens, included in the per-token figure) and each thread's CPU per second while idle.
+It is read from /proc (the main thread's run time in schedstat) around one stream at a time at temperature 0.8,
+through /v1/completions and /v1/chat/completions, together with the main thread's CPU per request (max_tokens 1:
+what a request costs besides its tokens, included in the per-token figure) and each thread's CPU per second while
+idle.
 llama-server's HTTP thread, for comparison, is measured the same way with `--llama-server PATH`.
 """
 
@@ -21,19 +22,18 @@ from pathlib import Path
 import httpx
 from chat_vs_llama_server import default_gguf, server
 
-_TICKS = os.sysconf("SC_CLK_TCK")
-
 
 def _threads(pid: int) -> dict[int, tuple[str, float]]:
-    """Each thread of `pid`: its name and CPU seconds so far."""
+    """Each thread of `pid`: its name and CPU seconds so far, from the scheduler's own count in nanoseconds
+    (schedstat's first field; the utime and stime of `stat` are charged in whole clock ticks of 10 ms)."""
     found = {}
     for task in os.listdir(f"/proc/{pid}/task"):
         try:
             stat = Path(f"/proc/{pid}/task/{task}/stat").read_text()
+            ran = int(Path(f"/proc/{pid}/task/{task}/schedstat").read_text().split()[0])
         except OSError:
             continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        found[int(task)] = (stat[stat.index("(") + 1 : stat.rindex(")")], (int(fields[11]) + int(fields[12])) / _TICKS)
+        found[int(task)] = (stat[stat.index("(") + 1 : stat.rindex(")")], ran / 1e9)
     return found
 
 
