@@ -326,7 +326,8 @@ class ChatService:
 
             async for index, delta in _merged(streams, chat.stops):
                 completion_tokens += len(delta.tokens)
-                content_tokens[index].add(delta.tokens)
+                if request.logprobs:  # placing each token in the text is work at every token, for logprobs only
+                    content_tokens[index].add(delta.tokens)
                 ready = readers[index].feed(delta.text)
                 if ready.reasoning:
                     yield chunk(index, {"reasoning_content": ready.reasoning})
