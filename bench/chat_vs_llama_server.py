@@ -35,6 +35,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from random import Random
+from typing import IO, Any
 
 import httpx
 from serving import free_port, oasis_environment, pause, running_process
@@ -220,6 +221,15 @@ async def overhead(base: str, requests: int) -> float:
     return statistics.median(latencies)
 
 
+def _answer(output: IO[str]) -> tuple[float, float]:
+    """engine_alone.py's answer for one stream, past any line a library printed."""
+    while line := output.readline():
+        if line.startswith("RATE "):
+            decode, steady = line.split()[1:]
+            return float(decode), float(steady)
+    raise RuntimeError("engine_alone.py ended without answering")
+
+
 def alternate(
     gguf: Path, pairs: int, max_tokens: int, context: int, threads: int, llama_server: Path, engine_alone: bool
 ) -> None:
@@ -235,14 +245,14 @@ def alternate(
         started = {
             side: stack.enter_context(server(side, gguf, 1, context, threads, llama_server)) for side in sides[:2]
         }
-        for base, process in started.values():
+        for base, served in started.values():
             asyncio.run(single(base, 8))  # warm up: the first decode allocates buffers
-            pause(process, True)
-        alone = None
+            pause(served, True)
+        alone: subprocess.Popen[str] | None = None
         if engine_alone:
             command = [sys.executable, str(Path(__file__).with_name("engine_alone.py")), str(gguf), str(context)]
             alone = subprocess.Popen(
-                [*command, str(threads), str(TEMPERATURE)],
+                [*command, str(threads), str(TEMPERATURE), "fixed" if FIXED_THREADS else "adapt"],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True,
             )  # fmt: skip
             stack.callback(alone.kill)
@@ -250,11 +260,11 @@ def alternate(
             assert alone.stdin is not None and alone.stdout is not None
             alone.stdin.write("8\n")
             alone.stdin.flush()
-            alone.stdout.readline()
+            _answer(alone.stdout)
             pause(alone, True)
         for pair in range(pairs):
             for side in sides[pair % len(sides) :] + sides[: pair % len(sides)]:
-                process = alone if side == "engine alone" else started[side][1]
+                process: subprocess.Popen[Any] | None = alone if side == "engine alone" else started[side][1]
                 assert process is not None
                 pause(process, False)
                 time.sleep(1.0)  # timers that came due while frozen (polls, load readings) run now, not in the stream
@@ -262,7 +272,7 @@ def alternate(
                     assert alone.stdin is not None and alone.stdout is not None
                     alone.stdin.write(f"{max_tokens}\n")
                     alone.stdin.flush()
-                    rate, steady = map(float, alone.stdout.readline().split())
+                    rate, steady = _answer(alone.stdout)
                 else:
                     stream = asyncio.run(single(started[side][0], max_tokens))
                     gaps = [later - earlier for earlier, later in itertools.pairwise(stream.arrivals)]
@@ -360,6 +370,8 @@ def main() -> int:
         help="with --alternate: oasis's engine with no server around it takes its turn too (what the server adds)",
     )
     args = parser.parse_args()
+    if args.engine_alone and not args.alternate:
+        parser.error("--engine-alone takes its turns in --alternate")
     global TEMPERATURE, FIXED_THREADS
     TEMPERATURE = args.temperature
     FIXED_THREADS = args.fixed_threads

@@ -30,10 +30,14 @@ def _threads(pid: int) -> dict[int, tuple[str, float]]:
     for task in os.listdir(f"/proc/{pid}/task"):
         try:
             stat = Path(f"/proc/{pid}/task/{task}/stat").read_text()
-            ran = int(Path(f"/proc/{pid}/task/{task}/schedstat").read_text().split()[0])
-        except OSError:
+        except OSError:  # the thread has ended
             continue
-        found[int(task)] = (stat[stat.index("(") + 1 : stat.rindex(")")], ran / 1e9)
+        try:
+            seconds = int(Path(f"/proc/{pid}/task/{task}/schedstat").read_text().split()[0]) / 1e9
+        except OSError:  # a kernel without schedstat: clock ticks, coarse but there
+            fields = stat[stat.rindex(")") + 2 :].split()
+            seconds = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        found[int(task)] = (stat[stat.index("(") + 1 : stat.rindex(")")], seconds)
     return found
 
 

@@ -11,6 +11,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -35,7 +36,7 @@ def running(
         yield base
 
 
-def pause(process: subprocess.Popen[bytes], paused: bool) -> None:
+def pause(process: subprocess.Popen[Any], paused: bool) -> None:
     """Freezes a server started by `running_process` (and any child of it) or lets it go on: a frozen server
     takes no CPU time at all, so it cannot disturb the one being measured."""
     os.killpg(process.pid, signal.SIGSTOP if paused else signal.SIGCONT)

@@ -46,6 +46,39 @@ def test_a_seed_repeats_its_draws_and_none_varies() -> None:
     assert draws(None) != draws(None)
 
 
+def test_a_seeded_draw_is_the_inverse_of_the_cumulative_distribution_at_each_uniform_number() -> None:
+    """Past the 64 uniforms drawn at once, each draw is the token where u * total falls in the running sum of
+    the probabilities, u being the generator's next number: the same answer as one call of random() per draw."""
+    logits = _logits()
+    sampler = FullDistributionSampler(VOCABULARY, 0.8, {5: 1.5}, banned=[7], seed=11)
+    scaled = logits.astype(np.float64) / 0.8
+    scaled[5] += 1.5 / 0.8
+    scaled[7] = -np.inf
+    cumulative = np.cumsum(np.exp(scaled - scaled.max()))
+    uniforms = np.random.default_rng(11)
+    expected = [int(np.searchsorted(cumulative, uniforms.random() * cumulative[-1], side="right")) for _ in range(200)]
+    assert [sampler.sample(logits) for _ in range(200)] == expected
+
+
+def test_no_draw_lands_past_the_vocabulary_or_on_a_banned_token_in_a_partial_last_block() -> None:
+    vocabulary = 1025  # the last block holds one token and 1023 zeros of padding
+    logits = np.full(vocabulary, -10.0, dtype=np.float32)
+    logits[1024], logits[1023] = 8.0, 4.0
+    draws = [
+        FullDistributionSampler(vocabulary, 1.0, {}, banned=[1024], seed=seed).sample(logits) for seed in range(300)
+    ]
+    assert all(0 <= token < 1024 for token in draws)
+    assert draws.count(1023) > 280  # the likeliest token left (p 0.999)
+    unbanned = [FullDistributionSampler(vocabulary, 1.0, {}, seed=seed).sample(logits) for seed in range(300)]
+    assert unbanned.count(1024) > 280
+
+
+def test_with_every_token_banned_the_draw_still_answers_a_token() -> None:
+    logits = _logits()
+    sampler = FullDistributionSampler(VOCABULARY, 1.0, {}, banned=range(VOCABULARY), seed=1)
+    assert sampler.sample(logits) == int(np.argmax(logits))
+
+
 async def test_the_engine_repeats_a_seeded_answer_at_temperature() -> None:
     from oasis.engines.llamacpp.engine import LlamaCppEngine
     from oasis.settings import ModelSpec

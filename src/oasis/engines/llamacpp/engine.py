@@ -200,6 +200,11 @@ class LlamaCppEngine:
         self._context: Any = None
         self._vocab: Any = None
         self._batch: Any = None
+        # numpy views of the batch's arrays and each row's sequence id pointer, while the batch exists
+        self._batch_tokens: Any = None
+        self._batch_positions: Any = None
+        self._batch_outputs: Any = None
+        self._batch_sequence_ids: list[Any] = []
         self._n_vocab = 0
         self._context_length = 0
         self._chat_template: str | None = None
@@ -320,6 +325,8 @@ class LlamaCppEngine:
         if self._model:
             lib.llama_model_free(self._model)
         self._model = self._context = self._batch = None
+        self._batch_tokens = self._batch_positions = self._batch_outputs = None  # views of the freed batch
+        self._batch_sequence_ids = []
 
     # --- what services see ----------------------------------------------------------------------------------
 
