@@ -57,6 +57,26 @@ def _amx() -> bool:
     return uses_amx()
 
 
+def oasis_options(parallel: int, context: int, threads: int) -> dict[str, object]:
+    """The llama.cpp engine's options, served or alone (bench/engine_alone.py)."""
+    options: dict[str, object] = {
+        "context_length": context,
+        "parallel": parallel,
+        "threads": threads,
+        "batch_size": 512,
+    }
+    if FIXED_THREADS:
+        options["adapt_threads"] = False
+    return options
+
+
+def paces(arrivals: list[float]) -> tuple[float, float]:
+    """A stream's decode rate (tokens after the first over the time since the first) and the rate its median time
+    between tokens gives: its steady pace, which a descheduled moment does not move."""
+    gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
+    return (len(arrivals) - 1) / (arrivals[-1] - arrivals[0]), 1 / statistics.median(gaps)
+
+
 @contextlib.contextmanager
 def server(
     kind: str, gguf: Path, parallel: int, context: int, threads: int, llama_server: Path
@@ -74,9 +94,7 @@ def server(
         env = os.environ.copy()
     else:
         config = Path(tempfile.mkdtemp()) / "oasis.yaml"
-        options = {"context_length": context, "parallel": parallel, "threads": threads, "batch_size": 512}
-        if FIXED_THREADS:
-            options["adapt_threads"] = False
+        options = oasis_options(parallel, context, threads)
         config.write_text(
             json.dumps({"models": [{"id": "bench", "engine": "llamacpp", "path": str(gguf), "options": options}]})
         )
@@ -250,9 +268,9 @@ def alternate(
             pause(served, True)
         alone: subprocess.Popen[str] | None = None
         if engine_alone:
-            command = [sys.executable, str(Path(__file__).with_name("engine_alone.py")), str(gguf), str(context)]
+            command = [sys.executable, str(Path(__file__).with_name("engine_alone.py")), str(gguf)]
             alone = subprocess.Popen(
-                [*command, str(threads), str(TEMPERATURE), "fixed" if FIXED_THREADS else "adapt"],
+                [*command, str(TEMPERATURE), json.dumps(oasis_options(1, context, threads))],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True,
             )  # fmt: skip
             stack.callback(alone.kill)
@@ -274,9 +292,7 @@ def alternate(
                     alone.stdin.flush()
                     rate, steady = _answer(alone.stdout)
                 else:
-                    stream = asyncio.run(single(started[side][0], max_tokens))
-                    gaps = [later - earlier for earlier, later in itertools.pairwise(stream.arrivals)]
-                    rate, steady = (max_tokens - 1) / stream.decode_seconds, 1 / statistics.median(gaps)
+                    rate, steady = paces(asyncio.run(single(started[side][0], max_tokens)).arrivals)
                 pause(process, True)
                 rates[side].append((rate, steady))
             print(
@@ -292,12 +308,12 @@ def alternate(
     random = Random(0)
     for side in sides:
         ratios = [mine[0] / peer[0] for mine, peer in zip(rates[side], rates["llama-server"], strict=True)]
-        paces = [mine[1] / peer[1] for mine, peer in zip(rates[side], rates["llama-server"], strict=True)]
+        steadies = [mine[1] / peer[1] for mine, peer in zip(rates[side], rates["llama-server"], strict=True)]
         medians = sorted(statistics.median(random.choices(ratios, k=len(ratios))) for _ in range(2000))
         print(
             f"| {side} | {statistics.median(rate for rate, _ in rates[side]):.1f} | {statistics.median(ratios):.3f} "
             f"| {medians[50]:.3f}-{medians[1949]:.3f} | {sum(ratio >= 0.97 for ratio in ratios)} of {pairs} "
-            f"| {statistics.median(paces):.3f} |"
+            f"| {statistics.median(steadies):.3f} |"
         )
     ratios = [mine[0] / peer[0] for mine, peer in zip(rates["oasis"], rates["llama-server"], strict=True)]
     print("every pair's ratio, oasis to llama-server: " + " ".join(f"{ratio:.3f}" for ratio in ratios))

@@ -121,16 +121,12 @@ class _Outbox:
         self._items.append((sequence, item))
 
     def flush(self) -> None:
-        items = self._items
-        if not items:
+        if not self._items:
             return
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Sequence, Any]]] = {}
+        for sequence, item in self._items:
+            by_loop.setdefault(sequence.loop, []).append((sequence, item))
         self._items = []
-        loop = items[0][0].loop
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Sequence, Any]]] = {loop: items}
-        if any(sequence.loop is not loop for sequence, _ in items):  # only where engines serve several loops (tests)
-            by_loop = {}
-            for sequence, item in items:
-                by_loop.setdefault(sequence.loop, []).append((sequence, item))
         for loop, items in by_loop.items():
             try:
                 loop.call_soon_threadsafe(_deliver, items)
