@@ -111,9 +111,8 @@ async def _check_blobs(settings: Settings) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from oasis.app import create_app
+    from oasis.http_server import serve
 
     server: dict[str, Any] = {key: value for key in ("host", "port") if (value := getattr(args, key)) is not None}
     if args.allow_unauthenticated:
@@ -130,9 +129,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     asyncio.run(_check_blobs(settings))
     log.info("oasis %s: data in %s, listening on %s:%s", __version__, settings.data_dir, host, settings.server.port)
-    app = create_app(settings)
-    uvicorn.run(app, host=host, port=settings.server.port, log_config=None, access_log=False)
-    return 0
+    return serve(create_app(settings), host=host, port=settings.server.port)
 
 
 def _live_states(settings: Settings) -> dict[str, str] | None:
