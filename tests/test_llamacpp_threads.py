@@ -211,3 +211,40 @@ def test_without_proc_the_count_is_kept_and_proc_is_not_read_again() -> None:
     core_share = CoreShare(2, "oasis-llm-test", sample=no_proc, cores=2)
     assert [core_share.threads() for _ in range(5)] == [2] * 5
     assert len(reads) == 1  # not a failed file read before every decoding step
+
+
+def test_the_busy_time_of_the_allowed_cores_is_read_from_proc_stat() -> None:
+    ticks = os.sysconf("SC_CLK_TCK")
+    stat = (
+        "cpu  900 0 900 9000 90 0 0 0 0 0\n"  # every core together: not counted again
+        "cpu0 100 7 200 5000 40 3 4 5 0 0\n"  # user, nice, system, idle, iowait, irq, softirq, steal
+        "cpu1 1000 0 1000 1000 0 0 0 0 0 0\n"
+        "cpu2 10 0 10 10 0 0 0 0 0 0\n"
+        "intr 123456 " + " ".join(["1"] * 5000) + "\n"  # interrupt counts, not CPU time
+        "ctxt 98765\n"
+        "cpu9 999 999 999 999 0 0 0 0 0 0\n"  # not a CPU line's place: never read
+    )
+    # cpu0 busy: user 100 + system 200 + irq 3 + softirq 4 + steal 5 (not nice, idle or iowait); cpu1 is not allowed
+    assert core_threads._cores_busy(stat, {0, 2}) == pytest.approx((312 + 20) / ticks)
+
+
+def test_a_thread_whose_name_is_not_text_does_not_stop_the_reading() -> None:
+    started, stop = threading.Event(), threading.Event()
+
+    def oddly_named() -> None:
+        # a library may name its thread anything, bytes that are not UTF-8 included
+        import ctypes
+
+        ctypes.CDLL(None).prctl(15, b"\xff\xfeodd", 0, 0, 0)
+        started.set()
+        stop.wait()
+
+    thread = threading.Thread(target=oddly_named)
+    thread.start()
+    try:
+        started.wait()
+        sample = core_threads._read_sample("oasis-llm-x", core_threads._allowed_cores())
+        assert sample is not None and thread.native_id in sample.live_threads
+    finally:
+        stop.set()
+        thread.join()
