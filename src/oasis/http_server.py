@@ -17,6 +17,8 @@ from typing import Any
 
 import uvicorn
 
+from oasis.wakeups import until_next_tick
+
 # uvicorn's exit status when the server could not start (uvicorn.main.STARTUP_FAILURE)
 STARTUP_FAILURE = 3
 
@@ -38,7 +40,7 @@ class QuietServer(uvicorn.Server):
         while not should_exit:
             counter = (counter + 10) % 864000
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.tick_seconds):
+                async with asyncio.timeout(until_next_tick(self.tick_seconds)):
                     await self._stop_requested.wait()
             should_exit = await self.on_tick(counter)
 

@@ -12,6 +12,7 @@ import logging
 from typing import Protocol
 
 from oasis.storage.leases import process_name
+from oasis.wakeups import until_next_tick
 
 log = logging.getLogger("oasis.workers")
 
@@ -50,4 +51,4 @@ class WorkerLoop:
             if busy:
                 continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._woken.wait(), timeout=self._poll_seconds)
+                await asyncio.wait_for(self._woken.wait(), timeout=until_next_tick(self._poll_seconds))
