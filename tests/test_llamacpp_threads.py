@@ -225,7 +225,7 @@ def test_the_busy_time_of_the_allowed_cores_is_read_from_proc_stat() -> None:
         "cpu9 999 999 999 999 0 0 0 0 0 0\n"  # not a CPU line's place: never read
     )
     # cpu0 busy: user 100 + system 200 + irq 3 + softirq 4 + steal 5 (not nice, idle or iowait); cpu1 is not allowed
-    assert core_threads._cores_busy(stat, {0, 2}) == pytest.approx((312 + 20) / ticks)
+    assert core_threads._cores_busy(stat, {0, 2, 9}) == pytest.approx((312 + 20) / ticks)
 
 
 def test_a_thread_whose_name_is_not_text_does_not_stop_the_reading() -> None:
@@ -242,7 +242,7 @@ def test_a_thread_whose_name_is_not_text_does_not_stop_the_reading() -> None:
     thread = threading.Thread(target=oddly_named)
     thread.start()
     try:
-        started.wait()
+        assert started.wait(timeout=10)
         sample = core_threads._read_sample("oasis-llm-x", core_threads._allowed_cores())
         assert sample is not None and thread.native_id in sample.live_threads
     finally:

@@ -9,16 +9,24 @@ import pytest
 from oasis.wakeups import until_next_tick
 
 
-@pytest.mark.parametrize("period", [0.05, 1.0, 2.5])
-async def test_waits_end_on_multiples_of_the_period(period: float) -> None:
+@pytest.mark.parametrize(
+    ("now", "period", "wait"),
+    [
+        (1234.25, 1.0, 0.75),
+        (1234.0, 1.0, 1.0),  # on a tick: the next one
+        (1233.9995, 1.0, 1.0005),  # a timer that fired a hair early: not the tick just due again
+        (10.0, 2.5, 2.5),
+        (11.0, 2.5, 1.5),
+        (7.01, 0.05, 0.04),
+    ],
+)
+async def test_waits_end_on_the_next_multiple_of_the_period(now: float, period: float, wait: float) -> None:
     loop = asyncio.get_running_loop()
-    for _ in range(3):
-        started = loop.time()
-        wait = until_next_tick(period)
-        assert 0 < wait <= period + 0.002
-        ends = started + wait  # the clock moves on while it is read: a millisecond of slack
-        assert ends == pytest.approx(round(ends / period) * period, abs=0.001)
-        await asyncio.sleep(0.013)
+    loop.time = lambda: now  # type: ignore[method-assign]
+    try:
+        assert until_next_tick(period) == pytest.approx(wait, abs=1e-9)
+    finally:
+        del loop.time  # the class's clock again
 
 
 async def test_two_loops_with_the_same_period_wake_together() -> None:
