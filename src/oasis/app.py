@@ -7,7 +7,7 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
 
 from oasis import __version__
 from oasis.api import (
@@ -118,23 +118,25 @@ def create_app(settings: Settings, engine_factories: Mapping[str, EngineFactory]
         observe=observe_request,
     )
 
-    v1 = APIRouter(prefix="/v1")
-    v1.include_router(assistants.router)
-    v1.include_router(runs.router)  # before threads: POST /threads/runs is not a thread id
-    v1.include_router(threads.router)
-    v1.include_router(audio.router)
-    v1.include_router(batches.router)
-    v1.include_router(chat.router)
-    v1.include_router(completions.router)
-    v1.include_router(embeddings.router)
-    v1.include_router(models.router)
-    v1.include_router(files.router)
-    v1.include_router(fine_tuning.router)
-    v1.include_router(images.router)
-    v1.include_router(moderations.router)
-    v1.include_router(projects.router)
-    v1.include_router(vector_stores.router)
-    app.include_router(v1)
+    # Each router straight into the app under /v1: a router nested in another has its routes built once more.
+    for router in (
+        assistants.router,
+        runs.router,  # before threads: POST /threads/runs is not a thread id
+        threads.router,
+        audio.router,
+        batches.router,
+        chat.router,
+        completions.router,
+        embeddings.router,
+        models.router,
+        files.router,
+        fine_tuning.router,
+        images.router,
+        moderations.router,
+        projects.router,
+        vector_stores.router,
+    ):
+        app.include_router(router, prefix="/v1")
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(tokenizer.router)
