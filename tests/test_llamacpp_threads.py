@@ -181,6 +181,25 @@ async def test_the_engine_keeps_every_core_on_a_quiet_machine() -> None:
         await engine.close()
 
 
+async def test_an_idle_engine_follows_the_load_so_a_request_starts_with_the_right_count(busy_core: None) -> None:
+    engine = LlamaCppEngine(ModelSpec(**smollm(parallel=1, context_length=256, threads=2)))
+    await engine.start()
+    try:
+        assert engine.decode_threads == 2  # nothing measured yet
+        await asyncio.sleep(2.5)  # idle beside the busy process: read on the whole seconds, twice by now
+        assert engine.decode_threads == 1 and llama_threads(engine) == (1, 1)
+    finally:
+        await engine.close()
+
+
+def test_an_idle_engine_reads_on_the_whole_second_and_only_when_adapting(machine: Machine) -> None:
+    machine.at = 1000.25
+    assert share(machine).seconds_to_idle_reading() == pytest.approx(0.75)
+    fixed = CoreShare(2, "oasis-llm-test", sample=lambda name: None, cores=2)
+    fixed.threads()  # no /proc: nothing to adapt to
+    assert fixed.seconds_to_idle_reading() is None
+
+
 async def test_adapt_threads_false_keeps_the_count_whatever_the_load(busy_core: None) -> None:
     engine = LlamaCppEngine(ModelSpec(**smollm(parallel=1, context_length=256, threads=2, adapt_threads=False)))
     await engine.start()

@@ -438,7 +438,7 @@ class LlamaCppEngine:
                 self._outbox.flush()
             with self._lock:
                 while not self._stopping and not self._waiting and not self._running:
-                    self._lock.wait()
+                    self._wait_idle()
                 if self._stopping:
                     return
                 self._admit()
@@ -462,6 +462,19 @@ class LlamaCppEngine:
                 self._outbox.flush()
             if reading:  # between readings the count stays as it is
                 self._follow_free_cores()
+
+    def _wait_idle(self) -> None:
+        """With the lock held and nothing to do: waits to be woken, reading the machine's load meanwhile when the
+        thread count adapts to it (CoreShare), without the lock, so that a request is never kept waiting by it."""
+        core_share = self._core_share
+        timeout = core_share.seconds_to_idle_reading() if core_share is not None else None
+        if self._lock.wait(timeout) or self._stopping or self._waiting:
+            return
+        self._lock.release()
+        try:
+            self._follow_free_cores()
+        finally:
+            self._lock.acquire()
 
     def _admit(self) -> None:
         """Gives free slots to waiting sequences. A sequence starts from the free slot that holds most of its

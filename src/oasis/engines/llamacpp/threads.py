@@ -26,6 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MEASURE_EVERY_SECONDS = 0.5
+# An idle engine still reads the machine's load, this often and on the whole second of the monotonic clock (where the
+# server's other idle wake-ups fall, oasis/wakeups.py): a request that comes after an idle spell then decodes its
+# first steps with the count the last second calls for, not the one chosen before the spell (beside a busy core, two
+# threads can take a second a step).
+IDLE_READING_SECONDS = 1.0
 # A longer gap between two readings is an idle engine: the average over it says little about now, so it is dropped.
 STALE_AFTER_SECONDS = 5.0
 # user, system, irq, softirq, steal; not idle or iowait, and not nice: the kernel runs niced work behind ours
@@ -64,6 +69,12 @@ class CoreShare:
         self._last: CpuSample | None = None
         self._threads = most
         self.others_busy = 0.0  # cores' worth of work others did over the last measured interval (for logs, tests)
+
+    def seconds_to_idle_reading(self) -> float | None:
+        """How long an idle engine waits before its next reading; None: it need not read at all."""
+        if not self._adapting:
+            return None
+        return IDLE_READING_SECONDS - time.monotonic() % IDLE_READING_SECONDS
 
     def due(self) -> bool:
         """Whether the next `threads()` reads /proc (about a millisecond) rather than answering at once."""
