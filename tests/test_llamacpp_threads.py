@@ -186,7 +186,9 @@ async def test_an_idle_engine_follows_the_load_so_a_request_starts_with_the_righ
     await engine.start()
     try:
         assert engine.decode_threads == 2  # nothing measured yet
-        await asyncio.sleep(2.5)  # idle beside the busy process: read on the whole seconds, twice by now
+        until = time.monotonic() + 5.0  # idle beside the busy process: two readings on whole seconds are enough
+        while engine.decode_threads != 1 and time.monotonic() < until:
+            await asyncio.sleep(0.1)
         assert engine.decode_threads == 1 and llama_threads(engine) == (1, 1)
     finally:
         await engine.close()
@@ -194,7 +196,10 @@ async def test_an_idle_engine_follows_the_load_so_a_request_starts_with_the_righ
 
 def test_an_idle_engine_reads_on_the_whole_second_and_only_when_adapting(machine: Machine) -> None:
     machine.at = 1000.25
-    assert share(machine).seconds_to_idle_reading() == pytest.approx(0.75)
+    core_share = share(machine)
+    assert core_share.seconds_to_idle_reading() == pytest.approx(0.75)
+    machine.at = 1000.9995  # a wait that ended a hair early: the next reading is a whole second away
+    assert core_share.seconds_to_idle_reading() == pytest.approx(1.0005)
     fixed = CoreShare(2, "oasis-llm-test", sample=lambda name: None, cores=2)
     fixed.threads()  # no /proc: nothing to adapt to
     assert fixed.seconds_to_idle_reading() is None

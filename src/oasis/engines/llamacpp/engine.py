@@ -227,7 +227,7 @@ class LlamaCppEngine:
 
     @property
     def decode_threads(self) -> int:
-        """The threads the last step decoded with (fewer than `threads` while other work keeps cores busy)."""
+        """The threads the next step decodes with (fewer than `threads` while other work keeps cores busy)."""
         return self._decode_threads
 
     def load(self) -> EngineLoad:
@@ -465,7 +465,8 @@ class LlamaCppEngine:
 
     def _wait_idle(self) -> None:
         """With the lock held and nothing to do: waits to be woken, reading the machine's load meanwhile when the
-        thread count adapts to it (CoreShare), without the lock, so that a request is never kept waiting by it."""
+        thread count adapts to it (CoreShare). The reading runs without the lock: a request is queued meanwhile and
+        waits for one reading at most (about a millisecond)."""
         core_share = self._core_share
         timeout = core_share.seconds_to_idle_reading() if core_share is not None else None
         if self._lock.wait(timeout) or self._stopping or self._waiting:
@@ -473,6 +474,8 @@ class LlamaCppEngine:
         self._lock.release()
         try:
             self._follow_free_cores()
+        except Exception:  # nothing on the idle path may end the scheduler thread
+            self._stop_measuring()
         finally:
             self._lock.acquire()
 
@@ -700,14 +703,18 @@ class LlamaCppEngine:
             return
         try:
             threads = core_share.threads()
-        except Exception:  # measuring must never fail a step: keep the count and stop measuring
-            log.exception("%s: cannot read the machine's load; threads stay at %d", self.spec.id, self._decode_threads)
-            self._core_share = None
+        except Exception:  # measuring must never fail a step
+            self._stop_measuring()
             return
         if threads != self._decode_threads:
             log.debug("%s: %d threads (others busy: %.2f cores)", self.spec.id, threads, core_share.others_busy)
             native.lib().llama_set_n_threads(self._context, threads, threads)
             self._decode_threads = threads
+
+    def _stop_measuring(self) -> None:
+        """Called from an `except` block: keeps the thread count as it is and stops measuring."""
+        log.exception("%s: cannot read the machine's load; threads stay at %d", self.spec.id, self._decode_threads)
+        self._core_share = None
 
     def _score_rows(self, sequence: _Sequence) -> None:
         """Each row's logits give the probability of the prompt token that follows it."""

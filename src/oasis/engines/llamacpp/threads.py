@@ -31,6 +31,7 @@ MEASURE_EVERY_SECONDS = 0.5
 # first steps with the count the last second calls for, not the one chosen before the spell (beside a busy core, two
 # threads can take a second a step).
 IDLE_READING_SECONDS = 1.0
+_JUST_PASSED = 0.002  # as in oasis/wakeups.py
 # A longer gap between two readings is an idle engine: the average over it says little about now, so it is dropped.
 STALE_AFTER_SECONDS = 5.0
 # user, system, irq, softirq, steal; not idle or iowait, and not nice: the kernel runs niced work behind ours
@@ -48,7 +49,8 @@ class CpuSample:
 
 class CoreShare:
     """Tells the engine's scheduler thread how many threads to decode with (`threads()`, called after a step when
-    `due()`: every MEASURE_EVERY_SECONDS it reads a few /proc files; cheap otherwise)."""
+    `due()`, and by an idle engine every IDLE_READING_SECONDS: every MEASURE_EVERY_SECONDS at most it reads a few
+    /proc files; cheap otherwise)."""
 
     def __init__(
         self,
@@ -74,7 +76,9 @@ class CoreShare:
         """How long an idle engine waits before its next reading; None: it need not read at all."""
         if not self._adapting:
             return None
-        return IDLE_READING_SECONDS - time.monotonic() % IDLE_READING_SECONDS
+        remaining = IDLE_READING_SECONDS - time.monotonic() % IDLE_READING_SECONDS
+        # A wait may end a hair early: that is this second's reading, the next one is a whole period away.
+        return remaining if remaining > _JUST_PASSED else remaining + IDLE_READING_SECONDS
 
     def due(self) -> bool:
         """Whether the next `threads()` reads /proc (about a millisecond) rather than answering at once."""
@@ -158,7 +162,8 @@ def _read_sample(thread_name: str, allowed: set[int]) -> CpuSample | None:
 
 def _read_proc(path: str) -> str:
     """A /proc file's text. This runs on the engine's thread between two decodes, for every thread of the process
-    twice a second: os.open/os.read cost a fifth of what pathlib's read_text does (no buffered text layer)."""
+    twice a second (once a second while the engine is idle): os.open/os.read cost a fifth of what pathlib's
+    read_text does (no buffered text layer)."""
     descriptor = os.open(path, os.O_RDONLY)
     try:
         chunks = []
