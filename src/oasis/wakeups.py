@@ -16,5 +16,11 @@ _JUST_PASSED = 0.002
 
 def until_next_tick(period: float) -> float:
     """Seconds from now to the next multiple of `period` on the running event loop's clock."""
-    remaining = period - asyncio.get_running_loop().time() % period
+    return seconds_to_next_tick(period, asyncio.get_running_loop().time())
+
+
+def seconds_to_next_tick(period: float, now: float) -> float:
+    """Seconds from `now` to the next multiple of `period` on `now`'s clock (a thread without an event loop passes
+    time.monotonic(), the clock asyncio's loops keep too)."""
+    remaining = period - now % period
     return remaining if remaining > _JUST_PASSED else remaining + period

@@ -25,13 +25,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from oasis.wakeups import seconds_to_next_tick
+
 MEASURE_EVERY_SECONDS = 0.5
 # An idle engine still reads the machine's load, this often and on the whole second of the monotonic clock (where the
 # server's other idle wake-ups fall, oasis/wakeups.py): a request that comes after an idle spell then decodes its
 # first steps with the count the last second calls for, not the one chosen before the spell (beside a busy core, two
 # threads can take a second a step).
 IDLE_READING_SECONDS = 1.0
-_JUST_PASSED = 0.002  # as in oasis/wakeups.py
 # A longer gap between two readings is an idle engine: the average over it says little about now, so it is dropped.
 STALE_AFTER_SECONDS = 5.0
 # user, system, irq, softirq, steal; not idle or iowait, and not nice: the kernel runs niced work behind ours
@@ -76,9 +77,7 @@ class CoreShare:
         """How long an idle engine waits before its next reading; None: it need not read at all."""
         if not self._adapting:
             return None
-        remaining = IDLE_READING_SECONDS - time.monotonic() % IDLE_READING_SECONDS
-        # A wait may end a hair early: that is this second's reading, the next one is a whole period away.
-        return remaining if remaining > _JUST_PASSED else remaining + IDLE_READING_SECONDS
+        return seconds_to_next_tick(IDLE_READING_SECONDS, time.monotonic())
 
     def due(self) -> bool:
         """Whether the next `threads()` reads /proc (about a millisecond) rather than answering at once."""
