@@ -92,6 +92,10 @@ def server(
         if _amx():  # the same weights layout as oasis, which keeps them unpacked where AMX kernels would crash
             command.append("--no-repack")
         env = os.environ.copy()
+    elif kind == "minimal server":
+        options = json.dumps(oasis_options(parallel, context, threads))
+        command = [sys.executable, str(Path(__file__).with_name("minimal_server.py")), str(gguf), str(port), options]
+        env = oasis_environment()
     else:
         config = Path(tempfile.mkdtemp()) / "oasis.yaml"
         options = oasis_options(parallel, context, threads)
@@ -249,20 +253,28 @@ def _answer(output: IO[str]) -> tuple[float, float]:
 
 
 def alternate(
-    gguf: Path, pairs: int, max_tokens: int, context: int, threads: int, llama_server: Path, engine_alone: bool
+    gguf: Path,
+    pairs: int,
+    max_tokens: int,
+    context: int,
+    threads: int,
+    llama_server: Path,
+    engine_alone: bool,
+    control: bool,
 ) -> None:
     """One stream, both servers started once and taking turns: each pair measures both sides back to back (in
     turn first), and the side not measured is frozen (SIGSTOP), so that it takes no CPU time. Pairs seconds apart
     are spared most of the drift of a shared machine, which restarting servers every round is not. With
     `engine_alone`, oasis's engine with no server around it (bench/engine_alone.py) takes its turn too: what the
-    server adds is the difference. Besides each stream's rate, the rate its median time between tokens gives: the
-    steady pace, which a descheduled moment does not move."""
-    sides = ["oasis", "llama-server", *(["engine alone"] if engine_alone else [])]
+    server adds is the difference. With `control`, the same engine behind a minimal ASGI server
+    (bench/minimal_server.py) takes its turn too: the floor of a Python server around this engine, against which
+    oasis's own request path is measured. Besides each stream's rate, the rate its median time between tokens gives:
+    the steady pace, which a descheduled moment does not move."""
+    servers = ["oasis", "llama-server", *(["minimal server"] if control else [])]
+    sides = [*servers, *(["engine alone"] if engine_alone else [])]
     rates: dict[str, list[tuple[float, float]]] = {side: [] for side in sides}
     with contextlib.ExitStack() as stack:
-        started = {
-            side: stack.enter_context(server(side, gguf, 1, context, threads, llama_server)) for side in sides[:2]
-        }
+        started = {side: stack.enter_context(server(side, gguf, 1, context, threads, llama_server)) for side in servers}
         for base, served in started.values():
             asyncio.run(single(base, 8))  # warm up: the first decode allocates buffers
             pause(served, True)
@@ -317,6 +329,13 @@ def alternate(
         )
     ratios = [mine[0] / peer[0] for mine, peer in zip(rates["oasis"], rates["llama-server"], strict=True)]
     print("every pair's ratio, oasis to llama-server: " + " ".join(f"{ratio:.3f}" for ratio in ratios))
+    if control:
+        ratios = [mine[0] / peer[0] for mine, peer in zip(rates["oasis"], rates["minimal server"], strict=True)]
+        medians = sorted(statistics.median(random.choices(ratios, k=len(ratios))) for _ in range(2000))
+        print(
+            f"oasis to the minimal server, paired: median {statistics.median(ratios):.3f} "
+            f"({medians[50]:.3f}-{medians[1949]:.3f}), geometric mean {statistics.geometric_mean(ratios):.3f}"
+        )
 
 
 @dataclass
@@ -385,16 +404,29 @@ def main() -> int:
         action="store_true",
         help="with --alternate: oasis's engine with no server around it takes its turn too (what the server adds)",
     )
+    parser.add_argument(
+        "--control",
+        action="store_true",
+        help="with --alternate: the same engine behind a minimal ASGI server takes its turn too (a Python server's "
+        "floor; bench/minimal_server.py)",
+    )
     args = parser.parse_args()
-    if args.engine_alone and not args.alternate:
-        parser.error("--engine-alone takes its turns in --alternate")
+    if (args.engine_alone or args.control) and not args.alternate:
+        parser.error("--engine-alone and --control take their turns in --alternate")
     global TEMPERATURE, FIXED_THREADS
     TEMPERATURE = args.temperature
     FIXED_THREADS = args.fixed_threads
     gguf = args.gguf or default_gguf()
     if args.alternate:
         alternate(
-            gguf, args.alternate, args.max_tokens, args.context, args.threads, args.llama_server, args.engine_alone
+            gguf,
+            args.alternate,
+            args.max_tokens,
+            args.context,
+            args.threads,
+            args.llama_server,
+            args.engine_alone,
+            args.control,
         )
         return 0
     levels = [int(c) for c in args.concurrency.split(",")]
