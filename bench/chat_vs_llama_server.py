@@ -94,7 +94,8 @@ def server(
         env = os.environ.copy()
     elif kind == "minimal server":
         options = json.dumps(oasis_options(parallel, context, threads))
-        command = [sys.executable, str(Path(__file__).with_name("minimal_server.py")), str(gguf), str(port), options]
+        minimal = Path(__file__).with_name("minimal_server.py")
+        command = [sys.executable, *PYFLAGS, str(minimal), str(gguf), str(port), options]
         env = oasis_environment()
     else:
         config = Path(tempfile.mkdtemp()) / "oasis.yaml"
@@ -267,8 +268,8 @@ def alternate(
     are spared most of the drift of a shared machine, which restarting servers every round is not. With
     `engine_alone`, oasis's engine with no server around it (bench/engine_alone.py) takes its turn too: what the
     server adds is the difference. With `control`, the same engine behind a minimal ASGI server
-    (bench/minimal_server.py) takes its turn too: the floor of a Python server around this engine, against which
-    oasis's own request path is measured. Besides each stream's rate, the rate its median time between tokens gives:
+    (bench/minimal_server.py) takes its turn too: a Python baseline, against which oasis's own request path is
+    measured. Besides each stream's rate, the rate its median time between tokens gives:
     the steady pace, which a descheduled moment does not move."""
     servers = ["oasis", "llama-server", *(["minimal server"] if control else [])]
     sides = [*servers, *(["engine alone"] if engine_alone else [])]
@@ -407,8 +408,8 @@ def main() -> int:
     parser.add_argument(
         "--control",
         action="store_true",
-        help="with --alternate: the same engine behind a minimal ASGI server takes its turn too (a Python server's "
-        "floor; bench/minimal_server.py)",
+        help="with --alternate: the same engine behind a minimal ASGI server takes its turn too (a Python baseline; "
+        "bench/minimal_server.py)",
     )
     args = parser.parse_args()
     if (args.engine_alone or args.control) and not args.alternate:

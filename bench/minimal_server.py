@@ -1,12 +1,11 @@
-"""oasis's llama.cpp engine behind the least HTTP server Python offers, for
-`chat_vs_llama_server.py --alternate --control`.
+"""oasis's llama.cpp engine behind a minimal Python HTTP server, for `chat_vs_llama_server.py --alternate --control`.
 
     python bench/minimal_server.py GGUF PORT OPTIONS_JSON
 
-One ASGI function on uvicorn (uvloop, httptools), as `oasis serve` runs them: `GET /health`, and streamed
-`POST /v1/completions` with the fields the benchmark sends (prompt, max_tokens, temperature, seed). No FastAPI,
-Starlette, middleware, services or database: what it costs a streamed token more than llama-server is the floor of
-any asyncio server around this engine, and what oasis costs more than it is oasis's own request path.
+One ASGI function on uvicorn, started as `oasis serve` starts it (oasis/http_server.py): `GET /health`, and streamed
+`POST /v1/completions` with the fields the benchmark sends (prompt, max_tokens, temperature, seed), one SSE frame
+and one send a token. No FastAPI, Starlette, middleware, services or database: a baseline for what this design of
+server costs a streamed token more than llama-server, against which oasis's own request path is measured.
 """
 
 from __future__ import annotations
@@ -18,10 +17,9 @@ import time
 import uuid
 from typing import Any
 
-import uvicorn
-
 from oasis.engines.llamacpp.engine import LlamaCppEngine
 from oasis.engines.text import SamplingParams
+from oasis.http_server import serve
 from oasis.settings import ModelSpec
 
 _encode = json.JSONEncoder(separators=(",", ":")).encode
@@ -76,17 +74,18 @@ class MinimalServer:
             "model": "bench",
         }
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        async for sampled in self.engine.generate(prompt, params):
-            text = decoder.decode(sampled.piece, final=sampled.finish_reason is not None)
-            choice = {"text": text, "index": 0, "logprobs": None, "finish_reason": sampled.finish_reason}
-            frame = b"data: " + _encode({**envelope, "choices": [choice]}).encode() + b"\n\n"
-            await send({"type": "http.response.body", "body": frame, "more_body": True})
+        tokens = self.engine.generate(prompt, params)
+        try:
+            async for sampled in tokens:
+                text = decoder.decode(sampled.piece, final=sampled.finish_reason is not None)
+                choice = {"text": text, "index": 0, "logprobs": None, "finish_reason": sampled.finish_reason}
+                frame = b"data: " + _encode({**envelope, "choices": [choice]}).encode() + b"\n\n"
+                await send({"type": "http.response.body", "body": frame, "more_body": True})
+        finally:
+            await tokens.aclose()  # frees the engine's slot if a send fails
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
 
 
 if __name__ == "__main__":
     gguf, port, options = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
-    uvicorn.run(
-        MinimalServer(gguf, options), host="127.0.0.1", port=port, loop="uvloop", http="httptools",
-        log_level="warning", lifespan="on",
-    )  # fmt: skip
+    sys.exit(serve(MinimalServer(gguf, options), host="127.0.0.1", port=port))
