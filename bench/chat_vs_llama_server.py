@@ -269,8 +269,8 @@ def alternate(
     `engine_alone`, oasis's engine with no server around it (bench/engine_alone.py) takes its turn too: what the
     server adds is the difference. With `control`, the same engine behind a minimal ASGI server
     (bench/minimal_server.py) takes its turn too: a Python baseline, against which oasis's own request path is
-    measured. Besides each stream's rate, the rate its median time between tokens gives:
-    the steady pace, which a descheduled moment does not move."""
+    measured. Besides each stream's rate, the rate its median time between tokens gives: the steady pace, which a
+    descheduled moment does not move."""
     servers = ["oasis", "llama-server", *(["minimal server"] if control else [])]
     sides = [*servers, *(["engine alone"] if engine_alone else [])]
     rates: dict[str, list[tuple[float, float]]] = {side: [] for side in sides}
@@ -319,23 +319,29 @@ def alternate(
     )
     print("|---|---|---|---|---|---|")
     random = Random(0)
-    for side in sides:
-        ratios = [mine[0] / peer[0] for mine, peer in zip(rates[side], rates["llama-server"], strict=True)]
-        steadies = [mine[1] / peer[1] for mine, peer in zip(rates[side], rates["llama-server"], strict=True)]
+
+    def paired(side: str, peer: str, measure: int = 0) -> list[float]:
+        """Each pair's ratio of `side` to `peer`: rates (measure 0) or steady paces (1)."""
+        return [mine[measure] / theirs[measure] for mine, theirs in zip(rates[side], rates[peer], strict=True)]
+
+    def interval(ratios: list[float]) -> str:
+        """A bootstrap 95% interval of the median."""
         medians = sorted(statistics.median(random.choices(ratios, k=len(ratios))) for _ in range(2000))
+        return f"{medians[50]:.3f}-{medians[1949]:.3f}"
+
+    for side in sides:
+        ratios = paired(side, "llama-server")
         print(
             f"| {side} | {statistics.median(rate for rate, _ in rates[side]):.1f} | {statistics.median(ratios):.3f} "
-            f"| {medians[50]:.3f}-{medians[1949]:.3f} | {sum(ratio >= 0.97 for ratio in ratios)} of {pairs} "
-            f"| {statistics.median(steadies):.3f} |"
+            f"| {interval(ratios)} | {sum(ratio >= 0.97 for ratio in ratios)} of {pairs} "
+            f"| {statistics.median(paired(side, 'llama-server', 1)):.3f} |"
         )
-    ratios = [mine[0] / peer[0] for mine, peer in zip(rates["oasis"], rates["llama-server"], strict=True)]
-    print("every pair's ratio, oasis to llama-server: " + " ".join(f"{ratio:.3f}" for ratio in ratios))
+    print("every pair's ratio, oasis to llama-server: " + " ".join(f"{r:.3f}" for r in paired("oasis", "llama-server")))
     if control:
-        ratios = [mine[0] / peer[0] for mine, peer in zip(rates["oasis"], rates["minimal server"], strict=True)]
-        medians = sorted(statistics.median(random.choices(ratios, k=len(ratios))) for _ in range(2000))
+        ratios = paired("oasis", "minimal server")
         print(
-            f"oasis to the minimal server, paired: median {statistics.median(ratios):.3f} "
-            f"({medians[50]:.3f}-{medians[1949]:.3f}), geometric mean {statistics.geometric_mean(ratios):.3f}"
+            f"oasis to the minimal server, paired: median {statistics.median(ratios):.3f} ({interval(ratios)}), "
+            f"geometric mean {statistics.geometric_mean(ratios):.3f}"
         )
 
 
