@@ -319,3 +319,39 @@ async def test_ignore_eos_runs_to_max_tokens(chat_oasis: Harness) -> None:
         model=MODEL, messages=hello, temperature=0, max_tokens=200, extra_body={"ignore_eos": True}
     )
     assert forced.choices[0].finish_reason == "length" and forced.usage and forced.usage.completion_tokens == 200
+
+
+async def test_json_mode_with_ignore_eos_ends_where_the_document_does(chat_oasis: Harness) -> None:
+    """Once the JSON document is complete only the end-of-generation token may follow, and `ignore_eos` bans it: no
+    token is possible, so the answer ends there. llama.cpp's draw used to pick a token anyway, its grammar threw on
+    it, and the uncaught C++ exception aborted the whole server."""
+    client = chat_oasis.sdk()
+    for temperature in (0, 0.7):
+        reply = await client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "Describe a cat as JSON with a name and an age."}],
+            response_format={"type": "json_object"},
+            max_tokens=300,
+            temperature=temperature,
+            extra_body={"ignore_eos": True},
+        )
+        choice = reply.choices[0]
+        assert choice.finish_reason == "stop", choice
+        assert isinstance(json.loads(choice.message.content or ""), dict)
+        assert reply.usage and reply.usage.completion_tokens < 300
+
+
+async def test_a_temperature_too_small_to_divide_by_answers_as_temperature_0(chat_oasis: Harness) -> None:
+    """1e-44 is a valid temperature (0 to 2), but the logits divided by it overflow to infinities: in JSON mode the
+    draw then fell on a token the grammar forbids and the server aborted; with top_p the token was arbitrary. Below
+    1e-5 the draw is greedy, as vLLM's is."""
+    client = chat_oasis.sdk()
+    story = [{"role": "user", "content": "Describe a cat as JSON with a name and an age."}]
+    for extra in ({"response_format": {"type": "json_object"}}, {"top_p": 0.5}, {}):
+        answers = []
+        for temperature in (0, 7.874741580114754e-44, 1e-6):
+            reply = await client.chat.completions.create(
+                model=MODEL, messages=story, max_tokens=40, temperature=temperature, **extra
+            )
+            answers.append(reply.choices[0].message.content)
+        assert answers[1] == answers[0] and answers[2] == answers[0], (extra, answers)

@@ -28,6 +28,7 @@ import numpy as np
 
 from oasis.engines.base import EngineLoad
 from oasis.engines.llamacpp import native
+from oasis.engines.llamacpp.chain import ChainDraw
 from oasis.engines.llamacpp.sampling import FullDistributionSampler
 from oasis.engines.llamacpp.threads import CoreShare, name_this_thread
 from oasis.engines.llamacpp.weights import gguf_path
@@ -49,6 +50,9 @@ _END = object()
 # Copying a cache between sequences moves the whole per-sequence buffer; below this many shared tokens,
 # decoding them again costs less, and a sequence with fewer tokens left to generate is not worth moving.
 _SHARE_MIN = 32
+# A temperature below this draws as temperature 0, as vLLM's does (_SAMPLING_EPS): the logits divided by a valid
+# temperature such as 1e-44 overflow float32, and a draw from infinities is no draw from the distribution.
+_GREEDY_BELOW = 1e-5
 # Steps that running sequences must have stood apart before they are moved together: a hole left by a
 # finished sequence is often filled by the next request at once (a client sending one after another).
 _SETTLE_STEPS = 4
@@ -212,6 +216,7 @@ class LlamaCppEngine:
         self._eog_tokens: list[int] = []
         self._eog_set: frozenset[int] = frozenset()
         self._logits_views: dict[int, np.ndarray] = {}
+        self._chain_draw: ChainDraw | None = None  # for sampler chains, once the vocabulary is known
         self._logits_address = native.logits_address()
         self._slots: list[_Slot] = []
         self._waiting: deque[_Sequence] = deque()
@@ -253,6 +258,7 @@ class LlamaCppEngine:
             raise RuntimeError(f"llama.cpp could not load {path}")
         self._vocab = lib.llama_model_get_vocab(self._model)
         self._n_vocab = lib.llama_vocab_n_tokens(self._vocab)
+        self._chain_draw = ChainDraw(self._n_vocab)
         trained = lib.llama_model_n_ctx_train(self._model)
         self._context_length = min(self._requested_context, trained) if trained > 0 else self._requested_context
         context_params = lib.llama_context_default_params()
@@ -730,19 +736,24 @@ class LlamaCppEngine:
 
     def _sample(self, sequence: _Sequence) -> None:
         params = sequence.params
+        possible = True
         if sequence.draw is not None:
             token = sequence.draw.sample(self._logits(sequence.logits_row))
         elif sequence.sampler is None:
             token = self._greedy(sequence.logits_row, avoid_eog=params.ignore_eos)
         else:
-            token = int(native.lib().llama_sampler_sample(sequence.sampler, self._context, sequence.logits_row))
+            assert self._chain_draw is not None
+            drawn = self._chain_draw.draw(sequence.sampler, self._logits(sequence.logits_row))
+            # No token possible (a finished grammar with the end banned): the sequence ends as at an end token.
+            possible = drawn is not None
+            token = drawn if drawn is not None else (self._eog_tokens[0] if self._eog_tokens else 0)
         sequence.generated += 1
         logprob: float | None = None
         alternatives: tuple[TokenLogprob, ...] = ()
         if params.top_logprobs is not None:
             logprob, alternatives = self._logprobs(sequence.logits_row, token, params.top_logprobs)
         finish = None
-        if token in self._eog_set:
+        if not possible or token in self._eog_set:
             finish = "stop"
             piece = b""
         else:
@@ -822,7 +833,7 @@ class LlamaCppEngine:
         if params.json_schema is not None:
             grammar = native.json_grammar(params.json_schema)
             lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_grammar(self._vocab, grammar.encode(), b"root"))
-        if params.temperature <= 0:
+        if params.temperature < _GREEDY_BELOW:
             lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_greedy())
         else:
             if params.top_p < 1.0:
@@ -843,7 +854,7 @@ def _plain_draw(params: SamplingParams) -> bool:
     """A draw from the whole distribution at a temperature (logit_bias allowed): numpy does it faster than
     llama.cpp's sampler chain."""
     return (
-        params.temperature > 0
+        params.temperature >= _GREEDY_BELOW
         and params.top_p >= 1.0
         and not params.presence_penalty
         and not params.frequency_penalty
@@ -852,9 +863,10 @@ def _plain_draw(params: SamplingParams) -> bool:
 
 
 def _plain_greedy(params: SamplingParams) -> bool:
-    """Temperature 0 with nothing that reshapes the logits: an argmax needs no llama.cpp sampler."""
+    """Temperature 0 (or below _GREEDY_BELOW) with nothing that reshapes the logits: an argmax needs no llama.cpp
+    sampler."""
     return (
-        params.temperature <= 0
+        params.temperature < _GREEDY_BELOW
         and not params.logit_bias
         and not params.presence_penalty
         and not params.frequency_penalty

@@ -14,6 +14,8 @@ from llama_cpp.llama_grammar import json_schema_to_gbnf
 
 llama_token = _lib.llama_token
 llama_logit_bias = _lib.llama_logit_bias
+llama_token_data = _lib.llama_token_data
+llama_token_data_array = _lib.llama_token_data_array
 DEFAULT_SEED = _lib.LLAMA_DEFAULT_SEED
 
 
