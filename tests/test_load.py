@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -53,27 +56,45 @@ def _peak_rss_mib(pid: int) -> float:
     raise AssertionError("no VmHWM")
 
 
-async def _load(base_url: str) -> tuple[list[str], list[float]]:
-    health_times: list[float] = []
-    finished = asyncio.Event()
-
-    async def watch_health() -> None:
-        async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
-            while not finished.is_set():
-                started = time.perf_counter()
-                assert (await client.get("/health")).status_code == 200
-                health_times.append(time.perf_counter() - started)
-                await asyncio.sleep(0.25)
-
+async def _load(base_url: str) -> list[str]:
     limits = httpx.Limits(max_connections=CLIENTS + 10, max_keepalive_connections=CLIENTS + 10)
     async with httpx.AsyncClient(base_url=base_url, timeout=300, limits=limits) as client:
-        watcher = asyncio.create_task(watch_health())
-        try:
-            outcomes = await asyncio.gather(*(_stream_one(client, n) for n in range(CLIENTS)))
-        finally:
-            finished.set()
-            await watcher
-    return list(outcomes), health_times
+        return list(await asyncio.gather(*(_stream_one(client, n) for n in range(CLIENTS))))
+
+
+# /health is asked from a process of its own, a new connection each time, as a load balancer's probe asks: the
+# pauses of this process are not the server's. Asked from in here, the first answer once read 1.2 s in CI (late in
+# the run a full collection of the test process's ~3 million objects takes up to 1.1 s); curl, beside the same
+# load, read at most 0.07 s.
+_HEALTH_PROBE = """
+import sys, time, httpx
+while True:
+    started = time.perf_counter()
+    try:
+        status = httpx.get(sys.argv[1] + "/health", timeout=10).status_code
+    except httpx.HTTPError:
+        status = 0
+    print(status, time.perf_counter() - started, flush=True)
+    time.sleep(0.25)
+"""
+
+
+@contextmanager
+def probing_health(base_url: str) -> Iterator[list[tuple[int, float]]]:
+    """(status, seconds) of each `/health` asked while the block ran (the probe's first answer, before it, only
+    says that the probe is up)."""
+    probe = subprocess.Popen([sys.executable, "-c", _HEALTH_PROBE, base_url], stdout=subprocess.PIPE, text=True)
+    assert probe.stdout is not None
+    first = probe.stdout.readline()  # the probe is up and the server answered it: the load may start
+    answers: list[tuple[int, float]] = []
+    try:
+        yield answers
+    finally:
+        probe.terminate()
+        rest, _ = probe.communicate(timeout=30)
+        for line in (first + rest).split("\n")[1:-1]:  # whole lines after the first (the last may be cut off)
+            status, seconds = line.split()
+            answers.append((int(status), float(seconds)))
 
 
 def test_200_concurrent_streams_each_complete_or_get_a_429(tmp_path: Path) -> None:
@@ -81,11 +102,12 @@ def test_200_concurrent_streams_each_complete_or_get_a_429(tmp_path: Path) -> No
     config.write_text(CONFIG)
     with oasis_server(tmp_path / "data", oasis_env(None), "--config", str(config)) as server:
         before = _peak_rss_mib(server.process.pid)
-        outcomes, health_times = asyncio.run(_load(server.base_url))
+        with probing_health(server.base_url) as health:
+            outcomes = asyncio.run(_load(server.base_url))
         peak = _peak_rss_mib(server.process.pid)
         log = server.log()
     assert set(outcomes) <= {"completed", "throttled"} and outcomes.count("completed") >= 1
-    assert len(health_times) >= 4 and max(health_times) < 1.0, health_times
+    assert len(health) >= 4 and all(status == 200 and seconds < 1.0 for status, seconds in health), health
     # 200 streams cost their buffers, not a copy of the model each: well under the model's own size again.
     assert peak - before < 512, (before, peak)
     assert "Traceback" not in log, log[-3000:]
