@@ -341,6 +341,29 @@ async def test_json_mode_with_ignore_eos_ends_where_the_document_does(chat_oasis
         assert reply.usage and reply.usage.completion_tokens < 300
 
 
+async def test_a_schema_that_cannot_be_followed_is_a_400_and_the_engine_keeps_serving(chat_oasis: Harness) -> None:
+    """A schema the grammar converter refuses (an unknown type) or that no document satisfies (an empty enum) is
+    refused when the request comes; it used to be found on the engine's scheduler thread, which it ended, and every
+    later request hung."""
+    client = chat_oasis.sdk()
+    for schema in ({"type": "strange"}, {"type": "object", "properties": {"a": {"enum": []}}, "required": ["a"]}):
+        with pytest.raises(openai.BadRequestError) as refused:
+            await client.chat.completions.create(
+                model=MODEL,
+                messages=CAPITAL,
+                max_tokens=20,
+                response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema}},
+            )
+        assert refused.value.code == "invalid_json_schema" and "Invalid JSON Schema" in refused.value.message
+    reply = await asyncio.wait_for(
+        client.chat.completions.create(
+            model=MODEL, messages=CAPITAL, max_tokens=30, temperature=0, response_format={"type": "json_object"}
+        ),
+        timeout=60,
+    )
+    assert isinstance(json.loads(reply.choices[0].message.content or ""), dict)
+
+
 async def test_a_temperature_too_small_to_divide_by_answers_as_temperature_0(chat_oasis: Harness) -> None:
     """1e-44 is a valid temperature (0 to 2), but the logits divided by it overflow to infinities: in JSON mode the
     draw then fell on a token the grammar forbids and the server aborted; with top_p the token was arbitrary. Below

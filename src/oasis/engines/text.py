@@ -31,6 +31,10 @@ class PromptTooLong(ValueError):
         self.limit = limit
 
 
+class UnusableSchema(ValueError):
+    """A JSON Schema (a structured output's, a forced call's parameters) that generation cannot be held to."""
+
+
 # Set in a task that does background work (a batch's requests): engines queue what it asks behind every online
 # request, so a running batch never makes an interactive client wait for more than the slot it is waiting on.
 background_work: ContextVar[bool] = ContextVar("background_work", default=False)

@@ -28,7 +28,7 @@ import numpy as np
 
 from oasis.engines.base import EngineLoad
 from oasis.engines.llamacpp import native
-from oasis.engines.llamacpp.chain import ChainDraw
+from oasis.engines.llamacpp.chain import ChainDraw, SamplerChain
 from oasis.engines.llamacpp.sampling import FullDistributionSampler
 from oasis.engines.llamacpp.threads import CoreShare, name_this_thread
 from oasis.engines.llamacpp.weights import gguf_path
@@ -39,6 +39,7 @@ from oasis.engines.text import (
     SampledToken,
     SamplingParams,
     TokenLogprob,
+    UnusableSchema,
     background_work,
 )
 from oasis.settings import ModelSpec
@@ -53,6 +54,7 @@ _SHARE_MIN = 32
 # A temperature below this draws as temperature 0, as vLLM's does (_SAMPLING_EPS): the logits divided by a valid
 # temperature such as 1e-44 overflow float32, and a draw from infinities is no draw from the distribution.
 _GREEDY_BELOW = 1e-5
+_GRAMMARS_REMEMBERED = 256
 # Steps that running sequences must have stood apart before they are moved together: a hole left by a
 # finished sequence is often filled by the next request at once (a client sending one after another).
 _SETTLE_STEPS = 4
@@ -74,7 +76,7 @@ class _Sequence:
         self.cancelled = False
         self.slot: _Slot | None = None
         self.feed: list[int] = []  # tokens still to decode: the prompt's tail, then each sampled token
-        self.sampler: Any = None  # a llama.cpp sampler chain, when one is needed
+        self.sampler: SamplerChain | None = None  # llama.cpp's samplers, when they are needed
         self.draw: FullDistributionSampler | None = None  # or a plain draw at a temperature
         self.generated = 0
         self.logits_row = -1  # which batch row holds this sequence's logits after a step
@@ -217,6 +219,7 @@ class LlamaCppEngine:
         self._eog_set: frozenset[int] = frozenset()
         self._logits_views: dict[int, np.ndarray] = {}
         self._chain_draw: ChainDraw | None = None  # for sampler chains, once the vocabulary is known
+        self._grammars_parsed: set[str] = set()
         self._logits_address = native.logits_address()
         self._slots: list[_Slot] = []
         self._waiting: deque[_Sequence] = deque()
@@ -414,6 +417,8 @@ class LlamaCppEngine:
             raise ValueError("the prompt is empty")
         if len(prompt) + params.max_tokens > self._context_length:
             raise PromptTooLong(len(prompt) + params.max_tokens, self._context_length)
+        if params.json_schema is not None and not scoring:
+            self._check_grammar(params.json_schema)
         sequence = _Sequence(prompt, params, asyncio.get_running_loop())
         sequence.scoring = scoring
         with self._lock:
@@ -428,6 +433,25 @@ class LlamaCppEngine:
                 self._waiting.insert(ahead, sequence)
             self._lock.notify()
         return sequence
+
+    def _check_grammar(self, schema: Mapping[str, object]) -> None:
+        """Refuses a schema that cannot become a grammar llama.cpp parses, before it is queued: the scheduler
+        thread builds the grammar, and there a failure could only fail the sequence (and once, ended the thread).
+        Each grammar is parsed here once."""
+        try:
+            rules = native.json_grammar(schema)
+        except Exception as exc:  # llama-cpp-python's converter asserts (an unknown type, a pattern, a $ref)
+            raise UnusableSchema(str(exc) or type(exc).__name__) from None
+        if rules in self._grammars_parsed:
+            return
+        lib = native.lib()
+        grammar = lib.llama_sampler_init_grammar(self._vocab, rules.encode(), b"root")
+        if not grammar:
+            raise UnusableSchema("no JSON document can follow it (llama.cpp could not parse its grammar)")
+        lib.llama_sampler_free(grammar)
+        if len(self._grammars_parsed) >= _GRAMMARS_REMEMBERED:
+            self._grammars_parsed.clear()
+        self._grammars_parsed.add(rules)
 
     def _wake(self) -> None:
         with self._lock:
@@ -529,7 +553,13 @@ class LlamaCppEngine:
             if not sequence.scoring and _plain_draw(sequence.params):
                 sequence.draw = self._make_draw(sequence.params)
             elif not sequence.scoring and not _plain_greedy(sequence.params):
-                sequence.sampler = self._make_sampler(sequence.params)
+                try:
+                    sequence.sampler = self._make_sampler(sequence.params)
+                except Exception as exc:  # fails this sequence, not the thread that serves them all
+                    log.exception("llama.cpp samplers could not be built")
+                    self._outbox.put(sequence, exc)
+                    self._release(sequence)
+                    continue
             self._running.append(sequence)
             if not sequence.feed and donor is not None:
                 sequence.logits_row = donor.logits_row
@@ -627,7 +657,7 @@ class LlamaCppEngine:
 
     def _free_sampler(self, sequence: _Sequence) -> None:
         if sequence.sampler is not None:
-            native.lib().llama_sampler_free(sequence.sampler)
+            sequence.sampler.free()
             sequence.sampler = None
 
     def _step(self) -> None:
@@ -809,7 +839,7 @@ class LlamaCppEngine:
         banned = self._eog_tokens if params.ignore_eos else ()
         return FullDistributionSampler(self._n_vocab, params.temperature, params.logit_bias, banned, params.seed)
 
-    def _make_sampler(self, params: SamplingParams) -> Any:
+    def _make_sampler(self, params: SamplingParams) -> SamplerChain:
         lib = native.lib()
         chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
         logit_bias = dict(params.logit_bias)
@@ -830,9 +860,6 @@ class LlamaCppEngine:
                     self._n_vocab, -1, 1.0, params.frequency_penalty, params.presence_penalty
                 ),
             )
-        if params.json_schema is not None:
-            grammar = native.json_grammar(params.json_schema)
-            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_grammar(self._vocab, grammar.encode(), b"root"))
         if params.temperature < _GREEDY_BELOW:
             lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_greedy())
         else:
@@ -841,7 +868,16 @@ class LlamaCppEngine:
             lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_temp(params.temperature))
             seed = native.DEFAULT_SEED if params.seed is None else params.seed & 0xFFFFFFFF
             lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_dist(seed))
-        return chain
+        grammar = None
+        if params.json_schema is not None:
+            rules = native.json_grammar(params.json_schema)
+            grammar = lib.llama_sampler_init_grammar(self._vocab, rules.encode(), b"root")
+            if not grammar:  # a NULL pointer: checked when queued, so not expected here
+                lib.llama_sampler_free(chain)
+                raise UnusableSchema("llama.cpp could not parse its grammar")
+        # Asking the grammar about the drawn token alone is exact unless top_p cuts the distribution (chain.py).
+        grammar_first = params.temperature >= _GREEDY_BELOW and params.top_p < 1.0
+        return SamplerChain(chain, grammar, grammar_first=grammar_first)
 
 
 def _worth_moving(sequence: _Sequence | None) -> bool:

@@ -21,6 +21,7 @@ from oasis.engines.text import (
     SamplingParams,
     TextEngine,
     TokenStream,
+    UnusableSchema,
 )
 from oasis.errors import OasisError
 from oasis.metrics import TIME_TO_FIRST_TOKEN, count_tokens
@@ -140,6 +141,8 @@ def open_streams(
             raise queue_full(model, exc) from None
         if isinstance(exc, PromptTooLong):
             raise OasisError(400, str(exc), param="messages", code="context_length_exceeded") from None
+        if isinstance(exc, UnusableSchema):
+            raise OasisError(400, f"Invalid JSON Schema: {exc}", code="invalid_json_schema") from None
         raise
     return streams
 
