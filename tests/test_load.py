@@ -67,8 +67,10 @@ async def _load(base_url: str) -> list[str]:
 # the run a full collection of the test process's ~3 million objects takes up to 1.1 s); curl, beside the same
 # load, read at most 0.07 s.
 _HEALTH_PROBE = """
-import sys, time, httpx
-while True:
+import signal, sys, time, httpx
+stopping = []  # asked to stop, the probe still answers for the request in flight
+signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+while not stopping:
     started = time.perf_counter()
     try:
         status = httpx.get(sys.argv[1] + "/health", timeout=10).status_code
@@ -92,7 +94,7 @@ def probing_health(base_url: str) -> Iterator[list[tuple[int, float]]]:
     finally:
         probe.terminate()
         rest, _ = probe.communicate(timeout=30)
-        for line in (first + rest).split("\n")[1:-1]:  # whole lines after the first (the last may be cut off)
+        for line in (first + rest).splitlines()[1:]:
             status, seconds = line.split()
             answers.append((int(status), float(seconds)))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -333,6 +334,7 @@ async def test_json_mode_with_ignore_eos_ends_where_the_document_does(chat_oasis
             response_format={"type": "json_object"},
             max_tokens=300,
             temperature=temperature,
+            seed=7,  # one answer that completes its document well within the 300 tokens
             extra_body={"ignore_eos": True},
         )
         choice = reply.choices[0]
@@ -378,3 +380,19 @@ async def test_a_temperature_too_small_to_divide_by_answers_as_temperature_0(cha
             )
             answers.append(reply.choices[0].message.content)
         assert answers[1] == answers[0] and answers[2] == answers[0], (extra, answers)
+
+
+async def test_presence_and_frequency_penalties_make_the_reply_repeat_itself_less(chat_oasis: Harness) -> None:
+    """OpenAI's penalties lower a token's logit once it has appeared in the reply (presence) and per appearance
+    (frequency). They used to do nothing: llama.cpp read their window of -1 tokens as none."""
+    client = chat_oasis.sdk()
+    ask = [{"role": "user", "content": "Write a list of twenty animals."}]
+
+    async def repeated_items(**penalty: float) -> list[str]:
+        reply = await client.chat.completions.create(model=MODEL, messages=ask, temperature=0, max_tokens=60, **penalty)
+        items = re.findall(r"^\d+\. (.+)$", reply.choices[0].message.content or "", flags=re.MULTILINE)
+        return [item for index, item in enumerate(items) if item in items[:index]]
+
+    assert await repeated_items()  # greedy, the 135M model names an animal twice within 60 tokens
+    assert await repeated_items(frequency_penalty=2.0) == []
+    assert await repeated_items(presence_penalty=2.0) == []

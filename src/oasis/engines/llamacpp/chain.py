@@ -35,10 +35,13 @@ class SamplerChain:
     """A llama.cpp sampler chain (biases, penalties, top_p, temperature, the draw) and, kept apart from it, the
     grammar every token must follow. Owns both: `free` releases them."""
 
-    def __init__(self, chain: Any, grammar: Any = None, *, grammar_first: bool = False) -> None:
+    def __init__(
+        self, chain: Any, grammar: Any = None, *, grammar_first: bool = False, banned: frozenset[int] = frozenset()
+    ) -> None:
         self.chain = chain
         self.grammar = grammar
         self.grammar_first = grammar_first
+        self.banned = banned  # tokens the chain sets to -inf (the end tokens, with ignore_eos)
 
     def free(self) -> None:
         lib = native.lib()
@@ -86,11 +89,19 @@ class ChainDraw:
         lib = native.lib()
         if with_grammar:
             lib.llama_sampler_apply(sampler.grammar, ctypes.byref(array))
+            if not self._any_possible(sampler.banned):
+                return None  # the draw over nothing would be left to an assert that release builds leave out
         lib.llama_sampler_apply(sampler.chain, ctypes.byref(array))
         if not 0 <= array.selected < array.size:
             return None
         chosen = array.data[array.selected]
         return int(chosen.id) if chosen.logit > -math.inf else None
+
+    def _any_possible(self, banned: frozenset[int]) -> bool:
+        """Whether a token the grammar left possible is not banned by the chain (the grammar only sets logits to
+        -inf; it neither moves nor drops candidates)."""
+        allowed = np.flatnonzero(self._candidates["logit"] > -np.inf)
+        return len(allowed) > len(banned) or any(int(token) not in banned for token in allowed)
 
     def _allows(self, grammar: Any, token: int) -> bool:
         one, array = self._one, self._one_array

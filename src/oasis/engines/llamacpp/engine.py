@@ -447,7 +447,7 @@ class LlamaCppEngine:
         lib = native.lib()
         grammar = lib.llama_sampler_init_grammar(self._vocab, rules.encode(), b"root")
         if not grammar:
-            raise UnusableSchema("no JSON document can follow it (llama.cpp could not parse its grammar)")
+            raise UnusableSchema("llama.cpp could not parse the grammar made from it")
         lib.llama_sampler_free(grammar)
         if len(self._grammars_parsed) >= _GRAMMARS_REMEMBERED:
             self._grammars_parsed.clear()
@@ -841,6 +841,12 @@ class LlamaCppEngine:
 
     def _make_sampler(self, params: SamplingParams) -> SamplerChain:
         lib = native.lib()
+        grammar = None
+        if params.json_schema is not None:  # first: nothing is left to free when it fails
+            rules = native.json_grammar(params.json_schema)
+            grammar = lib.llama_sampler_init_grammar(self._vocab, rules.encode(), b"root")
+            if not grammar:  # a NULL pointer: checked when queued, so not expected here
+                raise UnusableSchema("llama.cpp could not parse the grammar made from it")
         chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
         logit_bias = dict(params.logit_bias)
         if params.ignore_eos:
@@ -854,10 +860,12 @@ class LlamaCppEngine:
                 chain, lib.llama_sampler_init_logit_bias(self._n_vocab, len(logit_bias), biases)
             )
         if params.presence_penalty or params.frequency_penalty:
+            # Over every token generated so far, as OpenAI's penalties count them (the window must be positive:
+            # llama.cpp reads -1 as 0, an empty sampler, and with it the penalties did nothing).
             lib.llama_sampler_chain_add(
                 chain,
                 lib.llama_sampler_init_penalties(
-                    self._n_vocab, -1, 1.0, params.frequency_penalty, params.presence_penalty
+                    self._n_vocab, self._context_length, 1.0, params.frequency_penalty, params.presence_penalty
                 ),
             )
         if params.temperature < _GREEDY_BELOW:
@@ -868,16 +876,10 @@ class LlamaCppEngine:
             lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_temp(params.temperature))
             seed = native.DEFAULT_SEED if params.seed is None else params.seed & 0xFFFFFFFF
             lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_dist(seed))
-        grammar = None
-        if params.json_schema is not None:
-            rules = native.json_grammar(params.json_schema)
-            grammar = lib.llama_sampler_init_grammar(self._vocab, rules.encode(), b"root")
-            if not grammar:  # a NULL pointer: checked when queued, so not expected here
-                lib.llama_sampler_free(chain)
-                raise UnusableSchema("llama.cpp could not parse its grammar")
+        banned = frozenset(self._eog_tokens) if params.ignore_eos else frozenset()
         # Asking the grammar about the drawn token alone is exact unless top_p cuts the distribution (chain.py).
         grammar_first = params.temperature >= _GREEDY_BELOW and params.top_p < 1.0
-        return SamplerChain(chain, grammar, grammar_first=grammar_first)
+        return SamplerChain(chain, grammar, grammar_first=grammar_first, banned=banned)
 
 
 def _worth_moving(sequence: _Sequence | None) -> bool:
