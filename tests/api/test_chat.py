@@ -290,6 +290,8 @@ async def test_a_full_queue_answers_429_with_retry_after(start_oasis: Any) -> No
         ({"logprobs": True, "top_logprobs": 21}, 400, "top_logprobs"),
         ({"stop": ["a", "b", "c", "d", "e"]}, 400, "stop"),
         ({"max_tokens": 100_000}, 400, "max_tokens"),
+        ({"logit_bias": {"999999": 5}}, 400, "logit_bias"),  # past the vocabulary
+        ({"logit_bias": {"-3": 5}}, 400, "logit_bias"),
         ({"model": "no-such-model"}, 404, "model"),
         (
             {

@@ -58,6 +58,10 @@ def token_biases(engine: TextEngine, logit_bias: dict[str, int] | None) -> dict[
             raise invalid_request(f"logit_bias keys must be token ids, got {key!r}.", param="logit_bias")
         if not -100 <= value <= 100:
             raise invalid_request("logit_bias values must be between -100 and 100.", param="logit_bias")
+        if not engine.is_valid_token(int(key)):  # the draw would index past the vocabulary, or wrap around it
+            raise invalid_request(
+                f"Invalid key in 'logit_bias': {key} is not a token of this model.", param="logit_bias"
+            )
         biases[int(key)] = float(value)
     return biases
 
