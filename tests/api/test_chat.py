@@ -398,3 +398,17 @@ async def test_presence_and_frequency_penalties_make_the_reply_repeat_itself_les
     assert await repeated_items()  # greedy, the 135M model names an animal twice within 60 tokens
     assert await repeated_items(frequency_penalty=2.0) == []
     assert await repeated_items(presence_penalty=2.0) == []
+
+
+async def test_a_negative_seed_repeats_its_answer(chat_oasis: Harness) -> None:
+    """OpenAI's seeds are any 64-bit integer. numpy's generator refuses one below 0, and a negative seed ended the
+    engine's scheduler thread: that request and every later one hung."""
+    client = chat_oasis.sdk()
+    answers = []
+    for _ in range(2):
+        reply = await asyncio.wait_for(
+            client.chat.completions.create(model=MODEL, messages=CAPITAL, max_tokens=16, temperature=1.0, seed=-7),
+            timeout=60,
+        )
+        answers.append(reply.choices[0].message.content)
+    assert answers[0] and answers[0] == answers[1]

@@ -550,16 +550,16 @@ class LlamaCppEngine:
             sequence.feed = prompt[reuse:]
             self.prompt_tokens_decoded += len(sequence.feed)
             self.prompt_tokens_cached += reuse
-            if not sequence.scoring and _plain_draw(sequence.params):
-                sequence.draw = self._make_draw(sequence.params)
-            elif not sequence.scoring and not _plain_greedy(sequence.params):
-                try:
+            try:
+                if not sequence.scoring and _plain_draw(sequence.params):
+                    sequence.draw = self._make_draw(sequence.params)
+                elif not sequence.scoring and not _plain_greedy(sequence.params):
                     sequence.sampler = self._make_sampler(sequence.params)
-                except Exception as exc:  # fails this sequence, not the thread that serves them all
-                    log.exception("llama.cpp samplers could not be built")
-                    self._outbox.put(sequence, exc)
-                    self._release(sequence)
-                    continue
+            except Exception as exc:  # fails this sequence, not the thread that serves them all
+                log.exception("the sequence's sampler could not be built")
+                self._outbox.put(sequence, exc)
+                self._release(sequence)
+                continue
             self._running.append(sequence)
             if not sequence.feed and donor is not None:
                 sequence.logits_row = donor.logits_row

@@ -46,7 +46,8 @@ class FullDistributionSampler:
         biases = {**logit_bias, **dict.fromkeys(banned, -np.inf)}
         self._bias_tokens = np.fromiter(biases, dtype=np.intp, count=len(biases))
         self._bias_values = np.fromiter(biases.values(), dtype=np.float32, count=len(biases)) * self._scale
-        self._random = np.random.default_rng(seed)
+        # OpenAI's seeds are any 64-bit integer; numpy's generator takes none below 0: the same bits, unsigned.
+        self._random = np.random.default_rng(None if seed is None else seed & 0xFFFF_FFFF_FFFF_FFFF)
         self._uniforms: list[float] = []
         padded = -(-vocabulary // _BLOCK) * _BLOCK
         weights = np.zeros(padded, dtype=np.float32)  # the tail past the vocabulary stays 0
