@@ -310,6 +310,44 @@ def test_a_schema_that_cannot_be_checked_lets_the_call_through() -> None:
     assert fits(plan, "get_weather", '{"city": "Paris"}')
 
 
+def test_checking_a_call_against_its_schema_never_fetches_a_ref_from_the_network() -> None:
+    """jsonschema's default registry fetched any URL a `$ref` named (urlopen, no timeout, on the event loop): a
+    function's parameters could make the server request any address, or wait on one that never answers."""
+    import http.server
+    import threading
+
+    from oasis.services.chat.tools import ToolPlan, fits
+
+    asked: list[str] = []
+
+    class Recorder(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            body = b'{"type": "integer"}'
+            self.send_response(200)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/schema.json"
+        remote = {"name": "count", "parameters": {"type": "object", "properties": {"n": {"$ref": url}}}}
+        plan = ToolPlan(mode="auto", functions=[remote], parallel=False, legacy=False)
+        assert fits(plan, "count", '{"n": "not a number"}')  # unresolvable here, so it cannot be checked
+        local = {"type": "object", "properties": {"n": {"$ref": "#/$defs/n"}}, "$defs": {"n": {"type": "integer"}}}
+        inside = {"name": "count", "parameters": local}
+        checked = ToolPlan(mode="auto", functions=[inside], parallel=False, legacy=False)
+        assert fits(checked, "count", '{"n": 3}') and not fits(checked, "count", '{"n": "three"}')
+    finally:
+        server.shutdown()
+    assert asked == []
+
+
 def test_a_harmony_message_to_a_tool_not_offered_is_content() -> None:
     harmony = _format_of(_template("openai-gpt-oss-120b.jinja"))
     text = '<|channel|>commentary to=functions.launch_rocket<|message|>{"when": "now"}'

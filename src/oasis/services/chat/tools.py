@@ -15,6 +15,7 @@ from functools import lru_cache
 from typing import Any, Literal
 
 import jsonschema
+import referencing
 
 from oasis.errors import invalid_request
 from oasis.protocol.extensions import ChatCompletionRequest
@@ -113,6 +114,11 @@ def fits(plan: ToolPlan, name: str, arguments: str) -> bool:
         return True
 
 
+# `$ref`s resolve within the schema only: jsonschema's default registry fetches any URL it names, with urlopen and no
+# timeout, on the event loop (a request could make the server wait on, or read without end from, any address).
+_NO_RETRIEVAL: referencing.Registry[Any] = referencing.Registry()
+
+
 @lru_cache(maxsize=256)
 def _validator(schema: str) -> Any:
     parsed = json.loads(schema)
@@ -121,7 +127,7 @@ def _validator(schema: str) -> Any:
         kind.check_schema(parsed)
     except jsonschema.SchemaError:
         return None
-    return kind(parsed)
+    return kind(parsed, registry=_NO_RETRIEVAL)
 
 
 def only(plan: ToolPlan, name: str) -> ToolPlan:
