@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import openai
 import pytest
 
-from tests.conftest import Harness
+from tests.conftest import Harness, smollm
 
 MODEL = "gpt-3.5-turbo-instruct"
 PROMPT = "The capital of France is"
@@ -137,3 +138,26 @@ async def test_tokenizer_extensions_round_trip(chat_oasis: Harness) -> None:
     assert tokens["count"] == len(tokens["tokens"]) > 1 and tokens["max_model_len"] == 2048
     assert text == {"prompt": "Hello, world!"}
     assert bad.status_code == 400 and unknown.status_code == 404
+
+
+async def test_a_prompt_list_the_queue_cannot_hold_is_refused_whole(start_oasis: Any) -> None:
+    """Each prompt's sequences are queued in turn; when the queue refuses a later prompt the request gets a 429, and
+    the sequences already queued for the earlier prompts are cancelled, streamed or not (they used to decode to
+    max_tokens with nobody reading them)."""
+    harness: Harness = await start_oasis(engine_factories=None, models=[smollm(parallel=1, max_queue=1)])
+    client = harness.sdk()
+    engine: Any = harness.container.registry.engine(MODEL)
+    for stream in (False, True):
+        with pytest.raises(openai.RateLimitError):
+            await client.completions.create(
+                model=MODEL,
+                prompt=["Once upon a time"] * 6,
+                max_tokens=1000,
+                stream=stream,
+                extra_body={"ignore_eos": True},
+            )
+        for _ in range(100):  # the scheduler retires cancelled sequences at its next step
+            if not engine.busy:
+                break
+            await asyncio.sleep(0.05)
+        assert not engine.busy, stream

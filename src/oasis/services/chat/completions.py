@@ -161,7 +161,14 @@ class CompletionService:
         if upstream is not None:
             return await forward_whole(upstream, "/completions", request, request.model)
         job = self.prepare(request)
-        per_prompt = await asyncio.gather(*(self._choices_for(job, prompt) for prompt in job.prompts))
+        work = [asyncio.ensure_future(self._choices_for(job, prompt)) for prompt in job.prompts]
+        try:
+            per_prompt = await asyncio.gather(*work)
+        except BaseException:
+            # One prompt refused (a full queue) or failed: gather leaves the others running, unread, to the end.
+            for task in work:
+                task.cancel()
+            raise
         choices = []
         completion_tokens = 0
         for prompt_index, (prompt, (generated, scored)) in enumerate(zip(job.prompts, per_prompt, strict=True)):
@@ -207,9 +214,15 @@ class CompletionService:
         if upstream is not None:
             return forward_stream(upstream, "/completions", request, request.model)
         job = self.prepare(request)
-        streams = [
-            open_streams(job.engine, prompt.tokens, job.params, job.n, model=job.model_id) for prompt in job.prompts
-        ]
+        streams: list[list[TokenStream]] = []
+        try:
+            for prompt in job.prompts:
+                streams.append(open_streams(job.engine, prompt.tokens, job.params, job.n, model=job.model_id))
+        except BaseException:  # a later prompt refused (a full queue): the earlier ones' sequences must not run on
+            for opened in streams:
+                for stream in opened:
+                    stream.cancel()
+            raise
         return self._chunks(request, job, streams)
 
     async def _chunks(
