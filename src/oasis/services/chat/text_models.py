@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, cast
 
@@ -51,10 +52,13 @@ def stop_list(stop: str | Sequence[str] | None) -> list[str]:
     return [s for s in stops if s]
 
 
+_TOKEN_ID = re.compile(r"-?[0-9]{1,12}")
+
+
 def token_biases(engine: TextEngine, logit_bias: dict[str, int] | None) -> dict[int, float]:
     biases: dict[int, float] = {}
     for key, value in (logit_bias or {}).items():
-        if not key.lstrip("-").isdigit():
+        if not _TOKEN_ID.fullmatch(key):  # str.isdigit takes "²", and lstrip("-") took "--5": int() failed on both
             raise invalid_request(f"logit_bias keys must be token ids, got {key!r}.", param="logit_bias")
         if not -100 <= value <= 100:
             raise invalid_request("logit_bias values must be between -100 and 100.", param="logit_bias")
