@@ -118,6 +118,8 @@ async def test_suffix_without_fill_in_the_middle_is_a_400(chat_oasis: Harness) -
         ({"n": 0}, "n"),
         ({"max_tokens": 0}, "max_tokens"),
         ({"temperature": -1}, "temperature"),
+        # scoring a prompt longer than the context (it reached the engine, whose refusal was a 500)
+        ({"prompt": "word " * 3000, "max_tokens": 0, "echo": True, "logprobs": 1}, "prompt"),
     ],
 )
 async def test_bad_requests_get_envelopes(chat_oasis: Harness, change: dict[str, Any], param: str) -> None:

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from oasis.engines.registry import EngineRegistry
-from oasis.engines.text import SampledToken, SamplingParams, TextEngine, TokenStream
-from oasis.errors import invalid_request
+from oasis.engines.text import EngineBusy, SampledToken, SamplingParams, TextEngine, TokenStream
+from oasis.errors import OasisError, invalid_request
 from oasis.metrics import count_tokens
 from oasis.protocol.extensions import CompletionRequest
 from oasis.services.chat.generation import (
@@ -33,7 +33,7 @@ from oasis.services.chat.text_models import (
     token_biases,
     token_text,
 )
-from oasis.services.models.engine_lookup import served_id
+from oasis.services.models.engine_lookup import queue_full, served_id
 from oasis.storage.clock import new_id
 
 DEFAULT_MAX_TOKENS = 16  # OpenAI's default for this endpoint, unlike chat
@@ -100,6 +100,14 @@ def _with_suffix(engine: TextEngine, prompt: Prompt, suffix: str | None) -> Prom
 
 def to_sampling_params(request: CompletionRequest, engine: TextEngine, longest_prompt: int) -> SamplingParams:
     requested = DEFAULT_MAX_TOKENS if request.max_tokens is None else request.max_tokens
+    if not requested and longest_prompt > engine.context_length:  # scoring only: the prompt itself must fit
+        raise OasisError(
+            400,
+            f"This model's maximum context length is {engine.context_length} tokens. However, your prompt has "
+            f"{longest_prompt} tokens. Please reduce the length of the prompt.",
+            param="prompt",
+            code="context_length_exceeded",
+        )
     wants_logprobs = request.logprobs is not None or (
         "best_of" in request.model_fields_set and (request.best_of or 1) > 1
     )
@@ -188,7 +196,10 @@ class CompletionService:
     ) -> tuple[list[ChoiceText], list[SampledToken]]:
         scored: list[SampledToken] = []
         if job.echo and job.logprobs is not None:
-            scored = await job.engine.score(prompt.tokens, job.logprobs)
+            try:
+                scored = await job.engine.score(prompt.tokens, job.logprobs)
+            except EngineBusy as exc:
+                raise queue_full(job.model_id, exc) from None
         if job.params.max_tokens == 0:
             return [ChoiceText("", [], "length", 0) for _ in range(job.n)], scored
         streams = open_streams(job.engine, prompt.tokens, job.params, job.best_of, model=job.model_id)
