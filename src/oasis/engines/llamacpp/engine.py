@@ -438,20 +438,19 @@ class LlamaCppEngine:
         """Refuses a schema that cannot become a grammar llama.cpp parses, before it is queued: the scheduler
         thread builds the grammar, and there a failure could only fail the sequence (and once, ended the thread).
         Each grammar is parsed here once."""
-        try:
-            rules = native.json_grammar(schema)
-        except Exception as exc:  # llama-cpp-python's converter asserts (an unknown type, a pattern, a $ref)
-            raise UnusableSchema(str(exc) or type(exc).__name__) from None
+        rules = _grammar_rules(schema)
         if rules in self._grammars_parsed:
             return
-        lib = native.lib()
-        grammar = lib.llama_sampler_init_grammar(self._vocab, rules.encode(), b"root")
-        if not grammar:
-            raise UnusableSchema("llama.cpp could not parse the grammar made from it")
-        lib.llama_sampler_free(grammar)
+        native.lib().llama_sampler_free(self._new_grammar(rules))
         if len(self._grammars_parsed) >= _GRAMMARS_REMEMBERED:
             self._grammars_parsed.clear()
         self._grammars_parsed.add(rules)
+
+    def _new_grammar(self, rules: str) -> Any:
+        grammar = native.lib().llama_sampler_init_grammar(self._vocab, rules.encode(), b"root")
+        if not grammar:  # a NULL pointer
+            raise UnusableSchema("llama.cpp could not parse the grammar made from it")
+        return grammar
 
     def _wake(self) -> None:
         with self._lock:
@@ -841,12 +840,8 @@ class LlamaCppEngine:
 
     def _make_sampler(self, params: SamplingParams) -> SamplerChain:
         lib = native.lib()
-        grammar = None
-        if params.json_schema is not None:  # first: nothing is left to free when it fails
-            rules = native.json_grammar(params.json_schema)
-            grammar = lib.llama_sampler_init_grammar(self._vocab, rules.encode(), b"root")
-            if not grammar:  # a NULL pointer: checked when queued, so not expected here
-                raise UnusableSchema("llama.cpp could not parse the grammar made from it")
+        # First, so that nothing is left to free when it fails (checked when queued, so not expected to).
+        grammar = None if params.json_schema is None else self._new_grammar(_grammar_rules(params.json_schema))
         chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
         logit_bias = dict(params.logit_bias)
         if params.ignore_eos:
@@ -880,6 +875,13 @@ class LlamaCppEngine:
         # Asking the grammar about the drawn token alone is exact unless top_p cuts the distribution (chain.py).
         grammar_first = params.temperature >= _GREEDY_BELOW and params.top_p < 1.0
         return SamplerChain(chain, grammar, grammar_first=grammar_first, banned=banned)
+
+
+def _grammar_rules(schema: Mapping[str, object]) -> str:
+    try:
+        return native.json_grammar(schema)
+    except Exception as exc:  # llama-cpp-python's converter asserts (an unknown type, a pattern, a $ref)
+        raise UnusableSchema(str(exc) or type(exc).__name__) from None
 
 
 def _worth_moving(sequence: _Sequence | None) -> bool:

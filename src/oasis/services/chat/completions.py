@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from oasis.engines.registry import EngineRegistry
-from oasis.engines.text import EngineBusy, SampledToken, SamplingParams, TextEngine, TokenStream
+from oasis.engines.text import SampledToken, SamplingParams, TextEngine, TokenStream
 from oasis.errors import OasisError, invalid_request
 from oasis.metrics import count_tokens
 from oasis.protocol.extensions import CompletionRequest
@@ -19,7 +19,9 @@ from oasis.services.chat.generation import (
     complete_choice,
     merge,
     metered_usage,
+    open_prompt_streams,
     open_streams,
+    refusal,
     stream_choice,
     usage,
 )
@@ -33,7 +35,7 @@ from oasis.services.chat.text_models import (
     token_biases,
     token_text,
 )
-from oasis.services.models.engine_lookup import queue_full, served_id
+from oasis.services.models.engine_lookup import served_id
 from oasis.storage.clock import new_id
 
 DEFAULT_MAX_TOKENS = 16  # OpenAI's default for this endpoint, unlike chat
@@ -198,8 +200,8 @@ class CompletionService:
         if job.echo and job.logprobs is not None:
             try:
                 scored = await job.engine.score(prompt.tokens, job.logprobs)
-            except EngineBusy as exc:
-                raise queue_full(job.model_id, exc) from None
+            except Exception as exc:
+                raise refusal(exc, job.model_id) from None
         if job.params.max_tokens == 0:
             return [ChoiceText("", [], "length", 0) for _ in range(job.n)], scored
         streams = open_streams(job.engine, prompt.tokens, job.params, job.best_of, model=job.model_id)
@@ -225,15 +227,8 @@ class CompletionService:
         if upstream is not None:
             return forward_stream(upstream, "/completions", request, request.model)
         job = self.prepare(request)
-        streams: list[list[TokenStream]] = []
-        try:
-            for prompt in job.prompts:
-                streams.append(open_streams(job.engine, prompt.tokens, job.params, job.n, model=job.model_id))
-        except BaseException:  # a later prompt refused (a full queue): the earlier ones' sequences must not run on
-            for opened in streams:
-                for stream in opened:
-                    stream.cancel()
-            raise
+        prompts = [prompt.tokens for prompt in job.prompts]
+        streams = open_prompt_streams(job.engine, prompts, job.params, job.n, model=job.model_id)
         return self._chunks(request, job, streams)
 
     async def _chunks(

@@ -129,22 +129,38 @@ def open_streams(
 ) -> list[TokenStream]:
     """Starts n sequences at once, or none: if the engine refuses one, those already queued are cancelled.
     `model` (the configured id) labels the metrics."""
-    streams: list[TokenStream] = []
+    return open_prompt_streams(engine, [prompt], params, n, model=model)[0]
+
+
+def open_prompt_streams(
+    engine: TextEngine, prompts: Sequence[list[int]], params: SamplingParams, n: int, *, model: str
+) -> list[list[TokenStream]]:
+    """n sequences for each prompt, all started or none (open_streams for several prompts)."""
+    opened: list[list[TokenStream]] = []
     try:
-        for _ in range(n):
-            stream = engine.generate(prompt, params)
-            streams.append(stream if streams else _FirstTokenTimer(stream, model))
+        for prompt in prompts:
+            streams: list[TokenStream] = []
+            opened.append(streams)
+            for _ in range(n):
+                stream = engine.generate(prompt, params)
+                streams.append(stream if streams else _FirstTokenTimer(stream, model))
     except BaseException as exc:
-        for stream in streams:
+        for stream in (stream for streams in opened for stream in streams):
             stream.cancel()
-        if isinstance(exc, EngineBusy):
-            raise queue_full(model, exc) from None
-        if isinstance(exc, PromptTooLong):
-            raise OasisError(400, str(exc), param="messages", code="context_length_exceeded") from None
-        if isinstance(exc, UnusableSchema):
-            raise OasisError(400, f"Invalid JSON Schema: {exc}", code="invalid_json_schema") from None
-        raise
-    return streams
+        raise refusal(exc, model) from None
+    return opened
+
+
+def refusal(exc: BaseException, model: str) -> BaseException:
+    """What the client is told when the engine refuses work: the OpenAI-shaped error for a full queue, a prompt
+    past the context or an unusable schema; any other exception as it is."""
+    if isinstance(exc, EngineBusy):
+        return queue_full(model, exc)
+    if isinstance(exc, PromptTooLong):
+        return OasisError(400, str(exc), param="messages", code="context_length_exceeded")
+    if isinstance(exc, UnusableSchema):
+        return OasisError(400, f"Invalid JSON Schema: {exc}", code="invalid_json_schema")
+    return exc
 
 
 def metered_usage(model: str, prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
