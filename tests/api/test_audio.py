@@ -9,7 +9,9 @@ import re
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import av
 import httpx
@@ -187,6 +189,23 @@ async def test_audio_over_25_mb_is_413(audio_oasis: Harness) -> None:
             files={"file": ("big.wav", b"\0" * (25 * 1024 * 1024 + 1))},
         )
     assert response.status_code == 413 and response.json()["error"]["param"] == "file"
+
+
+async def test_audio_longer_than_the_limit_is_a_400_counted_from_its_samples(
+    start_oasis: Callable[..., Any],
+) -> None:
+    """25 MB of low-bitrate audio can last hours; the limit is read off the decoded samples, not the header."""
+    whisper = {**WHISPER, "options": {**WHISPER["options"], "max_audio_seconds": 4}}
+    harness: Harness = await start_oasis(engine_factories=None, models=[whisper, PIPER])
+    client = harness.sdk()
+    long_clip = await speak(client, response_format="flac")
+    short_clip = await speak(client, "Hello there.", response_format="flac")
+    assert duration(long_clip) > 4 > duration(short_clip)
+    with pytest.raises(openai.BadRequestError) as refused:
+        await client.audio.transcriptions.create(model="whisper-1", file=("long.flac", long_clip))
+    assert refused.value.body["param"] == "file" and refused.value.body["code"] == "audio_too_long"  # type: ignore[index]
+    heard = await client.audio.transcriptions.create(model="whisper-1", file=("short.flac", short_clip))
+    assert "hello" in heard.text.lower()
 
 
 @pytest.mark.parametrize(

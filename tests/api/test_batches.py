@@ -95,6 +95,26 @@ async def test_lines_for_another_endpoint_fail_the_batch_naming_them(embed_oasis
     assert "endpoint" in (done.errors.data[0].message or "")
 
 
+async def test_lines_that_no_storage_can_hold_fail_validation_naming_them(embed_oasis: Harness) -> None:
+    client = embed_oasis.sdk()
+    good = {"model": "text-embedding-3-small", "input": "x"}
+    lines = [  # json.dumps writes these as \u escapes: valid JSON, but no text SQLite or PostgreSQL can store
+        request("a", "/v1/embeddings", good),
+        request("nul\u0000id", "/v1/embeddings", good),
+        request("lone\ud800", "/v1/embeddings", good),
+        request("d", "/v1/embeddings", {"model": "text-embedding-3-small", "input": ["ok", "\udc00"]}),
+    ]
+    batch = await client.batches.create(
+        input_file_id=await upload_batch_file(client, lines), endpoint="/v1/embeddings", completion_window="24h"
+    )
+    done = await wait_until_done(client, batch.id)
+    assert done.status == "failed", done
+    assert done.errors is not None and done.errors.data is not None
+    assert [error.line for error in done.errors.data] == [2, 3, 4]
+    messages = [error.message or "" for error in done.errors.data]
+    assert "NUL" in messages[0] and "custom_id" in messages[1] and "body.input[1]" in messages[2]
+
+
 async def test_bad_create_requests_are_400s_and_404s(embed_oasis: Harness) -> None:
     client = embed_oasis.sdk()
     file_id = await upload_batch_file(

@@ -276,6 +276,9 @@ async def test_a_full_queue_answers_429_with_retry_after(start_oasis: Any) -> No
     refused = [r for r in results if isinstance(r, openai.RateLimitError)]
     assert refused and all(r.response.headers["retry-after"] == "1" for r in refused)
     assert any(not isinstance(r, Exception) for r in results)
+    with pytest.raises(openai.BadRequestError) as never_fits:  # more choices than the queue holds: not a 429
+        await client.chat.completions.create(model=MODEL, messages=CAPITAL, max_tokens=3, n=2)
+    assert never_fits.value.body["param"] == "n"  # type: ignore[index]
 
 
 @pytest.mark.parametrize(
@@ -311,6 +314,24 @@ async def test_bad_requests_get_envelopes(chat_oasis: Harness, change: dict[str,
         response = await http.post("/v1/chat/completions", json=body)
     assert response.status_code == status, response.text
     assert response.json()["error"]["param"] == param
+
+
+async def test_a_lone_surrogate_in_a_message_or_prompt_is_a_400_and_the_engine_keeps_serving(
+    chat_oasis: Harness,
+) -> None:
+    # JavaScript's JSON.stringify writes a lone surrogate this way: valid JSON, but no text a model can read.
+    chat = b'{"model": "%s", "max_tokens": 3, "messages": [{"role": "user", "content": "hi \\ud83d"}]}' % MODEL.encode()
+    completion = b'{"model": "gpt-3.5-turbo-instruct", "max_tokens": 3, "prompt": ["fine", "\\udfff"]}'
+    headers = {"content-type": "application/json"}
+    async with chat_oasis.http() as http:
+        chat_reply = await http.post("/v1/chat/completions", content=chat, headers=headers)
+        completion_reply = await http.post("/v1/completions", content=completion, headers=headers)
+    assert chat_reply.status_code == 400, chat_reply.text
+    assert chat_reply.json()["error"]["param"] == "messages[0].content"
+    assert completion_reply.status_code == 400, completion_reply.text
+    assert completion_reply.json()["error"]["param"] == "prompt[1]"
+    reply = await chat_oasis.sdk().chat.completions.create(model=MODEL, messages=CAPITAL, max_tokens=3)  # type: ignore[arg-type]
+    assert reply.choices[0].message.content
 
 
 async def test_ignore_eos_runs_to_max_tokens(chat_oasis: Harness) -> None:

@@ -143,23 +143,40 @@ async def test_tokenizer_extensions_round_trip(chat_oasis: Harness) -> None:
 
 
 async def test_a_prompt_list_the_queue_cannot_hold_is_refused_whole(start_oasis: Any) -> None:
-    """Each prompt's sequences are queued in turn; when the queue refuses a later prompt the request gets a 429, and
-    the sequences already queued for the earlier prompts are cancelled, streamed or not (they used to decode to
+    """A request needing more sequences than the queue can ever hold is a 400 (a 429 would be retried forever, by
+    the SDK and by a batch). One that fits, but not beside the work already queued, gets a 429, and the
+    sequences already queued for its earlier prompts are cancelled, streamed or not (they used to decode to
     max_tokens with nobody reading them)."""
-    harness: Harness = await start_oasis(engine_factories=None, models=[smollm(parallel=1, max_queue=1)])
+    harness: Harness = await start_oasis(engine_factories=None, models=[smollm(parallel=1, max_queue=3)])
     client = harness.sdk()
     engine: Any = harness.container.registry.engine(MODEL)
-    for stream in (False, True):
-        with pytest.raises(openai.RateLimitError):
-            await client.completions.create(
-                model=MODEL,
-                prompt=["Once upon a time"] * 6,
-                max_tokens=1000,
-                stream=stream,
-                extra_body={"ignore_eos": True},
-            )
+    endless: dict[str, Any] = {"max_tokens": 1000, "extra_body": {"ignore_eos": True}}
+
+    async def until_idle() -> bool:
         for _ in range(100):  # the scheduler retires cancelled sequences at its next step
             if not engine.busy:
-                break
+                return True
             await asyncio.sleep(0.05)
-        assert not engine.busy, stream
+        return False
+
+    with pytest.raises(openai.BadRequestError) as never_fits:
+        await client.completions.create(model=MODEL, prompt=["Once upon a time"] * 4, **endless)  # type: ignore[arg-type]
+    assert never_fits.value.body["param"] == "prompt"  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError) as never_fits:
+        await client.completions.create(model=MODEL, prompt="Once upon a time", n=2, best_of=4, max_tokens=3)
+    assert never_fits.value.body["param"] == "best_of"  # type: ignore[index]
+    assert await until_idle()
+
+    for stream in (False, True):
+        # One request decoding in the one slot and one waiting: the queue has room for two more sequences.
+        briefly: dict[str, Any] = {**endless, "max_tokens": 200}
+        running = asyncio.create_task(client.completions.create(model=MODEL, prompt="Hello", **briefly))  # type: ignore[call-overload]
+        waiting = asyncio.create_task(client.completions.create(model=MODEL, prompt="Hi", **briefly))  # type: ignore[call-overload]
+        while engine.load().busy < 1 or engine.load().queued < 1:
+            await asyncio.sleep(0.02)
+        with pytest.raises(openai.RateLimitError):
+            await client.completions.create(model=MODEL, prompt=["Once upon a time"] * 3, stream=stream, **endless)  # type: ignore[call-overload]
+        # The refused request's two queued sequences are cancelled: only the waiting request is left in the queue.
+        assert sum(not sequence.cancelled for sequence in engine._waiting) == 1, stream
+        assert all(reply.choices[0].finish_reason == "length" for reply in await asyncio.gather(running, waiting))
+        assert await until_idle(), stream

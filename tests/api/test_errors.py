@@ -153,6 +153,25 @@ async def test_nul_characters_are_a_400_not_a_database_error(oasis: Harness) -> 
     assert escaped_backslash.status_code == 200 and escaped_backslash.json()["name"] == "C:\\u0000dir"
 
 
+async def test_a_lone_surrogate_anywhere_in_a_body_is_a_400_naming_its_field(oasis: Harness) -> None:
+    json_body = {"content-type": "application/json"}
+    async with oasis.http() as http:
+        lone_high = await http.post("/v1/vector_stores", content=b'{"name": "a \\ud800 b"}', headers=json_body)
+        lone_low = await http.post("/v1/vector_stores", content=b'{"metadata": {"k": "\\udc00"}}', headers=json_body)
+        reversed_pair = await http.post("/v1/vector_stores", content=b'{"name": "\\udc00\\ud800"}', headers=json_body)
+        paired = await http.post("/v1/vector_stores", content=b'{"name": "\\ud83d\\ude00"}', headers=json_body)
+        escaped_backslash = await http.post("/v1/vector_stores", content=b'{"name": "C:\\\\ud800"}', headers=json_body)
+        stored = (await http.get("/v1/vector_stores")).json()["data"]
+    for reply, param in ((lone_high, "name"), (lone_low, "metadata.k"), (reversed_pair, "name")):
+        assert reply.status_code == 400, reply.text
+        error = reply.json()["error"]
+        assert error["type"] == "invalid_request_error" and error["param"] == param
+        assert "surrogate" in error["message"]
+    assert paired.status_code == 200 and paired.json()["name"] == "\U0001f600"
+    assert escaped_backslash.status_code == 200 and escaped_backslash.json()["name"] == "C:\\ud800"
+    assert sorted(store["name"] for store in stored) == sorted(["\U0001f600", "C:\\ud800"])
+
+
 async def test_a_second_content_type_does_not_lift_the_json_limit(start_oasis) -> None:  # type: ignore[no-untyped-def]
     harness: Harness = await start_oasis(server={"max_json_body_bytes": 1_000_000})
     big = b'{"model": "' + b"m" * 2_000_000 + b'", "messages": []}'

@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from oasis import logs
 from oasis.api.errors import error_body
+from oasis.protocol import lone_surrogates
 
 log = logging.getLogger("oasis.api")
 access_log = logging.getLogger("oasis.access")
@@ -25,6 +26,10 @@ class _BodyTooLarge(Exception):
 
 
 class _NulInBody(Exception):
+    pass
+
+
+class _LoneSurrogateInBody(Exception):
     pass
 
 
@@ -161,9 +166,12 @@ class RequestContextMiddleware:
             return
         nul_in_body = False
         tail = b""
+        chunks: list[bytes] = []  # a JSON body's, kept for the whole-body surrogate check
+        maybe_surrogate = False
+        lone_surrogate: tuple[str | None] | None = None  # (the field that holds one) once found
 
         async def counting_receive() -> Message:
-            nonlocal received, body_too_large, nul_in_body, tail
+            nonlocal received, body_too_large, nul_in_body, tail, maybe_surrogate, lone_surrogate
             message = await receive()
             if message["type"] == "http.request":
                 chunk = message.get("body", b"")
@@ -175,13 +183,20 @@ class RequestContextMiddleware:
                     if _JSON_NUL.search(tail + chunk):
                         nul_in_body = True
                         raise _NulInBody
+                    maybe_surrogate = maybe_surrogate or lone_surrogates.may_hold_one(tail, chunk)
                     tail = (tail + chunk)[-64:]
+                    chunks.append(chunk)
+                    if maybe_surrogate and not message.get("more_body", False):
+                        body = b"".join(chunks)
+                        if lone_surrogates.holds_one(body):
+                            lone_surrogate = (lone_surrogates.param_of(body) or None,)
+                            raise _LoneSurrogateInBody
             return message
 
         async def stamped_send(message: Message) -> None:
             nonlocal response_started
-            if (body_too_large or nul_in_body) and not response_started:
-                return  # whatever the app made of the cut-off body, the answer is 413
+            if (body_too_large or nul_in_body or lone_surrogate) and not response_started:
+                return  # whatever the app made of the cut-off body, the answer is 413 (or 400)
             if message["type"] == "http.response.start":
                 response_started = True
                 headers = MutableHeaders(scope=message)
@@ -192,7 +207,7 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, counting_receive, stamped_send)
         except Exception:
-            if body_too_large or nul_in_body:
+            if body_too_large or nul_in_body or lone_surrogate:
                 pass
             elif response_started:
                 log.exception("request %s failed after its response started", request_id)
@@ -212,3 +227,8 @@ class RequestContextMiddleware:
             await reply(413, too_large_body())
         elif nul_in_body and not response_started:
             await reply(400, error_body(_NUL_MESSAGE, type="invalid_request_error"))
+        elif lone_surrogate and not response_started:
+            (param,) = lone_surrogate
+            where = f"'$.{param}'" if param else "Text in the request"
+            message = f"{where} is not valid Unicode: it holds a lone surrogate (a \\uD800-\\uDFFF escape)."
+            await reply(400, error_body(message, type="invalid_request_error", param=param))

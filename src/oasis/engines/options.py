@@ -75,7 +75,7 @@ class LlamaCppOptions(ChatFormatOptions, EngineOptions):
         default=True,
         description="Decode with fewer threads while other work keeps cores busy (Linux; `threads` is the most).",
     )
-    max_queue: int = Field(default=256, ge=0, description="Waiting requests before a 429.")
+    max_queue: int = Field(default=256, gt=0, description="Waiting sequences before a 429.")
     chat_template: str | None = Field(default=None, description="A Jinja chat template replacing the GGUF's.")
     gpu_layers: int | None = Field(default=None, ge=0, description="Layers offloaded to a GPU (0: CPU only).")
     repack_weights: bool | None = Field(
@@ -105,6 +105,12 @@ class UpstreamOptions(EngineOptions):
 
 class WhisperOptions(EngineOptions):
     workers: int = Field(default=1, gt=0, description="Transcriptions run at once.")
+    max_audio_seconds: float = Field(
+        default=3 * 3600,
+        gt=0,
+        description="Longest audio transcribed: 25 MB of low-bitrate audio can last many hours, each hour "
+        "holding 230 MB of decoded samples and taking minutes of compute.",
+    )
     compute_type: str = Field(default="int8", description="CTranslate2 compute type (int8, float32, …).")
     cpu_threads: int = Field(default=0, ge=0, description="Threads per transcription (0: CTranslate2 decides).")
     part_packages: list[str] = Field(

@@ -17,6 +17,14 @@ class UnreadableAudio(ValueError):
     """The upload is not audio the decoder understands (or holds no samples)."""
 
 
+class AudioTooLong(ValueError):
+    """The audio lasts longer than the engine transcribes (`limit_seconds`)."""
+
+    def __init__(self, limit_seconds: float) -> None:
+        super().__init__(f"the audio is longer than {limit_seconds:g} seconds")
+        self.limit_seconds = limit_seconds
+
+
 @dataclass(frozen=True)
 class Word:
     word: str
@@ -63,7 +71,7 @@ class TranscriptionEngine(Engine, Protocol):
         temperature: float | None,
         word_timestamps: bool,
     ) -> Transcript:
-        """Raises UnreadableAudio when the file cannot be decoded."""
+        """Raises UnreadableAudio when the file cannot be decoded, AudioTooLong past the engine's limit."""
         ...
 
 

@@ -11,14 +11,16 @@ import hashlib
 import importlib.util
 import os
 import shutil
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import numpy as np
 import platformdirs
 
 from oasis.engines.options import WhisperOptions
-from oasis.engines.speech import Segment, Task, Transcript, UnreadableAudio, Word
+from oasis.engines.speech import AudioTooLong, Segment, Task, Transcript, UnreadableAudio, Word
 from oasis.settings import ModelSpec
 
 
@@ -107,8 +109,9 @@ class WhisperEngine:
             # faster-whisper's default is a fallback ladder of temperatures; a given one pins it, as OpenAI.
             temperatures: Any = temperature or [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
             try:
+                samples = _decode(audio, self._model.feature_extractor.sampling_rate, self._options.max_audio_seconds)
                 segments, info = self._model.transcribe(
-                    audio,
+                    samples,
                     task=task,
                     language=language,
                     initial_prompt=prompt or None,
@@ -116,6 +119,8 @@ class WhisperEngine:
                     word_timestamps=word_timestamps,
                 )
                 found = [_segment(s) for s in segments]
+            except (AudioTooLong, UnreadableAudio):
+                raise
             except Exception as exc:  # PyAV raises many types for a file it cannot read
                 if type(exc).__module__.startswith("av") or isinstance(exc, (IndexError, ValueError)):
                     raise UnreadableAudio(str(exc)) from exc
@@ -123,6 +128,56 @@ class WhisperEngine:
             return Transcript(language=info.language, duration=float(info.duration), segments=found)
 
         return await asyncio.get_running_loop().run_in_executor(self._pool, run)
+
+
+_GROUP_SAMPLES = 500_000
+
+
+def _decode(audio: BinaryIO, rate: int, limit_seconds: float) -> np.ndarray:
+    """The audio as float32 mono samples at `rate`, as faster_whisper.decode_audio gives it, but decoding stops
+    once it passes `limit_seconds`: a file's own header may claim any duration, so the samples are counted."""
+    import av
+
+    limit = int(limit_seconds * rate)
+    resampler = av.audio.resampler.AudioResampler(format="s16", layout="mono", rate=rate)
+    fifo = av.audio.fifo.AudioFifo()  # frames resampled in large groups, as faster-whisper does: fewer calls
+    parts: list[np.ndarray] = []
+    count = 0
+
+    def keep(group: Any) -> None:
+        nonlocal count
+        for resampled in resampler.resample(group):
+            part = resampled.to_ndarray().reshape(-1)
+            count += len(part)
+            if count > limit:
+                raise AudioTooLong(limit_seconds)
+            parts.append(part)
+
+    with av.open(audio, mode="r", metadata_errors="ignore") as container:
+        for frame in _valid_frames(container.decode(audio=0)):
+            frame.pts = None  # a stream whose timestamps jump must not stop the FIFO
+            fifo.write(frame)
+            if fifo.samples >= _GROUP_SAMPLES:
+                keep(fifo.read())
+        if fifo.samples:
+            keep(fifo.read())
+        keep(None)  # flushes the resampler
+    if not count:
+        raise UnreadableAudio("the file holds no audio samples")
+    return np.concatenate(parts).astype(np.float32) / 32768.0
+
+
+def _valid_frames(frames: Iterator[Any]) -> Iterator[Any]:
+    """Frames past a damaged one (faster-whisper skips those too)."""
+    import av
+
+    while True:
+        try:
+            yield next(frames)
+        except StopIteration:
+            return
+        except av.error.InvalidDataError:
+            continue
 
 
 def _segment(segment: Any) -> Segment:

@@ -358,6 +358,10 @@ class LlamaCppEngine:
         return self._special
 
     @property
+    def max_waiting(self) -> int:
+        return self._max_queue
+
+    @property
     def fim_tokens(self) -> tuple[int, int, int] | None:
         return self._fim
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from oasis.engines.registry import EngineRegistry
-from oasis.engines.speech import SpeechEngine, Task, TranscriptionEngine, UnreadableAudio
+from oasis.engines.speech import AudioTooLong, SpeechEngine, Task, TranscriptionEngine, UnreadableAudio
 from oasis.errors import invalid_request, too_large
 from oasis.services.audio.codecs import CONTENT_TYPES, SpeechEncoder
 from oasis.services.audio.languages import LANGUAGES
@@ -89,6 +89,14 @@ class AudioService:
                 temperature=job.temperature,
                 word_timestamps="word" in job.granularities,
             )
+        except AudioTooLong as exc:
+            limit = exc.limit_seconds
+            raise invalid_request(
+                f"The audio is longer than this server transcribes ({limit / 60:g} minutes, the model's "
+                "`max_audio_seconds`). Split it into shorter files.",
+                param="file",
+                code="audio_too_long",
+            ) from None
         except UnreadableAudio:
             raise invalid_request(
                 "The file could not be decoded as audio. Supported formats: " + ", ".join(AUDIO_EXTENSIONS) + ".",

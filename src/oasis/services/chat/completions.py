@@ -16,6 +16,7 @@ from oasis.metrics import count_tokens
 from oasis.protocol.extensions import CompletionRequest
 from oasis.services.chat.generation import (
     ChoiceText,
+    check_queue_holds,
     complete_choice,
     merge,
     metered_usage,
@@ -145,6 +146,11 @@ class CompletionService:
                 "'max_tokens' 0 only makes sense with 'echo' (scoring the prompt).", param="max_tokens"
             )
         prompts = [_with_suffix(engine, prompt, request.suffix) for prompt in _prompts(engine, request)]
+        # Every prompt's sequences are queued at once: best_of each, or one to score it (max_tokens 0).
+        per_prompt = best_of if request.max_tokens != 0 else 1
+        check_queue_holds(
+            engine, len(prompts) * per_prompt, "prompt" if len(prompts) > 1 else ("best_of" if best_of > n else "n")
+        )
         return PreparedCompletion(
             engine=engine,
             model_id=served_id(self._registry, request.model),

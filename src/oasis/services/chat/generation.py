@@ -23,7 +23,7 @@ from oasis.engines.text import (
     TokenStream,
     UnusableSchema,
 )
-from oasis.errors import OasisError
+from oasis.errors import OasisError, invalid_request
 from oasis.metrics import TIME_TO_FIRST_TOKEN, count_tokens
 from oasis.services.models.engine_lookup import queue_full
 
@@ -122,6 +122,17 @@ class _FirstTokenTimer:
 
     async def aclose(self) -> None:
         await self._inner.aclose()
+
+
+def check_queue_holds(engine: TextEngine, sequences: int, param: str) -> None:
+    """A 400 for a request that needs more sequences at once than the engine's queue can ever hold: a 429 would
+    have the client (and a batch) retry it forever."""
+    if sequences > engine.max_waiting:
+        raise invalid_request(
+            f"This request needs {sequences} sequences generated at once; this model's queue holds at most "
+            f"{engine.max_waiting}. Send fewer prompts or ask for fewer choices.",
+            param=param,
+        )
 
 
 def open_streams(

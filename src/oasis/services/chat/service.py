@@ -18,6 +18,7 @@ from oasis.protocol.extensions import ChatCompletionRequest
 from oasis.services.chat.conversation import template_messages, with_system_note
 from oasis.services.chat.generation import (
     TextDelta,
+    check_queue_holds,
     complete_choice,
     merge,
     metered_usage,
@@ -149,6 +150,7 @@ class ChatService:
         )
         prompt = engine.tokenize(text, add_special=False, parse_special=True)
         params = to_sampling_params(request, engine, len(prompt))
+        check_queue_holds(engine, request.n or 1, "n")
         if plan is not None and plan.forced:
             params = replace(params, json_schema=call_schema(plan))
         # A grammar makes the reply JSON from its first token: there is no thinking to read.
