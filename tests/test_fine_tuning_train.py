@@ -259,6 +259,24 @@ async def test_cancel_stops_the_trainer_and_keeps_the_checkpoints(start_oasis: C
     assert kept and ANSWER not in await _ask(client, kept[0].fine_tuned_model_checkpoint, "What is 2 + 2?")
 
 
+async def test_a_diverging_job_fails_naming_the_learning_rate_and_its_events_still_list(
+    start_oasis: Callable[..., Any],
+) -> None:
+    harness: Harness = await start_oasis(engine_factories=None, models=[smollm()])
+    client = harness.sdk()
+    training = await client.files.create(file=("pw.jsonl", io.BytesIO(password_lines())), purpose="fine-tune")
+    job = await client.fine_tuning.jobs.create(
+        model=MODEL, training_file=training.id, hyperparameters={"n_epochs": 1, "learning_rate_multiplier": 1e300}
+    )
+    job = await _until(client, job.id, ("succeeded", "failed", "cancelled"), 300)
+    assert job.status == "failed" and job.error is not None
+    assert job.error.code == "training_diverged"
+    assert job.error.param == "hyperparameters.learning_rate_multiplier"
+    assert job.fine_tuned_model is None
+    assert await _all_events(client, job.id)  # no NaN stored: every endpoint of the job still answers
+    assert not (await client.fine_tuning.jobs.checkpoints.list(job.id)).data
+
+
 def test_a_killed_server_resumes_training_from_its_last_saved_step(tmp_path: Path, postgres_url: str | None) -> None:
     if postgres_url is not None:
         import asyncio as _asyncio

@@ -201,6 +201,25 @@ def test_a_bad_line_is_an_error_event(tmp_path: Path, file_key: str, code: str) 
     assert "line 2" in events[0]["message"]
 
 
+@pytest.mark.parametrize(
+    ("learning_rate", "failing_step"),
+    [(1e300, 1), (1e30, 2)],  # past float32: no step can be taken; huge: the second step's loss is NaN
+)
+def test_a_diverging_run_ends_with_an_error_event_and_no_checkpoint(
+    tmp_path: Path, learning_rate: float, failing_step: int
+) -> None:
+    job_dir = write_job(tmp_path / "job", learning_rate=learning_rate)
+    returncode, events, stderr = run_trainer(job_dir)
+    assert returncode == 2, stderr
+    assert [event["event"] for event in events] == ["started"] + ["step"] * (failing_step - 1) + ["error"]
+    error = events[-1]
+    assert error["code"] == "training_diverged"
+    assert error["param"] == "hyperparameters.learning_rate_multiplier"
+    assert f"step {failing_step}" in error["message"]
+    assert all(math.isfinite(event["train_loss"]) for event in of_kind(events, "step"))
+    assert not list(job_dir.glob("ckpt-*"))
+
+
 # --- which tokens are trained: the chat template decides -----------------------------------------------------------
 
 

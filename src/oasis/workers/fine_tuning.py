@@ -281,7 +281,9 @@ class FineTuningRunner:
     async def _record(self, job: FineTuningJob, owner: str, report: dict[str, Any], progress: _Progress) -> None:
         kind = report.get("event")
         if kind == "error":
-            param = "validation_file" if report.get("code") == "invalid_validation_file" else "training_file"
+            param = report.get("param") or (
+                "validation_file" if report.get("code") == "invalid_validation_file" else "training_file"
+            )
             raise _Failed(str(report.get("code") or "invalid_training_file"), str(report.get("message")), param)
         if kind == "started":
             progress.total_steps = int(report["total_steps"])

@@ -53,7 +53,7 @@ def main(argv: list[str]) -> int:
     try:
         finished = lora.train(job, job_dir, emit, stop)
     except lora.InvalidTrainingInputError as error:
-        emit({"event": "error", "code": error.code, "message": error.message})
+        emit({"event": "error", "code": error.code, "message": error.message, "param": error.param})
         return EXIT_INVALID_INPUT
     return 0 if finished else EXIT_STOPPED
 

@@ -108,12 +108,14 @@ class TrainingJob:
 
 
 class InvalidTrainingInputError(Exception):
-    """A training or validation file that cannot be used; `code` is the fine-tuning job error code."""
+    """A training or validation file, or hyperparameters, that cannot be used; `code` is the fine-tuning job error
+    code and `param` the request field to blame (None: the worker names the file the code is about)."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, param: str | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.param = param
 
 
 @dataclass
@@ -192,11 +194,23 @@ def train(job: TrainingJob, job_dir: Path, emit: EmitEvent, stop: threading.Even
         step_started = time.perf_counter()
         loss, correct, counted = _loss_and_accuracy(model, batch)
         loss.backward()
-        optimizer.step()
+        try:
+            optimizer.step()
+        except RuntimeError as error:
+            if "overflow" not in str(error):
+                raise
+            # torch refuses a step size past float32's range (Adam's first step is 10x the learning rate)
+            raise InvalidTrainingInputError(
+                "training_diverged",
+                f"Training diverged at step {progress.step + 1}: the learning rate {job.learning_rate:g} is too "
+                "large to take a step with. Try a lower learning_rate_multiplier.",
+                param="hyperparameters.learning_rate_multiplier",
+            ) from error
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         train_metrics = _Metrics(loss=float(loss.item()), mean_token_accuracy=correct / max(counted, 1))
         progress.step += 1
+        _check_converging(progress.step, {"training loss": train_metrics.loss}, model)
         step_seconds = _since(step_started)
 
         step_event: Event = {
@@ -220,6 +234,7 @@ def train(job: TrainingJob, job_dir: Path, emit: EmitEvent, stop: threading.Even
         }
         if validation:
             valid_metrics = _evaluate(model, validation, job.batch_size, pad_id, device)
+            _check_converging(progress.step, {"validation loss": valid_metrics.loss}, model)
             valid = {"valid_loss": valid_metrics.loss, "valid_mean_token_accuracy": valid_metrics.mean_token_accuracy}
             metrics |= valid
             step_event |= valid
@@ -237,6 +252,21 @@ def train(job: TrainingJob, job_dir: Path, emit: EmitEvent, stop: threading.Even
         )
     emit({"event": "done", "step": progress.step})
     return True
+
+
+def _check_converging(step: int, losses: dict[str, float], model: Any) -> None:
+    """Ends a run whose loss or weights are no longer finite numbers (too high a learning rate): every later step
+    would stay NaN, and the adapter saved from it would make the served model answer nothing but noise."""
+    broken = next((name for name, loss in losses.items() if not math.isfinite(loss)), None)
+    if broken is None and not all(bool(torch.isfinite(p).all()) for p in model.parameters() if p.requires_grad):
+        broken = "adapter weights"
+    if broken is not None:
+        raise InvalidTrainingInputError(
+            "training_diverged",
+            f"Training diverged at step {step}: the {broken} became infinite or NaN. "
+            "Try a lower learning_rate_multiplier.",
+            param="hyperparameters.learning_rate_multiplier",
+        )
 
 
 def _checkpoint_due(step: int, checkpoint_every: int, steps_per_epoch: int, total_steps: int) -> bool:
