@@ -381,6 +381,17 @@ async def test_a_schema_that_cannot_be_followed_is_a_400_and_the_engine_keeps_se
                 response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema}},
             )
         assert refused.value.code == "invalid_json_schema" and "Invalid JSON Schema" in refused.value.message
+        assert refused.value.param == "response_format.json_schema.schema"
+    forced_tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "strange"}}}
+    with pytest.raises(openai.BadRequestError) as refused:
+        await client.chat.completions.create(
+            model=MODEL,
+            messages=CAPITAL,
+            max_tokens=20,
+            tools=[forced_tool],  # type: ignore[list-item]
+            tool_choice={"type": "function", "function": {"name": "f"}},
+        )
+    assert refused.value.code == "invalid_json_schema" and refused.value.param == "tools"
     reply = await asyncio.wait_for(
         client.chat.completions.create(
             model=MODEL, messages=CAPITAL, max_tokens=30, temperature=0, response_format={"type": "json_object"}

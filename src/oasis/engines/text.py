@@ -128,6 +128,10 @@ class TextEngine(Engine, Protocol):
 
     def is_valid_token(self, token: int) -> bool: ...
 
+    def check_schema(self, schema: Mapping[str, object]) -> None:
+        """Raises UnusableSchema when generation cannot be held to `schema` (generate checks it too)."""
+        ...
+
     def generate(self, prompt: list[int], params: SamplingParams) -> TokenStream:
         """Queues the sequence at once (raising EngineBusy when the queue is full, PromptTooLong when it cannot
         fit) and returns its token stream; the last token carries finish_reason."""

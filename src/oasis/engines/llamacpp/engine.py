@@ -422,7 +422,7 @@ class LlamaCppEngine:
         if len(prompt) + params.max_tokens > self._context_length:
             raise PromptTooLong(len(prompt) + params.max_tokens, self._context_length)
         if params.json_schema is not None and not scoring:
-            self._check_grammar(params.json_schema)
+            self.check_schema(params.json_schema)
         sequence = _Sequence(prompt, params, asyncio.get_running_loop())
         sequence.scoring = scoring
         with self._lock:
@@ -438,7 +438,7 @@ class LlamaCppEngine:
             self._lock.notify()
         return sequence
 
-    def _check_grammar(self, schema: Mapping[str, object]) -> None:
+    def check_schema(self, schema: Mapping[str, object]) -> None:
         """Refuses a schema that cannot become a grammar llama.cpp parses, before it is queued: the scheduler
         thread builds the grammar, and there a failure could only fail the sequence (and once, ended the thread).
         Each grammar is parsed here once."""

@@ -11,7 +11,7 @@ from typing import Any
 
 from oasis.engines.options import ChatFormatOptions
 from oasis.engines.registry import EngineRegistry
-from oasis.engines.text import SamplingParams, TextEngine, TokenStream
+from oasis.engines.text import SamplingParams, TextEngine, TokenStream, UnusableSchema
 from oasis.errors import OasisError, invalid_request
 from oasis.metrics import count_tokens
 from oasis.protocol.extensions import ChatCompletionRequest
@@ -153,6 +153,16 @@ class ChatService:
         check_queue_holds(engine, request.n or 1, "n")
         if plan is not None and plan.forced:
             params = replace(params, json_schema=call_schema(plan))
+        if params.json_schema is not None:
+            try:
+                engine.check_schema(params.json_schema)
+            except UnusableSchema as exc:
+                forced = plan is not None and plan.forced
+                raise invalid_request(
+                    f"Invalid JSON Schema: {exc}",
+                    param="tools" if forced else "response_format.json_schema.schema",
+                    code="invalid_json_schema",
+                ) from None
         # A grammar makes the reply JSON from its first token: there is no thinking to read.
         thinking = "inline" if options.reasoning == "inline" else "separate"
         if params.json_schema is not None:
