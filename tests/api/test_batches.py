@@ -12,6 +12,7 @@ from typing import Any
 import openai
 import pytest
 
+from oasis.workers.batches import _parse
 from tests.conftest import E5, Harness, smollm
 from tests.engines import GatedEmbedder
 
@@ -95,24 +96,39 @@ async def test_lines_for_another_endpoint_fail_the_batch_naming_them(embed_oasis
     assert "endpoint" in (done.errors.data[0].message or "")
 
 
-async def test_lines_that_no_storage_can_hold_fail_validation_naming_them(embed_oasis: Harness) -> None:
+async def test_text_no_storage_can_hold_is_refused_at_upload_or_fails_its_line_alone(embed_oasis: Harness) -> None:
     client = embed_oasis.sdk()
     good = {"model": "text-embedding-3-small", "input": "x"}
-    lines = [  # json.dumps writes these as \u escapes: valid JSON, but no text SQLite or PostgreSQL can store
+    # json.dumps writes these as \u escapes: valid JSON, but no text SQLite or PostgreSQL can store. Results are
+    # stored by custom_id, so such a custom_id is refused with the file; a body holding one fails alone, with the
+    # 400 the online endpoint gives.
+    for custom_id in ("nul\u0000id", "lone\ud800"):
+        with pytest.raises(openai.BadRequestError) as refused:
+            await upload_batch_file(
+                client, [request("a", "/v1/embeddings", good), request(custom_id, "/v1/embeddings", good)]
+            )
+        assert "line 2" in refused.value.message and "custom_id" in refused.value.message
+    lines = [
         request("a", "/v1/embeddings", good),
-        request("nul\u0000id", "/v1/embeddings", good),
-        request("lone\ud800", "/v1/embeddings", good),
-        request("d", "/v1/embeddings", {"model": "text-embedding-3-small", "input": ["ok", "\udc00"]}),
+        request("b", "/v1/embeddings", {"model": "text-embedding-3-small", "input": ["ok", "\udc00"]}),
     ]
     batch = await client.batches.create(
         input_file_id=await upload_batch_file(client, lines), endpoint="/v1/embeddings", completion_window="24h"
     )
     done = await wait_until_done(client, batch.id)
-    assert done.status == "failed", done
-    assert done.errors is not None and done.errors.data is not None
-    assert [error.line for error in done.errors.data] == [2, 3, 4]
-    messages = [error.message or "" for error in done.errors.data]
-    assert "NUL" in messages[0] and "custom_id" in messages[1] and "body.input[1]" in messages[2]
+    assert done.status == "completed", done
+    assert [line["custom_id"] for line in await read_lines(client, done.output_file_id)] == ["a"]
+    (failed,) = await read_lines(client, done.error_file_id)
+    assert failed["custom_id"] == "b" and failed["response"]["status_code"] == 400
+    assert failed["response"]["body"]["error"]["param"] == "input[1]"
+
+
+def test_a_stored_batch_line_whose_custom_id_no_storage_can_hold_fails_validation() -> None:
+    """Files uploaded before the upload check held such lines: the batch names them instead of failing to store."""
+    for custom_id in ("nul\u0000id", "lone\ud800"):
+        raw = json.dumps(request(custom_id, "/v1/embeddings", {"model": "m", "input": "x"})).encode()
+        line, why = _parse(2, raw, "/v1/embeddings", set())
+        assert line is None and why is not None and "custom_id" in why
 
 
 async def test_bad_create_requests_are_400s_and_404s(embed_oasis: Harness) -> None:

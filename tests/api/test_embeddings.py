@@ -82,6 +82,9 @@ async def test_token_ids_are_read_as_openai_cl100k_tokens(embed_oasis: Harness) 
     for expected, got in zip(by_text.data, by_ids.data, strict=True):
         assert np.allclose(_vector(expected.embedding), _vector(got.embedding), atol=1e-6)
     assert np.allclose(_vector(single.data[0].embedding), _vector(by_text.data[0].embedding), atol=1e-6)
+    with pytest.raises(openai.BadRequestError) as unassigned:  # cl100k has no token 100256: a gap, not a 500
+        await client.embeddings.create(model="text-embedding-3-small", input=[[15339, 100256]])
+    assert unassigned.value.body["param"] == "input"  # type: ignore[index]
 
 
 async def test_bad_input_gets_400s_and_unknown_model_404(embed_oasis: Harness) -> None:

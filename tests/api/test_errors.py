@@ -172,6 +172,54 @@ async def test_a_lone_surrogate_anywhere_in_a_body_is_a_400_naming_its_field(oas
     assert sorted(store["name"] for store in stored) == sorted(["\U0001f600", "C:\\ud800"])
 
 
+async def test_text_no_database_takes_is_a_400_however_the_body_spells_it(oasis: Harness) -> None:
+    """json.loads also reads surrogates written as UTF-8 bytes (ED A0 80), and UTF-16 or UTF-32 bodies; Starlette
+    decodes form fields in whatever charset the content-type names (utf-7 can spell a lone surrogate)."""
+    json_body = {"content-type": "application/json"}
+    form = "multipart/form-data; boundary=B"
+    field = b'--B\r\nContent-Disposition: form-data; name="purpose"\r\n\r\n+2AA-\r\n--B--\r\n'
+    upload = (
+        b'--B\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nassistants\r\n'
+        b'--B\r\nContent-Disposition: form-data; name="file"; filename="raw.txt"\r\n\r\n'
+        b"a \\u0000 and a \\ud800 as text\r\n--B--\r\n"
+    )
+    async with oasis.http() as http:
+        utf8_surrogate = await http.post("/v1/vector_stores", content=b'{"name": "a\xed\xa0\x80b"}', headers=json_body)
+        utf16 = await http.post(
+            "/v1/vector_stores", content='{"name": "a\u0000b"}'.encode("utf-16-le"), headers=json_body
+        )
+        utf7_form = await http.post("/v1/files", content=field, headers={"content-type": form + "; charset=utf-7"})
+        json_boundary = await http.post(
+            "/v1/files",
+            content=upload.replace(b"--B", b"--json"),
+            headers={"content-type": "multipart/form-data; boundary=json"},
+        )
+        infinite = {
+            number: await http.post(
+                "/v1/assistants", content=b'{"model": "m", "temperature": ' + number + b"}", headers=json_body
+            )
+            for number in (b"1e400", b"-1E+999", b"1" + b"0" * 400 + b".0")
+        }
+        tiny = await http.post("/v1/assistants", content=b'{"model": "m", "temperature": 1e-400}', headers=json_body)
+        huge_integer = await http.post(
+            "/v1/vector_stores",
+            content=b'{"name": "n", "expires_after": {"anchor": "last_active_at", "days": 1' + b"0" * 400 + b"}}",
+            headers=json_body,
+        )
+        stored = (await http.get("/v1/vector_stores")).json()["data"]
+    assert utf8_surrogate.status_code == 400 and utf8_surrogate.json()["error"]["param"] == "name"
+    for number in (b"1e400", b"-1E+999", b"1" + b"0" * 400 + b".0"):  # json.loads reads each as an infinity
+        assert infinite[number].status_code == 400, number
+        assert "range" in infinite[number].json()["error"]["message"]
+    # 1e-400 reads as 0.0, past the middleware (the model is unknown: 404); a huge integer is no float
+    assert tiny.status_code == 404 and huge_integer.status_code == 400
+    assert utf16.status_code == 400 and "UTF-8" in utf16.json()["error"]["message"]
+    assert utf7_form.status_code == 400 and "UTF-8" in utf7_form.json()["error"]["message"]
+    # an upload is no JSON body, whatever its boundary says: its bytes are stored as they are
+    assert json_boundary.status_code == 200, json_boundary.text
+    assert stored == []
+
+
 async def test_a_second_content_type_does_not_lift_the_json_limit(start_oasis) -> None:  # type: ignore[no-untyped-def]
     harness: Harness = await start_oasis(server={"max_json_body_bytes": 1_000_000})
     big = b'{"model": "' + b"m" * 2_000_000 + b'", "messages": []}'

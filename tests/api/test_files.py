@@ -56,6 +56,14 @@ async def test_upload_retrieve_download_is_byte_exact(client: openai.AsyncOpenAI
     assert content.response.headers["content-length"] == str(len(payload))
 
 
+async def test_a_file_name_like_a_data_url_downloads(client: openai.AsyncOpenAI) -> None:
+    """mimetypes reads "data:text/ア,x" as a data URL whose type is "text/ア", which no header can carry."""
+    created = await client.files.create(file=("data:text/ア,x", b"hello"), purpose="assistants")
+    content = await client.files.content(created.id)
+    assert content.content == b"hello"
+    assert content.response.headers["content-type"] == "application/octet-stream"
+
+
 async def test_download_content_type_follows_the_file_name(client: openai.AsyncOpenAI) -> None:
     created = await client.files.create(file=("notes.md", b"# title\n"), purpose="assistants")
     content = await client.files.content(created.id)
@@ -101,6 +109,9 @@ async def test_missing_parts_are_400s(oasis: Harness) -> None:
         ([_batch_line("a", body="text")], 1, "body"),
         ([_batch_line("")], 1, "custom_id"),
         ([[1, 2]], 1, "JSON object"),
+        ([_batch_line("a"), b"[" * 100_000], 2, "nested too deeply"),
+        ([_batch_line("a"), b'{"n": ' + b"9" * 5000 + b"}"], 2, "not usable JSON"),
+        ([_batch_line("a"), _batch_line("b\ud800")], 2, "custom_id"),
     ],
 )
 async def test_bad_batch_file_names_first_bad_line_and_stores_nothing(
@@ -120,6 +131,14 @@ async def test_bad_batch_file_names_first_bad_line_and_stores_nothing(
         ([_example("user", "assistant"), _example("system", "user")], 2, "no assistant message"),
         ([_example("user", "robot", "assistant")], 1, "messages[1].role"),
         ([{"prompt": "a", "completion": "b"}], 1, "messages"),
+        (
+            [
+                _example("user", "assistant"),
+                {"messages": [{"role": "user", "content": "hi \udc00"}, _example("assistant")["messages"][0]]},
+            ],
+            2,
+            "messages[0].content holds a lone surrogate",
+        ),
     ],
 )
 async def test_bad_fine_tune_file_names_first_bad_line(

@@ -139,6 +139,12 @@ async def test_odd_counts_neither_refill_the_bucket_nor_slip_past_it(start_oasis
             "messages": [{"role": "user", "content": [{"type": "text", "text": "what?"}, picture]}],
         }
         assert estimate_tokens("/v1/chat/completions", body) < 50
+        # A body the endpoint refuses is counted as nothing, and a count too long for int() as past every limit:
+        # neither is a 500 on the way.
+        not_a_list = await http.post("/v1/chat/completions", json={"model": NO_MODEL, "messages": 5})
+        assert not_a_list.status_code == 400, not_a_list.text
+        endless = {"model": NO_MODEL, "messages": [], "max_tokens": "9" * 5000}
+        assert (await http.post("/v1/chat/completions", json=endless)).status_code == 429
 
 
 async def test_a_redis_that_does_not_answer_lets_requests_through(start_oasis: Callable[..., Any]) -> None:

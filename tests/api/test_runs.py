@@ -310,6 +310,10 @@ async def test_run_overrides_and_checks(chat_oasis: Harness) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
         await client.beta.threads.runs.create(thread.id, assistant_id=assistant.id, max_completion_tokens=5)
     assert caught.value.param == "max_completion_tokens"
+    for field in ("max_prompt_tokens", "max_completion_tokens"):  # past what the database's integer holds
+        with pytest.raises(openai.BadRequestError) as caught:
+            await client.beta.threads.runs.create(thread.id, assistant_id=assistant.id, **{field: 2**63})  # type: ignore[arg-type]
+        assert caught.value.param == field
 
     run = await client.beta.threads.runs.create_and_poll(
         thread_id=thread.id,

@@ -46,8 +46,8 @@ async def get_principal(request: Request, container: ContainerDep) -> Principal:
         if request.method == "POST" and request.url.path in TOKEN_PATHS:
             try:
                 tokens = estimate_tokens(request.url.path, json.loads(await request.body()))
-            except ValueError:
-                tokens = 0  # not JSON: the endpoint's validation answers it
+            except (ValueError, RecursionError):
+                tokens = 0  # not JSON (or nested past the parser): the endpoint's validation answers it
         # The middleware puts these on the reply, streamed or not.
         request.state.rate_limit_headers = await container.rate_limits.admit(principal, tokens)
     return principal

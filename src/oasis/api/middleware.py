@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from oasis import logs
 from oasis.api.errors import error_body
-from oasis.protocol import lone_surrogates
+from oasis.protocol import json_numbers, lone_surrogates
 
 log = logging.getLogger("oasis.api")
 access_log = logging.getLogger("oasis.access")
@@ -29,14 +29,32 @@ class _NulInBody(Exception):
     pass
 
 
-class _LoneSurrogateInBody(Exception):
-    pass
+class _UnholdableValue(Exception):
+    """Or another value no JSON can hold (a number past float's range)."""
 
 
 # A JSON escape for NUL (an even run of backslashes before it would make it literal text). PostgreSQL cannot
 # store NUL in text, so such strings are refused up front with a 400 rather than failing in the database.
-_JSON_NUL = re.compile(rb"(?:^|[^\\])(?:\\\\)*\\u0000")
-_NUL_MESSAGE = "Text in requests must not contain NUL characters (\\u0000)."
+# A raw NUL byte is never in UTF-8 JSON (control characters are escaped in strings): it is NUL itself, or a UTF-16
+# or UTF-32 body, which json.loads would decode too, past these checks; RFC 8259 asks for UTF-8.
+_JSON_NUL = re.compile(rb"(?:^|[^\\])(?:\\\\)*\\u0000|\x00")
+_NUL_MESSAGE = "Text in requests must not contain NUL characters (\\u0000), and JSON bodies must be UTF-8."
+
+
+# Starlette decodes form fields with the charset the content-type names: utf-7 or unicode_escape would turn
+# field bytes into lone surrogates, which no database or JSON error body can hold. UTF-8 (and what is a subset of
+# it, or latin-1, Starlette's own fallback) cannot produce one.
+_SAFE_FORM_CHARSETS = frozenset({b"utf-8", b"utf8", b"us-ascii", b"ascii", b"iso-8859-1", b"latin-1", b"latin1"})
+_FORM_CHARSET = re.compile(rb";\s*charset\s*=\s*\"?([^\s;\"]*)")
+_INFINITE_MESSAGE = "A number in the request is past the range of a 64-bit float (about 1.8e308)."
+_CHARSET_MESSAGE = "Multipart form data must be sent as UTF-8 (the content-type names another charset)."
+
+
+def _form_charset_is_safe(content_type: bytes | None) -> bool:
+    if content_type is None or not content_type.startswith(b"multipart/"):
+        return True
+    named = _FORM_CHARSET.search(content_type)
+    return named is None or named.group(1) in _SAFE_FORM_CHARSETS
 
 
 def route_template(scope: Scope) -> str:
@@ -145,7 +163,8 @@ class RequestContextMiddleware:
                 declared_length = int(value)
             if name == b"content-type" and content_type is None:  # the first, as Starlette reads it
                 content_type = value.lower()
-        is_json = content_type is None or b"json" in content_type
+        is_multipart = (content_type or b"").startswith(b"multipart/")  # its boundary may hold the word json
+        is_json = content_type is None or (b"json" in content_type and not is_multipart)
         # Only the routes that take files stream multipart bodies to disk; anything else is read whole.
         uploads = scope["path"] in self.upload_paths and (content_type or b"").startswith(b"multipart/form-data")
         limit = self.max_upload_body_bytes if uploads else self.max_json_body_bytes
@@ -161,6 +180,9 @@ class RequestContextMiddleware:
         if declared_length is not None and declared_length > limit:
             await reply(413, too_large_body())
             return
+        if not _form_charset_is_safe(content_type):
+            await reply(400, error_body(_CHARSET_MESSAGE, type="invalid_request_error"))
+            return
         if "\x00" in scope["path"] or b"%00" in scope["query_string"].lower():
             await reply(400, error_body(_NUL_MESSAGE, type="invalid_request_error"))
             return
@@ -169,9 +191,12 @@ class RequestContextMiddleware:
         chunks: list[bytes] = []  # a JSON body's, kept for the whole-body surrogate check
         maybe_surrogate = False
         lone_surrogate: tuple[str | None] | None = None  # (the field that holds one) once found
+        maybe_infinite = False
+        infinite_number = False
 
         async def counting_receive() -> Message:
             nonlocal received, body_too_large, nul_in_body, tail, maybe_surrogate, lone_surrogate
+            nonlocal maybe_infinite, infinite_number
             message = await receive()
             if message["type"] == "http.request":
                 chunk = message.get("body", b"")
@@ -184,18 +209,23 @@ class RequestContextMiddleware:
                         nul_in_body = True
                         raise _NulInBody
                     maybe_surrogate = maybe_surrogate or lone_surrogates.may_hold_one(tail, chunk)
-                    tail = (tail + chunk)[-64:]
+                    maybe_infinite = maybe_infinite or json_numbers.may_hold_one(tail, chunk)
+                    tail = (tail + chunk)[-320:]
                     chunks.append(chunk)
-                    if maybe_surrogate and not message.get("more_body", False):
+                    if (maybe_surrogate or maybe_infinite) and not message.get("more_body", False):
                         body = b"".join(chunks)
-                        if lone_surrogates.holds_one(body):
-                            lone_surrogate = (lone_surrogates.param_of(body) or None,)
-                            raise _LoneSurrogateInBody
+                        path = lone_surrogates.path_in_body(body) if maybe_surrogate else None
+                        if path is not None:
+                            lone_surrogate = (path or None,)
+                            raise _UnholdableValue
+                        if maybe_infinite and json_numbers.holds_one(body):
+                            infinite_number = True
+                            raise _UnholdableValue
             return message
 
         async def stamped_send(message: Message) -> None:
             nonlocal response_started
-            if (body_too_large or nul_in_body or lone_surrogate) and not response_started:
+            if (body_too_large or nul_in_body or lone_surrogate or infinite_number) and not response_started:
                 return  # whatever the app made of the cut-off body, the answer is 413 (or 400)
             if message["type"] == "http.response.start":
                 response_started = True
@@ -207,7 +237,7 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, counting_receive, stamped_send)
         except Exception:
-            if body_too_large or nul_in_body or lone_surrogate:
+            if body_too_large or nul_in_body or lone_surrogate or infinite_number:
                 pass
             elif response_started:
                 log.exception("request %s failed after its response started", request_id)
@@ -227,8 +257,9 @@ class RequestContextMiddleware:
             await reply(413, too_large_body())
         elif nul_in_body and not response_started:
             await reply(400, error_body(_NUL_MESSAGE, type="invalid_request_error"))
+        elif infinite_number and not response_started:
+            await reply(400, error_body(_INFINITE_MESSAGE, type="invalid_request_error"))
         elif lone_surrogate and not response_started:
             (param,) = lone_surrogate
-            where = f"'$.{param}'" if param else "Text in the request"
-            message = f"{where} is not valid Unicode: it holds a lone surrogate (a \\uD800-\\uDFFF escape)."
+            message = lone_surrogates.lone_surrogate_message(param or "")
             await reply(400, error_body(message, type="invalid_request_error", param=param))

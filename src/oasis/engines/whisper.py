@@ -7,6 +7,7 @@ Options: `compute_type` (int8), `cpu_threads` (all cores), `workers` (concurrent
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import importlib.util
 import os
@@ -144,12 +145,13 @@ def _decode(audio: BinaryIO, rate: int, limit_seconds: float) -> np.ndarray:
     parts: list[np.ndarray] = []
     count = 0
 
-    def keep(group: Any) -> None:
+    def keep(group: Any, resampler: Any) -> None:
         nonlocal count
         for resampled in resampler.resample(group):
             part = resampled.to_ndarray().reshape(-1)
             count += len(part)
             if count > limit:
+                parts.clear()  # the traceback keeps this frame alive while the error is answered
                 raise AudioTooLong(limit_seconds)
             parts.append(part)
 
@@ -158,10 +160,13 @@ def _decode(audio: BinaryIO, rate: int, limit_seconds: float) -> np.ndarray:
             frame.pts = None  # a stream whose timestamps jump must not stop the FIFO
             fifo.write(frame)
             if fifo.samples >= _GROUP_SAMPLES:
-                keep(fifo.read())
+                keep(fifo.read(), resampler)
         if fifo.samples:
-            keep(fifo.read())
-        keep(None)  # flushes the resampler
+            keep(fifo.read(), resampler)
+        keep(None, resampler)  # flushes the resampler
+    # As faster-whisper does: PyAV's resampler objects are freed only by a collection (faster-whisper#390).
+    del resampler, fifo
+    gc.collect()
     if not count:
         raise UnreadableAudio("the file holds no audio samples")
     return np.concatenate(parts).astype(np.float32) / 32768.0

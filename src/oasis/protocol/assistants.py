@@ -234,8 +234,9 @@ class _RunSettings(_Body):
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, ge=0.0, le=1.0)
     stream: bool | None = None
-    max_prompt_tokens: int | None = Field(default=None, ge=256)
-    max_completion_tokens: int | None = Field(default=None, ge=256)
+    # le: the columns hold 32-bit integers (PostgreSQL's integer), and no model reads more tokens than that
+    max_prompt_tokens: int | None = Field(default=None, ge=256, le=2**31 - 1)
+    max_completion_tokens: int | None = Field(default=None, ge=256, le=2**31 - 1)
     truncation_strategy: TruncationStrategy | None = None
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None

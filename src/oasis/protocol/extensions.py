@@ -169,7 +169,8 @@ class VectorStoreSearchRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    query: str | list[str]
+    # Each query is embedded and searched apart: bounded as embeddings' inputs are.
+    query: str | Annotated[list[str], Field(max_length=2048)]
     max_num_results: int = Field(default=10, ge=1, le=50)
     filters: dict[str, Any] | None = None
     ranking_options: RankingOptions | None = None

@@ -27,15 +27,20 @@ log = logging.getLogger("oasis.rate_limits")
 # Endpoints whose bodies spend tokens, and how long a project-name lookup is trusted (a project made later shows).
 TOKEN_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
 _NAMES_SECONDS = 30.0
+# Counts past this are all "more than any limit": kept small enough to print in a 429 and to multiply.
+_COUNT_CEILING = 10**15
+_COUNT_DIGITS = 16
 
 
 def _count(value: Any) -> int | None:
     """A count as the request schema takes it (an int, an integral float, a string of digits), never below 0."""
     if isinstance(value, bool):
         return None
+    if isinstance(value, str) and len(value) > _COUNT_DIGITS:
+        return _COUNT_CEILING  # int() refuses over 4300 digits, and any such count is past every limit anyway
     if (isinstance(value, float) and value.is_integer()) or (isinstance(value, str) and value.strip().isdigit()):
         value = int(value)
-    return max(0, value) if isinstance(value, int) else None
+    return min(max(0, value), _COUNT_CEILING) if isinstance(value, int) else None
 
 
 def _prompt_text(path: str, body: dict[str, Any]) -> Any:
@@ -58,7 +63,7 @@ def _prompt_text(path: str, body: dict[str, Any]) -> Any:
 def estimate_tokens(path: str, body: Any) -> int:
     """What a request will spend, counted before it runs (a body that is not what the endpoint takes: 0, its
     validation answers it)."""
-    if not isinstance(body, dict):
+    if not isinstance(body, dict) or not isinstance(body.get("messages", []), list):
         return 0
     prompt = _prompt_text(path, body)
     characters = len(json.dumps(prompt, ensure_ascii=False)) if prompt is not None else 0

@@ -78,32 +78,40 @@ def _training_files(column: str) -> Select[Any]:
 
 
 async def existing_file_ids(session: AsyncSession, project_id: str, file_ids: list[str]) -> set[str]:
-    """Which of `file_ids` are live files of the project, in one query."""
-    if not file_ids:
-        return set()
-    found = await session.scalars(
-        select(StoredFile.id).where(
-            StoredFile.id.in_(set(file_ids)), StoredFile.project_id == project_id, StoredFile.deleted_at.is_(None)
+    """Which of `file_ids` are live files of the project, a query per _IDS_PER_QUERY of them."""
+    found: set[str] = set()
+    for chunk in _chunks(sorted(set(file_ids))):
+        found.update(
+            await session.scalars(
+                select(StoredFile.id).where(
+                    StoredFile.id.in_(chunk), StoredFile.project_id == project_id, StoredFile.deleted_at.is_(None)
+                )
+            )
         )
-    )
-    return set(found)
+    return found
+
+
+# Each id is a bound parameter: PostgreSQL (asyncpg) takes at most 32,767 in a statement, and SQLite's builds
+# as few as 32,766; a request may name more ids than that.
+_IDS_PER_QUERY = 1000
+
+
+def _chunks(ids: list[str]) -> list[list[str]]:
+    return [ids[start : start + _IDS_PER_QUERY] for start in range(0, len(ids), _IDS_PER_QUERY)]
 
 
 async def filenames(session: AsyncSession, project_id: str, file_ids: list[str]) -> dict[str, str]:
     """The filename of each of `file_ids` that is a live file of the project, in the order given."""
-    if not file_ids:
-        return {}
-    found = dict(
-        (
-            await session.execute(
-                select(StoredFile.id, StoredFile.filename).where(
-                    StoredFile.id.in_(set(file_ids)),
-                    StoredFile.project_id == project_id,
-                    StoredFile.deleted_at.is_(None),
-                )
+    found: dict[str, str] = {}
+    for chunk in _chunks(sorted(set(file_ids))):
+        rows = await session.execute(
+            select(StoredFile.id, StoredFile.filename).where(
+                StoredFile.id.in_(chunk),
+                StoredFile.project_id == project_id,
+                StoredFile.deleted_at.is_(None),
             )
-        ).all()
-    )
+        )
+        found.update((file_id, filename) for file_id, filename in rows.all())
     return {file_id: found[file_id] for file_id in file_ids if file_id in found}
 
 

@@ -6,7 +6,7 @@ import ctypes
 import json
 import logging
 from collections.abc import Mapping
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from llama_cpp import llama_cpp as _lib
@@ -75,7 +75,7 @@ _ANY_STRING_CHAR = '[^"\\\\]'
 _JSON_STRING_CHAR = '[^"\\\\\\x7F\\x00-\\x1F]'
 
 
-@cache
+@lru_cache(maxsize=64)  # keyed by whole schemas, descriptions and all: unbounded, clients could fill memory
 def _grammar_for(schema_json: str) -> str:
     return str(json_schema_to_gbnf(schema_json)).replace(_ANY_STRING_CHAR, _JSON_STRING_CHAR)
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from oasis.protocol.lone_surrogates import path_in
+
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
@@ -73,6 +75,9 @@ def _parse_line(line: str, number: int) -> ChatExample:
         raise InvalidExamplesError(f"line {number}: not valid JSON ({error.msg})") from error
     if not isinstance(record, dict):
         raise InvalidExamplesError(f"line {number}: expected a JSON object with `messages`")
+    where = path_in(record)
+    if where is not None:  # the tokenizer would raise a TypeError on it (files stored before the upload check)
+        raise InvalidExamplesError(f"line {number}: {where or 'a key'} holds a lone surrogate")
     messages = record.get("messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidExamplesError(f"line {number}: `messages` must be a non-empty list")

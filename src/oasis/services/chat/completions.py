@@ -146,8 +146,10 @@ class CompletionService:
                 "'max_tokens' 0 only makes sense with 'echo' (scoring the prompt).", param="max_tokens"
             )
         prompts = [_with_suffix(engine, prompt, request.suffix) for prompt in _prompts(engine, request)]
-        # Every prompt's sequences are queued at once: best_of each, or one to score it (max_tokens 0).
-        per_prompt = best_of if request.max_tokens != 0 else 1
+        # Every prompt's sequences are queued at once: n streamed, else best_of, or with max_tokens 0 one to score
+        # the prompt (echo with logprobs) or none (echo alone).
+        scoring_only = not request.stream and request.max_tokens == 0
+        per_prompt = (1 if request.logprobs is not None else 0) if scoring_only else best_of
         check_queue_holds(
             engine, len(prompts) * per_prompt, "prompt" if len(prompts) > 1 else ("best_of" if best_of > n else "n")
         )

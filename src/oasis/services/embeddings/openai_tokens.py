@@ -28,5 +28,8 @@ def decode(token_ids: list[int], param: str) -> str:
     encoding = cl100k()
     if any(not 0 <= token < encoding.n_vocab for token in token_ids):
         raise invalid_request(f"Token ids must be between 0 and {encoding.n_vocab - 1}.", param=param)
-    text: str = encoding.decode(token_ids)
+    try:
+        text: str = encoding.decode(token_ids)
+    except KeyError as missing:  # cl100k leaves some ids unassigned (100256, 100261-100275)
+        raise invalid_request(f"Token id {missing.args[0]} is not a token of cl100k_base.", param=param) from None
     return text

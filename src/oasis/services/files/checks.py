@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from oasis.errors import OasisError
+from oasis.protocol.lone_surrogates import is_lone, path_in
 
 BATCH_ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings", "/v1/completions")
 CHAT_ROLES = ("system", "user", "assistant", "tool", "function")
@@ -31,6 +32,10 @@ def _json_objects(lines: Iterable[bytes]) -> Iterable[tuple[int, dict[str, Any]]
             raise _bad_line(number, "is not UTF-8 text.") from None
         except json.JSONDecodeError as exc:
             raise _bad_line(number, f"is not valid JSON ({exc.msg}).") from None
+        except RecursionError:
+            raise _bad_line(number, "is nested too deeply.") from None
+        except ValueError as exc:  # a number of more than 4300 digits
+            raise _bad_line(number, f"is not usable JSON ({exc}).") from None
         if not isinstance(value, dict):
             raise _bad_line(number, "must be a JSON object.")
         count += 1
@@ -45,6 +50,8 @@ def check_batch_lines(lines: Iterable[bytes]) -> None:
         custom_id = request.get("custom_id")
         if not isinstance(custom_id, str) or not custom_id:
             raise _bad_line(number, "`custom_id` must be a non-empty string.")
+        if "\x00" in custom_id or is_lone(custom_id):  # results are stored by custom_id: no database takes these
+            raise _bad_line(number, "`custom_id` must be text without NUL characters or lone surrogates.")
         if custom_id in seen:
             raise _bad_line(number, f"`custom_id` {custom_id!r} is already used on line {seen[custom_id]}.")
         seen[custom_id] = number
@@ -71,6 +78,9 @@ def check_fine_tune_lines(lines: Iterable[bytes]) -> None:
             has_assistant = has_assistant or role == "assistant"
         if not has_assistant:
             raise _bad_line(number, "the example has no assistant message to learn from.")
+        where = path_in(example)
+        if where is not None:  # no tokenizer takes it: the trainer would fail on it
+            raise _bad_line(number, f"{where or 'a key'} holds a lone surrogate (a \\uD800-\\uDFFF escape).")
 
 
 LINE_CHECKS = {"batch": check_batch_lines, "fine-tune": check_fine_tune_lines}

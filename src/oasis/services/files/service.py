@@ -189,4 +189,5 @@ async def _read_chunks(source: BinaryIO) -> AsyncIterator[bytes]:
 
 def _content_type(filename: str) -> str:
     suffix = "." + filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
-    return _CONTENT_TYPES.get(suffix) or mimetypes.guess_type(filename)[0] or "application/octet-stream"
+    # By the extension alone: guess_type reads a name like "data:text/x,y" as a data URL and returns its type.
+    return _CONTENT_TYPES.get(suffix) or mimetypes.guess_type("file" + suffix)[0] or "application/octet-stream"
