@@ -21,16 +21,8 @@ log = logging.getLogger("oasis.api")
 access_log = logging.getLogger("oasis.access")
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
-class _NulInBody(Exception):
-    pass
-
-
-class _UnholdableValue(Exception):
-    """Or another value no JSON can hold (a number past float's range)."""
+class _BodyRefused(Exception):
+    """The body is refused (too large, or holding what no JSON reader or database takes) before the app reads it."""
 
 
 # A JSON escape for NUL (an even run of backslashes before it would make it literal text). PostgreSQL cannot
@@ -137,7 +129,6 @@ class RequestContextMiddleware:
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send, request_id: str, started: float) -> None:
         response_started = False
-        body_too_large = False
         received = 0
 
         async def reply(status: int, body: dict[str, object]) -> None:
@@ -186,28 +177,28 @@ class RequestContextMiddleware:
         if "\x00" in scope["path"] or b"%00" in scope["query_string"].lower():
             await reply(400, error_body(_NUL_MESSAGE, type="invalid_request_error"))
             return
-        nul_in_body = False
+        # (status, error body) once the body is refused: whatever the app makes of it, this is the answer
+        refused: tuple[int, dict[str, object]] | None = None
         tail = b""
-        chunks: list[bytes] = []  # a JSON body's, kept for the whole-body surrogate check
-        maybe_surrogate = False
-        lone_surrogate: tuple[str | None] | None = None  # (the field that holds one) once found
-        maybe_infinite = False
-        infinite_number = False
+        chunks: list[bytes] = []  # a JSON body's, kept for the whole-body checks
+        maybe_surrogate = maybe_infinite = False
+
+        def refuse(status: int, body: dict[str, object]) -> _BodyRefused:
+            nonlocal refused
+            refused = (status, body)
+            return _BodyRefused()
 
         async def counting_receive() -> Message:
-            nonlocal received, body_too_large, nul_in_body, tail, maybe_surrogate, lone_surrogate
-            nonlocal maybe_infinite, infinite_number
+            nonlocal received, tail, maybe_surrogate, maybe_infinite
             message = await receive()
             if message["type"] == "http.request":
                 chunk = message.get("body", b"")
                 received += len(chunk)
                 if received > limit:
-                    body_too_large = True
-                    raise _BodyTooLarge
+                    raise refuse(413, too_large_body())
                 if is_json:
                     if _JSON_NUL.search(tail + chunk):
-                        nul_in_body = True
-                        raise _NulInBody
+                        raise refuse(400, error_body(_NUL_MESSAGE, type="invalid_request_error"))
                     maybe_surrogate = maybe_surrogate or lone_surrogates.may_hold_one(tail, chunk)
                     maybe_infinite = maybe_infinite or json_numbers.may_hold_one(tail, chunk)
                     tail = (tail + chunk)[-320:]
@@ -216,17 +207,18 @@ class RequestContextMiddleware:
                         body = b"".join(chunks)
                         path = lone_surrogates.path_in_body(body) if maybe_surrogate else None
                         if path is not None:
-                            lone_surrogate = (path or None,)
-                            raise _UnholdableValue
+                            message_text = lone_surrogates.lone_surrogate_message(path)
+                            raise refuse(
+                                400, error_body(message_text, type="invalid_request_error", param=path or None)
+                            )
                         if maybe_infinite and json_numbers.holds_one(body):
-                            infinite_number = True
-                            raise _UnholdableValue
+                            raise refuse(400, error_body(_INFINITE_MESSAGE, type="invalid_request_error"))
             return message
 
         async def stamped_send(message: Message) -> None:
             nonlocal response_started
-            if (body_too_large or nul_in_body or lone_surrogate or infinite_number) and not response_started:
-                return  # whatever the app made of the cut-off body, the answer is 413 (or 400)
+            if refused and not response_started:
+                return  # whatever the app made of the cut-off body, the answer is the refusal
             if message["type"] == "http.response.start":
                 response_started = True
                 headers = MutableHeaders(scope=message)
@@ -237,7 +229,7 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, counting_receive, stamped_send)
         except Exception:
-            if body_too_large or nul_in_body or lone_surrogate or infinite_number:
+            if refused:
                 pass
             elif response_started:
                 log.exception("request %s failed after its response started", request_id)
@@ -253,13 +245,5 @@ class RequestContextMiddleware:
                     ),
                 )
                 return
-        if body_too_large and not response_started:
-            await reply(413, too_large_body())
-        elif nul_in_body and not response_started:
-            await reply(400, error_body(_NUL_MESSAGE, type="invalid_request_error"))
-        elif infinite_number and not response_started:
-            await reply(400, error_body(_INFINITE_MESSAGE, type="invalid_request_error"))
-        elif lone_surrogate and not response_started:
-            (param,) = lone_surrogate
-            message = lone_surrogates.lone_surrogate_message(param or "")
-            await reply(400, error_body(message, type="invalid_request_error", param=param))
+        if refused and not response_started:
+            await reply(*refused)

@@ -77,6 +77,15 @@ def _training_files(column: str) -> Select[Any]:
     return select(getattr(FineTuningJob, column)).where(FineTuningJob.status.in_(TRAINING_STATUSES))
 
 
+# Each id is a bound parameter: PostgreSQL (asyncpg) takes at most 32,767 in a statement, and SQLite's builds
+# as few as 32,766; a request may name more ids than that.
+_IDS_PER_QUERY = 1000
+
+
+def _chunks(ids: list[str]) -> list[list[str]]:
+    return [ids[start : start + _IDS_PER_QUERY] for start in range(0, len(ids), _IDS_PER_QUERY)]
+
+
 async def existing_file_ids(session: AsyncSession, project_id: str, file_ids: list[str]) -> set[str]:
     """Which of `file_ids` are live files of the project, a query per _IDS_PER_QUERY of them."""
     found: set[str] = set()
@@ -89,15 +98,6 @@ async def existing_file_ids(session: AsyncSession, project_id: str, file_ids: li
             )
         )
     return found
-
-
-# Each id is a bound parameter: PostgreSQL (asyncpg) takes at most 32,767 in a statement, and SQLite's builds
-# as few as 32,766; a request may name more ids than that.
-_IDS_PER_QUERY = 1000
-
-
-def _chunks(ids: list[str]) -> list[list[str]]:
-    return [ids[start : start + _IDS_PER_QUERY] for start in range(0, len(ids), _IDS_PER_QUERY)]
 
 
 async def filenames(session: AsyncSession, project_id: str, file_ids: list[str]) -> dict[str, str]:

@@ -26,8 +26,8 @@ from oasis.engines.registry import serve_for_project
 from oasis.engines.text import background_work
 from oasis.errors import OasisError, invalid_fields, invalid_request
 from oasis.metrics import JOB_DURATION
-from oasis.protocol import lone_surrogates
-from oasis.protocol.lone_surrogates import lone_surrogate_message
+from oasis.protocol.lone_surrogates import lone_surrogate_message, path_in
+from oasis.services.files.checks import storable_custom_id
 from oasis.services.files.service import FileService
 from oasis.storage import batches as batch_rows
 from oasis.storage import files as file_rows
@@ -247,7 +247,7 @@ class BatchRunner:
         if body.get("stream"):
             failure = OasisError(400, "Streaming is not supported in batches.", param="stream")
             return failure.status, _envelope(failure)
-        where = lone_surrogates.path_in(body)
+        where = path_in(body)
         if where is not None:  # what the online endpoint answers (the middleware refuses such a body)
             failure = invalid_request(lone_surrogate_message(where), param=where or None)
             return failure.status, _envelope(failure)
@@ -415,11 +415,8 @@ def _parse(number: int, raw: bytes, endpoint: str, seen: set[str]) -> tuple[_Lin
     custom_id = request.get("custom_id")
     if not isinstance(custom_id, str) or not custom_id:
         return None, "Each line needs a `custom_id` string."
-    # Results are stored by custom_id, and no database stores these (files uploaded before the upload check).
-    if "\x00" in custom_id:
-        return None, "The custom_id must not contain NUL characters (\\u0000)."
-    if lone_surrogates.is_lone(custom_id):
-        return None, "The custom_id is not valid Unicode: it holds a lone surrogate (a \\uD800-\\uDFFF escape)."
+    if not storable_custom_id(custom_id):  # files uploaded before the upload check refused these
+        return None, "The custom_id must be text without NUL characters or lone surrogates."
     if custom_id in seen:
         return None, f"The custom_id {custom_id!r} appears more than once."
     if request.get("url") != endpoint:

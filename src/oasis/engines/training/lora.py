@@ -200,12 +200,8 @@ def train(job: TrainingJob, job_dir: Path, emit: EmitEvent, stop: threading.Even
             if "overflow" not in str(error):
                 raise
             # torch refuses a step size past float32's range (Adam's first step is 10x the learning rate)
-            raise InvalidTrainingInputError(
-                "training_diverged",
-                f"Training diverged at step {progress.step + 1}: the learning rate {job.learning_rate:g} is too "
-                "large to take a step with. Try a lower learning_rate_multiplier.",
-                param="hyperparameters.learning_rate_multiplier",
-            ) from error
+            why = f"the learning rate {job.learning_rate:g} is too large to take a step with"
+            raise _diverged(progress.step + 1, why) from error
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         train_metrics = _Metrics(loss=float(loss.item()), mean_token_accuracy=correct / max(counted, 1))
@@ -261,12 +257,15 @@ def _check_converging(step: int, losses: dict[str, float], model: Any) -> None:
     if broken is None and not all(bool(torch.isfinite(p).all()) for p in model.parameters() if p.requires_grad):
         broken = "adapter weights"
     if broken is not None:
-        raise InvalidTrainingInputError(
-            "training_diverged",
-            f"Training diverged at step {step}: the {broken} became infinite or NaN. "
-            "Try a lower learning_rate_multiplier.",
-            param="hyperparameters.learning_rate_multiplier",
-        )
+        raise _diverged(step, f"the {broken} became infinite or NaN")
+
+
+def _diverged(step: int, why: str) -> InvalidTrainingInputError:
+    return InvalidTrainingInputError(
+        "training_diverged",
+        f"Training diverged at step {step}: {why}. Try a lower learning_rate_multiplier.",
+        param="hyperparameters.learning_rate_multiplier",
+    )
 
 
 def _checkpoint_due(step: int, checkpoint_every: int, steps_per_epoch: int, total_steps: int) -> bool:

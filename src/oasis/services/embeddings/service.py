@@ -14,6 +14,7 @@ from oasis.engines.text import EngineBusy
 from oasis.errors import invalid_request
 from oasis.metrics import count_tokens
 from oasis.protocol import openapi_types as spec
+from oasis.protocol.lone_surrogates import is_lone
 from oasis.services.embeddings import openai_tokens
 from oasis.services.models.engine_lookup import engine_for, queue_full, served_id
 
@@ -50,11 +51,8 @@ def input_texts(raw: Any) -> list[str]:
 
 def unicode_text(text: str, param: str) -> str:
     """`text`, or a 400 naming `param` when it holds a lone surrogate (valid JSON, but no text a model can read)."""
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            raise invalid_request(f"'$.{param}' is not valid Unicode (a lone surrogate).", param=param) from None
+    if is_lone(text):
+        raise invalid_request(f"'$.{param}' is not valid Unicode (a lone surrogate).", param=param)
     return text
 
 

@@ -44,13 +44,18 @@ def _json_objects(lines: Iterable[bytes]) -> Iterable[tuple[int, dict[str, Any]]
         raise OasisError(400, "Invalid file format: the file has no lines.", param="file", code="invalid_file_format")
 
 
+def storable_custom_id(custom_id: str) -> bool:
+    """Results are stored by custom_id: no database takes NUL (PostgreSQL) or a lone surrogate (either)."""
+    return "\x00" not in custom_id and not is_lone(custom_id)
+
+
 def check_batch_lines(lines: Iterable[bytes]) -> None:
     seen: dict[str, int] = {}
     for number, request in _json_objects(lines):
         custom_id = request.get("custom_id")
         if not isinstance(custom_id, str) or not custom_id:
             raise _bad_line(number, "`custom_id` must be a non-empty string.")
-        if "\x00" in custom_id or is_lone(custom_id):  # results are stored by custom_id: no database takes these
+        if not storable_custom_id(custom_id):
             raise _bad_line(number, "`custom_id` must be text without NUL characters or lone surrogates.")
         if custom_id in seen:
             raise _bad_line(number, f"`custom_id` {custom_id!r} is already used on line {seen[custom_id]}.")
