@@ -186,6 +186,28 @@ async def test_unreadable_and_unsupported_files_fail_with_last_error(embed_oasis
     assert {hit["file_id"] for hit in hits} == {good}
 
 
+
+async def test_json_files_with_odd_but_valid_content_are_indexed_and_too_deep_ones_fail_at_once(
+    embed_oasis: Harness,
+) -> None:
+    client = embed_oasis.sdk()
+    # JSON may escape half a surrogate pair; the text keeps the escape, so its chunk can be stored and embedded.
+    odd = await upload(client, "notes.json", '{"note": "a lighthouse keeper\'s log \\ud800", "year": 1888}')
+    deep = await upload(client, "deep.json", "[" * 100_000 + "]" * 100_000)
+    store = await stores(client).create(name="json", file_ids=[odd, deep])
+
+    async def settled() -> Any:
+        current = await stores(client).retrieve(store.id)
+        return current if current.file_counts.in_progress == 0 else None
+
+    final = await wait_for(settled)
+    assert final.file_counts.completed == 1 and final.file_counts.failed == 1
+    failed = await stores(client).files.retrieve(vector_store_id=store.id, file_id=deep)
+    assert failed.last_error is not None and failed.last_error.code == "invalid_file"
+    assert "not valid JSON" in failed.last_error.message
+    hits = await search(embed_oasis, store.id, "lighthouse keeper log")
+    assert hits and hits[0]["file_id"] == odd and "\\ud800" in hits[0]["content"][0]["text"]
+
 async def test_cancel_a_batch_in_progress(start_oasis: Callable[..., Any]) -> None:
     gate = asyncio.Event()
     harness: Harness = await start_oasis(

@@ -150,3 +150,31 @@ def test_markup_without_line_breaks_is_read_in_bounded_pieces() -> None:
     pieces = list(text_pieces("page.html", io.BytesIO(markup.encode())))
     assert max(len(piece) for piece in pieces) <= 2 * READ_SIZE
     assert "".join(pieces).split() == ["word"] * (READ_SIZE // 2)
+
+
+def test_office_files_unpacking_past_the_bounds_are_refused_before_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
+    import zipfile
+
+    from oasis.services.vector_stores import text_extraction
+
+    document = docx.Document()
+    document.add_paragraph("word " * 50_000)
+    buffer = io.BytesIO()
+    document.save(buffer)
+    monkeypatch.setattr(text_extraction, "MAX_UNPACKED_XML_BYTES", 100_000)
+    with pytest.raises(InvalidFile, match="unpacks to"):
+        extract_text("long.docx", buffer.getvalue())
+    monkeypatch.setattr(text_extraction, "MAX_UNPACKED_XML_BYTES", 200 << 20)
+    assert "word word" in extract_text("long.docx", buffer.getvalue())
+
+    # A zip bomb: a small file whose media part unpacks to more than the whole bound.
+    monkeypatch.setattr(text_extraction, "MAX_UNPACKED_BYTES", 10 << 20)
+    presentation = pptx.Presentation()
+    presentation.slides.add_slide(presentation.slide_layouts[5]).shapes.title.text = "Roadmap"
+    buffer = io.BytesIO()
+    presentation.save(buffer)
+    with zipfile.ZipFile(buffer, "a", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("ppt/media/zeros.bin", bytes(11 << 20))
+    assert len(buffer.getvalue()) < 1 << 20
+    with pytest.raises(InvalidFile, match="unpacks to"):
+        extract_text("bomb.pptx", buffer.getvalue())

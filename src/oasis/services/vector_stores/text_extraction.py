@@ -1,18 +1,19 @@
 """Text out of the file types OpenAI's file_search reads: plain text, markup, JSON, source code, PDF, DOCX, PPTX.
 
 `text_pieces` reads a file object and yields its text in pieces, so that a large text, markup or PDF file is
-never held whole, nor its text (JSON, DOCX and PPTX are parsed whole by their libraries).
+never held whole, nor its text (DOCX and PPTX are parsed whole by their libraries, within a size bound).
 """
 
 from __future__ import annotations
 
 import codecs
 import io
-import json
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import PurePath
 from typing import BinaryIO
+
+from oasis.services.vector_stores.json_text import JSONTextError, json_text
 
 TEXT_SUFFIXES = {
     ".txt", ".md", ".markdown", ".rst", ".csv", ".tex", ".c", ".h", ".cc", ".cpp", ".hpp", ".cs", ".css", ".go",
@@ -31,6 +32,11 @@ class InvalidFile(ValueError):
 
 
 READ_SIZE = 1 << 20
+# DOCX and PPTX are zip files that python-docx and python-pptx unpack whole, parsing every XML part into a tree
+# several times its size; past these bounds a file (a zip bomb, say) is refused rather than exhaust memory. A
+# thousand-page document's XML is about 30 MB.
+MAX_UNPACKED_BYTES = 1 << 30
+MAX_UNPACKED_XML_BYTES = 200 << 20
 
 
 def check_supported(filename: str) -> None:
@@ -51,7 +57,10 @@ def text_pieces(filename: str, file: BinaryIO) -> Iterator[str]:
     elif suffix in MARKUP_SUFFIXES:
         yield from _html_pieces(_decoded(file))
     elif suffix == ".json":
-        yield _json_text("".join(_decoded(file)))
+        try:
+            yield from json_text(_decoded(file))
+        except JSONTextError as exc:
+            raise InvalidFile(f"The file is not valid JSON: {exc}.") from None
     elif suffix == ".pdf":
         yield from _pdf_pages(file)
     elif suffix == ".docx":
@@ -137,14 +146,6 @@ def _html_pieces(markup: Iterator[str]) -> Iterator[str]:
     yield "".join(lines(pending + "".join(parser.parts)))
 
 
-def _json_text(raw: str) -> str:
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise InvalidFile(f"The file is not valid JSON: {exc.msg} (line {exc.lineno}).") from None
-    return json.dumps(value, indent=1, ensure_ascii=False)
-
-
 def _pdf_pages(file: BinaryIO) -> Iterator[str]:
     from pypdf import PdfReader
     from pypdf.errors import PyPdfError
@@ -157,11 +158,33 @@ def _pdf_pages(file: BinaryIO) -> Iterator[str]:
         raise InvalidFile(f"The PDF cannot be read: {exc}") from None
 
 
+def _check_unpacked_size(file: BinaryIO, kind: str) -> None:
+    """InvalidFile when the zip file's parts unpack to more than the bounds above (zipfile stops reading a part at
+    the size its header gives, so the header's sizes can be trusted)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(file) as archive:
+            parts = archive.infolist()
+    except (zipfile.BadZipFile, ValueError) as exc:
+        raise InvalidFile(f"The {kind} file cannot be read: {exc}") from None
+    finally:
+        file.seek(0)
+    unpacked = sum(part.file_size for part in parts)
+    xml = sum(part.file_size for part in parts if part.filename.lower().endswith((".xml", ".rels")))
+    if unpacked > MAX_UNPACKED_BYTES or xml > MAX_UNPACKED_XML_BYTES:
+        raise InvalidFile(
+            f"The {kind} file unpacks to {unpacked:,} bytes, {xml:,} of them XML; at most {MAX_UNPACKED_BYTES:,}"
+            f" and {MAX_UNPACKED_XML_BYTES:,} can be read."
+        )
+
+
 def _docx_text(file: BinaryIO) -> str:
     import zipfile
 
     import docx
 
+    _check_unpacked_size(file, "DOCX")
     try:
         document = docx.Document(file)
     except (zipfile.BadZipFile, KeyError, ValueError) as exc:
@@ -178,6 +201,7 @@ def _pptx_text(file: BinaryIO) -> str:
 
     import pptx
 
+    _check_unpacked_size(file, "PPTX")
     try:
         presentation = pptx.Presentation(file)
     except (zipfile.BadZipFile, KeyError, ValueError) as exc:
