@@ -267,3 +267,45 @@ async def test_a_head_file_that_does_not_describe_its_encoder_is_refused(
     with pytest.raises(ValueError, match=re.escape(message)):
         await engine.start()
     await engine.close()
+
+
+def _data_url(image: Any, image_format: str, **options: Any) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format=image_format, **options)
+    return f"data:image/{image_format.lower()};base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+async def test_images_outside_openais_formats_or_broken_anywhere_are_400s(moderation_oasis: Harness) -> None:
+    from PIL import Image
+
+    picture = Image.new("RGB", (16, 16), (200, 120, 40))
+    avif = bytearray(base64.b64decode(_data_url(picture, "AVIF").split(",", 1)[1]))
+    avif[98] ^= 0xFF  # a damaged box: Pillow's AVIF decoder raised RuntimeError, which was a 500
+    broken_avif = "data:image/avif;base64," + base64.b64encode(bytes(avif)).decode()
+    for url in (_data_url(picture, "BMP"), _data_url(picture, "AVIF"), broken_avif):
+        body = {"input": [{"type": "image_url", "image_url": {"url": url}}]}
+        response = await moderation_oasis.http().post("/v1/moderations", json=body)
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["param"] == "input[0]"
+    for image_format in ("PNG", "JPEG", "GIF", "WEBP"):
+        body = {"input": [{"type": "image_url", "image_url": {"url": _data_url(picture, image_format)}}]}
+        assert (await moderation_oasis.http().post("/v1/moderations", json=body)).status_code == 200
+
+
+async def test_a_16_bit_grey_png_is_scored_as_the_picture_it_shows(moderation_oasis: Harness) -> None:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    grey = np.kron(rng.integers(40, 220, size=(12, 12)), np.ones((20, 20), dtype=np.int64)).astype(np.uint8)
+    eight = _data_url(Image.fromarray(grey), "PNG")
+    # The same picture with 16 bits a pixel; Pillow's convert() clamped it to white, so it was scored blank.
+    sixteen = _data_url(Image.fromarray(grey.astype(np.uint16) * 257), "PNG")
+
+    async def sexual_score(url: str) -> float:
+        body = {"input": [{"type": "image_url", "image_url": {"url": url}}]}
+        response = await moderation_oasis.http().post("/v1/moderations", json=body)
+        assert response.status_code == 200, response.text
+        return float(response.json()["results"][0]["category_scores"]["sexual"])
+
+    assert await sexual_score(sixteen) == pytest.approx(await sexual_score(eight), abs=1e-6)

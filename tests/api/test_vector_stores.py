@@ -186,7 +186,6 @@ async def test_unreadable_and_unsupported_files_fail_with_last_error(embed_oasis
     assert {hit["file_id"] for hit in hits} == {good}
 
 
-
 async def test_json_files_with_odd_but_valid_content_are_indexed_and_too_deep_ones_fail_at_once(
     embed_oasis: Harness,
 ) -> None:
@@ -207,6 +206,7 @@ async def test_json_files_with_odd_but_valid_content_are_indexed_and_too_deep_on
     assert "not valid JSON" in failed.last_error.message
     hits = await search(embed_oasis, store.id, "lighthouse keeper log")
     assert hits and hits[0]["file_id"] == odd and "\\ud800" in hits[0]["content"][0]["text"]
+
 
 async def test_cancel_a_batch_in_progress(start_oasis: Callable[..., Any]) -> None:
     gate = asyncio.Event()

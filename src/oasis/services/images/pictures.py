@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from oasis.engines.eight_bit import eight_bit
 from oasis.errors import invalid_request
 
 MAX_UPLOAD_BYTES = 4 * 1024 * 1024
@@ -34,7 +35,7 @@ def read_png(data: bytes, param: str) -> Picture:
             too_big = width > MAX_SIDE or height > MAX_SIDE
             # tRNS transparency on an L or RGB image counts too: convert("RGBA") applies it
             has_alpha = "A" in image.mode or "transparency" in image.info
-            converted = None if too_big else image.convert("RGBA")
+            converted = None if too_big else eight_bit(image).convert("RGBA")
     except Exception:  # Pillow raises OSError, SyntaxError, EOFError, struct.error, … for a broken file
         raise invalid_request(f"'{param}' could not be read as a PNG image.", param=param) from None
     if converted is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import codecs
 import io
 from collections.abc import Iterator
+from contextlib import contextmanager
 from html.parser import HTMLParser
 from pathlib import PurePath
 from typing import BinaryIO
@@ -148,14 +149,11 @@ def _html_pieces(markup: Iterator[str]) -> Iterator[str]:
 
 def _pdf_pages(file: BinaryIO) -> Iterator[str]:
     from pypdf import PdfReader
-    from pypdf.errors import PyPdfError
 
-    try:
+    with _unreadable_as_invalid("PDF"):
         reader = PdfReader(file)  # reads objects from the file as pages ask for them
         for number, page in enumerate(reader.pages):
             yield ("\n\n" if number else "") + (page.extract_text() or "")
-    except (PyPdfError, ValueError, KeyError, TypeError) as exc:
-        raise InvalidFile(f"The PDF cannot be read: {exc}") from None
 
 
 def _check_unpacked_size(file: BinaryIO, kind: str) -> None:
@@ -180,34 +178,39 @@ def _check_unpacked_size(file: BinaryIO, kind: str) -> None:
 
 
 def _docx_text(file: BinaryIO) -> str:
-    import zipfile
-
     import docx
 
     _check_unpacked_size(file, "DOCX")
-    try:
+    with _unreadable_as_invalid("DOCX"):
         document = docx.Document(file)
-    except (zipfile.BadZipFile, KeyError, ValueError) as exc:
-        raise InvalidFile(f"The DOCX file cannot be read: {exc}") from None
-    paragraphs = [paragraph.text for paragraph in document.paragraphs]
-    for table in document.tables:
-        for row in table.rows:
-            paragraphs.append(" | ".join(cell.text for cell in row.cells))
+        paragraphs = [paragraph.text for paragraph in document.paragraphs]
+        for table in document.tables:
+            for row in table.rows:
+                paragraphs.append(" | ".join(cell.text for cell in row.cells))
     return "\n".join(paragraphs)
 
 
 def _pptx_text(file: BinaryIO) -> str:
-    import zipfile
-
     import pptx
 
     _check_unpacked_size(file, "PPTX")
-    try:
+    with _unreadable_as_invalid("PPTX"):
         presentation = pptx.Presentation(file)
-    except (zipfile.BadZipFile, KeyError, ValueError) as exc:
-        raise InvalidFile(f"The PPTX file cannot be read: {exc}") from None
-    slides = []
-    for slide in presentation.slides:
-        texts = [shape.text_frame.text for shape in slide.shapes if shape.has_text_frame]
-        slides.append("\n".join(texts))
+        slides = []
+        for slide in presentation.slides:
+            texts = [shape.text_frame.text for shape in slide.shapes if shape.has_text_frame]
+            slides.append("\n".join(texts))
     return "\n\n".join(slides)
+
+
+@contextmanager
+def _unreadable_as_invalid(kind: str) -> Iterator[None]:
+    """Whatever pypdf, python-docx or python-pptx raises while reading a file is that file's fault (a broken XML
+    part raises lxml's XMLSyntaxError, a missing relationship KeyError or AttributeError): trying again would not
+    help, so it fails as invalid_file rather than as the server's error."""
+    try:
+        yield
+    except MemoryError:
+        raise
+    except Exception as exc:
+        raise InvalidFile(f"The {kind} file cannot be read: {exc}") from None
