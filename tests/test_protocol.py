@@ -28,3 +28,17 @@ def test_spec_loads_despite_repeated_anchors() -> None:
     assert len(operations) == 64
     assert set(spec["components"]["schemas"]) >= {"OpenAIFile", "Model", "CreateChatCompletionRequest"}
     assert openapi_types.OpenAIFile.model_fields.keys() >= {"id", "bytes", "purpose", "status"}
+
+
+def test_json_depth_counts_structure_across_blocks_and_not_inside_strings() -> None:
+    import json
+
+    from oasis.protocol import json_depth
+
+    string = '"' + 'x[{\\"' * 1000 + '"'  # brackets and escaped quotes in a string do not count
+    for levels in (json_depth.MAX_DEPTH, json_depth.MAX_DEPTH + 1):
+        # the opening brackets straddle the first block's end, so the depth carries from one block to the next
+        body = ("[" * 10 + string + "," + "1," * 600_000 + "[" * (levels - 10) + "]" * levels).encode()
+        assert len(body) > 1 << 20 and json.loads(body)
+        assert json_depth.too_deep(body) is (levels > json_depth.MAX_DEPTH)
+    assert not json_depth.too_deep(b'{"a": "' + b"[" * 1000 + b'"}')

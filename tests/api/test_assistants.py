@@ -183,12 +183,24 @@ async def test_message_checks(chat_oasis: Harness) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
         await client.beta.threads.messages.create(thread.id, role="system", content="no")  # type: ignore[arg-type]
     assert caught.value.param == "role"
-    with pytest.raises(openai.NotFoundError):
+    with pytest.raises(openai.NotFoundError) as missing:
         await client.beta.threads.messages.create(
             thread.id, role="user", content="see file", attachments=[{"file_id": "file-nope", "tools": []}]
         )
+    assert missing.value.param == "attachments"
     with pytest.raises(openai.NotFoundError):
         await client.beta.threads.messages.create("thread_missing", role="user", content="hi")
+    with pytest.raises(openai.BadRequestError) as caught:
+        await client.beta.threads.messages.create(thread.id, role="user", content="hi", metadata={"k": "v" * 513})
+    assert caught.value.param == "metadata.k"  # not "content.metadata.k"
+    # The spec's content is 1 to 256,000 characters; text parts are held to the same total.
+    for content in ("", "x" * 256_001, [{"type": "text", "text": "x" * 128_001}] * 2):
+        with pytest.raises(openai.BadRequestError) as caught:
+            await client.beta.threads.messages.create(thread.id, role="user", content=content)  # type: ignore[arg-type]
+        assert caught.value.param is not None and caught.value.param.startswith("content"), caught.value.param
+    parts = [{"type": "text", "text": "x" * 128_000}] * 2
+    await client.beta.threads.messages.create(thread.id, role="user", content=parts)  # type: ignore[arg-type]
+    assert len((await client.beta.threads.messages.list(thread.id)).data) == 1
 
 
 async def test_objects_are_invisible_from_another_project(chat_oasis: Harness) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 import openai
 import pytest
 
+from oasis.protocol import json_depth, json_numbers
 from oasis.workers.batches import _parse
 from tests.conftest import E5, Harness, smollm
 from tests.engines import GatedEmbedder
@@ -108,9 +109,15 @@ async def test_text_no_storage_can_hold_is_refused_at_upload_or_fails_its_line_a
                 client, [request("a", "/v1/embeddings", good), request(custom_id, "/v1/embeddings", good)]
             )
         assert "line 2" in refused.value.message and "custom_id" in refused.value.message
+    deep: list[Any] = []
+    for _ in range(200):
+        deep = [deep]
     lines = [
         request("a", "/v1/embeddings", good),
         request("b", "/v1/embeddings", {"model": "text-embedding-3-small", "input": ["ok", "\udc00"]}),
+        # json.dumps writes NaN, which JSON has not: the online endpoint refuses it, and so does the batch
+        request("c", "/v1/embeddings", {**good, "dimensions": float("nan")}),
+        request("d", "/v1/embeddings", {**good, "input": deep}),
     ]
     batch = await client.batches.create(
         input_file_id=await upload_batch_file(client, lines), endpoint="/v1/embeddings", completion_window="24h"
@@ -118,9 +125,11 @@ async def test_text_no_storage_can_hold_is_refused_at_upload_or_fails_its_line_a
     done = await wait_until_done(client, batch.id)
     assert done.status == "completed", done
     assert [line["custom_id"] for line in await read_lines(client, done.output_file_id)] == ["a"]
-    (failed,) = await read_lines(client, done.error_file_id)
-    assert failed["custom_id"] == "b" and failed["response"]["status_code"] == 400
-    assert failed["response"]["body"]["error"]["param"] == "input[1]"
+    failed = {line["custom_id"]: line["response"] for line in await read_lines(client, done.error_file_id)}
+    assert {response["status_code"] for response in failed.values()} == {400}
+    assert failed["b"]["body"]["error"]["param"] == "input[1]"
+    assert failed["c"]["body"]["error"]["message"] == json_numbers.MESSAGE
+    assert failed["d"]["body"]["error"]["message"] == json_depth.MESSAGE
 
 
 def test_a_stored_batch_line_whose_custom_id_no_storage_can_hold_fails_validation() -> None:

@@ -220,6 +220,42 @@ async def test_text_no_database_takes_is_a_400_however_the_body_spells_it(oasis:
     assert stored == []
 
 
+async def test_nan_infinity_and_nesting_past_the_bound_are_400s_before_anything_is_stored(oasis: Harness) -> None:
+    from oasis.protocol.json_depth import MAX_DEPTH
+
+    json_body = {"content-type": "application/json"}
+
+    def assistant(parameters: bytes) -> bytes:
+        function = b'{"name": "f", "parameters": ' + parameters + b"}"
+        return b'{"model": "m", "tools": [{"type": "function", "function": ' + function + b"}]}"
+
+    def nested(levels: int) -> bytes:
+        return b'{"a": ' * levels + b"1" + b"}" * levels
+
+    async with oasis.http() as http:
+        # json.loads takes the words NaN and Infinity, which JSON has not; stored in a tool's parameters they
+        # made every answer about the assistant, its runs and their lists a 500.
+        words = {
+            word: await http.post("/v1/assistants", content=assistant(b'{"x": ' + word + b"}"), headers=json_body)
+            for word in (b"NaN", b"Infinity", b"-Infinity")
+        }
+        in_strings = await http.post(
+            "/v1/assistants", content=assistant(b'{"description": "NaN or Infinity [[["}'), headers=json_body
+        )
+        deep = await http.post("/v1/assistants", content=assistant(nested(300)), headers=json_body)
+        deep_list = await http.post("/v1/embeddings", content=b"[" * 5000 + b"]" * 5000, headers=json_body)
+        bearable = await http.post("/v1/assistants", content=assistant(nested(MAX_DEPTH - 10)), headers=json_body)
+        stored = (await http.get("/v1/assistants")).json()["data"]
+    for word, response in words.items():
+        assert _assert_envelope(response, 400)["message"].startswith("A number in the request is NaN"), word
+    deep_error = _assert_envelope(deep, 400)
+    assert f"more than {MAX_DEPTH} levels" in deep_error["message"]
+    assert _assert_envelope(deep_list, 400)["message"] == deep_error["message"]
+    # The same words inside strings, and nesting within the bound, pass on to the route (whose model is unknown).
+    assert in_strings.status_code == 404 and bearable.status_code == 404
+    assert stored == []
+
+
 async def test_a_second_content_type_does_not_lift_the_json_limit(start_oasis) -> None:  # type: ignore[no-untyped-def]
     harness: Harness = await start_oasis(server={"max_json_body_bytes": 1_000_000})
     big = b'{"model": "' + b"m" * 2_000_000 + b'", "messages": []}'

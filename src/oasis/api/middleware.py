@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from oasis import logs
 from oasis.api.errors import error_body
-from oasis.protocol import json_numbers, lone_surrogates
+from oasis.protocol import json_depth, json_numbers, lone_surrogates
 
 log = logging.getLogger("oasis.api")
 access_log = logging.getLogger("oasis.access")
@@ -38,7 +38,6 @@ _NUL_MESSAGE = "Text in requests must not contain NUL characters (\\u0000), and 
 # it, or latin-1, Starlette's own fallback) cannot produce one.
 _SAFE_FORM_CHARSETS = frozenset({b"utf-8", b"utf8", b"us-ascii", b"ascii", b"iso-8859-1", b"latin-1", b"latin1"})
 _FORM_CHARSET = re.compile(rb";\s*charset\s*=\s*\"?([^\s;\"]*)")
-_INFINITE_MESSAGE = "A number in the request is past the range of a 64-bit float (about 1.8e308)."
 _CHARSET_MESSAGE = "Multipart form data must be sent as UTF-8 (the content-type names another charset)."
 
 
@@ -182,6 +181,7 @@ class RequestContextMiddleware:
         tail = b""
         chunks: list[bytes] = []  # a JSON body's, kept for the whole-body checks
         maybe_surrogate = maybe_infinite = False
+        brackets = 0
 
         def refuse(status: int, body: dict[str, object]) -> _BodyRefused:
             nonlocal refused
@@ -189,7 +189,7 @@ class RequestContextMiddleware:
             return _BodyRefused()
 
         async def counting_receive() -> Message:
-            nonlocal received, tail, maybe_surrogate, maybe_infinite
+            nonlocal received, tail, maybe_surrogate, maybe_infinite, brackets
             message = await receive()
             if message["type"] == "http.request":
                 chunk = message.get("body", b"")
@@ -201,9 +201,11 @@ class RequestContextMiddleware:
                         raise refuse(400, error_body(_NUL_MESSAGE, type="invalid_request_error"))
                     maybe_surrogate = maybe_surrogate or lone_surrogates.may_hold_one(tail, chunk)
                     maybe_infinite = maybe_infinite or json_numbers.may_hold_one(tail, chunk)
+                    brackets += json_depth.brackets_in(chunk)
+                    maybe_deep = brackets > json_depth.MAX_DEPTH
                     tail = (tail + chunk)[-320:]
                     chunks.append(chunk)
-                    if (maybe_surrogate or maybe_infinite) and not message.get("more_body", False):
+                    if (maybe_surrogate or maybe_infinite or maybe_deep) and not message.get("more_body", False):
                         body = b"".join(chunks)
                         path = lone_surrogates.path_in_body(body) if maybe_surrogate else None
                         if path is not None:
@@ -212,7 +214,9 @@ class RequestContextMiddleware:
                                 400, error_body(message_text, type="invalid_request_error", param=path or None)
                             )
                         if maybe_infinite and json_numbers.holds_one(body):
-                            raise refuse(400, error_body(_INFINITE_MESSAGE, type="invalid_request_error"))
+                            raise refuse(400, error_body(json_numbers.MESSAGE, type="invalid_request_error"))
+                        if maybe_deep and json_depth.too_deep(body):
+                            raise refuse(400, error_body(json_depth.MESSAGE, type="invalid_request_error"))
             return message
 
         async def stamped_send(message: Message) -> None:

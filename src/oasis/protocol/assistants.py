@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
 
 from oasis.protocol.extensions import JsonSchemaFormat
 
@@ -198,11 +198,26 @@ class Attachment(_Body):
     tools: list[AttachmentTool] = Field(default_factory=list)
 
 
+MAX_MESSAGE_TEXT = 256000  # the spec's maxLength of a message's content, held to by text parts together too
+
+
 class CreateMessageRequest(_Body):
     role: Literal["user", "assistant"]
-    content: Annotated[str, Field(max_length=256000)] | Annotated[list[ContentPart], Field(min_length=1)]
+    content: (
+        Annotated[str, Field(min_length=1, max_length=MAX_MESSAGE_TEXT)]
+        | Annotated[list[ContentPart], Field(min_length=1)]
+    )
     attachments: list[Attachment] | None = None
     metadata: dict[str, Any] | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _text_within_the_limit(cls, content: str | list[Any]) -> str | list[Any]:
+        if isinstance(content, list):
+            length = sum(len(part.text) for part in content if isinstance(part, TextPart))
+            if length > MAX_MESSAGE_TEXT:
+                raise ValueError(f"the text parts hold {length:,} characters; at most {MAX_MESSAGE_TEXT:,}")
+        return content
 
 
 class ModifyMessageRequest(_Body):

@@ -26,6 +26,7 @@ from oasis.engines.registry import serve_for_project
 from oasis.engines.text import background_work
 from oasis.errors import OasisError, invalid_fields, invalid_request
 from oasis.metrics import JOB_DURATION
+from oasis.protocol import json_depth, json_numbers
 from oasis.protocol.lone_surrogates import lone_surrogate_message, path_in
 from oasis.services.files.checks import storable_custom_id
 from oasis.services.files.service import FileService
@@ -247,10 +248,9 @@ class BatchRunner:
         if body.get("stream"):
             failure = OasisError(400, "Streaming is not supported in batches.", param="stream")
             return failure.status, _envelope(failure)
-        where = path_in(body)
-        if where is not None:  # what the online endpoint answers (the middleware refuses such a body)
-            failure = invalid_request(lone_surrogate_message(where), param=where or None)
-            return failure.status, _envelope(failure)
+        refusal = _refusal(body)
+        if refusal is not None:  # what the online endpoint answers (the middleware refuses such a body)
+            return refusal.status, _envelope(refusal)
         while True:
             try:
                 return 200, await handler(body)
@@ -403,6 +403,21 @@ class BatchRunner:
                 await session.rollback()
                 raise _Stop
             await session.commit()
+
+
+def _refusal(body: dict[str, Any]) -> OasisError | None:
+    """The 400 the online endpoint's middleware gives a body it refuses before any route reads it: a lone
+    surrogate, NaN or an infinite number, nesting past json_depth.MAX_DEPTH."""
+    where = path_in(body)
+    if where is not None:
+        return invalid_request(lone_surrogate_message(where), param=where or None)
+    try:
+        encoded = json.dumps(body, allow_nan=False).encode()
+    except ValueError:
+        return invalid_request(json_numbers.MESSAGE)
+    except RecursionError:
+        return invalid_request(json_depth.MESSAGE)
+    return invalid_request(json_depth.MESSAGE) if json_depth.too_deep(encoded) else None
 
 
 def _parse(number: int, raw: bytes, endpoint: str, seen: set[str]) -> tuple[_Line | None, str | None]:

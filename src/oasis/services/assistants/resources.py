@@ -151,14 +151,15 @@ def content_to_store(content: str | list[ContentPart]) -> list[dict[str, Any]]:
 
 
 async def message_parts(
-    session: Session, project_id: str, request: CreateMessageRequest, param: str
+    session: Session, project_id: str, request: CreateMessageRequest, prefix: str
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(content, attachments) of a new message, with every file it names checked."""
+    """(content, attachments) of a new message, with every file it names checked; errors name the fields after
+    `prefix` ("messages[0]." or "")."""
     content = content_to_store(request.content)
     image_files = [part["image_file"]["file_id"] for part in content if part["type"] == "image_file"]
-    await _check_files(session, project_id, image_files, f"{param}.content")
+    await _check_files(session, project_id, image_files, f"{prefix}content")
     attachments: list[Attachment] = request.attachments or []
-    await _check_files(session, project_id, [item.file_id for item in attachments], f"{param}.attachments")
+    await _check_files(session, project_id, [item.file_id for item in attachments], f"{prefix}attachments")
     return content, [item.model_dump() for item in attachments]
 
 

@@ -33,12 +33,13 @@ async def add_messages(
     vector_stores: VectorStoreService,
 ) -> list[ThreadMessage]:
     """New user or assistant messages at the end of the thread (not committed); files attached for file_search
-    go into the thread's vector store (the caller wakes the workers after committing)."""
+    go into the thread's vector store (the caller wakes the workers after committing). `param` names the list the
+    requests came in (errors name `messages[1].content`), or is "" for the one message of a request."""
     added = []
     searched: list[str] = []
     stamp = now()
     for position, request in enumerate(requests):
-        where = f"{param}[{position}]" if param.endswith("messages") else param
+        where = f"{param}[{position}]." if param else ""
         content, attachments = await message_parts(session, project_id, request, where)
         row = ThreadMessage(
             id=new_id("msg_"),
@@ -48,7 +49,7 @@ async def add_messages(
             role=request.role,
             content_json=json.dumps(content),
             attachments_json=json.dumps(attachments),
-            metadata_json=json.dumps(check_metadata(request.metadata, param=f"{where}.metadata")),
+            metadata_json=json.dumps(check_metadata(request.metadata, param=f"{where}metadata")),
             status="completed",
             completed_at=stamp,
         )
@@ -134,7 +135,7 @@ class ThreadService:
             await refuse_while_running(
                 session, thread_id, "Can't add messages to {thread} while a run {run} is active."
             )
-            (message,) = await add_messages(session, project_id, thread_id, [request], "content", self._vector_stores)
+            (message,) = await add_messages(session, project_id, thread_id, [request], "", self._vector_stores)
             await session.commit()
         self._vector_stores.wake()
         return message_to_wire(message)
