@@ -314,6 +314,15 @@ async def test_run_overrides_and_checks(chat_oasis: Harness) -> None:
         with pytest.raises(openai.BadRequestError) as caught:
             await client.beta.threads.runs.create(thread.id, assistant_id=assistant.id, **{field: 2**63})  # type: ignore[arg-type]
         assert caught.value.param == field
+    # Asked for, but with nothing to call, or a count left out: a 400, not a run doing something else.
+    with pytest.raises(openai.BadRequestError) as caught:
+        await client.beta.threads.runs.create(thread.id, assistant_id=assistant.id, tools=[], tool_choice="required")
+    assert caught.value.param == "tool_choice"
+    with pytest.raises(openai.BadRequestError) as caught:
+        await client.beta.threads.runs.create(
+            thread.id, assistant_id=assistant.id, truncation_strategy={"type": "last_messages"}
+        )
+    assert caught.value.param is not None and caught.value.param.startswith("truncation_strategy")
 
     run = await client.beta.threads.runs.create_and_poll(
         thread_id=thread.id,

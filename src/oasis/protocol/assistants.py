@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 from oasis.protocol.extensions import JsonSchemaFormat
 
@@ -120,6 +120,13 @@ ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice
 class TruncationStrategy(_Body):
     type: Literal["auto", "last_messages"]
     last_messages: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _count_given(self) -> TruncationStrategy:
+        if self.type == "last_messages" and self.last_messages is None:
+            # without it the run would quietly truncate as `auto` does
+            raise ValueError("'last_messages' is required when type is last_messages")
+        return self
 
 
 # --- Assistants -------------------------------------------------------------------------------------------------

@@ -200,14 +200,15 @@ class FineTuningRunner:
         if row is None or row.project_id != project_id:
             raise _Failed(f"invalid_{param}", f"The file {file_id} does not exist.", param)
         try:
-            content = await read_blob(self._blobs, row.blob_key)
+            with target.open("wb") as copy:  # piece by piece: a training file may be hundreds of megabytes
+                async for piece in self._blobs.read(row.blob_key):
+                    await asyncio.to_thread(copy.write, piece)
         except BlobNotFound:
             raise _Failed(f"invalid_{param}", f"The content of {file_id} is missing.", param) from None
-        await asyncio.to_thread(target.write_bytes, content)
         return target
 
     async def _validate(self, job: FineTuningJob, owner: str, training: Path) -> None:
-        examples = sum(1 for line in training.read_bytes().split(b"\n") if line.strip())
+        examples = await asyncio.to_thread(_count_examples, training)
         if examples < MIN_EXAMPLES:
             raise _Failed(
                 "invalid_training_file",
@@ -530,3 +531,9 @@ async def _trainer_reports(
                 f"point `fine_tuning.launcher` at a Python that has it ({tail}).",
             )
         raise RuntimeError(f"the trainer exited with {process.returncode}: {tail}")
+
+
+def _count_examples(path: Path) -> int:
+    """The file's non-blank lines, read a line at a time."""
+    with path.open("rb") as lines:
+        return sum(1 for line in lines if line.strip())

@@ -66,6 +66,8 @@ def tool_choice_to_store(value: Any, tools: list[dict[str, Any]]) -> Any:
     if value is None:
         return "auto"
     if isinstance(value, str):
+        if value == "required" and not tools:
+            raise invalid_request("'tool_choice' is required, but the run has no tools to choose.", param="tool_choice")
         return value
     assert isinstance(value, NamedToolChoice)
     if value.type == "function":
