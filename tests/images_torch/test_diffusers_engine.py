@@ -44,6 +44,12 @@ async def sd_oasis(start_oasis: Callable[..., Any], pipeline_folder: Path) -> Ha
                 "options": {"steps": 3, "scheduler": "DDIMScheduler"},
             },
             {
+                "id": "tiny-sd-one-step",  # as a turbo model is set up: img2img at strength 0.6 had no step left
+                "engine": "diffusers",
+                "path": str(pipeline_folder),
+                "options": {"steps": 1},
+            },
+            {
                 "id": "tiny-sd-bad",
                 "engine": "diffusers",
                 "path": str(pipeline_folder),
@@ -102,6 +108,10 @@ async def test_variations_are_image_to_image(sd_oasis: Harness) -> None:
     )
     assert [p.shape for p in pictures] == [(256, 256, 3)] * 2
     assert not np.array_equal(pictures[0], pictures[1])
+    one_step = await sd_oasis.sdk().images.create_variation(
+        model="tiny-sd-one-step", image=("scene.png", png(scene()), "image/png"), size="256x256"
+    )
+    assert len(one_step.data) == 1 and one_step.data[0].url
 
 
 async def test_a_broken_option_is_the_model_failing_to_load(sd_oasis: Harness) -> None:

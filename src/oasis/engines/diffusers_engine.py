@@ -92,6 +92,14 @@ class DiffusersEngine:
             return self.options.hd_steps or 2 * self.options.steps
         return self.options.steps
 
+    def _variation_steps(self) -> int:
+        """img2img runs int(steps x strength) of its steps: a turbo model's 1-4 steps could leave none, which
+        diffusers refuses, so there are enough for at least one (as diffusers' turbo guides advise)."""
+        steps = self.options.steps
+        while int(steps * self.options.variation_strength) < 1:
+            steps += 1
+        return steps
+
     def _guidance(self, look: Look) -> float:
         if look.style == "natural":
             natural = self.options.natural_guidance
@@ -144,7 +152,7 @@ class DiffusersEngine:
             image=Image.fromarray(job.image),
             num_images_per_prompt=job.n,
             strength=self.options.variation_strength,
-            num_inference_steps=self.options.steps,
+            num_inference_steps=self._variation_steps(),
             guidance_scale=self.options.guidance,
             generator=self._generator(),
             output_type="np",
