@@ -73,6 +73,38 @@ def test_serve_reports_a_bad_config_file_plainly(tmp_path: Path, env: dict[str, 
     assert missing.returncode == 2 and "nope.yaml" in missing.stderr
 
 
+def test_what_the_machine_refuses_is_one_line_naming_it(tmp_path: Path, env: dict[str, str]) -> None:
+    """A data folder that cannot be made, a database that does not answer, a port in use: one `oasis:` line
+    each, before any model loads, where there were tracebacks (and, for the port, models loading first)."""
+    import socket
+
+    (tmp_path / "a-file").touch()
+    local = {key: value for key, value in env.items() if key != "OASIS_DATABASE_URL"}
+    not_a_folder = run_oasis("keys", "create", "--data-dir", str(tmp_path / "a-file" / "data"), env=local)
+    unreachable = run_oasis(
+        "serve",
+        "--data-dir",
+        str(tmp_path / "d"),
+        env={**local, "OASIS_DATABASE_URL": "postgresql://oasis:hunter2@127.0.0.1:9/test"},
+    )
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        in_use = run_oasis("serve", "--port", str(port), "--data-dir", str(tmp_path / "d"), env=env)
+    blank_project = run_oasis("keys", "create", "--project", " ", "--data-dir", str(tmp_path / "d"), env=env)
+    for failed, named in (
+        (not_a_folder, "a-file/data"),
+        (unreachable, "postgresql+asyncpg://127.0.0.1:9/test"),
+        (in_use, f"127.0.0.1:{port}"),
+        (blank_project, "--project"),
+    ):
+        assert failed.returncode == 2, failed.stderr
+        assert "Traceback" not in failed.stderr and named in failed.stderr, failed.stderr
+    assert "hunter2" not in unreachable.stderr
+    assert "loaded" not in in_use.stderr and "loading" not in in_use.stderr, in_use.stderr
+
+
 def test_keys_use_the_servers_data_dir_and_say_which_database(tmp_path: Path, env: dict[str, str]) -> None:
     missing = tmp_path / "typo"
     for command in (["keys", "list"], ["keys", "revoke", "key_x"]):

@@ -47,6 +47,17 @@ def test_defaults_false_serves_only_the_config(tmp_path: Path) -> None:
     assert _served(tmp_path, models=[TINY], defaults=False) == {"my-llama": ["gpt-4o", "my-alias"]}
 
 
+def test_a_defaults_id_taken_as_an_alias_replaces_that_default_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    mine = {"id": "my-whisper", "engine": "upstream", "aliases": ["whisper-base"]}
+    mine["options"] = {"base_url": "http://127.0.0.1:9/v1"}
+    with caplog.at_level("WARNING", logger="oasis.models"):
+        served = _served(tmp_path, models=[mine])
+    assert served["my-whisper"] == ["whisper-base"] and not any("whisper-1" in names for names in served.values())
+    assert any("whisper-base" in line and "my-whisper" in line for line in caplog.messages), caplog.messages
+
+
 def test_a_missing_default_is_named_with_its_install_command(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -124,6 +135,15 @@ def _config_error(tmp_path: Path, text: str) -> str:
         ("sever:\n  port: 8000\n", ["unknown key `sever`"]),
         ("server:\n  port: eighty\n", ["`server.port`", "integer"]),
         ("models:\n  - engine: llamacpp\n", ["models[0]", "`id`", "required"]),
+        # Misspelt below the top too: ignored, each would have left a default in place without a word.
+        ("server:\n  prot: 9000\n", ["unknown key `server.prot`"]),
+        ("rate_limits:\n  projects:\n    p: {rpm: 5}\n", ["unknown key `rate_limits.projects.p.rpm`"]),
+        ("models:\n  - id: m\n    engine: llamacpp\n    paht: /x.gguf\n", ["'m'", "unknown key", "`paht`"]),
+        ("server:\n  port: 99999\n", ["`server.port`", "65535"]),
+        (
+            "models:\n  - id: up\n    engine: upstream\n    options: {base_url: 'localhost:8080/v1'}\n",
+            ["'up'", "localhost:8080/v1", "http://"],
+        ),
     ],
 )
 def test_each_config_mistake_is_one_plain_line(tmp_path: Path, text: str, named: list[str]) -> None:

@@ -7,7 +7,9 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -62,14 +64,54 @@ def _database_name(settings: Settings) -> str:
     return f"{scheme}://{rest.rpartition('@')[2]}"
 
 
+def _check_data_dir(settings: Settings) -> None:
+    """The data folder (and the local blobs folder in it) exists or can be made, and can be written: else one
+    line naming it, rather than a traceback from the first write."""
+    folders = [settings.data_dir] if settings.database_url is None else []
+    if settings.blobs.kind == "local":
+        folders.append(settings.blobs_dir)
+    for folder in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as exc:
+            raise ConfigError(
+                f"data_dir {settings.data_dir}: {folder} cannot be written ({exc.strerror or exc})"
+            ) from None
+    database = settings.data_dir / "oasis.db"
+    if settings.database_url is None and database.exists() and not os.access(database, os.R_OK | os.W_OK):
+        raise ConfigError(f"data_dir {settings.data_dir}: {database} cannot be read and written")
+
+
+async def _open_database(settings: Settings) -> Database:
+    """The database, migrated to this version's schema; one line naming it (without a password) when it cannot
+    be reached, its driver is missing or its URL does not parse."""
+    import sqlalchemy.exc
+
+    try:
+        db = Database(settings.sqlalchemy_url)
+    except (sqlalchemy.exc.ArgumentError, ImportError) as exc:
+        raise ConfigError(
+            f"database_url: oasis runs on SQLite or PostgreSQL; this URL's driver is not here ({exc})"
+        ) from None
+    try:
+        await db.migrate()
+    except (OSError, ImportError, sqlalchemy.exc.SQLAlchemyError) as exc:
+        await db.close()
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        raise ConfigError(f"cannot use the database {_database_name(settings)}: {reason}") from None
+    return db
+
+
 async def _with_keys(settings: Settings, action: str, argument: str | None, *, manages_keys: bool = False) -> int:
     if action in ("list", "revoke") and settings.database_url is None and not (settings.data_dir / "oasis.db").exists():
         # Listing or revoking in a folder that holds no database is a mistyped --data-dir, not an empty list.
         print(f"oasis: no oasis database in {settings.data_dir} (give the server's --data-dir)", file=sys.stderr)
         return 2
-    db = Database(settings.sqlalchemy_url)
+    _check_data_dir(settings)
+    db = await _open_database(settings)
     try:
-        await db.migrate()
         keys = KeyService(db)
         if action != "exists":
             print(f"database: {_database_name(settings)}", file=sys.stderr)
@@ -112,12 +154,14 @@ async def _check_blobs(settings: Settings) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     from oasis.app import create_app
-    from oasis.http_server import serve
+    from oasis.http_server import bind, serve
 
     server: dict[str, Any] = {key: value for key in ("host", "port") if (value := getattr(args, key)) is not None}
     if args.allow_unauthenticated:
         server["allow_unauthenticated"] = True
     settings = _settings(args, server=server)
+    _check_data_dir(settings)
+    asyncio.run(_reach_database(settings))
     host = settings.server.host
     exposed = not _is_loopback(host) and not settings.server.allow_unauthenticated
     if exposed and asyncio.run(_with_keys(settings, "exists", None)) != 0:
@@ -128,8 +172,19 @@ def _serve(args: argparse.Namespace) -> int:
         )
         return 2
     asyncio.run(_check_blobs(settings))
+    try:  # bound before anything loads, so that a port in use stops the start at once
+        listening = bind(host, settings.server.port)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot listen on {host}:{settings.server.port} ({exc.strerror or exc}): see server.host, server.port,"
+            " --host, --port"
+        ) from None
     log.info("oasis %s: data in %s, listening on %s:%s", __version__, settings.data_dir, host, settings.server.port)
-    return serve(create_app(settings), host=host, port=settings.server.port)
+    return serve(create_app(settings), host=host, port=settings.server.port, sock=listening)
+
+
+async def _reach_database(settings: Settings) -> None:
+    await (await _open_database(settings)).close()
 
 
 def _live_states(settings: Settings) -> dict[str, str] | None:
@@ -165,6 +220,8 @@ def _worker(args: argparse.Namespace) -> int:
     from oasis.app import ModelsFailed, run_worker
 
     settings = _settings(args)
+    _check_data_dir(settings)
+    asyncio.run(_reach_database(settings))
     asyncio.run(_check_blobs(settings))
     log.info("oasis %s worker: database %s", __version__, _database_name(settings))
     try:
@@ -174,6 +231,12 @@ def _worker(args: argparse.Namespace) -> int:
         print(f"oasis worker: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _project_name(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("a project name must not be blank")
+    return text
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -201,6 +264,7 @@ def _parser() -> argparse.ArgumentParser:
     create = keys.add_parser("create", help="create a key; prints it as the last line of stdout")
     create.add_argument(
         "--project",
+        type=_project_name,
         default=DEFAULT_PROJECT,
         help=f"project the key belongs to, created if new (default {DEFAULT_PROJECT!r}: the project that objects "
         "made before the first key live in)",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from types import FrameType
 from typing import Any
 
@@ -53,9 +54,24 @@ class QuietServer(uvicorn.Server):
                 loop.call_soon_threadsafe(stop_requested.set)
 
 
-def serve(app: Any, *, host: str, port: int) -> int:
-    """Serves `app` until a signal stops it, as `uvicorn.run` would; returns the process's exit status."""
+def bind(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to host:port as uvicorn binds one (OSError when the port is taken or the address is not
+    this machine's)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def serve(app: Any, *, host: str, port: int, sock: socket.socket | None = None) -> int:
+    """Serves `app` until a signal stops it, as `uvicorn.run` would (on `sock` where given, bound already);
+    returns the process's exit status."""
     server = QuietServer(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False))
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn raises Ctrl-C again once it has shut down
-        server.run()
+        server.run(sockets=[sock] if sock is not None else None)
     return 0 if server.started else STARTUP_FAILURE

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 import platformdirs
 import yaml
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -28,7 +28,12 @@ def _is_secret(option: str) -> bool:
     return any(word in option.lower() for word in ("key", "token", "secret", "password"))
 
 
-class ModelSpec(BaseModel):
+class _Section(BaseModel):
+    # A misspelt key anywhere in the file stops the start, as at the top: ignored, it would leave a default.
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSpec(_Section):
     """One served model, as named in the config file's `models:` list."""
 
     id: str = Field(description="The id clients send as `model`.")
@@ -60,9 +65,9 @@ class ModelSpec(BaseModel):
         return value
 
 
-class ServerSettings(BaseModel):
+class ServerSettings(_Section):
     host: str = "127.0.0.1"
-    port: int = 8000
+    port: int = Field(default=8000, ge=0, le=65535)
     allow_unauthenticated: bool = Field(
         default=False,
         description="Accept any bearer from any address while no API key exists (otherwise loopback only).",
@@ -77,11 +82,11 @@ class ServerSettings(BaseModel):
     )
 
 
-class FilesSettings(BaseModel):
+class FilesSettings(_Section):
     max_upload_bytes: int = Field(default=512 * MIB, gt=0, description="Largest file `POST /v1/files` accepts.")
 
 
-class VectorStoreSettings(BaseModel):
+class VectorStoreSettings(_Section):
     embedding_model: str = Field(
         default="text-embedding-3-small", description="The model (id or alias) that embeds new stores' chunks."
     )
@@ -95,7 +100,7 @@ class VectorStoreSettings(BaseModel):
     )
 
 
-class WorkerSettings(BaseModel):
+class WorkerSettings(_Section):
     in_process: bool = Field(default=True, description="`oasis serve` runs background jobs itself.")
     poll_seconds: float = Field(default=1.0, gt=0, description="How often an idle worker looks for new jobs.")
     batch_concurrency: int = Field(
@@ -117,7 +122,7 @@ class WorkerSettings(BaseModel):
     )
 
 
-class CodeInterpreterSettings(BaseModel):
+class CodeInterpreterSettings(_Section):
     call_seconds: float = Field(
         default=60.0, gt=0, description="Wall clock for one call; past it the sandbox is killed."
     )
@@ -134,7 +139,7 @@ class CodeInterpreterSettings(BaseModel):
     folder_mb: int = Field(default=256, ge=1, description="Size of a session's /mnt/data (held in memory).")
 
 
-class ImagesSettings(BaseModel):
+class ImagesSettings(_Section):
     url_secret: SecretStr | None = Field(
         default=None,
         description="Signs the links of generated images; unset: one is made and kept in the blob store.",
@@ -146,7 +151,7 @@ class ImagesSettings(BaseModel):
     )
 
 
-class FineTuningSettings(BaseModel):
+class FineTuningSettings(_Section):
     """How `oasis serve` (in process) and `oasis worker` train fine-tuning jobs: a trainer subprocess per job."""
 
     launcher: list[str] = Field(
@@ -165,7 +170,7 @@ class FineTuningSettings(BaseModel):
     )
 
 
-class BlobSettings(BaseModel):
+class BlobSettings(_Section):
     """Where uploaded files and results live: a folder in the data dir, or an S3 bucket that replicas share."""
 
     kind: Literal["local", "s3"] = Field(default="local", description="`local` (the data dir) or `s3`.")
@@ -193,7 +198,7 @@ class BlobSettings(BaseModel):
         return self
 
 
-class Limits(BaseModel):
+class Limits(_Section):
     requests_per_minute: int | None = Field(default=None, ge=1, description="Requests a minute; unset: no limit.")
     tokens_per_minute: int | None = Field(
         default=None,
@@ -220,7 +225,8 @@ class Settings(BaseSettings):
     )
     database_url: SecretStr | None = Field(
         default=None,
-        description="SQLAlchemy async URL; unset means SQLite in the data dir. e.g. postgresql+asyncpg://…",
+        description="The database: postgresql://user:password@host/db (or any SQLAlchemy async URL); unset means "
+        "SQLite in the data dir.",
     )
     server: ServerSettings = Field(default_factory=ServerSettings)
     files: FilesSettings = Field(default_factory=FilesSettings)
@@ -245,6 +251,11 @@ class Settings(BaseSettings):
         default=True, description="Also serve the default models whose weights are installed (`false`: only `models`)."
     )
 
+    @field_validator("data_dir")
+    @classmethod
+    def _home_expanded(cls, value: Path) -> Path:
+        return value.expanduser()  # `~/oasis-data` in a YAML file is the home folder, as in a shell
+
     @model_validator(mode="after")
     def _model_ids_unique(self) -> Settings:
         seen: set[str] = set()
@@ -258,12 +269,22 @@ class Settings(BaseSettings):
     @property
     def sqlalchemy_url(self) -> str:
         if self.database_url is not None:
-            return self.database_url.get_secret_value()
+            return async_driver_url(self.database_url.get_secret_value())
         return f"sqlite+aiosqlite:///{self.data_dir / 'oasis.db'}"
 
     @property
     def blobs_dir(self) -> Path:
         return self.data_dir / "blobs"
+
+
+# The URL forms users copy from other tools, and the async driver oasis installs for each.
+_ASYNC_DRIVERS = {"postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg", "sqlite": "sqlite+aiosqlite"}
+
+
+def async_driver_url(url: str) -> str:
+    """`postgresql://…` (or `postgres://`, `sqlite://`) with the async driver oasis ships; other URLs as given."""
+    scheme, separator, rest = url.partition("://")
+    return f"{_ASYNC_DRIVERS[scheme]}://{rest}" if separator and scheme in _ASYNC_DRIVERS else url
 
 
 def default_data_dir() -> Path:

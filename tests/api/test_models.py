@@ -139,6 +139,8 @@ async def test_a_failed_model_fails_alone(start_oasis: Callable[..., Any]) -> No
 
     client = harness.sdk()
     assert (await client.models.retrieve("gpt-4o")).id == "gpt-4o"
+    # The list says what can be used: the broken model is left out (a request for it still says why).
+    assert [model.id for model in (await client.models.list()).data] == ["good-chat", "gpt-4o"]
     with pytest.raises(openai.InternalServerError) as failed:
         await client.chat.completions.create(model="bad-chat", messages=[{"role": "user", "content": "hi"}])
     assert failed.value.status_code == 503

@@ -75,10 +75,18 @@ def served_models(
     default this installation cannot serve is named in the log with its install command."""
     if not include_defaults:
         return list(configured)
-    claimed = {name for spec in configured for name in (spec.id, *spec.aliases)}
+    claimed = {name: spec.id for spec in configured for name in (spec.id, *spec.aliases)}
     kept = []
     for spec in DEFAULT_MODELS:
         if spec.id in claimed:
+            if claimed[spec.id] != spec.id:  # taken as an alias: say so, since the default's aliases go with it
+                log.warning(
+                    "default model %s (aliases %s) is not served: `models` makes %s an alias of %s",
+                    spec.id,
+                    ", ".join(spec.aliases) or "none",
+                    spec.id,
+                    claimed[spec.id],
+                )
             continue
         if spec.engine not in available_engines or not _installed(spec):
             log.warning(

@@ -96,6 +96,10 @@ class UpstreamOptions(EngineOptions):
     def _some_url(self) -> UpstreamOptions:
         if not self.base_url and not self.base_urls:
             raise ValueError("an upstream model needs `base_url` or `base_urls`")
+        for url in [self.base_url, *self.base_urls] if self.base_url else self.base_urls:
+            if not url.lower().startswith(("http://", "https://")):
+                # without a scheme every request would fail with a 502 while the model shows as ready
+                raise ValueError(f"{url!r} is not an http:// or https:// URL")
         return self
 
     @property

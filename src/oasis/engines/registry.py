@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from oasis.engines.base import Engine, EngineFactory
-from oasis.engines.options import check_model_config, weights_source
+from oasis.engines.options import OPTIONS_BY_ENGINE, check_model_config, weights_source
 from oasis.settings import ConfigError, ModelSpec
 
 log = logging.getLogger("oasis.models")
@@ -27,6 +27,10 @@ ModelStatus = Literal["loading", "ready", "failed"]
 
 class UnknownEngineKind(ConfigError):
     pass
+
+
+# The pyproject extra that brings each engine kind's libraries, where it is not `all`.
+ENGINE_EXTRAS = {"diffusers": "diffusers"}
 
 
 # The project a request or a job acts for: a model added for a project (a fine-tune) resolves only there.
@@ -46,6 +50,12 @@ def check_models(specs: list[ModelSpec], factories: Mapping[str, EngineFactory])
     """Refuses, before anything loads, a model naming an engine kind we cannot run, an option its engine does
     not take, or weights that are not there."""
     unknown = sorted({spec.engine for spec in specs} - set(factories))
+    not_installed = [kind for kind in unknown if kind in OPTIONS_BY_ENGINE]
+    if not_installed:
+        kind = not_installed[0]
+        raise UnknownEngineKind(
+            f"engine {kind} in `models` is not installed here: pip install 'oasis[{ENGINE_EXTRAS.get(kind, 'all')}]'"
+        )
     if unknown:
         known = ", ".join(sorted(factories)) or "none installed"
         raise UnknownEngineKind(f"unknown engine kind(s) {', '.join(unknown)} in `models` (known: {known})")

@@ -35,11 +35,18 @@ class ModelService:
         self._started_at = started_at
 
     def _configured(self) -> list[spec.Model]:
+        """The configured models and aliases, but those that failed to load (they answer 503 `model_failed`
+        with the reason, and /health shows it): the list says what can be used."""
         return [
             spec.Model(id=name, object="model", created=self._started_at, owned_by=model_spec.owned_by)
             for model_spec in self._registry.specs
+            if not self._failed(model_spec.id)
             for name in (model_spec.id, *model_spec.aliases)
         ]
+
+    def _failed(self, model_id: str) -> bool:
+        state = self._registry.state(model_id)
+        return state is not None and state.status == "failed"
 
     async def list(self, project_id: str) -> list[spec.Model]:
         async with self._db.session() as session:
