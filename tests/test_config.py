@@ -141,6 +141,10 @@ def _config_error(tmp_path: Path, text: str) -> str:
         ("models:\n  - id: m\n    engine: llamacpp\n    paht: /x.gguf\n", ["'m'", "unknown key", "`paht`"]),
         ("server:\n  port: 99999\n", ["`server.port`", "65535"]),
         (
+            "vector_stores:\n  embedding_model: text-embeding-3-small\n",
+            ["vector_stores.embedding_model", "not a served"],
+        ),
+        (
             "models:\n  - id: up\n    engine: upstream\n    options: {base_url: 'localhost:8080/v1'}\n",
             ["'up'", "localhost:8080/v1", "http://"],
         ),

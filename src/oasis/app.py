@@ -40,7 +40,7 @@ from oasis.engines.defaults import served_models
 from oasis.engines.kinds import installed_engine_factories
 from oasis.engines.registry import check_models
 from oasis.metrics import observe_request
-from oasis.settings import ModelSpec, Settings
+from oasis.settings import ConfigError, ModelSpec, Settings
 
 log = logging.getLogger("oasis")
 
@@ -63,10 +63,28 @@ def engine_setup(
     # Refuse a config mistake (an engine kind we cannot run, an unknown option, missing weights) before a server
     # starts, not after.
     check_models(specs, factories)
+    _check_named_models(settings, specs)
     for spec in specs:
         aliases = f" (aliases: {', '.join(spec.aliases)})" if spec.aliases else ""
         log.info("serving %s on %s%s", spec.id, spec.engine, aliases)
     return factories, specs
+
+
+def _check_named_models(settings: Settings, specs: list[ModelSpec]) -> None:
+    """A model the config names for another's use (the embedder of new vector stores, a moderation judge) must be
+    one it serves: else every ingestion or moderation would fail later, one by one. The default embedder is only
+    checked when the config names it, since a machine without its weights still serves everything else."""
+    served = {name for spec in specs for name in (spec.id, *spec.aliases)}
+    named: list[tuple[str, str]] = []
+    if "embedding_model" in settings.vector_stores.model_fields_set:
+        named.append(("vector_stores.embedding_model", settings.vector_stores.embedding_model))
+    for spec in specs:
+        if spec.engine == "llm-judge" and isinstance(judge := spec.options.get("judge_model"), str):
+            named.append((f"model {spec.id!r}: `judge_model`", judge))
+    for place, name in named:
+        if name not in served and not name.startswith("ft:"):  # a fine-tune is served once its project asks
+            listed = ", ".join(sorted(served))
+            raise ConfigError(f"{place}: {name!r} is not a served model (ids and aliases: {listed})")
 
 
 async def run_worker(settings: Settings) -> None:

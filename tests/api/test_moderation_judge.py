@@ -41,7 +41,8 @@ async def judge_oasis(start_oasis: Callable[..., Any]) -> Harness:
             E5,
             JUDGE,
             GUARD,
-            {"id": "judge-of-nothing", "engine": "llm-judge", "options": {"judge_model": "not-configured"}},
+            # A served name is checked at start; a fine-tune's only once a project asks for it (here: none has it).
+            {"id": "judge-of-nothing", "engine": "llm-judge", "options": {"judge_model": "ft:gone:org::abc"}},
             {"id": "judge-of-vectors", "engine": "llm-judge", "options": {"judge_model": "multilingual-e5-small"}},
             {**JUDGE, "id": "short-judge", "options": {**JUDGE["options"], "window_words": 16, "max_windows": 2}},
         ],
@@ -96,7 +97,7 @@ async def test_a_long_text_is_judged_window_by_window(judge_oasis: Harness) -> N
 @pytest.mark.parametrize(
     ("model", "status", "judge"),
     [
-        ("judge-of-nothing", 500, "not-configured"),
+        ("judge-of-nothing", 500, "ft:gone:org::abc"),
         ("judge-of-vectors", 500, "multilingual-e5-small"),
         ("guard", 502, "smollm2-135m-instruct"),  # SmolLM2 does not answer `safe` / `unsafe`
     ],
