@@ -165,3 +165,13 @@ def test_typed_options_reach_the_engine_and_secrets_stay_secret(tmp_path: Path) 
     assert options.api_key.get_secret_value() == "sk-secret-2"
     with pytest.raises(ConfigError, match="unknown option `n_ctx`"):
         _served(tmp_path, models=[{**TINY, "options": {"n_ctx": 2048}}])
+
+
+def test_database_urls_as_other_tools_write_them_get_the_async_driver(tmp_path: Path) -> None:
+    def url(database_url: str) -> str:
+        return load_settings(None, data_dir=tmp_path, database_url=database_url).sqlalchemy_url
+
+    assert url("postgresql://u:p@db:5432/oasis?sslmode=require") == "postgresql+asyncpg://u:p@db:5432/oasis?ssl=require"
+    assert url("postgres://db/oasis") == "postgresql+asyncpg://db/oasis"
+    assert url("postgresql+asyncpg://db/oasis?ssl=disable") == "postgresql+asyncpg://db/oasis?ssl=disable"
+    assert load_settings(None, data_dir=Path("~/oasis-data")).data_dir == Path.home() / "oasis-data"

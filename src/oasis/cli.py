@@ -87,6 +87,7 @@ def _check_data_dir(settings: Settings) -> None:
 async def _open_database(settings: Settings) -> Database:
     """The database, migrated to this version's schema; one line naming it (without a password) when it cannot
     be reached, its driver is missing or its URL does not parse."""
+    import alembic.util
     import sqlalchemy.exc
 
     try:
@@ -97,7 +98,8 @@ async def _open_database(settings: Settings) -> Database:
         ) from None
     try:
         await db.migrate()
-    except (OSError, ImportError, sqlalchemy.exc.SQLAlchemyError) as exc:
+    # TypeError: a query option the driver does not take (asyncpg and ?sslmode=); CommandError: alembic's
+    except (OSError, ImportError, TypeError, sqlalchemy.exc.SQLAlchemyError, alembic.util.CommandError) as exc:
         await db.close()
         reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
         raise ConfigError(f"cannot use the database {_database_name(settings)}: {reason}") from None
@@ -179,8 +181,9 @@ def _serve(args: argparse.Namespace) -> int:
             f"cannot listen on {host}:{settings.server.port} ({exc.strerror or exc}): see server.host, server.port,"
             " --host, --port"
         ) from None
-    log.info("oasis %s: data in %s, listening on %s:%s", __version__, settings.data_dir, host, settings.server.port)
-    return serve(create_app(settings), host=host, port=settings.server.port, sock=listening)
+    port = listening.getsockname()[1]  # port 0: the one the system chose
+    log.info("oasis %s: data in %s, listening on %s:%s", __version__, settings.data_dir, host, port)
+    return serve(create_app(settings), host=host, port=port, sock=listening)
 
 
 async def _reach_database(settings: Settings) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -282,9 +283,15 @@ _ASYNC_DRIVERS = {"postgresql": "postgresql+asyncpg", "postgres": "postgresql+as
 
 
 def async_driver_url(url: str) -> str:
-    """`postgresql://…` (or `postgres://`, `sqlite://`) with the async driver oasis ships; other URLs as given."""
+    """`postgresql://…` (or `postgres://`, `sqlite://`) with the async driver oasis ships; other URLs as given.
+    libpq's `sslmode=` is asyncpg's `ssl=`."""
     scheme, separator, rest = url.partition("://")
-    return f"{_ASYNC_DRIVERS[scheme]}://{rest}" if separator and scheme in _ASYNC_DRIVERS else url
+    if not separator or scheme not in _ASYNC_DRIVERS:
+        return url
+    driver = _ASYNC_DRIVERS[scheme]
+    if driver.endswith("asyncpg"):
+        rest = re.sub(r"([?&])sslmode=", r"\1ssl=", rest)
+    return f"{driver}://{rest}"
 
 
 def default_data_dir() -> Path:

@@ -128,3 +128,24 @@ def test_json_files_are_read_through_text_pieces(monkeypatch: pytest.MonkeyPatch
     assert "".join(text_pieces("data.json", io.BytesIO(raw))) == _expected(raw.decode())
     with pytest.raises(InvalidFile, match="not valid JSON: Expecting ',' delimiter"):
         "".join(text_pieces("bad.json", io.BytesIO(raw[:-1] + b" 3}")))
+
+
+def test_text_of_brackets_and_keys_alone_is_yielded_in_bounded_pieces() -> None:
+    raw = "[" + "[]," * 1_000_000 + '{"k": {}}]'
+    pieces = list(pretty_json(_pieces(raw, 1 << 16)))
+    assert max(len(piece) for piece in pieces) < 2 * (1 << 20) and len(pieces) > 2
+    assert "".join(pieces) == _expected(raw)
+
+
+def test_a_number_cannot_hold_the_rest_of_the_file_waiting() -> None:
+    read = 0
+
+    def counted() -> Iterator[str]:
+        nonlocal read
+        for piece in _pieces("[1" + "-" * 4_000_000 + "]", 1 << 16):
+            read += len(piece)
+            yield piece
+
+    with pytest.raises(JSONTextError):
+        "".join(pretty_json(counted()))
+    assert read <= 1 << 16

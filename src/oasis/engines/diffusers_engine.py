@@ -9,6 +9,7 @@ diffusers' own message instead of reaching for a hub.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -95,10 +96,9 @@ class DiffusersEngine:
     def _variation_steps(self) -> int:
         """img2img runs int(steps x strength) of its steps: a turbo model's 1-4 steps could leave none, which
         diffusers refuses, so there are enough for at least one (as diffusers' turbo guides advise)."""
-        steps = self.options.steps
-        while int(steps * self.options.variation_strength) < 1:
-            steps += 1
-        return steps
+        strength = self.options.variation_strength
+        steps = max(self.options.steps, math.ceil(1 / strength))
+        return steps if int(steps * strength) >= 1 else steps + 1  # 1/strength may round down
 
     def _guidance(self, look: Look) -> float:
         if look.style == "natural":

@@ -34,7 +34,7 @@ _OPEN_TOKEN = re.compile(
     )?""",
     re.VERBOSE,
 )
-_NUMBER_TAIL = re.compile(r"[-+.eE0-9]+")
+_NUMBER_TAIL = re.compile(r"\.|[eE][-+]?")  # what only the start of a fraction or exponent can be
 _WHITESPACE = " \t\n\r"
 # json.loads stops near 1000 levels (Python's recursion limit); each level indents every line inside it once more.
 MAX_DEPTH = 500
@@ -94,6 +94,10 @@ class _Formatter:
         stack: list[str] = []
         expect = "value"
         while True:
+            if self._out_size >= _FLUSH_SIZE:  # checked for every token: keys and brackets alone add up too
+                yield "".join(self._out)
+                self._out.clear()
+                self._out_size = 0
             token = self._next_token()
             if token is None:
                 if expect != "end":
@@ -149,10 +153,6 @@ class _Formatter:
                 raise JSONTextError(self._where("Expecting value"))
             self._write(self._scalar(kind, text))
             expect = "comma_or_close" if stack else "end"
-            if self._out_size >= _FLUSH_SIZE:
-                yield "".join(self._out)
-                self._out.clear()
-                self._out_size = 0
         yield "".join(self._out)
 
     def _write(self, text: str) -> None:
@@ -175,7 +175,9 @@ class _Formatter:
             if match is None and not _OPEN_TOKEN.fullmatch(self._buffer, self._position):
                 # No token can come of this however much more is read: fail now rather than buffer the rest.
                 raise JSONTextError(self._where("Invalid JSON token"))
-            self._read_more()
+            # An unfinished token is matched again from its start once the text waiting has doubled, not after
+            # every piece: a 200 MB string is scanned a few times over, not once a megabyte.
+            self._read_more(at_least=len(self._buffer) - self._position)
 
     def _may_go_on(self, match: re.Match[str]) -> bool:
         """Whether the token may go on in the next piece: it reaches the buffer's end, or it is a number followed
@@ -185,14 +187,20 @@ class _Formatter:
             return True
         return match.lastgroup == "number" and _NUMBER_TAIL.fullmatch(self._buffer, end) is not None
 
-    def _read_more(self) -> None:
-        piece = next(self._pieces, None)
-        if piece is None:
-            self._exhausted = True
-            return
+    def _read_more(self, at_least: int) -> None:
+        """Reads pieces until `at_least` more characters came (one piece at least), or the text ended."""
+        pieces: list[str] = []
+        size = 0
+        while not pieces or size < at_least:
+            piece = next(self._pieces, None)
+            if piece is None:
+                self._exhausted = True
+                break
+            pieces.append(piece)
+            size += len(piece)
         rest = self._buffer[self._position :].lstrip(_WHITESPACE)  # whitespace is never kept waiting
         self._consumed += len(self._buffer) - len(rest)
-        self._buffer = rest + piece
+        self._buffer = rest + "".join(pieces)
         self._position = 0
 
     def _where(self, message: str) -> str:

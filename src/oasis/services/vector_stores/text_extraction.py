@@ -162,10 +162,8 @@ def _check_unpacked_size(file: BinaryIO, kind: str) -> None:
     import zipfile
 
     try:
-        with zipfile.ZipFile(file) as archive:
+        with _unreadable_as_invalid(kind), zipfile.ZipFile(file) as archive:  # NotImplementedError for some
             parts = archive.infolist()
-    except (zipfile.BadZipFile, ValueError) as exc:
-        raise InvalidFile(f"The {kind} file cannot be read: {exc}") from None
     finally:
         file.seek(0)
     unpacked = sum(part.file_size for part in parts)
