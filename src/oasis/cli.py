@@ -162,11 +162,11 @@ def _serve(args: argparse.Namespace) -> int:
     if args.allow_unauthenticated:
         server["allow_unauthenticated"] = True
     settings = _settings(args, server=server)
-    _check_data_dir(settings)
-    asyncio.run(_reach_database(settings))
     host = settings.server.host
     exposed = not _is_loopback(host) and not settings.server.allow_unauthenticated
-    if exposed and asyncio.run(_with_keys(settings, "exists", None)) != 0:
+    # Opening the database here also stops the start with one line when it (or the data folder) cannot be used.
+    keys_exist = asyncio.run(_with_keys(settings, "exists", None)) == 0
+    if exposed and not keys_exist:
         print(
             f"refusing to listen on {host}: no API key exists, so anyone who can reach it could use it. "
             "Create one with `oasis keys create --project NAME`, or pass --allow-unauthenticated.",

@@ -27,6 +27,8 @@ def brackets_in(chunk: bytes) -> int:
 
 def too_deep(body: bytes) -> bool:
     """True when the JSON body nests objects and arrays more than MAX_DEPTH levels deep."""
+    if brackets_in(body) <= MAX_DEPTH:
+        return False  # too few to nest that deep: nothing to measure
     structure = _STRING.sub(b"", body)
     depth = 0
     for start in range(0, len(structure), _BLOCK):
