@@ -93,15 +93,20 @@ def test_what_the_machine_refuses_is_one_line_naming_it(tmp_path: Path, env: dic
         port = taken.getsockname()[1]
         in_use = run_oasis("serve", "--port", str(port), "--data-dir", str(tmp_path / "d"), env=env)
     blank_project = run_oasis("keys", "create", "--project", " ", "--data-dir", str(tmp_path / "d"), env=env)
+    # Unanswered, Redis would let every request by the rate limits: the start says so instead.
+    no_redis = run_oasis(
+        "serve", "--data-dir", str(tmp_path / "d"), env={**env, "OASIS_REDIS_URL": "redis://:hunter2@127.0.0.1:9/0"}
+    )
     for failed, named in (
         (not_a_folder, "a-file/data"),
         (unreachable, "postgresql+asyncpg://127.0.0.1:9/test"),
         (in_use, f"127.0.0.1:{port}"),
         (blank_project, "--project"),
+        (no_redis, "redis_url: redis://127.0.0.1:9/0"),
     ):
         assert failed.returncode == 2, failed.stderr
         assert "Traceback" not in failed.stderr and named in failed.stderr, failed.stderr
-    assert "hunter2" not in unreachable.stderr
+    assert "hunter2" not in unreachable.stderr and "hunter2" not in no_redis.stderr
     assert "loaded" not in in_use.stderr and "loading" not in in_use.stderr, in_use.stderr
 
 

@@ -55,13 +55,16 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _without_password(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.rpartition('@')[2]}"
+
+
 def _database_name(settings: Settings) -> str:
     """The database a command uses, without a password."""
     if settings.database_url is None:
         return str(settings.data_dir / "oasis.db")
-    url = settings.sqlalchemy_url
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://{rest.rpartition('@')[2]}"
+    return _without_password(settings.sqlalchemy_url)
 
 
 def _check_data_dir(settings: Settings) -> None:
@@ -139,7 +142,8 @@ async def _with_keys(settings: Settings, action: str, argument: str | None, *, m
 
 async def _check_blobs(settings: Settings) -> None:
     """A blob store that cannot be used (S3 keys refused, no bucket) stops the start with one line, rather than
-    failing the first upload with a 500; so does a Redis URL without the package to reach it."""
+    failing the first upload with a 500; so does a Redis that cannot be reached, or without the package to reach
+    it."""
     from oasis.blobs import blob_store
 
     if settings.redis_url is not None:
@@ -147,6 +151,14 @@ async def _check_blobs(settings: Settings) -> None:
             import redis.asyncio  # noqa: F401
         except ModuleNotFoundError:
             raise ConfigError("redis_url needs the redis package: pip install 'oasis[redis]'") from None
+        from oasis.storage.rate_buckets import RedisBuckets
+
+        url = settings.redis_url.get_secret_value()
+        buckets = RedisBuckets(url)
+        try:
+            await buckets.check(_without_password(url))
+        finally:
+            await buckets.close()
     store = blob_store(settings)
     try:
         await store.check()
@@ -314,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError) as exc:
         # Mistakes found after reading the file (a model's options, its weights) name the file too.
         where = getattr(args, "config_used", None)
-        message = str(exc) if where is None or str(exc).startswith(str(where)) else f"{where}: {exc}"
+        message = str(exc) if where is None or str(where) in str(exc) else f"{where}: {exc}"
         print(f"oasis: {message}", file=sys.stderr)
         return 2
     except OasisError as exc:

@@ -116,7 +116,11 @@ class Container:
     batch_runner: BatchRunner
     sweeper: BlobSweeper
     batches: BatchService
+    # Ingestion and the blob sweeper.
     worker: WorkerLoop
+    # A batch runs for up to a day: batches have a loop of their own, so that files are still indexed (and
+    # blobs swept) meanwhile.
+    batch_loop: WorkerLoop
     assistants: AssistantService
     threads: ThreadService
     runs: RunService
@@ -158,7 +162,8 @@ class Container:
         secret = settings.images.url_secret
         links = ImageLinks(blobs, secret.get_secret_value() if secret else None, settings.images.public_url)
         sweeper = BlobSweeper(db, blobs, settings.workers.sweep_seconds, expiring=[links.sweep])
-        worker = WorkerLoop([ingestion, batch_runner, sweeper], settings.workers.poll_seconds)
+        worker = WorkerLoop([ingestion, sweeper], settings.workers.poll_seconds)
+        batch_loop = WorkerLoop([batch_runner], settings.workers.poll_seconds)
         embedding_model = settings.vector_stores.embedding_model
         resolved = registry.resolve(embedding_model)
         vector_stores = VectorStoreService(db, resolved.id if resolved else embedding_model, worker.wake)
@@ -220,8 +225,9 @@ class Container:
             ingestion=ingestion,
             batch_runner=batch_runner,
             sweeper=sweeper,
-            batches=BatchService(db, worker.wake),
+            batches=BatchService(db, batch_loop.wake),
             worker=worker,
+            batch_loop=batch_loop,
             assistants=AssistantService(db, registry, vector_stores, fine_tuned.ensure),
             threads=ThreadService(db, vector_stores),
             runs=RunService(
@@ -258,6 +264,7 @@ class Container:
 
     async def run_jobs(self) -> None:
         loops = {self.worker: asyncio.create_task(self.worker.run())}
+        loops[self.batch_loop] = asyncio.create_task(self.batch_loop.run())
         loops[self.run_worker_loop] = asyncio.create_task(self.run_worker_loop.run())
         loops[self.fine_tuning_loop] = asyncio.create_task(self.fine_tuning_loop.run())
         try:

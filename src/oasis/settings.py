@@ -338,7 +338,9 @@ def _plain(exc: ValidationError, raw: Any) -> str:
         if error["type"] == "extra_forbidden":
             problems.append(f"unknown key {place}")
         else:
-            problems.append(f"{place}: {str(error['msg']).removeprefix('Value error, ')}")
+            message = str(error["msg"]).removeprefix("Value error, ")
+            # A check across the whole file (an alias used twice) has no place of its own.
+            problems.append(f"{place}: {message}" if error["loc"] else message)
     return "; ".join(problems)
 
 

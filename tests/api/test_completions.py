@@ -142,6 +142,33 @@ async def test_tokenizer_extensions_round_trip(chat_oasis: Harness) -> None:
     assert bad.status_code == 400 and unknown.status_code == 404
 
 
+async def test_lm_eval_finds_the_end_of_text_token_and_the_generated_one_last(chat_oasis: Harness) -> None:
+    """lm-eval's remote tokenizer finds EOS by tokenizing its text with add_special_tokens false, and its
+    loglikelihood reads `token_logprobs[ctxlen:-1]`: the last entry must be the generated token, even when that
+    token ends the text."""
+    async with chat_oasis.http() as http:
+        eos = (await http.post("/tokenize", json={"prompt": "<|im_end|>", "add_special_tokens": False})).json()
+        prompt = (await http.post("/tokenize", json={"prompt": PROMPT, "add_special_tokens": False})).json()
+    assert eos["count"] == 1
+    (eos_id,) = eos["tokens"]
+    client = chat_oasis.sdk()
+    for echo in (False, True):
+        reply = await client.completions.create(
+            model=MODEL,
+            prompt=PROMPT,
+            max_tokens=1,
+            temperature=0,
+            logprobs=1,
+            echo=echo,
+            logit_bias={str(eos_id): 100},
+        )
+        choice = reply.choices[0]
+        assert choice.finish_reason == "stop" and reply.usage and reply.usage.completion_tokens == 1
+        assert choice.logprobs and choice.logprobs.token_logprobs
+        assert len(choice.logprobs.token_logprobs) == (prompt["count"] + 1 if echo else 1)
+        assert choice.logprobs.token_logprobs[-1] is not None and choice.logprobs.token_logprobs[-1] <= 0
+
+
 async def test_a_prompt_list_the_queue_cannot_hold_is_refused_whole(start_oasis: Any) -> None:
     """A request needing more sequences than the queue can ever hold is a 400 (a 429 would be retried forever, by
     the SDK and by a batch). One that fits, but not beside the work already queued, gets a 429, and the

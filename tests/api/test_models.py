@@ -145,6 +145,10 @@ async def test_a_failed_model_fails_alone(start_oasis: Callable[..., Any]) -> No
         await client.chat.completions.create(model="bad-chat", messages=[{"role": "user", "content": "hi"}])
     assert failed.value.status_code == 503
     assert "failed to load" in failed.value.message and "unreadable" in failed.value.message
+    # Retrieving it answers as using it does, not as if it were there.
+    with pytest.raises(openai.InternalServerError) as retrieved:
+        await client.models.retrieve("bad-chat")
+    assert retrieved.value.status_code == 503 and "unreadable" in retrieved.value.message
 
 
 async def test_health_needs_a_ready_model_of_every_kind(start_oasis: Callable[..., Any]) -> None:

@@ -41,6 +41,27 @@ async def test_concurrent_adds_of_one_file_attach_it_once(embed_oasis: Harness) 
     assert sorted(found) == list(range(len(found)))  # each chunk once
 
 
+async def test_threads_sharing_a_store_attach_one_file_at_once_without_errors(embed_oasis: Harness) -> None:
+    """Messages in two threads that share one vector store attach the same file at the same moment: both are
+    created, and the store holds the file once (on PostgreSQL the second insert broke the unique index: 500)."""
+    client = embed_oasis.sdk()
+    store = await stores(client).create(name="shared")
+    resources: Any = {"file_search": {"vector_store_ids": [store.id]}}
+    threads = [await client.beta.threads.create(tool_resources=resources) for _ in range(4)]
+    file_ids = [await upload(client, f"racing-{n}.txt", DOCUMENTS["tax.txt"]) for n in range(3)]
+    for file_id in file_ids:
+        attachment: Any = {"file_id": file_id, "tools": [{"type": "file_search"}]}
+        made = await asyncio.gather(
+            *(
+                client.beta.threads.messages.create(thread.id, role="user", content="tax?", attachments=[attachment])
+                for thread in threads
+            )
+        )
+        assert all(message.attachments[0].file_id == file_id for message in made)  # type: ignore[index]
+    listed = await stores(client).files.list(vector_store_id=store.id, limit=100)
+    assert sorted(item.id for item in listed.data) == sorted(file_ids)
+
+
 async def _chunk_count(harness: Harness, store_id: str) -> int:
     async with harness.container.db.session() as session:
         return int(

@@ -249,6 +249,31 @@ async def test_deletes_cascade_to_chunks_and_search(embed_oasis: Harness) -> Non
     assert left == []
 
 
+async def test_a_deleted_file_leaves_every_store_that_held_it(embed_oasis: Harness) -> None:
+    """OpenAI: deleting a file removes it from all vector stores; its text must not come back from search."""
+    client = embed_oasis.sdk()
+    first, ids = await completed_store(embed_oasis, {n: DOCUMENTS[n] for n in ("solar.txt", "chess.txt")})
+    second = (await stores(client).create(name="also", file_ids=[ids["solar.txt"]])).id
+    await wait_for(lambda: _completed(client, second))
+    assert ids["solar.txt"] in {hit["file_id"] for hit in await search(embed_oasis, second, "photovoltaic cells")}
+
+    assert (await client.files.delete(ids["solar.txt"])).deleted
+    for store_id in (first, second):
+        hits = await search(embed_oasis, store_id, "photovoltaic solar panels inverter")
+        assert ids["solar.txt"] not in {hit["file_id"] for hit in hits}
+        listed = await stores(client).files.list(vector_store_id=store_id)
+        assert ids["solar.txt"] not in {item.id for item in listed.data}
+    assert (await stores(client).retrieve(first)).file_counts.total == 1
+    assert (await stores(client).retrieve(second)).file_counts.total == 0
+    async with embed_oasis.container.db.session() as session:
+        kept = (await session.scalars(select(VectorStoreChunk.file_id).distinct())).all()
+    assert kept == [ids["chess.txt"]]
+
+
+async def _completed(client: openai.AsyncOpenAI, store_id: str) -> bool:
+    return bool((await stores(client).retrieve(store_id)).status == "completed")
+
+
 async def test_list_modify_and_paginate_stores(embed_oasis: Harness) -> None:
     client = embed_oasis.sdk()
     made = [await stores(client).create(name=f"store {i}", metadata={"n": str(i)}) for i in range(3)]
@@ -329,6 +354,34 @@ async def test_static_chunking_and_attribute_filters(embed_oasis: Harness) -> No
     assert hits[0]["attributes"] == {"topic": "sea", "year": 1900}
     hits = await search(embed_oasis, store.id, "lighthouse", filters={"type": "gt", "key": "year", "value": 1950})
     assert hits == []
+
+
+async def test_filters_narrow_the_search_before_ranking(embed_oasis: Harness) -> None:
+    """A file the filter keeps is found even when dozens of chunks of other files match the query better."""
+    client = embed_oasis.sdk()
+    store = await stores(client).create(name="filtered")
+    lighthouses = " ".join(f"Paragraph {i} tells how lighthouse number {i} guided ships at sea." for i in range(400))
+    many = await upload(client, "lighthouses.txt", lighthouses)
+    one = await upload(client, "coffee.md", DOCUMENTS["coffee.md"])
+    static = {"type": "static", "static": {"max_chunk_size_tokens": 100, "chunk_overlap_tokens": 0}}
+    async with embed_oasis.http() as http:
+        for file_id, language in ((many, "en"), (one, "fr")):
+            made = await http.post(
+                f"/v1/vector_stores/{store.id}/files",
+                json={"file_id": file_id, "chunking_strategy": static, "attributes": {"lang": language}},
+            )
+            assert made.status_code == 200, made.text
+
+    async def settled() -> Any:
+        current = await stores(client).retrieve(store.id)
+        return current if current.file_counts.completed == 2 else None
+
+    await wait_for(settled)
+    query = "lighthouse guided ships at sea"
+    unfiltered = await search(embed_oasis, store.id, query, max_num_results=50)
+    assert len(unfiltered) > 40 and one not in {hit["file_id"] for hit in unfiltered[:40]}
+    hits = await search(embed_oasis, store.id, query, filters={"type": "eq", "key": "lang", "value": "fr"})
+    assert [hit["file_id"] for hit in hits] == [one]
 
 
 async def test_other_projects_get_404s(embed_oasis: Harness) -> None:

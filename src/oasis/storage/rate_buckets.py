@@ -103,6 +103,18 @@ class RedisBuckets:
         self._prefix = prefix
         self._script = self._redis.register_script(_TAKE_SCRIPT)
 
+    async def check(self, where: str) -> None:
+        """Raises ConfigError, in one line, when the server at `where` does not answer or refuses us: a wrong
+        URL or password shows at start-up, where later the limiter would quietly let every request by."""
+        import redis.exceptions
+
+        from oasis.settings import ConfigError
+
+        try:
+            await self._redis.ping()
+        except (redis.exceptions.RedisError, OSError) as exc:
+            raise ConfigError(f"redis_url: {where} cannot be used: {exc}") from None
+
     async def take(self, takes: list[Take]) -> Outcome:
         arguments: list[int] = []
         for t in takes:

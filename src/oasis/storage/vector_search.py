@@ -33,26 +33,45 @@ async def touch_store(session: AsyncSession, store_id: str) -> None:
     await session.execute(update(VectorStore).where(VectorStore.id == store_id).values(last_active_at=now()))
 
 
-async def live_embeddings(session: AsyncSession, store_id: str) -> list[tuple[int, bytes]]:
-    """(chunk id, little-endian float32 vector) of every chunk of the store's completed files, by chunk id."""
-    result = await session.execute(text(f"SELECT c.id, c.embedding {_LIVE_CHUNKS} ORDER BY c.id"), {"store": store_id})
-    return [(int(row[0]), bytes(row[1])) for row in result]
+async def live_embeddings(session: AsyncSession, store_id: str) -> list[tuple[int, int, bytes]]:
+    """(chunk id, its file's row, little-endian float32 vector) of every chunk of the store's completed files, by
+    chunk id."""
+    result = await session.execute(
+        text(f"SELECT c.id, c.file_seq, c.embedding {_LIVE_CHUNKS} ORDER BY c.id"), {"store": store_id}
+    )
+    return [(int(row[0]), int(row[1]), bytes(row[2])) for row in result]
 
 
-async def keyword_ranked(session: AsyncSession, store_id: str, words: list[str], depth: int) -> list[int]:
-    """Ids of the live chunks holding any of the words, best first, at most `depth`."""
+async def live_file_attributes(session: AsyncSession, store_id: str) -> list[tuple[int, dict[str, Any]]]:
+    """(row, attributes) of each completed file of the store: what a search's filters are checked against."""
+    result = await session.execute(
+        text(
+            "SELECT f.seq, f.attributes_json FROM vector_store_files f WHERE f.vector_store_id = :store "
+            "AND f.status = 'completed' AND f.deleted_at IS NULL"
+        ),
+        {"store": store_id},
+    )
+    return [(int(row[0]), json.loads(row[1])) for row in result]
+
+
+async def keyword_ranked(
+    session: AsyncSession, store_id: str, words: list[str], depth: int, file_seqs: list[int] | None = None
+) -> list[int]:
+    """Ids of the live chunks holding any of the words, best first, at most `depth`; only those of the files
+    `file_seqs` when given."""
+    among = f" AND c.file_seq IN ({_id_list(file_seqs)})" if file_seqs is not None else ""
     if _is_sqlite(session):
         statement = text(
             "SELECT c.id FROM vector_store_chunks_fts "
             "JOIN vector_store_chunks c ON c.id = vector_store_chunks_fts.rowid "
             "JOIN vector_store_files f ON f.seq = c.file_seq "
             "WHERE vector_store_chunks_fts MATCH :match AND c.vector_store_id = :store "
-            "AND f.status = 'completed' AND f.deleted_at IS NULL "
+            f"AND f.status = 'completed' AND f.deleted_at IS NULL{among} "
             "ORDER BY bm25(vector_store_chunks_fts) LIMIT :depth"
         )
     else:
         statement = text(
-            f"SELECT c.id {_LIVE_CHUNKS} AND c.text_search @@ to_tsquery('english', :match) "
+            f"SELECT c.id {_LIVE_CHUNKS}{among} AND c.text_search @@ to_tsquery('english', :match) "
             "ORDER BY ts_rank_cd(c.text_search, to_tsquery('english', :match)) DESC LIMIT :depth"
         )
     params = {"match": _any_of(session, words), "store": store_id, "depth": depth}

@@ -16,12 +16,17 @@ from oasis.storage.tables import VectorStore, VectorStoreChunk, VectorStoreFile,
 WAITING_FILE = (VectorStoreFile.status == "in_progress", VectorStoreFile.deleted_at.is_(None))
 
 
-async def get_store(session: AsyncSession, project_id: str, store_id: str) -> VectorStore | None:
-    return await session.scalar(
-        select(VectorStore).where(
-            VectorStore.id == store_id, VectorStore.project_id == project_id, VectorStore.deleted_at.is_(None)
-        )
+async def get_store(
+    session: AsyncSession, project_id: str, store_id: str, for_update: bool = False
+) -> VectorStore | None:
+    """The live store; `for_update` locks its row until the transaction ends (PostgreSQL; SQLite's writers are
+    serialized anyway)."""
+    query = select(VectorStore).where(
+        VectorStore.id == store_id, VectorStore.project_id == project_id, VectorStore.deleted_at.is_(None)
     )
+    if for_update:
+        query = query.with_for_update().execution_options(populate_existing=True)
+    return await session.scalar(query)
 
 
 async def list_stores(session: AsyncSession, project_id: str, page: PageRequest) -> Page[VectorStore]:
@@ -170,6 +175,27 @@ async def tombstone_store_files(session: AsyncSession, store_id: str, stamp: int
         .where(VectorStoreFile.vector_store_id == store_id, VectorStoreFile.deleted_at.is_(None))
         .values(deleted_at=stamp)
     )
+
+
+async def detach_everywhere(session: AsyncSession, project_id: str, file_id: str, stamp: int) -> None:
+    """Takes a deleted file out of every store that holds it: its attachments tombstoned (a worker ingesting
+    one stops at its next step), its chunks dropped, and the stores' content versions moved on, so that no
+    replica's search returns its text again."""
+    attached = list(
+        (
+            await session.execute(
+                select(VectorStoreFile.seq, VectorStoreFile.vector_store_id).where(
+                    VectorStoreFile.id == file_id,
+                    VectorStoreFile.project_id == project_id,
+                    VectorStoreFile.deleted_at.is_(None),
+                )
+            )
+        ).all()
+    )
+    for seq, store_id in attached:
+        await session.execute(update(VectorStoreFile).where(VectorStoreFile.seq == seq).values(deleted_at=stamp))
+        await drop_chunks(session, file_seq=seq)
+        await bump_version(session, store_id)
 
 
 async def cancel_unfinished_files(session: AsyncSession, batch_id: str) -> list[int]:

@@ -264,6 +264,9 @@ class LlamaCppEngine:
         self._chain_draw = ChainDraw(self._n_vocab)
         trained = lib.llama_model_n_ctx_train(self._model)
         self._context_length = min(self._requested_context, trained) if trained > 0 else self._requested_context
+        # No step holds more tokens than the whole cache (llama.cpp clamps n_batch so too); a larger setting
+        # would only allocate batch and output buffers that can never fill.
+        self._batch_size = min(self._batch_size, self._context_length * self._parallel)
         context_params = lib.llama_context_default_params()
         context_params.n_ctx = self._context_length * self._parallel
         context_params.n_batch = self._batch_size

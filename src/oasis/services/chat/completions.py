@@ -306,10 +306,11 @@ def _legacy_logprobs(
 ) -> dict[str, Any]:
     """The legacy shape; with echo the prompt's tokens come first, the very first one without a logprob."""
     engine = job.engine
-    visible = [token for token in generated if token.piece or token.finish_reason is None]
+    # Every generated token, the end-of-text one too (as OpenAI and vLLM, and this server's streams): usage
+    # counts it, and lm-eval reads `token_logprobs[ctxlen:-1]`, taking the last entry for the generated one.
     if not job.echo:
-        return _token_logprobs(engine, visible, len(prompt.text))
+        return _token_logprobs(engine, generated, len(prompt.text))
     first_text, _ = token_text(engine, prompt.tokens[0])
     head = {"tokens": [first_text], "token_logprobs": [None], "top_logprobs": [None], "text_offset": [0]}
-    rest = _token_logprobs(engine, [*scored, *visible], len(first_text))
+    rest = _token_logprobs(engine, [*scored, *generated], len(first_text))
     return {key: head[key] + rest[key] for key in head}

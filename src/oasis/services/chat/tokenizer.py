@@ -38,7 +38,9 @@ class TokenizerService:
 
     def tokenize(self, model: str | None, prompt: str, add_special_tokens: bool) -> dict[str, Any]:
         _, engine = self._engine(model)
-        tokens = engine.tokenize(prompt, add_special=add_special_tokens, parse_special=add_special_tokens)
+        # As vLLM's: the text of a special token is that token whatever `add_special_tokens` (which only adds
+        # BOS/EOS); lm-eval finds the BOS and EOS ids by tokenizing their text with it false.
+        tokens = engine.tokenize(prompt, add_special=add_special_tokens, parse_special=True)
         return {"tokens": tokens, "count": len(tokens), "max_model_len": engine.context_length}
 
     def detokenize(self, model: str | None, tokens: list[int]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from oasis.services.files.checks import LINE_CHECKS
 from oasis.storage import batches as batch_rows
 from oasis.storage import files as file_rows
 from oasis.storage import fine_tuning as fine_tuning_rows
+from oasis.storage import vector_stores as vector_store_rows
 from oasis.storage.clock import new_id, now
 from oasis.storage.db import Conflict, Database
 from oasis.storage.pagination import Page, PageRequest
@@ -148,6 +149,8 @@ class FileService:
             if row is None:
                 raise _file_not_found(file_id)
             await file_rows.mark_deleted(session, row)
+            # As OpenAI does: a deleted file leaves every vector store, so search no longer returns its text.
+            await vector_store_rows.detach_everywhere(session, project_id, file_id, now())
             # An unfinished batch or fine-tuning job still reads its input: the bytes stay until the blob sweeper
             # finds them unused.
             keep_bytes = await batch_rows.input_in_use(session, file_id) or bool(

@@ -33,16 +33,21 @@ def check_known(registry: EngineRegistry, model: str) -> None:
         )
 
 
+def check_not_failed(registry: EngineRegistry, model: str) -> None:
+    """503 `model_failed`, with the reason, for a configured model that failed to load."""
+    state = registry.state(model)
+    if state is not None and state.status == "failed":
+        raise OasisError(
+            503, f"The model '{model}' failed to load: {state.error}", type="server_error", code="model_failed"
+        )
+
+
 def loaded_engine(registry: EngineRegistry, model: str) -> Engine:
     """404 for an unknown model, 503 while it is still loading or when it failed to load (with the reason)."""
     check_known(registry, model)
     engine = registry.engine(model)
     if engine is None:
-        state = registry.state(model)
-        if state is not None and state.status == "failed":
-            raise OasisError(
-                503, f"The model '{model}' failed to load: {state.error}", type="server_error", code="model_failed"
-            )
+        check_not_failed(registry, model)
         raise OasisError(
             503, f"The model '{model}' is still loading; retry shortly.", type="server_error", code="model_loading"
         )

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from oasis.engines.registry import EngineRegistry
 from oasis.errors import not_found, permission_denied
 from oasis.protocol import openapi_types as spec
+from oasis.services.models.engine_lookup import check_not_failed
 from oasis.storage import models as model_rows
 from oasis.storage.db import Database
 
@@ -58,6 +59,8 @@ class ModelService:
     async def retrieve(self, project_id: str, model: str) -> spec.Model:
         model_spec = self._registry.resolve(model) if self._registry.configured(model) else None
         if model_spec is not None:
+            # The list leaves a failed model out; retrieving it says why, as using it would.
+            check_not_failed(self._registry, model)
             return spec.Model(id=model, object="model", created=self._started_at, owned_by=model_spec.owned_by)
         async with self._db.session() as session:
             row = await model_rows.get_model(session, project_id, model)

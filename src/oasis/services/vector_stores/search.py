@@ -58,6 +58,7 @@ class Hit:
 class _StoreVectors:
     version: int
     chunk_ids: np.ndarray
+    file_seqs: np.ndarray  # each chunk's file row: filters narrow the search by file
     matrix: np.ndarray
     index: Any = None
     building: bool = False
@@ -69,7 +70,8 @@ class _StoreVectors:
     @property
     def nbytes(self) -> int:
         # An HNSW index holds a copy of the vectors plus its links: count it as as much again.
-        return (self.matrix.nbytes + self.chunk_ids.nbytes) * (2 if self.index is not None else 1)
+        own = self.matrix.nbytes + self.chunk_ids.nbytes + self.file_seqs.nbytes
+        return own * (2 if self.index is not None else 1)
 
 
 def _one_blas_thread() -> None:
@@ -119,13 +121,19 @@ class VectorSearch:
         background = await self._background(store.embedding_model)
         depth = max(30, 3 * max_results)
         cached = await self._vectors(store)
+        # Filters narrow what is searched, as OpenAI's do: filtering the best candidates afterwards would leave
+        # a search for one rarely relevant file with nothing.
+        allowed = None if filters is None else await self._files_matching(store_id, filters)
+        if allowed is not None and not allowed:
+            return []
+        mask = None if allowed is None else np.isin(cached.file_seqs, allowed)
         candidates: dict[int, None] = {}
         for vector in vectors:
-            candidates.update(dict.fromkeys(self._nearest(cached, vector, depth)))
+            candidates.update(dict.fromkeys(self._nearest(cached, vector, depth, mask)))
         # One session for the keyword queries and the hit details: each checkout is a round trip on PostgreSQL.
         async with self._db.session() as session:
             for query in queries:
-                candidates.update(dict.fromkeys(await self._keyword(session, store_id, cached, query, depth)))
+                candidates.update(dict.fromkeys(await self._keyword(session, store_id, cached, query, depth, allowed)))
             # Chunks of a file deleted meanwhile are missing from the details, and so from the hits.
             details = await rows.chunk_details(session, list(candidates))
         if filters is not None:
@@ -167,6 +175,12 @@ class VectorSearch:
             scores[chunk_id] = best
         return scores
 
+    async def _files_matching(self, store_id: str, filters: dict[str, Any]) -> list[int]:
+        """The rows of the store's files whose attributes pass the filters."""
+        async with self._db.session() as session:
+            files = await rows.live_file_attributes(session, store_id)
+        return [seq for seq, attributes in files if matches(filters, attributes)]
+
     async def _background(self, model: str) -> np.ndarray:
         """The background passages embedded with `model`, once per process."""
         found = self._backgrounds.get(model)
@@ -195,9 +209,10 @@ class VectorSearch:
         async with self._db.session() as session:
             found = await rows.live_embeddings(session, store.id)
         ids = np.fromiter((row[0] for row in found), dtype=np.int64, count=len(found))
-        blob = b"".join(bytes(row[1]) for row in found)
+        file_seqs = np.fromiter((row[1] for row in found), dtype=np.int64, count=len(found))
+        blob = b"".join(row[2] for row in found)
         matrix = np.frombuffer(blob, dtype="<f4").reshape(len(found), -1) if found else np.zeros((0, 1), np.float32)
-        loaded = _StoreVectors(store.content_version, ids, matrix)
+        loaded = _StoreVectors(store.content_version, ids, file_seqs, matrix)
         self._cache[store.id] = loaded
         self._cache.move_to_end(store.id)
         self._evict(keep=store.id)
@@ -239,30 +254,42 @@ class VectorSearch:
         asyncio.get_running_loop().run_in_executor(None, build)
 
     @staticmethod
-    def _nearest(vectors: _StoreVectors, query: np.ndarray, depth: int) -> list[int]:
-        count = len(vectors.chunk_ids)
+    def _nearest(vectors: _StoreVectors, query: np.ndarray, depth: int, mask: np.ndarray | None = None) -> list[int]:
+        """The `depth` chunks nearest the query; among those `mask` marks, when given (exactly, by a product
+        with just those rows: the HNSW index cannot be narrowed to them without walking most of it)."""
+        rows_searched = np.flatnonzero(mask) if mask is not None else None
+        count = len(vectors.chunk_ids) if rows_searched is None else len(rows_searched)
         if count == 0:
             return []
         depth = min(depth, count)
-        if vectors.index is not None:
+        if vectors.index is not None and rows_searched is None:
             labels, _ = vectors.index.knn_query(query.reshape(1, -1), k=depth)
             return [int(vectors.chunk_ids[label]) for label in labels[0]]
-        scores = vectors.matrix @ query
+        matrix = vectors.matrix if rows_searched is None else vectors.matrix[rows_searched]
+        scores = matrix @ query
         top = np.argpartition(-scores, depth - 1)[:depth]
         top = top[np.argsort(-scores[top])]
+        if rows_searched is not None:
+            top = rows_searched[top]
         return [int(vectors.chunk_ids[i]) for i in top]
 
     # --- keywords ---------------------------------------------------------------------------------------
 
     async def _keyword(
-        self, session: Session, store_id: str, cached: _StoreVectors, query: str, depth: int
+        self,
+        session: Session,
+        store_id: str,
+        cached: _StoreVectors,
+        query: str,
+        depth: int,
+        file_seqs: list[int] | None,
     ) -> list[int]:
         words = list(dict.fromkeys(word.lower() for word in _WORDS.findall(query)))[:32]
         if len(cached.chunk_ids) >= COMMON_WORD_MIN_CHUNKS:
             words = await self._without_common_words(session, store_id, cached, words)
         if not words:
             return []
-        return await rows.keyword_ranked(session, store_id, words, depth)
+        return await rows.keyword_ranked(session, store_id, words, depth, file_seqs)
 
     async def _without_common_words(
         self, session: Session, store_id: str, cached: _StoreVectors, words: list[str]

@@ -180,7 +180,11 @@ class VectorStoreService:
 
     async def add_files_in(self, session: Session, project_id: str, store_id: str, file_ids: list[str]) -> None:
         """Attaches the files not yet in the store, with the default chunking, inside the caller's transaction."""
-        store = await self._store(session, project_id, store_id)
+        # Locked: messages of two threads sharing the store may attach the same file at once, and the second
+        # must see the first's row rather than break the unique index (the caller's transaction is not retried).
+        store = await rows.get_store(session, project_id, store_id, for_update=True)
+        if store is None:
+            raise _store_not_found(store_id)
         await self._check_files(session, project_id, file_ids)
         strategy = chunking_from_request(None)
         for file_id in dict.fromkeys(file_ids):
