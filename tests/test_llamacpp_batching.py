@@ -99,4 +99,3 @@ async def test_sequences_left_apart_by_finished_ones_move_together_and_answer_th
     two_token_steps = [ubatches for tokens, ubatches in ubatch_counter if tokens == 2]
     assert len(two_token_steps) > 50, ubatch_counter
     assert sum(ubatches > 1 for ubatches in two_token_steps) <= _SETTLE_STEPS, ubatch_counter
-
