@@ -45,6 +45,17 @@ async def update_held(
     return moved.rowcount == 1  # type: ignore[attr-defined]
 
 
+async def request_cancel(session: AsyncSession, seq: int, stamp: int) -> bool:
+    """Moves the batch to `cancelling` only while it is still validating or in progress: a worker that finished
+    it meanwhile must not see its final status turned back."""
+    moved = await session.execute(
+        update(BatchJob)
+        .where(BatchJob.seq == seq, BatchJob.status.in_(("validating", "in_progress")))
+        .values(status="cancelling", cancelling_at=stamp)
+    )
+    return moved.rowcount == 1  # type: ignore[attr-defined]
+
+
 async def answered_lines(session: AsyncSession, batch_seq: int) -> set[int]:
     return set((await session.scalars(select(BatchResult.line).where(BatchResult.batch_seq == batch_seq))).all())
 

@@ -113,12 +113,12 @@ class BatchRunner:
             attempts = job.attempts if job is not None else 0
         if attempts < MAX_ATTEMPTS:
             return
-        error = {
-            "code": "server_error",
-            "message": f"The batch failed {attempts} times; the last error: {type(exc).__name__}: {exc}",
-            "param": None,
-            "line": None,
-        }
+        await self._give_up(
+            seq, owner, f"The batch failed {attempts} times; the last error: {type(exc).__name__}: {exc}"
+        )
+
+    async def _give_up(self, seq: int, owner: str, message: str) -> None:
+        error = {"code": "server_error", "message": message, "param": None, "line": None}
         with contextlib.suppress(_Stop):
             await self._set(
                 seq,
@@ -140,6 +140,16 @@ class BatchRunner:
         batch = await self._batch(seq)
         serve_for_project(batch.project_id)  # its lines may name the project's fine-tunes, and no other's
         log.info("batch %s: %s, attempt %s", batch.id, batch.status, batch.attempts)
+        if batch.attempts > MAX_ATTEMPTS and batch.status in ("validating", "in_progress"):
+            # Leased again and again without a result stored in between: each time the process ended (a crash,
+            # a kill for memory) rather than raise, so no error handler counted it. A request that brings the
+            # worker down must not do so for ever.
+            await self._give_up(
+                seq,
+                owner,
+                f"The worker stopped {batch.attempts - 1} times while running this batch without storing a result.",
+            )
+            return
         try:
             if batch.status == "validating":
                 errors, total = await self._validate(batch)
@@ -151,6 +161,8 @@ class BatchRunner:
             if batch.status == "in_progress":
                 if now() < batch.expires_at:
                     await self._run_lines(batch, owner)
+                batch = await self._batch(seq)
+            if batch.status == "in_progress":
                 await self._set(seq, owner, ("in_progress",), status="finalizing", finalizing_at=now())
                 batch = await self._batch(seq)
             if batch.status in ("finalizing", "cancelling"):
@@ -214,9 +226,13 @@ class BatchRunner:
         handler = self._endpoints[batch.endpoint]
         # Bounded: the reader stays a few lines ahead of the requests in flight, whatever the file's size.
         queue: asyncio.Queue[_Line | None] = asyncio.Queue(maxsize=self._concurrency * 2)
+        # Set when a result finds the batch cancelling: no new request starts; those in flight finish and are kept.
+        cancelling = asyncio.Event()
 
         async def read() -> None:
             async for _, line, _ in self._lines(batch):
+                if cancelling.is_set():
+                    break
                 if line is not None and line.number not in done:
                     await queue.put(line)
             for _ in range(self._concurrency):
@@ -225,10 +241,11 @@ class BatchRunner:
         async def work() -> None:
             background_work.set(True)  # this task's engine requests queue behind online ones
             while (line := await queue.get()) is not None:
-                if now() >= batch.expires_at:
-                    continue  # past the window: drain the queue so the reader finishes; these lines expire
+                if cancelling.is_set() or now() >= batch.expires_at:
+                    continue  # drain the queue so the reader finishes; these lines are cancelled or expire
                 status_code, body = await self._call(handler, line.body)
-                await self._record(batch, owner, line, status_code, body)
+                if not await self._record(batch, owner, line, status_code, body):
+                    cancelling.set()
 
         tasks = [asyncio.create_task(read()), *(asyncio.create_task(work()) for _ in range(self._concurrency))]
         try:
@@ -268,13 +285,22 @@ class BatchRunner:
                 failure = OasisError(500, "The server had an error while processing this request.", type="server_error")
             return failure.status, _envelope(failure)
 
-    async def _record(self, batch: BatchJob, owner: str, line: _Line, status_code: int, body: dict[str, Any]) -> None:
+    async def _record(self, batch: BatchJob, owner: str, line: _Line, status_code: int, body: dict[str, Any]) -> bool:
+        """Stores one result with the counters; False when the batch is being cancelled (the result is kept, as
+        OpenAI keeps the requests in flight at a cancel)."""
         ok = status_code == 200
-        counters = {"completed": BatchJob.completed + (1 if ok else 0), "failed": BatchJob.failed + (0 if ok else 1)}
+        counters = {
+            "completed": BatchJob.completed + (1 if ok else 0),
+            "failed": BatchJob.failed + (0 if ok else 1),
+            "attempts": 1,  # progress: the leases that came before count no more towards giving up
+        }
+        running = True
         async with self._db.session() as session:
             if not await batch_rows.update_held(session, batch.seq, owner, ("in_progress",), counters):
-                await session.rollback()
-                raise _Stop
+                running = False
+                if not await batch_rows.update_held(session, batch.seq, owner, ("cancelling",), counters):
+                    await session.rollback()
+                    raise _Stop  # the lease was lost, or the batch was deleted
             session.add(
                 BatchResult(
                     id=new_id("batch_req_"),
@@ -288,6 +314,7 @@ class BatchRunner:
                 )
             )
             await session.commit()
+        return running
 
     # --- output -------------------------------------------------------------------------------------------
 

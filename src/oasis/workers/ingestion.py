@@ -119,6 +119,13 @@ class IngestionRunner:
         )
         if stored is None:
             raise _Failed("invalid_file", f"The file {job.id} was deleted before it could be indexed.")
+        if job.attempts > MAX_ATTEMPTS:
+            # Leased again and again without progress in between: each time the process ended (a crash, a kill
+            # for memory) rather than raise. A file that brings the worker down must not do so for ever.
+            raise _Failed(
+                "server_error",
+                f"The worker stopped {job.attempts - 1} times while indexing this file without making progress.",
+            )
         try:
             check_supported(stored.filename)
         except UnsupportedFile as exc:
@@ -181,7 +188,8 @@ class IngestionRunner:
                     *rows.WAITING_FILE,
                     VectorStoreFile.chunks_done == start,
                 )
-                .values(chunks_done=start + len(texts), usage_bytes=VectorStoreFile.usage_bytes + size)
+                # progress: the leases before this one count no more towards giving up
+                .values(chunks_done=start + len(texts), usage_bytes=VectorStoreFile.usage_bytes + size, attempts=1)
             )
             if moved.rowcount != 1:  # type: ignore[attr-defined]
                 await session.rollback()

@@ -106,12 +106,14 @@ class BatchService:
         async with self._db.session() as session:
             row = await self._row(session, project_id, batch_id)
             if row.status in ("validating", "in_progress"):
-                # The worker sees this at its next commit, stops, and writes out the results so far.
-                row.status = "cancelling"
-                row.cancelling_at = now()
+                # The worker sees this at its next commit, lets the requests in flight finish, and writes out
+                # the results so far. Conditional: the worker may have moved the batch on since the read.
+                moved = await batch_rows.request_cancel(session, row.seq, now())
                 await session.commit()
-                self._wake_workers()
-            elif row.status not in ("cancelling", "cancelled"):
+                if moved:
+                    self._wake_workers()
+                await session.refresh(row)
+            if row.status not in ("cancelling", "cancelled"):
                 raise invalid_request(
                     f"Cannot cancel a batch with status '{row.status}'.", param="batch_id", code="batch_not_cancellable"
                 )

