@@ -96,6 +96,16 @@ async def test_lines_for_another_endpoint_fail_the_batch_naming_them(embed_oasis
     assert [(error.line, error.code) for error in done.errors.data] == [(2, "invalid_request"), (4, "invalid_request")]
     assert "endpoint" in (done.errors.data[0].message or "")
 
+    # Past the listed errors, the last entry counts the rest.
+    wrong = [request(f"w{i}", "/v1/completions", {"model": "m", "prompt": "z"}) for i in range(1005)]
+    batch = await client.batches.create(
+        input_file_id=await upload_batch_file(client, wrong), endpoint="/v1/embeddings", completion_window="24h"
+    )
+    done = await wait_until_done(client, batch.id)
+    assert done.status == "failed" and done.errors is not None and done.errors.data is not None
+    assert len(done.errors.data) == 1000 and done.errors.data[998].line == 999
+    assert done.errors.data[-1].line is None and "6 more lines" in (done.errors.data[-1].message or "")
+
 
 async def test_text_no_storage_can_hold_is_refused_at_upload_or_fails_its_line_alone(embed_oasis: Harness) -> None:
     client = embed_oasis.sdk()

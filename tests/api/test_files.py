@@ -125,6 +125,27 @@ async def test_bad_batch_file_names_first_bad_line_and_stores_nothing(
     assert (await client.files.list()).data == []
 
 
+async def test_batch_files_are_held_to_openais_limits(
+    client: openai.AsyncOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At most 50,000 requests and 200 MB: a larger file is refused at upload, not failed a day later."""
+    from oasis.services.files import service
+
+    line = json.dumps(_batch_line("x")).encode()
+    many = b"".join(line.replace(b'"x"', f'"r{i}"'.encode()) + b"\n" for i in range(50_001))
+    with pytest.raises(openai.BadRequestError) as too_many:
+        await client.files.create(file=("many.jsonl", many), purpose="batch")
+    assert "line 50001" in too_many.value.message and "50,000" in too_many.value.message
+    just_enough = many[: many.rindex(b"\n", 0, -1) + 1]
+    assert (await client.files.create(file=("enough.jsonl", just_enough), purpose="batch")).bytes == len(just_enough)
+
+    monkeypatch.setattr(service, "MAX_BATCH_FILE_BYTES", len(line))  # 200 MB is too much to send in a test
+    with pytest.raises(openai.BadRequestError) as too_big:
+        await client.files.create(file=("big.jsonl", line + b"\n"), purpose="batch")
+    assert too_big.value.body["param"] == "file" and "batch input file" in too_big.value.message  # type: ignore[index]
+    assert (await client.files.create(file=("doc.jsonl", line + b"\n"), purpose="assistants")).bytes == len(line) + 1
+
+
 @pytest.mark.parametrize(
     ("examples", "bad_line", "words"),
     [

@@ -28,7 +28,7 @@ from oasis.errors import OasisError, invalid_fields, invalid_request
 from oasis.metrics import JOB_DURATION
 from oasis.protocol import json_depth, json_numbers
 from oasis.protocol.lone_surrogates import lone_surrogate_message, path_in
-from oasis.services.files.checks import storable_custom_id
+from oasis.services.files.checks import MAX_BATCH_REQUESTS, storable_custom_id
 from oasis.services.files.service import FileService
 from oasis.storage import batches as batch_rows
 from oasis.storage import files as file_rows
@@ -206,12 +206,19 @@ class BatchRunner:
 
     async def _validate(self, batch: BatchJob) -> tuple[list[dict[str, Any]], int]:
         errors: list[dict[str, Any]] = []
-        total = 0
+        total = unlisted = 0
         async for number, line, problem in self._lines(batch):
+            if line is not None and total == MAX_BATCH_REQUESTS:  # a file stored before uploads were held to it
+                problem, line = f"a batch takes at most {MAX_BATCH_REQUESTS:,} requests.", None
             if line is not None:
                 total += 1
-            elif len(errors) < MAX_LISTED_ERRORS:
+            elif len(errors) < MAX_LISTED_ERRORS - 1:
                 errors.append({"code": "invalid_request", "message": problem, "param": None, "line": number})
+            else:
+                unlisted += 1
+        if unlisted:
+            message = f"{unlisted} more line{'s' if unlisted > 1 else ''} with problems, not listed."
+            errors.append({"code": "invalid_request", "message": message, "param": None, "line": None})
         if not total and not errors:
             errors.append(
                 {"code": "empty_file", "message": "The input file has no requests.", "param": None, "line": None}

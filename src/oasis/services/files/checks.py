@@ -14,6 +14,9 @@ from oasis.errors import OasisError
 from oasis.protocol.lone_surrogates import is_lone, path_in
 
 BATCH_ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings", "/v1/completions")
+# OpenAI's limits on one batch's input file.
+MAX_BATCH_REQUESTS = 50_000
+MAX_BATCH_FILE_BYTES = 200 * 1024 * 1024
 CHAT_ROLES = ("system", "user", "assistant", "tool", "function")
 
 
@@ -52,6 +55,8 @@ def storable_custom_id(custom_id: str) -> bool:
 def check_batch_lines(lines: Iterable[bytes]) -> None:
     seen: dict[str, int] = {}
     for number, request in _json_objects(lines):
+        if len(seen) == MAX_BATCH_REQUESTS:
+            raise _bad_line(number, f"a batch takes at most {MAX_BATCH_REQUESTS:,} requests; split the file.")
         custom_id = request.get("custom_id")
         if not isinstance(custom_id, str) or not custom_id:
             raise _bad_line(number, "`custom_id` must be a non-empty string.")

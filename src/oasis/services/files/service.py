@@ -13,7 +13,7 @@ import anyio
 from oasis.blobs import BlobNotFound, BlobStore
 from oasis.errors import OasisError, invalid_request, not_found, too_large
 from oasis.protocol.extensions import UPLOAD_PURPOSES, FileObject
-from oasis.services.files.checks import LINE_CHECKS
+from oasis.services.files.checks import LINE_CHECKS, MAX_BATCH_FILE_BYTES
 from oasis.storage import batches as batch_rows
 from oasis.storage import files as file_rows
 from oasis.storage import fine_tuning as fine_tuning_rows
@@ -67,6 +67,11 @@ class FileService:
         if size > self.max_upload_bytes:
             raise too_large(
                 f"File is {size} bytes; the largest upload this server accepts is {self.max_upload_bytes} bytes.",
+                param="file",
+            )
+        if purpose == "batch" and size > MAX_BATCH_FILE_BYTES:
+            raise invalid_request(
+                f"File is {size} bytes; a batch input file may be at most {MAX_BATCH_FILE_BYTES} bytes (200 MB).",
                 param="file",
             )
         check = LINE_CHECKS.get(purpose)
