@@ -217,6 +217,28 @@ async def test_same_seed_gives_the_same_output(chat_oasis: Harness) -> None:
     assert first == second
 
 
+async def test_a_seed_with_n_gives_different_choices_and_the_same_answer_again(chat_oasis: Harness) -> None:
+    """OpenAI's n choices are separate samples, seed or not; the seed makes the whole answer repeat. Each choice
+    drew the same random numbers from the same logits, so all n were one text. Seed -1 (llama.cpp's "random")
+    repeats too, through the llama.cpp sampler chain that top_p takes."""
+    client = chat_oasis.sdk()
+    story = [{"role": "user", "content": "Tell me something surprising."}]
+    for seed, top_p in ((1234, 1.0), (-1, 0.95)):
+        answers = [
+            [
+                choice.message.content
+                for choice in (
+                    await client.chat.completions.create(
+                        model=MODEL, messages=story, seed=seed, n=4, max_tokens=20, temperature=1.0, top_p=top_p
+                    )
+                ).choices
+            ]
+            for _ in range(2)
+        ]
+        assert answers[0] == answers[1]
+        assert len(set(answers[0])) > 1, answers[0]
+
+
 async def test_stop_strings_end_the_answer_and_never_appear(chat_oasis: Harness) -> None:
     client = chat_oasis.sdk()
     counting = [{"role": "user", "content": "Count from 1 to 20, separated by commas."}]

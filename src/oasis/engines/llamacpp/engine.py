@@ -877,6 +877,8 @@ class LlamaCppEngine:
                 lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_p(params.top_p, 1))
             lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_temp(params.temperature))
             seed = native.DEFAULT_SEED if params.seed is None else params.seed & 0xFFFFFFFF
+            if params.seed is not None and seed == native.DEFAULT_SEED:  # llama.cpp reads that one as "random"
+                seed -= 1
             lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_dist(seed))
         banned = frozenset(self._eog_tokens) if params.ignore_eos else frozenset()
         # Asking the grammar about the drawn token alone is exact unless top_p cuts the distribution (chain.py).

@@ -10,7 +10,7 @@ import codecs
 import contextlib
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from oasis.engines.text import (
@@ -152,14 +152,23 @@ def open_prompt_streams(
         for prompt in prompts:
             streams: list[TokenStream] = []
             opened.append(streams)
-            for _ in range(n):
-                stream = engine.generate(prompt, params)
+            for choice in range(n):
+                stream = engine.generate(prompt, choice_params(params, choice))
                 streams.append(stream if streams else _FirstTokenTimer(stream, model))
     except BaseException as exc:
         for stream in (stream for streams in opened for stream in streams):
             stream.cancel()
         raise refusal(exc, model) from None
     return opened
+
+
+def choice_params(params: SamplingParams, choice: int) -> SamplingParams:
+    """The sampling of a request's choice `choice`: with a seed, each choice draws from a seed of its own, made
+    from the request's, so that the `n` choices (or `best_of` candidates) differ as OpenAI's do while the whole
+    answer stays reproducible; choice 0 keeps the request's seed, so n=1 answers as before."""
+    if params.seed is None or choice == 0:
+        return params
+    return replace(params, seed=(params.seed + choice * 0x9E37_79B9_7F4A_7C15) % (1 << 64))
 
 
 def refusal(exc: BaseException, model: str) -> BaseException:
