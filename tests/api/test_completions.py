@@ -102,6 +102,29 @@ async def test_stream_matches_whole_text(chat_oasis: Harness) -> None:
     assert chunks[-1].choices == [] and chunks[-1].usage and chunks[-1].usage.completion_tokens == 10
 
 
+async def test_a_streamed_echo_carries_the_prompts_logprobs_as_the_whole_reply_does(chat_oasis: Harness) -> None:
+    """Scoring a prompt streamed (max_tokens 0) gives the prompt and nothing generated; the echoed prompt's
+    chunk carries its log probabilities, as the whole reply's choice does."""
+    client = chat_oasis.sdk()
+    for max_tokens in (0, 2):
+        fields: dict[str, Any] = {"model": MODEL, "prompt": PROMPT, "echo": True, "logprobs": 1, "temperature": 0}
+        whole = await client.completions.create(**fields, max_tokens=max_tokens)
+        stream = await client.completions.create(
+            **fields, max_tokens=max_tokens, stream=True, stream_options={"include_usage": True}
+        )
+        chunks = [chunk async for chunk in stream]
+        texts = [c.choices[0].text for c in chunks if c.choices]
+        assert "".join(texts) == whole.choices[0].text and texts[0] == PROMPT
+        assert chunks[-1].usage and chunks[-1].usage.completion_tokens == max_tokens
+        assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["length"]
+        streamed = [
+            entry for c in chunks if c.choices and c.choices[0].logprobs for entry in c.choices[0].logprobs.tokens or []
+        ]
+        assert whole.choices[0].logprobs and streamed == whole.choices[0].logprobs.tokens
+        first = chunks[0].choices[0].logprobs
+        assert first and first.token_logprobs and first.token_logprobs[0] is None and len(first.token_logprobs) > 1
+
+
 async def test_suffix_without_fill_in_the_middle_is_a_400(chat_oasis: Harness) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
         await chat_oasis.sdk().completions.create(model=MODEL, prompt="def f(", suffix="    return x", max_tokens=5)

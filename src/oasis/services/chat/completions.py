@@ -236,11 +236,15 @@ class CompletionService:
             return forward_stream(upstream, "/completions", request, request.model)
         job = self.prepare(request)
         prompts = [prompt.tokens for prompt in job.prompts]
-        streams = open_prompt_streams(job.engine, prompts, job.params, job.n, model=job.model_id)
+        streams: list[list[TokenStream | None]]
+        if job.params.max_tokens == 0:  # the prompt only (scored with echo and logprobs): nothing to generate
+            streams = [[None] * job.n for _ in prompts]
+        else:
+            streams = list(open_prompt_streams(job.engine, prompts, job.params, job.n, model=job.model_id))
         return self._chunks(request, job, streams)
 
     async def _chunks(
-        self, request: CompletionRequest, job: PreparedCompletion, streams: list[list[TokenStream]]
+        self, request: CompletionRequest, job: PreparedCompletion, streams: list[list[TokenStream | None]]
     ) -> AsyncIterator[dict[str, Any]]:
         envelope = self._envelope(request)
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
@@ -257,7 +261,8 @@ class CompletionService:
                     yield {**envelope, "choices": [{"index": index, **item}], **extra}
         finally:
             for _, stream in flat:
-                stream.cancel()
+                if stream is not None:
+                    stream.cancel()
             # also when the client leaves mid-stream: those tokens were generated
             count_tokens(job.model_id, prompt_tokens, completion_tokens)
         if include_usage:
@@ -265,12 +270,23 @@ class CompletionService:
 
     @staticmethod
     async def _choice_chunks(
-        job: PreparedCompletion, prompt: Prompt, stream: TokenStream
+        job: PreparedCompletion, prompt: Prompt, stream: TokenStream | None
     ) -> AsyncIterator[dict[str, Any]]:
-        """One choice's chunk bodies (without index); `tokens` counts what each one consumed."""
+        """One choice's chunk bodies (without index); `tokens` counts what each one consumed. Without a stream
+        (max_tokens 0) the prompt is all there is."""
         offset = len(prompt.text)  # offsets count from the start of prompt + completion, as OpenAI's
         if job.echo:
-            yield {"text": prompt.text, "logprobs": None, "finish_reason": None, "tokens": 0}
+            echoed = None
+            if job.logprobs is not None:  # the prompt's own, as the whole reply carries them
+                try:
+                    scored = await job.engine.score(prompt.tokens, job.logprobs)
+                except Exception as exc:
+                    raise refusal(exc, job.model_id) from None
+                echoed = _legacy_logprobs(job, prompt, [], scored)
+            yield {"text": prompt.text, "logprobs": echoed, "finish_reason": None, "tokens": 0}
+        if stream is None:
+            yield {"text": "", "logprobs": None, "finish_reason": "length", "tokens": 0}
+            return
         async for delta in stream_choice(stream, job.stops):
             logprobs = None
             if job.logprobs is not None and delta.tokens:
