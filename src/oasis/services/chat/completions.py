@@ -240,7 +240,8 @@ class CompletionService:
         if job.params.max_tokens == 0:  # the prompt only (scored with echo and logprobs): nothing to generate
             streams = [[None] * job.n for _ in prompts]
         else:
-            streams = list(open_prompt_streams(job.engine, prompts, job.params, job.n, model=job.model_id))
+            opened = open_prompt_streams(job.engine, prompts, job.params, job.n, model=job.model_id)
+            streams = [list[TokenStream | None](per_prompt) for per_prompt in opened]
         return self._chunks(request, job, streams)
 
     async def _chunks(
