@@ -154,6 +154,11 @@ async def test_translation_of_german_speech_is_english(audio_oasis: Harness, tmp
     english = await client.audio.translations.create(model="whisper-1", file=("de.wav", clip.read_bytes()))
     words = set(re.findall(r"[a-z]+", english.text.lower()))
     assert {"coffee", "milk"} <= words and not words & {"kaffee", "milch", "mit"}, english.text
+    # A verbose translation names the language of its output: always English (OpenAI's TranslationVerbose).
+    verbose = await client.audio.translations.create(
+        model="whisper-1", file=("de.wav", clip.read_bytes()), response_format="verbose_json"
+    )
+    assert verbose.model_dump()["language"] == "english" and verbose.model_dump()["task"] == "translate"
 
 
 @pytest.mark.parametrize(

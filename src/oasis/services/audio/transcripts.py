@@ -35,7 +35,8 @@ def to_vtt(transcript: Transcript) -> str:
 def to_verbose(transcript: Transcript, task: str, granularities: set[str]) -> dict[str, Any]:
     body: dict[str, Any] = {
         "task": task,
-        "language": language_name(transcript.language),
+        # A translation's language is that of its output, always English (OpenAI's TranslationVerbose).
+        "language": "english" if task == "translate" else language_name(transcript.language),
         "duration": transcript.duration,
         "text": transcript.text,
     }
