@@ -270,6 +270,24 @@ async def test_a_deleted_file_leaves_every_store_that_held_it(embed_oasis: Harne
     assert kept == [ids["chess.txt"]]
 
 
+async def test_a_file_attached_again_pages_like_any_other(embed_oasis: Harness) -> None:
+    """Detached and attached again, a file has two rows of one id; a page ending at it must go on from the live
+    one, or the files listed before the old row are never reached."""
+    client = embed_oasis.sdk()
+    ids = [await upload(client, name, DOCUMENTS[name]) for name in ("tax.txt", "coffee.md", "chess.txt")]
+    store = await stores(client).create(name="again", file_ids=ids)
+    await stores(client).files.delete(vector_store_id=store.id, file_id=ids[0])
+    await stores(client).files.create(vector_store_id=store.id, file_id=ids[0])
+    seen = []
+    page = await stores(client).files.list(vector_store_id=store.id, limit=1)
+    while True:
+        seen += [item.id for item in page.data]
+        if not page.has_more:
+            break
+        page = await stores(client).files.list(vector_store_id=store.id, limit=1, after=page.data[-1].id)
+    assert seen == [ids[0], ids[2], ids[1]]  # newest attachment first
+
+
 async def _completed(client: openai.AsyncOpenAI, store_id: str) -> bool:
     return bool((await stores(client).retrieve(store_id)).status == "completed")
 

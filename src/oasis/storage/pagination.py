@@ -31,8 +31,12 @@ class Page(Generic[Row]):
 async def _cursor_seq(
     session: AsyncSession, table: Any, scope: list[ColumnElement[bool]], cursor: str, param: str
 ) -> int:
-    # Tombstoned rows still anchor a cursor: clients delete while they page.
-    seq = await session.scalar(select(table.seq).where(table.id == cursor, *scope))
+    # Tombstoned rows still anchor a cursor: clients delete while they page. An id can name several rows (a
+    # file detached from a store and attached again): the live one, else the newest, is where the client is.
+    query = select(table.seq).where(table.id == cursor, *scope)
+    if hasattr(table, "deleted_at"):
+        query = query.order_by(table.deleted_at.is_(None).desc())
+    seq = await session.scalar(query.order_by(table.seq.desc()).limit(1))
     if seq is None:
         raise invalid_request(f"No object with id {cursor!r} to page {param}.", param=param)
     return int(seq)
