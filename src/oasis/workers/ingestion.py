@@ -230,6 +230,7 @@ class IngestionRunner:
                 return
             if status != "completed":
                 await rows.drop_chunks(session, file_seq=seq)
+                await session.execute(update(VectorStoreFile).where(VectorStoreFile.seq == seq).values(usage_bytes=0))
             await rows.bump_version(session, store_id)
             await session.commit()
 

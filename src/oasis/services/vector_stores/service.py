@@ -363,14 +363,17 @@ class VectorStoreService:
 
     async def retrieve_batch(self, project_id: str, store_id: str, batch_id: str) -> dict[str, Any]:
         async with self._db.session() as session:
+            await self._store(session, project_id, store_id)  # a deleted store's batches went with it
             batch = await self._batch(session, project_id, store_id, batch_id)
             counts = await rows.batch_counts(session, batch_id)
         return batch_to_wire(batch, counts)
 
     async def cancel_batch(self, project_id: str, store_id: str, batch_id: str) -> dict[str, Any]:
         async with self._db.session() as session:
+            await self._store(session, project_id, store_id)
             batch = await self._batch(session, project_id, store_id, batch_id)
-            if batch.cancelled_at is None:
+            # A batch whose files are all done stays as it ended: there is nothing left to cancel.
+            if batch.cancelled_at is None and (await rows.batch_counts(session, batch_id))["in_progress"]:
                 batch.cancelled_at = now()
                 # Files not finished stop here; a worker in the middle of one sees this at its next commit.
                 for file_seq in await rows.cancel_unfinished_files(session, batch_id):
