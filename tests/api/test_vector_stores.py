@@ -193,6 +193,13 @@ async def test_unreadable_and_unsupported_files_fail_with_last_error(embed_oasis
     hits = await search(embed_oasis, store.id, "Roman aqueducts")
     assert {hit["file_id"] for hit in hits} == {good}
 
+    # Adding a failed file again tries it again (a completed one answers as it is).
+    assert (await stores(client).files.create(vector_store_id=store.id, file_id=good)).status == "completed"
+    retried = await stores(client).files.create(vector_store_id=store.id, file_id=empty)
+    assert retried.status == "in_progress" and retried.last_error is None
+    again = await wait_for(settled)
+    assert again.file_counts.failed == 3 and again.file_counts.total == 4
+
 
 async def test_json_files_with_odd_but_valid_content_are_indexed_and_too_deep_ones_fail_at_once(
     embed_oasis: Harness,

@@ -264,8 +264,12 @@ class VectorStoreService:
                 store = await self._store(session, project_id, store_id)
                 await self._check_files(session, project_id, [file_id])
                 row = await rows.get_file(session, project_id, store_id, file_id)
-                if row is not None:
+                if row is not None and row.status not in ("failed", "cancelled"):
                     return file_to_wire(row)
+                if row is not None:  # adding a failed or cancelled file again tries it again
+                    row.deleted_at = now()
+                    await rows.drop_chunks(session, file_seq=row.seq)
+                    await session.flush()  # out of the unique index before the new attachment arrives
                 row = self._new_file_row(store, file_id, strategy, clean_attributes, batch_id=None)
                 session.add(row)
                 await session.commit()
