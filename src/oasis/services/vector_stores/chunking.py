@@ -85,11 +85,15 @@ def split_stream(pieces: Iterable[str], size: int, overlap: int) -> Iterator[str
     carried = ""
 
     def windows() -> Iterator[str]:
-        # A window is not the last while more tokens follow it; the last one is emitted at the end.
-        while len(tokens) > size:
-            if piece := encoding.decode(tokens[:size]).strip():
+        # A window is not the last while more tokens follow it; the last one is emitted at the end. The windows
+        # walk an offset, and the passed tokens go once at the end: deleting each step's from the front made a
+        # one-piece document (a DOCX's text) quadratic in its length.
+        start = 0
+        while len(tokens) - start > size:
+            if piece := encoding.decode(tokens[start : start + size]).strip():
                 yield piece
-            del tokens[:step]
+            start += step
+        del tokens[:start]
 
     held: str | None = None  # the newest piece: tokenized once another follows, the last one whole
     for piece in pieces:
