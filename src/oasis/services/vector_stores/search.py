@@ -126,10 +126,9 @@ class VectorSearch:
         allowed = None if filters is None else await self._files_matching(store_id, filters)
         if allowed is not None and not allowed:
             return []
-        mask = None if allowed is None else np.isin(cached.file_seqs, allowed)
-        candidates: dict[int, None] = {}
-        for vector in vectors:
-            candidates.update(dict.fromkeys(self._nearest(cached, vector, depth, mask)))
+        # The products and the scoring run in a thread: a request with many queries over a large store must not
+        # hold the event loop (every other request) for its whole length.
+        candidates = await asyncio.to_thread(self._nearest_to_all, cached, vectors, depth, allowed)
         # One session for the keyword queries and the hit details: each checkout is a round trip on PostgreSQL.
         async with self._db.session() as session:
             for query in queries:
@@ -138,7 +137,7 @@ class VectorSearch:
             details = await rows.chunk_details(session, list(candidates))
         if filters is not None:
             details = {chunk: found for chunk, found in details.items() if matches(filters, found[3])}
-        scores = self._scores(cached, vectors, background, queries, details)
+        scores = await asyncio.to_thread(self._scores, cached, vectors, background, queries, details)
         ranked = sorted((chunk for chunk in details if scores[chunk] >= score_threshold), key=lambda c: -scores[c])
         return [
             Hit(file_id, filename, round(scores[chunk], 6), chunk_text, attributes)
@@ -252,6 +251,17 @@ class VectorSearch:
                     vectors.building = False
 
         asyncio.get_running_loop().run_in_executor(None, build)
+
+    @classmethod
+    def _nearest_to_all(
+        cls, cached: _StoreVectors, vectors: np.ndarray, depth: int, allowed: list[int] | None
+    ) -> dict[int, None]:
+        """The nearest chunks to each query, in order, without repeats."""
+        mask = None if allowed is None else np.isin(cached.file_seqs, allowed)
+        candidates: dict[int, None] = {}
+        for vector in vectors:
+            candidates.update(dict.fromkeys(cls._nearest(cached, vector, depth, mask)))
+        return candidates
 
     @staticmethod
     def _nearest(vectors: _StoreVectors, query: np.ndarray, depth: int, mask: np.ndarray | None = None) -> list[int]:
