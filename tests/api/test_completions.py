@@ -143,6 +143,8 @@ async def test_suffix_without_fill_in_the_middle_is_a_400(chat_oasis: Harness) -
         ({"temperature": -1}, "temperature"),
         # scoring a prompt longer than the context (it reached the engine, whose refusal was a 500)
         ({"prompt": "word " * 3000, "max_tokens": 0, "echo": True, "logprobs": 1}, "prompt"),
+        ({"prompt": "word " * 3000, "max_tokens": 5}, "prompt"),  # the prompt alone fills the context
+        ({"stream_options": {"include_usage": True}}, "stream_options"),  # without stream, as OpenAI
     ],
 )
 async def test_bad_requests_get_envelopes(chat_oasis: Harness, change: dict[str, Any], param: str) -> None:

@@ -17,6 +17,7 @@ from oasis.protocol.extensions import CompletionRequest
 from oasis.services.chat.generation import (
     ChoiceText,
     check_queue_holds,
+    check_stream_options,
     complete_choice,
     merge,
     metered_usage,
@@ -115,7 +116,7 @@ def to_sampling_params(request: CompletionRequest, engine: TextEngine, longest_p
         "best_of" in request.model_fields_set and (request.best_of or 1) > 1
     )
     return SamplingParams(
-        max_tokens=completion_budget(engine, longest_prompt, requested, "max_tokens") if requested else 0,
+        max_tokens=completion_budget(engine, longest_prompt, requested, "max_tokens", "prompt") if requested else 0,
         temperature=1.0 if request.temperature is None else request.temperature,
         top_p=1.0 if request.top_p is None else request.top_p,
         presence_penalty=request.presence_penalty or 0.0,
@@ -134,6 +135,7 @@ class CompletionService:
         self._fingerprint = fingerprint
 
     def prepare(self, request: CompletionRequest) -> PreparedCompletion:
+        check_stream_options(request)
         engine = text_engine(self._registry, request.model, purpose="completions")
         n = request.n or 1
         best_of = (request.best_of or n) if "best_of" in request.model_fields_set else n

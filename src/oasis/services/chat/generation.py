@@ -25,6 +25,7 @@ from oasis.engines.text import (
 )
 from oasis.errors import OasisError, invalid_request
 from oasis.metrics import TIME_TO_FIRST_TOKEN, count_tokens
+from oasis.protocol.extensions import ChatCompletionRequest, CompletionRequest
 from oasis.services.models.engine_lookup import queue_full
 
 
@@ -160,6 +161,14 @@ def open_prompt_streams(
             stream.cancel()
         raise refusal(exc, model) from None
     return opened
+
+
+def check_stream_options(request: ChatCompletionRequest | CompletionRequest) -> None:
+    """OpenAI refuses `stream_options` on a request that does not stream."""
+    if request.stream_options is not None and not request.stream:
+        raise invalid_request(
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.", param="stream_options"
+        )
 
 
 def choice_params(params: SamplingParams, choice: int) -> SamplingParams:

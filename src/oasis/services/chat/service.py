@@ -19,6 +19,7 @@ from oasis.services.chat.conversation import template_messages, with_system_note
 from oasis.services.chat.generation import (
     TextDelta,
     check_queue_holds,
+    check_stream_options,
     complete_choice,
     merge,
     metered_usage,
@@ -124,6 +125,7 @@ class ChatService:
         return found
 
     def prepare(self, request: ChatCompletionRequest) -> PreparedChat:
+        check_stream_options(request)
         engine = text_engine(self._registry, request.model, purpose="chat completions")
         template = engine.chat_template
         if template is None:

@@ -70,17 +70,20 @@ def token_biases(engine: TextEngine, logit_bias: dict[str, int] | None) -> dict[
     return biases
 
 
-def completion_budget(engine: TextEngine, prompt_tokens: int, requested: int | None, param: str) -> int:
-    """max_tokens as OpenAI means it: what was asked, else whatever room the context leaves."""
+def completion_budget(
+    engine: TextEngine, prompt_tokens: int, requested: int | None, param: str, prompt_param: str = "messages"
+) -> int:
+    """max_tokens as OpenAI means it: what was asked, else whatever room the context leaves. `prompt_param` is
+    the field the prompt came in (`prompt` for legacy completions)."""
     room = engine.context_length - prompt_tokens
     if room <= 0 or (requested is not None and requested > room):
         asked = f" plus {requested} completion tokens" if requested is not None else ""
         raise OasisError(
             400,
             f"This model's maximum context length is {engine.context_length} tokens. However, you requested "
-            f"{prompt_tokens + (requested or 0)} tokens ({prompt_tokens} in the messages{asked}). Please reduce "
-            "the length of the messages or completion.",
-            param=param if requested is not None and room > 0 else "messages",
+            f"{prompt_tokens + (requested or 0)} tokens ({prompt_tokens} in the {prompt_param}{asked}). Please "
+            f"reduce the length of the {prompt_param} or completion.",
+            param=param if requested is not None and room > 0 else prompt_param,
             code="context_length_exceeded",
         )
     return room if requested is None else requested
