@@ -288,6 +288,32 @@ def test_a_client_that_leaves_frees_its_slot(tmp_path: Path, postgres_url: str |
         assert quick.usage and quick.usage.completion_tokens == 3
 
 
+async def test_a_stream_closed_at_its_first_chunk_frees_its_slot(start_oasis: Any) -> None:
+    """A client gone before the first token: the stream is closed at its role chunk, and its sequence must stop
+    there, not generate its 1900 tokens while the one slot keeps everyone else waiting."""
+    from oasis.protocol.extensions import ChatCompletionRequest
+
+    harness: Harness = await start_oasis(engine_factories=None, models=[smollm(parallel=1)])
+    endless = ChatCompletionRequest.model_validate(
+        {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": "Write a very long story about the sea."}],
+            "max_tokens": 1900,
+            "logit_bias": {"0": -100, "2": -100},
+            "stream": True,
+        }
+    )
+    events = harness.container.chat.stream(endless)
+    first = await anext(events)
+    assert first["choices"][0]["delta"]["role"] == "assistant"
+    await events.aclose()  # type: ignore[attr-defined]
+    quick = harness.sdk().chat.completions.create(
+        model=MODEL, messages=CAPITAL, max_tokens=3, extra_body={"ignore_eos": True}
+    )
+    reply = await asyncio.wait_for(quick, timeout=10)
+    assert reply.usage and reply.usage.completion_tokens == 3
+
+
 async def test_a_full_queue_answers_429_with_retry_after(start_oasis: Any) -> None:
     harness: Harness = await start_oasis(engine_factories=None, models=[smollm(parallel=1, max_queue=1)])
     client = harness.sdk()

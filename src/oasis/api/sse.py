@@ -42,6 +42,11 @@ async def sse_response(events: AsyncIterator[dict[str, Any]]) -> StreamingRespon
         except Exception:
             log.exception("stream failed")
             yield _frame(error_body("The server had an error while streaming the response.", type="server_error"))
+        finally:
+            # A client that left ends the events now (their sequences freed), not when they are collected.
+            close = getattr(events, "aclose", None)
+            if close is not None:
+                await close()
         yield b"data: [DONE]\n\n"
 
     return StreamingResponse(

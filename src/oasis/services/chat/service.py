@@ -309,25 +309,16 @@ class ChatService:
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
         extra: dict[str, Any] = {"usage": None} if include_usage else {}
         completion_tokens = 0
-        for index in range(chat.n):
-            yield {
-                **envelope,
-                "choices": [
-                    {
-                        "index": index,
-                        "delta": {"role": "assistant", "content": ""},
-                        "logprobs": None,
-                        "finish_reason": None,
-                    }
-                ],
-                **extra,
-            }
 
         def chunk(index: int, delta: dict[str, Any], finish: str | None = None, logprobs: Any = None) -> dict[str, Any]:
             choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
             return {**envelope, "choices": [choice], **extra}
 
         try:
+            # Inside the try: a client gone before the first tokens (closing this at a role chunk) frees its
+            # sequences too, rather than leave them generating to max_tokens.
+            for index in range(chat.n):
+                yield chunk(index, {"role": "assistant", "content": ""})
             readers = [chat.reader() for _ in range(chat.n)]
             content_tokens = [ContentTokens() for _ in range(chat.n)]
 
@@ -361,7 +352,10 @@ class ChatService:
                     for call_delta in _call_deltas(message):
                         yield chunk(index, call_delta)
                     yield chunk(index, {}, finish)
-        finally:  # also when the client leaves mid-stream: those tokens were generated
+        finally:
+            for stream in streams:
+                stream.cancel()
+            # also when the client leaves mid-stream: those tokens were generated
             count_tokens(chat.model_id, len(chat.prompt), completion_tokens)
         if include_usage:
             yield {**envelope, "choices": [], "usage": usage(len(chat.prompt), completion_tokens)}
