@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -113,15 +114,19 @@ class ChatService:
     def __init__(self, registry: EngineRegistry, fingerprint: str) -> None:
         self._registry = registry
         self._fingerprint = fingerprint
-        self._markup: dict[tuple[int, tuple[str, ...]], frozenset[int]] = {}
+        # Keyed by the engine object itself, held weakly: fine-tunes load and unload, and an id() could be
+        # reused by a later engine with another vocabulary.
+        self._markup: weakref.WeakKeyDictionary[TextEngine, dict[tuple[str, ...], frozenset[int]]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def _markup_tokens(self, engine: TextEngine, markers: tuple[str, ...]) -> frozenset[int]:
         """The markers that are single (special) tokens in this model's vocabulary, found once per model."""
-        key = (id(engine), markers)
-        found = self._markup.get(key)
+        known = self._markup.setdefault(engine, {})
+        found = known.get(markers)
         if found is None:
             tokens = (engine.tokenize(marker, add_special=False, parse_special=True) for marker in markers)
-            found = self._markup[key] = frozenset(ids[0] for ids in tokens if len(ids) == 1)
+            found = known[markers] = frozenset(ids[0] for ids in tokens if len(ids) == 1)
         return found
 
     def prepare(self, request: ChatCompletionRequest) -> PreparedChat:
