@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import io
 import json
+from typing import Any
 
 import openai
 import pytest
@@ -259,6 +260,36 @@ async def test_upload_over_the_limit_is_413_and_stores_nothing(start_oasis) -> N
     async with harness.http() as http:
         health = (await http.get("/health")).json()
     assert health["max_upload_bytes"] == 1000
+
+
+async def test_a_commit_whose_answer_is_lost_keeps_the_files_bytes(
+    client: openai.AsyncOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database took the row but the answer never came (a dropped connection): the upload fails, yet the
+    row exists, so its bytes must stay, or the file lists and cannot be read."""
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from oasis.storage import files as file_rows
+
+    real_commit, real_add = AsyncSession.commit, file_rows.add_file
+    adding: set[int] = set()
+
+    async def add_file(session: AsyncSession, row: Any) -> None:
+        adding.add(id(session))
+        await real_add(session, row)
+
+    async def commit_then_lose_the_answer(self: AsyncSession) -> None:
+        await real_commit(self)
+        if id(self) in adding:
+            raise OSError("connection reset while reading the commit's answer")
+
+    monkeypatch.setattr(file_rows, "add_file", add_file)
+    monkeypatch.setattr(AsyncSession, "commit", commit_then_lose_the_answer)
+    with pytest.raises(openai.InternalServerError):
+        await client.with_options(max_retries=0).files.create(file=("notes.txt", b"kept bytes"), purpose="assistants")
+    monkeypatch.undo()
+    (listed,) = (await client.files.list()).data
+    assert (await client.files.content(listed.id)).content == b"kept bytes"
 
 
 async def test_unknown_file_is_404(client: openai.AsyncOpenAI) -> None:

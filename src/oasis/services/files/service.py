@@ -135,10 +135,21 @@ class FileService:
             async with self._db.session() as session:
                 await file_rows.add_file(session, row)
                 await session.commit()
-        except BaseException:
-            await self._blobs.delete(blob_key)  # no row points at it: don't leave it behind
+        except Exception:
+            # No row points at the bytes: don't leave them behind. Unless the commit went through after all (its
+            # answer lost): then the row needs them. Whatever cannot be told here is the blob sweeper's.
+            if await self._unreferenced(file_id, blob_key):
+                await self._blobs.delete(blob_key)
             raise
         return to_wire(row)
+
+    async def _unreferenced(self, file_id: str, blob_key: str) -> bool:
+        try:
+            async with self._db.session() as session:
+                row = await file_rows.get_file_by_id(session, file_id, deleted_too=True)
+        except Exception:
+            return False
+        return row is None or row.blob_key != blob_key
 
     async def list(self, project_id: str, page: PageRequest, purpose: str | None) -> Page[FileObject]:
         async with self._db.session() as session:
