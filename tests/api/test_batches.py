@@ -270,6 +270,40 @@ async def test_files_are_indexed_while_a_batch_runs(start_oasis: Callable[..., A
     assert done.status == "completed" and done.request_counts.completed == 3  # type: ignore[union-attr]
 
 
+async def test_a_batch_made_while_its_file_is_deleted_keeps_its_input_or_is_refused(
+    start_oasis: Callable[..., Any],
+) -> None:
+    """Create and delete at the same moment: either the batch is refused (404), or it exists and the deleted
+    file's bytes stay for it to read. Never a batch whose input is gone."""
+    from oasis.blobs import BlobNotFound
+    from oasis.storage import files as file_rows
+
+    harness: Harness = await start_oasis(workers={"in_process": False})
+    client = harness.sdk()
+    line = [request("a", "/v1/embeddings", {"model": "text-embedding-3-small", "input": "x"})]
+    outcomes = set()
+    for _ in range(12):
+        file_id = await upload_batch_file(client, line)
+        made, _ = await asyncio.gather(
+            client.batches.create(input_file_id=file_id, endpoint="/v1/embeddings", completion_window="24h"),
+            client.files.delete(file_id),
+            return_exceptions=True,
+        )
+        if isinstance(made, openai.NotFoundError):
+            outcomes.add("refused")
+            continue
+        assert not isinstance(made, BaseException), made
+        outcomes.add("made")
+        async with harness.container.db.session() as session:
+            stored = await file_rows.get_file_by_id(session, file_id, deleted_too=True)
+        assert stored is not None
+        try:
+            await harness.container.blobs.size(stored.blob_key)
+        except BlobNotFound:
+            raise AssertionError("the batch's input bytes were deleted") from None
+    assert outcomes  # at least one of the two outcomes happened
+
+
 async def test_list_pages_and_other_projects_get_404s(embed_oasis: Harness) -> None:
     _, key_a = await embed_oasis.container.keys.create("alpha")
     _, key_b = await embed_oasis.container.keys.create("beta")

@@ -181,6 +181,16 @@ class FineTuningService:
                         level="warn",
                     )
                 )
+            await session.flush()
+            # Read again, locked, after the job is written: a delete of a file that got in since the first read
+            # answers here; one that comes later waits, then sees the job and keeps the bytes.
+            for param in ("training_file", "validation_file"):
+                file_id = request.get(param)
+                if (
+                    file_id is not None
+                    and await file_rows.get_file(session, project_id, file_id, for_update=True) is None
+                ):
+                    raise invalid_request(f"invalid {param}: {file_id} does not exist.", param=param)
             await session.commit()
         self._wake_workers()
         return job_to_wire(row)
