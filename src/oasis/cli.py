@@ -154,7 +154,10 @@ async def _check_blobs(settings: Settings) -> None:
         from oasis.storage.rate_buckets import RedisBuckets
 
         url = settings.redis_url.get_secret_value()
-        buckets = RedisBuckets(url)
+        try:
+            buckets = RedisBuckets(url)
+        except ValueError as exc:  # not a Redis URL at all (no scheme, a port that is not a number)
+            raise ConfigError(f"redis_url: {_without_password(url)}: {exc}") from None
         try:
             await buckets.check(_without_password(url))
         finally:

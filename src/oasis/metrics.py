@@ -59,7 +59,16 @@ def observe_request(method: str, route: str, status: int, seconds: float) -> Non
     HTTP_LATENCY.labels(method, route).observe(seconds)
 
 
+def model_label(model: str) -> str:
+    """The model as a label value: a fine-tune (`ft:BASE:PROJECT:SUFFIX:JOB`) counts under `ft:BASE`, so that
+    metrics (open to scrapers) never name a project or its suffixes, and fine-tunes add no series of their own."""
+    if model.startswith("ft:"):
+        return "ft:" + model.split(":")[1]
+    return model
+
+
 def count_tokens(model: str, prompt_tokens: int, completion_tokens: int) -> None:
-    TOKENS.labels(model, "prompt").inc(prompt_tokens)
+    label = model_label(model)
+    TOKENS.labels(label, "prompt").inc(prompt_tokens)
     if completion_tokens:
-        TOKENS.labels(model, "completion").inc(completion_tokens)
+        TOKENS.labels(label, "completion").inc(completion_tokens)

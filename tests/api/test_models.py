@@ -174,3 +174,19 @@ async def test_health_needs_a_ready_model_of_every_kind(start_oasis: Callable[..
 async def test_unknown_engine_kind_is_refused_at_start(start_oasis: Callable[..., Any]) -> None:
     with pytest.raises(UnknownEngineKind, match="warp-drive"):
         await start_oasis(models=[{"id": "x", "engine": "warp-drive"}])
+
+
+async def test_a_loaded_fine_tune_is_not_shown_to_health_or_metrics_by_name(start_oasis: Callable[..., Any]) -> None:
+    """/health and /metrics answer anyone who may reach them: a project's fine-tune (its id names the project
+    and the suffix the user chose) is counted under its base model's name, and not listed."""
+    from oasis.metrics import model_label
+
+    harness: Harness = await start_oasis(
+        engine_factories={"idle": IdleEngine}, models=[{"id": "base", "engine": "idle"}]
+    )
+    fine_tune = "ft:base:proj_secret:my-private-suffix:ftjob-abc"
+    await harness.container.registry.add(ModelSpec(id=fine_tune, engine="idle"), "proj_secret")
+    async with harness.http(api_key=None) as http:
+        health = await http.get("/health")
+    assert [model["id"] for model in health.json()["models"]] == ["base"]
+    assert model_label(fine_tune) == "ft:base" and model_label("base") == "base"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import json
 from typing import Annotated, Literal
 
 from fastapi import Depends, Query, Request
@@ -45,7 +44,8 @@ async def get_principal(request: Request, container: ContainerDep) -> Principal:
         tokens = 0
         if request.method == "POST" and request.url.path in TOKEN_PATHS:
             try:
-                tokens = estimate_tokens(request.url.path, json.loads(await request.body()))
+                # request.json() is the body FastAPI parsed already (cached): no second copy of a large body
+                tokens = estimate_tokens(request.url.path, await request.json())
             except (ValueError, RecursionError):
                 tokens = 0  # not JSON (or nested past the parser): the endpoint's validation answers it
         # The middleware puts these on the reply, streamed or not.

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable
 
 from starlette.datastructures import MutableHeaders
+from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from oasis import logs
@@ -53,6 +54,9 @@ def route_template(scope: Scope) -> str:
     become metric label values; "unmatched" for a path no route took."""
     if "route" not in scope:
         return "unmatched"
+    route = scope["route"]
+    if isinstance(route, Mount):  # static files: Starlette leaves the file's path out of path_params
+        return f"{route.path}/{{path}}"
     segments = str(scope["path"]).split("/")
     for name, value in scope.get("path_params", {}).items():
         parts = str(value).split("/")

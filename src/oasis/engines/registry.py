@@ -90,7 +90,9 @@ class EngineRegistry:
 
     @property
     def states(self) -> list[ModelState]:
-        return list(self._states.values())
+        """The configured models' states: /health and the metrics show these to anyone who may ask, and a
+        project's fine-tunes (loaded on demand, named with its id) are its own business."""
+        return [self._states[spec.id] for spec in self._specs]
 
     def resolve(self, name: str) -> ModelSpec | None:
         """The configured model behind an id or alias, or a model added for the project being served."""

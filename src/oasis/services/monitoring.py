@@ -3,6 +3,7 @@ at scrape time: each model's state, each engine's queue and busy slots, each job
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Iterator
 
@@ -15,6 +16,8 @@ from oasis.engines.registry import EngineRegistry
 from oasis.metrics import REGISTRY
 from oasis.storage import batches, vector_stores
 from oasis.storage.db import Database
+
+log = logging.getLogger("oasis.metrics")
 
 MODEL_STATES = ("loading", "ready", "failed")
 
@@ -50,17 +53,26 @@ class Monitoring:
         return [models, queued, busy, slots]
 
     async def _job_families(self) -> list[Metric]:
-        async with self._db.session() as session:
-            depths = {
-                "ingestion": await vector_stores.count_waiting_files(session),
-                "batch": await batches.count_running(session),
-            }
+        database = GaugeMetricFamily("oasis_database_up", "Whether the database answered this scrape's queries.")
+        try:
+            async with self._db.session() as session:
+                depths = {
+                    "ingestion": await vector_stores.count_waiting_files(session),
+                    "batch": await batches.count_running(session),
+                }
+        except Exception:
+            # A database that does not answer must not cost the scrape the process, HTTP and model metrics,
+            # just when they are wanted.
+            log.warning("metrics: the database did not answer", exc_info=True)
+            database.add_metric([], 0)
+            return [database]
+        database.add_metric([], 1)
         jobs = GaugeMetricFamily(
             "oasis_job_queue_depth", "Background jobs waiting or running, by kind.", labels=["kind"]
         )
         for kind, depth in depths.items():
             jobs.add_metric([kind], depth)
-        return [jobs]
+        return [jobs, database]
 
     async def scrape(self) -> bytes:
         now = CollectorRegistry()

@@ -24,7 +24,7 @@ from oasis.engines.text import (
     UnusableSchema,
 )
 from oasis.errors import OasisError, invalid_request
-from oasis.metrics import TIME_TO_FIRST_TOKEN, count_tokens
+from oasis.metrics import TIME_TO_FIRST_TOKEN, count_tokens, model_label
 from oasis.protocol.extensions import ChatCompletionRequest, CompletionRequest
 from oasis.services.models.engine_lookup import queue_full
 
@@ -114,7 +114,7 @@ class _FirstTokenTimer:
     async def __anext__(self) -> SampledToken:
         sampled = await self._inner.__anext__()
         if self._started is not None:
-            TIME_TO_FIRST_TOKEN.labels(self._model).observe(time.perf_counter() - self._started)
+            TIME_TO_FIRST_TOKEN.labels(model_label(self._model)).observe(time.perf_counter() - self._started)
             self._started = None
         return sampled
 

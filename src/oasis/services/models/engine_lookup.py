@@ -8,7 +8,7 @@ from oasis.engines.base import Engine
 from oasis.engines.registry import EngineRegistry
 from oasis.engines.text import EngineBusy
 from oasis.errors import OasisError, invalid_request, not_found
-from oasis.metrics import THROTTLED
+from oasis.metrics import THROTTLED, model_label
 
 _implemented: dict[tuple[type, type], bool] = {}
 
@@ -71,7 +71,7 @@ def served_id(registry: EngineRegistry, model: str) -> str:
 def queue_full(model_id: str, busy: EngineBusy) -> OasisError:
     """The 429 for a model whose queue is full (OpenAI's rate-limit shape, with Retry-After), counted in the
     metrics under the model's configured id."""
-    THROTTLED.labels(model_id).inc()
+    THROTTLED.labels(model_label(model_id)).inc()
     return OasisError(
         429,
         f"The model '{model_id}' is serving as many requests as it can queue; retry shortly.",
