@@ -97,12 +97,16 @@ def test_what_the_machine_refuses_is_one_line_naming_it(tmp_path: Path, env: dic
     no_redis = run_oasis(
         "serve", "--data-dir", str(tmp_path / "d"), env={**env, "OASIS_REDIS_URL": "redis://:hunter2@127.0.0.1:9/0"}
     )
+    not_a_redis_url = run_oasis(
+        "serve", "--data-dir", str(tmp_path / "d"), env={**env, "OASIS_REDIS_URL": "127.0.0.1:6379"}
+    )
     for failed, named in (
         (not_a_folder, "a-file/data"),
         (unreachable, "postgresql+asyncpg://127.0.0.1:9/test"),
         (in_use, f"127.0.0.1:{port}"),
         (blank_project, "--project"),
         (no_redis, "redis_url: redis://127.0.0.1:9/0"),
+        (not_a_redis_url, "redis_url: 127.0.0.1:6379"),
     ):
         assert failed.returncode == 2, failed.stderr
         assert "Traceback" not in failed.stderr and named in failed.stderr, failed.stderr

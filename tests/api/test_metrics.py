@@ -80,6 +80,21 @@ async def test_requests_tokens_and_model_states_are_counted(start_oasis: Callabl
     assert not any(route and "nope" in route for route in routes), routes
 
 
+async def test_a_database_that_does_not_answer_costs_the_scrape_only_the_job_gauges(
+    oasis: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from oasis.storage import vector_stores
+
+    async def unreachable(*_: Any) -> int:
+        raise OSError("connection refused")
+
+    assert value(await scrape(oasis), "oasis_database_up") == 1
+    monkeypatch.setattr(vector_stores, "count_waiting_files", unreachable)
+    samples = await scrape(oasis)
+    assert value(samples, "oasis_database_up") == 0 and value(samples, "process_resident_memory_bytes") > 0
+    assert ("oasis_job_queue_depth", frozenset({("kind", "ingestion")})) not in samples
+
+
 async def test_ingestion_jobs_are_timed_by_outcome(start_oasis: Callable[..., Any]) -> None:
     harness: Harness = await start_oasis(engine_factories=None, models=[E5])
     before = await scrape(harness)
