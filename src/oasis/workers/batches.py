@@ -118,7 +118,16 @@ class BatchRunner:
         )
 
     async def _give_up(self, seq: int, owner: str, message: str) -> None:
+        """Fails the batch with a server_error, keeping the results it has in its output and error files (or,
+        when even those cannot be written, failing it without them)."""
         error = {"code": "server_error", "message": message, "param": None, "line": None}
+        try:
+            await self._fail(await self._batch(seq), owner, [error])
+            return
+        except _Stop:
+            return
+        except Exception:
+            log.exception("writing the results of failed batch (row %s) failed", seq)
         with contextlib.suppress(_Stop):
             await self._set(
                 seq,

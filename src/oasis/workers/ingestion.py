@@ -14,6 +14,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sqlalchemy import select, update
@@ -209,29 +210,30 @@ class IngestionRunner:
 
     async def _finish(self, seq: int, owner: str, status: str, code: str | None, message: str | None) -> None:
         async with self._db.session() as session:
+            store_id = await session.scalar(select(VectorStoreFile.vector_store_id).where(VectorStoreFile.seq == seq))
+            if store_id is None:
+                return
+            # The store's row before the file's, as a store's delete takes them: no circular wait on PostgreSQL.
+            await rows.bump_version(session, store_id)
+            values: dict[str, Any] = {
+                "status": status,
+                "last_error_code": code,
+                "last_error_message": message,
+                "lease_owner": None,
+                "lease_expires_at": None,
+            }
+            if status != "completed":
+                values["usage_bytes"] = 0  # its chunks go
             done = await session.execute(
                 update(VectorStoreFile)
-                .where(
-                    *held_by(VectorStoreFile, seq, owner),
-                    *rows.WAITING_FILE,
-                )
-                .values(
-                    status=status,
-                    last_error_code=code,
-                    last_error_message=message,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                )
-                .returning(VectorStoreFile.vector_store_id)
+                .where(*held_by(VectorStoreFile, seq, owner), *rows.WAITING_FILE)
+                .values(**values)
             )
-            store_id = done.scalar()
-            if store_id is None:
+            if done.rowcount != 1:  # type: ignore[attr-defined]
                 await session.rollback()
                 return
             if status != "completed":
                 await rows.drop_chunks(session, file_seq=seq)
-                await session.execute(update(VectorStoreFile).where(VectorStoreFile.seq == seq).values(usage_bytes=0))
-            await rows.bump_version(session, store_id)
             await session.commit()
 
     async def _retry_or_fail(self, seq: int, owner: str, reason: str) -> None:

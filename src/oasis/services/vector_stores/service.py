@@ -182,9 +182,7 @@ class VectorStoreService:
         """Attaches the files not yet in the store, with the default chunking, inside the caller's transaction."""
         # Locked: messages of two threads sharing the store may attach the same file at once, and the second
         # must see the first's row rather than break the unique index (the caller's transaction is not retried).
-        store = await rows.get_store(session, project_id, store_id, for_update=True)
-        if store is None:
-            raise _store_not_found(store_id)
+        store = await self._locked_store(session, project_id, store_id)
         await self._check_files(session, project_id, file_ids)
         strategy = chunking_from_request(None)
         for file_id in dict.fromkeys(file_ids):
@@ -261,7 +259,7 @@ class VectorStoreService:
         clean_attributes = check_attributes(attributes)
         try:
             async with self._db.session() as session:
-                store = await self._store(session, project_id, store_id)
+                store = await self._locked_store(session, project_id, store_id)
                 await self._check_files(session, project_id, [file_id])
                 row = await rows.get_file(session, project_id, store_id, file_id)
                 if row is not None and row.status not in ("failed", "cancelled"):
@@ -304,9 +302,9 @@ class VectorStoreService:
         async with self._db.session() as session:
             await self._store(session, project_id, store_id)
             row = await self._file(session, project_id, store_id, file_id)
+            await rows.bump_version(session, store_id)  # the store's row before the file's, as everywhere
             row.deleted_at = now()
             await rows.drop_chunks(session, file_seq=row.seq)
-            await rows.bump_version(session, store_id)
             await session.commit()
         return file_id
 
@@ -349,7 +347,7 @@ class VectorStoreService:
         attributes: dict[str, Any],
     ) -> None:
         async with self._db.session() as session:
-            store = await self._store(session, project_id, store_id)
+            store = await self._locked_store(session, project_id, store_id)
             await self._check_files(session, project_id, file_ids)
             session.add(batch)
             # Files attached before: the batch takes them over and indexes them again with its settings.
@@ -407,6 +405,15 @@ class VectorStoreService:
             chunks_done=0,
             attempts=0,
         )
+
+    @staticmethod
+    async def _locked_store(session: Any, project_id: str, store_id: str) -> VectorStore:
+        """The store, its row locked until the transaction ends: every path that attaches files takes it, so
+        that concurrent attaches of one file (from the API, a batch, a message) see each other's rows."""
+        store = await rows.get_store(session, project_id, store_id, for_update=True)
+        if store is None:
+            raise _store_not_found(store_id)
+        return store
 
     @staticmethod
     async def _store(session: Any, project_id: str, store_id: str) -> VectorStore:
