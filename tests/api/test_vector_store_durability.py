@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import openai
 import pytest
 from sqlalchemy import event, func, select
 
@@ -60,6 +61,24 @@ async def test_threads_sharing_a_store_attach_one_file_at_once_without_errors(em
         assert all(message.attachments[0].file_id == file_id for message in made)  # type: ignore[index]
     listed = await stores(client).files.list(vector_store_id=store.id, limit=100)
     assert sorted(item.id for item in listed.data) == sorted(file_ids)
+
+
+async def test_a_file_attached_while_it_is_deleted_is_not_left_in_the_store(embed_oasis: Harness) -> None:
+    """Attach and delete at the same moment: the attach is refused (404) or the delete takes the attachment out
+    too. Never a live attachment of a deleted file (on PostgreSQL the delete did not see the attach coming)."""
+    client = embed_oasis.sdk()
+    store = await stores(client).create(name="racing deletes")
+    for n in range(10):
+        file_id = await upload(client, f"gone-{n}.txt", DOCUMENTS["tax.txt"])
+        attached, deleted = await asyncio.gather(
+            stores(client).files.create(vector_store_id=store.id, file_id=file_id),
+            client.files.delete(file_id),
+            return_exceptions=True,
+        )
+        assert not isinstance(deleted, BaseException), deleted
+        assert not isinstance(attached, BaseException) or isinstance(attached, openai.NotFoundError), attached
+        listed = await stores(client).files.list(vector_store_id=store.id, limit=100)
+        assert file_id not in {item.id for item in listed.data}
 
 
 async def _chunk_count(harness: Harness, store_id: str) -> int:

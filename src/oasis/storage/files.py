@@ -89,17 +89,21 @@ def _chunks(ids: list[str]) -> list[list[str]]:
     return [ids[start : start + _IDS_PER_QUERY] for start in range(0, len(ids), _IDS_PER_QUERY)]
 
 
-async def existing_file_ids(session: AsyncSession, project_id: str, file_ids: list[str]) -> set[str]:
-    """Which of `file_ids` are live files of the project, a query per _IDS_PER_QUERY of them."""
+async def existing_file_ids(
+    session: AsyncSession, project_id: str, file_ids: list[str], for_update: bool = False
+) -> set[str]:
+    """Which of `file_ids` are live files of the project, a query per _IDS_PER_QUERY of them; `for_update` locks
+    their rows (in id order) until the transaction ends, so that a delete of one waits for what this makes of it."""
     found: set[str] = set()
     for chunk in _chunks(sorted(set(file_ids))):
-        found.update(
-            await session.scalars(
-                select(StoredFile.id).where(
-                    StoredFile.id.in_(chunk), StoredFile.project_id == project_id, StoredFile.deleted_at.is_(None)
-                )
-            )
+        query = (
+            select(StoredFile.id)
+            .where(StoredFile.id.in_(chunk), StoredFile.project_id == project_id, StoredFile.deleted_at.is_(None))
+            .order_by(StoredFile.id)
         )
+        if for_update:
+            query = query.with_for_update()
+        found.update(await session.scalars(query))
     return found
 
 

@@ -176,18 +176,20 @@ class VectorStoreService:
         await session.flush()
         for file_id in dict.fromkeys(file_ids):
             session.add(self._new_file_row(store, file_id, strategy, {}, batch_id=None))
+        await self._still_there(session, project_id, file_ids)
         return store
 
     async def add_files_in(self, session: Session, project_id: str, store_id: str, file_ids: list[str]) -> None:
         """Attaches the files not yet in the store, with the default chunking, inside the caller's transaction."""
         # Locked: messages of two threads sharing the store may attach the same file at once, and the second
         # must see the first's row rather than break the unique index (the caller's transaction is not retried).
-        store = await self._locked_store(session, project_id, store_id)
         await self._check_files(session, project_id, file_ids)
+        store = await self._locked_store(session, project_id, store_id)
         strategy = chunking_from_request(None)
         for file_id in dict.fromkeys(file_ids):
             if await rows.get_file(session, project_id, store_id, file_id) is None:
                 session.add(self._new_file_row(store, file_id, strategy, {}, batch_id=None))
+        await self._still_there(session, project_id, file_ids)
 
     def wake(self) -> None:
         """Tells the in-process ingestion worker that files wait (after a commit that attached some)."""
@@ -259,8 +261,8 @@ class VectorStoreService:
         clean_attributes = check_attributes(attributes)
         try:
             async with self._db.session() as session:
-                store = await self._locked_store(session, project_id, store_id)
                 await self._check_files(session, project_id, [file_id])
+                store = await self._locked_store(session, project_id, store_id)
                 row = await rows.get_file(session, project_id, store_id, file_id)
                 if row is not None and row.status not in ("failed", "cancelled"):
                     return file_to_wire(row)
@@ -270,6 +272,7 @@ class VectorStoreService:
                     await session.flush()  # out of the unique index before the new attachment arrives
                 row = self._new_file_row(store, file_id, strategy, clean_attributes, batch_id=None)
                 session.add(row)
+                await self._still_there(session, project_id, [file_id])
                 await session.commit()
         except Conflict:
             # A concurrent add of the same file won the unique index: its attachment is the answer.
@@ -347,8 +350,8 @@ class VectorStoreService:
         attributes: dict[str, Any],
     ) -> None:
         async with self._db.session() as session:
-            store = await self._locked_store(session, project_id, store_id)
             await self._check_files(session, project_id, file_ids)
+            store = await self._locked_store(session, project_id, store_id)
             session.add(batch)
             # Files attached before: the batch takes them over and indexes them again with its settings.
             replaced = await rows.attached_files(session, store_id, file_ids)
@@ -361,6 +364,7 @@ class VectorStoreService:
             session.add_all(
                 self._new_file_row(store, file_id, strategy, attributes, batch_id=batch.id) for file_id in file_ids
             )
+            await self._still_there(session, project_id, file_ids)
             await session.commit()
 
     async def retrieve_batch(self, project_id: str, store_id: str, batch_id: str) -> dict[str, Any]:
@@ -436,9 +440,19 @@ class VectorStoreService:
             raise not_found(f"No file batch found with id '{batch_id}'.", param="batch_id")
         return batch
 
+    @classmethod
+    async def _still_there(cls, session: Any, project_id: str, file_ids: list[str]) -> None:
+        """Checks the files again once the attachments are written (flushed): on SQLite the first check ran
+        before this transaction took the write lock, and a delete may have committed since; it would not have
+        seen these attachments to take them out."""
+        await session.flush()
+        await cls._check_files(session, project_id, file_ids)
+
     @staticmethod
     async def _check_files(session: Any, project_id: str, file_ids: list[str]) -> None:
-        found = await file_rows.existing_file_ids(session, project_id, file_ids)
+        """404 for a file that is not there; the rest locked until the transaction ends: a delete of one waits,
+        then finds the attachment made of it and takes it out (files' rows before the store's, as a delete)."""
+        found = await file_rows.existing_file_ids(session, project_id, file_ids, for_update=True)
         missing = next((file_id for file_id in file_ids if file_id not in found), None)
         if missing is not None:
             raise not_found(f"No such File object: {missing}", param="file_ids")
