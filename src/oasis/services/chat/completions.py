@@ -148,10 +148,11 @@ class CompletionService:
                 "'max_tokens' 0 only makes sense with 'echo' (scoring the prompt).", param="max_tokens"
             )
         prompts = [_with_suffix(engine, prompt, request.suffix) for prompt in _prompts(engine, request)]
-        # Every prompt's sequences are queued at once: n streamed, else best_of, or with max_tokens 0 one to score
-        # the prompt (echo with logprobs) or none (echo alone).
-        scoring_only = not request.stream and request.max_tokens == 0
-        per_prompt = (1 if request.logprobs is not None else 0) if scoring_only else best_of
+        # Every prompt's sequences are queued at once: best_of generating (none with max_tokens 0), and one to
+        # score the prompt for echo with logprobs: before them when whole, beside them when streamed.
+        generating = 0 if request.max_tokens == 0 else best_of
+        scoring = 1 if request.echo and request.logprobs is not None else 0
+        per_prompt = generating + scoring if request.stream else max(generating, scoring)
         check_queue_holds(
             engine, len(prompts) * per_prompt, "prompt" if len(prompts) > 1 else ("best_of" if best_of > n else "n")
         )
@@ -255,9 +256,15 @@ class CompletionService:
         completion_tokens = 0
         prompt_tokens = sum(len(prompt.tokens) for prompt in job.prompts)
         flat = [(p, stream) for p, per_prompt in enumerate(streams) for stream in per_prompt]
+        # Each prompt is scored once (echo with logprobs), however many choices show it.
+        scoring = (
+            {p: asyncio.ensure_future(self._scored(job, prompt)) for p, prompt in enumerate(job.prompts)}
+            if job.echo and job.logprobs is not None
+            else {}
+        )
         try:
             # Choice i is the prompt's (i // n)-th, in prompt order, as OpenAI indexes them.
-            sources = [self._choice_chunks(job, job.prompts[p], stream) for p, stream in flat]
+            sources = [self._choice_chunks(job, job.prompts[p], stream, scoring.get(p)) for p, stream in flat]
             async for index, item in merge(sources):
                 completion_tokens += item.pop("tokens", 0)
                 if item["text"] or item["finish_reason"] or item["logprobs"]:
@@ -266,26 +273,36 @@ class CompletionService:
             for _, stream in flat:
                 if stream is not None:
                     stream.cancel()
+            for task in scoring.values():
+                task.cancel()
             # also when the client leaves mid-stream: those tokens were generated
             count_tokens(job.model_id, prompt_tokens, completion_tokens)
         if include_usage:
             yield {**envelope, "choices": [], "usage": usage(prompt_tokens, completion_tokens)}
 
     @staticmethod
+    async def _scored(job: PreparedCompletion, prompt: Prompt) -> list[SampledToken]:
+        assert job.logprobs is not None
+        try:
+            return await job.engine.score(prompt.tokens, job.logprobs)
+        except Exception as exc:
+            raise refusal(exc, job.model_id) from None
+
+    @staticmethod
     async def _choice_chunks(
-        job: PreparedCompletion, prompt: Prompt, stream: TokenStream | None
+        job: PreparedCompletion,
+        prompt: Prompt,
+        stream: TokenStream | None,
+        scoring: asyncio.Future[list[SampledToken]] | None,
     ) -> AsyncIterator[dict[str, Any]]:
         """One choice's chunk bodies (without index); `tokens` counts what each one consumed. Without a stream
-        (max_tokens 0) the prompt is all there is."""
+        (max_tokens 0) the prompt is all there is; `scoring` gives the prompt's logprobs (echo with logprobs)."""
         offset = len(prompt.text)  # offsets count from the start of prompt + completion, as OpenAI's
         if job.echo:
             echoed = None
-            if job.logprobs is not None:  # the prompt's own, as the whole reply carries them
-                try:
-                    scored = await job.engine.score(prompt.tokens, job.logprobs)
-                except Exception as exc:
-                    raise refusal(exc, job.model_id) from None
-                echoed = _legacy_logprobs(job, prompt, [], scored)
+            if scoring is not None:  # the prompt's own, as the whole reply carries them
+                # shielded: the choices share it, and one leaving must not cancel it for the others
+                echoed = _legacy_logprobs(job, prompt, [], await asyncio.shield(scoring))
             yield {"text": prompt.text, "logprobs": echoed, "finish_reason": None, "tokens": 0}
         if stream is None:
             yield {"text": "", "logprobs": None, "finish_reason": "length", "tokens": 0}
