@@ -44,6 +44,11 @@ async def routed(start_oasis: Callable[..., Any], upstream: ServerProcess) -> Ha
             {"id": "remote-painter", "engine": "upstream", "options": {"base_url": url, "model": "oasis-shapes-32"}},
             {"id": "remote-missing", "engine": "upstream", "options": {"base_url": url, "model": "nope"}},
             {"id": "down", "engine": "upstream", "options": {"base_url": f"http://127.0.0.1:{free_port()}/v1"}},
+            {
+                "id": "half-down",
+                "engine": "upstream",
+                "options": {"base_urls": [f"http://127.0.0.1:{free_port()}/v1", url], "model": "smollm2-135m-instruct"},
+            },
         ],
     )
     return harness
@@ -86,6 +91,31 @@ async def test_an_unreachable_upstream_is_a_502(routed: Harness) -> None:
     with pytest.raises(openai.InternalServerError) as caught:
         await routed.sdk().chat.completions.create(model="down", messages=CAPITAL, max_tokens=3)
     assert caught.value.status_code == 502 and "did not answer" in caught.value.message
+    assert "127.0.0.1" not in caught.value.message  # the upstream's address is the operator's, not the client's
+
+
+async def test_a_replica_that_refuses_connections_does_not_take_the_traffic(routed: Harness) -> None:
+    """It fails at once, so by requests in flight it looks the least busy: it is passed over for a while, and a
+    request it refused goes to another replica (nothing was sent)."""
+    client = routed.sdk()
+    for stream in (False, True, False, True):
+        if stream:
+            chunks = await client.chat.completions.create(
+                model="half-down", messages=CAPITAL, max_tokens=3, stream=True
+            )
+            assert [chunk async for chunk in chunks]
+        else:
+            reply = await client.chat.completions.create(model="half-down", messages=CAPITAL, max_tokens=3)
+            assert reply.choices[0].message.content is not None
+    engine = routed.container.registry.engine("half-down")
+    assert isinstance(engine, UpstreamEngine) and engine.replicas[0].down_until > 0
+
+
+def test_an_upstream_stream_error_may_be_bare_text() -> None:
+    from oasis.engines.upstream import _stream_error
+
+    assert _stream_error("Model is overloaded").message == "Model is overloaded"
+    assert _stream_error({"message": "bad", "type": "invalid_request_error"}).type == "invalid_request_error"
 
 
 async def test_requests_spread_over_replicas_by_outstanding_count(routed: Harness) -> None:
