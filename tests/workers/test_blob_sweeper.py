@@ -41,7 +41,9 @@ async def test_sweep_removes_only_what_nothing_points_to(start_oasis: Callable[.
     # A killed upload: old and new temporary files.
     (blobs / ".tmp" / "dead.part").write_bytes(b"half")
     (blobs / ".tmp" / "live.part").write_bytes(b"half")
-    for old in ("files/tombstoned", f"files/{deleted.id}", "files/file-orphan", ".tmp/dead.part"):
+    # Another program's file in the folder (a Finder's, an NFS client's): not ours, and it must not stop the sweep.
+    (blobs / "files" / ".DS_Store").write_bytes(b"finder")
+    for old in ("files/.DS_Store", "files/tombstoned", f"files/{deleted.id}", "files/file-orphan", ".tmp/dead.part"):
         _age(blobs / old)
     for file_id in (kept.id, batch_input):
         _age(blobs / "files" / file_id)
@@ -50,7 +52,9 @@ async def test_sweep_removes_only_what_nothing_points_to(start_oasis: Callable[.
 
     assert removed == (3, 1)
     left = sorted(path.relative_to(blobs).as_posix() for path in blobs.rglob("*") if path.is_file())
-    assert left == sorted([".tmp/live.part", "files/file-in-flight", f"files/{kept.id}", f"files/{batch_input}"])
+    assert left == sorted(
+        [".tmp/live.part", "files/.DS_Store", "files/file-in-flight", f"files/{kept.id}", f"files/{batch_input}"]
+    )
     assert (await client.files.content(kept.id)).content == b"still here"
 
 

@@ -81,7 +81,12 @@ class LocalBlobStore:
         base = self._path(prefix.rstrip("/"))
         listed = await anyio.to_thread.run_sync(_files_under, base)
         for path, modified in listed:
-            yield path.relative_to(self.root).as_posix(), modified
+            key = path.relative_to(self.root).as_posix()
+            try:
+                check_key(key)
+            except ValueError:
+                continue  # not one of ours (a .DS_Store, an .nfs file): never swept, and no key to delete it by
+            yield key, modified
 
     async def clear_temporary(self, older_than: float) -> int:
         def clear() -> int:
