@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
@@ -91,6 +93,12 @@ async def run_worker(settings: Settings) -> None:
     """`oasis worker`: the background job loop with its own engines and no HTTP, until cancelled."""
     factories, specs = engine_setup(settings)
     container = Container.build(settings, specs, factories)
+    # SIGTERM (a supervisor's, a container runtime's) stops as Ctrl-C does: the jobs in hand get their moment to
+    # finish and the rest give their leases back, rather than the process dying with them held.
+    main = asyncio.current_task()
+    if main is not None:
+        with contextlib.suppress(NotImplementedError):  # no signal handlers on this platform's loop
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
     try:
         await container.db.migrate()
         await container.start_engines()

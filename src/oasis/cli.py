@@ -243,11 +243,12 @@ def _worker(args: argparse.Namespace) -> int:
     asyncio.run(_check_blobs(settings))
     log.info("oasis %s worker: database %s", __version__, _database_name(settings))
     try:
-        with contextlib.suppress(KeyboardInterrupt):
+        with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C, SIGTERM
             asyncio.run(run_worker(settings))
     except ModelsFailed as exc:
         print(f"oasis worker: {exc}", file=sys.stderr)
         return 1
+    log.info("oasis worker stopped")
     return 0
 
 

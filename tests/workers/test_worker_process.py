@@ -69,6 +69,10 @@ def test_oasis_worker_ingests_what_the_server_queued(tmp_path: Path, postgres_ur
                 f"/vector_stores/{store_id}/search", cast_to=object, body={"query": "where is the spare key?"}
             )
             assert hits["data"][0]["file_id"] == uploaded.id  # type: ignore[index]
+            # SIGTERM (a supervisor's stop) ends it as Ctrl-C does: cleanly, its leases given back.
+            worker.terminate()
+            assert worker.wait(timeout=30) == 0, (tmp_path / "worker.log").read_text()
+            assert "worker stopped" in (tmp_path / "worker.log").read_text()
 
 
 def test_oasis_worker_executes_runs_and_sees_a_cancel_made_by_the_server(
