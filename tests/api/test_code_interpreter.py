@@ -182,3 +182,27 @@ async def test_without_a_sandbox_a_run_with_the_tool_is_refused_saying_why(
         await client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id)
     assert caught.value.code == "unsupported_tool" and caught.value.param == "assistant_id"
     assert "bubblewrap" in caught.value.message
+
+
+async def test_a_file_replaced_under_the_same_name_is_placed_again(code_oasis: Harness) -> None:
+    """The session keeps /mnt/data between runs; a new file under a name already there (a corrected sales.csv)
+    must replace the old content, not be skipped because the name was placed."""
+    from oasis.storage.tables import Assistant
+
+    client = code_oasis.sdk()
+    assistant, thread, first = await _setup(client)
+    async with code_oasis.container.db.session() as session:
+        row = await session.scalar(select(Assistant).where(Assistant.id == assistant.id))
+    assert row is not None
+    run = Run(id="run_placing", project_id=row.project_id, thread_id=thread.id, assistant_id=assistant.id)
+    read = "print(open('/mnt/data/sales.csv').read())"
+    before = await code_oasis.container.code_interpreter.run(run, "call_1", read, 0)
+    corrected = await client.files.create(file=("sales.csv", b"month,amount\njan,11\n"), purpose="assistants")
+    await client.beta.assistants.update(assistant.id, tool_resources={"code_interpreter": {"file_ids": [corrected.id]}})
+    after = await code_oasis.container.code_interpreter.run(run, "call_2", read, 1)
+
+    def logs(call: Any) -> str:
+        return "".join(output["logs"] for output in call.outputs if output["type"] == "logs")
+
+    assert "jan,10" in logs(before) and first
+    assert "jan,11" in logs(after) and "jan,10" not in logs(after)

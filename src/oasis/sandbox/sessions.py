@@ -109,8 +109,9 @@ class PythonSession:
         self._limits = limits
         # Called as the interpreter (re)starts: the pool tracks it again, even after closing it as idle.
         self._on_start = on_start
-        # Names of the files placed in this interpreter's /mnt/data (a restarted one starts empty).
-        self.placed: set[str] = set()
+        # The files placed in this interpreter's /mnt/data, name -> the caller's tag for its content (a file id),
+        # so that a name given other content is placed again (a restarted interpreter starts empty).
+        self.placed: dict[str, str] = {}
         self._process: asyncio.subprocess.Process | None = None
         self._answers: asyncio.StreamReader | None = None
         self._pipe: asyncio.BaseTransport | None = None
@@ -150,24 +151,27 @@ class PythonSession:
             lambda: asyncio.StreamReaderProtocol(answers), os.fdopen(read_end, "rb", buffering=0)
         )
 
-    async def run(self, code: str, files: dict[str, bytes] | None = None) -> Execution:
-        """Runs `code` after placing `files` (name -> content) in /mnt/data."""
+    async def run(
+        self, code: str, files: dict[str, bytes] | None = None, tags: dict[str, str] | None = None
+    ) -> Execution:
+        """Runs `code` after placing `files` (name -> content) in /mnt/data; `tags` (name -> what the content is,
+        a file id) are remembered in `placed`."""
         async with self._lock:
             self.last_used = time.monotonic()
             if not self.alive:
-                self.placed = set()
+                self.placed = {}
                 if self._on_start is not None:
                     await self._on_start(self)
                 await self.start()
             try:
-                execution = await self._call(code, files or {})
+                execution = await self._call(code, files or {}, tags or {})
             except BaseException:
                 await self.close()  # cancelled mid-call: the interpreter is in an unknown state
                 raise
             self.last_used = time.monotonic()
             return execution
 
-    async def _call(self, code: str, files: dict[str, bytes]) -> Execution:
+    async def _call(self, code: str, files: dict[str, bytes], tags: dict[str, str]) -> Execution:
         assert self._process is not None and self._process.stdin is not None and self._answers is not None
         encoded = {name: base64.b64encode(data).decode("ascii") for name, data in files.items()}
         try:
@@ -196,7 +200,7 @@ class PythonSession:
         except (ValueError, TypeError, KeyError) as exc:
             await self.close()
             return Execution("", f"The Python session gave an unreadable answer ({exc}); it was restarted.")
-        self.placed.update(files)
+        self.placed.update({name: tags.get(name, "") for name in files})
         return execution
 
     def _stop_strays(self) -> None:
@@ -279,7 +283,7 @@ class SandboxPool:
         session = PythonSession(self._limits)
         try:
             await session.start()
-            result = await session._call("print(6 * 7)", {})
+            result = await session._call("print(6 * 7)", {}, {})
         except OSError as exc:
             return f"bwrap could not start: {exc}"
         finally:

@@ -130,7 +130,7 @@ class CodeInterpreter:
         missing: dict[str, bytes] = {}
         notes: list[str] = []
         for name, file_id in inputs.items():
-            if name in session.placed:
+            if session.placed.get(name) == file_id:  # the same file under the same name: there already
                 continue
             content = await self._files.content(run.project_id, file_id)
             if content.size > min(limits.file_mb << 20, room):
@@ -138,7 +138,7 @@ class CodeInterpreter:
                 continue
             missing[name] = b"".join([chunk async for chunk in content.chunks])
             room -= content.size
-        execution = await session.run(code, missing)
+        execution = await session.run(code, missing, {name: inputs[name] for name in missing})
         logs = "\n".join([*notes, execution.logs]) if notes else execution.logs
         if execution.error:
             logs = f"{logs.rstrip()}\n{execution.error}".strip() if execution.error not in logs else logs
