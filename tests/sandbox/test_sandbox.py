@@ -112,6 +112,11 @@ async def test_a_memory_hog_and_a_huge_file_fail_inside_their_limits(pool: Sandb
     )
     assert streamed.error is not None and "File too large" in streamed.error
     assert (await session.run("print('still here')")).logs == "still here\n"
+    # Printing past the file size limit (its output is held in a file too) fails that call, not the session.
+    await session.run("kept = 7")
+    flood = await session.run("for _ in range(12 << 10):\n    print('y' * 1023)")
+    assert flood.error is not None and "File too large" in flood.error
+    assert (await session.run("print(kept)")).logs.endswith("7\n")
 
 
 async def test_the_server_keeps_answering_while_code_runs(start_oasis: Callable[..., Any]) -> None:

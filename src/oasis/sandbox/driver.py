@@ -115,6 +115,18 @@ def _execute(code: str, namespace: dict[str, object]) -> None:
             print(repr(value))
 
 
+# Streams replaced after output ran past the limit, kept so that they are never collected: closing one would try
+# to write what it still holds, into the next call's output.
+_abandoned: list[object] = []
+
+
+def _fresh_streams() -> tuple[io.TextIOWrapper, io.TextIOWrapper]:
+    _abandoned.extend(stream for stream in (sys.stdout, sys.stderr) if isinstance(stream, io.TextIOWrapper))
+    out = io.TextIOWrapper(os.fdopen(1, "wb", closefd=False), encoding="utf-8", line_buffering=True)
+    err = io.TextIOWrapper(os.fdopen(2, "wb", closefd=False), encoding="utf-8", line_buffering=True)
+    return out, err
+
+
 def main() -> None:
     answers = os.fdopen(int(os.environ.pop("OASIS_ANSWER_FD")), "w", encoding="utf-8")
     _limit()
@@ -122,8 +134,7 @@ def main() -> None:
     capture = os.fdopen(os.memfd_create("output"), "w+b")
     os.dup2(capture.fileno(), 1)
     os.dup2(capture.fileno(), 2)
-    sys.stdout = io.TextIOWrapper(os.fdopen(1, "wb", closefd=False), encoding="utf-8", line_buffering=True)
-    sys.stderr = io.TextIOWrapper(os.fdopen(2, "wb", closefd=False), encoding="utf-8", line_buffering=True)
+    sys.stdout, sys.stderr = _fresh_streams()
     namespace: dict[str, object] = {"__name__": "__main__"}
     os.chdir(WORK_FOLDER)
     for line in sys.stdin:
@@ -135,7 +146,10 @@ def main() -> None:
             _execute(request["code"], namespace)
         except BaseException as exc:  # SystemExit and KeyboardInterrupt are the code's errors too
             error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-            print(traceback.format_exc(), file=sys.stderr)
+            # The output is a file under the file size limit too: code that printed it full (EFBIG) must get
+            # its error back, not end the session by failing to print the traceback.
+            with contextlib.suppress(OSError):
+                print(traceback.format_exc(), file=sys.stderr)
         try:
             images = _figures()
             files, left = _changed(before)
@@ -144,8 +158,11 @@ def main() -> None:
         except Exception as exc:
             images, files = [], {}
             error = error or f"Could not collect the outputs: {exc}"
-        sys.stdout.flush()
-        sys.stderr.flush()
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except OSError:  # output past the limit: what fitted is sent, and what waits to be written goes
+            sys.stdout, sys.stderr = _fresh_streams()
         capture.seek(0)
         logs = capture.read().decode("utf-8", "replace")
         capture.seek(0)
