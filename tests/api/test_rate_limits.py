@@ -139,6 +139,9 @@ async def test_odd_counts_neither_refill_the_bucket_nor_slip_past_it(start_oasis
             "messages": [{"role": "user", "content": [{"type": "text", "text": "what?"}, picture]}],
         }
         assert estimate_tokens("/v1/chat/completions", body) < 50
+        # Every best_of candidate is generated, however few come back.
+        candidates = {"model": NO_MODEL, "prompt": "hi", "max_tokens": 100, "n": 2, "best_of": 20}
+        assert estimate_tokens("/v1/completions", candidates) == 1 + 100 * 20
         # A body the endpoint refuses is counted as nothing, and a count too long for int() as past every limit:
         # neither is a 500 on the way.
         not_a_list = await http.post("/v1/chat/completions", json={"model": NO_MODEL, "messages": 5})

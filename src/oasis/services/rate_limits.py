@@ -2,7 +2,7 @@
 `x-ratelimit-*` headers, and a 429 `rate_limit_exceeded` with `Retry-After` past them.
 
 Tokens are counted when a request is admitted, as OpenAI estimates them: the prompt's characters over four, plus
-`max_tokens` (or `max_completion_tokens`) times `n`. Counted in Redis when `redis_url` is set, so that every
+`max_tokens` (or `max_completion_tokens`) times `n` (or `best_of`, when larger). Counted in Redis when `redis_url` is set, so that every
 replica counts against the same limits; in the process otherwise.
 """
 
@@ -72,7 +72,8 @@ def estimate_tokens(path: str, body: Any) -> int:
         most = _count(body.get("max_tokens"))
     if most is None and path.endswith("/completions") and not path.endswith("/chat/completions"):
         most = 16  # legacy completions' default
-    choices = _count(body.get("n")) or 1
+    # best_of candidates are all generated (legacy completions), however few are returned
+    choices = max(_count(body.get("n")) or 1, _count(body.get("best_of")) or 1)
     return math.ceil(characters / 4) + (most or 0) * choices
 
 
