@@ -2,8 +2,8 @@
 `x-ratelimit-*` headers, and a 429 `rate_limit_exceeded` with `Retry-After` past them.
 
 Tokens are counted when a request is admitted, as OpenAI estimates them: the prompt's characters over four, plus
-`max_tokens` (or `max_completion_tokens`) times `n` (or `best_of`, when larger). Counted in Redis when `redis_url` is set, so that every
-replica counts against the same limits; in the process otherwise.
+`max_tokens` (or `max_completion_tokens`) times `n` (or `best_of`, when larger). Counted in Redis when `redis_url`
+is set, so that every replica counts against the same limits; in the process otherwise.
 """
 
 from __future__ import annotations

@@ -449,6 +449,8 @@ class LlamaCppEngine:
         if rules in self._grammars_parsed:
             return
         native.lib().llama_sampler_free(self._new_grammar(rules))
+        if len(rules) > native.CACHED_SCHEMA_CHARS:
+            return  # parsed again next time: only short grammars are remembered
         if len(self._grammars_parsed) >= _GRAMMARS_REMEMBERED:
             self._grammars_parsed.clear()
         self._grammars_parsed.add(rules)

@@ -75,16 +75,24 @@ _ANY_STRING_CHAR = '[^"\\\\]'
 _JSON_STRING_CHAR = '[^"\\\\\\x7F\\x00-\\x1F]'
 
 
-@lru_cache(maxsize=64)  # keyed by whole schemas, descriptions and all: unbounded, clients could fill memory
-def _grammar_for(schema_json: str) -> str:
+# Schemas (and grammars) longer than this are converted each time rather than remembered: a cache keyed by whole
+# schemas, each up to a request body's size, could otherwise hold gigabytes.
+CACHED_SCHEMA_CHARS = 64 * 1024
+
+
+def _convert(schema_json: str) -> str:
     return str(json_schema_to_gbnf(schema_json)).replace(_ANY_STRING_CHAR, _JSON_STRING_CHAR)
 
 
+_grammar_for = lru_cache(maxsize=64)(_convert)
+
+
 def json_grammar(schema: Mapping[str, object]) -> str:
-    """GBNF that accepts the JSON documents `schema` accepts (cached per schema); length and count bounds over
-    MAX_GRAMMAR_REPETITION are not enforced."""
+    """GBNF that accepts the JSON documents `schema` accepts (cached per schema, short ones); length and count
+    bounds over MAX_GRAMMAR_REPETITION are not enforced."""
     # key order matters: properties are generated in order
-    return _grammar_for(json.dumps(_without_huge_bounds(dict(schema))))
+    schema_json = json.dumps(_without_huge_bounds(dict(schema)))
+    return _grammar_for(schema_json) if len(schema_json) <= CACHED_SCHEMA_CHARS else _convert(schema_json)
 
 
 @cache

@@ -119,8 +119,16 @@ def fits(plan: ToolPlan, name: str, arguments: str) -> bool:
 _NO_RETRIEVAL: referencing.Registry[Any] = referencing.Registry()
 
 
-@lru_cache(maxsize=256)
+# Parameter schemas longer than this are compiled each time rather than remembered (each may be as long as a
+# request body).
+_CACHED_SCHEMA_CHARS = 64 * 1024
+
+
 def _validator(schema: str) -> Any:
+    return _remembered_validator(schema) if len(schema) <= _CACHED_SCHEMA_CHARS else _compiled(schema)
+
+
+def _compiled(schema: str) -> Any:
     parsed = json.loads(schema)
     kind = jsonschema.validators.validator_for(parsed)
     try:
@@ -128,6 +136,9 @@ def _validator(schema: str) -> Any:
     except jsonschema.SchemaError:
         return None
     return kind(parsed, registry=_NO_RETRIEVAL)
+
+
+_remembered_validator = lru_cache(maxsize=256)(_compiled)
 
 
 def only(plan: ToolPlan, name: str) -> ToolPlan:
