@@ -130,3 +130,18 @@ async def test_a_grammar_asked_about_the_drawn_token_alone_keeps_the_constrained
     expected = np.exp(2.0) / (np.exp(2.0) + np.exp(1.0))  # what -20 leaves to the other allowed tokens is ~1e-9
     assert tokens.count(brace) + tokens.count(brace_quote) == draws
     assert abs(share - expected) <= 4 * np.sqrt(expected * (1 - expected) / draws), share
+
+
+def test_long_schemas_are_converted_but_not_remembered() -> None:
+    """The grammar cache is keyed by whole schemas: only short ones are kept, so clients cannot fill memory with
+    large distinct ones."""
+    from oasis.engines.llamacpp import native
+
+    def schema(description: str) -> dict[str, object]:
+        return {"type": "object", "properties": {"a": {"type": "string", "description": description}}}
+
+    before = native._grammar_for.cache_info().currsize
+    assert "root" in native.json_grammar(schema("x" * (native.CACHED_SCHEMA_CHARS + 1)))
+    assert native._grammar_for.cache_info().currsize == before
+    native.json_grammar(schema("short and unique to this test"))
+    assert native._grammar_for.cache_info().currsize == before + 1
