@@ -343,6 +343,8 @@ async def test_a_full_queue_answers_429_with_retry_after(start_oasis: Any) -> No
         ({"max_tokens": 100_000}, 400, "max_tokens"),
         ({"logit_bias": {"999999": 5}}, 400, "logit_bias"),  # past the vocabulary
         ({"stream_options": {"include_usage": True}}, 400, "stream_options"),  # without stream, as OpenAI
+        # long enough to be rendered and tokenized off the event loop: its errors come back the same
+        ({"messages": [{"role": "user", "content": "word " * 20_000}]}, 400, "messages"),
         ({"logit_bias": {"-3": 5}}, 400, "logit_bias"),
         ({"logit_bias": {"--5": 5}}, 400, "logit_bias"),  # not a number, though lstrip("-") and isdigit said so
         ({"model": "no-such-model"}, 404, "model"),

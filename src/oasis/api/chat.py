@@ -18,7 +18,8 @@ async def create_chat_completion(
     body: ChatCompletionRequest, request: Request, container: ContainerDep, principal: PrincipalDep
 ) -> StreamingResponse | JSONResponse:
     await container.fine_tuned.ensure(principal.project_id, body.model)  # a fine-tune loads when first asked for
+    prepared = await container.chat.prepared(body)
     if body.stream:
-        return await sse_response(container.chat.stream(body))
+        return await sse_response(container.chat.stream(body, prepared))
     # A JSONResponse skips FastAPI's generic encoder: the reply is plain JSON data already.
-    return JSONResponse(await unless_disconnected(request, container.chat.create(body)))
+    return JSONResponse(await unless_disconnected(request, container.chat.create(body, prepared)))

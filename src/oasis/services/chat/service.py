@@ -110,6 +110,22 @@ def to_sampling_params(request: ChatCompletionRequest, engine: TextEngine, promp
     )
 
 
+# Conversations with more text than this are rendered and tokenized off the event loop.
+PREPARE_INLINE_CHARS = 64 * 1024
+
+
+def _text_size(request: ChatCompletionRequest) -> int:
+    """About how much text the request's messages and tools hold (cheap: no serialising)."""
+    size = 0
+    for message in request.messages:
+        content = getattr(message, "content", None)
+        if isinstance(content, str):
+            size += len(content)
+        elif isinstance(content, list):
+            size += sum(len(getattr(part, "text", "") or "") for part in content)
+    return size + sum(len(str(tool)) for tool in request.tools or [])
+
+
 class ChatService:
     def __init__(self, registry: EngineRegistry, fingerprint: str) -> None:
         self._registry = registry
@@ -239,11 +255,19 @@ class ChatService:
             "system_fingerprint": self._fingerprint,
         }
 
-    async def create(self, request: ChatCompletionRequest) -> dict[str, Any]:
+    async def prepared(self, request: ChatCompletionRequest) -> PreparedChat | None:
+        """`prepare_local`, in a thread when the request is long: rendering the template and tokenizing a
+        conversation of megabytes takes long enough to stall every stream the event loop serves."""
+        if _text_size(request) > PREPARE_INLINE_CHARS:
+            return await asyncio.to_thread(self.prepare_local, request)
+        return self.prepare_local(request)
+
+    async def create(self, request: ChatCompletionRequest, prepared: PreparedChat | None = None) -> dict[str, Any]:
+        """`prepared` is the request's own `prepared`/`prepare_local`, when the caller has it already."""
         upstream = forwarding_engine(self._registry, request.model)
         if upstream is not None:
             return await forward_whole(upstream, "/chat/completions", request, request.model)
-        chat = self.prepare(request)
+        chat = prepared or self.prepare(request)
         streams = open_streams(chat.engine, chat.prompt, chat.params, chat.n, model=chat.model_id)
         try:
             results = await asyncio.gather(*(complete_choice(stream, chat.stops) for stream in streams))
