@@ -154,6 +154,7 @@ async def test_suffix_without_fill_in_the_middle_is_a_400(chat_oasis: Harness) -
         # scoring a prompt longer than the context (it reached the engine, whose refusal was a 500)
         ({"prompt": "word " * 3000, "max_tokens": 0, "echo": True, "logprobs": 1}, "prompt"),
         ({"prompt": "word " * 3000, "max_tokens": 5}, "prompt"),  # the prompt alone fills the context
+        ({"prompt": "word " * 20_000, "max_tokens": 5}, "prompt"),  # tokenized off the event loop: the same 400
         ({"stream_options": {"include_usage": True}}, "stream_options"),  # without stream, as OpenAI
     ],
 )

@@ -18,6 +18,7 @@ async def create_completion(
     body: CompletionRequest, request: Request, container: ContainerDep, principal: PrincipalDep
 ) -> StreamingResponse | JSONResponse:
     await container.fine_tuned.ensure(principal.project_id, body.model)  # a fine-tune loads when first asked for
+    prepared = await container.completions.prepared(body)
     if body.stream:
-        return await sse_response(container.completions.stream(body))
-    return JSONResponse(await unless_disconnected(request, container.completions.create(body)))
+        return await sse_response(container.completions.stream(body, prepared))
+    return JSONResponse(await unless_disconnected(request, container.completions.create(body, prepared)))

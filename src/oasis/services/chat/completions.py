@@ -129,6 +129,10 @@ def to_sampling_params(request: CompletionRequest, engine: TextEngine, longest_p
     )
 
 
+# Prompts with more text than this are tokenized off the event loop.
+PREPARE_INLINE_CHARS = 64 * 1024
+
+
 class CompletionService:
     def __init__(self, registry: EngineRegistry, fingerprint: str) -> None:
         self._registry = registry
@@ -177,11 +181,22 @@ class CompletionService:
             "system_fingerprint": self._fingerprint,
         }
 
-    async def create(self, request: CompletionRequest) -> dict[str, Any]:
+    async def prepared(self, request: CompletionRequest) -> PreparedCompletion | None:
+        """The request checked and tokenized for its local engine (None for an upstream one); in a thread when
+        the prompts are long, so that tokenizing megabytes does not stall every stream the event loop serves."""
+        if forwarding_engine(self._registry, request.model) is not None:
+            return None
+        prompt = request.prompt
+        size = len(prompt) if isinstance(prompt, str) else sum(len(p) for p in prompt if isinstance(p, str))
+        if size > PREPARE_INLINE_CHARS:
+            return await asyncio.to_thread(self.prepare, request)
+        return self.prepare(request)
+
+    async def create(self, request: CompletionRequest, prepared: PreparedCompletion | None = None) -> dict[str, Any]:
         upstream = forwarding_engine(self._registry, request.model)
         if upstream is not None:
             return await forward_whole(upstream, "/completions", request, request.model)
-        job = self.prepare(request)
+        job = prepared or self.prepare(request)
         work = [asyncio.ensure_future(self._choices_for(job, prompt)) for prompt in job.prompts]
         try:
             per_prompt = await asyncio.gather(*work)
@@ -232,12 +247,14 @@ class CompletionService:
             logprobs = _legacy_logprobs(job, prompt, result.tokens, scored)
         return {"text": text, "index": index, "logprobs": logprobs, "finish_reason": result.finish_reason}
 
-    def stream(self, request: CompletionRequest) -> AsyncIterator[dict[str, Any]]:
+    def stream(
+        self, request: CompletionRequest, prepared: PreparedCompletion | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
         """Validates and queues now (errors keep their HTTP status), then returns the chunks."""
         upstream = forwarding_engine(self._registry, request.model)
         if upstream is not None:
             return forward_stream(upstream, "/completions", request, request.model)
-        job = self.prepare(request)
+        job = prepared or self.prepare(request)
         prompts = [prompt.tokens for prompt in job.prompts]
         streams: list[list[TokenStream | None]]
         if job.params.max_tokens == 0:  # the prompt only (scored with echo and logprobs): nothing to generate
