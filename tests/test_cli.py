@@ -98,7 +98,7 @@ def test_what_the_machine_refuses_is_one_line_naming_it(tmp_path: Path, env: dic
         "serve", "--data-dir", str(tmp_path / "d"), env={**env, "OASIS_REDIS_URL": "redis://:hunter2@127.0.0.1:9/0"}
     )
     not_a_redis_url = run_oasis(
-        "serve", "--data-dir", str(tmp_path / "d"), env={**env, "OASIS_REDIS_URL": "127.0.0.1:6379"}
+        "serve", "--data-dir", str(tmp_path / "d"), env={**env, "OASIS_REDIS_URL": ":hunter2@127.0.0.1:6379"}
     )
     for failed, named in (
         (not_a_folder, "a-file/data"),
@@ -106,11 +106,11 @@ def test_what_the_machine_refuses_is_one_line_naming_it(tmp_path: Path, env: dic
         (in_use, f"127.0.0.1:{port}"),
         (blank_project, "--project"),
         (no_redis, "redis_url: redis://127.0.0.1:9/0"),
-        (not_a_redis_url, "redis_url: 127.0.0.1:6379"),
+        (not_a_redis_url, "redis_url: 127.0.0.1:6379:"),
     ):
         assert failed.returncode == 2, failed.stderr
         assert "Traceback" not in failed.stderr and named in failed.stderr, failed.stderr
-    assert "hunter2" not in unreachable.stderr and "hunter2" not in no_redis.stderr
+    assert all("hunter2" not in failed.stderr for failed in (unreachable, no_redis, not_a_redis_url))
     assert "loaded" not in in_use.stderr and "loading" not in in_use.stderr, in_use.stderr
 
 

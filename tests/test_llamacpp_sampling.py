@@ -3,6 +3,8 @@ spent 6-7% of a step on it): the draw follows the softmax, honours logit_bias an
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from oasis.engines.llamacpp.sampling import FullDistributionSampler
@@ -132,16 +134,22 @@ async def test_a_grammar_asked_about_the_drawn_token_alone_keeps_the_constrained
     assert abs(share - expected) <= 4 * np.sqrt(expected * (1 - expected) / draws), share
 
 
-def test_long_schemas_are_converted_but_not_remembered() -> None:
-    """The grammar cache is keyed by whole schemas: only short ones are kept, so clients cannot fill memory with
-    large distinct ones."""
-    from oasis.engines.llamacpp import native
+def test_the_grammar_cache_is_bounded_by_what_it_holds_not_by_count() -> None:
+    """Keyed by whole schemas (each as long as a request body may be), a cache bounded by count could hold
+    gigabytes: this one holds a bounded number of characters, and converts a schema once while it is held."""
+    from oasis.engines.llamacpp.native import GrammarCache
 
-    def schema(description: str) -> dict[str, object]:
-        return {"type": "object", "properties": {"a": {"type": "string", "description": description}}}
+    def schema(description: str) -> str:
+        return json.dumps({"type": "object", "properties": {"a": {"type": "string", "description": description}}})
 
-    before = native._grammar_for.cache_info().currsize
-    assert "root" in native.json_grammar(schema("x" * (native.CACHED_SCHEMA_CHARS + 1)))
-    assert native._grammar_for.cache_info().currsize == before
-    native.json_grammar(schema("short and unique to this test"))
-    assert native._grammar_for.cache_info().currsize == before + 1
+    cache = GrammarCache(max_chars=20_000)
+    for _ in range(3):
+        assert "root" in cache(schema("short"))
+    assert cache.conversions == 1
+    huge = schema("x" * 30_000)
+    for _ in range(2):
+        assert "root" in cache(huge)
+    assert cache.conversions == 3  # too large to hold: converted each time, and the short one stays
+    for n in range(40):
+        cache(schema(f"schema number {n} " * 20))
+    assert cache._chars <= cache.max_chars

@@ -56,7 +56,10 @@ def _is_loopback(host: str) -> bool:
 
 
 def _without_password(url: str) -> str:
-    scheme, _, rest = url.partition("://")
+    """The URL without its user info (`user:password@`), with a scheme or without one."""
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        return url.rpartition("@")[2]
     return f"{scheme}://{rest.rpartition('@')[2]}"
 
 

@@ -124,6 +124,15 @@ async def test_a_streamed_echo_carries_the_prompts_logprobs_as_the_whole_reply_d
         first = chunks[0].choices[0].logprobs
         assert first and first.token_logprobs and first.token_logprobs[0] is None and len(first.token_logprobs) > 1
     # Two choices: the prompt is scored once, and both echo it with the same logprobs.
+    engine = chat_oasis.container.registry.engine(MODEL)
+    scorings = []
+    real_score = engine.score  # type: ignore[union-attr]
+
+    async def counted(*args: Any) -> Any:
+        scorings.append(args)
+        return await real_score(*args)
+
+    engine.score = counted  # type: ignore[union-attr]
     stream = await client.completions.create(
         model=MODEL, prompt=PROMPT, echo=True, logprobs=1, max_tokens=2, n=2, stream=True
     )
@@ -133,6 +142,7 @@ async def test_a_streamed_echo_carries_the_prompts_logprobs_as_the_whole_reply_d
         if c.choices[0].text == PROMPT
     }
     assert set(echoed) == {0, 1} and echoed[0] == echoed[1] and echoed[0] is not None
+    assert len(scorings) == 1
 
 
 async def test_suffix_without_fill_in_the_middle_is_a_400(chat_oasis: Harness) -> None:

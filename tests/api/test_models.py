@@ -179,7 +179,7 @@ async def test_unknown_engine_kind_is_refused_at_start(start_oasis: Callable[...
 async def test_a_loaded_fine_tune_is_not_shown_to_health_or_metrics_by_name(start_oasis: Callable[..., Any]) -> None:
     """/health and /metrics answer anyone who may reach them: a project's fine-tune (its id names the project
     and the suffix the user chose) is counted under its base model's name, and not listed."""
-    from oasis.metrics import model_label
+    from oasis.metrics import count_tokens, model_label
 
     harness: Harness = await start_oasis(
         engine_factories={"idle": IdleEngine}, models=[{"id": "base", "engine": "idle"}]
@@ -190,3 +190,8 @@ async def test_a_loaded_fine_tune_is_not_shown_to_health_or_metrics_by_name(star
         health = await http.get("/health")
     assert [model["id"] for model in health.json()["models"]] == ["base"]
     assert model_label(fine_tune) == "ft:base" and model_label("base") == "base"
+    count_tokens(fine_tune, 7, 3)  # as a chat with the fine-tune counts its tokens
+    async with harness.http(api_key=None) as http:
+        scraped = (await http.get("/metrics")).text
+    assert 'oasis_tokens_total{kind="prompt",model="ft:base"}' in scraped
+    assert "proj_secret" not in scraped and "my-private-suffix" not in scraped

@@ -45,6 +45,11 @@ async def routed(start_oasis: Callable[..., Any], upstream: ServerProcess) -> Ha
             {"id": "remote-missing", "engine": "upstream", "options": {"base_url": url, "model": "nope"}},
             {"id": "down", "engine": "upstream", "options": {"base_url": f"http://127.0.0.1:{free_port()}/v1"}},
             {
+                "id": "all-down",
+                "engine": "upstream",
+                "options": {"base_urls": [f"http://127.0.0.1:{free_port()}/v1", f"http://127.0.0.1:{free_port()}/v1"]},
+            },
+            {
                 "id": "half-down",
                 "engine": "upstream",
                 "options": {"base_urls": [f"http://127.0.0.1:{free_port()}/v1", url], "model": "smollm2-135m-instruct"},
@@ -92,6 +97,13 @@ async def test_an_unreachable_upstream_is_a_502(routed: Harness) -> None:
         await routed.sdk().chat.completions.create(model="down", messages=CAPITAL, max_tokens=3)
     assert caught.value.status_code == 502 and "did not answer" in caught.value.message
     assert "127.0.0.1" not in caught.value.message  # the upstream's address is the operator's, not the client's
+    # Every replica refusing: each is tried once, then a 502 (again while they are passed over).
+    for _ in range(2):
+        with pytest.raises(openai.InternalServerError) as caught:
+            await asyncio.wait_for(
+                routed.sdk().chat.completions.create(model="all-down", messages=CAPITAL, max_tokens=3), timeout=30
+            )
+        assert caught.value.status_code == 502
 
 
 async def test_a_replica_that_refuses_connections_does_not_take_the_traffic(routed: Harness) -> None:

@@ -39,8 +39,9 @@ def pick_replica(replicas: list[Replica], skip: frozenset[int] = frozenset()) ->
     """The replica with the fewest requests in flight (ties go to the earliest listed), among those not passed
     over for a refused connection, nor in `skip` (by number); any, when none is left."""
     moment = time.monotonic()
-    usable = [r for r in replicas if r.down_until <= moment and r.number not in skip]
-    return min(usable or replicas, key=lambda replica: replica.outstanding)
+    untried = [r for r in replicas if r.number not in skip]
+    usable = [r for r in untried if r.down_until <= moment]
+    return min(usable or untried or replicas, key=lambda replica: replica.outstanding)
 
 
 class UpstreamEngine:
@@ -81,7 +82,7 @@ class UpstreamEngine:
             return False
         replica.down_until = time.monotonic() + DOWN_SECONDS
         log.warning("upstream %s of %s refused a connection: %s", replica.base_url, self.spec.id, exc)
-        return len(tried) < len(self.replicas)
+        return any(replica.number not in tried for replica in self.replicas)
 
     def _body(self, body: dict[str, Any]) -> dict[str, Any]:
         return {**body, "model": self.upstream_model}

@@ -3,6 +3,7 @@ at scrape time: each model's state, each engine's queue and busy slots, each job
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from oasis.storage import batches, vector_stores
 from oasis.storage.db import Database
 
 log = logging.getLogger("oasis.metrics")
+DATABASE_SECONDS = 3.0
 
 MODEL_STATES = ("loading", "ready", "failed")
 
@@ -55,11 +57,8 @@ class Monitoring:
     async def _job_families(self) -> list[Metric]:
         database = GaugeMetricFamily("oasis_database_up", "Whether the database answered this scrape's queries.")
         try:
-            async with self._db.session() as session:
-                depths = {
-                    "ingestion": await vector_stores.count_waiting_files(session),
-                    "batch": await batches.count_running(session),
-                }
+            # Within a scrape's patience (Prometheus waits 10 s): a database that hangs rather than refuses too.
+            depths = await asyncio.wait_for(self._job_depths(), timeout=DATABASE_SECONDS)
         except Exception:
             # A database that does not answer must not cost the scrape the process, HTTP and model metrics,
             # just when they are wanted.
@@ -73,6 +72,13 @@ class Monitoring:
         for kind, depth in depths.items():
             jobs.add_metric([kind], depth)
         return [jobs, database]
+
+    async def _job_depths(self) -> dict[str, int]:
+        async with self._db.session() as session:
+            return {
+                "ingestion": await vector_stores.count_waiting_files(session),
+                "batch": await batches.count_running(session),
+            }
 
     async def scrape(self) -> bytes:
         now = CollectorRegistry()

@@ -5,8 +5,10 @@ from __future__ import annotations
 import ctypes
 import json
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
-from functools import cache, lru_cache
+from functools import cache
 from typing import Any
 
 from llama_cpp import llama_cpp as _lib
@@ -75,8 +77,7 @@ _ANY_STRING_CHAR = '[^"\\\\]'
 _JSON_STRING_CHAR = '[^"\\\\\\x7F\\x00-\\x1F]'
 
 
-# Schemas (and grammars) longer than this are converted each time rather than remembered: a cache keyed by whole
-# schemas, each up to a request body's size, could otherwise hold gigabytes.
+# Parsed grammars (engine.py) are remembered only up to this length; converted ones are bounded by GRAMMAR_CACHE.
 CACHED_SCHEMA_CHARS = 64 * 1024
 
 
@@ -84,15 +85,46 @@ def _convert(schema_json: str) -> str:
     return str(json_schema_to_gbnf(schema_json)).replace(_ANY_STRING_CHAR, _JSON_STRING_CHAR)
 
 
-_grammar_for = lru_cache(maxsize=64)(_convert)
+class GrammarCache:
+    """Schema -> grammar, least recently used first out, bounded by the characters held (schemas and grammars
+    together): keyed by whole schemas, each up to a request body's size, a cache bounded by count could hold
+    gigabytes; skipping large ones would convert them again for every sequence, on the scheduler thread too.
+    Used from the event loop and the scheduler thread."""
+
+    def __init__(self, max_chars: int) -> None:
+        self.max_chars = max_chars
+        self._held: OrderedDict[str, str] = OrderedDict()
+        self._chars = 0
+        self._lock = threading.Lock()
+        self.conversions = 0
+
+    def __call__(self, schema_json: str) -> str:
+        with self._lock:
+            found = self._held.get(schema_json)
+            if found is not None:
+                self._held.move_to_end(schema_json)
+                return found
+        grammar = _convert(schema_json)
+        size = len(schema_json) + len(grammar)
+        with self._lock:
+            self.conversions += 1
+            if size <= self.max_chars and schema_json not in self._held:
+                self._held[schema_json] = grammar
+                self._chars += size
+                while self._chars > self.max_chars:
+                    old_schema, old_grammar = self._held.popitem(last=False)
+                    self._chars -= len(old_schema) + len(old_grammar)
+        return grammar
+
+
+GRAMMAR_CACHE = GrammarCache(max_chars=16 << 20)
 
 
 def json_grammar(schema: Mapping[str, object]) -> str:
-    """GBNF that accepts the JSON documents `schema` accepts (cached per schema, short ones); length and count
-    bounds over MAX_GRAMMAR_REPETITION are not enforced."""
+    """GBNF that accepts the JSON documents `schema` accepts (cached per schema); length and count bounds over
+    MAX_GRAMMAR_REPETITION are not enforced."""
     # key order matters: properties are generated in order
-    schema_json = json.dumps(_without_huge_bounds(dict(schema)))
-    return _grammar_for(schema_json) if len(schema_json) <= CACHED_SCHEMA_CHARS else _convert(schema_json)
+    return GRAMMAR_CACHE(json.dumps(_without_huge_bounds(dict(schema))))
 
 
 @cache

@@ -184,8 +184,8 @@ class CompletionService:
     async def prepared(self, request: CompletionRequest) -> PreparedCompletion | None:
         """The request checked and tokenized for its local engine (None for an upstream one); in a thread when
         the prompts are long, so that tokenizing megabytes does not stall every stream the event loop serves."""
-        if forwarding_engine(self._registry, request.model) is not None:
-            return None
+        if not self._registry.configured(request.model) or forwarding_engine(self._registry, request.model):
+            return None  # upstream; or a fine-tune, which may be unloaded meanwhile: create and stream prepare it
         prompt = request.prompt
         size = len(prompt) if isinstance(prompt, str) else sum(len(p) for p in prompt if isinstance(p, str))
         if size > PREPARE_INLINE_CHARS:

@@ -118,11 +118,15 @@ def _text_size(request: ChatCompletionRequest) -> int:
     """About how much text the request's messages and tools hold (cheap: no serialising)."""
     size = 0
     for message in request.messages:
+        message = getattr(message, "root", message)  # the spec's message and part types are RootModels
         content = getattr(message, "content", None)
+        content = getattr(content, "root", content)
         if isinstance(content, str):
             size += len(content)
         elif isinstance(content, list):
-            size += sum(len(getattr(part, "text", "") or "") for part in content)
+            size += sum(len(getattr(getattr(part, "root", part), "text", "") or "") for part in content)
+        size += len(str(getattr(message, "tool_calls", None) or ""))
+    size += len(str(request.response_format or ""))
     return size + sum(len(str(tool)) for tool in request.tools or [])
 
 
@@ -258,6 +262,10 @@ class ChatService:
     async def prepared(self, request: ChatCompletionRequest) -> PreparedChat | None:
         """`prepare_local`, in a thread when the request is long: rendering the template and tokenizing a
         conversation of megabytes takes long enough to stall every stream the event loop serves."""
+        if not self._registry.configured(request.model):
+            # A fine-tune may be unloaded between a prepare and its streams (or during a prepare in a thread):
+            # create and stream prepare it themselves, next to opening its streams, as before.
+            return None
         if _text_size(request) > PREPARE_INLINE_CHARS:
             return await asyncio.to_thread(self.prepare_local, request)
         return self.prepare_local(request)
