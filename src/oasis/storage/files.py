@@ -26,15 +26,12 @@ async def add_file(session: AsyncSession, file: StoredFile) -> StoredFile:
     return file
 
 
-async def get_file(session: AsyncSession, project_id: str, file_id: str, for_update: bool = False) -> StoredFile | None:
-    """The live file; `for_update` locks its row until the transaction ends (PostgreSQL; SQLite's writers are
-    serialized anyway), so that a delete waits for, and then sees, what this transaction makes of the file."""
-    query = select(StoredFile).where(
-        StoredFile.id == file_id, StoredFile.project_id == project_id, StoredFile.deleted_at.is_(None)
+async def get_file(session: AsyncSession, project_id: str, file_id: str) -> StoredFile | None:
+    return await session.scalar(
+        select(StoredFile).where(
+            StoredFile.id == file_id, StoredFile.project_id == project_id, StoredFile.deleted_at.is_(None)
+        )
     )
-    if for_update:
-        query = query.with_for_update().execution_options(populate_existing=True)
-    return await session.scalar(query)
 
 
 async def get_file_by_id(session: AsyncSession, file_id: str, *, deleted_too: bool = False) -> StoredFile | None:

@@ -92,7 +92,7 @@ class BatchService:
             await session.flush()
             # Read again, locked, after the batch is written: a delete of the file that got in since the first
             # read answers 404 here; one that comes later waits, then sees the batch and keeps the bytes.
-            if await file_rows.get_file(session, project_id, input_file_id, for_update=True) is None:
+            if not await file_rows.existing_file_ids(session, project_id, [input_file_id], for_update=True):
                 raise not_found(f"No such File object: {input_file_id}", param="input_file_id")
             await session.commit()
         self._wake_workers()

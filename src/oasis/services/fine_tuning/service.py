@@ -184,11 +184,10 @@ class FineTuningService:
             await session.flush()
             # Read again, locked, after the job is written: a delete of a file that got in since the first read
             # answers here; one that comes later waits, then sees the job and keeps the bytes.
-            # in id order, as every other path that locks several files: no circular wait on PostgreSQL
-            named = {request[param]: param for param in ("validation_file", "training_file") if request.get(param)}
-            for file_id in sorted(named):
-                if await file_rows.get_file(session, project_id, file_id, for_update=True) is None:
-                    param = named[file_id]
+            named = {param: request[param] for param in ("training_file", "validation_file") if request.get(param)}
+            live = await file_rows.existing_file_ids(session, project_id, list(named.values()), for_update=True)
+            for param, file_id in named.items():
+                if file_id not in live:
                     raise invalid_request(f"invalid {param}: {file_id} does not exist.", param=param)
             await session.commit()
         self._wake_workers()

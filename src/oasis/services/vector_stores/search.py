@@ -135,8 +135,6 @@ class VectorSearch:
                 candidates.update(dict.fromkeys(await self._keyword(session, store_id, cached, query, depth, allowed)))
             # Chunks of a file deleted meanwhile are missing from the details, and so from the hits.
             details = await rows.chunk_details(session, list(candidates))
-        if filters is not None:
-            details = {chunk: found for chunk, found in details.items() if matches(filters, found[3])}
         scores = await asyncio.to_thread(self._scores, cached, vectors, background, queries, details)
         ranked = sorted((chunk for chunk in details if scores[chunk] >= score_threshold), key=lambda c: -scores[c])
         return [
