@@ -368,6 +368,40 @@ class Rounds:
         return statistics.median(self.measured(key))
 
 
+def report(rounds: dict[str, Rounds], levels: list[int], gguf: Path, args: argparse.Namespace, done: int) -> None:
+    """The table of both sides' rounds so far, each side's every round, and the time-to-first-token gaps."""
+    ours, theirs = rounds["oasis"], rounds["llama-server"]
+    print(
+        f"\nmodel {gguf.name}, {args.threads} threads, temperature {args.temperature}, {args.max_tokens} tokens per"
+        f" stream, {done} of {args.rounds} rounds"
+    )
+    print(
+        "| metric | oasis best | llama-server best | ratio of bests | ratio of medians | median paired ratio |\n"
+        "|---|---|---|---|---|---|"
+    )
+    for key in ours.values:
+        # Each round runs both sides back to back: the ratio within a round is spared the machine's drift between
+        # rounds, which on a shared machine can exceed the difference being measured.
+        pairs = zip(ours.values[key], theirs.values[key], strict=True)
+        paired = statistics.median(mine / peer for mine, peer in pairs if math.isfinite(mine / peer))
+        print(
+            f"| {key} | {ours.best(key):.1f} | {theirs.best(key):.1f} | {ours.best(key) / theirs.best(key):.3f} "
+            f"| {ours.median(key) / theirs.median(key):.3f} | {paired:.3f} |"
+        )
+    for level in levels:
+        ttft_key, step_key = f"ttft under load ms @{level}", f"step ms @{level}"
+        if ttft_key in ours.values:
+            gap, peer_step = ours.median(ttft_key) - theirs.median(ttft_key), theirs.median(step_key)
+            print(
+                f"\n{level} slots busy: oasis's new request waits {gap:+.1f} ms more than llama-server's (medians),"
+                f" {gap / peer_step:+.2f} of llama-server's {peer_step:.1f} ms step (target <= 2)"
+            )
+    print("\nevery round (oasis | llama-server):")
+    for key in ours.values:
+        mine, peer = (" ".join(f"{v:.1f}" for v in side.values[key]) for side in (ours, theirs))
+        print(f"  {key}: {mine} | {peer}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--llama-server", type=Path, required=True)
@@ -417,6 +451,11 @@ def main() -> int:
         help="with --alternate: the same engine behind a minimal ASGI server takes its turn too (a Python baseline; "
         "bench/minimal_server.py)",
     )
+    parser.add_argument(
+        "--report-every-round",
+        action="store_true",
+        help="print the table after every round, not only at the end (a run cut short keeps what it measured)",
+    )
     args = parser.parse_args()
     if (args.engine_alone or args.control) and not args.alternate:
         parser.error("--engine-alone and --control take their turns in --alternate")
@@ -464,33 +503,11 @@ def main() -> int:
                         rate = asyncio.run(staggered(base, level, args.max_tokens))
                         rounds[side].add(f"staggered tok/s @{level}", rate)
             print(f"round {round_number + 1}/{args.rounds}, {level} streams: done", file=sys.stderr)
+        if args.report_every_round and round_number + 1 < args.rounds:
+            report(rounds, levels, gguf, args, round_number + 1)
+            sys.stdout.flush()
+    report(rounds, levels, gguf, args, args.rounds)
     ours, theirs = rounds["oasis"], rounds["llama-server"]
-    print(f"\nmodel {gguf.name}, {args.threads} threads, {args.max_tokens} tokens per stream, {args.rounds} rounds")
-    print(
-        "| metric | oasis best | llama-server best | ratio of bests | ratio of medians | median paired ratio |\n"
-        "|---|---|---|---|---|---|"
-    )
-    for key in ours.values:
-        # Each round runs both sides back to back: the ratio within a round is spared the machine's drift between
-        # rounds, which on a shared machine can exceed the difference being measured.
-        pairs = zip(ours.values[key], theirs.values[key], strict=True)
-        paired = statistics.median(mine / peer for mine, peer in pairs if math.isfinite(mine / peer))
-        print(
-            f"| {key} | {ours.best(key):.1f} | {theirs.best(key):.1f} | {ours.best(key) / theirs.best(key):.3f} "
-            f"| {ours.median(key) / theirs.median(key):.3f} | {paired:.3f} |"
-        )
-    for level in levels:
-        ttft_key, step_key = f"ttft under load ms @{level}", f"step ms @{level}"
-        if ttft_key in ours.values:
-            gap, peer_step = ours.median(ttft_key) - theirs.median(ttft_key), theirs.median(step_key)
-            print(
-                f"\n{level} slots busy: oasis's new request waits {gap:+.1f} ms more than llama-server's (medians),"
-                f" {gap / peer_step:+.2f} of llama-server's {peer_step:.1f} ms step (target <= 2)"
-            )
-    print("\nevery round (oasis | llama-server):")
-    for key in ours.values:
-        mine, peer = (" ".join(f"{v:.1f}" for v in side.values[key]) for side in (ours, theirs))
-        print(f"  {key}: {mine} | {peer}")
     if args.batched_bench is not None and prompt is not None:
         ceilings = batched_bench(args.batched_bench, gguf, prompt, args.max_tokens, levels, args.threads)
         print(f"\nllama-batched-bench (-npp {prompt} -ntg {args.max_tokens}), the engine alone; oasis as a share:")
