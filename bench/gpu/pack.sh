@@ -27,7 +27,7 @@ done
 pip download -q --only-binary=:all: --python-version "$py" --implementation cp "${platforms[@]}" -d .gpu/a/whl \
     "fastapi>=0.115" "uvicorn>=0.30" "httptools>=0.6" "sqlalchemy[asyncio]>=2.0.30" "alembic>=1.13" \
     "aiosqlite>=0.20" "python-multipart>=0.0.9" "platformdirs>=4" "pydantic>=2.7" "pydantic-settings>=2.3" \
-    "swagger-ui-bundle>=1.1" "jsonschema>=4.18" "diskcache" "gguf>=0.17"
+    "swagger-ui-bundle>=1.1" "jsonschema>=4.18" "diskcache"
 rm -f .gpu/a/whl/{jinja2,markupsafe,idna,attrs,click,h11,numpy,pyyaml,requests,tqdm,urllib3,certifi,charset_normalizer}-*.whl
 site=$(.venv/bin/python -c 'import llama_cpp, pathlib; print(pathlib.Path(llama_cpp.__file__).parent)')
 mkdir -p .gpu/a/llama_cpp && (cd "$site" && tar cf - --exclude=lib --exclude=__pycache__ .) | tar xf - -C .gpu/a/llama_cpp

@@ -14,7 +14,6 @@ from pydantic import ValidationError
 
 from oasis.engines.llamacpp.weights import gguf_path
 from oasis.engines.registry import EngineRegistry
-from oasis.engines.training.gguf_merge import training_problem
 from oasis.errors import invalid_request, not_found
 from oasis.protocol import openapi_types as spec
 from oasis.services.metadata import check_metadata
@@ -100,6 +99,11 @@ def new_event(job_id: str, message: str, *, level: str = "info", data: dict[str,
 
 
 def _training_problem(spec: ModelSpec) -> str | None:
+    try:
+        # gguf-py comes with the engines (the `all` extra): a replica installed without them still starts
+        from oasis.engines.training.gguf_merge import training_problem
+    except ImportError as exc:
+        return f"this server is installed without the llama.cpp engine's tools ({exc}; install oasis[all])"
     try:
         weights = gguf_path(spec)
     except (OSError, ValueError) as exc:

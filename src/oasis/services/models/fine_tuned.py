@@ -22,7 +22,6 @@ from pathlib import Path
 from oasis.blobs import BlobStore
 from oasis.engines.llamacpp.weights import gguf_path
 from oasis.engines.registry import EngineRegistry
-from oasis.engines.training.gguf_merge import merge_adapter
 from oasis.errors import OasisError, not_found
 from oasis.settings import ModelSpec
 from oasis.storage import fine_tuning as job_rows
@@ -170,6 +169,9 @@ class FineTunedModels:
         return target
 
     async def _merge(self, adapter_key: str, base: ModelSpec, target: Path) -> None:
+        # gguf-py comes with the engines (the `all` extra), as does llama.cpp that serves the result
+        from oasis.engines.training.gguf_merge import merge_adapter
+
         archive = await read_blob(self._blobs, adapter_key)
         self._cache_dir.mkdir(parents=True, exist_ok=True)
         folder = Path(tempfile.mkdtemp(prefix="adapter-", dir=self._cache_dir))
