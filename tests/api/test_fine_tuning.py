@@ -174,3 +174,68 @@ async def test_a_training_file_deleted_while_its_job_waits_keeps_its_bytes(quiet
     assert await quiet_oasis.container.blobs.size(row.blob_key) > 0
     assert await quiet_oasis.container.sweeper.sweep(grace_seconds=0) == (0, 0)
     assert await quiet_oasis.container.blobs.size(row.blob_key) > 0
+
+
+async def test_method_hyperparameters_are_coerced_like_the_top_level_ones(quiet_oasis: Harness) -> None:
+    """A number sent as a string under `method` is the number: stored as text it crashed the training worker."""
+    client = quiet_oasis.sdk()
+    training = await upload(client, training_lines(12))
+    async with quiet_oasis.http() as http:
+        reply = await http.post(
+            "/v1/fine_tuning/jobs",
+            json={
+                "model": MODEL,
+                "training_file": training,
+                "method": {"type": "supervised", "supervised": {"hyperparameters": {"batch_size": "4", "n_epochs": "2"}}},
+            },
+        )
+    assert reply.status_code == 200, reply.text
+    job = await client.fine_tuning.jobs.retrieve(reply.json()["id"])
+    assert (job.hyperparameters.batch_size, job.hyperparameters.n_epochs) == (4, 2)
+    assert job.hyperparameters.learning_rate_multiplier == "auto"
+
+
+async def test_jobs_are_listed_by_metadata(quiet_oasis: Harness) -> None:
+    client = quiet_oasis.sdk()
+    training = await upload(client, training_lines(12))
+    made = {}
+    for name, metadata in (("a1", {"team": "a"}), ("b", {"team": "b"}), ("none", None), ("a2", {"team": "a", "x": "1"})):
+        job = await client.fine_tuning.jobs.create(model=MODEL, training_file=training, metadata=metadata)
+        made[name] = job.id
+
+    async def listed(query: dict[str, Any], limit: int = 20, after: str | None = None) -> list[str]:
+        page = await client.fine_tuning.jobs.list(extra_query=query, limit=limit, **({"after": after} if after else {}))
+        return [job.id for job in page.data]
+
+    assert await listed({"metadata[team]": "a"}) == [made["a2"], made["a1"]]  # newest first
+    assert await listed({"metadata[team]": "a", "metadata[x]": "1"}) == [made["a2"]]
+    assert await listed({"metadata[team]": "c"}) == []
+    assert await listed({"metadata": "null"}) == [made["none"]]
+    assert await listed({"metadata[team]": "a"}, limit=1) == [made["a2"]]
+    assert await listed({"metadata[team]": "a"}, limit=1, after=made["a2"]) == [made["a1"]]
+    assert len(await listed({})) == 4
+    with pytest.raises(openai.BadRequestError) as caught:
+        await listed({"metadata": "team"})
+    assert caught.value.param == "metadata"
+
+
+async def test_a_loaded_fine_tune_is_refused_as_a_base_like_one_not_loaded(start_oasis: Callable[..., Any]) -> None:
+    """Whether a fine-tune happened to be loaded for chat must not decide: a worker cannot resolve it, so a job on
+    it would only fail later."""
+    from oasis.engines.registry import serve_for_project
+    from oasis.services.keys import DEFAULT_PROJECT
+    from oasis.settings import ModelSpec
+    from tests.engines import IdleEngine
+
+    harness: Harness = await start_oasis(
+        engine_factories={"llamacpp": IdleEngine}, models=[smollm()], workers={"in_process": False}
+    )
+    client = harness.sdk()
+    training = await upload(client, training_lines(12))
+    fine_tune = f"ft:{MODEL}:{DEFAULT_PROJECT}:adder:ftjob-abc"
+    serve_for_project(DEFAULT_PROJECT)
+    await harness.container.registry.add(ModelSpec.model_validate({**smollm(), "id": fine_tune}), DEFAULT_PROJECT)
+    with pytest.raises(openai.BadRequestError) as caught:
+        await client.fine_tuning.jobs.create(model=fine_tune, training_file=training)
+    assert caught.value.code == "model_not_available" and "fine-tuned model" in caught.value.message
+    assert (await client.fine_tuning.jobs.list()).data == []

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from oasis.api.deps import ContainerDep, PrincipalDep
 from oasis.api.lists import dict_list_body
 from oasis.protocol.extensions import CreateFineTuningJobRequest
+from oasis.services.fine_tuning.service import metadata_filter
 from oasis.storage.pagination import PageRequest
 
 router = APIRouter(tags=["Fine-tuning"])
 
-# OpenAI's fine-tuning lists take `after` and `limit` only, newest first.
+# OpenAI's fine-tuning lists take `after` and `limit`, newest first; the jobs' list also `metadata[KEY]=VALUE`.
 Limit = Annotated[int, Query(ge=1, le=100)]
 
 
@@ -26,10 +27,11 @@ async def create_fine_tuning_job(
 
 @router.get("/fine_tuning/jobs")
 async def list_fine_tuning_jobs(
-    container: ContainerDep, principal: PrincipalDep, after: str | None = None, limit: Limit = 20
+    request: Request, container: ContainerDep, principal: PrincipalDep, after: str | None = None, limit: Limit = 20
 ) -> dict[str, Any]:
     page = PageRequest(limit=limit, after=after)
-    return dict_list_body(await container.fine_tuning.list_jobs(principal.project_id, page))
+    metadata = metadata_filter(request.query_params.multi_items())
+    return dict_list_body(await container.fine_tuning.list_jobs(principal.project_id, page, metadata))
 
 
 @router.get("/fine_tuning/jobs/{fine_tuning_job_id}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
@@ -19,8 +20,28 @@ async def get_job(session: AsyncSession, project_id: str, job_id: str) -> FineTu
     )
 
 
-async def list_jobs(session: AsyncSession, project_id: str, page: PageRequest) -> Page[FineTuningJob]:
-    return await paginate(session, FineTuningJob, scope=[FineTuningJob.project_id == project_id], page=page)
+async def list_jobs(
+    session: AsyncSession, project_id: str, page: PageRequest, metadata: dict[str, str] | None = None
+) -> Page[FineTuningJob]:
+    scope = [FineTuningJob.project_id == project_id]
+    if metadata is None:
+        return await paginate(session, FineTuningJob, scope=scope, page=page)
+    # Metadata is stored as JSON text: matched here, a page of rows at a time (a project has few jobs)
+    matching: list[FineTuningJob] = []
+    cursor = page
+    while True:
+        found = await paginate(session, FineTuningJob, scope=scope, page=replace(cursor, limit=100))
+        matching.extend(row for row in found.items if _holds(row.metadata_json, metadata))
+        if len(matching) > page.limit or not found.has_more:
+            return Page(items=matching[: page.limit], has_more=len(matching) > page.limit)
+        cursor = replace(cursor, after=found.items[-1].id)
+
+
+def _holds(metadata_json: str | None, pairs: dict[str, str]) -> bool:
+    metadata = json.loads(metadata_json) if metadata_json else {}
+    if not pairs:
+        return not metadata
+    return all(metadata.get(key) == value for key, value in pairs.items())
 
 
 async def list_events(session: AsyncSession, job_id: str, page: PageRequest) -> Page[FineTuningEvent]:

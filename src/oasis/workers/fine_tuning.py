@@ -24,6 +24,7 @@ import shutil
 import signal
 import sys
 import time
+import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -92,9 +93,9 @@ class FineTuningRunner:
             return False
         started = time.perf_counter()
         job = await self._job(seq)
-        # Each attempt has a folder of its own (a worker that lost the lease may still be writing its own); what
-        # outlives an attempt is in the blobs.
-        folder = self._work_dir / f"{job.id}-{job.attempts}"
+        # Each attempt has a folder of its own (a worker that lost the lease may still be writing its own): named
+        # afresh, since a checkpoint sets the attempts count back; what outlives an attempt is in the blobs.
+        folder = self._work_dir / f"{job.id}-{uuid.uuid4().hex[:12]}"
         try:
             if job.attempts > MAX_ATTEMPTS:  # taken up again and again without progress (a crash each time)
                 raise _Failed(

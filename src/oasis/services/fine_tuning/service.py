@@ -119,9 +119,15 @@ class FineTuningService:
 
     async def create(self, project_id: str, request: dict[str, Any]) -> dict[str, Any]:
         model = request["model"]
-        spec = self._registry.resolve(model)
+        # Only configured models: a fine-tune is served only while loaded for its project, which a worker is not
+        spec = self._registry.resolve(model) if self._registry.configured(model) else None
         if spec is None or spec.engine not in TRAINABLE_ENGINES:
-            why = "is not a model this server serves" if spec is None else f"is served by the '{spec.engine}' engine"
+            if spec is None and model.startswith("ft:"):
+                why = "is a fine-tuned model, and fine-tuning here starts from a configured model"
+            elif spec is None:
+                why = "is not a model this server serves"
+            else:
+                why = f"is served by the '{spec.engine}' engine"
             raise invalid_request(
                 f"Model {model} is not available for fine-tuning: it {why}; a GGUF model of the llamacpp engine "
                 "can be fine-tuned.",
@@ -201,9 +207,13 @@ class FineTuningService:
         async with self._db.session() as session:
             return job_to_wire(await self._job(session, project_id, job_id))
 
-    async def list_jobs(self, project_id: str, page: PageRequest) -> Page[dict[str, Any]]:
+    async def list_jobs(
+        self, project_id: str, page: PageRequest, metadata: dict[str, str] | None = None
+    ) -> Page[dict[str, Any]]:
+        """A page of the project's jobs, newest first; with `metadata`, only jobs whose metadata holds every pair
+        (an empty filter: jobs with no metadata)."""
         async with self._db.session() as session:
-            found = await job_rows.list_jobs(session, project_id, page)
+            found = await job_rows.list_jobs(session, project_id, page, metadata)
         return Page(items=[job_to_wire(row) for row in found.items], has_more=found.has_more)
 
     async def list_events(self, project_id: str, job_id: str, page: PageRequest) -> Page[dict[str, Any]]:
@@ -250,6 +260,24 @@ class FineTuningService:
         return row
 
 
+def metadata_filter(query: list[tuple[str, str]]) -> dict[str, str] | None:
+    """`metadata[KEY]=VALUE` pairs of a list's query string; `metadata=null` asks for jobs without metadata ({})."""
+    pairs: dict[str, str] = {}
+    asked = False
+    for name, value in query:
+        if name == "metadata":
+            if value != "null":
+                raise invalid_request(
+                    "Filter metadata with 'metadata[KEY]=VALUE', or 'metadata=null' for jobs without metadata.",
+                    param="metadata",
+                )
+            asked = True
+        elif name.startswith("metadata[") and name.endswith("]") and len(name) > len("metadata[]"):
+            pairs[name[len("metadata[") : -1]] = value
+            asked = True
+    return pairs if asked else None
+
+
 def _asked_hyperparameters(request: dict[str, Any]) -> dict[str, Any]:
     """The hyperparameters as asked, from `hyperparameters` or the newer `method.supervised.hyperparameters`."""
     method = request.get("method")
@@ -262,7 +290,8 @@ def _asked_hyperparameters(request: dict[str, Any]) -> dict[str, Any]:
             )
         method_asked = (method.get("supervised") or {}).get("hyperparameters") or {}
         try:
-            spec.Hyperparameters.model_validate(method_asked)
+            # the checked values, coerced as the top-level `hyperparameters` are ("4" is 4)
+            method_asked = spec.Hyperparameters.model_validate(method_asked).model_dump(exclude_unset=True)
         except ValidationError as error:
             field = ".".join(str(part) for part in error.errors()[0]["loc"][:1])
             raise invalid_request(
