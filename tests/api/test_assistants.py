@@ -92,11 +92,19 @@ async def test_assistant_limits_are_400s_naming_the_field(
     assert caught.value.param == param
 
 
-async def test_unknown_model_and_missing_resources_are_404s(chat_oasis: Harness) -> None:
+async def test_an_unknown_model_is_a_400_and_missing_resources_are_404s(chat_oasis: Harness) -> None:
     client = chat_oasis.sdk()
-    with pytest.raises(openai.NotFoundError) as caught:
+    with pytest.raises(openai.BadRequestError) as caught:  # as OpenAI's Assistants answer it
         await client.beta.assistants.create(model="no-such-model")
-    assert caught.value.param == "model"
+    assert (caught.value.param, caught.value.code) == ("model", "model_not_found")
+    assert "no-such-model" in caught.value.message
+    made = await client.beta.assistants.create(model=MODEL)
+    with pytest.raises(openai.BadRequestError):
+        await client.beta.assistants.update(made.id, model="no-such-model")
+    thread = await client.beta.threads.create()
+    with pytest.raises(openai.BadRequestError) as caught:
+        await client.beta.threads.runs.create(thread.id, assistant_id=made.id, model="no-such-model")
+    assert caught.value.code == "model_not_found"
     with pytest.raises(openai.NotFoundError):
         await client.beta.assistants.create(
             model=MODEL, tool_resources={"file_search": {"vector_store_ids": ["vs_missing"]}}
@@ -121,6 +129,16 @@ async def test_tool_resources_keep_files_and_make_a_store_from_files(chat_oasis:
     assert made.tool_resources is not None
     assert made.tool_resources.code_interpreter.file_ids == [uploaded.id]  # type: ignore[union-attr]
     (store_id,) = made.tool_resources.file_search.vector_store_ids  # type: ignore[union-attr]
+    stores = client.beta.vector_stores if hasattr(client.beta, "vector_stores") else client.vector_stores  # type: ignore[attr-defined]
+    assert (
+        await stores.retrieve(store_id)
+    ).expires_after is None  # a thread's helper store expires; an assistant's not
+    thread = await client.beta.threads.create(
+        tool_resources={"file_search": {"vector_stores": [{"file_ids": [uploaded.id]}]}}
+    )
+    (thread_store_id,) = thread.tool_resources.file_search.vector_store_ids  # type: ignore[union-attr]
+    expiry = (await stores.retrieve(thread_store_id)).expires_after
+    assert expiry is not None and (expiry.anchor, expiry.days) == ("last_active_at", 7)
     files = (
         await client.beta.vector_stores.files.list(store_id)
         if hasattr(client.beta, "vector_stores")

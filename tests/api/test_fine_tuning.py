@@ -186,7 +186,10 @@ async def test_method_hyperparameters_are_coerced_like_the_top_level_ones(quiet_
             json={
                 "model": MODEL,
                 "training_file": training,
-                "method": {"type": "supervised", "supervised": {"hyperparameters": {"batch_size": "4", "n_epochs": "2"}}},
+                "method": {
+                    "type": "supervised",
+                    "supervised": {"hyperparameters": {"batch_size": "4", "n_epochs": "2"}},
+                },
             },
         )
     assert reply.status_code == 200, reply.text
@@ -199,7 +202,12 @@ async def test_jobs_are_listed_by_metadata(quiet_oasis: Harness) -> None:
     client = quiet_oasis.sdk()
     training = await upload(client, training_lines(12))
     made = {}
-    for name, metadata in (("a1", {"team": "a"}), ("b", {"team": "b"}), ("none", None), ("a2", {"team": "a", "x": "1"})):
+    for name, metadata in (
+        ("a1", {"team": "a"}),
+        ("b", {"team": "b"}),
+        ("none", None),
+        ("a2", {"team": "a", "x": "1"}),
+    ):
         job = await client.fine_tuning.jobs.create(model=MODEL, training_file=training, metadata=metadata)
         made[name] = job.id
 

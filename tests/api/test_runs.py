@@ -300,7 +300,7 @@ async def test_run_overrides_and_checks(chat_oasis: Harness) -> None:
     thread = await _thread(client)
     with pytest.raises(openai.NotFoundError):
         await client.beta.threads.runs.create(thread.id, assistant_id="asst_missing")
-    with pytest.raises(openai.NotFoundError):
+    with pytest.raises(openai.BadRequestError):  # OpenAI's Assistants answer a bad model with a 400
         await client.beta.threads.runs.create(thread.id, assistant_id=assistant.id, model="no-such-model")
     with pytest.raises(openai.BadRequestError) as caught:
         await client.beta.threads.runs.create(

@@ -12,7 +12,7 @@ from oasis.protocol.assistants import CreateAssistantRequest, ModifyAssistantReq
 from oasis.services.assistants.resources import response_format_to_store, tool_resources_to_store, tools_to_store
 from oasis.services.assistants.wire import assistant_to_wire
 from oasis.services.metadata import check_metadata
-from oasis.services.models.engine_lookup import check_known
+from oasis.services.models.engine_lookup import check_requested
 from oasis.services.vector_stores.service import VectorStoreService
 from oasis.storage import assistants as rows
 from oasis.storage.clock import new_id, now
@@ -43,12 +43,14 @@ class AssistantService:
 
     async def create(self, project_id: str, request: CreateAssistantRequest) -> dict[str, Any]:
         await self._load_model(project_id, request.model)
-        check_known(self._registry, request.model)
+        check_requested(self._registry, request.model)
         tools = tools_to_store(request.tools)
         metadata = check_metadata(request.metadata)
         response_format = response_format_to_store(request.response_format)
         async with self._db.session() as session:
-            resources = await tool_resources_to_store(session, project_id, request.tool_resources, self._vector_stores)
+            resources = await tool_resources_to_store(
+                session, project_id, request.tool_resources, self._vector_stores, helper_expiry_days=None
+            )
             row = Assistant(
                 id=new_id("asst_"),
                 project_id=project_id,
@@ -82,7 +84,7 @@ class AssistantService:
         given = request.model_fields_set
         if request.model is not None:
             await self._load_model(project_id, request.model)
-            check_known(self._registry, request.model)
+            check_requested(self._registry, request.model)
         async with self._db.session() as session:
             row = await self.row(session, project_id, assistant_id)
             if request.model is not None:
@@ -94,7 +96,7 @@ class AssistantService:
                 row.tools_json = json.dumps(tools_to_store(request.tools))
             if request.tool_resources is not None:
                 resources = await tool_resources_to_store(
-                    session, project_id, request.tool_resources, self._vector_stores
+                    session, project_id, request.tool_resources, self._vector_stores, helper_expiry_days=None
                 )
                 row.tool_resources_json = json.dumps(resources)
             if request.metadata is not None:

@@ -26,7 +26,7 @@ from oasis.storage.db import Session
 from oasis.storage.tables import Thread
 
 # Stores made by thread helpers (`vector_stores`, message attachments) expire a week after they were last
-# used, OpenAI's default for them.
+# used, OpenAI's default for them; an assistant's helper store does not expire.
 HELPER_STORE_EXPIRY_DAYS = 7
 
 
@@ -97,10 +97,11 @@ async def tool_resources_to_store(
     resources: ToolResources | None,
     vector_stores: VectorStoreService,
     param: str = "tool_resources",
+    helper_expiry_days: int | None = HELPER_STORE_EXPIRY_DAYS,
 ) -> dict[str, Any]:
     """The resources as stored: file ids checked, vector stores checked, and a store made for the
     `vector_stores` helper (its files are indexed in the background, as OpenAI does, once the caller commits and
-    wakes the workers)."""
+    wakes the workers), expiring `helper_expiry_days` after it was last used (None: never)."""
     stored: dict[str, Any] = {}
     if resources is None:
         return stored
@@ -128,7 +129,7 @@ async def tool_resources_to_store(
                 project_id,
                 name=None,
                 file_ids=helper.file_ids,
-                expires_after_days=HELPER_STORE_EXPIRY_DAYS,
+                expires_after_days=helper_expiry_days,
                 metadata=helper.metadata,
                 chunking=helper.chunking_strategy,
             )

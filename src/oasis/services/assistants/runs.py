@@ -33,7 +33,7 @@ from oasis.services.assistants.resources import (
 from oasis.services.assistants.threads import add_messages, new_thread, refuse_while_running, thread_row
 from oasis.services.assistants.wire import run_to_wire, step_to_wire, thread_to_wire
 from oasis.services.metadata import check_metadata
-from oasis.services.models.engine_lookup import check_known
+from oasis.services.models.engine_lookup import check_requested
 from oasis.services.vector_stores.service import VectorStoreService
 from oasis.storage import runs as rows
 from oasis.storage import threads as thread_rows
@@ -173,7 +173,7 @@ class RunService:
         stream: bool | None,
     ) -> Run:
         model = request.model or assistant.model
-        check_known(self._registry, model)
+        check_requested(self._registry, model)
         tools = tools_to_store(request.tools) if request.tools is not None else json.loads(assistant.tools_json)
         for position, tool in enumerate(tools):
             if tool["type"] == "code_interpreter":

@@ -33,6 +33,13 @@ def check_known(registry: EngineRegistry, model: str) -> None:
         )
 
 
+def check_requested(registry: EngineRegistry, model: str) -> None:
+    """400 `model_not_found` for a model an assistant or a run would use that is not served: OpenAI's Assistants
+    answer a bad `model` in the body so, where inference endpoints answer 404."""
+    if registry.resolve(model) is None:
+        raise invalid_request(f"The requested model '{model}' does not exist.", param="model", code="model_not_found")
+
+
 def check_not_failed(registry: EngineRegistry, model: str) -> None:
     """503 `model_failed`, with the reason, for a configured model that failed to load."""
     state = registry.state(model)
