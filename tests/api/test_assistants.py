@@ -137,6 +137,10 @@ async def test_tool_resources_keep_files_and_make_a_store_from_files(chat_oasis:
         tool_resources={"file_search": {"vector_stores": [{"file_ids": [uploaded.id]}]}}
     )
     (thread_store_id,) = thread.tool_resources.file_search.vector_store_ids  # type: ignore[union-attr]
+    helper = {"file_ids": [uploaded.id], "metadata": {"k": "x" * 513}}
+    with pytest.raises(openai.BadRequestError) as caught:  # named where it is in the body, not as the thread's own
+        await client.beta.threads.create(tool_resources={"file_search": {"vector_stores": [helper]}})
+    assert caught.value.param == "tool_resources.file_search.vector_stores[0].metadata.k"
     expiry = (await stores.retrieve(thread_store_id)).expires_after
     assert expiry is not None and (expiry.anchor, expiry.days) == ("last_active_at", 7)
     files = (

@@ -122,8 +122,9 @@ async def tool_resources_to_store(
                 raise not_found(
                     f"No vector store found with id '{store_id}'.", param=f"{param}.file_search.vector_store_ids"
                 )
-        for helper in search.vector_stores or []:
-            await _check_files(session, project_id, helper.file_ids, f"{param}.file_search.vector_stores.file_ids")
+        for position, helper in enumerate(search.vector_stores or []):
+            helper_param = f"{param}.file_search.vector_stores[{position}]"
+            await _check_files(session, project_id, helper.file_ids, f"{helper_param}.file_ids")
             made = await vector_stores.create_in(
                 session,
                 project_id,
@@ -132,6 +133,7 @@ async def tool_resources_to_store(
                 expires_after_days=helper_expiry_days,
                 metadata=helper.metadata,
                 chunking=helper.chunking_strategy,
+                param_prefix=f"{helper_param}.",
             )
             store_ids.append(made.id)
         stored["file_search"] = {"vector_store_ids": store_ids}

@@ -154,11 +154,12 @@ class VectorStoreService:
         expires_after_days: int | None,
         metadata: dict[str, Any] | None,
         chunking: dict[str, Any] | None,
+        param_prefix: str = "",
     ) -> VectorStore:
         """A new store with its files, inside the caller's transaction (the caller wakes the workers after it
-        commits)."""
-        strategy = chunking_from_request(chunking)
-        clean_metadata = check_metadata(metadata)
+        commits). `param_prefix` places the request's fields in a bigger body (a thread's helper store)."""
+        strategy = chunking_from_request(chunking, param=f"{param_prefix}chunking_strategy")
+        clean_metadata = check_metadata(metadata, param=f"{param_prefix}metadata")
         stamp = now()
         store = VectorStore(
             id=new_id("vs_"),
