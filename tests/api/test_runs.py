@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
+import yaml
 from openai import AsyncAssistantEventHandler
 
-from tests.conftest import Harness
+from tests.conftest import Harness, smollm
+from tests.server_process import oasis_env, oasis_server
 
 MODEL = "gpt-4o-mini"
 WEATHER_TOOL: Any = {
@@ -73,6 +77,8 @@ async def test_function_tool_round_trip(chat_oasis: Harness) -> None:
     )
     assert run.status == "requires_action"
     assert run.required_action is not None and run.required_action.type == "submit_tool_outputs"
+    (waiting,) = (await client.beta.threads.runs.steps.list(run.id, thread_id=thread.id)).data
+    assert waiting.status == "in_progress" and waiting.usage is None  # null until the step ends (the spec)
     (call,) = run.required_action.submit_tool_outputs.tool_calls
     assert call.id.startswith("call_") and call.function.name == "get_weather"
     assert isinstance(json.loads(call.function.arguments)["city"], str)
@@ -517,3 +523,50 @@ async def test_a_reply_changed_or_deleted_while_it_is_written(chat_oasis: Harnes
         thread_id=thread.id, assistant_id=assistant.id, max_completion_tokens=256
     )
     assert third.status in ("completed", "incomplete"), third.last_error
+
+
+async def test_a_run_that_fails_mid_reply_keeps_what_it_wrote(start_oasis: Callable[..., Any], tmp_path: Path) -> None:
+    """The model's server dies while the reply streams: the run fails, and the message keeps the text it had
+    (incomplete, run_failed), as a cancelled run's does; its step is failed with the error."""
+    config = tmp_path / "oasis.yaml"
+    config.write_text(yaml.safe_dump({"defaults": False, "models": [smollm()]}))
+    with oasis_server(tmp_path / "upstream", oasis_env(None), "--config", str(config)) as upstream:
+        remote = {"base_url": f"{upstream.base_url}/v1", "model": "smollm2-135m-instruct"}
+        harness: Harness = await start_oasis(
+            engine_factories=None, models=[{"id": "remote", "engine": "upstream", "options": remote}]
+        )
+        client = harness.sdk()
+        assistant = await client.beta.assistants.create(model="remote", instructions="You write long stories.")
+        thread = await _thread(client, "Write a long story about a dragon and a baker, in at least 600 words.")
+        run = await client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id)
+        for _ in range(600):  # the reply's step exists once its first words came
+            steps = (await client.beta.threads.runs.steps.list(run.id, thread_id=thread.id)).data
+            if steps:
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.3)
+        upstream.process.kill()
+        upstream.process.wait()
+        run = await client.beta.threads.runs.poll(run.id, thread_id=thread.id, poll_interval_ms=50)
+    assert run.status == "failed" and run.last_error is not None and run.failed_at is not None
+    (reply,) = (await client.beta.threads.messages.list(thread.id, run_id=run.id)).data
+    assert reply.status == "incomplete" and reply.incomplete_details is not None
+    assert reply.incomplete_details.reason == "run_failed"
+    assert len(reply.content[0].text.value.split()) > 5  # type: ignore[union-attr]
+    (step,) = (await client.beta.threads.runs.steps.list(run.id, thread_id=thread.id)).data
+    assert step.status == "failed" and step.failed_at is not None and step.last_error is not None
+
+
+async def test_a_reply_cut_by_the_context_window_is_an_incomplete_message(start_oasis: Callable[..., Any]) -> None:
+    """No token budget, but the model's context ends the reply: the run completes, its message is incomplete
+    (max_tokens) rather than shown as a whole answer."""
+    harness: Harness = await start_oasis(engine_factories=None, models=[smollm(context_length=256, parallel=1)])
+    client = harness.sdk()
+    assistant = await client.beta.assistants.create(model="smollm2-135m-instruct", temperature=0)
+    thread = await _thread(client, "Write a very long story about a dragon and a baker, in at least 800 words.")
+    run = await client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id)
+    assert run.status == "completed", run.last_error
+    (reply,) = (await client.beta.threads.messages.list(thread.id, run_id=run.id)).data
+    assert reply.status == "incomplete" and reply.incomplete_details is not None
+    assert reply.incomplete_details.reason == "max_tokens"
+    assert run.usage is not None and run.usage.total_tokens >= 200  # the context was filled

@@ -64,6 +64,10 @@ MAX_CODE_RUNS_PER_RUN = 2
 RESULT_CHARS_PER_CONTEXT_TOKEN = 2
 
 
+# A chat error's status -> the run's last_error code.
+_ERROR_CODES = {429: "rate_limit_exceeded", 400: "invalid_prompt"}
+
+
 class _Stop(Exception):
     """The run is no longer ours to write: cancelled, deleted, or its lease taken over."""
 
@@ -198,6 +202,8 @@ class RunExecutor:
         self._lease_seconds = lease_seconds
         # Runs executing in this process, by id: a cancel made here stops them at once.
         self._cancels: dict[str, asyncio.Event] = {}
+        # The generation each run (by row) is in, so that a failure keeps what it already wrote and streamed.
+        self._turns: dict[int, _Turn] = {}
 
     def cancel_here(self, run_id: str) -> None:
         event = self._cancels.get(run_id)
@@ -224,11 +230,17 @@ class RunExecutor:
         except _Stop:
             pass
         except Exception as exc:
-            log.exception("executing run (row %s) failed", seq)
             outcome = "failed"
+            if isinstance(exc, OasisError):  # raised mid-generation: an upstream's error comes with its first chunk
+                log.warning("run (row %s) failed: %s", seq, exc.message)
+                code, message = _ERROR_CODES.get(exc.status, "server_error"), exc.message
+            else:
+                log.exception("executing run (row %s) failed", seq)
+                code, message = "server_error", f"The run failed: {type(exc).__name__}: {exc}"
             with contextlib.suppress(_Stop):
-                await self._fail(seq, owner, sink, "server_error", f"The run failed: {type(exc).__name__}: {exc}")
+                await self._fail(seq, owner, sink, code, message, self._turns.get(seq))
         finally:
+            self._turns.pop(seq, None)
             await self._release(seq, owner)
             JOB_DURATION.labels("run", outcome).observe(time.perf_counter() - started)
 
@@ -288,6 +300,7 @@ class RunExecutor:
                 if output["type"] == "image" and output["image"]["file_id"] not in shown
             ],
         )
+        self._turns[run.seq] = turn
         may_search = len(searched) < MAX_SEARCHES_PER_RUN
         may_code = len(coded) < MAX_CODE_RUNS_PER_RUN
         # Each measured candidate with its prepared form, so the chosen one is not rendered a second time.
@@ -324,8 +337,7 @@ class RunExecutor:
                 prepared = replace(prepared, params=replace(prepared.params, max_tokens=min(left, room)))
             chunks = await self._open(self._request(run, messages, called, may_search, may_code), prepared)
         except OasisError as exc:
-            code = {429: "rate_limit_exceeded", 400: "invalid_prompt"}.get(exc.status, "server_error")
-            await self._fail(run.seq, owner, events, code, exc.message)
+            await self._fail(run.seq, owner, events, _ERROR_CODES.get(exc.status, "server_error"), exc.message)
             return "failed"
         if await self._generate(run, owner, events, chunks, turn):
             await self._cancelled(run, owner, events, turn)
@@ -592,13 +604,14 @@ class RunExecutor:
             raise
 
     async def _record(self, run: Run, owner: str, events: RunEvents, turn: _Turn) -> str:
+        cut = turn.finish_reason == "length"  # by the run's budget, or by the room the context left
         budget_hit = (
-            turn.finish_reason == "length"
+            cut
             and run.max_completion_tokens is not None
             and run.completion_tokens + turn.completion_tokens >= run.max_completion_tokens
         )
-        # Calls cut off by the budget are half-written: the run ends incomplete instead of asking for them.
-        calls = [] if budget_hit else [turn.calls[index] for index in sorted(turn.calls)]
+        # Calls cut off are half-written: the run does not ask for them (and ends incomplete when the budget cut).
+        calls = [] if cut else [turn.calls[index] for index in sorted(turn.calls)]
         turn.calls = {index: call for index, call in enumerate(calls)}
         searching, coding = _offers_search(run), _offers_code(run)
         built_in = [
@@ -635,7 +648,7 @@ class RunExecutor:
         async with self._db.session() as session:
             await self._held(session, run.seq, owner, ("in_progress",))
             if turn.message is not None:
-                self._close_message(turn, stamp, "max_tokens" if budget_hit else None)
+                self._close_message(turn, stamp, "max_tokens" if cut else None)
                 await self._store_closed(session, turn)
             newest = await thread_rows.newest_message_seq(session, run.thread_id)
             if performed:
@@ -767,9 +780,11 @@ class RunExecutor:
         else:
             turn.message.status, turn.message.incomplete_at = "incomplete", stamp
             turn.message.incomplete_reason = incomplete_reason
-        # A message cut by the token budget is still a finished step; one cut by a cancel is a cancelled step.
+        # A message cut by the token budget is still a finished step; one cut by a cancel or a failure is not.
         if incomplete_reason == "run_cancelled":
             turn.step.status, turn.step.cancelled_at = "cancelled", stamp
+        elif incomplete_reason == "run_failed":
+            turn.step.status, turn.step.failed_at = "failed", stamp
         else:
             turn.step.status, turn.step.completed_at = "completed", stamp
         if turn.step.prompt_tokens is None:
@@ -786,7 +801,7 @@ class RunExecutor:
             "thread.message.completed" if turn.message.status == "completed" else "thread.message.incomplete"
         )
         events.emit(message_event, message_to_wire(turn.message))
-        step_event = "thread.run.step.completed" if turn.step.status == "completed" else "thread.run.step.cancelled"
+        step_event = f"thread.run.step.{turn.step.status}"  # completed, cancelled or failed
         events.emit(step_event, step_to_wire(turn.step))
 
     # --- ends ------------------------------------------------------------------------------------------------------
@@ -879,6 +894,8 @@ class RunExecutor:
                 status=step.status,
                 completed_at=step.completed_at,
                 cancelled_at=step.cancelled_at,
+                failed_at=step.failed_at,
+                last_error_json=step.last_error_json,
                 prompt_tokens=step.prompt_tokens,
                 completion_tokens=step.completion_tokens,
             )
@@ -900,9 +917,19 @@ class RunExecutor:
             await session.commit()
         events.emit("thread.run.expired", run_to_wire(await self._run(run.seq)))
 
-    async def _fail(self, seq: int, owner: str, events: RunEvents, code: str, message: str) -> None:
+    async def _fail(
+        self, seq: int, owner: str, events: RunEvents, code: str, message: str, turn: _Turn | None = None
+    ) -> None:
+        """→ failed; the message `turn` was writing keeps its text, `incomplete` (run_failed), as a cancel's does."""
         stamp = now()
         run = await self._run(seq)
+        # Only a message still being written: one closed by a turn that ended is left as it was
+        closing = (
+            turn is not None
+            and turn.message is not None
+            and turn.step is not None
+            and turn.message.status == "in_progress"
+        )
         async with self._db.session() as session:
             if not await run_rows.update_held(
                 session,
@@ -913,6 +940,12 @@ class RunExecutor:
             ):
                 await session.rollback()
                 return
+            if closing:
+                assert turn is not None and turn.step is not None
+                self._drop_streamed_step(run, events, turn)
+                self._close_message(turn, stamp, "run_failed")
+                turn.step.last_error_json = _error(code, message)
+                await self._store_closed(session, turn)
             await session.execute(
                 update(RunStep)
                 .where(RunStep.run_id == run.id, RunStep.status == "in_progress")
@@ -924,6 +957,9 @@ class RunExecutor:
                 .values(status="incomplete", incomplete_at=stamp, incomplete_reason="run_failed")
             )
             await session.commit()
+        if closing:
+            assert turn is not None
+            self._emit_closed(events, turn)
         events.emit("thread.run.failed", run_to_wire(await self._run(seq)))
 
     # --- rows ----------------------------------------------------------------------------------------------------

@@ -133,5 +133,6 @@ def step_to_wire(row: RunStep, include_contents: bool = False) -> dict[str, Any]
         "failed_at": row.failed_at,
         "completed_at": row.completed_at,
         "metadata": None,
-        "usage": _usage(row.prompt_tokens, row.completion_tokens),
+        # null while the step is in progress (a tool call waiting for its output), as OpenAI shows it
+        "usage": None if row.status == "in_progress" else _usage(row.prompt_tokens, row.completion_tokens),
     }
