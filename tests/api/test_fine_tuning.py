@@ -177,7 +177,8 @@ async def test_a_training_file_deleted_while_its_job_waits_keeps_its_bytes(quiet
 
 
 async def test_method_hyperparameters_are_coerced_like_the_top_level_ones(quiet_oasis: Harness) -> None:
-    """A number sent as a string under `method` is the number: stored as text it crashed the training worker."""
+    """A number sent as a string under `method` is taken as the number, as at the top level (the worker does
+    arithmetic with it)."""
     client = quiet_oasis.sdk()
     training = await upload(client, training_lines(12))
     async with quiet_oasis.http() as http:
