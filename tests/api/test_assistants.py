@@ -98,6 +98,9 @@ async def test_an_unknown_model_is_a_400_and_missing_resources_are_404s(chat_oas
         await client.beta.assistants.create(model="no-such-model")
     assert (caught.value.param, caught.value.code) == ("model", "model_not_found")
     assert "no-such-model" in caught.value.message
+    with pytest.raises(openai.BadRequestError) as caught:  # a fine-tune name that names none: the same answer
+        await client.beta.assistants.create(model="ft:gpt-4o-mini:proj_default:nope:ftjob-none")
+    assert caught.value.code == "model_not_found"
     made = await client.beta.assistants.create(model=MODEL)
     with pytest.raises(openai.BadRequestError):
         await client.beta.assistants.update(made.id, model="no-such-model")

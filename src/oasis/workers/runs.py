@@ -64,6 +64,34 @@ MAX_CODE_RUNS_PER_RUN = 2
 RESULT_CHARS_PER_CONTEXT_TOKEN = 2
 
 
+async def _primed(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+    """The stream with its first chunk already read (what that raises, raises here), the same chunks in order."""
+    try:
+        first = await anext(chunks)
+    except StopAsyncIteration:
+        first = None
+    except BaseException:
+        await _close(chunks)
+        raise
+
+    async def chained() -> AsyncIterator[dict[str, Any]]:
+        try:
+            if first is not None:
+                yield first
+            async for chunk in chunks:
+                yield chunk
+        finally:
+            await _close(chunks)  # an early stop frees the upstream connection
+
+    return chained()
+
+
+async def _close(chunks: AsyncIterator[dict[str, Any]]) -> None:
+    aclose = getattr(chunks, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
 # A chat error's status -> the run's last_error code.
 _ERROR_CODES = {429: "rate_limit_exceeded", 400: "invalid_prompt"}
 
@@ -98,6 +126,8 @@ class _Turn:
     tool_step_id: str | None = None
     streamed_code: dict[int, str] = field(default_factory=dict)  # by the call's index in the generation
     streamed_ids: dict[int, str] = field(default_factory=dict)
+    # Its message and step written as ended (committed): a failure after that leaves them as they are.
+    ended: bool = False
 
 
 def _calls_of(steps: list[RunStep], kind: str) -> list[dict[str, Any]]:
@@ -202,8 +232,9 @@ class RunExecutor:
         self._lease_seconds = lease_seconds
         # Runs executing in this process, by id: a cancel made here stops them at once.
         self._cancels: dict[str, asyncio.Event] = {}
-        # The generation each run (by row) is in, so that a failure keeps what it already wrote and streamed.
-        self._turns: dict[int, _Turn] = {}
+        # The generation each execution (run row, lease holder) is in, so that a failure keeps what it already
+        # wrote and streamed.
+        self._turns: dict[tuple[int, str], _Turn] = {}
 
     def cancel_here(self, run_id: str) -> None:
         event = self._cancels.get(run_id)
@@ -238,9 +269,9 @@ class RunExecutor:
                 log.exception("executing run (row %s) failed", seq)
                 code, message = "server_error", f"The run failed: {type(exc).__name__}: {exc}"
             with contextlib.suppress(_Stop):
-                await self._fail(seq, owner, sink, code, message, self._turns.get(seq))
+                await self._fail(seq, owner, sink, code, message, self._turns.get((seq, owner)))
         finally:
-            self._turns.pop(seq, None)
+            self._turns.pop((seq, owner), None)
             await self._release(seq, owner)
             JOB_DURATION.labels("run", outcome).observe(time.perf_counter() - started)
 
@@ -300,7 +331,7 @@ class RunExecutor:
                 if output["type"] == "image" and output["image"]["file_id"] not in shown
             ],
         )
-        self._turns[run.seq] = turn
+        self._turns[(run.seq, owner)] = turn
         may_search = len(searched) < MAX_SEARCHES_PER_RUN
         may_code = len(coded) < MAX_CODE_RUNS_PER_RUN
         # Each measured candidate with its prepared form, so the chosen one is not rendered a second time.
@@ -405,7 +436,10 @@ class RunExecutor:
         deadline = time.monotonic() + BUSY_WAIT_SECONDS
         while True:
             try:
-                return self._chat.stream(request, prepared)
+                chunks = self._chat.stream(request, prepared)
+                if self._chat.forwards(request.model):  # an upstream's full queue answers with the first chunk
+                    return await _primed(chunks)
+                return chunks
             except OasisError as exc:
                 if exc.status != 429 or time.monotonic() > deadline:
                     raise
@@ -434,9 +468,7 @@ class RunExecutor:
             self._cancels.pop(run.id, None)
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
-            aclose = getattr(chunks, "aclose", None)
-            if aclose is not None:
-                await aclose()  # frees the engine slot when the run stopped early
+            await _close(chunks)  # frees the engine slot when the run stopped early
 
     async def _watch_cancel(self, seq: int, owner: str, cancel: asyncio.Event) -> None:
         """Looks for a cancel (or a deleted thread) written by another process, or the run taken over by another
@@ -514,14 +546,19 @@ class RunExecutor:
         )
 
     @staticmethod
-    def _drop_streamed_step(run: Run, events: RunEvents, turn: _Turn) -> None:
-        """Ends a step a stream opened for calls that will not run (cancelled, or cut off by the budget)."""
+    def _drop_streamed_step(run: Run, events: RunEvents, turn: _Turn, error: str | None = None) -> None:
+        """Ends a step a stream opened for calls that will not run: cancelled (a cancel, or cut off by the
+        budget), or failed with the run (`error`, its last_error)."""
         if turn.tool_step_id is None:
             return
         dropped = _new_step(run, now(), {"type": "tool_calls", "tool_calls": []})
-        dropped.id, dropped.status, dropped.cancelled_at = turn.tool_step_id, "cancelled", now()
+        dropped.id = turn.tool_step_id
+        if error is None:
+            dropped.status, dropped.cancelled_at = "cancelled", now()
+        else:
+            dropped.status, dropped.failed_at, dropped.last_error_json = "failed", now(), error
         turn.tool_step_id = None
-        events.emit("thread.run.step.cancelled", step_to_wire(dropped))
+        events.emit(f"thread.run.step.{dropped.status}", step_to_wire(dropped))
 
     @staticmethod
     def _place_of(turn: _Turn, index: int) -> int:
@@ -714,6 +751,7 @@ class RunExecutor:
                 await session.rollback()
                 raise _Stop
             await session.commit()
+        turn.ended = True
         self._emit_closed(events, turn)
         if built_in_step is not None:
             streamed = set(turn.streamed_ids.values())
@@ -923,13 +961,8 @@ class RunExecutor:
         """→ failed; the message `turn` was writing keeps its text, `incomplete` (run_failed), as a cancel's does."""
         stamp = now()
         run = await self._run(seq)
-        # Only a message still being written: one closed by a turn that ended is left as it was
-        closing = (
-            turn is not None
-            and turn.message is not None
-            and turn.step is not None
-            and turn.message.status == "in_progress"
-        )
+        # Only a message still being written: one a turn ended and stored is left as it was
+        closing = turn is not None and turn.message is not None and turn.step is not None and not turn.ended
         async with self._db.session() as session:
             if not await run_rows.update_held(
                 session,
@@ -940,9 +973,19 @@ class RunExecutor:
             ):
                 await session.rollback()
                 return
+            if turn is not None and not turn.ended:
+                self._drop_streamed_step(run, events, turn, _error(code, message))
+                # What the generation consumed before it failed counts, as a cancelled one's does
+                await session.execute(
+                    update(Run)
+                    .where(Run.seq == run.seq)
+                    .values(
+                        prompt_tokens=run.prompt_tokens + turn.prompt_tokens,
+                        completion_tokens=run.completion_tokens + turn.completion_tokens,
+                    )
+                )
             if closing:
                 assert turn is not None and turn.step is not None
-                self._drop_streamed_step(run, events, turn)
                 self._close_message(turn, stamp, "run_failed")
                 turn.step.last_error_json = _error(code, message)
                 await self._store_closed(session, turn)

@@ -7,12 +7,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from oasis.engines.registry import EngineRegistry
-from oasis.errors import not_found
+from oasis.errors import OasisError, not_found
 from oasis.protocol.assistants import CreateAssistantRequest, ModifyAssistantRequest
 from oasis.services.assistants.resources import response_format_to_store, tool_resources_to_store, tools_to_store
 from oasis.services.assistants.wire import assistant_to_wire
 from oasis.services.metadata import check_metadata
-from oasis.services.models.engine_lookup import check_requested
+from oasis.services.models.engine_lookup import check_known
 from oasis.services.vector_stores.service import VectorStoreService
 from oasis.storage import assistants as rows
 from oasis.storage.clock import new_id, now
@@ -22,6 +22,16 @@ from oasis.storage.tables import Assistant
 
 # Makes a model name servable for a project where it is one of its fine-tunes (loaded on first use).
 ModelLoader = Callable[[str, str], Awaitable[None]]
+
+
+async def load_named(load_model: ModelLoader, project_id: str, model: str) -> None:
+    """Loads the fine-tune an assistant or a run names; one that is not found is left to `check_known`, which
+    answers it as it answers any unknown model there (400)."""
+    try:
+        await load_model(project_id, model)
+    except OasisError as exc:
+        if exc.code != "model_not_found":
+            raise
 
 
 async def _no_loading(project_id: str, model: str) -> None:
@@ -42,8 +52,8 @@ class AssistantService:
         self._load_model = load_model
 
     async def create(self, project_id: str, request: CreateAssistantRequest) -> dict[str, Any]:
-        await self._load_model(project_id, request.model)
-        check_requested(self._registry, request.model)
+        await load_named(self._load_model, project_id, request.model)
+        check_known(self._registry, request.model, in_body=True)
         tools = tools_to_store(request.tools)
         metadata = check_metadata(request.metadata)
         response_format = response_format_to_store(request.response_format)
@@ -83,8 +93,8 @@ class AssistantService:
     async def modify(self, project_id: str, assistant_id: str, request: ModifyAssistantRequest) -> dict[str, Any]:
         given = request.model_fields_set
         if request.model is not None:
-            await self._load_model(project_id, request.model)
-            check_requested(self._registry, request.model)
+            await load_named(self._load_model, project_id, request.model)
+            check_known(self._registry, request.model, in_body=True)
         async with self._db.session() as session:
             row = await self.row(session, project_id, assistant_id)
             if request.model is not None:

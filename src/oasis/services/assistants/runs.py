@@ -19,7 +19,7 @@ from oasis.protocol.assistants import (
     ModifyRunRequest,
     SubmitToolOutputsRequest,
 )
-from oasis.services.assistants.assistants import AssistantService, ModelLoader, _no_loading
+from oasis.services.assistants.assistants import AssistantService, ModelLoader, _no_loading, load_named
 from oasis.services.assistants.code_interpreter import CodeInterpreter
 from oasis.services.assistants.events import Event, EventQueue, RunEvents
 from oasis.services.assistants.file_search import wants_contents
@@ -33,7 +33,7 @@ from oasis.services.assistants.resources import (
 from oasis.services.assistants.threads import add_messages, new_thread, refuse_while_running, thread_row
 from oasis.services.assistants.wire import run_to_wire, step_to_wire, thread_to_wire
 from oasis.services.metadata import check_metadata
-from oasis.services.models.engine_lookup import check_requested
+from oasis.services.models.engine_lookup import check_known
 from oasis.services.vector_stores.service import VectorStoreService
 from oasis.storage import runs as rows
 from oasis.storage import threads as thread_rows
@@ -161,7 +161,7 @@ class RunService:
         if model is None:
             async with self._db.session() as session:
                 model = (await AssistantService.row(session, project_id, request.assistant_id)).model
-        await self._load_model(project_id, model)
+        await load_named(self._load_model, project_id, model)
 
     async def _new_run(
         self,
@@ -173,7 +173,7 @@ class RunService:
         stream: bool | None,
     ) -> Run:
         model = request.model or assistant.model
-        check_requested(self._registry, model)
+        check_known(self._registry, model, in_body=True)
         tools = tools_to_store(request.tools) if request.tools is not None else json.loads(assistant.tools_json)
         for position, tool in enumerate(tools):
             if tool["type"] == "code_interpreter":

@@ -23,21 +23,19 @@ def implements(engine: Engine, capability: type) -> bool:
     return found
 
 
-def check_known(registry: EngineRegistry, model: str) -> None:
-    """404 for a model that is not configured (under any of its names)."""
+def check_known(registry: EngineRegistry, model: str, *, in_body: bool = False) -> None:
+    """404 for a model that is not configured (under any of its names); `in_body`: 400 `model_not_found`, as
+    OpenAI's Assistants answer a bad `model` in an assistant or a run."""
     if registry.resolve(model) is None:
+        if in_body:
+            raise invalid_request(
+                f"The requested model '{model}' does not exist.", param="model", code="model_not_found"
+            )
         raise not_found(
             f"The model '{model}' does not exist or you do not have access to it.",
             param="model",
             code="model_not_found",
         )
-
-
-def check_requested(registry: EngineRegistry, model: str) -> None:
-    """400 `model_not_found` for a model an assistant or a run would use that is not served: OpenAI's Assistants
-    answer a bad `model` in the body so, where inference endpoints answer 404."""
-    if registry.resolve(model) is None:
-        raise invalid_request(f"The requested model '{model}' does not exist.", param="model", code="model_not_found")
 
 
 def check_not_failed(registry: EngineRegistry, model: str) -> None:
