@@ -3,7 +3,7 @@ OpenAI-compatible server (vLLM, llama-server, Ollama, TGI, another oasis)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any, Protocol, runtime_checkable
 
 from oasis.engines.base import Engine
@@ -25,6 +25,6 @@ class ForwardingEngine(Engine, Protocol):
         bytes, content type)."""
         ...
 
-    def forward_stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    def forward_stream(self, path: str, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
         """The same with `stream: true`: yields each server-sent event's JSON until `[DONE]`."""
         ...

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -111,7 +111,7 @@ class UpstreamEngine:
     ) -> dict[str, Any]:
         return await self._post(path, data={**fields, "model": self.upstream_model}, files=files)
 
-    async def forward_stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def forward_stream(self, path: str, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
         tried: frozenset[int] = frozenset()
         while True:
             async with self._replica(tried) as replica:

@@ -64,28 +64,6 @@ MAX_CODE_RUNS_PER_RUN = 2
 RESULT_CHARS_PER_CONTEXT_TOKEN = 2
 
 
-async def _primed(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
-    """The stream with its first chunk already read (what that raises, raises here), the same chunks in order."""
-    try:
-        first = await anext(chunks)
-    except StopAsyncIteration:
-        first = None
-    except BaseException:
-        await _close(chunks)
-        raise
-
-    async def chained() -> AsyncIterator[dict[str, Any]]:
-        try:
-            if first is not None:
-                yield first
-            async for chunk in chunks:
-                yield chunk
-        finally:
-            await _close(chunks)  # an early stop frees the upstream connection
-
-    return chained()
-
-
 async def _close(chunks: AsyncIterator[dict[str, Any]]) -> None:
     aclose = getattr(chunks, "aclose", None)
     if aclose is not None:
@@ -366,11 +344,26 @@ class RunExecutor:
                 room = prepared.engine.context_length - size
                 left = max(1, run.max_completion_tokens - run.completion_tokens)
                 prepared = replace(prepared, params=replace(prepared.params, max_tokens=min(left, room)))
-            chunks = await self._open(self._request(run, messages, called, may_search, may_code), prepared)
+            if size is not None:  # counted if the generation ends before its usage is reported
+                turn.prompt_tokens = size
+            request = self._request(run, messages, called, may_search, may_code)
+            chunks = await self._open(request, prepared)
         except OasisError as exc:
             await self._fail(run.seq, owner, events, _ERROR_CODES.get(exc.status, "server_error"), exc.message)
             return "failed"
-        if await self._generate(run, owner, events, chunks, turn):
+        deadline = time.monotonic() + BUSY_WAIT_SECONDS
+        while True:
+            try:
+                cancelled = await self._generate(run, owner, events, chunks, turn)
+                break
+            except OasisError as exc:
+                # An upstream's full queue answers with its stream's first chunk: waited out as a local one's is
+                # (between tries, the next generation's watcher sees a cancel)
+                if exc.status != 429 or turn.message is not None or turn.calls or time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(float(exc.headers.get("retry-after", "1")))
+                chunks = await self._open(request, prepared)
+        if cancelled:
             await self._cancelled(run, owner, events, turn)
             return "cancelled"
         return await self._finish(run, owner, events, turn)
@@ -436,10 +429,7 @@ class RunExecutor:
         deadline = time.monotonic() + BUSY_WAIT_SECONDS
         while True:
             try:
-                chunks = self._chat.stream(request, prepared)
-                if self._chat.forwards(request.model):  # an upstream's full queue answers with the first chunk
-                    return await _primed(chunks)
-                return chunks
+                return self._chat.stream(request, prepared)
             except OasisError as exc:
                 if exc.status != 429 or time.monotonic() > deadline:
                     raise
@@ -452,10 +442,9 @@ class RunExecutor:
         cancel = self._cancels.setdefault(run.id, asyncio.Event())
         watcher = asyncio.create_task(self._watch_cancel(run.seq, owner, cancel))
         consumer = asyncio.create_task(self._consume(run, owner, events, chunks, turn))
+        stopper = asyncio.create_task(cancel.wait())
         try:
-            stopper = asyncio.create_task(cancel.wait())
             done, _ = await asyncio.wait({consumer, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            stopper.cancel()
             if consumer not in done:
                 consumer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -464,10 +453,14 @@ class RunExecutor:
             consumer.result()  # raises what the generation raised
             return False
         finally:
+            stopper.cancel()
             watcher.cancel()
             self._cancels.pop(run.id, None)
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            # This task cancelled (a shutdown): the consumer stops before its stream is closed under it
+            consumer.cancel()
+            for task in (watcher, consumer):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
             await _close(chunks)  # frees the engine slot when the run stopped early
 
     async def _watch_cancel(self, seq: int, owner: str, cancel: asyncio.Event) -> None:

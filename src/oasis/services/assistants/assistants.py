@@ -12,7 +12,7 @@ from oasis.protocol.assistants import CreateAssistantRequest, ModifyAssistantReq
 from oasis.services.assistants.resources import response_format_to_store, tool_resources_to_store, tools_to_store
 from oasis.services.assistants.wire import assistant_to_wire
 from oasis.services.metadata import check_metadata
-from oasis.services.models.engine_lookup import check_known
+from oasis.services.models.engine_lookup import check_known, unknown_in_body
 from oasis.services.vector_stores.service import VectorStoreService
 from oasis.storage import assistants as rows
 from oasis.storage.clock import new_id, now
@@ -25,13 +25,14 @@ ModelLoader = Callable[[str, str], Awaitable[None]]
 
 
 async def load_named(load_model: ModelLoader, project_id: str, model: str) -> None:
-    """Loads the fine-tune an assistant or a run names; one that is not found is left to `check_known`, which
-    answers it as it answers any unknown model there (400)."""
+    """Loads the fine-tune an assistant or a run names; one that is not found (or was just deleted) is answered as
+    any unknown model there (400)."""
     try:
         await load_model(project_id, model)
     except OasisError as exc:
         if exc.code != "model_not_found":
             raise
+        raise unknown_in_body(model) from None
 
 
 async def _no_loading(project_id: str, model: str) -> None:

@@ -317,10 +317,6 @@ class ChatService:
             return None
         return text_engine(self._registry, model, purpose="chat completions").context_length
 
-    def forwards(self, model: str) -> bool:
-        """Whether `model` is served by an upstream server (its stream's errors come with its first chunk)."""
-        return forwarding_engine(self._registry, model) is not None
-
     def prepare_local(self, request: ChatCompletionRequest) -> PreparedChat | None:
         """The request rendered and tokenized for its local engine (so its prompt can be measured), or None for a
         model served by an upstream engine."""

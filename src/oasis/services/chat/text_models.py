@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, cast
@@ -36,8 +37,10 @@ async def forward_whole(engine: ForwardingEngine, path: str, request: BaseModel,
 async def forward_stream(
     engine: ForwardingEngine, path: str, request: BaseModel, model: str
 ) -> AsyncIterator[dict[str, Any]]:
-    async for event in engine.forward_stream(path, forwarded_body(request)):
-        yield {**event, "model": model}
+    # closed with this generator, so that a reader stopping early frees the upstream connection at once
+    async with contextlib.aclosing(engine.forward_stream(path, forwarded_body(request))) as events:
+        async for event in events:
+            yield {**event, "model": model}
 
 
 def text_engine(registry: EngineRegistry, model: str, *, purpose: str) -> TextEngine:

@@ -23,14 +23,17 @@ def implements(engine: Engine, capability: type) -> bool:
     return found
 
 
+def unknown_in_body(model: str) -> OasisError:
+    """The 400 OpenAI's Assistants answer for a `model` in an assistant or a run that is not served."""
+    return invalid_request(f"The requested model '{model}' does not exist.", param="model", code="model_not_found")
+
+
 def check_known(registry: EngineRegistry, model: str, *, in_body: bool = False) -> None:
     """404 for a model that is not configured (under any of its names); `in_body`: 400 `model_not_found`, as
     OpenAI's Assistants answer a bad `model` in an assistant or a run."""
     if registry.resolve(model) is None:
         if in_body:
-            raise invalid_request(
-                f"The requested model '{model}' does not exist.", param="model", code="model_not_found"
-            )
+            raise unknown_in_body(model)
         raise not_found(
             f"The model '{model}' does not exist or you do not have access to it.",
             param="model",
