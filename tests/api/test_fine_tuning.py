@@ -47,6 +47,15 @@ def _unloadable(spec: Any) -> Any:
     raise RuntimeError("not loaded in these tests")
 
 
+async def supervised(harness: Harness, training: str, hyperparameters: dict[str, Any]) -> Any:
+    """A job created with the newer `method` field (the 1.30.5 SDK cannot send it)."""
+    method = {"type": "supervised", "supervised": {"hyperparameters": hyperparameters}}
+    async with harness.http() as http:
+        return await http.post(
+            "/v1/fine_tuning/jobs", json={"model": MODEL, "training_file": training, "method": method}
+        )
+
+
 @pytest.fixture
 async def quiet_oasis(start_oasis: Callable[..., Any]) -> Harness:
     """No in-process worker: a job stays as the API left it."""
@@ -99,15 +108,7 @@ async def test_bad_requests_name_their_param(quiet_oasis: Harness) -> None:
             "/v1/fine_tuning/jobs", json={"model": MODEL, "training_file": training, "method": {"type": "dpo"}}
         )
     assert reply.status_code == 400 and reply.json()["error"]["param"] == "method.type"
-    async with quiet_oasis.http() as http:
-        reply = await http.post(
-            "/v1/fine_tuning/jobs",
-            json={
-                "model": MODEL,
-                "training_file": training,
-                "method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 0}}},
-            },
-        )
+    reply = await supervised(quiet_oasis, training, {"n_epochs": 0})
     assert reply.status_code == 400 and reply.json()["error"]["param"] == "method.supervised.hyperparameters.n_epochs"
     assert (await client.fine_tuning.jobs.list()).data == []  # nothing was created by a refused request
 
@@ -181,18 +182,7 @@ async def test_method_hyperparameters_are_coerced_like_the_top_level_ones(quiet_
     arithmetic with it)."""
     client = quiet_oasis.sdk()
     training = await upload(client, training_lines(12))
-    async with quiet_oasis.http() as http:
-        reply = await http.post(
-            "/v1/fine_tuning/jobs",
-            json={
-                "model": MODEL,
-                "training_file": training,
-                "method": {
-                    "type": "supervised",
-                    "supervised": {"hyperparameters": {"batch_size": "4", "n_epochs": "2"}},
-                },
-            },
-        )
+    reply = await supervised(quiet_oasis, training, {"batch_size": "4", "n_epochs": "2"})
     assert reply.status_code == 200, reply.text
     job = await client.fine_tuning.jobs.retrieve(reply.json()["id"])
     assert (job.hyperparameters.batch_size, job.hyperparameters.n_epochs) == (4, 2)
