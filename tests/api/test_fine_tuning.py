@@ -199,7 +199,10 @@ async def test_jobs_are_listed_by_metadata(quiet_oasis: Harness) -> None:
         ("none", None),
         ("a2", {"team": "a", "x": "1"}),
     ):
-        job = await client.fine_tuning.jobs.create(model=MODEL, training_file=training, metadata=metadata)
+        # sent as an extra field: the 1.30.5 SDK has no `metadata` argument here
+        job = await client.fine_tuning.jobs.create(
+            model=MODEL, training_file=training, extra_body={"metadata": metadata} if metadata else None
+        )
         made[name] = job.id
 
     async def listed(query: dict[str, Any], limit: int = 20, after: str | None = None) -> list[str]:
