@@ -240,7 +240,7 @@ class RunExecutor:
             pass
         except Exception as exc:
             outcome = "failed"
-            if isinstance(exc, OasisError):  # raised mid-generation: an upstream's error comes with its first chunk
+            if isinstance(exc, OasisError):  # a chat error: before the generation, or with an upstream's first chunk
                 log.warning("run (row %s) failed: %s", seq, exc.message)
                 code, message = _ERROR_CODES.get(exc.status, "server_error"), exc.message
             else:
@@ -328,29 +328,26 @@ class RunExecutor:
             measured.append((messages, prepared))
             return len(prepared.prompt)
 
+        # An error here (the prompt does not fit, the engine's queue stays full) fails the run in `execute`
+        limit = self._prompt_limit(run)
         try:
-            limit = self._prompt_limit(run)
-            try:
-                messages, size = fitted(run, items, measure, limit)
-            except DoesNotFit:
-                if run.max_prompt_tokens is not None:
-                    return await self._incomplete(run, owner, events, "max_prompt_tokens")
-                raise OasisError(
-                    400, "The thread's newest message does not fit the model's context.", code="invalid_prompt"
-                ) from None
-            prepared = next((ready for candidate, ready in measured if candidate is messages), None)
-            if prepared is not None and run.max_completion_tokens is not None and size is not None:
-                # What is left of the run's budget, within the room the prompt leaves in the context.
-                room = prepared.engine.context_length - size
-                left = max(1, run.max_completion_tokens - run.completion_tokens)
-                prepared = replace(prepared, params=replace(prepared.params, max_tokens=min(left, room)))
-            if size is not None:  # counted if the generation ends before its usage is reported
-                turn.prompt_tokens = size
-            request = self._request(run, messages, called, may_search, may_code)
-            chunks = await self._open(request, prepared)
-        except OasisError as exc:
-            await self._fail(run.seq, owner, events, _ERROR_CODES.get(exc.status, "server_error"), exc.message)
-            return "failed"
+            messages, size = fitted(run, items, measure, limit)
+        except DoesNotFit:
+            if run.max_prompt_tokens is not None:
+                return await self._incomplete(run, owner, events, "max_prompt_tokens")
+            raise OasisError(
+                400, "The thread's newest message does not fit the model's context.", code="invalid_prompt"
+            ) from None
+        prepared = next((ready for candidate, ready in measured if candidate is messages), None)
+        if prepared is not None and run.max_completion_tokens is not None and size is not None:
+            # What is left of the run's budget, within the room the prompt leaves in the context.
+            room = prepared.engine.context_length - size
+            left = max(1, run.max_completion_tokens - run.completion_tokens)
+            prepared = replace(prepared, params=replace(prepared.params, max_tokens=min(left, room)))
+        request = self._request(run, messages, called, may_search, may_code)
+        chunks = await self._open(request, prepared)
+        if size is not None:  # counted if the generation ends before its usage is reported
+            turn.prompt_tokens = size
         deadline = time.monotonic() + BUSY_WAIT_SECONDS
         while True:
             try:
