@@ -67,6 +67,8 @@ def oasis_options(parallel: int, context: int, threads: int) -> dict[str, object
     }
     if FIXED_THREADS:
         options["adapt_threads"] = False
+    if BACKEND_SAMPLING:
+        options["backend_sampling"] = True
     return options
 
 
@@ -91,6 +93,8 @@ def server(
         ]  # fmt: skip
         if _amx():  # the same weights layout as oasis, which keeps them unpacked where AMX kernels would crash
             command.append("--no-repack")
+        if BACKEND_SAMPLING:
+            command.append("--backend-sampling")
         env = os.environ.copy()
     elif kind == "minimal server":
         options = json.dumps(oasis_options(parallel, context, threads))
@@ -122,6 +126,7 @@ class Stream:
 
 TEMPERATURE = 0.0  # --temperature; above 0 each stream gets its own seed
 FIXED_THREADS = False  # --fixed-threads: oasis keeps --threads even while other work keeps cores busy
+BACKEND_SAMPLING = False  # --backend-sampling: both servers draw tokens in llama.cpp's graph
 PYFLAGS: list[str] = os.environ.get("OASIS_BENCH_PYFLAGS", "").split()  # e.g. "-X perf" to profile the server
 
 
@@ -452,6 +457,12 @@ def main() -> int:
         "bench/minimal_server.py)",
     )
     parser.add_argument(
+        "--backend-sampling",
+        action="store_true",
+        help="both servers draw tokens inside llama.cpp's graph (oasis's backend_sampling, llama-server's "
+        "--backend-sampling)",
+    )
+    parser.add_argument(
         "--report-every-round",
         action="store_true",
         help="print the table after every round, not only at the end (a run cut short keeps what it measured)",
@@ -459,9 +470,10 @@ def main() -> int:
     args = parser.parse_args()
     if (args.engine_alone or args.control) and not args.alternate:
         parser.error("--engine-alone and --control take their turns in --alternate")
-    global TEMPERATURE, FIXED_THREADS
+    global TEMPERATURE, FIXED_THREADS, BACKEND_SAMPLING
     TEMPERATURE = args.temperature
     FIXED_THREADS = args.fixed_threads
+    BACKEND_SAMPLING = args.backend_sampling
     gguf = args.gguf or default_gguf()
     if args.alternate:
         alternate(

@@ -2,6 +2,7 @@
 # On a GPU machine with no package index (the device tool), from the repository root, after bench/gpu/pack.sh:
 #   bash bench/gpu/run.sh setup   # carry .gpu/a: unpacks, installs the wheels, starts the CUDA build in the background
 #   bash bench/gpu/run.sh bench   # carry .gpu/b: joins the GGUF, waits for the build, runs the benchmarks into $OUT
+#   bash bench/gpu/run.sh draws   # then, while warm: tokens drawn in llama.cpp's graph against drawn in Python
 # llama.cpp is built once, with CUDA for this card, and serves both sides: its libraries go under the carried
 # llama-cpp-python code for oasis, and llama-server and llama-batched-bench come from the same build.
 set -uo pipefail
@@ -58,4 +59,19 @@ bench() {
     done
 }
 
+draws() {
+    # after `bench`, while the machine is warm (the build and the GGUF are in place): the engine's time between
+    # decodes with tokens drawn in Python and in llama.cpp's graph (bench/step_draws.py), then the 0.8 comparison
+    # with both servers drawing in the graph (oasis's backend_sampling, llama-server's --backend-sampling)
+    local gguf=$work/$(cat "$work/model-name") bin=$work/build/bin started=$(date +%s)
+    timeout --foreground -s INT -k 15 "${DRAW_SECONDS:-150}" python3 bench/step_draws.py --gguf "$gguf" \
+        --threads "${THREADS:-8}" --streams "${LEVELS:-8,16,64}" --tokens "${MAX_TOKENS:-256}" --rounds 1 2>&1 \
+        | tee "$out/step-draws.txt"
+    local left=$(( started + ${BENCH_SECONDS:-560} - $(date +%s) ))
+    [ $left -gt 30 ] || return 0
+    timeout --foreground -s INT -k 15 $left python3 bench/chat_vs_llama_server.py --llama-server "$bin/llama-server" \
+        --gguf "$gguf" --threads "${THREADS:-8}" --concurrency "${LEVELS:-1,8,16,64}" --max-tokens "${MAX_TOKENS:-256}" \
+        --temperature 0.8 --staggered --rounds "${ROUNDS:-2}" --report-every-round --backend-sampling \
+        --batched-bench "$bin/llama-batched-bench" 2>&1 | tee "$out/chat-t0.8-graph.txt"
+}
 "$@"

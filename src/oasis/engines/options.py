@@ -75,6 +75,11 @@ class LlamaCppOptions(ChatFormatOptions, EngineOptions):
         default=True,
         description="Decode with fewer threads while other work keeps cores busy (Linux; `threads` is the most).",
     )
+    backend_sampling: bool = Field(
+        default=False,
+        description="Draw tokens inside llama.cpp's graph (on the GPU with a GPU build) for requests without "
+        "logprobs, penalties, top_p or a grammar (llama.cpp's experimental backend sampling).",
+    )
     max_queue: int = Field(default=256, gt=0, description="Waiting sequences before a 429.")
     chat_template: str | None = Field(default=None, description="A Jinja chat template replacing the GGUF's.")
     gpu_layers: int | None = Field(default=None, ge=0, description="Layers offloaded to a GPU (0: CPU only).")

@@ -78,6 +78,8 @@ class _Sequence:
         self.feed: list[int] = []  # tokens still to decode: the prompt's tail, then each sampled token
         self.sampler: SamplerChain | None = None  # llama.cpp's samplers, when they are needed
         self.draw: FullDistributionSampler | None = None  # or a plain draw at a temperature
+        # or a chain llama.cpp runs in its graph for this sequence's slot (`backend_sampling`)
+        self.in_graph: SamplerChain | None = None
         self.generated = 0
         self.logits_row = -1  # which batch row holds this sequence's logits after a step
         # A scoring sequence reads its prompt with logits at every position and samples nothing.
@@ -178,7 +180,8 @@ class LlamaCppEngine:
     """A GGUF model served from this process. Options (config file `options:`): `context_length` per
     sequence (default 4096, at most the trained context), `parallel` sequences decoded together (default 8),
     `batch_size` tokens per step (512), `threads` (all cores; fewer while other work keeps cores busy, unless
-    `adapt_threads` is false), `max_queue` waiting requests before 429 (256),
+    `adapt_threads` is false), `backend_sampling` to draw tokens inside llama.cpp's graph (off), `max_queue` waiting
+    requests before 429 (256),
     `chat_template` to override the one in the GGUF, `gpu_layers` to offload to a GPU (llama.cpp built with a
     GPU backend offloads every layer unless told fewer; 0 keeps the model on the CPU)."""
 
@@ -195,6 +198,7 @@ class LlamaCppEngine:
         self._core_share = CoreShare(self._threads, self._thread_name) if options.adapt_threads else None
         self._decode_threads = self._threads
         self._max_queue = options.max_queue
+        self._backend_sampling = options.backend_sampling
         self._template_override = options.chat_template
         self._gpu_layers = options.gpu_layers
         self._repack_weights = options.repack_weights if options.repack_weights is not None else not native.uses_amx()
@@ -559,10 +563,10 @@ class LlamaCppEngine:
             self.prompt_tokens_decoded += len(sequence.feed)
             self.prompt_tokens_cached += reuse
             try:
-                if not sequence.scoring and _plain_draw(sequence.params):
-                    sequence.draw = self._make_draw(sequence.params)
-                elif not sequence.scoring and not _plain_greedy(sequence.params):
-                    sequence.sampler = self._make_sampler(sequence.params)
+                if self._draws_in_graph(sequence):
+                    sequence.in_graph = self._attach(self._make_sampler(sequence.params), slot)
+                if sequence.in_graph is None and not sequence.scoring:
+                    self._make_draw_here(sequence)
             except Exception as exc:  # fails this sequence, not the thread that serves them all
                 log.exception("the sequence's sampler could not be built")
                 self._outbox.put(sequence, exc)
@@ -613,9 +617,23 @@ class LlamaCppEngine:
             sequence = by_slot[id(source)]
             self._copy_cache(source, target)  # the source keeps its copy as a cached prefix
             source.busy, target.busy = False, True
+            if sequence.in_graph is not None:
+                self._move_in_graph(sequence, source, target)
             sequence.slot = target
         self._apart_steps = 0
         log.debug("moved %d sequences into slots %d-%d", len(movers), start, start + count - 1)
+
+    def _move_in_graph(self, sequence: _Sequence, source: _Slot, target: _Slot) -> None:
+        """A chain is given to llama.cpp once (it asserts so): the moved sequence's is cloned, random state and
+        all, for its new sequence id."""
+        assert sequence.in_graph is not None
+        lib = native.lib()
+        clone = SamplerChain(lib.llama_sampler_clone(sequence.in_graph.chain))
+        lib.llama_set_sampler(self._context, source.seq_id, None)
+        sequence.in_graph.free()
+        sequence.in_graph = self._attach(clone, target)
+        if sequence.in_graph is None:
+            self._make_draw_here(sequence)
 
     def _donor(self, sequence: _Sequence, usable: int) -> tuple[_Sequence | None, int, int]:
         """The running sequence whose cache holds most of `sequence`'s prompt (and how much of it it holds:
@@ -624,9 +642,12 @@ class LlamaCppEngine:
         prompt = sequence.prompt
         donor: _Sequence | None = None
         held_most = reading = 0
+        # A draw in the graph leaves no logits here, and reads only its own sequence's: such a sequence neither
+        # lends its last logits nor borrows another's.
+        share_logits = not sequence.scoring and not self._draws_in_graph(sequence)
         for running in self._running:
             assert running.slot is not None
-            if not sequence.scoring and running.logits_row >= 0 and running.slot.cached == prompt:
+            if share_logits and running.in_graph is None and running.logits_row >= 0 and running.slot.cached == prompt:
                 return running, len(prompt), 0
             held = min(_common_prefix(running.slot.cached, prompt), usable)
             if held > held_most:
@@ -667,6 +688,33 @@ class LlamaCppEngine:
         if sequence.sampler is not None:
             sequence.sampler.free()
             sequence.sampler = None
+        if sequence.in_graph is not None:
+            if sequence.slot is not None:
+                native.lib().llama_set_sampler(self._context, sequence.slot.seq_id, None)
+            sequence.in_graph.free()
+            sequence.in_graph = None
+
+    def _draws_in_graph(self, sequence: _Sequence) -> bool:
+        """Whether the sequence's tokens are drawn in llama.cpp's graph: with `backend_sampling`, for what its
+        samplers do there (temperature, the draw, greedy, logit_bias) and when no logits are wanted here."""
+        params = sequence.params
+        return (
+            self._backend_sampling
+            and not sequence.scoring
+            and params.top_logprobs is None
+            and params.json_schema is None
+            and params.top_p >= 1.0
+            and not params.presence_penalty
+            and not params.frequency_penalty
+        )
+
+    def _attach(self, sampler: SamplerChain, slot: _Slot) -> SamplerChain | None:
+        """Gives the slot's sequence id the chain to run in the graph; None (the chain freed) where llama.cpp
+        cannot (a split model), and the draw stays here."""
+        if native.lib().llama_set_sampler(self._context, slot.seq_id, sampler.chain):
+            return sampler
+        sampler.free()
+        return None
 
     def _step(self) -> None:
         tokens, positions, outputs, sequence_ids = (
@@ -775,7 +823,9 @@ class LlamaCppEngine:
     def _sample(self, sequence: _Sequence) -> None:
         params = sequence.params
         possible = True
-        if sequence.draw is not None:
+        if sequence.in_graph is not None:
+            token = self._drawn_in_graph(sequence)
+        elif sequence.draw is not None:
             token = sequence.draw.sample(self._logits(sequence.logits_row))
         elif sequence.sampler is None:
             token = self._greedy(sequence.logits_row, avoid_eog=params.ignore_eos)
@@ -803,6 +853,15 @@ class LlamaCppEngine:
             sequence.feed = [token]
         else:
             self._release(sequence)
+
+    def _drawn_in_graph(self, sequence: _Sequence) -> int:
+        assert sequence.in_graph is not None
+        lib = native.lib()
+        token = int(lib.llama_get_sampled_token_ith(self._context, sequence.logits_row))
+        if token < 0:
+            raise RuntimeError(f"llama.cpp drew no token for batch row {sequence.logits_row}")
+        lib.llama_sampler_accept(sequence.in_graph.chain, token)
+        return token
 
     def _logits(self, row: int) -> np.ndarray:
         """A batch row's logits, read in place from llama.cpp's buffer (until the next decode). Views are kept
@@ -842,6 +901,14 @@ class LlamaCppEngine:
             best = best[np.argsort(-logprobs[best])]
             alternatives = tuple(TokenLogprob(int(t), float(logprobs[t])) for t in best)
         return float(logprobs[token]), alternatives
+
+    def _make_draw_here(self, sequence: _Sequence) -> None:
+        """What draws the sequence's tokens in this process: numpy's draw, an argmax (nothing to make), or
+        llama.cpp's sampler chain."""
+        if _plain_draw(sequence.params):
+            sequence.draw = self._make_draw(sequence.params)
+        elif not _plain_greedy(sequence.params):
+            sequence.sampler = self._make_sampler(sequence.params)
 
     def _make_draw(self, params: SamplingParams) -> FullDistributionSampler:
         banned = self._eog_tokens if params.ignore_eos else ()
