@@ -9,6 +9,9 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
+from oasis.engines.llamacpp import native
 from oasis.engines.llamacpp.engine import LlamaCppEngine
 from oasis.engines.text import SamplingParams
 from oasis.settings import ModelSpec
@@ -19,6 +22,23 @@ PROMPT = (
     "You are a poet who writes about the weather, the coast and the people who live by it. Your lines are short, "
     "plain and concrete; you never explain them. Write a line about the sea."
 )
+
+
+@pytest.fixture
+def graph_draws(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Every token the engine read from llama.cpp's graph: a draw done in Python would answer alike, so the tests
+    count where each token came from."""
+    lib = native.lib()
+    real = lib.llama_get_sampled_token_ith
+    drawn: list[int] = []
+
+    def read(context: Any, row: int) -> int:
+        token = int(real(context, row))
+        drawn.append(token)
+        return token
+
+    monkeypatch.setattr(lib, "llama_get_sampled_token_ith", read)
+    return drawn
 
 
 async def _engine(**options: Any) -> LlamaCppEngine:
@@ -32,7 +52,7 @@ async def _answer(engine: LlamaCppEngine, text: str = PROMPT, **params: Any) -> 
     return [token.token async for token in engine.generate(prompt, SamplingParams(**params))]
 
 
-async def test_greedy_answers_alike_and_logit_bias_and_ignore_eos_are_honoured() -> None:
+async def test_greedy_answers_alike_and_logit_bias_and_ignore_eos_are_honoured(graph_draws: list[int]) -> None:
     here = await _engine(parallel=1)
     try:
         expected = await _answer(here, max_tokens=24, temperature=0.0)
@@ -49,10 +69,11 @@ async def test_greedy_answers_alike_and_logit_bias_and_ignore_eos_are_honoured()
         await engine.close()
     assert greedy == expected
     assert banned[0] != greedy[0]
+    assert graph_draws == greedy + banned + endless  # the first engine drew in Python, this one in the graph
     assert len(endless) == 60 and not set(endless) & engine._eog_set
 
 
-async def test_a_seed_repeats_alone_and_beside_streams_drawn_here_and_in_the_graph() -> None:
+async def test_a_seed_repeats_alone_and_beside_streams_drawn_here_and_in_the_graph(graph_draws: list[int]) -> None:
     engine = await _engine(parallel=6, backend_sampling=True)
     seeds = (5, 6, 8)
     try:
@@ -79,9 +100,11 @@ async def test_a_seed_repeats_alone_and_beside_streams_drawn_here_and_in_the_gra
     assert len({answer[0] for answer in alone}) > 1  # the seeds begin differently
     assert greedy_one == greedy_two
     assert len(scored) == 24 and all(token.logprob is not None and len(token.top_logprobs) == 2 for token in scored)
+    # Every token but the logprobs request's came from the graph.
+    assert len(graph_draws) == 2 * sum(map(len, alone)) + len(greedy_one) + len(greedy_two)
 
 
-async def test_a_sequence_moved_to_another_slot_keeps_drawing_its_seeded_answer() -> None:
+async def test_a_sequence_moved_to_another_slot_keeps_drawing_its_seeded_answer(graph_draws: list[int]) -> None:
     """Four slots taken, two short answers finish and leave holes; the story's sequence moves next to the other
     (its chain, random state and all, goes with it) and its answer does not change."""
     engine = await _engine(parallel=4, backend_sampling=True)
@@ -108,9 +131,12 @@ async def test_a_sequence_moved_to_another_slot_keeps_drawing_its_seeded_answer(
         await engine.close()
     assert await moved == alone
     assert len(slots_seen) == 2  # it moved
+    assert len(graph_draws) == 80 + 80 + 80 + 3 + 3
 
 
-async def test_a_configured_model_draws_in_the_graph_through_the_sdk(start_oasis: Callable[..., Any]) -> None:
+async def test_a_configured_model_draws_in_the_graph_through_the_sdk(
+    start_oasis: Callable[..., Any], graph_draws: list[int]
+) -> None:
     harness = await start_oasis(engine_factories=None, models=[smollm(parallel=2, backend_sampling=True)])
     client = harness.sdk()
     messages = [{"role": "user", "content": "Name three colours."}]
@@ -126,3 +152,4 @@ async def test_a_configured_model_draws_in_the_graph_through_the_sdk(start_oasis
     assert first.choices[0].message.content == again.choices[0].message.content
     assert first.usage.completion_tokens > 0
     assert len(with_logprobs.choices[0].logprobs.content[0].top_logprobs) == 2
+    assert len(graph_draws) == first.usage.completion_tokens + again.usage.completion_tokens

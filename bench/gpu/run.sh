@@ -64,8 +64,8 @@ draws() {
     # decodes with tokens drawn in Python and in llama.cpp's graph (bench/step_draws.py), then the 0.8 comparison
     # with both servers drawing in the graph (oasis's backend_sampling, llama-server's --backend-sampling)
     local gguf=$work/$(cat "$work/model-name") bin=$work/build/bin started=$(date +%s)
-    timeout --foreground -s INT -k 15 "${DRAW_SECONDS:-150}" python3 bench/step_draws.py --gguf "$gguf" \
-        --threads "${THREADS:-8}" --streams "${LEVELS:-8,16,64}" --tokens "${MAX_TOKENS:-256}" --rounds 1 2>&1 \
+    timeout --foreground -s INT -k 15 "${DRAW_SECONDS:-200}" python3 bench/step_draws.py --gguf "$gguf" \
+        --threads "${THREADS:-8}" --streams "${LEVELS:-8,16,64}" --tokens "${MAX_TOKENS:-256}" --rounds 2 2>&1 \
         | tee "$out/step-draws.txt"
     local left=$(( started + ${BENCH_SECONDS:-560} - $(date +%s) ))
     [ $left -gt 30 ] || return 0

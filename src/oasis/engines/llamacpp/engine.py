@@ -278,7 +278,9 @@ class LlamaCppEngine:
         context_params.n_seq_max = self._parallel
         # Scoring a prompt wants logits at every position of a batch, not only the last.
         context_params.n_outputs_max = self._batch_size
-        context_params.n_outputs_max_per_seq = self._batch_size
+        # llama.cpp holds this to sequences that draw in its graph only (one output a step each) and sizes their
+        # sampling graph by it: past 1, ~2 x 512 rows of the vocabulary reserved again at every attach.
+        context_params.n_outputs_max_per_seq = 1 if self._backend_sampling else self._batch_size
         context_params.n_threads = self._threads
         context_params.n_threads_batch = self._threads
         context_params.kv_unified = False  # each sequence gets its own context_length of cache
@@ -824,7 +826,12 @@ class LlamaCppEngine:
         params = sequence.params
         possible = True
         if sequence.in_graph is not None:
-            token = self._drawn_in_graph(sequence)
+            drawn_in_graph = self._drawn_in_graph(sequence)
+            if drawn_in_graph is None:  # fails this sequence, not the step's others
+                self._outbox.put(sequence, RuntimeError("llama.cpp drew no token for the sequence"))
+                self._release(sequence)
+                return
+            token = drawn_in_graph
         elif sequence.draw is not None:
             token = sequence.draw.sample(self._logits(sequence.logits_row))
         elif sequence.sampler is None:
@@ -854,12 +861,15 @@ class LlamaCppEngine:
         else:
             self._release(sequence)
 
-    def _drawn_in_graph(self, sequence: _Sequence) -> int:
+    def _drawn_in_graph(self, sequence: _Sequence) -> int | None:
+        """The token llama.cpp drew for the sequence in the last decode, accepted by its chain; None when it drew
+        none (a backend that lacks one of the draw's operations)."""
         assert sequence.in_graph is not None
         lib = native.lib()
         token = int(lib.llama_get_sampled_token_ith(self._context, sequence.logits_row))
         if token < 0:
-            raise RuntimeError(f"llama.cpp drew no token for batch row {sequence.logits_row}")
+            log.error("%s: llama.cpp drew no token for batch row %d", self.spec.id, sequence.logits_row)
+            return None
         lib.llama_sampler_accept(sequence.in_graph.chain, token)
         return token
 
