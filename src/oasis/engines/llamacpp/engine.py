@@ -631,8 +631,7 @@ class LlamaCppEngine:
         assert sequence.in_graph is not None
         lib = native.lib()
         clone = SamplerChain(lib.llama_sampler_clone(sequence.in_graph.chain))
-        lib.llama_set_sampler(self._context, source.seq_id, None)
-        sequence.in_graph.free()
+        self._detach(sequence.in_graph, source)
         sequence.in_graph = self._attach(clone, target)
         if sequence.in_graph is None:
             self._make_draw_here(sequence)
@@ -691,9 +690,7 @@ class LlamaCppEngine:
             sequence.sampler.free()
             sequence.sampler = None
         if sequence.in_graph is not None:
-            if sequence.slot is not None:
-                native.lib().llama_set_sampler(self._context, sequence.slot.seq_id, None)
-            sequence.in_graph.free()
+            self._detach(sequence.in_graph, sequence.slot)
             sequence.in_graph = None
 
     def _draws_in_graph(self, sequence: _Sequence) -> bool:
@@ -709,6 +706,12 @@ class LlamaCppEngine:
             and not params.presence_penalty
             and not params.frequency_penalty
         )
+
+    def _detach(self, sampler: SamplerChain, slot: _Slot | None) -> None:
+        """Takes the chain back from the slot's sequence id (llama.cpp would run a freed one) and frees it."""
+        if slot is not None:
+            native.lib().llama_set_sampler(self._context, slot.seq_id, None)
+        sampler.free()
 
     def _attach(self, sampler: SamplerChain, slot: _Slot) -> SamplerChain | None:
         """Gives the slot's sequence id the chain to run in the graph; None (the chain freed) where llama.cpp
