@@ -9,6 +9,11 @@ loop, laying out the next batch), that outside time per stream, and the tokens p
 `graph` (the engine's `backend_sampling`), llama.cpp draws inside the decode and the engine only reads the token. On a
 GPU the decode is short and the outside time is what the card waits for; on a CPU it is what the cores spend on
 something other than decoding. Settings take turns round by round; each keeps its best round (the highest tokens/s).
+
+`--staggered`: N clients each send 3 requests in turn, of different lengths (`--tokens` to 1.25x, as
+chat_vs_llama_server.py's staggered clients do), so that streams start and end at scattered times. Then every decode
+counts (a new request's prompt too), and the cost of giving a chain to llama.cpp and taking it back (each makes it
+reserve its scheduler again at the next decode) shows in the tokens per second and the mean decode.
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ from oasis.settings import ModelSpec
 
 
 class DecodeClock:
-    """Wraps llama_decode: the start and length of every decode of a full batch of `width` rows."""
+    """Wraps llama_decode: the start and length of every decode of a full batch of `width` rows (of every decode
+    where `width` is 0)."""
 
     def __init__(self) -> None:
         self.width = 0
@@ -45,7 +51,7 @@ class DecodeClock:
         def timed(context: Any, batch: Any) -> int:
             start = time.perf_counter()
             status = decode(context, batch)
-            if batch.n_tokens == self.width:
+            if self.width in (0, batch.n_tokens):
                 self.steps.append((start, time.perf_counter() - start))
             return int(status)
 
@@ -65,19 +71,38 @@ async def one_round(gguf: str, streams: int, sampling: str, args: argparse.Names
     prompt = engine.tokenize(PROMPT, add_special=True, parse_special=False)
     try:
         with DecodeClock() as clock:
-            clock.width = streams
+            clock.width = 0 if args.staggered else streams
 
-            async def stream(seed: int) -> int:
-                params = SamplingParams(
-                    max_tokens=args.tokens, temperature=args.temperature, seed=seed, ignore_eos=True
-                )
+            async def stream(seed: int, tokens: int) -> int:
+                params = SamplingParams(max_tokens=tokens, temperature=args.temperature, seed=seed, ignore_eos=True)
                 return len([token async for token in engine.generate(prompt, params)])
 
+            async def client(number: int) -> int:
+                done = 0
+                for request in range(3):
+                    tokens = args.tokens + (number * 7 + request * 13) % (args.tokens // 4 + 1)
+                    done += await stream(number * 100 + request, tokens)
+                return done
+
             started = time.perf_counter()
-            generated = sum(await asyncio.gather(*(stream(seed) for seed in range(streams))))
+            if args.staggered:
+                generated = sum(await asyncio.gather(*(client(number) for number in range(streams))))
+            else:
+                generated = sum(await asyncio.gather(*(stream(seed, args.tokens) for seed in range(streams))))
             elapsed = time.perf_counter() - started
     finally:
         await engine.close()
+    # Where the device lacks an operation of the chain, llama.cpp draws only part of it and the engine the rest.
+    whole_in_graph = {"whole chain in graph": float(not engine._warned_partial_draws)} if sampling == "graph" else {}
+    if args.staggered:
+        inside_all = sum(seconds for _, seconds in clock.steps)
+        return {
+            "tok/s": generated / elapsed,
+            "decodes": len(clock.steps),
+            "decode ms": inside_all / len(clock.steps) * 1e3,
+            "outside ms": (elapsed - inside_all) / len(clock.steps) * 1e3,
+            "outside us/token": (elapsed - inside_all) / generated * 1e6,
+        } | whole_in_graph
     # Between two full-width decodes a narrower one may fall (a prompt's chunk): the median leaves those out.
     steps = clock.steps
     inside = [seconds for _, seconds in steps[1:]]
@@ -91,7 +116,7 @@ async def one_round(gguf: str, streams: int, sampling: str, args: argparse.Names
         "outside ms": statistics.median(outside) * 1e3,
         "outside us/stream": statistics.median(outside) * 1e6 / streams,
         "steps": len(outside),
-    }
+    } | whole_in_graph
 
 
 async def main() -> None:
@@ -103,6 +128,7 @@ async def main() -> None:
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="llama.cpp's threads (default: the engine's)")
+    parser.add_argument("--staggered", action="store_true", help="clients sending requests of different lengths")
     args = parser.parse_args()
     gguf = args.gguf or str(default_gguf())
     levels = [int(level) for level in args.streams.split(",")]
@@ -118,13 +144,14 @@ async def main() -> None:
                 if kept is None or result["tok/s"] > kept["tok/s"]:
                     best[(streams, sampling)] = result
     print(f"\n{os.cpu_count()} cores; temperature {args.temperature}; {args.tokens} tokens a stream", end="")
-    print(f"; best of {args.rounds}")
-    print("| streams | drawn | tok/s | decode ms/step | outside ms/step | outside us/stream |")
+    print(f"; best of {args.rounds}" + ("; staggered: every decode, means" if args.staggered else ""))
+    per = "token" if args.staggered else "stream"
+    print(f"| streams | drawn | tok/s | decode ms/step | outside ms/step | outside us/{per} |")
     print("|---|---|---|---|---|---|")
     for (streams, sampling), result in best.items():
         print(
             f"| {streams} | {sampling} | {result['tok/s']:.0f} | {result['decode ms']:.2f} | "
-            f"{result['outside ms']:.2f} | {result['outside us/stream']:.0f} |"
+            f"{result['outside ms']:.2f} | {result[f'outside us/{per}']:.0f} |"
         )
 
 

@@ -153,3 +153,37 @@ async def test_a_configured_model_draws_in_the_graph_through_the_sdk(
     assert first.usage.completion_tokens > 0
     assert len(with_logprobs.choices[0].logprobs.content[0].top_logprobs) == 2
     assert len(graph_draws) == first.usage.completion_tokens + again.usage.completion_tokens
+
+
+async def test_a_chain_the_device_cannot_draw_is_drawn_here_from_what_the_graph_left(
+    monkeypatch: pytest.MonkeyPatch, graph_draws: list[int]
+) -> None:
+    """A device that lacks an operation of a chain's member: llama.cpp runs the members before it in the graph and
+    reads no token. Here every chain starts with a member that has no graph form (typical sampling keeping all but
+    1e-7 of the mass: no token likelier than that is cut, and at p=1 llama.cpp would put a member that runs in the
+    graph), so llama.cpp draws nothing and the engine draws each token from the logits the graph left."""
+    lib = native.lib()
+    chain_init = lib.llama_sampler_chain_init
+
+    def with_a_member_left_here(params: Any) -> Any:
+        chain = chain_init(params)
+        lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_typical(0.9999999, 1))
+        return chain
+
+    here = await _engine(parallel=1)
+    try:
+        expected = await _answer(here, max_tokens=24, temperature=0.0)
+    finally:
+        await here.close()
+    monkeypatch.setattr(lib, "llama_sampler_chain_init", with_a_member_left_here)
+    engine = await _engine(parallel=2, backend_sampling=True)
+    sampling = {"max_tokens": 40, "temperature": 1.2, "seed": 9, "ignore_eos": True}
+    try:
+        greedy = await _answer(engine, max_tokens=24, temperature=0.0)
+        seeded, again = await asyncio.gather(_answer(engine, **sampling), _answer(engine, **sampling))
+        assert engine._running == [] and all(not slot.busy for slot in engine._slots)
+    finally:
+        await engine.close()
+    assert greedy == expected
+    assert seeded == again and len(seeded) == 40 and not set(seeded) & engine._eog_set
+    assert graph_draws == [-1] * (len(greedy) + 40 + 40)  # the graph drew none of them

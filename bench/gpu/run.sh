@@ -2,7 +2,7 @@
 # On a GPU machine with no package index (the device tool), from the repository root, after bench/gpu/pack.sh:
 #   bash bench/gpu/run.sh setup   # carry .gpu/a: unpacks, installs the wheels, starts the CUDA build in the background
 #   bash bench/gpu/run.sh bench   # carry .gpu/b: joins the GGUF, waits for the build, runs the benchmarks into $OUT
-#   bash bench/gpu/run.sh draws   # then, while warm: tokens drawn in llama.cpp's graph against drawn in Python
+#   bash bench/gpu/run.sh draws   # carry .gpu/b where bench did not run: tokens drawn in the graph against in Python
 # llama.cpp is built once, with CUDA for this card, and serves both sides: its libraries go under the carried
 # llama-cpp-python code for oasis, and llama-server and llama-batched-bench come from the same build.
 set -uo pipefail
@@ -35,16 +35,24 @@ setup() {
     python3 -c "import fastapi, sqlalchemy, pydantic, oasis.app; print('imports ok')"
 }
 
-bench() {
-    local started=$(date +%s)
-    cat "$work/model.xz.1" .gpu/b/model.xz.2 \
-        | python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.stdin.buffer), sys.stdout.buffer)' \
-        > "$work/$(cat "$work/model-name")" || return 1
-    local gguf=$work/$(cat "$work/model-name") waited=0
+# joins the GGUF (once: the first call after setup carries .gpu/b) and waits for the build
+prepare() {
+    gguf=$work/$(cat "$work/model-name")
+    if [ ! -e "$gguf" ]; then
+        cat "$work/model.xz.1" .gpu/b/model.xz.2 \
+            | python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.stdin.buffer), sys.stdout.buffer)' \
+            > "$gguf.part" && mv "$gguf.part" "$gguf" || return 1
+    fi
+    local waited=0
     until [ -e "$work/build-ended" ] || [ $waited -ge 420 ]; do sleep 2; waited=$((waited + 2)); done
     tail -3 "$work/build.log"; echo "waited ${waited}s for the build"
     [ -e "$work/built" ] || { tail -40 "$work/build.log" > "$out/build.log"; return 1; }
-    local bin=$work/build/bin
+    bin=$work/build/bin
+}
+
+bench() {
+    local started=$(date +%s)
+    prepare || return 1
     "$bin/llama-batched-bench" -m "$gguf" -npp 16 -ntg "${MAX_TOKENS:-256}" -npl "${LEVELS:-1,8,16,64}" -c 20000 -t "${THREADS:-8}" -tb "${THREADS:-8}" 2>&1 \
         | grep -E '^\||offloaded|CUDA0' | tee "$out/batched-bench.txt"
     # the benchmarks end by BENCH_SECONDS after this call began (the device tool stops a call at 600 s)
@@ -60,18 +68,23 @@ bench() {
 }
 
 draws() {
-    # after `bench`, while the machine is warm (the build and the GGUF are in place): the engine's time between
-    # decodes with tokens drawn in Python and in llama.cpp's graph (bench/step_draws.py), then the 0.8 comparison
-    # with both servers drawing in the graph (oasis's backend_sampling, llama-server's --backend-sampling)
-    local gguf=$work/$(cat "$work/model-name") bin=$work/build/bin started=$(date +%s)
-    timeout --foreground -s INT -k 15 "${DRAW_SECONDS:-200}" python3 bench/step_draws.py --gguf "$gguf" \
-        --threads "${THREADS:-8}" --streams "${LEVELS:-8,16,64}" --tokens "${MAX_TOKENS:-256}" --rounds 2 2>&1 \
+    # the engine's time between decodes with tokens drawn in Python and in llama.cpp's graph (bench/step_draws.py),
+    # streams started together and then staggered, and the 0.8 comparison with both servers drawing in the graph
+    # (oasis's backend_sampling, llama-server's --backend-sampling), ending BENCH_SECONDS after the call began
+    local started=$(date +%s)
+    prepare || return 1
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+    timeout --foreground -s INT -k 15 "${DRAW_SECONDS:-120}" python3 bench/step_draws.py --gguf "$gguf" \
+        --threads "${THREADS:-8}" --streams "${DRAW_LEVELS:-1,8,16,64}" --tokens "${MAX_TOKENS:-256}" --rounds 2 2>&1 \
         | tee "$out/step-draws.txt"
+    timeout --foreground -s INT -k 15 "${DRAW_SECONDS:-120}" python3 bench/step_draws.py --gguf "$gguf" --staggered \
+        --threads "${THREADS:-8}" --streams "${LEVELS:-8,16,64}" --tokens 128 --rounds 2 2>&1 \
+        | tee "$out/step-draws-staggered.txt"
     local left=$(( started + ${BENCH_SECONDS:-560} - $(date +%s) ))
     [ $left -gt 30 ] || return 0
     timeout --foreground -s INT -k 15 $left python3 bench/chat_vs_llama_server.py --llama-server "$bin/llama-server" \
         --gguf "$gguf" --threads "${THREADS:-8}" --concurrency "${LEVELS:-1,8,16,64}" --max-tokens "${MAX_TOKENS:-256}" \
-        --temperature 0.8 --staggered --rounds "${ROUNDS:-2}" --report-every-round --backend-sampling \
-        --batched-bench "$bin/llama-batched-bench" 2>&1 | tee "$out/chat-t0.8-graph.txt"
+        --temperature 0.8 --staggered --rounds "${ROUNDS:-2}" --report-every-round --backend-sampling 2>&1 \
+        | tee "$out/chat-t0.8-graph.txt"
 }
 "$@"

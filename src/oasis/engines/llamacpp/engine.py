@@ -199,6 +199,7 @@ class LlamaCppEngine:
         self._decode_threads = self._threads
         self._max_queue = options.max_queue
         self._backend_sampling = options.backend_sampling
+        self._warned_partial_draws = False  # a device that draws only part of a chain: said once
         self._template_override = options.chat_template
         self._gpu_layers = options.gpu_layers
         self._repack_weights = options.repack_weights if options.repack_weights is not None else not native.uses_amx()
@@ -865,15 +866,22 @@ class LlamaCppEngine:
             self._release(sequence)
 
     def _drawn_in_graph(self, sequence: _Sequence) -> int | None:
-        """The token llama.cpp drew for the sequence in the last decode, accepted by its chain; None when it drew
-        none (a backend that lacks one of the draw's operations)."""
+        """The token llama.cpp drew for the sequence in the last decode, accepted by its chain. Where the device
+        lacks an operation of a member, llama.cpp ran the members before it in the graph and left the rest (and the
+        draw) undone: llama_sampler_sample runs those here on what the graph left. None if that fails too."""
         assert sequence.in_graph is not None
         lib = native.lib()
         token = int(lib.llama_get_sampled_token_ith(self._context, sequence.logits_row))
+        if token >= 0:
+            lib.llama_sampler_accept(sequence.in_graph.chain, token)
+            return token
+        if not self._warned_partial_draws:
+            log.warning("%s: llama.cpp's device cannot draw this chain whole; the rest is drawn here", self.spec.id)
+            self._warned_partial_draws = True
+        token = int(lib.llama_sampler_sample(sequence.in_graph.chain, self._context, sequence.logits_row))
         if token < 0:
             log.error("%s: llama.cpp drew no token for batch row %d", self.spec.id, sequence.logits_row)
             return None
-        lib.llama_sampler_accept(sequence.in_graph.chain, token)
         return token
 
     def _logits(self, row: int) -> np.ndarray:
