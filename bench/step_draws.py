@@ -47,10 +47,14 @@ class DecodeClock:
     def __enter__(self) -> DecodeClock:
         lib = native.lib()
         self._decode = decode = lib.llama_decode
+        synchronize = lib.llama_synchronize
 
         def timed(context: Any, batch: Any) -> int:
             start = time.perf_counter()
             status = decode(context, batch)
+            # A GPU's llama_decode returns once the graph is queued; the wait falls on the first read of its
+            # results, which would count as time outside the decode (it did on the H200)
+            synchronize(context)
             if self.width in (0, batch.n_tokens):
                 self.steps.append((start, time.perf_counter() - start))
             return int(status)
