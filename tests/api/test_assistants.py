@@ -228,6 +228,35 @@ async def test_message_checks(chat_oasis: Harness) -> None:
     assert len((await client.beta.threads.messages.list(thread.id)).data) == 1
 
 
+async def test_a_file_of_a_type_file_search_cannot_read_is_refused_as_its_attachment(chat_oasis: Harness) -> None:
+    client = chat_oasis.sdk()
+    picture = await client.files.create(file=("chart.png", b"\x89PNG\r\n\x1a\n"), purpose="assistants")
+    notes = await client.files.create(file=("notes.md", b"# Notes"), purpose="assistants")
+    thread = await client.beta.threads.create()
+    searched = [
+        {"file_id": notes.id, "tools": [{"type": "file_search"}]},
+        {"file_id": picture.id, "tools": [{"type": "file_search"}]},
+    ]
+    with pytest.raises(openai.BadRequestError) as refused:
+        await client.beta.threads.messages.create(thread.id, role="user", content="see", attachments=searched)  # type: ignore[arg-type]
+    assert refused.value.param == "attachments" and refused.value.code == "unsupported_file"
+    assert ".png" in refused.value.message
+    with pytest.raises(openai.BadRequestError) as refused:
+        await client.beta.threads.create(messages=[{"role": "user", "content": "see", "attachments": searched}])  # type: ignore[list-item]
+    assert refused.value.param == "messages[0].attachments" and refused.value.code == "unsupported_file"
+    # Nothing was stored: no message, and the thread got no store for the notes either.
+    assert (await client.beta.threads.messages.list(thread.id)).data == []
+    assert (await client.beta.threads.retrieve(thread.id)).tool_resources.file_search is None
+    # code_interpreter reads any file; file_search the notes.
+    kept = await client.beta.threads.messages.create(
+        thread.id,
+        role="user",
+        content="see",
+        attachments=[searched[0], {"file_id": picture.id, "tools": [{"type": "code_interpreter"}]}],  # type: ignore[list-item]
+    )
+    assert [attachment.file_id for attachment in kept.attachments] == [notes.id, picture.id]
+
+
 async def test_objects_are_invisible_from_another_project(chat_oasis: Harness) -> None:
     _, our_key = await chat_oasis.container.keys.create("ours")
     _, other_key = await chat_oasis.container.keys.create("theirs")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from pathlib import PurePath
 from typing import Any
 
 from oasis.errors import invalid_request, not_found
@@ -20,6 +21,7 @@ from oasis.protocol.assistants import (
     ToolResources,
 )
 from oasis.services.vector_stores.service import VectorStoreService, is_expired
+from oasis.services.vector_stores.text_extraction import UnsupportedFile, check_supported
 from oasis.storage import files as file_rows
 from oasis.storage import vector_stores as store_rows
 from oasis.storage.db import Session
@@ -165,7 +167,30 @@ async def message_parts(
     await _check_files(session, project_id, image_files, f"{prefix}content")
     attachments: list[Attachment] = request.attachments or []
     await _check_files(session, project_id, [item.file_id for item in attachments], f"{prefix}attachments")
+    await _check_searchable(session, project_id, attachments, f"{prefix}attachments")
     return content, [item.model_dump() for item in attachments]
+
+
+async def _check_searchable(session: Session, project_id: str, attachments: list[Attachment], param: str) -> None:
+    """A file attached for file_search must be of a type that can be searched: OpenAI refuses the message (400,
+    `unsupported_file`) rather than leave a store with a file that fails."""
+    searched = [item.file_id for item in attachments if any(tool.type == "file_search" for tool in item.tools)]
+    names = await file_rows.filenames(session, project_id, searched)
+    unsupported = []
+    for file_id in searched:
+        if file_id not in names:  # deleted since it was checked: the caller's not_found stands
+            continue
+        try:
+            check_supported(names[file_id])
+        except UnsupportedFile:
+            unsupported.append(PurePath(names[file_id]).suffix.lower() or "none")
+    if unsupported:
+        raise invalid_request(
+            f"Files with extensions [{', '.join(dict.fromkeys(unsupported))}] are not supported for retrieval: "
+            "file_search reads text, Markdown, HTML, JSON, PDF, DOCX, PPTX and source code files.",
+            param=param,
+            code="unsupported_file",
+        )
 
 
 async def index_attachments(
