@@ -254,6 +254,13 @@ async def test_cancel_mid_generation_keeps_the_partial_message_incomplete(chat_o
     assert run.status == "cancelled"
     (message,) = (await client.beta.threads.messages.list(thread.id, run_id=run.id)).data
     assert message.status == "incomplete" and message.incomplete_details is not None
+    # The tokens generated before the cancel count, on the run and on its step, though no usage chunk came.
+    assert message.content[0].text.value  # type: ignore[union-attr]
+    assert run.usage is not None and run.usage.prompt_tokens > 0 and run.usage.completion_tokens > 0
+    assert run.usage.total_tokens == run.usage.prompt_tokens + run.usage.completion_tokens
+    (step,) = (await client.beta.threads.runs.steps.list(run.id, thread_id=thread.id)).data
+    assert step.status == "cancelled" and step.usage is not None
+    assert step.usage.completion_tokens == run.usage.completion_tokens
 
 
 async def test_token_budgets_end_the_run_incomplete(chat_oasis: Harness) -> None:

@@ -34,7 +34,7 @@ from oasis.services.assistants.events import NoEvents, RunEvents
 from oasis.services.assistants.file_search import FileSearch, SearchCall, queries_of
 from oasis.services.assistants.prompt import ChatMessages, DoesNotFit, fitted, text_of, thread_items
 from oasis.services.assistants.wire import message_to_wire, run_to_wire, step_to_wire
-from oasis.services.chat.service import ChatService, PreparedChat
+from oasis.services.chat.service import ChatService, PreparedChat, TokenTally
 from oasis.storage import runs as run_rows
 from oasis.storage import threads as thread_rows
 from oasis.storage.clock import new_id, now
@@ -89,6 +89,8 @@ class _Turn:
     finish_reason: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    # The tokens generated so far, counted if the generation stops before its usage is reported (a cancel).
+    tally: TokenTally = field(default_factory=TokenTally)
     # Cites the answer's sentences when this run searched files; `annotations` are the message's so far.
     citer: Citer | None = None
     annotations: list[dict[str, Any]] = field(default_factory=list)
@@ -345,7 +347,7 @@ class RunExecutor:
             left = max(1, run.max_completion_tokens - run.completion_tokens)
             prepared = replace(prepared, params=replace(prepared.params, max_tokens=min(left, room)))
         request = self._request(run, messages, called, may_search, may_code)
-        chunks = await self._open(request, prepared)
+        chunks = await self._open(request, prepared, turn.tally)
         if size is not None:  # counted if the generation ends before its usage is reported
             turn.prompt_tokens = size
         deadline = time.monotonic() + BUSY_WAIT_SECONDS
@@ -359,7 +361,7 @@ class RunExecutor:
                 if exc.status != 429 or turn.message is not None or turn.calls or time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(float(exc.headers.get("retry-after", "1")))
-                chunks = await self._open(request, prepared)
+                chunks = await self._open(request, prepared, turn.tally)
         if cancelled:
             await self._cancelled(run, owner, events, turn)
             return "cancelled"
@@ -421,12 +423,14 @@ class RunExecutor:
             body["parallel_tool_calls"] = run.parallel_tool_calls
         return ChatCompletionRequest.model_validate(body)
 
-    async def _open(self, request: ChatCompletionRequest, prepared: Any) -> AsyncIterator[dict[str, Any]]:
+    async def _open(
+        self, request: ChatCompletionRequest, prepared: Any, tally: TokenTally
+    ) -> AsyncIterator[dict[str, Any]]:
         """The chat stream; a full engine queue is waited out (a run is work the client already handed over)."""
         deadline = time.monotonic() + BUSY_WAIT_SECONDS
         while True:
             try:
-                return self._chat.stream(request, prepared)
+                return self._chat.stream(request, prepared, tally)
             except OasisError as exc:
                 if exc.status != 429 or time.monotonic() > deadline:
                     raise
@@ -459,6 +463,8 @@ class RunExecutor:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             await _close(chunks)  # frees the engine slot when the run stopped early
+            # Stopped before the usage chunk (a cancel, an error): what was generated counts all the same
+            turn.completion_tokens = max(turn.completion_tokens, turn.tally.completion_tokens)
 
     async def _watch_cancel(self, seq: int, owner: str, cancel: asyncio.Event) -> None:
         """Looks for a cancel (or a deleted thread) written by another process, or the run taken over by another
@@ -857,6 +863,7 @@ class RunExecutor:
             if turn is not None and turn.message is not None:
                 self._close_message(turn, stamp, "run_cancelled")
                 await self._store_closed(session, turn)
+            if turn is not None and not turn.ended:  # what the generation consumed counts, a message begun or not
                 run_prompt = run.prompt_tokens + turn.prompt_tokens
                 await session.execute(
                     update(Run)

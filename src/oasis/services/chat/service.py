@@ -51,6 +51,14 @@ log = logging.getLogger("oasis.chat")
 ANY_JSON_OBJECT: dict[str, object] = {"type": "object"}
 
 
+@dataclass
+class TokenTally:
+    """The tokens a local stream has generated so far, for a caller that may close it before its usage chunk
+    (a run cancelled mid-reply still counts what was generated)."""
+
+    completion_tokens: int = 0
+
+
 @dataclass(frozen=True)
 class PreparedChat:
     engine: TextEngine
@@ -325,27 +333,30 @@ class ChatService:
         return self.prepare(request)
 
     def stream(
-        self, request: ChatCompletionRequest, prepared: PreparedChat | None = None
+        self, request: ChatCompletionRequest, prepared: PreparedChat | None = None, tally: TokenTally | None = None
     ) -> AsyncIterator[dict[str, Any]]:
         """Validates and queues the request now (so errors still get an HTTP status), then returns the chunks.
-        `prepared` is the request's own `prepare_local`, when the caller has it already."""
+        `prepared` is the request's own `prepare_local`, when the caller has it already; `tally` follows a local
+        stream's generated tokens as they come (an upstream's are known only from its usage chunk)."""
         upstream = forwarding_engine(self._registry, request.model)
         if upstream is not None:
             return forward_stream(upstream, "/chat/completions", request, request.model)
         chat = prepared or self.prepare(request)
         return self._chunks(
-            request, chat, open_streams(chat.engine, chat.prompt, chat.params, chat.n, model=chat.model_id)
+            request,
+            chat,
+            open_streams(chat.engine, chat.prompt, chat.params, chat.n, model=chat.model_id),
+            tally or TokenTally(),
         )
 
     async def _chunks(
-        self, request: ChatCompletionRequest, chat: PreparedChat, streams: list[TokenStream]
+        self, request: ChatCompletionRequest, chat: PreparedChat, streams: list[TokenStream], tally: TokenTally
     ) -> AsyncIterator[dict[str, Any]]:
         """Chunks in OpenAI's order: each choice opens with the role, then content deltas, then its
         finish_reason; with `stream_options.include_usage` a last chunk has `choices: []` and the usage."""
         envelope = {**self._envelope(request, new_id("chatcmpl-"), int(time.time())), "object": "chat.completion.chunk"}
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
         extra: dict[str, Any] = {"usage": None} if include_usage else {}
-        completion_tokens = 0
 
         def chunk(index: int, delta: dict[str, Any], finish: str | None = None, logprobs: Any = None) -> dict[str, Any]:
             choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
@@ -367,7 +378,7 @@ class ChatService:
                 return logprob_entries(chat.engine, settled) if settled else None
 
             async for index, delta in _merged(streams, chat.stops):
-                completion_tokens += len(delta.tokens)
+                tally.completion_tokens += len(delta.tokens)
                 if request.logprobs:  # placing each token in the text is work at every token, for logprobs only
                     content_tokens[index].add(delta.tokens)
                 ready = readers[index].feed(delta.text)
@@ -380,7 +391,7 @@ class ChatService:
                     reply, rest = readers[index].finish()
                     logprobs = shown(index, final=True)
                     reply, repair_tokens = await self._repaired(chat, reply)
-                    completion_tokens += repair_tokens
+                    tally.completion_tokens += repair_tokens
                     if rest.reasoning:
                         yield chunk(index, {"reasoning_content": rest.reasoning})
                     if rest.content or logprobs:
@@ -393,9 +404,9 @@ class ChatService:
             for stream in streams:
                 stream.cancel()
             # also when the client leaves mid-stream: those tokens were generated
-            count_tokens(chat.model_id, len(chat.prompt), completion_tokens)
+            count_tokens(chat.model_id, len(chat.prompt), tally.completion_tokens)
         if include_usage:
-            yield {**envelope, "choices": [], "usage": usage(len(chat.prompt), completion_tokens)}
+            yield {**envelope, "choices": [], "usage": usage(len(chat.prompt), tally.completion_tokens)}
 
 
 def _call_deltas(message: dict[str, Any]) -> list[dict[str, Any]]:
