@@ -46,6 +46,7 @@ from oasis.storage.db import Database
 from oasis.storage.rate_buckets import MemoryBuckets, RateBuckets, RedisBuckets
 from oasis.workers.batches import BatchRunner, EndpointHandler
 from oasis.workers.blob_sweeper import BlobSweeper
+from oasis.workers.file_expiry import FileExpiry
 from oasis.workers.fine_tuning import FineTuningRunner
 from oasis.workers.ingestion import IngestionRunner
 from oasis.workers.loop import WorkerLoop
@@ -162,7 +163,7 @@ class Container:
         secret = settings.images.url_secret
         links = ImageLinks(blobs, secret.get_secret_value() if secret else None, settings.images.public_url)
         sweeper = BlobSweeper(db, blobs, settings.workers.sweep_seconds, expiring=[links.sweep])
-        worker = WorkerLoop([ingestion, sweeper], settings.workers.poll_seconds)
+        worker = WorkerLoop([ingestion, sweeper, FileExpiry(files)], settings.workers.poll_seconds)
         batch_loop = WorkerLoop([batch_runner], settings.workers.poll_seconds)
         embedding_model = settings.vector_stores.embedding_model
         resolved = registry.resolve(embedding_model)

@@ -167,6 +167,37 @@ async def test_bad_create_requests_are_400s_and_404s(embed_oasis: Harness) -> No
         await client.batches.retrieve("batch_nope")
 
 
+async def test_output_expires_after_sets_when_the_output_and_error_files_expire(embed_oasis: Harness) -> None:
+    client = embed_oasis.sdk()
+    lines = [
+        request("good", "/v1/embeddings", {"model": "text-embedding-3-small", "input": "x"}),
+        request("bad", "/v1/embeddings", {"model": "no-such-model", "input": "x"}),
+    ]
+    file_id = await upload_batch_file(client, lines)
+    policy: Any = {"output_expires_after": {"anchor": "created_at", "seconds": 7200}}
+    created = await client.batches.create(
+        input_file_id=file_id, endpoint="/v1/embeddings", completion_window="24h", extra_body=policy
+    )
+    done = await wait_until_done(client, created.id)
+    assert done.status == "completed" and done.output_file_id and done.error_file_id
+    for made in (done.output_file_id, done.error_file_id):
+        stored = await client.files.retrieve(made)
+        assert stored.model_dump()["expires_at"] == stored.created_at + 7200
+    assert (await client.files.retrieve(file_id)).model_dump().get("expires_at") is None  # the input is the user's
+    for bad, param in (
+        ({"anchor": "created_at", "seconds": 59}, "output_expires_after.seconds"),
+        ({"anchor": "completed_at", "seconds": 7200}, "output_expires_after.anchor"),
+    ):
+        with pytest.raises(openai.BadRequestError) as refused:
+            await client.batches.create(
+                input_file_id=file_id,
+                endpoint="/v1/embeddings",
+                completion_window="24h",
+                extra_body={"output_expires_after": bad},
+            )
+        assert refused.value.param == param
+
+
 async def test_chat_and_completions_batches_answer_like_the_online_endpoints(chat_oasis: Harness) -> None:
     client = chat_oasis.sdk()
     chat_lines = [

@@ -5,11 +5,14 @@ from __future__ import annotations
 import inspect
 import io
 import json
+import time
 from typing import Any
 
 import openai
 import pytest
+from sqlalchemy import update
 
+from oasis.storage.tables import StoredFile
 from tests.conftest import Harness
 
 # Older SDKs (openai 1.30.5, May 2024) read the file list in one reply and have no cursor parameters.
@@ -296,3 +299,46 @@ async def test_unknown_file_is_404(client: openai.AsyncOpenAI) -> None:
     with pytest.raises(openai.NotFoundError) as caught:
         await client.files.retrieve("file-doesnotexist")
     assert "file-doesnotexist" in caught.value.message
+
+
+async def test_a_file_asked_to_expire_is_gone_once_it_has(oasis: Harness, client: openai.AsyncOpenAI) -> None:
+    """`expires_after` (OpenAI added it after the 2.0.0 spec; sent as the SDK sends it, as form fields): the file
+    carries `expires_at`; past it the file answers 404 everywhere and leaves the list, and the expiry job deletes it
+    as a delete does (its bytes go)."""
+    policy: Any = {"expires_after": {"anchor": "created_at", "seconds": 3600}}
+    expiring = await client.files.create(file=("soon.txt", b"short-lived"), purpose="assistants", extra_body=policy)
+    kept = await client.files.create(file=("kept.txt", b"kept"), purpose="assistants")
+    assert expiring.model_dump()["expires_at"] == expiring.created_at + 3600
+    assert (await client.files.retrieve(expiring.id)).model_dump()["expires_at"] == expiring.created_at + 3600
+    assert kept.model_dump().get("expires_at") is None
+    for bad, param in (
+        ({"anchor": "created_at", "seconds": 60}, "expires_after.seconds"),
+        ({"anchor": "created_at", "seconds": "soon"}, "expires_after.seconds"),
+        ({"anchor": "last_active_at", "seconds": 3600}, "expires_after.anchor"),
+    ):
+        with pytest.raises(openai.BadRequestError) as refused:
+            await client.files.create(file=("x.txt", b"x"), purpose="assistants", extra_body={"expires_after": bad})
+        assert refused.value.param == param
+
+    blob = oasis.container.settings.blobs_dir / "files" / expiring.id
+    assert blob.read_bytes() == b"short-lived"
+    assert await oasis.container.files.delete_expired() == 0  # not yet
+    async with oasis.container.db.session() as session:  # an hour later
+        await session.execute(
+            update(StoredFile).where(StoredFile.id == expiring.id).values(expires_at=int(time.time()) - 1)
+        )
+        await session.commit()
+    with pytest.raises(openai.NotFoundError):
+        await client.files.retrieve(expiring.id)
+    with pytest.raises(openai.NotFoundError):
+        await client.files.content(expiring.id)
+    assert expiring.id not in {file.id for file in (await client.files.list()).data}
+    thread = await client.beta.threads.create()
+    with pytest.raises(openai.NotFoundError):
+        await client.beta.threads.messages.create(
+            thread.id, role="user", content="see", attachments=[{"file_id": expiring.id, "tools": []}]
+        )
+    assert await oasis.container.files.delete_expired() == 1
+    assert not blob.exists()
+    assert await oasis.container.files.delete_expired() == 0
+    assert (await client.files.retrieve(kept.id)).id == kept.id

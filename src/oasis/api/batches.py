@@ -21,6 +21,7 @@ async def create_batch(body: CreateBatchRequest, container: ContainerDep, princi
         endpoint=body.endpoint,
         completion_window=body.completion_window,
         metadata=body.metadata,
+        output_expires_after=body.output_expires_after.seconds if body.output_expires_after else None,
     )
 
 

@@ -28,6 +28,7 @@ class FileObject(spec.OpenAIFile):
     """`OpenAIFile` with the batch and vision purposes that the Batch API and vision uploads added."""
 
     purpose: FilePurpose  # type: ignore[assignment]
+    expires_at: int | None = None  # set by `expires_after`, which OpenAI added after this spec
 
 
 class FileList(spec.ListFilesResponse):
@@ -181,6 +182,20 @@ class VectorStoreSearchRequest(BaseModel):
 # The spec writes the create body inline; this names it.
 
 
+# OpenAI's bounds on a file's `expires_after` and a batch's `output_expires_after`: an hour to thirty days.
+MIN_EXPIRY_SECONDS = 3600
+MAX_EXPIRY_SECONDS = 30 * 24 * 3600
+
+
+class OutputExpiresAfter(BaseModel):
+    """How long after their creation a batch's output and error files expire."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    anchor: Literal["created_at"]
+    seconds: int = Field(ge=MIN_EXPIRY_SECONDS, le=MAX_EXPIRY_SECONDS)
+
+
 class CreateBatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -188,6 +203,7 @@ class CreateBatchRequest(BaseModel):
     endpoint: str
     completion_window: str
     metadata: dict[str, Any] | None = None
+    output_expires_after: OutputExpiresAfter | None = None
 
 
 class FineTuningMethod(BaseModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Select, or_, select
+from sqlalchemy import ColumnElement, Select, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from oasis.storage.batches import RUNNING
@@ -26,12 +26,31 @@ async def add_file(session: AsyncSession, file: StoredFile) -> StoredFile:
     return file
 
 
+def _unexpired() -> ColumnElement[bool]:
+    """Not past its `expires_at`: an expired file is gone for its project, as if deleted, before the expiry job
+    deletes it."""
+    return or_(StoredFile.expires_at.is_(None), StoredFile.expires_at > now())
+
+
+def _live() -> ColumnElement[bool]:
+    return and_(StoredFile.deleted_at.is_(None), _unexpired())
+
+
 async def get_file(session: AsyncSession, project_id: str, file_id: str) -> StoredFile | None:
     return await session.scalar(
-        select(StoredFile).where(
-            StoredFile.id == file_id, StoredFile.project_id == project_id, StoredFile.deleted_at.is_(None)
-        )
+        select(StoredFile).where(StoredFile.id == file_id, StoredFile.project_id == project_id, _live())
     )
+
+
+async def expired_files(session: AsyncSession, limit: int) -> list[StoredFile]:
+    """Files past their `expires_at` that are not deleted yet, the longest expired first."""
+    found = await session.scalars(
+        select(StoredFile)
+        .where(StoredFile.expires_at <= now(), StoredFile.deleted_at.is_(None))
+        .order_by(StoredFile.expires_at)
+        .limit(limit)
+    )
+    return list(found)
 
 
 async def get_file_by_id(session: AsyncSession, file_id: str, *, deleted_too: bool = False) -> StoredFile | None:
@@ -95,7 +114,7 @@ async def existing_file_ids(
     for chunk in _chunks(sorted(set(file_ids))):
         query = (
             select(StoredFile.id)
-            .where(StoredFile.id.in_(chunk), StoredFile.project_id == project_id, StoredFile.deleted_at.is_(None))
+            .where(StoredFile.id.in_(chunk), StoredFile.project_id == project_id, _live())
             .order_by(StoredFile.id)
         )
         if for_update:
@@ -110,9 +129,7 @@ async def filenames(session: AsyncSession, project_id: str, file_ids: list[str])
     for chunk in _chunks(sorted(set(file_ids))):
         rows = await session.execute(
             select(StoredFile.id, StoredFile.filename).where(
-                StoredFile.id.in_(chunk),
-                StoredFile.project_id == project_id,
-                StoredFile.deleted_at.is_(None),
+                StoredFile.id.in_(chunk), StoredFile.project_id == project_id, _live()
             )
         )
         found.update((file_id, filename) for file_id, filename in rows.all())
@@ -122,7 +139,7 @@ async def filenames(session: AsyncSession, project_id: str, file_ids: list[str])
 async def list_files(
     session: AsyncSession, project_id: str, page: PageRequest, purpose: str | None
 ) -> Page[StoredFile]:
-    filters = [StoredFile.purpose == purpose] if purpose is not None else []
+    filters = [_unexpired(), *([StoredFile.purpose == purpose] if purpose is not None else [])]
     return await paginate(session, StoredFile, scope=[StoredFile.project_id == project_id], filters=filters, page=page)
 
 

@@ -56,6 +56,7 @@ class StoredFile(Base):
     __tablename__ = "files"
     __table_args__ = (
         Index("ix_files_project_seq", "project_id", "seq"),
+        Index("ix_files_expiry", "expires_at"),
         {"sqlite_autoincrement": True},
     )
 
@@ -70,6 +71,8 @@ class StoredFile(Base):
     status_details: Mapped[str | None] = mapped_column(Text, nullable=True)
     blob_key: Mapped[str] = mapped_column(String(200))
     deleted_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # Past it the file is gone, as if deleted (`expires_after`); the expiry job then deletes it.
+    expires_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class OwnedModel(Base):
@@ -200,6 +203,8 @@ class BatchJob(Base):
     status: Mapped[str] = mapped_column(String(16))
     output_file_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     error_file_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Seconds after their creation that the output and error files expire (`output_expires_after`); None: never.
+    output_expires_after: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     errors_json: Mapped[str | None] = mapped_column(Text, nullable=True)
     metadata_json: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[int] = mapped_column(BigInteger)

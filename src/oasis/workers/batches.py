@@ -427,6 +427,7 @@ class BatchRunner:
             filename=f"{batch.id}_{kind}.jsonl",
             chunks=chunks(),
             file_id=_output_file_id(batch, kind),
+            expires_after=batch.output_expires_after,
         )
         return stored.id
 

@@ -57,7 +57,9 @@ class BatchService:
         endpoint: str,
         completion_window: str,
         metadata: dict[str, Any] | None,
+        output_expires_after: int | None = None,
     ) -> dict[str, Any]:
+        """`output_expires_after`: seconds after their creation that the output and error files expire."""
         if endpoint not in BATCH_ENDPOINTS:
             raise invalid_request(f"'endpoint' must be one of {', '.join(BATCH_ENDPOINTS)}.", param="endpoint")
         if completion_window not in COMPLETION_WINDOWS:
@@ -81,6 +83,7 @@ class BatchService:
                 completion_window=completion_window,
                 status="validating",
                 metadata_json=json.dumps(clean_metadata) if clean_metadata is not None else None,
+                output_expires_after=output_expires_after,
                 created_at=stamp,
                 expires_at=stamp + COMPLETION_WINDOWS[completion_window],
                 total=0,

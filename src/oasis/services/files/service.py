@@ -19,7 +19,7 @@ from oasis.storage import files as file_rows
 from oasis.storage import fine_tuning as fine_tuning_rows
 from oasis.storage import vector_stores as vector_store_rows
 from oasis.storage.clock import new_id, now
-from oasis.storage.db import Conflict, Database
+from oasis.storage.db import Conflict, Database, Session
 from oasis.storage.pagination import Page, PageRequest
 from oasis.storage.tables import StoredFile
 
@@ -45,6 +45,7 @@ def to_wire(row: StoredFile) -> FileObject:
         purpose=row.purpose,  # type: ignore[arg-type]
         status=row.status,  # type: ignore[arg-type]
         status_details=row.status_details,
+        expires_at=row.expires_at,
     )
 
 
@@ -58,7 +59,17 @@ class FileService:
         self._blobs = blobs
         self.max_upload_bytes = max_upload_bytes
 
-    async def upload(self, project_id: str, *, purpose: str, filename: str, source: BinaryIO, size: int) -> FileObject:
+    async def upload(
+        self,
+        project_id: str,
+        *,
+        purpose: str,
+        filename: str,
+        source: BinaryIO,
+        size: int,
+        expires_after: int | None = None,
+    ) -> FileObject:
+        """`expires_after`: seconds after its creation that the file expires (None: kept until deleted)."""
         if purpose not in UPLOAD_PURPOSES:
             raise invalid_request(
                 f"'{purpose}' is not one of {', '.join(map(repr, UPLOAD_PURPOSES))} - 'purpose'",
@@ -78,17 +89,33 @@ class FileService:
         if check is not None:
             source.seek(0)
             await anyio.to_thread.run_sync(check, source)
-        return await self.store(project_id, purpose=purpose, filename=filename, source=source)
+        return await self.store(
+            project_id, purpose=purpose, filename=filename, source=source, expires_after=expires_after
+        )
 
-    async def store(self, project_id: str, *, purpose: str, filename: str, source: BinaryIO) -> FileObject:
+    async def store(
+        self, project_id: str, *, purpose: str, filename: str, source: BinaryIO, expires_after: int | None = None
+    ) -> FileObject:
         """Stores bytes as a file without upload checks."""
         source.seek(0)
         return await self.store_stream(
-            project_id, purpose=purpose, filename=filename, chunks=_read_chunks(source), file_id=new_id("file-")
+            project_id,
+            purpose=purpose,
+            filename=filename,
+            chunks=_read_chunks(source),
+            file_id=new_id("file-"),
+            expires_after=expires_after,
         )
 
     async def store_once(
-        self, project_id: str, *, purpose: str, filename: str, chunks: AsyncIterable[bytes], file_id: str
+        self,
+        project_id: str,
+        *,
+        purpose: str,
+        filename: str,
+        chunks: AsyncIterable[bytes],
+        file_id: str,
+        expires_after: int | None = None,
     ) -> FileObject:
         """Stores a file the server makes (a batch's output) under an id fixed by the job: when an earlier attempt
         already committed it, that file is the answer, so a job repeated after a crash never makes a second copy."""
@@ -100,7 +127,13 @@ class FileService:
         blob_key = f"files/{file_id}-{uuid.uuid4().hex[:8]}"
         try:
             return await self.store_stream(
-                project_id, purpose=purpose, filename=filename, chunks=chunks, file_id=file_id, blob_key=blob_key
+                project_id,
+                purpose=purpose,
+                filename=filename,
+                chunks=chunks,
+                file_id=file_id,
+                blob_key=blob_key,
+                expires_after=expires_after,
             )
         except Conflict:
             async with self._db.session() as session:
@@ -118,18 +151,21 @@ class FileService:
         chunks: AsyncIterable[bytes],
         file_id: str,
         blob_key: str | None = None,
+        expires_after: int | None = None,
     ) -> FileObject:
         blob_key = blob_key or f"files/{file_id}"
         size = await self._blobs.put(blob_key, chunks)
+        stamp = now()
         row = StoredFile(
             id=file_id,
             project_id=project_id,
             filename=filename,
             purpose=purpose,
             bytes=size,
-            created_at=now(),
+            created_at=stamp,
             status="processed",
             blob_key=blob_key,
+            expires_at=None if expires_after is None else stamp + expires_after,
         )
         try:
             async with self._db.session() as session:
@@ -164,19 +200,23 @@ class FileService:
             row = await file_rows.get_file(session, project_id, file_id)
             if row is None:
                 raise _file_not_found(file_id)
-            await file_rows.mark_deleted(session, row)
-            # As OpenAI does: a deleted file leaves every vector store, so search no longer returns its text.
-            await vector_store_rows.detach_everywhere(session, project_id, file_id, now())
-            # An unfinished batch or fine-tuning job still reads its input: the bytes stay until the blob sweeper
-            # finds them unused.
-            keep_bytes = await batch_rows.input_in_use(session, file_id) or bool(
-                await fine_tuning_rows.files_in_training(session, [file_id])
-            )
+            keep_bytes = await _tombstone(session, row)
             await session.commit()
         # After the commit: a crash here leaves an unreferenced blob (the sweeper's), never a row without bytes.
         if not keep_bytes:
             await self._blobs.delete(row.blob_key)
         return file_id
+
+    async def delete_expired(self, limit: int = 100) -> int:
+        """Deletes up to `limit` files past their `expires_at` as a delete would; returns how many."""
+        async with self._db.session() as session:
+            rows = await file_rows.expired_files(session, limit)
+            kept = [await _tombstone(session, row) for row in rows]
+            await session.commit()
+        for row, keep_bytes in zip(rows, kept, strict=True):
+            if not keep_bytes:
+                await self._blobs.delete(row.blob_key)
+        return len(rows)
 
     async def content(self, project_id: str, file_id: str) -> FileContent:
         row = await self._row(project_id, file_id)
@@ -199,6 +239,18 @@ class FileService:
         if row is None:
             raise _file_not_found(file_id)
         return row
+
+
+async def _tombstone(session: Session, row: StoredFile) -> bool:
+    """Marks the file deleted; True when its bytes must stay (a job still reads them)."""
+    await file_rows.mark_deleted(session, row)
+    # As OpenAI does: a deleted file leaves every vector store, so search no longer returns its text.
+    await vector_store_rows.detach_everywhere(session, row.project_id, row.id, now())
+    # An unfinished batch or fine-tuning job still reads its input: the bytes stay until the blob sweeper finds them
+    # unused.
+    return await batch_rows.input_in_use(session, row.id) or bool(
+        await fine_tuning_rows.files_in_training(session, [row.id])
+    )
 
 
 async def _read_chunks(source: BinaryIO) -> AsyncIterator[bytes]:
