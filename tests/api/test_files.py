@@ -6,6 +6,7 @@ import inspect
 import io
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import openai
@@ -301,10 +302,12 @@ async def test_unknown_file_is_404(client: openai.AsyncOpenAI) -> None:
     assert "file-doesnotexist" in caught.value.message
 
 
-async def test_a_file_asked_to_expire_is_gone_once_it_has(oasis: Harness, client: openai.AsyncOpenAI) -> None:
+async def test_a_file_asked_to_expire_is_gone_once_it_has(start_oasis: Callable[..., Any]) -> None:
     """`expires_after` (OpenAI added it after the 2.0.0 spec; sent as the SDK sends it, as form fields): the file
     carries `expires_at`; past it the file answers 404 everywhere and leaves the list, and the expiry job deletes it
     as a delete does (its bytes go)."""
+    oasis: Harness = await start_oasis(workers={"in_process": False})  # the expiry runs when this test says
+    client = oasis.sdk()
     policy: Any = {"expires_after": {"anchor": "created_at", "seconds": 3600}}
     expiring = await client.files.create(file=("soon.txt", b"short-lived"), purpose="assistants", extra_body=policy)
     kept = await client.files.create(file=("kept.txt", b"kept"), purpose="assistants")

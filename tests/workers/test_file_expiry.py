@@ -1,4 +1,5 @@
-"""The expiry job deletes files past their `expires_at` as a delete does, keeping the bytes a job still reads."""
+"""The expiry job deletes files past their `expires_at` as a delete does, keeping the bytes a job still reads
+(as test_blob_sweeper checks for a deleted file, the sweeper then leaves them while the batch is unfinished)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from tests.conftest import Harness
 POLICY: Any = {"expires_after": {"anchor": "created_at", "seconds": 3600}}
 
 
-async def test_expired_files_are_deleted_and_an_unfinished_batch_keeps_reading_its_input(
+async def test_expired_files_are_deleted_but_for_the_bytes_an_unfinished_batch_still_reads(
     start_oasis: Callable[..., Any],
 ) -> None:
     harness: Harness = await start_oasis(workers={"in_process": False})  # the batch waits: nothing runs it

@@ -56,7 +56,7 @@ class StoredFile(Base):
     __tablename__ = "files"
     __table_args__ = (
         Index("ix_files_project_seq", "project_id", "seq"),
-        Index("ix_files_expiry", "expires_at"),
+        Index("ix_files_expiry", "deleted_at", "expires_at"),  # the live files past their expires_at
         {"sqlite_autoincrement": True},
     )
 

@@ -107,14 +107,16 @@ def _id_list(chunk_ids: list[int]) -> str:
 
 
 async def chunk_details(session: AsyncSession, chunk_ids: list[int]) -> dict[int, tuple[str, str, str, dict[str, Any]]]:
-    """(file id, filename, text, attributes) of each chunk still there."""
+    """(file id, filename, text, attributes) of each chunk still there, but for files past their `expires_at` (gone
+    for their project; the expiry job takes them out of their stores)."""
     if not chunk_ids:
         return {}
     result = await session.execute(
         text(
             "SELECT c.id, c.file_id, c.text, f.attributes_json, s.filename FROM vector_store_chunks c "
             "JOIN vector_store_files f ON f.seq = c.file_seq JOIN files s ON s.id = c.file_id "
-            f"WHERE c.id IN ({_id_list(chunk_ids)})"
-        )
+            f"WHERE c.id IN ({_id_list(chunk_ids)}) AND (s.expires_at IS NULL OR s.expires_at > :now)"
+        ),
+        {"now": now()},
     )
     return {int(row[0]): (row[1], row[4], row[2], json.loads(row[3])) for row in result}

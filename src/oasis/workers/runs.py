@@ -232,7 +232,7 @@ class RunExecutor:
                     outcome = await self._execute(seq, owner, sink)
                 except _Stop:
                     # A cancel that came in between two of our writes: end it here, while the lease is ours.
-                    if await self._cancelled_meanwhile(seq, owner, sink):
+                    if await self._cancelled_meanwhile(seq, owner, sink, self._turns.get((seq, owner))):
                         outcome = "cancelled"
                     else:
                         # Taken over by another worker, or its thread deleted: a stream must not end silently
@@ -886,12 +886,13 @@ class RunExecutor:
             self._emit_closed(events, turn)
         events.emit("thread.run.cancelled", run_to_wire(await self._run(run.seq)))
 
-    async def _cancelled_meanwhile(self, seq: int, owner: str, events: RunEvents) -> bool:
-        """Ends the run `cancelled` when a cancel is why a write of ours failed (and the lease is still ours)."""
+    async def _cancelled_meanwhile(self, seq: int, owner: str, events: RunEvents, turn: _Turn | None) -> bool:
+        """Ends the run `cancelled` when a cancel is why a write of ours failed (and the lease is still ours); the
+        turn in hand, if any, counts its tokens and keeps its partial message as a cancel seen mid-stream does."""
         if not await self._still_ours(seq, owner, "cancelling"):
             return False
         try:
-            await self._cancelled(await self._run(seq), owner, events, None)
+            await self._cancelled(await self._run(seq), owner, events, turn)
         except _Stop:
             return False
         return True

@@ -868,21 +868,25 @@ class LlamaCppEngine:
     def _drawn_in_graph(self, sequence: _Sequence) -> int | None:
         """The token llama.cpp drew for the sequence in the last decode, accepted by its chain. Where the device
         lacks an operation of a member, llama.cpp ran the members before it in the graph and left the rest (and the
-        draw) undone: llama_sampler_sample runs those here on what the graph left. None if that fails too."""
+        draw) undone: llama_sampler_sample runs those here on what the graph left. None when it left nothing."""
         assert sequence.in_graph is not None
         lib = native.lib()
         token = int(lib.llama_get_sampled_token_ith(self._context, sequence.logits_row))
         if token >= 0:
             lib.llama_sampler_accept(sequence.in_graph.chain, token)
             return token
+        row = sequence.logits_row
+        # Without what the graph left, llama_sampler_sample would read the raw logits, which llama.cpp does not copy
+        # when every sequence of the batch draws in the graph: it asserts, and the process ends
+        if not lib.llama_get_sampled_logits_ith(self._context, row) and not lib.llama_get_sampled_probs_ith(
+            self._context, row
+        ):
+            log.error("%s: llama.cpp drew no token for batch row %d", self.spec.id, row)
+            return None
         if not self._warned_partial_draws:
             log.warning("%s: llama.cpp's device cannot draw this chain whole; the rest is drawn here", self.spec.id)
             self._warned_partial_draws = True
-        token = int(lib.llama_sampler_sample(sequence.in_graph.chain, self._context, sequence.logits_row))
-        if token < 0:
-            log.error("%s: llama.cpp drew no token for batch row %d", self.spec.id, sequence.logits_row)
-            return None
-        return token
+        return int(lib.llama_sampler_sample(sequence.in_graph.chain, self._context, row))
 
     def _logits(self, row: int) -> np.ndarray:
         """A batch row's logits, read in place from llama.cpp's buffer (until the next decode). Views are kept
