@@ -12,7 +12,7 @@ import openai
 import pytest
 from sqlalchemy import select, update
 
-from oasis.storage.tables import VectorStore, VectorStoreChunk, VectorStoreFile
+from oasis.storage.tables import StoredFile, VectorStore, VectorStoreChunk, VectorStoreFile
 from tests.conftest import E5, Harness
 from tests.engines import GatedEmbedder
 
@@ -283,6 +283,24 @@ async def test_a_deleted_file_leaves_every_store_that_held_it(embed_oasis: Harne
     async with embed_oasis.container.db.session() as session:
         kept = (await session.scalars(select(VectorStoreChunk.file_id).distinct())).all()
     assert kept == [ids["chess.txt"]]
+
+
+async def test_an_expired_files_text_leaves_search_at_once_and_its_stores_with_the_expiry_job(
+    embed_oasis: Harness,
+) -> None:
+    client = embed_oasis.sdk()
+    store_id, ids = await completed_store(embed_oasis, {n: DOCUMENTS[n] for n in ("solar.txt", "chess.txt")})
+    question = "photovoltaic solar panels inverter"
+    assert ids["solar.txt"] in {hit["file_id"] for hit in await search(embed_oasis, store_id, question)}
+    async with embed_oasis.container.db.session() as session:  # it was uploaded with expires_after, an hour ago
+        await session.execute(
+            update(StoredFile).where(StoredFile.id == ids["solar.txt"]).values(expires_at=int(time.time()) - 1)
+        )
+        await session.commit()
+    assert ids["solar.txt"] not in {hit["file_id"] for hit in await search(embed_oasis, store_id, question)}
+    await embed_oasis.container.files.delete_expired()  # what the worker's expiry job does within a minute
+    listed = await stores(client).files.list(vector_store_id=store_id)
+    assert [item.id for item in listed.data] == [ids["chess.txt"]]
 
 
 async def test_a_file_attached_again_pages_like_any_other(embed_oasis: Harness) -> None:
