@@ -3,6 +3,7 @@
 #   bash bench/gpu/run.sh setup   # carry .gpu/a: unpacks, installs the wheels, starts the CUDA build in the background
 #   bash bench/gpu/run.sh bench   # carry .gpu/b: joins the GGUF, waits for the build, runs the benchmarks into $OUT
 #   bash bench/gpu/run.sh draws   # carry .gpu/b where bench did not run: tokens drawn in the graph against in Python
+#   bash bench/gpu/run.sh ttft    # likewise: where a request's first token spends its time (bench/first_token.py)
 # llama.cpp is built once, with CUDA for this card, and serves both sides: its libraries go under the carried
 # llama-cpp-python code for oasis, and llama-server and llama-batched-bench come from the same build.
 set -uo pipefail
@@ -86,5 +87,11 @@ draws() {
         --gguf "$gguf" --threads "${THREADS:-8}" --concurrency "${LEVELS:-1,8,16,64}" --max-tokens "${MAX_TOKENS:-256}" \
         --temperature 0.8 --staggered --rounds "${ROUNDS:-2}" --report-every-round --backend-sampling 2>&1 \
         | tee "$out/chat-t0.8-graph.txt"
+}
+ttft() {
+    # where a request's first token spends its time in oasis (bench/first_token.py), alone and beside 8 streams
+    prepare || return 1
+    timeout --foreground -s INT -k 15 "${TTFT_SECONDS:-150}" python3 bench/first_token.py --gguf "$gguf" \
+        --threads "${THREADS:-8}" --requests 30 --busy 0,8 2>&1 | tee "$out/first-token.txt"
 }
 "$@"
