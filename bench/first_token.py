@@ -6,7 +6,9 @@ Starts `oasis serve` (one llama.cpp model, `--busy` + 1 slots) with probes in it
 after another through /v1/completions, streamed (`max_tokens` 16, the time to its first text chunk) and not
 (`max_tokens` 1, the time to the whole answer), taking turns; with `--busy N`, N long streams decode meanwhile.
 The server's probes stamp each request (all on CLOCK_MONOTONIC, which the client's perf_counter reads too): when
-the app is called, the first decode after it (start and end), when the engine puts the first token in its outbox,
+the app is called, when its handler begins (FastAPI has parsed and checked the body, the key is checked), when the
+request is checked and tokenized, when it reaches the engine's queue, the decode its first token comes from (start and
+end), when the engine puts the first token in its outbox,
 when the outbox is handed to the event loop, when the loop delivers it to the request, and when the first body
 chunk with text goes to uvicorn. The table gives the median of each stretch in milliseconds. On the GPU (H200),
 streamed time to first token was ~2 ms above llama-server's while max_tokens=1 was not (bench/RESULTS.md): this
@@ -43,6 +45,7 @@ def install_probes(out: Path) -> None:
     from oasis import http_server
     from oasis.engines.llamacpp import engine as engine_module
     from oasis.engines.llamacpp import native
+    from oasis.services.chat import completions as completions_module
 
     events: list[tuple[str, float, Any]] = []
     clock = time.perf_counter
@@ -87,6 +90,26 @@ def install_probes(out: Path) -> None:
         deliver(items)
 
     engine_module._deliver = probed_deliver
+    enqueue = engine_module.LlamaCppEngine._enqueue
+
+    def probed_enqueue(self: Any, prompt: list[int], params: Any, scoring: bool) -> Any:
+        sequence = enqueue(self, prompt, params, scoring)
+        if params.max_tokens in probed:
+            events.append(("queued", clock(), None))
+        return sequence
+
+    engine_module.LlamaCppEngine._enqueue = probed_enqueue  # type: ignore[method-assign]
+    prepared = completions_module.CompletionService.prepared
+
+    async def probed_prepared(self: Any, request: Any) -> Any:
+        if request.max_tokens in probed:
+            events.append(("handler", clock(), None))
+        job = await prepared(self, request)
+        if request.max_tokens in probed:
+            events.append(("prepared", clock(), None))
+        return job
+
+    completions_module.CompletionService.prepared = probed_prepared  # type: ignore[method-assign]
     serve = http_server.serve
 
     def probed_app(app: Any) -> Any:
@@ -165,6 +188,9 @@ def _stretches(events: list[list[Any]], sent: float, first: float) -> dict[str, 
     """The stretches of one request, in ms, from the stamps between its send and its first text."""
     mine = [event for event in events if sent <= event[1] <= first]
     app = next(event[1] for event in mine if event[0] == "app")
+    queued = next(event[1] for event in mine if event[0] == "queued")
+    handler = next(event[1] for event in mine if event[0] == "handler")
+    prepared = next(event[1] for event in mine if event[0] == "prepared")
     put = next(event for event in mine if event[0] == "put")
     decode = [event for event in mine if event[0] == "decode" and event[2] <= put[1]][-1]  # the one it came from
     sequence = put[2]
@@ -173,7 +199,10 @@ def _stretches(events: list[list[Any]], sent: float, first: float) -> dict[str, 
     write = next(event[1] for event in mine if event[0] == "write")
     return {
         "to the app": app - sent,
-        "app to its decode": decode[1] - app,
+        "app to the route's handler": handler - app,
+        "checked and tokenized": prepared - handler,
+        "to the engine's queue": queued - prepared,
+        "queue to its decode": decode[1] - queued,
         "that decode": decode[2] - decode[1],
         "decode end to token put": put[1] - decode[2],
         "put to flush": flush - put[1],
