@@ -4,6 +4,7 @@ written; figures and written files become `assistants_output` files; a machine w
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -82,9 +83,11 @@ class _Recorder(AsyncAssistantEventHandler):
         self.tool_types: list[str] = []
         self.code = ""
         self.done: list[Any] = []
+        self.events: list[Any] = []
 
     async def on_event(self, event: Any) -> None:
         self.names.append(event.event)
+        self.events.append(event)
 
     async def on_tool_call_created(self, tool_call: Any) -> None:
         self.tool_types.append(tool_call.type)
@@ -125,6 +128,57 @@ async def test_a_streamed_run_shows_the_code_as_it_is_written(code_oasis: Harnes
     deltas = [i for i, name in enumerate(recorder.names) if name == "thread.run.step.delta"]
     assert recorder.names.index("thread.run.step.created") < deltas[0]
     assert recorder.names.index("thread.run.step.completed") > deltas[0]
+
+
+async def test_a_cancel_while_the_code_runs_stores_the_announced_step_cancelled(
+    code_oasis: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stream announced the tool step and its code; the run is cancelled while the code runs: the step can be
+    retrieved, cancelled, with the code the stream showed."""
+    client = code_oasis.sdk()
+    assistant, thread, _ = await _setup(client)
+    interpreter = code_oasis.container.code_interpreter
+    run_code = interpreter.run
+    running, release = asyncio.Event(), asyncio.Event()
+
+    async def held(*args: Any) -> Any:
+        running.set()
+        await release.wait()
+        return await run_code(*args)
+
+    monkeypatch.setattr(interpreter, "run", held)
+    recorder = _Recorder()
+
+    async def read_stream() -> None:
+        async with client.beta.threads.runs.stream(
+            thread_id=thread.id,
+            assistant_id=assistant.id,
+            tool_choice=FORCED,
+            max_completion_tokens=512,
+            event_handler=recorder,
+        ) as stream:
+            await stream.until_done()
+
+    reader = asyncio.create_task(read_stream())
+    await asyncio.wait({reader, asyncio.create_task(running.wait())}, timeout=120, return_when=asyncio.FIRST_COMPLETED)
+    assert running.is_set(), "the model's code never ran"
+    # The in-process transport hands the stream over whole at its end: the run is found by its thread meanwhile.
+    run_id = (await client.beta.threads.runs.list(thread.id)).data[0].id
+    await client.beta.threads.runs.cancel(run_id, thread_id=thread.id)
+    release.set()
+    await asyncio.wait_for(reader, 60)
+    assert (await client.beta.threads.runs.retrieve(run_id, thread_id=thread.id)).status == "cancelled"
+    (announced,) = [
+        event.data.id
+        for event in recorder.events
+        if event.event == "thread.run.step.created" and event.data.type == "tool_calls"
+    ]
+    steps = {step.id: step for step in (await client.beta.threads.runs.steps.list(run_id, thread_id=thread.id)).data}
+    step = steps[announced]
+    assert step.status == "cancelled" and step.cancelled_at is not None
+    (call,) = step.step_details.tool_calls  # type: ignore[union-attr]
+    assert call.type == "code_interpreter" and call.code_interpreter.input == recorder.code  # type: ignore[union-attr]
+    assert call.code_interpreter.input  # type: ignore[union-attr]
 
 
 async def test_figures_and_written_files_become_output_files_once(code_oasis: Harness) -> None:

@@ -542,12 +542,20 @@ class RunExecutor:
         )
 
     @staticmethod
-    def _drop_streamed_step(run: Run, events: RunEvents, turn: _Turn, error: str | None = None) -> None:
+    def _drop_streamed_step(run: Run, events: RunEvents, turn: _Turn, error: str | None = None) -> RunStep | None:
         """Ends a step a stream opened for calls that will not run: cancelled (a cancel, or cut off by the
-        budget), or failed with the run (`error`, its last_error)."""
+        budget), or failed with the run (`error`, its last_error). The caller stores the row it returns, so that
+        the step a stream announced can be retrieved, with the calls as the stream showed them."""
         if turn.tool_step_id is None:
-            return
-        dropped = _new_step(run, now(), {"type": "tool_calls", "tool_calls": []})
+            return None
+        shown: list[dict[str, Any]] = []
+        for index, call_id in sorted(turn.streamed_ids.items()):
+            if index in turn.streamed_code:
+                code = {"input": turn.streamed_code[index], "outputs": []}
+                shown.append({"id": call_id, "type": code_interpreter.TOOL_TYPE, code_interpreter.TOOL_TYPE: code})
+            else:
+                shown.append({"id": call_id, "type": "file_search", "file_search": {}})
+        dropped = _new_step(run, now(), {"type": "tool_calls", "tool_calls": shown})
         dropped.id = turn.tool_step_id
         if error is None:
             dropped.status, dropped.cancelled_at = "cancelled", now()
@@ -555,6 +563,7 @@ class RunExecutor:
             dropped.status, dropped.failed_at, dropped.last_error_json = "failed", now(), error
         turn.tool_step_id = None
         events.emit(f"thread.run.step.{dropped.status}", step_to_wire(dropped))
+        return dropped
 
     @staticmethod
     def _place_of(turn: _Turn, index: int) -> int:
@@ -661,8 +670,6 @@ class RunExecutor:
         # Run before the transaction that records them: a crash before it runs them again (a search is harmless
         # to repeat; a code run's output files keep the ids of the first attempt).
         performed: list[SearchCall | CodeCall] = []
-        if turn.tool_step_id is not None and not built_in:  # the streamed calls were cut off by the budget
-            self._drop_streamed_step(run, events, turn)
         for call in built_in:
             if call["name"] == file_search.TOOL_NAME:
                 number = turn.searches_before + sum(isinstance(done, SearchCall) for done in performed)
@@ -680,6 +687,9 @@ class RunExecutor:
         tool_step: RunStep | None = None
         async with self._db.session() as session:
             await self._held(session, run.seq, owner, ("in_progress",))
+            # Streamed calls cut off by the budget: their step ends cancelled (a cancel meanwhile stores it instead)
+            if not built_in and (dropped := self._drop_streamed_step(run, events, turn)) is not None:
+                session.add(dropped)
             if turn.message is not None:
                 self._close_message(turn, stamp, "max_tokens" if cut else None)
                 await self._store_closed(session, turn)
@@ -858,8 +868,8 @@ class RunExecutor:
             ):
                 await session.rollback()
                 raise _Stop
-            if turn is not None:
-                self._drop_streamed_step(run, events, turn)
+            if turn is not None and (dropped := self._drop_streamed_step(run, events, turn)) is not None:
+                session.add(dropped)
             if turn is not None and turn.message is not None:
                 self._close_message(turn, stamp, "run_cancelled")
                 await self._store_closed(session, turn)
@@ -972,7 +982,8 @@ class RunExecutor:
                 await session.rollback()
                 return
             if turn is not None and not turn.ended:
-                self._drop_streamed_step(run, events, turn, _error(code, message))
+                if (dropped := self._drop_streamed_step(run, events, turn, _error(code, message))) is not None:
+                    session.add(dropped)
                 # What the generation consumed before it failed counts, as a cancelled one's does
                 await session.execute(
                     update(Run)
