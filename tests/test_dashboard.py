@@ -328,7 +328,9 @@ async def test_the_playground_speaks_transcribes_and_records(
     await panel.get_by_label("Audio file").set_input_files(str(clip))
     await panel.get_by_role("button", name="Transcribe").click()
     transcript = panel.get_by_label("Transcript")
-    await expect(transcript).to_contain_text(re.compile("garden", re.IGNORECASE), timeout=120_000)
+    # Piper's voice varies from one synthesis to the next (noise in the model), and Whisper base now and then hears
+    # "garden" as "guard in": two other words of the sentence, in order, show the clip was transcribed.
+    await expect(transcript).to_contain_text(re.compile("morning.*water", re.IGNORECASE), timeout=120_000)
     await screenshot(page, "playground-audio")
 
     await panel.get_by_label("Audio file").set_input_files([])
