@@ -145,15 +145,17 @@ def create_app(settings: Settings, engine_factories: Mapping[str, EngineFactory]
     )
 
     # Each router straight into the app under /v1: a router nested in another has its routes built once more.
+    # FastAPI tries the routers in this order, each route of each until one matches (~1.5 us a route): the
+    # inference endpoints go first, so that their requests reach the handler without trying ~30 others.
     for router in (
+        chat.router,
+        completions.router,
+        embeddings.router,
         assistants.router,
         runs.router,  # before threads: POST /threads/runs is not a thread id
         threads.router,
         audio.router,
         batches.router,
-        chat.router,
-        completions.router,
-        embeddings.router,
         models.router,
         files.router,
         fine_tuning.router,

@@ -14,6 +14,7 @@ import pytest
 import yaml
 from openai import AsyncAssistantEventHandler
 
+from oasis.services.assistants import threads as threads_service
 from tests.conftest import Harness, smollm
 from tests.server_process import oasis_env, oasis_server
 
@@ -422,6 +423,45 @@ async def test_two_runs_started_at_once_on_a_thread_one_wins(chat_oasis: Harness
     refused = [result for result in results if isinstance(result, openai.BadRequestError)]
     assert len(started) == 1 and len(refused) == 3
     assert all("already has an active run" in error.message for error in refused)
+
+
+async def test_a_message_and_a_run_asked_for_at_once_take_turns(
+    chat_oasis: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A message that passed the no-live-run check is on the thread before a run can start: the run asked for
+    meanwhile waits for it (it would otherwise begin on a thread that the message joins after it started)."""
+    client = chat_oasis.sdk()
+    assistant = await _assistant(client, tools=[WEATHER_TOOL])
+    thread = await _thread(client, "Weather in Cairo?")
+    checked = threads_service.refuse_while_running
+    run_asked: asyncio.Task[Any] | None = None
+    run_began_meanwhile = False
+
+    async def check_then_ask_for_a_run(*args: Any) -> None:
+        nonlocal run_asked, run_began_meanwhile
+        await checked(*args)
+        run_asked = asyncio.create_task(
+            client.beta.threads.runs.create(thread.id, assistant_id=assistant.id, tool_choice=FORCED)
+        )
+        done, _ = await asyncio.wait({run_asked}, timeout=1.0)
+        run_began_meanwhile = bool(done)
+
+    monkeypatch.setattr(threads_service, "refuse_while_running", check_then_ask_for_a_run)
+    message = await client.beta.threads.messages.create(thread.id, role="user", content="And in Oslo?")
+    assert not run_began_meanwhile
+    assert run_asked is not None
+    run = await run_asked
+    assert run.status in {"queued", "in_progress"}
+    listed = await client.beta.threads.messages.list(thread.id, order="asc")
+    assert [item.id for item in listed.data][-1] == message.id
+    # Once the run is live, a message is refused, and nothing is stored.
+    monkeypatch.setattr(threads_service, "refuse_while_running", checked)
+    with pytest.raises(openai.BadRequestError) as refused:
+        await client.beta.threads.messages.create(thread.id, role="user", content="And in Lima?")
+    assert "while a run" in refused.value.message and refused.value.code == "run_active"
+    listed = await client.beta.threads.messages.list(thread.id, order="asc")
+    assert [item.id for item in listed.data][-1] == message.id
+    await client.beta.threads.runs.cancel(run.id, thread_id=thread.id)
     assert len((await client.beta.threads.runs.list(thread.id)).data) == 1
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from typing import Annotated, Literal
 
@@ -23,6 +24,7 @@ async def get_container(request: Request) -> Container:
 ContainerDep = Annotated[Container, Depends(get_container)]
 
 
+@functools.lru_cache(maxsize=1024)  # parsing an address costs more than the rest of the key check; hosts repeat
 def _is_loopback(host: str | None) -> bool:
     if host is None:
         return False

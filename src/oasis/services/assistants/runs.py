@@ -116,7 +116,7 @@ class RunService:
     async def _create(self, project_id: str, thread_id: str, request: CreateRunRequest) -> Run:
         await self._load_run_model(project_id, request)
         async with self._db.session() as session:
-            thread = await thread_row(session, project_id, thread_id)
+            thread = await thread_row(session, project_id, thread_id, lock=True)  # a message being added waits
             await refuse_while_running(session, thread_id, "Thread {thread} already has an active run {run}.")
             assistant = await AssistantService.row(session, project_id, request.assistant_id)
             run = await self._new_run(session, project_id, thread, assistant, request, request.stream)

@@ -131,11 +131,14 @@ class ThreadService:
 
     async def create_message(self, project_id: str, thread_id: str, request: CreateMessageRequest) -> dict[str, Any]:
         async with self._db.session() as session:
-            await thread_row(session, project_id, thread_id)
+            # The thread's lock (PostgreSQL) and the message written before the check (SQLite, whose first write
+            # takes the database's write lock) keep a run from being created between the check and the commit:
+            # such a run would start on a thread that a message joins after it began.
+            await thread_row(session, project_id, thread_id, lock=True)
+            (message,) = await add_messages(session, project_id, thread_id, [request], "", self._vector_stores)
             await refuse_while_running(
                 session, thread_id, "Can't add messages to {thread} while a run {run} is active."
             )
-            (message,) = await add_messages(session, project_id, thread_id, [request], "", self._vector_stores)
             await session.commit()
         self._vector_stores.wake()
         return message_to_wire(message)
@@ -173,8 +176,10 @@ class ThreadService:
         return {"id": message_id, "object": "thread.message.deleted", "deleted": True}
 
 
-async def thread_row(session: Session, project_id: str, thread_id: str) -> Thread:
-    thread = await rows.get_thread(session, project_id, thread_id)
+async def thread_row(session: Session, project_id: str, thread_id: str, lock: bool = False) -> Thread:
+    """The live thread, else a 404; `lock` holds its row until the transaction ends (PostgreSQL), so that writes
+    that must see each other's outcome (a run starting, a message joining) take turns."""
+    thread = await rows.get_thread(session, project_id, thread_id, for_update=lock)
     if thread is None:
         raise not_found(f"No thread found with id '{thread_id}'.", param="thread_id")
     return thread
