@@ -264,6 +264,51 @@ async def test_cancel_mid_generation_keeps_the_partial_message_incomplete(chat_o
     assert step.usage.completion_tokens == run.usage.completion_tokens
 
 
+async def _first_tokens(http: Any) -> float:
+    """How many generations have produced their first token, from the Prometheus metrics."""
+    text = (await http.get("/metrics")).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("oasis_time_to_first_token_seconds_count")
+    )
+
+
+async def test_cancel_while_the_model_writes_a_calls_arguments_counts_its_tokens(chat_oasis: Harness) -> None:
+    client = chat_oasis.sdk()
+    story_tool: Any = {
+        "type": "function",
+        "function": {
+            "name": "save_story",
+            "description": "Save a story",
+            "parameters": {
+                "type": "object",
+                "properties": {"story": {"type": "string", "minLength": 250}},
+                "required": ["story"],
+            },
+        },
+    }
+    assistant = await _assistant(client, tools=[story_tool])
+    thread = await _thread(client, "Write a story about a dragon and save it.")
+    async with chat_oasis.http() as http:
+        before = await _first_tokens(http)
+        run = await client.beta.threads.runs.create(
+            thread.id, assistant_id=assistant.id, tool_choice={"type": "function", "function": {"name": "save_story"}}
+        )
+        for _ in range(400):  # until the model has begun the call (its first token), which is 250+ characters long
+            if await _first_tokens(http) > before:
+                break
+            await asyncio.sleep(0.02)
+    await client.beta.threads.runs.cancel(run.id, thread_id=thread.id)
+    run = await client.beta.threads.runs.poll(run.id, thread_id=thread.id)
+    assert run.status == "cancelled" and run.required_action is None
+    # The call's tokens were generated before the cancel: they count, though no usage chunk came and no call was made.
+    assert run.usage is not None and run.usage.prompt_tokens > 0 and run.usage.completion_tokens > 0
+    assert run.usage.total_tokens == run.usage.prompt_tokens + run.usage.completion_tokens
+    assert not (await client.beta.threads.messages.list(thread.id, run_id=run.id)).data
+    await client.beta.threads.messages.create(thread.id, role="user", content="Never mind.")  # the thread is free
+
+
 async def test_token_budgets_end_the_run_incomplete(chat_oasis: Harness) -> None:
     client = chat_oasis.sdk()
     assistant = await _assistant(client)
