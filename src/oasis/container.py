@@ -277,12 +277,15 @@ class Container:
             for loop in loops:
                 loop.stop()
             _, slow = await asyncio.wait(loops.values(), timeout=STOP_SECONDS)
-            for task in slow:  # a job still going (a long batch): its lease lets another worker resume it
+            for task in slow:  # a job still going (a long batch): handed back, another worker resumes it
                 task.cancel()
             await asyncio.gather(*loops.values(), return_exceptions=True)
             await self.run_runner.close()
+            for loop in loops:
+                await loop.hand_back()
 
     async def close(self) -> None:
+        self.run_runner.stop()  # the streamed runs cut off below are cut off by a shutdown
         await self.runs.close()
         await self.sandboxes.close()
         await self.registry.close()

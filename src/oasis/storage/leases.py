@@ -9,7 +9,7 @@ import time
 import uuid
 from typing import Any
 
-from sqlalchemy import ColumnElement, or_
+from sqlalchemy import ColumnElement, case, or_
 
 
 def claimable(table: Any, moment: float | ColumnElement[float]) -> list[ColumnElement[bool]]:
@@ -19,6 +19,17 @@ def claimable(table: Any, moment: float | ColumnElement[float]) -> list[ColumnEl
 def held_by(table: Any, seq: int, owner: str) -> list[ColumnElement[bool]]:
     """Conditions for a write that only the lease holder may make (it fails once the lease is taken over)."""
     return [table.seq == seq, table.lease_owner == owner]
+
+
+def handed_back(table: Any) -> dict[str, Any]:
+    """Values that free a lease its holder gives up because its process is stopping: the job is free at once, and
+    the lease does not count among the attempts that guard against a job that fells its worker (a shutdown is not
+    a crash)."""
+    return {
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "attempts": case((table.attempts > 0, table.attempts - 1), else_=0),
+    }
 
 
 def renewal(seconds: float) -> dict[str, float]:

@@ -86,6 +86,9 @@ class BatchRunner:
         self._concurrency = concurrency
         self._claims = JobClaims(db, BatchJob, [BatchJob.status.in_(RUNNING)])
 
+    async def hand_back(self, owner: str) -> int:
+        return await self._claims.hand_back(owner)
+
     async def run_next(self, owner: str) -> bool:
         seq = await self._claims.lease_one(owner=owner, seconds=self._lease_seconds)
         if seq is None:

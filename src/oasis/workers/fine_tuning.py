@@ -87,6 +87,9 @@ class FineTuningRunner:
         self._lease_seconds = lease_seconds
         self._claims = JobClaims(db, FineTuningJob, [FineTuningJob.status.in_(TRAINING_STATUSES)])
 
+    async def hand_back(self, owner: str) -> int:
+        return await self._claims.hand_back(owner)
+
     async def run_next(self, owner: str) -> bool:
         seq = await self._claims.lease_one(owner=owner, seconds=self._lease_seconds)
         if seq is None:

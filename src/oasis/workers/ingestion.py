@@ -78,6 +78,9 @@ class IngestionRunner:
         self._lease_seconds = lease_seconds
         self._claims = JobClaims(db, VectorStoreFile, rows.WAITING_FILE)
 
+    async def hand_back(self, owner: str) -> int:
+        return await self._claims.hand_back(owner)
+
     async def run_next(self, owner: str) -> bool:
         """Leases one waiting file and ingests it; False when there was none."""
         seq = await self._claims.lease_one(owner=owner, seconds=self._lease_seconds)

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Dialect, Float, Select, bindparam, select, update
 
 from oasis.storage.db import Database
-from oasis.storage.leases import claimable, held_by, renewal
+from oasis.storage.leases import claimable, handed_back, held_by, renewal
 
 log = logging.getLogger("oasis.workers")
 
@@ -34,6 +34,7 @@ class JobClaims:
 
     def __init__(self, db: Database, table: Any, conditions: Sequence[ColumnElement[bool]]) -> None:
         self._db = db
+        self._table = table
         where = [*conditions, *claimable(table, MOMENT)]
         self._probe = select(table.seq).where(*where).limit(1)
         pending = select(table.seq).where(*where).order_by(table.seq).limit(1)
@@ -68,6 +69,16 @@ class JobClaims:
                 self._claim, {"moment": moment, "owner": owner, "until": moment + seconds}
             )
         return None if claimed is None else int(claimed)
+
+    async def hand_back(self, owner: str) -> int:
+        """Frees the rows `owner` still holds once its jobs were cut off by a shutdown, uncounting those leases;
+        returns how many. Only for a loop that has stopped: a job still running would lose its lease."""
+        async with self._db.session() as session:
+            freed = await session.execute(
+                update(self._table).where(self._table.lease_owner == owner).values(**handed_back(self._table))
+            )
+            await session.commit()
+        return int(freed.rowcount)  # type: ignore[attr-defined]
 
 
 def _positional(statement: Select[Any], dialect: Dialect) -> tuple[str, tuple[str, ...], dict[str, Any]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from oasis.storage.leases import process_name
 from oasis.wakeups import until_next_tick
@@ -20,6 +20,13 @@ log = logging.getLogger("oasis.workers")
 class JobRunner(Protocol):
     async def run_next(self, owner: str) -> bool:
         """Leases and runs one job; False when none is waiting."""
+        ...
+
+
+@runtime_checkable
+class LeaseHolder(Protocol):
+    async def hand_back(self, owner: str) -> int:
+        """Frees the jobs `owner` held when its loop stopped (see JobClaims.hand_back); returns how many."""
         ...
 
 
@@ -38,6 +45,19 @@ class WorkerLoop:
         """Ends `run` after the job in hand: cancelling it mid-query would strand a database connection."""
         self._stopping = True
         self._woken.set()
+
+    async def hand_back(self) -> None:
+        """After `run` has ended, cut off by a shutdown: the jobs it held are free for the next worker at once,
+        rather than when their leases lapse, and the cut-off leases do not count as attempts."""
+        for runner in self._runners:
+            if isinstance(runner, LeaseHolder):
+                try:
+                    freed = await runner.hand_back(self.owner)
+                except Exception:  # the database is going away too: the leases lapse as after a crash
+                    log.warning("worker %s: handing back its leases failed", self.owner, exc_info=True)
+                    continue
+                if freed:
+                    log.info("worker %s: handed back %d unfinished job(s)", self.owner, freed)
 
     async def run(self) -> None:
         while not self._stopping:

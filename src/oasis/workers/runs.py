@@ -39,7 +39,7 @@ from oasis.storage import runs as run_rows
 from oasis.storage import threads as thread_rows
 from oasis.storage.clock import new_id, now
 from oasis.storage.db import Database
-from oasis.storage.leases import execution_name
+from oasis.storage.leases import execution_name, handed_back
 from oasis.storage.tables import Run, RunStep, ThreadMessage
 from oasis.workers.leases import MOMENT, JobClaims, LeaseKeeper
 
@@ -215,6 +215,11 @@ class RunExecutor:
         # The generation each execution (run row, lease holder) is in, so that a failure keeps what it already
         # wrote and streamed.
         self._turns: dict[tuple[int, str], _Turn] = {}
+        self._stopping = False
+
+    def stop(self) -> None:
+        """The process is stopping: executions cut off from now on hand their runs back (see `handed_back`)."""
+        self._stopping = True
 
     def cancel_here(self, run_id: str) -> None:
         event = self._cancels.get(run_id)
@@ -226,6 +231,7 @@ class RunExecutor:
         sink = events or NoEvents()
         started = time.perf_counter()
         outcome = "stopped"
+        cut_off = False
         try:
             async with LeaseKeeper(self._db, Run, seq, owner, self._lease_seconds):
                 try:
@@ -240,6 +246,9 @@ class RunExecutor:
                         sink.emit("error", _stream_error("This run is no longer executed by this stream; retrieve it."))
         except _Stop:
             pass
+        except asyncio.CancelledError:
+            cut_off = self._stopping
+            raise
         except Exception as exc:
             outcome = "failed"
             if isinstance(exc, OasisError):  # a chat error: before the generation, or with an upstream's first chunk
@@ -252,7 +261,7 @@ class RunExecutor:
                 await self._fail(seq, owner, sink, code, message, self._turns.get((seq, owner)))
         finally:
             self._turns.pop((seq, owner), None)
-            await self._release(seq, owner)
+            await self._release(seq, owner, cut_off)
             JOB_DURATION.labels("run", outcome).observe(time.perf_counter() - started)
 
     async def _execute(self, seq: int, owner: str, events: RunEvents) -> str:
@@ -1054,14 +1063,12 @@ class RunExecutor:
             raise _Stop
         return run
 
-    async def _release(self, seq: int, owner: str) -> None:
+    async def _release(self, seq: int, owner: str, cut_off: bool = False) -> None:
+        """Frees the run's lease; `cut_off` by a shutdown, the lease does not count as an attempt either."""
+        values = handed_back(Run) if cut_off else {"lease_owner": None, "lease_expires_at": None}
         with contextlib.suppress(Exception):
             async with self._db.session() as session:
-                await session.execute(
-                    update(Run)
-                    .where(Run.seq == seq, Run.lease_owner == owner)
-                    .values(lease_owner=None, lease_expires_at=None)
-                )
+                await session.execute(update(Run).where(Run.seq == seq, Run.lease_owner == owner).values(**values))
                 await session.commit()
 
 
@@ -1102,9 +1109,12 @@ class RunRunner:
         self._running.discard(task)
         self.on_finished()
 
+    def stop(self) -> None:
+        self._executor.stop()
+
     async def close(self, grace_seconds: float = 2.0) -> None:
-        """Lets runs in flight finish for a moment, then cancels them (their leases lapse and another worker
-        resumes them)."""
+        """Lets runs in flight finish for a moment, then cancels them (handed back, another worker resumes them)."""
+        self.stop()
         if self._running:
             await asyncio.wait(list(self._running), timeout=grace_seconds)
         for task in list(self._running):
