@@ -97,8 +97,14 @@ async def run_worker(settings: Settings) -> None:
     # finish and the rest give their leases back, rather than the process dying with them held.
     main = asyncio.current_task()
     if main is not None:
+
+        def stop_once() -> None:
+            # A second SIGTERM while stopping is ignored: cancelling again would cut the jobs' hand-back short.
+            if not main.cancelling():
+                main.cancel()
+
         with contextlib.suppress(NotImplementedError):  # no signal handlers on this platform's loop
-            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop_once)
     try:
         await container.db.migrate()
         await container.start_engines()

@@ -84,13 +84,10 @@ class BatchRunner:
         self._endpoints = endpoints
         self._lease_seconds = lease_seconds
         self._concurrency = concurrency
-        self._claims = JobClaims(db, BatchJob, [BatchJob.status.in_(RUNNING)])
-
-    async def hand_back(self, owner: str) -> int:
-        return await self._claims.hand_back(owner)
+        self.claims = JobClaims(db, BatchJob, [BatchJob.status.in_(RUNNING)])
 
     async def run_next(self, owner: str) -> bool:
-        seq = await self._claims.lease_one(owner=owner, seconds=self._lease_seconds)
+        seq = await self.claims.lease_one(owner=owner, seconds=self._lease_seconds)
         if seq is None:
             return False
         started = time.perf_counter()
@@ -98,6 +95,9 @@ class BatchRunner:
             async with LeaseKeeper(self._db, BatchJob, seq, owner, self._lease_seconds):
                 await self._run(seq, owner)
             outcome = (await self._batch(seq)).status  # completed, failed, cancelled or expired
+        except asyncio.CancelledError:  # a shutdown, or a kill as the tests make one: the loop decides which
+            self.claims.cut_off(seq)
+            raise
         except _Stop:
             outcome = "stopped"
             await self._release(seq, owner)  # cancelled meanwhile: the next round finalises it at once

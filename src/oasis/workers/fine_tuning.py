@@ -85,13 +85,10 @@ class FineTuningRunner:
         self._settings = settings
         self._work_dir = work_dir
         self._lease_seconds = lease_seconds
-        self._claims = JobClaims(db, FineTuningJob, [FineTuningJob.status.in_(TRAINING_STATUSES)])
-
-    async def hand_back(self, owner: str) -> int:
-        return await self._claims.hand_back(owner)
+        self.claims = JobClaims(db, FineTuningJob, [FineTuningJob.status.in_(TRAINING_STATUSES)])
 
     async def run_next(self, owner: str) -> bool:
-        seq = await self._claims.lease_one(owner=owner, seconds=self._lease_seconds)
+        seq = await self.claims.lease_one(owner=owner, seconds=self._lease_seconds)
         if seq is None:
             return False
         started = time.perf_counter()
@@ -107,6 +104,9 @@ class FineTuningRunner:
             async with LeaseKeeper(self._db, FineTuningJob, seq, owner, self._lease_seconds):
                 await self._run(job, owner, folder)
             outcome = (await self._job(seq)).status
+        except asyncio.CancelledError:  # a shutdown, or a kill as the tests make one: the loop decides which
+            self.claims.cut_off(seq)
+            raise
         except _Stop:
             outcome = "stopped"
             await self._release(seq, owner)

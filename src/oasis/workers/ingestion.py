@@ -76,14 +76,11 @@ class IngestionRunner:
         self._blobs = blobs
         self._embeddings = embeddings
         self._lease_seconds = lease_seconds
-        self._claims = JobClaims(db, VectorStoreFile, rows.WAITING_FILE)
-
-    async def hand_back(self, owner: str) -> int:
-        return await self._claims.hand_back(owner)
+        self.claims = JobClaims(db, VectorStoreFile, rows.WAITING_FILE)
 
     async def run_next(self, owner: str) -> bool:
         """Leases one waiting file and ingests it; False when there was none."""
-        seq = await self._claims.lease_one(owner=owner, seconds=self._lease_seconds)
+        seq = await self.claims.lease_one(owner=owner, seconds=self._lease_seconds)
         if seq is None:
             return False
         started = time.perf_counter()
@@ -92,6 +89,9 @@ class IngestionRunner:
             async with LeaseKeeper(self._db, VectorStoreFile, seq, owner, self._lease_seconds):
                 await self._ingest(seq, owner)
             outcome = "completed"
+        except asyncio.CancelledError:  # a shutdown, or a kill as the tests make one: the loop decides which
+            self.claims.cut_off(seq)
+            raise
         except _Stop:
             log.info("ingestion of row %s stopped: cancelled, deleted or taken over", seq)
         except _Failed as failure:

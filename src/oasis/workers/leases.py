@@ -35,6 +35,7 @@ class JobClaims:
     def __init__(self, db: Database, table: Any, conditions: Sequence[ColumnElement[bool]]) -> None:
         self._db = db
         self._table = table
+        self._cut_off: set[int] = set()  # rows whose job a cancel stopped mid-way (see `cut_off`)
         where = [*conditions, *claimable(table, MOMENT)]
         self._probe = select(table.seq).where(*where).limit(1)
         pending = select(table.seq).where(*where).order_by(table.seq).limit(1)
@@ -70,12 +71,23 @@ class JobClaims:
             )
         return None if claimed is None else int(claimed)
 
+    def cut_off(self, seq: int) -> None:
+        """Notes that the job of row `seq` was cancelled mid-way (its lease left held, as after a crash, unless
+        `hand_back` frees it)."""
+        self._cut_off.add(seq)
+
     async def hand_back(self, owner: str) -> int:
-        """Frees the rows `owner` still holds once its jobs were cut off by a shutdown, uncounting those leases;
-        returns how many. Only for a loop that has stopped: a job still running would lose its lease."""
+        """Frees the rows cut off while `owner` held them, uncounting those leases; returns how many. Only once
+        the loop that ran them has stopped for a shutdown. A lease left held by a job that failed is not touched:
+        that attempt counts."""
+        cut_off, self._cut_off = sorted(self._cut_off), set()
+        if not cut_off:
+            return 0
         async with self._db.session() as session:
             freed = await session.execute(
-                update(self._table).where(self._table.lease_owner == owner).values(**handed_back(self._table))
+                update(self._table)
+                .where(self._table.seq.in_(cut_off), self._table.lease_owner == owner)
+                .values(**handed_back(self._table))
             )
             await session.commit()
         return int(freed.rowcount)  # type: ignore[attr-defined]

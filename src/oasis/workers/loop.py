@@ -13,6 +13,7 @@ from typing import Protocol, runtime_checkable
 
 from oasis.storage.leases import process_name
 from oasis.wakeups import until_next_tick
+from oasis.workers.leases import JobClaims
 
 log = logging.getLogger("oasis.workers")
 
@@ -25,9 +26,9 @@ class JobRunner(Protocol):
 
 @runtime_checkable
 class LeaseHolder(Protocol):
-    async def hand_back(self, owner: str) -> int:
-        """Frees the jobs `owner` held when its loop stopped (see JobClaims.hand_back); returns how many."""
-        ...
+    """A runner whose jobs a shutdown may cut off mid-way: its claims hand them back (JobClaims.hand_back)."""
+
+    claims: JobClaims
 
 
 class WorkerLoop:
@@ -52,7 +53,7 @@ class WorkerLoop:
         for runner in self._runners:
             if isinstance(runner, LeaseHolder):
                 try:
-                    freed = await runner.hand_back(self.owner)
+                    freed = await runner.claims.hand_back(self.owner)
                 except Exception:  # the database is going away too: the leases lapse as after a crash
                     log.warning("worker %s: handing back its leases failed", self.owner, exc_info=True)
                     continue
