@@ -190,7 +190,10 @@ class Container:
             idle_seconds=interpreter.idle_seconds,
         )
         code = CodeInterpreter(db, files, sandboxes)
-        run_executor = RunExecutor(db, chat, FileSearch(db, search), code, lease_seconds, fine_tuned.ensure)
+        rate_limits = RateLimiter(settings.rate_limits, db, _rate_buckets(settings))
+        run_executor = RunExecutor(
+            db, chat, FileSearch(db, search), code, lease_seconds, fine_tuned.ensure, rate_limits=rate_limits
+        )
         run_runner = RunRunner(db, run_executor, lease_seconds, settings.workers.run_concurrency)
         run_worker_loop = WorkerLoop([run_runner], settings.workers.poll_seconds)
         run_runner.on_finished = run_worker_loop.wake  # a freed place takes the next waiting run at once
@@ -247,7 +250,7 @@ class Container:
             sandboxes=sandboxes,
             code_interpreter=code,
             monitoring=Monitoring(registry, db),
-            rate_limits=RateLimiter(settings.rate_limits, db, _rate_buckets(settings)),
+            rate_limits=rate_limits,
             fine_tuned=fine_tuned,
             fine_tuning=FineTuningService(db, registry, fine_tuning_loop.wake),
             fine_tuning_loop=fine_tuning_loop,

@@ -3,7 +3,9 @@ replies, a 429 `rate_limit_exceeded` with `Retry-After` past them, counted acros
 
 from __future__ import annotations
 
+import math
 import re
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -12,7 +14,7 @@ import openai
 import pytest
 
 from oasis.services.rate_limits import estimate_tokens
-from tests.conftest import Harness
+from tests.conftest import Harness, smollm
 
 # A model no test configures: a request for it is admitted (and counted) and then answered 404, no engine needed.
 NO_MODEL = "no-such-model"
@@ -64,6 +66,43 @@ async def test_tokens_per_minute_count_the_prompt_and_max_tokens(start_oasis: Ca
         # Embeddings count their input; a small request still fits in what is left.
         small = await http.post("/v1/embeddings", json={"model": NO_MODEL, "input": "a few words"})
         assert small.status_code == 404 and int(small.headers["x-ratelimit-remaining-tokens"]) < 1000 - spent
+
+
+async def test_a_runs_turns_count_against_its_projects_tokens(start_oasis: Callable[..., Any]) -> None:
+    tpm = 600  # 10 tokens a second come back
+    oasis: Harness = await start_oasis(engine_factories=None, models=[smollm()], rate_limits={"tokens_per_minute": tpm})
+    client = oasis.sdk()
+    assistant = await client.beta.assistants.create(model="gpt-4o-mini", instructions="Answer briefly.", temperature=0)
+    thread = await client.beta.threads.create(messages=[{"role": "user", "content": "Say hello."}])
+    started = time.monotonic()
+    run = await client.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id=assistant.id, max_completion_tokens=256, poll_interval_ms=50
+    )
+    assert run.status in ("completed", "incomplete"), run.last_error
+    assert run.usage is not None
+    async with oasis.http() as http:
+        body = _chat("hi", 10)
+        answer = await http.post("/v1/chat/completions", json=body)
+    refilled = math.ceil((time.monotonic() - started) * tpm / 60) + 1
+    # The run's turn took its prompt and its completion budget, as a chat request with max_tokens would.
+    turn = run.usage.prompt_tokens + 256
+    remaining = int(answer.headers["x-ratelimit-remaining-tokens"])
+    assert remaining <= tpm - estimate_tokens("/v1/chat/completions", body) - turn + refilled
+
+
+async def test_a_run_past_its_projects_token_limit_fails_with_rate_limit_exceeded(
+    start_oasis: Callable[..., Any],
+) -> None:
+    oasis: Harness = await start_oasis(engine_factories=None, models=[smollm()], rate_limits={"tokens_per_minute": 40})
+    client = oasis.sdk()
+    assistant = await client.beta.assistants.create(model="gpt-4o-mini", instructions="Answer briefly.", temperature=0)
+    thread = await client.beta.threads.create(messages=[{"role": "user", "content": "Tell me about the sea."}])
+    run = await client.beta.threads.runs.create_and_poll(  # its prompt and budget, ~280 tokens, past 40 a minute
+        thread_id=thread.id, assistant_id=assistant.id, max_completion_tokens=256
+    )
+    assert run.status == "failed" and run.last_error is not None
+    assert run.last_error.code == "rate_limit_exceeded" and "tokens per minute" in run.last_error.message
+    assert not (await client.beta.threads.messages.list(thread.id, run_id=run.id)).data
 
 
 async def test_a_named_project_and_a_key_have_limits_of_their_own(start_oasis: Callable[..., Any]) -> None:

@@ -2,8 +2,10 @@
 `x-ratelimit-*` headers, and a 429 `rate_limit_exceeded` with `Retry-After` past them.
 
 Tokens are counted when a request is admitted, as OpenAI estimates them: the prompt's characters over four, plus
-`max_tokens` (or `max_completion_tokens`) times `n` (or `best_of`, when larger). Counted in Redis when `redis_url`
-is set, so that every replica counts against the same limits; in the process otherwise.
+`max_tokens` (or `max_completion_tokens`) times `n` (or `best_of`, when larger). An Assistants run's turns count
+against its project's tokens too (their prompts as tokenized, plus what is left of the run's completion budget).
+Counted in Redis when `redis_url` is set, so that every replica counts against the same limits; in the process
+otherwise.
 """
 
 from __future__ import annotations
@@ -126,11 +128,12 @@ class RateLimiter:
                     return f"project:{project_id}", named[name]
         return f"project:{principal.project_id}", self._settings
 
-    async def admit(self, principal: Principal, tokens: int) -> dict[str, str]:
-        """Takes one request and `tokens` from the caller's limits; the headers to send with the reply, or a 429."""
+    async def admit(self, principal: Principal, tokens: int, *, request: bool = True) -> dict[str, str]:
+        """Takes one request (unless `request` is False: work a request handed over, such as a run's turns) and
+        `tokens` from the caller's limits; the headers to send with the reply, or a 429."""
         owner, limits = await self._limits_of(principal)
         takes, kinds = [], []
-        if limits.requests_per_minute is not None:
+        if request and limits.requests_per_minute is not None:
             takes.append(Take(f"{owner}:requests", limits.requests_per_minute, 1))
             kinds.append("requests")
         if limits.tokens_per_minute is not None:

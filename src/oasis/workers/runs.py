@@ -35,6 +35,8 @@ from oasis.services.assistants.file_search import FileSearch, SearchCall, querie
 from oasis.services.assistants.prompt import ChatMessages, DoesNotFit, fitted, text_of, thread_items
 from oasis.services.assistants.wire import message_to_wire, run_to_wire, step_to_wire
 from oasis.services.chat.service import ChatService, PreparedChat, TokenTally
+from oasis.services.keys import Principal
+from oasis.services.rate_limits import RateLimiter, estimate_tokens
 from oasis.storage import runs as run_rows
 from oasis.storage import threads as thread_rows
 from oasis.storage.clock import new_id, now
@@ -72,6 +74,7 @@ async def _close(chunks: AsyncIterator[dict[str, Any]]) -> None:
 
 # A chat error's status -> the run's last_error code.
 _ERROR_CODES = {429: "rate_limit_exceeded", 400: "invalid_prompt"}
+CHAT_PATH = "/v1/chat/completions"
 
 
 class _Stop(Exception):
@@ -203,10 +206,12 @@ class RunExecutor:
         code: CodeInterpreter,
         lease_seconds: float,
         load_model: ModelLoader | None = None,
+        rate_limits: RateLimiter | None = None,
     ) -> None:
         self._db = db
         self._chat = chat
         self._load_model = load_model
+        self._rate_limits = rate_limits
         self._searcher = searcher
         self._code = code
         self._lease_seconds = lease_seconds
@@ -356,6 +361,7 @@ class RunExecutor:
             left = max(1, run.max_completion_tokens - run.completion_tokens)
             prepared = replace(prepared, params=replace(prepared.params, max_tokens=min(left, room)))
         request = self._request(run, messages, called, may_search, may_code)
+        await self._admit(run, request, size)
         chunks = await self._open(request, prepared, turn.tally)
         if size is not None:  # counted if the generation ends before its usage is reported
             turn.prompt_tokens = size
@@ -375,6 +381,17 @@ class RunExecutor:
             await self._cancelled(run, owner, events, turn)
             return "cancelled"
         return await self._finish(run, owner, events, turn)
+
+    async def _admit(self, run: Run, request: ChatCompletionRequest, prompt_tokens: int | None) -> None:
+        """Counts the turn against its project's tokens-per-minute limit as a chat request is counted: a run
+        past it fails with `rate_limit_exceeded`, as OpenAI's do (the 429 fails it in `execute`)."""
+        if self._rate_limits is None or not self._rate_limits.enabled:
+            return
+        if prompt_tokens is None:  # an upstream model: estimated from the characters, as its requests are
+            tokens = estimate_tokens(CHAT_PATH, request.model_dump(mode="json", exclude_none=True))
+        else:
+            tokens = prompt_tokens + (request.max_completion_tokens or 0)
+        await self._rate_limits.admit(Principal(project_id=run.project_id, key_id=None), tokens, request=False)
 
     def _prompt_limit(self, run: Run) -> int | None:
         """The most prompt tokens the next generation may take: the model's context less room for the reply,
