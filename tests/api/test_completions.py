@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
+import yaml
 
 from tests.conftest import Harness, smollm
+from tests.server_process import oasis_env, oasis_server
 
 MODEL = "gpt-3.5-turbo-instruct"
 PROMPT = "The capital of France is"
@@ -253,3 +257,31 @@ async def test_a_prompt_list_the_queue_cannot_hold_is_refused_whole(start_oasis:
         assert sum(not sequence.cancelled for sequence in engine._waiting) == 1, stream
         assert all(reply.choices[0].finish_reason == "length" for reply in await asyncio.gather(running, waiting))
         assert await until_idle(), stream
+
+
+def _first_tokens(base_url: str) -> float:
+    """How many generations have produced their first token, from the Prometheus metrics."""
+    text = httpx.get(f"{base_url}/metrics").text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("oasis_time_to_first_token_seconds_count")
+    )
+
+
+def test_a_streamed_completion_answers_before_its_first_token(tmp_path: Path) -> None:
+    """Over a real socket: the status and headers of a streamed completion go out once the request is queued (as
+    chat's role chunk does), while the engine reads the prompt, not after the first token."""
+    config = tmp_path / "oasis.yaml"
+    config.write_text(yaml.safe_dump({"defaults": False, "models": [smollm(parallel=1)]}))
+    long_prompt = "The sea was calm and the sky was grey. " * 150  # ~1500 tokens: a read of a few hundred ms
+    with oasis_server(tmp_path / "data", oasis_env(None), "--config", str(config)) as server:
+        body = {"model": MODEL, "prompt": long_prompt, "max_tokens": 4, "stream": True}
+        before = _first_tokens(server.base_url)
+        with httpx.stream("POST", f"{server.base_url}/v1/completions", json=body, timeout=60) as response:
+            assert response.status_code == 200
+            at_headers = _first_tokens(server.base_url)
+            text = response.read().decode()
+        assert at_headers == before  # the headers came before the first token
+        assert _first_tokens(server.base_url) == before + 1
+        assert text.rstrip().endswith("data: [DONE]") and '"text"' in text

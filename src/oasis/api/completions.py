@@ -20,5 +20,7 @@ async def create_completion(
     await container.fine_tuned.ensure(principal.project_id, body.model)  # a fine-tune loads when first asked for
     prepared = await container.completions.prepared(body)
     if body.stream:
-        return await sse_response(container.completions.stream(body, prepared))
+        # Prepared: a local engine has queued it, and its first event is its first token (no role chunk, unlike
+        # chat's): answering now sends the headers during the prompt's decode, not after it.
+        return await sse_response(container.completions.stream(body, prepared), wait_for_first=prepared is None)
     return JSONResponse(await unless_disconnected(request, container.completions.create(body, prepared)))

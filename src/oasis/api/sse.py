@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -23,13 +24,15 @@ def _frame(payload: Any) -> bytes:
     return b"data: " + _encode(payload).encode() + b"\n\n"
 
 
-async def sse_response(events: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
-    """Waits for the first event before answering, so that a failure to start (an upstream's 404, a full
-    queue) still gets its HTTP status rather than a 200 with an error frame."""
-    try:
-        first = await anext(events)
-    except StopAsyncIteration:
-        first = None
+async def sse_response(events: AsyncIterator[dict[str, Any]], wait_for_first: bool = True) -> StreamingResponse:
+    """Waits for the first event before answering, so that a failure to start (an upstream's 404) still gets its
+    HTTP status rather than a 200 with an error frame. Without `wait_for_first` (events a local engine has
+    queued already: what could refuse them was checked) the answer starts at once, and its headers go out while
+    the engine reads the prompt instead of after the first token."""
+    first = None
+    if wait_for_first:
+        with contextlib.suppress(StopAsyncIteration):
+            first = await anext(events)
 
     async def body() -> AsyncIterator[bytes]:
         try:
