@@ -91,6 +91,8 @@ draws() {
 ttft() {
     # where a request's first token spends its time in oasis (bench/first_token.py), alone and beside 8 streams
     prepare || return 1
+    # oasis's own Python on the way to the service and out, on this host's CPU (no model: seconds)
+    timeout 60 python3 bench/request_path.py --requests 2000 2>&1 | grep '^|' | tee "$out/request-path.txt"
     timeout --foreground -s INT -k 15 "${TTFT_SECONDS:-150}" python3 bench/first_token.py --gguf "$gguf" \
         --threads "${THREADS:-8}" --requests 30 --busy 0,8 2>&1 | tee "$out/first-token.txt"
 }
