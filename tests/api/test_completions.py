@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -285,3 +287,47 @@ def test_a_streamed_completion_answers_before_its_first_token(tmp_path: Path) ->
         assert at_headers == before  # the headers came before the first token
         assert _first_tokens(server.base_url) == before + 1
         assert text.rstrip().endswith("data: [DONE]") and '"text"' in text
+
+
+async def test_a_streamed_completion_whose_client_left_before_its_body_frees_its_slot(start_oasis: Any) -> None:
+    """A client gone by the time the answer starts: the sequence queued for it must stop, not generate its 1900
+    tokens while the one slot keeps everyone else waiting."""
+    harness: Harness = await start_oasis(engine_factories=None, models=[smollm(parallel=1)])
+    endless = {
+        "model": MODEL,
+        "prompt": "Write a very long story about the sea.",
+        "max_tokens": 1900,
+        "logit_bias": {"0": -100, "2": -100},  # no end-of-text token: only the limit or a cancel ends it
+        "stream": True,
+    }
+    body = json.dumps(endless).encode()
+    scope = {
+        "type": "http",
+        # ASGI 2.4: a server that raises from `send` once its client is gone (Starlette then never starts the body)
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/completions",
+        "raw_path": b"/v1/completions",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 80),
+    }
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}  # gone once the request is sent
+
+    async def send(message: dict[str, Any]) -> None:
+        raise OSError("the client is gone")
+
+    with contextlib.suppress(Exception):  # the app sees the client gone
+        await asyncio.wait_for(harness.transport.app(scope, receive, send), timeout=30)
+    quick = await asyncio.wait_for(
+        harness.sdk().completions.create(model=MODEL, prompt=PROMPT, max_tokens=3, extra_body={"ignore_eos": True}),
+        timeout=15,  # 1900 tokens ahead of it would take far longer
+    )
+    assert quick.usage and quick.usage.completion_tokens == 3

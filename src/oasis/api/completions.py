@@ -21,6 +21,8 @@ async def create_completion(
     prepared = await container.completions.prepared(body)
     if body.stream:
         # Prepared: a local engine has queued it, and its first event is its first token (no role chunk, unlike
-        # chat's): answering now sends the headers during the prompt's decode, not after it.
-        return await sse_response(container.completions.stream(body, prepared), wait_for_first=prepared is None)
+        # chat's): answering now sends the headers during the prompt's decode, not after it. Not when the prompt is
+        # scored too (echo with logprobs): that sequence is queued with the first event, and a full queue is a 429.
+        queued = prepared is not None and not (prepared.echo and prepared.logprobs is not None)
+        return await sse_response(container.completions.stream(body, prepared), wait_for_first=not queued)
     return JSONResponse(await unless_disconnected(request, container.completions.create(body, prepared)))

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from oasis.api.errors import error_body
 from oasis.errors import OasisError
@@ -18,6 +20,7 @@ log = logging.getLogger("oasis.api")
 
 # One encoder for every frame: json.dumps with arguments builds a new one at each call, once per streamed token.
 _encode = json.JSONEncoder(separators=(",", ":")).encode
+_SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
 def _frame(payload: Any) -> bytes:
@@ -30,12 +33,22 @@ async def sse_response(events: AsyncIterator[dict[str, Any]], wait_for_first: bo
     queued already: what could refuse them was checked) the answer starts at once, and its headers go out while
     the engine reads the prompt instead of after the first token."""
     first = None
+    pending: asyncio.Task[dict[str, Any] | None] | None = None
     if wait_for_first:
         with contextlib.suppress(StopAsyncIteration):
             first = await anext(events)
+    else:
+        # Started now (its first step runs here, to its wait for the first token): a client gone before the body
+        # is read never starts the body, and then cancelling this (below) runs the events' cleanup, which frees
+        # what they queued; an events generator that never started would run none.
+        pending = asyncio.ensure_future(_first_of(events))
+        await asyncio.sleep(0)
 
     async def body() -> AsyncIterator[bytes]:
+        nonlocal first
         try:
+            if pending is not None:
+                first = await pending
             if first is not None:
                 yield _frame(first)
             async for event in events:
@@ -52,9 +65,34 @@ async def sse_response(events: AsyncIterator[dict[str, Any]], wait_for_first: bo
                 await close()
         yield b"data: [DONE]\n\n"
 
-    return StreamingResponse(
-        body(), media_type="text/event-stream", headers={"cache-control": "no-cache", "x-accel-buffering": "no"}
-    )
+    async def stop_waiting() -> None:
+        if pending is not None and not pending.done():
+            pending.cancel()
+            await asyncio.gather(pending, return_exceptions=True)
+
+    return _EventStream(body(), stop_waiting)
+
+
+class _EventStream(StreamingResponse):
+    """An SSE response that runs `at_end` however it ended: streamed through, or its client gone before the body
+    was read (Starlette then never starts the body, nor any `finally` in it)."""
+
+    def __init__(self, content: AsyncIterator[bytes], at_end: Callable[[], Awaitable[None]]) -> None:
+        super().__init__(content, media_type="text/event-stream", headers=_SSE_HEADERS)
+        self._at_end = at_end
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._at_end()
+
+
+async def _first_of(events: AsyncIterator[dict[str, Any]]) -> dict[str, Any] | None:
+    try:
+        return await anext(events)
+    except StopAsyncIteration:
+        return None
 
 
 def _named_frame(name: str, payload: Any) -> bytes:
@@ -78,6 +116,4 @@ async def assistant_events_response(events: AsyncIterator[tuple[str, dict[str, A
             )
         yield b"event: done\ndata: [DONE]\n\n"
 
-    return StreamingResponse(
-        body(), media_type="text/event-stream", headers={"cache-control": "no-cache", "x-accel-buffering": "no"}
-    )
+    return StreamingResponse(body(), media_type="text/event-stream", headers=_SSE_HEADERS)
