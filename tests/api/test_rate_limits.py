@@ -105,6 +105,53 @@ async def test_a_run_past_its_projects_token_limit_fails_with_rate_limit_exceede
     assert not (await client.beta.threads.messages.list(thread.id, run_id=run.id)).data
 
 
+async def test_a_runs_turn_is_charged_no_more_than_its_context_leaves_room_for(
+    start_oasis: Callable[..., Any],
+) -> None:
+    # A budget far past the 512-token context: the turn can generate only what the context leaves, and that is
+    # what it takes from the 1000 tokens a minute (the whole budget would be a "Request too large" failure).
+    oasis: Harness = await start_oasis(
+        engine_factories=None, models=[smollm(context_length=512, parallel=1)], rate_limits={"tokens_per_minute": 1000}
+    )
+    client = oasis.sdk()
+    assistant = await client.beta.assistants.create(model="gpt-4o-mini", instructions="Answer briefly.", temperature=0)
+    thread = await client.beta.threads.create(messages=[{"role": "user", "content": "Say hello."}])
+    run = await client.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id=assistant.id, max_completion_tokens=100_000, poll_interval_ms=50
+    )
+    assert run.status == "completed", run.last_error
+    async with oasis.http() as http:
+        answer = await http.post("/v1/chat/completions", json=_chat("hi", 10))
+    # The prompt and the room after it fill the context: 512 tokens at most were taken (some came back since).
+    assert int(answer.headers["x-ratelimit-remaining-tokens"]) >= 1000 - 512 - estimate_tokens(
+        "/v1/chat/completions", _chat("hi", 10)
+    )
+
+
+async def test_a_run_after_its_project_spent_its_tokens_fails_with_rate_limit_reached(
+    start_oasis: Callable[..., Any],
+) -> None:
+    # Each turn takes its prompt and a 400-token budget (~440 tokens) of 500 a minute: the first run fits, the
+    # second finds the minute's tokens spent (8 a second come back: it would need most of a minute).
+    oasis: Harness = await start_oasis(engine_factories=None, models=[smollm()], rate_limits={"tokens_per_minute": 500})
+    client = oasis.sdk()
+    assistant = await client.beta.assistants.create(model="gpt-4o-mini", instructions="Answer briefly.", temperature=0)
+    runs = []
+    for _ in range(2):
+        thread = await client.beta.threads.create(messages=[{"role": "user", "content": "Say hello."}])
+        runs.append(
+            await client.beta.threads.runs.create_and_poll(
+                thread_id=thread.id, assistant_id=assistant.id, max_completion_tokens=400, poll_interval_ms=50
+            )
+        )
+    first, second = runs
+    assert first.status == "completed", first.last_error
+    assert second.status == "failed" and second.last_error is not None
+    assert second.last_error.code == "rate_limit_exceeded"
+    assert "Rate limit reached" in second.last_error.message and "tokens per min" in second.last_error.message
+    assert not (await client.beta.threads.messages.list(thread.id, run_id=second.id)).data
+
+
 async def test_a_named_project_and_a_key_have_limits_of_their_own(start_oasis: Callable[..., Any]) -> None:
     oasis: Harness = await start_oasis()
     _, team_key = await oasis.container.keys.create("team-a")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -35,8 +34,7 @@ async def sse_response(events: AsyncIterator[dict[str, Any]], wait_for_first: bo
     first = None
     pending: asyncio.Task[dict[str, Any] | None] | None = None
     if wait_for_first:
-        with contextlib.suppress(StopAsyncIteration):
-            first = await anext(events)
+        first = await _first_of(events)
     else:
         # Started now (its first step runs here, to its wait for the first token): a client gone before the body
         # is read never starts the body, and then cancelling this (below) runs the events' cleanup, which frees

@@ -27,7 +27,8 @@ from oasis.storage.rate_buckets import RateBuckets, Take
 log = logging.getLogger("oasis.rate_limits")
 
 # Endpoints whose bodies spend tokens, and how long a project-name lookup is trusted (a project made later shows).
-TOKEN_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
+CHAT_COMPLETIONS = "/v1/chat/completions"
+TOKEN_PATHS = (CHAT_COMPLETIONS, "/v1/completions", "/v1/embeddings")
 _NAMES_SECONDS = 30.0
 # Counts past this are all "more than any limit": kept small enough to print in a 429 and to multiply.
 _COUNT_CEILING = 10**15

@@ -36,7 +36,7 @@ from oasis.services.assistants.prompt import ChatMessages, DoesNotFit, fitted, t
 from oasis.services.assistants.wire import message_to_wire, run_to_wire, step_to_wire
 from oasis.services.chat.service import ChatService, PreparedChat, TokenTally
 from oasis.services.keys import Principal
-from oasis.services.rate_limits import RateLimiter, estimate_tokens
+from oasis.services.rate_limits import CHAT_COMPLETIONS, RateLimiter, estimate_tokens
 from oasis.storage import runs as run_rows
 from oasis.storage import threads as thread_rows
 from oasis.storage.clock import new_id, now
@@ -74,7 +74,6 @@ async def _close(chunks: AsyncIterator[dict[str, Any]]) -> None:
 
 # A chat error's status -> the run's last_error code.
 _ERROR_CODES = {429: "rate_limit_exceeded", 400: "invalid_prompt"}
-CHAT_PATH = "/v1/chat/completions"
 
 
 class _Stop(Exception):
@@ -361,7 +360,7 @@ class RunExecutor:
             left = max(1, run.max_completion_tokens - run.completion_tokens)
             prepared = replace(prepared, params=replace(prepared.params, max_tokens=min(left, room)))
         request = self._request(run, messages, called, may_search, may_code)
-        await self._admit(run, request, size)
+        await self._admit(run, request, prepared, size)
         chunks = await self._open(request, prepared, turn.tally)
         if size is not None:  # counted if the generation ends before its usage is reported
             turn.prompt_tokens = size
@@ -382,13 +381,18 @@ class RunExecutor:
             return "cancelled"
         return await self._finish(run, owner, events, turn)
 
-    async def _admit(self, run: Run, request: ChatCompletionRequest, prompt_tokens: int | None) -> None:
+    async def _admit(
+        self, run: Run, request: ChatCompletionRequest, prepared: PreparedChat | None, prompt_tokens: int | None
+    ) -> None:
         """Counts the turn against its project's tokens-per-minute limit as a chat request is counted: a run
         past it fails with `rate_limit_exceeded`, as OpenAI's do (the 429 fails it in `execute`)."""
         if self._rate_limits is None or not self._rate_limits.enabled:
             return
         if prompt_tokens is None:  # an upstream model: estimated from the characters, as its requests are
-            tokens = estimate_tokens(CHAT_PATH, request.model_dump(mode="json", exclude_none=True))
+            tokens = estimate_tokens(CHAT_COMPLETIONS, request.model_dump(mode="json", exclude_none=True))
+        elif prepared is not None and request.max_completion_tokens is not None:
+            # The budget as fitted to the room the prompt leaves: no more can be generated
+            tokens = prompt_tokens + prepared.params.max_tokens
         else:
             tokens = prompt_tokens + (request.max_completion_tokens or 0)
         await self._rate_limits.admit(Principal(project_id=run.project_id, key_id=None), tokens, request=False)
