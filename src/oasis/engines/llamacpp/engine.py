@@ -545,7 +545,7 @@ class LlamaCppEngine:
             shared, slot = max(
                 ((_common_prefix(free_slot.cached, prompt), free_slot) for free_slot in free), key=lambda pair: pair[0]
             )
-            beside = self._slot_beside_busy(free)
+            beside = self._slot_beside_busy(free, prompt, usable)
             if min(shared, usable) - min(_common_prefix(beside.cached, prompt), usable) < _SHARE_MIN:
                 slot = beside  # a few shared tokens are not worth a slot that splits the batch
             reuse = min(_common_prefix(slot.cached, prompt), usable)
@@ -581,15 +581,21 @@ class LlamaCppEngine:
                 self._sample(sequence)
         self._waiting.extendleft(reversed(deferred))
 
-    def _slot_beside_busy(self, free: list[_Slot]) -> _Slot:
+    def _slot_beside_busy(self, free: list[_Slot], prompt: list[int], usable: int) -> _Slot:
         """The free slot that keeps the busy ones closest together (without a unified KV cache one graph
-        computation covers only consecutive ids): a hole between them, else the nearest past either end; of
-        equally near ones, the one whose cached prefix is shortest, so that other conversations keep theirs."""
+        computation covers only consecutive ids): a hole between them, else the nearest past either end. Of
+        equally near ones, one that holds most of the prompt already (a short prompt sent again: its reading
+        costs more than that slot's cache is likely worth, as llama-server's slot similarity judges), else the
+        one whose cached prefix is shortest, so that other conversations keep theirs."""
         busy = [slot.seq_id for slot in self._slots if slot.busy]
         low, high = (min(busy), max(busy)) if busy else (0, len(self._slots))
-        return min(
-            free, key=lambda slot: (max(low - slot.seq_id, slot.seq_id - high, 0), len(slot.cached), slot.seq_id)
-        )
+
+        def preference(slot: _Slot) -> tuple[int, int, int, int]:
+            held = min(_common_prefix(slot.cached, prompt), usable)
+            most_of_it = held if held * 2 > len(prompt) else 0
+            return (max(low - slot.seq_id, slot.seq_id - high, 0), -most_of_it, len(slot.cached), slot.seq_id)
+
+        return min(free, key=preference)
 
     def _compact(self) -> None:
         """Moves running sequences into consecutive slots when finished ones left holes between them, so that
