@@ -111,7 +111,10 @@ async def test_a_sequence_moved_to_another_slot_keeps_drawing_its_seeded_answer(
     story = "Tell a long story about a lighthouse."
     sampling = {"max_tokens": 80, "temperature": 0.9, "seed": 11, "ignore_eos": True}
     try:
-        # Slots 0-3 in turn (the lone answer comes after: a slot holding the story would be taken again)
+        alone = await _answer(engine, story, **sampling)
+        with engine._lock:  # empty again (else the slot holding the story is taken again, and nothing moves)
+            for slot in engine._slots:
+                engine._trim(slot, 0)
         first = asyncio.create_task(_answer(engine, "Describe the sea at night.", max_tokens=80, ignore_eos=True))
         short_one = asyncio.create_task(_answer(engine, "Say hi.", max_tokens=3, ignore_eos=True))
         moved = asyncio.create_task(_answer(engine, story, **sampling))
@@ -127,7 +130,6 @@ async def test_a_sequence_moved_to_another_slot_keeps_drawing_its_seeded_answer(
             await asyncio.sleep(0.002)
         assert len(await short_one) == 3 and len(await short_two) == 3
         assert len(await first) == 80
-        alone = await _answer(engine, story, **sampling)
     finally:
         await engine.close()
     assert await moved == alone

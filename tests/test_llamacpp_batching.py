@@ -74,6 +74,13 @@ async def _greedy_text(engine: LlamaCppEngine, text: str, max_tokens: int) -> st
     return engine.detokenize([token.token async for token in engine.generate(prompt, params)])
 
 
+def _forget_caches(engine: LlamaCppEngine) -> None:
+    """Empties every slot's cache of an idle engine, as if it had just started."""
+    with engine._lock:  # the scheduler thread waits on it while idle
+        for slot in engine._slots:
+            engine._trim(slot, 0)
+
+
 async def test_sequences_left_apart_by_finished_ones_move_together_and_answer_the_same(ubatch_counter: Any) -> None:
     """Slots 0-3 taken, the short answers in 1 and 3 finish: a few steps later (in case new requests fill the
     holes) the sequence in slot 2 moves into slot 1 (a copy of its cache), so the two that remain decode in one
@@ -82,14 +89,16 @@ async def test_sequences_left_apart_by_finished_ones_move_together_and_answer_th
     await engine.start()
     story = "Tell a long story about a lighthouse."
     try:
-        # Slots 0-3 in turn (the lone answer comes after: a slot holding the story would be taken again)
+        alone = await _greedy_text(engine, story, 80)
+        _forget_caches(engine)  # else the slot holding the story would be taken again, and nothing would move
+        ubatch_counter.clear()
         first = asyncio.create_task(_generate(engine, "Describe the sea at night.", 80))
         short_one = asyncio.create_task(_generate(engine, "Say hi.", 3))
         moved = asyncio.create_task(_greedy_text(engine, story, 80))
         short_two = asyncio.create_task(_generate(engine, "Name a colour.", 3))
         assert await short_one == 3 and await short_two == 3
         assert await first == 80
-        assert await moved == await _greedy_text(engine, story, 80)
+        assert await moved == alone
         memory = native.lib().llama_get_memory(engine._context)
         for slot in engine._slots:  # every slot's bookkeeping matches what llama.cpp holds
             assert native.lib().llama_memory_seq_pos_max(memory, slot.seq_id) == len(slot.cached) - 1
@@ -101,10 +110,10 @@ async def test_sequences_left_apart_by_finished_ones_move_together_and_answer_th
 
 
 async def test_a_short_prompt_sent_again_reads_only_its_last_token_beside_empty_slots() -> None:
-    """A slot that holds most of a new prompt is taken rather than an empty one (as llama-server's slot
-    similarity does), however few tokens that is: eight short prompts at once read again take eight times a
-    step's time, far longer than the slots' other caches are likely worth. One that shares little with every
-    cache still takes an empty slot, so that the other conversations keep theirs."""
+    """A slot that holds the whole of a prompt sent again is taken rather than an empty one, however few tokens
+    that is (eight short prompts at once read again take eight times a step's time; llama-server takes the slot
+    with the longest common prefix too). One that shares only a few tokens with every cache still takes an empty
+    slot, so that the other conversations keep theirs."""
     engine = LlamaCppEngine(ModelSpec(**smollm(parallel=4, context_length=256)))
     await engine.start()
     story = "Tell a long story about a lighthouse."

@@ -354,13 +354,14 @@ class RunExecutor:
                 400, "The thread's newest message does not fit the model's context.", code="invalid_prompt"
             ) from None
         prepared = next((ready for candidate, ready in measured if candidate is messages), None)
+        request = self._request(run, messages, called, may_search, may_code)
+        budget = request.max_completion_tokens or 0
         if prepared is not None and run.max_completion_tokens is not None and size is not None:
             # What is left of the run's budget, within the room the prompt leaves in the context.
             room = prepared.engine.context_length - size
-            left = max(1, run.max_completion_tokens - run.completion_tokens)
-            prepared = replace(prepared, params=replace(prepared.params, max_tokens=min(left, room)))
-        request = self._request(run, messages, called, may_search, may_code)
-        await self._admit(run, request, prepared, size)
+            budget = min(max(1, run.max_completion_tokens - run.completion_tokens), room)
+            prepared = replace(prepared, params=replace(prepared.params, max_tokens=budget))
+        await self._admit(run, request, size, budget)
         chunks = await self._open(request, prepared, turn.tally)
         if size is not None:  # counted if the generation ends before its usage is reported
             turn.prompt_tokens = size
@@ -382,19 +383,18 @@ class RunExecutor:
         return await self._finish(run, owner, events, turn)
 
     async def _admit(
-        self, run: Run, request: ChatCompletionRequest, prepared: PreparedChat | None, prompt_tokens: int | None
+        self, run: Run, request: ChatCompletionRequest, prompt_tokens: int | None, completion_budget: int
     ) -> None:
-        """Counts the turn against its project's tokens-per-minute limit as a chat request is counted: a run
-        past it fails with `rate_limit_exceeded`, as OpenAI's do (the 429 fails it in `execute`)."""
+        """Counts the turn against its project's tokens-per-minute limit as a chat request is counted (its prompt
+        and the most it may generate: the run's budget as fitted to the context's room; none is counted without a
+        budget, as for a chat request without max_tokens): a run past it fails with `rate_limit_exceeded`, as
+        OpenAI's do (the 429 fails it in `execute`)."""
         if self._rate_limits is None or not self._rate_limits.enabled:
             return
         if prompt_tokens is None:  # an upstream model: estimated from the characters, as its requests are
             tokens = estimate_tokens(CHAT_COMPLETIONS, request.model_dump(mode="json", exclude_none=True))
-        elif prepared is not None and request.max_completion_tokens is not None:
-            # The budget as fitted to the room the prompt leaves: no more can be generated
-            tokens = prompt_tokens + prepared.params.max_tokens
         else:
-            tokens = prompt_tokens + (request.max_completion_tokens or 0)
+            tokens = prompt_tokens + completion_budget
         await self._rate_limits.admit(Principal(project_id=run.project_id, key_id=None), tokens, request=False)
 
     def _prompt_limit(self, run: Run) -> int | None:

@@ -542,13 +542,12 @@ class LlamaCppEngine:
             # Keep at least the last prompt token to decode: its logits give the first sampled token. Scoring
             # needs logits at every position, so it reuses nothing.
             usable = 0 if sequence.scoring else len(prompt) - 1
-            shared, slot = max(
-                ((_common_prefix(free_slot.cached, prompt), free_slot) for free_slot in free), key=lambda pair: pair[0]
-            )
-            beside = self._slot_beside_busy(free, prompt, usable)
-            if min(shared, usable) - min(_common_prefix(beside.cached, prompt), usable) < _SHARE_MIN:
+            held = {free_slot.seq_id: min(_common_prefix(free_slot.cached, prompt), usable) for free_slot in free}
+            slot = max(free, key=lambda free_slot: held[free_slot.seq_id])
+            beside = self._slot_beside_busy(free, held, usable)
+            if held[slot.seq_id] - held[beside.seq_id] < _SHARE_MIN:
                 slot = beside  # a few shared tokens are not worth a slot that splits the batch
-            reuse = min(_common_prefix(slot.cached, prompt), usable)
+            reuse = held[slot.seq_id]
             donor, donor_reuse, reading = self._donor(sequence, usable)
             if donor is None and reading - reuse >= _SHARE_MIN:
                 deferred.append(sequence)
@@ -581,19 +580,18 @@ class LlamaCppEngine:
                 self._sample(sequence)
         self._waiting.extendleft(reversed(deferred))
 
-    def _slot_beside_busy(self, free: list[_Slot], prompt: list[int], usable: int) -> _Slot:
+    def _slot_beside_busy(self, free: list[_Slot], held: Mapping[int, int], usable: int) -> _Slot:
         """The free slot that keeps the busy ones closest together (without a unified KV cache one graph
         computation covers only consecutive ids): a hole between them, else the nearest past either end. Of
-        equally near ones, one that holds most of the prompt already (a short prompt sent again: its reading
-        costs more than that slot's cache is likely worth, as llama-server's slot similarity judges), else the
-        one whose cached prefix is shortest, so that other conversations keep theirs."""
+        equally near ones, one that holds all of the prompt it can (`held` by sequence id; the prompt sent again,
+        however short: several at once read again take several steps' time), else the one whose cached prefix is
+        shortest, so that other conversations keep theirs (not given up for a shared system prompt's tokens)."""
         busy = [slot.seq_id for slot in self._slots if slot.busy]
         low, high = (min(busy), max(busy)) if busy else (0, len(self._slots))
 
-        def preference(slot: _Slot) -> tuple[int, int, int, int]:
-            held = min(_common_prefix(slot.cached, prompt), usable)
-            most_of_it = held if held * 2 > len(prompt) else 0
-            return (max(low - slot.seq_id, slot.seq_id - high, 0), -most_of_it, len(slot.cached), slot.seq_id)
+        def preference(slot: _Slot) -> tuple[int, bool, int, int]:
+            whole = usable > 0 and held[slot.seq_id] == usable
+            return (max(low - slot.seq_id, slot.seq_id - high, 0), not whole, len(slot.cached), slot.seq_id)
 
         return min(free, key=preference)
 
