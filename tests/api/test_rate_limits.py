@@ -68,11 +68,21 @@ async def test_tokens_per_minute_count_the_prompt_and_max_tokens(start_oasis: Ca
         assert small.status_code == 404 and int(small.headers["x-ratelimit-remaining-tokens"]) < 1000 - spent
 
 
-async def test_a_runs_turns_count_against_its_projects_tokens(start_oasis: Callable[..., Any]) -> None:
-    tpm = 600  # 10 tokens a second come back
-    oasis: Harness = await start_oasis(engine_factories=None, models=[smollm()], rate_limits={"tokens_per_minute": tpm})
+async def _runs_oasis(
+    start_oasis: Callable[..., Any], tokens_per_minute: int, **model_options: Any
+) -> tuple[Harness, openai.AsyncOpenAI, Any]:
+    """A server with the shipped chat model and a project token limit, its SDK client and an assistant."""
+    oasis: Harness = await start_oasis(
+        engine_factories=None, models=[smollm(**model_options)], rate_limits={"tokens_per_minute": tokens_per_minute}
+    )
     client = oasis.sdk()
     assistant = await client.beta.assistants.create(model="gpt-4o-mini", instructions="Answer briefly.", temperature=0)
+    return oasis, client, assistant
+
+
+async def test_a_runs_turns_count_against_its_projects_tokens(start_oasis: Callable[..., Any]) -> None:
+    tpm = 600  # 10 tokens a second come back
+    oasis, client, assistant = await _runs_oasis(start_oasis, tpm)
     thread = await client.beta.threads.create(messages=[{"role": "user", "content": "Say hello."}])
     started = time.monotonic()
     run = await client.beta.threads.runs.create_and_poll(
@@ -93,9 +103,7 @@ async def test_a_runs_turns_count_against_its_projects_tokens(start_oasis: Calla
 async def test_a_run_past_its_projects_token_limit_fails_with_rate_limit_exceeded(
     start_oasis: Callable[..., Any],
 ) -> None:
-    oasis: Harness = await start_oasis(engine_factories=None, models=[smollm()], rate_limits={"tokens_per_minute": 40})
-    client = oasis.sdk()
-    assistant = await client.beta.assistants.create(model="gpt-4o-mini", instructions="Answer briefly.", temperature=0)
+    _, client, assistant = await _runs_oasis(start_oasis, 40)
     thread = await client.beta.threads.create(messages=[{"role": "user", "content": "Tell me about the sea."}])
     run = await client.beta.threads.runs.create_and_poll(  # its prompt and budget, ~280 tokens, past 40 a minute
         thread_id=thread.id, assistant_id=assistant.id, max_completion_tokens=256
@@ -110,11 +118,7 @@ async def test_a_runs_turn_is_charged_no_more_than_its_context_leaves_room_for(
 ) -> None:
     # A budget far past the 512-token context: the turn can generate only what the context leaves, and that is
     # what it takes from the 1000 tokens a minute (the whole budget would be a "Request too large" failure).
-    oasis: Harness = await start_oasis(
-        engine_factories=None, models=[smollm(context_length=512, parallel=1)], rate_limits={"tokens_per_minute": 1000}
-    )
-    client = oasis.sdk()
-    assistant = await client.beta.assistants.create(model="gpt-4o-mini", instructions="Answer briefly.", temperature=0)
+    oasis, client, assistant = await _runs_oasis(start_oasis, 1000, context_length=512, parallel=1)
     thread = await client.beta.threads.create(messages=[{"role": "user", "content": "Say hello."}])
     started = time.monotonic()
     run = await client.beta.threads.runs.create_and_poll(
@@ -138,9 +142,7 @@ async def test_a_run_after_its_project_spent_its_tokens_fails_with_rate_limit_re
 ) -> None:
     # Each turn takes its prompt and a 400-token budget (~440 tokens) of 500 a minute: the first run fits, the
     # second finds the minute's tokens spent (8 a second come back: it would need most of a minute).
-    oasis: Harness = await start_oasis(engine_factories=None, models=[smollm()], rate_limits={"tokens_per_minute": 500})
-    client = oasis.sdk()
-    assistant = await client.beta.assistants.create(model="gpt-4o-mini", instructions="Answer briefly.", temperature=0)
+    _, client, assistant = await _runs_oasis(start_oasis, 500)
     runs = []
     for _ in range(2):
         thread = await client.beta.threads.create(messages=[{"role": "user", "content": "Say hello."}])
