@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import openai
@@ -27,6 +27,9 @@ from oasis.container import Container
 from oasis.engines.base import EngineFactory
 from oasis.settings import Settings, load_settings
 from oasis.storage.db import Database
+
+if TYPE_CHECKING:
+    from oasis.engines.llamacpp.engine import LlamaCppEngine
 
 POSTGRES_ADMIN_URL = os.environ.get("OASIS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 USE_POSTGRES = os.environ.get("OASIS_TEST_DATABASE", "sqlite") == "postgresql"
@@ -190,6 +193,14 @@ def smollm(**options: Any) -> dict[str, Any]:
     spec = dict(SMOLLM)
     spec["options"] = {**SMOLLM["options"], **options}
     return spec
+
+
+def forget_caches(engine: LlamaCppEngine) -> None:
+    """Empties every slot's cache of an idle llama.cpp engine, as if it had just started (a slot that holds a prompt
+    sent again is taken again)."""
+    with engine._lock:  # the scheduler thread waits on it while idle
+        for slot in engine._slots:
+            engine._trim(slot, 0)
 
 
 @pytest.fixture

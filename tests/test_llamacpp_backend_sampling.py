@@ -15,7 +15,7 @@ from oasis.engines.llamacpp import native
 from oasis.engines.llamacpp.engine import LlamaCppEngine
 from oasis.engines.text import SamplingParams
 from oasis.settings import ModelSpec
-from tests.conftest import smollm
+from tests.conftest import forget_caches, smollm
 
 # Long enough (past _SHARE_MIN tokens) that requests sharing it copy the cache of the one that reads it.
 PROMPT = (
@@ -112,9 +112,7 @@ async def test_a_sequence_moved_to_another_slot_keeps_drawing_its_seeded_answer(
     sampling = {"max_tokens": 80, "temperature": 0.9, "seed": 11, "ignore_eos": True}
     try:
         alone = await _answer(engine, story, **sampling)
-        with engine._lock:  # empty again (else the slot holding the story is taken again, and nothing moves)
-            for slot in engine._slots:
-                engine._trim(slot, 0)
+        forget_caches(engine)  # else the slot holding the story would be taken again, and nothing would move
         first = asyncio.create_task(_answer(engine, "Describe the sea at night.", max_tokens=80, ignore_eos=True))
         short_one = asyncio.create_task(_answer(engine, "Say hi.", max_tokens=3, ignore_eos=True))
         moved = asyncio.create_task(_answer(engine, story, **sampling))

@@ -14,7 +14,7 @@ from oasis.engines.llamacpp import native
 from oasis.engines.llamacpp.engine import _SETTLE_STEPS, LlamaCppEngine
 from oasis.engines.text import SamplingParams
 from oasis.settings import ModelSpec
-from tests.conftest import smollm
+from tests.conftest import forget_caches, smollm
 
 
 @pytest.fixture
@@ -74,13 +74,6 @@ async def _greedy_text(engine: LlamaCppEngine, text: str, max_tokens: int) -> st
     return engine.detokenize([token.token async for token in engine.generate(prompt, params)])
 
 
-def _forget_caches(engine: LlamaCppEngine) -> None:
-    """Empties every slot's cache of an idle engine, as if it had just started."""
-    with engine._lock:  # the scheduler thread waits on it while idle
-        for slot in engine._slots:
-            engine._trim(slot, 0)
-
-
 async def test_sequences_left_apart_by_finished_ones_move_together_and_answer_the_same(ubatch_counter: Any) -> None:
     """Slots 0-3 taken, the short answers in 1 and 3 finish: a few steps later (in case new requests fill the
     holes) the sequence in slot 2 moves into slot 1 (a copy of its cache), so the two that remain decode in one
@@ -90,7 +83,7 @@ async def test_sequences_left_apart_by_finished_ones_move_together_and_answer_th
     story = "Tell a long story about a lighthouse."
     try:
         alone = await _greedy_text(engine, story, 80)
-        _forget_caches(engine)  # else the slot holding the story would be taken again, and nothing would move
+        forget_caches(engine)  # else the slot holding the story would be taken again, and nothing would move
         ubatch_counter.clear()
         first = asyncio.create_task(_generate(engine, "Describe the sea at night.", 80))
         short_one = asyncio.create_task(_generate(engine, "Say hi.", 3))
