@@ -9,7 +9,8 @@ It is read from /proc (the main thread's run time in schedstat) around one strea
 through /v1/completions and /v1/chat/completions, together with the main thread's CPU per request (max_tokens 1:
 what a request costs besides its tokens, included in the per-token figure) and each thread's CPU per second while
 idle.
-llama-server's HTTP thread, for comparison, is measured the same way with `--llama-server PATH`.
+llama-server's HTTP thread, for comparison, is measured the same way with `--llama-server PATH`, and the minimal server
+of `chat_vs_llama_server.py --control` (the same engine behind one ASGI function) with `--control`.
 """
 
 from __future__ import annotations
@@ -58,11 +59,13 @@ def _stream(client: httpx.Client, base: str, endpoint: str, model: str, seed: in
     return chunks
 
 
-def _measure(pid: int, base: str, model: str, streams: int, max_tokens: int, idle_seconds: float) -> list[str]:
+def _measure(
+    pid: int, base: str, model: str, streams: int, max_tokens: int, idle_seconds: float, endpoints: tuple[str, ...]
+) -> list[str]:
     rows = []
     # A connection per request, on both servers (llama-server closed a kept-alive one between requests).
     with httpx.Client(timeout=300, limits=httpx.Limits(max_keepalive_connections=0)) as client:
-        for endpoint in ("completions", "chat/completions"):
+        for endpoint in endpoints:
             _stream(client, base, endpoint, model, 0, max_tokens)  # warm
             before = _threads(pid)
             tokens = sum(_stream(client, base, endpoint, model, seed + 1, max_tokens) for seed in range(streams))
@@ -96,6 +99,11 @@ def main() -> None:
     parser.add_argument("--idle-seconds", type=float, default=20.0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--llama-server", type=Path, help="also measure llama-server's threads the same way")
+    parser.add_argument(
+        "--control",
+        action="store_true",
+        help="also the same engine behind a minimal ASGI server (bench/minimal_server.py; /v1/completions only)",
+    )
     args = parser.parse_args()
     gguf = args.gguf or default_gguf()
     print(
@@ -103,13 +111,17 @@ def main() -> None:
     )
     print("| endpoint | main thread µs/token | main thread ms/request | busiest other threads µs/token |")
     print("|---|---|---|---|")
-    sides = ["oasis", *(["llama-server"] if args.llama_server else [])]
+    sides = ["oasis", *(["minimal server"] if args.control else []), *(["llama-server"] if args.llama_server else [])]
     for kind in sides:
         # The servers as chat_vs_llama_server.py starts them: 4 slots of 2048 tokens.
         with server(kind, gguf, 4, 2048, args.threads, args.llama_server or Path("llama-server")) as (base, process):
             if kind == "llama-server":
                 print("llama-server (its main thread is the decode loop; its HTTP threads are among the others):")
-            for row in _measure(process.pid, base, "bench", args.streams, args.max_tokens, args.idle_seconds):
+            elif kind == "minimal server":
+                print("minimal server (the same engine behind one ASGI function on uvicorn):")
+            endpoints = ("completions",) if kind == "minimal server" else ("completions", "chat/completions")
+            rows = _measure(process.pid, base, "bench", args.streams, args.max_tokens, args.idle_seconds, endpoints)
+            for row in rows:
                 print(row)
 
 
