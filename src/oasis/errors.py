@@ -72,9 +72,38 @@ def _param_from_location(location: tuple[Any, ...]) -> str | None:
     return name or None
 
 
+# The value had the right type and broke a bound.
+_BOUND_ERRORS = frozenset(
+    {
+        "greater_than",
+        "greater_than_equal",
+        "less_than",
+        "less_than_equal",
+        "multiple_of",
+        "string_too_short",
+        "string_too_long",
+        "too_short",
+        "too_long",
+    }
+)
+
+
+def most_telling(errors: Sequence[Any]) -> Any:
+    """The first error, or, where a union's members each refused the first error's field, the member's error that
+    names the bound the value broke: `n_epochs: 0` for `"auto"` or an integer of 1 to 50 is "greater than or equal
+    to 1", not "Input should be 'auto'"."""
+    first = errors[0]
+    param = _param_from_location(tuple(first.get("loc", ())))
+    for error in errors:
+        if error.get("type") in _BOUND_ERRORS and _param_from_location(tuple(error.get("loc", ()))) == param:
+            return error
+    return first
+
+
 def invalid_fields(errors: Sequence[Any]) -> OasisError:
-    """Pydantic's validation errors as OpenAI's 400: the first one, its field named the way OpenAI names it."""
-    first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": ""}
+    """Pydantic's validation errors as OpenAI's 400: the first one (or what a union says of its field more
+    tellingly), its field named the way OpenAI names it."""
+    first = most_telling(errors) if errors else {"loc": (), "msg": "invalid request", "type": ""}
     if first.get("type") == "json_invalid":
         return OasisError(
             400,

@@ -92,7 +92,8 @@ async def test_bad_requests_name_their_param(quiet_oasis: Harness) -> None:
         ({"model": MODEL, "training_file": "file-missing"}, "training_file"),
         ({"model": MODEL, "training_file": batch_file}, "training_file"),
         ({"model": MODEL, "training_file": training, "validation_file": batch_file}, "validation_file"),
-        ({"model": MODEL, "training_file": training, "suffix": "x" * 19}, "suffix"),
+        ({"model": MODEL, "training_file": training, "suffix": "x" * 65}, "suffix"),
+        ({"model": MODEL, "training_file": training, "suffix": "   "}, "suffix"),
         ({"model": MODEL, "training_file": training, "hyperparameters": {"n_epochs": 0}}, "hyperparameters.n_epochs"),
         (
             {"model": MODEL, "training_file": training, "hyperparameters": {"batch_size": 300}},
@@ -111,6 +112,31 @@ async def test_bad_requests_name_their_param(quiet_oasis: Harness) -> None:
     reply = await supervised(quiet_oasis, training, {"n_epochs": 0})
     assert reply.status_code == 400 and reply.json()["error"]["param"] == "method.supervised.hyperparameters.n_epochs"
     assert (await client.fine_tuning.jobs.list()).data == []  # nothing was created by a refused request
+
+
+async def test_an_out_of_range_hyperparameter_is_told_its_range(quiet_oasis: Harness) -> None:
+    """A value of the right type past its bound hears the bound, not that it should have been "auto" (the
+    other member of the field's union), through either way of asking."""
+    client = quiet_oasis.sdk()
+    training = await upload(client, training_lines(12))
+    for asked, bound in (
+        ({"n_epochs": 0}, "greater than or equal to 1"),
+        ({"batch_size": 300}, "less than or equal to 256"),
+    ):
+        with pytest.raises(openai.BadRequestError) as caught:
+            await client.fine_tuning.jobs.create(model=MODEL, training_file=training, hyperparameters=asked)  # type: ignore[arg-type]
+        assert bound in caught.value.message and "'auto'" not in caught.value.message, caught.value.message
+        reply = await supervised(quiet_oasis, training, asked)
+        message = reply.json()["error"]["message"]
+        assert reply.status_code == 400 and bound in message and "'auto'" not in message, message
+
+
+async def test_a_suffix_as_long_as_openai_takes_is_accepted(quiet_oasis: Harness) -> None:
+    """OpenAI takes a suffix of up to 64 characters (the spec's schema 40, its text 18)."""
+    client = quiet_oasis.sdk()
+    training = await upload(client, training_lines(12))
+    job = await client.fine_tuning.jobs.create(model=MODEL, training_file=training, suffix="s" * 64)
+    assert job.status == "validating_files"
 
 
 async def test_cancel_and_isolation_between_projects(quiet_oasis: Harness) -> None:

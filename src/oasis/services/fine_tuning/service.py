@@ -14,8 +14,9 @@ from pydantic import ValidationError
 
 from oasis.engines.llamacpp.weights import gguf_path
 from oasis.engines.registry import EngineRegistry
-from oasis.errors import invalid_request, not_found
+from oasis.errors import invalid_request, most_telling, not_found
 from oasis.protocol import openapi_types as spec
+from oasis.protocol.extensions import MAX_FINE_TUNING_SUFFIX
 from oasis.services.metadata import check_metadata
 from oasis.settings import ModelSpec
 from oasis.storage import files as file_rows
@@ -27,7 +28,6 @@ from oasis.storage.tables import TRAINING_STATUSES, FineTuningCheckpoint, FineTu
 
 # Engine kinds whose weights oasis can train (a GGUF read by transformers) and serve again (the merged GGUF).
 TRAINABLE_ENGINES = ("llamacpp",)
-MAX_SUFFIX = 18
 HYPERPARAMETERS = ("n_epochs", "batch_size", "learning_rate_multiplier")
 
 
@@ -141,8 +141,10 @@ class FineTuningService:
             )
         hyperparameters = _asked_hyperparameters(request)
         suffix = request.get("suffix")
-        if suffix is not None and (len(suffix) > MAX_SUFFIX or not suffix.strip()):
-            raise invalid_request(f"'suffix' must be 1 to {MAX_SUFFIX} characters; got {len(suffix)}.", param="suffix")
+        if suffix is not None and (len(suffix) > MAX_FINE_TUNING_SUFFIX or not suffix.strip()):
+            raise invalid_request(
+                f"'suffix' must be 1 to {MAX_FINE_TUNING_SUFFIX} characters; got {len(suffix)}.", param="suffix"
+            )
         metadata = check_metadata(request.get("metadata")) if request.get("metadata") is not None else None
         integrations = request.get("integrations") or None
         seed = request.get("seed")
@@ -293,9 +295,10 @@ def _asked_hyperparameters(request: dict[str, Any]) -> dict[str, Any]:
             # the checked values, coerced as the top-level `hyperparameters` are ("4" is 4)
             method_asked = spec.Hyperparameters.model_validate(method_asked).model_dump(exclude_unset=True)
         except ValidationError as error:
-            field = ".".join(str(part) for part in error.errors()[0]["loc"][:1])
+            telling = most_telling(error.errors())
+            field = ".".join(str(part) for part in telling["loc"][:1])
             raise invalid_request(
-                f"Invalid hyperparameter {field}: {error.errors()[0]['msg']}.",
+                f"Invalid hyperparameter {field}: {telling['msg']}.",
                 param=f"method.supervised.hyperparameters.{field}",
             ) from None
         asked = {**asked, **method_asked}
