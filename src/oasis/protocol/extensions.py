@@ -224,7 +224,7 @@ class CreateFineTuningJobRequest(spec.CreateFineTuningJobRequest):
 
     method: FineTuningMethod | None = None
     metadata: dict[str, Any] | None = None
-    suffix: Annotated[str, Field(min_length=1, max_length=MAX_FINE_TUNING_SUFFIX)] | None = None  # type: ignore[assignment]
+    suffix: Annotated[str, Field(min_length=1, max_length=MAX_FINE_TUNING_SUFFIX)] | None = None
 
 
 class ModerationTextPart(BaseModel):
