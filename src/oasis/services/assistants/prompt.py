@@ -97,10 +97,13 @@ def fitted(
     run: Run, items: list[ThreadItem], measure: Callable[[ChatMessages], int | None], limit: int | None
 ) -> tuple[ChatMessages, int | None]:
     """The chat messages for the run's next generation and their prompt size (None when it cannot be measured
-    here: a model served by an upstream engine). `last_messages` keeps that many messages; `auto` drops the
-    oldest items until the prompt is within `limit` tokens. The list returned is the one given to `measure`."""
+    here: a model served by an upstream engine). `last_messages` keeps that many messages; `auto` drops items in
+    the middle of the thread until the prompt is within `limit` tokens, as OpenAI describes it: the thread's first
+    message (what it is about, often) stays with the newest ones while they fit together, else the oldest go first.
+    The list returned is the one given to `measure`."""
     strategy = json.loads(run.truncation_json)
-    if strategy.get("type") == "last_messages" and strategy.get("last_messages"):
+    cut_to_last = strategy.get("type") == "last_messages" and bool(strategy.get("last_messages"))
+    if cut_to_last:
         keep = int(strategy["last_messages"])
         positions = [index for index, item in enumerate(items) if item.is_message]
         if len(positions) > keep:
@@ -108,25 +111,42 @@ def fitted(
     system = system_text(run)
     head: ChatMessages = [{"role": "system", "content": system}] if system else []
 
-    def build(first: int) -> ChatMessages:
-        return head + [message for item in items[first:] for message in item.messages]
+    def build(kept: list[ThreadItem], first: int) -> ChatMessages:
+        return head + [message for item in kept + items[first:] for message in item.messages]
 
-    whole = build(0)
+    whole = build([], 0)
     size = measure(whole)
     if size is None or limit is None or size <= limit:
         return whole, size
-    # The smallest number of oldest items to drop, found by halving: each measure renders the whole prompt.
-    low, high = 1, len(items) - 1
+    if not cut_to_last and len(items) > 2:
+        found = _fewest_dropped(items[:1], 2, len(items), build, measure, limit)
+        if found is not None:
+            return found
+    found = _fewest_dropped([], 1, len(items), build, measure, limit)
+    if found is None:
+        raise DoesNotFit
+    return found
+
+
+def _fewest_dropped(
+    kept: list[ThreadItem],
+    low: int,
+    count: int,
+    build: Callable[[list[ThreadItem], int], ChatMessages],
+    measure: Callable[[ChatMessages], int | None],
+    limit: int,
+) -> tuple[ChatMessages, int] | None:
+    """`kept`, then the items from the earliest place in low..count-1 after which the prompt fits within `limit`,
+    found by halving (each measure renders the whole prompt); None when even the newest item does not fit."""
+    high = count - 1
     best: tuple[ChatMessages, int] | None = None
     while low <= high:
         middle = (low + high) // 2
-        candidate = build(middle)
+        candidate = build(kept, middle)
         candidate_size = measure(candidate) or 0
         if candidate_size <= limit:
             best = (candidate, candidate_size)
             high = middle - 1
         else:
             low = middle + 1
-    if best is None:
-        raise DoesNotFit
     return best
