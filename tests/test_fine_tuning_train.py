@@ -131,6 +131,11 @@ async def test_the_model_learns_an_answer_and_the_fine_tune_is_served(start_oasi
     assert ANSWER not in await _ask(client, MODEL, TEST_QUESTION)  # the base model is unchanged
     last = max(checkpoints, key=lambda c: c.step_number)
     assert ANSWER in await _ask(client, last.fine_tuned_model_checkpoint, TEST_QUESTION)
+    # A checkpoint that answers chat can be looked up as a model, as a client checks one before using it.
+    looked_up = await client.models.retrieve(last.fine_tuned_model_checkpoint)
+    assert (looked_up.id, looked_up.created) == (last.fine_tuned_model_checkpoint, last.created_at)
+    with pytest.raises(openai.NotFoundError):
+        await theirs.models.retrieve(last.fine_tuned_model_checkpoint)
     assert name in [model.id async for model in client.models.list()]
 
     # the other ways in: an Assistants run and a batch line name the fine-tune

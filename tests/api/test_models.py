@@ -13,7 +13,7 @@ from oasis.engines.registry import UnknownEngineKind
 from oasis.settings import ModelSpec
 from oasis.storage.clock import now
 from oasis.storage.projects import get_or_create_project
-from oasis.storage.tables import OwnedModel
+from oasis.storage.tables import FineTuningCheckpoint, OwnedModel
 from tests.conftest import Harness
 from tests.engines import BrokenEngine, GatedEngine, IdleEngine
 
@@ -83,6 +83,34 @@ async def test_owned_model_is_listed_and_deleted_by_its_project_only(served: Har
     assert model_id not in [m.id for m in (await alice.models.list()).data]
     with pytest.raises(openai.NotFoundError):
         await alice.models.retrieve(model_id)
+
+
+async def test_a_fine_tunes_checkpoint_is_looked_up_by_its_project_only(served: Harness) -> None:
+    """A checkpoint answers chat under its own name (tests/test_fine_tuning_train.py), so a client that checks a
+    model before using it finds it; another project does not."""
+    _, key_a = await served.container.keys.create("alpha")
+    _, key_b = await served.container.keys.create("beta")
+    name = "ft:tiny-chat:alpha::abc123:ckpt-step-4"
+    async with served.container.db.session() as session:
+        project = await get_or_create_project(session, "alpha")
+        session.add(
+            FineTuningCheckpoint(
+                id="ftckpt_abc",
+                job_id="ftjob-abc123",
+                project_id=project.id,
+                created_at=1_700_000_000,
+                fine_tuned_model_checkpoint=name,
+                step_number=4,
+                metrics_json="{}",
+                adapter_blob_key="models/ftjob-abc123/ckpt-step-4.tar",
+            )
+        )
+        await session.commit()
+    found = await served.sdk(key_a).models.retrieve(name)
+    assert (found.id, found.object, found.created, found.owned_by) == (name, "model", 1_700_000_000, project.id)
+    with pytest.raises(openai.NotFoundError) as caught:
+        await served.sdk(key_b).models.retrieve(name)
+    assert caught.value.code == "model_not_found"
 
 
 async def test_health_is_503_until_models_load(start_oasis: Callable[..., Any]) -> None:

@@ -8,6 +8,7 @@ from oasis.engines.registry import EngineRegistry
 from oasis.errors import not_found, permission_denied
 from oasis.protocol import openapi_types as spec
 from oasis.services.models.engine_lookup import check_not_failed
+from oasis.storage import fine_tuning as job_rows
 from oasis.storage import models as model_rows
 from oasis.storage.db import Database
 
@@ -64,9 +65,13 @@ class ModelService:
             return spec.Model(id=model, object="model", created=self._started_at, owned_by=model_spec.owned_by)
         async with self._db.session() as session:
             row = await model_rows.get_model(session, project_id, model)
-        if row is None:
-            raise _model_not_found(model)
-        return spec.Model(id=row.id, object="model", created=row.created_at, owned_by=row.owned_by)
+            # A fine-tune's checkpoint answers chat under its own name, so it is a model a client may look up.
+            checkpoint = await job_rows.checkpoint_model(session, project_id, model) if row is None else None
+        if row is not None:
+            return spec.Model(id=row.id, object="model", created=row.created_at, owned_by=row.owned_by)
+        if checkpoint is not None:
+            return spec.Model(id=model, object="model", created=checkpoint.created_at, owned_by=project_id)
+        raise _model_not_found(model)
 
     async def delete(self, project_id: str, model: str) -> spec.DeleteModelResponse:
         if self._registry.configured(model):
