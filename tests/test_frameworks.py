@@ -1,5 +1,5 @@
-"""LangChain and LlamaIndex against a running `oasis serve`, with no network beyond loopback, as the README
-shows them."""
+"""LangChain, LlamaIndex and instructor against a running `oasis serve`, with no network beyond loopback, as the
+README shows them."""
 
 from __future__ import annotations
 
@@ -68,3 +68,34 @@ def test_llamaindex_chat_and_embeddings(server: ServerProcess) -> None:
     assert isinstance(llm.complete("Say hello.").text, str)
     embedder = OpenAIEmbedding(api_base=base_url, api_key="unused", model_name="text-embedding-3-small")
     assert len(embedder.get_text_embedding("bees dance")) == 384
+
+
+def test_instructor_gets_objects_that_pass_its_validation(server: ServerProcess) -> None:
+    """instructor's default mode (a forced tool call) and its JSON-schema mode (a structured output) give objects
+    its validation passes, their fields' bounds included: a small model wrote a confidence of 4.8 before the
+    grammar kept numbers to them, and instructor refused the answer."""
+    from typing import Literal
+
+    import instructor
+    import openai
+    from pydantic import BaseModel, Field
+
+    class Verdict(BaseModel):
+        label: Literal["spam", "ham"]
+        confidence: float = Field(ge=0, le=1)
+        stars: int = Field(ge=1, le=5)
+
+    client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="unused")
+    message = {"role": "user", "content": "Classify this email and rate it: 'WIN A FREE PHONE, CLICK NOW'"}
+    for mode in (instructor.Mode.TOOLS, instructor.Mode.JSON_SCHEMA):
+        extracting = instructor.from_openai(client, mode=mode)
+        for seed in range(3):
+            verdict = extracting.chat.completions.create(
+                model="gpt-4o-mini",
+                response_model=Verdict,
+                messages=[message],  # type: ignore[list-item]
+                max_retries=0,  # the first answer must pass
+                temperature=1.0,
+                seed=seed,
+            )
+            assert isinstance(verdict, Verdict) and 0 <= verdict.confidence <= 1 and 1 <= verdict.stars <= 5

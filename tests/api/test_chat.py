@@ -120,6 +120,54 @@ async def test_json_schema_output_matches_the_schema(chat_oasis: Harness) -> Non
     assert isinstance(parsed["city"], str) and isinstance(parsed["population"], int)
 
 
+async def test_numbers_in_structured_outputs_and_tool_calls_keep_to_their_bounds(chat_oasis: Harness) -> None:
+    """`minimum`, `maximum` and their exclusive forms (pydantic's ge, le, gt, lt) hold in what the model writes, as
+    OpenAI's structured outputs keep them: the small model wrote ratings of 15 and confidences of 4.8 before."""
+    schema = {
+        "type": "object",
+        "properties": {
+            "rating": {"type": "integer", "minimum": 1, "maximum": 5},
+            "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+            "votes": {"type": "integer", "exclusiveMinimum": 100},
+            "change": {"anyOf": [{"type": "number", "minimum": -1, "exclusiveMaximum": 0}, {"type": "null"}]},
+        },
+        "required": ["rating", "confidence", "votes", "change"],
+        "additionalProperties": False,
+    }
+    client = chat_oasis.sdk()
+    question = [{"role": "user", "content": "Rate the film Jaws from 1 to 5, say how sure you are, and its votes."}]
+    answers = []
+    for seed in range(5):
+        reply = await client.chat.completions.create(
+            model=MODEL,
+            messages=question,  # type: ignore[arg-type]
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "rating", "schema": schema, "strict": True},
+            },
+            max_tokens=150,
+            temperature=1.0,
+            seed=seed,
+        )
+        assert reply.choices[0].finish_reason == "stop", reply.choices[0]
+        answers.append(json.loads(reply.choices[0].message.content or ""))
+        called = await client.chat.completions.create(
+            model=MODEL,
+            messages=question,  # type: ignore[arg-type]
+            tools=[{"type": "function", "function": {"name": "rate", "parameters": schema, "strict": True}}],
+            tool_choice={"type": "function", "function": {"name": "rate"}},
+            max_tokens=150,
+            temperature=1.0,
+            seed=seed,
+        )
+        (call,) = called.choices[0].message.tool_calls or []
+        answers.append(json.loads(call.function.arguments))  # type: ignore[union-attr]
+    for answer in answers:
+        assert 1 <= answer["rating"] <= 5 and isinstance(answer["rating"], int), answer
+        assert 0 <= answer["confidence"] <= 1 and answer["votes"] > 100, answer
+        assert answer["change"] is None or -1 <= answer["change"] < 0, answer
+
+
 async def test_schemas_with_bounds_in_the_thousands_are_served_not_crashed_on(chat_oasis: Harness) -> None:
     # llama.cpp's grammar parser crashed the whole process on such bounds (common in agents' tool schemas).
     schema = {
@@ -423,7 +471,12 @@ async def test_a_schema_that_cannot_be_followed_is_a_400_and_the_engine_keeps_se
     refused when the request comes; it used to be found on the engine's scheduler thread, which it ended, and every
     later request hung."""
     client = chat_oasis.sdk()
-    for schema in ({"type": "strange"}, {"type": "object", "properties": {"a": {"enum": []}}, "required": ["a"]}):
+    no_integer = {"type": "object", "properties": {"a": {"type": "integer", "minimum": 5, "maximum": 1}}}
+    for schema in (
+        {"type": "strange"},
+        {"type": "object", "properties": {"a": {"enum": []}}, "required": ["a"]},
+        {**no_integer, "required": ["a"]},
+    ):
         with pytest.raises(openai.BadRequestError) as refused:
             await client.chat.completions.create(
                 model=MODEL,

@@ -12,7 +12,9 @@ from functools import cache
 from typing import Any
 
 from llama_cpp import llama_cpp as _lib
-from llama_cpp.llama_grammar import json_schema_to_gbnf
+from llama_cpp.llama_grammar import RESERVED_NAMES, SchemaConverter
+
+from oasis.engines.llamacpp.number_grammar import BOUND_KEYS, bounded_number_rule
 
 llama_token = _lib.llama_token
 llama_logit_bias = _lib.llama_logit_bias
@@ -81,8 +83,26 @@ _JSON_STRING_CHAR = '[^"\\\\\\x7F\\x00-\\x1F]'
 CACHED_SCHEMA_CHARS = 64 * 1024
 
 
+class _Converter(SchemaConverter):
+    """llama-cpp-python's converter, with integers and numbers held to their schema's bounds."""
+
+    def visit(self, schema: Any, name: str) -> Any:
+        if (
+            isinstance(schema, dict)
+            and schema.get("type") in ("integer", "number")
+            and any(key in schema for key in BOUND_KEYS)
+            and not any(key in schema for key in ("$ref", "anyOf", "oneOf", "allOf", "const", "enum"))
+        ):
+            rule_name = name + "-" if name in RESERVED_NAMES else name or "root"
+            return self._add_rule(rule_name, f"({bounded_number_rule(schema)}) space")
+        return super().visit(schema, name)
+
+
 def _convert(schema_json: str) -> str:
-    return str(json_schema_to_gbnf(schema_json)).replace(_ANY_STRING_CHAR, _JSON_STRING_CHAR)
+    # as llama_cpp.llama_grammar.json_schema_to_gbnf, with the converter above
+    converter = _Converter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
+    converter.visit(converter.resolve_refs(json.loads(schema_json), "stdin"), "")
+    return str(converter.format_grammar()).replace(_ANY_STRING_CHAR, _JSON_STRING_CHAR)
 
 
 class GrammarCache:
