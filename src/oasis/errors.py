@@ -60,14 +60,25 @@ def _is_type_tag(part: str) -> bool:
     )
 
 
+# Lists of a union discriminated by a field: pydantic puts the item's tag (its role) in the error's location.
+_TAGGED_LISTS = {"messages": frozenset({"system", "developer", "user", "assistant", "tool", "function"})}
+
+
 def _param_from_location(location: tuple[Any, ...]) -> str | None:
-    """("body", "messages", 0, "role") -> "messages[0].role", the way OpenAI names a field."""
+    """("body", "messages", 0, "user", "content") -> "messages[0].content", the way OpenAI names a field."""
     parts = [part for part in location if part not in ("body", "query", "path", "header", "form")]
     name = ""
-    for part in parts:
+    for position, part in enumerate(parts):
         if isinstance(part, int):
             name += f"[{part}]"
         elif isinstance(part, str) and not _is_type_tag(part):
+            tags = (
+                _TAGGED_LISTS.get(parts[position - 2])
+                if position >= 2 and isinstance(parts[position - 2], str)
+                else None
+            )
+            if tags is not None and isinstance(parts[position - 1], int) and part in tags:
+                continue
             name += f".{part}" if name else part
     return name or None
 
@@ -88,15 +99,54 @@ _BOUND_ERRORS = frozenset(
 )
 
 
+# The value was not of the type asked: where a union's other member took the type, its error says more.
+_TYPE_MISMATCHES = frozenset(
+    {
+        "string_type",
+        "int_type",
+        "float_type",
+        "bool_type",
+        "list_type",
+        "dict_type",
+        "model_type",
+        "none_required",
+        "literal_error",  # a string member's literals, given an object
+    }
+)
+
+
+def _member(error: Any) -> tuple[Any, ...]:
+    """The location of the union member an error comes from (up to its innermost type name)."""
+    location = tuple(error.get("loc", ()))
+    names = [index for index, part in enumerate(location) if isinstance(part, str) and _is_type_tag(part)]
+    return location[: names[-1] + 1] if names else ()
+
+
+def _refuses_tag(error: Any) -> bool:
+    return bool(error.get("type") == "literal_error" and tuple(error.get("loc", ()))[-1:] == ("type",))
+
+
 def most_telling(errors: Sequence[Any]) -> Any:
     """The first error, or, where a union's members each refused the first error's field, the member's error that
-    names the bound the value broke: `n_epochs: 0` for `"auto"` or an integer of 1 to 50 is "greater than or equal
-    to 1", not "Input should be 'auto'"."""
+    says more: one naming the bound the value broke (`n_epochs: 0` for `"auto"` or an integer of 1 to 50 is
+    "greater than or equal to 1", not "Input should be 'auto'"), else, when the first only says the value is not of
+    its member's type, an error inside the value from the member whose type it has (content given as parts, one of
+    them wrong: that part's field, not "Input should be a valid string")."""
     first = errors[0]
     param = _param_from_location(tuple(first.get("loc", ())))
-    for error in errors:
-        if error.get("type") in _BOUND_ERRORS and _param_from_location(tuple(error.get("loc", ()))) == param:
+    named = [(error, _param_from_location(tuple(error.get("loc", ())))) for error in errors]
+    for error, error_param in named:
+        if error.get("type") in _BOUND_ERRORS and error_param == param:
             return error
+    if first.get("type") in _TYPE_MISMATCHES and param is not None:
+        inside = [
+            error for error, error_param in named if error_param and error_param.startswith((f"{param}[", f"{param}."))
+        ]
+        # a member whose tag the value does not carry (`"type": "text"` asked of an image part) says least
+        wrong_tag = {_member(error) for error in inside if _refuses_tag(error)}
+        telling = [error for error in inside if _member(error) not in wrong_tag] or inside
+        if telling:
+            return telling[0]
     return first
 
 

@@ -385,6 +385,18 @@ async def test_a_full_queue_answers_429_with_retry_after(start_oasis: Any) -> No
         ({"n": 0}, 400, "n"),
         ({"top_p": 1.5}, 400, "top_p"),
         ({"messages": [{"role": "robot", "content": "hi"}]}, 400, "messages[0].role"),
+        # fields named as OpenAI names them: no role in the path, the wrong part's own field
+        (
+            {"messages": [{"role": "user", "content": "hi"}, {"role": "tool", "content": "x"}]},
+            400,
+            "messages[1].tool_call_id",
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]},
+            400,
+            "messages[0].content[0].text",
+        ),
+        ({"tool_choice": {"type": "function"}}, 400, "tool_choice.function"),
         ({"top_logprobs": 2}, 400, "top_logprobs"),
         ({"logprobs": True, "top_logprobs": 21}, 400, "top_logprobs"),
         ({"stop": ["a", "b", "c", "d", "e"]}, 400, "stop"),

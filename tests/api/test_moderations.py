@@ -131,7 +131,7 @@ async def test_newer_clients_typed_text_parts(moderation_oasis: Harness) -> None
             400,
             "input[0].image_url.url",
         ),
-        ({"input": ["hello", {"type": "text", "text": "hi"}]}, 400, "input"),  # strings and parts do not mix
+        ({"input": ["hello", {"type": "text", "text": "hi"}]}, 400, "input[1]"),  # strings and parts do not mix
         (
             {"input": [{"type": "text", "text": "hi"}, {"type": "image_url", "image_url": {"url": NOT_AN_IMAGE}}]},
             400,
