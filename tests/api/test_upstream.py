@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import http.server
+import json
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -189,3 +192,70 @@ async def test_images_are_made_upstream_and_linked_here(routed: Harness) -> None
             size="256x256",
         )
     assert caught.value.body["param"] == "image"  # type: ignore[index]
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    """An OpenAI-compatible server that records each body it is sent and answers a fixed chat completion: what
+    oasis forwards is what this test reads."""
+
+    bodies: list[dict[str, Any]] = []
+
+    def do_POST(self) -> None:
+        length = int(self.headers["content-length"])
+        self.bodies.append(json.loads(self.rfile.read(length)))
+        answer = {
+            "id": "chatcmpl-recorded",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "recorded",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "ok"},
+                    "finish_reason": "stop",
+                    "logprobs": None,
+                }
+            ],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        }
+        data = json.dumps(answer).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+async def test_a_forwarded_request_keeps_what_the_client_sent_at_every_depth(start_oasis: Callable[..., Any]) -> None:
+    """Fields this server's types do not know, inside the request too (a tool's `strict`, a stream option, an image
+    part's URL as written), reach the upstream as the client sent them: they were dropped, and strict function
+    calling through vLLM or OpenAI lost its guarantee without a word."""
+    recorder = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    threading.Thread(target=recorder.serve_forever, daemon=True).start()
+    try:
+        base_url = f"http://127.0.0.1:{recorder.server_address[1]}/v1"
+        harness: Harness = await start_oasis(
+            engine_factories=None,
+            models=[{"id": "remote", "engine": "upstream", "options": {"base_url": base_url, "model": "theirs"}}],
+        )
+        sent = {
+            "model": "remote",
+            "messages": [
+                {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://example.com"}}]}
+            ],
+            "tools": [
+                {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}, "strict": True}}
+            ],
+            "top_k": 5,
+        }
+        async with harness.http() as client:
+            reply = await client.post("/v1/chat/completions", json=sent)
+        assert reply.status_code == 200 and reply.json()["model"] == "remote", reply.text
+        (forwarded,) = _Recorder.bodies
+        assert forwarded == {**sent, "model": "theirs"}
+    finally:
+        recorder.shutdown()
+        recorder.server_close()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ModelWrapValidatorHandler, PrivateAttr, model_validator
 
 from oasis.protocol import openapi_types as spec
 
@@ -102,7 +102,27 @@ class ResponseFormat(BaseModel):
         return self
 
 
-class ChatCompletionRequest(spec.CreateChatCompletionRequest):
+class _KeepsWhatWasSent(BaseModel):
+    """A request that remembers the body it was read from, as sent: an upstream engine receives that, with the
+    fields this server's types do not know at every depth (`tools[].function.strict`, a newer content part's
+    keys), not the request as read here, which keeps unknown fields at the top level only."""
+
+    _sent: dict[str, Any] | None = PrivateAttr(default=None)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _remember(cls, data: Any, handler: ModelWrapValidatorHandler[Any]) -> Any:
+        request = handler(data)
+        if isinstance(data, dict):
+            request._sent = data
+        return request
+
+    @property
+    def sent(self) -> dict[str, Any] | None:
+        return self._sent
+
+
+class ChatCompletionRequest(spec.CreateChatCompletionRequest, _KeepsWhatWasSent):
     # Unknown fields are kept (local engines ignore them) so that an upstream engine receives them.
     model_config = ConfigDict(extra="allow")
 
@@ -113,7 +133,7 @@ class ChatCompletionRequest(spec.CreateChatCompletionRequest):
     parallel_tool_calls: bool | None = None
 
 
-class CompletionRequest(spec.CreateCompletionRequest):
+class CompletionRequest(spec.CreateCompletionRequest, _KeepsWhatWasSent):
     model_config = ConfigDict(extra="allow")
 
     model: str

@@ -25,7 +25,11 @@ def forwarding_engine(registry: EngineRegistry, model: str) -> ForwardingEngine 
 
 
 def forwarded_body(request: BaseModel) -> dict[str, Any]:
-    """What the client sent, unknown fields included (vLLM's top_k, min_p, …), for the upstream to judge."""
+    """What the client sent, unknown fields included at every depth (vLLM's top_k, a tool's `strict`), for the
+    upstream to judge."""
+    sent = getattr(request, "sent", None)
+    if isinstance(sent, dict):
+        return dict(sent)
     return request.model_dump(mode="json", by_alias=True, exclude_unset=True)
 
 
