@@ -66,6 +66,37 @@ async def test_a_named_function_is_the_one_called(chat_oasis: Harness) -> None:
     assert call.function.name == "get_time" and "zone" in json.loads(call.function.arguments)
 
 
+async def test_allowed_tools_limit_the_calls_to_those_named(chat_oasis: Harness) -> None:
+    """`tool_choice: allowed_tools` (current SDKs): of the offered tools, only those named may be called; with
+    `required`, one of them is, though the question asks for another."""
+    allowed = {"mode": "required", "tools": [{"type": "function", "function": {"name": "get_time"}}]}
+    body = {
+        "model": MODEL,
+        "messages": WEATHER,
+        "tools": TOOLS,
+        "tool_choice": {"type": "allowed_tools", "allowed_tools": allowed},
+        "temperature": 0,
+        "max_tokens": 100,
+    }
+    async with chat_oasis.http() as http:
+        reply = await http.post("/v1/chat/completions", json=body)
+    assert reply.status_code == 200, reply.text
+    (choice,) = reply.json()["choices"]
+    assert choice["finish_reason"] == "tool_calls", choice
+    assert {call["function"]["name"] for call in choice["message"]["tool_calls"]} == {"get_time"}
+
+
+async def test_an_earlier_refusal_in_the_conversation_is_read_as_what_was_said(chat_oasis: Harness) -> None:
+    """Current SDKs send an earlier answer's `refusal` part back with the conversation."""
+    history: Any = [
+        {"role": "user", "content": "Tell me a secret."},
+        {"role": "assistant", "content": [{"type": "refusal", "refusal": "I can't share secrets."}]},
+        {"role": "user", "content": "Then say hello."},
+    ]
+    reply = await chat_oasis.sdk().chat.completions.create(model=MODEL, messages=history, max_tokens=5)
+    assert reply.choices[0].message.content is not None
+
+
 async def test_tool_calls_stream_as_deltas(chat_oasis: Harness) -> None:
     stream = await chat_oasis.sdk().chat.completions.create(
         model=MODEL,
@@ -155,6 +186,15 @@ async def test_a_call_with_broken_json_arguments_in_history_is_passed_on(chat_oa
     [
         ({"tool_choice": {"type": "function", "function": {"name": "launch_rocket"}}}, "tool_choice"),
         ({"tools": [], "tool_choice": "required"}, "tool_choice"),
+        (
+            {
+                "tool_choice": {
+                    "type": "allowed_tools",
+                    "allowed_tools": {"mode": "auto", "tools": [{"type": "function", "function": {"name": "nope"}}]},
+                }
+            },
+            "tool_choice.allowed_tools.tools[0]",
+        ),
     ],
 )
 async def test_bad_tool_requests_are_400s(chat_oasis: Harness, change: dict[str, Any], param: str) -> None:

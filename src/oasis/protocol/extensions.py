@@ -66,8 +66,15 @@ class UserMessage(spec.ChatCompletionRequestUserMessage):
     pass  # the spec's user message already takes text and image parts
 
 
+class RefusalPart(BaseModel):
+    """An earlier answer's refusal, as current SDKs send it back in the conversation."""
+
+    type: Literal["refusal"]
+    refusal: str
+
+
 class AssistantMessage(spec.ChatCompletionRequestAssistantMessage):
-    content: str | TextParts | None = None  # type: ignore[assignment]
+    content: str | list[spec.ChatCompletionRequestMessageContentPartText | RefusalPart] | None = None  # type: ignore[assignment]
 
 
 class ToolMessage(spec.ChatCompletionRequestToolMessage):
@@ -102,6 +109,18 @@ class ResponseFormat(BaseModel):
         return self
 
 
+class AllowedTools(BaseModel):
+    mode: Literal["auto", "required"]
+    tools: list[dict[str, Any]] = Field(min_length=1)  # {"type": "function", "function": {"name": ...}}
+
+
+class AllowedToolsChoice(BaseModel):
+    """`tool_choice: {"type": "allowed_tools", ...}` (after this spec): the model may call only these of the tools."""
+
+    type: Literal["allowed_tools"]
+    allowed_tools: AllowedTools
+
+
 class _KeepsWhatWasSent(BaseModel):
     """A request that remembers the body it was read from, as sent: an upstream engine receives that, with the
     fields this server's types do not know at every depth (`tools[].function.strict`, a newer content part's
@@ -131,6 +150,7 @@ class ChatCompletionRequest(spec.CreateChatCompletionRequest, _KeepsWhatWasSent)
     response_format: ResponseFormat | None = None  # type: ignore[assignment]
     max_completion_tokens: int | None = Field(default=None, ge=1)
     parallel_tool_calls: bool | None = None
+    tool_choice: spec.ChatCompletionToolChoiceOption | AllowedToolsChoice | None = None  # type: ignore[assignment]
 
 
 class CompletionRequest(spec.CreateCompletionRequest, _KeepsWhatWasSent):

@@ -21,6 +21,9 @@ def _text_of(content: Any, index: int) -> str:
     texts = []
     for part in content:
         part = getattr(part, "root", part)
+        if getattr(part, "type", None) == "refusal":  # an earlier answer's refusal: what the assistant said
+            texts.append(part.refusal)
+            continue
         if getattr(part, "type", None) != "text":
             raise invalid_request(
                 "This model reads text only: image content parts are not supported.",

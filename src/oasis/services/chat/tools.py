@@ -18,7 +18,7 @@ import jsonschema
 import referencing
 
 from oasis.errors import invalid_request
-from oasis.protocol.extensions import ChatCompletionRequest
+from oasis.protocol.extensions import AllowedToolsChoice, ChatCompletionRequest
 
 Mode = Literal["auto", "required", "named"]
 
@@ -50,6 +50,9 @@ def plan_tools(request: ChatCompletionRequest) -> ToolPlan | None:
         choice = getattr(choice, "name", choice)  # {"name": ...} -> the name
         named = None if choice in (None, "auto", "none") else choice
         mode_choice = "none" if choice == "none" else ("named" if named else "auto")
+    elif isinstance(request.tool_choice, AllowedToolsChoice):
+        functions = _allowed(request, request.tool_choice)
+        named, mode_choice = None, request.tool_choice.allowed_tools.mode
     else:
         functions = [tool.function.model_dump(exclude_none=True) for tool in request.tools or []]
         raw = request.tool_choice.root if request.tool_choice is not None else None
@@ -68,6 +71,23 @@ def plan_tools(request: ChatCompletionRequest) -> ToolPlan | None:
         functions = chosen
     parallel = request.parallel_tool_calls is not False and not legacy and named is None
     return ToolPlan(mode=mode_choice, functions=functions, parallel=parallel, legacy=legacy)  # type: ignore[arg-type]
+
+
+def _allowed(request: ChatCompletionRequest, choice: AllowedToolsChoice) -> list[dict[str, Any]]:
+    """The offered functions that `allowed_tools` names: the only ones the model is shown and may call."""
+    offered = {tool.function.name: tool.function.model_dump(exclude_none=True) for tool in request.tools or []}
+    names = []
+    for index, tool in enumerate(choice.allowed_tools.tools):
+        function = tool.get("function")
+        name = function.get("name") if isinstance(function, dict) else None
+        if tool.get("type") != "function" or name not in offered:
+            raise invalid_request(
+                "Each of 'allowed_tools.tools' must name one of the offered functions, as "
+                '{"type": "function", "function": {"name": ...}}.',
+                param=f"tool_choice.allowed_tools.tools[{index}]",
+            )
+        names.append(name)
+    return [function for name, function in offered.items() if name in names]
 
 
 def tools_system_prompt(plan: ToolPlan) -> str:
