@@ -427,6 +427,25 @@ async def test_bad_requests_get_envelopes(chat_oasis: Harness, change: dict[str,
     assert response.json()["error"]["param"] == param
 
 
+async def test_audio_and_file_parts_are_refused_by_name_by_a_text_model(chat_oasis: Harness) -> None:
+    """Parts current SDKs send that a local text model cannot read: a 400 that says which, not a complaint that
+    the content should have been a string."""
+    for part, code in (
+        (
+            {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}},
+            "input_audio_parts_unsupported",
+        ),
+        ({"type": "file", "file": {"file_id": "file-abc"}}, "file_parts_unsupported"),
+    ):
+        with pytest.raises(openai.BadRequestError) as refused:
+            await chat_oasis.sdk().chat.completions.create(
+                model=MODEL,
+                messages=[{"role": "user", "content": [{"type": "text", "text": "What is this?"}, part]}],  # type: ignore[list-item]
+                max_tokens=3,
+            )
+        assert (refused.value.code, refused.value.param) == (code, "messages[0].content"), refused.value.body
+
+
 async def test_a_lone_surrogate_in_a_message_or_prompt_is_a_400_and_the_engine_keeps_serving(
     chat_oasis: Harness,
 ) -> None:

@@ -244,7 +244,12 @@ async def test_a_forwarded_request_keeps_what_the_client_sent_at_every_depth(sta
         sent = {
             "model": "remote",
             "messages": [
-                {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://example.com"}}]}
+                {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://example.com"}}]},
+                # a part this server's text models refuse, for a model upstream to read
+                {
+                    "role": "user",
+                    "content": [{"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}],
+                },
             ],
             "tools": [
                 {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}, "strict": True}}

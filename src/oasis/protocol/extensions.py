@@ -62,8 +62,21 @@ class DeveloperMessage(SystemMessage):
     role: Literal["developer"]  # type: ignore[assignment]
 
 
+class InputAudioPart(BaseModel):
+    type: Literal["input_audio"]
+    input_audio: dict[str, Any]
+
+
+class FilePart(BaseModel):
+    type: Literal["file"]
+    file: dict[str, Any]
+
+
 class UserMessage(spec.ChatCompletionRequestUserMessage):
-    pass  # the spec's user message already takes text and image parts
+    """Text and image parts (the spec's), and the audio and file parts current SDKs send: a model routed upstream
+    may read them; a local text model refuses them by name."""
+
+    content: str | list[spec.ChatCompletionRequestMessageContentPart | InputAudioPart | FilePart]  # type: ignore[assignment]
 
 
 class RefusalPart(BaseModel):

@@ -24,11 +24,13 @@ def _text_of(content: Any, index: int) -> str:
         if getattr(part, "type", None) == "refusal":  # an earlier answer's refusal: what the assistant said
             texts.append(part.refusal)
             continue
-        if getattr(part, "type", None) != "text":
+        kind = getattr(part, "type", None)
+        if kind != "text":
+            what = "image" if kind == "image_url" else kind
             raise invalid_request(
-                "This model reads text only: image content parts are not supported.",
+                f"This model reads text only: {what} content parts are not supported.",
                 param=f"messages[{index}].content",
-                code="image_parts_unsupported",
+                code=f"{what}_parts_unsupported",
             )
         texts.append(part.text)
     return "".join(texts)
