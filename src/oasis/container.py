@@ -75,7 +75,8 @@ def _batch_endpoints(
 
     async def chat_completion(body: dict[str, Any]) -> dict[str, Any]:
         await load(body)
-        return await chat.create(ChatCompletionRequest.model_validate(body))
+        request = await chat.with_files_read(ChatCompletionRequest.model_validate(body), serving_project())
+        return await chat.create(request)
 
     async def completion(body: dict[str, Any]) -> dict[str, Any]:
         await load(body)
@@ -144,7 +145,7 @@ class Container:
         registry = EngineRegistry(specs, factories)
         embeddings = EmbeddingService(registry)
         files = FileService(db, blobs, settings.files.max_upload_bytes)
-        chat = ChatService(registry, fingerprint=_fingerprint())
+        chat = ChatService(registry, fingerprint=_fingerprint(), files=files)
         completions = CompletionService(registry, fingerprint=_fingerprint())
         fine_tuned = FineTunedModels(
             db, blobs, registry, settings.data_dir / "models", settings.fine_tuning.max_loaded_models

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import io
 import json
 import re
 from pathlib import Path
@@ -15,6 +17,7 @@ import yaml
 
 from tests.conftest import Harness, smollm
 from tests.server_process import oasis_env, oasis_server
+from tests.services.test_text_extraction import make_pdf
 
 MODEL = "gpt-4o-mini"
 CAPITAL = [{"role": "user", "content": "What is the capital of France?"}]
@@ -427,15 +430,14 @@ async def test_bad_requests_get_envelopes(chat_oasis: Harness, change: dict[str,
     assert response.json()["error"]["param"] == param
 
 
-async def test_audio_and_file_parts_are_refused_by_name_by_a_text_model(chat_oasis: Harness) -> None:
-    """Parts current SDKs send that a local text model cannot read: a 400 that says which, not a complaint that
+async def test_audio_parts_are_refused_by_name_by_a_text_model(chat_oasis: Harness) -> None:
+    """A part current SDKs send that a local text model cannot read: a 400 that says which, not a complaint that
     the content should have been a string."""
     for part, code in (
         (
             {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}},
             "input_audio_parts_unsupported",
         ),
-        ({"type": "file", "file": {"file_id": "file-abc"}}, "file_parts_unsupported"),
     ):
         with pytest.raises(openai.BadRequestError) as refused:
             await chat_oasis.sdk().chat.completions.create(
@@ -444,6 +446,62 @@ async def test_audio_and_file_parts_are_refused_by_name_by_a_text_model(chat_oas
                 max_tokens=3,
             )
         assert (refused.value.code, refused.value.param) == (code, "messages[0].content"), refused.value.body
+
+
+async def test_a_file_part_is_read_into_the_prompt(chat_oasis: Harness) -> None:
+    """A file content part, uploaded (`file_id`, purpose `user_data` as OpenAI's guide has it) or sent inline
+    (`file_data`: a PDF as a base64 data URL), reaches a local model as the file's text: the prompt grows by it."""
+    client = chat_oasis.sdk()
+    notes = "The code word for the launch is PAPAYA. " * 30
+    uploaded = await client.files.create(file=("notes.txt", io.BytesIO(notes.encode())), purpose="user_data")  # type: ignore[arg-type]
+    pdf = base64.b64encode(make_pdf(["The code word for the launch is PAPAYA."] * 30)).decode()
+    question = {"type": "text", "text": "What is the code word?"}
+
+    async def prompt_tokens(*parts: dict[str, Any]) -> int:
+        reply = await client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": [*parts, question]}],
+            max_tokens=1,  # type: ignore[list-item]
+        )
+        assert reply.usage is not None
+        return reply.usage.prompt_tokens
+
+    alone = await prompt_tokens()
+    by_id = await prompt_tokens({"type": "file", "file": {"file_id": uploaded.id}})
+    inline = await prompt_tokens({"type": "file", "file": {"file_data": f"data:application/pdf;base64,{pdf}"}})
+    named = await prompt_tokens({"type": "file", "file": {"file_data": pdf, "filename": "launch.pdf"}})
+    words = len(notes.split())
+    assert by_id > alone + words and inline > alone + words and named > alone + words, (alone, by_id, inline, named)
+
+
+@pytest.mark.parametrize(
+    ("file", "param", "code"),
+    [
+        ({"file_id": "file-missing"}, "messages[0].content[0].file.file_id", None),
+        ({"file_data": "not base64!", "filename": "a.txt"}, "messages[0].content[0].file.file_data", None),
+        (
+            {"file_data": base64.b64encode(b"MZ").decode(), "filename": "tool.exe"},
+            "messages[0].content[0].file",
+            "unsupported_file",
+        ),
+        ({"file_data": base64.b64encode(b"hi").decode()}, "messages[0].content[0].file.filename", None),
+        (
+            {"file_data": base64.b64encode(b"%PDF-1.4 broken").decode(), "filename": "a.pdf"},
+            "messages[0].content[0].file",
+            "invalid_file",
+        ),
+    ],
+)
+async def test_a_file_part_that_cannot_be_read_is_a_400_naming_it(
+    chat_oasis: Harness, file: dict[str, str], param: str, code: str | None
+) -> None:
+    with pytest.raises(openai.BadRequestError) as refused:
+        await chat_oasis.sdk().chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": [{"type": "file", "file": file}]}],
+            max_tokens=1,  # type: ignore[list-item, typeddict-item]
+        )
+    assert (refused.value.param, refused.value.code) == (param, code), refused.value.body
 
 
 async def test_a_lone_surrogate_in_a_message_or_prompt_is_a_400_and_the_engine_keeps_serving(

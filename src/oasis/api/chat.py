@@ -18,6 +18,7 @@ async def create_chat_completion(
     body: ChatCompletionRequest, request: Request, container: ContainerDep, principal: PrincipalDep
 ) -> StreamingResponse | JSONResponse:
     await container.fine_tuned.ensure(principal.project_id, body.model)  # a fine-tune loads when first asked for
+    body = await container.chat.with_files_read(body, principal.project_id)
     prepared = await container.chat.prepared(body)
     if body.stream:
         return await sse_response(container.chat.stream(body, prepared))

@@ -20,8 +20,11 @@ FilePurpose = Literal[
     "fine-tune",
     "fine-tune-results",
     "vision",
+    "user_data",
+    "evals",
 ]
-UPLOAD_PURPOSES: tuple[FilePurpose, ...] = ("assistants", "batch", "fine-tune", "vision")
+# user_data: files given to models as input (chat's file parts); evals: OpenAI's evals datasets, kept as files here.
+UPLOAD_PURPOSES: tuple[FilePurpose, ...] = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 
 
 class FileObject(spec.OpenAIFile):

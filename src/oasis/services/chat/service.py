@@ -17,6 +17,7 @@ from oasis.errors import OasisError, invalid_request
 from oasis.metrics import count_tokens
 from oasis.protocol.extensions import ChatCompletionRequest
 from oasis.services.chat.conversation import template_messages, with_system_note
+from oasis.services.chat.file_parts import has_file_parts, with_file_text
 from oasis.services.chat.generation import (
     TextDelta,
     check_queue_holds,
@@ -43,6 +44,7 @@ from oasis.services.chat.text_models import (
 )
 from oasis.services.chat.tool_formats import FORMATS, ParsedCall, detect_format, read_calls, template_variables
 from oasis.services.chat.tools import ToolPlan, call_schema, fits, only, plan_tools, tools_system_prompt
+from oasis.services.files.service import FileService
 from oasis.services.models.engine_lookup import served_id
 from oasis.storage.clock import new_id
 
@@ -139,9 +141,10 @@ def _text_size(request: ChatCompletionRequest) -> int:
 
 
 class ChatService:
-    def __init__(self, registry: EngineRegistry, fingerprint: str) -> None:
+    def __init__(self, registry: EngineRegistry, fingerprint: str, files: FileService | None = None) -> None:
         self._registry = registry
         self._fingerprint = fingerprint
+        self._files = files  # reads file content parts for local models
         # Keyed by the engine object itself, held weakly: fine-tunes load and unload, and an id() could be
         # reused by a later engine with another vocabulary.
         self._markup: weakref.WeakKeyDictionary[TextEngine, dict[tuple[str, ...], frozenset[int]]] = (
@@ -266,6 +269,17 @@ class ChatService:
             "model": request.model,
             "system_fingerprint": self._fingerprint,
         }
+
+    async def with_files_read(self, request: ChatCompletionRequest, project_id: str | None) -> ChatCompletionRequest:
+        """File content parts as the text in them, for a local model (one routed upstream reads them itself)."""
+        if (
+            self._files is None
+            or project_id is None
+            or not has_file_parts(request)
+            or forwarding_engine(self._registry, request.model) is not None
+        ):
+            return request
+        return await with_file_text(request, project_id, self._files)
 
     async def prepared(self, request: ChatCompletionRequest) -> PreparedChat | None:
         """`prepare_local`, in a thread when the request is long: rendering the template and tokenizing a
