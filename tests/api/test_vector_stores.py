@@ -435,6 +435,55 @@ async def test_filters_narrow_the_search_before_ranking(embed_oasis: Harness) ->
     assert [hit["file_id"] for hit in hits] == [one]
 
 
+async def test_a_files_attributes_are_updated_and_filtered_with_in_and_nin(embed_oasis: Harness) -> None:
+    """`POST /vector_stores/{id}/files/{file_id}` replaces a file's attributes (the SDK's `files.update`), and
+    search filters take `in` and `nin` against a list, alone or inside a compound."""
+    client = embed_oasis.sdk()
+    store_id, ids = await completed_store(embed_oasis, DOCUMENTS)
+    genres = {"volcanoes.txt": "science", "coffee.md": "food"}
+    async with embed_oasis.http() as http:
+        for name, file_id in ids.items():
+            updated = await http.post(
+                f"/v1/vector_stores/{store_id}/files/{file_id}",
+                json={"attributes": {"genre": genres.get(name, "other")}},
+            )
+            assert updated.status_code == 200, updated.text
+            assert updated.json()["attributes"] == {"genre": genres.get(name, "other")}
+        refused = await http.post(
+            f"/v1/vector_stores/{store_id}/files/{ids['coffee.md']}", json={"attributes": {"k": [1]}}
+        )
+        assert refused.status_code == 400 and refused.json()["error"]["param"] == "attributes.k"
+        missing = await http.post(f"/v1/vector_stores/{store_id}/files/file-nope", json={"attributes": None})
+        assert missing.status_code == 404
+    if hasattr(stores(client).files, "update"):  # the current SDK's
+        kept = await stores(client).files.update(
+            ids["coffee.md"], vector_store_id=store_id, attributes={"genre": "food"}
+        )
+        assert kept.attributes == {"genre": "food"}
+    query = "volcano coffee lava espresso"
+    found = await search(
+        embed_oasis, store_id, query, filters={"type": "in", "key": "genre", "value": ["science", "food"]}
+    )
+    assert {hit["file_id"] for hit in found} == {ids["volcanoes.txt"], ids["coffee.md"]}
+    found = await search(embed_oasis, store_id, query, filters={"type": "nin", "key": "genre", "value": ["science"]})
+    assert ids["volcanoes.txt"] not in {hit["file_id"] for hit in found} and found
+    compound = {
+        "type": "and",
+        "filters": [
+            {"type": "in", "key": "genre", "value": ["food", "other"]},
+            {"type": "ne", "key": "genre", "value": "other"},
+        ],
+    }
+    found = await search(embed_oasis, store_id, query, filters=compound)
+    assert {hit["file_id"] for hit in found} == {ids["coffee.md"]}
+    async with embed_oasis.http() as http:
+        bad = await http.post(
+            f"/v1/vector_stores/{store_id}/search",
+            json={"query": "x", "filters": {"type": "in", "key": "genre", "value": "food"}},
+        )
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "filters.value"
+
+
 async def test_other_projects_get_404s(embed_oasis: Harness) -> None:
     _, key_a = await embed_oasis.container.keys.create("alpha")
     _, key_b = await embed_oasis.container.keys.create("beta")

@@ -13,6 +13,7 @@ from oasis.protocol.extensions import (
     CreateVectorStoreFileBatchRequest,
     CreateVectorStoreFileRequest,
     CreateVectorStoreRequest,
+    UpdateVectorStoreFileRequest,
     UpdateVectorStoreRequest,
     VectorStoreSearchRequest,
 )
@@ -99,6 +100,17 @@ async def retrieve_vector_store_file(
     vector_store_id: str, file_id: str, container: ContainerDep, principal: PrincipalDep
 ) -> dict[str, Any]:
     return await container.vector_stores.retrieve_file(principal.project_id, vector_store_id, file_id)
+
+
+@router.post("/vector_stores/{vector_store_id}/files/{file_id}")
+async def update_vector_store_file(
+    vector_store_id: str,
+    file_id: str,
+    body: UpdateVectorStoreFileRequest,
+    container: ContainerDep,
+    principal: PrincipalDep,
+) -> dict[str, Any]:
+    return await container.vector_stores.update_file(principal.project_id, vector_store_id, file_id, body.attributes)
 
 
 @router.delete("/vector_stores/{vector_store_id}/files/{file_id}")

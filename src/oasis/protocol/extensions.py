@@ -211,6 +211,13 @@ class CreateVectorStoreFileRequest(spec.CreateVectorStoreFileRequest):
     attributes: dict[str, Any] | None = None
 
 
+class UpdateVectorStoreFileRequest(BaseModel):
+    """`POST /vector_stores/{id}/files/{file_id}` (after this spec): a file's attributes, replaced whole."""
+
+    model_config = ConfigDict(extra="forbid")
+    attributes: dict[str, Any] | None
+
+
 class CreateVectorStoreFileBatchRequest(spec.CreateVectorStoreFileBatchRequest):
     chunking_strategy: ChunkingStrategyRequest | None = None
     attributes: dict[str, Any] | None = None

@@ -1,4 +1,5 @@
-"""Attribute filters for vector store search: comparisons (eq, ne, gt, gte, lt, lte) and compounds (and, or)."""
+"""Attribute filters for vector store search: comparisons (eq, ne, gt, gte, lt, lte; in, nin against a list) and
+compounds (and, or)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,10 @@ _COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
     "gte": operator.ge,
     "lt": operator.lt,
     "lte": operator.le,
+    "in": lambda attribute, values: attribute in values,
+    "nin": lambda attribute, values: attribute not in values,
 }
+_AGAINST_LISTS = ("in", "nin")
 
 
 def check(filters: Any, param: str = "filters") -> None:
@@ -31,6 +35,8 @@ def check(filters: Any, param: str = "filters") -> None:
     elif kind in _COMPARISONS:
         if not isinstance(filters.get("key"), str) or "value" not in filters:
             raise invalid_request(f"'{param}' needs a string 'key' and a 'value'.", param=param)
+        if kind in _AGAINST_LISTS and not isinstance(filters["value"], list):
+            raise invalid_request(f"'{param}.value' must be a list for '{kind}'.", param=f"{param}.value")
     else:
         kinds = ", ".join([*_COMPARISONS, "and", "or"])
         raise invalid_request(f"'{param}.type' must be one of {kinds}.", param=f"{param}.type")

@@ -302,6 +302,19 @@ class VectorStoreService:
             await self._store(session, project_id, store_id)
             return file_to_wire(await self._file(session, project_id, store_id, file_id))
 
+    async def update_file(
+        self, project_id: str, store_id: str, file_id: str, attributes: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """Replaces the file's attributes (what search filters read); null clears them."""
+        clean = check_attributes(attributes)
+        async with self._db.session() as session:
+            await self._store(session, project_id, store_id)
+            row = await self._file(session, project_id, store_id, file_id)
+            await rows.bump_version(session, store_id)  # the store's row before the file's, as everywhere
+            row.attributes_json = json.dumps(clean)
+            await session.commit()
+            return file_to_wire(row)
+
     async def delete_file(self, project_id: str, store_id: str, file_id: str) -> str:
         async with self._db.session() as session:
             await self._store(session, project_id, store_id)
