@@ -222,6 +222,9 @@ async def test_audio_longer_than_the_limit_is_a_400_counted_from_its_samples(
         ({"speed": 5}, "speed"),
         ({"response_format": "ogg"}, "response_format"),
         ({"model": "whisper-1"}, "model"),
+        # events of base64 audio: what OpenAI refuses for tts-1 too, rather than raw bytes the client cannot read
+        ({"stream_format": "sse"}, "stream_format"),
+        ({"stream_format": "chunks"}, "stream_format"),
     ],
 )
 async def test_bad_speech_requests(audio_oasis: Harness, change: dict[str, object], param: str) -> None:

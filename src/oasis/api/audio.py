@@ -25,6 +25,7 @@ async def create_speech(body: SpeechRequest, container: ContainerDep, _principal
         voice=body.voice,
         response_format=body.response_format or "mp3",
         speed=1.0 if body.speed is None else body.speed,
+        stream_format=body.stream_format,
     )
     return StreamingResponse(audio.chunks, media_type=audio.content_type)
 

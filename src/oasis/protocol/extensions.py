@@ -184,6 +184,7 @@ class SpeechRequest(spec.CreateSpeechRequest):
     model: str
     input: str
     voice: str  # type: ignore[assignment]
+    stream_format: Literal["audio", "sse"] = "audio"
 
 
 # --- Vector stores ----------------------------------------------------------------------------------------------

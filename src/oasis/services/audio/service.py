@@ -105,9 +105,17 @@ class AudioService:
             ) from None
         return render(transcript, job.response_format, job.task, job.granularities)
 
-    def speech(self, *, model: str, text: str, voice: str, response_format: str, speed: float) -> SpeechAudio:
+    def speech(
+        self, *, model: str, text: str, voice: str, response_format: str, speed: float, stream_format: str = "audio"
+    ) -> SpeechAudio:
         """Checks the request now (so errors keep their status) and returns audio that streams as it is made."""
         engine: SpeechEngine = engine_for(self._registry, model, SpeechEngine, "speech")
+        if stream_format != "audio":
+            # OpenAI's answer for its tts-1 models; the bytes stream as they are made anyway
+            raise invalid_request(
+                "'stream_format' 'sse' is not supported for this model: the audio streams as raw bytes ('audio').",
+                param="stream_format",
+            )
         if not text.strip():
             raise invalid_request("'input' must not be empty.", param="input")
         if len(text) > MAX_SPEECH_CHARACTERS:
