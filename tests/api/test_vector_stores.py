@@ -484,6 +484,40 @@ async def test_a_files_attributes_are_updated_and_filtered_with_in_and_nin(embed
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "filters.value"
 
 
+async def test_a_file_batch_gives_each_file_its_own_attributes_and_chunking(embed_oasis: Harness) -> None:
+    """The newer `files` list of a file batch: each file with its own attributes and chunking strategy; `file_ids`
+    and `files` together, or batch-wide settings beside `files`, are refused."""
+    client = embed_oasis.sdk()
+    store = await stores(client).create(name="per-file")
+    volcanoes = await upload(client, "volcanoes.txt", DOCUMENTS["volcanoes.txt"])
+    coffee = await upload(client, "coffee.md", DOCUMENTS["coffee.md"])
+    static = {"type": "static", "static": {"max_chunk_size_tokens": 100, "chunk_overlap_tokens": 20}}
+    files = [
+        {"file_id": volcanoes, "attributes": {"topic": "earth"}, "chunking_strategy": static},
+        {"file_id": coffee, "attributes": {"topic": "food"}},
+    ]
+    async with embed_oasis.http() as http:
+        made = await http.post(f"/v1/vector_stores/{store.id}/file_batches", json={"files": files})
+        assert made.status_code == 200, made.text
+        assert made.json()["file_counts"]["total"] == 2
+        for body in (
+            {"files": files, "file_ids": [coffee]},
+            {"files": files, "attributes": {"topic": "x"}},
+            {},
+            {"files": [{"file_id": coffee, "attributes": {"topic": ["x"]}}]},
+        ):
+            refused = await http.post(f"/v1/vector_stores/{store.id}/file_batches", json=body)
+            assert refused.status_code == 400, (body, refused.text)
+        assert refused.json()["error"]["param"] == "files[0].attributes.topic"
+    kept = {
+        file_id: await stores(client).files.retrieve(file_id, vector_store_id=store.id)
+        for file_id in (volcanoes, coffee)
+    }
+    assert kept[volcanoes].attributes == {"topic": "earth"} and kept[coffee].attributes == {"topic": "food"}
+    assert kept[volcanoes].chunking_strategy.static.max_chunk_size_tokens == 100  # type: ignore[union-attr]
+    assert kept[coffee].chunking_strategy.static.max_chunk_size_tokens == 800  # type: ignore[union-attr]  # auto
+
+
 async def test_other_projects_get_404s(embed_oasis: Harness) -> None:
     _, key_a = await embed_oasis.container.keys.create("alpha")
     _, key_b = await embed_oasis.container.keys.create("beta")

@@ -18,6 +18,7 @@ from oasis.protocol.extensions import (
     VectorStoreSearchRequest,
 )
 from oasis.services.vector_stores import filters as vector_filters
+from oasis.services.vector_stores.service import BatchFile
 
 router = APIRouter(tags=["Vector stores"])
 
@@ -125,13 +126,15 @@ async def delete_vector_store_file(
 async def create_vector_store_file_batch(
     vector_store_id: str, body: CreateVectorStoreFileBatchRequest, container: ContainerDep, principal: PrincipalDep
 ) -> dict[str, Any]:
-    return await container.vector_stores.create_batch(
-        principal.project_id,
-        vector_store_id,
-        body.file_ids,
-        chunking=_dump(body.chunking_strategy),
-        attributes=body.attributes,
-    )
+    if body.files is not None:
+        entries = [
+            BatchFile(file.file_id, _dump(file.chunking_strategy), file.attributes, f"files[{index}]")
+            for index, file in enumerate(body.files)
+        ]
+    else:
+        chunking = _dump(body.chunking_strategy)
+        entries = [BatchFile(file_id, chunking, body.attributes) for file_id in body.file_ids or []]
+    return await container.vector_stores.create_batch(principal.project_id, vector_store_id, entries)
 
 
 @router.get("/vector_stores/{vector_store_id}/file_batches/{batch_id}")

@@ -219,9 +219,34 @@ class UpdateVectorStoreFileRequest(BaseModel):
     attributes: dict[str, Any] | None
 
 
+class FileBatchEntry(BaseModel):
+    """One file of a batch with its own attributes and chunking (the newer `files` list)."""
+
+    model_config = ConfigDict(extra="forbid")
+    file_id: str
+    attributes: dict[str, Any] | None = None
+    chunking_strategy: ChunkingStrategyRequest | None = None
+
+
+# OpenAI's batches now take up to 2000 files (the spec said 500).
+MAX_BATCH_FILES = 2000
+
+
 class CreateVectorStoreFileBatchRequest(spec.CreateVectorStoreFileBatchRequest):
+    """`file_ids` (sharing the batch's attributes and chunking) or `files` (each with its own), not both."""
+
+    file_ids: list[str] | None = Field(default=None, min_length=1, max_length=MAX_BATCH_FILES)  # type: ignore[assignment]
+    files: list[FileBatchEntry] | None = Field(default=None, min_length=1, max_length=MAX_BATCH_FILES)
     chunking_strategy: ChunkingStrategyRequest | None = None
     attributes: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _one_list(self) -> CreateVectorStoreFileBatchRequest:
+        if (self.file_ids is None) == (self.files is None):
+            raise ValueError("give one of `file_ids` or `files`")
+        if self.files is not None and (self.attributes is not None or self.chunking_strategy is not None):
+            raise ValueError("with `files`, each file carries its own `attributes` and `chunking_strategy`")
+        return self
 
 
 class RankingOptions(BaseModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from oasis.errors import invalid_request, not_found
@@ -21,19 +22,33 @@ DAY = 86_400
 FILE_STATUSES = ("in_progress", "completed", "failed", "cancelled")
 
 
-def check_attributes(attributes: dict[str, Any] | None) -> dict[str, Any]:
+def check_attributes(attributes: dict[str, Any] | None, param: str = "attributes") -> dict[str, Any]:
     """A file's attributes (for search filters): up to 16 pairs of strings, numbers or booleans."""
     if attributes is None:
         return {}
     if len(attributes) > 16:
-        raise invalid_request("'attributes' holds at most 16 key-value pairs.", param="attributes")
+        raise invalid_request("'attributes' holds at most 16 key-value pairs.", param=param)
     for key, value in attributes.items():
         if len(key) > 64 or not isinstance(value, str | int | float | bool) or len(str(value)) > 512:
             raise invalid_request(
                 "'attributes' keys are at most 64 characters; values are strings (up to 512), numbers or booleans.",
-                param=f"attributes.{key}",
+                param=f"{param}.{key}",
             )
     return dict(attributes)
+
+
+@dataclass(frozen=True)
+class BatchFile:
+    """A file of a batch with the chunking and attributes it is indexed with."""
+
+    file_id: str
+    chunking: dict[str, Any] | None
+    attributes: dict[str, Any] | None
+    param: str | None = None  # where the file's own settings were given (`files[2]`), for errors
+
+
+def _within(prefix: str | None, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
 
 
 def expires_at(store: VectorStore) -> int | None:
@@ -327,24 +342,21 @@ class VectorStoreService:
 
     # --- file batches -----------------------------------------------------------------------------------
 
-    async def create_batch(
-        self,
-        project_id: str,
-        store_id: str,
-        file_ids: list[str],
-        *,
-        chunking: dict[str, Any] | None,
-        attributes: dict[str, Any] | None,
-    ) -> dict[str, Any]:
-        strategy = chunking_from_request(chunking)
-        clean_attributes = check_attributes(attributes)
+    async def create_batch(self, project_id: str, store_id: str, files: list[BatchFile]) -> dict[str, Any]:
+        """The files attached as one batch, each with its chunking and attributes (a file named twice: its first)."""
+        settings: dict[str, tuple[Chunking, dict[str, Any]]] = {}
+        for file in files:
+            if file.file_id not in settings:
+                strategy = chunking_from_request(file.chunking, param=_within(file.param, "chunking_strategy"))
+                attributes = check_attributes(file.attributes, param=_within(file.param, "attributes"))
+                settings[file.file_id] = (strategy, attributes)
         batch = VectorStoreFileBatch(
             id=new_id("vsfb_"), project_id=project_id, vector_store_id=store_id, created_at=now()
         )
-        unique = list(dict.fromkeys(file_ids))
+        unique = list(settings)
         for attempt in range(3):
             try:
-                await self._attach_batch(project_id, store_id, batch, unique, strategy, clean_attributes)
+                await self._attach_batch(project_id, store_id, batch, settings)
                 break
             except Conflict:
                 # A concurrent add attached one of the files between our read and our commit: take it over too.
@@ -359,10 +371,9 @@ class VectorStoreService:
         project_id: str,
         store_id: str,
         batch: VectorStoreFileBatch,
-        file_ids: list[str],
-        strategy: Chunking,
-        attributes: dict[str, Any],
+        settings: dict[str, tuple[Chunking, dict[str, Any]]],
     ) -> None:
+        file_ids = list(settings)
         async with self._db.session() as session:
             await self._check_files(session, project_id, file_ids)
             store = await self._locked_store(session, project_id, store_id)
@@ -376,7 +387,8 @@ class VectorStoreService:
                 await rows.bump_version(session, store_id)
                 await session.flush()  # the old attachments leave the unique index before the new ones arrive
             session.add_all(
-                self._new_file_row(store, file_id, strategy, attributes, batch_id=batch.id) for file_id in file_ids
+                self._new_file_row(store, file_id, strategy, attributes, batch_id=batch.id)
+                for file_id, (strategy, attributes) in settings.items()
             )
             await self._still_there(session, project_id, file_ids)
             await session.commit()
