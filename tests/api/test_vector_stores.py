@@ -518,6 +518,28 @@ async def test_a_file_batch_gives_each_file_its_own_attributes_and_chunking(embe
     assert kept[coffee].chunking_strategy.static.max_chunk_size_tokens == 800  # type: ignore[union-attr]  # auto
 
 
+async def test_an_attached_files_content_is_its_text(embed_oasis: Harness) -> None:
+    """`GET /vector_stores/{id}/files/{file_id}/content` (the current SDK's `files.content`): the file's text as
+    search reads it; a file not in the store, or whose upload was deleted, is a 404."""
+    client = embed_oasis.sdk()
+    store_id, ids = await completed_store(embed_oasis, DOCUMENTS)
+    if hasattr(stores(client).files, "content"):  # the current SDK's
+        page = stores(client).files.content(ids["coffee.md"], vector_store_id=store_id)
+        assert "".join([part.text or "" async for part in page]) == DOCUMENTS["coffee.md"]
+    async with embed_oasis.http() as http:
+        reply = await http.get(f"/v1/vector_stores/{store_id}/files/{ids['volcanoes.txt']}/content")
+        assert reply.status_code == 200, reply.text
+        body = reply.json()
+        assert (body["object"], body["has_more"], body["next_page"]) == ("vector_store.file_content.page", False, None)
+        assert "".join(part["text"] for part in body["data"]) == DOCUMENTS["volcanoes.txt"]
+        assert all(part["type"] == "text" for part in body["data"])
+        missing = await http.get(f"/v1/vector_stores/{store_id}/files/file-nope/content")
+        assert missing.status_code == 404
+        await client.files.delete(ids["volcanoes.txt"])
+        gone = await http.get(f"/v1/vector_stores/{store_id}/files/{ids['volcanoes.txt']}/content")
+        assert gone.status_code == 404, gone.text
+
+
 async def test_other_projects_get_404s(embed_oasis: Harness) -> None:
     _, key_a = await embed_oasis.container.keys.create("alpha")
     _, key_b = await embed_oasis.container.keys.create("beta")

@@ -103,6 +103,13 @@ async def retrieve_vector_store_file(
     return await container.vector_stores.retrieve_file(principal.project_id, vector_store_id, file_id)
 
 
+@router.get("/vector_stores/{vector_store_id}/files/{file_id}/content")
+async def retrieve_vector_store_file_content(
+    vector_store_id: str, file_id: str, container: ContainerDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    return await container.vector_stores.file_content(principal.project_id, vector_store_id, file_id)
+
+
 @router.post("/vector_stores/{vector_store_id}/files/{file_id}")
 async def update_vector_store_file(
     vector_store_id: str,

@@ -26,7 +26,13 @@ from oasis.errors import OasisError
 from oasis.metrics import JOB_DURATION
 from oasis.services.embeddings.service import EmbeddingService
 from oasis.services.vector_stores.chunking import split_stream
-from oasis.services.vector_stores.text_extraction import InvalidFile, UnsupportedFile, check_supported, text_pieces
+from oasis.services.vector_stores.text_extraction import (
+    SPOOL_IN_MEMORY,
+    InvalidFile,
+    UnsupportedFile,
+    check_supported,
+    text_pieces,
+)
 from oasis.storage import files as file_rows
 from oasis.storage import vector_stores as rows
 from oasis.storage.db import Database
@@ -37,7 +43,6 @@ from oasis.workers.leases import JobClaims, LeaseKeeper
 log = logging.getLogger("oasis.ingestion")
 
 EMBED_STEP = 32  # chunks embedded and committed together
-SPOOL_IN_MEMORY = 8 << 20  # files up to this size are read from memory, larger ones from a temporary file
 MAX_ATTEMPTS = 3
 
 

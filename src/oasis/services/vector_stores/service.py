@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import tempfile
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from oasis.errors import invalid_request, not_found
+from oasis.services.files.service import FileService
 from oasis.services.metadata import check_metadata
 from oasis.services.vector_stores.chunking import Chunking, chunking_from_request
+from oasis.services.vector_stores.text_extraction import SPOOL_IN_MEMORY, InvalidFile, UnsupportedFile, text_pieces
 from oasis.storage import files as file_rows
 from oasis.storage import vector_stores as rows
 from oasis.storage.clock import new_id, now
@@ -126,8 +130,15 @@ def _store_not_found(store_id: str) -> Exception:
 
 
 class VectorStoreService:
-    def __init__(self, db: Database, default_embedding_model: str, wake_workers: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        db: Database,
+        default_embedding_model: str,
+        wake_workers: Callable[[], None],
+        files: FileService | None = None,
+    ) -> None:
         self._db = db
+        self._files = files  # reads an attached file's content again (`file_content`)
         self._embedding_model = default_embedding_model
         # Nudges the in-process ingestion worker; workers elsewhere find new jobs when they poll.
         self._wake_workers = wake_workers
@@ -316,6 +327,31 @@ class VectorStoreService:
         async with self._db.session() as session:
             await self._store(session, project_id, store_id)
             return file_to_wire(await self._file(session, project_id, store_id, file_id))
+
+    async def file_content(self, project_id: str, store_id: str, file_id: str) -> dict[str, Any]:
+        """The attached file's text as file_search reads it, in pieces (about a megabyte of text, a PDF page)."""
+        async with self._db.session() as session:
+            await self._store(session, project_id, store_id)
+            await self._file(session, project_id, store_id, file_id)
+        if self._files is None:
+            raise not_found(f"The content of '{file_id}' cannot be read here.", param="file_id")
+        content = await self._files.content(project_id, file_id)
+        with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spooled:
+            async for chunk in content.chunks:
+                await asyncio.to_thread(spooled.write, chunk)
+            spooled.seek(0)
+            try:
+                pieces = await asyncio.to_thread(lambda: list(text_pieces(content.filename, spooled)))  # type: ignore[arg-type]
+            except UnsupportedFile as exc:
+                raise invalid_request(str(exc), param="file_id", code="unsupported_file") from None
+            except InvalidFile as exc:
+                raise invalid_request(str(exc), param="file_id", code="invalid_file") from None
+        return {
+            "object": "vector_store.file_content.page",
+            "data": [{"type": "text", "text": piece} for piece in pieces if piece],
+            "has_more": False,
+            "next_page": None,
+        }
 
     async def update_file(
         self, project_id: str, store_id: str, file_id: str, attributes: dict[str, Any] | None

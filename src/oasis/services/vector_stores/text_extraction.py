@@ -22,6 +22,7 @@ TEXT_SUFFIXES = {
     ".yaml", ".yml", ".toml", ".xml",
 }  # fmt: skip
 MARKUP_SUFFIXES = {".html", ".htm"}
+SPOOL_IN_MEMORY = 8 << 20  # files up to this size are read from memory, larger ones from a temporary file
 
 
 class UnsupportedFile(ValueError):
