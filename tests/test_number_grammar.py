@@ -109,9 +109,30 @@ def test_a_fractional_bound_is_widened_to_the_whole_numbers_around_it() -> None:
         {"type": "integer", "minimum": 1.2, "maximum": 1.8},
         {"type": "number", "minimum": 2, "maximum": 1},
         {"type": "number", "exclusiveMinimum": 1, "maximum": 1},
+        {"type": "number", "minimum": 0.7, "maximum": 0.3},  # refused before the fractional bounds are widened
+        {"type": "number", "exclusiveMinimum": 0.5, "exclusiveMaximum": 0.5},
     ],
     ids=str,
 )
 def test_bounds_that_leave_no_value_are_refused(schema: dict[str, object]) -> None:
     with pytest.raises(EmptyRange):
         bounded_number_rule(schema)
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "number", "minimum": -1e308, "maximum": 1e308},
+        {"type": "integer", "minimum": 1e17},
+        {"type": "integer", "maximum": -1e17},
+        {"type": "number", "minimum": 1.6e18},
+    ],
+    ids=str,
+)
+def test_a_bound_past_sixteen_digits_is_left_out_not_written_out(schema: dict[str, object]) -> None:
+    """A rule a digit of the bound would make a grammar hundreds of times the schema's size (1e308 has 309
+    digits), and one past the numerals' 16 digits would admit no number at all: such a bound is left out."""
+    rule = bounded_number_rule(schema)
+    assert len(rule) < 1000 and "()" not in rule
+    pattern = _regex(rule)
+    assert pattern.fullmatch("123") is not None and pattern.fullmatch("") is None

@@ -485,6 +485,12 @@ async def test_a_file_part_is_read_into_the_prompt(chat_oasis: Harness) -> None:
             "unsupported_file",
         ),
         ({"file_data": base64.b64encode(b"hi").decode()}, "messages[0].content[0].file.filename", None),
+        # more text than any context here holds: refused as it is read, not held whole first
+        (
+            {"file_data": base64.b64encode(b"a" * 2_000_001).decode(), "filename": "big.txt"},
+            "messages[0].content[0].file",
+            None,
+        ),
         (
             {"file_data": base64.b64encode(b"%PDF-1.4 broken").decode(), "filename": "a.pdf"},
             "messages[0].content[0].file",

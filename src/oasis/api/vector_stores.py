@@ -105,9 +105,9 @@ async def retrieve_vector_store_file(
 
 @router.get("/vector_stores/{vector_store_id}/files/{file_id}/content")
 async def retrieve_vector_store_file_content(
-    vector_store_id: str, file_id: str, container: ContainerDep, principal: PrincipalDep
+    vector_store_id: str, file_id: str, container: ContainerDep, principal: PrincipalDep, page: str | None = None
 ) -> dict[str, Any]:
-    return await container.vector_stores.file_content(principal.project_id, vector_store_id, file_id)
+    return await container.vector_stores.file_content(principal.project_id, vector_store_id, file_id, page)
 
 
 @router.post("/vector_stores/{vector_store_id}/files/{file_id}")

@@ -233,7 +233,8 @@ MAX_BATCH_FILES = 2000
 
 
 class CreateVectorStoreFileBatchRequest(spec.CreateVectorStoreFileBatchRequest):
-    """`file_ids` (sharing the batch's attributes and chunking) or `files` (each with its own), not both."""
+    """`file_ids` (sharing the batch's attributes and chunking) or `files` (each with its own; the batch's are then
+    ignored, as OpenAI ignores them), not both."""
 
     file_ids: list[str] | None = Field(default=None, min_length=1, max_length=MAX_BATCH_FILES)  # type: ignore[assignment]
     files: list[FileBatchEntry] | None = Field(default=None, min_length=1, max_length=MAX_BATCH_FILES)
@@ -244,8 +245,6 @@ class CreateVectorStoreFileBatchRequest(spec.CreateVectorStoreFileBatchRequest):
     def _one_list(self) -> CreateVectorStoreFileBatchRequest:
         if (self.file_ids is None) == (self.files is None):
             raise ValueError("give one of `file_ids` or `files`")
-        if self.files is not None and (self.attributes is not None or self.chunking_strategy is not None):
-            raise ValueError("with `files`, each file carries its own `attributes` and `chunking_strategy`")
         return self
 
 

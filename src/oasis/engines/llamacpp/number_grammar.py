@@ -4,7 +4,8 @@ output or a tool's argument let the model write 15. OpenAI's structured outputs 
 
 Integers are held to their bounds exactly. Numbers are too when the bounds are whole (0 to 1, 1 to 5, above 0: what
 schemas mostly ask); a fractional bound (`maximum: 0.5`) is widened to the whole numbers around it, so the grammar
-admits a superset of the range. Bounded numbers are written without an exponent, as JSON allows.
+admits a superset of the range. Bounded numbers are written without an exponent, as JSON allows. A bound of more
+than MAX_DIGITS digits is left out (numerals have that many at most).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ _FRACTION = f'"." [0-9]{{1,{MAX_DIGITS}}}'
 # a fraction above zero: zeros, then a digit that is not
 _NONZERO_FRACTION = f'"." "0"{{0,{MAX_DIGITS - 1}}} [1-9] [0-9]{{0,{MAX_DIGITS - 1}}}'
 _ZEROS = f'"." "0"{{1,{MAX_DIGITS}}}'
+_BEYOND = 10.0**MAX_DIGITS
 
 
 class EmptyRange(ValueError):
@@ -36,6 +38,16 @@ class _Bound:
 def bounded_number_rule(schema: Mapping[str, object]) -> str:
     """The GBNF alternatives (without trailing space) for the integers or numbers `schema` allows."""
     lower, upper = _bounds(schema)
+    if (
+        lower is not None
+        and upper is not None
+        and (lower.value > upper.value or (lower.value == upper.value and (lower.open or upper.open)))
+    ):
+        raise EmptyRange(f"no number lies within {_describe(lower, upper)}")
+    # A bound past MAX_DIGITS digits is left out: numerals are that long at most, and a rule a digit of the bound
+    # (1e308 has 309) would make a grammar hundreds of times the schema's size.
+    lower = None if lower is not None and abs(lower.value) >= _BEYOND else lower
+    upper = None if upper is not None and abs(upper.value) >= _BEYOND else upper
     if schema.get("type") == "integer":
         low = None if lower is None else _integer_at_least(lower)
         high = None if upper is None else _integer_at_most(upper)

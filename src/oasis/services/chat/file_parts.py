@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import io
 import mimetypes
 import re
 
@@ -17,10 +18,13 @@ from oasis.errors import OasisError, invalid_request
 from oasis.protocol import openapi_types as spec
 from oasis.protocol.extensions import ChatCompletionRequest, FilePart, UserMessage
 from oasis.services.files.service import FileService
-from oasis.services.vector_stores.text_extraction import InvalidFile, UnsupportedFile, extract_text
+from oasis.services.vector_stores.text_extraction import InvalidFile, UnsupportedFile, text_pieces
 
 # OpenAI takes up to 32 MB of files in one request.
 MAX_FILE_BYTES = 32 << 20
+# The files' text, read piece by piece, may not pass this: more than any context here holds (about 500,000
+# tokens), and a bound on what a zipped document or a PDF whose pages repeat one stream can unpack to.
+MAX_FILE_TEXT_CHARS = 2_000_000
 _DATA_URL = re.compile(r"data:(?P<media>[\w.+-]+/[\w.+-]+)?(?:;[\w=.+-]+)*;base64,(?P<data>.*)", re.DOTALL)
 
 
@@ -36,7 +40,7 @@ def has_file_parts(request: ChatCompletionRequest) -> bool:
 async def with_file_text(request: ChatCompletionRequest, project_id: str, files: FileService) -> ChatCompletionRequest:
     """The request with each file part replaced by a text part holding the file's text."""
     messages = list(request.messages)
-    budget = MAX_FILE_BYTES
+    budget, room = MAX_FILE_BYTES, MAX_FILE_TEXT_CHARS
     for index, message in enumerate(messages):
         if not isinstance(message, UserMessage) or isinstance(message.content, str):
             continue
@@ -48,7 +52,8 @@ async def with_file_text(request: ChatCompletionRequest, project_id: str, files:
             param = f"messages[{index}].content[{place}].file"
             filename, data = await _file_bytes(part, project_id, files, param, budget)
             budget -= len(data)
-            text = await asyncio.to_thread(_text, filename, data, param)
+            text = await asyncio.to_thread(_text, filename, data, param, room)
+            room -= len(text)
             parts.append(spec.ChatCompletionRequestMessageContentPartText(type="text", text=f"{filename}:\n\n{text}"))
         messages[index] = message.model_copy(update={"content": parts})
     return request.model_copy(update={"messages": messages})
@@ -98,9 +103,16 @@ def _too_large(param: str) -> OasisError:
     return invalid_request(f"The files of one request may hold up to {MAX_FILE_BYTES >> 20} MB.", param=param)
 
 
-def _text(filename: str, data: bytes, param: str) -> str:
+def _text(filename: str, data: bytes, param: str, room: int) -> str:
+    pieces: list[str] = []
     try:
-        return extract_text(filename, data)
+        for piece in text_pieces(filename, io.BytesIO(data)):
+            room -= len(piece)
+            if room < 0:
+                raise invalid_request(
+                    f"The text of the request's files is longer than {MAX_FILE_TEXT_CHARS:,} characters.", param=param
+                )
+            pieces.append(piece)
     except UnsupportedFile:
         raise invalid_request(
             f"{filename}: this type of file cannot be read as text here (text, markup, JSON, code, PDF, DOCX and PPTX "
@@ -110,3 +122,7 @@ def _text(filename: str, data: bytes, param: str) -> str:
         ) from None
     except InvalidFile as exc:
         raise invalid_request(f"{filename}: {exc}", param=param, code="invalid_file") from None
+    text = "".join(pieces)
+    if not text.strip():
+        raise invalid_request(f"{filename}: the file contains no text.", param=param, code="invalid_file")
+    return text

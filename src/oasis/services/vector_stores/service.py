@@ -6,7 +6,7 @@ import asyncio
 import json
 import tempfile
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +49,24 @@ class BatchFile:
     chunking: dict[str, Any] | None
     attributes: dict[str, Any] | None
     param: str | None = None  # where the file's own settings were given (`files[2]`), for errors
+
+
+# What one page of a file's content holds at most: a large file's text is read a page at a time, never whole.
+MAX_CONTENT_PAGE_CHARS = 4_000_000
+
+
+def content_page(pieces: Iterator[str], start: int) -> tuple[list[str], int | None]:
+    """The pieces from `start` up to a page's worth, and where the next page starts (None at the end)."""
+    kept: list[str] = []
+    size = 0
+    for index, piece in enumerate(pieces):
+        if index < start:
+            continue
+        if kept and size + len(piece) > MAX_CONTENT_PAGE_CHARS:
+            return kept, index
+        kept.append(piece)
+        size += len(piece)
+    return kept, None
 
 
 def _within(prefix: str | None, name: str) -> str:
@@ -328,8 +346,12 @@ class VectorStoreService:
             await self._store(session, project_id, store_id)
             return file_to_wire(await self._file(session, project_id, store_id, file_id))
 
-    async def file_content(self, project_id: str, store_id: str, file_id: str) -> dict[str, Any]:
-        """The attached file's text as file_search reads it, in pieces (about a megabyte of text, a PDF page)."""
+    async def file_content(self, project_id: str, store_id: str, file_id: str, page: str | None) -> dict[str, Any]:
+        """The attached file's text as file_search reads it, in pieces (about a megabyte of text, a PDF page), up to
+        MAX_CONTENT_PAGE_CHARS a page; `page` is a page's `next_page`."""
+        start = int(page) if page is not None and page.isdigit() else 0
+        if page is not None and not page.isdigit():
+            raise invalid_request("'page' must be a 'next_page' this endpoint gave.", param="page")
         async with self._db.session() as session:
             await self._store(session, project_id, store_id)
             await self._file(session, project_id, store_id, file_id)
@@ -341,7 +363,7 @@ class VectorStoreService:
                 await asyncio.to_thread(spooled.write, chunk)
             spooled.seek(0)
             try:
-                pieces = await asyncio.to_thread(lambda: list(text_pieces(content.filename, spooled)))  # type: ignore[arg-type]
+                pieces, following = await asyncio.to_thread(content_page, text_pieces(content.filename, spooled), start)  # type: ignore[arg-type]
             except UnsupportedFile as exc:
                 raise invalid_request(str(exc), param="file_id", code="unsupported_file") from None
             except InvalidFile as exc:
@@ -349,8 +371,8 @@ class VectorStoreService:
         return {
             "object": "vector_store.file_content.page",
             "data": [{"type": "text", "text": piece} for piece in pieces if piece],
-            "has_more": False,
-            "next_page": None,
+            "has_more": following is not None,
+            "next_page": None if following is None else str(following),
         }
 
     async def update_file(
