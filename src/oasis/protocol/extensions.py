@@ -77,7 +77,8 @@ class FilePart(BaseModel):
 
 class UserMessage(spec.ChatCompletionRequestUserMessage):
     """Text and image parts (the spec's), and the audio and file parts current SDKs send: a model routed upstream
-    may read them; a local text model refuses them by name."""
+    reads them as sent; for a local text model file parts become their text (services/chat/file_parts.py) and the
+    others are refused by name."""
 
     content: str | list[spec.ChatCompletionRequestMessageContentPart | InputAudioPart | FilePart]  # type: ignore[assignment]
 

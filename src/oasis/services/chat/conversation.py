@@ -21,10 +21,10 @@ def _text_of(content: Any, index: int) -> str:
     texts = []
     for part in content:
         part = getattr(part, "root", part)
-        if getattr(part, "type", None) == "refusal":  # an earlier answer's refusal: what the assistant said
+        kind = getattr(part, "type", None)
+        if kind == "refusal":  # an earlier answer's refusal: what the assistant said
             texts.append(part.refusal)
             continue
-        kind = getattr(part, "type", None)
         if kind != "text":
             what = "image" if kind == "image_url" else kind
             raise invalid_request(

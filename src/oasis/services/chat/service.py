@@ -141,7 +141,7 @@ def _text_size(request: ChatCompletionRequest) -> int:
 
 
 class ChatService:
-    def __init__(self, registry: EngineRegistry, fingerprint: str, files: FileService | None = None) -> None:
+    def __init__(self, registry: EngineRegistry, fingerprint: str, files: FileService) -> None:
         self._registry = registry
         self._fingerprint = fingerprint
         self._files = files  # reads file content parts for local models
@@ -273,8 +273,7 @@ class ChatService:
     async def with_files_read(self, request: ChatCompletionRequest, project_id: str | None) -> ChatCompletionRequest:
         """File content parts as the text in them, for a local model (one routed upstream reads them itself)."""
         if (
-            self._files is None
-            or project_id is None
+            project_id is None
             or not has_file_parts(request)
             or forwarding_engine(self._registry, request.model) is not None
         ):

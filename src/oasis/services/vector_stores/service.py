@@ -153,7 +153,7 @@ class VectorStoreService:
         db: Database,
         default_embedding_model: str,
         wake_workers: Callable[[], None],
-        files: FileService | None = None,
+        files: FileService,
     ) -> None:
         self._db = db
         self._files = files  # reads an attached file's content again (`file_content`)
@@ -349,14 +349,12 @@ class VectorStoreService:
     async def file_content(self, project_id: str, store_id: str, file_id: str, page: str | None) -> dict[str, Any]:
         """The attached file's text as file_search reads it, in pieces (about a megabyte of text, a PDF page), up to
         MAX_CONTENT_PAGE_CHARS a page; `page` is a page's `next_page`."""
-        start = int(page) if page is not None and page.isdigit() else 0
         if page is not None and not page.isdigit():
             raise invalid_request("'page' must be a 'next_page' this endpoint gave.", param="page")
+        start = 0 if page is None else int(page)
         async with self._db.session() as session:
             await self._store(session, project_id, store_id)
             await self._file(session, project_id, store_id, file_id)
-        if self._files is None:
-            raise not_found(f"The content of '{file_id}' cannot be read here.", param="file_id")
         content = await self._files.content(project_id, file_id)
         with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spooled:
             async for chunk in content.chunks:
