@@ -12,9 +12,9 @@ from typing import Any
 from oasis import __version__
 from oasis.blobs import BlobStore, blob_store
 from oasis.engines.base import EngineFactory
-from oasis.engines.registry import EngineRegistry, serving_project
+from oasis.engines.registry import EngineRegistry
 from oasis.protocol import openapi_types as spec
-from oasis.protocol.extensions import ChatCompletionRequest, CompletionRequest
+from oasis.protocol.extensions import ChatCompletionRequest, CompletionRequest, CreateModerationRequest
 from oasis.sandbox.bubblewrap import Limits
 from oasis.sandbox.sessions import SandboxPool
 from oasis.services.assistants.assistants import AssistantService
@@ -44,7 +44,7 @@ from oasis.settings import ModelSpec, Settings
 from oasis.storage.clock import now
 from oasis.storage.db import Database
 from oasis.storage.rate_buckets import MemoryBuckets, RateBuckets, RedisBuckets
-from oasis.workers.batches import BatchRunner, EndpointHandler
+from oasis.workers.batches import BatchCaller, BatchRunner, EndpointHandler
 from oasis.workers.blob_sweeper import BlobSweeper
 from oasis.workers.file_expiry import FileExpiry
 from oasis.workers.fine_tuning import FineTuningRunner
@@ -64,28 +64,49 @@ def _fingerprint() -> str:
 
 
 def _batch_endpoints(
-    chat: ChatService, completions: CompletionService, embeddings: EmbeddingService, fine_tuned: FineTunedModels
+    chat: ChatService,
+    completions: CompletionService,
+    embeddings: EmbeddingService,
+    moderations: ModerationService,
+    images: ImageService,
+    fine_tuned: FineTunedModels,
+    own_address: str,
 ) -> dict[str, EndpointHandler]:
     """A batch's requests go through the same services as the online endpoints, checked by the same models."""
 
-    async def load(body: dict[str, Any]) -> None:
-        project_id, model = serving_project(), body.get("model")
-        if project_id is not None and isinstance(model, str):
-            await fine_tuned.ensure(project_id, model)
+    async def load(body: dict[str, Any], caller: BatchCaller) -> None:
+        model = body.get("model")
+        if isinstance(model, str):
+            await fine_tuned.ensure(caller.project_id, model)
 
-    async def chat_completion(body: dict[str, Any]) -> dict[str, Any]:
-        await load(body)
-        request = await chat.with_files_read(ChatCompletionRequest.model_validate(body), serving_project())
+    async def chat_completion(body: dict[str, Any], caller: BatchCaller) -> dict[str, Any]:
+        await load(body, caller)
+        request = await chat.with_files_read(ChatCompletionRequest.model_validate(body), caller.project_id)
         return await chat.create(request)
 
-    async def completion(body: dict[str, Any]) -> dict[str, Any]:
-        await load(body)
+    async def completion(body: dict[str, Any], caller: BatchCaller) -> dict[str, Any]:
+        await load(body, caller)
         return await completions.create(CompletionRequest.model_validate(body))
 
-    async def embedding(body: dict[str, Any]) -> dict[str, Any]:
+    async def embedding(body: dict[str, Any], _caller: BatchCaller) -> dict[str, Any]:
         return await embeddings.create(spec.CreateEmbeddingRequest.model_validate(body))
 
-    return {"/v1/chat/completions": chat_completion, "/v1/completions": completion, "/v1/embeddings": embedding}
+    async def moderation(body: dict[str, Any], _caller: BatchCaller) -> dict[str, Any]:
+        request = CreateModerationRequest.model_validate(body)
+        return await moderations.create(request.model_dump(mode="json", exclude_none=True))
+
+    async def image_generation(body: dict[str, Any], caller: BatchCaller) -> dict[str, Any]:
+        request = spec.CreateImageRequest.model_validate(body)
+        payload = request.model_dump(mode="json", exclude_none=True, exclude_unset=True)
+        return await images.generate(payload, caller.project_id, caller.base_url or own_address)
+
+    return {
+        "/v1/chat/completions": chat_completion,
+        "/v1/completions": completion,
+        "/v1/embeddings": embedding,
+        "/v1/moderations": moderation,
+        "/v1/images/generations": image_generation,
+    }
 
 
 def _rate_buckets(settings: Settings) -> RateBuckets:
@@ -153,16 +174,26 @@ class Container:
         ingestion = IngestionRunner(
             db, blobs, embeddings, settings.workers.lease_seconds, spool_dir=settings.data_dir / "tmp"
         )
+        secret = settings.images.url_secret
+        links = ImageLinks(blobs, secret.get_secret_value() if secret else None, settings.images.public_url)
+        moderations = ModerationService(registry, embeddings, chat.create)
+        images = ImageService(registry, links)
         batch_runner = BatchRunner(
             db,
             blobs,
             files,
-            _batch_endpoints(chat, completions, embeddings, fine_tuned),
+            _batch_endpoints(
+                chat,
+                completions,
+                embeddings,
+                moderations,
+                images,
+                fine_tuned,
+                own_address=f"http://{settings.server.host}:{settings.server.port}/",
+            ),
             settings.workers.lease_seconds,
             concurrency=settings.workers.batch_concurrency,
         )
-        secret = settings.images.url_secret
-        links = ImageLinks(blobs, secret.get_secret_value() if secret else None, settings.images.public_url)
         sweeper = BlobSweeper(db, blobs, settings.workers.sweep_seconds, expiring=[links.sweep])
         worker = WorkerLoop([ingestion, sweeper, FileExpiry(files)], settings.workers.poll_seconds)
         batch_loop = WorkerLoop([batch_runner], settings.workers.poll_seconds)
@@ -223,8 +254,8 @@ class Container:
             tokenizer=TokenizerService(registry),
             audio=AudioService(registry),
             embeddings=embeddings,
-            moderations=ModerationService(registry, embeddings, chat.create),
-            images=ImageService(registry, links),
+            moderations=moderations,
+            images=images,
             vector_stores=vector_stores,
             search=search,
             ingestion=ingestion,

@@ -1,8 +1,9 @@
-"""The Batch API through the SDK: the three endpoints, mixed good and bad lines, validation, cancel, paging."""
+"""The Batch API through the SDK: the five endpoints, mixed good and bad lines, validation, cancel, paging."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import json
 import time
@@ -449,3 +450,65 @@ async def test_a_fault_that_keeps_coming_back_fails_the_batch_after_five_attempt
     assert state.errors.data[0].code == "server_error"
     assert "No space left on device" in (state.errors.data[0].message or "")
     assert not await runner.run_next("worker-late")  # nothing left to lease
+
+
+async def test_moderation_and_image_batches_answer_as_the_online_endpoints(start_oasis: Callable[..., Any]) -> None:
+    from tests.api.test_images import SHAPES, pixels_of
+    from tests.api.test_moderations import KIND, MODERATION, THREAT
+
+    harness: Harness = await start_oasis(engine_factories=None, models=[E5, MODERATION, SHAPES])
+    client = harness.sdk()
+
+    lines = [
+        request("threat", "/v1/moderations", {"model": "omni-moderation-latest", "input": THREAT}),
+        request("two", "/v1/moderations", {"input": [KIND, THREAT]}),
+        request("no-input", "/v1/moderations", {"model": "omni-moderation-latest"}),
+    ]
+    batch = await client.batches.create(
+        input_file_id=await upload_batch_file(client, lines), endpoint="/v1/moderations", completion_window="24h"
+    )
+    done = await wait_until_done(client, batch.id)
+    assert done.status == "completed" and done.request_counts is not None
+    assert (done.request_counts.completed, done.request_counts.failed) == (2, 1)
+    answers = {line["custom_id"]: line["response"] for line in await read_lines(client, done.output_file_id)}
+    online = await client.moderations.create(model="omni-moderation-latest", input=[KIND, THREAT])
+    got = answers["two"]["body"]
+    assert answers["two"]["status_code"] == 200 and got["id"].startswith("modr-")
+    assert [result["flagged"] for result in got["results"]] == [False, True]
+    for result, expected in zip(got["results"], online.results, strict=True):
+        assert result["categories"] == expected.categories.model_dump(by_alias=True, exclude_none=True)
+        scores = expected.category_scores.model_dump(by_alias=True, exclude_none=True)
+        assert result["category_scores"] == pytest.approx(scores, abs=1e-6)
+    assert answers["threat"]["body"]["results"][0]["categories"]["violence"] is True
+    (refused,) = await read_lines(client, done.error_file_id)
+    assert refused["custom_id"] == "no-input" and refused["response"]["status_code"] == 400
+    assert refused["response"]["body"]["error"]["param"] == "input"
+
+    lines = [
+        request(
+            "inline",
+            "/v1/images/generations",
+            {"prompt": "a red circle", "size": "256x256", "n": 2, "response_format": "b64_json"},
+        ),
+        request("linked", "/v1/images/generations", {"prompt": "two blue squares", "size": "512x512"}),
+        request("bad-size", "/v1/images/generations", {"prompt": "a square", "size": "300x300"}),
+    ]
+    batch = await client.batches.create(
+        input_file_id=await upload_batch_file(client, lines),
+        endpoint="/v1/images/generations",
+        completion_window="24h",
+    )
+    done = await wait_until_done(client, batch.id)
+    assert done.status == "completed" and done.request_counts is not None
+    assert (done.request_counts.completed, done.request_counts.failed) == (2, 1)
+    answers = {line["custom_id"]: line["response"]["body"] for line in await read_lines(client, done.output_file_id)}
+    inline = [pixels_of(base64.b64decode(item["b64_json"])) for item in answers["inline"]["data"]]
+    assert [picture.shape for picture in inline] == [(256, 256, 3)] * 2
+    url = answers["linked"]["data"][0]["url"]
+    assert url.startswith(harness.base_url + "/v1/images/files/")  # where the batch's creator reached oasis
+    async with harness.http(api_key=None) as browser:
+        opened = await browser.get(url)
+    assert opened.status_code == 200 and pixels_of(opened.content).shape == (512, 512, 3)
+    (refused,) = await read_lines(client, done.error_file_id)
+    assert refused["custom_id"] == "bad-size" and refused["response"]["status_code"] == 400
+    assert refused["response"]["body"]["error"]["param"] == "size"

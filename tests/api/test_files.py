@@ -110,7 +110,7 @@ async def test_missing_parts_are_400s(oasis: Harness) -> None:
         ([_batch_line("a"), b"{not json", _batch_line("c")], 2, "not valid JSON"),
         ([_batch_line("a"), _batch_line("b"), _batch_line("a")], 3, "already used on line 1"),
         ([_batch_line("a"), _batch_line("b", method="GET")], 2, "method"),
-        ([_batch_line("a", url="/v1/images/generations")], 1, "url"),
+        ([_batch_line("a", url="/v1/audio/speech")], 1, "url"),
         ([_batch_line("a", body="text")], 1, "body"),
         ([_batch_line("")], 1, "custom_id"),
         ([[1, 2]], 1, "JSON object"),

@@ -460,6 +460,42 @@ async def test_a_run_left_waiting_for_outputs_expires(chat_oasis: Harness) -> No
     await client.beta.threads.messages.create(thread.id, role="user", content="The thread is free again.")
 
 
+async def test_a_run_still_queued_past_its_lifetime_expires_and_the_next_one_runs(
+    start_oasis: Callable[..., Any],
+) -> None:
+    from sqlalchemy import update
+
+    from oasis.storage.tables import Run
+
+    # No worker until the test says: the runs wait in the queue.
+    harness: Harness = await start_oasis(engine_factories=None, models=[smollm()], workers={"in_process": False})
+    client = harness.sdk()
+    assistant = await _assistant(client)
+    stale_thread, fresh_thread = await _thread(client), await _thread(client)
+    stale = await client.beta.threads.runs.create(stale_thread.id, assistant_id=assistant.id, max_completion_tokens=256)
+    fresh = await client.beta.threads.runs.create(fresh_thread.id, assistant_id=assistant.id, max_completion_tokens=256)
+    assert stale.status == fresh.status == "queued"
+    async with harness.container.db.session() as session:  # ten minutes pass for the first
+        await session.execute(update(Run).where(Run.id == stale.id).values(expires_at=stale.created_at - 1))
+        await session.commit()
+    runner = harness.container.run_runner
+    while await runner.run_next("worker-1"):
+        pass
+    for thread_id, run_id, status in ((stale_thread.id, stale.id, "expired"), (fresh_thread.id, fresh.id, "completed")):
+        for _ in range(600):
+            run = await client.beta.threads.runs.retrieve(run_id, thread_id=thread_id)
+            if run.status not in ("queued", "in_progress"):
+                break
+            await asyncio.sleep(0.05)
+        assert run.status == status, (run_id, run.status, run.last_error)
+    assert run.status == "completed" and run.started_at is not None
+    expired = await client.beta.threads.runs.retrieve(stale.id, thread_id=stale_thread.id)
+    assert expired.started_at is None and expired.expires_at is None  # never began; no time left on it
+    messages = await client.beta.threads.messages.list(stale_thread.id)
+    assert [message.role for message in messages.data] == ["user"]  # no reply was written
+    await client.beta.threads.messages.create(stale_thread.id, role="user", content="The thread is free again.")
+
+
 async def test_two_runs_started_at_once_on_a_thread_one_wins(chat_oasis: Harness) -> None:
     client = chat_oasis.sdk()
     assistant = await _assistant(client, tools=[WEATHER_TOOL])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from oasis.api.deps import ContainerDep, PageDep, PrincipalDep
 from oasis.api.lists import dict_list_body
@@ -14,7 +14,9 @@ router = APIRouter(tags=["Batch"])
 
 
 @router.post("/batches")
-async def create_batch(body: CreateBatchRequest, container: ContainerDep, principal: PrincipalDep) -> dict[str, Any]:
+async def create_batch(
+    body: CreateBatchRequest, request: Request, container: ContainerDep, principal: PrincipalDep
+) -> dict[str, Any]:
     return await container.batches.create(
         principal.project_id,
         input_file_id=body.input_file_id,
@@ -22,6 +24,7 @@ async def create_batch(body: CreateBatchRequest, container: ContainerDep, princi
         completion_window=body.completion_window,
         metadata=body.metadata,
         output_expires_after=body.output_expires_after.seconds if body.output_expires_after else None,
+        base_url=str(request.base_url),
     )
 
 

@@ -205,6 +205,8 @@ class BatchJob(Base):
     error_file_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # Seconds after their creation that the output and error files expire (`output_expires_after`); None: never.
     output_expires_after: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # The address the batch's creator reached oasis at: links in its answers (image URLs) start with it.
+    base_url: Mapped[str | None] = mapped_column(Text, nullable=True)
     errors_json: Mapped[str | None] = mapped_column(Text, nullable=True)
     metadata_json: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[int] = mapped_column(BigInteger)

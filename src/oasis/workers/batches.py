@@ -40,8 +40,18 @@ from oasis.workers.leases import JobClaims, LeaseKeeper
 
 log = logging.getLogger("oasis.batches")
 
+
+@dataclass(frozen=True)
+class BatchCaller:
+    """Who a batch's requests are answered for: its project, and the address its creator reached oasis at (the
+    base of links in the answers, such as generated images' URLs)."""
+
+    project_id: str
+    base_url: str | None
+
+
 # One request of a batch: a JSON body in, (status code, JSON body) out.
-EndpointHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+EndpointHandler = Callable[[dict[str, Any], BatchCaller], Awaitable[dict[str, Any]]]
 
 
 @dataclass(frozen=True)
@@ -242,7 +252,12 @@ class BatchRunner:
     async def _run_lines(self, batch: BatchJob, owner: str) -> None:
         async with self._db.session() as session:
             done = await batch_rows.answered_lines(session, batch.seq)
-        handler = self._endpoints[batch.endpoint]
+        endpoint = self._endpoints[batch.endpoint]
+        caller = BatchCaller(batch.project_id, batch.base_url)
+
+        async def handler(body: dict[str, Any]) -> dict[str, Any]:
+            return await endpoint(body, caller)
+
         # Bounded: the reader stays a few lines ahead of the requests in flight, whatever the file's size.
         queue: asyncio.Queue[_Line | None] = asyncio.Queue(maxsize=self._concurrency * 2)
         # Set when a result finds the batch cancelling: no new request starts; those in flight finish and are kept.
@@ -280,7 +295,9 @@ class BatchRunner:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     @staticmethod
-    async def _call(handler: EndpointHandler, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    async def _call(
+        handler: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]], body: dict[str, Any]
+    ) -> tuple[int, dict[str, Any]]:
         if body.get("stream"):
             failure = OasisError(400, "Streaming is not supported in batches.", param="stream")
             return failure.status, _envelope(failure)

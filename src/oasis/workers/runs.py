@@ -280,6 +280,11 @@ class RunExecutor:
         if run.status == "requires_action":  # leased only once its time ran out
             await self._expire(run, owner, events)
             return "expired"
+        if run.status == "queued" and run.expires_at is not None and now() > run.expires_at:
+            # Waited in the queue past its lifetime (the workers busy or down): expired, as OpenAI's are,
+            # rather than started by the client's long-given-up request.
+            await self._expire(run, owner, events)
+            return "expired"
         if run.status == "in_progress":  # taken over from a worker that died mid-turn
             if run.attempts > MAX_ATTEMPTS:
                 await self._fail(seq, owner, events, "server_error", "The run was interrupted too many times.")

@@ -58,8 +58,10 @@ class BatchService:
         completion_window: str,
         metadata: dict[str, Any] | None,
         output_expires_after: int | None = None,
+        base_url: str | None = None,
     ) -> dict[str, Any]:
-        """`output_expires_after`: seconds after their creation that the output and error files expire."""
+        """`output_expires_after`: seconds after their creation that the output and error files expire;
+        `base_url`: the address the client reached oasis at, where the links in the answers point."""
         if endpoint not in BATCH_ENDPOINTS:
             raise invalid_request(f"'endpoint' must be one of {', '.join(BATCH_ENDPOINTS)}.", param="endpoint")
         if completion_window not in COMPLETION_WINDOWS:
@@ -84,6 +86,7 @@ class BatchService:
                 status="validating",
                 metadata_json=json.dumps(clean_metadata) if clean_metadata is not None else None,
                 output_expires_after=output_expires_after,
+                base_url=base_url,
                 created_at=stamp,
                 expires_at=stamp + COMPLETION_WINDOWS[completion_window],
                 total=0,

@@ -13,7 +13,13 @@ from typing import Any
 from oasis.errors import OasisError
 from oasis.protocol.lone_surrogates import is_lone, path_in
 
-BATCH_ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings", "/v1/completions")
+BATCH_ENDPOINTS = (
+    "/v1/chat/completions",
+    "/v1/embeddings",
+    "/v1/completions",
+    "/v1/moderations",
+    "/v1/images/generations",
+)
 # OpenAI's limits on one batch's input file.
 MAX_BATCH_REQUESTS = 50_000
 MAX_BATCH_FILE_BYTES = 200 * 1024 * 1024
