@@ -165,7 +165,7 @@ class Container:
         blobs = blob_store(settings)
         registry = EngineRegistry(specs, factories)
         embeddings = EmbeddingService(registry)
-        files = FileService(db, blobs, settings.files.max_upload_bytes)
+        files = FileService(db, blobs, settings.files.max_upload_bytes, settings.files.batch_expiry_seconds)
         chat = ChatService(registry, fingerprint=_fingerprint(), files=files)
         completions = CompletionService(registry, fingerprint=_fingerprint())
         fine_tuned = FineTunedModels(

@@ -85,6 +85,12 @@ class ServerSettings(_Section):
 
 class FilesSettings(_Section):
     max_upload_bytes: int = Field(default=512 * MIB, gt=0, description="Largest file `POST /v1/files` accepts.")
+    batch_expiry_seconds: int | None = Field(
+        default=30 * 24 * 3600,
+        ge=3600,
+        description="How long an uploaded `batch` file lives when its upload names no `expires_after` (OpenAI's "
+        "30 days); null keeps such files until they are deleted.",
+    )
 
 
 class VectorStoreSettings(_Section):

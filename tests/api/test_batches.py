@@ -184,7 +184,9 @@ async def test_output_expires_after_sets_when_the_output_and_error_files_expire(
     for made in (done.output_file_id, done.error_file_id):
         stored = await client.files.retrieve(made)
         assert stored.model_dump()["expires_at"] == stored.created_at + 7200
-    assert (await client.files.retrieve(file_id)).model_dump().get("expires_at") is None  # the input is the user's
+    # The input keeps its own upload's expiry (a batch file's 30 days), untouched by the output's policy.
+    source = await client.files.retrieve(file_id)
+    assert source.model_dump()["expires_at"] == source.created_at + 30 * 24 * 3600
     for bad, param in (
         ({"anchor": "created_at", "seconds": 59}, "output_expires_after.seconds"),
         ({"anchor": "completed_at", "seconds": 7200}, "output_expires_after.anchor"),

@@ -302,6 +302,22 @@ async def test_unknown_file_is_404(client: openai.AsyncOpenAI) -> None:
     assert "file-doesnotexist" in caught.value.message
 
 
+async def test_batch_files_expire_after_thirty_days_unless_asked_otherwise(start_oasis: Callable[..., Any]) -> None:
+    client = (await start_oasis()).sdk()
+    batch = await client.files.create(file=("in.jsonl", _jsonl(_batch_line("a"))), purpose="batch")
+    assert batch.model_dump()["expires_at"] == batch.created_at + 30 * 24 * 3600  # OpenAI's default
+    assert (await client.files.retrieve(batch.id)).model_dump()["expires_at"] == batch.model_dump()["expires_at"]
+    policy: Any = {"expires_after": {"anchor": "created_at", "seconds": 7200}}
+    sooner = await client.files.create(file=("in.jsonl", _jsonl(_batch_line("a"))), purpose="batch", extra_body=policy)
+    assert sooner.model_dump()["expires_at"] == sooner.created_at + 7200
+    other = await client.files.create(file=("notes.txt", b"kept"), purpose="assistants")
+    assert other.model_dump().get("expires_at") is None  # every other purpose is kept until deleted
+
+    keeping = (await start_oasis(files={"batch_expiry_seconds": None})).sdk()  # configured to keep them
+    kept = await keeping.files.create(file=("in.jsonl", _jsonl(_batch_line("a"))), purpose="batch")
+    assert kept.model_dump().get("expires_at") is None
+
+
 async def test_a_file_asked_to_expire_is_gone_once_it_has(start_oasis: Callable[..., Any]) -> None:
     """`expires_after` (OpenAI added it after the 2.0.0 spec; sent as the SDK sends it, as form fields): the file
     carries `expires_at`; past it the file answers 404 everywhere and leaves the list, and the expiry job deletes it

@@ -54,7 +54,11 @@ def _file_not_found(file_id: str) -> OasisError:
 
 
 class FileService:
-    def __init__(self, db: Database, blobs: BlobStore, max_upload_bytes: int) -> None:
+    def __init__(
+        self, db: Database, blobs: BlobStore, max_upload_bytes: int, batch_expiry_seconds: int | None = None
+    ) -> None:
+        """`batch_expiry_seconds`: how long a `batch` upload that names no `expires_after` lives (None: kept)."""
+        self._batch_expiry_seconds = batch_expiry_seconds
         self._db = db
         self._blobs = blobs
         self.max_upload_bytes = max_upload_bytes
@@ -69,7 +73,8 @@ class FileService:
         size: int,
         expires_after: int | None = None,
     ) -> FileObject:
-        """`expires_after`: seconds after its creation that the file expires (None: kept until deleted)."""
+        """`expires_after`: seconds after its creation that the file expires (None: kept until deleted, but for
+        `batch` files, which expire after the configured time, as OpenAI's do after 30 days)."""
         if purpose not in UPLOAD_PURPOSES:
             raise invalid_request(
                 f"'{purpose}' is not one of {', '.join(map(repr, UPLOAD_PURPOSES))} - 'purpose'",
@@ -89,6 +94,8 @@ class FileService:
         if check is not None:
             source.seek(0)
             await anyio.to_thread.run_sync(check, source)
+        if purpose == "batch" and expires_after is None:
+            expires_after = self._batch_expiry_seconds
         return await self.store(
             project_id, purpose=purpose, filename=filename, source=source, expires_after=expires_after
         )
