@@ -199,7 +199,9 @@ class Container:
         batch_loop = WorkerLoop([batch_runner], settings.workers.poll_seconds)
         embedding_model = settings.vector_stores.embedding_model
         resolved = registry.resolve(embedding_model)
-        vector_stores = VectorStoreService(db, resolved.id if resolved else embedding_model, worker.wake, files)
+        vector_stores = VectorStoreService(
+            db, resolved.id if resolved else embedding_model, worker.wake, files, spool_dir=settings.data_dir / "tmp"
+        )
         lease_seconds = settings.workers.lease_seconds
         search = VectorSearch(
             db,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,10 +26,10 @@ from oasis.metrics import JOB_DURATION
 from oasis.services.embeddings.service import EmbeddingService
 from oasis.services.vector_stores.chunking import split_stream
 from oasis.services.vector_stores.text_extraction import (
-    SPOOL_IN_MEMORY,
     InvalidFile,
     UnsupportedFile,
     check_supported,
+    spooled,
     text_pieces,
 )
 from oasis.storage import files as file_rows
@@ -147,21 +146,15 @@ class IngestionRunner:
             raise _Failed("server_error", f"Embedding model {store.embedding_model!r}: {exc.message}") from None
         # The file goes to a temporary file (in memory while small), then flows through text extraction and
         # chunking a step at a time: neither the file nor its text is held whole.
-        spool_dir = None
-        if self._spool_dir is not None:
-            self._spool_dir.mkdir(parents=True, exist_ok=True)
-            spool_dir = str(self._spool_dir)
-        # In the data dir rather than the system's temp folder, which may be small or held in memory; the file
-        # has no name, so a crash leaves nothing behind.
-        with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY, dir=spool_dir) as spooled:
+        with spooled(self._spool_dir) as spool:
             try:
                 async for piece in self._blobs.read(stored.blob_key):
-                    await asyncio.to_thread(spooled.write, piece)
+                    await asyncio.to_thread(spool.write, piece)
             except BlobNotFound:
                 raise _Failed("invalid_file", f"The content of {job.id} is missing.") from None
-            spooled.seek(0)
+            spool.seek(0)
             chunks = split_stream(
-                text_pieces(stored.filename, spooled),  # type: ignore[arg-type]
+                text_pieces(stored.filename, spool),
                 job.chunk_size_tokens,
                 job.chunk_overlap_tokens,
             )

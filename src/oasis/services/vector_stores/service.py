@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from oasis.errors import invalid_request, not_found
 from oasis.services.files.service import FileService
 from oasis.services.metadata import check_metadata
 from oasis.services.vector_stores.chunking import Chunking, chunking_from_request
-from oasis.services.vector_stores.text_extraction import SPOOL_IN_MEMORY, InvalidFile, UnsupportedFile, text_pieces
+from oasis.services.vector_stores.text_extraction import InvalidFile, UnsupportedFile, spooled, text_pieces
 from oasis.storage import files as file_rows
 from oasis.storage import vector_stores as rows
 from oasis.storage.clock import new_id, now
@@ -154,9 +154,11 @@ class VectorStoreService:
         default_embedding_model: str,
         wake_workers: Callable[[], None],
         files: FileService,
+        spool_dir: Path | None = None,
     ) -> None:
         self._db = db
         self._files = files  # reads an attached file's content again (`file_content`)
+        self._spool_dir = spool_dir  # where a large file waits while its text is read
         self._embedding_model = default_embedding_model
         # Nudges the in-process ingestion worker; workers elsewhere find new jobs when they poll.
         self._wake_workers = wake_workers
@@ -356,12 +358,12 @@ class VectorStoreService:
             await self._store(session, project_id, store_id)
             await self._file(session, project_id, store_id, file_id)
         content = await self._files.content(project_id, file_id)
-        with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spooled:
+        with spooled(self._spool_dir) as spool:
             async for chunk in content.chunks:
-                await asyncio.to_thread(spooled.write, chunk)
-            spooled.seek(0)
+                await asyncio.to_thread(spool.write, chunk)
+            spool.seek(0)
             try:
-                pieces, following = await asyncio.to_thread(content_page, text_pieces(content.filename, spooled), start)  # type: ignore[arg-type]
+                pieces, following = await asyncio.to_thread(content_page, text_pieces(content.filename, spool), start)
             except UnsupportedFile as exc:
                 raise invalid_request(str(exc), param="file_id", code="unsupported_file") from None
             except InvalidFile as exc:

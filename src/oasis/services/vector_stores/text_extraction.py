@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import codecs
 import io
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from html.parser import HTMLParser
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import BinaryIO
 
 from oasis.services.vector_stores.json_text import JSONTextError, json_text
@@ -23,6 +24,16 @@ TEXT_SUFFIXES = {
 }  # fmt: skip
 MARKUP_SUFFIXES = {".html", ".htm"}
 SPOOL_IN_MEMORY = 8 << 20  # files up to this size are read from memory, larger ones from a temporary file
+
+
+def spooled(spool_dir: Path | None) -> BinaryIO:
+    """A temporary file for a file's bytes, in memory while small. Past that it lives in `spool_dir` (the data
+    dir, rather than the system's temp folder, which may be small or held in memory); it has no name, so a crash
+    leaves nothing behind."""
+    if spool_dir is not None:
+        spool_dir.mkdir(parents=True, exist_ok=True)
+    folder = None if spool_dir is None else str(spool_dir)
+    return tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY, dir=folder)  # type: ignore[return-value]
 
 
 class UnsupportedFile(ValueError):
