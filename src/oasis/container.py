@@ -14,7 +14,12 @@ from oasis.blobs import BlobStore, blob_store
 from oasis.engines.base import EngineFactory
 from oasis.engines.registry import EngineRegistry
 from oasis.protocol import openapi_types as spec
-from oasis.protocol.extensions import ChatCompletionRequest, CompletionRequest, CreateModerationRequest
+from oasis.protocol.extensions import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    CreateImageRequest,
+    CreateModerationRequest,
+)
 from oasis.sandbox.bubblewrap import Limits
 from oasis.sandbox.sessions import SandboxPool
 from oasis.services.assistants.assistants import AssistantService
@@ -96,7 +101,7 @@ def _batch_endpoints(
         return await moderations.create(request.model_dump(mode="json", exclude_none=True))
 
     async def image_generation(body: dict[str, Any], caller: BatchCaller) -> dict[str, Any]:
-        request = spec.CreateImageRequest.model_validate(body)
+        request = CreateImageRequest.model_validate(body)
         payload = request.model_dump(mode="json", exclude_none=True, exclude_unset=True)
         return await images.generate(payload, caller.project_id, caller.base_url or own_address)
 

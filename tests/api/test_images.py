@@ -5,6 +5,7 @@ part for each bad input (issue 17). What the model draws is judged in tests/test
 from __future__ import annotations
 
 import base64
+import inspect
 import io
 import time
 from collections.abc import Callable
@@ -18,7 +19,13 @@ import pytest
 from oasis.services.images.links import LIFETIME_SECONDS
 from tests.conftest import E5, Harness
 
-SHAPES = {"id": "oasis-shapes-32", "engine": "shapes", "package": "oasis", "aliases": ["dall-e-2", "dall-e-3"]}
+SDK_STREAMS_IMAGES = "stream" in inspect.signature(openai.resources.images.AsyncImages.generate).parameters
+SHAPES = {
+    "id": "oasis-shapes-32",
+    "engine": "shapes",
+    "package": "oasis",
+    "aliases": ["dall-e-2", "dall-e-3", "gpt-image-1"],
+}
 
 
 @pytest.fixture
@@ -39,6 +46,14 @@ def pixels_of(data: bytes) -> np.ndarray:
     from PIL import Image
 
     return np.asarray(Image.open(io.BytesIO(data)))
+
+
+def jpeg_step(data: bytes) -> int:
+    """The quantization step of a JPEG's first (luminance DC) coefficient."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        return int(image.quantization[0][0])  # type: ignore[attr-defined]
 
 
 def scene(size: int = 256) -> np.ndarray:
@@ -116,6 +131,90 @@ async def test_dall_e_3_rules_and_its_revised_prompt(image_oasis: Harness) -> No
     # the model's own id takes every size of the spec
     own = await client.images.generate(model="oasis-shapes-32", prompt="a pink square", size="1792x1024")
     assert own.data[0].url
+
+
+async def test_gpt_image_models_answer_base64_in_the_format_asked(image_oasis: Harness) -> None:
+    """The GPT image models' surface (OpenAI added it after the 2.0.0 spec; its fields go as extra_body so that the
+    May-2024 SDK sends them too): their sizes and qualities, output_format and output_compression, base64 only, and
+    the settings used named in the answer."""
+    client = image_oasis.sdk()
+    jpeg: Any = {"output_format": "jpeg", "output_compression": 90}
+    wide = await client.images.generate(
+        model="gpt-image-1", prompt="a red circle on the left", size="1536x1024", quality="high", extra_body=jpeg
+    )
+    (item,) = wide.data
+    assert item.url is None and item.revised_prompt is None
+    picture = base64.b64decode(item.b64_json or "")
+    assert picture[:3] == b"\xff\xd8\xff" and pixels_of(picture).shape == (1024, 1536, 3)  # a JPEG, landscape
+    used = wide.model_dump()
+    assert (used["background"], used["output_format"], used["quality"], used["size"]) == (
+        "opaque",
+        "jpeg",
+        "high",
+        "1536x1024",
+    )
+    coarse = await client.images.generate(
+        model="gpt-image-1", prompt="a red circle on the left", extra_body={**jpeg, "output_compression": 5}
+    )
+    # output_compression is JPEG's quality: the lower, the coarser its quantization
+    assert jpeg_step(base64.b64decode(coarse.data[0].b64_json or "")) > 10 * jpeg_step(picture)
+
+    auto = await client.images.generate(
+        model="gpt-image-1", prompt="two blue squares", extra_body={"output_format": "webp"}
+    )
+    used = auto.model_dump()
+    assert (used["quality"], used["size"], used["output_format"]) == ("medium", "1024x1024", "webp")  # what auto drew
+    webp = base64.b64decode(auto.data[0].b64_json or "")
+    assert webp[:4] == b"RIFF" and webp[8:12] == b"WEBP" and pixels_of(webp).shape == (1024, 1024, 3)
+
+    # a model asked for by its own id takes these fields too, and links the format it was asked for
+    linked = await client.images.generate(
+        model="oasis-shapes-32", prompt="a star", size="1024x1536", extra_body={"output_format": "jpeg"}
+    )
+    url = linked.data[0].url or ""
+    assert urlsplit(url).path.endswith(".jpeg")
+    async with image_oasis.http(api_key=None) as browser:
+        opened = await browser.get(url)
+    assert opened.headers["content-type"] == "image/jpeg" and pixels_of(opened.content).shape == (1536, 1024, 3)
+
+    for fields, param in [
+        ({"model": "gpt-image-1", "response_format": "url"}, "response_format"),
+        ({"model": "gpt-image-1", "size": "256x256"}, "size"),
+        ({"model": "gpt-image-1", "quality": "hd"}, "quality"),
+        ({"model": "gpt-image-1", "prompt": "x" * 32001}, "prompt"),
+        ({"model": "gpt-image-1", "background": "transparent"}, "background"),
+        ({"model": "gpt-image-1", "output_format": "gif"}, "output_format"),
+        ({"model": "gpt-image-1", "output_compression": 101}, "output_compression"),
+        ({"model": "gpt-image-1", "partial_images": 4}, "partial_images"),
+        ({"model": "dall-e-2", "output_format": "jpeg"}, "output_format"),
+        ({"model": "dall-e-3", "background": "opaque"}, "background"),
+        ({"model": "dall-e-2", "size": "auto"}, "size"),
+        ({"model": "dall-e-3", "quality": "high"}, "quality"),
+    ]:
+        body = {"prompt": "a star", **fields}
+        async with image_oasis.http() as http:
+            refused = await http.post("/v1/images/generations", json=body)
+        assert refused.status_code == 400, (fields, refused.text)
+        assert refused.json()["error"]["param"] == param, (fields, refused.json())
+
+
+@pytest.mark.skipif(not SDK_STREAMS_IMAGES, reason="this openai SDK does not stream images")
+async def test_a_streamed_generation_sends_each_image_as_a_completed_event(image_oasis: Harness) -> None:
+    client = image_oasis.sdk()
+    stream = await client.images.generate(
+        model="gpt-image-1", prompt="a green star", n=2, stream=True, partial_images=2, output_format="webp"
+    )
+    events = [event async for event in stream]
+    assert [event.type for event in events] == ["image_generation.completed"] * 2
+    pictures = [base64.b64decode(event.b64_json) for event in events]
+    assert all(picture[8:12] == b"WEBP" and pixels_of(picture).shape == (1024, 1024, 3) for picture in pictures)
+    assert not np.array_equal(pixels_of(pictures[0]), pixels_of(pictures[1]))
+    assert {(event.output_format, event.size, event.quality, event.background) for event in events} == {
+        ("webp", "1024x1024", "medium", "opaque")
+    }
+    with pytest.raises(openai.BadRequestError) as refused:
+        await client.images.generate(model="oasis-shapes-32", prompt="a star", stream=True, response_format="url")
+    assert refused.value.param == "response_format"
 
 
 async def test_links_cannot_be_altered_or_used_after_the_hour(image_oasis: Harness) -> None:

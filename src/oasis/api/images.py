@@ -10,20 +10,25 @@ from starlette.datastructures import FormData, UploadFile
 
 from oasis.api.deps import ContainerDep, PrincipalDep
 from oasis.api.disconnect import unless_disconnected
+from oasis.api.sse import named_events_response
 from oasis.errors import invalid_request
-from oasis.protocol import openapi_types as spec
+from oasis.protocol.extensions import CreateImageRequest
 from oasis.services.images.pictures import MAX_UPLOAD_BYTES
 from oasis.services.images.service import EditRequest, ImageUpload, VariationRequest
 
 router = APIRouter(tags=["Images"])
+_MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 
 
-@router.post("/images/generations")
+@router.post("/images/generations", response_model=None)
 async def create_image(
-    body: spec.CreateImageRequest, request: Request, container: ContainerDep, principal: PrincipalDep
-) -> dict[str, Any]:
+    body: CreateImageRequest, request: Request, container: ContainerDep, principal: PrincipalDep
+) -> dict[str, Any] | StreamingResponse:
     # only what the client sent: an upstream gets no defaults it might refuse (the service has its own)
     payload = body.model_dump(mode="json", exclude_none=True, exclude_unset=True)
+    if body.stream:
+        events = await unless_disconnected(request, container.images.generate_events(payload))
+        return named_events_response((event["type"], event) for event in events)
     work = container.images.generate(payload, principal.project_id, str(request.base_url))
     return await unless_disconnected(request, work)
 
@@ -107,6 +112,7 @@ async def image_file(
 ) -> StreamingResponse:
     """A generated image, by its signed link: no API key, as a browser opens OpenAI's image URLs."""
     chunks, seconds_left = await container.images.links.open(f"{project}/{name}", expires, signature)
+    media_type = _MEDIA_TYPES.get(name.rpartition(".")[2], "image/png")
     return StreamingResponse(
-        chunks, media_type="image/png", headers={"cache-control": f"private, max-age={seconds_left}"}
+        chunks, media_type=media_type, headers={"cache-control": f"private, max-age={seconds_left}"}
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 from fastapi.responses import StreamingResponse
@@ -95,6 +95,12 @@ async def _first_of(events: AsyncIterator[dict[str, Any]]) -> dict[str, Any] | N
 
 def _named_frame(name: str, payload: Any) -> bytes:
     return f"event: {name}\ndata: ".encode() + _encode(payload).encode() + b"\n\n"
+
+
+def named_events_response(events: Iterable[tuple[str, dict[str, Any]]]) -> StreamingResponse:
+    """Events made already (a streamed image generation's), as `event: <name>` / `data: {json}` frames."""
+    frames = [_named_frame(name, data) for name, data in events]
+    return StreamingResponse(iter(frames), media_type="text/event-stream", headers=_SSE_HEADERS)
 
 
 async def assistant_events_response(events: AsyncIterator[tuple[str, dict[str, Any]]]) -> StreamingResponse:

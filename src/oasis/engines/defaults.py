@@ -45,7 +45,12 @@ DEFAULT_MODELS = [
         aliases=["text-moderation-latest", "text-moderation-stable", "omni-moderation-latest"],
     ),
     # oasis's own text-to-image model (scenes of coloured shapes; engines/shapes/MODEL_CARD.md), weights inside oasis
-    ModelSpec(id="oasis-shapes-32", engine="shapes", package="oasis", aliases=["dall-e-2", "dall-e-3"]),
+    ModelSpec(
+        id="oasis-shapes-32",
+        engine="shapes",
+        package="oasis",
+        aliases=["dall-e-2", "dall-e-3", "gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5"],
+    ),
 ]
 
 

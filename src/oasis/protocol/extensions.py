@@ -332,3 +332,19 @@ class CreateModerationRequest(spec.CreateModerationRequest):
 
     input: str | list[str] | list[ModerationTextPart | ModerationImagePart]  # type: ignore[assignment]
     model: str | None = "text-moderation-latest"
+
+
+class CreateImageRequest(spec.CreateImageRequest):
+    """`CreateImageRequest` with what OpenAI added for its GPT image models (`gpt-image-1` and later): their
+    sizes and qualities (checked by the service, per model name), the output file's format and compression,
+    the background, the moderation level, and streaming."""
+
+    quality: str | None = None  # type: ignore[assignment]
+    size: str | None = None  # type: ignore[assignment]
+    response_format: Literal["url", "b64_json"] | None = None
+    background: Literal["transparent", "opaque", "auto"] | None = None
+    output_format: Literal["png", "jpeg", "webp"] | None = None
+    output_compression: int | None = Field(None, ge=0, le=100)
+    moderation: Literal["low", "auto"] | None = None
+    stream: bool | None = None
+    partial_images: int | None = Field(None, ge=0, le=3)

@@ -56,10 +56,10 @@ class ImageLinks:
     def _signature(self, key: bytes, path: str, expires: int) -> str:
         return hmac.new(key, f"{path}\n{expires}".encode(), hashlib.sha256).hexdigest()
 
-    async def keep(self, project_id: str, png: bytes, base_url: str) -> str:
-        """Stores the PNG and returns the link to it."""
-        path = check_key(f"{project_id}/img-{secrets.token_hex(16)}.png")
-        await self._blobs.put(PREFIX + path, _chunks(png))
+    async def keep(self, project_id: str, image: bytes, base_url: str, file_format: str = "png") -> str:
+        """Stores the image (a PNG, JPEG or WebP file, as `file_format` says) and returns the link to it."""
+        path = check_key(f"{project_id}/img-{secrets.token_hex(16)}.{file_format}")
+        await self._blobs.put(PREFIX + path, _chunks(image))
         expires = int(time.time()) + LIFETIME_SECONDS
         signature = self._signature(await self._key(), path, expires)
         base = self._public_url or base_url.rstrip("/")

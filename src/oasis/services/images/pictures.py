@@ -1,5 +1,5 @@
 """PNG files in and out: the checks OpenAI makes on an uploaded image or mask (a PNG under 4 MB, square, a mask the
-image's size), each a 400 naming the part, and the encoding of what an engine drew."""
+image's size), each a 400 naming the part, and the encoding of what an engine drew (PNG, JPEG or WebP)."""
 
 from __future__ import annotations
 
@@ -64,4 +64,24 @@ def png_bytes(pixels: np.ndarray) -> bytes:
 
     buffer = io.BytesIO()
     Image.fromarray(pixels.astype(np.uint8), "RGB").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class Output:
+    """How drawn images are written: the file format, and JPEG's or WebP's quality (OpenAI's `output_compression`,
+    0-100; PNG is lossless and ignores it)."""
+
+    format: str = "png"
+    compression: int = 100
+
+
+def encoded_image(pixels: np.ndarray, output: Output) -> bytes:
+    if output.format == "png":
+        return png_bytes(pixels)
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    picture = Image.fromarray(pixels.astype(np.uint8), "RGB")
+    picture.save(buffer, format=output.format.upper(), quality=output.compression)
     return buffer.getvalue()

@@ -27,13 +27,19 @@ from oasis.engines.image import EditJob, GenerationJob, ImageEngine, Look, Varia
 from oasis.engines.registry import EngineRegistry
 from oasis.errors import OasisError, invalid_request
 from oasis.services.images.links import ImageLinks
-from oasis.services.images.pictures import Picture, png_bytes, read_png, require_square, resized
+from oasis.services.images.pictures import Output, Picture, encoded_image, png_bytes, read_png, require_square, resized
 from oasis.services.models.engine_lookup import implements, loaded_engine
 
 SQUARES = ("256x256", "512x512", "1024x1024")
 DALL_E_3_SIZES = ("1024x1024", "1792x1024", "1024x1792")
-ALL_SIZES = ("256x256", "512x512", "1024x1024", "1792x1024", "1024x1792")
+GPT_IMAGE_SIZES = ("1024x1024", "1536x1024", "1024x1536")
+ALL_SIZES = ("256x256", "512x512", "1024x1024", "1792x1024", "1024x1792", "1536x1024", "1024x1536")
 RESPONSE_FORMATS = ("url", "b64_json")
+DALL_E_QUALITIES = ("standard", "hd")
+GPT_IMAGE_QUALITIES = ("low", "medium", "high", "auto")
+PNG = Output()
+# The GPT image models' own fields (OpenAI added them after the 2.0.0 spec); the DALL-E models take none of them.
+GPT_IMAGE_FIELDS = ("output_format", "output_compression", "background", "moderation", "stream", "partial_images")
 
 
 @dataclass(frozen=True)
@@ -42,15 +48,39 @@ class Rules:
     max_n: int
     max_prompt: int
     revises_prompt: bool = False
+    qualities: tuple[str, ...] = DALL_E_QUALITIES
+    gpt_image_fields: bool = False  # output_format, background, streaming…
+    # GPT image models: base64 only, `auto` sizes and qualities, and the settings used named in the answer
+    gpt_image: bool = False
 
 
 DALL_E_2 = Rules(SQUARES, 10, 1000)
 DALL_E_3 = Rules(DALL_E_3_SIZES, 1, 4000, revises_prompt=True)
-OWN_NAME = Rules(ALL_SIZES, 10, 4000)
+GPT_IMAGE = Rules(GPT_IMAGE_SIZES, 10, 32000, qualities=GPT_IMAGE_QUALITIES, gpt_image_fields=True, gpt_image=True)
+OWN_NAME = Rules(ALL_SIZES, 10, 4000, qualities=DALL_E_QUALITIES + GPT_IMAGE_QUALITIES, gpt_image_fields=True)
 
 
 def rules_for(model: str) -> Rules:
+    if model.startswith(("gpt-image-", "chatgpt-image-")):
+        return GPT_IMAGE
     return {"dall-e-2": DALL_E_2, "dall-e-3": DALL_E_3}.get(model, OWN_NAME)
+
+
+@dataclass(frozen=True)
+class Generation:
+    """A generation request, checked: what to draw and how to answer."""
+
+    prompt: str
+    n: int
+    size: str
+    width: int
+    height: int
+    quality: str  # as the answer names it (a GPT image model's `auto` resolved)
+    look: Look
+    response_format: str
+    output: Output
+    revised_prompt: str | None
+    gpt_image: bool
 
 
 @dataclass(frozen=True)
@@ -135,24 +165,102 @@ class ImageService:
 
         return await asyncio.to_thread(draw)
 
-    async def generate(self, body: dict[str, Any], project_id: str, base_url: str) -> dict[str, Any]:
+    def _checked(self, body: dict[str, Any]) -> Generation:
+        """The request's values by the rules of the model name asked for; a 400 naming the first bad one."""
         model = body.get("model") or "dall-e-2"
         rules = rules_for(model)
         prompt = body["prompt"]
         _check_prompt(rules, model, prompt)
+        if not rules.gpt_image_fields:
+            given = next((field for field in GPT_IMAGE_FIELDS if body.get(field) is not None), None)
+            if given is not None:
+                raise invalid_request(f"'{given}' is not supported with '{model}'.", param=given)
         n = 1 if body.get("n") is None else int(body["n"])
-        size = body.get("size") or "1024x1024"
-        response_format = body.get("response_format") or "url"
+        size = body.get("size") or ("auto" if rules.gpt_image else "1024x1024")
+        if size == "auto" and rules.gpt_image_fields:
+            size = "1024x1024"  # the engines draw any shape alike: the square, as OpenAI's models mostly choose
+        quality = body.get("quality") or ("auto" if rules.gpt_image else "standard")
+        if quality not in rules.qualities:
+            raise invalid_request(f"'{quality}' is not one of {list(rules.qualities)} - 'quality'", param="quality")
+        if quality == "auto":
+            quality = "medium"  # what the engines draw for it: their usual number of steps
+        stream = bool(body.get("stream"))
+        response_format = body.get("response_format") or ("b64_json" if rules.gpt_image or stream else "url")
+        if (rules.gpt_image or stream) and response_format != "b64_json":
+            answered = f"'{model}' always answers" if rules.gpt_image else "A stream answers"
+            raise invalid_request(
+                f"{answered} with base64 images: 'response_format' must be 'b64_json'.", param="response_format"
+            )
         width, height = _check_common(rules, model, n, size, response_format)
-        look = Look(quality=body.get("quality") or "standard", style=body.get("style") or "vivid")
-        engine = self._engine(model)
-        revised = prompt if rules.revises_prompt else None
+        if body.get("background") == "transparent":
+            raise invalid_request(
+                "This server's image models draw opaque images: 'background' must be 'opaque' or 'auto'.",
+                param="background",
+            )
+        output = Output(
+            body.get("output_format") or "png",
+            100 if body.get("output_compression") is None else int(body["output_compression"]),
+        )
+        look = Look(quality="hd" if quality in ("hd", "high") else "standard", style=body.get("style") or "vivid")
+        return Generation(
+            prompt=prompt,
+            n=n,
+            size=size,
+            width=width,
+            height=height,
+            quality=quality,
+            look=look,
+            response_format=response_format,
+            output=output,
+            revised_prompt=prompt if rules.revises_prompt else None,
+            gpt_image=rules.gpt_image,
+        )
+
+    async def generate(self, body: dict[str, Any], project_id: str, base_url: str) -> dict[str, Any]:
+        """`body` as the client sent it (no defaults filled in); the answer as OpenAI's."""
+        generation = self._checked(body)
+        encoded, revised = await self._draw(generation, body)
+        output = generation.output
+        answer = await self._reply(encoded, generation.response_format, project_id, base_url, revised, output)
+        if generation.gpt_image:  # the settings used, as OpenAI's GPT image models name them
+            answer.update(background="opaque", output_format=output.format, quality=generation.quality)
+            answer["size"] = generation.size
+        return answer
+
+    async def generate_events(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        """A streamed generation's events: one `image_generation.completed` an image. No partial images: OpenAI
+        may send the final image before any of them, when it is ready first, and here it always is."""
+        generation = self._checked(body)
+        encoded, _ = await self._draw(generation, body)
+        created_at = int(time.time())
+        return [
+            {
+                "type": "image_generation.completed",
+                "b64_json": base64.b64encode(picture).decode("ascii"),
+                "created_at": created_at,
+                "background": "opaque",
+                "output_format": generation.output.format,
+                "quality": generation.quality,
+                "size": generation.size,
+            }
+            for picture in encoded
+        ]
+
+    async def _draw(self, generation: Generation, body: dict[str, Any]) -> tuple[list[bytes], list[str | None]]:
+        """The images as files in the asked format, and their revised prompts."""
+        engine = self._engine(body.get("model") or "dall-e-2")
         if implements(engine, ImageEngine):
-            images = await self._run(engine, "generate", GenerationJob(prompt, n, width, height, look))
-            return await self._answer(images, response_format, project_id, base_url, revised)
-        forwarded = {**body, "n": n, "size": size, "response_format": "b64_json"}
-        reply = await engine.forward("/images/generations", forwarded)
-        return await self._relay(reply, response_format, project_id, base_url)
+            job = GenerationJob(generation.prompt, generation.n, generation.width, generation.height, generation.look)
+            images = await self._run(engine, "generate", job)
+            output = generation.output
+            encoded = await asyncio.to_thread(lambda: [encoded_image(image, output) for image in images])
+            return encoded, [generation.revised_prompt] * len(encoded)
+        forwarded = {**body, "n": generation.n, "size": generation.size}
+        for streaming_only in ("stream", "partial_images"):
+            forwarded.pop(streaming_only, None)
+        if not generation.gpt_image:
+            forwarded["response_format"] = "b64_json"  # kept here, linked when the client wants a url
+        return _relayed(await engine.forward("/images/generations", forwarded))
 
     async def edit(self, request: EditRequest, project_id: str, base_url: str) -> dict[str, Any]:
         rules = _edit_rules(request.model)
@@ -193,30 +301,43 @@ class ImageService:
         self, reply: dict[str, Any], response_format: str, project_id: str, base_url: str
     ) -> dict[str, Any]:
         """An upstream's answer (asked for as b64_json), kept here and linked when the client wants a url."""
-        encoded, revised = [], []
-        for item in reply.get("data") or []:
-            try:
-                encoded.append(base64.b64decode(item["b64_json"], validate=True))
-            except (KeyError, TypeError, binascii.Error):
-                raise OasisError(
-                    502, "The upstream server sent an image that is not base64.", type="server_error"
-                ) from None
-            revised.append(item.get("revised_prompt"))
+        encoded, revised = _relayed(reply)
         return await self._reply(encoded, response_format, project_id, base_url, revised)
 
     async def _reply(
-        self, encoded: list[bytes], response_format: str, project_id: str, base_url: str, revised: list[str | None]
+        self,
+        encoded: list[bytes],
+        response_format: str,
+        project_id: str,
+        base_url: str,
+        revised: list[str | None],
+        output: Output = PNG,
     ) -> dict[str, Any]:
         data: list[dict[str, Any]] = []
-        for png, revised_prompt in zip(encoded, revised, strict=True):
+        for picture, revised_prompt in zip(encoded, revised, strict=True):
             if response_format == "b64_json":
-                item: dict[str, Any] = {"b64_json": base64.b64encode(png).decode("ascii")}
+                item: dict[str, Any] = {"b64_json": base64.b64encode(picture).decode("ascii")}
             else:
-                item = {"url": await self.links.keep(project_id, png, base_url)}
+                item = {"url": await self.links.keep(project_id, picture, base_url, output.format)}
             if revised_prompt is not None:
                 item["revised_prompt"] = revised_prompt
             data.append(item)
         return {"created": int(time.time()), "data": data}
+
+
+def _relayed(reply: dict[str, Any]) -> tuple[list[bytes], list[str | None]]:
+    """An upstream's images (asked for as base64) and their revised prompts."""
+    encoded: list[bytes] = []
+    revised: list[str | None] = []
+    for item in reply.get("data") or []:
+        try:
+            encoded.append(base64.b64decode(item["b64_json"], validate=True))
+        except (KeyError, TypeError, binascii.Error):
+            raise OasisError(
+                502, "The upstream server sent an image that is not base64.", type="server_error"
+            ) from None
+        revised.append(item.get("revised_prompt"))
+    return encoded, revised
 
 
 def _edit_pixels(request: EditRequest, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
