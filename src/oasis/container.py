@@ -114,6 +114,13 @@ def _batch_endpoints(
     }
 
 
+def _own_address(settings: Settings) -> str:
+    """The address this server listens at, as a client on this host reaches it (a wildcard host: loopback)."""
+    host = settings.server.host
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(host, f"[{host}]" if ":" in host else host)
+    return f"http://{host}:{settings.server.port}/"
+
+
 def _rate_buckets(settings: Settings) -> RateBuckets:
     """Redis when configured, so that replicas count together; else this process's own."""
     if settings.redis_url is not None:
@@ -194,7 +201,7 @@ class Container:
                 moderations,
                 images,
                 fine_tuned,
-                own_address=f"http://{settings.server.host}:{settings.server.port}/",
+                own_address=_own_address(settings),
             ),
             settings.workers.lease_seconds,
             concurrency=settings.workers.batch_concurrency,

@@ -159,9 +159,9 @@ async def test_gpt_image_models_answer_base64_in_the_format_asked(image_oasis: H
     # output_compression is JPEG's quality: the lower, the coarser its quantization
     assert jpeg_step(base64.b64decode(coarse.data[0].b64_json or "")) > 10 * jpeg_step(picture)
 
-    auto = await client.images.generate(
-        model="gpt-image-1", prompt="two blue squares", extra_body={"output_format": "webp"}
-    )
+    assert used["usage"]["total_tokens"] == 0  # OpenAI's image tokens: a local model spends none
+    # no model named, but a field only the GPT image models take: OpenAI's default is then gpt-image-1
+    auto = await client.images.generate(prompt="two blue squares", extra_body={"output_format": "webp"})
     used = auto.model_dump()
     assert (used["quality"], used["size"], used["output_format"]) == ("medium", "1024x1024", "webp")  # what auto drew
     webp = base64.b64decode(auto.data[0].b64_json or "")
@@ -187,15 +187,25 @@ async def test_gpt_image_models_answer_base64_in_the_format_asked(image_oasis: H
         ({"model": "gpt-image-1", "output_compression": 101}, "output_compression"),
         ({"model": "gpt-image-1", "partial_images": 4}, "partial_images"),
         ({"model": "dall-e-2", "output_format": "jpeg"}, "output_format"),
-        ({"model": "dall-e-3", "background": "opaque"}, "background"),
+        ({"model": "dall-e-3", "background": "transparent"}, "background"),
         ({"model": "dall-e-2", "size": "auto"}, "size"),
         ({"model": "dall-e-3", "quality": "high"}, "quality"),
+        ({"model": "dall-e-2", "stream": True}, "stream"),
     ]:
         body = {"prompt": "a star", **fields}
         async with image_oasis.http() as http:
             refused = await http.post("/v1/images/generations", json=body)
         assert refused.status_code == 400, (fields, refused.text)
         assert refused.json()["error"]["param"] == param, (fields, refused.json())
+    # values of those fields that ask nothing of a DALL-E model are no reason to refuse it (clients send them)
+    harmless = {"stream": False, "background": "auto", "moderation": "auto", "partial_images": 0, "quality": "auto"}
+    async with image_oasis.http() as http:
+        plain = await http.post(
+            "/v1/images/generations",
+            json={"model": "dall-e-2", "prompt": "a star", "size": "256x256", "output_format": "png", **harmless},
+        )
+    assert plain.status_code == 200 and plain.json()["data"][0]["url"], plain.text
+    assert "output_format" not in plain.json()  # the DALL-E models' answer names no settings
 
 
 @pytest.mark.skipif(not SDK_STREAMS_IMAGES, reason="this openai SDK does not stream images")
@@ -212,6 +222,7 @@ async def test_a_streamed_generation_sends_each_image_as_a_completed_event(image
     assert {(event.output_format, event.size, event.quality, event.background) for event in events} == {
         ("webp", "1024x1024", "medium", "opaque")
     }
+    assert all(event.usage.total_tokens == 0 for event in events)  # the SDK's event requires it
     with pytest.raises(openai.BadRequestError) as refused:
         await client.images.generate(model="oasis-shapes-32", prompt="a star", stream=True, response_format="url")
     assert refused.value.param == "response_format"
@@ -393,3 +404,11 @@ async def test_trns_transparency_marks_what_an_edit_redraws(image_oasis: Harness
     edited = pixels_of(base64.b64decode(reply.data[0].b64_json or ""))
     red = np.all(source == (220, 30, 30), axis=-1)
     assert np.array_equal(edited[red], source[red])  # the opaque squares are kept
+
+
+@pytest.mark.parametrize("file_format", ["jpeg", "webp"])
+def test_every_output_compression_from_0_to_100_encodes(file_format: str) -> None:
+    from oasis.services.images.pictures import Output, encoded_image
+
+    for compression in (0, 1, 50, 100):
+        assert pixels_of(encoded_image(scene(64), Output(file_format, compression))).shape == (64, 64, 3)

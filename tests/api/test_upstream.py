@@ -264,3 +264,76 @@ async def test_a_forwarded_request_keeps_what_the_client_sent_at_every_depth(sta
     finally:
         recorder.shutdown()
         recorder.server_close()
+
+
+class _ImageRecorder(_Recorder):
+    """Answers every request as a GPT image model does: base64 images and the settings it drew with."""
+
+    bodies: list[dict[str, Any]] = []
+    usage = {"input_tokens": 7, "input_tokens_details": {"image_tokens": 0, "text_tokens": 7}, "output_tokens": 272}
+
+    def do_POST(self) -> None:
+        length = int(self.headers["content-length"])
+        self.bodies.append(json.loads(self.rfile.read(length)))
+        picture = base64.b64encode(png(scene())).decode()
+        answer = {
+            "created": 0,
+            "data": [{"b64_json": picture}],
+            "background": "transparent",
+            "output_format": "png",
+            "quality": "low",
+            "size": "1024x1536",
+            "usage": {**self.usage, "total_tokens": 279},
+        }
+        data = json.dumps(answer).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+async def test_a_gpt_image_model_upstream_gets_the_request_as_sent_and_its_answer_is_relayed(
+    start_oasis: Callable[..., Any],
+) -> None:
+    """What only this server's engines cannot do (a transparent background, `auto` size) is the upstream's to do;
+    it is asked once, whole, without `response_format` (which the GPT image models refuse), and its own account
+    of what it drew reaches the client, streamed or not."""
+    recorder = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ImageRecorder)
+    threading.Thread(target=recorder.serve_forever, daemon=True).start()
+    try:
+        base_url = f"http://127.0.0.1:{recorder.server_address[1]}/v1"
+        upstream = {"base_url": base_url, "model": "gpt-image-1"}
+        harness: Harness = await start_oasis(
+            engine_factories=None,
+            models=[{"id": "remote", "engine": "upstream", "aliases": ["gpt-image-1"], "options": upstream}],
+        )
+        asked = {"prompt": "a red square", "background": "transparent", "size": "auto", "quality": "low"}
+        async with harness.http() as client:
+            whole = await client.post(
+                "/v1/images/generations", json={**asked, "model": "gpt-image-1", "response_format": "b64_json"}
+            )
+            streamed = await client.post(
+                "/v1/images/generations",
+                json={**asked, "model": "gpt-image-1", "stream": True, "partial_images": 2},
+            )
+            # no model named, but a field only the GPT image models take: OpenAI's default is then gpt-image-1
+            unnamed = await client.post("/v1/images/generations", json=asked)
+        assert whole.status_code == streamed.status_code == unnamed.status_code == 200, (whole.text, streamed.text)
+        assert _ImageRecorder.bodies == [{**asked, "model": "gpt-image-1"}] * 3
+        answer = whole.json()
+        assert pixels_of(base64.b64decode(answer["data"][0]["b64_json"])).shape == (256, 256, 3)
+        assert (answer["background"], answer["quality"], answer["size"]) == ("transparent", "low", "1024x1536")
+        assert answer["usage"]["total_tokens"] == 279
+        frames = [line for line in streamed.text.splitlines() if line]
+        assert frames[0] == "event: image_generation.completed" and len(frames) == 2
+        event = json.loads(frames[1].removeprefix("data: "))
+        assert (event["type"], event["background"], event["usage"]["output_tokens"]) == (
+            "image_generation.completed",
+            "transparent",
+            272,
+        )
+        assert event["b64_json"] == answer["data"][0]["b64_json"]
+    finally:
+        recorder.shutdown()
+        recorder.server_close()

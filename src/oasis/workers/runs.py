@@ -270,6 +270,11 @@ class RunExecutor:
 
     async def _execute(self, seq: int, owner: str, events: RunEvents) -> str:
         run = await self._run(seq)
+        if run.status == "queued" and run.expires_at is not None and now() > run.expires_at:
+            # Waited in the queue past its lifetime (the workers busy or down): expired, as OpenAI's are, rather
+            # than started (nor its model loaded) for a client that has long given up.
+            await self._expire(run, owner, events)
+            return "expired"
         serve_for_project(run.project_id)  # the project's fine-tunes resolve for this run, and no other's
         if self._load_model is not None:
             with contextlib.suppress(OasisError):  # a model gone since: the turn fails with the chat error
@@ -278,11 +283,6 @@ class RunExecutor:
             await self._cancelled(run, owner, events, None)
             return "cancelled"
         if run.status == "requires_action":  # leased only once its time ran out
-            await self._expire(run, owner, events)
-            return "expired"
-        if run.status == "queued" and run.expires_at is not None and now() > run.expires_at:
-            # Waited in the queue past its lifetime (the workers busy or down): expired, as OpenAI's are,
-            # rather than started by the client's long-given-up request.
             await self._expire(run, owner, events)
             return "expired"
         if run.status == "in_progress":  # taken over from a worker that died mid-turn

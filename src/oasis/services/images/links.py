@@ -30,6 +30,15 @@ async def _chunks(data: bytes) -> AsyncIterator[bytes]:
     yield data
 
 
+def _file_format(image: bytes) -> str:
+    """The image file's format by its first bytes (an upstream may answer PNG whatever was asked for)."""
+    if image.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if image[:4] == b"RIFF" and image[8:12] == b"WEBP":
+        return "webp"
+    return "png"
+
+
 class ImageLinks:
     def __init__(self, blobs: BlobStore, secret: str | None, public_url: str | None) -> None:
         self._blobs = blobs
@@ -56,9 +65,9 @@ class ImageLinks:
     def _signature(self, key: bytes, path: str, expires: int) -> str:
         return hmac.new(key, f"{path}\n{expires}".encode(), hashlib.sha256).hexdigest()
 
-    async def keep(self, project_id: str, image: bytes, base_url: str, file_format: str = "png") -> str:
-        """Stores the image (a PNG, JPEG or WebP file, as `file_format` says) and returns the link to it."""
-        path = check_key(f"{project_id}/img-{secrets.token_hex(16)}.{file_format}")
+    async def keep(self, project_id: str, image: bytes, base_url: str) -> str:
+        """Stores the image (a PNG, JPEG or WebP file) and returns the link to it, named for what the bytes are."""
+        path = check_key(f"{project_id}/img-{secrets.token_hex(16)}.{_file_format(image)}")
         await self._blobs.put(PREFIX + path, _chunks(image))
         expires = int(time.time()) + LIFETIME_SECONDS
         signature = self._signature(await self._key(), path, expires)

@@ -37,7 +37,6 @@ ALL_SIZES = ("256x256", "512x512", "1024x1024", "1792x1024", "1024x1792", "1536x
 RESPONSE_FORMATS = ("url", "b64_json")
 DALL_E_QUALITIES = ("standard", "hd")
 GPT_IMAGE_QUALITIES = ("low", "medium", "high", "auto")
-PNG = Output()
 # The GPT image models' own fields (OpenAI added them after the 2.0.0 spec); the DALL-E models take none of them.
 GPT_IMAGE_FIELDS = ("output_format", "output_compression", "background", "moderation", "stream", "partial_images")
 
@@ -70,6 +69,7 @@ def rules_for(model: str) -> Rules:
 class Generation:
     """A generation request, checked: what to draw and how to answer."""
 
+    model: str
     prompt: str
     n: int
     size: str
@@ -81,6 +81,58 @@ class Generation:
     output: Output
     revised_prompt: str | None
     gpt_image: bool
+
+
+@dataclass(frozen=True)
+class Drawn:
+    files: list[bytes]  # PNG, JPEG or WebP
+    revised: list[str | None]
+    settings: dict[str, Any]  # what a GPT image model's answer names: background, output_format, quality, size, usage
+
+
+# What a GPT image model's answer names besides the images.
+ANSWER_SETTINGS = ("background", "output_format", "quality", "size", "usage")
+# A GPT image model's `usage` counts OpenAI's image tokens; a local model spends none. Sent all the same (as zeros),
+# since the SDK's stream event requires the field.
+NO_USAGE = {
+    "input_tokens": 0,
+    "input_tokens_details": {"image_tokens": 0, "text_tokens": 0},
+    "output_tokens": 0,
+    "total_tokens": 0,
+}
+# Values of the GPT image models' own fields that ask for nothing a DALL-E model does not do anyway.
+_HARMLESS = {
+    "stream": (False,),
+    "background": ("auto", "opaque"),
+    "moderation": ("auto",),
+    "partial_images": (0,),
+    "output_format": ("png",),
+}
+GPT_IMAGE_SIZES_ONLY = ("1536x1024", "1024x1536", "auto")
+GPT_IMAGE_QUALITIES_ONLY = ("low", "medium", "high")
+
+
+def _gpt_image_field(body: dict[str, Any]) -> str | None:
+    """The first of the GPT image models' own fields that the request gives a value asking for something."""
+    for field in GPT_IMAGE_FIELDS:
+        value = body.get(field)
+        if value is not None and value not in _HARMLESS.get(field, ()):
+            return field
+    return None
+
+
+def model_asked(body: dict[str, Any]) -> str:
+    """The model named, or OpenAI's default: `dall-e-2`, unless a parameter only the GPT image models take is used."""
+    model = body.get("model")
+    if model:
+        return str(model)
+    if (
+        _gpt_image_field(body) is not None
+        or body.get("size") in GPT_IMAGE_SIZES_ONLY
+        or body.get("quality") in GPT_IMAGE_QUALITIES_ONLY
+    ):
+        return "gpt-image-1"
+    return "dall-e-2"
 
 
 @dataclass(frozen=True)
@@ -165,25 +217,22 @@ class ImageService:
 
         return await asyncio.to_thread(draw)
 
-    def _checked(self, body: dict[str, Any]) -> Generation:
+    def _checked(self, body: dict[str, Any], model: str) -> Generation:
         """The request's values by the rules of the model name asked for; a 400 naming the first bad one."""
-        model = body.get("model") or "dall-e-2"
         rules = rules_for(model)
         prompt = body["prompt"]
         _check_prompt(rules, model, prompt)
-        if not rules.gpt_image_fields:
-            given = next((field for field in GPT_IMAGE_FIELDS if body.get(field) is not None), None)
-            if given is not None:
-                raise invalid_request(f"'{given}' is not supported with '{model}'.", param=given)
+        if not rules.gpt_image_fields and (given := _gpt_image_field(body)) is not None:
+            raise invalid_request(f"'{given}' is not supported with '{model}'.", param=given)
         n = 1 if body.get("n") is None else int(body["n"])
         size = body.get("size") or ("auto" if rules.gpt_image else "1024x1024")
-        if size == "auto" and rules.gpt_image_fields:
-            size = "1024x1024"  # the engines draw any shape alike: the square, as OpenAI's models mostly choose
-        quality = body.get("quality") or ("auto" if rules.gpt_image else "standard")
+        # `auto`: the engines draw any shape alike, so the square, as OpenAI's models mostly choose
+        drawn_size = "1024x1024" if size == "auto" and rules.gpt_image_fields else size
+        quality = body.get("quality") or "auto"
+        if quality == "auto" and not rules.gpt_image:
+            quality = "standard"  # OpenAI's `auto` for every model; the DALL-E models' own default
         if quality not in rules.qualities:
             raise invalid_request(f"'{quality}' is not one of {list(rules.qualities)} - 'quality'", param="quality")
-        if quality == "auto":
-            quality = "medium"  # what the engines draw for it: their usual number of steps
         stream = bool(body.get("stream"))
         response_format = body.get("response_format") or ("b64_json" if rules.gpt_image or stream else "url")
         if (rules.gpt_image or stream) and response_format != "b64_json":
@@ -191,24 +240,20 @@ class ImageService:
             raise invalid_request(
                 f"{answered} with base64 images: 'response_format' must be 'b64_json'.", param="response_format"
             )
-        width, height = _check_common(rules, model, n, size, response_format)
-        if body.get("background") == "transparent":
-            raise invalid_request(
-                "This server's image models draw opaque images: 'background' must be 'opaque' or 'auto'.",
-                param="background",
-            )
+        width, height = _check_common(rules, model, n, drawn_size, response_format)
         output = Output(
             body.get("output_format") or "png",
             100 if body.get("output_compression") is None else int(body["output_compression"]),
         )
         look = Look(quality="hd" if quality in ("hd", "high") else "standard", style=body.get("style") or "vivid")
         return Generation(
+            model=model,
             prompt=prompt,
             n=n,
-            size=size,
+            size=drawn_size,
             width=width,
             height=height,
-            quality=quality,
+            quality="medium" if quality == "auto" else quality,  # auto draws the engines' usual number of steps
             look=look,
             response_format=response_format,
             output=output,
@@ -218,49 +263,61 @@ class ImageService:
 
     async def generate(self, body: dict[str, Any], project_id: str, base_url: str) -> dict[str, Any]:
         """`body` as the client sent it (no defaults filled in); the answer as OpenAI's."""
-        generation = self._checked(body)
-        encoded, revised = await self._draw(generation, body)
-        output = generation.output
-        answer = await self._reply(encoded, generation.response_format, project_id, base_url, revised, output)
-        if generation.gpt_image:  # the settings used, as OpenAI's GPT image models name them
-            answer.update(background="opaque", output_format=output.format, quality=generation.quality)
-            answer["size"] = generation.size
+        generation = self._checked(body, model_asked(body))
+        drawn = await self._draw(generation, body)
+        answer = await self._reply(drawn.files, generation.response_format, project_id, base_url, drawn.revised)
+        if generation.gpt_image:
+            answer.update(drawn.settings)
         return answer
 
     async def generate_events(self, body: dict[str, Any]) -> list[dict[str, Any]]:
         """A streamed generation's events: one `image_generation.completed` an image. No partial images: OpenAI
         may send the final image before any of them, when it is ready first, and here it always is."""
-        generation = self._checked(body)
-        encoded, _ = await self._draw(generation, body)
+        generation = self._checked(body, model_asked(body))
+        drawn = await self._draw(generation, body)
         created_at = int(time.time())
         return [
             {
                 "type": "image_generation.completed",
                 "b64_json": base64.b64encode(picture).decode("ascii"),
                 "created_at": created_at,
-                "background": "opaque",
-                "output_format": generation.output.format,
-                "quality": generation.quality,
-                "size": generation.size,
+                **drawn.settings,
             }
-            for picture in encoded
+            for picture in drawn.files
         ]
 
-    async def _draw(self, generation: Generation, body: dict[str, Any]) -> tuple[list[bytes], list[str | None]]:
-        """The images as files in the asked format, and their revised prompts."""
-        engine = self._engine(body.get("model") or "dall-e-2")
+    async def _draw(self, generation: Generation, body: dict[str, Any]) -> Drawn:
+        engine = self._engine(generation.model)
         if implements(engine, ImageEngine):
+            if body.get("background") == "transparent":
+                raise invalid_request(
+                    "This server's image models draw opaque images: 'background' must be 'opaque' or 'auto'.",
+                    param="background",
+                )
             job = GenerationJob(generation.prompt, generation.n, generation.width, generation.height, generation.look)
             images = await self._run(engine, "generate", job)
             output = generation.output
-            encoded = await asyncio.to_thread(lambda: [encoded_image(image, output) for image in images])
-            return encoded, [generation.revised_prompt] * len(encoded)
-        forwarded = {**body, "n": generation.n, "size": generation.size}
-        for streaming_only in ("stream", "partial_images"):
-            forwarded.pop(streaming_only, None)
-        if not generation.gpt_image:
-            forwarded["response_format"] = "b64_json"  # kept here, linked when the client wants a url
-        return _relayed(await engine.forward("/images/generations", forwarded))
+            files = await asyncio.to_thread(lambda: [encoded_image(image, output) for image in images])
+            settings = {
+                "background": "opaque",
+                "output_format": output.format,
+                "quality": generation.quality,
+                "size": generation.size,
+                "usage": NO_USAGE,
+            }
+            return Drawn(files, [generation.revised_prompt] * len(files), settings)
+        # Asked for whole (streamed or not, it is answered here), and as the client sent it otherwise: the GPT
+        # image models answer base64 only and refuse `response_format`; the DALL-E models' defaults are filled
+        # in and their images asked for as base64, kept here and linked when the client wants a url.
+        forwarded = {key: value for key, value in body.items() if key not in ("stream", "partial_images")}
+        if generation.gpt_image:
+            forwarded.pop("response_format", None)
+        else:
+            forwarded.update(n=generation.n, size=generation.size, response_format="b64_json")
+        reply = await engine.forward("/images/generations", forwarded)
+        files, revised = _relayed(reply)
+        settings = {key: reply[key] for key in ANSWER_SETTINGS if key in reply}  # the upstream's own account
+        return Drawn(files, revised, settings)
 
     async def edit(self, request: EditRequest, project_id: str, base_url: str) -> dict[str, Any]:
         rules = _edit_rules(request.model)
@@ -311,14 +368,13 @@ class ImageService:
         project_id: str,
         base_url: str,
         revised: list[str | None],
-        output: Output = PNG,
     ) -> dict[str, Any]:
         data: list[dict[str, Any]] = []
         for picture, revised_prompt in zip(encoded, revised, strict=True):
             if response_format == "b64_json":
                 item: dict[str, Any] = {"b64_json": base64.b64encode(picture).decode("ascii")}
             else:
-                item = {"url": await self.links.keep(project_id, picture, base_url, output.format)}
+                item = {"url": await self.links.keep(project_id, picture, base_url)}
             if revised_prompt is not None:
                 item["revised_prompt"] = revised_prompt
             data.append(item)
