@@ -130,6 +130,52 @@ async def test_reasoning_inline_leaves_the_thinking_in_the_content(start_oasis: 
     assert message.content and message.content.startswith("<think>\n") and len(message.content) > len("<think>\n")
 
 
+# Qwen3's switch: thinking opened, or an empty block closed at once when `enable_thinking` is false; and, as gpt-oss's
+# template does, the reasoning effort written into the prompt.
+SWITCH_TEMPLATE = (
+    "{% if reasoning_effort is defined %}<|im_start|>system\nReasoning: {{ reasoning_effort }}<|im_end|>\n{% endif %}"
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n"
+    "{% else %}<think>\n{% endif %}{% endif %}"
+)
+
+
+async def test_reasoning_effort_and_chat_template_kwargs_reach_the_template(start_oasis: Callable[..., Any]) -> None:
+    harness = await start_oasis(engine_factories=None, models=[smollm(chat_template=SWITCH_TEMPLATE)])
+    client = harness.sdk()
+    question: Any = [{"role": "user", "content": "What is 2 + 2?"}]
+
+    async def ask(**fields: Any) -> Any:
+        return await client.chat.completions.create(
+            model=MODEL, messages=question, temperature=0, max_tokens=16, **fields
+        )
+
+    thinking = await ask()
+    assert (thinking.choices[0].message.model_extra or {}).get("reasoning_content")
+    for off in (
+        {"extra_body": {"reasoning_effort": "none"}},
+        {"extra_body": {"chat_template_kwargs": {"enable_thinking": False}}},
+    ):
+        reply = await ask(**off)
+        assert not (reply.choices[0].message.model_extra or {}).get("reasoning_content"), off  # thinking was off
+        assert reply.choices[0].message.content, off
+    high = await ask(extra_body={"reasoning_effort": "high"})
+    assert thinking.usage and high.usage
+    assert high.usage.prompt_tokens > thinking.usage.prompt_tokens  # the template wrote "Reasoning: high"
+
+    for fields, param in (
+        ({"reasoning_effort": "extreme"}, "reasoning_effort"),
+        ({"chat_template_kwargs": {"messages": []}}, "chat_template_kwargs"),
+        ({"chat_template_kwargs": "thinking"}, "chat_template_kwargs"),
+    ):
+        async with harness.http() as http:
+            refused = await http.post(
+                "/v1/chat/completions", json={"model": MODEL, "messages": question, "max_tokens": 4, **fields}
+            )
+        assert refused.status_code == 400 and refused.json()["error"]["param"] == param, refused.text
+
+
 async def test_a_marker_that_is_a_special_token_reaches_the_text() -> None:
     """llama.cpp writes special tokens as nothing; a family's markers (`<|python_tag|>`, `[TOOL_CALLS]`) must
     come out as their text for the reply to be read. SmolLM2's `<|im_start|>` stands in for one."""

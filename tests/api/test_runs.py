@@ -732,3 +732,30 @@ async def test_a_run_waits_out_an_upstream_whose_queue_is_full(start_oasis: Call
     assert run.status == "completed", run.last_error
     (reply,) = (await client.beta.threads.messages.list(thread.id, run_id=run.id)).data
     assert reply.content[0].text.value  # type: ignore[union-attr]
+
+
+async def test_reasoning_effort_of_the_assistant_or_the_run_reaches_the_chat_template(
+    start_oasis: Callable[..., Any],
+) -> None:
+    from tests.api.test_chat_formats import SWITCH_TEMPLATE
+
+    # the template writes "Reasoning: <effort>" into the prompt when it is given one
+    harness: Harness = await start_oasis(engine_factories=None, models=[smollm(chat_template=SWITCH_TEMPLATE)])
+    client = harness.sdk()
+    plain = await _assistant(client)
+    effortful = await _assistant(client, extra_body={"reasoning_effort": "high"})
+
+    async def prompt_tokens(assistant_id: str, **fields: Any) -> int:
+        thread = await _thread(client, "What is 2 + 2?")
+        run = await client.beta.threads.runs.create_and_poll(
+            thread_id=thread.id, assistant_id=assistant_id, max_completion_tokens=256, **fields
+        )
+        assert run.status in ("completed", "incomplete") and run.usage is not None, run.last_error
+        return run.usage.prompt_tokens
+
+    without = await prompt_tokens(plain.id)
+    assert await prompt_tokens(effortful.id) > without  # the assistant's effort was written
+    assert await prompt_tokens(plain.id, extra_body={"reasoning_effort": "xhigh"}) > without  # the run's own
+    with pytest.raises(openai.BadRequestError) as refused:
+        await _assistant(client, extra_body={"reasoning_effort": "extreme"})
+    assert refused.value.param == "reasoning_effort"

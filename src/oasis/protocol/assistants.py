@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
-from oasis.protocol.extensions import JsonSchemaFormat
+from oasis.protocol.extensions import JsonSchemaFormat, ReasoningEffort
 
 
 class _Body(BaseModel):
@@ -143,7 +143,7 @@ class CreateAssistantRequest(_Body):
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, ge=0.0, le=1.0)
     response_format: ResponseFormatOption | None = None
-    reasoning_effort: Literal["minimal", "low", "medium", "high"] | None = None
+    reasoning_effort: ReasoningEffort | None = None
 
 
 class ModifyAssistantRequest(_Body):
@@ -157,7 +157,7 @@ class ModifyAssistantRequest(_Body):
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, ge=0.0, le=1.0)
     response_format: ResponseFormatOption | None = None
-    reasoning_effort: Literal["minimal", "low", "medium", "high"] | None = None
+    reasoning_effort: ReasoningEffort | None = None
 
 
 # --- Messages ---------------------------------------------------------------------------------------------------
@@ -263,7 +263,7 @@ class _RunSettings(_Body):
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
     response_format: ResponseFormatOption | None = None
-    reasoning_effort: Literal["minimal", "low", "medium", "high"] | None = None
+    reasoning_effort: ReasoningEffort | None = None
 
 
 class CreateRunRequest(_RunSettings):

@@ -126,6 +126,9 @@ class ResponseFormat(BaseModel):
         return self
 
 
+ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
+
+
 class AllowedTools(BaseModel):
     mode: Literal["auto", "required"]
     tools: list[dict[str, Any]] = Field(min_length=1)  # {"type": "function", "function": {"name": ...}}
@@ -168,6 +171,10 @@ class ChatCompletionRequest(spec.CreateChatCompletionRequest, _KeepsWhatWasSent)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     parallel_tool_calls: bool | None = None
     tool_choice: spec.ChatCompletionToolChoiceOption | AllowedToolsChoice | None = None  # type: ignore[assignment]
+    # OpenAI's reasoning control (after this spec); a local model's chat template reads it (`none` turns thinking off).
+    reasoning_effort: ReasoningEffort | None = None
+    # vLLM's and llama.cpp's extension: further names for the chat template (Qwen3's `enable_thinking`, say).
+    chat_template_kwargs: dict[str, Any] | None = None
 
 
 class CompletionRequest(spec.CreateCompletionRequest, _KeepsWhatWasSent):

@@ -272,6 +272,8 @@ class Assistant(Base):
     temperature: Mapped[float | None] = mapped_column(Float, nullable=True)
     top_p: Mapped[float | None] = mapped_column(Float, nullable=True)
     response_format_json: Mapped[str] = mapped_column(Text)
+    # `reasoning_effort` for its runs' chat template (a reasoning model's); None: the template's own default.
+    reasoning_effort: Mapped[str | None] = mapped_column(String(16), nullable=True)
     deleted_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
@@ -355,6 +357,7 @@ class Run(Base):
     truncation_json: Mapped[str] = mapped_column(Text)
     tool_choice_json: Mapped[str] = mapped_column(Text)
     response_format_json: Mapped[str] = mapped_column(Text)
+    reasoning_effort: Mapped[str | None] = mapped_column(String(16), nullable=True)
     parallel_tool_calls: Mapped[bool] = mapped_column(Boolean, default=True)
     required_action_json: Mapped[str | None] = mapped_column(Text, nullable=True)
     last_error_json: Mapped[str | None] = mapped_column(Text, nullable=True)

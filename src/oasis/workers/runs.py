@@ -440,6 +440,8 @@ class RunExecutor:
             body["temperature"] = run.temperature
         if run.top_p is not None:
             body["top_p"] = run.top_p
+        if run.reasoning_effort is not None:
+            body["reasoning_effort"] = run.reasoning_effort
         if budget and run.max_completion_tokens is not None:
             body["max_completion_tokens"] = max(1, run.max_completion_tokens - run.completion_tokens)
         response_format = json.loads(run.response_format_json)

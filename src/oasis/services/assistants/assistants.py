@@ -76,6 +76,7 @@ class AssistantService:
                 temperature=1.0 if request.temperature is None else request.temperature,
                 top_p=1.0 if request.top_p is None else request.top_p,
                 response_format_json=json.dumps(response_format),
+                reasoning_effort=request.reasoning_effort,
             )
             session.add(row)
             await session.commit()
@@ -118,6 +119,8 @@ class AssistantService:
                 row.top_p = 1.0 if request.top_p is None else request.top_p
             if "response_format" in given:
                 row.response_format_json = json.dumps(response_format_to_store(request.response_format))
+            if "reasoning_effort" in given:
+                row.reasoning_effort = request.reasoning_effort
             await session.commit()
         self._vector_stores.wake()  # files of a `vector_stores` helper
         return assistant_to_wire(row)

@@ -210,6 +210,7 @@ class RunService:
             truncation_json=json.dumps(truncation),
             tool_choice_json=json.dumps(tool_choice_to_store(request.tool_choice, tools)),
             response_format_json=json.dumps(response_format),
+            reasoning_effort=request.reasoning_effort or assistant.reasoning_effort,
             parallel_tool_calls=True if request.parallel_tool_calls is None else request.parallel_tool_calls,
             expires_at=stamp + RUN_LIFETIME_SECONDS,
             prompt_tokens=0,

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -140,6 +140,31 @@ def _text_size(request: ChatCompletionRequest) -> int:
     return size + sum(len(str(tool)) for tool in request.tools or [])
 
 
+# What render_chat gives every template itself (with the model's special tokens): a request's template variables
+# may not take these names.
+_RENDERED_NAMES = frozenset({"messages", "tools", "add_generation_prompt"})
+
+
+def _template_variables(
+    request: ChatCompletionRequest, thinking: bool, special_tokens: Mapping[str, str]
+) -> dict[str, Any]:
+    """The names a request sets for the chat template besides its messages and tools."""
+    # llama.cpp passes enable_thinking to every template; some of its own test templates need it.
+    variables: dict[str, Any] = {"enable_thinking": thinking}
+    if request.reasoning_effort is not None:
+        # gpt-oss's and DeepSeek's templates read the effort; `none` is thinking off for those that only switch.
+        variables["reasoning_effort"] = request.reasoning_effort
+        if request.reasoning_effort == "none":
+            variables["enable_thinking"] = False
+    extra = request.chat_template_kwargs or {}
+    if taken := sorted((_RENDERED_NAMES | special_tokens.keys()).intersection(extra)):
+        raise invalid_request(
+            f"'chat_template_kwargs' may not set {', '.join(map(repr, taken))}: the request itself gives those.",
+            param="chat_template_kwargs",
+        )
+    return {**variables, **extra}
+
+
 class ChatService:
     def __init__(self, registry: EngineRegistry, fingerprint: str, files: FileService) -> None:
         self._registry = registry
@@ -181,8 +206,8 @@ class ChatService:
             template_tools = [{"type": "function", "function": function} for function in plan.functions]
         elif plan is not None:
             messages = with_system_note(messages, tools_system_prompt(plan))
-        # llama.cpp passes enable_thinking to every template; some of its own test templates need it.
-        variables = {"enable_thinking": options.reasoning != "off", **template_variables(tool_format, template_tools)}
+        variables = _template_variables(request, options.reasoning != "off", engine.special_tokens)
+        variables.update(template_variables(tool_format, template_tools))
         text = render_chat(
             template, messages, special_tokens=engine.special_tokens, tools=template_tools, variables=variables
         )
