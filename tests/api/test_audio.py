@@ -4,7 +4,9 @@ translation, and bad input — on the shipped Whisper base and Piper voice."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import io
+import json
 import re
 import shutil
 import subprocess
@@ -91,6 +93,12 @@ async def test_speed_two_is_shorter_and_voices_differ(audio_oasis: Harness) -> N
     assert sum(onyx) > sum(nova) * 1.03
 
 
+async def test_a_voice_named_by_id_speaks(audio_oasis: Harness) -> None:
+    async with audio_oasis.http() as http:
+        by_id = await http.post("/v1/audio/speech", json={"model": "tts-1", "voice": {"id": "alloy"}, "input": "Hi."})
+    assert by_id.status_code == 200 and by_id.content.startswith(MAGIC["mp3"]), by_id.text[:200]
+
+
 async def test_speech_round_trips_through_transcription(audio_oasis: Harness) -> None:
     client = audio_oasis.sdk()
     audio = await speak(client, response_format="mp3")
@@ -98,6 +106,35 @@ async def test_speech_round_trips_through_transcription(audio_oasis: Harness) ->
     # Piper samples its timing noise, so the speech differs a little from run to run, and Whisper base has once
     # heard "quit" for "quick": judge the transcript as ASR is judged, by its word error rate over the sentence.
     assert word_error_rate(SENTENCE, text.text) <= 0.15, text.text
+
+
+async def test_a_streamed_transcription_sends_text_deltas_then_the_whole_text(audio_oasis: Harness) -> None:
+    """`stream: true` (OpenAI added it after the 2.0.0 spec): `transcript.text.delta` events that join into the text
+    of the last, `transcript.text.done`; the JSON answer counts the audio's seconds in `usage`, as Whisper's does."""
+    client = audio_oasis.sdk()
+    audio = await speak(client, SENTENCE + " " + SENTENCE, response_format="wav")
+    whole = await client.audio.transcriptions.create(model="whisper-1", file=("a.wav", audio))
+    usage = whole.model_dump()["usage"]
+    assert usage["type"] == "duration" and usage["seconds"] == pytest.approx(duration(audio), abs=0.1)
+    async with audio_oasis.http() as http:
+        streamed = await http.post(
+            "/v1/audio/transcriptions", data={"model": "whisper-1", "stream": "true"}, files={"file": ("a.wav", audio)}
+        )
+    assert streamed.status_code == 200 and streamed.headers["content-type"].startswith("text/event-stream")
+    names = [line.removeprefix("event: ") for line in streamed.text.splitlines() if line.startswith("event: ")]
+    events = [
+        json.loads(line.removeprefix("data: ")) for line in streamed.text.splitlines() if line.startswith("data: ")
+    ]
+    assert [event["type"] for event in events] == names
+    *deltas, done = events
+    assert deltas and {event["type"] for event in deltas} == {"transcript.text.delta"}
+    assert done["type"] == "transcript.text.done" and "".join(event["delta"] for event in deltas) == done["text"]
+    assert word_error_rate(SENTENCE + " " + SENTENCE, done["text"]) <= 0.15, done["text"]
+    assert done["usage"]["seconds"] == pytest.approx(duration(audio), abs=0.1)
+    if "stream" in inspect.signature(client.audio.transcriptions.create).parameters:  # SDKs that stream them
+        stream = await client.audio.transcriptions.create(model="whisper-1", file=("a.wav", audio), stream=True)
+        through_sdk = [event async for event in stream]
+        assert through_sdk[-1].type == "transcript.text.done" and through_sdk[-1].text  # type: ignore[union-attr]
 
 
 async def test_srt_and_vtt_are_well_formed(audio_oasis: Harness) -> None:
@@ -170,6 +207,8 @@ async def test_translation_of_german_speech_is_english(audio_oasis: Harness, tmp
         ({"response_format": "docx"}, None, 400, "response_format"),
         ({"language": "klingon"}, None, 400, "language"),
         ({"timestamp_granularities[]": "word"}, None, 400, "timestamp_granularities"),
+        ({"stream": "true", "response_format": "srt"}, None, 400, "response_format"),
+        ({"stream": "yes"}, None, 400, "stream"),
         ({"model": "no-such-model"}, None, 404, "model"),
         ({"model": "tts-1"}, None, 400, "model"),
     ],
@@ -217,6 +256,8 @@ async def test_audio_longer_than_the_limit_is_a_400_counted_from_its_samples(
     ("change", "param"),
     [
         ({"voice": "darth"}, "voice"),
+        ({"voice": {"id": "darth"}}, "voice"),
+        ({"voice": {"name": "alloy"}}, "voice.id"),
         ({"input": "x" * 4097}, "input"),
         ({"input": "   "}, "input"),
         ({"speed": 5}, "speed"),

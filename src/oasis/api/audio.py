@@ -9,10 +9,12 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from starlette.datastructures import FormData, UploadFile
 
 from oasis.api.deps import ContainerDep, PrincipalDep
+from oasis.api.sse import named_events_response
 from oasis.engines.speech import Task
 from oasis.errors import invalid_request
 from oasis.protocol.extensions import SpeechRequest
 from oasis.services.audio.service import TranscriptionJob
+from oasis.services.audio.transcripts import text_events
 
 router = APIRouter(tags=["Audio"])
 
@@ -22,7 +24,7 @@ async def create_speech(body: SpeechRequest, container: ContainerDep, _principal
     audio = container.audio.speech(
         model=body.model,
         text=body.input,
-        voice=body.voice,
+        voice=body.voice_name,
         response_format=body.response_format or "mp3",
         speed=1.0 if body.speed is None else body.speed,
         stream_format=body.stream_format,
@@ -46,6 +48,9 @@ def _job(form: FormData, task: Task) -> TranscriptionJob:
         temperature = float(temperature_text) if temperature_text is not None else None
     except ValueError:
         raise invalid_request("'temperature' must be a number.", param="temperature") from None
+    stream = (_text(form, "stream") or "false").lower() if task == "transcribe" else "false"
+    if stream not in ("true", "false"):
+        raise invalid_request("'stream' must be true or false.", param="stream")
     granularities = [g for g in form.getlist("timestamp_granularities[]") + form.getlist("timestamp_granularities")]
     if not all(isinstance(g, str) for g in granularities):
         raise invalid_request("'timestamp_granularities' must be text.", param="timestamp_granularities")
@@ -57,6 +62,7 @@ def _job(form: FormData, task: Task) -> TranscriptionJob:
         response_format=_text(form, "response_format") or "json",
         temperature=temperature,
         granularities={str(g) for g in granularities},
+        stream=stream == "true",
     )
 
 
@@ -68,7 +74,11 @@ async def _transcribe(request: Request, container: Any, task: Task) -> Response:
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             raise invalid_request("Missing required parameter: 'file' (send it as a file part).", param="file")
-        body, content_type = await container.audio.transcribe(job, upload.file, upload.size or 0, upload.filename or "")
+        arguments = (job, upload.file, upload.size or 0, upload.filename or "")
+        if job.stream:  # sent once the whole file is transcribed, a delta a segment
+            transcript = await container.audio.transcript(*arguments)
+            return named_events_response((event["type"], event) for event in text_events(transcript))
+        body, content_type = await container.audio.transcribe(*arguments)
     if isinstance(body, dict):
         return JSONResponse(body)
     return PlainTextResponse(body, media_type=content_type)

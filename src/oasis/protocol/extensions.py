@@ -183,16 +183,28 @@ class CompletionRequest(spec.CreateCompletionRequest, _KeepsWhatWasSent):
     model: str
 
 
+class VoiceId(BaseModel):
+    """A voice named by id (`{"id": "voice_1234"}`, OpenAI's custom voices)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+
+
 class SpeechRequest(spec.CreateSpeechRequest):
-    """Voices are the engine's to judge (OpenAI added ash, ballad, coral, sage and verse after this spec);
-    newer fields such as `instructions` are accepted."""
+    """Voices are the engine's to judge (OpenAI added ash, ballad, coral, sage and verse after this spec, and
+    voices named by id); newer fields such as `instructions` are accepted."""
 
     model_config = ConfigDict(extra="allow")
 
     model: str
     input: str
-    voice: str  # type: ignore[assignment]
+    voice: str | VoiceId  # type: ignore[assignment]
     stream_format: Literal["audio", "sse"] = "audio"
+
+    @property
+    def voice_name(self) -> str:
+        return self.voice if isinstance(self.voice, str) else self.voice.id
 
 
 # --- Vector stores ----------------------------------------------------------------------------------------------

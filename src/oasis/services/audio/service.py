@@ -7,7 +7,14 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from oasis.engines.registry import EngineRegistry
-from oasis.engines.speech import AudioTooLong, SpeechEngine, Task, TranscriptionEngine, UnreadableAudio
+from oasis.engines.speech import (
+    AudioTooLong,
+    SpeechEngine,
+    Task,
+    Transcript,
+    TranscriptionEngine,
+    UnreadableAudio,
+)
 from oasis.errors import invalid_request, too_large
 from oasis.services.audio.codecs import CONTENT_TYPES, SpeechEncoder
 from oasis.services.audio.languages import LANGUAGES
@@ -29,6 +36,7 @@ class TranscriptionJob:
     response_format: str
     temperature: float | None
     granularities: set[str]
+    stream: bool = False  # transcript.text.delta events, then transcript.text.done
 
 
 @dataclass(frozen=True)
@@ -61,10 +69,19 @@ class AudioService:
             raise invalid_request(
                 "'timestamp_granularities' needs response_format 'verbose_json'.", param="timestamp_granularities"
             )
+        if job.stream and job.response_format not in ("json", "text"):
+            raise invalid_request(
+                "A streamed transcription answers text events: give response_format 'json' or 'text'.",
+                param="response_format",
+            )
         engine_for(self._registry, job.model, TranscriptionEngine, "transcription")
 
     async def transcribe(self, job: TranscriptionJob, audio: BinaryIO, size: int, filename: str) -> tuple[Any, str]:
         """The rendered transcript and its content type."""
+        transcript = await self.transcript(job, audio, size, filename)
+        return render(transcript, job.response_format, job.task, job.granularities)
+
+    async def transcript(self, job: TranscriptionJob, audio: BinaryIO, size: int, filename: str) -> Transcript:
         self.check_transcription(job)
         if size == 0:
             raise invalid_request("The audio file is empty.", param="file")
@@ -103,7 +120,7 @@ class AudioService:
                 param="file",
                 code="invalid_file_format",
             ) from None
-        return render(transcript, job.response_format, job.task, job.granularities)
+        return transcript
 
     def speech(
         self, *, model: str, text: str, voice: str, response_format: str, speed: float, stream_format: str = "audio"

@@ -63,6 +63,11 @@ def to_verbose(transcript: Transcript, task: str, granularities: set[str]) -> di
     return body
 
 
+def _usage(transcript: Transcript) -> dict[str, Any]:
+    """What OpenAI's Whisper answers count: the audio's seconds."""
+    return {"type": "duration", "seconds": round(transcript.duration, 3)}
+
+
 def render(transcript: Transcript, response_format: str, task: str, granularities: set[str]) -> tuple[Any, str]:
     """The body (a dict for JSON, else text) and its content type."""
     if response_format == "text":
@@ -71,6 +76,25 @@ def render(transcript: Transcript, response_format: str, task: str, granularitie
         return to_srt(transcript), "application/x-subrip; charset=utf-8"
     if response_format == "vtt":
         return to_vtt(transcript), "text/vtt; charset=utf-8"
+    usage = {"usage": _usage(transcript)} if task == "transcribe" else {}  # a translation's answer has none
     if response_format == "verbose_json":
-        return to_verbose(transcript, task, granularities), "application/json"
-    return {"text": transcript.text}, "application/json"
+        return {**to_verbose(transcript, task, granularities), **usage}, "application/json"
+    return {"text": transcript.text, **usage}, "application/json"
+
+
+def text_events(transcript: Transcript) -> list[dict[str, Any]]:
+    """A streamed transcription's events: a `transcript.text.delta` a segment, whose deltas join into the text
+    that `transcript.text.done` gives whole."""
+    joined = "".join(segment.text for segment in transcript.segments)
+    text = joined.strip()
+    start = len(joined) - len(joined.lstrip())
+    end = start + len(text)
+    events: list[dict[str, Any]] = []
+    offset = 0
+    for segment in transcript.segments:
+        piece = joined[max(offset, start) : min(offset + len(segment.text), end)]
+        offset += len(segment.text)
+        if piece:
+            events.append({"type": "transcript.text.delta", "delta": piece})
+    events.append({"type": "transcript.text.done", "text": text, "usage": _usage(transcript)})
+    return events
