@@ -178,7 +178,12 @@ class Container:
         registry = EngineRegistry(specs, factories)
         embeddings = EmbeddingService(registry)
         files = FileService(db, blobs, settings.files.max_upload_bytes, settings.files.batch_expiry_seconds)
-        chat = ChatService(registry, fingerprint=_fingerprint(), files=files)
+        chat = ChatService(
+            registry,
+            fingerprint=_fingerprint(),
+            files=files,
+            transcription_model=settings.chat.audio_transcription_model,
+        )
         completions = CompletionService(registry, fingerprint=_fingerprint())
         fine_tuned = FineTunedModels(
             db, blobs, registry, settings.data_dir / "models", settings.fine_tuning.max_loaded_models

@@ -93,6 +93,14 @@ class FilesSettings(_Section):
     )
 
 
+class ChatSettings(_Section):
+    audio_transcription_model: str = Field(
+        default="whisper-1",
+        description="The transcription model (id or alias) that hears a chat request's input_audio parts for a "
+        "local text model: the transcript takes the part's place.",
+    )
+
+
 class VectorStoreSettings(_Section):
     embedding_model: str = Field(
         default="text-embedding-3-small", description="The model (id or alias) that embeds new stores' chunks."
@@ -237,6 +245,7 @@ class Settings(BaseSettings):
     )
     server: ServerSettings = Field(default_factory=ServerSettings)
     files: FilesSettings = Field(default_factory=FilesSettings)
+    chat: ChatSettings = Field(default_factory=ChatSettings)
     blobs: BlobSettings = Field(default_factory=BlobSettings)
     rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
     redis_url: SecretStr | None = Field(

@@ -4,6 +4,7 @@ translation, and bad input — on the shipped Whisper base and Piper voice."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import inspect
 import io
 import json
@@ -21,7 +22,7 @@ import openai
 import pytest
 import yaml
 
-from tests.conftest import PIPER, WHISPER, Harness
+from tests.conftest import PIPER, WHISPER, Harness, smollm
 from tests.server_process import oasis_env, oasis_server
 
 SENTENCE = "The quick brown fox jumps over the lazy dog. Open models run on your own machine."
@@ -309,3 +310,44 @@ def test_speech_streams_before_the_text_is_all_spoken(tmp_path: Path, postgres_u
         total = time.perf_counter() - started
     assert first is not None and size > 10_000
     assert first - started < total / 3, (first - started, total)
+
+
+async def test_a_chat_audio_part_is_heard_by_the_transcription_model(start_oasis: Callable[..., Any]) -> None:
+    """For a local text model an input_audio part becomes its transcript (`chat.audio_transcription_model`,
+    whisper-1), in its place: the same prompt as the transcript sent as text."""
+    harness: Harness = await start_oasis(engine_factories=None, models=[smollm(), WHISPER, PIPER])
+    client = harness.sdk()
+    audio = await speak(client, response_format="wav")
+    heard = await client.audio.transcriptions.create(model="whisper-1", file=("a.wav", audio))
+    encoded = base64.b64encode(audio).decode()
+
+    async def reply(part: dict[str, Any], **fields: Any) -> Any:
+        question = {"type": "text", "text": "What was said?"}
+        return await client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": [question, part]}],  # type: ignore[list-item,misc]
+            temperature=0,
+            max_tokens=8,
+            **fields,
+        )
+
+    by_ear = await reply({"type": "input_audio", "input_audio": {"data": encoded, "format": "wav"}})
+    by_text = await reply({"type": "text", "text": f"[audio] {heard.text}"})
+    assert by_ear.usage and by_text.usage and by_ear.usage.prompt_tokens == by_text.usage.prompt_tokens
+    assert by_ear.choices[0].message.content == by_text.choices[0].message.content
+
+    for part, param, code in (
+        ({"type": "input_audio", "input_audio": {"data": "not base64!", "format": "wav"}}, ".data", None),
+        (
+            {"type": "input_audio", "input_audio": {"data": base64.b64encode(b"noise" * 99).decode(), "format": "wav"}},
+            ".data",
+            "invalid_audio",
+        ),
+    ):
+        with pytest.raises(openai.BadRequestError) as refused:
+            await reply(part)
+        assert refused.value.param == "messages[0].content[1].input_audio" + param
+        assert code is None or refused.value.code == code
+    with pytest.raises(openai.BadRequestError) as refused:  # speech out is /v1/audio/speech's
+        await reply({"type": "text", "text": "hi"}, extra_body={"modalities": ["text", "audio"]})
+    assert refused.value.param == "modalities"

@@ -175,6 +175,7 @@ class ChatCompletionRequest(spec.CreateChatCompletionRequest, _KeepsWhatWasSent)
     reasoning_effort: ReasoningEffort | None = None
     # vLLM's and llama.cpp's extension: further names for the chat template (Qwen3's `enable_thinking`, say).
     chat_template_kwargs: dict[str, Any] | None = None
+    modalities: list[Literal["text", "audio"]] | None = None  # after this spec: audio answers (a model upstream's)
 
 
 class CompletionRequest(spec.CreateCompletionRequest, _KeepsWhatWasSent):

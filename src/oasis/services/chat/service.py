@@ -12,10 +12,12 @@ from typing import Any
 
 from oasis.engines.options import ChatFormatOptions
 from oasis.engines.registry import EngineRegistry
+from oasis.engines.speech import TranscriptionEngine
 from oasis.engines.text import SamplingParams, TextEngine, TokenStream, UnusableSchema
 from oasis.errors import OasisError, invalid_request
 from oasis.metrics import count_tokens
 from oasis.protocol.extensions import ChatCompletionRequest
+from oasis.services.chat.audio_parts import has_audio_parts, with_audio_heard
 from oasis.services.chat.conversation import template_messages, with_system_note
 from oasis.services.chat.file_parts import has_file_parts, with_file_text
 from oasis.services.chat.generation import (
@@ -45,7 +47,7 @@ from oasis.services.chat.text_models import (
 from oasis.services.chat.tool_formats import FORMATS, ParsedCall, detect_format, read_calls, template_variables
 from oasis.services.chat.tools import ToolPlan, call_schema, fits, only, plan_tools, tools_system_prompt
 from oasis.services.files.service import FileService
-from oasis.services.models.engine_lookup import served_id
+from oasis.services.models.engine_lookup import engine_for, served_id
 from oasis.storage.clock import new_id
 
 log = logging.getLogger("oasis.chat")
@@ -166,10 +168,13 @@ def _template_variables(
 
 
 class ChatService:
-    def __init__(self, registry: EngineRegistry, fingerprint: str, files: FileService) -> None:
+    def __init__(
+        self, registry: EngineRegistry, fingerprint: str, files: FileService, transcription_model: str = "whisper-1"
+    ) -> None:
         self._registry = registry
         self._fingerprint = fingerprint
         self._files = files  # reads file content parts for local models
+        self._transcription_model = transcription_model  # hears input_audio parts for local models
         # Keyed by the engine object itself, held weakly: fine-tunes load and unload, and an id() could be
         # reused by a later engine with another vocabulary.
         self._markup: weakref.WeakKeyDictionary[TextEngine, dict[tuple[str, ...], frozenset[int]]] = (
@@ -187,6 +192,12 @@ class ChatService:
 
     def prepare(self, request: ChatCompletionRequest) -> PreparedChat:
         check_stream_options(request)
+        if request.modalities is not None and "audio" in request.modalities:
+            raise invalid_request(
+                "This server's chat models answer in text: 'modalities' may hold only 'text' (speech is "
+                "/v1/audio/speech's).",
+                param="modalities",
+            )
         engine = text_engine(self._registry, request.model, purpose="chat completions")
         template = engine.chat_template
         if template is None:
@@ -296,14 +307,30 @@ class ChatService:
         }
 
     async def with_files_read(self, request: ChatCompletionRequest, project_id: str | None) -> ChatCompletionRequest:
-        """File content parts as the text in them, for a local model (one routed upstream reads them itself)."""
-        if (
-            project_id is None
-            or not has_file_parts(request)
-            or forwarding_engine(self._registry, request.model) is not None
-        ):
+        """File content parts as the text in them, and audio parts as what was said in them, for a local model
+        (one routed upstream reads them itself)."""
+        files, audio = project_id is not None and has_file_parts(request), has_audio_parts(request)
+        if not (files or audio) or forwarding_engine(self._registry, request.model) is not None:
             return request
-        return await with_file_text(request, project_id, self._files)
+        if files:
+            assert project_id is not None
+            request = await with_file_text(request, project_id, self._files)
+        if audio:
+            request = await with_audio_heard(request, self._transcriber)
+        return request
+
+    def _transcriber(self, param: str) -> TranscriptionEngine:
+        model = self._transcription_model
+        try:
+            engine: TranscriptionEngine = engine_for(self._registry, model, TranscriptionEngine, "transcription")
+        except OasisError as exc:
+            raise invalid_request(
+                f"This model reads text only, and input_audio parts are heard by the transcription model '{model}' "
+                f"(`chat.audio_transcription_model`): {exc.message}",
+                param=param,
+                code="input_audio_parts_unsupported",
+            ) from None
+        return engine
 
     async def prepared(self, request: ChatCompletionRequest) -> PreparedChat | None:
         """`prepare_local`, in a thread when the request is long: rendering the template and tokenizing a
