@@ -256,6 +256,32 @@ async def test_n_choices_read_a_long_prompt_once(chat_oasis: Harness) -> None:
     assert decoded <= prompt_tokens + 3
 
 
+async def test_usage_counts_the_prompt_tokens_read_from_the_cache(chat_oasis: Harness) -> None:
+    """`usage.prompt_tokens_details.cached_tokens`, as OpenAI reports its prompt caching: a conversation sent
+    again is read from the slot that holds it, all but the last token (whose logits start the answer)."""
+    client = chat_oasis.sdk()
+    notes = " ".join(f"Note {i}: the lighthouse keeper counted {i} ships today." for i in range(6))
+    messages: Any = [{"role": "system", "content": notes}, {"role": "user", "content": "Summarise the notes."}]
+    first = await client.chat.completions.create(model=MODEL, messages=messages, temperature=0, max_tokens=4)
+    assert first.usage and first.usage.model_dump()["prompt_tokens_details"]["cached_tokens"] == 0  # a fresh engine
+    again = await client.chat.completions.create(model=MODEL, messages=messages, temperature=0, max_tokens=4)
+    assert again.usage and again.usage.prompt_tokens == first.usage.prompt_tokens
+    assert again.usage.model_dump()["prompt_tokens_details"]["cached_tokens"] == first.usage.prompt_tokens - 1
+    stream = await client.chat.completions.create(
+        model=MODEL,
+        messages=messages,
+        temperature=0,
+        max_tokens=4,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    last = [chunk async for chunk in stream][-1]
+    assert (
+        last.usage
+        and last.usage.model_dump()["prompt_tokens_details"]["cached_tokens"] == first.usage.prompt_tokens - 1
+    )
+
+
 async def test_same_seed_gives_the_same_output(chat_oasis: Harness) -> None:
     client = chat_oasis.sdk()
     story = [{"role": "user", "content": "Tell me something surprising."}]

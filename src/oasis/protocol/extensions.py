@@ -127,6 +127,7 @@ class ResponseFormat(BaseModel):
 
 
 ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
+REASONING_EFFORTS: tuple[str, ...] = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
 
 
 class AllowedTools(BaseModel):
@@ -171,11 +172,13 @@ class ChatCompletionRequest(spec.CreateChatCompletionRequest, _KeepsWhatWasSent)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     parallel_tool_calls: bool | None = None
     tool_choice: spec.ChatCompletionToolChoiceOption | AllowedToolsChoice | None = None  # type: ignore[assignment]
-    # OpenAI's reasoning control (after this spec); a local model's chat template reads it (`none` turns thinking off).
-    reasoning_effort: ReasoningEffort | None = None
+    # OpenAI's reasoning control (after this spec); a local model's chat template reads it (`none` turns thinking
+    # off). Checked against REASONING_EFFORTS for local models only: an upstream may know values added later.
+    reasoning_effort: str | None = None
     # vLLM's and llama.cpp's extension: further names for the chat template (Qwen3's `enable_thinking`, say).
     chat_template_kwargs: dict[str, Any] | None = None
-    modalities: list[Literal["text", "audio"]] | None = None  # after this spec: audio answers (a model upstream's)
+    # After this spec: `audio` asks for spoken answers (a model upstream's); local models answer text.
+    modalities: list[str] | None = None
 
 
 class CompletionRequest(spec.CreateCompletionRequest, _KeepsWhatWasSent):

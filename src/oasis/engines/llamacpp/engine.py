@@ -75,6 +75,7 @@ class _Sequence:
         self.channel = _Channel(loop)
         self.cancelled = False
         self.slot: _Slot | None = None
+        self.cached_prompt_tokens = 0  # of the prompt, those a slot's cache held when it was admitted
         self.feed: list[int] = []  # tokens still to decode: the prompt's tail, then each sampled token
         self.sampler: SamplerChain | None = None  # llama.cpp's samplers, when they are needed
         self.draw: FullDistributionSampler | None = None  # or a plain draw at a temperature
@@ -151,6 +152,11 @@ class _TokenStream:
 
     def __aiter__(self) -> _TokenStream:
         return self
+
+    @property
+    def cached_prompt_tokens(self) -> int:
+        """Of the prompt, the tokens read from a slot's cache rather than decoded (0 until it is admitted)."""
+        return self._sequence.cached_prompt_tokens
 
     async def __anext__(self) -> SampledToken:
         if self._done:
@@ -562,6 +568,7 @@ class LlamaCppEngine:
             slot.busy = True
             sequence.slot = slot
             sequence.feed = prompt[reuse:]
+            sequence.cached_prompt_tokens = reuse
             self.prompt_tokens_decoded += len(sequence.feed)
             self.prompt_tokens_cached += reuse
             try:

@@ -96,5 +96,6 @@ def text_events(transcript: Transcript) -> list[dict[str, Any]]:
         offset += len(segment.text)
         if piece:
             events.append({"type": "transcript.text.delta", "delta": piece})
-    events.append({"type": "transcript.text.done", "text": text, "usage": _usage(transcript)})
+    # No usage here: the done event's is OpenAI's token count, which Whisper's answers do not carry.
+    events.append({"type": "transcript.text.done", "text": text})
     return events

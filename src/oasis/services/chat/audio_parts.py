@@ -13,20 +13,15 @@ from collections.abc import Callable
 
 from oasis.engines.speech import AudioTooLong, TranscriptionEngine, UnreadableAudio
 from oasis.errors import invalid_request
-from oasis.protocol import openapi_types as spec
-from oasis.protocol.extensions import ChatCompletionRequest, InputAudioPart, UserMessage
+from oasis.protocol.extensions import ChatCompletionRequest, InputAudioPart
+from oasis.services.chat.content_parts import has_parts, with_parts_as_text
 
 # OpenAI's limit on a transcription upload, for the audio of one request here.
 MAX_AUDIO_BYTES = 25 * 1024 * 1024
 
 
 def has_audio_parts(request: ChatCompletionRequest) -> bool:
-    return any(
-        isinstance(message, UserMessage)
-        and not isinstance(message.content, str)
-        and any(isinstance(part, InputAudioPart) for part in message.content)
-        for message in request.messages
-    )
+    return has_parts(request, InputAudioPart)
 
 
 async def with_audio_heard(
@@ -35,25 +30,18 @@ async def with_audio_heard(
     """The request with each audio part replaced by a text part holding its transcript. `transcriber_for(param)`:
     the transcription model, or a 400 on `param` (the first audio part's message content) when there is none."""
     transcriber: TranscriptionEngine | None = None
-    messages = list(request.messages)
     budget = MAX_AUDIO_BYTES
-    for index, message in enumerate(messages):
-        if not isinstance(message, UserMessage) or isinstance(message.content, str):
-            continue
-        parts: list[object] = []
-        for place, part in enumerate(message.content):
-            if not isinstance(part, InputAudioPart):
-                parts.append(part)
-                continue
-            if transcriber is None:
-                transcriber = transcriber_for(f"messages[{index}].content")
-            param = f"messages[{index}].content[{place}].input_audio"
-            audio = _audio_bytes(part, param, budget)
-            budget -= len(audio)
-            heard = await _transcript(transcriber, audio, param)
-            parts.append(spec.ChatCompletionRequestMessageContentPartText(type="text", text=f"[audio] {heard}"))
-        messages[index] = message.model_copy(update={"content": parts})
-    return request.model_copy(update={"messages": messages})
+
+    async def text_of(part: InputAudioPart, index: int, place: int) -> str:
+        nonlocal transcriber, budget
+        if transcriber is None:
+            transcriber = transcriber_for(f"messages[{index}].content")
+        param = f"messages[{index}].content[{place}].input_audio"
+        audio = _audio_bytes(part, param, budget)
+        budget -= len(audio)
+        return f"[audio] {await _transcript(transcriber, audio, param)}"
+
+    return await with_parts_as_text(request, InputAudioPart, text_of)
 
 
 def _audio_bytes(part: InputAudioPart, param: str, budget: int) -> bytes:
@@ -65,7 +53,7 @@ def _audio_bytes(part: InputAudioPart, param: str, budget: int) -> bytes:
             f"The audio of one request may hold up to {MAX_AUDIO_BYTES >> 20} MB.", param=f"{param}.data"
         )
     try:
-        return base64.b64decode(encoded, validate=True)
+        return base64.b64decode("".join(encoded.split()), validate=True)  # MIME-style line breaks allowed
     except (binascii.Error, ValueError):
         raise invalid_request("'data' must be the audio, base64-encoded.", param=f"{param}.data") from None
 

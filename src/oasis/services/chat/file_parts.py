@@ -15,8 +15,8 @@ import mimetypes
 import re
 
 from oasis.errors import OasisError, invalid_request
-from oasis.protocol import openapi_types as spec
-from oasis.protocol.extensions import ChatCompletionRequest, FilePart, UserMessage
+from oasis.protocol.extensions import ChatCompletionRequest, FilePart
+from oasis.services.chat.content_parts import has_parts, with_parts_as_text
 from oasis.services.files.service import FileService
 from oasis.services.vector_stores.text_extraction import InvalidFile, UnsupportedFile, text_pieces
 
@@ -29,34 +29,23 @@ _DATA_URL = re.compile(r"data:(?P<media>[\w.+-]+/[\w.+-]+)?(?:;[\w=.+-]+)*;base6
 
 
 def has_file_parts(request: ChatCompletionRequest) -> bool:
-    return any(
-        isinstance(message, UserMessage)
-        and not isinstance(message.content, str)
-        and any(isinstance(part, FilePart) for part in message.content)
-        for message in request.messages
-    )
+    return has_parts(request, FilePart)
 
 
 async def with_file_text(request: ChatCompletionRequest, project_id: str, files: FileService) -> ChatCompletionRequest:
     """The request with each file part replaced by a text part holding the file's text."""
-    messages = list(request.messages)
     budget, room = MAX_FILE_BYTES, MAX_FILE_TEXT_CHARS
-    for index, message in enumerate(messages):
-        if not isinstance(message, UserMessage) or isinstance(message.content, str):
-            continue
-        parts: list[object] = []
-        for place, part in enumerate(message.content):
-            if not isinstance(part, FilePart):
-                parts.append(part)
-                continue
-            param = f"messages[{index}].content[{place}].file"
-            filename, data = await _file_bytes(part, project_id, files, param, budget)
-            budget -= len(data)
-            text = await asyncio.to_thread(_text, filename, data, param, room)
-            room -= len(text)
-            parts.append(spec.ChatCompletionRequestMessageContentPartText(type="text", text=f"{filename}:\n\n{text}"))
-        messages[index] = message.model_copy(update={"content": parts})
-    return request.model_copy(update={"messages": messages})
+
+    async def text_of(part: FilePart, index: int, place: int) -> str:
+        nonlocal budget, room
+        param = f"messages[{index}].content[{place}].file"
+        filename, data = await _file_bytes(part, project_id, files, param, budget)
+        budget -= len(data)
+        text = await asyncio.to_thread(_text, filename, data, param, room)
+        room -= len(text)
+        return f"{filename}:\n\n{text}"
+
+    return await with_parts_as_text(request, FilePart, text_of)
 
 
 async def _file_bytes(

@@ -11,7 +11,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from oasis.engines.text import (
     EngineBusy,
@@ -118,11 +118,22 @@ class _FirstTokenTimer:
             self._started = None
         return sampled
 
+    @property
+    def cached_prompt_tokens(self) -> int:
+        return cached_prompt_tokens([self._inner])
+
     def cancel(self) -> None:
         self._inner.cancel()
 
     async def aclose(self) -> None:
         await self._inner.aclose()
+
+
+def cached_prompt_tokens(streams: Sequence[TokenStream]) -> int:
+    """Of a request's prompt, the tokens its engine read from a cache (OpenAI's `cached_tokens`): the least of its
+    choices', since the choices after the first copy the prompt the first one read. An engine that keeps no
+    cache reports none."""
+    return min((getattr(stream, "cached_prompt_tokens", 0) for stream in streams), default=0)
 
 
 def check_queue_holds(engine: TextEngine, sequences: int, param: str) -> None:
@@ -192,18 +203,24 @@ def refusal(exc: BaseException, model: str) -> BaseException:
     return exc
 
 
-def metered_usage(model: str, prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+def metered_usage(
+    model: str, prompt_tokens: int, completion_tokens: int, cached_tokens: int | None = None
+) -> dict[str, Any]:
     """The `usage` object of a response, counted in the token metrics of `model` (its configured id)."""
     count_tokens(model, prompt_tokens, completion_tokens)
-    return usage(prompt_tokens, completion_tokens)
+    return usage(prompt_tokens, completion_tokens, cached_tokens)
 
 
-def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    return {
+def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int | None = None) -> dict[str, Any]:
+    """`cached_tokens`: of the prompt, those read from a cache (chat's `prompt_tokens_details`)."""
+    counts: dict[str, Any] = {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
     }
+    if cached_tokens is not None:
+        counts["prompt_tokens_details"] = {"cached_tokens": cached_tokens}
+    return counts
 
 
 Item = TypeVar("Item")

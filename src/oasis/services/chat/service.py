@@ -16,12 +16,13 @@ from oasis.engines.speech import TranscriptionEngine
 from oasis.engines.text import SamplingParams, TextEngine, TokenStream, UnusableSchema
 from oasis.errors import OasisError, invalid_request
 from oasis.metrics import count_tokens
-from oasis.protocol.extensions import ChatCompletionRequest
+from oasis.protocol.extensions import REASONING_EFFORTS, ChatCompletionRequest
 from oasis.services.chat.audio_parts import has_audio_parts, with_audio_heard
 from oasis.services.chat.conversation import template_messages, with_system_note
 from oasis.services.chat.file_parts import has_file_parts, with_file_text
 from oasis.services.chat.generation import (
     TextDelta,
+    cached_prompt_tokens,
     check_queue_holds,
     check_stream_options,
     complete_choice,
@@ -154,6 +155,11 @@ def _template_variables(
     # llama.cpp passes enable_thinking to every template; some of its own test templates need it.
     variables: dict[str, Any] = {"enable_thinking": thinking}
     if request.reasoning_effort is not None:
+        if request.reasoning_effort not in REASONING_EFFORTS:
+            raise invalid_request(
+                f"'{request.reasoning_effort}' is not one of {list(REASONING_EFFORTS)} - 'reasoning_effort'",
+                param="reasoning_effort",
+            )
         # gpt-oss's and DeepSeek's templates read the effort; `none` is thinking off for those that only switch.
         variables["reasoning_effort"] = request.reasoning_effort
         if request.reasoning_effort == "none":
@@ -165,6 +171,15 @@ def _template_variables(
             param="chat_template_kwargs",
         )
     return {**variables, **extra}
+
+
+def _check_modalities(request: ChatCompletionRequest) -> None:
+    if request.modalities is not None and any(modality != "text" for modality in request.modalities):
+        raise invalid_request(
+            "This server's chat models answer in text: 'modalities' may hold only 'text' (speech is "
+            "/v1/audio/speech's).",
+            param="modalities",
+        )
 
 
 class ChatService:
@@ -192,13 +207,8 @@ class ChatService:
 
     def prepare(self, request: ChatCompletionRequest) -> PreparedChat:
         check_stream_options(request)
-        if request.modalities is not None and "audio" in request.modalities:
-            raise invalid_request(
-                "This server's chat models answer in text: 'modalities' may hold only 'text' (speech is "
-                "/v1/audio/speech's).",
-                param="modalities",
-            )
         engine = text_engine(self._registry, request.model, purpose="chat completions")
+        _check_modalities(request)
         template = engine.chat_template
         if template is None:
             raise invalid_request(
@@ -312,6 +322,9 @@ class ChatService:
         files, audio = project_id is not None and has_file_parts(request), has_audio_parts(request)
         if not (files or audio) or forwarding_engine(self._registry, request.model) is not None:
             return request
+        # What prepare() would refuse cheaply is refused before any file is read or audio heard.
+        text_engine(self._registry, request.model, purpose="chat completions")
+        _check_modalities(request)
         if files:
             assert project_id is not None
             request = await with_file_text(request, project_id, self._files)
@@ -324,6 +337,8 @@ class ChatService:
         try:
             engine: TranscriptionEngine = engine_for(self._registry, model, TranscriptionEngine, "transcription")
         except OasisError as exc:
+            if exc.status >= 500:  # still loading, or failed to: not the request's fault
+                raise
             raise invalid_request(
                 f"This model reads text only, and input_audio parts are heard by the transcription model '{model}' "
                 f"(`chat.audio_transcription_model`): {exc.message}",
@@ -381,7 +396,7 @@ class ChatService:
                 }
                 for index, (choice_logprobs, (message, finish)) in enumerate(zip(logprobs, messages, strict=True))
             ],
-            "usage": metered_usage(chat.model_id, len(chat.prompt), completion_tokens),
+            "usage": metered_usage(chat.model_id, len(chat.prompt), completion_tokens, cached_prompt_tokens(streams)),
         }
 
     def context_length(self, model: str) -> int | None:
@@ -471,7 +486,8 @@ class ChatService:
             # also when the client leaves mid-stream: those tokens were generated
             count_tokens(chat.model_id, len(chat.prompt), tally.completion_tokens)
         if include_usage:
-            yield {**envelope, "choices": [], "usage": usage(len(chat.prompt), tally.completion_tokens)}
+            counts = usage(len(chat.prompt), tally.completion_tokens, cached_prompt_tokens(streams))
+            yield {**envelope, "choices": [], "usage": counts}
 
 
 def _call_deltas(message: dict[str, Any]) -> list[dict[str, Any]]:
