@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from starlette.datastructures import FormData, UploadFile
 
 from oasis.api.deps import ContainerDep, PrincipalDep
-from oasis.api.sse import named_events_response
+from oasis.api.sse import typed_events_response
 from oasis.engines.speech import Task
 from oasis.errors import invalid_request
 from oasis.protocol.extensions import SpeechRequest
@@ -77,7 +77,7 @@ async def _transcribe(request: Request, container: Any, task: Task) -> Response:
         arguments = (job, upload.file, upload.size or 0, upload.filename or "")
         if job.stream:  # sent once the whole file is transcribed, a delta a segment
             transcript = await container.audio.transcript(*arguments)
-            return named_events_response((event["type"], event) for event in text_events(transcript))
+            return typed_events_response(text_events(transcript))
         body, content_type = await container.audio.transcribe(*arguments)
     if isinstance(body, dict):
         return JSONResponse(body)

@@ -10,7 +10,7 @@ from starlette.datastructures import FormData, UploadFile
 
 from oasis.api.deps import ContainerDep, PrincipalDep
 from oasis.api.disconnect import unless_disconnected
-from oasis.api.sse import named_events_response
+from oasis.api.sse import typed_events_response
 from oasis.errors import invalid_request
 from oasis.protocol.extensions import CreateImageRequest
 from oasis.services.images.pictures import MAX_UPLOAD_BYTES
@@ -28,7 +28,7 @@ async def create_image(
     payload = body.model_dump(mode="json", exclude_none=True, exclude_unset=True)
     if body.stream:
         events = await unless_disconnected(request, container.images.generate_events(payload))
-        return named_events_response((event["type"], event) for event in events)
+        return typed_events_response(events)
     work = container.images.generate(payload, principal.project_id, str(request.base_url))
     return await unless_disconnected(request, work)
 

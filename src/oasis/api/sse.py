@@ -97,9 +97,10 @@ def _named_frame(name: str, payload: Any) -> bytes:
     return f"event: {name}\ndata: ".encode() + _encode(payload).encode() + b"\n\n"
 
 
-def named_events_response(events: Iterable[tuple[str, dict[str, Any]]]) -> StreamingResponse:
-    """Events made already (a streamed image generation's), as `event: <name>` / `data: {json}` frames."""
-    frames = [_named_frame(name, data) for name, data in events]
+def typed_events_response(events: Iterable[dict[str, Any]]) -> StreamingResponse:
+    """Events made already (a streamed image generation's or transcription's), each as `event: <its type>` /
+    `data: {json}` frames."""
+    frames = [_named_frame(event["type"], event) for event in events]
     return StreamingResponse(iter(frames), media_type="text/event-stream", headers=_SSE_HEADERS)
 
 

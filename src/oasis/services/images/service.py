@@ -108,8 +108,9 @@ _HARMLESS = {
     "partial_images": (0,),
     "output_format": ("png",),
 }
-GPT_IMAGE_SIZES_ONLY = ("1536x1024", "1024x1536", "auto")
-GPT_IMAGE_QUALITIES_ONLY = ("low", "medium", "high")
+# What only the GPT image models take: a request that names no model but uses one is for gpt-image-1.
+GPT_IMAGE_SIZES_ONLY = (*(size for size in GPT_IMAGE_SIZES if size not in SQUARES), "auto")
+GPT_IMAGE_QUALITIES_ONLY = tuple(quality for quality in GPT_IMAGE_QUALITIES if quality != "auto")
 
 
 def _gpt_image_field(body: dict[str, Any]) -> str | None:
