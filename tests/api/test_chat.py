@@ -648,14 +648,16 @@ async def test_presence_and_frequency_penalties_make_the_reply_repeat_itself_les
     client = chat_oasis.sdk()
     ask = [{"role": "user", "content": "Write a list of twenty animals."}]
 
-    async def repeated_items(**penalty: float) -> list[str]:
+    async def repeated_words(**penalty: float) -> int:
+        """How many of the reply's words it said before (its layout, a list or a table, differs between CPUs)."""
         reply = await client.chat.completions.create(model=MODEL, messages=ask, temperature=0, max_tokens=60, **penalty)
-        items = re.findall(r"^\d+\. (.+)$", reply.choices[0].message.content or "", flags=re.MULTILINE)
-        return [item for index, item in enumerate(items) if item in items[:index]]
+        words = re.findall(r"[a-z]+", (reply.choices[0].message.content or "").lower())
+        return len(words) - len(set(words))
 
-    assert await repeated_items()  # greedy, the 135M model names an animal twice within 60 tokens
-    assert await repeated_items(frequency_penalty=2.0) == []
-    assert await repeated_items(presence_penalty=2.0) == []
+    plain = await repeated_words()
+    assert plain >= 4  # greedy, the 135M model repeats itself within 60 tokens
+    assert await repeated_words(frequency_penalty=2.0) < plain / 2
+    assert await repeated_words(presence_penalty=2.0) < plain / 2
 
 
 async def test_a_negative_seed_repeats_its_answer(chat_oasis: Harness) -> None:

@@ -13,8 +13,7 @@ from oasis.api.sse import typed_events_response
 from oasis.engines.speech import Task
 from oasis.errors import invalid_request
 from oasis.protocol.extensions import SpeechRequest
-from oasis.services.audio.service import TranscriptionJob
-from oasis.services.audio.transcripts import text_events
+from oasis.services.audio.service import TranscriptionJob, speech_events
 
 router = APIRouter(tags=["Audio"])
 
@@ -29,6 +28,8 @@ async def create_speech(body: SpeechRequest, container: ContainerDep, _principal
         speed=1.0 if body.speed is None else body.speed,
         stream_format=body.stream_format,
     )
+    if body.stream_format == "sse":
+        return await typed_events_response(speech_events(audio.chunks))
     return StreamingResponse(audio.chunks, media_type=audio.content_type)
 
 
@@ -75,9 +76,8 @@ async def _transcribe(request: Request, container: Any, task: Task) -> Response:
         if not isinstance(upload, UploadFile):
             raise invalid_request("Missing required parameter: 'file' (send it as a file part).", param="file")
         arguments = (job, upload.file, upload.size or 0, upload.filename or "")
-        if job.stream:  # sent once the whole file is transcribed, a delta a segment
-            transcript = await container.audio.transcript(*arguments)
-            return typed_events_response(text_events(transcript))
+        if job.stream:  # a delta as each segment is decoded; the first awaited here, while the file is open
+            return await typed_events_response(container.audio.text_events(*arguments))
         body, content_type = await container.audio.transcribe(*arguments)
     if isinstance(body, dict):
         return JSONResponse(body)

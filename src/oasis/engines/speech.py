@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, Literal, Protocol, runtime_checkable
 
@@ -72,6 +72,18 @@ class TranscriptionEngine(Engine, Protocol):
         word_timestamps: bool,
     ) -> Transcript:
         """Raises UnreadableAudio when the file cannot be decoded, AudioTooLong past the engine's limit."""
+        ...
+
+    def transcribe_segments(
+        self,
+        audio: BinaryIO,
+        *,
+        task: Task,
+        language: str | None,
+        prompt: str | None,
+        temperature: float | None,
+    ) -> AsyncGenerator[Segment, None]:
+        """The segments as they are decoded, for a streamed transcription; raises as `transcribe` does."""
         ...
 
 

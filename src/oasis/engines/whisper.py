@@ -12,8 +12,10 @@ import hashlib
 import importlib.util
 import os
 import shutil
-from collections.abc import Iterator
+import threading
+from collections.abc import AsyncGenerator, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -107,28 +109,89 @@ class WhisperEngine:
         word_timestamps: bool,
     ) -> Transcript:
         def run() -> Transcript:
-            # faster-whisper's default is a fallback ladder of temperatures; a given one pins it, as OpenAI.
-            temperatures: Any = temperature or [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
-            try:
-                samples = _decode(audio, self._model.feature_extractor.sampling_rate, self._options.max_audio_seconds)
-                segments, info = self._model.transcribe(
-                    samples,
-                    task=task,
-                    language=language,
-                    initial_prompt=prompt or None,
-                    temperature=temperatures,
-                    word_timestamps=word_timestamps,
-                )
+            with _read_errors():
+                segments, info = self._begin(audio, task, language, prompt, temperature, word_timestamps)
                 found = [_segment(s) for s in segments]
-            except (AudioTooLong, UnreadableAudio):
-                raise
-            except Exception as exc:  # PyAV raises many types for a file it cannot read
-                if type(exc).__module__.startswith("av") or isinstance(exc, (IndexError, ValueError)):
-                    raise UnreadableAudio(str(exc)) from exc
-                raise
             return Transcript(language=info.language, duration=float(info.duration), segments=found)
 
         return await asyncio.get_running_loop().run_in_executor(self._pool, run)
+
+    async def transcribe_segments(
+        self,
+        audio: BinaryIO,
+        *,
+        task: Task,
+        language: str | None,
+        prompt: str | None,
+        temperature: float | None,
+    ) -> AsyncGenerator[Segment, None]:
+        """Each segment as Whisper decodes it (faster-whisper's segments are a lazy generator). The audio is read
+        whole before the first segment; a consumer that stops early stops the decoding at the next segment."""
+        loop = asyncio.get_running_loop()
+        found: asyncio.Queue[Segment | BaseException | None] = asyncio.Queue()
+        stopped = threading.Event()
+
+        def put(item: Segment | BaseException | None) -> None:
+            loop.call_soon_threadsafe(found.put_nowait, item)
+
+        def run() -> None:
+            try:
+                with _read_errors():
+                    segments, _info = self._begin(audio, task, language, prompt, temperature, False)
+                    for segment in segments:
+                        if stopped.is_set():
+                            return
+                        put(_segment(segment))
+            except BaseException as exc:  # handed to the consumer, raised there
+                put(exc)
+            finally:
+                put(None)
+
+        decoding = loop.run_in_executor(self._pool, run)
+        try:
+            while (item := await found.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stopped.set()
+            await asyncio.shield(decoding)  # the thread ends at its next segment; the file stays open until then
+
+    def _begin(
+        self,
+        audio: BinaryIO,
+        task: Task,
+        language: str | None,
+        prompt: str | None,
+        temperature: float | None,
+        word_timestamps: bool,
+    ) -> tuple[Iterator[Any], Any]:
+        """The audio decoded, its language found, and faster-whisper's lazy segments with the transcription info."""
+        # faster-whisper's default is a fallback ladder of temperatures; a given one pins it, as OpenAI.
+        temperatures: Any = temperature or [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+        samples = _decode(audio, self._model.feature_extractor.sampling_rate, self._options.max_audio_seconds)
+        segments, info = self._model.transcribe(
+            samples,
+            task=task,
+            language=language,
+            initial_prompt=prompt or None,
+            temperature=temperatures,
+            word_timestamps=word_timestamps,
+        )
+        return segments, info
+
+
+@contextmanager
+def _read_errors() -> Iterator[None]:
+    """PyAV raises many types for a file it cannot read: those are UnreadableAudio."""
+    try:
+        yield
+    except (AudioTooLong, UnreadableAudio):
+        raise
+    except Exception as exc:
+        if type(exc).__module__.startswith("av") or isinstance(exc, (IndexError, ValueError)):
+            raise UnreadableAudio(str(exc)) from exc
+        raise
 
 
 _GROUP_SAMPLES = 500_000

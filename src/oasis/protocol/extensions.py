@@ -204,7 +204,7 @@ class SpeechRequest(spec.CreateSpeechRequest):
     model: str
     input: str
     voice: str | VoiceId  # type: ignore[assignment]
-    stream_format: Literal["audio", "sse"] = "audio"
+    stream_format: str = "audio"  # audio or sse: the service judges it, as sse depends on the model's name
 
     @property
     def voice_name(self) -> str:

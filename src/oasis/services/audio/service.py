@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import base64
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -18,11 +20,15 @@ from oasis.engines.speech import (
 from oasis.errors import invalid_request, too_large
 from oasis.services.audio.codecs import CONTENT_TYPES, SpeechEncoder
 from oasis.services.audio.languages import LANGUAGES
-from oasis.services.audio.transcripts import RESPONSE_FORMATS, render
+from oasis.services.audio.transcripts import RESPONSE_FORMATS, render, segment_events
 from oasis.services.models.engine_lookup import engine_for
 
 MAX_AUDIO_BYTES = 25 * 1024 * 1024  # OpenAI's limit for transcription uploads
 MAX_SPEECH_CHARACTERS = 4096
+STREAM_FORMATS = ("audio", "sse")
+AUDIO_ONLY_NAMES = ("tts-1", "tts-1-hd")  # the names for which OpenAI streams raw audio only
+# OpenAI counts its speech models' tokens; a local voice spends none of them.
+NO_SPEECH_TOKENS = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
 AUDIO_EXTENSIONS = ("flac", "mp3", "mp4", "mpeg", "mpga", "m4a", "ogg", "oga", "opus", "wav", "webm")
 GRANULARITIES = {"word", "segment"}
 
@@ -82,6 +88,34 @@ class AudioService:
         return render(transcript, job.response_format, job.task, job.granularities)
 
     async def transcript(self, job: TranscriptionJob, audio: BinaryIO, size: int, filename: str) -> Transcript:
+        engine = self._transcriber(job, size, filename)
+        with _audio_errors():
+            return await engine.transcribe(
+                audio,
+                task=job.task,
+                language=job.language,
+                prompt=job.prompt,
+                temperature=job.temperature,
+                word_timestamps="word" in job.granularities,
+            )
+
+    async def text_events(
+        self, job: TranscriptionJob, audio: BinaryIO, size: int, filename: str
+    ) -> AsyncIterator[dict[str, Any]]:
+        """A streamed transcription's events as Whisper decodes each segment (checked before the first is sent)."""
+        engine = self._transcriber(job, size, filename)
+        segments = engine.transcribe_segments(
+            audio, task=job.task, language=job.language, prompt=job.prompt, temperature=job.temperature
+        )
+        try:
+            with _audio_errors():
+                async for event in segment_events(segments):
+                    yield event
+        finally:
+            await segments.aclose()
+
+    def _transcriber(self, job: TranscriptionJob, size: int, filename: str) -> TranscriptionEngine:
+        """The job's engine, once the job and its file are checked."""
         self.check_transcription(job)
         if size == 0:
             raise invalid_request("The audio file is empty.", param="file")
@@ -97,40 +131,20 @@ class AudioService:
                 code="invalid_file_format",
             )
         engine: TranscriptionEngine = engine_for(self._registry, job.model, TranscriptionEngine, "transcription")
-        try:
-            transcript = await engine.transcribe(
-                audio,
-                task=job.task,
-                language=job.language,
-                prompt=job.prompt,
-                temperature=job.temperature,
-                word_timestamps="word" in job.granularities,
-            )
-        except AudioTooLong as exc:
-            limit = exc.limit_seconds
-            raise invalid_request(
-                f"The audio is longer than this server transcribes ({limit / 60:g} minutes, the model's "
-                "`max_audio_seconds`). Split it into shorter files.",
-                param="file",
-                code="audio_too_long",
-            ) from None
-        except UnreadableAudio:
-            raise invalid_request(
-                "The file could not be decoded as audio. Supported formats: " + ", ".join(AUDIO_EXTENSIONS) + ".",
-                param="file",
-                code="invalid_file_format",
-            ) from None
-        return transcript
+        return engine
 
     def speech(
         self, *, model: str, text: str, voice: str, response_format: str, speed: float, stream_format: str = "audio"
     ) -> SpeechAudio:
         """Checks the request now (so errors keep their status) and returns audio that streams as it is made."""
         engine: SpeechEngine = engine_for(self._registry, model, SpeechEngine, "speech")
-        if stream_format != "audio":
-            # OpenAI's answer for its tts-1 models; the bytes stream as they are made anyway
+        if stream_format not in STREAM_FORMATS:
             raise invalid_request(
-                "'stream_format' 'sse' is not supported for this model: the audio streams as raw bytes ('audio').",
+                f"'{stream_format}' is not one of {', '.join(STREAM_FORMATS)} - 'stream_format'", param="stream_format"
+            )
+        if stream_format == "sse" and model in AUDIO_ONLY_NAMES:
+            raise invalid_request(  # OpenAI's rule for these names
+                f"'stream_format' 'sse' is not supported for {model}: ask for 'audio', or name gpt-4o-mini-tts.",
                 param="stream_format",
             )
         if not text.strip():
@@ -151,6 +165,14 @@ class AudioService:
         return SpeechAudio(CONTENT_TYPES[response_format], _encoded(engine, text, voice, speed, response_format))
 
 
+async def speech_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[dict[str, Any]]:
+    """`stream_format: "sse"`: a `speech.audio.delta` event for each piece of the encoded audio (base64), as it is
+    made, then `speech.audio.done`."""
+    async for data in chunks:
+        yield {"type": "speech.audio.delta", "audio": base64.b64encode(data).decode("ascii")}
+    yield {"type": "speech.audio.done", "usage": dict(NO_SPEECH_TOKENS)}
+
+
 async def _encoded(
     engine: SpeechEngine, text: str, voice: str, speed: float, response_format: str
 ) -> AsyncIterator[bytes]:
@@ -162,3 +184,24 @@ async def _encoded(
     tail = encoder.finish()
     if tail:
         yield tail
+
+
+@contextmanager
+def _audio_errors() -> Iterator[None]:
+    """The engine's refusals of a file, as OpenAI-shaped errors."""
+    try:
+        yield
+    except AudioTooLong as exc:
+        limit = exc.limit_seconds
+        raise invalid_request(
+            f"The audio is longer than this server transcribes ({limit / 60:g} minutes, the model's "
+            "`max_audio_seconds`). Split it into shorter files.",
+            param="file",
+            code="audio_too_long",
+        ) from None
+    except UnreadableAudio:
+        raise invalid_request(
+            "The file could not be decoded as audio. Supported formats: " + ", ".join(AUDIO_EXTENSIONS) + ".",
+            param="file",
+            code="invalid_file_format",
+        ) from None

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
-from oasis.engines.speech import Transcript
+from oasis.engines.speech import Segment, Transcript
 from oasis.services.audio.languages import language_name
 
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
@@ -82,20 +83,20 @@ def render(transcript: Transcript, response_format: str, task: str, granularitie
     return {"text": transcript.text, **usage}, "application/json"
 
 
-def text_events(transcript: Transcript) -> list[dict[str, Any]]:
-    """A streamed transcription's events: a `transcript.text.delta` a segment, whose deltas join into the text
-    that `transcript.text.done` gives whole."""
-    joined = "".join(segment.text for segment in transcript.segments)
-    text = joined.strip()
-    start = len(joined) - len(joined.lstrip())
-    end = start + len(text)
-    events: list[dict[str, Any]] = []
-    offset = 0
-    for segment in transcript.segments:
-        piece = joined[max(offset, start) : min(offset + len(segment.text), end)]
-        offset += len(segment.text)
-        if piece:
-            events.append({"type": "transcript.text.delta", "delta": piece})
+async def segment_events(segments: AsyncIterator[Segment]) -> AsyncIterator[dict[str, Any]]:
+    """A streamed transcription's events: a `transcript.text.delta` a segment as each is decoded, whose deltas join
+    into the text that `transcript.text.done` gives whole (the transcript's text: stripped, so the first delta's
+    leading blank and each delta's trailing one wait for text after them)."""
+    text = ""
+    pending = ""  # blank space that counts only if more text follows
+    async for segment in segments:
+        piece = pending + segment.text if text else segment.text.lstrip()
+        kept = piece.rstrip()
+        pending = piece[len(kept) :]
+        if kept:
+            text += kept
+            yield {"type": "transcript.text.delta", "delta": kept}
+        elif not text:
+            pending = ""
     # No usage here: the done event's is OpenAI's token count, which Whisper's answers do not carry.
-    events.append({"type": "transcript.text.done", "text": text})
-    return events
+    yield {"type": "transcript.text.done", "text": text}

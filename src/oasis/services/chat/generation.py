@@ -204,15 +204,22 @@ def refusal(exc: BaseException, model: str) -> BaseException:
 
 
 def metered_usage(
-    model: str, prompt_tokens: int, completion_tokens: int, cached_tokens: int | None = None
+    model: str,
+    prompt_tokens: int,
+    completion_tokens: int,
+    cached_tokens: int | None = None,
+    reasoning_tokens: int | None = None,
 ) -> dict[str, Any]:
     """The `usage` object of a response, counted in the token metrics of `model` (its configured id)."""
     count_tokens(model, prompt_tokens, completion_tokens)
-    return usage(prompt_tokens, completion_tokens, cached_tokens)
+    return usage(prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens)
 
 
-def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int | None = None) -> dict[str, Any]:
-    """`cached_tokens`: of the prompt, those read from a cache (chat's `prompt_tokens_details`)."""
+def usage(
+    prompt_tokens: int, completion_tokens: int, cached_tokens: int | None = None, reasoning_tokens: int | None = None
+) -> dict[str, Any]:
+    """`cached_tokens`: of the prompt, those read from a cache (chat's `prompt_tokens_details`);
+    `reasoning_tokens`: of the completion, those of the thinking (chat's `completion_tokens_details`)."""
     counts: dict[str, Any] = {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
@@ -220,6 +227,8 @@ def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int | None 
     }
     if cached_tokens is not None:
         counts["prompt_tokens_details"] = {"cached_tokens": cached_tokens}
+    if reasoning_tokens is not None:
+        counts["completion_tokens_details"] = {"reasoning_tokens": reasoning_tokens}
     return counts
 
 

@@ -79,6 +79,13 @@ class PreparedChat:
         functions = {function["name"]: function for function in self.tools.functions} if self.tools else None
         return ReplyReader(self.reply_format, functions)
 
+    def reasoning_tokens(self, reply: Reply, completion_tokens: int) -> int:
+        """Of a reply's `completion_tokens`, those its thinking took (OpenAI's `reasoning_tokens`): the thinking's
+        text as the model's tokenizer reads it, its markup left out."""
+        if not reply.reasoning:
+            return 0
+        return min(completion_tokens, len(self.engine.tokenize(reply.reasoning, add_special=False)))
+
 
 def _message(plan: ToolPlan | None, reply: Reply, finish: str) -> tuple[dict[str, Any], str]:
     """The assistant message and finish_reason of a reply read whole."""
@@ -371,6 +378,7 @@ class ChatService:
             for stream in streams:
                 stream.cancel()  # a client that left mid-way must not keep the slots busy
         completion_tokens = sum(result.completion_tokens for result in results)
+        reasoning_tokens = 0
         messages = []
         logprobs = []
         for result in results:
@@ -381,6 +389,7 @@ class ChatService:
             content_tokens.add(result.tokens)
             shown = content_tokens.settled(reader, final=True)
             logprobs.append(logprob_entries(chat.engine, shown) if request.logprobs else None)
+            reasoning_tokens += chat.reasoning_tokens(finished, result.completion_tokens)
             reply, repair_tokens = await self._repaired(chat, finished)
             completion_tokens += repair_tokens
             messages.append(_message(chat.tools, reply, result.finish_reason))
@@ -396,7 +405,9 @@ class ChatService:
                 }
                 for index, (choice_logprobs, (message, finish)) in enumerate(zip(logprobs, messages, strict=True))
             ],
-            "usage": metered_usage(chat.model_id, len(chat.prompt), completion_tokens, cached_prompt_tokens(streams)),
+            "usage": metered_usage(
+                chat.model_id, len(chat.prompt), completion_tokens, cached_prompt_tokens(streams), reasoning_tokens
+            ),
         }
 
     def context_length(self, model: str) -> int | None:
@@ -449,6 +460,8 @@ class ChatService:
                 yield chunk(index, {"role": "assistant", "content": ""})
             readers = [chat.reader() for _ in range(chat.n)]
             content_tokens = [ContentTokens() for _ in range(chat.n)]
+            generated = [0] * chat.n
+            reasoning_tokens = 0
 
             def shown(index: int, final: bool = False) -> dict[str, Any] | None:
                 """The logprobs of the content tokens settled now (none asked: None)."""
@@ -459,6 +472,7 @@ class ChatService:
 
             async for index, delta in _merged(streams, chat.stops):
                 tally.completion_tokens += len(delta.tokens)
+                generated[index] += len(delta.tokens)
                 if request.logprobs:  # placing each token in the text is work at every token, for logprobs only
                     content_tokens[index].add(delta.tokens)
                 ready = readers[index].feed(delta.text)
@@ -469,6 +483,7 @@ class ChatService:
                     yield chunk(index, {"content": ready.content}, logprobs=logprobs)
                 if delta.finish_reason is not None:
                     reply, rest = readers[index].finish()
+                    reasoning_tokens += chat.reasoning_tokens(reply, generated[index])
                     logprobs = shown(index, final=True)
                     reply, repair_tokens = await self._repaired(chat, reply)
                     tally.completion_tokens += repair_tokens
@@ -486,7 +501,7 @@ class ChatService:
             # also when the client leaves mid-stream: those tokens were generated
             count_tokens(chat.model_id, len(chat.prompt), tally.completion_tokens)
         if include_usage:
-            counts = usage(len(chat.prompt), tally.completion_tokens, cached_prompt_tokens(streams))
+            counts = usage(len(chat.prompt), tally.completion_tokens, cached_prompt_tokens(streams), reasoning_tokens)
             yield {**envelope, "choices": [], "usage": counts}
 
 
