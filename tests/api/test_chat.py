@@ -123,6 +123,29 @@ async def test_json_schema_output_matches_the_schema(chat_oasis: Harness) -> Non
     assert isinstance(parsed["city"], str) and isinstance(parsed["population"], int)
 
 
+async def test_strings_in_structured_outputs_keep_to_their_patterns(chat_oasis: Harness) -> None:
+    """A `pattern` holds in what the model writes: `\\d` is a digit (llama-cpp-python's converter wrote a literal
+    `d`, and lost the repetition)."""
+    schema = {
+        "type": "object",
+        "properties": {
+            "phone": {"type": "string", "pattern": r"^\d{3}-\d{4}$"},
+            "code": {"type": "string", "pattern": "^[A-Z]{2}[0-9]{3}$"},
+        },
+        "required": ["phone", "code"],
+        "additionalProperties": False,
+    }
+    reply = await chat_oasis.sdk().chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Make up a phone number and a product code."}],
+        response_format={"type": "json_schema", "json_schema": {"name": "contact", "schema": schema, "strict": True}},
+        max_tokens=60,
+        temperature=0,
+    )
+    parsed = json.loads(reply.choices[0].message.content or "")
+    assert re.fullmatch(r"\d{3}-\d{4}", parsed["phone"]) and re.fullmatch(r"[A-Z]{2}[0-9]{3}", parsed["code"]), parsed
+
+
 async def test_numbers_in_structured_outputs_and_tool_calls_keep_to_their_bounds(chat_oasis: Harness) -> None:
     """`minimum`, `maximum` and their exclusive forms (pydantic's ge, le, gt, lt) hold in what the model writes, as
     OpenAI's structured outputs keep them: the small model wrote ratings of 15 and confidences of 4.8 before."""
@@ -595,6 +618,7 @@ async def test_a_schema_that_cannot_be_followed_is_a_400_and_the_engine_keeps_se
     no_integer = {"type": "object", "properties": {"a": {"type": "integer", "minimum": 5, "maximum": 1}}}
     for schema in (
         {"type": "strange"},
+        {"type": "string", "pattern": "(?=a)b"},  # a lookahead: no grammar form
         {"type": "object", "properties": {"a": {"enum": []}}, "required": ["a"]},
         {**no_integer, "required": ["a"]},
     ):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import openai
@@ -241,3 +242,152 @@ async def test_parallel_false_means_one_call(chat_oasis: Harness) -> None:
         await chat_oasis.sdk().chat.completions.create(
             model=MODEL, messages=WEATHER, tools=TOOLS, tool_choice={"type": "function", "function": {"name": "x"}}
         )
+
+
+# Custom tools (after the 2.0.0 spec): called with free text, or text in a grammar, not JSON arguments.
+DATE_TOOL: Any = {
+    "type": "custom",
+    "custom": {
+        "name": "book_day",
+        "description": "Book the given day",
+        "format": {"type": "grammar", "grammar": {"syntax": "regex", "definition": r"^\d{4}-\d{2}-\d{2}$"}},
+    },
+}
+NOTE_TOOL: Any = {"type": "custom", "custom": {"name": "write_note", "description": "Write a note in plain text"}}
+BOOKING = [{"role": "user", "content": "Book me a table for the first of May 2025."}]
+
+
+async def test_a_custom_tool_is_called_with_text_in_its_grammar(chat_oasis: Harness) -> None:
+    client = chat_oasis.sdk()
+    reply = await client.chat.completions.create(
+        model=MODEL,
+        messages=BOOKING,
+        tools=[DATE_TOOL, NOTE_TOOL, *TOOLS],
+        tool_choice={"type": "custom", "custom": {"name": "book_day"}},
+        temperature=0,
+        max_tokens=40,
+    )
+    choice = reply.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    (call,) = choice.message.tool_calls or []
+    assert call.type == "custom" and call.id.startswith("call_")
+    assert call.custom.name == "book_day" and re.fullmatch(r"\d{4}-\d{2}-\d{2}", call.custom.input), call
+
+    # free text: any string is the input
+    noted = await client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Note that the milk is out."}],
+        tools=[NOTE_TOOL],
+        tool_choice="required",
+        temperature=0,
+        max_tokens=30,
+    )
+    (note,) = noted.choices[0].message.tool_calls or []
+    assert note.type == "custom" and note.custom.name == "write_note" and isinstance(note.custom.input, str)
+
+
+async def test_a_custom_call_streams_and_its_result_continues_the_conversation(chat_oasis: Harness) -> None:
+    client = chat_oasis.sdk()
+    asked = {"model": MODEL, "tools": [DATE_TOOL], "tool_choice": "required", "temperature": 0, "max_tokens": 40}
+    whole = await client.chat.completions.create(messages=BOOKING, **asked)
+    (call,) = whole.choices[0].message.tool_calls or []
+    async with chat_oasis.http() as http:
+        streamed = await http.post("/v1/chat/completions", json={"messages": BOOKING, "stream": True, **asked})
+    chunks = [json.loads(line[6:]) for line in streamed.text.splitlines() if line.startswith("data: {")]
+    deltas = [part for chunk in chunks for part in chunk["choices"][0]["delta"].get("tool_calls") or []]
+    assert deltas[0]["type"] == "custom" and deltas[0]["id"] and deltas[0]["custom"]["name"] == "book_day"
+    assert "".join(delta["custom"]["input"] for delta in deltas) == call.custom.input  # type: ignore[union-attr]
+    assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+    # the call and its result sent back, as a client does: the model answers on
+    history: list[Any] = [
+        *BOOKING,
+        {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+        {"role": "tool", "tool_call_id": call.id, "content": "Booked."},
+    ]
+    after = await client.chat.completions.create(model=MODEL, messages=history, tools=[DATE_TOOL], max_tokens=12)
+    assert after.choices[0].message.content
+
+
+@pytest.mark.parametrize(
+    ("change", "param"),
+    [
+        ({"tool_choice": {"type": "custom", "custom": {"name": "get_weather"}}}, "tool_choice.custom.name"),
+        ({"tool_choice": {"type": "custom", "custom": {"name": "nope"}}}, "tool_choice.custom.name"),
+        (
+            {
+                "tools": [
+                    {
+                        "type": "custom",
+                        "custom": {
+                            "name": "parse",
+                            "format": {"type": "grammar", "grammar": {"syntax": "lark", "definition": "start: WORD"}},
+                        },
+                    }
+                ]
+            },
+            "tools[0].custom.format.grammar.syntax",
+        ),
+        (
+            {
+                "tools": [
+                    {
+                        "type": "custom",
+                        "custom": {
+                            "name": "parse",
+                            "format": {"type": "grammar", "grammar": {"syntax": "regex", "definition": "(unclosed"}},
+                        },
+                    }
+                ]
+            },
+            "tools[0].custom.format.grammar.definition",
+        ),
+        (  # a lookahead is a regex, but has no grammar form
+            {
+                "tools": [
+                    {
+                        "type": "custom",
+                        "custom": {
+                            "name": "parse",
+                            "format": {"type": "grammar", "grammar": {"syntax": "regex", "definition": "(?=a)\\w+"}},
+                        },
+                    }
+                ]
+            },
+            "tools",
+        ),
+        (
+            {
+                "tools": [DATE_TOOL, *TOOLS],
+                "tool_choice": {
+                    "type": "allowed_tools",
+                    "allowed_tools": {
+                        "mode": "required",
+                        "tools": [{"type": "function", "function": {"name": "book_day"}}],
+                    },
+                },
+            },
+            "tool_choice.allowed_tools.tools[0]",
+        ),
+    ],
+)
+async def test_bad_custom_tool_requests_are_400s(chat_oasis: Harness, change: dict[str, Any], param: str) -> None:
+    async with chat_oasis.http() as http:
+        body = {"model": MODEL, "messages": BOOKING, "tools": TOOLS, **change}
+        response = await http.post("/v1/chat/completions", json=body)
+    assert response.status_code == 400 and response.json()["error"]["param"] == param, response.text
+
+
+async def test_allowed_tools_may_name_a_custom_tool(chat_oasis: Harness) -> None:
+    reply = await chat_oasis.sdk().chat.completions.create(
+        model=MODEL,
+        messages=BOOKING,
+        tools=[DATE_TOOL, *TOOLS],
+        tool_choice={
+            "type": "allowed_tools",
+            "allowed_tools": {"mode": "required", "tools": [{"type": "custom", "custom": {"name": "book_day"}}]},
+        },
+        temperature=0,
+        max_tokens=40,
+    )
+    (call,) = reply.choices[0].message.tool_calls or []
+    assert call.type == "custom" and call.custom.name == "book_day"

@@ -252,10 +252,24 @@ async def test_a_forwarded_request_keeps_what_the_client_sent_at_every_depth(sta
                     "role": "user",
                     "content": [{"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}],
                 },
+                {
+                    "role": "assistant",
+                    "tool_calls": [{"id": "call_1", "type": "custom", "custom": {"name": "g", "input": "abc"}}],
+                },
+                {"role": "tool", "tool_call_id": "call_1", "content": "done"},
             ],
             "tools": [
-                {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}, "strict": True}}
+                {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}, "strict": True}},
+                # a custom tool in a grammar local models do not take (lark), and a call to one in the history
+                {
+                    "type": "custom",
+                    "custom": {
+                        "name": "g",
+                        "format": {"type": "grammar", "grammar": {"syntax": "lark", "definition": "start: /[a-z]+/"}},
+                    },
+                },
             ],
+            "tool_choice": {"type": "custom", "custom": {"name": "g"}},
             "top_k": 5,
             # values this server's own models refuse, which an upstream may know (OpenAI adds efforts often)
             "reasoning_effort": "ultra",

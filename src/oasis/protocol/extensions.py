@@ -90,8 +90,25 @@ class RefusalPart(BaseModel):
     refusal: str
 
 
+class CustomToolInput(BaseModel):
+    name: str
+    input: str
+
+
+class CustomToolCall(BaseModel):
+    """A call to a custom tool (after this spec): its input is free text, not JSON arguments."""
+
+    id: str
+    type: Literal["custom"]
+    custom: CustomToolInput
+
+
+ToolCall = Annotated[spec.ChatCompletionMessageToolCall | CustomToolCall, Field(discriminator="type")]
+
+
 class AssistantMessage(spec.ChatCompletionRequestAssistantMessage):
     content: str | list[spec.ChatCompletionRequestMessageContentPartText | RefusalPart] | None = None  # type: ignore[assignment]
+    tool_calls: list[ToolCall] | None = None  # type: ignore[assignment]
 
 
 class ToolMessage(spec.ChatCompletionRequestToolMessage):
@@ -128,6 +145,45 @@ class ResponseFormat(BaseModel):
 
 ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
 REASONING_EFFORTS: tuple[str, ...] = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
+
+
+class CustomGrammar(BaseModel):
+    definition: str
+    syntax: Literal["lark", "regex"]
+
+
+class CustomToolFormat(BaseModel):
+    type: Literal["text", "grammar"]
+    grammar: CustomGrammar | None = None
+
+    @model_validator(mode="after")
+    def _grammar_given(self) -> CustomToolFormat:
+        if self.type == "grammar" and self.grammar is None:
+            raise ValueError("`grammar` is required when type is grammar")
+        return self
+
+
+class CustomToolDefinition(BaseModel):
+    name: str = Field(max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    description: str | None = None
+    format: CustomToolFormat | None = None  # unconstrained text when absent
+
+
+class CustomTool(BaseModel):
+    """`{"type": "custom", ...}` (after this spec): a tool called with free text, or text in a grammar."""
+
+    type: Literal["custom"]
+    custom: CustomToolDefinition
+
+
+ChatTool = Annotated[spec.ChatCompletionTool | CustomTool, Field(discriminator="type")]
+
+
+class NamedCustomToolChoice(BaseModel):
+    """`tool_choice: {"type": "custom", "custom": {"name": ...}}`: the model must call that custom tool."""
+
+    type: Literal["custom"]
+    custom: dict[str, str]
 
 
 class AllowedTools(BaseModel):
@@ -171,7 +227,8 @@ class ChatCompletionRequest(spec.CreateChatCompletionRequest, _KeepsWhatWasSent)
     response_format: ResponseFormat | None = None  # type: ignore[assignment]
     max_completion_tokens: int | None = Field(default=None, ge=1)
     parallel_tool_calls: bool | None = None
-    tool_choice: spec.ChatCompletionToolChoiceOption | AllowedToolsChoice | None = None  # type: ignore[assignment]
+    tools: list[ChatTool] | None = None  # type: ignore[assignment]
+    tool_choice: spec.ChatCompletionToolChoiceOption | AllowedToolsChoice | NamedCustomToolChoice | None = None  # type: ignore[assignment]
     # OpenAI's reasoning control (after this spec); a local model's chat template reads it (`none` turns thinking
     # off). Checked against REASONING_EFFORTS for local models only: an upstream may know values added later.
     reasoning_effort: str | None = None

@@ -15,6 +15,7 @@ from llama_cpp import llama_cpp as _lib
 from llama_cpp.llama_grammar import RESERVED_NAMES, SchemaConverter
 
 from oasis.engines.llamacpp.number_grammar import BOUND_KEYS, bounded_number_rule
+from oasis.engines.llamacpp.pattern_grammar import pattern_string_rule
 
 llama_token = _lib.llama_token
 llama_logit_bias = _lib.llama_logit_bias
@@ -84,7 +85,8 @@ CACHED_SCHEMA_CHARS = 64 * 1024
 
 
 class _Converter(SchemaConverter):
-    """llama-cpp-python's converter, with integers and numbers held to their schema's bounds."""
+    """llama-cpp-python's converter, with integers and numbers held to their schema's bounds and strings to their
+    patterns as JSON Schema reads them (pattern_grammar.py)."""
 
     def visit(self, schema: Any, name: str) -> Any:
         if (
@@ -95,6 +97,14 @@ class _Converter(SchemaConverter):
         ):
             rule_name = name + "-" if name in RESERVED_NAMES else name or "root"
             return self._add_rule(rule_name, f"({bounded_number_rule(schema)}) space")
+        if (
+            isinstance(schema, dict)
+            and isinstance(schema.get("pattern"), str)
+            and schema.get("type") in (None, "string")
+            and not any(key in schema for key in ("$ref", "anyOf", "oneOf", "allOf", "const", "enum"))
+        ):
+            rule_name = name + "-" if name in RESERVED_NAMES else name or "root"
+            return self._add_rule(rule_name, f"{pattern_string_rule(schema['pattern'])} space")
         return super().visit(schema, name)
 
 

@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 from oasis.errors import invalid_request
-from oasis.protocol.extensions import ChatCompletionRequest
+from oasis.protocol.extensions import ChatCompletionRequest, CustomToolCall
 from oasis.services.chat.reasoning import think_tags, without_thinking
 from oasis.services.chat.template import call_arguments
 from oasis.services.chat.tool_formats import ToolFormat
@@ -56,15 +56,14 @@ def template_messages(request: ChatCompletionRequest, template: str, tool_format
             entry["tool_call_id"] = _short_id(entry["tool_call_id"])
         tool_calls = getattr(message, "tool_calls", None)
         if tool_calls is not None:
-            entry["tool_calls"] = [
-                _template_call(call.model_dump(), shown == "string", tool_format.short_ids) for call in tool_calls.root
-            ]
+            calls = [_as_function_call(call) for call in tool_calls]
+            entry["tool_calls"] = [_template_call(call, shown == "string", tool_format.short_ids) for call in calls]
             if shown == "unshown" and not entry["content"]:
                 # The template will not render the calls, so the model sees them as the JSON it would write.
                 entry["content"] = json.dumps(
                     [
-                        {"name": c.function.name, "arguments": _arguments_value(c.function.arguments)}
-                        for c in tool_calls.root
+                        {"name": c["function"]["name"], "arguments": _arguments_value(c["function"]["arguments"])}
+                        for c in calls
                     ]
                 )
         messages.append(entry)
@@ -102,6 +101,16 @@ def _tool_responses_inside(messages: list[dict[str, Any]]) -> list[dict[str, Any
             del turn["tool_responses"]
         folded.append(turn)
     return folded
+
+
+def _as_function_call(call: Any) -> dict[str, Any]:
+    """An earlier call as a template renders it: a custom tool's as the call of a function of its `input`, as the
+    model was shown the tool (services/chat/tools.py)."""
+    if isinstance(call, CustomToolCall):
+        arguments = json.dumps({"input": call.custom.input})
+        return {"id": call.id, "type": "function", "function": {"name": call.custom.name, "arguments": arguments}}
+    dumped: dict[str, Any] = call.model_dump()
+    return dumped
 
 
 def _template_call(call: dict[str, Any], arguments_as_text: bool, short_ids: bool) -> dict[str, Any]:

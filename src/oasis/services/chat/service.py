@@ -46,7 +46,16 @@ from oasis.services.chat.text_models import (
     token_biases,
 )
 from oasis.services.chat.tool_formats import FORMATS, ParsedCall, detect_format, read_calls, template_variables
-from oasis.services.chat.tools import ToolPlan, call_schema, fits, only, plan_tools, tools_system_prompt
+from oasis.services.chat.tools import (
+    ToolPlan,
+    call_schema,
+    custom_input,
+    custom_only,
+    fits,
+    only,
+    plan_tools,
+    tools_system_prompt,
+)
 from oasis.services.files.service import FileService
 from oasis.services.models.engine_lookup import engine_for, served_id
 from oasis.storage.clock import new_id
@@ -95,7 +104,9 @@ def _message(plan: ToolPlan | None, reply: Reply, finish: str) -> tuple[dict[str
     if plan is None or not reply.calls:
         return message, finish
     calls = [
-        {"id": new_id("call_"), "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+        {"id": new_id("call_"), "type": "custom", "custom": {"name": call.name, "input": custom_input(call.arguments)}}
+        if call.name in plan.custom
+        else {"id": new_id("call_"), "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
         for call in reply.calls
     ]
     message["content"] = reply.content or None
@@ -254,6 +265,12 @@ class ChatService:
                     param="tools" if forced else "response_format.json_schema.schema",
                     code="invalid_json_schema",
                 ) from None
+        if plan is not None and plan.custom and not plan.forced:
+            # a custom call that misses its grammar is written again under it: a grammar that cannot be is refused now
+            try:
+                engine.check_schema(call_schema(custom_only(plan)))
+            except UnusableSchema as exc:
+                raise invalid_request(f"Invalid tool grammar: {exc}", param="tools", code="invalid_grammar") from None
         # A grammar makes the reply JSON from its first token: there is no thinking to read.
         thinking = "inline" if options.reasoning == "inline" else "separate"
         if params.json_schema is not None:
@@ -516,6 +533,22 @@ def _call_deltas(message: dict[str, Any]) -> list[dict[str, Any]]:
     if message.get("tool_calls"):
         deltas = []
         for position, call in enumerate(message["tool_calls"]):
+            if call["type"] == "custom":  # as a function's: the name first, then the input
+                custom = call["custom"]
+                deltas.append(
+                    {
+                        "tool_calls": [
+                            {
+                                "index": position,
+                                "id": call["id"],
+                                "type": "custom",
+                                "custom": {"name": custom["name"], "input": ""},
+                            }
+                        ]
+                    }
+                )
+                deltas.append({"tool_calls": [{"index": position, "custom": {"input": custom["input"]}}]})
+                continue
             deltas.append(
                 {
                     "tool_calls": [

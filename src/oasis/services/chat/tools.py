@@ -10,6 +10,7 @@ freely, in its family's markup, which `tool_formats` reads.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any, Literal
@@ -18,7 +19,7 @@ import jsonschema
 import referencing
 
 from oasis.errors import invalid_request
-from oasis.protocol.extensions import AllowedToolsChoice, ChatCompletionRequest
+from oasis.protocol.extensions import AllowedToolsChoice, ChatCompletionRequest, CustomTool, NamedCustomToolChoice
 
 Mode = Literal["auto", "required", "named"]
 
@@ -29,6 +30,9 @@ class ToolPlan:
     functions: list[dict[str, Any]]  # each {"name", "description"?, "parameters"?}
     parallel: bool
     legacy: bool  # the deprecated `functions` / `function_call` API: answer with `function_call`
+    # Custom tools (after the 2.0.0 spec) among the functions: the model sees each as a function of one string,
+    # `input` (constrained by the tool's regex grammar, if it has one), and its calls answer as custom calls.
+    custom: frozenset[str] = frozenset()
 
     @property
     def forced(self) -> bool:
@@ -53,8 +57,14 @@ def plan_tools(request: ChatCompletionRequest) -> ToolPlan | None:
     elif isinstance(request.tool_choice, AllowedToolsChoice):
         functions = _allowed(request, request.tool_choice)
         named, mode_choice = None, request.tool_choice.allowed_tools.mode
+    elif isinstance(request.tool_choice, NamedCustomToolChoice):
+        functions = _offered(request)
+        named = request.tool_choice.custom.get("name")
+        if not named or named not in _custom_names(request):
+            raise invalid_request(f"'{named}' is not one of the offered custom tools.", param="tool_choice.custom.name")
+        mode_choice = "named"
     else:
-        functions = [tool.function.model_dump(exclude_none=True) for tool in request.tools or []]
+        functions = _offered(request)
         raw = request.tool_choice.root if request.tool_choice is not None else None
         named = raw.function.name if raw is not None and not isinstance(raw, str) else None
         mode_choice = "named" if named else (raw if isinstance(raw, str) else "auto")
@@ -70,20 +80,80 @@ def plan_tools(request: ChatCompletionRequest) -> ToolPlan | None:
             raise invalid_request(f"'{named}' is not one of the offered tools.", param="tool_choice")
         functions = chosen
     parallel = request.parallel_tool_calls is not False and not legacy and named is None
-    return ToolPlan(mode=mode_choice, functions=functions, parallel=parallel, legacy=legacy)  # type: ignore[arg-type]
+    custom = frozenset(_custom_names(request) & {function["name"] for function in functions})
+    return ToolPlan(mode=mode_choice, functions=functions, parallel=parallel, legacy=legacy, custom=custom)  # type: ignore[arg-type]
+
+
+def _offered(request: ChatCompletionRequest) -> list[dict[str, Any]]:
+    """Every offered tool as a function: a custom tool as a function of its text `input`."""
+    functions = []
+    for index, tool in enumerate(request.tools or []):
+        if isinstance(tool, CustomTool):
+            functions.append(_as_function(tool, index))
+        else:
+            functions.append(tool.function.model_dump(exclude_none=True))
+    return functions
+
+
+def _custom_names(request: ChatCompletionRequest) -> set[str]:
+    return {tool.custom.name for tool in request.tools or [] if isinstance(tool, CustomTool)}
+
+
+def _as_function(tool: CustomTool, index: int) -> dict[str, Any]:
+    """A custom tool as the function a local model is shown and called under: one string, `input`, which a regex
+    grammar constrains as a JSON Schema pattern (whole-string match). Lark grammars have no local translation."""
+    custom = tool.custom
+    text: dict[str, Any] = {"type": "string", "description": "The tool's input, as free text."}
+    grammar = custom.format.grammar if custom.format is not None and custom.format.type == "grammar" else None
+    if grammar is not None:
+        param = f"tools[{index}].custom.format.grammar"
+        if grammar.syntax == "lark":
+            raise invalid_request(
+                "Custom tools with a lark grammar are not supported by local models (a model routed upstream takes "
+                "them): give a regex grammar, or the text format.",
+                param=f"{param}.syntax",
+                code="unsupported_grammar",
+            )
+        definition = grammar.definition.removeprefix("^").removesuffix("$")
+        try:
+            re.compile(definition)
+        except re.error as exc:
+            raise invalid_request(f"Invalid regex grammar: {exc}.", param=f"{param}.definition") from None
+        text = {"type": "string", "pattern": f"^({definition})$", "description": "The tool's input, in its grammar."}
+    function: dict[str, Any] = {
+        "name": custom.name,
+        "parameters": {"type": "object", "properties": {"input": text}, "required": ["input"]},
+    }
+    if custom.description:
+        function["description"] = custom.description
+    return function
+
+
+def custom_input(arguments: str) -> str:
+    """A custom tool's input, from the arguments the model wrote for it: their `input`, or the text as written
+    when it is not the object asked for."""
+    try:
+        value = json.loads(arguments)
+    except json.JSONDecodeError:
+        return arguments
+    if isinstance(value, dict) and isinstance(value.get("input"), str):
+        return str(value["input"])
+    return arguments
 
 
 def _allowed(request: ChatCompletionRequest, choice: AllowedToolsChoice) -> list[dict[str, Any]]:
-    """The offered functions that `allowed_tools` names: the only ones the model is shown and may call."""
-    offered = {tool.function.name: tool.function.model_dump(exclude_none=True) for tool in request.tools or []}
+    """The offered tools that `allowed_tools` names: the only ones the model is shown and may call."""
+    offered = {function["name"]: function for function in _offered(request)}
+    custom = _custom_names(request)
     names = []
     for index, tool in enumerate(choice.allowed_tools.tools):
-        function = tool.get("function")
-        name = function.get("name") if isinstance(function, dict) else None
-        if tool.get("type") != "function" or name not in offered:
+        kind = tool.get("type")
+        named = tool.get(kind) if kind in ("function", "custom") else None
+        name = named.get("name") if isinstance(named, dict) else None
+        if name not in offered or (kind == "custom") != (name in custom):
             raise invalid_request(
-                "Each of 'allowed_tools.tools' must name one of the offered functions, as "
-                '{"type": "function", "function": {"name": ...}}.',
+                "Each of 'allowed_tools.tools' must name one of the offered tools, as "
+                '{"type": "function", "function": {"name": ...}} or {"type": "custom", "custom": {"name": ...}}.',
                 param=f"tool_choice.allowed_tools.tools[{index}]",
             )
         names.append(name)
@@ -164,3 +234,8 @@ _remembered_validator = lru_cache(maxsize=256)(_compiled)
 def only(plan: ToolPlan, name: str) -> ToolPlan:
     """The plan that forces one call to `name` (a call written again under its grammar)."""
     return replace(plan, mode="named", functions=[f for f in plan.functions if f["name"] == name], parallel=False)
+
+
+def custom_only(plan: ToolPlan) -> ToolPlan:
+    """The plan's custom tools alone, each called once (what their grammars are checked with)."""
+    return replace(plan, functions=[f for f in plan.functions if f["name"] in plan.custom], parallel=False)

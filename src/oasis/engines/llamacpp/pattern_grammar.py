@@ -1,0 +1,214 @@
+"""GBNF for a JSON string whose value matches a regular expression (JSON Schema's `pattern`; a custom tool's regex
+grammar). llama-cpp-python's converter misreads escapes (`\\d{2}` became a literal `d`, its repetition lost) and
+refuses patterns not anchored at both ends; JSON Schema's patterns match anywhere in the string.
+
+The regex is parsed by Python's own parser, so its syntax is Python's; the grammar covers the string as JSON writes
+it: a `"`, a backslash or a control character the regex allows is written as its JSON escape. Classes such as
+`\\d`, `\\w` and `\\s` are their ASCII forms. Lookarounds, backreferences, word boundaries and inline flags have no
+grammar form and are refused (UnusablePattern).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from re import _constants as sre  # type: ignore[attr-defined]
+from re import _parser  # type: ignore[attr-defined]
+from typing import Any
+
+MAX_CODE_POINT = 0x10FFFF
+# As the schema converter's repetition bounds (native.MAX_GRAMMAR_REPETITION): llama.cpp writes a bound out as
+# that many copies of its rule.
+MAX_REPETITION = 256
+
+Ranges = list[tuple[int, int]]  # sorted, disjoint, inclusive
+
+_CATEGORIES: dict[Any, Ranges] = {
+    sre.CATEGORY_DIGIT: [(0x30, 0x39)],
+    sre.CATEGORY_WORD: [(0x30, 0x39), (0x41, 0x5A), (0x5F, 0x5F), (0x61, 0x7A)],
+    sre.CATEGORY_SPACE: [(0x09, 0x0D), (0x20, 0x20)],
+}
+_NEGATED_CATEGORIES = {
+    sre.CATEGORY_NOT_DIGIT: sre.CATEGORY_DIGIT,
+    sre.CATEGORY_NOT_WORD: sre.CATEGORY_WORD,
+    sre.CATEGORY_NOT_SPACE: sre.CATEGORY_SPACE,
+}
+# What JSON writes raw inside a string: anything but a quote, a backslash and the control characters.
+_RAW_IN_JSON: Ranges = [(0x20, 0x21), (0x23, 0x5B), (0x5D, 0xD7FF), (0xE000, MAX_CODE_POINT)]  # no surrogates
+_ANY_BUT_NEWLINE: Ranges = [(0, 0x09), (0x0B, MAX_CODE_POINT)]
+_EDGES = {sre.AT_BEGINNING, sre.AT_BEGINNING_STRING, sre.AT_END, sre.AT_END_STRING}
+
+
+class UnusablePattern(ValueError):
+    """The pattern is not a regular expression, or uses what a grammar cannot express."""
+
+
+def pattern_string_rule(pattern: str) -> str:
+    """A GBNF expression for the JSON string (quotes included) whose value matches `pattern` as JSON Schema reads
+    it: anywhere in the string unless anchored with `^` and `$`."""
+    try:
+        tree = _parser.parse(pattern)
+    except Exception as exc:  # re.error, and RecursionError for absurd nesting
+        raise UnusablePattern(f"the pattern {pattern!r} is not a regular expression: {exc}") from None
+    if tree.state.flags & (re.IGNORECASE | re.MULTILINE):
+        raise UnusablePattern("the flags (?i) and (?m) have no grammar form")
+    dotall = bool(tree.state.flags & re.DOTALL)
+    parsed = list(tree)
+    anchored_start = bool(parsed) and parsed[0][0] is sre.AT and parsed[0][1] in _EDGES
+    anchored_end = bool(parsed) and parsed[-1][0] is sre.AT and parsed[-1][1] in _EDGES
+    body = _sequence(parsed, dotall)
+    anything = f"{_char_choice(_RAW_IN_JSON + _controls_and_escaped())}*"
+    return " ".join(
+        part
+        for part in (
+            '"\\""',
+            "" if anchored_start else anything,
+            f"({body})",
+            "" if anchored_end else anything,
+            '"\\""',
+        )
+        if part
+    )
+
+
+def _controls_and_escaped() -> Ranges:
+    return [(0x00, 0x1F), (0x22, 0x22), (0x5C, 0x5C)]
+
+
+def _sequence(items: list[Any], dotall: bool) -> str:
+    parts = [_item(op, value, dotall) for op, value in items]
+    return " ".join(part for part in parts if part) or '""'
+
+
+def _item(op: Any, value: Any, dotall: bool) -> str:
+    if op is sre.LITERAL:
+        return _literal(chr(value))
+    if op is sre.NOT_LITERAL:
+        return _char_choice(_subtract([(0, MAX_CODE_POINT)], [(value, value)]))
+    if op is sre.ANY:
+        return _char_choice([(0, MAX_CODE_POINT)] if dotall else _ANY_BUT_NEWLINE)
+    if op is sre.IN:
+        return _char_choice(_class_ranges(value))
+    if op is sre.BRANCH:
+        return "(" + " | ".join(_sequence(list(branch), dotall) for branch in value[1]) + ")"
+    if op is sre.SUBPATTERN:
+        _group, add_flags, del_flags, inner = value
+        if add_flags or del_flags:
+            raise UnusablePattern("inline flags such as (?i) have no grammar form")
+        return f"({_sequence(list(inner), dotall)})"
+    if op in (sre.MAX_REPEAT, sre.MIN_REPEAT, sre.POSSESSIVE_REPEAT):
+        low, high, inner = value
+        return _repeated(f"({_sequence(list(inner), dotall)})", low, high)
+    if op is sre.AT and value in _EDGES:
+        return ""  # the whole value is matched: edges are where the string starts and ends
+    raise UnusablePattern(f"{str(op).lower()} ({_NAMES.get(str(op), 'this construct')}) has no grammar form")
+
+
+_NAMES = {
+    "ASSERT": "a lookahead or lookbehind",
+    "ASSERT_NOT": "a negative lookahead or lookbehind",
+    "GROUPREF": "a backreference",
+    "GROUPREF_EXISTS": "a conditional group",
+    "AT": "a word boundary",
+    "ATOMIC_GROUP": "an atomic group",
+}
+
+
+def _repeated(unit: str, low: int, high: int) -> str:
+    unbounded = high is sre.MAXREPEAT or high == sre.MAXREPEAT
+    if low > MAX_REPETITION or (not unbounded and high > MAX_REPETITION):
+        raise UnusablePattern(f"a repetition bound above {MAX_REPETITION}")
+    if unbounded:
+        return f"{unit}*" if low == 0 else (f"{unit}+" if low == 1 else f"{unit}{{{low},}}")
+    if (low, high) == (0, 1):
+        return f"{unit}?"
+    return f"{unit}{{{low}}}" if low == high else f"{unit}{{{low},{high}}}"
+
+
+def _class_ranges(items: list[Any]) -> Ranges:
+    ranges: Ranges = []
+    negate = False
+    for op, value in items:
+        if op is sre.NEGATE:
+            negate = True
+        elif op is sre.LITERAL:
+            ranges.append((value, value))
+        elif op is sre.RANGE:
+            ranges.append(value)
+        elif op is sre.CATEGORY and value in _CATEGORIES:
+            ranges.extend(_CATEGORIES[value])
+        elif op is sre.CATEGORY and value in _NEGATED_CATEGORIES:
+            ranges.extend(_subtract([(0, MAX_CODE_POINT)], _CATEGORIES[_NEGATED_CATEGORIES[value]]))
+        else:
+            raise UnusablePattern(f"the class item {op} has no grammar form")
+    merged = _merge(ranges)
+    return _subtract([(0, MAX_CODE_POINT)], merged) if negate else merged
+
+
+def _merge(ranges: Ranges) -> Ranges:
+    merged: Ranges = []
+    for low, high in sorted(ranges):
+        if merged and low <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], high))
+        else:
+            merged.append((low, high))
+    return merged
+
+
+def _subtract(ranges: Ranges, removed: Ranges) -> Ranges:
+    left = _merge(ranges)
+    for cut_low, cut_high in _merge(removed):
+        kept: Ranges = []
+        for low, high in left:
+            if high < cut_low or low > cut_high:
+                kept.append((low, high))
+                continue
+            if low < cut_low:
+                kept.append((low, cut_low - 1))
+            if high > cut_high:
+                kept.append((cut_high + 1, high))
+        left = kept
+    return left
+
+
+def _intersect(ranges: Ranges, within: Ranges) -> Ranges:
+    return _subtract(ranges, _subtract([(0, MAX_CODE_POINT)], within))
+
+
+def _char_choice(ranges: Ranges) -> str:
+    """One character of `ranges`, as JSON writes it in a string: raw, or as its escape."""
+    raw = _intersect(ranges, _RAW_IN_JSON)
+    escaped = [
+        _literal(chr(code))
+        for low, high in _intersect(ranges, _controls_and_escaped())
+        for code in range(low, high + 1)
+    ]
+    choices = ([_class(raw)] if raw else []) + escaped
+    if not choices:
+        raise UnusablePattern("a character class that no character matches")
+    return choices[0] if len(choices) == 1 else "(" + " | ".join(choices) + ")"
+
+
+def _class(ranges: Ranges) -> str:
+    return (
+        "[" + "".join(_class_char(low) + ("" if low == high else "-" + _class_char(high)) for low, high in ranges) + "]"
+    )
+
+
+def _class_char(code: int) -> str:
+    char = chr(code)
+    return char if char.isascii() and char.isalnum() else _escape(code)
+
+
+def _literal(char: str) -> str:
+    """The GBNF string literal of `char` as JSON writes it (`"` as `\\"`, a newline as `\\n`)."""
+    written = json.dumps(char, ensure_ascii=False)[1:-1]
+    return '"' + "".join(c if c.isascii() and c.isalnum() else _escape(ord(c)) for c in written) + '"'
+
+
+def _escape(code: int) -> str:
+    if code <= 0xFF:
+        return f"\\x{code:02X}"
+    if code <= 0xFFFF:
+        return f"\\u{code:04X}"
+    return f"\\U{code:08X}"
