@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import io
+import time
 from collections.abc import Callable
 from typing import Any
 
 import openai
 import pytest
+from sqlalchemy import update
 
 from oasis.storage.batches import RUNNING
+from oasis.storage.leases import database_now
 from oasis.storage.tables import BatchJob, VectorStoreFile
 from oasis.workers.leases import JobClaims
 from tests.api.test_batches import read_lines, request, upload_batch_file
@@ -70,6 +73,37 @@ async def test_a_slow_batch_request_keeps_its_lease(start_oasis: Callable[..., A
     done = await client.batches.retrieve(batch.id)
     assert done.status == "completed" and done.request_counts and done.request_counts.completed == 3
     assert len(await read_lines(client, done.output_file_id)) == 3
+
+
+async def test_a_host_whose_clock_runs_ahead_does_not_take_over_a_held_lease(
+    start_oasis: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lease deadlines are written and compared in the database's clock: a worker on a host whose clock runs an
+    hour ahead saw every lease as lapsed and took over jobs still running (their output then written twice)."""
+    gate = asyncio.Event()
+    harness = await _gated(start_oasis, gate, lease_seconds=30)
+    client = harness.sdk()
+    batch = await _embeddings_batch(client, [request(f"r{i}", "/v1/embeddings", EMBED) for i in range(2)])
+    running = asyncio.create_task(harness.container.batch_runner.run_next("worker-1"))
+    await asyncio.sleep(0.5)
+    claims = JobClaims(harness.container.db, BatchJob, [BatchJob.status.in_(RUNNING)])
+    true_time = time.time
+    with monkeypatch.context() as skewed:
+        skewed.setattr(time, "time", lambda: true_time() + 3600)
+        assert await claims.lease_one(owner="worker-ahead", seconds=30) is None
+    gate.set()
+    assert await running
+    done = await client.batches.retrieve(batch.id)
+    assert done.status == "completed" and done.request_counts and done.request_counts.completed == 2
+    # and a lease that has lapsed in the database's clock is taken over, whatever the host's clock says
+    async with harness.container.db.session() as session:
+        await session.execute(
+            update(BatchJob).values(status="in_progress", lease_owner="gone", lease_expires_at=database_now() - 1)
+        )
+        await session.commit()
+    with monkeypatch.context() as behind:
+        behind.setattr(time, "time", lambda: true_time() - 3600)
+        assert await claims.lease_one(owner="worker-behind", seconds=30) is not None
 
 
 async def test_a_batch_resumed_after_its_input_file_was_deleted_still_answers_every_line(

@@ -1,19 +1,47 @@
 """Conditions and values on a job row's lease columns (`lease_owner`, `lease_expires_at`); workers/leases.py
-claims and renews leases with them, repositories write only while the lease is held."""
+claims and renews leases with them, repositories write only while the lease is held.
+
+Lease deadlines are written and compared in the database's clock, never a host's: replicas and workers on
+several hosts share one PostgreSQL, and a host whose clock ran ahead would take over every lease still held
+(or one behind would keep a dead worker's job for as long as it lagged)."""
 
 from __future__ import annotations
 
 import os
 import socket
-import time
 import uuid
 from typing import Any
 
-from sqlalchemy import ColumnElement, case, or_
+from sqlalchemy import ColumnElement, Float, case, or_
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 
-def claimable(table: Any, moment: float | ColumnElement[float]) -> list[ColumnElement[bool]]:
-    return [or_(table.lease_expires_at.is_(None), table.lease_expires_at < moment)]
+class database_now(FunctionElement[float]):
+    """The database's clock as Unix seconds (a float), read when the statement runs."""
+
+    type = Float()
+    inherit_cache = True
+
+
+@compiles(database_now)
+def _postgres_now(element: database_now, compiler: SQLCompiler, **kw: Any) -> str:
+    return "EXTRACT(EPOCH FROM clock_timestamp())"
+
+
+@compiles(database_now, "sqlite")
+def _sqlite_now(element: database_now, compiler: SQLCompiler, **kw: Any) -> str:
+    return "((julianday('now') - 2440587.5) * 86400.0)"  # to the millisecond
+
+
+def lease_until(seconds: float) -> ColumnElement[float]:
+    """A lease deadline `seconds` from now, in the database's clock."""
+    return database_now() + seconds
+
+
+def claimable(table: Any) -> list[ColumnElement[bool]]:
+    return [or_(table.lease_expires_at.is_(None), table.lease_expires_at < database_now())]
 
 
 def held_by(table: Any, seq: int, owner: str) -> list[ColumnElement[bool]]:
@@ -32,8 +60,8 @@ def handed_back(table: Any) -> dict[str, Any]:
     }
 
 
-def renewal(seconds: float) -> dict[str, float]:
-    return {"lease_expires_at": time.time() + seconds}
+def renewal(seconds: float) -> dict[str, ColumnElement[float]]:
+    return {"lease_expires_at": lease_until(seconds)}
 
 
 def process_name(kind: str) -> str:

@@ -35,7 +35,7 @@ from oasis.services.vector_stores.text_extraction import (
 from oasis.storage import files as file_rows
 from oasis.storage import vector_stores as rows
 from oasis.storage.db import Database
-from oasis.storage.leases import held_by
+from oasis.storage.leases import held_by, lease_until
 from oasis.storage.tables import VectorStore, VectorStoreChunk, VectorStoreFile
 from oasis.workers.leases import JobClaims, LeaseKeeper
 
@@ -249,6 +249,6 @@ class IngestionRunner:
             await session.execute(
                 update(VectorStoreFile)
                 .where(*held_by(VectorStoreFile, seq, owner))
-                .values(lease_owner=None, lease_expires_at=time.time() + 2)
+                .values(lease_owner=None, lease_expires_at=lease_until(2))
             )
             await session.commit()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
@@ -14,18 +13,14 @@ from typing import Any
 from sqlalchemy import ColumnElement, Dialect, Float, Select, bindparam, select, update
 
 from oasis.storage.db import Database
-from oasis.storage.leases import claimable, handed_back, held_by, renewal
+from oasis.storage.leases import claimable, database_now, handed_back, held_by, renewal
 
 log = logging.getLogger("oasis.workers")
 
 
-# The moment a poll is made, a parameter of the statements below: leases that lapsed before it may be taken over.
-MOMENT = bindparam("moment", type_=Float)
-
-
 class JobClaims:
-    """Claims rows of one job table: the oldest row matching `conditions` (which may compare with `MOMENT`) whose
-    lease is free or lapsed.
+    """Claims rows of one job table: the oldest row matching `conditions` whose lease is free or lapsed (in the
+    database's clock).
 
     The statements are built once: building a SQLAlchemy statement costs more than running it, and each kind of
     job is polled every second (four idle polls a second took ~10 ms of the event loop's CPU, time that streamed
@@ -36,7 +31,7 @@ class JobClaims:
         self._db = db
         self._table = table
         self._cut_off: set[int] = set()  # rows whose job a cancel stopped mid-way (see `cut_off`)
-        where = [*conditions, *claimable(table, MOMENT)]
+        where = [*conditions, *claimable(table)]
         self._probe = select(table.seq).where(*where).limit(1)
         pending = select(table.seq).where(*where).order_by(table.seq).limit(1)
         if not db.is_sqlite:
@@ -46,29 +41,30 @@ class JobClaims:
         self._claim = (
             update(table)
             .where(table.seq == pending.scalar_subquery(), *where)
-            .values(lease_owner=bindparam("owner"), lease_expires_at=bindparam("until"), attempts=table.attempts + 1)
+            .values(
+                lease_owner=bindparam("owner"),
+                lease_expires_at=database_now() + bindparam("seconds", type_=Float),
+                attempts=table.attempts + 1,
+            )
             .returning(table.seq)
         )
         self._sqlite_probe = _positional(self._probe, db.engine.dialect) if db.is_sqlite else None
 
-    async def _any_claimable(self, moment: float) -> bool:
+    async def _any_claimable(self) -> bool:
         if self._sqlite_probe is not None:
             sql, names, values = self._sqlite_probe
-            row = self._db.sqlite_point_read(sql, tuple(moment if name == "moment" else values[name] for name in names))
+            row = self._db.sqlite_point_read(sql, tuple(values[name] for name in names))
             return row is not None
         async with self._db.engine.connect() as connection:
-            return await connection.scalar(self._probe, {"moment": moment}) is not None
+            return await connection.scalar(self._probe) is not None
 
     async def lease_one(self, *, owner: str, seconds: float) -> int | None:
         """Claims one row for `owner` until `seconds` from now; returns its seq, committed, or None."""
-        moment = time.time()
         # An idle poll (the common case) reads and leaves: no write transaction, no write lock on SQLite.
-        if not await self._any_claimable(moment):
+        if not await self._any_claimable():
             return None
         async with self._db.engine.begin() as connection:
-            claimed = await connection.scalar(
-                self._claim, {"moment": moment, "owner": owner, "until": moment + seconds}
-            )
+            claimed = await connection.scalar(self._claim, {"owner": owner, "seconds": seconds})
         return None if claimed is None else int(claimed)
 
     def cut_off(self, seq: int) -> None:
@@ -95,10 +91,9 @@ class JobClaims:
 
 def _positional(statement: Select[Any], dialect: Dialect) -> tuple[str, tuple[str, ...], dict[str, Any]]:
     """The statement as SQLite text with `?` parameters, the names of those parameters in order, and the values
-    fixed when it was built (all but MOMENT's)."""
-    # The IN lists' parameters are rendered one by one, which needs a value for each parameter: MOMENT's is a
-    # stand-in, replaced at each call.
-    expanded = statement.compile(dialect=dialect).construct_expanded_state({"moment": 0.0})
+    fixed when it was built."""
+    # The IN lists' parameters are rendered one by one.
+    expanded = statement.compile(dialect=dialect).construct_expanded_state({})
     return expanded.statement, tuple(expanded.positiontup or ()), dict(expanded.parameters)
 
 

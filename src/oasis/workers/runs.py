@@ -41,9 +41,9 @@ from oasis.storage import runs as run_rows
 from oasis.storage import threads as thread_rows
 from oasis.storage.clock import new_id, now
 from oasis.storage.db import Database
-from oasis.storage.leases import execution_name, handed_back
+from oasis.storage.leases import database_now, execution_name, handed_back
 from oasis.storage.tables import Run, RunStep, ThreadMessage
-from oasis.workers.leases import MOMENT, JobClaims, LeaseKeeper
+from oasis.workers.leases import JobClaims, LeaseKeeper
 
 log = logging.getLogger("oasis.runs")
 
@@ -1113,9 +1113,9 @@ class RunRunner:
         self.on_finished: Callable[[], None] = lambda: None
         waiting = or_(
             Run.status.in_(("queued", "in_progress", "cancelling")),
-            # Past expires_at in whole seconds (MOMENT is fractional): the exact complement of what
+            # Past expires_at in whole seconds (the clock is fractional): the complement of what
             # submit_tool_outputs still accepts (expires_at >= now()), so no second belongs to both or neither.
-            and_(Run.status == "requires_action", Run.expires_at + 1 <= MOMENT),
+            and_(Run.status == "requires_action", Run.expires_at + 1 <= database_now()),
         )
         self._claims = JobClaims(db, Run, [waiting, Run.deleted_at.is_(None)])
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -39,7 +38,7 @@ from oasis.storage import runs as rows
 from oasis.storage import threads as thread_rows
 from oasis.storage.clock import new_id, now
 from oasis.storage.db import Conflict, Database, Session
-from oasis.storage.leases import execution_name, process_name
+from oasis.storage.leases import execution_name, lease_until, process_name
 from oasis.storage.pagination import Page, PageRequest
 from oasis.storage.tables import Assistant, Run, RunStep, Thread
 
@@ -219,7 +218,7 @@ class RunService:
         )
         if stream:
             run.lease_owner = self._holder()
-            run.lease_expires_at = time.time() + self._lease_seconds
+            run.lease_expires_at = lease_until(self._lease_seconds)
             run.attempts = 1
         session.add(run)
         return run
@@ -334,7 +333,7 @@ class RunService:
             if request.stream:
                 values.update(
                     lease_owner=holder,
-                    lease_expires_at=time.time() + self._lease_seconds,
+                    lease_expires_at=lease_until(self._lease_seconds),
                     attempts=run.attempts + 1,
                 )
             if not await rows.move_before_expiry(session, run.seq, "requires_action", now(), values):
