@@ -35,6 +35,13 @@ PATTERNS = [
     r"^é+ü$",
     r"^(?:ab|cd)*?e$",
     r"(?s)^a.c$",
+    r"^a$|^b$",
+    r"^(a)$|^bc$",
+    r"a$|^b",
+    r"^(?:^\d+$)$",
+    r"^",
+    r"$",
+    r"(a|)b",
     r"",
 ]
 ALPHABET = 'abcdxyzABC0123456789 -.@"\\\n\téü_'
@@ -70,6 +77,8 @@ def test_the_rule_admits_exactly_the_strings_the_pattern_matches(pattern: str) -
     randoms = ["".join(generator.choice(ALPHABET) for _ in range(generator.randint(0, 8))) for _ in range(400)]
     for value in SAMPLES + randoms:
         written = json.dumps(value, ensure_ascii=False)  # as JSON writes the string the model must produce
+        if value.endswith("\n") and "$" in pattern:
+            continue  # Python's `$` also matches before a last newline; JSON Schema's (ECMAScript's) does not
         expected = re.search(pattern, value) is not None
         assert (rule.fullmatch(written) is not None) == expected, (pattern, value, written)
 
@@ -80,7 +89,9 @@ def test_a_quote_backslash_or_control_character_is_admitted_only_as_its_json_esc
     assert not rule.fullmatch('"""') and not rule.fullmatch('"\\"') and not rule.fullmatch('"\n"')
 
 
-@pytest.mark.parametrize("pattern", [r"(?=a)b", r"(a)\1", r"\bword", r"(?i)abc", r"a{1000}", r"[", r"(?<!x)y"])
+@pytest.mark.parametrize(
+    "pattern", [r"(?=a)b", r"(a)\1", r"\bword", r"(?i)abc", r"a{1000}", r"[", r"(?<!x)y", r"a^b", r"(a|)*", r"(b?)+c"]
+)
 def test_what_a_grammar_cannot_express_is_refused(pattern: str) -> None:
     with pytest.raises(UnusablePattern):
         pattern_string_rule(pattern)

@@ -18,6 +18,7 @@ import yaml
 from tests.conftest import Harness, smollm
 from tests.server_process import oasis_env, oasis_server
 from tests.services.test_text_extraction import make_pdf
+from tests.test_pattern_grammar import PATTERNS
 
 MODEL = "gpt-4o-mini"
 CAPITAL = [{"role": "user", "content": "What is the capital of France?"}]
@@ -143,6 +144,9 @@ async def test_strings_in_structured_outputs_keep_to_their_patterns(chat_oasis: 
         temperature=0,
     )
     parsed = json.loads(reply.choices[0].message.content or "")
+    engine: Any = chat_oasis.container.registry.engine(MODEL)
+    for pattern in PATTERNS:  # every grammar the converter's own tests cover, parsed by llama.cpp
+        engine.check_schema({"type": "string", "pattern": pattern})
     assert re.fullmatch(r"\d{3}-\d{4}", parsed["phone"]) and re.fullmatch(r"[A-Z]{2}[0-9]{3}", parsed["code"]), parsed
 
 

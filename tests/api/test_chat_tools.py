@@ -253,6 +253,12 @@ DATE_TOOL: Any = {
         "format": {"type": "grammar", "grammar": {"syntax": "regex", "definition": r"^\d{4}-\d{2}-\d{2}$"}},
     },
 }
+
+
+def _regex(definition: str) -> Any:
+    return {"type": "grammar", "grammar": {"syntax": "regex", "definition": definition}}
+
+
 NOTE_TOOL: Any = {"type": "custom", "custom": {"name": "write_note", "description": "Write a note in plain text"}}
 BOOKING = [{"role": "user", "content": "Book me a table for the first of May 2025."}]
 
@@ -272,6 +278,18 @@ async def test_a_custom_tool_is_called_with_text_in_its_grammar(chat_oasis: Harn
     (call,) = choice.message.tool_calls or []
     assert call.type == "custom" and call.id.startswith("call_")
     assert call.custom.name == "book_day" and re.fullmatch(r"\d{4}-\d{2}-\d{2}", call.custom.input), call
+
+    # a grammar that ends in an escaped dollar sign (the definition's own anchors and escapes are kept)
+    priced = await client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Price a coffee."}],
+        tools=[{"type": "custom", "custom": {"name": "price", "format": _regex(r"^\d{1,3}\$")}}],
+        tool_choice="required",
+        temperature=0,
+        max_tokens=40,
+    )
+    (price,) = priced.choices[0].message.tool_calls or []
+    assert price.type == "custom" and re.fullmatch(r"\d{1,3}\$", price.custom.input), price
 
     # free text: any string is the input
     noted = await client.chat.completions.create(
@@ -313,6 +331,12 @@ async def test_a_custom_call_streams_and_its_result_continues_the_conversation(c
     [
         ({"tool_choice": {"type": "custom", "custom": {"name": "get_weather"}}}, "tool_choice.custom.name"),
         ({"tool_choice": {"type": "custom", "custom": {"name": "nope"}}}, "tool_choice.custom.name"),
+        # a custom tool is forced as one, not as a function
+        (
+            {"tools": [DATE_TOOL, *TOOLS], "tool_choice": {"type": "function", "function": {"name": "book_day"}}},
+            "tool_choice",
+        ),
+        ({"tools": [DATE_TOOL, {**DATE_TOOL, "custom": {"name": "book_day"}}]}, "tools"),  # two tools, one name
         (
             {
                 "tools": [

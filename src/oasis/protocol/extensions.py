@@ -179,11 +179,15 @@ class CustomTool(BaseModel):
 ChatTool = Annotated[spec.ChatCompletionTool | CustomTool, Field(discriminator="type")]
 
 
+class CustomToolName(BaseModel):
+    name: str
+
+
 class NamedCustomToolChoice(BaseModel):
     """`tool_choice: {"type": "custom", "custom": {"name": ...}}`: the model must call that custom tool."""
 
     type: Literal["custom"]
-    custom: dict[str, str]
+    custom: CustomToolName
 
 
 class AllowedTools(BaseModel):

@@ -36,7 +36,8 @@ _NEGATED_CATEGORIES = {
 # What JSON writes raw inside a string: anything but a quote, a backslash and the control characters.
 _RAW_IN_JSON: Ranges = [(0x20, 0x21), (0x23, 0x5B), (0x5D, 0xD7FF), (0xE000, MAX_CODE_POINT)]  # no surrogates
 _ANY_BUT_NEWLINE: Ranges = [(0, 0x09), (0x0B, MAX_CODE_POINT)]
-_EDGES = {sre.AT_BEGINNING, sre.AT_BEGINNING_STRING, sre.AT_END, sre.AT_END_STRING}
+_STARTS = {sre.AT_BEGINNING, sre.AT_BEGINNING_STRING}
+_ENDS = {sre.AT_END, sre.AT_END_STRING}
 
 
 class UnusablePattern(ValueError):
@@ -45,7 +46,8 @@ class UnusablePattern(ValueError):
 
 def pattern_string_rule(pattern: str) -> str:
     """A GBNF expression for the JSON string (quotes included) whose value matches `pattern` as JSON Schema reads
-    it: anywhere in the string unless anchored with `^` and `$`."""
+    it: anywhere in the string unless anchored with `^` and `$` (which match only at the string's ends, as
+    ECMAScript's do, also when they open or close each alternative)."""
     try:
         tree = _parser.parse(pattern)
     except Exception as exc:  # re.error, and RecursionError for absurd nesting
@@ -53,22 +55,45 @@ def pattern_string_rule(pattern: str) -> str:
     if tree.state.flags & (re.IGNORECASE | re.MULTILINE):
         raise UnusablePattern("the flags (?i) and (?m) have no grammar form")
     dotall = bool(tree.state.flags & re.DOTALL)
-    parsed = list(tree)
-    anchored_start = bool(parsed) and parsed[0][0] is sre.AT and parsed[0][1] in _EDGES
-    anchored_end = bool(parsed) and parsed[-1][0] is sre.AT and parsed[-1][1] in _EDGES
-    body = _sequence(parsed, dotall)
-    anything = f"{_char_choice(_RAW_IN_JSON + _controls_and_escaped())}*"
-    return " ".join(
-        part
-        for part in (
-            '"\\""',
-            "" if anchored_start else anything,
-            f"({body})",
-            "" if anchored_end else anything,
-            '"\\""',
-        )
-        if part
-    )
+    return f'"\\"" ({_whole(list(tree), dotall, "open", "open")}) "\\""'
+
+
+# Where a sequence stands at one end of the string: not there (None), there and anchored already ("anchored": a
+# further anchor changes nothing), or there and not anchored yet ("open": without an anchor, anything may lie
+# between the string's end and the sequence).
+Edge = str | None
+
+
+def _whole(items: list[Any], dotall: bool, start: Edge, end: Edge) -> str:
+    """A sequence that may begin or end the string, anchors read where they are meant: at its edges, and at the
+    edges of the alternatives and groups it opens or closes with."""
+    while items and start and items[0][0] is sre.AT and items[0][1] in _STARTS:
+        items, start = items[1:], "anchored"
+    while items and end and items[-1][0] is sre.AT and items[-1][1] in _ENDS:
+        items, end = items[:-1], "anchored"
+    if not items:
+        return _anything() if "open" in (start, end) else '""'
+    parts = []
+    for index, (op, value) in enumerate(items):
+        at_start = start if index == 0 else None
+        at_end = end if index == len(items) - 1 else None
+        if (at_start or at_end) and op is sre.BRANCH:
+            parts.append("(" + " | ".join(_whole(list(b), dotall, at_start, at_end) for b in value[1]) + ")")
+            continue
+        if (at_start or at_end) and op is sre.SUBPATTERN and not (value[1] or value[2]):
+            parts.append(f"({_whole(list(value[3]), dotall, at_start, at_end)})")
+            continue
+        part = _item(op, value, dotall)
+        if at_start == "open":
+            part = f"{_anything()} {part}"
+        if at_end == "open":
+            part = f"{part} {_anything()}"
+        parts.append(part)
+    return " ".join(part for part in parts if part)
+
+
+def _anything() -> str:
+    return f"{_char_choice(_RAW_IN_JSON + _controls_and_escaped())}*"
 
 
 def _controls_and_escaped() -> Ranges:
@@ -98,9 +123,10 @@ def _item(op: Any, value: Any, dotall: bool) -> str:
         return f"({_sequence(list(inner), dotall)})"
     if op in (sre.MAX_REPEAT, sre.MIN_REPEAT, sre.POSSESSIVE_REPEAT):
         low, high, inner = value
+        if _may_be_empty(list(inner)) and (high is sre.MAXREPEAT or high == sre.MAXREPEAT):
+            # llama.cpp writes `x*` as a rule that recurses through x, which it refuses when x may be empty
+            raise UnusablePattern("an unbounded repetition of something that may be empty, such as (a|)*")
         return _repeated(f"({_sequence(list(inner), dotall)})", low, high)
-    if op is sre.AT and value in _EDGES:
-        return ""  # the whole value is matched: edges are where the string starts and ends
     raise UnusablePattern(f"{str(op).lower()} ({_NAMES.get(str(op), 'this construct')}) has no grammar form")
 
 
@@ -109,9 +135,23 @@ _NAMES = {
     "ASSERT_NOT": "a negative lookahead or lookbehind",
     "GROUPREF": "a backreference",
     "GROUPREF_EXISTS": "a conditional group",
-    "AT": "a word boundary",
+    "AT": "a word boundary, or an anchor inside the string",
     "ATOMIC_GROUP": "an atomic group",
 }
+
+
+def _may_be_empty(items: list[Any]) -> bool:
+    return all(_item_may_be_empty(op, value) for op, value in items)
+
+
+def _item_may_be_empty(op: Any, value: Any) -> bool:
+    if op is sre.BRANCH:
+        return any(_may_be_empty(list(branch)) for branch in value[1])
+    if op is sre.SUBPATTERN:
+        return _may_be_empty(list(value[3]))
+    if op in (sre.MAX_REPEAT, sre.MIN_REPEAT, sre.POSSESSIVE_REPEAT):
+        return value[0] == 0 or _may_be_empty(list(value[2]))
+    return op is sre.AT  # a character is never empty
 
 
 def _repeated(unit: str, low: int, high: int) -> str:

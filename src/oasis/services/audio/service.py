@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator, Iterator
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -48,7 +49,7 @@ class TranscriptionJob:
 @dataclass(frozen=True)
 class SpeechAudio:
     content_type: str
-    chunks: AsyncIterator[bytes]
+    chunks: AsyncGenerator[bytes, None]
 
 
 class AudioService:
@@ -165,17 +166,18 @@ class AudioService:
         return SpeechAudio(CONTENT_TYPES[response_format], _encoded(engine, text, voice, speed, response_format))
 
 
-async def speech_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[dict[str, Any]]:
+async def speech_events(chunks: AsyncGenerator[bytes, None]) -> AsyncIterator[dict[str, Any]]:
     """`stream_format: "sse"`: a `speech.audio.delta` event for each piece of the encoded audio (base64), as it is
     made, then `speech.audio.done`."""
-    async for data in chunks:
-        yield {"type": "speech.audio.delta", "audio": base64.b64encode(data).decode("ascii")}
+    async with contextlib.aclosing(chunks):  # a client gone mid-way stops the synthesis now, not when collected
+        async for data in chunks:
+            yield {"type": "speech.audio.delta", "audio": base64.b64encode(data).decode("ascii")}
     yield {"type": "speech.audio.done", "usage": dict(NO_SPEECH_TOKENS)}
 
 
 async def _encoded(
     engine: SpeechEngine, text: str, voice: str, speed: float, response_format: str
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     encoder = SpeechEncoder(response_format, engine.sample_rate)
     async for samples in engine.synthesize(text, voice=voice, speed=speed):
         data = encoder.encode(samples)

@@ -59,14 +59,19 @@ def plan_tools(request: ChatCompletionRequest) -> ToolPlan | None:
         named, mode_choice = None, request.tool_choice.allowed_tools.mode
     elif isinstance(request.tool_choice, NamedCustomToolChoice):
         functions = _offered(request)
-        named = request.tool_choice.custom.get("name")
-        if not named or named not in _custom_names(request):
+        named = request.tool_choice.custom.name
+        if named not in _custom_names(request):
             raise invalid_request(f"'{named}' is not one of the offered custom tools.", param="tool_choice.custom.name")
         mode_choice = "named"
     else:
         functions = _offered(request)
         raw = request.tool_choice.root if request.tool_choice is not None else None
         named = raw.function.name if raw is not None and not isinstance(raw, str) else None
+        if named is not None and named in _custom_names(request):
+            raise invalid_request(
+                f'\'{named}\' is a custom tool: force it with {{"type": "custom", "custom": {{"name": ...}}}}.',
+                param="tool_choice",
+            )
         mode_choice = "named" if named else (raw if isinstance(raw, str) else "auto")
     if not functions:
         if mode_choice in ("required", "named"):
@@ -92,6 +97,10 @@ def _offered(request: ChatCompletionRequest) -> list[dict[str, Any]]:
             functions.append(_as_function(tool, index))
         else:
             functions.append(tool.function.model_dump(exclude_none=True))
+    names = [function["name"] for function in functions]
+    if any(tool.type == "custom" for tool in request.tools or []) and len(set(names)) < len(names):
+        # a custom tool's calls are told from a function's by name alone
+        raise invalid_request("A custom tool and another tool share a name: each tool needs its own.", param="tools")
     return functions
 
 
@@ -114,12 +123,12 @@ def _as_function(tool: CustomTool, index: int) -> dict[str, Any]:
                 param=f"{param}.syntax",
                 code="unsupported_grammar",
             )
-        definition = grammar.definition.removeprefix("^").removesuffix("$")
+        whole = f"^(?:{grammar.definition})$"  # the input is all of it; the definition's own anchors change nothing
         try:
-            re.compile(definition)
+            re.compile(whole)
         except re.error as exc:
             raise invalid_request(f"Invalid regex grammar: {exc}.", param=f"{param}.definition") from None
-        text = {"type": "string", "pattern": f"^({definition})$", "description": "The tool's input, in its grammar."}
+        text = {"type": "string", "pattern": whole, "description": "The tool's input, in its grammar."}
     function: dict[str, Any] = {
         "name": custom.name,
         "parameters": {"type": "object", "properties": {"input": text}, "required": ["input"]},
