@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import time
+import wave
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -222,6 +223,72 @@ async def test_speech_streamed_as_events_for_gpt_4o_mini_tts(audio_oasis: Harnes
     assert 1.5 < duration(audio) / duration(plain.content) < 2.5  # twice the text: about twice as long
     heard = await audio_oasis.sdk().audio.transcriptions.create(model="whisper-1", file=("a.wav", audio))
     assert word_error_rate(SENTENCE + " " + SENTENCE, heard.text) <= 0.15, heard.text
+
+
+def _wav(pcm: bytes, rate: int = 24000) -> bytes:
+    """16-bit mono PCM as a WAV file."""
+    out = io.BytesIO()
+    with wave.open(out, "wb") as file:
+        file.setnchannels(1)
+        file.setsampwidth(2)
+        file.setframerate(rate)
+        file.writeframes(pcm)
+    return out.getvalue()
+
+
+async def test_chunking_strategy_transcribes_only_where_speech_is_heard(audio_oasis: Harness) -> None:
+    """`chunking_strategy` (after the 2.0.0 spec): voice-activity detection skips what holds no speech; speech
+    around a pause is heard whole."""
+    client = audio_oasis.sdk()
+    first, second = "The quick brown fox jumps over the lazy dog.", "Pack my box with five dozen liquor jugs."
+    pause = b"\0\0" * 24000 * 5  # five seconds of silence
+    recording = _wav(
+        await speak(client, first, response_format="pcm") + pause + await speak(client, second, response_format="pcm")
+    )
+    async with audio_oasis.http() as http:
+        silent = await http.post(
+            "/v1/audio/transcriptions",
+            data={"model": "whisper-1", "chunking_strategy": "auto"},
+            files={"file": ("silence.wav", _wav(b"\0\0" * 24000 * 8))},
+        )
+        detected = await http.post(
+            "/v1/audio/transcriptions",
+            data={
+                "model": "whisper-1",
+                "response_format": "verbose_json",
+                # as the SDKs send an object in a form, field by field
+                "chunking_strategy[type]": "server_vad",
+                "chunking_strategy[threshold]": "0.5",
+                "chunking_strategy[silence_duration_ms]": "500",
+                "chunking_strategy[prefix_padding_ms]": "200",
+            },
+            files={"file": ("two.wav", recording)},
+        )
+    # no speech, nothing transcribed (Whisper alone hears "... ... ..." in eight seconds of silence)
+    assert silent.status_code == 200 and silent.json()["text"] == ""
+    assert detected.status_code == 200, detected.text
+    verbose = detected.json()
+    assert word_error_rate(f"{first} {second}", verbose["text"]) <= 0.15, verbose["text"]
+
+
+@pytest.mark.parametrize(
+    "strategy",
+    [
+        {"chunking_strategy": "sometimes"},
+        {"chunking_strategy": '{"type": "server_vad", "threshold": 2}'},
+        {"chunking_strategy[type]": "server_vad", "chunking_strategy[silence_duration_ms]": "-5"},
+        {"chunking_strategy[type]": "server_vad", "chunking_strategy[volume]": "11"},
+        {"chunking_strategy[type]": "client_vad"},
+    ],
+)
+async def test_a_bad_chunking_strategy_is_a_400(audio_oasis: Harness, strategy: dict[str, str]) -> None:
+    async with audio_oasis.http() as http:
+        response = await http.post(
+            "/v1/audio/transcriptions",
+            data={"model": "whisper-1", **strategy},
+            files={"file": ("a.wav", _wav(b"\0\0" * 2400))},
+        )
+    assert response.status_code == 400 and response.json()["error"]["param"] == "chunking_strategy", response.text
 
 
 async def test_srt_and_vtt_are_well_formed(audio_oasis: Harness) -> None:

@@ -13,7 +13,7 @@ from oasis.api.sse import typed_events_response
 from oasis.engines.speech import Task
 from oasis.errors import invalid_request
 from oasis.protocol.extensions import SpeechRequest
-from oasis.services.audio.service import TranscriptionJob, speech_events
+from oasis.services.audio.service import TranscriptionJob, speech_events, voice_activity
 
 router = APIRouter(tags=["Audio"])
 
@@ -55,6 +55,12 @@ def _job(form: FormData, task: Task) -> TranscriptionJob:
     granularities = [g for g in form.getlist("timestamp_granularities[]") + form.getlist("timestamp_granularities")]
     if not all(isinstance(g, str) for g in granularities):
         raise invalid_request("'timestamp_granularities' must be text.", param="timestamp_granularities")
+    strategy: Any = _text(form, "chunking_strategy")
+    nested = {
+        key[len("chunking_strategy[") : -1]: form.get(key) for key in form if key.startswith("chunking_strategy[")
+    }
+    if nested:  # the SDKs send an object field by field: chunking_strategy[type], chunking_strategy[threshold], ...
+        strategy = nested
     return TranscriptionJob(
         model=model,
         task=task,
@@ -64,6 +70,7 @@ def _job(form: FormData, task: Task) -> TranscriptionJob:
         temperature=temperature,
         granularities={str(g) for g in granularities},
         stream=stream == "true",
+        voice_activity=voice_activity(strategy),
     )
 
 

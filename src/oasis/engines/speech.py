@@ -26,6 +26,16 @@ class AudioTooLong(ValueError):
 
 
 @dataclass(frozen=True)
+class VoiceActivity:
+    """Transcribe only the stretches a voice-activity detector hears speech in (OpenAI's `chunking_strategy`):
+    silence and noise between them are skipped, and the timestamps stay those of the whole recording."""
+
+    threshold: float = 0.5  # speech probability above which audio is speech
+    silence_ms: int = 200  # silence that ends a stretch of speech
+    padding_ms: int = 300  # audio kept before (and after) each stretch
+
+
+@dataclass(frozen=True)
 class Word:
     word: str
     start: float
@@ -70,6 +80,7 @@ class TranscriptionEngine(Engine, Protocol):
         prompt: str | None,
         temperature: float | None,
         word_timestamps: bool,
+        voice_activity: VoiceActivity | None = None,
     ) -> Transcript:
         """Raises UnreadableAudio when the file cannot be decoded, AudioTooLong past the engine's limit."""
         ...
@@ -82,6 +93,7 @@ class TranscriptionEngine(Engine, Protocol):
         language: str | None,
         prompt: str | None,
         temperature: float | None,
+        voice_activity: VoiceActivity | None = None,
     ) -> AsyncGenerator[Segment, None]:
         """The segments as they are decoded, for a streamed transcription; raises as `transcribe` does."""
         ...

@@ -23,7 +23,7 @@ import numpy as np
 import platformdirs
 
 from oasis.engines.options import WhisperOptions
-from oasis.engines.speech import AudioTooLong, Segment, Task, Transcript, UnreadableAudio, Word
+from oasis.engines.speech import AudioTooLong, Segment, Task, Transcript, UnreadableAudio, VoiceActivity, Word
 from oasis.settings import ModelSpec
 
 
@@ -107,10 +107,13 @@ class WhisperEngine:
         prompt: str | None,
         temperature: float | None,
         word_timestamps: bool,
+        voice_activity: VoiceActivity | None = None,
     ) -> Transcript:
         def run() -> Transcript:
             with _read_errors():
-                segments, info = self._begin(audio, task, language, prompt, temperature, word_timestamps)
+                segments, info = self._begin(
+                    audio, task, language, prompt, temperature, word_timestamps, voice_activity
+                )
                 found = [_segment(s) for s in segments]
             return Transcript(language=info.language, duration=float(info.duration), segments=found)
 
@@ -124,6 +127,7 @@ class WhisperEngine:
         language: str | None,
         prompt: str | None,
         temperature: float | None,
+        voice_activity: VoiceActivity | None = None,
     ) -> AsyncGenerator[Segment, None]:
         """Each segment as Whisper decodes it (faster-whisper's segments are a lazy generator). The audio is read
         whole before the first segment; a consumer that stops early stops the decoding at the next segment."""
@@ -137,7 +141,7 @@ class WhisperEngine:
         def run() -> None:
             try:
                 with _read_errors():
-                    segments, _info = self._begin(audio, task, language, prompt, temperature, False)
+                    segments, _info = self._begin(audio, task, language, prompt, temperature, False, voice_activity)
                     for segment in segments:
                         if stopped.is_set():
                             return
@@ -165,11 +169,22 @@ class WhisperEngine:
         prompt: str | None,
         temperature: float | None,
         word_timestamps: bool,
+        voice_activity: VoiceActivity | None,
     ) -> tuple[Iterator[Any], Any]:
         """The audio decoded, its language found, and faster-whisper's lazy segments with the transcription info."""
         # faster-whisper's default is a fallback ladder of temperatures; a given one pins it, as OpenAI.
         temperatures: Any = temperature or [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
         samples = _decode(audio, self._model.feature_extractor.sampling_rate, self._options.max_audio_seconds)
+        detector: dict[str, Any] = {}
+        if voice_activity is not None:  # Silero VAD, shipped in faster-whisper's wheel
+            detector = {
+                "vad_filter": True,
+                "vad_parameters": {
+                    "threshold": voice_activity.threshold,
+                    "min_silence_duration_ms": voice_activity.silence_ms,
+                    "speech_pad_ms": voice_activity.padding_ms,
+                },
+            }
         segments, info = self._model.transcribe(
             samples,
             task=task,
@@ -177,6 +192,7 @@ class WhisperEngine:
             initial_prompt=prompt or None,
             temperature=temperatures,
             word_timestamps=word_timestamps,
+            **detector,
         )
         return segments, info
 

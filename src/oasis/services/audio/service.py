@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from oasis.engines.speech import (
     Transcript,
     TranscriptionEngine,
     UnreadableAudio,
+    VoiceActivity,
 )
 from oasis.errors import invalid_request, too_large
 from oasis.services.audio.codecs import CONTENT_TYPES, SpeechEncoder
@@ -44,6 +46,47 @@ class TranscriptionJob:
     temperature: float | None
     granularities: set[str]
     stream: bool = False  # transcript.text.delta events, then transcript.text.done
+    voice_activity: VoiceActivity | None = None  # `chunking_strategy`: transcribe only where speech is heard
+
+
+def voice_activity(strategy: str | dict[str, Any] | None) -> VoiceActivity | None:
+    """A transcription's `chunking_strategy`: unset (the audio transcribed whole), `auto` (voice-activity
+    detection with its defaults) or `{"type": "server_vad", "threshold", "silence_duration_ms",
+    "prefix_padding_ms"}`, also as the JSON text of that object."""
+    if strategy is None:
+        return None
+    if isinstance(strategy, str) and strategy.strip().startswith("{"):
+        try:
+            strategy = json.loads(strategy)
+        except json.JSONDecodeError:
+            raise invalid_request("'chunking_strategy' is not valid JSON.", param="chunking_strategy") from None
+    if strategy == "auto":
+        return VoiceActivity()
+    if not isinstance(strategy, dict) or strategy.get("type") != "server_vad":
+        raise invalid_request(
+            "'chunking_strategy' must be 'auto' or an object with type 'server_vad'.", param="chunking_strategy"
+        )
+    unknown = set(strategy) - {"type", "threshold", "silence_duration_ms", "prefix_padding_ms"}
+    if unknown:
+        raise invalid_request(
+            f"Unknown parameter: 'chunking_strategy.{sorted(unknown)[0]}'.", param="chunking_strategy"
+        )
+    defaults = VoiceActivity()
+    try:
+        threshold = float(strategy.get("threshold", defaults.threshold))
+        silence = int(strategy.get("silence_duration_ms", defaults.silence_ms))
+        padding = int(strategy.get("prefix_padding_ms", defaults.padding_ms))
+    except (TypeError, ValueError):
+        raise invalid_request(
+            "'chunking_strategy' takes a number for threshold and whole milliseconds for silence_duration_ms and "
+            "prefix_padding_ms.",
+            param="chunking_strategy",
+        ) from None
+    if not 0 <= threshold <= 1:
+        raise invalid_request("'chunking_strategy.threshold' must be between 0 and 1.", param="chunking_strategy")
+    if silence < 0 or padding < 0:
+        raise invalid_request("'chunking_strategy' durations must not be negative.", param="chunking_strategy")
+    return VoiceActivity(threshold=threshold, silence_ms=silence, padding_ms=padding)
 
 
 @dataclass(frozen=True)
@@ -98,6 +141,7 @@ class AudioService:
                 prompt=job.prompt,
                 temperature=job.temperature,
                 word_timestamps="word" in job.granularities,
+                voice_activity=job.voice_activity,
             )
 
     async def text_events(
@@ -106,7 +150,12 @@ class AudioService:
         """A streamed transcription's events as Whisper decodes each segment (checked before the first is sent)."""
         engine = self._transcriber(job, size, filename)
         segments = engine.transcribe_segments(
-            audio, task=job.task, language=job.language, prompt=job.prompt, temperature=job.temperature
+            audio,
+            task=job.task,
+            language=job.language,
+            prompt=job.prompt,
+            temperature=job.temperature,
+            voice_activity=job.voice_activity,
         )
         try:
             with _audio_errors():
