@@ -31,6 +31,7 @@ from oasis.services.audio.service import AudioService
 from oasis.services.batches.service import BatchService
 from oasis.services.chat.completions import CompletionService
 from oasis.services.chat.service import ChatService
+from oasis.services.chat.spoken import SpokenAnswers
 from oasis.services.chat.tokenizer import TokenizerService
 from oasis.services.embeddings.service import EmbeddingService
 from oasis.services.files.service import FileService
@@ -87,7 +88,7 @@ def _batch_endpoints(
     async def chat_completion(body: dict[str, Any], caller: BatchCaller) -> dict[str, Any]:
         await load(body, caller)
         request = await chat.with_files_read(ChatCompletionRequest.model_validate(body), caller.project_id)
-        return await chat.create(request)
+        return await chat.create(request, project_id=caller.project_id)
 
     async def completion(body: dict[str, Any], caller: BatchCaller) -> dict[str, Any]:
         await load(body, caller)
@@ -182,6 +183,7 @@ class Container:
             registry,
             fingerprint=_fingerprint(),
             files=files,
+            spoken=SpokenAnswers(db, registry, settings.chat.speech_model, settings.chat.spoken_answer_seconds),
             transcription_model=settings.chat.audio_transcription_model,
         )
         completions = CompletionService(registry, fingerprint=_fingerprint())

@@ -99,6 +99,17 @@ class ChatSettings(_Section):
         description="The transcription model (id or alias) that hears a chat request's input_audio parts for a "
         "local text model: the transcript takes the part's place.",
     )
+    speech_model: str = Field(
+        default="tts-1",
+        description="The speech model (id or alias) that speaks a local text model's answer when a request's "
+        "`modalities` holds `audio`.",
+    )
+    spoken_answer_seconds: int = Field(
+        default=3600,
+        ge=1,
+        description="How long a spoken answer's transcript is kept, so that a later request may name the answer "
+        "by its `audio.id` (its `expires_at`).",
+    )
 
 
 class VectorStoreSettings(_Section):

@@ -501,6 +501,93 @@ async def test_a_chat_audio_part_is_heard_by_the_transcription_model(start_oasis
             await reply(part)
         assert refused.value.param == "messages[0].content[1].input_audio" + param
         assert code is None or refused.value.code == code
-    with pytest.raises(openai.BadRequestError) as refused:  # speech out is /v1/audio/speech's
+    with pytest.raises(openai.BadRequestError) as refused:  # a spoken answer needs its voice and format
         await reply({"type": "text", "text": "hi"}, extra_body={"modalities": ["text", "audio"]})
-    assert refused.value.param == "modalities"
+    assert refused.value.param == "audio"
+
+
+SPOKEN = {"modalities": ["text", "audio"], "audio": {"voice": "alloy", "format": "wav"}}
+
+
+async def test_a_local_model_answers_aloud_and_its_answer_is_named_by_id_later(
+    start_oasis: Callable[..., Any],
+) -> None:
+    """`modalities: ["text", "audio"]` (after the 2.0.0 spec): the text model's answer, spoken by the speech model,
+    comes as `message.audio` (its transcript, base64 audio, an id and when it expires) with no `content`, as
+    OpenAI's audio models answer; a later request names the answer by its id alone."""
+    harness: Harness = await start_oasis(engine_factories=None, models=[smollm(), WHISPER, PIPER])
+    client = harness.sdk()
+    ask: list[Any] = [{"role": "user", "content": "Say good morning to the team."}]
+    asked = {"model": "gpt-4o-mini", "temperature": 0, "max_tokens": 24}
+    reply = await client.chat.completions.create(messages=ask, extra_body=SPOKEN, **asked)
+    message = reply.choices[0].message.model_dump()
+    written = await client.chat.completions.create(messages=ask, **asked)
+    assert message["content"] is None and message["audio"]["transcript"] == written.choices[0].message.content
+    audio = base64.b64decode(message["audio"]["data"])
+    assert audio.startswith(MAGIC["wav"]) and duration(audio) > 0.5
+    assert message["audio"]["id"].startswith("audio_") and message["audio"]["expires_at"] > time.time() + 3000
+    # the audio is the transcript spoken: as long as the speech endpoint's reading of it (Piper's timing noise aside)
+    read_aloud = await speak(client, message["audio"]["transcript"], response_format="wav")
+    assert 0.8 < duration(audio) / duration(read_aloud) < 1.25
+
+    # the answer sent back by its id reads as what it said
+    again: Any = {"role": "user", "content": "Once more, please."}
+    by_id = await client.chat.completions.create(
+        messages=[*ask, {"role": "assistant", "audio": {"id": message["audio"]["id"]}}, again], **asked
+    )
+    by_text = await client.chat.completions.create(
+        messages=[*ask, {"role": "assistant", "content": message["audio"]["transcript"]}, again], **asked
+    )
+    assert by_id.usage and by_text.usage and by_id.usage.prompt_tokens == by_text.usage.prompt_tokens
+    assert by_id.choices[0].message.content == by_text.choices[0].message.content
+    with pytest.raises(openai.BadRequestError) as unknown:
+        await client.chat.completions.create(
+            messages=[*ask, {"role": "assistant", "audio": {"id": "audio_nope"}}, again], **asked
+        )
+    assert unknown.value.param == "messages[1].audio.id"
+
+    # streamed: the transcript as audio.transcript deltas, then the audio, under one id
+    async with harness.http() as http:
+        streamed = await http.post(
+            "/v1/chat/completions",
+            json={
+                "messages": ask,
+                "stream": True,
+                **asked,
+                **SPOKEN,
+                "audio": {"voice": "nova", "format": "pcm16"},
+            },
+        )
+    deltas = [
+        json.loads(line[6:])["choices"][0]["delta"]
+        for line in streamed.text.splitlines()
+        if line.startswith("data: {") and json.loads(line[6:])["choices"]
+    ]
+    spoken = [delta["audio"] for delta in deltas if "audio" in delta]
+    assert not any(delta.get("content") for delta in deltas)
+    assert {piece["id"] for piece in spoken} == {spoken[0]["id"]}
+    assert "".join(piece.get("transcript", "") for piece in spoken) == message["audio"]["transcript"]
+    pcm = b"".join(base64.b64decode(piece["data"]) for piece in spoken if "data" in piece)
+    assert len(pcm) > 24000 and spoken[-1]["expires_at"] > time.time()  # 24 kHz 16-bit: over half a second
+
+
+@pytest.mark.parametrize(
+    ("change", "param"),
+    [
+        ({"audio": {"voice": "alloy", "format": "ogg"}}, "audio.format"),
+        ({"audio": {"voice": "darth", "format": "wav"}}, "audio.voice"),
+        ({"modalities": ["text", "video"]}, "modalities"),
+        ({"audio": None}, "audio"),
+    ],
+)
+async def test_bad_spoken_answer_requests(audio_chat: Harness, change: dict[str, Any], param: str) -> None:
+    async with audio_chat.http() as http:
+        body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}], **SPOKEN, **change}
+        response = await http.post("/v1/chat/completions", json={k: v for k, v in body.items() if v is not None})
+    assert response.status_code == 400 and response.json()["error"]["param"] == param, response.text
+
+
+@pytest.fixture
+async def audio_chat(start_oasis: Callable[..., Any]) -> Harness:
+    harness: Harness = await start_oasis(engine_factories=None, models=[smollm(), PIPER])
+    return harness

@@ -21,6 +21,7 @@ async def create_chat_completion(
     body = await container.chat.with_files_read(body, principal.project_id)
     prepared = await container.chat.prepared(body)
     if body.stream:
-        return await sse_response(container.chat.stream(body, prepared))
+        return await sse_response(container.chat.stream(body, prepared, project_id=principal.project_id))
     # A JSONResponse skips FastAPI's generic encoder: the reply is plain JSON data already.
-    return JSONResponse(await unless_disconnected(request, container.chat.create(body, prepared)))
+    work = container.chat.create(body, prepared, principal.project_id)
+    return JSONResponse(await unless_disconnected(request, work))

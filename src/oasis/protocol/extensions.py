@@ -57,6 +57,31 @@ class ModelList(spec.ListModelsResponse):
 TextParts = list[spec.ChatCompletionRequestMessageContentPartText]
 
 
+class VoiceId(BaseModel):
+    """A voice named by id (`{"id": "voice_1234"}`, OpenAI's custom voices)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+
+
+class SpokenAnswerRequest(BaseModel):
+    """`audio` (after this spec): the voice and format of a spoken answer (`modalities: ["text", "audio"]`)."""
+
+    voice: str | VoiceId
+    format: str
+
+    @property
+    def voice_name(self) -> str:
+        return self.voice if isinstance(self.voice, str) else self.voice.id
+
+
+class SpokenAnswerReference(BaseModel):
+    """An earlier spoken answer, named by the id its `message.audio` carried."""
+
+    id: str
+
+
 class SystemMessage(spec.ChatCompletionRequestSystemMessage):
     content: str | TextParts  # type: ignore[assignment]
 
@@ -109,6 +134,7 @@ ToolCall = Annotated[spec.ChatCompletionMessageToolCall | CustomToolCall, Field(
 class AssistantMessage(spec.ChatCompletionRequestAssistantMessage):
     content: str | list[spec.ChatCompletionRequestMessageContentPartText | RefusalPart] | None = None  # type: ignore[assignment]
     tool_calls: list[ToolCall] | None = None  # type: ignore[assignment]
+    audio: SpokenAnswerReference | None = None  # a spoken answer of this server's, sent back by its id
 
 
 class ToolMessage(spec.ChatCompletionRequestToolMessage):
@@ -238,22 +264,15 @@ class ChatCompletionRequest(spec.CreateChatCompletionRequest, _KeepsWhatWasSent)
     reasoning_effort: str | None = None
     # vLLM's and llama.cpp's extension: further names for the chat template (Qwen3's `enable_thinking`, say).
     chat_template_kwargs: dict[str, Any] | None = None
-    # After this spec: `audio` asks for spoken answers (a model upstream's); local models answer text.
+    # After this spec: `modalities` with `audio` asks for a spoken answer, in the voice and format of `audio`.
     modalities: list[str] | None = None
+    audio: SpokenAnswerRequest | None = None
 
 
 class CompletionRequest(spec.CreateCompletionRequest, _KeepsWhatWasSent):
     model_config = ConfigDict(extra="allow")
 
     model: str
-
-
-class VoiceId(BaseModel):
-    """A voice named by id (`{"id": "voice_1234"}`, OpenAI's custom voices)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    id: str
 
 
 class SpeechRequest(spec.CreateSpeechRequest):

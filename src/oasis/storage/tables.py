@@ -485,3 +485,16 @@ class FineTuningCheckpoint(Base):
     step_number: Mapped[int] = mapped_column(Integer)
     metrics_json: Mapped[str] = mapped_column(Text)
     adapter_blob_key: Mapped[str] = mapped_column(String(200))
+
+
+class SpokenAnswer(Base):
+    """The transcript of a spoken chat answer (`message.audio`), until its `expires_at`: a later request names the
+    answer by its id alone (`{"role": "assistant", "audio": {"id": ...}}`), and a text model reads the transcript."""
+
+    __tablename__ = "spoken_answers"
+    __table_args__ = (Index("ix_spoken_answers_expires_at", "expires_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    transcript: Mapped[str] = mapped_column(Text)
+    expires_at: Mapped[int] = mapped_column(BigInteger)

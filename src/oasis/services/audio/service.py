@@ -212,7 +212,7 @@ class AudioService:
             )
         if not 0.25 <= speed <= 4.0:
             raise invalid_request("'speed' must be between 0.25 and 4.0.", param="speed")
-        return SpeechAudio(CONTENT_TYPES[response_format], _encoded(engine, text, voice, speed, response_format))
+        return SpeechAudio(CONTENT_TYPES[response_format], encoded_speech(engine, text, voice, speed, response_format))
 
 
 async def speech_events(chunks: AsyncGenerator[bytes, None]) -> AsyncIterator[dict[str, Any]]:
@@ -224,9 +224,10 @@ async def speech_events(chunks: AsyncGenerator[bytes, None]) -> AsyncIterator[di
     yield {"type": "speech.audio.done", "usage": dict(NO_SPEECH_TOKENS)}
 
 
-async def _encoded(
+async def encoded_speech(
     engine: SpeechEngine, text: str, voice: str, speed: float, response_format: str
 ) -> AsyncGenerator[bytes, None]:
+    """`text` spoken and encoded in `response_format`, a piece at a time as it is made."""
     encoder = SpeechEncoder(response_format, engine.sample_rate)
     async for samples in engine.synthesize(text, voice=voice, speed=speed):
         data = encoder.encode(samples)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import logging
 import time
 import weakref
@@ -35,6 +37,7 @@ from oasis.services.chat.generation import (
 from oasis.services.chat.logprobs import ContentTokens, logprob_entries
 from oasis.services.chat.reasoning import think_tags
 from oasis.services.chat.reply import Reply, ReplyFormat, ReplyReader, reply_format_for
+from oasis.services.chat.spoken import AnswerVoice, SpokenAnswers
 from oasis.services.chat.template import render_chat
 from oasis.services.chat.text_models import (
     completion_budget,
@@ -57,6 +60,7 @@ from oasis.services.chat.tools import (
     tools_system_prompt,
 )
 from oasis.services.files.service import FileService
+from oasis.services.keys import DEFAULT_PROJECT
 from oasis.services.models.engine_lookup import engine_for, served_id
 from oasis.storage.clock import new_id
 
@@ -83,6 +87,7 @@ class PreparedChat:
     n: int
     reply_format: ReplyFormat
     tools: ToolPlan | None = None
+    voice: AnswerVoice | None = None  # the answer is spoken (`modalities` with audio)
 
     def reader(self) -> ReplyReader:
         functions = {function["name"]: function for function in self.tools.functions} if self.tools else None
@@ -191,22 +196,19 @@ def _template_variables(
     return {**variables, **extra}
 
 
-def _check_modalities(request: ChatCompletionRequest) -> None:
-    if request.modalities is not None and any(modality != "text" for modality in request.modalities):
-        raise invalid_request(
-            "This server's chat models answer in text: 'modalities' may hold only 'text' (speech is "
-            "/v1/audio/speech's).",
-            param="modalities",
-        )
-
-
 class ChatService:
     def __init__(
-        self, registry: EngineRegistry, fingerprint: str, files: FileService, transcription_model: str = "whisper-1"
+        self,
+        registry: EngineRegistry,
+        fingerprint: str,
+        files: FileService,
+        spoken: SpokenAnswers,
+        transcription_model: str = "whisper-1",
     ) -> None:
         self._registry = registry
         self._fingerprint = fingerprint
         self._files = files  # reads file content parts for local models
+        self._spoken = spoken  # speaks local models' answers (`modalities` with audio)
         self._transcription_model = transcription_model  # hears input_audio parts for local models
         # Keyed by the engine object itself, held weakly: fine-tunes load and unload, and an id() could be
         # reused by a later engine with another vocabulary.
@@ -226,7 +228,7 @@ class ChatService:
     def prepare(self, request: ChatCompletionRequest) -> PreparedChat:
         check_stream_options(request)
         engine = text_engine(self._registry, request.model, purpose="chat completions")
-        _check_modalities(request)
+        voice = self._spoken.voice_for(request)
         template = engine.chat_template
         if template is None:
             raise invalid_request(
@@ -288,6 +290,7 @@ class ChatService:
             n=request.n or 1,
             reply_format=reply_format,
             tools=plan,
+            voice=voice,
         )
 
     async def _repaired(self, chat: PreparedChat, reply: Reply) -> tuple[Reply, int]:
@@ -341,14 +344,18 @@ class ChatService:
         }
 
     async def with_files_read(self, request: ChatCompletionRequest, project_id: str | None) -> ChatCompletionRequest:
-        """File content parts as the text in them, and audio parts as what was said in them, for a local model
-        (one routed upstream reads them itself)."""
+        """File content parts as the text in them, audio parts as what was said in them, and earlier spoken
+        answers named by id as what they said, for a local model (one routed upstream reads them itself)."""
         files, audio = project_id is not None and has_file_parts(request), has_audio_parts(request)
-        if not (files or audio) or forwarding_engine(self._registry, request.model) is not None:
+        answers = project_id is not None and any(getattr(message, "audio", None) for message in request.messages)
+        if not (files or audio or answers) or forwarding_engine(self._registry, request.model) is not None:
             return request
         # What prepare() would refuse cheaply is refused before any file is read or audio heard.
         text_engine(self._registry, request.model, purpose="chat completions")
-        _check_modalities(request)
+        self._spoken.voice_for(request)
+        if answers:
+            assert project_id is not None
+            request = await self._spoken.with_transcripts(request, project_id)
         if files:
             assert project_id is not None
             request = await with_file_text(request, project_id, self._files)
@@ -382,8 +389,11 @@ class ChatService:
             return await asyncio.to_thread(self.prepare_local, request)
         return self.prepare_local(request)
 
-    async def create(self, request: ChatCompletionRequest, prepared: PreparedChat | None = None) -> dict[str, Any]:
-        """`prepared` is the request's own `prepared`/`prepare_local`, when the caller has it already."""
+    async def create(
+        self, request: ChatCompletionRequest, prepared: PreparedChat | None = None, project_id: str = DEFAULT_PROJECT
+    ) -> dict[str, Any]:
+        """`prepared` is the request's own `prepared`/`prepare_local`, when the caller has it already; a spoken
+        answer's transcript is kept for `project_id`."""
         upstream = forwarding_engine(self._registry, request.model)
         if upstream is not None:
             return await forward_whole(upstream, "/chat/completions", request, request.model)
@@ -409,7 +419,11 @@ class ChatService:
             reasoning_tokens += chat.reasoning_tokens(finished, result.completion_tokens)
             reply, repair_tokens = await self._repaired(chat, finished)
             completion_tokens += repair_tokens
-            messages.append(_message(chat.tools, reply, result.finish_reason))
+            message, finish = _message(chat.tools, reply, result.finish_reason)
+            if chat.voice is not None and finish not in ("tool_calls", "function_call"):
+                message["audio"] = await self._spoken.spoken(chat.voice, message["content"] or "", project_id)
+                message["content"] = None  # as OpenAI's audio models: what was said is the audio's transcript
+            messages.append((message, finish))
         return {
             **self._envelope(request, new_id("chatcmpl-"), int(time.time())),
             "object": "chat.completion",
@@ -441,7 +455,11 @@ class ChatService:
         return self.prepare(request)
 
     def stream(
-        self, request: ChatCompletionRequest, prepared: PreparedChat | None = None, tally: TokenTally | None = None
+        self,
+        request: ChatCompletionRequest,
+        prepared: PreparedChat | None = None,
+        tally: TokenTally | None = None,
+        project_id: str = DEFAULT_PROJECT,
     ) -> AsyncIterator[dict[str, Any]]:
         """Validates and queues the request now (so errors still get an HTTP status), then returns the chunks.
         `prepared` is the request's own `prepare_local`, when the caller has it already; `tally` follows a local
@@ -455,10 +473,16 @@ class ChatService:
             chat,
             open_streams(chat.engine, chat.prompt, chat.params, chat.n, model=chat.model_id),
             tally or TokenTally(),
+            project_id,
         )
 
     async def _chunks(
-        self, request: ChatCompletionRequest, chat: PreparedChat, streams: list[TokenStream], tally: TokenTally
+        self,
+        request: ChatCompletionRequest,
+        chat: PreparedChat,
+        streams: list[TokenStream],
+        tally: TokenTally,
+        project_id: str,
     ) -> AsyncIterator[dict[str, Any]]:
         """Chunks in OpenAI's order: each choice opens with the role, then content deltas, then its
         finish_reason; with `stream_options.include_usage` a last chunk has `choices: []` and the usage."""
@@ -479,6 +503,13 @@ class ChatService:
             content_tokens = [ContentTokens() for _ in range(chat.n)]
             generated = [0] * chat.n
             reasoning_tokens = 0
+            # a spoken answer streams its transcript as `audio.transcript` deltas, then the audio, under one id
+            answer_ids = [new_id("audio_") for _ in range(chat.n)]
+
+            def said(index: int, text: str, logprobs: Any = None) -> dict[str, Any]:
+                if chat.voice is None:
+                    return chunk(index, {"content": text}, logprobs=logprobs)
+                return chunk(index, {"audio": {"id": answer_ids[index], "transcript": text}}, logprobs=logprobs)
 
             def shown(index: int, final: bool = False) -> dict[str, Any] | None:
                 """The logprobs of the content tokens settled now (none asked: None)."""
@@ -497,7 +528,7 @@ class ChatService:
                     yield chunk(index, {"reasoning_content": ready.reasoning})
                 logprobs = shown(index)
                 if ready.content or logprobs:
-                    yield chunk(index, {"content": ready.content}, logprobs=logprobs)
+                    yield said(index, ready.content, logprobs)
                 if delta.finish_reason is not None:
                     reply, rest = readers[index].finish()
                     reasoning_tokens += chat.reasoning_tokens(reply, generated[index])
@@ -507,10 +538,15 @@ class ChatService:
                     if rest.reasoning:
                         yield chunk(index, {"reasoning_content": rest.reasoning})
                     if rest.content or logprobs:
-                        yield chunk(index, {"content": rest.content}, logprobs=logprobs)
+                        yield said(index, rest.content, logprobs)
                     message, finish = _message(chat.tools, reply, delta.finish_reason)
                     for call_delta in _call_deltas(message):
                         yield chunk(index, call_delta)
+                    if chat.voice is not None and finish not in ("tool_calls", "function_call"):
+                        async for audio_delta in self._spoken_deltas(
+                            chat.voice, reply.content, answer_ids[index], project_id
+                        ):
+                            yield chunk(index, {"audio": audio_delta})
                     yield chunk(index, {}, finish)
         finally:
             for stream in streams:
@@ -520,6 +556,17 @@ class ChatService:
         if include_usage:
             counts = usage(len(chat.prompt), tally.completion_tokens, cached_prompt_tokens(streams), reasoning_tokens)
             yield {**envelope, "choices": [], "usage": counts}
+
+    async def _spoken_deltas(
+        self, voice: AnswerVoice, transcript: str, answer_id: str, project_id: str
+    ) -> AsyncIterator[dict[str, Any]]:
+        """A streamed answer's audio, once its transcript is whole: base64 pieces as they are spoken, then when the
+        answer expires (its transcript kept until then)."""
+        async with contextlib.aclosing(self._spoken.speech(voice, transcript)) as pieces:
+            async for piece in pieces:
+                yield {"id": answer_id, "data": base64.b64encode(piece).decode("ascii")}
+        answer = await self._spoken.remember(project_id, transcript, answer_id)
+        yield {"id": answer_id, "expires_at": answer.expires_at}
 
 
 def _call_deltas(message: dict[str, Any]) -> list[dict[str, Any]]:
