@@ -570,6 +570,39 @@ async def test_a_local_model_answers_aloud_and_its_answer_is_named_by_id_later(
     pcm = b"".join(base64.b64decode(piece["data"]) for piece in spoken if "data" in piece)
     assert len(pcm) > 24000 and spoken[-1]["expires_at"] > time.time()  # 24 kHz 16-bit: over half a second
 
+    # an answer that ends in a call is not spoken, streamed or not: no audio id that leads nowhere
+    who = {"type": "object", "properties": {"who": {"type": "string", "maxLength": 12}}, "required": ["who"]}
+    tool: Any = {
+        "type": "function",
+        "function": {"name": "greet", "parameters": {**who, "additionalProperties": False}},
+    }
+    called = {"tools": [tool], "tool_choice": "required", "parallel_tool_calls": False, **SPOKEN, "max_tokens": 60}
+    async with harness.http() as http:
+        whole = (await http.post("/v1/chat/completions", json={"messages": ask, **{**asked, **called}})).json()
+        streamed = await http.post(
+            "/v1/chat/completions", json={"messages": ask, "stream": True, **{**asked, **called}}
+        )
+    assert whole["choices"][0]["finish_reason"] == "tool_calls" and "audio" not in whole["choices"][0]["message"]
+    assert '"audio"' not in streamed.text and '"tool_calls"' in streamed.text
+
+
+async def test_a_spoken_answer_is_forgotten_when_it_expires(start_oasis: Callable[..., Any]) -> None:
+    harness: Harness = await start_oasis(
+        engine_factories=None, models=[smollm(), PIPER], chat={"spoken_answer_seconds": 1}
+    )
+    client = harness.sdk()
+    ask: list[Any] = [{"role": "user", "content": "Say hi."}]
+    asked = {"model": "gpt-4o-mini", "temperature": 0, "max_tokens": 8}
+    answer = (await client.chat.completions.create(messages=ask, extra_body=SPOKEN, **asked)).choices[0].message
+    audio = answer.model_dump()["audio"]
+    await asyncio.sleep(2.1)
+    later: list[Any] = [*ask, {"role": "assistant", "audio": {"id": audio["id"]}}, {"role": "user", "content": "Hi."}]
+    with pytest.raises(openai.BadRequestError) as expired:
+        await client.chat.completions.create(messages=later, **asked)
+    assert expired.value.param == "messages[1].audio.id"
+    later[1]["content"] = audio["transcript"]  # what was said, sent along: that is read
+    assert (await client.chat.completions.create(messages=later, **asked)).choices[0].message.content is not None
+
 
 @pytest.mark.parametrize(
     ("change", "param"),

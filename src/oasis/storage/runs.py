@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from oasis.storage.leases import held_by
+from oasis.storage.leases import database_now, held_by
 from oasis.storage.pagination import Page, PageRequest, paginate
 from oasis.storage.tables import ACTIVE_RUN_STATUSES, Run, RunStep
 
@@ -79,9 +79,9 @@ async def set_metadata(session: AsyncSession, seq: int, metadata_json: str) -> N
     await session.execute(update(Run).where(Run.seq == seq).values(metadata_json=metadata_json))
 
 
-async def move_before_expiry(session: AsyncSession, seq: int, status: str, moment: int, values: dict[str, Any]) -> bool:
-    """`move`, only while the run has not expired: a worker expires a run only once `expires_at` is past."""
-    moved = await session.execute(
-        update(Run).where(Run.seq == seq, Run.status == status, Run.expires_at >= moment).values(**values)
-    )
+async def move_before_expiry(session: AsyncSession, seq: int, status: str, values: dict[str, Any]) -> bool:
+    """`move`, only while the run has not expired in the database's clock: the exact complement of when a worker
+    expires it (`expires_at + 1 <= database_now()`)."""
+    alive = Run.expires_at + 1 > database_now()
+    moved = await session.execute(update(Run).where(Run.seq == seq, Run.status == status, alive).values(**values))
     return moved.rowcount == 1  # type: ignore[attr-defined]

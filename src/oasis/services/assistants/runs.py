@@ -218,6 +218,7 @@ class RunService:
         )
         if stream:
             run.lease_owner = self._holder()
+            # a SQL expression, evaluated at the flush: the attribute is not read back as a number afterwards
             run.lease_expires_at = lease_until(self._lease_seconds)
             run.attempts = 1
         session.add(run)
@@ -336,7 +337,7 @@ class RunService:
                     lease_expires_at=lease_until(self._lease_seconds),
                     attempts=run.attempts + 1,
                 )
-            if not await rows.move_before_expiry(session, run.seq, "requires_action", now(), values):
+            if not await rows.move_before_expiry(session, run.seq, "requires_action", values):
                 await session.rollback()
                 raise invalid_request("The run changed status while the outputs were submitted.", param="run_id")
             await session.commit()

@@ -8,7 +8,7 @@ import contextlib
 import logging
 import time
 import weakref
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -505,8 +505,14 @@ class ChatService:
             reasoning_tokens = 0
             # a spoken answer streams its transcript as `audio.transcript` deltas, then the audio, under one id
             answer_ids = [new_id("audio_") for _ in range(chat.n)]
+            # With tools offered, an answer may still end in calls (then it is not spoken, and its text is content,
+            # as in a whole answer): a spoken answer's text waits for its end.
+            held = [""] * chat.n if chat.voice is not None and chat.tools is not None else None
 
-            def said(index: int, text: str, logprobs: Any = None) -> dict[str, Any]:
+            def said(index: int, text: str, logprobs: Any = None) -> dict[str, Any] | None:
+                if held is not None:
+                    held[index] += text
+                    return None
                 if chat.voice is None:
                     return chunk(index, {"content": text}, logprobs=logprobs)
                 return chunk(index, {"audio": {"id": answer_ids[index], "transcript": text}}, logprobs=logprobs)
@@ -527,8 +533,8 @@ class ChatService:
                 if ready.reasoning:
                     yield chunk(index, {"reasoning_content": ready.reasoning})
                 logprobs = shown(index)
-                if ready.content or logprobs:
-                    yield said(index, ready.content, logprobs)
+                if (ready.content or logprobs) and (said_now := said(index, ready.content, logprobs)):
+                    yield said_now
                 if delta.finish_reason is not None:
                     reply, rest = readers[index].finish()
                     reasoning_tokens += chat.reasoning_tokens(reply, generated[index])
@@ -537,16 +543,21 @@ class ChatService:
                     tally.completion_tokens += repair_tokens
                     if rest.reasoning:
                         yield chunk(index, {"reasoning_content": rest.reasoning})
-                    if rest.content or logprobs:
-                        yield said(index, rest.content, logprobs)
+                    if (rest.content or logprobs) and (said_now := said(index, rest.content, logprobs)):
+                        yield said_now
                     message, finish = _message(chat.tools, reply, delta.finish_reason)
+                    spoken = chat.voice is not None and finish not in ("tool_calls", "function_call")
+                    if held is not None and held[index]:
+                        kept = {"audio": {"id": answer_ids[index], "transcript": held[index]}} if spoken else None
+                        yield chunk(index, kept or {"content": held[index]})
                     for call_delta in _call_deltas(message):
                         yield chunk(index, call_delta)
-                    if chat.voice is not None and finish not in ("tool_calls", "function_call"):
-                        async for audio_delta in self._spoken_deltas(
-                            chat.voice, reply.content, answer_ids[index], project_id
-                        ):
-                            yield chunk(index, {"audio": audio_delta})
+                    if spoken:
+                        assert chat.voice is not None
+                        speech = self._spoken_deltas(chat.voice, reply.content, answer_ids[index], project_id)
+                        async with contextlib.aclosing(speech):  # a client gone mid-way stops the synthesis
+                            async for audio_delta in speech:
+                                yield chunk(index, {"audio": audio_delta})
                     yield chunk(index, {}, finish)
         finally:
             for stream in streams:
@@ -559,7 +570,7 @@ class ChatService:
 
     async def _spoken_deltas(
         self, voice: AnswerVoice, transcript: str, answer_id: str, project_id: str
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """A streamed answer's audio, once its transcript is whole: base64 pieces as they are spoken, then when the
         answer expires (its transcript kept until then)."""
         async with contextlib.aclosing(self._spoken.speech(voice, transcript)) as pieces:

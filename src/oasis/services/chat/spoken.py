@@ -8,6 +8,7 @@ alone (`{"role": "assistant", "audio": {"id": ...}}`): the model then reads what
 from __future__ import annotations
 
 import base64
+import contextlib
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
@@ -103,7 +104,8 @@ class SpokenAnswers:
 
     async def spoken(self, voice: AnswerVoice, transcript: str, project_id: str) -> dict[str, Any]:
         """A message's `audio`: the whole answer spoken, base64."""
-        data = b"".join([piece async for piece in self.speech(voice, transcript)])
+        async with contextlib.aclosing(self.speech(voice, transcript)) as pieces:  # a client gone stops it
+            data = b"".join([piece async for piece in pieces])
         answer = await self.remember(project_id, transcript)
         return {
             "id": answer.id,
@@ -125,13 +127,15 @@ class SpokenAnswers:
             known = await spoken_answers.transcripts(session, project_id, [answer for _, answer in named], now())
         messages = list(request.messages)
         for index, answer_id in named:
+            message = messages[index]
+            if answer_id not in known and message.content:
+                continue  # the client sent what was said too: that is read
             if answer_id not in known:
                 raise invalid_request(
                     f"The audio '{answer_id}' does not exist or has expired: send what it said as the message's "
                     "content instead.",
                     param=f"messages[{index}].audio.id",
                 )
-            message = messages[index]
             if not message.content:
                 messages[index] = message.model_copy(update={"content": known[answer_id]})
         return request.model_copy(update={"messages": messages})
