@@ -61,7 +61,7 @@ from oasis.services.chat.tools import (
 )
 from oasis.services.files.service import FileService
 from oasis.services.keys import DEFAULT_PROJECT
-from oasis.services.models.engine_lookup import engine_for, served_id
+from oasis.services.models.engine_lookup import helper_engine, served_id
 from oasis.storage.clock import new_id
 
 log = logging.getLogger("oasis.chat")
@@ -365,17 +365,16 @@ class ChatService:
 
     def _transcriber(self, param: str) -> TranscriptionEngine:
         model = self._transcription_model
-        try:
-            engine: TranscriptionEngine = engine_for(self._registry, model, TranscriptionEngine, "transcription")
-        except OasisError as exc:
-            if exc.status >= 500:  # still loading, or failed to: not the request's fault
-                raise
-            raise invalid_request(
-                f"This model reads text only, and input_audio parts are heard by the transcription model '{model}' "
-                f"(`chat.audio_transcription_model`): {exc.message}",
-                param=param,
-                code="input_audio_parts_unsupported",
-            ) from None
+        engine: TranscriptionEngine = helper_engine(
+            self._registry,
+            model,
+            TranscriptionEngine,
+            "transcription",
+            why=f"This model reads text only, and input_audio parts are heard by the transcription model '{model}' "
+            "(`chat.audio_transcription_model`)",
+            param=param,
+            code="input_audio_parts_unsupported",
+        )
         return engine
 
     async def prepared(self, request: ChatCompletionRequest) -> PreparedChat | None:

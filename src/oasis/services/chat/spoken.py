@@ -15,10 +15,10 @@ from typing import Any
 
 from oasis.engines.registry import EngineRegistry
 from oasis.engines.speech import SpeechEngine
-from oasis.errors import OasisError, invalid_request
+from oasis.errors import invalid_request
 from oasis.protocol.extensions import AssistantMessage, ChatCompletionRequest
 from oasis.services.audio.service import encoded_speech
-from oasis.services.models.engine_lookup import engine_for
+from oasis.services.models.engine_lookup import helper_engine
 from oasis.storage import spoken_answers
 from oasis.storage.clock import new_id, now
 from oasis.storage.db import Database
@@ -69,17 +69,15 @@ class SpokenAnswers:
                 f"'{request.audio.format}' is not one of {list(ANSWER_FORMATS)} - 'audio.format'",
                 param="audio.format",
             )
-        try:
-            engine: SpeechEngine = engine_for(self._registry, self._speech_model, SpeechEngine, "speech")
-        except OasisError as exc:
-            if exc.status >= 500:  # still loading, or failed to: not the request's fault
-                raise
-            raise invalid_request(
-                f"This model answers in text, spoken by the speech model '{self._speech_model}' "
-                f"(`chat.speech_model`): {exc.message}",
-                param="modalities",
-                code="audio_output_unsupported",
-            ) from None
+        engine: SpeechEngine = helper_engine(
+            self._registry,
+            self._speech_model,
+            SpeechEngine,
+            "speech",
+            why=f"This model answers in text, spoken by the speech model '{self._speech_model}' (`chat.speech_model`)",
+            param="modalities",
+            code="audio_output_unsupported",
+        )
         voice = request.audio.voice_name
         if voice not in engine.voices():
             raise invalid_request(

@@ -70,6 +70,21 @@ def engine_for(registry: EngineRegistry, model: str, capability: type, purpose: 
     return engine
 
 
+def helper_engine(
+    registry: EngineRegistry, model: str, capability: type, purpose: str, *, why: str, param: str, code: str
+) -> Any:
+    """The engine of a model a setting names to help with a request for another (`why`: "input_audio parts are
+    heard by the transcription model 'whisper-1' (`chat.audio_transcription_model`)"): what `engine_for` refuses
+    is the request's 400, naming `param`; a model still loading or that failed to load stays a 503 (not the
+    request's fault)."""
+    try:
+        return engine_for(registry, model, capability, purpose)
+    except OasisError as exc:
+        if exc.status >= 500:
+            raise
+        raise invalid_request(f"{why}: {exc.message}", param=param, code=code) from None
+
+
 def served_id(registry: EngineRegistry, model: str) -> str:
     """The configured id behind an id or alias (the name itself when it is not configured)."""
     spec = registry.resolve(model)
