@@ -33,6 +33,8 @@ async def test_answer_has_openai_shape(chat_oasis: Harness) -> None:
     assert choice.finish_reason in ("stop", "length")
     assert reply.usage is not None and reply.usage.prompt_tokens > 5
     assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
+    # a model that does not think spent none of its tokens on reasoning (a dict: older SDKs keep it unparsed)
+    assert reply.usage.model_dump()["completion_tokens_details"]["reasoning_tokens"] == 0
 
 
 async def test_max_tokens_and_max_completion_tokens_cut_with_length(chat_oasis: Harness) -> None:

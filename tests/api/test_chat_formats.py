@@ -92,8 +92,8 @@ async def test_thinking_goes_to_reasoning_content_whole_and_streamed(start_oasis
     if "</think>" not in thinking:  # a tiny model rarely closes the block: it is all thinking
         assert message.content in ("", None) or thinking not in message.content
     # the thinking's tokens are counted as OpenAI counts its reasoning models' hidden ones
-    assert reply.usage and reply.usage.completion_tokens_details
-    reasoning_tokens = reply.usage.completion_tokens_details.reasoning_tokens
+    assert reply.usage  # read as a dict: SDKs before the field keep it unparsed
+    reasoning_tokens = reply.usage.model_dump()["completion_tokens_details"]["reasoning_tokens"]
     assert reasoning_tokens and 0 < reasoning_tokens <= reply.usage.completion_tokens
     if not message.content:
         assert reasoning_tokens >= reply.usage.completion_tokens - 2  # all thinking, but its markup
@@ -113,8 +113,8 @@ async def test_thinking_goes_to_reasoning_content_whole_and_streamed(start_oasis
             streamed_thinking += (choice.delta.model_extra or {}).get("reasoning_content") or ""
             streamed_content += choice.delta.content or ""
     assert (streamed_thinking, streamed_content) == (thinking, message.content or "")
-    assert streamed_usage and streamed_usage.completion_tokens_details
-    assert streamed_usage.completion_tokens_details.reasoning_tokens == reasoning_tokens
+    assert streamed_usage
+    assert streamed_usage.model_dump()["completion_tokens_details"]["reasoning_tokens"] == reasoning_tokens
     # logprobs are the content's: none of the thinking's tokens, whole or streamed
     scored = await client.chat.completions.create(
         model=MODEL, messages=question, temperature=0, max_tokens=24, logprobs=True
