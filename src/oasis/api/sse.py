@@ -116,16 +116,14 @@ async def typed_events_response(events: Iterable[dict[str, Any]] | AsyncIterator
             log.exception("stream failed")
             yield _named_frame("error", error_body("The server had an error while streaming.", type="server_error"))
         finally:
-            close = getattr(stream, "aclose", None)
-            if close is not None:
-                await close()
-
-    async def stop() -> None:
-        close = getattr(stream, "aclose", None)
-        if close is not None:
             await close()
 
-    return _EventStream(body(), stop)
+    async def close() -> None:  # run again when the client left before the body started: a no-op after the first
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+    return _EventStream(body(), close)
 
 
 async def _async(events: Iterable[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:

@@ -89,23 +89,25 @@ class _Converter(SchemaConverter):
     patterns as JSON Schema reads them (pattern_grammar.py)."""
 
     def visit(self, schema: Any, name: str) -> Any:
-        if (
-            isinstance(schema, dict)
-            and schema.get("type") in ("integer", "number")
-            and any(key in schema for key in BOUND_KEYS)
-            and not any(key in schema for key in ("$ref", "anyOf", "oneOf", "allOf", "const", "enum"))
-        ):
-            rule_name = name + "-" if name in RESERVED_NAMES else name or "root"
-            return self._add_rule(rule_name, f"({bounded_number_rule(schema)}) space")
-        if (
-            isinstance(schema, dict)
-            and isinstance(schema.get("pattern"), str)
-            and schema.get("type") in (None, "string")
-            and not any(key in schema for key in ("$ref", "anyOf", "oneOf", "allOf", "const", "enum"))
-        ):
-            rule_name = name + "-" if name in RESERVED_NAMES else name or "root"
-            return self._add_rule(rule_name, f"{pattern_string_rule(schema['pattern'])} space")
-        return super().visit(schema, name)
+        rule = self._own_rule(schema)
+        if rule is None:
+            return super().visit(schema, name)
+        return self._add_rule(name + "-" if name in RESERVED_NAMES else name or "root", f"{rule} space")
+
+    @staticmethod
+    def _own_rule(schema: Any) -> str | None:
+        """The rule this converter writes itself for a plain (uncombined) bounded number or patterned string."""
+        if not isinstance(schema, dict) or any(key in schema for key in _COMBINING_KEYS):
+            return None
+        if schema.get("type") in ("integer", "number") and any(key in schema for key in BOUND_KEYS):
+            return f"({bounded_number_rule(schema)})"
+        if schema.get("type") in (None, "string") and isinstance(schema.get("pattern"), str):
+            return pattern_string_rule(schema["pattern"])
+        return None
+
+
+# Keys that make a schema more than its own type: llama-cpp-python's converter handles those.
+_COMBINING_KEYS = ("$ref", "anyOf", "oneOf", "allOf", "const", "enum")
 
 
 def _convert(schema_json: str) -> str:

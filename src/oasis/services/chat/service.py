@@ -93,6 +93,10 @@ class PreparedChat:
         functions = {function["name"]: function for function in self.tools.functions} if self.tools else None
         return ReplyReader(self.reply_format, functions)
 
+    def speaks(self, finish: str) -> bool:
+        """Whether an answer that ended so is spoken: one that ends in calls is not (its text stays content)."""
+        return self.voice is not None and finish not in ("tool_calls", "function_call")
+
     def reasoning_tokens(self, reply: Reply, completion_tokens: int) -> int:
         """Of a reply's `completion_tokens`, those its thinking took (OpenAI's `reasoning_tokens`): the thinking's
         text as the model's tokenizer reads it, its markup left out."""
@@ -419,7 +423,7 @@ class ChatService:
             reply, repair_tokens = await self._repaired(chat, finished)
             completion_tokens += repair_tokens
             message, finish = _message(chat.tools, reply, result.finish_reason)
-            if chat.voice is not None and finish not in ("tool_calls", "function_call"):
+            if chat.voice is not None and chat.speaks(finish):
                 message["audio"] = await self._spoken.spoken(chat.voice, message["content"] or "", project_id)
                 message["content"] = None  # as OpenAI's audio models: what was said is the audio's transcript
             messages.append((message, finish))
@@ -545,14 +549,13 @@ class ChatService:
                     if (rest.content or logprobs) and (said_now := said(index, rest.content, logprobs)):
                         yield said_now
                     message, finish = _message(chat.tools, reply, delta.finish_reason)
-                    spoken = chat.voice is not None and finish not in ("tool_calls", "function_call")
+                    spoken = chat.speaks(finish)
                     if held is not None and held[index]:
                         kept = {"audio": {"id": answer_ids[index], "transcript": held[index]}} if spoken else None
                         yield chunk(index, kept or {"content": held[index]})
                     for call_delta in _call_deltas(message):
                         yield chunk(index, call_delta)
-                    if spoken:
-                        assert chat.voice is not None
+                    if spoken and chat.voice is not None:
                         speech = self._spoken_deltas(chat.voice, reply.content, answer_ids[index], project_id)
                         async with contextlib.aclosing(speech):  # a client gone mid-way stops the synthesis
                             async for audio_delta in speech:
