@@ -43,8 +43,13 @@ PATTERNS = [
     r"$",
     r"(a|)b",
     r"",
+    r"(?i)^abc[x-z]*$",
+    r"^(?i:ab)c$",
+    r"(?i)^[^a]b$",
+    r"(?i)^é+$",
+    r"^a(?s:.)(?i:.)$",
 ]
-ALPHABET = 'abcdxyzABC0123456789 -.@"\\\n\téü_'
+ALPHABET = 'abcdxyzABCXZ0123456789 -.@"\\\n\téüÉ_'
 SAMPLES = [
     "2025-05-01",
     "2025-5-01",
@@ -90,7 +95,7 @@ def test_a_quote_backslash_or_control_character_is_admitted_only_as_its_json_esc
 
 
 @pytest.mark.parametrize(
-    "pattern", [r"(?=a)b", r"(a)\1", r"\bword", r"(?i)abc", r"a{1000}", r"[", r"(?<!x)y", r"a^b", r"(a|)*", r"(b?)+c"]
+    "pattern", [r"(?=a)b", r"(a)\1", r"\bword", r"(?m)^a$", r"a{1000}", r"[", r"(?<!x)y", r"a^b", r"(a|)*", r"(b?)+c"]
 )
 def test_what_a_grammar_cannot_express_is_refused(pattern: str) -> None:
     with pytest.raises(UnusablePattern):

@@ -8,9 +8,12 @@ from typing import Any
 
 import openai
 import pytest
+from lark import Lark
 
+from oasis.engines.lark_grammar import LARK_SCHEMA_KEY
 from oasis.services.chat.tool_formats import FORMATS, read_calls
 from tests.conftest import Harness
+from tests.test_lark_grammar import GRAMMARS as LARK_GRAMMARS
 
 MODEL = "gpt-4o-mini"
 WEATHER = [{"role": "user", "content": "What's the weather in Paris?"}]
@@ -265,6 +268,20 @@ def _regex(definition: str) -> Any:
     return {"type": "grammar", "grammar": {"syntax": "regex", "definition": definition}}
 
 
+def _lark(definition: str) -> Any:
+    return {"type": "grammar", "grammar": {"syntax": "lark", "definition": definition}}
+
+
+# Sums as lark grammars write them: left recursion, and spaces ignored between the tokens.
+SUM_GRAMMAR = """
+start: sum
+sum: sum "+" NUMBER | NUMBER
+%import common.NUMBER
+%import common.WS_INLINE
+%ignore WS_INLINE
+"""
+
+
 NOTE_TOOL: Any = {"type": "custom", "custom": {"name": "write_note", "description": "Write a note in plain text"}}
 BOOKING = [{"role": "user", "content": "Book me a table for the first of May 2025."}]
 
@@ -311,6 +328,31 @@ async def test_a_custom_tool_is_called_with_text_in_its_grammar(chat_oasis: Harn
     assert note.type == "custom" and _custom(note)["name"] == "write_note" and isinstance(_custom(note)["input"], str)
 
 
+async def test_a_custom_tool_with_a_lark_grammar_is_called_with_text_the_grammar_matches(chat_oasis: Harness) -> None:
+    client = chat_oasis.sdk()
+    calculator = {
+        "type": "custom",
+        "custom": {"name": "add", "description": "Add numbers", "format": _lark(SUM_GRAMMAR)},
+    }
+    reply = await client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "What is 12 plus 30 plus 7? Use the calculator."}],
+        tools=[calculator, NOTE_TOOL],
+        tool_choice={"type": "custom", "custom": {"name": "add"}},
+        temperature=0,
+        max_tokens=60,
+    )
+    choice = reply.choices[0]
+    (call,) = choice.message.tool_calls or []
+    assert choice.finish_reason == "tool_calls" and call.type == "custom", choice
+    text = _custom(call)["input"]
+    Lark(SUM_GRAMMAR).parse(text)  # raises when the input is not in the grammar
+    assert "+" in text, text
+    engine: Any = chat_oasis.container.registry.engine(MODEL)
+    for definition, _matching, _other in LARK_GRAMMARS:  # every grammar the converter's own tests cover
+        engine.check_schema({"type": "string", LARK_SCHEMA_KEY: definition})  # llama.cpp parses its GBNF
+
+
 async def test_a_custom_call_streams_and_its_result_continues_the_conversation(chat_oasis: Harness) -> None:
     client = chat_oasis.sdk()
     asked = {"model": MODEL, "tools": [DATE_TOOL], "tool_choice": "required", "temperature": 0, "max_tokens": 40}
@@ -351,12 +393,28 @@ async def test_a_custom_call_streams_and_its_result_continues_the_conversation(c
                         "type": "custom",
                         "custom": {
                             "name": "parse",
+                            # WORD is never defined (`%import common.WORD` would)
                             "format": {"type": "grammar", "grammar": {"syntax": "lark", "definition": "start: WORD"}},
                         },
                     }
                 ]
             },
-            "tools[0].custom.format.grammar.syntax",
+            "tools[0].custom.format.grammar.definition",
+        ),
+        (  # lark reads no grammar files but its own `common`
+            {"tools": [{"type": "custom", "custom": {"name": "parse", "format": _lark("start: x\n%import os.x")}}]},
+            "tools[0].custom.format.grammar.definition",
+        ),
+        (  # a lark grammar, but left recursion behind a rule that may be empty has no GBNF form
+            {
+                "tools": [
+                    {
+                        "type": "custom",
+                        "custom": {"name": "parse", "format": _lark('start: y start "a" | "b"\ny: "c" |')},
+                    }
+                ]
+            },
+            "tools",
         ),
         (
             {

@@ -14,6 +14,8 @@ from typing import Any
 from llama_cpp import llama_cpp as _lib
 from llama_cpp.llama_grammar import RESERVED_NAMES, SchemaConverter
 
+from oasis.engines.lark_grammar import LARK_SCHEMA_KEY, read_lark
+from oasis.engines.llamacpp.lark_gbnf import lark_string_rules
 from oasis.engines.llamacpp.number_grammar import BOUND_KEYS, bounded_number_rule
 from oasis.engines.llamacpp.pattern_grammar import pattern_string_rule
 
@@ -85,8 +87,8 @@ CACHED_SCHEMA_CHARS = 64 * 1024
 
 
 class _Converter(SchemaConverter):
-    """llama-cpp-python's converter, with integers and numbers held to their schema's bounds and strings to their
-    patterns as JSON Schema reads them (pattern_grammar.py)."""
+    """llama-cpp-python's converter, with integers and numbers held to their schema's bounds, strings to their
+    patterns as JSON Schema reads them (pattern_grammar.py), and a custom tool's input to its lark grammar."""
 
     def visit(self, schema: Any, name: str) -> Any:
         rule = self._own_rule(schema)
@@ -94,13 +96,19 @@ class _Converter(SchemaConverter):
             return super().visit(schema, name)
         return self._add_rule(name + "-" if name in RESERVED_NAMES else name or "root", f"{rule} space")
 
-    @staticmethod
-    def _own_rule(schema: Any) -> str | None:
-        """The rule this converter writes itself for a plain (uncombined) bounded number or patterned string."""
+    def _own_rule(self, schema: Any) -> str | None:
+        """The rule this converter writes itself for a plain (uncombined) bounded number, patterned string or
+        string in a lark grammar."""
         if not isinstance(schema, dict) or any(key in schema for key in _COMBINING_KEYS):
             return None
         if schema.get("type") in ("integer", "number") and any(key in schema for key in BOUND_KEYS):
             return f"({bounded_number_rule(schema)})"
+        if schema.get("type") in (None, "string") and isinstance(schema.get(LARK_SCHEMA_KEY), str):
+            definition = schema[LARK_SCHEMA_KEY]
+            rules, string = lark_string_rules(read_lark(definition), definition)
+            for rule_name, body in rules.items():
+                self._add_rule(rule_name, body)
+            return string
         if schema.get("type") in (None, "string") and isinstance(schema.get("pattern"), str):
             return pattern_string_rule(schema["pattern"])
         return None

@@ -4,16 +4,17 @@ refuses patterns not anchored at both ends; JSON Schema's patterns match anywher
 
 The regex is parsed by Python's own parser, so its syntax is Python's; the grammar covers the string as JSON writes
 it: a `"`, a backslash or a control character the regex allows is written as its JSON escape. Classes such as
-`\\d`, `\\w` and `\\s` are their ASCII forms. Lookarounds, backreferences, word boundaries and inline flags have no
-grammar form and are refused (UnusablePattern).
+`\\d`, `\\w` and `\\s` are their ASCII forms; ignoring case (`(?i)`, whole or scoped) folds the letters of Latin
+scripts. Lookarounds, backreferences, word boundaries and `(?m)` have no grammar form and are refused
+(UnusablePattern).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from re import _constants as sre  # type: ignore[attr-defined]
-from re import _parser  # type: ignore[attr-defined]
+from re import _constants as sre  # type: ignore[attr-defined,unused-ignore]
+from re import _parser  # type: ignore[attr-defined,unused-ignore]
 from typing import Any
 
 MAX_CODE_POINT = 0x10FFFF
@@ -52,10 +53,27 @@ def pattern_string_rule(pattern: str) -> str:
         tree = _parser.parse(pattern)
     except Exception as exc:  # re.error, and RecursionError for absurd nesting
         raise UnusablePattern(f"the pattern {pattern!r} is not a regular expression: {exc}") from None
-    if tree.state.flags & (re.IGNORECASE | re.MULTILINE):
-        raise UnusablePattern("the flags (?i) and (?m) have no grammar form")
-    dotall = bool(tree.state.flags & re.DOTALL)
-    return f'"\\"" ({_whole(list(tree), dotall, "open", "open")}) "\\""'
+    return f'"\\"" ({_whole(list(tree), _flags(tree.state.flags), "open", "open")}) "\\""'
+
+
+def regex_body_rule(regex: str) -> str:
+    """A GBNF expression for the text inside a JSON string (as JSON writes it) that `regex` matches whole, as
+    Python's `re.fullmatch` does (a lark terminal)."""
+    try:
+        tree = _parser.parse(regex)
+    except Exception as exc:  # re.error, and RecursionError for absurd nesting
+        raise UnusablePattern(f"{regex!r} is not a regular expression: {exc}") from None
+    return _whole(list(tree), _flags(tree.state.flags), "anchored", "anchored")
+
+
+# Flags that change what a grammar must hold; verbose, unicode and ASCII only change how the pattern was read.
+_MEANINGFUL_FLAGS = re.IGNORECASE | re.DOTALL
+
+
+def _flags(flags: int) -> int:
+    if flags & re.MULTILINE:
+        raise UnusablePattern("the flag (?m) has no grammar form")
+    return flags & _MEANINGFUL_FLAGS
 
 
 # Where a sequence stands at one end of the string: not there (None), there and anchored already ("anchored": a
@@ -64,7 +82,7 @@ def pattern_string_rule(pattern: str) -> str:
 Edge = str | None
 
 
-def _whole(items: list[Any], dotall: bool, start: Edge, end: Edge) -> str:
+def _whole(items: list[Any], flags: int, start: Edge, end: Edge) -> str:
     """A sequence that may begin or end the string, anchors read where they are meant: at its edges, and at the
     edges of the alternatives and groups it opens or closes with."""
     while items and start and items[0][0] is sre.AT and items[0][1] in _STARTS:
@@ -78,12 +96,12 @@ def _whole(items: list[Any], dotall: bool, start: Edge, end: Edge) -> str:
         at_start = start if index == 0 else None
         at_end = end if index == len(items) - 1 else None
         if (at_start or at_end) and op is sre.BRANCH:
-            parts.append("(" + " | ".join(_whole(list(b), dotall, at_start, at_end) for b in value[1]) + ")")
+            parts.append("(" + " | ".join(_whole(list(b), flags, at_start, at_end) for b in value[1]) + ")")
             continue
-        if (at_start or at_end) and op is sre.SUBPATTERN and not (value[1] or value[2]):
-            parts.append(f"({_whole(list(value[3]), dotall, at_start, at_end)})")
+        if (at_start or at_end) and op is sre.SUBPATTERN:
+            parts.append(f"({_whole(list(value[3]), _scoped(flags, value), at_start, at_end)})")
             continue
-        part = _item(op, value, dotall)
+        part = _item(op, value, flags)
         if at_start == "open":
             part = f"{_anything()} {part}"
         if at_end == "open":
@@ -100,33 +118,38 @@ def _controls_and_escaped() -> Ranges:
     return [(0x00, 0x1F), (0x22, 0x22), (0x5C, 0x5C)]
 
 
-def _sequence(items: list[Any], dotall: bool) -> str:
-    parts = [_item(op, value, dotall) for op, value in items]
+def _sequence(items: list[Any], flags: int) -> str:
+    parts = [_item(op, value, flags) for op, value in items]
     return " ".join(part for part in parts if part) or '""'
 
 
-def _item(op: Any, value: Any, dotall: bool) -> str:
+def _scoped(flags: int, subpattern: Any) -> int:
+    """The flags inside a group such as `(?i:...)` or `(?-s:...)`."""
+    _group, add_flags, del_flags, _inner = subpattern
+    return _flags((flags | add_flags) & ~del_flags)
+
+
+def _item(op: Any, value: Any, flags: int) -> str:
+    ignore_case = bool(flags & re.IGNORECASE)
     if op is sre.LITERAL:
-        return _literal(chr(value))
+        return _char_choice(_case_folded([(value, value)]) if ignore_case else [(value, value)])
     if op is sre.NOT_LITERAL:
-        return _char_choice(_subtract([(0, MAX_CODE_POINT)], [(value, value)]))
+        excluded = _case_folded([(value, value)]) if ignore_case else [(value, value)]
+        return _char_choice(_subtract([(0, MAX_CODE_POINT)], excluded))
     if op is sre.ANY:
-        return _char_choice([(0, MAX_CODE_POINT)] if dotall else _ANY_BUT_NEWLINE)
+        return _char_choice([(0, MAX_CODE_POINT)] if flags & re.DOTALL else _ANY_BUT_NEWLINE)
     if op is sre.IN:
-        return _char_choice(_class_ranges(value))
+        return _char_choice(_class_ranges(value, ignore_case))
     if op is sre.BRANCH:
-        return "(" + " | ".join(_sequence(list(branch), dotall) for branch in value[1]) + ")"
+        return "(" + " | ".join(_sequence(list(branch), flags) for branch in value[1]) + ")"
     if op is sre.SUBPATTERN:
-        _group, add_flags, del_flags, inner = value
-        if add_flags or del_flags:
-            raise UnusablePattern("inline flags such as (?i) have no grammar form")
-        return f"({_sequence(list(inner), dotall)})"
+        return f"({_sequence(list(value[3]), _scoped(flags, value))})"
     if op in (sre.MAX_REPEAT, sre.MIN_REPEAT, sre.POSSESSIVE_REPEAT):
         low, high, inner = value
         if _may_be_empty(list(inner)) and (high is sre.MAXREPEAT or high == sre.MAXREPEAT):
             # llama.cpp writes `x*` as a rule that recurses through x, which it refuses when x may be empty
             raise UnusablePattern("an unbounded repetition of something that may be empty, such as (a|)*")
-        return _repeated(f"({_sequence(list(inner), dotall)})", low, high)
+        return _repeated(f"({_sequence(list(inner), flags)})", low, high)
     raise UnusablePattern(f"{str(op).lower()} ({_NAMES.get(str(op), 'this construct')}) has no grammar form")
 
 
@@ -165,7 +188,7 @@ def _repeated(unit: str, low: int, high: int) -> str:
     return f"{unit}{{{low}}}" if low == high else f"{unit}{{{low},{high}}}"
 
 
-def _class_ranges(items: list[Any]) -> Ranges:
+def _class_ranges(items: list[Any], ignore_case: bool = False) -> Ranges:
     ranges: Ranges = []
     negate = False
     for op, value in items:
@@ -181,8 +204,23 @@ def _class_ranges(items: list[Any]) -> Ranges:
             ranges.extend(_subtract([(0, MAX_CODE_POINT)], _CATEGORIES[_NEGATED_CATEGORIES[value]]))
         else:
             raise UnusablePattern(f"the class item {op} has no grammar form")
-    merged = _merge(ranges)
+    merged = _case_folded(ranges) if ignore_case else _merge(ranges)
     return _subtract([(0, MAX_CODE_POINT)], merged) if negate else merged
+
+
+# Case is folded for the characters below this (Latin scripts), as Python's simple case folding does for them.
+_FOLDED_BELOW = 0x250
+
+
+def _case_folded(ranges: Ranges) -> Ranges:
+    """`ranges` with the other case of each letter in them, as `re.IGNORECASE` matches."""
+    added: Ranges = []
+    for low, high in _intersect(ranges, [(0, _FOLDED_BELOW - 1)]):
+        for code in range(low, high + 1):
+            for other in (chr(code).lower(), chr(code).upper()):
+                if len(other) == 1 and re.fullmatch(re.escape(chr(code)), other, re.IGNORECASE):
+                    added.append((ord(other), ord(other)))
+    return _merge(ranges + added)
 
 
 def _merge(ranges: Ranges) -> Ranges:

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import jsonschema
 import referencing
 
+from oasis.engines.lark_grammar import LARK_SCHEMA_KEY, UnusableGrammar, read_lark
 from oasis.errors import invalid_request
 from oasis.protocol.extensions import AllowedToolsChoice, ChatCompletionRequest, CustomTool, NamedCustomToolChoice
 
@@ -31,7 +32,7 @@ class ToolPlan:
     parallel: bool
     legacy: bool  # the deprecated `functions` / `function_call` API: answer with `function_call`
     # Custom tools (after the 2.0.0 spec) among the functions: the model sees each as a function of one string,
-    # `input` (constrained by the tool's regex grammar, if it has one), and its calls answer as custom calls.
+    # `input` (constrained by the tool's regex or lark grammar, if it has one), and its calls answer as custom calls.
     custom: frozenset[str] = frozenset()
 
     @property
@@ -110,19 +111,27 @@ def _custom_names(request: ChatCompletionRequest) -> set[str]:
 
 def _as_function(tool: CustomTool, index: int) -> dict[str, Any]:
     """A custom tool as the function a local model is shown and called under: one string, `input`, which a regex
-    grammar constrains as a JSON Schema pattern (whole-string match). Lark grammars have no local translation."""
+    grammar constrains as a JSON Schema pattern (whole-string match), and a lark grammar through its own keyword
+    (LARK_SCHEMA_KEY), which the engine turns into its grammar and `fits` checks."""
     custom = tool.custom
     text: dict[str, Any] = {"type": "string", "description": "The tool's input, as free text."}
     grammar = custom.format.grammar if custom.format is not None and custom.format.type == "grammar" else None
-    if grammar is not None:
-        param = f"tools[{index}].custom.format.grammar"
-        if grammar.syntax == "lark":
+    if grammar is not None and grammar.syntax == "lark":
+        try:
+            read_lark(grammar.definition)
+        except UnusableGrammar as exc:
             raise invalid_request(
-                "Custom tools with a lark grammar are not supported by local models (a model routed upstream takes "
-                "them): give a regex grammar, or the text format.",
-                param=f"{param}.syntax",
-                code="unsupported_grammar",
-            )
+                f"Invalid lark grammar: {exc}.",
+                param=f"tools[{index}].custom.format.grammar.definition",
+                code="invalid_grammar",
+            ) from None
+        text = {
+            "type": "string",
+            "description": "The tool's input, in its lark grammar.",
+            LARK_SCHEMA_KEY: grammar.definition,
+        }
+    elif grammar is not None:
+        param = f"tools[{index}].custom.format.grammar"
         whole = f"^(?:{grammar.definition})$"  # the input is all of it; the definition's own anchors change nothing
         try:
             re.compile(whole)
@@ -208,9 +217,17 @@ def fits(plan: ToolPlan, name: str, arguments: str) -> bool:
         return False
     validator = _validator(json.dumps(function.get("parameters") or {"type": "object"}, sort_keys=True))
     try:
-        return validator is None or bool(validator.is_valid(json.loads(arguments)))
+        valid = validator is None or bool(validator.is_valid(json.loads(arguments)))
     except Exception:  # a `$ref` that leads nowhere (or off this machine): the schema cannot be checked
         return True
+    lark = _lark_definition(function) if name in plan.custom else None
+    return valid and (lark is None or read_lark(lark).accepts(custom_input(arguments)))
+
+
+def _lark_definition(function: dict[str, Any]) -> str | None:
+    """The lark grammar a custom tool's input is held to (JSON Schema validators pass over the keyword)."""
+    definition = function["parameters"]["properties"]["input"].get(LARK_SCHEMA_KEY)
+    return definition if isinstance(definition, str) else None
 
 
 # `$ref`s resolve within the schema only: jsonschema's default registry fetches any URL it names, with urlopen and no
