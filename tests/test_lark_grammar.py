@@ -69,6 +69,28 @@ GRAMMARS = [
         ["", ";", "1;", "a"],
     ),
 ]
+GRAMMARS += [
+    (  # templates: their instances' names hold characters GBNF names cannot, and must stay apart
+        r"""
+        start: t{a_b, c} t{a, b_c}
+        t{x, y}: x y
+        a_b: "1"
+        c: "2"
+        a: "3"
+        b_c: "4"
+        """,
+        ["1234"],
+        ["3434", "1212", "3412", "12", ""],
+    ),
+    (  # lark's ESCAPED_STRING is written with a lookbehind: held here by the same language without one
+        r"""
+        start: ESCAPED_STRING ("," ESCAPED_STRING)*
+        %import common.ESCAPED_STRING
+        """,
+        ['"a"', '"a\\"b","c"', '""', '"\\\\"'],
+        ['"a', 'a"', '"a\\"', '"a\nb"', '"a",', '"a"b"'],  # lark's lazy match ends at the first bare quote
+    ),
+]
 ALPHABET = '0123456789+-() .exayzwSELCTselct,_=;"\\\n'
 
 
@@ -209,6 +231,13 @@ def test_no_rule_can_begin_with_itself() -> None:
         ("start: /(a)\\1/", "backreference"),
         ("not: a: grammar", "not a lark grammar"),
         ('rule: "a"', "not a lark grammar"),  # no start
+        ("start: /[/", "not a lark grammar"),  # a terminal that is no regex
+        ("start: A\nA: /a{99999999999}/", "not a lark grammar"),
+        # each optional part doubles lark's alternatives; each use of a terminal copies it: refused before lark
+        # writes them out, which takes lark minutes here
+        ("start: " + " ".join(f'"{letter}"?' for letter in "abcdefghijklmnopqrstuvwx"), "alternatives"),
+        ('start: ("a" | "b" | "c")~1..12', "alternatives"),
+        ('start: T20\nT0: "a" | "b"\n' + "".join(f"T{i}: T{i - 1} T{i - 1}\n" for i in range(1, 21)), "too large"),
     ],
 )
 def test_what_cannot_be_held_is_refused_with_the_reason(definition: str, reason: str) -> None:
@@ -238,3 +267,6 @@ def test_a_call_fits_a_custom_tool_only_when_its_input_is_in_the_grammar() -> No
     assert fits(plan, "add", json.dumps({"input": "1 + (2 - 3)"}))
     assert not fits(plan, "add", json.dumps({"input": "1 + two"}))
     assert not fits(plan, "add", json.dumps({"text": "1 + 2"}))
+    assert fits(plan, "add", "1 + 2") and not fits(plan, "add", "1 +")  # the input written bare, not as JSON
+    # an input too long to check in good time is taken as a misfit (and written again under the grammar)
+    assert not fits(plan, "add", json.dumps({"input": "+".join(["1"] * 400)}))

@@ -48,8 +48,10 @@ PATTERNS = [
     r"(?i)^[^a]b$",
     r"(?i)^é+$",
     r"^a(?s:.)(?i:.)$",
+    r"(?i)^[^k]s$",  # the Kelvin sign is a k and the long s an s, to Python ignoring case
+    r"(?ai)^é[a-k]$",  # ASCII letters alone fold under (?a)
 ]
-ALPHABET = 'abcdxyzABCXZ0123456789 -.@"\\\n\téüÉ_'
+ALPHABET = 'abcdkxyzABCKXZ0123456789 -.@"\\\n\téüÉ_\u212a\u017fs'
 SAMPLES = [
     "2025-05-01",
     "2025-5-01",
@@ -72,6 +74,11 @@ SAMPLES = [
     "ééü",
     "ababcde",
     "",
+    "\u212as",
+    "K\u017f",
+    "xS",
+    "Éa",
+    "éK",
 ]
 
 

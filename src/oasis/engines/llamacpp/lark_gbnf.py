@@ -27,12 +27,15 @@ def lark_string_rules(grammar: LarkGrammar, definition: str) -> tuple[dict[str, 
     carry a digest of the definition, so two grammars' rules never meet in one GBNF."""
     prefix = "lark-" + hashlib.sha256(definition.encode()).hexdigest()[:8] + "-"
     rules = _without_left_recursion(_with_ignored(grammar))
-    names = {name: prefix + _gbnf_name(name) for name in [*grammar.terminals, *rules]}
-    names[_IGNORED] = prefix + "0ignored"  # lark's names never begin with a digit
+    # numbered, so that no two names meet (a template's name, `t{a_b,c}`, holds characters GBNF names cannot)
+    names = {
+        name: f"{prefix}{number}-{_gbnf_name(name)}"
+        for number, name in enumerate([*grammar.terminals, *rules, _IGNORED])
+    }
     written: dict[str, str] = {}
     for name, regex in grammar.terminals.items():
         try:
-            written[names[name]] = regex_body_rule(regex)
+            written[names[name]] = regex_body_rule(_WITHOUT_LOOKBEHIND.get(regex, regex))
         except UnusablePattern as exc:
             raise UnusableGrammar(f"terminal {name}: {exc}") from None
     for name, productions in rules.items():
@@ -45,9 +48,13 @@ def lark_string_rules(grammar: LarkGrammar, definition: str) -> tuple[dict[str, 
 
 
 def _gbnf_name(name: str) -> str:
-    # lark's names are letters, digits and underscores; GBNF's letters, digits and dashes. Lark keeps `_` and `__`
-    # prefixes distinct, and so does this (one dash per underscore); a rule and a terminal differ by case.
-    return re.sub(r"[^A-Za-z0-9]", "-", name)
+    return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")  # for the reader only: the number makes it unique
+
+
+# Terminals of lark's `common` grammar written with a lookbehind, which GBNF cannot hold, and the language lark
+# matches them in without one. ESCAPED_STRING: a quoted string whose closing quote is the first unescaped one (its
+# `.*?` is lazy) and holds no newline.
+_WITHOUT_LOOKBEHIND = {'".*?(?<!\\\\)(\\\\\\\\)*?"': '"(?:[^"\\\\\\n]|\\\\[^\\n])*"'}
 
 
 def _with_ignored(grammar: LarkGrammar) -> dict[str, list[Production]]:
@@ -78,6 +85,9 @@ def _without_left_recursion(rules: dict[str, list[Production]]) -> dict[str, lis
     for group in _left_corner_cycles(rules, empty):
         for index, name in enumerate(group):
             for earlier in group[:index]:
+                leading = sum(production[:1] == (earlier,) for production in rules[name])
+                if len(rules[name]) + leading * (len(rules[earlier]) - 1) > MAX_ALTERNATIVES:  # before writing them
+                    raise UnusableGrammar(f"rule {name} has too many alternatives once its left recursion is removed")
                 rules[name] = [
                     expanded
                     for production in rules[name]
@@ -87,8 +97,6 @@ def _without_left_recursion(rules: dict[str, list[Production]]) -> dict[str, lis
                         else [production]
                     )
                 ]
-                if len(rules[name]) > MAX_ALTERNATIVES:
-                    raise UnusableGrammar(f"rule {name} has too many alternatives once its left recursion is removed")
             recursive = [production[1:] for production in rules[name] if production[:1] == (name,)]
             if not recursive:
                 continue

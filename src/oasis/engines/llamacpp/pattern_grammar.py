@@ -11,10 +11,13 @@ scripts. Lookarounds, backreferences, word boundaries and `(?m)` have no grammar
 
 from __future__ import annotations
 
+import _sre  # type: ignore[import-not-found,unused-ignore]
+import bisect
 import json
 import re
+from functools import cache
+from re import _casefix, _parser  # type: ignore[attr-defined,unused-ignore]
 from re import _constants as sre  # type: ignore[attr-defined,unused-ignore]
-from re import _parser  # type: ignore[attr-defined,unused-ignore]
 from typing import Any
 
 MAX_CODE_POINT = 0x10FFFF
@@ -66,8 +69,9 @@ def regex_body_rule(regex: str) -> str:
     return _whole(list(tree), _flags(tree.state.flags), "anchored", "anchored")
 
 
-# Flags that change what a grammar must hold; verbose, unicode and ASCII only change how the pattern was read.
-_MEANINGFUL_FLAGS = re.IGNORECASE | re.DOTALL
+# Flags that change what a grammar must hold (ASCII: which letters ignoring case folds); verbose and unicode only
+# change how the pattern was read.
+_MEANINGFUL_FLAGS = re.IGNORECASE | re.DOTALL | re.ASCII
 
 
 def _flags(flags: int) -> int:
@@ -131,15 +135,16 @@ def _scoped(flags: int, subpattern: Any) -> int:
 
 def _item(op: Any, value: Any, flags: int) -> str:
     ignore_case = bool(flags & re.IGNORECASE)
+    ascii_only = bool(flags & re.ASCII)
     if op is sre.LITERAL:
-        return _char_choice(_case_folded([(value, value)]) if ignore_case else [(value, value)])
+        return _char_choice(_case_folded([(value, value)], ascii_only) if ignore_case else [(value, value)])
     if op is sre.NOT_LITERAL:
-        excluded = _case_folded([(value, value)]) if ignore_case else [(value, value)]
+        excluded = _case_folded([(value, value)], ascii_only) if ignore_case else [(value, value)]
         return _char_choice(_subtract([(0, MAX_CODE_POINT)], excluded))
     if op is sre.ANY:
         return _char_choice([(0, MAX_CODE_POINT)] if flags & re.DOTALL else _ANY_BUT_NEWLINE)
     if op is sre.IN:
-        return _char_choice(_class_ranges(value, ignore_case))
+        return _char_choice(_class_ranges(value, ignore_case, ascii_only))
     if op is sre.BRANCH:
         return "(" + " | ".join(_sequence(list(branch), flags) for branch in value[1]) + ")"
     if op is sre.SUBPATTERN:
@@ -188,7 +193,7 @@ def _repeated(unit: str, low: int, high: int) -> str:
     return f"{unit}{{{low}}}" if low == high else f"{unit}{{{low},{high}}}"
 
 
-def _class_ranges(items: list[Any], ignore_case: bool = False) -> Ranges:
+def _class_ranges(items: list[Any], ignore_case: bool = False, ascii_only: bool = False) -> Ranges:
     ranges: Ranges = []
     negate = False
     for op, value in items:
@@ -204,23 +209,58 @@ def _class_ranges(items: list[Any], ignore_case: bool = False) -> Ranges:
             ranges.extend(_subtract([(0, MAX_CODE_POINT)], _CATEGORIES[_NEGATED_CATEGORIES[value]]))
         else:
             raise UnusablePattern(f"the class item {op} has no grammar form")
-    merged = _case_folded(ranges) if ignore_case else _merge(ranges)
+    merged = _case_folded(ranges, ascii_only) if ignore_case else _merge(ranges)
     return _subtract([(0, MAX_CODE_POINT)], merged) if negate else merged
 
 
-# Case is folded for the characters below this (Latin scripts), as Python's simple case folding does for them.
-_FOLDED_BELOW = 0x250
-
-
-def _case_folded(ranges: Ranges) -> Ranges:
-    """`ranges` with the other case of each letter in them, as `re.IGNORECASE` matches."""
+def _case_folded(ranges: Ranges, ascii_only: bool = False) -> Ranges:
+    """`ranges` with every character that matches one of them under `re.IGNORECASE`: Python's simple lowercase
+    mapping and its extra case pairs (the Kelvin sign with k, long s with s); ASCII letters alone under `(?a)`."""
+    groups = _ASCII_CASE_GROUPS if ascii_only else _case_groups()
     added: Ranges = []
-    for low, high in _intersect(ranges, [(0, _FOLDED_BELOW - 1)]):
-        for code in range(low, high + 1):
-            for other in (chr(code).lower(), chr(code).upper()):
-                if len(other) == 1 and re.fullmatch(re.escape(chr(code)), other, re.IGNORECASE):
-                    added.append((ord(other), ord(other)))
+    if sum(high - low + 1 for low, high in ranges) <= 4096:
+        for low, high in ranges:
+            for code in range(low, high + 1):
+                added.extend((other, other) for other in groups.get(code, ()))
+    else:  # a wide class (a negated one): the groups it touches
+        starts = [low for low, _ in _merge(ranges)]
+        merged = _merge(ranges)
+        for group in set(groups.values()):
+            if any(_within(merged, starts, code) for code in group):
+                added.extend((other, other) for other in group)
     return _merge(ranges + added)
+
+
+def _within(merged: Ranges, starts: list[int], code: int) -> bool:
+    index = bisect.bisect_right(starts, code) - 1
+    return index >= 0 and merged[index][1] >= code
+
+
+_ASCII_CASE_GROUPS = {
+    code: (ord(chr(code).lower()), ord(chr(code).upper()))
+    for code in [*range(ord("a"), ord("z") + 1), *range(ord("A"), ord("Z") + 1)]
+}
+
+
+@cache
+def _case_groups() -> dict[int, tuple[int, ...]]:
+    """Each cased character's group of characters that match one another under `re.IGNORECASE`, as Python's
+    `_sre` decides it (built once, on first use: a pass over every code point)."""
+    by_lower: dict[int, list[int]] = {}
+    for code in range(MAX_CODE_POINT + 1):
+        if _sre.unicode_iscased(code):
+            by_lower.setdefault(_sre.unicode_tolower(code), []).append(code)
+    for lower, extras in _casefix._EXTRA_CASES.items():
+        for extra in extras:  # join the groups Python's extra cases join
+            merged = sorted({*by_lower.get(lower, [lower]), *by_lower.get(extra, [extra])})
+            for key in (lower, extra):
+                by_lower[key] = merged
+    groups: dict[int, tuple[int, ...]] = {}
+    for members in by_lower.values():
+        group = tuple(sorted(set(members)))
+        for code in group:
+            groups[code] = tuple(sorted({*groups.get(code, ()), *group}))
+    return groups
 
 
 def _merge(ranges: Ranges) -> Ranges:

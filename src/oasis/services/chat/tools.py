@@ -215,13 +215,14 @@ def fits(plan: ToolPlan, name: str, arguments: str) -> bool:
     function = next((f for f in plan.functions if f["name"] == name), None)
     if function is None:
         return False
+    lark = _lark_definition(function) if name in plan.custom else None
+    if lark is not None:  # the input may have come as bare text, which custom_input reads too
+        return read_lark(lark).accepts(custom_input(arguments))
     validator = _validator(json.dumps(function.get("parameters") or {"type": "object"}, sort_keys=True))
     try:
-        valid = validator is None or bool(validator.is_valid(json.loads(arguments)))
+        return validator is None or bool(validator.is_valid(json.loads(arguments)))
     except Exception:  # a `$ref` that leads nowhere (or off this machine): the schema cannot be checked
         return True
-    lark = _lark_definition(function) if name in plan.custom else None
-    return valid and (lark is None or read_lark(lark).accepts(custom_input(arguments)))
 
 
 def _lark_definition(function: dict[str, Any]) -> str | None:
