@@ -20,6 +20,7 @@ from oasis.services.images.links import LIFETIME_SECONDS
 from tests.conftest import E5, Harness
 
 SDK_STREAMS_IMAGES = "stream" in inspect.signature(openai.resources.images.AsyncImages.generate).parameters
+SDK_STREAMS_EDITS = "stream" in inspect.signature(openai.resources.images.AsyncImages.edit).parameters
 SHAPES = {
     "id": "oasis-shapes-32",
     "engine": "shapes",
@@ -56,12 +57,30 @@ def jpeg_step(data: bytes) -> int:
         return int(image.quantization[0][0])  # type: ignore[attr-defined]
 
 
-def scene(size: int = 256) -> np.ndarray:
+def scene(size: int = 256, width: int | None = None) -> np.ndarray:
     """A white canvas with a red square on the left and a blue one on the right."""
-    image = np.full((size, size, 3), 250, dtype=np.uint8)
-    image[size // 3 : 2 * size // 3, size // 10 : size // 3] = (220, 30, 30)
-    image[size // 3 : 2 * size // 3, 2 * size // 3 : 9 * size // 10] = (35, 70, 225)
+    width = width or size
+    image = np.full((size, width, 3), 250, dtype=np.uint8)
+    image[size // 3 : 2 * size // 3, width // 10 : width // 3] = (220, 30, 30)
+    image[size // 3 : 2 * size // 3, 2 * width // 3 : 9 * width // 10] = (35, 70, 225)
     return image
+
+
+def encoded(pixels: np.ndarray, file_format: str) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=file_format)
+    return buffer.getvalue()
+
+
+def red_left_blue_right(picture: np.ndarray) -> bool:
+    """The scene's composition and colours: red in the left third's middle, blue in the right's."""
+    height, width = picture.shape[:2]
+    middle = picture[int(height * 0.4) : int(height * 0.6)].astype(np.float32)
+    left = middle[:, int(width * 0.12) : int(width * 0.3)].mean((0, 1))
+    right = middle[:, int(width * 0.7) : int(width * 0.88)].mean((0, 1))
+    return bool(left[0] > left[2] + 40 and right[2] > right[0] + 40)
 
 
 async def error_of(call: Any) -> openai.APIStatusError:
@@ -301,6 +320,118 @@ async def test_an_edit_keeps_every_pixel_outside_the_mask(image_oasis: Harness) 
     from oasis.services.images.pictures import resized
 
     assert np.array_equal(big[:, :256], resized(source, 512, 512)[:, :256])
+
+
+async def test_gpt_image_edits_take_their_own_surface(image_oasis: Harness) -> None:
+    """Edits under a GPT image name (fields as extra_body, so that the May-2024 SDK sends them too): JPEG and WebP
+    images of any shape, the size nearest the image's for `auto`, the whole image redrawn to the prompt when no mask
+    is sent (its composition kept), `input_fidelity`, and the settings used named in the answer."""
+    client = image_oasis.sdk()
+    wide = scene(256, 384)
+    whole = await client.images.edit(
+        model="gpt-image-1",
+        image=("wide.jpg", encoded(wide, "JPEG"), "image/jpeg"),
+        prompt="a red square and a blue square",
+        n=2,
+        extra_body={"size": "auto", "quality": "high", "output_format": "webp"},
+    )
+    used = whole.model_dump()
+    assert (used["size"], used["quality"], used["output_format"], used["background"]) == (
+        "1536x1024",
+        "high",
+        "webp",
+        "opaque",
+    )
+    assert used["usage"]["total_tokens"] == 0
+    drawn = [pixels_of(base64.b64decode(item.b64_json or "")) for item in whole.data]
+    assert all(picture.shape == (1024, 1536, 3) for picture in drawn)
+    from oasis.services.images.pictures import resized
+
+    source = resized(wide, 1536, 1024).astype(np.float32)
+    for picture in drawn:
+        assert red_left_blue_right(picture) and not np.array_equal(picture, source)
+
+    # input_fidelity high keeps more of the source than low
+    async def distance(fidelity: str) -> float:
+        reply = await client.images.edit(
+            model="gpt-image-1",
+            image=("wide.webp", encoded(wide, "WEBP"), "image/webp"),
+            prompt="a red square and a blue square",
+            n=3,
+            extra_body={"input_fidelity": fidelity, "size": "1536x1024"},
+        )
+        pictures = [pixels_of(base64.b64decode(item.b64_json or "")).astype(np.float32) for item in reply.data]
+        return float(np.mean([np.abs(picture - source).mean() for picture in pictures]))
+
+    assert await distance("high") < await distance("low")
+
+    # a mask still keeps every pixel outside it, at a portrait size from a portrait image
+    tall = scene(384, 256)
+    mask = np.full((384, 256, 4), 255, dtype=np.uint8)
+    mask[:192, :, 3] = 0  # redraw the top half
+    masked = await client.images.edit(
+        model="gpt-image-1",
+        image=("tall.png", png(tall), "image/png"),
+        mask=("mask.png", png(mask), "image/png"),
+        prompt="a green star",
+        extra_body={"size": "1024x1536"},
+    )
+    edited = pixels_of(base64.b64decode(masked.data[0].b64_json or ""))
+    assert edited.shape == (1536, 1024, 3)
+    assert np.array_equal(edited[768:], resized(tall, 1024, 1536)[768:])
+
+    two = [("image[]", ("a.png", png(scene()), "image/png")), ("image[]", ("b.png", png(scene()), "image/png"))]
+    cases: list[tuple[dict[str, str], Any, str]] = [
+        ({"model": "gpt-image-1", "input_fidelity": "medium"}, None, "input_fidelity"),
+        ({"model": "gpt-image-1", "partial_images": "4"}, None, "partial_images"),
+        ({"model": "gpt-image-1", "response_format": "url"}, None, "response_format"),
+        ({"model": "gpt-image-1", "background": "transparent"}, None, "background"),
+        ({"model": "gpt-image-1", "size": "256x256"}, None, "size"),
+        ({"model": "gpt-image-1", "stream": "maybe"}, None, "stream"),
+        ({"model": "dall-e-2", "output_format": "jpeg"}, None, "output_format"),
+        ({"model": "dall-e-2", "input_fidelity": "high"}, None, "input_fidelity"),
+        ({"model": "dall-e-2"}, [("image", ("a.jpg", encoded(scene(), "JPEG"), "image/jpeg"))], "image"),
+        ({"model": "dall-e-2"}, two, "image"),  # DALL-E 2 edits one image
+        ({}, two, "image"),  # several images ask for gpt-image-1, and the local model edits one
+        ({"model": "gpt-image-1"}, [("image", ("a.gif", b"GIF89a not a picture", "image/gif"))], "image"),
+    ]
+    async with image_oasis.http() as http:
+        for fields, files, param in cases:
+            refused = await http.post(
+                "/v1/images/edits",
+                data={"prompt": "a star", **fields},
+                files=files or [("image", ("a.png", png(scene()), "image/png"))],
+            )
+            assert refused.status_code == 400, (fields, refused.text)
+            assert refused.json()["error"]["param"] == param, (fields, refused.json())
+
+
+@pytest.mark.skipif(not SDK_STREAMS_EDITS, reason="this openai SDK does not stream edits")
+async def test_a_streamed_edit_sends_each_image_as_a_completed_event(image_oasis: Harness) -> None:
+    client = image_oasis.sdk()
+    stream = await client.images.edit(
+        model="gpt-image-1",
+        image=[("scene.png", png(scene()), "image/png")],  # a list, as several are sent: `image[]`
+        prompt="a red square and a blue square",
+        n=2,
+        stream=True,
+        partial_images=1,
+        output_format="jpeg",
+        input_fidelity="high",
+    )
+    events = [event async for event in stream]
+    assert [event.type for event in events] == ["image_edit.completed"] * 2
+    pictures = [pixels_of(base64.b64decode(event.b64_json)) for event in events]
+    assert all(picture.shape == (1024, 1024, 3) and red_left_blue_right(picture) for picture in pictures)
+    assert {(event.output_format, event.size, event.quality) for event in events} == {("jpeg", "1024x1024", "medium")}
+    with pytest.raises(openai.BadRequestError) as several:
+        await client.images.edit(
+            model="gpt-image-1",
+            image=[("a.png", png(scene()), "image/png"), ("b.png", png(scene()), "image/png")],
+            prompt="the two together",
+            stream=True,
+        )
+    assert several.value.param == "image"
 
 
 async def test_variations_keep_the_composition_and_change_the_details(image_oasis: Harness) -> None:

@@ -188,10 +188,31 @@ async def test_images_are_made_upstream_and_linked_here(routed: Harness) -> None
         await client.images.edit(
             model="remote-painter",
             image=("scene.png", png(source), "image/png"),
+            mask=("mask.png", png(mask[:128, :128]), "image/png"),  # not the image's size
             prompt="x",
             size="256x256",
         )
-    assert caught.value.body["param"] == "image"  # type: ignore[index]
+    assert caught.value.body["param"] == "mask"  # type: ignore[index]
+
+    # the GPT image models' fields go upstream as the client sent them; a whole-image edit needs no mask there
+    whole = await client.images.edit(
+        model="remote-painter",
+        image=("scene.png", png(source), "image/png"),
+        prompt="a green star",
+        size="256x256",
+        output_format="jpeg",
+        response_format="b64_json",
+    )
+    assert base64.b64decode(whole.data[0].b64_json or "").startswith(b"\xff\xd8\xff")
+    # several images go upstream as `image[]`: this upstream (oasis, with a local model) edits one, and says so
+    with pytest.raises(openai.BadRequestError) as several:
+        await client.images.edit(
+            model="remote-painter",
+            image=[("a.png", png(source), "image/png"), ("b.png", png(source[:, ::-1]), "image/png")],
+            prompt="the two together",
+            size="256x256",
+        )
+    assert "edit one image" in several.value.message and several.value.body["param"] == "image"  # type: ignore[index]
 
 
 class _Recorder(http.server.BaseHTTPRequestHandler):

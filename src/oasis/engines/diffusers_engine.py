@@ -93,11 +93,10 @@ class DiffusersEngine:
             return self.options.hd_steps or 2 * self.options.steps
         return self.options.steps
 
-    def _variation_steps(self) -> int:
+    def _variation_steps(self, strength: float, look: Look) -> int:
         """img2img runs int(steps x strength) of its steps: a turbo model's 1-4 steps could leave none, which
         diffusers refuses, so there are enough for at least one (as diffusers' turbo guides advise)."""
-        strength = self.options.variation_strength
-        steps = max(self.options.steps, math.ceil(1 / strength))
+        steps = max(self._steps(look), math.ceil(1 / strength))
         return steps if int(steps * strength) >= 1 else steps + 1  # 1/strength may round down
 
     def _guidance(self, look: Look) -> float:
@@ -137,7 +136,7 @@ class DiffusersEngine:
             width=width,
             height=height,
             strength=1.0,
-            num_inference_steps=self.options.steps,
+            num_inference_steps=self._steps(job.look),
             guidance_scale=self.options.guidance,
             generator=self._generator(),
             output_type="np",
@@ -147,12 +146,13 @@ class DiffusersEngine:
     def vary(self, job: VariationJob) -> list[np.ndarray]:
         from PIL import Image
 
+        strength = self.options.variation_strength / (2 if job.fidelity == "high" else 1)
         result = self._image2image(
-            prompt="",
+            prompt=job.prompt,
             image=Image.fromarray(job.image),
             num_images_per_prompt=job.n,
-            strength=self.options.variation_strength,
-            num_inference_steps=self._variation_steps(),
+            strength=strength,
+            num_inference_steps=self._variation_steps(strength, job.look),
             guidance_scale=self.options.guidance,
             generator=self._generator(),
             output_type="np",

@@ -19,10 +19,10 @@ class ForwardingEngine(Engine, Protocol):
         ...
 
     async def forward_files(
-        self, path: str, fields: dict[str, str], files: dict[str, tuple[str, bytes, str]]
+        self, path: str, fields: dict[str, str], files: list[tuple[str, tuple[str, bytes, str]]]
     ) -> dict[str, Any]:
-        """The same as multipart/form-data (image edits and variations): `files` maps a field to (filename,
-        bytes, content type)."""
+        """The same as multipart/form-data (image edits and variations): `files` holds each part as (field,
+        (filename, bytes, content type)); a field may repeat (`image[]`)."""
         ...
 
     def forward_stream(self, path: str, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:

@@ -36,12 +36,19 @@ class EditJob:
     repaint: np.ndarray  # HxW bool: True where the engine is to draw anew
     prompt: str
     n: int
+    look: Look = Look()
 
 
 @dataclass(frozen=True)
 class VariationJob:
     image: np.ndarray  # HxWx3 uint8, already at the requested size
     n: int
+    # With a prompt, the whole image is redrawn towards it (a GPT image model's edit without a mask); without,
+    # a variation of the image alone.
+    prompt: str = ""
+    look: Look = Look()
+    # OpenAI's `input_fidelity`: `high` keeps more of the source (the engine redraws it less far)
+    fidelity: str = "low"
 
 
 @runtime_checkable
@@ -55,5 +62,6 @@ class ImageEngine(Engine, Protocol):
         ...
 
     def vary(self, job: VariationJob) -> list[np.ndarray]:
-        """`job.n` new images that keep the composition and colours of `job.image`."""
+        """`job.n` new images that keep the composition and colours of `job.image` (drawn towards `job.prompt`,
+        when there is one)."""
         ...

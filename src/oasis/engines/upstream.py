@@ -107,7 +107,7 @@ class UpstreamEngine:
                 return reply
 
     async def forward_files(
-        self, path: str, fields: dict[str, str], files: dict[str, tuple[str, bytes, str]]
+        self, path: str, fields: dict[str, str], files: list[tuple[str, tuple[str, bytes, str]]]
     ) -> dict[str, Any]:
         return await self._post(path, data={**fields, "model": self.upstream_model}, files=files)
 

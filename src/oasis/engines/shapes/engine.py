@@ -176,7 +176,7 @@ class ShapesEngine:
             job.prompt,
             job.n,
             self._rng(),
-            steps=self.options.steps,
+            steps=self._steps(job.look),
             guidance=self.options.guidance,
             shape=(grid_h, grid_w),
             known=small,
@@ -187,14 +187,15 @@ class ShapesEngine:
     def vary(self, job: VariationJob) -> list[np.ndarray]:
         height, width = job.image.shape[:2]
         grid_h, grid_w = self._grid(width, height)
+        strength = self.options.variation_strength
         drawn = self.model.sample(
-            "",
+            job.prompt,
             job.n,
             self._rng(),
-            steps=self.options.steps,
-            guidance=1.0,
+            steps=self._steps(job.look),
+            guidance=self.options.guidance if job.prompt else 1.0,
             shape=(grid_h, grid_w),
             start=_as_input(_shrink(job.image, grid_w, grid_h)),
-            start_time=self.options.variation_strength,
+            start_time=strength / 2 if job.fidelity == "high" else strength,
         )
         return [_enlarge(picture, width, height) for picture in drawn]

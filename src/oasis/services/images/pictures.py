@@ -1,5 +1,6 @@
-"""PNG files in and out: the checks OpenAI makes on an uploaded image or mask (a PNG under 4 MB, square, a mask the
-image's size), each a 400 naming the part, and the encoding of what an engine drew (PNG, JPEG or WebP)."""
+"""Image files in and out: the checks OpenAI makes on an uploaded image or mask (a PNG under 4 MB for DALL-E 2,
+square; a PNG, JPEG or WebP under 50 MB for the GPT image models; a mask the image's size), each a 400 naming the
+part, and the encoding of what an engine drew (PNG, JPEG or WebP)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,13 @@ import numpy as np
 from oasis.engines.eight_bit import eight_bit
 from oasis.errors import invalid_request
 
-MAX_UPLOAD_BYTES = 4 * 1024 * 1024
+MAX_UPLOAD_BYTES = 4 * 1024 * 1024  # DALL-E 2's images, and every mask
+MAX_GPT_IMAGE_UPLOAD_BYTES = 50 * 1024 * 1024  # the GPT image models' images
 MAX_SIDE = 4096  # a small PNG can still decode to gigabytes of pixels
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+PNG_ONLY = ("png",)
+GPT_IMAGE_FORMATS = ("png", "jpeg", "webp")
+_FORMAT_NAMES = {"png": "PNG", "jpeg": "JPEG", "webp": "WebP"}
 
 
 @dataclass(frozen=True)
@@ -23,25 +28,46 @@ class Picture:
 
 
 def read_png(data: bytes, param: str) -> Picture:
+    return read_picture(data, param, PNG_ONLY, MAX_UPLOAD_BYTES)
+
+
+def read_picture(data: bytes, param: str, formats: tuple[str, ...], max_bytes: int) -> Picture:
+    """The file's pixels, or a 400 naming `param`: a file over `max_bytes`, in none of `formats`, or unreadable."""
     from PIL import Image
 
-    if len(data) >= MAX_UPLOAD_BYTES:
-        raise invalid_request(f"'{param}' is {len(data):,} bytes; it must be less than 4 MB.", param=param)
-    if not data.startswith(_PNG_MAGIC):
-        raise invalid_request(f"'{param}' must be a PNG file.", param=param)
+    if len(data) >= max_bytes:
+        limit = f"{max_bytes // (1024 * 1024)} MB"
+        raise invalid_request(f"'{param}' is {len(data):,} bytes; it must be less than {limit}.", param=param)
+    written = _format_of(data)
+    names = " or ".join(_FORMAT_NAMES[name] for name in formats)
+    if written not in formats:
+        raise invalid_request(f"'{param}' must be a {names} file.", param=param)
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(io.BytesIO(data), formats=[written.upper()]) as image:
             width, height = image.size
             too_big = width > MAX_SIDE or height > MAX_SIDE
             # tRNS transparency on an L or RGB image counts too: convert("RGBA") applies it
             has_alpha = "A" in image.mode or "transparency" in image.info
             converted = None if too_big else eight_bit(image).convert("RGBA")
     except Exception:  # Pillow raises OSError, SyntaxError, EOFError, struct.error, … for a broken file
-        raise invalid_request(f"'{param}' could not be read as a PNG image.", param=param) from None
+        raise invalid_request(
+            f"'{param}' could not be read as a {_FORMAT_NAMES[written]} image.", param=param
+        ) from None
     if converted is None:
         raise invalid_request(f"'{param}' is {width}x{height}; at most {MAX_SIDE} pixels a side.", param=param)
     pixels = np.asarray(converted, dtype=np.uint8)
     return Picture(rgb=np.ascontiguousarray(pixels[:, :, :3]), alpha=pixels[:, :, 3].copy() if has_alpha else None)
+
+
+def _format_of(data: bytes) -> str | None:
+    """The format the file's first bytes announce."""
+    if data.startswith(_PNG_MAGIC):
+        return "png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    return None
 
 
 def require_square(picture: Picture, param: str) -> None:

@@ -3,8 +3,10 @@
 The rules follow the name the client asked for, as OpenAI's do: `dall-e-2` (the default) takes the three square
 sizes, n up to 10 and prompts up to 1000 characters; `dall-e-3` takes 1024x1024, 1792x1024 and 1024x1792, n=1,
 prompts up to 4000, and its answers carry `revised_prompt` (oasis draws the prompt as given, so that is the
-prompt itself). A model asked for by its own id takes any of the five sizes. Edits and variations take the square
-sizes and are not offered under `dall-e-3`, as at OpenAI.
+prompt itself); the GPT image models take their own sizes, qualities and output fields. A model asked for by its
+own id takes all of them. Edits under `dall-e-2` take one square PNG and the square sizes; under a GPT image name
+(or a model's own id) PNG, JPEG or WebP images of any shape, their sizes and fields, and without a mask the whole
+image is redrawn to the prompt. Variations take the square sizes. Neither is offered under `dall-e-3`, as at OpenAI.
 
 Whatever an engine draws for an edit, the pixels outside the mask are the source image's own: the service puts
 them back before encoding.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -27,7 +30,18 @@ from oasis.engines.image import EditJob, GenerationJob, ImageEngine, Look, Varia
 from oasis.engines.registry import EngineRegistry
 from oasis.errors import OasisError, invalid_request
 from oasis.services.images.links import ImageLinks
-from oasis.services.images.pictures import Output, Picture, encoded_image, png_bytes, read_png, require_square, resized
+from oasis.services.images.pictures import (
+    GPT_IMAGE_FORMATS,
+    MAX_GPT_IMAGE_UPLOAD_BYTES,
+    Output,
+    Picture,
+    encoded_image,
+    png_bytes,
+    read_picture,
+    read_png,
+    require_square,
+    resized,
+)
 from oasis.services.models.engine_lookup import implements, loaded_engine
 
 SQUARES = ("256x256", "512x512", "1024x1024")
@@ -38,7 +52,17 @@ RESPONSE_FORMATS = ("url", "b64_json")
 DALL_E_QUALITIES = ("standard", "hd")
 GPT_IMAGE_QUALITIES = ("low", "medium", "high", "auto")
 # The GPT image models' own fields (OpenAI added them after the 2.0.0 spec); the DALL-E models take none of them.
-GPT_IMAGE_FIELDS = ("output_format", "output_compression", "background", "moderation", "stream", "partial_images")
+GPT_IMAGE_FIELDS = (
+    "output_format",
+    "output_compression",
+    "background",
+    "moderation",
+    "stream",
+    "partial_images",
+    "input_fidelity",
+)
+INPUT_FIDELITIES = ("low", "high")
+MAX_EDIT_IMAGES = 16  # the GPT image models' most
 
 
 @dataclass(frozen=True)
@@ -107,6 +131,7 @@ _HARMLESS = {
     "moderation": ("auto",),
     "partial_images": (0,),
     "output_format": ("png",),
+    "input_fidelity": ("low",),
 }
 # What only the GPT image models take: a request that names no model but uses one is for gpt-image-1.
 GPT_IMAGE_SIZES_ONLY = (*(size for size in GPT_IMAGE_SIZES if size not in SQUARES), "auto")
@@ -145,13 +170,9 @@ class ImageUpload:
 
 @dataclass(frozen=True)
 class EditRequest:
-    image: ImageUpload
+    body: dict[str, Any]  # the text fields the client sent (prompt, model, n, size, …), typed; no defaults
+    images: list[ImageUpload]  # the first is the one edited (and the one a mask is for)
     mask: ImageUpload | None
-    prompt: str
-    model: str
-    n: int
-    size: str
-    response_format: str
 
 
 @dataclass(frozen=True)
@@ -190,7 +211,15 @@ def _check_prompt(rules: Rules, model: str, prompt: str) -> None:
 def _edit_rules(model: str) -> Rules:
     if model == "dall-e-3":
         raise invalid_request("Edits and variations are made with 'dall-e-2' (or a model's own id).", param="model")
-    return Rules(SQUARES, 10, 1000 if model == "dall-e-2" else 4000)
+    return Rules(SQUARES, 10, 1000) if model == "dall-e-2" else rules_for(model)
+
+
+def _edit_model(request: EditRequest) -> str:
+    """As generations choose: the model named, else `dall-e-2` unless the request uses what only the GPT image
+    models take, several images among it."""
+    if not request.body.get("model") and len(request.images) > 1:
+        return "gpt-image-1"
+    return model_asked(request.body)
 
 
 class ImageService:
@@ -218,17 +247,19 @@ class ImageService:
 
         return await asyncio.to_thread(draw)
 
-    def _checked(self, body: dict[str, Any], model: str) -> Generation:
-        """The request's values by the rules of the model name asked for; a 400 naming the first bad one."""
-        rules = rules_for(model)
+    def _checked(
+        self, body: dict[str, Any], model: str, rules: Rules | None = None, auto_size: str = "1024x1024"
+    ) -> Generation:
+        """The request's values by the rules of the model name asked for (a generation's unless `rules` are given);
+        a 400 naming the first bad one. `auto_size` is what `size: auto` draws."""
+        rules = rules or rules_for(model)
         prompt = body["prompt"]
         _check_prompt(rules, model, prompt)
         if not rules.gpt_image_fields and (given := _gpt_image_field(body)) is not None:
             raise invalid_request(f"'{given}' is not supported with '{model}'.", param=given)
         n = 1 if body.get("n") is None else int(body["n"])
         size = body.get("size") or ("auto" if rules.gpt_image else "1024x1024")
-        # `auto`: the engines draw any shape alike, so the square, as OpenAI's models mostly choose
-        drawn_size = "1024x1024" if size == "auto" and rules.gpt_image_fields else size
+        drawn_size = auto_size if size == "auto" and rules.gpt_image_fields else size
         quality = body.get("quality") or "auto"
         if quality == "auto" and not rules.gpt_image:
             quality = "standard"  # OpenAI's `auto` for every model; the DALL-E models' own default
@@ -275,67 +306,68 @@ class ImageService:
         """A streamed generation's events: one `image_generation.completed` an image. No partial images: OpenAI
         may send the final image before any of them, when it is ready first, and here it always is."""
         generation = self._checked(body, model_asked(body))
-        drawn = await self._draw(generation, body)
-        created_at = int(time.time())
-        return [
-            {
-                "type": "image_generation.completed",
-                "b64_json": base64.b64encode(picture).decode("ascii"),
-                "created_at": created_at,
-                **drawn.settings,
-            }
-            for picture in drawn.files
-        ]
+        return _completed_events("image_generation.completed", await self._draw(generation, body))
 
     async def _draw(self, generation: Generation, body: dict[str, Any]) -> Drawn:
         engine = self._engine(generation.model)
         if implements(engine, ImageEngine):
-            if body.get("background") == "transparent":
-                raise invalid_request(
-                    "This server's image models draw opaque images: 'background' must be 'opaque' or 'auto'.",
-                    param="background",
-                )
+            _check_opaque(body)
             job = GenerationJob(generation.prompt, generation.n, generation.width, generation.height, generation.look)
-            images = await self._run(engine, "generate", job)
-            output = generation.output
-            files = await asyncio.to_thread(lambda: [encoded_image(image, output) for image in images])
-            settings = {
-                "background": "opaque",
-                "output_format": output.format,
-                "quality": generation.quality,
-                "size": generation.size,
-                "usage": NO_USAGE,
-            }
-            return Drawn(files, [generation.revised_prompt] * len(files), settings)
-        # Asked for whole (streamed or not, it is answered here), and as the client sent it otherwise: the GPT
-        # image models answer base64 only and refuse `response_format`; the DALL-E models' defaults are filled
-        # in and their images asked for as base64, kept here and linked when the client wants a url.
-        forwarded = {key: value for key, value in body.items() if key not in ("stream", "partial_images")}
-        if generation.gpt_image:
-            forwarded.pop("response_format", None)
-        else:
-            forwarded.update(n=generation.n, size=generation.size, response_format="b64_json")
-        reply = await engine.forward("/images/generations", forwarded)
-        files, revised = _relayed(reply)
-        settings = {key: reply[key] for key in ANSWER_SETTINGS if key in reply}  # the upstream's own account
-        return Drawn(files, revised, settings)
+            return await _encoded(generation, await self._run(engine, "generate", job))
+        reply = await engine.forward("/images/generations", _forwarded(generation, body))
+        return _drawn_upstream(reply)
 
     async def edit(self, request: EditRequest, project_id: str, base_url: str) -> dict[str, Any]:
-        rules = _edit_rules(request.model)
-        _check_prompt(rules, request.model, request.prompt)
-        width, height = _check_common(rules, request.model, request.n, request.size, request.response_format)
-        # decoding and resizing up to 4096x4096 pixels: off the event loop
-        image, repaint_here = await asyncio.to_thread(_edit_pixels, request, width, height)
-        engine = self._engine(request.model)
+        generation, drawn = await self._edited(request)
+        answer = await self._reply(drawn.files, generation.response_format, project_id, base_url, drawn.revised)
+        if generation.gpt_image:
+            answer.update(drawn.settings)
+        return answer
+
+    async def edit_events(self, request: EditRequest) -> list[dict[str, Any]]:
+        """A streamed edit's events: one `image_edit.completed` an image (no partial images, as generations)."""
+        _generation, drawn = await self._edited(request)
+        return _completed_events("image_edit.completed", drawn)
+
+    async def _edited(self, request: EditRequest) -> tuple[Generation, Drawn]:
+        model = _edit_model(request)
+        rules = _edit_rules(model)
+        body = request.body
+        if len(request.images) > 1 and not rules.gpt_image_fields:
+            raise invalid_request(f"'{model}' edits one image: send one 'image'.", param="image")
+        fidelity = body.get("input_fidelity") or "low"
+        if fidelity not in INPUT_FIDELITIES:
+            raise invalid_request(
+                f"'{fidelity}' is not one of {list(INPUT_FIDELITIES)} - 'input_fidelity'", param="input_fidelity"
+            )
+        if not 0 <= body.get("partial_images", 0) <= 3:
+            raise invalid_request(
+                f"{body['partial_images']} is not between 0 and 3 - 'partial_images'", param="partial_images"
+            )
+        # decoding up to 16 images of up to 4096x4096 pixels: off the event loop
+        pictures = await asyncio.to_thread(_edit_pictures, request, rules)
+        generation = self._checked(body, model, rules, auto_size=_nearest_size(pictures[0]))
+        image, repaint = await asyncio.to_thread(_edit_pixels, pictures[0], request.mask, rules, generation)
+        engine = self._engine(model)
         if not implements(engine, ImageEngine):
-            reply = await engine.forward_files("/images/edits", _fields(request), _files(request.image, request.mask))
-            return await self._relay(reply, request.response_format, project_id, base_url)
-        job = EditJob(image=image, repaint=repaint_here, prompt=request.prompt, n=request.n)
+            fields = {key: _form_value(value) for key, value in _forwarded(generation, body).items()}
+            reply = await engine.forward_files("/images/edits", fields, _edit_files(request))
+            return generation, _drawn_upstream(reply)
+        _check_opaque(body)
+        if len(pictures) > 1:
+            raise invalid_request(
+                "This server's image models edit one image: send one 'image' (a model routed upstream takes several).",
+                param="image",
+            )
+        if repaint is None:  # no mask: the whole image redrawn to the prompt, its composition kept
+            job: Any = VariationJob(image, generation.n, generation.prompt, generation.look, fidelity)
+            return generation, await _encoded(generation, await self._run(engine, "vary", job))
+        job = EditJob(image=image, repaint=repaint, prompt=generation.prompt, n=generation.n, look=generation.look)
         drawn = await self._run(engine, "edit", job)
         kept = await asyncio.to_thread(
-            lambda: [np.where(repaint_here[:, :, None], picture, image).astype(np.uint8) for picture in drawn]
+            lambda: [np.where(repaint[:, :, None], picture, image).astype(np.uint8) for picture in drawn]
         )
-        return await self._answer(kept, request.response_format, project_id, base_url, None)
+        return generation, await _encoded(generation, kept)
 
     async def vary(self, request: VariationRequest, project_id: str, base_url: str) -> dict[str, Any]:
         rules = _edit_rules(request.model)
@@ -343,7 +375,8 @@ class ImageService:
         image = await asyncio.to_thread(_variation_pixels, request, width, height)
         engine = self._engine(request.model)
         if not implements(engine, ImageEngine):
-            reply = await engine.forward_files("/images/variations", _fields(request), _files(request.image, None))
+            files = [("image", _file_part(request.image, "image.png"))]
+            reply = await engine.forward_files("/images/variations", _fields(request), files)
             return await self._relay(reply, request.response_format, project_id, base_url)
         job = VariationJob(image=image, n=request.n)
         drawn = await self._run(engine, "vary", job)
@@ -397,12 +430,107 @@ def _relayed(reply: dict[str, Any]) -> tuple[list[bytes], list[str | None]]:
     return encoded, revised
 
 
-def _edit_pixels(request: EditRequest, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
-    """The checked source at the requested size, and where to redraw (True) at that size."""
-    source = read_png(request.image.data, "image")
-    require_square(source, "image")
-    repaint = _repaint_mask(source, request.mask)
+def _completed_events(kind: str, drawn: Drawn) -> list[dict[str, Any]]:
+    created_at = int(time.time())
+    return [
+        {
+            "type": kind,
+            "b64_json": base64.b64encode(picture).decode("ascii"),
+            "created_at": created_at,
+            **drawn.settings,
+        }
+        for picture in drawn.files
+    ]
+
+
+def _check_opaque(body: dict[str, Any]) -> None:
+    if body.get("background") == "transparent":
+        raise invalid_request(
+            "This server's image models draw opaque images: 'background' must be 'opaque' or 'auto'.",
+            param="background",
+        )
+
+
+async def _encoded(generation: Generation, images: list[np.ndarray]) -> Drawn:
+    """What a local engine drew, written in the format asked for, with the settings a GPT image answer names."""
+    output = generation.output
+    files = await asyncio.to_thread(lambda: [encoded_image(image, output) for image in images])
+    settings = {
+        "background": "opaque",
+        "output_format": output.format,
+        "quality": generation.quality,
+        "size": generation.size,
+        "usage": NO_USAGE,
+    }
+    return Drawn(files, [generation.revised_prompt] * len(files), settings)
+
+
+def _forwarded(generation: Generation, body: dict[str, Any]) -> dict[str, Any]:
+    """What an upstream is asked: whole (streamed or not, the answer is streamed here), and as the client sent it
+    otherwise: the GPT image models answer base64 only and refuse `response_format`; the DALL-E models' defaults
+    are filled in and their images asked for as base64, kept here and linked when the client wants a url."""
+    forwarded = {key: value for key, value in body.items() if key not in ("stream", "partial_images")}
+    if generation.gpt_image:
+        forwarded.pop("response_format", None)
+    else:
+        forwarded.update(n=generation.n, size=generation.size, response_format="b64_json")
+    return forwarded
+
+
+def _drawn_upstream(reply: dict[str, Any]) -> Drawn:
+    files, revised = _relayed(reply)
+    settings = {key: reply[key] for key in ANSWER_SETTINGS if key in reply}  # the upstream's own account
+    return Drawn(files, revised, settings)
+
+
+def _form_value(value: Any) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+def _edit_pictures(request: EditRequest, rules: Rules) -> list[Picture]:
+    """The uploaded images, checked by the rules: DALL-E 2 takes one square PNG under 4 MB, the GPT image models
+    PNG, JPEG or WebP files under 50 MB of any shape."""
+    if rules.gpt_image_fields:
+        pictures = [
+            read_picture(upload.data, "image", GPT_IMAGE_FORMATS, MAX_GPT_IMAGE_UPLOAD_BYTES)
+            for upload in request.images
+        ]
+    else:
+        pictures = [read_png(upload.data, "image") for upload in request.images]
+        require_square(pictures[0], "image")
+    return pictures
+
+
+def _nearest_size(picture: Picture) -> str:
+    """`size: auto` for an edit: of the GPT image models' sizes, the one nearest the image's shape."""
+    height, width = picture.rgb.shape[:2]
+    return min(GPT_IMAGE_SIZES, key=lambda size: abs(math.log(width / height) - math.log(_aspect(size))))
+
+
+def _aspect(size: str) -> float:
+    width, height = (int(side) for side in size.split("x"))
+    return width / height
+
+
+def _edit_pixels(
+    source: Picture, mask_upload: ImageUpload | None, rules: Rules, generation: Generation
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The source at the size to draw, and where to redraw (True) at that size: None for the whole image, which
+    the GPT image models redraw when no mask is sent (a model's own id when the image has no transparency)."""
+    width, height = generation.width, generation.height
     image = resized(source.rgb, width, height)
+    if mask_upload is not None:
+        repaint = _masked(source, read_png(mask_upload.data, "mask"))
+    elif source.alpha is not None and not rules.gpt_image:
+        repaint = source.alpha == 0
+    elif rules.gpt_image_fields:
+        return image, None
+    else:
+        raise invalid_request(
+            "'image' has no transparency: send a 'mask' PNG whose transparent pixels mark what to change, or an "
+            "image whose transparent pixels do.",
+            param="image",
+        )
     return image, resized(repaint.astype(np.uint8) * 255, width, height, nearest=True) > 127
 
 
@@ -412,17 +540,8 @@ def _variation_pixels(request: VariationRequest, width: int, height: int) -> np.
     return resized(source.rgb, width, height)
 
 
-def _repaint_mask(source: Picture, mask_upload: ImageUpload | None) -> np.ndarray:
-    """True where the edit redraws: the mask's fully transparent pixels, or the image's own without a mask."""
-    if mask_upload is None:
-        if source.alpha is None:
-            raise invalid_request(
-                "'image' has no transparency: send a 'mask' PNG whose transparent pixels mark what to change, or an "
-                "image whose transparent pixels do.",
-                param="image",
-            )
-        return source.alpha == 0
-    mask = read_png(mask_upload.data, "mask")
+def _masked(source: Picture, mask: Picture) -> np.ndarray:
+    """True where the edit redraws: the mask's fully transparent pixels."""
     if mask.rgb.shape != source.rgb.shape:
         height, width = source.rgb.shape[:2]
         raise invalid_request(
@@ -436,15 +555,18 @@ def _repaint_mask(source: Picture, mask_upload: ImageUpload | None) -> np.ndarra
     return mask.alpha == 0
 
 
-def _fields(request: EditRequest | VariationRequest) -> dict[str, str]:
-    fields = {"n": str(request.n), "size": request.size, "response_format": "b64_json"}
-    if isinstance(request, EditRequest):
-        fields["prompt"] = request.prompt
-    return fields
+def _fields(request: VariationRequest) -> dict[str, str]:
+    return {"n": str(request.n), "size": request.size, "response_format": "b64_json"}
 
 
-def _files(image: ImageUpload, mask: ImageUpload | None) -> dict[str, tuple[str, bytes, str]]:
-    files = {"image": (image.filename or "image.png", image.data, "image/png")}
-    if mask is not None:
-        files["mask"] = (mask.filename or "mask.png", mask.data, "image/png")
-    return files
+def _edit_files(request: EditRequest) -> list[tuple[str, tuple[str, bytes, str]]]:
+    """The images as multipart parts: one as `image`, several as `image[]` (as the SDKs send them), and the mask."""
+    field = "image" if len(request.images) == 1 else "image[]"
+    parts = [(field, _file_part(upload, f"image{index}.png")) for index, upload in enumerate(request.images)]
+    if request.mask is not None:
+        parts.append(("mask", _file_part(request.mask, "mask.png")))
+    return parts
+
+
+def _file_part(upload: ImageUpload, filename: str) -> tuple[str, bytes, str]:
+    return (upload.filename or filename, upload.data, upload.content_type or "image/png")
