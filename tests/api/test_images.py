@@ -380,6 +380,28 @@ async def test_gpt_image_edits_take_their_own_surface(image_oasis: Harness) -> N
     assert edited.shape == (1536, 1024, 3)
     assert np.array_equal(edited[768:], resized(tall, 1024, 1536)[768:])
 
+    # a model's own id redraws the whole of an image with an alpha channel but no transparent pixel
+    opaque = np.dstack([scene(), np.full((256, 256), 255, dtype=np.uint8)])
+    redrawn = await client.images.edit(
+        model="oasis-shapes-32",
+        image=("opaque.png", png(opaque), "image/png"),
+        prompt="a red square and a blue square",
+        size="256x256",
+        response_format="b64_json",
+    )
+    picture = pixels_of(base64.b64decode(redrawn.data[0].b64_json or ""))
+    assert red_left_blue_right(picture) and not np.array_equal(picture, scene())
+
+    # a phone's photo, larger than 4096 pixels a side: scaled down and edited, at the size nearest its shape
+    photo = await client.images.edit(
+        model="gpt-image-1",
+        image=("photo.jpg", encoded(scene(3000, 5000), "JPEG"), "image/jpeg"),
+        prompt="a red square and a blue square",
+        extra_body={"size": "auto", "quality": "low"},
+    )
+    assert photo.model_dump()["size"] == "1536x1024"
+    assert red_left_blue_right(pixels_of(base64.b64decode(photo.data[0].b64_json or "")))
+
     two = [("image[]", ("a.png", png(scene()), "image/png")), ("image[]", ("b.png", png(scene()), "image/png"))]
     cases: list[tuple[dict[str, str], Any, str]] = [
         ({"model": "gpt-image-1", "input_fidelity": "medium"}, None, "input_fidelity"),
@@ -394,6 +416,11 @@ async def test_gpt_image_edits_take_their_own_surface(image_oasis: Harness) -> N
         ({"model": "dall-e-2"}, two, "image"),  # DALL-E 2 edits one image
         ({}, two, "image"),  # several images ask for gpt-image-1, and the local model edits one
         ({"model": "gpt-image-1"}, [("image", ("a.gif", b"GIF89a not a picture", "image/gif"))], "image"),
+        ({"model": "gpt-image-1", "output_format": "jpg"}, None, "output_format"),
+        ({"model": "gpt-image-1", "output_compression": "150"}, None, "output_compression"),
+        ({"model": "gpt-image-1", "background": "green"}, None, "background"),
+        ({"model": "gpt-image-1"}, two * 9, "image"),  # 18 images: OpenAI's models take 16
+        ({"model": "dall-e-2"}, [("image", ("a.png", png(opaque), "image/png"))], "image"),  # nothing to redraw
     ]
     async with image_oasis.http() as http:
         for fields, files, param in cases:

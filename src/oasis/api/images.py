@@ -109,7 +109,9 @@ async def create_image_edit(
     request: Request, container: ContainerDep, principal: PrincipalDep
 ) -> dict[str, Any] | StreamingResponse:
     _multipart(request)
-    async with request.form(max_files=MAX_EDIT_IMAGES + 1, max_fields=32) as form:
+    # more parts than an edit takes are let through to be refused with the part named (starlette's own refusal
+    # names none); past this many, starlette refuses the form
+    async with request.form(max_files=4 * MAX_EDIT_IMAGES, max_fields=32) as form:
         # one image as `image`; several (the GPT image models take up to 16) as `image[]`, as the SDKs send them
         parts = [*form.getlist("image"), *form.getlist("image[]")]
         parts = [part for part in parts if part != ""]

@@ -10,11 +10,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from oasis.engines.eight_bit import eight_bit
-from oasis.errors import invalid_request
+from oasis.errors import OasisError, invalid_request
 
 MAX_UPLOAD_BYTES = 4 * 1024 * 1024  # DALL-E 2's images, and every mask
 MAX_GPT_IMAGE_UPLOAD_BYTES = 50 * 1024 * 1024  # the GPT image models' images
-MAX_SIDE = 4096  # a small PNG can still decode to gigabytes of pixels
+MAX_SIDE = 4096  # larger images are scaled down to this on their long side
+MAX_PIXELS = 64_000_000  # a 48-megapixel photo fits; a small file can claim (and decode to) gigabytes of pixels
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PNG_ONLY = ("png",)
 GPT_IMAGE_FORMATS = ("png", "jpeg", "webp")
@@ -32,31 +33,69 @@ def read_png(data: bytes, param: str) -> Picture:
 
 
 def read_picture(data: bytes, param: str, formats: tuple[str, ...], max_bytes: int) -> Picture:
-    """The file's pixels, or a 400 naming `param`: a file over `max_bytes`, in none of `formats`, or unreadable."""
+    """The file's pixels, or a 400 naming `param`: a file over `max_bytes`, in none of `formats`, unreadable, or
+    of more than MAX_PIXELS. One over MAX_SIDE a side (a phone's photo) is scaled down to fit, keeping its shape."""
     from PIL import Image
 
-    if len(data) >= max_bytes:
-        limit = f"{max_bytes // (1024 * 1024)} MB"
-        raise invalid_request(f"'{param}' is {len(data):,} bytes; it must be less than {limit}.", param=param)
-    written = _format_of(data)
-    names = " or ".join(_FORMAT_NAMES[name] for name in formats)
-    if written not in formats:
-        raise invalid_request(f"'{param}' must be a {names} file.", param=param)
+    written = _checked_format(data, param, formats, max_bytes)
     try:
         with Image.open(io.BytesIO(data), formats=[written.upper()]) as image:
             width, height = image.size
-            too_big = width > MAX_SIDE or height > MAX_SIDE
+            if width * height > MAX_PIXELS:
+                raise _too_many_pixels(param, width, height)
             # tRNS transparency on an L or RGB image counts too: convert("RGBA") applies it
             has_alpha = "A" in image.mode or "transparency" in image.info
-            converted = None if too_big else eight_bit(image).convert("RGBA")
+            if image.format == "JPEG" and max(width, height) > MAX_SIDE:
+                image.draft("RGB", (MAX_SIDE, MAX_SIDE))  # decoded at a fraction of its size already
+            converted = eight_bit(image).convert("RGBA")
+        if max(converted.size) > MAX_SIDE:
+            converted.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
+    except OasisError:
+        raise
     except Exception:  # Pillow raises OSError, SyntaxError, EOFError, struct.error, … for a broken file
         raise invalid_request(
             f"'{param}' could not be read as a {_FORMAT_NAMES[written]} image.", param=param
         ) from None
-    if converted is None:
-        raise invalid_request(f"'{param}' is {width}x{height}; at most {MAX_SIDE} pixels a side.", param=param)
     pixels = np.asarray(converted, dtype=np.uint8)
     return Picture(rgb=np.ascontiguousarray(pixels[:, :, :3]), alpha=pixels[:, :, 3].copy() if has_alpha else None)
+
+
+def check_picture(data: bytes, param: str, formats: tuple[str, ...], max_bytes: int) -> None:
+    """read_picture's checks without decoding the pixels (an image only an upstream server reads)."""
+    from PIL import Image
+
+    written = _checked_format(data, param, formats, max_bytes)
+    try:
+        with Image.open(io.BytesIO(data), formats=[written.upper()]) as image:
+            width, height = image.size
+    except Exception:
+        raise invalid_request(
+            f"'{param}' could not be read as a {_FORMAT_NAMES[written]} image.", param=param
+        ) from None
+    if width * height > MAX_PIXELS:
+        raise _too_many_pixels(param, width, height)
+
+
+def picture_format(data: bytes) -> str:
+    """The format of a file read_picture or check_picture accepted: `png`, `jpeg` or `webp`."""
+    return _format_of(data) or "png"
+
+
+def _checked_format(data: bytes, param: str, formats: tuple[str, ...], max_bytes: int) -> str:
+    if len(data) >= max_bytes:
+        limit = f"{max_bytes // (1024 * 1024)} MB"
+        raise invalid_request(f"'{param}' is {len(data):,} bytes; it must be less than {limit}.", param=param)
+    written = _format_of(data)
+    if written not in formats:
+        names = " or ".join(_FORMAT_NAMES[name] for name in formats)
+        raise invalid_request(f"'{param}' must be a {names} file.", param=param)
+    return written
+
+
+def _too_many_pixels(param: str, width: int, height: int) -> OasisError:
+    return invalid_request(
+        f"'{param}' is {width}x{height}; at most {MAX_PIXELS // 1_000_000} million pixels are read.", param=param
+    )
 
 
 def _format_of(data: bytes) -> str | None:

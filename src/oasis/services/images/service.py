@@ -35,7 +35,9 @@ from oasis.services.images.pictures import (
     MAX_GPT_IMAGE_UPLOAD_BYTES,
     Output,
     Picture,
+    check_picture,
     encoded_image,
+    picture_format,
     png_bytes,
     read_picture,
     read_png,
@@ -62,6 +64,8 @@ GPT_IMAGE_FIELDS = (
     "input_fidelity",
 )
 INPUT_FIDELITIES = ("low", "high")
+OUTPUT_FORMATS = ("png", "jpeg", "webp")
+BACKGROUNDS = ("transparent", "opaque", "auto")
 MAX_EDIT_IMAGES = 16  # the GPT image models' most
 
 
@@ -273,6 +277,7 @@ class ImageService:
                 f"{answered} with base64 images: 'response_format' must be 'b64_json'.", param="response_format"
             )
         width, height = _check_common(rules, model, n, drawn_size, response_format)
+        _check_output_fields(body)
         output = Output(
             body.get("output_format") or "png",
             100 if body.get("output_compression") is None else int(body["output_compression"]),
@@ -344,21 +349,22 @@ class ImageService:
             raise invalid_request(
                 f"{body['partial_images']} is not between 0 and 3 - 'partial_images'", param="partial_images"
             )
-        # decoding up to 16 images of up to 4096x4096 pixels: off the event loop
-        pictures = await asyncio.to_thread(_edit_pictures, request, rules)
-        generation = self._checked(body, model, rules, auto_size=_nearest_size(pictures[0]))
-        image, repaint = await asyncio.to_thread(_edit_pixels, pictures[0], request.mask, rules, generation)
         engine = self._engine(model)
-        if not implements(engine, ImageEngine):
-            fields = {key: _form_value(value) for key, value in _forwarded(generation, body).items()}
-            reply = await engine.forward_files("/images/edits", fields, _edit_files(request))
-            return generation, _drawn_upstream(reply)
-        _check_opaque(body)
-        if len(pictures) > 1:
+        local = implements(engine, ImageEngine)
+        if local and len(request.images) > 1:
             raise invalid_request(
                 "This server's image models edit one image: send one 'image' (a model routed upstream takes several).",
                 param="image",
             )
+        # decoding an image of up to 50 MB (the others are only checked): off the event loop
+        source, formats = await asyncio.to_thread(_edit_pictures, request, rules)
+        generation = self._checked(body, model, rules, auto_size=_nearest_size(source))
+        image, repaint = await asyncio.to_thread(_edit_pixels, source, request.mask, rules, generation)
+        if not local:
+            fields = {key: _form_value(value) for key, value in _forwarded(generation, body).items()}
+            reply = await engine.forward_files("/images/edits", fields, _edit_files(request, formats))
+            return generation, _drawn_upstream(reply)
+        _check_opaque(body)
         if repaint is None:  # no mask: the whole image redrawn to the prompt, its composition kept
             job: Any = VariationJob(image, generation.n, generation.prompt, generation.look, fidelity)
             return generation, await _encoded(generation, await self._run(engine, "vary", job))
@@ -375,7 +381,7 @@ class ImageService:
         image = await asyncio.to_thread(_variation_pixels, request, width, height)
         engine = self._engine(request.model)
         if not implements(engine, ImageEngine):
-            files = [("image", _file_part(request.image, "image.png"))]
+            files = [("image", _file_part(request.image, "image", "png"))]
             reply = await engine.forward_files("/images/variations", _fields(request), files)
             return await self._relay(reply, request.response_format, project_id, base_url)
         job = VariationJob(image=image, n=request.n)
@@ -443,6 +449,19 @@ def _completed_events(kind: str, drawn: Drawn) -> list[dict[str, Any]]:
     ]
 
 
+def _check_output_fields(body: dict[str, Any]) -> None:
+    """The GPT image models' output fields (a generation's JSON body checks them as it is read; an edit's form
+    fields are checked here)."""
+    for field, allowed in (("output_format", OUTPUT_FORMATS), ("background", BACKGROUNDS)):
+        if body.get(field) is not None and body[field] not in allowed:
+            raise invalid_request(f"'{body[field]}' is not one of {list(allowed)} - '{field}'", param=field)
+    compression = body.get("output_compression")
+    if compression is not None and not 0 <= compression <= 100:
+        raise invalid_request(
+            f"{compression} is not between 0 and 100 - 'output_compression'", param="output_compression"
+        )
+
+
 def _check_opaque(body: dict[str, Any]) -> None:
     if body.get("background") == "transparent":
         raise invalid_request(
@@ -487,18 +506,21 @@ def _form_value(value: Any) -> str:
     return ("true" if value else "false") if isinstance(value, bool) else str(value)
 
 
-def _edit_pictures(request: EditRequest, rules: Rules) -> list[Picture]:
-    """The uploaded images, checked by the rules: DALL-E 2 takes one square PNG under 4 MB, the GPT image models
-    PNG, JPEG or WebP files under 50 MB of any shape."""
-    if rules.gpt_image_fields:
-        pictures = [
-            read_picture(upload.data, "image", GPT_IMAGE_FORMATS, MAX_GPT_IMAGE_UPLOAD_BYTES)
-            for upload in request.images
-        ]
-    else:
-        pictures = [read_png(upload.data, "image") for upload in request.images]
-        require_square(pictures[0], "image")
-    return pictures
+def _edit_pictures(request: EditRequest, rules: Rules) -> tuple[Picture, list[str]]:
+    """The first image's pixels, and each image's format, checked by the rules: DALL-E 2 takes one square PNG under
+    4 MB, the GPT image models PNG, JPEG or WebP files under 50 MB of any shape (the images after the first, which
+    only an upstream reads, are checked without being decoded)."""
+    if not rules.gpt_image_fields:
+        source = read_png(request.images[0].data, "image")
+        require_square(source, "image")
+        return source, ["png"]
+    first, *others = request.images
+    source = read_picture(first.data, "image", GPT_IMAGE_FORMATS, MAX_GPT_IMAGE_UPLOAD_BYTES)
+    formats = [picture_format(first.data)]
+    for upload in others:
+        check_picture(upload.data, "image", GPT_IMAGE_FORMATS, MAX_GPT_IMAGE_UPLOAD_BYTES)
+        formats.append(picture_format(upload.data))
+    return source, formats
 
 
 def _nearest_size(picture: Picture) -> str:
@@ -519,16 +541,17 @@ def _edit_pixels(
     the GPT image models redraw when no mask is sent (a model's own id when the image has no transparency)."""
     width, height = generation.width, generation.height
     image = resized(source.rgb, width, height)
+    transparent = source.alpha == 0 if source.alpha is not None else None
     if mask_upload is not None:
         repaint = _masked(source, read_png(mask_upload.data, "mask"))
-    elif source.alpha is not None and not rules.gpt_image:
-        repaint = source.alpha == 0
+    elif transparent is not None and transparent.any() and not rules.gpt_image:
+        repaint = transparent
     elif rules.gpt_image_fields:
         return image, None
     else:
         raise invalid_request(
-            "'image' has no transparency: send a 'mask' PNG whose transparent pixels mark what to change, or an "
-            "image whose transparent pixels do.",
+            "'image' has no transparent pixels: send a 'mask' PNG whose transparent pixels mark what to change, or "
+            "an image whose transparent pixels do.",
             param="image",
         )
     return image, resized(repaint.astype(np.uint8) * 255, width, height, nearest=True) > 127
@@ -559,14 +582,18 @@ def _fields(request: VariationRequest) -> dict[str, str]:
     return {"n": str(request.n), "size": request.size, "response_format": "b64_json"}
 
 
-def _edit_files(request: EditRequest) -> list[tuple[str, tuple[str, bytes, str]]]:
-    """The images as multipart parts: one as `image`, several as `image[]` (as the SDKs send them), and the mask."""
+def _edit_files(request: EditRequest, formats: list[str]) -> list[tuple[str, tuple[str, bytes, str]]]:
+    """The images as multipart parts: one as `image`, several as `image[]` (as the SDKs send them), and the mask,
+    each named and typed by the format it was found to be (a client's own type may be `octet-stream`)."""
     field = "image" if len(request.images) == 1 else "image[]"
-    parts = [(field, _file_part(upload, f"image{index}.png")) for index, upload in enumerate(request.images)]
+    parts = [
+        (field, _file_part(upload, f"image{index}", file_format))
+        for index, (upload, file_format) in enumerate(zip(request.images, formats, strict=True))
+    ]
     if request.mask is not None:
-        parts.append(("mask", _file_part(request.mask, "mask.png")))
+        parts.append(("mask", _file_part(request.mask, "mask", "png")))
     return parts
 
 
-def _file_part(upload: ImageUpload, filename: str) -> tuple[str, bytes, str]:
-    return (upload.filename or filename, upload.data, upload.content_type or "image/png")
+def _file_part(upload: ImageUpload, stem: str, file_format: str) -> tuple[str, bytes, str]:
+    return (upload.filename or f"{stem}.{file_format}", upload.data, f"image/{file_format}")
