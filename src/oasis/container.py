@@ -185,6 +185,8 @@ class Container:
             files=files,
             spoken=SpokenAnswers(db, registry, settings.chat.speech_model, settings.chat.spoken_answer_seconds),
             transcription_model=settings.chat.audio_transcription_model,
+            # the moderation service is made below, with this chat service (a judge model moderates through chat)
+            moderate=lambda body: moderations.create(body),
         )
         completions = CompletionService(registry, fingerprint=_fingerprint())
         fine_tuned = FineTunedModels(

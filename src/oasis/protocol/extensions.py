@@ -248,6 +248,23 @@ class _KeepsWhatWasSent(BaseModel):
         return self._sent
 
 
+class ModerationMode(BaseModel):
+    mode: Literal["score", "block"]
+
+
+class ModerationPolicy(BaseModel):
+    input: ModerationMode | None = None
+    output: ModerationMode | None = None
+
+
+class ChatModeration(BaseModel):
+    """Moderated completions (after this spec): the moderation model that scores the input and the answers, and
+    whether a flagged side is only scored or blocked."""
+
+    model: str
+    policy: ModerationPolicy | None = None
+
+
 class ChatCompletionRequest(spec.CreateChatCompletionRequest, _KeepsWhatWasSent):
     # Unknown fields are kept (local engines ignore them) so that an upstream engine receives them.
     model_config = ConfigDict(extra="allow")
@@ -267,6 +284,7 @@ class ChatCompletionRequest(spec.CreateChatCompletionRequest, _KeepsWhatWasSent)
     # After this spec: `modalities` with `audio` asks for a spoken answer, in the voice and format of `audio`.
     modalities: list[str] | None = None
     audio: SpokenAnswerRequest | None = None
+    moderation: ChatModeration | None = None
 
 
 class CompletionRequest(spec.CreateCompletionRequest, _KeepsWhatWasSent):

@@ -35,6 +35,14 @@ from oasis.services.chat.generation import (
     usage,
 )
 from oasis.services.chat.logprobs import ContentTokens, logprob_entries
+from oasis.services.chat.moderated import (
+    ModerationCall,
+    flagged,
+    input_texts,
+    moderation_plan,
+    moderation_results,
+    output_moderation,
+)
 from oasis.services.chat.reasoning import think_tags
 from oasis.services.chat.reply import Reply, ReplyFormat, ReplyReader, reply_format_for
 from oasis.services.chat.spoken import AnswerVoice, SpokenAnswers
@@ -67,6 +75,8 @@ from oasis.storage.clock import new_id
 log = logging.getLogger("oasis.chat")
 
 ANY_JSON_OBJECT: dict[str, object] = {"type": "object"}
+# An answer a `block` moderation policy withholds (its calls too: they were the flagged answer's).
+_WITHHELD: dict[str, Any] = {"role": "assistant", "content": None}
 
 
 @dataclass
@@ -208,8 +218,10 @@ class ChatService:
         files: FileService,
         spoken: SpokenAnswers,
         transcription_model: str = "whisper-1",
+        moderate: ModerationCall | None = None,
     ) -> None:
         self._registry = registry
+        self._moderate = moderate  # scores moderated completions' input and answers (`moderation`)
         self._fingerprint = fingerprint
         self._files = files  # reads file content parts for local models
         self._spoken = spoken  # speaks local models' answers (`modalities` with audio)
@@ -401,6 +413,12 @@ class ChatService:
         if upstream is not None:
             return await forward_whole(upstream, "/chat/completions", request, request.model)
         chat = prepared or self.prepare(request)
+        moderation = moderation_plan(request)
+        input_moderation = None
+        if moderation is not None:
+            input_moderation = await moderation_results(self._moderator(), moderation, input_texts(request))
+            if moderation.block_input and flagged(input_moderation):
+                return self._blocked(request, chat, input_moderation)
         streams = open_streams(chat.engine, chat.prompt, chat.params, chat.n, model=chat.model_id)
         try:
             results = await asyncio.gather(*(complete_choice(stream, chat.stops) for stream in streams))
@@ -422,13 +440,26 @@ class ChatService:
             reasoning_tokens += chat.reasoning_tokens(finished, result.completion_tokens)
             reply, repair_tokens = await self._repaired(chat, finished)
             completion_tokens += repair_tokens
-            message, finish = _message(chat.tools, reply, result.finish_reason)
-            if chat.voice is not None and chat.speaks(finish):
+            messages.append(_message(chat.tools, reply, result.finish_reason))
+        answer_moderation: dict[str, Any] = {}
+        if moderation is not None and input_moderation is not None:
+            # before the answers are spoken: a withheld answer is not
+            output, marks = await output_moderation(
+                self._moderator(), moderation, [message["content"] or "" for message, _ in messages]
+            )
+            answer_moderation = {"moderation": {"input": input_moderation, "output": output}}
+            if moderation.block_output:
+                messages = [
+                    (dict(_WITHHELD), "content_filter") if mark else (message, finish)
+                    for (message, finish), mark in zip(messages, marks, strict=True)
+                ]
+        for message, finish in messages:
+            if chat.voice is not None and chat.speaks(finish) and finish != "content_filter":
                 message["audio"] = await self._spoken.spoken(chat.voice, message["content"] or "", project_id)
                 message["content"] = None  # as OpenAI's audio models: what was said is the audio's transcript
-            messages.append((message, finish))
         return {
             **self._envelope(request, new_id("chatcmpl-"), int(time.time())),
+            **answer_moderation,
             "object": "chat.completion",
             "choices": [
                 {
@@ -442,6 +473,32 @@ class ChatService:
             "usage": metered_usage(
                 chat.model_id, len(chat.prompt), completion_tokens, cached_prompt_tokens(streams), reasoning_tokens
             ),
+        }
+
+    def _moderator(self) -> ModerationCall:
+        if self._moderate is None:
+            raise OasisError(503, "This server has no moderation service for chat.", type="server_error")
+        return self._moderate
+
+    def _blocked(
+        self, request: ChatCompletionRequest, chat: PreparedChat, input_moderation: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The answer to an input its moderation flagged under a `block` policy: nothing generated."""
+        empty = {"type": "moderation_results", "model": input_moderation["model"], "results": []}
+        return {
+            **self._envelope(request, new_id("chatcmpl-"), int(time.time())),
+            "moderation": {"input": input_moderation, "output": empty},
+            "object": "chat.completion",
+            "choices": [
+                {
+                    "index": index,
+                    "message": dict(_WITHHELD),
+                    "logprobs": None,
+                    "finish_reason": "content_filter",
+                }
+                for index in range(chat.n)
+            ],
+            "usage": usage(len(chat.prompt), 0),
         }
 
     def context_length(self, model: str) -> int | None:
@@ -497,7 +554,22 @@ class ChatService:
             choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
             return {**envelope, "choices": [choice], **extra}
 
+        moderation = moderation_plan(request)
+        input_moderation: dict[str, Any] | None = None
+        answer_moderations: dict[int, dict[str, Any]] = {}  # each choice's, as it ends
         try:
+            if moderation is not None:
+                input_moderation = await moderation_results(self._moderator(), moderation, input_texts(request))
+                if moderation.block_input and flagged(input_moderation):
+                    for stream in streams:
+                        stream.cancel()
+                    for index in range(chat.n):
+                        yield chunk(index, {"role": "assistant", "content": ""})
+                        yield chunk(index, {}, "content_filter")
+                    yield {**envelope, "choices": [], "moderation": _streamed_moderation(input_moderation, {}), **extra}
+                    if include_usage:
+                        yield {**envelope, "choices": [], "usage": usage(len(chat.prompt), 0)}
+                    return
             # Inside the try: a client gone before the first tokens (closing this at a role chunk) frees its
             # sequences too, rather than leave them generating to max_tokens.
             for index in range(chat.n):
@@ -509,8 +581,10 @@ class ChatService:
             # a spoken answer streams its transcript as `audio.transcript` deltas, then the audio, under one id
             answer_ids = [new_id("audio_") for _ in range(chat.n)]
             # With tools offered, an answer may still end in calls (then it is not spoken, and its text is content,
-            # as in a whole answer): a spoken answer's text waits for its end.
-            held = [""] * chat.n if chat.voice is not None and chat.tools is not None else None
+            # as in a whole answer): a spoken answer's text waits for its end. So does an answer that a `block`
+            # policy may withhold.
+            withholds = moderation is not None and moderation.block_output
+            held = [""] * chat.n if (chat.voice is not None and chat.tools is not None) or withholds else None
 
             def said(index: int, text: str, logprobs: Any = None) -> dict[str, Any] | None:
                 if held is not None:
@@ -549,6 +623,12 @@ class ChatService:
                     if (rest.content or logprobs) and (said_now := said(index, rest.content, logprobs)):
                         yield said_now
                     message, finish = _message(chat.tools, reply, delta.finish_reason)
+                    if moderation is not None:
+                        scored = await moderation_results(self._moderator(), moderation, [reply.content or ""])
+                        answer_moderations[index] = scored
+                        if moderation.block_output and flagged(scored):
+                            yield chunk(index, {}, "content_filter")
+                            continue
                     spoken = chat.speaks(finish)
                     if held is not None and held[index]:
                         kept = {"audio": {"id": answer_ids[index], "transcript": held[index]}} if spoken else None
@@ -566,6 +646,13 @@ class ChatService:
                 stream.cancel()
             # also when the client leaves mid-stream: those tokens were generated
             count_tokens(chat.model_id, len(chat.prompt), tally.completion_tokens)
+        if input_moderation is not None:
+            yield {
+                **envelope,
+                "choices": [],
+                "moderation": _streamed_moderation(input_moderation, answer_moderations),
+                **extra,
+            }
         if include_usage:
             counts = usage(len(chat.prompt), tally.completion_tokens, cached_prompt_tokens(streams), reasoning_tokens)
             yield {**envelope, "choices": [], "usage": counts}
@@ -580,6 +667,13 @@ class ChatService:
                 yield {"id": answer_id, "data": base64.b64encode(piece).decode("ascii")}
         answer = await self._spoken.remember(project_id, transcript, answer_id)
         yield {"id": answer_id, "expires_at": answer.expires_at}
+
+
+def _streamed_moderation(input_moderation: dict[str, Any], answers: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """A stream's moderation chunk: the input's, and the answers' results in choice order."""
+    results = [result for index in sorted(answers) for result in answers[index]["results"]]
+    output = {"type": "moderation_results", "model": input_moderation["model"], "results": results}
+    return {"input": input_moderation, "output": output}
 
 
 def _call_deltas(message: dict[str, Any]) -> list[dict[str, Any]]:

@@ -1,0 +1,78 @@
+"""Moderated chat completions (the request's `moderation`, added after the 2.0.0 spec): the input's messages and
+each generated answer scored by a moderation model (the one `POST /v1/moderations` would use under that name), the
+results in the answer's `moderation`. Under a `block` policy a flagged input is not answered, and a flagged answer
+is withheld: each such choice ends with `finish_reason: content_filter` and no content."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from oasis.errors import OasisError
+from oasis.protocol.extensions import ChatCompletionRequest
+
+ModerationCall = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class ModerationPlan:
+    model: str
+    block_input: bool
+    block_output: bool
+
+
+def moderation_plan(request: ChatCompletionRequest) -> ModerationPlan | None:
+    """The request's moderation, or None when it asks for none. A side the policy leaves out is scored."""
+    asked = request.moderation
+    if asked is None:
+        return None
+    policy = asked.policy
+    block_input = policy is not None and policy.input is not None and policy.input.mode == "block"
+    block_output = policy is not None and policy.output is not None and policy.output.mode == "block"
+    return ModerationPlan(asked.model, block_input, block_output)
+
+
+def input_texts(request: ChatCompletionRequest) -> list[str]:
+    """What the input's moderation scores: each message's text (its text parts joined), in order."""
+    texts = []
+    for message in request.messages:
+        content = message.content
+        if isinstance(content, list):
+            parts = [getattr(part, "root", part) for part in content]
+            content = "\n".join(text for part in parts if isinstance(text := getattr(part, "text", None), str))
+        if isinstance(content, str) and content.strip():
+            texts.append(content)
+    return texts
+
+
+async def moderation_results(moderate: ModerationCall, plan: ModerationPlan, texts: list[str]) -> dict[str, Any]:
+    """The moderation of `texts` as a chat answer carries it: one result a text. A bad moderation model is the
+    request's 400, naming `moderation.model`."""
+    if not texts:
+        return {"type": "moderation_results", "model": plan.model, "results": []}
+    try:
+        reply = await moderate({"model": plan.model, "input": texts})
+    except OasisError as exc:
+        if exc.param == "model":
+            exc.param = "moderation.model"
+        raise
+    model = reply["model"]
+    results = [{"type": "moderation_result", "model": model, **result} for result in reply["results"]]
+    return {"type": "moderation_results", "model": model, "results": results}
+
+
+def flagged(moderation: dict[str, Any]) -> bool:
+    return any(result["flagged"] for result in moderation["results"])
+
+
+async def output_moderation(
+    moderate: ModerationCall, plan: ModerationPlan, answers: list[str]
+) -> tuple[dict[str, Any], list[bool]]:
+    """The answers' moderation (one result an answer with text), and which answers it flags."""
+    scored = [index for index, answer in enumerate(answers) if answer.strip()]
+    moderation = await moderation_results(moderate, plan, [answers[index] for index in scored])
+    marks = [False] * len(answers)
+    for index, result in zip(scored, moderation["results"], strict=True):
+        marks[index] = bool(result["flagged"])
+    return moderation, marks

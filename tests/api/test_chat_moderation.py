@@ -1,0 +1,199 @@
+"""Moderated chat completions (the request's `moderation`, after the 2.0.0 spec): the input's messages and the
+answers scored by the shipped moderation head, the results in the answer's `moderation` (a last chunk of their own
+when streamed), and a `block` policy answering `finish_reason: content_filter` without content. The field goes as
+extra_body so that the May-2024 SDK sends it too; answers are read as dicts for the same reason."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.api.test_moderations import KIND, MODERATION, THREAT
+from tests.conftest import E5, Harness, smollm
+
+MODEL = "gpt-4o-mini"
+ECHO = [{"role": "user", "content": "What did the note on the car say?"}]
+# An answer that is a threat whatever the small model would say: held by a schema to the threat's words.
+THREATENING = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "note",
+        "strict": True,
+        "schema": {
+            "type": "object",
+            "properties": {"note": {"type": "string", "enum": [THREAT]}},
+            "required": ["note"],
+            "additionalProperties": False,
+        },
+    },
+}
+
+
+@pytest.fixture
+async def moderated_oasis(start_oasis: Callable[..., Any]) -> Harness:
+    harness: Harness = await start_oasis(engine_factories=None, models=[smollm(), E5, MODERATION])
+    return harness
+
+
+def _moderation(policy: dict[str, Any] | None = None) -> dict[str, Any]:
+    asked: dict[str, Any] = {"model": "omni-moderation-latest"}
+    if policy is not None:
+        asked["policy"] = policy
+    return {"moderation": asked}
+
+
+def _check_results(side: dict[str, Any], count: int) -> list[bool]:
+    assert side["type"] == "moderation_results" and side["model"] == "oasis-moderation-e5-small", side
+    assert len(side["results"]) == count, side
+    for result in side["results"]:
+        assert result["type"] == "moderation_result" and result["model"] == side["model"]
+        assert set(result["categories"]) == set(result["category_scores"]) >= {"violence", "harassment"}
+    return [result["flagged"] for result in side["results"]]
+
+
+async def test_scored_input_and_answers_come_with_the_answer(moderated_oasis: Harness) -> None:
+    reply = await moderated_oasis.sdk().chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": THREAT}],
+        n=2,
+        temperature=0.8,
+        max_tokens=24,
+        extra_body=_moderation(),  # no policy: both sides scored
+    )
+    answer = reply.model_dump()
+    assert _check_results(answer["moderation"]["input"], 2) == [False, True]  # each message with text
+    answered = [choice for choice in answer["choices"] if choice["message"]["content"]]
+    _check_results(answer["moderation"]["output"], len(answered))
+    assert all(choice["finish_reason"] in ("stop", "length") for choice in answer["choices"])  # scored, not blocked
+
+    plain = await moderated_oasis.sdk().chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": KIND}], max_tokens=4
+    )
+    assert plain.model_dump().get("moderation") is None  # none asked, none given
+
+
+async def test_a_blocked_input_is_not_answered(moderated_oasis: Harness) -> None:
+    client = moderated_oasis.sdk()
+    block = _moderation({"input": {"mode": "block"}})
+    reply = await client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": THREAT}], n=2, max_tokens=16, extra_body=block
+    )
+    answer = reply.model_dump()
+    assert [choice["finish_reason"] for choice in answer["choices"]] == ["content_filter"] * 2
+    assert all(choice["message"]["content"] is None for choice in answer["choices"])
+    assert answer["usage"]["completion_tokens"] == 0
+    assert _check_results(answer["moderation"]["input"], 1) == [True]
+    assert answer["moderation"]["output"]["results"] == []
+
+    kind = await client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": KIND}], max_tokens=8, extra_body=block
+    )
+    assert kind.choices[0].finish_reason in ("stop", "length") and kind.choices[0].message.content
+
+    async with moderated_oasis.http() as http:
+        streamed = await http.post(
+            "/v1/chat/completions",
+            json={
+                "model": MODEL,
+                "messages": [{"role": "user", "content": THREAT}],
+                "stream": True,
+                "stream_options": {"include_usage": True},
+                **block,
+            },
+        )
+    chunks = [json.loads(line[6:]) for line in streamed.text.splitlines() if line.startswith("data: {")]
+    finishes = [chunk["choices"][0]["finish_reason"] for chunk in chunks if chunk["choices"]]
+    assert finishes[-1] == "content_filter"
+    assert not "".join(chunk["choices"][0]["delta"].get("content") or "" for chunk in chunks if chunk["choices"])
+    (moderation,) = [chunk["moderation"] for chunk in chunks if chunk.get("moderation")]
+    assert _check_results(moderation["input"], 1) == [True]
+    assert chunks[-1]["usage"]["completion_tokens"] == 0
+
+
+async def test_a_flagged_answer_is_withheld_under_block_and_shown_under_score(moderated_oasis: Harness) -> None:
+    client = moderated_oasis.sdk()
+    scored = await client.chat.completions.create(
+        model=MODEL,
+        messages=ECHO,
+        response_format=THREATENING,  # type: ignore[arg-type]
+        max_tokens=80,
+        extra_body=_moderation(),
+    )
+    said = scored.choices[0].message.content or ""
+    assert _check_results(scored.model_dump()["moderation"]["output"], 1) == [True], said  # the echo is a threat
+
+    block = _moderation({"input": {"mode": "score"}, "output": {"mode": "block"}})
+    blocked = await client.chat.completions.create(
+        model=MODEL,
+        messages=ECHO,
+        response_format=THREATENING,  # type: ignore[arg-type]
+        max_tokens=80,
+        extra_body=block,
+    )
+    choice = blocked.choices[0]
+    assert choice.finish_reason == "content_filter" and choice.message.content is None
+    assert _check_results(blocked.model_dump()["moderation"]["output"], 1) == [True]
+
+    # streamed: the answer is held until it is moderated, and never sent
+    async with moderated_oasis.http() as http:
+        streamed = await http.post(
+            "/v1/chat/completions",
+            json={
+                "model": MODEL,
+                "messages": ECHO,
+                "response_format": THREATENING,
+                "max_tokens": 80,
+                "stream": True,
+                **block,
+            },
+        )
+    chunks = [json.loads(line[6:]) for line in streamed.text.splitlines() if line.startswith("data: {")]
+    assert not "".join(chunk["choices"][0]["delta"].get("content") or "" for chunk in chunks if chunk["choices"])
+    assert [chunk["choices"][0]["finish_reason"] for chunk in chunks if chunk["choices"]][-1] == "content_filter"
+    (moderation,) = [chunk["moderation"] for chunk in chunks if chunk.get("moderation")]
+    assert _check_results(moderation["output"], 1) == [True] and _check_results(moderation["input"], 1) == [False]
+
+    # streamed and scored: the text as it comes, the moderation in a chunk of its own after it
+    async with moderated_oasis.http() as http:
+        streamed = await http.post(
+            "/v1/chat/completions",
+            json={
+                "model": MODEL,
+                "messages": ECHO,
+                "response_format": THREATENING,
+                "max_tokens": 80,
+                "stream": True,
+                **_moderation(),
+            },
+        )
+    chunks = [json.loads(line[6:]) for line in streamed.text.splitlines() if line.startswith("data: {")]
+    text = "".join(chunk["choices"][0]["delta"].get("content") or "" for chunk in chunks if chunk["choices"])
+    assert json.loads(text) == json.loads(said) == {"note": THREAT}
+    assert chunks[-1]["choices"] == [] and _check_results(chunks[-1]["moderation"]["output"], 1) == [True]
+
+
+@pytest.mark.parametrize(
+    ("moderation", "status", "param"),
+    [
+        ({"model": "no-such-moderation-model"}, 404, "moderation.model"),  # as /v1/moderations answers it
+        ({"model": MODEL}, 400, "moderation.model"),  # a chat model does no moderation
+        (
+            {"model": "omni-moderation-latest", "policy": {"input": {"mode": "strict"}}},
+            400,
+            "moderation.policy.input.mode",
+        ),
+        ({"policy": {"input": {"mode": "block"}}}, 400, "moderation.model"),
+    ],
+)
+async def test_bad_moderation_requests_are_errors_naming_the_param(
+    moderated_oasis: Harness, moderation: Any, status: int, param: str
+) -> None:
+    async with moderated_oasis.http() as http:
+        response = await http.post(
+            "/v1/chat/completions",
+            json={"model": MODEL, "messages": [{"role": "user", "content": KIND}], "moderation": moderation},
+        )
+    assert response.status_code == status and response.json()["error"]["param"] == param, response.text
