@@ -16,20 +16,20 @@ from tests.conftest import E5, Harness, smollm
 
 MODEL = "gpt-4o-mini"
 ECHO = [{"role": "user", "content": "What did the note on the car say?"}]
-# An answer that is a threat whatever the small model would say: held by a schema to the threat's words.
-THREATENING = {
-    "type": "json_schema",
-    "json_schema": {
-        "name": "note",
-        "strict": True,
-        "schema": {
-            "type": "object",
-            "properties": {"note": {"type": "string", "enum": [THREAT]}},
-            "required": ["note"],
-            "additionalProperties": False,
-        },
-    },
-}
+
+
+def _note(words: str) -> dict[str, Any]:
+    """An answer that says `words` whatever the small model would say: held by a schema to them."""
+    schema = {
+        "type": "object",
+        "properties": {"note": {"type": "string", "enum": [words]}},
+        "required": ["note"],
+        "additionalProperties": False,
+    }
+    return {"type": "json_schema", "json_schema": {"name": "note", "strict": True, "schema": schema}}
+
+
+THREATENING = _note(THREAT)
 
 
 @pytest.fixture
@@ -104,7 +104,7 @@ async def test_a_blocked_input_is_not_answered(moderated_oasis: Harness) -> None
                 **block,
             },
         )
-    chunks = [json.loads(line[6:]) for line in streamed.text.splitlines() if line.startswith("data: {")]
+    chunks = [json.loads(line[6:]) for line in streamed.text.split("\n") if line.startswith("data: {")]
     finishes = [chunk["choices"][0]["finish_reason"] for chunk in chunks if chunk["choices"]]
     assert finishes[-1] == "content_filter"
     assert not "".join(chunk["choices"][0]["delta"].get("content") or "" for chunk in chunks if chunk["choices"])
@@ -119,7 +119,8 @@ async def test_a_flagged_answer_is_withheld_under_block_and_shown_under_score(mo
         model=MODEL,
         messages=ECHO,
         response_format=THREATENING,  # type: ignore[arg-type]
-        max_tokens=80,
+        temperature=0,
+        max_tokens=200,
         extra_body=_moderation(),
     )
     said = scored.choices[0].message.content or ""
@@ -130,11 +131,14 @@ async def test_a_flagged_answer_is_withheld_under_block_and_shown_under_score(mo
         model=MODEL,
         messages=ECHO,
         response_format=THREATENING,  # type: ignore[arg-type]
-        max_tokens=80,
+        temperature=0,
+        max_tokens=200,
+        logprobs=True,
         extra_body=block,
     )
     choice = blocked.choices[0]
     assert choice.finish_reason == "content_filter" and choice.message.content is None
+    assert choice.logprobs is None  # its tokens would spell out what was withheld
     assert _check_results(blocked.model_dump()["moderation"]["output"], 1) == [True]
 
     # streamed: the answer is held until it is moderated, and never sent
@@ -145,12 +149,13 @@ async def test_a_flagged_answer_is_withheld_under_block_and_shown_under_score(mo
                 "model": MODEL,
                 "messages": ECHO,
                 "response_format": THREATENING,
-                "max_tokens": 80,
+                "temperature": 0,
+                "max_tokens": 200,
                 "stream": True,
                 **block,
             },
         )
-    chunks = [json.loads(line[6:]) for line in streamed.text.splitlines() if line.startswith("data: {")]
+    chunks = [json.loads(line[6:]) for line in streamed.text.split("\n") if line.startswith("data: {")]
     assert not "".join(chunk["choices"][0]["delta"].get("content") or "" for chunk in chunks if chunk["choices"])
     assert [chunk["choices"][0]["finish_reason"] for chunk in chunks if chunk["choices"]][-1] == "content_filter"
     (moderation,) = [chunk["moderation"] for chunk in chunks if chunk.get("moderation")]
@@ -164,15 +169,57 @@ async def test_a_flagged_answer_is_withheld_under_block_and_shown_under_score(mo
                 "model": MODEL,
                 "messages": ECHO,
                 "response_format": THREATENING,
-                "max_tokens": 80,
+                "temperature": 0,
+                "max_tokens": 200,
                 "stream": True,
                 **_moderation(),
             },
         )
-    chunks = [json.loads(line[6:]) for line in streamed.text.splitlines() if line.startswith("data: {")]
+    chunks = [json.loads(line[6:]) for line in streamed.text.split("\n") if line.startswith("data: {")]
     text = "".join(chunk["choices"][0]["delta"].get("content") or "" for chunk in chunks if chunk["choices"])
     assert json.loads(text) == json.loads(said) == {"note": THREAT}
     assert chunks[-1]["choices"] == [] and _check_results(chunks[-1]["moderation"]["output"], 1) == [True]
+
+
+async def test_an_answer_held_for_moderation_keeps_its_logprobs_and_long_inputs_are_scored_whole(
+    moderated_oasis: Harness,
+) -> None:
+    block = _moderation({"output": {"mode": "block"}})
+    async with moderated_oasis.http() as http:
+        streamed = await http.post(
+            "/v1/chat/completions",
+            json={
+                "model": MODEL,
+                "messages": ECHO,
+                "response_format": _note(KIND),
+                "temperature": 0,
+                "max_tokens": 200,
+                "logprobs": True,
+                "stream": True,
+                **block,
+            },
+        )
+    chunks = [json.loads(line[6:]) for line in streamed.text.split("\n") if line.startswith("data: {")]
+    text = "".join(chunk["choices"][0]["delta"].get("content") or "" for chunk in chunks if chunk["choices"])
+    tokens = [
+        entry["token"]
+        for chunk in chunks
+        if chunk["choices"] and chunk["choices"][0]["logprobs"]
+        for entry in chunk["choices"][0]["logprobs"]["content"]
+    ]
+    assert json.loads(text) == {"note": KIND} and "".join(tokens) == text
+
+    # more messages than one moderation takes (32): scored in parts, one result a message
+    conversation = [
+        {"role": "user" if i % 2 == 0 else "assistant", "content": f"Line {i} of a chat."} for i in range(41)
+    ]
+    reply = await moderated_oasis.sdk().chat.completions.create(
+        model=MODEL,
+        messages=conversation,
+        max_tokens=4,
+        extra_body=_moderation(),  # type: ignore[arg-type]
+    )
+    assert len(_check_results(reply.model_dump()["moderation"]["input"], 41)) == 41
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from typing import Any
 
 from oasis.errors import OasisError
 from oasis.protocol.extensions import ChatCompletionRequest
+from oasis.services.moderations.service import MAX_INPUTS
 
 ModerationCall = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
@@ -46,19 +47,25 @@ def input_texts(request: ChatCompletionRequest) -> list[str]:
     return texts
 
 
-async def moderation_results(moderate: ModerationCall, plan: ModerationPlan, texts: list[str]) -> dict[str, Any]:
-    """The moderation of `texts` as a chat answer carries it: one result a text. A bad moderation model is the
-    request's 400, naming `moderation.model`."""
-    if not texts:
-        return {"type": "moderation_results", "model": plan.model, "results": []}
-    try:
-        reply = await moderate({"model": plan.model, "input": texts})
-    except OasisError as exc:
-        if exc.param == "model":
-            exc.param = "moderation.model"
-        raise
-    model = reply["model"]
-    results = [{"type": "moderation_result", "model": model, **result} for result in reply["results"]]
+async def moderation_results(
+    moderate: ModerationCall, plan: ModerationPlan, texts: list[str], source: str = "messages"
+) -> dict[str, Any]:
+    """The moderation of `texts` as a chat answer carries it: one result a text, asked for MAX_INPUTS at a time
+    (the most one moderation takes). A bad moderation model is the request's error, naming `moderation.model`;
+    texts the moderation cannot take name `source`, where they came from."""
+    results: list[dict[str, Any]] = []
+    model = plan.model
+    for start in range(0, len(texts), MAX_INPUTS):
+        try:
+            reply = await moderate({"model": plan.model, "input": texts[start : start + MAX_INPUTS]})
+        except OasisError as exc:
+            if exc.param == "model":
+                exc.param = "moderation.model"
+            elif exc.param is not None and exc.param.startswith("input"):
+                exc.param = source
+            raise
+        model = reply["model"]
+        results += [{"type": "moderation_result", "model": model, **result} for result in reply["results"]]
     return {"type": "moderation_results", "model": model, "results": results}
 
 
@@ -71,7 +78,7 @@ async def output_moderation(
 ) -> tuple[dict[str, Any], list[bool]]:
     """The answers' moderation (one result an answer with text), and which answers it flags."""
     scored = [index for index, answer in enumerate(answers) if answer.strip()]
-    moderation = await moderation_results(moderate, plan, [answers[index] for index in scored])
+    moderation = await moderation_results(moderate, plan, [answers[index] for index in scored], "moderation")
     marks = [False] * len(answers)
     for index, result in zip(scored, moderation["results"], strict=True):
         marks[index] = bool(result["flagged"])

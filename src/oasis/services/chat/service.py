@@ -9,7 +9,7 @@ import logging
 import time
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from oasis.engines.options import ChatFormatOptions
@@ -37,6 +37,7 @@ from oasis.services.chat.generation import (
 from oasis.services.chat.logprobs import ContentTokens, logprob_entries
 from oasis.services.chat.moderated import (
     ModerationCall,
+    ModerationPlan,
     flagged,
     input_texts,
     moderation_plan,
@@ -444,15 +445,15 @@ class ChatService:
         answer_moderation: dict[str, Any] = {}
         if moderation is not None and input_moderation is not None:
             # before the answers are spoken: a withheld answer is not
-            output, marks = await output_moderation(
-                self._moderator(), moderation, [message["content"] or "" for message, _ in messages]
+            output, withheld = await self._answers_moderated(
+                moderation, [message["content"] or "" for message, _ in messages]
             )
             answer_moderation = {"moderation": {"input": input_moderation, "output": output}}
-            if moderation.block_output:
-                messages = [
-                    (dict(_WITHHELD), "content_filter") if mark else (message, finish)
-                    for (message, finish), mark in zip(messages, marks, strict=True)
-                ]
+            messages = [
+                (dict(_WITHHELD), "content_filter") if cut else (message, finish)
+                for (message, finish), cut in zip(messages, withheld, strict=True)
+            ]
+            logprobs = [None if cut else entry for entry, cut in zip(logprobs, withheld, strict=True)]
         for message, finish in messages:
             if chat.voice is not None and chat.speaks(finish) and finish != "content_filter":
                 message["audio"] = await self._spoken.spoken(chat.voice, message["content"] or "", project_id)
@@ -474,6 +475,23 @@ class ChatService:
                 chat.model_id, len(chat.prompt), completion_tokens, cached_prompt_tokens(streams), reasoning_tokens
             ),
         }
+
+    async def _answers_moderated(
+        self, moderation: ModerationPlan, answers: list[str]
+    ) -> tuple[dict[str, Any], list[bool]]:
+        """The answers' moderation, and which of them a `block` policy withholds. Scoring that fails once the
+        answers are made is the moderation's error, not the request's: under `score` the answers stand; under
+        `block` none can be shown unchecked."""
+        try:
+            output, marks = await output_moderation(self._moderator(), moderation, answers)
+        except OasisError as exc:
+            error = {"type": "error", "code": exc.code or exc.type, "message": exc.message}
+            return error, [moderation.block_output] * len(answers)
+        return output, [mark and moderation.block_output for mark in marks]
+
+    async def _answer_moderated(self, moderation: ModerationPlan, answer: str) -> tuple[dict[str, Any], bool]:
+        output, withheld = await self._answers_moderated(moderation, [answer])
+        return output, withheld[0]
 
     def _moderator(self) -> ModerationCall:
         if self._moderate is None:
@@ -498,7 +516,7 @@ class ChatService:
                 }
                 for index in range(chat.n)
             ],
-            "usage": usage(len(chat.prompt), 0),
+            "usage": metered_usage(chat.model_id, len(chat.prompt), 0),
         }
 
     def context_length(self, model: str) -> int | None:
@@ -528,19 +546,20 @@ class ChatService:
         if upstream is not None:
             return forward_stream(upstream, "/chat/completions", request, request.model)
         chat = prepared or self.prepare(request)
-        return self._chunks(
-            request,
-            chat,
-            open_streams(chat.engine, chat.prompt, chat.params, chat.n, model=chat.model_id),
-            tally or TokenTally(),
-            project_id,
-        )
+        # A moderated input is scored before anything is generated (a blocked one never is): its streams open
+        # in the chunks' first step, whose errors still get an HTTP status (sse_response awaits the first chunk).
+        streams = None if request.moderation is not None else self._open(chat)
+        return self._chunks(request, chat, streams, tally or TokenTally(), project_id)
+
+    @staticmethod
+    def _open(chat: PreparedChat) -> list[TokenStream]:
+        return open_streams(chat.engine, chat.prompt, chat.params, chat.n, model=chat.model_id)
 
     async def _chunks(
         self,
         request: ChatCompletionRequest,
         chat: PreparedChat,
-        streams: list[TokenStream],
+        opened: list[TokenStream] | None,
         tally: TokenTally,
         project_id: str,
     ) -> AsyncIterator[dict[str, Any]]:
@@ -557,12 +576,11 @@ class ChatService:
         moderation = moderation_plan(request)
         input_moderation: dict[str, Any] | None = None
         answer_moderations: dict[int, dict[str, Any]] = {}  # each choice's, as it ends
+        streams = opened or []
         try:
             if moderation is not None:
                 input_moderation = await moderation_results(self._moderator(), moderation, input_texts(request))
                 if moderation.block_input and flagged(input_moderation):
-                    for stream in streams:
-                        stream.cancel()
                     for index in range(chat.n):
                         yield chunk(index, {"role": "assistant", "content": ""})
                         yield chunk(index, {}, "content_filter")
@@ -570,6 +588,8 @@ class ChatService:
                     if include_usage:
                         yield {**envelope, "choices": [], "usage": usage(len(chat.prompt), 0)}
                     return
+            if opened is None:
+                streams = self._open(chat)
             # Inside the try: a client gone before the first tokens (closing this at a role chunk) frees its
             # sequences too, rather than leave them generating to max_tokens.
             for index in range(chat.n):
@@ -584,15 +604,22 @@ class ChatService:
             # as in a whole answer): a spoken answer's text waits for its end. So does an answer that a `block`
             # policy may withhold.
             withholds = moderation is not None and moderation.block_output
-            held = [""] * chat.n if (chat.voice is not None and chat.tools is not None) or withholds else None
+            held = [_Held() for _ in range(chat.n)] if (chat.voice and chat.tools) or withholds else None
 
             def said(index: int, text: str, logprobs: Any = None) -> dict[str, Any] | None:
                 if held is not None:
-                    held[index] += text
+                    held[index].content += text
+                    held[index].logprobs.extend(logprobs["content"] if logprobs else [])
                     return None
                 if chat.voice is None:
                     return chunk(index, {"content": text}, logprobs=logprobs)
                 return chunk(index, {"audio": {"id": answer_ids[index], "transcript": text}}, logprobs=logprobs)
+
+            def thought(index: int, text: str) -> dict[str, Any] | None:
+                if withholds and held is not None:  # the thinking of an answer that may be withheld, too
+                    held[index].reasoning += text
+                    return None
+                return chunk(index, {"reasoning_content": text})
 
             def shown(index: int, final: bool = False) -> dict[str, Any] | None:
                 """The logprobs of the content tokens settled now (none asked: None)."""
@@ -607,8 +634,8 @@ class ChatService:
                 if request.logprobs:  # placing each token in the text is work at every token, for logprobs only
                     content_tokens[index].add(delta.tokens)
                 ready = readers[index].feed(delta.text)
-                if ready.reasoning:
-                    yield chunk(index, {"reasoning_content": ready.reasoning})
+                if ready.reasoning and (thought_now := thought(index, ready.reasoning)):
+                    yield thought_now
                 logprobs = shown(index)
                 if (ready.content or logprobs) and (said_now := said(index, ready.content, logprobs)):
                     yield said_now
@@ -618,21 +645,25 @@ class ChatService:
                     logprobs = shown(index, final=True)
                     reply, repair_tokens = await self._repaired(chat, reply)
                     tally.completion_tokens += repair_tokens
-                    if rest.reasoning:
-                        yield chunk(index, {"reasoning_content": rest.reasoning})
+                    if rest.reasoning and (thought_now := thought(index, rest.reasoning)):
+                        yield thought_now
                     if (rest.content or logprobs) and (said_now := said(index, rest.content, logprobs)):
                         yield said_now
                     message, finish = _message(chat.tools, reply, delta.finish_reason)
                     if moderation is not None:
-                        scored = await moderation_results(self._moderator(), moderation, [reply.content or ""])
+                        scored, withheld = await self._answer_moderated(moderation, reply.content or "")
                         answer_moderations[index] = scored
-                        if moderation.block_output and flagged(scored):
+                        if withheld:
                             yield chunk(index, {}, "content_filter")
                             continue
                     spoken = chat.speaks(finish)
-                    if held is not None and held[index]:
-                        kept = {"audio": {"id": answer_ids[index], "transcript": held[index]}} if spoken else None
-                        yield chunk(index, kept or {"content": held[index]})
+                    if held is not None and held[index].reasoning:
+                        yield chunk(index, {"reasoning_content": held[index].reasoning})
+                    if held is not None and (held[index].content or held[index].logprobs):
+                        text = held[index].content
+                        kept = {"audio": {"id": answer_ids[index], "transcript": text}} if spoken else None
+                        settled = {"content": held[index].logprobs} if held[index].logprobs else None
+                        yield chunk(index, kept or {"content": text}, logprobs=settled)
                     for call_delta in _call_deltas(message):
                         yield chunk(index, call_delta)
                     if spoken and chat.voice is not None:
@@ -669,8 +700,21 @@ class ChatService:
         yield {"id": answer_id, "expires_at": answer.expires_at}
 
 
+@dataclass
+class _Held:
+    """A streamed answer's text held until its end (it may end in calls, or be withheld), with its logprobs."""
+
+    content: str = ""
+    reasoning: str = ""
+    logprobs: list[dict[str, Any]] = field(default_factory=list)
+
+
 def _streamed_moderation(input_moderation: dict[str, Any], answers: dict[int, dict[str, Any]]) -> dict[str, Any]:
-    """A stream's moderation chunk: the input's, and the answers' results in choice order."""
+    """A stream's moderation chunk: the input's, and the answers' results in choice order (an error, if scoring
+    any of them failed)."""
+    failed = next((side for side in answers.values() if side["type"] == "error"), None)
+    if failed is not None:
+        return {"input": input_moderation, "output": failed}
     results = [result for index in sorted(answers) for result in answers[index]["results"]]
     output = {"type": "moderation_results", "model": input_moderation["model"], "results": results}
     return {"input": input_moderation, "output": output}
