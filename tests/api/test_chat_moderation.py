@@ -45,6 +45,21 @@ def _moderation(policy: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"moderation": asked}
 
 
+async def _streamed(harness: Harness, **body: Any) -> list[dict[str, Any]]:
+    """A streamed answer's chunks (split on newlines only: a token may hold a character splitlines() breaks at)."""
+    async with harness.http() as http:
+        response = await http.post("/v1/chat/completions", json={"model": MODEL, "stream": True, **body})
+    return [json.loads(line[6:]) for line in response.text.split("\n") if line.startswith("data: {")]
+
+
+def _content(chunks: list[dict[str, Any]]) -> str:
+    return "".join(chunk["choices"][0]["delta"].get("content") or "" for chunk in chunks if chunk["choices"])
+
+
+def _last_finish(chunks: list[dict[str, Any]]) -> str:
+    return str([chunk["choices"][0]["finish_reason"] for chunk in chunks if chunk["choices"]][-1])
+
+
 def _check_results(side: dict[str, Any], count: int) -> list[bool]:
     assert side["type"] == "moderation_results" and side["model"] == "oasis-moderation-e5-small", side
     assert len(side["results"]) == count, side
@@ -93,21 +108,13 @@ async def test_a_blocked_input_is_not_answered(moderated_oasis: Harness) -> None
     )
     assert kind.choices[0].finish_reason in ("stop", "length") and kind.choices[0].message.content
 
-    async with moderated_oasis.http() as http:
-        streamed = await http.post(
-            "/v1/chat/completions",
-            json={
-                "model": MODEL,
-                "messages": [{"role": "user", "content": THREAT}],
-                "stream": True,
-                "stream_options": {"include_usage": True},
-                **block,
-            },
-        )
-    chunks = [json.loads(line[6:]) for line in streamed.text.split("\n") if line.startswith("data: {")]
-    finishes = [chunk["choices"][0]["finish_reason"] for chunk in chunks if chunk["choices"]]
-    assert finishes[-1] == "content_filter"
-    assert not "".join(chunk["choices"][0]["delta"].get("content") or "" for chunk in chunks if chunk["choices"])
+    chunks = await _streamed(
+        moderated_oasis,
+        messages=[{"role": "user", "content": THREAT}],
+        stream_options={"include_usage": True},
+        **block,
+    )
+    assert _last_finish(chunks) == "content_filter" and not _content(chunks)
     (moderation,) = [chunk["moderation"] for chunk in chunks if chunk.get("moderation")]
     assert _check_results(moderation["input"], 1) == [True]
     assert chunks[-1]["usage"]["completion_tokens"] == 0
@@ -142,42 +149,15 @@ async def test_a_flagged_answer_is_withheld_under_block_and_shown_under_score(mo
     assert _check_results(blocked.model_dump()["moderation"]["output"], 1) == [True]
 
     # streamed: the answer is held until it is moderated, and never sent
-    async with moderated_oasis.http() as http:
-        streamed = await http.post(
-            "/v1/chat/completions",
-            json={
-                "model": MODEL,
-                "messages": ECHO,
-                "response_format": THREATENING,
-                "temperature": 0,
-                "max_tokens": 200,
-                "stream": True,
-                **block,
-            },
-        )
-    chunks = [json.loads(line[6:]) for line in streamed.text.split("\n") if line.startswith("data: {")]
-    assert not "".join(chunk["choices"][0]["delta"].get("content") or "" for chunk in chunks if chunk["choices"])
-    assert [chunk["choices"][0]["finish_reason"] for chunk in chunks if chunk["choices"]][-1] == "content_filter"
+    asked = {"messages": ECHO, "response_format": THREATENING, "temperature": 0, "max_tokens": 200}
+    chunks = await _streamed(moderated_oasis, **asked, **block)
+    assert _last_finish(chunks) == "content_filter" and not _content(chunks)
     (moderation,) = [chunk["moderation"] for chunk in chunks if chunk.get("moderation")]
     assert _check_results(moderation["output"], 1) == [True] and _check_results(moderation["input"], 1) == [False]
 
     # streamed and scored: the text as it comes, the moderation in a chunk of its own after it
-    async with moderated_oasis.http() as http:
-        streamed = await http.post(
-            "/v1/chat/completions",
-            json={
-                "model": MODEL,
-                "messages": ECHO,
-                "response_format": THREATENING,
-                "temperature": 0,
-                "max_tokens": 200,
-                "stream": True,
-                **_moderation(),
-            },
-        )
-    chunks = [json.loads(line[6:]) for line in streamed.text.split("\n") if line.startswith("data: {")]
-    text = "".join(chunk["choices"][0]["delta"].get("content") or "" for chunk in chunks if chunk["choices"])
-    assert json.loads(text) == json.loads(said) == {"note": THREAT}
+    chunks = await _streamed(moderated_oasis, **asked, **_moderation())
+    assert json.loads(_content(chunks)) == json.loads(said) == {"note": THREAT}
     assert chunks[-1]["choices"] == [] and _check_results(chunks[-1]["moderation"]["output"], 1) == [True]
 
 
@@ -185,22 +165,16 @@ async def test_an_answer_held_for_moderation_keeps_its_logprobs_and_long_inputs_
     moderated_oasis: Harness,
 ) -> None:
     block = _moderation({"output": {"mode": "block"}})
-    async with moderated_oasis.http() as http:
-        streamed = await http.post(
-            "/v1/chat/completions",
-            json={
-                "model": MODEL,
-                "messages": ECHO,
-                "response_format": _note(KIND),
-                "temperature": 0,
-                "max_tokens": 200,
-                "logprobs": True,
-                "stream": True,
-                **block,
-            },
-        )
-    chunks = [json.loads(line[6:]) for line in streamed.text.split("\n") if line.startswith("data: {")]
-    text = "".join(chunk["choices"][0]["delta"].get("content") or "" for chunk in chunks if chunk["choices"])
+    chunks = await _streamed(
+        moderated_oasis,
+        messages=ECHO,
+        response_format=_note(KIND),
+        temperature=0,
+        max_tokens=200,
+        logprobs=True,
+        **block,
+    )
+    text = _content(chunks)
     tokens = [
         entry["token"]
         for chunk in chunks
