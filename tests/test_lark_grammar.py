@@ -270,3 +270,28 @@ def test_a_call_fits_a_custom_tool_only_when_its_input_is_in_the_grammar() -> No
     assert fits(plan, "add", "1 + 2") and not fits(plan, "add", "1 +")  # the input written bare, not as JSON
     # an input too long to check in good time is taken as a misfit (and written again under the grammar)
     assert not fits(plan, "add", json.dumps({"input": "+".join(["1"] * 400)}))
+
+
+def test_a_regex_custom_tools_input_fits_only_when_it_matches_however_it_was_written() -> None:
+    request = ChatCompletionRequest.model_validate(
+        {
+            "model": "m",
+            "messages": [{"role": "user", "content": "Book the first of May."}],
+            "tools": [
+                {
+                    "type": "custom",
+                    "custom": {
+                        "name": "book",
+                        "format": {
+                            "type": "grammar",
+                            "grammar": {"syntax": "regex", "definition": r"\d{4}-\d{2}-\d{2}"},
+                        },
+                    },
+                }
+            ],
+        }
+    )
+    plan = plan_tools(request)
+    assert plan is not None
+    assert fits(plan, "book", json.dumps({"input": "2025-05-01"})) and fits(plan, "book", "2025-05-01")
+    assert not fits(plan, "book", json.dumps({"input": "May 1"})) and not fits(plan, "book", "May 1")

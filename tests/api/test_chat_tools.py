@@ -408,13 +408,14 @@ async def test_a_custom_call_streams_and_its_result_continues_the_conversation(c
         (  # a lark grammar, but left recursion behind a rule that may be empty has no GBNF form
             {
                 "tools": [
+                    DATE_TOOL,
                     {
                         "type": "custom",
                         "custom": {"name": "parse", "format": _lark('start: y start "a" | "b"\ny: "c" |')},
-                    }
+                    },
                 ]
             },
-            "tools",
+            "tools[1].custom.format.grammar.definition",
         ),
         (
             {
@@ -442,7 +443,7 @@ async def test_a_custom_call_streams_and_its_result_continues_the_conversation(c
                     }
                 ]
             },
-            "tools",
+            "tools[0].custom.format.grammar.definition",
         ),
         (
             {

@@ -520,6 +520,12 @@ async def test_bad_uploads_are_400s_naming_the_part(image_oasis: Harness) -> Non
         ),
         (client.images.create_variation(image=("a.png", b"\x89PNG\r\n\x1a\n broken", "image/png")), "image"),
         (client.images.create_variation(image=("a.png", good, "image/png"), size="64x64"), "size"),  # type: ignore[arg-type]
+        (  # variations are square under every name, a model's own id too
+            client.images.create_variation(
+                model="oasis-shapes-32", image=("a.png", good, "image/png"), size="1792x1024"
+            ),  # type: ignore[arg-type]
+            "size",
+        ),
         (
             client.images.create_variation(image=("a.png", good, "image/png"), response_format="gif"),  # type: ignore[arg-type]
             "response_format",

@@ -63,7 +63,7 @@ async def _read(value: Any, name: str, max_bytes: int) -> ImageUpload:
     if not isinstance(value, UploadFile):
         raise invalid_request(f"'{name}' must be a file part.", param=name)
     data = await value.read(max_bytes + 1)  # one byte over tells the service the file is too large
-    return ImageUpload(data=data, filename=value.filename or "", content_type=value.content_type or "")
+    return ImageUpload(data=data, filename=value.filename or "")
 
 
 def _multipart(request: Request) -> None:

@@ -18,7 +18,7 @@ from oasis.engines.llamacpp.pattern_grammar import UnusablePattern, regex_body_r
 
 # Left recursion is removed by substituting rules into each other, which can multiply alternatives: past this
 # many the grammar is refused rather than written out.
-MAX_ALTERNATIVES = 4096
+MAX_SUBSTITUTED_ALTERNATIVES = 4096
 _IGNORED = "%ignored"  # the symbol standing for any run of ignored terminals
 
 
@@ -86,7 +86,9 @@ def _without_left_recursion(rules: dict[str, list[Production]]) -> dict[str, lis
         for index, name in enumerate(group):
             for earlier in group[:index]:
                 leading = sum(production[:1] == (earlier,) for production in rules[name])
-                if len(rules[name]) + leading * (len(rules[earlier]) - 1) > MAX_ALTERNATIVES:  # before writing them
+                if (
+                    len(rules[name]) + leading * (len(rules[earlier]) - 1) > MAX_SUBSTITUTED_ALTERNATIVES
+                ):  # before writing them
                     raise UnusableGrammar(f"rule {name} has too many alternatives once its left recursion is removed")
                 rules[name] = [
                     expanded

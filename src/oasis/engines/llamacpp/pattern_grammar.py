@@ -4,8 +4,8 @@ refuses patterns not anchored at both ends; JSON Schema's patterns match anywher
 
 The regex is parsed by Python's own parser, so its syntax is Python's; the grammar covers the string as JSON writes
 it: a `"`, a backslash or a control character the regex allows is written as its JSON escape. Classes such as
-`\\d`, `\\w` and `\\s` are their ASCII forms; ignoring case (`(?i)`, whole or scoped) folds the letters of Latin
-scripts. Lookarounds, backreferences, word boundaries and `(?m)` have no grammar form and are refused
+`\\d`, `\\w` and `\\s` are their ASCII forms; ignoring case (`(?i)`, whole or scoped) folds letters as Python's
+`re` does. Lookarounds, backreferences, word boundaries and `(?m)` have no grammar form and are refused
 (UnusablePattern).
 """
 
@@ -193,7 +193,7 @@ def _repeated(unit: str, low: int, high: int) -> str:
     return f"{unit}{{{low}}}" if low == high else f"{unit}{{{low},{high}}}"
 
 
-def _class_ranges(items: list[Any], ignore_case: bool = False, ascii_only: bool = False) -> Ranges:
+def _class_ranges(items: list[Any], ignore_case: bool, ascii_only: bool) -> Ranges:
     ranges: Ranges = []
     negate = False
     for op, value in items:
@@ -213,7 +213,7 @@ def _class_ranges(items: list[Any], ignore_case: bool = False, ascii_only: bool 
     return _subtract([(0, MAX_CODE_POINT)], merged) if negate else merged
 
 
-def _case_folded(ranges: Ranges, ascii_only: bool = False) -> Ranges:
+def _case_folded(ranges: Ranges, ascii_only: bool) -> Ranges:
     """`ranges` with every character that matches one of them under `re.IGNORECASE`: Python's simple lowercase
     mapping and its extra case pairs (the Kelvin sign with k, long s with s); ASCII letters alone under `(?a)`."""
     groups = _ASCII_CASE_GROUPS if ascii_only else _case_groups()
@@ -223,8 +223,8 @@ def _case_folded(ranges: Ranges, ascii_only: bool = False) -> Ranges:
             for code in range(low, high + 1):
                 added.extend((other, other) for other in groups.get(code, ()))
     else:  # a wide class (a negated one): the groups it touches
-        starts = [low for low, _ in _merge(ranges)]
         merged = _merge(ranges)
+        starts = [low for low, _ in merged]
         for group in set(groups.values()):
             if any(_within(merged, starts, code) for code in group):
                 added.extend((other, other) for other in group)

@@ -69,6 +69,11 @@ async def moderation_results(
     return {"type": "moderation_results", "model": model, "results": results}
 
 
+def no_results(model: str) -> dict[str, Any]:
+    """The answers' side of a moderation when no answer was made (a blocked input)."""
+    return {"type": "moderation_results", "model": model, "results": []}
+
+
 def flagged(moderation: dict[str, Any]) -> bool:
     return any(result["flagged"] for result in moderation["results"])
 

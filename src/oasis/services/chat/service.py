@@ -42,6 +42,7 @@ from oasis.services.chat.moderated import (
     input_texts,
     moderation_plan,
     moderation_results,
+    no_results,
     output_moderation,
 )
 from oasis.services.chat.reasoning import think_tags
@@ -62,8 +63,8 @@ from oasis.services.chat.tools import (
     ToolPlan,
     call_schema,
     custom_input,
-    custom_only,
     fits,
+    grammar_inputs,
     only,
     plan_tools,
     tools_system_prompt,
@@ -218,8 +219,8 @@ class ChatService:
         fingerprint: str,
         files: FileService,
         spoken: SpokenAnswers,
+        moderate: ModerationCall,
         transcription_model: str = "whisper-1",
-        moderate: ModerationCall | None = None,
     ) -> None:
         self._registry = registry
         self._moderate = moderate  # scores moderated completions' input and answers (`moderation`)
@@ -272,6 +273,12 @@ class ChatService:
         prompt = engine.tokenize(text, add_special=False, parse_special=True)
         params = to_sampling_params(request, engine, len(prompt))
         check_queue_holds(engine, request.n or 1, "n")
+        for param, schema in grammar_inputs(request):
+            # a custom call is held to its grammar (or written again under it): one that cannot be is refused now
+            try:
+                engine.check_schema(schema)
+            except UnusableSchema as exc:
+                raise invalid_request(f"Invalid tool grammar: {exc}", param=param, code="invalid_grammar") from None
         if plan is not None and plan.forced:
             params = replace(params, json_schema=call_schema(plan))
         if params.json_schema is not None:
@@ -284,12 +291,6 @@ class ChatService:
                     param="tools" if forced else "response_format.json_schema.schema",
                     code="invalid_json_schema",
                 ) from None
-        if plan is not None and plan.custom and not plan.forced:
-            # a custom call that misses its grammar is written again under it: a grammar that cannot be is refused now
-            try:
-                engine.check_schema(call_schema(custom_only(plan)))
-            except UnusableSchema as exc:
-                raise invalid_request(f"Invalid tool grammar: {exc}", param="tools", code="invalid_grammar") from None
         # A grammar makes the reply JSON from its first token: there is no thinking to read.
         thinking = "inline" if options.reasoning == "inline" else "separate"
         if params.json_schema is not None:
@@ -417,7 +418,7 @@ class ChatService:
         moderation = moderation_plan(request)
         input_moderation = None
         if moderation is not None:
-            input_moderation = await moderation_results(self._moderator(), moderation, input_texts(request))
+            input_moderation = await moderation_results(self._moderate, moderation, input_texts(request))
             if moderation.block_input and flagged(input_moderation):
                 return self._blocked(request, chat, input_moderation)
         streams = open_streams(chat.engine, chat.prompt, chat.params, chat.n, model=chat.model_id)
@@ -483,7 +484,7 @@ class ChatService:
         answers are made is the moderation's error, not the request's: under `score` the answers stand; under
         `block` none can be shown unchecked."""
         try:
-            output, marks = await output_moderation(self._moderator(), moderation, answers)
+            output, marks = await output_moderation(self._moderate, moderation, answers)
         except OasisError as exc:
             error = {"type": "error", "code": exc.code or exc.type, "message": exc.message}
             return error, [moderation.block_output] * len(answers)
@@ -493,19 +494,13 @@ class ChatService:
         output, withheld = await self._answers_moderated(moderation, [answer])
         return output, withheld[0]
 
-    def _moderator(self) -> ModerationCall:
-        if self._moderate is None:
-            raise OasisError(503, "This server has no moderation service for chat.", type="server_error")
-        return self._moderate
-
     def _blocked(
         self, request: ChatCompletionRequest, chat: PreparedChat, input_moderation: dict[str, Any]
     ) -> dict[str, Any]:
         """The answer to an input its moderation flagged under a `block` policy: nothing generated."""
-        empty = {"type": "moderation_results", "model": input_moderation["model"], "results": []}
         return {
             **self._envelope(request, new_id("chatcmpl-"), int(time.time())),
-            "moderation": {"input": input_moderation, "output": empty},
+            "moderation": {"input": input_moderation, "output": no_results(input_moderation["model"])},
             "object": "chat.completion",
             "choices": [
                 {
@@ -579,7 +574,7 @@ class ChatService:
         streams = opened or []
         try:
             if moderation is not None:
-                input_moderation = await moderation_results(self._moderator(), moderation, input_texts(request))
+                input_moderation = await moderation_results(self._moderate, moderation, input_texts(request))
                 if moderation.block_input and flagged(input_moderation):
                     for index in range(chat.n):
                         yield chunk(index, {"role": "assistant", "content": ""})
@@ -715,8 +710,8 @@ def _streamed_moderation(input_moderation: dict[str, Any], answers: dict[int, di
     failed = next((side for side in answers.values() if side["type"] == "error"), None)
     if failed is not None:
         return {"input": input_moderation, "output": failed}
-    results = [result for index in sorted(answers) for result in answers[index]["results"]]
-    output = {"type": "moderation_results", "model": input_moderation["model"], "results": results}
+    output = no_results(input_moderation["model"])
+    output["results"] = [result for index in sorted(answers) for result in answers[index]["results"]]
     return {"input": input_moderation, "output": output}
 
 

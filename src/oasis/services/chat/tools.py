@@ -147,6 +147,17 @@ def _as_function(tool: CustomTool, index: int) -> dict[str, Any]:
     return function
 
 
+def grammar_inputs(request: ChatCompletionRequest) -> list[tuple[str, dict[str, Any]]]:
+    """Each custom tool's grammar, as the `input` schema a model is held to, and the param that names it (so that
+    a grammar an engine cannot hold is refused naming its tool)."""
+    found = []
+    for index, tool in enumerate(request.tools or []):
+        if isinstance(tool, CustomTool) and tool.custom.format is not None and tool.custom.format.type == "grammar":
+            schema = _as_function(tool, index)["parameters"]["properties"]["input"]
+            found.append((f"tools[{index}].custom.format.grammar.definition", schema))
+    return found
+
+
 def custom_input(arguments: str) -> str:
     """A custom tool's input, from the arguments the model wrote for it: their `input`, or the text as written
     when it is not the object asked for."""
@@ -210,17 +221,24 @@ def call_schema(plan: ToolPlan) -> dict[str, Any]:
 
 
 def fits(plan: ToolPlan, name: str, arguments: str) -> bool:
-    """Whether a call's arguments are valid for its function's parameters (a schema that is itself broken
-    cannot be checked, so anything fits it)."""
+    """Whether a call's arguments are valid for its function's parameters, and a custom tool's input for its
+    grammar, regex or lark, however the model wrote it (a schema that is itself broken cannot be checked, so
+    anything fits it)."""
     function = next((f for f in plan.functions if f["name"] == name), None)
     if function is None:
         return False
     lark = _lark_definition(function) if name in plan.custom else None
-    if lark is not None:  # the input may have come as bare text, which custom_input reads too
+    if lark is not None:
         return read_lark(lark).accepts(custom_input(arguments))
     validator = _validator(json.dumps(function.get("parameters") or {"type": "object"}, sort_keys=True))
     try:
-        return validator is None or bool(validator.is_valid(json.loads(arguments)))
+        value = json.loads(arguments)
+    except json.JSONDecodeError:
+        if name not in plan.custom:
+            return True  # a function's arguments that are not JSON cannot be checked: kept as written
+        value = {"input": arguments}  # a custom tool's input written as bare text
+    try:
+        return validator is None or bool(validator.is_valid(value))
     except Exception:  # a `$ref` that leads nowhere (or off this machine): the schema cannot be checked
         return True
 
@@ -261,8 +279,3 @@ _remembered_validator = lru_cache(maxsize=256)(_compiled)
 def only(plan: ToolPlan, name: str) -> ToolPlan:
     """The plan that forces one call to `name` (a call written again under its grammar)."""
     return replace(plan, mode="named", functions=[f for f in plan.functions if f["name"] == name], parallel=False)
-
-
-def custom_only(plan: ToolPlan) -> ToolPlan:
-    """The plan's custom tools alone, each called once (what their grammars are checked with)."""
-    return replace(plan, functions=[f for f in plan.functions if f["name"] in plan.custom], parallel=False)

@@ -169,7 +169,6 @@ def model_asked(body: dict[str, Any]) -> str:
 class ImageUpload:
     data: bytes
     filename: str
-    content_type: str
 
 
 @dataclass(frozen=True)
@@ -213,9 +212,19 @@ def _check_prompt(rules: Rules, model: str, prompt: str) -> None:
 
 
 def _edit_rules(model: str) -> Rules:
+    _not_dall_e_3(model)
+    return rules_for(model)
+
+
+def _variation_rules(model: str) -> Rules:
+    """Variations take the square sizes under every name (OpenAI makes them with DALL-E 2 only)."""
+    _not_dall_e_3(model)
+    return Rules(SQUARES, 10, 1000 if model == "dall-e-2" else 4000)
+
+
+def _not_dall_e_3(model: str) -> None:
     if model == "dall-e-3":
         raise invalid_request("Edits and variations are made with 'dall-e-2' (or a model's own id).", param="model")
-    return Rules(SQUARES, 10, 1000) if model == "dall-e-2" else rules_for(model)
 
 
 def _edit_model(request: EditRequest) -> str:
@@ -376,7 +385,7 @@ class ImageService:
         return generation, await _encoded(generation, kept)
 
     async def vary(self, request: VariationRequest, project_id: str, base_url: str) -> dict[str, Any]:
-        rules = _edit_rules(request.model)
+        rules = _variation_rules(request.model)
         width, height = _check_common(rules, request.model, request.n, request.size, request.response_format)
         image = await asyncio.to_thread(_variation_pixels, request, width, height)
         engine = self._engine(request.model)
