@@ -179,14 +179,15 @@ class Container:
         registry = EngineRegistry(specs, factories)
         embeddings = EmbeddingService(registry)
         files = FileService(db, blobs, settings.files.max_upload_bytes, settings.files.batch_expiry_seconds)
+        # a judge model moderates through chat, and chat is moderated: chat is called once it is made below
+        moderations = ModerationService(registry, embeddings, lambda request: chat.create(request))
         chat = ChatService(
             registry,
             fingerprint=_fingerprint(),
             files=files,
             spoken=SpokenAnswers(db, registry, settings.chat.speech_model, settings.chat.spoken_answer_seconds),
             transcription_model=settings.chat.audio_transcription_model,
-            # the moderation service is made below, with this chat service (a judge model moderates through chat)
-            moderate=lambda body: moderations.create(body),
+            moderate=moderations,
         )
         completions = CompletionService(registry, fingerprint=_fingerprint())
         fine_tuned = FineTunedModels(
@@ -197,7 +198,6 @@ class Container:
         )
         secret = settings.images.url_secret
         links = ImageLinks(blobs, secret.get_secret_value() if secret else None, settings.images.public_url)
-        moderations = ModerationService(registry, embeddings, chat.create)
         images = ImageService(registry, links)
         batch_runner = BatchRunner(
             db,

@@ -218,3 +218,25 @@ async def test_bad_moderation_requests_are_errors_naming_the_param(
             json={"model": MODEL, "messages": [{"role": "user", "content": KIND}], "moderation": moderation},
         )
     assert response.status_code == status and response.json()["error"]["param"] == param, response.text
+
+
+async def test_messages_without_text_are_moderated_by_the_model_named(moderated_oasis: Harness) -> None:
+    """Nothing to score in the input still names the moderation model as served, and a model that does no
+    moderation is refused before anything is generated, as it is when there is text."""
+    silent = [{"role": "user", "content": ""}]
+    reply = await moderated_oasis.sdk().chat.completions.create(
+        model=MODEL,
+        messages=silent,
+        max_tokens=4,
+        extra_body=_moderation(),  # type: ignore[arg-type]
+    )
+    assert _check_results(reply.model_dump()["moderation"]["input"], 0) == []
+    async with moderated_oasis.http() as http:
+        for model, status in (("no-such-moderation-model", 404), (MODEL, 400)):
+            for stream in (False, True):
+                response = await http.post(
+                    "/v1/chat/completions",
+                    json={"model": MODEL, "messages": silent, "stream": stream, "moderation": {"model": model}},
+                )
+                assert response.status_code == status, response.text
+                assert response.json()["error"]["param"] == "moderation.model", response.text

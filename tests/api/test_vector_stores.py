@@ -285,11 +285,10 @@ async def test_a_deleted_file_leaves_every_store_that_held_it(embed_oasis: Harne
     assert kept == [ids["chess.txt"]]
 
 
-async def test_an_expired_files_text_leaves_search_at_once_and_its_stores_with_the_expiry_job(
-    embed_oasis: Harness,
-) -> None:
+async def test_an_expired_file_leaves_search_and_its_stores_at_once(embed_oasis: Harness) -> None:
     client = embed_oasis.sdk()
-    store_id, ids = await completed_store(embed_oasis, {n: DOCUMENTS[n] for n in ("solar.txt", "chess.txt")})
+    names = ("solar.txt", "chess.txt", "rome.txt")
+    store_id, ids = await completed_store(embed_oasis, {n: DOCUMENTS[n] for n in names})
     question = "photovoltaic solar panels inverter"
     assert ids["solar.txt"] in {hit["file_id"] for hit in await search(embed_oasis, store_id, question)}
     async with embed_oasis.container.db.session() as session:  # it was uploaded with expires_after, an hour ago
@@ -297,10 +296,21 @@ async def test_an_expired_files_text_leaves_search_at_once_and_its_stores_with_t
             update(StoredFile).where(StoredFile.id == ids["solar.txt"]).values(expires_at=int(time.time()) - 1)
         )
         await session.commit()
-    assert ids["solar.txt"] not in {hit["file_id"] for hit in await search(embed_oasis, store_id, question)}
-    await embed_oasis.container.files.delete_expired()  # what the worker's expiry job does within a minute
-    listed = await stores(client).files.list(vector_store_id=store_id)
-    assert [item.id for item in listed.data] == [ids["chess.txt"]]
+    remaining = {ids["chess.txt"], ids["rome.txt"]}
+    for _ in range(2):  # before the expiry job runs, and after it (what a worker does within a minute)
+        assert ids["solar.txt"] not in {hit["file_id"] for hit in await search(embed_oasis, store_id, question)}
+        listed = await stores(client).files.list(vector_store_id=store_id)
+        assert {item.id for item in listed.data} == remaining
+        done = await stores(client).files.list(vector_store_id=store_id, filter="completed")
+        assert {item.id for item in done.data} == remaining
+        store = await stores(client).retrieve(store_id)
+        assert store.file_counts.completed == store.file_counts.total == 2
+        with pytest.raises(openai.NotFoundError):
+            await stores(client).files.retrieve(ids["solar.txt"], vector_store_id=store_id)
+        await embed_oasis.container.files.delete_expired()
+    # a client that paged up to the file before it expired goes on from it
+    after = await stores(client).files.list(vector_store_id=store_id, after=ids["solar.txt"], order="asc")
+    assert {item.id for item in after.data} == remaining
 
 
 async def test_a_file_attached_again_pages_like_any_other(embed_oasis: Harness) -> None:

@@ -5,15 +5,22 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import ColumnElement, delete, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from oasis.storage.clock import now
 from oasis.storage.db import Database
 from oasis.storage.pagination import Page, PageRequest, paginate
-from oasis.storage.tables import VectorStore, VectorStoreChunk, VectorStoreFile, VectorStoreFileBatch
+from oasis.storage.tables import StoredFile, VectorStore, VectorStoreChunk, VectorStoreFile, VectorStoreFileBatch
 
 # A file attachment still to be ingested (or being ingested): the ingestion job's row while it is wanted.
 WAITING_FILE = (VectorStoreFile.status == "in_progress", VectorStoreFile.deleted_at.is_(None))
+
+
+def _file_unexpired() -> ColumnElement[bool]:
+    """The attached file is not past its `expires_at`: an expired file leaves its stores' lists and counts at once,
+    as it leaves its project's, before the expiry job detaches it."""
+    return ~exists().where(StoredFile.id == VectorStoreFile.id, StoredFile.expires_at <= now())
 
 
 async def get_store(
@@ -46,7 +53,7 @@ async def file_stats(session: AsyncSession, store_ids: Iterable[str]) -> dict[st
             func.count(),
             func.coalesce(func.sum(VectorStoreFile.usage_bytes), 0),
         )
-        .where(VectorStoreFile.vector_store_id.in_(ids), VectorStoreFile.deleted_at.is_(None))
+        .where(VectorStoreFile.vector_store_id.in_(ids), VectorStoreFile.deleted_at.is_(None), _file_unexpired())
         .group_by(VectorStoreFile.vector_store_id, VectorStoreFile.status)
     )
     for store_id, status, count, usage in rows:
@@ -59,7 +66,7 @@ async def file_stats(session: AsyncSession, store_ids: Iterable[str]) -> dict[st
 async def batch_counts(session: AsyncSession, batch_id: str) -> Counter[str]:
     rows = await session.execute(
         select(VectorStoreFile.status, func.count())
-        .where(VectorStoreFile.batch_id == batch_id, VectorStoreFile.deleted_at.is_(None))
+        .where(VectorStoreFile.batch_id == batch_id, VectorStoreFile.deleted_at.is_(None), _file_unexpired())
         .group_by(VectorStoreFile.status)
     )
     return Counter({status: count for status, count in rows})
@@ -72,6 +79,7 @@ async def get_file(session: AsyncSession, project_id: str, store_id: str, file_i
             VectorStoreFile.vector_store_id == store_id,
             VectorStoreFile.project_id == project_id,
             VectorStoreFile.deleted_at.is_(None),
+            _file_unexpired(),
         )
     )
 
@@ -91,7 +99,9 @@ async def attached_files(session: AsyncSession, store_id: str, file_ids: list[st
 async def list_files(
     session: AsyncSession, store_id: str, page: PageRequest, status: str | None, batch_id: str | None = None
 ) -> Page[VectorStoreFile]:
-    filters = [VectorStoreFile.status == status] if status else []
+    filters = [_file_unexpired()]  # a filter, not the scope: an expired file still anchors a cursor
+    if status:
+        filters.append(VectorStoreFile.status == status)
     scope = [VectorStoreFile.vector_store_id == store_id]
     if batch_id is not None:
         scope.append(VectorStoreFile.batch_id == batch_id)

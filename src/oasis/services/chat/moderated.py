@@ -5,15 +5,20 @@ is withheld: each such choice ends with `finish_reason: content_filter` and no c
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from oasis.errors import OasisError
 from oasis.protocol.extensions import ChatCompletionRequest
 from oasis.services.moderations.service import MAX_INPUTS
 
-ModerationCall = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+class Moderator(Protocol):
+    """What moderated chat needs of the moderation service."""
+
+    async def create(self, body: dict[str, Any]) -> dict[str, Any]: ...
+
+    def served_model(self, model: str) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -48,24 +53,25 @@ def input_texts(request: ChatCompletionRequest) -> list[str]:
 
 
 async def moderation_results(
-    moderate: ModerationCall, plan: ModerationPlan, texts: list[str], source: str = "messages"
+    moderate: Moderator, plan: ModerationPlan, texts: list[str], source: str = "messages"
 ) -> dict[str, Any]:
     """The moderation of `texts` as a chat answer carries it: one result a text, asked for MAX_INPUTS at a time
     (the most one moderation takes). A bad moderation model is the request's error, naming `moderation.model`;
     texts the moderation cannot take name `source`, where they came from."""
     results: list[dict[str, Any]] = []
-    model = plan.model
-    for start in range(0, len(texts), MAX_INPUTS):
-        try:
-            reply = await moderate({"model": plan.model, "input": texts[start : start + MAX_INPUTS]})
-        except OasisError as exc:
-            if exc.param == "model":
-                exc.param = "moderation.model"
-            elif exc.param is not None and exc.param.startswith("input"):
-                exc.param = source
-            raise
-        model = reply["model"]
-        results += [{"type": "moderation_result", "model": model, **result} for result in reply["results"]]
+    try:
+        # with nothing to score, the model is still checked and named as every other side names it
+        model = moderate.served_model(plan.model) if not texts else plan.model
+        for start in range(0, len(texts), MAX_INPUTS):
+            reply = await moderate.create({"model": plan.model, "input": texts[start : start + MAX_INPUTS]})
+            model = reply["model"]
+            results += [{"type": "moderation_result", "model": model, **result} for result in reply["results"]]
+    except OasisError as exc:
+        if exc.param == "model":
+            exc.param = "moderation.model"
+        elif exc.param is not None and exc.param.startswith("input"):
+            exc.param = source
+        raise
     return {"type": "moderation_results", "model": model, "results": results}
 
 
@@ -79,7 +85,7 @@ def flagged(moderation: dict[str, Any]) -> bool:
 
 
 async def output_moderation(
-    moderate: ModerationCall, plan: ModerationPlan, answers: list[str]
+    moderate: Moderator, plan: ModerationPlan, answers: list[str]
 ) -> tuple[dict[str, Any], list[bool]]:
     """The answers' moderation (one result an answer with text), and which answers it flags."""
     scored = [index for index, answer in enumerate(answers) if answer.strip()]

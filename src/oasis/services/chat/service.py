@@ -36,8 +36,8 @@ from oasis.services.chat.generation import (
 )
 from oasis.services.chat.logprobs import ContentTokens, logprob_entries
 from oasis.services.chat.moderated import (
-    ModerationCall,
     ModerationPlan,
+    Moderator,
     flagged,
     input_texts,
     moderation_plan,
@@ -219,7 +219,7 @@ class ChatService:
         fingerprint: str,
         files: FileService,
         spoken: SpokenAnswers,
-        moderate: ModerationCall,
+        moderate: Moderator,
         transcription_model: str = "whisper-1",
     ) -> None:
         self._registry = registry

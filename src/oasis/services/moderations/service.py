@@ -182,14 +182,24 @@ class ModerationService:
         if "input" not in body:
             raise invalid_request("'$.input' is required.", param="input")
         inputs = read_inputs(body["input"])
-        engine: Any = loaded_engine(self._registry, model)
+        engine = self._engine(model)
         if implements(engine, JudgeModerationEngine):
             results = await self._judged(engine, inputs)
-        elif implements(engine, ModerationEngine):
-            results = await self._scored(model, engine, inputs)
         else:
-            raise invalid_request(f"The model '{model}' does not do moderation.", param="model")
+            results = await self._scored(model, engine, inputs)
         return {"id": f"modr-{secrets.token_hex(12)}", "model": served_id(self._registry, model), "results": results}
+
+    def served_model(self, model: str) -> str:
+        """The served id of a model that moderates: a moderation with nothing to score still names it, and an
+        unknown one is an error before anything else is done."""
+        self._engine(model)
+        return served_id(self._registry, model)
+
+    def _engine(self, model: str) -> Any:
+        engine: Any = loaded_engine(self._registry, model)
+        if not implements(engine, JudgeModerationEngine) and not implements(engine, ModerationEngine):
+            raise invalid_request(f"The model '{model}' does not do moderation.", param="model")
+        return engine
 
     async def _scored(
         self, model: str, engine: ModerationEngine, inputs: list[ModerationInput]
