@@ -76,6 +76,20 @@ async def test_embeddings_batch_with_a_bad_request_fails_only_that_line(embed_oa
         assert len(line["response"]["body"]["data"][0]["embedding"]) == 384
     assert errors[0]["response"]["status_code"] == 404
     assert errors[0]["response"]["body"]["error"]["code"] == "model_not_found"
+    # the answered requests' tokens (newer SDKs' `usage`); lines asking for two models: no one `model`
+    summary = done.model_dump()
+    prompt_tokens = sum(line["response"]["body"]["usage"]["prompt_tokens"] for line in outputs)
+    assert summary["usage"] == {
+        "input_tokens": prompt_tokens,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": 0,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": prompt_tokens,
+    }
+    assert prompt_tokens > 0 and summary["model"] is None
+    with pytest.raises(openai.ConflictError) as conflict:  # a finished batch is no longer cancellable
+        await client.batches.cancel(done.id)
+    assert conflict.value.body["message"] == "Cannot cancel a batch with status 'completed'."  # type: ignore[index]
     output_file = await client.files.retrieve(done.output_file_id)
     assert output_file.purpose == "batch_output"
 
@@ -94,8 +108,11 @@ async def test_lines_for_another_endpoint_fail_the_batch_naming_them(embed_oasis
     done = await wait_until_done(client, batch.id)
     assert done.status == "failed" and done.failed_at and done.output_file_id is None
     assert done.errors is not None and done.errors.data is not None
-    assert [(error.line, error.code) for error in done.errors.data] == [(2, "invalid_request"), (4, "invalid_request")]
-    assert "endpoint" in (done.errors.data[0].message or "")
+    assert [(error.line, error.code, error.param) for error in done.errors.data] == [
+        (2, "invalid_url", "url"),
+        (4, "invalid_url", "url"),
+    ]
+    assert "does not match the batch endpoint" in (done.errors.data[0].message or "")
 
     # Past the listed errors, the last entry counts the rest.
     wrong = [request(f"w{i}", "/v1/completions", {"model": "m", "prompt": "z"}) for i in range(1005)]
@@ -106,6 +123,8 @@ async def test_lines_for_another_endpoint_fail_the_batch_naming_them(embed_oasis
     assert done.status == "failed" and done.errors is not None and done.errors.data is not None
     assert len(done.errors.data) == 1000 and done.errors.data[998].line == 999
     assert done.errors.data[-1].line is None and "6 more lines" in (done.errors.data[-1].message or "")
+    with pytest.raises(openai.ConflictError):
+        await client.batches.cancel(done.id)
 
 
 async def test_text_no_storage_can_hold_is_refused_at_upload_or_fails_its_line_alone(embed_oasis: Harness) -> None:
@@ -148,7 +167,29 @@ def test_a_stored_batch_line_whose_custom_id_no_storage_can_hold_fails_validatio
     for custom_id in ("nul\u0000id", "lone\ud800"):
         raw = json.dumps(request(custom_id, "/v1/embeddings", {"model": "m", "input": "x"})).encode()
         line, why = _parse(2, raw, "/v1/embeddings", set())
-        assert line is None and why is not None and "custom_id" in why
+        assert line is None and why is not None and why["param"] == "custom_id" and "custom_id" in why["message"]
+
+
+def test_a_bad_stored_line_is_named_with_openais_codes() -> None:
+    """What a failed batch's `errors` say of a line the upload check would refuse today (files stored before it)."""
+    good = request("a", "/v1/embeddings", {"model": "m", "input": "x"})
+    cases: list[tuple[bytes, tuple[str, str | None]]] = [
+        (b"{not json", ("invalid_json_line", None)),
+        *(
+            (json.dumps({k: v for k, v in good.items() if k != name}).encode(), ("missing_required_parameter", name))
+            for name in ("custom_id", "method", "url", "body")
+        ),
+        (json.dumps({**good, "url": "/v1/completions"}).encode(), ("invalid_url", "url")),
+        (json.dumps({**good, "method": "GET"}).encode(), ("invalid_request", "method")),
+        (json.dumps({**good, "body": [1]}).encode(), ("invalid_request", "body")),
+    ]
+    for raw, (code, param) in cases:
+        line, why = _parse(1, raw, "/v1/embeddings", set())
+        assert line is None and why is not None and (why["code"], why["param"]) == (code, param), raw
+    missing = _parse(1, json.dumps({"method": "POST"}).encode(), "/v1/embeddings", set())[1]
+    assert missing is not None and missing["message"] == "Missing required parameter: 'custom_id'."
+    line, why = _parse(1, json.dumps(good).encode(), "/v1/embeddings", set())
+    assert why is None and line is not None and line.custom_id == "a"
 
 
 async def test_bad_create_requests_are_400s_and_404s(embed_oasis: Harness) -> None:
@@ -158,7 +199,8 @@ async def test_bad_create_requests_are_400s_and_404s(embed_oasis: Harness) -> No
     )
     with pytest.raises(openai.BadRequestError) as error:
         await client.batches.create(input_file_id=file_id, endpoint="/v1/images", completion_window="24h")  # type: ignore[arg-type]
-    assert error.value.body["param"] == "endpoint"  # type: ignore[index]
+    assert error.value.body["param"] == "endpoint" and error.value.code == "invalid_value"  # type: ignore[index]
+    assert "Invalid value: '/v1/images'. Supported values are: '/v1/chat/completions'" in error.value.message
     with pytest.raises(openai.BadRequestError) as error:
         await client.batches.create(input_file_id=file_id, endpoint="/v1/embeddings", completion_window="1h")  # type: ignore[arg-type]
     assert error.value.body["param"] == "completion_window"  # type: ignore[index]
@@ -231,7 +273,8 @@ async def test_chat_and_completions_batches_answer_like_the_online_endpoints(cha
     completion_done = await wait_until_done(client, completion_batch.id)
     assert chat_done.status == "completed" and chat_done.request_counts is not None
     assert (chat_done.request_counts.completed, chat_done.request_counts.failed) == (3, 1)
-    for line in await read_lines(client, chat_done.output_file_id):
+    chat_answers = await read_lines(client, chat_done.output_file_id)
+    for line in chat_answers:
         body = line["response"]["body"]
         assert body["object"] == "chat.completion" and body["choices"][0]["message"]["role"] == "assistant"
         assert body["usage"]["completion_tokens"] <= 8
@@ -240,6 +283,17 @@ async def test_chat_and_completions_batches_answer_like_the_online_endpoints(cha
     assert invalid["response"]["body"]["error"]["param"] == "messages"
     (completed,) = await read_lines(client, completion_done.output_file_id)
     assert completed["response"]["body"]["object"] == "text_completion"
+    # one model asked for in every line: the batch names it as they (and their answers) do, with their tokens
+    for done, answers, model in (
+        (chat_done, chat_answers, "gpt-4o-mini"),
+        (completion_done, [completed], "gpt-3.5-turbo-instruct"),
+    ):
+        summary = done.model_dump()
+        assert summary["model"] == model and {answer["response"]["body"]["model"] for answer in answers} == {model}
+        used = [answer["response"]["body"]["usage"] for answer in answers]
+        assert summary["usage"]["input_tokens"] == sum(each["prompt_tokens"] for each in used) > 0
+        assert summary["usage"]["output_tokens"] == sum(each["completion_tokens"] for each in used) > 0
+        assert summary["usage"]["total_tokens"] == sum(each["total_tokens"] for each in used)
 
 
 async def test_cancel_in_the_middle_keeps_the_results_so_far(start_oasis: Callable[..., Any]) -> None:

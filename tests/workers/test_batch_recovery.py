@@ -82,4 +82,8 @@ def test_kill_9_mid_batch_then_restart_answers_every_custom_id_once(tmp_path: Pa
         output = [json.loads(line) for line in client.files.content(current.output_file_id).text.splitlines()]
     custom_ids = [line["custom_id"] for line in output]
     assert sorted(custom_ids) == sorted(f"req-{i}" for i in range(total))  # each exactly once, none lost
+    # the batch's tokens count each answered request once, across the kill
+    used = current.model_dump()["usage"]
+    assert used["input_tokens"] == sum(line["response"]["body"]["usage"]["prompt_tokens"] for line in output) > 0
+    assert used["total_tokens"] == used["input_tokens"] and used["output_tokens"] == 0
     assert results_so_far(database_url) == total

@@ -222,6 +222,14 @@ class BatchJob(Base):
     completed: Mapped[int] = mapped_column(Integer, default=0)
     failed: Mapped[int] = mapped_column(Integer, default=0)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # The model every line asks for (as they name it), found at validation; None while validating or when lines
+    # ask for several.
+    model: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Tokens of the answered requests (`usage`), added in the transaction that stores each result.
+    input_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    cached_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    reasoning_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
     lease_expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     deleted_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)

@@ -174,11 +174,12 @@ class BatchRunner:
             return
         try:
             if batch.status == "validating":
-                errors, total = await self._validate(batch)
+                errors, total, model = await self._validate(batch)
                 if errors:
                     await self._fail(batch, owner, errors)
                     return
-                await self._set(seq, owner, ("validating",), status="in_progress", in_progress_at=now(), total=total)
+                values = {"status": "in_progress", "in_progress_at": now(), "total": total, "model": model}
+                await self._set(seq, owner, ("validating",), **values)
                 batch = await self._batch(seq)
             if batch.status == "in_progress":
                 if now() < batch.expires_at:
@@ -217,7 +218,7 @@ class BatchRunner:
         if any(pending):
             yield number + 1, b"".join(pending)
 
-    async def _lines(self, batch: BatchJob) -> AsyncIterator[tuple[int, _Line | None, str | None]]:
+    async def _lines(self, batch: BatchJob) -> AsyncIterator[tuple[int, _Line | None, dict[str, Any] | None]]:
         """Each non-blank line parsed: (number, the request or None, the problem or None)."""
         seen: set[str] = set()
         async for number, raw in self._raw_lines(batch):
@@ -226,26 +227,33 @@ class BatchRunner:
             line, problem = _parse(number, raw, batch.endpoint, seen)
             yield number, line, problem
 
-    async def _validate(self, batch: BatchJob) -> tuple[list[dict[str, Any]], int]:
+    async def _validate(self, batch: BatchJob) -> tuple[list[dict[str, Any]], int, str | None]:
+        """The file's problems (each with its line), its requests' count, and the model every request asks for,
+        named as they name it, as their answers do (None when they ask for several)."""
         errors: list[dict[str, Any]] = []
         total = unlisted = 0
+        models: set[Any] = set()
         async for number, line, problem in self._lines(batch):
             if line is not None and total == MAX_BATCH_REQUESTS:  # a file stored before uploads were held to it
-                problem, line = f"a batch takes at most {MAX_BATCH_REQUESTS:,} requests.", None
+                line, problem = (
+                    None,
+                    _problem("invalid_request", f"A batch takes at most {MAX_BATCH_REQUESTS:,} requests."),
+                )
             if line is not None:
                 total += 1
+                if len(models) < 2:
+                    models.add(line.body.get("model"))
             elif len(errors) < MAX_LISTED_ERRORS - 1:
-                errors.append({"code": "invalid_request", "message": problem, "param": None, "line": number})
+                errors.append({**(problem or {}), "line": number})
             else:
                 unlisted += 1
         if unlisted:
             message = f"{unlisted} more line{'s' if unlisted > 1 else ''} with problems, not listed."
-            errors.append({"code": "invalid_request", "message": message, "param": None, "line": None})
+            errors.append({**_problem("invalid_request", message), "line": None})
         if not total and not errors:
-            errors.append(
-                {"code": "empty_file", "message": "The input file has no requests.", "param": None, "line": None}
-            )
-        return errors, total
+            errors.append({**_problem("empty_file", "The input file has no requests."), "line": None})
+        model = next(iter(models)) if len(models) == 1 else None
+        return errors, total, model if isinstance(model, str) else None
 
     # --- running ------------------------------------------------------------------------------------------
 
@@ -299,7 +307,9 @@ class BatchRunner:
         handler: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]], body: dict[str, Any]
     ) -> tuple[int, dict[str, Any]]:
         if body.get("stream"):
-            failure = OasisError(400, "Streaming is not supported in batches.", param="stream")
+            failure = OasisError(
+                400, "Streaming is not supported in the Batch API.", param="stream", code="streaming_unsupported"
+            )
             return failure.status, _envelope(failure)
         refusal = _refusal(body)
         if refusal is not None:  # what the online endpoint answers (the middleware refuses such a body)
@@ -325,11 +335,14 @@ class BatchRunner:
         """Stores one result with the counters; False when the batch is being cancelled (the result is kept, as
         OpenAI keeps the requests in flight at a cancel)."""
         ok = status_code == 200
-        counters = {
+        counters: dict[str, Any] = {
             "completed": BatchJob.completed + (1 if ok else 0),
             "failed": BatchJob.failed + (0 if ok else 1),
             "attempts": 1,  # progress: the leases that came before count no more towards giving up
         }
+        if ok:
+            for name, tokens in _tokens_used(body).items():
+                counters[name] = getattr(BatchJob, name) + tokens
         running = True
         async with self._db.session() as session:
             if not await batch_rows.update_held(session, batch.seq, owner, ("in_progress",), counters):
@@ -484,28 +497,64 @@ def _refusal(body: dict[str, Any]) -> OasisError | None:
     return invalid_request(json_depth.MESSAGE) if json_depth.too_deep(encoded) else None
 
 
-def _parse(number: int, raw: bytes, endpoint: str, seen: set[str]) -> tuple[_Line | None, str | None]:
+def _problem(code: str, message: str, param: str | None = None) -> dict[str, Any]:
+    """A line's entry in a failed batch's `errors` (its `line` is added where it is listed)."""
+    return {"code": code, "message": message, "param": param}
+
+
+def _missing(name: str) -> dict[str, Any]:
+    return _problem("missing_required_parameter", f"Missing required parameter: '{name}'.", name)
+
+
+def _parse(number: int, raw: bytes, endpoint: str, seen: set[str]) -> tuple[_Line | None, dict[str, Any] | None]:
+    """The line's request, or its problem with OpenAI's codes (`invalid_json_line`, `missing_required_parameter`,
+    `invalid_url`)."""
     try:
         request = json.loads(raw)
     except json.JSONDecodeError:
-        return None, "This line is not valid JSON."
+        return None, _problem("invalid_json_line", "This line is not parseable as valid JSON.")
     if not isinstance(request, dict):
-        return None, "Each line must be a JSON object."
-    custom_id = request.get("custom_id")
+        return None, _problem("invalid_request", "Each line must be a JSON object.")
+    for name in ("custom_id", "method", "url", "body"):
+        if request.get(name) is None:
+            return None, _missing(name)
+    custom_id = request["custom_id"]
     if not isinstance(custom_id, str) or not custom_id:
-        return None, "Each line needs a `custom_id` string."
+        return None, _problem("invalid_request", "The custom_id must be a non-empty string.", "custom_id")
     if not storable_custom_id(custom_id):  # files uploaded before the upload check refused these
-        return None, "The custom_id must be text without NUL characters or lone surrogates."
+        message = "The custom_id must be text without NUL characters or lone surrogates."
+        return None, _problem("invalid_request", message, "custom_id")
     if custom_id in seen:
-        return None, f"The custom_id {custom_id!r} appears more than once."
-    if request.get("url") != endpoint:
-        return None, f"The url {request.get('url')!r} does not match the batch's endpoint {endpoint!r}."
-    if request.get("method") != "POST":
-        return None, "The method must be POST."
-    if not isinstance(request.get("body"), dict):
-        return None, "Each line needs a `body` object."
+        return None, _problem("invalid_request", f"The custom_id {custom_id!r} appears more than once.", "custom_id")
+    if request["url"] != endpoint:
+        message = "The URL provided for this request does not match the batch endpoint."
+        return None, _problem("invalid_url", message, "url")
+    if request["method"] != "POST":
+        return None, _problem("invalid_request", "The method must be POST.", "method")
+    if not isinstance(request["body"], dict):
+        return None, _problem("invalid_request", "The body must be a JSON object.", "body")
     seen.add(custom_id)
     return _Line(number, custom_id, request["body"]), None
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _tokens_used(body: dict[str, Any]) -> dict[str, int]:
+    """An answer's `usage` as the batch's token columns: chat and completions name `prompt_tokens` and
+    `completion_tokens`, the image models `input_tokens` and `output_tokens`; embeddings have no output."""
+    usage = body.get("usage")
+    if not isinstance(usage, dict):
+        return {}
+    prompt_details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details") or {}
+    output_details = usage.get("completion_tokens_details") or usage.get("output_tokens_details") or {}
+    return {
+        "input_tokens": _count(usage.get("prompt_tokens", usage.get("input_tokens"))),
+        "cached_tokens": _count(prompt_details.get("cached_tokens") if isinstance(prompt_details, dict) else 0),
+        "output_tokens": _count(usage.get("completion_tokens", usage.get("output_tokens"))),
+        "reasoning_tokens": _count(output_details.get("reasoning_tokens") if isinstance(output_details, dict) else 0),
+    }
 
 
 def _result_record(result: BatchResult) -> str:

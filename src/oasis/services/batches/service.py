@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from oasis.errors import invalid_request, not_found
+from oasis.errors import OasisError, invalid_request, not_found
 from oasis.services.files.checks import BATCH_ENDPOINTS
 from oasis.services.metadata import check_metadata
 from oasis.storage import batches as batch_rows
@@ -41,6 +41,14 @@ def batch_to_wire(row: BatchJob) -> dict[str, Any]:
         "cancelled_at": row.cancelled_at,
         "request_counts": {"total": row.total, "completed": row.completed, "failed": row.failed},
         "metadata": json.loads(row.metadata_json) if row.metadata_json else None,
+        "model": row.model,
+        "usage": {
+            "input_tokens": row.input_tokens,
+            "input_tokens_details": {"cached_tokens": row.cached_tokens},
+            "output_tokens": row.output_tokens,
+            "output_tokens_details": {"reasoning_tokens": row.reasoning_tokens},
+            "total_tokens": row.input_tokens + row.output_tokens,
+        },
     }
 
 
@@ -63,7 +71,12 @@ class BatchService:
         """`output_expires_after`: seconds after their creation that the output and error files expire;
         `base_url`: the address the client reached oasis at, where the links in the answers point."""
         if endpoint not in BATCH_ENDPOINTS:
-            raise invalid_request(f"'endpoint' must be one of {', '.join(BATCH_ENDPOINTS)}.", param="endpoint")
+            supported = ", ".join(f"'{name}'" for name in BATCH_ENDPOINTS)
+            raise invalid_request(
+                f"Invalid value: '{endpoint}'. Supported values are: {supported}.",
+                param="endpoint",
+                code="invalid_value",
+            )
         if completion_window not in COMPLETION_WINDOWS:
             raise invalid_request("'completion_window' must be '24h'.", param="completion_window")
         clean_metadata = check_metadata(metadata) if metadata is not None else None
@@ -125,9 +138,8 @@ class BatchService:
                     self._wake_workers()
                 await session.refresh(row)
             if row.status not in ("cancelling", "cancelled"):
-                raise invalid_request(
-                    f"Cannot cancel a batch with status '{row.status}'.", param="batch_id", code="batch_not_cancellable"
-                )
+                # a conflict with the batch's state, as OpenAI answers it (409, no param or code)
+                raise OasisError(409, f"Cannot cancel a batch with status '{row.status}'.")
             return batch_to_wire(row)
 
     @staticmethod
