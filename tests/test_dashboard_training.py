@@ -95,6 +95,11 @@ async def test_a_jobs_loss_curves_appear_and_its_model_opens_in_the_playground(
 
     finished = client.fine_tuning.jobs.retrieve(job.id)
     assert finished.fine_tuned_model
+    # the checkpoint is scored on the whole validation file: OpenAI's full_valid_* figures
+    (checkpoint,) = client.fine_tuning.jobs.checkpoints.list(job.id).data
+    metrics = checkpoint.model_dump()["metrics"]
+    assert metrics["full_valid_loss"] == metrics["valid_loss"] > 0
+    assert metrics["full_valid_mean_token_accuracy"] == metrics["valid_mean_token_accuracy"] is not None
     await page.get_by_role("button", name="Try it in the playground").click()
     chat = page.get_by_role("tabpanel", name="Chat")
     await expect(chat.get_by_label("Model", exact=True)).to_have_value(finished.fine_tuned_model)

@@ -1,6 +1,6 @@
 """Fine-tuning for real (issue 15): the default model learns an answer it does not give today, through the
-official SDK, and the result is served; a cancelled job stops its trainer; a killed worker's job resumes from
-its last saved step and ends once, with every step recorded once.
+official SDK, and the result is served; a cancelled job stops its trainer, and a paused one too until it is
+resumed; a killed worker's job resumes from its last saved step and ends once, with every step recorded once.
 
 Training needs torch, transformers and peft (the `train` extra), which CI installs in its Python 3.11 venv;
 elsewhere these tests are skipped.
@@ -22,6 +22,7 @@ from typing import Any
 import openai
 import pytest
 
+from tests.api.test_fine_tuning import pause_or_resume
 from tests.conftest import Harness, smollm
 from tests.server_process import oasis_env, oasis_server
 
@@ -262,6 +263,44 @@ async def test_cancel_stops_the_trainer_and_keeps_the_checkpoints(start_oasis: C
     assert (await client.fine_tuning.jobs.retrieve(job.id)).status == "cancelled"
     kept = (await client.fine_tuning.jobs.checkpoints.list(job.id)).data
     assert kept and ANSWER not in await _ask(client, kept[0].fine_tuned_model_checkpoint, "What is 2 + 2?")
+
+
+async def test_a_paused_job_stops_its_trainer_and_resumes_from_its_saved_state(start_oasis: Callable[..., Any]) -> None:
+    """Newer SDKs' pause and resume: the trainer stops, nothing is trained while paused, and the resumed job goes on
+    from its last saved state to the end, every step recorded once."""
+    harness: Harness = await start_oasis(engine_factories=None, models=[smollm()], fine_tuning={"checkpoint_every": 2})
+    client = harness.sdk()
+    training = await client.files.create(file=("pw.jsonl", io.BytesIO(password_lines())), purpose="fine-tune")
+    job = await client.fine_tuning.jobs.create(
+        model=MODEL, training_file=training.id, hyperparameters={"n_epochs": 2, "batch_size": 8}, seed=3
+    )
+
+    async def steps() -> list[int]:
+        return sorted(event.data["step"] for event in await _all_events(client, job.id) if event.type == "metrics")
+
+    deadline = time.monotonic() + 300
+    while not (done := await steps()) or max(done) < 3:  # states are saved at steps 2, 4, 5 (the epoch's end), ...
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.5)
+    paused = await pause_or_resume(client, job.id, "pause")
+    assert paused.status == "paused"
+    stopped_by = time.monotonic() + 10
+    while _trainers() and time.monotonic() < stopped_by:
+        await asyncio.sleep(0.5)
+    assert not _trainers()
+    at_pause = await steps()
+    await asyncio.sleep(3)
+    assert await steps() == at_pause and (await client.fine_tuning.jobs.retrieve(job.id)).status == "paused"
+
+    assert (await pause_or_resume(client, job.id, "resume")).status == "queued"
+    finished = await _until(client, job.id, ("succeeded", "failed", "cancelled"), 600)
+    assert finished.status == "succeeded", finished.error
+    assert await steps() == list(range(1, 11))  # 40 examples, 8 a batch, 2 epochs: each step once
+    messages = [event.message for event in await _all_events(client, job.id)]
+    resumed = [message for message in messages if message.startswith("Training resumed from step ")]
+    assert len(resumed) == 1 and int(resumed[0].rsplit(" ", 1)[1]) >= 2  # from its saved state, not from zero
+    assert messages.count("Fine-tuning job started") == 1 and messages.count("Fine-tuning job paused") == 1
+    assert finished.fine_tuned_model and await _ask(client, finished.fine_tuned_model, TEST_QUESTION)
 
 
 async def test_a_diverging_job_fails_naming_the_learning_rate_and_its_events_still_list(

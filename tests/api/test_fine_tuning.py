@@ -12,8 +12,11 @@ from typing import Any
 
 import openai
 import pytest
+from openai.types.fine_tuning import FineTuningJob
+from sqlalchemy import select, update
 
 from oasis.storage import files as file_rows
+from oasis.storage.tables import FineTuningJob as FineTuningJobRow
 from tests.conftest import Harness, smollm
 
 MODEL = "smollm2-135m-instruct"
@@ -158,6 +161,66 @@ async def test_cancel_and_isolation_between_projects(quiet_oasis: Harness) -> No
     with pytest.raises(openai.BadRequestError):
         await ours.fine_tuning.jobs.cancel(job.id)
     assert (await ours.fine_tuning.jobs.list_events(job.id)).data[0].message == "Fine-tuning job cancelled"
+
+
+async def pause_or_resume(client: openai.AsyncOpenAI, job_id: str, action: str) -> Any:
+    """Newer SDKs' `jobs.pause()` / `jobs.resume()`; the May-2024 SDK has neither, so it posts the same request."""
+    method = getattr(client.fine_tuning.jobs, action, None)
+    if method is not None:
+        return await method(job_id)
+    return await client.post(f"/fine_tuning/jobs/{job_id}/{action}", cast_to=FineTuningJob)
+
+
+async def _set_status(harness: Harness, job_id: str, **values: Any) -> None:
+    """What a worker does to the row (these tests have none)."""
+    async with harness.container.db.session() as session:
+        await session.execute(update(FineTuningJobRow).where(FineTuningJobRow.id == job_id).values(**values))
+        await session.commit()
+
+
+async def test_a_running_job_is_paused_resumed_and_a_paused_one_cancelled(quiet_oasis: Harness) -> None:
+    _, our_key = await quiet_oasis.container.keys.create("ours")
+    _, their_key = await quiet_oasis.container.keys.create("theirs")
+    ours, theirs = quiet_oasis.sdk(api_key=our_key), quiet_oasis.sdk(api_key=their_key)
+    training = await upload(ours, training_lines(12))
+    job = await ours.fine_tuning.jobs.create(model=MODEL, training_file=training)
+    for action in ("pause", "resume"):  # a job still validating is neither running nor paused
+        with pytest.raises(openai.BadRequestError) as refused:
+            await pause_or_resume(ours, job.id, action)
+        assert refused.value.code == f"job_not_{action.removesuffix('e')}able"
+        assert refused.value.param == "fine_tuning_job_id"
+        with pytest.raises(openai.NotFoundError):
+            await pause_or_resume(theirs, job.id, action)
+
+    await _set_status(quiet_oasis, job.id, status="running", started_at=job.created_at)
+    paused = await pause_or_resume(ours, job.id, "pause")
+    assert paused.status == "paused" and paused.finished_at is None and paused.estimated_finish is None
+    assert (await ours.fine_tuning.jobs.retrieve(job.id)).status == "paused"
+    with pytest.raises(openai.BadRequestError):
+        await pause_or_resume(ours, job.id, "pause")
+    # a paused job reads its training file again when it resumes: its bytes stay though the file is deleted
+    async with quiet_oasis.container.db.session() as session:
+        stored = await file_rows.get_file_by_id(session, training)
+    assert stored is not None and (await ours.files.delete(training)).deleted
+    await quiet_oasis.container.sweeper.sweep(grace_seconds=0)
+    assert await quiet_oasis.container.blobs.size(stored.blob_key) > 0
+
+    resumed = await pause_or_resume(ours, job.id, "resume")
+    assert resumed.status == "queued"  # until a worker takes it up and trains on from its saved state
+    with pytest.raises(openai.BadRequestError):
+        await pause_or_resume(ours, job.id, "resume")
+    messages = [event.message for event in (await ours.fine_tuning.jobs.list_events(job.id)).data]
+    assert messages[:2] == ["Fine-tuning job resumed", "Fine-tuning job paused"]
+
+    # a paused job can be cancelled; its saved state is then no longer named, so the sweeper may remove it
+    await _set_status(quiet_oasis, job.id, status="paused", resume_blob_key="models/x/state-step-2.tar")
+    cancelled = await ours.fine_tuning.jobs.cancel(job.id)
+    assert cancelled.status == "cancelled" and cancelled.finished_at is not None
+    async with quiet_oasis.container.db.session() as session:
+        row = await session.scalar(select(FineTuningJobRow).where(FineTuningJobRow.id == job.id))
+    assert row is not None and row.resume_blob_key is None
+    with pytest.raises(openai.BadRequestError):
+        await pause_or_resume(ours, job.id, "resume")
 
 
 async def test_a_training_file_with_too_few_examples_fails_the_job(start_oasis: Callable[..., Any]) -> None:

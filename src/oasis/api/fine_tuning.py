@@ -60,6 +60,21 @@ async def cancel_fine_tuning_job(
     return await container.fine_tuning.cancel(principal.project_id, fine_tuning_job_id)
 
 
+# Newer SDKs' `jobs.pause()` and `jobs.resume()` (after the 2.0.0 spec).
+@router.post("/fine_tuning/jobs/{fine_tuning_job_id}/pause")
+async def pause_fine_tuning_job(
+    fine_tuning_job_id: str, container: ContainerDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    return await container.fine_tuning.pause(principal.project_id, fine_tuning_job_id)
+
+
+@router.post("/fine_tuning/jobs/{fine_tuning_job_id}/resume")
+async def resume_fine_tuning_job(
+    fine_tuning_job_id: str, container: ContainerDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    return await container.fine_tuning.resume(principal.project_id, fine_tuning_job_id)
+
+
 @router.get("/fine_tuning/jobs/{fine_tuning_job_id}/checkpoints")
 async def list_fine_tuning_checkpoints(
     fine_tuning_job_id: str,

@@ -11,7 +11,7 @@ from oasis.storage.batches import RUNNING
 from oasis.storage.clock import now
 from oasis.storage.pagination import Page, PageRequest, paginate
 from oasis.storage.tables import (
-    TRAINING_STATUSES,
+    UNFINISHED_STATUSES,
     BatchJob,
     FineTuningCheckpoint,
     FineTuningJob,
@@ -93,7 +93,7 @@ def _running_batch_inputs() -> Select[Any]:
 
 def _training_files(column: str) -> Select[Any]:
     """The files fine-tuning jobs that have not ended still read (they are read again on each resume)."""
-    return select(getattr(FineTuningJob, column)).where(FineTuningJob.status.in_(TRAINING_STATUSES))
+    return select(getattr(FineTuningJob, column)).where(FineTuningJob.status.in_(UNFINISHED_STATUSES))
 
 
 # Each id is a bound parameter: PostgreSQL (asyncpg) takes at most 32,767 in a statement, and SQLite's builds

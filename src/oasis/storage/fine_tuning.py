@@ -11,7 +11,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from oasis.storage.leases import held_by
 from oasis.storage.pagination import Page, PageRequest, paginate
-from oasis.storage.tables import TRAINING_STATUSES, FineTuningCheckpoint, FineTuningEvent, FineTuningJob
+from oasis.storage.tables import (
+    TRAINING_STATUSES,
+    UNFINISHED_STATUSES,
+    FineTuningCheckpoint,
+    FineTuningEvent,
+    FineTuningJob,
+)
 
 
 async def get_job(session: AsyncSession, project_id: str, job_id: str) -> FineTuningJob | None:
@@ -114,7 +120,7 @@ async def release(session: AsyncSession, seq: int, owner: str) -> None:
 async def clear_resume_state(session: AsyncSession, seq: int) -> str | None:
     """Forgets the saved training state of a job that ended; returns its blob key to delete."""
     job = await session.get(FineTuningJob, seq)
-    if job is None or job.status in TRAINING_STATUSES or job.resume_blob_key is None:
+    if job is None or job.status in UNFINISHED_STATUSES or job.resume_blob_key is None:
         return None
     key = job.resume_blob_key
     job.resume_blob_key = None
@@ -123,10 +129,23 @@ async def clear_resume_state(session: AsyncSession, seq: int) -> str | None:
 
 async def cancel(session: AsyncSession, job: FineTuningJob, moment: int) -> bool:
     """Marks the job cancelled unless it ended meanwhile (a worker finishing it at the same moment wins)."""
+    return await _move(session, job, UNFINISHED_STATUSES, status="cancelled", finished_at=moment)
+
+
+async def pause(session: AsyncSession, job: FineTuningJob) -> bool:
+    """Marks a running job paused (its worker stops the trainer within a second, keeping the state it saved)."""
+    return await _move(session, job, ("running",), status="paused")
+
+
+async def resume(session: AsyncSession, job: FineTuningJob) -> bool:
+    """Queues a paused job again: a worker takes it up and trains on from its saved state."""
+    return await _move(session, job, ("paused",), status="queued")
+
+
+async def _move(session: AsyncSession, job: FineTuningJob, statuses: tuple[str, ...], **values: Any) -> bool:
+    """Writes `values` only while the job is in one of `statuses` (a worker may move it on at the same moment)."""
     moved = await session.execute(
-        update(FineTuningJob)
-        .where(FineTuningJob.seq == job.seq, FineTuningJob.status.in_(TRAINING_STATUSES))
-        .values(status="cancelled", finished_at=moment)
+        update(FineTuningJob).where(FineTuningJob.seq == job.seq, FineTuningJob.status.in_(statuses)).values(**values)
     )
     return moved.rowcount == 1  # type: ignore[attr-defined]
 
@@ -137,7 +156,7 @@ async def files_in_training(session: AsyncSession, file_ids: list[str]) -> set[s
         return set()
     rows = await session.execute(
         select(FineTuningJob.training_file, FineTuningJob.validation_file).where(
-            FineTuningJob.status.in_(TRAINING_STATUSES),
+            FineTuningJob.status.in_(UNFINISHED_STATUSES),
             or_(FineTuningJob.training_file.in_(file_ids), FineTuningJob.validation_file.in_(file_ids)),
         )
     )

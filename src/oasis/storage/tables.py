@@ -417,6 +417,9 @@ class RunStep(Base):
 
 # Statuses of a fine-tuning job that a worker still has to act on.
 TRAINING_STATUSES = ("validating_files", "queued", "running")
+# Statuses of a job that has not ended: a paused one (newer SDKs' `pause`) keeps its files and saved training state
+# for its `resume`, and can still be cancelled.
+UNFINISHED_STATUSES = (*TRAINING_STATUSES, "paused")
 
 
 class FineTuningJob(Base):

@@ -5,8 +5,8 @@ The job row is the job (DESIGN.md habit 8). The trainer saves its state every fe
 stored as a blob and named on the row, so a worker that dies (its trainer dies with it) is followed by one that
 resumes from that state, on any host, and the steps it repeats are not recorded twice (resuming is exact: the
 same seed, data order and random state give the same losses). Each epoch's end is a checkpoint: its adapter is
-stored, and it is a model of its own. Cancelling sets the row's status; the worker sees it within a second,
-stops the trainer and keeps the checkpoints so far.
+stored, and it is a model of its own. Cancelling or pausing sets the row's status; the worker sees it within a
+second, stops the trainer and keeps the checkpoints so far (a paused job keeps its saved state too, for its resume).
 """
 
 from __future__ import annotations
@@ -185,6 +185,9 @@ class FineTuningRunner:
         if job.status == "validating_files":
             await self._validate(job, owner, training)
             job = await self._job(job.seq)
+        if job.status == "queued" and job.started_at is not None:  # resumed after a pause: it started before
+            await self._set(job, owner, ("queued",), status="running")
+            job = await self._job(job.seq)
         if job.status == "queued":
             await self._set(
                 job,
@@ -339,6 +342,9 @@ class FineTuningRunner:
                 "step": step,
                 **{key: value for key, value in report.get("metrics", {}).items() if key != "step"},
             }
+            if "valid_loss" in metrics:  # scored on the whole validation set: OpenAI's full-validation figures
+                metrics["full_valid_loss"] = metrics["valid_loss"]
+                metrics["full_valid_mean_token_accuracy"] = metrics.get("valid_mean_token_accuracy")
             events.append(
                 FineTuningCheckpoint(
                     id=new_id("ftckpt_"),

@@ -24,7 +24,7 @@ from oasis.storage import fine_tuning as job_rows
 from oasis.storage.clock import new_id, now
 from oasis.storage.db import Database
 from oasis.storage.pagination import Page, PageRequest
-from oasis.storage.tables import TRAINING_STATUSES, FineTuningCheckpoint, FineTuningEvent, FineTuningJob
+from oasis.storage.tables import UNFINISHED_STATUSES, FineTuningCheckpoint, FineTuningEvent, FineTuningJob
 
 # Engine kinds whose weights oasis can train (a GGUF read by transformers) and serve again (the merged GGUF).
 TRAINABLE_ENGINES = ("llamacpp",)
@@ -233,13 +233,14 @@ class FineTuningService:
     async def cancel(self, project_id: str, job_id: str) -> dict[str, Any]:
         async with self._db.session() as session:
             row = await self._job(session, project_id, job_id)
-            if row.status not in TRAINING_STATUSES:
+            if row.status not in UNFINISHED_STATUSES:
                 raise invalid_request(
-                    f"Job {job_id} has already {row.status}; only a job that is still validating, queued or running "
-                    "can be cancelled.",
+                    f"Job {job_id} has already {row.status}; only a job that is still validating, queued, running "
+                    "or paused can be cancelled.",
                     param="fine_tuning_job_id",
                     code="job_not_cancellable",
                 )
+            was_paused = row.status == "paused"
             # The worker training it sees the status within a second, stops the trainer and keeps the checkpoints
             # written so far.
             if not await job_rows.cancel(session, row, now()):
@@ -248,7 +249,41 @@ class FineTuningService:
                     param="fine_tuning_job_id",
                     code="job_not_cancellable",
                 )
+            if was_paused:  # no worker holds it to drop its saved state: the blob sweeper removes it, unnamed
+                row.resume_blob_key = None
             session.add(new_event(job_id, "Fine-tuning job cancelled"))
+            await session.commit()
+            await session.refresh(row)
+        self._wake_workers()
+        return job_to_wire(row)
+
+    async def pause(self, project_id: str, job_id: str) -> dict[str, Any]:
+        """Stops a running job's training (newer SDKs' `pause`): its worker stops the trainer within a second; the
+        steps since its last saved state are trained again on `resume`, and recorded once."""
+        async with self._db.session() as session:
+            row = await self._job(session, project_id, job_id)
+            if not await job_rows.pause(session, row):
+                raise invalid_request(
+                    f"Job {job_id} is {row.status}; only a running job can be paused.",
+                    param="fine_tuning_job_id",
+                    code="job_not_pausable",
+                )
+            session.add(new_event(job_id, "Fine-tuning job paused"))
+            await session.commit()
+            await session.refresh(row)
+        return job_to_wire(row)
+
+    async def resume(self, project_id: str, job_id: str) -> dict[str, Any]:
+        """Queues a paused job again; a worker trains on from its last saved state."""
+        async with self._db.session() as session:
+            row = await self._job(session, project_id, job_id)
+            if not await job_rows.resume(session, row):
+                raise invalid_request(
+                    f"Job {job_id} is {row.status}; only a paused job can be resumed.",
+                    param="fine_tuning_job_id",
+                    code="job_not_resumable",
+                )
+            session.add(new_event(job_id, "Fine-tuning job resumed"))
             await session.commit()
             await session.refresh(row)
         self._wake_workers()
