@@ -264,6 +264,28 @@ async def test_cancel_mid_generation_keeps_the_partial_message_incomplete(chat_o
     assert step.usage.completion_tokens == run.usage.completion_tokens
 
 
+async def test_a_streamed_run_cancelled_mid_reply_says_cancelling_then_cancelled(chat_oasis: Harness) -> None:
+    client = chat_oasis.sdk()
+    assistant = await _assistant(client)
+    thread = await _thread(client, "Write a very long story about a dragon, at least a thousand words.")
+
+    async def streamed() -> tuple[list[str], Any]:
+        async with client.beta.threads.runs.stream(thread_id=thread.id, assistant_id=assistant.id) as stream:
+            names = [event.event async for event in stream]
+            return names, await stream.get_final_run()
+
+    reading = asyncio.create_task(streamed())
+    for _ in range(200):  # until its message has begun (the test's transport hands the stream over at its end)
+        if (begun := (await client.beta.threads.messages.list(thread.id)).data) and begun[0].role == "assistant":
+            break
+        await asyncio.sleep(0.05)
+    await client.beta.threads.runs.cancel(begun[0].run_id or "", thread_id=thread.id)
+    names, final = await reading
+    assert final.status == "cancelled" and names[-1] == "thread.run.cancelled"
+    # as OpenAI's: the run says it is cancelling before its message and step end
+    assert names.index("thread.run.cancelling") < names.index("thread.message.incomplete") < len(names) - 1
+
+
 async def _first_tokens(http: Any) -> float:
     """How many generations have produced their first token, from the Prometheus metrics."""
     text = (await http.get("/metrics")).text

@@ -894,6 +894,7 @@ class RunExecutor:
 
     async def _cancelled(self, run: Run, owner: str, events: RunEvents, turn: _Turn | None) -> None:
         """Cancelling → cancelled: the partial message is kept `incomplete`, open steps are cancelled."""
+        events.emit("thread.run.cancelling", {**run_to_wire(run), "status": "cancelling"})
         stamp = now()
         async with self._db.session() as session:
             if not await run_rows.update_held(

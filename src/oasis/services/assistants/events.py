@@ -8,6 +8,19 @@ from typing import Any, Protocol
 
 Event = tuple[str, dict[str, Any]]
 
+# The events after which a run's stream has nothing more to say (the run ended, or waits for tool outputs).
+LAST_EVENTS = frozenset(
+    {
+        "thread.run.completed",
+        "thread.run.incomplete",
+        "thread.run.failed",
+        "thread.run.cancelled",
+        "thread.run.expired",
+        "thread.run.requires_action",
+        "error",
+    }
+)
+
 
 class RunEvents(Protocol):
     # Whether run steps show file_search results' contents (`include[]` on the request that streams them).
@@ -32,11 +45,18 @@ class EventQueue:
     def __init__(self, include_contents: bool = False) -> None:
         self.include_contents = include_contents
         self._queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        self._said_last = False
 
     def emit(self, name: str, data: dict[str, Any]) -> None:
+        self._said_last = self._said_last or name in LAST_EVENTS
         self._queue.put_nowait((name, data))
 
     def close(self) -> None:
+        """Ends the stream. An execution that stopped before its run's last event (its process shutting down, the
+        database gone while it failed the run) tells its reader so: a stream never ends as if the run had."""
+        if not self._said_last:
+            message = "The stream ended before the run did; retrieve the run to see where it is."
+            self.emit("error", {"error": {"message": message, "type": "server_error", "param": None, "code": None}})
         self._queue.put_nowait(None)
 
     async def __aiter__(self) -> AsyncIterator[Event]:
