@@ -5,6 +5,9 @@ written; figures and written files become `assistants_output` files; a machine w
 from __future__ import annotations
 
 import asyncio
+import http.server
+import json
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -128,6 +131,79 @@ async def test_a_streamed_run_shows_the_code_as_it_is_written(code_oasis: Harnes
     deltas = [i for i, name in enumerate(recorder.names) if name == "thread.run.step.delta"]
     assert recorder.names.index("thread.run.step.created") < deltas[0]
     assert recorder.names.index("thread.run.step.completed") > deltas[0]
+
+
+class _SaysThenCodes(http.server.BaseHTTPRequestHandler):
+    """An OpenAI-compatible model upstream that writes a sentence, then calls python (streamed in pieces, as
+    OpenAI's models do), and answers in words once the code has run."""
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        if any(message["role"] == "tool" for message in body["messages"]):
+            deltas: list[dict[str, Any]] = [{"role": "assistant", "content": "It prints 391."}]
+            finish = "stop"
+        else:
+            call = {"index": 0, "id": "call_py", "type": "function", "function": {"name": "python", "arguments": ""}}
+            deltas = [
+                {"role": "assistant", "content": "Let me work it out. "},
+                {"tool_calls": [call]},
+                {"tool_calls": [{"index": 0, "function": {"arguments": '{"code": "print(17'}}]},
+                {"tool_calls": [{"index": 0, "function": {"arguments": ' * 23)"}'}}]},
+            ]
+            finish = "tool_calls"
+        chunks = [{"index": 0, "delta": delta, "finish_reason": None} for delta in deltas]
+        chunks.append({"index": 0, "delta": {}, "finish_reason": finish})
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.end_headers()
+        base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0, "model": "theirs"}
+        for choice in chunks:
+            self.wfile.write(f"data: {json.dumps({**base, 'choices': [choice]})}\n\n".encode())
+        usage = {"prompt_tokens": 20, "completion_tokens": 12, "total_tokens": 32}
+        self.wfile.write(f"data: {json.dumps({**base, 'choices': [], 'usage': usage})}\n\ndata: [DONE]\n\n".encode())
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+async def test_a_reply_that_says_something_then_runs_code_ends_its_message_before_the_code_step(
+    start_oasis: Callable[..., Any],
+) -> None:
+    """Steps follow one another, as OpenAI's do: the message's step completes before the code's step is created
+    (else the SDK's handler reads that step's end as the code call's, before its outputs)."""
+    upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SaysThenCodes)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    try:
+        remote = {"base_url": f"http://127.0.0.1:{upstream.server_address[1]}/v1", "model": "theirs"}
+        harness: Harness = await start_oasis(
+            engine_factories=None, models=[{"id": "remote", "engine": "upstream", "options": remote}]
+        )
+        client = harness.sdk()
+        assistant = await client.beta.assistants.create(model="remote", tools=[{"type": "code_interpreter"}])
+        thread = await client.beta.threads.create(messages=[{"role": "user", "content": "What is 17 * 23?"}])
+        recorder = _Recorder()
+        async with client.beta.threads.runs.stream(
+            thread_id=thread.id, assistant_id=assistant.id, event_handler=recorder
+        ) as stream:
+            await stream.until_done()
+            final = await stream.get_final_run()
+    finally:
+        upstream.shutdown()
+        upstream.server_close()
+    assert final.status == "completed", final.last_error
+    steps = (await client.beta.threads.runs.steps.list(final.id, thread_id=thread.id, order="asc")).data
+    assert [step.type for step in steps] == ["message_creation", "tool_calls", "message_creation"]
+    assert all(step.status == "completed" for step in steps)
+    said = [(event.event, event.data.id) for event in recorder.events if event.event.startswith("thread.run.step.")]
+    first, code = steps[0].id, steps[1].id
+    assert said.index(("thread.run.step.completed", first)) < said.index(("thread.run.step.created", code))
+    # the SDK's first word of the code call's end comes with what it printed (later step ends repeat it)
+    done = recorder.done[0]
+    assert done.code_interpreter.input == "print(17 * 23)" and "391" in done.code_interpreter.outputs[0].logs
+    assert recorder.code == "print(17 * 23)"
+    replies = (await client.beta.threads.messages.list(thread.id, run_id=final.id, order="asc")).data
+    assert [reply.content[0].text.value for reply in replies] == ["Let me work it out. ", "It prints 391."]  # type: ignore[union-attr]
+    assert all(reply.status == "completed" for reply in replies)
 
 
 async def test_a_cancel_while_the_code_runs_stores_the_announced_step_cancelled(

@@ -110,6 +110,8 @@ class _Turn:
     streamed_ids: dict[int, str] = field(default_factory=dict)
     # Its message and step written as ended (committed): a failure after that leaves them as they are.
     ended: bool = False
+    # Its message ended (committed, and shown so) where its code began: steps follow one another.
+    message_closed: bool = False
 
 
 def _calls_of(steps: list[RunStep], kind: str) -> list[dict[str, Any]]:
@@ -529,9 +531,25 @@ class RunExecutor:
                     entry["name"] += function.get("name") or ""
                     entry["arguments"] += function.get("arguments") or ""
                     if entry["id"] and entry["name"] == code_interpreter.FUNCTION_NAME and _offers_code(run):
+                        await self._close_message_before_tools(run, owner, events, turn)
                         self._stream_code(run, events, turn, call["index"], entry)
                 if choice.get("finish_reason"):
                     turn.finish_reason = choice["finish_reason"]
+
+    async def _close_message_before_tools(self, run: Run, owner: str, events: RunEvents, turn: _Turn) -> None:
+        """Ends the reply's message and its step where its code begins, before the code's step opens (as OpenAI's
+        steps follow one another: a client's handler reads a step's end as its tool calls' end)."""
+        if turn.message is None or turn.message_closed:
+            return
+        if turn.citer is not None:
+            await self._add_segments(run, owner, events, turn, turn.citer.end())
+        self._close_message(turn, now(), None)
+        async with self._db.session() as session:
+            await self._held(session, run.seq, owner, ("in_progress",))
+            await self._store_closed(session, turn)
+            await session.commit()
+        turn.message_closed = True
+        self._emit_closed(events, turn)
 
     def _stream_code(self, run: Run, events: RunEvents, turn: _Turn, index: int, entry: dict[str, Any]) -> None:
         """Shows the code of a code_interpreter call as it is written, on the tool step it will be recorded on
@@ -615,7 +633,10 @@ class RunExecutor:
     async def _add_segments(
         self, run: Run, owner: str, events: RunEvents, turn: _Turn, segments: list[Segment]
     ) -> None:
-        """Appends text to the reply (opening its message first), each citation marker with its annotation."""
+        """Appends text to the reply (opening its message first), each citation marker with its annotation. Text a
+        model writes after its code began has no message to go to (that one ended): it is not kept."""
+        if turn.message_closed:
+            return
         for segment in segments:
             first = turn.message is None
             if first:
@@ -700,7 +721,7 @@ class RunExecutor:
             or (coding and call["name"] == code_interpreter.FUNCTION_NAME)
         ]
         function_calls = [call for call in calls if call not in built_in]
-        if turn.citer is not None and turn.message is not None:
+        if turn.citer is not None and turn.message is not None and not turn.message_closed:
             await self._add_segments(run, owner, events, turn, turn.citer.end())
         if not calls and turn.message is None:
             await self._open_message(run, owner, events, turn)  # an empty reply is still the run's message
@@ -727,7 +748,7 @@ class RunExecutor:
             # Streamed calls cut off by the budget: their step ends cancelled (a cancel meanwhile stores it instead)
             if not built_in and (dropped := self._drop_streamed_step(run, events, turn)) is not None:
                 session.add(dropped)
-            if turn.message is not None:
+            if turn.message is not None and not turn.message_closed:
                 self._close_message(turn, stamp, "max_tokens" if cut else None)
                 await self._store_closed(session, turn)
             newest = await thread_rows.newest_message_seq(session, run.thread_id)
@@ -795,7 +816,8 @@ class RunExecutor:
                 raise _Stop
             await session.commit()
         turn.ended = True
-        self._emit_closed(events, turn)
+        if not turn.message_closed:
+            self._emit_closed(events, turn)
         if built_in_step is not None:
             streamed = set(turn.streamed_ids.values())
             self._emit_tool_step(events, built_in_step, streamed if turn.tool_step_id is not None else None)
@@ -908,7 +930,7 @@ class RunExecutor:
                 raise _Stop
             if turn is not None and (dropped := self._drop_streamed_step(run, events, turn)) is not None:
                 session.add(dropped)
-            if turn is not None and turn.message is not None:
+            if turn is not None and turn.message is not None and not turn.message_closed:
                 self._close_message(turn, stamp, "run_cancelled")
                 await self._store_closed(session, turn)
             if turn is not None and not turn.ended:  # what the generation consumed counts, a message begun or not
@@ -930,7 +952,7 @@ class RunExecutor:
                 .values(status="incomplete", incomplete_at=stamp, incomplete_reason="run_cancelled")
             )
             await session.commit()
-        if turn is not None:
+        if turn is not None and not turn.message_closed:
             self._emit_closed(events, turn)
         events.emit("thread.run.cancelled", run_to_wire(await self._run(run.seq)))
 
@@ -1008,7 +1030,13 @@ class RunExecutor:
         stamp = now()
         run = await self._run(seq)
         # Only a message still being written: one a turn ended and stored is left as it was
-        closing = turn is not None and turn.message is not None and turn.step is not None and not turn.ended
+        closing = (
+            turn is not None
+            and turn.message is not None
+            and turn.step is not None
+            and not turn.ended
+            and not turn.message_closed
+        )
         async with self._db.session() as session:
             if not await run_rows.update_held(
                 session,
