@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import signal
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -30,6 +31,7 @@ from oasis.api import (
     runs,
     threads,
     tokenizer,
+    uploads,
     vector_stores,
 )
 from oasis.api.dashboard import install_dashboard
@@ -48,6 +50,7 @@ log = logging.getLogger("oasis")
 
 # The operations that take a file as multipart form data.
 UPLOAD_PATHS = frozenset({"/v1/files", "/v1/audio/transcriptions", "/v1/audio/translations"})
+UPLOAD_PART_PATHS = re.compile(r"/v1/uploads/[^/]+/parts")  # an upload's parts, up to 64 MB each
 # Multipart framing and the `purpose` field ride on top of the largest file.
 _MULTIPART_OVERHEAD = 1 << 20
 
@@ -147,6 +150,7 @@ def create_app(settings: Settings, engine_factories: Mapping[str, EngineFactory]
         max_upload_body_bytes=settings.files.max_upload_bytes + _MULTIPART_OVERHEAD,
         max_json_body_bytes=settings.server.max_json_body_bytes,
         upload_paths=UPLOAD_PATHS,
+        upload_path_pattern=UPLOAD_PART_PATHS,
         observe=observe_request,
     )
 
@@ -164,6 +168,7 @@ def create_app(settings: Settings, engine_factories: Mapping[str, EngineFactory]
         batches.router,
         models.router,
         files.router,
+        uploads.router,
         fine_tuning.router,
         images.router,
         moderations.router,

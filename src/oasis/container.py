@@ -35,6 +35,7 @@ from oasis.services.chat.spoken import SpokenAnswers
 from oasis.services.chat.tokenizer import TokenizerService
 from oasis.services.embeddings.service import EmbeddingService
 from oasis.services.files.service import FileService
+from oasis.services.files.uploads import UploadService
 from oasis.services.fine_tuning.service import FineTuningService
 from oasis.services.images.links import ImageLinks
 from oasis.services.images.service import ImageService
@@ -138,6 +139,7 @@ class Container:
     keys: KeyService
     project_keys: ProjectKeys
     files: FileService
+    uploads: UploadService
     models: ModelService
     chat: ChatService
     completions: CompletionService
@@ -271,6 +273,7 @@ class Container:
             keys=KeyService(db),
             project_keys=ProjectKeys(db),
             files=files,
+            uploads=UploadService(db, blobs, files, settings.data_dir / "tmp"),
             models=ModelService(db, registry, started_at=now(), on_deleted=fine_tuned.forget),
             chat=chat,
             completions=completions,

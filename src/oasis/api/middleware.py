@@ -81,10 +81,14 @@ class RequestContextMiddleware:
         max_json_body_bytes: int,
         upload_paths: frozenset[str],
         observe: Callable[[str, str, int, float], None] = lambda method, route, status, seconds: None,
+        upload_path_pattern: re.Pattern[str] | None = None,
     ) -> None:
+        """`upload_paths` and paths `upload_path_pattern` matches whole take multipart bodies up to the upload
+        limit."""
         self.app = app
         self.observe = observe
         self.upload_paths = upload_paths
+        self.upload_path_pattern = upload_path_pattern
         self.max_upload_body_bytes = max_upload_body_bytes
         self.max_json_body_bytes = max_json_body_bytes
 
@@ -160,7 +164,11 @@ class RequestContextMiddleware:
         is_multipart = (content_type or b"").startswith(b"multipart/")  # its boundary may hold the word json
         is_json = content_type is None or (b"json" in content_type and not is_multipart)
         # Only the routes that take files stream multipart bodies to disk; anything else is read whole.
-        uploads = scope["path"] in self.upload_paths and (content_type or b"").startswith(b"multipart/form-data")
+        path = scope["path"]
+        upload_path = path in self.upload_paths or (
+            self.upload_path_pattern is not None and self.upload_path_pattern.fullmatch(path) is not None
+        )
+        uploads = upload_path and (content_type or b"").startswith(b"multipart/form-data")
         limit = self.max_upload_body_bytes if uploads else self.max_json_body_bytes
 
         def too_large_body() -> dict[str, object]:

@@ -17,6 +17,8 @@ from oasis.storage.tables import (
     FineTuningJob,
     OwnedModel,
     StoredFile,
+    Upload,
+    UploadPart,
 )
 
 
@@ -63,7 +65,7 @@ async def get_file_by_id(session: AsyncSession, file_id: str, *, deleted_too: bo
 
 async def referenced_blob_keys(session: AsyncSession, keys: list[str]) -> set[str]:
     """Which of `keys` a live file still points to, or a deleted one whose bytes an unfinished batch or fine-tuning
-    job still reads."""
+    job still reads; models', checkpoints' and saved training states' blobs; a pending upload's parts."""
     if not keys:
         return set()
     live = await session.scalars(
@@ -84,7 +86,12 @@ async def referenced_blob_keys(session: AsyncSession, keys: list[str]) -> set[st
         select(FineTuningCheckpoint.adapter_blob_key).where(FineTuningCheckpoint.adapter_blob_key.in_(keys))
     )
     states = await session.scalars(select(FineTuningJob.resume_blob_key).where(FineTuningJob.resume_blob_key.in_(keys)))
-    return set(live) | set(adapters) | {key for key in [*artifacts, *states] if key is not None}
+    parts = await session.scalars(  # the parts of uploads still pending (an upload ended drops its own)
+        select(UploadPart.blob_key)
+        .join(Upload, Upload.id == UploadPart.upload_id)
+        .where(UploadPart.blob_key.in_(keys), Upload.status == "pending", Upload.expires_at > now())
+    )
+    return set(live) | set(adapters) | set(parts) | {key for key in [*artifacts, *states] if key is not None}
 
 
 def _running_batch_inputs() -> Select[Any]:

@@ -75,6 +75,42 @@ class StoredFile(Base):
     expires_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
+class Upload(Base):
+    """A file sent in parts (the Uploads API, after the 2.0.0 spec): pending for an hour, then completed into a
+    file, cancelled, or expired."""
+
+    __tablename__ = "uploads"
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    filename: Mapped[str] = mapped_column(Text)
+    purpose: Mapped[str] = mapped_column(String(32))
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    mime_type: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))  # pending, completed or cancelled (expired: read off the time)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[int] = mapped_column(BigInteger)
+    # Seconds after its creation that the file made from it expires (`expires_after`); None: as a plain upload.
+    file_expires_after: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    file_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class UploadPart(Base):
+    """One part of an upload, its bytes a blob of their own until the upload ends."""
+
+    __tablename__ = "upload_parts"
+    __table_args__ = (Index("ix_upload_parts_upload", "upload_id"), {"sqlite_autoincrement": True})
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    upload_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    blob_key: Mapped[str] = mapped_column(String(200))
+
+
 class OwnedModel(Base):
     """A model that belongs to a project (a fine-tune result); configured models live in settings."""
 

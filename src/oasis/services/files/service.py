@@ -72,18 +72,22 @@ class FileService:
         source: BinaryIO,
         size: int,
         expires_after: int | None = None,
+        file_id: str | None = None,
+        max_bytes: int | None = None,
     ) -> FileObject:
         """`expires_after`: seconds after its creation that the file expires (None: kept until deleted, but for
-        `batch` files, which expire after the configured time, as OpenAI's do after 30 days)."""
+        `batch` files, which expire after the configured time, as OpenAI's do after 30 days). `file_id`: an id
+        fixed by the caller (an upload sent in parts), under which a file stored before is the answer;
+        `max_bytes`: its size limit, when not a single request's."""
         if purpose not in UPLOAD_PURPOSES:
             raise invalid_request(
                 f"'{purpose}' is not one of {', '.join(map(repr, UPLOAD_PURPOSES))} - 'purpose'",
                 param="purpose",
             )
-        if size > self.max_upload_bytes:
+        limit = self.max_upload_bytes if max_bytes is None else max_bytes
+        if size > limit:
             raise too_large(
-                f"File is {size} bytes; the largest upload this server accepts is {self.max_upload_bytes} bytes.",
-                param="file",
+                f"File is {size} bytes; the largest upload this server accepts is {limit} bytes.", param="file"
             )
         if purpose == "batch" and size > MAX_BATCH_FILE_BYTES:
             raise invalid_request(
@@ -96,6 +100,16 @@ class FileService:
             await anyio.to_thread.run_sync(check, source)
         if purpose == "batch" and expires_after is None:
             expires_after = self._batch_expiry_seconds
+        if file_id is not None:
+            source.seek(0)
+            return await self.store_once(
+                project_id,
+                purpose=purpose,
+                filename=filename,
+                chunks=_read_chunks(source),
+                file_id=file_id,
+                expires_after=expires_after,
+            )
         return await self.store(
             project_id, purpose=purpose, filename=filename, source=source, expires_after=expires_after
         )
