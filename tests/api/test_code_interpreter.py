@@ -137,18 +137,23 @@ class _SaysThenCodes(http.server.BaseHTTPRequestHandler):
     """An OpenAI-compatible model upstream that writes a sentence, then calls python (streamed in pieces, as
     OpenAI's models do), and answers in words once the code has run."""
 
+    code_key = "code"  # where its arguments put the code
+    code = "print(17 * 23)"
+    answer = "It prints 391."
+
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["content-length"])))
         if any(message["role"] == "tool" for message in body["messages"]):
-            deltas: list[dict[str, Any]] = [{"role": "assistant", "content": "It prints 391."}]
+            deltas: list[dict[str, Any]] = [{"role": "assistant", "content": self.answer}]
             finish = "stop"
         else:
             call = {"index": 0, "id": "call_py", "type": "function", "function": {"name": "python", "arguments": ""}}
+            arguments = json.dumps({self.code_key: self.code})
             deltas = [
                 {"role": "assistant", "content": "Let me work it out. "},
                 {"tool_calls": [call]},
-                {"tool_calls": [{"index": 0, "function": {"arguments": '{"code": "print(17'}}]},
-                {"tool_calls": [{"index": 0, "function": {"arguments": ' * 23)"}'}}]},
+                {"tool_calls": [{"index": 0, "function": {"arguments": arguments[:12]}}]},
+                {"tool_calls": [{"index": 0, "function": {"arguments": arguments[12:]}}]},
             ]
             finish = "tool_calls"
         chunks = [{"index": 0, "delta": delta, "finish_reason": None} for delta in deltas]
@@ -166,12 +171,18 @@ class _SaysThenCodes(http.server.BaseHTTPRequestHandler):
         pass
 
 
+class _SaysThenCodesAsInput(_SaysThenCodes):
+    code_key = "input"  # read as the code too, though not shown as it is written
+
+
+@pytest.mark.parametrize("model", [_SaysThenCodes, _SaysThenCodesAsInput])
 async def test_a_reply_that_says_something_then_runs_code_ends_its_message_before_the_code_step(
-    start_oasis: Callable[..., Any],
+    start_oasis: Callable[..., Any], model: type[_SaysThenCodes]
 ) -> None:
     """Steps follow one another, as OpenAI's do: the message's step completes before the code's step is created
-    (else the SDK's handler reads that step's end as the code call's, before its outputs)."""
-    upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SaysThenCodes)
+    (else the SDK's handler reads that step's end as the code call's, before its outputs). What the SDK puts
+    together from the deltas is the code that ran, whether it was shown as it was written or only at its end."""
+    upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), model)
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
     try:
         remote = {"base_url": f"http://127.0.0.1:{upstream.server_address[1]}/v1", "model": "theirs"}
@@ -204,6 +215,59 @@ async def test_a_reply_that_says_something_then_runs_code_ends_its_message_befor
     replies = (await client.beta.threads.messages.list(thread.id, run_id=final.id, order="asc")).data
     assert [reply.content[0].text.value for reply in replies] == ["Let me work it out. ", "It prints 391."]  # type: ignore[union-attr]
     assert all(reply.status == "completed" for reply in replies)
+
+
+class _Plots(_SaysThenCodes):
+    code = (
+        "import matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\n"
+        "with open('out.csv', 'w') as table:\n    table.write('a,b\\n')\n"
+    )
+    answer = "The figure is above; the table is in sandbox:/mnt/data/out.csv."
+
+
+class _Figures(_Recorder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.images: list[str] = []
+
+    async def on_image_file_done(self, image_file: Any) -> None:
+        self.images.append(image_file.file_id)
+
+
+async def test_a_streamed_reply_shows_the_runs_figures_and_file_paths_as_deltas(
+    start_oasis: Callable[..., Any],
+) -> None:
+    """The figure the code drew and the file it wrote reach the next message as an image part and a file_path
+    annotation; streamed, they come as message deltas, so the SDK's handlers hear of them."""
+    upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Plots)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    try:
+        remote = {"base_url": f"http://127.0.0.1:{upstream.server_address[1]}/v1", "model": "theirs"}
+        harness: Harness = await start_oasis(
+            engine_factories=None, models=[{"id": "remote", "engine": "upstream", "options": remote}]
+        )
+        client = harness.sdk()
+        assistant = await client.beta.assistants.create(model="remote", tools=[{"type": "code_interpreter"}])
+        thread = await client.beta.threads.create(messages=[{"role": "user", "content": "Plot 1, 3, 2."}])
+        recorder = _Figures()
+        async with client.beta.threads.runs.stream(
+            thread_id=thread.id, assistant_id=assistant.id, event_handler=recorder
+        ) as stream:
+            await stream.until_done()
+            final = await stream.get_final_run()
+            shown = await stream.get_final_messages()
+    finally:
+        upstream.shutdown()
+        upstream.server_close()
+    assert final.status == "completed", final.last_error
+    stored = (await client.beta.threads.messages.list(thread.id, run_id=final.id)).data[0]
+    (image,) = [part.image_file.file_id for part in stored.content if part.type == "image_file"]
+    assert recorder.images == [image]
+    (path,) = stored.content[0].text.annotations  # type: ignore[union-attr]
+    assert path.type == "file_path" and path.text == "sandbox:/mnt/data/out.csv"
+    answer = next(message for message in shown if message.id == stored.id)
+    seen = [note.type for note in answer.content[0].text.annotations]  # type: ignore[union-attr]
+    assert seen == ["file_path"]
 
 
 async def test_a_cancel_while_the_code_runs_stores_the_announced_step_cancelled(
@@ -293,10 +357,12 @@ async def test_figures_and_written_files_become_output_files_once(code_oasis: Ha
 
 def test_mentions_of_written_files_become_file_path_annotations() -> None:
     text = "Saved to sandbox:/mnt/data/doubled.csv and /mnt/data/doubled.csv; not /mnt/data/doubled.csv.bak"
+    text += ". See sandbox:/mnt/data/doubled.csv."
     found = _file_paths(text, {"/mnt/data/doubled.csv": "file-abc"})
     assert [(a["text"], a["file_path"]["file_id"]) for a in found] == [
         ("sandbox:/mnt/data/doubled.csv", "file-abc"),
         ("/mnt/data/doubled.csv", "file-abc"),
+        ("sandbox:/mnt/data/doubled.csv", "file-abc"),  # the sentence's full stop is not the name's
     ]
     assert all(text[a["start_index"] : a["end_index"]] == a["text"] for a in found)
 

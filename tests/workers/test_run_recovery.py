@@ -5,6 +5,7 @@ holder, or whose thread is deleted, ends with an `error` event."""
 from __future__ import annotations
 
 import asyncio
+import http.server
 import json
 import os
 import signal
@@ -15,7 +16,9 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+import yaml
 
+from tests.api.test_code_interpreter import _SaysThenCodes
 from tests.conftest import _empty_postgres
 from tests.server_process import oasis_env, oasis_server
 
@@ -171,3 +174,57 @@ def test_a_stream_whose_run_is_taken_over_or_whose_thread_is_deleted_ends_with_a
         assert deleted and "no longer executed" in caught.value.message
         with pytest.raises(openai.NotFoundError):
             client.beta.threads.retrieve(doomed.id)
+
+
+class _CodesSlowlyOnce(_SaysThenCodes):
+    """Says a sentence and calls python, whose first run takes long enough to be cut off; later ones are quick."""
+
+    calls = 0
+
+    def do_POST(self) -> None:
+        type(self).calls += 1
+        super().do_POST()
+
+    @property
+    def code(self) -> str:  # type: ignore[override]
+        return "import time\ntime.sleep(60)" if type(self).calls == 1 else "print(17 * 23)"
+
+
+def test_kill_9_while_a_replys_code_runs_makes_its_message_once(tmp_path: Path, postgres_url: str | None) -> None:
+    """The reply's message was shown ended where its code began; the server dies while the code runs. The turn is
+    generated again after the restart: the thread holds the message once, not the first attempt's copy too."""
+    if postgres_url is not None:
+        asyncio.run(_empty_postgres(postgres_url))
+    upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _CodesSlowlyOnce)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    config = tmp_path / "oasis.yaml"
+    remote = {"base_url": f"http://127.0.0.1:{upstream.server_address[1]}/v1", "model": "theirs"}
+    models = [{"id": "remote", "engine": "upstream", "options": remote}]
+    config.write_text(yaml.safe_dump({"defaults": False, "models": models, "workers": {"lease_seconds": 1.0}}))
+    data, env = tmp_path / "data", oasis_env(postgres_url)
+    try:
+        with oasis_server(data, env, "--config", str(config)) as server:
+            client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="x", max_retries=0)
+            assistant = client.beta.assistants.create(model="remote", tools=[{"type": "code_interpreter"}])
+            thread = client.beta.threads.create(messages=[{"role": "user", "content": "What is 17 * 23?"}])
+            run = client.beta.threads.runs.create(thread.id, assistant_id=assistant.id)
+            deadline = time.monotonic() + 60
+            while _CodesSlowlyOnce.calls < 1:
+                assert time.monotonic() < deadline, server.log()
+                time.sleep(0.05)
+            time.sleep(3)  # the sandbox has started the code
+            os.kill(server.process.pid, signal.SIGKILL)
+            server.process.wait()
+        with oasis_server(data, env, "--config", str(config)) as server:
+            client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="x", max_retries=0)
+            deadline = time.monotonic() + 120
+            while (run := client.beta.threads.runs.retrieve(run.id, thread_id=thread.id)).status not in FINISHED:
+                assert time.monotonic() < deadline, server.log()
+                time.sleep(0.2)
+            assert run.status == "completed", run.last_error
+            replies = client.beta.threads.messages.list(thread.id, run_id=run.id, order="asc").data
+    finally:
+        upstream.shutdown()
+        upstream.server_close()
+    texts = [reply.content[0].text.value for reply in replies]  # type: ignore[union-attr]
+    assert texts == ["Let me work it out. ", "It prints 391."]

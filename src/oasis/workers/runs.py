@@ -110,7 +110,8 @@ class _Turn:
     streamed_ids: dict[int, str] = field(default_factory=dict)
     # Its message and step written as ended (committed): a failure after that leaves them as they are.
     ended: bool = False
-    # Its message ended (committed, and shown so) where its code began: steps follow one another.
+    # Its message ended where its code began (shown so; stored with the turn, so that a crash meanwhile still
+    # generates the turn again from the start, its message with it).
     message_closed: bool = False
 
 
@@ -177,7 +178,8 @@ def _file_paths(text: str, files: dict[str, str]) -> list[dict[str, Any]]:
     """`file_path` annotations for each mention of a file the run's code wrote (`sandbox:/mnt/data/x.csv`)."""
     found = []
     for path, file_id in files.items():
-        for match in re.finditer(r"(?:sandbox:)?" + re.escape(path) + r"(?![\w.-])", text):
+        # the name ends where no name character follows: a full stop ending the sentence is not part of it
+        for match in re.finditer(r"(?:sandbox:)?" + re.escape(path) + r"(?![\w-]|\.[\w-])", text):
             found.append(
                 {
                     "type": "file_path",
@@ -538,16 +540,13 @@ class RunExecutor:
 
     async def _close_message_before_tools(self, run: Run, owner: str, events: RunEvents, turn: _Turn) -> None:
         """Ends the reply's message and its step where its code begins, before the code's step opens (as OpenAI's
-        steps follow one another: a client's handler reads a step's end as its tool calls' end)."""
+        steps follow one another: a client's handler reads a step's end as its tool calls' end). The rows are
+        written as ended with the rest of the turn (a cancel or a failure meanwhile writes them as shown)."""
         if turn.message is None or turn.message_closed:
             return
         if turn.citer is not None:
             await self._add_segments(run, owner, events, turn, turn.citer.end())
         self._close_message(turn, now(), None)
-        async with self._db.session() as session:
-            await self._held(session, run.seq, owner, ("in_progress",))
-            await self._store_closed(session, turn)
-            await session.commit()
         turn.message_closed = True
         self._emit_closed(events, turn)
 
@@ -582,19 +581,27 @@ class RunExecutor:
         if seen is not None and not piece:
             return
         turn.streamed_code[index] = code
-        current: dict[str, Any] = {"index": self._place_of(turn, index), "type": code_interpreter.TOOL_TYPE}
+        place = self._place_of(turn, index)
+        deltas = []
         if seen is None:
-            current["id"] = entry["id"]
-        current[code_interpreter.TOOL_TYPE] = {"input": piece, **({"outputs": []} if seen is None else {})}
-        entries.append(current)
-        events.emit(
-            "thread.run.step.delta",
-            {
-                "id": turn.tool_step_id,
-                "object": "thread.run.step.delta",
-                "delta": {"step_details": {"type": "tool_calls", "tool_calls": entries}},
-            },
-        )
+            # The call's first delta opens it, empty, as OpenAI's does: the SDK hands a call's first delta to
+            # `on_tool_call_created` and only the later ones to `on_tool_call_delta`, where clients print code.
+            opening = {"index": place, "id": entry["id"], "type": code_interpreter.TOOL_TYPE}
+            opening[code_interpreter.TOOL_TYPE] = {"input": "", "outputs": []}
+            deltas.append([*entries, opening])
+        if piece:
+            deltas.append(
+                [{"index": place, "type": code_interpreter.TOOL_TYPE, code_interpreter.TOOL_TYPE: {"input": piece}}]
+            )
+        for calls in deltas:
+            events.emit(
+                "thread.run.step.delta",
+                {
+                    "id": turn.tool_step_id,
+                    "object": "thread.run.step.delta",
+                    "delta": {"step_details": {"type": "tool_calls", "tool_calls": calls}},
+                },
+            )
 
     @staticmethod
     def _drop_streamed_step(run: Run, events: RunEvents, turn: _Turn, error: str | None = None) -> RunStep | None:
@@ -748,8 +755,12 @@ class RunExecutor:
             # Streamed calls cut off by the budget: their step ends cancelled (a cancel meanwhile stores it instead)
             if not built_in and (dropped := self._drop_streamed_step(run, events, turn)) is not None:
                 session.add(dropped)
-            if turn.message is not None and not turn.message_closed:
-                self._close_message(turn, stamp, "max_tokens" if cut else None)
+            if turn.message is not None:
+                if not turn.message_closed:
+                    self._close_message(turn, stamp, "max_tokens" if cut else None)
+                elif not performed and not function_calls and turn.step is not None:
+                    # its code call cut off: no tool step counts the generation's tokens, so its message's does
+                    turn.step.prompt_tokens, turn.step.completion_tokens = turn.prompt_tokens, turn.completion_tokens
                 await self._store_closed(session, turn)
             newest = await thread_rows.newest_message_seq(session, run.thread_id)
             if performed:
@@ -819,7 +830,7 @@ class RunExecutor:
         if not turn.message_closed:
             self._emit_closed(events, turn)
         if built_in_step is not None:
-            streamed = set(turn.streamed_ids.values())
+            streamed = {call_id: turn.streamed_code.get(index) for index, call_id in turn.streamed_ids.items()}
             self._emit_tool_step(events, built_in_step, streamed if turn.tool_step_id is not None else None)
         if tool_step is not None:
             self._emit_tool_step(events, tool_step)
@@ -840,18 +851,26 @@ class RunExecutor:
         return SearchCall(call["id"], queries, number, ranking, results)
 
     @staticmethod
-    def _emit_tool_step(events: RunEvents, step: RunStep, streamed: set[str] | None = None) -> None:
+    def _emit_tool_step(events: RunEvents, step: RunStep, streamed: dict[str, str | None] | None = None) -> None:
         """A tool-call step as a stream shows it: opened empty, its calls as a delta, then its end (when over).
-        `streamed` names the calls already shown while code was written: the step is open already, and their
-        delta brings only what is new (a client appends what deltas bring): outputs, search results."""
+        `streamed` names the calls already shown while code was written (with the code shown): the step is open
+        already, and their delta brings only what is new (a client appends what deltas bring): the code's end
+        where the stored code goes on from what was shown, outputs, search results."""
         shown = step_to_wire(step, events.include_contents)
         calls = []
         for index, call in enumerate(shown["step_details"]["tool_calls"]):
+            kind = call["type"]
+            if kind == code_interpreter.TOOL_TYPE:
+                # each output's place in the call's list, as the SDK's typed deltas carry it
+                outputs = [{"index": place, **output} for place, output in enumerate(call[kind]["outputs"])]
+                call = {**call, kind: {**call[kind], "outputs": outputs}}
             if streamed is not None and call["id"] in streamed:
-                if call["type"] == code_interpreter.TOOL_TYPE:
-                    call = {"type": call["type"], call["type"]: {"outputs": call[call["type"]]["outputs"]}}
+                if kind == code_interpreter.TOOL_TYPE:
+                    code, was_shown = call[kind]["input"], streamed[call["id"]] or ""
+                    rest = code[len(was_shown) :] if code.startswith(was_shown) else ""
+                    call = {"type": kind, kind: {**({"input": rest} if rest else {}), "outputs": call[kind]["outputs"]}}
                 else:
-                    call = {"type": call["type"], call["type"]: call[call["type"]]}
+                    call = {"type": kind, kind: call[kind]}
             calls.append({"index": index, **call})
         if streamed is None:
             empty = {**shown, "step_details": {"type": "tool_calls", "tool_calls": []}}
@@ -898,8 +917,24 @@ class RunExecutor:
 
     @staticmethod
     def _emit_closed(events: RunEvents, turn: _Turn) -> None:
+        """The message's end and its step's. What the text's deltas did not bring comes first, as deltas (the SDK
+        tells a handler of what it saw in deltas): the run's figures as image parts, and `file_path` annotations
+        (after the citations shown, in the places the SDK's snapshot gives them)."""
         if turn.message is None or turn.step is None:
             return
+        content = json.loads(turn.message.content_json)
+        text = content[0]["text"] if content and content[0]["type"] == "text" else None
+        paths = [note for note in (text or {}).get("annotations", []) if note["type"] == "file_path"]
+        parts: list[dict[str, Any]] = []
+        if paths:
+            notes = [{"index": len(turn.annotations) + place, **note} for place, note in enumerate(paths)]
+            parts.append({"index": 0, "type": "text", "text": {"annotations": notes}})
+        parts += [{"index": place, **part} for place, part in enumerate(content) if part["type"] == "image_file"]
+        if parts:
+            events.emit(
+                "thread.message.delta",
+                {"id": turn.message.id, "object": "thread.message.delta", "delta": {"content": parts}},
+            )
         message_event = (
             "thread.message.completed" if turn.message.status == "completed" else "thread.message.incomplete"
         )
@@ -930,8 +965,9 @@ class RunExecutor:
                 raise _Stop
             if turn is not None and (dropped := self._drop_streamed_step(run, events, turn)) is not None:
                 session.add(dropped)
-            if turn is not None and turn.message is not None and not turn.message_closed:
-                self._close_message(turn, stamp, "run_cancelled")
+            if turn is not None and turn.message is not None:
+                if not turn.message_closed:  # else it ended where its code began, and was shown so
+                    self._close_message(turn, stamp, "run_cancelled")
                 await self._store_closed(session, turn)
             if turn is not None and not turn.ended:  # what the generation consumed counts, a message begun or not
                 run_prompt = run.prompt_tokens + turn.prompt_tokens
@@ -1030,13 +1066,7 @@ class RunExecutor:
         stamp = now()
         run = await self._run(seq)
         # Only a message still being written: one a turn ended and stored is left as it was
-        closing = (
-            turn is not None
-            and turn.message is not None
-            and turn.step is not None
-            and not turn.ended
-            and not turn.message_closed
-        )
+        closing = turn is not None and turn.message is not None and turn.step is not None and not turn.ended
         async with self._db.session() as session:
             if not await run_rows.update_held(
                 session,
@@ -1061,8 +1091,9 @@ class RunExecutor:
                 )
             if closing:
                 assert turn is not None and turn.step is not None
-                self._close_message(turn, stamp, "run_failed")
-                turn.step.last_error_json = _error(code, message)
+                if not turn.message_closed:  # else it ended where its code began, and was shown so
+                    self._close_message(turn, stamp, "run_failed")
+                    turn.step.last_error_json = _error(code, message)
                 await self._store_closed(session, turn)
             await session.execute(
                 update(RunStep)
@@ -1077,7 +1108,8 @@ class RunExecutor:
             await session.commit()
         if closing:
             assert turn is not None
-            self._emit_closed(events, turn)
+            if not turn.message_closed:
+                self._emit_closed(events, turn)
         events.emit("thread.run.failed", run_to_wire(await self._run(seq)))
 
     # --- rows ----------------------------------------------------------------------------------------------------
