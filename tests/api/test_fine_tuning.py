@@ -205,8 +205,12 @@ async def test_a_running_job_is_paused_resumed_and_a_paused_one_cancelled(quiet_
     await quiet_oasis.container.sweeper.sweep(grace_seconds=0)
     assert await quiet_oasis.container.blobs.size(stored.blob_key) > 0
 
+    await _set_status(quiet_oasis, job.id, attempts=3)  # leased three times before the pause
     resumed = await pause_or_resume(ours, job.id, "resume")
     assert resumed.status == "queued"  # until a worker takes it up and trains on from its saved state
+    async with quiet_oasis.container.db.session() as session:
+        row = await session.scalar(select(FineTuningJobRow).where(FineTuningJobRow.id == job.id))
+    assert row is not None and row.attempts == 0  # a pause is no crash: pausing often never fails the job
     with pytest.raises(openai.BadRequestError):
         await pause_or_resume(ours, job.id, "resume")
     messages = [event.message for event in (await ours.fine_tuning.jobs.list_events(job.id)).data]

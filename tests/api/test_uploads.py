@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
@@ -95,13 +96,14 @@ async def test_parts_are_joined_in_the_order_named_and_refusals_name_their_param
     assert done["status"] == "completed" and done["file"]["bytes"] == 16, done
     client = oasis.sdk()
     assert (await client.files.content(done["file"]["id"])).content == b"gammaalpha,beta,"
-    # ended: no more parts, completions or cancels; its parts' bytes are gone (the spare one too)
+    # ended: no more parts or cancels; its parts' bytes are gone (the spare one too); a completion asked again
+    # (a client's retry after a timeout) answers the completed upload, with its one file
     for response in (
         await _part(oasis, upload["id"], b"late"),
-        await _post(oasis, complete, part_ids=order),
         await _post(oasis, f"/v1/uploads/{upload['id']}/cancel"),
     ):
         assert response.status_code == 400 and "completed" in response.json()["error"]["message"], response.text
+    assert (await _post(oasis, complete, part_ids=order)).json() == done
     for key in (f"uploads/{upload['id']}/{part['id']}" for part in [*parts, spare]):
         assert not await _stored(oasis, key)
 
@@ -145,17 +147,26 @@ async def test_a_batch_file_sent_in_parts_is_checked_as_an_upload_is(oasis: Harn
     assert (await oasis.sdk().files.list(purpose="batch")).data == []
 
 
+async def _expire(harness: Harness, upload_id: str, seconds_ago: int) -> None:
+    async with harness.container.db.session() as session:
+        moment = int(time.time()) - seconds_ago
+        await session.execute(update(Upload).where(Upload.id == upload_id).values(expires_at=moment))
+        await session.commit()
+
+
 async def test_an_upload_past_its_hour_is_expired_and_its_parts_are_swept(oasis: Harness) -> None:
     upload = await _create(oasis, filename="a.txt", purpose="assistants", bytes=5, mime_type="text/plain")
     part = (await _part(oasis, upload["id"], b"hello")).json()
     key = f"uploads/{upload['id']}/{part['id']}"
     assert await oasis.container.sweeper.sweep(grace_seconds=0) == (0, 0)  # a pending upload's part is kept
     assert await _stored(oasis, key)
-    async with oasis.container.db.session() as session:
-        await session.execute(update(Upload).where(Upload.id == upload["id"]).values(expires_at=int(time.time())))
-        await session.commit()
+    await _expire(oasis, upload["id"], 0)
     response = await _post(oasis, f"/v1/uploads/{upload['id']}/complete", part_ids=[part["id"]])
     assert response.status_code == 400 and "expired" in response.json()["error"]["message"], response.text
+    # kept an hour past its expiry (a completion begun before it reads them to the end), then swept
+    await oasis.container.sweeper.sweep(grace_seconds=0)
+    assert await _stored(oasis, key)
+    await _expire(oasis, upload["id"], 3601)
     await oasis.container.sweeper.sweep(grace_seconds=0)
     assert not await _stored(oasis, key)
 
@@ -181,3 +192,17 @@ async def test_a_completion_cut_off_after_its_file_was_made_makes_it_once(
     assert [file.id for file in listed] == [done["file"]["id"]]
     with pytest.raises(openai.NotFoundError):
         await oasis.sdk().files.retrieve("file-nope")
+
+
+async def test_two_completions_at_once_make_one_file(oasis: Harness) -> None:
+    """A client's retry while its first completion still runs: both answer the one completed upload."""
+    data = TEXT[:200_000]
+    upload = await _create(oasis, filename="big.txt", purpose="assistants", bytes=len(data), mime_type="text/plain")
+    parts = [(await _part(oasis, upload["id"], data[i : i + 50_000])).json()["id"] for i in range(0, len(data), 50_000)]
+    complete = f"/v1/uploads/{upload['id']}/complete"
+    first, second = await asyncio.gather(_post(oasis, complete, part_ids=parts), _post(oasis, complete, part_ids=parts))
+    assert first.status_code == second.status_code == 200, (first.text, second.text)
+    assert first.json()["file"]["id"] == second.json()["file"]["id"]
+    listed = [file.id for file in (await oasis.sdk().files.list()).data if file.filename == "big.txt"]
+    assert listed == [first.json()["file"]["id"]]
+    assert (await oasis.sdk().files.content(listed[0])).content == data

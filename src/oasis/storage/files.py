@@ -20,6 +20,7 @@ from oasis.storage.tables import (
     Upload,
     UploadPart,
 )
+from oasis.storage.uploads import EXPIRED_PARTS_KEPT_SECONDS
 
 
 async def add_file(session: AsyncSession, file: StoredFile) -> StoredFile:
@@ -89,7 +90,11 @@ async def referenced_blob_keys(session: AsyncSession, keys: list[str]) -> set[st
     parts = await session.scalars(  # the parts of uploads still pending (an upload ended drops its own)
         select(UploadPart.blob_key)
         .join(Upload, Upload.id == UploadPart.upload_id)
-        .where(UploadPart.blob_key.in_(keys), Upload.status == "pending", Upload.expires_at > now())
+        .where(
+            UploadPart.blob_key.in_(keys),
+            Upload.status == "pending",
+            Upload.expires_at > now() - EXPIRED_PARTS_KEPT_SECONDS,
+        )
     )
     return set(live) | set(adapters) | set(parts) | {key for key in [*artifacts, *states] if key is not None}
 

@@ -138,8 +138,9 @@ async def pause(session: AsyncSession, job: FineTuningJob) -> bool:
 
 
 async def resume(session: AsyncSession, job: FineTuningJob) -> bool:
-    """Queues a paused job again: a worker takes it up and trains on from its saved state."""
-    return await _move(session, job, ("paused",), status="queued")
+    """Queues a paused job again: a worker takes it up and trains on from its saved state. A pause is no crash:
+    the leases before it count no more towards giving up."""
+    return await _move(session, job, ("paused",), status="queued", attempts=0)
 
 
 async def _move(session: AsyncSession, job: FineTuningJob, statuses: tuple[str, ...], **values: Any) -> bool:

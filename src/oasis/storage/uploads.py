@@ -9,6 +9,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from oasis.storage.tables import Upload, UploadPart
 
+# How long past its expiry an upload's parts are still kept (the blob sweeper's to remove after): a completion that
+# began before the upload expired reads them to the end.
+EXPIRED_PARTS_KEPT_SECONDS = 3600
+
 
 async def get_upload(session: AsyncSession, project_id: str, upload_id: str) -> Upload | None:
     return await session.scalar(select(Upload).where(Upload.id == upload_id, Upload.project_id == project_id))
@@ -16,6 +20,17 @@ async def get_upload(session: AsyncSession, project_id: str, upload_id: str) -> 
 
 async def parts(session: AsyncSession, upload_id: str) -> list[UploadPart]:
     return list(await session.scalars(select(UploadPart).where(UploadPart.upload_id == upload_id)))
+
+
+async def hold_pending(session: AsyncSession, upload_id: str, moment: int) -> bool:
+    """Whether the upload is pending, its row locked until the transaction ends (a part is added to an upload that
+    no completion or cancel has moved on meanwhile; SQLite's writers are serialized anyway)."""
+    held = await session.execute(
+        update(Upload)
+        .where(Upload.id == upload_id, Upload.status == "pending", Upload.expires_at > moment)
+        .values(status=Upload.status)
+    )
+    return held.rowcount == 1  # type: ignore[attr-defined]
 
 
 async def end(session: AsyncSession, upload: Upload, moment: int, *, expired_too: bool = False, **values: Any) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import mimetypes
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -49,6 +49,15 @@ def to_wire(row: StoredFile) -> FileObject:
     )
 
 
+# Written in the transaction that stores a file's row (what else must hold for the file to be stored); False
+# undoes the file: NotStored is raised and its bytes go.
+AlongWithFile = Callable[[Session], Awaitable[bool]]
+
+
+class NotStored(Exception):
+    """What had to be written with the file could not be: the file was not stored."""
+
+
 def _file_not_found(file_id: str) -> OasisError:
     return not_found(f"No such File object: {file_id}", param="id")
 
@@ -74,11 +83,12 @@ class FileService:
         expires_after: int | None = None,
         file_id: str | None = None,
         max_bytes: int | None = None,
+        along: AlongWithFile | None = None,
     ) -> FileObject:
         """`expires_after`: seconds after its creation that the file expires (None: kept until deleted, but for
         `batch` files, which expire after the configured time, as OpenAI's do after 30 days). `file_id`: an id
-        fixed by the caller (an upload sent in parts), under which a file stored before is the answer;
-        `max_bytes`: its size limit, when not a single request's."""
+        fixed by the caller (an upload sent in parts: a second file under it is a Conflict); `max_bytes`: its
+        size limit, when not a single request's; `along`: written in the file row's transaction."""
         if purpose not in UPLOAD_PURPOSES:
             raise invalid_request(
                 f"'{purpose}' is not one of {', '.join(map(repr, UPLOAD_PURPOSES))} - 'purpose'",
@@ -100,18 +110,17 @@ class FileService:
             await anyio.to_thread.run_sync(check, source)
         if purpose == "batch" and expires_after is None:
             expires_after = self._batch_expiry_seconds
-        if file_id is not None:
-            source.seek(0)
-            return await self.store_once(
-                project_id,
-                purpose=purpose,
-                filename=filename,
-                chunks=_read_chunks(source),
-                file_id=file_id,
-                expires_after=expires_after,
-            )
-        return await self.store(
-            project_id, purpose=purpose, filename=filename, source=source, expires_after=expires_after
+        source.seek(0)
+        return await self.store_stream(
+            project_id,
+            purpose=purpose,
+            filename=filename,
+            chunks=_read_chunks(source),
+            file_id=file_id or new_id("file-"),
+            # each attempt its own bytes: an attempt that loses a race for the id removes only its own
+            blob_key=None if file_id is None else f"files/{file_id}-{uuid.uuid4().hex[:8]}",
+            expires_after=expires_after,
+            along=along,
         )
 
     async def store(
@@ -173,6 +182,7 @@ class FileService:
         file_id: str,
         blob_key: str | None = None,
         expires_after: int | None = None,
+        along: AlongWithFile | None = None,
     ) -> FileObject:
         blob_key = blob_key or f"files/{file_id}"
         size = await self._blobs.put(blob_key, chunks)
@@ -191,6 +201,9 @@ class FileService:
         try:
             async with self._db.session() as session:
                 await file_rows.add_file(session, row)
+                if along is not None and not await along(session):
+                    await session.rollback()
+                    raise NotStored(file_id)
                 await session.commit()
         except Exception:
             # No row points at the bytes: don't leave them behind. Unless the commit went through after all (its

@@ -15,13 +15,14 @@ from typing import Any, BinaryIO
 import anyio
 
 from oasis.blobs import BlobNotFound, BlobStore
-from oasis.errors import OasisError, invalid_request, not_found
+from oasis.errors import invalid_request, not_found
 from oasis.protocol.extensions import UPLOAD_PURPOSES, FileObject
 from oasis.services.files.expiry import expiry_seconds
-from oasis.services.files.service import FileService
+from oasis.services.files.service import FileService, NotStored, to_wire
+from oasis.storage import files as file_rows
 from oasis.storage import uploads as upload_rows
 from oasis.storage.clock import new_id, now
-from oasis.storage.db import Database, Session
+from oasis.storage.db import Conflict, Database, Session
 from oasis.storage.tables import Upload, UploadPart
 
 MAX_UPLOAD_BYTES = 8 * 1024**3  # OpenAI's: an upload holds at most 8 GB
@@ -126,8 +127,11 @@ class UploadService:
         part = UploadPart(id=part_id, upload_id=upload_id, created_at=now(), bytes=stored, blob_key=blob_key)
         try:
             async with self._db.session() as session:
+                # still pending, and held so until the part is in: a completion or cancel meanwhile comes after
+                if not await upload_rows.hold_pending(session, upload_id, now()):
+                    await self._pending(session, project_id, upload_id)  # says what it is now
+                    raise invalid_request(f"Upload {upload_id} is no longer pending.", param="upload_id")
                 session.add(part)
-                await self._pending(session, project_id, upload_id)  # not ended while its bytes were stored
                 await session.commit()
         except BaseException:
             with contextlib.suppress(Exception):
@@ -137,7 +141,8 @@ class UploadService:
 
     async def complete(self, project_id: str, upload_id: str, part_ids: Any, md5: Any) -> dict[str, Any]:
         """The parts, in the order named, become the upload's file (checked as an upload of that purpose is); an
-        `md5` given must be the file's."""
+        `md5` given must be the file's. The file and the upload's end are written together; a completion asked
+        again (a client's retry) of an upload completed meanwhile answers the completed upload."""
         if not isinstance(part_ids, list) or not part_ids or not all(isinstance(part, str) for part in part_ids):
             raise invalid_request("'part_ids' must be a non-empty list of the upload's part ids.", param="part_ids")
         if len(set(part_ids)) != len(part_ids):
@@ -145,6 +150,9 @@ class UploadService:
         if md5 is not None and not isinstance(md5, str):
             raise invalid_request("'md5' must be the file's MD5 checksum in hexadecimal.", param="md5")
         async with self._db.session() as session:
+            done = await self._completed(session, project_id, upload_id)
+            if done is not None:
+                return done
             upload = await self._pending(session, project_id, upload_id)
             found = {part.id: part for part in await upload_rows.parts(session, upload_id)}
         missing = [part_id for part_id in part_ids if part_id not in found]
@@ -156,44 +164,46 @@ class UploadService:
             raise invalid_request(
                 f"The parts hold {total} bytes; upload {upload_id} was created for {upload.bytes}.", param="part_ids"
             )
+        file_id = _file_id(upload)
+
+        async def mark_completed(session: Session) -> bool:
+            # past its hour now is no reason to refuse: it was pending when the completion began
+            return await upload_rows.end(session, upload, now(), status="completed", file_id=file_id, expired_too=True)
+
         digest = hashlib.md5(usedforsecurity=False)
         self._spool_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY, mode="w+b", dir=str(self._spool_dir)) as spool:
-            for part in chosen:
-                try:
+        try:
+            with tempfile.SpooledTemporaryFile(
+                max_size=_SPOOL_IN_MEMORY, mode="w+b", dir=str(self._spool_dir)
+            ) as spool:
+                for part in chosen:
                     async for piece in self._blobs.read(part.blob_key):
                         digest.update(piece)
                         await anyio.to_thread.run_sync(spool.write, piece)
-                except BlobNotFound:
-                    raise OasisError(500, f"The bytes of part {part.id} are missing.", type="server_error") from None
-            if md5 is not None and md5.lower() != digest.hexdigest():
-                raise invalid_request(
-                    f"The parts' MD5 checksum is {digest.hexdigest()}, not the {md5} given.", param="md5"
+                if md5 is not None and md5.lower() != digest.hexdigest():
+                    raise invalid_request(
+                        f"The parts' MD5 checksum is {digest.hexdigest()}, not the {md5} given.", param="md5"
+                    )
+                file = await self._files.upload(
+                    project_id,
+                    purpose=upload.purpose,
+                    filename=upload.filename,
+                    source=spool,  # type: ignore[arg-type]  # a binary file, as typeshed does not say
+                    size=total,
+                    expires_after=upload.file_expires_after,
+                    file_id=file_id,
+                    max_bytes=MAX_UPLOAD_BYTES,
+                    along=mark_completed,
                 )
-            file = await self._files.upload(
-                project_id,
-                purpose=upload.purpose,
-                filename=upload.filename,
-                source=spool,  # type: ignore[arg-type]  # a binary file, as typeshed does not say
-                size=total,
-                expires_after=upload.file_expires_after,
-                file_id=_file_id(upload),
-                max_bytes=MAX_UPLOAD_BYTES,
-            )
-        async with self._db.session() as session:
-            # past its hour now is no reason to refuse: it was pending when the completion began
-            moved = await upload_rows.end(session, upload, now(), status="completed", file_id=file.id, expired_too=True)
-            await session.commit()
-        if not moved:  # cancelled, or completed by another request, while its file was made
+        except (BlobNotFound, NotStored, Conflict):
+            # another request ended the upload meanwhile (its parts gone with it, or its file stored first)
             async with self._db.session() as session:
-                current = await upload_rows.get_upload(session, project_id, upload_id)
-            if current is None or current.file_id != file.id:
-                with contextlib.suppress(OasisError):
-                    await self._files.delete(project_id, file.id)
-                raise invalid_request(f"Upload {upload_id} was cancelled while it was completed.", param="upload_id")
-            upload = current
-        else:
-            upload.status, upload.file_id = "completed", file.id
+                done = await self._completed(session, project_id, upload_id)
+                if done is not None:
+                    return done
+                await self._pending(session, project_id, upload_id)  # says what it is now
+            raise
+        upload.status, upload.file_id = "completed", file.id
         await self._drop_parts(list(found.values()))
         return upload_to_wire(upload, file)
 
@@ -207,6 +217,14 @@ class UploadService:
         upload.status = "cancelled"
         await self._drop_parts(found)
         return upload_to_wire(upload)
+
+    async def _completed(self, session: Session, project_id: str, upload_id: str) -> dict[str, Any] | None:
+        """The upload as its completion answered it, when it is completed."""
+        upload = await upload_rows.get_upload(session, project_id, upload_id)
+        if upload is None or upload.status != "completed" or upload.file_id is None:
+            return None
+        file = await file_rows.get_file_by_id(session, upload.file_id, deleted_too=True)
+        return upload_to_wire(upload, to_wire(file) if file is not None else None)
 
     async def _pending(self, session: Session, project_id: str, upload_id: str) -> Upload:
         upload = await upload_rows.get_upload(session, project_id, upload_id)
