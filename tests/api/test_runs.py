@@ -126,12 +126,17 @@ class _Recorder(AsyncAssistantEventHandler):
         super().__init__()
         self.names: list[str] = []
         self.text = ""
+        self.arguments = ""  # a function call's, as on_tool_call_delta hears them
 
     async def on_event(self, event: Any) -> None:
         self.names.append(event.event)
 
     async def on_text_delta(self, delta: Any, snapshot: Any) -> None:
         self.text += delta.value or ""
+
+    async def on_tool_call_delta(self, delta: Any, snapshot: Any) -> None:
+        if delta.type == "function" and delta.function is not None:
+            self.arguments += delta.function.arguments or ""
 
 
 async def test_streamed_run_events_in_openai_order(chat_oasis: Harness) -> None:
@@ -184,6 +189,8 @@ async def test_streamed_tool_call_and_submit_stream(chat_oasis: Harness) -> None
     assert "thread.run.step.delta" in recorder.names
     assert run is not None and run.status == "requires_action" and run.required_action is not None
     (call,) = run.required_action.submit_tool_outputs.tool_calls
+    # the arguments come as deltas after the call's opening one, as OpenAI streams them
+    assert recorder.arguments == call.function.arguments and json.loads(call.function.arguments)
     # The SDK's snapshot of the step, built from the deltas, holds the call once: ids are not doubled.
     async with client.beta.threads.runs.submit_tool_outputs_stream(
         run_id=run.id,

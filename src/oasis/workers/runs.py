@@ -858,6 +858,9 @@ class RunExecutor:
         where the stored code goes on from what was shown, outputs, search results."""
         shown = step_to_wire(step, events.include_contents)
         calls = []
+        # A function call's arguments come after its opening delta, as OpenAI streams them: the SDK hands a call's
+        # first delta to `on_tool_call_created` and the later ones to `on_tool_call_delta`.
+        arguments = []
         for index, call in enumerate(shown["step_details"]["tool_calls"]):
             kind = call["type"]
             if kind == code_interpreter.TOOL_TYPE:
@@ -871,6 +874,9 @@ class RunExecutor:
                     call = {"type": kind, kind: {**({"input": rest} if rest else {}), "outputs": call[kind]["outputs"]}}
                 else:
                     call = {"type": kind, kind: call[kind]}
+            elif kind == "function" and call["function"]["arguments"]:
+                arguments.append({"index": index, "type": kind, kind: {"arguments": call[kind]["arguments"]}})
+                call = {**call, kind: {**call[kind], "arguments": ""}}
             calls.append({"index": index, **call})
         if streamed is None:
             empty = {**shown, "step_details": {"type": "tool_calls", "tool_calls": []}}
@@ -878,14 +884,15 @@ class RunExecutor:
                 empty.update(status="in_progress", completed_at=None, usage=None)
             events.emit("thread.run.step.created", empty)
             events.emit("thread.run.step.in_progress", empty)
-        events.emit(
-            "thread.run.step.delta",
-            {
-                "id": step.id,
-                "object": "thread.run.step.delta",
-                "delta": {"step_details": {"type": "tool_calls", "tool_calls": calls}},
-            },
-        )
+        for delta in (calls, arguments) if arguments else (calls,):
+            events.emit(
+                "thread.run.step.delta",
+                {
+                    "id": step.id,
+                    "object": "thread.run.step.delta",
+                    "delta": {"step_details": {"type": "tool_calls", "tool_calls": delta}},
+                },
+            )
         if step.status == "completed":
             events.emit("thread.run.step.completed", shown)
 
