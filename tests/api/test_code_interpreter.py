@@ -9,6 +9,7 @@ import http.server
 import json
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import openai
@@ -175,13 +176,18 @@ class _SaysThenCodesAsInput(_SaysThenCodes):
     code_key = "input"  # read as the code too, though not shown as it is written
 
 
-@pytest.mark.parametrize("model", [_SaysThenCodes, _SaysThenCodesAsInput])
-async def test_a_reply_that_says_something_then_runs_code_ends_its_message_before_the_code_step(
-    start_oasis: Callable[..., Any], model: type[_SaysThenCodes]
-) -> None:
-    """Steps follow one another, as OpenAI's do: the message's step completes before the code's step is created
-    (else the SDK's handler reads that step's end as the code call's, before its outputs). What the SDK puts
-    together from the deltas is the code that ran, whether it was shown as it was written or only at its end."""
+@dataclass
+class _Streamed:
+    client: openai.AsyncOpenAI
+    thread_id: str
+    final: Any  # the run, ended
+    shown: list[Any]  # the messages as the SDK put them together from the stream
+
+
+async def _streamed_upstream_run(
+    start_oasis: Callable[..., Any], model: type[http.server.BaseHTTPRequestHandler], recorder: _Recorder, ask: str
+) -> _Streamed:
+    """A streamed run of an assistant with code_interpreter whose model is `model`, a scripted upstream."""
     upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), model)
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
     try:
@@ -191,18 +197,29 @@ async def test_a_reply_that_says_something_then_runs_code_ends_its_message_befor
         )
         client = harness.sdk()
         assistant = await client.beta.assistants.create(model="remote", tools=[{"type": "code_interpreter"}])
-        thread = await client.beta.threads.create(messages=[{"role": "user", "content": "What is 17 * 23?"}])
-        recorder = _Recorder()
+        thread = await client.beta.threads.create(messages=[{"role": "user", "content": ask}])
         async with client.beta.threads.runs.stream(
             thread_id=thread.id, assistant_id=assistant.id, event_handler=recorder
         ) as stream:
             await stream.until_done()
-            final = await stream.get_final_run()
+            return _Streamed(client, thread.id, await stream.get_final_run(), await stream.get_final_messages())
     finally:
         upstream.shutdown()
         upstream.server_close()
+
+
+@pytest.mark.parametrize("model", [_SaysThenCodes, _SaysThenCodesAsInput])
+async def test_a_reply_that_says_something_then_runs_code_ends_its_message_before_the_code_step(
+    start_oasis: Callable[..., Any], model: type[_SaysThenCodes]
+) -> None:
+    """Steps follow one another, as OpenAI's do: the message's step completes before the code's step is created
+    (else the SDK's handler reads that step's end as the code call's, before its outputs). What the SDK puts
+    together from the deltas is the code that ran, whether it was shown as it was written or only at its end."""
+    recorder = _Recorder()
+    run = await _streamed_upstream_run(start_oasis, model, recorder, "What is 17 * 23?")
+    client, thread_id, final = run.client, run.thread_id, run.final
     assert final.status == "completed", final.last_error
-    steps = (await client.beta.threads.runs.steps.list(final.id, thread_id=thread.id, order="asc")).data
+    steps = (await client.beta.threads.runs.steps.list(final.id, thread_id=thread_id, order="asc")).data
     assert [step.type for step in steps] == ["message_creation", "tool_calls", "message_creation"]
     assert all(step.status == "completed" for step in steps)
     said = [(event.event, event.data.id) for event in recorder.events if event.event.startswith("thread.run.step.")]
@@ -212,7 +229,7 @@ async def test_a_reply_that_says_something_then_runs_code_ends_its_message_befor
     done = recorder.done[0]
     assert done.code_interpreter.input == "print(17 * 23)" and "391" in done.code_interpreter.outputs[0].logs
     assert recorder.code == "print(17 * 23)"
-    replies = (await client.beta.threads.messages.list(thread.id, run_id=final.id, order="asc")).data
+    replies = (await client.beta.threads.messages.list(thread_id, run_id=final.id, order="asc")).data
     assert [reply.content[0].text.value for reply in replies] == ["Let me work it out. ", "It prints 391."]  # type: ignore[union-attr]
     assert all(reply.status == "completed" for reply in replies)
 
@@ -239,33 +256,16 @@ async def test_a_streamed_reply_shows_the_runs_figures_and_file_paths_as_deltas(
 ) -> None:
     """The figure the code drew and the file it wrote reach the next message as an image part and a file_path
     annotation; streamed, they come as message deltas, so the SDK's handlers hear of them."""
-    upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Plots)
-    threading.Thread(target=upstream.serve_forever, daemon=True).start()
-    try:
-        remote = {"base_url": f"http://127.0.0.1:{upstream.server_address[1]}/v1", "model": "theirs"}
-        harness: Harness = await start_oasis(
-            engine_factories=None, models=[{"id": "remote", "engine": "upstream", "options": remote}]
-        )
-        client = harness.sdk()
-        assistant = await client.beta.assistants.create(model="remote", tools=[{"type": "code_interpreter"}])
-        thread = await client.beta.threads.create(messages=[{"role": "user", "content": "Plot 1, 3, 2."}])
-        recorder = _Figures()
-        async with client.beta.threads.runs.stream(
-            thread_id=thread.id, assistant_id=assistant.id, event_handler=recorder
-        ) as stream:
-            await stream.until_done()
-            final = await stream.get_final_run()
-            shown = await stream.get_final_messages()
-    finally:
-        upstream.shutdown()
-        upstream.server_close()
+    recorder = _Figures()
+    run = await _streamed_upstream_run(start_oasis, _Plots, recorder, "Plot 1, 3, 2.")
+    client, final = run.client, run.final
     assert final.status == "completed", final.last_error
-    stored = (await client.beta.threads.messages.list(thread.id, run_id=final.id)).data[0]
+    stored = (await client.beta.threads.messages.list(run.thread_id, run_id=final.id)).data[0]
     (image,) = [part.image_file.file_id for part in stored.content if part.type == "image_file"]
     assert recorder.images == [image]
     (path,) = stored.content[0].text.annotations  # type: ignore[union-attr]
     assert path.type == "file_path" and path.text == "sandbox:/mnt/data/out.csv"
-    answer = next(message for message in shown if message.id == stored.id)
+    answer = next(message for message in run.shown if message.id == stored.id)
     seen = [note.type for note in answer.content[0].text.annotations]  # type: ignore[union-attr]
     assert seen == ["file_path"]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,8 @@ from oasis.storage.tables import UNFINISHED_STATUSES, FineTuningCheckpoint, Fine
 
 # Engine kinds whose weights oasis can train (a GGUF read by transformers) and serve again (the merged GGUF).
 TRAINABLE_ENGINES = ("llamacpp",)
+# A conditional change of a job's status (storage/fine_tuning.py): False when the job was not in the status it needs.
+JobMove = Callable[[Any, FineTuningJob], Awaitable[bool]]
 HYPERPARAMETERS = ("n_epochs", "batch_size", "learning_rate_multiplier")
 
 
@@ -260,33 +262,30 @@ class FineTuningService:
     async def pause(self, project_id: str, job_id: str) -> dict[str, Any]:
         """Stops a running job's training (newer SDKs' `pause`): its worker stops the trainer within a second; the
         steps since its last saved state are trained again on `resume`, and recorded once."""
-        async with self._db.session() as session:
-            row = await self._job(session, project_id, job_id)
-            if not await job_rows.pause(session, row):
-                raise invalid_request(
-                    f"Job {job_id} is {row.status}; only a running job can be paused.",
-                    param="fine_tuning_job_id",
-                    code="job_not_pausable",
-                )
-            session.add(new_event(job_id, "Fine-tuning job paused"))
-            await session.commit()
-            await session.refresh(row)
-        return job_to_wire(row)
+        return await self._move(project_id, job_id, job_rows.pause, "running", "paused", "job_not_pausable")
 
     async def resume(self, project_id: str, job_id: str) -> dict[str, Any]:
         """Queues a paused job again; a worker trains on from its last saved state."""
+        moved = await self._move(project_id, job_id, job_rows.resume, "paused", "resumed", "job_not_resumable")
+        self._wake_workers()
+        return moved
+
+    async def _move(
+        self, project_id: str, job_id: str, move: JobMove, needs: str, done: str, refusal: str
+    ) -> dict[str, Any]:
+        """`move` the job (`needs`: the status it must be in, else a 400 `refusal`), with the event that says it
+        was `done`."""
         async with self._db.session() as session:
             row = await self._job(session, project_id, job_id)
-            if not await job_rows.resume(session, row):
+            if not await move(session, row):
                 raise invalid_request(
-                    f"Job {job_id} is {row.status}; only a paused job can be resumed.",
+                    f"Job {job_id} is {row.status}; only a {needs} job can be {done}.",
                     param="fine_tuning_job_id",
-                    code="job_not_resumable",
+                    code=refusal,
                 )
-            session.add(new_event(job_id, "Fine-tuning job resumed"))
+            session.add(new_event(job_id, f"Fine-tuning job {done}"))
             await session.commit()
             await session.refresh(row)
-        self._wake_workers()
         return job_to_wire(row)
 
     @staticmethod
