@@ -270,6 +270,21 @@ async def test_a_streamed_reply_shows_the_runs_figures_and_file_paths_as_deltas(
     assert seen == ["file_path"]
 
 
+class _PlotsSilently(_Plots):
+    answer = ""  # the figure says it all
+
+
+async def test_a_streamed_reply_of_a_figure_alone_is_read_by_the_sdk(start_oasis: Callable[..., Any]) -> None:
+    """A message with no text but the run's figure: the SDK reads its stream to the end (it kept the figure's
+    place in the content and failed on a message without one)."""
+    recorder = _Figures()
+    run = await _streamed_upstream_run(start_oasis, _PlotsSilently, recorder, "Plot 1, 3, 2.")
+    assert run.final.status == "completed", run.final.last_error
+    stored = (await run.client.beta.threads.messages.list(run.thread_id, run_id=run.final.id)).data[0]
+    assert [part.type for part in stored.content] == ["text", "image_file"]
+    assert recorder.images == [stored.content[1].image_file.file_id]  # type: ignore[union-attr]
+
+
 async def test_a_cancel_while_the_code_runs_stores_the_announced_step_cancelled(
     code_oasis: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -4,7 +4,9 @@ requires_action and submit_tool_outputs, cancel, the one-live-run rule, truncati
 from __future__ import annotations
 
 import asyncio
+import http.server
 import json
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -204,6 +206,73 @@ async def test_streamed_tool_call_and_submit_stream(chat_oasis: Harness) -> None
     steps = (await client.beta.threads.runs.steps.list(run.id, thread_id=run.thread_id, order="asc")).data
     assert steps[0].step_details.tool_calls[0].id == call.id  # type: ignore[union-attr]
     assert steps[0].step_details.tool_calls[0].function.output == "Snow, -3 C"  # type: ignore[union-attr]
+
+
+class _CallsTwice(http.server.BaseHTTPRequestHandler):
+    """An OpenAI-compatible model upstream that calls a function twice in one answer, its arguments in pieces."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["content-length"]))
+        deltas: list[dict[str, Any]] = []
+        for index, city in enumerate(("Oslo", "Lima")):
+            arguments = json.dumps({"city": city})
+            opening = {"index": index, "id": f"call_{city}", "type": "function"}
+            deltas.append({"tool_calls": [{**opening, "function": {"name": "get_weather", "arguments": ""}}]})
+            for piece in (arguments[:5], arguments[5:]):
+                deltas.append({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+        chunks = [{"index": 0, "delta": delta, "finish_reason": None} for delta in deltas]
+        chunks.append({"index": 0, "delta": {}, "finish_reason": "tool_calls"})
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.end_headers()
+        base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0, "model": "theirs"}
+        for choice in chunks:
+            self.wfile.write(f"data: {json.dumps({**base, 'choices': [choice]})}\n\n".encode())
+        self.wfile.write(b"data: [DONE]\n\n")
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _Calls(_Recorder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.created: list[str] = []
+        self.heard: dict[str, str] = {}
+
+    async def on_tool_call_created(self, tool_call: Any) -> None:
+        self.created.append(tool_call.id)
+
+    async def on_tool_call_delta(self, delta: Any, snapshot: Any) -> None:
+        self.heard[snapshot.id] = self.heard.get(snapshot.id, "") + (delta.function.arguments or "")
+
+
+async def test_two_function_calls_in_one_answer_are_heard_call_by_call(start_oasis: Callable[..., Any]) -> None:
+    """Each call opens, then its arguments come: the SDK's handler hears each call created once and its arguments
+    as deltas (all openings in one delta, then all arguments, ran the handler's calls out of step)."""
+    upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _CallsTwice)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    try:
+        remote = {"base_url": f"http://127.0.0.1:{upstream.server_address[1]}/v1", "model": "theirs"}
+        harness: Harness = await start_oasis(
+            engine_factories=None, models=[{"id": "remote", "engine": "upstream", "options": remote}]
+        )
+        client = harness.sdk()
+        assistant = await client.beta.assistants.create(model="remote", tools=[WEATHER_TOOL])
+        thread = await _thread(client)
+        recorder = _Calls()
+        async with client.beta.threads.runs.stream(
+            thread_id=thread.id, assistant_id=assistant.id, event_handler=recorder
+        ) as stream:
+            await stream.until_done()
+            run = stream.current_run
+    finally:
+        upstream.shutdown()
+        upstream.server_close()
+    assert run is not None and run.status == "requires_action" and run.required_action is not None
+    calls = run.required_action.submit_tool_outputs.tool_calls
+    assert recorder.created == [call.id for call in calls] == ["call_Oslo", "call_Lima"]
+    assert recorder.heard == {call.id: call.function.arguments for call in calls}
 
 
 async def test_stream_frames_are_plain_and_named(chat_oasis: Harness) -> None:
@@ -705,7 +774,7 @@ async def test_a_run_that_fails_mid_reply_keeps_what_it_wrote(start_oasis: Calla
             if steps:
                 break
             await asyncio.sleep(0.02)
-        await asyncio.sleep(0.5)
+        # its first words came: the model is killed at once (a story sampled short could end within half a second)
         upstream.process.kill()
         upstream.process.wait()
         run = await client.beta.threads.runs.poll(run.id, thread_id=thread.id, poll_interval_ms=50)

@@ -852,15 +852,16 @@ class RunExecutor:
 
     @staticmethod
     def _emit_tool_step(events: RunEvents, step: RunStep, streamed: dict[str, str | None] | None = None) -> None:
-        """A tool-call step as a stream shows it: opened empty, its calls as a delta, then its end (when over).
-        `streamed` names the calls already shown while code was written (with the code shown): the step is open
-        already, and their delta brings only what is new (a client appends what deltas bring): the code's end
-        where the stored code goes on from what was shown, outputs, search results."""
+        """A tool-call step as a stream shows it: opened empty, a delta a call, then its end (when over).
+        `streamed` names the calls already shown while code was written (with the code shown, the last shown
+        last): the step is open already, and their delta brings only what is new (a client appends what deltas
+        bring): the code's end where the stored code goes on from what was shown, outputs, search results.
+
+        One delta a call, as OpenAI streams them: the SDK hands a delta for a call other than the one before to
+        `on_tool_call_created` (and ends the one before), and one for the same call to `on_tool_call_delta`. So a
+        function call's arguments come after its opening delta, and the call shown last gets its outputs first."""
         shown = step_to_wire(step, events.include_contents)
-        calls = []
-        # A function call's arguments come after its opening delta, as OpenAI streams them: the SDK hands a call's
-        # first delta to `on_tool_call_created` and the later ones to `on_tool_call_delta`.
-        arguments = []
+        deltas: list[dict[str, Any]] = []
         for index, call in enumerate(shown["step_details"]["tool_calls"]):
             kind = call["type"]
             if kind == code_interpreter.TOOL_TYPE:
@@ -874,23 +875,31 @@ class RunExecutor:
                     call = {"type": kind, kind: {**({"input": rest} if rest else {}), "outputs": call[kind]["outputs"]}}
                 else:
                     call = {"type": kind, kind: call[kind]}
+                deltas.append({"index": index, **call})
             elif kind == "function" and call["function"]["arguments"]:
-                arguments.append({"index": index, "type": kind, kind: {"arguments": call[kind]["arguments"]}})
-                call = {**call, kind: {**call[kind], "arguments": ""}}
-            calls.append({"index": index, **call})
+                deltas.append({"index": index, **call, kind: {**call[kind], "arguments": ""}})
+                deltas.append({"index": index, "type": kind, kind: {"arguments": call[kind]["arguments"]}})
+            else:
+                deltas.append({"index": index, **call})
         if streamed is None:
             empty = {**shown, "step_details": {"type": "tool_calls", "tool_calls": []}}
             if step.status == "completed":
                 empty.update(status="in_progress", completed_at=None, usage=None)
             events.emit("thread.run.step.created", empty)
             events.emit("thread.run.step.in_progress", empty)
-        for delta in (calls, arguments) if arguments else (calls,):
+        elif streamed:
+            last_shown = list(streamed)[-1]
+            places = [call["id"] for call in shown["step_details"]["tool_calls"]]
+            if last_shown in places:
+                current = places.index(last_shown)
+                deltas.sort(key=lambda delta: delta["index"] != current)  # stable: the rest keep their order
+        for delta in deltas:
             events.emit(
                 "thread.run.step.delta",
                 {
                     "id": step.id,
                     "object": "thread.run.step.delta",
-                    "delta": {"step_details": {"type": "tool_calls", "tool_calls": delta}},
+                    "delta": {"step_details": {"type": "tool_calls", "tool_calls": [delta]}},
                 },
             )
         if step.status == "completed":
@@ -902,7 +911,6 @@ class RunExecutor:
         content: list[dict[str, Any]] = [{"type": "text", "text": {"value": turn.text, "annotations": annotations}}]
         # Figures the run's code made are shown by the message that follows them, as OpenAI's are.
         content += [{"type": "image_file", "image_file": {"file_id": file_id}} for file_id in turn.pending_images]
-        turn.pending_images = []
         turn.message.content_json = json.dumps(content)
         if incomplete_reason is None:
             turn.message.status, turn.message.completed_at = "completed", stamp
@@ -933,9 +941,11 @@ class RunExecutor:
         text = content[0]["text"] if content and content[0]["type"] == "text" else None
         paths = [note for note in (text or {}).get("annotations", []) if note["type"] == "file_path"]
         parts: list[dict[str, Any]] = []
-        if paths:
+        if paths or not turn.text:
+            # A message the stream wrote no text to gets its (empty) text part too: the SDK keeps its place in
+            # the content from message to message, and reads that place when the message ends.
             notes = [{"index": len(turn.annotations) + place, **note} for place, note in enumerate(paths)]
-            parts.append({"index": 0, "type": "text", "text": {"annotations": notes}})
+            parts.append({"index": 0, "type": "text", "text": {"value": "", "annotations": notes}})
         parts += [{"index": place, **part} for place, part in enumerate(content) if part["type"] == "image_file"]
         if parts:
             events.emit(

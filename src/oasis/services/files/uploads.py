@@ -15,7 +15,7 @@ from typing import Any, BinaryIO
 import anyio
 
 from oasis.blobs import BlobNotFound, BlobStore
-from oasis.errors import invalid_request, not_found
+from oasis.errors import OasisError, invalid_request, not_found
 from oasis.protocol.extensions import UPLOAD_PURPOSES, FileObject
 from oasis.services.files.expiry import expiry_seconds
 from oasis.services.files.service import FileService, NotStored, to_wire
@@ -195,13 +195,17 @@ class UploadService:
                     max_bytes=MAX_UPLOAD_BYTES,
                     along=mark_completed,
                 )
-        except (BlobNotFound, NotStored, Conflict):
+        except (BlobNotFound, NotStored, Conflict) as exc:
             # another request ended the upload meanwhile (its parts gone with it, or its file stored first)
             async with self._db.session() as session:
                 done = await self._completed(session, project_id, upload_id)
                 if done is not None:
                     return done
                 await self._pending(session, project_id, upload_id)  # says what it is now
+            if isinstance(exc, BlobNotFound):
+                raise OasisError(
+                    500, f"The bytes of upload {upload_id}'s parts are missing.", type="server_error"
+                ) from None
             raise
         upload.status, upload.file_id = "completed", file.id
         await self._drop_parts(list(found.values()))
