@@ -22,6 +22,7 @@ from oasis.sandbox.sessions import SandboxPool
 from oasis.storage.tables import Run
 from oasis.workers.runs import _file_paths
 from tests.conftest import Harness, smollm
+from tests.scripted_upstream import ScriptedChat
 
 MODEL = "gpt-4o-mini"
 FORCED: Any = {"type": "code_interpreter"}
@@ -134,42 +135,27 @@ async def test_a_streamed_run_shows_the_code_as_it_is_written(code_oasis: Harnes
     assert recorder.names.index("thread.run.step.completed") > deltas[0]
 
 
-class _SaysThenCodes(http.server.BaseHTTPRequestHandler):
+class _SaysThenCodes(ScriptedChat):
     """An OpenAI-compatible model upstream that writes a sentence, then calls python (streamed in pieces, as
     OpenAI's models do), and answers in words once the code has run."""
 
     code_key = "code"  # where its arguments put the code
     code = "print(17 * 23)"
     answer = "It prints 391."
+    usage = {"prompt_tokens": 20, "completion_tokens": 12, "total_tokens": 32}
 
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+    def script(self, body: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
         if any(message["role"] == "tool" for message in body["messages"]):
-            deltas: list[dict[str, Any]] = [{"role": "assistant", "content": self.answer}]
-            finish = "stop"
-        else:
-            call = {"index": 0, "id": "call_py", "type": "function", "function": {"name": "python", "arguments": ""}}
-            arguments = json.dumps({self.code_key: self.code})
-            deltas = [
-                {"role": "assistant", "content": "Let me work it out. "},
-                {"tool_calls": [call]},
-                {"tool_calls": [{"index": 0, "function": {"arguments": arguments[:12]}}]},
-                {"tool_calls": [{"index": 0, "function": {"arguments": arguments[12:]}}]},
-            ]
-            finish = "tool_calls"
-        chunks = [{"index": 0, "delta": delta, "finish_reason": None} for delta in deltas]
-        chunks.append({"index": 0, "delta": {}, "finish_reason": finish})
-        self.send_response(200)
-        self.send_header("content-type", "text/event-stream")
-        self.end_headers()
-        base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0, "model": "theirs"}
-        for choice in chunks:
-            self.wfile.write(f"data: {json.dumps({**base, 'choices': [choice]})}\n\n".encode())
-        usage = {"prompt_tokens": 20, "completion_tokens": 12, "total_tokens": 32}
-        self.wfile.write(f"data: {json.dumps({**base, 'choices': [], 'usage': usage})}\n\ndata: [DONE]\n\n".encode())
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+            return [{"role": "assistant", "content": self.answer}], "stop"
+        call = {"index": 0, "id": "call_py", "type": "function", "function": {"name": "python", "arguments": ""}}
+        arguments = json.dumps({self.code_key: self.code})
+        deltas = [
+            {"role": "assistant", "content": "Let me work it out. "},
+            {"tool_calls": [call]},
+            {"tool_calls": [{"index": 0, "function": {"arguments": arguments[:12]}}]},
+            {"tool_calls": [{"index": 0, "function": {"arguments": arguments[12:]}}]},
+        ]
+        return deltas, "tool_calls"
 
 
 class _SaysThenCodesAsInput(_SaysThenCodes):

@@ -18,6 +18,7 @@ from openai import AsyncAssistantEventHandler
 
 from oasis.services.assistants import threads as threads_service
 from tests.conftest import Harness, smollm
+from tests.scripted_upstream import ScriptedChat
 from tests.server_process import oasis_env, oasis_server
 
 MODEL = "gpt-4o-mini"
@@ -208,11 +209,10 @@ async def test_streamed_tool_call_and_submit_stream(chat_oasis: Harness) -> None
     assert steps[0].step_details.tool_calls[0].function.output == "Snow, -3 C"  # type: ignore[union-attr]
 
 
-class _CallsTwice(http.server.BaseHTTPRequestHandler):
+class _CallsTwice(ScriptedChat):
     """An OpenAI-compatible model upstream that calls a function twice in one answer, its arguments in pieces."""
 
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers["content-length"]))
+    def script(self, body: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
         deltas: list[dict[str, Any]] = []
         for index, city in enumerate(("Oslo", "Lima")):
             arguments = json.dumps({"city": city})
@@ -220,18 +220,7 @@ class _CallsTwice(http.server.BaseHTTPRequestHandler):
             deltas.append({"tool_calls": [{**opening, "function": {"name": "get_weather", "arguments": ""}}]})
             for piece in (arguments[:5], arguments[5:]):
                 deltas.append({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
-        chunks = [{"index": 0, "delta": delta, "finish_reason": None} for delta in deltas]
-        chunks.append({"index": 0, "delta": {}, "finish_reason": "tool_calls"})
-        self.send_response(200)
-        self.send_header("content-type", "text/event-stream")
-        self.end_headers()
-        base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0, "model": "theirs"}
-        for choice in chunks:
-            self.wfile.write(f"data: {json.dumps({**base, 'choices': [choice]})}\n\n".encode())
-        self.wfile.write(b"data: [DONE]\n\n")
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+        return deltas, "tool_calls"
 
 
 class _Calls(_Recorder):

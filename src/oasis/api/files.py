@@ -16,7 +16,7 @@ from oasis.api.lists import list_body
 from oasis.errors import invalid_request
 from oasis.protocol import openapi_types as spec
 from oasis.protocol.extensions import FileList, FileObject
-from oasis.services.files.expiry import expiry_seconds
+from oasis.services.files.expiry import file_expiry
 from oasis.storage.pagination import PageRequest
 
 router = APIRouter(tags=["Files"])
@@ -42,18 +42,8 @@ async def upload_file(request: Request, container: ContainerDep, principal: Prin
             filename=upload.filename or "upload",
             source=upload.file,
             size=upload.size or 0,
-            expires_after=_expires_after(form.get("expires_after[anchor]"), form.get("expires_after[seconds]")),
+            expires_after=file_expiry(form.get("expires_after[anchor]"), form.get("expires_after[seconds]")),
         )
-
-
-def _expires_after(anchor: object, seconds: object) -> int | None:
-    """`expires_after` as the SDKs send it in a form (`expires_after[anchor]`, `expires_after[seconds]`): the
-    seconds after the file's creation that it expires, or None when not asked."""
-    if anchor is None and seconds is None:
-        return None
-    if anchor != "created_at":
-        raise invalid_request("'expires_after.anchor' must be 'created_at'.", param="expires_after.anchor")
-    return expiry_seconds(seconds, "expires_after.seconds")
 
 
 @router.get("/files", response_model=FileList, response_model_exclude_none=True)

@@ -21,3 +21,13 @@ def expiry_seconds(value: object, param: str) -> int:
             param=param,
         )
     return seconds
+
+
+def file_expiry(anchor: object, seconds: object) -> int | None:
+    """A file's `expires_after` (`anchor`, `seconds`) as the seconds after its creation that it expires, or None when
+    neither is given."""
+    if anchor is None and seconds is None:
+        return None
+    if anchor != "created_at":
+        raise invalid_request("'expires_after.anchor' must be 'created_at'.", param="expires_after.anchor")
+    return expiry_seconds(seconds, "expires_after.seconds")

@@ -115,26 +115,12 @@ class FileService:
             project_id,
             purpose=purpose,
             filename=filename,
-            chunks=_read_chunks(source),
+            chunks=read_chunks(source),
             file_id=file_id or new_id("file-"),
             # each attempt its own bytes: an attempt that loses a race for the id removes only its own
             blob_key=None if file_id is None else f"files/{file_id}-{uuid.uuid4().hex[:8]}",
             expires_after=expires_after,
             along=along,
-        )
-
-    async def store(
-        self, project_id: str, *, purpose: str, filename: str, source: BinaryIO, expires_after: int | None = None
-    ) -> FileObject:
-        """Stores bytes as a file without upload checks."""
-        source.seek(0)
-        return await self.store_stream(
-            project_id,
-            purpose=purpose,
-            filename=filename,
-            chunks=_read_chunks(source),
-            file_id=new_id("file-"),
-            expires_after=expires_after,
         )
 
     async def store_once(
@@ -287,7 +273,8 @@ async def _tombstone(session: Session, row: StoredFile) -> bool:
     )
 
 
-async def _read_chunks(source: BinaryIO) -> AsyncIterator[bytes]:
+async def read_chunks(source: BinaryIO) -> AsyncIterator[bytes]:
+    """A file's bytes from where it stands, a megabyte at a time, read off the event loop."""
     while chunk := await anyio.to_thread.run_sync(source.read, _CHUNK):
         yield chunk
 

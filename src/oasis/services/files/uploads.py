@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import tempfile
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -17,8 +16,8 @@ import anyio
 from oasis.blobs import BlobNotFound, BlobStore
 from oasis.errors import OasisError, invalid_request, not_found
 from oasis.protocol.extensions import UPLOAD_PURPOSES, FileObject
-from oasis.services.files.expiry import expiry_seconds
-from oasis.services.files.service import FileService, NotStored, to_wire
+from oasis.services.files.expiry import file_expiry
+from oasis.services.files.service import FileService, NotStored, read_chunks, to_wire
 from oasis.storage import files as file_rows
 from oasis.storage import uploads as upload_rows
 from oasis.storage.clock import new_id, now
@@ -28,7 +27,6 @@ from oasis.storage.tables import Upload, UploadPart
 MAX_UPLOAD_BYTES = 8 * 1024**3  # OpenAI's: an upload holds at most 8 GB
 MAX_PART_BYTES = 64 * 1024**2  # and a part at most 64 MB
 UPLOAD_SECONDS = 3600  # an upload expires an hour after it is created
-_CHUNK = 1 << 20
 _SPOOL_IN_MEMORY = 8 << 20
 
 
@@ -63,14 +61,14 @@ def _text(body: dict[str, Any], name: str) -> str:
 def _file_expiry(value: Any) -> int | None:
     if value is None:
         return None
-    if not isinstance(value, dict) or value.get("anchor") != "created_at":
-        raise invalid_request("'expires_after.anchor' must be 'created_at'.", param="expires_after.anchor")
-    return expiry_seconds(value.get("seconds"), "expires_after.seconds")
+    if not isinstance(value, dict):
+        raise invalid_request("'expires_after' must be an object with `anchor` and `seconds`.", param="expires_after")
+    return file_expiry(value.get("anchor"), value.get("seconds"))
 
 
 def _file_id(upload: Upload) -> str:
-    """The id of the file an upload becomes, fixed by the upload: a completion repeated after a crash finds the file
-    the first one made rather than making a second."""
+    """The id of the file an upload becomes, fixed by the upload: of two completions at once, the second's file
+    breaks the id's uniqueness, and it answers the first's."""
     return "file-" + upload.id.removeprefix("upload_")
 
 
@@ -123,7 +121,8 @@ class UploadService:
             await self._pending(session, project_id, upload_id)
         part_id = new_id("part_")
         blob_key = f"uploads/{upload_id}/{part_id}"
-        stored = await self._blobs.put(blob_key, _chunks(source))
+        source.seek(0)
+        stored = await self._blobs.put(blob_key, read_chunks(source))
         part = UploadPart(id=part_id, upload_id=upload_id, created_at=now(), bytes=stored, blob_key=blob_key)
         try:
             async with self._db.session() as session:
@@ -247,9 +246,3 @@ class UploadService:
         for part in parts:
             with contextlib.suppress(Exception):
                 await self._blobs.delete(part.blob_key)
-
-
-async def _chunks(source: BinaryIO) -> AsyncIterator[bytes]:
-    source.seek(0)
-    while piece := await anyio.to_thread.run_sync(source.read, _CHUNK):
-        yield piece

@@ -1,0 +1,35 @@
+"""An OpenAI-compatible chat model upstream that answers with a scripted stream: for tests of what oasis makes of
+a model's text and tool calls as they arrive."""
+
+from __future__ import annotations
+
+import http.server
+import json
+from typing import Any
+
+
+class ScriptedChat(http.server.BaseHTTPRequestHandler):
+    """Answers each chat completion with `script(body)`'s deltas, streamed, then its finish reason and usage."""
+
+    usage: dict[str, int] | None = None  # a last chunk with the usage, when set
+
+    def script(self, body: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
+        raise NotImplementedError
+
+    def do_POST(self) -> None:
+        deltas, finish = self.script(json.loads(self.rfile.read(int(self.headers["content-length"]))))
+        chunks = [{"index": 0, "delta": delta, "finish_reason": None} for delta in deltas]
+        chunks.append({"index": 0, "delta": {}, "finish_reason": finish})
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.end_headers()
+        base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0, "model": "theirs"}
+        events = [{**base, "choices": [choice]} for choice in chunks]
+        if self.usage is not None:
+            events.append({**base, "choices": [], "usage": self.usage})
+        for event in events:
+            self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
+        self.wfile.write(b"data: [DONE]\n\n")
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
