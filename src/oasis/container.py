@@ -32,6 +32,7 @@ from oasis.services.batches.service import BatchService
 from oasis.services.chat.completions import CompletionService
 from oasis.services.chat.service import ChatService
 from oasis.services.chat.spoken import SpokenAnswers
+from oasis.services.chat.stored import StoredCompletions
 from oasis.services.chat.tokenizer import TokenizerService
 from oasis.services.embeddings.service import EmbeddingService
 from oasis.services.files.service import FileService
@@ -142,6 +143,7 @@ class Container:
     uploads: UploadService
     models: ModelService
     chat: ChatService
+    stored_chats: StoredCompletions
     completions: CompletionService
     tokenizer: TokenizerService
     audio: AudioService
@@ -276,6 +278,7 @@ class Container:
             uploads=UploadService(db, blobs, files, settings.data_dir / "tmp"),
             models=ModelService(db, registry, started_at=now(), on_deleted=fine_tuned.forget),
             chat=chat,
+            stored_chats=StoredCompletions(db),
             completions=completions,
             tokenizer=TokenizerService(registry),
             audio=AudioService(registry),

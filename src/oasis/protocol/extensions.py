@@ -285,6 +285,27 @@ class ChatCompletionRequest(spec.CreateChatCompletionRequest, _KeepsWhatWasSent)
     modalities: list[str] | None = None
     audio: SpokenAnswerRequest | None = None
     moderation: ChatModeration | None = None
+    # After this spec: `store: true` keeps the answer for `GET /v1/chat/completions`, with its `metadata`.
+    store: bool | None = None
+    metadata: dict[str, Any] | None = None
+
+    def with_usage_reported(self) -> ChatCompletionRequest:
+        """This streamed request asking for the usage chunk (`stream_options.include_usage`), as read here and in
+        the body an upstream receives."""
+        options = spec.ChatCompletionStreamOptions(include_usage=True)
+        asked = self.model_copy(update={"stream_options": options})
+        if self._sent is not None:
+            asked._sent = {
+                **self._sent,
+                "stream_options": {**(self._sent.get("stream_options") or {}), "include_usage": True},
+            }
+        return asked
+
+
+class ChatCompletionUpdate(BaseModel):
+    """`POST /v1/chat/completions/{id}` (after this spec): a stored completion's metadata is all that changes."""
+
+    metadata: dict[str, Any] | None
 
 
 class CompletionRequest(spec.CreateCompletionRequest, _KeepsWhatWasSent):

@@ -97,6 +97,38 @@ class Upload(Base):
     file_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
+class StoredChatCompletion(Base):
+    """A chat completion made with `store: true` (after the 2.0.0 spec): the answer, the request's settings and
+    its input messages, for `GET /v1/chat/completions`. Deleting one empties it and keeps the tombstone."""
+
+    __tablename__ = "chat_completions"
+    __table_args__ = (
+        Index("ix_chat_completions_project_seq", "project_id", "seq"),
+        {"sqlite_autoincrement": True},
+    )
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    model: Mapped[str] = mapped_column(String(200))
+    completion_json: Mapped[str] = mapped_column(Text)  # the answer with the request's settings
+    messages_json: Mapped[str] = mapped_column(Text)  # the input messages as listed
+    metadata_json: Mapped[str] = mapped_column(Text)
+    deleted_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class StoredChatCompletionTag(Base):
+    """One metadata pair of a stored chat completion, a row of its own so that lists filter on it in SQL."""
+
+    __tablename__ = "chat_completion_metadata"
+    __table_args__ = (Index("ix_chat_completion_metadata_pair", "key", "value"),)
+
+    completion_seq: Mapped[int] = mapped_column(SeqType, primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
 class UploadPart(Base):
     """One part of an upload, its bytes a blob of their own until the upload ends."""
 

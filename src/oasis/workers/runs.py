@@ -34,6 +34,7 @@ from oasis.services.assistants.events import NoEvents, RunEvents
 from oasis.services.assistants.file_search import FileSearch, SearchCall, queries_of
 from oasis.services.assistants.prompt import ChatMessages, DoesNotFit, fitted, text_of, thread_items
 from oasis.services.assistants.wire import message_to_wire, run_to_wire, step_to_wire
+from oasis.services.chat.generation import close_chunks
 from oasis.services.chat.service import ChatService, PreparedChat, TokenTally
 from oasis.services.keys import Principal
 from oasis.services.rate_limits import CHAT_COMPLETIONS, RateLimiter, estimate_tokens
@@ -64,12 +65,6 @@ MAX_SEARCHES_PER_RUN = 1
 MAX_CODE_RUNS_PER_RUN = 2
 # Characters of search results shown to the model per token of its context: about half the context.
 RESULT_CHARS_PER_CONTEXT_TOKEN = 2
-
-
-async def _close(chunks: AsyncIterator[dict[str, Any]]) -> None:
-    aclose = getattr(chunks, "aclose", None)
-    if aclose is not None:
-        await aclose()
 
 
 # A chat error's status -> the run's last_error code.
@@ -503,7 +498,7 @@ class RunExecutor:
             for task in (watcher, consumer):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-            await _close(chunks)  # frees the engine slot when the run stopped early
+            await close_chunks(chunks)  # frees the engine slot when the run stopped early
             # Stopped before the usage chunk (a cancel, an error): what was generated counts all the same
             turn.completion_tokens = max(turn.completion_tokens, turn.tally.completion_tokens)
 

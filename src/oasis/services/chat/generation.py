@@ -235,6 +235,14 @@ def usage(
 Item = TypeVar("Item")
 
 
+async def close_chunks(chunks: AsyncIterator[Any]) -> None:
+    """Ends a stream of chunks now (its engine sequences freed), not when it is collected: every stream here is a
+    generator, but its type says only iterator."""
+    aclose = getattr(chunks, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
 async def merge(sources: list[AsyncIterator[Item]]) -> AsyncIterator[tuple[int, Item]]:
     """Runs the choices' iterators side by side and yields their items as they come, tagged with the choice's
     position. One source is iterated directly: no task or queue on the per-token path of a single stream."""

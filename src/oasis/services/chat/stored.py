@@ -1,0 +1,187 @@
+"""Stored chat completions (after the 2.0.0 spec): an answer made with `store: true` is kept with its request's
+settings and input messages, listed, read, given new metadata and deleted (`client.chat.completions.list`,
+`retrieve`, `update`, `delete` and `messages.list`)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from oasis.errors import invalid_request, not_found
+from oasis.protocol.extensions import ChatCompletionRequest
+from oasis.services.chat.assembly import assembled
+from oasis.services.chat.generation import close_chunks
+from oasis.services.metadata import check_metadata
+from oasis.storage import chat_completions as rows
+from oasis.storage.clock import now
+from oasis.storage.db import Database, Session
+from oasis.storage.pagination import Page, PageRequest
+from oasis.storage.tables import StoredChatCompletion
+
+# The request's settings a stored completion shows beside its answer, each with OpenAI's value when it was not sent.
+_SETTINGS: dict[str, Any] = {
+    "temperature": 1.0,
+    "top_p": 1.0,
+    "presence_penalty": 0.0,
+    "frequency_penalty": 0.0,
+    "seed": None,
+    "tools": None,
+    "tool_choice": None,
+    "response_format": None,
+}
+
+
+def _sent(request: ChatCompletionRequest) -> dict[str, Any]:
+    return request.sent if request.sent is not None else request.model_dump(mode="json", exclude_unset=True)
+
+
+def _text_of(parts: list[Any]) -> str | None:
+    texts = [part.get("text") for part in parts if isinstance(part, dict) and part.get("type") == "text"]
+    return "\n".join(text for text in texts if isinstance(text, str)) if texts else None
+
+
+def _listed_message(completion_id: str, position: int, message: dict[str, Any]) -> dict[str, Any]:
+    """An input message as `messages.list` answers it: content as text, with the parts it was sent as."""
+    content = message.get("content")
+    listed = {key: value for key, value in message.items() if key != "content"}
+    listed["id"] = f"{completion_id}-{position}"
+    listed.setdefault("name", None)
+    if isinstance(content, list):
+        listed["content"] = _text_of(content)
+        listed["content_parts"] = content
+    else:
+        listed["content"] = content
+        listed["content_parts"] = None
+    return listed
+
+
+def _metadata(row: StoredChatCompletion) -> dict[str, str]:
+    return dict(json.loads(row.metadata_json))
+
+
+def _to_wire(row: StoredChatCompletion) -> dict[str, Any]:
+    return {**json.loads(row.completion_json), "metadata": _metadata(row)}
+
+
+class StoredCompletions:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    @staticmethod
+    def check(request: ChatCompletionRequest) -> None:
+        """Refuses bad `metadata` before anything is generated."""
+        check_metadata(request.metadata)
+
+    async def keep(
+        self, project_id: str, request: ChatCompletionRequest, completion: dict[str, Any], request_id: str | None
+    ) -> None:
+        """Stores the answer to a request that asked for it (`store: true`)."""
+        if not request.store:
+            return
+        sent = _sent(request)
+        settings = {name: sent.get(name, default) for name, default in _SETTINGS.items()}
+        kept = {
+            **completion,
+            **settings,
+            "request_id": request_id,
+            "input_user": sent.get("user"),
+            "service_tier": completion.get("service_tier") or "default",
+        }
+        messages = [
+            _listed_message(completion["id"], position, message)
+            for position, message in enumerate(sent.get("messages") or [])
+            if isinstance(message, dict)
+        ]
+        row = StoredChatCompletion(
+            id=completion["id"],
+            project_id=project_id,
+            created_at=int(completion.get("created") or now()),
+            model=str(completion.get("model") or request.model),
+            completion_json=json.dumps(kept),
+            messages_json=json.dumps(messages),
+            metadata_json=json.dumps(check_metadata(request.metadata)),
+        )
+        async with self._db.session() as session:
+            session.add(row)
+            await session.flush()  # its seq, for the metadata pairs
+            await rows.set_tags(session, row.seq, _metadata(row))
+            await session.commit()
+
+    async def kept_streamed(
+        self,
+        project_id: str,
+        request: ChatCompletionRequest,
+        chunks: AsyncIterator[dict[str, Any]],
+        request_id: str | None,
+        usage_asked: bool,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The chunks as they come; once the stream has ended, its answer is stored. `chunks` report usage (the
+        stored answer has it); the client sees it only where it asked (`usage_asked`)."""
+        seen: list[dict[str, Any]] = []
+        try:
+            async for chunk in chunks:
+                seen.append(chunk)
+                if usage_asked:
+                    yield chunk
+                    continue
+                if chunk.get("usage") is not None and not chunk.get("choices") and "moderation" not in chunk:
+                    continue  # the usage chunk the client did not ask for
+                yield {key: value for key, value in chunk.items() if key != "usage"}
+        finally:
+            await close_chunks(chunks)  # a client gone mid-way stops the generation (and nothing is stored)
+        await self.keep(project_id, request, assembled(seen), request_id)
+
+    async def retrieve(self, project_id: str, completion_id: str) -> dict[str, Any]:
+        async with self._db.session() as session:
+            return _to_wire(await self._row(session, project_id, completion_id))
+
+    async def list_completions(
+        self, project_id: str, page: PageRequest, model: str | None, metadata: dict[str, str]
+    ) -> Page[dict[str, Any]]:
+        async with self._db.session() as session:
+            found = await rows.list_completions(session, project_id, page, model, metadata)
+        return Page(items=[_to_wire(row) for row in found.items], has_more=found.has_more)
+
+    async def update(self, project_id: str, completion_id: str, metadata: dict[str, Any] | None) -> dict[str, Any]:
+        """Gives the completion new metadata (the only change OpenAI allows); null clears it."""
+        checked = check_metadata(metadata)
+        async with self._db.session() as session:
+            row = await self._row(session, project_id, completion_id)
+            row.metadata_json = json.dumps(checked)
+            await rows.set_tags(session, row.seq, checked)
+            await session.commit()
+        return _to_wire(row)
+
+    async def delete(self, project_id: str, completion_id: str) -> dict[str, Any]:
+        """Forgets the answer and its messages; the row stays as a tombstone that a client's cursor can name."""
+        async with self._db.session() as session:
+            row = await self._row(session, project_id, completion_id)
+            row.deleted_at = now()
+            row.completion_json, row.messages_json, row.metadata_json = "{}", "[]", "{}"
+            await rows.set_tags(session, row.seq, {})
+            await session.commit()
+        return {"object": "chat.completion.deleted", "id": completion_id, "deleted": True}
+
+    async def messages(self, project_id: str, completion_id: str, page: PageRequest) -> Page[dict[str, Any]]:
+        """The completion's input messages, paged by their ids (`<completion id>-<position>`)."""
+        async with self._db.session() as session:
+            row = await self._row(session, project_id, completion_id)
+        listed: list[dict[str, Any]] = json.loads(row.messages_json)
+        if page.order == "desc":
+            listed.reverse()
+        ids = [message["id"] for message in listed]
+        start = 0
+        if page.after is not None:
+            if page.after not in ids:
+                raise invalid_request(f"No object with id {page.after!r} to page after.", param="after")
+            start = ids.index(page.after) + 1
+        chosen = listed[start : start + page.limit]
+        return Page(items=chosen, has_more=start + page.limit < len(listed))
+
+    @staticmethod
+    async def _row(session: Session, project_id: str, completion_id: str) -> StoredChatCompletion:
+        row = await rows.get_completion(session, project_id, completion_id)
+        if row is None:
+            raise not_found(f"No chat completion found with id '{completion_id}'.", param="completion_id")
+        return row
