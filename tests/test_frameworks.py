@@ -59,6 +59,35 @@ def test_langchain_chat_and_embeddings(server: ServerProcess, tmp_path: Path, mo
     assert len(checked.embed_query("where do bees live?")) == 384
 
 
+def test_langchain_and_llamaindex_through_the_responses_api(server: ServerProcess) -> None:
+    """Both frameworks' Responses API clients: a plain answer, a streamed one, and a tool call LangChain reads."""
+    from langchain_core.tools import tool
+    from langchain_openai import ChatOpenAI
+    from llama_index.llms.openai import OpenAIResponses
+
+    base_url = f"{server.base_url}/v1"
+    llm = ChatOpenAI(base_url=base_url, api_key="unused", model="gpt-4o-mini", max_tokens=16, use_responses_api=True)  # type: ignore[arg-type]
+    answer = llm.invoke("Say hello.")
+    assert answer.text and answer.response_metadata["id"].startswith("resp_")
+    streamed = "".join(chunk.text for chunk in llm.stream("Say hello."))
+    assert streamed
+
+    @tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        return "sunny"
+
+    calling = ChatOpenAI(
+        base_url=base_url, api_key="unused", model="gpt-4o-mini", max_tokens=60, use_responses_api=True
+    )  # type: ignore[arg-type]
+    called = calling.bind_tools([get_weather], tool_choice="get_weather").invoke("What is the weather in Paris?")
+    (call,) = called.tool_calls
+    assert call["name"] == "get_weather" and isinstance(call["args"].get("city"), str)
+
+    responses = OpenAIResponses(api_base=base_url, api_key="unused", model="gpt-4o-mini", max_output_tokens=16)
+    assert responses.complete("Say hello.").text
+
+
 def test_llamaindex_chat_and_embeddings(server: ServerProcess) -> None:
     from llama_index.embeddings.openai import OpenAIEmbedding
     from llama_index.llms.openai import OpenAI

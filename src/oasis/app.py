@@ -28,6 +28,7 @@ from oasis.api import (
     models,
     moderations,
     projects,
+    responses,
     runs,
     threads,
     tokenizer,
@@ -161,6 +162,7 @@ def create_app(settings: Settings, engine_factories: Mapping[str, EngineFactory]
         chat.router,
         completions.router,
         embeddings.router,
+        responses.router,
         assistants.router,
         runs.router,  # before threads: POST /threads/runs is not a thread id
         threads.router,

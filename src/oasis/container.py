@@ -46,6 +46,7 @@ from oasis.services.models.service import ModelService
 from oasis.services.moderations.service import ModerationService
 from oasis.services.monitoring import Monitoring
 from oasis.services.rate_limits import RateLimiter
+from oasis.services.responses.service import ResponseService
 from oasis.services.vector_stores.search import VectorSearch
 from oasis.services.vector_stores.service import VectorStoreService
 from oasis.settings import ModelSpec, Settings
@@ -144,6 +145,7 @@ class Container:
     models: ModelService
     chat: ChatService
     stored_chats: StoredCompletions
+    responses: ResponseService
     completions: CompletionService
     tokenizer: TokenizerService
     audio: AudioService
@@ -279,6 +281,7 @@ class Container:
             models=ModelService(db, registry, started_at=now(), on_deleted=fine_tuned.forget),
             chat=chat,
             stored_chats=StoredCompletions(db),
+            responses=ResponseService(db, chat, fine_tuned.ensure),
             completions=completions,
             tokenizer=TokenizerService(registry),
             audio=AudioService(registry),

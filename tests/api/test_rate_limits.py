@@ -66,6 +66,14 @@ async def test_tokens_per_minute_count_the_prompt_and_max_tokens(start_oasis: Ca
         # Embeddings count their input; a small request still fits in what is left.
         small = await http.post("/v1/embeddings", json={"model": NO_MODEL, "input": "a few words"})
         assert small.status_code == 404 and int(small.headers["x-ratelimit-remaining-tokens"]) < 1000 - spent
+        # The Responses API counts its instructions, input and max_output_tokens as chat counts its own.
+        left = int(small.headers["x-ratelimit-remaining-tokens"])
+        response = {"model": NO_MODEL, "instructions": "Be brief.", "input": "y" * 1200, "max_output_tokens": 200}
+        assert estimate_tokens("/v1/responses", response) > left
+        assert (await http.post("/v1/responses", json=response)).status_code == 429
+        assert (await http.post("/v1/responses", json={**response, "input": "y", "max_output_tokens": 2})).headers[
+            "x-ratelimit-remaining-tokens"
+        ] == str(left - estimate_tokens("/v1/responses", {**response, "input": "y", "max_output_tokens": 2}))
 
 
 async def _runs_oasis(

@@ -4,7 +4,10 @@ May-2024 SDK can send) reach the same routes. On the real llama.cpp engine and t
 
 from __future__ import annotations
 
+import http.server
 import json
+import threading
+from collections.abc import Callable
 from typing import Any
 
 import openai
@@ -13,6 +16,7 @@ from sqlalchemy import select
 
 from oasis.storage.tables import StoredChatCompletion
 from tests.conftest import Harness
+from tests.scripted_upstream import ScriptedChat
 
 MODEL = "gpt-4o-mini"
 QUESTION = [
@@ -132,14 +136,23 @@ async def test_a_streamed_call_is_stored_as_the_call(chat_oasis: Harness) -> Non
         store=True,
     )
     chunks = [chunk async for chunk in stream]
-    pieces = [call for chunk in chunks for call in chunk.choices[0].delta.tool_calls or []]
-    arguments = "".join(call.function.arguments or "" for call in pieces if call.function)
+    heard: dict[int, dict[str, str]] = {}  # what the client put together, by index
+    for chunk in chunks:
+        for piece in chunk.choices[0].delta.tool_calls or []:
+            call = heard.setdefault(piece.index, {"id": "", "name": "", "arguments": ""})
+            call["id"] = piece.id or call["id"]
+            if piece.function is not None:
+                call["name"] += piece.function.name or ""
+                call["arguments"] += piece.function.arguments or ""
     stored = await client.chat.completions.retrieve(chunks[0].id)
     message = stored.choices[0].message
     assert stored.choices[0].finish_reason == "tool_calls" and message.content is None
-    (call,) = message.tool_calls or []
-    assert call.id == pieces[0].id and call.type == "function" and call.function.name == "get_weather"
-    assert call.function.arguments == arguments and "city" in json.loads(arguments)
+    calls = message.tool_calls or []
+    assert calls and [
+        {"id": call.id, "name": call.function.name, "arguments": call.function.arguments} for call in calls
+    ] == [heard[index] for index in sorted(heard)]
+    assert all(call.type == "function" and call.function.name == "get_weather" for call in calls)
+    assert "city" in json.loads(calls[0].function.arguments)
 
 
 async def test_lists_filter_by_metadata_and_model_and_page(chat_oasis: Harness) -> None:
@@ -204,7 +217,7 @@ async def test_metadata_is_changed_and_cleared_and_bad_metadata_changes_nothing(
     assert (await client.chat.completions.list(metadata={"team": "ops"})).data == []
 
 
-async def test_bad_metadata_on_create_is_refused_before_anything_is_stored(chat_oasis: Harness) -> None:
+async def test_bad_metadata_on_create_is_refused_and_nothing_is_stored(chat_oasis: Harness) -> None:
     async with chat_oasis.http() as http:
         long_value = await http.post(
             "/v1/chat/completions",
@@ -212,6 +225,12 @@ async def test_bad_metadata_on_create_is_refused_before_anything_is_stored(chat_
         )
         assert long_value.status_code == 400, long_value.text
         assert long_value.json()["error"]["param"] == "metadata.note"
+        nul = await http.post(
+            "/v1/chat/completions",
+            json={"model": MODEL, "messages": QUESTION, "store": True, "metadata": {"note": "a\u0000b"}},
+        )
+        assert nul.status_code == 400 and "NUL" in nul.json()["error"]["message"]  # PostgreSQL's text holds none
+        assert (await http.get("/v1/chat/completions", params={"metadata[note]": "a\u0000b"})).status_code == 400
         listed = await http.get("/v1/chat/completions")
     assert listed.json()["data"] == []
 
@@ -266,5 +285,45 @@ async def test_stored_completions_stay_in_their_project(chat_oasis: Harness) -> 
         assert (await http.get(f"/v1/chat/completions/{completion_id}")).status_code == 404
         assert (await http.get("/v1/chat/completions")).json()["data"] == []
         assert (await http.delete(f"/v1/chat/completions/{completion_id}")).status_code == 404
+        changed = await http.post(f"/v1/chat/completions/{completion_id}", json={"metadata": {"k": "v"}})
+        assert changed.status_code == 404
+        assert (await http.get(f"/v1/chat/completions/{completion_id}/messages")).status_code == 404
     async with chat_oasis.http(api_key=alpha_key) as http:
         assert (await http.get(f"/v1/chat/completions/{completion_id}")).status_code == 200
+
+
+class _RepeatsItsIds(ScriptedChat):
+    """An upstream whose every answer has the same id (some local servers count theirs from 0 at each start)."""
+
+    usage = {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11}
+
+    def script(self, body: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
+        return [{"role": "assistant", "content": "Blue"}, {"content": "."}], "stop"
+
+
+async def test_answers_of_an_upstream_are_stored_under_ids_of_their_own(start_oasis: Callable[..., Any]) -> None:
+    upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RepeatsItsIds)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    try:
+        remote = {"base_url": f"http://127.0.0.1:{upstream.server_address[1]}/v1", "model": "theirs"}
+        harness: Harness = await start_oasis(
+            engine_factories=None, models=[{"id": "remote", "engine": "upstream", "options": remote}]
+        )
+        body = {"model": "remote", "messages": QUESTION, "stream": True, "store": True}
+        ids = []
+        async with harness.http() as client:
+            for _ in range(2):
+                async with client.stream("POST", "/v1/chat/completions", json=body) as response:
+                    frames = [line[6:] async for line in response.aiter_lines() if line.startswith("data: {")]
+                chunks = [json.loads(frame) for frame in frames]
+                # one id the whole stream through, and no usage the client did not ask for
+                assert len({chunk["id"] for chunk in chunks}) == 1 and all("usage" not in c for c in chunks)
+                ids.append(chunks[0]["id"])
+            assert ids[0] != ids[1] and "chatcmpl-1" not in ids
+            for completion_id in ids:
+                stored = (await client.get(f"/v1/chat/completions/{completion_id}")).json()
+                assert stored["choices"][0]["message"]["content"] == "Blue."
+                assert stored["usage"]["completion_tokens"] == 2  # the upstream was asked for its usage
+    finally:
+        upstream.shutdown()
+        upstream.server_close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from oasis.services.chat.assembly import assembled
@@ -72,19 +73,44 @@ def test_calls_streamed_in_pieces_are_whole_calls_without_their_index() -> None:
     }
 
 
-def test_a_spoken_answer_joins_its_transcript_and_audio() -> None:
+def test_a_spoken_answer_joins_its_transcript_and_its_audio_bytes() -> None:
+    pieces = [b"RIFF\x01", b"abc", b"\x00\xff"]  # each piece's base64 is padded on its own
     chunks = [
         _chunk(0, {"role": "assistant", "content": ""}),
         _chunk(0, {"audio": {"id": "audio_1", "transcript": "Hello "}}),
         _chunk(0, {"audio": {"id": "audio_1", "transcript": "there"}}),
-        _chunk(0, {"audio": {"id": "audio_1", "data": "UklG"}}),
-        _chunk(0, {"audio": {"id": "audio_1", "data": "RiQA"}}),
+        *(_chunk(0, {"audio": {"id": "audio_1", "data": base64.b64encode(piece).decode()}}) for piece in pieces),
         _chunk(0, {"audio": {"id": "audio_1", "expires_at": 99}}),
         _chunk(0, {}, "stop"),
     ]
     message = assembled(chunks)["choices"][0]["message"]
-    assert message["content"] is None
-    assert message["audio"] == {"id": "audio_1", "transcript": "Hello there", "data": "UklGRiQA", "expires_at": 99}
+    assert message["content"] is None and message["audio"]["transcript"] == "Hello there"
+    assert base64.b64decode(message["audio"]["data"], validate=True) == b"".join(pieces)
+    assert message["audio"]["id"] == "audio_1" and message["audio"]["expires_at"] == 99
+
+
+def test_a_withheld_answer_has_no_content_and_padding_fields_are_left_out() -> None:
+    chunks = [
+        {**_chunk(0, {"role": "assistant", "content": ""}), "obfuscation": "xyz"},
+        _chunk(0, {}, "content_filter"),
+    ]
+    completion = assembled(chunks)
+    assert "obfuscation" not in completion
+    assert completion["choices"][0]["message"] == {"role": "assistant", "content": None}
+
+
+def test_call_deltas_without_an_index_go_on_with_the_call_they_continue() -> None:
+    opening = {"id": "call_a", "type": "function", "function": {"name": "f", "arguments": ""}}
+    chunks = [
+        _chunk(0, {"role": "assistant", "content": ""}),
+        _chunk(0, {"tool_calls": [opening]}),
+        _chunk(0, {"tool_calls": [{"function": {"arguments": '{"x"'}}]}),
+        _chunk(0, {"tool_calls": [{"function": {"arguments": ": 1}"}}]}),
+        _chunk(0, {"tool_calls": [{**opening, "id": "call_b", "function": {"name": "g", "arguments": "{}"}}]}),
+        _chunk(0, {}, "tool_calls"),
+    ]
+    calls = assembled(chunks)["choices"][0]["message"]["tool_calls"]
+    assert [(call["id"], call["function"]["arguments"]) for call in calls] == [("call_a", '{"x": 1}'), ("call_b", "{}")]
 
 
 def test_a_legacy_function_call_and_reasoning_are_joined() -> None:

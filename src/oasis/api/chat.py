@@ -39,8 +39,7 @@ async def create_chat_completion(
 
     async def answer() -> dict[str, Any]:
         completion = await container.chat.create(body, prepared, principal.project_id)
-        await container.stored_chats.keep(principal.project_id, asked, completion, request_id)
-        return completion
+        return await container.stored_chats.kept(principal.project_id, asked, completion, request_id)
 
     # A JSONResponse skips FastAPI's generic encoder: the reply is plain JSON data already.
     return JSONResponse(await unless_disconnected(request, answer()))

@@ -79,3 +79,22 @@ async def paginate(
     if backwards:
         rows.reverse()
     return Page(items=rows, has_more=has_more)
+
+
+def page_of(items: list[dict[str, Any]], page: PageRequest) -> Page[dict[str, Any]]:
+    """One page of a list kept whole (an object's messages or items, in their order), by the items' ids."""
+    ordered = items[::-1] if page.order == "desc" else list(items)
+    ids = [item["id"] for item in ordered]
+    start, end = 0, len(ordered)
+    for cursor, param in ((page.after, "after"), (page.before, "before")):
+        if cursor is not None and cursor not in ids:
+            raise invalid_request(f"No object with id {cursor!r} to page {param}.", param=param)
+    if page.after is not None:
+        start = ids.index(page.after) + 1
+    if page.before is not None:
+        end = ids.index(page.before)
+    if page.before is not None and page.after is None:  # the `limit` items right before the cursor
+        start = max(start, end - page.limit)
+        return Page(items=ordered[start:end], has_more=start > 0)
+    chosen = ordered[start:end][: page.limit]
+    return Page(items=chosen, has_more=start + page.limit < end)

@@ -129,6 +129,24 @@ class StoredChatCompletionTag(Base):
     value: Mapped[str] = mapped_column(Text)
 
 
+class StoredResponse(Base):
+    """A response of the Responses API (after the 2.0.0 spec) made with `store` on (its default): the answer, its
+    input items as listed, and the conversation a later response continues (`previous_response_id`)."""
+
+    __tablename__ = "responses"
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    response_json: Mapped[str] = mapped_column(Text)
+    input_items_json: Mapped[str] = mapped_column(Text)
+    # The chat messages up to and with this answer, without the instructions (which a later response does not keep).
+    conversation_json: Mapped[str] = mapped_column(Text)
+    deleted_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
 class UploadPart(Base):
     """One part of an upload, its bytes a blob of their own until the upload ends."""
 

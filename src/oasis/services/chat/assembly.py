@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterable
 from typing import Any
 
 # Text a delta sends in pieces, joined in order; any other field of a delta is whole when it comes.
-_JOINED = frozenset({"content", "refusal", "reasoning_content", "arguments", "input", "transcript", "data"})
+_JOINED = frozenset({"content", "refusal", "reasoning_content", "arguments", "input", "transcript"})
 
 
 def _merge(into: dict[str, Any], delta: dict[str, Any]) -> None:
     for key, value in delta.items():
         if value is None:
             into.setdefault(key, None)
+        elif key == "data" and isinstance(value, str):
+            # audio: each piece is base64 of its own, padded; the whole is the pieces' bytes encoded once
+            into[key] = base64.b64encode(base64.b64decode(into.get(key) or "") + base64.b64decode(value)).decode()
         elif key in _JOINED and isinstance(value, str):
             into[key] = (into.get(key) or "") + value
         elif isinstance(value, dict):
@@ -29,7 +33,8 @@ def _merge(into: dict[str, Any], delta: dict[str, Any]) -> None:
 def _merge_calls(calls: list[dict[str, Any]], deltas: list[dict[str, Any]]) -> None:
     """Tool-call deltas name their call by `index`, which the whole message does not carry."""
     for delta in deltas:
-        index = delta.get("index", len(calls))
+        # a server that leaves out `index` goes on with the last call until a delta opens another (with an id)
+        index = delta.get("index", len(calls) if delta.get("id") or not calls else len(calls) - 1)
         while len(calls) <= index:
             calls.append({})
         _merge(calls[index], {key: value for key, value in delta.items() if key != "index"})
@@ -52,7 +57,8 @@ def assembled(chunks: Iterable[dict[str, Any]]) -> dict[str, Any]:
     choices: dict[int, dict[str, Any]] = {}
     for chunk in chunks:
         for key, value in chunk.items():
-            if key not in ("choices", "object") and (value is not None or key not in completion):
+            # `obfuscation`: OpenAI's padding of each chunk, no part of the answer
+            if key not in ("choices", "object", "obfuscation") and (value is not None or key not in completion):
                 completion[key] = value
         for choice in chunk.get("choices") or []:
             index = int(choice.get("index", 0))
@@ -70,6 +76,9 @@ def assembled(chunks: Iterable[dict[str, Any]]) -> dict[str, Any]:
         if message.get("tool_calls") == []:
             del message["tool_calls"]
         # A stream opens every choice with empty content; a whole answer that calls or speaks has none.
-        if message["content"] == "" and any(message.get(key) for key in ("tool_calls", "function_call", "audio")):
+        if message["content"] == "" and (
+            choice["finish_reason"] == "content_filter"  # withheld
+            or any(message.get(key) for key in ("tool_calls", "function_call", "audio"))
+        ):
             message["content"] = None
     return {**completion, "object": "chat.completion", "choices": [choices[index] for index in sorted(choices)]}

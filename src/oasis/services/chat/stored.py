@@ -5,19 +5,22 @@ settings and input messages, listed, read, given new metadata and deleted (`clie
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from oasis.errors import invalid_request, not_found
+from oasis.errors import not_found
 from oasis.protocol.extensions import ChatCompletionRequest
 from oasis.services.chat.assembly import assembled
 from oasis.services.chat.generation import close_chunks
 from oasis.services.metadata import check_metadata
 from oasis.storage import chat_completions as rows
-from oasis.storage.clock import now
+from oasis.storage.clock import new_id, now
 from oasis.storage.db import Database, Session
-from oasis.storage.pagination import Page, PageRequest
+from oasis.storage.pagination import Page, PageRequest, page_of
 from oasis.storage.tables import StoredChatCompletion
+
+log = logging.getLogger("oasis.chat")
 
 # The request's settings a stored completion shows beside its answer, each with OpenAI's value when it was not sent.
 _SETTINGS: dict[str, Any] = {
@@ -73,12 +76,48 @@ class StoredCompletions:
         """Refuses bad `metadata` before anything is generated."""
         check_metadata(request.metadata)
 
-    async def keep(
+    async def kept(
+        self, project_id: str, request: ChatCompletionRequest, completion: dict[str, Any], request_id: str | None
+    ) -> dict[str, Any]:
+        """The answer as its client gets it, stored first when the request asked (`store: true`): under an id of
+        this server's, as an upstream's ids may repeat."""
+        if not request.store:
+            return completion
+        completion = {**completion, "id": new_id("chatcmpl-")}
+        await self._store(project_id, request, completion, request_id)
+        return completion
+
+    async def kept_streamed(
+        self,
+        project_id: str,
+        request: ChatCompletionRequest,
+        chunks: AsyncIterator[dict[str, Any]],
+        request_id: str | None,
+        usage_asked: bool,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The chunks as they come, under the stored id; once the stream has ended, its answer is stored. `chunks`
+        report usage (the stored answer has it); the client sees it only where it asked (`usage_asked`)."""
+        stored_id = new_id("chatcmpl-")
+        seen: list[dict[str, Any]] = []
+        try:
+            async for chunk in chunks:
+                chunk = {**chunk, "id": stored_id}
+                seen.append(chunk)
+                if usage_asked:
+                    yield chunk
+                    continue
+                if chunk.get("usage") is not None and not chunk.get("choices") and "moderation" not in chunk:
+                    continue  # the usage chunk the client did not ask for
+                yield {key: value for key, value in chunk.items() if key != "usage"}
+        finally:
+            await close_chunks(chunks)  # a client gone mid-way stops the generation (and nothing is stored)
+        if seen:
+            await self._store(project_id, request, assembled(seen), request_id)
+
+    async def _store(
         self, project_id: str, request: ChatCompletionRequest, completion: dict[str, Any], request_id: str | None
     ) -> None:
-        """Stores the answer to a request that asked for it (`store: true`)."""
-        if not request.store:
-            return
+        """Stores an answer; one that cannot be stored is still the client's (the failure is logged)."""
         sent = _sent(request)
         settings = {name: sent.get(name, default) for name, default in _SETTINGS.items()}
         kept = {
@@ -97,40 +136,19 @@ class StoredCompletions:
             id=completion["id"],
             project_id=project_id,
             created_at=int(completion.get("created") or now()),
-            model=str(completion.get("model") or request.model),
+            model=str(completion.get("model") or request.model)[:200],
             completion_json=json.dumps(kept),
             messages_json=json.dumps(messages),
             metadata_json=json.dumps(check_metadata(request.metadata)),
         )
-        async with self._db.session() as session:
-            session.add(row)
-            await session.flush()  # its seq, for the metadata pairs
-            await rows.set_tags(session, row.seq, _metadata(row))
-            await session.commit()
-
-    async def kept_streamed(
-        self,
-        project_id: str,
-        request: ChatCompletionRequest,
-        chunks: AsyncIterator[dict[str, Any]],
-        request_id: str | None,
-        usage_asked: bool,
-    ) -> AsyncIterator[dict[str, Any]]:
-        """The chunks as they come; once the stream has ended, its answer is stored. `chunks` report usage (the
-        stored answer has it); the client sees it only where it asked (`usage_asked`)."""
-        seen: list[dict[str, Any]] = []
         try:
-            async for chunk in chunks:
-                seen.append(chunk)
-                if usage_asked:
-                    yield chunk
-                    continue
-                if chunk.get("usage") is not None and not chunk.get("choices") and "moderation" not in chunk:
-                    continue  # the usage chunk the client did not ask for
-                yield {key: value for key, value in chunk.items() if key != "usage"}
-        finally:
-            await close_chunks(chunks)  # a client gone mid-way stops the generation (and nothing is stored)
-        await self.keep(project_id, request, assembled(seen), request_id)
+            async with self._db.session() as session:
+                session.add(row)
+                await session.flush()  # its seq, for the metadata pairs
+                await rows.set_tags(session, row.seq, _metadata(row))
+                await session.commit()
+        except Exception:
+            log.exception("chat completion %s could not be stored", completion["id"])
 
     async def retrieve(self, project_id: str, completion_id: str) -> dict[str, Any]:
         async with self._db.session() as session:
@@ -167,17 +185,7 @@ class StoredCompletions:
         """The completion's input messages, paged by their ids (`<completion id>-<position>`)."""
         async with self._db.session() as session:
             row = await self._row(session, project_id, completion_id)
-        listed: list[dict[str, Any]] = json.loads(row.messages_json)
-        if page.order == "desc":
-            listed.reverse()
-        ids = [message["id"] for message in listed]
-        start = 0
-        if page.after is not None:
-            if page.after not in ids:
-                raise invalid_request(f"No object with id {page.after!r} to page after.", param="after")
-            start = ids.index(page.after) + 1
-        chosen = listed[start : start + page.limit]
-        return Page(items=chosen, has_more=start + page.limit < len(listed))
+        return page_of(json.loads(row.messages_json), page)
 
     @staticmethod
     async def _row(session: Session, project_id: str, completion_id: str) -> StoredChatCompletion:

@@ -1,0 +1,51 @@
+"""The Responses API (after the 2.0.0 spec): create (whole or streamed), retrieve, delete, input items."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from oasis.api.deps import ContainerDep, Order, PrincipalDep
+from oasis.api.disconnect import unless_disconnected
+from oasis.api.lists import dict_list_body
+from oasis.api.sse import typed_events_response
+from oasis.protocol.responses import CreateResponseRequest
+from oasis.storage.pagination import PageRequest
+
+router = APIRouter(tags=["Responses"])
+
+
+@router.post("/responses", response_model=None)
+async def create_response(
+    body: CreateResponseRequest, request: Request, container: ContainerDep, principal: PrincipalDep
+) -> StreamingResponse | JSONResponse:
+    plan = await container.responses.plan(principal.project_id, body)
+    if body.stream:
+        return await typed_events_response(container.responses.stream(plan))
+    return JSONResponse(await unless_disconnected(request, container.responses.create(plan)))
+
+
+@router.get("/responses/{response_id}")
+async def retrieve_response(response_id: str, container: ContainerDep, principal: PrincipalDep) -> dict[str, Any]:
+    return await container.responses.retrieve(principal.project_id, response_id)
+
+
+@router.delete("/responses/{response_id}")
+async def delete_response(response_id: str, container: ContainerDep, principal: PrincipalDep) -> dict[str, Any]:
+    return await container.responses.delete(principal.project_id, response_id)
+
+
+@router.get("/responses/{response_id}/input_items")
+async def list_input_items(
+    response_id: str,
+    container: ContainerDep,
+    principal: PrincipalDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    order: Order = "desc",
+    after: str | None = None,
+    before: str | None = None,
+) -> dict[str, Any]:
+    page = PageRequest(limit=limit, order=order, after=after, before=before)
+    return dict_list_body(await container.responses.input_items(principal.project_id, response_id, page))

@@ -1,0 +1,201 @@
+"""The Responses API's items read as chat messages, and a chat answer written as output items.
+
+Input items: messages (text, image and file parts), earlier `function_call` items and their
+`function_call_output`s, and earlier outputs sent back whole (messages of `output_text`, reasoning, which a model
+here does not read back). Tools: `function` tools, flat as this API writes them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from oasis.errors import invalid_request
+from oasis.storage.clock import new_id
+
+_ROLES = ("user", "system", "developer", "assistant")
+
+
+def _part(part: Any, param: str) -> dict[str, Any]:
+    """An input content part as chat's."""
+    if not isinstance(part, dict):
+        raise invalid_request("A content part is an object with a `type`.", param=param)
+    kind = part.get("type")
+    if kind in ("input_text", "output_text", "text"):
+        if not isinstance(part.get("text"), str):
+            raise invalid_request("A text part needs `text`.", param=f"{param}.text")
+        return {"type": "text", "text": part["text"]}
+    if kind == "refusal":
+        return {"type": "text", "text": str(part.get("refusal") or "")}
+    if kind == "input_image":
+        url = part.get("image_url")
+        if not isinstance(url, str):
+            raise invalid_request(
+                "An input_image part needs `image_url` (a URL or a data URL) here.", param=f"{param}.image_url"
+            )
+        return {"type": "image_url", "image_url": {"url": url, "detail": part.get("detail") or "auto"}}
+    if kind == "input_file":
+        file = {key: part[key] for key in ("file_id", "file_data", "filename") if part.get(key) is not None}
+        if "file_id" not in file and "file_data" not in file:
+            raise invalid_request("An input_file part needs `file_id` or `file_data`.", param=param)
+        return {"type": "file", "file": file}
+    raise invalid_request(f"Content parts of type {kind!r} are not supported.", param=f"{param}.type")
+
+
+def _message(item: dict[str, Any], param: str) -> dict[str, Any]:
+    role = item.get("role")
+    if role not in _ROLES:
+        raise invalid_request(f"A message's role is one of {list(_ROLES)}.", param=f"{param}.role")
+    content = item.get("content")
+    if isinstance(content, str):
+        return {"role": role, "content": content}
+    if not isinstance(content, list):
+        raise invalid_request("A message's content is text or a list of parts.", param=f"{param}.content")
+    parts = [_part(part, f"{param}.content[{index}]") for index, part in enumerate(content)]
+    if role != "user" and any(part["type"] != "text" for part in parts):
+        raise invalid_request(f"Only user messages hold images and files, not {role} ones.", param=f"{param}.content")
+    return {"role": role, "content": parts}
+
+
+def chat_messages(items: list[dict[str, Any]], param: str = "input") -> list[dict[str, Any]]:
+    """Items as chat messages: consecutive function calls become one assistant message with their tool calls."""
+    messages: list[dict[str, Any]] = []
+    for index, item in enumerate(items):
+        where = f"{param}[{index}]"
+        if not isinstance(item, dict):
+            raise invalid_request("An input item is an object.", param=where)
+        kind = item.get("type", "message")
+        if kind == "message":
+            messages.append(_message(item, where))
+        elif kind == "function_call":
+            for key in ("call_id", "name", "arguments"):
+                if not isinstance(item.get(key), str):
+                    raise invalid_request(f"A function_call item needs `{key}`.", param=f"{where}.{key}")
+            call = {
+                "id": item["call_id"],
+                "type": "function",
+                "function": {"name": item["name"], "arguments": item["arguments"]},
+            }
+            last = messages[-1] if messages else None
+            if last is not None and last["role"] == "assistant" and last.get("tool_calls") and not last.get("content"):
+                last["tool_calls"].append(call)
+            else:
+                messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        elif kind == "function_call_output":
+            if not isinstance(item.get("call_id"), str):
+                raise invalid_request("A function_call_output item needs `call_id`.", param=f"{where}.call_id")
+            output = item.get("output")
+            text = output if isinstance(output, str) else json.dumps(output)
+            messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": text})
+        elif kind == "reasoning":
+            continue  # an earlier answer's thinking: chat templates drop it from the history too
+        else:
+            raise invalid_request(f"Input items of type {kind!r} are not supported.", param=f"{where}.type")
+    return messages
+
+
+def listed_items(request_input: str | list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """A response's input as `input_items.list` answers it: each item with an id; text input is one user message."""
+    if request_input is None:
+        return []
+    if isinstance(request_input, str):
+        request_input = [
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": request_input}]}
+        ]
+    listed = []
+    for item in request_input:
+        kind = item.get("type", "message")
+        if kind == "message":
+            content = item.get("content")
+            if isinstance(content, str):
+                text_type = "output_text" if item.get("role") == "assistant" else "input_text"
+                content = [{"type": text_type, "text": content}]
+            listed.append(
+                {
+                    "id": item.get("id") or new_id("msg_"),
+                    "type": "message",
+                    "role": item.get("role"),
+                    "content": content,
+                    "status": "completed",
+                }
+            )
+        else:
+            prefix = {"function_call": "fc_", "function_call_output": "fco_", "reasoning": "rs_"}.get(kind, "item_")
+            listed.append({**item, "id": item.get("id") or new_id(prefix), "type": kind})
+    return listed
+
+
+def chat_tools(tools: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+    """`function` tools as chat writes them; built-in tools are refused by name."""
+    if tools is None:
+        return None
+    chat = []
+    for index, tool in enumerate(tools):
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        if kind != "function":
+            raise invalid_request(
+                f"Tools of type {kind!r} are not supported in responses here; function tools are.",
+                param=f"tools[{index}].type",
+            )
+        function = {key: tool[key] for key in ("name", "description", "parameters", "strict") if key in tool}
+        if not isinstance(function.get("name"), str):
+            raise invalid_request("A function tool needs `name`.", param=f"tools[{index}].name")
+        chat.append({"type": "function", "function": function})
+    return chat
+
+
+def chat_tool_choice(choice: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
+    if choice is None or isinstance(choice, str):
+        return choice
+    if choice.get("type") == "function" and isinstance(choice.get("name"), str):
+        return {"type": "function", "function": {"name": choice["name"]}}
+    if choice.get("type") == "allowed_tools":
+        tools = [
+            {"type": "function", "function": {"name": tool.get("name")}}
+            for tool in choice.get("tools") or []
+            if isinstance(tool, dict)
+        ]
+        return {"type": "allowed_tools", "allowed_tools": {"mode": choice.get("mode", "auto"), "tools": tools}}
+    raise invalid_request(
+        '`tool_choice` names a function tool (`{"type": "function", "name": ...}`).', param="tool_choice"
+    )
+
+
+def output_items(message: dict[str, Any], finished: bool) -> list[dict[str, Any]]:
+    """A chat answer's message as output items: its thinking, its text, its calls, in that order."""
+    status = "completed" if finished else "incomplete"
+    items: list[dict[str, Any]] = []
+    if message.get("reasoning_content"):
+        items.append(reasoning_item(new_id("rs_"), message["reasoning_content"]))
+    if message.get("content"):
+        items.append(message_item(new_id("msg_"), message["content"], status))
+    for call in message.get("tool_calls") or []:
+        function = call.get("function") or {}
+        items.append(
+            call_item(new_id("fc_"), call["id"], function.get("name", ""), function.get("arguments", ""), "completed")
+        )
+    return items
+
+
+def reasoning_item(item_id: str, text: str) -> dict[str, Any]:
+    return {"id": item_id, "type": "reasoning", "summary": [], "content": [{"type": "reasoning_text", "text": text}]}
+
+
+def text_part(text: str) -> dict[str, Any]:
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+
+def message_item(item_id: str, text: str | None, status: str) -> dict[str, Any]:
+    content = [] if text is None else [text_part(text)]
+    return {"id": item_id, "type": "message", "role": "assistant", "status": status, "content": content}
+
+
+def call_item(item_id: str, call_id: str, name: str, arguments: str, status: str) -> dict[str, Any]:
+    return {
+        "id": item_id,
+        "type": "function_call",
+        "call_id": call_id,
+        "name": name,
+        "arguments": arguments,
+        "status": status,
+    }

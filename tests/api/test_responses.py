@@ -1,0 +1,323 @@
+"""The Responses API (after the 2.0.0 spec) through newer SDKs' `client.responses` (create, stream, parse,
+retrieve, delete, input_items) and as plain requests, which the May-2024 SDK would send. On the real llama.cpp
+engine and the shipped SmolLM2 model."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import openai
+import pytest
+from pydantic import BaseModel
+
+from tests.conftest import Harness
+from tests.scripted_upstream import ScriptedChat
+
+MODEL = "gpt-4o-mini"
+WEATHER = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "The weather in a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+}
+
+
+def _newer_sdk(client: openai.AsyncOpenAI) -> None:
+    if not hasattr(client, "responses"):
+        pytest.skip("this SDK has no Responses API")
+
+
+async def _post(harness: Harness, **body: Any) -> Any:
+    async with harness.http() as http:
+        return await http.post("/v1/responses", json={"model": MODEL, **body})
+
+
+async def test_a_text_input_is_answered_stored_and_listed(chat_oasis: Harness) -> None:
+    client = chat_oasis.sdk()
+    _newer_sdk(client)
+    response = await client.responses.create(
+        model=MODEL,
+        input="Name a colour.",
+        instructions="You answer in one word.",
+        max_output_tokens=24,
+        temperature=0.5,
+        metadata={"case": "colour"},
+    )
+    assert response.id.startswith("resp_") and response.object == "response" and response.model == MODEL
+    assert response.status in ("completed", "incomplete") and response.output_text
+    (message,) = response.output
+    assert message.type == "message" and message.role == "assistant" and message.id.startswith("msg_")
+    assert message.content[0].type == "output_text" and message.content[0].text == response.output_text
+    usage = response.usage
+    assert usage is not None and usage.input_tokens > 10 and 1 <= usage.output_tokens <= 24
+    assert usage.total_tokens == usage.input_tokens + usage.output_tokens
+    assert response.instructions == "You answer in one word." and response.temperature == 0.5
+    assert response.metadata == {"case": "colour"} and response.store is True
+
+    again = await client.responses.retrieve(response.id)
+    assert again.output_text == response.output_text and again.usage == response.usage
+
+    items = await client.responses.input_items.list(response.id)
+    (item,) = items.data
+    assert item.type == "message" and item.role == "user"  # type: ignore[union-attr]
+    assert item.content[0].type == "input_text" and item.content[0].text == "Name a colour."  # type: ignore[union-attr]
+
+
+async def test_a_response_continues_an_earlier_one_until_that_is_deleted(chat_oasis: Harness) -> None:
+    client = chat_oasis.sdk()
+    _newer_sdk(client)
+    first = await client.responses.create(model=MODEL, input="My name is Ada.", max_output_tokens=20)
+    second = await client.responses.create(
+        model=MODEL, input="What is my name?", previous_response_id=first.id, max_output_tokens=20
+    )
+    alone = await client.responses.create(model=MODEL, input="What is my name?", max_output_tokens=20)
+    assert second.previous_response_id == first.id
+    assert first.usage and second.usage and alone.usage
+    # the earlier input ("My name is Ada.", 5 tokens) and answer were read again: the later prompt holds them
+    carried = second.usage.input_tokens - alone.usage.input_tokens
+    assert carried >= first.usage.output_tokens + 5
+    items = await client.responses.input_items.list(second.id)
+    assert [item.content[0].text for item in items.data] == ["What is my name?"]  # type: ignore[union-attr]
+
+    deleted = await client.responses.delete(first.id)
+    assert deleted is None or getattr(deleted, "deleted", True)
+    with pytest.raises(openai.NotFoundError):
+        await client.responses.retrieve(first.id)
+    with pytest.raises(openai.NotFoundError) as gone:
+        await client.responses.create(model=MODEL, input="And now?", previous_response_id=first.id)
+    assert gone.value.body["param"] == "previous_response_id"  # type: ignore[index]
+
+
+async def test_a_streamed_response_is_heard_as_typed_events(chat_oasis: Harness) -> None:
+    client = chat_oasis.sdk()
+    _newer_sdk(client)
+    # A stream cut by max_output_tokens ends with `response.incomplete`, as OpenAI's does (the SDK's
+    # `responses.stream` helper waits for `response.completed` only): read as plain events.
+    stream = await client.responses.create(
+        model=MODEL, input="Tell me about the sea.", max_output_tokens=20, stream=True
+    )
+    events = [event async for event in stream]
+    final = events[-1].response  # type: ignore[union-attr]
+    kinds = [event.type for event in events]
+    assert kinds[:2] == ["response.created", "response.in_progress"]
+    assert kinds[2:4] == ["response.output_item.added", "response.content_part.added"]
+    assert kinds[-4:] == [
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.incomplete" if final.status == "incomplete" else "response.completed",
+    ]
+    numbers = [event.sequence_number for event in events]
+    assert numbers == list(range(len(events)))
+    said = "".join(event.delta for event in events if event.type == "response.output_text.delta")
+    assert said and final.output_text == said
+    (done,) = [event for event in events if event.type == "response.output_item.done"]
+    assert done.item == final.output[0]  # type: ignore[union-attr]
+    assert final.usage is not None and final.usage.output_tokens >= 1
+    stored = await client.responses.retrieve(final.id)
+    assert stored.output_text == said and stored.usage == final.usage
+
+
+async def test_a_function_is_called_and_its_output_answered(chat_oasis: Harness) -> None:
+    client = chat_oasis.sdk()
+    _newer_sdk(client)
+    called = await client.responses.create(
+        model=MODEL,
+        input="What is the weather in Paris?",
+        tools=[WEATHER],  # type: ignore[list-item]
+        tool_choice="required",
+        parallel_tool_calls=False,  # one call, as chat makes it
+        max_output_tokens=60,
+    )
+    (call,) = [item for item in called.output if item.type == "function_call"]
+    assert called.parallel_tool_calls is False and called.tool_choice == "required"
+    assert call.name == "get_weather" and call.call_id and call.id.startswith("fc_")
+    assert "city" in json.loads(call.arguments)
+    answered = await client.responses.create(
+        model=MODEL,
+        previous_response_id=called.id,
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "Sunny, 24 degrees."}],
+        tools=[WEATHER],  # type: ignore[list-item]
+        tool_choice="none",
+        max_output_tokens=30,
+    )
+    assert answered.output and answered.output[0].type == "message" and answered.output_text
+    items = await client.responses.input_items.list(answered.id)
+    (output_item,) = items.data
+    assert output_item.type == "function_call_output" and output_item.call_id == call.call_id  # type: ignore[union-attr]
+
+    # the same call sent back by the client itself, without a stored response
+    again = await client.responses.create(
+        model=MODEL,
+        input=[
+            {"role": "user", "content": "What is the weather in Paris?"},
+            {"type": "function_call", "call_id": call.call_id, "name": call.name, "arguments": call.arguments},
+            {"type": "function_call_output", "call_id": call.call_id, "output": "Sunny, 24 degrees."},
+        ],
+        store=False,
+        max_output_tokens=30,
+    )
+    assert again.output_text and again.store is False
+    with pytest.raises(openai.NotFoundError):
+        await client.responses.retrieve(again.id)
+
+
+async def test_a_streamed_call_sends_its_arguments_as_deltas(chat_oasis: Harness) -> None:
+    client = chat_oasis.sdk()
+    _newer_sdk(client)
+    async with client.responses.stream(
+        model=MODEL,
+        input="What is the weather in Rome?",
+        tools=[WEATHER],  # type: ignore[list-item]
+        tool_choice={"type": "function", "name": "get_weather"},
+        max_output_tokens=60,
+    ) as stream:
+        events = [event async for event in stream]
+        final = await stream.get_final_response()
+    (call,) = [item for item in final.output if item.type == "function_call"]
+    pieces = "".join(event.delta for event in events if event.type == "response.function_call_arguments.delta")
+    (done,) = [event for event in events if event.type == "response.function_call_arguments.done"]
+    assert pieces == done.arguments == call.arguments and "city" in json.loads(call.arguments)
+    added = [event for event in events if event.type == "response.output_item.added"]
+    assert added[-1].item.type == "function_call" and added[-1].item.id == call.id
+
+
+class Colour(BaseModel):
+    colour: str
+
+
+async def test_structured_output_parses_into_the_schema(chat_oasis: Harness) -> None:
+    client = chat_oasis.sdk()
+    _newer_sdk(client)
+    parsed = await client.responses.parse(
+        model=MODEL, input="Name a colour as JSON.", text_format=Colour, max_output_tokens=40
+    )
+    assert isinstance(parsed.output_parsed, Colour) and parsed.output_parsed.colour
+    assert parsed.text and parsed.text.format and parsed.text.format.type == "json_schema"
+
+
+async def test_a_short_budget_makes_an_incomplete_response(chat_oasis: Harness) -> None:
+    response = await _post(chat_oasis, input="Write a long story about a dragon.", max_output_tokens=3)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "incomplete" and body["incomplete_details"] == {"reason": "max_output_tokens"}
+    assert body["output"][0]["status"] == "incomplete" and body["usage"]["output_tokens"] == 3
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "param"),
+    [
+        ({"input": "hi", "tools": [{"type": "web_search"}]}, 400, "tools[0].type"),
+        ({"input": "hi", "metadata": {"k": "v" * 513}}, 400, "metadata.k"),
+        ({"input": "hi", "previous_response_id": "resp_nope"}, 404, "previous_response_id"),
+        ({"input": "hi", "background": True}, 400, "background"),
+        ({"input": "hi", "conversation": "conv_1"}, 400, "conversation"),
+        ({"input": "hi", "prompt": {"id": "pmpt_1"}}, 400, "prompt"),
+        ({"input": [{"type": "computer_call_output", "call_id": "c"}]}, 400, "input[0].type"),
+        ({"input": [{"role": "user", "content": [{"type": "input_image"}]}]}, 400, "input[0].content[0].image_url"),
+        ({}, 400, "input"),
+    ],
+)
+async def test_bad_requests_are_refused_by_name(
+    chat_oasis: Harness, body: dict[str, Any], status: int, param: str
+) -> None:
+    response = await _post(chat_oasis, **body)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["param"] == param and error["message"]
+
+
+async def test_an_unknown_model_is_refused_as_chat_refuses_it(chat_oasis: Harness) -> None:
+    async with chat_oasis.http() as http:
+        response = await http.post("/v1/responses", json={"model": "no-such-model", "input": "hi"})
+    assert response.status_code == 404 and response.json()["error"]["code"] == "model_not_found"
+
+
+async def test_input_items_page_newest_first(chat_oasis: Harness) -> None:
+    items = [{"role": "user", "content": f"Message {i}"} for i in range(4)]
+    created = (await _post(chat_oasis, input=items, max_output_tokens=2)).json()
+    base = f"/v1/responses/{created['id']}/input_items"
+    async with chat_oasis.http() as http:
+        first = (await http.get(base, params={"limit": 3})).json()
+        texts = [item["content"][0]["text"] for item in first["data"]]
+        assert texts == ["Message 3", "Message 2", "Message 1"] and first["has_more"]
+        rest = (await http.get(base, params={"after": first["last_id"]})).json()
+        assert [item["content"][0]["text"] for item in rest["data"]] == ["Message 0"] and not rest["has_more"]
+        oldest = (await http.get(base, params={"order": "asc", "limit": 1})).json()
+        assert oldest["data"][0]["content"][0]["text"] == "Message 0"
+        assert (await http.get("/v1/responses/resp_nope/input_items")).status_code == 404
+
+
+class _SaysThenCalls(ScriptedChat):
+    """An OpenAI-compatible model upstream that writes a sentence, then calls get_weather with its arguments in
+    pieces, as OpenAI's models stream them; given the call's output, it answers in words."""
+
+    usage = {"prompt_tokens": 20, "completion_tokens": 12, "total_tokens": 32}
+
+    def script(self, body: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
+        if body["messages"][-1]["role"] == "tool":
+            return [{"role": "assistant", "content": "It is sunny in "}, {"content": "Oslo."}], "stop"
+        opening = {"index": 0, "id": "call_w", "type": "function", "function": {"name": "get_weather", "arguments": ""}}
+        return [
+            {"role": "assistant", "content": "Let me check. "},
+            {"tool_calls": [opening]},
+            {"tool_calls": [{"index": 0, "function": {"arguments": '{"city": '}}]},
+            {"tool_calls": [{"index": 0, "function": {"arguments": '"Oslo"}'}}]},
+        ], "tool_calls"
+
+
+async def test_an_upstream_models_text_and_call_stream_as_items(start_oasis: Callable[..., Any]) -> None:
+    upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SaysThenCalls)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    try:
+        remote = {"base_url": f"http://127.0.0.1:{upstream.server_address[1]}/v1", "model": "theirs"}
+        harness: Harness = await start_oasis(
+            engine_factories=None, models=[{"id": "remote", "engine": "upstream", "options": remote}]
+        )
+        client = harness.sdk()
+        _newer_sdk(client)
+        async with client.responses.stream(
+            model="remote",
+            input="Weather in Oslo?",
+            tools=[WEATHER],  # type: ignore[list-item]
+        ) as stream:
+            events = [event async for event in stream]
+            final = await stream.get_final_response()
+        message, call = final.output
+        assert message.type == "message" and message.content[0].text == "Let me check. "  # type: ignore[union-attr]
+        assert call.type == "function_call" and call.call_id == "call_w" and call.arguments == '{"city": "Oslo"}'
+        pieces = [event.delta for event in events if event.type == "response.function_call_arguments.delta"]
+        assert pieces == ['{"city": ', '"Oslo"}']
+        # the message item is done before the call's opens, and each item's events name its place
+        kinds = [(event.type, getattr(event, "output_index", None)) for event in events]
+        assert kinds.index(("response.output_item.done", 0)) < kinds.index(("response.output_item.added", 1))
+        assert final.usage is not None and final.usage.input_tokens == 20 and final.usage.output_tokens == 12
+
+        async with client.responses.stream(  # the scripted upstream only streams
+            model="remote",
+            previous_response_id=final.id,
+            input=[{"type": "function_call_output", "call_id": "call_w", "output": "sunny"}],
+        ) as stream:
+            answered = await stream.get_final_response()
+        assert answered.output_text == "It is sunny in Oslo."
+    finally:
+        upstream.shutdown()
+        upstream.server_close()
+
+
+async def test_allowed_tools_limit_the_calls_to_those_named(chat_oasis: Harness) -> None:
+    clock = {"type": "function", "name": "get_time", "parameters": {"type": "object", "properties": {}}}
+    response = await _post(
+        chat_oasis,
+        input="What is the weather in Paris?",
+        tools=[clock, WEATHER],
+        tool_choice={"type": "allowed_tools", "mode": "required", "tools": [{"type": "function", "name": "get_time"}]},
+        max_output_tokens=40,
+    )
+    assert response.status_code == 200, response.text
+    calls = [item for item in response.json()["output"] if item["type"] == "function_call"]
+    assert calls and {call["name"] for call in calls} == {"get_time"}
