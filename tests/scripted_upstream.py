@@ -7,24 +7,39 @@ import http.server
 import json
 from typing import Any
 
+from oasis.services.chat.assembly import assembled
+
 
 class ScriptedChat(http.server.BaseHTTPRequestHandler):
-    """Answers each chat completion with `script(body)`'s deltas, streamed, then its finish reason and usage."""
+    """Answers each chat completion with `script(body)`'s deltas, streamed, then its finish reason and usage (or,
+    to a request that does not stream, the same answer whole)."""
 
     usage: dict[str, int] | None = None  # a last chunk with the usage, when set
+    received: list[dict[str, Any]] | None = None  # a subclass's own list: the bodies it was sent, in order
 
     def script(self, body: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
         raise NotImplementedError
 
     def do_POST(self) -> None:
-        deltas, finish = self.script(json.loads(self.rfile.read(int(self.headers["content-length"]))))
+        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        if self.received is not None:
+            self.received.append(body)
+        deltas, finish = self.script(body)
         chunks = [{"index": 0, "delta": delta, "finish_reason": None} for delta in deltas]
         chunks.append({"index": 0, "delta": {}, "finish_reason": finish})
+        base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0, "model": "theirs"}
+        events = [{**base, "choices": [choice]} for choice in chunks]
+        if not body.get("stream"):  # the same answer whole
+            whole = json.dumps({**assembled(events), "usage": self.usage}).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(whole)))
+            self.end_headers()
+            self.wfile.write(whole)
+            return
         self.send_response(200)
         self.send_header("content-type", "text/event-stream")
         self.end_headers()
-        base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0, "model": "theirs"}
-        events = [{**base, "choices": [choice]} for choice in chunks]
         if self.usage is not None:
             events.append({**base, "choices": [], "usage": self.usage})
         for event in events:

@@ -70,6 +70,10 @@ async def test_tokens_per_minute_count_the_prompt_and_max_tokens(start_oasis: Ca
         left = int(small.headers["x-ratelimit-remaining-tokens"])
         response = {"model": NO_MODEL, "instructions": "Be brief.", "input": "y" * 1200, "max_output_tokens": 200}
         assert estimate_tokens("/v1/responses", response) > left
+        # an image's data is not text the model reads, as in chat
+        image = {"type": "input_image", "image_url": "data:image/png;base64," + "A" * 100_000}
+        pictured = {**response, "input": [{"role": "user", "content": [{"type": "input_text", "text": "hi"}, image]}]}
+        assert estimate_tokens("/v1/responses", pictured) < 250
         assert (await http.post("/v1/responses", json=response)).status_code == 429
         assert (await http.post("/v1/responses", json={**response, "input": "y", "max_output_tokens": 2})).headers[
             "x-ratelimit-remaining-tokens"

@@ -83,8 +83,7 @@ async def test_a_response_continues_an_earlier_one_until_that_is_deleted(chat_oa
     items = await client.responses.input_items.list(second.id)
     assert [item.content[0].text for item in items.data] == ["What is my name?"]  # type: ignore[union-attr]
 
-    deleted = await client.responses.delete(first.id)
-    assert deleted is None or getattr(deleted, "deleted", True)
+    await client.responses.delete(first.id)  # the SDK answers None
     with pytest.raises(openai.NotFoundError):
         await client.responses.retrieve(first.id)
     with pytest.raises(openai.NotFoundError) as gone:
@@ -149,6 +148,7 @@ async def test_a_function_is_called_and_its_output_answered(chat_oasis: Harness)
     items = await client.responses.input_items.list(answered.id)
     (output_item,) = items.data
     assert output_item.type == "function_call_output" and output_item.call_id == call.call_id  # type: ignore[union-attr]
+    assert output_item.status == "completed"  # type: ignore[union-attr]
 
     # the same call sent back by the client itself, without a stored response
     again = await client.responses.create(
@@ -321,3 +321,123 @@ async def test_allowed_tools_limit_the_calls_to_those_named(chat_oasis: Harness)
     assert response.status_code == 200, response.text
     calls = [item for item in response.json()["output"] if item["type"] == "function_call"]
     assert calls and {call["name"] for call in calls} == {"get_time"}
+
+
+class _Recorded(ScriptedChat):
+    """An upstream that records what it is sent and answers with thinking, then words."""
+
+    received: list[dict[str, Any]] | None = []
+    usage = {"prompt_tokens": 30, "completion_tokens": 6, "total_tokens": 36}
+
+    def script(self, body: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
+        return [
+            {"role": "assistant", "reasoning_content": "The user "},
+            {"reasoning_content": "wants a word."},
+            {"content": "Blue"},
+            {"content": "."},
+        ], "stop"
+
+
+@pytest.fixture
+async def recorded(start_oasis: Callable[..., Any]) -> Any:
+    upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorded)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    _Recorded.received = []
+    try:
+        remote = {"base_url": f"http://127.0.0.1:{upstream.server_address[1]}/v1", "model": "theirs"}
+        harness: Harness = await start_oasis(
+            engine_factories=None, models=[{"id": "remote", "engine": "upstream", "options": remote}]
+        )
+        yield harness
+    finally:
+        upstream.shutdown()
+        upstream.server_close()
+
+
+async def test_what_a_model_is_sent_and_its_thinking_whole_and_streamed(recorded: Harness) -> None:
+    client = recorded.sdk()
+    _newer_sdk(client)
+    assert _Recorded.received is not None
+    first = await client.responses.create(
+        model="remote", input="Name a colour.", instructions="Be brief.", tools=[], parallel_tool_calls=False
+    )
+    sent = _Recorded.received[-1]
+    # what OpenAI's chat refuses without tools is not sent on
+    assert "tools" not in sent and "parallel_tool_calls" not in sent and "tool_choice" not in sent
+    assert sent["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Name a colour."},
+    ]
+    reasoning, message = first.output
+    assert reasoning.type == "reasoning" and reasoning.content[0].text == "The user wants a word."  # type: ignore[union-attr,index]
+    assert message.type == "message" and first.output_text == "Blue."
+    assert first.usage is not None and first.usage.input_tokens == 30
+
+    # the instructions are not carried over; the earlier turn is (its thinking left out)
+    stream = await client.responses.create(model="remote", input="Another.", previous_response_id=first.id, stream=True)
+    events = [event async for event in stream]
+    assert _Recorded.received[-1]["messages"] == [
+        {"role": "user", "content": "Name a colour."},
+        {"role": "assistant", "content": "Blue."},
+        {"role": "user", "content": "Another."},
+    ]
+    kinds = [event.type for event in events]
+    assert kinds[2:5] == ["response.output_item.added", "response.content_part.added", "response.reasoning_text.delta"]
+    final = events[-1].response  # type: ignore[union-attr]
+    assert kinds[-1] == "response.completed" and final.status == "completed" and final.completed_at
+    assert [item.type for item in final.output] == ["reasoning", "message"] and final.output_text == "Blue."
+
+    # outputs sent back whole, as the Agents SDK and LangChain do, make one assistant turn
+    await client.responses.create(
+        model="remote",
+        input=[
+            {"role": "user", "content": "Weather?"},
+            *[item.model_dump() for item in first.output],
+            {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": "{}", "id": "fc_1"},
+            {"type": "function_call_output", "call_id": "call_1", "output": [{"type": "input_text", "text": "sun"}]},
+        ],
+        store=False,
+    )
+    assert _Recorded.received[-1]["messages"] == [
+        {"role": "user", "content": "Weather?"},
+        {
+            "role": "assistant",
+            "content": [{"type": "text", "text": "Blue."}],
+            "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "sun"},
+    ]
+
+
+async def test_an_upstream_refusal_keeps_its_status_when_streamed(start_oasis: Callable[..., Any]) -> None:
+    harness: Harness = await start_oasis(
+        engine_factories=None,
+        models=[{"id": "remote", "engine": "upstream", "options": {"base_url": "http://127.0.0.1:9/v1"}}],
+    )
+    async with harness.http() as http:
+        response = await http.post("/v1/responses", json={"model": "remote", "input": "hi", "stream": True})
+    assert response.status_code >= 400 and response.headers["content-type"].startswith("application/json")
+    assert response.json()["error"]["message"]
+
+
+async def test_responses_stay_in_their_project_and_unstored_ones_cannot_be_continued(chat_oasis: Harness) -> None:
+    _, alpha_key = await chat_oasis.container.keys.create("alpha")
+    _, beta_key = await chat_oasis.container.keys.create("beta")
+    async with chat_oasis.http(api_key=alpha_key) as http:
+        made = (await http.post("/v1/responses", json={"model": MODEL, "input": "hi", "max_output_tokens": 2})).json()
+        unstored = await http.post(
+            "/v1/responses", json={"model": MODEL, "input": "hi", "max_output_tokens": 2, "store": False}
+        )
+        again = {"model": MODEL, "input": "more", "previous_response_id": unstored.json()["id"]}
+        assert (await http.post("/v1/responses", json=again)).status_code == 404
+        assert (await http.get(f"/v1/responses/{made['id']}", params={"stream": "true"})).status_code == 400
+    async with chat_oasis.http(api_key=beta_key) as http:
+        assert (await http.get(f"/v1/responses/{made['id']}")).status_code == 404
+        assert (await http.get(f"/v1/responses/{made['id']}/input_items")).status_code == 404
+        assert (await http.delete(f"/v1/responses/{made['id']}")).status_code == 404
+        continued = {"model": MODEL, "input": "more", "previous_response_id": made["id"]}
+        assert (await http.post("/v1/responses", json=continued)).status_code == 404
+    async with chat_oasis.http(api_key=alpha_key) as http:
+        assert (await http.get(f"/v1/responses/{made['id']}")).status_code == 200

@@ -11,6 +11,7 @@ from oasis.api.deps import ContainerDep, Order, PrincipalDep
 from oasis.api.disconnect import unless_disconnected
 from oasis.api.lists import dict_list_body
 from oasis.api.sse import typed_events_response
+from oasis.errors import invalid_request
 from oasis.protocol.responses import CreateResponseRequest
 from oasis.storage.pagination import PageRequest
 
@@ -23,12 +24,16 @@ async def create_response(
 ) -> StreamingResponse | JSONResponse:
     plan = await container.responses.plan(principal.project_id, body)
     if body.stream:
-        return await typed_events_response(container.responses.stream(plan))
+        return await typed_events_response(await container.responses.stream(plan))
     return JSONResponse(await unless_disconnected(request, container.responses.create(plan)))
 
 
 @router.get("/responses/{response_id}")
-async def retrieve_response(response_id: str, container: ContainerDep, principal: PrincipalDep) -> dict[str, Any]:
+async def retrieve_response(
+    response_id: str, container: ContainerDep, principal: PrincipalDep, stream: bool = False
+) -> dict[str, Any]:
+    if stream:  # the SDK would read the JSON answer as events
+        raise invalid_request("Streaming a stored response again is not supported here.", param="stream")
     return await container.responses.retrieve(principal.project_id, response_id)
 
 

@@ -61,8 +61,26 @@ def _prompt_text(path: str, body: dict[str, Any]) -> Any:
             texts += [content, message.get("tool_calls")]
         return texts
     if path.endswith("/responses"):  # a continued response's earlier turns are stored, not in the body: uncounted
-        return [body.get("instructions"), body.get("input"), body.get("tools")]
+        return [body.get("instructions"), _response_texts(body.get("input")), body.get("tools")]
     return body.get("input") if path.endswith("/embeddings") else body.get("prompt")
+
+
+def _texts_of(parts: Any) -> Any:
+    """The text of content parts (not image or file data); anything else as it is."""
+    if not isinstance(parts, list):
+        return parts
+    return [part.get("text") for part in parts if isinstance(part, dict) and isinstance(part.get("text"), str)]
+
+
+def _response_texts(given: Any) -> Any:
+    """What a response's input sends the model as text: its messages' text parts, calls' arguments, outputs."""
+    if not isinstance(given, list):
+        return given
+    texts: list[Any] = []
+    for item in given:
+        if isinstance(item, dict):
+            texts += [_texts_of(item.get("content")), item.get("arguments"), _texts_of(item.get("output"))]
+    return texts
 
 
 def estimate_tokens(path: str, body: Any) -> int:

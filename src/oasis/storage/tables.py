@@ -131,7 +131,8 @@ class StoredChatCompletionTag(Base):
 
 class StoredResponse(Base):
     """A response of the Responses API (after the 2.0.0 spec) made with `store` on (its default): the answer, its
-    input items as listed, and the conversation a later response continues (`previous_response_id`)."""
+    input items as listed, and its turn of the conversation that a later response continues (`previous_response_id`
+    names the turns before)."""
 
     __tablename__ = "responses"
     __table_args__ = ({"sqlite_autoincrement": True},)
@@ -140,9 +141,11 @@ class StoredResponse(Base):
     id: Mapped[str] = mapped_column(String(64), unique=True)
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
     created_at: Mapped[int] = mapped_column(BigInteger)
+    previous_response_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     response_json: Mapped[str] = mapped_column(Text)
     input_items_json: Mapped[str] = mapped_column(Text)
-    # The chat messages up to and with this answer, without the instructions (which a later response does not keep).
+    # This turn's chat messages, its input's and its answer's, without the instructions (which a later response
+    # does not keep): each row holds its own turn, so a long chain is stored once, not once a turn.
     conversation_json: Mapped[str] = mapped_column(Text)
     deleted_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 

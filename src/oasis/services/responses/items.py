@@ -57,6 +57,23 @@ def _message(item: dict[str, Any], param: str) -> dict[str, Any]:
     return {"role": role, "content": parts}
 
 
+def _output_text(output: Any, param: str) -> str:
+    """A function call's output: text, or text parts (what LangChain and the Agents SDK send for rich outputs)."""
+    if isinstance(output, str):
+        return output
+    if isinstance(output, list):
+        texts = []
+        for index, part in enumerate(output):
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind not in ("input_text", "output_text", "text") or not isinstance(part.get("text"), str):
+                raise invalid_request(
+                    f"A function call's output holds text parts here, not {kind!r}.", param=f"{param}[{index}]"
+                )
+            texts.append(part["text"])
+        return "\n".join(texts)
+    return json.dumps(output)
+
+
 def chat_messages(items: list[dict[str, Any]], param: str = "input") -> list[dict[str, Any]]:
     """Items as chat messages: consecutive function calls become one assistant message with their tool calls."""
     messages: list[dict[str, Any]] = []
@@ -77,15 +94,14 @@ def chat_messages(items: list[dict[str, Any]], param: str = "input") -> list[dic
                 "function": {"name": item["name"], "arguments": item["arguments"]},
             }
             last = messages[-1] if messages else None
-            if last is not None and last["role"] == "assistant" and last.get("tool_calls") and not last.get("content"):
-                last["tool_calls"].append(call)
+            if last is not None and last["role"] == "assistant":  # one turn: what it said, then its calls
+                last.setdefault("tool_calls", []).append(call)
             else:
                 messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
         elif kind == "function_call_output":
             if not isinstance(item.get("call_id"), str):
                 raise invalid_request("A function_call_output item needs `call_id`.", param=f"{where}.call_id")
-            output = item.get("output")
-            text = output if isinstance(output, str) else json.dumps(output)
+            text = _output_text(item.get("output"), f"{where}.output")
             messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": text})
         elif kind == "reasoning":
             continue  # an earlier answer's thinking: chat templates drop it from the history too
@@ -102,9 +118,12 @@ def listed_items(request_input: str | list[dict[str, Any]] | None) -> list[dict[
         request_input = [
             {"type": "message", "role": "user", "content": [{"type": "input_text", "text": request_input}]}
         ]
-    listed = []
+    listed: list[dict[str, Any]] = []
+    seen: set[str] = set()
     for item in request_input:
         kind = item.get("type", "message")
+        if item.get("id") in seen or item.get("id") == "__fake_id__":  # ids page the list: each must be its own
+            item = {key: value for key, value in item.items() if key != "id"}
         if kind == "message":
             content = item.get("content")
             if isinstance(content, str):
@@ -116,19 +135,20 @@ def listed_items(request_input: str | list[dict[str, Any]] | None) -> list[dict[
                     "type": "message",
                     "role": item.get("role"),
                     "content": content,
-                    "status": "completed",
+                    "status": item.get("status") or "completed",
                 }
             )
         else:
             prefix = {"function_call": "fc_", "function_call_output": "fco_", "reasoning": "rs_"}.get(kind, "item_")
-            listed.append({**item, "id": item.get("id") or new_id(prefix), "type": kind})
+            listed.append({"status": "completed", **item, "id": item.get("id") or new_id(prefix), "type": kind})
+        seen.add(listed[-1]["id"])
     return listed
 
 
 def chat_tools(tools: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
     """`function` tools as chat writes them; built-in tools are refused by name."""
-    if tools is None:
-        return None
+    if not tools:
+        return None  # chat refuses an empty list (OpenAI's too, for a model routed there)
     chat = []
     for index, tool in enumerate(tools):
         kind = tool.get("type") if isinstance(tool, dict) else None
@@ -162,7 +182,8 @@ def chat_tool_choice(choice: str | dict[str, Any] | None) -> str | dict[str, Any
 
 
 def output_items(message: dict[str, Any], finished: bool) -> list[dict[str, Any]]:
-    """A chat answer's message as output items: its thinking, its text, its calls, in that order."""
+    """A chat answer's message as output items: its thinking, its text, its calls, in that order; an answer cut
+    short leaves them incomplete."""
     status = "completed" if finished else "incomplete"
     items: list[dict[str, Any]] = []
     if message.get("reasoning_content"):
@@ -172,7 +193,7 @@ def output_items(message: dict[str, Any], finished: bool) -> list[dict[str, Any]
     for call in message.get("tool_calls") or []:
         function = call.get("function") or {}
         items.append(
-            call_item(new_id("fc_"), call["id"], function.get("name", ""), function.get("arguments", ""), "completed")
+            call_item(new_id("fc_"), call["id"], function.get("name", ""), function.get("arguments", ""), status)
         )
     return items
 

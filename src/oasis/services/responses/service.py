@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -14,11 +15,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from oasis.errors import invalid_request, not_found
+from oasis.errors import OasisError, invalid_request, not_found
 from oasis.protocol.extensions import ChatCompletionRequest
 from oasis.protocol.responses import CreateResponseRequest
 from oasis.services.chat.generation import close_chunks
-from oasis.services.chat.service import ChatService
+from oasis.services.chat.service import ChatService, PreparedChat
 from oasis.services.metadata import check_metadata
 from oasis.services.responses.items import (
     call_item,
@@ -36,6 +37,8 @@ from oasis.storage.clock import new_id, now
 from oasis.storage.db import Database, Session
 from oasis.storage.pagination import Page, PageRequest, page_of
 from oasis.storage.tables import StoredResponse
+
+log = logging.getLogger("oasis.responses")
 
 # Makes a model name servable for a project where it is one of its fine-tunes (loaded on first use).
 ModelLoader = Callable[[str, str], Awaitable[None]]
@@ -59,7 +62,8 @@ class PlannedResponse:
     project_id: str
     request: CreateResponseRequest
     chat: ChatCompletionRequest
-    conversation: list[dict[str, Any]]  # the chat messages before the answer, without the instructions
+    prepared: PreparedChat | None  # the chat request rendered for its local model (None: an upstream's)
+    turn: list[dict[str, Any]]  # this response's input as chat messages (its answer joins them when stored)
     metadata: dict[str, str]
 
     @property
@@ -86,12 +90,13 @@ def _usage(chat_usage: dict[str, Any] | None) -> dict[str, Any] | None:
         return None
     prompt_details = chat_usage.get("prompt_tokens_details") or {}
     completion_details = chat_usage.get("completion_tokens_details") or {}
+    prompt, completion = chat_usage.get("prompt_tokens") or 0, chat_usage.get("completion_tokens") or 0
     return {
-        "input_tokens": chat_usage["prompt_tokens"],
-        "input_tokens_details": {"cached_tokens": prompt_details.get("cached_tokens") or 0},
-        "output_tokens": chat_usage["completion_tokens"],
+        "input_tokens": prompt,
+        "input_tokens_details": {"cached_tokens": prompt_details.get("cached_tokens") or 0, "cache_write_tokens": 0},
+        "output_tokens": completion,
         "output_tokens_details": {"reasoning_tokens": completion_details.get("reasoning_tokens") or 0},
-        "total_tokens": chat_usage["total_tokens"],
+        "total_tokens": chat_usage.get("total_tokens") or prompt + completion,
     }
 
 
@@ -128,21 +133,22 @@ class ResponseService:
         if request.input is None and request.previous_response_id is None:
             raise invalid_request("A response needs `input`.", param="input")
         metadata = check_metadata(request.metadata)
-        conversation: list[dict[str, Any]] = []
+        earlier: list[dict[str, Any]] = []
         if request.previous_response_id is not None:
             async with self._db.session() as session:
                 previous = await rows.get_response(session, project_id, request.previous_response_id)
-            if previous is None:
-                raise not_found(
-                    f"Previous response with id '{request.previous_response_id}' not found.",
-                    param="previous_response_id",
-                )
-            conversation = json.loads(previous.conversation_json)
-        given = request.input if isinstance(request.input, list) else []
+                if previous is None:
+                    raise not_found(
+                        f"Previous response with id '{request.previous_response_id}' not found.",
+                        param="previous_response_id",
+                    )
+                turns = await rows.chain(session, previous)
+            earlier = [message for row in turns for message in json.loads(row.conversation_json)]
         if isinstance(request.input, str):
-            conversation = [*conversation, {"role": "user", "content": request.input}]
+            turn = [{"role": "user", "content": request.input}]
         else:
-            conversation = [*conversation, *chat_messages(given)]
+            turn = chat_messages(request.input or [])
+        conversation = [*earlier, *turn]
         if not conversation:
             raise invalid_request("A response needs at least one input item.", param="input")
         instructions = [{"role": "system", "content": request.instructions}] if request.instructions else []
@@ -160,8 +166,9 @@ class ResponseService:
             "stream": request.stream,
         }
         body.update({key: value for key, value in optional.items() if value is not None})
-        if body.get("tool_choice") is not None and not body.get("tools"):
-            del body["tool_choice"]  # chat refuses a choice without tools; a response has none to choose from
+        if not body.get("tools"):  # chat refuses these without tools (a response with none has nothing to choose)
+            body.pop("tool_choice", None)
+            body.pop("parallel_tool_calls", None)
         try:
             chat = ChatCompletionRequest.model_validate(body)
         except ValidationError as exc:
@@ -170,7 +177,8 @@ class ResponseService:
             raise invalid_request(f"{error['msg']} ({where} of the chat request this response makes)") from None
         await self._load_model(project_id, request.model)
         chat = await self._chat.with_files_read(chat, project_id)
-        return PlannedResponse(new_id("resp_"), int(time.time()), project_id, request, chat, conversation, metadata)
+        prepared = await self._chat.prepared(chat)  # off the event loop when the conversation is long
+        return PlannedResponse(new_id("resp_"), int(time.time()), project_id, request, chat, prepared, turn, metadata)
 
     def _response(
         self,
@@ -179,6 +187,7 @@ class ResponseService:
         output: list[dict[str, Any]],
         usage: dict[str, Any] | None,
         finish: str | None = None,
+        error: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         request = plan.request
         reason = _INCOMPLETE.get(finish or "")
@@ -189,8 +198,9 @@ class ResponseService:
             "object": "response",
             "created_at": plan.created_at,
             "status": "incomplete" if reason and status == "completed" else status,
+            "completed_at": int(time.time()) if status == "completed" and not reason else None,
             "background": False,
-            "error": None,
+            "error": error,
             "incomplete_details": {"reason": reason} if reason else None,
             "instructions": request.instructions,
             "max_output_tokens": request.max_output_tokens,
@@ -215,7 +225,7 @@ class ResponseService:
         }
 
     async def create(self, plan: PlannedResponse) -> dict[str, Any]:
-        completion = await self._chat.create(plan.chat, project_id=plan.project_id)
+        completion = await self._chat.create(plan.chat, plan.prepared, plan.project_id)
         choice = completion["choices"][0]
         finish = choice["finish_reason"]
         output = output_items(choice["message"], finished=finish not in _INCOMPLETE)
@@ -223,58 +233,78 @@ class ResponseService:
         await self._keep(plan, response)
         return response
 
-    def stream(self, plan: PlannedResponse) -> AsyncIterator[dict[str, Any]]:
-        """Queues the answer now (so that a refusal still gets its HTTP status), then returns its events."""
-        chunks = self._chat.stream(plan.chat.with_usage_reported(), project_id=plan.project_id)
-        return self._events(plan, chunks)
+    async def stream(self, plan: PlannedResponse) -> AsyncIterator[dict[str, Any]]:
+        """Starts the answer and waits for its first chunk (so that a refusal, an upstream's too, still gets its
+        HTTP status), then returns its events."""
+        chunks = self._chat.stream(plan.chat.with_usage_reported(), plan.prepared, project_id=plan.project_id)
+        try:
+            first = await anext(chunks)
+        except StopAsyncIteration:
+            first = None
+        except BaseException:
+            await close_chunks(chunks)
+            raise
+        return self._events(plan, first, chunks)
 
     async def _events(
-        self, plan: PlannedResponse, chunks: AsyncIterator[dict[str, Any]]
+        self, plan: PlannedResponse, first: dict[str, Any] | None, chunks: AsyncIterator[dict[str, Any]]
     ) -> AsyncIterator[dict[str, Any]]:
         numbers = itertools.count()
 
         def event(kind: str, **fields: Any) -> dict[str, Any]:
             return {"type": kind, "sequence_number": next(numbers), **fields}
 
-        started = self._response(plan, "in_progress", [], None)
-        yield event("response.created", response=started)
-        yield event("response.in_progress", response=started)
-        writer = _OutputWriter(event)
-        usage, finish = None, None
+        # All inside the try: a client gone at any event frees the answer's sequences.
         try:
-            async for chunk in chunks:
-                if chunk.get("usage"):
-                    usage = chunk["usage"]
-                for choice in chunk.get("choices") or []:
-                    delta = choice.get("delta") or {}
-                    for made in writer.take(delta):
-                        yield made
-                    finish = choice.get("finish_reason") or finish
+            started = self._response(plan, "in_progress", [], None)
+            yield event("response.created", response=started)
+            yield event("response.in_progress", response=started)
+            writer = _OutputWriter(event)
+            usage, finish = None, None
+            try:
+                async for chunk in _with_first(first, chunks):
+                    if chunk.get("usage"):
+                        usage = chunk["usage"]
+                    for choice in chunk.get("choices") or []:
+                        for made in writer.take(choice.get("delta") or {}):
+                            yield made
+                        finish = choice.get("finish_reason") or finish
+            except OasisError as exc:
+                # OpenAI's error event (its fields at the top, and under `error` where clients read them), then the
+                # response failed
+                error = {"code": exc.code or exc.type, "message": exc.message, "param": exc.param}
+                yield event("error", **error, error={**error, "type": exc.type})
+                failed = self._response(plan, "failed", writer.output, _usage(usage), error=error)
+                yield event("response.failed", response=failed)
+                return
+            for made in writer.close(finished=finish not in _INCOMPLETE):
+                yield made
+            response = self._response(plan, "completed", writer.output, _usage(usage), finish)
+            await self._keep(plan, response)
+            done = "response.incomplete" if response["status"] == "incomplete" else "response.completed"
+            yield event(done, response=response)
         finally:
-            await close_chunks(chunks)  # a client gone mid-way stops the generation (and nothing is stored)
-        for made in writer.close(finished=finish not in _INCOMPLETE):
-            yield made
-        response = self._response(plan, "completed", writer.output, _usage(usage), finish)
-        await self._keep(plan, response)
-        yield event(
-            "response.incomplete" if response["status"] == "incomplete" else "response.completed", response=response
-        )
+            await close_chunks(chunks)
 
     async def _keep(self, plan: PlannedResponse, response: dict[str, Any]) -> None:
+        """Stores the response unless asked not to; one that cannot be stored is still the client's (logged)."""
         if not plan.stored:
             return
-        conversation = [*plan.conversation, _answer_message(response["output"])]
         row = StoredResponse(
             id=plan.id,
             project_id=plan.project_id,
             created_at=plan.created_at,
+            previous_response_id=plan.request.previous_response_id,
             response_json=json.dumps(response),
             input_items_json=json.dumps(listed_items(plan.request.input)),
-            conversation_json=json.dumps(conversation),
+            conversation_json=json.dumps([*plan.turn, _answer_message(response["output"])]),
         )
-        async with self._db.session() as session:
-            session.add(row)
-            await session.commit()
+        try:
+            async with self._db.session() as session:
+                session.add(row)
+                await session.commit()
+        except Exception:
+            log.exception("response %s could not be stored", plan.id)
 
     async def retrieve(self, project_id: str, response_id: str) -> dict[str, Any]:
         async with self._db.session() as session:
@@ -303,14 +333,24 @@ class ResponseService:
         return row
 
 
+async def _with_first(
+    first: dict[str, Any] | None, rest: AsyncIterator[dict[str, Any]]
+) -> AsyncIterator[dict[str, Any]]:
+    if first is not None:
+        yield first
+    async for chunk in rest:
+        yield chunk
+
+
 class _OutputWriter:
     """A streamed answer's chat deltas as the output items' events: an item opens when its first delta comes and
-    is done when another kind of delta (or the end) comes."""
+    is done when another item opens (or the answer ends). Calls are told apart by their `index` (or a new id)."""
 
     def __init__(self, event: Callable[..., dict[str, Any]]) -> None:
         self._event = event
         self.output: list[dict[str, Any]] = []
         self._open: dict[str, Any] | None = None
+        self._call_index: int | None = None  # the open call's, as the deltas number it
         self._text = ""
 
     def take(self, delta: dict[str, Any]) -> list[dict[str, Any]]:
@@ -325,12 +365,15 @@ class _OutputWriter:
             made.append(self._piece("response.output_text.delta", delta["content"], content_index=0, logprobs=[]))
         for call in delta.get("tool_calls") or []:
             function = call.get("function") or {}
-            if call.get("id"):
+            index = call.get("index", self._call_index)
+            opened = self._open if self._open is not None and self._open["type"] == "function_call" else None
+            if opened is None or index != self._call_index or (call.get("id") and call["id"] != opened["call_id"]):
                 made += self._closed(finished=True)
-                item = call_item(new_id("fc_"), call["id"], function.get("name") or "", "", "in_progress")
-                made += self._added(item)
+                call_id = call.get("id") or new_id("call_")
+                made += self._added(call_item(new_id("fc_"), call_id, function.get("name") or "", "", "in_progress"))
+                self._call_index = index
             arguments = function.get("arguments")
-            if arguments and self._open is not None and self._open["type"] == "function_call":
+            if arguments:
                 self._text += arguments
                 made.append(self._piece("response.function_call_arguments.delta", arguments))
         return made
@@ -348,11 +391,13 @@ class _OutputWriter:
         made = self._closed(finished=True)
         if kind == "message":
             item = message_item(new_id("msg_"), None, "in_progress")
-            made += self._added(item)
-            where = {"item_id": item["id"], "output_index": len(self.output), "content_index": 0}
-            made.append(self._event("response.content_part.added", **where, part=text_part("")))
+            part = text_part("")
         else:
-            made += self._added({"id": new_id("rs_"), "type": "reasoning", "summary": [], "content": []})
+            item = {"id": new_id("rs_"), "type": "reasoning", "summary": [], "content": []}
+            part = {"type": "reasoning_text", "text": ""}
+        made += self._added(item)
+        where = {"item_id": item["id"], "output_index": len(self.output), "content_index": 0}
+        made.append(self._event("response.content_part.added", **where, part=part))
         return made
 
     def _added(self, item: dict[str, Any]) -> list[dict[str, Any]]:
@@ -363,21 +408,24 @@ class _OutputWriter:
         item, text = self._open, self._text
         if item is None:
             return []
+        status = "completed" if finished else "incomplete"
         where = {"item_id": item["id"], "output_index": len(self.output)}
         made: list[dict[str, Any]] = []
         if item["type"] == "message":
-            done = message_item(item["id"], text, "completed" if finished else "incomplete")
+            done = message_item(item["id"], text, status)
             made.append(self._event("response.output_text.done", **where, content_index=0, text=text, logprobs=[]))
             made.append(self._event("response.content_part.done", **where, content_index=0, part=text_part(text)))
         elif item["type"] == "reasoning":
             done = reasoning_item(item["id"], text)
             made.append(self._event("response.reasoning_text.done", **where, content_index=0, text=text))
+            part = {"type": "reasoning_text", "text": text}
+            made.append(self._event("response.content_part.done", **where, content_index=0, part=part))
         else:
-            done = call_item(item["id"], item["call_id"], item["name"], text, "completed")
+            done = call_item(item["id"], item["call_id"], item["name"], text, status)
             made.append(
                 self._event("response.function_call_arguments.done", **where, name=item["name"], arguments=text)
             )
         made.append(self._event("response.output_item.done", output_index=len(self.output), item=done))
         self.output.append(done)
-        self._open, self._text = None, ""
+        self._open, self._text, self._call_index = None, "", None
         return made

@@ -25,6 +25,7 @@ def upgrade() -> None:
         sa.Column("id", sa.String(64), nullable=False),
         sa.Column("project_id", sa.String(64), sa.ForeignKey("projects.id"), nullable=False),
         sa.Column("created_at", sa.BigInteger(), nullable=False),
+        sa.Column("previous_response_id", sa.String(64), nullable=True),
         sa.Column("response_json", sa.Text(), nullable=False),
         sa.Column("input_items_json", sa.Text(), nullable=False),
         sa.Column("conversation_json", sa.Text(), nullable=False),
