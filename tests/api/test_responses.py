@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import re
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -441,3 +442,44 @@ async def test_responses_stay_in_their_project_and_unstored_ones_cannot_be_conti
         assert (await http.post("/v1/responses", json=continued)).status_code == 404
     async with chat_oasis.http(api_key=alpha_key) as http:
         assert (await http.get(f"/v1/responses/{made['id']}")).status_code == 200
+
+
+# A custom tool (free text in a grammar), flat as the Responses API writes it: Codex CLI's apply_patch is one.
+BOOK_DAY = {
+    "type": "custom",
+    "name": "book_day",
+    "description": "Book the given day",
+    "format": {"type": "grammar", "syntax": "regex", "definition": r"^\d{4}-\d{2}-\d{2}$"},
+}
+
+
+async def test_a_custom_tool_is_called_with_text_in_its_grammar(chat_oasis: Harness) -> None:
+    client = chat_oasis.sdk()
+    _newer_sdk(client)
+    asked = {
+        "model": MODEL,
+        "input": "Book me a table for the first of May 2025.",
+        "tools": [BOOK_DAY, WEATHER],
+        "tool_choice": {"type": "custom", "name": "book_day"},
+        "temperature": 0,
+        "max_output_tokens": 40,
+    }
+    whole = await client.responses.create(**asked)
+    (call,) = whole.output
+    assert call.type == "custom_tool_call" and call.name == "book_day" and call.id.startswith("ctc_")  # type: ignore[union-attr]
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", call.input)  # type: ignore[union-attr]
+
+    stream = await client.responses.create(**asked, stream=True)
+    events = [event async for event in stream]
+    pieces = "".join(event.delta for event in events if event.type == "response.custom_tool_call_input.delta")
+    (done,) = [event for event in events if event.type == "response.custom_tool_call_input.done"]
+    final = events[-1].response  # type: ignore[union-attr]
+    assert pieces == done.input == final.output[0].input and re.fullmatch(r"\d{4}-\d{2}-\d{2}", pieces)
+
+    answered = await client.responses.create(
+        model=MODEL,
+        previous_response_id=whole.id,
+        input=[{"type": "custom_tool_call_output", "call_id": call.call_id, "output": "Booked."}],  # type: ignore[union-attr]
+        max_output_tokens=20,
+    )
+    assert answered.output_text

@@ -98,9 +98,19 @@ def chat_messages(items: list[dict[str, Any]], param: str = "input") -> list[dic
                 last.setdefault("tool_calls", []).append(call)
             else:
                 messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
-        elif kind == "function_call_output":
+        elif kind == "custom_tool_call":
+            for key in ("call_id", "name", "input"):
+                if not isinstance(item.get(key), str):
+                    raise invalid_request(f"A custom_tool_call item needs `{key}`.", param=f"{where}.{key}")
+            custom = {"id": item["call_id"], "type": "custom", "custom": {"name": item["name"], "input": item["input"]}}
+            last = messages[-1] if messages else None
+            if last is not None and last["role"] == "assistant":
+                last.setdefault("tool_calls", []).append(custom)
+            else:
+                messages.append({"role": "assistant", "content": None, "tool_calls": [custom]})
+        elif kind in ("function_call_output", "custom_tool_call_output"):
             if not isinstance(item.get("call_id"), str):
-                raise invalid_request("A function_call_output item needs `call_id`.", param=f"{where}.call_id")
+                raise invalid_request(f"A {kind} item needs `call_id`.", param=f"{where}.call_id")
             text = _output_text(item.get("output"), f"{where}.output")
             messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": text})
         elif kind == "reasoning":
@@ -139,36 +149,57 @@ def listed_items(request_input: str | list[dict[str, Any]] | None) -> list[dict[
                 }
             )
         else:
-            prefix = {"function_call": "fc_", "function_call_output": "fco_", "reasoning": "rs_"}.get(kind, "item_")
+            prefix = {
+                "function_call": "fc_",
+                "function_call_output": "fco_",
+                "custom_tool_call": "ctc_",
+                "custom_tool_call_output": "ctco_",
+                "reasoning": "rs_",
+            }.get(kind, "item_")
             listed.append({"status": "completed", **item, "id": item.get("id") or new_id(prefix), "type": kind})
         seen.add(listed[-1]["id"])
     return listed
 
 
 def chat_tools(tools: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
-    """`function` tools as chat writes them; built-in tools are refused by name."""
+    """`function` and `custom` tools as chat writes them; built-in tools are refused by name."""
     if not tools:
         return None  # chat refuses an empty list (OpenAI's too, for a model routed there)
     chat = []
     for index, tool in enumerate(tools):
         kind = tool.get("type") if isinstance(tool, dict) else None
-        if kind != "function":
+        if kind not in ("function", "custom"):
             raise invalid_request(
-                f"Tools of type {kind!r} are not supported in responses here; function tools are.",
+                f"Tools of type {kind!r} are not supported in responses here; function and custom tools are.",
                 param=f"tools[{index}].type",
             )
+        if not isinstance(tool.get("name"), str):
+            raise invalid_request(f"A {kind} tool needs `name`.", param=f"tools[{index}].name")
+        if kind == "custom":
+            chat.append({"type": "custom", "custom": _custom_definition(tool)})
+            continue
         function = {key: tool[key] for key in ("name", "description", "parameters", "strict") if key in tool}
-        if not isinstance(function.get("name"), str):
-            raise invalid_request("A function tool needs `name`.", param=f"tools[{index}].name")
         chat.append({"type": "function", "function": function})
     return chat
+
+
+def _custom_definition(tool: dict[str, Any]) -> dict[str, Any]:
+    """A custom tool as chat defines it: its grammar nested under `grammar` there, flat here."""
+    definition: dict[str, Any] = {key: tool[key] for key in ("name", "description") if key in tool}
+    given = tool.get("format")
+    if isinstance(given, dict) and given.get("type") == "grammar":
+        grammar = {key: given[key] for key in ("definition", "syntax") if key in given}
+        definition["format"] = {"type": "grammar", "grammar": grammar}
+    elif given is not None:
+        definition["format"] = given
+    return definition
 
 
 def chat_tool_choice(choice: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
     if choice is None or isinstance(choice, str):
         return choice
-    if choice.get("type") == "function" and isinstance(choice.get("name"), str):
-        return {"type": "function", "function": {"name": choice["name"]}}
+    if choice.get("type") in ("function", "custom") and isinstance(choice.get("name"), str):
+        return {"type": choice["type"], choice["type"]: {"name": choice["name"]}}
     if choice.get("type") == "allowed_tools":
         tools = [
             {"type": "function", "function": {"name": tool.get("name")}}
@@ -191,6 +222,10 @@ def output_items(message: dict[str, Any], finished: bool) -> list[dict[str, Any]
     if message.get("content"):
         items.append(message_item(new_id("msg_"), message["content"], status))
     for call in message.get("tool_calls") or []:
+        if call.get("type") == "custom":
+            custom = call["custom"]
+            items.append(custom_call_item(new_id("ctc_"), call["id"], custom["name"], custom["input"], status))
+            continue
         function = call.get("function") or {}
         items.append(
             call_item(new_id("fc_"), call["id"], function.get("name", ""), function.get("arguments", ""), status)
@@ -218,5 +253,16 @@ def call_item(item_id: str, call_id: str, name: str, arguments: str, status: str
         "call_id": call_id,
         "name": name,
         "arguments": arguments,
+        "status": status,
+    }
+
+
+def custom_call_item(item_id: str, call_id: str, name: str, text: str, status: str) -> dict[str, Any]:
+    return {
+        "id": item_id,
+        "type": "custom_tool_call",
+        "call_id": call_id,
+        "name": name,
+        "input": text,
         "status": status,
     }

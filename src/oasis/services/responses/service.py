@@ -26,6 +26,7 @@ from oasis.services.responses.items import (
     chat_messages,
     chat_tool_choice,
     chat_tools,
+    custom_call_item,
     listed_items,
     message_item,
     output_items,
@@ -107,8 +108,10 @@ def _answer_message(output: list[dict[str, Any]]) -> dict[str, Any]:
     )
     calls = [
         {"id": item["call_id"], "type": "function", "function": {"name": item["name"], "arguments": item["arguments"]}}
-        for item in output
         if item["type"] == "function_call"
+        else {"id": item["call_id"], "type": "custom", "custom": {"name": item["name"], "input": item["input"]}}
+        for item in output
+        if item["type"] in ("function_call", "custom_tool_call")
     ]
     message: dict[str, Any] = {"role": "assistant", "content": text or None}
     if calls:
@@ -364,18 +367,27 @@ class _OutputWriter:
             self._text += delta["content"]
             made.append(self._piece("response.output_text.delta", delta["content"], content_index=0, logprobs=[]))
         for call in delta.get("tool_calls") or []:
-            function = call.get("function") or {}
+            custom = call.get("type") == "custom" or "custom" in call
+            body = (call.get("custom") if custom else call.get("function")) or {}
             index = call.get("index", self._call_index)
-            opened = self._open if self._open is not None and self._open["type"] == "function_call" else None
+            calls = ("function_call", "custom_tool_call")
+            opened = self._open if self._open is not None and self._open["type"] in calls else None
             if opened is None or index != self._call_index or (call.get("id") and call["id"] != opened["call_id"]):
                 made += self._closed(finished=True)
-                call_id = call.get("id") or new_id("call_")
-                made += self._added(call_item(new_id("fc_"), call_id, function.get("name") or "", "", "in_progress"))
+                call_id, name = call.get("id") or new_id("call_"), body.get("name") or ""
+                if custom:
+                    made += self._added(custom_call_item(new_id("ctc_"), call_id, name, "", "in_progress"))
+                else:
+                    made += self._added(call_item(new_id("fc_"), call_id, name, "", "in_progress"))
                 self._call_index = index
-            arguments = function.get("arguments")
-            if arguments:
-                self._text += arguments
-                made.append(self._piece("response.function_call_arguments.delta", arguments))
+            assert self._open is not None
+            piece = body.get("input" if self._open["type"] == "custom_tool_call" else "arguments")
+            if piece:
+                self._text += piece
+                kind = (
+                    "custom_tool_call_input" if self._open["type"] == "custom_tool_call" else "function_call_arguments"
+                )
+                made.append(self._piece(f"response.{kind}.delta", piece))
         return made
 
     def close(self, finished: bool) -> list[dict[str, Any]]:
@@ -420,6 +432,9 @@ class _OutputWriter:
             made.append(self._event("response.reasoning_text.done", **where, content_index=0, text=text))
             part = {"type": "reasoning_text", "text": text}
             made.append(self._event("response.content_part.done", **where, content_index=0, part=part))
+        elif item["type"] == "custom_tool_call":
+            done = custom_call_item(item["id"], item["call_id"], item["name"], text, status)
+            made.append(self._event("response.custom_tool_call_input.done", **where, input=text))
         else:
             done = call_item(item["id"], item["call_id"], item["name"], text, status)
             made.append(
