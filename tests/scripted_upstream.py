@@ -3,11 +3,15 @@ a model's text and tool calls as they arrive."""
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
+import threading
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from oasis.services.chat.assembly import assembled
+from tests.conftest import Harness
 
 
 class ScriptedChat(http.server.BaseHTTPRequestHandler):
@@ -48,3 +52,21 @@ class ScriptedChat(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
+
+
+@contextlib.asynccontextmanager
+async def upstream_oasis(
+    start_oasis: Callable[..., Any], handler: type[http.server.BaseHTTPRequestHandler]
+) -> AsyncIterator[Harness]:
+    """A server whose one model, `remote`, is `handler` served on loopback as an OpenAI-compatible upstream."""
+    upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    try:
+        remote = {"base_url": f"http://127.0.0.1:{upstream.server_address[1]}/v1", "model": "theirs"}
+        harness: Harness = await start_oasis(
+            engine_factories=None, models=[{"id": "remote", "engine": "upstream", "options": remote}]
+        )
+        yield harness
+    finally:
+        upstream.shutdown()
+        upstream.server_close()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import http.server
 import json
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +21,7 @@ from oasis.sandbox.sessions import SandboxPool
 from oasis.storage.tables import Run
 from oasis.workers.runs import _file_paths
 from tests.conftest import Harness, smollm
-from tests.scripted_upstream import ScriptedChat
+from tests.scripted_upstream import ScriptedChat, upstream_oasis
 
 MODEL = "gpt-4o-mini"
 FORCED: Any = {"type": "code_interpreter"}
@@ -174,13 +173,7 @@ async def _streamed_upstream_run(
     start_oasis: Callable[..., Any], model: type[http.server.BaseHTTPRequestHandler], recorder: _Recorder, ask: str
 ) -> _Streamed:
     """A streamed run of an assistant with code_interpreter whose model is `model`, a scripted upstream."""
-    upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), model)
-    threading.Thread(target=upstream.serve_forever, daemon=True).start()
-    try:
-        remote = {"base_url": f"http://127.0.0.1:{upstream.server_address[1]}/v1", "model": "theirs"}
-        harness: Harness = await start_oasis(
-            engine_factories=None, models=[{"id": "remote", "engine": "upstream", "options": remote}]
-        )
+    async with upstream_oasis(start_oasis, model) as harness:
         client = harness.sdk()
         assistant = await client.beta.assistants.create(model="remote", tools=[{"type": "code_interpreter"}])
         thread = await client.beta.threads.create(messages=[{"role": "user", "content": ask}])
@@ -189,9 +182,6 @@ async def _streamed_upstream_run(
         ) as stream:
             await stream.until_done()
             return _Streamed(client, thread.id, await stream.get_final_run(), await stream.get_final_messages())
-    finally:
-        upstream.shutdown()
-        upstream.server_close()
 
 
 @pytest.mark.parametrize("model", [_SaysThenCodes, _SaysThenCodesAsInput])

@@ -4,11 +4,9 @@ engine and the shipped SmolLM2 model."""
 
 from __future__ import annotations
 
-import http.server
 import json
 import re
-import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import openai
@@ -16,7 +14,7 @@ import pytest
 from pydantic import BaseModel
 
 from tests.conftest import Harness
-from tests.scripted_upstream import ScriptedChat
+from tests.scripted_upstream import ScriptedChat, upstream_oasis
 
 MODEL = "gpt-4o-mini"
 WEATHER = {
@@ -272,13 +270,7 @@ class _SaysThenCalls(ScriptedChat):
 
 
 async def test_an_upstream_models_text_and_call_stream_as_items(start_oasis: Callable[..., Any]) -> None:
-    upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SaysThenCalls)
-    threading.Thread(target=upstream.serve_forever, daemon=True).start()
-    try:
-        remote = {"base_url": f"http://127.0.0.1:{upstream.server_address[1]}/v1", "model": "theirs"}
-        harness: Harness = await start_oasis(
-            engine_factories=None, models=[{"id": "remote", "engine": "upstream", "options": remote}]
-        )
+    async with upstream_oasis(start_oasis, _SaysThenCalls) as harness:
         client = harness.sdk()
         _newer_sdk(client)
         async with client.responses.stream(
@@ -305,9 +297,6 @@ async def test_an_upstream_models_text_and_call_stream_as_items(start_oasis: Cal
         ) as stream:
             answered = await stream.get_final_response()
         assert answered.output_text == "It is sunny in Oslo."
-    finally:
-        upstream.shutdown()
-        upstream.server_close()
 
 
 async def test_allowed_tools_limit_the_calls_to_those_named(chat_oasis: Harness) -> None:
@@ -340,19 +329,10 @@ class _Recorded(ScriptedChat):
 
 
 @pytest.fixture
-async def recorded(start_oasis: Callable[..., Any]) -> Any:
-    upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorded)
-    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+async def recorded(start_oasis: Callable[..., Any]) -> AsyncIterator[Harness]:
     _Recorded.received = []
-    try:
-        remote = {"base_url": f"http://127.0.0.1:{upstream.server_address[1]}/v1", "model": "theirs"}
-        harness: Harness = await start_oasis(
-            engine_factories=None, models=[{"id": "remote", "engine": "upstream", "options": remote}]
-        )
+    async with upstream_oasis(start_oasis, _Recorded) as harness:
         yield harness
-    finally:
-        upstream.shutdown()
-        upstream.server_close()
 
 
 async def test_what_a_model_is_sent_and_its_thinking_whole_and_streamed(recorded: Harness) -> None:

@@ -4,9 +4,7 @@ requires_action and submit_tool_outputs, cancel, the one-live-run rule, truncati
 from __future__ import annotations
 
 import asyncio
-import http.server
 import json
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,7 @@ from openai import AsyncAssistantEventHandler
 
 from oasis.services.assistants import threads as threads_service
 from tests.conftest import Harness, smollm
-from tests.scripted_upstream import ScriptedChat
+from tests.scripted_upstream import ScriptedChat, upstream_oasis
 from tests.server_process import oasis_env, oasis_server
 
 MODEL = "gpt-4o-mini"
@@ -239,13 +237,7 @@ class _Calls(_Recorder):
 async def test_two_function_calls_in_one_answer_are_heard_call_by_call(start_oasis: Callable[..., Any]) -> None:
     """Each call opens, then its arguments come: the SDK's handler hears each call created once and its arguments
     as deltas (all openings in one delta, then all arguments, ran the handler's calls out of step)."""
-    upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _CallsTwice)
-    threading.Thread(target=upstream.serve_forever, daemon=True).start()
-    try:
-        remote = {"base_url": f"http://127.0.0.1:{upstream.server_address[1]}/v1", "model": "theirs"}
-        harness: Harness = await start_oasis(
-            engine_factories=None, models=[{"id": "remote", "engine": "upstream", "options": remote}]
-        )
+    async with upstream_oasis(start_oasis, _CallsTwice) as harness:
         client = harness.sdk()
         assistant = await client.beta.assistants.create(model="remote", tools=[WEATHER_TOOL])
         thread = await _thread(client)
@@ -255,9 +247,6 @@ async def test_two_function_calls_in_one_answer_are_heard_call_by_call(start_oas
         ) as stream:
             await stream.until_done()
             run = stream.current_run
-    finally:
-        upstream.shutdown()
-        upstream.server_close()
     assert run is not None and run.status == "requires_action" and run.required_action is not None
     calls = run.required_action.submit_tool_outputs.tool_calls
     assert recorder.created == [call.id for call in calls] == ["call_Oslo", "call_Lima"]

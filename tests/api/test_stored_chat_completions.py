@@ -4,9 +4,7 @@ May-2024 SDK can send) reach the same routes. On the real llama.cpp engine and t
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +14,7 @@ from sqlalchemy import select
 
 from oasis.storage.tables import StoredChatCompletion
 from tests.conftest import Harness
-from tests.scripted_upstream import ScriptedChat
+from tests.scripted_upstream import ScriptedChat, upstream_oasis
 
 MODEL = "gpt-4o-mini"
 QUESTION = [
@@ -302,13 +300,7 @@ class _RepeatsItsIds(ScriptedChat):
 
 
 async def test_answers_of_an_upstream_are_stored_under_ids_of_their_own(start_oasis: Callable[..., Any]) -> None:
-    upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RepeatsItsIds)
-    threading.Thread(target=upstream.serve_forever, daemon=True).start()
-    try:
-        remote = {"base_url": f"http://127.0.0.1:{upstream.server_address[1]}/v1", "model": "theirs"}
-        harness: Harness = await start_oasis(
-            engine_factories=None, models=[{"id": "remote", "engine": "upstream", "options": remote}]
-        )
+    async with upstream_oasis(start_oasis, _RepeatsItsIds) as harness:
         body = {"model": "remote", "messages": QUESTION, "stream": True, "store": True}
         ids = []
         async with harness.http() as client:
@@ -324,6 +316,3 @@ async def test_answers_of_an_upstream_are_stored_under_ids_of_their_own(start_oa
                 stored = (await client.get(f"/v1/chat/completions/{completion_id}")).json()
                 assert stored["choices"][0]["message"]["content"] == "Blue."
                 assert stored["usage"]["completion_tokens"] == 2  # the upstream was asked for its usage
-    finally:
-        upstream.shutdown()
-        upstream.server_close()
