@@ -463,3 +463,23 @@ async def test_a_custom_tool_is_called_with_text_in_its_grammar(chat_oasis: Harn
         max_output_tokens=20,
     )
     assert answered.output_text
+
+
+async def test_a_file_part_is_read_as_its_text(chat_oasis: Harness) -> None:
+    client = chat_oasis.sdk()
+    _newer_sdk(client)
+    words = " ".join(f"lighthouse{i}" for i in range(60))
+    uploaded = await client.files.create(file=("notes.txt", words.encode()), purpose="user_data")
+    question = {"type": "input_text", "text": "What do the notes say?"}
+    with_file = await client.responses.create(
+        model=MODEL,
+        input=[{"role": "user", "content": [{"type": "input_file", "file_id": uploaded.id}, question]}],
+        max_output_tokens=4,
+    )
+    without = await client.responses.create(
+        model=MODEL, input=[{"role": "user", "content": [question]}], max_output_tokens=4
+    )
+    assert with_file.usage and without.usage
+    assert with_file.usage.input_tokens - without.usage.input_tokens > 100  # the file's sixty words were read
+    items = await client.responses.input_items.list(with_file.id)
+    assert items.data[0].content[0].type == "input_file"  # type: ignore[union-attr]
