@@ -7,9 +7,13 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from sqlalchemy import select
+
+from oasis.storage.tables import BatchJob, VectorStoreFile
 from oasis.workers import batches, ingestion
 from tests.api.test_batches import request, upload_batch_file
 from tests.api.test_vector_stores import stores
@@ -29,10 +33,20 @@ async def _poisoned(start_oasis: Callable[..., Any]) -> Harness:
     return harness
 
 
-async def _dies_in_the_middle(run_next: Callable[[str], Any], owner: str) -> None:
-    """Runs one lease of a job and stops it where it is, its lease left behind, as a killed process does."""
+async def _dies_in_the_middle(
+    run_next: Callable[[str], Any], owner: str, stuck: Callable[[str], Awaitable[bool]]
+) -> None:
+    """Runs one lease of a job and stops it where it is, its lease left behind, as a killed process does: once
+    `stuck(owner)` says the job is held by it and has got as far as it can (a fixed pause was too short on a busy
+    machine: a lease cut before it was taken, or before the work that could be done was stored, left the count of
+    attempts short, and the last lease then waited on the model for ever)."""
     dying = asyncio.create_task(run_next(owner))
-    await asyncio.sleep(0.3)
+    deadline = time.monotonic() + 60
+    while not await stuck(owner):
+        assert not dying.done(), "the lease ended by itself"
+        assert time.monotonic() < deadline, "the job never got stuck"
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.1)
     assert not dying.done()  # it was working (waiting on the model), not finished or failed
     dying.cancel()
     await asyncio.gather(dying, return_exceptions=True)
@@ -46,8 +60,14 @@ async def test_a_file_that_fells_its_worker_fails_after_a_few_leases(start_oasis
     async with harness.http() as http:
         store = (await http.post("/v1/vector_stores", json={"name": "poison", "file_ids": [uploaded.id]})).json()
     runner = harness.container.ingestion
+
+    async def stuck(owner: str) -> bool:
+        async with harness.container.db.session() as session:
+            held = await session.scalar(select(VectorStoreFile.lease_owner).where(VectorStoreFile.id == uploaded.id))
+        return held == owner
+
     for attempt in range(ingestion.MAX_ATTEMPTS):
-        await _dies_in_the_middle(runner.run_next, f"worker-{attempt}")
+        await _dies_in_the_middle(runner.run_next, f"worker-{attempt}", stuck)
     assert await runner.run_next("worker-last")
     attached = await stores(client).files.retrieve(vector_store_id=store["id"], file_id=uploaded.id)
     assert attached.status == "failed" and attached.last_error and attached.last_error.code == "server_error"
@@ -82,8 +102,15 @@ async def test_a_batch_that_fells_its_worker_fails_after_a_few_leases_keeping_it
         input_file_id=await upload_batch_file(client, lines), endpoint="/v1/embeddings", completion_window="24h"
     )
     runner = harness.container.batch_runner
+
+    async def stuck(owner: str) -> bool:
+        """Held by `owner`, with the two lines that can be answered stored (in the first lease)."""
+        async with harness.container.db.session() as session:
+            row = (await session.execute(select(BatchJob).where(BatchJob.id == batch.id))).scalar_one()
+        return row.lease_owner == owner and row.completed == 2
+
     for attempt in range(batches.MAX_ATTEMPTS):
-        await _dies_in_the_middle(runner.run_next, f"worker-{attempt}")
+        await _dies_in_the_middle(runner.run_next, f"worker-{attempt}", stuck)
         assert (await client.batches.retrieve(batch.id)).status == "in_progress"
     assert await runner.run_next("worker-last")
     state = await client.batches.retrieve(batch.id)
