@@ -108,7 +108,7 @@ step "SDK tests with openai==1.30.5 and httpx<0.28, and training ($("$COMPAT_PYT
 # The May-2024 SDK drives every surface that changed since (files, uploads, batches, fine-tuning, vector stores with
 # client.beta.vector_stores and upload_and_poll, assistants, threads, runs with runs.stream), and chat, completions
 # and embeddings, which every program calls. The engine-bound tests (audio, images, moderations, chat templates,
-# tool grammars, upstream routing) send what either SDK sends, and with the GGUF merge (no torch) ran above.
+# tool grammars, upstream routing) send what either SDK sends; they and the torch-free GGUF merge tests ran above.
 .venv-compat/bin/python -c 'import openai, httpx; print("openai", openai.__version__, "httpx", httpx.__version__)'
 .venv-compat/bin/python -m pytest -q --durations=20 \
     tests/api tests/test_cli.py tests/engines_training tests/test_fine_tuning_train.py tests/images_torch \
