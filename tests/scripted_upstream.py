@@ -56,15 +56,16 @@ class ScriptedChat(http.server.BaseHTTPRequestHandler):
 
 @contextlib.asynccontextmanager
 async def upstream_oasis(
-    start_oasis: Callable[..., Any], handler: type[http.server.BaseHTTPRequestHandler]
+    start_oasis: Callable[..., Any], handler: type[http.server.BaseHTTPRequestHandler], *also: Any
 ) -> AsyncIterator[Harness]:
-    """A server whose one model, `remote`, is `handler` served on loopback as an OpenAI-compatible upstream."""
+    """A server whose model `remote` is `handler` served on loopback as an OpenAI-compatible upstream (and whose
+    other models are `also`'s)."""
     upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
     try:
         remote = {"base_url": f"http://127.0.0.1:{upstream.server_address[1]}/v1", "model": "theirs"}
         harness: Harness = await start_oasis(
-            engine_factories=None, models=[{"id": "remote", "engine": "upstream", "options": remote}]
+            engine_factories=None, models=[{"id": "remote", "engine": "upstream", "options": remote}, *also]
         )
         yield harness
     finally:

@@ -252,9 +252,8 @@ class Container:
         )
         code = CodeInterpreter(db, files, sandboxes)
         rate_limits = RateLimiter(settings.rate_limits, db, _rate_buckets(settings))
-        run_executor = RunExecutor(
-            db, chat, FileSearch(db, search), code, lease_seconds, fine_tuned.ensure, rate_limits=rate_limits
-        )
+        searcher = FileSearch(db, search)  # file_search's, in runs and in responses
+        run_executor = RunExecutor(db, chat, searcher, code, lease_seconds, fine_tuned.ensure, rate_limits=rate_limits)
         run_runner = RunRunner(db, run_executor, lease_seconds, settings.workers.run_concurrency)
         run_worker_loop = WorkerLoop([run_runner], settings.workers.poll_seconds)
         run_runner.on_finished = run_worker_loop.wake  # a freed place takes the next waiting run at once
@@ -281,7 +280,7 @@ class Container:
             models=ModelService(db, registry, started_at=now(), on_deleted=fine_tuned.forget),
             chat=chat,
             stored_chats=StoredCompletions(db),
-            responses=ResponseService(db, chat, fine_tuned.ensure),
+            responses=ResponseService(db, chat, fine_tuned.ensure, searcher),
             completions=completions,
             tokenizer=TokenizerService(registry),
             audio=AudioService(registry),

@@ -301,6 +301,13 @@ class ChatCompletionRequest(spec.CreateChatCompletionRequest, _KeepsWhatWasSent)
             }
         return asked
 
+    def streamed(self) -> ChatCompletionRequest:
+        """This request streamed, with the usage chunk asked for (in the body an upstream receives too)."""
+        streamed = self.model_copy(update={"stream": True})
+        if self._sent is not None:
+            streamed._sent = {**self._sent, "stream": True}
+        return streamed.with_usage_reported()
+
 
 class ChatCompletionUpdate(BaseModel):
     """`POST /v1/chat/completions/{id}` (after this spec): a stored completion's metadata is all that changes."""

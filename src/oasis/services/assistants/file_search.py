@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from oasis.errors import invalid_request
-from oasis.services.vector_stores.search import VectorSearch
+from oasis.services.vector_stores.search import Hit, VectorSearch
 from oasis.storage import assistants as assistant_rows
 from oasis.storage import threads as thread_rows
 from oasis.storage import vector_stores as store_rows
@@ -133,28 +133,8 @@ class FileSearch:
     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """(ranking options, results) of a search of the run's stores for any of the queries: best first, with
         their contents."""
-        ranking = {**DEFAULT_RANKING, **(settings.get("ranking_options") or {})}
-        limit = int(settings.get("max_num_results") or DEFAULT_MAX_RESULTS)
         store_ids = await self._store_ids(run) if queries else []
-        await self._wait_for_ingestion(store_ids)
-        hits = []
-        for store_id in store_ids:
-            try:
-                hits.extend(
-                    await self._search.search(
-                        run.project_id,
-                        store_id,
-                        queries,
-                        max_results=limit,
-                        filters=None,
-                        score_threshold=float(ranking["score_threshold"]),
-                    )
-                )
-            except Exception as exc:  # a store deleted or expired since the run began is not searched
-                if getattr(exc, "status", None) not in (400, 404):
-                    raise
-        # Scores compare across stores (see vector_stores/relevance.py), so the best of all stores come first.
-        hits.sort(key=lambda hit: -hit.score)
+        ranking, hits = await self.search(run.project_id, store_ids, queries, settings)
         results = [
             {
                 "file_id": hit.file_id,
@@ -162,9 +142,39 @@ class FileSearch:
                 "score": hit.score,
                 "content": [{"type": "text", "text": hit.text}],
             }
-            for hit in hits[:limit]
+            for hit in hits
         ]
         return ranking, results
+
+    async def search(
+        self, project_id: str, store_ids: list[str], queries: list[str], settings: dict[str, Any]
+    ) -> tuple[dict[str, Any], list[Hit]]:
+        """(ranking options, hits) of a search of the given stores for any of the queries, best first, as the
+        tool's settings (`max_num_results`, `ranking_options`, `filters`) bound them."""
+        ranking = {**DEFAULT_RANKING, **(settings.get("ranking_options") or {})}
+        limit = int(settings.get("max_num_results") or DEFAULT_MAX_RESULTS)
+        if not queries:
+            return ranking, []
+        await self._wait_for_ingestion(store_ids)
+        hits: list[Hit] = []
+        for store_id in store_ids:
+            try:
+                hits.extend(
+                    await self._search.search(
+                        project_id,
+                        store_id,
+                        queries,
+                        max_results=limit,
+                        filters=settings.get("filters"),
+                        score_threshold=float(ranking["score_threshold"]),
+                    )
+                )
+            except Exception as exc:  # a store deleted or expired since the request began is not searched
+                if getattr(exc, "status", None) not in (400, 404):
+                    raise
+        # Scores compare across stores (see vector_stores/relevance.py), so the best of all stores come first.
+        hits.sort(key=lambda hit: -hit.score)
+        return ranking, hits[:limit]
 
     async def _store_ids(self, run: Run) -> list[str]:
         """The vector stores of the run's assistant and of its thread (as they are now: attachments may have

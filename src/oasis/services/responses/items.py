@@ -2,7 +2,8 @@
 
 Input items: messages (text, image and file parts), earlier `function_call` items and their
 `function_call_output`s, and earlier outputs sent back whole (messages of `output_text`, reasoning, which a model
-here does not read back). Tools: `function` tools, flat as this API writes them.
+here does not read back, file searches with the results they carry). Tools: `function` and `custom` tools, flat as
+this API writes them (the built-in file_search tool is read in file_search.py).
 """
 
 from __future__ import annotations
@@ -11,9 +12,12 @@ import json
 from typing import Any
 
 from oasis.errors import invalid_request
+from oasis.services.responses import file_search
 from oasis.storage.clock import new_id
 
 _ROLES = ("user", "system", "developer", "assistant")
+# The most characters of an earlier search's results, sent back as an input item, the model reads again.
+SENT_BACK_RESULT_CHARS = 16_000
 
 
 def _part(part: Any, param: str) -> dict[str, Any]:
@@ -115,9 +119,32 @@ def chat_messages(items: list[dict[str, Any]], param: str = "input") -> list[dic
             messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": text})
         elif kind == "reasoning":
             continue  # an earlier answer's thinking: chat templates drop it from the history too
+        elif kind == "file_search_call":
+            # an earlier search sent back: what it found, when the item carries its results (`include`)
+            if not isinstance(item.get("id"), str):
+                raise invalid_request("A file_search_call item needs `id`.", param=f"{where}.id")
+            results = item.get("results")
+            if not isinstance(results, list) or not results:
+                continue
+            last = messages[-1] if messages else None
+            if last is None or last["role"] != "assistant":
+                last = {"role": "assistant", "content": None}
+                messages.append(last)
+            last.setdefault("tool_calls", []).append(file_search.tool_call(item))
+            text = file_search.results_for_model(
+                [_result(result, f"{where}.results[{number}]") for number, result in enumerate(results)],
+                SENT_BACK_RESULT_CHARS,
+            )
+            messages.append({"role": "tool", "tool_call_id": item["id"], "content": text})
         else:
             raise invalid_request(f"Input items of type {kind!r} are not supported.", param=f"{where}.type")
     return messages
+
+
+def _result(result: Any, param: str) -> dict[str, Any]:
+    if not isinstance(result, dict) or not isinstance(result.get("text"), str):
+        raise invalid_request("A file_search result needs `text`.", param=f"{param}.text")
+    return {"filename": result.get("filename") or "file", "text": result["text"]}
 
 
 def listed_items(request_input: str | list[dict[str, Any]] | None) -> list[dict[str, Any]]:
@@ -155,6 +182,7 @@ def listed_items(request_input: str | list[dict[str, Any]] | None) -> list[dict[
                 "custom_tool_call": "ctc_",
                 "custom_tool_call_output": "ctco_",
                 "reasoning": "rs_",
+                "file_search_call": "fs_",
             }.get(kind, "item_")
             listed.append({"status": "completed", **item, "id": item.get("id") or new_id(prefix), "type": kind})
         seen.add(listed[-1]["id"])
@@ -170,7 +198,8 @@ def chat_tools(tools: list[dict[str, Any]] | None) -> list[dict[str, Any]] | Non
         kind = tool.get("type") if isinstance(tool, dict) else None
         if kind not in ("function", "custom"):
             raise invalid_request(
-                f"Tools of type {kind!r} are not supported in responses here; function and custom tools are.",
+                f"Tools of type {kind!r} are not supported in responses here; function, custom and file_search "
+                "tools are.",
                 param=f"tools[{index}].type",
             )
         if not isinstance(tool.get("name"), str):
@@ -200,16 +229,23 @@ def chat_tool_choice(choice: str | dict[str, Any] | None) -> str | dict[str, Any
         return choice
     if choice.get("type") in ("function", "custom") and isinstance(choice.get("name"), str):
         return {"type": choice["type"], choice["type"]: {"name": choice["name"]}}
+    if _searches(choice):
+        return {"type": "function", "function": {"name": file_search.TOOL_NAME}}
     if choice.get("type") == "allowed_tools":
         tools = [
-            {"type": "function", "function": {"name": tool.get("name")}}
+            {"type": "function", "function": {"name": file_search.TOOL_NAME if _searches(tool) else tool.get("name")}}
             for tool in choice.get("tools") or []
             if isinstance(tool, dict)
         ]
         return {"type": "allowed_tools", "allowed_tools": {"mode": choice.get("mode", "auto"), "tools": tools}}
     raise invalid_request(
-        '`tool_choice` names a function tool (`{"type": "function", "name": ...}`).', param="tool_choice"
+        '`tool_choice` names a function tool (`{"type": "function", "name": ...}`) or `{"type": "file_search"}`.',
+        param="tool_choice",
     )
+
+
+def _searches(tool: Any) -> bool:
+    return isinstance(tool, dict) and tool.get("type") == file_search.TOOL_NAME
 
 
 def output_items(message: dict[str, Any], finished: bool) -> list[dict[str, Any]]:
@@ -237,12 +273,14 @@ def reasoning_item(item_id: str, text: str) -> dict[str, Any]:
     return {"id": item_id, "type": "reasoning", "summary": [], "content": [{"type": "reasoning_text", "text": text}]}
 
 
-def text_part(text: str) -> dict[str, Any]:
-    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+def text_part(text: str, annotations: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {"type": "output_text", "text": text, "annotations": annotations or [], "logprobs": []}
 
 
-def message_item(item_id: str, text: str | None, status: str) -> dict[str, Any]:
-    content = [] if text is None else [text_part(text)]
+def message_item(
+    item_id: str, text: str | None, status: str, annotations: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    content = [] if text is None else [text_part(text, annotations)]
     return {"id": item_id, "type": "message", "role": "assistant", "status": status, "content": content}
 
 

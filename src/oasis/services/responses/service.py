@@ -10,7 +10,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
@@ -18,9 +18,13 @@ from pydantic import ValidationError
 from oasis.errors import OasisError, invalid_request, not_found
 from oasis.protocol.extensions import ChatCompletionRequest
 from oasis.protocol.responses import CreateResponseRequest
+from oasis.services.assistants import file_search as search_function
+from oasis.services.assistants.citations import Citer
+from oasis.services.assistants.file_search import FileSearch
 from oasis.services.chat.generation import close_chunks
 from oasis.services.chat.service import ChatService, PreparedChat
 from oasis.services.metadata import check_metadata
+from oasis.services.responses import file_search
 from oasis.services.responses.items import (
     call_item,
     chat_messages,
@@ -50,6 +54,9 @@ _NOT_SUPPORTED = {
     "prompt": "send the prompt's text as instructions and input.",
 }
 
+# The context assumed for an upstream's model, whose own is not known here, when sizing search results.
+DEFAULT_CONTEXT = 4096
+
 # Why an answer stopped short, as a response's `incomplete_details` says it.
 _INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
 
@@ -66,6 +73,12 @@ class PlannedResponse:
     prepared: PreparedChat | None  # the chat request rendered for its local model (None: an upstream's)
     turn: list[dict[str, Any]]  # this response's input as chat messages (its answer joins them when stored)
     metadata: dict[str, str]
+    search: file_search.SearchTool | None = None
+    question: str = ""  # the newest user message's text: a search looks for it too
+
+    @property
+    def shows_results(self) -> bool:
+        return file_search.INCLUDE_RESULTS in (self.request.include or [])
 
     @property
     def stored(self) -> bool:
@@ -101,29 +114,86 @@ def _usage(chat_usage: dict[str, Any] | None) -> dict[str, Any] | None:
     }
 
 
-def _answer_message(output: list[dict[str, Any]]) -> dict[str, Any]:
-    """The output items as the assistant message a later response's conversation holds."""
-    text = "".join(
-        part["text"] for item in output if item["type"] == "message" for part in item["content"] if "text" in part
-    )
-    calls = [
-        {"id": item["call_id"], "type": "function", "function": {"name": item["name"], "arguments": item["arguments"]}}
-        if item["type"] == "function_call"
-        else {"id": item["call_id"], "type": "custom", "custom": {"name": item["name"], "input": item["input"]}}
-        for item in output
-        if item["type"] in ("function_call", "custom_tool_call")
-    ]
-    message: dict[str, Any] = {"role": "assistant", "content": text or None}
-    if calls:
-        message["tool_calls"] = calls
-    return message
+def _answer_messages(output: list[dict[str, Any]], search_texts: dict[str, str]) -> list[dict[str, Any]]:
+    """The output items as the messages a later generation reads: each generation's assistant message (its text
+    and its calls), followed by what its searches found (`search_texts`, by the search's item id)."""
+    messages: list[dict[str, Any]] = []
+    found: list[dict[str, Any]] = []  # the latest generation's search results, not yet placed
+    for item in output:
+        kind = item["type"]
+        if kind == "reasoning":
+            continue
+        if kind != "file_search_call" and found:  # a generation after the search: the results come before it
+            messages.extend(found)
+            found = []
+        if not messages or messages[-1]["role"] != "assistant":
+            messages.append({"role": "assistant", "content": None})
+        current = messages[-1]
+        if kind == "message":
+            text = "".join(part.get("text", "") for part in item["content"])
+            current["content"] = (current["content"] or "") + text or None
+        elif kind == "function_call":
+            call = {"name": item["name"], "arguments": item["arguments"]}
+            current.setdefault("tool_calls", []).append({"id": item["call_id"], "type": "function", "function": call})
+        elif kind == "custom_tool_call":
+            custom = {"name": item["name"], "input": item["input"]}
+            current.setdefault("tool_calls", []).append({"id": item["call_id"], "type": "custom", "custom": custom})
+        elif kind == "file_search_call":
+            current.setdefault("tool_calls", []).append(file_search.tool_call(item))
+            text = search_texts.get(item["id"]) or file_search.results_for_model([], 0)
+            found.append({"role": "tool", "tool_call_id": item["id"], "content": text})
+    messages.extend(found)
+    return messages or [{"role": "assistant", "content": None}]
+
+
+def _is_search_function(tool: dict[str, Any]) -> bool:
+    return tool.get("type") == "function" and (tool.get("function") or {}).get("name") == search_function.TOOL_NAME
+
+
+def _last_user_text(conversation: list[dict[str, Any]]) -> str:
+    for message in reversed(conversation):
+        if message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                return content
+            return " ".join(part["text"] for part in content or [] if part.get("type") == "text")
+    return ""
+
+
+def _summed(total: dict[str, Any] | None, more: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Two generations' chat usage as one."""
+    if total is None or more is None:
+        return more if total is None else total
+    summed = {key: (total.get(key) or 0) + (more.get(key) or 0) for key in _USAGE_COUNTS}
+    for details, keys in _USAGE_DETAILS.items():
+        summed[details] = {
+            key: ((total.get(details) or {}).get(key) or 0) + ((more.get(details) or {}).get(key) or 0) for key in keys
+        }
+    return summed
+
+
+_USAGE_COUNTS = ("prompt_tokens", "completion_tokens", "total_tokens")
+_USAGE_DETAILS = {"prompt_tokens_details": ("cached_tokens",), "completion_tokens_details": ("reasoning_tokens",)}
+
+
+@dataclass
+class _Answer:
+    """A response's generations so far: the chat stream being read, the usage and finish of those read, and
+    what each search showed the model."""
+
+    chunks: AsyncIterator[dict[str, Any]]
+    usage: dict[str, Any] | None = None
+    finish: str | None = None
+    search_texts: dict[str, str] = field(default_factory=dict)
+    searches: int = 0
 
 
 class ResponseService:
-    def __init__(self, db: Database, chat: ChatService, load_model: ModelLoader) -> None:
+    def __init__(self, db: Database, chat: ChatService, load_model: ModelLoader, searcher: FileSearch) -> None:
         self._db = db
         self._chat = chat
         self._load_model = load_model
+        self._searcher = searcher
 
     async def plan(self, project_id: str, request: CreateResponseRequest) -> PlannedResponse:
         """Reads the request into a chat request (its files read for a local model), refusing what cannot be
@@ -154,14 +224,23 @@ class ResponseService:
         conversation = [*earlier, *turn]
         if not conversation:
             raise invalid_request("A response needs at least one input item.", param="input")
+        search, other_tools = file_search.split_tools(request.tools)
+        if search is not None:
+            await file_search.check_stores(self._db, project_id, search)
+        tools = chat_tools(other_tools)
+        if search is not None:
+            tools = [*(tools or []), search_function.FUNCTION]
+        choice = request.tool_choice
+        if isinstance(choice, dict) and choice.get("type") == search_function.TOOL_NAME and search is None:
+            raise invalid_request("`tool_choice` names file_search, which `tools` does not offer.", param="tool_choice")
         instructions = [{"role": "system", "content": request.instructions}] if request.instructions else []
         body: dict[str, Any] = {"model": request.model, "messages": [*instructions, *conversation]}
         optional = {
             "max_completion_tokens": request.max_output_tokens,
             "temperature": request.temperature,
             "top_p": request.top_p,
-            "tools": chat_tools(request.tools),
-            "tool_choice": chat_tool_choice(request.tool_choice),
+            "tools": tools,
+            "tool_choice": chat_tool_choice(choice),
             "parallel_tool_calls": request.parallel_tool_calls,
             "response_format": _response_format(request),
             "reasoning_effort": request.reasoning.effort if request.reasoning else None,
@@ -181,7 +260,18 @@ class ResponseService:
         await self._load_model(project_id, request.model)
         chat = await self._chat.with_files_read(chat, project_id)
         prepared = await self._chat.prepared(chat)  # off the event loop when the conversation is long
-        return PlannedResponse(new_id("resp_"), int(time.time()), project_id, request, chat, prepared, turn, metadata)
+        return PlannedResponse(
+            new_id("resp_"),
+            int(time.time()),
+            project_id,
+            request,
+            chat,
+            prepared,
+            turn,
+            metadata,
+            search,
+            _last_user_text(conversation),
+        )
 
     def _response(
         self,
@@ -228,12 +318,19 @@ class ResponseService:
         }
 
     async def create(self, plan: PlannedResponse) -> dict[str, Any]:
+        if plan.search is not None:
+            # Generations with a search between them: a stream's loop, its events not sent (its errors raised)
+            chunks = self._chat.stream(plan.chat.streamed(), plan.prepared, project_id=plan.project_id)
+            final: dict[str, Any] = {}
+            async for made in self._events(plan, None, chunks, raise_errors=True):
+                final = made
+            return dict(final["response"])
         completion = await self._chat.create(plan.chat, plan.prepared, plan.project_id)
         choice = completion["choices"][0]
         finish = choice["finish_reason"]
         output = output_items(choice["message"], finished=finish not in _INCOMPLETE)
         response = self._response(plan, "completed", output, _usage(completion.get("usage")), finish)
-        await self._keep(plan, response)
+        await self._keep(plan, response, {})
         return response
 
     async def stream(self, plan: PlannedResponse) -> AsyncIterator[dict[str, Any]]:
@@ -250,47 +347,128 @@ class ResponseService:
         return self._events(plan, first, chunks)
 
     async def _events(
-        self, plan: PlannedResponse, first: dict[str, Any] | None, chunks: AsyncIterator[dict[str, Any]]
+        self,
+        plan: PlannedResponse,
+        first: dict[str, Any] | None,
+        chunks: AsyncIterator[dict[str, Any]],
+        raise_errors: bool = False,
     ) -> AsyncIterator[dict[str, Any]]:
+        """The response's events; an error while generating ends it `failed`, or is raised (`raise_errors`)."""
         numbers = itertools.count()
 
         def event(kind: str, **fields: Any) -> dict[str, Any]:
             return {"type": kind, "sequence_number": next(numbers), **fields}
 
+        answer = _Answer(chunks)
         # All inside the try: a client gone at any event frees the answer's sequences.
         try:
             started = self._response(plan, "in_progress", [], None)
             yield event("response.created", response=started)
             yield event("response.in_progress", response=started)
-            writer = _OutputWriter(event)
-            usage, finish = None, None
+            writer = _OutputWriter(event, searching=plan.search is not None)
             try:
-                async for chunk in _with_first(first, chunks):
-                    if chunk.get("usage"):
-                        usage = chunk["usage"]
-                    for choice in chunk.get("choices") or []:
-                        for made in writer.take(choice.get("delta") or {}):
-                            yield made
-                        finish = choice.get("finish_reason") or finish
+                async for made in self._generations(plan, first, writer, answer):
+                    yield made
             except OasisError as exc:
+                if raise_errors:
+                    raise
                 # OpenAI's error event (its fields at the top, and under `error` where clients read them), then the
                 # response failed
                 error = {"code": exc.code or exc.type, "message": exc.message, "param": exc.param}
                 yield event("error", **error, error={**error, "type": exc.type})
-                failed = self._response(plan, "failed", writer.output, _usage(usage), error=error)
+                failed = self._response(plan, "failed", writer.output, _usage(answer.usage), error=error)
                 yield event("response.failed", response=failed)
                 return
-            for made in writer.close(finished=finish not in _INCOMPLETE):
+            for made in writer.close(finished=answer.finish not in _INCOMPLETE):
                 yield made
-            response = self._response(plan, "completed", writer.output, _usage(usage), finish)
-            await self._keep(plan, response)
+            response = self._response(plan, "completed", writer.output, _usage(answer.usage), answer.finish)
+            await self._keep(plan, response, answer.search_texts)
             done = "response.incomplete" if response["status"] == "incomplete" else "response.completed"
             yield event(done, response=response)
         finally:
-            await close_chunks(chunks)
+            await close_chunks(answer.chunks)
 
-    async def _keep(self, plan: PlannedResponse, response: dict[str, Any]) -> None:
-        """Stores the response unless asked not to; one that cannot be stored is still the client's (logged)."""
+    async def _generations(
+        self, plan: PlannedResponse, first: dict[str, Any] | None, writer: _OutputWriter, answer: _Answer
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The answer's chunks as events. When the model calls file_search, the search runs and the model is asked
+        again with what it found (unless it also called the client's functions: those are answered first)."""
+        while True:
+            usage, finish = None, None
+            generated_from = len(writer.output)
+            async for chunk in _with_first(first, answer.chunks):
+                if chunk.get("usage"):
+                    usage = chunk["usage"]
+                for choice in chunk.get("choices") or []:
+                    for made in writer.take(choice.get("delta") or {}):
+                        yield made
+                    finish = choice.get("finish_reason") or finish
+            answer.usage, answer.finish = _summed(answer.usage, usage), finish
+            held = writer.take_held_searches()
+            if plan.search is None or not held or finish in _INCOMPLETE:
+                return
+            for made in writer.close(finished=True):
+                yield made
+            for arguments in held:
+                async for made in self._searched(plan, writer, answer, arguments):
+                    yield made
+            answer.searches += 1
+            if any(item["type"] in ("function_call", "custom_tool_call") for item in writer.output[generated_from:]):
+                return
+            chat = self._after_search(plan, writer.output, answer)
+            if chat is None:  # the search's call spent the output budget
+                answer.finish = "length"
+                return
+            prepared = await self._chat.prepared(chat)
+            answer.chunks = self._chat.stream(chat, prepared, project_id=plan.project_id)
+            first = None
+            writer.searching = answer.searches < file_search.MAX_SEARCHES
+
+    async def _searched(
+        self, plan: PlannedResponse, writer: _OutputWriter, answer: _Answer, arguments: str
+    ) -> AsyncIterator[dict[str, Any]]:
+        """One file_search call run: its item and events; its results are cited in what the model writes next."""
+        assert plan.search is not None
+        queries = search_function.queries_of(arguments, plan.question)
+        item = file_search.call_item(new_id("fs_"), queries, "in_progress", None)
+        for made in writer.search_started(item):
+            yield made
+        _, hits = await self._searcher.search(plan.project_id, plan.search.store_ids, queries, plan.search.settings)
+        results = file_search.result_entries(hits)
+        context = self._chat.context_length(plan.request.model) or DEFAULT_CONTEXT
+        answer.search_texts[item["id"]] = file_search.results_for_model(
+            results, context * file_search.RESULT_CHARS_PER_CONTEXT_TOKEN
+        )
+        writer.cite(results)
+        shown = results if plan.shows_results else None
+        for made in writer.search_done(file_search.call_item(item["id"], queries, "completed", shown)):
+            yield made
+
+    def _after_search(
+        self, plan: PlannedResponse, output: list[dict[str, Any]], answer: _Answer
+    ) -> ChatCompletionRequest | None:
+        """The chat request that answers after a search: the conversation with the calls and what they found, the
+        output budget left, file_search no longer offered once the response has searched its most."""
+        body = plan.chat.model_dump(mode="json", by_alias=True, exclude_none=True)
+        body["messages"] = [*body["messages"], *_answer_messages(output, answer.search_texts)]
+        if plan.request.max_output_tokens is not None:
+            left = plan.request.max_output_tokens - ((answer.usage or {}).get("completion_tokens") or 0)
+            if left < 1:
+                return None
+            body["max_completion_tokens"] = left
+        if answer.searches >= file_search.MAX_SEARCHES:
+            tools = [tool for tool in body.get("tools") or [] if not _is_search_function(tool)]
+            if tools:
+                body["tools"], body["tool_choice"] = tools, "auto"
+            else:
+                for key in ("tools", "tool_choice", "parallel_tool_calls"):
+                    body.pop(key, None)
+        body["stream"], body["stream_options"] = True, {"include_usage": True}
+        return ChatCompletionRequest.model_validate(body)
+
+    async def _keep(self, plan: PlannedResponse, response: dict[str, Any], search_texts: dict[str, str]) -> None:
+        """Stores the response unless asked not to; one that cannot be stored is still the client's (logged).
+        `search_texts`: what each of its searches showed the model, which a later response reads again."""
         if not plan.stored:
             return
         row = StoredResponse(
@@ -300,7 +478,7 @@ class ResponseService:
             previous_response_id=plan.request.previous_response_id,
             response_json=json.dumps(response),
             input_items_json=json.dumps(listed_items(plan.request.input)),
-            conversation_json=json.dumps([*plan.turn, _answer_message(response["output"])]),
+            conversation_json=json.dumps([*plan.turn, *_answer_messages(response["output"], search_texts)]),
         )
         try:
             async with self._db.session() as session:
@@ -347,14 +525,67 @@ async def _with_first(
 
 class _OutputWriter:
     """A streamed answer's chat deltas as the output items' events: an item opens when its first delta comes and
-    is done when another item opens (or the answer ends). Calls are told apart by their `index` (or a new id)."""
+    is done when another item opens (or the answer ends). Calls are told apart by their `index` (or a new id).
+    While `searching`, a call of file_search is held back (its arguments gathered) for the response to run; after
+    a search, the text is annotated where it cites a result."""
 
-    def __init__(self, event: Callable[..., dict[str, Any]]) -> None:
+    def __init__(self, event: Callable[..., dict[str, Any]], searching: bool = False) -> None:
         self._event = event
+        self.searching = searching
         self.output: list[dict[str, Any]] = []
         self._open: dict[str, Any] | None = None
         self._call_index: int | None = None  # the open call's, as the deltas number it
         self._text = ""
+        self._held: list[str] = []  # the held file_search calls' arguments
+        self._held_index: int | None = None  # the held call still being written, as the deltas number it
+        self._held_id: str | None = None
+        self._citer: Citer | None = None
+        self._cited: list[dict[str, Any]] = []  # the results the text may cite
+        self._filenames: dict[str, str] = {}
+        self._annotations: list[dict[str, Any]] = []  # the open message's
+
+    def take_held_searches(self) -> list[str]:
+        """The arguments of each file_search call held back since the last take."""
+        held, self._held, self._held_index, self._held_id = self._held, [], None, None
+        return held
+
+    def cite(self, results: list[dict[str, Any]]) -> None:
+        """Annotates the text that follows where it draws on these results (with those cited before)."""
+        self._filenames.update({result["file_id"]: result["filename"] for result in results})
+        self._cited += results
+        self._citer = Citer(file_search.sources(self._cited))
+
+    def search_started(self, item: dict[str, Any]) -> list[dict[str, Any]]:
+        made = self._added(item)
+        where = {"item_id": item["id"], "output_index": len(self.output)}
+        made.append(self._event("response.file_search_call.in_progress", **where))
+        made.append(self._event("response.file_search_call.searching", **where))
+        return made
+
+    def search_done(self, item: dict[str, Any]) -> list[dict[str, Any]]:
+        where = {"item_id": item["id"], "output_index": len(self.output)}
+        made = [self._event("response.file_search_call.completed", **where)]
+        made.append(self._event("response.output_item.done", output_index=len(self.output), item=item))
+        self.output.append(item)
+        self._open, self._text = None, ""
+        return made
+
+    def _holds(self, call: dict[str, Any], body: dict[str, Any], index: Any) -> bool:
+        """Whether this call delta belongs to a held file_search call (and is gathered there)."""
+        continues = (
+            self._held_index is not None
+            and index == self._held_index
+            and not (call.get("id") and call["id"] != self._held_id)
+        )
+        if continues:
+            self._held[-1] += body.get("arguments") or ""
+            return True
+        if self.searching and body.get("name") == search_function.TOOL_NAME:
+            self._held.append(body.get("arguments") or "")
+            self._held_index, self._held_id = index, call.get("id")
+            return True
+        self._held_index = None
+        return False
 
     def take(self, delta: dict[str, Any]) -> list[dict[str, Any]]:
         made: list[dict[str, Any]] = []
@@ -364,12 +595,13 @@ class _OutputWriter:
             made.append(self._piece("response.reasoning_text.delta", delta["reasoning_content"], content_index=0))
         if delta.get("content"):
             made += self._opened("message")
-            self._text += delta["content"]
-            made.append(self._piece("response.output_text.delta", delta["content"], content_index=0, logprobs=[]))
+            made += self._said(delta["content"])
         for call in delta.get("tool_calls") or []:
             custom = call.get("type") == "custom" or "custom" in call
             body = (call.get("custom") if custom else call.get("function")) or {}
             index = call.get("index", self._call_index)
+            if not custom and self._holds(call, body, index):
+                continue
             calls = ("function_call", "custom_tool_call")
             opened = self._open if self._open is not None and self._open["type"] in calls else None
             if opened is None or index != self._call_index or (call.get("id") and call["id"] != opened["call_id"]):
@@ -392,6 +624,39 @@ class _OutputWriter:
 
     def close(self, finished: bool) -> list[dict[str, Any]]:
         return self._closed(finished)
+
+    def _said(self, text: str) -> list[dict[str, Any]]:
+        """A piece of the open message's text: its delta, and the citations of the sentences it ends."""
+        if self._citer is None:
+            self._text += text
+            return [self._piece("response.output_text.delta", text, content_index=0, logprobs=[])]
+        made: list[dict[str, Any]] = []
+        for segment in self._citer.feed(text):
+            if segment.source is None:
+                self._text += segment.text
+                made.append(self._piece("response.output_text.delta", segment.text, content_index=0, logprobs=[]))
+            else:
+                made.append(self._annotated(segment.source.file_id))
+        return made
+
+    def _annotated(self, file_id: str) -> dict[str, Any]:
+        """A citation of the file at the end of the open message's text so far."""
+        assert self._open is not None
+        annotation = {
+            "type": "file_citation",
+            "file_id": file_id,
+            "filename": self._filenames.get(file_id, ""),
+            "index": len(self._text),
+        }
+        self._annotations.append(annotation)
+        return self._event(
+            "response.output_text.annotation.added",
+            item_id=self._open["id"],
+            output_index=len(self.output),
+            content_index=0,
+            annotation_index=len(self._annotations) - 1,
+            annotation=annotation,
+        )
 
     def _piece(self, kind: str, text: str, **fields: Any) -> dict[str, Any]:
         assert self._open is not None
@@ -424,9 +689,13 @@ class _OutputWriter:
         where = {"item_id": item["id"], "output_index": len(self.output)}
         made: list[dict[str, Any]] = []
         if item["type"] == "message":
-            done = message_item(item["id"], text, status)
+            if self._citer is not None:  # the last sentence's citation, when no break followed it
+                made += [self._annotated(segment.source.file_id) for segment in self._citer.end() if segment.source]
+            annotations, self._annotations = self._annotations, []
+            done = message_item(item["id"], text, status, annotations)
             made.append(self._event("response.output_text.done", **where, content_index=0, text=text, logprobs=[]))
-            made.append(self._event("response.content_part.done", **where, content_index=0, part=text_part(text)))
+            part = text_part(text, annotations)
+            made.append(self._event("response.content_part.done", **where, content_index=0, part=part))
         elif item["type"] == "reasoning":
             done = reasoning_item(item["id"], text)
             made.append(self._event("response.reasoning_text.done", **where, content_index=0, text=text))
