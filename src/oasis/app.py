@@ -19,6 +19,7 @@ from oasis.api import (
     batches,
     chat,
     completions,
+    conversations,
     embeddings,
     files,
     fine_tuning,
@@ -163,6 +164,7 @@ def create_app(settings: Settings, engine_factories: Mapping[str, EngineFactory]
         completions.router,
         embeddings.router,
         responses.router,
+        conversations.router,
         assistants.router,
         runs.router,  # before threads: POST /threads/runs is not a thread id
         threads.router,

@@ -46,6 +46,7 @@ from oasis.services.models.service import ModelService
 from oasis.services.moderations.service import ModerationService
 from oasis.services.monitoring import Monitoring
 from oasis.services.rate_limits import RateLimiter
+from oasis.services.responses.conversations import ConversationService
 from oasis.services.responses.service import ResponseService
 from oasis.services.vector_stores.search import VectorSearch
 from oasis.services.vector_stores.service import VectorStoreService
@@ -146,6 +147,7 @@ class Container:
     chat: ChatService
     stored_chats: StoredCompletions
     responses: ResponseService
+    conversations: ConversationService
     completions: CompletionService
     tokenizer: TokenizerService
     audio: AudioService
@@ -253,6 +255,7 @@ class Container:
         code = CodeInterpreter(db, files, sandboxes)
         rate_limits = RateLimiter(settings.rate_limits, db, _rate_buckets(settings))
         searcher = FileSearch(db, search)  # file_search's, in runs and in responses
+        conversations = ConversationService(db)
         run_executor = RunExecutor(db, chat, searcher, code, lease_seconds, fine_tuned.ensure, rate_limits=rate_limits)
         run_runner = RunRunner(db, run_executor, lease_seconds, settings.workers.run_concurrency)
         run_worker_loop = WorkerLoop([run_runner], settings.workers.poll_seconds)
@@ -280,7 +283,8 @@ class Container:
             models=ModelService(db, registry, started_at=now(), on_deleted=fine_tuned.forget),
             chat=chat,
             stored_chats=StoredCompletions(db),
-            responses=ResponseService(db, chat, fine_tuned.ensure, searcher),
+            responses=ResponseService(db, chat, fine_tuned.ensure, searcher, conversations),
+            conversations=conversations,
             completions=completions,
             tokenizer=TokenizerService(registry),
             audio=AudioService(registry),

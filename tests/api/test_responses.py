@@ -216,7 +216,7 @@ async def test_a_short_budget_makes_an_incomplete_response(chat_oasis: Harness) 
         ({"input": "hi", "metadata": {"k": "v" * 513}}, 400, "metadata.k"),
         ({"input": "hi", "previous_response_id": "resp_nope"}, 404, "previous_response_id"),
         ({"input": "hi", "background": True}, 400, "background"),
-        ({"input": "hi", "conversation": "conv_1"}, 400, "conversation"),
+        ({"input": "hi", "conversation": "conv_missing"}, 404, "conversation"),
         ({"input": "hi", "prompt": {"id": "pmpt_1"}}, 400, "prompt"),
         ({"input": [{"type": "computer_call_output", "call_id": "c"}]}, 400, "input[0].type"),
         ({"input": [{"role": "user", "content": [{"type": "input_image"}]}]}, 400, "input[0].content[0].image_url"),

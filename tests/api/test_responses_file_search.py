@@ -427,3 +427,34 @@ async def test_a_search_beside_a_function_call_waits_for_the_functions_output(se
     assert found["role"] == "tool" and found["tool_call_id"] == first.output[1].id
     assert "two thousand eggs" in found["content"]
     assert output == {"role": "tool", "tool_call_id": "call_f", "content": "3 hives"}
+
+
+async def test_a_conversation_keeps_what_a_search_found_for_later_responses(searcher_oasis: Harness) -> None:
+    client = searcher_oasis.sdk()
+    _newer_sdk(client)
+    if not hasattr(client, "conversations"):
+        pytest.skip("this SDK has no Conversations API")
+    store_id, ids = await completed_store(searcher_oasis, {"bees.html": FILES["bees.html"]})
+    conversation = await client.conversations.create()
+    first = await client.responses.create(
+        model="remote", conversation=conversation.id, input=QUESTION, tools=[_tool(store_id)]
+    )
+    assert first.output[0].type == "file_search_call" and first.output[0].results is None
+    listed = (await client.conversations.items.list(conversation.id, order="asc")).data
+    assert [item.type for item in listed] == ["message", "file_search_call", "message"]
+    assert listed[1].results is None  # type: ignore[union-attr]
+    shown = await client.conversations.items.list(conversation.id, order="asc", include=["file_search_call.results"])
+    (result,) = shown.data[1].results  # type: ignore[union-attr]
+    assert result.file_id == ids["bees.html"] and "two thousand eggs" in result.text
+    one = await client.conversations.items.retrieve(
+        listed[1].id, conversation_id=conversation.id, include=["file_search_call.results"]
+    )
+    assert one.model_dump() == shown.data[1].model_dump()
+
+    # The next response in the conversation reads the search and what it found (the client never saw it).
+    await client.responses.create(model="remote", conversation=conversation.id, input="Thanks.")
+    latest = (_Searcher.received or [])[-1]["messages"]
+    assert [message["role"] for message in latest] == ["user", "assistant", "tool", "assistant", "user"]
+    assert latest[1]["tool_calls"][0]["id"] == latest[2]["tool_call_id"] == listed[1].id
+    assert "two thousand eggs" in latest[2]["content"]
+    assert latest[3]["content"] == [{"type": "text", "text": first.output_text}]

@@ -70,3 +70,14 @@ async def page_params(
 
 
 PageDep = Annotated[PageRequest, Depends(page_params)]
+
+
+def _include(
+    bracketed: Annotated[list[str], Query(alias="include[]", default_factory=list)],
+    plain: Annotated[list[str], Query(alias="include", default_factory=list)],
+) -> list[str]:
+    """`include[]=a&include[]=b` as today's SDK sends it, or `include=a,b` as the May-2024 SDK's `extra_query`."""
+    return bracketed + [value for values in plain for value in values.split(",") if value]
+
+
+IncludeDep = Annotated[list[str], Depends(_include)]

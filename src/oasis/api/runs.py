@@ -3,12 +3,12 @@ pollers how soon to look again."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from oasis.api.deps import ContainerDep, PageDep, PrincipalDep
+from oasis.api.deps import ContainerDep, IncludeDep, PageDep, PrincipalDep
 from oasis.api.lists import dict_list_body
 from oasis.api.sse import assistant_events_response
 from oasis.protocol.assistants import (
@@ -20,16 +20,6 @@ from oasis.protocol.assistants import (
 
 router = APIRouter(tags=["Assistants"])
 
-
-def _include(
-    bracketed: Annotated[list[str], Query(alias="include[]", default_factory=list)],
-    plain: Annotated[list[str], Query(alias="include", default_factory=list)],
-) -> list[str]:
-    """`include[]=a&include[]=b` as today's SDK sends it, or `include=a,b` as the May-2024 SDK's `extra_query`."""
-    return bracketed + [value for values in plain for value in values.split(",") if value]
-
-
-IncludeDep = Annotated[list[str], Depends(_include)]
 
 # The SDK's create_and_poll and friends wait this long between reads (their default is a second).
 POLL_AFTER_MS = "100"

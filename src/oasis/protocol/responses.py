@@ -46,6 +46,7 @@ class CreateResponseRequest(BaseModel):
     input: str | list[dict[str, Any]] | None = None
     instructions: str | None = None
     previous_response_id: str | None = None
+    conversation: str | dict[str, Any] | None = None
     max_output_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
@@ -63,3 +64,25 @@ class CreateResponseRequest(BaseModel):
     include: list[str] | None = None
     truncation: Literal["auto", "disabled"] | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
+
+
+# Conversations: their items are read item by item (services/responses/items.py), as a response's input.
+
+
+class CreateConversationRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    items: list[Any] | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class UpdateConversationRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    metadata: dict[str, Any] | None
+
+
+class AddItemsRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    items: list[Any]

@@ -150,6 +150,39 @@ class StoredResponse(Base):
     deleted_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
+class Conversation(Base):
+    """A conversation of the Responses API (after the 2.0.0 spec): its items are read before a response's input
+    when the response names it, and the response's input and output items join them."""
+
+    __tablename__ = "conversations"
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    metadata_json: Mapped[str] = mapped_column(Text)
+    deleted_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class ConversationItem(Base):
+    """One item of a conversation, whole (a search's results included, which a listing shows only when asked), in
+    the order `seq` gives."""
+
+    __tablename__ = "conversation_items"
+    __table_args__ = (
+        Index("ix_conversation_items_conversation", "conversation_id", "seq"),
+        {"sqlite_autoincrement": True},
+    )
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64))
+    conversation_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    item_json: Mapped[str] = mapped_column(Text)
+    deleted_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
 class UploadPart(Base):
     """One part of an upload, its bytes a blob of their own until the upload ends."""
 

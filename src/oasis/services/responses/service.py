@@ -25,6 +25,7 @@ from oasis.services.chat.generation import close_chunks
 from oasis.services.chat.service import ChatService, PreparedChat
 from oasis.services.metadata import check_metadata
 from oasis.services.responses import file_search
+from oasis.services.responses.conversations import ConversationService, conversation_id_of
 from oasis.services.responses.items import (
     call_item,
     chat_messages,
@@ -50,7 +51,6 @@ ModelLoader = Callable[[str, str], Awaitable[None]]
 
 # Fields of the Responses API that this server cannot follow yet, and what to send instead.
 _NOT_SUPPORTED = {
-    "conversation": "continue a stored response with previous_response_id.",
     "prompt": "send the prompt's text as instructions and input.",
 }
 
@@ -75,6 +75,7 @@ class PlannedResponse:
     metadata: dict[str, str]
     search: file_search.SearchTool | None = None
     question: str = ""  # the newest user message's text: a search looks for it too
+    conversation_id: str | None = None  # the conversation it reads and adds its items to
 
     @property
     def shows_results(self) -> bool:
@@ -185,15 +186,24 @@ class _Answer:
     usage: dict[str, Any] | None = None
     finish: str | None = None
     search_texts: dict[str, str] = field(default_factory=dict)
+    search_results: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # by the search's item id
     searches: int = 0
 
 
 class ResponseService:
-    def __init__(self, db: Database, chat: ChatService, load_model: ModelLoader, searcher: FileSearch) -> None:
+    def __init__(
+        self,
+        db: Database,
+        chat: ChatService,
+        load_model: ModelLoader,
+        searcher: FileSearch,
+        conversations: ConversationService,
+    ) -> None:
         self._db = db
         self._chat = chat
         self._load_model = load_model
         self._searcher = searcher
+        self._conversations = conversations
 
     async def plan(self, project_id: str, request: CreateResponseRequest) -> PlannedResponse:
         """Reads the request into a chat request (its files read for a local model), refusing what cannot be
@@ -203,10 +213,19 @@ class ResponseService:
         for name in _NOT_SUPPORTED:  # accepted quietly, they would lose the context or instructions they name
             if (request.model_extra or {}).get(name) is not None:
                 raise invalid_request(f"'{name}' is not supported here yet: {_NOT_SUPPORTED[name]}", param=name)
-        if request.input is None and request.previous_response_id is None:
+        if request.input is None and request.previous_response_id is None and request.conversation is None:
             raise invalid_request("A response needs `input`.", param="input")
         metadata = check_metadata(request.metadata)
         earlier: list[dict[str, Any]] = []
+        conversation_id = None
+        if request.conversation is not None:
+            if request.previous_response_id is not None:
+                raise invalid_request(
+                    "Give `conversation` or `previous_response_id`, not both.", param="previous_response_id"
+                )
+            conversation_id = conversation_id_of(request.conversation)
+            kept = await self._conversations.items_for_response(project_id, conversation_id)
+            earlier = chat_messages(kept, param="conversation.items")
         if request.previous_response_id is not None:
             async with self._db.session() as session:
                 previous = await rows.get_response(session, project_id, request.previous_response_id)
@@ -271,6 +290,7 @@ class ResponseService:
             metadata,
             search,
             _last_user_text(conversation),
+            conversation_id,
         )
 
     def _response(
@@ -301,6 +321,7 @@ class ResponseService:
             "output": output,
             "parallel_tool_calls": request.parallel_tool_calls is not False,
             "previous_response_id": request.previous_response_id,
+            "conversation": {"id": plan.conversation_id} if plan.conversation_id else None,
             "reasoning": {
                 "effort": request.reasoning.effort if request.reasoning else None,
                 "summary": request.reasoning.summary if request.reasoning else None,
@@ -330,7 +351,7 @@ class ResponseService:
         finish = choice["finish_reason"]
         output = output_items(choice["message"], finished=finish not in _INCOMPLETE)
         response = self._response(plan, "completed", output, _usage(completion.get("usage")), finish)
-        await self._keep(plan, response, {})
+        await self._keep(plan, response, None)
         return response
 
     async def stream(self, plan: PlannedResponse) -> AsyncIterator[dict[str, Any]]:
@@ -382,7 +403,7 @@ class ResponseService:
             for made in writer.close(finished=answer.finish not in _INCOMPLETE):
                 yield made
             response = self._response(plan, "completed", writer.output, _usage(answer.usage), answer.finish)
-            await self._keep(plan, response, answer.search_texts)
+            await self._keep(plan, response, answer)
             done = "response.incomplete" if response["status"] == "incomplete" else "response.completed"
             yield event(done, response=response)
         finally:
@@ -439,6 +460,7 @@ class ResponseService:
         answer.search_texts[item["id"]] = file_search.results_for_model(
             results, context * file_search.RESULT_CHARS_PER_CONTEXT_TOKEN
         )
+        answer.search_results[item["id"]] = results
         writer.cite(results)
         shown = results if plan.shows_results else None
         for made in writer.search_done(file_search.call_item(item["id"], queries, "completed", shown)):
@@ -466,11 +488,21 @@ class ResponseService:
         body["stream"], body["stream_options"] = True, {"include_usage": True}
         return ChatCompletionRequest.model_validate(body)
 
-    async def _keep(self, plan: PlannedResponse, response: dict[str, Any], search_texts: dict[str, str]) -> None:
-        """Stores the response unless asked not to; one that cannot be stored is still the client's (logged).
-        `search_texts`: what each of its searches showed the model, which a later response reads again."""
+    async def _keep(self, plan: PlannedResponse, response: dict[str, Any], answer: _Answer | None) -> None:
+        """Adds the response's items to its conversation, and stores it unless asked not to; one that cannot be
+        kept is still the client's (logged). What its searches found is kept whole: a later response reads it."""
+        found = answer.search_results if answer is not None else {}
+        if plan.conversation_id is not None:
+            whole = [
+                {**item, "results": found[item["id"]]} if item["id"] in found else item for item in response["output"]
+            ]
+            try:
+                await self._conversations.append(plan.conversation_id, [*listed_items(plan.request.input), *whole])
+            except Exception:
+                log.exception("response %s could not be added to conversation %s", plan.id, plan.conversation_id)
         if not plan.stored:
             return
+        search_texts = answer.search_texts if answer is not None else {}
         row = StoredResponse(
             id=plan.id,
             project_id=plan.project_id,
