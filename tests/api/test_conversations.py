@@ -4,14 +4,16 @@ engine and the shipped SmolLM2 model; as plain requests where the May-2024 SDK w
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import openai
 import pytest
 
-from tests.conftest import Harness
+from tests.conftest import Harness, smollm
 
 MODEL = "gpt-4o-mini"
+COLOURS = ["red", "blue", "green", "yellow", "black", "white", "purple", "orange", "grey", "brown", "pink", "gold"]
 
 
 def _has_conversations(client: openai.AsyncOpenAI) -> None:
@@ -193,3 +195,66 @@ async def test_bad_conversation_requests_are_refused_and_change_nothing(chat_oas
             assert error["param"] == param and error["message"] and error["type"] == "invalid_request_error", path
         items = await http.get(f"/v1/conversations/{conversation_id}/items")
     assert [item["content"] for item in items.json()["data"]] == [[{"type": "input_text", "text": "Hello."}]]
+
+
+@pytest.fixture
+async def small_context_oasis(start_oasis: Callable[..., Any]) -> Harness:
+    harness: Harness = await start_oasis(engine_factories=None, models=[smollm(context_length=256, parallel=1)])
+    return harness
+
+
+async def test_truncation_auto_drops_the_oldest_turns_until_the_conversation_fits(
+    small_context_oasis: Harness,
+) -> None:
+    client = small_context_oasis.sdk()
+    _has_conversations(client)
+    facts = [f"Fact {number}: the {colour} box holds {number} marbles." for number, colour in enumerate(COLOURS)]
+    turns = [
+        item
+        for fact in facts
+        for item in (
+            {"type": "message", "role": "user", "content": fact},
+            {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Noted."}]},
+        )
+    ]
+    conversation = await client.conversations.create(items=turns[:20])
+    await client.conversations.items.create(conversation.id, items=turns[20:])
+    ask: dict[str, Any] = {
+        "model": MODEL,
+        "conversation": conversation.id,
+        "instructions": "You count marbles.",
+        "input": "How many marbles in all?",
+        "max_output_tokens": 16,
+        "temperature": 0,
+    }
+    with pytest.raises(openai.BadRequestError) as refused:
+        await client.responses.create(**ask)
+    assert refused.value.code == "context_length_exceeded"
+
+    response = await client.responses.create(**ask, truncation="auto")
+    assert response.truncation == "auto" and response.usage is not None
+    used = response.usage.input_tokens + 16
+    assert used <= 256
+    # As few turns dropped as the context needs, from the oldest: the same prompt as the newest `kept` turns sent
+    # explicitly, one more of which would not fit.
+    for kept in range(1, len(facts) + 1):
+        explicit = await client.responses.create(
+            model=MODEL,
+            instructions="You count marbles.",
+            input=[*turns[-2 * kept :], {"role": "user", "content": "How many marbles in all?"}],
+            max_output_tokens=1,
+        )
+        assert explicit.usage is not None
+        if explicit.usage.input_tokens == response.usage.input_tokens:
+            break
+    else:
+        raise AssertionError("the truncated prompt is not the newest turns")
+    assert kept < len(facts)
+    one_more = [*turns[-2 * (kept + 1) :], {"role": "user", "content": "How many marbles in all?"}]
+    with pytest.raises(openai.BadRequestError):
+        await client.responses.create(
+            model=MODEL, instructions="You count marbles.", input=one_more, max_output_tokens=16
+        )
+    # The conversation itself keeps every item; the next response is truncated again.
+    items = await client.conversations.items.list(conversation.id, limit=100)
+    assert len(items.data) == len(turns) + 2

@@ -5,6 +5,7 @@ streamed as the API's typed events."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import logging
@@ -53,6 +54,9 @@ ModelLoader = Callable[[str, str], Awaitable[None]]
 _NOT_SUPPORTED = {
     "prompt": "send the prompt's text as instructions and input.",
 }
+
+# Of the context, the room `truncation: auto` leaves for the answer when `max_output_tokens` does not say.
+REPLY_ROOM = 512
 
 # The context assumed for an upstream's model, whose own is not known here, when sizing search results.
 DEFAULT_CONTEXT = 4096
@@ -278,6 +282,8 @@ class ResponseService:
             raise invalid_request(f"{error['msg']} ({where} of the chat request this response makes)") from None
         await self._load_model(project_id, request.model)
         chat = await self._chat.with_files_read(chat, project_id)
+        if request.truncation == "auto":
+            chat = await self._truncated(chat, len(instructions), len(earlier))
         prepared = await self._chat.prepared(chat)  # off the event loop when the conversation is long
         return PlannedResponse(
             new_id("resp_"),
@@ -292,6 +298,41 @@ class ResponseService:
             _last_user_text(conversation),
             conversation_id,
         )
+
+    async def _truncated(self, chat: ChatCompletionRequest, first: int, turn_start: int) -> ChatCompletionRequest:
+        """`truncation: auto`: the conversation (after the `first` messages, the instructions) without its oldest
+        turns, as few dropped as let the prompt and the answer fit the model's context; this response's own input
+        (from `turn_start` on) always stays. An upstream's model is left to its own context."""
+        context = self._chat.context_length(chat.model)
+        if context is None:
+            return chat
+        room = chat.max_completion_tokens or min(REPLY_ROOM, context // 4)
+        head, body = chat.messages[:first], chat.messages[first:]
+        # A turn begins with a user message: cutting there leaves no tool output without its call.
+        starts = sorted({0, turn_start, *(index for index in range(1, turn_start) if body[index].role == "user")})
+
+        def fits(start: int) -> bool:
+            candidate = chat.model_copy(update={"messages": [*head, *body[start:]]})
+            try:
+                prepared = self._chat.prepare_local(candidate)
+            except OasisError as exc:
+                if exc.code == "context_length_exceeded":
+                    return False
+                raise
+            return prepared is None or len(prepared.prompt) + room <= context
+
+        if await asyncio.to_thread(fits, 0):
+            return chat
+        # The earliest start that fits, by halving (each try renders and tokenizes the whole prompt); when even the
+        # input alone does not fit, the input alone, which the context's error then refuses.
+        low, high, best = 1, len(starts) - 1, len(starts) - 1
+        while low <= high:
+            middle = (low + high) // 2
+            if await asyncio.to_thread(fits, starts[middle]):
+                best, high = middle, middle - 1
+            else:
+                low = middle + 1
+        return chat.model_copy(update={"messages": [*head, *body[starts[best] :]]})
 
     def _response(
         self,
