@@ -485,3 +485,37 @@ async def test_a_file_part_is_read_as_its_text(chat_oasis: Harness) -> None:
     assert with_file.usage.input_tokens - without.usage.input_tokens > 100  # the file's sixty words were read
     items = await client.responses.input_items.list(with_file.id)
     assert items.data[0].content[0].type == "input_file"  # type: ignore[union-attr]
+
+
+async def test_the_answers_logprobs_come_when_included_whole_and_streamed(chat_oasis: Harness) -> None:
+    client = chat_oasis.sdk()
+    _newer_sdk(client)
+    asked: dict[str, Any] = {
+        "model": MODEL,
+        "input": "Name a colour.",
+        "include": ["message.output_text.logprobs"],
+        "top_logprobs": 3,
+        "temperature": 0,
+        "max_output_tokens": 8,
+    }
+    response = await client.responses.create(**asked)
+    (part,) = response.output[0].content  # type: ignore[union-attr]
+    tokens = part.logprobs
+    assert tokens and len(tokens) == response.usage.output_tokens  # type: ignore[union-attr]
+    assert "".join(token.token for token in tokens) == part.text
+    for token in tokens:
+        assert token.logprob <= 0 and bytes(token.bytes).decode("utf-8", "replace")
+        assert len(token.top_logprobs) == 3
+        # at temperature 0 the token drawn is the likeliest
+        assert token.top_logprobs[0].token == token.token and token.top_logprobs[0].logprob == token.logprob
+
+    stream = await client.responses.create(**asked, stream=True)
+    events = [event async for event in stream]
+    deltas = [event for event in events if event.type == "response.output_text.delta"]
+    streamed = [token for event in deltas for token in event.logprobs]  # type: ignore[union-attr]
+    final = events[-1].response  # type: ignore[union-attr]
+    assert [token.model_dump() for token in streamed] == [token.model_dump() for token in tokens]
+    assert final.output[0].content[0].logprobs == tokens and final.output_text == response.output_text
+
+    plain = await client.responses.create(model=MODEL, input="Name a colour.", temperature=0, max_output_tokens=8)
+    assert plain.output[0].content[0].logprobs == []  # type: ignore[union-attr]

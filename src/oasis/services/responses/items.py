@@ -248,15 +248,17 @@ def _searches(tool: Any) -> bool:
     return isinstance(tool, dict) and tool.get("type") == file_search.TOOL_NAME
 
 
-def output_items(message: dict[str, Any], finished: bool) -> list[dict[str, Any]]:
-    """A chat answer's message as output items: its thinking, its text, its calls, in that order; an answer cut
-    short leaves them incomplete."""
+def output_items(
+    message: dict[str, Any], finished: bool, logprobs: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """A chat answer's message as output items: its thinking, its text (with its tokens' `logprobs`, when asked
+    for), its calls, in that order; an answer cut short leaves them incomplete."""
     status = "completed" if finished else "incomplete"
     items: list[dict[str, Any]] = []
     if message.get("reasoning_content"):
         items.append(reasoning_item(new_id("rs_"), message["reasoning_content"]))
     if message.get("content"):
-        items.append(message_item(new_id("msg_"), message["content"], status))
+        items.append(message_item(new_id("msg_"), message["content"], status, logprobs=logprobs))
     for call in message.get("tool_calls") or []:
         if call.get("type") == "custom":
             custom = call["custom"]
@@ -273,14 +275,20 @@ def reasoning_item(item_id: str, text: str) -> dict[str, Any]:
     return {"id": item_id, "type": "reasoning", "summary": [], "content": [{"type": "reasoning_text", "text": text}]}
 
 
-def text_part(text: str, annotations: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    return {"type": "output_text", "text": text, "annotations": annotations or [], "logprobs": []}
+def text_part(
+    text: str, annotations: list[dict[str, Any]] | None = None, logprobs: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    return {"type": "output_text", "text": text, "annotations": annotations or [], "logprobs": logprobs or []}
 
 
 def message_item(
-    item_id: str, text: str | None, status: str, annotations: list[dict[str, Any]] | None = None
+    item_id: str,
+    text: str | None,
+    status: str,
+    annotations: list[dict[str, Any]] | None = None,
+    logprobs: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    content = [] if text is None else [text_part(text, annotations)]
+    content = [] if text is None else [text_part(text, annotations, logprobs)]
     return {"id": item_id, "type": "message", "role": "assistant", "status": status, "content": content}
 
 

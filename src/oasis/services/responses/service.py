@@ -55,6 +55,9 @@ _NOT_SUPPORTED = {
     "prompt": "send the prompt's text as instructions and input.",
 }
 
+# The `include` value that gives the answer's text its tokens' logprobs.
+INCLUDE_LOGPROBS = "message.output_text.logprobs"
+
 # Of the context, the room `truncation: auto` leaves for the answer when `max_output_tokens` does not say.
 REPLY_ROOM = 512
 
@@ -102,6 +105,11 @@ def _response_format(request: CreateResponseRequest) -> dict[str, Any] | None:
     if text_format.description is not None:
         schema["description"] = text_format.description
     return {"type": "json_schema", "json_schema": schema}
+
+
+def _wants_logprobs(request: CreateResponseRequest) -> bool:
+    """Whether the answer's text comes with its tokens' logprobs: `include` asks, or `top_logprobs` is given."""
+    return INCLUDE_LOGPROBS in (request.include or []) or bool(request.top_logprobs)
 
 
 def _usage(chat_usage: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -267,6 +275,8 @@ class ResponseService:
             "parallel_tool_calls": request.parallel_tool_calls,
             "response_format": _response_format(request),
             "reasoning_effort": request.reasoning.effort if request.reasoning else None,
+            "logprobs": True if _wants_logprobs(request) else None,
+            "top_logprobs": request.top_logprobs if _wants_logprobs(request) else None,
             "user": request.user,
             "stream": request.stream,
         }
@@ -390,7 +400,8 @@ class ResponseService:
         completion = await self._chat.create(plan.chat, plan.prepared, plan.project_id)
         choice = completion["choices"][0]
         finish = choice["finish_reason"]
-        output = output_items(choice["message"], finished=finish not in _INCOMPLETE)
+        logprobs = (choice.get("logprobs") or {}).get("content")
+        output = output_items(choice["message"], finished=finish not in _INCOMPLETE, logprobs=logprobs)
         response = self._response(plan, "completed", output, _usage(completion.get("usage")), finish)
         await self._keep(plan, response, None)
         return response
@@ -462,7 +473,7 @@ class ResponseService:
                 if chunk.get("usage"):
                     usage = chunk["usage"]
                 for choice in chunk.get("choices") or []:
-                    for made in writer.take(choice.get("delta") or {}):
+                    for made in writer.take(choice.get("delta") or {}, (choice.get("logprobs") or {}).get("content")):
                         yield made
                     finish = choice.get("finish_reason") or finish
             answer.usage, answer.finish = _summed(answer.usage, usage), finish
@@ -616,6 +627,8 @@ class _OutputWriter:
         self._cited: list[dict[str, Any]] = []  # the results the text may cite
         self._filenames: dict[str, str] = {}
         self._annotations: list[dict[str, Any]] = []  # the open message's
+        self._logprobs: list[dict[str, Any]] = []  # the open message's, sent with its deltas
+        self._pending_logprobs: list[dict[str, Any]] = []  # settled before the text they go with
 
     def take_held_searches(self) -> list[str]:
         """The arguments of each file_search call held back since the last take."""
@@ -660,8 +673,11 @@ class _OutputWriter:
         self._held_index = None
         return False
 
-    def take(self, delta: dict[str, Any]) -> list[dict[str, Any]]:
+    def take(self, delta: dict[str, Any], logprobs: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+        """The events of one chat delta; `logprobs`: its content tokens' (when asked for)."""
         made: list[dict[str, Any]] = []
+        if logprobs:
+            self._pending_logprobs += logprobs
         if delta.get("reasoning_content"):
             made += self._opened("reasoning")
             self._text += delta["reasoning_content"]
@@ -699,17 +715,19 @@ class _OutputWriter:
         return self._closed(finished)
 
     def _said(self, text: str) -> list[dict[str, Any]]:
-        """A piece of the open message's text: its delta, and the citations of the sentences it ends."""
-        if self._citer is None:
-            self._text += text
-            return [self._piece("response.output_text.delta", text, content_index=0, logprobs=[])]
+        """A piece of the open message's text: its delta (with the logprobs settled since the last one), and the
+        citations of the sentences it ends."""
+        pieces = [text] if self._citer is None else self._citer.feed(text)
         made: list[dict[str, Any]] = []
-        for segment in self._citer.feed(text):
-            if segment.source is None:
-                self._text += segment.text
-                made.append(self._piece("response.output_text.delta", segment.text, content_index=0, logprobs=[]))
-            else:
-                made.append(self._annotated(segment.source.file_id))
+        for piece in pieces:
+            if not isinstance(piece, str) and piece.source is not None:
+                made.append(self._annotated(piece.source.file_id))
+                continue
+            said = piece if isinstance(piece, str) else piece.text
+            self._text += said
+            logprobs, self._pending_logprobs = self._pending_logprobs, []
+            self._logprobs += logprobs
+            made.append(self._piece("response.output_text.delta", said, content_index=0, logprobs=logprobs))
         return made
 
     def _annotated(self, file_id: str) -> dict[str, Any]:
@@ -765,9 +783,12 @@ class _OutputWriter:
             if self._citer is not None:  # the last sentence's citation, when no break followed it
                 made += [self._annotated(segment.source.file_id) for segment in self._citer.end() if segment.source]
             annotations, self._annotations = self._annotations, []
-            done = message_item(item["id"], text, status, annotations)
-            made.append(self._event("response.output_text.done", **where, content_index=0, text=text, logprobs=[]))
-            part = text_part(text, annotations)
+            logprobs, self._logprobs, self._pending_logprobs = self._logprobs + self._pending_logprobs, [], []
+            done = message_item(item["id"], text, status, annotations, logprobs)
+            made.append(
+                self._event("response.output_text.done", **where, content_index=0, text=text, logprobs=logprobs)
+            )
+            part = text_part(text, annotations, logprobs)
             made.append(self._event("response.content_part.done", **where, content_index=0, part=part))
         elif item["type"] == "reasoning":
             done = reasoning_item(item["id"], text)
