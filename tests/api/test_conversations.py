@@ -49,6 +49,7 @@ async def test_a_conversation_and_its_items_are_made_read_changed_and_deleted(oa
 
     added = await client.conversations.items.create(
         made.id,
+        include=["file_search_call.results"],
         items=[
             {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "One."}]},
             {"type": "message", "role": "user", "content": "Two."},
@@ -255,6 +256,12 @@ async def test_truncation_auto_drops_the_oldest_turns_until_the_conversation_fit
         await client.responses.create(
             model=MODEL, instructions="You count marbles.", input=one_more, max_output_tokens=16
         )
-    # The conversation itself keeps every item; the next response is truncated again.
+    # The conversation itself keeps every item.
     items = await client.conversations.items.list(conversation.id, limit=100)
     assert len(items.data) == len(turns) + 2
+    # Continued without new input, the newest user message stays (the answer to it is what is asked for).
+    again = await client.responses.create(
+        model=MODEL, conversation=conversation.id, truncation="auto", max_output_tokens=16, temperature=0
+    )
+    assert again.status in ("completed", "incomplete") and again.usage is not None
+    assert 0 < again.usage.input_tokens <= 256 - 16

@@ -80,7 +80,8 @@ async def test_a_response_searches_the_tools_store_and_answers_from_what_it_foun
     scores = [result.score for result in search.results]
     assert scores == sorted(scores, reverse=True)
     assert message.type == "message" and message.role == "assistant" and response.output_text
-    _check_citations(message, {result.file_id: result.filename for result in search.results})
+    # At temperature 0 the model answers with the passage's own sentence: cited.
+    assert _check_citations(message, {result.file_id: result.filename for result in search.results})
 
     # The answer was written with the results in its prompt: its input holds the passages, and the two
     # generations (the call, then the answer) are counted together.
@@ -155,6 +156,7 @@ async def test_a_streamed_response_shows_the_search_and_the_citations_as_they_co
     message = final.output[1]
     annotations = _check_citations(message, {result.file_id: result.filename for result in search.results})
     added = [event for event in events if event.type == "response.output_text.annotation.added"]
+    assert annotations and added
     assert [event.annotation for event in added] == [annotation.model_dump() for annotation in annotations]
     assert [event.annotation_index for event in added] == list(range(len(added)))  # type: ignore[union-attr]
     assert all(event.output_index == 1 and event.item_id == message.id for event in added)  # type: ignore[union-attr]
@@ -381,6 +383,9 @@ async def test_an_upstream_models_search_is_run_here_and_its_answer_reads_the_re
     asked, answered = _Searcher.received or []
     assert [tool["function"]["name"] for tool in asked["tools"]] == ["file_search"] and asked["tool_choice"] == "auto"
     assert "tools" not in answered and "tool_choice" not in answered  # searched its most: answers now
+    # Nothing the client left out is added for the answer (an upstream keeps its own sampling defaults).
+    assert set(answered) - set(asked) <= {"stream_options"}, set(answered) - set(asked)
+    assert not {"temperature", "top_p", "n", "presence_penalty", "frequency_penalty"} & set(answered)
     call_message, results_message = answered["messages"][-2:]
     assert call_message["role"] == "assistant"
     assert [call["function"]["name"] for call in call_message["tool_calls"]] == ["file_search"]

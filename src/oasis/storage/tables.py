@@ -172,6 +172,7 @@ class ConversationItem(Base):
     __tablename__ = "conversation_items"
     __table_args__ = (
         Index("ix_conversation_items_conversation", "conversation_id", "seq"),
+        UniqueConstraint("conversation_id", "id", name="uq_conversation_items_id"),
         {"sqlite_autoincrement": True},
     )
 

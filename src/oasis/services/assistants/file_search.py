@@ -134,6 +134,8 @@ class FileSearch:
         """(ranking options, results) of a search of the run's stores for any of the queries: best first, with
         their contents."""
         store_ids = await self._store_ids(run) if queries else []
+        # The Assistants tool has no filters: a stored setting of that name is not one
+        settings = {key: value for key, value in settings.items() if key != "filters"}
         ranking, hits = await self.search(run.project_id, store_ids, queries, settings)
         results = [
             {

@@ -12,7 +12,7 @@ from typing import Any
 from oasis.errors import invalid_request, not_found
 from oasis.services.metadata import check_metadata
 from oasis.services.responses import file_search
-from oasis.services.responses.items import chat_messages, listed_items
+from oasis.services.responses.items import INCLUDE_LOGPROBS, chat_messages, listed_items
 from oasis.storage import conversations as rows
 from oasis.storage.clock import new_id, now
 from oasis.storage.db import Database, Session
@@ -25,7 +25,7 @@ MAX_ITEMS_ADDED = 20
 INCLUDABLE = (
     file_search.INCLUDE_RESULTS,
     "message.input_image.image_url",
-    "message.output_text.logprobs",
+    INCLUDE_LOGPROBS,
     "reasoning.encrypted_content",
     "code_interpreter_call.outputs",
     "computer_call_output.output.image_url",
@@ -50,9 +50,12 @@ def check_include(include: list[str] | None) -> list[str]:
 
 
 def _shown(item: dict[str, Any], include: list[str]) -> dict[str, Any]:
-    """An item as listed: a search's results only when `include` asks for them."""
+    """An item as listed: a search's results, and an answer's logprobs, only when `include` asks for them."""
     if item.get("type") == "file_search_call" and file_search.INCLUDE_RESULTS not in include:
         return {**item, "results": None}
+    if item.get("type") == "message" and INCLUDE_LOGPROBS not in include and isinstance(item.get("content"), list):
+        content = [{**part, "logprobs": []} if part.get("logprobs") else part for part in item["content"]]
+        return {**item, "content": content}
     return item
 
 

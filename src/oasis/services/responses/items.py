@@ -16,6 +16,8 @@ from oasis.services.responses import file_search
 from oasis.storage.clock import new_id
 
 _ROLES = ("user", "system", "developer", "assistant")
+# The `include` value that gives an answer's text its tokens' logprobs.
+INCLUDE_LOGPROBS = "message.output_text.logprobs"
 # The most characters of an earlier search's results, sent back as an input item, the model reads again.
 SENT_BACK_RESULT_CHARS = 16_000
 

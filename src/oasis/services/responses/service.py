@@ -28,6 +28,7 @@ from oasis.services.metadata import check_metadata
 from oasis.services.responses import file_search
 from oasis.services.responses.conversations import ConversationService, conversation_id_of
 from oasis.services.responses.items import (
+    INCLUDE_LOGPROBS,
     call_item,
     chat_messages,
     chat_tool_choice,
@@ -55,9 +56,6 @@ _NOT_SUPPORTED = {
     "prompt": "send the prompt's text as instructions and input.",
 }
 
-# The `include` value that gives the answer's text its tokens' logprobs.
-INCLUDE_LOGPROBS = "message.output_text.logprobs"
-
 # Of the context, the room `truncation: auto` leaves for the answer when `max_output_tokens` does not say.
 REPLY_ROOM = 512
 
@@ -83,6 +81,9 @@ class PlannedResponse:
     search: file_search.SearchTool | None = None
     question: str = ""  # the newest user message's text: a search looks for it too
     conversation_id: str | None = None  # the conversation it reads and adds its items to
+    input_items: list[dict[str, Any]] = field(default_factory=list)  # its input as listed, each with its id
+    instruction_count: int = 0  # of the chat messages, those of the instructions (first)
+    turn_start: int = 0  # of the chat messages after the instructions, where this response's input starts
 
     @property
     def shows_results(self) -> bool:
@@ -296,17 +297,20 @@ class ResponseService:
             chat = await self._truncated(chat, len(instructions), len(earlier))
         prepared = await self._chat.prepared(chat)  # off the event loop when the conversation is long
         return PlannedResponse(
-            new_id("resp_"),
-            int(time.time()),
-            project_id,
-            request,
-            chat,
-            prepared,
-            turn,
-            metadata,
-            search,
-            _last_user_text(conversation),
-            conversation_id,
+            id=new_id("resp_"),
+            created_at=int(time.time()),
+            project_id=project_id,
+            request=request,
+            chat=chat,
+            prepared=prepared,
+            turn=turn,
+            metadata=metadata,
+            search=search,
+            question=_last_user_text(conversation),
+            conversation_id=conversation_id,
+            input_items=listed_items(request.input),
+            instruction_count=len(instructions),
+            turn_start=len(conversation) - len(turn),
         )
 
     async def _truncated(self, chat: ChatCompletionRequest, first: int, turn_start: int) -> ChatCompletionRequest:
@@ -318,8 +322,12 @@ class ResponseService:
             return chat
         room = chat.max_completion_tokens or min(REPLY_ROOM, context // 4)
         head, body = chat.messages[:first], chat.messages[first:]
-        # A turn begins with a user message: cutting there leaves no tool output without its call.
-        starts = sorted({0, turn_start, *(index for index in range(1, turn_start) if body[index].role == "user")})
+        # A turn begins with a user message: cutting there leaves no tool output without its call. Without new
+        # input (a conversation or an earlier response continued as it is), the newest user message stays.
+        users = [index for index, message in enumerate(body) if message.role == "user"]
+        if users:
+            turn_start = min(turn_start, users[-1])
+        starts = sorted({0, turn_start, *(index for index in users if index < turn_start)})
 
         def fits(start: int) -> bool:
             candidate = chat.model_copy(update={"messages": [*head, *body[start:]]})
@@ -488,7 +496,7 @@ class ResponseService:
             answer.searches += 1
             if any(item["type"] in ("function_call", "custom_tool_call") for item in writer.output[generated_from:]):
                 return
-            chat = self._after_search(plan, writer.output, answer)
+            chat = await self._after_search(plan, writer.output, answer)
             if chat is None:  # the search's call spent the output budget
                 answer.finish = "length"
                 return
@@ -506,24 +514,36 @@ class ResponseService:
         item = file_search.call_item(new_id("fs_"), queries, "in_progress", None)
         for made in writer.search_started(item):
             yield made
-        _, hits = await self._searcher.search(plan.project_id, plan.search.store_ids, queries, plan.search.settings)
+        try:
+            _, hits = await self._searcher.search(plan.project_id, plan.search.store_ids, queries, plan.search.settings)
+        except OasisError:
+            raise
+        except Exception as exc:  # the embedding engine or the database: the response fails, as OpenAI's would
+            log.exception("response %s: the file search failed", plan.id)
+            raise OasisError(500, f"The file search failed: {exc}", type="server_error", code="server_error") from exc
         results = file_search.result_entries(hits)
-        context = self._chat.context_length(plan.request.model) or DEFAULT_CONTEXT
-        answer.search_texts[item["id"]] = file_search.results_for_model(
-            results, context * file_search.RESULT_CHARS_PER_CONTEXT_TOKEN
-        )
+        answer.search_texts[item["id"]] = file_search.results_for_model(results, self._result_chars(plan))
         answer.search_results[item["id"]] = results
         writer.cite(results)
         shown = results if plan.shows_results else None
         for made in writer.search_done(file_search.call_item(item["id"], queries, "completed", shown)):
             yield made
 
-    def _after_search(
+    def _result_chars(self, plan: PlannedResponse) -> int:
+        """How much of a search's results the model is shown: of the context the prompt leaves (less room for the
+        answer), a share, and never less than an eighth of the context (the best passage, at least)."""
+        context = self._chat.context_length(plan.request.model) or DEFAULT_CONTEXT
+        prompt = len(plan.prepared.prompt) if plan.prepared is not None else 0
+        left = context - prompt - min(REPLY_ROOM, context // 4)
+        return max(left, context // 8) * file_search.RESULT_CHARS_PER_CONTEXT_TOKEN
+
+    async def _after_search(
         self, plan: PlannedResponse, output: list[dict[str, Any]], answer: _Answer
     ) -> ChatCompletionRequest | None:
-        """The chat request that answers after a search: the conversation with the calls and what they found, the
-        output budget left, file_search no longer offered once the response has searched its most."""
-        body = plan.chat.model_dump(mode="json", by_alias=True, exclude_none=True)
+        """The chat request that answers after a search: the request as it was sent (no field it left out is
+        added, so an upstream keeps its own defaults), with the calls and what they found, the output budget
+        left, file_search no longer offered once the response has searched its most."""
+        body = plan.chat.model_dump(mode="json", by_alias=True, exclude_unset=True)
         body["messages"] = [*body["messages"], *_answer_messages(output, answer.search_texts)]
         if plan.request.max_output_tokens is not None:
             left = plan.request.max_output_tokens - ((answer.usage or {}).get("completion_tokens") or 0)
@@ -538,7 +558,10 @@ class ResponseService:
                 for key in ("tools", "tool_choice", "parallel_tool_calls"):
                     body.pop(key, None)
         body["stream"], body["stream_options"] = True, {"include_usage": True}
-        return ChatCompletionRequest.model_validate(body)
+        chat = ChatCompletionRequest.model_validate(body)
+        if plan.request.truncation == "auto":
+            chat = await self._truncated(chat, plan.instruction_count, plan.turn_start)
+        return chat
 
     async def _keep(self, plan: PlannedResponse, response: dict[str, Any], answer: _Answer | None) -> None:
         """Adds the response's items to its conversation, and stores it unless asked not to; one that cannot be
@@ -549,7 +572,7 @@ class ResponseService:
                 {**item, "results": found[item["id"]]} if item["id"] in found else item for item in response["output"]
             ]
             try:
-                await self._conversations.append(plan.conversation_id, [*listed_items(plan.request.input), *whole])
+                await self._conversations.append(plan.conversation_id, [*plan.input_items, *whole])
             except Exception:
                 log.exception("response %s could not be added to conversation %s", plan.id, plan.conversation_id)
         if not plan.stored:
@@ -561,7 +584,7 @@ class ResponseService:
             created_at=plan.created_at,
             previous_response_id=plan.request.previous_response_id,
             response_json=json.dumps(response),
-            input_items_json=json.dumps(listed_items(plan.request.input)),
+            input_items_json=json.dumps(plan.input_items),
             conversation_json=json.dumps([*plan.turn, *_answer_messages(response["output"], search_texts)]),
         )
         try:
@@ -676,7 +699,9 @@ class _OutputWriter:
     def take(self, delta: dict[str, Any], logprobs: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
         """The events of one chat delta; `logprobs`: its content tokens' (when asked for)."""
         made: list[dict[str, Any]] = []
-        if logprobs:
+        # The logprobs of the text's tokens (a local engine may settle some before the text they go with shows);
+        # an upstream's for thinking or calls are not the message's.
+        if logprobs and (delta.get("content") or not (delta.get("reasoning_content") or delta.get("tool_calls"))):
             self._pending_logprobs += logprobs
         if delta.get("reasoning_content"):
             made += self._opened("reasoning")

@@ -40,6 +40,7 @@ def upgrade() -> None:
         sa.Column("item_json", sa.Text(), nullable=False),
         sa.Column("deleted_at", sa.BigInteger(), nullable=True),
         sa.PrimaryKeyConstraint("seq"),
+        sa.UniqueConstraint("conversation_id", "id", name="uq_conversation_items_id"),
         sqlite_autoincrement=True,
     )
     op.create_index("ix_conversation_items_conversation", "conversation_items", ["conversation_id", "seq"])
