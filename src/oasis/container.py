@@ -283,7 +283,7 @@ class Container:
             models=ModelService(db, registry, started_at=now(), on_deleted=fine_tuned.forget),
             chat=chat,
             stored_chats=StoredCompletions(db),
-            responses=ResponseService(db, chat, fine_tuned.ensure, searcher, conversations),
+            responses=ResponseService(db, chat, fine_tuned.ensure, searcher, code, conversations),
             conversations=conversations,
             completions=completions,
             tokenizer=TokenizerService(registry),

@@ -95,6 +95,7 @@ class CodeCall:
     code: str
     outputs: list[dict[str, Any]]
     files: dict[str, str] = field(default_factory=dict)  # sandbox path -> file id
+    images: list[bytes] = field(default_factory=list)  # the figures' PNG bytes (stored as the image outputs' files)
 
     def stored(self) -> dict[str, Any]:
         return {
@@ -123,8 +124,24 @@ class CodeInterpreter:
         """Runs the code in the thread's session; outputs are stored as files under ids fixed by the run, the
         round, the output's place, name and content, so a run taken over after a crash that makes the same
         outputs again stores each once."""
-        session = await self._sandboxes.session(run.thread_id)
         inputs = await self._input_files(run)
+        return await self.run_code(run.project_id, run.thread_id, call_id, code, inputs, run.id, round_number)
+
+    async def run_code(
+        self,
+        project_id: str,
+        session_key: str,
+        call_id: str,
+        code: str,
+        inputs: dict[str, str],
+        owner_id: str,
+        round_number: int,
+    ) -> CodeCall:
+        """Runs the code in the session `session_key` names, with the `inputs` files (name in /mnt/data -> file
+        id) placed first; figures and written files are stored under ids fixed by their owner (a run, a
+        response), the round of calls, and the output."""
+        seed = f"{owner_id}:{round_number}"
+        session = await self._sandboxes.session(session_key)
         limits = self._sandboxes.limits
         room = limits.folder_mb << 20
         missing: dict[str, bytes] = {}
@@ -132,7 +149,7 @@ class CodeInterpreter:
         for name, file_id in inputs.items():
             if session.placed.get(name) == file_id:  # the same file under the same name: there already
                 continue
-            content = await self._files.content(run.project_id, file_id)
+            content = await self._files.content(project_id, file_id)
             if content.size > min(limits.file_mb << 20, room):
                 notes.append(f"[{name} ({file_id}) is too large for /mnt/data and was not placed there]")
                 continue
@@ -147,29 +164,33 @@ class CodeInterpreter:
             outputs.append({"type": "logs", "logs": logs})
         made = 0
         for image in execution.images:
-            stored = await self._store(run, round_number, made, f"image-{round_number}-{made}.png", image)
+            stored = await self._store(project_id, seed, made, f"image-{round_number}-{made}.png", image)
             outputs.append({"type": "image", "image": {"file_id": stored}})
             made += 1
         written: dict[str, str] = {}
         for path, content_bytes in execution.files.items():
             name = path.rsplit("/", 1)[-1]
-            written[f"/mnt/data/{path}"] = await self._store(run, round_number, made, name, content_bytes)
+            written[f"/mnt/data/{path}"] = await self._store(project_id, seed, made, name, content_bytes)
             made += 1
-        return CodeCall(call_id, code, outputs, written)
+        return CodeCall(call_id, code, outputs, written, list(execution.images))
 
-    async def _store(self, run: Run, round_number: int, index: int, filename: str, data: bytes) -> str:
+    async def _store(self, project_id: str, seed: str, index: int, filename: str, data: bytes) -> str:
         content_digest = hashlib.sha256(data).hexdigest()
-        digest = hashlib.sha256(f"{run.id}:{round_number}:{index}:{filename}:{content_digest}".encode()).hexdigest()[
-            :24
-        ]
+        digest = hashlib.sha256(f"{seed}:{index}:{filename}:{content_digest}".encode()).hexdigest()[:24]
 
         async def chunks() -> Any:
             yield data
 
         stored = await self._files.store_once(
-            run.project_id, purpose="assistants_output", filename=filename, chunks=chunks(), file_id=f"file-{digest}"
+            project_id, purpose="assistants_output", filename=filename, chunks=chunks(), file_id=f"file-{digest}"
         )
         return stored.id
+
+    async def placed_names(self, project_id: str, file_ids: list[str]) -> dict[str, str]:
+        """The files by the names they get in /mnt/data (a second file of a name keeps its id in its name)."""
+        async with self._db.session() as session:
+            names = await file_rows.filenames(session, project_id, list(dict.fromkeys(file_ids)))
+        return _placed(names)
 
     async def _input_files(self, run: Run) -> dict[str, str]:
         """The run's files by their name in /mnt/data: the assistant's and the thread's code_interpreter files,
@@ -187,10 +208,15 @@ class CodeInterpreter:
                     if any(tool["type"] == TOOL_TYPE for tool in attachment.get("tools", [])):
                         file_ids.append(attachment["file_id"])
             names = await file_rows.filenames(session, run.project_id, list(dict.fromkeys(file_ids)))
-        placed: dict[str, str] = {}
-        for file_id, filename in names.items():
-            name = filename.rsplit("/", 1)[-1] or file_id
-            if name in placed:  # two files of one name: the later one keeps its id in its name
-                name = f"{file_id}-{name}"
-            placed[name] = file_id
-        return placed
+        return _placed(names)
+
+
+def _placed(names: dict[str, str]) -> dict[str, str]:
+    """File id -> filename as name in /mnt/data -> file id."""
+    placed: dict[str, str] = {}
+    for file_id, filename in names.items():
+        name = filename.rsplit("/", 1)[-1] or file_id
+        if name in placed:  # two files of one name: the later one keeps its id in its name
+            name = f"{file_id}-{name}"
+        placed[name] = file_id
+    return placed

@@ -11,7 +11,7 @@ from typing import Any
 
 from oasis.errors import invalid_request, not_found
 from oasis.services.metadata import check_metadata
-from oasis.services.responses import file_search
+from oasis.services.responses import code_interpreter, file_search
 from oasis.services.responses.items import INCLUDE_LOGPROBS, chat_messages, listed_items
 from oasis.storage import conversations as rows
 from oasis.storage.clock import new_id, now
@@ -27,7 +27,7 @@ INCLUDABLE = (
     "message.input_image.image_url",
     INCLUDE_LOGPROBS,
     "reasoning.encrypted_content",
-    "code_interpreter_call.outputs",
+    code_interpreter.INCLUDE_OUTPUTS,
     "computer_call_output.output.image_url",
     "web_search_call.action.sources",
 )
@@ -50,9 +50,12 @@ def check_include(include: list[str] | None) -> list[str]:
 
 
 def _shown(item: dict[str, Any], include: list[str]) -> dict[str, Any]:
-    """An item as listed: a search's results, and an answer's logprobs, only when `include` asks for them."""
+    """An item as listed: a search's results, a run's outputs and an answer's logprobs only when `include` asks
+    for them."""
     if item.get("type") == "file_search_call" and file_search.INCLUDE_RESULTS not in include:
         return {**item, "results": None}
+    if item.get("type") == "code_interpreter_call" and code_interpreter.INCLUDE_OUTPUTS not in include:
+        return {**item, "outputs": None}
     if item.get("type") == "message" and INCLUDE_LOGPROBS not in include and isinstance(item.get("content"), list):
         content = [{**part, "logprobs": []} if part.get("logprobs") else part for part in item["content"]]
         return {**item, "content": content}

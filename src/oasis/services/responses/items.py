@@ -2,8 +2,9 @@
 
 Input items: messages (text, image and file parts), earlier `function_call` items and their
 `function_call_output`s, and earlier outputs sent back whole (messages of `output_text`, reasoning, which a model
-here does not read back, file searches with the results they carry). Tools: `function` and `custom` tools, flat as
-this API writes them (the built-in file_search tool is read in file_search.py).
+here does not read back, file searches and code runs with the results and outputs they carry). Tools: `function`
+and `custom` tools, flat as this API writes them (the built-in tools are read in file_search.py and
+code_interpreter.py).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 from typing import Any
 
 from oasis.errors import invalid_request
-from oasis.services.responses import file_search
+from oasis.services.responses import code_interpreter, file_search
 from oasis.storage.clock import new_id
 
 _ROLES = ("user", "system", "developer", "assistant")
@@ -138,6 +139,20 @@ def chat_messages(items: list[dict[str, Any]], param: str = "input") -> list[dic
                 SENT_BACK_RESULT_CHARS,
             )
             messages.append({"role": "tool", "tool_call_id": item["id"], "content": text})
+        elif kind == "code_interpreter_call":
+            # an earlier run of code sent back: its code and what came out, when the item carries its outputs
+            if not isinstance(item.get("id"), str):
+                raise invalid_request("A code_interpreter_call item needs `id`.", param=f"{where}.id")
+            outputs = item.get("outputs")
+            if not isinstance(outputs, list):
+                continue
+            last = messages[-1] if messages else None
+            if last is None or last["role"] != "assistant":
+                last = {"role": "assistant", "content": None}
+                messages.append(last)
+            last.setdefault("tool_calls", []).append(code_interpreter.tool_call(item))
+            text = code_interpreter.sent_back_text(outputs)
+            messages.append({"role": "tool", "tool_call_id": item["id"], "content": text})
         else:
             raise invalid_request(f"Input items of type {kind!r} are not supported.", param=f"{where}.type")
     return messages
@@ -185,6 +200,7 @@ def listed_items(request_input: str | list[dict[str, Any]] | None) -> list[dict[
                 "custom_tool_call_output": "ctco_",
                 "reasoning": "rs_",
                 "file_search_call": "fs_",
+                "code_interpreter_call": "ci_",
             }.get(kind, "item_")
             listed.append({"status": "completed", **item, "id": item.get("id") or new_id(prefix), "type": kind})
         seen.add(listed[-1]["id"])
@@ -200,8 +216,8 @@ def chat_tools(tools: list[dict[str, Any]] | None) -> list[dict[str, Any]] | Non
         kind = tool.get("type") if isinstance(tool, dict) else None
         if kind not in ("function", "custom"):
             raise invalid_request(
-                f"Tools of type {kind!r} are not supported in responses here; function, custom and file_search "
-                "tools are.",
+                f"Tools of type {kind!r} are not supported in responses here; function, custom, file_search and "
+                "code_interpreter tools are.",
                 param=f"tools[{index}].type",
             )
         if not isinstance(tool.get("name"), str):
@@ -231,23 +247,29 @@ def chat_tool_choice(choice: str | dict[str, Any] | None) -> str | dict[str, Any
         return choice
     if choice.get("type") in ("function", "custom") and isinstance(choice.get("name"), str):
         return {"type": choice["type"], choice["type"]: {"name": choice["name"]}}
-    if _searches(choice):
-        return {"type": "function", "function": {"name": file_search.TOOL_NAME}}
+    if _built_in_function(choice) is not None:
+        return {"type": "function", "function": {"name": _built_in_function(choice)}}
     if choice.get("type") == "allowed_tools":
         tools = [
-            {"type": "function", "function": {"name": file_search.TOOL_NAME if _searches(tool) else tool.get("name")}}
+            {"type": "function", "function": {"name": _built_in_function(tool) or tool.get("name")}}
             for tool in choice.get("tools") or []
             if isinstance(tool, dict)
         ]
         return {"type": "allowed_tools", "allowed_tools": {"mode": choice.get("mode", "auto"), "tools": tools}}
     raise invalid_request(
-        '`tool_choice` names a function tool (`{"type": "function", "name": ...}`) or `{"type": "file_search"}`.',
+        '`tool_choice` names a function tool (`{"type": "function", "name": ...}`) or a built-in one (`{"type": '
+        '"file_search"}`, `{"type": "code_interpreter"}`).',
         param="tool_choice",
     )
 
 
-def _searches(tool: Any) -> bool:
-    return isinstance(tool, dict) and tool.get("type") == file_search.TOOL_NAME
+def _built_in_function(tool: Any) -> str | None:
+    """The function a built-in tool is offered as, for a tool (or tool choice) of that type."""
+    kind = tool.get("type") if isinstance(tool, dict) else None
+    return {
+        file_search.TOOL_NAME: file_search.TOOL_NAME,
+        code_interpreter.TOOL_TYPE: code_interpreter.FUNCTION_NAME,
+    }.get(kind or "")
 
 
 def output_items(

@@ -11,7 +11,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import ValidationError
@@ -21,11 +21,12 @@ from oasis.protocol.extensions import ChatCompletionRequest
 from oasis.protocol.responses import CreateResponseRequest
 from oasis.services.assistants import file_search as search_function
 from oasis.services.assistants.citations import Citer
+from oasis.services.assistants.code_interpreter import CodeInterpreter
 from oasis.services.assistants.file_search import FileSearch
 from oasis.services.chat.generation import close_chunks
 from oasis.services.chat.service import ChatService, PreparedChat
 from oasis.services.metadata import check_metadata
-from oasis.services.responses import file_search
+from oasis.services.responses import code_interpreter, file_search
 from oasis.services.responses.conversations import ConversationService, conversation_id_of
 from oasis.services.responses.items import (
     INCLUDE_LOGPROBS,
@@ -79,6 +80,7 @@ class PlannedResponse:
     turn: list[dict[str, Any]]  # this response's input as chat messages (its answer joins them when stored)
     metadata: dict[str, str]
     search: file_search.SearchTool | None = None
+    code: code_interpreter.CodeTool | None = None
     question: str = ""  # the newest user message's text: a search looks for it too
     conversation_id: str | None = None  # the conversation it reads and adds its items to
     input_items: list[dict[str, Any]] = field(default_factory=list)  # its input as listed, each with its id
@@ -88,6 +90,10 @@ class PlannedResponse:
     @property
     def shows_results(self) -> bool:
         return file_search.INCLUDE_RESULTS in (self.request.include or [])
+
+    @property
+    def shows_outputs(self) -> bool:
+        return code_interpreter.INCLUDE_OUTPUTS in (self.request.include or [])
 
     @property
     def stored(self) -> bool:
@@ -128,18 +134,18 @@ def _usage(chat_usage: dict[str, Any] | None) -> dict[str, Any] | None:
     }
 
 
-def _answer_messages(output: list[dict[str, Any]], search_texts: dict[str, str]) -> list[dict[str, Any]]:
+def _answer_messages(output: list[dict[str, Any]], tool_texts: dict[str, str]) -> list[dict[str, Any]]:
     """The output items as the messages a later generation reads: each generation's assistant message (its text
-    and its calls), followed by what its searches found (`search_texts`, by the search's item id)."""
+    and its calls), followed by what its built-in calls gave (`tool_texts`, by the call's item id)."""
     messages: list[dict[str, Any]] = []
-    found: list[dict[str, Any]] = []  # the latest generation's search results, not yet placed
+    given: list[dict[str, Any]] = []  # the latest generation's built-in calls' outputs, not yet placed
     for item in output:
         kind = item["type"]
         if kind == "reasoning":
             continue
-        if kind != "file_search_call" and found:  # a generation after the search: the results come before it
-            messages.extend(found)
-            found = []
+        if kind not in _BUILT_IN_CALLS and given:  # a generation after the calls: their outputs come before it
+            messages.extend(given)
+            given = []
         if not messages or messages[-1]["role"] != "assistant":
             messages.append({"role": "assistant", "content": None})
         current = messages[-1]
@@ -154,14 +160,29 @@ def _answer_messages(output: list[dict[str, Any]], search_texts: dict[str, str])
             current.setdefault("tool_calls", []).append({"id": item["call_id"], "type": "custom", "custom": custom})
         elif kind == "file_search_call":
             current.setdefault("tool_calls", []).append(file_search.tool_call(item))
-            text = search_texts.get(item["id"]) or file_search.results_for_model([], 0)
-            found.append({"role": "tool", "tool_call_id": item["id"], "content": text})
-    messages.extend(found)
+            text = tool_texts.get(item["id"]) or file_search.results_for_model([], 0)
+            given.append({"role": "tool", "tool_call_id": item["id"], "content": text})
+        elif kind == "code_interpreter_call":
+            current.setdefault("tool_calls", []).append(code_interpreter.tool_call(item))
+            text = tool_texts.get(item["id"]) or code_interpreter.sent_back_text(item.get("outputs") or [])
+            given.append({"role": "tool", "tool_call_id": item["id"], "content": text})
+    messages.extend(given)
     return messages or [{"role": "assistant", "content": None}]
 
 
-def _is_search_function(tool: dict[str, Any]) -> bool:
-    return tool.get("type") == "function" and (tool.get("function") or {}).get("name") == search_function.TOOL_NAME
+_BUILT_IN_CALLS = ("file_search_call", "code_interpreter_call")
+
+
+def _whole(item: dict[str, Any], made: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """A built-in call's item with what it made (a search's results, a run's outputs), shown or not."""
+    if item["id"] not in made:
+        return item
+    key = "results" if item["type"] == "file_search_call" else "outputs"
+    return {**item, key: made[item["id"]]}
+
+
+def _function_name(tool: dict[str, Any]) -> str | None:
+    return (tool.get("function") or {}).get("name") if tool.get("type") == "function" else None
 
 
 def _last_user_text(conversation: list[dict[str, Any]]) -> str:
@@ -198,9 +219,10 @@ class _Answer:
     chunks: AsyncIterator[dict[str, Any]]
     usage: dict[str, Any] | None = None
     finish: str | None = None
-    search_texts: dict[str, str] = field(default_factory=dict)
-    search_results: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # by the search's item id
+    tool_texts: dict[str, str] = field(default_factory=dict)  # what each built-in call showed the model, by item id
+    tool_outputs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # a search's results, a run's outputs
     searches: int = 0
+    code_runs: int = 0
 
 
 class ResponseService:
@@ -210,12 +232,14 @@ class ResponseService:
         chat: ChatService,
         load_model: ModelLoader,
         searcher: FileSearch,
+        code: CodeInterpreter,
         conversations: ConversationService,
     ) -> None:
         self._db = db
         self._chat = chat
         self._load_model = load_model
         self._searcher = searcher
+        self._code = code
         self._conversations = conversations
 
     async def plan(self, project_id: str, request: CreateResponseRequest) -> PlannedResponse:
@@ -256,15 +280,28 @@ class ResponseService:
         conversation = [*earlier, *turn]
         if not conversation:
             raise invalid_request("A response needs at least one input item.", param="input")
-        search, other_tools = file_search.split_tools(request.tools)
+        search, _ = file_search.split_tools(request.tools)
+        code, _ = code_interpreter.split_tools(request.tools)
+        other_tools = [
+            tool
+            for tool in request.tools or []
+            if not (
+                isinstance(tool, dict) and tool.get("type") in (search_function.TOOL_NAME, code_interpreter.TOOL_TYPE)
+            )
+        ]
         if search is not None:
             await file_search.check_stores(self._db, project_id, search)
-        tools = chat_tools(other_tools)
+        if code is not None:
+            code = await self._code_tool(project_id, code)
+        tools = chat_tools(other_tools or None)
         if search is not None:
             tools = [*(tools or []), search_function.FUNCTION]
+        if code is not None:
+            tools = [*(tools or []), code_interpreter.FUNCTION]
         choice = request.tool_choice
-        if isinstance(choice, dict) and choice.get("type") == search_function.TOOL_NAME and search is None:
-            raise invalid_request("`tool_choice` names file_search, which `tools` does not offer.", param="tool_choice")
+        for kind, offered in ((search_function.TOOL_NAME, search), (code_interpreter.TOOL_TYPE, code)):
+            if isinstance(choice, dict) and choice.get("type") == kind and offered is None:
+                raise invalid_request(f"`tool_choice` names {kind}, which `tools` does not offer.", param="tool_choice")
         instructions = [{"role": "system", "content": request.instructions}] if request.instructions else []
         body: dict[str, Any] = {"model": request.model, "messages": [*instructions, *conversation]}
         optional = {
@@ -306,12 +343,23 @@ class ResponseService:
             turn=turn,
             metadata=metadata,
             search=search,
+            code=code,
             question=_last_user_text(conversation),
             conversation_id=conversation_id,
             input_items=listed_items(request.input),
             instruction_count=len(instructions),
             turn_start=len(conversation) - len(turn),
         )
+
+    async def _code_tool(self, project_id: str, tool: code_interpreter.CodeTool) -> code_interpreter.CodeTool:
+        """The tool with its files' names in /mnt/data; a 400 when no sandbox can start here, a 404 for a file
+        the project does not have."""
+        await self._code.check_available(f"{tool.param}.type")
+        inputs = await self._code.placed_names(project_id, tool.file_ids)
+        missing = sorted(set(tool.file_ids) - set(inputs.values()))
+        if missing:
+            raise not_found(f"No file found with id '{missing[0]}'.", param=f"{tool.param}.container.file_ids")
+        return replace(tool, inputs=inputs)
 
     async def _truncated(self, chat: ChatCompletionRequest, first: int, turn_start: int) -> ChatCompletionRequest:
         """`truncation: auto`: the conversation (after the `first` messages, the instructions) without its oldest
@@ -398,8 +446,9 @@ class ResponseService:
         }
 
     async def create(self, plan: PlannedResponse) -> dict[str, Any]:
-        if plan.search is not None:
-            # Generations with a search between them: a stream's loop, its events not sent (its errors raised)
+        if plan.search is not None or plan.code is not None:
+            # Generations with built-in calls run between them: a stream's loop, its events not sent (its errors
+            # raised)
             chunks = self._chat.stream(plan.chat.streamed(), plan.prepared, project_id=plan.project_id)
             final: dict[str, Any] = {}
             async for made in self._events(plan, None, chunks, raise_errors=True):
@@ -446,7 +495,7 @@ class ResponseService:
             started = self._response(plan, "in_progress", [], None)
             yield event("response.created", response=started)
             yield event("response.in_progress", response=started)
-            writer = _OutputWriter(event, searching=plan.search is not None)
+            writer = _OutputWriter(event, holding=self._holding(plan, answer))
             try:
                 async for made in self._generations(plan, first, writer, answer):
                     yield made
@@ -485,25 +534,68 @@ class ResponseService:
                         yield made
                     finish = choice.get("finish_reason") or finish
             answer.usage, answer.finish = _summed(answer.usage, usage), finish
-            held = writer.take_held_searches()
-            if plan.search is None or not held or finish in _INCOMPLETE:
+            held = writer.take_held_calls()
+            if not held or finish in _INCOMPLETE:
                 return
             for made in writer.close(finished=True):
                 yield made
-            for arguments in held:
-                async for made in self._searched(plan, writer, answer, arguments):
-                    yield made
-            answer.searches += 1
+            ran = {name for name, _ in held}
+            for name, arguments in held:
+                if name == search_function.TOOL_NAME:
+                    async for made in self._searched(plan, writer, answer, arguments):
+                        yield made
+                else:
+                    async for made in self._coded(plan, writer, answer, arguments):
+                        yield made
+            answer.searches += search_function.TOOL_NAME in ran
             if any(item["type"] in ("function_call", "custom_tool_call") for item in writer.output[generated_from:]):
                 return
-            chat = await self._after_search(plan, writer.output, answer)
-            if chat is None:  # the search's call spent the output budget
+            chat = await self._after_tools(plan, writer.output, answer)
+            if chat is None:  # the calls spent the output budget
                 answer.finish = "length"
                 return
             prepared = await self._chat.prepared(chat)
             answer.chunks = self._chat.stream(chat, prepared, project_id=plan.project_id)
             first = None
-            writer.searching = answer.searches < file_search.MAX_SEARCHES
+            writer.holding = self._holding(plan, answer)
+
+    @staticmethod
+    def _holding(plan: PlannedResponse, answer: _Answer) -> set[str]:
+        """The built-in tools' functions the model may still call (each has its most calls a response)."""
+        names = set()
+        if plan.search is not None and answer.searches < file_search.MAX_SEARCHES:
+            names.add(search_function.TOOL_NAME)
+        if plan.code is not None and answer.code_runs < code_interpreter.MAX_CODE_RUNS:
+            names.add(code_interpreter.FUNCTION_NAME)
+        return names
+
+    async def _coded(
+        self, plan: PlannedResponse, writer: _OutputWriter, answer: _Answer, arguments: str
+    ) -> AsyncIterator[dict[str, Any]]:
+        """One code_interpreter call run in the container's session: its item and events."""
+        assert plan.code is not None
+        code = code_interpreter.code_of(arguments)
+        container = plan.code.container_id
+        item = code_interpreter.call_item(new_id("ci_"), code, container, "in_progress", None)
+        for made in writer.code_started(item):
+            yield made
+        session = code_interpreter.session_key(plan.project_id, container)
+        try:
+            call = await self._code.run_code(
+                plan.project_id, session, item["id"], code, plan.code.inputs, plan.id, answer.code_runs
+            )
+        except OasisError:
+            raise
+        except Exception as exc:  # the sandbox could not start or run it: the response fails
+            log.exception("response %s: running its code failed", plan.id)
+            raise OasisError(500, f"Running the code failed: {exc}", type="server_error", code="server_error") from exc
+        answer.code_runs += 1
+        outputs = code_interpreter.outputs_of(call)
+        answer.tool_texts[item["id"]] = code_interpreter.text_for_model(call)
+        answer.tool_outputs[item["id"]] = outputs
+        shown = outputs if plan.shows_outputs else None
+        for made in writer.code_done(code_interpreter.call_item(item["id"], code, container, "completed", shown)):
+            yield made
 
     async def _searched(
         self, plan: PlannedResponse, writer: _OutputWriter, answer: _Answer, arguments: str
@@ -522,8 +614,8 @@ class ResponseService:
             log.exception("response %s: the file search failed", plan.id)
             raise OasisError(500, f"The file search failed: {exc}", type="server_error", code="server_error") from exc
         results = file_search.result_entries(hits)
-        answer.search_texts[item["id"]] = file_search.results_for_model(results, self._result_chars(plan))
-        answer.search_results[item["id"]] = results
+        answer.tool_texts[item["id"]] = file_search.results_for_model(results, self._result_chars(plan))
+        answer.tool_outputs[item["id"]] = results
         writer.cite(results)
         shown = results if plan.shows_results else None
         for made in writer.search_done(file_search.call_item(item["id"], queries, "completed", shown)):
@@ -537,26 +629,30 @@ class ResponseService:
         left = context - prompt - min(REPLY_ROOM, context // 4)
         return max(left, context // 8) * file_search.RESULT_CHARS_PER_CONTEXT_TOKEN
 
-    async def _after_search(
+    async def _after_tools(
         self, plan: PlannedResponse, output: list[dict[str, Any]], answer: _Answer
     ) -> ChatCompletionRequest | None:
-        """The chat request that answers after a search: the request as it was sent (no field it left out is
-        added, so an upstream keeps its own defaults), with the calls and what they found, the output budget
-        left, file_search no longer offered once the response has searched its most."""
+        """The chat request that answers after built-in calls ran: the request as it was sent (no field it left
+        out is added, so an upstream keeps its own defaults), with the calls and what they gave, the output
+        budget left, a built-in tool no longer offered once the response has called it its most, and the tool
+        choice `auto` (a forced call has been made)."""
         body = plan.chat.model_dump(mode="json", by_alias=True, exclude_unset=True)
-        body["messages"] = [*body["messages"], *_answer_messages(output, answer.search_texts)]
+        body["messages"] = [*body["messages"], *_answer_messages(output, answer.tool_texts)]
         if plan.request.max_output_tokens is not None:
             left = plan.request.max_output_tokens - ((answer.usage or {}).get("completion_tokens") or 0)
             if left < 1:
                 return None
             body["max_completion_tokens"] = left
-        if answer.searches >= file_search.MAX_SEARCHES:
-            tools = [tool for tool in body.get("tools") or [] if not _is_search_function(tool)]
-            if tools:
-                body["tools"], body["tool_choice"] = tools, "auto"
-            else:
-                for key in ("tools", "tool_choice", "parallel_tool_calls"):
-                    body.pop(key, None)
+        offered = self._holding(plan, answer)
+        built_in = {search_function.TOOL_NAME, code_interpreter.FUNCTION_NAME}
+        tools = [tool for tool in body.get("tools") or [] if _function_name(tool) not in built_in - offered]
+        if tools:
+            body["tools"] = tools
+            if body.get("tool_choice", "none") != "none":
+                body["tool_choice"] = "auto"
+        else:
+            for key in ("tools", "tool_choice", "parallel_tool_calls"):
+                body.pop(key, None)
         body["stream"], body["stream_options"] = True, {"include_usage": True}
         chat = ChatCompletionRequest.model_validate(body)
         if plan.request.truncation == "auto":
@@ -566,18 +662,16 @@ class ResponseService:
     async def _keep(self, plan: PlannedResponse, response: dict[str, Any], answer: _Answer | None) -> None:
         """Adds the response's items to its conversation, and stores it unless asked not to; one that cannot be
         kept is still the client's (logged). What its searches found is kept whole: a later response reads it."""
-        found = answer.search_results if answer is not None else {}
+        made = answer.tool_outputs if answer is not None else {}
         if plan.conversation_id is not None:
-            whole = [
-                {**item, "results": found[item["id"]]} if item["id"] in found else item for item in response["output"]
-            ]
+            whole = [_whole(item, made) for item in response["output"]]
             try:
                 await self._conversations.append(plan.conversation_id, [*plan.input_items, *whole])
             except Exception:
                 log.exception("response %s could not be added to conversation %s", plan.id, plan.conversation_id)
         if not plan.stored:
             return
-        search_texts = answer.search_texts if answer is not None else {}
+        tool_texts = answer.tool_texts if answer is not None else {}
         row = StoredResponse(
             id=plan.id,
             project_id=plan.project_id,
@@ -585,7 +679,7 @@ class ResponseService:
             previous_response_id=plan.request.previous_response_id,
             response_json=json.dumps(response),
             input_items_json=json.dumps(plan.input_items),
-            conversation_json=json.dumps([*plan.turn, *_answer_messages(response["output"], search_texts)]),
+            conversation_json=json.dumps([*plan.turn, *_answer_messages(response["output"], tool_texts)]),
         )
         try:
             async with self._db.session() as session:
@@ -633,17 +727,17 @@ async def _with_first(
 class _OutputWriter:
     """A streamed answer's chat deltas as the output items' events: an item opens when its first delta comes and
     is done when another item opens (or the answer ends). Calls are told apart by their `index` (or a new id).
-    While `searching`, a call of file_search is held back (its arguments gathered) for the response to run; after
-    a search, the text is annotated where it cites a result."""
+    A call of a built-in tool's function (`holding`: file_search, python) is held back (its arguments gathered)
+    for the response to run; after a search, the text is annotated where it cites a result."""
 
-    def __init__(self, event: Callable[..., dict[str, Any]], searching: bool = False) -> None:
+    def __init__(self, event: Callable[..., dict[str, Any]], holding: set[str] | None = None) -> None:
         self._event = event
-        self.searching = searching
+        self.holding = holding or set()
         self.output: list[dict[str, Any]] = []
         self._open: dict[str, Any] | None = None
         self._call_index: int | None = None  # the open call's, as the deltas number it
         self._text = ""
-        self._held: list[str] = []  # the held file_search calls' arguments
+        self._held: list[tuple[str, str]] = []  # the held calls' function names and arguments
         self._held_index: int | None = None  # the held call still being written, as the deltas number it
         self._held_id: str | None = None
         self._citer: Citer | None = None
@@ -653,8 +747,8 @@ class _OutputWriter:
         self._logprobs: list[dict[str, Any]] = []  # the open message's, sent with its deltas
         self._pending_logprobs: list[dict[str, Any]] = []  # settled before the text they go with
 
-    def take_held_searches(self) -> list[str]:
-        """The arguments of each file_search call held back since the last take."""
+    def take_held_calls(self) -> list[tuple[str, str]]:
+        """(function name, arguments) of each built-in call held back since the last take."""
         held, self._held, self._held_index, self._held_id = self._held, [], None, None
         return held
 
@@ -672,25 +766,42 @@ class _OutputWriter:
         return made
 
     def search_done(self, item: dict[str, Any]) -> list[dict[str, Any]]:
+        return self._tool_done(item, "response.file_search_call.completed")
+
+    def code_started(self, item: dict[str, Any]) -> list[dict[str, Any]]:
+        """A run's item added, its code (written whole before it runs), and its run begun."""
+        made = self._added(item)
         where = {"item_id": item["id"], "output_index": len(self.output)}
-        made = [self._event("response.file_search_call.completed", **where)]
+        made.append(self._event("response.code_interpreter_call.in_progress", **where))
+        made.append(self._event("response.code_interpreter_call_code.delta", **where, delta=item["code"]))
+        made.append(self._event("response.code_interpreter_call_code.done", **where, code=item["code"]))
+        made.append(self._event("response.code_interpreter_call.interpreting", **where))
+        return made
+
+    def code_done(self, item: dict[str, Any]) -> list[dict[str, Any]]:
+        return self._tool_done(item, "response.code_interpreter_call.completed")
+
+    def _tool_done(self, item: dict[str, Any], completed: str) -> list[dict[str, Any]]:
+        where = {"item_id": item["id"], "output_index": len(self.output)}
+        made = [self._event(completed, **where)]
         made.append(self._event("response.output_item.done", output_index=len(self.output), item=item))
         self.output.append(item)
         self._open, self._text = None, ""
         return made
 
     def _holds(self, call: dict[str, Any], body: dict[str, Any], index: Any) -> bool:
-        """Whether this call delta belongs to a held file_search call (and is gathered there)."""
+        """Whether this call delta belongs to a held built-in call (and is gathered there)."""
         continues = (
             self._held_index is not None
             and index == self._held_index
             and not (call.get("id") and call["id"] != self._held_id)
         )
         if continues:
-            self._held[-1] += body.get("arguments") or ""
+            name, arguments = self._held[-1]
+            self._held[-1] = (name, arguments + (body.get("arguments") or ""))
             return True
-        if self.searching and body.get("name") == search_function.TOOL_NAME:
-            self._held.append(body.get("arguments") or "")
+        if body.get("name") in self.holding:
+            self._held.append((body["name"], body.get("arguments") or ""))
             self._held_index, self._held_id = index, call.get("id")
             return True
         self._held_index = None

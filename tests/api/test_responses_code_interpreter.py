@@ -1,0 +1,177 @@
+"""The built-in code_interpreter tool of the Responses API, through the official SDK, on the real sandbox: on the
+shipped SmolLM2 model, and on a scripted OpenAI-compatible model upstream for the exact flow (the model's code runs
+in its container's session, the call is an output item with its code and, when included, its outputs; the model
+reads what came out; a later response naming the container finds its variables). Bad tools are 400s and 404s."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from tests.api.test_code_interpreter import ASK, SALES, _fresh_run
+from tests.api.test_responses import _newer_sdk
+from tests.conftest import Harness, smollm
+from tests.scripted_upstream import ScriptedChat, upstream_oasis
+
+MODEL = "gpt-4o-mini"
+AUTO: Any = {"type": "code_interpreter", "container": {"type": "auto"}}
+INCLUDE = ["code_interpreter_call.outputs"]
+
+
+@pytest.fixture
+async def code_oasis(start_oasis: Callable[..., Any]) -> Harness:
+    harness: Harness = await start_oasis(engine_factories=None, models=[smollm()])
+    return harness
+
+
+async def test_the_models_code_runs_and_its_output_is_on_the_item(code_oasis: Harness) -> None:
+    client = code_oasis.sdk()
+    _newer_sdk(client)
+    response = await client.responses.create(
+        model=MODEL,
+        input=ASK,
+        instructions="Use python to answer.",
+        tools=[AUTO],
+        tool_choice="required",
+        include=INCLUDE,  # type: ignore[list-item]
+        temperature=0,
+        max_output_tokens=160,
+    )
+    assert response.error is None
+    call = response.output[0]
+    assert call.type == "code_interpreter_call" and call.id.startswith("ci_") and call.status == "completed"
+    assert call.container_id.startswith("cntr_") and call.code
+    # What the item says came out is what the code prints in a sandbox of its own.
+    (logs,) = call.outputs or []
+    assert logs.type == "logs" and logs.logs == await _fresh_run(call.code)
+    assert response.usage is not None and response.usage.output_tokens <= 160
+
+    again = await client.responses.retrieve(response.id)
+    assert again.output[0].model_dump() == call.model_dump()
+
+
+class _Coder(ScriptedChat):
+    """A model upstream that runs `code` (its arguments in pieces), and given the output says it."""
+
+    received: list[dict[str, Any]] | None = []
+    usage = {"prompt_tokens": 30, "completion_tokens": 8, "total_tokens": 38}
+    code = "x = 6 * 7\nprint(x)"
+
+    def script(self, body: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
+        if body["messages"][-1]["role"] == "tool":
+            return [{"role": "assistant", "content": f"It printed {body['messages'][-1]['content'].strip()}."}], "stop"
+        arguments = json.dumps({"code": self.code})
+        opening = {"index": 0, "id": "call_c", "type": "function", "function": {"name": "python", "arguments": ""}}
+        return [
+            {"role": "assistant", "tool_calls": [opening]},
+            {"tool_calls": [{"index": 0, "function": {"arguments": arguments[:10]}}]},
+            {"tool_calls": [{"index": 0, "function": {"arguments": arguments[10:]}}]},
+        ], "tool_calls"
+
+
+@pytest.fixture
+async def coder_oasis(start_oasis: Callable[..., Any]) -> AsyncIterator[Harness]:
+    _Coder.received = []
+    _Coder.code = "x = 6 * 7\nprint(x)"
+    async with upstream_oasis(start_oasis, _Coder) as harness:
+        yield harness
+
+
+async def test_a_streamed_run_shows_the_code_then_its_output_and_the_container_keeps_its_session(
+    coder_oasis: Harness,
+) -> None:
+    client = coder_oasis.sdk()
+    _newer_sdk(client)
+    async with client.responses.stream(model="remote", input="What is six times seven?", tools=[AUTO]) as stream:
+        events = [event async for event in stream]
+        final = await stream.get_final_response()
+    call, message = final.output
+    assert call.type == "code_interpreter_call" and call.code == _Coder.code and call.outputs is None
+    assert message.type == "message"
+    assert final.output_text == "It printed 42."
+    kinds = [event.type for event in events]
+    assert kinds[2:9] == [
+        "response.output_item.added",
+        "response.code_interpreter_call.in_progress",
+        "response.code_interpreter_call_code.delta",
+        "response.code_interpreter_call_code.done",
+        "response.code_interpreter_call.interpreting",
+        "response.code_interpreter_call.completed",
+        "response.output_item.done",
+    ], kinds
+    assert events[4].delta == _Coder.code and events[5].code == _Coder.code  # type: ignore[union-attr]
+    assert "response.function_call_arguments.delta" not in kinds  # the call is the server's own
+    assert final.usage is not None and final.usage.output_tokens == 16
+
+    # The model was shown what the code printed, after its call.
+    asked, answered = _Coder.received or []
+    assert [tool["function"]["name"] for tool in asked["tools"]] == ["python"]
+    call_message, output_message = answered["messages"][-2:]
+    assert call_message["tool_calls"][0]["id"] == output_message["tool_call_id"] == call.id
+    assert json.loads(call_message["tool_calls"][0]["function"]["arguments"]) == {"code": _Coder.code}
+    assert output_message["content"].strip() == "42"
+    assert "tools" in answered and answered.get("tool_choice", "auto") == "auto"  # one more run allowed
+
+    # A later response in the same container finds the variable the first one set.
+    _Coder.code = "print(x + 1)"
+    later = await client.responses.create(
+        model="remote",
+        input="And one more?",
+        tools=[{"type": "code_interpreter", "container": call.container_id}],
+        include=INCLUDE,  # type: ignore[list-item]
+    )
+    assert later.output[0].container_id == call.container_id  # type: ignore[union-attr]
+    assert later.output[0].outputs[0].logs.strip() == "43"  # type: ignore[union-attr]
+    assert later.output_text == "It printed 43."
+
+
+async def test_files_go_into_the_container_and_figures_come_back_as_images(coder_oasis: Harness) -> None:
+    client = coder_oasis.sdk()
+    _newer_sdk(client)
+    sales = await client.files.create(file=("sales.csv", SALES), purpose="assistants")
+    _Coder.code = (
+        "import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\n"
+        "rows = open('/mnt/data/sales.csv').read().split()[1:]\n"
+        "print(sum(int(row.split(',')[1]) for row in rows))\n"
+        "plt.plot([1, 2]); plt.show()"
+    )
+    response = await client.responses.create(
+        model="remote",
+        input="Total sales?",
+        tools=[{"type": "code_interpreter", "container": {"type": "auto", "file_ids": [sales.id]}}],
+        include=INCLUDE,  # type: ignore[list-item]
+    )
+    outputs = response.output[0].outputs or []  # type: ignore[union-attr]
+    assert [output.type for output in outputs] == ["logs", "image"]
+    assert outputs[0].logs.strip() == "42"  # type: ignore[union-attr]
+    url = outputs[1].url  # type: ignore[union-attr]
+    assert url.startswith("data:image/png;base64,")
+    assert base64.b64decode(url.split(",", 1)[1]).startswith(b"\x89PNG")
+    # What the model read names the figure instead of its bytes.
+    shown = (_Coder.received or [])[-1]["messages"][-1]["content"]
+    assert "42" in shown and "image" in shown and "base64" not in shown
+
+
+async def test_bad_code_tools_are_refused_before_anything_is_generated(code_oasis: Harness) -> None:
+    cases: list[tuple[dict[str, Any], int, str]] = [
+        ({"tools": [{"type": "code_interpreter"}]}, 400, "tools[0].container"),
+        ({"tools": [{"type": "code_interpreter", "container": {"type": "big"}}]}, 400, "tools[0].container"),
+        (
+            {"tools": [{"type": "code_interpreter", "container": {"type": "auto", "file_ids": ["file-none"]}}]},
+            404,
+            "tools[0].container.file_ids",
+        ),
+        ({"tools": [AUTO, AUTO]}, 400, "tools[1]"),
+        ({"tools": [AUTO, {"type": "function", "name": "python"}]}, 400, "tools[1].name"),
+        ({"tool_choice": {"type": "code_interpreter"}}, 400, "tool_choice"),
+    ]
+    async with code_oasis.http() as http:
+        for body, status, param in cases:
+            reply = await http.post("/v1/responses", json={"model": MODEL, "input": "hi", **body})
+            assert reply.status_code == status, (body, reply.text)
+            error = reply.json()["error"]
+            assert error["param"] == param and error["message"] and error["type"] == "invalid_request_error", body
