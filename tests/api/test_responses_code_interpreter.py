@@ -60,23 +60,28 @@ class _Coder(ScriptedChat):
     received: list[dict[str, Any]] | None = []
     usage = {"prompt_tokens": 30, "completion_tokens": 8, "total_tokens": 38}
     code = "x = 6 * 7\nprint(x)"
+    calls = 1  # calls made at once
 
     def script(self, body: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
         if body["messages"][-1]["role"] == "tool":
             return [{"role": "assistant", "content": f"It printed {body['messages'][-1]['content'].strip()}."}], "stop"
         arguments = json.dumps({"code": self.code})
-        opening = {"index": 0, "id": "call_c", "type": "function", "function": {"name": "python", "arguments": ""}}
-        return [
-            {"role": "assistant", "tool_calls": [opening]},
-            {"tool_calls": [{"index": 0, "function": {"arguments": arguments[:10]}}]},
-            {"tool_calls": [{"index": 0, "function": {"arguments": arguments[10:]}}]},
-        ], "tool_calls"
+        deltas: list[dict[str, Any]] = [{"role": "assistant"}]
+        for index in range(self.calls):
+            opening = {"index": index, "id": f"call_{index}", "type": "function"}
+            deltas += [
+                {"tool_calls": [{**opening, "function": {"name": "python", "arguments": ""}}]},
+                {"tool_calls": [{"index": index, "function": {"arguments": arguments[:10]}}]},
+                {"tool_calls": [{"index": index, "function": {"arguments": arguments[10:]}}]},
+            ]
+        return deltas, "tool_calls"
 
 
 @pytest.fixture
 async def coder_oasis(start_oasis: Callable[..., Any]) -> AsyncIterator[Harness]:
     _Coder.received = []
     _Coder.code = "x = 6 * 7\nprint(x)"
+    _Coder.calls = 1
     async with upstream_oasis(start_oasis, _Coder) as harness:
         yield harness
 
@@ -86,7 +91,9 @@ async def test_a_streamed_run_shows_the_code_then_its_output_and_the_container_k
 ) -> None:
     client = coder_oasis.sdk()
     _newer_sdk(client)
-    async with client.responses.stream(model="remote", input="What is six times seven?", tools=[AUTO]) as stream:
+    async with client.responses.stream(
+        model="remote", input="What is six times seven?", tools=[AUTO], tool_choice="required"
+    ) as stream:
         events = [event async for event in stream]
         final = await stream.get_final_response()
     call, message = final.output
@@ -114,7 +121,8 @@ async def test_a_streamed_run_shows_the_code_then_its_output_and_the_container_k
     assert call_message["tool_calls"][0]["id"] == output_message["tool_call_id"] == call.id
     assert json.loads(call_message["tool_calls"][0]["function"]["arguments"]) == {"code": _Coder.code}
     assert output_message["content"].strip() == "42"
-    assert "tools" in answered and answered.get("tool_choice", "auto") == "auto"  # one more run allowed
+    # One more run is allowed, no longer forced (else the model could only ever call it).
+    assert asked["tool_choice"] == "required" and answered["tool_choice"] == "auto" and "tools" in answered
 
     # A later response in the same container finds the variable the first one set.
     _Coder.code = "print(x + 1)"
@@ -153,7 +161,27 @@ async def test_files_go_into_the_container_and_figures_come_back_as_images(coder
     assert base64.b64decode(url.split(",", 1)[1]).startswith(b"\x89PNG")
     # What the model read names the figure instead of its bytes.
     shown = (_Coder.received or [])[-1]["messages"][-1]["content"]
-    assert "42" in shown and "image" in shown and "base64" not in shown
+    assert shown.split("\n")[0].strip() == "42" and "[an image was shown to the user]" in shown
+
+
+async def test_calls_past_the_most_runs_a_response_makes_are_not_run(coder_oasis: Harness) -> None:
+    client = coder_oasis.sdk()
+    _newer_sdk(client)
+    _Coder.code = "import os\nprint(os.getpid() > 0)"
+    _Coder.calls = 3  # at once, where a response runs code at most twice
+    response = await client.responses.create(
+        model="remote",
+        input="Run it three times.",
+        tools=[AUTO],
+        include=INCLUDE,  # type: ignore[list-item]
+    )
+    calls = [item for item in response.output if item.type == "code_interpreter_call"]
+    assert [call.status for call in calls] == ["completed", "completed", "incomplete"]
+    assert calls[2].outputs is None  # type: ignore[union-attr]
+    # The model is told so, and answers without the tool (no runs left).
+    answered = (_Coder.received or [])[-1]
+    assert len(_Coder.received or []) == 2 and "tools" not in answered
+    assert answered["messages"][-1]["content"] == "Not run: a response runs code at most 2 times."
 
 
 async def test_bad_code_tools_are_refused_before_anything_is_generated(code_oasis: Harness) -> None:

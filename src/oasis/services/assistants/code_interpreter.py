@@ -136,10 +136,12 @@ class CodeInterpreter:
         inputs: dict[str, str],
         owner_id: str,
         round_number: int,
+        keep: bool = True,
     ) -> CodeCall:
         """Runs the code in the session `session_key` names, with the `inputs` files (name in /mnt/data -> file
-        id) placed first; figures and written files are stored under ids fixed by their owner (a run, a
-        response), the round of calls, and the output."""
+        id) placed first; figures and written files are stored (unless not `keep`: a response returns figures
+        itself, and written files stay in its session) under ids fixed by their owner (a run, a response), the
+        round of calls, and the output."""
         seed = f"{owner_id}:{round_number}"
         session = await self._sandboxes.session(session_key)
         limits = self._sandboxes.limits
@@ -162,6 +164,10 @@ class CodeInterpreter:
         outputs: list[dict[str, Any]] = []
         if logs:
             outputs.append({"type": "logs", "logs": logs})
+        if not keep:  # the figures noted without a file (the model is told one was shown)
+            outputs += [{"type": "image", "image": {"file_id": None}} for _ in execution.images]
+            written_here = {f"/mnt/data/{path}": "" for path in execution.files}
+            return CodeCall(call_id, code, outputs, written_here, list(execution.images))
         made = 0
         for image in execution.images:
             stored = await self._store(project_id, seed, made, f"image-{round_number}-{made}.png", image)

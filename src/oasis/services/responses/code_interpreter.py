@@ -27,6 +27,8 @@ code_of = sandbox_tool.code_of
 INCLUDE_OUTPUTS = "code_interpreter_call.outputs"
 # Code runs one response makes before it must answer (as a run's).
 MAX_CODE_RUNS = 2
+# What the model is told of a call past that most.
+NOT_RUN = f"Not run: a response runs code at most {MAX_CODE_RUNS} times."
 
 
 @dataclass(frozen=True)

@@ -140,18 +140,17 @@ def chat_messages(items: list[dict[str, Any]], param: str = "input") -> list[dic
             )
             messages.append({"role": "tool", "tool_call_id": item["id"], "content": text})
         elif kind == "code_interpreter_call":
-            # an earlier run of code sent back: its code and what came out, when the item carries its outputs
+            # an earlier run of code sent back: its code, and what came out when the item carries its outputs
             if not isinstance(item.get("id"), str):
                 raise invalid_request("A code_interpreter_call item needs `id`.", param=f"{where}.id")
             outputs = item.get("outputs")
-            if not isinstance(outputs, list):
-                continue
             last = messages[-1] if messages else None
             if last is None or last["role"] != "assistant":
                 last = {"role": "assistant", "content": None}
                 messages.append(last)
             last.setdefault("tool_calls", []).append(code_interpreter.tool_call(item))
-            text = code_interpreter.sent_back_text(outputs)
+            # without its outputs (OpenAI's default), the code is still what the model ran
+            text = code_interpreter.sent_back_text(outputs) if isinstance(outputs, list) else "(output not sent back)"
             messages.append({"role": "tool", "tool_call_id": item["id"], "content": text})
         else:
             raise invalid_request(f"Input items of type {kind!r} are not supported.", param=f"{where}.type")

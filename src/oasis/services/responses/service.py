@@ -10,7 +10,7 @@ import itertools
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -134,20 +134,28 @@ def _usage(chat_usage: dict[str, Any] | None) -> dict[str, Any] | None:
     }
 
 
-def _answer_messages(output: list[dict[str, Any]], tool_texts: dict[str, str]) -> list[dict[str, Any]]:
+def _answer_messages(
+    output: list[dict[str, Any]], tool_texts: dict[str, str], starts: Sequence[int] = (0,)
+) -> list[dict[str, Any]]:
     """The output items as the messages a later generation reads: each generation's assistant message (its text
-    and its calls), followed by what its built-in calls gave (`tool_texts`, by the call's item id)."""
+    and its calls; `starts`: where each generation's items begin), followed by what its built-in calls gave
+    (`tool_texts`, by the call's item id)."""
     messages: list[dict[str, Any]] = []
     given: list[dict[str, Any]] = []  # the latest generation's built-in calls' outputs, not yet placed
-    for item in output:
+    fresh = False  # a later generation begins: its items go in a message of its own
+    for index, item in enumerate(output):
         kind = item["type"]
+        if index in starts and index > 0:
+            messages.extend(given)
+            given, fresh = [], True
         if kind == "reasoning":
             continue
         if kind not in _BUILT_IN_CALLS and given:  # a generation after the calls: their outputs come before it
             messages.extend(given)
             given = []
-        if not messages or messages[-1]["role"] != "assistant":
+        if fresh or not messages or messages[-1]["role"] != "assistant":
             messages.append({"role": "assistant", "content": None})
+            fresh = False
         current = messages[-1]
         if kind == "message":
             text = "".join(part.get("text", "") for part in item["content"])
@@ -223,6 +231,7 @@ class _Answer:
     tool_outputs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # a search's results, a run's outputs
     searches: int = 0
     code_runs: int = 0
+    starts: list[int] = field(default_factory=list)  # where each generation's output items begin
 
 
 class ResponseService:
@@ -526,6 +535,7 @@ class ResponseService:
         while True:
             usage, finish = None, None
             generated_from = len(writer.output)
+            answer.starts.append(generated_from)
             async for chunk in _with_first(first, answer.chunks):
                 if chunk.get("usage"):
                     usage = chunk["usage"]
@@ -579,10 +589,16 @@ class ResponseService:
         item = code_interpreter.call_item(new_id("ci_"), code, container, "in_progress", None)
         for made in writer.code_started(item):
             yield made
+        if answer.code_runs >= code_interpreter.MAX_CODE_RUNS:  # parallel calls past the most a response runs
+            answer.tool_texts[item["id"]] = code_interpreter.NOT_RUN
+            done = code_interpreter.call_item(item["id"], code, container, "incomplete", None)
+            for made in writer.code_done(done):
+                yield made
+            return
         session = code_interpreter.session_key(plan.project_id, container)
         try:
             call = await self._code.run_code(
-                plan.project_id, session, item["id"], code, plan.code.inputs, plan.id, answer.code_runs
+                plan.project_id, session, item["id"], code, plan.code.inputs, plan.id, answer.code_runs, keep=False
             )
         except OasisError:
             raise
@@ -637,15 +653,19 @@ class ResponseService:
         budget left, a built-in tool no longer offered once the response has called it its most, and the tool
         choice `auto` (a forced call has been made)."""
         body = plan.chat.model_dump(mode="json", by_alias=True, exclude_unset=True)
-        body["messages"] = [*body["messages"], *_answer_messages(output, answer.tool_texts)]
+        body["messages"] = [*body["messages"], *_answer_messages(output, answer.tool_texts, answer.starts)]
         if plan.request.max_output_tokens is not None:
             left = plan.request.max_output_tokens - ((answer.usage or {}).get("completion_tokens") or 0)
             if left < 1:
                 return None
             body["max_completion_tokens"] = left
         offered = self._holding(plan, answer)
-        built_in = {search_function.TOOL_NAME, code_interpreter.FUNCTION_NAME}
-        tools = [tool for tool in body.get("tools") or [] if _function_name(tool) not in built_in - offered]
+        exhausted = {
+            name
+            for name, tool in ((search_function.TOOL_NAME, plan.search), (code_interpreter.FUNCTION_NAME, plan.code))
+            if tool is not None and name not in offered
+        }
+        tools = [tool for tool in body.get("tools") or [] if _function_name(tool) not in exhausted]
         if tools:
             body["tools"] = tools
             if body.get("tool_choice", "none") != "none":
@@ -672,6 +692,7 @@ class ResponseService:
         if not plan.stored:
             return
         tool_texts = answer.tool_texts if answer is not None else {}
+        starts = answer.starts if answer is not None else [0]
         row = StoredResponse(
             id=plan.id,
             project_id=plan.project_id,
@@ -679,7 +700,7 @@ class ResponseService:
             previous_response_id=plan.request.previous_response_id,
             response_json=json.dumps(response),
             input_items_json=json.dumps(plan.input_items),
-            conversation_json=json.dumps([*plan.turn, *_answer_messages(response["output"], tool_texts)]),
+            conversation_json=json.dumps([*plan.turn, *_answer_messages(response["output"], tool_texts, starts)]),
         )
         try:
             async with self._db.session() as session:
