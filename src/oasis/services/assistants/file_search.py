@@ -91,15 +91,23 @@ def queries_of(arguments: str, question: str) -> list[str]:
 def results_for_model(call: dict[str, Any], max_chars: int) -> str:
     """The tool output the model reads: each result under its marker, best first, within `max_chars`."""
     number = call.get("_number", 0)
+    entries = [
+        f"{marker(number, index)} {result['file_name']}\n"
+        + "\n".join(part["text"] for part in result.get("content", []))
+        for index, result in enumerate(call["file_search"]["results"])
+    ]
+    return shown_within(entries, max_chars)
+
+
+def shown_within(entries: list[str], max_chars: int) -> str:
+    """Results, best first, as many as fit in `max_chars` (the best one cut to fit rather than none)."""
     parts: list[str] = []
     used = 0
-    for index, result in enumerate(call["file_search"]["results"]):
-        text = "\n".join(part["text"] for part in result.get("content", []))
-        entry = f"{marker(number, index)} {result['file_name']}\n{text}"
+    for entry in entries:
         if used + len(entry) > max_chars:
             if parts:
                 break
-            entry = entry[:max_chars]  # the best result, cut, rather than nothing
+            entry = entry[:max_chars]
         parts.append(entry)
         used += len(entry)
     return "\n\n".join(parts) if parts else "No results found in the files."

@@ -11,7 +11,7 @@ from typing import Any
 
 from oasis.errors import invalid_request, not_found
 from oasis.services.assistants.citations import Source
-from oasis.services.assistants.file_search import TOOL_NAME
+from oasis.services.assistants.file_search import TOOL_NAME, shown_within
 from oasis.services.vector_stores.search import Hit
 from oasis.storage import vector_stores as store_rows
 from oasis.storage.db import Database
@@ -119,17 +119,7 @@ def result_entries(hits: list[Hit]) -> list[dict[str, Any]]:
 
 def results_for_model(results: list[dict[str, Any]], max_chars: int) -> str:
     """The tool output the model reads: each result under its file's name, best first, within `max_chars`."""
-    parts: list[str] = []
-    used = 0
-    for result in results:
-        entry = f"[{result['filename']}]\n{result['text']}"
-        if used + len(entry) > max_chars:
-            if parts:
-                break
-            entry = entry[:max_chars]  # the best result, cut, rather than nothing
-        parts.append(entry)
-        used += len(entry)
-    return "\n\n".join(parts) if parts else "No results found in the files."
+    return shown_within([f"[{result['filename']}]\n{result['text']}" for result in results], max_chars)
 
 
 def sources(results: list[dict[str, Any]]) -> list[Source]:
