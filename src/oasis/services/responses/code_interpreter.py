@@ -17,6 +17,7 @@ from typing import Any
 from oasis.errors import invalid_request
 from oasis.services.assistants import code_interpreter as sandbox_tool
 from oasis.services.assistants.code_interpreter import CodeCall
+from oasis.services.responses.file_search import refuse_function_named
 from oasis.storage.clock import new_id
 
 TOOL_TYPE = sandbox_tool.TOOL_TYPE
@@ -42,27 +43,17 @@ class CodeTool:
     inputs: dict[str, str] = field(default_factory=dict)
 
 
-def split_tools(tools: list[dict[str, Any]] | None) -> tuple[CodeTool | None, list[dict[str, Any]] | None]:
-    """(the code_interpreter tool, checked, or None; the other tools, in order)."""
-    if not tools:
-        return None, tools
+def code_tool(tools: list[dict[str, Any]] | None) -> CodeTool | None:
+    """The request's code_interpreter tool, checked, or None."""
     code: CodeTool | None = None
-    others: list[dict[str, Any]] = []
-    for index, tool in enumerate(tools):
-        if not isinstance(tool, dict) or tool.get("type") != TOOL_TYPE:
-            others.append(tool)
-            continue
-        if code is not None:
-            raise invalid_request("Give at most one code_interpreter tool.", param=f"tools[{index}]")
-        code = _checked(tool, f"tools[{index}]")
+    for index, tool in enumerate(tools or []):
+        if isinstance(tool, dict) and tool.get("type") == TOOL_TYPE:
+            if code is not None:
+                raise invalid_request("Give at most one code_interpreter tool.", param=f"tools[{index}]")
+            code = _checked(tool, f"tools[{index}]")
     if code is not None:
-        for index, tool in enumerate(tools):
-            if isinstance(tool, dict) and tool.get("type") == "function" and tool.get("name") == FUNCTION_NAME:
-                raise invalid_request(
-                    f"A function may not be named '{FUNCTION_NAME}' beside the code_interpreter tool.",
-                    param=f"tools[{index}].name",
-                )
-    return code, others
+        refuse_function_named(tools or [], FUNCTION_NAME, TOOL_TYPE)
+    return code
 
 
 def _checked(tool: dict[str, Any], param: str) -> CodeTool:

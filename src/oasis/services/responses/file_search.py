@@ -36,27 +36,26 @@ class SearchTool:
     param: str  # where the request has it: `tools[i]`
 
 
-def split_tools(tools: list[dict[str, Any]] | None) -> tuple[SearchTool | None, list[dict[str, Any]] | None]:
-    """(the file_search tool, checked, or None; the other tools, in order)."""
-    if not tools:
-        return None, tools
+def search_tool(tools: list[dict[str, Any]] | None) -> SearchTool | None:
+    """The request's file_search tool, checked, or None."""
     search: SearchTool | None = None
-    others: list[dict[str, Any]] = []
+    for index, tool in enumerate(tools or []):
+        if isinstance(tool, dict) and tool.get("type") == TOOL_NAME:
+            if search is not None:
+                raise invalid_request("Give at most one file_search tool.", param=f"tools[{index}]")
+            search = _checked(tool, f"tools[{index}]")
+    if search is not None:
+        refuse_function_named(tools or [], TOOL_NAME, "file_search")
+    return search
+
+
+def refuse_function_named(tools: list[dict[str, Any]], name: str, built_in: str) -> None:
+    """A 400 for a function of the name a built-in tool is offered as (the model's calls could not be told apart)."""
     for index, tool in enumerate(tools):
-        if not isinstance(tool, dict) or tool.get("type") != TOOL_NAME:
-            if isinstance(tool, dict) and tool.get("name") == TOOL_NAME and search is not None:
-                raise invalid_request(
-                    f"A function may not be named '{TOOL_NAME}' beside the file_search tool.",
-                    param=f"tools[{index}].name",
-                )
-            others.append(tool)
-            continue
-        if search is not None:
-            raise invalid_request("Give at most one file_search tool.", param=f"tools[{index}]")
-        search = _checked(tool, f"tools[{index}]")
-    if search is not None and any(tool.get("name") == TOOL_NAME for tool in others):
-        raise invalid_request(f"A function may not be named '{TOOL_NAME}' beside the file_search tool.", param="tools")
-    return search, others
+        if isinstance(tool, dict) and tool.get("type") == "function" and tool.get("name") == name:
+            raise invalid_request(
+                f"A function may not be named '{name}' beside the {built_in} tool.", param=f"tools[{index}].name"
+            )
 
 
 def _checked(tool: dict[str, Any], param: str) -> SearchTool:

@@ -150,9 +150,6 @@ def _answer_messages(
             given, fresh = [], True
         if kind == "reasoning":
             continue
-        if kind not in _BUILT_IN_CALLS and given:  # a generation after the calls: their outputs come before it
-            messages.extend(given)
-            given = []
         if fresh or not messages or messages[-1]["role"] != "assistant":
             messages.append({"role": "assistant", "content": None})
             fresh = False
@@ -176,9 +173,6 @@ def _answer_messages(
             given.append({"role": "tool", "tool_call_id": item["id"], "content": text})
     messages.extend(given)
     return messages or [{"role": "assistant", "content": None}]
-
-
-_BUILT_IN_CALLS = ("file_search_call", "code_interpreter_call")
 
 
 def _whole(item: dict[str, Any], made: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
@@ -289,8 +283,8 @@ class ResponseService:
         conversation = [*earlier, *turn]
         if not conversation:
             raise invalid_request("A response needs at least one input item.", param="input")
-        search, _ = file_search.split_tools(request.tools)
-        code, _ = code_interpreter.split_tools(request.tools)
+        search = file_search.search_tool(request.tools)
+        code = code_interpreter.code_tool(request.tools)
         other_tools = [
             tool
             for tool in request.tools or []
