@@ -263,6 +263,27 @@ def test_two_replicas_and_two_workers_share_one_state_through_kill_9(tmp_path: P
         replies = b.beta.threads.messages.list(thread.id, run_id=run.id).data
         assert len(replies) == 1 and replies[0].status in ("completed", "incomplete")
 
+        # A background response: the worker generating it is killed; another generates it again, and the other
+        # replica streams it whole, one generation's events.
+        queued = a.responses.create(model="gpt-4o-mini", input=STORY, background=True, max_output_tokens=300)
+        delta_rows = "SELECT count(*) AS n FROM response_events WHERE response_id = $1 AND event_json LIKE '%.delta%'"
+        _kill_holder(
+            workers,
+            postgres_url,
+            "responses",
+            queued.id,
+            lambda: _database(postgres_url, delta_rows, queued.id)[0]["n"],
+        )
+        generated = _until(
+            lambda: (r := b.responses.retrieve(queued.id)).status in ("completed", "incomplete", "failed") and r,
+            "the background response",
+        )
+        assert generated.status in ("completed", "incomplete"), (generated.error, workers.logs())
+        events = list(b.responses.retrieve(queued.id, stream=True))
+        assert [event.sequence_number for event in events] == list(range(len(events)))
+        text = "".join(event.delta for event in events if event.type == "response.output_text.delta")  # type: ignore[union-attr]
+        assert text == generated.output_text and [item.type for item in generated.output] == ["message"]
+
         # kill -9 of a replica mid-stream: its stream breaks, the other replica serves on, and the streamed run
         # the dead replica was executing is taken over and ends.
         streamed_thread = b.beta.threads.create(messages=[{"role": "user", "content": STORY}])

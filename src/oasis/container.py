@@ -60,6 +60,7 @@ from oasis.workers.file_expiry import FileExpiry
 from oasis.workers.fine_tuning import FineTuningRunner
 from oasis.workers.ingestion import IngestionRunner
 from oasis.workers.loop import WorkerLoop
+from oasis.workers.responses import BackgroundResponses
 from oasis.workers.runs import RunExecutor, RunRunner
 
 log = logging.getLogger("oasis")
@@ -169,7 +170,9 @@ class Container:
     threads: ThreadService
     runs: RunService
     run_runner: RunRunner
-    # Runs are leased by a loop of their own: a long batch or ingestion must not hold up an interactive run.
+    background_responses: BackgroundResponses
+    # Runs and background responses are leased by a loop of their own: a long batch or ingestion must not hold up
+    # an interactive run.
     run_worker_loop: WorkerLoop
     sandboxes: SandboxPool
     code_interpreter: CodeInterpreter
@@ -258,8 +261,15 @@ class Container:
         conversations = ConversationService(db)
         run_executor = RunExecutor(db, chat, searcher, code, lease_seconds, fine_tuned.ensure, rate_limits=rate_limits)
         run_runner = RunRunner(db, run_executor, lease_seconds, settings.workers.run_concurrency)
-        run_worker_loop = WorkerLoop([run_runner], settings.workers.poll_seconds)
+        responses = ResponseService(
+            db, chat, fine_tuned.ensure, searcher, code, conversations, wake_workers=lambda: run_worker_loop.wake()
+        )
+        background_responses = BackgroundResponses(
+            db, responses, conversations, lease_seconds, settings.workers.response_concurrency
+        )
+        run_worker_loop = WorkerLoop([run_runner, background_responses], settings.workers.poll_seconds)
         run_runner.on_finished = run_worker_loop.wake  # a freed place takes the next waiting run at once
+        background_responses.on_finished = run_worker_loop.wake
         fine_tuning_runner = FineTuningRunner(
             db,
             blobs,
@@ -283,7 +293,7 @@ class Container:
             models=ModelService(db, registry, started_at=now(), on_deleted=fine_tuned.forget),
             chat=chat,
             stored_chats=StoredCompletions(db),
-            responses=ResponseService(db, chat, fine_tuned.ensure, searcher, code, conversations),
+            responses=responses,
             conversations=conversations,
             completions=completions,
             tokenizer=TokenizerService(registry),
@@ -313,6 +323,7 @@ class Container:
                 load_model=fine_tuned.ensure,
             ),
             run_runner=run_runner,
+            background_responses=background_responses,
             run_worker_loop=run_worker_loop,
             sandboxes=sandboxes,
             code_interpreter=code,
@@ -351,11 +362,13 @@ class Container:
                 task.cancel()
             await asyncio.gather(*loops.values(), return_exceptions=True)
             await self.run_runner.close()
+            await self.background_responses.close()
             for loop in loops:
                 await loop.hand_back()
 
     async def close(self) -> None:
         self.run_runner.stop()  # the streamed runs cut off below are cut off by a shutdown
+        self.background_responses.stop()
         await self.runs.close()
         await self.sandboxes.close()
         await self.registry.close()

@@ -135,6 +135,9 @@ class WorkerSettings(_Section):
     run_concurrency: int = Field(
         default=16, ge=1, description="Assistants runs one worker executes at once (streamed runs are not counted)."
     )
+    response_concurrency: int = Field(
+        default=16, ge=1, description="Background responses one worker generates at once."
+    )
     lease_seconds: float = Field(
         default=30.0,
         gt=0,

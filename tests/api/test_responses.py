@@ -215,7 +215,7 @@ async def test_a_short_budget_makes_an_incomplete_response(chat_oasis: Harness) 
         ({"input": "hi", "tools": [{"type": "web_search"}]}, 400, "tools[0].type"),
         ({"input": "hi", "metadata": {"k": "v" * 513}}, 400, "metadata.k"),
         ({"input": "hi", "previous_response_id": "resp_nope"}, 404, "previous_response_id"),
-        ({"input": "hi", "background": True}, 400, "background"),
+        ({"input": "hi", "background": True, "store": False}, 400, "store"),
         ({"input": "hi", "conversation": "conv_missing"}, 404, "conversation"),
         ({"input": "hi", "prompt": {"id": "pmpt_1"}}, 400, "prompt"),
         ({"input": [{"type": "computer_call_output", "call_id": "c"}]}, 400, "input[0].type"),
@@ -420,6 +420,7 @@ async def test_responses_stay_in_their_project_and_unstored_ones_cannot_be_conti
         assert (await http.get(f"/v1/responses/{made['id']}")).status_code == 404
         assert (await http.get(f"/v1/responses/{made['id']}/input_items")).status_code == 404
         assert (await http.delete(f"/v1/responses/{made['id']}")).status_code == 404
+        assert (await http.post(f"/v1/responses/{made['id']}/cancel")).status_code == 404
         continued = {"model": MODEL, "input": "more", "previous_response_id": made["id"]}
         assert (await http.post("/v1/responses", json=continued)).status_code == 404
     async with chat_oasis.http(api_key=alpha_key) as http:

@@ -1,4 +1,5 @@
-"""The Responses API (after the 2.0.0 spec): create (whole or streamed), retrieve, delete, input items."""
+"""The Responses API (after the 2.0.0 spec): create (whole, streamed or in the background), retrieve (a
+background one streamed again), cancel, delete, input items."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from oasis.api.deps import ContainerDep, Order, PrincipalDep
 from oasis.api.disconnect import unless_disconnected
 from oasis.api.lists import dict_list_body
 from oasis.api.sse import typed_events_response
-from oasis.errors import invalid_request
 from oasis.protocol.responses import CreateResponseRequest
 from oasis.storage.pagination import PageRequest
 
@@ -23,18 +23,34 @@ async def create_response(
     body: CreateResponseRequest, request: Request, container: ContainerDep, principal: PrincipalDep
 ) -> StreamingResponse | JSONResponse:
     plan = await container.responses.plan(principal.project_id, body)
+    if body.background:
+        queued = await container.responses.enqueue(plan)
+        if body.stream:
+            events = await container.responses.stream_again(principal.project_id, plan.id, None)
+            return await typed_events_response(events)
+        return JSONResponse(queued)
     if body.stream:
         return await typed_events_response(await container.responses.stream(plan))
     return JSONResponse(await unless_disconnected(request, container.responses.create(plan)))
 
 
-@router.get("/responses/{response_id}")
+@router.get("/responses/{response_id}", response_model=None)
 async def retrieve_response(
-    response_id: str, container: ContainerDep, principal: PrincipalDep, stream: bool = False
-) -> dict[str, Any]:
-    if stream:  # the SDK would read the JSON answer as events
-        raise invalid_request("Streaming a stored response again is not supported here.", param="stream")
+    response_id: str,
+    container: ContainerDep,
+    principal: PrincipalDep,
+    stream: bool = False,
+    starting_after: Annotated[int | None, Query(ge=-1)] = None,
+) -> dict[str, Any] | StreamingResponse:
+    if stream:
+        events = await container.responses.stream_again(principal.project_id, response_id, starting_after)
+        return await typed_events_response(events)
     return await container.responses.retrieve(principal.project_id, response_id)
+
+
+@router.post("/responses/{response_id}/cancel")
+async def cancel_response(response_id: str, container: ContainerDep, principal: PrincipalDep) -> dict[str, Any]:
+    return await container.responses.cancel(principal.project_id, response_id)
 
 
 @router.delete("/responses/{response_id}")

@@ -1,11 +1,19 @@
-"""Rows of stored responses (the Responses API)."""
+"""Rows of stored responses (the Responses API), and the events of background responses."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from oasis.storage.tables import StoredResponse
+from oasis.storage.leases import held_by
+from oasis.storage.tables import ResponseEvent, StoredResponse
+
+# A response's statuses after which nothing more is generated.
+FINAL_STATUSES = ("completed", "incomplete", "failed", "cancelled")
 
 
 async def get_response(session: AsyncSession, project_id: str, response_id: str) -> StoredResponse | None:
@@ -34,3 +42,66 @@ async def chain(session: AsyncSession, last: StoredResponse) -> list[StoredRespo
         rows.append(earlier)
         seen.add(earlier.id)
     return rows[::-1]
+
+
+async def status_of(session: AsyncSession, response_id: str) -> str | None:
+    """The response's status; None once it is deleted."""
+    return await session.scalar(
+        select(StoredResponse.status).where(StoredResponse.id == response_id, StoredResponse.deleted_at.is_(None))
+    )
+
+
+async def update_held(
+    session: AsyncSession, seq: int, owner: str, statuses: tuple[str, ...], values: dict[str, Any]
+) -> bool:
+    """Writes `values` only while `owner` holds the background response's lease, the response is live (not
+    deleted) and in one of `statuses` (a cancel that came in meanwhile wins)."""
+    moved = await session.execute(
+        update(StoredResponse)
+        .where(*held_by(StoredResponse, seq, owner), StoredResponse.deleted_at.is_(None))
+        .where(StoredResponse.status.in_(statuses))
+        .values(**values)
+    )
+    return moved.rowcount == 1  # type: ignore[attr-defined]
+
+
+async def cancel(session: AsyncSession, seq: int, response_json: str) -> bool:
+    """Marks a background response cancelled unless it finished meanwhile."""
+    moved = await session.execute(
+        update(StoredResponse)
+        .where(StoredResponse.seq == seq, StoredResponse.status.in_(("queued", "in_progress")))
+        .values(status="cancelled", response_json=response_json)
+    )
+    return moved.rowcount == 1  # type: ignore[attr-defined]
+
+
+def add_events(session: AsyncSession, response_id: str, attempt: int, events: Sequence[dict[str, Any]]) -> None:
+    session.add_all(
+        ResponseEvent(
+            response_id=response_id,
+            attempt=attempt,
+            sequence_number=event["sequence_number"],
+            event_json=json.dumps(event),
+        )
+        for event in events
+    )
+
+
+async def drop_events(session: AsyncSession, response_id: str, from_number: int = 0) -> None:
+    """Removes the response's events numbered `from_number` and after."""
+    await session.execute(
+        delete(ResponseEvent).where(
+            ResponseEvent.response_id == response_id, ResponseEvent.sequence_number >= from_number
+        )
+    )
+
+
+async def events_after(session: AsyncSession, response_id: str, after_seq: int, limit: int) -> list[ResponseEvent]:
+    """The response's events written after row `after_seq`, in the order they were written."""
+    found = await session.scalars(
+        select(ResponseEvent)
+        .where(ResponseEvent.response_id == response_id, ResponseEvent.seq > after_seq)
+        .order_by(ResponseEvent.seq)
+        .limit(limit)
+    )
+    return list(found)

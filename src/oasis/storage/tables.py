@@ -135,7 +135,7 @@ class StoredResponse(Base):
     names the turns before)."""
 
     __tablename__ = "responses"
-    __table_args__ = ({"sqlite_autoincrement": True},)
+    __table_args__ = (Index("ix_responses_jobs", "status", "lease_expires_at"), {"sqlite_autoincrement": True})
 
     seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(64), unique=True)
@@ -148,6 +148,29 @@ class StoredResponse(Base):
     # does not keep): each row holds its own turn, so a long chain is stored once, not once a turn.
     conversation_json: Mapped[str] = mapped_column(Text)
     deleted_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # The response's status; a background response (`background`) is also the job that generates it (DESIGN.md
+    # habit 8): workers lease the row while it is queued or in progress, and read the request as it was sent.
+    status: Mapped[str] = mapped_column(String(16), default="completed", server_default="completed")
+    background: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    request_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class ResponseEvent(Base):
+    """One streamed event of a background response, kept so that a client can stream it from any replica and
+    reconnect after `sequence_number` N (`starting_after`). `attempt`: the lease whose generation wrote it (a
+    generation taken over after a crash starts again, its dead attempt's events removed)."""
+
+    __tablename__ = "response_events"
+    __table_args__ = (Index("ix_response_events_response", "response_id", "seq"), {"sqlite_autoincrement": True})
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    response_id: Mapped[str] = mapped_column(String(64))
+    attempt: Mapped[int] = mapped_column(Integer)
+    sequence_number: Mapped[int] = mapped_column(Integer)
+    event_json: Mapped[str] = mapped_column(Text)
 
 
 class Conversation(Base):

@@ -71,7 +71,7 @@ from oasis.services.chat.tools import (
 )
 from oasis.services.files.service import FileService
 from oasis.services.keys import DEFAULT_PROJECT
-from oasis.services.models.engine_lookup import helper_engine, served_id
+from oasis.services.models.engine_lookup import check_known, check_not_failed, helper_engine, served_id
 from oasis.storage.clock import new_id
 
 log = logging.getLogger("oasis.chat")
@@ -513,6 +513,12 @@ class ChatService:
             ],
             "usage": metered_usage(chat.model_id, len(chat.prompt), 0),
         }
+
+    def check_servable(self, model: str) -> None:
+        """What a request answered later (a background response) is refused for at once: a 404 for a model no
+        engine here serves or forwards, a 503 for one that failed to load."""
+        check_known(self._registry, model)
+        check_not_failed(self._registry, model)
 
     def context_length(self, model: str) -> int | None:
         """Tokens a sequence of the model holds, or None for a model served by an upstream engine."""

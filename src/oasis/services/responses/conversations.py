@@ -163,6 +163,11 @@ class ConversationService:
             await self._add(session, conversation_id, items)
             await session.commit()
 
+    @classmethod
+    async def add_in(cls, session: Session, conversation_id: str, items: list[dict[str, Any]]) -> None:
+        """Adds a response's items in the caller's transaction (which stores the response with them)."""
+        await cls._add(session, conversation_id, items)
+
     # --- helpers ---------------------------------------------------------------------------------------------
 
     @staticmethod

@@ -26,7 +26,7 @@ from oasis.services.assistants.file_search import FileSearch
 from oasis.services.chat.generation import close_chunks
 from oasis.services.chat.service import ChatService, PreparedChat
 from oasis.services.metadata import check_metadata
-from oasis.services.responses import code_interpreter, file_search
+from oasis.services.responses import background, code_interpreter, file_search
 from oasis.services.responses.conversations import ConversationService, conversation_id_of
 from oasis.services.responses.items import (
     INCLUDE_LOGPROBS,
@@ -228,6 +228,11 @@ class _Answer:
     starts: list[int] = field(default_factory=list)  # where each generation's output items begin
 
 
+# Stores a background response's answer and writes its last event (`response.completed` or `.incomplete`), both
+# in one transaction, in place of `_keep`.
+Keeper = Callable[[PlannedResponse, dict[str, Any], _Answer, dict[str, Any]], Awaitable[None]]
+
+
 class ResponseService:
     def __init__(
         self,
@@ -237,6 +242,7 @@ class ResponseService:
         searcher: FileSearch,
         code: CodeInterpreter,
         conversations: ConversationService,
+        wake_workers: Callable[[], None] = lambda: None,
     ) -> None:
         self._db = db
         self._chat = chat
@@ -244,12 +250,23 @@ class ResponseService:
         self._searcher = searcher
         self._code = code
         self._conversations = conversations
+        self._wake_workers = wake_workers
+        self.bell = background.Bell()  # rung by this process's writes of background responses' events
+        # Stops a background response being generated in this process (the worker sets it).
+        self.cancel_here: Callable[[str], None] = lambda response_id: None
 
-    async def plan(self, project_id: str, request: CreateResponseRequest) -> PlannedResponse:
+    async def plan(
+        self,
+        project_id: str,
+        request: CreateResponseRequest,
+        response_id: str | None = None,
+        created_at: int | None = None,
+    ) -> PlannedResponse:
         """Reads the request into a chat request (its files read for a local model), refusing what cannot be
-        answered before anything is generated."""
-        if request.background:
-            raise invalid_request("Background responses are not supported here.", param="background")
+        answered before anything is generated. A background response's worker plans it again under the id and
+        creation time it was given when it was queued."""
+        if request.background and request.store is False:
+            raise invalid_request("A background response is stored: `store` cannot be false.", param="store")
         for name in _NOT_SUPPORTED:  # accepted quietly, they would lose the context or instructions they name
             if (request.model_extra or {}).get(name) is not None:
                 raise invalid_request(f"'{name}' is not supported here yet: {_NOT_SUPPORTED[name]}", param=name)
@@ -275,6 +292,14 @@ class ResponseService:
                         param="previous_response_id",
                     )
                 turns = await rows.chain(session, previous)
+            if previous.status not in ("completed", "incomplete"):
+                unfinished = "is still being generated" if previous.status in ("queued", "in_progress") else None
+                raise invalid_request(
+                    f"Previous response with id '{previous.id}' "
+                    + (unfinished or f"ended {previous.status}")
+                    + ": only a finished response can be continued.",
+                    param="previous_response_id",
+                )
             earlier = [message for row in turns for message in json.loads(row.conversation_json)]
         if isinstance(request.input, str):
             turn = [{"role": "user", "content": request.input}]
@@ -337,8 +362,8 @@ class ResponseService:
             chat = await self._truncated(chat, len(instructions), len(earlier))
         prepared = await self._chat.prepared(chat)  # off the event loop when the conversation is long
         return PlannedResponse(
-            id=new_id("resp_"),
-            created_at=int(time.time()),
+            id=response_id or new_id("resp_"),
+            created_at=int(time.time()) if created_at is None else created_at,
             project_id=project_id,
             request=request,
             chat=chat,
@@ -422,7 +447,7 @@ class ResponseService:
             "created_at": plan.created_at,
             "status": "incomplete" if reason and status == "completed" else status,
             "completed_at": int(time.time()) if status == "completed" and not reason else None,
-            "background": False,
+            "background": plan.request.background is True,
             "error": error,
             "incomplete_details": {"reason": reason} if reason else None,
             "instructions": request.instructions,
@@ -479,15 +504,24 @@ class ResponseService:
             raise
         return self._events(plan, first, chunks)
 
+    def background_events(self, plan: PlannedResponse, keep: Keeper) -> AsyncIterator[dict[str, Any]]:
+        """A background response's events after those its creation wrote (`response.created`, `.queued`), each
+        numbered from there; `keep` stores its answer (instead of `_keep`)."""
+        chunks = self._chat.stream(plan.chat.streamed(), plan.prepared, project_id=plan.project_id)
+        return self._events(plan, None, chunks, announced=background.QUEUED_EVENTS, keep=keep)
+
     async def _events(
         self,
         plan: PlannedResponse,
         first: dict[str, Any] | None,
         chunks: AsyncIterator[dict[str, Any]],
         raise_errors: bool = False,
+        announced: int = 0,
+        keep: Keeper | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
-        """The response's events; an error while generating ends it `failed`, or is raised (`raise_errors`)."""
-        numbers = itertools.count()
+        """The response's events; an error while generating ends it `failed`, or is raised (`raise_errors`).
+        `announced`: events already sent (`response.created` among them), which these are numbered after."""
+        numbers = itertools.count(announced)
 
         def event(kind: str, **fields: Any) -> dict[str, Any]:
             return {"type": kind, "sequence_number": next(numbers), **fields}
@@ -496,7 +530,8 @@ class ResponseService:
         # All inside the try: a client gone at any event frees the answer's sequences.
         try:
             started = self._response(plan, "in_progress", [], None)
-            yield event("response.created", response=started)
+            if not announced:
+                yield event("response.created", response=started)
             yield event("response.in_progress", response=started)
             writer = _OutputWriter(event, holding=self._holding(plan, answer))
             try:
@@ -515,9 +550,13 @@ class ResponseService:
             for made in writer.close(finished=answer.finish not in _INCOMPLETE):
                 yield made
             response = self._response(plan, "completed", writer.output, _usage(answer.usage), answer.finish)
-            await self._keep(plan, response, answer)
             done = "response.incomplete" if response["status"] == "incomplete" else "response.completed"
-            yield event(done, response=response)
+            finished = event(done, response=response)
+            if keep is None:
+                await self._keep(plan, response, answer)
+            else:
+                await keep(plan, response, answer, finished)
+            yield finished
         finally:
             await close_chunks(answer.chunks)
 
@@ -673,28 +712,44 @@ class ResponseService:
             chat = await self._truncated(chat, plan.instruction_count, plan.turn_start)
         return chat
 
+    @staticmethod
+    def conversation_items(
+        plan: PlannedResponse, response: dict[str, Any], answer: _Answer | None
+    ) -> list[dict[str, Any]]:
+        """The items the response adds to its conversation: its input, then its output with what its built-in calls
+        made kept whole (a later response reads it)."""
+        made = answer.tool_outputs if answer is not None else {}
+        return [*plan.input_items, *(_whole(item, made) for item in response["output"])]
+
+    @staticmethod
+    def stored_values(plan: PlannedResponse, response: dict[str, Any], answer: _Answer | None) -> dict[str, Any]:
+        """The stored row's columns that a finished response fills in."""
+        tool_texts = answer.tool_texts if answer is not None else {}
+        starts = answer.starts if answer is not None else [0]
+        conversation = [*plan.turn, *_answer_messages(response["output"], tool_texts, starts)]
+        return {
+            "response_json": json.dumps(response),
+            "status": response["status"],
+            "conversation_json": json.dumps(conversation),
+        }
+
     async def _keep(self, plan: PlannedResponse, response: dict[str, Any], answer: _Answer | None) -> None:
         """Adds the response's items to its conversation, and stores it unless asked not to; one that cannot be
-        kept is still the client's (logged). What its searches found is kept whole: a later response reads it."""
-        made = answer.tool_outputs if answer is not None else {}
+        kept is still the client's (logged)."""
         if plan.conversation_id is not None:
-            whole = [_whole(item, made) for item in response["output"]]
             try:
-                await self._conversations.append(plan.conversation_id, [*plan.input_items, *whole])
+                await self._conversations.append(plan.conversation_id, self.conversation_items(plan, response, answer))
             except Exception:
                 log.exception("response %s could not be added to conversation %s", plan.id, plan.conversation_id)
         if not plan.stored:
             return
-        tool_texts = answer.tool_texts if answer is not None else {}
-        starts = answer.starts if answer is not None else [0]
         row = StoredResponse(
             id=plan.id,
             project_id=plan.project_id,
             created_at=plan.created_at,
             previous_response_id=plan.request.previous_response_id,
-            response_json=json.dumps(response),
             input_items_json=json.dumps(plan.input_items),
-            conversation_json=json.dumps([*plan.turn, *_answer_messages(response["output"], tool_texts, starts)]),
+            **self.stored_values(plan, response, answer),
         )
         try:
             async with self._db.session() as session:
@@ -702,6 +757,63 @@ class ResponseService:
                 await session.commit()
         except Exception:
             log.exception("response %s could not be stored", plan.id)
+
+    async def enqueue(self, plan: PlannedResponse) -> dict[str, Any]:
+        """Stores a background response queued, with its first events, for a worker to generate (it plans the
+        request again: nothing of this plan but the request, its id and its time is kept)."""
+        self._chat.check_servable(plan.chat.model)
+        response = self._response(plan, "queued", [], None)
+        request = plan.request.model_dump(mode="json", by_alias=True, exclude_unset=True)
+        async with self._db.session() as session:
+            session.add(
+                StoredResponse(
+                    id=plan.id,
+                    project_id=plan.project_id,
+                    created_at=plan.created_at,
+                    previous_response_id=plan.request.previous_response_id,
+                    response_json=json.dumps(response),
+                    input_items_json=json.dumps(plan.input_items),
+                    conversation_json="[]",
+                    status="queued",
+                    background=True,
+                    request_json=json.dumps(request),
+                )
+            )
+            rows.add_events(session, plan.id, 0, background.queued_events(response))
+            await session.commit()
+        self._wake_workers()
+        return response
+
+    async def cancel(self, project_id: str, response_id: str) -> dict[str, Any]:
+        """Cancels a background response still queued or being generated; a finished one is returned as it is
+        (cancelling twice is no error)."""
+        async with self._db.session() as session:
+            row = await self._row(session, project_id, response_id)
+            if not row.background:
+                raise invalid_request(
+                    "Only a response created with `background: true` can be cancelled.", param="response_id"
+                )
+            if row.status in ("queued", "in_progress"):
+                response = {**json.loads(row.response_json), "status": "cancelled"}
+                if await rows.cancel(session, row.seq, json.dumps(response)):
+                    await session.commit()
+                    self.cancel_here(response_id)
+                    self.bell.ring(response_id)
+                    return response
+                await session.rollback()
+        return await self.retrieve(project_id, response_id)  # it finished meanwhile
+
+    async def stream_again(
+        self, project_id: str, response_id: str, starting_after: int | None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """A background response's events after `starting_after` (all when None), then those still to come."""
+        async with self._db.session() as session:
+            row = await self._row(session, project_id, response_id)
+        if not row.background:
+            raise invalid_request(
+                "Only a response created with `background: true` can be streamed again.", param="stream"
+            )
+        return background.follow(self._db, self.bell, response_id, starting_after)
 
     async def retrieve(self, project_id: str, response_id: str) -> dict[str, Any]:
         async with self._db.session() as session:
@@ -714,7 +826,9 @@ class ResponseService:
             row = await self._row(session, project_id, response_id)
             row.deleted_at = now()
             row.response_json, row.input_items_json, row.conversation_json = "{}", "[]", "[]"
+            await rows.drop_events(session, response_id)
             await session.commit()
+        self.cancel_here(response_id)
         return {"id": response_id, "object": "response", "deleted": True}
 
     async def input_items(self, project_id: str, response_id: str, page: PageRequest) -> Page[dict[str, Any]]:
