@@ -120,9 +120,17 @@ async def test_cancelling_mid_answer_stops_it_and_keeps_what_was_finished(chat_o
     client = chat_oasis.sdk()
     _newer_sdk(client)
     queued = await client.responses.create(model=MODEL, input=STORY, background=True, max_output_tokens=600)
+
+    async def follow() -> list[Any]:
+        return [event async for event in await client.responses.retrieve(queued.id, stream=True)]
+
+    following = asyncio.create_task(follow())
     await _until_text(chat_oasis, queued.id)
     cancelled = await client.responses.cancel(queued.id)
     assert cancelled.status == "cancelled" and cancelled.id == queued.id
+    # a stream that followed it ends once the generation has stopped, with what was written until then
+    followed = await asyncio.wait_for(following, timeout=30)
+    assert followed[-1].type == "response.output_text.delta", [event.type for event in followed[-3:]]
 
     # the generation stops: no event is written after a moment, and the response stays cancelled
     await asyncio.sleep(1.0)
@@ -235,8 +243,17 @@ async def test_a_generation_taken_over_tells_its_stream_and_starts_again(chat_oa
     done = await _finished(client, queued.id)
     assert done.status in ("completed", "incomplete") and done.output_text
     again = [event async for event in await client.responses.retrieve(queued.id, stream=True)]
-    assert [event.sequence_number for event in again] == list(range(len(again)))
+    # the creation's two events, then the new generation's, numbered after every number the first one used
+    numbers = [event.sequence_number for event in again]
+    assert numbers[:2] == [0, 1] and numbers[2] > 3
+    assert numbers[2:] == list(range(numbers[2], numbers[2] + len(numbers) - 2))
+    assert [event.type for event in again[1:3]] == ["response.queued", "response.in_progress"]
+    # a client that reconnects after an event of the replaced generation is told to start again
+    with pytest.raises(openai.APIError) as stale:
+        async for _ in await client.responses.retrieve(queued.id, stream=True, starting_after=3):
+            pass
+    assert "started again" in stale.value.message
     text = "".join(event.delta for event in again if event.type == "response.output_text.delta")  # type: ignore[union-attr]
     assert text == done.output_text
-    attempts = {event.attempt for event in await _events(chat_oasis, queued.id) if event.sequence_number >= 2}
-    assert len(attempts) == 1
+    generations = {event.generation for event in await _events(chat_oasis, queued.id) if event.sequence_number >= 2}
+    assert len(generations) == 1

@@ -6,10 +6,10 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import and_, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from oasis.storage.leases import held_by
+from oasis.storage.leases import database_now, held_by
 from oasis.storage.tables import ResponseEvent, StoredResponse
 
 # A response's statuses after which nothing more is generated.
@@ -44,11 +44,16 @@ async def chain(session: AsyncSession, last: StoredResponse) -> list[StoredRespo
     return rows[::-1]
 
 
-async def status_of(session: AsyncSession, response_id: str) -> str | None:
-    """The response's status; None once it is deleted."""
-    return await session.scalar(
-        select(StoredResponse.status).where(StoredResponse.id == response_id, StoredResponse.deleted_at.is_(None))
+async def status_of(session: AsyncSession, response_id: str) -> tuple[str | None, bool]:
+    """The response's status (None once it is deleted), and whether a worker holds it (a live lease)."""
+    leased = and_(StoredResponse.lease_owner.is_not(None), StoredResponse.lease_expires_at >= database_now())
+    found = await session.execute(
+        select(StoredResponse.status, leased).where(
+            StoredResponse.id == response_id, StoredResponse.deleted_at.is_(None)
+        )
     )
+    row = found.first()
+    return (None, False) if row is None else (row[0], bool(row[1]))
 
 
 async def update_held(
@@ -75,11 +80,15 @@ async def cancel(session: AsyncSession, seq: int, response_json: str) -> bool:
     return moved.rowcount == 1  # type: ignore[attr-defined]
 
 
-def add_events(session: AsyncSession, response_id: str, attempt: int, events: Sequence[dict[str, Any]]) -> None:
+async def set_next_event(session: AsyncSession, response_id: str, number: int) -> None:
+    await session.execute(update(StoredResponse).where(StoredResponse.id == response_id).values(next_event=number))
+
+
+def add_events(session: AsyncSession, response_id: str, generation: str, events: Sequence[dict[str, Any]]) -> None:
     session.add_all(
         ResponseEvent(
             response_id=response_id,
-            attempt=attempt,
+            generation=generation,
             sequence_number=event["sequence_number"],
             event_json=json.dumps(event),
         )

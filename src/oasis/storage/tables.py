@@ -156,19 +156,23 @@ class StoredResponse(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
     lease_expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # The sequence number its next event takes: numbers are never used twice, not even by a generation started
+    # again after a crash, so a client's `starting_after` always names one event.
+    next_event: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class ResponseEvent(Base):
     """One streamed event of a background response, kept so that a client can stream it from any replica and
-    reconnect after `sequence_number` N (`starting_after`). `attempt`: the lease whose generation wrote it (a
-    generation taken over after a crash starts again, its dead attempt's events removed)."""
+    reconnect after `sequence_number` N (`starting_after`). `generation`: the execution that wrote it (its lease
+    owner's name, never used twice); a generation taken over after a crash starts again, the dead one's events
+    removed."""
 
     __tablename__ = "response_events"
     __table_args__ = (Index("ix_response_events_response", "response_id", "seq"), {"sqlite_autoincrement": True})
 
     seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
     response_id: Mapped[str] = mapped_column(String(64))
-    attempt: Mapped[int] = mapped_column(Integer)
+    generation: Mapped[str] = mapped_column(String(64))
     sequence_number: Mapped[int] = mapped_column(Integer)
     event_json: Mapped[str] = mapped_column(Text)
 

@@ -16,7 +16,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import select, update
@@ -25,7 +25,7 @@ from oasis.engines.registry import serve_for_project
 from oasis.errors import OasisError
 from oasis.metrics import JOB_DURATION
 from oasis.protocol.responses import CreateResponseRequest
-from oasis.services.responses.background import QUEUED_EVENTS
+from oasis.services.responses.background import LAST_EVENTS, QUEUED_EVENTS
 from oasis.services.responses.conversations import ConversationService
 from oasis.services.responses.service import PlannedResponse, ResponseService
 from oasis.storage import responses as rows
@@ -60,16 +60,16 @@ class _Stop(Exception):
 
 
 class _EventLog:
-    """A generation's events on their way to `response_events`: numbered after the creation's, a delta joined to
-    the one before it when both are of the same part and neither is written yet."""
+    """A generation's events on their way to `response_events`: numbered from the response's next number, a delta
+    joined to the one before it when both are of the same part and neither is written yet."""
 
-    def __init__(self, response_id: str, attempt: int) -> None:
+    def __init__(self, response_id: str, generation: str, first_number: int) -> None:
         self.response_id = response_id
-        self.attempt = attempt
+        self.generation = generation
         self.pending: list[dict[str, Any]] = []
         self.done_items: list[dict[str, Any]] = []  # the output items finished so far
         self.flushed_at = time.monotonic()
-        self._next = QUEUED_EVENTS
+        self._next = first_number
 
     def add(self, event: dict[str, Any]) -> None:
         if event["type"] == "response.output_item.done":
@@ -88,15 +88,22 @@ class _EventLog:
         self.pending.append({**event, "sequence_number": self._next})
         self._next += 1
 
+    def drop_endings(self) -> None:
+        """Takes back the pending events that would end the stream (a cancelled response ends without them)."""
+        while self.pending and self.pending[-1]["type"] in (*LAST_EVENTS, "error"):
+            self.pending.pop()
+            self._next -= 1
+
     @property
     def due(self) -> bool:
         if not self.pending:
             return False
         return self.pending[-1]["type"] not in _DELTAS or time.monotonic() - self.flushed_at >= FLUSH_SECONDS
 
-    def take(self) -> list[dict[str, Any]]:
-        taken, self.pending, self.flushed_at = self.pending, [], time.monotonic()
-        return taken
+    def written(self, count: int) -> None:
+        """The first `count` pending events are committed."""
+        del self.pending[:count]
+        self.flushed_at = time.monotonic()
 
     @property
     def next_number(self) -> int:
@@ -174,6 +181,9 @@ class BackgroundResponses:
         except asyncio.CancelledError:
             cut_off = self._stopping
             raise
+        except Exception:  # the database failed it: its lease is freed, and the next attempt starts it again
+            outcome = "failed"
+            log.exception("generating background response (row %s) failed", seq)
         finally:
             await self._release(seq, owner, cut_off)
             JOB_DURATION.labels("response", outcome).observe(time.perf_counter() - started)
@@ -181,18 +191,19 @@ class BackgroundResponses:
     async def _execute(self, seq: int, owner: str) -> str:
         row = await self._row(seq)
         serve_for_project(row.project_id)  # the project's fine-tunes resolve for this response, and no other's
-        log_ = _EventLog(row.id, row.attempts)
+        log_ = _EventLog(row.id, owner, row.next_event)
         base = {**json.loads(row.response_json), "status": "in_progress"}
-        if row.attempts > MAX_ATTEMPTS:
-            await self._fail(seq, owner, log_, base, "server_error", "The response was interrupted too many times.")
-            return "failed"
         async with self._db.session() as session:
-            # A generation taken over after a crash starts again: its dead attempt's events go first.
+            # A generation taken over after a crash starts again: the dead one's events go first (its numbers are
+            # not used again).
             values = {"status": "in_progress", "response_json": json.dumps(base)}
             await self._held(session, seq, owner, ("queued", "in_progress"), values)
             await rows.drop_events(session, row.id, QUEUED_EVENTS)
             await session.commit()
         self._responses.bell.ring(row.id)
+        if row.attempts > MAX_ATTEMPTS:
+            await self._fail(seq, owner, log_, base, "server_error", "The response was interrupted too many times.")
+            return "failed"
         try:
             request = CreateResponseRequest.model_validate_json(row.request_json or "{}")
             plan = await self._responses.plan(row.project_id, request, response_id=row.id, created_at=row.created_at)
@@ -212,8 +223,14 @@ class BackgroundResponses:
             await asyncio.wait({generate, cancelled}, return_when=asyncio.FIRST_COMPLETED)
             if not generate.done():
                 generate.cancel()
-            with contextlib.suppress(asyncio.CancelledError, _Stop):
+            try:
                 return await generate
+            except _Stop:
+                pass
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():  # a shutdown, not the cancel this stopped it for
+                    raise
             return "cancelled" if await self._cancelled(seq, owner, log_, base) else "stopped"
         except OasisError as exc:  # refused as it began (an upstream's error, a model gone since it was queued)
             await self._fail(seq, owner, log_, base, exc.code or exc.type, exc.message, exc.param)
@@ -232,29 +249,28 @@ class BackgroundResponses:
         """Streams the answer into the event log; returns how it ended."""
 
         async def keep(plan: PlannedResponse, response: dict[str, Any], answer: Any, finished: dict[str, Any]) -> None:
-            log_.add(finished)
             values = self._responses.stored_values(plan, response, answer)
             async with self._db.session() as session:
-                await self._held(session, seq, owner, ("in_progress",), values)
+                await self._held(session, seq, owner, ("in_progress",), values)  # before the last event is taken
+                log_.add(finished)
                 if plan.conversation_id is not None:
                     items = self._responses.conversation_items(plan, response, answer)
                     await self._conversations.add_in(session, plan.conversation_id, items)
-                rows.add_events(session, plan.id, log_.attempt, log_.take())
-                await session.commit()
-            self._responses.bell.ring(plan.id)
+                await self._add_pending(session, log_)
 
-        events: AsyncIterator[dict[str, Any]] = self._responses.background_events(plan, keep)
-        async for event in events:
-            kind = event["type"]
-            if kind in ("response.completed", "response.incomplete"):  # written by `keep`
-                return kind.removeprefix("response.")
-            log_.add(event)
-            if kind == "response.failed":
-                values = {"status": "failed", "response_json": json.dumps(event["response"])}
-                await self._write(seq, owner, log_, ("in_progress",), values)
-                return "failed"
-            if log_.due:
-                await self._write(seq, owner, log_, ("in_progress",), {})
+        events = self._responses.background_events(plan, keep)
+        async with contextlib.aclosing(events):  # a cancel mid-write still frees the engine's sequence at once
+            async for event in events:
+                kind = event["type"]
+                if kind in ("response.completed", "response.incomplete"):  # written by `keep`
+                    return kind.removeprefix("response.")
+                log_.add(event)
+                if kind == "response.failed":
+                    values = {"status": "failed", "response_json": json.dumps(event["response"])}
+                    await self._write(seq, owner, log_, ("in_progress",), values)
+                    return "failed"
+                if log_.due:
+                    await self._write(seq, owner, log_, ("in_progress",), {})
         return "stopped"
 
     async def _watch(self, seq: int, owner: str, cancel: asyncio.Event) -> None:
@@ -276,8 +292,10 @@ class BackgroundResponses:
                 cancel.set()
 
     async def _cancelled(self, seq: int, owner: str, log_: _EventLog, base: dict[str, Any]) -> bool:
-        """Stores what a cancelled response made before it stopped: its finished items, and the events so far.
-        False when it was not cancelled but deleted or taken over: nothing of it is this execution's to write."""
+        """Stores what a cancelled response made before it stopped: its finished items, and its events so far
+        (not one that would end its stream as if it had finished). False when it was not cancelled but deleted or
+        taken over: nothing of it is this execution's to write."""
+        log_.drop_endings()
         response = {**base, "status": "cancelled", "output": log_.done_items}
         try:
             await self._write(seq, owner, log_, ("cancelled",), {"response_json": json.dumps(response)})
@@ -295,14 +313,17 @@ class BackgroundResponses:
         message: str,
         param: str | None = None,
     ) -> None:
-        """Ends the response failed, with the `error` and `response.failed` events a stream of it ends with."""
+        """Ends the response failed, with the `error` and `response.failed` events a stream of it ends with (or,
+        cancelled meanwhile, cancelled)."""
         error = {"code": code, "message": message, "param": param}
         failed = {**base, "status": "failed", "error": {"code": code, "message": message}}
         log_.add({"type": "error", "sequence_number": 0, **error, "error": {**error, "type": "server_error"}})
         log_.add({"type": "response.failed", "sequence_number": 0, "response": failed})
         values = {"status": "failed", "response_json": json.dumps(failed)}
-        with contextlib.suppress(_Stop):
+        try:
             await self._write(seq, owner, log_, ("queued", "in_progress"), values)
+        except _Stop:
+            await self._cancelled(seq, owner, log_, base)
 
     async def _write(
         self, seq: int, owner: str, log_: _EventLog, statuses: tuple[str, ...], values: dict[str, Any]
@@ -310,8 +331,16 @@ class BackgroundResponses:
         """Writes the pending events (and `values` on the row) while the response is ours and in `statuses`."""
         async with self._db.session() as session:
             await self._held(session, seq, owner, statuses, values)
-            rows.add_events(session, log_.response_id, log_.attempt, log_.take())
-            await session.commit()
+            await self._add_pending(session, log_)
+
+    async def _add_pending(self, session: Any, log_: _EventLog) -> None:
+        """Adds the pending events and the number after them in the caller's transaction, and commits it; they
+        leave the log only once committed (a failed commit loses none of them)."""
+        pending = list(log_.pending)
+        rows.add_events(session, log_.response_id, log_.generation, pending)
+        await rows.set_next_event(session, log_.response_id, log_.next_number)
+        await session.commit()
+        log_.written(len(pending))
         self._responses.bell.ring(log_.response_id)
 
     @staticmethod

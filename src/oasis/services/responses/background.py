@@ -70,24 +70,28 @@ def restarted_event(sequence_number: int) -> dict[str, Any]:
 async def follow(
     db: Database, bell: Bell, response_id: str, starting_after: int | None
 ) -> AsyncIterator[dict[str, Any]]:
-    """The response's events after `starting_after`, as they are written, until its last; a response cancelled,
-    deleted or left without its last event ends the stream once every event written is sent."""
+    """The response's events after `starting_after`, as they are written, until its last; a response cancelled
+    (once its worker has let it go), deleted, or left without its last event ends the stream once every event
+    written is sent. A stream whose generation was replaced by another (after a crash), or that starts after an
+    event of a replaced one, ends with `restarted_event`."""
     cursor = 0  # the last event row read
-    attempt: int | None = None  # the generation whose events this stream sends
+    generation: str | None = None  # the generation whose events this stream sends
     last_number = -1 if starting_after is None else starting_after
     while True:
-        # The status first: a response found finished has all its events written (they commit together).
+        # The status first: a response found finished has all its events written (they commit together, and a
+        # cancelled one's worker writes its last ones before it lets the response go).
         async with db.session() as session:
-            status = await rows.status_of(session, response_id)
+            status, leased = await rows.status_of(session, response_id)
             found = await rows.events_after(session, response_id, cursor, READ_BATCH)
         for stored in found:
             cursor = stored.seq
             if stored.sequence_number >= QUEUED_EVENTS:
-                if attempt is None:
-                    attempt = stored.attempt
-                elif stored.attempt != attempt:
+                replaced = generation is not None and stored.generation != generation
+                # numbers are never used twice: one before this generation's first was a replaced one's
+                if replaced or (generation is None and QUEUED_EVENTS <= last_number < stored.sequence_number):
                     yield restarted_event(last_number + 1)
                     return
+                generation = stored.generation
             if stored.sequence_number <= last_number:
                 continue
             event = json.loads(stored.event_json)
@@ -97,6 +101,6 @@ async def follow(
                 return
         if len(found) == READ_BATCH:
             continue
-        if status is None or status in rows.FINAL_STATUSES:
+        if status is None or (status in rows.FINAL_STATUSES and not (status == "cancelled" and leased)):
             return
         await bell.wait(response_id, POLL_SECONDS)

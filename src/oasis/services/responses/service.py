@@ -10,7 +10,7 @@ import itertools
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -504,7 +504,7 @@ class ResponseService:
             raise
         return self._events(plan, first, chunks)
 
-    def background_events(self, plan: PlannedResponse, keep: Keeper) -> AsyncIterator[dict[str, Any]]:
+    def background_events(self, plan: PlannedResponse, keep: Keeper) -> AsyncGenerator[dict[str, Any], None]:
         """A background response's events after those its creation wrote (`response.created`, `.queued`), each
         numbered from there; `keep` stores its answer (instead of `_keep`)."""
         chunks = self._chat.stream(plan.chat.streamed(), plan.prepared, project_id=plan.project_id)
@@ -518,7 +518,7 @@ class ResponseService:
         raise_errors: bool = False,
         announced: int = 0,
         keep: Keeper | None = None,
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """The response's events; an error while generating ends it `failed`, or is raised (`raise_errors`).
         `announced`: events already sent (`response.created` among them), which these are numbered after."""
         numbers = itertools.count(announced)
@@ -777,9 +777,10 @@ class ResponseService:
                     status="queued",
                     background=True,
                     request_json=json.dumps(request),
+                    next_event=background.QUEUED_EVENTS,
                 )
             )
-            rows.add_events(session, plan.id, 0, background.queued_events(response))
+            rows.add_events(session, plan.id, "", background.queued_events(response))  # of no generation
             await session.commit()
         self._wake_workers()
         return response

@@ -28,12 +28,13 @@ def upgrade() -> None:
         table.add_column(sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"))
         table.add_column(sa.Column("lease_owner", sa.String(64), nullable=True))
         table.add_column(sa.Column("lease_expires_at", sa.Float(), nullable=True))
+        table.add_column(sa.Column("next_event", sa.Integer(), nullable=False, server_default="0"))
         table.create_index("ix_responses_jobs", ["status", "lease_expires_at"])
     op.create_table(
         "response_events",
         sa.Column("seq", _SEQ, autoincrement=True, nullable=False),
         sa.Column("response_id", sa.String(64), nullable=False),
-        sa.Column("attempt", sa.Integer(), nullable=False),
+        sa.Column("generation", sa.String(64), nullable=False),
         sa.Column("sequence_number", sa.Integer(), nullable=False),
         sa.Column("event_json", sa.Text(), nullable=False),
         sa.PrimaryKeyConstraint("seq"),
@@ -47,5 +48,13 @@ def downgrade() -> None:
     op.drop_table("response_events")
     with op.batch_alter_table("responses", table_kwargs=_KEEP) as table:
         table.drop_index("ix_responses_jobs")
-        for name in ("lease_expires_at", "lease_owner", "attempts", "request_json", "background", "status"):
+        for name in (
+            "next_event",
+            "lease_expires_at",
+            "lease_owner",
+            "attempts",
+            "request_json",
+            "background",
+            "status",
+        ):
             table.drop_column(name)
