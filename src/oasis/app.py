@@ -19,6 +19,7 @@ from oasis.api import (
     batches,
     chat,
     completions,
+    containers,
     conversations,
     embeddings,
     files,
@@ -165,6 +166,7 @@ def create_app(settings: Settings, engine_factories: Mapping[str, EngineFactory]
         embeddings.router,
         responses.router,
         conversations.router,
+        containers.router,
         assistants.router,
         runs.router,  # before threads: POST /threads/runs is not a thread id
         threads.router,

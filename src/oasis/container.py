@@ -34,6 +34,7 @@ from oasis.services.chat.service import ChatService
 from oasis.services.chat.spoken import SpokenAnswers
 from oasis.services.chat.stored import StoredCompletions
 from oasis.services.chat.tokenizer import TokenizerService
+from oasis.services.containers import ContainerService
 from oasis.services.embeddings.service import EmbeddingService
 from oasis.services.files.service import FileService
 from oasis.services.files.uploads import UploadService
@@ -46,6 +47,7 @@ from oasis.services.models.service import ModelService
 from oasis.services.moderations.service import ModerationService
 from oasis.services.monitoring import Monitoring
 from oasis.services.rate_limits import RateLimiter
+from oasis.services.responses.code_interpreter import session_key
 from oasis.services.responses.conversations import ConversationService
 from oasis.services.responses.service import ResponseService
 from oasis.services.vector_stores.search import VectorSearch
@@ -175,6 +177,7 @@ class Container:
     # an interactive run.
     run_worker_loop: WorkerLoop
     sandboxes: SandboxPool
+    containers: ContainerService
     code_interpreter: CodeInterpreter
     monitoring: Monitoring
     rate_limits: RateLimiter
@@ -256,13 +259,25 @@ class Container:
             idle_seconds=interpreter.idle_seconds,
         )
         code = CodeInterpreter(db, files, sandboxes)
+
+        async def end_session(project_id: str, container_id: str) -> None:
+            await sandboxes.end(session_key(project_id, container_id))
+
+        containers = ContainerService(db, blobs, files, interpreter.file_mb << 20, end_session)
         rate_limits = RateLimiter(settings.rate_limits, db, _rate_buckets(settings))
         searcher = FileSearch(db, search)  # file_search's, in runs and in responses
         conversations = ConversationService(db)
         run_executor = RunExecutor(db, chat, searcher, code, lease_seconds, fine_tuned.ensure, rate_limits=rate_limits)
         run_runner = RunRunner(db, run_executor, lease_seconds, settings.workers.run_concurrency)
         responses = ResponseService(
-            db, chat, fine_tuned.ensure, searcher, code, conversations, wake_workers=lambda: run_worker_loop.wake()
+            db,
+            chat,
+            fine_tuned.ensure,
+            searcher,
+            code,
+            conversations,
+            containers,
+            wake_workers=lambda: run_worker_loop.wake(),
         )
         background_responses = BackgroundResponses(
             db, responses, conversations, lease_seconds, settings.workers.response_concurrency
@@ -295,6 +310,7 @@ class Container:
             stored_chats=StoredCompletions(db),
             responses=responses,
             conversations=conversations,
+            containers=containers,
             completions=completions,
             tokenizer=TokenizerService(registry),
             audio=AudioService(registry),

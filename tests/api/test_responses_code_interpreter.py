@@ -10,6 +10,7 @@ import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import openai
 import pytest
 
 from tests.api.test_code_interpreter import ASK, SALES, _fresh_run
@@ -164,6 +165,65 @@ async def test_files_go_into_the_container_and_figures_come_back_as_images(coder
     assert shown.split("\n")[0].strip() == "42" and "[an image was shown to the user]" in shown
 
 
+class _Saver(_Coder):
+    """A model upstream whose code writes a file, and whose answer links to it."""
+
+    code = "open('/mnt/data/out.csv', 'w').write('a,b\\n1,2\\n')\nprint('saved')"
+
+    def script(self, body: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
+        if body["messages"][-1]["role"] == "tool":
+            answer = "Here it is: [out.csv](sandbox:/mnt/data/out.csv)."
+            return [{"role": "assistant", "content": answer}], "stop"
+        return super().script(body)
+
+
+async def test_files_the_code_writes_are_the_containers_files_cited_in_the_answer(
+    start_oasis: Callable[..., Any],
+) -> None:
+    _Saver.received, _Saver.calls = [], 1
+    async with upstream_oasis(start_oasis, _Saver) as harness:
+        client = harness.sdk()
+        _newer_sdk(client)
+        async with client.responses.stream(model="remote", input="Save a table.", tools=[AUTO]) as stream:
+            events = [event async for event in stream]
+            final = await stream.get_final_response()
+        call, message = final.output
+        assert call.type == "code_interpreter_call" and message.type == "message"
+        container_id = call.container_id
+        (written,) = (await client.containers.files.list(container_id)).data
+        assert written.path == "/mnt/data/out.csv" and written.source == "assistant" and written.bytes == 8
+        content = await client.containers.files.content.retrieve(written.id, container_id=container_id)
+        assert content.read() == b"a,b\n1,2\n"
+
+        (citation,) = message.content[0].annotations  # type: ignore[union-attr]
+        assert citation.type == "container_file_citation" and citation.container_id == container_id
+        assert citation.file_id == written.id and citation.filename == "out.csv"
+        text = final.output_text
+        assert text[citation.start_index : citation.end_index] == "sandbox:/mnt/data/out.csv"
+        added = [event for event in events if event.type == "response.output_text.annotation.added"]
+        assert [event.annotation for event in added] == [citation.model_dump()]  # type: ignore[union-attr]
+        # the `auto` container is one of the project's containers
+        assert (await client.containers.retrieve(container_id)).status == "running"
+
+        # the container's files outlive its session: a new session finds them in /mnt/data
+        await harness.container.sandboxes.end(f"default/{container_id}")
+        _Saver.code = "print(open('/mnt/data/out.csv').read().split()[1])"
+        later = await client.responses.create(
+            model="remote",
+            input="Read it back.",
+            tools=[{"type": "code_interpreter", "container": container_id}],
+            include=INCLUDE,  # type: ignore[list-item]
+        )
+        assert later.output[0].outputs[0].logs.strip() == "1,2"  # type: ignore[union-attr]
+
+        # a deleted container ends its session and can no longer be named
+        await client.containers.delete(container_id)
+        with pytest.raises(openai.NotFoundError):
+            await client.responses.create(
+                model="remote", input="Again.", tools=[{"type": "code_interpreter", "container": container_id}]
+            )
+
+
 async def test_calls_past_the_most_runs_a_response_makes_are_not_run(coder_oasis: Harness) -> None:
     client = coder_oasis.sdk()
     _newer_sdk(client)
@@ -193,6 +253,7 @@ async def test_bad_code_tools_are_refused_before_anything_is_generated(code_oasi
             404,
             "tools[0].container.file_ids",
         ),
+        ({"tools": [{"type": "code_interpreter", "container": "cntr_unknown"}]}, 404, "tools[0].container"),
         ({"tools": [AUTO, AUTO]}, 400, "tools[1]"),
         ({"tools": [AUTO, {"type": "function", "name": "python"}]}, 400, "tools[1].name"),
         ({"tool_choice": {"type": "code_interpreter"}}, 400, "tool_choice"),

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.api.test_batches import request, upload_batch_file
 from tests.conftest import Harness
 
@@ -71,3 +73,37 @@ async def test_the_worker_sweeps_when_it_starts(
             break
         await asyncio.sleep(0.05)
     assert not (blobs / "files" / "file-orphan").exists()
+
+
+async def test_sweep_keeps_live_containers_files_and_removes_those_of_deleted_or_expired_ones(
+    start_oasis: Callable[..., Any],
+) -> None:
+    from sqlalchemy import update
+
+    from oasis.storage.tables import CodeContainer
+
+    harness: Harness = await start_oasis(workers={"in_process": False})
+    client = harness.sdk()
+    if not hasattr(client, "containers"):
+        pytest.skip("this SDK has no Containers API")
+    blobs = harness.container.settings.blobs_dir
+    live, deleted, expired = [await client.containers.create(name=name) for name in ("live", "deleted", "expired")]
+    for made in (live, deleted, expired):
+        await client.containers.files.create(made.id, file=("a.txt", io.BytesIO(b"in a container")))
+    await client.containers.delete(deleted.id)
+    async with harness.container.db.session() as session:
+        await session.execute(update(CodeContainer).where(CodeContainer.id == expired.id).values(last_active_at=0))
+        await session.commit()
+    for path in (blobs / "containers").rglob("*"):
+        if path.is_file():
+            _age(path)
+
+    removed, _ = await harness.container.sweeper.sweep()
+
+    assert removed == 2
+    left = [
+        path.relative_to(blobs / "containers").parts[0] for path in (blobs / "containers").rglob("*") if path.is_file()
+    ]
+    assert left == [live.id]
+    (file,) = (await client.containers.files.list(live.id)).data
+    assert (await client.containers.files.content.retrieve(file.id, container_id=live.id)).read() == b"in a container"

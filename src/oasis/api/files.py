@@ -70,7 +70,7 @@ async def delete_file(file_id: str, container: ContainerDep, principal: Principa
     return spec.DeleteFileResponse(id=deleted, object="file", deleted=True)
 
 
-class _ClosingStreamingResponse(StreamingResponse):
+class ClosingStreamingResponse(StreamingResponse):
     """Closes its body however the response ends: a client that leaves mid-download lets go of the open file or
     S3 connection at once, not whenever the garbage collector finds the suspended generator."""
 
@@ -87,7 +87,7 @@ class _ClosingStreamingResponse(StreamingResponse):
 @router.get("/files/{file_id}/content", response_class=StreamingResponse)
 async def download_file(file_id: str, container: ContainerDep, principal: PrincipalDep) -> StreamingResponse:
     content = await container.files.content(principal.project_id, file_id)
-    return _ClosingStreamingResponse(
+    return ClosingStreamingResponse(
         content.chunks,
         media_type=content.content_type,
         headers={

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterable, AsyncIterator
 from typing import Protocol
 
 # The folders oasis writes blobs under (files, and fine-tuned models to come).
-BLOB_FOLDERS = ("files/", "models/", "uploads/")  # what the sweeper looks through
+BLOB_FOLDERS = ("files/", "models/", "uploads/", "containers/")  # what the sweeper looks through
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
 
 

@@ -336,6 +336,12 @@ class SandboxPool:
                     self._sessions.pop(key, None)
                     await session.close()
 
+    async def end(self, key: str) -> None:
+        """Ends the session of `key` (its variables and files gone), when there is one."""
+        session = self._sessions.pop(key, None)
+        if session is not None:
+            await session.close()
+
     @property
     def live_sessions(self) -> int:
         return sum(1 for session in self._sessions.values() if session.alive)

@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from oasis.storage import containers as container_rows
 from oasis.storage.batches import RUNNING
 from oasis.storage.clock import now
 from oasis.storage.pagination import Page, PageRequest, paginate
@@ -66,7 +67,8 @@ async def get_file_by_id(session: AsyncSession, file_id: str, *, deleted_too: bo
 
 async def referenced_blob_keys(session: AsyncSession, keys: list[str]) -> set[str]:
     """Which of `keys` a live file still points to, or a deleted one whose bytes an unfinished batch or fine-tuning
-    job still reads; models', checkpoints' and saved training states' blobs; a pending upload's parts."""
+    job still reads; models', checkpoints' and saved training states' blobs; a pending upload's parts; the files
+    of live containers."""
     if not keys:
         return set()
     live = await session.scalars(
@@ -96,7 +98,9 @@ async def referenced_blob_keys(session: AsyncSession, keys: list[str]) -> set[st
             Upload.expires_at > now() - EXPIRED_PARTS_KEPT_SECONDS,
         )
     )
-    return set(live) | set(adapters) | set(parts) | {key for key in [*artifacts, *states] if key is not None}
+    in_containers = await container_rows.referenced_keys(session, keys, now())
+    found = set(live) | set(adapters) | set(parts) | in_containers
+    return found | {key for key in [*artifacts, *states] if key is not None}
 
 
 def _running_batch_inputs() -> Select[Any]:

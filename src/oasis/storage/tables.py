@@ -177,6 +177,43 @@ class ResponseEvent(Base):
     event_json: Mapped[str] = mapped_column(Text)
 
 
+class CodeContainer(Base):
+    """A container of the Containers API: the code_interpreter tool's Python session (a sandbox session while it
+    lives) and the files in its /mnt/data, kept here so that a session started again finds them. It expires when
+    unused for `expires_minutes` after `last_active_at`, its files with it."""
+
+    __tablename__ = "containers"
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    name: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    last_active_at: Mapped[int] = mapped_column(BigInteger)
+    expires_minutes: Mapped[int] = mapped_column(Integer)
+    memory_limit: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    deleted_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class ContainerFile(Base):
+    """A file in a container's /mnt/data: given by the client (`source: user`) or written by its code
+    (`assistant`); its bytes in the blob store."""
+
+    __tablename__ = "container_files"
+    __table_args__ = (Index("ix_container_files_container", "container_id", "seq"), {"sqlite_autoincrement": True})
+
+    seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    container_id: Mapped[str] = mapped_column(String(64))
+    path: Mapped[str] = mapped_column(String(1024))
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    source: Mapped[str] = mapped_column(String(16))
+    blob_key: Mapped[str] = mapped_column(String(256))
+    deleted_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
 class Conversation(Base):
     """A conversation of the Responses API (after the 2.0.0 spec): its items are read before a response's input
     when the response names it, and the response's input and output items join them."""

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from oasis.errors import invalid_request
-from oasis.sandbox.sessions import SandboxPool, SandboxUnavailable
+from oasis.sandbox.sessions import Execution, SandboxPool, SandboxUnavailable
+from oasis.services.containers import PlacedFile
 from oasis.services.files.service import FileService
 from oasis.storage import assistants as assistant_rows
 from oasis.storage import files as file_rows
@@ -143,27 +144,8 @@ class CodeInterpreter:
         itself, and written files stay in its session) under ids fixed by their owner (a run, a response), the
         round of calls, and the output."""
         seed = f"{owner_id}:{round_number}"
-        session = await self._sandboxes.session(session_key)
-        limits = self._sandboxes.limits
-        room = limits.folder_mb << 20
-        missing: dict[str, bytes] = {}
-        notes: list[str] = []
-        for name, file_id in inputs.items():
-            if session.placed.get(name) == file_id:  # the same file under the same name: there already
-                continue
-            content = await self._files.content(project_id, file_id)
-            if content.size > min(limits.file_mb << 20, room):
-                notes.append(f"[{name} ({file_id}) is too large for /mnt/data and was not placed there]")
-                continue
-            missing[name] = b"".join([chunk async for chunk in content.chunks])
-            room -= content.size
-        execution = await session.run(code, missing, {name: inputs[name] for name in missing})
-        logs = "\n".join([*notes, execution.logs]) if notes else execution.logs
-        if execution.error:
-            logs = f"{logs.rstrip()}\n{execution.error}".strip() if execution.error not in logs else logs
-        outputs: list[dict[str, Any]] = []
-        if logs:
-            outputs.append({"type": "logs", "logs": logs})
+        placed = {name: await self._project_file(project_id, file_id) for name, file_id in inputs.items()}
+        execution, outputs = await self._execute(session_key, code, placed)
         if not keep:  # the figures noted without a file (the model is told one was shown)
             outputs += [{"type": "image", "image": {"file_id": None}} for _ in execution.images]
             written_here = {f"/mnt/data/{path}": "" for path in execution.files}
@@ -179,6 +161,56 @@ class CodeInterpreter:
             written[f"/mnt/data/{path}"] = await self._store(project_id, seed, made, name, content_bytes)
             made += 1
         return CodeCall(call_id, code, outputs, written, list(execution.images))
+
+    async def run_placed(
+        self, session_key: str, call_id: str, code: str, placed: dict[str, PlacedFile]
+    ) -> tuple[CodeCall, dict[str, bytes]]:
+        """Runs the code in the session `session_key` names, with the `placed` files put in /mnt/data first where
+        the session lacks them; figures are noted in the outputs (their bytes on the call), and the files the code
+        wrote are returned (path under /mnt/data -> content) for the caller to keep."""
+        execution, outputs = await self._execute(session_key, code, placed)
+        outputs += [{"type": "image", "image": {"file_id": None}} for _ in execution.images]
+        written_here = {f"/mnt/data/{path}": "" for path in execution.files}
+        return CodeCall(call_id, code, outputs, written_here, list(execution.images)), dict(execution.files)
+
+    async def note_placed(self, session_key: str, tags: dict[str, str]) -> None:
+        """Files the session's code wrote, now stored under these tags (name in /mnt/data -> tag): the session has
+        them, and a later run need not place them again."""
+        session = await self._sandboxes.session(session_key)
+        session.placed.update(tags)
+
+    async def _project_file(self, project_id: str, file_id: str) -> PlacedFile:
+        async def read() -> bytes:
+            content = await self._files.content(project_id, file_id)
+            return b"".join([chunk async for chunk in content.chunks])
+
+        size = (await self._files.retrieve(project_id, file_id)).bytes
+        return PlacedFile(file_id, size, read)
+
+    async def _execute(
+        self, session_key: str, code: str, placed: dict[str, PlacedFile]
+    ) -> tuple[Execution, list[dict[str, Any]]]:
+        """Places what the session lacks of `placed` (name in /mnt/data -> file), runs the code, and reads its
+        logs (with the error, and a note of each file too large to place) as the call's first outputs."""
+        session = await self._sandboxes.session(session_key)
+        limits = self._sandboxes.limits
+        room = limits.folder_mb << 20
+        missing: dict[str, bytes] = {}
+        notes: list[str] = []
+        for name, file in placed.items():
+            if session.placed.get(name) == file.tag:  # the same file under the same name: there already
+                continue
+            if file.size > min(limits.file_mb << 20, room):
+                notes.append(f"[{name} ({file.tag}) is too large for /mnt/data and was not placed there]")
+                continue
+            missing[name] = await file.read()
+            room -= len(missing[name])
+        execution = await session.run(code, missing, {name: placed[name].tag for name in missing})
+        logs = "\n".join([*notes, execution.logs]) if notes else execution.logs
+        if execution.error:
+            logs = f"{logs.rstrip()}\n{execution.error}".strip() if execution.error not in logs else logs
+        outputs: list[dict[str, Any]] = [{"type": "logs", "logs": logs}] if logs else []
+        return execution, outputs
 
     async def _store(self, project_id: str, seed: str, index: int, filename: str, data: bytes) -> str:
         content_digest = hashlib.sha256(data).hexdigest()

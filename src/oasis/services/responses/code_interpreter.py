@@ -3,15 +3,17 @@ response runs the code in the sandboxed Python session of its container (as runs
 model what came out, and asks it again. The run is an output item of its own (`code_interpreter_call`: the code,
 the container's id, and its outputs, logs and figures, when `include` asks for them).
 
-A container here is a sandbox session: `{"type": "auto"}` starts a new one (its `file_ids` placed in /mnt/data),
-and a later response that names its id (`container: "cntr_..."`) runs in the same session while it lives (its
-variables and files kept); one that has ended, or an id never made here, starts an empty one."""
+A container is one of the Containers API's (services/containers.py): `{"type": "auto"}` makes a new one on the
+first run (its `file_ids` copied in), and a later response that names its id (`container: "cntr_..."`) runs in its
+session (variables kept while the session lives; its files always, placed again in a new session). Files the code
+writes become the container's files, cited where the answer names them (`container_file_citation`)."""
 
 from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass
 from typing import Any
 
 from oasis.errors import invalid_request
@@ -34,13 +36,13 @@ NOT_RUN = f"Not run: a response runs code at most {MAX_CODE_RUNS} times."
 
 @dataclass(frozen=True)
 class CodeTool:
-    """A response's code_interpreter tool: the container (sandbox session) its code runs in, and the files placed
-    there first (name in /mnt/data -> file id; filled in when the request is planned)."""
+    """A response's code_interpreter tool: the container its code runs in, and for a new (`auto`) one the files
+    copied into it when it is made."""
 
     container_id: str
     file_ids: list[str]
     param: str  # where the request has it: `tools[i]`
-    inputs: dict[str, str] = field(default_factory=dict)
+    auto: bool = False  # a new container, made on the first run
 
 
 def code_tool(tools: list[dict[str, Any]] | None) -> CodeTool | None:
@@ -64,7 +66,7 @@ def _checked(tool: dict[str, Any], param: str) -> CodeTool:
         file_ids = container.get("file_ids") or []
         if not isinstance(file_ids, list) or not all(isinstance(file_id, str) for file_id in file_ids):
             raise invalid_request("`file_ids` is a list of file ids.", param=f"{param}.container.file_ids")
-        return CodeTool(new_id("cntr_"), list(dict.fromkeys(file_ids)), param)
+        return CodeTool(new_id("cntr_"), list(dict.fromkeys(file_ids)), param, auto=True)
     raise invalid_request(
         'The code_interpreter tool needs `container`: `{"type": "auto"}` (with `file_ids` to place) or the id of '
         "an earlier response's container.",
@@ -100,6 +102,26 @@ def outputs_of(call: CodeCall) -> list[dict[str, Any]]:
 
 def text_for_model(call: CodeCall) -> str:
     return sandbox_tool.output_for_model(call.stored())
+
+
+def file_citations(text: str, files: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """`container_file_citation` annotations for each mention in `text` of a file the code wrote (its full path,
+    `sandbox:` before it or not; `files`: the container files by their path)."""
+    found = []
+    for path, file in files.items():
+        # the path ends where no name character follows: a full stop ending the sentence is not part of it
+        for match in re.finditer(r"(?:sandbox:)?" + re.escape(path) + r"(?![\w-]|\.[\w-])", text):
+            found.append(
+                {
+                    "type": "container_file_citation",
+                    "container_id": file["container_id"],
+                    "file_id": file["id"],
+                    "filename": path.rsplit("/", 1)[-1],
+                    "start_index": match.start(),
+                    "end_index": match.end(),
+                }
+            )
+    return sorted(found, key=lambda annotation: annotation["start_index"])
 
 
 def tool_call(item: dict[str, Any]) -> dict[str, Any]:

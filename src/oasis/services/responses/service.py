@@ -11,7 +11,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
@@ -25,6 +25,7 @@ from oasis.services.assistants.code_interpreter import CodeInterpreter
 from oasis.services.assistants.file_search import FileSearch
 from oasis.services.chat.generation import close_chunks
 from oasis.services.chat.service import ChatService, PreparedChat
+from oasis.services.containers import ContainerService
 from oasis.services.metadata import check_metadata
 from oasis.services.responses import background, code_interpreter, file_search
 from oasis.services.responses.conversations import ConversationService, conversation_id_of
@@ -242,6 +243,7 @@ class ResponseService:
         searcher: FileSearch,
         code: CodeInterpreter,
         conversations: ConversationService,
+        containers: ContainerService,
         wake_workers: Callable[[], None] = lambda: None,
     ) -> None:
         self._db = db
@@ -250,6 +252,7 @@ class ResponseService:
         self._searcher = searcher
         self._code = code
         self._conversations = conversations
+        self._containers = containers
         self._wake_workers = wake_workers
         self.bell = background.Bell()  # rung by this process's writes of background responses' events
         # Stops a background response being generated in this process (the worker sets it).
@@ -380,14 +383,17 @@ class ResponseService:
         )
 
     async def _code_tool(self, project_id: str, tool: code_interpreter.CodeTool) -> code_interpreter.CodeTool:
-        """The tool with its files' names in /mnt/data; a 400 when no sandbox can start here, a 404 for a file
-        the project does not have."""
+        """The tool, checked: a 400 when no sandbox can start here, a 404 for a file the project does not have or a
+        container it does not have (a 400 for one expired)."""
         await self._code.check_available(f"{tool.param}.type")
+        if not tool.auto:
+            await self._containers.check_usable(project_id, tool.container_id, param=f"{tool.param}.container")
+            return tool
         inputs = await self._code.placed_names(project_id, tool.file_ids)
         missing = sorted(set(tool.file_ids) - set(inputs.values()))
         if missing:
             raise not_found(f"No file found with id '{missing[0]}'.", param=f"{tool.param}.container.file_ids")
-        return replace(tool, inputs=inputs)
+        return tool
 
     async def _truncated(self, chat: ChatCompletionRequest, first: int, turn_start: int) -> ChatCompletionRequest:
         """`truncation: auto`: the conversation (after the `first` messages, the instructions) without its oldest
@@ -630,9 +636,13 @@ class ResponseService:
             return
         session = code_interpreter.session_key(plan.project_id, container)
         try:
-            call = await self._code.run_code(
-                plan.project_id, session, item["id"], code, plan.code.inputs, plan.id, answer.code_runs, keep=False
-            )
+            if plan.code.auto:
+                await self._containers.ensure(plan.project_id, container, plan.code.file_ids)
+            placed = await self._containers.placed_files(plan.project_id, container)
+            call, written = await self._code.run_placed(session, item["id"], code, placed)
+            files = await self._containers.record_written(plan.project_id, container, written)
+            await self._code.note_placed(session, {name: files[f"/mnt/data/{name}"]["id"] for name in written})
+            writer.written(files)
         except OasisError:
             raise
         except Exception as exc:  # the sandbox could not start or run it: the response fails
@@ -876,6 +886,11 @@ class _OutputWriter:
         self._annotations: list[dict[str, Any]] = []  # the open message's
         self._logprobs: list[dict[str, Any]] = []  # the open message's, sent with its deltas
         self._pending_logprobs: list[dict[str, Any]] = []  # settled before the text they go with
+        self._written: dict[str, dict[str, Any]] = {}  # container files the code wrote, by path
+
+    def written(self, files: dict[str, dict[str, Any]]) -> None:
+        """Container files the code wrote (by path): the text that follows is annotated where it names them."""
+        self._written.update(files)
 
     def take_held_calls(self) -> list[tuple[str, str]]:
         """(function name, arguments) of each built-in call held back since the last take."""
@@ -1006,6 +1021,11 @@ class _OutputWriter:
             "index": len(self._text),
         }
         self._annotations.append(annotation)
+        return self._annotation_event(annotation)
+
+    def _annotation_event(self, annotation: dict[str, Any]) -> dict[str, Any]:
+        """The event of the open message's latest annotation."""
+        assert self._open is not None
         return self._event(
             "response.output_text.annotation.added",
             item_id=self._open["id"],
@@ -1048,6 +1068,9 @@ class _OutputWriter:
         if item["type"] == "message":
             if self._citer is not None:  # the last sentence's citation, when no break followed it
                 made += [self._annotated(segment.source.file_id) for segment in self._citer.end() if segment.source]
+            for citation in code_interpreter.file_citations(text, self._written):
+                self._annotations.append(citation)
+                made.append(self._annotation_event(citation))
             annotations, self._annotations = self._annotations, []
             logprobs, self._logprobs, self._pending_logprobs = self._logprobs + self._pending_logprobs, [], []
             done = message_item(item["id"], text, status, annotations, logprobs)
