@@ -283,8 +283,8 @@ class Container:
             db, responses, conversations, lease_seconds, settings.workers.response_concurrency
         )
         run_worker_loop = WorkerLoop([run_runner, background_responses], settings.workers.poll_seconds)
-        run_runner.on_finished = run_worker_loop.wake  # a freed place takes the next waiting run at once
-        background_responses.on_finished = run_worker_loop.wake
+        run_runner.jobs.on_finished = run_worker_loop.wake  # a freed place takes the next waiting run at once
+        background_responses.jobs.on_finished = run_worker_loop.wake
         fine_tuning_runner = FineTuningRunner(
             db,
             blobs,

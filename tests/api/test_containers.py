@@ -70,6 +70,7 @@ async def test_containers_are_listed_retrieved_and_deleted(oasis: Harness) -> No
     assert [container.id for container in page.data] == [made[2].id, made[1].id] and page.has_more
     rest = await client.containers.list(limit=2, after=page.data[-1].id)
     assert [container.id for container in rest.data] == [made[0].id]
+    assert [container.id for container in (await client.containers.list(name="box 1")).data] == [made[1].id]
     got = await client.containers.retrieve(made[0].id)
     assert got.name == "box 0" and got.expires_after is not None and got.expires_after.minutes == 20
     assert got.memory_limit == "1g"
@@ -87,6 +88,26 @@ async def test_containers_are_listed_retrieved_and_deleted(oasis: Harness) -> No
     with pytest.raises(openai.NotFoundError):
         await other.containers.retrieve(made[1].id)
     assert (await other.containers.list()).data == []
+
+
+async def test_files_of_one_name_and_files_too_large(start_oasis: Any) -> None:
+    harness: Harness = await start_oasis(code_interpreter={"file_mb": 1})
+    client = harness.sdk()
+    _newer_sdk(client)
+    first = await client.files.create(file=("data.csv", b"1"), purpose="user_data")
+    second = await client.files.create(file=("data.csv", b"22"), purpose="user_data")
+    made = await client.containers.create(name="two", file_ids=[first.id, second.id])
+    paths = [file.path for file in (await client.containers.files.list(made.id, order="asc")).data]
+    assert paths == ["/mnt/data/data.csv", f"/mnt/data/{second.id}-data.csv"]
+
+    big = await client.files.create(file=("big.bin", b"x" * (1 << 20) + b"x"), purpose="user_data")
+    with pytest.raises(openai.BadRequestError) as too_large:
+        await client.containers.create(name="big", file_ids=[big.id])
+    assert too_large.value.body["param"] == "file_ids"  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError) as upload_too_large:
+        await client.containers.files.create(made.id, file=("big.bin", io.BytesIO(b"x" * (1 << 20) + b"x")))
+    assert upload_too_large.value.body["param"] == "file"  # type: ignore[index]
+    assert len((await client.containers.files.list(made.id)).data) == 2
 
 
 async def test_an_expired_container_says_so_and_its_files_are_gone(oasis: Harness) -> None:

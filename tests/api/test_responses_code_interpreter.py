@@ -168,7 +168,10 @@ async def test_files_go_into_the_container_and_figures_come_back_as_images(coder
 class _Saver(_Coder):
     """A model upstream whose code writes a file, and whose answer links to it."""
 
-    code = "open('/mnt/data/out.csv', 'w').write('a,b\\n1,2\\n')\nprint('saved')"
+    code = (
+        "open('/mnt/data/out.csv', 'w').write('a,b\\n1,2\\n')\n"
+        "import os\nos.makedirs('/mnt/data/reports')\nopen('/mnt/data/reports/r.txt', 'w').write('r')\nprint('saved')"
+    )
 
     def script(self, body: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
         if body["messages"][-1]["role"] == "tool":
@@ -190,8 +193,9 @@ async def test_files_the_code_writes_are_the_containers_files_cited_in_the_answe
         call, message = final.output
         assert call.type == "code_interpreter_call" and message.type == "message"
         container_id = call.container_id
-        (written,) = (await client.containers.files.list(container_id)).data
+        report, written = (await client.containers.files.list(container_id)).data
         assert written.path == "/mnt/data/out.csv" and written.source == "assistant" and written.bytes == 8
+        assert report.path == "/mnt/data/reports/r.txt" and report.bytes == 1
         content = await client.containers.files.content.retrieve(written.id, container_id=container_id)
         assert content.read() == b"a,b\n1,2\n"
 
@@ -205,16 +209,18 @@ async def test_files_the_code_writes_are_the_containers_files_cited_in_the_answe
         # the `auto` container is one of the project's containers
         assert (await client.containers.retrieve(container_id)).status == "running"
 
-        # the container's files outlive its session: a new session finds them in /mnt/data
+        # the container's files outlive its session: a new session finds them in /mnt/data, folders and all
         await harness.container.sandboxes.end(f"default/{container_id}")
-        _Saver.code = "print(open('/mnt/data/out.csv').read().split()[1])"
+        _Saver.code = "print(open('/mnt/data/out.csv').read().split()[1] + open('/mnt/data/reports/r.txt').read())"
         later = await client.responses.create(
             model="remote",
             input="Read it back.",
             tools=[{"type": "code_interpreter", "container": container_id}],
             include=INCLUDE,  # type: ignore[list-item]
         )
-        assert later.output[0].outputs[0].logs.strip() == "1,2"  # type: ignore[union-attr]
+        assert later.output[0].outputs[0].logs.strip() == "1,2r"  # type: ignore[union-attr]
+        # reading them wrote nothing: the container still holds the two files as they were
+        assert [file.id for file in (await client.containers.files.list(container_id)).data] == [report.id, written.id]
 
         # a deleted container ends its session and can no longer be named
         await client.containers.delete(container_id)

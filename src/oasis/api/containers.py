@@ -44,8 +44,10 @@ async def create_container(request: Request, container: ContainerDep, principal:
 
 
 @router.get("/containers")
-async def list_containers(container: ContainerDep, principal: PrincipalDep, page: PageDep) -> dict[str, Any]:
-    return dict_list_body(await container.containers.list_containers(principal.project_id, page))
+async def list_containers(
+    container: ContainerDep, principal: PrincipalDep, page: PageDep, name: str | None = None
+) -> dict[str, Any]:
+    return dict_list_body(await container.containers.list_containers(principal.project_id, page, name))
 
 
 @router.get("/containers/{container_id}")

@@ -42,13 +42,18 @@ def _snapshot() -> dict[str, tuple[int, int]]:
 
 def _place(files: dict[str, str]) -> None:
     for name, data in files.items():
-        path = os.path.join(WORK_FOLDER, os.path.basename(name))
+        # A name under /mnt/data, its folders kept (a file the code wrote in one goes back there); never above it.
+        relative = os.path.normpath(name)
+        if os.path.isabs(relative) or relative.split(os.sep)[0] in ("..", "."):
+            relative = os.path.basename(name)
+        path = os.path.join(WORK_FOLDER, relative)
         try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(path, "wb") as handle:
                 handle.write(base64.b64decode(data))
-        except OSError as exc:  # over the file size or the folder's room: the code runs without it
-            print(f"[{name} could not be placed in {WORK_FOLDER}: {exc.strerror}]")
-            with contextlib.suppress(OSError):
+        except (OSError, ValueError) as exc:  # over the size or the folder's room, or a bad name: placed without it
+            print(f"[{name} could not be placed in {WORK_FOLDER}: {getattr(exc, 'strerror', None) or exc}]")
+            with contextlib.suppress(OSError, ValueError):
                 os.unlink(path)
 
 

@@ -240,6 +240,7 @@ class PythonSession:
         return message.decode(errors="replace").strip() or f"exit status {code}"
 
     async def close(self) -> None:
+        self.placed = {}  # a new interpreter starts with an empty /mnt/data
         process, self._process = self._process, None
         pipe, self._pipe = self._pipe, None
         if pipe is not None:

@@ -25,16 +25,19 @@ WORK_FOLDER = "/mnt/data"
 DEFAULT_EXPIRES_MINUTES = 20
 MAX_EXPIRES_MINUTES = 7 * 24 * 60
 MEMORY_LIMITS = ("1g", "4g", "16g", "64g")
+MAX_NAME_CHARS = 255
+# A file the code writes at a longer path stays in the session only (the column, and an index's entry, hold this).
+MAX_PATH_BYTES = 1024
 _READ_SIZE = 1 << 20
 
 
 @dataclass(frozen=True)
 class PlacedFile:
-    """A container file as a code run places it in /mnt/data: `tag` tells whether the session has it already."""
+    """A file as a code run places it in /mnt/data: `tag` tells whether the session has it already; `load` gives
+    its size and its bytes' chunks, read only when it is placed."""
 
     tag: str
-    size: int
-    read: Callable[[], Awaitable[bytes]]
+    load: Callable[[], Awaitable[tuple[int, AsyncIterator[bytes]]]]
 
 
 def _status(row: CodeContainer) -> str:
@@ -85,16 +88,28 @@ def _expires_minutes(expires_after: Any) -> int:
     return minutes
 
 
-def _file_name(filename: str) -> str:
+def _file_name(filename: str, param: str) -> str:
     """The name a file gets in /mnt/data: its own, without folders."""
     name = filename.replace("\\", "/").rsplit("/", 1)[-1].strip()
-    if not name or name in (".", ".."):
-        raise invalid_request("The file needs a name.", param="file")
+    if not name or name in (".", "..") or len(name) > MAX_NAME_CHARS or any(ord(char) < 32 for char in name):
+        raise invalid_request(
+            f"A container file needs a name of 1 to {MAX_NAME_CHARS} characters, without control characters.",
+            param=param,
+        )
     return name
 
 
-async def _chunks_of(source: IO[bytes]) -> AsyncIterator[bytes]:
+class _TooLarge(Exception):
+    pass
+
+
+async def _chunks_of(source: IO[bytes], most: int) -> AsyncIterator[bytes]:
+    """The upload's chunks, stopped (`_TooLarge`) past `most` bytes rather than stored whole first."""
+    read = 0
     while chunk := source.read(_READ_SIZE):
+        read += len(chunk)
+        if read > most:
+            raise _TooLarge
         yield chunk
 
 
@@ -139,7 +154,8 @@ class ContainerService:
             not isinstance(file_ids, list) or not all(isinstance(file_id, str) for file_id in file_ids)
         ):
             raise invalid_request("`file_ids` is a list of file ids.", param="file_ids")
-        copies = [await self._copy_of(project_id, file_id, "file_ids") for file_id in dict.fromkeys(file_ids or [])]
+        for file_id in dict.fromkeys(file_ids or []):
+            await self._check_file(project_id, file_id, "file_ids")
         stamp = now()
         row = CodeContainer(
             id=container_id or new_id("cntr_"),
@@ -150,31 +166,53 @@ class ContainerService:
             expires_minutes=minutes,
             memory_limit=memory_limit,
         )
-        placed = await self._stored_files(row.id, [(name_, data, "user") for name_, data in copies])
+        copies: list[ContainerFile] = []
+        names: set[str] = set()
+        for file_id in dict.fromkeys(file_ids or []):  # one at a time: a file's bytes are never all in memory
+            copy = await self._copy_of(project_id, row.id, file_id, "file_ids")
+            if copy.path in names:  # two files of one name: the later one keeps its id in its name
+                copy.path = f"{WORK_FOLDER}/{file_id}-{copy.path.removeprefix(WORK_FOLDER + '/')}"
+            names.add(copy.path)
+            copies.append(copy)
         async with self._db.session() as session:
             session.add(row)
-            session.add_all(placed)
+            session.add_all(copies)
             await session.commit()
         return container_to_wire(row)
 
-    async def _copy_of(self, project_id: str, file_id: str, param: str) -> tuple[str, bytes]:
+    async def check_files(self, project_id: str, file_ids: list[str], param: str) -> None:
+        """A 404 for a file the project does not have, a 400 for one too large for a container."""
+        for file_id in file_ids:
+            await self._check_file(project_id, file_id, param)
+
+    async def _check_file(self, project_id: str, file_id: str, param: str) -> int:
         try:
-            content = await self._files.content(project_id, file_id)
+            size = (await self._files.retrieve(project_id, file_id)).bytes
         except OasisError as exc:
             if exc.status == 404:
                 raise not_found(f"No file found with id '{file_id}'.", param=param) from None
             raise
-        if content.size > self._max_file_bytes:
+        if size > self._max_file_bytes:
             raise invalid_request(
-                f"File {file_id} ({content.size} bytes) is larger than a container file may be "
-                f"({self._max_file_bytes} bytes).",
+                f"File {file_id} ({size} bytes) is larger than a container file may be ({self._max_file_bytes} bytes).",
                 param=param,
             )
-        return _file_name(content.filename), b"".join([chunk async for chunk in content.chunks])
+        return size
 
-    async def list_containers(self, project_id: str, page: PageRequest) -> Page[dict[str, Any]]:
+    async def _copy_of(self, project_id: str, container_id: str, file_id: str, param: str) -> ContainerFile:
+        """A row for a copy of the project's file, its bytes stored."""
+        await self._check_file(project_id, file_id, param)
+        content = await self._files.content(project_id, file_id)
+        key = self._blob_key(container_id)
+        size = await self._blobs.put(key, content.chunks)
+        path = f"{WORK_FOLDER}/{_file_name(content.filename, param)}"
+        return self._file_row(container_id, path, size, "user", key)
+
+    async def list_containers(
+        self, project_id: str, page: PageRequest, name: str | None = None
+    ) -> Page[dict[str, Any]]:
         async with self._db.session() as session:
-            found = await rows.list_containers(session, project_id, page)
+            found = await rows.list_containers(session, project_id, page, name)
         return Page([container_to_wire(row) for row in found.items], has_more=found.has_more)
 
     async def retrieve(self, project_id: str, container_id: str) -> dict[str, Any]:
@@ -197,15 +235,16 @@ class ContainerService:
     async def upload_file(self, project_id: str, container_id: str, filename: str, source: IO[bytes]) -> dict[str, Any]:
         async with self._db.session() as session:
             await self._usable(session, project_id, container_id, param="container_id")
+        path = f"{WORK_FOLDER}/{_file_name(filename, 'file')}"
         key = self._blob_key(container_id)
-        size = await self._blobs.put(key, _chunks_of(source))
-        if size > self._max_file_bytes:
+        try:
+            size = await self._blobs.put(key, _chunks_of(source, self._max_file_bytes))
+        except _TooLarge:
             await self._blobs.delete(key)
             raise invalid_request(
-                f"The file ({size} bytes) is larger than a container file may be ({self._max_file_bytes} bytes).",
-                param="file",
-            )
-        row = self._file_row(container_id, f"{WORK_FOLDER}/{_file_name(filename)}", size, "user", key)
+                f"The file is larger than a container file may be ({self._max_file_bytes} bytes).", param="file"
+            ) from None
+        row = self._file_row(container_id, path, size, "user", key)
         return file_to_wire(await self._add(project_id, container_id, row))
 
     async def add_project_file(self, project_id: str, container_id: str, file_id: Any) -> dict[str, Any]:
@@ -213,8 +252,7 @@ class ContainerService:
             raise invalid_request("Send the file as multipart `file`, or give `file_id`.", param="file_id")
         async with self._db.session() as session:
             await self._usable(session, project_id, container_id, param="container_id")
-        name, data = await self._copy_of(project_id, file_id, "file_id")
-        (row,) = await self._stored_files(container_id, [(name, data, "user")])
+        row = await self._copy_of(project_id, container_id, file_id, "file_id")
         return file_to_wire(await self._add(project_id, container_id, row))
 
     async def _add(self, project_id: str, container_id: str, row: ContainerFile) -> ContainerFile:
@@ -258,10 +296,11 @@ class ContainerService:
             await self._usable(session, project_id, container_id, param=param)
 
     async def ensure(self, project_id: str, container_id: str, file_ids: list[str]) -> None:
-        """A response's `auto` container, made (with its files) on its first run."""
+        """A response's `auto` container, made (with its files) on its first run; one deleted since is not made
+        again (the run then finds it gone)."""
         async with self._db.session() as session:
-            found = await rows.get_container(session, project_id, container_id)
-        if found is None:
+            made = await rows.ever_made(session, container_id)
+        if not made:
             await self.create(project_id, "auto", file_ids, container_id=container_id)
 
     async def placed_files(self, project_id: str, container_id: str) -> dict[str, PlacedFile]:
@@ -276,24 +315,27 @@ class ContainerService:
         for row in found:
             name = row.path.removeprefix(f"{WORK_FOLDER}/")
 
-            async def read(key: str = row.blob_key) -> bytes:
-                return b"".join([chunk async for chunk in self._blobs.read(key)])
+            async def load(key: str = row.blob_key, size: int = row.bytes) -> tuple[int, AsyncIterator[bytes]]:
+                return size, self._blobs.read(key)
 
-            placed[name] = PlacedFile(row.id, row.bytes, read)
+            placed[name] = PlacedFile(row.id, load)
         return placed
 
     async def record_written(
         self, project_id: str, container_id: str, written: dict[str, bytes]
     ) -> dict[str, dict[str, Any]]:
         """Files a run's code wrote (path under /mnt/data -> content) as the container's (`source: assistant`),
-        each in place of the one at its path; returns them by their full path."""
-        stored = await self._stored_files(container_id, [(path, data, "assistant") for path, data in written.items()])
+        each in place of the one at its path; returns them by their full path. The run counts as activity (a run
+        longer than the container's minutes keeps what it wrote)."""
+        kept = {path: data for path, data in written.items() if len(f"{WORK_FOLDER}/{path}".encode()) <= MAX_PATH_BYTES}
+        stored = await self._stored_files(container_id, [(path, data, "assistant") for path, data in kept.items()])
         if not stored:
             return {}
         async with self._db.session() as session:
-            await self._usable(session, project_id, container_id, param="tools")
+            await self._container(session, project_id, container_id, "tools")  # deleted meanwhile: a 404
             await rows.delete_files_at(session, container_id, [row.path for row in stored], stored[0].created_at)
             session.add_all(stored)
+            await rows.touch(session, container_id, now())
             await session.commit()
         return {row.path: file_to_wire(row) for row in stored}
 

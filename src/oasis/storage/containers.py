@@ -21,8 +21,18 @@ async def get_container(session: AsyncSession, project_id: str, container_id: st
     )
 
 
-async def list_containers(session: AsyncSession, project_id: str, page: PageRequest) -> Page[CodeContainer]:
-    return await paginate(session, CodeContainer, scope=[CodeContainer.project_id == project_id], page=page)
+async def list_containers(
+    session: AsyncSession, project_id: str, page: PageRequest, name: str | None = None
+) -> Page[CodeContainer]:
+    filters = [CodeContainer.name == name] if name is not None else []
+    return await paginate(
+        session, CodeContainer, scope=[CodeContainer.project_id == project_id], filters=filters, page=page
+    )
+
+
+async def ever_made(session: AsyncSession, container_id: str) -> bool:
+    """Whether a container of this id was ever made (deleted since or not)."""
+    return await session.scalar(select(CodeContainer.seq).where(CodeContainer.id == container_id)) is not None
 
 
 async def touch(session: AsyncSession, container_id: str, stamp: int) -> None:

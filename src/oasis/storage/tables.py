@@ -201,7 +201,20 @@ class ContainerFile(Base):
     (`assistant`); its bytes in the blob store."""
 
     __tablename__ = "container_files"
-    __table_args__ = (Index("ix_container_files_container", "container_id", "seq"), {"sqlite_autoincrement": True})
+    __table_args__ = (
+        Index("ix_container_files_container", "container_id", "seq"),
+        # One live file at a path, even when two are written there at the same moment.
+        Index(
+            "uq_container_files_live_path",
+            "container_id",
+            "path",
+            unique=True,
+            sqlite_where=text("deleted_at IS NULL"),
+            postgresql_where=text("deleted_at IS NULL"),
+        ),
+        Index("ix_container_files_blob_key", "blob_key"),  # the blob sweep's lookups
+        {"sqlite_autoincrement": True},
+    )
 
     seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(64), unique=True)

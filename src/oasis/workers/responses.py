@@ -16,7 +16,6 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import select, update
@@ -32,6 +31,7 @@ from oasis.storage import responses as rows
 from oasis.storage.db import Database
 from oasis.storage.leases import execution_name, handed_back
 from oasis.storage.tables import StoredResponse
+from oasis.workers.concurrent_jobs import ConcurrentJobs
 from oasis.workers.leases import JobClaims, LeaseKeeper
 
 log = logging.getLogger("oasis.responses")
@@ -125,30 +125,22 @@ class BackgroundResponses:
         self._responses = responses
         self._conversations = conversations
         self._lease_seconds = lease_seconds
-        self._concurrency = concurrency
-        self._running: set[asyncio.Task[None]] = set()
+        self.jobs = ConcurrentJobs(concurrency)
         self._cancels: dict[str, asyncio.Event] = {}  # responses generated here, by id: a cancel here stops one
         self._stopping = False
-        self.on_finished: Callable[[], None] = lambda: None
         waiting = StoredResponse.status.in_(("queued", "in_progress"))
         self.claims = JobClaims(db, StoredResponse, [waiting, StoredResponse.deleted_at.is_(None)])
         responses.cancel_here = self.cancel_here
 
     async def run_next(self, owner: str) -> bool:
-        if len(self._running) >= self._concurrency:
+        if self.jobs.full:
             return False
         holder = execution_name(owner)  # each execution's writes and release are its own
         seq = await self.claims.lease_one(owner=holder, seconds=self._lease_seconds)
         if seq is None:
             return False
-        task = asyncio.create_task(self.execute(seq, holder))
-        self._running.add(task)
-        task.add_done_callback(self._done)
+        self.jobs.start(self.execute(seq, holder))
         return True
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._running.discard(task)
-        self.on_finished()
 
     def cancel_here(self, response_id: str) -> None:
         cancel = self._cancels.get(response_id)
@@ -162,11 +154,7 @@ class BackgroundResponses:
     async def close(self, grace_seconds: float = 2.0) -> None:
         """Lets generations in flight finish for a moment, then cuts them off (another worker starts them again)."""
         self.stop()
-        if self._running:
-            await asyncio.wait(list(self._running), timeout=grace_seconds)
-        for task in list(self._running):
-            task.cancel()
-        await asyncio.gather(*self._running, return_exceptions=True)
+        await self.jobs.close(grace_seconds)
 
     async def execute(self, seq: int, owner: str) -> None:
         """Generates the leased response until it ends; releases the lease after."""

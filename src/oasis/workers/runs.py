@@ -16,7 +16,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -44,6 +44,7 @@ from oasis.storage.clock import new_id, now
 from oasis.storage.db import Database
 from oasis.storage.leases import database_now, execution_name, handed_back
 from oasis.storage.tables import Run, RunStep, ThreadMessage
+from oasis.workers.concurrent_jobs import ConcurrentJobs
 from oasis.workers.leases import JobClaims, LeaseKeeper
 
 log = logging.getLogger("oasis.runs")
@@ -1181,9 +1182,7 @@ class RunRunner:
         self._db = db
         self._executor = executor
         self._lease_seconds = lease_seconds
-        self._concurrency = concurrency
-        self._running: set[asyncio.Task[None]] = set()
-        self.on_finished: Callable[[], None] = lambda: None
+        self.jobs = ConcurrentJobs(concurrency)
         waiting = or_(
             Run.status.in_(("queued", "in_progress", "cancelling")),
             # Past expires_at in whole seconds (the clock is fractional): the complement of what
@@ -1193,7 +1192,7 @@ class RunRunner:
         self._claims = JobClaims(db, Run, [waiting, Run.deleted_at.is_(None)])
 
     async def run_next(self, owner: str) -> bool:
-        if len(self._running) >= self._concurrency:
+        if self.jobs.full:
             return False
         # Each execution holds the lease under a name of its own, so that its writes and its release can never
         # be mistaken for those of a later execution of the same run in this loop.
@@ -1201,14 +1200,8 @@ class RunRunner:
         seq = await self._claims.lease_one(owner=holder, seconds=self._lease_seconds)
         if seq is None:
             return False
-        task = asyncio.create_task(self._executor.execute(seq, holder))
-        self._running.add(task)
-        task.add_done_callback(self._done)
+        self.jobs.start(self._executor.execute(seq, holder))
         return True
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._running.discard(task)
-        self.on_finished()
 
     def stop(self) -> None:
         self._executor.stop()
@@ -1216,8 +1209,4 @@ class RunRunner:
     async def close(self, grace_seconds: float = 2.0) -> None:
         """Lets runs in flight finish for a moment, then cancels them (handed back, another worker resumes them)."""
         self.stop()
-        if self._running:
-            await asyncio.wait(list(self._running), timeout=grace_seconds)
-        for task in list(self._running):
-            task.cancel()
-        await asyncio.gather(*self._running, return_exceptions=True)
+        await self.jobs.close(grace_seconds)

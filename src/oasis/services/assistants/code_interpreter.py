@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -137,19 +138,13 @@ class CodeInterpreter:
         inputs: dict[str, str],
         owner_id: str,
         round_number: int,
-        keep: bool = True,
     ) -> CodeCall:
         """Runs the code in the session `session_key` names, with the `inputs` files (name in /mnt/data -> file
-        id) placed first; figures and written files are stored (unless not `keep`: a response returns figures
-        itself, and written files stay in its session) under ids fixed by their owner (a run, a response), the
-        round of calls, and the output."""
+        id) placed first; figures and written files are stored under ids fixed by their owner (a run), the round
+        of calls, and the output."""
         seed = f"{owner_id}:{round_number}"
-        placed = {name: await self._project_file(project_id, file_id) for name, file_id in inputs.items()}
+        placed = {name: self._project_file(project_id, file_id) for name, file_id in inputs.items()}
         execution, outputs = await self._execute(session_key, code, placed)
-        if not keep:  # the figures noted without a file (the model is told one was shown)
-            outputs += [{"type": "image", "image": {"file_id": None}} for _ in execution.images]
-            written_here = {f"/mnt/data/{path}": "" for path in execution.files}
-            return CodeCall(call_id, code, outputs, written_here, list(execution.images))
         made = 0
         for image in execution.images:
             stored = await self._store(project_id, seed, made, f"image-{round_number}-{made}.png", image)
@@ -179,13 +174,12 @@ class CodeInterpreter:
         session = await self._sandboxes.session(session_key)
         session.placed.update(tags)
 
-    async def _project_file(self, project_id: str, file_id: str) -> PlacedFile:
-        async def read() -> bytes:
+    def _project_file(self, project_id: str, file_id: str) -> PlacedFile:
+        async def load() -> tuple[int, AsyncIterator[bytes]]:
             content = await self._files.content(project_id, file_id)
-            return b"".join([chunk async for chunk in content.chunks])
+            return content.size, content.chunks
 
-        size = (await self._files.retrieve(project_id, file_id)).bytes
-        return PlacedFile(file_id, size, read)
+        return PlacedFile(file_id, load)
 
     async def _execute(
         self, session_key: str, code: str, placed: dict[str, PlacedFile]
@@ -200,10 +194,11 @@ class CodeInterpreter:
         for name, file in placed.items():
             if session.placed.get(name) == file.tag:  # the same file under the same name: there already
                 continue
-            if file.size > min(limits.file_mb << 20, room):
+            size, chunks = await file.load()
+            if size > min(limits.file_mb << 20, room):
                 notes.append(f"[{name} ({file.tag}) is too large for /mnt/data and was not placed there]")
                 continue
-            missing[name] = await file.read()
+            missing[name] = b"".join([chunk async for chunk in chunks])
             room -= len(missing[name])
         execution = await session.run(code, missing, {name: placed[name].tag for name in missing})
         logs = "\n".join([*notes, execution.logs]) if notes else execution.logs

@@ -389,10 +389,7 @@ class ResponseService:
         if not tool.auto:
             await self._containers.check_usable(project_id, tool.container_id, param=f"{tool.param}.container")
             return tool
-        inputs = await self._code.placed_names(project_id, tool.file_ids)
-        missing = sorted(set(tool.file_ids) - set(inputs.values()))
-        if missing:
-            raise not_found(f"No file found with id '{missing[0]}'.", param=f"{tool.param}.container.file_ids")
+        await self._containers.check_files(project_id, tool.file_ids, param=f"{tool.param}.container.file_ids")
         return tool
 
     async def _truncated(self, chat: ChatCompletionRequest, first: int, turn_start: int) -> ChatCompletionRequest:
@@ -641,7 +638,8 @@ class ResponseService:
             placed = await self._containers.placed_files(plan.project_id, container)
             call, written = await self._code.run_placed(session, item["id"], code, placed)
             files = await self._containers.record_written(plan.project_id, container, written)
-            await self._code.note_placed(session, {name: files[f"/mnt/data/{name}"]["id"] for name in written})
+            kept = {name: files[path]["id"] for name in written if (path := f"/mnt/data/{name}") in files}
+            await self._code.note_placed(session, kept)
             writer.written(files)
         except OasisError:
             raise

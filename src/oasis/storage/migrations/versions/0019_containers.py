@@ -50,9 +50,20 @@ def upgrade() -> None:
         sqlite_autoincrement=True,
     )
     op.create_index("ix_container_files_container", "container_files", ["container_id", "seq"])
+    op.create_index(
+        "uq_container_files_live_path",
+        "container_files",
+        ["container_id", "path"],
+        unique=True,
+        sqlite_where=sa.text("deleted_at IS NULL"),
+        postgresql_where=sa.text("deleted_at IS NULL"),
+    )
+    op.create_index("ix_container_files_blob_key", "container_files", ["blob_key"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_container_files_blob_key", table_name="container_files")
+    op.drop_index("uq_container_files_live_path", table_name="container_files")
     op.drop_index("ix_container_files_container", table_name="container_files")
     op.drop_table("container_files")
     op.drop_table("containers")
