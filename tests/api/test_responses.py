@@ -520,3 +520,43 @@ async def test_the_answers_logprobs_come_when_included_whole_and_streamed(chat_o
 
     plain = await client.responses.create(model=MODEL, input="Name a colour.", temperature=0, max_output_tokens=8)
     assert plain.output[0].content[0].logprobs == []  # type: ignore[union-attr]
+
+
+async def test_item_references_name_stored_items_of_the_project(chat_oasis: Harness) -> None:
+    _, own_key = await chat_oasis.container.keys.create("own")
+    _, other_key = await chat_oasis.container.keys.create("other")
+    client = chat_oasis.sdk(api_key=own_key)
+    _newer_sdk(client)
+    first = await client.responses.create(model=MODEL, input="My name is Ada.", max_output_tokens=8)
+    (asked,) = (await client.responses.input_items.list(first.id)).data
+    answer = first.output[0]
+    question = {"role": "user", "content": "What is my name?"}
+    referenced = await client.responses.create(
+        model=MODEL,
+        input=[{"type": "item_reference", "id": asked.id}, {"type": "item_reference", "id": answer.id}, question],
+        max_output_tokens=8,
+    )
+    alone = await client.responses.create(model=MODEL, input=[question], max_output_tokens=8)
+    # the stored items were read in their place: listed as the response's input, and in its prompt
+    listed = (await client.responses.input_items.list(referenced.id, order="asc")).data
+    assert [(item.type, getattr(item, "role", None)) for item in listed] == [
+        ("message", "user"),
+        ("message", "assistant"),
+        ("message", "user"),
+    ]
+    assert listed[0].content[0].text == "My name is Ada."  # type: ignore[union-attr]
+    assert referenced.usage and alone.usage and referenced.usage.input_tokens > alone.usage.input_tokens + 5
+
+    # a conversation's item too
+    conversation = await client.conversations.create(items=[{"role": "user", "content": "I live in Paris."}])
+    (kept,) = (await client.conversations.items.list(conversation.id)).data
+    from_conversation = await client.responses.create(
+        model=MODEL, input=[{"type": "item_reference", "id": kept.id}, question], max_output_tokens=4
+    )
+    (first_item, _) = (await client.responses.input_items.list(from_conversation.id, order="asc")).data
+    assert first_item.content[0].text == "I live in Paris."  # type: ignore[union-attr]
+
+    for sdk, item_id in ((client, "msg_missing"), (chat_oasis.sdk(api_key=other_key), asked.id)):
+        with pytest.raises(openai.NotFoundError) as missing:
+            await sdk.responses.create(model=MODEL, input=[{"type": "item_reference", "id": item_id}, question])
+        assert missing.value.body["param"] == "input[0].id"  # type: ignore[index]

@@ -6,11 +6,11 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, delete, select, update
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from oasis.storage.leases import database_now, held_by
-from oasis.storage.tables import ResponseEvent, StoredResponse
+from oasis.storage.tables import Conversation, ConversationItem, ResponseEvent, StoredResponse
 
 # A response's statuses after which nothing more is generated.
 FINAL_STATUSES = ("completed", "incomplete", "failed", "cancelled")
@@ -42,6 +42,46 @@ async def chain(session: AsyncSession, last: StoredResponse) -> list[StoredRespo
         rows.append(earlier)
         seen.add(earlier.id)
     return rows[::-1]
+
+
+async def stored_item(session: AsyncSession, project_id: str, item_id: str) -> dict[str, Any] | None:
+    """An item the project has stored under `item_id`: a stored response's input or output item, or a
+    conversation's item (the newest that has it). Items are found by their id in the stored JSON (no index: a
+    reference is rare, and its response's JSON is read once)."""
+    found = await session.scalar(
+        select(ConversationItem.item_json)
+        .join(Conversation, Conversation.id == ConversationItem.conversation_id)
+        .where(
+            ConversationItem.id == item_id,
+            ConversationItem.deleted_at.is_(None),
+            Conversation.project_id == project_id,
+            Conversation.deleted_at.is_(None),
+        )
+        .order_by(ConversationItem.seq.desc())
+        .limit(1)
+    )
+    if found is not None:
+        return dict(json.loads(found))
+    named = f'"id": {json.dumps(item_id)}'
+    rows = await session.execute(
+        select(StoredResponse.response_json, StoredResponse.input_items_json)
+        .where(
+            StoredResponse.project_id == project_id,
+            StoredResponse.deleted_at.is_(None),
+            or_(
+                StoredResponse.response_json.contains(named, autoescape=True),
+                StoredResponse.input_items_json.contains(named, autoescape=True),
+            ),
+        )
+        .order_by(StoredResponse.seq.desc())
+        .limit(4)
+    )
+    for response_json, input_items_json in rows:
+        items = [*json.loads(input_items_json), *(json.loads(response_json).get("output") or [])]
+        for item in items:
+            if isinstance(item, dict) and item.get("id") == item_id:
+                return dict(item)
+    return None
 
 
 async def status_of(session: AsyncSession, response_id: str) -> tuple[str | None, bool]:

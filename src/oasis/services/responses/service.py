@@ -304,10 +304,11 @@ class ResponseService:
                     param="previous_response_id",
                 )
             earlier = [message for row in turns for message in json.loads(row.conversation_json)]
-        if isinstance(request.input, str):
-            turn = [{"role": "user", "content": request.input}]
+        request_input = await self._referenced(project_id, request.input)
+        if isinstance(request_input, str):
+            turn = [{"role": "user", "content": request_input}]
         else:
-            turn = chat_messages(request.input or [])
+            turn = chat_messages(request_input or [])
         conversation = [*earlier, *turn]
         if not conversation:
             raise invalid_request("A response needs at least one input item.", param="input")
@@ -377,10 +378,36 @@ class ResponseService:
             code=code,
             question=_last_user_text(conversation),
             conversation_id=conversation_id,
-            input_items=listed_items(request.input),
+            input_items=listed_items(request_input),
             instruction_count=len(instructions),
             turn_start=len(conversation) - len(turn),
         )
+
+    async def _referenced(
+        self, project_id: str, request_input: str | list[dict[str, Any]] | None
+    ) -> str | list[dict[str, Any]] | None:
+        """The input with each `item_reference` replaced by the stored item it names (a 404 naming it when the
+        project has none)."""
+        if not isinstance(request_input, list) or not any(
+            isinstance(item, dict) and item.get("type") == "item_reference" for item in request_input
+        ):
+            return request_input
+        resolved: list[dict[str, Any]] = []
+        async with self._db.session() as session:
+            for index, item in enumerate(request_input):
+                if not (isinstance(item, dict) and item.get("type") == "item_reference"):
+                    resolved.append(item)
+                    continue
+                item_id = item.get("id")
+                if not isinstance(item_id, str) or not item_id:
+                    raise invalid_request(
+                        "An item_reference needs the `id` of a stored item.", param=f"input[{index}].id"
+                    )
+                found = await rows.stored_item(session, project_id, item_id)
+                if found is None or found.get("type") == "item_reference":
+                    raise not_found(f"Item with id '{item_id}' not found.", param=f"input[{index}].id")
+                resolved.append(found)
+        return resolved
 
     async def _code_tool(self, project_id: str, tool: code_interpreter.CodeTool) -> code_interpreter.CodeTool:
         """The tool, checked: a 400 when no sandbox can start here, a 404 for a file the project does not have or a
