@@ -277,6 +277,7 @@ class Container:
             code,
             conversations,
             containers,
+            files,
             wake_workers=lambda: run_worker_loop.wake(),
         )
         background_responses = BackgroundResponses(

@@ -4,6 +4,7 @@ engine and the shipped SmolLM2 model."""
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections.abc import AsyncIterator, Callable
@@ -560,3 +561,30 @@ async def test_item_references_name_stored_items_of_the_project(chat_oasis: Harn
         with pytest.raises(openai.NotFoundError) as missing:
             await sdk.responses.create(model=MODEL, input=[{"type": "item_reference", "id": item_id}, question])
         assert missing.value.body["param"] == "input[0].id"  # type: ignore[index]
+
+
+async def test_an_image_named_by_file_id_is_sent_as_its_bytes(recorded: Harness) -> None:
+    client = recorded.sdk()
+    _newer_sdk(client)
+    png = base64.b64decode(
+        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+    )
+    image = await client.files.create(file=("dot.png", png), purpose="vision")
+    asked = [{"type": "input_text", "text": "What is this?"}, {"type": "input_image", "file_id": image.id}]
+    response = await client.responses.create(model="remote", input=[{"role": "user", "content": asked}])
+    assert response.output_text == "Blue."
+    (sent,) = _Recorded.received or []
+    parts = sent["messages"][-1]["content"]
+    assert parts[1]["type"] == "image_url"
+    assert parts[1]["image_url"]["url"] == "data:image/png;base64," + base64.b64encode(png).decode()
+    # listed as it was asked: by the file's id
+    (item,) = (await client.responses.input_items.list(response.id)).data
+    assert item.content[1].file_id == image.id  # type: ignore[union-attr]
+
+    text = await client.files.create(file=("notes.txt", b"not an image"), purpose="user_data")
+    for file_id, error in ((text.id, openai.BadRequestError), ("file-missing", openai.NotFoundError)):
+        with pytest.raises(error) as refused:
+            await client.responses.create(
+                model="remote", input=[{"role": "user", "content": [{"type": "input_image", "file_id": file_id}]}]
+            )
+        assert refused.value.body["param"] == "input[0].content[0].file_id"  # type: ignore[index]

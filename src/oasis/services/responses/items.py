@@ -38,7 +38,7 @@ def _part(part: Any, param: str) -> dict[str, Any]:
         url = part.get("image_url")
         if not isinstance(url, str):
             raise invalid_request(
-                "An input_image part needs `image_url` (a URL or a data URL) here.", param=f"{param}.image_url"
+                "An input_image part needs `image_url` (a URL or a data URL) or `file_id`.", param=f"{param}.image_url"
             )
         return {"type": "image_url", "image_url": {"url": url, "detail": part.get("detail") or "auto"}}
     if kind == "input_file":

@@ -6,6 +6,7 @@ streamed as the API's typed events."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import json
 import logging
@@ -26,6 +27,7 @@ from oasis.services.assistants.file_search import FileSearch
 from oasis.services.chat.generation import close_chunks
 from oasis.services.chat.service import ChatService, PreparedChat
 from oasis.services.containers import ContainerService
+from oasis.services.files.service import FileService
 from oasis.services.metadata import check_metadata
 from oasis.services.responses import background, code_interpreter, file_search
 from oasis.services.responses.conversations import ConversationService, conversation_id_of
@@ -63,6 +65,9 @@ REPLY_ROOM = 512
 
 # The context assumed for an upstream's model, whose own is not known here, when sizing search results.
 DEFAULT_CONTEXT = 4096
+
+# The largest image file an `input_image` may name by `file_id` (OpenAI's limit for an image input).
+MAX_IMAGE_BYTES = 20 << 20
 
 # Why an answer stopped short, as a response's `incomplete_details` says it.
 _INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
@@ -188,6 +193,28 @@ def _function_name(tool: dict[str, Any]) -> str | None:
     return (tool.get("function") or {}).get("name") if tool.get("type") == "function" else None
 
 
+def _image_file_part(part: Any) -> bool:
+    return (
+        isinstance(part, dict)
+        and part.get("type") == "input_image"
+        and isinstance(part.get("file_id"), str)
+        and part.get("image_url") is None
+    )
+
+
+def _image_type(data: bytes) -> str | None:
+    """The image's media type, read from its first bytes."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
 def _last_user_text(conversation: list[dict[str, Any]]) -> str:
     for message in reversed(conversation):
         if message.get("role") == "user":
@@ -244,6 +271,7 @@ class ResponseService:
         code: CodeInterpreter,
         conversations: ConversationService,
         containers: ContainerService,
+        files: FileService,
         wake_workers: Callable[[], None] = lambda: None,
     ) -> None:
         self._db = db
@@ -253,6 +281,7 @@ class ResponseService:
         self._code = code
         self._conversations = conversations
         self._containers = containers
+        self._files = files
         self._wake_workers = wake_workers
         self.bell = background.Bell()  # rung by this process's writes of background responses' events
         # Stops a background response being generated in this process (the worker sets it).
@@ -285,7 +314,9 @@ class ResponseService:
                 )
             conversation_id = conversation_id_of(request.conversation)
             kept = await self._conversations.items_for_response(project_id, conversation_id)
-            earlier = chat_messages(kept, param="conversation.items")
+            earlier = chat_messages(
+                await self._images_read(project_id, kept, "conversation.items"), param="conversation.items"
+            )
         if request.previous_response_id is not None:
             async with self._db.session() as session:
                 previous = await rows.get_response(session, project_id, request.previous_response_id)
@@ -308,7 +339,7 @@ class ResponseService:
         if isinstance(request_input, str):
             turn = [{"role": "user", "content": request_input}]
         else:
-            turn = chat_messages(request_input or [])
+            turn = chat_messages(await self._images_read(project_id, request_input or [], "input"))
         conversation = [*earlier, *turn]
         if not conversation:
             raise invalid_request("A response needs at least one input item.", param="input")
@@ -408,6 +439,40 @@ class ResponseService:
                     raise not_found(f"Item with id '{item_id}' not found.", param=f"input[{index}].id")
                 resolved.append(found)
         return resolved
+
+    async def _images_read(self, project_id: str, items: list[dict[str, Any]], param: str) -> list[dict[str, Any]]:
+        """The items with each `input_image` given by `file_id` as a data URL of the file's bytes (what a local
+        vision model and an upstream both read); the items as listed keep the file's id."""
+        read: list[dict[str, Any]] = []
+        for index, item in enumerate(items):
+            content = item.get("content") if isinstance(item, dict) else None
+            if not isinstance(content, list) or not any(_image_file_part(part) for part in content):
+                read.append(item)
+                continue
+            parts = []
+            for number, part in enumerate(content):
+                if _image_file_part(part):
+                    where = f"{param}[{index}].content[{number}].file_id"
+                    url = await self._image_data_url(project_id, part["file_id"], where)
+                    part = {key: value for key, value in part.items() if key != "file_id"} | {"image_url": url}
+                parts.append(part)
+            read.append({**item, "content": parts})
+        return read
+
+    async def _image_data_url(self, project_id: str, file_id: str, param: str) -> str:
+        try:
+            content = await self._files.content(project_id, file_id)
+        except OasisError as exc:
+            if exc.status == 404:
+                raise not_found(f"No file found with id '{file_id}'.", param=param) from None
+            raise
+        if content.size > MAX_IMAGE_BYTES:
+            raise invalid_request(f"Image file {file_id} is larger than {MAX_IMAGE_BYTES >> 20} MB.", param=param)
+        data = b"".join([chunk async for chunk in content.chunks])
+        kind = _image_type(data)
+        if kind is None:
+            raise invalid_request(f"File {file_id} is not a PNG, JPEG, GIF or WebP image.", param=param)
+        return f"data:{kind};base64,{base64.b64encode(data).decode()}"
 
     async def _code_tool(self, project_id: str, tool: code_interpreter.CodeTool) -> code_interpreter.CodeTool:
         """The tool, checked: a 400 when no sandbox can start here, a 404 for a file the project does not have or a
