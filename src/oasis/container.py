@@ -278,6 +278,7 @@ class Container:
             conversations,
             containers,
             files,
+            images,
             wake_workers=lambda: run_worker_loop.wake(),
         )
         background_responses = BackgroundResponses(

@@ -316,6 +316,19 @@ class ImageService:
             answer.update(drawn.settings)
         return answer
 
+    def check_generation(self, body: dict[str, Any]) -> None:
+        """What `generate` would refuse the body for, refused now: a 400 naming the bad value, a 404 for an unknown
+        model (a response checks its image_generation tool before anything is generated)."""
+        model = model_asked(body)
+        self._checked(body, model)
+        self._engine(model)
+
+    async def generate_base64(self, body: dict[str, Any], project_id: str) -> dict[str, Any]:
+        """`generate`, its images in base64 whatever the model's own default answer is (a link)."""
+        if not rules_for(model_asked(body)).gpt_image:
+            body = {**body, "response_format": "b64_json"}
+        return await self.generate(body, project_id, base_url="")
+
     async def generate_events(self, body: dict[str, Any]) -> list[dict[str, Any]]:
         """A streamed generation's events: one `image_generation.completed` an image. No partial images: OpenAI
         may send the final image before any of them, when it is ready first, and here it always is."""

@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from oasis.errors import invalid_request
-from oasis.services.responses import code_interpreter, file_search
+from oasis.services.responses import code_interpreter, file_search, image_generation
 from oasis.storage.clock import new_id
 
 _ROLES = ("user", "system", "developer", "assistant")
@@ -152,6 +152,18 @@ def chat_messages(items: list[dict[str, Any]], param: str = "input") -> list[dic
             # without its outputs (OpenAI's default), the code is still what the model ran
             text = code_interpreter.sent_back_text(outputs) if isinstance(outputs, list) else "(output not sent back)"
             messages.append({"role": "tool", "tool_call_id": item["id"], "content": text})
+        elif kind == "image_generation_call":
+            # an earlier image sent back: the call the model made, and that it was shown (the image is not read)
+            if not isinstance(item.get("id"), str):
+                raise invalid_request("An image_generation_call item needs `id`.", param=f"{where}.id")
+            last = messages[-1] if messages else None
+            if last is None or last["role"] != "assistant":
+                last = {"role": "assistant", "content": None}
+                messages.append(last)
+            last.setdefault("tool_calls", []).append(image_generation.tool_call(item))
+            messages.append(
+                {"role": "tool", "tool_call_id": item["id"], "content": image_generation.sent_back_text(item)}
+            )
         else:
             raise invalid_request(f"Input items of type {kind!r} are not supported.", param=f"{where}.type")
     return messages
@@ -200,6 +212,7 @@ def listed_items(request_input: str | list[dict[str, Any]] | None) -> list[dict[
                 "reasoning": "rs_",
                 "file_search_call": "fs_",
                 "code_interpreter_call": "ci_",
+                "image_generation_call": "ig_",
             }.get(kind, "item_")
             listed.append({"status": "completed", **item, "id": item.get("id") or new_id(prefix), "type": kind})
         seen.add(listed[-1]["id"])
@@ -215,8 +228,8 @@ def chat_tools(tools: list[dict[str, Any]] | None) -> list[dict[str, Any]] | Non
         kind = tool.get("type") if isinstance(tool, dict) else None
         if kind not in ("function", "custom"):
             raise invalid_request(
-                f"Tools of type {kind!r} are not supported in responses here; function, custom, file_search and "
-                "code_interpreter tools are.",
+                f"Tools of type {kind!r} are not supported in responses here; function, custom, file_search, "
+                "code_interpreter and image_generation tools are.",
                 param=f"tools[{index}].type",
             )
         if not isinstance(tool.get("name"), str):
@@ -257,7 +270,7 @@ def chat_tool_choice(choice: str | dict[str, Any] | None) -> str | dict[str, Any
         return {"type": "allowed_tools", "allowed_tools": {"mode": choice.get("mode", "auto"), "tools": tools}}
     raise invalid_request(
         '`tool_choice` names a function tool (`{"type": "function", "name": ...}`) or a built-in one (`{"type": '
-        '"file_search"}`, `{"type": "code_interpreter"}`).',
+        '"file_search"}`, `{"type": "code_interpreter"}`, `{"type": "image_generation"}`).',
         param="tool_choice",
     )
 
@@ -268,6 +281,7 @@ def _built_in_function(tool: Any) -> str | None:
     return {
         file_search.TOOL_NAME: file_search.TOOL_NAME,
         code_interpreter.TOOL_TYPE: code_interpreter.FUNCTION_NAME,
+        image_generation.TOOL_TYPE: image_generation.FUNCTION_NAME,
     }.get(kind or "")
 
 

@@ -28,8 +28,9 @@ from oasis.services.chat.generation import close_chunks
 from oasis.services.chat.service import ChatService, PreparedChat
 from oasis.services.containers import ContainerService
 from oasis.services.files.service import FileService
+from oasis.services.images.service import ImageService
 from oasis.services.metadata import check_metadata
-from oasis.services.responses import background, code_interpreter, file_search
+from oasis.services.responses import background, code_interpreter, file_search, image_generation
 from oasis.services.responses.conversations import ConversationService, conversation_id_of
 from oasis.services.responses.items import (
     INCLUDE_LOGPROBS,
@@ -87,6 +88,7 @@ class PlannedResponse:
     metadata: dict[str, str]
     search: file_search.SearchTool | None = None
     code: code_interpreter.CodeTool | None = None
+    image: image_generation.ImageTool | None = None
     question: str = ""  # the newest user message's text: a search looks for it too
     conversation_id: str | None = None  # the conversation it reads and adds its items to
     input_items: list[dict[str, Any]] = field(default_factory=list)  # its input as listed, each with its id
@@ -104,6 +106,11 @@ class PlannedResponse:
     @property
     def stored(self) -> bool:
         return self.request.store is not False
+
+    @property
+    def runs_tools(self) -> bool:
+        """Whether the server runs tools the model may call (built-in ones) between generations."""
+        return self.search is not None or self.code is not None or self.image is not None
 
 
 def _response_format(request: CreateResponseRequest) -> dict[str, Any] | None:
@@ -176,6 +183,10 @@ def _answer_messages(
         elif kind == "code_interpreter_call":
             current.setdefault("tool_calls", []).append(code_interpreter.tool_call(item))
             text = tool_texts.get(item["id"]) or code_interpreter.sent_back_text(item.get("outputs") or [])
+            given.append({"role": "tool", "tool_call_id": item["id"], "content": text})
+        elif kind == "image_generation_call":
+            current.setdefault("tool_calls", []).append(image_generation.tool_call(item))
+            text = tool_texts.get(item["id"]) or image_generation.sent_back_text(item)
             given.append({"role": "tool", "tool_call_id": item["id"], "content": text})
     messages.extend(given)
     return messages or [{"role": "assistant", "content": None}]
@@ -253,6 +264,7 @@ class _Answer:
     tool_outputs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # a search's results, a run's outputs
     searches: int = 0
     code_runs: int = 0
+    images: int = 0
     starts: list[int] = field(default_factory=list)  # where each generation's output items begin
 
 
@@ -272,6 +284,7 @@ class ResponseService:
         conversations: ConversationService,
         containers: ContainerService,
         files: FileService,
+        images: ImageService,
         wake_workers: Callable[[], None] = lambda: None,
     ) -> None:
         self._db = db
@@ -282,6 +295,7 @@ class ResponseService:
         self._conversations = conversations
         self._containers = containers
         self._files = files
+        self._images = images
         self._wake_workers = wake_workers
         self.bell = background.Bell()  # rung by this process's writes of background responses' events
         # Stops a background response being generated in this process (the worker sets it).
@@ -345,12 +359,10 @@ class ResponseService:
             raise invalid_request("A response needs at least one input item.", param="input")
         search = file_search.search_tool(request.tools)
         code = code_interpreter.code_tool(request.tools)
+        image = image_generation.image_tool(request.tools)
+        built_in = (search_function.TOOL_NAME, code_interpreter.TOOL_TYPE, image_generation.TOOL_TYPE)
         other_tools = [
-            tool
-            for tool in request.tools or []
-            if not (
-                isinstance(tool, dict) and tool.get("type") in (search_function.TOOL_NAME, code_interpreter.TOOL_TYPE)
-            )
+            tool for tool in request.tools or [] if not (isinstance(tool, dict) and tool.get("type") in built_in)
         ]
         if search is not None:
             await file_search.check_stores(self._db, project_id, search)
@@ -361,8 +373,16 @@ class ResponseService:
             tools = [*(tools or []), search_function.FUNCTION]
         if code is not None:
             tools = [*(tools or []), code_interpreter.FUNCTION]
+        if image is not None:
+            self._check_image_tool(image)
+            tools = [*(tools or []), image_generation.FUNCTION]
         choice = request.tool_choice
-        for kind, offered in ((search_function.TOOL_NAME, search), (code_interpreter.TOOL_TYPE, code)):
+        offers = (
+            (search_function.TOOL_NAME, search),
+            (code_interpreter.TOOL_TYPE, code),
+            (image_generation.TOOL_TYPE, image),
+        )
+        for kind, offered in offers:
             if isinstance(choice, dict) and choice.get("type") == kind and offered is None:
                 raise invalid_request(f"`tool_choice` names {kind}, which `tools` does not offer.", param="tool_choice")
         instructions = [{"role": "system", "content": request.instructions}] if request.instructions else []
@@ -407,6 +427,7 @@ class ResponseService:
             metadata=metadata,
             search=search,
             code=code,
+            image=image,
             question=_last_user_text(conversation),
             conversation_id=conversation_id,
             input_items=listed_items(request_input),
@@ -473,6 +494,14 @@ class ResponseService:
         if kind is None:
             raise invalid_request(f"File {file_id} is not a PNG, JPEG, GIF or WebP image.", param=param)
         return f"data:{kind};base64,{base64.b64encode(data).decode()}"
+
+    def _check_image_tool(self, tool: image_generation.ImageTool) -> None:
+        """The tool's images request refused now, as the images API would refuse it (a 400, or a 404 for a model
+        not served here), its `param` named inside the tool."""
+        try:
+            self._images.check_generation(tool.request("a picture"))
+        except OasisError as exc:
+            raise image_generation.in_tool(exc, tool) from None
 
     async def _code_tool(self, project_id: str, tool: code_interpreter.CodeTool) -> code_interpreter.CodeTool:
         """The tool, checked: a 400 when no sandbox can start here, a 404 for a file the project does not have or a
@@ -569,7 +598,7 @@ class ResponseService:
         }
 
     async def create(self, plan: PlannedResponse) -> dict[str, Any]:
-        if plan.search is not None or plan.code is not None:
+        if plan.runs_tools:
             # Generations with built-in calls run between them: a stream's loop, its events not sent (its errors
             # raised)
             chunks = self._chat.stream(plan.chat.streamed(), plan.prepared, project_id=plan.project_id)
@@ -682,6 +711,9 @@ class ResponseService:
                 if name == search_function.TOOL_NAME:
                     async for made in self._searched(plan, writer, answer, arguments):
                         yield made
+                elif name == image_generation.FUNCTION_NAME:
+                    async for made in self._imaged(plan, writer, answer, arguments):
+                        yield made
                 else:
                     async for made in self._coded(plan, writer, answer, arguments):
                         yield made
@@ -705,6 +737,8 @@ class ResponseService:
             names.add(search_function.TOOL_NAME)
         if plan.code is not None and answer.code_runs < code_interpreter.MAX_CODE_RUNS:
             names.add(code_interpreter.FUNCTION_NAME)
+        if plan.image is not None and answer.images < image_generation.MAX_IMAGES:
+            names.add(image_generation.FUNCTION_NAME)
         return names
 
     async def _coded(
@@ -744,6 +778,44 @@ class ResponseService:
         answer.tool_outputs[item["id"]] = outputs
         shown = outputs if plan.shows_outputs else None
         for made in writer.code_done(code_interpreter.call_item(item["id"], code, container, "completed", shown)):
+            yield made
+
+    async def _imaged(
+        self, plan: PlannedResponse, writer: _OutputWriter, answer: _Answer, arguments: str
+    ) -> AsyncIterator[dict[str, Any]]:
+        """One image_generation call drawn: its item (the image in base64) and events; a prompt the images service
+        refuses (too long, say) fails the call, and the model is told why."""
+        assert plan.image is not None
+        prompt = image_generation.prompt_of(arguments)
+        item = image_generation.call_item(new_id("ig_"), "in_progress")
+        for made in writer.image_started(item):
+            yield made
+        if answer.images >= image_generation.MAX_IMAGES or not prompt:  # past the most, or nothing to draw
+            answer.tool_texts[item["id"]] = image_generation.NOT_DRAWN if prompt else "Not drawn: no prompt given."
+            for made in writer.image_done(image_generation.call_item(item["id"], "failed")):
+                yield made
+            return
+        try:
+            drawn = await self._images.generate_base64(plan.image.request(prompt), plan.project_id)
+        except OasisError as exc:
+            if exc.status != 400:
+                raise
+            answer.tool_texts[item["id"]] = f"The image could not be drawn: {exc.message}"
+            for made in writer.image_done(image_generation.call_item(item["id"], "failed")):
+                yield made
+            return
+        except Exception as exc:  # the image engine failed: the response fails, as OpenAI's would
+            log.exception("response %s: drawing its image failed", plan.id)
+            raise OasisError(500, f"Drawing the image failed: {exc}", type="server_error", code="server_error") from exc
+        answer.images += 1
+        picture = drawn["data"][0]
+        details: dict[str, Any] = {
+            key: drawn[key] for key in ("size", "quality", "background", "output_format") if key in drawn
+        }
+        details["revised_prompt"] = picture.get("revised_prompt") or prompt
+        answer.tool_texts[item["id"]] = image_generation.SHOWN
+        done = image_generation.call_item(item["id"], "completed", picture.get("b64_json"), **details)
+        for made in writer.image_done(done):
             yield made
 
     async def _searched(
@@ -795,7 +867,11 @@ class ResponseService:
         offered = self._holding(plan, answer)
         exhausted = {
             name
-            for name, tool in ((search_function.TOOL_NAME, plan.search), (code_interpreter.FUNCTION_NAME, plan.code))
+            for name, tool in (
+                (search_function.TOOL_NAME, plan.search),
+                (code_interpreter.FUNCTION_NAME, plan.code),
+                (image_generation.FUNCTION_NAME, plan.image),
+            )
             if tool is not None and name not in offered
         }
         tools = [tool for tool in body.get("tools") or [] if _function_name(tool) not in exhausted]
@@ -1015,6 +1091,16 @@ class _OutputWriter:
 
     def code_done(self, item: dict[str, Any]) -> list[dict[str, Any]]:
         return self._tool_done(item, "response.code_interpreter_call.completed")
+
+    def image_started(self, item: dict[str, Any]) -> list[dict[str, Any]]:
+        made = self._added(item)
+        where = {"item_id": item["id"], "output_index": len(self.output)}
+        made.append(self._event("response.image_generation_call.in_progress", **where))
+        made.append(self._event("response.image_generation_call.generating", **where))
+        return made
+
+    def image_done(self, item: dict[str, Any]) -> list[dict[str, Any]]:
+        return self._tool_done(item, "response.image_generation_call.completed")
 
     def _tool_done(self, item: dict[str, Any], completed: str) -> list[dict[str, Any]]:
         where = {"item_id": item["id"], "output_index": len(self.output)}

@@ -1,0 +1,109 @@
+"""The built-in image_generation tool of the Responses API, through the official SDK: a scripted OpenAI-compatible
+model upstream calls it, the shipped shapes model draws the image, and the response holds it as an
+`image_generation_call` item (the image in base64) before the model's answer. Bad tools are refused by name."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from tests.api.test_images import SHAPES
+from tests.api.test_responses import _newer_sdk
+from tests.conftest import Harness
+from tests.scripted_upstream import ScriptedChat, upstream_oasis
+
+DRAW: Any = {"type": "image_generation"}
+
+
+class _Drawer(ScriptedChat):
+    """A model upstream that asks for a picture (its arguments in pieces), and once shown it, says so."""
+
+    received: list[dict[str, Any]] | None = []
+    usage = {"prompt_tokens": 30, "completion_tokens": 8, "total_tokens": 38}
+
+    def script(self, body: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
+        if body["messages"][-1]["role"] == "tool":
+            return [{"role": "assistant", "content": "Here is your picture."}], "stop"
+        arguments = json.dumps({"prompt": "a red circle on a white background"})
+        opening = {"index": 0, "id": "call_0", "type": "function"}
+        return [
+            {"role": "assistant"},
+            {"tool_calls": [{**opening, "function": {"name": "image_generation", "arguments": arguments[:12]}}]},
+            {"tool_calls": [{"index": 0, "function": {"arguments": arguments[12:]}}]},
+        ], "tool_calls"
+
+
+@pytest.fixture
+async def drawer_oasis(start_oasis: Callable[..., Any]) -> AsyncIterator[Harness]:
+    _Drawer.received = []
+    async with upstream_oasis(start_oasis, _Drawer, SHAPES) as harness:
+        yield harness
+
+
+async def test_the_model_draws_an_image_and_the_response_holds_it(drawer_oasis: Harness) -> None:
+    from PIL import Image
+
+    client = drawer_oasis.sdk()
+    _newer_sdk(client)
+    async with client.responses.stream(
+        model="remote",
+        input="Draw me a red circle.",
+        tools=[{"type": "image_generation", "size": "1024x1024", "output_format": "jpeg", "quality": "low"}],
+    ) as stream:
+        events = [event async for event in stream]
+        final = await stream.get_final_response()
+    call, message = final.output
+    assert call.type == "image_generation_call" and call.id.startswith("ig_") and call.status == "completed"
+    assert call.result is not None
+    with Image.open(io.BytesIO(base64.b64decode(call.result))) as image:
+        assert image.format == "JPEG" and image.size == (1024, 1024)
+    details = call.model_dump()
+    assert details["output_format"] == "jpeg" and details["size"] == "1024x1024" and details["quality"] == "low"
+    assert details["revised_prompt"] == "a red circle on a white background"
+    assert message.type == "message" and final.output_text == "Here is your picture."
+
+    kinds = [event.type for event in events]
+    assert kinds[2:7] == [
+        "response.output_item.added",
+        "response.image_generation_call.in_progress",
+        "response.image_generation_call.generating",
+        "response.image_generation_call.completed",
+        "response.output_item.done",
+    ], kinds
+    assert "response.function_call_arguments.delta" not in kinds  # the call is the server's own
+
+    # The model was offered the tool as a function, then told the image was shown (not sent its bytes).
+    asked, answered = _Drawer.received or []
+    assert [tool["function"]["name"] for tool in asked["tools"]] == ["image_generation"]
+    shown = answered["messages"][-1]
+    assert shown["role"] == "tool" and shown["content"] == "The image was generated and shown to the user."
+    assert "tools" not in answered  # one image a response: the tool is no longer offered
+
+    # Stored whole, and continued: the later turn reads that an image was shown.
+    assert (await client.responses.retrieve(final.id)).output[0].model_dump() == call.model_dump()
+    await client.responses.create(model="remote", input="Thanks!", previous_response_id=final.id)
+    later = (_Drawer.received or [])[-1]["messages"]
+    assert any(turn.get("content") == "The image was generated and shown to the user." for turn in later)
+
+
+async def test_bad_image_tools_are_refused_before_anything_is_generated(drawer_oasis: Harness) -> None:
+    cases: list[tuple[dict[str, Any], int, str]] = [
+        ({"tools": [{"type": "image_generation", "size": "7x7"}]}, 400, "tools[0].size"),
+        ({"tools": [{"type": "image_generation", "model": "no-such-model"}]}, 404, "tools[0].model"),
+        ({"tools": [{"type": "image_generation", "action": "edit"}]}, 400, "tools[0].action"),
+        ({"tools": [{"type": "image_generation", "partial_images": 9}]}, 400, "tools[0].partial_images"),
+        ({"tools": [DRAW, DRAW]}, 400, "tools[1]"),
+        ({"tools": [DRAW, {"type": "function", "name": "image_generation"}]}, 400, "tools[1].name"),
+        ({"tool_choice": {"type": "image_generation"}}, 400, "tool_choice"),
+    ]
+    async with drawer_oasis.http() as http:
+        for body, status, param in cases:
+            reply = await http.post("/v1/responses", json={"model": "remote", "input": "hi", **body})
+            assert reply.status_code == status, (body, reply.text)
+            assert reply.json()["error"]["param"] == param, body
+    assert _Drawer.received == []  # nothing was generated
