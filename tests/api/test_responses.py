@@ -13,7 +13,9 @@ from typing import Any
 import openai
 import pytest
 from pydantic import BaseModel
+from sqlalchemy import select
 
+from oasis.storage.tables import StoredResponse
 from tests.conftest import Harness
 from tests.scripted_upstream import ScriptedChat, upstream_oasis
 
@@ -534,7 +536,7 @@ async def test_item_references_name_stored_items_of_the_project(chat_oasis: Harn
     question = {"role": "user", "content": "What is my name?"}
     referenced = await client.responses.create(
         model=MODEL,
-        input=[{"type": "item_reference", "id": asked.id}, {"type": "item_reference", "id": answer.id}, question],
+        input=[{"type": "item_reference", "id": asked.id}, {"id": answer.id}, question],  # `type` may be left out
         max_output_tokens=8,
     )
     alone = await client.responses.create(model=MODEL, input=[question], max_output_tokens=8)
@@ -577,9 +579,21 @@ async def test_an_image_named_by_file_id_is_sent_as_its_bytes(recorded: Harness)
     parts = sent["messages"][-1]["content"]
     assert parts[1]["type"] == "image_url"
     assert parts[1]["image_url"]["url"] == "data:image/png;base64," + base64.b64encode(png).decode()
-    # listed as it was asked: by the file's id
+    # listed as it was asked: by the file's id, and stored so (not its bytes)
     (item,) = (await client.responses.input_items.list(response.id)).data
     assert item.content[1].file_id == image.id  # type: ignore[union-attr]
+    async with recorded.container.db.session() as session:
+        stored = await session.scalar(select(StoredResponse).where(StoredResponse.id == response.id))
+    assert stored is not None and "base64" not in stored.conversation_json and image.id in stored.conversation_json
+
+    # a later turn reads the image again; once its file is deleted, it is said to be gone
+    await client.responses.create(model="remote", input="And now?", previous_response_id=response.id)
+    again = (_Recorded.received or [])[-1]["messages"]
+    assert again[0]["content"][1]["image_url"]["url"] == parts[1]["image_url"]["url"]
+    await client.files.delete(image.id)
+    await client.responses.create(model="remote", input="And now?", previous_response_id=response.id)
+    gone = (_Recorded.received or [])[-1]["messages"][0]["content"][1]
+    assert gone == {"type": "text", "text": f"(an image, file {image.id}, no longer available)"}
 
     text = await client.files.create(file=("notes.txt", b"not an image"), purpose="user_data")
     for file_id, error in ((text.id, openai.BadRequestError), ("file-missing", openai.NotFoundError)):

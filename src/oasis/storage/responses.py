@@ -74,9 +74,8 @@ async def stored_item(session: AsyncSession, project_id: str, item_id: str) -> d
             ),
         )
         .order_by(StoredResponse.seq.desc())
-        .limit(4)
     )
-    for response_json, input_items_json in rows:
+    for response_json, input_items_json in rows:  # the text may also match elsewhere (metadata): the item decides
         items = [*json.loads(input_items_json), *(json.loads(response_json).get("output") or [])]
         for item in items:
             if isinstance(item, dict) and item.get("id") == item_id:

@@ -24,11 +24,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
 from oasis.engines.forwarding import ForwardingEngine
 from oasis.engines.image import EditJob, GenerationJob, ImageEngine, Look, VariationJob
 from oasis.engines.registry import EngineRegistry
 from oasis.errors import OasisError, invalid_request
+from oasis.protocol.extensions import CreateImageRequest
 from oasis.services.images.links import ImageLinks
 from oasis.services.images.pictures import (
     GPT_IMAGE_FORMATS,
@@ -316,12 +318,22 @@ class ImageService:
             answer.update(drawn.settings)
         return answer
 
-    def check_generation(self, body: dict[str, Any]) -> None:
+    def check_generation(self, body: dict[str, Any]) -> dict[str, Any]:
         """What `generate` would refuse the body for, refused now: a 400 naming the bad value, a 404 for an unknown
-        model (a response checks its image_generation tool before anything is generated)."""
+        model (a response checks its image_generation tool before anything is generated); the body as the images
+        API reads it (`"80"` read as 80)."""
+        try:
+            request = CreateImageRequest.model_validate(body)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(str(part) for part in error["loc"])
+            raise invalid_request(f"{error['msg']}.", param=where) from None
+        body = request.model_dump(mode="json", exclude_none=True, exclude_unset=True)
         model = model_asked(body)
         self._checked(body, model)
-        self._engine(model)
+        if implements(self._engine(model), ImageEngine):
+            _check_opaque(body)
+        return body
 
     async def generate_base64(self, body: dict[str, Any], project_id: str) -> dict[str, Any]:
         """`generate`, its images in base64 whatever the model's own default answer is (a link)."""

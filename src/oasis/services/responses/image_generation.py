@@ -105,4 +105,4 @@ def tool_call(item: dict[str, Any]) -> dict[str, Any]:
 
 def sent_back_text(item: dict[str, Any]) -> str:
     """What an earlier image call, read again, shows the model."""
-    return SHOWN if item.get("result") else NOT_DRAWN
+    return SHOWN if item.get("result") else "No image was drawn."

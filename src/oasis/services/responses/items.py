@@ -19,6 +19,9 @@ from oasis.storage.clock import new_id
 _ROLES = ("user", "system", "developer", "assistant")
 # The `include` value that gives an answer's text its tokens' logprobs.
 INCLUDE_LOGPROBS = "message.output_text.logprobs"
+# An image part naming a project's file (`input_image` by `file_id`) as chat reads it until a response reads the
+# file (what is stored keeps the id, not the bytes).
+FILE_IMAGE = "oasis-file:"
 # The most characters of an earlier search's results, sent back as an input item, the model reads again.
 SENT_BACK_RESULT_CHARS = 16_000
 
@@ -36,6 +39,8 @@ def _part(part: Any, param: str) -> dict[str, Any]:
         return {"type": "text", "text": str(part.get("refusal") or "")}
     if kind == "input_image":
         url = part.get("image_url")
+        if url is None and isinstance(part.get("file_id"), str) and part["file_id"]:
+            url = FILE_IMAGE + part["file_id"]  # read when the response is planned; stored by its id
         if not isinstance(url, str):
             raise invalid_request(
                 "An input_image part needs `image_url` (a URL or a data URL) or `file_id`.", param=f"{param}.image_url"

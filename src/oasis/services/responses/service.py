@@ -12,7 +12,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import ValidationError
@@ -33,6 +33,7 @@ from oasis.services.metadata import check_metadata
 from oasis.services.responses import background, code_interpreter, file_search, image_generation
 from oasis.services.responses.conversations import ConversationService, conversation_id_of
 from oasis.services.responses.items import (
+    FILE_IMAGE,
     INCLUDE_LOGPROBS,
     call_item,
     chat_messages,
@@ -67,8 +68,10 @@ REPLY_ROOM = 512
 # The context assumed for an upstream's model, whose own is not known here, when sizing search results.
 DEFAULT_CONTEXT = 4096
 
-# The largest image file an `input_image` may name by `file_id` (OpenAI's limit for an image input).
+# The largest image file an `input_image` may name by `file_id` (OpenAI's limit for an image input), and the most
+# that a response's images read from files may hold in all (OpenAI's limit for a request's images).
 MAX_IMAGE_BYTES = 20 << 20
+MAX_IMAGES_BYTES = 50 << 20
 
 # Why an answer stopped short, as a response's `incomplete_details` says it.
 _INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
@@ -204,13 +207,32 @@ def _function_name(tool: dict[str, Any]) -> str | None:
     return (tool.get("function") or {}).get("name") if tool.get("type") == "function" else None
 
 
-def _image_file_part(part: Any) -> bool:
-    return (
-        isinstance(part, dict)
-        and part.get("type") == "input_image"
-        and isinstance(part.get("file_id"), str)
-        and part.get("image_url") is None
-    )
+def _is_reference(item: Any) -> bool:
+    """An `item_reference` (its `type` may be left out: an item with an id and nothing else)."""
+    if not isinstance(item, dict):
+        return False
+    if item.get("type") == "item_reference":
+        return True
+    return "type" not in item and "id" in item and not ({"role", "content"} & item.keys())
+
+
+def _image_file_url(part: Any) -> str | None:
+    """The file id of a chat image part that names a file (items.FILE_IMAGE), else None."""
+    if not isinstance(part, dict) or part.get("type") != "image_url":
+        return None
+    url = (part.get("image_url") or {}).get("url")
+    return url.removeprefix(FILE_IMAGE) if isinstance(url, str) and url.startswith(FILE_IMAGE) else None
+
+
+def _image_file_places(request_input: Any) -> dict[str, str]:
+    """The input's images given by file id, each with where the request has it (for errors)."""
+    places: dict[str, str] = {}
+    for index, item in enumerate(request_input if isinstance(request_input, list) else []):
+        content = item.get("content") if isinstance(item, dict) else None
+        for number, part in enumerate(content if isinstance(content, list) else []):
+            if isinstance(part, dict) and part.get("type") == "input_image" and isinstance(part.get("file_id"), str):
+                places.setdefault(part["file_id"], f"input[{index}].content[{number}].file_id")
+    return places
 
 
 def _image_type(data: bytes) -> str | None:
@@ -328,9 +350,7 @@ class ResponseService:
                 )
             conversation_id = conversation_id_of(request.conversation)
             kept = await self._conversations.items_for_response(project_id, conversation_id)
-            earlier = chat_messages(
-                await self._images_read(project_id, kept, "conversation.items"), param="conversation.items"
-            )
+            earlier = chat_messages(kept, param="conversation.items")
         if request.previous_response_id is not None:
             async with self._db.session() as session:
                 previous = await rows.get_response(session, project_id, request.previous_response_id)
@@ -353,7 +373,7 @@ class ResponseService:
         if isinstance(request_input, str):
             turn = [{"role": "user", "content": request_input}]
         else:
-            turn = chat_messages(await self._images_read(project_id, request_input or [], "input"))
+            turn = chat_messages(request_input or [])
         conversation = [*earlier, *turn]
         if not conversation:
             raise invalid_request("A response needs at least one input item.", param="input")
@@ -374,7 +394,7 @@ class ResponseService:
         if code is not None:
             tools = [*(tools or []), code_interpreter.FUNCTION]
         if image is not None:
-            self._check_image_tool(image)
+            image = self._checked_image_tool(image)
             tools = [*(tools or []), image_generation.FUNCTION]
         choice = request.tool_choice
         offers = (
@@ -386,7 +406,13 @@ class ResponseService:
             if isinstance(choice, dict) and choice.get("type") == kind and offered is None:
                 raise invalid_request(f"`tool_choice` names {kind}, which `tools` does not offer.", param="tool_choice")
         instructions = [{"role": "system", "content": request.instructions}] if request.instructions else []
-        body: dict[str, Any] = {"model": request.model, "messages": [*instructions, *conversation]}
+        messages = await self._with_image_files(
+            project_id,
+            [*instructions, *conversation],
+            len(instructions) + len(earlier),
+            _image_file_places(request_input),
+        )
+        body: dict[str, Any] = {"model": request.model, "messages": messages}
         optional = {
             "max_completion_tokens": request.max_output_tokens,
             "temperature": request.temperature,
@@ -440,14 +466,12 @@ class ResponseService:
     ) -> str | list[dict[str, Any]] | None:
         """The input with each `item_reference` replaced by the stored item it names (a 404 naming it when the
         project has none)."""
-        if not isinstance(request_input, list) or not any(
-            isinstance(item, dict) and item.get("type") == "item_reference" for item in request_input
-        ):
+        if not isinstance(request_input, list) or not any(_is_reference(item) for item in request_input):
             return request_input
         resolved: list[dict[str, Any]] = []
         async with self._db.session() as session:
             for index, item in enumerate(request_input):
-                if not (isinstance(item, dict) and item.get("type") == "item_reference"):
+                if not _is_reference(item):
                     resolved.append(item)
                     continue
                 item_id = item.get("id")
@@ -461,26 +485,48 @@ class ResponseService:
                 resolved.append(found)
         return resolved
 
-    async def _images_read(self, project_id: str, items: list[dict[str, Any]], param: str) -> list[dict[str, Any]]:
-        """The items with each `input_image` given by `file_id` as a data URL of the file's bytes (what a local
-        vision model and an upstream both read); the items as listed keep the file's id."""
-        read: list[dict[str, Any]] = []
-        for index, item in enumerate(items):
-            content = item.get("content") if isinstance(item, dict) else None
-            if not isinstance(content, list) or not any(_image_file_part(part) for part in content):
-                read.append(item)
+    async def _with_image_files(
+        self, project_id: str, messages: list[dict[str, Any]], first_new: int, places: dict[str, str]
+    ) -> list[dict[str, Any]]:
+        """The messages with each image given by `file_id` (items.FILE_IMAGE) as a data URL of the file's bytes,
+        what a local vision model and an upstream both read; what is stored keeps the file's id. An image of an
+        earlier turn (before `first_new`) whose file is gone since is said to be gone; one of this turn is a 404
+        naming its part (`places`: the input's parts by file id)."""
+        read: dict[str, tuple[str, int]] = {}
+        total = 0
+        resolved: list[dict[str, Any]] = []
+        for index, message in enumerate(messages):
+            content = message.get("content")
+            if not isinstance(content, list) or not any(_image_file_url(part) for part in content):
+                resolved.append(message)
                 continue
             parts = []
-            for number, part in enumerate(content):
-                if _image_file_part(part):
-                    where = f"{param}[{index}].content[{number}].file_id"
-                    url = await self._image_data_url(project_id, part["file_id"], where)
-                    part = {key: value for key, value in part.items() if key != "file_id"} | {"image_url": url}
-                parts.append(part)
-            read.append({**item, "content": parts})
-        return read
+            for part in content:
+                file_id = _image_file_url(part)
+                if file_id is None:
+                    parts.append(part)
+                    continue
+                param = places.get(file_id, "input")
+                if file_id not in read:
+                    try:
+                        read[file_id] = await self._image_data_url(project_id, file_id, param)
+                    except OasisError as exc:
+                        if index >= first_new or exc.status != 404:
+                            raise
+                        parts.append({"type": "text", "text": f"(an image, file {file_id}, no longer available)"})
+                        continue
+                    total += read[file_id][1]
+                    if total > MAX_IMAGES_BYTES:
+                        raise invalid_request(
+                            f"The images a response reads are larger than {MAX_IMAGES_BYTES >> 20} MB in all.",
+                            param=param,
+                        )
+                parts.append({**part, "image_url": {**part["image_url"], "url": read[file_id][0]}})
+            resolved.append({**message, "content": parts})
+        return resolved
 
-    async def _image_data_url(self, project_id: str, file_id: str, param: str) -> str:
+    async def _image_data_url(self, project_id: str, file_id: str, param: str) -> tuple[str, int]:
+        """The file as a data URL, and its size."""
         try:
             content = await self._files.content(project_id, file_id)
         except OasisError as exc:
@@ -493,15 +539,16 @@ class ResponseService:
         kind = _image_type(data)
         if kind is None:
             raise invalid_request(f"File {file_id} is not a PNG, JPEG, GIF or WebP image.", param=param)
-        return f"data:{kind};base64,{base64.b64encode(data).decode()}"
+        return f"data:{kind};base64,{base64.b64encode(data).decode()}", len(data)
 
-    def _check_image_tool(self, tool: image_generation.ImageTool) -> None:
-        """The tool's images request refused now, as the images API would refuse it (a 400, or a 404 for a model
-        not served here), its `param` named inside the tool."""
+    def _checked_image_tool(self, tool: image_generation.ImageTool) -> image_generation.ImageTool:
+        """The tool with its settings as the images API reads them; refused now as that API would refuse them (a
+        400, or a 404 for a model not served here), the `param` named inside the tool."""
         try:
-            self._images.check_generation(tool.request("a picture"))
+            body = self._images.check_generation(tool.request("a picture"))
         except OasisError as exc:
             raise image_generation.in_tool(exc, tool) from None
+        return replace(tool, settings={key: value for key, value in body.items() if key not in ("prompt", "n")})
 
     async def _code_tool(self, project_id: str, tool: code_interpreter.CodeTool) -> code_interpreter.CodeTool:
         """The tool, checked: a 400 when no sandbox can start here, a 404 for a file the project does not have or a
@@ -792,7 +839,7 @@ class ResponseService:
             yield made
         if answer.images >= image_generation.MAX_IMAGES or not prompt:  # past the most, or nothing to draw
             answer.tool_texts[item["id"]] = image_generation.NOT_DRAWN if prompt else "Not drawn: no prompt given."
-            for made in writer.image_done(image_generation.call_item(item["id"], "failed")):
+            for made in writer.image_failed(image_generation.call_item(item["id"], "failed")):
                 yield made
             return
         try:
@@ -801,7 +848,7 @@ class ResponseService:
             if exc.status != 400:
                 raise
             answer.tool_texts[item["id"]] = f"The image could not be drawn: {exc.message}"
-            for made in writer.image_done(image_generation.call_item(item["id"], "failed")):
+            for made in writer.image_failed(image_generation.call_item(item["id"], "failed")):
                 yield made
             return
         except Exception as exc:  # the image engine failed: the response fails, as OpenAI's would
@@ -1102,9 +1149,13 @@ class _OutputWriter:
     def image_done(self, item: dict[str, Any]) -> list[dict[str, Any]]:
         return self._tool_done(item, "response.image_generation_call.completed")
 
-    def _tool_done(self, item: dict[str, Any], completed: str) -> list[dict[str, Any]]:
+    def image_failed(self, item: dict[str, Any]) -> list[dict[str, Any]]:
+        """A call that drew nothing: its item done, failed, without a `completed` event."""
+        return self._tool_done(item, None)
+
+    def _tool_done(self, item: dict[str, Any], completed: str | None) -> list[dict[str, Any]]:
         where = {"item_id": item["id"], "output_index": len(self.output)}
-        made = [self._event(completed, **where)]
+        made = [self._event(completed, **where)] if completed else []
         made.append(self._event("response.output_item.done", output_index=len(self.output), item=item))
         self.output.append(item)
         self._open, self._text = None, ""
