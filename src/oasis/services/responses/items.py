@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from oasis.errors import invalid_request
-from oasis.services.responses import code_interpreter, file_search, image_generation
+from oasis.services.responses import code_interpreter, file_search, image_generation, mcp
 from oasis.storage.clock import new_id
 
 _ROLES = ("user", "system", "developer", "assistant")
@@ -127,6 +127,17 @@ def chat_messages(items: list[dict[str, Any]], param: str = "input") -> list[dic
             messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": text})
         elif kind == "reasoning":
             continue  # an earlier answer's thinking: chat templates drop it from the history too
+        elif kind in ("mcp_list_tools", "mcp_approval_request", "mcp_approval_response"):
+            continue  # an earlier listing, or a call not made (yet): nothing the model said or read
+        elif kind == "mcp_call":
+            if not isinstance(item.get("id"), str) or not isinstance(item.get("name"), str):
+                raise invalid_request("An mcp_call item needs `id` and `name`.", param=where)
+            last = messages[-1] if messages else None
+            if last is None or last["role"] != "assistant":
+                last = {"role": "assistant", "content": None}
+                messages.append(last)
+            last.setdefault("tool_calls", []).append(mcp.tool_call(item))
+            messages.append({"role": "tool", "tool_call_id": item["id"], "content": mcp.result_text(item)})
         elif kind == "file_search_call":
             # an earlier search sent back: what it found, when the item carries its results (`include`)
             if not isinstance(item.get("id"), str):
@@ -218,6 +229,10 @@ def listed_items(request_input: str | list[dict[str, Any]] | None) -> list[dict[
                 "file_search_call": "fs_",
                 "code_interpreter_call": "ci_",
                 "image_generation_call": "ig_",
+                "mcp_list_tools": "mcpl_",
+                "mcp_call": "mcp_",
+                "mcp_approval_request": "mcpr_",
+                "mcp_approval_response": "mcpa_",
             }.get(kind, "item_")
             listed.append({"status": "completed", **item, "id": item.get("id") or new_id(prefix), "type": kind})
         seen.add(listed[-1]["id"])

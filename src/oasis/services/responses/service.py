@@ -31,6 +31,7 @@ from oasis.services.files.service import FileService
 from oasis.services.images.service import ImageService
 from oasis.services.metadata import check_metadata
 from oasis.services.responses import background, code_interpreter, file_search, image_generation
+from oasis.services.responses import mcp as mcp_tools
 from oasis.services.responses.conversations import ConversationService, conversation_id_of
 from oasis.services.responses.items import (
     FILE_IMAGE,
@@ -46,6 +47,7 @@ from oasis.services.responses.items import (
     reasoning_item,
     text_part,
 )
+from oasis.services.responses.mcp_client import McpError, McpSession
 from oasis.storage import responses as rows
 from oasis.storage.clock import new_id, now
 from oasis.storage.db import Database, Session
@@ -92,6 +94,9 @@ class PlannedResponse:
     search: file_search.SearchTool | None = None
     code: code_interpreter.CodeTool | None = None
     image: image_generation.ImageTool | None = None
+    mcp: mcp_tools.McpTools | None = None
+    # Calls the client answered `mcp_approval_response` for: each approval request, and whether it was approved.
+    approvals: list[tuple[dict[str, Any], bool]] = field(default_factory=list)
     question: str = ""  # the newest user message's text: a search looks for it too
     conversation_id: str | None = None  # the conversation it reads and adds its items to
     input_items: list[dict[str, Any]] = field(default_factory=list)  # its input as listed, each with its id
@@ -113,7 +118,7 @@ class PlannedResponse:
     @property
     def runs_tools(self) -> bool:
         """Whether the server runs tools the model may call (built-in ones) between generations."""
-        return self.search is not None or self.code is not None or self.image is not None
+        return self.search is not None or self.code is not None or self.image is not None or self.mcp is not None
 
 
 def _response_format(request: CreateResponseRequest) -> dict[str, Any] | None:
@@ -164,8 +169,8 @@ def _answer_messages(
         if index in starts and index > 0:
             messages.extend(given)
             given, fresh = [], True
-        if kind == "reasoning":
-            continue
+        if kind in ("reasoning", "mcp_list_tools", "mcp_approval_request"):
+            continue  # not shown to the model again (a call waiting for approval is made once approved)
         if fresh or not messages or messages[-1]["role"] != "assistant":
             messages.append({"role": "assistant", "content": None})
             fresh = False
@@ -191,6 +196,9 @@ def _answer_messages(
             current.setdefault("tool_calls", []).append(image_generation.tool_call(item))
             text = tool_texts.get(item["id"]) or image_generation.sent_back_text(item)
             given.append({"role": "tool", "tool_call_id": item["id"], "content": text})
+        elif kind == "mcp_call":
+            current.setdefault("tool_calls", []).append(mcp_tools.tool_call(item))
+            given.append({"role": "tool", "tool_call_id": item["id"], "content": mcp_tools.result_text(item)})
     messages.extend(given)
     return messages or [{"role": "assistant", "content": None}]
 
@@ -205,6 +213,32 @@ def _whole(item: dict[str, Any], made: dict[str, list[dict[str, Any]]]) -> dict[
 
 def _function_name(tool: dict[str, Any]) -> str | None:
     return (tool.get("function") or {}).get("name") if tool.get("type") == "function" else None
+
+
+def _is_approval(item: Any) -> bool:
+    return isinstance(item, dict) and item.get("type") == "mcp_approval_response"
+
+
+def _mcp_choice(choice: Any, remote: mcp_tools.McpTools | None) -> Any:
+    """`tool_choice: {"type": "mcp", "server_label", "name"}` as the function it names (without a name: some tool
+    must be called)."""
+    if not (isinstance(choice, dict) and choice.get("type") == mcp_tools.TOOL_TYPE):
+        return choice
+    name = choice.get("name")
+    if remote is None or not any(server.label == choice.get("server_label") for server in remote.servers):
+        raise invalid_request("`tool_choice` names an mcp server that `tools` does not offer.", param="tool_choice")
+    if name is None:
+        return "required"
+    if name not in remote.by_name:
+        raise invalid_request(
+            f"`tool_choice` names tool '{name}', which the mcp server does not offer.", param="tool_choice"
+        )
+    return {"type": "function", "name": name}
+
+
+async def _no_chunks() -> AsyncIterator[dict[str, Any]]:
+    return
+    yield
 
 
 def _is_reference(item: Any) -> bool:
@@ -287,6 +321,7 @@ class _Answer:
     searches: int = 0
     code_runs: int = 0
     images: int = 0
+    mcp_calls: int = 0
     starts: list[int] = field(default_factory=list)  # where each generation's output items begin
 
 
@@ -373,14 +408,20 @@ class ResponseService:
         if isinstance(request_input, str):
             turn = [{"role": "user", "content": request_input}]
         else:
-            turn = chat_messages(request_input or [])
+            turn = chat_messages([item for item in request_input or [] if not _is_approval(item)])
         conversation = [*earlier, *turn]
         if not conversation:
             raise invalid_request("A response needs at least one input item.", param="input")
         search = file_search.search_tool(request.tools)
         code = code_interpreter.code_tool(request.tools)
         image = image_generation.image_tool(request.tools)
-        built_in = (search_function.TOOL_NAME, code_interpreter.TOOL_TYPE, image_generation.TOOL_TYPE)
+        servers = mcp_tools.mcp_servers(request.tools)
+        built_in = (
+            search_function.TOOL_NAME,
+            code_interpreter.TOOL_TYPE,
+            image_generation.TOOL_TYPE,
+            mcp_tools.TOOL_TYPE,
+        )
         other_tools = [
             tool for tool in request.tools or [] if not (isinstance(tool, dict) and tool.get("type") in built_in)
         ]
@@ -396,7 +437,13 @@ class ResponseService:
         if image is not None:
             image = self._checked_image_tool(image)
             tools = [*(tools or []), image_generation.FUNCTION]
-        choice = request.tool_choice
+        remote = (
+            await self._listed_mcp_tools(servers, {_function_name(tool) for tool in tools or []}) if servers else None
+        )
+        if remote is not None:
+            tools = [*(tools or []), *remote.functions()]
+        approvals = await self._approvals(project_id, request_input, remote)
+        choice = _mcp_choice(request.tool_choice, remote)
         offers = (
             (search_function.TOOL_NAME, search),
             (code_interpreter.TOOL_TYPE, code),
@@ -454,6 +501,8 @@ class ResponseService:
             search=search,
             code=code,
             image=image,
+            mcp=remote,
+            approvals=approvals,
             question=_last_user_text(conversation),
             conversation_id=conversation_id,
             input_items=listed_items(request_input),
@@ -648,7 +697,7 @@ class ResponseService:
         if plan.runs_tools:
             # Generations with built-in calls run between them: a stream's loop, its events not sent (its errors
             # raised)
-            chunks = self._chat.stream(plan.chat.streamed(), plan.prepared, project_id=plan.project_id)
+            chunks = self._first_chunks(plan, plan.chat.streamed())
             final: dict[str, Any] = {}
             async for made in self._events(plan, None, chunks, raise_errors=True):
                 final = made
@@ -665,7 +714,7 @@ class ResponseService:
     async def stream(self, plan: PlannedResponse) -> AsyncIterator[dict[str, Any]]:
         """Starts the answer and waits for its first chunk (so that a refusal, an upstream's too, still gets its
         HTTP status), then returns its events."""
-        chunks = self._chat.stream(plan.chat.with_usage_reported(), plan.prepared, project_id=plan.project_id)
+        chunks = self._first_chunks(plan, plan.chat.with_usage_reported())
         try:
             first = await anext(chunks)
         except StopAsyncIteration:
@@ -678,8 +727,15 @@ class ResponseService:
     def background_events(self, plan: PlannedResponse, keep: Keeper) -> AsyncGenerator[dict[str, Any], None]:
         """A background response's events after those its creation wrote (`response.created`, `.queued`), each
         numbered from there; `keep` stores its answer (instead of `_keep`)."""
-        chunks = self._chat.stream(plan.chat.streamed(), plan.prepared, project_id=plan.project_id)
+        chunks = self._first_chunks(plan, plan.chat.streamed())
         return self._events(plan, None, chunks, announced=background.QUEUED_EVENTS, keep=keep)
+
+    def _first_chunks(self, plan: PlannedResponse, chat: ChatCompletionRequest) -> AsyncIterator[dict[str, Any]]:
+        """The first generation's chunks; none when approved MCP calls must run first (the generation that reads
+        their outputs starts after them)."""
+        if plan.approvals:
+            return _no_chunks()
+        return self._chat.stream(chat, plan.prepared, project_id=plan.project_id)
 
     async def _events(
         self,
@@ -736,6 +792,24 @@ class ResponseService:
     ) -> AsyncIterator[dict[str, Any]]:
         """The answer's chunks as events. When the model calls file_search, the search runs and the model is asked
         again with what it found (unless it also called the client's functions: those are answered first)."""
+        if plan.mcp is not None:
+            for server in plan.mcp.servers:
+                item = mcp_tools.list_item(new_id("mcpl_"), server, plan.mcp.listed[server.label])
+                for made in writer.mcp_listed(item):
+                    yield made
+        if plan.approvals:
+            for request, approved in plan.approvals:
+                if approved:
+                    async for made in self._mcp_called(
+                        plan, writer, answer, request["name"], request["arguments"], request["id"]
+                    ):
+                        yield made
+            chat = await self._after_tools(plan, writer.output, answer)
+            if chat is None:
+                answer.finish = "length"
+                return
+            answer.chunks = self._chat.stream(chat, await self._chat.prepared(chat), project_id=plan.project_id)
+            writer.holding = self._holding(plan, answer)
         while True:
             usage, finish = None, None
             generated_from = len(writer.output)
@@ -761,11 +835,15 @@ class ResponseService:
                 elif name == image_generation.FUNCTION_NAME:
                     async for made in self._imaged(plan, writer, answer, arguments):
                         yield made
+                elif plan.mcp is not None and name in plan.mcp.by_name:
+                    async for made in self._mcp_called(plan, writer, answer, name, arguments):
+                        yield made
                 else:
                     async for made in self._coded(plan, writer, answer, arguments):
                         yield made
             answer.searches += search_function.TOOL_NAME in ran
-            if any(item["type"] in ("function_call", "custom_tool_call") for item in writer.output[generated_from:]):
+            waiting = ("function_call", "custom_tool_call", "mcp_approval_request")
+            if any(item["type"] in waiting for item in writer.output[generated_from:]):
                 return
             chat = await self._after_tools(plan, writer.output, answer)
             if chat is None:  # the calls spent the output budget
@@ -786,6 +864,8 @@ class ResponseService:
             names.add(code_interpreter.FUNCTION_NAME)
         if plan.image is not None and answer.images < image_generation.MAX_IMAGES:
             names.add(image_generation.FUNCTION_NAME)
+        if plan.mcp is not None and answer.mcp_calls < mcp_tools.MAX_CALLS:
+            names.update(plan.mcp.by_name)
         return names
 
     async def _coded(
@@ -826,6 +906,109 @@ class ResponseService:
         shown = outputs if plan.shows_outputs else None
         for made in writer.code_done(code_interpreter.call_item(item["id"], code, container, "completed", shown)):
             yield made
+
+    async def _mcp_called(
+        self,
+        plan: PlannedResponse,
+        writer: _OutputWriter,
+        answer: _Answer,
+        name: str,
+        arguments: str,
+        approval_request_id: str | None = None,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """One call of an MCP tool: run on its server (its output or error shown to the model), or, for a tool
+        that needs approval and has none, an approval request that ends the response."""
+        assert plan.mcp is not None
+        server, tool = plan.mcp.by_name[name]
+        if approval_request_id is None and server.needs_approval(tool):
+            for made in writer.mcp_approval_requested(
+                mcp_tools.approval_item(new_id("mcpr_"), server.label, name, arguments)
+            ):
+                yield made
+            return
+        item = mcp_tools.call_item(
+            new_id("mcp_"), server.label, name, arguments, "in_progress", approval_request_id=approval_request_id
+        )
+        for made in writer.mcp_call_started(item):
+            yield made
+        output, error = None, None
+        parsed = mcp_tools.arguments_of(arguments)
+        if answer.mcp_calls >= mcp_tools.MAX_CALLS:
+            error = mcp_tools.NOT_RUN
+        elif parsed is None:
+            error = "The arguments are not a JSON object."
+        else:
+            answer.mcp_calls += 1
+            try:
+                async with McpSession(server.url, server.headers) as session:
+                    text, failed = await session.call_tool(name, parsed)
+            except McpError as exc:
+                error = str(exc)
+            else:
+                output, error = (None, text or "the tool failed") if failed else (text, None)
+        done = mcp_tools.call_item(
+            item["id"],
+            server.label,
+            name,
+            arguments,
+            "failed" if error else "completed",
+            output,
+            error,
+            approval_request_id,
+        )
+        for made in writer.mcp_call_done(done):
+            yield made
+
+    async def _listed_mcp_tools(self, servers: list[mcp_tools.McpServer], taken: set[str | None]) -> mcp_tools.McpTools:
+        """The servers' tools, listed now (a server that cannot list them is a 424 naming it), those each offers
+        named as functions the model may call (a name two tools share is a 400)."""
+        remote = mcp_tools.McpTools(servers)
+        for server in servers:
+            try:
+                async with McpSession(server.url, server.headers) as session:
+                    listed = await session.list_tools()
+            except McpError as exc:
+                raise mcp_tools.listing_failed(server, exc) from None
+            offered = [tool for tool in listed if server.offers(tool)]
+            remote.listed[server.label] = offered
+            for tool in offered:
+                if tool["name"] in taken or tool["name"] in remote.by_name:
+                    raise invalid_request(
+                        f"Tool '{tool['name']}' of MCP server '{server.label}' has the name of another tool: "
+                        "leave one of them out (`allowed_tools`).",
+                        param=f"{server.param}.allowed_tools",
+                    )
+                remote.by_name[tool["name"]] = (server, tool)
+        return remote
+
+    async def _approvals(
+        self, project_id: str, request_input: Any, remote: mcp_tools.McpTools | None
+    ) -> list[tuple[dict[str, Any], bool]]:
+        """The input's `mcp_approval_response`s, each with the approval request it answers (a 404 for one the
+        project has not stored; a 400 for a tool this request does not offer)."""
+        found: list[tuple[dict[str, Any], bool]] = []
+        for index, item in enumerate(request_input if isinstance(request_input, list) else []):
+            if not _is_approval(item):
+                continue
+            where = f"input[{index}]"
+            request_id = item.get("approval_request_id")
+            if not isinstance(request_id, str) or not isinstance(item.get("approve"), bool):
+                raise invalid_request(
+                    "An mcp_approval_response needs `approval_request_id` and `approve`.", param=where
+                )
+            async with self._db.session() as session:
+                asked = await rows.stored_item(session, project_id, request_id)
+            if asked is None or asked.get("type") != "mcp_approval_request":
+                raise not_found(
+                    f"No MCP approval request found with id '{request_id}'.", param=f"{where}.approval_request_id"
+                )
+            if remote is None or asked.get("name") not in remote.by_name:
+                raise invalid_request(
+                    f"The approved call is of tool '{asked.get('name')}', which no mcp tool of this request offers.",
+                    param=f"{where}.approval_request_id",
+                )
+            found.append((asked, item["approve"]))
+        return found
 
     async def _imaged(
         self, plan: PlannedResponse, writer: _OutputWriter, answer: _Answer, arguments: str
@@ -918,6 +1101,7 @@ class ResponseService:
                 (search_function.TOOL_NAME, plan.search),
                 (code_interpreter.FUNCTION_NAME, plan.code),
                 (image_generation.FUNCTION_NAME, plan.image),
+                *((name, plan.mcp) for name in (plan.mcp.by_name if plan.mcp else {})),
             )
             if tool is not None and name not in offered
         }
@@ -1148,6 +1332,28 @@ class _OutputWriter:
 
     def image_done(self, item: dict[str, Any]) -> list[dict[str, Any]]:
         return self._tool_done(item, "response.image_generation_call.completed")
+
+    def mcp_listed(self, item: dict[str, Any]) -> list[dict[str, Any]]:
+        made = self._added({**item, "tools": []})
+        where = {"item_id": item["id"], "output_index": len(self.output)}
+        made.append(self._event("response.mcp_list_tools.in_progress", **where))
+        return made + self._tool_done(item, "response.mcp_list_tools.completed")
+
+    def mcp_approval_requested(self, item: dict[str, Any]) -> list[dict[str, Any]]:
+        return self._added(item) + self._tool_done(item, None)
+
+    def mcp_call_started(self, item: dict[str, Any]) -> list[dict[str, Any]]:
+        """A call's item added, its arguments (whole: the call runs once they are written), and its run begun."""
+        made = self._added(item)
+        where = {"item_id": item["id"], "output_index": len(self.output)}
+        made.append(self._event("response.mcp_call_arguments.delta", **where, delta=item["arguments"]))
+        made.append(self._event("response.mcp_call_arguments.done", **where, arguments=item["arguments"]))
+        made.append(self._event("response.mcp_call.in_progress", **where))
+        return made
+
+    def mcp_call_done(self, item: dict[str, Any]) -> list[dict[str, Any]]:
+        ended = "response.mcp_call.failed" if item["status"] == "failed" else "response.mcp_call.completed"
+        return self._tool_done(item, ended)
 
     def image_failed(self, item: dict[str, Any]) -> list[dict[str, Any]]:
         """A call that drew nothing: its item done, failed, without a `completed` event."""

@@ -1,0 +1,214 @@
+"""The `mcp` tool of the Responses API, through the official SDK: a Model Context Protocol server on loopback (JSON-
+RPC over Streamable HTTP, some answers as server-sent events) lists its tools and runs the calls a scripted
+OpenAI-compatible model makes; calls that need approval end the response with a request, and the next response,
+given the approval, runs the call. Bad tools and unreachable servers are refused by name."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import openai
+import pytest
+
+from tests.api.test_responses import _newer_sdk
+from tests.conftest import Harness
+from tests.scripted_upstream import ScriptedChat, upstream_oasis
+
+TOOLS = [
+    {
+        "name": "add",
+        "description": "Add two numbers.",
+        "inputSchema": {"type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}}},
+        "annotations": {"readOnlyHint": True},
+    },
+    {"name": "delete_everything", "description": "Deletes everything.", "inputSchema": {"type": "object"}},
+]
+
+
+class _McpServer(http.server.BaseHTTPRequestHandler):
+    """A Streamable HTTP MCP server: initialize (giving a session id), tools/list, and tools/call answered as an
+    event stream; every request is recorded."""
+
+    requests: list[dict[str, Any]] = []
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        self.requests.append({**body, "session": self.headers.get("mcp-session-id")})
+        if "id" not in body:  # a notification
+            self.send_response(202)
+            self.end_headers()
+            return
+        method, number = body["method"], body["id"]
+        if method == "initialize":
+            result: dict[str, Any] = {"protocolVersion": "2025-06-18", "capabilities": {"tools": {}}, "serverInfo": {}}
+            self._json({"jsonrpc": "2.0", "id": number, "result": result}, session="s-1")
+        elif method == "tools/list":
+            self._json({"jsonrpc": "2.0", "id": number, "result": {"tools": TOOLS}})
+        elif method == "tools/call":
+            arguments = body["params"]["arguments"]
+            text = str(arguments["a"] + arguments["b"])
+            answer = {"jsonrpc": "2.0", "id": number, "result": {"content": [{"type": "text", "text": text}]}}
+            data = f"event: message\ndata: {json.dumps(answer)}\n\n".encode()
+            self.send_response(200)
+            self.send_header("content-type", "text/event-stream")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        else:
+            self._json({"jsonrpc": "2.0", "id": number, "error": {"code": -32601, "message": "no such method"}})
+
+    def _json(self, message: dict[str, Any], session: str | None = None) -> None:
+        data = json.dumps(message).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        if session:
+            self.send_header("mcp-session-id", session)
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+class _Adder(ScriptedChat):
+    """A model upstream that calls `add` once, then says what it gave."""
+
+    received: list[dict[str, Any]] | None = []
+
+    def script(self, body: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
+        if body["messages"][-1]["role"] == "tool":
+            return [{"role": "assistant", "content": f"The sum is {body['messages'][-1]['content']}."}], "stop"
+        call = {"index": 0, "id": "call_0", "type": "function", "function": {"name": "add", "arguments": ""}}
+        return [
+            {"role": "assistant", "tool_calls": [call]},
+            {"tool_calls": [{"index": 0, "function": {"arguments": '{"a": 2, '}}]},
+            {"tool_calls": [{"index": 0, "function": {"arguments": '"b": 3}'}}]},
+        ], "tool_calls"
+
+
+@pytest.fixture
+def mcp_url() -> Iterator[str]:
+    _McpServer.requests = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _McpServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/mcp"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+async def adder_oasis(start_oasis: Callable[..., Any]) -> AsyncIterator[Harness]:
+    _Adder.received = []
+    async with upstream_oasis(start_oasis, _Adder) as harness:
+        yield harness
+
+
+def _calls() -> list[dict[str, Any]]:
+    return [request for request in _McpServer.requests if request.get("method") == "tools/call"]
+
+
+async def test_a_tool_without_approval_runs_on_the_server(adder_oasis: Harness, mcp_url: str) -> None:
+    client = adder_oasis.sdk()
+    _newer_sdk(client)
+    tool: Any = {
+        "type": "mcp",
+        "server_label": "calc",
+        "server_url": mcp_url,
+        "allowed_tools": ["add"],
+        "require_approval": "never",
+    }
+    async with client.responses.stream(model="remote", input="What is 2 + 3?", tools=[tool]) as stream:
+        events = [event async for event in stream]
+        final = await stream.get_final_response()
+    listing, call, message = final.output
+    assert listing.type == "mcp_list_tools" and listing.server_label == "calc"
+    (listed,) = listing.tools  # only the allowed tool
+    assert listed.name == "add"
+    assert listed.input_schema == TOOLS[0]["inputSchema"] and listed.description == "Add two numbers."
+    assert call.type == "mcp_call" and call.name == "add" and json.loads(call.arguments) == {"a": 2, "b": 3}
+    assert call.output == "5" and call.error is None and call.server_label == "calc"
+    assert message.type == "message" and final.output_text == "The sum is 5."
+    kinds = [event.type for event in events]
+    assert kinds[2:6] == [
+        "response.output_item.added",
+        "response.mcp_list_tools.in_progress",
+        "response.mcp_list_tools.completed",
+        "response.output_item.done",
+    ], kinds
+    assert "response.mcp_call.in_progress" in kinds and "response.mcp_call.completed" in kinds
+
+    # the model was offered the tool as a function, and read its output; the server kept one session
+    asked, answered = _Adder.received or []
+    assert [offered["function"]["name"] for offered in asked["tools"]] == ["add"]
+    assert answered["messages"][-1] == {"role": "tool", "tool_call_id": call.id, "content": "5"}
+    (made,) = _calls()
+    assert made["params"] == {"name": "add", "arguments": {"a": 2, "b": 3}} and made["session"] == "s-1"
+
+
+async def test_a_call_that_needs_approval_runs_once_approved(adder_oasis: Harness, mcp_url: str) -> None:
+    client = adder_oasis.sdk()
+    _newer_sdk(client)
+    tool: Any = {"type": "mcp", "server_label": "calc", "server_url": mcp_url}  # approval: always, by default
+    first = await client.responses.create(model="remote", input="What is 2 + 3?", tools=[tool])
+    listing, request = first.output
+    assert listing.type == "mcp_list_tools" and [listed.name for listed in listing.tools] == [
+        "add",
+        "delete_everything",
+    ]
+    assert request.type == "mcp_approval_request" and request.name == "add" and request.server_label == "calc"
+    assert _calls() == []  # nothing ran yet
+
+    approved = await client.responses.create(
+        model="remote",
+        previous_response_id=first.id,
+        input=[{"type": "mcp_approval_response", "approval_request_id": request.id, "approve": True}],
+        tools=[tool],
+    )
+    call, _ = approved.output[1:]
+    assert call.type == "mcp_call" and call.approval_request_id == request.id and call.output == "5"
+    assert approved.output_text == "The sum is 5."
+    assert len(_calls()) == 1
+    (item,) = (await client.responses.input_items.list(approved.id)).data
+    assert item.type == "mcp_approval_response"
+
+    denied = await client.responses.create(
+        model="remote",
+        previous_response_id=first.id,
+        input=[{"type": "mcp_approval_response", "approval_request_id": request.id, "approve": False}],
+        tools=[{**tool, "require_approval": {"never": {"tool_names": ["add"]}}}],
+    )
+    assert not any(made.type == "mcp_call" and made.approval_request_id for made in denied.output)
+    assert len(_calls()) == 2  # the model called it again, allowed without approval this time
+
+    with pytest.raises(openai.NotFoundError) as unknown:
+        await client.responses.create(
+            model="remote",
+            input=[
+                {"type": "mcp_approval_response", "approval_request_id": "mcpr_missing", "approve": True},
+                {"role": "user", "content": "Go on."},
+            ],
+            tools=[tool],
+        )
+    assert unknown.value.body["param"] == "input[0].approval_request_id"  # type: ignore[index]
+
+
+async def test_bad_mcp_tools_and_unreachable_servers_are_refused(adder_oasis: Harness, mcp_url: str) -> None:
+    cases: list[tuple[dict[str, Any], int, str]] = [
+        ({"type": "mcp", "server_url": mcp_url}, 400, "tools[0].server_label"),
+        ({"type": "mcp", "server_label": "x"}, 400, "tools[0].server_url"),
+        ({"type": "mcp", "server_label": "x", "connector_id": "connector_gmail"}, 400, "tools[0].connector_id"),
+        ({"type": "mcp", "server_label": "x", "server_url": "http://127.0.0.1:9/mcp"}, 424, "tools[0]"),
+    ]
+    async with adder_oasis.http() as http:
+        for tool, status, param in cases:
+            reply = await http.post("/v1/responses", json={"model": "remote", "input": "hi", "tools": [tool]})
+            assert reply.status_code == status, (tool, reply.text)
+            assert reply.json()["error"]["param"] == param, tool
+    assert _Adder.received == []
