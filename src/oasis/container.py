@@ -280,6 +280,7 @@ class Container:
             files,
             images,
             wake_workers=lambda: run_worker_loop.wake(),
+            mcp_server_urls=settings.responses.mcp_server_urls,
         )
         background_responses = BackgroundResponses(
             db, responses, conversations, lease_seconds, settings.workers.response_concurrency

@@ -180,6 +180,14 @@ class ImagesSettings(_Section):
     )
 
 
+class ResponsesSettings(_Section):
+    mcp_server_urls: list[str] | None = Field(
+        default=None,
+        description="What the Responses API's `mcp` tool may reach: URL prefixes (e.g. http://127.0.0.1:8931/); "
+        "unset: any URL a request names (oasis connects to it); an empty list: none.",
+    )
+
+
 class FineTuningSettings(_Section):
     """How `oasis serve` (in process) and `oasis worker` train fine-tuning jobs: a trainer subprocess per job."""
 
@@ -272,6 +280,7 @@ class Settings(BaseSettings):
     code_interpreter: CodeInterpreterSettings = Field(default_factory=CodeInterpreterSettings)
     fine_tuning: FineTuningSettings = Field(default_factory=FineTuningSettings)
     images: ImagesSettings = Field(default_factory=ImagesSettings)
+    responses: ResponsesSettings = Field(default_factory=ResponsesSettings)
     models: list[ModelSpec] = Field(
         default_factory=list,
         description="Served models, besides the defaults: an entry with a default's id replaces it, and the ids "

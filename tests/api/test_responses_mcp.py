@@ -212,3 +212,13 @@ async def test_bad_mcp_tools_and_unreachable_servers_are_refused(adder_oasis: Ha
             assert reply.status_code == status, (tool, reply.text)
             assert reply.json()["error"]["param"] == param, tool
     assert _Adder.received == []
+
+
+async def test_the_operator_limits_what_servers_it_reaches(start_oasis: Callable[..., Any], mcp_url: str) -> None:
+    harness: Harness = await start_oasis(responses={"mcp_server_urls": ["https://mcp.example.com/"]})
+    tool = {"type": "mcp", "server_label": "calc", "server_url": mcp_url, "require_approval": "never"}
+    async with harness.http() as http:
+        reply = await http.post("/v1/responses", json={"model": "remote", "input": "hi", "tools": [tool]})
+    assert reply.status_code == 400 and reply.json()["error"]["param"] == "tools[0].server_url"
+    assert "https://mcp.example.com/" in reply.json()["error"]["message"]
+    assert _McpServer.requests == []  # never contacted

@@ -67,8 +67,8 @@ def _matches(selector: Any, tool: dict[str, Any]) -> bool:
     return names is not None or selector.get("read_only") is not None
 
 
-def mcp_servers(tools: list[dict[str, Any]] | None) -> list[McpServer]:
-    """The request's `mcp` tools, checked."""
+def mcp_servers(tools: list[dict[str, Any]] | None, reachable: list[str] | None = None) -> list[McpServer]:
+    """The request's `mcp` tools, checked; `reachable`: the URL prefixes a server may have (None: any)."""
     servers: list[McpServer] = []
     for index, tool in enumerate(tools or []):
         if not (isinstance(tool, dict) and tool.get("type") == TOOL_TYPE):
@@ -87,6 +87,13 @@ def mcp_servers(tools: list[dict[str, Any]] | None) -> list[McpServer]:
         url = tool.get("server_url")
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise invalid_request("An mcp tool needs `server_url`, an http(s) URL.", param=f"{param}.server_url")
+        if reachable is not None and not url.startswith(tuple(reachable)):
+            raise invalid_request(
+                f"This server does not connect to MCP server {url}: its operator allows "
+                + (", ".join(reachable) or "none")
+                + " (`responses.mcp_server_urls`).",
+                param=f"{param}.server_url",
+            )
         headers = tool.get("headers") or {}
         if not isinstance(headers, dict) or not all(isinstance(value, str) for value in headers.values()):
             raise invalid_request("`headers` maps names to strings.", param=f"{param}.headers")

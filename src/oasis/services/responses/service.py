@@ -343,6 +343,7 @@ class ResponseService:
         files: FileService,
         images: ImageService,
         wake_workers: Callable[[], None] = lambda: None,
+        mcp_server_urls: list[str] | None = None,
     ) -> None:
         self._db = db
         self._chat = chat
@@ -353,6 +354,7 @@ class ResponseService:
         self._containers = containers
         self._files = files
         self._images = images
+        self._mcp_server_urls = mcp_server_urls  # the URL prefixes the mcp tool may reach (None: any)
         self._wake_workers = wake_workers
         self.bell = background.Bell()  # rung by this process's writes of background responses' events
         # Stops a background response being generated in this process (the worker sets it).
@@ -415,7 +417,7 @@ class ResponseService:
         search = file_search.search_tool(request.tools)
         code = code_interpreter.code_tool(request.tools)
         image = image_generation.image_tool(request.tools)
-        servers = mcp_tools.mcp_servers(request.tools)
+        servers = mcp_tools.mcp_servers(request.tools, self._mcp_server_urls)
         built_in = (
             search_function.TOOL_NAME,
             code_interpreter.TOOL_TYPE,
