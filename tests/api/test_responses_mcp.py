@@ -55,7 +55,13 @@ class _McpServer(http.server.BaseHTTPRequestHandler):
             arguments = body["params"]["arguments"]
             text = str(arguments["a"] + arguments["b"])
             answer = {"jsonrpc": "2.0", "id": number, "result": {"content": [{"type": "text", "text": text}]}}
-            data = f"event: message\ndata: {json.dumps(answer)}\n\n".encode()
+            # as the MCP SDK's servers frame events (CRLF), after a notification and a request of the server's own
+            # that happens to carry the same id
+            progress = {"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progress": 1}}
+            ping = {"jsonrpc": "2.0", "id": number, "method": "ping"}
+            data = "".join(
+                f"event: message\r\ndata: {json.dumps(message)}\r\n\r\n" for message in (progress, ping, answer)
+            ).encode()
             self.send_response(200)
             self.send_header("content-type", "text/event-stream")
             self.send_header("content-length", str(len(data)))
@@ -123,6 +129,8 @@ async def test_a_tool_without_approval_runs_on_the_server(adder_oasis: Harness, 
         "server_url": mcp_url,
         "allowed_tools": ["add"],
         "require_approval": "never",
+        "headers": {"X-Api-Key": "secret-key"},
+        "authorization": "secret-token",
     }
     async with client.responses.stream(model="remote", input="What is 2 + 3?", tools=[tool]) as stream:
         events = [event async for event in stream]
@@ -143,6 +151,10 @@ async def test_a_tool_without_approval_runs_on_the_server(adder_oasis: Harness, 
         "response.output_item.done",
     ], kinds
     assert "response.mcp_call.in_progress" in kinds and "response.mcp_call.completed" in kinds
+    # the keys the tool carried are sent to the server, and never shown in the response
+    (shown,) = (await client.responses.retrieve(final.id)).tools
+    assert shown.headers == {"X-Api-Key": "***"} and shown.authorization is None  # type: ignore[union-attr]
+    assert "secret" not in (await client.responses.retrieve(final.id)).model_dump_json()
 
     # the model was offered the tool as a function, and read its output; the server kept one session
     asked, answered = _Adder.received or []
@@ -175,17 +187,36 @@ async def test_a_call_that_needs_approval_runs_once_approved(adder_oasis: Harnes
     assert call.type == "mcp_call" and call.approval_request_id == request.id and call.output == "5"
     assert approved.output_text == "The sum is 5."
     assert len(_calls()) == 1
+    # what the model read: the question, the call it asked for, its output (no empty turn between)
+    roles = [message["role"] for message in (_Adder.received or [])[-1]["messages"]]
+    assert roles == ["user", "assistant", "tool"], roles
+    # the same approval sent again, as a client keeping its history does: the call is not made twice
+    await client.responses.create(
+        model="remote",
+        previous_response_id=approved.id,
+        input=[
+            {"type": "mcp_approval_response", "approval_request_id": request.id, "approve": True},
+            {"role": "user", "content": "Thanks."},
+        ],
+        tools=[{**tool, "require_approval": "always"}],
+    )
+    assert len(_calls()) == 1
     (item,) = (await client.responses.input_items.list(approved.id)).data
     assert item.type == "mcp_approval_response"
 
+    again = await client.responses.create(model="remote", input="And 2 + 3 again?", tools=[tool])
+    refused = again.output[-1]
+    assert refused.type == "mcp_approval_request"
     denied = await client.responses.create(
         model="remote",
-        previous_response_id=first.id,
-        input=[{"type": "mcp_approval_response", "approval_request_id": request.id, "approve": False}],
+        previous_response_id=again.id,
+        input=[{"type": "mcp_approval_response", "approval_request_id": refused.id, "approve": False}],
         tools=[{**tool, "require_approval": {"never": {"tool_names": ["add"]}}}],
     )
-    assert not any(made.type == "mcp_call" and made.approval_request_id for made in denied.output)
-    assert len(_calls()) == 2  # the model called it again, allowed without approval this time
+    assert not any(made.type == "mcp_call" for made in denied.output)
+    told = (_Adder.received or [])[-1]["messages"][-1]  # the generation after the refusal read it
+    assert told["role"] == "tool" and "denied" in told["content"]
+    assert len(_calls()) == 1  # not made
 
     with pytest.raises(openai.NotFoundError) as unknown:
         await client.responses.create(
@@ -205,6 +236,12 @@ async def test_bad_mcp_tools_and_unreachable_servers_are_refused(adder_oasis: Ha
         ({"type": "mcp", "server_label": "x"}, 400, "tools[0].server_url"),
         ({"type": "mcp", "server_label": "x", "connector_id": "connector_gmail"}, 400, "tools[0].connector_id"),
         ({"type": "mcp", "server_label": "x", "server_url": "http://127.0.0.1:9/mcp"}, 424, "tools[0]"),
+        ({"type": "mcp", "server_label": "x", "server_url": "http://169.254.169.254/mcp"}, 400, "tools[0].server_url"),
+        (
+            {"type": "mcp", "server_label": "x", "server_url": mcp_url, "headers": {"k": "\u00e9"}},
+            400,
+            "tools[0].headers",
+        ),
     ]
     async with adder_oasis.http() as http:
         for tool, status, param in cases:

@@ -83,6 +83,23 @@ async def stored_item(session: AsyncSession, project_id: str, item_id: str) -> d
     return None
 
 
+async def approval_used(session: AsyncSession, project_id: str, request_id: str) -> bool:
+    """Whether a stored response of the project made the MCP call this approval request asked for."""
+    named = f'"approval_request_id": {json.dumps(request_id)}'
+    found = await session.scalars(
+        select(StoredResponse.response_json).where(
+            StoredResponse.project_id == project_id,
+            StoredResponse.deleted_at.is_(None),
+            StoredResponse.response_json.contains(named, autoescape=True),
+        )
+    )
+    return any(
+        isinstance(item, dict) and item.get("type") == "mcp_call" and item.get("approval_request_id") == request_id
+        for response_json in found
+        for item in json.loads(response_json).get("output") or []
+    )
+
+
 async def status_of(session: AsyncSession, response_id: str) -> tuple[str | None, bool]:
     """The response's status (None once it is deleted), and whether a worker holds it (a live lease)."""
     leased = and_(StoredResponse.lease_owner.is_not(None), StoredResponse.lease_expires_at >= database_now())

@@ -6,9 +6,13 @@ runs the call (approved) before the model goes on."""
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import json
 from dataclasses import dataclass, field
 from typing import Any
+
+import httpx
 
 from oasis.errors import OasisError, invalid_request
 
@@ -87,16 +91,15 @@ def mcp_servers(tools: list[dict[str, Any]] | None, reachable: list[str] | None 
         url = tool.get("server_url")
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise invalid_request("An mcp tool needs `server_url`, an http(s) URL.", param=f"{param}.server_url")
-        if reachable is not None and not url.startswith(tuple(reachable)):
-            raise invalid_request(
-                f"This server does not connect to MCP server {url}: its operator allows "
-                + (", ".join(reachable) or "none")
-                + " (`responses.mcp_server_urls`).",
-                param=f"{param}.server_url",
-            )
+        _check_reachable(url, reachable, f"{param}.server_url")
         headers = tool.get("headers") or {}
-        if not isinstance(headers, dict) or not all(isinstance(value, str) for value in headers.values()):
-            raise invalid_request("`headers` maps names to strings.", param=f"{param}.headers")
+        if not isinstance(headers, dict) or not all(
+            isinstance(name, str) and isinstance(value, str) and (name + value).isascii()
+            for name, value in headers.items()
+        ):
+            raise invalid_request(
+                "`headers` maps names to strings (ASCII, as HTTP sends them).", param=f"{param}.headers"
+            )
         if isinstance(tool.get("authorization"), str):
             headers = {**headers, "Authorization": f"Bearer {tool['authorization']}"}
         allowed = tool.get("allowed_tools")
@@ -114,6 +117,50 @@ def mcp_servers(tools: list[dict[str, Any]] | None, reachable: list[str] | None 
             McpServer(label, url, dict(headers), param, allowed, approval, description if description else None)
         )
     return servers
+
+
+def _check_reachable(url: str, reachable: list[str] | None, param: str) -> None:
+    """A 400 for a URL that is not one, one outside the operator's allowed prefixes (`responses.mcp_server_urls`:
+    the same scheme, host and port, and a path under the prefix's), or, with no list, a link-local address (cloud
+    metadata services)."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        raise invalid_request(f"`server_url` is not a URL: {url}", param=param) from None
+    if not parsed.host:
+        raise invalid_request(f"`server_url` has no host: {url}", param=param)
+    if reachable is None:
+        with contextlib.suppress(ValueError):
+            if ipaddress.ip_address(parsed.host).is_link_local:
+                raise invalid_request(
+                    "`server_url` is a link-local address, which oasis does not connect to.", param=param
+                )
+        return
+    for allowed in reachable:
+        try:
+            prefix = httpx.URL(allowed)
+        except httpx.InvalidURL:
+            continue
+        folder = prefix.path if prefix.path.endswith("/") else prefix.path + "/"
+        same_server = (parsed.scheme, parsed.host, parsed.port) == (prefix.scheme, prefix.host, prefix.port)
+        if same_server and (parsed.path == prefix.path or parsed.path.startswith(folder)):
+            return
+    raise invalid_request(
+        f"oasis does not connect to MCP server {url}: its operator allows "
+        + (", ".join(reachable) or "none")
+        + " (`responses.mcp_server_urls`).",
+        param=param,
+    )
+
+
+def redacted(tool: Any) -> Any:
+    """An mcp tool as a response shows it: no `authorization`, and header values hidden (they hold keys)."""
+    if not (isinstance(tool, dict) and tool.get("type") == TOOL_TYPE):
+        return tool
+    shown = {key: value for key, value in tool.items() if key != "authorization"}
+    if isinstance(shown.get("headers"), dict):
+        shown["headers"] = {name: "***" for name in shown["headers"]}
+    return shown
 
 
 def listing_failed(server: McpServer, error: Exception) -> OasisError:
@@ -190,6 +237,19 @@ def arguments_of(arguments: str) -> dict[str, Any] | None:
     except ValueError:
         return None
     return parsed if isinstance(parsed, dict) else None
+
+
+def denied_messages(request: dict[str, Any]) -> list[dict[str, Any]]:
+    """What the model reads of a call the client refused: the call it asked for, and that it was denied."""
+    call = {
+        "id": request["id"],
+        "type": "function",
+        "function": {"name": request["name"], "arguments": request["arguments"]},
+    }
+    return [
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": request["id"], "content": "The user denied this call: it was not made."},
+    ]
 
 
 def tool_call(item: dict[str, Any]) -> dict[str, Any]:

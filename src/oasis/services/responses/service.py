@@ -169,7 +169,7 @@ def _answer_messages(
         if index in starts and index > 0:
             messages.extend(given)
             given, fresh = [], True
-        if kind in ("reasoning", "mcp_list_tools", "mcp_approval_request"):
+        if kind == "reasoning" or kind in _NOT_SAID:
             continue  # not shown to the model again (a call waiting for approval is made once approved)
         if fresh or not messages or messages[-1]["role"] != "assistant":
             messages.append({"role": "assistant", "content": None})
@@ -198,9 +198,36 @@ def _answer_messages(
             given.append({"role": "tool", "tool_call_id": item["id"], "content": text})
         elif kind == "mcp_call":
             current.setdefault("tool_calls", []).append(mcp_tools.tool_call(item))
-            given.append({"role": "tool", "tool_call_id": item["id"], "content": mcp_tools.result_text(item)})
+            text = tool_texts.get(item["id"]) or mcp_tools.result_text(item)
+            given.append({"role": "tool", "tool_call_id": item["id"], "content": text})
     messages.extend(given)
+    if not messages and output and all(item["type"] in _NOT_SAID for item in output):
+        return []  # a listing and calls waiting for approval: the model said nothing yet
     return messages or [{"role": "assistant", "content": None}]
+
+
+# Output items that are no part of what the model said (a calls' approval is asked for, not yet made).
+_NOT_SAID = ("mcp_list_tools", "mcp_approval_request")
+
+
+def _joined_turns(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The messages with an assistant message that only calls tools joined to the assistant message before it (what
+    it said before the calls were approved), for chat templates whose roles must alternate."""
+    joined: list[dict[str, Any]] = []
+    for message in messages:
+        last = joined[-1] if joined else None
+        if (
+            last is not None
+            and last.get("role") == "assistant"
+            and message.get("role") == "assistant"
+            and not last.get("tool_calls")
+            and message.get("tool_calls")
+            and not message.get("content")
+        ):
+            joined[-1] = {**last, "tool_calls": message["tool_calls"]}
+            continue
+        joined.append(message)
+    return joined
 
 
 def _whole(item: dict[str, Any], made: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
@@ -322,6 +349,7 @@ class _Answer:
     code_runs: int = 0
     images: int = 0
     mcp_calls: int = 0
+    denied: list[dict[str, Any]] = field(default_factory=list)  # approval requests the client refused
     starts: list[int] = field(default_factory=list)  # where each generation's output items begin
 
 
@@ -687,7 +715,7 @@ class ResponseService:
             "temperature": 1.0 if request.temperature is None else request.temperature,
             "text": text,
             "tool_choice": request.tool_choice or "auto",
-            "tools": request.tools or [],
+            "tools": [mcp_tools.redacted(tool) for tool in request.tools or []],
             "top_p": 1.0 if request.top_p is None else request.top_p,
             "truncation": request.truncation or "disabled",
             "usage": usage,
@@ -801,6 +829,8 @@ class ResponseService:
                     yield made
         if plan.approvals:
             for request, approved in plan.approvals:
+                if not approved:
+                    answer.denied.append(request)
                 if approved:
                     async for made in self._mcp_called(
                         plan, writer, answer, request["name"], request["arguments"], request["id"]
@@ -948,6 +978,8 @@ class ResponseService:
                 error = str(exc)
             else:
                 output, error = (None, text or "the tool failed") if failed else (text, None)
+        if output is not None:  # the model reads as much of it as its prompt leaves room for
+            answer.tool_texts[item["id"]] = output[: self._result_chars(plan)] or "(no output)"
         done = mcp_tools.call_item(
             item["id"],
             server.label,
@@ -989,7 +1021,13 @@ class ResponseService:
         """The input's `mcp_approval_response`s, each with the approval request it answers (a 404 for one the
         project has not stored; a 400 for a tool this request does not offer)."""
         found: list[tuple[dict[str, Any], bool]] = []
-        for index, item in enumerate(request_input if isinstance(request_input, list) else []):
+        items = request_input if isinstance(request_input, list) else []
+        made = {
+            item.get("approval_request_id")
+            for item in items
+            if isinstance(item, dict) and item.get("type") == "mcp_call"
+        }
+        for index, item in enumerate(items):
             if not _is_approval(item):
                 continue
             where = f"input[{index}]"
@@ -1004,6 +1042,10 @@ class ResponseService:
                 raise not_found(
                     f"No MCP approval request found with id '{request_id}'.", param=f"{where}.approval_request_id"
                 )
+            async with self._db.session() as session:
+                # an approval sent again (a client that keeps its history): its call was made once, and is not again
+                if request_id in made or await rows.approval_used(session, project_id, request_id):
+                    continue
             if remote is None or asked.get("name") not in remote.by_name:
                 raise invalid_request(
                     f"The approved call is of tool '{asked.get('name')}', which no mcp tool of this request offers.",
@@ -1090,7 +1132,9 @@ class ResponseService:
         budget left, a built-in tool no longer offered once the response has called it its most, and the tool
         choice `auto` (a forced call has been made)."""
         body = plan.chat.model_dump(mode="json", by_alias=True, exclude_unset=True)
-        body["messages"] = [*body["messages"], *_answer_messages(output, answer.tool_texts, answer.starts)]
+        denied = [message for request in answer.denied for message in mcp_tools.denied_messages(request)]
+        answered = _answer_messages(output, answer.tool_texts, answer.starts)
+        body["messages"] = _joined_turns([*body["messages"], *denied, *answered])
         if plan.request.max_output_tokens is not None:
             left = plan.request.max_output_tokens - ((answer.usage or {}).get("completion_tokens") or 0)
             if left < 1:
