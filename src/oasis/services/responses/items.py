@@ -105,21 +105,13 @@ def chat_messages(items: list[dict[str, Any]], param: str = "input") -> list[dic
                 "type": "function",
                 "function": {"name": item["name"], "arguments": item["arguments"]},
             }
-            last = messages[-1] if messages else None
-            if last is not None and last["role"] == "assistant":  # one turn: what it said, then its calls
-                last.setdefault("tool_calls", []).append(call)
-            else:
-                messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+            _add_call(messages, call)
         elif kind == "custom_tool_call":
             for key in ("call_id", "name", "input"):
                 if not isinstance(item.get(key), str):
                     raise invalid_request(f"A custom_tool_call item needs `{key}`.", param=f"{where}.{key}")
             custom = {"id": item["call_id"], "type": "custom", "custom": {"name": item["name"], "input": item["input"]}}
-            last = messages[-1] if messages else None
-            if last is not None and last["role"] == "assistant":
-                last.setdefault("tool_calls", []).append(custom)
-            else:
-                messages.append({"role": "assistant", "content": None, "tool_calls": [custom]})
+            _add_call(messages, custom)
         elif kind in ("function_call_output", "custom_tool_call_output"):
             if not isinstance(item.get("call_id"), str):
                 raise invalid_request(f"A {kind} item needs `call_id`.", param=f"{where}.call_id")
@@ -132,11 +124,7 @@ def chat_messages(items: list[dict[str, Any]], param: str = "input") -> list[dic
         elif kind == "mcp_call":
             if not isinstance(item.get("id"), str) or not isinstance(item.get("name"), str):
                 raise invalid_request("An mcp_call item needs `id` and `name`.", param=where)
-            last = messages[-1] if messages else None
-            if last is None or last["role"] != "assistant":
-                last = {"role": "assistant", "content": None}
-                messages.append(last)
-            last.setdefault("tool_calls", []).append(mcp.tool_call(item))
+            _add_call(messages, mcp.tool_call(item))
             messages.append({"role": "tool", "tool_call_id": item["id"], "content": mcp.result_text(item)})
         elif kind == "file_search_call":
             # an earlier search sent back: what it found, when the item carries its results (`include`)
@@ -145,11 +133,7 @@ def chat_messages(items: list[dict[str, Any]], param: str = "input") -> list[dic
             results = item.get("results")
             if not isinstance(results, list) or not results:
                 continue
-            last = messages[-1] if messages else None
-            if last is None or last["role"] != "assistant":
-                last = {"role": "assistant", "content": None}
-                messages.append(last)
-            last.setdefault("tool_calls", []).append(file_search.tool_call(item))
+            _add_call(messages, file_search.tool_call(item))
             text = file_search.results_for_model(
                 [_result(result, f"{where}.results[{number}]") for number, result in enumerate(results)],
                 SENT_BACK_RESULT_CHARS,
@@ -160,11 +144,7 @@ def chat_messages(items: list[dict[str, Any]], param: str = "input") -> list[dic
             if not isinstance(item.get("id"), str):
                 raise invalid_request("A code_interpreter_call item needs `id`.", param=f"{where}.id")
             outputs = item.get("outputs")
-            last = messages[-1] if messages else None
-            if last is None or last["role"] != "assistant":
-                last = {"role": "assistant", "content": None}
-                messages.append(last)
-            last.setdefault("tool_calls", []).append(code_interpreter.tool_call(item))
+            _add_call(messages, code_interpreter.tool_call(item))
             # without its outputs (OpenAI's default), the code is still what the model ran
             text = code_interpreter.sent_back_text(outputs) if isinstance(outputs, list) else "(output not sent back)"
             messages.append({"role": "tool", "tool_call_id": item["id"], "content": text})
@@ -172,17 +152,23 @@ def chat_messages(items: list[dict[str, Any]], param: str = "input") -> list[dic
             # an earlier image sent back: the call the model made, and that it was shown (the image is not read)
             if not isinstance(item.get("id"), str):
                 raise invalid_request("An image_generation_call item needs `id`.", param=f"{where}.id")
-            last = messages[-1] if messages else None
-            if last is None or last["role"] != "assistant":
-                last = {"role": "assistant", "content": None}
-                messages.append(last)
-            last.setdefault("tool_calls", []).append(image_generation.tool_call(item))
+            _add_call(messages, image_generation.tool_call(item))
             messages.append(
                 {"role": "tool", "tool_call_id": item["id"], "content": image_generation.sent_back_text(item)}
             )
         else:
             raise invalid_request(f"Input items of type {kind!r} are not supported.", param=f"{where}.type")
     return messages
+
+
+def _add_call(messages: list[dict[str, Any]], call: dict[str, Any]) -> None:
+    """A tool call of the assistant's turn: the last message when it is the assistant's (what it said, then its
+    calls), else a new one."""
+    last = messages[-1] if messages else None
+    if last is None or last["role"] != "assistant":
+        last = {"role": "assistant", "content": None}
+        messages.append(last)
+    last.setdefault("tool_calls", []).append(call)
 
 
 def _result(result: Any, param: str) -> dict[str, Any]:
