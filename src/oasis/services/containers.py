@@ -200,8 +200,7 @@ class ContainerService:
         return size
 
     async def _copy_of(self, project_id: str, container_id: str, file_id: str, param: str) -> ContainerFile:
-        """A row for a copy of the project's file, its bytes stored."""
-        await self._check_file(project_id, file_id, param)
+        """A row for a copy of the project's file (checked by `_check_file` first), its bytes stored."""
         content = await self._files.content(project_id, file_id)
         key = self._blob_key(container_id)
         size = await self._blobs.put(key, content.chunks)
@@ -252,6 +251,7 @@ class ContainerService:
             raise invalid_request("Send the file as multipart `file`, or give `file_id`.", param="file_id")
         async with self._db.session() as session:
             await self._usable(session, project_id, container_id, param="container_id")
+        await self._check_file(project_id, file_id, "file_id")
         row = await self._copy_of(project_id, container_id, file_id, "file_id")
         return file_to_wire(await self._add(project_id, container_id, row))
 
