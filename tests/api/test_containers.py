@@ -57,8 +57,9 @@ async def test_a_container_holds_copies_of_files_and_files_sent_to_it(oasis: Har
     with pytest.raises(openai.NotFoundError):
         await client.containers.files.retrieve(uploaded.id, container_id=made.id)
 
-    deleted = await client.containers.files.delete(by_id.id, container_id=made.id)
-    assert deleted is None or getattr(deleted, "deleted", True)
+    await client.containers.files.delete(by_id.id, container_id=made.id)
+    with pytest.raises(openai.NotFoundError):
+        await client.containers.files.retrieve(by_id.id, container_id=made.id)
     assert len((await client.containers.files.list(made.id)).data) == 2
 
 
