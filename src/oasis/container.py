@@ -78,6 +78,7 @@ def _fingerprint() -> str:
 
 def _batch_endpoints(
     chat: ChatService,
+    stored_chats: StoredCompletions,
     completions: CompletionService,
     embeddings: EmbeddingService,
     moderations: ModerationService,
@@ -95,7 +96,9 @@ def _batch_endpoints(
     async def chat_completion(body: dict[str, Any], caller: BatchCaller) -> dict[str, Any]:
         await load(body, caller)
         request = await chat.with_files_read(ChatCompletionRequest.model_validate(body), caller.project_id)
-        return await chat.create(request, project_id=caller.project_id)
+        stored_chats.check(request)
+        completion = await chat.create(request, project_id=caller.project_id)
+        return await stored_chats.kept(caller.project_id, request, completion, None, request_key=caller.request_key)
 
     async def completion(body: dict[str, Any], caller: BatchCaller) -> dict[str, Any]:
         await load(body, caller)
@@ -213,12 +216,14 @@ class Container:
         secret = settings.images.url_secret
         links = ImageLinks(blobs, secret.get_secret_value() if secret else None, settings.images.public_url)
         images = ImageService(registry, links)
+        stored_chats = StoredCompletions(db)
         batch_runner = BatchRunner(
             db,
             blobs,
             files,
             _batch_endpoints(
                 chat,
+                stored_chats,
                 completions,
                 embeddings,
                 moderations,
@@ -310,7 +315,7 @@ class Container:
             uploads=UploadService(db, blobs, files, settings.data_dir / "tmp"),
             models=ModelService(db, registry, started_at=now(), on_deleted=fine_tuned.forget),
             chat=chat,
-            stored_chats=StoredCompletions(db),
+            stored_chats=stored_chats,
             responses=responses,
             conversations=conversations,
             containers=containers,

@@ -12,6 +12,7 @@ import openai
 import pytest
 from sqlalchemy import select
 
+from oasis.protocol.extensions import ChatCompletionRequest
 from oasis.storage.tables import StoredChatCompletion
 from tests.conftest import Harness
 from tests.scripted_upstream import ScriptedChat, upstream_oasis
@@ -316,3 +317,27 @@ async def test_answers_of_an_upstream_are_stored_under_ids_of_their_own(start_oa
                 stored = (await client.get(f"/v1/chat/completions/{completion_id}")).json()
                 assert stored["choices"][0]["message"]["content"] == "Blue."
                 assert stored["usage"]["completion_tokens"] == 2  # the upstream was asked for its usage
+
+
+async def test_a_request_made_again_under_its_key_is_stored_once_with_its_newer_answer(oasis: Harness) -> None:
+    # what a batch does with a line that a crash made it answer twice
+    stored = oasis.container.stored_chats
+    project = (await oasis.container.keys.authenticate(None, open_access=True)).project_id
+    request = ChatCompletionRequest.model_validate({"model": MODEL, "messages": QUESTION, "store": True})
+    first, second = (
+        {"id": "x", "object": "chat.completion", "created": 1, "model": MODEL, "choices": [_choice(text)]}
+        for text in ("Red.", "Blue.")
+    )
+    kept_first = await stored.kept(project, request, first, None, request_key="batch_1/1")
+    kept_second = await stored.kept(project, request, second, None, request_key="batch_1/1")
+    assert kept_first["id"] == kept_second["id"] != "x"
+    async with oasis.http() as http:
+        listed = (await http.get("/v1/chat/completions")).json()["data"]
+    assert [(item["id"], item["choices"][0]["message"]["content"]) for item in listed] == [(kept_first["id"], "Blue.")]
+    # another line's key is another completion
+    other = await stored.kept(project, request, first, None, request_key="batch_1/2")
+    assert other["id"] != kept_first["id"]
+
+
+def _choice(text: str) -> dict[str, Any]:
+    return {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop", "logprobs": None}

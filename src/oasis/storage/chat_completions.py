@@ -19,6 +19,11 @@ async def get_completion(session: AsyncSession, project_id: str, completion_id: 
     )
 
 
+async def stored_under(session: AsyncSession, completion_id: str) -> StoredChatCompletion | None:
+    """The row stored under this id, deleted (a tombstone) or not."""
+    return await session.scalar(select(StoredChatCompletion).where(StoredChatCompletion.id == completion_id))
+
+
 async def list_completions(
     session: AsyncSession, project_id: str, page: PageRequest, model: str | None, metadata: dict[str, str]
 ) -> Page[StoredChatCompletion]:

@@ -44,10 +44,12 @@ log = logging.getLogger("oasis.batches")
 @dataclass(frozen=True)
 class BatchCaller:
     """Who a batch's requests are answered for: its project, and the address its creator reached oasis at (the
-    base of links in the answers, such as generated images' URLs)."""
+    base of links in the answers, such as generated images' URLs); `request_key` names the line's request, the
+    same each time it is made (a crash makes it again), so what it stores (`store: true`) is stored once."""
 
     project_id: str
     base_url: str | None
+    request_key: str = ""
 
 
 # One request of a batch: a JSON body in, (status code, JSON body) out.
@@ -261,10 +263,6 @@ class BatchRunner:
         async with self._db.session() as session:
             done = await batch_rows.answered_lines(session, batch.seq)
         endpoint = self._endpoints[batch.endpoint]
-        caller = BatchCaller(batch.project_id, batch.base_url)
-
-        async def handler(body: dict[str, Any]) -> dict[str, Any]:
-            return await endpoint(body, caller)
 
         # Bounded: the reader stays a few lines ahead of the requests in flight, whatever the file's size.
         queue: asyncio.Queue[_Line | None] = asyncio.Queue(maxsize=self._concurrency * 2)
@@ -285,7 +283,8 @@ class BatchRunner:
             while (line := await queue.get()) is not None:
                 if cancelling.is_set() or now() >= batch.expires_at:
                     continue  # drain the queue so the reader finishes; these lines are cancelled or expire
-                status_code, body = await self._call(handler, line.body)
+                caller = BatchCaller(batch.project_id, batch.base_url, f"{batch.id}/{line.number}")
+                status_code, body = await self._call(endpoint, caller, line.body)
                 if not await self._record(batch, owner, line, status_code, body):
                     cancelling.set()
 
@@ -303,9 +302,7 @@ class BatchRunner:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     @staticmethod
-    async def _call(
-        handler: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]], body: dict[str, Any]
-    ) -> tuple[int, dict[str, Any]]:
+    async def _call(endpoint: EndpointHandler, caller: BatchCaller, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         if body.get("stream"):
             failure = OasisError(
                 400, "Streaming is not supported in the Batch API.", param="stream", code="streaming_unsupported"
@@ -316,7 +313,7 @@ class BatchRunner:
             return refusal.status, _envelope(refusal)
         while True:
             try:
-                return 200, await handler(body)
+                return 200, await endpoint(body, caller)
             except ValidationError as exc:
                 failure = invalid_fields(exc.errors())
             except OasisError as exc:

@@ -4,6 +4,7 @@ settings and input messages, listed, read, given new metadata and deleted (`clie
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -77,14 +78,24 @@ class StoredCompletions:
         check_metadata(request.metadata)
 
     async def kept(
-        self, project_id: str, request: ChatCompletionRequest, completion: dict[str, Any], request_id: str | None
+        self,
+        project_id: str,
+        request: ChatCompletionRequest,
+        completion: dict[str, Any],
+        request_id: str | None,
+        request_key: str | None = None,
     ) -> dict[str, Any]:
         """The answer as its client gets it, stored first when the request asked (`store: true`): under an id of
-        this server's, as an upstream's ids may repeat."""
+        this server's, as an upstream's ids may repeat. `request_key`: a request that may be made again (a batch's
+        line, after a crash) is stored under an id made from it, its newer answer in place of the older."""
         if not request.store:
             return completion
-        completion = {**completion, "id": new_id("chatcmpl-")}
-        await self._store(project_id, request, completion, request_id)
+        if request_key:
+            digest = hashlib.sha256(f"{project_id}/{request_key}".encode()).hexdigest()[:24]
+            completion = {**completion, "id": f"chatcmpl-{digest}"}
+        else:
+            completion = {**completion, "id": new_id("chatcmpl-")}
+        await self._store(project_id, request, completion, request_id, replace=bool(request_key))
         return completion
 
     async def kept_streamed(
@@ -115,9 +126,15 @@ class StoredCompletions:
             await self._store(project_id, request, assembled(seen), request_id)
 
     async def _store(
-        self, project_id: str, request: ChatCompletionRequest, completion: dict[str, Any], request_id: str | None
+        self,
+        project_id: str,
+        request: ChatCompletionRequest,
+        completion: dict[str, Any],
+        request_id: str | None,
+        replace: bool = False,
     ) -> None:
-        """Stores an answer; one that cannot be stored is still the client's (the failure is logged)."""
+        """Stores an answer (`replace`: in place of one stored under its id); one that cannot be stored is still
+        the client's (the failure is logged)."""
         sent = _sent(request)
         settings = {name: sent.get(name, default) for name, default in _SETTINGS.items()}
         kept = {
@@ -143,7 +160,15 @@ class StoredCompletions:
         )
         try:
             async with self._db.session() as session:
-                session.add(row)
+                earlier = await rows.stored_under(session, row.id) if replace else None
+                if earlier is not None:
+                    if earlier.deleted_at is not None:
+                        return  # deleted since: not stored again
+                    for name in ("created_at", "model", "completion_json", "messages_json", "metadata_json"):
+                        setattr(earlier, name, getattr(row, name))
+                    row = earlier
+                else:
+                    session.add(row)
                 await session.flush()  # its seq, for the metadata pairs
                 await rows.set_tags(session, row.seq, _metadata(row))
                 await session.commit()
