@@ -268,7 +268,9 @@ class Container:
         async def end_session(project_id: str, container_id: str) -> None:
             await sandboxes.end(session_key(project_id, container_id))
 
-        containers = ContainerService(db, blobs, files, interpreter.file_mb << 20, end_session)
+        containers = ContainerService(
+            db, blobs, files, interpreter.file_mb << 20, end_session, max_memory_mb=interpreter.max_memory_mb
+        )
         rate_limits = RateLimiter(settings.rate_limits, db, _rate_buckets(settings))
         searcher = FileSearch(db, search)  # file_search's, in runs and in responses
         conversations = ConversationService(db)
@@ -286,6 +288,7 @@ class Container:
             images,
             wake_workers=lambda: run_worker_loop.wake(),
             mcp_server_urls=settings.responses.mcp_server_urls,
+            rate_limits=rate_limits,
         )
         background_responses = BackgroundResponses(
             db, responses, conversations, lease_seconds, settings.workers.response_concurrency

@@ -162,6 +162,12 @@ class CodeInterpreterSettings(_Section):
         default=8, ge=1, description="Sessions one process keeps; past it, the least recently used closes."
     )
     memory_mb: int = Field(default=1024, ge=64, description="Address space of each session's processes.")
+    max_memory_mb: int | None = Field(
+        default=16384,
+        ge=64,
+        description="The most a container's `memory_limit` may give its session's processes (a larger one asked "
+        "for is refused); unset: any of OpenAI's sizes, up to 64g.",
+    )
     cpu_seconds: int = Field(default=600, ge=1, description="CPU time of a session over its whole life.")
     processes: int = Field(default=32, ge=2, description="Processes and threads a session may run at once.")
     file_mb: int = Field(default=100, ge=1, description="Largest file the code may write.")

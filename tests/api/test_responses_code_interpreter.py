@@ -250,6 +250,56 @@ async def test_calls_past_the_most_runs_a_response_makes_are_not_run(coder_oasis
     assert answered["messages"][-1]["content"] == "Not run: a response runs code at most 2 times."
 
 
+async def test_a_containers_memory_limit_bounds_its_sessions(coder_oasis: Harness) -> None:
+    client = coder_oasis.sdk()
+    _newer_sdk(client)
+    # 3 GB of address space, mapped and never touched (no memory is used): more than 1g allows, less than 4g
+    _Coder.code = (
+        "import mmap\ntry:\n    mmap.mmap(-1, 3 << 30).close()\n    print('mapped')\n"
+        "except OSError:\n    print('refused')"
+    )
+    ran: dict[str, str] = {}
+    default = await client.containers.create(name="default")
+    large = await client.containers.create(name="large", memory_limit="4g")
+    assert default.memory_limit == "1g" and large.memory_limit == "4g"  # type: ignore[attr-defined]
+    for container in (default, large):
+        tool: Any = {"type": "code_interpreter", "container": container.id}
+        response = await client.responses.create(model="remote", input="Map it.", tools=[tool], include=INCLUDE)  # type: ignore[list-item]
+        ran[container.name] = response.output[0].outputs[0].logs.strip()  # type: ignore[union-attr]
+    assert ran == {"default": "refused", "large": "mapped"}
+    # a response's new container takes its memory_limit too
+    auto: Any = {"type": "code_interpreter", "container": {"type": "auto", "memory_limit": "4g"}}
+    response = await client.responses.create(model="remote", input="Map it.", tools=[auto], include=INCLUDE)  # type: ignore[list-item]
+    call = response.output[0]
+    assert call.outputs[0].logs.strip() == "mapped"  # type: ignore[union-attr]
+    assert (await client.containers.retrieve(call.container_id)).memory_limit == "4g"  # type: ignore[union-attr,attr-defined]
+    # more than this server gives a container (16g unless set), or not one of OpenAI's sizes: refused
+    for memory_limit in ("64g", "2g"):
+        with pytest.raises(openai.BadRequestError) as refused:
+            await client.containers.create(name="huge", memory_limit=memory_limit)  # type: ignore[arg-type]
+        assert refused.value.body["param"] == "memory_limit"  # type: ignore[index]
+        huge: Any = {"type": "code_interpreter", "container": {"type": "auto", "memory_limit": memory_limit}}
+        with pytest.raises(openai.BadRequestError) as refused:
+            await client.responses.create(model="remote", input="Map it.", tools=[huge])
+        assert refused.value.body["param"] == "tools[0].container.memory_limit"  # type: ignore[index]
+    assert len(_Coder.received or []) == 6  # the refused requests asked the model nothing
+
+
+async def test_a_generation_after_a_run_counts_against_the_token_limit(start_oasis: Callable[..., Any]) -> None:
+    _Coder.received, _Coder.code, _Coder.calls = [], "print('x' * 12000)", 1
+    # the request is counted as it comes (a few tokens); the second generation reads the 4000 characters printed
+    async with upstream_oasis(start_oasis, _Coder, rate_limits={"tokens_per_minute": 600}) as harness:
+        client = harness.sdk()
+        _newer_sdk(client)
+        response = await client.responses.create(model="remote", input="Print it.", tools=[AUTO])
+        # the response ends failed (not a 429 the SDK would send again, running the code again)
+        assert response.status == "failed" and response.error is not None
+        assert response.error.code == "rate_limit_exceeded"
+        assert [item.type for item in response.output] == ["code_interpreter_call"]
+        assert response.output[0].status == "completed"  # type: ignore[union-attr]
+        assert len(_Coder.received or []) == 1  # the model was not asked again
+
+
 async def test_bad_code_tools_are_refused_before_anything_is_generated(code_oasis: Harness) -> None:
     cases: list[tuple[dict[str, Any], int, str]] = [
         ({"tools": [{"type": "code_interpreter"}]}, 400, "tools[0].container"),

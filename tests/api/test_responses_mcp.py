@@ -52,6 +52,7 @@ class _McpServer(http.server.BaseHTTPRequestHandler):
         elif method == "tools/list":
             self._json({"jsonrpc": "2.0", "id": number, "result": {"tools": TOOLS}})
         elif method == "tools/call":
+            self.calling()
             arguments = body["params"]["arguments"]
             text = str(arguments["a"] + arguments["b"])
             answer = {"jsonrpc": "2.0", "id": number, "result": {"content": [{"type": "text", "text": text}]}}
@@ -69,6 +70,9 @@ class _McpServer(http.server.BaseHTTPRequestHandler):
             self.wfile.write(data)
         else:
             self._json({"jsonrpc": "2.0", "id": number, "error": {"code": -32601, "message": "no such method"}})
+
+    def calling(self) -> None:
+        """Called as a tool call (recorded) is about to be answered."""
 
     def _json(self, message: dict[str, Any], session: str | None = None) -> None:
         data = json.dumps(message).encode()

@@ -15,7 +15,7 @@ import signal
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from oasis.sandbox import bubblewrap
@@ -300,7 +300,9 @@ class SandboxPool:
             )
         return f"a test run in the sandbox failed ({result.error or result.logs.strip()}).{hint}"
 
-    async def session(self, key: str) -> PythonSession:
+    async def session(self, key: str, memory_mb: int | None = None) -> PythonSession:
+        """The session of `key`, made when there is none; `memory_mb`: its processes' address space, in place of
+        the pool's (a container's `memory_limit`)."""
         await self.check()
         found = self._sessions.get(key)
         if found is None:
@@ -308,7 +310,8 @@ class SandboxPool:
             async def track(session: PythonSession) -> None:
                 await self._track(key, session)
 
-            found = PythonSession(self._limits, on_start=track)
+            limits = self._limits if memory_mb is None else replace(self._limits, memory_mb=memory_mb)
+            found = PythonSession(limits, on_start=track)
             self._sessions[key] = found
         self._sessions.move_to_end(key)
         return found

@@ -24,7 +24,8 @@ from oasis.storage.tables import CodeContainer, ContainerFile
 WORK_FOLDER = "/mnt/data"
 DEFAULT_EXPIRES_MINUTES = 20
 MAX_EXPIRES_MINUTES = 7 * 24 * 60
-MEMORY_LIMITS = ("1g", "4g", "16g", "64g")
+# A container's `memory_limit`: the address space its session's processes may each take, in MB.
+MEMORY_LIMITS = {"1g": 1 << 10, "4g": 4 << 10, "16g": 16 << 10, "64g": 64 << 10}
 MAX_NAME_CHARS = 255
 # A file the code writes at a longer path stays in the session only (the column, and an index's entry, hold this).
 MAX_PATH_BYTES = 1024
@@ -125,11 +126,13 @@ class ContainerService:
         files: FileService,
         max_file_bytes: int,
         end_session: Callable[[str, str], Awaitable[None]],
+        max_memory_mb: int | None = None,
     ) -> None:
         self._db = db
         self._blobs = blobs
         self._files = files
         self._max_file_bytes = max_file_bytes
+        self._max_memory_mb = max_memory_mb  # the most a `memory_limit` may ask for (the operator's bound)
         self._end_session = end_session  # (project id, container id): its sandbox session ends
 
     # --- containers ---------------------------------------------------------------------------------------------
@@ -147,8 +150,7 @@ class ContainerService:
         a response's `auto` container was given)."""
         if not isinstance(name, str) or not name.strip() or len(name) > 256:
             raise invalid_request("A container needs a `name` (up to 256 characters).", param="name")
-        if memory_limit is not None and memory_limit not in MEMORY_LIMITS:
-            raise invalid_request(f"`memory_limit` is one of {', '.join(MEMORY_LIMITS)}.", param="memory_limit")
+        self.check_memory_limit(memory_limit, "memory_limit")
         minutes = _expires_minutes(expires_after)
         if file_ids is not None and (
             not isinstance(file_ids, list) or not all(isinstance(file_id, str) for file_id in file_ids)
@@ -179,6 +181,27 @@ class ContainerService:
             session.add_all(copies)
             await session.commit()
         return container_to_wire(row)
+
+    def check_memory_limit(self, memory_limit: Any, param: str) -> None:
+        """A 400 for a `memory_limit` that is not one of OpenAI's sizes, or more than this server gives."""
+        if memory_limit is None:
+            return
+        if memory_limit not in MEMORY_LIMITS:
+            raise invalid_request(f"`memory_limit` is one of {', '.join(MEMORY_LIMITS)}.", param=param)
+        if self._max_memory_mb is not None and MEMORY_LIMITS[memory_limit] > self._max_memory_mb:
+            raise invalid_request(
+                f"`memory_limit` {memory_limit} is more than this server gives a container ({self._max_memory_mb} "
+                "MB, its `code_interpreter.max_memory_mb`).",
+                param=param,
+            )
+
+    async def memory_mb(self, project_id: str, container_id: str) -> int | None:
+        """The address space the container's `memory_limit` gives its session's processes (None: the default)."""
+        async with self._db.session() as session:
+            row = await rows.get_container(session, project_id, container_id)
+        if row is None or row.memory_limit is None:
+            return None
+        return MEMORY_LIMITS.get(row.memory_limit)
 
     async def check_files(self, project_id: str, file_ids: list[str], param: str) -> None:
         """A 404 for a file the project does not have, a 400 for one too large for a container."""
@@ -295,13 +318,15 @@ class ContainerService:
         async with self._db.session() as session:
             await self._usable(session, project_id, container_id, param=param)
 
-    async def ensure(self, project_id: str, container_id: str, file_ids: list[str]) -> None:
+    async def ensure(
+        self, project_id: str, container_id: str, file_ids: list[str], memory_limit: str | None = None
+    ) -> None:
         """A response's `auto` container, made (with its files) on its first run; one deleted since is not made
         again (the run then finds it gone)."""
         async with self._db.session() as session:
             made = await rows.ever_made(session, container_id)
         if not made:
-            await self.create(project_id, "auto", file_ids, container_id=container_id)
+            await self.create(project_id, "auto", file_ids, memory_limit=memory_limit, container_id=container_id)
 
     async def placed_files(self, project_id: str, container_id: str) -> dict[str, PlacedFile]:
         """The container's files by their name in /mnt/data, for a run to place those its session lacks; the run

@@ -159,6 +159,9 @@ class StoredResponse(Base):
     # The sequence number its next event takes: numbers are never used twice, not even by a generation started
     # again after a crash, so a client's `starting_after` always names one event.
     next_event: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Where a background response's generation had got to after its latest built-in tool call (the output so far and
+    # what the model was shown): a generation taken over after a crash resumes there, and makes no call twice.
+    checkpoint_json: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class ResponseEvent(Base):

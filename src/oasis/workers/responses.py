@@ -3,10 +3,12 @@
 A worker leases a queued response, plans its request again and streams the answer into `response_events`, a
 few tokens to an event, for the clients that poll it (`retrieve`) or stream it. Every write is made only while the
 worker holds the lease and the response is still in progress, so a cancel or a delete that comes in meanwhile
-wins; the last event and the stored answer (and its conversation's new items) commit together. A response taken
-over after a crash (its lease lapsed) is generated again from its start: the dead attempt's events are removed
-first, and a stream that had sent some of them is told so (background.restarted_event), so nothing is shown
-twice.
+wins; the last event and the stored answer (and its conversation's new items) commit together. Between built-in
+tool calls, the generation's checkpoint (its output so far, what the calls showed the model, the calls still to
+run) is written with the events before it. A response taken over after a crash (its lease lapsed) resumes from its
+checkpoint, or is generated again from its start when it has none; a call the dead attempt had begun and that
+reaches outside (an MCP tool, code in a container) is not made again. The dead attempt's events are removed first,
+and a stream that had sent some of them is told so (background.restarted_event), so nothing is shown twice.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from oasis.engines.registry import serve_for_project
 from oasis.errors import OasisError
 from oasis.metrics import JOB_DURATION
 from oasis.protocol.responses import CreateResponseRequest
-from oasis.services.responses.background import LAST_EVENTS, QUEUED_EVENTS
+from oasis.services.responses.background import CHECKPOINT, LAST_EVENTS, QUEUED_EVENTS
 from oasis.services.responses.conversations import ConversationService
 from oasis.services.responses.service import PlannedResponse, ResponseService
 from oasis.storage import responses as rows
@@ -195,6 +197,8 @@ class BackgroundResponses:
         try:
             request = CreateResponseRequest.model_validate_json(row.request_json or "{}")
             plan = await self._responses.plan(row.project_id, request, response_id=row.id, created_at=row.created_at)
+            if row.checkpoint_json is not None:
+                plan.resumed = json.loads(row.checkpoint_json)
         except OasisError as exc:  # what was there when it was queued is gone (a file, a model, a store)
             await self._fail(seq, owner, log_, base, exc.code or exc.type, exc.message, exc.param)
             return "failed"
@@ -237,7 +241,7 @@ class BackgroundResponses:
         """Streams the answer into the event log; returns how it ended."""
 
         async def keep(plan: PlannedResponse, response: dict[str, Any], answer: Any, finished: dict[str, Any]) -> None:
-            values = self._responses.stored_values(plan, response, answer)
+            values = {**self._responses.stored_values(plan, response, answer), "checkpoint_json": None}
             async with self._db.session() as session:
                 await self._held(session, seq, owner, ("in_progress",), values)  # before the last event is taken
                 log_.add(finished)
@@ -250,11 +254,20 @@ class BackgroundResponses:
         async with contextlib.aclosing(events):  # a cancel mid-write still frees the engine's sequence at once
             async for event in events:
                 kind = event["type"]
+                if kind == CHECKPOINT:  # with the events before it, at once: a crash after resumes here
+                    await self._write(
+                        seq, owner, log_, ("in_progress",), {"checkpoint_json": json.dumps(event["state"])}
+                    )
+                    continue
                 if kind in ("response.completed", "response.incomplete"):  # written by `keep`
                     return kind.removeprefix("response.")
                 log_.add(event)
                 if kind == "response.failed":
-                    values = {"status": "failed", "response_json": json.dumps(event["response"])}
+                    values = {
+                        "status": "failed",
+                        "response_json": json.dumps(event["response"]),
+                        "checkpoint_json": None,
+                    }
                     await self._write(seq, owner, log_, ("in_progress",), values)
                     return "failed"
                 if log_.due:
@@ -286,7 +299,8 @@ class BackgroundResponses:
         log_.drop_endings()
         response = {**base, "status": "cancelled", "output": log_.done_items}
         try:
-            await self._write(seq, owner, log_, ("cancelled",), {"response_json": json.dumps(response)})
+            values = {"response_json": json.dumps(response), "checkpoint_json": None}
+            await self._write(seq, owner, log_, ("cancelled",), values)
         except _Stop:
             return False
         return True
@@ -307,7 +321,7 @@ class BackgroundResponses:
         failed = {**base, "status": "failed", "error": {"code": code, "message": message}}
         log_.add({"type": "error", "sequence_number": 0, **error, "error": {**error, "type": "server_error"}})
         log_.add({"type": "response.failed", "sequence_number": 0, "response": failed})
-        values = {"status": "failed", "response_json": json.dumps(failed)}
+        values = {"status": "failed", "response_json": json.dumps(failed), "checkpoint_json": None}
         try:
             await self._write(seq, owner, log_, ("queued", "in_progress"), values)
         except _Stop:

@@ -158,12 +158,13 @@ class CodeInterpreter:
         return CodeCall(call_id, code, outputs, written, list(execution.images))
 
     async def run_placed(
-        self, session_key: str, call_id: str, code: str, placed: dict[str, PlacedFile]
+        self, session_key: str, call_id: str, code: str, placed: dict[str, PlacedFile], memory_mb: int | None = None
     ) -> tuple[CodeCall, dict[str, bytes]]:
-        """Runs the code in the session `session_key` names, with the `placed` files put in /mnt/data first where
-        the session lacks them; figures are noted in the outputs (their bytes on the call), and the files the code
-        wrote are returned (path under /mnt/data -> content) for the caller to keep."""
-        execution, outputs = await self._execute(session_key, code, placed)
+        """Runs the code in the session `session_key` names (its processes' address space `memory_mb`, when given),
+        with the `placed` files put in /mnt/data first where the session lacks them; figures are noted in the
+        outputs (their bytes on the call), and the files the code wrote are returned (path under /mnt/data ->
+        content) for the caller to keep."""
+        execution, outputs = await self._execute(session_key, code, placed, memory_mb)
         outputs += [{"type": "image", "image": {"file_id": None}} for _ in execution.images]
         written_here = {f"/mnt/data/{path}": "" for path in execution.files}
         return CodeCall(call_id, code, outputs, written_here, list(execution.images)), dict(execution.files)
@@ -182,11 +183,11 @@ class CodeInterpreter:
         return PlacedFile(file_id, load)
 
     async def _execute(
-        self, session_key: str, code: str, placed: dict[str, PlacedFile]
+        self, session_key: str, code: str, placed: dict[str, PlacedFile], memory_mb: int | None = None
     ) -> tuple[Execution, list[dict[str, Any]]]:
         """Places what the session lacks of `placed` (name in /mnt/data -> file), runs the code, and reads its
         logs (with the error, and a note of each file too large to place) as the call's first outputs."""
-        session = await self._sandboxes.session(session_key)
+        session = await self._sandboxes.session(session_key, memory_mb)
         limits = self._sandboxes.limits
         room = limits.folder_mb << 20
         missing: dict[str, bytes] = {}

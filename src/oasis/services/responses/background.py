@@ -19,6 +19,9 @@ READ_BATCH = 500
 # The events a background response's creation writes (`response.created`, `response.queued`); its generation's
 # are numbered after them.
 QUEUED_EVENTS = 2
+# The type of the markers a generation yields between built-in calls (`service._checkpoint`): stored on the
+# response's row with the events before them, never sent to a client.
+CHECKPOINT = "oasis.checkpoint"
 # The events that end a response's stream.
 LAST_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
 

@@ -43,6 +43,7 @@ class CodeTool:
     file_ids: list[str]
     param: str  # where the request has it: `tools[i]`
     auto: bool = False  # a new container, made on the first run
+    memory_limit: str | None = None  # a new container's (checked by the containers service)
 
 
 def code_tool(tools: list[dict[str, Any]] | None) -> CodeTool | None:
@@ -66,7 +67,8 @@ def _checked(tool: dict[str, Any], param: str) -> CodeTool:
         file_ids = container.get("file_ids") or []
         if not isinstance(file_ids, list) or not all(isinstance(file_id, str) for file_id in file_ids):
             raise invalid_request("`file_ids` is a list of file ids.", param=f"{param}.container.file_ids")
-        return CodeTool(new_id("cntr_"), list(dict.fromkeys(file_ids)), param, auto=True)
+        memory_limit = container.get("memory_limit")
+        return CodeTool(new_id("cntr_"), list(dict.fromkeys(file_ids)), param, auto=True, memory_limit=memory_limit)
     raise invalid_request(
         'The code_interpreter tool needs `container`: `{"type": "auto"}` (with `file_ids` to place) or the id of '
         "an earlier response's container.",

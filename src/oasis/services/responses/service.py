@@ -29,7 +29,9 @@ from oasis.services.chat.service import ChatService, PreparedChat
 from oasis.services.containers import ContainerService
 from oasis.services.files.service import FileService
 from oasis.services.images.service import ImageService
+from oasis.services.keys import Principal
 from oasis.services.metadata import check_metadata
+from oasis.services.rate_limits import CHAT_COMPLETIONS, RateLimiter, estimate_tokens
 from oasis.services.responses import background, code_interpreter, file_search, image_generation
 from oasis.services.responses import mcp as mcp_tools
 from oasis.services.responses.conversations import ConversationService, conversation_id_of
@@ -102,6 +104,8 @@ class PlannedResponse:
     input_items: list[dict[str, Any]] = field(default_factory=list)  # its input as listed, each with its id
     instruction_count: int = 0  # of the chat messages, those of the instructions (first)
     turn_start: int = 0  # of the chat messages after the instructions, where this response's input starts
+    # The checkpoint a background response's dead generation left (`_checkpoint`): this generation resumes there.
+    resumed: dict[str, Any] | None = None
 
     @property
     def shows_results(self) -> bool:
@@ -353,6 +357,50 @@ class _Answer:
     starts: list[int] = field(default_factory=list)  # where each generation's output items begin
 
 
+class _EndsResponse(OasisError):
+    """An error that ends the response `failed`, even where errors are raised as the request's (`create`)."""
+
+
+# A built-in call the model made, waiting to run: its function's name, its arguments, and the approval request it
+# answers (an MCP call the client approved).
+_HeldCall = tuple[str, str, str | None]
+# What the model reads of a call that was running when the server generating its response stopped.
+_INTERRUPTED = (
+    "The call was cut off: the server running it stopped before it finished. It may or may not have taken effect, "
+    "and it was not made again."
+)
+
+
+def _checkpoint(
+    writer: _OutputWriter,
+    answer: _Answer,
+    held: Sequence[_HeldCall],
+    started: _HeldCall | None,
+    round_names: set[str],
+) -> dict[str, Any]:
+    """A marker (not an event: no client sees it) of where the generation is between built-in calls: its output
+    so far and what it showed the model, the calls still to run and the one about to run. A background response
+    stores it with the events before it, and a generation taken over after a crash resumes there (`_restored`)."""
+    state = {
+        "output": writer.output,
+        "cited": writer.cited,
+        "written": writer.written_files,
+        "usage": answer.usage,
+        "tool_texts": answer.tool_texts,
+        "tool_outputs": answer.tool_outputs,
+        "searches": answer.searches,
+        "code_runs": answer.code_runs,
+        "images": answer.images,
+        "mcp_calls": answer.mcp_calls,
+        "denied": answer.denied,
+        "starts": answer.starts,
+        "held": [list(call) for call in held],
+        "started": list(started) if started is not None else None,
+        "round": sorted(round_names),
+    }
+    return {"type": background.CHECKPOINT, "state": state}
+
+
 # Stores a background response's answer and writes its last event (`response.completed` or `.incomplete`), both
 # in one transaction, in place of `_keep`.
 Keeper = Callable[[PlannedResponse, dict[str, Any], _Answer, dict[str, Any]], Awaitable[None]]
@@ -372,8 +420,10 @@ class ResponseService:
         images: ImageService,
         wake_workers: Callable[[], None] = lambda: None,
         mcp_server_urls: list[str] | None = None,
+        rate_limits: RateLimiter | None = None,
     ) -> None:
         self._db = db
+        self._rate_limits = rate_limits  # counts the generations after built-in calls (the request counted the first)
         self._chat = chat
         self._load_model = load_model
         self._searcher = searcher
@@ -636,6 +686,7 @@ class ResponseService:
         if not tool.auto:
             await self._containers.check_usable(project_id, tool.container_id, param=f"{tool.param}.container")
             return tool
+        self._containers.check_memory_limit(tool.memory_limit, f"{tool.param}.container.memory_limit")
         await self._containers.check_files(project_id, tool.file_ids, param=f"{tool.param}.container.file_ids")
         return tool
 
@@ -762,8 +813,8 @@ class ResponseService:
 
     def _first_chunks(self, plan: PlannedResponse, chat: ChatCompletionRequest) -> AsyncIterator[dict[str, Any]]:
         """The first generation's chunks; none when approved MCP calls must run first (the generation that reads
-        their outputs starts after them)."""
-        if plan.approvals:
+        their outputs starts after them), or when a checkpoint is resumed."""
+        if plan.approvals or plan.resumed is not None:
             return _no_chunks()
         return self._chat.stream(chat, plan.prepared, project_id=plan.project_id)
 
@@ -793,9 +844,10 @@ class ResponseService:
             writer = _OutputWriter(event, holding=self._holding(plan, answer))
             try:
                 async for made in self._generations(plan, first, writer, answer):
-                    yield made
+                    if made["type"] != background.CHECKPOINT or keep is not None:
+                        yield made
             except OasisError as exc:
-                if raise_errors:
+                if raise_errors and not isinstance(exc, _EndsResponse):
                     raise
                 # OpenAI's error event (its fields at the top, and under `error` where clients read them), then the
                 # response failed
@@ -820,61 +872,59 @@ class ResponseService:
     async def _generations(
         self, plan: PlannedResponse, first: dict[str, Any] | None, writer: _OutputWriter, answer: _Answer
     ) -> AsyncIterator[dict[str, Any]]:
-        """The answer's chunks as events. When the model calls file_search, the search runs and the model is asked
-        again with what it found (unless it also called the client's functions: those are answered first)."""
-        if plan.mcp is not None:
-            for server in plan.mcp.servers:
-                item = mcp_tools.list_item(new_id("mcpl_"), server, plan.mcp.listed[server.label])
-                for made in writer.mcp_listed(item):
-                    yield made
-        if plan.approvals:
-            for request, approved in plan.approvals:
-                if not approved:
-                    answer.denied.append(request)
-                if approved:
-                    async for made in self._mcp_called(
-                        plan, writer, answer, request["name"], request["arguments"], request["id"]
-                    ):
-                        yield made
-            chat = await self._after_tools(plan, writer.output, answer)
-            if chat is None:
-                answer.finish = "length"
-                return
-            answer.chunks = self._chat.stream(chat, await self._chat.prepared(chat), project_id=plan.project_id)
-            writer.holding = self._holding(plan, answer)
-        while True:
-            usage, finish = None, None
-            generated_from = len(writer.output)
-            answer.starts.append(generated_from)
-            async for chunk in _with_first(first, answer.chunks):
-                if chunk.get("usage"):
-                    usage = chunk["usage"]
-                for choice in chunk.get("choices") or []:
-                    for made in writer.take(choice.get("delta") or {}, (choice.get("logprobs") or {}).get("content")):
-                        yield made
-                    finish = choice.get("finish_reason") or finish
-            answer.usage, answer.finish = _summed(answer.usage, usage), finish
-            held = writer.take_held_calls()
-            if not held or finish in _INCOMPLETE:
-                return
-            for made in writer.close(finished=True):
+        """The answer's chunks as events. When the model calls a built-in tool (file_search, code_interpreter,
+        image_generation, an MCP server's), the call runs and the model is asked again with what it gave (unless it
+        also called the client's functions: those are answered first). Between calls, `_checkpoint` markers say
+        where the generation is."""
+        held: list[_HeldCall] = []
+        interrupted: _HeldCall | None = None
+        round_names: set[str] = set()  # the functions the latest generation called
+        if plan.resumed is not None:
+            for made in self._restored(plan.resumed, writer, answer):
                 yield made
-            ran = {name for name, _ in held}
-            for name, arguments in held:
-                if name == search_function.TOOL_NAME:
-                    async for made in self._searched(plan, writer, answer, arguments):
+            held = [(name, arguments, approval) for name, arguments, approval in plan.resumed["held"]]
+            started = plan.resumed["started"]
+            interrupted = (started[0], started[1], started[2]) if started else None
+            round_names = set(plan.resumed["round"])
+        else:
+            if plan.mcp is not None:
+                for server in plan.mcp.servers:
+                    item = mcp_tools.list_item(new_id("mcpl_"), server, plan.mcp.listed[server.label])
+                    for made in writer.mcp_listed(item):
                         yield made
-                elif name == image_generation.FUNCTION_NAME:
-                    async for made in self._imaged(plan, writer, answer, arguments):
-                        yield made
-                elif plan.mcp is not None and name in plan.mcp.by_name:
-                    async for made in self._mcp_called(plan, writer, answer, name, arguments):
-                        yield made
+            for request, approved in plan.approvals:
+                if approved:
+                    held.append((request["name"], request["arguments"], request["id"]))
                 else:
-                    async for made in self._coded(plan, writer, answer, arguments):
-                        yield made
-            answer.searches += search_function.TOOL_NAME in ran
+                    answer.denied.append(request)
+        calls_first = plan.resumed is not None or bool(plan.approvals)  # calls to run before the model is asked
+        while True:
+            if not calls_first:
+                usage, finish = None, None
+                answer.starts.append(len(writer.output))
+                async for chunk in _with_first(first, answer.chunks):
+                    if chunk.get("usage"):
+                        usage = chunk["usage"]
+                    for choice in chunk.get("choices") or []:
+                        delta, logprobs = choice.get("delta") or {}, (choice.get("logprobs") or {}).get("content")
+                        for made in writer.take(delta, logprobs):
+                            yield made
+                        finish = choice.get("finish_reason") or finish
+                answer.usage, answer.finish = _summed(answer.usage, usage), finish
+                held = [(name, arguments, None) for name, arguments in writer.take_held_calls()]
+                if not held or finish in _INCOMPLETE:
+                    return
+                for made in writer.close(finished=True):
+                    yield made
+                round_names = {name for name, _, _ in held}
+                yield _checkpoint(writer, answer, held, None, round_names)
+            calls_first = False
+            async for made in self._run_held_calls(plan, writer, answer, held, interrupted, round_names):
+                yield made
+            interrupted = None
+            answer.searches += search_function.TOOL_NAME in round_names
             waiting = ("function_call", "custom_tool_call", "mcp_approval_request")
+            generated_from = answer.starts[-1] if answer.starts else 0
             if any(item["type"] in waiting for item in writer.output[generated_from:]):
                 return
             chat = await self._after_tools(plan, writer.output, answer)
@@ -882,9 +932,105 @@ class ResponseService:
                 answer.finish = "length"
                 return
             prepared = await self._chat.prepared(chat)
+            await self._admit(plan, chat, prepared)
             answer.chunks = self._chat.stream(chat, prepared, project_id=plan.project_id)
             first = None
             writer.holding = self._holding(plan, answer)
+
+    async def _admit(self, plan: PlannedResponse, chat: ChatCompletionRequest, prepared: PreparedChat | None) -> None:
+        """Counts a generation after built-in calls against the project's tokens per minute, as a run's turns are
+        (the request counted the first generation): its prompt (what the calls gave in it) and the most it may
+        write. Past the limit the response ends `failed` with `rate_limit_exceeded`: the error is not raised as the
+        request's, so that a client retrying it does not make its calls again."""
+        if self._rate_limits is None or not self._rate_limits.enabled:
+            return
+        if prepared is None:  # an upstream's model: estimated from the characters, as its requests are
+            tokens = estimate_tokens(CHAT_COMPLETIONS, chat.model_dump(mode="json", exclude_none=True))
+        else:
+            tokens = len(prepared.prompt) + (chat.max_completion_tokens or chat.max_tokens or 0)
+        try:
+            await self._rate_limits.admit(Principal(project_id=plan.project_id, key_id=None), tokens, request=False)
+        except OasisError as exc:
+            raise _EndsResponse(exc.status, exc.message, type=exc.type, code=exc.code) from None
+
+    @staticmethod
+    def _restored(state: dict[str, Any], writer: _OutputWriter, answer: _Answer) -> list[dict[str, Any]]:
+        """Takes up a checkpoint: its output items (their events written again, for the streams of this
+        generation) and what its calls showed the model."""
+        made: list[dict[str, Any]] = []
+        for item in state["output"]:
+            made += writer.replayed(item)
+        if state["cited"]:
+            writer.cite(state["cited"])
+        writer.written(state["written"])
+        answer.usage = state["usage"]
+        answer.tool_texts, answer.tool_outputs = state["tool_texts"], state["tool_outputs"]
+        answer.searches, answer.code_runs = state["searches"], state["code_runs"]
+        answer.images, answer.mcp_calls = state["images"], state["mcp_calls"]
+        answer.denied, answer.starts = state["denied"], state["starts"]
+        return made
+
+    async def _run_held_calls(
+        self,
+        plan: PlannedResponse,
+        writer: _OutputWriter,
+        answer: _Answer,
+        held: list[_HeldCall],
+        interrupted: _HeldCall | None,
+        round_names: set[str],
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Runs the held calls one by one, with a checkpoint before and after each. `interrupted`: the call a dead
+        generation had begun; one that reaches outside (an MCP server's tool, code run in a container) is not made
+        again: the model is told it was cut off. A search or an image is made again."""
+        if interrupted is not None:
+            name, arguments, _ = interrupted
+            if plan.mcp is not None and name in plan.mcp.by_name:
+                for made in self._mcp_interrupted(plan, writer, answer, interrupted):
+                    yield made
+            elif name == code_interpreter.FUNCTION_NAME and plan.code is not None:
+                code, container = code_interpreter.code_of(arguments), plan.code.container_id
+                item = code_interpreter.call_item(new_id("ci_"), code, container, "incomplete", None)
+                answer.code_runs += 1
+                answer.tool_texts[item["id"]] = _INTERRUPTED
+                for made in writer.code_started(item) + writer.code_done(item):
+                    yield made
+            else:
+                held = [interrupted, *held]
+            yield _checkpoint(writer, answer, held, None, round_names)
+        while held:
+            call, held = held[0], held[1:]
+            yield _checkpoint(writer, answer, held, call, round_names)
+            name, arguments, approval = call
+            if name == search_function.TOOL_NAME:
+                async for made in self._searched(plan, writer, answer, arguments):
+                    yield made
+            elif name == image_generation.FUNCTION_NAME:
+                async for made in self._imaged(plan, writer, answer, arguments):
+                    yield made
+            elif plan.mcp is not None and name in plan.mcp.by_name:
+                async for made in self._mcp_called(plan, writer, answer, name, arguments, approval):
+                    yield made
+            else:
+                async for made in self._coded(plan, writer, answer, arguments):
+                    yield made
+            yield _checkpoint(writer, answer, held, None, round_names)
+
+    @staticmethod
+    def _mcp_interrupted(
+        plan: PlannedResponse, writer: _OutputWriter, answer: _Answer, call: _HeldCall
+    ) -> list[dict[str, Any]]:
+        """An MCP call cut off by a crash, ended failed without being made again."""
+        assert plan.mcp is not None
+        name, arguments, approval = call
+        server, _ = plan.mcp.by_name[name]
+        item_id = new_id("mcp_")
+        started = mcp_tools.call_item(
+            item_id, server.label, name, arguments, "in_progress", approval_request_id=approval
+        )
+        done = mcp_tools.call_item(item_id, server.label, name, arguments, "failed", None, _INTERRUPTED, approval)
+        answer.mcp_calls += 1
+        answer.tool_texts[item_id] = _INTERRUPTED
+        return writer.mcp_call_started(started) + writer.mcp_call_done(done)
 
     @staticmethod
     def _holding(plan: PlannedResponse, answer: _Answer) -> set[str]:
@@ -919,9 +1065,10 @@ class ResponseService:
         session = code_interpreter.session_key(plan.project_id, container)
         try:
             if plan.code.auto:
-                await self._containers.ensure(plan.project_id, container, plan.code.file_ids)
+                await self._containers.ensure(plan.project_id, container, plan.code.file_ids, plan.code.memory_limit)
             placed = await self._containers.placed_files(plan.project_id, container)
-            call, written = await self._code.run_placed(session, item["id"], code, placed)
+            memory_mb = await self._containers.memory_mb(plan.project_id, container)
+            call, written = await self._code.run_placed(session, item["id"], code, placed, memory_mb)
             files = await self._containers.record_written(plan.project_id, container, written)
             kept = {name: files[path]["id"] for name in written if (path := f"/mnt/data/{name}") in files}
             await self._code.note_placed(session, kept)
@@ -1334,6 +1481,84 @@ class _OutputWriter:
     def written(self, files: dict[str, dict[str, Any]]) -> None:
         """Container files the code wrote (by path): the text that follows is annotated where it names them."""
         self._written.update(files)
+
+    @property
+    def cited(self) -> list[dict[str, Any]]:
+        """The search results the text may cite."""
+        return self._cited
+
+    @property
+    def written_files(self) -> dict[str, dict[str, Any]]:
+        return self._written
+
+    def replayed(self, item: dict[str, Any]) -> list[dict[str, Any]]:
+        """The events of an item made by an earlier generation (a checkpoint's), as if it were made again."""
+        kind = item["type"]
+        if kind in ("message", "reasoning", "function_call", "custom_tool_call"):
+            return self._said_again(item)
+        begun = {**item, "status": "in_progress"}
+        if kind == "file_search_call":
+            return self.search_started({**begun, "results": None}) + self.search_done(item)
+        if kind == "code_interpreter_call":
+            return self.code_started({**begun, "outputs": None}) + self.code_done(item)
+        if kind == "image_generation_call":
+            drawn = item["status"] == "completed"
+            return self.image_started({**begun, "result": None}) + (
+                self.image_done(item) if drawn else self.image_failed(item)
+            )
+        if kind == "mcp_call":
+            return self.mcp_call_started({**begun, "output": None, "error": None}) + self.mcp_call_done(item)
+        if kind == "mcp_list_tools":
+            return self.mcp_listed(item)
+        return self._added(item) + self._tool_done(item, None)
+
+    def _said_again(self, item: dict[str, Any]) -> list[dict[str, Any]]:
+        """A message, reasoning or function call made again: its item opened, its content whole in one delta each,
+        then done."""
+        kind = item["type"]
+        where = {"item_id": item["id"], "output_index": len(self.output)}
+        made: list[dict[str, Any]] = []
+        if kind == "message":
+            made += self._added({**item, "status": "in_progress", "content": []})
+            for index, part in enumerate(item["content"]):
+                text, logprobs = part.get("text", ""), part.get("logprobs") or []
+                place = {**where, "content_index": index}
+                made.append(self._event("response.content_part.added", **place, part=text_part("")))
+                made.append(self._event("response.output_text.delta", **place, delta=text, logprobs=logprobs))
+                for number, annotation in enumerate(part.get("annotations") or []):
+                    made.append(
+                        self._event(
+                            "response.output_text.annotation.added",
+                            **place,
+                            annotation_index=number,
+                            annotation=annotation,
+                        )
+                    )
+                made.append(self._event("response.output_text.done", **place, text=text, logprobs=logprobs))
+                made.append(self._event("response.content_part.done", **place, part=part))
+        elif kind == "reasoning":
+            made += self._added({**item, "content": []})
+            for index, part in enumerate(item.get("content") or []):
+                place = {**where, "content_index": index}
+                made.append(self._event("response.content_part.added", **place, part={**part, "text": ""}))
+                made.append(self._event("response.reasoning_text.delta", **place, delta=part["text"]))
+                made.append(self._event("response.reasoning_text.done", **place, text=part["text"]))
+                made.append(self._event("response.content_part.done", **place, part=part))
+        elif kind == "custom_tool_call":
+            made += self._added({**item, "input": "", "status": "in_progress"})
+            made.append(self._event("response.custom_tool_call_input.delta", **where, delta=item["input"]))
+            made.append(self._event("response.custom_tool_call_input.done", **where, input=item["input"]))
+        else:
+            made += self._added({**item, "arguments": "", "status": "in_progress"})
+            made.append(self._event("response.function_call_arguments.delta", **where, delta=item["arguments"]))
+            arguments = item["arguments"]
+            made.append(
+                self._event("response.function_call_arguments.done", **where, name=item["name"], arguments=arguments)
+            )
+        made.append(self._event("response.output_item.done", output_index=len(self.output), item=item))
+        self.output.append(item)
+        self._open, self._text, self._call_index = None, "", None
+        return made
 
     def take_held_calls(self) -> list[tuple[str, str]]:
         """(function name, arguments) of each built-in call held back since the last take."""
