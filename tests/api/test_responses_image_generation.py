@@ -16,6 +16,7 @@ from tests.api.test_images import SHAPES
 from tests.api.test_responses import _newer_sdk
 from tests.conftest import Harness
 from tests.scripted_upstream import ScriptedChat, upstream_oasis
+from tests.server_process import free_port
 
 DRAW: Any = {"type": "image_generation"}
 
@@ -110,3 +111,30 @@ async def test_bad_image_tools_are_refused_before_anything_is_generated(drawer_o
             assert reply.status_code == status, (body, reply.text)
             assert reply.json()["error"]["param"] == param, body
     assert _Drawer.received == []  # nothing was generated
+
+
+async def test_a_drawing_that_fails_ends_the_response_failed_with_its_call(start_oasis: Callable[..., Any]) -> None:
+    _Drawer.received = []
+    # an image model whose server does not answer: the drawing fails after the call began
+    down = {"id": "down-painter", "engine": "upstream", "options": {"base_url": f"http://127.0.0.1:{free_port()}/v1"}}
+    async with upstream_oasis(start_oasis, _Drawer, down) as harness, harness.http() as http:
+        body = {
+            "model": "remote",
+            "input": "Draw me a red circle.",
+            "tools": [{"type": "image_generation", "model": "down-painter"}],
+            "stream": True,
+        }
+        reply = await http.post("/v1/responses", json=body)
+    assert reply.status_code == 200, reply.text
+    events = [json.loads(line[len("data: ") :]) for line in reply.text.splitlines() if line.startswith("data: ")]
+    kinds = [event["type"] for event in events]
+    assert kinds[-2:] == ["error", "response.failed"], kinds
+    added = next(event["item"] for event in events if event["type"] == "response.output_item.added")
+    assert added["type"] == "image_generation_call" and added["status"] == "in_progress"
+    # the call the stream showed begun is ended before the error, failed, and the failed response holds it
+    done = events[-3]
+    assert done["type"] == "response.output_item.done" and done["item"]["id"] == added["id"]
+    assert done["item"]["status"] == "failed"
+    failed = events[-1]["response"]
+    assert failed["status"] == "failed" and failed["error"]["message"] == events[-2]["message"]
+    assert [(item["id"], item["status"]) for item in failed["output"]] == [(added["id"], "failed")]

@@ -852,6 +852,8 @@ class ResponseService:
                 # OpenAI's error event (its fields at the top, and under `error` where clients read them), then the
                 # response failed
                 error = {"code": exc.code or exc.type, "message": exc.message, "param": exc.param}
+                for made in writer.cut_off():
+                    yield made
                 yield event("error", **error, error={**error, "type": exc.type})
                 failed = self._response(plan, "failed", writer.output, _usage(answer.usage), error=error)
                 yield event("response.failed", response=failed)
@@ -1698,6 +1700,14 @@ class _OutputWriter:
 
     def close(self, finished: bool) -> list[dict[str, Any]]:
         return self._closed(finished)
+
+    def cut_off(self) -> list[dict[str, Any]]:
+        """Ends the open item as the response fails: a message or a call `incomplete` with what it had, a built-in
+        call that was running `failed`."""
+        item = self._open
+        if item is None or item["type"] in ("message", "reasoning", "function_call", "custom_tool_call"):
+            return self._closed(finished=False)
+        return self._tool_done({**item, "status": "failed"}, None)
 
     def _said(self, text: str) -> list[dict[str, Any]]:
         """A piece of the open message's text: its delta (with the logprobs settled since the last one), and the
