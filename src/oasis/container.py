@@ -95,10 +95,12 @@ def _batch_endpoints(
 
     async def chat_completion(body: dict[str, Any], caller: BatchCaller) -> dict[str, Any]:
         await load(body, caller)
-        request = await chat.with_files_read(ChatCompletionRequest.model_validate(body), caller.project_id)
-        stored_chats.check(request)
+        asked = ChatCompletionRequest.model_validate(body)
+        stored_chats.check(asked)
+        request = await chat.with_files_read(asked, caller.project_id)
         completion = await chat.create(request, project_id=caller.project_id)
-        return await stored_chats.kept(caller.project_id, request, completion, None, request_key=caller.request_key)
+        # stored as it was sent (its files named, not read into it), as the online endpoint stores it
+        return await stored_chats.kept(caller.project_id, asked, completion, None, request_key=caller.request_key)
 
     async def completion(body: dict[str, Any], caller: BatchCaller) -> dict[str, Any]:
         await load(body, caller)

@@ -253,7 +253,8 @@ async def test_chat_and_completions_batches_answer_like_the_online_endpoints(cha
         )
         for i in range(3)
     ]
-    chat_lines[0]["body"].update(store=True, metadata={"from": "batch"})  # kept, as the online endpoint keeps it
+    for line in chat_lines[:2]:  # kept, as the online endpoint keeps them
+        line["body"].update(store=True, metadata={"from": line["custom_id"]})
     chat_lines.append(request("chat-invalid", "/v1/chat/completions", {"model": "gpt-4o-mini", "messages": []}))
     completion_lines = [
         request(
@@ -279,13 +280,16 @@ async def test_chat_and_completions_batches_answer_like_the_online_endpoints(cha
         body = line["response"]["body"]
         assert body["object"] == "chat.completion" and body["choices"][0]["message"]["role"] == "assistant"
         assert body["usage"]["completion_tokens"] <= 8
-    # the line asked to be stored is, under the id its answer has; the others are not
-    kept = next(line["response"]["body"] for line in chat_answers if line["custom_id"] == "chat-0")
+    # the lines asked to be stored are, each under the id its answer has; the other is not
+    kept = {line["custom_id"]: line["response"]["body"] for line in chat_answers if line["custom_id"] != "chat-2"}
     async with chat_oasis.http() as http:
-        listed = (await http.get("/v1/chat/completions")).json()["data"]
-    assert [stored["id"] for stored in listed] == [kept["id"]]
-    assert listed[0]["metadata"] == {"from": "batch"}
-    assert listed[0]["choices"][0]["message"]["content"] == kept["choices"][0]["message"]["content"]
+        listed = (await http.get("/v1/chat/completions", params={"order": "asc"})).json()["data"]
+    assert {stored["metadata"]["from"]: stored["id"] for stored in listed} == {
+        custom_id: body["id"] for custom_id, body in kept.items()
+    }
+    for stored in listed:
+        answer = kept[stored["metadata"]["from"]]
+        assert stored["choices"][0]["message"]["content"] == answer["choices"][0]["message"]["content"]
     (invalid,) = await read_lines(client, chat_done.error_file_id)
     assert invalid["custom_id"] == "chat-invalid" and invalid["response"]["status_code"] == 400
     assert invalid["response"]["body"]["error"]["param"] == "messages"

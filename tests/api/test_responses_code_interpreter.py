@@ -282,6 +282,9 @@ async def test_a_containers_memory_limit_bounds_its_sessions(coder_oasis: Harnes
         with pytest.raises(openai.BadRequestError) as refused:
             await client.responses.create(model="remote", input="Map it.", tools=[huge])
         assert refused.value.body["param"] == "tools[0].container.memory_limit"  # type: ignore[index]
+    async with coder_oasis.http() as http:  # not a size at all
+        reply = await http.post("/v1/containers", json={"name": "odd", "memory_limit": ["4g"]})
+    assert reply.status_code == 400 and reply.json()["error"]["param"] == "memory_limit"
     assert len(_Coder.received or []) == 6  # the refused requests asked the model nothing
 
 

@@ -201,3 +201,78 @@ def test_kill_9_after_an_mcp_call_resumes_without_calling_again(
         numbers = [event.sequence_number for event in events]
         assert numbers == sorted(set(numbers))
         assert events[-1].type == "response.completed"
+
+
+class _Runner(ScriptedChat):
+    """Writes a file with python; shown that it ran, reads it back with python (keeping that call while `held`
+    is clear); shown what it read, says it."""
+
+    received: list[dict[str, Any]] | None = []
+    held = threading.Event()
+    writes = "open('/mnt/data/kept.txt', 'w').write('kept'); print('wrote')"
+    reads = "print(open('/mnt/data/kept.txt').read())"
+
+    def script(self, body: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
+        outputs = [message["content"] for message in body["messages"] if message["role"] == "tool"]
+        if len(outputs) == 2:
+            return [{"role": "assistant", "content": f"It read {outputs[1].strip()}."}], "stop"
+        if outputs:
+            self.held.wait(60)
+        code = self.reads if outputs else self.writes
+        call = {"index": 0, "id": f"call_{len(outputs)}", "type": "function"}
+        function = {"name": "python", "arguments": json.dumps({"code": code})}
+        return [{"role": "assistant", "tool_calls": [{**call, "function": function}]}], "tool_calls"
+
+
+def test_kill_9_after_a_code_run_resumes_in_the_same_container(tmp_path: Path, postgres_url: str | None) -> None:
+    if postgres_url is not None:
+        asyncio.run(_empty_postgres(postgres_url))
+    _Runner.received = []
+    _Runner.held.clear()
+    upstream, upstream_url = _served(_Runner)
+    data = tmp_path / "data"
+    config = tmp_path / "oasis.yaml"
+    model = {"id": "remote", "engine": "upstream", "options": {"base_url": f"{upstream_url}/v1", "model": "theirs"}}
+    config.write_text(json.dumps({"defaults": False, "models": [model], "workers": {"lease_seconds": 1.0}}))
+    env = oasis_env(postgres_url)
+    tool: Any = {"type": "code_interpreter", "container": {"type": "auto"}}
+    try:
+        with oasis_server(data, env, "--config", str(config)) as server:
+            client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="x", max_retries=0)
+            if not hasattr(client, "containers"):
+                pytest.skip("this SDK has no background responses")
+            queued = client.responses.create(
+                model="remote",
+                input="Keep a file, then read it.",
+                tools=[tool],
+                include=["code_interpreter_call.outputs"],
+                background=True,
+            )
+            _wait_for(lambda: len(_Runner.received or []) == 2, server)  # the file was written, the model asked again
+            os.kill(server.process.pid, signal.SIGKILL)
+            server.process.wait()
+
+        _Runner.held.set()
+        with oasis_server(data, env, "--config", str(config)) as server:
+            client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="x", max_retries=0)
+            deadline = time.monotonic() + 60
+            while (response := client.responses.retrieve(queued.id)).status not in FINAL:
+                assert time.monotonic() < deadline, server.log()
+                time.sleep(0.1)
+            assert response.status == "completed", response.error
+            wrote, read, said = response.output
+            assert wrote.type == read.type == "code_interpreter_call" and said.type == "message"
+            # the second run is in the container the first wrote its file to, and finds it there
+            assert wrote.container_id == read.container_id  # type: ignore[union-attr]
+            assert read.outputs[0].logs.strip() == "kept"  # type: ignore[union-attr]
+            assert response.output_text == "It read kept."
+            (container,) = client.containers.list().data
+            assert container.id == wrote.container_id  # type: ignore[union-attr]
+            assert [file.path for file in client.containers.files.list(container.id).data] == ["/mnt/data/kept.txt"]
+            # the write was not run again: the model was asked to go on from it (by the dead worker, then again)
+            shown = [sum(message["role"] == "tool" for message in body["messages"]) for body in _Runner.received or []]
+            assert shown == [0, 1, 1, 2]
+    finally:
+        _Runner.held.set()
+        upstream.shutdown()
+        upstream.server_close()

@@ -316,6 +316,10 @@ class SandboxPool:
         self._sessions.move_to_end(key)
         return found
 
+    def find(self, key: str) -> PythonSession | None:
+        """The session of `key`, when the pool has one (none is made)."""
+        return self._sessions.get(key)
+
     async def _track(self, key: str, session: PythonSession) -> None:
         """A session about to start its interpreter: tracked (again), and the oldest idle ones closed while
         there are more than `max_sessions`."""

@@ -186,7 +186,7 @@ class ContainerService:
         """A 400 for a `memory_limit` that is not one of OpenAI's sizes, or more than this server gives."""
         if memory_limit is None:
             return
-        if memory_limit not in MEMORY_LIMITS:
+        if not isinstance(memory_limit, str) or memory_limit not in MEMORY_LIMITS:
             raise invalid_request(f"`memory_limit` is one of {', '.join(MEMORY_LIMITS)}.", param=param)
         if self._max_memory_mb is not None and MEMORY_LIMITS[memory_limit] > self._max_memory_mb:
             raise invalid_request(
@@ -199,9 +199,11 @@ class ContainerService:
         """The address space the container's `memory_limit` gives its session's processes (None: the default)."""
         async with self._db.session() as session:
             row = await rows.get_container(session, project_id, container_id)
-        if row is None or row.memory_limit is None:
+        asked = MEMORY_LIMITS.get(row.memory_limit or "") if row is not None else None
+        if asked is None:
             return None
-        return MEMORY_LIMITS.get(row.memory_limit)
+        # a container made while the operator allowed more gets no more than is allowed now
+        return asked if self._max_memory_mb is None else min(asked, self._max_memory_mb)
 
     async def check_files(self, project_id: str, file_ids: list[str], param: str) -> None:
         """A 404 for a file the project does not have, a 400 for one too large for a container."""

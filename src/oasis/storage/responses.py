@@ -131,7 +131,7 @@ async def cancel(session: AsyncSession, seq: int, response_json: str) -> bool:
     moved = await session.execute(
         update(StoredResponse)
         .where(StoredResponse.seq == seq, StoredResponse.status.in_(("queued", "in_progress")))
-        .values(status="cancelled", response_json=response_json)
+        .values(status="cancelled", response_json=response_json, checkpoint_json=None)
     )
     return moved.rowcount == 1  # type: ignore[attr-defined]
 

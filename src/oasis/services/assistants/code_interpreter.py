@@ -172,8 +172,9 @@ class CodeInterpreter:
     async def note_placed(self, session_key: str, tags: dict[str, str]) -> None:
         """Files the session's code wrote, now stored under these tags (name in /mnt/data -> tag): the session has
         them, and a later run need not place them again."""
-        session = await self._sandboxes.session(session_key)
-        session.placed.update(tags)
+        session = self._sandboxes.find(session_key)
+        if session is not None:  # else closed meanwhile: a new session places every file again
+            session.placed.update(tags)
 
     def _project_file(self, project_id: str, file_id: str) -> PlacedFile:
         async def load() -> tuple[int, AsyncIterator[bytes]]:

@@ -372,6 +372,7 @@ _INTERRUPTED = (
 
 
 def _checkpoint(
+    plan: PlannedResponse,
     writer: _OutputWriter,
     answer: _Answer,
     held: Sequence[_HeldCall],
@@ -379,9 +380,11 @@ def _checkpoint(
     round_names: set[str],
 ) -> dict[str, Any]:
     """A marker (not an event: no client sees it) of where the generation is between built-in calls: its output
-    so far and what it showed the model, the calls still to run and the one about to run. A background response
-    stores it with the events before it, and a generation taken over after a crash resumes there (`_restored`)."""
+    so far and what it showed the model, the calls still to run and the one about to run, and the container its
+    code runs in (an `auto` one's id is made as the request is planned). A background response stores it with the
+    events before it, and a generation taken over after a crash resumes there (`_restored`)."""
     state = {
+        "container_id": plan.code.container_id if plan.code is not None else None,
         "output": writer.output,
         "cited": writer.cited,
         "written": writer.written_files,
@@ -882,6 +885,8 @@ class ResponseService:
         interrupted: _HeldCall | None = None
         round_names: set[str] = set()  # the functions the latest generation called
         if plan.resumed is not None:
+            if plan.code is not None and plan.resumed.get("container_id"):
+                plan.code = replace(plan.code, container_id=plan.resumed["container_id"])
             for made in self._restored(plan.resumed, writer, answer):
                 yield made
             held = [(name, arguments, approval) for name, arguments, approval in plan.resumed["held"]]
@@ -919,7 +924,7 @@ class ResponseService:
                 for made in writer.close(finished=True):
                     yield made
                 round_names = {name for name, _, _ in held}
-                yield _checkpoint(writer, answer, held, None, round_names)
+                yield _checkpoint(plan, writer, answer, held, None, round_names)
             calls_first = False
             async for made in self._run_held_calls(plan, writer, answer, held, interrupted, round_names):
                 yield made
@@ -934,7 +939,8 @@ class ResponseService:
                 answer.finish = "length"
                 return
             prepared = await self._chat.prepared(chat)
-            await self._admit(plan, chat, prepared)
+            if answer.starts:  # the request was counted for its first generation (one after approved calls, too)
+                await self._admit(plan, chat, prepared)
             answer.chunks = self._chat.stream(chat, prepared, project_id=plan.project_id)
             first = None
             writer.holding = self._holding(plan, answer)
@@ -981,41 +987,76 @@ class ResponseService:
         interrupted: _HeldCall | None,
         round_names: set[str],
     ) -> AsyncIterator[dict[str, Any]]:
-        """Runs the held calls one by one, with a checkpoint before and after each. `interrupted`: the call a dead
-        generation had begun; one that reaches outside (an MCP server's tool, code run in a container) is not made
-        again: the model is told it was cut off. A search or an image is made again."""
+        """Runs the held calls one by one, with a checkpoint after each (and before each that reaches outside).
+        `interrupted`: the call a dead generation had begun; one that reaches outside (an MCP server's tool, code run
+        in a container) is not made again: the model is told it was cut off. Any other (a search, an image, an
+        approval request) is made again."""
         if interrupted is not None:
-            name, arguments, _ = interrupted
-            if plan.mcp is not None and name in plan.mcp.by_name:
-                for made in self._mcp_interrupted(plan, writer, answer, interrupted):
-                    yield made
-            elif name == code_interpreter.FUNCTION_NAME and plan.code is not None:
-                code, container = code_interpreter.code_of(arguments), plan.code.container_id
-                item = code_interpreter.call_item(new_id("ci_"), code, container, "incomplete", None)
-                answer.code_runs += 1
-                answer.tool_texts[item["id"]] = _INTERRUPTED
-                for made in writer.code_started(item) + writer.code_done(item):
+            if self._reaches_outside(plan, answer, interrupted):
+                for made in self._cut_off_call(plan, writer, answer, interrupted):
                     yield made
             else:
                 held = [interrupted, *held]
-            yield _checkpoint(writer, answer, held, None, round_names)
+            yield _checkpoint(plan, writer, answer, held, None, round_names)
         while held:
             call, held = held[0], held[1:]
-            yield _checkpoint(writer, answer, held, call, round_names)
-            name, arguments, approval = call
-            if name == search_function.TOOL_NAME:
-                async for made in self._searched(plan, writer, answer, arguments):
-                    yield made
-            elif name == image_generation.FUNCTION_NAME:
-                async for made in self._imaged(plan, writer, answer, arguments):
-                    yield made
-            elif plan.mcp is not None and name in plan.mcp.by_name:
-                async for made in self._mcp_called(plan, writer, answer, name, arguments, approval):
-                    yield made
-            else:
-                async for made in self._coded(plan, writer, answer, arguments):
-                    yield made
-            yield _checkpoint(writer, answer, held, None, round_names)
+            if self._reaches_outside(plan, answer, call):
+                yield _checkpoint(plan, writer, answer, held, call, round_names)
+            async for made in self._made_call(plan, writer, answer, call):
+                yield made
+            yield _checkpoint(plan, writer, answer, held, None, round_names)
+
+    @staticmethod
+    def _reaches_outside(plan: PlannedResponse, answer: _Answer, call: _HeldCall) -> bool:
+        """Whether making the call would act outside this server's own reads: a tool of an MCP server run there, or
+        code run in a container (not a call past the most, nor one only asking for approval)."""
+        name, arguments, approval = call
+        if name == code_interpreter.FUNCTION_NAME and plan.code is not None:
+            return answer.code_runs < code_interpreter.MAX_CODE_RUNS
+        if plan.mcp is None or name not in plan.mcp.by_name:
+            return False
+        server, tool = plan.mcp.by_name[name]
+        approved = approval is not None or not server.needs_approval(tool)
+        runs = answer.mcp_calls < mcp_tools.MAX_CALLS and mcp_tools.arguments_of(arguments) is not None
+        return approved and runs
+
+    def _made_call(
+        self, plan: PlannedResponse, writer: _OutputWriter, answer: _Answer, call: _HeldCall
+    ) -> AsyncIterator[dict[str, Any]]:
+        """One built-in call made: its items' events."""
+        name, arguments, approval = call
+        if name == search_function.TOOL_NAME and plan.search is not None:
+            return self._searched(plan, writer, answer, arguments)
+        if name == image_generation.FUNCTION_NAME and plan.image is not None:
+            return self._imaged(plan, writer, answer, arguments)
+        if plan.mcp is not None and name in plan.mcp.by_name:
+            return self._mcp_called(plan, writer, answer, name, arguments, approval)
+        if name == code_interpreter.FUNCTION_NAME and plan.code is not None:
+            return self._coded(plan, writer, answer, arguments)
+        # a resumed response's call of a tool its MCP servers no longer list
+        raise OasisError(
+            500,
+            f"The response was calling '{name}', which none of its tools offers any more.",
+            type="server_error",
+            code="server_error",
+        )
+
+    @staticmethod
+    def _cut_off_call(
+        plan: PlannedResponse, writer: _OutputWriter, answer: _Answer, call: _HeldCall
+    ) -> list[dict[str, Any]]:
+        """A call that reaches outside, cut off by a crash: ended without being made again, the model told so."""
+        name, arguments, _ = call
+        if plan.mcp is not None and name in plan.mcp.by_name:
+            return ResponseService._mcp_interrupted(plan, writer, answer, call)
+        assert plan.code is not None
+        code, container = code_interpreter.code_of(arguments), plan.code.container_id
+        item_id = new_id("ci_")
+        answer.code_runs += 1
+        answer.tool_texts[item_id] = _INTERRUPTED
+        started = code_interpreter.call_item(item_id, code, container, "in_progress", None)
+        done = code_interpreter.call_item(item_id, code, container, "incomplete", None)
+        return writer.code_started(started) + writer.code_done(done)
 
     @staticmethod
     def _mcp_interrupted(
@@ -1429,6 +1470,7 @@ class ResponseService:
             row = await self._row(session, project_id, response_id)
             row.deleted_at = now()
             row.response_json, row.input_items_json, row.conversation_json = "{}", "[]", "[]"
+            row.checkpoint_json = None
             await rows.drop_events(session, response_id)
             await session.commit()
         self.cancel_here(response_id)
