@@ -33,6 +33,11 @@ def _newer_sdk(client: openai.AsyncOpenAI) -> None:
         pytest.skip("this SDK has no Responses API")
 
 
+def _plain(value: Any) -> Any:
+    """An event's field as JSON: openai 3 parses annotations into models where 2.x left them dicts."""
+    return value.model_dump() if hasattr(value, "model_dump") else value
+
+
 async def _post(harness: Harness, **body: Any) -> Any:
     async with harness.http() as http:
         return await http.post("/v1/responses", json={"model": MODEL, **body})

@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from tests.api.test_code_interpreter import ASK, SALES, _fresh_run
-from tests.api.test_responses import _newer_sdk
+from tests.api.test_responses import _newer_sdk, _plain
 from tests.conftest import Harness, smollm
 from tests.scripted_upstream import ScriptedChat, upstream_oasis
 
@@ -205,7 +205,7 @@ async def test_files_the_code_writes_are_the_containers_files_cited_in_the_answe
         text = final.output_text
         assert text[citation.start_index : citation.end_index] == "sandbox:/mnt/data/out.csv"
         added = [event for event in events if event.type == "response.output_text.annotation.added"]
-        assert [event.annotation for event in added] == [citation.model_dump()]  # type: ignore[union-attr]
+        assert [_plain(event.annotation) for event in added] == [citation.model_dump()]  # type: ignore[union-attr]
         # the `auto` container is one of the project's containers
         assert (await client.containers.retrieve(container_id)).status == "running"
 

@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from tests.api.test_file_search import FILES, QUESTION
-from tests.api.test_responses import _newer_sdk
+from tests.api.test_responses import _newer_sdk, _plain
 from tests.api.test_vector_stores import completed_store, stores
 from tests.conftest import E5, Harness, smollm
 from tests.scripted_upstream import ScriptedChat, upstream_oasis
@@ -157,7 +157,7 @@ async def test_a_streamed_response_shows_the_search_and_the_citations_as_they_co
     annotations = _check_citations(message, {result.file_id: result.filename for result in search.results})
     added = [event for event in events if event.type == "response.output_text.annotation.added"]
     assert annotations and added
-    assert [event.annotation for event in added] == [annotation.model_dump() for annotation in annotations]
+    assert [_plain(event.annotation) for event in added] == [annotation.model_dump() for annotation in annotations]
     assert [event.annotation_index for event in added] == list(range(len(added)))  # type: ignore[union-attr]
     assert all(event.output_index == 1 and event.item_id == message.id for event in added)  # type: ignore[union-attr]
     text = "".join(event.delta for event in events if event.type == "response.output_text.delta")  # type: ignore[union-attr]

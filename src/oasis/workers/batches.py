@@ -284,7 +284,11 @@ class BatchRunner:
                 if cancelling.is_set() or now() >= batch.expires_at:
                     continue  # drain the queue so the reader finishes; these lines are cancelled or expire
                 caller = BatchCaller(batch.project_id, batch.base_url, f"{batch.id}/{line.number}")
-                status_code, body = await self._call(endpoint, caller, line.body)
+
+                async def handler(body: dict[str, Any], caller: BatchCaller = caller) -> dict[str, Any]:
+                    return await endpoint(body, caller)
+
+                status_code, body = await self._call(handler, line.body)
                 if not await self._record(batch, owner, line, status_code, body):
                     cancelling.set()
 
@@ -302,7 +306,9 @@ class BatchRunner:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     @staticmethod
-    async def _call(endpoint: EndpointHandler, caller: BatchCaller, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    async def _call(
+        handler: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]], body: dict[str, Any]
+    ) -> tuple[int, dict[str, Any]]:
         if body.get("stream"):
             failure = OasisError(
                 400, "Streaming is not supported in the Batch API.", param="stream", code="streaming_unsupported"
@@ -313,7 +319,7 @@ class BatchRunner:
             return refusal.status, _envelope(refusal)
         while True:
             try:
-                return 200, await endpoint(body, caller)
+                return 200, await handler(body)
             except ValidationError as exc:
                 failure = invalid_fields(exc.errors())
             except OasisError as exc:
