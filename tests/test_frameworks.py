@@ -1,4 +1,4 @@
-"""LangChain, LlamaIndex and instructor against a running `oasis serve`, with no network beyond loopback, as the
+"""LangChain, LlamaIndex, instructor and the Agents SDK against a running `oasis serve`, with no network beyond loopback, as the
 README shows them."""
 
 from __future__ import annotations
@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -128,3 +129,49 @@ def test_instructor_gets_objects_that_pass_its_validation(server: ServerProcess)
                 seed=seed,
             )
             assert isinstance(verdict, Verdict) and 0 <= verdict.confidence <= 1 and 1 <= verdict.stars <= 5
+
+
+def test_the_agents_sdk_runs_an_agent_with_a_function_tool(server: ServerProcess) -> None:
+    """OpenAI's Agents SDK (openai-agents) on the Responses API: the agent calls its function tool, the SDK runs it
+    and sends its output back, and the agent answers; streamed, the SDK's events carry the text."""
+    import asyncio
+
+    from agents import Agent, ModelSettings, OpenAIResponsesModel, Runner, function_tool, set_tracing_disabled
+    from openai import AsyncOpenAI
+
+    set_tracing_disabled(True)  # traces go to OpenAI's servers, which this machine does not reach
+    client = AsyncOpenAI(base_url=f"{server.base_url}/v1", api_key="unused")
+    model = OpenAIResponsesModel(model="gpt-4o-mini", openai_client=client)
+    asked: list[str] = []
+
+    @function_tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        asked.append(city)
+        return f"It is sunny in {city}."
+
+    agent = Agent(
+        name="Weather",
+        instructions="Answer with the weather the tool gives.",
+        model=model,
+        tools=[get_weather],
+        # the tool once (the small model would call it again and again), then an answer
+        model_settings=ModelSettings(tool_choice="required", max_tokens=60, temperature=0),
+        reset_tool_choice=True,
+    )
+
+    async def run() -> tuple[Any, str]:
+        result = await Runner.run(agent, "What is the weather in Paris?", max_turns=4)
+        streamed = Runner.run_streamed(agent, "What is the weather in Paris?", max_turns=4)
+        text = ""
+        async for event in streamed.stream_events():
+            if event.type == "raw_response_event" and event.data.type == "response.output_text.delta":
+                text += event.data.delta
+        return result, text or str(streamed.final_output)
+
+    result, streamed_text = asyncio.run(run())
+    assert len(asked) == 2 and all(isinstance(city, str) and city for city in asked)
+    kinds = [item.type for item in result.new_items]
+    assert kinds[:2] == ["tool_call_item", "tool_call_output_item"] and kinds[-1] == "message_output_item", kinds
+    assert isinstance(result.final_output, str) and result.final_output
+    assert streamed_text
