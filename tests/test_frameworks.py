@@ -1,5 +1,5 @@
-"""LangChain, LlamaIndex, instructor and the Agents SDK against a running `oasis serve`, with no network beyond loopback, as the
-README shows them."""
+"""LangChain, LlamaIndex, instructor and the Agents SDK against a running `oasis serve`, with no network beyond
+loopback, as the README shows them."""
 
 from __future__ import annotations
 

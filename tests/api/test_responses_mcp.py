@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.server
 import json
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -263,3 +264,49 @@ async def test_the_operator_limits_what_servers_it_reaches(start_oasis: Callable
     assert reply.status_code == 400 and reply.json()["error"]["param"] == "tools[0].server_url"
     assert "https://mcp.example.com/" in reply.json()["error"]["message"]
     assert _McpServer.requests == []  # never contacted
+
+
+@pytest.fixture
+def sdk_mcp_url() -> Iterator[str]:
+    """A server made with the official MCP Python SDK (`mcp`, which the Agents SDK brings), over its Streamable HTTP
+    transport, with an `add` tool."""
+    mcpserver = pytest.importorskip("mcp.server.mcpserver")
+    import uvicorn
+
+    from tests.server_process import free_port
+
+    server = mcpserver.MCPServer("calc")
+
+    @server.tool(description="Add two numbers.")
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    port = free_port()
+    running = uvicorn.Server(
+        uvicorn.Config(server.streamable_http_app(), host="127.0.0.1", port=port, log_level="error")
+    )
+    thread = threading.Thread(target=running.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not running.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "the MCP server did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        running.should_exit = True
+        thread.join(timeout=10)
+
+
+async def test_a_server_made_with_the_mcp_sdk_lists_and_runs_its_tools(adder_oasis: Harness, sdk_mcp_url: str) -> None:
+    client = adder_oasis.sdk()
+    _newer_sdk(client)
+    tool: Any = {"type": "mcp", "server_label": "calc", "server_url": sdk_mcp_url, "require_approval": "never"}
+    response = await client.responses.create(model="remote", input="What is 2 + 3?", tools=[tool])
+    listing, call, message = response.output
+    assert listing.type == "mcp_list_tools"
+    (listed,) = listing.tools
+    assert listed.name == "add" and listed.description == "Add two numbers."
+    assert set(listed.input_schema["properties"]) == {"a", "b"}  # type: ignore[index]
+    assert call.type == "mcp_call" and call.error is None and call.output == "5"
+    assert message.type == "message" and response.output_text == "The sum is 5."
