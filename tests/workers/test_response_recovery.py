@@ -131,6 +131,24 @@ def _mcp_calls() -> list[dict[str, Any]]:
     return [request for request in _HeldMcp.requests if request.get("method") == "tools/call"]
 
 
+def _remote_config(folder: Path, upstream_url: str) -> Path:
+    """A config whose one model `remote` is the scripted upstream, with short leases (a dead worker's lapses soon)."""
+    model = {"id": "remote", "engine": "upstream", "options": {"base_url": upstream_url, "model": "theirs"}}
+    config = folder / "oasis.yaml"
+    config.write_text(json.dumps({"defaults": False, "models": [model], "workers": {"lease_seconds": 1.0}}))
+    return config
+
+
+def _finished(client: openai.OpenAI, response_id: str, server: Any) -> Any:
+    """The response once it has ended, which must be completed."""
+    deadline = time.monotonic() + 60
+    while (response := client.responses.retrieve(response_id)).status not in FINAL:
+        assert time.monotonic() < deadline, server.log()
+        time.sleep(0.1)
+    assert response.status == "completed", response.error
+    return response
+
+
 def _wait_for(condition: Any, server: Any, seconds: float = 60) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
@@ -145,10 +163,7 @@ def test_kill_9_after_an_mcp_call_resumes_without_calling_again(
     if postgres_url is not None:
         asyncio.run(_empty_postgres(postgres_url))
     upstream_url, mcp_url = loopback_parts
-    data = tmp_path / "data"
-    config = tmp_path / "oasis.yaml"
-    model = {"id": "remote", "engine": "upstream", "options": {"base_url": upstream_url, "model": "theirs"}}
-    config.write_text(json.dumps({"defaults": False, "models": [model], "workers": {"lease_seconds": 1.0}}))
+    data, config = tmp_path / "data", _remote_config(tmp_path, upstream_url)
     env = oasis_env(postgres_url)
     tool = {"type": "mcp", "server_label": "calc", "server_url": mcp_url, "require_approval": "never"}
 
@@ -170,11 +185,7 @@ def test_kill_9_after_an_mcp_call_resumes_without_calling_again(
     asked_before = len(_Adder.received or [])
     with oasis_server(data, env, "--config", str(config)) as server:
         client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="x", max_retries=0)
-        deadline = time.monotonic() + 60
-        while (response := client.responses.retrieve(queued.id)).status not in FINAL:
-            assert time.monotonic() < deadline, server.log()
-            time.sleep(0.1)
-        assert response.status == "completed", response.error
+        response = _finished(client, queued.id, server)
         assert len(_mcp_calls()) == 1  # made once, not again by the generation that took over
         # resumed after the call: the model was asked only to answer with its output, not to call it again
         after = (_Adder.received or [])[asked_before:]
@@ -230,10 +241,7 @@ def test_kill_9_after_a_code_run_resumes_in_the_same_container(tmp_path: Path, p
     _Runner.received = []
     _Runner.held.clear()
     upstream, upstream_url = _served(_Runner)
-    data = tmp_path / "data"
-    config = tmp_path / "oasis.yaml"
-    model = {"id": "remote", "engine": "upstream", "options": {"base_url": f"{upstream_url}/v1", "model": "theirs"}}
-    config.write_text(json.dumps({"defaults": False, "models": [model], "workers": {"lease_seconds": 1.0}}))
+    data, config = tmp_path / "data", _remote_config(tmp_path, f"{upstream_url}/v1")
     env = oasis_env(postgres_url)
     tool: Any = {"type": "code_interpreter", "container": {"type": "auto"}}
     try:
@@ -255,11 +263,7 @@ def test_kill_9_after_a_code_run_resumes_in_the_same_container(tmp_path: Path, p
         _Runner.held.set()
         with oasis_server(data, env, "--config", str(config)) as server:
             client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="x", max_retries=0)
-            deadline = time.monotonic() + 60
-            while (response := client.responses.retrieve(queued.id)).status not in FINAL:
-                assert time.monotonic() < deadline, server.log()
-                time.sleep(0.1)
-            assert response.status == "completed", response.error
+            response = _finished(client, queued.id, server)
             wrote, read, said = response.output
             assert wrote.type == read.type == "code_interpreter_call" and said.type == "message"
             # the second run is in the container the first wrote its file to, and finds it there
