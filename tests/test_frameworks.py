@@ -133,10 +133,19 @@ def test_instructor_gets_objects_that_pass_its_validation(server: ServerProcess)
 
 def test_the_agents_sdk_runs_an_agent_with_a_function_tool(server: ServerProcess) -> None:
     """OpenAI's Agents SDK (openai-agents) on the Responses API: the agent calls its function tool, the SDK runs it
-    and sends its output back, and the agent answers; streamed, the SDK's events carry the text."""
+    and sends its output back, and the agent answers; streamed, the SDK's events carry the text. Then on Chat
+    Completions."""
     import asyncio
 
-    from agents import Agent, ModelSettings, OpenAIResponsesModel, Runner, function_tool, set_tracing_disabled
+    from agents import (
+        Agent,
+        ModelSettings,
+        OpenAIChatCompletionsModel,
+        OpenAIResponsesModel,
+        Runner,
+        function_tool,
+        set_tracing_disabled,
+    )
     from openai import AsyncOpenAI
 
     set_tracing_disabled(True)  # traces go to OpenAI's servers, which this machine does not reach
@@ -175,3 +184,12 @@ def test_the_agents_sdk_runs_an_agent_with_a_function_tool(server: ServerProcess
     assert kinds[:2] == ["tool_call_item", "tool_call_output_item"] and kinds[-1] == "message_output_item", kinds
     assert isinstance(result.final_output, str) and result.final_output
     assert streamed_text
+
+    # the same agent on Chat Completions, the SDK's model for other providers' servers
+    chat_client = AsyncOpenAI(base_url=f"{server.base_url}/v1", api_key="unused")  # the last one's loop is gone
+    agent.model = OpenAIChatCompletionsModel(model="gpt-4o-mini", openai_client=chat_client)
+    result = asyncio.run(Runner.run(agent, "What is the weather in Rome?", max_turns=4))
+    assert len(asked) == 3 and asked[2]
+    kinds = [item.type for item in result.new_items]
+    assert kinds[:2] == ["tool_call_item", "tool_call_output_item"] and kinds[-1] == "message_output_item", kinds
+    assert isinstance(result.final_output, str) and result.final_output
