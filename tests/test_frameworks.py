@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -192,4 +193,39 @@ def test_the_agents_sdk_runs_an_agent_with_a_function_tool(server: ServerProcess
     assert len(asked) == 3 and asked[2]
     kinds = [item.type for item in result.new_items]
     assert kinds[:2] == ["tool_call_item", "tool_call_output_item"] and kinds[-1] == "message_output_item", kinds
+    assert isinstance(result.final_output, str) and result.final_output
+
+
+def test_the_agents_sdk_searches_a_vector_store_with_its_hosted_file_search_tool(server: ServerProcess) -> None:
+    """The Agents SDK's hosted FileSearchTool: the search runs on oasis (the Responses API's file_search over a vector
+    store), and the agent answers from what it found."""
+    import asyncio
+    import io
+
+    import openai
+    from agents import Agent, FileSearchTool, ModelSettings, OpenAIResponsesModel, Runner, set_tracing_disabled
+
+    set_tracing_disabled(True)
+    sync = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="unused")
+    notes = b"The lighthouse on Skerry Point was painted green in 1911. Its keeper was Ada Frost."
+    uploaded = sync.files.create(file=("lighthouse.txt", io.BytesIO(notes)), purpose="assistants")
+    store = sync.vector_stores.create(name="notes", file_ids=[uploaded.id])
+    deadline = time.monotonic() + 60
+    while (store := sync.vector_stores.retrieve(store.id)).file_counts.completed < 1:
+        assert time.monotonic() < deadline and store.file_counts.failed == 0, store
+        time.sleep(0.2)
+
+    client = openai.AsyncOpenAI(base_url=f"{server.base_url}/v1", api_key="unused")
+    agent = Agent(
+        name="Librarian",
+        instructions="Answer from the files.",
+        model=OpenAIResponsesModel(model="gpt-4o-mini", openai_client=client),
+        tools=[FileSearchTool(vector_store_ids=[store.id], max_num_results=2, include_search_results=True)],
+        model_settings=ModelSettings(tool_choice="required", max_tokens=60, temperature=0),
+        reset_tool_choice=True,
+    )
+    result = asyncio.run(Runner.run(agent, "What colour was the lighthouse painted?", max_turns=3))
+    (search,) = [item.raw_item for item in result.new_items if item.type == "tool_call_item"]
+    assert search.type == "file_search_call" and search.status == "completed"  # type: ignore[union-attr]
+    assert [found.file_id for found in search.results or []] == [uploaded.id]  # type: ignore[union-attr]
     assert isinstance(result.final_output, str) and result.final_output
