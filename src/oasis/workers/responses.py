@@ -318,7 +318,7 @@ class BackgroundResponses:
         """Ends the response failed, with the `error` and `response.failed` events a stream of it ends with (or,
         cancelled meanwhile, cancelled)."""
         error = {"code": code, "message": message, "param": param}
-        failed = {**base, "status": "failed", "error": {"code": code, "message": message}}
+        failed = {**base, "status": "failed", "error": {"code": code, "message": message}, "output": log_.done_items}
         log_.add({"type": "error", "sequence_number": 0, **error, "error": {**error, "type": "server_error"}})
         log_.add({"type": "response.failed", "sequence_number": 0, "response": failed})
         values = {"status": "failed", "response_json": json.dumps(failed), "checkpoint_json": None}
