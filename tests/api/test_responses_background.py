@@ -49,6 +49,14 @@ async def _until_text(harness: Harness, response_id: str, seconds: float = 60) -
         await asyncio.sleep(0.05)
 
 
+async def _job_columns(harness: Harness, response_id: str) -> tuple[str | None, str | None]:
+    """The row's request as sent and checkpoint: what it holds only while it is a job."""
+    async with harness.container.db.session() as session:
+        row = await session.scalar(select(StoredResponse).where(StoredResponse.id == response_id))
+    assert row is not None
+    return row.request_json, row.checkpoint_json
+
+
 async def test_a_background_response_is_queued_then_polled_to_its_answer(chat_oasis: Harness) -> None:
     client = chat_oasis.sdk()
     _newer_sdk(client)
@@ -64,6 +72,7 @@ async def test_a_background_response_is_queued_then_polled_to_its_answer(chat_oa
     assert done.usage is not None and 1 <= done.usage.output_tokens <= 16
     items = await client.responses.input_items.list(done.id)
     assert [item.type for item in items.data] == ["message"]
+    assert await _job_columns(chat_oasis, done.id) == (None, None)  # the request as sent is not kept past its job
 
     # it is continued like any stored response
     later = await client.responses.create(
@@ -162,6 +171,7 @@ async def test_a_response_cancelled_while_queued_is_never_generated(chat_oasis: 
     async with chat_oasis.container.db.session() as session:
         row = await session.scalar(select(StoredResponse).where(StoredResponse.id == queued.id))
     assert row is not None and row.status == "cancelled" and row.attempts == 0
+    assert (row.request_json, row.checkpoint_json) == (None, None)
     # a foreground response cannot be cancelled; an unknown one is not found
     plain = await client.responses.create(model=MODEL, input="Hi.", max_output_tokens=4)
     with pytest.raises(openai.BadRequestError):
@@ -179,6 +189,7 @@ async def test_deleting_a_response_being_generated_stops_it(chat_oasis: Harness)
     with pytest.raises(openai.NotFoundError):
         await client.responses.retrieve(queued.id)
     assert await _events(chat_oasis, queued.id) == []
+    assert await _job_columns(chat_oasis, queued.id) == (None, None)
     await asyncio.sleep(1.0)
     assert await _events(chat_oasis, queued.id) == []  # nothing more was written
 

@@ -323,3 +323,22 @@ async def test_bad_code_tools_are_refused_before_anything_is_generated(code_oasi
             assert reply.status_code == status, (body, reply.text)
             error = reply.json()["error"]
             assert error["param"] == param and error["message"] and error["type"] == "invalid_request_error", body
+
+
+async def test_a_fault_of_the_servers_own_ends_the_stream_as_a_failed_response(
+    coder_oasis: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*_: Any) -> None:
+        raise RuntimeError("a bug")
+
+    # the code ran; asking the model again fails for a reason no error of the API's names
+    monkeypatch.setattr(coder_oasis.container.responses, "_after_tools", broken)
+    body = {"model": "remote", "input": "What is six times seven?", "tools": [AUTO], "stream": True}
+    async with coder_oasis.http() as http:
+        reply = await http.post("/v1/responses", json=body)
+    assert reply.status_code == 200
+    events = [json.loads(line[len("data: ") :]) for line in reply.text.splitlines() if line.startswith("data: ")]
+    assert [event["type"] for event in events[-2:]] == ["error", "response.failed"]
+    assert events[-2]["code"] == "server_error" and "a bug" not in events[-2]["message"]  # no internals shown
+    failed = events[-1]["response"]
+    assert [(item["type"], item["status"]) for item in failed["output"]] == [("code_interpreter_call", "completed")]

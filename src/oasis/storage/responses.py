@@ -126,12 +126,17 @@ async def update_held(
     return moved.rowcount == 1  # type: ignore[attr-defined]
 
 
+# What a background response's row holds only while it is its job, cleared once it ends: the request as sent (its
+# MCP tools' keys among it) and the checkpoint a crashed generation resumes from.
+JOB_DONE: dict[str, Any] = {"request_json": None, "checkpoint_json": None}
+
+
 async def cancel(session: AsyncSession, seq: int, response_json: str) -> bool:
     """Marks a background response cancelled unless it finished meanwhile."""
     moved = await session.execute(
         update(StoredResponse)
         .where(StoredResponse.seq == seq, StoredResponse.status.in_(("queued", "in_progress")))
-        .values(status="cancelled", response_json=response_json, checkpoint_json=None)
+        .values(status="cancelled", response_json=response_json, **JOB_DONE)
     )
     return moved.rowcount == 1  # type: ignore[attr-defined]
 

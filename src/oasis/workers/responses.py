@@ -191,20 +191,23 @@ class BackgroundResponses:
             await rows.drop_events(session, row.id, QUEUED_EVENTS)
             await session.commit()
         self._responses.bell.ring(row.id)
+        checkpoint = json.loads(row.checkpoint_json) if row.checkpoint_json is not None else None
+        earlier = checkpoint["output"] if checkpoint is not None else None  # what a dead attempt had made
         if row.attempts > MAX_ATTEMPTS:
-            await self._fail(seq, owner, log_, base, "server_error", "The response was interrupted too many times.")
+            await self._fail(
+                seq, owner, log_, base, "server_error", "The response was interrupted too many times.", earlier=earlier
+            )
             return "failed"
         try:
             request = CreateResponseRequest.model_validate_json(row.request_json or "{}")
             plan = await self._responses.plan(row.project_id, request, response_id=row.id, created_at=row.created_at)
-            if row.checkpoint_json is not None:
-                plan.resumed = json.loads(row.checkpoint_json)
+            plan.resumed = checkpoint
         except OasisError as exc:  # what was there when it was queued is gone (a file, a model, a store)
-            await self._fail(seq, owner, log_, base, exc.code or exc.type, exc.message, exc.param)
+            await self._fail(seq, owner, log_, base, exc.code or exc.type, exc.message, exc.param, earlier=earlier)
             return "failed"
         except Exception as exc:
             log.exception("background response %s could not be planned", row.id)
-            await self._fail(seq, owner, log_, base, "server_error", f"{type(exc).__name__}: {exc}")
+            await self._fail(seq, owner, log_, base, "server_error", f"{type(exc).__name__}: {exc}", earlier=earlier)
             return "failed"
         cancel = asyncio.Event()
         self._cancels[row.id] = cancel
@@ -225,11 +228,11 @@ class BackgroundResponses:
                     raise
             return "cancelled" if await self._cancelled(seq, owner, log_, base) else "stopped"
         except OasisError as exc:  # refused as it began (an upstream's error, a model gone since it was queued)
-            await self._fail(seq, owner, log_, base, exc.code or exc.type, exc.message, exc.param)
+            await self._fail(seq, owner, log_, base, exc.code or exc.type, exc.message, exc.param, earlier=earlier)
             return "failed"
         except Exception as exc:
             log.exception("background response %s failed", row.id)
-            await self._fail(seq, owner, log_, base, "server_error", f"{type(exc).__name__}: {exc}")
+            await self._fail(seq, owner, log_, base, "server_error", f"{type(exc).__name__}: {exc}", earlier=earlier)
             return "failed"
         finally:
             self._cancels.pop(row.id, None)
@@ -241,7 +244,7 @@ class BackgroundResponses:
         """Streams the answer into the event log; returns how it ended."""
 
         async def keep(plan: PlannedResponse, response: dict[str, Any], answer: Any, finished: dict[str, Any]) -> None:
-            values = {**self._responses.stored_values(plan, response, answer), "checkpoint_json": None}
+            values = {**self._responses.stored_values(plan, response, answer), **rows.JOB_DONE}
             async with self._db.session() as session:
                 await self._held(session, seq, owner, ("in_progress",), values)  # before the last event is taken
                 log_.add(finished)
@@ -266,7 +269,7 @@ class BackgroundResponses:
                     values = {
                         "status": "failed",
                         "response_json": json.dumps(event["response"]),
-                        "checkpoint_json": None,
+                        **rows.JOB_DONE,
                     }
                     await self._write(seq, owner, log_, ("in_progress",), values)
                     return "failed"
@@ -299,7 +302,7 @@ class BackgroundResponses:
         log_.drop_endings()
         response = {**base, "status": "cancelled", "output": log_.done_items}
         try:
-            values = {"response_json": json.dumps(response), "checkpoint_json": None}
+            values = {"response_json": json.dumps(response), **rows.JOB_DONE}
             await self._write(seq, owner, log_, ("cancelled",), values)
         except _Stop:
             return False
@@ -314,14 +317,18 @@ class BackgroundResponses:
         code: str,
         message: str,
         param: str | None = None,
+        earlier: list[dict[str, Any]] | None = None,
     ) -> None:
         """Ends the response failed, with the `error` and `response.failed` events a stream of it ends with (or,
-        cancelled meanwhile, cancelled)."""
+        cancelled meanwhile, cancelled); its output is the items it finished (`earlier`: those of a dead attempt's
+        checkpoint, for one that fails before it generates)."""
+        log_.drop_endings()  # an ending whose write failed is not followed by a second one
         error = {"code": code, "message": message, "param": param}
-        failed = {**base, "status": "failed", "error": {"code": code, "message": message}, "output": log_.done_items}
+        output = log_.done_items or earlier or []
+        failed = {**base, "status": "failed", "error": {"code": code, "message": message}, "output": output}
         log_.add({"type": "error", "sequence_number": 0, **error, "error": {**error, "type": "server_error"}})
         log_.add({"type": "response.failed", "sequence_number": 0, "response": failed})
-        values = {"status": "failed", "response_json": json.dumps(failed), "checkpoint_json": None}
+        values = {"status": "failed", "response_json": json.dumps(failed), **rows.JOB_DONE}
         try:
             await self._write(seq, owner, log_, ("queued", "in_progress"), values)
         except _Stop:

@@ -380,9 +380,13 @@ def _checkpoint(
     round_names: set[str],
 ) -> dict[str, Any]:
     """A marker (not an event: no client sees it) of where the generation is between built-in calls: its output
-    so far and what it showed the model, the calls still to run and the one about to run, and the container its
-    code runs in (an `auto` one's id is made as the request is planned). A background response stores it with the
-    events before it, and a generation taken over after a crash resumes there (`_restored`)."""
+    so far and what it showed the model, the calls still to run and the one about to run (only a call that reaches
+    outside is marked started: a crash after the mark cuts it off), and the container its code runs in (an `auto`
+    one's id is made as the request is planned). A background response stores it with the events before it, and
+    a generation taken over after a crash resumes there (`_restored`)."""
+    server = None
+    if started is not None and plan.mcp is not None and started[0] in plan.mcp.by_name:
+        server = plan.mcp.by_name[started[0]][0].label
     state = {
         "container_id": plan.code.container_id if plan.code is not None else None,
         "output": writer.output,
@@ -399,6 +403,7 @@ def _checkpoint(
         "starts": answer.starts,
         "held": [list(call) for call in held],
         "started": list(started) if started is not None else None,
+        "started_server": server,  # the MCP server the started call went to
         "round": sorted(round_names),
     }
     return {"type": background.CHECKPOINT, "state": state}
@@ -849,15 +854,21 @@ class ResponseService:
                 async for made in self._generations(plan, first, writer, answer):
                     if made["type"] != background.CHECKPOINT or keep is not None:
                         yield made
-            except OasisError as exc:
+            except Exception as exc:
                 if raise_errors and not isinstance(exc, _EndsResponse):
                     raise
+                failure = exc if isinstance(exc, OasisError) else None
+                if failure is None:  # a fault of ours: the stream still ends as a failed response
+                    log.exception("response %s failed", plan.id)
+                    failure = OasisError(
+                        500, "The server had an error while generating the response.", type="server_error"
+                    )
                 # OpenAI's error event (its fields at the top, and under `error` where clients read them), then the
                 # response failed
-                error = {"code": exc.code or exc.type, "message": exc.message, "param": exc.param}
+                error = {"code": failure.code or failure.type, "message": failure.message, "param": failure.param}
                 for made in writer.cut_off():
                     yield made
-                yield event("error", **error, error={**error, "type": exc.type})
+                yield event("error", **error, error={**error, "type": failure.type})
                 failed = self._response(plan, "failed", writer.output, _usage(answer.usage), error=error)
                 yield event("response.failed", response=failed)
                 return
@@ -988,15 +999,13 @@ class ResponseService:
         round_names: set[str],
     ) -> AsyncIterator[dict[str, Any]]:
         """Runs the held calls one by one, with a checkpoint after each (and before each that reaches outside).
-        `interrupted`: the call a dead generation had begun; one that reaches outside (an MCP server's tool, code run
-        in a container) is not made again: the model is told it was cut off. Any other (a search, an image, an
-        approval request) is made again."""
-        if interrupted is not None:
-            if self._reaches_outside(plan, answer, interrupted):
-                for made in self._cut_off_call(plan, writer, answer, interrupted):
-                    yield made
-            else:
-                held = [interrupted, *held]
+        `interrupted`: the call reaching outside (an MCP server's tool, code run in a container) that a dead
+        generation had begun: not made again, the model told it was cut off. (A search or an image is not marked
+        begun: one cut off is made again.)"""
+        if interrupted is not None:  # it reached outside (as decided when it began; the tools listed since may differ)
+            server = (plan.resumed or {}).get("started_server")
+            for made in self._cut_off_call(plan, writer, answer, interrupted, server):
+                yield made
             yield _checkpoint(plan, writer, answer, held, None, round_names)
         while held:
             call, held = held[0], held[1:]
@@ -1043,13 +1052,13 @@ class ResponseService:
 
     @staticmethod
     def _cut_off_call(
-        plan: PlannedResponse, writer: _OutputWriter, answer: _Answer, call: _HeldCall
+        plan: PlannedResponse, writer: _OutputWriter, answer: _Answer, call: _HeldCall, server: str | None
     ) -> list[dict[str, Any]]:
-        """A call that reaches outside, cut off by a crash: ended without being made again, the model told so."""
-        name, arguments, _ = call
-        if plan.mcp is not None and name in plan.mcp.by_name:
-            return ResponseService._mcp_interrupted(plan, writer, answer, call)
-        assert plan.code is not None
+        """A call that reaches outside, cut off by a crash: ended without being made again, the model told so
+        (`server`: the label of the MCP server it went to)."""
+        name, arguments, approval = call
+        if server is not None or plan.code is None or name != code_interpreter.FUNCTION_NAME:
+            return ResponseService._mcp_interrupted(writer, answer, server or "", name, arguments, approval)
         code, container = code_interpreter.code_of(arguments), plan.code.container_id
         item_id = new_id("ci_")
         answer.code_runs += 1
@@ -1060,17 +1069,12 @@ class ResponseService:
 
     @staticmethod
     def _mcp_interrupted(
-        plan: PlannedResponse, writer: _OutputWriter, answer: _Answer, call: _HeldCall
+        writer: _OutputWriter, answer: _Answer, server: str, name: str, arguments: str, approval: str | None
     ) -> list[dict[str, Any]]:
         """An MCP call cut off by a crash, ended failed without being made again."""
-        assert plan.mcp is not None
-        name, arguments, approval = call
-        server, _ = plan.mcp.by_name[name]
         item_id = new_id("mcp_")
-        started = mcp_tools.call_item(
-            item_id, server.label, name, arguments, "in_progress", approval_request_id=approval
-        )
-        done = mcp_tools.call_item(item_id, server.label, name, arguments, "failed", None, _INTERRUPTED, approval)
+        started = mcp_tools.call_item(item_id, server, name, arguments, "in_progress", approval_request_id=approval)
+        done = mcp_tools.call_item(item_id, server, name, arguments, "failed", None, _INTERRUPTED, approval)
         answer.mcp_calls += 1
         answer.tool_texts[item_id] = _INTERRUPTED
         return writer.mcp_call_started(started) + writer.mcp_call_done(done)
@@ -1470,7 +1474,7 @@ class ResponseService:
             row = await self._row(session, project_id, response_id)
             row.deleted_at = now()
             row.response_json, row.input_items_json, row.conversation_json = "{}", "[]", "[]"
-            row.checkpoint_json = None
+            row.request_json = row.checkpoint_json = None
             await rows.drop_events(session, response_id)
             await session.commit()
         self.cancel_here(response_id)
