@@ -248,6 +248,15 @@ async def test_calls_past_the_most_runs_a_response_makes_are_not_run(coder_oasis
     answered = (_Coder.received or [])[-1]
     assert len(_Coder.received or []) == 2 and "tools" not in answered
     assert answered["messages"][-1]["content"] == "Not run: a response runs code at most 2 times."
+    # streamed, the run left undone is not announced completed
+    async with coder_oasis.http() as http:
+        body = {"model": "remote", "input": "Run it three times.", "tools": [AUTO], "stream": True}
+        reply = await http.post("/v1/responses", json=body)
+    events = [json.loads(line[len("data: ") :]) for line in reply.text.splitlines() if line.startswith("data: ")]
+    kinds = [event["type"] for event in events]
+    assert kinds.count("response.code_interpreter_call.completed") == 2
+    done = [event["item"]["status"] for event in events if event["type"] == "response.output_item.done"]
+    assert done[:3] == ["completed", "completed", "incomplete"]
 
 
 async def test_a_containers_memory_limit_bounds_its_sessions(coder_oasis: Harness) -> None:

@@ -1640,7 +1640,9 @@ class _OutputWriter:
         return made
 
     def code_done(self, item: dict[str, Any]) -> list[dict[str, Any]]:
-        return self._tool_done(item, "response.code_interpreter_call.completed")
+        """A run's item done; `completed` announced only for a run that completed (not one left unrun or cut off)."""
+        completed = "response.code_interpreter_call.completed" if item["status"] == "completed" else None
+        return self._tool_done(item, completed)
 
     def image_started(self, item: dict[str, Any]) -> list[dict[str, Any]]:
         made = self._added(item)
