@@ -266,10 +266,10 @@ async def test_the_operator_limits_what_servers_it_reaches(start_oasis: Callable
     assert _McpServer.requests == []  # never contacted
 
 
-@pytest.fixture
-def sdk_mcp_url() -> Iterator[str]:
-    """A server made with the official MCP Python SDK (`mcp`, which the Agents SDK brings), over its Streamable HTTP
-    transport, with an `add` tool."""
+@pytest.fixture(params=["streamable-http", "sse"])
+def sdk_mcp_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A server made with the official MCP Python SDK (`mcp`, which the Agents SDK brings), with an `add` tool, over
+    its Streamable HTTP transport, and over the older HTTP+SSE one (a POST to its URL is a 405)."""
     mcpserver = pytest.importorskip("mcp.server.mcpserver")
     import uvicorn
 
@@ -282,9 +282,10 @@ def sdk_mcp_url() -> Iterator[str]:
         return a + b
 
     port = free_port()
-    running = uvicorn.Server(
-        uvicorn.Config(server.streamable_http_app(), host="127.0.0.1", port=port, log_level="error")
+    app, path = (
+        (server.streamable_http_app(), "mcp") if request.param == "streamable-http" else (server.sse_app(), "sse")
     )
+    running = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     thread = threading.Thread(target=running.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -292,7 +293,7 @@ def sdk_mcp_url() -> Iterator[str]:
         assert time.monotonic() < deadline and thread.is_alive(), "the MCP server did not start"
         time.sleep(0.02)
     try:
-        yield f"http://127.0.0.1:{port}/mcp"
+        yield f"http://127.0.0.1:{port}/{path}"
     finally:
         running.should_exit = True
         thread.join(timeout=10)
@@ -310,3 +311,46 @@ async def test_a_server_made_with_the_mcp_sdk_lists_and_runs_its_tools(adder_oas
     assert set(listed.input_schema["properties"]) == {"a", "b"}  # type: ignore[index]
     assert call.type == "mcp_call" and call.error is None and call.output == "5"
     assert message.type == "message" and response.output_text == "The sum is 5."
+
+
+class _ElsewhereSseServer(http.server.BaseHTTPRequestHandler):
+    """An HTTP+SSE server whose stream names an endpoint on another origin (the port of `elsewhere`)."""
+
+    elsewhere = 0
+    posted: list[str] = []
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        self.posted.append(self.path)
+        self.send_response(405)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.end_headers()
+        self.wfile.write(f"event: endpoint\ndata: http://127.0.0.1:{self.elsewhere}/messages\n\n".encode())
+
+
+async def test_an_sse_server_cannot_send_messages_to_another_origin(adder_oasis: Harness, mcp_url: str) -> None:
+    """The origin checked against the operator's list is the one posted to: an endpoint event naming another (here
+    the other server on loopback) ends the listing as a 424, and nothing is posted there."""
+    _ElsewhereSseServer.posted = []
+    _ElsewhereSseServer.elsewhere = int(mcp_url.split(":")[2].split("/")[0])
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ElsewhereSseServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/sse"
+        tool = {"type": "mcp", "server_label": "calc", "server_url": url, "require_approval": "never"}
+        async with adder_oasis.http() as http_client:
+            reply = await http_client.post("/v1/responses", json={"model": "remote", "input": "hi", "tools": [tool]})
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert reply.status_code == 424, reply.text
+    assert "not on its own origin" in reply.json()["error"]["message"]
+    assert _ElsewhereSseServer.posted == ["/sse"]  # the first POST, refused, then the GET
+    assert _McpServer.requests == [] and _Adder.received == []

@@ -1,6 +1,7 @@
-"""A small client of the Model Context Protocol's Streamable HTTP transport (JSON-RPC 2.0 posted to the server's
-URL; each answer comes as JSON or as server-sent events): what the `mcp` tool of responses needs of a server,
-its tools and calling one. (The older HTTP+SSE transport, a GET stream and a second URL, is not spoken.)"""
+"""A small client of the Model Context Protocol over HTTP: what the `mcp` tool of responses needs of a server, its
+tools and calling one. It speaks the Streamable HTTP transport (JSON-RPC 2.0 posted to the server's URL; each answer
+comes as JSON or as server-sent events) and, for a server that refuses that, the older HTTP+SSE one (a GET stream
+that names a second URL to post to, and carries the answers), as the spec's backwards compatibility section asks."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import asyncio
 import contextlib
 import itertools
 import json
+from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 import httpx
 
@@ -40,22 +43,27 @@ class McpSession:
         }
         self._numbers = itertools.count(1)
         self._client = httpx.AsyncClient(timeout=TIMEOUT_SECONDS, follow_redirects=False)
+        # The older transport's stream, once the server has refused Streamable HTTP.
+        self._stream: _EventStream | None = None
 
     async def __aenter__(self) -> McpSession:
+        initialize = {
+            "protocolVersion": PROTOCOL_VERSION,
+            "capabilities": {},
+            "clientInfo": {"name": "oasis", "version": "1"},
+        }
         try:
-            started = await self._request(
-                "initialize",
-                {
-                    "protocolVersion": PROTOCOL_VERSION,
-                    "capabilities": {},
-                    "clientInfo": {"name": "oasis", "version": "1"},
-                },
-            )
+            try:
+                started = await self._request("initialize", initialize)
+            except _RefusedPost as refused:
+                # A 4xx to the first POST: the server may speak only the older transport, whose stream is a GET.
+                self._stream = await _EventStream.open(self._client, self._url, self._headers, refused)
+                started = await self._request("initialize", initialize)
             version = started.get("protocolVersion")
             self._headers["MCP-Protocol-Version"] = version if isinstance(version, str) else PROTOCOL_VERSION
             await self._send({"jsonrpc": "2.0", "method": "notifications/initialized"}, None)
         except BaseException:
-            await self._client.aclose()
+            await self._close()
             raise
         return self
 
@@ -66,6 +74,13 @@ class McpSession:
             if "Mcp-Session-Id" in self._headers:  # the spec asks clients to end the sessions they leave
                 with contextlib.suppress(httpx.HTTPError):
                     await self._client.delete(self._url, headers=self._headers, timeout=5.0)
+        finally:
+            await self._close()
+
+    async def _close(self) -> None:
+        try:
+            if self._stream is not None:  # the older transport's session ends with its stream
+                await self._stream.aclose()
         finally:
             await self._client.aclose()
 
@@ -111,15 +126,20 @@ class McpSession:
         """Posts a message; the answer to request `number` (None: a notification, no answer read)."""
         try:
             async with asyncio.timeout(TIMEOUT_SECONDS):
+                if self._stream is not None:
+                    return await self._stream.send(body, number, self._headers)
                 async with self._client.stream("POST", self._url, json=body, headers=self._headers) as response:
                     if response.status_code >= 300:  # a redirect too: the URL checked is the URL reached
-                        raise McpError(f"HTTP status {response.status_code} ({response.reason_phrase})")
+                        refused = _status_error(response)
+                        if 400 <= response.status_code < 500 and body.get("method") == "initialize":
+                            raise _RefusedPost(str(refused))
+                        raise refused
                     session = response.headers.get("mcp-session-id")
                     if session:
                         self._headers["Mcp-Session-Id"] = session
                     if number is None:
                         return None
-                    if response.headers.get("content-type", "").startswith("text/event-stream"):
+                    if _is_event_stream(response):
                         return await _answer_in_stream(response, number)
                     return _answer_of(json.loads(await _read_capped(response)), number)
         except TimeoutError:
@@ -128,6 +148,137 @@ class McpSession:
             raise McpError(f"the server could not be reached: {exc}") from None
         except ValueError:
             raise McpError("the server's answer is not JSON") from None
+
+
+class _RefusedPost(McpError):
+    """The server answered the first POST with a 4xx status (its message says which)."""
+
+
+def _status_error(response: httpx.Response) -> McpError:
+    return McpError(f"HTTP status {response.status_code} ({response.reason_phrase})")
+
+
+class _EventStream:
+    """The older HTTP+SSE transport: a GET stream whose first event names the URL messages are posted to (on the
+    server's own origin), and on which the answers come as `message` events, matched here to the requests waiting for
+    them."""
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        response: httpx.Response,
+        events: AsyncIterator[tuple[str, str]],
+        endpoint: str,
+    ) -> None:
+        self._client = client
+        self._response = response
+        self._events = events
+        self._endpoint = endpoint
+        self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._ended: McpError | None = None
+        self._reader = asyncio.create_task(self._read())
+
+    @classmethod
+    async def open(
+        cls, client: httpx.AsyncClient, url: str, headers: dict[str, str], refused: McpError
+    ) -> _EventStream:
+        """The stream at `url`, once its endpoint event has come; `refused` (why the POST failed) when the server
+        does not give a stream there either."""
+        get_headers = {**headers, "Accept": "text/event-stream"}
+        get_headers.pop("Content-Type", None)
+        # Idle time between events is not an error (each request has its own limit); connecting is bounded.
+        request = client.build_request(
+            "GET", url, headers=get_headers, timeout=httpx.Timeout(TIMEOUT_SECONDS, read=None)
+        )
+        try:
+            async with asyncio.timeout(TIMEOUT_SECONDS):
+                response = await client.send(request, stream=True)
+                try:
+                    if response.status_code != 200 or not _is_event_stream(response):
+                        raise refused
+                    events = _events(response)
+                    kind, data = await anext(events, ("", ""))
+                    if kind != "endpoint":
+                        raise McpError("the server's event stream did not begin with its endpoint")
+                    endpoint = urljoin(url, data.strip())
+                    if urlsplit(endpoint)[:2] != urlsplit(url)[:2]:  # the URL checked is the URL reached
+                        raise McpError(f"the server's endpoint {endpoint} is not on its own origin")
+                except BaseException:
+                    await response.aclose()
+                    raise
+        except TimeoutError:
+            raise McpError(f"no endpoint within {TIMEOUT_SECONDS:g} seconds") from None
+        except (httpx.HTTPError, httpx.InvalidURL, UnicodeEncodeError) as exc:
+            raise McpError(f"the server could not be reached: {exc}") from None
+        return cls(client, response, events, endpoint)
+
+    async def send(self, body: dict[str, Any], number: int | None, headers: dict[str, str]) -> dict[str, Any] | None:
+        if self._ended is not None:
+            raise self._ended
+        waiting: asyncio.Future[dict[str, Any]] | None = None
+        if number is not None:  # waited for before posting: the answer may come before the POST's own
+            waiting = self._waiting[number] = asyncio.get_running_loop().create_future()
+        try:
+            posted = await self._client.post(self._endpoint, json=body, headers=headers)
+            if posted.status_code >= 300:
+                raise _status_error(posted)
+            return None if waiting is None else await waiting
+        finally:
+            if number is not None:
+                self._waiting.pop(number, None)
+
+    async def aclose(self) -> None:
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+        await self._response.aclose()
+
+    async def _read(self) -> None:
+        ended = McpError("the server's event stream ended")
+        try:
+            async for kind, data in self._events:
+                if kind != "message":
+                    continue
+                try:
+                    message = json.loads(data)
+                except ValueError:
+                    continue
+                if isinstance(message, dict) and isinstance(message.get("id"), int):
+                    waiting = self._waiting.get(message["id"])
+                    if waiting is not None and not waiting.done() and _answers(message, message["id"]):
+                        waiting.set_result(message)
+        except McpError as exc:
+            ended = exc
+        except Exception as exc:  # the stream broke: every request still waiting fails now, not at its time limit
+            ended = McpError(f"the server's event stream broke: {exc}")
+        self._ended = ended
+        for waiting in self._waiting.values():
+            if not waiting.done():
+                waiting.set_exception(ended)
+
+
+def _is_event_stream(response: httpx.Response) -> bool:
+    return response.headers.get("content-type", "").startswith("text/event-stream")
+
+
+async def _events(response: httpx.Response) -> AsyncIterator[tuple[str, str]]:
+    """The events of a server-sent event stream, each as its type (`message` unless named) and its data; one larger
+    than the answer cap is an error, not read whole into memory."""
+    kind, data, read = "", [], 0
+    async for line in response.aiter_lines():  # \r\n, \n and \r all end a line
+        read += len(line) + 1
+        if read > MAX_ANSWER_BYTES:
+            raise McpError(f"the server's answer is larger than {MAX_ANSWER_BYTES >> 20} MB")
+        if line.startswith("data:"):
+            data.append(line[5:].removeprefix(" "))
+        elif line.startswith("event:"):
+            kind = line[6:].strip()
+        elif not line:
+            if data:
+                yield kind or "message", "\n".join(data)
+            kind, data, read = "", [], 0
+    if data:  # a last event the stream ended without a blank line after
+        yield kind or "message", "\n".join(data)
 
 
 async def _read_capped(response: httpx.Response) -> bytes:
@@ -142,29 +293,16 @@ async def _read_capped(response: httpx.Response) -> bytes:
 async def _answer_in_stream(response: httpx.Response, number: int) -> dict[str, Any]:
     """The answer to request `number` in the server's event stream, read until it comes (the server's own
     requests and notifications on the stream are passed over)."""
-    data: list[str] = []
-    read = 0
-    async for line in response.aiter_lines():  # \r\n, \n and \r all end a line
-        read += len(line) + 1
-        if read > MAX_ANSWER_BYTES:
-            raise McpError(f"the server's answer is larger than {MAX_ANSWER_BYTES >> 20} MB")
-        if line.startswith("data:"):
-            data.append(line[5:].removeprefix(" "))
-            continue
-        if line or not data:
-            continue
-        found, data = _event_answer(data, number), []
+    async for _, data in _events(response):
+        found = _event_answer(data, number)
         if found is not None:
             return found
-    found = _event_answer(data, number)  # a last event the stream ended without a blank line after
-    if found is not None:
-        return found
     raise McpError("the server's event stream ended without an answer")
 
 
-def _event_answer(data: list[str], number: int) -> dict[str, Any] | None:
+def _event_answer(data: str, number: int) -> dict[str, Any] | None:
     try:
-        parsed = json.loads("\n".join(data)) if data else None
+        parsed = json.loads(data)
     except ValueError:
         return None
     return parsed if isinstance(parsed, dict) and _answers(parsed, number) else None
