@@ -313,10 +313,11 @@ async def test_a_server_made_with_the_mcp_sdk_lists_and_runs_its_tools(adder_oas
     assert message.type == "message" and response.output_text == "The sum is 5."
 
 
-class _ElsewhereSseServer(http.server.BaseHTTPRequestHandler):
-    """An HTTP+SSE server whose stream names an endpoint on another origin (the port of `elsewhere`)."""
+class _SseOnlyServer(http.server.BaseHTTPRequestHandler):
+    """A server that refuses POSTs to its URL (with `refusal`); its GET stream names `endpoint` (none: a 404)."""
 
-    elsewhere = 0
+    refusal = 405
+    endpoint: str | None = None
     posted: list[str] = []
 
     def log_message(self, *args: Any) -> None:
@@ -324,33 +325,54 @@ class _ElsewhereSseServer(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         self.posted.append(self.path)
-        self.send_response(405)
+        self.send_response(self.refusal)
         self.send_header("content-length", "0")
         self.end_headers()
 
     def do_GET(self) -> None:
+        if self.endpoint is None:
+            self.send_response(404)
+            self.send_header("content-length", "0")
+            self.end_headers()
+            return
         self.send_response(200)
         self.send_header("content-type", "text/event-stream")
         self.end_headers()
-        self.wfile.write(f"event: endpoint\ndata: http://127.0.0.1:{self.elsewhere}/messages\n\n".encode())
+        self.wfile.write(f": a comment\r\nevent: endpoint\r\ndata: {self.endpoint}\r\n\r\n".encode())
 
 
-async def test_an_sse_server_cannot_send_messages_to_another_origin(adder_oasis: Harness, mcp_url: str) -> None:
-    """The origin checked against the operator's list is the one posted to: an endpoint event naming another (here
-    the other server on loopback) ends the listing as a 424, and nothing is posted there."""
-    _ElsewhereSseServer.posted = []
-    _ElsewhereSseServer.elsewhere = int(mcp_url.split(":")[2].split("/")[0])
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ElsewhereSseServer)
+async def test_an_sse_server_posts_only_where_its_url_may(start_oasis: Callable[..., Any], mcp_url: str) -> None:
+    """The URL checked is the URL posted to: an HTTP+SSE server's endpoint on another origin (here the other server
+    on loopback), or outside the operator's allowed prefixes, ends the listing as a 424, and nothing is posted there.
+    A server that refuses the POST and has no stream either is named by the POST's status."""
+    _Adder.received = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SseOnlyServer)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    origin = f"http://127.0.0.1:{server.server_address[1]}"
+    other = mcp_url.removesuffix("/mcp")
+    cases = [  # the operator's list, the endpoint, the POST's refusal, and what the 424 says
+        (None, f"{other}/messages", 405, "not on its own origin"),
+        ([f"{origin}/mcp/"], "/admin/messages", 405, "outside the URLs"),
+        ([f"{origin}/mcp/"], "/mcp/messages?session_id=1", 401, "HTTP status 401"),  # allowed; the POST's refusal
+        (None, None, 401, "HTTP status 401 (Unauthorized)"),
+    ]
     try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/sse"
-        tool = {"type": "mcp", "server_label": "calc", "server_url": url, "require_approval": "never"}
-        async with adder_oasis.http() as http_client:
-            reply = await http_client.post("/v1/responses", json={"model": "remote", "input": "hi", "tools": [tool]})
+        for allowed, endpoint, refusal, said in cases:
+            _SseOnlyServer.posted, _SseOnlyServer.endpoint, _SseOnlyServer.refusal = [], endpoint, refusal
+            url = f"{origin}/mcp/sse"
+            tool = {"type": "mcp", "server_label": "calc", "server_url": url, "require_approval": "never"}
+            async with (
+                upstream_oasis(start_oasis, _Adder, responses={"mcp_server_urls": allowed}) as harness,
+                harness.http() as http_client,
+            ):
+                reply = await http_client.post(
+                    "/v1/responses", json={"model": "remote", "input": "hi", "tools": [tool]}
+                )
+            assert reply.status_code == 424, reply.text
+            assert said in reply.json()["error"]["message"], (endpoint, reply.text)
+            posted = ["/mcp/sse"] + (["/mcp/messages?session_id=1"] if endpoint and "session" in endpoint else [])
+            assert _SseOnlyServer.posted == posted
     finally:
         server.shutdown()
         server.server_close()
-    assert reply.status_code == 424, reply.text
-    assert "not on its own origin" in reply.json()["error"]["message"]
-    assert _ElsewhereSseServer.posted == ["/sse"]  # the first POST, refused, then the GET
     assert _McpServer.requests == [] and _Adder.received == []

@@ -33,6 +33,11 @@ class McpServer:
     allowed: Any = None  # `allowed_tools` as given
     approval: Any = "always"  # `require_approval` as given
     description: str | None = None
+    reachable: list[str] | None = None  # the operator's allowed URL prefixes (None: any)
+
+    def may_reach(self, url: str) -> bool:
+        """Whether oasis may post to `url` for this server (an HTTP+SSE server's endpoint), as its URL was checked."""
+        return _unreachable(url, self.reachable) is None
 
     def offers(self, tool: dict[str, Any]) -> bool:
         return self.allowed is None or _matches(self.allowed, tool)
@@ -114,28 +119,35 @@ def mcp_servers(tools: list[dict[str, Any]] | None, reachable: list[str] | None 
             )
         description = tool.get("server_description")
         servers.append(
-            McpServer(label, url, dict(headers), param, allowed, approval, description if description else None)
+            McpServer(
+                label, url, dict(headers), param, allowed, approval, description if description else None, reachable
+            )
         )
     return servers
 
 
 def _check_reachable(url: str, reachable: list[str] | None, param: str) -> None:
-    """A 400 for a URL that is not one, one outside the operator's allowed prefixes (`responses.mcp_server_urls`:
-    the same scheme, host and port, and a path under the prefix's), or, with no list, a link-local address (cloud
-    metadata services)."""
+    """A 400 for a URL oasis may not connect to (see `_unreachable`)."""
+    why = _unreachable(url, reachable)
+    if why is not None:
+        raise invalid_request(why, param=param)
+
+
+def _unreachable(url: str, reachable: list[str] | None) -> str | None:
+    """Why oasis may not connect to a URL: it is not one, it is outside the operator's allowed prefixes
+    (`responses.mcp_server_urls`: the same scheme, host and port, and a path under the prefix's), or, with no list,
+    it is a link-local address (cloud metadata services). None where it may."""
     try:
         parsed = httpx.URL(url)
     except httpx.InvalidURL:
-        raise invalid_request(f"`server_url` is not a URL: {url}", param=param) from None
+        return f"`server_url` is not a URL: {url}"
     if not parsed.host:
-        raise invalid_request(f"`server_url` has no host: {url}", param=param)
+        return f"`server_url` has no host: {url}"
     if reachable is None:
         with contextlib.suppress(ValueError):
             if ipaddress.ip_address(parsed.host).is_link_local:
-                raise invalid_request(
-                    "`server_url` is a link-local address, which oasis does not connect to.", param=param
-                )
-        return
+                return "`server_url` is a link-local address, which oasis does not connect to."
+        return None
     for allowed in reachable:
         try:
             prefix = httpx.URL(allowed)
@@ -144,12 +156,11 @@ def _check_reachable(url: str, reachable: list[str] | None, param: str) -> None:
         folder = prefix.path if prefix.path.endswith("/") else prefix.path + "/"
         same_server = (parsed.scheme, parsed.host, parsed.port) == (prefix.scheme, prefix.host, prefix.port)
         if same_server and (parsed.path == prefix.path or parsed.path.startswith(folder)):
-            return
-    raise invalid_request(
+            return None
+    return (
         f"oasis does not connect to MCP server {url}: its operator allows "
         + (", ".join(reachable) or "none")
-        + " (`responses.mcp_server_urls`).",
-        param=param,
+        + " (`responses.mcp_server_urls`)."
     )
 
 

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import itertools
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -19,6 +19,8 @@ import httpx
 PROTOCOL_VERSION = "2025-06-18"
 # The longest one request (its whole answer) may take.
 TIMEOUT_SECONDS = 60.0
+# The longest an HTTP+SSE server's stream may take to name its endpoint (its first event, sent at once).
+ENDPOINT_SECONDS = 10.0
 MAX_TOOL_PAGES = 20
 # The most of an answer read (a larger one is an error, not read whole into memory).
 MAX_ANSWER_BYTES = 8 << 20
@@ -32,10 +34,12 @@ class McpError(Exception):
 
 class McpSession:
     """One session with a server: initialized on entry, its session id (when it gives one) sent with each request,
-    and ended on exit. Redirects are not followed (the URL checked is the URL reached)."""
+    and ended on exit. Redirects are not followed (the URL checked is the URL reached); `may_reach` checks the
+    endpoint an HTTP+SSE server names, as the server's own URL was checked."""
 
-    def __init__(self, url: str, headers: dict[str, str]) -> None:
+    def __init__(self, url: str, headers: dict[str, str], may_reach: Callable[[str], bool] = lambda url: True) -> None:
         self._url = url
+        self._may_reach = may_reach
         self._headers = {
             **headers,
             "Accept": "application/json, text/event-stream",
@@ -57,7 +61,7 @@ class McpSession:
                 started = await self._request("initialize", initialize)
             except _RefusedPost as refused:
                 # A 4xx to the first POST: the server may speak only the older transport, whose stream is a GET.
-                self._stream = await _EventStream.open(self._client, self._url, self._headers, refused)
+                self._stream = await _EventStream.open(self._client, self._url, self._headers, refused, self._may_reach)
                 started = await self._request("initialize", initialize)
             version = started.get("protocolVersion")
             self._headers["MCP-Protocol-Version"] = version if isinstance(version, str) else PROTOCOL_VERSION
@@ -180,10 +184,15 @@ class _EventStream:
 
     @classmethod
     async def open(
-        cls, client: httpx.AsyncClient, url: str, headers: dict[str, str], refused: McpError
+        cls,
+        client: httpx.AsyncClient,
+        url: str,
+        headers: dict[str, str],
+        refused: McpError,
+        may_reach: Callable[[str], bool],
     ) -> _EventStream:
-        """The stream at `url`, once its endpoint event has come; `refused` (why the POST failed) when the server
-        does not give a stream there either."""
+        """The stream at `url`, once its endpoint event has come. Where no such stream comes, the error says why the
+        POST was refused too (the server may speak Streamable HTTP and have refused the request itself)."""
         get_headers = {**headers, "Accept": "text/event-stream"}
         get_headers.pop("Content-Type", None)
         # Idle time between events is not an error (each request has its own limit); connecting is bounded.
@@ -191,25 +200,31 @@ class _EventStream:
             "GET", url, headers=get_headers, timeout=httpx.Timeout(TIMEOUT_SECONDS, read=None)
         )
         try:
-            async with asyncio.timeout(TIMEOUT_SECONDS):
+            async with asyncio.timeout(ENDPOINT_SECONDS):
                 response = await client.send(request, stream=True)
                 try:
                     if response.status_code != 200 or not _is_event_stream(response):
                         raise refused
-                    events = _events(response)
+                    events = _events(response, each_capped=True)
                     kind, data = await anext(events, ("", ""))
-                    if kind != "endpoint":
-                        raise McpError("the server's event stream did not begin with its endpoint")
+                    if kind != "endpoint" or not data.strip():
+                        raise McpError(f"{refused}; its event stream did not begin with an endpoint")
                     endpoint = urljoin(url, data.strip())
                     if urlsplit(endpoint)[:2] != urlsplit(url)[:2]:  # the URL checked is the URL reached
                         raise McpError(f"the server's endpoint {endpoint} is not on its own origin")
+                    if not may_reach(endpoint):
+                        raise McpError(
+                            f"the server's endpoint {endpoint} is outside the URLs oasis's operator allows "
+                            "(`responses.mcp_server_urls`)"
+                        )
                 except BaseException:
                     await response.aclose()
                     raise
         except TimeoutError:
-            raise McpError(f"no endpoint within {TIMEOUT_SECONDS:g} seconds") from None
-        except (httpx.HTTPError, httpx.InvalidURL, UnicodeEncodeError) as exc:
-            raise McpError(f"the server could not be reached: {exc}") from None
+            raise McpError(f"{refused}; no endpoint event within {ENDPOINT_SECONDS:g} seconds") from None
+        except (httpx.HTTPError, httpx.InvalidURL, UnicodeEncodeError, ValueError) as exc:
+            # ValueError: an endpoint urllib cannot read (an unclosed IPv6 bracket, say)
+            raise McpError(f"{refused}; no event stream either: {exc}") from None
         return cls(client, response, events, endpoint)
 
     async def send(self, body: dict[str, Any], number: int | None, headers: dict[str, str]) -> dict[str, Any] | None:
@@ -219,18 +234,20 @@ class _EventStream:
         if number is not None:  # waited for before posting: the answer may come before the POST's own
             waiting = self._waiting[number] = asyncio.get_running_loop().create_future()
         try:
-            posted = await self._client.post(self._endpoint, json=body, headers=headers)
-            if posted.status_code >= 300:
-                raise _status_error(posted)
+            # the answer comes on the stream: the POST's own body (202's is empty) is not read
+            async with self._client.stream("POST", self._endpoint, json=body, headers=headers) as posted:
+                if posted.status_code >= 300:
+                    raise _status_error(posted)
             return None if waiting is None else await waiting
         finally:
             if number is not None:
                 self._waiting.pop(number, None)
+            if waiting is not None and waiting.done() and not waiting.cancelled():
+                waiting.exception()  # retrieved: a stream that ended while the POST failed is not logged as lost
 
     async def aclose(self) -> None:
         self._reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._reader
+        await asyncio.wait([self._reader])  # not awaited itself: a cancellation of the caller's own goes on
         await self._response.aclose()
 
     async def _read(self) -> None:
@@ -243,7 +260,7 @@ class _EventStream:
                     message = json.loads(data)
                 except ValueError:
                     continue
-                if isinstance(message, dict) and isinstance(message.get("id"), int):
+                if isinstance(message, dict) and type(message.get("id")) is int:
                     waiting = self._waiting.get(message["id"])
                     if waiting is not None and not waiting.done() and _answers(message, message["id"]):
                         waiting.set_result(message)
@@ -261,23 +278,27 @@ def _is_event_stream(response: httpx.Response) -> bool:
     return response.headers.get("content-type", "").startswith("text/event-stream")
 
 
-async def _events(response: httpx.Response) -> AsyncIterator[tuple[str, str]]:
-    """The events of a server-sent event stream, each as its type (`message` unless named) and its data; one larger
-    than the answer cap is an error, not read whole into memory."""
-    kind, data, read = "", [], 0
+async def _events(response: httpx.Response, each_capped: bool = False) -> AsyncIterator[tuple[str, str]]:
+    """The events of a server-sent event stream, each as its type (`message` unless named) and its data. The cap on
+    what is read is for the whole stream (an answer's), or, `each_capped`, for each event (a session's stream)."""
+    kind, read = "", 0
+    data: list[str] = []
     async for line in response.aiter_lines():  # \r\n, \n and \r all end a line
         read += len(line) + 1
         if read > MAX_ANSWER_BYTES:
             raise McpError(f"the server's answer is larger than {MAX_ANSWER_BYTES >> 20} MB")
-        if line.startswith("data:"):
-            data.append(line[5:].removeprefix(" "))
-        elif line.startswith("event:"):
-            kind = line[6:].strip()
-        elif not line:
-            if data:
+        field, _, value = line.removeprefix("\ufeff").partition(":")
+        if not line:
+            if data and (len(data) > 1 or data[0]):  # a lone `data:` is no event
                 yield kind or "message", "\n".join(data)
-            kind, data, read = "", [], 0
-    if data:  # a last event the stream ended without a blank line after
+            kind, data = "", []
+            if each_capped:
+                read = 0
+        elif field == "data":
+            data.append(value.removeprefix(" "))
+        elif field == "event":
+            kind = value.strip()
+    if data and (len(data) > 1 or data[0]):  # a last event the stream ended without a blank line after
         yield kind or "message", "\n".join(data)
 
 
@@ -312,6 +333,7 @@ def _answers(message: Any, number: int) -> bool:
     """Whether a message is the answer to request `number` (not a request or notification of the server's)."""
     return (
         isinstance(message, dict)
+        and type(message.get("id")) is int  # not `true`, which equals 1
         and message.get("id") == number
         and "method" not in message
         and ("result" in message or "error" in message)

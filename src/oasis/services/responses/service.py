@@ -1166,7 +1166,7 @@ class ResponseService:
         else:
             answer.mcp_calls += 1
             try:
-                async with McpSession(server.url, server.headers) as session:
+                async with McpSession(server.url, server.headers, server.may_reach) as session:
                     text, failed = await session.call_tool(name, parsed)
             except McpError as exc:
                 error = str(exc)
@@ -1193,7 +1193,7 @@ class ResponseService:
         remote = mcp_tools.McpTools(servers)
         for server in servers:
             try:
-                async with McpSession(server.url, server.headers) as session:
+                async with McpSession(server.url, server.headers, server.may_reach) as session:
                     listed = await session.list_tools()
             except McpError as exc:
                 raise mcp_tools.listing_failed(server, exc) from None
