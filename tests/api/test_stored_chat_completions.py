@@ -4,8 +4,12 @@ May-2024 SDK can send) reach the same routes. On the real llama.cpp engine and t
 
 from __future__ import annotations
 
+import http.server
 import json
+import threading
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -16,6 +20,7 @@ from oasis.protocol.extensions import ChatCompletionRequest
 from oasis.storage.tables import StoredChatCompletion
 from tests.conftest import Harness
 from tests.scripted_upstream import ScriptedChat, upstream_oasis
+from tests.server_process import oasis_env, oasis_server
 
 MODEL = "gpt-4o-mini"
 QUESTION = [
@@ -341,3 +346,62 @@ async def test_a_request_made_again_under_its_key_is_stored_once_with_its_newer_
 
 def _choice(text: str) -> dict[str, Any]:
     return {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop", "logprobs": None}
+
+
+class _HoldsItsUsage(http.server.BaseHTTPRequestHandler):
+    """An upstream that streams its answer to its finish reason, and its usage chunk a second later."""
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["content-length"]))
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.end_headers()
+        base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0, "model": "theirs"}
+        answer = [
+            {"index": 0, "delta": {"role": "assistant", "content": "Blue."}, "finish_reason": None},
+            {"index": 0, "delta": {}, "finish_reason": "stop"},
+        ]
+        for choice in answer:
+            self.wfile.write(f"data: {json.dumps({**base, 'choices': [choice]})}\n\n".encode())
+        self.wfile.flush()
+        time.sleep(1)
+        usage = {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11}
+        self.wfile.write(f"data: {json.dumps({**base, 'choices': [], 'usage': usage})}\n\ndata: [DONE]\n\n".encode())
+
+
+def test_a_client_gone_once_its_answer_ended_still_has_it_stored(tmp_path: Path, postgres_url: str | None) -> None:
+    """A client that stops reading at the finish reason (before the usage chunk it did not ask for) leaves a whole
+    answer: it is stored, with its usage. Needs a real server: the test transport does not stream."""
+    upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HoldsItsUsage)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    remote = {"base_url": f"http://127.0.0.1:{upstream.server_address[1]}/v1", "model": "theirs"}
+    config = tmp_path / "oasis.yaml"
+    config.write_text(
+        json.dumps({"defaults": False, "models": [{"id": "remote", "engine": "upstream", "options": remote}]})
+    )
+    try:
+        with oasis_server(tmp_path / "data", oasis_env(postgres_url), "--config", str(config)) as server:
+            client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="sk-test")
+            if not hasattr(client.chat.completions, "retrieve"):
+                pytest.skip("this SDK has no stored chat completions")
+            stream = client.chat.completions.create(model="remote", messages=QUESTION, stream=True, store=True)
+            for chunk in stream:
+                if chunk.choices and chunk.choices[0].finish_reason:
+                    break
+            stream.close()  # gone, though the stream has not ended
+            deadline = time.monotonic() + 15
+            while True:
+                try:
+                    stored = client.chat.completions.retrieve(chunk.id)
+                    break
+                except openai.NotFoundError:
+                    assert time.monotonic() < deadline, "the answer was not stored"
+                    time.sleep(0.2)
+            assert stored.choices[0].message.content == "Blue." and stored.choices[0].finish_reason == "stop"
+            assert stored.usage is not None and stored.usage.completion_tokens == 2
+    finally:
+        upstream.shutdown()
+        upstream.server_close()

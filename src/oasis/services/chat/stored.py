@@ -10,6 +10,8 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
+
 from oasis.errors import not_found
 from oasis.protocol.extensions import ChatCompletionRequest
 from oasis.services.chat.assembly import assembled
@@ -23,6 +25,9 @@ from oasis.storage.tables import StoredChatCompletion
 
 log = logging.getLogger("oasis.chat")
 
+# The longest a stream's end (its usage chunk) is waited for once every choice has finished.
+_REST_SECONDS = 30.0
+
 # The request's settings a stored completion shows beside its answer, each with OpenAI's value when it was not sent.
 _SETTINGS: dict[str, Any] = {
     "temperature": 1.0,
@@ -34,6 +39,14 @@ _SETTINGS: dict[str, Any] = {
     "tool_choice": None,
     "response_format": None,
 }
+
+
+def _finished(chunks: list[dict[str, Any]], choices: int) -> bool:
+    """Whether every choice of a stream has had its finish reason."""
+    ended = {
+        choice.get("index") for chunk in chunks for choice in chunk.get("choices") or [] if choice.get("finish_reason")
+    }
+    return len(ended) >= choices
 
 
 def _sent(request: ChatCompletionRequest) -> dict[str, Any]:
@@ -110,19 +123,34 @@ class StoredCompletions:
         report usage (the stored answer has it); the client sees it only where it asked (`usage_asked`)."""
         stored_id = new_id("chatcmpl-")
         seen: list[dict[str, Any]] = []
+        whole = False  # every choice has had its finish reason
         try:
             async for chunk in chunks:
-                chunk = {**chunk, "id": stored_id}
-                seen.append(chunk)
-                if usage_asked:
-                    yield chunk
-                    continue
-                if chunk.get("usage") is not None and not chunk.get("choices") and "moderation" not in chunk:
-                    continue  # the usage chunk the client did not ask for
-                yield {key: value for key, value in chunk.items() if key != "usage"}
+                batch = [{**chunk, "id": stored_id}]
+                seen += batch
+                if not whole and _finished(seen, request.n or 1):
+                    whole = True
+                    # What follows (the usage chunk) is read now, before the finish reason goes out, and shielded:
+                    # a client that stops reading at the finish reason has had its whole answer, which is stored
+                    # with its usage though the client's leaving cancels this stream.
+                    with anyio.CancelScope(shield=True), anyio.move_on_after(_REST_SECONDS):
+                        async for later in chunks:
+                            batch.append({**later, "id": stored_id})
+                            seen.append(batch[-1])
+                for each in batch:
+                    if usage_asked:
+                        yield each
+                    elif each.get("usage") is None or each.get("choices") or "moderation" in each:
+                        yield {key: value for key, value in each.items() if key != "usage"}
+                    # else: the usage chunk the client did not ask for
         finally:
-            await close_chunks(chunks)  # a client gone mid-way stops the generation (and nothing is stored)
-        if seen:
+            try:
+                if whole:
+                    with anyio.CancelScope(shield=True):
+                        await self._store(project_id, request, assembled(seen), request_id)
+            finally:
+                await close_chunks(chunks)  # a client gone before the end stops the generation (nothing is stored)
+        if seen and not whole:
             await self._store(project_id, request, assembled(seen), request_id)
 
     async def _store(
