@@ -607,3 +607,48 @@ async def test_an_image_named_by_file_id_is_sent_as_its_bytes(recorded: Harness)
                 model="remote", input=[{"role": "user", "content": [{"type": "input_image", "file_id": file_id}]}]
             )
         assert refused.value.body["param"] == "input[0].content[0].file_id"  # type: ignore[index]
+
+
+async def test_input_tokens_are_counted_as_the_response_reads_them(chat_oasis: Harness) -> None:
+    client = chat_oasis.sdk()
+    _newer_sdk(client)
+    if not hasattr(client.responses, "input_tokens"):
+        pytest.skip("this SDK cannot count input tokens")
+    asked: dict[str, Any] = {
+        "model": MODEL,
+        "instructions": "Answer in one word.",
+        "input": "What is the capital of France?",
+        "tools": [WEATHER],
+    }
+    counted = await client.responses.input_tokens.count(**asked)
+    assert counted.object == "response.input_tokens"
+    answered = await client.responses.create(**asked, max_output_tokens=16, temperature=0)
+    assert answered.usage is not None and counted.input_tokens == answered.usage.input_tokens
+    # the tools and the instructions are in the prompt counted; nothing was stored for the count
+    alone = await client.responses.input_tokens.count(model=MODEL, input="What is the capital of France?")
+    assert 0 < alone.input_tokens < counted.input_tokens - 20
+    # an earlier response continued: its turns are counted too
+    follow_up = await client.responses.input_tokens.count(
+        model=MODEL, input="And of Germany?", previous_response_id=answered.id
+    )
+    fresh = await client.responses.input_tokens.count(model=MODEL, input="And of Germany?")
+    assert follow_up.input_tokens > fresh.input_tokens + 10
+    async with chat_oasis.http() as http:
+        unnamed = await http.post("/v1/responses/input_tokens", json={"input": "What is the capital of France?"})
+        assert unnamed.status_code == 200 and unnamed.json()["input_tokens"] == alone.input_tokens
+        cases: list[tuple[dict[str, Any], int, str | None]] = [
+            ({"model": MODEL}, 400, "input"),
+            ({"model": "no-such-model", "input": "hi"}, 404, "model"),
+            ({"model": MODEL, "input": "hi", "previous_response_id": "resp_missing"}, 404, "previous_response_id"),
+            ({"model": MODEL, "input": 5}, 400, "input"),
+        ]
+        for body, status, param in cases:
+            reply = await http.post("/v1/responses/input_tokens", json=body)
+            assert reply.status_code == status, (body, reply.text)
+            assert reply.json()["error"]["param"] == param, (body, reply.text)
+
+
+async def test_an_upstream_models_input_tokens_are_not_guessed(start_oasis: Callable[..., Any]) -> None:
+    async with upstream_oasis(start_oasis, _SaysThenCalls) as harness, harness.http() as http:
+        reply = await http.post("/v1/responses/input_tokens", json={"model": "remote", "input": "hi"})
+    assert reply.status_code == 400 and reply.json()["error"]["param"] == "model", reply.text

@@ -1,5 +1,5 @@
 """The Responses API (after the 2.0.0 spec): create (whole, streamed or in the background), retrieve (a
-background one streamed again), cancel, delete, input items."""
+background one streamed again), cancel, delete, input items, and a request's input tokens counted."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from oasis.api.deps import ContainerDep, Order, PrincipalDep
 from oasis.api.disconnect import unless_disconnected
 from oasis.api.lists import dict_list_body
 from oasis.api.sse import typed_events_response
-from oasis.protocol.responses import CreateResponseRequest
+from oasis.protocol.responses import CountInputTokensRequest, CreateResponseRequest
 from oasis.storage.pagination import PageRequest
 
 router = APIRouter(tags=["Responses"])
@@ -32,6 +32,15 @@ async def create_response(
     if body.stream:
         return await typed_events_response(await container.responses.stream(plan))
     return JSONResponse(await unless_disconnected(request, container.responses.create(plan)))
+
+
+@router.post("/responses/input_tokens")
+async def count_input_tokens(
+    body: CountInputTokensRequest, container: ContainerDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    model = body.model or container.tokenizer.first_model()
+    request = CreateResponseRequest.model_validate(body.model_dump(exclude_unset=True) | {"model": model})
+    return await container.responses.count_input_tokens(principal.project_id, request)
 
 
 @router.get("/responses/{response_id}", response_model=None)

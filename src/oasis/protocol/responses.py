@@ -66,6 +66,13 @@ class CreateResponseRequest(BaseModel):
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
 
 
+class CountInputTokensRequest(CreateResponseRequest):
+    """`POST /v1/responses/input_tokens`: a response's request, counted rather than answered. `model` may be left
+    out (the first text model served counts it)."""
+
+    model: str | None = None  # type: ignore[assignment]
+
+
 # Conversations: their items are read item by item (services/responses/items.py), as a response's input.
 
 

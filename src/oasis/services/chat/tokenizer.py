@@ -15,15 +15,18 @@ class TokenizerService:
     def __init__(self, registry: EngineRegistry) -> None:
         self._registry = registry
 
+    def first_model(self) -> str:
+        """The first configured text model: the one that answers where no model is named (as vLLM, which serves
+        one model)."""
+        for spec in self._registry.specs:
+            engine = self._registry.engine(spec.id)
+            if engine is not None and hasattr(engine, "tokenize"):
+                return spec.id
+        raise not_found("No text model is being served.", param="model", code="model_not_found")
+
     def _engine(self, model: str | None) -> tuple[str, TextEngine]:
-        if model is None:
-            # Like vLLM, which serves one model: without a name, the first configured text model answers.
-            for spec in self._registry.specs:
-                engine = self._registry.engine(spec.id)
-                if engine is not None and hasattr(engine, "tokenize"):
-                    return spec.id, text_engine(self._registry, spec.id, purpose="tokenization")
-            raise not_found("No text model is being served.", param="model", code="model_not_found")
-        return model, text_engine(self._registry, model, purpose="tokenization")
+        name = self.first_model() if model is None else model
+        return name, text_engine(self._registry, name, purpose="tokenization")
 
     def info(self, model: str | None) -> dict[str, Any]:
         name, engine = self._engine(model)

@@ -598,6 +598,22 @@ class ResponseService:
             turn_start=len(conversation) - len(turn),
         )
 
+    async def count_input_tokens(self, project_id: str, request: CreateResponseRequest) -> dict[str, Any]:
+        """The tokens a response's input would take in its model's prompt: its instructions, conversation and tools,
+        as the response's first generation reads them (its `usage.input_tokens`). Checked as a response is, and
+        nothing stored or run; an upstream's model has no count here (a 400)."""
+        asked = request.model_copy(update={"stream": None, "background": None, "store": False})
+        plan = await self.plan(project_id, asked)
+        # a model the plan did not render is an upstream's, or not one served here (then a 404, as chat's)
+        prepared = plan.prepared or await asyncio.to_thread(self._chat.prepare_local, plan.chat)
+        if prepared is None:
+            raise invalid_request(
+                f"Model '{request.model}' is served by an upstream engine, whose tokenizer is not here: input "
+                "tokens are counted for the models this server runs.",
+                param="model",
+            )
+        return {"object": "response.input_tokens", "input_tokens": len(prepared.prompt)}
+
     async def _referenced(
         self, project_id: str, request_input: str | list[dict[str, Any]] | None
     ) -> str | list[dict[str, Any]] | None:
