@@ -38,9 +38,8 @@ async def create_response(
 async def count_input_tokens(
     body: CountInputTokensRequest, container: ContainerDep, principal: PrincipalDep
 ) -> dict[str, Any]:
-    model = body.model or container.tokenizer.first_model()
-    request = CreateResponseRequest.model_validate(body.model_dump(exclude_unset=True) | {"model": model})
-    return await container.responses.count_input_tokens(principal.project_id, request)
+    model = container.tokenizer.first_model() if body.model is None else body.model
+    return await container.responses.count_input_tokens(principal.project_id, body.model_copy(update={"model": model}))
 
 
 @router.get("/responses/{response_id}", response_model=None)

@@ -41,12 +41,9 @@ _SETTINGS: dict[str, Any] = {
 }
 
 
-def _finished(chunks: list[dict[str, Any]], choices: int) -> bool:
-    """Whether every choice of a stream has had its finish reason."""
-    ended = {
-        choice.get("index") for chunk in chunks for choice in chunk.get("choices") or [] if choice.get("finish_reason")
-    }
-    return len(ended) >= choices
+def _finished_choices(chunk: dict[str, Any]) -> set[Any]:
+    """The choices a chunk gives their finish reason."""
+    return {choice.get("index") for choice in chunk.get("choices") or [] if choice.get("finish_reason")}
 
 
 def _sent(request: ChatCompletionRequest) -> dict[str, Any]:
@@ -123,34 +120,40 @@ class StoredCompletions:
         report usage (the stored answer has it); the client sees it only where it asked (`usage_asked`)."""
         stored_id = new_id("chatcmpl-")
         seen: list[dict[str, Any]] = []
-        whole = False  # every choice has had its finish reason
+        finished: set[Any] = set()  # the choices that have had their finish reason
+        drained = False  # the stream read to its end once the answer was whole (and the answer stored then)
         try:
             async for chunk in chunks:
                 batch = [{**chunk, "id": stored_id}]
                 seen += batch
-                if not whole and _finished(seen, request.n or 1):
-                    whole = True
-                    # What follows (the usage chunk) is read now, before the finish reason goes out, and shielded:
-                    # a client that stops reading at the finish reason has had its whole answer, which is stored
-                    # with its usage though the client's leaving cancels this stream.
-                    with anyio.CancelScope(shield=True), anyio.move_on_after(_REST_SECONDS):
-                        async for later in chunks:
-                            batch.append({**later, "id": stored_id})
-                            seen.append(batch[-1])
+                finished.update(_finished_choices(chunk))
+                failure: Exception | None = None
+                if not drained and len(finished) >= (request.n or 1):
+                    # The answer is whole: what follows (the usage chunk) is read, and the answer stored, before the
+                    # finish reason goes out, shielded, so that a client that stops reading at the finish reason
+                    # (and leaves, cancelling this stream) has its answer stored with its usage.
+                    with anyio.CancelScope(shield=True):
+                        try:
+                            with anyio.move_on_after(_REST_SECONDS):
+                                async for later in chunks:
+                                    batch.append({**later, "id": stored_id})
+                                    seen.append(batch[-1])
+                        except Exception as exc:  # the client hears the finish, then the failure; nothing stored
+                            failure = exc
+                        else:
+                            await self._store(project_id, request, assembled(seen), request_id)
+                        drained = True
                 for each in batch:
                     if usage_asked:
                         yield each
                     elif each.get("usage") is None or each.get("choices") or "moderation" in each:
                         yield {key: value for key, value in each.items() if key != "usage"}
                     # else: the usage chunk the client did not ask for
+                if failure is not None:
+                    raise failure
         finally:
-            try:
-                if whole:
-                    with anyio.CancelScope(shield=True):
-                        await self._store(project_id, request, assembled(seen), request_id)
-            finally:
-                await close_chunks(chunks)  # a client gone before the end stops the generation (nothing is stored)
-        if seen and not whole:
+            await close_chunks(chunks)  # a client gone before the end stops the generation (nothing is stored)
+        if seen and not drained:
             await self._store(project_id, request, assembled(seen), request_id)
 
     async def _store(
