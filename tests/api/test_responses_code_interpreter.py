@@ -351,3 +351,30 @@ async def test_a_fault_of_the_servers_own_ends_the_stream_as_a_failed_response(
     assert events[-2]["code"] == "server_error" and "a bug" not in events[-2]["message"]  # no internals shown
     failed = events[-1]["response"]
     assert [(item["type"], item["status"]) for item in failed["output"]] == [("code_interpreter_call", "completed")]
+
+
+async def test_the_agents_sdks_hosted_code_interpreter_runs_the_code_here(coder_oasis: Harness) -> None:
+    """OpenAI's Agents SDK with its hosted CodeInterpreterTool: the code runs in oasis's sandbox, the SDK reads the
+    call as a tool call item (whole and streamed), and the agent answers from its output."""
+    agents = pytest.importorskip("agents")
+    client = coder_oasis.sdk()
+    _newer_sdk(client)
+    agents.set_tracing_disabled(True)  # tracing posts to OpenAI
+    agent = agents.Agent(
+        name="Calculator",
+        instructions="Compute with Python.",
+        model=agents.OpenAIResponsesModel(model="remote", openai_client=client),
+        tools=[agents.CodeInterpreterTool(tool_config=AUTO)],
+    )
+    result = await agents.Runner.run(agent, "What is six times seven?", max_turns=2)
+    (ran,) = [item.raw_item for item in result.new_items if item.type == "tool_call_item"]
+    assert ran.type == "code_interpreter_call" and ran.status == "completed" and ran.code == _Coder.code
+    assert result.final_output == "It printed 42."
+
+    streamed = agents.Runner.run_streamed(agent, "And again?", max_turns=2)
+    seen = [event async for event in streamed.stream_events()]
+    made = [
+        event.item.raw_item for event in seen if event.type == "run_item_stream_event" and event.name == "tool_called"
+    ]
+    assert [call.type for call in made] == ["code_interpreter_call"]
+    assert streamed.final_output == "It printed 42."
