@@ -376,3 +376,35 @@ async def test_an_sse_server_posts_only_where_its_url_may(start_oasis: Callable[
         server.shutdown()
         server.server_close()
     assert _McpServer.requests == [] and _Adder.received == []
+
+
+async def test_the_agents_sdks_hosted_mcp_tool_runs_calls_and_asks_for_approval(
+    adder_oasis: Harness, mcp_url: str
+) -> None:
+    """OpenAI's Agents SDK with its HostedMCPTool: oasis lists the server's tools and runs the call; where approval is
+    needed, the SDK's callback approves it and the SDK sends the whole conversation back (no previous_response_id),
+    the approval request among it, and the call runs once."""
+    agents = pytest.importorskip("agents")
+    client = adder_oasis.sdk()
+    _newer_sdk(client)
+    agents.set_tracing_disabled(True)  # tracing posts to OpenAI
+    asked: list[str] = []
+
+    def approve(request: Any) -> Any:
+        asked.append(request.data.name)
+        return {"approve": True}
+
+    for approval, callback in (("never", None), ("always", approve)):
+        _McpServer.requests = []
+        tool: Any = {"type": "mcp", "server_label": "calc", "server_url": mcp_url, "require_approval": approval}
+        agent = agents.Agent(
+            name="Calculator",
+            instructions="Add with the tool.",
+            model=agents.OpenAIResponsesModel(model="remote", openai_client=client),
+            tools=[agents.HostedMCPTool(tool_config=tool, on_approval_request=callback)],
+        )
+        result = await agents.Runner.run(agent, "What is 2 + 3?", max_turns=3)
+        assert result.final_output == "The sum is 5.", approval
+        (made,) = _calls()  # once
+        assert made["params"] == {"name": "add", "arguments": {"a": 2, "b": 3}}
+    assert asked == ["add"]
