@@ -138,3 +138,26 @@ async def test_a_drawing_that_fails_ends_the_response_failed_with_its_call(start
     failed = events[-1]["response"]
     assert failed["status"] == "failed" and failed["error"]["message"] == events[-2]["message"]
     assert [(item["id"], item["status"]) for item in failed["output"]] == [(added["id"], "failed")]
+
+
+async def test_the_agents_sdks_hosted_image_generation_tool_draws_here(drawer_oasis: Harness) -> None:
+    """OpenAI's Agents SDK with its hosted ImageGenerationTool: the image is drawn by the model served here and
+    reaches the agent as its tool call item, the image in base64."""
+    from PIL import Image
+
+    agents = pytest.importorskip("agents")
+    client = drawer_oasis.sdk()
+    _newer_sdk(client)
+    agents.set_tracing_disabled(True)  # tracing posts to OpenAI
+    agent = agents.Agent(
+        name="Painter",
+        instructions="Draw what is asked.",
+        model=agents.OpenAIResponsesModel(model="remote", openai_client=client),
+        tools=[agents.ImageGenerationTool(tool_config={"type": "image_generation", "size": "1024x1024"})],
+    )
+    result = await agents.Runner.run(agent, "Draw me a red circle.", max_turns=2)
+    (drawn,) = [item.raw_item for item in result.new_items if item.type == "tool_call_item"]
+    assert drawn.type == "image_generation_call" and drawn.status == "completed"
+    with Image.open(io.BytesIO(base64.b64decode(drawn.result))) as image:
+        assert image.size == (1024, 1024)
+    assert result.final_output == "Here is your picture."
