@@ -652,3 +652,82 @@ async def test_an_upstream_models_input_tokens_are_not_guessed(start_oasis: Call
     async with upstream_oasis(start_oasis, _SaysThenCalls) as harness, harness.http() as http:
         reply = await http.post("/v1/responses/input_tokens", json={"model": "remote", "input": "hi"})
     assert reply.status_code == 400 and reply.json()["error"]["param"] == "model", reply.text
+
+
+class _Summarizes(ScriptedChat):
+    """A model upstream that writes a summary when asked to compact, and otherwise notes what it is told."""
+
+    received: list[dict[str, Any]] | None = []
+    usage = {"prompt_tokens": 40, "completion_tokens": 9, "total_tokens": 49}
+
+    def script(self, body: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
+        if str(body["messages"][-1]["content"]).startswith("Your context is about to be compacted"):
+            return [{"role": "assistant", "content": "The user is Ada; she likes green."}], "stop"
+        return [{"role": "assistant", "content": "Noted."}], "stop"
+
+
+async def test_a_conversation_is_compacted_and_read_back_as_its_summary(start_oasis: Callable[..., Any]) -> None:
+    _Summarizes.received = []
+    async with upstream_oasis(start_oasis, _Summarizes) as harness:
+        client = harness.sdk()
+        _newer_sdk(client)
+        if not hasattr(client.responses, "compact"):
+            pytest.skip("this SDK cannot compact")
+        first = await client.responses.create(model="remote", input="My name is Ada.")
+        compacted = await client.responses.compact(model="remote", previous_response_id=first.id, input="I like green.")
+        assert compacted.object == "response.compaction" and compacted.output[-1].type == "compaction"
+        async with harness.http() as http:  # its JSON, which the SDK's models do not keep as sent for user messages
+            body = {"model": "remote", "previous_response_id": first.id, "input": "I like green."}
+            shown = (await http.post("/v1/responses/compact", json=body)).json()
+        assert shown["object"] == "response.compaction" and shown["id"].startswith("resp_")
+        *users, item = shown["output"]
+        assert [(user["role"], user["content"]) for user in users] == [
+            ("user", [{"type": "input_text", "text": "My name is Ada."}]),
+            ("user", [{"type": "input_text", "text": "I like green."}]),
+        ]
+        assert item["type"] == "compaction" and item["id"].startswith("cmp_") and item["encrypted_content"]
+        assert "Ada" not in item["encrypted_content"]  # opaque to a glance, as OpenAI's
+        assert shown["usage"]["input_tokens"] == 40 and shown["usage"]["output_tokens"] == 9
+        # the model read the whole conversation (the earlier answer too), then the request to summarize it
+        asked = (_Summarizes.received or [])[-1]["messages"]
+        assert [message["role"] for message in asked] == ["user", "assistant", "user", "user"]
+        assert asked[1]["content"] == "Noted."
+
+        # sent back as the next input, the compaction is read as its summary, in its place
+        later = await client.responses.create(
+            model="remote", input=[*shown["output"], {"role": "user", "content": "What is my name?"}]
+        )
+        read = (_Summarizes.received or [])[-1]["messages"]
+        assert [message["role"] for message in read] == ["user", "user", "user", "user"]
+        assert read[2]["content"].endswith("\n\nThe user is Ada; she likes green.")
+        listed = await client.responses.input_items.list(later.id, order="asc")
+        assert [listed_item.type for listed_item in listed.data] == ["message", "message", "compaction", "message"]
+        async with harness.http() as http:
+            forged = {"type": "compaction", "encrypted_content": "gAAAAABoNotOneOfOurs"}
+            reply = await http.post("/v1/responses", json={"model": "remote", "input": [forged]})
+            assert reply.status_code == 400, reply.text
+            assert reply.json()["error"]["param"] == "input[0].encrypted_content"
+            # nothing was stored by compacting
+            assert (await http.get(f"/v1/responses/{shown['id']}")).status_code == 404
+            missing = await http.post(
+                "/v1/responses/compact", json={"model": "remote", "previous_response_id": "resp_x"}
+            )
+            assert missing.status_code == 404 and missing.json()["error"]["param"] == "previous_response_id"
+
+
+async def test_a_local_model_compacts_a_conversation(chat_oasis: Harness) -> None:
+    client = chat_oasis.sdk()
+    _newer_sdk(client)
+    if not hasattr(client.responses, "compact"):
+        pytest.skip("this SDK cannot compact")
+    compacted = await client.responses.compact(model=MODEL, input="My name is Ada and my favourite colour is green.")
+    user, item = compacted.output
+    assert user.type == "message" and item.type == "compaction"
+    assert compacted.usage.output_tokens > 0 and compacted.usage.input_tokens > 40
+    answered = await client.responses.create(
+        model=MODEL,
+        input=[item.model_dump(exclude_none=True), {"role": "user", "content": "What is my name?"}],  # type: ignore[list-item]
+        max_output_tokens=16,
+    )
+    assert answered.status in ("completed", "incomplete") and answered.usage is not None
+    assert answered.usage.input_tokens > compacted.usage.output_tokens  # the summary was read

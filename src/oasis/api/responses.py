@@ -1,5 +1,6 @@
 """The Responses API (after the 2.0.0 spec): create (whole, streamed or in the background), retrieve (a
-background one streamed again), cancel, delete, input items, and a request's input tokens counted."""
+background one streamed again), cancel, delete, input items, a request's input tokens counted, and a conversation
+compacted."""
 
 from __future__ import annotations
 
@@ -40,6 +41,13 @@ async def count_input_tokens(
 ) -> dict[str, Any]:
     model = container.tokenizer.first_model() if body.model is None else body.model
     return await container.responses.count_input_tokens(principal.project_id, body.model_copy(update={"model": model}))
+
+
+@router.post("/responses/compact")
+async def compact_response(
+    body: CreateResponseRequest, container: ContainerDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    return await container.responses.compact(principal.project_id, body)
 
 
 @router.get("/responses/{response_id}", response_model=None)

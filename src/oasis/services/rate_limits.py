@@ -28,7 +28,9 @@ log = logging.getLogger("oasis.rate_limits")
 
 # Endpoints whose bodies spend tokens, and how long a project-name lookup is trusted (a project made later shows).
 CHAT_COMPLETIONS = "/v1/chat/completions"
-TOKEN_PATHS = (CHAT_COMPLETIONS, "/v1/completions", "/v1/embeddings", "/v1/responses")
+# A compaction's summary (services/responses/compaction.py says the same).
+SUMMARY_TOKENS = 512
+TOKEN_PATHS = (CHAT_COMPLETIONS, "/v1/completions", "/v1/embeddings", "/v1/responses", "/v1/responses/compact")
 _NAMES_SECONDS = 30.0
 # Counts past this are all "more than any limit": kept small enough to print in a 429 and to multiply.
 _COUNT_CEILING = 10**15
@@ -60,7 +62,9 @@ def _prompt_text(path: str, body: dict[str, Any]) -> Any:
                 ]
             texts += [content, message.get("tool_calls")]
         return texts
-    if path.endswith("/responses"):  # a continued response's earlier turns are stored, not in the body: uncounted
+    if path.endswith(
+        ("/responses", "/responses/compact")
+    ):  # a continued response's earlier turns are stored: uncounted
         return [body.get("instructions"), _response_texts(body.get("input")), body.get("tools")]
     return body.get("input") if path.endswith("/embeddings") else body.get("prompt")
 
@@ -91,6 +95,8 @@ def estimate_tokens(path: str, body: Any) -> int:
     prompt = _prompt_text(path, body)
     characters = len(json.dumps(prompt, ensure_ascii=False)) if prompt is not None else 0
     most = _count(body.get("max_output_tokens") if path.endswith("/responses") else body.get("max_completion_tokens"))
+    if path.endswith("/responses/compact"):
+        most = SUMMARY_TOKENS  # the summary's, whatever the body says
     if most is None:
         most = _count(body.get("max_tokens"))
     if most is None and path.endswith("/completions") and not path.endswith("/chat/completions"):

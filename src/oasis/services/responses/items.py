@@ -1,8 +1,9 @@
 """The Responses API's items read as chat messages, and a chat answer written as output items.
 
 Input items: messages (text, image and file parts), earlier `function_call` items and their
-`function_call_output`s, and earlier outputs sent back whole (messages of `output_text`, reasoning, which a model
-here does not read back, file searches and code runs with the results and outputs they carry). Tools: `function`
+`function_call_output`s, earlier outputs sent back whole (messages of `output_text`, reasoning, which a model
+here does not read back, file searches and code runs with the results and outputs they carry), and compaction items
+(compaction.py). Tools: `function`
 and `custom` tools, flat as this API writes them (the built-in tools are read in file_search.py and
 code_interpreter.py).
 """
@@ -13,7 +14,7 @@ import json
 from typing import Any
 
 from oasis.errors import invalid_request
-from oasis.services.responses import code_interpreter, file_search, image_generation, mcp
+from oasis.services.responses import code_interpreter, compaction, file_search, image_generation, mcp
 from oasis.storage.clock import new_id
 
 _ROLES = ("user", "system", "developer", "assistant")
@@ -156,6 +157,8 @@ def chat_messages(items: list[dict[str, Any]], param: str = "input") -> list[dic
             messages.append(
                 {"role": "tool", "tool_call_id": item["id"], "content": image_generation.sent_back_text(item)}
             )
+        elif kind == compaction.TOOL_TYPE:
+            messages.append(compaction.message(item, where))  # an earlier conversation, compacted: its summary
         else:
             raise invalid_request(f"Input items of type {kind!r} are not supported.", param=f"{where}.type")
     return messages
@@ -219,10 +222,41 @@ def listed_items(request_input: str | list[dict[str, Any]] | None) -> list[dict[
                 "mcp_call": "mcp_",
                 "mcp_approval_request": "mcpr_",
                 "mcp_approval_response": "mcpa_",
+                compaction.TOOL_TYPE: "cmp_",
             }.get(kind, "item_")
             listed.append({"status": "completed", **item, "id": item.get("id") or new_id(prefix), "type": kind})
         seen.add(listed[-1]["id"])
     return listed
+
+
+def user_message_items(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The user messages of a conversation (chat messages, as `chat_messages` reads them) as input message items
+    again (what a compacted output keeps whole)."""
+    items = []
+    for chat in messages:
+        if chat.get("role") != "user":
+            continue
+        content = chat.get("content")
+        parts = (
+            [{"type": "input_text", "text": content}]
+            if isinstance(content, str)
+            else list(map(_input_part, content or []))
+        )
+        items.append({"id": new_id("msg_"), "type": "message", "status": "completed", "role": "user", "content": parts})
+    return items
+
+
+def _input_part(part: dict[str, Any]) -> dict[str, Any]:
+    """A chat content part as the input part it was read from (`_part`'s inverse)."""
+    if part.get("type") == "image_url":
+        image = part.get("image_url") or {}
+        url, detail = str(image.get("url") or ""), image.get("detail") or "auto"
+        if url.startswith(FILE_IMAGE):
+            return {"type": "input_image", "file_id": url[len(FILE_IMAGE) :], "detail": detail}
+        return {"type": "input_image", "image_url": url, "detail": detail}
+    if part.get("type") == "file":
+        return {"type": "input_file", **(part.get("file") or {})}
+    return {"type": "input_text", "text": str(part.get("text") or "")}
 
 
 def chat_tools(tools: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:

@@ -32,7 +32,7 @@ from oasis.services.images.service import ImageService
 from oasis.services.keys import Principal
 from oasis.services.metadata import check_metadata
 from oasis.services.rate_limits import CHAT_COMPLETIONS, RateLimiter, estimate_tokens
-from oasis.services.responses import background, code_interpreter, file_search, image_generation
+from oasis.services.responses import background, code_interpreter, compaction, file_search, image_generation
 from oasis.services.responses import mcp as mcp_tools
 from oasis.services.responses.conversations import ConversationService, conversation_id_of
 from oasis.services.responses.items import (
@@ -48,6 +48,7 @@ from oasis.services.responses.items import (
     output_items,
     reasoning_item,
     text_part,
+    user_message_items,
 )
 from oasis.services.responses.mcp_client import McpError, McpSession
 from oasis.storage import responses as rows
@@ -102,6 +103,9 @@ class PlannedResponse:
     question: str = ""  # the newest user message's text: a search looks for it too
     conversation_id: str | None = None  # the conversation it reads and adds its items to
     input_items: list[dict[str, Any]] = field(default_factory=list)  # its input as listed, each with its id
+    # The conversation it answers (earlier turns, then its input) as chat messages, before files are read or turns
+    # truncated away.
+    conversation: list[dict[str, Any]] = field(default_factory=list)
     instruction_count: int = 0  # of the chat messages, those of the instructions (first)
     turn_start: int = 0  # of the chat messages after the instructions, where this response's input starts
     # The checkpoint a background response's dead generation left (`_checkpoint`): this generation resumes there.
@@ -594,6 +598,7 @@ class ResponseService:
             question=_last_user_text(conversation),
             conversation_id=conversation_id,
             input_items=listed_items(request_input),
+            conversation=conversation,
             instruction_count=len(instructions),
             turn_start=len(conversation) - len(turn),
         )
@@ -613,6 +618,45 @@ class ResponseService:
                 param="model",
             )
         return {"object": "response.input_tokens", "input_tokens": len(prepared.prompt)}
+
+    async def compact(self, project_id: str, request: CreateResponseRequest) -> dict[str, Any]:
+        """`POST /v1/responses/compact`: the conversation (an earlier response's turns and the input) summarized by
+        the model, answered as its user messages and a compaction item carrying the summary (compaction.py). A
+        conversation longer than the model's context is summarized from its newest turns that fit. Nothing is
+        stored."""
+        asked = request.model_copy(
+            update={
+                "stream": None,
+                "background": None,
+                "store": False,
+                "tools": None,
+                "tool_choice": None,
+                "text": None,
+                "truncation": "auto",  # leaves the room the summary takes
+                "max_output_tokens": compaction.SUMMARY_TOKENS + compaction.ASKING_TOKENS,
+            }
+        )
+        plan = await self.plan(project_id, asked)
+        messages = [message.model_dump(mode="json", exclude_none=True) for message in plan.chat.messages]
+        try:
+            summarizing = ChatCompletionRequest.model_validate(
+                {
+                    "model": plan.chat.model,
+                    "messages": [*messages, {"role": "user", "content": compaction.PROMPT}],
+                    "max_completion_tokens": compaction.SUMMARY_TOKENS,
+                }
+            )
+        except ValidationError as exc:
+            raise invalid_request(f"The conversation cannot be summarized: {exc.errors()[0]['msg']}") from None
+        answer = await self._chat.create(summarizing, None, project_id)
+        summary = str(((answer.get("choices") or [{}])[0].get("message") or {}).get("content") or "").strip()
+        return {
+            "id": new_id("resp_"),
+            "object": "response.compaction",
+            "created_at": int(time.time()),
+            "output": [*user_message_items(plan.conversation), compaction.item(summary)],
+            "usage": _usage(answer.get("usage")),
+        }
 
     async def _referenced(
         self, project_id: str, request_input: str | list[dict[str, Any]] | None
