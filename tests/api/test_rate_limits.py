@@ -78,6 +78,13 @@ async def test_tokens_per_minute_count_the_prompt_and_max_tokens(start_oasis: Ca
         assert (await http.post("/v1/responses", json={**response, "input": "y", "max_output_tokens": 2})).headers[
             "x-ratelimit-remaining-tokens"
         ] == str(left - estimate_tokens("/v1/responses", {**response, "input": "y", "max_output_tokens": 2}))
+        # A compaction counts its input and the summary it asks for (512 tokens), whatever max_output_tokens says.
+        compacting = {"model": NO_MODEL, "input": "z" * 400, "max_output_tokens": 1}
+        assert estimate_tokens("/v1/responses/compact", compacting) == estimate_tokens(
+            "/v1/responses", {**compacting, "max_output_tokens": 512}
+        )
+        refused = await http.post("/v1/responses/compact", json=compacting)
+        assert refused.status_code == 429 and refused.json()["error"]["type"] == "tokens"
 
 
 async def _runs_oasis(
