@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from oasis.storage.tables import StoredResponse
-from tests.conftest import Harness
+from tests.conftest import Harness, smollm
 from tests.scripted_upstream import ScriptedChat, upstream_oasis
 
 MODEL = "gpt-4o-mini"
@@ -703,10 +703,20 @@ async def test_a_conversation_is_compacted_and_read_back_as_its_summary(start_oa
         listed = await client.responses.input_items.list(later.id, order="asc")
         assert [listed_item.type for listed_item in listed.data] == ["message", "message", "compaction", "message"]
         async with harness.http() as http:
-            forged = {"type": "compaction", "encrypted_content": "gAAAAABoNotOneOfOurs"}
-            reply = await http.post("/v1/responses", json={"model": "remote", "input": [forged]})
-            assert reply.status_code == 400, reply.text
-            assert reply.json()["error"]["param"] == "input[0].encrypted_content"
+            # compacted again, the earlier compaction is summarized anew, not kept as a user message
+            body = {"model": "remote", "input": [*shown["output"], {"role": "user", "content": "What is my name?"}]}
+            again = (await http.post("/v1/responses/compact", json=body)).json()
+            assert [user["content"][0]["text"] for user in again["output"][:-1]] == [
+                "My name is Ada.",
+                "I like green.",
+                "What is my name?",
+            ]
+            nested = base64.urlsafe_b64encode(b"[" * 100_000).decode()
+            for content in ("gAAAAABoNotOneOfOurs", "oasis.compaction.v1." + nested):
+                forged = {"type": "compaction", "encrypted_content": content}
+                reply = await http.post("/v1/responses", json={"model": "remote", "input": [forged]})
+                assert reply.status_code == 400, reply.text
+                assert reply.json()["error"]["param"] == "input[0].encrypted_content"
             # nothing was stored by compacting
             assert (await http.get(f"/v1/responses/{shown['id']}")).status_code == 404
             missing = await http.post(
@@ -731,3 +741,26 @@ async def test_a_local_model_compacts_a_conversation(chat_oasis: Harness) -> Non
     )
     assert answered.status in ("completed", "incomplete") and answered.usage is not None
     assert answered.usage.input_tokens > compacted.usage.output_tokens  # the summary was read
+
+
+async def test_a_conversation_longer_than_the_context_is_compacted_from_its_newest_turns(
+    start_oasis: Callable[..., Any],
+) -> None:
+    """The whole history sent as input (as the SDK and Codex send it), longer than a small context: the oldest turns
+    are left out of what the model reads, the newest user message kept, and every user message is in the output."""
+    harness: Harness = await start_oasis(engine_factories=None, models=[smollm(context_length=1024)])
+    client = harness.sdk()
+    _newer_sdk(client)
+    if not hasattr(client.responses, "compact"):
+        pytest.skip("this SDK cannot compact")
+    history: list[Any] = []
+    for day in range(8):
+        history += [
+            {"role": "user", "content": f"Day {day}: " + "I walked along the river and counted the boats. " * 12},
+            {"role": "assistant", "content": "That sounds like a calm day by the water. " * 8},
+        ]
+    history.append({"role": "user", "content": "What did I do on the last day?"})
+    compacted = await client.responses.compact(model=MODEL, input=history)
+    *users, item = compacted.output
+    assert len(users) == 9 and item.type == "compaction"
+    assert 0 < compacted.usage.input_tokens < 1024 - 512  # what the model read fitted beside the summary

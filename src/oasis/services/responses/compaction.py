@@ -37,18 +37,24 @@ def item(summary: str) -> dict[str, Any]:
 
 
 def message(compaction: dict[str, Any], param: str) -> dict[str, Any]:
-    """A compaction item sent back as input, as the chat message the model reads; a 400 for content that is not a
-    compaction this server made."""
+    """A compaction item sent back as input, as the chat message the model reads; a 400 for content that is not in
+    the form this server gives it."""
     content = compaction.get("encrypted_content")
     summary = None
     if isinstance(content, str) and content.startswith(_TAG):
         try:
             summary = json.loads(base64.urlsafe_b64decode(content[len(_TAG) :].encode())).get("summary")
-        except (ValueError, binascii.Error, AttributeError):
+        except (ValueError, binascii.Error, AttributeError, RecursionError):
             summary = None
     if not isinstance(summary, str):
         raise invalid_request(
-            "This compaction item's `encrypted_content` is not one this server made (from POST /v1/responses/compact).",
+            "This compaction item's `encrypted_content` is not one this server makes (POST /v1/responses/compact).",
             param=f"{param}.encrypted_content",
         )
     return {"role": "user", "content": _READ_AS + summary}
+
+
+def is_summary(content: Any) -> bool:
+    """Whether a user message's content is a compaction read back (which a later compaction summarizes again,
+    rather than keeping it as a user message)."""
+    return isinstance(content, str) and content.startswith(_READ_AS)

@@ -231,10 +231,10 @@ def listed_items(request_input: str | list[dict[str, Any]] | None) -> list[dict[
 
 def user_message_items(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The user messages of a conversation (chat messages, as `chat_messages` reads them) as input message items
-    again (what a compacted output keeps whole)."""
+    again (what a compacted output keeps whole), but those that were an earlier compaction (the new one holds it)."""
     items = []
     for chat in messages:
-        if chat.get("role") != "user":
+        if chat.get("role") != "user" or compaction.is_summary(chat.get("content")):  # an earlier compaction's
             continue
         content = chat.get("content")
         parts = (

@@ -456,10 +456,13 @@ class ResponseService:
         request: CreateResponseRequest,
         response_id: str | None = None,
         created_at: int | None = None,
+        compacting: bool = False,
     ) -> PlannedResponse:
         """Reads the request into a chat request (its files read for a local model), refusing what cannot be
         answered before anything is generated. A background response's worker plans it again under the id and
-        creation time it was given when it was queued."""
+        creation time it was given when it was queued. `compacting`: the request is a compaction's, whose input is
+        the conversation (truncation may drop any turn but the newest user message's, and approvals in it are not
+        acted on)."""
         if request.background and request.store is False:
             raise invalid_request("A background response is stored: `store` cannot be false.", param="store")
         for name in _NOT_SUPPORTED:  # accepted quietly, they would lose the context or instructions they name
@@ -534,7 +537,7 @@ class ResponseService:
         )
         if remote is not None:
             tools = [*(tools or []), *remote.functions()]
-        approvals = await self._approvals(project_id, request_input, remote)
+        approvals = [] if compacting else await self._approvals(project_id, request_input, remote)
         choice = _mcp_choice(request.tool_choice, remote)
         offers = (
             (search_function.TOOL_NAME, search),
@@ -579,7 +582,7 @@ class ResponseService:
         await self._load_model(project_id, request.model)
         chat = await self._chat.with_files_read(chat, project_id)
         if request.truncation == "auto":
-            chat = await self._truncated(chat, len(instructions), len(earlier))
+            chat = await self._truncated(chat, len(instructions), len(conversation) if compacting else len(earlier))
         prepared = await self._chat.prepared(chat)  # off the event loop when the conversation is long
         return PlannedResponse(
             id=response_id or new_id("resp_"),
@@ -636,26 +639,44 @@ class ResponseService:
                 "max_output_tokens": compaction.SUMMARY_TOKENS + compaction.ASKING_TOKENS,
             }
         )
-        plan = await self.plan(project_id, asked)
-        messages = [message.model_dump(mode="json", exclude_none=True) for message in plan.chat.messages]
         try:
-            summarizing = ChatCompletionRequest.model_validate(
-                {
-                    "model": plan.chat.model,
-                    "messages": [*messages, {"role": "user", "content": compaction.PROMPT}],
-                    "max_completion_tokens": compaction.SUMMARY_TOKENS,
-                }
-            )
+            plan = await self.plan(project_id, asked, compacting=True)
+        except OasisError as exc:
+            if exc.code != "context_length_exceeded":
+                raise
+            raise OasisError(
+                400,
+                f"The conversation's newest user message leaves no room for a summary in {request.model}'s context.",
+                param="input",
+                code="context_length_exceeded",
+            ) from None
+        messages = [message.model_dump(mode="json", exclude_none=True) for message in plan.chat.messages]
+        body: dict[str, Any] = {
+            "model": plan.chat.model,
+            "messages": [*messages, {"role": "user", "content": compaction.PROMPT}],
+            "max_completion_tokens": compaction.SUMMARY_TOKENS,
+        }
+        if plan.prepared is not None:  # a local thinking model: the summary, not thoughts, fills the budget
+            body["reasoning_effort"] = "none"
+        try:
+            summarizing = ChatCompletionRequest.model_validate(body)
         except ValidationError as exc:
             raise invalid_request(f"The conversation cannot be summarized: {exc.errors()[0]['msg']}") from None
         answer = await self._chat.create(summarizing, None, project_id)
         summary = str(((answer.get("choices") or [{}])[0].get("message") or {}).get("content") or "").strip()
+        if not summary:
+            raise OasisError(
+                500,
+                f"{request.model} wrote no summary of the conversation; nothing was compacted.",
+                type="server_error",
+                code="empty_summary",
+            )
         return {
             "id": new_id("resp_"),
             "object": "response.compaction",
             "created_at": int(time.time()),
             "output": [*user_message_items(plan.conversation), compaction.item(summary)],
-            "usage": _usage(answer.get("usage")),
+            "usage": _usage(answer.get("usage") or {}),
         }
 
     async def _referenced(
