@@ -33,6 +33,17 @@ def _newer_sdk(client: openai.AsyncOpenAI) -> None:
         pytest.skip("this SDK has no Responses API")
 
 
+def hosted_tool_agent(client: openai.AsyncOpenAI, kind: str, **settings: Any) -> tuple[Any, Any]:
+    """OpenAI's Agents SDK (skipped where it is not installed), its tracing off (it posts to OpenAI), and an agent
+    on the model `remote` of `client`'s server whose one tool is the SDK's hosted tool `kind`, with `settings`."""
+    agents = pytest.importorskip("agents")
+    _newer_sdk(client)
+    agents.set_tracing_disabled(True)
+    model = agents.OpenAIResponsesModel(model="remote", openai_client=client)
+    tool = getattr(agents, kind)(**settings)
+    return agents, agents.Agent(name="Helper", instructions="Use the tool.", model=model, tools=[tool])
+
+
 def _plain(value: Any) -> Any:
     """An event's field as JSON: openai 3 parses annotations into models where 2.x left them dicts."""
     return value.model_dump() if hasattr(value, "model_dump") else value

@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from tests.api.test_code_interpreter import ASK, SALES, _fresh_run
-from tests.api.test_responses import _newer_sdk, _plain
+from tests.api.test_responses import _newer_sdk, _plain, hosted_tool_agent
 from tests.conftest import Harness, smollm
 from tests.scripted_upstream import ScriptedChat, upstream_oasis
 
@@ -356,16 +356,7 @@ async def test_a_fault_of_the_servers_own_ends_the_stream_as_a_failed_response(
 async def test_the_agents_sdks_hosted_code_interpreter_runs_the_code_here(coder_oasis: Harness) -> None:
     """OpenAI's Agents SDK with its hosted CodeInterpreterTool: the code runs in oasis's sandbox, the SDK reads the
     call as a tool call item (whole and streamed), and the agent answers from its output."""
-    agents = pytest.importorskip("agents")
-    client = coder_oasis.sdk()
-    _newer_sdk(client)
-    agents.set_tracing_disabled(True)  # tracing posts to OpenAI
-    agent = agents.Agent(
-        name="Calculator",
-        instructions="Compute with Python.",
-        model=agents.OpenAIResponsesModel(model="remote", openai_client=client),
-        tools=[agents.CodeInterpreterTool(tool_config=AUTO)],
-    )
+    agents, agent = hosted_tool_agent(coder_oasis.sdk(), "CodeInterpreterTool", tool_config=AUTO)
     result = await agents.Runner.run(agent, "What is six times seven?", max_turns=2)
     (ran,) = [item.raw_item for item in result.new_items if item.type == "tool_call_item"]
     assert ran.type == "code_interpreter_call" and ran.status == "completed" and ran.code == _Coder.code

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.api.test_images import SHAPES
-from tests.api.test_responses import _newer_sdk
+from tests.api.test_responses import _newer_sdk, hosted_tool_agent
 from tests.conftest import Harness
 from tests.scripted_upstream import ScriptedChat, upstream_oasis
 from tests.server_process import free_port
@@ -145,16 +145,8 @@ async def test_the_agents_sdks_hosted_image_generation_tool_draws_here(drawer_oa
     reaches the agent as its tool call item, the image in base64."""
     from PIL import Image
 
-    agents = pytest.importorskip("agents")
-    client = drawer_oasis.sdk()
-    _newer_sdk(client)
-    agents.set_tracing_disabled(True)  # tracing posts to OpenAI
-    agent = agents.Agent(
-        name="Painter",
-        instructions="Draw what is asked.",
-        model=agents.OpenAIResponsesModel(model="remote", openai_client=client),
-        tools=[agents.ImageGenerationTool(tool_config={"type": "image_generation", "size": "1024x1024"})],
-    )
+    config = {"type": "image_generation", "size": "1024x1024"}
+    agents, agent = hosted_tool_agent(drawer_oasis.sdk(), "ImageGenerationTool", tool_config=config)
     result = await agents.Runner.run(agent, "Draw me a red circle.", max_turns=2)
     (drawn,) = [item.raw_item for item in result.new_items if item.type == "tool_call_item"]
     assert drawn.type == "image_generation_call" and drawn.status == "completed"

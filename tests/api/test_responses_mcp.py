@@ -15,7 +15,7 @@ from typing import Any
 import openai
 import pytest
 
-from tests.api.test_responses import _newer_sdk
+from tests.api.test_responses import _newer_sdk, hosted_tool_agent
 from tests.conftest import Harness
 from tests.scripted_upstream import ScriptedChat, upstream_oasis
 
@@ -384,10 +384,6 @@ async def test_the_agents_sdks_hosted_mcp_tool_runs_calls_and_asks_for_approval(
     """OpenAI's Agents SDK with its HostedMCPTool: oasis lists the server's tools and runs the call; where approval is
     needed, the SDK's callback approves it and the SDK sends the whole conversation back (no previous_response_id),
     the approval request among it, and the call runs once."""
-    agents = pytest.importorskip("agents")
-    client = adder_oasis.sdk()
-    _newer_sdk(client)
-    agents.set_tracing_disabled(True)  # tracing posts to OpenAI
     asked: list[str] = []
 
     def approve(request: Any) -> Any:
@@ -397,11 +393,8 @@ async def test_the_agents_sdks_hosted_mcp_tool_runs_calls_and_asks_for_approval(
     for approval, callback in (("never", None), ("always", approve)):
         _McpServer.requests = []
         tool: Any = {"type": "mcp", "server_label": "calc", "server_url": mcp_url, "require_approval": approval}
-        agent = agents.Agent(
-            name="Calculator",
-            instructions="Add with the tool.",
-            model=agents.OpenAIResponsesModel(model="remote", openai_client=client),
-            tools=[agents.HostedMCPTool(tool_config=tool, on_approval_request=callback)],
+        agents, agent = hosted_tool_agent(
+            adder_oasis.sdk(), "HostedMCPTool", tool_config=tool, on_approval_request=callback
         )
         result = await agents.Runner.run(agent, "What is 2 + 3?", max_turns=3)
         assert result.final_output == "The sum is 5.", approval
