@@ -56,17 +56,21 @@ class ScriptedChat(http.server.BaseHTTPRequestHandler):
 
 @contextlib.asynccontextmanager
 async def upstream_oasis(
-    start_oasis: Callable[..., Any], handler: type[http.server.BaseHTTPRequestHandler], *also: Any, **overrides: Any
+    start_oasis: Callable[..., Any],
+    handler: type[http.server.BaseHTTPRequestHandler],
+    *also: Any,
+    aliases: tuple[str, ...] = (),
+    **overrides: Any,
 ) -> AsyncIterator[Harness]:
-    """A server whose model `remote` is `handler` served on loopback as an OpenAI-compatible upstream (and whose
-    other models are `also`'s; `overrides`: more settings)."""
+    """A server whose model `remote` (also named by `aliases`) is `handler` served on loopback as an
+    OpenAI-compatible upstream (and whose other models are `also`'s; `overrides`: more settings)."""
     upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
     try:
         remote = {"base_url": f"http://127.0.0.1:{upstream.server_address[1]}/v1", "model": "theirs"}
         harness: Harness = await start_oasis(
             engine_factories=None,
-            models=[{"id": "remote", "engine": "upstream", "options": remote}, *also],
+            models=[{"id": "remote", "engine": "upstream", "aliases": list(aliases), "options": remote}, *also],
             **overrides,
         )
         yield harness

@@ -736,6 +736,38 @@ async def test_a_conversation_is_compacted_and_read_back_as_its_summary(start_oa
             assert missing.status_code == 404 and missing.json()["error"]["param"] == "previous_response_id"
 
 
+async def test_the_agents_sdks_compaction_session_compacts_through_this_server(start_oasis: Callable[..., Any]) -> None:
+    """OpenAI's Agents SDK's OpenAIResponsesCompactionSession calls responses.compact after a turn and keeps the
+    compacted history; the next turn sends it, and the model reads the summary in place of the earlier turns."""
+    agents = pytest.importorskip("agents")
+    _Summarizes.received = []
+    # the session takes only OpenAI-style model names
+    async with upstream_oasis(start_oasis, _Summarizes, aliases=("gpt-4.1",)) as harness:
+        client = harness.sdk()
+        _newer_sdk(client)
+        agents.set_tracing_disabled(True)  # tracing posts to OpenAI
+        session = agents.OpenAIResponsesCompactionSession(
+            "notes",
+            agents.SQLiteSession("notes"),
+            client=client,
+            model="gpt-4.1",
+            should_trigger_compaction=lambda context: True,
+        )
+        model = agents.OpenAIResponsesModel(model="gpt-4.1", openai_client=client)
+        agent = agents.Agent(name="Notes", instructions="Take note.", model=model)
+        await agents.Runner.run(agent, "My name is Ada.", session=session)
+        kept = await session.get_items()
+        assert [item.get("type", "message") for item in kept] == ["message", "compaction"], kept
+        await agents.Runner.run(agent, "What is my name?", session=session)
+        (read,) = [
+            asked["messages"]
+            for asked in _Summarizes.received or []
+            if asked["messages"][-1]["content"] == "What is my name?"
+        ]
+        assert [message["role"] for message in read] == ["system", "user", "user", "user"]
+        assert read[2]["content"].endswith("The user is Ada; she likes green.")
+
+
 async def test_a_local_model_compacts_a_conversation(chat_oasis: Harness) -> None:
     client = chat_oasis.sdk()
     _newer_sdk(client)
