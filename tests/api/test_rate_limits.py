@@ -83,6 +83,12 @@ async def test_tokens_per_minute_count_the_prompt_and_max_tokens(start_oasis: Ca
         assert estimate_tokens("/v1/responses/compact", compacting) == estimate_tokens(
             "/v1/responses", {**compacting, "max_output_tokens": 512}
         )
+        # a compaction sent back counts its summary, which the model reads
+        summary = {"type": "compaction", "encrypted_content": "s" * 800}
+        assert (
+            estimate_tokens("/v1/responses", {**response, "input": [summary]})
+            >= estimate_tokens("/v1/responses", {**response, "input": []}) + 200
+        )
         refused = await http.post("/v1/responses/compact", json=compacting)
         assert refused.status_code == 429 and refused.json()["error"]["type"] == "tokens"
 

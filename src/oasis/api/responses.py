@@ -43,11 +43,11 @@ async def count_input_tokens(
     return await container.responses.count_input_tokens(principal.project_id, body.model_copy(update={"model": model}))
 
 
-@router.post("/responses/compact")
+@router.post("/responses/compact", response_model=None)
 async def compact_response(
-    body: CreateResponseRequest, container: ContainerDep, principal: PrincipalDep
-) -> dict[str, Any]:
-    return await container.responses.compact(principal.project_id, body)
+    body: CreateResponseRequest, request: Request, container: ContainerDep, principal: PrincipalDep
+) -> JSONResponse:
+    return JSONResponse(await unless_disconnected(request, container.responses.compact(principal.project_id, body)))
 
 
 @router.get("/responses/{response_id}", response_model=None)

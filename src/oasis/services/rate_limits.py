@@ -28,7 +28,7 @@ log = logging.getLogger("oasis.rate_limits")
 
 # Endpoints whose bodies spend tokens, and how long a project-name lookup is trusted (a project made later shows).
 CHAT_COMPLETIONS = "/v1/chat/completions"
-# A compaction's summary (services/responses/compaction.py says the same).
+# The most tokens a compaction's summary takes (services/responses/compaction.py uses it).
 SUMMARY_TOKENS = 512
 TOKEN_PATHS = (CHAT_COMPLETIONS, "/v1/completions", "/v1/embeddings", "/v1/responses", "/v1/responses/compact")
 _NAMES_SECONDS = 30.0
@@ -77,13 +77,15 @@ def _texts_of(parts: Any) -> Any:
 
 
 def _response_texts(given: Any) -> Any:
-    """What a response's input sends the model as text: its messages' text parts, calls' arguments, outputs."""
+    """What a response's input sends the model as text: its messages' text parts, calls' arguments, outputs, and
+    compactions' summaries."""
     if not isinstance(given, list):
         return given
     texts: list[Any] = []
     for item in given:
         if isinstance(item, dict):
             texts += [_texts_of(item.get("content")), item.get("arguments"), _texts_of(item.get("output"))]
+            texts.append(item.get("encrypted_content"))  # a compaction's summary, which the model reads
     return texts
 
 

@@ -116,8 +116,10 @@ class StoredCompletions:
         request_id: str | None,
         usage_asked: bool,
     ) -> AsyncIterator[dict[str, Any]]:
-        """The chunks as they come, under the stored id; once the stream has ended, its answer is stored. `chunks`
-        report usage (the stored answer has it); the client sees it only where it asked (`usage_asked`)."""
+        """The chunks as they come, under the stored id, and the answer stored: once every choice has its finish
+        reason, the rest of the stream (its usage) is read first, for up to _REST_SECONDS (past them the answer is
+        stored without it), and the answer stored before the finish goes out. `chunks` report usage (the stored
+        answer has it); the client sees it only where it asked (`usage_asked`)."""
         stored_id = new_id("chatcmpl-")
         seen: list[dict[str, Any]] = []
         finished: set[Any] = set()  # the choices that have had their finish reason

@@ -639,17 +639,21 @@ class ResponseService:
                 "max_output_tokens": compaction.SUMMARY_TOKENS + compaction.ASKING_TOKENS,
             }
         )
+        too_long = OasisError(
+            400,
+            f"The conversation since its newest user message (with the instructions) leaves no room for a summary in "
+            f"{request.model}'s context.",
+            param="input",
+            code="context_length_exceeded",
+        )
         try:
             plan = await self.plan(project_id, asked, compacting=True)
         except OasisError as exc:
             if exc.code != "context_length_exceeded":
                 raise
-            raise OasisError(
-                400,
-                f"The conversation's newest user message leaves no room for a summary in {request.model}'s context.",
-                param="input",
-                code="context_length_exceeded",
-            ) from None
+            raise too_long from None
+        if len(plan.chat.messages) <= plan.instruction_count:  # all of it cut (a history without a user message)
+            raise too_long
         messages = [message.model_dump(mode="json", exclude_none=True) for message in plan.chat.messages]
         body: dict[str, Any] = {
             "model": plan.chat.model,
@@ -663,7 +667,11 @@ class ResponseService:
         except ValidationError as exc:
             raise invalid_request(f"The conversation cannot be summarized: {exc.errors()[0]['msg']}") from None
         answer = await self._chat.create(summarizing, None, project_id)
-        summary = str(((answer.get("choices") or [{}])[0].get("message") or {}).get("content") or "").strip()
+        choices = answer.get("choices")
+        said = (
+            choices[0].get("message") if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
+        )
+        summary = str(said.get("content") or "").strip() if isinstance(said, dict) else ""
         if not summary:
             raise OasisError(
                 500,
