@@ -401,3 +401,36 @@ async def test_the_agents_sdks_hosted_mcp_tool_runs_calls_and_asks_for_approval(
         (made,) = _calls()  # once
         assert made["params"] == {"name": "add", "arguments": {"a": 2, "b": 3}}
     assert asked == ["add"]
+
+
+class _EndlessLine(http.server.BaseHTTPRequestHandler):
+    """A server whose answer is an event stream with one line that does not end (it holds the connection)."""
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["content-length"]))
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.end_headers()
+        self.wfile.write(b"data: " + b"x" * (9 << 20))
+        self.wfile.flush()
+        time.sleep(90)  # past the minute a request may take
+
+
+async def test_an_answer_line_past_the_cap_is_refused_as_it_grows(adder_oasis: Harness) -> None:
+    """A line longer than the 8 MB an answer may take is an error once it is that long, not held until it ends (it
+    never does here: the error is not the minute's time limit)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _EndlessLine)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/mcp"
+        tool = {"type": "mcp", "server_label": "calc", "server_url": url, "require_approval": "never"}
+        async with adder_oasis.http() as http_client:
+            reply = await http_client.post("/v1/responses", json={"model": "remote", "input": "hi", "tools": [tool]})
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert reply.status_code == 424, reply.text
+    assert "larger than 8 MB" in reply.json()["error"]["message"]

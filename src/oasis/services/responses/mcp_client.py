@@ -283,7 +283,7 @@ async def _events(response: httpx.Response, each_capped: bool = False) -> AsyncI
     what is read is for the whole stream (an answer's), or, `each_capped`, for each event (a session's stream)."""
     kind, read = "", 0
     data: list[str] = []
-    async for line in response.aiter_lines():  # \r\n, \n and \r all end a line
+    async for line in _lines(response):
         read += len(line) + 1
         if read > MAX_ANSWER_BYTES:
             raise McpError(f"the server's answer is larger than {MAX_ANSWER_BYTES >> 20} MB")
@@ -300,6 +300,35 @@ async def _events(response: httpx.Response, each_capped: bool = False) -> AsyncI
             kind = value.strip()
     if data and (len(data) > 1 or data[0]):  # a last event the stream ended without a blank line after
         yield kind or "message", "\n".join(data)
+
+
+async def _lines(response: httpx.Response) -> AsyncIterator[str]:
+    """The stream's lines (each ended by \r\n, \n or \r), as UTF-8. Unlike httpx's `aiter_lines`, a line is not
+    held whole in memory however long it grows: one past the answer cap is an error as soon as it is."""
+    pending = b""
+    after_cr = False  # the last chunk ended with \r: a \n starting the next one ends no line of its own
+    async for chunk in response.aiter_bytes():
+        if after_cr and chunk.startswith(b"\n"):
+            chunk = chunk[1:]
+        after_cr = False
+        pending += chunk
+        while True:
+            ends = [found for found in (pending.find(b"\n"), pending.find(b"\r")) if found >= 0]
+            if not ends:
+                break
+            end = min(ends)
+            line, rest = pending[:end], end + 1
+            if pending[end : end + 1] == b"\r":
+                if rest == len(pending):
+                    after_cr = True
+                elif pending[rest : rest + 1] == b"\n":
+                    rest += 1
+            pending = pending[rest:]
+            yield line.decode("utf-8", errors="replace")
+        if len(pending) > MAX_ANSWER_BYTES:
+            raise McpError(f"the server's answer is larger than {MAX_ANSWER_BYTES >> 20} MB")
+    if pending:
+        yield pending.decode("utf-8", errors="replace")
 
 
 async def _read_capped(response: httpx.Response) -> bytes:
