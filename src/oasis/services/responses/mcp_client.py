@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import re
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import Any
@@ -24,6 +25,8 @@ ENDPOINT_SECONDS = 10.0
 MAX_TOOL_PAGES = 20
 # The most of an answer read (a larger one is an error, not read whole into memory).
 MAX_ANSWER_BYTES = 8 << 20
+# What ends a line of an event stream.
+_LINE_END = re.compile(rb"\r\n|\r|\n")
 # The most of a tool's output kept on its item.
 MAX_OUTPUT_CHARS = 100_000
 
@@ -308,23 +311,18 @@ async def _lines(response: httpx.Response) -> AsyncIterator[str]:
     pending = b""
     after_cr = False  # the last chunk ended with \r: a \n starting the next one ends no line of its own
     async for chunk in response.aiter_bytes():
+        if not chunk:
+            continue
         if after_cr and chunk.startswith(b"\n"):
             chunk = chunk[1:]
         after_cr = False
         pending += chunk
-        while True:
-            ends = [found for found in (pending.find(b"\n"), pending.find(b"\r")) if found >= 0]
-            if not ends:
-                break
-            end = min(ends)
-            line, rest = pending[:end], end + 1
-            if pending[end : end + 1] == b"\r":
-                if rest == len(pending):
-                    after_cr = True
-                elif pending[rest : rest + 1] == b"\n":
-                    rest += 1
-            pending = pending[rest:]
-            yield line.decode("utf-8", errors="replace")
+        start = 0
+        for end in _LINE_END.finditer(pending):
+            yield pending[start : end.start()].decode("utf-8", errors="replace")
+            start = end.end()
+            after_cr = end.group() == b"\r" and start == len(pending)
+        pending = pending[start:]
         if len(pending) > MAX_ANSWER_BYTES:
             raise McpError(f"the server's answer is larger than {MAX_ANSWER_BYTES >> 20} MB")
     if pending:
