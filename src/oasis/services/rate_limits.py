@@ -62,9 +62,8 @@ def _prompt_text(path: str, body: dict[str, Any]) -> Any:
                 ]
             texts += [content, message.get("tool_calls")]
         return texts
-    if path.endswith(
-        ("/responses", "/responses/compact")
-    ):  # a continued response's earlier turns are stored: uncounted
+    # a continued response's earlier turns are stored, not in the body: uncounted
+    if path.endswith(("/responses", "/responses/compact")):
         return [body.get("instructions"), _response_texts(body.get("input")), body.get("tools")]
     return body.get("input") if path.endswith("/embeddings") else body.get("prompt")
 

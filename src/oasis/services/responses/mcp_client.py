@@ -40,7 +40,7 @@ class McpSession:
     and ended on exit. Redirects are not followed (the URL checked is the URL reached); `may_reach` checks the
     endpoint an HTTP+SSE server names, as the server's own URL was checked."""
 
-    def __init__(self, url: str, headers: dict[str, str], may_reach: Callable[[str], bool] = lambda url: True) -> None:
+    def __init__(self, url: str, headers: dict[str, str], may_reach: Callable[[str], bool]) -> None:
         self._url = url
         self._may_reach = may_reach
         self._headers = {
@@ -159,6 +159,10 @@ class McpSession:
 
 class _RefusedPost(McpError):
     """The server answered the first POST with a 4xx status (its message says which)."""
+
+
+def _too_large() -> McpError:
+    return McpError(f"the server's answer is larger than {MAX_ANSWER_BYTES >> 20} MB")
 
 
 def _status_error(response: httpx.Response) -> McpError:
@@ -289,7 +293,7 @@ async def _events(response: httpx.Response, each_capped: bool = False) -> AsyncI
     async for line in _lines(response):
         read += len(line) + 1
         if read > MAX_ANSWER_BYTES:
-            raise McpError(f"the server's answer is larger than {MAX_ANSWER_BYTES >> 20} MB")
+            raise _too_large()
         field, _, value = line.removeprefix("\ufeff").partition(":")
         if not line:
             if data and (len(data) > 1 or data[0]):  # a lone `data:` is no event
@@ -324,7 +328,7 @@ async def _lines(response: httpx.Response) -> AsyncIterator[str]:
             after_cr = end.group() == b"\r" and start == len(pending)
         pending = pending[start:]
         if len(pending) > MAX_ANSWER_BYTES:
-            raise McpError(f"the server's answer is larger than {MAX_ANSWER_BYTES >> 20} MB")
+            raise _too_large()
     if pending:
         yield pending.decode("utf-8", errors="replace")
 
@@ -334,7 +338,7 @@ async def _read_capped(response: httpx.Response) -> bytes:
     async for chunk in response.aiter_bytes():
         read += chunk
         if len(read) > MAX_ANSWER_BYTES:
-            raise McpError(f"the server's answer is larger than {MAX_ANSWER_BYTES >> 20} MB")
+            raise _too_large()
     return bytes(read)
 
 
