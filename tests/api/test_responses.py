@@ -4,6 +4,7 @@ engine and the shipped SmolLM2 model."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import re
@@ -816,3 +817,159 @@ async def test_a_conversation_longer_than_the_context_is_compacted_from_what_fit
     with pytest.raises(openai.BadRequestError) as refused:
         await client.responses.compact(model=MODEL, input=[{**history[1], "content": "The river was calm. " * 300}])
     assert refused.value.body["code"] == "context_length_exceeded"  # type: ignore[index]
+
+
+def _compacting(threshold: int | None) -> dict[str, Any]:
+    """`context_management` asking for server-side compaction (sent as extra body: older SDKs lack the field)."""
+    entry: dict[str, Any] = {"type": "compaction"}
+    if threshold is not None:
+        entry["compact_threshold"] = threshold
+    return {"context_management": [entry]}
+
+
+def _last_read(received: list[dict[str, Any]] | None) -> list[tuple[str, str]]:
+    """The roles and texts of the messages the scripted model read last."""
+    return [(message["role"], str(message.get("content"))) for message in (received or [])[-1]["messages"]]
+
+
+async def test_a_response_compacts_its_conversation_past_the_threshold(start_oasis: Callable[..., Any]) -> None:
+    """`context_management`: once the rendered prompt reaches `compact_threshold`, the conversation is summarized
+    before the model answers. The compaction item comes first in the output, the model answers from the summary and
+    the newest user message, and a later response (chained either way) reads the conversation from the summary on."""
+    _Summarizes.received = []
+    async with upstream_oasis(start_oasis, _Summarizes) as harness:
+        client = harness.sdk()
+        _newer_sdk(client)
+        first = await client.responses.create(model="remote", input="My name is Ada.")
+        # far below the threshold: nothing is compacted
+        kept = await client.responses.create(
+            model="remote", previous_response_id=first.id, input="Hello.", extra_body=_compacting(100_000)
+        )
+        assert [item.type for item in kept.output] == ["message"]
+        assert [role for role, _ in _last_read(_Summarizes.received)] == ["user", "assistant", "user"]
+
+        second = await client.responses.create(
+            model="remote", previous_response_id=first.id, input="I like green.", extra_body=_compacting(10)
+        )
+        assert [item.type for item in second.output] == ["compaction", "message"]
+        assert second.output[0].id.startswith("cmp_") and second.output_text == "Noted."
+        summarized, answered = (_Summarizes.received or [])[-2:]
+        # the summary was written from the whole conversation, this response's input too
+        assert [message["role"] for message in summarized["messages"]] == ["user", "assistant", "user", "user"]
+        assert summarized["messages"][-1]["content"].startswith("Your context is about to be compacted")
+        # the answer read the summary, then the newest user message; not the turns it stands for
+        read = [(message["role"], message["content"]) for message in answered["messages"]]
+        assert len(read) == 2 and read[0][1].endswith("The user is Ada; she likes green.")
+        assert read[1] == ("user", "I like green.")
+        # its usage counts the summary's generation with the answer's
+        assert second.usage is not None and second.usage.input_tokens == 80 and second.usage.output_tokens == 18
+
+        # chained by id: the conversation is read from the summary on
+        await client.responses.create(model="remote", previous_response_id=second.id, input="What is my name?")
+        assert [role for role, _ in _last_read(_Summarizes.received)] == ["user", "assistant", "user"]
+        assert _last_read(_Summarizes.received)[0][1].endswith("she likes green.")
+        # chained by input (the output appended): the same, whatever came before the compaction item
+        async with harness.http() as http:
+            shown = (await http.get(f"/v1/responses/{second.id}")).json()
+        history = [
+            {"role": "user", "content": "My name is Ada."},
+            {"role": "assistant", "content": "Noted."},
+            {"role": "user", "content": "I like green."},
+            *shown["output"],
+            {"role": "user", "content": "What is my name?"},
+        ]
+        await client.responses.create(model="remote", input=history)
+        assert [role for role, _ in _last_read(_Summarizes.received)] == ["user", "assistant", "user"]
+        # compacted again, the newer summary is written from the older one and what followed it
+        third = await client.responses.create(model="remote", input=history, extra_body=_compacting(10))
+        assert [item.type for item in third.output] == ["compaction", "message"]
+        again = (_Summarizes.received or [])[-2]["messages"]
+        assert [message["role"] for message in again] == ["user", "assistant", "user", "user"]
+        assert again[0]["content"].endswith("she likes green.")
+
+        # streamed: the compaction item's events come first
+        stream = await client.responses.create(
+            model="remote",
+            previous_response_id=first.id,
+            input="I like green.",
+            stream=True,
+            extra_body=_compacting(10),
+        )
+        events = [event async for event in stream]
+        added = [event.item.type for event in events if event.type == "response.output_item.added"]  # type: ignore[union-attr]
+        assert added == ["compaction", "message"]
+        assert [item.type for item in events[-1].response.output] == ["compaction", "message"]  # type: ignore[union-attr]
+
+        # in the background: compacted as it is generated
+        queued = await client.responses.create(
+            model="remote",
+            previous_response_id=first.id,
+            input="I like green.",
+            background=True,
+            extra_body=_compacting(10),
+        )
+        while (polled := await client.responses.retrieve(queued.id)).status in ("queued", "in_progress"):
+            await asyncio.sleep(0.05)
+        assert polled.status == "completed" and [item.type for item in polled.output] == ["compaction", "message"]
+        assert polled.usage is not None and polled.usage.output_tokens == 18
+
+        # a conversation keeps the compaction item, and its next response reads from it on
+        conversation = await client.conversations.create(items=[{"role": "user", "content": "My name is Ada."}])
+        await client.responses.create(
+            model="remote", conversation=conversation.id, input="I like green.", extra_body=_compacting(10)
+        )
+        items = await client.conversations.items.list(conversation.id, order="asc")
+        assert [item.type for item in items.data] == ["message", "message", "compaction", "message"]
+        await client.responses.create(model="remote", conversation=conversation.id, input="What is my name?")
+        assert [role for role, _ in _last_read(_Summarizes.received)] == ["user", "assistant", "user"]
+
+        async with harness.http() as http:
+            cases: list[tuple[Any, str]] = [
+                ("compaction", "context_management"),
+                ([{"type": "truncate"}], "context_management[0].type"),
+                ([{"type": "compaction", "compact_threshold": 0}], "context_management[0].compact_threshold"),
+                ([{"type": "compaction", "compact_threshold": "many"}], "context_management[0].compact_threshold"),
+            ]
+            for management, param in cases:
+                body = {"model": "remote", "input": "hi", "context_management": management}
+                reply = await http.post("/v1/responses", json=body)
+                assert reply.status_code == 400 and reply.json()["error"]["param"] == param, (management, reply.text)
+
+
+async def test_a_local_model_compacts_a_conversation_longer_than_its_context(start_oasis: Callable[..., Any]) -> None:
+    """`context_management` without a threshold: a history longer than the model's context is compacted before it
+    answers, where without it the response is refused as too long."""
+    harness: Harness = await start_oasis(engine_factories=None, models=[smollm(context_length=1024)])
+    client = harness.sdk()
+    _newer_sdk(client)
+    history: list[Any] = []
+    for day in range(8):
+        history += [
+            {"role": "user", "content": f"Day {day}: " + "I walked along the river and counted the boats. " * 12},
+            {"role": "assistant", "content": "That sounds like a calm day by the water. " * 8},
+        ]
+    history.append({"role": "user", "content": "What did I do on the last day?"})
+    with pytest.raises(openai.BadRequestError) as refused:
+        await client.responses.create(model=MODEL, input=history, max_output_tokens=16)
+    assert refused.value.body["code"] == "context_length_exceeded"  # type: ignore[index]
+    answered = await client.responses.create(
+        model=MODEL, input=history, max_output_tokens=16, temperature=0, extra_body=_compacting(None)
+    )
+    assert answered.status in ("completed", "incomplete") and answered.output[0].type == "compaction"
+    assert answered.output[-1].type == "message" and answered.output_text
+    # its usage counts the summary's generation (which read the history) with the answer's
+    counted = await client.responses.input_tokens.count(model=MODEL, input="What did I do on the last day?")
+    assert answered.usage is not None and answered.usage.input_tokens > counted.input_tokens + 200
+    assert answered.usage.output_tokens > 16  # the answer wrote at most 16
+    # continued (truncation off), it fits: read from the summary on, not from the first day (a 400 if it were)
+    follow_up = await client.responses.create(
+        model=MODEL, previous_response_id=answered.id, input="And before?", max_output_tokens=8
+    )
+    assert follow_up.status in ("completed", "incomplete")
+    # what must be read whole (from the newest user message on) does not fit: refused before any summary, streamed
+    # or not, with the status a refusal has
+    long_question = [*history[:-1], {"role": "user", "content": "The river was calm. " * 300}]
+    for stream in (False, True):
+        with pytest.raises(openai.BadRequestError) as too_long:
+            await client.responses.create(model=MODEL, input=long_question, stream=stream, extra_body=_compacting(None))
+        assert too_long.value.body["code"] == "context_length_exceeded"  # type: ignore[index]

@@ -92,6 +92,8 @@ class _Adder(ScriptedChat):
 
     def script(self, body: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
         last = body["messages"][-1]
+        if str(last["content"]).startswith("Your context is about to be compacted"):  # server-side compaction
+            return [{"role": "assistant", "content": "The user asks for 2 + 3."}], "stop"
         if last["role"] == "tool":
             self.held.wait(60)
             return [{"role": "assistant", "content": f"The sum is {last['content']}"}], "stop"
@@ -212,6 +214,46 @@ def test_kill_9_after_an_mcp_call_resumes_without_calling_again(
         numbers = [event.sequence_number for event in events]
         assert numbers == sorted(set(numbers))
         assert events[-1].type == "response.completed"
+
+
+def test_kill_9_after_a_compaction_and_an_mcp_call_resumes_from_the_summary(
+    tmp_path: Path, postgres_url: str | None, loopback_parts: tuple[str, str]
+) -> None:
+    """A response that compacted its conversation (`context_management`) before calling a tool: the generation that
+    takes over reads the summary the dead one made, and neither compacts again nor calls again."""
+    if postgres_url is not None:
+        asyncio.run(_empty_postgres(postgres_url))
+    upstream_url, mcp_url = loopback_parts
+    data, config = tmp_path / "data", _remote_config(tmp_path, upstream_url)
+    env = oasis_env(postgres_url)
+    tool = {"type": "mcp", "server_label": "calc", "server_url": mcp_url, "require_approval": "never"}
+    compacting = {"context_management": [{"type": "compaction", "compact_threshold": 1}]}
+
+    with oasis_server(data, env, "--config", str(config)) as server:
+        client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="x", max_retries=0)
+        if not hasattr(client, "conversations"):
+            pytest.skip("this SDK has no background responses")
+        _Adder.held.clear()
+        queued = client.responses.create(
+            model="remote", input="What is 2 + 3?", tools=[tool], background=True, extra_body=compacting
+        )
+        _wait_for(lambda: len(_Adder.received or []) == 3, server)  # summarized, called, asked with the output
+        os.kill(server.process.pid, signal.SIGKILL)
+        server.process.wait()
+
+    _Adder.held.set()
+    asked_before = len(_Adder.received or [])
+    with oasis_server(data, env, "--config", str(config)) as server:
+        client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="x", max_retries=0)
+        response = _finished(client, queued.id, server)
+        assert len(_mcp_calls()) == 1
+        (after,) = (_Adder.received or [])[asked_before:]  # no second summary: the answer only
+        read = after["messages"]
+        assert read[0]["role"] == "user" and read[0]["content"].endswith("The user asks for 2 + 3.")
+        assert [message["role"] for message in read] == ["user", "user", "assistant", "tool"]
+        types = [item.type for item in response.output]
+        assert types == ["compaction", "mcp_list_tools", "message", "mcp_call", "message"]
+        assert response.output_text == "Adding.The sum is 5"
 
 
 class _Runner(ScriptedChat):

@@ -93,8 +93,6 @@ def estimate_tokens(path: str, body: Any) -> int:
     validation answers it)."""
     if not isinstance(body, dict) or not isinstance(body.get("messages", []), list):
         return 0
-    prompt = _prompt_text(path, body)
-    characters = len(json.dumps(prompt, ensure_ascii=False)) if prompt is not None else 0
     most = _count(body.get("max_output_tokens") if path.endswith("/responses") else body.get("max_completion_tokens"))
     if path.endswith("/responses/compact"):
         most = SUMMARY_TOKENS  # the summary's, whatever the body says
@@ -104,7 +102,13 @@ def estimate_tokens(path: str, body: Any) -> int:
         most = 16  # legacy completions' default
     # best_of candidates are all generated (legacy completions), however few are returned
     choices = max(_count(body.get("n")) or 1, _count(body.get("best_of")) or 1)
-    return math.ceil(characters / 4) + (most or 0) * choices
+    return estimate_prompt_tokens(path, body) + (most or 0) * choices
+
+
+def estimate_prompt_tokens(path: str, body: dict[str, Any]) -> int:
+    """A request's prompt in tokens, estimated from its characters (four a token)."""
+    prompt = _prompt_text(path, body)
+    return math.ceil(len(json.dumps(prompt, ensure_ascii=False)) / 4) if prompt is not None else 0
 
 
 def _duration(seconds: float) -> str:

@@ -31,7 +31,7 @@ from oasis.services.files.service import FileService
 from oasis.services.images.service import ImageService
 from oasis.services.keys import Principal
 from oasis.services.metadata import check_metadata
-from oasis.services.rate_limits import CHAT_COMPLETIONS, RateLimiter, estimate_tokens
+from oasis.services.rate_limits import CHAT_COMPLETIONS, RateLimiter, estimate_prompt_tokens, estimate_tokens
 from oasis.services.responses import background, code_interpreter, compaction, file_search, image_generation
 from oasis.services.responses import mcp as mcp_tools
 from oasis.services.responses.conversations import ConversationService, conversation_id_of
@@ -110,6 +110,12 @@ class PlannedResponse:
     turn_start: int = 0  # of the chat messages after the instructions, where this response's input starts
     # The checkpoint a background response's dead generation left (`_checkpoint`): this generation resumes there.
     resumed: dict[str, Any] | None = None
+    # The rendered prompt reached `context_management`'s threshold: the conversation is compacted first (`chat` is
+    # the whole conversation until then, and `prepared` None).
+    compaction_due: bool = False
+    # Once compacted: the compaction item, which the output begins with, and the summary's chat usage.
+    compaction: dict[str, Any] | None = None
+    compaction_usage: dict[str, Any] | None = None
 
     @property
     def shows_results(self) -> bool:
@@ -164,11 +170,16 @@ def _usage(chat_usage: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def _answer_messages(
-    output: list[dict[str, Any]], tool_texts: dict[str, str], starts: Sequence[int] = (0,)
+    output: list[dict[str, Any]],
+    tool_texts: dict[str, str],
+    starts: Sequence[int] = (0,),
+    compactions: bool = False,
 ) -> list[dict[str, Any]]:
     """The output items as the messages a later generation reads: each generation's assistant message (its text
     and its calls; `starts`: where each generation's items begin), followed by what its built-in calls gave
-    (`tool_texts`, by the call's item id)."""
+    (`tool_texts`, by the call's item id). `compactions`: a compaction item (server-side, made before the model
+    answered) is read as its summary, as a later response reads it; otherwise skipped (this response's own
+    generations read it already)."""
     messages: list[dict[str, Any]] = []
     given: list[dict[str, Any]] = []  # the latest generation's built-in calls' outputs, not yet placed
     fresh = False  # a later generation begins: its items go in a message of its own
@@ -179,6 +190,10 @@ def _answer_messages(
             given, fresh = [], True
         if kind == "reasoning" or kind in _NOT_SAID:
             continue  # not shown to the model again (a call waiting for approval is made once approved)
+        if kind == compaction.TOOL_TYPE:
+            if compactions:
+                messages.append(compaction.message(item, "output"))
+            continue
         if fresh or not messages or messages[-1]["role"] != "assistant":
             messages.append({"role": "assistant", "content": None})
             fresh = False
@@ -209,8 +224,8 @@ def _answer_messages(
             text = tool_texts.get(item["id"]) or mcp_tools.result_text(item)
             given.append({"role": "tool", "tool_call_id": item["id"], "content": text})
     messages.extend(given)
-    if not messages and output and all(item["type"] in _NOT_SAID for item in output):
-        return []  # a listing and calls waiting for approval: the model said nothing yet
+    if not messages and output and all(item["type"] in (*_NOT_SAID, compaction.TOOL_TYPE) for item in output):
+        return []  # a compaction, a listing and calls waiting for approval: the model said nothing yet
     return messages or [{"role": "assistant", "content": None}]
 
 
@@ -359,6 +374,12 @@ class _Answer:
     mcp_calls: int = 0
     denied: list[dict[str, Any]] = field(default_factory=list)  # approval requests the client refused
     starts: list[int] = field(default_factory=list)  # where each generation's output items begin
+    # The summary's generation (server-side compaction): in the response's usage, not in `max_output_tokens`.
+    compaction_usage: dict[str, Any] | None = None
+
+    @property
+    def reported_usage(self) -> dict[str, Any] | None:
+        return _usage(_summed(self.usage, self.compaction_usage))
 
 
 class _EndsResponse(OasisError):
@@ -397,6 +418,7 @@ def _checkpoint(
         "cited": writer.cited,
         "written": writer.written_files,
         "usage": answer.usage,
+        "compaction_usage": answer.compaction_usage,
         "tool_texts": answer.tool_texts,
         "tool_outputs": answer.tool_outputs,
         "searches": answer.searches,
@@ -471,6 +493,7 @@ class ResponseService:
         if request.input is None and request.previous_response_id is None and request.conversation is None:
             raise invalid_request("A response needs `input`.", param="input")
         metadata = check_metadata(request.metadata)
+        compact_at = None if compacting else compaction.threshold(request.model_extra)
         earlier: list[dict[str, Any]] = []
         conversation_id = None
         if request.conversation is not None:
@@ -504,7 +527,11 @@ class ResponseService:
             turn = [{"role": "user", "content": request_input}]
         else:
             turn = chat_messages([item for item in request_input or [] if not _is_approval(item)])
-        conversation = [*earlier, *turn]
+        # A server-side compaction's summary stands for all before it: the conversation is read from the newest on.
+        read_turn = turn
+        if (kept_from := len(earlier) + len(turn) - len(compaction.since_latest([*earlier, *turn]))) > 0:
+            earlier, read_turn = earlier[kept_from:], turn[max(0, kept_from - len(earlier)) :]
+        conversation = [*earlier, *read_turn]
         if not conversation:
             raise invalid_request("A response needs at least one input item.", param="input")
         search = file_search.search_tool(request.tools)
@@ -581,9 +608,16 @@ class ResponseService:
             raise invalid_request(f"{error['msg']} ({where} of the chat request this response makes)") from None
         await self._load_model(project_id, request.model)
         chat = await self._chat.with_files_read(chat, project_id)
-        if request.truncation == "auto":
-            chat = await self._truncated(chat, len(instructions), len(conversation) if compacting else len(earlier))
-        prepared = await self._chat.prepared(chat)  # off the event loop when the conversation is long
+        # Compaction (`context_management`) is due: the summary replaces the conversation before the model answers,
+        # so the prompt is neither truncated nor rendered (nor refused as too long) until then.
+        compaction_due, prepared = await self._reaches(chat, compact_at) if compact_at is not None else (False, None)
+        if request.truncation == "auto" and not compaction_due:
+            truncated = await self._truncated(
+                chat, len(instructions), len(conversation) if compacting else len(earlier)
+            )
+            chat, prepared = truncated, prepared if truncated is chat else None
+        if not compaction_due and prepared is None:
+            prepared = await self._chat.prepared(chat)  # off the event loop when the conversation is long
         return PlannedResponse(
             id=response_id or new_id("resp_"),
             created_at=int(time.time()) if created_at is None else created_at,
@@ -603,14 +637,17 @@ class ResponseService:
             input_items=listed_items(request_input),
             conversation=conversation,
             instruction_count=len(instructions),
-            turn_start=len(conversation) - len(turn),
+            turn_start=len(conversation) - len(read_turn),
+            compaction_due=compaction_due,
         )
 
     async def count_input_tokens(self, project_id: str, request: CreateResponseRequest) -> dict[str, Any]:
         """The tokens a response's input would take in its model's prompt: its instructions, conversation and tools,
         as the response's first generation reads them (its `usage.input_tokens`). Checked as a response is, and
         nothing stored or run; an upstream's model has no count here (a 400)."""
-        asked = request.model_copy(update={"stream": None, "background": None, "store": False})
+        asked = request.model_copy(
+            update={"stream": None, "background": None, "store": False, "context_management": None}
+        )
         plan = await self.plan(project_id, asked)
         # a model the plan did not render is an upstream's, or not one served here (then a 404, as chat's)
         prepared = plan.prepared or await asyncio.to_thread(self._chat.prepare_local, plan.chat)
@@ -627,6 +664,21 @@ class ResponseService:
         the model, answered as its user messages and a compaction item carrying the summary (compaction.py). A
         conversation longer than the model's context is summarized from its newest turns that fit. Nothing is
         stored."""
+        plan, summary, usage = await self._summarized(project_id, request)
+        return {
+            "id": new_id("resp_"),
+            "object": "response.compaction",
+            "created_at": int(time.time()),
+            "output": [*user_message_items(plan.conversation), compaction.item(summary)],
+            "usage": _usage(usage),
+        }
+
+    async def _summarized(
+        self, project_id: str, request: CreateResponseRequest, admitted: PlannedResponse | None = None
+    ) -> tuple[PlannedResponse, str, dict[str, Any]]:
+        """The model's summary of a request's conversation (and the plan that read it, and the summary's chat
+        usage). `admitted`: a response compacting before it answers, whose project's token limit the summary counts
+        against (the request itself was counted for its answer)."""
         asked = request.model_copy(
             update={
                 "stream": None,
@@ -637,6 +689,7 @@ class ResponseService:
                 "text": None,
                 "truncation": "auto",  # leaves the room the summary takes
                 "max_output_tokens": compaction.SUMMARY_TOKENS + compaction.ASKING_TOKENS,
+                "context_management": None,
             }
         )
         too_long = OasisError(
@@ -666,6 +719,8 @@ class ResponseService:
             summarizing = ChatCompletionRequest.model_validate(body)
         except ValidationError as exc:
             raise invalid_request(f"The conversation cannot be summarized: {exc.errors()[0]['msg']}") from None
+        if admitted is not None:
+            await self._admit(admitted, summarizing, plan.prepared)  # the conversation's prompt, and the summary
         answer = await self._chat.create(summarizing, None, project_id)
         choices = answer.get("choices")
         said = (
@@ -679,13 +734,70 @@ class ResponseService:
                 type="server_error",
                 code="empty_summary",
             )
-        return {
-            "id": new_id("resp_"),
-            "object": "response.compaction",
-            "created_at": int(time.time()),
-            "output": [*user_message_items(plan.conversation), compaction.item(summary)],
-            "usage": _usage(answer.get("usage") or {}),
-        }
+        return plan, summary, answer.get("usage") or {}
+
+    async def _compact(self, plan: PlannedResponse) -> None:
+        """Server-side compaction, before the model answers, when the plan is due for it: the conversation
+        summarized into the compaction item (which stands for everything before it, this response's input too),
+        and the plan's chat read from it (`_read_compacted`). Refused before the summary is written when what the
+        model must still read whole (from the newest user message on) does not fit a local model's context."""
+        if not plan.compaction_due:
+            return
+        if self._chat.context_length(plan.chat.model) is not None:
+            unsummarized = self._compacted_chat(plan, compaction.item("", replaces_earlier=True))
+            if (await self._reaches(unsummarized, 0))[0]:
+                raise OasisError(
+                    400,
+                    f"The conversation from its newest user message on does not fit {plan.chat.model}'s context "
+                    "beside the answer, even with the rest compacted.",
+                    param="input",
+                    code="context_length_exceeded",
+                )
+        _, summary, usage = await self._summarized(plan.project_id, plan.request, admitted=plan)
+        item = compaction.item(summary, replaces_earlier=True)
+        await self._read_compacted(plan, item)
+        plan.compaction, plan.compaction_usage = item, usage
+
+    def _compacted_chat(self, plan: PlannedResponse, item: dict[str, Any]) -> ChatCompletionRequest:
+        """The plan's chat after its compaction `item`: the instructions, the summary, then what the model answers
+        (from the conversation's newest user message on)."""
+        body = plan.chat.model_dump(mode="json", by_alias=True, exclude_unset=True)
+        head, said = body["messages"][: plan.instruction_count], body["messages"][plan.instruction_count :]
+        users = [index for index, message in enumerate(said) if message.get("role") == "user"]
+        tail = said[users[-1] :] if users else said[plan.turn_start :]
+        if tail and compaction.is_summary(tail[0].get("content")):  # an earlier compaction's: the new one holds it
+            tail = tail[1:]
+        body["messages"] = [*head, compaction.message(item, "output"), *tail]
+        return ChatCompletionRequest.model_validate(body)
+
+    async def _read_compacted(self, plan: PlannedResponse, item: dict[str, Any]) -> None:
+        """The plan's chat made `_compacted_chat`, truncated and rendered as the request asks."""
+        chat = self._compacted_chat(plan, item)
+        if plan.request.truncation == "auto":
+            chat = await self._truncated(chat, plan.instruction_count, 0)
+        plan.chat, plan.prepared = chat, await self._chat.prepared(chat)
+        plan.turn_start, plan.compaction_due = 0, False
+
+    async def _reaches(self, chat: ChatCompletionRequest, threshold: int) -> tuple[bool, PreparedChat | None]:
+        """Whether the chat's rendered prompt reaches `threshold` tokens (0: would not fit the model's context
+        beside the answer's room), and the chat rendered (when it was, and fits). An upstream's model's prompt is
+        estimated from its characters, as the rate limits estimate it; its context is not known here."""
+        context = self._chat.context_length(chat.model)
+        if context is None:
+            asked = chat.model_dump(mode="json", exclude_none=True)
+            return threshold > 0 and estimate_prompt_tokens(CHAT_COMPLETIONS, asked) >= threshold, None
+        try:
+            prepared = await self._chat.prepared(chat)
+        except OasisError as exc:
+            if exc.code == "context_length_exceeded":
+                return True, None
+            raise
+        if prepared is None:
+            return False, None
+        tokens = len(prepared.prompt)
+        if threshold:
+            return tokens >= threshold, prepared
+        return tokens + (chat.max_completion_tokens or min(REPLY_ROOM, context // 4)) > context, prepared
 
     async def _referenced(
         self, project_id: str, request_input: str | list[dict[str, Any]] | None
@@ -872,7 +984,8 @@ class ResponseService:
         }
 
     async def create(self, plan: PlannedResponse) -> dict[str, Any]:
-        if plan.runs_tools:
+        await self._compact(plan)
+        if plan.runs_tools or plan.compaction is not None:
             # Generations with built-in calls run between them: a stream's loop, its events not sent (its errors
             # raised)
             chunks = self._first_chunks(plan, plan.chat.streamed())
@@ -891,7 +1004,8 @@ class ResponseService:
 
     async def stream(self, plan: PlannedResponse) -> AsyncIterator[dict[str, Any]]:
         """Starts the answer and waits for its first chunk (so that a refusal, an upstream's too, still gets its
-        HTTP status), then returns its events."""
+        HTTP status), then returns its events. A compaction that is due is made first, for the same reason."""
+        await self._compact(plan)
         chunks = self._first_chunks(plan, plan.chat.with_usage_reported())
         try:
             first = await anext(chunks)
@@ -910,8 +1024,9 @@ class ResponseService:
 
     def _first_chunks(self, plan: PlannedResponse, chat: ChatCompletionRequest) -> AsyncIterator[dict[str, Any]]:
         """The first generation's chunks; none when approved MCP calls must run first (the generation that reads
-        their outputs starts after them), or when a checkpoint is resumed."""
-        if plan.approvals or plan.resumed is not None:
+        their outputs starts after them), when a checkpoint is resumed, or when the conversation is still to be
+        compacted (a background response's: `_generations` compacts it, then starts them)."""
+        if plan.approvals or plan.resumed is not None or plan.compaction_due:
             return _no_chunks()
         return self._chat.stream(chat, plan.prepared, project_id=plan.project_id)
 
@@ -958,12 +1073,12 @@ class ResponseService:
                 for made in writer.cut_off():
                     yield made
                 yield event("error", **error, error={**error, "type": failure.type})
-                failed = self._response(plan, "failed", writer.output, _usage(answer.usage), error=error)
+                failed = self._response(plan, "failed", writer.output, answer.reported_usage, error=error)
                 yield event("response.failed", response=failed)
                 return
             for made in writer.close(finished=answer.finish not in _INCOMPLETE):
                 yield made
-            response = self._response(plan, "completed", writer.output, _usage(answer.usage), answer.finish)
+            response = self._response(plan, "completed", writer.output, answer.reported_usage, answer.finish)
             done = "response.incomplete" if response["status"] == "incomplete" else "response.completed"
             finished = event(done, response=response)
             if keep is None:
@@ -993,7 +1108,18 @@ class ResponseService:
             started = plan.resumed["started"]
             interrupted = (started[0], started[1], started[2]) if started else None
             round_names = set(plan.resumed["round"])
+            made_before = [item for item in plan.resumed["output"] if item["type"] == compaction.TOOL_TYPE]
+            if made_before:  # the chat is read from the summary the dead generation made, not summarized again
+                await self._read_compacted(plan, made_before[-1])
         else:
+            compacting_here = plan.compaction_due  # a background response's (create and stream compact first)
+            await self._compact(plan)
+            if plan.compaction is not None:
+                answer.compaction_usage = plan.compaction_usage
+                for made in writer.compacted(plan.compaction):
+                    yield made
+            if compacting_here and not plan.approvals:
+                answer.chunks = self._chat.stream(plan.chat.streamed(), plan.prepared, project_id=plan.project_id)
             if plan.mcp is not None:
                 for server in plan.mcp.servers:
                     item = mcp_tools.list_item(new_id("mcpl_"), server, plan.mcp.listed[server.label])
@@ -1004,6 +1130,8 @@ class ResponseService:
                     held.append((request["name"], request["arguments"], request["id"]))
                 else:
                     answer.denied.append(request)
+            if compacting_here:  # a crash from here on resumes from the summary, not summarizing again
+                yield _checkpoint(plan, writer, answer, held, None, set())
         calls_first = plan.resumed is not None or bool(plan.approvals)  # calls to run before the model is asked
         while True:
             if not calls_first:
@@ -1076,6 +1204,7 @@ class ResponseService:
         answer.searches, answer.code_runs = state["searches"], state["code_runs"]
         answer.images, answer.mcp_calls = state["images"], state["mcp_calls"]
         answer.denied, answer.starts = state["denied"], state["starts"]
+        answer.compaction_usage = state.get("compaction_usage")
         return made
 
     async def _run_held_calls(
@@ -1462,7 +1591,7 @@ class ResponseService:
         """The stored row's columns that a finished response fills in."""
         tool_texts = answer.tool_texts if answer is not None else {}
         starts = answer.starts if answer is not None else [0]
-        conversation = [*plan.turn, *_answer_messages(response["output"], tool_texts, starts)]
+        conversation = [*plan.turn, *_answer_messages(response["output"], tool_texts, starts, compactions=True)]
         return {
             "response_json": json.dumps(response),
             "status": response["status"],
@@ -1748,6 +1877,9 @@ class _OutputWriter:
         where = {"item_id": item["id"], "output_index": len(self.output)}
         made.append(self._event("response.mcp_list_tools.in_progress", **where))
         return made + self._tool_done(item, "response.mcp_list_tools.completed")
+
+    def compacted(self, item: dict[str, Any]) -> list[dict[str, Any]]:
+        return self._added(item) + self._tool_done(item, None)
 
     def mcp_approval_requested(self, item: dict[str, Any]) -> list[dict[str, Any]]:
         return self._added(item) + self._tool_done(item, None)
