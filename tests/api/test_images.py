@@ -228,23 +228,38 @@ async def test_gpt_image_models_answer_base64_in_the_format_asked(image_oasis: H
 
 
 @pytest.mark.skipif(not SDK_STREAMS_IMAGES, reason="this openai SDK does not stream images")
-async def test_a_streamed_generation_sends_each_image_as_a_completed_event(image_oasis: Harness) -> None:
+async def test_a_streamed_generation_sends_partial_images_then_each_image_completed(image_oasis: Harness) -> None:
     client = image_oasis.sdk()
     stream = await client.images.generate(
         model="gpt-image-1", prompt="a green star", n=2, stream=True, partial_images=2, output_format="webp"
     )
     events = [event async for event in stream]
-    assert [event.type for event in events] == ["image_generation.completed"] * 2
+    # each of the two previews shows both images part way, then each image comes whole
+    assert [event.type for event in events] == ["image_generation.partial_image"] * 4 + [
+        "image_generation.completed"
+    ] * 2
+    assert [event.partial_image_index for event in events[:4]] == [0, 0, 1, 1]  # type: ignore[union-attr]
     pictures = [base64.b64decode(event.b64_json) for event in events]
     assert all(picture[8:12] == b"WEBP" and pixels_of(picture).shape == (1024, 1024, 3) for picture in pictures)
-    assert not np.array_equal(pixels_of(pictures[0]), pixels_of(pictures[1]))
+    final = [pixels_of(picture).astype(np.float32) for picture in pictures[4:]]
+    assert not np.array_equal(final[0], final[1])
     assert {(event.output_format, event.size, event.quality, event.background) for event in events} == {
         ("webp", "1024x1024", "medium", "opaque")
     }
-    assert all(event.usage.total_tokens == 0 for event in events)  # the SDK's event requires it
+    assert all(event.usage.total_tokens == 0 for event in events[4:])  # type: ignore[union-attr]
+    # the later preview is nearer each final image than the earlier one: the drawing part way, not a stand-in
+    for image in (0, 1):
+        early, late = (pixels_of(pictures[step * 2 + image]).astype(np.float32) for step in (0, 1))
+        assert np.abs(late - final[image]).mean() < np.abs(early - final[image]).mean()
     with pytest.raises(openai.BadRequestError) as refused:
         await client.images.generate(model="oasis-shapes-32", prompt="a star", stream=True, response_format="url")
     assert refused.value.param == "response_format"
+    # refused before anything is drawn, with partial images asked for too: the status is a 400's
+    with pytest.raises(openai.BadRequestError) as transparent:
+        await client.images.generate(
+            model="gpt-image-1", prompt="a star", stream=True, partial_images=2, background="transparent"
+        )
+    assert transparent.value.param == "background"
 
 
 async def test_links_cannot_be_altered_or_used_after_the_hour(image_oasis: Harness) -> None:
@@ -434,7 +449,7 @@ async def test_gpt_image_edits_take_their_own_surface(image_oasis: Harness) -> N
 
 
 @pytest.mark.skipif(not SDK_STREAMS_EDITS, reason="this openai SDK does not stream edits")
-async def test_a_streamed_edit_sends_each_image_as_a_completed_event(image_oasis: Harness) -> None:
+async def test_a_streamed_edit_sends_partial_images_then_each_image_completed(image_oasis: Harness) -> None:
     client = image_oasis.sdk()
     stream = await client.images.edit(
         model="gpt-image-1",
@@ -447,10 +462,29 @@ async def test_a_streamed_edit_sends_each_image_as_a_completed_event(image_oasis
         input_fidelity="high",
     )
     events = [event async for event in stream]
-    assert [event.type for event in events] == ["image_edit.completed"] * 2
-    pictures = [pixels_of(base64.b64decode(event.b64_json)) for event in events]
+    assert [event.type for event in events] == ["image_edit.partial_image"] * 2 + ["image_edit.completed"] * 2
+    pictures = [pixels_of(base64.b64decode(event.b64_json)) for event in events[2:]]
     assert all(picture.shape == (1024, 1024, 3) and red_left_blue_right(picture) for picture in pictures)
     assert {(event.output_format, event.size, event.quality) for event in events} == {("jpeg", "1024x1024", "medium")}
+    # with a mask, every pixel outside it is the source's in the partial images too
+    source = scene()
+    mask = np.full((256, 256, 4), 255, dtype=np.uint8)
+    mask[:, 128:, 3] = 0  # redraw the right half
+    masked = await client.images.edit(
+        model="gpt-image-1",
+        image=("scene.png", png(source), "image/png"),
+        mask=("mask.png", png(mask), "image/png"),
+        prompt="a green circle on the right",
+        size="1024x1024",
+        stream=True,
+        partial_images=3,
+    )
+    shown = [event async for event in masked]
+    assert [event.type for event in shown] == ["image_edit.partial_image"] * 3 + ["image_edit.completed"]
+    final = pixels_of(base64.b64decode(shown[-1].b64_json))  # outside the mask, the source enlarged
+    for event in shown[:-1]:
+        partial = pixels_of(base64.b64decode(event.b64_json))
+        assert np.array_equal(partial[:, :512], final[:, :512]) and not np.array_equal(partial[:, 512:], final[:, 512:])
     with pytest.raises(openai.BadRequestError) as several:
         await client.images.edit(
             model="gpt-image-1",

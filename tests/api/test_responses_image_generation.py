@@ -4,12 +4,14 @@ model upstream calls it, the shipped shapes model draws the image, and the respo
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import numpy as np
 import pytest
 
 from tests.api.test_images import SHAPES
@@ -90,6 +92,47 @@ async def test_the_model_draws_an_image_and_the_response_holds_it(drawer_oasis: 
     await client.responses.create(model="remote", input="Thanks!", previous_response_id=final.id)
     later = (_Drawer.received or [])[-1]["messages"]
     assert any(turn.get("content") == "The image was generated and shown to the user." for turn in later)
+
+
+async def test_a_streamed_call_sends_its_image_part_way_first(drawer_oasis: Harness) -> None:
+    from PIL import Image
+
+    client = drawer_oasis.sdk()
+    _newer_sdk(client)
+    tool = {"type": "image_generation", "size": "1024x1024", "output_format": "png", "partial_images": 2}
+    async with client.responses.stream(model="remote", input="Draw me a red circle.", tools=[tool]) as stream:
+        events = [event async for event in stream]
+        final = await stream.get_final_response()
+    kinds = [event.type for event in events]
+    assert kinds[2:9] == [
+        "response.output_item.added",
+        "response.image_generation_call.in_progress",
+        "response.image_generation_call.generating",
+        "response.image_generation_call.partial_image",
+        "response.image_generation_call.partial_image",
+        "response.image_generation_call.completed",
+        "response.output_item.done",
+    ], kinds
+    partials = [event for event in events if event.type == "response.image_generation_call.partial_image"]
+    call = final.output[0]
+    assert [event.partial_image_index for event in partials] == [0, 1]  # type: ignore[union-attr]
+    assert {(event.item_id, event.output_index) for event in partials} == {(call.id, 0)}  # type: ignore[union-attr]
+    drawn = []
+    for b64 in [*(event.partial_image_b64 for event in partials), call.result]:  # type: ignore[union-attr]
+        with Image.open(io.BytesIO(base64.b64decode(b64 or ""))) as image:
+            assert image.format == "PNG" and image.size == (1024, 1024)
+            drawn.append(np.asarray(image.convert("RGB"), dtype=np.float32))
+    # the drawing part way, nearer the final image at the later step
+    assert np.abs(drawn[1] - drawn[2]).mean() < np.abs(drawn[0] - drawn[2]).mean()
+    assert {(event.size, event.output_format) for event in partials} == {("1024x1024", "png")}  # type: ignore[union-attr]
+    # in the background, the stored events have them too
+    queued = await client.responses.create(model="remote", input="Draw me a red circle.", tools=[tool], background=True)
+    while (polled := await client.responses.retrieve(queued.id)).status in ("queued", "in_progress"):
+        await asyncio.sleep(0.05)
+    assert polled.status == "completed"
+    replayed = [event async for event in await client.responses.retrieve(queued.id, stream=True)]
+    kinds = [event.type for event in replayed]
+    assert kinds.count("response.image_generation_call.partial_image") == 2, kinds
 
 
 async def test_bad_image_tools_are_refused_before_anything_is_generated(drawer_oasis: Harness) -> None:

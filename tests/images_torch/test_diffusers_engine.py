@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,47 @@ async def test_text_to_image_at_the_sizes_asked_for(sd_oasis: Harness) -> None:
     linked = await client.images.generate(prompt="a red circle", size="256x256")
     async with sd_oasis.http(api_key=None) as browser:
         assert pixels_of((await browser.get(linked.data[0].url or "")).content).shape == (256, 256, 3)
+
+
+def _frames(body: str) -> list[dict[str, Any]]:
+    """A typed event stream's events (this venv's SDK may not stream images)."""
+    return [
+        json.loads(line.removeprefix("data: "))
+        for frame in body.split("\n\n")
+        for line in frame.splitlines()
+        if line.startswith("data: ")
+    ]
+
+
+async def test_a_streamed_drawing_sends_its_latents_decoded_part_way(sd_oasis: Harness) -> None:
+    async with sd_oasis.http() as http:
+        body = {"model": "tiny-sd", "prompt": "a red circle", "size": "256x256", "stream": True, "partial_images": 3}
+        reply = await http.post("/v1/images/generations", json=body)
+        assert reply.status_code == 200, reply.text
+        events = _frames(reply.text)
+        assert [event["type"] for event in events] == ["image_generation.partial_image"] * 3 + [
+            "image_generation.completed"
+        ]
+        assert [event.get("partial_image_index") for event in events] == [0, 1, 2, None]
+        pictures = [pixels_of(base64.b64decode(event["b64_json"])) for event in events]
+        assert all(picture.shape == (256, 256, 3) and picture.std() > 1 for picture in pictures)  # not blank
+        assert not any(np.array_equal(picture, pictures[-1]) for picture in pictures[:-1])
+        # an edit's previews keep every pixel outside the mask, as its image does
+        source = scene()
+        mask = np.full((256, 256, 4), 255, dtype=np.uint8)
+        mask[64:192, 64:192, 3] = 0
+        edited = await http.post(
+            "/v1/images/edits",
+            data={"model": "tiny-sd", "prompt": "a cat", "size": "256x256", "stream": "true", "partial_images": "2"},
+            files=[("image", ("scene.png", png(source), "image/png")), ("mask", ("mask.png", png(mask), "image/png"))],
+        )
+        assert edited.status_code == 200, edited.text
+        shown = _frames(edited.text)
+        assert [event["type"] for event in shown] == ["image_edit.partial_image"] * 2 + ["image_edit.completed"]
+        outside = mask[:, :, 3] != 0
+        for event in shown:
+            picture = pixels_of(base64.b64decode(event["b64_json"]))
+            assert np.array_equal(picture[outside], source[outside])
 
 
 async def test_inpainting_keeps_what_is_outside_the_mask(sd_oasis: Harness) -> None:

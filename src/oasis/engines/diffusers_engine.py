@@ -9,6 +9,7 @@ diffusers' own message instead of reaching for a hub.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import math
 import os
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from oasis.engines.image import EditJob, GenerationJob, Look, VariationJob
+from oasis.engines.image import EditJob, GenerationJob, Look, Previews, VariationJob
 from oasis.engines.options import DiffusersOptions
 from oasis.settings import ModelSpec
 
@@ -40,6 +41,40 @@ def _pick_dtype(choice: str, device: str) -> Any:
 def _pixels(images: Any) -> list[np.ndarray]:
     """A pipeline's `output_type="np"` batch (floats in [0, 1]) as uint8 pictures."""
     return [np.clip(np.asarray(image) * 255 + 0.5, 0, 255).astype(np.uint8) for image in images]
+
+
+def _previewing(pipeline: Any, previews: Previews | None) -> dict[str, Any]:
+    """A pipeline's arguments that send `previews` its latents decoded after the steps they ask for (counted from
+    the steps the pipeline runs, which image-to-image makes fewer than asked). None for a pipeline that takes no
+    step callback, or whose VAE decodes half-precision latents only after upcasting itself (SDXL's): its image is
+    drawn without previews rather than with wrong ones."""
+    if previews is None or "callback_on_step_end" not in inspect.signature(pipeline.__call__).parameters:
+        return {}
+    vae = getattr(pipeline, "vae", None)
+    if vae is None or (getattr(vae.config, "force_upcast", False) and str(vae.dtype) == "torch.float16"):
+        return {}
+    after: set[int] | None = None
+
+    def on_step_end(running: Any, step: int, timestep: Any, values: dict[str, Any]) -> dict[str, Any]:
+        nonlocal after
+        if after is None:
+            after = previews.after(int(getattr(running, "num_timesteps", 0) or 0))
+        if step + 1 in after:
+            previews.send(_decoded(running, values["latents"]))
+        return values
+
+    return {"callback_on_step_end": on_step_end, "callback_on_step_end_tensor_inputs": ["latents"]}
+
+
+def _decoded(pipeline: Any, latents: Any) -> list[np.ndarray]:
+    """Latents part way through as pictures, decoded as the pipeline decodes its last ones."""
+    import torch
+
+    vae = pipeline.vae
+    scaled = latents.to(vae.dtype) / vae.config.scaling_factor + (getattr(vae.config, "shift_factor", None) or 0)
+    with torch.no_grad():
+        images = vae.decode(scaled, return_dict=False)[0]
+    return _pixels(pipeline.image_processor.postprocess(images, output_type="np"))
 
 
 class DiffusersEngine:
@@ -121,6 +156,7 @@ class DiffusersEngine:
             guidance_scale=self._guidance(job.look),
             generator=self._generator(),
             output_type="np",
+            **_previewing(self._text2image, job.previews),
         )
         return _pixels(result.images)
 
@@ -140,6 +176,7 @@ class DiffusersEngine:
             guidance_scale=self.options.guidance,
             generator=self._generator(),
             output_type="np",
+            **_previewing(self._inpaint, job.previews),
         )
         return _pixels(result.images)
 
@@ -156,5 +193,6 @@ class DiffusersEngine:
             guidance_scale=self.options.guidance,
             generator=self._generator(),
             output_type="np",
+            **_previewing(self._image2image, job.previews),
         )
         return _pixels(result.images)

@@ -4,6 +4,7 @@ pixels outside an edit's mask exactly as they were, whatever the engine does."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -22,12 +23,28 @@ class Look:
 
 
 @dataclass(frozen=True)
+class Previews:
+    """The images as drawn so far, asked for `count` times while drawing (OpenAI's `partial_images`): `send` takes
+    the job's n images (HxWx3 uint8 at the size asked for), called from the engine's thread. An engine that cannot
+    show its work part way sends fewer (OpenAI's final image may come before all its partial ones, too)."""
+
+    count: int
+    send: Callable[[list[np.ndarray]], None]
+
+    def after(self, steps: int) -> set[int]:
+        """Of a drawing's `steps`, those (counted from 1) after which a preview is sent: spread evenly, none after
+        the last (the final image is sent then)."""
+        return {steps * index // (self.count + 1) for index in range(1, self.count + 1)} & set(range(1, steps))
+
+
+@dataclass(frozen=True)
 class GenerationJob:
     prompt: str
     n: int
     width: int
     height: int
     look: Look = Look()
+    previews: Previews | None = None
 
 
 @dataclass(frozen=True)
@@ -37,6 +54,7 @@ class EditJob:
     prompt: str
     n: int
     look: Look = Look()
+    previews: Previews | None = None
 
 
 @dataclass(frozen=True)
@@ -49,6 +67,7 @@ class VariationJob:
     look: Look = Look()
     # OpenAI's `input_fidelity`: `high` keeps more of the source (the engine redraws it less far)
     fidelity: str = "low"
+    previews: Previews | None = None
 
 
 @runtime_checkable

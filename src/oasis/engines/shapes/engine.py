@@ -12,13 +12,14 @@ from __future__ import annotations
 import itertools
 import json
 import os
+from collections.abc import Callable, Collection
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from oasis.engines.image import EditJob, GenerationJob, Look, VariationJob
+from oasis.engines.image import EditJob, GenerationJob, Look, Previews, VariationJob
 from oasis.engines.options import ShapesOptions
 from oasis.engines.shapes import network
 from oasis.engines.shapes.tokens import Tokenizer
@@ -62,11 +63,14 @@ class ShapesModel:
         start_time: float = 1.0,
         known: np.ndarray | None = None,
         keep: np.ndarray | None = None,
+        previews: Callable[[np.ndarray], None] | None = None,
+        preview_after: Collection[int] = (),
     ) -> np.ndarray:
         """n images (n, H, W, 3) uint8 at the model's resolution.
 
         `start` (H, W, 3 in [-1, 1]) noised to `start_time` begins the flow part way (variations); `known` with
-        `keep` (H, W bool) holds those pixels to the known image throughout (edits)."""
+        `keep` (H, W bool) holds those pixels to the known image throughout (edits). `previews` is sent the images
+        the flow points at (its estimate of the clean image) after each step counted in `preview_after`."""
         height, width = shape or (self.resolution, self.resolution)
         guided = guidance != 1.0 and prompt != ""
         prompts = [prompt] * n + ([""] * n if guided else [])
@@ -75,7 +79,7 @@ class ShapesModel:
         if start is not None:
             x = (1 - start_time) * start[None] + start_time * x
         times = np.linspace(start_time, 0.0, steps + 1, dtype=np.float32)
-        for t, t_next in itertools.pairwise(times):
+        for step, (t, t_next) in enumerate(itertools.pairwise(times), start=1):
             if known is not None and keep is not None:
                 noised = (1 - t) * known[None] + t * rng.standard_normal(x.shape).astype(np.float32)
                 x = np.where(keep[None, :, :, None], noised, x)
@@ -84,10 +88,17 @@ class ShapesModel:
             if guided:
                 conditional, unconditional = velocity[:n], velocity[n:]
                 velocity = unconditional + guidance * (conditional - unconditional)
+            if previews is not None and step in preview_after:
+                previews(_pixels(x - t * velocity, known, keep))  # a rectified flow's x_t - t v is its x_0
             x = x + (t_next - t) * velocity
-        if known is not None and keep is not None:
-            x = np.where(keep[None, :, :, None], known[None], x)
-        return np.clip((x + 1) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+        return _pixels(x, known, keep)
+
+
+def _pixels(x: np.ndarray, known: np.ndarray | None, keep: np.ndarray | None) -> np.ndarray:
+    """The flow's images ([-1, 1]) as pixels, the known ones kept where an edit keeps them."""
+    if known is not None and keep is not None:
+        x = np.where(keep[None, :, :, None], known[None], x)
+    return np.clip((x + 1) * 127.5 + 0.5, 0, 255).astype(np.uint8)
 
 
 def _enlarge(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -154,15 +165,28 @@ class ShapesEngine:
             return side, max(side, round(side * width / height / 4) * 4)
         return max(side, round(side * height / width / 4) * 4), side
 
+    @staticmethod
+    def _previewed(previews: Previews | None, width: int, height: int, steps: int) -> dict[str, Any]:
+        """`sample`'s arguments that send `previews` the images part way, enlarged as the final ones are."""
+        if previews is None:
+            return {}
+
+        def send(drawn: np.ndarray) -> None:
+            previews.send([_enlarge(picture, width, height) for picture in drawn])
+
+        return {"previews": send, "preview_after": previews.after(steps)}
+
     def generate(self, job: GenerationJob) -> list[np.ndarray]:
         guidance = self.options.guidance if job.look.style == "vivid" else self.options.natural_guidance
+        steps = self._steps(job.look)
         drawn = self.model.sample(
             job.prompt,
             job.n,
             self._rng(),
-            steps=self._steps(job.look),
+            steps=steps,
             guidance=guidance,
             shape=self._grid(job.width, job.height),
+            **self._previewed(job.previews, job.width, job.height, steps),
         )
         return [_enlarge(picture, job.width, job.height) for picture in drawn]
 
@@ -172,15 +196,17 @@ class ShapesEngine:
         small = _as_input(_shrink(job.image, grid_w, grid_h))
         # a cell is redrawn when any of its pixels is: the edge of the hole is drawn anew, not kept half-old
         keep = ~_any_in_cell(job.repaint, grid_h, grid_w)
+        steps = self._steps(job.look)
         drawn = self.model.sample(
             job.prompt,
             job.n,
             self._rng(),
-            steps=self._steps(job.look),
+            steps=steps,
             guidance=self.options.guidance,
             shape=(grid_h, grid_w),
             known=small,
             keep=keep,
+            **self._previewed(job.previews, width, height, steps),
         )
         return [_enlarge(picture, width, height) for picture in drawn]
 
@@ -188,14 +214,16 @@ class ShapesEngine:
         height, width = job.image.shape[:2]
         grid_h, grid_w = self._grid(width, height)
         strength = self.options.variation_strength
+        steps = self._steps(job.look)
         drawn = self.model.sample(
             job.prompt,
             job.n,
             self._rng(),
-            steps=self._steps(job.look),
+            steps=steps,
             guidance=self.options.guidance if job.prompt else 1.0,
             shape=(grid_h, grid_w),
             start=_as_input(_shrink(job.image, grid_w, grid_h)),
             start_time=strength / 2 if job.fidelity == "high" else strength,
+            **self._previewed(job.previews, width, height, steps),
         )
         return [_enlarge(picture, width, height) for picture in drawn]

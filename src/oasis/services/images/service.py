@@ -20,6 +20,7 @@ import binascii
 import math
 import threading
 import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +28,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from oasis.engines.forwarding import ForwardingEngine
-from oasis.engines.image import EditJob, GenerationJob, ImageEngine, Look, VariationJob
+from oasis.engines.image import EditJob, GenerationJob, ImageEngine, Look, Previews, VariationJob
 from oasis.engines.registry import EngineRegistry
 from oasis.errors import OasisError, invalid_request
 from oasis.protocol.extensions import CreateImageRequest
@@ -118,6 +119,44 @@ class Drawn:
     files: list[bytes]  # PNG, JPEG or WebP
     revised: list[str | None]
     settings: dict[str, Any]  # what a GPT image model's answer names: background, output_format, quality, size, usage
+
+
+class PartialImages:
+    """A streamed drawing's partial images (`count` of them asked for): put by the engine's thread, read on the
+    event loop as they come while the drawing runs (`drawn`)."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.open = True  # until nobody reads them (the client gone, or the drawing ended)
+        self.result: Any = None  # what the drawing gave, once `drawn` has read it to its end
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[Drawn | None] = asyncio.Queue()
+
+    def put(self, partial: Drawn) -> None:
+        """Called from the engine's thread."""
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, partial)
+
+    async def drawn(self, drawing: Awaitable[Any]) -> AsyncIterator[tuple[int, Drawn]]:
+        """Runs `drawing`, yielding each partial image put meanwhile with its index; then `result` is its result
+        (its error raised). A reader that stops early lets go of the wait (the engine's thread ends its drawing)."""
+        task = asyncio.ensure_future(drawing)
+        # the engine's thread queues its last partial before the drawing ends, so before this end mark
+        task.add_done_callback(lambda _: self._queue.put_nowait(None))
+        try:
+            index = 0
+            while (partial := await self._queue.get()) is not None:
+                yield index, partial
+                index += 1
+            self.result = task.result()
+        finally:
+            self.open = False
+            task.cancel()
+            if task.done() and not task.cancelled():
+                task.exception()  # read: an error after the reader left is not logged as never retrieved
+
+
+# The partial images a drawing sends, where it sends them: asked for only when there is somewhere to send them.
+Partials = PartialImages | None
 
 
 # What a GPT image model's answer names besides the images.
@@ -309,10 +348,12 @@ class ImageService:
             gpt_image=rules.gpt_image,
         )
 
-    async def generate(self, body: dict[str, Any], project_id: str, base_url: str) -> dict[str, Any]:
+    async def generate(
+        self, body: dict[str, Any], project_id: str, base_url: str, partials: Partials = None
+    ) -> dict[str, Any]:
         """`body` as the client sent it (no defaults filled in); the answer as OpenAI's."""
         generation = self._checked(body, model_asked(body))
-        drawn = await self._draw(generation, body)
+        drawn = await self._draw(generation, body, partials)
         answer = await self._reply(drawn.files, generation.response_format, project_id, base_url, drawn.revised)
         if generation.gpt_image:
             answer.update(drawn.settings)
@@ -335,23 +376,32 @@ class ImageService:
             _check_opaque(body)
         return body
 
-    async def generate_base64(self, body: dict[str, Any], project_id: str) -> dict[str, Any]:
-        """`generate`, its images in base64 whatever the model's own default answer is (a link)."""
+    async def generate_base64(self, body: dict[str, Any], project_id: str, partials: Partials = None) -> dict[str, Any]:
+        """`generate`, its images in base64 whatever the model's own default answer is (a link); `partials`: a
+        local engine's images part way are sent there too."""
         if not rules_for(model_asked(body)).gpt_image:
             body = {**body, "response_format": "b64_json"}
-        return await self.generate(body, project_id, base_url="")
+        return await self.generate(body, project_id, base_url="", partials=partials)
 
-    async def generate_events(self, body: dict[str, Any]) -> list[dict[str, Any]]:
-        """A streamed generation's events: one `image_generation.completed` an image. No partial images: OpenAI
-        may send the final image before any of them, when it is ready first, and here it always is."""
+    async def generate_events(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """A streamed generation's events: `partial_images` times (0 to 3) an `image_generation.partial_image` an
+        image, drawn part way (a local engine's; an upstream's image comes whole), then one
+        `image_generation.completed` an image."""
         generation = self._checked(body, model_asked(body))
-        return _completed_events("image_generation.completed", await self._draw(generation, body))
+        return await _drawn_events("image_generation", body, lambda partials: self._draw(generation, body, partials))
 
-    async def _draw(self, generation: Generation, body: dict[str, Any]) -> Drawn:
+    async def _draw(self, generation: Generation, body: dict[str, Any], partials: Partials = None) -> Drawn:
         engine = self._engine(generation.model)
         if implements(engine, ImageEngine):
             _check_opaque(body)
-            job = GenerationJob(generation.prompt, generation.n, generation.width, generation.height, generation.look)
+            job = GenerationJob(
+                generation.prompt,
+                generation.n,
+                generation.width,
+                generation.height,
+                generation.look,
+                previews=_previews(generation, partials),
+            )
             return await _encoded(generation, await self._run(engine, "generate", job))
         reply = await engine.forward("/images/generations", _forwarded(generation, body))
         return _drawn_upstream(reply)
@@ -363,12 +413,16 @@ class ImageService:
             answer.update(drawn.settings)
         return answer
 
-    async def edit_events(self, request: EditRequest) -> list[dict[str, Any]]:
-        """A streamed edit's events: one `image_edit.completed` an image (no partial images, as generations)."""
-        _generation, drawn = await self._edited(request)
-        return _completed_events("image_edit.completed", drawn)
+    async def edit_events(self, request: EditRequest) -> AsyncIterator[dict[str, Any]]:
+        """A streamed edit's events: `image_edit.partial_image`s (as a generation's, what is outside the mask kept
+        in them too), then one `image_edit.completed` an image."""
 
-    async def _edited(self, request: EditRequest) -> tuple[Generation, Drawn]:
+        async def drawing(partials: Partials) -> Drawn:
+            return (await self._edited(request, partials))[1]
+
+        return await _drawn_events("image_edit", request.body, drawing)
+
+    async def _edited(self, request: EditRequest, partials: Partials = None) -> tuple[Generation, Drawn]:
         model = _edit_model(request)
         rules = _edit_rules(model)
         body = request.body
@@ -400,14 +454,23 @@ class ImageService:
             return generation, _drawn_upstream(reply)
         _check_opaque(body)
         if repaint is None:  # no mask: the whole image redrawn to the prompt, its composition kept
-            job: Any = VariationJob(image, generation.n, generation.prompt, generation.look, fidelity)
+            previews = _previews(generation, partials)
+            job: Any = VariationJob(image, generation.n, generation.prompt, generation.look, fidelity, previews)
             return generation, await _encoded(generation, await self._run(engine, "vary", job))
-        job = EditJob(image=image, repaint=repaint, prompt=generation.prompt, n=generation.n, look=generation.look)
-        drawn = await self._run(engine, "edit", job)
-        kept = await asyncio.to_thread(
-            lambda: [np.where(repaint[:, :, None], picture, image).astype(np.uint8) for picture in drawn]
+
+        def kept(drawn: list[np.ndarray]) -> list[np.ndarray]:
+            return [np.where(repaint[:, :, None], picture, image).astype(np.uint8) for picture in drawn]
+
+        job = EditJob(
+            image=image,
+            repaint=repaint,
+            prompt=generation.prompt,
+            n=generation.n,
+            look=generation.look,
+            previews=_previews(generation, partials, kept),
         )
-        return generation, await _encoded(generation, kept)
+        drawn = await self._run(engine, "edit", job)
+        return generation, await _encoded(generation, await asyncio.to_thread(kept, drawn))
 
     async def vary(self, request: VariationRequest, project_id: str, base_url: str) -> dict[str, Any]:
         rules = _variation_rules(request.model)
@@ -470,7 +533,42 @@ def _relayed(reply: dict[str, Any]) -> tuple[list[bytes], list[str | None]]:
     return encoded, revised
 
 
-def _completed_events(kind: str, drawn: Drawn) -> list[dict[str, Any]]:
+async def _drawn_events(
+    kind: str, body: dict[str, Any], drawing: Callable[[Partials], Awaitable[Drawn]]
+) -> AsyncIterator[dict[str, Any]]:
+    """A streamed drawing's events: `<kind>.partial_image` for each image of each preview the engine sends (as
+    many as `partial_images` asks, numbered from 0 by `partial_image_index`), then `<kind>.completed` for each
+    image drawn. The first is awaited here, so that the request's own wait (which notices a client leaving) covers
+    the drawing until then, and a refusal before it keeps its HTTP status."""
+
+    async def events() -> AsyncGenerator[dict[str, Any], None]:
+        previews = PartialImages(int(body.get("partial_images") or 0))
+        async for index, partial in previews.drawn(drawing(previews if previews.count else None)):
+            for event in _image_events(f"{kind}.partial_image", partial):
+                event.pop("usage", None)  # the completed image's alone
+                yield {**event, "partial_image_index": index}
+        for event in _image_events(f"{kind}.completed", previews.result):
+            yield event
+
+    rest = events()
+    try:
+        first = await anext(rest)
+    except BaseException:
+        await rest.aclose()
+        raise
+    return _then(first, rest)
+
+
+async def _then(first: dict[str, Any], rest: AsyncGenerator[dict[str, Any], None]) -> AsyncIterator[dict[str, Any]]:
+    try:
+        yield first
+        async for event in rest:
+            yield event
+    finally:
+        await rest.aclose()
+
+
+def _image_events(kind: str, drawn: Drawn) -> list[dict[str, Any]]:
     created_at = int(time.time())
     return [
         {
@@ -481,6 +579,24 @@ def _completed_events(kind: str, drawn: Drawn) -> list[dict[str, Any]]:
         }
         for picture in drawn.files
     ]
+
+
+def _previews(
+    generation: Generation,
+    partials: Partials,
+    kept: Callable[[list[np.ndarray]], list[np.ndarray]] = lambda drawn: drawn,
+) -> Previews | None:
+    """What asks an engine for `partials`: its images part way, `kept` (an edit's pixels outside the mask put
+    back), encoded as the final ones are; none once nobody reads them (the engine's lock is held meanwhile)."""
+    if partials is None:
+        return None
+    sent_to = partials
+
+    def send(drawn: list[np.ndarray]) -> None:
+        if sent_to.open:
+            sent_to.put(_encode(generation, kept(drawn)))
+
+    return Previews(partials.count, send)
 
 
 def _check_output_fields(body: dict[str, Any]) -> None:
@@ -506,8 +622,12 @@ def _check_opaque(body: dict[str, Any]) -> None:
 
 async def _encoded(generation: Generation, images: list[np.ndarray]) -> Drawn:
     """What a local engine drew, written in the format asked for, with the settings a GPT image answer names."""
+    return await asyncio.to_thread(_encode, generation, images)
+
+
+def _encode(generation: Generation, images: list[np.ndarray]) -> Drawn:
     output = generation.output
-    files = await asyncio.to_thread(lambda: [encoded_image(image, output) for image in images])
+    files = [encoded_image(image, output) for image in images]
     settings = {
         "background": "opaque",
         "output_format": output.format,

@@ -1,8 +1,8 @@
 """The built-in image_generation tool of responses: the model calls it as the `image_generation` function with a
 prompt; the response draws the image with the images service (the tool's `model`, `gpt-image-1` unless set, and
 its settings: `size`, `quality`, `background`, `output_format`, `output_compression`, `moderation`), and the image
-is an output item of its own (`image_generation_call`, its `result` the image in base64). The model is told the
-image was shown, and answers."""
+is an output item of its own (`image_generation_call`, its `result` the image in base64), streamed after the images
+part way that `partial_images` asks for. The model is told the image was shown, and answers."""
 
 from __future__ import annotations
 
@@ -34,6 +34,8 @@ MAX_IMAGES = 1
 # What the model is told once the image is drawn, or when a call past the most is not.
 SHOWN = "The image was generated and shown to the user."
 NOT_DRAWN = f"Not drawn: a response draws at most {MAX_IMAGES} image."
+# What a call's partial images say they are drawn with (its item says as much, with its image).
+SHOWN_SETTINGS = ("background", "output_format", "quality", "size")
 # The tool's settings that are the images API's own parameters.
 _SETTINGS = ("size", "quality", "background", "output_format", "output_compression", "moderation")
 
@@ -44,6 +46,7 @@ class ImageTool:
 
     param: str  # where the request has it: `tools[i]`
     settings: dict[str, Any] = field(default_factory=dict)
+    partial_images: int = 0  # images part way that a streamed call sends before its image
 
     def request(self, prompt: str) -> dict[str, Any]:
         return {**self.settings, "prompt": prompt, "n": 1}
@@ -68,7 +71,7 @@ def image_tool(tools: list[dict[str, Any]] | None) -> ImageTool | None:
             raise invalid_request("`partial_images` is a whole number from 0 to 3.", param=f"{param}.partial_images")
         settings = {key: tool[key] for key in _SETTINGS if tool.get(key) is not None}
         settings["model"] = tool.get("model") or DEFAULT_MODEL
-        found = ImageTool(param, settings)
+        found = ImageTool(param, settings, partial or 0)
     if found is not None:
         refuse_function_named(tools or [], FUNCTION_NAME, TOOL_TYPE)
     return found

@@ -28,7 +28,7 @@ from oasis.services.chat.generation import close_chunks
 from oasis.services.chat.service import ChatService, PreparedChat
 from oasis.services.containers import ContainerService
 from oasis.services.files.service import FileService
-from oasis.services.images.service import ImageService
+from oasis.services.images.service import Drawn, ImageService, PartialImages
 from oasis.services.keys import Principal
 from oasis.services.metadata import check_metadata
 from oasis.services.rate_limits import CHAT_COMPLETIONS, RateLimiter, estimate_prompt_tokens, estimate_tokens
@@ -1481,8 +1481,17 @@ class ResponseService:
             for made in writer.image_failed(image_generation.call_item(item["id"], "failed")):
                 yield made
             return
+        # images part way only where events are read (a stream, or a background response's stored events)
+        shown = plan.request.stream or plan.request.background
+        previews = PartialImages(plan.image.partial_images if shown else 0)
+        drawing = self._images.generate_base64(
+            plan.image.request(prompt), plan.project_id, previews if previews.count else None
+        )
         try:
-            drawn = await self._images.generate_base64(plan.image.request(prompt), plan.project_id)
+            async for index, partial in previews.drawn(drawing):
+                for made in writer.image_partial(item, index, partial):
+                    yield made
+            drawn = previews.result
         except OasisError as exc:
             if exc.status != 400:
                 raise
@@ -1495,9 +1504,7 @@ class ResponseService:
             raise OasisError(500, f"Drawing the image failed: {exc}", type="server_error", code="server_error") from exc
         answer.images += 1
         picture = drawn["data"][0]
-        details: dict[str, Any] = {
-            key: drawn[key] for key in ("size", "quality", "background", "output_format") if key in drawn
-        }
+        details: dict[str, Any] = {key: drawn[key] for key in image_generation.SHOWN_SETTINGS if key in drawn}
         details["revised_prompt"] = picture.get("revised_prompt") or prompt
         answer.tool_texts[item["id"]] = image_generation.SHOWN
         done = image_generation.call_item(item["id"], "completed", picture.get("b64_json"), **details)
@@ -1868,6 +1875,15 @@ class _OutputWriter:
         made.append(self._event("response.image_generation_call.in_progress", **where))
         made.append(self._event("response.image_generation_call.generating", **where))
         return made
+
+    def image_partial(self, item: dict[str, Any], index: int, partial: Drawn) -> list[dict[str, Any]]:
+        """An image part way, while the call's item is open (it is added, not yet done), with the settings it is
+        drawn with."""
+        where = {"item_id": item["id"], "output_index": len(self.output)}
+        settings = {key: partial.settings[key] for key in image_generation.SHOWN_SETTINGS if key in partial.settings}
+        b64 = base64.b64encode(partial.files[0]).decode("ascii")
+        event = "response.image_generation_call.partial_image"
+        return [self._event(event, **where, partial_image_index=index, partial_image_b64=b64, **settings)]
 
     def image_done(self, item: dict[str, Any]) -> list[dict[str, Any]]:
         return self._tool_done(item, "response.image_generation_call.completed")
