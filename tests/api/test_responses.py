@@ -936,6 +936,34 @@ async def test_a_response_compacts_its_conversation_past_the_threshold(start_oas
                 assert reply.status_code == 400 and reply.json()["error"]["param"] == param, (management, reply.text)
 
 
+async def test_the_agents_sdks_context_management_compacts_on_this_server(start_oasis: Callable[..., Any]) -> None:
+    """OpenAI's Agents SDK with `ModelSettings(context_management=...)` and a plain session: the first run's output
+    holds the compaction item, the session keeps it, and the next run's model reads from the summary on."""
+    agents = pytest.importorskip("agents")
+    if "context_management" not in agents.ModelSettings.__dataclass_fields__:
+        pytest.skip("this Agents SDK has no context_management")
+    _Summarizes.received = []
+    async with upstream_oasis(start_oasis, _Summarizes) as harness:
+        client = harness.sdk()
+        _newer_sdk(client)
+        agents.set_tracing_disabled(True)  # tracing posts to OpenAI
+        settings = agents.ModelSettings(context_management=[{"type": "compaction", "compact_threshold": 10}])
+        model = agents.OpenAIResponsesModel(model="remote", openai_client=client)
+        agent = agents.Agent(name="Notes", instructions="Take note.", model=model, model_settings=settings)
+        session = agents.SQLiteSession("notes")
+        await agents.Runner.run(agent, "My name is Ada.", session=session)
+        kept = await session.get_items()
+        assert [item.get("type", "message") for item in kept] == ["message", "compaction", "message"], kept
+        result = await agents.Runner.run(agent, "What is my name?", session=session)
+        assert result.final_output == "Noted."
+        read = (_Summarizes.received or [])[-1]["messages"]
+        # compacted again (past the threshold), the newer summary was written from the older one on
+        assert [message["role"] for message in read] == ["system", "user", "user"]
+        summarized = (_Summarizes.received or [])[-2]["messages"]
+        assert [message["role"] for message in summarized] == ["system", "user", "assistant", "user", "user"]
+        assert summarized[1]["content"].endswith("The user is Ada; she likes green.")
+
+
 async def test_a_local_model_compacts_a_conversation_longer_than_its_context(start_oasis: Callable[..., Any]) -> None:
     """`context_management` without a threshold: a history longer than the model's context is compacted before it
     answers, where without it the response is refused as too long."""

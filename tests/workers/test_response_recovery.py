@@ -89,11 +89,14 @@ class _Adder(ScriptedChat):
 
     received: list[dict[str, Any]] | None = []
     held = threading.Event()
+    first_held = threading.Event()  # keeps the first answer (the call) while clear
 
     def script(self, body: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
         last = body["messages"][-1]
         if str(last["content"]).startswith("Your context is about to be compacted"):  # server-side compaction
             return [{"role": "assistant", "content": "The user asks for 2 + 3."}], "stop"
+        if last["role"] != "tool":
+            self.first_held.wait(60)
         if last["role"] == "tool":
             self.held.wait(60)
             return [{"role": "assistant", "content": f"The sum is {last['content']}"}], "stop"
@@ -117,6 +120,7 @@ def loopback_parts() -> Iterator[tuple[str, str]]:
     _HeldMcp.requests, _Adder.received = [], []
     _HeldMcp.held.set()
     _Adder.held.set()
+    _Adder.first_held.set()
     upstream, upstream_url = _served(_Adder)
     mcp, mcp_url = _served(_HeldMcp)
     try:
@@ -124,6 +128,7 @@ def loopback_parts() -> Iterator[tuple[str, str]]:
     finally:
         _HeldMcp.held.set()
         _Adder.held.set()
+        _Adder.first_held.set()
         for server in (upstream, mcp):
             server.shutdown()
             server.server_close()
@@ -254,6 +259,49 @@ def test_kill_9_after_a_compaction_and_an_mcp_call_resumes_from_the_summary(
         types = [item.type for item in response.output]
         assert types == ["compaction", "mcp_list_tools", "message", "mcp_call", "message"]
         assert response.output_text == "Adding.The sum is 5"
+
+
+def test_kill_9_after_compacting_before_the_answer_asks_the_model_as_the_request_did(
+    tmp_path: Path, postgres_url: str | None, loopback_parts: tuple[str, str]
+) -> None:
+    """Killed after compacting, while the model was first asked: the generation that takes over asks it again with
+    the request's own tool choice (not as after calls), from the summary, which it does not write again."""
+    if postgres_url is not None:
+        asyncio.run(_empty_postgres(postgres_url))
+    upstream_url, mcp_url = loopback_parts
+    data, config = tmp_path / "data", _remote_config(tmp_path, upstream_url)
+    env = oasis_env(postgres_url)
+    tool = {"type": "mcp", "server_label": "calc", "server_url": mcp_url, "require_approval": "never"}
+    compacting = {"context_management": [{"type": "compaction", "compact_threshold": 1}]}
+
+    with oasis_server(data, env, "--config", str(config)) as server:
+        client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="x", max_retries=0)
+        if not hasattr(client, "conversations"):
+            pytest.skip("this SDK has no background responses")
+        _Adder.first_held.clear()
+        queued = client.responses.create(
+            model="remote",
+            input="What is 2 + 3?",
+            tools=[tool],
+            tool_choice="required",
+            background=True,
+            extra_body=compacting,
+        )
+        _wait_for(lambda: len(_Adder.received or []) == 2, server)  # summarized, then asked (held)
+        os.kill(server.process.pid, signal.SIGKILL)
+        server.process.wait()
+
+    _Adder.first_held.set()
+    asked_before = len(_Adder.received or [])
+    with oasis_server(data, env, "--config", str(config)) as server:
+        client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="x", max_retries=0)
+        response = _finished(client, queued.id, server)
+        asked, answered = (_Adder.received or [])[asked_before:]  # no second summary
+        assert asked["tool_choice"] == "required"
+        assert asked["messages"][0]["content"].endswith("The user asks for 2 + 3.")
+        assert answered["messages"][-1]["role"] == "tool"
+        types = [item.type for item in response.output]
+        assert types == ["compaction", "mcp_list_tools", "message", "mcp_call", "message"]
 
 
 class _Runner(ScriptedChat):

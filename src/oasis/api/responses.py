@@ -31,7 +31,8 @@ async def create_response(
             return await typed_events_response(events)
         return JSONResponse(queued)
     if body.stream:
-        return await typed_events_response(await container.responses.stream(plan))
+        # the first event waits for a compaction's summary and the first token: a client leaving meanwhile stops it
+        return await typed_events_response(await unless_disconnected(request, container.responses.stream(plan)))
     return JSONResponse(await unless_disconnected(request, container.responses.create(plan)))
 
 

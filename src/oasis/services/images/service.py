@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import math
 import threading
 import time
@@ -134,9 +135,12 @@ class PartialImages:
 
     def put(self, partial: Drawn) -> None:
         """Called from the engine's thread."""
-        self._loop.call_soon_threadsafe(self._queue.put_nowait, partial)
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, partial)
+        except RuntimeError:  # the event loop closed (the server stopping): nobody reads it
+            self.open = False
 
-    async def drawn(self, drawing: Awaitable[Any]) -> AsyncIterator[tuple[int, Drawn]]:
+    async def drawn(self, drawing: Awaitable[Any]) -> AsyncGenerator[tuple[int, Drawn], None]:
         """Runs `drawing`, yielding each partial image put meanwhile with its index; then `result` is its result
         (its error raised). A reader that stops early lets go of the wait (the engine's thread ends its drawing)."""
         task = asyncio.ensure_future(drawing)
@@ -543,10 +547,12 @@ async def _drawn_events(
 
     async def events() -> AsyncGenerator[dict[str, Any], None]:
         previews = PartialImages(int(body.get("partial_images") or 0))
-        async for index, partial in previews.drawn(drawing(previews if previews.count else None)):
-            for event in _image_events(f"{kind}.partial_image", partial):
-                event.pop("usage", None)  # the completed image's alone
-                yield {**event, "partial_image_index": index}
+        drawn = previews.drawn(drawing(previews if previews.count else None))
+        async with contextlib.aclosing(drawn) as partials:  # a client gone stops the previews at once
+            async for index, partial in partials:
+                for event in _image_events(f"{kind}.partial_image", partial):
+                    event.pop("usage", None)  # the completed image's alone
+                    yield {**event, "partial_image_index": index}
         for event in _image_events(f"{kind}.completed", previews.result):
             yield event
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import itertools
 import json
 import logging
@@ -743,13 +744,19 @@ class ResponseService:
         model must still read whole (from the newest user message on) does not fit a local model's context."""
         if not plan.compaction_due:
             return
-        if self._chat.context_length(plan.chat.model) is not None:
+        context = self._chat.context_length(plan.chat.model)
+        if context is not None:
             unsummarized = self._compacted_chat(plan, compaction.item("", replaces_earlier=True))
-            if (await self._reaches(unsummarized, 0))[0]:
+            # room for the longest summary too
+            answer_room = plan.chat.max_completion_tokens or min(REPLY_ROOM, context // 4)
+            with_room = unsummarized.model_copy(
+                update={"max_completion_tokens": answer_room + compaction.SUMMARY_TOKENS}
+            )
+            if (await self._reaches(with_room, 0))[0]:
                 raise OasisError(
                     400,
                     f"The conversation from its newest user message on does not fit {plan.chat.model}'s context "
-                    "beside the answer, even with the rest compacted.",
+                    f"beside the answer and a summary of the rest (up to {compaction.SUMMARY_TOKENS} tokens).",
                     param="input",
                     code="context_length_exceeded",
                 )
@@ -1132,7 +1139,13 @@ class ResponseService:
                     answer.denied.append(request)
             if compacting_here:  # a crash from here on resumes from the summary, not summarizing again
                 yield _checkpoint(plan, writer, answer, held, None, set())
-        calls_first = plan.resumed is not None or bool(plan.approvals)  # calls to run before the model is asked
+        # Taken over after compacting, before the model was asked: asked now as it would have been (the request's
+        # own tool choice), not as after calls.
+        unasked = plan.resumed is not None and not answer.starts and not held and interrupted is None
+        if unasked and not plan.approvals:
+            answer.chunks = self._chat.stream(plan.chat.streamed(), plan.prepared, project_id=plan.project_id)
+        # calls to run before the model is asked
+        calls_first = (plan.resumed is not None and not unasked) or bool(plan.approvals)
         while True:
             if not calls_first:
                 usage, finish = None, None
@@ -1488,9 +1501,10 @@ class ResponseService:
             plan.image.request(prompt), plan.project_id, previews if previews.count else None
         )
         try:
-            async for index, partial in previews.drawn(drawing):
-                for made in writer.image_partial(item, index, partial):
-                    yield made
+            async with contextlib.aclosing(previews.drawn(drawing)) as partials:  # a client gone stops its previews
+                async for index, partial in partials:
+                    for made in writer.image_partial(item, index, partial):
+                        yield made
             drawn = previews.result
         except OasisError as exc:
             if exc.status != 400:
