@@ -792,6 +792,17 @@ async def test_a_local_model_compacts_a_conversation(chat_oasis: Harness) -> Non
     assert answered.usage.input_tokens > alone.input_tokens + 10  # the summary was read before the question
 
 
+def _days_by_the_river() -> list[Any]:
+    """A history (eight days' turns, then a question) longer than a 1024-token context."""
+    history: list[Any] = []
+    for day in range(8):
+        history += [
+            {"role": "user", "content": f"Day {day}: " + "I walked along the river and counted the boats. " * 12},
+            {"role": "assistant", "content": "That sounds like a calm day by the water. " * 8},
+        ]
+    return [*history, {"role": "user", "content": "What did I do on the last day?"}]
+
+
 async def test_a_conversation_longer_than_the_context_is_compacted_from_what_fits(
     start_oasis: Callable[..., Any],
 ) -> None:
@@ -802,13 +813,7 @@ async def test_a_conversation_longer_than_the_context_is_compacted_from_what_fit
     _newer_sdk(client)
     if not hasattr(client.responses, "compact"):
         pytest.skip("this SDK cannot compact")
-    history: list[Any] = []
-    for day in range(8):
-        history += [
-            {"role": "user", "content": f"Day {day}: " + "I walked along the river and counted the boats. " * 12},
-            {"role": "assistant", "content": "That sounds like a calm day by the water. " * 8},
-        ]
-    history.append({"role": "user", "content": "What did I do on the last day?"})
+    history = _days_by_the_river()
     compacted = await client.responses.compact(model=MODEL, input=history)
     *users, item = compacted.output
     assert len(users) == 9 and item.type == "compaction"
@@ -970,13 +975,7 @@ async def test_a_local_model_compacts_a_conversation_longer_than_its_context(sta
     harness: Harness = await start_oasis(engine_factories=None, models=[smollm(context_length=1024)])
     client = harness.sdk()
     _newer_sdk(client)
-    history: list[Any] = []
-    for day in range(8):
-        history += [
-            {"role": "user", "content": f"Day {day}: " + "I walked along the river and counted the boats. " * 12},
-            {"role": "assistant", "content": "That sounds like a calm day by the water. " * 8},
-        ]
-    history.append({"role": "user", "content": "What did I do on the last day?"})
+    history = _days_by_the_river()
     with pytest.raises(openai.BadRequestError) as refused:
         await client.responses.create(model=MODEL, input=history, max_output_tokens=16)
     assert refused.value.body["code"] == "context_length_exceeded"  # type: ignore[index]

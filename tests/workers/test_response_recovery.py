@@ -221,11 +221,14 @@ def test_kill_9_after_an_mcp_call_resumes_without_calling_again(
         assert events[-1].type == "response.completed"
 
 
-def test_kill_9_after_a_compaction_and_an_mcp_call_resumes_from_the_summary(
-    tmp_path: Path, postgres_url: str | None, loopback_parts: tuple[str, str]
+@pytest.mark.parametrize("cut", ["before_the_answer", "after_the_call"])
+def test_kill_9_after_compacting_resumes_from_the_summary(
+    tmp_path: Path, postgres_url: str | None, loopback_parts: tuple[str, str], cut: str
 ) -> None:
-    """A response that compacted its conversation (`context_management`) before calling a tool: the generation that
-    takes over reads the summary the dead one made, and neither compacts again nor calls again."""
+    """A background response that compacted its conversation (`context_management`), killed while the model was
+    first asked (a forced tool choice) or after its MCP call: the generation that takes over reads the summary the
+    dead one made, and neither compacts again nor calls again; asked for the first time, the model is asked as the
+    request asked (its own tool choice, not as after calls)."""
     if postgres_url is not None:
         asyncio.run(_empty_postgres(postgres_url))
     upstream_url, mcp_url = loopback_parts
@@ -233,52 +236,15 @@ def test_kill_9_after_a_compaction_and_an_mcp_call_resumes_from_the_summary(
     env = oasis_env(postgres_url)
     tool = {"type": "mcp", "server_label": "calc", "server_url": mcp_url, "require_approval": "never"}
     compacting = {"context_management": [{"type": "compaction", "compact_threshold": 1}]}
+    holding, requests_before_kill = (
+        (_Adder.first_held, 2) if cut == "before_the_answer" else (_Adder.held, 3)  # summarized, asked (, called)
+    )
 
     with oasis_server(data, env, "--config", str(config)) as server:
         client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="x", max_retries=0)
         if not hasattr(client, "conversations"):
             pytest.skip("this SDK has no background responses")
-        _Adder.held.clear()
-        queued = client.responses.create(
-            model="remote", input="What is 2 + 3?", tools=[tool], background=True, extra_body=compacting
-        )
-        _wait_for(lambda: len(_Adder.received or []) == 3, server)  # summarized, called, asked with the output
-        os.kill(server.process.pid, signal.SIGKILL)
-        server.process.wait()
-
-    _Adder.held.set()
-    asked_before = len(_Adder.received or [])
-    with oasis_server(data, env, "--config", str(config)) as server:
-        client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="x", max_retries=0)
-        response = _finished(client, queued.id, server)
-        assert len(_mcp_calls()) == 1
-        (after,) = (_Adder.received or [])[asked_before:]  # no second summary: the answer only
-        read = after["messages"]
-        assert read[0]["role"] == "user" and read[0]["content"].endswith("The user asks for 2 + 3.")
-        assert [message["role"] for message in read] == ["user", "user", "assistant", "tool"]
-        types = [item.type for item in response.output]
-        assert types == ["compaction", "mcp_list_tools", "message", "mcp_call", "message"]
-        assert response.output_text == "Adding.The sum is 5"
-
-
-def test_kill_9_after_compacting_before_the_answer_asks_the_model_as_the_request_did(
-    tmp_path: Path, postgres_url: str | None, loopback_parts: tuple[str, str]
-) -> None:
-    """Killed after compacting, while the model was first asked: the generation that takes over asks it again with
-    the request's own tool choice (not as after calls), from the summary, which it does not write again."""
-    if postgres_url is not None:
-        asyncio.run(_empty_postgres(postgres_url))
-    upstream_url, mcp_url = loopback_parts
-    data, config = tmp_path / "data", _remote_config(tmp_path, upstream_url)
-    env = oasis_env(postgres_url)
-    tool = {"type": "mcp", "server_label": "calc", "server_url": mcp_url, "require_approval": "never"}
-    compacting = {"context_management": [{"type": "compaction", "compact_threshold": 1}]}
-
-    with oasis_server(data, env, "--config", str(config)) as server:
-        client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="x", max_retries=0)
-        if not hasattr(client, "conversations"):
-            pytest.skip("this SDK has no background responses")
-        _Adder.first_held.clear()
+        holding.clear()
         queued = client.responses.create(
             model="remote",
             input="What is 2 + 3?",
@@ -287,21 +253,28 @@ def test_kill_9_after_compacting_before_the_answer_asks_the_model_as_the_request
             background=True,
             extra_body=compacting,
         )
-        _wait_for(lambda: len(_Adder.received or []) == 2, server)  # summarized, then asked (held)
+        _wait_for(lambda: len(_Adder.received or []) == requests_before_kill, server)
         os.kill(server.process.pid, signal.SIGKILL)
         server.process.wait()
 
-    _Adder.first_held.set()
+    holding.set()
     asked_before = len(_Adder.received or [])
     with oasis_server(data, env, "--config", str(config)) as server:
         client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="x", max_retries=0)
         response = _finished(client, queued.id, server)
-        asked, answered = (_Adder.received or [])[asked_before:]  # no second summary
-        assert asked["tool_choice"] == "required"
-        assert asked["messages"][0]["content"].endswith("The user asks for 2 + 3.")
-        assert answered["messages"][-1]["role"] == "tool"
+        assert len(_mcp_calls()) == 1
+        after = (_Adder.received or [])[asked_before:]  # no second summary
+        assert len(after) == (2 if cut == "before_the_answer" else 1)
+        read = after[0]["messages"]
+        assert read[0]["role"] == "user" and read[0]["content"].endswith("The user asks for 2 + 3.")
+        if cut == "before_the_answer":
+            assert after[0]["tool_choice"] == "required"
+            assert [message["role"] for message in read] == ["user", "user"]
+        else:
+            assert [message["role"] for message in read] == ["user", "user", "assistant", "tool"]
         types = [item.type for item in response.output]
         assert types == ["compaction", "mcp_list_tools", "message", "mcp_call", "message"]
+        assert response.output_text == "Adding.The sum is 5"
 
 
 class _Runner(ScriptedChat):
