@@ -49,6 +49,7 @@ from oasis.services.monitoring import Monitoring
 from oasis.services.rate_limits import RateLimiter
 from oasis.services.responses.code_interpreter import session_key
 from oasis.services.responses.conversations import ConversationService
+from oasis.services.responses.prompts import Prompts
 from oasis.services.responses.service import ResponseService
 from oasis.services.vector_stores.search import VectorSearch
 from oasis.services.vector_stores.service import VectorStoreService
@@ -291,6 +292,7 @@ class Container:
             wake_workers=lambda: run_worker_loop.wake(),
             mcp_server_urls=settings.responses.mcp_server_urls,
             rate_limits=rate_limits,
+            prompts=Prompts(settings.responses.prompts),
         )
         background_responses = BackgroundResponses(
             db, responses, conversations, lease_seconds, settings.workers.response_concurrency

@@ -186,12 +186,38 @@ class ImagesSettings(_Section):
     )
 
 
+class PromptMessage(_Section):
+    role: Literal["developer", "system", "user", "assistant"]
+    content: str = Field(description="Text; `{{name}}` stands for the variable `name` a response gives.")
+
+
+class PromptSpec(_Section):
+    """A reusable prompt, as OpenAI's dashboard keeps them: a response names it as `prompt: {"id", "version",
+    "variables"}`, and the model reads its messages before the conversation, as instructions."""
+
+    id: str = Field(min_length=1, description="What responses name it by (OpenAI's are `pmpt_…`).")
+    version: str = Field(default="1", min_length=1, description="A response names none: the highest version.")
+    model: str | None = Field(default=None, description="The model of a response that names none.")
+    instructions: str | None = Field(default=None, description="Read as a developer message, first.")
+    messages: list[PromptMessage] = Field(default_factory=list, description="Read after the instructions.")
+
+
 class ResponsesSettings(_Section):
     mcp_server_urls: list[str] | None = Field(
         default=None,
         description="What the Responses API's `mcp` tool may reach: URL prefixes (e.g. http://127.0.0.1:8931/); "
         "unset: any URL a request names (oasis connects to it); an empty list: none.",
     )
+    prompts: list[PromptSpec] = Field(default_factory=list, description="Prompts responses name by `prompt.id`.")
+
+    @model_validator(mode="after")
+    def _prompt_versions_unique(self) -> ResponsesSettings:
+        seen: set[tuple[str, str]] = set()
+        for prompt in self.prompts:
+            if (prompt.id, prompt.version) in seen:
+                raise ValueError(f"prompt {prompt.id!r} version {prompt.version!r} is named twice in responses.prompts")
+            seen.add((prompt.id, prompt.version))
+        return self
 
 
 class FineTuningSettings(_Section):

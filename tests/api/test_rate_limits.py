@@ -75,6 +75,14 @@ async def test_tokens_per_minute_count_the_prompt_and_max_tokens(start_oasis: Ca
         image = {"type": "input_image", "image_url": "data:image/png;base64," + "A" * 100_000}
         pictured = {**response, "input": [{"role": "user", "content": [{"type": "input_text", "text": "hi"}, image]}]}
         assert estimate_tokens("/v1/responses", pictured) < 250
+        # a prompt's variables are text the model reads (an image variable's data is not)
+        variables = {"name": "w" * 800, "photo": image}
+        prompted = {**response, "input": "hi", "prompt": {"id": "pmpt_1", "variables": variables}}
+        assert (
+            195
+            < estimate_tokens("/v1/responses", prompted) - estimate_tokens("/v1/responses", {**response, "input": "hi"})
+            < 210
+        )
         assert (await http.post("/v1/responses", json=response)).status_code == 429
         brief = {**response, "input": "y", "max_output_tokens": 2}
         remaining = int((await http.post("/v1/responses", json=brief)).headers["x-ratelimit-remaining-tokens"])

@@ -237,7 +237,8 @@ async def test_a_short_budget_makes_an_incomplete_response(chat_oasis: Harness) 
         ({"input": "hi", "previous_response_id": "resp_nope"}, 404, "previous_response_id"),
         ({"input": "hi", "background": True, "store": False}, 400, "store"),
         ({"input": "hi", "conversation": "conv_missing"}, 404, "conversation"),
-        ({"input": "hi", "prompt": {"id": "pmpt_1"}}, 400, "prompt"),
+        ({"input": "hi", "prompt": {"id": "pmpt_1"}}, 404, "prompt.id"),  # no prompt configured by that id
+        ({"input": "hi", "prompt": {"version": "1"}}, 400, "prompt.id"),
         ({"input": [{"type": "computer_call_output", "call_id": "c"}]}, 400, "input[0].type"),
         ({"input": [{"role": "user", "content": [{"type": "input_image"}]}]}, 400, "input[0].content[0].image_url"),
         ({}, 400, "input"),
@@ -619,6 +620,117 @@ async def test_an_image_named_by_file_id_is_sent_as_its_bytes(recorded: Harness)
                 model="remote", input=[{"role": "user", "content": [{"type": "input_image", "file_id": file_id}]}]
             )
         assert refused.value.body["param"] == "input[0].content[0].file_id"  # type: ignore[index]
+
+
+_PROMPTS = [
+    {"id": "pmpt_support", "version": "1", "model": "remote", "instructions": "You help customers of {{company}}."},
+    {
+        "id": "pmpt_support",
+        "version": "2",
+        "model": "remote",
+        "instructions": "You help customers of {{ company }}, briefly.",
+        "messages": [
+            {"role": "user", "content": "The product: {{photo}} Describe it."},
+            {"role": "assistant", "content": "It is a {{colour}} mug."},
+        ],
+    },
+    {"id": "pmpt_modelless", "instructions": "Be kind."},
+]
+
+
+def _texts(message: dict[str, Any]) -> str:
+    content = message["content"]
+    return content if isinstance(content, str) else "".join(part.get("text", "") for part in content)
+
+
+async def test_a_configured_prompt_is_read_before_the_conversation(start_oasis: Callable[..., Any]) -> None:
+    _Recorded.received = []
+    dot = (
+        "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5E"
+    )
+    dot += "rkJggg=="
+    async with upstream_oasis(start_oasis, _Recorded, responses={"prompts": _PROMPTS}) as harness:
+        client = harness.sdk()
+        _newer_sdk(client)
+        variables: dict[str, Any] = {
+            "company": "Acme",
+            "photo": {"type": "input_image", "image_url": dot},
+            "colour": {"type": "input_text", "text": "blue"},
+        }
+        # no model: the prompt's; no version: the highest
+        response = await client.responses.create(  # type: ignore[call-overload]
+            prompt={"id": "pmpt_support", "variables": variables}, input="Is it dishwasher safe?"
+        )
+        assert response.model == "remote" and response.output_text == "Blue."
+        assert response.prompt is not None and (response.prompt.id, response.prompt.version) == ("pmpt_support", "2")
+        sent = (_Recorded.received or [])[-1]["messages"]
+        assert [message["role"] for message in sent] == ["developer", "user", "assistant", "user"]
+        assert _texts(sent[0]) == "You help customers of Acme, briefly."
+        # an image variable is a part of its own where its placeholder was
+        assert [part["type"] for part in sent[1]["content"]] == ["text", "image_url", "text"]
+        assert sent[1]["content"][1]["image_url"]["url"] == dot and _texts(sent[1]) == "The product:  Describe it."
+        assert _texts(sent[2]) == "It is a blue mug." and _texts(sent[3]) == "Is it dishwasher safe?"
+        # the response's instructions are the prompt's messages, as OpenAI answers them
+        assert isinstance(response.instructions, list)
+        assert [item.role for item in response.instructions] == ["developer", "user", "assistant"]  # type: ignore[union-attr]
+        assert (await client.responses.retrieve(response.id)).prompt == response.prompt
+        # in the background, the worker reads the same prompt and version
+        queued = await client.responses.create(  # type: ignore[call-overload]
+            prompt={"id": "pmpt_support", "variables": variables}, input="Is it dishwasher safe?", background=True
+        )
+        while (polled := await client.responses.retrieve(queued.id)).status in ("queued", "in_progress"):
+            await asyncio.sleep(0.05)
+        assert polled.status == "completed" and polled.prompt == response.prompt and polled.model == "remote"
+        assert _texts((_Recorded.received or [])[-1]["messages"][0]) == "You help customers of Acme, briefly."
+        # a prompt's messages may be all a response says
+        alone = await client.responses.create(prompt={"id": "pmpt_support", "variables": variables})  # type: ignore[call-overload]
+        assert alone.output_text == "Blue."
+        assert [message["role"] for message in (_Recorded.received or [])[-1]["messages"]] == [
+            "developer",
+            "user",
+            "assistant",
+        ]
+        # counted with the prompt's model (an upstream's, whose tokenizer is not here)
+        with pytest.raises(openai.BadRequestError, match="Model 'remote' is served by an upstream engine"):
+            await client.responses.input_tokens.count(
+                extra_body={"prompt": {"id": "pmpt_support", "variables": variables}}
+            )
+
+        # as instructions, a prompt is not read again by a later turn that does not name it
+        await client.responses.create(model="remote", input="And the lid?", previous_response_id=response.id)
+        later = (_Recorded.received or [])[-1]["messages"]
+        assert "Acme" not in json.dumps(later) and _texts(later[0]) == "Is it dishwasher safe?"
+
+        # a version by name; the request's own instructions come after the prompt's
+        await client.responses.create(
+            model="remote",
+            prompt={"id": "pmpt_support", "version": "1", "variables": {"company": "Initech"}},
+            instructions="Answer in French.",
+            input="Hi",
+        )
+        sent = (_Recorded.received or [])[-1]["messages"]
+        assert [_texts(message) for message in sent] == ["You help customers of Initech.", "Answer in French.", "Hi"]
+
+        async with harness.http() as http:
+            refused = {
+                "prompt.variables": {"prompt": {"id": "pmpt_support", "variables": {"company": "Acme"}}},
+                "prompt.version": {"prompt": {"id": "pmpt_support", "version": "9"}},
+                "prompt.variables.company": {"prompt": {"id": "pmpt_support", "variables": {"company": 7}}},
+                "model": {"prompt": {"id": "pmpt_modelless"}},  # neither the request nor the prompt names one
+            }
+            for param, body in refused.items():
+                reply = await http.post("/v1/responses", json={"input": "hi", **body})
+                status = 404 if param == "prompt.version" else 400
+                assert (reply.status_code, reply.json()["error"]["param"]) == (status, param), reply.text
+            missing = await http.post("/v1/responses", json={"input": "hi", **refused["prompt.variables"]})
+            assert "Missing prompt variables: colour, photo." in missing.json()["error"]["message"]
+            unnamed = await http.post("/v1/responses", json={"input": "hi"})
+            assert unnamed.json()["error"] == {
+                "message": "Missing required parameter: 'model'.",
+                "type": "invalid_request_error",
+                "param": "model",
+                "code": None,
+            }
 
 
 async def test_input_tokens_are_counted_as_the_response_reads_them(chat_oasis: Harness) -> None:

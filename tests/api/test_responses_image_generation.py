@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.api.test_images import SHAPES
+from tests.api.test_images import SHAPES, pixels_of, png, scene
 from tests.api.test_responses import _newer_sdk, hosted_tool_agent
 from tests.conftest import Harness
 from tests.scripted_upstream import ScriptedChat, upstream_oasis
@@ -139,7 +139,30 @@ async def test_bad_image_tools_are_refused_before_anything_is_generated(drawer_o
     cases: list[tuple[dict[str, Any], int, str]] = [
         ({"tools": [{"type": "image_generation", "size": "7x7"}]}, 400, "tools[0].size"),
         ({"tools": [{"type": "image_generation", "model": "no-such-model"}]}, 404, "tools[0].model"),
-        ({"tools": [{"type": "image_generation", "action": "edit"}]}, 400, "tools[0].action"),
+        ({"tools": [{"type": "image_generation", "action": "edit"}]}, 400, "tools[0].action"),  # nothing to edit
+        ({"tools": [{"type": "image_generation", "action": "redo"}]}, 400, "tools[0].action"),
+        ({"tools": [{"type": "image_generation", "input_image_mask": {}}]}, 400, "tools[0].input_image_mask"),
+        (
+            {"tools": [{"type": "image_generation", "action": "generate", "input_image_mask": _MASK}]},
+            400,
+            "tools[0].input_image_mask",
+        ),
+        ({"tools": [{"type": "image_generation", "input_fidelity": "max"}]}, 400, "tools[0].input_fidelity"),
+        (  # the newest image, sent back, is not base64
+            {"tools": [{"type": "image_generation", "action": "edit"}], "input": [_SENT_BACK]},
+            400,
+            "input",
+        ),
+        (
+            {"tools": [{"type": "image_generation", "input_image_mask": {"file_id": "file-nope"}}]},
+            404,
+            "tools[0].input_image_mask.file_id",
+        ),
+        (  # an image this server would have to fetch
+            {"tools": [{"type": "image_generation", "action": "edit"}], "input": _with_image("https://x.test/a.png")},
+            400,
+            "tools[0].action",
+        ),
         ({"tools": [{"type": "image_generation", "partial_images": 9}]}, 400, "tools[0].partial_images"),
         ({"tools": [{"type": "image_generation", "output_compression": 150}]}, 400, "tools[0].output_compression"),
         ({"tools": [{"type": "image_generation", "output_compression": "high"}]}, 400, "tools[0].output_compression"),
@@ -154,6 +177,100 @@ async def test_bad_image_tools_are_refused_before_anything_is_generated(drawer_o
             assert reply.status_code == status, (body, reply.text)
             assert reply.json()["error"]["param"] == param, body
     assert _Drawer.received == []  # nothing was generated
+
+
+def _data_url(pixels: np.ndarray) -> str:
+    return "data:image/png;base64," + base64.b64encode(png(pixels)).decode()
+
+
+def _with_image(url: str, text: str = "Make the right half green.") -> list[dict[str, Any]]:
+    parts = [{"type": "input_text", "text": text}, {"type": "input_image", "image_url": url}]
+    return [{"role": "user", "content": parts}]
+
+
+_RIGHT_HALF = np.full((1024, 1024, 4), 255, dtype=np.uint8)
+_RIGHT_HALF[:, 512:, 3] = 0  # transparent where the image is redrawn
+_MASK = {"image_url": _data_url(_RIGHT_HALF)}
+_SENT_BACK = {"type": "image_generation_call", "id": "ig_1", "status": "completed", "result": "%%%"}
+
+
+class _Chooser(_Drawer):
+    """A model that edits the conversation's image whenever the tool lets it choose (and draws anew otherwise)."""
+
+    def script(self, body: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
+        offered = body.get("tools") or []
+        if body["messages"][-1]["role"] == "tool" or not offered:
+            return [{"role": "assistant", "content": "Done."}], "stop"
+        arguments: dict[str, Any] = {"prompt": "a green circle"}
+        if "action" in offered[0]["function"]["parameters"]["properties"]:
+            arguments["action"] = "edit"
+        call = {"index": 0, "id": "call_0", "type": "function"}
+        function = {"name": "image_generation", "arguments": json.dumps(arguments)}
+        return [{"role": "assistant"}, {"tool_calls": [{**call, "function": function}]}], "tool_calls"
+
+
+async def test_the_tool_edits_the_input_image_where_its_mask_says(drawer_oasis: Harness) -> None:
+    client = drawer_oasis.sdk()
+    _newer_sdk(client)
+    source = scene(1024)
+    tool = {"type": "image_generation", "action": "edit", "input_image_mask": _MASK, "size": "1024x1024"}
+    response = await client.responses.create(
+        model="remote",
+        input=_with_image(_data_url(source)),
+        tools=[tool],  # type: ignore[list-item]
+    )
+    call = response.output[0]
+    assert call.type == "image_generation_call" and call.status == "completed"
+    assert call.model_dump()["action"] == "edit"
+    edited = pixels_of(base64.b64decode(call.result or ""))[:, :, :3]
+    assert np.array_equal(edited[:, :512], source[:, :512])  # outside the mask: the input image's own pixels
+    assert not np.array_equal(edited[:, 512:], source[:, 512:])
+    assert response.output_text == "Here is your picture."
+    # the same mask as a file of the project's
+    stored = await client.files.create(file=("mask.png", png(_RIGHT_HALF)), purpose="vision")
+    by_file = {**tool, "input_image_mask": {"file_id": stored.id}}
+    again = await client.responses.create(
+        model="remote",
+        input=_with_image(_data_url(source)),
+        tools=[by_file],  # type: ignore[list-item]
+    )
+    redrawn = pixels_of(base64.b64decode(again.output[0].result or ""))[:, :, :3]  # type: ignore[union-attr]
+    assert np.array_equal(redrawn[:, :512], source[:, :512])
+
+
+async def test_auto_lets_the_model_edit_the_image_an_earlier_turn_drew(start_oasis: Callable[..., Any]) -> None:
+    _Chooser.received = []
+    async with upstream_oasis(start_oasis, _Chooser, SHAPES) as harness:
+        client = harness.sdk()
+        _newer_sdk(client)
+        tool = {"type": "image_generation", "size": "1024x1024", "input_image_mask": _MASK}
+        first = await client.responses.create(model="remote", input="Draw a scene.", tools=[tool])  # type: ignore[list-item]
+        drawn = first.output[0]
+        assert drawn.type == "image_generation_call" and drawn.model_dump()["action"] == "generate"
+        # nothing to edit yet: the model was offered the plain tool
+        offered = (_Chooser.received or [])[0]["tools"][0]["function"]["parameters"]["properties"]
+        assert list(offered) == ["prompt"]
+        second = await client.responses.create(
+            model="remote",
+            input="Now put a green circle on the right.",
+            tools=[tool],  # type: ignore[list-item]
+            previous_response_id=first.id,
+        )
+        edit = second.output[0]
+        assert edit.type == "image_generation_call" and edit.model_dump()["action"] == "edit"
+        before = pixels_of(base64.b64decode(drawn.result or ""))[:, :, :3]
+        after = pixels_of(base64.b64decode(edit.result or ""))[:, :, :3]
+        assert np.array_equal(after[:, :512], before[:, :512])  # the earlier image, kept outside the mask
+        assert not np.array_equal(after[:, 512:], before[:, 512:])
+        # `generate` never edits, whatever the conversation holds
+        anew = await client.responses.create(
+            model="remote",
+            input="Another one.",
+            tools=[{"type": "image_generation", "size": "1024x1024", "action": "generate"}],
+            previous_response_id=second.id,
+        )
+        assert anew.output[0].model_dump()["action"] == "generate"
+        assert list((_Chooser.received or [])[-2]["tools"][0]["function"]["parameters"]["properties"]) == ["prompt"]
 
 
 async def test_a_drawing_that_fails_ends_the_response_failed_with_its_call(start_oasis: Callable[..., Any]) -> None:

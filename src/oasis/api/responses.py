@@ -40,7 +40,9 @@ async def create_response(
 async def count_input_tokens(
     body: CountInputTokensRequest, container: ContainerDep, principal: PrincipalDep
 ) -> dict[str, Any]:
-    model = container.tokenizer.first_model() if body.model is None else body.model
+    # a configured prompt's model counts its input when the request names none (plan() reads it)
+    named_prompt = (body.model_extra or {}).get("prompt") is not None
+    model = body.model if body.model is not None else "" if named_prompt else container.tokenizer.first_model()
     return await container.responses.count_input_tokens(principal.project_id, body.model_copy(update={"model": model}))
 
 

@@ -42,7 +42,7 @@ class CreateResponseRequest(BaseModel):
     # Fields of later API versions are accepted and ignored, as chat's are.
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
-    model: str
+    model: str = ""  # a response naming a configured prompt may take the prompt's (else a 400 names `model`)
     input: str | list[dict[str, Any]] | None = None
     instructions: str | None = None
     previous_response_id: str | None = None

@@ -62,9 +62,17 @@ def _prompt_text(path: str, body: dict[str, Any]) -> Any:
                 ]
             texts += [content, message.get("tool_calls")]
         return texts
-    # a continued response's earlier turns are stored, not in the body: uncounted
+    # a continued response's earlier turns are stored, not in the body: uncounted (as a configured prompt's own
+    # text; its variables' text is counted)
     if path.endswith(("/responses", "/responses/compact")):
-        return [body.get("instructions"), _response_texts(body.get("input")), body.get("tools")]
+        prompt = body.get("prompt")
+        variables = prompt.get("variables") if isinstance(prompt, dict) else None
+        filled = (
+            [value if isinstance(value, str) else _texts_of([value]) for value in variables.values()]
+            if isinstance(variables, dict)
+            else None
+        )
+        return [body.get("instructions"), _response_texts(body.get("input")), body.get("tools"), filled]
     return body.get("input") if path.endswith("/embeddings") else body.get("prompt")
 
 

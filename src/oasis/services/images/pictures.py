@@ -4,7 +4,10 @@ part, and the encoding of what an engine drew (PNG, JPEG or WebP)."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import io
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +29,25 @@ _FORMAT_NAMES = {"png": "PNG", "jpeg": "JPEG", "webp": "WebP"}
 class Picture:
     rgb: np.ndarray  # HxWx3 uint8
     alpha: np.ndarray | None  # HxW uint8, None when the file has no transparency channel
+
+
+_DATA_URL = re.compile(r"data:image/[\w.+-]+;base64,(?P<data>.*)", re.DOTALL)
+
+
+def data_url_bytes(url: object, param: str, named: str, max_bytes: int) -> bytes:
+    """An image sent as a data URL (`named` in the messages: what it is), decoded: a 400 for any other URL (this
+    server does not fetch images), for one over `max_bytes`, or for data that is not base64."""
+    found = _DATA_URL.fullmatch(url.strip()) if isinstance(url, str) else None
+    if found is None:
+        raise invalid_request(
+            f"{named} must be a data URL (data:image/...;base64,...): this server does not fetch images.", param=param
+        )
+    if len(found["data"]) > max_bytes * 4 // 3 + 4:
+        raise invalid_request(f"{named} is larger than {max_bytes // (1024 * 1024)} MB.", param=param)
+    try:
+        return base64.b64decode(found["data"], validate=True)
+    except (binascii.Error, ValueError):
+        raise invalid_request(f"{named} is not valid base64.", param=param) from None
 
 
 def read_png(data: bytes, param: str) -> Picture:

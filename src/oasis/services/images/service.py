@@ -380,6 +380,18 @@ class ImageService:
             _check_opaque(body)
         return body
 
+    def check_edit(self, body: dict[str, Any]) -> None:
+        """What an edit with these settings (a response's image_generation tool) would be refused for before its
+        image is read: a model that does not edit, a setting its edits do not take (a 400 naming it)."""
+        model = model_asked(body)
+        rules = _edit_rules(model)
+        fidelity = body.get("input_fidelity")
+        if fidelity is not None and fidelity not in INPUT_FIDELITIES:
+            raise invalid_request(
+                f"'{fidelity}' is not one of {list(INPUT_FIDELITIES)} - 'input_fidelity'", param="input_fidelity"
+            )
+        self._checked(body, model, rules)
+
     async def generate_base64(self, body: dict[str, Any], project_id: str, partials: Partials = None) -> dict[str, Any]:
         """`generate`, its images in base64 whatever the model's own default answer is (a link); `partials`: a
         local engine's images part way are sent there too."""
@@ -410,12 +422,24 @@ class ImageService:
         reply = await engine.forward("/images/generations", _forwarded(generation, body))
         return _drawn_upstream(reply)
 
-    async def edit(self, request: EditRequest, project_id: str, base_url: str) -> dict[str, Any]:
-        generation, drawn = await self._edited(request)
+    async def edit(
+        self, request: EditRequest, project_id: str, base_url: str, partials: Partials = None
+    ) -> dict[str, Any]:
+        generation, drawn = await self._edited(request, partials)
         answer = await self._reply(drawn.files, generation.response_format, project_id, base_url, drawn.revised)
         if generation.gpt_image:
             answer.update(drawn.settings)
         return answer
+
+    async def edit_base64(
+        self, body: dict[str, Any], image: bytes, mask: bytes | None, project_id: str, partials: Partials = None
+    ) -> dict[str, Any]:
+        """`edit` of one image (a response's image_generation call editing the conversation's newest image), its
+        images in base64 whatever the model's own default answer is; `partials` as `generate_base64`'s."""
+        if not rules_for(model_asked(body)).gpt_image:
+            body = {**body, "response_format": "b64_json"}
+        request = EditRequest(body, [ImageUpload(image, "image")], None if mask is None else ImageUpload(mask, "mask"))
+        return await self.edit(request, project_id, base_url="", partials=partials)
 
     async def edit_events(self, request: EditRequest) -> AsyncIterator[dict[str, Any]]:
         """A streamed edit's events: `image_edit.partial_image`s (as a generation's, what is outside the mask kept

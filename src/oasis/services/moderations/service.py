@@ -19,8 +19,6 @@ score of each window that names a minor (MINOR_TERMS, English words only), and a
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import re
 import secrets
 from collections.abc import Callable, Coroutine, Iterator, Mapping
@@ -35,6 +33,7 @@ from oasis.engines.text import EngineBusy
 from oasis.errors import OasisError, invalid_request
 from oasis.protocol.extensions import ChatCompletionRequest
 from oasis.services.embeddings.service import EmbeddingService, unicode_text
+from oasis.services.images.pictures import data_url_bytes
 from oasis.services.models.engine_lookup import implements, loaded_engine, queue_full, served_id
 
 ChatCall = Callable[[ChatCompletionRequest], Coroutine[Any, Any, dict[str, Any]]]
@@ -52,7 +51,6 @@ MINOR_TERMS = re.compile(  # English only; "minor" alone is left out ("a minor i
 )
 _SEXUAL, _SEXUAL_MINORS = CATEGORIES.index("sexual"), CATEGORIES.index("sexual/minors")
 _NOT_NAMING_A_MINOR = 0.02
-_DATA_URL = re.compile(r"data:image/[\w.+-]+;base64,(?P<data>.*)", re.DOTALL)
 
 
 @dataclass
@@ -90,18 +88,7 @@ def read_inputs(raw: Any) -> list[ModerationInput]:
 
 
 def _image_bytes(url: Any, param: str) -> bytes:
-    found = _DATA_URL.fullmatch(url) if isinstance(url, str) else None
-    if found is None:
-        raise invalid_request(
-            f"'$.{param}' must be a data URL (data:image/...;base64,...): this server does not fetch images.",
-            param=param,
-        )
-    if len(found["data"]) > MAX_IMAGE_BYTES * 4 // 3 + 4:
-        raise invalid_request(f"'$.{param}' is larger than {MAX_IMAGE_BYTES // (1024 * 1024)} MB.", param=param)
-    try:
-        return base64.b64decode(found["data"], validate=True)
-    except (binascii.Error, ValueError):
-        raise invalid_request(f"'$.{param}' is not valid base64.", param=param) from None
+    return data_url_bytes(url, param, f"'$.{param}'", MAX_IMAGE_BYTES)
 
 
 def windows(text: str, max_words: int = WINDOW_WORDS, max_chars: int = WINDOW_CHARS) -> Iterator[str]:

@@ -2,19 +2,27 @@
 prompt; the response draws the image with the images service (the tool's `model`, `gpt-image-1` unless set, and
 its settings: `size`, `quality`, `background`, `output_format`, `output_compression`, `moderation`), and the image
 is an output item of its own (`image_generation_call`, its `result` the image in base64), streamed after the images
-part way that `partial_images` asks for. The model is told the image was shown, and answers."""
+part way that `partial_images` asks for. The model is told the image was shown, and answers.
+
+The tool's `action` says whether a call draws a new image or edits the conversation's newest one (an input image
+or an earlier call's image), as the images API's edits do (`input_image_mask`: where to redraw, the rest kept;
+`input_fidelity`): `generate`, `edit`, or `auto` (the default), where the model chooses per call when the
+conversation has an image to edit."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from oasis.errors import OasisError, invalid_request
+from oasis.services.images.pictures import MAX_GPT_IMAGE_UPLOAD_BYTES, data_url_bytes
 from oasis.services.responses.file_search import refuse_function_named
 
 TOOL_TYPE = "image_generation"
 FUNCTION_NAME = "image_generation"  # what the model calls it by
+_PROMPT = {"type": "string", "description": "What the image shows, in detail."}
 FUNCTION = {
     "type": "function",
     "function": {
@@ -23,11 +31,33 @@ FUNCTION = {
         "`prompt`: the user sees the image, not the prompt.",
         "parameters": {
             "type": "object",
-            "properties": {"prompt": {"type": "string", "description": "What the image shows, in detail."}},
+            "properties": {"prompt": _PROMPT},
             "required": ["prompt"],
         },
     },
 }
+# As offered when the model chooses: the conversation has an image, and the tool's action is `auto`.
+CHOOSING_FUNCTION = {
+    "type": "function",
+    "function": {
+        "name": FUNCTION_NAME,
+        "description": "Draw an image and show it to the user, or change the newest image in the conversation. "
+        "Describe everything the image should show in `prompt`: the user sees the image, not the prompt.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "prompt": _PROMPT,
+                "action": {
+                    "type": "string",
+                    "enum": ["generate", "edit"],
+                    "description": "`edit` changes the newest image in the conversation; `generate` draws a new one.",
+                },
+            },
+            "required": ["prompt", "action"],
+        },
+    },
+}
+ACTIONS = ("auto", "generate", "edit")
 DEFAULT_MODEL = "gpt-image-1"
 # Images one response draws before it must answer.
 MAX_IMAGES = 1
@@ -47,9 +77,36 @@ class ImageTool:
     param: str  # where the request has it: `tools[i]`
     settings: dict[str, Any] = field(default_factory=dict)
     partial_images: int = 0  # images part way that a streamed call sends before its image
+    action: str = "auto"
+    mask: dict[str, str] | None = None  # `input_image_mask` as given: its `image_url` or `file_id`
+    input_fidelity: str | None = None
+    # Read when the response is planned: the conversation's newest image (what an edit changes) and the mask's bytes.
+    source: bytes | None = None
+    mask_data: bytes | None = None
 
     def request(self, prompt: str) -> dict[str, Any]:
         return {**self.settings, "prompt": prompt, "n": 1}
+
+    def edit_request(self, prompt: str) -> dict[str, Any]:
+        fidelity = {"input_fidelity": self.input_fidelity} if self.input_fidelity else {}
+        return {**self.request(prompt), **fidelity}
+
+    @property
+    def function(self) -> dict[str, Any]:
+        """The function the model is offered: with a choice of action where it has one."""
+        return CHOOSING_FUNCTION if self.action == "auto" and self.source is not None else FUNCTION
+
+    def edits(self, arguments: str) -> bool:
+        """Whether the call the model made with `arguments` edits the newest image rather than drawing anew."""
+        if self.source is None or self.action == "generate":
+            return False
+        if self.action == "edit":
+            return True
+        try:
+            parsed = json.loads(arguments)
+        except ValueError:
+            return False
+        return isinstance(parsed, dict) and parsed.get("action") == "edit"
 
 
 def image_tool(tools: list[dict[str, Any]] | None) -> ImageTool | None:
@@ -61,17 +118,34 @@ def image_tool(tools: list[dict[str, Any]] | None) -> ImageTool | None:
         param = f"tools[{index}]"
         if found is not None:
             raise invalid_request("Give at most one image_generation tool.", param=param)
-        if tool.get("action") == "edit" or tool.get("input_image_mask") is not None:
+        action = tool.get("action") or "auto"
+        if action not in ACTIONS:
+            raise invalid_request(f"'{action}' is not one of {list(ACTIONS)} - 'action'", param=f"{param}.action")
+        mask = tool.get("input_image_mask")
+        if mask is not None and not (
+            isinstance(mask, dict)
+            and any(mask.get(key) for key in ("image_url", "file_id"))
+            and all(isinstance(mask.get(key), str | None) for key in ("image_url", "file_id"))
+        ):
             raise invalid_request(
-                "The image_generation tool draws new images here: editing an input image is not supported.",
-                param=f"{param}.action" if tool.get("action") == "edit" else f"{param}.input_image_mask",
+                "`input_image_mask` needs `image_url` (a data URL) or `file_id`.", param=f"{param}.input_image_mask"
+            )
+        if mask is not None and action == "generate":
+            raise invalid_request(
+                "`input_image_mask` is for edits: the action `generate` draws new images.",
+                param=f"{param}.input_image_mask",
+            )
+        fidelity = tool.get("input_fidelity")
+        if fidelity is not None and fidelity not in ("low", "high"):
+            raise invalid_request(
+                f"'{fidelity}' is not one of ['low', 'high'] - 'input_fidelity'", param=f"{param}.input_fidelity"
             )
         partial = tool.get("partial_images")
         if partial is not None and (not isinstance(partial, int) or isinstance(partial, bool) or not 0 <= partial <= 3):
             raise invalid_request("`partial_images` is a whole number from 0 to 3.", param=f"{param}.partial_images")
         settings = {key: tool[key] for key in _SETTINGS if tool.get(key) is not None}
         settings["model"] = tool.get("model") or DEFAULT_MODEL
-        found = ImageTool(param, settings, partial or 0)
+        found = ImageTool(param, settings, partial or 0, action, mask, fidelity)
     if found is not None:
         refuse_function_named(tools or [], FUNCTION_NAME, TOOL_TYPE)
     return found
@@ -95,6 +169,42 @@ def prompt_of(arguments: str) -> str:
     return parsed.strip() if isinstance(parsed, str) else ""
 
 
+def image_bytes(url: str, param: str) -> bytes:
+    """An image (to edit, or a mask) given as a data URL, decoded; any other URL is a 400."""
+    return data_url_bytes(url, param, "An image to edit", MAX_GPT_IMAGE_UPLOAD_BYTES)
+
+
+def drawn_images(items: Iterable[Any]) -> dict[str, str]:
+    """The images earlier image_generation calls drew, in base64, by call id (input or output items)."""
+    return {
+        item["id"]: item["result"]
+        for item in items
+        if isinstance(item, dict)
+        and item.get("type") == "image_generation_call"
+        and isinstance(item.get("id"), str)
+        and isinstance(item.get("result"), str)
+        and item["result"]
+    }
+
+
+def newest_image(messages: list[dict[str, Any]], drawn: dict[str, str]) -> tuple[str, str] | None:
+    """The conversation's newest image, as `("url", data URL or URL)` (a user's image) or `("drawn", base64)`
+    (an earlier call's, `drawn` by call id), in the chat messages the model reads."""
+    found: tuple[str, str] | None = None
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, list):
+            for part in content:
+                if isinstance(part, dict) and part.get("type") == "image_url":
+                    url = (part.get("image_url") or {}).get("url")
+                    if isinstance(url, str):
+                        found = ("url", url)
+        for call in message.get("tool_calls") or ():
+            if call.get("id") in drawn:
+                found = ("drawn", drawn[call["id"]])
+    return found
+
+
 def call_item(item_id: str, status: str, result: str | None = None, **details: Any) -> dict[str, Any]:
     """An image_generation_call item; `details`: the drawn image's settings and the prompt it was drawn from."""
     return {"id": item_id, "type": "image_generation_call", "status": status, "result": result, **details}
@@ -102,7 +212,8 @@ def call_item(item_id: str, status: str, result: str | None = None, **details: A
 
 def tool_call(item: dict[str, Any]) -> dict[str, Any]:
     """An image_generation_call item as the chat tool call the model made."""
-    arguments = json.dumps({"prompt": item.get("revised_prompt") or ""})
+    made = {"action": item["action"]} if item.get("action") in ("generate", "edit") else {}
+    arguments = json.dumps({"prompt": item.get("revised_prompt") or "", **made})
     return {"id": item["id"], "type": "function", "function": {"name": FUNCTION_NAME, "arguments": arguments}}
 
 

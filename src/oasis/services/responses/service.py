@@ -52,6 +52,7 @@ from oasis.services.responses.items import (
     user_message_items,
 )
 from oasis.services.responses.mcp_client import McpError, McpSession
+from oasis.services.responses.prompts import Prompts, RenderedPrompt
 from oasis.storage import responses as rows
 from oasis.storage.clock import new_id, now
 from oasis.storage.db import Database, Session
@@ -62,11 +63,6 @@ log = logging.getLogger("oasis.responses")
 
 # Makes a model name servable for a project where it is one of its fine-tunes (loaded on first use).
 ModelLoader = Callable[[str, str], Awaitable[None]]
-
-# Fields of the Responses API that this server cannot follow yet, and what to send instead.
-_NOT_SUPPORTED = {
-    "prompt": "send the prompt's text as instructions and input.",
-}
 
 # Of the context, the room `truncation: auto` leaves for the answer when `max_output_tokens` does not say.
 REPLY_ROOM = 512
@@ -117,6 +113,7 @@ class PlannedResponse:
     # Once compacted: the compaction item, which the output begins with, and the summary's chat usage.
     compaction: dict[str, Any] | None = None
     compaction_usage: dict[str, Any] | None = None
+    prompt: RenderedPrompt | None = None  # the configured prompt the request names, its variables in place
 
     @property
     def shows_results(self) -> bool:
@@ -228,6 +225,15 @@ def _answer_messages(
     if not messages and output and all(item["type"] in (*_NOT_SAID, compaction.TOOL_TYPE) for item in output):
         return []  # a compaction, a listing and calls waiting for approval: the model said nothing yet
     return messages or [{"role": "assistant", "content": None}]
+
+
+def _instructions(plan: PlannedResponse) -> str | list[dict[str, Any]] | None:
+    """A response's `instructions`: the request's, or, where it names a prompt, the prompt's messages as input items
+    (OpenAI's answer), the request's own instructions after them."""
+    if plan.prompt is None:
+        return plan.request.instructions
+    own = [{"type": "message", "role": "developer", "content": plan.request.instructions}]
+    return [*plan.prompt.items, *(own if plan.request.instructions else [])] or None
 
 
 # Output items that are no part of what the model said (a calls' approval is asked for, not yet made).
@@ -456,8 +462,10 @@ class ResponseService:
         wake_workers: Callable[[], None] = lambda: None,
         mcp_server_urls: list[str] | None = None,
         rate_limits: RateLimiter | None = None,
+        prompts: Prompts | None = None,
     ) -> None:
         self._db = db
+        self._prompts = prompts or Prompts(())
         self._rate_limits = rate_limits  # counts the generations after built-in calls (the request counted the first)
         self._chat = chat
         self._load_model = load_model
@@ -488,14 +496,27 @@ class ResponseService:
         acted on)."""
         if request.background and request.store is False:
             raise invalid_request("A background response is stored: `store` cannot be false.", param="store")
-        for name in _NOT_SUPPORTED:  # accepted quietly, they would lose the context or instructions they name
-            if (request.model_extra or {}).get(name) is not None:
-                raise invalid_request(f"'{name}' is not supported here yet: {_NOT_SUPPORTED[name]}", param=name)
-        if request.input is None and request.previous_response_id is None and request.conversation is None:
+        prompt = None
+        if (given_prompt := (request.model_extra or {}).get("prompt")) is not None:
+            prompt = self._prompts.rendered(given_prompt)
+            # the version read is kept: a background response's worker reads the same one
+            request = request.model_copy(update={"prompt": {**given_prompt, "version": prompt.reference["version"]}})
+        if not request.model:
+            if prompt is None or prompt.model is None:
+                raise invalid_request("Missing required parameter: 'model'.", param="model")
+            request = request.model_copy(update={"model": prompt.model})
+        if (
+            request.input is None
+            and request.previous_response_id is None
+            and request.conversation is None
+            and prompt is None
+        ):
             raise invalid_request("A response needs `input`.", param="input")
         metadata = check_metadata(request.metadata)
         compact_at = None if compacting else compaction.threshold(request.model_extra)
         earlier: list[dict[str, Any]] = []
+        kept: list[dict[str, Any]] = []  # a conversation's items
+        turns: list[StoredResponse] = []  # the responses this one continues
         conversation_id = None
         if request.conversation is not None:
             if request.previous_response_id is not None:
@@ -533,7 +554,7 @@ class ResponseService:
         if (kept_from := len(earlier) + len(turn) - len(compaction.since_latest([*earlier, *turn]))) > 0:
             earlier, read_turn = earlier[kept_from:], turn[max(0, kept_from - len(earlier)) :]
         conversation = [*earlier, *read_turn]
-        if not conversation:
+        if not conversation and not (prompt is not None and prompt.items):  # a prompt's messages may be all it says
             raise invalid_request("A response needs at least one input item.", param="input")
         search = file_search.search_tool(request.tools)
         code = code_interpreter.code_tool(request.tools)
@@ -559,7 +580,17 @@ class ResponseService:
             tools = [*(tools or []), code_interpreter.FUNCTION]
         if image is not None:
             image = self._checked_image_tool(image)
-            tools = [*(tools or []), image_generation.FUNCTION]
+            if image.action != "generate":
+                outputs = [
+                    item
+                    for row in turns
+                    for stored in (json.loads(row.input_items_json), json.loads(row.response_json).get("output"))
+                    for item in stored or []
+                ]
+                given = request_input if isinstance(request_input, list) else []
+                drawn = image_generation.drawn_images([*kept, *outputs, *given])
+                image = await self._image_sources(project_id, image, conversation, drawn)
+            tools = [*(tools or []), image.function]
         remote = (
             await self._listed_mcp_tools(servers, {_function_name(tool) for tool in tools or []}) if servers else None
         )
@@ -575,7 +606,13 @@ class ResponseService:
         for kind, offered in offers:
             if isinstance(choice, dict) and choice.get("type") == kind and offered is None:
                 raise invalid_request(f"`tool_choice` names {kind}, which `tools` does not offer.", param="tool_choice")
-        instructions = [{"role": "system", "content": request.instructions}] if request.instructions else []
+        instructions = []
+        if prompt is not None:
+            instructions = await self._with_image_files(
+                project_id, chat_messages(prompt.items, param="prompt"), 0, prompt.file_places
+            )
+        if request.instructions:
+            instructions.append({"role": "system", "content": request.instructions})
         messages = await self._with_image_files(
             project_id,
             [*instructions, *conversation],
@@ -640,6 +677,7 @@ class ResponseService:
             instruction_count=len(instructions),
             turn_start=len(conversation) - len(read_turn),
             compaction_due=compaction_due,
+            prompt=prompt,
         )
 
     async def count_input_tokens(self, project_id: str, request: CreateResponseRequest) -> dict[str, Any]:
@@ -654,7 +692,7 @@ class ResponseService:
         prepared = plan.prepared or await asyncio.to_thread(self._chat.prepare_local, plan.chat)
         if prepared is None:
             raise invalid_request(
-                f"Model '{request.model}' is served by an upstream engine, whose tokenizer is not here: input "
+                f"Model '{plan.request.model}' is served by an upstream engine, whose tokenizer is not here: input "
                 "tokens are counted for the models this server runs.",
                 param="model",
             )
@@ -696,7 +734,7 @@ class ResponseService:
         too_long = OasisError(
             400,
             f"The conversation since its newest user message (with the instructions) leaves no room for a summary in "
-            f"{request.model}'s context.",
+            f"{request.model or 'the model'}'s context.",
             param="input",
             code="context_length_exceeded",
         )
@@ -731,7 +769,7 @@ class ResponseService:
         if not summary:
             raise OasisError(
                 500,
-                f"{request.model} wrote no summary of the conversation; nothing was compacted.",
+                f"{plan.chat.model} wrote no summary of the conversation; nothing was compacted.",
                 type="server_error",
                 code="empty_summary",
             )
@@ -895,6 +933,58 @@ class ResponseService:
             raise image_generation.in_tool(exc, tool) from None
         return replace(tool, settings={key: value for key, value in body.items() if key not in ("prompt", "n")})
 
+    async def _image_sources(
+        self,
+        project_id: str,
+        tool: image_generation.ImageTool,
+        conversation: list[dict[str, Any]],
+        drawn: dict[str, str],
+    ) -> image_generation.ImageTool:
+        """The tool with what its edits read: the conversation's newest image (a user's, or one an earlier call
+        drew) and its mask's bytes. With the action `edit`, a conversation without an image to edit is a 400."""
+        newest = image_generation.newest_image(conversation, drawn)
+        source = None
+        if newest is not None:
+            kind, value = newest
+            try:
+                if tool.action == "auto":
+                    self._images.check_edit(tool.edit_request("a picture"))  # a model that cannot edit: no choice
+                if kind == "drawn":
+                    source = base64.b64decode(value, validate=True)
+                else:
+                    if value.startswith(FILE_IMAGE):
+                        value, _ = await self._image_data_url(project_id, value[len(FILE_IMAGE) :], tool.param)
+                    source = image_generation.image_bytes(value, f"{tool.param}.action")
+            except OasisError:
+                if tool.action == "edit":  # `auto` draws anew when the newest image cannot be read
+                    raise
+            except ValueError:  # an image_generation_call sent back with a `result` that is not base64
+                if tool.action == "edit":
+                    raise invalid_request(
+                        "The newest image in the conversation, an image_generation_call's `result`, is not base64.",
+                        param="input",
+                    ) from None
+        if tool.action == "edit" and source is None:
+            raise invalid_request(
+                "The image_generation tool's action 'edit' needs an image in the conversation to edit (an input "
+                "image, or an image an earlier call drew).",
+                param=f"{tool.param}.action",
+            )
+        if tool.action == "edit":
+            try:
+                self._images.check_edit(tool.edit_request("a picture"))
+            except OasisError as exc:
+                raise image_generation.in_tool(exc, tool) from None
+        mask = None
+        if tool.mask is not None:
+            if tool.mask.get("file_id"):
+                where = f"{tool.param}.input_image_mask.file_id"
+                url, _ = await self._image_data_url(project_id, tool.mask["file_id"], where)
+                mask = image_generation.image_bytes(url, where)
+            else:
+                mask = image_generation.image_bytes(tool.mask["image_url"], f"{tool.param}.input_image_mask.image_url")
+        return replace(tool, source=source, mask_data=mask)
+
     async def _code_tool(self, project_id: str, tool: code_interpreter.CodeTool) -> code_interpreter.CodeTool:
         """The tool, checked: a 400 when no sandbox can start here, a 404 for a file the project does not have or a
         container it does not have (a 400 for one expired)."""
@@ -967,7 +1057,8 @@ class ResponseService:
             "background": plan.request.background is True,
             "error": error,
             "incomplete_details": {"reason": reason} if reason else None,
-            "instructions": request.instructions,
+            "instructions": _instructions(plan),
+            "prompt": plan.prompt.reference if plan.prompt is not None else None,
             "max_output_tokens": request.max_output_tokens,
             "model": request.model,
             "output": output,
@@ -1497,9 +1588,15 @@ class ResponseService:
         # images part way only where events are read (a stream, or a background response's stored events)
         shown = plan.request.stream or plan.request.background
         previews = PartialImages(plan.image.partial_images if shown else 0)
-        drawing = self._images.generate_base64(
-            plan.image.request(prompt), plan.project_id, previews if previews.count else None
-        )
+        sent = previews if previews.count else None
+        edits = plan.image.edits(arguments)
+        if edits:
+            assert plan.image.source is not None
+            drawing = self._images.edit_base64(
+                plan.image.edit_request(prompt), plan.image.source, plan.image.mask_data, plan.project_id, sent
+            )
+        else:
+            drawing = self._images.generate_base64(plan.image.request(prompt), plan.project_id, sent)
         try:
             async with contextlib.aclosing(previews.drawn(drawing)) as partials:  # a client gone stops its previews
                 async for index, partial in partials:
@@ -1520,6 +1617,7 @@ class ResponseService:
         picture = drawn["data"][0]
         details: dict[str, Any] = {key: drawn[key] for key in image_generation.SHOWN_SETTINGS if key in drawn}
         details["revised_prompt"] = picture.get("revised_prompt") or prompt
+        details["action"] = "edit" if edits else "generate"
         answer.tool_texts[item["id"]] = image_generation.SHOWN
         done = image_generation.call_item(item["id"], "completed", picture.get("b64_json"), **details)
         for made in writer.image_done(done):
