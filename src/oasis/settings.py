@@ -197,6 +197,12 @@ class PromptSpec(_Section):
 
     id: str = Field(min_length=1, description="What responses name it by (OpenAI's are `pmpt_…`).")
     version: str = Field(default="1", min_length=1, description="A response names none: the highest version.")
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value  # `version: 2` in YAML
+
     model: str | None = Field(default=None, description="The model of a response that names none.")
     instructions: str | None = Field(default=None, description="Read as a developer message, first.")
     messages: list[PromptMessage] = Field(default_factory=list, description="Read after the instructions.")

@@ -623,7 +623,7 @@ async def test_an_image_named_by_file_id_is_sent_as_its_bytes(recorded: Harness)
 
 
 _PROMPTS = [
-    {"id": "pmpt_support", "version": "1", "model": "remote", "instructions": "You help customers of {{company}}."},
+    {"id": "pmpt_support", "version": 1, "model": "remote", "instructions": "You help customers of {{company}}."},
     {
         "id": "pmpt_support",
         "version": "2",
@@ -673,6 +673,7 @@ async def test_a_configured_prompt_is_read_before_the_conversation(start_oasis: 
         # the response's instructions are the prompt's messages, as OpenAI answers them
         assert isinstance(response.instructions, list)
         assert [item.role for item in response.instructions] == ["developer", "user", "assistant"]  # type: ignore[union-attr]
+        assert response.instructions[0].content[0].text == "You help customers of Acme, briefly."  # type: ignore[union-attr,index]
         assert (await client.responses.retrieve(response.id)).prompt == response.prompt
         # in the background, the worker reads the same prompt and version
         queued = await client.responses.create(  # type: ignore[call-overload]
@@ -710,6 +711,12 @@ async def test_a_configured_prompt_is_read_before_the_conversation(start_oasis: 
         )
         sent = (_Recorded.received or [])[-1]["messages"]
         assert [_texts(message) for message in sent] == ["You help customers of Initech.", "Answer in French.", "Hi"]
+        # with a prompt's messages, the request's instructions come right after the prompt's own
+        await client.responses.create(  # type: ignore[call-overload]
+            prompt={"id": "pmpt_support", "variables": variables}, instructions="Answer in French.", input="Hi"
+        )
+        sent = (_Recorded.received or [])[-1]["messages"]
+        assert [message["role"] for message in sent] == ["developer", "system", "user", "assistant", "user"]
 
         async with harness.http() as http:
             refused = {

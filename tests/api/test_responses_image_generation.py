@@ -161,7 +161,20 @@ async def test_bad_image_tools_are_refused_before_anything_is_generated(drawer_o
         (  # an image this server would have to fetch
             {"tools": [{"type": "image_generation", "action": "edit"}], "input": _with_image("https://x.test/a.png")},
             400,
-            "tools[0].action",
+            "input",
+        ),
+        (  # a model that does not edit
+            {"tools": [{"type": "image_generation", "action": "edit", "model": "dall-e-3"}], "input": _SMALL_SCENE},
+            400,
+            "tools[0].model",
+        ),
+        (  # a mask of another size than the image
+            {
+                "tools": [{"type": "image_generation", "action": "edit", "input_image_mask": _MASK}],
+                "input": _SMALL_SCENE,
+            },
+            400,
+            "tools[0].input_image_mask",
         ),
         ({"tools": [{"type": "image_generation", "partial_images": 9}]}, 400, "tools[0].partial_images"),
         ({"tools": [{"type": "image_generation", "output_compression": 150}]}, 400, "tools[0].output_compression"),
@@ -192,6 +205,7 @@ _RIGHT_HALF = np.full((1024, 1024, 4), 255, dtype=np.uint8)
 _RIGHT_HALF[:, 512:, 3] = 0  # transparent where the image is redrawn
 _MASK = {"image_url": _data_url(_RIGHT_HALF)}
 _SENT_BACK = {"type": "image_generation_call", "id": "ig_1", "status": "completed", "result": "%%%"}
+_SMALL_SCENE = _with_image(_data_url(scene(64)))
 
 
 class _Chooser(_Drawer):
@@ -270,6 +284,16 @@ async def test_auto_lets_the_model_edit_the_image_an_earlier_turn_drew(start_oas
             previous_response_id=second.id,
         )
         assert anew.output[0].model_dump()["action"] == "generate"
+        assert list((_Chooser.received or [])[-2]["tools"][0]["function"]["parameters"]["properties"]) == ["prompt"]
+        # `auto` with a model that cannot edit (DALL-E 3) offers no edit, and draws anew
+        dall_e_3 = {"type": "image_generation", "model": "dall-e-3", "size": "1024x1024"}
+        drawn_anew = await client.responses.create(
+            model="remote",
+            input="And one more.",
+            tools=[dall_e_3],
+            previous_response_id=anew.id,  # type: ignore[list-item]
+        )
+        assert drawn_anew.output[0].model_dump()["action"] == "generate"
         assert list((_Chooser.received or [])[-2]["tools"][0]["function"]["parameters"]["properties"]) == ["prompt"]
 
 

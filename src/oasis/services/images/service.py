@@ -380,17 +380,21 @@ class ImageService:
             _check_opaque(body)
         return body
 
-    def check_edit(self, body: dict[str, Any]) -> None:
-        """What an edit with these settings (a response's image_generation tool) would be refused for before its
-        image is read: a model that does not edit, a setting its edits do not take (a 400 naming it)."""
-        model = model_asked(body)
+    async def check_edit(self, body: dict[str, Any], image: bytes, mask: bytes | None) -> None:
+        """What an edit of `image` (with `mask`) with these settings would be refused for, refused now (a response's
+        image_generation tool checks its edits before anything is generated): a model that does not edit, a setting
+        its edits do not take, an image or a mask they cannot read (a 400 naming it)."""
+        request = EditRequest(body, [ImageUpload(image, "image")], None if mask is None else ImageUpload(mask, "mask"))
+        model = _edit_model(request)
         rules = _edit_rules(model)
         fidelity = body.get("input_fidelity")
         if fidelity is not None and fidelity not in INPUT_FIDELITIES:
             raise invalid_request(
                 f"'{fidelity}' is not one of {list(INPUT_FIDELITIES)} - 'input_fidelity'", param="input_fidelity"
             )
-        self._checked(body, model, rules)
+        source, _ = await asyncio.to_thread(_edit_pictures, request, rules)
+        generation = self._checked(body, model, rules, auto_size=_nearest_size(source))
+        await asyncio.to_thread(_edit_pixels, source, request.mask, rules, generation)
 
     async def generate_base64(self, body: dict[str, Any], project_id: str, partials: Partials = None) -> dict[str, Any]:
         """`generate`, its images in base64 whatever the model's own default answer is (a link); `partials`: a

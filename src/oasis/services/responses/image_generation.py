@@ -157,6 +157,14 @@ def in_tool(error: OasisError, tool: ImageTool) -> OasisError:
     return OasisError(error.status, error.message, type=error.type, param=param, code=error.code)
 
 
+def in_edit(error: OasisError, tool: ImageTool) -> OasisError:
+    """An edit's error as the tool's: the image edited is the input's, the mask the tool's `input_image_mask`."""
+    where = {"image": "input", "mask": f"{tool.param}.input_image_mask"}.get(error.param or "")
+    if where is None:
+        return in_tool(error, tool)
+    return OasisError(error.status, error.message, type=error.type, param=where, code=error.code)
+
+
 def prompt_of(arguments: str) -> str:
     """The prompt in the model's call arguments (`{"prompt": ...}`); arguments that are not JSON are the prompt."""
     try:
@@ -169,9 +177,9 @@ def prompt_of(arguments: str) -> str:
     return parsed.strip() if isinstance(parsed, str) else ""
 
 
-def image_bytes(url: str, param: str) -> bytes:
-    """An image (to edit, or a mask) given as a data URL, decoded; any other URL is a 400."""
-    return data_url_bytes(url, param, "An image to edit", MAX_GPT_IMAGE_UPLOAD_BYTES)
+def image_bytes(url: str, param: str, named: str) -> bytes:
+    """An image (to edit, or a mask: what `named` says) given as a data URL, decoded; any other URL is a 400."""
+    return data_url_bytes(url, param, named, MAX_GPT_IMAGE_UPLOAD_BYTES)
 
 
 def drawn_images(items: Iterable[Any]) -> dict[str, str]:

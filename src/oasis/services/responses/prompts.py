@@ -26,6 +26,16 @@ class RenderedPrompt:
     model: str | None  # the prompt's model, for a response that names none
     file_places: dict[str, str]  # the files its image variables name, by file id: where the request has them
 
+    @property
+    def leading(self) -> int:
+        """How many of its items are instructions (developer and system messages) before the first other one."""
+        count = 0
+        for item in self.items:
+            if item["role"] not in ("developer", "system"):
+                break
+            count += 1
+        return count
+
 
 def _version_order(version: str) -> tuple[bool, int, str]:
     return (version.isdecimal(), int(version) if version.isdecimal() else 0, version)
@@ -39,7 +49,9 @@ def _variable(name: str, value: Any) -> str | dict[str, Any]:
         kind = value.get("type")
         if kind == "input_text" and isinstance(value.get("text"), str):
             return str(value["text"])
-        named = [key for key in ("image_url", "file_id", "file_data", "file_url") if value.get(key) is not None]
+        # what each kind needs, as an input item's parts are read (items.py)
+        needs = ("image_url", "file_id") if kind == "input_image" else ("file_id", "file_data")
+        named = [key for key in needs if value.get(key) is not None]
         if kind in _PART_TYPES and named and all(isinstance(value[key], str) for key in named):
             return {**value, "detail": value.get("detail") or "auto"} if kind == "input_image" else value
     raise invalid_request(

@@ -233,7 +233,8 @@ def _instructions(plan: PlannedResponse) -> str | list[dict[str, Any]] | None:
     if plan.prompt is None:
         return plan.request.instructions
     own = [{"type": "message", "role": "developer", "content": plan.request.instructions}]
-    return [*plan.prompt.items, *(own if plan.request.instructions else [])] or None
+    items, lead = plan.prompt.items, plan.prompt.leading
+    return [*items[:lead], *(own if plan.request.instructions else []), *items[lead:]] or None
 
 
 # Output items that are no part of what the model said (a calls' approval is asked for, not yet made).
@@ -488,12 +489,13 @@ class ResponseService:
         response_id: str | None = None,
         created_at: int | None = None,
         compacting: bool = False,
+        default_model: str | None = None,
     ) -> PlannedResponse:
         """Reads the request into a chat request (its files read for a local model), refusing what cannot be
         answered before anything is generated. A background response's worker plans it again under the id and
         creation time it was given when it was queued. `compacting`: the request is a compaction's, whose input is
         the conversation (truncation may drop any turn but the newest user message's, and approvals in it are not
-        acted on)."""
+        acted on). `default_model`: the model when neither the request nor its prompt names one."""
         if request.background and request.store is False:
             raise invalid_request("A background response is stored: `store` cannot be false.", param="store")
         prompt = None
@@ -502,9 +504,11 @@ class ResponseService:
             # the version read is kept: a background response's worker reads the same one
             request = request.model_copy(update={"prompt": {**given_prompt, "version": prompt.reference["version"]}})
         if not request.model:
-            if prompt is None or prompt.model is None:
+            model = prompt.model if prompt is not None and prompt.model else default_model
+            if not model:
                 raise invalid_request("Missing required parameter: 'model'.", param="model")
-            request = request.model_copy(update={"model": prompt.model})
+            request = request.model_copy(update={"model": model})
+        prompt_messages = chat_messages(prompt.items, param="prompt") if prompt is not None else []
         if (
             request.input is None
             and request.previous_response_id is None
@@ -589,7 +593,7 @@ class ResponseService:
                 ]
                 given = request_input if isinstance(request_input, list) else []
                 drawn = image_generation.drawn_images([*kept, *outputs, *given])
-                image = await self._image_sources(project_id, image, conversation, drawn)
+                image = await self._image_sources(project_id, image, [*prompt_messages, *conversation], drawn)
             tools = [*(tools or []), image.function]
         remote = (
             await self._listed_mcp_tools(servers, {_function_name(tool) for tool in tools or []}) if servers else None
@@ -608,11 +612,10 @@ class ResponseService:
                 raise invalid_request(f"`tool_choice` names {kind}, which `tools` does not offer.", param="tool_choice")
         instructions = []
         if prompt is not None:
-            instructions = await self._with_image_files(
-                project_id, chat_messages(prompt.items, param="prompt"), 0, prompt.file_places
-            )
-        if request.instructions:
-            instructions.append({"role": "system", "content": request.instructions})
+            instructions = await self._with_image_files(project_id, prompt_messages, 0, prompt.file_places)
+        if request.instructions:  # after a prompt's own instructions, before its messages (templates want them first)
+            lead = prompt.leading if prompt is not None else 0
+            instructions.insert(lead, {"role": "system", "content": request.instructions})
         messages = await self._with_image_files(
             project_id,
             [*instructions, *conversation],
@@ -680,14 +683,16 @@ class ResponseService:
             prompt=prompt,
         )
 
-    async def count_input_tokens(self, project_id: str, request: CreateResponseRequest) -> dict[str, Any]:
+    async def count_input_tokens(
+        self, project_id: str, request: CreateResponseRequest, default_model: str | None = None
+    ) -> dict[str, Any]:
         """The tokens a response's input would take in its model's prompt: its instructions, conversation and tools,
         as the response's first generation reads them (its `usage.input_tokens`). Checked as a response is, and
-        nothing stored or run; an upstream's model has no count here (a 400)."""
+        nothing stored or run; an upstream's model has no count here (a 400). `default_model`: as `plan`'s."""
         asked = request.model_copy(
             update={"stream": None, "background": None, "store": False, "context_management": None}
         )
-        plan = await self.plan(project_id, asked)
+        plan = await self.plan(project_id, asked, default_model=default_model)
         # a model the plan did not render is an upstream's, or not one served here (then a 404, as chat's)
         prepared = plan.prepared or await asyncio.to_thread(self._chat.prepare_local, plan.chat)
         if prepared is None:
@@ -941,49 +946,54 @@ class ResponseService:
         drawn: dict[str, str],
     ) -> image_generation.ImageTool:
         """The tool with what its edits read: the conversation's newest image (a user's, or one an earlier call
-        drew) and its mask's bytes. With the action `edit`, a conversation without an image to edit is a 400."""
-        newest = image_generation.newest_image(conversation, drawn)
-        source = None
-        if newest is not None:
-            kind, value = newest
+        drew) and its mask, checked as the images API's edits check them. With the action `edit`, a conversation
+        without an image the edit can take is a 400; with `auto`, the model is then offered no edit."""
+        mask = await self._mask_bytes(project_id, tool) if tool.mask is not None else None
+        try:
+            source = await self._newest_image_bytes(project_id, image_generation.newest_image(conversation, drawn))
+            if source is None:
+                raise invalid_request(
+                    "The image_generation tool's action 'edit' needs an image in the conversation to edit (an input "
+                    "image, or an image an earlier call drew).",
+                    param=f"{tool.param}.action",
+                )
             try:
-                if tool.action == "auto":
-                    self._images.check_edit(tool.edit_request("a picture"))  # a model that cannot edit: no choice
-                if kind == "drawn":
-                    source = base64.b64decode(value, validate=True)
-                else:
-                    if value.startswith(FILE_IMAGE):
-                        value, _ = await self._image_data_url(project_id, value[len(FILE_IMAGE) :], tool.param)
-                    source = image_generation.image_bytes(value, f"{tool.param}.action")
-            except OasisError:
-                if tool.action == "edit":  # `auto` draws anew when the newest image cannot be read
-                    raise
-            except ValueError:  # an image_generation_call sent back with a `result` that is not base64
-                if tool.action == "edit":
-                    raise invalid_request(
-                        "The newest image in the conversation, an image_generation_call's `result`, is not base64.",
-                        param="input",
-                    ) from None
-        if tool.action == "edit" and source is None:
-            raise invalid_request(
-                "The image_generation tool's action 'edit' needs an image in the conversation to edit (an input "
-                "image, or an image an earlier call drew).",
-                param=f"{tool.param}.action",
-            )
-        if tool.action == "edit":
-            try:
-                self._images.check_edit(tool.edit_request("a picture"))
+                await self._images.check_edit(tool.edit_request("a picture"), source, mask)
             except OasisError as exc:
-                raise image_generation.in_tool(exc, tool) from None
-        mask = None
-        if tool.mask is not None:
-            if tool.mask.get("file_id"):
-                where = f"{tool.param}.input_image_mask.file_id"
-                url, _ = await self._image_data_url(project_id, tool.mask["file_id"], where)
-                mask = image_generation.image_bytes(url, where)
-            else:
-                mask = image_generation.image_bytes(tool.mask["image_url"], f"{tool.param}.input_image_mask.image_url")
+                raise image_generation.in_edit(exc, tool) from None
+        except OasisError:
+            if tool.action == "edit":
+                raise
+            source = None  # `auto`: drawn anew
         return replace(tool, source=source, mask_data=mask)
+
+    async def _newest_image_bytes(self, project_id: str, newest: tuple[str, str] | None) -> bytes | None:
+        """The bytes of the image `image_generation.newest_image` found (None: none); a 400 naming the input for one
+        that cannot be read (a URL this server would have to fetch, a sent-back `result` that is not base64)."""
+        if newest is None:
+            return None
+        kind, value = newest
+        if kind == "drawn":
+            try:
+                return base64.b64decode(value, validate=True)
+            except ValueError:
+                raise invalid_request(
+                    "The newest image in the conversation, an image_generation_call's `result`, is not base64.",
+                    param="input",
+                ) from None
+        if value.startswith(FILE_IMAGE):
+            value, _ = await self._image_data_url(project_id, value[len(FILE_IMAGE) :], "input")
+        return image_generation.image_bytes(value, "input", "The newest image in the conversation")
+
+    async def _mask_bytes(self, project_id: str, tool: image_generation.ImageTool) -> bytes:
+        """The bytes of the tool's `input_image_mask`, by file id or data URL."""
+        assert tool.mask is not None
+        if tool.mask.get("file_id"):
+            where = f"{tool.param}.input_image_mask.file_id"
+            url, _ = await self._image_data_url(project_id, tool.mask["file_id"], where)
+        else:
+            where, url = f"{tool.param}.input_image_mask.image_url", tool.mask["image_url"]
+        return image_generation.image_bytes(url, where, "The mask")
 
     async def _code_tool(self, project_id: str, tool: code_interpreter.CodeTool) -> code_interpreter.CodeTool:
         """The tool, checked: a 400 when no sandbox can start here, a 404 for a file the project does not have or a
