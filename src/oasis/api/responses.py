@@ -13,7 +13,6 @@ from oasis.api.deps import ContainerDep, Order, PrincipalDep
 from oasis.api.disconnect import unless_disconnected
 from oasis.api.lists import dict_list_body
 from oasis.api.sse import typed_events_response
-from oasis.errors import OasisError
 from oasis.protocol.responses import CountInputTokensRequest, CreateResponseRequest
 from oasis.storage.pagination import PageRequest
 
@@ -42,15 +41,10 @@ async def count_input_tokens(
     body: CountInputTokensRequest, container: ContainerDep, principal: PrincipalDep
 ) -> dict[str, Any]:
     # no model named: the prompt's, if the request names a configured prompt with one, else the first served
-    default = None
-    if body.model is None:
-        try:
-            default = container.tokenizer.first_model()
-        except OasisError:
-            if (body.model_extra or {}).get("prompt") is None:
-                raise  # a prompt may name the model instead
     asked = body.model_copy(update={"model": body.model or ""})
-    return await container.responses.count_input_tokens(principal.project_id, asked, default_model=default)
+    return await container.responses.count_input_tokens(
+        principal.project_id, asked, default_model=container.tokenizer.first_model
+    )
 
 
 @router.post("/responses/compact", response_model=None)

@@ -272,6 +272,22 @@ def _not_dall_e_3(model: str) -> None:
         raise invalid_request("Edits and variations are made with 'dall-e-2' (or a model's own id).", param="model")
 
 
+@dataclass(frozen=True)
+class _ReadEdit:
+    """An edit request, checked and its images decoded: what drawing it takes."""
+
+    engine: Any
+    local: bool  # drawn here (else forwarded upstream)
+    generation: Generation
+    image: np.ndarray  # the source at the size drawn
+    repaint: np.ndarray | None  # where to redraw (None: the whole image)
+    formats: list[str]  # each image's file format
+
+
+def _one_image_edit(body: dict[str, Any], image: bytes, mask: bytes | None) -> EditRequest:
+    return EditRequest(body, [ImageUpload(image, "image")], None if mask is None else ImageUpload(mask, "mask"))
+
+
 def _edit_model(request: EditRequest) -> str:
     """As generations choose: the model named, else `dall-e-2` unless the request uses what only the GPT image
     models take, several images among it."""
@@ -382,19 +398,8 @@ class ImageService:
 
     async def check_edit(self, body: dict[str, Any], image: bytes, mask: bytes | None) -> None:
         """What an edit of `image` (with `mask`) with these settings would be refused for, refused now (a response's
-        image_generation tool checks its edits before anything is generated): a model that does not edit, a setting
-        its edits do not take, an image or a mask they cannot read (a 400 naming it)."""
-        request = EditRequest(body, [ImageUpload(image, "image")], None if mask is None else ImageUpload(mask, "mask"))
-        model = _edit_model(request)
-        rules = _edit_rules(model)
-        fidelity = body.get("input_fidelity")
-        if fidelity is not None and fidelity not in INPUT_FIDELITIES:
-            raise invalid_request(
-                f"'{fidelity}' is not one of {list(INPUT_FIDELITIES)} - 'input_fidelity'", param="input_fidelity"
-            )
-        source, _ = await asyncio.to_thread(_edit_pictures, request, rules)
-        generation = self._checked(body, model, rules, auto_size=_nearest_size(source))
-        await asyncio.to_thread(_edit_pixels, source, request.mask, rules, generation)
+        image_generation tool checks its edits before anything is generated): a 400 naming it."""
+        await self._read_edit(_one_image_edit(body, image, mask))
 
     async def generate_base64(self, body: dict[str, Any], project_id: str, partials: Partials = None) -> dict[str, Any]:
         """`generate`, its images in base64 whatever the model's own default answer is (a link); `partials`: a
@@ -442,8 +447,7 @@ class ImageService:
         images in base64 whatever the model's own default answer is; `partials` as `generate_base64`'s."""
         if not rules_for(model_asked(body)).gpt_image:
             body = {**body, "response_format": "b64_json"}
-        request = EditRequest(body, [ImageUpload(image, "image")], None if mask is None else ImageUpload(mask, "mask"))
-        return await self.edit(request, project_id, base_url="", partials=partials)
+        return await self.edit(_one_image_edit(body, image, mask), project_id, base_url="", partials=partials)
 
     async def edit_events(self, request: EditRequest) -> AsyncIterator[dict[str, Any]]:
         """A streamed edit's events: `image_edit.partial_image`s (as a generation's, what is outside the mask kept
@@ -455,6 +459,34 @@ class ImageService:
         return await _drawn_events("image_edit", request.body, drawing)
 
     async def _edited(self, request: EditRequest, partials: Partials = None) -> tuple[Generation, Drawn]:
+        read = await self._read_edit(request)
+        engine, generation, image, repaint, body = read.engine, read.generation, read.image, read.repaint, request.body
+        if not read.local:
+            fields = {key: _form_value(value) for key, value in _forwarded(generation, body).items()}
+            reply = await engine.forward_files("/images/edits", fields, _edit_files(request, read.formats))
+            return generation, _drawn_upstream(reply)
+        if repaint is None:  # no mask: the whole image redrawn to the prompt, its composition kept
+            previews = _previews(generation, partials)
+            fidelity = body.get("input_fidelity") or "low"
+            job: Any = VariationJob(image, generation.n, generation.prompt, generation.look, fidelity, previews)
+            return generation, await _encoded(generation, await self._run(engine, "vary", job))
+
+        def kept(drawn: list[np.ndarray]) -> list[np.ndarray]:
+            return [np.where(repaint[:, :, None], picture, image).astype(np.uint8) for picture in drawn]
+
+        job = EditJob(
+            image=image,
+            repaint=repaint,
+            prompt=generation.prompt,
+            n=generation.n,
+            look=generation.look,
+            previews=_previews(generation, partials, kept),
+        )
+        drawn = await self._run(engine, "edit", job)
+        return generation, await _encoded(generation, await asyncio.to_thread(kept, drawn))
+
+    async def _read_edit(self, request: EditRequest) -> _ReadEdit:
+        """An edit request checked by its model's rules (a 400 naming what is refused) and its images decoded."""
         model = _edit_model(request)
         rules = _edit_rules(model)
         body = request.body
@@ -480,29 +512,9 @@ class ImageService:
         source, formats = await asyncio.to_thread(_edit_pictures, request, rules)
         generation = self._checked(body, model, rules, auto_size=_nearest_size(source))
         image, repaint = await asyncio.to_thread(_edit_pixels, source, request.mask, rules, generation)
-        if not local:
-            fields = {key: _form_value(value) for key, value in _forwarded(generation, body).items()}
-            reply = await engine.forward_files("/images/edits", fields, _edit_files(request, formats))
-            return generation, _drawn_upstream(reply)
-        _check_opaque(body)
-        if repaint is None:  # no mask: the whole image redrawn to the prompt, its composition kept
-            previews = _previews(generation, partials)
-            job: Any = VariationJob(image, generation.n, generation.prompt, generation.look, fidelity, previews)
-            return generation, await _encoded(generation, await self._run(engine, "vary", job))
-
-        def kept(drawn: list[np.ndarray]) -> list[np.ndarray]:
-            return [np.where(repaint[:, :, None], picture, image).astype(np.uint8) for picture in drawn]
-
-        job = EditJob(
-            image=image,
-            repaint=repaint,
-            prompt=generation.prompt,
-            n=generation.n,
-            look=generation.look,
-            previews=_previews(generation, partials, kept),
-        )
-        drawn = await self._run(engine, "edit", job)
-        return generation, await _encoded(generation, await asyncio.to_thread(kept, drawn))
+        if local:
+            _check_opaque(body)
+        return _ReadEdit(engine, local, generation, image, repaint, formats)
 
     async def vary(self, request: VariationRequest, project_id: str, base_url: str) -> dict[str, Any]:
         rules = _variation_rules(request.model)

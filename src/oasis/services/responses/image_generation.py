@@ -12,7 +12,7 @@ conversation has an image to edit."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -182,35 +182,38 @@ def image_bytes(url: str, param: str, named: str) -> bytes:
     return data_url_bytes(url, param, named, MAX_GPT_IMAGE_UPLOAD_BYTES)
 
 
-def drawn_images(items: Iterable[Any]) -> dict[str, str]:
-    """The images earlier image_generation calls drew, in base64, by call id (input or output items)."""
-    return {
-        item["id"]: item["result"]
-        for item in items
-        if isinstance(item, dict)
-        and item.get("type") == "image_generation_call"
-        and isinstance(item.get("id"), str)
-        and isinstance(item.get("result"), str)
-        and item["result"]
-    }
+def drawn_images(item_lists: Iterator[Iterable[Any]]) -> Callable[[str], str | None]:
+    """An earlier image_generation call's image (base64) by its id, looked for in the lists of input or output
+    items, read only as far as needed (the newest first: a long chain's stored images are not all parsed)."""
+    found: dict[str, str] = {}
+
+    def drawn(call_id: str) -> str | None:
+        while call_id not in found:
+            items = next(item_lists, None)
+            if items is None:
+                return None
+            for item in items:
+                kind = item.get("type") if isinstance(item, dict) else None
+                if kind == "image_generation_call" and isinstance(item.get("id"), str) and item.get("result"):
+                    found[item["id"]] = str(item["result"])
+        return found[call_id]
+
+    return drawn
 
 
-def newest_image(messages: list[dict[str, Any]], drawn: dict[str, str]) -> tuple[str, str] | None:
-    """The conversation's newest image, as `("url", data URL or URL)` (a user's image) or `("drawn", base64)`
-    (an earlier call's, `drawn` by call id), in the chat messages the model reads."""
-    found: tuple[str, str] | None = None
-    for message in messages:
+def newest_image(messages: list[dict[str, Any]], drawn: Callable[[str], str | None]) -> tuple[str, str] | None:
+    """The newest image in the chat messages the model reads, as `("url", data URL or URL)` (a user's image) or
+    `("drawn", base64)` (an earlier call's; `drawn`: a call's image by its id, None where it drew none)."""
+    for message in reversed(messages):
+        for call in reversed(message.get("tool_calls") or ()):
+            if (call.get("function") or {}).get("name") == FUNCTION_NAME and (result := drawn(call.get("id"))):
+                return ("drawn", result)
         content = message.get("content")
-        if isinstance(content, list):
-            for part in content:
-                if isinstance(part, dict) and part.get("type") == "image_url":
-                    url = (part.get("image_url") or {}).get("url")
-                    if isinstance(url, str):
-                        found = ("url", url)
-        for call in message.get("tool_calls") or ():
-            if call.get("id") in drawn:
-                found = ("drawn", drawn[call["id"]])
-    return found
+        for part in reversed(content) if isinstance(content, list) else ():
+            url = (part.get("image_url") or {}).get("url") if isinstance(part, dict) else None
+            if isinstance(url, str) and part.get("type") == "image_url":
+                return ("url", url)
+    return None
 
 
 def call_item(item_id: str, status: str, result: str | None = None, **details: Any) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import itertools
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -225,6 +225,31 @@ def _answer_messages(
     if not messages and output and all(item["type"] in (*_NOT_SAID, compaction.TOOL_TYPE) for item in output):
         return []  # a compaction, a listing and calls waiting for approval: the model said nothing yet
     return messages or [{"role": "assistant", "content": None}]
+
+
+def _stored_items(turns: list[StoredResponse]) -> Iterator[list[Any]]:
+    """The input and output items of the responses a response continues, the newest first, each read when asked
+    for."""
+    for row in reversed(turns):
+        yield json.loads(row.input_items_json)
+        yield json.loads(row.response_json).get("output") or []
+
+
+def _newest_image_bytes(newest: tuple[str, str] | None) -> bytes | None:
+    """The bytes of the image `image_generation.newest_image` found (None: none); a 400 naming the input for one
+    that cannot be read (a URL this server would have to fetch, a sent-back `result` that is not base64)."""
+    if newest is None:
+        return None
+    kind, value = newest
+    if kind == "drawn":
+        try:
+            return base64.b64decode(value, validate=True)
+        except ValueError:
+            raise invalid_request(
+                "The newest image in the conversation, an image_generation_call's `result`, is not base64.",
+                param="input",
+            ) from None
+    return image_generation.image_bytes(value, "input", "The newest image in the conversation")
 
 
 def _instructions(plan: PlannedResponse) -> str | list[dict[str, Any]] | None:
@@ -489,7 +514,7 @@ class ResponseService:
         response_id: str | None = None,
         created_at: int | None = None,
         compacting: bool = False,
-        default_model: str | None = None,
+        default_model: Callable[[], str] | None = None,
     ) -> PlannedResponse:
         """Reads the request into a chat request (its files read for a local model), refusing what cannot be
         answered before anything is generated. A background response's worker plans it again under the id and
@@ -504,11 +529,11 @@ class ResponseService:
             # the version read is kept: a background response's worker reads the same one
             request = request.model_copy(update={"prompt": {**given_prompt, "version": prompt.reference["version"]}})
         if not request.model:
-            model = prompt.model if prompt is not None and prompt.model else default_model
+            model = prompt.model if prompt is not None and prompt.model else None
+            model = model or (default_model() if default_model is not None else None)
             if not model:
                 raise invalid_request("Missing required parameter: 'model'.", param="model")
             request = request.model_copy(update={"model": model})
-        prompt_messages = chat_messages(prompt.items, param="prompt") if prompt is not None else []
         if (
             request.input is None
             and request.previous_response_id is None
@@ -582,18 +607,25 @@ class ResponseService:
             tools = [*(tools or []), search_function.FUNCTION]
         if code is not None:
             tools = [*(tools or []), code_interpreter.FUNCTION]
+        instructions = []
+        if prompt is not None:
+            prompt_messages = chat_messages(prompt.items, param="prompt")
+            instructions = await self._with_image_files(project_id, prompt_messages, 0, prompt.file_places)
+        if request.instructions:  # after a prompt's own instructions, before its messages (templates want them first)
+            lead = prompt.leading if prompt is not None else 0
+            instructions.insert(lead, {"role": "system", "content": request.instructions})
+        messages = await self._with_image_files(
+            project_id,
+            [*instructions, *conversation],
+            len(instructions) + len(earlier),
+            _image_file_places(request_input),
+        )
         if image is not None:
             image = self._checked_image_tool(image)
             if image.action != "generate":
-                outputs = [
-                    item
-                    for row in turns
-                    for stored in (json.loads(row.input_items_json), json.loads(row.response_json).get("output"))
-                    for item in stored or []
-                ]
                 given = request_input if isinstance(request_input, list) else []
-                drawn = image_generation.drawn_images([*kept, *outputs, *given])
-                image = await self._image_sources(project_id, image, [*prompt_messages, *conversation], drawn)
+                drawn = image_generation.drawn_images(itertools.chain([given], _stored_items(turns), [kept]))
+                image = await self._image_sources(project_id, image, messages, drawn)
             tools = [*(tools or []), image.function]
         remote = (
             await self._listed_mcp_tools(servers, {_function_name(tool) for tool in tools or []}) if servers else None
@@ -610,18 +642,6 @@ class ResponseService:
         for kind, offered in offers:
             if isinstance(choice, dict) and choice.get("type") == kind and offered is None:
                 raise invalid_request(f"`tool_choice` names {kind}, which `tools` does not offer.", param="tool_choice")
-        instructions = []
-        if prompt is not None:
-            instructions = await self._with_image_files(project_id, prompt_messages, 0, prompt.file_places)
-        if request.instructions:  # after a prompt's own instructions, before its messages (templates want them first)
-            lead = prompt.leading if prompt is not None else 0
-            instructions.insert(lead, {"role": "system", "content": request.instructions})
-        messages = await self._with_image_files(
-            project_id,
-            [*instructions, *conversation],
-            len(instructions) + len(earlier),
-            _image_file_places(request_input),
-        )
         body: dict[str, Any] = {"model": request.model, "messages": messages}
         optional = {
             "max_completion_tokens": request.max_output_tokens,
@@ -684,7 +704,7 @@ class ResponseService:
         )
 
     async def count_input_tokens(
-        self, project_id: str, request: CreateResponseRequest, default_model: str | None = None
+        self, project_id: str, request: CreateResponseRequest, default_model: Callable[[], str] | None = None
     ) -> dict[str, Any]:
         """The tokens a response's input would take in its model's prompt: its instructions, conversation and tools,
         as the response's first generation reads them (its `usage.input_tokens`). Checked as a response is, and
@@ -942,15 +962,16 @@ class ResponseService:
         self,
         project_id: str,
         tool: image_generation.ImageTool,
-        conversation: list[dict[str, Any]],
-        drawn: dict[str, str],
+        messages: list[dict[str, Any]],
+        drawn: Callable[[str], str | None],
     ) -> image_generation.ImageTool:
-        """The tool with what its edits read: the conversation's newest image (a user's, or one an earlier call
-        drew) and its mask, checked as the images API's edits check them. With the action `edit`, a conversation
-        without an image the edit can take is a 400; with `auto`, the model is then offered no edit."""
+        """The tool with what its edits read: the newest image of the messages the model reads (images given by file
+        read already), a user's or one an earlier call drew, and its mask, checked as the images API's edits check
+        them. With the action `edit`, messages without an image the edit can take are a 400; with `auto`, the model
+        is then offered no edit."""
         mask = await self._mask_bytes(project_id, tool) if tool.mask is not None else None
         try:
-            source = await self._newest_image_bytes(project_id, image_generation.newest_image(conversation, drawn))
+            source = _newest_image_bytes(image_generation.newest_image(messages, drawn))
             if source is None:
                 raise invalid_request(
                     "The image_generation tool's action 'edit' needs an image in the conversation to edit (an input "
@@ -966,24 +987,6 @@ class ResponseService:
                 raise
             source = None  # `auto`: drawn anew
         return replace(tool, source=source, mask_data=mask)
-
-    async def _newest_image_bytes(self, project_id: str, newest: tuple[str, str] | None) -> bytes | None:
-        """The bytes of the image `image_generation.newest_image` found (None: none); a 400 naming the input for one
-        that cannot be read (a URL this server would have to fetch, a sent-back `result` that is not base64)."""
-        if newest is None:
-            return None
-        kind, value = newest
-        if kind == "drawn":
-            try:
-                return base64.b64decode(value, validate=True)
-            except ValueError:
-                raise invalid_request(
-                    "The newest image in the conversation, an image_generation_call's `result`, is not base64.",
-                    param="input",
-                ) from None
-        if value.startswith(FILE_IMAGE):
-            value, _ = await self._image_data_url(project_id, value[len(FILE_IMAGE) :], "input")
-        return image_generation.image_bytes(value, "input", "The newest image in the conversation")
 
     async def _mask_bytes(self, project_id: str, tool: image_generation.ImageTool) -> bytes:
         """The bytes of the tool's `input_image_mask`, by file id or data URL."""
