@@ -125,10 +125,11 @@ step "SDK tests with openai==1.30.5 and httpx<0.28, and training ($("$COMPAT_PYT
 # and embeddings, which every program calls. The engine-bound tests (audio, images, moderations, chat templates,
 # tool grammars, upstream routing) send what either SDK sends; they and the torch-free GGUF merge tests ran above.
 # So did the tests of surfaces added after that SDK (responses, conversations, stored chat completions): under it
-# they skip, but for their plain requests, which are the same from either SDK.
+# they skip, but for their plain requests, which are the same from either SDK. The CLI's tests (keys, serve's
+# refusals, logs) ran in both passes above; the few SDK calls in them are the ones test_auth and test_models make.
 .venv-compat/bin/python -c 'import openai, httpx; print("openai", openai.__version__, "httpx", httpx.__version__)'
 .venv-compat/bin/python -m pytest -q --durations=20 \
-    tests/api tests/test_cli.py tests/engines_training tests/test_fine_tuning_train.py tests/images_torch \
+    tests/api tests/engines_training tests/test_fine_tuning_train.py tests/images_torch \
     tests/test_dashboard_training.py \
     --ignore=tests/api/test_audio.py --ignore=tests/api/test_images.py --ignore=tests/api/test_moderations.py \
     --ignore=tests/api/test_moderation_judge.py --ignore=tests/api/test_chat_moderation.py \

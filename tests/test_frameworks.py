@@ -132,6 +132,35 @@ def test_instructor_gets_objects_that_pass_its_validation(server: ServerProcess)
             assert isinstance(verdict, Verdict) and 0 <= verdict.confidence <= 1 and 1 <= verdict.stars <= 5
 
 
+def test_instructor_streams_partial_objects_as_the_call_is_written(server: ServerProcess) -> None:
+    """instructor's `create_partial` (a forced tool call, streamed) yields the object as its fields are written, the
+    last one whole: the call's arguments come in pieces, not in one at the end."""
+    import instructor
+    import openai
+    from pydantic import BaseModel
+
+    class Contact(BaseModel):
+        name: str
+        city: str
+        email: str
+
+    client = instructor.from_openai(openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="unused"))
+    partials = list(
+        client.chat.completions.create_partial(
+            model="gpt-4o-mini",
+            response_model=Contact,
+            messages=[{"role": "user", "content": "Ana Silva lives in Lisbon; write to ana@example.com."}],
+            temperature=0,
+            max_tokens=80,
+        )
+    )
+    seen = {(partial.name, partial.city, partial.email) for partial in partials}
+    assert len(seen) > 3  # the fields grew as they were written
+    last = partials[-1]
+    assert last.name and last.city and last.email
+    assert any(partial.name and not partial.email for partial in partials)  # the name before the email
+
+
 def test_the_agents_sdk_runs_an_agent_with_a_function_tool(server: ServerProcess) -> None:
     """OpenAI's Agents SDK (openai-agents) on the Responses API: the agent calls its function tool, the SDK runs it
     and sends its output back, and the agent answers; streamed, the SDK's events carry the text. Then on Chat

@@ -102,25 +102,58 @@ async def test_an_earlier_refusal_in_the_conversation_is_read_as_what_was_said(c
 
 
 async def test_tool_calls_stream_as_deltas(chat_oasis: Harness) -> None:
-    stream = await chat_oasis.sdk().chat.completions.create(
-        model=MODEL,
-        messages=WEATHER,
-        tools=TOOLS,
-        tool_choice="required",
-        extra_body={"parallel_tool_calls": False},  # a keyword only in newer SDKs
-        temperature=0,
-        max_tokens=100,
-        stream=True,
-    )
+    """A forced call's arguments come in pieces as the model writes them (as OpenAI streams them, and as instructor's
+    partial objects need), joining to the arguments of the same answer asked whole."""
+    asked: dict[str, Any] = {
+        "model": MODEL,
+        "messages": WEATHER,
+        "tools": TOOLS,
+        "tool_choice": "required",
+        "extra_body": {"parallel_tool_calls": False},  # a keyword only in newer SDKs
+        "temperature": 0,
+        "max_tokens": 100,
+    }
+    stream = await chat_oasis.sdk().chat.completions.create(**asked, stream=True)
     chunks = [chunk async for chunk in stream]
     calls = [
         call for c in chunks if c.choices and c.choices[0].delta.tool_calls for call in c.choices[0].delta.tool_calls
     ]
     assert calls[0].id and calls[0].function and calls[0].function.name in ("get_weather", "get_time")
+    assert calls[0].function.arguments == "" and not any(call.id for call in calls[1:])
     arguments = "".join(call.function.arguments or "" for call in calls if call.function)
     assert isinstance(json.loads(arguments), dict)
     assert {call.index for call in calls} == {0}
+    assert len([call for call in calls[1:] if call.function and call.function.arguments]) > 2  # not whole at the end
+    whole = await chat_oasis.sdk().chat.completions.create(**asked)
+    (called,) = whole.choices[0].message.tool_calls or []
+    assert called.function.name == calls[0].function.name and called.function.arguments == arguments  # type: ignore[union-attr]
     assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["tool_calls"]
+    assert not any(c.choices[0].delta.content for c in chunks if c.choices)
+
+
+async def test_a_forced_call_cut_short_is_the_call_as_far_as_it_was_written(chat_oasis: Harness) -> None:
+    """Cut by max_tokens inside its arguments, a forced call is answered as OpenAI answers it, whole and streamed
+    alike: the call with its arguments unfinished, finish_reason `length`, no content."""
+    client = chat_oasis.sdk()
+    asked: dict[str, Any] = {
+        "model": MODEL,
+        "messages": WEATHER,
+        "tools": TOOLS,
+        "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+        "temperature": 0,
+    }
+    full = (await client.chat.completions.create(**asked, max_tokens=100)).choices[0].message.tool_calls or []
+    whole = (await client.chat.completions.create(**asked, max_tokens=17)).choices[0]
+    assert whole.finish_reason == "length" and whole.message.content is None
+    (cut,) = whole.message.tool_calls or []
+    assert cut.function.name == "get_weather"  # type: ignore[union-attr]
+    assert cut.function.arguments and full[0].function.arguments.startswith(cut.function.arguments)  # type: ignore[union-attr]
+    assert cut.function.arguments != full[0].function.arguments  # type: ignore[union-attr]
+    stream = await client.chat.completions.create(**asked, max_tokens=17, stream=True)
+    chunks = [chunk async for chunk in stream]
+    calls = [call for c in chunks if c.choices for call in c.choices[0].delta.tool_calls or []]
+    assert "".join(call.function.arguments or "" for call in calls if call.function) == cut.function.arguments  # type: ignore[union-attr]
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["length"]
     assert not any(c.choices[0].delta.content for c in chunks if c.choices)
 
 

@@ -8,7 +8,7 @@ import contextlib
 import logging
 import time
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -20,6 +20,7 @@ from oasis.errors import OasisError, invalid_request
 from oasis.metrics import count_tokens
 from oasis.protocol.extensions import REASONING_EFFORTS, ChatCompletionRequest
 from oasis.services.chat.audio_parts import has_audio_parts, with_audio_heard
+from oasis.services.chat.call_stream import CallPiece, CallStream, StreamedCall
 from oasis.services.chat.conversation import template_messages, with_system_note
 from oasis.services.chat.file_parts import has_file_parts, with_file_text
 from oasis.services.chat.generation import (
@@ -105,9 +106,9 @@ class PreparedChat:
         functions = {function["name"]: function for function in self.tools.functions} if self.tools else None
         return ReplyReader(self.reply_format, functions)
 
-    def speaks(self, finish: str) -> bool:
-        """Whether an answer that ended so is spoken: one that ends in calls is not (its text stays content)."""
-        return self.voice is not None and finish not in ("tool_calls", "function_call")
+    def speaks(self, message: Mapping[str, Any]) -> bool:
+        """Whether an answer is spoken: one that ends in calls is not (its text stays content)."""
+        return self.voice is not None and not message.get("tool_calls") and not message.get("function_call")
 
     def reasoning_tokens(self, reply: Reply, completion_tokens: int) -> int:
         """Of a reply's `completion_tokens`, those its thinking took (OpenAI's `reasoning_tokens`): the thinking's
@@ -122,18 +123,31 @@ def _message(plan: ToolPlan | None, reply: Reply, finish: str) -> tuple[dict[str
     message: dict[str, Any] = {"role": "assistant", "content": reply.content}
     if reply.reasoning:
         message["reasoning_content"] = reply.reasoning
-    if plan is None or not reply.calls:
+    if plan is None:
+        return message, finish
+    # A forced call cut short (max_tokens) is the call as far as it was written, as OpenAI answers it (and as a
+    # stream has sent it): its arguments unfinished, the finish_reason `length`.
+    cut = _cut_calls(plan, reply.content) if finish == "length" and not reply.calls else []
+    if not reply.calls and not cut:
         return message, finish
     calls = [
         {"id": new_id("call_"), "type": "custom", "custom": {"name": call.name, "input": custom_input(call.arguments)}}
         if call.name in plan.custom
         else {"id": new_id("call_"), "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
-        for call in reply.calls
+        for call in reply.calls or cut
     ]
-    message["content"] = reply.content or None
+    message["content"] = None if cut else reply.content or None
     if plan.legacy:
         return {**message, "function_call": calls[0]["function"]}, "function_call"
-    return {**message, "tool_calls": calls}, "tool_calls"
+    return {**message, "tool_calls": calls}, "length" if cut else "tool_calls"
+
+
+def _cut_calls(plan: ToolPlan, text: str) -> list[ParsedCall]:
+    if not _streams_calls(plan):
+        return []
+    read = CallStream()
+    read.feed(text)
+    return [ParsedCall(call.name, call.arguments) for call in read.calls]
 
 
 def to_sampling_params(request: ChatCompletionRequest, engine: TextEngine, prompt_tokens: int) -> SamplingParams:
@@ -456,7 +470,7 @@ class ChatService:
             ]
             logprobs = [None if cut else entry for entry, cut in zip(logprobs, withheld, strict=True)]
         for message, finish in messages:
-            if chat.voice is not None and chat.speaks(finish) and finish != "content_filter":
+            if chat.voice is not None and chat.speaks(message) and finish != "content_filter":
                 message["audio"] = await self._spoken.spoken(chat.voice, message["content"] or "", project_id)
                 message["content"] = None  # as OpenAI's audio models: what was said is the audio's transcript
         return {
@@ -606,6 +620,10 @@ class ChatService:
             # policy may withhold.
             withholds = moderation is not None and moderation.block_output
             held = [_Held() for _ in range(chat.n)] if (chat.voice and chat.tools) or withholds else None
+            # A forced reply's calls are sent as they are written (call_stream.py); others' once they are whole.
+            streams_calls = held is None and _streams_calls(chat.tools)
+            call_streams = [CallStream() for _ in range(chat.n)] if streams_calls else None
+            call_ids: list[list[str]] = [[] for _ in range(chat.n)]
 
             def said(index: int, text: str, logprobs: Any = None) -> dict[str, Any] | None:
                 if held is not None:
@@ -640,6 +658,9 @@ class ChatService:
                 logprobs = shown(index)
                 if (ready.content or logprobs) and (said_now := said(index, ready.content, logprobs)):
                     yield said_now
+                if call_streams is not None:
+                    for piece in call_streams[index].feed(delta.text):
+                        yield chunk(index, _call_piece_delta(piece, call_ids[index]))
                 if delta.finish_reason is not None:
                     reply, rest = readers[index].finish()
                     reasoning_tokens += chat.reasoning_tokens(reply, generated[index])
@@ -648,16 +669,19 @@ class ChatService:
                     tally.completion_tokens += repair_tokens
                     if rest.reasoning and (thought_now := thought(index, rest.reasoning)):
                         yield thought_now
+                    message, finish = _message(chat.tools, reply, delta.finish_reason)
+                    if message["content"] is None:  # calls only (one cut short was held back as text until now)
+                        rest = replace(rest, content="")
                     if (rest.content or logprobs) and (said_now := said(index, rest.content, logprobs)):
                         yield said_now
-                    message, finish = _message(chat.tools, reply, delta.finish_reason)
+                    streamed = call_streams[index].calls if call_streams is not None else []
                     if moderation is not None:
                         scored, withheld = await self._answer_moderated(moderation, reply.content or "")
                         answer_moderations[index] = scored
                         if withheld:
                             yield chunk(index, {}, "content_filter")
                             continue
-                    spoken = chat.speaks(finish)
+                    spoken = chat.speaks(message)
                     if held is not None and held[index].reasoning:
                         yield chunk(index, {"reasoning_content": held[index].reasoning})
                     if held is not None and (held[index].content or held[index].logprobs):
@@ -665,7 +689,7 @@ class ChatService:
                         kept = {"audio": {"id": answer_ids[index], "transcript": text}} if spoken else None
                         settled = {"content": held[index].logprobs} if held[index].logprobs else None
                         yield chunk(index, kept or {"content": text}, logprobs=settled)
-                    for call_delta in _call_deltas(message):
+                    for call_delta in _call_deltas(message, streamed):
                         yield chunk(index, call_delta)
                     if spoken and chat.voice is not None:
                         speech = self._spoken_deltas(chat.voice, reply.content, answer_ids[index], project_id)
@@ -721,8 +745,24 @@ def _streamed_moderation(input_moderation: dict[str, Any], answers: dict[int, di
     return {"input": input_moderation, "output": output}
 
 
-def _call_deltas(message: dict[str, Any]) -> list[dict[str, Any]]:
-    """A finished call as OpenAI streams one: id, type and name first, then the arguments."""
+def _streams_calls(plan: ToolPlan | None) -> bool:
+    """Whether a reply's calls are sent as they are written: a forced reply's to functions (a custom tool's input
+    is text inside the JSON, and the deprecated `function_call` has one call), which nothing writes again."""
+    return plan is not None and plan.forced and not plan.legacy and not plan.custom
+
+
+def _call_piece_delta(piece: CallPiece, ids: list[str]) -> dict[str, Any]:
+    """A call's opening (id, type and name, as OpenAI's first delta of a call) or the next piece of its arguments."""
+    if piece.opened:
+        ids.append(new_id("call_"))
+        function = {"name": piece.text, "arguments": ""}
+        return {"tool_calls": [{"index": piece.index, "id": ids[-1], "type": "function", "function": function}]}
+    return {"tool_calls": [{"index": piece.index, "function": {"arguments": piece.text}}]}
+
+
+def _call_deltas(message: dict[str, Any], streamed: Sequence[StreamedCall] = ()) -> list[dict[str, Any]]:
+    """A finished call as OpenAI streams one: id, type and name first, then the arguments; of a call `streamed` as
+    it was written, only what of its arguments was not sent yet."""
     if message.get("function_call"):
         call = message["function_call"]
         return [
@@ -732,6 +772,11 @@ def _call_deltas(message: dict[str, Any]) -> list[dict[str, Any]]:
     if message.get("tool_calls"):
         deltas = []
         for position, call in enumerate(message["tool_calls"]):
+            if position < len(streamed):
+                sent, whole = streamed[position].arguments, call["function"]["arguments"]
+                if whole.startswith(sent) and len(whole) > len(sent):
+                    deltas.append({"tool_calls": [{"index": position, "function": {"arguments": whole[len(sent) :]}}]})
+                continue
             if call["type"] == "custom":  # as a function's: the name first, then the input
                 custom = call["custom"]
                 deltas.append(

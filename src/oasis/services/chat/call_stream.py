@@ -1,0 +1,276 @@
+"""A forced reply's calls read as the model writes them, so that a stream sends each call's arguments as they grow,
+as OpenAI streams them (instructor's partial objects, a UI showing a call being written), not whole at its end.
+
+Under `tool_choice` `required` or a named function the reply is JSON from its first token (`tools.call_schema`): a
+call `{"name": ..., "arguments": ...}` or a list of them. Only then: a call written freely may still be written
+again under its grammar at its end (`ChatService._repaired`), which arguments already sent could not take back.
+
+The arguments are sent as `json.dumps` writes the value read whole (its separators, its escapes, its numbers), so
+that the pieces a client joins are the arguments of the same reply answered whole."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+
+_WHITESPACE = " \t\n\r"
+_ENDS_A_SCALAR = re.compile(r"[\s,\]}]")
+
+
+@dataclass
+class StreamedCall:
+    name: str
+    arguments: str = ""  # as sent so far
+
+
+@dataclass
+class CallPiece:
+    """What to send now: a call's opening (`opened`: its name is known) or more of its arguments."""
+
+    index: int
+    opened: bool
+    text: str  # the name when opened, else the arguments' next piece
+
+
+@dataclass
+class _Frame:
+    kind: str  # "{" or "["
+    expecting: str  # "key", "colon", "value", "comma"
+    key: str | None = None  # an object's key whose value is being read
+    in_arguments: bool = False  # within a call's arguments value (its pieces are sent)
+
+
+@dataclass
+class CallStream:
+    """Feeds on the reply's text; gives the pieces that are final. Stops reading (`broken`) at anything a forced
+    reply does not hold; what was sent stands, and the reply read whole says the rest."""
+
+    calls: list[StreamedCall] = field(default_factory=list)
+    broken: bool = False
+    _text: str = ""
+    _at: int = 0
+    _stack: list[_Frame] = field(default_factory=list)
+    _call_depth: int | None = None  # where a call object's frame sits: 1 (one call) or 2 (in a list)
+    _name: str | None = None  # the name of the call being read, before its arguments
+    _string_sent: int | None = None  # of the string being read inside arguments, the raw characters sent already
+
+    def feed(self, text: str) -> list[CallPiece]:
+        self._text += text
+        pieces: list[CallPiece] = []
+        while not self.broken and self._step(pieces):
+            pass
+        return pieces
+
+    # --- one token at a time ----------------------------------------------------------------------------------
+
+    def _step(self, pieces: list[CallPiece]) -> bool:
+        """Reads the next token if it is whole (a string inside arguments: as much of it as is safe); False when
+        more text is needed."""
+        text, at = self._text, self._at
+        while at < len(text) and text[at] in _WHITESPACE:
+            at += 1
+        self._at = at
+        if at >= len(text):
+            return False
+        frame = self._stack[-1] if self._stack else None
+        char = text[at]
+        if frame is None:
+            if self._call_depth is not None or char not in "[{":
+                return self._break()  # one value, a call or a list of calls
+            self._call_depth = 2 if char == "[" else 1
+            return self._open(char, pieces)
+        if frame.expecting == "comma" or (frame.kind == "{" and frame.expecting == "key"):
+            if char in "}]":
+                return self._close(char, pieces)
+            if frame.expecting == "comma":
+                if char != ",":
+                    return self._break()
+                frame.expecting = "key" if frame.kind == "{" else "value"
+                self._at += 1
+                self._send(frame.in_arguments, ", ", pieces)
+                return True
+            if char != '"':
+                return self._break()
+            key = self._whole_string()
+            if key is None:
+                return False
+            frame.key, frame.expecting = key, "colon"
+            self._send(frame.in_arguments, json.dumps(key, ensure_ascii=False), pieces)
+            return True
+        if frame.expecting == "colon":
+            if char != ":":
+                return self._break()
+            self._at += 1
+            frame.expecting = "value"
+            self._send(frame.in_arguments, ": ", pieces)
+            return True
+        # a value: of an arguments object (or list), of a call's key, or a call in the list
+        if frame.kind == "[" and char == "]":  # an empty list
+            return self._close(char, pieces)
+        return self._value(frame, char, pieces)
+
+    def _value(self, frame: _Frame, char: str, pieces: list[CallPiece]) -> bool:
+        depth = len(self._stack)
+        at_call = frame.kind == "{" and depth == self._call_depth
+        if at_call and frame.key == "arguments" and not frame.in_arguments:
+            if self._name is None:
+                return self._break()  # the arguments before the name: read whole at the end
+            self.calls.append(StreamedCall(self._name))
+            pieces.append(CallPiece(len(self.calls) - 1, True, self._name))
+            self._name = None
+            return self._begin_arguments(frame, char, pieces)
+        if at_call:  # the name (or a key a call does not have)
+            if frame.key != "name" or char != '"':
+                return self._break()
+            name = self._whole_string()
+            if name is None:
+                return False
+            self._name = name
+            frame.expecting = "comma"
+            return True
+        if frame.kind == "[" and depth == 1 and self._call_depth == 2:  # a call in the list
+            if char != "{":
+                return self._break()
+            frame.expecting = "comma"
+            return self._open(char, pieces)
+        return self._argument_value(frame, char, pieces)
+
+    def _begin_arguments(self, frame: _Frame, char: str, pieces: list[CallPiece]) -> bool:
+        frame.in_arguments = True  # sent from here until this frame's value ends
+        return self._argument_value(frame, char, pieces)
+
+    def _argument_value(self, frame: _Frame, char: str, pieces: list[CallPiece]) -> bool:
+        if char in "{[":
+            frame.expecting = "comma"
+            return self._open(char, pieces)
+        if char == '"':
+            if not self._string_piece(pieces):
+                return False
+            frame.expecting = "comma"
+            self._after_value(frame)
+            return True
+        scalar = _ENDS_A_SCALAR.search(self._text, self._at)
+        if scalar is None:
+            return False  # `12` may still be `123`, `tru` `true`
+        raw = self._text[self._at : scalar.start()]
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            return self._break()
+        self._at = scalar.start()
+        frame.expecting = "comma"
+        self._send(True, json.dumps(value, ensure_ascii=False), pieces)
+        self._after_value(frame)
+        return True
+
+    def _after_value(self, frame: _Frame) -> None:
+        """A call's arguments that were a string or a number (not JSON objects, but kept as written) end here."""
+        if len(self._stack) == self._call_depth and frame.in_arguments:
+            frame.in_arguments = False
+
+    def _open(self, char: str, pieces: list[CallPiece]) -> bool:
+        outer = self._stack[-1] if self._stack else None
+        inside = outer is not None and outer.in_arguments
+        self._stack.append(_Frame(char, "key" if char == "{" else "value", in_arguments=inside))
+        self._at += 1
+        self._send(inside, char, pieces)
+        return True
+
+    def _close(self, char: str, pieces: list[CallPiece]) -> bool:
+        frame = self._stack.pop()
+        if (frame.kind == "{") != (char == "}") or (frame.kind == "{" and frame.expecting not in ("key", "comma")):
+            return self._break()
+        self._at += 1
+        self._send(frame.in_arguments, char, pieces)
+        outer = self._stack[-1] if self._stack else None
+        if outer is not None:
+            self._after_value(outer)
+        return True
+
+    def _break(self) -> bool:
+        self.broken = True
+        return False
+
+    def _send(self, inside: bool, text: str, pieces: list[CallPiece]) -> None:
+        if not inside or not self.calls:
+            return
+        call = self.calls[-1]
+        call.arguments += text
+        if pieces and not pieces[-1].opened and pieces[-1].index == len(self.calls) - 1:
+            pieces[-1].text += text
+        else:
+            pieces.append(CallPiece(len(self.calls) - 1, False, text))
+
+    # --- strings ----------------------------------------------------------------------------------------------
+
+    def _whole_string(self) -> str | None:
+        """A string (a key, a name) once it has closed."""
+        try:
+            value, end = json.JSONDecoder().raw_decode(self._text, self._at)
+        except json.JSONDecodeError as error:
+            if error.msg.startswith("Unterminated string") or error.pos >= len(self._text) - 6:
+                return None
+            self._break()
+            return None
+        if not isinstance(value, str):
+            self._break()
+            return None
+        self._at = end
+        return value
+
+    def _string_piece(self, pieces: list[CallPiece]) -> bool:
+        """Sends what can be sent of a string value inside arguments; True once it has closed."""
+        start = self._at + 1  # after the opening quote
+        if self._string_sent is None:
+            self._send(True, '"', pieces)
+            self._string_sent = 0
+        index = safe = start + self._string_sent  # raw characters up to `safe` decode on their own
+        text, end, closed = self._text, len(self._text), False
+        while index < end:
+            if text[index] == '"':
+                closed = True
+                break
+            length = _escape_length(text, index) if text[index] == "\\" else 1
+            if length == 0:
+                break  # an escape not yet whole
+            index += length
+            safe = index
+        raw = text[start + self._string_sent : safe]
+        if raw:
+            try:
+                decoded = json.loads(f'"{raw}"')
+            except json.JSONDecodeError:
+                return self._break()
+            self._send(True, json.dumps(decoded, ensure_ascii=False)[1:-1], pieces)
+            self._string_sent += len(raw)
+        if not closed:
+            return False
+        self._send(True, '"', pieces)
+        self._at, self._string_sent = safe + 1, None
+        return True
+
+
+def _escape_length(text: str, index: int) -> int:
+    """The length of the escape at `index` (a surrogate pair's two halves together); 0 while it is unfinished."""
+    end = len(text)
+    if index + 2 > end:
+        return 0
+    if text[index + 1] != "u":
+        return 2
+    if index + 6 > end:
+        return 0
+    if not 0xD800 <= _hex(text[index + 2 : index + 6]) <= 0xDBFF:
+        return 6
+    if index + 8 > end:
+        return 0  # a high half: is a low half next?
+    if text[index + 6 : index + 8] != "\\u":
+        return 6
+    return 12 if index + 12 <= end else 0
+
+
+def _hex(digits: str) -> int:
+    try:
+        return int(digits, 16)
+    except ValueError:
+        return -1

@@ -1,0 +1,86 @@
+"""A forced reply's calls read as they are written (services/chat/call_stream.py): however the text arrives, the
+arguments a client joins are those of the reply read whole, and what is sent of a reply cut short is their start."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from oasis.services.chat.call_stream import CallStream
+from oasis.services.chat.tool_formats import FORMATS, read_calls
+
+FUNCTIONS = {name: {"name": name} for name in ("get_weather", "save", "f")}
+REPLIES = [
+    '{"name": "get_weather", "arguments": {"city": "Paris", "days": 3}}',
+    '{ "name" :"f" , "arguments" : { } }',
+    '[{"name": "f", "arguments": {"a": [1, 2.50, -0, 1e5, 1E-2, true, false, null, [], {}]}},\n'
+    ' {"name": "save", "arguments": {"path": "a/b.txt", "text": "line\\none \\"quoted\\" \\\\ tab\\t end"}}]',
+    '{"name": "save", "arguments": {"text": "caf\\u00e9 \\ud83d\\ude00 \\u2028 日本 \\/ \\b\\f\\r", "nested": {"deep": '
+    '{"list": [{"k": "v"}, "s", 0]}}}}',
+    '{"name":"f","arguments":{"lone":"\\ud800x","big":123456789012345678901234567890,"neg":-1.5e+3}}',
+]
+
+
+def _joined(reply: str, chunks: list[str]) -> tuple[list[str], list[str]]:
+    stream = CallStream()
+    names: list[str] = []
+    arguments: list[str] = []
+    for chunk in chunks:
+        for piece in stream.feed(chunk):
+            if piece.opened:
+                assert piece.index == len(names)
+                names.append(piece.text)
+                arguments.append("")
+            else:
+                arguments[piece.index] += piece.text
+    assert not stream.broken, reply
+    assert [call.arguments for call in stream.calls] == arguments
+    return names, arguments
+
+
+def _splits(reply: str, rng: random.Random) -> list[list[str]]:
+    whole = [reply]
+    by_char = list(reply)
+    cuts = sorted(rng.sample(range(1, len(reply)), 8))
+    random_chunks = [reply[a:b] for a, b in zip([0, *cuts], [*cuts, len(reply)], strict=True)]
+    return [whole, by_char, random_chunks]
+
+
+@pytest.mark.parametrize("reply", REPLIES)
+def test_the_pieces_join_to_the_arguments_of_the_reply_read_whole(reply: str) -> None:
+    whole = read_calls(reply, FORMATS["json"], FUNCTIONS, final=True).calls
+    assert whole, reply
+    rng = random.Random(reply)
+    for chunks in _splits(reply, rng):
+        names, arguments = _joined(reply, chunks)
+        assert names == [call.name for call in whole]
+        assert arguments == [call.arguments for call in whole]
+
+
+def test_arguments_are_sent_as_they_are_written_not_at_the_end() -> None:
+    reply = REPLIES[3]
+    stream = CallStream()
+    cut = reply.index("日本")
+    sent = "".join(piece.text for piece in stream.feed(reply[:cut]) if not piece.opened)
+    assert sent.startswith('{"text": "café 😀') and len(sent) > 10
+
+
+@pytest.mark.parametrize("reply", REPLIES)
+def test_a_reply_cut_anywhere_has_sent_the_start_of_its_arguments(reply: str) -> None:
+    whole = read_calls(reply, FORMATS["json"], FUNCTIONS, final=True).calls
+    for cut in range(len(reply)):
+        stream = CallStream()
+        stream.feed(reply[:cut])
+        assert not stream.broken
+        for call, complete in zip(stream.calls, whole, strict=False):
+            assert call.name == complete.name and complete.arguments.startswith(call.arguments), (cut, call)
+
+
+@pytest.mark.parametrize(
+    "text", ['"just text"', '{"arguments": {}, "name": "f"}', '{"name": "f", "other": 1}', '{"name": "f"} trailing']
+)
+def test_what_a_forced_reply_does_not_hold_stops_the_reading(text: str) -> None:
+    stream = CallStream()
+    stream.feed(text)
+    assert stream.broken and not stream.calls
