@@ -131,9 +131,12 @@ async def test_tool_calls_stream_as_deltas(chat_oasis: Harness) -> None:
     assert not any(c.choices[0].delta.content for c in chunks if c.choices)
 
 
-async def test_a_forced_call_cut_short_is_the_call_as_far_as_it_was_written(chat_oasis: Harness) -> None:
-    """Cut by max_tokens inside its arguments, a forced call is answered as OpenAI answers it, whole and streamed
-    alike: the call with its arguments unfinished, finish_reason `length`, no content."""
+@pytest.mark.parametrize(("cut_by", "finish"), [({"max_tokens": 17}, "length"), ({"stop": ["city"]}, "stop")])
+async def test_a_forced_call_cut_short_is_the_call_as_far_as_it_was_written(
+    chat_oasis: Harness, cut_by: dict[str, Any], finish: str
+) -> None:
+    """Cut inside its arguments (by max_tokens, by a stop string), a forced call is answered as OpenAI answers it,
+    whole and streamed alike: the call with its arguments unfinished, the finish_reason that cut it, no content."""
     client = chat_oasis.sdk()
     asked: dict[str, Any] = {
         "model": MODEL,
@@ -143,17 +146,18 @@ async def test_a_forced_call_cut_short_is_the_call_as_far_as_it_was_written(chat
         "temperature": 0,
     }
     full = (await client.chat.completions.create(**asked, max_tokens=100)).choices[0].message.tool_calls or []
-    whole = (await client.chat.completions.create(**asked, max_tokens=17)).choices[0]
-    assert whole.finish_reason == "length" and whole.message.content is None
+    asked = {"max_tokens": 100, **asked, **cut_by}
+    whole = (await client.chat.completions.create(**asked)).choices[0]
+    assert whole.finish_reason == finish and whole.message.content is None
     (cut,) = whole.message.tool_calls or []
     assert cut.function.name == "get_weather"  # type: ignore[union-attr]
     assert cut.function.arguments and full[0].function.arguments.startswith(cut.function.arguments)  # type: ignore[union-attr]
     assert cut.function.arguments != full[0].function.arguments  # type: ignore[union-attr]
-    stream = await client.chat.completions.create(**asked, max_tokens=17, stream=True)
+    stream = await client.chat.completions.create(**asked, stream=True)
     chunks = [chunk async for chunk in stream]
     calls = [call for c in chunks if c.choices for call in c.choices[0].delta.tool_calls or []]
     assert "".join(call.function.arguments or "" for call in calls if call.function) == cut.function.arguments  # type: ignore[union-attr]
-    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["length"]
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == [finish]
     assert not any(c.choices[0].delta.content for c in chunks if c.choices)
 
 

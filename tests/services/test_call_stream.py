@@ -19,6 +19,7 @@ REPLIES = [
     '{"name": "save", "arguments": {"text": "caf\\u00e9 \\ud83d\\ude00 \\u2028 日本 \\/ \\b\\f\\r", "nested": {"deep": '
     '{"list": [{"k": "v"}, "s", 0]}}}}',
     '{"name":"f","arguments":{"lone":"\\ud800x","big":123456789012345678901234567890,"neg":-1.5e+3}}',
+    '{"name": "f", "arguments": {"pair after a lone half": "\\ud800\\ud83d\\ude00", "two lone": "\\udbff\\u0041"}}',
 ]
 
 
@@ -34,7 +35,7 @@ def _joined(reply: str, chunks: list[str]) -> tuple[list[str], list[str]]:
                 arguments.append("")
             else:
                 arguments[piece.index] += piece.text
-    assert not stream.broken, reply
+    assert not stream.broken and stream.finished, reply
     assert [call.arguments for call in stream.calls] == arguments
     return names, arguments
 
@@ -42,9 +43,11 @@ def _joined(reply: str, chunks: list[str]) -> tuple[list[str], list[str]]:
 def _splits(reply: str, rng: random.Random) -> list[list[str]]:
     whole = [reply]
     by_char = list(reply)
-    cuts = sorted(rng.sample(range(1, len(reply)), 8))
-    random_chunks = [reply[a:b] for a, b in zip([0, *cuts], [*cuts, len(reply)], strict=True)]
-    return [whole, by_char, random_chunks]
+    chunked = []
+    for _ in range(20):
+        cuts = sorted(rng.sample(range(1, len(reply)), 8))
+        chunked.append([reply[a:b] for a, b in zip([0, *cuts], [*cuts, len(reply)], strict=True)])
+    return [whole, by_char, *chunked]
 
 
 @pytest.mark.parametrize("reply", REPLIES)
@@ -56,6 +59,19 @@ def test_the_pieces_join_to_the_arguments_of_the_reply_read_whole(reply: str) ->
         names, arguments = _joined(reply, chunks)
         assert names == [call.name for call in whole]
         assert arguments == [call.arguments for call in whole]
+
+
+def test_arguments_that_are_a_string_are_read_across_pieces() -> None:
+    stream = CallStream()
+    for piece in ('{"name": "f", "arguments": "a lo', 'ng text"', "}"):
+        stream.feed(piece)
+    assert stream.finished and [(call.name, call.arguments) for call in stream.calls] == [("f", '"a long text"')]
+
+
+def test_a_number_longer_than_python_reads_stops_the_reading_without_an_error() -> None:
+    stream = CallStream()
+    stream.feed('{"name": "f", "arguments": {"n": ' + "9" * 5000 + "}}")
+    assert stream.broken and not stream.finished
 
 
 def test_arguments_are_sent_as_they_are_written_not_at_the_end() -> None:

@@ -55,6 +55,11 @@ class CallStream:
     _name: str | None = None  # the name of the call being read, before its arguments
     _string_sent: int | None = None  # of the string being read inside arguments, the raw characters sent already
 
+    @property
+    def finished(self) -> bool:
+        """Whether the reply read so far is whole: its calls (or their list) closed."""
+        return self._call_depth is not None and not self._stack and not self.broken
+
     def feed(self, text: str) -> list[CallPiece]:
         self._text += text
         pieces: list[CallPiece] = []
@@ -113,7 +118,9 @@ class CallStream:
     def _value(self, frame: _Frame, char: str, pieces: list[CallPiece]) -> bool:
         depth = len(self._stack)
         at_call = frame.kind == "{" and depth == self._call_depth
-        if at_call and frame.key == "arguments" and not frame.in_arguments:
+        if at_call and frame.in_arguments:  # arguments that are a string or a number, read on
+            return self._argument_value(frame, char, pieces)
+        if at_call and frame.key == "arguments":
             if self._name is None:
                 return self._break()  # the arguments before the name: read whole at the end
             self.calls.append(StreamedCall(self._name))
@@ -156,7 +163,7 @@ class CallStream:
         raw = self._text[self._at : scalar.start()]
         try:
             value = json.loads(raw)
-        except json.JSONDecodeError:
+        except ValueError:  # not JSON, or an integer longer than Python converts
             return self._break()
         self._at = scalar.start()
         frame.expecting = "comma"
@@ -266,7 +273,9 @@ def _escape_length(text: str, index: int) -> int:
         return 0  # a high half: is a low half next?
     if text[index + 6 : index + 8] != "\\u":
         return 6
-    return 12 if index + 12 <= end else 0
+    if index + 12 > end:
+        return 0
+    return 12 if 0xDC00 <= _hex(text[index + 8 : index + 12]) <= 0xDFFF else 6
 
 
 def _hex(digits: str) -> int:

@@ -118,36 +118,36 @@ class PreparedChat:
         return min(completion_tokens, len(self.engine.tokenize(reply.reasoning, add_special=False)))
 
 
-def _message(plan: ToolPlan | None, reply: Reply, finish: str) -> tuple[dict[str, Any], str]:
-    """The assistant message and finish_reason of a reply read whole."""
+def _message(
+    plan: ToolPlan | None, reply: Reply, finish: str, forced: CallStream | None = None
+) -> tuple[dict[str, Any], str]:
+    """The assistant message and finish_reason of a reply read whole; `forced`: a forced reply's calls as they were
+    read while written (`_forced_reading`), which the reply is answered with, whole and streamed alike."""
     message: dict[str, Any] = {"role": "assistant", "content": reply.content}
     if reply.reasoning:
         message["reasoning_content"] = reply.reasoning
     if plan is None:
         return message, finish
-    # A forced call cut short (max_tokens) is the call as far as it was written, as OpenAI answers it (and as a
-    # stream has sent it): its arguments unfinished, the finish_reason `length`.
-    cut = _cut_calls(plan, reply.content) if finish == "length" and not reply.calls else []
-    if not reply.calls and not cut:
+    if forced is not None and forced.calls:
+        # Cut short (max_tokens, a stop string), a forced call is the call as far as it was written, as OpenAI
+        # answers it: its arguments unfinished, the finish_reason the engine's.
+        read = [ParsedCall(call.name, call.arguments) for call in forced.calls]
+        reply = replace(reply, content="", calls=read if plan.parallel else read[:1])
+        finish = "tool_calls" if forced.finished else finish
+    elif not reply.calls:
         return message, finish
+    else:
+        finish = "tool_calls"
     calls = [
         {"id": new_id("call_"), "type": "custom", "custom": {"name": call.name, "input": custom_input(call.arguments)}}
         if call.name in plan.custom
         else {"id": new_id("call_"), "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
-        for call in reply.calls or cut
+        for call in reply.calls
     ]
-    message["content"] = None if cut else reply.content or None
+    message["content"] = reply.content or None
     if plan.legacy:
         return {**message, "function_call": calls[0]["function"]}, "function_call"
-    return {**message, "tool_calls": calls}, "length" if cut else "tool_calls"
-
-
-def _cut_calls(plan: ToolPlan, text: str) -> list[ParsedCall]:
-    if not _streams_calls(plan):
-        return []
-    read = CallStream()
-    read.feed(text)
-    return [ParsedCall(call.name, call.arguments) for call in read.calls]
+    return {**message, "tool_calls": calls}, finish
 
 
 def to_sampling_params(request: ChatCompletionRequest, engine: TextEngine, prompt_tokens: int) -> SamplingParams:
@@ -456,7 +456,12 @@ class ChatService:
             reasoning_tokens += chat.reasoning_tokens(finished, result.completion_tokens)
             reply, repair_tokens = await self._repaired(chat, finished)
             completion_tokens += repair_tokens
-            messages.append(_message(chat.tools, reply, result.finish_reason))
+            forced = _forced_reading(chat)
+            if forced is not None:
+                forced.feed(result.text)
+                if forced.calls and not forced.finished:  # the JSON's tokens are no content's
+                    logprobs[-1] = None
+            messages.append(_message(chat.tools, reply, result.finish_reason, forced))
         answer_moderation: dict[str, Any] = {}
         if moderation is not None and input_moderation is not None:
             # before the answers are spoken: a withheld answer is not
@@ -621,8 +626,7 @@ class ChatService:
             withholds = moderation is not None and moderation.block_output
             held = [_Held() for _ in range(chat.n)] if (chat.voice and chat.tools) or withholds else None
             # A forced reply's calls are sent as they are written (call_stream.py); others' once they are whole.
-            streams_calls = held is None and _streams_calls(chat.tools)
-            call_streams = [CallStream() for _ in range(chat.n)] if streams_calls else None
+            call_streams = [_forced_reading(chat) for _ in range(chat.n)] if held is None else [None] * chat.n
             call_ids: list[list[str]] = [[] for _ in range(chat.n)]
 
             def said(index: int, text: str, logprobs: Any = None) -> dict[str, Any] | None:
@@ -658,8 +662,8 @@ class ChatService:
                 logprobs = shown(index)
                 if (ready.content or logprobs) and (said_now := said(index, ready.content, logprobs)):
                     yield said_now
-                if call_streams is not None:
-                    for piece in call_streams[index].feed(delta.text):
+                if (call_stream := call_streams[index]) is not None:
+                    for piece in call_stream.feed(delta.text):
                         yield chunk(index, _call_piece_delta(piece, call_ids[index]))
                 if delta.finish_reason is not None:
                     reply, rest = readers[index].finish()
@@ -669,14 +673,15 @@ class ChatService:
                     tally.completion_tokens += repair_tokens
                     if rest.reasoning and (thought_now := thought(index, rest.reasoning)):
                         yield thought_now
-                    message, finish = _message(chat.tools, reply, delta.finish_reason)
+                    message, finish = _message(chat.tools, reply, delta.finish_reason, call_streams[index])
                     if message["content"] is None:  # calls only (one cut short was held back as text until now)
                         rest = replace(rest, content="")
+                        logprobs = None if finish != "tool_calls" else logprobs
                     if (rest.content or logprobs) and (said_now := said(index, rest.content, logprobs)):
                         yield said_now
-                    streamed = call_streams[index].calls if call_streams is not None else []
+                    streamed = call_stream.calls if (call_stream := call_streams[index]) is not None else []
                     if moderation is not None:
-                        scored, withheld = await self._answer_moderated(moderation, reply.content or "")
+                        scored, withheld = await self._answer_moderated(moderation, message["content"] or "")
                         answer_moderations[index] = scored
                         if withheld:
                             yield chunk(index, {}, "content_filter")
@@ -745,10 +750,14 @@ def _streamed_moderation(input_moderation: dict[str, Any], answers: dict[int, di
     return {"input": input_moderation, "output": output}
 
 
-def _streams_calls(plan: ToolPlan | None) -> bool:
-    """Whether a reply's calls are sent as they are written: a forced reply's to functions (a custom tool's input
-    is text inside the JSON, and the deprecated `function_call` has one call), which nothing writes again."""
-    return plan is not None and plan.forced and not plan.legacy and not plan.custom
+def _forced_reading(chat: PreparedChat) -> CallStream | None:
+    """A reader of the reply's calls as they are written, for a forced reply to functions (a custom tool's input is
+    text inside the JSON, and the deprecated `function_call` has one call), which nothing writes again; not for
+    formats whose replies are addressed messages (harmony), which do not read a bare JSON reply as calls."""
+    plan = chat.tools
+    if plan is None or not plan.forced or plan.legacy or plan.custom or chat.reply_format.addressed:
+        return None
+    return CallStream()
 
 
 def _call_piece_delta(piece: CallPiece, ids: list[str]) -> dict[str, Any]:
@@ -772,7 +781,7 @@ def _call_deltas(message: dict[str, Any], streamed: Sequence[StreamedCall] = ())
     if message.get("tool_calls"):
         deltas = []
         for position, call in enumerate(message["tool_calls"]):
-            if position < len(streamed):
+            if position < len(streamed):  # the same call, read as it was written (`_message`)
                 sent, whole = streamed[position].arguments, call["function"]["arguments"]
                 if whole.startswith(sent) and len(whole) > len(sent):
                     deltas.append({"tool_calls": [{"index": position, "function": {"arguments": whole[len(sent) :]}}]})
