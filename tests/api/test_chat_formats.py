@@ -63,6 +63,8 @@ THINKING_TEMPLATE = (
         "meta-llama-Llama-3.1-8B-Instruct.jinja",
         "mistralai-Mistral-Nemo-Instruct-2407.jinja",
         "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja",
+        "openai-gpt-oss-120b.jinja",  # harmony: replies are addressed messages, but a forced one is bare JSON
+        "muse-glimmer.jinja",
     ],
 )
 async def test_forced_calls_keep_their_grammar_under_every_family_template(
@@ -71,14 +73,25 @@ async def test_forced_calls_keep_their_grammar_under_every_family_template(
     harness = await start_oasis(
         engine_factories=None, models=[smollm(chat_template=(TEMPLATES / template).read_text())]
     )
-    reply = await harness.sdk().chat.completions.create(
-        model=MODEL, messages=HISTORY, tools=TOOLS, tool_choice="required", temperature=0, max_tokens=60
-    )
+    asked: dict[str, Any] = {
+        "model": MODEL,
+        "messages": HISTORY,
+        "tools": TOOLS,
+        "tool_choice": "required",
+        "temperature": 0,
+        "max_tokens": 60,
+    }
+    reply = await harness.sdk().chat.completions.create(**asked)
     choice = reply.choices[0]
     assert choice.finish_reason == "tool_calls" and choice.message.content is None
     (call,) = choice.message.tool_calls or []
     assert call.function.name == "get_weather" and isinstance(json.loads(call.function.arguments)["city"], str)
     assert getattr(choice.message, "reasoning_content", None) is None  # the prompt opened <think>: no thinking
+    # streamed: the call as it is written, and nothing of its JSON as content (harmony's reader took it for text)
+    chunks = [chunk async for chunk in await harness.sdk().chat.completions.create(**asked, stream=True)]
+    deltas = [delta for chunk in chunks for delta in chunk.choices[0].delta.tool_calls or [] if chunk.choices]
+    assert "".join(delta.function.arguments or "" for delta in deltas if delta.function) == call.function.arguments
+    assert not any(chunk.choices[0].delta.content for chunk in chunks if chunk.choices)
 
 
 async def test_thinking_goes_to_reasoning_content_whole_and_streamed(start_oasis: Callable[..., Any]) -> None:

@@ -25,11 +25,6 @@ class ReplyFormat:
     reasoning_prefill: str = ""  # the thinking's first words, written by the template (Apriel 1.6)
     content_prefill: str = ""  # thinking kept in the content: the block's opening that the prompt wrote
 
-    @property
-    def addressed(self) -> bool:
-        """Whether replies are messages addressed to the thinking, the user or a tool (harmony), not tagged text."""
-        return self.tools.name in _ADDRESSED
-
 
 def reply_format_for(tool_format: ToolFormat, tags: ThinkTags, prompt: str, *, thinking: str) -> ReplyFormat:
     """How a reply to `prompt` is read: its thinking `separate` (reasoning_content), `inline` (left in the content,

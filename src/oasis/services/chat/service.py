@@ -309,7 +309,9 @@ class ChatService:
         thinking = "inline" if options.reasoning == "inline" else "separate"
         if params.json_schema is not None:
             thinking = "none"  # a grammar makes the reply JSON from its first token: there is no thinking to read
-        reply_format = reply_format_for(tool_format, think_tags(template), text, thinking=thinking)
+        # A forced reply is a bare JSON call whatever the family writes otherwise (harmony's addressed messages too)
+        read_as = FORMATS["json"] if plan is not None and plan.forced else tool_format
+        reply_format = reply_format_for(read_as, think_tags(template), text, thinking=thinking)
         think = reply_format.think
         markers = (*tool_format.markers, *((think.open, think.close) if think else ()))
         params = replace(params, markup_tokens=self._markup_tokens(engine, markers))
@@ -625,9 +627,9 @@ class ChatService:
             # policy may withhold.
             withholds = moderation is not None and moderation.block_output
             held = [_Held() for _ in range(chat.n)] if (chat.voice and chat.tools) or withholds else None
-            # A forced reply's calls are sent as they are written (call_stream.py); others' once they are whole.
-            call_streams = [_forced_reading(chat) for _ in range(chat.n)] if held is None else [None] * chat.n
-            call_ids: list[list[str]] = [[] for _ in range(chat.n)]
+            # A forced reply's calls are read as they are written (call_stream.py), and sent so unless the answer is
+            # held; others' are sent once they are whole.
+            call_streams = [_forced_reading(chat) for _ in range(chat.n)]
 
             def said(index: int, text: str, logprobs: Any = None) -> dict[str, Any] | None:
                 if held is not None:
@@ -664,7 +666,8 @@ class ChatService:
                     yield said_now
                 if (call_stream := call_streams[index]) is not None:
                     for piece in call_stream.feed(delta.text):
-                        yield chunk(index, _call_piece_delta(piece, call_ids[index]))
+                        if held is None:
+                            yield chunk(index, _call_piece_delta(piece))
                 if delta.finish_reason is not None:
                     reply, rest = readers[index].finish()
                     reasoning_tokens += chat.reasoning_tokens(reply, generated[index])
@@ -679,7 +682,8 @@ class ChatService:
                         logprobs = None if finish != "tool_calls" else logprobs
                     if (rest.content or logprobs) and (said_now := said(index, rest.content, logprobs)):
                         yield said_now
-                    streamed = call_stream.calls if (call_stream := call_streams[index]) is not None else []
+                    call_stream = call_streams[index]
+                    streamed = call_stream.calls if held is None and call_stream is not None else []
                     if moderation is not None:
                         scored, withheld = await self._answer_moderated(moderation, message["content"] or "")
                         answer_moderations[index] = scored
@@ -752,26 +756,24 @@ def _streamed_moderation(input_moderation: dict[str, Any], answers: dict[int, di
 
 def _forced_reading(chat: PreparedChat) -> CallStream | None:
     """A reader of the reply's calls as they are written, for a forced reply to functions (a custom tool's input is
-    text inside the JSON, and the deprecated `function_call` has one call), which nothing writes again; not for
-    formats whose replies are addressed messages (harmony), which do not read a bare JSON reply as calls."""
+    text inside the JSON, and the deprecated `function_call` has one call), which nothing writes again."""
     plan = chat.tools
-    if plan is None or not plan.forced or plan.legacy or plan.custom or chat.reply_format.addressed:
+    if plan is None or not plan.forced or plan.legacy or plan.custom:
         return None
     return CallStream()
 
 
-def _call_piece_delta(piece: CallPiece, ids: list[str]) -> dict[str, Any]:
+def _call_piece_delta(piece: CallPiece) -> dict[str, Any]:
     """A call's opening (id, type and name, as OpenAI's first delta of a call) or the next piece of its arguments."""
     if piece.opened:
-        ids.append(new_id("call_"))
-        function = {"name": piece.text, "arguments": ""}
-        return {"tool_calls": [{"index": piece.index, "id": ids[-1], "type": "function", "function": function}]}
+        opening = {"index": piece.index, "id": new_id("call_"), "type": "function"}
+        return {"tool_calls": [{**opening, "function": {"name": piece.text, "arguments": ""}}]}
     return {"tool_calls": [{"index": piece.index, "function": {"arguments": piece.text}}]}
 
 
 def _call_deltas(message: dict[str, Any], streamed: Sequence[StreamedCall] = ()) -> list[dict[str, Any]]:
-    """A finished call as OpenAI streams one: id, type and name first, then the arguments; of a call `streamed` as
-    it was written, only what of its arguments was not sent yet."""
+    """A finished call as OpenAI streams one: id, type and name first, then the arguments; none for the calls
+    `streamed` as they were written (the message's first calls, read by the same reading: `_message`)."""
     if message.get("function_call"):
         call = message["function_call"]
         return [
@@ -781,10 +783,7 @@ def _call_deltas(message: dict[str, Any], streamed: Sequence[StreamedCall] = ())
     if message.get("tool_calls"):
         deltas = []
         for position, call in enumerate(message["tool_calls"]):
-            if position < len(streamed):  # the same call, read as it was written (`_message`)
-                sent, whole = streamed[position].arguments, call["function"]["arguments"]
-                if whole.startswith(sent) and len(whole) > len(sent):
-                    deltas.append({"tool_calls": [{"index": position, "function": {"arguments": whole[len(sent) :]}}]})
+            if position < len(streamed):
                 continue
             if call["type"] == "custom":  # as a function's: the name first, then the input
                 custom = call["custom"]
