@@ -14,6 +14,8 @@ import json
 import re
 from dataclasses import dataclass, field
 
+from oasis.services.chat.tool_formats import json_at
+
 _WHITESPACE = " \t\n\r"
 _ENDS_A_SCALAR = re.compile(r"[\s,\]}]")
 
@@ -126,7 +128,8 @@ class CallStream:
             self.calls.append(StreamedCall(self._name))
             pieces.append(CallPiece(len(self.calls) - 1, True, self._name))
             self._name = None
-            return self._begin_arguments(frame, char, pieces)
+            frame.in_arguments = True  # sent from here until this frame's value ends
+            return self._argument_value(frame, char, pieces)
         if at_call:  # the name (or a key a call does not have)
             if frame.key != "name" or char != '"':
                 return self._break()
@@ -141,10 +144,6 @@ class CallStream:
                 return self._break()
             frame.expecting = "comma"
             return self._open(char, pieces)
-        return self._argument_value(frame, char, pieces)
-
-    def _begin_arguments(self, frame: _Frame, char: str, pieces: list[CallPiece]) -> bool:
-        frame.in_arguments = True  # sent from here until this frame's value ends
         return self._argument_value(frame, char, pieces)
 
     def _argument_value(self, frame: _Frame, char: str, pieces: list[CallPiece]) -> bool:
@@ -172,7 +171,7 @@ class CallStream:
         return True
 
     def _after_value(self, frame: _Frame) -> None:
-        """A call's arguments that were a string or a number (not JSON objects, but kept as written) end here."""
+        """Ends a call's arguments when the value just read (or the container just closed) was the whole of them."""
         if len(self._stack) == self._call_depth and frame.in_arguments:
             frame.in_arguments = False
 
@@ -213,18 +212,14 @@ class CallStream:
 
     def _whole_string(self) -> str | None:
         """A string (a key, a name) once it has closed."""
-        try:
-            value, end = json.JSONDecoder().raw_decode(self._text, self._at)
-        except json.JSONDecodeError as error:
-            if error.msg.startswith("Unterminated string") or error.pos >= len(self._text) - 6:
-                return None
+        found = json_at(self._text, self._at, final=False)
+        if found is None or (isinstance(found, tuple) and not isinstance(found[0], str)):
             self._break()
             return None
-        if not isinstance(value, str):
-            self._break()
-            return None
-        self._at = end
-        return value
+        if not isinstance(found, tuple):
+            return None  # still being written
+        self._at = found[1]
+        return str(found[0])
 
     def _string_piece(self, pieces: list[CallPiece]) -> bool:
         """Sends what can be sent of a string value inside arguments; True once it has closed."""

@@ -107,7 +107,7 @@ _UNFINISHED = _Unfinished()
 _UNFINISHED_TAIL = 6  # `tru`, `-12.`, `\u00e`: a value cut this close to the end may still complete
 
 
-def _json_at(text: str, position: int, final: bool = True) -> tuple[Any, int] | _Unfinished | None:
+def json_at(text: str, position: int, final: bool = True) -> tuple[Any, int] | _Unfinished | None:
     """The JSON value starting at `position` (after whitespace) and where it ends; None when it is broken,
     `_UNFINISHED` when it fails only because a stream has not written its end yet."""
     position = _WHITESPACE.match(text, position).end()  # type: ignore[union-attr]
@@ -121,7 +121,7 @@ def _json_at(text: str, position: int, final: bool = True) -> tuple[Any, int] | 
 def _json_calls(text: str, begin: int, final: bool, broken_end: int) -> _Region | None:
     """A JSON call, or a list of them, starting at `begin`; when the JSON is broken, a region of text ending at
     `broken_end` (reading goes on after it); None while a stream is still writing it."""
-    found = _json_at(text, begin, final)
+    found = json_at(text, begin, final)
     if isinstance(found, _Unfinished):
         return None
     if found is None:
@@ -139,7 +139,7 @@ def _json_values(text: str) -> list[Any] | None:
         position = re.compile(r"[\s,;]*").match(text, position).end()  # type: ignore[union-attr]
         if position >= len(text):
             return values or None
-        found = _json_at(text, position)
+        found = json_at(text, position)
         if not isinstance(found, tuple):
             return None
         value, position = found
@@ -363,7 +363,7 @@ def _read_mistral(text: str, match: re.Match[str], final: bool, functions: Mappi
         if not final and _MISTRAL_UNFINISHED.fullmatch(text, match.end()):
             return None  # a name still being written
         return _json_calls(text, match.end(), final, match.end())
-    found = _json_at(text, named.end(), final)
+    found = json_at(text, named.end(), final)
     if isinstance(found, _Unfinished):
         return None
     if found is None:
@@ -643,7 +643,7 @@ def _read_recipient(text: str, match: re.Match[str], final: bool, functions: Map
     name = match.group(1)
     if name == "all":
         return _Region(match.end(), [])
-    found = _json_at(text, match.end(), final)
+    found = json_at(text, match.end(), final)
     if isinstance(found, _Unfinished):
         return None
     if isinstance(found, tuple) and isinstance(found[0], dict):
