@@ -207,6 +207,106 @@ async def test_streamed_tool_call_and_submit_stream(chat_oasis: Harness) -> None
     assert steps[0].step_details.tool_calls[0].function.output == "Snow, -3 C"  # type: ignore[union-attr]
 
 
+class _Story(_Recorder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.created: list[str] = []
+        self.pieces = 0
+
+    async def on_tool_call_created(self, tool_call: Any) -> None:
+        self.created.append(tool_call.id)
+
+    async def on_tool_call_delta(self, delta: Any, snapshot: Any) -> None:
+        await super().on_tool_call_delta(delta, snapshot)
+        self.pieces += bool(delta.function and delta.function.arguments)
+
+
+STORY_TOOL: Any = {
+    "type": "function",
+    "function": {
+        "name": "save_story",
+        "description": "Save a story",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "title": {"type": "string", "maxLength": 40},
+                "story": {"type": "string", "minLength": 100, "maxLength": 200},
+            },
+            "required": ["title", "story"],
+        },
+    },
+}
+
+
+async def test_a_forced_calls_arguments_stream_as_the_model_writes_them(chat_oasis: Harness) -> None:
+    """A call the run forces is shown as OpenAI streams one: its step opens, the call opens (once), then its
+    arguments come in pieces, and the pieces joined are the arguments the run asks outputs for."""
+    client = chat_oasis.sdk()
+    assistant = await _assistant(client, tools=[STORY_TOOL])
+    thread = await _thread(client, "Write a story about a dragon and save it.")
+    recorder = _Story()
+    async with client.beta.threads.runs.stream(
+        thread_id=thread.id,
+        assistant_id=assistant.id,
+        tool_choice={"type": "function", "function": {"name": "save_story"}},
+        event_handler=recorder,
+    ) as stream:
+        await stream.until_done()
+        run = stream.current_run
+    assert run is not None and run.status == "requires_action" and run.required_action is not None
+    (call,) = run.required_action.submit_tool_outputs.tool_calls
+    assert len(json.loads(call.function.arguments)["story"]) >= 100
+    assert recorder.created == [call.id]
+    assert recorder.arguments == call.function.arguments and recorder.pieces > 3
+    names = recorder.names
+    first_piece = names.index("thread.run.step.delta") + 1  # after the call's opening delta
+    assert names[first_piece] == "thread.run.step.delta"
+    assert names.index("thread.run.step.created") < first_piece < names.index("thread.run.requires_action")
+    (step,) = (await client.beta.threads.runs.steps.list(run.id, thread_id=thread.id)).data
+    assert step.status == "in_progress" and step.step_details.tool_calls[0].id == call.id  # type: ignore[union-attr]
+    assert names.count("thread.run.step.created") == 1  # the step the stream opened is the one stored
+
+
+class _CallCutShort(ScriptedChat):
+    """An OpenAI-compatible model upstream whose call is cut by the token budget as it writes the arguments."""
+
+    usage = {"prompt_tokens": 30, "completion_tokens": 256, "total_tokens": 286}
+
+    def script(self, body: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
+        opening = {"index": 0, "id": "call_cut", "type": "function"}
+        return [
+            {"tool_calls": [{**opening, "function": {"name": "get_weather", "arguments": ""}}]},
+            {"tool_calls": [{"index": 0, "function": {"arguments": '{"ci'}}]},
+            {"tool_calls": [{"index": 0, "function": {"arguments": 'ty": "Os'}}]},
+        ], "length"
+
+
+async def test_a_streamed_call_cut_by_the_budget_ends_its_step_cancelled(start_oasis: Callable[..., Any]) -> None:
+    async with upstream_oasis(start_oasis, _CallCutShort) as harness:
+        client = harness.sdk()
+        assistant = await client.beta.assistants.create(model="remote", tools=[WEATHER_TOOL])
+        thread = await _thread(client, "Weather in Oslo?")
+        recorder = _Story()
+        async with client.beta.threads.runs.stream(
+            thread_id=thread.id, assistant_id=assistant.id, max_completion_tokens=256, event_handler=recorder
+        ) as stream:
+            await stream.until_done()
+            streamed = stream.current_run
+        assert streamed is not None and recorder.names[-1] == "thread.run.incomplete"
+        run = await client.beta.threads.runs.retrieve(streamed.id, thread_id=thread.id)
+        assert run.status == "incomplete" and run.required_action is None
+        assert run.incomplete_details is not None and run.incomplete_details.reason == "max_completion_tokens"
+        assert recorder.created == ["call_cut"] and recorder.arguments == '{"city": "Os'
+        assert "thread.run.step.cancelled" in recorder.names
+        assert "thread.run.requires_action" not in recorder.names
+        steps = (await client.beta.threads.runs.steps.list(run.id, thread_id=thread.id, order="asc")).data
+        cut = next(step for step in steps if step.type == "tool_calls")
+        assert cut.status == "cancelled"
+        (call,) = cut.step_details.tool_calls  # type: ignore[union-attr]
+        assert call.id == "call_cut" and call.function.arguments == '{"city": "Os'  # type: ignore[union-attr]
+        await client.beta.threads.messages.create(thread.id, role="user", content="Never mind.")  # the thread is free
+
+
 class _CallsTwice(ScriptedChat):
     """An OpenAI-compatible model upstream that calls a function twice in one answer, its arguments in pieces."""
 
@@ -379,9 +479,15 @@ async def test_cancel_while_the_model_writes_a_calls_arguments_counts_its_tokens
             raise AssertionError("the run's generation never began")
     await client.beta.threads.runs.cancel(run.id, thread_id=thread.id)
     run = await client.beta.threads.runs.poll(run.id, thread_id=thread.id)
-    assert run.status == "cancelled"
-    # Cut off while writing the call: it never asked for outputs (that would have made a tool_calls step).
-    assert not (await client.beta.threads.runs.steps.list(run.id, thread_id=thread.id)).data
+    assert run.status == "cancelled" and run.required_action is None
+    # Cut off while writing the call: it never asked for outputs. The step the call opened (if the cancel came
+    # after its name) ends cancelled, with the call as far as it was written: its arguments unfinished.
+    for step in (await client.beta.threads.runs.steps.list(run.id, thread_id=thread.id)).data:
+        assert step.type == "tool_calls" and step.status == "cancelled"
+        (call,) = step.step_details.tool_calls  # type: ignore[union-attr]
+        assert call.function.name == "save_story" and call.function.output is None  # type: ignore[union-attr]
+        with pytest.raises(json.JSONDecodeError):
+            json.loads(call.function.arguments)  # type: ignore[union-attr]
     # The call's tokens were generated before the cancel: they count, though no usage chunk came and no call was made.
     assert run.usage is not None and run.usage.prompt_tokens > 0 and run.usage.completion_tokens > 0
     assert run.usage.total_tokens == run.usage.prompt_tokens + run.usage.completion_tokens

@@ -104,6 +104,10 @@ class _Turn:
     tool_step_id: str | None = None
     streamed_code: dict[int, str] = field(default_factory=dict)  # by the call's index in the generation
     streamed_ids: dict[int, str] = field(default_factory=dict)
+    # The step of the generation's function calls, opened (not stored) as the first call began, and the calls
+    # shown on it so far by id, in the order they opened: their names and the arguments shown.
+    function_step: RunStep | None = None
+    streamed_functions: dict[str, dict[str, str]] = field(default_factory=dict)
     # Its message and step written as ended (committed): a failure after that leaves them as they are.
     ended: bool = False
     # Its message ended where its code began (shown so; stored with the turn, so that a crash meanwhile still
@@ -514,6 +518,7 @@ class RunExecutor:
     async def _consume(
         self, run: Run, owner: str, events: RunEvents, chunks: AsyncIterator[dict[str, Any]], turn: _Turn
     ) -> None:
+        searching, coding = _offers_search(run), _offers_code(run)
         async for chunk in chunks:
             if chunk.get("usage"):
                 turn.prompt_tokens = chunk["usage"]["prompt_tokens"]
@@ -528,9 +533,16 @@ class RunExecutor:
                     function = call.get("function") or {}
                     entry["name"] += function.get("name") or ""
                     entry["arguments"] += function.get("arguments") or ""
-                    if entry["id"] and entry["name"] == code_interpreter.FUNCTION_NAME and _offers_code(run):
+                    if not entry["id"] or not entry["name"]:
+                        continue
+                    # One step streams per generation: calls of the other kind come whole when it ends.
+                    if entry["name"] == code_interpreter.FUNCTION_NAME and coding:
+                        if turn.function_step is None:
+                            await self._close_message_before_tools(run, owner, events, turn)
+                            self._stream_code(run, events, turn, call["index"], entry)
+                    elif not (entry["name"] == file_search.TOOL_NAME and searching) and turn.tool_step_id is None:
                         await self._close_message_before_tools(run, owner, events, turn)
-                        self._stream_code(run, events, turn, call["index"], entry)
+                        self._stream_function(run, events, turn, call["index"], entry)
                 if choice.get("finish_reason"):
                     turn.finish_reason = choice["finish_reason"]
 
@@ -599,11 +611,77 @@ class RunExecutor:
                 },
             )
 
+    def _stream_function(self, run: Run, events: RunEvents, turn: _Turn, index: int, entry: dict[str, Any]) -> None:
+        """Shows a function call as it is written, on the step that will ask for its output (the step's row is
+        written when the generation ends): its opening delta, then its arguments as they come, as OpenAI streams
+        them. A client hears a delta for another call as that call's start, so pieces of a call that come after a
+        later call opened (an upstream's interleaved calls) wait for the generation's end."""
+        shown = turn.streamed_functions.get(entry["id"])
+        deltas: list[dict[str, Any]] = []
+        place = sum(1 for other, call in turn.calls.items() if other < index and call["id"] in turn.streamed_functions)
+        step = turn.function_step
+        if step is None:
+            step = turn.function_step = _new_step(run, now(), {"type": "tool_calls", "tool_calls": []})
+            events.emit("thread.run.step.created", step_to_wire(step))
+            events.emit("thread.run.step.in_progress", step_to_wire(step))
+        if shown is None:
+            shown = turn.streamed_functions[entry["id"]] = {"name": entry["name"], "arguments": ""}
+            function = {"name": entry["name"], "arguments": "", "output": None}
+            deltas.append({"index": place, "id": entry["id"], "type": "function", "function": function})
+        elif entry["id"] != list(turn.streamed_functions)[-1]:
+            return
+        piece = entry["arguments"][len(shown["arguments"]) :]
+        if piece:
+            shown["arguments"] = entry["arguments"]
+            deltas.append({"index": place, "type": "function", "function": {"arguments": piece}})
+        for delta in deltas:
+            events.emit(
+                "thread.run.step.delta",
+                {
+                    "id": step.id,
+                    "object": "thread.run.step.delta",
+                    "delta": {"step_details": {"type": "tool_calls", "tool_calls": [delta]}},
+                },
+            )
+
+    @classmethod
+    def _drop_streamed_steps(
+        cls,
+        run: Run,
+        events: RunEvents,
+        turn: _Turn,
+        error: str | None = None,
+        built_in: bool = True,
+        functions: bool = True,
+    ) -> list[RunStep]:
+        """Ends the steps a stream opened for calls that will not run (the built-in tools' one, the functions'
+        one, or both): cancelled (a cancel, or cut off by the budget), or failed with the run (`error`, its
+        last_error). The caller stores the rows it returns, so that the steps a stream announced can be retrieved,
+        with the calls as the stream showed them."""
+        dropped = [cls._drop_streamed_step(run, events, turn, error)] if built_in else []
+        if functions and turn.function_step is not None:
+            shown = [
+                {"id": call_id, "type": "function", "function": {**call, "output": None}}
+                for call_id, call in turn.streamed_functions.items()
+            ]
+            step = _new_step(run, now(), {"type": "tool_calls", "tool_calls": shown})
+            step.id, step.created_at = turn.function_step.id, turn.function_step.created_at
+            turn.function_step = None
+            dropped.append(cls._end_dropped(events, step, error))
+        return [step for step in dropped if step is not None]
+
     @staticmethod
-    def _drop_streamed_step(run: Run, events: RunEvents, turn: _Turn, error: str | None = None) -> RunStep | None:
-        """Ends a step a stream opened for calls that will not run: cancelled (a cancel, or cut off by the
-        budget), or failed with the run (`error`, its last_error). The caller stores the row it returns, so that
-        the step a stream announced can be retrieved, with the calls as the stream showed them."""
+    def _end_dropped(events: RunEvents, step: RunStep, error: str | None) -> RunStep:
+        if error is None:
+            step.status, step.cancelled_at = "cancelled", now()
+        else:
+            step.status, step.failed_at, step.last_error_json = "failed", now(), error
+        events.emit(f"thread.run.step.{step.status}", step_to_wire(step))
+        return step
+
+    @classmethod
+    def _drop_streamed_step(cls, run: Run, events: RunEvents, turn: _Turn, error: str | None) -> RunStep | None:
+        """Ends the built-in tools' step a stream opened (see `_drop_streamed_steps`)."""
         if turn.tool_step_id is None:
             return None
         shown: list[dict[str, Any]] = []
@@ -615,13 +693,8 @@ class RunExecutor:
                 shown.append({"id": call_id, "type": "file_search", "file_search": {}})
         dropped = _new_step(run, now(), {"type": "tool_calls", "tool_calls": shown})
         dropped.id = turn.tool_step_id
-        if error is None:
-            dropped.status, dropped.cancelled_at = "cancelled", now()
-        else:
-            dropped.status, dropped.failed_at, dropped.last_error_json = "failed", now(), error
         turn.tool_step_id = None
-        events.emit(f"thread.run.step.{dropped.status}", step_to_wire(dropped))
-        return dropped
+        return cls._end_dropped(events, dropped, error)
 
     @staticmethod
     def _place_of(turn: _Turn, index: int) -> int:
@@ -749,8 +822,9 @@ class RunExecutor:
         async with self._db.session() as session:
             await self._held(session, run.seq, owner, ("in_progress",))
             # Streamed calls cut off by the budget: their step ends cancelled (a cancel meanwhile stores it instead)
-            if not built_in and (dropped := self._drop_streamed_step(run, events, turn)) is not None:
-                session.add(dropped)
+            session.add_all(
+                self._drop_streamed_steps(run, events, turn, built_in=not built_in, functions=not function_calls)
+            )
             if turn.message is not None:
                 if not turn.message_closed:
                     self._close_message(turn, stamp, "max_tokens" if cut else None)
@@ -786,6 +860,8 @@ class RunExecutor:
                         ],
                     },
                 )
+                if turn.function_step is not None:  # the step its stream opened
+                    tool_step.id, tool_step.created_at = turn.function_step.id, turn.function_step.created_at
                 tool_step.after_message_seq = newest
                 # The generation's tokens are counted once: on the built-in tools' step when it also made one.
                 tool_step.prompt_tokens = 0 if performed else turn.prompt_tokens
@@ -829,7 +905,10 @@ class RunExecutor:
             streamed = {call_id: turn.streamed_code.get(index) for index, call_id in turn.streamed_ids.items()}
             self._emit_tool_step(events, built_in_step, streamed if turn.tool_step_id is not None else None)
         if tool_step is not None:
-            self._emit_tool_step(events, tool_step)
+            shown: dict[str, str | None] = {
+                call_id: call["arguments"] for call_id, call in turn.streamed_functions.items()
+            }
+            self._emit_tool_step(events, tool_step, shown if turn.function_step is not None else None)
         if performed and not function_calls:
             return "tools_ran"
         final = await self._run(run.seq)
@@ -849,9 +928,10 @@ class RunExecutor:
     @staticmethod
     def _emit_tool_step(events: RunEvents, step: RunStep, streamed: dict[str, str | None] | None = None) -> None:
         """A tool-call step as a stream shows it: opened empty, a delta a call, then its end (when over).
-        `streamed` names the calls already shown while code was written (with the code shown, the last shown
-        last): the step is open already, and their delta brings only what is new (a client appends what deltas
-        bring): the code's end where the stored code goes on from what was shown, outputs, search results.
+        `streamed` names the calls already shown as they were written (with the code or the arguments shown, the
+        last shown last): the step is open already, and their delta brings only what is new (a client appends
+        what deltas bring): the code's or the arguments' end where the stored one goes on from what was shown,
+        outputs, search results.
 
         One delta a call, as OpenAI streams them: the SDK hands a delta for a call other than the one before to
         `on_tool_call_created` (and ends the one before), and one for the same call to `on_tool_call_delta`. So a
@@ -869,6 +949,12 @@ class RunExecutor:
                     code, was_shown = call[kind]["input"], streamed[call["id"]] or ""
                     rest = code[len(was_shown) :] if code.startswith(was_shown) else ""
                     call = {"type": kind, kind: {**({"input": rest} if rest else {}), "outputs": call[kind]["outputs"]}}
+                elif kind == "function":
+                    arguments, was_shown = call[kind]["arguments"], streamed[call["id"]] or ""
+                    rest = arguments[len(was_shown) :] if arguments.startswith(was_shown) else ""
+                    if not rest:
+                        continue  # shown whole as it was written; its output comes when the client sends it
+                    call = {"type": kind, kind: {"arguments": rest}}
                 else:
                     call = {"type": kind, kind: call[kind]}
                 deltas.append({"index": index, **call})
@@ -976,8 +1062,8 @@ class RunExecutor:
             ):
                 await session.rollback()
                 raise _Stop
-            if turn is not None and (dropped := self._drop_streamed_step(run, events, turn)) is not None:
-                session.add(dropped)
+            if turn is not None:
+                session.add_all(self._drop_streamed_steps(run, events, turn))
             if turn is not None and turn.message is not None:
                 if not turn.message_closed:  # else it ended where its code began, and was shown so
                     self._close_message(turn, stamp, "run_cancelled")
@@ -1091,8 +1177,7 @@ class RunExecutor:
                 await session.rollback()
                 return
             if turn is not None and not turn.ended:
-                if (dropped := self._drop_streamed_step(run, events, turn, _error(code, message))) is not None:
-                    session.add(dropped)
+                session.add_all(self._drop_streamed_steps(run, events, turn, _error(code, message)))
                 # What the generation consumed before it failed counts, as a cancelled one's does
                 await session.execute(
                     update(Run)
