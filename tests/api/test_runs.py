@@ -268,21 +268,34 @@ async def test_a_forced_calls_arguments_stream_as_the_model_writes_them(chat_oas
 
 
 class _CallCutShort(ScriptedChat):
-    """An OpenAI-compatible model upstream whose call is cut by the token budget as it writes the arguments."""
+    """An OpenAI-compatible model upstream whose call is cut by the token budget as it writes the arguments
+    (after a sentence, when `says` is set)."""
 
     usage = {"prompt_tokens": 30, "completion_tokens": 256, "total_tokens": 286}
+    says = ""
 
     def script(self, body: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
         opening = {"index": 0, "id": "call_cut", "type": "function"}
         return [
+            *([{"content": self.says}] if self.says else []),
             {"tool_calls": [{**opening, "function": {"name": "get_weather", "arguments": ""}}]},
             {"tool_calls": [{"index": 0, "function": {"arguments": '{"ci'}}]},
             {"tool_calls": [{"index": 0, "function": {"arguments": 'ty": "Os'}}]},
         ], "length"
 
 
-async def test_a_streamed_call_cut_by_the_budget_ends_its_step_cancelled(start_oasis: Callable[..., Any]) -> None:
-    async with upstream_oasis(start_oasis, _CallCutShort) as harness:
+class _SaysThenCallCutShort(_CallCutShort):
+    says = "Let me look. "
+
+
+@pytest.mark.parametrize("upstream", [_CallCutShort, _SaysThenCallCutShort])
+async def test_a_streamed_call_cut_by_the_budget_ends_its_step_cancelled(
+    start_oasis: Callable[..., Any], upstream: type[_CallCutShort]
+) -> None:
+    """The call's step ends cancelled with the call as far as it was written, and steps come one after another:
+    a sentence before the call ends with its message before the call's step opens; without one, the run's (empty)
+    message comes after the call's step ended."""
+    async with upstream_oasis(start_oasis, upstream) as harness:
         client = harness.sdk()
         assistant = await client.beta.assistants.create(model="remote", tools=[WEATHER_TOOL])
         thread = await _thread(client, "Weather in Oslo?")
@@ -297,13 +310,22 @@ async def test_a_streamed_call_cut_by_the_budget_ends_its_step_cancelled(start_o
         assert run.status == "incomplete" and run.required_action is None
         assert run.incomplete_details is not None and run.incomplete_details.reason == "max_completion_tokens"
         assert recorder.created == ["call_cut"] and recorder.arguments == '{"city": "Os'
-        assert "thread.run.step.cancelled" in recorder.names
         assert "thread.run.requires_action" not in recorder.names
         steps = (await client.beta.threads.runs.steps.list(run.id, thread_id=thread.id, order="asc")).data
+        kinds = ["message_creation", "tool_calls"] if upstream.says else ["tool_calls", "message_creation"]
+        assert [step.type for step in steps] == kinds
         cut = next(step for step in steps if step.type == "tool_calls")
         assert cut.status == "cancelled"
         (call,) = cut.step_details.tool_calls  # type: ignore[union-attr]
         assert call.id == "call_cut" and call.function.arguments == '{"city": "Os'  # type: ignore[union-attr]
+        # one step at a time: each step ends before the next opens
+        ends = ("thread.run.step.completed", "thread.run.step.cancelled")
+        marks = [name for name in recorder.names if name == "thread.run.step.created" or name in ends]
+        assert [name == "thread.run.step.created" for name in marks] == [True, False, True, False]
+        (message,) = (await client.beta.threads.messages.list(thread.id, run_id=run.id)).data
+        # a sentence ended where the call began; an empty reply was cut with the call
+        assert message.status == ("completed" if upstream.says else "incomplete")
+        assert message.content[0].text.value == upstream.says  # type: ignore[union-attr]
         await client.beta.threads.messages.create(thread.id, role="user", content="Never mind.")  # the thread is free
 
 

@@ -104,13 +104,17 @@ class _Turn:
     tool_step_id: str | None = None
     streamed_code: dict[int, str] = field(default_factory=dict)  # by the call's index in the generation
     streamed_ids: dict[int, str] = field(default_factory=dict)
-    # The step of the generation's function calls, opened (not stored) as the first call began, and the calls
-    # shown on it so far by id, in the order they opened: their names and the arguments shown.
+    # Whether function calls are shown as they are written: only where no built-in call can come in the same
+    # generation (its step would open while theirs is open). Their step, opened (not stored) as the first call
+    # began, and the calls shown on it by their index in the generation: id, name and the arguments shown.
+    streams_functions: bool = False
     function_step: RunStep | None = None
-    streamed_functions: dict[str, dict[str, str]] = field(default_factory=dict)
+    streamed_functions: dict[int, dict[str, str]] = field(default_factory=dict)
+    # Steps a stream opened and then ended (cancelled or failed) whose rows the next write stores.
+    dropped_steps: list[RunStep] = field(default_factory=list)
     # Its message and step written as ended (committed): a failure after that leaves them as they are.
     ended: bool = False
-    # Its message ended where its code began (shown so; stored with the turn, so that a crash meanwhile still
+    # Its message ended where its tool calls began (shown so; stored with the turn, so that a crash meanwhile still
     # generates the turn again from the start, its message with it).
     message_closed: bool = False
 
@@ -190,6 +194,23 @@ def _file_paths(text: str, files: dict[str, str]) -> list[dict[str, Any]]:
                 }
             )
     return found
+
+
+def _emit_step_delta(events: RunEvents, step_id: str | None, calls: list[dict[str, Any]]) -> None:
+    """A tool-call step's delta bringing `calls` (each with its `index` in the step)."""
+    events.emit(
+        "thread.run.step.delta",
+        {
+            "id": step_id,
+            "object": "thread.run.step.delta",
+            "delta": {"step_details": {"type": "tool_calls", "tool_calls": calls}},
+        },
+    )
+
+
+def _rest(whole: str, shown: str) -> str:
+    """What a stream has still to show of `whole`, having shown `shown` (nothing if that was not its start)."""
+    return whole[len(shown) :] if whole.startswith(shown) else ""
 
 
 def _stream_error(message: str) -> dict[str, Any]:
@@ -364,6 +385,12 @@ class RunExecutor:
             ) from None
         prepared = next((ready for candidate, ready in measured if candidate is messages), None)
         request = self._request(run, messages, called, may_search, may_code)
+        offers_built_in = (may_search and _offers_search(run)) or (may_code and _offers_code(run))
+        choice = request.tool_choice
+        turn.streams_functions = not offers_built_in or (
+            isinstance(choice, dict)  # a named function: no other call can come
+            and choice.get("function", {}).get("name") not in (file_search.TOOL_NAME, code_interpreter.FUNCTION_NAME)
+        )
         budget = request.max_completion_tokens or 0
         if prepared is not None and run.max_completion_tokens is not None and size is not None:
             # What is left of the run's budget, within the room the prompt leaves in the context.
@@ -518,7 +545,7 @@ class RunExecutor:
     async def _consume(
         self, run: Run, owner: str, events: RunEvents, chunks: AsyncIterator[dict[str, Any]], turn: _Turn
     ) -> None:
-        searching, coding = _offers_search(run), _offers_code(run)
+        coding = _offers_code(run)
         async for chunk in chunks:
             if chunk.get("usage"):
                 turn.prompt_tokens = chunk["usage"]["prompt_tokens"]
@@ -533,23 +560,23 @@ class RunExecutor:
                     function = call.get("function") or {}
                     entry["name"] += function.get("name") or ""
                     entry["arguments"] += function.get("arguments") or ""
+                    # A call's name comes whole in its first delta, as OpenAI's models send it.
                     if not entry["id"] or not entry["name"]:
                         continue
-                    # One step streams per generation: calls of the other kind come whole when it ends.
                     if entry["name"] == code_interpreter.FUNCTION_NAME and coding:
-                        if turn.function_step is None:
-                            await self._close_message_before_tools(run, owner, events, turn)
-                            self._stream_code(run, events, turn, call["index"], entry)
-                    elif not (entry["name"] == file_search.TOOL_NAME and searching) and turn.tool_step_id is None:
+                        await self._close_message_before_tools(run, owner, events, turn)
+                        self._stream_code(run, events, turn, call["index"], entry)
+                    elif turn.streams_functions:
                         await self._close_message_before_tools(run, owner, events, turn)
                         self._stream_function(run, events, turn, call["index"], entry)
                 if choice.get("finish_reason"):
                     turn.finish_reason = choice["finish_reason"]
 
     async def _close_message_before_tools(self, run: Run, owner: str, events: RunEvents, turn: _Turn) -> None:
-        """Ends the reply's message and its step where its code begins, before the code's step opens (as OpenAI's
-        steps follow one another: a client's handler reads a step's end as its tool calls' end). The rows are
-        written as ended with the rest of the turn (a cancel or a failure meanwhile writes them as shown)."""
+        """Ends the reply's message and its step where its tool calls begin, before their step opens (as OpenAI's
+        steps follow one another: a client's handler reads a step's end as its tool calls' end), whatever then
+        becomes of the calls. The rows are written as ended with the rest of the turn (a cancel or a failure
+        meanwhile writes them as shown)."""
         if turn.message is None or turn.message_closed:
             return
         if turn.citer is not None:
@@ -585,7 +612,7 @@ class RunExecutor:
                     )
             turn.streamed_code[index] = ""
             turn.streamed_ids[index] = entry["id"]
-        piece = code[len(seen or "") :] if code.startswith(seen or "") else ""
+        piece = _rest(code, seen or "")
         if seen is not None and not piece:
             return
         turn.streamed_code[index] = code
@@ -602,47 +629,31 @@ class RunExecutor:
                 [{"index": place, "type": code_interpreter.TOOL_TYPE, code_interpreter.TOOL_TYPE: {"input": piece}}]
             )
         for calls in deltas:
-            events.emit(
-                "thread.run.step.delta",
-                {
-                    "id": turn.tool_step_id,
-                    "object": "thread.run.step.delta",
-                    "delta": {"step_details": {"type": "tool_calls", "tool_calls": calls}},
-                },
-            )
+            _emit_step_delta(events, turn.tool_step_id, calls)
 
     def _stream_function(self, run: Run, events: RunEvents, turn: _Turn, index: int, entry: dict[str, Any]) -> None:
         """Shows a function call as it is written, on the step that will ask for its output (the step's row is
         written when the generation ends): its opening delta, then its arguments as they come, as OpenAI streams
         them. A client hears a delta for another call as that call's start, so pieces of a call that come after a
         later call opened (an upstream's interleaved calls) wait for the generation's end."""
-        shown = turn.streamed_functions.get(entry["id"])
-        deltas: list[dict[str, Any]] = []
-        place = sum(1 for other, call in turn.calls.items() if other < index and call["id"] in turn.streamed_functions)
         step = turn.function_step
         if step is None:
             step = turn.function_step = _new_step(run, now(), {"type": "tool_calls", "tool_calls": []})
             events.emit("thread.run.step.created", step_to_wire(step))
             events.emit("thread.run.step.in_progress", step_to_wire(step))
+        place = sum(1 for other in turn.calls if other < index)  # all of this generation's calls are functions
+        shown = turn.streamed_functions.get(index)
         if shown is None:
-            shown = turn.streamed_functions[entry["id"]] = {"name": entry["name"], "arguments": ""}
+            shown = turn.streamed_functions[index] = {"id": entry["id"], "name": entry["name"], "arguments": ""}
             function = {"name": entry["name"], "arguments": "", "output": None}
-            deltas.append({"index": place, "id": entry["id"], "type": "function", "function": function})
-        elif entry["id"] != list(turn.streamed_functions)[-1]:
-            return
-        piece = entry["arguments"][len(shown["arguments"]) :]
-        if piece:
-            shown["arguments"] = entry["arguments"]
-            deltas.append({"index": place, "type": "function", "function": {"arguments": piece}})
-        for delta in deltas:
-            events.emit(
-                "thread.run.step.delta",
-                {
-                    "id": step.id,
-                    "object": "thread.run.step.delta",
-                    "delta": {"step_details": {"type": "tool_calls", "tool_calls": [delta]}},
-                },
+            _emit_step_delta(
+                events, step.id, [{"index": place, "id": entry["id"], "type": "function", "function": function}]
             )
+        elif index != max(turn.streamed_functions):
+            return
+        if piece := entry["arguments"][len(shown["arguments"]) :]:
+            shown["arguments"] = entry["arguments"]
+            _emit_step_delta(events, step.id, [{"index": place, "type": "function", "function": {"arguments": piece}}])
 
     @classmethod
     def _drop_streamed_steps(
@@ -651,50 +662,49 @@ class RunExecutor:
         events: RunEvents,
         turn: _Turn,
         error: str | None = None,
-        built_in: bool = True,
-        functions: bool = True,
-    ) -> list[RunStep]:
-        """Ends the steps a stream opened for calls that will not run (the built-in tools' one, the functions'
-        one, or both): cancelled (a cancel, or cut off by the budget), or failed with the run (`error`, its
-        last_error). The caller stores the rows it returns, so that the steps a stream announced can be retrieved,
-        with the calls as the stream showed them."""
-        dropped = [cls._drop_streamed_step(run, events, turn, error)] if built_in else []
-        if functions and turn.function_step is not None:
-            shown = [
-                {"id": call_id, "type": "function", "function": {**call, "output": None}}
-                for call_id, call in turn.streamed_functions.items()
-            ]
+        keep_built_in: bool = False,
+        keep_functions: bool = False,
+    ) -> None:
+        """Ends the steps a stream opened for calls that will not run (the built-in tools' one and the functions'
+        one, but those kept): cancelled (a cancel, or cut off by the budget), or failed with the run (`error`, its
+        last_error). Their rows wait in `turn.dropped_steps` for the turn's next write to store them (a rolled
+        back one leaves them there), so that a step a stream announced can be retrieved, with the calls as the
+        stream showed them."""
+        if not keep_built_in and turn.tool_step_id is not None:
+            shown: list[dict[str, Any]] = []
+            for index, call_id in sorted(turn.streamed_ids.items()):
+                if index in turn.streamed_code:
+                    code = {"input": turn.streamed_code[index], "outputs": []}
+                    shown.append({"id": call_id, "type": code_interpreter.TOOL_TYPE, code_interpreter.TOOL_TYPE: code})
+                else:
+                    shown.append({"id": call_id, "type": "file_search", "file_search": {}})
             step = _new_step(run, now(), {"type": "tool_calls", "tool_calls": shown})
-            step.id, step.created_at = turn.function_step.id, turn.function_step.created_at
+            step.id = turn.tool_step_id
+            turn.tool_step_id = None
+            turn.dropped_steps.append(cls._end_dropped(events, step, error))
+        if not keep_functions and turn.function_step is not None:
+            step = turn.function_step
+            calls = [
+                {
+                    "id": call["id"],
+                    "type": "function",
+                    "function": {"name": call["name"], "arguments": call["arguments"], "output": None},
+                }
+                for _, call in sorted(turn.streamed_functions.items())
+            ]
+            step.step_details_json = json.dumps({"type": "tool_calls", "tool_calls": calls})
             turn.function_step = None
-            dropped.append(cls._end_dropped(events, step, error))
-        return [step for step in dropped if step is not None]
+            turn.dropped_steps.append(cls._end_dropped(events, step, error))
 
     @staticmethod
     def _end_dropped(events: RunEvents, step: RunStep, error: str | None) -> RunStep:
+        """`step` ended cancelled, or failed with `error`, and shown so."""
         if error is None:
             step.status, step.cancelled_at = "cancelled", now()
         else:
             step.status, step.failed_at, step.last_error_json = "failed", now(), error
         events.emit(f"thread.run.step.{step.status}", step_to_wire(step))
         return step
-
-    @classmethod
-    def _drop_streamed_step(cls, run: Run, events: RunEvents, turn: _Turn, error: str | None) -> RunStep | None:
-        """Ends the built-in tools' step a stream opened (see `_drop_streamed_steps`)."""
-        if turn.tool_step_id is None:
-            return None
-        shown: list[dict[str, Any]] = []
-        for index, call_id in sorted(turn.streamed_ids.items()):
-            if index in turn.streamed_code:
-                code = {"input": turn.streamed_code[index], "outputs": []}
-                shown.append({"id": call_id, "type": code_interpreter.TOOL_TYPE, code_interpreter.TOOL_TYPE: code})
-            else:
-                shown.append({"id": call_id, "type": "file_search", "file_search": {}})
-        dropped = _new_step(run, now(), {"type": "tool_calls", "tool_calls": shown})
-        dropped.id = turn.tool_step_id
-        turn.tool_step_id = None
-        return cls._end_dropped(events, dropped, error)
 
     @staticmethod
     def _place_of(turn: _Turn, index: int) -> int:
@@ -710,7 +720,7 @@ class RunExecutor:
         self, run: Run, owner: str, events: RunEvents, turn: _Turn, segments: list[Segment]
     ) -> None:
         """Appends text to the reply (opening its message first), each citation marker with its annotation. Text a
-        model writes after its code began has no message to go to (that one ended): it is not kept."""
+        model writes after its tool calls began has no message to go to (that one ended): it is not kept."""
         if turn.message_closed:
             return
         for segment in segments:
@@ -761,8 +771,9 @@ class RunExecutor:
         async with self._db.session() as session:
             step.after_message_seq = await thread_rows.newest_message_seq(session, run.thread_id)
             await self._held(session, run.seq, owner, ("in_progress",))
-            session.add_all([message, step])
+            session.add_all([*turn.dropped_steps, message, step])  # steps listed in the order they were shown
             await session.commit()
+        turn.dropped_steps.clear()
         turn.message, turn.step = message, step
         events.emit("thread.run.step.created", step_to_wire(step))
         events.emit("thread.run.step.in_progress", step_to_wire(step))
@@ -797,6 +808,8 @@ class RunExecutor:
             or (coding and call["name"] == code_interpreter.FUNCTION_NAME)
         ]
         function_calls = [call for call in calls if call not in built_in]
+        # Streamed calls cut off by the budget: their steps end (cancelled) before anything else opens
+        self._drop_streamed_steps(run, events, turn, keep_built_in=bool(built_in), keep_functions=bool(function_calls))
         if turn.citer is not None and turn.message is not None and not turn.message_closed:
             await self._add_segments(run, owner, events, turn, turn.citer.end())
         if not calls and turn.message is None:
@@ -821,10 +834,7 @@ class RunExecutor:
         tool_step: RunStep | None = None
         async with self._db.session() as session:
             await self._held(session, run.seq, owner, ("in_progress",))
-            # Streamed calls cut off by the budget: their step ends cancelled (a cancel meanwhile stores it instead)
-            session.add_all(
-                self._drop_streamed_steps(run, events, turn, built_in=not built_in, functions=not function_calls)
-            )
+            session.add_all(turn.dropped_steps)
             if turn.message is not None:
                 if not turn.message_closed:
                     self._close_message(turn, stamp, "max_tokens" if cut else None)
@@ -899,6 +909,7 @@ class RunExecutor:
                 raise _Stop
             await session.commit()
         turn.ended = True
+        turn.dropped_steps.clear()
         if not turn.message_closed:
             self._emit_closed(events, turn)
         if built_in_step is not None:
@@ -906,7 +917,7 @@ class RunExecutor:
             self._emit_tool_step(events, built_in_step, streamed if turn.tool_step_id is not None else None)
         if tool_step is not None:
             shown: dict[str, str | None] = {
-                call_id: call["arguments"] for call_id, call in turn.streamed_functions.items()
+                call["id"]: call["arguments"] for _, call in sorted(turn.streamed_functions.items())
             }
             self._emit_tool_step(events, tool_step, shown if turn.function_step is not None else None)
         if performed and not function_calls:
@@ -946,13 +957,10 @@ class RunExecutor:
                 call = {**call, kind: {**call[kind], "outputs": outputs}}
             if streamed is not None and call["id"] in streamed:
                 if kind == code_interpreter.TOOL_TYPE:
-                    code, was_shown = call[kind]["input"], streamed[call["id"]] or ""
-                    rest = code[len(was_shown) :] if code.startswith(was_shown) else ""
+                    rest = _rest(call[kind]["input"], streamed[call["id"]] or "")
                     call = {"type": kind, kind: {**({"input": rest} if rest else {}), "outputs": call[kind]["outputs"]}}
                 elif kind == "function":
-                    arguments, was_shown = call[kind]["arguments"], streamed[call["id"]] or ""
-                    rest = arguments[len(was_shown) :] if arguments.startswith(was_shown) else ""
-                    if not rest:
+                    if not (rest := _rest(call[kind]["arguments"], streamed[call["id"]] or "")):
                         continue  # shown whole as it was written; its output comes when the client sends it
                     call = {"type": kind, kind: {"arguments": rest}}
                 else:
@@ -976,14 +984,7 @@ class RunExecutor:
                 current = places.index(last_shown)
                 deltas.sort(key=lambda delta: delta["index"] != current)  # stable: the rest keep their order
         for delta in deltas:
-            events.emit(
-                "thread.run.step.delta",
-                {
-                    "id": step.id,
-                    "object": "thread.run.step.delta",
-                    "delta": {"step_details": {"type": "tool_calls", "tool_calls": [delta]}},
-                },
-            )
+            _emit_step_delta(events, step.id, [delta])
         if step.status == "completed":
             events.emit("thread.run.step.completed", shown)
 
@@ -1062,10 +1063,11 @@ class RunExecutor:
             ):
                 await session.rollback()
                 raise _Stop
-            if turn is not None:
-                session.add_all(self._drop_streamed_steps(run, events, turn))
+            if turn is not None and not turn.ended:
+                self._drop_streamed_steps(run, events, turn)
+                session.add_all(turn.dropped_steps)
             if turn is not None and turn.message is not None:
-                if not turn.message_closed:  # else it ended where its code began, and was shown so
+                if not turn.message_closed:  # else it ended where its tool calls began, and was shown so
                     self._close_message(turn, stamp, "run_cancelled")
                 await self._store_closed(session, turn)
             if turn is not None and not turn.ended:  # what the generation consumed counts, a message begun or not
@@ -1177,7 +1179,8 @@ class RunExecutor:
                 await session.rollback()
                 return
             if turn is not None and not turn.ended:
-                session.add_all(self._drop_streamed_steps(run, events, turn, _error(code, message)))
+                self._drop_streamed_steps(run, events, turn, _error(code, message))
+                session.add_all(turn.dropped_steps)
                 # What the generation consumed before it failed counts, as a cancelled one's does
                 await session.execute(
                     update(Run)
@@ -1189,7 +1192,7 @@ class RunExecutor:
                 )
             if closing:
                 assert turn is not None and turn.step is not None
-                if not turn.message_closed:  # else it ended where its code began, and was shown so
+                if not turn.message_closed:  # else it ended where its tool calls began, and was shown so
                     self._close_message(turn, stamp, "run_failed")
                     turn.step.last_error_json = _error(code, message)
                 await self._store_closed(session, turn)
