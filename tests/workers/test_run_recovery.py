@@ -213,6 +213,15 @@ def test_kill_9_while_a_replys_code_runs_makes_its_message_once(tmp_path: Path, 
                 assert time.monotonic() < deadline, server.log()
                 time.sleep(0.05)
             time.sleep(3)  # the sandbox has started the code
+            # polled while the code runs, the message is as the stream showed it: ended where the code began
+            (said,) = client.beta.threads.messages.list(thread.id, run_id=run.id).data
+            assert said.status == "completed" and said.content[0].text.value == "Let me work it out. "  # type: ignore[union-attr]
+            (message_step,) = [
+                step
+                for step in client.beta.threads.runs.steps.list(run.id, thread_id=thread.id).data
+                if step.type == "message_creation"
+            ]
+            assert message_step.status == "completed"
             os.kill(server.process.pid, signal.SIGKILL)
             server.process.wait()
         with oasis_server(data, env, "--config", str(config)) as server:
@@ -223,8 +232,12 @@ def test_kill_9_while_a_replys_code_runs_makes_its_message_once(tmp_path: Path, 
                 time.sleep(0.2)
             assert run.status == "completed", run.last_error
             replies = client.beta.threads.messages.list(thread.id, run_id=run.id, order="asc").data
+            steps = client.beta.threads.runs.steps.list(run.id, thread_id=thread.id, order="asc").data
     finally:
         upstream.shutdown()
         upstream.server_close()
     texts = [reply.content[0].text.value for reply in replies]  # type: ignore[union-attr]
     assert texts == ["Let me work it out. ", "It prints 391."]
+    assert said.id not in [reply.id for reply in replies]  # the dead attempt's, removed: the turn was made again
+    assert [step.type for step in steps] == ["message_creation", "tool_calls", "message_creation"]
+    assert message_step.id not in [step.id for step in steps]

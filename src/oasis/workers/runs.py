@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, true, update
 
 from oasis.engines.registry import serve_for_project
 from oasis.errors import OasisError
@@ -114,7 +114,7 @@ class _Turn:
     dropped_steps: list[RunStep] = field(default_factory=list)
     # Its message and step written as ended (committed): a failure after that leaves them as they are.
     ended: bool = False
-    # Its message ended where its tool calls began (shown so; stored with the turn, so that a crash meanwhile still
+    # Its message ended where its tool calls began (shown and stored so; a crash before the turn is recorded
     # generates the turn again from the start, its message with it).
     message_closed: bool = False
 
@@ -575,14 +575,19 @@ class RunExecutor:
     async def _close_message_before_tools(self, run: Run, owner: str, events: RunEvents, turn: _Turn) -> None:
         """Ends the reply's message and its step where its tool calls begin, before their step opens (as OpenAI's
         steps follow one another: a client's handler reads a step's end as its tool calls' end), whatever then
-        becomes of the calls. The rows are written as ended with the rest of the turn (a cancel or a failure
-        meanwhile writes them as shown)."""
+        becomes of the calls. The rows are written ended now, so that a client polling the thread while code runs
+        sees the message as a stream shows it; a crash before the turn is recorded removes them (see
+        `_drop_unfinished`)."""
         if turn.message is None or turn.message_closed:
             return
         if turn.citer is not None:
             await self._add_segments(run, owner, events, turn, turn.citer.end())
         self._close_message(turn, now(), None)
         turn.message_closed = True
+        async with self._db.session() as session:
+            await self._held(session, run.seq, owner, ("in_progress",))
+            await self._store_closed(session, turn)
+            await session.commit()
         self._emit_closed(events, turn)
 
     def _stream_code(self, run: Run, events: RunEvents, turn: _Turn, index: int, entry: dict[str, Any]) -> None:
@@ -1216,18 +1221,30 @@ class RunExecutor:
     # --- rows ----------------------------------------------------------------------------------------------------
 
     async def _drop_unfinished(self, run: Run, owner: str) -> None:
-        """A turn cut off by a crash is generated again: its unfinished message and step go first."""
+        """A turn cut off by a crash is generated again: its message and step go first, the message unfinished or
+        ended where the turn's tool calls began (then stored ended, though the turn's calls never were: it is newer
+        than the thread's newest message when the run's last recorded tool step was stored)."""
         stamp = now()
         async with self._db.session() as session:
             await self._held(session, run.seq, owner, ("in_progress",))
+            recorded = await session.scalar(
+                select(func.max(RunStep.after_message_seq)).where(
+                    RunStep.run_id == run.id, RunStep.type == "tool_calls", RunStep.deleted_at.is_(None)
+                )
+            )
+            newer = true() if recorded is None else ThreadMessage.seq > recorded
+            # a message's creation step is stored with `after_message_seq` the newest message before it
+            step_newer = true() if recorded is None else RunStep.after_message_seq >= recorded
             await session.execute(
                 update(ThreadMessage)
-                .where(ThreadMessage.run_id == run.id, ThreadMessage.status == "in_progress")
+                .where(ThreadMessage.run_id == run.id, ThreadMessage.deleted_at.is_(None))
+                .where(or_(ThreadMessage.status == "in_progress", newer))
                 .values(deleted_at=stamp)
             )
             await session.execute(
                 update(RunStep)
-                .where(RunStep.run_id == run.id, RunStep.status == "in_progress", RunStep.type == "message_creation")
+                .where(RunStep.run_id == run.id, RunStep.type == "message_creation", RunStep.deleted_at.is_(None))
+                .where(or_(RunStep.status == "in_progress", step_newer))
                 .values(deleted_at=stamp)
             )
             await session.commit()
