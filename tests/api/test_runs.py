@@ -238,11 +238,15 @@ STORY_TOOL: Any = {
 }
 
 
-async def test_a_forced_calls_arguments_stream_as_the_model_writes_them(chat_oasis: Harness) -> None:
+@pytest.mark.parametrize("beside", [[], [{"type": "file_search"}]], ids=["functions", "and-file-search"])
+async def test_a_forced_calls_arguments_stream_as_the_model_writes_them(
+    chat_oasis: Harness, beside: list[dict[str, Any]]
+) -> None:
     """A call the run forces is shown as OpenAI streams one: its step opens, the call opens (once), then its
-    arguments come in pieces, and the pieces joined are the arguments the run asks outputs for."""
+    arguments come in pieces, and the pieces joined are the arguments the run asks outputs for (a named function
+    is forced: no built-in call can share its step's time, though the assistant has one)."""
     client = chat_oasis.sdk()
-    assistant = await _assistant(client, tools=[STORY_TOOL])
+    assistant = await _assistant(client, tools=[STORY_TOOL, *beside])
     thread = await _thread(client, "Write a story about a dragon and save it.")
     recorder = _Story()
     async with client.beta.threads.runs.stream(

@@ -12,6 +12,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -177,31 +178,48 @@ def test_a_stream_whose_run_is_taken_over_or_whose_thread_is_deleted_ends_with_a
 
 
 class _CodesSlowlyOnce(_SaysThenCodes):
-    """Says a sentence and calls python, whose first run takes long enough to be cut off; later ones are quick."""
+    """Says a sentence and calls python, whose first run takes long enough to be cut off; later ones are quick.
+    With `turns` 2, the reply after the first code ran says another sentence and runs code again, and that second
+    run is the slow one."""
 
     calls = 0
+    turns = 1
 
     def do_POST(self) -> None:
         type(self).calls += 1
         super().do_POST()
 
+    def script(self, body: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
+        if not 0 < sum(message["role"] == "tool" for message in body["messages"]) < self.turns:
+            return super().script(body)
+        call = {"index": 0, "id": "call_again", "type": "function", "function": {"name": "python", "arguments": ""}}
+        arguments = {"index": 0, "function": {"arguments": json.dumps({"code": self.code})}}
+        return [{"content": "Once more. "}, {"tool_calls": [call]}, {"tool_calls": [arguments]}], "tool_calls"
+
     @property
     def code(self) -> str:  # type: ignore[override]
-        return "import time\ntime.sleep(60)" if type(self).calls == 1 else "print(17 * 23)"
+        return "import time\ntime.sleep(60)" if type(self).calls == self.turns else "print(17 * 23)"
 
 
-def test_kill_9_while_a_replys_code_runs_makes_its_message_once(tmp_path: Path, postgres_url: str | None) -> None:
-    """The reply's message was shown ended where its code began; the server dies while the code runs. The turn is
-    generated again after the restart: the thread holds the message once, not the first attempt's copy too."""
+@pytest.mark.parametrize("turns", [1, 2], ids=["first-turn", "second-turn"])
+def test_kill_9_while_a_replys_code_runs_makes_its_message_once(
+    tmp_path: Path, postgres_url: str | None, turns: int
+) -> None:
+    """The reply's message was shown ended where its code began; the server dies while the code runs (in the run's
+    first turn, or in its second, after a first turn said something and ran code). That turn is generated again
+    after the restart: the thread holds its message once, not the first attempt's copy too, and keeps the earlier
+    turn's."""
     if postgres_url is not None:
         asyncio.run(_empty_postgres(postgres_url))
-    upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _CodesSlowlyOnce)
+    model = type("Codes", (_CodesSlowlyOnce,), {"calls": 0, "turns": turns})
+    upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), model)
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
     config = tmp_path / "oasis.yaml"
     remote = {"base_url": f"http://127.0.0.1:{upstream.server_address[1]}/v1", "model": "theirs"}
     models = [{"id": "remote", "engine": "upstream", "options": remote}]
     config.write_text(yaml.safe_dump({"defaults": False, "models": models, "workers": {"lease_seconds": 1.0}}))
     data, env = tmp_path / "data", oasis_env(postgres_url)
+    said_first = ["Let me work it out. ", "Once more. "][:turns]
     try:
         with oasis_server(data, env, "--config", str(config)) as server:
             client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="x", max_retries=0)
@@ -209,19 +227,20 @@ def test_kill_9_while_a_replys_code_runs_makes_its_message_once(tmp_path: Path, 
             thread = client.beta.threads.create(messages=[{"role": "user", "content": "What is 17 * 23?"}])
             run = client.beta.threads.runs.create(thread.id, assistant_id=assistant.id)
             deadline = time.monotonic() + 60
-            while _CodesSlowlyOnce.calls < 1:
+            while model.calls < turns:
                 assert time.monotonic() < deadline, server.log()
                 time.sleep(0.05)
-            time.sleep(3)  # the sandbox has started the code
+            time.sleep(3)  # the sandbox has started the slow code
             # polled while the code runs, the message is as the stream showed it: ended where the code began
-            (said,) = client.beta.threads.messages.list(thread.id, run_id=run.id).data
-            assert said.status == "completed" and said.content[0].text.value == "Let me work it out. "  # type: ignore[union-attr]
-            (message_step,) = [
+            said = client.beta.threads.messages.list(thread.id, run_id=run.id, order="asc").data
+            assert [message.content[0].text.value for message in said] == said_first  # type: ignore[union-attr]
+            assert all(message.status == "completed" for message in said)
+            message_steps = [
                 step
-                for step in client.beta.threads.runs.steps.list(run.id, thread_id=thread.id).data
+                for step in client.beta.threads.runs.steps.list(run.id, thread_id=thread.id, order="asc").data
                 if step.type == "message_creation"
             ]
-            assert message_step.status == "completed"
+            assert [step.status for step in message_steps] == ["completed"] * turns
             os.kill(server.process.pid, signal.SIGKILL)
             server.process.wait()
         with oasis_server(data, env, "--config", str(config)) as server:
@@ -237,7 +256,12 @@ def test_kill_9_while_a_replys_code_runs_makes_its_message_once(tmp_path: Path, 
         upstream.shutdown()
         upstream.server_close()
     texts = [reply.content[0].text.value for reply in replies]  # type: ignore[union-attr]
-    assert texts == ["Let me work it out. ", "It prints 391."]
-    assert said.id not in [reply.id for reply in replies]  # the dead attempt's, removed: the turn was made again
-    assert [step.type for step in steps] == ["message_creation", "tool_calls", "message_creation"]
-    assert message_step.id not in [step.id for step in steps]
+    assert texts == [*said_first, "It prints 391."]
+    # the dead attempt's message and step are gone (the turn was made again); the earlier turn's are kept
+    assert [reply.id for reply in replies[: turns - 1]] == [message.id for message in said[:-1]]
+    assert said[-1].id not in [reply.id for reply in replies]
+    assert [step.type for step in steps] == ["message_creation", "tool_calls"] * turns + ["message_creation"]
+    assert [step.id for step in steps if step.type == "message_creation"][: turns - 1] == [
+        step.id for step in message_steps[:-1]
+    ]
+    assert message_steps[-1].id not in [step.id for step in steps]

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, true, update
+from sqlalchemy import and_, func, inspect, or_, select, true, update
 
 from oasis.engines.registry import serve_for_project
 from oasis.errors import OasisError
@@ -67,6 +67,9 @@ MAX_CODE_RUNS_PER_RUN = 2
 # Characters of search results shown to the model per token of its context: about half the context.
 RESULT_CHARS_PER_CONTEXT_TOKEN = 2
 
+
+# A step's columns but its `seq`, which the database gives.
+_STEP_COLUMNS = tuple(column.key for column in inspect(RunStep).column_attrs if column.key != "seq")
 
 # A chat error's status -> the run's last_error code.
 _ERROR_CODES = {429: "rate_limit_exceeded", 400: "invalid_prompt"}
@@ -194,6 +197,12 @@ def _file_paths(text: str, files: dict[str, str]) -> list[dict[str, Any]]:
                 }
             )
     return found
+
+
+def _unstored(steps: list[RunStep]) -> list[RunStep]:
+    """New rows of `steps`: a write rolled back after its flush leaves them holding the `seq` it took, which
+    another row may have taken since."""
+    return [RunStep(**{key: getattr(step, key) for key in _STEP_COLUMNS}) for step in steps]
 
 
 def _emit_step_delta(events: RunEvents, step_id: str | None, calls: list[dict[str, Any]]) -> None:
@@ -386,11 +395,9 @@ class RunExecutor:
         prepared = next((ready for candidate, ready in measured if candidate is messages), None)
         request = self._request(run, messages, called, may_search, may_code)
         offers_built_in = (may_search and _offers_search(run)) or (may_code and _offers_code(run))
-        choice = request.tool_choice
-        turn.streams_functions = not offers_built_in or (
-            isinstance(choice, dict)  # a named function: no other call can come
-            and choice.get("function", {}).get("name") not in (file_search.TOOL_NAME, code_interpreter.FUNCTION_NAME)
-        )
+        choice = json.loads(run.tool_choice_json)
+        forces_a_function = not called and isinstance(choice, dict) and choice.get("type") == "function"
+        turn.streams_functions = not offers_built_in or forces_a_function  # else a built-in call could come too
         budget = request.max_completion_tokens or 0
         if prepared is not None and run.max_completion_tokens is not None and size is not None:
             # What is left of the run's budget, within the room the prompt leaves in the context.
@@ -584,11 +591,12 @@ class RunExecutor:
             await self._add_segments(run, owner, events, turn, turn.citer.end())
         self._close_message(turn, now(), None)
         turn.message_closed = True
+        # shown ended first: a cancel or a failure meanwhile stores it as shown, and does not show it again
+        self._emit_closed(events, turn)
         async with self._db.session() as session:
             await self._held(session, run.seq, owner, ("in_progress",))
             await self._store_closed(session, turn)
             await session.commit()
-        self._emit_closed(events, turn)
 
     def _stream_code(self, run: Run, events: RunEvents, turn: _Turn, index: int, entry: dict[str, Any]) -> None:
         """Shows the code of a code_interpreter call as it is written, on the tool step it will be recorded on
@@ -776,7 +784,9 @@ class RunExecutor:
         async with self._db.session() as session:
             step.after_message_seq = await thread_rows.newest_message_seq(session, run.thread_id)
             await self._held(session, run.seq, owner, ("in_progress",))
-            session.add_all([*turn.dropped_steps, message, step])  # steps listed in the order they were shown
+            session.add_all(
+                [*_unstored(turn.dropped_steps), message, step]
+            )  # steps listed in the order they were shown
             await session.commit()
         turn.dropped_steps.clear()
         turn.message, turn.step = message, step
@@ -839,7 +849,7 @@ class RunExecutor:
         tool_step: RunStep | None = None
         async with self._db.session() as session:
             await self._held(session, run.seq, owner, ("in_progress",))
-            session.add_all(turn.dropped_steps)
+            session.add_all(_unstored(turn.dropped_steps))
             if turn.message is not None:
                 if not turn.message_closed:
                     self._close_message(turn, stamp, "max_tokens" if cut else None)
@@ -1070,7 +1080,7 @@ class RunExecutor:
                 raise _Stop
             if turn is not None and not turn.ended:
                 self._drop_streamed_steps(run, events, turn)
-                session.add_all(turn.dropped_steps)
+                session.add_all(_unstored(turn.dropped_steps))
             if turn is not None and turn.message is not None:
                 if not turn.message_closed:  # else it ended where its tool calls began, and was shown so
                     self._close_message(turn, stamp, "run_cancelled")
@@ -1185,7 +1195,7 @@ class RunExecutor:
                 return
             if turn is not None and not turn.ended:
                 self._drop_streamed_steps(run, events, turn, _error(code, message))
-                session.add_all(turn.dropped_steps)
+                session.add_all(_unstored(turn.dropped_steps))
                 # What the generation consumed before it failed counts, as a cancelled one's does
                 await session.execute(
                     update(Run)
