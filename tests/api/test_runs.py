@@ -478,18 +478,13 @@ async def _first_tokens(http: Any) -> float:
 
 async def test_cancel_while_the_model_writes_a_calls_arguments_counts_its_tokens(chat_oasis: Harness) -> None:
     client = chat_oasis.sdk()
-    story_tool: Any = {
-        "type": "function",
-        "function": {
-            "name": "save_story",
-            "description": "Save a story",
-            "parameters": {
-                "type": "object",
-                "properties": {"story": {"type": "string", "minLength": 250}},
-                "required": ["story"],
-            },
-        },
+    # a story with no end in sight: the cancel comes while it is written
+    long_story = {
+        "type": "object",
+        "properties": {"story": {"type": "string", "minLength": 250}},
+        "required": ["story"],
     }
+    story_tool: Any = {"type": "function", "function": {**STORY_TOOL["function"], "parameters": long_story}}
     assistant = await _assistant(client, tools=[story_tool])
     thread = await _thread(client, "Write a story about a dragon and save it.")
     async with chat_oasis.http() as http:
