@@ -205,6 +205,15 @@ def _unstored(steps: list[RunStep]) -> list[RunStep]:
     return [RunStep(**{key: getattr(step, key) for key in _STEP_COLUMNS}) for step in steps]
 
 
+def _function_call(call: dict[str, str]) -> dict[str, Any]:
+    """A function call (`id`, `name`, `arguments`) as a tool_calls step holds it, its output not yet given."""
+    return {
+        "id": call["id"],
+        "type": "function",
+        "function": {"name": call["name"], "arguments": call["arguments"], "output": None},
+    }
+
+
 def _emit_step_delta(events: RunEvents, step_id: str | None, calls: list[dict[str, Any]]) -> None:
     """A tool-call step's delta bringing `calls` (each with its `index` in the step)."""
     events.emit(
@@ -658,10 +667,7 @@ class RunExecutor:
         shown = turn.streamed_functions.get(index)
         if shown is None:
             shown = turn.streamed_functions[index] = {"id": entry["id"], "name": entry["name"], "arguments": ""}
-            function = {"name": entry["name"], "arguments": "", "output": None}
-            _emit_step_delta(
-                events, step.id, [{"index": place, "id": entry["id"], "type": "function", "function": function}]
-            )
+            _emit_step_delta(events, step.id, [{"index": place, **_function_call(shown)}])
         elif index != max(turn.streamed_functions):
             return
         if piece := entry["arguments"][len(shown["arguments"]) :]:
@@ -697,14 +703,7 @@ class RunExecutor:
             turn.dropped_steps.append(cls._end_dropped(events, step, error))
         if not keep_functions and turn.function_step is not None:
             step = turn.function_step
-            calls = [
-                {
-                    "id": call["id"],
-                    "type": "function",
-                    "function": {"name": call["name"], "arguments": call["arguments"], "output": None},
-                }
-                for _, call in sorted(turn.streamed_functions.items())
-            ]
+            calls = [_function_call(call) for _, call in sorted(turn.streamed_functions.items())]
             step.step_details_json = json.dumps({"type": "tool_calls", "tool_calls": calls})
             turn.function_step = None
             turn.dropped_steps.append(cls._end_dropped(events, step, error))
@@ -784,9 +783,8 @@ class RunExecutor:
         async with self._db.session() as session:
             step.after_message_seq = await thread_rows.newest_message_seq(session, run.thread_id)
             await self._held(session, run.seq, owner, ("in_progress",))
-            session.add_all(
-                [*_unstored(turn.dropped_steps), message, step]
-            )  # steps listed in the order they were shown
+            # the steps a stream ended before this message first: steps are listed in the order they were shown
+            session.add_all([*_unstored(turn.dropped_steps), message, step])
             await session.commit()
         turn.dropped_steps.clear()
         turn.message, turn.step = message, step
@@ -875,14 +873,7 @@ class RunExecutor:
                     stamp,
                     {
                         "type": "tool_calls",
-                        "tool_calls": [
-                            {
-                                "id": call["id"],
-                                "type": "function",
-                                "function": {"name": call["name"], "arguments": call["arguments"], "output": None},
-                            }
-                            for call in function_calls
-                        ],
+                        "tool_calls": [_function_call(call) for call in function_calls],
                     },
                 )
                 if turn.function_step is not None:  # the step its stream opened
