@@ -408,7 +408,7 @@ async def test_a_custom_call_streams_and_its_result_continues_the_conversation(c
         {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
         {"role": "tool", "tool_call_id": call.id, "content": "Booked."},
     ]
-    after = await client.chat.completions.create(model=MODEL, messages=history, tools=[DATE_TOOL], max_tokens=12)
+    after = await client.chat.completions.create(model=MODEL, messages=history, tools=[DATE_TOOL], max_tokens=16)
     assert after.choices[0].message.content
 
 
@@ -518,3 +518,58 @@ async def test_allowed_tools_may_name_a_custom_tool(chat_oasis: Harness) -> None
     )
     (call,) = reply.choices[0].message.tool_calls or []
     assert call.type == "custom" and _custom(call)["name"] == "book_day"
+
+
+def _called(city: str, number: int) -> dict[str, Any]:
+    arguments = json.dumps({"city": city, "unit": "c"})
+    call = {"id": f"call_{number}", "type": "function", "function": {"name": "get_weather", "arguments": arguments}}
+    return {"role": "assistant", "content": None, "tool_calls": [call]}
+
+
+# A conversation where the model has called the function twice before: SmolLM2 calls it again, unforced.
+CALLED_BEFORE: list[Any] = [
+    {"role": "user", "content": "What's the weather in Rome?"},
+    _called("Rome", 1),
+    {"role": "tool", "tool_call_id": "call_1", "content": "sunny, 24 C"},
+    {"role": "user", "content": "And in Oslo?"},
+    _called("Oslo", 2),
+    {"role": "tool", "tool_call_id": "call_2", "content": "snow, -3 C"},
+    {"role": "user", "content": "And in Paris?"},
+]
+
+
+def _streamed_calls(chunks: list[Any]) -> list[Any]:
+    return [call for c in chunks if c.choices for call in c.choices[0].delta.tool_calls or []]
+
+
+async def test_an_unforced_calls_arguments_stream_as_the_model_writes_them(chat_oasis: Harness) -> None:
+    """Under `tool_choice` auto, a call the model opens is held to its function's schema from there (llama.cpp's
+    lazy grammar, as llama-server does it), so its arguments stream in pieces as OpenAI's do, joining to the
+    arguments of the same answer asked whole."""
+    client = chat_oasis.sdk()
+    asked: dict[str, Any] = {"model": MODEL, "messages": CALLED_BEFORE, "tools": TOOLS[:1], "temperature": 0}
+    whole = await client.chat.completions.create(**asked, max_tokens=60)
+    assert whole.choices[0].finish_reason == "tool_calls" and whole.choices[0].message.content is None
+    (called,) = whole.choices[0].message.tool_calls or []
+    assert called.function.name == "get_weather"  # type: ignore[union-attr]
+    assert json.loads(called.function.arguments)["city"] == "Paris"  # type: ignore[union-attr]
+    chunks = [chunk async for chunk in await client.chat.completions.create(**asked, max_tokens=60, stream=True)]
+    calls = _streamed_calls(chunks)
+    assert calls[0].id and calls[0].function and calls[0].function.name == "get_weather"
+    assert calls[0].function.arguments == "" and not any(call.id for call in calls[1:])
+    assert "".join(call.function.arguments or "" for call in calls if call.function) == called.function.arguments  # type: ignore[union-attr]
+    assert len([call for call in calls[1:] if call.function and call.function.arguments]) > 2  # not whole at the end
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["tool_calls"]
+    assert not any(c.choices[0].delta.content for c in chunks if c.choices)
+
+    # Cut short inside its arguments, the call is the call as far as it was written, whole and streamed alike
+    cut = await client.chat.completions.create(**asked, max_tokens=16)
+    assert cut.choices[0].finish_reason == "length" and cut.choices[0].message.content is None
+    (cut_call,) = cut.choices[0].message.tool_calls or []
+    assert cut_call.function.name == "get_weather"  # type: ignore[union-attr]
+    assert called.function.arguments.startswith(cut_call.function.arguments)  # type: ignore[union-attr]
+    assert cut_call.function.arguments != called.function.arguments  # type: ignore[union-attr]
+    chunks = [chunk async for chunk in await client.chat.completions.create(**asked, max_tokens=16, stream=True)]
+    joined = "".join(call.function.arguments or "" for call in _streamed_calls(chunks) if call.function)
+    assert joined == cut_call.function.arguments  # type: ignore[union-attr]
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["length"]

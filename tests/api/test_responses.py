@@ -208,6 +208,42 @@ async def test_a_streamed_call_sends_its_arguments_as_deltas(chat_oasis: Harness
     assert added[-1].item.type == "function_call" and added[-1].item.id == call.id
 
 
+def _called_before(city: str, number: int) -> list[dict[str, Any]]:
+    call_id = f"call_{number}"
+    arguments = json.dumps({"city": city})
+    return [
+        {"type": "function_call", "call_id": call_id, "name": "get_weather", "arguments": arguments},
+        {"type": "function_call_output", "call_id": call_id, "output": "sunny"},
+    ]
+
+
+async def test_a_call_the_model_chose_streams_its_arguments_as_written(chat_oasis: Harness) -> None:
+    """Under `tool_choice` auto too (the model has called the function twice before, so it calls it again), the
+    call is held to its schema from where it opens and its arguments come as the model writes them."""
+    client = chat_oasis.sdk()
+    _newer_sdk(client)
+    conversation: list[Any] = [
+        {"role": "user", "content": "What's the weather in Rome?"},
+        *_called_before("Rome", 1),
+        {"role": "user", "content": "And in Oslo?"},
+        *_called_before("Oslo", 2),
+        {"role": "user", "content": "And in Paris?"},
+    ]
+    async with client.responses.stream(
+        model=MODEL,
+        input=conversation,
+        tools=[WEATHER],
+        max_output_tokens=60,
+        temperature=0,  # type: ignore[list-item]
+    ) as stream:
+        events = [event async for event in stream]
+        final = await stream.get_final_response()
+    (call,) = [item for item in final.output if item.type == "function_call"]
+    deltas = [event.delta for event in events if event.type == "response.function_call_arguments.delta"]
+    assert "".join(deltas) == call.arguments and json.loads(call.arguments)["city"] == "Paris"
+    assert len(deltas) > 2 and final.status == "completed"
+
+
 class Colour(BaseModel):
     colour: str
 

@@ -4,10 +4,12 @@ arguments a client joins are those of the reply read whole, and what is sent of 
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 
-from oasis.services.chat.call_stream import CallStream
+from oasis.engines.text import SampledToken
+from oasis.services.chat.call_stream import CallPiece, CallStream, OpenedCalls
 from oasis.services.chat.tool_formats import FORMATS, read_calls
 
 FUNCTIONS = {name: {"name": name} for name in ("get_weather", "save", "f")}
@@ -23,18 +25,23 @@ REPLIES = [
 ]
 
 
+def _gather(pieces: list[CallPiece], names: list[str], arguments: list[str]) -> None:
+    """Joins the pieces as a client does: a call's opening names it, the rest add to its arguments."""
+    for piece in pieces:
+        if piece.opened:
+            assert piece.index == len(names)
+            names.append(piece.text)
+            arguments.append("")
+        else:
+            arguments[piece.index] += piece.text
+
+
 def _joined(reply: str, chunks: list[str]) -> tuple[list[str], list[str]]:
     stream = CallStream()
     names: list[str] = []
     arguments: list[str] = []
     for chunk in chunks:
-        for piece in stream.feed(chunk):
-            if piece.opened:
-                assert piece.index == len(names)
-                names.append(piece.text)
-                arguments.append("")
-            else:
-                arguments[piece.index] += piece.text
+        _gather(stream.feed(chunk), names, arguments)
     assert not stream.broken and stream.finished, reply
     assert [call.arguments for call in stream.calls] == arguments
     return names, arguments
@@ -100,3 +107,63 @@ def test_what_a_forced_reply_does_not_hold_stops_the_reading(text: str) -> None:
     stream = CallStream()
     stream.feed(text)
     assert stream.broken and not stream.calls
+
+
+HERMES_OPENING = "<tool_call>"
+TAGGED = (
+    "Let me look that up.\n<tool_call>\n"
+    '{"name": "get_weather", "arguments": {"city": "Paris", "days": 3}}\n</tool_call>\n<tool_call>\n'
+    '{"name": "save", "arguments": {"text": "a <tool_call> inside \\"quotes\\""}}\n</tool_call>'
+)
+
+
+def _read_opened(text: str, opening: str, tags: tuple[str, str] | None, opened_at: int, chunks: list[str]) -> Any:
+    """Feeds `chunks` of `text` as deltas, the engine's token that opened a call ending at `opened_at` (a chunk
+    that crosses it is two tokens in one delta, as a stop string's hold makes them)."""
+    reading = OpenedCalls(opening, tags)
+    names: list[str] = []
+    arguments: list[str] = []
+    fed = 0
+    for chunk in chunks:
+        cut = opened_at - fed
+        if 0 < cut < len(chunk):
+            tokens = [SampledToken(1, chunk[:cut].encode(), call_opened=True), SampledToken(1, chunk[cut:].encode())]
+        else:
+            tokens = [SampledToken(1, chunk.encode(), call_opened=cut == len(chunk))]
+        fed += len(chunk)
+        _gather(reading.feed(chunk, tokens), names, arguments)
+    return reading, names, arguments
+
+
+def test_tagged_calls_that_opened_after_text_are_read_as_they_are_written() -> None:
+    """The text before the first tag is the reply's content (the reader keeps it); from the tag on, each call's
+    arguments come in pieces that join to the calls read whole, across as many calls as the reply has."""
+    start = TAGGED.index(HERMES_OPENING)
+    whole = read_calls(TAGGED, FORMATS["hermes"], FUNCTIONS, final=True).calls
+    assert len(whole) == 2
+    for chunks in _splits(TAGGED, random.Random(4)):
+        reading, names, arguments = _read_opened(
+            TAGGED, HERMES_OPENING, ("<tool_call>", "</tool_call>"), start + len(HERMES_OPENING), chunks
+        )
+        assert reading.start == start and reading.finished
+        assert names == [call.name for call in whole] and arguments == [call.arguments for call in whole]
+        assert [call.arguments for call in reading.calls] == arguments
+
+
+def test_a_bare_call_list_and_a_call_cut_short_are_read_from_their_opening() -> None:
+    listed = '[{"name": "f", "arguments": {"a": 1}}, {"name": "save", "arguments": {"text": "x"}}]'
+    opening = r'(?:\[ ?)?\{ ?"name" ?:'
+    reading, names, arguments = _read_opened(listed, opening, None, len('[{"name":'), list(listed))
+    assert reading.start == 0 and reading.finished and names == ["f", "save"]
+    assert arguments == ['{"a": 1}', '{"text": "x"}']
+    cut = TAGGED[: TAGGED.index('"Paris"') + 4]
+    start = cut.index(HERMES_OPENING)
+    reading, names, arguments = _read_opened(cut, HERMES_OPENING, ("<tool_call>", "</tool_call>"), start + 11, [cut])
+    assert not reading.finished and names == ["get_weather"] and arguments == ['{"city": "Par']
+
+
+def test_nothing_is_read_until_the_engine_says_a_call_opened() -> None:
+    reading = OpenedCalls(HERMES_OPENING, ("<tool_call>", "</tool_call>"))
+    text = 'A tag <tool_call>{"name": "f", "arguments": {}}</tool_call> written as text.'
+    assert reading.feed(text, [SampledToken(1, text.encode())]) == []
+    assert reading.start is None and reading.calls == []

@@ -41,6 +41,23 @@ background_work: ContextVar[bool] = ContextVar("background_work", default=False)
 
 
 @dataclass(frozen=True)
+class CallGrammar:
+    """A reply written freely until it opens a tool call, and the call then held to its functions' schemas (the
+    lazy grammar llama-server gives `tool_choice: auto`): a call that opens is valid as written, so a stream can
+    send its arguments piece by piece."""
+
+    schema: Mapping[str, object]  # one call, `{"name": ..., "arguments": ...}`
+    opening: str  # a regex, read alike by Python and ECMAScript, for where a call opens: the grammar starts there
+    # The calls' wrapping (`<tool_call>`, `</tool_call>`; a family may have no closing tag); None: bare JSON
+    tags: tuple[str, str | None] | None = None
+    repeats: bool = False  # further calls may follow (parallel calls)
+    at_start: bool = False  # a call opens only where the answer starts
+    thinking: tuple[str, str] | None = None  # the thinking block's tags: a call does not open inside it
+    thinking_open: bool = False  # the prompt left the reply inside the thinking block
+    names: tuple[str, ...] = ()  # the functions a call may name
+
+
+@dataclass(frozen=True)
 class SamplingParams:
     max_tokens: int
     temperature: float = 1.0
@@ -58,6 +75,7 @@ class SamplingParams:
     # Special tokens the reply's format reads (a tool-call or thinking marker): their text is generated, where
     # other special tokens come out as nothing.
     markup_tokens: frozenset[int] = frozenset()
+    call_grammar: CallGrammar | None = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +92,8 @@ class SampledToken:
     top_logprobs: tuple[TokenLogprob, ...] = ()
     # Set on the last token of a sequence: why it ended (end-of-generation token, or max_tokens).
     finish_reason: FinishReason | None = None
+    # Set on the token that opened a tool call (`SamplingParams.call_grammar`): what follows is held to the grammar.
+    call_opened: bool = False
 
 
 class TokenStream(Protocol):

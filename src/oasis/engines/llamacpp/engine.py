@@ -21,19 +21,22 @@ import os
 import threading
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from oasis.engines.base import EngineLoad
 from oasis.engines.llamacpp import native
+from oasis.engines.llamacpp.call_watch import ROOT as CALL_ROOT
+from oasis.engines.llamacpp.call_watch import CallWatch, call_rules, trigger_pattern
 from oasis.engines.llamacpp.chain import ChainDraw, SamplerChain
 from oasis.engines.llamacpp.sampling import FullDistributionSampler
 from oasis.engines.llamacpp.threads import CoreShare, name_this_thread
 from oasis.engines.llamacpp.weights import gguf_path
 from oasis.engines.options import LlamaCppOptions
 from oasis.engines.text import (
+    CallGrammar,
     EngineBusy,
     PromptTooLong,
     SampledToken,
@@ -87,6 +90,8 @@ class _Sequence:
         self.scoring = False
         self.score_rows: list[tuple[int, int]] = []  # (batch row, prompt position) after a step
         self.background = background_work.get()
+        # Until a tool call opens (`call_grammar`): then the call's grammar joins the sampler
+        self.call_watch = CallWatch(params.call_grammar) if params.call_grammar is not None else None
 
 
 class _Channel:
@@ -439,6 +444,8 @@ class LlamaCppEngine:
             raise PromptTooLong(len(prompt) + params.max_tokens, self._context_length)
         if params.json_schema is not None and not scoring:
             self.check_schema(params.json_schema)
+        if params.call_grammar is not None and not self._call_grammar_parses(params.call_grammar):
+            params = replace(params, call_grammar=None)  # the reply is read as without it, as before there was one
         sequence = _Sequence(prompt, params, asyncio.get_running_loop())
         sequence.scoring = scoring
         with self._lock:
@@ -467,6 +474,53 @@ class LlamaCppEngine:
         if len(self._grammars_parsed) >= _GRAMMARS_REMEMBERED:
             self._grammars_parsed.clear()
         self._grammars_parsed.add(rules)
+
+    def _call_grammar_parses(self, grammar: CallGrammar) -> bool:
+        """Whether the call's grammar is one llama.cpp parses (each one parsed here once)."""
+        try:
+            rules = call_rules(grammar, _grammar_rules(grammar.schema))
+        except UnusableSchema:
+            return False
+        if rules in self._grammars_parsed:
+            return True
+        parsed = native.lib().llama_sampler_init_grammar(self._vocab, rules.encode(), CALL_ROOT.encode())
+        if not parsed:
+            log.warning("%s: a tool call grammar did not parse; calls are read as written", self.spec.id)
+            return False
+        native.lib().llama_sampler_free(parsed)
+        if len(rules) <= native.CACHED_SCHEMA_CHARS:
+            if len(self._grammars_parsed) >= _GRAMMARS_REMEMBERED:
+                self._grammars_parsed.clear()
+            self._grammars_parsed.add(rules)
+        return True
+
+    def _hold_call(self, sequence: _Sequence, token: int, piece: bytes) -> bool:
+        """Watches the reply for a tool call's opening; where one opens, gives the sequence's sampler the call's
+        grammar, fed the tokens that hold the opening (call_watch.py). True at the token that opened it."""
+        watch, spec = sequence.call_watch, sequence.params.call_grammar
+        assert watch is not None and spec is not None
+        replay = watch.add(token, piece)
+        if replay is None:
+            if watch.closed:
+                sequence.call_watch = None
+            return False
+        sequence.call_watch = None
+        lib = native.lib()
+        rules = call_rules(spec, _grammar_rules(spec.schema))
+        patterns = (ctypes.c_char_p * 1)(trigger_pattern(spec).encode())
+        grammar = lib.llama_sampler_init_grammar_lazy_patterns(
+            self._vocab, rules.encode(), CALL_ROOT.encode(), patterns, 1, None, 0
+        )
+        if not grammar:  # parsed when queued, so not expected
+            log.error("%s: the tool call grammar could not be made", self.spec.id)
+            return False
+        for held in watch.tokens[-replay:]:
+            lib.llama_sampler_accept(grammar, held)
+        if sequence.sampler is None:  # drawn in numpy or by argmax until now: the chain draws with a grammar
+            sequence.draw = None
+            sequence.sampler = self._make_sampler(sequence.params)
+        sequence.sampler.grammar = grammar
+        return True
 
     def _new_grammar(self, rules: str) -> Any:
         grammar = native.lib().llama_sampler_init_grammar(self._vocab, rules.encode(), b"root")
@@ -714,6 +768,7 @@ class LlamaCppEngine:
             and not sequence.scoring
             and params.top_logprobs is None
             and params.json_schema is None
+            and params.call_grammar is None
             and params.top_p >= 1.0
             and not params.presence_penalty
             and not params.frequency_penalty
@@ -863,6 +918,7 @@ class LlamaCppEngine:
         if params.top_logprobs is not None:
             logprob, alternatives = self._logprobs(sequence.logits_row, token, params.top_logprobs)
         finish = None
+        call_opened = False
         if not possible or token in self._eog_set:
             finish = "stop"
             piece = b""
@@ -870,7 +926,10 @@ class LlamaCppEngine:
             piece = self._markup_piece(token) if token in params.markup_tokens else self.token_piece(token)
             if sequence.generated >= params.max_tokens:
                 finish = "length"
-        self._outbox.put(sequence, SampledToken(token, piece, logprob, alternatives, finish))  # type: ignore[arg-type]
+            elif sequence.call_watch is not None:
+                call_opened = self._hold_call(sequence, token, piece)
+        sampled = SampledToken(token, piece, logprob, alternatives, finish, call_opened)  # type: ignore[arg-type]
+        self._outbox.put(sequence, sampled)
         if finish is None:
             sequence.feed = [token]
         else:

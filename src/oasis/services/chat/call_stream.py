@@ -10,10 +10,13 @@ that the pieces a client joins are the arguments of the same reply answered whol
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from oasis.engines.text import SampledToken
 from oasis.services.chat.tool_formats import json_at
 
 _WHITESPACE = " \t\n\r"
@@ -50,6 +53,7 @@ class CallStream:
 
     calls: list[StreamedCall] = field(default_factory=list)
     broken: bool = False
+    leaves_rest: bool = False  # text after the value is not the reply's (a closing tag): left `unread`, not broken
     _text: str = ""
     _at: int = 0
     _stack: list[_Frame] = field(default_factory=list)
@@ -61,6 +65,11 @@ class CallStream:
     def finished(self) -> bool:
         """Whether the reply read so far is whole: its calls (or their list) closed."""
         return self._call_depth is not None and not self._stack and not self.broken
+
+    @property
+    def unread(self) -> str:
+        """The text after the value, once it is whole."""
+        return self._text[self._at :] if self.finished else ""
 
     def feed(self, text: str) -> list[CallPiece]:
         self._text += text
@@ -83,6 +92,8 @@ class CallStream:
         frame = self._stack[-1] if self._stack else None
         char = text[at]
         if frame is None:
+            if self._call_depth is not None and self.leaves_rest:
+                return False  # what follows the value is left `unread`, for the caller to read
             if self._call_depth is not None or char not in "[{":
                 return self._break()  # one value, a call or a list of calls
             self._call_depth = 2 if char == "[" else 1
@@ -278,3 +289,89 @@ def _hex(digits: str) -> int:
         return int(digits, 16)
     except ValueError:
         return -1
+
+
+class OpenedCalls:
+    """An unforced reply's calls read from where they open, which the engine says (`SampledToken.call_opened`):
+    from there its call grammar holds the reply (`SamplingParams.call_grammar`), so each call's arguments are sent
+    as they are written, as a forced reply's are. The text before the opening stays the reply's content."""
+
+    def __init__(self, opening: str, tags: tuple[str, str | None] | None) -> None:
+        self._opening = re.compile(opening)
+        self._tags = tags
+        self.start: int | None = None  # where in the reply's text the calls begin
+        self._text = ""
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._decoded = 0  # characters of the tokens seen so far (the text may lag behind: a stop string's hold)
+        self._opened_by = -1  # where the token that opened a call ends in the text
+        self._rest = ""  # the text after `start` that no call has read yet
+        self._done: list[StreamedCall] = []  # the calls of earlier call objects
+        self._current: CallStream | None = None
+
+    @property
+    def calls(self) -> list[StreamedCall]:
+        return self._done + (self._current.calls if self._current is not None else [])
+
+    @property
+    def finished(self) -> bool:
+        """Whether the calls read so far are whole."""
+        if self._current is None:
+            return bool(self._done)  # between calls: the last one closed
+        return self._current.finished
+
+    def feed(self, text: str, tokens: Sequence[SampledToken]) -> list[CallPiece]:
+        """Takes the reply's next text and the tokens it came from. The pieces to send now."""
+        for token in tokens:
+            self._decoded += len(self._decoder.decode(token.piece))
+            if token.call_opened:
+                self._opened_by = self._decoded
+        self._text += text
+        if self.start is None:
+            if self._opened_by < 0 or len(self._text) < self._opened_by:
+                return []
+            # The opening the engine saw: the last one to end within the token that opened the call
+            window = max(0, self._opened_by - _OPENING_WINDOW)
+            found = list(self._opening.finditer(self._text, window, self._opened_by))[-1:]
+            if not found:  # the text disagrees with the engine's: the calls are read whole at the end
+                self._opened_by = -1
+                return []
+            self.start = found[0].start()
+            text = self._text[self.start :]
+        self._rest += text
+        pieces: list[CallPiece] = []
+        while self._read(pieces):
+            pass
+        return pieces
+
+    def _read(self, pieces: list[CallPiece]) -> bool:
+        """Reads on; False when more text is needed."""
+        current = self._current
+        if current is not None and not current.finished:
+            base = len(self._done)
+            fed, self._rest = self._rest, ""
+            for piece in current.feed(fed):
+                pieces.append(CallPiece(piece.index + base, piece.opened, piece.text))
+            if not current.finished:
+                return False
+            self._rest = current.unread
+            return True
+        rest = self._rest.lstrip()
+        if self._tags is not None:
+            opened, closed = self._tags
+            if current is not None:  # after a call: its closing tag, then perhaps the next call's opening
+                if closed is None or not rest.startswith(closed):
+                    return False
+                rest = rest[len(closed) :].lstrip()
+                self._done.extend(current.calls)
+                self._current = current = None
+            if not rest.startswith(opened):
+                self._rest = rest
+                return False
+            rest = rest[len(opened) :]
+        elif current is not None:
+            return False  # a bare call is the reply's last
+        self._current, self._rest = CallStream(leaves_rest=True), rest
+        return True
+
+
+_OPENING_WINDOW = 256  # an opening is looked for this far back from the text that completed it

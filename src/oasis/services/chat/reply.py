@@ -67,6 +67,7 @@ class ReplyReader:
         self._answer_from: int | None = None if reply_format.think is not None else 0
         self._reading = Reading()
         self._sent = ReplyDelta()
+        self._calls_follow = False  # the text was cut where calls begin (`cut`)
         # Without tools, only the family's channel markup is read (a call-shaped reply stays content as written).
         self._wrappers = answer_wrappers(reply_format.tools) if functions is None else None
 
@@ -80,10 +81,21 @@ class ReplyReader:
         """The whole reply, and what of it was not sent yet."""
         reasoning, content = self._read(final=True)
         calls = self._reading.calls
-        if calls:
+        if calls or self._calls_follow:
             content = content.rstrip()
         reply = Reply(reasoning.strip(), content, list(calls))
         return reply, self._advance(reasoning.strip(), content)
+
+    @property
+    def fed(self) -> int:
+        """The characters of text fed so far (up to the `cut`)."""
+        return len(self._text)
+
+    def cut(self, at: int) -> None:
+        """The text from `at` on holds calls read elsewhere (`OpenedCalls`), not content: what of it was fed is
+        dropped (a stream held it back as a call's possible beginning), and the content ends there."""
+        self._text = self._text[:at]
+        self._calls_follow = True
 
     def _read(self, *, final: bool) -> tuple[str, str]:
         if self._format.tools.name in _ADDRESSED:  # messages, not tags, separate thinking, answer and calls

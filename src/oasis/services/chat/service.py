@@ -20,10 +20,11 @@ from oasis.errors import OasisError, invalid_request
 from oasis.metrics import count_tokens
 from oasis.protocol.extensions import REASONING_EFFORTS, ChatCompletionRequest
 from oasis.services.chat.audio_parts import has_audio_parts, with_audio_heard
-from oasis.services.chat.call_stream import CallPiece, CallStream, StreamedCall
+from oasis.services.chat.call_stream import CallPiece, CallStream, OpenedCalls, StreamedCall
 from oasis.services.chat.conversation import template_messages, with_system_note
 from oasis.services.chat.file_parts import has_file_parts, with_file_text
 from oasis.services.chat.generation import (
+    ChoiceText,
     TextDelta,
     cached_prompt_tokens,
     check_queue_holds,
@@ -62,6 +63,7 @@ from oasis.services.chat.text_models import (
 from oasis.services.chat.tool_formats import FORMATS, ParsedCall, detect_format, read_calls, template_variables
 from oasis.services.chat.tools import (
     ToolPlan,
+    call_grammar,
     call_schema,
     custom_input,
     fits,
@@ -119,16 +121,26 @@ class PreparedChat:
 
 
 def _message(
-    plan: ToolPlan | None, reply: Reply, finish: str, forced: CallStream | None = None
+    plan: ToolPlan | None,
+    reply: Reply,
+    finish: str,
+    forced: CallStream | None = None,
+    opened: OpenedCalls | None = None,
 ) -> tuple[dict[str, Any], str]:
     """The assistant message and finish_reason of a reply read whole; `forced`: a forced reply's calls as they were
-    read while written (`_forced_reading`), which the reply is answered with, whole and streamed alike."""
+    read while written (`_forced_reading`), which the reply is answered with, whole and streamed alike; `opened`:
+    an unforced reply's calls read so from where they opened (the reply's calls are the rest)."""
     message: dict[str, Any] = {"role": "assistant", "content": reply.content}
     if reply.reasoning:
         message["reasoning_content"] = reply.reasoning
     if plan is None:
         return message, finish
-    if forced is not None and forced.calls:
+    if opened is not None and opened.calls:
+        # Cut short, the call as far as it was written, as for a forced reply; first, as its pieces were sent so
+        read = [ParsedCall(call.name, call.arguments) for call in opened.calls]
+        reply = replace(reply, calls=read + reply.calls if plan.parallel else read[:1])
+        finish = "tool_calls" if opened.finished else finish
+    elif forced is not None and forced.calls:
         # Cut short (max_tokens, a stop string), a forced call is the call as far as it was written, as OpenAI
         # answers it: its arguments unfinished, the finish_reason the engine's.
         read = [ParsedCall(call.name, call.arguments) for call in forced.calls]
@@ -315,6 +327,10 @@ class ChatService:
         think = reply_format.think
         markers = (*tool_format.markers, *((think.open, think.close) if think else ()))
         params = replace(params, markup_tokens=self._markup_tokens(engine, markers))
+        if plan is not None and params.json_schema is None and (think is None or not think.ended_by):
+            thought_tags = (think.open, think.close) if think is not None else None
+            grammar = call_grammar(plan, read_as.name, thought_tags, reply_format.thinking_open)
+            params = replace(params, call_grammar=grammar)
         return PreparedChat(
             engine=engine,
             model_id=served_id(self._registry, request.model),
@@ -449,7 +465,12 @@ class ChatService:
         logprobs = []
         for result in results:
             reader = chat.reader()
-            reader.feed(result.text)
+            opened = _opened_whole(chat, result)
+            if opened is not None and opened.start is not None:
+                reader.feed(result.text[: opened.start])
+                reader.cut(opened.start)
+            else:
+                reader.feed(result.text)
             finished = reader.finish()[0]
             content_tokens = ContentTokens()
             content_tokens.add(result.tokens)
@@ -463,7 +484,7 @@ class ChatService:
                 forced.feed(result.text)
                 if forced.calls and not forced.finished:  # the JSON's tokens are no content's
                     logprobs[-1] = None
-            messages.append(_message(chat.tools, reply, result.finish_reason, forced))
+            messages.append(_message(chat.tools, reply, result.finish_reason, forced, opened))
         answer_moderation: dict[str, Any] = {}
         if moderation is not None and input_moderation is not None:
             # before the answers are spoken: a withheld answer is not
@@ -630,6 +651,8 @@ class ChatService:
             # A forced reply's calls are read as they are written (call_stream.py), and sent so unless the answer is
             # held; others' are sent once they are whole.
             call_streams = [_forced_reading(chat) for _ in range(chat.n)]
+            # An unforced reply's calls, read as they are written from where the engine's call grammar took hold
+            opened_calls = [_opened_reading(chat) for _ in range(chat.n)]
 
             def said(index: int, text: str, logprobs: Any = None) -> dict[str, Any] | None:
                 if held is not None:
@@ -658,16 +681,26 @@ class ChatService:
                 generated[index] += len(delta.tokens)
                 if request.logprobs:  # placing each token in the text is work at every token, for logprobs only
                     content_tokens[index].add(delta.tokens)
-                ready = readers[index].feed(delta.text)
+                answer_text = delta.text
+                opened_pieces: list[CallPiece] = []
+                if (calls_read := opened_calls[index]) is not None:
+                    fed = readers[index].fed
+                    opened_before = calls_read.start is not None
+                    opened_pieces = calls_read.feed(delta.text, delta.tokens)
+                    if calls_read.start is not None:
+                        if not opened_before:
+                            readers[index].cut(calls_read.start)
+                        answer_text = delta.text[: max(0, calls_read.start - fed)]
+                ready = readers[index].feed(answer_text)
                 if ready.reasoning and (thought_now := thought(index, ready.reasoning)):
                     yield thought_now
                 logprobs = shown(index)
                 if (ready.content or logprobs) and (said_now := said(index, ready.content, logprobs)):
                     yield said_now
                 if (call_stream := call_streams[index]) is not None:
-                    for piece in call_stream.feed(delta.text):
-                        if held is None:
-                            yield chunk(index, _call_piece_delta(piece))
+                    opened_pieces = call_stream.feed(delta.text)
+                for piece in opened_pieces if held is None else ():
+                    yield chunk(index, _call_piece_delta(piece))
                 if delta.finish_reason is not None:
                     reply, rest = readers[index].finish()
                     reasoning_tokens += chat.reasoning_tokens(reply, generated[index])
@@ -676,14 +709,16 @@ class ChatService:
                     tally.completion_tokens += repair_tokens
                     if rest.reasoning and (thought_now := thought(index, rest.reasoning)):
                         yield thought_now
-                    message, finish = _message(chat.tools, reply, delta.finish_reason, call_streams[index])
+                    message, finish = _message(
+                        chat.tools, reply, delta.finish_reason, call_streams[index], opened_calls[index]
+                    )
                     if message["content"] is None:  # calls only (one cut short was held back as text until now)
                         rest = replace(rest, content="")
                         logprobs = None if finish != "tool_calls" else logprobs
                     if (rest.content or logprobs) and (said_now := said(index, rest.content, logprobs)):
                         yield said_now
-                    call_stream = call_streams[index]
-                    streamed = call_stream.calls if held is None and call_stream is not None else []
+                    reading = call_streams[index] or opened_calls[index]
+                    streamed = reading.calls if held is None and reading is not None else []
                     if moderation is not None:
                         scored, withheld = await self._answer_moderated(moderation, message["content"] or "")
                         answer_moderations[index] = scored
@@ -761,6 +796,20 @@ def _forced_reading(chat: PreparedChat) -> CallStream | None:
     if plan is None or not plan.forced or plan.legacy or plan.custom:
         return None
     return CallStream()
+
+
+def _opened_reading(chat: PreparedChat) -> OpenedCalls | None:
+    """A reader of an unforced reply's calls from where they open, when the engine holds them to a grammar."""
+    grammar = chat.params.call_grammar
+    return None if grammar is None else OpenedCalls(grammar.opening, grammar.tags)
+
+
+def _opened_whole(chat: PreparedChat, result: ChoiceText) -> OpenedCalls | None:
+    """An unforced reply's calls read whole from where they opened, as a stream reads them."""
+    opened = _opened_reading(chat)
+    if opened is not None:
+        opened.feed(result.text, result.tokens)
+    return opened
 
 
 def _call_piece_delta(piece: CallPiece) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import jsonschema
 import referencing
 
 from oasis.engines.lark_grammar import LARK_SCHEMA_KEY, UnusableGrammar, read_lark
+from oasis.engines.text import CallGrammar
 from oasis.errors import invalid_request
 from oasis.protocol.extensions import AllowedToolsChoice, ChatCompletionRequest, CustomTool, NamedCustomToolChoice
 
@@ -218,6 +219,40 @@ def call_schema(plan: ToolPlan) -> dict[str, Any]:
     if plan.parallel:
         return {"anyOf": [one_call, {"type": "array", "items": one_call, "minItems": 1}]}
     return one_call
+
+
+# Names a regex may hold as they are (OpenAI's own rule for function names)
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# Families whose calls are JSON (a call or a list of them, `arguments` as OpenAI's) inside tags
+_TAGGED_JSON: dict[str, tuple[str, str | None]] = {
+    "hermes": ("<tool_call>", "</tool_call>"),
+    "nemotron": ("<TOOLCALL>", "</TOOLCALL>"),
+    "tool_calls_tags": ("<tool_calls>", "</tool_calls>"),
+    "granite": ("<|tool_call|>", None),
+}
+
+
+def call_grammar(
+    plan: ToolPlan, tool_format: str, thinking: tuple[str, str] | None, thinking_open: bool
+) -> CallGrammar | None:
+    """For a reply that may call functions (`tool_choice` auto): the grammar that holds a call from where it opens,
+    for the families whose calls are JSON in tags (`<tool_call>`, Nemotron's, Granite's) or bare (a template without
+    tools);
+    None where calls are read as written (other families, custom tools, the deprecated `functions`)."""
+    if plan.forced or plan.legacy or plan.custom or not all(_PLAIN_NAME.fullmatch(name) for name in plan.names):
+        return None
+    one_call = call_schema(replace(plan, parallel=False))
+    grammar = CallGrammar(
+        one_call, "", repeats=plan.parallel, thinking=thinking, thinking_open=thinking_open, names=tuple(plan.names)
+    )
+    if tool_format in _TAGGED_JSON:
+        tags = _TAGGED_JSON[tool_format]
+        return replace(grammar, opening=re.escape(tags[0]), tags=tags)
+    if tool_format == "json":
+        # As the system note asks (`tools_system_prompt`), and as the history shows earlier calls: the answer is the
+        # call (or a list of them), so one that opens so is taken for a call, whatever name follows
+        return replace(grammar, opening=r'(?:\[ ?)?\{ ?"name" ?:', at_start=True)
+    return None
 
 
 def fits(plan: ToolPlan, name: str, arguments: str) -> bool:

@@ -1,0 +1,146 @@
+"""Where a reply opens a tool call, and the grammar that holds the call from there (`SamplingParams.call_grammar`).
+
+llama.cpp's lazy grammar waits for a trigger pattern and then replays the text from the pattern's first group into
+the grammar. Two things make its own trigger unsafe to rely on here: a pattern is searched again over the whole
+reply at every token (libstdc++'s regex recurses per character: a long reply can overflow the thread's stack), and
+the replayed text runs to the end of the token that completed the match, so a token carrying more than the grammar
+allows (`<tool_call>Hello`) would throw out of the sampler, through ctypes, and end the process. So the watch is
+kept here: it decides, at a token boundary, that a call opened with nothing after the opening that the grammar
+refuses, and only then is a lazy grammar made and fed the few tokens that hold the opening (llama.cpp replays them
+from the opening's first character, which may lie inside a token).
+"""
+
+from __future__ import annotations
+
+import bisect
+import codecs
+import re
+
+from oasis.engines.text import CallGrammar
+
+# What may follow an opening within its last token and still be a beginning the grammar accepts: after a tag, the
+# wrapping's blank space and the call object's first characters; after a bare call's `"name":`, the name (so far: a
+# function's name, or the beginning of one) and what follows it up to `"arguments"`'s quote. Tokens that carry more
+# never open a call: the reply goes on unconstrained, as without a grammar.
+_TAIL_AFTER_TAG = r'[ \n]{0,2}(?:\[ ?)?(?:\{ ?"?)?'
+_TAIL_AFTER_KEY = r' ?(?:"[A-Za-z0-9_-]*(?:"(?:, ?"?)?)?)?'
+_NAME_IN_TAIL = re.compile(r' ?(?:"(?P<name>[A-Za-z0-9_-]*)(?P<closed>")?)?')
+# An opening is looked for this far back from the reply's end: the longest (a bare call's name, 64 characters, and
+# its JSON around it) is well within it.
+_WINDOW = 256
+ROOT = "call-root"
+_CALL_SPACE = "call-space ::= [ \\n]{0,2}\n"
+
+
+def call_rules(grammar: CallGrammar, schema_rules: str) -> str:
+    """The GBNF of the call (from `schema_rules`, whose root is the call object) with its wrapping, rooted at
+    ROOT."""
+    listed = 'root ("," space root)*' if grammar.repeats else "root"
+    calls = f'calls ::= root | "[" space {listed} "]" space\n'  # a call, or a list of them
+    if grammar.tags is None:
+        return f"{schema_rules}\n{calls}{ROOT} ::= calls\n"
+    opened, closed = grammar.tags
+    if closed is None:  # the wrapping's opening alone: the calls end the reply
+        return f"{schema_rules}\n{calls}{ROOT} ::= {_literal(opened)} call-space calls\n{_CALL_SPACE}"
+    one = f"{_literal(opened)} call-space calls call-space {_literal(closed)}"
+    more = f" (call-space {one})*" if grammar.repeats else ""
+    return f"{schema_rules}\n{calls}{ROOT} ::= {one}{more}\n{_CALL_SPACE}"
+
+
+def trigger_pattern(grammar: CallGrammar) -> str:
+    """llama.cpp's trigger (searched in the few replayed tokens): the opening, then a tail that reaches their end."""
+    return f"({grammar.opening}){_tail(grammar)}$"
+
+
+def _tail(grammar: CallGrammar) -> str:
+    return _TAIL_AFTER_TAG if grammar.tags is not None else _TAIL_AFTER_KEY
+
+
+def _literal(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class CallWatch:
+    """Reads a reply token by token and says at which token a call opened."""
+
+    def __init__(self, grammar: CallGrammar) -> None:
+        self._grammar = grammar
+        self._opening = re.compile(grammar.opening)
+        self._tail = re.compile(_tail(grammar))
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.text = ""
+        self.tokens: list[int] = []
+        self._starts: list[int] = []  # each token's first character in `text`
+        self._answer_from: int | None = None if grammar.thinking is not None else 0
+        self._searched = 0  # openings that start before this were looked at already
+        self._thinking_searched = 0  # the thinking's closing tag does not start before this
+        self.closed = False  # a bare call that did not open at the answer's start never will
+
+    def add(self, token: int, piece: bytes) -> int | None:
+        """Takes the next token; when a call opened with it, how many of the latest tokens hold the opening (those
+        the grammar is fed)."""
+        self.tokens.append(token)
+        self._starts.append(len(self.text))
+        self.text += self._decoder.decode(piece)
+        if self._answer_from is None:
+            self._answer_from = self._answer_start()
+            if self._answer_from is None:
+                return None
+        begin = max(self._searched, self._answer_from)
+        if self._grammar.at_start:
+            begin = _non_blank(self.text, self._answer_from)
+            if begin == len(self.text):
+                return None
+            match = self._opening.match(self.text, begin)
+            matches = [match] if match is not None else []
+        else:
+            matches = list(self._opening.finditer(self.text, begin))
+        for match in matches:
+            if self._tail_fits(match.end()):
+                first = bisect.bisect_right(self._starts, match.start()) - 1
+                return len(self.tokens) - first
+        if self._grammar.at_start and len(self.text) - begin > _WINDOW:
+            self.closed = True
+        self._searched = max(begin, len(self.text) - _WINDOW)
+        return None
+
+    def _tail_fits(self, start: int) -> bool:
+        """Whether the text after an opening is a beginning the call's grammar accepts."""
+        if not self._tail.fullmatch(self.text, start):
+            return False
+        if self._grammar.tags is not None:
+            return True
+        named = _NAME_IN_TAIL.match(self.text, start)
+        name = named.group("name") if named is not None else None
+        if name is None:
+            return True
+        if named is not None and named.group("closed"):
+            return name in self._grammar.names
+        return any(function.startswith(name) for function in self._grammar.names)
+
+    def _answer_start(self) -> int | None:
+        """Where the answer begins once the thinking (if any) is over; None while it may still be thinking."""
+        assert self._grammar.thinking is not None
+        opened, closed = self._grammar.thinking
+        text = self.text
+        if not self._grammar.thinking_open:
+            start = _non_blank(text, 0)
+            if start == len(text) or (opened.startswith(text[start:]) and len(text) - start < len(opened)):
+                return None  # nothing yet, or what may still become the thinking's opening tag
+            if not text.startswith(opened, start):
+                return 0
+            search_from = start + len(opened)
+        else:
+            search_from = 0
+        search_from = max(search_from, self._thinking_searched)
+        end = text.find(closed, search_from)
+        if end < 0:
+            self._thinking_searched = max(search_from, len(text) - len(closed))
+            return None
+        return end + len(closed)
+
+
+def _non_blank(text: str, start: int) -> int:
+    while start < len(text) and text[start].isspace():
+        start += 1
+    return start

@@ -1,0 +1,184 @@
+"""A call that opens under `tool_choice` auto is held to its functions' schemas from there (`CallGrammar`): where the
+watch says a call opened, and what the engine then writes."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from oasis.engines.llamacpp.call_watch import CallWatch
+from oasis.engines.text import CallGrammar, SamplingParams
+from oasis.services.chat.tool_formats import FORMATS, read_calls
+from oasis.services.chat.tools import ToolPlan, call_grammar, fits
+from tests.conftest import smollm
+
+WEATHER = {
+    "name": "get_weather",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+}
+PLAN = ToolPlan("auto", [WEATHER, {"name": "get_time", "parameters": {"type": "object"}}], True, False)
+
+
+def _grammar(
+    tool_format: str, thinking: tuple[str, str] | None = None, thinking_open: bool = False, plan: ToolPlan = PLAN
+) -> CallGrammar:
+    grammar = call_grammar(plan, tool_format, thinking, thinking_open)
+    assert grammar is not None
+    return grammar
+
+
+def _opened_at(grammar: CallGrammar, pieces: list[str]) -> tuple[int, int] | None:
+    """The piece at which the call opened, and how many pieces hold its opening."""
+    watch = CallWatch(grammar)
+    for index, piece in enumerate(pieces):
+        replay = watch.add(index, piece.encode())
+        if replay is not None:
+            return index, replay
+    return None
+
+
+@pytest.mark.parametrize(
+    ("pieces", "opened"),
+    [
+        (["<tool", "_call", ">", "\n", '{"', "name"], (2, 3)),  # at the tag's end: its three pieces are replayed
+        (["Let me look.", " <", "tool_call", ">\n{"], (3, 3)),  # text first; a tag, newline and brace in one piece
+        (["<tool_call>"], (0, 1)),  # a special token
+        (["<tool_call>Hi"], None),  # a token carrying what the grammar refuses: not taken for an opening
+        (["The tag <tool_call> opens a call."], None),
+    ],
+)
+def test_a_tagged_call_opens_where_its_tag_ends_a_token(pieces: list[str], opened: tuple[int, int] | None) -> None:
+    assert _opened_at(_grammar("hermes"), pieces) == opened
+
+
+@pytest.mark.parametrize(
+    ("pieces", "opened"),
+    [
+        (['{"', "name", '":'], (2, 3)),
+        (["[", '{"', "name", '":', ' "', "get"], (3, 4)),  # a list of calls, as the history shows earlier ones
+        (["\n", ' {"name": "get_'], (1, 1)),  # a name begun: one of the functions'
+        (['{"name": "get_weather", "'], (0, 1)),
+        (['{"name": "Paris"'], None),  # a name no function has, whole in the opening's token: left as written
+        (["Sure: ", '{"', "name", '":'], None),  # not where the answer starts
+    ],
+)
+def test_a_bare_call_opens_only_where_the_answer_starts(pieces: list[str], opened: tuple[int, int] | None) -> None:
+    assert _opened_at(_grammar("json"), pieces) == opened
+
+
+def test_a_call_does_not_open_inside_the_thinking() -> None:
+    thinking = ("<think>", "</think>")
+    pieces = ["<think>", "I could write <tool_call>", "\n", "here.", "</think>", "\n\n", "<tool_call>", "\n"]
+    assert _opened_at(_grammar("hermes", thinking), pieces) == (6, 1)
+    assert _opened_at(_grammar("hermes", thinking, thinking_open=True), pieces[1:]) == (5, 1)
+    # a reply that does not think opens a call as any other
+    assert _opened_at(_grammar("hermes", thinking), ["Checking.", "<tool_call>"]) == (1, 1)
+    assert _opened_at(_grammar("json", thinking), ["<think>ok</think>", '{"name":']) == (1, 1)
+
+
+def test_forced_and_custom_calls_and_other_families_have_no_call_grammar() -> None:
+    assert call_grammar(ToolPlan("required", [WEATHER], True, False), "hermes", None, False) is None
+    assert (
+        call_grammar(ToolPlan("auto", [WEATHER], True, False, frozenset({"get_weather"})), "hermes", None, False)
+        is None
+    )
+    assert call_grammar(ToolPlan("auto", [WEATHER], True, True), "json", None, False) is None  # `functions`
+    assert call_grammar(PLAN, "mistral", None, False) is None
+    odd = ToolPlan("auto", [{"name": "get.weather"}], True, False)  # a name a regex would read otherwise
+    assert call_grammar(odd, "hermes", None, False) is None
+
+
+async def test_a_call_that_opens_is_written_to_its_functions_schema() -> None:
+    """SmolLM2 continues a list of tagged JSON objects with another about a city; held from the tag on, what it
+    writes is a call to an offered function with arguments that fit it, and the one token that opened it says so."""
+    from oasis.engines.llamacpp.engine import LlamaCppEngine
+    from oasis.settings import ModelSpec
+
+    examples = [{"name": "Rome", "country": "Italy"}, {"name": "Oslo", "country": "Norway"}]
+    text = "Cities:\n" + "".join(f"<tool_call>\n{json.dumps(example)}\n</tool_call>\n" for example in examples)
+    engine = LlamaCppEngine(ModelSpec(**smollm(parallel=1, context_length=512)))
+    await engine.start()
+    try:
+        prompt = engine.tokenize(text, add_special=True)
+
+        async def written(grammar: CallGrammar | None, **sampling: Any) -> tuple[str, list[Any]]:
+            params = SamplingParams(max_tokens=60, **{"temperature": 0, **sampling}, call_grammar=grammar)
+            tokens = [token async for token in engine.generate(prompt, params)]
+            return b"".join(token.piece for token in tokens).decode(), tokens
+
+        free, free_tokens = await written(None)
+        assert free.startswith("<tool_call>") and '"get_weather"' not in free  # another city, as the examples
+        assert not any(token.call_opened for token in free_tokens)
+        # parallel_tool_calls false: one call, then the grammar is whole and only the end may follow
+        held, tokens = await written(_grammar("hermes", plan=replace(PLAN, parallel=False)))
+        assert held.startswith("<tool_call>")
+        opening = engine.tokenize("<tool_call>", add_special=False)
+        assert [index for index, token in enumerate(tokens) if token.call_opened] == [len(opening) - 1]
+        functions = {function["name"]: function for function in PLAN.functions}
+        (call,) = read_calls(held, FORMATS["hermes"], functions, final=True).calls
+        assert call.name in functions and fits(PLAN, call.name, call.arguments)
+        assert held.endswith("</tool_call>") and tokens[-1].finish_reason == "stop"
+        # At a temperature, drawn in numpy until the call opens and by llama.cpp's chain with the grammar after it
+        opened = 0
+        for seed in range(6):
+            held, tokens = await written(
+                _grammar("hermes", plan=replace(PLAN, parallel=False)), temperature=0.3, seed=seed
+            )
+            calls = read_calls(held, FORMATS["hermes"], functions, final=True).calls
+            if any(token.call_opened for token in tokens):
+                (call,) = calls
+                assert fits(PLAN, call.name, call.arguments) and tokens[-1].finish_reason == "stop"
+                opened += 1
+        assert opened >= 3
+    finally:
+        await engine.close()
+
+
+CALLS_IN_FAMILIES = [
+    ("hermes", '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'),
+    (
+        "hermes",
+        '<tool_call>\n{"name": "get_time", "arguments": {}}\n</tool_call>\n<tool_call>\n'
+        '[{"name": "get_weather", "arguments": {"city": "Oslo"}}]\n</tool_call>',
+    ),
+    ("nemotron", '<TOOLCALL>[{"name": "get_weather", "arguments": {"city": "Paris"}}]</TOOLCALL>'),
+    ("tool_calls_tags", '<tool_calls>\n{"name": "get_time", "arguments": {"zone": "UTC"}}\n</tool_calls>'),
+    ("granite", '<|tool_call|>[{"name": "get_weather", "arguments": {"city": "Paris"}}]'),
+    ("json", '[{"name": "get_weather", "arguments": {"city": "Paris"}}, {"name": "get_time", "arguments": {}}]'),
+]
+
+
+@pytest.mark.parametrize(("family", "written"), CALLS_IN_FAMILIES)
+async def test_each_familys_call_grammar_takes_its_calls_whole_and_then_the_end(family: str, written: str) -> None:
+    """The grammar each family's calls are held to accepts, token by token, calls as its reader reads them, then
+    only the end; and the watch opens them where they start."""
+    from oasis.engines.llamacpp import native
+    from oasis.engines.llamacpp.call_watch import ROOT, call_rules
+    from oasis.engines.llamacpp.chain import ChainDraw
+    from oasis.engines.llamacpp.engine import LlamaCppEngine, _grammar_rules
+    from oasis.settings import ModelSpec
+
+    grammar = _grammar(family)
+    functions = {function["name"]: function for function in PLAN.functions}
+    assert read_calls(written, FORMATS[family], functions, final=True).calls
+    engine = LlamaCppEngine(ModelSpec(**smollm(parallel=1, context_length=256)))
+    await engine.start()
+    lib = native.lib()
+    try:
+        assert engine._call_grammar_parses(grammar)
+        rules = call_rules(grammar, _grammar_rules(grammar.schema)).encode()
+        sampler = lib.llama_sampler_init_grammar(engine._vocab, rules, ROOT.encode())
+        draw = ChainDraw(engine._n_vocab)
+        tokens = engine.tokenize(written, add_special=False)
+        for token in tokens:
+            assert draw._allows(sampler, token), engine.detokenize([token])
+            lib.llama_sampler_accept(sampler, token)
+        assert draw._allows(sampler, engine._eog_tokens[0])  # whole: the reply may end
+        lib.llama_sampler_free(sampler)
+        opened = _opened_at(grammar, [engine.token_piece(token).decode() for token in tokens])
+        assert opened is not None and opened[0] < 12
+    finally:
+        await engine.close()
