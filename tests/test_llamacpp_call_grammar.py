@@ -25,7 +25,7 @@ PLAN = ToolPlan("auto", [WEATHER, {"name": "get_time", "parameters": {"type": "o
 def _grammar(
     tool_format: str, thinking: tuple[str, str] | None = None, thinking_open: bool = False, plan: ToolPlan = PLAN
 ) -> CallGrammar:
-    grammar = call_grammar(plan, tool_format, thinking, thinking_open)
+    grammar = call_grammar(plan, tool_format, thinking, thinking_open, noted=True)
     assert grammar is not None
     return grammar
 
@@ -80,15 +80,19 @@ def test_a_call_does_not_open_inside_the_thinking() -> None:
 
 
 def test_forced_and_custom_calls_and_other_families_have_no_call_grammar() -> None:
-    assert call_grammar(ToolPlan("required", [WEATHER], True, False), "hermes", None, False) is None
+    assert call_grammar(ToolPlan("required", [WEATHER], True, False), "hermes", None, False, noted=True) is None
     assert (
-        call_grammar(ToolPlan("auto", [WEATHER], True, False, frozenset({"get_weather"})), "hermes", None, False)
+        call_grammar(
+            ToolPlan("auto", [WEATHER], True, False, frozenset({"get_weather"})), "hermes", None, False, noted=True
+        )
         is None
     )
-    assert call_grammar(ToolPlan("auto", [WEATHER], True, True), "json", None, False) is None  # `functions`
-    assert call_grammar(PLAN, "mistral", None, False) is None
+    assert call_grammar(ToolPlan("auto", [WEATHER], True, True), "json", None, False, noted=True) is None  # `functions`
+    assert call_grammar(PLAN, "mistral", None, False, noted=True) is None
+    # a template that writes the tools itself, in no family known: no note asked for bare calls
+    assert call_grammar(PLAN, "json", None, False, noted=False) is None
     odd = ToolPlan("auto", [{"name": "get.weather"}], True, False)  # a name a regex would read otherwise
-    assert call_grammar(odd, "hermes", None, False) is None
+    assert call_grammar(odd, "hermes", None, False, noted=True) is None
 
 
 async def test_a_call_that_opens_is_written_to_its_functions_schema() -> None:
@@ -120,7 +124,7 @@ async def test_a_call_that_opens_is_written_to_its_functions_schema() -> None:
         functions = {function["name"]: function for function in PLAN.functions}
         (call,) = read_calls(held, FORMATS["hermes"], functions, final=True).calls
         assert call.name in functions and fits(PLAN, call.name, call.arguments)
-        assert held.endswith("</tool_call>") and tokens[-1].finish_reason == "stop"
+        assert held.rstrip().endswith("</tool_call>") and tokens[-1].finish_reason == "stop"
         # At a temperature, drawn in numpy until the call opens and by llama.cpp's chain with the grammar after it
         opened = 0
         for seed in range(6):
@@ -177,8 +181,31 @@ async def test_each_familys_call_grammar_takes_its_calls_whole_and_then_the_end(
             assert draw._allows(sampler, token), engine.detokenize([token])
             lib.llama_sampler_accept(sampler, token)
         assert draw._allows(sampler, engine._eog_tokens[0])  # whole: the reply may end
+        [newline] = engine.tokenize("\n", add_special=False)
+        assert draw._allows(sampler, newline)
+        lib.llama_sampler_accept(sampler, newline)
+        assert draw._allows(sampler, engine._eog_tokens[0])  # and still after a blank line: no further call is owed
         lib.llama_sampler_free(sampler)
         opened = _opened_at(grammar, [engine.token_piece(token).decode() for token in tokens])
         assert opened is not None and opened[0] < 12
     finally:
         await engine.close()
+
+
+def test_the_wrapping_rules_do_not_take_the_names_of_a_schemas_rules() -> None:
+    """A schema's definitions name rules after themselves (`calls`, `call-root`): the wrapping's are apart."""
+    from oasis.engines.llamacpp.call_watch import call_rules
+    from oasis.engines.llamacpp.engine import _grammar_rules
+
+    parameters = {
+        "type": "object",
+        "properties": {"calls": {"$ref": "#/$defs/calls"}, "call-root": {"type": "string"}},
+        "$defs": {"calls": {"type": "array", "items": {"type": "string"}}},
+    }
+    plan = ToolPlan("auto", [{"name": "batch", "parameters": parameters}], True, False)
+    for family in ("hermes", "granite", "json"):
+        grammar = call_grammar(plan, family, None, False, noted=True)
+        assert grammar is not None
+        rules = call_rules(grammar, _grammar_rules(grammar.schema))
+        names = [line.split(" ::= ")[0] for line in rules.splitlines() if " ::= " in line]
+        assert len(names) == len(set(names)), family

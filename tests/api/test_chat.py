@@ -15,6 +15,7 @@ import httpx
 import openai
 import pytest
 import yaml
+from pydantic import BaseModel
 
 from tests.conftest import Harness, smollm
 from tests.server_process import oasis_env, oasis_server
@@ -125,6 +126,32 @@ async def test_json_schema_output_matches_the_schema(chat_oasis: Harness) -> Non
     parsed = json.loads(reply.choices[0].message.content or "")
     assert set(parsed) == {"city", "population"}
     assert isinstance(parsed["city"], str) and isinstance(parsed["population"], int)
+
+
+class _Place(BaseModel):
+    city: str
+
+
+class _Person(BaseModel):
+    name: str
+    home: _Place
+    friends: list[_Person] = []
+
+
+async def test_a_recursive_models_schema_holds_the_output(chat_oasis: Harness) -> None:
+    """A pydantic model that contains itself puts its `$ref` at the root beside its `$defs` (as `parse` and
+    instructor send it): the output is held to it (it was a 400 before)."""
+    schema = _Person.model_json_schema()
+    assert "$ref" in schema and "$defs" in schema
+    reply = await chat_oasis.sdk().chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Describe Ada, who lives in London, and her friend Bob."}],
+        response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": schema}},
+        max_tokens=150,
+        temperature=0,
+    )
+    assert reply.choices[0].finish_reason == "stop"
+    _Person.model_validate_json(reply.choices[0].message.content or "")
 
 
 async def test_strings_in_structured_outputs_keep_to_their_patterns(chat_oasis: Harness) -> None:

@@ -573,3 +573,43 @@ async def test_an_unforced_calls_arguments_stream_as_the_model_writes_them(chat_
     joined = "".join(call.function.arguments or "" for call in _streamed_calls(chunks) if call.function)
     assert joined == cut_call.function.arguments  # type: ignore[union-attr]
     assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["length"]
+
+    # Cut before the call was named, nothing was called: the reply is the text it wrote, whole and streamed alike
+    unnamed = (await client.chat.completions.create(**asked, max_tokens=5)).choices[0]
+    assert unnamed.finish_reason == "length" and not unnamed.message.tool_calls
+    assert (unnamed.message.content or "").startswith('[{"name":')
+    chunks = [chunk async for chunk in await client.chat.completions.create(**asked, max_tokens=5, stream=True)]
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == unnamed.message.content
+    assert not _streamed_calls(chunks)
+
+
+async def test_a_forced_call_to_a_function_whose_parameters_have_definitions_is_written_to_them(
+    chat_oasis: Harness,
+) -> None:
+    """Parameters made from nested pydantic models (`$defs` and `$ref`s, as instructor, LangChain and the Agents
+    SDK send them) hold the forced call: the arguments validate against the model (they were a 400 before)."""
+    from pydantic import BaseModel
+
+    class Address(BaseModel):
+        city: str
+        country: str
+
+    class Person(BaseModel):
+        name: str
+        home: Address
+        friends: list[Person] = []
+
+    parameters = Person.model_json_schema()
+    assert "$defs" in parameters
+    tool: Any = {"type": "function", "function": {"name": "save_person", "parameters": parameters}}
+    reply = await chat_oasis.sdk().chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Save Ada, who lives in London, England."}],
+        tools=[tool],
+        tool_choice="required",
+        temperature=0,
+        max_tokens=120,
+    )
+    (call,) = reply.choices[0].message.tool_calls or []
+    assert call.function.name == "save_person"  # type: ignore[union-attr]
+    Person.model_validate_json(call.function.arguments)  # type: ignore[union-attr]

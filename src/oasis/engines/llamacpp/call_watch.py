@@ -28,28 +28,32 @@ _NAME_IN_TAIL = re.compile(r' ?(?:"(?P<name>[A-Za-z0-9_-]*)(?P<closed>")?)?')
 # An opening is looked for this far back from the reply's end: the longest (a bare call's name, 64 characters, and
 # its JSON around it) is well within it.
 _WINDOW = 256
-ROOT = "call-root"
-_CALL_SPACE = "call-space ::= [ \\n]{0,2}\n"
+# Rule names of their own beside the schema's (which are named after its properties and definitions)
+ROOT = "oasis-call-root"
+_CALLS = "oasis-calls"
+_SPACE = "oasis-call-space"
 
 
 def call_rules(grammar: CallGrammar, schema_rules: str) -> str:
     """The GBNF of the call (from `schema_rules`, whose root is the call object) with its wrapping, rooted at
     ROOT."""
     listed = 'root ("," space root)*' if grammar.repeats else "root"
-    calls = f'calls ::= root | "[" space {listed} "]" space\n'  # a call, or a list of them
+    # a call, or a list of them; blank space may end the reply after them
+    rules = [schema_rules, f'{_CALLS} ::= root | "[" space {listed} "]" space', f"{_SPACE} ::= [ \\n]{{0,2}}"]
     if grammar.tags is None:
-        return f"{schema_rules}\n{calls}{ROOT} ::= calls\n"
+        return "\n".join([*rules, f"{ROOT} ::= {_CALLS} {_SPACE}\n"])
     opened, closed = grammar.tags
     if closed is None:  # the wrapping's opening alone: the calls end the reply
-        return f"{schema_rules}\n{calls}{ROOT} ::= {_literal(opened)} call-space calls\n{_CALL_SPACE}"
-    one = f"{_literal(opened)} call-space calls call-space {_literal(closed)}"
-    more = f" (call-space {one})*" if grammar.repeats else ""
-    return f"{schema_rules}\n{calls}{ROOT} ::= {one}{more}\n{_CALL_SPACE}"
+        return "\n".join([*rules, f"{ROOT} ::= {_literal(opened)} {_SPACE} {_CALLS} {_SPACE}\n"])
+    one = f"{_literal(opened)} {_SPACE} {_CALLS} {_SPACE} {_literal(closed)}"
+    more = f" ({_SPACE} {one})*" if grammar.repeats else ""
+    return "\n".join([*rules, f"{ROOT} ::= {one}{more} {_SPACE}\n"])
 
 
-def trigger_pattern(grammar: CallGrammar) -> str:
-    """llama.cpp's trigger (searched in the few replayed tokens): the opening, then a tail that reaches their end."""
-    return f"({grammar.opening}){_tail(grammar)}$"
+def trigger_pattern(grammar: CallGrammar, end: str = "$") -> str:
+    """llama.cpp's trigger (searched in the few replayed tokens): the opening, then a tail that reaches their end
+    (ECMAScript's `$`; Python's `$` also matches before a last newline, so Python reads it with `\\Z`)."""
+    return f"({grammar.opening}){_tail(grammar)}{end}"
 
 
 def _tail(grammar: CallGrammar) -> str:
@@ -105,16 +109,18 @@ class CallWatch:
         return None
 
     def _tail_fits(self, start: int) -> bool:
-        """Whether the text after an opening is a beginning the call's grammar accepts."""
-        if not self._tail.fullmatch(self.text, start):
+        """Whether the text after an opening is a beginning the call's grammar accepts (and whole: bytes of a
+        character still to come would follow it in llama.cpp's text)."""
+        if self._decoder.getstate()[0] or not self._tail.fullmatch(self.text, start):
             return False
         if self._grammar.tags is not None:
             return True
         named = _NAME_IN_TAIL.match(self.text, start)
-        name = named.group("name") if named is not None else None
+        assert named is not None  # each of its parts is optional
+        name = named.group("name")
         if name is None:
             return True
-        if named is not None and named.group("closed"):
+        if named.group("closed"):
             return name in self._grammar.names
         return any(function.startswith(name) for function in self._grammar.names)
 

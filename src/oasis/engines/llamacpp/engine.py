@@ -18,6 +18,7 @@ import itertools
 import logging
 import math
 import os
+import re
 import threading
 from collections import deque
 from collections.abc import Mapping
@@ -444,7 +445,9 @@ class LlamaCppEngine:
             raise PromptTooLong(len(prompt) + params.max_tokens, self._context_length)
         if params.json_schema is not None and not scoring:
             self.check_schema(params.json_schema)
-        if params.call_grammar is not None and not self._call_grammar_parses(params.call_grammar):
+        if params.call_grammar is not None and (
+            params.json_schema is not None or not self._call_grammar_parses(params.call_grammar)
+        ):
             params = replace(params, call_grammar=None)  # the reply is read as without it, as before there was one
         sequence = _Sequence(prompt, params, asyncio.get_running_loop())
         sequence.scoring = scoring
@@ -503,6 +506,11 @@ class LlamaCppEngine:
         if replay is None:
             if watch.closed:
                 sequence.call_watch = None
+            return False
+        # llama.cpp reads the replayed tokens' text with special tokens written out: its trigger must find the
+        # opening there too, or the grammar would wait while the call is read as opened
+        held_text = b"".join(self._markup_piece(held) for held in watch.tokens[-replay:])
+        if re.search(trigger_pattern(spec, end=r"\Z").encode(), held_text) is None:
             return False
         sequence.call_watch = None
         lib = native.lib()

@@ -12,7 +12,7 @@ from functools import cache
 from typing import Any
 
 from llama_cpp import llama_cpp as _lib
-from llama_cpp.llama_grammar import RESERVED_NAMES, SchemaConverter
+from llama_cpp.llama_grammar import INVALID_RULE_CHARS_RE, RESERVED_NAMES, SchemaConverter
 
 from oasis.engines.lark_grammar import LARK_SCHEMA_KEY, read_lark
 from oasis.engines.llamacpp.lark_gbnf import lark_string_rules
@@ -96,6 +96,16 @@ class _Converter(SchemaConverter):
             return super().visit(schema, name)
         return self._add_rule(name + "-" if name in RESERVED_NAMES else name or "root", f"{rule} space")
 
+    def _resolve_ref(self, ref: str) -> str:
+        # as llama-cpp-python's, with the definition's name made a rule name first: a recursive reference (a model
+        # that holds itself) was written with the raw name (`_Person`), a rule that does not exist
+        name = INVALID_RULE_CHARS_RE.sub("-", ref.split("/")[-1])
+        if name not in self._rules and ref not in self._refs_being_resolved:
+            self._refs_being_resolved.add(ref)
+            name = self.visit(self._refs[ref], name)
+            self._refs_being_resolved.remove(ref)
+        return name
+
     def _own_rule(self, schema: Any) -> str | None:
         """The rule this converter writes itself for a plain (uncombined) bounded number, patterned string or
         string in a lark grammar."""
@@ -114,6 +124,20 @@ class _Converter(SchemaConverter):
         return None
 
 
+def _definitions_read(node: Any) -> Any:
+    """The schema with each `$ref` that has definitions beside it (a recursive pydantic model's root) made the one
+    alternative of an `anyOf`: llama-cpp-python resolves a node's `$ref` and reads nothing else of it, so the
+    definitions' own `$ref`s were never resolved."""
+    if isinstance(node, list):
+        return [_definitions_read(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    read = {key: _definitions_read(value) for key, value in node.items()}
+    if "$ref" in read and "anyOf" not in read and any(key in read for key in ("$defs", "definitions")):
+        read["anyOf"] = [{"$ref": read.pop("$ref")}]
+    return read
+
+
 # Keys that make a schema more than its own type: llama-cpp-python's converter handles those.
 _COMBINING_KEYS = ("$ref", "anyOf", "oneOf", "allOf", "const", "enum")
 
@@ -121,7 +145,7 @@ _COMBINING_KEYS = ("$ref", "anyOf", "oneOf", "allOf", "const", "enum")
 def _convert(schema_json: str) -> str:
     # as llama_cpp.llama_grammar.json_schema_to_gbnf, with the converter above
     converter = _Converter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
-    converter.visit(converter.resolve_refs(json.loads(schema_json), "stdin"), "")
+    converter.visit(converter.resolve_refs(_definitions_read(json.loads(schema_json)), "stdin"), "")
     return str(converter.format_grammar()).replace(_ANY_STRING_CHAR, _JSON_STRING_CHAR)
 
 

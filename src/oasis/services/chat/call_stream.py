@@ -1,9 +1,10 @@
-"""A forced reply's calls read as the model writes them, so that a stream sends each call's arguments as they grow,
-as OpenAI streams them (instructor's partial objects, a UI showing a call being written), not whole at its end.
+"""Calls read as the model writes them, so that a stream sends each call's arguments as they grow, as OpenAI streams
+them (instructor's partial objects, a UI showing a call being written), not whole at its end.
 
-Under `tool_choice` `required` or a named function the reply is JSON from its first token (`tools.call_schema`): a
-call `{"name": ..., "arguments": ...}` or a list of them. Only then: a call written freely may still be written
-again under its grammar at its end (`ChatService._repaired`), which arguments already sent could not take back.
+Only calls held to a grammar as they are written: a forced reply, JSON from its first token (`tools.call_schema`),
+a call `{"name": ..., "arguments": ...}` or a list of them (`CallStream`); and an unforced reply's calls from where
+the engine's call grammar took hold (`OpenedCalls`). A call written freely may still be written again under its
+grammar at its end (`ChatService._repaired`), which arguments already sent could not take back.
 
 The arguments are sent as `json.dumps` writes the value read whole (its separators, its escapes, its numbers), so
 that the pieces a client joins are the arguments of the same reply answered whole."""
@@ -20,6 +21,7 @@ from oasis.engines.text import SampledToken
 from oasis.services.chat.tool_formats import json_at
 
 _WHITESPACE = " \t\n\r"
+_OPENING_WINDOW = 256  # an opening is looked for this far back from where the engine's token that opened it ends
 _ENDS_A_SCALAR = re.compile(r"[\s,\]}]")
 
 
@@ -313,6 +315,19 @@ class OpenedCalls:
         return self._done + (self._current.calls if self._current is not None else [])
 
     @property
+    def came_to_nothing(self) -> bool:
+        """Whether calls opened but none was named (the reply was cut short): what follows the opening is text."""
+        return self.start is not None and not self.calls
+
+    @property
+    def after_start(self) -> str:
+        return self._text[self.start :] if self.start is not None else ""
+
+    def answer_part(self, text: str, fed: int) -> str:
+        """Of the reply's next `text`, which follows `fed` characters, what comes before the calls."""
+        return text if self.start is None else text[: max(0, self.start - fed)]
+
+    @property
     def finished(self) -> bool:
         """Whether the calls read so far are whole."""
         if self._current is None:
@@ -372,6 +387,3 @@ class OpenedCalls:
             return False  # a bare call is the reply's last
         self._current, self._rest = CallStream(leaves_rest=True), rest
         return True
-
-
-_OPENING_WINDOW = 256  # an opening is looked for this far back from the text that completed it

@@ -97,6 +97,12 @@ class ReplyReader:
         self._text = self._text[:at]
         self._calls_follow = True
 
+    def restore(self, text: str) -> None:
+        """The calls after the `cut` came to nothing (cut short before a call was named): `text`, all that followed
+        the cut, is read as any other."""
+        self._text += text
+        self._calls_follow = False
+
     def _read(self, *, final: bool) -> tuple[str, str]:
         if self._format.tools.name in _ADDRESSED:  # messages, not tags, separate thinking, answer and calls
             read = _ADDRESSED[self._format.tools.name](self._text, self._functions, final=final)

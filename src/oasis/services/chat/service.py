@@ -327,9 +327,13 @@ class ChatService:
         think = reply_format.think
         markers = (*tool_format.markers, *((think.open, think.close) if think else ()))
         params = replace(params, markup_tokens=self._markup_tokens(engine, markers))
-        if plan is not None and params.json_schema is None and (think is None or not think.ended_by):
-            thought_tags = (think.open, think.close) if think is not None else None
-            grammar = call_grammar(plan, read_as.name, thought_tags, reply_format.thinking_open)
+        tags = think_tags(template)
+        if plan is not None and params.json_schema is None and not tags.ended_by:
+            # The thinking's tags also where it stays in the content (`inline`): a call does not open inside it
+            thinking_open = reply_format.thinking_open or bool(reply_format.content_prefill)
+            grammar = call_grammar(
+                plan, read_as.name, (tags.open, tags.close), thinking_open, noted=template_tools is None
+            )
             params = replace(params, call_grammar=grammar)
         return PreparedChat(
             engine=engine,
@@ -365,6 +369,7 @@ class ChatService:
             forced = only(plan, call.name)
             params = replace(
                 chat.params,
+                call_grammar=None,
                 json_schema=call_schema(forced),
                 markup_tokens=frozenset(),
                 ignore_eos=False,
@@ -466,7 +471,7 @@ class ChatService:
         for result in results:
             reader = chat.reader()
             opened = _opened_whole(chat, result)
-            if opened is not None and opened.start is not None:
+            if opened is not None and opened.start is not None and not opened.came_to_nothing:
                 reader.feed(result.text[: opened.start])
                 reader.cut(opened.start)
             else:
@@ -682,15 +687,14 @@ class ChatService:
                 if request.logprobs:  # placing each token in the text is work at every token, for logprobs only
                     content_tokens[index].add(delta.tokens)
                 answer_text = delta.text
-                opened_pieces: list[CallPiece] = []
+                call_pieces: list[CallPiece] = []
                 if (calls_read := opened_calls[index]) is not None:
                     fed = readers[index].fed
                     opened_before = calls_read.start is not None
-                    opened_pieces = calls_read.feed(delta.text, delta.tokens)
-                    if calls_read.start is not None:
-                        if not opened_before:
-                            readers[index].cut(calls_read.start)
-                        answer_text = delta.text[: max(0, calls_read.start - fed)]
+                    call_pieces = calls_read.feed(delta.text, delta.tokens)
+                    if calls_read.start is not None and not opened_before:
+                        readers[index].cut(calls_read.start)  # what of the opening was held is not content
+                    answer_text = calls_read.answer_part(delta.text, fed)
                 ready = readers[index].feed(answer_text)
                 if ready.reasoning and (thought_now := thought(index, ready.reasoning)):
                     yield thought_now
@@ -698,10 +702,12 @@ class ChatService:
                 if (ready.content or logprobs) and (said_now := said(index, ready.content, logprobs)):
                     yield said_now
                 if (call_stream := call_streams[index]) is not None:
-                    opened_pieces = call_stream.feed(delta.text)
-                for piece in opened_pieces if held is None else ():
+                    call_pieces = call_stream.feed(delta.text)
+                for piece in call_pieces if held is None else ():
                     yield chunk(index, _call_piece_delta(piece))
                 if delta.finish_reason is not None:
+                    if calls_read is not None and calls_read.came_to_nothing:
+                        readers[index].restore(calls_read.after_start)
                     reply, rest = readers[index].finish()
                     reasoning_tokens += chat.reasoning_tokens(reply, generated[index])
                     logprobs = shown(index, final=True)

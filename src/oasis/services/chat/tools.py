@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any, Literal
@@ -201,24 +202,68 @@ def tools_system_prompt(plan: ToolPlan) -> str:
 
 
 def call_schema(plan: ToolPlan) -> dict[str, Any]:
-    """The JSON Schema that a forced reply must satisfy: one call, or a list of calls when parallel."""
-    one_call = {
-        "anyOf": [
+    """The JSON Schema that a forced reply must satisfy: one call, or a list of calls when parallel. A function's
+    parameters keep their own `$ref`s (a pydantic model's `$defs`): `#` is now the call schema's root, so they point
+    into its `$defs`, where the parameters' definitions move (llama.cpp's converter reads no `$defs` beside a
+    `$ref`, and pydantic puts a recursive model's `$ref` at the root)."""
+    defs: dict[str, Any] = {}
+    alternatives = []
+    for index, function in enumerate(plan.functions):
+        arguments = function.get("parameters") or {"type": "object"}
+        if _has_local_ref(arguments):
+            arguments, moved = _definitions_moved(arguments, f"parameters-{index}")
+            defs.update(moved)
+        alternatives.append(
             {
                 "type": "object",
-                "properties": {
-                    "name": {"const": function["name"]},
-                    "arguments": function.get("parameters") or {"type": "object"},
-                },
+                "properties": {"name": {"const": function["name"]}, "arguments": arguments},
                 "required": ["name", "arguments"],
                 "additionalProperties": False,
             }
-            for function in plan.functions
-        ]
-    }
-    if plan.parallel:
-        return {"anyOf": [one_call, {"type": "array", "items": one_call, "minItems": 1}]}
-    return one_call
+        )
+    one_call: dict[str, Any] = {"anyOf": alternatives}
+    schema = {"anyOf": [one_call, {"type": "array", "items": one_call, "minItems": 1}]} if plan.parallel else one_call
+    return {**schema, "$defs": defs} if defs else schema
+
+
+_DEFINITIONS = ("$defs", "definitions")
+
+
+def _has_local_ref(node: Any) -> bool:
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        return (isinstance(ref, str) and ref.startswith("#")) or any(_has_local_ref(value) for value in node.values())
+    return isinstance(node, list) and any(_has_local_ref(item) for item in node)
+
+
+def _definitions_moved(parameters: dict[str, Any], key: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The parameters without their definitions, and the call schema's `$defs` entries that hold them (`key` for
+    the parameters themselves, `key--name` for each definition), every local `$ref` pointing there."""
+
+    def moved(ref: str) -> str:
+        for definitions in _DEFINITIONS:
+            if ref.startswith(f"#/{definitions}/"):
+                return f"#/$defs/{key}--{ref[len(definitions) + 3 :]}"
+        return f"#/$defs/{key}{ref[1:]}"
+
+    body = _refs_rewritten({name: value for name, value in parameters.items() if name not in _DEFINITIONS}, moved)
+    entries = {key: body}
+    for definitions in _DEFINITIONS:
+        for name, definition in (parameters.get(definitions) or {}).items():
+            entries[f"{key}--{name}"] = _refs_rewritten(definition, moved)
+    return body, entries
+
+
+def _refs_rewritten(node: Any, moved: Callable[[str], str]) -> Any:
+    if isinstance(node, dict):
+        copied = {name: _refs_rewritten(value, moved) for name, value in node.items()}
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#"):
+            copied["$ref"] = moved(ref)
+        return copied
+    if isinstance(node, list):
+        return [_refs_rewritten(item, moved) for item in node]
+    return node
 
 
 # Names a regex may hold as they are (OpenAI's own rule for function names)
@@ -233,26 +278,33 @@ _TAGGED_JSON: dict[str, tuple[str, str | None]] = {
 
 
 def call_grammar(
-    plan: ToolPlan, tool_format: str, thinking: tuple[str, str] | None, thinking_open: bool
+    plan: ToolPlan, tool_format: str, thinking: tuple[str, str] | None, thinking_open: bool, *, noted: bool
 ) -> CallGrammar | None:
     """For a reply that may call functions (`tool_choice` auto): the grammar that holds a call from where it opens,
-    for the families whose calls are JSON in tags (`<tool_call>`, Nemotron's, Granite's) or bare (a template without
-    tools);
-    None where calls are read as written (other families, custom tools, the deprecated `functions`)."""
+    for the families whose calls are JSON in tags (`<tool_call>`, Nemotron's, Granite's) or bare where the system
+    note (`noted`: `tools_system_prompt`) asks for them so. None where calls are read as written (other families,
+    custom tools, the deprecated `functions`)."""
     if plan.forced or plan.legacy or plan.custom or not all(_PLAIN_NAME.fullmatch(name) for name in plan.names):
         return None
-    one_call = call_schema(replace(plan, parallel=False))
-    grammar = CallGrammar(
-        one_call, "", repeats=plan.parallel, thinking=thinking, thinking_open=thinking_open, names=tuple(plan.names)
-    )
     if tool_format in _TAGGED_JSON:
-        tags = _TAGGED_JSON[tool_format]
-        return replace(grammar, opening=re.escape(tags[0]), tags=tags)
-    if tool_format == "json":
-        # As the system note asks (`tools_system_prompt`), and as the history shows earlier calls: the answer is the
-        # call (or a list of them), so one that opens so is taken for a call, whatever name follows
-        return replace(grammar, opening=r'(?:\[ ?)?\{ ?"name" ?:', at_start=True)
-    return None
+        tags: tuple[str, str | None] | None = _TAGGED_JSON[tool_format]
+        opening, at_start = re.escape(_TAGGED_JSON[tool_format][0]), False
+    elif tool_format == "json" and noted:
+        # The note asks for the call (or a list of them) as the answer, as the history shows earlier calls: an
+        # answer that opens so is taken for a call, whatever name follows
+        tags, opening, at_start = None, r'(?:\[ ?)?\{ ?"name" ?:', True
+    else:
+        return None
+    return CallGrammar(
+        call_schema(replace(plan, parallel=False)),
+        opening,
+        tags,
+        repeats=plan.parallel,
+        at_start=at_start,
+        thinking=thinking,
+        thinking_open=thinking_open,
+        names=tuple(plan.names),
+    )
 
 
 def fits(plan: ToolPlan, name: str, arguments: str) -> bool:
