@@ -136,11 +136,13 @@ class _Person(BaseModel):
     name: str
     home: _Place
     friends: list[_Person] = []
+    note: Any = None  # `{"title": "Note", "default": null}`: any value
 
 
 async def test_a_recursive_models_schema_holds_the_output(chat_oasis: Harness) -> None:
     """A pydantic model that contains itself puts its `$ref` at the root beside its `$defs` (as `parse` and
-    instructor send it): the output is held to it (it was a 400 before)."""
+    instructor send it), and an `Any` field is a schema of annotations alone: the output is held to it (both were
+    400s before)."""
     schema = _Person.model_json_schema()
     assert "$ref" in schema and "$defs" in schema
     reply = await chat_oasis.sdk().chat.completions.create(

@@ -91,6 +91,8 @@ class _Converter(SchemaConverter):
     patterns as JSON Schema reads them (pattern_grammar.py), and a custom tool's input to its lark grammar."""
 
     def visit(self, schema: Any, name: str) -> Any:
+        if isinstance(schema, dict) and schema and set(schema) <= _ANNOTATIONS:
+            schema = {}  # annotations alone (pydantic's `Any`: `{"title": "Any"}`) allow any value, as JSON Schema
         rule = self._own_rule(schema)
         if rule is None:
             return super().visit(schema, name)
@@ -138,6 +140,11 @@ def _definitions_read(node: Any) -> Any:
     return read
 
 
+# Keys that say something of a schema without constraining its values
+_ANNOTATIONS = frozenset(
+    {"title", "description", "default", "examples", "$comment", "deprecated", "readOnly", "writeOnly", "$schema"}
+    | {"$id", "$defs", "definitions"}
+)
 # Keys that make a schema more than its own type: llama-cpp-python's converter handles those.
 _COMBINING_KEYS = ("$ref", "anyOf", "oneOf", "allOf", "const", "enum")
 
