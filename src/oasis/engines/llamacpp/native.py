@@ -12,7 +12,7 @@ from functools import cache
 from typing import Any
 
 from llama_cpp import llama_cpp as _lib
-from llama_cpp.llama_grammar import INVALID_RULE_CHARS_RE, RESERVED_NAMES, SchemaConverter
+from llama_cpp.llama_grammar import INVALID_RULE_CHARS_RE, PRIMITIVE_RULES, RESERVED_NAMES, SchemaConverter
 
 from oasis.engines.lark_grammar import LARK_SCHEMA_KEY, read_lark
 from oasis.engines.llamacpp.lark_gbnf import lark_string_rules
@@ -90,23 +90,39 @@ class _Converter(SchemaConverter):
     """llama-cpp-python's converter, with integers and numbers held to their schema's bounds, strings to their
     patterns as JSON Schema reads them (pattern_grammar.py), and a custom tool's input to its lark grammar."""
 
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._ref_rules: dict[str, str] = {}  # each `$ref` (resolved) -> the rule its schema became
+
     def visit(self, schema: Any, name: str) -> Any:
-        if isinstance(schema, dict) and schema and set(schema) <= _ANNOTATIONS:
-            schema = {}  # annotations alone (pydantic's `Any`: `{"title": "Any"}`) allow any value, as JSON Schema
+        rule_name = name + "-" if name in RESERVED_NAMES else name or "root"
+        # A schema of annotations alone (pydantic's `Any`: `{"title": "Any"}`), or an empty one inside another,
+        # allows any value, as JSON Schema reads it (the converter asserted, or allowed objects only); the empty
+        # schema at the root stays "any object": JSON mode's
+        if isinstance(schema, dict) and set(schema) <= _ANNOTATIONS and (schema or name):
+            return self._add_rule(rule_name, self._add_primitive("value", PRIMITIVE_RULES["value"]))
         rule = self._own_rule(schema)
         if rule is None:
             return super().visit(schema, name)
-        return self._add_rule(name + "-" if name in RESERVED_NAMES else name or "root", f"{rule} space")
+        return self._add_rule(rule_name, f"{rule} space")
 
     def _resolve_ref(self, ref: str) -> str:
-        # as llama-cpp-python's, with the definition's name made a rule name first: a recursive reference (a model
-        # that holds itself) was written with the raw name (`_Person`), a rule that does not exist
-        name = INVALID_RULE_CHARS_RE.sub("-", ref.split("/")[-1])
-        if name not in self._rules and ref not in self._refs_being_resolved:
-            self._refs_being_resolved.add(ref)
-            name = self.visit(self._refs[ref], name)
-            self._refs_being_resolved.remove(ref)
-        return name
+        # As llama-cpp-python's, with a rule name of each reference's own, taken before its schema is read: the
+        # converter named it after the pointer's last part, so that `.../a/items` and `.../b/items` were one rule,
+        # and a recursive reference (a model that holds itself) was written with the raw name (`_Person`)
+        known = self._ref_rules.get(ref)
+        if known is not None:
+            return known
+        base = INVALID_RULE_CHARS_RE.sub("-", ref.split("/")[-1]) or "ref"
+        name, number = base, 0
+        while name in RESERVED_NAMES or name in self._rules or name in self._ref_rules.values():
+            number += 1
+            name = f"{base}{number}"
+        self._ref_rules[ref] = name
+        written = str(self.visit(self._refs[ref], name))
+        if written != name:  # a primitive (`integer`) is its own rule: the name taken becomes another word for it
+            self._add_rule(name, written)
+        return written
 
     def _own_rule(self, schema: Any) -> str | None:
         """The rule this converter writes itself for a plain (uncombined) bounded number, patterned string or
@@ -135,7 +151,8 @@ def _definitions_read(node: Any) -> Any:
     if not isinstance(node, dict):
         return node
     read = {key: _definitions_read(value) for key, value in node.items()}
-    if "$ref" in read and "anyOf" not in read and any(key in read for key in ("$defs", "definitions")):
+    combined = "anyOf" in read or "oneOf" in read
+    if "$ref" in read and not combined and any(key in read for key in ("$defs", "definitions")):
         read["anyOf"] = [{"$ref": read.pop("$ref")}]
     return read
 

@@ -227,43 +227,64 @@ def call_schema(plan: ToolPlan) -> dict[str, Any]:
 
 
 _DEFINITIONS = ("$defs", "definitions")
+# Keywords whose values are data (a `{"$ref": ...}` there is a value the output holds, not a reference), and those
+# whose values map names to schemas (where a property may be named `default`)
+_DATA_KEYWORDS = frozenset({"const", "enum", "default", "examples"})
+_NAMED_SCHEMAS = frozenset({"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"})
 
 
-def _has_local_ref(node: Any) -> bool:
-    if isinstance(node, dict):
-        ref = node.get("$ref")
-        return (isinstance(ref, str) and ref.startswith("#")) or any(_has_local_ref(value) for value in node.values())
-    return isinstance(node, list) and any(_has_local_ref(item) for item in node)
+def _has_local_ref(node: Any, names: bool = False) -> bool:
+    """Whether a schema (`names`: a map of names to schemas) holds a `$ref` into the document it is in."""
+    if isinstance(node, list):
+        return any(_has_local_ref(item) for item in node)
+    if not isinstance(node, dict):
+        return False
+    ref = None if names else node.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#"):
+        return True
+    return any(
+        _has_local_ref(value, not names and key in _NAMED_SCHEMAS)
+        for key, value in node.items()
+        if names or key not in _DATA_KEYWORDS
+    )
 
 
 def _definitions_moved(parameters: dict[str, Any], key: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """The parameters without their definitions, and the call schema's `$defs` entries that hold them (`key` for
-    the parameters themselves, `key--name` for each definition), every local `$ref` pointing there."""
+    the parameters themselves, `key-defs-name` or `key-definitions-name` for each definition), every local `$ref`
+    pointing there."""
 
     def moved(ref: str) -> str:
         for definitions in _DEFINITIONS:
             if ref.startswith(f"#/{definitions}/"):
-                return f"#/$defs/{key}--{ref[len(definitions) + 3 :]}"
+                return f"#/$defs/{key}-{definitions.lstrip('$')}-{ref[len(definitions) + 3 :]}"
         return f"#/$defs/{key}{ref[1:]}"
 
     body = _refs_rewritten({name: value for name, value in parameters.items() if name not in _DEFINITIONS}, moved)
     entries = {key: body}
     for definitions in _DEFINITIONS:
-        for name, definition in (parameters.get(definitions) or {}).items():
-            entries[f"{key}--{name}"] = _refs_rewritten(definition, moved)
+        held = parameters.get(definitions)
+        for name, definition in held.items() if isinstance(held, dict) else ():
+            entries[f"{key}-{definitions.lstrip('$')}-{name}"] = _refs_rewritten(definition, moved)
     return body, entries
 
 
-def _refs_rewritten(node: Any, moved: Callable[[str], str]) -> Any:
-    if isinstance(node, dict):
-        copied = {name: _refs_rewritten(value, moved) for name, value in node.items()}
-        ref = node.get("$ref")
-        if isinstance(ref, str) and ref.startswith("#"):
-            copied["$ref"] = moved(ref)
-        return copied
+def _refs_rewritten(node: Any, moved: Callable[[str], str], names: bool = False) -> Any:
+    """A copy of a schema (`names`: a map of names to schemas) with its local `$ref`s as `moved` writes them."""
     if isinstance(node, list):
         return [_refs_rewritten(item, moved) for item in node]
-    return node
+    if not isinstance(node, dict):
+        return node
+    copied = {
+        key: value
+        if not names and key in _DATA_KEYWORDS
+        else _refs_rewritten(value, moved, not names and key in _NAMED_SCHEMAS)
+        for key, value in node.items()
+    }
+    ref = None if names else node.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#"):
+        copied["$ref"] = moved(ref)
+    return copied
 
 
 # Names a regex may hold as they are (OpenAI's own rule for function names)
