@@ -181,17 +181,26 @@ async def check(client: openai.AsyncOpenAI, model: str, log: Path) -> dict[str, 
         text = (reply.choices[0].message.content or "").lower()
         facts += any(word in text for word in answer.split("|"))
     row["facts"] = f"{facts}/{len(FACTS)}"
-    good = leaks = misfits = 0
+    good = leaks = misfits = calling = streamed = 0
     for prompt, wanted in AUTO:
-        reply = await client.chat.completions.create(
-            model=model, messages=[{"role": "user", "content": prompt}], tools=TOOLS, temperature=0, max_tokens=120
-        )
+        asked: dict[str, Any] = {
+            "model": model,
+            "messages": [{"role": "user", "content": prompt}],
+            "tools": TOOLS,
+            "temperature": 0,
+            "max_tokens": 120,
+        }
+        reply = await client.chat.completions.create(**asked)
         message = reply.choices[0].message
+        if message.tool_calls:  # its arguments as a stream sends them: in pieces as written, or whole at the end
+            calling += 1
+            streamed += await _arguments_in_pieces(client, asked)
         called = {call.function.name for call in message.tool_calls or []}
         misfits += sum(not _fits(call.function.name, call.function.arguments) for call in message.tool_calls or [])
         leaks += any(marker in (message.content or "") for marker in MARKUP)
         good += (called == wanted) if wanted else (not called and bool(message.content))
     row["tools auto"] = f"{good}/{len(AUTO)}"
+    row["auto calls streamed as written"] = f"{streamed}/{calling}"
     row["markup in content"] = str(leaks)
     row["misfit args"] = str(misfits)
     row["repaired"] = str(log.read_text().count("written again under its grammar"))
@@ -235,6 +244,16 @@ async def check(client: openai.AsyncOpenAI, model: str, log: Path) -> dict[str, 
     thinking = (expected.model_extra or {}).get("reasoning_content")
     row["reasoning"] = "yes" if thinking else "none seen"
     return row
+
+
+async def _arguments_in_pieces(client: openai.AsyncOpenAI, asked: dict[str, Any]) -> bool:
+    """Whether a streamed reply's first call sends its arguments in more than one piece."""
+    pieces = 0
+    async for chunk in await client.chat.completions.create(**asked, stream=True):
+        for choice in chunk.choices:
+            calls = choice.delta.tool_calls or []
+            pieces += sum(1 for call in calls if call.index == 0 and call.function and call.function.arguments)
+    return pieces > 1
 
 
 async def speed(client: openai.AsyncOpenAI, model: str) -> str:
