@@ -468,27 +468,27 @@ class LlamaCppEngine:
         """Refuses a schema that cannot become a grammar llama.cpp parses, before it is queued: the scheduler
         thread builds the grammar, and there a failure could only fail the sequence (and once, ended the thread).
         Each grammar is parsed here once."""
-        rules = _grammar_rules(schema)
-        if rules in self._grammars_parsed:
-            return
-        native.lib().llama_sampler_free(self._new_grammar(rules))
-        if len(rules) > native.CACHED_SCHEMA_CHARS:
-            return  # parsed again next time: only short grammars are remembered
-        if len(self._grammars_parsed) >= _GRAMMARS_REMEMBERED:
-            self._grammars_parsed.clear()
-        self._grammars_parsed.add(rules)
+        if not self._parses(_grammar_rules(schema), b"root"):
+            raise UnusableSchema("llama.cpp could not parse the grammar made from it")
 
     def _call_grammar_parses(self, grammar: CallGrammar) -> bool:
-        """Whether the call's grammar is one llama.cpp parses (each one parsed here once)."""
+        """Whether the call's grammar is one llama.cpp parses."""
         try:
             rules = call_rules(grammar, _grammar_rules(grammar.schema))
         except UnusableSchema:
             return False
+        if not self._parses(rules, CALL_ROOT.encode()):
+            log.warning("%s: a tool call grammar did not parse; calls are read as written", self.spec.id)
+            return False
+        return True
+
+    def _parses(self, rules: str, root: bytes) -> bool:
+        """Whether llama.cpp parses `rules` (from `root`); a short grammar that parsed is remembered, not parsed
+        again."""
         if rules in self._grammars_parsed:
             return True
-        parsed = native.lib().llama_sampler_init_grammar(self._vocab, rules.encode(), CALL_ROOT.encode())
-        if not parsed:
-            log.warning("%s: a tool call grammar did not parse; calls are read as written", self.spec.id)
+        parsed = native.lib().llama_sampler_init_grammar(self._vocab, rules.encode(), root)
+        if not parsed:  # a NULL pointer
             return False
         native.lib().llama_sampler_free(parsed)
         if len(rules) <= native.CACHED_SCHEMA_CHARS:
