@@ -69,6 +69,30 @@ def test_a_bare_call_opens_only_where_the_answer_starts(pieces: list[str], opene
     assert _opened_at(_grammar("json"), pieces) == opened
 
 
+@pytest.mark.parametrize("family", ["hermes", "json", "mistral", "llama3"])
+@pytest.mark.parametrize(
+    ("pieces", "opened"),
+    [
+        (["Sure.", "\n```", "json", "\n", '{"', "name", '":', ' "', "get", "_weather", '",'], (10, 10)),
+        (["```json\n", '[{"name": "get_time"', "}"], (1, 2)),  # a list of calls
+        (["```\n", '{"name": "get_weather", "'], (1, 2)),  # a fence with no language
+        (["```json\n", '{"name": "get_'], None),  # a name begun: not yet taken for a call
+        (["```json\n", '{"name": "get_", "'], None),  # a name no function has
+        (["```json\n", '{"name": "Paris", "age": 3}'], None),  # other JSON in a fence stays text
+        (["```python\n", '{"name": "get_weather"'], None),  # another language's fence
+        (["```json\n", '{"name": "get_weather", "arguments": {'], None),  # more than the opening in one token
+    ],
+)
+def test_a_fenced_call_opens_once_it_names_an_offered_function(
+    family: str, pieces: list[str], opened: tuple[int, int] | None
+) -> None:
+    """In every family that reads fenced calls, with its own calls held or not: the fence opens a call only once
+    the name is whole and offered, the fence's tokens replayed with it."""
+    grammar = _grammar(family)
+    assert grammar.fenced
+    assert _opened_at(grammar, pieces) == opened
+
+
 def test_a_call_does_not_open_inside_the_thinking() -> None:
     thinking = ("<think>", "</think>")
     pieces = ["<think>", "I could write <tool_call>", "\n", "here.", "</think>", "\n\n", "<tool_call>", "\n"]
@@ -79,7 +103,7 @@ def test_a_call_does_not_open_inside_the_thinking() -> None:
     assert _opened_at(_grammar("json", thinking), ["<think>ok</think>", '{"name":']) == (1, 1)
 
 
-def test_forced_and_custom_calls_and_other_families_have_no_call_grammar() -> None:
+def test_forced_and_custom_calls_and_families_that_read_no_fences_have_no_call_grammar() -> None:
     assert call_grammar(ToolPlan("required", [WEATHER], True, False), "hermes", None, False, noted=True) is None
     assert (
         call_grammar(
@@ -88,9 +112,14 @@ def test_forced_and_custom_calls_and_other_families_have_no_call_grammar() -> No
         is None
     )
     assert call_grammar(ToolPlan("auto", [WEATHER], True, True), "json", None, False, noted=True) is None  # `functions`
-    assert call_grammar(PLAN, "mistral", None, False, noted=True) is None
+    # families whose calls are not held: only a fenced call, where the family reads one
+    mistral = call_grammar(PLAN, "mistral", None, False, noted=True)
+    assert mistral is not None and mistral.opening is None and mistral.fenced
+    for family in ("harmony", "deepseek", "command_r_plus"):  # no fenced calls read, or fences of their own
+        assert call_grammar(PLAN, family, None, False, noted=True) is None
     # a template that writes the tools itself, in no family known: no note asked for bare calls
-    assert call_grammar(PLAN, "json", None, False, noted=False) is None
+    unnoted = call_grammar(PLAN, "json", None, False, noted=False)
+    assert unnoted is not None and unnoted.opening is None and unnoted.fenced
     odd = ToolPlan("auto", [{"name": "get.weather"}], True, False)  # a name a regex would read otherwise
     assert call_grammar(odd, "hermes", None, False, noted=True) is None
 
@@ -141,6 +170,42 @@ async def test_a_call_that_opens_is_written_to_its_functions_schema() -> None:
         await engine.close()
 
 
+@pytest.mark.parametrize("family", ["hermes", "mistral"])
+async def test_a_fenced_call_is_written_to_its_functions_schema(family: str) -> None:
+    """SmolLM2 continues fenced calls whose arguments do not fit (`town`, where `city` is required): free, it
+    writes another such; held from where it names the function, the arguments fit and the fence ends the reply,
+    whether or not the family's own calls are held."""
+    from oasis.engines.llamacpp.engine import LlamaCppEngine
+    from oasis.settings import ModelSpec
+
+    examples = [{"name": "get_weather", "arguments": {"town": town}} for town in ("Rome", "Oslo")]
+    text = "Weather lookups:\n" + "".join(f"```json\n{json.dumps(example)}\n```\n" for example in examples)
+    functions = {function["name"]: function for function in PLAN.functions}
+    engine = LlamaCppEngine(ModelSpec(**smollm(parallel=1, context_length=512)))
+    await engine.start()
+    try:
+        prompt = engine.tokenize(text, add_special=True)
+
+        async def written(grammar: CallGrammar | None) -> tuple[str, list[Any]]:
+            params = SamplingParams(max_tokens=60, temperature=0, call_grammar=grammar)
+            tokens = [token async for token in engine.generate(prompt, params)]
+            return b"".join(token.piece for token in tokens).decode(), tokens
+
+        free, free_tokens = await written(None)
+        (call, *_) = read_calls(free, FORMATS[family], functions, final=True).calls
+        assert call.name == "get_weather" and not fits(PLAN, call.name, call.arguments)
+        assert not any(token.call_opened for token in free_tokens)
+        held, tokens = await written(_grammar(family, plan=replace(PLAN, parallel=False)))
+        assert held.startswith("```json\n")
+        opened = [index for index, token in enumerate(tokens) if token.call_opened]
+        assert len(opened) == 1 and '"get_weather"' in b"".join(t.piece for t in tokens[: opened[0] + 1]).decode()
+        (call,) = read_calls(held, FORMATS[family], functions, final=True).calls
+        assert call.name == "get_weather" and fits(PLAN, call.name, call.arguments)
+        assert held.rstrip().endswith("```") and tokens[-1].finish_reason == "stop"
+    finally:
+        await engine.close()
+
+
 CALLS_IN_FAMILIES = [
     ("hermes", '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'),
     (
@@ -152,6 +217,12 @@ CALLS_IN_FAMILIES = [
     ("tool_calls_tags", '<tool_calls>\n{"name": "get_time", "arguments": {"zone": "UTC"}}\n</tool_calls>'),
     ("granite", '<|tool_call|>[{"name": "get_weather", "arguments": {"city": "Paris"}}]'),
     ("json", '[{"name": "get_weather", "arguments": {"city": "Paris"}}, {"name": "get_time", "arguments": {}}]'),
+    ("hermes", '```json\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n```'),
+    (
+        "json",
+        '```\n[{"name": "get_time", "arguments": {}}]\n```\n\n```json\n{"name": "get_time", "arguments": {}}\n```',
+    ),
+    ("mistral", '```json\n[{"name": "get_weather", "arguments": {"city": "Paris"}}]\n```'),
 ]
 
 

@@ -583,6 +583,41 @@ async def test_an_unforced_calls_arguments_stream_as_the_model_writes_them(chat_
     assert not _streamed_calls(chunks)
 
 
+def _fenced(city: str) -> dict[str, Any]:
+    call = {"name": "get_weather", "arguments": {"city": city, "unit": "c"}}
+    return {"role": "assistant", "content": f"```json\n{json.dumps(call)}\n```"}
+
+
+# Earlier turns where calls were written in ```json fences (as many small models write them, whatever their
+# template teaches) and left in the history as text
+FENCED_BEFORE: list[Any] = [
+    {"role": "user", "content": "What's the weather in Rome?"},
+    _fenced("Rome"),
+    {"role": "user", "content": "sunny, 24 C. And in Oslo?"},
+    _fenced("Oslo"),
+    {"role": "user", "content": "snow, -3 C. And in Paris?"},
+]
+
+
+async def test_a_fenced_calls_arguments_stream_as_the_model_writes_them(chat_oasis: Harness) -> None:
+    """A call the model writes in a ```json fence is held to its function's schema once it names the function,
+    and streams as written: no fence in the content, the arguments in pieces joining to the whole answer's."""
+    client = chat_oasis.sdk()
+    asked: dict[str, Any] = {"model": MODEL, "messages": FENCED_BEFORE, "tools": TOOLS[:1], "temperature": 0}
+    whole = (await client.chat.completions.create(**asked, max_tokens=60)).choices[0]
+    assert whole.finish_reason == "tool_calls" and not whole.message.content
+    (called,) = whole.message.tool_calls or []
+    assert called.function.name == "get_weather"  # type: ignore[union-attr]
+    assert json.loads(called.function.arguments)["city"] == "Paris"  # type: ignore[union-attr]
+    chunks = [chunk async for chunk in await client.chat.completions.create(**asked, max_tokens=60, stream=True)]
+    calls = _streamed_calls(chunks)
+    assert calls[0].id and calls[0].function and calls[0].function.name == "get_weather"
+    assert "".join(call.function.arguments or "" for call in calls if call.function) == called.function.arguments  # type: ignore[union-attr]
+    assert len([call for call in calls[1:] if call.function and call.function.arguments]) > 2  # not whole at the end
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["tool_calls"]
+    assert not "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).strip()
+
+
 async def test_a_forced_call_to_a_function_whose_parameters_have_definitions_is_written_to_them(
     chat_oasis: Harness,
 ) -> None:

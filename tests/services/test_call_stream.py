@@ -117,10 +117,18 @@ TAGGED = (
 )
 
 
-def _read_opened(text: str, opening: str, tags: tuple[str, str] | None, opened_at: int, chunks: list[str]) -> Any:
+def _read_opened(
+    text: str,
+    opening: str | None,
+    tags: tuple[str, str] | None,
+    opened_at: int,
+    chunks: list[str],
+    *,
+    fenced: bool = False,
+) -> Any:
     """Feeds `chunks` of `text` as deltas, the engine's token that opened a call ending at `opened_at` (a chunk
     that crosses it is two tokens in one delta, as a stop string's hold makes them)."""
-    reading = OpenedCalls(opening, tags)
+    reading = OpenedCalls(opening, tags, fenced=fenced)
     names: list[str] = []
     arguments: list[str] = []
     fed = 0
@@ -160,6 +168,34 @@ def test_a_bare_call_list_and_a_call_cut_short_are_read_from_their_opening() -> 
     start = cut.index(HERMES_OPENING)
     reading, names, arguments = _read_opened(cut, HERMES_OPENING, ("<tool_call>", "</tool_call>"), start + 11, [cut])
     assert not reading.finished and names == ["get_weather"] and arguments == ['{"city": "Par']
+
+
+FENCED = (
+    "I will check the weather.\n```json\n"
+    '{"name": "get_weather", "arguments": {"city": "Paris", "note": "in `code`"}}\n```\n\n```\n'
+    '[{"name": "save", "arguments": {"text": "x"}}]\n```\n'
+)
+
+
+@pytest.mark.parametrize(
+    ("opening", "tags"),
+    [(HERMES_OPENING, ("<tool_call>", "</tool_call>")), (r'(?:\[ ?)?\{ ?"name" ?:', None), (None, None)],
+)
+def test_fenced_calls_are_read_as_they_are_written(opening: str | None, tags: tuple[str, str] | None) -> None:
+    """A call in a ```json fence (in a family whose own calls are tagged or bare, or in one whose calls are not
+    held) is read from the fence on as the reader reads it whole; the text before stays content."""
+    start = FENCED.index("```")
+    whole = read_calls(FENCED, FORMATS["hermes"], FUNCTIONS, final=True).calls
+    assert [call.name for call in whole] == ["get_weather", "save"]
+    opened_at = FENCED.index('"get_weather"') + len('"get_weather"')
+    for chunks in _splits(FENCED, random.Random(7)):
+        reading, names, arguments = _read_opened(FENCED, opening, tags, opened_at, chunks, fenced=True)
+        assert reading.start == start and reading.finished
+        assert names == [call.name for call in whole] and arguments == [call.arguments for call in whole]
+    # cut short inside the first call's arguments: the call as far as written
+    cut = FENCED[: FENCED.index('"Paris"') + 3]
+    reading, names, arguments = _read_opened(cut, opening, tags, opened_at, [cut], fenced=True)
+    assert not reading.finished and names == ["get_weather"] and arguments == ['{"city": "Pa']
 
 
 def test_nothing_is_read_until_the_engine_says_a_call_opened() -> None:

@@ -40,6 +40,13 @@ class UnusableSchema(ValueError):
 background_work: ContextVar[bool] = ContextVar("background_work", default=False)
 
 
+# A fenced call's wrapping: the fence's opening (a regex, read alike by Python and ECMAScript) and its closing
+FENCE_OPEN = r"```(?:json|tool_call|tool_code)?[ \t]{0,2}\n"
+FENCE_CLOSE = "```"
+# Where a fenced call opens: the fence, blank space, then a call object's (or a list's) beginning up to its name's key
+FENCED_CALL_OPENING = FENCE_OPEN + r'[ \n]{0,2}(?:\[ ?)?\{ ?"name" ?:'
+
+
 @dataclass(frozen=True)
 class CallGrammar:
     """A reply written freely until it opens a tool call, and the call then held to its functions' schemas (the
@@ -47,9 +54,14 @@ class CallGrammar:
     send its arguments piece by piece."""
 
     schema: Mapping[str, object]  # one call, `{"name": ..., "arguments": ...}`
-    opening: str  # a regex, read alike by Python and ECMAScript, for where a call opens: the grammar starts there
+    # A regex, read alike by Python and ECMAScript, for where the family's own calls open: the grammar starts
+    # there. None: a family whose calls are not held, though a fenced one may be (`fenced`)
+    opening: str | None
     # The calls' wrapping (`<tool_call>`, `</tool_call>`; a family may have no closing tag); None: bare JSON
     tags: tuple[str, str | None] | None = None
+    # A call may also open in a Markdown fence (FENCE_OPEN), as small models write them whatever their template
+    # teaches: held once it names an offered function, so that other JSON in a fence stays text
+    fenced: bool = False
     repeats: bool = False  # further calls may follow (parallel calls)
     at_start: bool = False  # a call opens only where the answer starts
     thinking: tuple[str, str] | None = None  # the thinking block's tags: a call does not open inside it

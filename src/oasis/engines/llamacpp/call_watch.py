@@ -7,7 +7,8 @@ the replayed text runs to the end of the token that completed the match, so a to
 allows (`<tool_call>Hello`) would throw out of the sampler, through ctypes, and end the process. So the watch is
 kept here: it decides, at a token boundary, that a call opened with nothing after the opening that the grammar
 refuses, and only then is a lazy grammar made and fed the few tokens that hold the opening (llama.cpp replays them
-from the opening's first character, which may lie inside a token).
+from the opening's first character, which may lie inside a token). A call in a Markdown fence opens only once it
+names an offered function whole: other JSON in a fence stays text.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import bisect
 import codecs
 import re
 
-from oasis.engines.text import CallGrammar
+from oasis.engines.text import FENCE_CLOSE, FENCED_CALL_OPENING, CallGrammar
 
 # What may follow an opening within its last token and still be a beginning the grammar accepts: after a tag, the
 # wrapping's blank space and the call object's first characters; after a bare call's `"name":`, the name (so far: a
@@ -25,6 +26,8 @@ from oasis.engines.text import CallGrammar
 _TAIL_AFTER_TAG = r'[ \n]{0,2}(?:\[ ?)?(?:\{ ?"?)?'
 _TAIL_AFTER_KEY = r' ?(?:"[A-Za-z0-9_-]*(?:"(?:, ?"?)?)?)?'
 _NAME_IN_TAIL = re.compile(r' ?(?:"(?P<name>[A-Za-z0-9_-]*)(?P<closed>")?)?')
+# FENCE_OPEN as GBNF
+_FENCE_OPEN_RULE = '"```" ("json" | "tool_call" | "tool_code")? [ \\t]{0,2} "\\n"'
 # An opening is looked for this far back from the reply's end: the longest (a bare call's name, 64 characters, and
 # its JSON around it) is well within it.
 _WINDOW = 256
@@ -40,19 +43,33 @@ def call_rules(grammar: CallGrammar, schema_rules: str) -> str:
     listed = 'root ("," space root)*' if grammar.repeats else "root"
     # a call, or a list of them; blank space may end the reply after them
     rules = [schema_rules, f'{_CALLS} ::= root | "[" space {listed} "]" space', f"{_SPACE} ::= [ \\n]{{0,2}}"]
-    if grammar.tags is None:
-        return "\n".join([*rules, f"{ROOT} ::= {_CALLS} {_SPACE}\n"])
-    opened, closed = grammar.tags
+    forms = []  # where the reply may go from the opening on: the family's calls, calls in a fence
+    if grammar.opening is not None:
+        if grammar.tags is None:
+            forms.append(f"{_CALLS} {_SPACE}")
+        else:
+            forms.append(_wrapped(grammar, _literal(grammar.tags[0]), grammar.tags[1]))
+    if grammar.fenced:
+        forms.append(_wrapped(grammar, _FENCE_OPEN_RULE, FENCE_CLOSE))
+    assert forms, "a call grammar has an opening"
+    return "\n".join([*rules, f"{ROOT} ::= " + " | ".join(f"( {form} )" for form in forms) + "\n"])
+
+
+def _wrapped(grammar: CallGrammar, opened: str, closed: str | None) -> str:
+    """Calls in a wrapping whose opening is the rule `opened`; further wrapped calls may follow (parallel calls)."""
     if closed is None:  # the wrapping's opening alone: the calls end the reply
-        return "\n".join([*rules, f"{ROOT} ::= {_literal(opened)} {_SPACE} {_CALLS} {_SPACE}\n"])
-    one = f"{_literal(opened)} {_SPACE} {_CALLS} {_SPACE} {_literal(closed)}"
+        return f"{opened} {_SPACE} {_CALLS} {_SPACE}"
+    one = f"{opened} {_SPACE} {_CALLS} {_SPACE} {_literal(closed)}"
     more = f" ({_SPACE} {one})*" if grammar.repeats else ""
-    return "\n".join([*rules, f"{ROOT} ::= {one}{more} {_SPACE}\n"])
+    return f"{one}{more} {_SPACE}"
 
 
-def trigger_pattern(grammar: CallGrammar, end: str = "$") -> str:
-    """llama.cpp's trigger (searched in the few replayed tokens): the opening, then a tail that reaches their end
-    (ECMAScript's `$`; Python's `$` also matches before a last newline, so Python reads it with `\\Z`)."""
+def trigger_pattern(grammar: CallGrammar, end: str = "$", *, fenced: bool = False) -> str:
+    """llama.cpp's trigger (searched in the few replayed tokens): the opening (the family's, or a fence's), then
+    a tail that reaches their end (ECMAScript's `$`; Python's `$` also matches before a last newline, so Python
+    reads it with `\\Z`)."""
+    if fenced:
+        return f"({FENCED_CALL_OPENING}){_TAIL_AFTER_KEY}{end}"
     return f"({grammar.opening}){_tail(grammar)}{end}"
 
 
@@ -69,8 +86,10 @@ class CallWatch:
 
     def __init__(self, grammar: CallGrammar) -> None:
         self._grammar = grammar
-        self._opening = re.compile(grammar.opening)
+        self._opening = re.compile(grammar.opening) if grammar.opening is not None else None
+        self._fence = re.compile(FENCED_CALL_OPENING) if grammar.fenced else None
         self._tail = re.compile(_tail(grammar))
+        self._fenced_tail = re.compile(_TAIL_AFTER_KEY)
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.text = ""
         self.tokens: list[int] = []
@@ -78,7 +97,9 @@ class CallWatch:
         self._answer_from: int | None = None if grammar.thinking is not None else 0
         self._searched = 0  # openings that start before this were looked at already
         self._thinking_searched = 0  # the thinking's closing tag does not start before this
-        self.closed = False  # a bare call that did not open at the answer's start never will
+        self._start_passed = False  # a bare call that did not open at the answer's start never will
+        self.closed = False  # no call will open
+        self.fenced = False  # the call that opened is in a fence
 
     def add(self, token: int, piece: bytes) -> int | None:
         """Takes the next token; when a call opened with it, how many of the latest tokens hold the opening (those
@@ -91,33 +112,38 @@ class CallWatch:
             if self._answer_from is None:
                 return None
         begin = max(self._searched, self._answer_from)
-        if self._grammar.at_start:
-            begin = _non_blank(self.text, self._answer_from)
-            if begin == len(self.text):
-                return None
-            match = self._opening.match(self.text, begin)
-            matches = [match] if match is not None else []
-        else:
-            matches = list(self._opening.finditer(self.text, begin))
-        for match in matches:
-            if self._tail_fits(match.end()):
+        found: list[tuple[re.Match[str], bool]] = []  # openings, and whether each is a fence's
+        if self._opening is not None and self._grammar.at_start and not self._start_passed:
+            start = _non_blank(self.text, self._answer_from)
+            match = self._opening.match(self.text, start)
+            found += [(match, False)] if match is not None else []
+            self._start_passed = len(self.text) - start > _WINDOW
+        elif self._opening is not None and not self._grammar.at_start:
+            found += [(match, False) for match in self._opening.finditer(self.text, begin)]
+        if self._fence is not None:
+            found += [(match, True) for match in self._fence.finditer(self.text, begin)]
+        for match, fenced in found:
+            if self._tail_fits(match.end(), fenced):
                 first = bisect.bisect_right(self._starts, match.start()) - 1
+                self.fenced = fenced
                 return len(self.tokens) - first
-        if self._grammar.at_start and len(self.text) - begin > _WINDOW:
-            self.closed = True
+        self.closed = self._fence is None and self._start_passed
         self._searched = max(begin, len(self.text) - _WINDOW)
         return None
 
-    def _tail_fits(self, start: int) -> bool:
+    def _tail_fits(self, start: int, fenced: bool) -> bool:
         """Whether the text after an opening is a beginning the call's grammar accepts (and whole: bytes of a
         character still to come would follow it in llama.cpp's text)."""
-        if self._decoder.getstate()[0] or not self._tail.fullmatch(self.text, start):
+        tail = self._fenced_tail if fenced else self._tail
+        if self._decoder.getstate()[0] or not tail.fullmatch(self.text, start):
             return False
-        if self._grammar.tags is not None:
+        if self._grammar.tags is not None and not fenced:
             return True
         named = _NAME_IN_TAIL.match(self.text, start)
         assert named is not None  # each of its parts is optional
         name = named.group("name")
+        if fenced:  # only once the function is named whole
+            return bool(named.group("closed")) and name in self._grammar.names
         if name is None:
             return True
         if named.group("closed"):

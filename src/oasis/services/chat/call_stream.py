@@ -17,7 +17,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from oasis.engines.text import SampledToken
+from oasis.engines.text import FENCE_CLOSE, FENCE_OPEN, FENCED_CALL_OPENING, SampledToken
 from oasis.services.chat.tool_formats import json_at
 
 _WHITESPACE = " \t\n\r"
@@ -296,11 +296,18 @@ def _hex(digits: str) -> int:
 class OpenedCalls:
     """An unforced reply's calls read from where they open, which the engine says (`SampledToken.call_opened`):
     from there its call grammar holds the reply (`SamplingParams.call_grammar`), so each call's arguments are sent
-    as they are written, as a forced reply's are. The text before the opening stays the reply's content."""
+    as they are written, as a forced reply's are. The text before the opening stays the reply's content. The
+    family's calls open with `opening` (in `tags`, or bare); with `fenced`, a call may open in a ```json fence."""
 
-    def __init__(self, opening: str, tags: tuple[str, str | None] | None) -> None:
-        self._opening = re.compile(opening)
-        self._tags = tags
+    def __init__(self, opening: str | None, tags: tuple[str, str | None] | None, *, fenced: bool = False) -> None:
+        # Each way a call opens, and its wrapping: the opening's pattern and the closing
+        self._openings: list[tuple[re.Pattern[str], tuple[re.Pattern[str], str | None] | None]] = []
+        if opening is not None:
+            wrapping = (re.compile(re.escape(tags[0])), tags[1]) if tags is not None else None
+            self._openings.append((re.compile(opening), wrapping))
+        if fenced:
+            self._openings.append((re.compile(FENCED_CALL_OPENING), (re.compile(FENCE_OPEN), FENCE_CLOSE)))
+        self._wrapping: tuple[re.Pattern[str], str | None] | None = None  # the calls' that opened
         self.start: int | None = None  # where in the reply's text the calls begin
         self._text = ""
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -346,11 +353,17 @@ class OpenedCalls:
                 return []
             # The opening the engine saw: the last one to end within the token that opened the call
             window = max(0, self._opened_by - _OPENING_WINDOW)
-            found = list(self._opening.finditer(self._text, window, self._opened_by))[-1:]
+            found = [
+                (match, wrapping)
+                for pattern, wrapping in self._openings
+                for match in pattern.finditer(self._text, window, self._opened_by)
+            ]
             if not found:  # the text disagrees with the engine's: the calls are read whole at the end
                 self._opened_by = -1
                 return []
-            self.start = found[0].start()
+            # (a fence's opening ends where the bare call's inside it does: the longer is the one)
+            match, self._wrapping = max(found, key=lambda opened: (opened[0].end(), -opened[0].start()))
+            self.start = match.start()
             text = self._text[self.start :]
         self._rest += text
         pieces: list[CallPiece] = []
@@ -371,18 +384,19 @@ class OpenedCalls:
             self._rest = current.unread
             return True
         rest = self._rest.lstrip()
-        if self._tags is not None:
-            opened, closed = self._tags
+        if self._wrapping is not None:
+            opened, closed = self._wrapping
             if current is not None:  # after a call: its closing tag, then perhaps the next call's opening
                 if closed is None or not rest.startswith(closed):
                     return False
                 rest = rest[len(closed) :].lstrip()
                 self._done.extend(current.calls)
                 self._current = current = None
-            if not rest.startswith(opened):
+            opening = opened.match(rest)
+            if opening is None:  # not yet whole (or not there: the reply ends after the calls)
                 self._rest = rest
                 return False
-            rest = rest[len(opened) :]
+            rest = rest[opening.end() :]
         elif current is not None:
             return False  # a bare call is the reply's last
         self._current, self._rest = CallStream(leaves_rest=True), rest

@@ -807,7 +807,7 @@ def _forced_reading(chat: PreparedChat) -> CallStream | None:
 def _opened_reading(chat: PreparedChat) -> OpenedCalls | None:
     """A reader of an unforced reply's calls from where they open, when the engine holds them to a grammar."""
     grammar = chat.params.call_grammar
-    return None if grammar is None else OpenedCalls(grammar.opening, grammar.tags)
+    return None if grammar is None else OpenedCalls(grammar.opening, grammar.tags, fenced=grammar.fenced)
 
 
 def _opened_whole(chat: PreparedChat, result: ChoiceText) -> OpenedCalls | None:

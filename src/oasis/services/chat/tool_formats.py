@@ -74,6 +74,11 @@ class ToolFormat:
     short_ids: bool = False  # Mistral templates refuse tool_call ids other than 9 letters and digits
 
 
+def reads_fenced_calls(tool_format: ToolFormat) -> bool:
+    """Whether a call in a ```json fence is read as a call in this family, apart from the family's own markup."""
+    return _FENCE in tool_format.markups and tool_format.name not in _OWN_FENCES
+
+
 def answer_wrappers(tool_format: ToolFormat) -> ToolFormat | None:
     """The family's channel markup alone, to read a reply that may hold no calls (no tools offered); None when
     the family has none."""
@@ -745,6 +750,8 @@ _FENCE = _Markup(
     _closes_a_fence,
 )
 _HERMES = _tagged("<tool_call>", "</tool_call>")
+# Families whose own markup writes a fence (DeepSeek R1's arguments, Command R+'s `Action:`): a fence there is theirs
+_OWN_FENCES = frozenset({"deepseek", "command_r_plus"})
 _PYTHON_LIST = _Markup(
     re.compile(r"\[\s*[A-Za-z_][\w.]*\("), re.compile(r"\[\s*(?:[A-Za-z_][\w.]*)?"), _read_python_list
 )

@@ -23,6 +23,7 @@ from oasis.engines.lark_grammar import LARK_SCHEMA_KEY, UnusableGrammar, read_la
 from oasis.engines.text import CallGrammar
 from oasis.errors import invalid_request
 from oasis.protocol.extensions import AllowedToolsChoice, ChatCompletionRequest, CustomTool, NamedCustomToolChoice
+from oasis.services.chat.tool_formats import FORMATS, reads_fenced_calls
 
 Mode = Literal["auto", "required", "named"]
 
@@ -303,23 +304,29 @@ def call_grammar(
 ) -> CallGrammar | None:
     """For a reply that may call functions (`tool_choice` auto): the grammar that holds a call from where it opens,
     for the families whose calls are JSON in tags (`<tool_call>`, Nemotron's, Granite's) or bare where the system
-    note (`noted`: `tools_system_prompt`) asks for them so. None where calls are read as written (other families,
-    custom tools, the deprecated `functions`)."""
+    note (`noted`: `tools_system_prompt`) asks for them so, and in every family that reads them, a call in a
+    ```json fence. None where calls are read as written (custom tools, the deprecated `functions`, a family that
+    reads no fenced calls and holds none of its own)."""
     if plan.forced or plan.legacy or plan.custom or not all(_PLAIN_NAME.fullmatch(name) for name in plan.names):
         return None
+    tags: tuple[str, str | None] | None = None
+    opening: str | None = None
+    at_start = False
     if tool_format in _TAGGED_JSON:
-        tags: tuple[str, str | None] | None = _TAGGED_JSON[tool_format]
-        opening, at_start = re.escape(_TAGGED_JSON[tool_format][0]), False
+        tags = _TAGGED_JSON[tool_format]
+        opening = re.escape(tags[0])
     elif tool_format == "json" and noted:
         # The note asks for the call (or a list of them) as the answer, as the history shows earlier calls: an
         # answer that opens so is taken for a call, whatever name follows
-        tags, opening, at_start = None, r'(?:\[ ?)?\{ ?"name" ?:', True
-    else:
+        opening, at_start = r'(?:\[ ?)?\{ ?"name" ?:', True
+    fenced = reads_fenced_calls(FORMATS[tool_format])
+    if opening is None and not fenced:
         return None
     return CallGrammar(
         call_schema(replace(plan, parallel=False)),
         opening,
         tags,
+        fenced=fenced,
         repeats=plan.parallel,
         at_start=at_start,
         thinking=thinking,
