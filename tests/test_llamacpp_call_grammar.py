@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from oasis.engines.llamacpp.call_watch import CallWatch
-from oasis.engines.text import CallGrammar, SamplingParams
+from oasis.engines.text import BARE_CALL_OPENING, CallGrammar, SamplingParams
 from oasis.services.chat.tool_formats import FORMATS, read_calls
 from oasis.services.chat.tools import ToolPlan, call_grammar, fits
 from tests.conftest import smollm
@@ -81,6 +81,7 @@ def test_a_bare_call_opens_only_where_the_answer_starts(pieces: list[str], opene
         (["```json\n", '{"name": "Paris", "age": 3}'], None),  # other JSON in a fence stays text
         (["```python\n", '{"name": "get_weather"'], None),  # another language's fence
         (["```json\n", '{"name": "get_weather", "arguments": {'], None),  # more than the opening in one token
+        (["```", "json", "\n", "{\n", "  ", '"name', '":', ' "', "get", "_time", '",\n'], (10, 11)),  # pretty
     ],
 )
 def test_a_fenced_call_opens_once_it_names_an_offered_function(
@@ -90,6 +91,27 @@ def test_a_fenced_call_opens_once_it_names_an_offered_function(
     the name is whole and offered, the fence's tokens replayed with it."""
     grammar = _grammar(family)
     assert grammar.fenced
+    assert _opened_at(grammar, pieces) == opened
+
+
+@pytest.mark.parametrize("family", ["hermes", "mistral", "granite"])
+@pytest.mark.parametrize(
+    ("pieces", "opened"),
+    [
+        (["\n", '{"', "name", '":', ' "', "get", "_time", '"'], (7, 7)),  # once the name is whole
+        (['[{"name": "get_weather", "'], (0, 1)),
+        (['{"name": "get_'], None),  # a name begun: not yet taken for a call
+        (['{"name": "Paris", "country": "France"}'], None),  # other JSON stays text
+        (["Sure: ", '{"name": "get_time"'], None),  # not where the answer starts
+    ],
+)
+def test_a_bare_call_opens_where_the_answer_starts_in_every_family_that_reads_one(
+    family: str, pieces: list[str], opened: tuple[int, int] | None
+) -> None:
+    """Small models write a bare call whatever their template teaches (Qwen2.5-Coder under Hermes tags): it opens
+    a call at the answer's start once it names an offered function whole."""
+    grammar = _grammar(family)
+    assert grammar.bare and grammar.opening != BARE_CALL_OPENING
     assert _opened_at(grammar, pieces) == opened
 
 
@@ -112,14 +134,20 @@ def test_forced_and_custom_calls_and_families_that_read_no_fences_have_no_call_g
         is None
     )
     assert call_grammar(ToolPlan("auto", [WEATHER], True, True), "json", None, False, noted=True) is None  # `functions`
-    # families whose calls are not held: only a fenced call, where the family reads one
+    # families whose own calls are not held: a fenced call and a bare one, where the family reads them
     mistral = call_grammar(PLAN, "mistral", None, False, noted=True)
-    assert mistral is not None and mistral.opening is None and mistral.fenced
-    for family in ("harmony", "deepseek", "command_r_plus"):  # no fenced calls read, or fences of their own
-        assert call_grammar(PLAN, family, None, False, noted=True) is None
-    # a template that writes the tools itself, in no family known: no note asked for bare calls
+    assert mistral is not None and mistral.opening is None and mistral.fenced and mistral.bare
+    for family in ("deepseek", "command_r_plus"):  # fences of their own
+        grammar = call_grammar(PLAN, family, None, False, noted=True)
+        assert grammar is not None and grammar.opening is None and not grammar.fenced and grammar.bare
+    assert call_grammar(PLAN, "harmony", None, False, noted=True) is None  # reads neither
+    # a template that writes the tools itself, in no family known: no note asked for bare calls, held once named
     unnoted = call_grammar(PLAN, "json", None, False, noted=False)
-    assert unnoted is not None and unnoted.opening is None and unnoted.fenced
+    assert unnoted is not None and unnoted.opening is None and unnoted.fenced and unnoted.bare
+    # Llama 3's own calls are bare, their arguments `parameters`
+    llama3 = call_grammar(PLAN, "llama3", None, False, noted=False)
+    assert llama3 is not None and llama3.at_start and not llama3.bare
+    assert "parameters" in json.dumps(llama3.schema) and '"arguments"' not in json.dumps(llama3.schema)
     odd = ToolPlan("auto", [{"name": "get.weather"}], True, False)  # a name a regex would read otherwise
     assert call_grammar(odd, "hermes", None, False, noted=True) is None
 
@@ -223,6 +251,12 @@ CALLS_IN_FAMILIES = [
         '```\n[{"name": "get_time", "arguments": {}}]\n```\n\n```json\n{"name": "get_time", "arguments": {}}\n```',
     ),
     ("mistral", '```json\n[{"name": "get_weather", "arguments": {"city": "Paris"}}]\n```'),
+    ("hermes", '{"name": "get_time", "arguments": {}}'),
+    # pretty-printed, as Qwen2.5-Coder writes its calls
+    ("hermes", '```json\n{\n  "name": "get_weather",\n  "arguments": {\n    "city": "Paris"\n  }\n}\n```'),
+    ("json", '[\n  {\n    "name": "get_time",\n\n    "arguments": {}\n  }\n]'),
+    ("mistral", '[{"name": "get_weather", "arguments": {"city": "Paris"}}]'),
+    ("llama3", '{"name": "get_weather", "parameters": {"city": "Paris"}}'),
 ]
 
 
@@ -258,7 +292,7 @@ async def test_each_familys_call_grammar_takes_its_calls_whole_and_then_the_end(
         assert draw._allows(sampler, engine._eog_tokens[0])  # and still after a blank line: no further call is owed
         lib.llama_sampler_free(sampler)
         opened = _opened_at(grammar, [engine.token_piece(token).decode() for token in tokens])
-        assert opened is not None and opened[0] < 12
+        assert opened is not None and opened[0] < 16  # where the opening (and a whole name) ends
     finally:
         await engine.close()
 

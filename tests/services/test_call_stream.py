@@ -125,10 +125,11 @@ def _read_opened(
     chunks: list[str],
     *,
     fenced: bool = False,
+    bare: bool = False,
 ) -> Any:
     """Feeds `chunks` of `text` as deltas, the engine's token that opened a call ending at `opened_at` (a chunk
     that crosses it is two tokens in one delta, as a stop string's hold makes them)."""
-    reading = OpenedCalls(opening, tags, fenced=fenced)
+    reading = OpenedCalls(opening, tags, fenced=fenced, bare=bare)
     names: list[str] = []
     arguments: list[str] = []
     fed = 0
@@ -173,7 +174,7 @@ def test_a_bare_call_list_and_a_call_cut_short_are_read_from_their_opening() -> 
 FENCED = (
     "I will check the weather.\n```json\n"
     '{"name": "get_weather", "arguments": {"city": "Paris", "note": "in `code`"}}\n```\n\n```\n'
-    '[{"name": "save", "arguments": {"text": "x"}}]\n```\n'
+    '[\n  {\n    "name": "save",\n    "arguments": {\n      "text": "x"\n    }\n  }\n]\n```\n'  # pretty-printed
 )
 
 
@@ -196,6 +197,20 @@ def test_fenced_calls_are_read_as_they_are_written(opening: str | None, tags: tu
     cut = FENCED[: FENCED.index('"Paris"') + 3]
     reading, names, arguments = _read_opened(cut, opening, tags, opened_at, [cut], fenced=True)
     assert not reading.finished and names == ["get_weather"] and arguments == ['{"city": "Pa']
+
+
+@pytest.mark.parametrize("key", ["arguments", "parameters"])
+def test_a_bare_call_in_a_family_of_tagged_calls_is_read_as_it_is_written(key: str) -> None:
+    """A bare call that opens the answer (Qwen2.5-Coder writes them under Hermes tags; Llama 3's templates ask for
+    `parameters`): read from its opening, the fence's and the tag's openings not in the way."""
+    text = f'{{"name": "get_weather", "{key}": {{"city": "Paris", "days": 3}}}}'
+    opened_at = text.index('"get_weather"') + len('"get_weather"')
+    for chunks in _splits(text, random.Random(3)):
+        reading, names, arguments = _read_opened(
+            text, HERMES_OPENING, ("<tool_call>", "</tool_call>"), opened_at, chunks, fenced=True, bare=True
+        )
+        assert reading.start == 0 and reading.finished
+        assert names == ["get_weather"] and arguments == ['{"city": "Paris", "days": 3}']
 
 
 def test_nothing_is_read_until_the_engine_says_a_call_opened() -> None:

@@ -43,8 +43,12 @@ background_work: ContextVar[bool] = ContextVar("background_work", default=False)
 # A fenced call's wrapping: the fence's opening (a regex, read alike by Python and ECMAScript) and its closing
 FENCE_OPEN = r"```(?:json|tool_call|tool_code)?[ \t]{0,2}\n"
 FENCE_CLOSE = "```"
-# Where a fenced call opens: the fence, blank space, then a call object's (or a list's) beginning up to its name's key
-FENCED_CALL_OPENING = FENCE_OPEN + r'[ \n]{0,2}(?:\[ ?)?\{ ?"name" ?:'
+# Blank space between a call's JSON tokens, as its grammar allows it (llama.cpp's json-schema-to-grammar: a space,
+# or a line break or two and an indent), so that a call written pretty-printed is held too
+JSON_SPACE = r"(?: |\n{1,2}[ \t]{0,20})?"
+# Where a bare call opens: a call object's (or a list's) beginning up to its name's key; a fenced one, in a fence
+BARE_CALL_OPENING = rf'(?:\[{JSON_SPACE})?\{{{JSON_SPACE}"name"{JSON_SPACE}:'
+FENCED_CALL_OPENING = FENCE_OPEN + r"[ \n]{0,2}" + BARE_CALL_OPENING
 
 
 @dataclass(frozen=True)
@@ -55,15 +59,18 @@ class CallGrammar:
 
     schema: Mapping[str, object]  # one call, `{"name": ..., "arguments": ...}`
     # A regex, read alike by Python and ECMAScript, for where the family's own calls open: the grammar starts
-    # there. None: a family whose calls are not held, though a fenced one may be (`fenced`)
+    # there. None: a family whose own calls are not held, though a fenced or a bare one may be
     opening: str | None
     # The calls' wrapping (`<tool_call>`, `</tool_call>`; a family may have no closing tag); None: bare JSON
     tags: tuple[str, str | None] | None = None
     # A call may also open in a Markdown fence (FENCE_OPEN), as small models write them whatever their template
     # teaches: held once it names an offered function, so that other JSON in a fence stays text
     fenced: bool = False
+    # A bare call (BARE_CALL_OPENING) that opens the answer also opens a call, once it names an offered function
+    # whole (small models write them so too)
+    bare: bool = False
     repeats: bool = False  # further calls may follow (parallel calls)
-    at_start: bool = False  # a call opens only where the answer starts
+    at_start: bool = False  # the family's own call opens only where the answer starts
     thinking: tuple[str, str] | None = None  # the thinking block's tags: a call does not open inside it
     thinking_open: bool = False  # the prompt left the reply inside the thinking block
     names: tuple[str, ...] = ()  # the functions a call may name

@@ -7,8 +7,9 @@ the replayed text runs to the end of the token that completed the match, so a to
 allows (`<tool_call>Hello`) would throw out of the sampler, through ctypes, and end the process. So the watch is
 kept here: it decides, at a token boundary, that a call opened with nothing after the opening that the grammar
 refuses, and only then is a lazy grammar made and fed the few tokens that hold the opening (llama.cpp replays them
-from the opening's first character, which may lie inside a token). A call in a Markdown fence opens only once it
-names an offered function whole: other JSON in a fence stays text.
+from the opening's first character, which may lie inside a token). Besides the family's own calls, a call in a
+Markdown fence, and a bare one that opens the answer, open only once they name an offered function whole: other
+JSON stays text.
 """
 
 from __future__ import annotations
@@ -16,16 +17,20 @@ from __future__ import annotations
 import bisect
 import codecs
 import re
+from dataclasses import dataclass
+from typing import Literal
 
-from oasis.engines.text import FENCE_CLOSE, FENCED_CALL_OPENING, CallGrammar
+from oasis.engines.text import BARE_CALL_OPENING, FENCE_CLOSE, FENCED_CALL_OPENING, JSON_SPACE, CallGrammar
 
 # What may follow an opening within its last token and still be a beginning the grammar accepts: after a tag, the
 # wrapping's blank space and the call object's first characters; after a bare call's `"name":`, the name (so far: a
 # function's name, or the beginning of one) and what follows it up to `"arguments"`'s quote. Tokens that carry more
 # never open a call: the reply goes on unconstrained, as without a grammar.
-_TAIL_AFTER_TAG = r'[ \n]{0,2}(?:\[ ?)?(?:\{ ?"?)?'
-_TAIL_AFTER_KEY = r' ?(?:"[A-Za-z0-9_-]*(?:"(?:, ?"?)?)?)?'
-_NAME_IN_TAIL = re.compile(r' ?(?:"(?P<name>[A-Za-z0-9_-]*)(?P<closed>")?)?')
+_TAIL_AFTER_TAG = rf'[ \n]{{0,2}}(?:\[{JSON_SPACE})?(?:\{{{JSON_SPACE}"?)?'
+_TAIL_AFTER_KEY = rf'{JSON_SPACE}(?:"[A-Za-z0-9_-]*(?:"(?:,{JSON_SPACE}"?)?)?)?'
+_NAME_IN_TAIL = re.compile(rf'{JSON_SPACE}(?:"(?P<name>[A-Za-z0-9_-]*)(?P<closed>")?)?')
+# JSON_SPACE as GBNF, in place of the schema converter's `space` (one space at most)
+_SPACE_RULE = 'space ::= ( " " | "\\n"{1,2} [ \\t]{0,20} )?'
 # FENCE_OPEN as GBNF
 _FENCE_OPEN_RULE = '"```" ("json" | "tool_call" | "tool_code")? [ \\t]{0,2} "\\n"'
 # An opening is looked for this far back from the reply's end: the longest (a bare call's name, 64 characters, and
@@ -35,15 +40,19 @@ _WINDOW = 256
 ROOT = "oasis-call-root"
 _CALLS = "oasis-calls"
 _SPACE = "oasis-call-space"
+OpeningKind = Literal["own", "fenced", "bare"]  # the family's own opening, a fence's, a bare call's
 
 
 def call_rules(grammar: CallGrammar, schema_rules: str) -> str:
     """The GBNF of the call (from `schema_rules`, whose root is the call object) with its wrapping, rooted at
     ROOT."""
     listed = 'root ("," space root)*' if grammar.repeats else "root"
+    schema_rules = re.sub(r"^space ::= .*$", lambda _: _SPACE_RULE, schema_rules, flags=re.MULTILINE)
+    if _SPACE_RULE not in schema_rules:
+        schema_rules += "\n" + _SPACE_RULE
     # a call, or a list of them; blank space may end the reply after them
     rules = [schema_rules, f'{_CALLS} ::= root | "[" space {listed} "]" space', f"{_SPACE} ::= [ \\n]{{0,2}}"]
-    forms = []  # where the reply may go from the opening on: the family's calls, calls in a fence
+    forms = []  # where the reply may go from the opening on: the family's calls, calls in a fence, bare calls
     if grammar.opening is not None:
         if grammar.tags is None:
             forms.append(f"{_CALLS} {_SPACE}")
@@ -51,8 +60,11 @@ def call_rules(grammar: CallGrammar, schema_rules: str) -> str:
             forms.append(_wrapped(grammar, _literal(grammar.tags[0]), grammar.tags[1]))
     if grammar.fenced:
         forms.append(_wrapped(grammar, _FENCE_OPEN_RULE, FENCE_CLOSE))
+    if grammar.bare:
+        forms.append(f"{_CALLS} {_SPACE}")
     assert forms, "a call grammar has an opening"
-    return "\n".join([*rules, f"{ROOT} ::= " + " | ".join(f"( {form} )" for form in forms) + "\n"])
+    alternatives = " | ".join(f"( {form} )" for form in dict.fromkeys(forms))
+    return "\n".join([*rules, f"{ROOT} ::= {alternatives}\n"])
 
 
 def _wrapped(grammar: CallGrammar, opened: str, closed: str | None) -> str:
@@ -64,13 +76,13 @@ def _wrapped(grammar: CallGrammar, opened: str, closed: str | None) -> str:
     return f"{one}{more} {_SPACE}"
 
 
-def trigger_pattern(grammar: CallGrammar, end: str = "$", *, fenced: bool = False) -> str:
-    """llama.cpp's trigger (searched in the few replayed tokens): the opening (the family's, or a fence's), then
-    a tail that reaches their end (ECMAScript's `$`; Python's `$` also matches before a last newline, so Python
-    reads it with `\\Z`)."""
-    if fenced:
-        return f"({FENCED_CALL_OPENING}){_TAIL_AFTER_KEY}{end}"
-    return f"({grammar.opening}){_tail(grammar)}{end}"
+def trigger_pattern(grammar: CallGrammar, end: str = "$", *, kind: OpeningKind = "own") -> str:
+    """llama.cpp's trigger (searched in the few replayed tokens): the opening (the family's, a fence's, or a bare
+    call's), then a tail that reaches their end (ECMAScript's `$`; Python's `$` also matches before a last newline,
+    so Python reads it with `\\Z`)."""
+    if kind == "own":
+        return f"({grammar.opening}){_tail(grammar)}{end}"
+    return f"({FENCED_CALL_OPENING if kind == 'fenced' else BARE_CALL_OPENING}){_TAIL_AFTER_KEY}{end}"
 
 
 def _tail(grammar: CallGrammar) -> str:
@@ -81,15 +93,37 @@ def _literal(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+@dataclass(frozen=True)
+class _Opening:
+    kind: OpeningKind
+    pattern: re.Pattern[str]
+    tail: re.Pattern[str]
+    at_start: bool  # only where the answer starts
+    # What the tail must hold of the function's name: nothing (after a tag), a beginning of one, or one whole
+    naming: Literal["none", "begun", "whole"]
+
+
+def _openings(grammar: CallGrammar) -> list[_Opening]:
+    openings = []
+    if grammar.opening is not None:
+        naming: Literal["none", "begun"] = "none" if grammar.tags is not None else "begun"
+        openings.append(
+            _Opening("own", re.compile(grammar.opening), re.compile(_tail(grammar)), grammar.at_start, naming)
+        )
+    after_key = re.compile(_TAIL_AFTER_KEY)
+    if grammar.fenced:
+        openings.append(_Opening("fenced", re.compile(FENCED_CALL_OPENING), after_key, False, "whole"))
+    if grammar.bare:
+        openings.append(_Opening("bare", re.compile(BARE_CALL_OPENING), after_key, True, "whole"))
+    return openings
+
+
 class CallWatch:
-    """Reads a reply token by token and says at which token a call opened."""
+    """Reads a reply token by token and says at which token a call opened, and how (`opened`)."""
 
     def __init__(self, grammar: CallGrammar) -> None:
         self._grammar = grammar
-        self._opening = re.compile(grammar.opening) if grammar.opening is not None else None
-        self._fence = re.compile(FENCED_CALL_OPENING) if grammar.fenced else None
-        self._tail = re.compile(_tail(grammar))
-        self._fenced_tail = re.compile(_TAIL_AFTER_KEY)
+        self._openings = _openings(grammar)
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.text = ""
         self.tokens: list[int] = []
@@ -97,9 +131,9 @@ class CallWatch:
         self._answer_from: int | None = None if grammar.thinking is not None else 0
         self._searched = 0  # openings that start before this were looked at already
         self._thinking_searched = 0  # the thinking's closing tag does not start before this
-        self._start_passed = False  # a bare call that did not open at the answer's start never will
+        self._start_passed = False  # a call that did not open at the answer's start never will there
         self.closed = False  # no call will open
-        self.fenced = False  # the call that opened is in a fence
+        self.opened: OpeningKind = "own"  # how the call that opened did
 
     def add(self, token: int, piece: bytes) -> int | None:
         """Takes the next token; when a call opened with it, how many of the latest tokens hold the opening (those
@@ -112,43 +146,36 @@ class CallWatch:
             if self._answer_from is None:
                 return None
         begin = max(self._searched, self._answer_from)
-        found: list[tuple[re.Match[str], bool]] = []  # openings, and whether each is a fence's
-        if self._opening is not None and self._grammar.at_start and not self._start_passed:
-            start = _non_blank(self.text, self._answer_from)
-            match = self._opening.match(self.text, start)
-            found += [(match, False)] if match is not None else []
-            self._start_passed = len(self.text) - start > _WINDOW
-        elif self._opening is not None and not self._grammar.at_start:
-            found += [(match, False) for match in self._opening.finditer(self.text, begin)]
-        if self._fence is not None:
-            found += [(match, True) for match in self._fence.finditer(self.text, begin)]
-        for match, fenced in found:
-            if self._tail_fits(match.end(), fenced):
+        answer = _non_blank(self.text, self._answer_from)
+        found: list[tuple[re.Match[str], _Opening]] = []
+        for opening in self._openings:
+            if not opening.at_start:
+                found += [(match, opening) for match in opening.pattern.finditer(self.text, begin)]
+            elif not self._start_passed and (match := opening.pattern.match(self.text, answer)) is not None:
+                found.append((match, opening))
+        for match, opening in found:
+            if self._tail_fits(match.end(), opening):
                 first = bisect.bisect_right(self._starts, match.start()) - 1
-                self.fenced = fenced
+                self.opened = opening.kind
                 return len(self.tokens) - first
-        self.closed = self._fence is None and self._start_passed
+        self._start_passed = len(self.text) - answer > _WINDOW
+        self.closed = self._start_passed and all(opening.at_start for opening in self._openings)
         self._searched = max(begin, len(self.text) - _WINDOW)
         return None
 
-    def _tail_fits(self, start: int, fenced: bool) -> bool:
+    def _tail_fits(self, start: int, opening: _Opening) -> bool:
         """Whether the text after an opening is a beginning the call's grammar accepts (and whole: bytes of a
         character still to come would follow it in llama.cpp's text)."""
-        tail = self._fenced_tail if fenced else self._tail
-        if self._decoder.getstate()[0] or not tail.fullmatch(self.text, start):
+        if self._decoder.getstate()[0] or not opening.tail.fullmatch(self.text, start):
             return False
-        if self._grammar.tags is not None and not fenced:
+        if opening.naming == "none":
             return True
         named = _NAME_IN_TAIL.match(self.text, start)
         assert named is not None  # each of its parts is optional
         name = named.group("name")
-        if fenced:  # only once the function is named whole
+        if opening.naming == "whole" or named.group("closed"):  # a fence's or a bare call's: once named whole
             return bool(named.group("closed")) and name in self._grammar.names
-        if name is None:
-            return True
-        if named.group("closed"):
-            return name in self._grammar.names
-        return any(function.startswith(name) for function in self._grammar.names)
+        return name is None or any(function.startswith(name) for function in self._grammar.names)
 
     def _answer_start(self) -> int | None:
         """Where the answer begins once the thinking (if any) is over; None while it may still be thinking."""

@@ -510,12 +510,12 @@ class LlamaCppEngine:
         # llama.cpp reads the replayed tokens' text with special tokens written out: its trigger must find the
         # opening there too, or the grammar would wait while the call is read as opened
         held_text = b"".join(self._markup_piece(held) for held in watch.tokens[-replay:])
-        if re.search(trigger_pattern(spec, end=r"\Z", fenced=watch.fenced).encode(), held_text) is None:
+        if re.search(trigger_pattern(spec, end=r"\Z", kind=watch.opened).encode(), held_text) is None:
             return False
         sequence.call_watch = None
         lib = native.lib()
         rules = call_rules(spec, _grammar_rules(spec.schema))
-        patterns = (ctypes.c_char_p * 1)(trigger_pattern(spec, fenced=watch.fenced).encode())
+        patterns = (ctypes.c_char_p * 1)(trigger_pattern(spec, kind=watch.opened).encode())
         grammar = lib.llama_sampler_init_grammar_lazy_patterns(
             self._vocab, rules.encode(), CALL_ROOT.encode(), patterns, 1, None, 0
         )

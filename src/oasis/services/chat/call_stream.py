@@ -2,9 +2,10 @@
 them (instructor's partial objects, a UI showing a call being written), not whole at its end.
 
 Only calls held to a grammar as they are written: a forced reply, JSON from its first token (`tools.call_schema`),
-a call `{"name": ..., "arguments": ...}` or a list of them (`CallStream`); and an unforced reply's calls from where
-the engine's call grammar took hold (`OpenedCalls`). A call written freely may still be written again under its
-grammar at its end (`ChatService._repaired`), which arguments already sent could not take back.
+a call `{"name": ..., "arguments": ...}` (Llama 3's `parameters`) or a list of them (`CallStream`); and an
+unforced reply's calls from where the engine's call grammar took hold (`OpenedCalls`). A call written freely may
+still be written again under its grammar at its end (`ChatService._repaired`), which arguments already sent could
+not take back.
 
 The arguments are sent as `json.dumps` writes the value read whole (its separators, its escapes, its numbers), so
 that the pieces a client joins are the arguments of the same reply answered whole."""
@@ -17,10 +18,11 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from oasis.engines.text import FENCE_CLOSE, FENCE_OPEN, FENCED_CALL_OPENING, SampledToken
+from oasis.engines.text import BARE_CALL_OPENING, FENCE_CLOSE, FENCE_OPEN, FENCED_CALL_OPENING, SampledToken
 from oasis.services.chat.tool_formats import json_at
 
 _WHITESPACE = " \t\n\r"
+_ARGUMENTS_KEYS = ("arguments", "parameters")  # a call's arguments (Llama 3's templates ask for `parameters`)
 _OPENING_WINDOW = 256  # an opening is looked for this far back from where the engine's token that opened it ends
 _ENDS_A_SCALAR = re.compile(r"[\s,\]}]")
 
@@ -135,7 +137,7 @@ class CallStream:
         at_call = frame.kind == "{" and depth == self._call_depth
         if at_call and frame.in_arguments:  # arguments that are a string or a number, read on
             return self._argument_value(frame, char, pieces)
-        if at_call and frame.key == "arguments":
+        if at_call and frame.key in _ARGUMENTS_KEYS:
             if self._name is None:
                 return self._break()  # the arguments before the name: read whole at the end
             self.calls.append(StreamedCall(self._name))
@@ -297,9 +299,12 @@ class OpenedCalls:
     """An unforced reply's calls read from where they open, which the engine says (`SampledToken.call_opened`):
     from there its call grammar holds the reply (`SamplingParams.call_grammar`), so each call's arguments are sent
     as they are written, as a forced reply's are. The text before the opening stays the reply's content. The
-    family's calls open with `opening` (in `tags`, or bare); with `fenced`, a call may open in a ```json fence."""
+    family's calls open with `opening` (in `tags`, or bare); with `fenced`, a call may open in a ```json fence, and
+    with `bare`, as a bare call."""
 
-    def __init__(self, opening: str | None, tags: tuple[str, str | None] | None, *, fenced: bool = False) -> None:
+    def __init__(
+        self, opening: str | None, tags: tuple[str, str | None] | None, *, fenced: bool = False, bare: bool = False
+    ) -> None:
         # Each way a call opens, and its wrapping: the opening's pattern and the closing
         self._openings: list[tuple[re.Pattern[str], tuple[re.Pattern[str], str | None] | None]] = []
         if opening is not None:
@@ -307,6 +312,8 @@ class OpenedCalls:
             self._openings.append((re.compile(opening), wrapping))
         if fenced:
             self._openings.append((re.compile(FENCED_CALL_OPENING), (re.compile(FENCE_OPEN), FENCE_CLOSE)))
+        if bare:
+            self._openings.append((re.compile(BARE_CALL_OPENING), None))
         self._wrapping: tuple[re.Pattern[str], str | None] | None = None  # the calls' that opened
         self.start: int | None = None  # where in the reply's text the calls begin
         self._text = ""

@@ -807,7 +807,9 @@ def _forced_reading(chat: PreparedChat) -> CallStream | None:
 def _opened_reading(chat: PreparedChat) -> OpenedCalls | None:
     """A reader of an unforced reply's calls from where they open, when the engine holds them to a grammar."""
     grammar = chat.params.call_grammar
-    return None if grammar is None else OpenedCalls(grammar.opening, grammar.tags, fenced=grammar.fenced)
+    if grammar is None:
+        return None
+    return OpenedCalls(grammar.opening, grammar.tags, fenced=grammar.fenced, bare=grammar.bare)
 
 
 def _opened_whole(chat: PreparedChat, result: ChoiceText) -> OpenedCalls | None:

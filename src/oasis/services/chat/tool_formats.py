@@ -79,6 +79,11 @@ def reads_fenced_calls(tool_format: ToolFormat) -> bool:
     return _FENCE in tool_format.markups and tool_format.name not in _OWN_FENCES
 
 
+def reads_bare_calls(tool_format: ToolFormat) -> bool:
+    """Whether a bare JSON call is read as a call in this family."""
+    return _BARE_JSON in tool_format.markups
+
+
 def answer_wrappers(tool_format: ToolFormat) -> ToolFormat | None:
     """The family's channel markup alone, to read a reply that may hold no calls (no tools offered); None when
     the family has none."""

@@ -20,10 +20,10 @@ import jsonschema
 import referencing
 
 from oasis.engines.lark_grammar import LARK_SCHEMA_KEY, UnusableGrammar, read_lark
-from oasis.engines.text import CallGrammar
+from oasis.engines.text import BARE_CALL_OPENING, CallGrammar
 from oasis.errors import invalid_request
 from oasis.protocol.extensions import AllowedToolsChoice, ChatCompletionRequest, CustomTool, NamedCustomToolChoice
-from oasis.services.chat.tool_formats import FORMATS, reads_fenced_calls
+from oasis.services.chat.tool_formats import FORMATS, reads_bare_calls, reads_fenced_calls
 
 Mode = Literal["auto", "required", "named"]
 
@@ -202,8 +202,9 @@ def tools_system_prompt(plan: ToolPlan) -> str:
     )
 
 
-def call_schema(plan: ToolPlan) -> dict[str, Any]:
-    """The JSON Schema that a forced reply must satisfy: one call, or a list of calls when parallel. A function's
+def call_schema(plan: ToolPlan, arguments_key: str = "arguments") -> dict[str, Any]:
+    """The JSON Schema that a forced reply must satisfy: one call, or a list of calls when parallel (the arguments
+    under `arguments_key`: Llama 3's templates ask for `parameters`). A function's
     parameters keep their own `$ref`s (a pydantic model's `$defs`): `#` is now the call schema's root, so they point
     into its `$defs`, where the parameters' definitions move (llama.cpp's converter reads no `$defs` beside a
     `$ref`, and pydantic puts a recursive model's `$ref` at the root)."""
@@ -217,8 +218,8 @@ def call_schema(plan: ToolPlan) -> dict[str, Any]:
         alternatives.append(
             {
                 "type": "object",
-                "properties": {"name": {"const": function["name"]}, "arguments": arguments},
-                "required": ["name", "arguments"],
+                "properties": {"name": {"const": function["name"]}, arguments_key: arguments},
+                "required": ["name", arguments_key],
                 "additionalProperties": False,
             }
         )
@@ -304,29 +305,35 @@ def call_grammar(
 ) -> CallGrammar | None:
     """For a reply that may call functions (`tool_choice` auto): the grammar that holds a call from where it opens,
     for the families whose calls are JSON in tags (`<tool_call>`, Nemotron's, Granite's) or bare where the system
-    note (`noted`: `tools_system_prompt`) asks for them so, and in every family that reads them, a call in a
-    ```json fence. None where calls are read as written (custom tools, the deprecated `functions`, a family that
-    reads no fenced calls and holds none of its own)."""
+    note (`noted`: `tools_system_prompt`) asks for them so or Llama 3's templates do; and in every family that
+    reads them, a call in a ```json fence and a bare call that opens the answer, once they name an offered function.
+    None where calls are read as written (custom tools, the deprecated `functions`, a family that reads none of
+    these and holds none of its own)."""
     if plan.forced or plan.legacy or plan.custom or not all(_PLAIN_NAME.fullmatch(name) for name in plan.names):
         return None
     tags: tuple[str, str | None] | None = None
     opening: str | None = None
     at_start = False
+    arguments_key = "arguments"
     if tool_format in _TAGGED_JSON:
         tags = _TAGGED_JSON[tool_format]
         opening = re.escape(tags[0])
-    elif tool_format == "json" and noted:
-        # The note asks for the call (or a list of them) as the answer, as the history shows earlier calls: an
-        # answer that opens so is taken for a call, whatever name follows
-        opening, at_start = r'(?:\[ ?)?\{ ?"name" ?:', True
+    elif (tool_format == "json" and noted) or tool_format == "llama3":
+        # The note asks for the call (or a list of them) as the answer, as the history shows earlier calls (Llama
+        # 3's templates ask for one, its arguments as `parameters`): an answer that opens so is taken for a call,
+        # whatever name follows
+        opening, at_start = BARE_CALL_OPENING, True
+        arguments_key = "parameters" if tool_format == "llama3" else arguments_key
     fenced = reads_fenced_calls(FORMATS[tool_format])
-    if opening is None and not fenced:
+    bare = reads_bare_calls(FORMATS[tool_format]) and opening != BARE_CALL_OPENING
+    if opening is None and not fenced and not bare:
         return None
     return CallGrammar(
-        call_schema(replace(plan, parallel=False)),
+        call_schema(replace(plan, parallel=False), arguments_key),
         opening,
         tags,
         fenced=fenced,
+        bare=bare,
         repeats=plan.parallel,
         at_start=at_start,
         thinking=thinking,
