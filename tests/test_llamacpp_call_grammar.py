@@ -22,10 +22,17 @@ WEATHER = {
 PLAN = ToolPlan("auto", [WEATHER, {"name": "get_time", "parameters": {"type": "object"}}], True, False)
 
 
+NEMO_TEMPLATE = "{{- '[TOOL_CALLS][' }}{{ calls }}"  # as Mistral Nemo's template writes earlier calls
+
+
 def _grammar(
-    tool_format: str, thinking: tuple[str, str] | None = None, thinking_open: bool = False, plan: ToolPlan = PLAN
+    tool_format: str,
+    thinking: tuple[str, str] | None = None,
+    thinking_open: bool = False,
+    plan: ToolPlan = PLAN,
+    template: str = "",
 ) -> CallGrammar:
-    grammar = call_grammar(plan, tool_format, thinking, thinking_open, noted=True)
+    grammar = call_grammar(plan, tool_format, thinking, thinking_open, noted=True, template=template)
     assert grammar is not None
     return grammar
 
@@ -113,6 +120,17 @@ def test_a_bare_call_opens_where_the_answer_starts_in_every_family_that_reads_on
     grammar = _grammar(family)
     assert grammar.bare and grammar.opening != BARE_CALL_OPENING
     assert _opened_at(grammar, pieces) == opened
+
+
+def test_mistrals_own_calls_are_held_where_its_template_writes_them_as_json() -> None:
+    """Nemo's and 7B v0.3's templates write `[TOOL_CALLS]` and a JSON list; Small 3.2's and Ministral 3's write
+    `name[ARGS]{…}`, which stays read whole at its end."""
+    nemo = _grammar("mistral", template=NEMO_TEMPLATE)
+    assert nemo.tags == ("[TOOL_CALLS]", None) and nemo.fenced and nemo.bare
+    assert _opened_at(nemo, ["Checking.", "[TOOL_CALLS]", "[{"]) == (1, 1)
+    assert _opened_at(nemo, ["[TOOL_CALLS]get_weather"]) is None  # more than the grammar takes in the token
+    named = _grammar("mistral", template="{{- '[TOOL_CALLS]' + tool_call.function.name }}")
+    assert named.opening is None and named.fenced and named.bare
 
 
 def test_a_call_does_not_open_inside_the_thinking() -> None:
@@ -257,20 +275,24 @@ CALLS_IN_FAMILIES = [
     ("json", '[\n  {\n    "name": "get_time",\n\n    "arguments": {}\n  }\n]'),
     ("mistral", '[{"name": "get_weather", "arguments": {"city": "Paris"}}]'),
     ("llama3", '{"name": "get_weather", "parameters": {"city": "Paris"}}'),
+    (
+        "mistral",
+        '[TOOL_CALLS][{"name": "get_weather", "arguments": {"city": "Paris"}}, {"name": "get_time", "arguments": {}}]',
+    ),
 ]
 
 
 @pytest.mark.parametrize(("family", "written"), CALLS_IN_FAMILIES)
 async def test_each_familys_call_grammar_takes_its_calls_whole_and_then_the_end(family: str, written: str) -> None:
     """The grammar each family's calls are held to accepts, token by token, calls as its reader reads them, then
-    only the end; and the watch opens them where they start."""
+    only the end; and the watch opens them where they start (Mistral's family under Nemo's template)."""
     from oasis.engines.llamacpp import native
     from oasis.engines.llamacpp.call_watch import ROOT, call_rules
     from oasis.engines.llamacpp.chain import ChainDraw
     from oasis.engines.llamacpp.engine import LlamaCppEngine, _grammar_rules
     from oasis.settings import ModelSpec
 
-    grammar = _grammar(family)
+    grammar = _grammar(family, template=NEMO_TEMPLATE)
     functions = {function["name"]: function for function in PLAN.functions}
     assert read_calls(written, FORMATS[family], functions, final=True).calls
     engine = LlamaCppEngine(ModelSpec(**smollm(parallel=1, context_length=256)))

@@ -103,6 +103,15 @@ LLAMA_3_CALLS_TEMPLATE = (
 )
 
 
+# ... and as Mistral Nemo's template writes them
+MISTRAL_CALLS_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{% if m.tool_calls %}[TOOL_CALLS][{% for c in m.tool_calls %}"
+    '{"name": "{{ c.function.name }}", "arguments": {{ c.function.arguments | tojson }}}{% endfor %}]'
+    "{% else %}{{ m.content }}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
 def _called(city: str, number: int) -> list[Any]:
     arguments = json.dumps({"city": city})
     call = {"id": f"call_{number}", "type": "function", "function": {"name": "get_weather", "arguments": arguments}}
@@ -119,6 +128,27 @@ async def test_a_llama_3_call_the_model_chooses_streams_as_written(start_oasis: 
     answer's."""
     harness = await start_oasis(
         engine_factories=None, models=[smollm(chat_template=LLAMA_3_CALLS_TEMPLATE, tool_parser="llama3")]
+    )
+    messages = [*_called("Rome", 1), *_called("Oslo", 2), {"role": "user", "content": "What's the weather in Paris?"}]
+    asked: dict[str, Any] = {"model": MODEL, "messages": messages, "tools": TOOLS, "temperature": 0, "max_tokens": 60}
+    whole = (await harness.sdk().chat.completions.create(**asked)).choices[0]
+    assert whole.finish_reason == "tool_calls" and not whole.message.content
+    (call,) = whole.message.tool_calls or []
+    assert call.function.name == "get_weather" and isinstance(json.loads(call.function.arguments)["city"], str)
+    chunks = [chunk async for chunk in await harness.sdk().chat.completions.create(**asked, stream=True)]
+    deltas = [delta for chunk in chunks for delta in chunk.choices[0].delta.tool_calls or [] if chunk.choices]
+    assert deltas[0].function and deltas[0].function.name == "get_weather"
+    assert "".join(delta.function.arguments or "" for delta in deltas if delta.function) == call.function.arguments
+    assert len([delta for delta in deltas[1:] if delta.function and delta.function.arguments]) > 2  # in pieces
+    assert not any(chunk.choices[0].delta.content for chunk in chunks if chunk.choices)
+
+
+async def test_a_mistral_call_the_model_chooses_streams_as_written(start_oasis: Callable[..., Any]) -> None:
+    """In Mistral's family, where the template writes calls as Nemo's does (`[TOOL_CALLS]` and a JSON list), a call
+    the model chooses is held from its marker on and its arguments stream in pieces, joining to the whole
+    answer's."""
+    harness = await start_oasis(
+        engine_factories=None, models=[smollm(chat_template=MISTRAL_CALLS_TEMPLATE, tool_parser="mistral")]
     )
     messages = [*_called("Rome", 1), *_called("Oslo", 2), {"role": "user", "content": "What's the weather in Paris?"}]
     asked: dict[str, Any] = {"model": MODEL, "messages": messages, "tools": TOOLS, "temperature": 0, "max_tokens": 60}

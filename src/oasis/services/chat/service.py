@@ -332,7 +332,12 @@ class ChatService:
             # The thinking's tags also where it stays in the content (`inline`): a call does not open inside it
             thinking_open = reply_format.thinking_open or bool(reply_format.content_prefill)
             grammar = call_grammar(
-                plan, read_as.name, (tags.open, tags.close), thinking_open, noted=template_tools is None
+                plan,
+                read_as.name,
+                (tags.open, tags.close),
+                thinking_open,
+                noted=template_tools is None,
+                template=template,
             )
             params = replace(params, call_grammar=grammar)
         return PreparedChat(

@@ -298,13 +298,23 @@ _TAGGED_JSON: dict[str, tuple[str, str | None]] = {
     "tool_calls_tags": ("<tool_calls>", "</tool_calls>"),
     "granite": ("<|tool_call|>", None),
 }
+# Mistral's templates write `[TOOL_CALLS]` then a JSON list of calls (Nemo, 7B v0.3) or `name[ARGS]{…}` (Small 3.2,
+# Ministral 3, Devstral, Magistral), which is not a call object: only the first are held from their opening
+_MISTRAL_JSON_LIST = re.compile(r"\[TOOL_CALLS\] ?\[")
 
 
 def call_grammar(
-    plan: ToolPlan, tool_format: str, thinking: tuple[str, str] | None, thinking_open: bool, *, noted: bool
+    plan: ToolPlan,
+    tool_format: str,
+    thinking: tuple[str, str] | None,
+    thinking_open: bool,
+    *,
+    noted: bool,
+    template: str = "",
 ) -> CallGrammar | None:
     """For a reply that may call functions (`tool_choice` auto): the grammar that holds a call from where it opens,
-    for the families whose calls are JSON in tags (`<tool_call>`, Nemotron's, Granite's) or bare where the system
+    for the families whose calls are JSON in tags (`<tool_call>`, Nemotron's, Granite's, Mistral's `[TOOL_CALLS]`
+    where the `template` writes a JSON list) or bare where the system
     note (`noted`: `tools_system_prompt`) asks for them so or Llama 3's templates do; and in every family that
     reads them, a call in a ```json fence and a bare call that opens the answer, once they name an offered function.
     None where calls are read as written (custom tools, the deprecated `functions`, a family that reads none of
@@ -317,6 +327,9 @@ def call_grammar(
     arguments_key = "arguments"
     if tool_format in _TAGGED_JSON:
         tags = _TAGGED_JSON[tool_format]
+        opening = re.escape(tags[0])
+    elif tool_format == "mistral" and _MISTRAL_JSON_LIST.search(template):
+        tags = ("[TOOL_CALLS]", None)
         opening = re.escape(tags[0])
     elif (tool_format == "json" and noted) or tool_format == "llama3":
         # The note asks for the call (or a list of them) as the answer, as the history shows earlier calls (Llama
