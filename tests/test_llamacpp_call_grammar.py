@@ -23,6 +23,7 @@ PLAN = ToolPlan("auto", [WEATHER, {"name": "get_time", "parameters": {"type": "o
 
 
 NEMO_TEMPLATE = "{{- '[TOOL_CALLS][' }}{{ calls }}"  # as Mistral Nemo's template writes earlier calls
+NAMED_TEMPLATE = "{{- '[TOOL_CALLS]' + name + '[ARGS]' + arguments }}"  # as Ministral 3's does
 
 
 def _grammar(
@@ -129,8 +130,13 @@ def test_mistrals_own_calls_are_held_where_its_template_writes_them_as_json() ->
     assert nemo.tags == ("[TOOL_CALLS]", None) and nemo.fenced and nemo.bare
     assert _opened_at(nemo, ["Checking.", "[TOOL_CALLS]", "[{"]) == (1, 1)
     assert _opened_at(nemo, ["[TOOL_CALLS]get_weather"]) is None  # more than the grammar takes in the token
-    named = _grammar("mistral", template="{{- '[TOOL_CALLS]' + tool_call.function.name }}")
-    assert named.opening is None and named.fenced and named.bare
+    named = _grammar("mistral", template=NAMED_TEMPLATE)
+    assert named.tags == ("[TOOL_CALLS]", None) and named.named == ("[ARGS]", "[CALL_ID]")
+    assert _opened_at(named, ["Checking.", "[TOOL_CALLS]", "get", "_weather", "[ARGS]"]) == (1, 1)
+    assert _opened_at(named, ["[TOOL_CALLS]get_"]) == (0, 1)  # a name begun: one of the functions'
+    assert _opened_at(named, ["[TOOL_CALLS]Paris"]) is None
+    other = _grammar("mistral", template="{{- '[TOOL_CALLS]' + something_else }}")  # neither form
+    assert other.opening is None and other.fenced and other.bare
 
 
 def test_a_call_does_not_open_inside_the_thinking() -> None:
@@ -279,6 +285,7 @@ CALLS_IN_FAMILIES = [
         "mistral",
         '[TOOL_CALLS][{"name": "get_weather", "arguments": {"city": "Paris"}}, {"name": "get_time", "arguments": {}}]',
     ),
+    ("mistral:named", '[TOOL_CALLS]get_weather[ARGS]{"city": "Paris"}\n[TOOL_CALLS]get_time[CALL_ID]a1b2c3d4e[ARGS]{}'),
 ]
 
 
@@ -292,7 +299,8 @@ async def test_each_familys_call_grammar_takes_its_calls_whole_and_then_the_end(
     from oasis.engines.llamacpp.engine import LlamaCppEngine, _grammar_rules
     from oasis.settings import ModelSpec
 
-    grammar = _grammar(family, template=NEMO_TEMPLATE)
+    family, _, form = family.partition(":")
+    grammar = _grammar(family, template=NAMED_TEMPLATE if form == "named" else NEMO_TEMPLATE)
     functions = {function["name"]: function for function in PLAN.functions}
     assert read_calls(written, FORMATS[family], functions, final=True).calls
     engine = LlamaCppEngine(ModelSpec(**smollm(parallel=1, context_length=256)))

@@ -103,13 +103,21 @@ LLAMA_3_CALLS_TEMPLATE = (
 )
 
 
-# ... and as Mistral Nemo's template writes them
-MISTRAL_CALLS_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m.role }}\n{% if m.tool_calls %}[TOOL_CALLS][{% for c in m.tool_calls %}"
-    '{"name": "{{ c.function.name }}", "arguments": {{ c.function.arguments | tojson }}}{% endfor %}]'
-    "{% else %}{{ m.content }}{% endif %}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
+# ... and as Mistral's templates write them: Nemo's JSON list, Ministral 3's `name[ARGS]{…}`
+MISTRAL_CALLS_TEMPLATES = {
+    "list": (
+        "{% for m in messages %}<|im_start|>{{ m.role }}\n{% if m.tool_calls %}[TOOL_CALLS][{% for c in m.tool_calls %}"
+        '{"name": "{{ c.function.name }}", "arguments": {{ c.function.arguments | tojson }}}{% endfor %}]'
+        "{% else %}{{ m.content }}{% endif %}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    ),
+    "named": (
+        "{% for m in messages %}<|im_start|>{{ m.role }}\n{% if m.tool_calls %}{% for c in m.tool_calls %}"
+        "[TOOL_CALLS]{{ c.function.name }}[ARGS]{{ c.function.arguments | tojson }}{% endfor %}"
+        "{% else %}{{ m.content }}{% endif %}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    ),
+}
 
 
 def _called(city: str, number: int) -> list[Any]:
@@ -143,13 +151,13 @@ async def test_a_llama_3_call_the_model_chooses_streams_as_written(start_oasis: 
     assert not any(chunk.choices[0].delta.content for chunk in chunks if chunk.choices)
 
 
-async def test_a_mistral_call_the_model_chooses_streams_as_written(start_oasis: Callable[..., Any]) -> None:
-    """In Mistral's family, where the template writes calls as Nemo's does (`[TOOL_CALLS]` and a JSON list), a call
-    the model chooses is held from its marker on and its arguments stream in pieces, joining to the whole
-    answer's."""
-    harness = await start_oasis(
-        engine_factories=None, models=[smollm(chat_template=MISTRAL_CALLS_TEMPLATE, tool_parser="mistral")]
-    )
+@pytest.mark.parametrize("form", ["list", "named"])
+async def test_a_mistral_call_the_model_chooses_streams_as_written(start_oasis: Callable[..., Any], form: str) -> None:
+    """In Mistral's family, where the template writes calls as Nemo's does (`[TOOL_CALLS]` and a JSON list) or as
+    Ministral 3's (`[TOOL_CALLS]name[ARGS]{…}`), a call the model chooses is held from its marker on and its
+    arguments stream in pieces, joining to the whole answer's."""
+    template = MISTRAL_CALLS_TEMPLATES[form]
+    harness = await start_oasis(engine_factories=None, models=[smollm(chat_template=template, tool_parser="mistral")])
     messages = [*_called("Rome", 1), *_called("Oslo", 2), {"role": "user", "content": "What's the weather in Paris?"}]
     asked: dict[str, Any] = {"model": MODEL, "messages": messages, "tools": TOOLS, "temperature": 0, "max_tokens": 60}
     whole = (await harness.sdk().chat.completions.create(**asked)).choices[0]

@@ -4,6 +4,7 @@ arguments a client joins are those of the reply read whole, and what is sent of 
 from __future__ import annotations
 
 import random
+import re
 from typing import Any
 
 import pytest
@@ -126,10 +127,11 @@ def _read_opened(
     *,
     fenced: bool = False,
     bare: bool = False,
+    named: tuple[str, str] | None = None,
 ) -> Any:
     """Feeds `chunks` of `text` as deltas, the engine's token that opened a call ending at `opened_at` (a chunk
     that crosses it is two tokens in one delta, as a stop string's hold makes them)."""
-    reading = OpenedCalls(opening, tags, fenced=fenced, bare=bare)
+    reading = OpenedCalls(opening, tags, fenced=fenced, bare=bare, named=named)
     names: list[str] = []
     arguments: list[str] = []
     fed = 0
@@ -211,6 +213,37 @@ def test_a_bare_call_in_a_family_of_tagged_calls_is_read_as_it_is_written(key: s
         )
         assert reading.start == 0 and reading.finished
         assert names == ["get_weather"] and arguments == ['{"city": "Paris", "days": 3}']
+
+
+NAMED = (
+    "Checking both.[TOOL_CALLS]get_weather[CALL_ID]a1b2c3d4e[ARGS]"
+    '{"city": "Paris", "days": [1, 2], "note": "a [TOOL_CALLS] inside"}\n[TOOL_CALLS]save[ARGS]{"text": "x"}'
+)
+
+
+def test_named_calls_are_read_as_they_are_written() -> None:
+    """Mistral's `[TOOL_CALLS]name[CALL_ID]id[ARGS]{…}`, one opening per call: each call's arguments in pieces that
+    join to the calls read whole; the text before stays content; a call cut short is the call as far as written."""
+    start = NAMED.index("[TOOL_CALLS]")
+    whole = read_calls(NAMED, FORMATS["mistral"], FUNCTIONS, final=True).calls
+    assert [call.name for call in whole] == ["get_weather", "save"]
+    opening = re.escape("[TOOL_CALLS]")
+    for chunks in _splits(NAMED, random.Random(5)):
+        reading, names, arguments = _read_opened(
+            NAMED, opening, ("[TOOL_CALLS]", None), start + 12, chunks, named=("[ARGS]", "[CALL_ID]")
+        )
+        assert reading.start == start and reading.finished
+        assert names == [call.name for call in whole] and arguments == [call.arguments for call in whole]
+    cut = NAMED[: NAMED.index("Paris")]
+    reading, names, arguments = _read_opened(
+        cut, opening, ("[TOOL_CALLS]", None), start + 12, [cut], named=("[ARGS]", "[CALL_ID]")
+    )
+    assert not reading.finished and names == ["get_weather"] and arguments == ['{"city": "']
+    unnamed = NAMED[: NAMED.index("[ARGS]")]  # cut before its arguments: nothing was called
+    reading, names, _ = _read_opened(
+        unnamed, opening, ("[TOOL_CALLS]", None), start + 12, [unnamed], named=("[ARGS]", "[CALL_ID]")
+    )
+    assert reading.came_to_nothing and not names
 
 
 def test_nothing_is_read_until_the_engine_says_a_call_opened() -> None:

@@ -69,6 +69,9 @@ class CallGrammar:
     # A bare call (BARE_CALL_OPENING) that opens the answer also opens a call, once it names an offered function
     # whole (small models write them so too)
     bare: bool = False
+    # Calls written as the function's name, then a marker and the arguments, each after its own opening tag, an id
+    # after its marker optional (Mistral's `[TOOL_CALLS]name[CALL_ID]id[ARGS]{…}`): the two markers
+    named: tuple[str, str] | None = None
     repeats: bool = False  # further calls may follow (parallel calls)
     at_start: bool = False  # the family's own call opens only where the answer starts
     thinking: tuple[str, str] | None = None  # the thinking block's tags: a call does not open inside it

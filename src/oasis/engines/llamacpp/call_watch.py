@@ -20,7 +20,14 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from oasis.engines.text import BARE_CALL_OPENING, FENCE_CLOSE, FENCED_CALL_OPENING, JSON_SPACE, CallGrammar
+from oasis.engines.text import (
+    BARE_CALL_OPENING,
+    FENCE_CLOSE,
+    FENCED_CALL_OPENING,
+    JSON_SPACE,
+    CallGrammar,
+    UnusableSchema,
+)
 
 # What may follow an opening within its last token and still be a beginning the grammar accepts: after a tag, the
 # wrapping's blank space and the call object's first characters; after a bare call's `"name":`, the name (so far: a
@@ -40,6 +47,12 @@ _WINDOW = 256
 ROOT = "oasis-call-root"
 _CALLS = "oasis-calls"
 _SPACE = "oasis-call-space"
+_NAMED = "oasis-named-call"
+_CALL_ID = "oasis-call-id"
+# The rule the schema converter writes for the i-th function's arguments in `call_schema`'s alternatives
+_ARGUMENTS_RULE = "alternative-{}-arguments"
+# After a named call's opening: the name (so far)
+_TAIL_NAME = r"[A-Za-z0-9_-]*"
 OpeningKind = Literal["own", "fenced", "bare"]  # the family's own opening, a fence's, a bare call's
 
 
@@ -56,6 +69,10 @@ def call_rules(grammar: CallGrammar, schema_rules: str) -> str:
     if grammar.opening is not None:
         if grammar.tags is None:
             forms.append(f"{_CALLS} {_SPACE}")
+        elif grammar.named is not None:
+            rules += _named_rules(grammar, schema_rules)
+            one = f"{_literal(grammar.tags[0])} {_NAMED}"
+            forms.append(f"{one} ({_SPACE} {one})* {_SPACE}" if grammar.repeats else f"{one} {_SPACE}")
         else:
             forms.append(_wrapped(grammar, _literal(grammar.tags[0]), grammar.tags[1]))
     if grammar.fenced:
@@ -65,6 +82,20 @@ def call_rules(grammar: CallGrammar, schema_rules: str) -> str:
     assert forms, "a call grammar has an opening"
     alternatives = " | ".join(f"( {form} )" for form in dict.fromkeys(forms))
     return "\n".join([*rules, f"{ROOT} ::= {alternatives}\n"])
+
+
+def _named_rules(grammar: CallGrammar, schema_rules: str) -> list[str]:
+    """A named call: one of the functions' names, an id perhaps, the arguments' marker, then its arguments (the
+    rules the schema converter wrote for them: a converter that names them otherwise leaves no grammar)."""
+    assert grammar.named is not None
+    arguments_marker, id_marker = grammar.named
+    calls = []
+    for index, name in enumerate(grammar.names):
+        arguments = _ARGUMENTS_RULE.format(index)
+        if f"\n{arguments} ::= " not in f"\n{schema_rules}":
+            raise UnusableSchema(f"no rule {arguments} in the call's grammar")
+        calls.append(f"{_literal(name)} {_CALL_ID} {_literal(arguments_marker)} {arguments}")
+    return [f"{_NAMED} ::= " + " | ".join(calls), f"{_CALL_ID} ::= ( {_literal(id_marker)} [A-Za-z0-9]{{1,32}} )?"]
 
 
 def _wrapped(grammar: CallGrammar, opened: str, closed: str | None) -> str:
@@ -86,6 +117,8 @@ def trigger_pattern(grammar: CallGrammar, end: str = "$", *, kind: OpeningKind =
 
 
 def _tail(grammar: CallGrammar) -> str:
+    if grammar.named is not None:
+        return _TAIL_NAME
     return _TAIL_AFTER_TAG if grammar.tags is not None else _TAIL_AFTER_KEY
 
 
@@ -99,14 +132,16 @@ class _Opening:
     pattern: re.Pattern[str]
     tail: re.Pattern[str]
     at_start: bool  # only where the answer starts
-    # What the tail must hold of the function's name: nothing (after a tag), a beginning of one, or one whole
-    naming: Literal["none", "begun", "whole"]
+    # What the tail must hold of the function's name: nothing (after a tag), a beginning of one (in quotes, or bare
+    # after a named call's opening), or one whole
+    naming: Literal["none", "begun", "unquoted", "whole"]
 
 
 def _openings(grammar: CallGrammar) -> list[_Opening]:
     openings = []
     if grammar.opening is not None:
-        naming: Literal["none", "begun"] = "none" if grammar.tags is not None else "begun"
+        naming: Literal["none", "begun", "unquoted"] = "none" if grammar.tags is not None else "begun"
+        naming = "unquoted" if grammar.named is not None else naming
         openings.append(
             _Opening("own", re.compile(grammar.opening), re.compile(_tail(grammar)), grammar.at_start, naming)
         )
@@ -170,6 +205,9 @@ class CallWatch:
             return False
         if opening.naming == "none":
             return True
+        if opening.naming == "unquoted":
+            begun = self.text[start:]
+            return any(function.startswith(begun) for function in self._grammar.names)
         named = _NAME_IN_TAIL.match(self.text, start)
         assert named is not None  # each of its parts is optional
         name = named.group("name")

@@ -58,6 +58,8 @@ class CallStream:
     calls: list[StreamedCall] = field(default_factory=list)
     broken: bool = False
     leaves_rest: bool = False  # text after the value is not the reply's (a closing tag): left `unread`, not broken
+    # The call's name, written before its arguments (Mistral's `name[ARGS]{…}`): the value read is the arguments
+    named: str | None = None
     _text: str = ""
     _at: int = 0
     _stack: list[_Frame] = field(default_factory=list)
@@ -98,6 +100,13 @@ class CallStream:
         if frame is None:
             if self._call_depth is not None and self.leaves_rest:
                 return False  # what follows the value is left `unread`, for the caller to read
+            if self.named is not None:  # the arguments, an object: the call opens with them
+                if self._call_depth is not None or char != "{":
+                    return self._break()
+                self._call_depth = 0
+                self.calls.append(StreamedCall(self.named))
+                pieces.append(CallPiece(0, True, self.named))
+                return self._open(char, pieces)
             if self._call_depth is not None or char not in "[{":
                 return self._break()  # one value, a call or a list of calls
             self._call_depth = 2 if char == "[" else 1
@@ -192,7 +201,7 @@ class CallStream:
 
     def _open(self, char: str, pieces: list[CallPiece]) -> bool:
         outer = self._stack[-1] if self._stack else None
-        inside = outer is not None and outer.in_arguments
+        inside = outer.in_arguments if outer is not None else self._call_depth == 0  # a named call's arguments
         self._stack.append(_Frame(char, "key" if char == "{" else "value", in_arguments=inside))
         self._at += 1
         self._send(inside, char, pieces)
@@ -299,16 +308,28 @@ class OpenedCalls:
     """An unforced reply's calls read from where they open, which the engine says (`SampledToken.call_opened`):
     from there its call grammar holds the reply (`SamplingParams.call_grammar`), so each call's arguments are sent
     as they are written, as a forced reply's are. The text before the opening stays the reply's content. The
-    family's calls open with `opening` (in `tags`, or bare); with `fenced`, a call may open in a ```json fence, and
-    with `bare`, as a bare call."""
+    family's calls open with `opening` (in `tags`, or bare; `named`: each call its name, then the markers of an id
+    and of the arguments, after its own opening tag); with `fenced`, a call may open in a ```json fence, and with
+    `bare`, as a bare call."""
 
     def __init__(
-        self, opening: str | None, tags: tuple[str, str | None] | None, *, fenced: bool = False, bare: bool = False
+        self,
+        opening: str | None,
+        tags: tuple[str, str | None] | None,
+        *,
+        fenced: bool = False,
+        bare: bool = False,
+        named: tuple[str, str] | None = None,
     ) -> None:
-        # Each way a call opens, and its wrapping: the opening's pattern and the closing
+        # Each way a call opens, and its wrapping: the opening's pattern and the closing (a named call's opening
+        # runs to its arguments, and has no closing: "")
         self._openings: list[tuple[re.Pattern[str], tuple[re.Pattern[str], str | None] | None]] = []
         if opening is not None:
             wrapping = (re.compile(re.escape(tags[0])), tags[1]) if tags is not None else None
+            if tags is not None and named is not None:
+                arguments_marker, id_marker = map(re.escape, named)
+                name = rf"(?P<name>[A-Za-z0-9_-]+)(?:{id_marker}[A-Za-z0-9]*)?{arguments_marker}"
+                wrapping = (re.compile(re.escape(tags[0]) + name), "")
             self._openings.append((re.compile(opening), wrapping))
         if fenced:
             self._openings.append((re.compile(FENCED_CALL_OPENING), (re.compile(FENCE_OPEN), FENCE_CLOSE)))
@@ -404,6 +425,9 @@ class OpenedCalls:
                 self._rest = rest
                 return False
             rest = rest[opening.end() :]
+            if "name" in opening.re.groupindex:  # a named call: its arguments follow
+                self._current, self._rest = CallStream(leaves_rest=True, named=opening["name"]), rest
+                return True
         elif current is not None:
             return False  # a bare call is the reply's last
         self._current, self._rest = CallStream(leaves_rest=True), rest

@@ -814,7 +814,7 @@ def _opened_reading(chat: PreparedChat) -> OpenedCalls | None:
     grammar = chat.params.call_grammar
     if grammar is None:
         return None
-    return OpenedCalls(grammar.opening, grammar.tags, fenced=grammar.fenced, bare=grammar.bare)
+    return OpenedCalls(grammar.opening, grammar.tags, fenced=grammar.fenced, bare=grammar.bare, named=grammar.named)
 
 
 def _opened_whole(chat: PreparedChat, result: ChoiceText) -> OpenedCalls | None:

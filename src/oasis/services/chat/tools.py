@@ -298,8 +298,8 @@ _TAGGED_JSON: dict[str, tuple[str, str | None]] = {
     "tool_calls_tags": ("<tool_calls>", "</tool_calls>"),
     "granite": ("<|tool_call|>", None),
 }
-# Mistral's templates write `[TOOL_CALLS]` then a JSON list of calls (Nemo, 7B v0.3) or `name[ARGS]{…}` (Small 3.2,
-# Ministral 3, Devstral, Magistral), which is not a call object: only the first are held from their opening
+# Mistral's templates write `[TOOL_CALLS]` then a JSON list of calls (Nemo, 7B v0.3) or `name[ARGS]{…}` (Small 3.2
+# with `[CALL_ID]id` before `[ARGS]`, Ministral 3, Devstral, Magistral), one opening per call
 _MISTRAL_JSON_LIST = re.compile(r"\[TOOL_CALLS\] ?\[")
 
 
@@ -314,7 +314,7 @@ def call_grammar(
 ) -> CallGrammar | None:
     """For a reply that may call functions (`tool_choice` auto): the grammar that holds a call from where it opens,
     for the families whose calls are JSON in tags (`<tool_call>`, Nemotron's, Granite's, Mistral's `[TOOL_CALLS]`
-    where the `template` writes a JSON list) or bare where the system
+    as the `template` writes it: a JSON list, or `name[ARGS]{…}`) or bare where the system
     note (`noted`: `tools_system_prompt`) asks for them so or Llama 3's templates do; and in every family that
     reads them, a call in a ```json fence and a bare call that opens the answer, once they name an offered function.
     None where calls are read as written (custom tools, the deprecated `functions`, a family that reads none of
@@ -325,11 +325,15 @@ def call_grammar(
     opening: str | None = None
     at_start = False
     arguments_key = "arguments"
+    named: tuple[str, str] | None = None
     if tool_format in _TAGGED_JSON:
         tags = _TAGGED_JSON[tool_format]
         opening = re.escape(tags[0])
     elif tool_format == "mistral" and _MISTRAL_JSON_LIST.search(template):
         tags = ("[TOOL_CALLS]", None)
+        opening = re.escape(tags[0])
+    elif tool_format == "mistral" and "[ARGS]" in template:
+        tags, named = ("[TOOL_CALLS]", None), ("[ARGS]", "[CALL_ID]")
         opening = re.escape(tags[0])
     elif (tool_format == "json" and noted) or tool_format == "llama3":
         # The note asks for the call (or a list of them) as the answer, as the history shows earlier calls (Llama
@@ -347,6 +351,7 @@ def call_grammar(
         tags,
         fenced=fenced,
         bare=bare,
+        named=named,
         repeats=plan.parallel,
         at_start=at_start,
         thinking=thinking,
