@@ -4,12 +4,13 @@ watch says a call opened, and what the engine then writes."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from oasis.engines.llamacpp.call_watch import CallWatch
+from oasis.engines.llamacpp.call_watch import CallWatch, trigger_pattern
 from oasis.engines.text import BARE_CALL_OPENING, CallGrammar, SamplingParams
 from oasis.services.chat.tool_formats import FORMATS, read_calls
 from oasis.services.chat.tools import ToolPlan, call_grammar, fits
@@ -39,11 +40,14 @@ def _grammar(
 
 
 def _opened_at(grammar: CallGrammar, pieces: list[str]) -> tuple[int, int] | None:
-    """The piece at which the call opened, and how many pieces hold its opening."""
+    """The piece at which the call opened, and how many pieces hold its opening (where llama.cpp's trigger for
+    that opening finds it too)."""
     watch = CallWatch(grammar)
     for index, piece in enumerate(pieces):
         replay = watch.add(index, piece.encode())
         if replay is not None:
+            replayed = "".join(pieces[index + 1 - replay : index + 1])
+            assert re.search(trigger_pattern(grammar, r"\Z", kind=watch.opened), replayed), replayed
             return index, replay
     return None
 
@@ -90,6 +94,8 @@ def test_a_bare_call_opens_only_where_the_answer_starts(pieces: list[str], opene
         (["```python\n", '{"name": "get_weather"'], None),  # another language's fence
         (["```json\n", '{"name": "get_weather", "arguments": {'], None),  # more than the opening in one token
         (["```", "json", "\n", "{\n", "  ", '"name', '":', ' "', "get", "_time", '",\n'], (10, 11)),  # pretty
+        (["```python\nx = 1\n```", "\n", '{"name": "get_time"'], None),  # a code block's closing fence
+        (["```python\nx = 1\n```\n", "```json\n", '{"name": "get_time"'], (2, 2)),  # a fence after it
     ],
 )
 def test_a_fenced_call_opens_once_it_names_an_offered_function(
@@ -170,7 +176,7 @@ def test_forced_and_custom_calls_and_families_that_read_no_fences_have_no_call_g
     assert unnoted is not None and unnoted.opening is None and unnoted.fenced and unnoted.bare
     # Llama 3's own calls are bare, their arguments `parameters`
     llama3 = call_grammar(PLAN, "llama3", None, False, noted=False)
-    assert llama3 is not None and llama3.at_start and not llama3.bare
+    assert llama3 is not None and llama3.opening is None and llama3.bare
     assert "parameters" in json.dumps(llama3.schema) and '"arguments"' not in json.dumps(llama3.schema)
     odd = ToolPlan("auto", [{"name": "get.weather"}], True, False)  # a name a regex would read otherwise
     assert call_grammar(odd, "hermes", None, False, noted=True) is None
@@ -276,6 +282,10 @@ CALLS_IN_FAMILIES = [
     ),
     ("mistral", '```json\n[{"name": "get_weather", "arguments": {"city": "Paris"}}]\n```'),
     ("hermes", '{"name": "get_time", "arguments": {}}'),
+    # calls listed one after another, bare and in a fence, as the reader reads them (parallel calls)
+    ("hermes", '{"name": "get_time", "arguments": {}}\n{"name": "get_weather", "arguments": {"city": "Oslo"}}'),
+    ("json", '{"name": "get_time", "arguments": {}}; {"name": "get_time", "arguments": {}}'),
+    ("mistral", '```json\n{"name": "get_time", "arguments": {}}\n{"name": "get_time", "arguments": {}}\n```'),
     # pretty-printed, as Qwen2.5-Coder writes its calls
     ("hermes", '```json\n{\n  "name": "get_weather",\n  "arguments": {\n    "city": "Paris"\n  }\n}\n```'),
     ("json", '[\n  {\n    "name": "get_time",\n\n    "arguments": {}\n  }\n]'),

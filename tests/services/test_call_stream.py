@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from oasis.engines.text import SampledToken
+from oasis.engines.text import BARE_CALL_OPENING, SampledToken
 from oasis.services.chat.call_stream import CallPiece, CallStream, OpenedCalls
 from oasis.services.chat.tool_formats import FORMATS, read_calls
 
@@ -182,7 +182,7 @@ FENCED = (
 
 @pytest.mark.parametrize(
     ("opening", "tags"),
-    [(HERMES_OPENING, ("<tool_call>", "</tool_call>")), (r'(?:\[ ?)?\{ ?"name" ?:', None), (None, None)],
+    [(HERMES_OPENING, ("<tool_call>", "</tool_call>")), (BARE_CALL_OPENING, None), (None, None)],
 )
 def test_fenced_calls_are_read_as_they_are_written(opening: str | None, tags: tuple[str, str] | None) -> None:
     """A call in a ```json fence (in a family whose own calls are tagged or bare, or in one whose calls are not
@@ -244,6 +244,28 @@ def test_named_calls_are_read_as_they_are_written() -> None:
         unnamed, opening, ("[TOOL_CALLS]", None), start + 12, [unnamed], named=("[ARGS]", "[CALL_ID]")
     )
     assert reading.came_to_nothing and not names
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"name": "f", "arguments": {}}\n{"name": "save", "arguments": {"text": "x"}}',
+        '{"name": "f", "arguments": {}}; [{"name": "save", "arguments": {"text": "x"}}]',
+        '```json\n{"name": "f", "arguments": {}},\n{"name": "save", "arguments": {"text": "x"}}\n```',
+    ],
+)
+def test_calls_listed_one_after_another_are_read_as_they_are_written(text: str) -> None:
+    """Parallel calls as models list them (after blank space, a comma or a semicolon; bare or in a fence), as the
+    reader reads them whole."""
+    whole = read_calls(text, FORMATS["hermes"], FUNCTIONS, final=True).calls
+    assert [call.name for call in whole] == ["f", "save"]
+    opened_at = text.index('"f"') + 3
+    for chunks in _splits(text, random.Random(9)):
+        reading, names, arguments = _read_opened(
+            text, HERMES_OPENING, ("<tool_call>", "</tool_call>"), opened_at, chunks, fenced=True, bare=True
+        )
+        assert reading.start == 0 and reading.finished
+        assert names == ["f", "save"] and arguments == [call.arguments for call in whole]
 
 
 def test_nothing_is_read_until_the_engine_says_a_call_opened() -> None:

@@ -46,6 +46,8 @@ _WINDOW = 256
 # Rule names of their own beside the schema's (which are named after its properties and definitions)
 ROOT = "oasis-call-root"
 _CALLS = "oasis-calls"
+_VALUE = "oasis-call-value"
+_SEPARATOR = "oasis-call-separator"
 _SPACE = "oasis-call-space"
 _NAMED = "oasis-named-call"
 _CALL_ID = "oasis-call-id"
@@ -63,8 +65,15 @@ def call_rules(grammar: CallGrammar, schema_rules: str) -> str:
     schema_rules = re.sub(r"^space ::= .*$", lambda _: _SPACE_RULE, schema_rules, flags=re.MULTILINE)
     if _SPACE_RULE not in schema_rules:
         schema_rules += "\n" + _SPACE_RULE
-    # a call, or a list of them; blank space may end the reply after them
-    rules = [schema_rules, f'{_CALLS} ::= root | "[" space {listed} "]" space', f"{_SPACE} ::= [ \\n]{{0,2}}"]
+    # a call, or a list of them (with parallel calls, further ones after blank space, a comma or a semicolon, as
+    # the reader reads them); blank space may end the reply after them
+    rules = [
+        schema_rules,
+        f'{_VALUE} ::= root | "[" space {listed} "]" space',
+        f"{_CALLS} ::= {_VALUE} ({_SEPARATOR} {_VALUE})*" if grammar.repeats else f"{_CALLS} ::= {_VALUE}",
+        f"{_SEPARATOR} ::= [ \\n]{{0,2}} ([,;] [ \\n]{{0,2}})?",
+        f"{_SPACE} ::= [ \\n]{{0,2}}",
+    ]
     forms = []  # where the reply may go from the opening on: the family's calls, calls in a fence, bare calls
     if grammar.opening is not None:
         if grammar.tags is None:
@@ -185,7 +194,11 @@ class CallWatch:
         found: list[tuple[re.Match[str], _Opening]] = []
         for opening in self._openings:
             if not opening.at_start:
-                found += [(match, opening) for match in opening.pattern.finditer(self.text, begin)]
+                found += [
+                    (match, opening)
+                    for match in opening.pattern.finditer(self.text, begin)
+                    if opening.kind != "fenced" or not self._closes_a_fence(match.start())
+                ]
             elif not self._start_passed and (match := opening.pattern.match(self.text, answer)) is not None:
                 found.append((match, opening))
         for match, opening in found:
@@ -197,6 +210,12 @@ class CallWatch:
         self.closed = self._start_passed and all(opening.at_start for opening in self._openings)
         self._searched = max(begin, len(self.text) - _WINDOW)
         return None
+
+    def _closes_a_fence(self, index: int) -> bool:
+        """Whether a fence at `index` closes one the answer opened before it (a code block's end, not a call's
+        opening), as the reader counts them."""
+        assert self._answer_from is not None
+        return self.text.count(FENCE_CLOSE, self._answer_from, index) % 2 == 1
 
     def _tail_fits(self, start: int, opening: _Opening) -> bool:
         """Whether the text after an opening is a beginning the call's grammar accepts (and whole: bytes of a

@@ -22,6 +22,7 @@ from oasis.engines.text import BARE_CALL_OPENING, FENCE_CLOSE, FENCE_OPEN, FENCE
 from oasis.services.chat.tool_formats import json_at
 
 _WHITESPACE = " \t\n\r"
+_LISTED = re.compile(r"^[\s,;]*")  # between calls listed one after another
 _ARGUMENTS_KEYS = ("arguments", "parameters")  # a call's arguments (Llama 3's templates ask for `parameters`)
 _OPENING_WINDOW = 256  # an opening is looked for this far back from where the engine's token that opened it ends
 _ENDS_A_SCALAR = re.compile(r"[\s,\]}]")
@@ -336,6 +337,7 @@ class OpenedCalls:
         if bare:
             self._openings.append((re.compile(BARE_CALL_OPENING), None))
         self._wrapping: tuple[re.Pattern[str], str | None] | None = None  # the calls' that opened
+        self._named = False  # the calls that opened are named ones
         self.start: int | None = None  # where in the reply's text the calls begin
         self._text = ""
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -391,6 +393,7 @@ class OpenedCalls:
                 return []
             # (a fence's opening ends where the bare call's inside it does: the longer is the one)
             match, self._wrapping = max(found, key=lambda opened: (opened[0].end(), -opened[0].start()))
+            self._named = self._wrapping is not None and "name" in self._wrapping[0].groupindex
             self.start = match.start()
             text = self._text[self.start :]
         self._rest += text
@@ -412,6 +415,12 @@ class OpenedCalls:
             self._rest = current.unread
             return True
         rest = self._rest.lstrip()
+        if current is not None and not self._named:  # after a value: perhaps another, listed as the reader lists
+            after = _LISTED.sub("", rest, count=1)
+            if after[:1] in ("{", "["):
+                self._done.extend(current.calls)
+                self._current, self._rest = CallStream(leaves_rest=True), after
+                return True
         if self._wrapping is not None:
             opened, closed = self._wrapping
             if current is not None:  # after a call: its closing tag, then perhaps the next call's opening

@@ -315,8 +315,9 @@ def call_grammar(
     """For a reply that may call functions (`tool_choice` auto): the grammar that holds a call from where it opens,
     for the families whose calls are JSON in tags (`<tool_call>`, Nemotron's, Granite's, Mistral's `[TOOL_CALLS]`
     as the `template` writes it: a JSON list, or `name[ARGS]{…}`) or bare where the system
-    note (`noted`: `tools_system_prompt`) asks for them so or Llama 3's templates do; and in every family that
-    reads them, a call in a ```json fence and a bare call that opens the answer, once they name an offered function.
+    note (`noted`: `tools_system_prompt`) asks for them so; and in every family that reads them (Llama 3's own, its
+    arguments `parameters`), a call in a ```json fence and a bare call that opens the answer, once they name an
+    offered function.
     None where calls are read as written (custom tools, the deprecated `functions`, a family that reads none of
     these and holds none of its own)."""
     if plan.forced or plan.legacy or plan.custom or not all(_PLAIN_NAME.fullmatch(name) for name in plan.names):
@@ -335,12 +336,14 @@ def call_grammar(
     elif tool_format == "mistral" and "[ARGS]" in template:
         tags, named = ("[TOOL_CALLS]", None), ("[ARGS]", "[CALL_ID]")
         opening = re.escape(tags[0])
-    elif (tool_format == "json" and noted) or tool_format == "llama3":
-        # The note asks for the call (or a list of them) as the answer, as the history shows earlier calls (Llama
-        # 3's templates ask for one, its arguments as `parameters`): an answer that opens so is taken for a call,
-        # whatever name follows
+    elif tool_format == "json" and noted:
+        # The note asks for the call (or a list of them) as the answer, as the history shows earlier calls: an
+        # answer that opens so is taken for a call, whatever name follows
         opening, at_start = BARE_CALL_OPENING, True
-        arguments_key = "parameters" if tool_format == "llama3" else arguments_key
+    elif tool_format == "llama3":
+        # Llama 3's own calls are bare, their arguments `parameters`: held below as a bare call in any family is,
+        # once it names an offered function whole (an answer that is other JSON stays text)
+        arguments_key = "parameters"
     fenced = reads_fenced_calls(FORMATS[tool_format])
     bare = reads_bare_calls(FORMATS[tool_format]) and opening != BARE_CALL_OPENING
     if opening is None and not fenced and not bare:
