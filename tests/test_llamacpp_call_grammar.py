@@ -145,6 +145,38 @@ def test_mistrals_own_calls_are_held_where_its_template_writes_them_as_json() ->
     assert other.opening is None and other.fenced and other.bare
 
 
+@pytest.mark.parametrize(
+    ("family", "text", "start"),
+    [
+        (
+            "hermes",
+            'A block:\n```python\nx = {"name": "get_time"}\n```\nand JSON: ```json\n{"name": "Oslo"}\n```\n'
+            '```json\n{"name": "get_time", "arguments": {}}\n```',
+            '```json\n{"name": "get_time"',
+        ),
+        ("hermes", '\n\n{\n  "name": "get_weather",\n  "arguments": {"city": "Oslo"}\n}', "{"),
+        ("mistral", '```\n{"name": "Oslo"}\n``` [TOOL_CALLS]get_time[ARGS]{"zone": "UTC"}', "[TOOL_CALLS]"),
+    ],
+)
+def test_the_engine_and_the_service_agree_on_where_a_call_opened(family: str, text: str, start: str) -> None:
+    """The watch (engine) says at which token a call opened; the service reads the calls from the same place,
+    whatever else in the text looks like an opening (a family's own opening tag opens a call wherever it ends a
+    token, as llama-server's trigger does)."""
+    from oasis.engines.text import SampledToken
+    from oasis.services.chat.call_stream import OpenedCalls
+
+    grammar = _grammar(family, template=NAMED_TEMPLATE)
+    opened = _opened_at(grammar, list(text))
+    assert opened is not None
+    reading = OpenedCalls(grammar.opening, grammar.tags, fenced=grammar.fenced, bare=grammar.bare, named=grammar.named)
+    for index, char in enumerate(text):
+        reading.feed(char, [SampledToken(1, char.encode(), call_opened=index == opened[0])])
+    assert reading.start == text.index(start) and reading.finished
+    functions = {function["name"]: function for function in PLAN.functions}
+    whole = read_calls(text[reading.start :], FORMATS[family], functions, final=True).calls
+    assert [(call.name, call.arguments) for call in reading.calls] == [(c.name, c.arguments) for c in whole]
+
+
 def test_a_call_does_not_open_inside_the_thinking() -> None:
     thinking = ("<think>", "</think>")
     pieces = ["<think>", "I could write <tool_call>", "\n", "here.", "</think>", "\n\n", "<tool_call>", "\n"]
