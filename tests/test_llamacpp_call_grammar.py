@@ -386,3 +386,55 @@ def test_the_wrapping_rules_do_not_take_the_names_of_a_schemas_rules() -> None:
         rules = call_rules(grammar, _grammar_rules(grammar.schema))
         names = [line.split(" ::= ")[0] for line in rules.splitlines() if " ::= " in line]
         assert len(names) == len(set(names)), family
+
+
+async def test_where_the_watch_opens_a_call_in_recorded_replies_the_grammar_takes_what_follows() -> None:
+    """The invariant that keeps llama.cpp from throwing (which would end the process): wherever the watch opens a
+    call, the call's grammar accepts the text llama.cpp then replays from the opening. Checked over every recorded
+    reply of every family (tests/fixtures/model_replies.json) under its template's grammar, thinking left out (so
+    openings inside it are looked at too), split into SmolLM2's tokens and into single characters."""
+    from oasis.engines.llamacpp import native
+    from oasis.engines.llamacpp.call_watch import ROOT, call_rules
+    from oasis.engines.llamacpp.chain import ChainDraw
+    from oasis.engines.llamacpp.engine import LlamaCppEngine, _grammar_rules
+    from oasis.services.chat.tool_formats import detect_format
+    from oasis.settings import ModelSpec
+    from tests.services.test_reply_formats import OFFERED, REPLIES, _template
+
+    plan = ToolPlan("auto", list(OFFERED.values()), True, False)
+    engine = LlamaCppEngine(ModelSpec(**smollm(parallel=1, context_length=256)))
+    await engine.start()
+    lib = native.lib()
+    draw = ChainDraw(engine._n_vocab)
+    opened = 0
+    try:
+        for reply in REPLIES:
+            template = _template(reply["template"])
+            family = detect_format(template).name
+            grammar = call_grammar(plan, family, None, False, noted="tools" not in template, template=template)
+            if grammar is None:
+                continue
+            tokens = engine.tokenize(reply["text"], add_special=False)
+            for pieces in (
+                [engine.token_piece(token).decode(errors="replace") for token in tokens],
+                list(reply["text"]),
+            ):
+                watch = CallWatch(grammar)
+                for index, piece in enumerate(pieces):
+                    replay = watch.add(index, piece.encode())
+                    if replay is None:
+                        continue
+                    replayed = "".join(pieces[index + 1 - replay : index + 1])
+                    found = re.search(trigger_pattern(grammar, r"\Z", kind=watch.opened), replayed)
+                    assert found is not None, (reply["template"], replayed)
+                    rules = call_rules(grammar, _grammar_rules(grammar.schema)).encode()
+                    sampler = lib.llama_sampler_init_grammar(engine._vocab, rules, ROOT.encode())
+                    for token in engine.tokenize(replayed[found.start(1) :], add_special=False):
+                        assert draw._allows(sampler, token), (reply["template"], replayed, found.start(1))
+                        lib.llama_sampler_accept(sampler, token)
+                    lib.llama_sampler_free(sampler)
+                    opened += 1
+                    break
+    finally:
+        await engine.close()
+    assert opened > 100  # most recorded calls open somewhere: the check is not empty
