@@ -298,6 +298,9 @@ _TAGGED_JSON: dict[str, tuple[str, str | None]] = {
     "tool_calls_tags": ("<tool_calls>", "</tool_calls>"),
     "granite": ("<|tool_call|>", None),
 }
+# Templates that teach calls as XML inside the family's tags (`<function=name>` and `<parameter=key>`: Qwen3-Coder,
+# Qwen3.5, Nemotron 3 Nano, Step 3.5): what follows their tag is not a call object, so it is not held to one
+_XML_CALLS = "<parameter="
 # Mistral's templates write `[TOOL_CALLS]` then a JSON list of calls (Nemo, 7B v0.3) or `name[ARGS]{…}` (Small 3.2
 # with `[CALL_ID]id` before `[ARGS]`, Ministral 3, Devstral, Magistral), one opening per call
 _MISTRAL_JSON_LIST = re.compile(r"\[TOOL_CALLS\] ?\[")
@@ -313,8 +316,9 @@ def call_grammar(
     template: str = "",
 ) -> CallGrammar | None:
     """For a reply that may call functions (`tool_choice` auto): the grammar that holds a call from where it opens,
-    for the families whose calls are JSON in tags (`<tool_call>`, Nemotron's, Granite's, Mistral's `[TOOL_CALLS]`
-    as the `template` writes it: a JSON list, or `name[ARGS]{…}`) or bare where the system
+    for the families whose calls are JSON in tags (`<tool_call>` where the `template` does not teach XML in them,
+    Nemotron's, Granite's, Mistral's `[TOOL_CALLS]` as the template writes it: a JSON list, or `name[ARGS]{…}`) or
+    bare where the system
     note (`noted`: `tools_system_prompt`) asks for them so; and in every family that reads them (Llama 3's own, its
     arguments `parameters`), a call in a ```json fence and a bare call that opens the answer, once they name an
     offered function.
@@ -327,7 +331,7 @@ def call_grammar(
     at_start = False
     arguments_key = "arguments"
     named: tuple[str, str] | None = None
-    if tool_format in _TAGGED_JSON:
+    if tool_format in _TAGGED_JSON and _XML_CALLS not in template:
         tags = _TAGGED_JSON[tool_format]
         opening = re.escape(tags[0])
     elif tool_format == "mistral" and _MISTRAL_JSON_LIST.search(template):
