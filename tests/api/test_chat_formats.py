@@ -130,34 +130,23 @@ def _called(city: str, number: int) -> list[Any]:
     ]
 
 
-async def test_a_llama_3_call_the_model_chooses_streams_as_written(start_oasis: Callable[..., Any]) -> None:
-    """In Llama 3's family (a call is the answer, its arguments as `parameters`), a call the model chooses is
-    held to its function's schema from where it opens and its arguments stream in pieces, joining to the whole
-    answer's."""
-    harness = await start_oasis(
-        engine_factories=None, models=[smollm(chat_template=LLAMA_3_CALLS_TEMPLATE, tool_parser="llama3")]
-    )
-    messages = [*_called("Rome", 1), *_called("Oslo", 2), {"role": "user", "content": "What's the weather in Paris?"}]
-    asked: dict[str, Any] = {"model": MODEL, "messages": messages, "tools": TOOLS, "temperature": 0, "max_tokens": 60}
-    whole = (await harness.sdk().chat.completions.create(**asked)).choices[0]
-    assert whole.finish_reason == "tool_calls" and not whole.message.content
-    (call,) = whole.message.tool_calls or []
-    assert call.function.name == "get_weather" and isinstance(json.loads(call.function.arguments)["city"], str)
-    chunks = [chunk async for chunk in await harness.sdk().chat.completions.create(**asked, stream=True)]
-    deltas = [delta for chunk in chunks for delta in chunk.choices[0].delta.tool_calls or [] if chunk.choices]
-    assert deltas[0].function and deltas[0].function.name == "get_weather"
-    assert "".join(delta.function.arguments or "" for delta in deltas if delta.function) == call.function.arguments
-    assert len([delta for delta in deltas[1:] if delta.function and delta.function.arguments]) > 2  # in pieces
-    assert not any(chunk.choices[0].delta.content for chunk in chunks if chunk.choices)
-
-
-@pytest.mark.parametrize("form", ["list", "named"])
-async def test_a_mistral_call_the_model_chooses_streams_as_written(start_oasis: Callable[..., Any], form: str) -> None:
-    """In Mistral's family, where the template writes calls as Nemo's does (`[TOOL_CALLS]` and a JSON list) or as
-    Ministral 3's (`[TOOL_CALLS]name[ARGS]{…}`), a call the model chooses is held from its marker on and its
-    arguments stream in pieces, joining to the whole answer's."""
-    template = MISTRAL_CALLS_TEMPLATES[form]
-    harness = await start_oasis(engine_factories=None, models=[smollm(chat_template=template, tool_parser="mistral")])
+@pytest.mark.parametrize(
+    ("template", "parser"),
+    [
+        (LLAMA_3_CALLS_TEMPLATE, "llama3"),
+        (MISTRAL_CALLS_TEMPLATES["list"], "mistral"),
+        (MISTRAL_CALLS_TEMPLATES["named"], "mistral"),
+    ],
+    ids=["llama3", "mistral list", "mistral named"],
+)
+async def test_a_call_the_model_chooses_streams_as_written_in_its_familys_markup(
+    start_oasis: Callable[..., Any], template: str, parser: str
+) -> None:
+    """In Llama 3's family (a call is the answer, its arguments as `parameters`) and Mistral's (`[TOOL_CALLS]` and a
+    JSON list, as Nemo's template writes calls, or `[TOOL_CALLS]name[ARGS]{…}`, as Ministral 3's does), a call the
+    model chooses is held to its function's schema from where it opens, and its arguments stream in pieces, joining
+    to the whole answer's."""
+    harness = await start_oasis(engine_factories=None, models=[smollm(chat_template=template, tool_parser=parser)])
     messages = [*_called("Rome", 1), *_called("Oslo", 2), {"role": "user", "content": "What's the weather in Paris?"}]
     asked: dict[str, Any] = {"model": MODEL, "messages": messages, "tools": TOOLS, "temperature": 0, "max_tokens": 60}
     whole = (await harness.sdk().chat.completions.create(**asked)).choices[0]
