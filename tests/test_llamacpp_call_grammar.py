@@ -131,7 +131,7 @@ def test_a_bare_call_opens_where_the_answer_starts_in_every_family_that_reads_on
 
 def test_mistrals_own_calls_are_held_where_its_template_writes_them_as_json() -> None:
     """Nemo's and 7B v0.3's templates write `[TOOL_CALLS]` and a JSON list; Small 3.2's and Ministral 3's write
-    `name[ARGS]{…}`, which stays read whole at its end."""
+    `name[ARGS]{…}`: each is held from its marker, while what follows it may become an offered name."""
     nemo = _grammar("mistral", template=NEMO_TEMPLATE)
     assert nemo.tags == ("[TOOL_CALLS]", None) and nemo.fenced and nemo.bare
     assert _opened_at(nemo, ["Checking.", "[TOOL_CALLS]", "[{"]) == (1, 1)
@@ -155,6 +155,12 @@ def test_mistrals_own_calls_are_held_where_its_template_writes_them_as_json() ->
             '```json\n{"name": "get_time"',
         ),
         ("hermes", '\n\n{\n  "name": "get_weather",\n  "arguments": {"city": "Oslo"}\n}', "{"),
+        (  # a code block's closing fence before JSON naming a function: not an opening
+            "hermes",
+            'Code:\n```\nx\n```\n{"name": "get_time", "arguments": {}} is one.\n'
+            '```json\n{"name": "get_time", "arguments": {"zone": "UTC"}}\n```',
+            '```json\n{"name": "get_time", "arguments": {"zone"',
+        ),
         ("mistral", '```\n{"name": "Oslo"}\n``` [TOOL_CALLS]get_time[ARGS]{"zone": "UTC"}', "[TOOL_CALLS]"),
     ],
 )
@@ -383,8 +389,8 @@ def test_the_wrapping_rules_do_not_take_the_names_of_a_schemas_rules() -> None:
         "$defs": {"calls": {"type": "array", "items": {"type": "string"}}},
     }
     plan = ToolPlan("auto", [{"name": "batch", "parameters": parameters}], True, False)
-    for family in ("hermes", "granite", "json"):
-        grammar = call_grammar(plan, family, None, False, noted=True)
+    for family, template in [("hermes", ""), ("granite", ""), ("json", ""), ("mistral", NAMED_TEMPLATE)]:
+        grammar = call_grammar(plan, family, None, False, noted=True, template=template)
         assert grammar is not None
         rules = call_rules(grammar, _grammar_rules(grammar.schema))
         names = [line.split(" ::= ")[0] for line in rules.splitlines() if " ::= " in line]

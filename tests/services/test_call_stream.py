@@ -244,6 +244,11 @@ def test_named_calls_are_read_as_they_are_written() -> None:
         unnamed, opening, ("[TOOL_CALLS]", None), start + 12, [unnamed], named=("[ARGS]", "[CALL_ID]")
     )
     assert reading.came_to_nothing and not names
+    between = NAMED[: NAMED.index("[TOOL_CALLS]save") + len("[TOOL_CALLS]sa")]  # cut before the second's arguments
+    reading, names, _ = _read_opened(
+        between, opening, ("[TOOL_CALLS]", None), start + 12, [between], named=("[ARGS]", "[CALL_ID]")
+    )
+    assert names == ["get_weather"] and not reading.finished  # (a cut reply: its finish_reason stays `length`)
 
 
 @pytest.mark.parametrize(
@@ -266,6 +271,9 @@ def test_calls_listed_one_after_another_are_read_as_they_are_written(text: str) 
         )
         assert reading.start == 0 and reading.finished
         assert names == ["f", "save"] and arguments == [call.arguments for call in whole]
+    cut = text[: text.index("}") + 3]  # the first call, and what may begin a second
+    reading, names, _ = _read_opened(cut, HERMES_OPENING, ("<tool_call>", "</tool_call>"), opened_at, [cut], bare=True)
+    assert names == ["f"] and reading.finished == (cut.strip()[-1] not in ",;`")
 
 
 def test_nothing_is_read_until_the_engine_says_a_call_opened() -> None:

@@ -213,7 +213,8 @@ class CallWatch:
 
     def _closes_a_fence(self, index: int) -> bool:
         """Whether a fence at `index` closes one the answer opened before it (a code block's end, not a call's
-        opening), as the reader counts them."""
+        opening); counted in the answer (with the thinking inline, the reader also counts fences in the thinking:
+        a call the watch does not open is read whole at the end, one it opens as it is written)."""
         assert self._answer_from is not None
         return self.text.count(FENCE_CLOSE, self._answer_from, index) % 2 == 1
 

@@ -366,10 +366,11 @@ class OpenedCalls:
 
     @property
     def finished(self) -> bool:
-        """Whether the calls read so far are whole."""
-        if self._current is None:
-            return bool(self._done)  # between calls: the last one closed
-        return self._current.finished
+        """Whether the calls read so far are whole, and nothing after them is the start of more (a further call's
+        opening, a separator, a closing tag cut short: the reply was cut there)."""
+        # between calls: the last one closed
+        whole = bool(self._done) if self._current is None else self._current.finished
+        return whole and not self._rest.strip()
 
     def feed(self, text: str, tokens: Sequence[SampledToken]) -> list[CallPiece]:
         """Takes the reply's next text and the tokens it came from. The pieces to send now."""

@@ -317,13 +317,11 @@ def call_grammar(
 ) -> CallGrammar | None:
     """For a reply that may call functions (`tool_choice` auto): the grammar that holds a call from where it opens,
     for the families whose calls are JSON in tags (`<tool_call>` where the `template` does not teach XML in them,
-    Nemotron's, Granite's, Mistral's `[TOOL_CALLS]` as the template writes it: a JSON list, or `name[ARGS]{…}`) or
-    bare where the system
-    note (`noted`: `tools_system_prompt`) asks for them so; and in every family that reads them (Llama 3's own, its
-    arguments `parameters`), a call in a ```json fence and a bare call that opens the answer, once they name an
-    offered function.
-    None where calls are read as written (custom tools, the deprecated `functions`, a family that reads none of
-    these and holds none of its own)."""
+    Nemotron's, Granite's, Mistral's `[TOOL_CALLS]` as the template writes it: a JSON list, or `name[ARGS]{…}`), or
+    bare where the system note (`noted`: `tools_system_prompt`) asks for them so; and in every family that reads
+    them (Llama 3's own, its arguments `parameters`), a call in a ```json fence and a bare call that opens the
+    answer, once they name an offered function. None where calls are read as written (custom tools, the deprecated
+    `functions`, a family that reads none of these and holds none of its own)."""
     if plan.forced or plan.legacy or plan.custom or not all(_PLAIN_NAME.fullmatch(name) for name in plan.names):
         return None
     tags: tuple[str, str | None] | None = None
