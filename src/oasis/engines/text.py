@@ -51,6 +51,12 @@ BARE_CALL_OPENING = rf'(?:\[{JSON_SPACE})?\{{{JSON_SPACE}"name"{JSON_SPACE}:'
 FENCED_CALL_OPENING = FENCE_OPEN + r"[ \n]{0,2}" + BARE_CALL_OPENING
 
 
+def closes_a_fence(text: str, index: int, start: int = 0) -> bool:
+    """Whether a fence at `index` closes one opened after `start` (a code block's end, not a fenced call's
+    opening): the reader and the engine's watch count fences alike."""
+    return text.count(FENCE_CLOSE, start, index) % 2 == 1
+
+
 @dataclass(frozen=True)
 class CallGrammar:
     """A reply written freely until it opens a tool call, and the call then held to its functions' schemas (the

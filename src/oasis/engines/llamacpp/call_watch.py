@@ -27,6 +27,7 @@ from oasis.engines.text import (
     JSON_SPACE,
     CallGrammar,
     UnusableSchema,
+    closes_a_fence,
 )
 
 # What may follow an opening within its last token and still be a beginning the grammar accepts: after a tag, the
@@ -149,8 +150,9 @@ class _Opening:
 def _openings(grammar: CallGrammar) -> list[_Opening]:
     openings = []
     if grammar.opening is not None:
-        naming: Literal["none", "begun", "unquoted"] = "none" if grammar.tags is not None else "begun"
-        naming = "unquoted" if grammar.named is not None else naming
+        naming: Literal["none", "begun", "unquoted"] = (
+            "unquoted" if grammar.named is not None else "none" if grammar.tags is not None else "begun"
+        )
         openings.append(
             _Opening("own", re.compile(grammar.opening), re.compile(_tail(grammar)), grammar.at_start, naming)
         )
@@ -193,11 +195,13 @@ class CallWatch:
         answer = _non_blank(self.text, self._answer_from)
         found: list[tuple[re.Match[str], _Opening]] = []
         for opening in self._openings:
+            # (fences are counted in the answer: with the thinking inline the reader also counts those in the
+            # thinking; a call the watch does not open is read whole at the end, one it opens as it is written)
             if not opening.at_start:
                 found += [
                     (match, opening)
                     for match in opening.pattern.finditer(self.text, begin)
-                    if opening.kind != "fenced" or not self._closes_a_fence(match.start())
+                    if opening.kind != "fenced" or not closes_a_fence(self.text, match.start(), self._answer_from)
                 ]
             elif not self._start_passed and (match := opening.pattern.match(self.text, answer)) is not None:
                 found.append((match, opening))
@@ -210,13 +214,6 @@ class CallWatch:
         self.closed = self._start_passed and all(opening.at_start for opening in self._openings)
         self._searched = max(begin, len(self.text) - _WINDOW)
         return None
-
-    def _closes_a_fence(self, index: int) -> bool:
-        """Whether a fence at `index` closes one the answer opened before it (a code block's end, not a call's
-        opening); counted in the answer (with the thinking inline, the reader also counts fences in the thinking:
-        a call the watch does not open is read whole at the end, one it opens as it is written)."""
-        assert self._answer_from is not None
-        return self.text.count(FENCE_CLOSE, self._answer_from, index) % 2 == 1
 
     def _tail_fits(self, start: int, opening: _Opening) -> bool:
         """Whether the text after an opening is a beginning the call's grammar accepts (and whole: bytes of a

@@ -337,7 +337,6 @@ class OpenedCalls:
         if bare:
             self._openings.append((re.compile(BARE_CALL_OPENING), None))
         self._wrapping: tuple[re.Pattern[str], str | None] | None = None  # the calls' that opened
-        self._named = False  # the calls that opened are named ones
         self.start: int | None = None  # where in the reply's text the calls begin
         self._text = ""
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -363,6 +362,11 @@ class OpenedCalls:
     def answer_part(self, text: str, fed: int) -> str:
         """Of the reply's next `text`, which follows `fed` characters, what comes before the calls."""
         return text if self.start is None else text[: max(0, self.start - fed)]
+
+    @property
+    def _named(self) -> bool:
+        """Whether the calls that opened are named ones (their opening holds the name)."""
+        return self._wrapping is not None and "name" in self._wrapping[0].groupindex
 
     @property
     def finished(self) -> bool:
@@ -394,7 +398,6 @@ class OpenedCalls:
                 return []
             # (a fence's opening ends where the bare call's inside it does: the longer is the one)
             match, self._wrapping = max(found, key=lambda opened: (opened[0].end(), -opened[0].start()))
-            self._named = self._wrapping is not None and "name" in self._wrapping[0].groupindex
             self.start = match.start()
             text = self._text[self.start :]
         self._rest += text
@@ -435,7 +438,7 @@ class OpenedCalls:
                 self._rest = rest
                 return False
             rest = rest[opening.end() :]
-            if "name" in opening.re.groupindex:  # a named call: its arguments follow
+            if self._named:  # a named call: its arguments follow
                 self._current, self._rest = CallStream(leaves_rest=True, named=opening["name"]), rest
                 return True
         elif current is not None:

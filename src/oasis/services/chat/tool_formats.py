@@ -24,6 +24,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from oasis.engines.text import closes_a_fence
+
 
 def _deepseek(name: str) -> str:
     """DeepSeek's tool tokens, written with a full-width bar and a lower block as the word separator."""
@@ -744,15 +746,11 @@ _BARE_JSON = _Markup(
 )
 
 
-def _closes_a_fence(text: str, index: int) -> bool:
-    return text.count("```", 0, index) % 2 == 1
-
-
 _FENCE = _Markup(
     re.compile(r"```[ \t]*(?:json|tool_call|tool_code)?[ \t]*\n"),
     re.compile(r"`{1,3}[ \t]*[A-Za-z_]*[ \t]*"),
     _until("```"),
-    _closes_a_fence,
+    closes_a_fence,
 )
 _HERMES = _tagged("<tool_call>", "</tool_call>")
 # Families whose own markup writes a fence (DeepSeek R1's arguments, Command R+'s `Action:`): a fence there is theirs
