@@ -25,6 +25,8 @@ PLAN = ToolPlan("auto", [WEATHER, {"name": "get_time", "parameters": {"type": "o
 
 NEMO_TEMPLATE = "{{- '[TOOL_CALLS][' }}{{ calls }}"  # as Mistral Nemo's template writes earlier calls
 NAMED_TEMPLATE = "{{- '[TOOL_CALLS]' + name + '[ARGS]' + arguments }}"  # as Ministral 3's does
+XML_TEMPLATE = "<tool_call>\n<function={{ name }}>\n<parameter={{ key }}>"  # as Qwen3-Coder's does
+TEMPLATES = {"named": NAMED_TEMPLATE, "xml": XML_TEMPLATE}
 
 
 def _grammar(
@@ -33,8 +35,11 @@ def _grammar(
     thinking_open: bool = False,
     plan: ToolPlan = PLAN,
     template: str = "",
+    thinking_ended_by: tuple[str, ...] = (),
 ) -> CallGrammar:
-    grammar = call_grammar(plan, tool_format, thinking, thinking_open, noted=True, template=template)
+    grammar = call_grammar(
+        plan, tool_format, thinking, thinking_open, noted=True, template=template, thinking_ended_by=thinking_ended_by
+    )
     assert grammar is not None
     return grammar
 
@@ -193,6 +198,33 @@ def test_a_call_does_not_open_inside_the_thinking() -> None:
     assert _opened_at(_grammar("json", thinking), ["<think>ok</think>", '{"name":']) == (1, 1)
 
 
+def test_where_the_family_ends_its_thinking_with_a_call_the_call_opens_there() -> None:
+    """Qwen3.5's and Qwen3-Coder's templates: a call may open inside the thinking, which it ends (as the reader
+    reads it); the thinking's own closing still ends it first where it comes first."""
+    thinking, ended_by = ("<think>", "</think>"), ("<tool_call>",)
+    xml = _grammar("hermes", thinking, template=XML_TEMPLATE, thinking_ended_by=ended_by)
+    assert _opened_at(xml, ["<think>", "I will call it.", "\n", "<tool_call>", "\n"]) == (3, 1)
+    assert _opened_at(replace(xml, thinking_open=True), ["I will", " call it.", "\n\n", "<tool_call>"]) == (3, 1)
+    assert _opened_at(xml, ["<think>", "ok", "</think>", "\n\n", "<tool", "_call", ">\n"]) == (6, 3)
+    # the tag split across tokens is found where it ends, though it began before the last search
+    assert _opened_at(replace(xml, thinking_open=True), ["I will <to", "ol_c", "all>", "\n<func"]) == (2, 3)
+
+
+@pytest.mark.parametrize(
+    ("pieces", "opened"),
+    [
+        (["<tool_call>", "\n<", "function", "=get"], (0, 1)),  # a special token: nothing after it yet
+        (["Sure.", "<tool_call>\n<function=get_time>"], (1, 1)),  # a function's whole opening in the same token
+        (["<tool_call>\n<function=get_date>"], None),  # no offered function: not held
+        (["<tool_call>\n{", '"name"'], None),  # JSON in a family that writes XML: not held
+    ],
+)
+def test_an_xml_call_opens_at_its_tag_where_what_follows_begins_an_offered_functions_call(
+    pieces: list[str], opened: tuple[int, int] | None
+) -> None:
+    assert _opened_at(_grammar("hermes", template=XML_TEMPLATE), pieces) == opened
+
+
 def test_forced_and_custom_calls_and_families_that_read_no_fences_have_no_call_grammar() -> None:
     assert call_grammar(ToolPlan("required", [WEATHER], True, False), "hermes", None, False, noted=True) is None
     assert (
@@ -212,9 +244,9 @@ def test_forced_and_custom_calls_and_families_that_read_no_fences_have_no_call_g
     # a template that writes the tools itself, in no family known: no note asked for bare calls, held once named
     unnoted = call_grammar(PLAN, "json", None, False, noted=False)
     assert unnoted is not None and unnoted.opening is None and unnoted.fenced and unnoted.bare
-    # a template teaching XML inside `<tool_call>` tags (Qwen3-Coder's, Qwen3.5's): its tag is not held to JSON
-    xml = call_grammar(PLAN, "hermes", None, False, noted=False, template="<tool_call>\n<function=x>\n<parameter=y>")
-    assert xml is not None and xml.opening is None and xml.fenced and xml.bare
+    # a template teaching XML inside `<tool_call>` tags (Qwen3-Coder's, Qwen3.5's): its calls are held as XML
+    xml = call_grammar(PLAN, "hermes", None, False, noted=False, template=XML_TEMPLATE)
+    assert xml is not None and xml.xml and xml.opening == "<tool_call>" and xml.fenced and xml.bare
     # Llama 3's own calls are bare, their arguments `parameters`
     llama3 = call_grammar(PLAN, "llama3", None, False, noted=False)
     assert llama3 is not None and llama3.opening is None and llama3.bare
@@ -305,6 +337,60 @@ async def test_a_fenced_call_is_written_to_its_functions_schema(family: str) -> 
         await engine.close()
 
 
+async def test_an_xml_call_is_written_to_its_functions_schema() -> None:
+    """SmolLM2 continues XML calls (as Qwen3-Coder's template writes them) whose `days` is a word where the function
+    asks for an integer: free, it writes another such; held from the tag on, each parameter is written as its
+    schema says (an integer as JSON, a string as text, one of an enum's values) and the call fits."""
+    from oasis.engines.llamacpp.engine import LlamaCppEngine
+    from oasis.settings import ModelSpec
+
+    forecast = {
+        "name": "get_forecast",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string"},
+                "days": {"type": "integer", "minimum": 1, "maximum": 14},
+                "units": {"type": "string", "enum": ["metric", "imperial"]},
+            },
+            "required": ["city", "days", "units"],
+        },
+    }
+    plan = ToolPlan("auto", [forecast], False, False)
+    examples = [("Rome", "three", "celsius"), ("Oslo", "five", "celsius")]
+    text = "Forecast lookups:\n" + "".join(
+        f"<tool_call>\n<function=get_forecast>\n<parameter=city>\n{city}\n</parameter>\n<parameter=days>\n{days}\n"
+        f"</parameter>\n<parameter=units>\n{units}\n</parameter>\n</function>\n</tool_call>\n"
+        for city, days, units in examples
+    )
+    functions = {"get_forecast": forecast}
+    engine = LlamaCppEngine(ModelSpec(**smollm(parallel=1, context_length=512)))
+    await engine.start()
+    try:
+        prompt = engine.tokenize(text, add_special=True)
+
+        async def written(grammar: CallGrammar | None) -> tuple[str, list[Any]]:
+            params = SamplingParams(max_tokens=80, temperature=0, call_grammar=grammar)
+            tokens = [token async for token in engine.generate(prompt, params)]
+            return b"".join(token.piece for token in tokens).decode(), tokens
+
+        free, free_tokens = await written(None)
+        (call, *_) = read_calls(free, FORMATS["hermes"], functions, final=True).calls
+        assert call.name == "get_forecast" and not fits(plan, call.name, call.arguments)
+        assert not any(token.call_opened for token in free_tokens)
+        held, tokens = await written(_grammar("hermes", plan=plan, template=XML_TEMPLATE))
+        assert held.startswith("<tool_call>\n<function=get_forecast>")
+        opening = engine.tokenize("<tool_call>", add_special=False)
+        assert [index for index, token in enumerate(tokens) if token.call_opened] == [len(opening) - 1]
+        (call,) = read_calls(held, FORMATS["hermes"], functions, final=True).calls
+        arguments = json.loads(call.arguments)
+        assert isinstance(arguments["days"], int) and arguments["units"] in ("metric", "imperial")
+        assert fits(plan, call.name, call.arguments)
+        assert held.rstrip().endswith("</tool_call>") and tokens[-1].finish_reason == "stop"
+    finally:
+        await engine.close()
+
+
 CALLS_IN_FAMILIES = [
     ("hermes", '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'),
     (
@@ -337,6 +423,19 @@ CALLS_IN_FAMILIES = [
         '[TOOL_CALLS][{"name": "get_weather", "arguments": {"city": "Paris"}}, {"name": "get_time", "arguments": {}}]',
     ),
     ("mistral:named", '[TOOL_CALLS]get_weather[ARGS]{"city": "Paris"}\n[TOOL_CALLS]get_time[CALL_ID]a1b2c3d4e[ARGS]{}'),
+    # XML, as Qwen3-Coder's template writes calls: a string's text as written (what is no closing tag, line breaks
+    # at its ends), any parameter of a function whose parameters are not named, parallel calls
+    (
+        "hermes:xml",
+        "<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n</parameter>\n</function>\n</tool_call>",
+    ),
+    (
+        "hermes:xml",
+        "<tool_call>\n<function=get_time>\n<parameter=zone>\nUTC\n</parameter>\n<parameter=format>\n24h\n"
+        "</parameter>\n</function>\n</tool_call>\n<tool_call>\n<function=get_weather>\n<parameter=city>\n\n"
+        "São <b>Paulo</b> </para <\n\n</parameter>\n</function>\n</tool_call>",
+    ),
+    ("hermes:xml", "<tool_call>\n<function=get_time>\n</function>\n</tool_call>"),
 ]
 
 
@@ -345,13 +444,13 @@ async def test_each_familys_call_grammar_takes_its_calls_whole_and_then_the_end(
     """The grammar each family's calls are held to accepts, token by token, calls as its reader reads them, then
     only the end; and the watch opens them where they start (Mistral's family under Nemo's template)."""
     from oasis.engines.llamacpp import native
-    from oasis.engines.llamacpp.call_watch import ROOT, call_rules
+    from oasis.engines.llamacpp.call_watch import ROOT
     from oasis.engines.llamacpp.chain import ChainDraw
-    from oasis.engines.llamacpp.engine import LlamaCppEngine, _grammar_rules
+    from oasis.engines.llamacpp.engine import LlamaCppEngine, _call_grammar_rules
     from oasis.settings import ModelSpec
 
     family, _, form = family.partition(":")
-    grammar = _grammar(family, template=NAMED_TEMPLATE if form == "named" else NEMO_TEMPLATE)
+    grammar = _grammar(family, template=TEMPLATES.get(form, NEMO_TEMPLATE))
     functions = {function["name"]: function for function in PLAN.functions}
     assert read_calls(written, FORMATS[family], functions, final=True).calls
     engine = LlamaCppEngine(ModelSpec(**smollm(parallel=1, context_length=256)))
@@ -359,7 +458,7 @@ async def test_each_familys_call_grammar_takes_its_calls_whole_and_then_the_end(
     lib = native.lib()
     try:
         assert engine._call_grammar_parses(grammar)
-        rules = call_rules(grammar, _grammar_rules(grammar.schema)).encode()
+        rules = _call_grammar_rules(grammar).encode()
         sampler = lib.llama_sampler_init_grammar(engine._vocab, rules, ROOT.encode())
         draw = ChainDraw(engine._n_vocab)
         tokens = engine.tokenize(written, add_special=False)
@@ -380,8 +479,7 @@ async def test_each_familys_call_grammar_takes_its_calls_whole_and_then_the_end(
 
 def test_the_wrapping_rules_do_not_take_the_names_of_a_schemas_rules() -> None:
     """A schema's definitions name rules after themselves (`calls`, `call-root`): the wrapping's are apart."""
-    from oasis.engines.llamacpp.call_watch import call_rules
-    from oasis.engines.llamacpp.engine import _grammar_rules
+    from oasis.engines.llamacpp.engine import _call_grammar_rules
 
     parameters = {
         "type": "object",
@@ -389,10 +487,16 @@ def test_the_wrapping_rules_do_not_take_the_names_of_a_schemas_rules() -> None:
         "$defs": {"calls": {"type": "array", "items": {"type": "string"}}},
     }
     plan = ToolPlan("auto", [{"name": "batch", "parameters": parameters}], True, False)
-    for family, template in [("hermes", ""), ("granite", ""), ("json", ""), ("mistral", NAMED_TEMPLATE)]:
+    for family, template in [
+        ("hermes", ""),
+        ("granite", ""),
+        ("json", ""),
+        ("mistral", NAMED_TEMPLATE),
+        ("hermes", XML_TEMPLATE),
+    ]:
         grammar = call_grammar(plan, family, None, False, noted=True, template=template)
         assert grammar is not None
-        rules = call_rules(grammar, _grammar_rules(grammar.schema))
+        rules = _call_grammar_rules(grammar)
         names = [line.split(" ::= ")[0] for line in rules.splitlines() if " ::= " in line]
         assert len(names) == len(set(names)), family
 
@@ -403,9 +507,9 @@ async def test_where_the_watch_opens_a_call_in_recorded_replies_the_grammar_take
     reply of every family (tests/fixtures/model_replies.json) under its template's grammar, thinking left out (so
     openings inside it are looked at too), split into SmolLM2's tokens and into single characters."""
     from oasis.engines.llamacpp import native
-    from oasis.engines.llamacpp.call_watch import ROOT, call_rules
+    from oasis.engines.llamacpp.call_watch import ROOT
     from oasis.engines.llamacpp.chain import ChainDraw
-    from oasis.engines.llamacpp.engine import LlamaCppEngine, _grammar_rules
+    from oasis.engines.llamacpp.engine import LlamaCppEngine, _call_grammar_rules
     from oasis.services.chat.tool_formats import detect_format
     from oasis.settings import ModelSpec
     from tests.services.test_reply_formats import OFFERED, REPLIES, _template
@@ -436,7 +540,7 @@ async def test_where_the_watch_opens_a_call_in_recorded_replies_the_grammar_take
                     replayed = "".join(pieces[index + 1 - replay : index + 1])
                     found = re.search(trigger_pattern(grammar, r"\Z", kind=watch.opened), replayed)
                     assert found is not None, (reply["template"], replayed)
-                    rules = call_rules(grammar, _grammar_rules(grammar.schema)).encode()
+                    rules = _call_grammar_rules(grammar).encode()
                     sampler = lib.llama_sampler_init_grammar(engine._vocab, rules, ROOT.encode())
                     for token in engine.tokenize(replayed[found.start(1) :], add_special=False):
                         assert draw._allows(sampler, token), (reply["template"], replayed, found.start(1))
@@ -447,6 +551,20 @@ async def test_where_the_watch_opens_a_call_in_recorded_replies_the_grammar_take
     finally:
         await engine.close()
     assert opened > 30  # the check is not empty (38 openings when written)
+
+
+_JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "object"}
+
+
+def _offered_with(offered: dict[str, Any], calls: list[Any]) -> list[dict[str, Any]]:
+    """The offered functions, and those a recorded reply calls that they lack (a model's own tools in the
+    recording), each parameter typed as the recorded call's value is."""
+    functions = dict(offered)
+    for name, arguments in calls:
+        if name not in functions and re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
+            properties = {key: {"type": _JSON_TYPES.get(type(value), "null")} for key, value in arguments.items()}
+            functions[name] = {"name": name, "parameters": {"type": "object", "properties": properties}}
+    return list(functions.values())
 
 
 # Recorded calls the hold writes otherwise: Mistral Nemo's call ids (the grammar writes none; a call's id is
@@ -460,15 +578,14 @@ async def test_where_a_call_opens_in_a_recorded_reply_the_grammar_takes_it_as_th
     the watch opens them as the model wrote them; what it refuses comes only after them (the reply ends there, as
     llama-server's lazy grammar ends it)."""
     from oasis.engines.llamacpp import native
-    from oasis.engines.llamacpp.call_watch import ROOT, call_rules
+    from oasis.engines.llamacpp.call_watch import ROOT
     from oasis.engines.llamacpp.chain import ChainDraw
-    from oasis.engines.llamacpp.engine import LlamaCppEngine, _grammar_rules
+    from oasis.engines.llamacpp.engine import LlamaCppEngine, _call_grammar_rules
     from oasis.services.chat.reasoning import think_tags
     from oasis.services.chat.tool_formats import detect_format
     from oasis.settings import ModelSpec
     from tests.services.test_reply_formats import OFFERED, REPLIES, _format_of, _template
 
-    plan = ToolPlan("auto", list(OFFERED.values()), True, False)
     engine = LlamaCppEngine(ModelSpec(**smollm(parallel=1, context_length=256)))
     await engine.start()
     lib = native.lib()
@@ -479,9 +596,10 @@ async def test_where_a_call_opens_in_a_recorded_reply_the_grammar_takes_it_as_th
         for reply in REPLIES:
             template = _template(reply["template"])
             tags = think_tags(template)
-            if not reply["calls"] or reply["template"] in _NOT_AS_WRITTEN or tags.ended_by:
-                continue  # (a family whose thinking ends otherwise gets no call grammar)
+            if not reply["calls"] or reply["template"] in _NOT_AS_WRITTEN:
+                continue
             reading = _format_of(template)
+            plan = ToolPlan("auto", _offered_with(OFFERED, reply["calls"]), True, False)
             grammar = call_grammar(
                 plan,
                 detect_format(template).name,
@@ -489,6 +607,7 @@ async def test_where_a_call_opens_in_a_recorded_reply_the_grammar_takes_it_as_th
                 reading.thinking_open or bool(reading.content_prefill),
                 noted="tools" not in template,
                 template=template,
+                thinking_ended_by=tags.ended_by,
             )
             if grammar is None:
                 continue
@@ -507,7 +626,7 @@ async def test_where_a_call_opens_in_a_recorded_reply_the_grammar_takes_it_as_th
             found = re.search(trigger_pattern(grammar, r"\Z", kind=watch.opened), reply["text"][first:last])
             assert found is not None
             rest = reply["text"][first + found.start(1) :]
-            rules = call_rules(grammar, _grammar_rules(grammar.schema)).encode()
+            rules = _call_grammar_rules(grammar).encode()
             sampler = lib.llama_sampler_init_grammar(engine._vocab, rules, ROOT.encode())
             taken = ""
             for token in engine.tokenize(rest, add_special=False):
@@ -520,4 +639,6 @@ async def test_where_a_call_opens_in_a_recorded_reply_the_grammar_takes_it_as_th
             held += 1
     finally:
         await engine.close()
-    assert held >= 15  # (families whose own markup is not held, and replies without calls, are passed over)
+    # (families whose own markup is not held, and replies without calls, are passed over: 54 held when written, 36
+    # of them XML calls)
+    assert held >= 50

@@ -120,6 +120,16 @@ MISTRAL_CALLS_TEMPLATES = {
 }
 
 
+# ... and as Qwen3-Coder's template writes them: XML in `<tool_call>` tags
+QWEN3_CODER_CALLS_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{% if m.tool_calls %}{% for c in m.tool_calls %}"
+    "<tool_call>\n<function={{ c.function.name }}>\n{% for key, value in c.function.arguments | items %}"
+    "<parameter={{ key }}>\n{{ value }}\n</parameter>\n{% endfor %}</function>\n</tool_call>{% endfor %}"
+    "{% else %}{{ m.content }}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
 def _called(city: str, number: int) -> list[Any]:
     arguments = json.dumps({"city": city})
     call = {"id": f"call_{number}", "type": "function", "function": {"name": "get_weather", "arguments": arguments}}
@@ -136,16 +146,17 @@ def _called(city: str, number: int) -> list[Any]:
         (LLAMA_3_CALLS_TEMPLATE, "llama3"),
         (MISTRAL_CALLS_TEMPLATES["list"], "mistral"),
         (MISTRAL_CALLS_TEMPLATES["named"], "mistral"),
+        (QWEN3_CODER_CALLS_TEMPLATE, "hermes"),
     ],
-    ids=["llama3", "mistral list", "mistral named"],
+    ids=["llama3", "mistral list", "mistral named", "qwen3-coder xml"],
 )
 async def test_a_call_the_model_chooses_streams_as_written_in_its_familys_markup(
     start_oasis: Callable[..., Any], template: str, parser: str
 ) -> None:
-    """In Llama 3's family (a call is the answer, its arguments as `parameters`) and Mistral's (`[TOOL_CALLS]` and a
-    JSON list, as Nemo's template writes calls, or `[TOOL_CALLS]name[ARGS]{…}`, as Ministral 3's does), a call the
-    model chooses is held to its function's schema from where it opens, and its arguments stream in pieces, joining
-    to the whole answer's."""
+    """In Llama 3's family (a call is the answer, its arguments as `parameters`), Mistral's (`[TOOL_CALLS]` and a
+    JSON list, as Nemo's template writes calls, or `[TOOL_CALLS]name[ARGS]{…}`, as Ministral 3's does) and Qwen3-Coder's
+    (XML in `<tool_call>` tags), a call the model chooses is held to its function's schema from where it opens, and
+    its arguments stream in pieces, joining to the whole answer's."""
     harness = await start_oasis(engine_factories=None, models=[smollm(chat_template=template, tool_parser=parser)])
     messages = [*_called("Rome", 1), *_called("Oslo", 2), {"role": "user", "content": "What's the weather in Paris?"}]
     asked: dict[str, Any] = {"model": MODEL, "messages": messages, "tools": TOOLS, "temperature": 0, "max_tokens": 60}

@@ -3,6 +3,7 @@ arguments a client joins are those of the reply read whole, and what is sent of 
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from typing import Any
@@ -128,10 +129,12 @@ def _read_opened(
     fenced: bool = False,
     bare: bool = False,
     named: tuple[str, str] | None = None,
+    xml: bool = False,
+    functions: dict[str, Any] | None = None,
 ) -> Any:
     """Feeds `chunks` of `text` as deltas, the engine's token that opened a call ending at `opened_at` (a chunk
     that crosses it is two tokens in one delta, as a stop string's hold makes them)."""
-    reading = OpenedCalls(opening, tags, fenced=fenced, bare=bare, named=named)
+    reading = OpenedCalls(opening, tags, fenced=fenced, bare=bare, named=named, xml=xml, functions=functions)
     names: list[str] = []
     arguments: list[str] = []
     fed = 0
@@ -281,3 +284,58 @@ def test_nothing_is_read_until_the_engine_says_a_call_opened() -> None:
     text = 'A tag <tool_call>{"name": "f", "arguments": {}}</tool_call> written as text.'
     assert reading.feed(text, [SampledToken(1, text.encode())]) == []
     assert reading.start is None and reading.calls == []
+
+
+XML_FUNCTIONS = {
+    "get_weather": {
+        "name": "get_weather",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "days": {"type": "integer"}, "note": {"type": "string"}},
+        },
+    },
+    "save": {
+        "name": "save",
+        "parameters": {"type": "object", "properties": {"text": {"type": "string"}, "meta": {"type": "object"}}},
+    },
+}
+XML = (
+    'I will look at both.\n<tool_call>\n<function=get_weather>\n<parameter=city>\nParis "<b>" \\ tab\t</par\n'
+    "</parameter>\n<parameter=days>\n3\n</parameter>\n<parameter=note>\n\n</parameter>\n</function>\n</tool_call>\n"
+    "<tool_call>\n<function=save>\n<parameter=text>\n\nline one\n\nline </two> < caf\u00e9 \U0001f600\n\n</parameter>\n"
+    '<parameter=meta>\n{"tags": ["a", "b"], "n": 1.50}\n</parameter>\n</function>\n</tool_call>'
+)
+
+
+def test_xml_calls_are_read_as_they_are_written() -> None:
+    """Qwen3-Coder's XML calls: each call's arguments are the JSON object the reader makes of it, a string
+    parameter's text sent as it is written (what may still be its closing held back), a JSON one once whole; the
+    text before stays content; a call cut short is the call as far as written."""
+    hermes = ("<tool_call>", "</tool_call>")
+    start = XML.index("<tool_call>")
+    whole = read_calls(XML, FORMATS["hermes"], XML_FUNCTIONS, final=True).calls
+    assert [call.name for call in whole] == ["get_weather", "save"]
+    assert json.loads(whole[1].arguments)["text"] == "\nline one\n\nline </two> < caf\u00e9 \U0001f600\n"
+    for chunks in _splits(XML, random.Random(11)):
+        reading, names, arguments = _read_opened(
+            XML, HERMES_OPENING, hermes, start + 11, chunks, xml=True, functions=XML_FUNCTIONS
+        )
+        assert reading.start == start and reading.finished
+        assert names == [call.name for call in whole] and arguments == [call.arguments for call in whole]
+    # the text goes out as it is written, not at the parameter's end; a line break that may end it waits
+    cut = XML[: XML.index("Paris") + 3]
+    reading, names, arguments = _read_opened(
+        cut, HERMES_OPENING, hermes, start + 11, list(cut), xml=True, functions=XML_FUNCTIONS
+    )
+    assert not reading.finished and names == ["get_weather"] and arguments == ['{"city": "Par']
+    held = XML[: XML.index("line one") + 9]
+    reading, names, arguments = _read_opened(
+        held, HERMES_OPENING, hermes, start + 11, [held], xml=True, functions=XML_FUNCTIONS
+    )
+    assert arguments[-1].endswith('"text": "\\nline one')
+    unnamed = XML[: XML.index("<function=") + 12]  # cut before its name ends: nothing was called
+    reading, names, _ = _read_opened(unnamed, HERMES_OPENING, hermes, start + 11, [unnamed], xml=True)
+    assert reading.came_to_nothing and not names
+    between = XML[: XML.index("</tool_call>") + 4]  # cut inside the first call's closing tag
+    reading, names, _ = _read_opened(between, HERMES_OPENING, hermes, start + 11, [between], xml=True)
+    assert names == ["get_weather"] and not reading.finished

@@ -78,10 +78,16 @@ class CallGrammar:
     # Calls written as the function's name, then a marker and the arguments, each after its own opening tag, an id
     # after its marker optional (Mistral's `[TOOL_CALLS]name[CALL_ID]id[ARGS]{…}`): the two markers
     named: tuple[str, str] | None = None
+    # The family's calls are XML in its tags, as Qwen3-Coder's template writes them (`<function=name>`, then each
+    # `<parameter=key>` with its value on the lines after it: text where the parameter is a string, else JSON):
+    # held to each function's parameters, in the order they are declared
+    xml: bool = False
     repeats: bool = False  # further calls may follow (parallel calls)
     at_start: bool = False  # the family's own call opens only where the answer starts
     thinking: tuple[str, str] | None = None  # the thinking block's tags: a call does not open inside it
     thinking_open: bool = False  # the prompt left the reply inside the thinking block
+    # Markup that also ends the thinking, and begins the answer (a call opened inside it: `ThinkTags.ended_by`)
+    thinking_ended_by: tuple[str, ...] = ()
     names: tuple[str, ...] = ()  # the functions a call may name
 
 

@@ -17,8 +17,9 @@ from __future__ import annotations
 import bisect
 import codecs
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from oasis.engines.text import (
     BARE_CALL_OPENING,
@@ -56,12 +57,26 @@ _CALL_ID = "oasis-call-id"
 _ARGUMENTS_RULE = "alternative-{}-arguments"
 # After a named call's opening: the name (so far)
 _TAIL_NAME = r"[A-Za-z0-9_-]*"
+# After an XML call's tag: the function's opening (so far), which the watch reads exactly (`_tail_fits`)
+_TAIL_XML = r"[ \n]{0,2}[<>=A-Za-z0-9_\n-]*"
+_XML_FUNCTION = "<function={}>\n"
+_XML_BLANK = re.compile(r"[ \n]{0,2}")
 OpeningKind = Literal["own", "fenced", "bare"]  # the family's own opening, a fence's, a bare call's
+# XML calls: each function's call, a parameter's value written as text, and the rule of the j-th parameter of the
+# i-th function written as JSON (a rule of the schema's converter: `parameter_parts`)
+_XML_CALL = "oasis-xml-call"
+_XML_FUNCTION_RULE = "oasis-xml-function-{}"
+_XML_TEXT = "oasis-xml-text"
+_XML_JSON = "oasis-xml-json-{}-{}"
+# What a parameter's text never holds: the closing tags that end it, its call and the call's wrapping, where the
+# reader would end them
+_XML_CLOSINGS = ("</parameter>", "</function>", "</tool_call>")
+_XML_KEY = re.compile(r"[^>\s]+")  # a parameter's name, as the reader reads it
 
 
 def call_rules(grammar: CallGrammar, schema_rules: str) -> str:
-    """The GBNF of the call (from `schema_rules`, whose root is the call object) with its wrapping, rooted at
-    ROOT."""
+    """The GBNF of the call (from `schema_rules`, whose root is the call object, with the rules `parameter_parts`
+    names where the calls are XML) with its wrapping, rooted at ROOT."""
     listed = 'root ("," space root)*' if grammar.repeats else "root"
     schema_rules = re.sub(r"^space ::= .*$", lambda _: _SPACE_RULE, schema_rules, flags=re.MULTILINE)
     if _SPACE_RULE not in schema_rules:
@@ -79,6 +94,9 @@ def call_rules(grammar: CallGrammar, schema_rules: str) -> str:
     if grammar.opening is not None:
         if grammar.tags is None:
             forms.append(f"{_CALLS} {_SPACE}")
+        elif grammar.xml:
+            rules += _xml_rules(grammar)
+            forms.append(_wrapped(grammar, _literal(grammar.tags[0]), grammar.tags[1], _XML_CALL))
         elif grammar.named is not None:
             rules += _named_rules(grammar, schema_rules)
             one = f"{_literal(grammar.tags[0])} {_NAMED}"
@@ -108,13 +126,130 @@ def _named_rules(grammar: CallGrammar, schema_rules: str) -> list[str]:
     return [f"{_NAMED} ::= " + " | ".join(calls), f"{_CALL_ID} ::= ( {_literal(id_marker)} [A-Za-z0-9]{{1,32}} )?"]
 
 
-def _wrapped(grammar: CallGrammar, opened: str, closed: str | None) -> str:
+def _wrapped(grammar: CallGrammar, opened: str, closed: str | None, calls: str = _CALLS) -> str:
     """Calls in a wrapping whose opening is the rule `opened`; further wrapped calls may follow (parallel calls)."""
     if closed is None:  # the wrapping's opening alone: the calls end the reply
-        return f"{opened} {_SPACE} {_CALLS} {_SPACE}"
-    one = f"{opened} {_SPACE} {_CALLS} {_SPACE} {_literal(closed)}"
+        return f"{opened} {_SPACE} {calls} {_SPACE}"
+    one = f"{opened} {_SPACE} {calls} {_SPACE} {_literal(closed)}"
     more = f" ({_SPACE} {one})*" if grammar.repeats else ""
     return f"{one}{more} {_SPACE}"
+
+
+@dataclass(frozen=True)
+class XmlParameter:
+    key: str
+    required: bool
+    # How its value is written: None as text (a string parameter), else as JSON, held by the rule of this name
+    json_rule: str | None
+    choices: tuple[str, ...] = ()  # a string parameter's only values (`enum`, `const`), if it has such
+
+
+def xml_parameters(grammar: CallGrammar) -> list[list[XmlParameter] | None]:
+    """Each function's parameters as its XML call writes them, in the order they are declared (None: parameters of
+    any name, as text). Raises UnusableSchema where a function's arguments are not an object of named properties,
+    or a name is one the reader would not read."""
+    functions: list[list[XmlParameter] | None] = []
+    for index, alternative in enumerate(_alternatives(grammar.schema)):
+        arguments = alternative.get("properties", {}).get("arguments")
+        if not isinstance(arguments, Mapping):
+            raise UnusableSchema("a function's arguments are not a schema")
+        properties = arguments.get("properties")
+        if properties is None:
+            if any(key in arguments for key in ("$ref", "anyOf", "oneOf", "allOf")):
+                raise UnusableSchema("a function's parameters are not an object's properties")
+            functions.append([] if arguments.get("additionalProperties") is False else None)
+            continue
+        if not isinstance(properties, Mapping):
+            raise UnusableSchema("a function's properties are not a map")
+        required = arguments.get("required") or ()
+        parameters = []
+        for number, (key, schema) in enumerate(properties.items()):
+            if not _XML_KEY.fullmatch(key):
+                raise UnusableSchema(f"a parameter's name that XML calls cannot hold: {key!r}")
+            as_text = isinstance(schema, Mapping) and schema.get("type") == "string"  # as the reader reads a value
+            parameters.append(
+                XmlParameter(
+                    key,
+                    key in required,
+                    None if as_text else _XML_JSON.format(index, number),
+                    _string_choices(schema) if as_text else (),
+                )
+            )
+        functions.append(parameters)
+    return functions
+
+
+def parameter_parts(grammar: CallGrammar) -> dict[str, str]:
+    """For XML calls: the rule of each parameter written as JSON, and the JSON Pointer of its schema in the call's
+    schema (the schema's converter writes the rules)."""
+    if not grammar.xml:
+        return {}
+    parts = {}
+    for index, parameters in enumerate(xml_parameters(grammar)):
+        for parameter in parameters or ():
+            if parameter.json_rule is not None:
+                key = parameter.key.replace("~", "~0").replace("/", "~1")
+                parts[parameter.json_rule] = f"/anyOf/{index}/properties/arguments/properties/{key}"
+    return parts
+
+
+def _alternatives(schema: Mapping[str, object]) -> Sequence[Mapping[str, Any]]:
+    alternatives = schema.get("anyOf")
+    if not isinstance(alternatives, list):
+        raise UnusableSchema("the call's schema is not one alternative per function")
+    return alternatives
+
+
+def _string_choices(schema: Mapping[str, Any]) -> tuple[str, ...]:
+    values = [schema["const"]] if "const" in schema else schema.get("enum")
+    if isinstance(values, list) and values and all(isinstance(value, str) for value in values):
+        return tuple(values)
+    return ()
+
+
+def _xml_rules(grammar: CallGrammar) -> list[str]:
+    """Each function's XML call: its opening, each parameter's (a required one once, another at most once), in the
+    order they are declared, with its value on the lines after it, and the call's closing."""
+    rules = [f"{_XML_TEXT} ::= {_text_without(_XML_CLOSINGS)}"]
+    calls = []
+    for index, (name, parameters) in enumerate(zip(grammar.names, xml_parameters(grammar), strict=True)):
+        if parameters is None:
+            body = f'( "<parameter=" [^> \t\n\r]+ ">\n" {_XML_TEXT} "\n</parameter>\n" )*'
+        else:
+            written = []
+            for parameter in parameters:
+                value = parameter.json_rule or (
+                    "( " + " | ".join(map(_literal, parameter.choices)) + " )" if parameter.choices else _XML_TEXT
+                )
+                one = f'{_literal(f"<parameter={parameter.key}>")} "\n" {value} "\n</parameter>\n"'
+                written.append(f"( {one} )" if parameter.required else f"( {one} )?")
+            body = " ".join(written)
+        rule = _XML_FUNCTION_RULE.format(index)
+        rules.append(f'{rule} ::= {_literal(_XML_FUNCTION.format(name))} {body} "</function>"')
+        calls.append(rule)
+    return [*rules, f"{_XML_CALL} ::= " + " | ".join(calls)]
+
+
+def _text_without(words: Sequence[str]) -> str:
+    """GBNF of any text that holds none of `words`, each of which opens with `<` and holds no other: text without
+    `<`, then each `<` followed by the beginning of a word at most, and after a character that leaves every word,
+    more text without `<` (llama.cpp's make_gbnf_excluding, which lets a word through after a second `<`)."""
+    assert all(word.startswith("<") and "<" not in word[1:] for word in words)
+
+    def after(rests: list[str]) -> str:
+        firsts = sorted({rest[0] for rest in rests})
+        alternatives = ["[^<" + "".join(_class_char(char) for char in firsts) + "] [^<]*"]
+        for char in firsts:
+            longer = [rest[1:] for rest in rests if rest[0] == char]
+            if all(longer):  # `char` completes no word: the word may go on
+                alternatives.append(f"{_literal(char)} {after(longer)}")
+        return "( " + " | ".join(alternatives) + " )?"
+
+    return f'[^<]* ( "<" {after([word[1:] for word in words])} )*'
+
+
+def _class_char(char: str) -> str:
+    return "\\" + char if char in "\\]^-" else char
 
 
 def trigger_pattern(grammar: CallGrammar, end: str = "$", *, kind: OpeningKind = "own") -> str:
@@ -129,6 +264,8 @@ def trigger_pattern(grammar: CallGrammar, end: str = "$", *, kind: OpeningKind =
 def _tail(grammar: CallGrammar) -> str:
     if grammar.named is not None:
         return _TAIL_NAME
+    if grammar.xml:
+        return _TAIL_XML
     return _TAIL_AFTER_TAG if grammar.tags is not None else _TAIL_AFTER_KEY
 
 
@@ -142,16 +279,22 @@ class _Opening:
     pattern: re.Pattern[str]
     tail: re.Pattern[str]
     at_start: bool  # only where the answer starts
-    # What the tail must hold of the function's name: nothing (after a tag), a beginning of one (in quotes, or bare
-    # after a named call's opening), or one whole
-    naming: Literal["none", "begun", "unquoted", "whole"]
+    # What the tail must hold of the function's name: nothing (after a tag), a beginning of one (in quotes, bare
+    # after a named call's opening, or in an XML call's opening), or one whole
+    naming: Literal["none", "begun", "unquoted", "xml", "whole"]
 
 
 def _openings(grammar: CallGrammar) -> list[_Opening]:
     openings = []
     if grammar.opening is not None:
-        naming: Literal["none", "begun", "unquoted"] = (
-            "unquoted" if grammar.named is not None else "none" if grammar.tags is not None else "begun"
+        naming: Literal["none", "begun", "unquoted", "xml"] = (
+            "unquoted"
+            if grammar.named is not None
+            else "xml"
+            if grammar.xml
+            else "none"
+            if grammar.tags is not None
+            else "begun"
         )
         openings.append(
             _Opening("own", re.compile(grammar.opening), re.compile(_tail(grammar)), grammar.at_start, naming)
@@ -225,6 +368,11 @@ class CallWatch:
         if opening.naming == "unquoted":
             begun = self.text[start:]
             return any(function.startswith(begun) for function in self._grammar.names)
+        if opening.naming == "xml":  # after blank space, the beginning of a function's opening
+            blank = _XML_BLANK.match(self.text, start)
+            assert blank is not None  # it may be empty
+            begun = self.text[blank.end() :]
+            return any(_XML_FUNCTION.format(function).startswith(begun) for function in self._grammar.names)
         named = _NAME_IN_TAIL.match(self.text, start)
         assert named is not None  # each of its parts is optional
         name = named.group("name")
@@ -247,11 +395,17 @@ class CallWatch:
         else:
             search_from = 0
         search_from = max(search_from, self._thinking_searched)
-        end = text.find(closed, search_from)
-        if end < 0:
-            self._thinking_searched = max(search_from, len(text) - len(closed))
+        # the closing tag ends it, the answer after it; or markup that also begins the answer, the answer with it
+        ends = [(at + len(closed), at) for at in [text.find(closed, search_from)] if at >= 0]
+        for marker in self._grammar.thinking_ended_by:
+            at = text.find(marker, search_from)
+            if at >= 0:
+                ends.append((at, at))
+        if not ends:
+            longest = max(map(len, (closed, *self._grammar.thinking_ended_by)))
+            self._thinking_searched = max(search_from, len(text) - longest)
             return None
-        return end + len(closed)
+        return min(ends, key=lambda end: end[1])[0]
 
 
 def _non_blank(text: str, start: int) -> int:

@@ -30,7 +30,7 @@ import numpy as np
 from oasis.engines.base import EngineLoad
 from oasis.engines.llamacpp import native
 from oasis.engines.llamacpp.call_watch import ROOT as CALL_ROOT
-from oasis.engines.llamacpp.call_watch import CallWatch, call_rules, trigger_pattern
+from oasis.engines.llamacpp.call_watch import CallWatch, call_rules, parameter_parts, trigger_pattern
 from oasis.engines.llamacpp.chain import ChainDraw, SamplerChain
 from oasis.engines.llamacpp.sampling import FullDistributionSampler
 from oasis.engines.llamacpp.threads import CoreShare, name_this_thread
@@ -474,7 +474,7 @@ class LlamaCppEngine:
     def _call_grammar_parses(self, grammar: CallGrammar) -> bool:
         """Whether the call's grammar is one llama.cpp parses."""
         try:
-            rules = call_rules(grammar, _grammar_rules(grammar.schema))
+            rules = _call_grammar_rules(grammar)
         except UnusableSchema:
             return False
         if not self._parses(rules, CALL_ROOT.encode()):
@@ -514,7 +514,7 @@ class LlamaCppEngine:
             return False
         sequence.call_watch = None
         lib = native.lib()
-        rules = call_rules(spec, _grammar_rules(spec.schema))
+        rules = _call_grammar_rules(spec)
         patterns = (ctypes.c_char_p * 1)(trigger_pattern(spec, kind=watch.opened).encode())
         grammar = lib.llama_sampler_init_grammar_lazy_patterns(
             self._vocab, rules.encode(), CALL_ROOT.encode(), patterns, 1, None, 0
@@ -1058,11 +1058,15 @@ class LlamaCppEngine:
         return SamplerChain(chain, grammar, grammar_first=grammar_first, banned=banned)
 
 
-def _grammar_rules(schema: Mapping[str, object]) -> str:
+def _grammar_rules(schema: Mapping[str, object], parts: Mapping[str, str] | None = None) -> str:
     try:
-        return native.json_grammar(schema)
+        return native.json_grammar(schema, parts)
     except Exception as exc:  # llama-cpp-python's converter asserts (an unknown type, a pattern, a $ref)
         raise UnusableSchema(str(exc) or type(exc).__name__) from None
+
+
+def _call_grammar_rules(grammar: CallGrammar) -> str:
+    return call_rules(grammar, _grammar_rules(grammar.schema, parameter_parts(grammar)))
 
 
 def _worth_moving(sequence: _Sequence | None) -> bool:

@@ -166,53 +166,69 @@ _ANNOTATIONS = frozenset(
 _COMBINING_KEYS = ("$ref", "anyOf", "oneOf", "allOf", "const", "enum")
 
 
-def _convert(schema_json: str) -> str:
+def _convert(schema_json: str, parts_json: str) -> str:
     # as llama_cpp.llama_grammar.json_schema_to_gbnf, with the converter above
     converter = _Converter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
-    converter.visit(converter.resolve_refs(_definitions_read(json.loads(schema_json)), "stdin"), "")
+    resolved = converter.resolve_refs(_definitions_read(json.loads(schema_json)), "stdin")
+    converter.visit(resolved, "")
+    for name, pointer in json.loads(parts_json).items():
+        written = str(converter.visit(_pointed(resolved, pointer), name))
+        if written != name:  # a primitive (`integer`) is its own rule: the name asked for becomes another word for it
+            converter._add_rule(name, written)
     return str(converter.format_grammar()).replace(_ANY_STRING_CHAR, _JSON_STRING_CHAR)
 
 
+def _pointed(document: Any, pointer: str) -> Any:
+    """The node a JSON Pointer (RFC 6901) names."""
+    node = document
+    for part in pointer.split("/")[1:]:
+        key = part.replace("~1", "/").replace("~0", "~")
+        node = node[int(key)] if isinstance(node, list) else node[key]
+    return node
+
+
 class GrammarCache:
-    """Schema -> grammar, least recently used first out, bounded by the characters held (schemas and grammars
-    together): keyed by whole schemas, each up to a request body's size, a cache bounded by count could hold
-    gigabytes; skipping large ones would convert them again for every sequence, on the scheduler thread too.
-    Used from the event loop and the scheduler thread."""
+    """Schema (with its parts named) -> grammar, least recently used first out, bounded by the characters held
+    (schemas and grammars together): keyed by whole schemas, each up to a request body's size, a cache bounded by
+    count could hold gigabytes; skipping large ones would convert them again for every sequence, on the scheduler
+    thread too. Used from the event loop and the scheduler thread."""
 
     def __init__(self, max_chars: int) -> None:
         self.max_chars = max_chars
-        self._held: OrderedDict[str, str] = OrderedDict()
+        self._held: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._chars = 0
         self._lock = threading.Lock()
         self.conversions = 0
 
-    def __call__(self, schema_json: str) -> str:
+    def __call__(self, schema_json: str, parts_json: str = "{}") -> str:
+        key = (schema_json, parts_json)
         with self._lock:
-            found = self._held.get(schema_json)
+            found = self._held.get(key)
             if found is not None:
-                self._held.move_to_end(schema_json)
+                self._held.move_to_end(key)
                 return found
-        grammar = _convert(schema_json)
-        size = len(schema_json) + len(grammar)
+        grammar = _convert(schema_json, parts_json)
+        size = len(schema_json) + len(parts_json) + len(grammar)
         with self._lock:
             self.conversions += 1
-            if size <= self.max_chars and schema_json not in self._held:
-                self._held[schema_json] = grammar
+            if size <= self.max_chars and key not in self._held:
+                self._held[key] = grammar
                 self._chars += size
                 while self._chars > self.max_chars:
-                    old_schema, old_grammar = self._held.popitem(last=False)
-                    self._chars -= len(old_schema) + len(old_grammar)
+                    (old_schema, old_parts), old_grammar = self._held.popitem(last=False)
+                    self._chars -= len(old_schema) + len(old_parts) + len(old_grammar)
         return grammar
 
 
 GRAMMAR_CACHE = GrammarCache(max_chars=16 << 20)
 
 
-def json_grammar(schema: Mapping[str, object]) -> str:
+def json_grammar(schema: Mapping[str, object], parts: Mapping[str, str] | None = None) -> str:
     """GBNF that accepts the JSON documents `schema` accepts (cached per schema); length and count bounds over
-    MAX_GRAMMAR_REPETITION are not enforced."""
+    MAX_GRAMMAR_REPETITION are not enforced. `parts`: rule names for values of the schema's own parts, each named
+    by its JSON Pointer (a tool call's parameters, written one by one)."""
     # key order matters: properties are generated in order
-    return GRAMMAR_CACHE(json.dumps(_without_huge_bounds(dict(schema))))
+    return GRAMMAR_CACHE(json.dumps(_without_huge_bounds(dict(schema))), json.dumps(dict(parts or {})))
 
 
 @cache

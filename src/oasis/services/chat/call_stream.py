@@ -15,11 +15,12 @@ from __future__ import annotations
 import codecs
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from oasis.engines.text import BARE_CALL_OPENING, FENCE_CLOSE, FENCE_OPEN, FENCED_CALL_OPENING, SampledToken
-from oasis.services.chat.tool_formats import json_at
+from oasis.services.chat.tool_formats import is_text_parameter, json_at, parameter_value
 
 _WHITESPACE = " \t\n\r"
 _LISTED = re.compile(r"^[\s,;]*")  # between calls listed one after another
@@ -305,13 +306,144 @@ def _hex(digits: str) -> int:
         return -1
 
 
+_XML_FUNCTION = re.compile(r"<function=([^>\s]+)>")
+_XML_PARAMETER = re.compile(r"<parameter=([^>\s]+)>")
+_XML_PARAMETER_END = "</parameter>"
+_XML_FUNCTION_END = "</function>"
+_NAME_SO_FAR = re.compile(r"[^>\s]*")
+
+
+@dataclass
+class XmlCallStream:
+    """One XML call, as Qwen3-Coder's template writes them (`<function=name>`, then each `<parameter=key>` with its
+    value on the lines after it), read as it is written: its arguments are sent as the JSON object the reader makes
+    of the call read whole (`tool_formats`), a string parameter's text piece by piece, any other value (JSON) once
+    it is whole. Stops reading (`broken`) at anything such a call does not hold."""
+
+    functions: Mapping[str, Any]  # the offered functions by name: which parameters are text
+    calls: list[StreamedCall] = field(default_factory=list)
+    broken: bool = False
+    _text: str = ""
+    _at: int = 0
+    _parameters: int = 0  # read so far
+    _key: str | None = None  # the parameter whose value is being read
+    _sent: int = 0  # of a text value, the characters sent
+    _closed: bool = False
+
+    @property
+    def finished(self) -> bool:
+        return self._closed and not self.broken
+
+    @property
+    def unread(self) -> str:
+        return self._text[self._at :] if self.finished else ""
+
+    def feed(self, text: str) -> list[CallPiece]:
+        self._text += text
+        pieces: list[CallPiece] = []
+        while not self.broken and not self._closed and self._step(pieces):
+            pass
+        return pieces
+
+    def _step(self, pieces: list[CallPiece]) -> bool:
+        """Reads on: the function's opening, a parameter's opening, its value, or the closing; False when more text
+        is needed."""
+        if self._key is not None:
+            return self._value(pieces)
+        text = self._text
+        at = _non_blank(text, self._at)
+        if not self.calls:
+            opening = _XML_FUNCTION.match(text, at)
+            if opening is None:
+                return self._wait_for(at, "<function=")
+            self._at = opening.end()
+            self.calls.append(StreamedCall(opening[1]))
+            pieces.append(CallPiece(0, True, opening[1]))
+            self._send("{", pieces)
+            return True
+        if text.startswith(_XML_FUNCTION_END, at):
+            self._at, self._closed = at + len(_XML_FUNCTION_END), True
+            self._send("}", pieces)
+            return False
+        opening = _XML_PARAMETER.match(text, at)
+        if opening is None or opening.end() == len(text):  # (a line break after it is not the value's)
+            return False if opening is not None else self._wait_for(at, "<parameter=", _XML_FUNCTION_END)
+        self._key, self._sent = opening[1], 0
+        self._at = opening.end() + (text[opening.end()] == "\n")
+        separator = ", " if self._parameters else ""
+        opened = '"' if self._as_text else ""
+        self._send(f"{separator}{json.dumps(self._key, ensure_ascii=False)}: {opened}", pieces)
+        return True
+
+    @property
+    def _as_text(self) -> bool:
+        assert self._key is not None
+        return is_text_parameter(self.calls[0].name, self._key, self.functions)
+
+    def _value(self, pieces: list[CallPiece]) -> bool:
+        """A parameter's value, which ends (a line break before it is not the value's) at `</parameter>`."""
+        assert self._key is not None
+        text, start = self._text, self._at
+        end = text.find(_XML_PARAMETER_END, start)
+        if end < 0:
+            if self._as_text:  # what cannot yet be the closing's beginning
+                held = max(_partial_suffix(text, "\n" + _XML_PARAMETER_END), _partial_suffix(text, _XML_PARAMETER_END))
+                safe = max(start + self._sent, len(text) - held)
+                self._send(json.dumps(text[start + self._sent : safe], ensure_ascii=False)[1:-1], pieces)
+                self._sent = safe - start
+            return False
+        value = text[start : end - 1 if text.endswith("\n", start, end) else end]
+        if self._as_text:
+            self._send(json.dumps(value[self._sent :], ensure_ascii=False)[1:-1] + '"', pieces)
+        else:
+            written = parameter_value(value, self.calls[0].name, self._key, self.functions)
+            self._send(json.dumps(written, ensure_ascii=False), pieces)
+        self._at, self._key = end + len(_XML_PARAMETER_END), None
+        self._parameters += 1
+        return True
+
+    def _wait_for(self, at: int, *tags: str) -> bool:
+        """Waits while the text may still become one of `tags` (an opening's, `<…=`, with its name, up to its `>`);
+        breaks otherwise."""
+        rest = self._text[at:]
+        named = [tag for tag in tags if tag.endswith("=") and rest.startswith(tag)]  # its name being written
+        if not any(tag.startswith(rest) for tag in tags) and not any(
+            _NAME_SO_FAR.fullmatch(rest, len(tag)) for tag in named
+        ):
+            self.broken = True
+        return False
+
+    def _send(self, text: str, pieces: list[CallPiece]) -> None:
+        if not text:
+            return
+        self.calls[0].arguments += text
+        if pieces and not pieces[-1].opened:
+            pieces[-1].text += text
+        else:
+            pieces.append(CallPiece(0, False, text))
+
+
+def _non_blank(text: str, at: int) -> int:
+    while at < len(text) and text[at] in _WHITESPACE:
+        at += 1
+    return at
+
+
+def _partial_suffix(text: str, word: str) -> int:
+    """How long a tail of `text` is the beginning of `word`."""
+    for size in range(min(len(word) - 1, len(text)), 0, -1):
+        if text.endswith(word[:size]):
+            return size
+    return 0
+
+
 class OpenedCalls:
     """An unforced reply's calls read from where they open, which the engine says (`SampledToken.call_opened`):
     from there its call grammar holds the reply (`SamplingParams.call_grammar`), so each call's arguments are sent
     as they are written, as a forced reply's are. The text before the opening stays the reply's content. The
     family's calls open with `opening` (in `tags`, or bare; `named`: each call its name, then the markers of an id
-    and of the arguments, after its own opening tag); with `fenced`, a call may open in a ```json fence, and with
-    `bare`, as a bare call."""
+    and of the arguments, after its own opening tag; `xml`: XML in the tags, `XmlCallStream`, whose parameters'
+    kinds `functions` says); with `fenced`, a call may open in a ```json fence, and with `bare`, as a bare call."""
 
     def __init__(
         self,
@@ -321,22 +453,26 @@ class OpenedCalls:
         fenced: bool = False,
         bare: bool = False,
         named: tuple[str, str] | None = None,
+        xml: bool = False,
+        functions: Mapping[str, Any] | None = None,
     ) -> None:
-        # Each way a call opens, and its wrapping: the opening's pattern and the closing (a named call's opening
-        # runs to its arguments, and has no closing: "")
-        self._openings: list[tuple[re.Pattern[str], tuple[re.Pattern[str], str | None] | None]] = []
+        # Each way a call opens, its wrapping (the opening's pattern and the closing: a named call's opening runs to
+        # its arguments, and has no closing, "") and whether its calls are XML
+        self._openings: list[tuple[re.Pattern[str], tuple[re.Pattern[str], str | None] | None, bool]] = []
         if opening is not None:
             wrapping = (re.compile(re.escape(tags[0])), tags[1]) if tags is not None else None
             if tags is not None and named is not None:
                 arguments_marker, id_marker = map(re.escape, named)
                 name = rf"(?P<name>[A-Za-z0-9_-]+)(?:{id_marker}[A-Za-z0-9]*)?{arguments_marker}"
                 wrapping = (re.compile(re.escape(tags[0]) + name), "")
-            self._openings.append((re.compile(opening), wrapping))
+            self._openings.append((re.compile(opening), wrapping, xml and tags is not None))
         if fenced:
-            self._openings.append((re.compile(FENCED_CALL_OPENING), (re.compile(FENCE_OPEN), FENCE_CLOSE)))
+            self._openings.append((re.compile(FENCED_CALL_OPENING), (re.compile(FENCE_OPEN), FENCE_CLOSE), False))
         if bare:
-            self._openings.append((re.compile(BARE_CALL_OPENING), None))
+            self._openings.append((re.compile(BARE_CALL_OPENING), None, False))
+        self._functions = functions or {}
         self._wrapping: tuple[re.Pattern[str], str | None] | None = None  # the calls' that opened
+        self._xml = False  # whether the calls that opened are XML
         self.start: int | None = None  # where in the reply's text the calls begin
         self._text = ""
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -344,7 +480,7 @@ class OpenedCalls:
         self._opened_by = -1  # where the token that opened a call ends in the text
         self._rest = ""  # the text after `start` that no call has read yet
         self._done: list[StreamedCall] = []  # the calls of earlier call objects
-        self._current: CallStream | None = None
+        self._current: CallStream | XmlCallStream | None = None
 
     @property
     def calls(self) -> list[StreamedCall]:
@@ -389,15 +525,15 @@ class OpenedCalls:
             # The opening the engine saw: the last one to end within the token that opened the call
             window = max(0, self._opened_by - _OPENING_WINDOW)
             found = [
-                (match, wrapping)
-                for pattern, wrapping in self._openings
+                (match, wrapping, xml)
+                for pattern, wrapping, xml in self._openings
                 for match in pattern.finditer(self._text, window, self._opened_by)
             ]
             if not found:  # the text disagrees with the engine's: the calls are read whole at the end
                 self._opened_by = -1
                 return []
             # (a fence's opening ends where the bare call's inside it does: the longer is the one)
-            match, self._wrapping = max(found, key=lambda opened: (opened[0].end(), -opened[0].start()))
+            match, self._wrapping, self._xml = max(found, key=lambda opened: (opened[0].end(), -opened[0].start()))
             self.start = match.start()
             text = self._text[self.start :]
         self._rest += text
@@ -419,7 +555,7 @@ class OpenedCalls:
             self._rest = current.unread
             return True
         rest = self._rest.lstrip()
-        if current is not None and not self._named:  # after a value: perhaps another, listed as the reader lists
+        if current is not None and not self._named and not self._xml:  # after a value: perhaps another, listed
             after = _LISTED.sub("", rest, count=1)
             if after[:1] in ("{", "["):
                 self._done.extend(current.calls)
@@ -440,6 +576,9 @@ class OpenedCalls:
             rest = rest[opening.end() :]
             if self._named:  # a named call: its arguments follow
                 self._current, self._rest = CallStream(leaves_rest=True, named=opening["name"]), rest
+                return True
+            if self._xml:
+                self._current, self._rest = XmlCallStream(self._functions), rest
                 return True
         elif current is not None:
             return False  # a bare call is the reply's last

@@ -328,7 +328,7 @@ class ChatService:
         markers = (*tool_format.markers, *((think.open, think.close) if think else ()))
         params = replace(params, markup_tokens=self._markup_tokens(engine, markers))
         tags = think_tags(template)
-        if plan is not None and params.json_schema is None and not tags.ended_by:
+        if plan is not None and params.json_schema is None:
             # The thinking's tags also where it stays in the content (`inline`): a call does not open inside it
             thinking_open = reply_format.thinking_open or bool(reply_format.content_prefill)
             grammar = call_grammar(
@@ -338,6 +338,7 @@ class ChatService:
                 thinking_open,
                 noted=template_tools is None,
                 template=template,
+                thinking_ended_by=tags.ended_by,
             )
             params = replace(params, call_grammar=grammar)
         return PreparedChat(
@@ -814,7 +815,16 @@ def _opened_reading(chat: PreparedChat) -> OpenedCalls | None:
     grammar = chat.params.call_grammar
     if grammar is None:
         return None
-    return OpenedCalls(grammar.opening, grammar.tags, fenced=grammar.fenced, bare=grammar.bare, named=grammar.named)
+    functions = {function["name"]: function for function in chat.tools.functions} if chat.tools else None
+    return OpenedCalls(
+        grammar.opening,
+        grammar.tags,
+        fenced=grammar.fenced,
+        bare=grammar.bare,
+        named=grammar.named,
+        xml=grammar.xml,
+        functions=functions,
+    )
 
 
 def _opened_whole(chat: PreparedChat, result: ChoiceText) -> OpenedCalls | None:

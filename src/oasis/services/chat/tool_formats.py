@@ -231,9 +231,13 @@ def _loose(text: str) -> Any:
 
 def parameter_value(value: str, name: str, parameter: str, functions: Mapping[str, Any]) -> Any:
     """A parameter written as text (XML-style calls): a string where the schema says so, else its JSON."""
+    return value if is_text_parameter(name, parameter, functions) else _loose(value)
+
+
+def is_text_parameter(name: str, parameter: str, functions: Mapping[str, Any]) -> bool:
+    """Whether an XML-style call's parameter is written as text (its schema says it is a string), not as JSON."""
     schema = (functions.get(name) or {}).get("parameters") or {}
-    kind = ((schema.get("properties") or {}).get(parameter) or {}).get("type")
-    return value if kind == "string" else _loose(value)
+    return bool(((schema.get("properties") or {}).get(parameter) or {}).get("type") == "string")
 
 
 _XML_FUNCTION = re.compile(r"<function=([^>\s]+)>(.*?)(?:</function>|$)", re.DOTALL)

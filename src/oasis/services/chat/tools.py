@@ -291,15 +291,15 @@ def _refs_rewritten(node: Any, moved: Callable[[str], str], names: bool = False)
 
 # Names a regex may hold as they are (OpenAI's own rule for function names)
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
-# Families whose calls are JSON (a call or a list of them, `arguments` as OpenAI's) inside tags
-_TAGGED_JSON: dict[str, tuple[str, str | None]] = {
+# Families whose calls are inside tags: JSON (a call or a list of them, `arguments` as OpenAI's), or XML (_XML_CALLS)
+_TAGGED: dict[str, tuple[str, str | None]] = {
     "hermes": ("<tool_call>", "</tool_call>"),
     "nemotron": ("<TOOLCALL>", "</TOOLCALL>"),
     "tool_calls_tags": ("<tool_calls>", "</tool_calls>"),
     "granite": ("<|tool_call|>", None),
 }
 # Templates that teach calls as XML inside the family's tags (`<function=name>` and `<parameter=key>`: Qwen3-Coder,
-# Qwen3.5, Nemotron 3 Nano, Step 3.5): what follows their tag is not a call object, so it is not held to one
+# Qwen3.5, Nemotron 3 Nano, Step 3.5): what follows their tag is held to that XML
 _XML_CALLS = "<parameter="
 # Mistral's templates write `[TOOL_CALLS]` then a JSON list of calls (Nemo, 7B v0.3) or `name[ARGS]{…}` (Small 3.2
 # with `[CALL_ID]id` before `[ARGS]`, Ministral 3, Devstral, Magistral), one opening per call
@@ -314,9 +314,10 @@ def call_grammar(
     *,
     noted: bool,
     template: str = "",
+    thinking_ended_by: tuple[str, ...] = (),
 ) -> CallGrammar | None:
     """For a reply that may call functions (`tool_choice` auto): the grammar that holds a call from where it opens,
-    for the families whose calls are JSON in tags (`<tool_call>` where the `template` does not teach XML in them,
+    for the families whose calls are JSON in tags (`<tool_call>`, or XML in them where the `template` teaches it so,
     Nemotron's, Granite's, Mistral's `[TOOL_CALLS]` as the template writes it: a JSON list, or `name[ARGS]{…}`), or
     bare where the system note (`noted`: `tools_system_prompt`) asks for them so; and in every family that reads
     them (Llama 3's own, its arguments `parameters`), a call in a ```json fence and a bare call that opens the
@@ -329,8 +330,9 @@ def call_grammar(
     at_start = False
     arguments_key = "arguments"
     named: tuple[str, str] | None = None
-    if tool_format in _TAGGED_JSON and _XML_CALLS not in template:
-        tags = _TAGGED_JSON[tool_format]
+    xml = tool_format == "hermes" and _XML_CALLS in template
+    if tool_format in _TAGGED:
+        tags = _TAGGED[tool_format]
         opening = re.escape(tags[0])
     elif tool_format == "mistral" and _MISTRAL_JSON_LIST.search(template):
         tags = ("[TOOL_CALLS]", None)
@@ -357,10 +359,12 @@ def call_grammar(
         fenced=fenced,
         bare=bare,
         named=named,
+        xml=xml,
         repeats=plan.parallel,
         at_start=at_start,
         thinking=thinking,
         thinking_open=thinking_open,
+        thinking_ended_by=thinking_ended_by,
         names=tuple(plan.names),
     )
 
