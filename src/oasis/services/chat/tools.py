@@ -291,7 +291,8 @@ def _refs_rewritten(node: Any, moved: Callable[[str], str], names: bool = False)
 
 # Names a regex may hold as they are (OpenAI's own rule for function names)
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
-# Families whose calls are inside tags: JSON (a call or a list of them, `arguments` as OpenAI's), or XML (_XML_CALLS)
+# Families whose calls are JSON inside tags (a call or a list of them, `arguments` as OpenAI's); in Hermes's, XML
+# where the template teaches it (_XML_CALLS)
 _TAGGED: dict[str, tuple[str, str | None]] = {
     "hermes": ("<tool_call>", "</tool_call>"),
     "nemotron": ("<TOOLCALL>", "</TOOLCALL>"),
@@ -331,7 +332,7 @@ def call_grammar(
     arguments_key = "arguments"
     named: tuple[str, str] | None = None
     xml = tool_format == "hermes" and _XML_CALLS in template
-    if tool_format in _TAGGED:
+    if tool_format in _TAGGED and (xml or _XML_CALLS not in template):  # (XML is known in Hermes's tags only)
         tags = _TAGGED[tool_format]
         opening = re.escape(tags[0])
     elif tool_format == "mistral" and _MISTRAL_JSON_LIST.search(template):
