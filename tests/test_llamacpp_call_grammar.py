@@ -436,6 +436,11 @@ CALLS_IN_FAMILIES = [
         "São <b>Paulo</b> </para <\n\n</parameter>\n</function>\n</tool_call>",
     ),
     ("hermes:xml", "<tool_call>\n<function=get_time>\n</function>\n</tool_call>"),
+    # ... and as Seed-OSS's does, in its own tags, a value on its parameter's line
+    (
+        "seed_oss:xml",
+        "<seed:tool_call>\n<function=get_weather>\n<parameter=city>Paris</parameter>\n</function>\n</seed:tool_call>",
+    ),
 ]
 
 
@@ -678,6 +683,6 @@ async def test_where_a_call_opens_in_a_recorded_reply_the_grammar_takes_it_as_th
             held += 1
     finally:
         await engine.close()
-    # (families whose own markup is not held, and replies without calls, are passed over: 54 held when written, 36
+    # (families whose own markup is not held, and replies without calls, are passed over: 55 held when written, 37
     # of them XML calls)
     assert held >= 50

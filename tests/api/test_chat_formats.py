@@ -130,6 +130,12 @@ QWEN3_CODER_CALLS_TEMPLATE = (
 )
 
 
+# ... and as Seed-OSS's does: in its own tags, a value on its parameter's line
+SEED_OSS_CALLS_TEMPLATE = QWEN3_CODER_CALLS_TEMPLATE.replace("tool_call>", "seed:tool_call>").replace(
+    ">\n{{ value }}\n<", ">{{ value }}<"
+)
+
+
 def _called(city: str, number: int) -> list[Any]:
     arguments = json.dumps({"city": city})
     call = {"id": f"call_{number}", "type": "function", "function": {"name": "get_weather", "arguments": arguments}}
@@ -147,8 +153,9 @@ def _called(city: str, number: int) -> list[Any]:
         (MISTRAL_CALLS_TEMPLATES["list"], "mistral"),
         (MISTRAL_CALLS_TEMPLATES["named"], "mistral"),
         (QWEN3_CODER_CALLS_TEMPLATE, "hermes"),
+        (SEED_OSS_CALLS_TEMPLATE, "seed_oss"),
     ],
-    ids=["llama3", "mistral list", "mistral named", "qwen3-coder xml"],
+    ids=["llama3", "mistral list", "mistral named", "qwen3-coder xml", "seed-oss xml"],
 )
 async def test_a_call_the_model_chooses_streams_as_written_in_its_familys_markup(
     start_oasis: Callable[..., Any], template: str, parser: str

@@ -307,22 +307,46 @@ XML = (
 )
 
 
-def test_xml_calls_are_read_as_they_are_written() -> None:
-    """Qwen3-Coder's XML calls: each call's arguments are the JSON object the reader makes of it, a string
-    parameter's text sent as it is written (what may still be its closing held back), a JSON one once whole; the
-    text before stays content; a call cut short is the call as far as written."""
-    hermes = ("<tool_call>", "</tool_call>")
-    start = XML.index("<tool_call>")
-    whole = read_calls(XML, FORMATS["hermes"], XML_FUNCTIONS, final=True).calls
+# Seed-OSS's: its own tags, values on their parameter's line
+SEED = (
+    XML.replace("tool_call>", "seed:tool_call>")
+    .replace(">\n3\n<", ">3<")
+    .replace('>\n{"tags": ["a", "b"], "n": 1.50}\n<', '>{"tags": ["a", "b"], "n": 1.50}<')
+)
+
+
+@pytest.mark.parametrize(("family", "text"), [("hermes", XML), ("seed_oss", SEED)])
+def test_xml_calls_are_read_as_they_are_written_in_any_family_that_writes_them(family: str, text: str) -> None:
+    """Qwen3-Coder's XML calls (and Seed-OSS's): each call's arguments are the JSON object the reader makes of it, a
+    string parameter's text sent as it is written (what may still be its closing held back), a JSON one once
+    whole; the text before stays content."""
+    opening = "<tool_call>" if family == "hermes" else "<seed:tool_call>"
+    start = text.index(opening)
+    whole = read_calls(text, FORMATS[family], XML_FUNCTIONS, final=True).calls
     assert [call.name for call in whole] == ["get_weather", "save"]
-    assert json.loads(whole[1].arguments)["text"] == "\nline one\n\nline </two> < caf\u00e9 \U0001f600\n"
-    for chunks in _splits(XML, random.Random(11)):
+    assert json.loads(whole[0].arguments)["days"] == 3 and json.loads(whole[1].arguments)["meta"]["n"] == 1.5
+    for chunks in _splits(text, random.Random(11)):
         reading, names, arguments = _read_opened(
-            XML, HERMES_OPENING, hermes, start + 11, chunks, xml=True, functions=XML_FUNCTIONS
+            text,
+            opening,
+            (opening, "</" + opening[1:]),
+            start + len(opening),
+            chunks,
+            xml=True,
+            functions=XML_FUNCTIONS,
         )
         assert reading.start == start and reading.finished
         assert names == [call.name for call in whole] and arguments == [call.arguments for call in whole]
-    # the text goes out as it is written, not at the parameter's end; a line break that may end it waits
+
+
+def test_xml_calls_cut_short_are_read_as_far_as_they_were_written() -> None:
+    """A string parameter's text goes out as it is written, not at the parameter's end (a line break that may end
+    it waits); a call cut before its name is nothing; one cut in its closing tag is not finished."""
+    hermes = ("<tool_call>", "</tool_call>")
+    start = XML.index("<tool_call>")
+    assert json.loads(read_calls(XML, FORMATS["hermes"], XML_FUNCTIONS, final=True).calls[1].arguments)["text"] == (
+        "\nline one\n\nline </two> < caf\u00e9 \U0001f600\n"
+    )
     cut = XML[: XML.index("Paris") + 3]
     reading, names, arguments = _read_opened(
         cut, HERMES_OPENING, hermes, start + 11, list(cut), xml=True, functions=XML_FUNCTIONS

@@ -59,7 +59,7 @@ _ARGUMENTS_RULE = "alternative-{}-arguments"
 _TAIL_NAME = r"[A-Za-z0-9_-]*"
 # After an XML call's tag: the function's opening (so far), which the watch reads exactly (`_tail_fits`)
 _TAIL_XML = r"[ \n]{0,2}[<>=A-Za-z0-9_\n-]*"
-_XML_FUNCTION_OPENING = "<function={}>\n"
+_XML_FUNCTION_OPENING = "<function={}>"
 _XML_BLANK = re.compile(r"[ \n]{0,2}")
 OpeningKind = Literal["own", "fenced", "bare"]  # the family's own opening, a fence's, a bare call's
 # XML calls: each function's call, a parameter's value written as text, and the rule of the j-th parameter of the
@@ -68,11 +68,10 @@ _XML_CALL = "oasis-xml-call"
 _XML_FUNCTION_RULE = "oasis-xml-function-{}"
 _XML_TEXT = "oasis-xml-text"
 _XML_JSON = "oasis-xml-json-{}-{}"
-# What a parameter's text never holds: the closing tags that end it, its call and the call's wrapping, where the
-# reader would end them, and the wrapping's opening, which the reader would take for the call's end. (A parameter
-# written as JSON is held by its schema's rules alone: a string in it could still hold one, which no model has
-# been seen to write.)
-_XML_TAGS = ("</parameter>", "</function>", "</tool_call>", "<tool_call>")
+# What a parameter's text never holds: the closing tags that end it and its call, where the reader would end them,
+# and the wrapping's tags (`_xml_tags`). (A parameter written as JSON is held by its schema's rules alone: a string
+# in it could still hold one, which no model has been seen to write.)
+_XML_CLOSINGS = ("</parameter>", "</function>")
 _XML_KEY = re.compile(r"[^>\s]+")  # a parameter's name, as the reader reads it
 
 
@@ -206,32 +205,45 @@ def _string_choices(schema: Mapping[str, Any]) -> tuple[str, ...]:
     values = [schema["const"]] if "const" in schema else schema.get("enum")
     if not isinstance(values, list) or not values or not all(isinstance(value, str) for value in values):
         return ()
-    if any(tag in value for value in values for tag in _XML_TAGS):
-        return ()  # such a value would end the call where the reader reads it: the text rule holds it instead
     return tuple(values)
 
 
 def _xml_rules(grammar: CallGrammar) -> list[str]:
     """Each function's XML call: its opening, each parameter's (a required one once, another at most once), in the
-    order they are declared, with its value on the lines after it, and the call's closing."""
-    rules = [f"{_XML_TEXT} ::= {_text_without(_XML_TAGS)}"]
+    order they are declared, with its value (on the lines after it, as Qwen3-Coder writes them, or on its line, as
+    Seed-OSS does: the readers leave out a line break at either end), and the call's closing."""
+    tags = _xml_tags(grammar)
+    rules = [f"{_XML_TEXT} ::= {_text_without(tags)}"]
     calls = []
     for index, (name, parameters) in enumerate(zip(grammar.names, xml_parameters(grammar), strict=True)):
         if parameters is None:  # (a name as models write them, which the readers read alike)
-            body = f'( "<parameter=" [A-Za-z0-9_.-]+ ">\n" {_XML_TEXT} "\n</parameter>\n" )*'
+            body = f'( "<parameter=" [A-Za-z0-9_.-]+ ">" "\n"? {_XML_TEXT} "\n"? "</parameter>" {_SPACE} )*'
         else:
             written = []
             for parameter in parameters:
-                value = parameter.json_rule or (
-                    "( " + " | ".join(map(_literal, parameter.choices)) + " )" if parameter.choices else _XML_TEXT
-                )
-                one = f'{_literal(f"<parameter={parameter.key}>")} "\n" {value} "\n</parameter>\n"'
+                value = parameter.json_rule or _text_value(parameter.choices, tags)
+                one = f'{_literal(f"<parameter={parameter.key}>")} "\n"? {value} "\n"? "</parameter>" {_SPACE}'
                 written.append(f"( {one} )" if parameter.required else f"( {one} )?")
             body = " ".join(written)
         rule = _XML_FUNCTION_RULE.format(index)
-        rules.append(f'{rule} ::= {_literal(_XML_FUNCTION_OPENING.format(name))} {body} "</function>"')
+        rules.append(f'{rule} ::= {_literal(_XML_FUNCTION_OPENING.format(name))} {_SPACE} {body} "</function>"')
         calls.append(rule)
     return [*rules, f"{_XML_CALL} ::= " + " | ".join(calls)]
+
+
+def _text_value(choices: tuple[str, ...], tags: tuple[str, ...]) -> str:
+    """A string parameter's value: one of its choices, else any text (also where a choice holds a tag that would end
+    the call where the reader reads it)."""
+    if not choices or any(tag in choice for choice in choices for tag in tags):
+        return _XML_TEXT
+    return "( " + " | ".join(map(_literal, choices)) + " )"
+
+
+def _xml_tags(grammar: CallGrammar) -> tuple[str, ...]:
+    """What a parameter's text may not hold (`_XML_CLOSINGS`, and the wrapping's tags: the reader takes a second
+    opening for the end of a call that was text)."""
+    assert grammar.tags is not None and grammar.tags[1] is not None
+    return (*_XML_CLOSINGS, grammar.tags[0], grammar.tags[1])
 
 
 def _text_without(words: Sequence[str]) -> str:
@@ -375,11 +387,18 @@ class CallWatch:
         if opening.naming == "unquoted":
             begun = self.text[start:]
             return any(function.startswith(begun) for function in self._grammar.names)
-        if opening.naming == "xml":  # after blank space, the beginning of a function's opening
+        if opening.naming == "xml":  # after blank space, a function's opening so far (and blank space after it)
             blank = _XML_BLANK.match(self.text, start)
             assert blank is not None  # it may be empty
             begun = self.text[blank.end() :]
-            return any(_XML_FUNCTION_OPENING.format(function).startswith(begun) for function in self._grammar.names)
+            return any(
+                _XML_FUNCTION_OPENING.format(function).startswith(begun)
+                or (
+                    begun.startswith(opened := _XML_FUNCTION_OPENING.format(function))
+                    and _XML_BLANK.fullmatch(begun, len(opened)) is not None
+                )
+                for function in self._grammar.names
+            )
         named = _NAME_IN_TAIL.match(self.text, start)
         assert named is not None  # each of its parts is optional
         name = named.group("name")

@@ -291,17 +291,20 @@ def _refs_rewritten(node: Any, moved: Callable[[str], str], names: bool = False)
 
 # Names a regex may hold as they are (OpenAI's own rule for function names)
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
-# Families whose calls are JSON inside tags (a call or a list of them, `arguments` as OpenAI's); in Hermes's, XML
-# where the template teaches it (_XML_CALLS)
+# Families whose calls are JSON inside tags (a call or a list of them, `arguments` as OpenAI's); in Hermes's and
+# Seed-OSS's, XML where the template teaches it (_XML_CALLS)
 _TAGGED: dict[str, tuple[str, str | None]] = {
     "hermes": ("<tool_call>", "</tool_call>"),
+    "seed_oss": ("<seed:tool_call>", "</seed:tool_call>"),
     "nemotron": ("<TOOLCALL>", "</TOOLCALL>"),
     "tool_calls_tags": ("<tool_calls>", "</tool_calls>"),
     "granite": ("<|tool_call|>", None),
 }
 # Templates that teach calls as XML inside the family's tags (`<function=name>` and `<parameter=key>`: Qwen3-Coder,
-# Qwen3.5, Nemotron 3 Nano, Step 3.5): what follows their tag is held to that XML
+# Qwen3.5, Nemotron 3 Nano, Step 3.5 in Hermes's tags, Seed-OSS in its own): what follows their tag is held to that
+# XML, in the families whose readers read it so
 _XML_CALLS = "<parameter="
+_XML_FAMILIES = frozenset({"hermes", "seed_oss"})
 # Mistral's templates write `[TOOL_CALLS]` then a JSON list of calls (Nemo, 7B v0.3) or `name[ARGS]{…}` (Small 3.2
 # with `[CALL_ID]id` before `[ARGS]`, Ministral 3, Devstral, Magistral), one opening per call
 _MISTRAL_JSON_LIST = re.compile(r"\[TOOL_CALLS\] ?\[")
@@ -331,8 +334,8 @@ def call_grammar(
     at_start = False
     arguments_key = "arguments"
     named: tuple[str, str] | None = None
-    xml = tool_format == "hermes" and _XML_CALLS in template
-    if tool_format in _TAGGED and (xml or _XML_CALLS not in template):  # (XML is known in Hermes's tags only)
+    xml = tool_format in _XML_FAMILIES and _XML_CALLS in template
+    if tool_format in _TAGGED and (xml or _XML_CALLS not in template):
         tags = _TAGGED[tool_format]
         opening = re.escape(tags[0])
     elif tool_format == "mistral" and _MISTRAL_JSON_LIST.search(template):
