@@ -11,7 +11,14 @@ from typing import Any
 import pytest
 
 from oasis.engines.llamacpp.call_watch import CallWatch, trigger_pattern
-from oasis.engines.text import BARE_CALL_OPENING, CallGrammar, SamplingParams
+from oasis.engines.text import (
+    BARE_CALL_OPENING,
+    GLM_CALLS,
+    MINIMAX_M2_CALLS,
+    QWEN3_CODER_CALLS,
+    CallGrammar,
+    SamplingParams,
+)
 from oasis.services.chat.tool_formats import FORMATS, read_calls
 from oasis.services.chat.tools import ToolPlan, call_grammar, fits
 from tests.conftest import smollm
@@ -246,7 +253,9 @@ def test_forced_and_custom_calls_and_families_that_read_no_fences_have_no_call_g
     assert unnoted is not None and unnoted.opening is None and unnoted.fenced and unnoted.bare
     # a template teaching XML inside `<tool_call>` tags (Qwen3-Coder's, Qwen3.5's): its calls are held as XML
     xml = call_grammar(PLAN, "hermes", None, False, noted=False, template=XML_TEMPLATE)
-    assert xml is not None and xml.xml and xml.opening == "<tool_call>" and xml.fenced and xml.bare
+    assert xml is not None and xml.xml == QWEN3_CODER_CALLS and xml.opening == "<tool_call>" and xml.fenced
+    # GLM's and MiniMax-M2's own markup, whatever the template
+    assert _grammar("glm").xml == GLM_CALLS and _grammar("minimax_m2").xml == MINIMAX_M2_CALLS
     # Llama 3's own calls are bare, their arguments `parameters`
     llama3 = call_grammar(PLAN, "llama3", None, False, noted=False)
     assert llama3 is not None and llama3.opening is None and llama3.bare
@@ -436,6 +445,19 @@ CALLS_IN_FAMILIES = [
         "São <b>Paulo</b> </para <\n\n</parameter>\n</function>\n</tool_call>",
     ),
     ("hermes:xml", "<tool_call>\n<function=get_time>\n</function>\n</tool_call>"),
+    # GLM's (and Ling 3's), a value as written, compact as GLM 4.7 writes it or on lines as 4.6 does; MiniMax-M2's,
+    # several calls in a wrapping
+    (
+        "glm",
+        "<tool_call>get_weather\n<arg_key>city</arg_key>\n<arg_value>Paris</arg_value>\n</tool_call>\n"
+        "<tool_call>get_time<arg_key>zone</arg_key><arg_value> UTC\n</arg_value></tool_call>",
+    ),
+    ("ling3", "<tool_call>get_time\n</tool_call>"),
+    (
+        "minimax_m2",
+        '<minimax:tool_call>\n<invoke name="get_weather">\n<parameter name="city">Paris</parameter>\n</invoke>\n'
+        '<invoke name="get_time">\n</invoke>\n</minimax:tool_call>',
+    ),
     # ... and as Seed-OSS's does, in its own tags, a value on its parameter's line
     (
         "seed_oss:xml",
@@ -683,6 +705,6 @@ async def test_where_a_call_opens_in_a_recorded_reply_the_grammar_takes_it_as_th
             held += 1
     finally:
         await engine.close()
-    # (families whose own markup is not held, and replies without calls, are passed over: 55 held when written, 37
-    # of them XML calls)
-    assert held >= 50
+    # (families whose own markup is not held, and replies without calls, are passed over: 65 held when written, 46
+    # of them in XML-like markup: Qwen3-Coder's and Seed-OSS's, GLM's and Ling 3's, MiniMax-M2's)
+    assert held >= 60

@@ -136,6 +136,24 @@ SEED_OSS_CALLS_TEMPLATE = QWEN3_CODER_CALLS_TEMPLATE.replace("tool_call>", "seed
 )
 
 
+# ... and as GLM's and MiniMax-M2's do, in markup of their own
+GLM_CALLS_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{% if m.tool_calls %}{% for c in m.tool_calls %}"
+    "<tool_call>{{ c.function.name }}{% for key, value in c.function.arguments | items %}"
+    "\n<arg_key>{{ key }}</arg_key>\n<arg_value>{{ value }}</arg_value>{% endfor %}\n</tool_call>{% endfor %}"
+    "{% else %}{{ m.content }}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+MINIMAX_M2_CALLS_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{% if m.tool_calls %}<minimax:tool_call>\n"
+    '{% for c in m.tool_calls %}<invoke name="{{ c.function.name }}">\n'
+    '{% for key, value in c.function.arguments | items %}<parameter name="{{ key }}">{{ value }}</parameter>\n'
+    "{% endfor %}</invoke>\n{% endfor %}</minimax:tool_call>"
+    "{% else %}{{ m.content }}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
 def _called(city: str, number: int) -> list[Any]:
     arguments = json.dumps({"city": city})
     call = {"id": f"call_{number}", "type": "function", "function": {"name": "get_weather", "arguments": arguments}}
@@ -154,15 +172,18 @@ def _called(city: str, number: int) -> list[Any]:
         (MISTRAL_CALLS_TEMPLATES["named"], "mistral"),
         (QWEN3_CODER_CALLS_TEMPLATE, "hermes"),
         (SEED_OSS_CALLS_TEMPLATE, "seed_oss"),
+        (GLM_CALLS_TEMPLATE, "glm"),
+        (MINIMAX_M2_CALLS_TEMPLATE, "minimax_m2"),
     ],
-    ids=["llama3", "mistral list", "mistral named", "qwen3-coder xml", "seed-oss xml"],
+    ids=["llama3", "mistral list", "mistral named", "qwen3-coder xml", "seed-oss xml", "glm", "minimax-m2"],
 )
 async def test_a_call_the_model_chooses_streams_as_written_in_its_familys_markup(
     start_oasis: Callable[..., Any], template: str, parser: str
 ) -> None:
     """In Llama 3's family (a call is the answer, its arguments as `parameters`), Mistral's (`[TOOL_CALLS]` and a
-    JSON list, as Nemo's template writes calls, or `[TOOL_CALLS]name[ARGS]{…}`, as Ministral 3's does) and Qwen3-Coder's
-    (XML in `<tool_call>` tags), a call the model chooses is held to its function's schema from where it opens, and
+    JSON list, as Nemo's template writes calls, or `[TOOL_CALLS]name[ARGS]{…}`, as Ministral 3's does), Qwen3-Coder's
+    (XML in `<tool_call>` tags; Seed-OSS's in its own), GLM's and MiniMax-M2's (markup of their own), a call the model
+    chooses is held to its function's schema from where it opens, and
     its arguments stream in pieces, joining to the whole answer's."""
     harness = await start_oasis(engine_factories=None, models=[smollm(chat_template=template, tool_parser=parser)])
     messages = [*_called("Rome", 1), *_called("Oslo", 2), {"role": "user", "content": "What's the weather in Paris?"}]

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from oasis.engines.text import BARE_CALL_OPENING, SampledToken
+from oasis.engines.text import BARE_CALL_OPENING, GLM_CALLS, MINIMAX_M2_CALLS, QWEN3_CODER_CALLS, SampledToken, XmlCalls
 from oasis.services.chat.call_stream import CallPiece, CallStream, OpenedCalls
 from oasis.services.chat.tool_formats import FORMATS, read_calls
 
@@ -129,7 +129,7 @@ def _read_opened(
     fenced: bool = False,
     bare: bool = False,
     named: tuple[str, str] | None = None,
-    xml: bool = False,
+    xml: XmlCalls | None = None,
     functions: dict[str, Any] | None = None,
 ) -> Any:
     """Feeds `chunks` of `text` as deltas, the engine's token that opened a call ending at `opened_at` (a chunk
@@ -332,7 +332,7 @@ def test_xml_calls_are_read_as_they_are_written_in_any_family_that_writes_them(f
             (opening, "</" + opening[1:]),
             start + len(opening),
             chunks,
-            xml=True,
+            xml=QWEN3_CODER_CALLS,
             functions=XML_FUNCTIONS,
         )
         assert reading.start == start and reading.finished
@@ -349,17 +349,67 @@ def test_xml_calls_cut_short_are_read_as_far_as_they_were_written() -> None:
     )
     cut = XML[: XML.index("Paris") + 3]
     reading, names, arguments = _read_opened(
-        cut, HERMES_OPENING, hermes, start + 11, list(cut), xml=True, functions=XML_FUNCTIONS
+        cut, HERMES_OPENING, hermes, start + 11, list(cut), xml=QWEN3_CODER_CALLS, functions=XML_FUNCTIONS
     )
     assert not reading.finished and names == ["get_weather"] and arguments == ['{"city": "Par']
     held = XML[: XML.index("line one") + 9]
     reading, names, arguments = _read_opened(
-        held, HERMES_OPENING, hermes, start + 11, [held], xml=True, functions=XML_FUNCTIONS
+        held, HERMES_OPENING, hermes, start + 11, [held], xml=QWEN3_CODER_CALLS, functions=XML_FUNCTIONS
     )
     assert arguments[-1].endswith('"text": "\\nline one')
     unnamed = XML[: XML.index("<function=") + 12]  # cut before its name ends: nothing was called
-    reading, names, _ = _read_opened(unnamed, HERMES_OPENING, hermes, start + 11, [unnamed], xml=True)
+    reading, names, _ = _read_opened(
+        unnamed, HERMES_OPENING, hermes, start + 11, [unnamed], xml=QWEN3_CODER_CALLS, functions=XML_FUNCTIONS
+    )
     assert reading.came_to_nothing and not names
     between = XML[: XML.index("</tool_call>") + 4]  # cut inside the first call's closing tag
-    reading, names, _ = _read_opened(between, HERMES_OPENING, hermes, start + 11, [between], xml=True)
+    reading, names, _ = _read_opened(
+        between, HERMES_OPENING, hermes, start + 11, [between], xml=QWEN3_CODER_CALLS, functions=XML_FUNCTIONS
+    )
     assert names == ["get_weather"] and not reading.finished
+
+
+GLM = (
+    'Checking.<tool_call>get_weather\n<arg_key>city</arg_key>\n<arg_value> Paris "<b>"\n</arg_value>\n'
+    "<arg_key>days</arg_key><arg_value>3</arg_value>\n</tool_call>\n<tool_call>save<arg_key>text</arg_key>"
+    '<arg_value>\nline </two>\n\n</arg_value><arg_key>meta</arg_key><arg_value>{"n": 1.50}</arg_value></tool_call>'
+    "<tool_call>get_weather</tool_call>"
+)
+MINIMAX = (
+    'Checking.\n<minimax:tool_call>\n<invoke name="get_weather">\n<parameter name="city"> Paris "<b>"\n'
+    '</parameter>\n<parameter name="days">3</parameter>\n</invoke>\n<invoke name="save">\n'
+    '<parameter name="text">\n  line </two>\n\n</parameter>\n<parameter name="meta"> {"n": 1.50} </parameter>\n'
+    "</invoke>\n</minimax:tool_call>"
+)
+
+
+@pytest.mark.parametrize(
+    ("family", "form", "tags", "text"),
+    [
+        ("glm", GLM_CALLS, ("<tool_call>", "</tool_call>"), GLM),
+        ("minimax_m2", MINIMAX_M2_CALLS, ("<minimax:tool_call>", "</minimax:tool_call>"), MINIMAX),
+    ],
+)
+def test_calls_in_a_familys_own_markup_are_read_as_they_are_written(
+    family: str, form: XmlCalls, tags: tuple[str, str], text: str
+) -> None:
+    """GLM's `name<arg_key>…</arg_key><arg_value>…</arg_value>` (a value as written, the wrapping's closing ends the
+    call) and MiniMax-M2's `<invoke name=…>` (several in a wrapping, blank space at a value's ends left out): each
+    call's arguments join to the calls read whole, however the text arrives; a call cut short is the call as far
+    as written."""
+    start = text.index(tags[0])
+    whole = read_calls(text, FORMATS[family], XML_FUNCTIONS, final=True).calls
+    assert [call.name for call in whole] == ["get_weather", "save", "get_weather"][: len(whole)] and len(whole) >= 2
+    assert json.loads(whole[0].arguments)["days"] == 3 and json.loads(whole[1].arguments)["meta"] == {"n": 1.5}
+    for chunks in _splits(text, random.Random(13)):
+        reading, names, arguments = _read_opened(
+            text, re.escape(tags[0]), tags, start + len(tags[0]), chunks, xml=form, functions=XML_FUNCTIONS
+        )
+        assert reading.start == start and reading.finished
+        assert names == [call.name for call in whole] and arguments == [call.arguments for call in whole]
+    cut = text[: text.index("Paris") + 3]
+    reading, names, arguments = _read_opened(
+        cut, re.escape(tags[0]), tags, start + len(tags[0]), list(cut), xml=form, functions=XML_FUNCTIONS
+    )
+    assert not reading.finished and names == ["get_weather"]
+    assert arguments == ['{"city": " Par' if form.trim == "raw" else '{"city": "Par']

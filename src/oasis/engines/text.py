@@ -58,6 +58,28 @@ def closes_a_fence(text: str, index: int, start: int = 0) -> bool:
 
 
 @dataclass(frozen=True)
+class XmlCalls:
+    """Calls written as markup around a function's name and each parameter's (llama.cpp's `xml_tool_call_format`):
+    what a call grammar writes, and how the readers read a value (a string parameter's as text, any other as JSON)."""
+
+    function: tuple[str, str]  # around the function's name
+    parameter: tuple[str, str]  # around a parameter's name
+    value: tuple[str, str]  # around its value
+    end: str  # the call's closing; "": the wrapping's closing ends it
+    # What the readers leave out at a value's ends: a line break at either ("line"), blank space ("strip"), nothing
+    trim: Literal["line", "strip", "raw"]
+    several: bool = False  # a wrapping may hold several calls
+
+
+# Qwen3-Coder's (Qwen3.5's, Nemotron 3 Nano's, Step 3.5's, Seed-OSS's), MiniMax-M2's, GLM 4.5+'s (and Ling 3's)
+QWEN3_CODER_CALLS = XmlCalls(("<function=", ">"), ("<parameter=", ">"), ("", "</parameter>"), "</function>", "line")
+MINIMAX_M2_CALLS = XmlCalls(
+    ('<invoke name="', '">'), ('<parameter name="', '">'), ("", "</parameter>"), "</invoke>", "strip", several=True
+)
+GLM_CALLS = XmlCalls(("", ""), ("<arg_key>", "</arg_key>"), ("<arg_value>", "</arg_value>"), "", "raw")
+
+
+@dataclass(frozen=True)
 class CallGrammar:
     """A reply written freely until it opens a tool call, and the call then held to its functions' schemas (the
     lazy grammar llama-server gives `tool_choice: auto`): a call that opens is valid as written, so a stream can
@@ -78,10 +100,9 @@ class CallGrammar:
     # Calls written as the function's name, then a marker and the arguments, each after its own opening tag, an id
     # after its marker optional (Mistral's `[TOOL_CALLS]name[CALL_ID]id[ARGS]{…}`): the two markers
     named: tuple[str, str] | None = None
-    # The family's calls are XML in its tags, as Qwen3-Coder's template writes them (`<function=name>`, then each
-    # `<parameter=key>` with its value on the lines after it: text where the parameter is a string, else JSON):
-    # held to each function's parameters, in the order they are declared
-    xml: bool = False
+    # The family's calls are XML-like markup in its tags (Qwen3-Coder's `<function=name>` and `<parameter=key>`,
+    # GLM's, MiniMax-M2's): held to each function's parameters, in the order they are declared
+    xml: XmlCalls | None = None
     repeats: bool = False  # further calls may follow (parallel calls)
     at_start: bool = False  # the family's own call opens only where the answer starts
     thinking: tuple[str, str] | None = None  # the thinking block's tags: a call does not open inside it

@@ -28,6 +28,7 @@ from oasis.engines.text import (
     JSON_SPACE,
     CallGrammar,
     UnusableSchema,
+    XmlCalls,
     closes_a_fence,
 )
 
@@ -58,8 +59,7 @@ _ARGUMENTS_RULE = "alternative-{}-arguments"
 # After a named call's opening: the name (so far)
 _TAIL_NAME = r"[A-Za-z0-9_-]*"
 # After an XML call's tag: the function's opening (so far), which the watch reads exactly (`_tail_fits`)
-_TAIL_XML = r"[ \n]{0,2}[<>=A-Za-z0-9_\n-]*"
-_XML_FUNCTION_OPENING = "<function={}>"
+_TAIL_XML = r"[ \n]{0,2}[^\n]*[ \n]{0,2}"
 _XML_BLANK = re.compile(r"[ \n]{0,2}")
 OpeningKind = Literal["own", "fenced", "bare"]  # the family's own opening, a fence's, a bare call's
 # XML calls: each function's call, a parameter's value written as text, and the rule of the j-th parameter of the
@@ -68,11 +68,9 @@ _XML_CALL = "oasis-xml-call"
 _XML_FUNCTION_RULE = "oasis-xml-function-{}"
 _XML_TEXT = "oasis-xml-text"
 _XML_JSON = "oasis-xml-json-{}-{}"
-# What a parameter's text never holds: the closing tags that end it and its call, where the reader would end them,
-# and the wrapping's tags (`_xml_tags`). (A parameter written as JSON is held by its schema's rules alone: a string
-# in it could still hold one, which no model has been seen to write.)
-_XML_CLOSINGS = ("</parameter>", "</function>")
-_XML_KEY = re.compile(r"[^>\s]+")  # a parameter's name, as the reader reads it
+# A parameter's name as every family's reader reads it; a function's as GLM's does (the others' read any plain one)
+_XML_KEY = re.compile(r'[^\s<>"]+')
+_GLM_NAME = re.compile(r"[A-Za-z_][\w.-]*")
 
 
 def call_rules(grammar: CallGrammar, schema_rules: str) -> str:
@@ -95,7 +93,7 @@ def call_rules(grammar: CallGrammar, schema_rules: str) -> str:
     if grammar.opening is not None:
         if grammar.tags is None:
             forms.append(f"{_CALLS} {_SPACE}")
-        elif grammar.xml:
+        elif grammar.xml is not None:
             rules += _xml_rules(grammar)
             forms.append(_wrapped(grammar, _literal(grammar.tags[0]), grammar.tags[1], _XML_CALL))
         elif grammar.named is not None:
@@ -149,6 +147,9 @@ def xml_parameters(grammar: CallGrammar) -> list[list[XmlParameter] | None]:
     """Each function's parameters as its XML call writes them, in the order they are declared (None: parameters of
     any name, as text). Raises UnusableSchema where a function's arguments are not an object of named properties,
     or a name is one the reader would not read."""
+    unmarked = grammar.xml is not None and not grammar.xml.function[1]  # a name that ends where its characters do
+    if unmarked and not all(_GLM_NAME.fullmatch(name) for name in grammar.names):
+        raise UnusableSchema("a function's name that GLM's calls cannot hold")
     functions: list[list[XmlParameter] | None] = []
     for index, alternative in enumerate(_alternatives(grammar.schema)):
         arguments = alternative.get("properties", {}).get("arguments")
@@ -183,7 +184,7 @@ def xml_parameters(grammar: CallGrammar) -> list[list[XmlParameter] | None]:
 def parameter_parts(grammar: CallGrammar) -> dict[str, str]:
     """For XML calls: the rule of each parameter written as JSON, and the JSON Pointer of its schema in the call's
     schema (the schema's converter writes the rules)."""
-    if not grammar.xml:
+    if grammar.xml is None:
         return {}
     parts = {}
     for index, parameters in enumerate(xml_parameters(grammar)):
@@ -209,26 +210,46 @@ def _string_choices(schema: Mapping[str, Any]) -> tuple[str, ...]:
 
 
 def _xml_rules(grammar: CallGrammar) -> list[str]:
-    """Each function's XML call: its opening, each parameter's (a required one once, another at most once), in the
-    order they are declared, with its value (on the lines after it, as Qwen3-Coder writes them, or on its line, as
-    Seed-OSS does: the readers leave out a line break at either end), and the call's closing."""
+    """Each function's call in the family's markup (`XmlCalls`): its opening, each parameter's (a required one once,
+    another at most once), in the order they are declared, with its value, and the call's closing (several in a
+    wrapping, where the family writes them so)."""
+    form = grammar.xml
+    assert form is not None
     tags = _xml_tags(grammar)
     rules = [f"{_XML_TEXT} ::= {_text_without(tags)}"]
     calls = []
     for index, (name, parameters) in enumerate(zip(grammar.names, xml_parameters(grammar), strict=True)):
         if parameters is None:  # (a name as models write them, which the readers read alike)
-            body = f'( "<parameter=" [A-Za-z0-9_.-]+ ">" "\n"? {_XML_TEXT} "\n"? "</parameter>" {_SPACE} )*'
+            one = _xml_parameter(form, "[A-Za-z0-9_.-]+", _XML_TEXT)
+            body = f"( {one} )*"
         else:
             written = []
             for parameter in parameters:
                 value = parameter.json_rule or _text_value(parameter.choices, tags)
-                one = f'{_literal(f"<parameter={parameter.key}>")} "\n"? {value} "\n"? "</parameter>" {_SPACE}'
+                one = _xml_parameter(form, _literal(parameter.key), value)
                 written.append(f"( {one} )" if parameter.required else f"( {one} )?")
             body = " ".join(written)
         rule = _XML_FUNCTION_RULE.format(index)
-        rules.append(f'{rule} ::= {_literal(_XML_FUNCTION_OPENING.format(name))} {_SPACE} {body} "</function>"')
+        opening = _literal(form.function[0] + name + form.function[1])
+        rules.append(f"{rule} ::= {opening} {_SPACE} {body}" + (f" {_literal(form.end)}" if form.end else ""))
         calls.append(rule)
-    return [*rules, f"{_XML_CALL} ::= " + " | ".join(calls)]
+    rules.append(f"{_XML_CALL} ::= " + " | ".join(calls))
+    if form.several and grammar.repeats:  # further calls in the same wrapping
+        rules[-1] = f"{_XML_CALL} ::= ( {' | '.join(calls)} ) ( {_SPACE} ( {' | '.join(calls)} ) )*"
+    return rules
+
+
+def _xml_parameter(form: XmlCalls, key: str, value: str) -> str:
+    """A parameter (its name, the rule `key`) and its value (the rule `value`), with the blank space the family's
+    readers leave out around the value."""
+    opened = f"{_literal(form.parameter[0])} {key} {_literal(form.parameter[1])}"
+    if form.value[0]:
+        opened += f" {_SPACE} {_literal(form.value[0])}"
+    if form.trim == "line":
+        value = f'"\n"? {value} "\n"?'
+    elif form.trim == "strip":
+        value = f"{_SPACE} {value} {_SPACE}"
+    return f"{opened} {value} {_literal(form.value[1])} {_SPACE}"
 
 
 def _text_value(choices: tuple[str, ...], tags: tuple[str, ...]) -> str:
@@ -240,10 +261,12 @@ def _text_value(choices: tuple[str, ...], tags: tuple[str, ...]) -> str:
 
 
 def _xml_tags(grammar: CallGrammar) -> tuple[str, ...]:
-    """What a parameter's text may not hold (`_XML_CLOSINGS`, and the wrapping's tags: the reader takes a second
-    opening for the end of a call that was text)."""
-    assert grammar.tags is not None and grammar.tags[1] is not None
-    return (*_XML_CLOSINGS, grammar.tags[0], grammar.tags[1])
+    """What a parameter's text may not hold: the closing tags that end it and its call, where the readers would end
+    them, and the wrapping's tags (the reader takes a second opening for the end of a call that was text). (A
+    parameter written as JSON is held by its schema's rules alone: a string in it could still hold one, which no
+    model has been seen to write.)"""
+    assert grammar.xml is not None and grammar.tags is not None and grammar.tags[1] is not None
+    return tuple(filter(None, (grammar.xml.value[1], grammar.xml.end, grammar.tags[0], grammar.tags[1])))
 
 
 def _text_without(words: Sequence[str]) -> str:
@@ -283,7 +306,7 @@ def trigger_pattern(grammar: CallGrammar, end: str = "$", *, kind: OpeningKind =
 def _tail(grammar: CallGrammar) -> str:
     if grammar.named is not None:
         return _TAIL_NAME
-    if grammar.xml:
+    if grammar.xml is not None:
         return _TAIL_XML
     return _TAIL_AFTER_TAG if grammar.tags is not None else _TAIL_AFTER_KEY
 
@@ -310,7 +333,7 @@ def _openings(grammar: CallGrammar) -> list[_Opening]:
             "unquoted"
             if grammar.named is not None
             else "xml"
-            if grammar.xml
+            if grammar.xml is not None
             else "none"
             if grammar.tags is not None
             else "begun"
@@ -388,16 +411,15 @@ class CallWatch:
             begun = self.text[start:]
             return any(function.startswith(begun) for function in self._grammar.names)
         if opening.naming == "xml":  # after blank space, a function's opening so far (and blank space after it)
+            form = self._grammar.xml
+            assert form is not None
             blank = _XML_BLANK.match(self.text, start)
             assert blank is not None  # it may be empty
             begun = self.text[blank.end() :]
             return any(
-                _XML_FUNCTION_OPENING.format(function).startswith(begun)
-                or (
-                    begun.startswith(opened := _XML_FUNCTION_OPENING.format(function))
-                    and _XML_BLANK.fullmatch(begun, len(opened)) is not None
-                )
-                for function in self._grammar.names
+                opened.startswith(begun)
+                or (begun.startswith(opened) and _XML_BLANK.fullmatch(begun, len(opened)) is not None)
+                for opened in (form.function[0] + function + form.function[1] for function in self._grammar.names)
             )
         named = _NAME_IN_TAIL.match(self.text, start)
         assert named is not None  # each of its parts is optional

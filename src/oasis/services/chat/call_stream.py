@@ -19,7 +19,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from oasis.engines.text import BARE_CALL_OPENING, FENCE_CLOSE, FENCE_OPEN, FENCED_CALL_OPENING, SampledToken
+from oasis.engines.text import (
+    BARE_CALL_OPENING,
+    FENCE_CLOSE,
+    FENCE_OPEN,
+    FENCED_CALL_OPENING,
+    SampledToken,
+    XmlCalls,
+)
 from oasis.services.chat.tool_formats import is_text_parameter, json_at, parameter_value
 
 _WHITESPACE = " \t\n\r"
@@ -306,20 +313,18 @@ def _hex(digits: str) -> int:
         return -1
 
 
-_XML_FUNCTION = re.compile(r"<function=([^>\s]+)>")
-_XML_PARAMETER = re.compile(r"<parameter=([^>\s]+)>")
-_XML_PARAMETER_END = "</parameter>"
-_XML_FUNCTION_END = "</function>"
-_NAME_SO_FAR = re.compile(r"[^>\s]*")
+_XML_KEY = r'[^\s<>"]+'  # a parameter's name, as the call grammar writes one
 
 
 @dataclass
 class XmlCallStream:
-    """One XML call, as Qwen3-Coder's template writes them (`<function=name>`, then each `<parameter=key>` with its
-    value on the lines after it), read as it is written: its arguments are sent as the JSON object the reader makes
-    of the call read whole (`tool_formats`), a string parameter's text piece by piece, any other value (JSON) once
-    it is whole. Stops reading (`broken`) at anything such a call does not hold."""
+    """One call in a family's markup (`XmlCalls`: Qwen3-Coder's `<function=name>` and `<parameter=key>`, GLM's
+    `name<arg_key>…`, MiniMax-M2's `<invoke name=…>`) read as it is written: its arguments are sent as the JSON
+    object the reader makes of the call read whole (`tool_formats`), a string parameter's text piece by piece (what
+    may still be its closing, or blank space the reader leaves out, held back), any other value (JSON) once it is
+    whole. Stops reading (`broken`) at anything such a call does not hold."""
 
+    form: XmlCalls
     functions: Mapping[str, Any]  # the offered functions by name: which parameters are text
     calls: list[StreamedCall] = field(default_factory=list)
     broken: bool = False
@@ -327,8 +332,18 @@ class XmlCallStream:
     _at: int = 0
     _parameters: int = 0  # read so far
     _key: str | None = None  # the parameter whose value is being read
-    _sent: int = 0  # of a text value, the characters sent
+    _sent: int = 0  # of a text value, the characters sent (or, at its start, left out)
+    _begun: bool = False  # whether a text value's first character that the reader keeps was sent
     _closed: bool = False
+
+    def __post_init__(self) -> None:
+        opened, closed = self.form.parameter
+        value = rf"\s*{re.escape(self.form.value[0])}" if self.form.value[0] else ""
+        self._parameter = re.compile(rf"{re.escape(opened)}({_XML_KEY}){re.escape(closed)}{value}")
+        so_far = _prefix_pattern(closed)
+        if self.form.value[0]:
+            so_far = rf"(?:{so_far}|{re.escape(closed)}\s*{_prefix_pattern(self.form.value[0])})"
+        self._parameter_so_far = re.compile(rf"{_prefix_pattern(opened)}|{re.escape(opened)}[^\s<>\"]*{so_far}")
 
     @property
     def finished(self) -> bool:
@@ -353,27 +368,47 @@ class XmlCallStream:
         text = self._text
         at = _non_blank(text, self._at)
         if not self.calls:
-            opening = _XML_FUNCTION.match(text, at)
-            if opening is None:
-                return self._wait_for(at, "<function=")
-            self._at = opening.end()
-            self.calls.append(StreamedCall(opening[1]))
-            pieces.append(CallPiece(0, True, opening[1]))
-            self._send("{", pieces)
-            return True
-        if text.startswith(_XML_FUNCTION_END, at):
-            self._at, self._closed = at + len(_XML_FUNCTION_END), True
+            return self._opening(at, pieces)
+        end = self.form.end
+        if end and text.startswith(end, at):
+            self._at, self._closed = at + len(end), True
             self._send("}", pieces)
             return False
-        opening = _XML_PARAMETER.match(text, at)
-        if opening is None or opening.end() == len(text):  # (a line break after it is not the value's)
-            return False if opening is not None else self._wait_for(at, "<parameter=", _XML_FUNCTION_END)
-        self._key, self._sent = opening[1], 0
-        self._at = opening.end() + (text[opening.end()] == "\n")
+        opening = self._parameter.match(text, at)
+        if opening is None or (self.form.trim == "line" and opening.end() == len(text)):
+            if opening is None and not self._parameter_so_far.fullmatch(text, at):
+                if end and not end.startswith(text[at:]):
+                    self.broken = True
+                elif not end and at < len(text):  # what follows ends the call (the wrapping's closing): not its
+                    self._at, self._closed = at, True
+                    self._send("}", pieces)
+            return False  # (a line break after the opening is not the value's)
+        self._key, self._sent, self._begun = opening[1], 0, False
+        self._at = opening.end() + (self.form.trim == "line" and text[opening.end()] == "\n")
         separator = ", " if self._parameters else ""
-        opened = '"' if self._as_text else ""
-        self._send(f"{separator}{json.dumps(self._key, ensure_ascii=False)}: {opened}", pieces)
+        quote = '"' if self._as_text else ""
+        self._send(f"{separator}{json.dumps(self._key, ensure_ascii=False)}: {quote}", pieces)
         return True
+
+    def _opening(self, at: int, pieces: list[CallPiece]) -> bool:
+        """The function's opening, which names an offered function (where the name is not closed by markup, what
+        follows it ends it)."""
+        text, (before, after) = self._text, self.form.function
+        waiting = False
+        for name in self.functions:
+            opened = before + name + after
+            end = at + len(opened)
+            if text.startswith(opened, at):
+                if after or (end < len(text) and (text[end].isspace() or text[end] == "<")):
+                    self._at = end
+                    self.calls.append(StreamedCall(name))
+                    pieces.append(CallPiece(0, True, name))
+                    self._send("{", pieces)
+                    return True
+                waiting |= end == len(text)
+            waiting |= opened.startswith(text[at:])
+        self.broken = not waiting
+        return False
 
     @property
     def _as_text(self) -> bool:
@@ -381,37 +416,45 @@ class XmlCallStream:
         return is_text_parameter(self.calls[0].name, self._key, self.functions)
 
     def _value(self, pieces: list[CallPiece]) -> bool:
-        """A parameter's value, which ends (a line break before it is not the value's) at `</parameter>`."""
+        """A parameter's value, which ends at its closing tag (blank space at its ends left out as the reader does)."""
         assert self._key is not None
-        text, start = self._text, self._at
-        end = text.find(_XML_PARAMETER_END, start)
+        text, start, closing = self._text, self._at, self.form.value[1]
+        end = text.find(closing, start)
         if end < 0:
-            if self._as_text:  # what cannot yet be the closing's beginning
-                held = max(_partial_suffix(text, "\n" + _XML_PARAMETER_END), _partial_suffix(text, _XML_PARAMETER_END))
-                safe = max(start + self._sent, len(text) - held)
-                self._send(json.dumps(text[start + self._sent : safe], ensure_ascii=False)[1:-1], pieces)
-                self._sent = safe - start
+            if self._as_text:  # what cannot yet be the closing's beginning, or left out at the value's end
+                safe = len(text) - _partial_suffix(text, closing)
+                if self.form.trim == "line":
+                    safe = min(safe, len(text) - _partial_suffix(text, "\n" + closing))
+                elif self.form.trim == "strip":
+                    safe = start + len(text[start:safe].rstrip())
+                self._send_text(text[start + self._sent : safe], pieces)
             return False
-        value = text[start : end - 1 if text.endswith("\n", start, end) else end]
         if self._as_text:
-            self._send(json.dumps(value[self._sent :], ensure_ascii=False)[1:-1] + '"', pieces)
+            self._send_text(self._trimmed_end(text[start + self._sent : end]), pieces)
+            self._send('"', pieces)
         else:
+            value = self._trimmed_end(text[start:end])
+            value = value.lstrip() if self.form.trim == "strip" else value
             written = parameter_value(value, self.calls[0].name, self._key, self.functions)
             self._send(json.dumps(written, ensure_ascii=False), pieces)
-        self._at, self._key = end + len(_XML_PARAMETER_END), None
+        self._at, self._key = end + len(closing), None
         self._parameters += 1
         return True
 
-    def _wait_for(self, at: int, *tags: str) -> bool:
-        """Waits while the text may still become one of `tags` (an opening's, `<…=`, with its name, up to its `>`);
-        breaks otherwise."""
-        rest = self._text[at:]
-        named = [tag for tag in tags if tag.endswith("=") and rest.startswith(tag)]  # its name being written
-        if not any(tag.startswith(rest) for tag in tags) and not any(
-            _NAME_SO_FAR.fullmatch(rest, len(tag)) for tag in named
-        ):
-            self.broken = True
-        return False
+    def _trimmed_end(self, raw: str) -> str:
+        """A value's last raw characters without what the reader leaves out at its end."""
+        if self.form.trim == "line":
+            return raw[:-1] if raw.endswith("\n") else raw
+        return raw.rstrip() if self.form.trim == "strip" else raw
+
+    def _send_text(self, raw: str, pieces: list[CallPiece]) -> None:
+        """Sends the next raw characters of a text value (after blank space at its start, where the reader strips
+        it)."""
+        self._sent += len(raw)
+        if self.form.trim == "strip" and not self._begun:
+            raw = raw.lstrip()
+        self._begun |= bool(raw)
+        self._send(json.dumps(raw, ensure_ascii=False)[1:-1], pieces)
 
     def _send(self, text: str, pieces: list[CallPiece]) -> None:
         if not text:
@@ -421,6 +464,19 @@ class XmlCallStream:
             pieces[-1].text += text
         else:
             pieces.append(CallPiece(0, False, text))
+
+
+def _closing_so_far(text: str, closing: str | None) -> bool:
+    """Whether `text` is a wrapping's closing, or may still become it."""
+    return closing is not None and (text.startswith(closing) or closing.startswith(text))
+
+
+def _prefix_pattern(literal: str) -> str:
+    """A regex of any beginning of `literal` (the empty one too)."""
+    pattern = ""
+    for char in reversed(literal):
+        pattern = f"(?:{re.escape(char)}{pattern})?"
+    return pattern
 
 
 def _non_blank(text: str, at: int) -> int:
@@ -442,8 +498,9 @@ class OpenedCalls:
     from there its call grammar holds the reply (`SamplingParams.call_grammar`), so each call's arguments are sent
     as they are written, as a forced reply's are. The text before the opening stays the reply's content. The
     family's calls open with `opening` (in `tags`, or bare; `named`: each call its name, then the markers of an id
-    and of the arguments, after its own opening tag; `xml`: XML in the tags, `XmlCallStream`, whose parameters'
-    kinds `functions` says); with `fenced`, a call may open in a ```json fence, and with `bare`, as a bare call."""
+    and of the arguments, after its own opening tag; `xml`: markup of the family's own in the tags, `XmlCallStream`,
+    which reads the parameters as `functions` types them); with `fenced`, a call may open in a ```json fence, and
+    with `bare`, as a bare call."""
 
     def __init__(
         self,
@@ -453,26 +510,26 @@ class OpenedCalls:
         fenced: bool = False,
         bare: bool = False,
         named: tuple[str, str] | None = None,
-        xml: bool = False,
+        xml: XmlCalls | None = None,
         functions: Mapping[str, Any] | None = None,
     ) -> None:
         # Each way a call opens, its wrapping (the opening's pattern and the closing: a named call's opening runs to
         # its arguments, and has no closing, "") and whether its calls are XML
-        self._openings: list[tuple[re.Pattern[str], tuple[re.Pattern[str], str | None] | None, bool]] = []
+        self._openings: list[tuple[re.Pattern[str], tuple[re.Pattern[str], str | None] | None, XmlCalls | None]] = []
         if opening is not None:
             wrapping = (re.compile(re.escape(tags[0])), tags[1]) if tags is not None else None
             if tags is not None and named is not None:
                 arguments_marker, id_marker = map(re.escape, named)
                 name = rf"(?P<name>[A-Za-z0-9_-]+)(?:{id_marker}[A-Za-z0-9]*)?{arguments_marker}"
                 wrapping = (re.compile(re.escape(tags[0]) + name), "")
-            self._openings.append((re.compile(opening), wrapping, xml and tags is not None))
+            self._openings.append((re.compile(opening), wrapping, xml if tags is not None else None))
         if fenced:
-            self._openings.append((re.compile(FENCED_CALL_OPENING), (re.compile(FENCE_OPEN), FENCE_CLOSE), False))
+            self._openings.append((re.compile(FENCED_CALL_OPENING), (re.compile(FENCE_OPEN), FENCE_CLOSE), None))
         if bare:
-            self._openings.append((re.compile(BARE_CALL_OPENING), None, False))
+            self._openings.append((re.compile(BARE_CALL_OPENING), None, None))
         self._functions = functions or {}
         self._wrapping: tuple[re.Pattern[str], str | None] | None = None  # the calls' that opened
-        self._xml = False  # whether the calls that opened are XML
+        self._xml: XmlCalls | None = None  # the markup of the calls that opened, where it is the family's own
         self.start: int | None = None  # where in the reply's text the calls begin
         self._text = ""
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -555,7 +612,7 @@ class OpenedCalls:
             self._rest = current.unread
             return True
         rest = self._rest.lstrip()
-        if current is not None and not self._named and not self._xml:  # after a value: perhaps another, listed
+        if current is not None and not self._named and self._xml is None:  # after a value: perhaps another, listed
             after = _LISTED.sub("", rest, count=1)
             if after[:1] in ("{", "["):
                 self._done.extend(current.calls)
@@ -564,6 +621,10 @@ class OpenedCalls:
         if self._wrapping is not None:
             opened, closed = self._wrapping
             if current is not None:  # after a call: its closing tag, then perhaps the next call's opening
+                if self._xml is not None and self._xml.several and rest and not _closing_so_far(rest, closed):
+                    self._done.extend(current.calls)  # another call in the same wrapping
+                    self._current, self._rest = XmlCallStream(self._xml, self._functions), rest
+                    return True
                 if closed is None or not rest.startswith(closed):
                     return False
                 rest = rest[len(closed) :].lstrip()
@@ -577,8 +638,8 @@ class OpenedCalls:
             if self._named:  # a named call: its arguments follow
                 self._current, self._rest = CallStream(leaves_rest=True, named=opening["name"]), rest
                 return True
-            if self._xml:
-                self._current, self._rest = XmlCallStream(self._functions), rest
+            if self._xml is not None:
+                self._current, self._rest = XmlCallStream(self._xml, self._functions), rest
                 return True
         elif current is not None:
             return False  # a bare call is the reply's last

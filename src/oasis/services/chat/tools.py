@@ -20,7 +20,14 @@ import jsonschema
 import referencing
 
 from oasis.engines.lark_grammar import LARK_SCHEMA_KEY, UnusableGrammar, read_lark
-from oasis.engines.text import BARE_CALL_OPENING, CallGrammar
+from oasis.engines.text import (
+    BARE_CALL_OPENING,
+    GLM_CALLS,
+    MINIMAX_M2_CALLS,
+    QWEN3_CODER_CALLS,
+    CallGrammar,
+    XmlCalls,
+)
 from oasis.errors import invalid_request
 from oasis.protocol.extensions import AllowedToolsChoice, ChatCompletionRequest, CustomTool, NamedCustomToolChoice
 from oasis.services.chat.tool_formats import FORMATS, reads_bare_calls, reads_fenced_calls
@@ -291,11 +298,14 @@ def _refs_rewritten(node: Any, moved: Callable[[str], str], names: bool = False)
 
 # Names a regex may hold as they are (OpenAI's own rule for function names)
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
-# Families whose calls are JSON inside tags (a call or a list of them, `arguments` as OpenAI's); in Hermes's and
-# Seed-OSS's, XML where the template teaches it (_XML_CALLS)
+# Families whose calls are inside tags: JSON (a call or a list of them, `arguments` as OpenAI's), XML where the
+# template teaches it (_XML_CALLS), or the family's own markup (_MARKUP_CALLS)
 _TAGGED: dict[str, tuple[str, str | None]] = {
     "hermes": ("<tool_call>", "</tool_call>"),
     "seed_oss": ("<seed:tool_call>", "</seed:tool_call>"),
+    "glm": ("<tool_call>", "</tool_call>"),
+    "ling3": ("<tool_call>", "</tool_call>"),
+    "minimax_m2": ("<minimax:tool_call>", "</minimax:tool_call>"),
     "nemotron": ("<TOOLCALL>", "</TOOLCALL>"),
     "tool_calls_tags": ("<tool_calls>", "</tool_calls>"),
     "granite": ("<|tool_call|>", None),
@@ -305,6 +315,9 @@ _TAGGED: dict[str, tuple[str, str | None]] = {
 # XML, in the families whose readers read it so
 _XML_CALLS = "<parameter="
 _XML_FAMILIES = frozenset({"hermes", "seed_oss"})
+# Families whose own calls are always markup of their own in their tags: GLM's and Ling 3's `name<arg_key>…`,
+# MiniMax-M2's `<invoke name=…>`
+_MARKUP_CALLS = {"glm": GLM_CALLS, "ling3": GLM_CALLS, "minimax_m2": MINIMAX_M2_CALLS}
 # Mistral's templates write `[TOOL_CALLS]` then a JSON list of calls (Nemo, 7B v0.3) or `name[ARGS]{…}` (Small 3.2
 # with `[CALL_ID]id` before `[ARGS]`, Ministral 3, Devstral, Magistral), one opening per call
 _MISTRAL_JSON_LIST = re.compile(r"\[TOOL_CALLS\] ?\[")
@@ -321,8 +334,9 @@ def call_grammar(
     thinking_ended_by: tuple[str, ...] = (),
 ) -> CallGrammar | None:
     """For a reply that may call functions (`tool_choice` auto): the grammar that holds a call from where it opens,
-    for the families whose calls are JSON in tags (`<tool_call>`, or XML in them where the `template` teaches it so,
-    Nemotron's, Granite's, Mistral's `[TOOL_CALLS]` as the template writes it: a JSON list, or `name[ARGS]{…}`), or
+    for the families whose calls are in tags (`<tool_call>` with JSON, or XML where the `template` teaches it so,
+    Nemotron's, Granite's, GLM's and MiniMax-M2's markup, Mistral's `[TOOL_CALLS]` as the template writes it: a JSON
+    list, or `name[ARGS]{…}`), or
     bare where the system note (`noted`: `tools_system_prompt`) asks for them so; and in every family that reads
     them (Llama 3's own, its arguments `parameters`), a call in a ```json fence and a bare call that opens the
     answer, once they name an offered function. None where calls are read as written (custom tools, the deprecated
@@ -334,8 +348,10 @@ def call_grammar(
     at_start = False
     arguments_key = "arguments"
     named: tuple[str, str] | None = None
-    xml = tool_format in _XML_FAMILIES and _XML_CALLS in template
-    if tool_format in _TAGGED and (xml or _XML_CALLS not in template):
+    xml: XmlCalls | None = _MARKUP_CALLS.get(tool_format)
+    if tool_format in _XML_FAMILIES and _XML_CALLS in template:
+        xml = QWEN3_CODER_CALLS
+    if tool_format in _TAGGED and (xml is not None or _XML_CALLS not in template):
         tags = _TAGGED[tool_format]
         opening = re.escape(tags[0])
     elif tool_format == "mistral" and _MISTRAL_JSON_LIST.search(template):
