@@ -504,12 +504,29 @@ async def test_each_familys_call_grammar_takes_its_calls_whole_and_then_the_end(
         await engine.close()
 
 
-async def test_an_xml_parameters_text_holds_nothing_that_would_end_the_call_where_the_reader_reads_it() -> None:
-    """A string parameter's text is anything but the tags the reader would end it (or its call) at, or take for
-    another call's opening: a closing tag cut short, or after another `<`, is text; a whole one is refused."""
+def _takes(engine: Any, rules: bytes, text: str) -> bool:
+    """Whether the grammar `rules` takes `text`, fed one character at a time (SmolLM2 has a token for each)."""
     from oasis.engines.llamacpp import native
     from oasis.engines.llamacpp.call_watch import ROOT
     from oasis.engines.llamacpp.chain import ChainDraw
+
+    lib = native.lib()
+    sampler = lib.llama_sampler_init_grammar(engine._vocab, rules, ROOT.encode())
+    draw = ChainDraw(engine._n_vocab)
+    try:
+        for character in text:
+            [token] = engine.tokenize(character, add_special=False)
+            if not draw._allows(sampler, token):
+                return False
+            lib.llama_sampler_accept(sampler, token)
+        return True
+    finally:
+        lib.llama_sampler_free(sampler)
+
+
+async def test_an_xml_parameters_text_holds_nothing_that_would_end_the_call_where_the_reader_reads_it() -> None:
+    """A string parameter's text is anything but the tags the reader would end it (or its call) at, or take for
+    another call's opening: a closing tag cut short, or after another `<`, is text; a whole one is refused."""
     from oasis.engines.llamacpp.engine import LlamaCppEngine, _call_grammar_rules
     from oasis.settings import ModelSpec
 
@@ -517,28 +534,46 @@ async def test_an_xml_parameters_text_holds_nothing_that_would_end_the_call_wher
     opened = "<tool_call>\n<function=get_weather>\n<parameter=city>\n"
     engine = LlamaCppEngine(ModelSpec(**smollm(parallel=1, context_length=256)))
     await engine.start()
-    lib = native.lib()
-    draw = ChainDraw(engine._n_vocab)
     try:
         rules = _call_grammar_rules(grammar).encode()
 
         def takes(text: str) -> bool:
-            sampler = lib.llama_sampler_init_grammar(engine._vocab, rules, ROOT.encode())
-            try:
-                for character in text:  # one character at a time: SmolLM2 has a token for each
-                    [token] = engine.tokenize(character, add_special=False)
-                    if not draw._allows(sampler, token):
-                        return False
-                    lib.llama_sampler_accept(sampler, token)
-                return True
-            finally:
-                lib.llama_sampler_free(sampler)
+            return _takes(engine, rules, text)
 
         for text in ("a <b>c</b> <", "</par", "x </para <", "<</paramete", "a <tool_call", "</tool_calls"):
             assert takes(opened + text + "\n</parameter>\n</function>\n</tool_call>"), text
         for tag in ("</parameter>", "</function>", "</tool_call>", "<tool_call>"):
             for text in (tag, f"a{tag}b", f"<{tag}", f"</par{tag}"):
                 assert not takes(opened + text + "\n</parameter>"), text
+    finally:
+        await engine.close()
+
+
+async def test_an_xml_parameter_that_may_be_a_string_is_written_as_text_or_as_json() -> None:
+    """`Optional[str]` (a string or null): the reader reads the text as written, or JSON; an integer is JSON only."""
+    from oasis.engines.llamacpp.engine import LlamaCppEngine, _call_grammar_rules
+    from oasis.settings import ModelSpec
+
+    note = {"anyOf": [{"type": "string"}, {"type": "null"}]}
+    function = {
+        "name": "log",
+        "parameters": {"type": "object", "properties": {"note": note, "days": {"type": "integer"}}},
+    }
+    plan = ToolPlan("auto", [function], False, False)
+    engine = LlamaCppEngine(ModelSpec(**smollm(parallel=1, context_length=256)))
+    await engine.start()
+    try:
+        for family, template, written in [
+            ("hermes", XML_TEMPLATE, "<tool_call>\n<function=log>\n<parameter=note>\n{}\n</parameter>\n{}</function>"),
+            ("glm", "", "<tool_call>log\n<arg_key>note</arg_key><arg_value>{}</arg_value>\n{}"),
+        ]:
+            rules = _call_grammar_rules(_grammar(family, plan=plan, template=template)).encode()
+            days = (
+                "<parameter=days>\n{}\n</parameter>\n" if family == "hermes" else "<arg_key>days</arg_key><arg_value>{}"
+            )
+            for value in ("Paris, in the rain", "null", '"quoted"'):
+                assert _takes(engine, rules, written.format(value, days.format("3"))), (family, value)
+            assert not _takes(engine, rules, written.format("ok", days.format("three"))), family
     finally:
         await engine.close()
 

@@ -413,3 +413,22 @@ def test_calls_in_a_familys_own_markup_are_read_as_they_are_written(
     )
     assert not reading.finished and names == ["get_weather"]
     assert arguments == ['{"city": " Par' if form.trim == "raw" else '{"city": "Par']
+
+
+def test_a_glm_call_ends_with_the_reply_where_its_markup_has_no_closing_of_its_own() -> None:
+    """GLM's call has no closing but the wrapping's: a reply cut after a whole parameter, or right after the name,
+    leaves arguments that are JSON, not `finished` (the finish_reason stays the engine's); one cut inside a value
+    stays cut."""
+    tags = ("<tool_call>", "</tool_call>")
+    for text, arguments in [
+        ("<tool_call>get_weather\n<arg_key>city</arg_key><arg_value>Paris</arg_value>\n", '{"city": "Paris"}'),
+        ("<tool_call>get_weather", "{}"),
+        ("<tool_call>get_weather\n<arg_key>city</arg_key><arg_value>Par", '{"city": "Par'),
+    ]:
+        reading, names, sent = _read_opened(
+            text, re.escape(tags[0]), tags, len(tags[0]), [text], xml=GLM_CALLS, functions=XML_FUNCTIONS
+        )
+        _gather(reading.close(), names, sent)
+        assert names == ["get_weather"] and sent == [arguments] and not reading.finished
+        assert [call.arguments for call in reading.calls] == [arguments]
+        assert reading.close() == []  # once

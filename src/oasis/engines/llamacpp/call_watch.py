@@ -141,6 +141,8 @@ class XmlParameter:
     # How its value is written: None as text (a string parameter), else as JSON, held by the rule of this name
     json_rule: str | None
     choices: tuple[str, ...] = ()  # a string parameter's only values (`enum`, `const`), if it has such
+    # Written as JSON, or as text where its schema allows a string (`Optional[str]`), as the reader reads either
+    or_text: bool = False
 
 
 def xml_parameters(grammar: CallGrammar) -> list[list[XmlParameter] | None]:
@@ -175,6 +177,7 @@ def xml_parameters(grammar: CallGrammar) -> list[list[XmlParameter] | None]:
                     key in required,
                     None if as_text else _XML_JSON.format(index, number),
                     _string_choices(schema) if as_text else (),
+                    or_text=not as_text and _allows_a_string(schema),
                 )
             )
         functions.append(parameters)
@@ -202,6 +205,24 @@ def _alternatives(schema: Mapping[str, object]) -> Sequence[Mapping[str, Any]]:
     return alternatives
 
 
+def _allows_a_string(schema: Any) -> bool:
+    """Whether a schema may allow a string (where a reference leads is not followed: it may not)."""
+    if not isinstance(schema, Mapping):
+        return schema is not False
+    kind = schema.get("type")
+    if isinstance(kind, str):
+        return kind == "string"
+    if isinstance(kind, list):
+        return "string" in kind
+    alternatives = schema.get("anyOf", schema.get("oneOf"))
+    if isinstance(alternatives, list):
+        return any(_allows_a_string(alternative) for alternative in alternatives)
+    if "const" in schema or "enum" in schema:
+        values = [schema.get("const")] if "const" in schema else schema.get("enum")
+        return isinstance(values, list) and any(isinstance(value, str) for value in values)
+    return "$ref" not in schema and "allOf" not in schema
+
+
 def _string_choices(schema: Mapping[str, Any]) -> tuple[str, ...]:
     values = [schema["const"]] if "const" in schema else schema.get("enum")
     if not isinstance(values, list) or not values or not all(isinstance(value, str) for value in values):
@@ -225,7 +246,9 @@ def _xml_rules(grammar: CallGrammar) -> list[str]:
         else:
             written = []
             for parameter in parameters:
-                value = parameter.json_rule or _text_value(parameter.choices, tags)
+                value = _text_value(parameter.choices, tags) if parameter.json_rule is None else parameter.json_rule
+                if parameter.or_text:
+                    value = f"( {_XML_TEXT} | {value} )"
                 one = _xml_parameter(form, _literal(parameter.key), value)
                 written.append(f"( {one} )" if parameter.required else f"( {one} )?")
             body = " ".join(written)
@@ -255,8 +278,8 @@ def _xml_parameter(form: XmlCalls, key: str, value: str) -> str:
 def _text_value(choices: tuple[str, ...], tags: tuple[str, ...]) -> str:
     """A string parameter's value: one of its choices, else any text (also where a choice holds a tag that would end
     the call where the reader reads it)."""
-    if not choices or any(tag in choice for choice in choices for tag in tags):
-        return _XML_TEXT
+    if not choices or any(tag in choice or choice != choice.strip() for choice in choices for tag in tags):
+        return _XML_TEXT  # (blank space at a choice's ends: the readers may leave it out)
     return "( " + " | ".join(map(_literal, choices)) + " )"
 
 

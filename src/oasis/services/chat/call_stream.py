@@ -335,6 +335,7 @@ class XmlCallStream:
     _sent: int = 0  # of a text value, the characters sent (or, at its start, left out)
     _begun: bool = False  # whether a text value's first character that the reader keeps was sent
     _closed: bool = False
+    _ended: bool = False  # closed by the reply's end (`close`)
 
     def __post_init__(self) -> None:
         opened, closed = self.form.parameter
@@ -358,6 +359,25 @@ class XmlCallStream:
         pieces: list[CallPiece] = []
         while not self.broken and not self._closed and self._step(pieces):
             pass
+        return pieces
+
+    def close(self) -> list[CallPiece]:
+        """At the reply's end: a call whose markup has no closing of its own (GLM's) ends with the reply, unless it
+        was cut inside a value (its arguments then stay cut, as any call cut short); not `finished`, which only the
+        wrapping's closing tells."""
+        if self.form.end or self._closed or self.broken or self._key is not None or self._ended:
+            return []
+        pieces: list[CallPiece] = []
+        if not self.calls:  # the name, whole at the reply's very end
+            at = _non_blank(self._text, self._at)
+            if self._text[at:] not in self.functions:
+                return []
+            self._at = len(self._text)
+            self.calls.append(StreamedCall(self._text[at:]))
+            pieces.append(CallPiece(0, True, self._text[at:]))
+            self._send("{", pieces)
+        self._ended = True
+        self._send("}", pieces)
         return pieces
 
     def _step(self, pieces: list[CallPiece]) -> bool:
@@ -598,6 +618,13 @@ class OpenedCalls:
         while self._read(pieces):
             pass
         return pieces
+
+    def close(self) -> list[CallPiece]:
+        """At the reply's end: the pieces that end a call whose markup has no closing of its own (`XmlCallStream`)."""
+        if not isinstance(self._current, XmlCallStream):
+            return []
+        base = len(self._done)
+        return [CallPiece(piece.index + base, piece.opened, piece.text) for piece in self._current.close()]
 
     def _read(self, pieces: list[CallPiece]) -> bool:
         """Reads on; False when more text is needed."""

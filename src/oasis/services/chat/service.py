@@ -698,6 +698,8 @@ class ChatService:
                     fed = readers[index].fed
                     opened_before = calls_read.start is not None
                     call_pieces = calls_read.feed(delta.text, delta.tokens)
+                    if delta.finish_reason is not None:
+                        call_pieces += calls_read.close()
                     if calls_read.start is not None and not opened_before:
                         readers[index].cut(calls_read.start)  # what of the opening was held is not content
                     answer_text = calls_read.answer_part(delta.text, fed)
@@ -832,6 +834,7 @@ def _opened_whole(chat: PreparedChat, result: ChoiceText) -> OpenedCalls | None:
     opened = _opened_reading(chat)
     if opened is not None:
         opened.feed(result.text, result.tokens)
+        opened.close()
     return opened
 
 

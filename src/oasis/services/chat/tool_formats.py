@@ -236,8 +236,10 @@ def parameter_value(value: str, name: str, parameter: str, functions: Mapping[st
 
 def is_text_parameter(name: str, parameter: str, functions: Mapping[str, Any]) -> bool:
     """Whether an XML-style call's parameter is written as text (its schema says it is a string), not as JSON."""
-    schema = (functions.get(name) or {}).get("parameters") or {}
-    return bool(((schema.get("properties") or {}).get(parameter) or {}).get("type") == "string")
+    schema = (functions.get(name) or {}).get("parameters")
+    properties = schema.get("properties") if isinstance(schema, Mapping) else None
+    found = properties.get(parameter) if isinstance(properties, Mapping) else None
+    return isinstance(found, Mapping) and found.get("type") == "string"
 
 
 _XML_FUNCTION = re.compile(r"<function=([^>\s]+)>(.*?)(?:</function>|$)", re.DOTALL)
