@@ -310,6 +310,15 @@ async def test_a_call_that_opens_is_written_to_its_functions_schema() -> None:
         await engine.close()
 
 
+async def _written(
+    engine: Any, prompt: list[int], grammar: CallGrammar | None, max_tokens: int = 60
+) -> tuple[str, Any]:
+    """What the engine writes after `prompt` at temperature 0 (held by `grammar`), and its tokens."""
+    params = SamplingParams(max_tokens=max_tokens, temperature=0, call_grammar=grammar)
+    tokens = [token async for token in engine.generate(prompt, params)]
+    return b"".join(token.piece for token in tokens).decode(), tokens
+
+
 @pytest.mark.parametrize("family", ["hermes", "mistral"])
 async def test_a_fenced_call_is_written_to_its_functions_schema(family: str) -> None:
     """SmolLM2 continues fenced calls whose arguments do not fit (`town`, where `city` is required): free, it
@@ -325,17 +334,11 @@ async def test_a_fenced_call_is_written_to_its_functions_schema(family: str) -> 
     await engine.start()
     try:
         prompt = engine.tokenize(text, add_special=True)
-
-        async def written(grammar: CallGrammar | None) -> tuple[str, list[Any]]:
-            params = SamplingParams(max_tokens=60, temperature=0, call_grammar=grammar)
-            tokens = [token async for token in engine.generate(prompt, params)]
-            return b"".join(token.piece for token in tokens).decode(), tokens
-
-        free, free_tokens = await written(None)
+        free, free_tokens = await _written(engine, prompt, None)
         (call, *_) = read_calls(free, FORMATS[family], functions, final=True).calls
         assert call.name == "get_weather" and not fits(PLAN, call.name, call.arguments)
         assert not any(token.call_opened for token in free_tokens)
-        held, tokens = await written(_grammar(family, plan=replace(PLAN, parallel=False)))
+        held, tokens = await _written(engine, prompt, _grammar(family, plan=replace(PLAN, parallel=False)))
         assert held.startswith("```json\n")
         opened = [index for index, token in enumerate(tokens) if token.call_opened]
         assert len(opened) == 1 and '"get_weather"' in b"".join(t.piece for t in tokens[: opened[0] + 1]).decode()
@@ -377,17 +380,13 @@ async def test_an_xml_call_is_written_to_its_functions_schema() -> None:
     await engine.start()
     try:
         prompt = engine.tokenize(text, add_special=True)
-
-        async def written(grammar: CallGrammar | None) -> tuple[str, list[Any]]:
-            params = SamplingParams(max_tokens=80, temperature=0, call_grammar=grammar)
-            tokens = [token async for token in engine.generate(prompt, params)]
-            return b"".join(token.piece for token in tokens).decode(), tokens
-
-        free, free_tokens = await written(None)
+        free, free_tokens = await _written(engine, prompt, None, max_tokens=80)
         (call, *_) = read_calls(free, FORMATS["hermes"], functions, final=True).calls
         assert call.name == "get_forecast" and not fits(plan, call.name, call.arguments)
         assert not any(token.call_opened for token in free_tokens)
-        held, tokens = await written(_grammar("hermes", plan=plan, template=XML_TEMPLATE))
+        held, tokens = await _written(
+            engine, prompt, _grammar("hermes", plan=plan, template=XML_TEMPLATE), max_tokens=80
+        )
         assert held.startswith("<tool_call>\n<function=get_forecast>")
         opening = engine.tokenize("<tool_call>", add_special=False)
         assert [index for index, token in enumerate(tokens) if token.call_opened] == [len(opening) - 1]
