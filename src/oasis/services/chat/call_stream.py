@@ -27,6 +27,7 @@ from oasis.engines.text import (
     SampledToken,
     XmlCalls,
 )
+from oasis.services.chat.reasoning import partial_suffix
 from oasis.services.chat.tool_formats import is_text_parameter, json_at, parameter_value
 
 _WHITESPACE = " \t\n\r"
@@ -98,10 +99,8 @@ class CallStream:
     def _step(self, pieces: list[CallPiece]) -> bool:
         """Reads the next token if it is whole (a string inside arguments: as much of it as is safe); False when
         more text is needed."""
-        text, at = self._text, self._at
-        while at < len(text) and text[at] in _WHITESPACE:
-            at += 1
-        self._at = at
+        text = self._text
+        self._at = at = _non_blank(text, self._at)
         if at >= len(text):
             return False
         frame = self._stack[-1] if self._stack else None
@@ -442,9 +441,9 @@ class XmlCallStream:
         end = text.find(closing, start)
         if end < 0:
             if self._as_text:  # what cannot yet be the closing's beginning, or left out at the value's end
-                safe = len(text) - _partial_suffix(text, closing)
+                safe = len(text) - partial_suffix(text, closing)
                 if self.form.trim == "line":
-                    safe = min(safe, len(text) - _partial_suffix(text, "\n" + closing))
+                    safe = min(safe, len(text) - partial_suffix(text, "\n" + closing))
                 elif self.form.trim == "strip":
                     safe = start + len(text[start:safe].rstrip())
                 self._send_text(text[start + self._sent : safe], pieces)
@@ -503,14 +502,6 @@ def _non_blank(text: str, at: int) -> int:
     while at < len(text) and text[at] in _WHITESPACE:
         at += 1
     return at
-
-
-def _partial_suffix(text: str, word: str) -> int:
-    """How long a tail of `text` is the beginning of `word`."""
-    for size in range(min(len(word) - 1, len(text)), 0, -1):
-        if text.endswith(word[:size]):
-            return size
-    return 0
 
 
 class OpenedCalls:

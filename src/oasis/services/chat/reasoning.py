@@ -103,7 +103,7 @@ def split_thinking(text: str, tags: ThinkTags, *, inside: bool, final: bool) -> 
     if end < 0:
         if final:
             return Thought(text[start:], len(text))
-        held = max(_partial_suffix(text, marker) for marker in (tags.close, *tags.ended_by))
+        held = max(partial_suffix(text, marker) for marker in (tags.close, *tags.ended_by))
         return Thought(text[start : len(text) - held], None)
     rest = text[answer:]
     if not rest.strip() and not final:
@@ -111,7 +111,7 @@ def split_thinking(text: str, tags: ThinkTags, *, inside: bool, final: bool) -> 
     return Thought(text[start:end], answer + len(rest) - len(rest.lstrip()))
 
 
-def _partial_suffix(text: str, marker: str) -> int:
+def partial_suffix(text: str, marker: str) -> int:
     """How long a tail of `text` is the beginning of `marker`."""
     for size in range(min(len(marker) - 1, len(text)), 0, -1):
         if marker.startswith(text[-size:]):

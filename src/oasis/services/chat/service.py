@@ -104,9 +104,13 @@ class PreparedChat:
     tools: ToolPlan | None = None
     voice: AnswerVoice | None = None  # the answer is spoken (`modalities` with audio)
 
+    @property
+    def functions(self) -> dict[str, Any] | None:
+        """The offered functions by name (None: no tools)."""
+        return {function["name"]: function for function in self.tools.functions} if self.tools else None
+
     def reader(self) -> ReplyReader:
-        functions = {function["name"]: function for function in self.tools.functions} if self.tools else None
-        return ReplyReader(self.reply_format, functions)
+        return ReplyReader(self.reply_format, self.functions)
 
     def speaks(self, message: Mapping[str, Any]) -> bool:
         """Whether an answer is spoken: one that ends in calls is not (its text stays content)."""
@@ -817,7 +821,6 @@ def _opened_reading(chat: PreparedChat) -> OpenedCalls | None:
     grammar = chat.params.call_grammar
     if grammar is None:
         return None
-    functions = {function["name"]: function for function in chat.tools.functions} if chat.tools else None
     return OpenedCalls(
         grammar.opening,
         grammar.tags,
@@ -825,7 +828,7 @@ def _opened_reading(chat: PreparedChat) -> OpenedCalls | None:
         bare=grammar.bare,
         named=grammar.named,
         xml=grammar.xml,
-        functions=functions,
+        functions=chat.functions,
     )
 
 
