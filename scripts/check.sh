@@ -88,15 +88,22 @@ step "ruff, mypy and the import layers"
 
 wait "$compat_install" || { cat .ci/logs/install-compat.log; exit 1; }
 
+# Two workers, each taking a whole test file at a time (module fixtures load once): most tests wait on Python, a
+# socket or a child process, not on both cores, so two at once nearly halve the time; llama.cpp's engine decodes
+# with one thread while the other worker keeps a core busy (oasis/engines/llamacpp/threads.py). The tests marked
+# `alone` measure the machine's load itself, so they run afterwards, one at a time.
+parallel=(-n 2 --dist loadfile)
+
 step "tests on SQLite"
-.venv/bin/python -m pytest -q --durations=20
+.venv/bin/python -m pytest -q --durations=20 "${parallel[@]}" -m "not alone"
+.venv/bin/python -m pytest -q --durations=20 -m alone
 
 step "tests that touch storage and jobs, on PostgreSQL"
 # The engine-only tests and those that start a SQLite server of their own already ran above; so did responses'
 # built-in tools, whose storage (stored responses, vector stores' search, files) test_responses, test_file_search and
 # test_code_interpreter cover here, and background responses, which test_cluster leases, kills and resumes here
 # (as it does an ingestion's and a run's worker: their kill -9 tests ran on SQLite).
-OASIS_TEST_DATABASE=postgresql .venv/bin/python -m pytest -q --durations=20 \
+OASIS_TEST_DATABASE=postgresql .venv/bin/python -m pytest -q --durations=20 "${parallel[@]}" -m "not alone" \
     --ignore=tests/api/test_chat.py --ignore=tests/api/test_chat_tools.py --ignore=tests/api/test_completions.py \
     --ignore=tests/api/test_audio.py --ignore=tests/api/test_embeddings.py --ignore=tests/api/test_upstream.py \
     --ignore=tests/services --ignore=tests/test_protocol.py --ignore=tests/test_readme_status.py \
@@ -128,7 +135,7 @@ step "SDK tests with openai==1.30.5 and httpx<0.28, and training ($("$COMPAT_PYT
 # they skip, but for their plain requests, which are the same from either SDK. The CLI's tests (keys, serve's
 # refusals, logs) ran in both passes above; the few SDK calls in them are the ones test_auth and test_models make.
 .venv-compat/bin/python -c 'import openai, httpx; print("openai", openai.__version__, "httpx", httpx.__version__)'
-.venv-compat/bin/python -m pytest -q --durations=20 \
+.venv-compat/bin/python -m pytest -q --durations=20 "${parallel[@]}" -m "not alone" \
     tests/api tests/engines_training tests/test_fine_tuning_train.py tests/images_torch \
     tests/test_dashboard_training.py \
     --ignore=tests/api/test_audio.py --ignore=tests/api/test_images.py --ignore=tests/api/test_moderations.py \

@@ -21,6 +21,9 @@ from oasis.engines.text import SamplingParams
 from oasis.settings import ModelSpec
 from tests.conftest import smollm
 
+# The engine's thread count answers the machine's load: another test running beside these would be that load.
+pytestmark = pytest.mark.alone
+
 ENGINE_THREAD, MAIN_THREAD, OMP_WORKER, EMBEDDER = 101, 100, 102, 103
 
 
