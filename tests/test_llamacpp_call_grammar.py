@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -15,12 +16,20 @@ from oasis.engines.text import (
     BARE_CALL_OPENING,
     GLM_CALLS,
     MINIMAX_M2_CALLS,
+    MISTRAL_CALLS,
     QWEN3_CODER_CALLS,
     CallGrammar,
     SamplingParams,
 )
 from oasis.services.chat.tool_formats import FORMATS, read_calls
-from oasis.services.chat.tools import ToolPlan, call_grammar, fits
+from oasis.services.chat.tools import (
+    _DEEPSEEK_CALLS,
+    _DEEPSEEK_R1_CALLS,
+    _KIMI_K2_CALLS,
+    ToolPlan,
+    call_grammar,
+    fits,
+)
 from tests.conftest import smollm
 
 WEATHER = {
@@ -33,7 +42,8 @@ PLAN = ToolPlan("auto", [WEATHER, {"name": "get_time", "parameters": {"type": "o
 NEMO_TEMPLATE = "{{- '[TOOL_CALLS][' }}{{ calls }}"  # as Mistral Nemo's template writes earlier calls
 NAMED_TEMPLATE = "{{- '[TOOL_CALLS]' + name + '[ARGS]' + arguments }}"  # as Ministral 3's does
 XML_TEMPLATE = "<tool_call>\n<function={{ name }}>\n<parameter={{ key }}>"  # as Qwen3-Coder's does
-TEMPLATES = {"named": NAMED_TEMPLATE, "xml": XML_TEMPLATE}
+R1_TEMPLATE = "{{ name + '\\n```json\\n' + arguments }}"  # as DeepSeek R1's does
+TEMPLATES = {"named": NAMED_TEMPLATE, "xml": XML_TEMPLATE, "r1": R1_TEMPLATE}
 
 
 def _grammar(
@@ -51,15 +61,16 @@ def _grammar(
     return grammar
 
 
-def _opened_at(grammar: CallGrammar, pieces: list[str]) -> tuple[int, int] | None:
+def _opened_at(grammar: CallGrammar, pieces: Sequence[str | bytes]) -> tuple[int, int] | None:
     """The piece at which the call opened, and how many pieces hold its opening (where llama.cpp's trigger for
-    that opening finds it too)."""
+    that opening finds it too, in their bytes as the engine looks)."""
     watch = CallWatch(grammar)
-    for index, piece in enumerate(pieces):
-        replay = watch.add(index, piece.encode())
+    written = [piece.encode() if isinstance(piece, str) else piece for piece in pieces]
+    for index, piece in enumerate(written):
+        replay = watch.add(index, piece)
         if replay is not None:
-            replayed = "".join(pieces[index + 1 - replay : index + 1])
-            assert re.search(trigger_pattern(grammar, r"\Z", kind=watch.opened), replayed), replayed
+            replayed = b"".join(written[index + 1 - replay : index + 1])
+            assert re.search(trigger_pattern(grammar, r"\Z", kind=watch.opened).encode(), replayed), replayed
             return index, replay
     return None
 
@@ -149,12 +160,31 @@ def test_mistrals_own_calls_are_held_where_its_template_writes_them_as_json() ->
     assert _opened_at(nemo, ["Checking.", "[TOOL_CALLS]", "[{"]) == (1, 1)
     assert _opened_at(nemo, ["[TOOL_CALLS]get_weather"]) is None  # more than the grammar takes in the token
     named = _grammar("mistral", template=NAMED_TEMPLATE)
-    assert named.tags == ("[TOOL_CALLS]", None) and named.named == ("[ARGS]", "[CALL_ID]")
+    assert named.tags == ("[TOOL_CALLS]", None) and named.named == MISTRAL_CALLS
     assert _opened_at(named, ["Checking.", "[TOOL_CALLS]", "get", "_weather", "[ARGS]"]) == (1, 1)
     assert _opened_at(named, ["[TOOL_CALLS]get_"]) == (0, 1)  # a name begun: one of the functions'
     assert _opened_at(named, ["[TOOL_CALLS]Paris"]) is None
     other = _grammar("mistral", template="{{- '[TOOL_CALLS]' + something_else }}")  # neither form
     assert other.opening is None and other.fenced and other.bare
+
+
+def test_kimi_k2s_and_deepseeks_calls_are_held_from_their_sections_opening() -> None:
+    """Kimi K2's and DeepSeek's calls are each named between tokens of the family's own, in a section: held from the
+    section's opening, while what follows it may become an offered function's call (DeepSeek R1's form, with
+    `function` before the name and the arguments in a fence, where the template writes it)."""
+    kimi = _grammar("kimi_k2")
+    assert kimi.tags == ("<|tool_calls_section_begin|>", "<|tool_calls_section_end|>") and kimi.named == _KIMI_K2_CALLS
+    section = "<|tool_calls_section_begin|>"
+    assert _opened_at(kimi, ["Checking.", section, "<|tool_call_begin|>", "functions", ".get"]) == (1, 1)
+    assert _opened_at(kimi, [section + "\n<|tool_call_begin|>functions.get_"]) == (0, 1)  # a name begun
+    assert _opened_at(kimi, [section + "<|tool_call_begin|>func"]) == (0, 1)  # the head so far
+    assert _opened_at(kimi, [section + "<|tool_call_begin|>functions.Paris"]) is None  # no function's name
+    assert _opened_at(kimi, [section + "get_weather"]) is None  # not as the template writes a call
+    assert _grammar("deepseek").named == _DEEPSEEK_CALLS
+    r1 = _grammar("deepseek", template=R1_TEMPLATE)
+    assert r1.named == _DEEPSEEK_R1_CALLS and r1.tags is not None
+    assert _opened_at(r1, [r1.tags[0] + r1.named.head("get")]) == (0, 1)
+    assert _opened_at(r1, [r1.tags[0] + _DEEPSEEK_CALLS.head("get")]) is None  # V3.1's form, not R1's
 
 
 @pytest.mark.parametrize(
@@ -174,6 +204,13 @@ def test_mistrals_own_calls_are_held_where_its_template_writes_them_as_json() ->
             '```json\n{"name": "get_time", "arguments": {"zone"',
         ),
         ("mistral", '```\n{"name": "Oslo"}\n``` [TOOL_CALLS]get_time[ARGS]{"zone": "UTC"}', "[TOOL_CALLS]"),
+        (
+            "kimi_k2",
+            "Calls look like <|tool_call_begin|>x. <|tool_calls_section_begin|>\n"
+            '<|tool_call_begin|>functions.get_time:2<|tool_call_argument_begin|>{"zone": "UTC"}<|tool_call_end|>\n'
+            "<|tool_calls_section_end|>",
+            "<|tool_calls_section_begin|>",
+        ),
     ],
 )
 def test_the_engine_and_the_service_agree_on_where_a_call_opened(family: str, text: str, start: str) -> None:
@@ -244,9 +281,11 @@ def test_forced_and_custom_calls_and_families_that_read_no_fences_have_no_call_g
     # families whose own calls are not held: a fenced call and a bare one, where the family reads them
     mistral = call_grammar(PLAN, "mistral", None, False, noted=True)
     assert mistral is not None and mistral.opening is None and mistral.fenced and mistral.bare
-    for family in ("deepseek", "command_r_plus"):  # fences of their own
-        grammar = call_grammar(PLAN, family, None, False, noted=True)
-        assert grammar is not None and grammar.opening is None and not grammar.fenced and grammar.bare
+    command_r_plus = call_grammar(PLAN, "command_r_plus", None, False, noted=True)  # fences of its own
+    assert command_r_plus is not None and command_r_plus.opening is None and not command_r_plus.fenced
+    assert command_r_plus.bare
+    deepseek = call_grammar(PLAN, "deepseek", None, False, noted=True)  # fences of its own, inside its calls
+    assert deepseek is not None and deepseek.named is not None and not deepseek.fenced and deepseek.bare
     assert call_grammar(PLAN, "harmony", None, False, noted=True) is None  # reads neither
     # a template that writes the tools itself, in no family known: no note asked for bare calls, held once named
     unnoted = call_grammar(PLAN, "json", None, False, noted=False)
@@ -431,6 +470,25 @@ CALLS_IN_FAMILIES = [
         '[TOOL_CALLS][{"name": "get_weather", "arguments": {"city": "Paris"}}, {"name": "get_time", "arguments": {}}]',
     ),
     ("mistral:named", '[TOOL_CALLS]get_weather[ARGS]{"city": "Paris"}\n[TOOL_CALLS]get_time[CALL_ID]a1b2c3d4e[ARGS]{}'),
+    # each call named between tokens of its own in one section: Kimi K2's, DeepSeek V3.1's, DeepSeek R1's
+    (
+        "kimi_k2",
+        "<|tool_calls_section_begin|><|tool_call_begin|>functions.get_weather:3<|tool_call_argument_begin|>"
+        '{"city": "Paris"}<|tool_call_end|>\n<|tool_call_begin|>functions.get_time<|tool_call_argument_begin|>{}'
+        "<|tool_call_end|><|tool_calls_section_end|>",
+    ),
+    (
+        "deepseek",
+        "<\uff5ctool\u2581calls\u2581begin\uff5c><\uff5ctool\u2581call\u2581begin\uff5c>get_weather"
+        '<\uff5ctool\u2581sep\uff5c>{"city": "Paris"}<\uff5ctool\u2581call\u2581end\uff5c>'
+        "<\uff5ctool\u2581calls\u2581end\uff5c>",
+    ),
+    (
+        "deepseek:r1",
+        "<\uff5ctool\u2581calls\u2581begin\uff5c><\uff5ctool\u2581call\u2581begin\uff5c>function"
+        "<\uff5ctool\u2581sep\uff5c>get_time\n```json\n{}\n```<\uff5ctool\u2581call\u2581end\uff5c>"
+        "<\uff5ctool\u2581calls\u2581end\uff5c>",
+    ),
     # XML, as Qwen3-Coder's template writes calls: a string's text as written (what is no closing tag, line breaks
     # at its ends), any parameter of a function whose parameters are not named, parallel calls
     (
@@ -497,7 +555,7 @@ async def test_each_familys_call_grammar_takes_its_calls_whole_and_then_the_end(
         lib.llama_sampler_accept(sampler, newline)
         assert draw._allows(sampler, engine._eog_tokens[0])  # and still after a blank line: no further call is owed
         lib.llama_sampler_free(sampler)
-        opened = _opened_at(grammar, [engine.token_piece(token).decode() for token in tokens])
+        opened = _opened_at(grammar, [engine.token_piece(token) for token in tokens])
         assert opened is not None and opened[0] < 16  # where the opening (and a whole name) ends
     finally:
         await engine.close()
@@ -593,6 +651,8 @@ def test_the_wrapping_rules_do_not_take_the_names_of_a_schemas_rules() -> None:
         ("json", ""),
         ("mistral", NAMED_TEMPLATE),
         ("hermes", XML_TEMPLATE),
+        ("kimi_k2", ""),
+        ("deepseek", R1_TEMPLATE),
     ]:
         grammar = call_grammar(plan, family, None, False, noted=True, template=template)
         assert grammar is not None

@@ -154,6 +154,30 @@ MINIMAX_M2_CALLS_TEMPLATE = (
 )
 
 
+# ... and as Kimi K2's and DeepSeek's do: each call named between tokens of their own, in a section (DeepSeek V3.1's
+# name, tool-sep and the arguments; R1's `function`, tool-sep, the name and the arguments in a ```json fence)
+KIMI_K2_CALLS_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{% if m.tool_calls %}<|tool_calls_section_begin|>"
+    "{% for c in m.tool_calls %}<|tool_call_begin|>functions.{{ c.function.name }}:{{ loop.index0 }}"
+    "<|tool_call_argument_begin|>{{ c.function.arguments | tojson }}<|tool_call_end|>{% endfor %}"
+    "<|tool_calls_section_end|>"
+    "{% else %}{{ m.content }}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+DEEPSEEK_CALLS_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{% if m.tool_calls %}<\uff5ctool\u2581calls\u2581begin\uff5c>"
+    "{% for c in m.tool_calls %}<\uff5ctool\u2581call\u2581begin\uff5c>{{ c.function.name }}<\uff5ctool\u2581sep\uff5c>"
+    "{{ c.function.arguments | tojson }}<\uff5ctool\u2581call\u2581end\uff5c>{% endfor %}"
+    "<\uff5ctool\u2581calls\u2581end\uff5c>"
+    "{% else %}{{ m.content }}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+DEEPSEEK_R1_CALLS_TEMPLATE = DEEPSEEK_CALLS_TEMPLATE.replace(
+    "{{ c.function.name }}<\uff5ctool\u2581sep\uff5c>{{ c.function.arguments | tojson }}",
+    "function<\uff5ctool\u2581sep\uff5c>{{ c.function.name }}\n```json\n{{ c.function.arguments | tojson }}\n```",
+)
+
+
 def _called(city: str, number: int) -> list[Any]:
     arguments = json.dumps({"city": city})
     call = {"id": f"call_{number}", "type": "function", "function": {"name": "get_weather", "arguments": arguments}}
@@ -174,20 +198,35 @@ def _called(city: str, number: int) -> list[Any]:
         (SEED_OSS_CALLS_TEMPLATE, "seed_oss"),
         (GLM_CALLS_TEMPLATE, "glm"),
         (MINIMAX_M2_CALLS_TEMPLATE, "minimax_m2"),
+        (KIMI_K2_CALLS_TEMPLATE, "kimi_k2"),
+        (DEEPSEEK_CALLS_TEMPLATE, "deepseek"),
+        (DEEPSEEK_R1_CALLS_TEMPLATE, "deepseek"),
     ],
-    ids=["llama3", "mistral list", "mistral named", "qwen3-coder xml", "seed-oss xml", "glm", "minimax-m2"],
+    ids=[
+        "llama3",
+        "mistral list",
+        "mistral named",
+        "qwen3-coder xml",
+        "seed-oss xml",
+        "glm",
+        "minimax-m2",
+        "kimi-k2",
+        "deepseek v3.1",
+        "deepseek r1",
+    ],
 )
 async def test_a_call_the_model_chooses_streams_as_written_in_its_familys_markup(
     start_oasis: Callable[..., Any], template: str, parser: str
 ) -> None:
     """In Llama 3's family (a call is the answer, its arguments as `parameters`), Mistral's (`[TOOL_CALLS]` and a
     JSON list, as Nemo's template writes calls, or `[TOOL_CALLS]name[ARGS]{…}`, as Ministral 3's does), Qwen3-Coder's
-    (XML in `<tool_call>` tags; Seed-OSS's in its own), GLM's and MiniMax-M2's (markup of their own), a call the model
-    chooses is held to its function's schema from where it opens, and
-    its arguments stream in pieces, joining to the whole answer's."""
+    (XML in `<tool_call>` tags; Seed-OSS's in its own), GLM's and MiniMax-M2's (markup of their own), Kimi K2's and
+    DeepSeek's (each call named between tokens of their own, in a section), a call the model chooses is held to its
+    function's schema from where it opens, and its arguments stream in pieces, joining to the whole answer's."""
     harness = await start_oasis(engine_factories=None, models=[smollm(chat_template=template, tool_parser=parser)])
     messages = [*_called("Rome", 1), *_called("Oslo", 2), {"role": "user", "content": "What's the weather in Paris?"}]
-    asked: dict[str, Any] = {"model": MODEL, "messages": messages, "tools": TOOLS, "temperature": 0, "max_tokens": 60}
+    # (room for markup that SmolLM2, which has none of these families' tokens, writes in many)
+    asked: dict[str, Any] = {"model": MODEL, "messages": messages, "tools": TOOLS, "temperature": 0, "max_tokens": 120}
     whole = (await harness.sdk().chat.completions.create(**asked)).choices[0]
     assert whole.finish_reason == "tool_calls" and not whole.message.content
     (call,) = whole.message.tool_calls or []

@@ -10,9 +10,19 @@ from typing import Any
 
 import pytest
 
-from oasis.engines.text import BARE_CALL_OPENING, GLM_CALLS, MINIMAX_M2_CALLS, QWEN3_CODER_CALLS, SampledToken, XmlCalls
+from oasis.engines.text import (
+    BARE_CALL_OPENING,
+    GLM_CALLS,
+    MINIMAX_M2_CALLS,
+    MISTRAL_CALLS,
+    QWEN3_CODER_CALLS,
+    NamedCalls,
+    SampledToken,
+    XmlCalls,
+)
 from oasis.services.chat.call_stream import CallPiece, CallStream, OpenedCalls
 from oasis.services.chat.tool_formats import FORMATS, read_calls
+from oasis.services.chat.tools import _DEEPSEEK_CALLS, _DEEPSEEK_R1_CALLS, _KIMI_K2_CALLS, _TAGGED
 
 FUNCTIONS = {name: {"name": name} for name in ("get_weather", "save", "f")}
 REPLIES = [
@@ -128,7 +138,7 @@ def _read_opened(
     *,
     fenced: bool = False,
     bare: bool = False,
-    named: tuple[str, str] | None = None,
+    named: NamedCalls | None = None,
     xml: XmlCalls | None = None,
     functions: dict[str, Any] | None = None,
 ) -> Any:
@@ -233,25 +243,86 @@ def test_named_calls_are_read_as_they_are_written() -> None:
     opening = re.escape("[TOOL_CALLS]")
     for chunks in _splits(NAMED, random.Random(5)):
         reading, names, arguments = _read_opened(
-            NAMED, opening, ("[TOOL_CALLS]", None), start + 12, chunks, named=("[ARGS]", "[CALL_ID]")
+            NAMED, opening, ("[TOOL_CALLS]", None), start + 12, chunks, named=MISTRAL_CALLS
         )
         assert reading.start == start and reading.finished
         assert names == [call.name for call in whole] and arguments == [call.arguments for call in whole]
     cut = NAMED[: NAMED.index("Paris")]
     reading, names, arguments = _read_opened(
-        cut, opening, ("[TOOL_CALLS]", None), start + 12, [cut], named=("[ARGS]", "[CALL_ID]")
+        cut, opening, ("[TOOL_CALLS]", None), start + 12, [cut], named=MISTRAL_CALLS
     )
     assert not reading.finished and names == ["get_weather"] and arguments == ['{"city": "']
     unnamed = NAMED[: NAMED.index("[ARGS]")]  # cut before its arguments: nothing was called
     reading, names, _ = _read_opened(
-        unnamed, opening, ("[TOOL_CALLS]", None), start + 12, [unnamed], named=("[ARGS]", "[CALL_ID]")
+        unnamed, opening, ("[TOOL_CALLS]", None), start + 12, [unnamed], named=MISTRAL_CALLS
     )
     assert reading.came_to_nothing and not names
     between = NAMED[: NAMED.index("[TOOL_CALLS]save") + len("[TOOL_CALLS]sa")]  # cut before the second's arguments
     reading, names, _ = _read_opened(
-        between, opening, ("[TOOL_CALLS]", None), start + 12, [between], named=("[ARGS]", "[CALL_ID]")
+        between, opening, ("[TOOL_CALLS]", None), start + 12, [between], named=MISTRAL_CALLS
     )
     assert names == ["get_weather"] and not reading.finished  # (a cut reply: its finish_reason stays `length`)
+
+
+def _deepseek(text: str) -> str:
+    """DeepSeek's tool tokens written as `<|tool call begin|>` (full-width bars, a lower block between words)."""
+    return re.sub(r"<\|([a-z ]+)\|>", lambda m: "<\uff5c" + m.group(1).replace(" ", "\u2581") + "\uff5c>", text)
+
+
+# Calls each named between tokens of the family's own, in one section (Kimi K2's; DeepSeek V3.1's and R1's)
+SECTIONED = [
+    (
+        "kimi_k2",
+        _KIMI_K2_CALLS,
+        "Checking both.<|tool_calls_section_begin|><|tool_call_begin|>functions.get_weather:0"
+        '<|tool_call_argument_begin|>{"city": "Paris", "days": [1, 2]}<|tool_call_end|>\n'
+        '<|tool_call_begin|>functions.save:1<|tool_call_argument_begin|>{"text": "x"}<|tool_call_end|>'
+        "<|tool_calls_section_end|>",
+    ),
+    (
+        "deepseek",
+        _DEEPSEEK_CALLS,
+        _deepseek(
+            "Checking both.<|tool calls begin|><|tool call begin|>get_weather<|tool sep|>"
+            '{"city": "Paris", "days": [1, 2]}<|tool call end|><|tool call begin|>save<|tool sep|>{"text": "x"}'
+            "<|tool call end|><|tool calls end|>"
+        ),
+    ),
+    (
+        "deepseek",
+        _DEEPSEEK_R1_CALLS,
+        _deepseek(
+            "Checking both.<|tool calls begin|><|tool call begin|>function<|tool sep|>get_weather\n```json\n"
+            '{"city": "Paris", "note": "```"}\n```<|tool call end|>\n<|tool call begin|>function<|tool sep|>save\n'
+            '```json\n{"text": "x"}\n```<|tool call end|><|tool calls end|>'
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize(("family", "form", "text"), SECTIONED)
+def test_named_calls_in_a_section_are_read_as_they_are_written(family: str, form: NamedCalls, text: str) -> None:
+    """Each call after its own opening token in the section, its name between markers, its arguments JSON: the
+    pieces join to the calls read whole, the section's closing ends them; cut short, a call is as far as written."""
+    tags = _TAGGED[family]
+    start = text.index(tags[0])
+    whole = read_calls(text, FORMATS[family], FUNCTIONS, final=True).calls
+    assert [call.name for call in whole] == ["get_weather", "save"]
+    opening = re.escape(tags[0])
+    for chunks in _splits(text, random.Random(7)):
+        reading, names, arguments = _read_opened(text, opening, tags, start + len(tags[0]), chunks, named=form)
+        assert reading.start == start and reading.finished
+        assert names == [call.name for call in whole] and arguments == [call.arguments for call in whole]
+        assert reading.answer_part(text, 0) == "Checking both."
+    cut = text[: text.index("Paris")]
+    reading, names, arguments = _read_opened(cut, opening, tags, start + len(tags[0]), [cut], named=form)
+    assert not reading.finished and names == ["get_weather"] and arguments == ['{"city": "']
+    between = text[: text.rindex("save") + 2]  # the first call closed, the second not yet named
+    reading, names, _ = _read_opened(between, opening, tags, start + len(tags[0]), [between], named=form)
+    assert names == ["get_weather"] and not reading.finished
+    unclosed = text[: text.rindex(tags[1])]  # the calls whole, the section not closed
+    reading, names, _ = _read_opened(unclosed, opening, tags, start + len(tags[0]), [unclosed], named=form)
+    assert names == ["get_weather", "save"] and reading.finished
 
 
 @pytest.mark.parametrize(

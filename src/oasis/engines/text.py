@@ -80,6 +80,30 @@ GLM_CALLS = XmlCalls(("", ""), ("<arg_key>", "</arg_key>"), ("<arg_value>", "</a
 
 
 @dataclass(frozen=True)
+class NamedCalls:
+    """Calls written as the function's name between markers, then its arguments as JSON: Mistral's
+    `[TOOL_CALLS]name[CALL_ID]id[ARGS]{…}`, Kimi K2's `<|tool_call_begin|>functions.name:0<|tool_call_argument_begin|>
+    {…}<|tool_call_end|>` in a calls section, DeepSeek's. What a call grammar writes (exactly as the family's template
+    does), and how a stream finds each call's name and arguments."""
+
+    arguments: str  # between the name (and its id) and the arguments
+    # What opens each call inside the wrapping; None: the wrapping's own opening opens each call (Mistral's)
+    each: str | None = None
+    prefix: str = ""  # before the name
+    call_id: str | None = None  # the marker of an id after the name (the id is optional)
+    id_characters: str = "A-Za-z0-9"  # the id's characters, a class that regexes and GBNF read alike
+    arguments_end: str = ""  # after the arguments (DeepSeek R1's fence closing)
+    closing: str = ""  # what ends each call
+
+    def head(self, name: str) -> str:
+        """What a call of the function `name` starts with, up to its id."""
+        return (self.each or "") + self.prefix + name
+
+
+MISTRAL_CALLS = NamedCalls("[ARGS]", call_id="[CALL_ID]")
+
+
+@dataclass(frozen=True)
 class CallGrammar:
     """A reply written freely until it opens a tool call, and the call then held to its functions' schemas (the
     lazy grammar llama-server gives `tool_choice: auto`): a call that opens is valid as written, so a stream can
@@ -97,9 +121,8 @@ class CallGrammar:
     # A bare call (BARE_CALL_OPENING) that opens the answer also opens a call, once it names an offered function
     # whole (small models write them so too)
     bare: bool = False
-    # Calls written as the function's name, then a marker and the arguments, each after its own opening tag, an id
-    # after its marker optional (Mistral's `[TOOL_CALLS]name[CALL_ID]id[ARGS]{…}`): the two markers
-    named: tuple[str, str] | None = None
+    # Calls written as the function's name between markers, then the arguments (`NamedCalls`), in `tags`
+    named: NamedCalls | None = None
     # The family's calls are XML-like markup in its tags (Qwen3-Coder's `<function=name>` and `<parameter=key>`,
     # GLM's, MiniMax-M2's): held to each function's parameters, in the order they are declared
     xml: XmlCalls | None = None

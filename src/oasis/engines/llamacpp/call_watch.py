@@ -27,6 +27,7 @@ from oasis.engines.text import (
     FENCED_CALL_OPENING,
     JSON_SPACE,
     CallGrammar,
+    NamedCalls,
     UnusableSchema,
     XmlCalls,
     closes_a_fence,
@@ -98,8 +99,7 @@ def call_rules(grammar: CallGrammar, schema_rules: str) -> str:
             forms.append(_wrapped(grammar, _literal(grammar.tags[0]), grammar.tags[1], _XML_CALL))
         elif grammar.named is not None:
             rules += _named_rules(grammar, schema_rules)
-            one = f"{_literal(grammar.tags[0])} {_NAMED}"
-            forms.append(f"{one} ({_SPACE} {one})* {_SPACE}" if grammar.repeats else f"{one} {_SPACE}")
+            forms.append(_named_calls(grammar))
         else:
             forms.append(_wrapped(grammar, _literal(grammar.tags[0]), grammar.tags[1]))
     if grammar.fenced:
@@ -112,17 +112,36 @@ def call_rules(grammar: CallGrammar, schema_rules: str) -> str:
 
 
 def _named_rules(grammar: CallGrammar, schema_rules: str) -> list[str]:
-    """A named call: one of the functions' names, an id perhaps, the arguments' marker, then its arguments (the
-    rules the schema converter wrote for them: a converter that names them otherwise leaves no grammar)."""
-    assert grammar.named is not None
-    arguments_marker, id_marker = grammar.named
+    """A named call as its family writes it: its opening, one of the functions' names, an id perhaps, the
+    arguments' marker, then its arguments (the rules the schema converter wrote for them: a converter that names
+    them otherwise leaves no grammar), and its closing."""
+    form = grammar.named
+    assert form is not None
     calls = []
     for index, name in enumerate(grammar.names):
         arguments = _ARGUMENTS_RULE.format(index)
         if f"\n{arguments} ::= " not in f"\n{schema_rules}":
             raise UnusableSchema(f"no rule {arguments} in the call's grammar")
-        calls.append(f"{_literal(name)} {_CALL_ID} {_literal(arguments_marker)} {arguments}")
-    return [f"{_NAMED} ::= " + " | ".join(calls), f"{_CALL_ID} ::= ( {_literal(id_marker)} [A-Za-z0-9]{{1,32}} )?"]
+        call_id = f" {_CALL_ID}" if form.call_id is not None else ""
+        calls.append(f"{_literal(form.head(name))}{call_id} {_literal(form.arguments)} {arguments}")
+    ending = "".join(f" {_literal(part)}" for part in (form.arguments_end, form.closing) if part)
+    rules = [f"{_NAMED} ::= ( " + " | ".join(calls) + f" ){ending}"]
+    if form.call_id is not None:
+        rules.append(f"{_CALL_ID} ::= ( {_literal(form.call_id)} [{form.id_characters}]{{1,32}} )?")
+    return rules
+
+
+def _named_calls(grammar: CallGrammar) -> str:
+    """Named calls in their wrapping: each after the wrapping's opening (Mistral's), or each after its own opening
+    inside one wrapping, closed where the wrapping has a closing."""
+    assert grammar.named is not None and grammar.tags is not None
+    opening, closing = grammar.tags
+    if grammar.named.each is None:
+        one = f"{_literal(opening)} {_NAMED}"
+        return f"{one} ({_SPACE} {one})* {_SPACE}" if grammar.repeats else f"{one} {_SPACE}"
+    more = f" ({_SPACE} {_NAMED})*" if grammar.repeats else ""
+    closed = f" {_SPACE} {_literal(closing)}" if closing is not None else ""
+    return f"{_literal(opening)} {_SPACE} {_NAMED}{more}{closed} {_SPACE}"
 
 
 def _wrapped(grammar: CallGrammar, opened: str, closed: str | None, calls: str = _CALLS) -> str:
@@ -328,10 +347,21 @@ def trigger_pattern(grammar: CallGrammar, end: str = "$", *, kind: OpeningKind =
 
 def _tail(grammar: CallGrammar) -> str:
     if grammar.named is not None:
-        return _TAIL_NAME
+        return _named_tail(grammar.named)
     if grammar.xml is not None:
         return _TAIL_XML
     return _TAIL_AFTER_TAG if grammar.tags is not None else _TAIL_AFTER_KEY
+
+
+def _named_tail(form: NamedCalls) -> str:
+    """After a named call's wrapping opened: blank space where a call of its own opens next, then that opening and
+    the prefix so far, or whole and a name so far."""
+    head = form.head("")
+    begun = ""
+    for character in reversed(head):  # each beginning of the head, one shorter than the last
+        begun = f"(?:{re.escape(character)}{begun})?"
+    blank = "[ \n]{0,2}" if form.each is not None else ""
+    return f"{blank}(?:{re.escape(head)}{_TAIL_NAME}|{begun})" if head else _TAIL_NAME
 
 
 def _literal(text: str) -> str:
@@ -430,9 +460,12 @@ class CallWatch:
             return False
         if opening.naming == "none":
             return True
-        if opening.naming == "unquoted":
-            begun = self.text[start:]
-            return any(function.startswith(begun) for function in self._grammar.names)
+        if opening.naming == "unquoted":  # a call's head so far (after blank space, where each call opens itself)
+            named_form = self._grammar.named
+            assert named_form is not None
+            blank = _XML_BLANK.match(self.text, start) if named_form.each is not None else None
+            begun = self.text[blank.end() if blank is not None else start :]
+            return any(named_form.head(function).startswith(begun) for function in self._grammar.names)
         if opening.naming == "xml":  # after blank space, a function's opening so far (and blank space after it)
             form = self._grammar.xml
             assert form is not None

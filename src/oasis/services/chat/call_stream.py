@@ -24,6 +24,7 @@ from oasis.engines.text import (
     FENCE_CLOSE,
     FENCE_OPEN,
     FENCED_CALL_OPENING,
+    NamedCalls,
     SampledToken,
     XmlCalls,
 )
@@ -498,6 +499,14 @@ def _prefix_pattern(literal: str) -> str:
     return pattern
 
 
+def _named_opening(form: NamedCalls, wrapping: str) -> re.Pattern[str]:
+    """A named call's opening, to its arguments: after the wrapping's opening (which opens the first call, where
+    each call opens itself inside it), the call's head, its name, perhaps an id, then the arguments' marker."""
+    opened = re.escape(wrapping) if form.each is None else rf"(?:{re.escape(wrapping)}[ \n]*)?{re.escape(form.each)}"
+    call_id = rf"(?:{re.escape(form.call_id)}[{form.id_characters}]*)?" if form.call_id is not None else ""
+    return re.compile(rf"{opened}{re.escape(form.prefix)}(?P<name>[A-Za-z0-9_-]+){call_id}{re.escape(form.arguments)}")
+
+
 def _non_blank(text: str, at: int) -> int:
     while at < len(text) and text[at] in _WHITESPACE:
         at += 1
@@ -508,8 +517,8 @@ class OpenedCalls:
     """An unforced reply's calls read from where they open, which the engine says (`SampledToken.call_opened`):
     from there its call grammar holds the reply (`SamplingParams.call_grammar`), so each call's arguments are sent
     as they are written, as a forced reply's are. The text before the opening stays the reply's content. The
-    family's calls open with `opening` (in `tags`, or bare; `named`: each call its name, then the markers of an id
-    and of the arguments, after its own opening tag; `xml`: markup of the family's own in the tags, `XmlCallStream`,
+    family's calls open with `opening` (in `tags`, or bare; `named`: each call its name between markers, then its
+    arguments, `NamedCalls`; `xml`: markup of the family's own in the tags, `XmlCallStream`,
     which reads the parameters as `functions` types them); with `fenced`, a call may open in a ```json fence, and
     with `bare`, as a bare call."""
 
@@ -520,19 +529,19 @@ class OpenedCalls:
         *,
         fenced: bool = False,
         bare: bool = False,
-        named: tuple[str, str] | None = None,
+        named: NamedCalls | None = None,
         xml: XmlCalls | None = None,
         functions: Mapping[str, Any] | None = None,
     ) -> None:
         # Each way a call opens, its wrapping (the opening's pattern and the closing: a named call's opening runs to
-        # its arguments, and has no closing, "") and whether its calls are XML
+        # its arguments, its closing is the call's own) and whether its calls are XML
         self._openings: list[tuple[re.Pattern[str], tuple[re.Pattern[str], str | None] | None, XmlCalls | None]] = []
+        self._section_closing: str | None = None  # named calls' wrapping's closing, after the last call's own
         if opening is not None:
             wrapping = (re.compile(re.escape(tags[0])), tags[1]) if tags is not None else None
             if tags is not None and named is not None:
-                arguments_marker, id_marker = map(re.escape, named)
-                name = rf"(?P<name>[A-Za-z0-9_-]+)(?:{id_marker}[A-Za-z0-9]*)?{arguments_marker}"
-                wrapping = (re.compile(re.escape(tags[0]) + name), "")
+                wrapping = (_named_opening(named, tags[0]), (named.arguments_end + named.closing).strip())
+                self._section_closing = tags[1] if named.each is not None else None
             self._openings.append((re.compile(opening), wrapping, xml if tags is not None else None))
         if fenced:
             self._openings.append((re.compile(FENCED_CALL_OPENING), (re.compile(FENCE_OPEN), FENCE_CLOSE), None))
@@ -648,6 +657,9 @@ class OpenedCalls:
                 rest = rest[len(closed) :].lstrip()
                 self._done.extend(current.calls)
                 self._current = current = None
+            if self._section_closing is not None and rest.startswith(self._section_closing):  # no call follows
+                self._rest = rest[len(self._section_closing) :]
+                return False
             opening = opened.match(rest)
             if opening is None:  # not yet whole (or not there: the reply ends after the calls)
                 self._rest = rest

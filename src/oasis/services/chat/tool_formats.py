@@ -32,8 +32,9 @@ def _deepseek(name: str) -> str:
     return "<\uff5c" + name.replace(" ", "\u2581") + "\uff5c>"
 
 
-_CALLS_BEGIN, _CALLS_END = _deepseek("tool calls begin"), _deepseek("tool calls end")
-_CALL_BEGIN, _CALL_END, _TOOL_SEP = _deepseek("tool call begin"), _deepseek("tool call end"), _deepseek("tool sep")
+DEEPSEEK_CALLS_BEGIN, DEEPSEEK_CALLS_END = _deepseek("tool calls begin"), _deepseek("tool calls end")
+DEEPSEEK_CALL_BEGIN, DEEPSEEK_CALL_END = _deepseek("tool call begin"), _deepseek("tool call end")
+DEEPSEEK_TOOL_SEP = _deepseek("tool sep")
 
 
 @dataclass(frozen=True)
@@ -392,8 +393,8 @@ def _read_mistral(text: str, match: re.Match[str], final: bool, functions: Mappi
 
 
 _DEEPSEEK_CALL = re.compile(
-    rf"{_CALL_BEGIN}(?:function{_TOOL_SEP})?([^\n<]+?)\s*(?:{_TOOL_SEP}|\n)\s*(?:```(?:json)?\s*)?"
-    rf"(.*?)\s*(?:```\s*)?{_CALL_END}",
+    rf"{DEEPSEEK_CALL_BEGIN}(?:function{DEEPSEEK_TOOL_SEP})?([^\n<]+?)\s*(?:{DEEPSEEK_TOOL_SEP}|\n)\s*(?:```(?:json)?\s*)?"
+    rf"(.*?)\s*(?:```\s*)?{DEEPSEEK_CALL_END}",
     re.DOTALL,
 )
 
@@ -401,10 +402,10 @@ _DEEPSEEK_CALL = re.compile(
 def _read_deepseek(text: str, match: re.Match[str], final: bool, functions: Mapping[str, Any]) -> _Region | None:
     """R1: call-begin, `function`, tool-sep, the name, then the arguments in a ```json fence, call-end; V3.1:
     call-begin, the name, tool-sep, the arguments; each call inside calls-begin ... calls-end."""
-    end = text.find(_CALLS_END, match.end())
+    end = text.find(DEEPSEEK_CALLS_END, match.end())
     if end < 0 and not final:
         return None
-    stop = len(text) if end < 0 else end + len(_CALLS_END)
+    stop = len(text) if end < 0 else end + len(DEEPSEEK_CALLS_END)
     calls = []
     for name, body in _DEEPSEEK_CALL.findall(text[match.end() : stop]):
         arguments = _arguments(body)
@@ -874,8 +875,14 @@ FORMATS: dict[str, ToolFormat] = {
         _format("granite", _tagged("<|tool_call|>", None), markers=("<|tool_call|>",)),
         _format(
             "deepseek",
-            _Markup(re.compile(re.escape(_CALLS_BEGIN)), _prefixes(_CALLS_BEGIN), _read_deepseek),
-            markers=(_CALLS_BEGIN, _CALLS_END, _CALL_BEGIN, _CALL_END, _TOOL_SEP),
+            _Markup(re.compile(re.escape(DEEPSEEK_CALLS_BEGIN)), _prefixes(DEEPSEEK_CALLS_BEGIN), _read_deepseek),
+            markers=(
+                DEEPSEEK_CALLS_BEGIN,
+                DEEPSEEK_CALLS_END,
+                DEEPSEEK_CALL_BEGIN,
+                DEEPSEEK_CALL_END,
+                DEEPSEEK_TOOL_SEP,
+            ),
         ),
         _format(
             "command_r",
@@ -1044,7 +1051,7 @@ _DETECTION: list[tuple[str, Callable[[str], bool]]] = [
     ("nemotron", _has("<TOOLCALL>")),
     ("tool_calls_tags", _has("<tool_calls>")),
     ("firefunction", _has(" functools[")),
-    ("deepseek", _has(_CALLS_BEGIN)),
+    ("deepseek", _has(DEEPSEEK_CALLS_BEGIN)),
     ("command_r", _has("<|START_ACTION|>")),
     ("pythonic", _has_any("<|tool_call_start|>", "<|tool_list_start|>", "<|python_start|>", "List of tools: [")),
     ("gigachat", _has("<|role_sep|>", "<|message_sep|>")),

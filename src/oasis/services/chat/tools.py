@@ -24,13 +24,24 @@ from oasis.engines.text import (
     BARE_CALL_OPENING,
     GLM_CALLS,
     MINIMAX_M2_CALLS,
+    MISTRAL_CALLS,
     QWEN3_CODER_CALLS,
     CallGrammar,
+    NamedCalls,
     XmlCalls,
 )
 from oasis.errors import invalid_request
 from oasis.protocol.extensions import AllowedToolsChoice, ChatCompletionRequest, CustomTool, NamedCustomToolChoice
-from oasis.services.chat.tool_formats import FORMATS, reads_bare_calls, reads_fenced_calls
+from oasis.services.chat.tool_formats import (
+    DEEPSEEK_CALL_BEGIN,
+    DEEPSEEK_CALL_END,
+    DEEPSEEK_CALLS_BEGIN,
+    DEEPSEEK_CALLS_END,
+    DEEPSEEK_TOOL_SEP,
+    FORMATS,
+    reads_bare_calls,
+    reads_fenced_calls,
+)
 
 Mode = Literal["auto", "required", "named"]
 
@@ -309,6 +320,8 @@ _TAGGED: dict[str, tuple[str, str | None]] = {
     "nemotron": ("<TOOLCALL>", "</TOOLCALL>"),
     "tool_calls_tags": ("<tool_calls>", "</tool_calls>"),
     "granite": ("<|tool_call|>", None),
+    "kimi_k2": ("<|tool_calls_section_begin|>", "<|tool_calls_section_end|>"),
+    "deepseek": (DEEPSEEK_CALLS_BEGIN, DEEPSEEK_CALLS_END),
 }
 # Templates that teach calls as XML inside the family's tags (`<function=name>` and `<parameter=key>`: Qwen3-Coder,
 # Qwen3.5, Nemotron 3 Nano, Step 3.5 in Hermes's tags, Seed-OSS in its own): what follows their tag is held to that
@@ -318,6 +331,25 @@ _XML_FAMILIES = frozenset({"hermes", "seed_oss"})
 # Families whose own calls are always markup of their own in their tags: GLM's and Ling 3's `name<arg_key>…`,
 # MiniMax-M2's `<invoke name=…>`
 _MARKUP_CALLS = {"glm": GLM_CALLS, "ling3": GLM_CALLS, "minimax_m2": MINIMAX_M2_CALLS}
+# Families whose calls are each the function's name between markers of their own, its arguments JSON (Kimi K2's
+# `functions.name:0` between its call's tokens; DeepSeek V3.1's name, its tool-sep token and the arguments, or R1's
+# `function`, tool-sep, the name and the arguments in a ```json fence, where the template writes them so)
+_KIMI_K2_CALLS = NamedCalls(
+    "<|tool_call_argument_begin|>",
+    each="<|tool_call_begin|>",
+    prefix="functions.",
+    call_id=":",
+    id_characters="0-9",
+    closing="<|tool_call_end|>",
+)
+_DEEPSEEK_CALLS = NamedCalls(DEEPSEEK_TOOL_SEP, each=DEEPSEEK_CALL_BEGIN, closing=DEEPSEEK_CALL_END)
+_DEEPSEEK_R1_CALLS = NamedCalls(
+    "\n```json\n",
+    each=DEEPSEEK_CALL_BEGIN,
+    prefix="function" + DEEPSEEK_TOOL_SEP,
+    arguments_end="```",  # after the line break the arguments' JSON may end with, as R1 writes it or not
+    closing=DEEPSEEK_CALL_END,
+)
 # Mistral's templates write `[TOOL_CALLS]` then a JSON list of calls (Nemo, 7B v0.3) or `name[ARGS]{…}` (Small 3.2
 # with `[CALL_ID]id` before `[ARGS]`, Ministral 3, Devstral, Magistral), one opening per call
 _MISTRAL_JSON_LIST = re.compile(r"\[TOOL_CALLS\] ?\[")
@@ -335,8 +367,8 @@ def call_grammar(
 ) -> CallGrammar | None:
     """For a reply that may call functions (`tool_choice` auto): the grammar that holds a call from where it opens,
     for the families whose calls are in tags (`<tool_call>` with JSON, or XML where the `template` teaches it so,
-    Nemotron's, Granite's, GLM's and MiniMax-M2's markup, Mistral's `[TOOL_CALLS]` as the template writes it: a JSON
-    list, or `name[ARGS]{…}`), or
+    Nemotron's, Granite's, GLM's and MiniMax-M2's markup, Kimi K2's and DeepSeek's call tokens, Mistral's
+    `[TOOL_CALLS]` as the template writes it: a JSON list, or `name[ARGS]{…}`), or
     bare where the system note (`noted`: `tools_system_prompt`) asks for them so; and in every family that reads
     them (Llama 3's own, its arguments `parameters`), a call in a ```json fence and a bare call that opens the
     answer, once they name an offered function. None where calls are read as written (custom tools, the deprecated
@@ -347,7 +379,11 @@ def call_grammar(
     opening: str | None = None
     at_start = False
     arguments_key = "arguments"
-    named: tuple[str, str] | None = None
+    named: NamedCalls | None = None
+    if tool_format == "kimi_k2":
+        named = _KIMI_K2_CALLS
+    elif tool_format == "deepseek":
+        named = _DEEPSEEK_R1_CALLS if "```json" in template else _DEEPSEEK_CALLS
     xml: XmlCalls | None = _MARKUP_CALLS.get(tool_format)
     if tool_format in _XML_FAMILIES and _XML_CALLS in template:
         xml = QWEN3_CODER_CALLS
@@ -358,7 +394,7 @@ def call_grammar(
         tags = ("[TOOL_CALLS]", None)
         opening = re.escape(tags[0])
     elif tool_format == "mistral" and "[ARGS]" in template:
-        tags, named = ("[TOOL_CALLS]", None), ("[ARGS]", "[CALL_ID]")
+        tags, named = ("[TOOL_CALLS]", None), MISTRAL_CALLS
         opening = re.escape(tags[0])
     elif tool_format == "json" and noted:
         # The note asks for the call (or a list of them) as the answer, as the history shows earlier calls: an
