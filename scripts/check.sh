@@ -135,15 +135,19 @@ step "SDK tests with openai==1.30.5 and httpx<0.28, and training ($("$COMPAT_PYT
 # they skip, but for their plain requests, which are the same from either SDK. The CLI's tests (keys, serve's
 # refusals, logs) ran in both passes above; the few SDK calls in them are the ones test_auth and test_models make.
 .venv-compat/bin/python -c 'import openai, httpx; print("openai", openai.__version__, "httpx", httpx.__version__)'
-.venv-compat/bin/python -m pytest -q --durations=20 "${parallel[@]}" -m "not alone" \
-    tests/api tests/engines_training tests/test_fine_tuning_train.py tests/images_torch \
-    tests/test_dashboard_training.py \
-    --ignore=tests/api/test_audio.py --ignore=tests/api/test_images.py --ignore=tests/api/test_moderations.py \
-    --ignore=tests/api/test_moderation_judge.py --ignore=tests/api/test_chat_moderation.py \
-    --ignore=tests/api/test_chat_formats.py --ignore=tests/api/test_chat_tools.py --ignore=tests/api/test_upstream.py \
-    --ignore=tests/engines_training/test_gguf_merge.py \
-    --ignore=tests/api/test_responses.py --ignore=tests/api/test_responses_file_search.py \
-    --ignore=tests/api/test_responses_code_interpreter.py --ignore=tests/api/test_conversations.py \
-    --ignore=tests/api/test_stored_chat_completions.py --ignore=tests/api/test_responses_background.py \
-    --ignore=tests/api/test_containers.py --ignore=tests/api/test_responses_image_generation.py \
+compat_tests=(
+    tests/api tests/engines_training tests/test_fine_tuning_train.py tests/images_torch
+    tests/test_dashboard_training.py
+    --ignore=tests/api/test_audio.py --ignore=tests/api/test_images.py --ignore=tests/api/test_moderations.py
+    --ignore=tests/api/test_moderation_judge.py --ignore=tests/api/test_chat_moderation.py
+    --ignore=tests/api/test_chat_formats.py --ignore=tests/api/test_chat_tools.py --ignore=tests/api/test_upstream.py
+    --ignore=tests/engines_training/test_gguf_merge.py
+    --ignore=tests/api/test_responses.py --ignore=tests/api/test_responses_file_search.py
+    --ignore=tests/api/test_responses_code_interpreter.py --ignore=tests/api/test_conversations.py
+    --ignore=tests/api/test_stored_chat_completions.py --ignore=tests/api/test_responses_background.py
+    --ignore=tests/api/test_containers.py --ignore=tests/api/test_responses_image_generation.py
     --ignore=tests/api/test_responses_mcp.py
+)
+.venv-compat/bin/python -m pytest -q --durations=20 "${parallel[@]}" -m "not alone" "${compat_tests[@]}"
+# (the training tests, which keep every core busy)
+.venv-compat/bin/python -m pytest -q --durations=20 -m alone "${compat_tests[@]}"

@@ -23,8 +23,10 @@ from tests.test_fine_tuning_train import MODEL, OTHER, password_lines
 pytest.importorskip("torch")
 pytest.importorskip("peft")
 pytest.importorskip("transformers")
+# torch trains on every core, and its threads spin as llama.cpp's do: beside another test each step waits on the other
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.alone,
     pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason="Debian's chromium is not installed"),
 ]
 

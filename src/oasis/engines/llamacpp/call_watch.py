@@ -112,9 +112,9 @@ def call_rules(grammar: CallGrammar, schema_rules: str) -> str:
 
 
 def _named_rules(grammar: CallGrammar, schema_rules: str) -> list[str]:
-    """A named call as its family writes it: its opening, one of the functions' names, an id perhaps, the
-    arguments' marker, then its arguments (the rules the schema converter wrote for them: a converter that names
-    them otherwise leaves no grammar), and its closing."""
+    """A named call as its family writes it: its own opening (`each`) where it has one, one of the functions'
+    names, an id perhaps, the arguments' marker, then its arguments (the rules the schema converter wrote for them:
+    a converter that names them otherwise leaves no grammar), and its closing."""
     form = grammar.named
     assert form is not None
     calls = []
@@ -354,8 +354,8 @@ def _tail(grammar: CallGrammar) -> str:
 
 
 def _named_tail(form: NamedCalls) -> str:
-    """After a named call's wrapping opened: blank space where a call of its own opens next, then that opening and
-    the prefix so far, or whole and a name so far."""
+    """After a named call's wrapping opened: blank space where each call has its own opening, then the call's head
+    so far, or the whole head and a name so far."""
     head = form.head("")
     begun = ""
     for character in reversed(head):  # each beginning of the head, one shorter than the last
@@ -365,7 +365,9 @@ def _named_tail(form: NamedCalls) -> str:
 
 
 def _literal(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """`text` as a GBNF string (its line breaks escaped, so that each rule stays on one line)."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + escaped.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t") + '"'
 
 
 @dataclass(frozen=True)

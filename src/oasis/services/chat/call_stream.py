@@ -500,8 +500,9 @@ def _prefix_pattern(literal: str) -> str:
 
 
 def _named_opening(form: NamedCalls, wrapping: str) -> re.Pattern[str]:
-    """A named call's opening, to its arguments: after the wrapping's opening (which opens the first call, where
-    each call opens itself inside it), the call's head, its name, perhaps an id, then the arguments' marker."""
+    """A named call's opening, to its arguments: the wrapping's opening (before every call, as Mistral's, or before
+    the first only, where each call has its own opening), the call's head, its name, perhaps an id, then the
+    arguments' marker."""
     opened = re.escape(wrapping) if form.each is None else rf"(?:{re.escape(wrapping)}[ \n]*)?{re.escape(form.each)}"
     call_id = rf"(?:{re.escape(form.call_id)}[{form.id_characters}]*)?" if form.call_id is not None else ""
     return re.compile(rf"{opened}{re.escape(form.prefix)}(?P<name>[A-Za-z0-9_-]+){call_id}{re.escape(form.arguments)}")
@@ -657,8 +658,9 @@ class OpenedCalls:
                 rest = rest[len(closed) :].lstrip()
                 self._done.extend(current.calls)
                 self._current = current = None
-            if self._section_closing is not None and rest.startswith(self._section_closing):  # no call follows
-                self._rest = rest[len(self._section_closing) :]
+            section_closing = self._section_closing if self._named else None  # (a fence's calls have none)
+            if section_closing is not None and rest.startswith(section_closing):  # no further call
+                self._rest = rest[len(section_closing) :]
                 return False
             opening = opened.match(rest)
             if opening is None:  # not yet whole (or not there: the reply ends after the calls)

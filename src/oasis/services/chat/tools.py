@@ -334,7 +334,7 @@ _MARKUP_CALLS = {"glm": GLM_CALLS, "ling3": GLM_CALLS, "minimax_m2": MINIMAX_M2_
 # Families whose calls are each the function's name between markers of their own, its arguments JSON (Kimi K2's
 # `functions.name:0` between its call's tokens; DeepSeek V3.1's name, its tool-sep token and the arguments, or R1's
 # `function`, tool-sep, the name and the arguments in a ```json fence, where the template writes them so)
-_KIMI_K2_CALLS = NamedCalls(
+KIMI_K2_CALLS = NamedCalls(
     "<|tool_call_argument_begin|>",
     each="<|tool_call_begin|>",
     prefix="functions.",
@@ -342,8 +342,8 @@ _KIMI_K2_CALLS = NamedCalls(
     id_characters="0-9",
     closing="<|tool_call_end|>",
 )
-_DEEPSEEK_CALLS = NamedCalls(DEEPSEEK_TOOL_SEP, each=DEEPSEEK_CALL_BEGIN, closing=DEEPSEEK_CALL_END)
-_DEEPSEEK_R1_CALLS = NamedCalls(
+DEEPSEEK_CALLS = NamedCalls(DEEPSEEK_TOOL_SEP, each=DEEPSEEK_CALL_BEGIN, closing=DEEPSEEK_CALL_END)
+DEEPSEEK_R1_CALLS = NamedCalls(
     "\n```json\n",
     each=DEEPSEEK_CALL_BEGIN,
     prefix="function" + DEEPSEEK_TOOL_SEP,
@@ -381,9 +381,10 @@ def call_grammar(
     arguments_key = "arguments"
     named: NamedCalls | None = None
     if tool_format == "kimi_k2":
-        named = _KIMI_K2_CALLS
+        named = KIMI_K2_CALLS
     elif tool_format == "deepseek":
-        named = _DEEPSEEK_R1_CALLS if "```json" in template else _DEEPSEEK_CALLS
+        # R1's templates write the arguments in a fence, V3.1's bare (a template of neither form gets V3.1's)
+        named = DEEPSEEK_R1_CALLS if "```json" in template else DEEPSEEK_CALLS
     xml: XmlCalls | None = _MARKUP_CALLS.get(tool_format)
     if tool_format in _XML_FAMILIES and _XML_CALLS in template:
         xml = QWEN3_CODER_CALLS
