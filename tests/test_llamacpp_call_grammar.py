@@ -14,6 +14,7 @@ import pytest
 from oasis.engines.llamacpp.call_watch import CallWatch, trigger_pattern
 from oasis.engines.text import (
     BARE_CALL_OPENING,
+    DSML_CALLS,
     GLM_CALLS,
     MINIMAX_M2_CALLS,
     MISTRAL_CALLS,
@@ -43,7 +44,8 @@ NEMO_TEMPLATE = "{{- '[TOOL_CALLS][' }}{{ calls }}"  # as Mistral Nemo's templat
 NAMED_TEMPLATE = "{{- '[TOOL_CALLS]' + name + '[ARGS]' + arguments }}"  # as Ministral 3's does
 XML_TEMPLATE = "<tool_call>\n<function={{ name }}>\n<parameter={{ key }}>"  # as Qwen3-Coder's does
 R1_TEMPLATE = "{{ name + '\\n```json\\n' + arguments }}"  # as DeepSeek R1's does
-TEMPLATES = {"named": NAMED_TEMPLATE, "xml": XML_TEMPLATE, "r1": R1_TEMPLATE}
+DSML_V4_TEMPLATE = "{{ '<\uff5cDSML\uff5ctool_calls>' }}"  # as DeepSeek V4's does
+TEMPLATES = {"named": NAMED_TEMPLATE, "xml": XML_TEMPLATE, "r1": R1_TEMPLATE, "v4": DSML_V4_TEMPLATE}
 
 
 def _grammar(
@@ -295,6 +297,10 @@ def test_forced_and_custom_calls_and_families_that_read_no_fences_have_no_call_g
     assert xml is not None and xml.xml == QWEN3_CODER_CALLS and xml.opening == "<tool_call>" and xml.fenced
     # GLM's and MiniMax-M2's own markup, whatever the template
     assert _grammar("glm").xml == GLM_CALLS and _grammar("minimax_m2").xml == MINIMAX_M2_CALLS
+    # DSML's, in V3.2's tags or, where the template writes them, V4's
+    dsml, dsml_v4 = _grammar("dsml"), _grammar("dsml", template=DSML_V4_TEMPLATE)
+    assert dsml.xml == dsml_v4.xml == DSML_CALLS and dsml.tags != dsml_v4.tags
+    assert dsml_v4.tags == ("<\uff5cDSML\uff5ctool_calls>", "</\uff5cDSML\uff5ctool_calls>")
     # Llama 3's own calls are bare, their arguments `parameters`
     llama3 = call_grammar(PLAN, "llama3", None, False, noted=False)
     assert llama3 is not None and llama3.opening is None and llama3.bare
@@ -470,6 +476,20 @@ CALLS_IN_FAMILIES = [
         '[TOOL_CALLS][{"name": "get_weather", "arguments": {"city": "Paris"}}, {"name": "get_time", "arguments": {}}]',
     ),
     ("mistral:named", '[TOOL_CALLS]get_weather[ARGS]{"city": "Paris"}\n[TOOL_CALLS]get_time[CALL_ID]a1b2c3d4e[ARGS]{}'),
+    # DeepSeek V3.2's DSML (MiniMax-M2's markup, each value marked text) and V4's, in its own tags
+    (
+        "dsml",
+        '<|DSML|function_calls>\n<|DSML|invoke name="get_weather">\n'
+        '<|DSML|parameter name="city" string="true">Paris</|DSML|parameter>\n</|DSML|invoke>\n'
+        '<|DSML|invoke name="get_time">\n<|DSML|parameter name="zone" string="true">UTC</|DSML|parameter>\n'
+        "</|DSML|invoke>\n</|DSML|function_calls>".replace("|DSML|", "\uff5cDSML\uff5c"),
+    ),
+    (
+        "dsml:v4",
+        '<|DSML|tool_calls>\n<|DSML|invoke name="get_time">\n</|DSML|invoke>\n</|DSML|tool_calls>'.replace(
+            "|DSML|", "\uff5cDSML\uff5c"
+        ),
+    ),
     # each call named between tokens of its own in one section: Kimi K2's, DeepSeek V3.1's, DeepSeek R1's
     (
         "kimi_k2",
@@ -562,7 +582,8 @@ async def test_each_familys_call_grammar_takes_its_calls_whole_and_then_the_end(
 
 
 def _takes(engine: Any, rules: bytes, text: str) -> bool:
-    """Whether the grammar `rules` takes `text`, fed one character at a time (SmolLM2 has a token for each)."""
+    """Whether the grammar `rules` takes `text`, fed one character at a time (SmolLM2 has a token for each ASCII
+    one, and writes others in byte tokens)."""
     from oasis.engines.llamacpp import native
     from oasis.engines.llamacpp.call_watch import ROOT
     from oasis.engines.llamacpp.chain import ChainDraw
@@ -572,10 +593,10 @@ def _takes(engine: Any, rules: bytes, text: str) -> bool:
     draw = ChainDraw(engine._n_vocab)
     try:
         for character in text:
-            [token] = engine.tokenize(character, add_special=False)
-            if not draw._allows(sampler, token):
-                return False
-            lib.llama_sampler_accept(sampler, token)
+            for token in engine.tokenize(character, add_special=False):
+                if not draw._allows(sampler, token):
+                    return False
+                lib.llama_sampler_accept(sampler, token)
         return True
     finally:
         lib.llama_sampler_free(sampler)
@@ -607,7 +628,8 @@ async def test_an_xml_parameters_text_holds_nothing_that_would_end_the_call_wher
 
 
 async def test_an_xml_parameter_that_may_be_a_string_is_written_as_text_or_as_json() -> None:
-    """`Optional[str]` (a string or null): the reader reads the text as written, or JSON; an integer is JSON only."""
+    """`Optional[str]` (a string or null): the reader reads the text as written, or JSON; an integer is JSON only
+    (DSML's opening says which the value is)."""
     from oasis.engines.llamacpp.engine import LlamaCppEngine, _call_grammar_rules
     from oasis.settings import ModelSpec
 
@@ -631,6 +653,17 @@ async def test_an_xml_parameter_that_may_be_a_string_is_written_as_text_or_as_js
             for value in ("Paris, in the rain", "null", '"quoted"'):
                 assert _takes(engine, rules, written.format(value, days.format("3"))), (family, value)
             assert not _takes(engine, rules, written.format("ok", days.format("three"))), family
+        # DSML's opening marks which: text (`string="true"`) as written, JSON (`"false"`) to the schema
+        rules = _call_grammar_rules(_grammar("dsml", plan=plan)).encode()
+        call = (
+            '<|DSML|function_calls>\n<|DSML|invoke name="log">\n'
+            '<|DSML|parameter name="note" string="{}">{}</|DSML|parameter>\n'
+            '<|DSML|parameter name="days" string="{}">{}</|DSML|parameter>\n'
+        ).replace("|DSML|", "\uff5cDSML\uff5c")
+        for marked, value in [("true", "Paris, in the rain"), ("true", "null"), ("false", "null"), ("false", '"a"')]:
+            assert _takes(engine, rules, call.format(marked, value, "false", "3")), (marked, value)
+        assert not _takes(engine, rules, call.format("false", "Paris", "false", "3"))  # text marked JSON
+        assert not _takes(engine, rules, call.format("true", "ok", "true", "3"))  # an integer marked text
     finally:
         await engine.close()
 
@@ -799,7 +832,7 @@ async def test_where_a_call_opens_in_a_recorded_reply_the_grammar_takes_it_as_th
             held += 1
     finally:
         await engine.close()
-    # (families whose own markup is not held, and replies without calls, are passed over: 74 held when written, 46
-    # of them in XML-like markup: Qwen3-Coder's and Seed-OSS's, GLM's and Ling 3's, MiniMax-M2's; 9 in Kimi K2's and
-    # DeepSeek's call tokens)
-    assert held >= 70
+    # (families whose own markup is not held, and replies without calls, are passed over: 85 held when written, 57
+    # of them in XML-like markup: Qwen3-Coder's and Seed-OSS's, GLM's and Ling 3's, MiniMax-M2's, DeepSeek's DSML; 9
+    # in Kimi K2's and DeepSeek's call tokens)
+    assert held >= 80

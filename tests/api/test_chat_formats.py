@@ -153,6 +153,17 @@ MINIMAX_M2_CALLS_TEMPLATE = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
+# ... and as DeepSeek V3.2's does: MiniMax-M2's markup in DSML, each value marked text or JSON
+DSML_CALLS_TEMPLATE = (
+    MINIMAX_M2_CALLS_TEMPLATE.replace("minimax:tool_call>", "|DSML|function_calls>")
+    .replace("<invoke ", "<|DSML|invoke ")
+    .replace("</invoke>", "</|DSML|invoke>")
+    .replace('name="{{ key }}">', 'name="{{ key }}" string="true">')
+    .replace("<parameter ", "<|DSML|parameter ")
+    .replace("</parameter>", "</|DSML|parameter>")
+    .replace("|DSML|", "\uff5cDSML\uff5c")
+)
+
 
 # ... and as Kimi K2's and DeepSeek's do: each call named between tokens of their own, in a section (DeepSeek V3.1's
 # name, tool-sep and the arguments; R1's `function`, tool-sep, the name and the arguments in a ```json fence)
@@ -198,6 +209,7 @@ def _called(city: str, number: int) -> list[Any]:
         (SEED_OSS_CALLS_TEMPLATE, "seed_oss"),
         (GLM_CALLS_TEMPLATE, "glm"),
         (MINIMAX_M2_CALLS_TEMPLATE, "minimax_m2"),
+        (DSML_CALLS_TEMPLATE, "dsml"),
         (KIMI_K2_CALLS_TEMPLATE, "kimi_k2"),
         (DEEPSEEK_CALLS_TEMPLATE, "deepseek"),
         (DEEPSEEK_R1_CALLS_TEMPLATE, "deepseek"),
@@ -210,6 +222,7 @@ def _called(city: str, number: int) -> list[Any]:
         "seed-oss xml",
         "glm",
         "minimax-m2",
+        "dsml",
         "kimi-k2",
         "deepseek v3.1",
         "deepseek r1",
@@ -220,9 +233,10 @@ async def test_a_call_the_model_chooses_streams_as_written_in_its_familys_markup
 ) -> None:
     """In Llama 3's family (a call is the answer, its arguments as `parameters`), Mistral's (`[TOOL_CALLS]` and a
     JSON list, as Nemo's template writes calls, or `[TOOL_CALLS]name[ARGS]{…}`, as Ministral 3's does), Qwen3-Coder's
-    (XML in `<tool_call>` tags; Seed-OSS's in its own), GLM's and MiniMax-M2's (markup of their own), Kimi K2's and
-    DeepSeek's (each call named between tokens of their own, in a section), a call the model chooses is held to its
-    function's schema from where it opens, and its arguments stream in pieces, joining to the whole answer's."""
+    (XML in `<tool_call>` tags; Seed-OSS's in its own), GLM's, MiniMax-M2's and DSML's (markup of their own), Kimi
+    K2's and DeepSeek's (each call named between tokens of their own, in a section), a call the model chooses is held
+    to its function's schema from where it opens, and its arguments stream in pieces, joining to the whole
+    answer's."""
     harness = await start_oasis(engine_factories=None, models=[smollm(chat_template=template, tool_parser=parser)])
     messages = [*_called("Rome", 1), *_called("Oslo", 2), {"role": "user", "content": "What's the weather in Paris?"}]
     # (room for markup that SmolLM2, which has none of these families' tokens, writes in many)

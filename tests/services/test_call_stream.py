@@ -12,6 +12,7 @@ import pytest
 
 from oasis.engines.text import (
     BARE_CALL_OPENING,
+    DSML_CALLS,
     GLM_CALLS,
     MINIMAX_M2_CALLS,
     MISTRAL_CALLS,
@@ -453,19 +454,32 @@ MINIMAX = (
     "</invoke>\n</minimax:tool_call>"
 )
 
+# DeepSeek V3.2's DSML: each parameter's opening marks its value text (`string="true"`) or JSON
+DSML = (
+    'Checking.\n\n<|DSML|function_calls>\n<|DSML|invoke name="get_weather">\n'
+    '<|DSML|parameter name="city" string="true"> Paris "<b>"\n</|DSML|parameter>\n'
+    '<|DSML|parameter name="days" string="false">3</|DSML|parameter>\n'
+    '<|DSML|parameter name="note" string="false">null</|DSML|parameter>\n</|DSML|invoke>\n'
+    '<|DSML|invoke name="save">\n<|DSML|parameter name="text" string="true">\n  line </two>\n\n</|DSML|parameter>\n'
+    '<|DSML|parameter name="meta" string="false">{"n": 1.50}</|DSML|parameter>\n</|DSML|invoke>\n'
+    "</|DSML|function_calls>"
+).replace("|DSML|", "\uff5cDSML\uff5c")
+
 
 @pytest.mark.parametrize(
     ("family", "form", "tags", "text"),
     [
         ("glm", GLM_CALLS, ("<tool_call>", "</tool_call>"), GLM),
         ("minimax_m2", MINIMAX_M2_CALLS, ("<minimax:tool_call>", "</minimax:tool_call>"), MINIMAX),
+        ("dsml", DSML_CALLS, _TAGGED["dsml"], DSML),
     ],
 )
 def test_calls_in_a_familys_own_markup_are_read_as_they_are_written(
     family: str, form: XmlCalls, tags: tuple[str, str], text: str
 ) -> None:
     """GLM's `name<arg_key>…</arg_key><arg_value>…</arg_value>` (a value as written, the wrapping's closing ends the
-    call) and MiniMax-M2's `<invoke name=…>` (several in a wrapping, blank space at a value's ends left out): each
+    call), MiniMax-M2's `<invoke name=…>` (several in a wrapping, blank space at a value's ends left out) and DSML's
+    (MiniMax-M2's with each value marked text or JSON, as written): each
     call's arguments join to the calls read whole, however the text arrives; a call cut short is the call as far
     as written."""
     start = text.index(tags[0])

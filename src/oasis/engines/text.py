@@ -69,6 +69,9 @@ class XmlCalls:
     # What the readers leave out at a value's ends: a line break at either ("line"), blank space ("strip"), nothing
     trim: Literal["line", "strip", "raw"]
     several: bool = False  # a wrapping may hold several calls
+    # Where the family marks a value's kind in its parameter's opening (DeepSeek's DSML, `string="false"`): how that
+    # opening ends before a JSON value (`parameter[1]` then ends it before a text value only)
+    json_parameter_end: str | None = None
 
 
 # Qwen3-Coder's (Qwen3.5's, Nemotron 3 Nano's, Step 3.5's, Seed-OSS's), MiniMax-M2's, GLM 4.5+'s (and Ling 3's)
@@ -77,6 +80,18 @@ MINIMAX_M2_CALLS = XmlCalls(
     ('<invoke name="', '">'), ('<parameter name="', '">'), ("", "</parameter>"), "</invoke>", "strip", several=True
 )
 GLM_CALLS = XmlCalls(("", ""), ("<arg_key>", "</arg_key>"), ("<arg_value>", "</arg_value>"), "", "raw")
+# DeepSeek V3.2's and V4's DSML (the `DSML` tag between full-width bars), in `function_calls` (V3.2) or `tool_calls`
+# (V4) tags
+_DSML = "\uff5cDSML\uff5c"
+DSML_CALLS = XmlCalls(
+    (f'<{_DSML}invoke name="', '">'),
+    (f'<{_DSML}parameter name="', '" string="true">'),
+    ("", f"</{_DSML}parameter>"),
+    f"</{_DSML}invoke>",
+    "raw",
+    several=True,
+    json_parameter_end='" string="false">',
+)
 
 
 @dataclass(frozen=True)

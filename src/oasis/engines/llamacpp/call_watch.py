@@ -265,10 +265,16 @@ def _xml_rules(grammar: CallGrammar) -> list[str]:
         else:
             written = []
             for parameter in parameters:
-                value = _text_value(parameter.choices, tags) if parameter.json_rule is None else parameter.json_rule
-                if parameter.or_text:
-                    value = f"( {_XML_TEXT} | {value} )"
-                one = _xml_parameter(form, _literal(parameter.key), value)
+                key = _literal(parameter.key)
+                if parameter.json_rule is None:
+                    one = _xml_parameter(form, key, _text_value(parameter.choices, tags))
+                elif not parameter.or_text:
+                    one = _xml_parameter(form, key, parameter.json_rule, as_json=True)
+                elif form.json_parameter_end is None:  # text or JSON, after the same opening
+                    one = _xml_parameter(form, key, f"( {_XML_TEXT} | {parameter.json_rule} )")
+                else:  # text or JSON, each after the opening that marks it
+                    as_text = _xml_parameter(form, key, _XML_TEXT)
+                    one = f"{as_text} | {_xml_parameter(form, key, parameter.json_rule, as_json=True)}"
                 written.append(f"( {one} )" if parameter.required else f"( {one} )?")
             body = " ".join(written)
         rule = _XML_FUNCTION_RULE.format(index)
@@ -281,10 +287,11 @@ def _xml_rules(grammar: CallGrammar) -> list[str]:
     return rules
 
 
-def _xml_parameter(form: XmlCalls, key: str, value: str) -> str:
-    """A parameter (its name, the rule `key`) and its value (the rule `value`), with the blank space the family's
-    readers leave out around the value."""
-    opened = f"{_literal(form.parameter[0])} {key} {_literal(form.parameter[1])}"
+def _xml_parameter(form: XmlCalls, key: str, value: str, as_json: bool = False) -> str:
+    """A parameter (its name, the rule `key`) and its value (the rule `value`; `as_json`: a JSON value, where the
+    family's opening marks it), with the blank space the family's readers leave out around the value."""
+    ended = form.json_parameter_end if as_json and form.json_parameter_end is not None else form.parameter[1]
+    opened = f"{_literal(form.parameter[0])} {key} {_literal(ended)}"
     if form.value[0]:
         opened += f" {_SPACE} {_literal(form.value[0])}"
     if form.trim == "line":

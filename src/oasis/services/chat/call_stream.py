@@ -332,6 +332,7 @@ class XmlCallStream:
     _at: int = 0
     _parameters: int = 0  # read so far
     _key: str | None = None  # the parameter whose value is being read
+    _marked_json: bool | None = None  # whether its opening marked it JSON (None: the family marks no kind)
     _sent: int = 0  # of a text value, the characters sent (or, at its start, left out)
     _begun: bool = False  # whether a text value's first character that the reader keeps was sent
     _closed: bool = False
@@ -340,8 +341,14 @@ class XmlCallStream:
     def __post_init__(self) -> None:
         opened, closed = self.form.parameter
         value = rf"\s*{re.escape(self.form.value[0])}" if self.form.value[0] else ""
-        self._parameter = re.compile(rf"{re.escape(opened)}({_XML_KEY}){re.escape(closed)}{value}")
+        # (the opening's end, which may mark the value's kind: group 2 is the JSON one's)
+        ended = re.escape(closed)
+        if self.form.json_parameter_end is not None:
+            ended = rf"(?:{ended}|({re.escape(self.form.json_parameter_end)}))"
+        self._parameter = re.compile(rf"{re.escape(opened)}({_XML_KEY}){ended}{value}")
         so_far = _prefix_pattern(closed)
+        if self.form.json_parameter_end is not None:
+            so_far = rf"(?:{so_far}|{_prefix_pattern(self.form.json_parameter_end)})"
         if self.form.value[0]:
             so_far = rf"(?:{so_far}|{re.escape(closed)}\s*{_prefix_pattern(self.form.value[0])})"
         self._parameter_so_far = re.compile(rf"{_prefix_pattern(opened)}|{re.escape(opened)}[^\s<>\"]*{so_far}")
@@ -404,6 +411,7 @@ class XmlCallStream:
                     self._send("}", pieces)
             return False  # (a line break after the opening is not the value's)
         self._key, self._sent, self._begun = opening[1], 0, False
+        self._marked_json = opening.group(2) is not None if self.form.json_parameter_end is not None else None
         self._at = opening.end() + (self.form.trim == "line" and text[opening.end()] == "\n")
         separator = ", " if self._parameters else ""
         quote = '"' if self._as_text else ""
@@ -432,7 +440,10 @@ class XmlCallStream:
 
     @property
     def _as_text(self) -> bool:
+        """Whether the value being read is text: as its opening marks it, else as its parameter's schema types it."""
         assert self._key is not None
+        if self._marked_json is not None:
+            return not self._marked_json
         return is_text_parameter(self.calls[0].name, self._key, self.functions)
 
     def _value(self, pieces: list[CallPiece]) -> bool:

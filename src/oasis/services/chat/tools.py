@@ -22,6 +22,7 @@ import referencing
 from oasis.engines.lark_grammar import LARK_SCHEMA_KEY, UnusableGrammar, read_lark
 from oasis.engines.text import (
     BARE_CALL_OPENING,
+    DSML_CALLS,
     GLM_CALLS,
     MINIMAX_M2_CALLS,
     MISTRAL_CALLS,
@@ -322,15 +323,18 @@ _TAGGED: dict[str, tuple[str, str | None]] = {
     "granite": ("<|tool_call|>", None),
     "kimi_k2": ("<|tool_calls_section_begin|>", "<|tool_calls_section_end|>"),
     "deepseek": (DEEPSEEK_CALLS_BEGIN, DEEPSEEK_CALLS_END),
+    "dsml": ("<\uff5cDSML\uff5cfunction_calls>", "</\uff5cDSML\uff5cfunction_calls>"),
 }
+# DeepSeek V4's templates wrap DSML calls in `tool_calls` rather than V3.2's `function_calls`
+_DSML_V4_TAGS = ("<\uff5cDSML\uff5ctool_calls>", "</\uff5cDSML\uff5ctool_calls>")
 # Templates that teach calls as XML inside the family's tags (`<function=name>` and `<parameter=key>`: Qwen3-Coder,
 # Qwen3.5, Nemotron 3 Nano, Step 3.5 in Hermes's tags, Seed-OSS in its own): what follows their tag is held to that
 # XML, in the families whose readers read it so
 _XML_CALLS = "<parameter="
 _XML_FAMILIES = frozenset({"hermes", "seed_oss"})
 # Families whose own calls are always markup of their own in their tags: GLM's and Ling 3's `name<arg_key>…`,
-# MiniMax-M2's `<invoke name=…>`
-_MARKUP_CALLS = {"glm": GLM_CALLS, "ling3": GLM_CALLS, "minimax_m2": MINIMAX_M2_CALLS}
+# MiniMax-M2's `<invoke name=…>`, DeepSeek V3.2's and V4's DSML (`invoke` too, each value marked text or JSON)
+_MARKUP_CALLS = {"glm": GLM_CALLS, "ling3": GLM_CALLS, "minimax_m2": MINIMAX_M2_CALLS, "dsml": DSML_CALLS}
 # Families whose calls are each the function's name between markers of their own, its arguments JSON (Kimi K2's
 # `functions.name:0` between its call's tokens; DeepSeek V3.1's name, its tool-sep token and the arguments, or R1's
 # `function`, tool-sep, the name and the arguments in a ```json fence, where the template writes them so)
@@ -367,7 +371,7 @@ def call_grammar(
 ) -> CallGrammar | None:
     """For a reply that may call functions (`tool_choice` auto): the grammar that holds a call from where it opens,
     for the families whose calls are in tags (`<tool_call>` with JSON, or XML where the `template` teaches it so,
-    Nemotron's, Granite's, GLM's and MiniMax-M2's markup, Kimi K2's and DeepSeek's call tokens, Mistral's
+    Nemotron's, Granite's, GLM's, MiniMax-M2's and DSML's markup, Kimi K2's and DeepSeek's call tokens, Mistral's
     `[TOOL_CALLS]` as the template writes it: a JSON list, or `name[ARGS]{…}`), or
     bare where the system note (`noted`: `tools_system_prompt`) asks for them so; and in every family that reads
     them (Llama 3's own, its arguments `parameters`), a call in a ```json fence and a bare call that opens the
@@ -390,6 +394,8 @@ def call_grammar(
         xml = QWEN3_CODER_CALLS
     if tool_format in _TAGGED and (xml is not None or _XML_CALLS not in template):
         tags = _TAGGED[tool_format]
+        if tool_format == "dsml" and "function_calls>" not in template and "tool_calls>" in template:
+            tags = _DSML_V4_TAGS
         opening = re.escape(tags[0])
     elif tool_format == "mistral" and _MISTRAL_JSON_LIST.search(template):
         tags = ("[TOOL_CALLS]", None)
