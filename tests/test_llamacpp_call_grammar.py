@@ -664,6 +664,11 @@ async def test_an_xml_parameter_that_may_be_a_string_is_written_as_text_or_as_js
             assert _takes(engine, rules, call.format(marked, value, "false", "3")), (marked, value)
         assert not _takes(engine, rules, call.format("false", "Paris", "false", "3"))  # text marked JSON
         assert not _takes(engine, rules, call.format("true", "ok", "true", "3"))  # an integer marked text
+        # a function that declares no parameters: any, each marked either way
+        free = _call_grammar_rules(_grammar("dsml")).encode()
+        call = call.replace('"log"', '"get_time"').replace('"note"', '"zone"')
+        assert _takes(engine, free, call.format("true", "UTC", "false", "3"))
+        assert _takes(engine, free, call.format("false", '"UTC"', "true", "three"))
     finally:
         await engine.close()
 

@@ -500,6 +500,24 @@ def test_calls_in_a_familys_own_markup_are_read_as_they_are_written(
     assert arguments == ['{"city": " Par' if form.trim == "raw" else '{"city": "Par']
 
 
+def test_a_dsml_calls_free_parameters_are_read_as_their_openings_mark_them() -> None:
+    """A function that declares no parameters: DSML's mark says text or JSON, and the stream reads each value as the
+    reader does."""
+    text = (
+        '<|DSML|function_calls>\n<|DSML|invoke name="f">\n<|DSML|parameter name="n" string="false">3</|DSML|parameter>'
+        '\n<|DSML|parameter name="s" string="true"> 3 </|DSML|parameter>\n<|DSML|parameter name="o" string="false">'
+        '{"a": [1]}</|DSML|parameter>\n</|DSML|invoke>\n</|DSML|function_calls>'
+    ).replace("|DSML|", "\uff5cDSML\uff5c")
+    tags = _TAGGED["dsml"]
+    (whole,) = read_calls(text, FORMATS["dsml"], FUNCTIONS, final=True).calls
+    assert json.loads(whole.arguments) == {"n": 3, "s": " 3 ", "o": {"a": [1]}}
+    for chunks in _splits(text, random.Random(17)):
+        reading, names, arguments = _read_opened(
+            text, re.escape(tags[0]), tags, len(tags[0]), chunks, xml=DSML_CALLS, functions=FUNCTIONS
+        )
+        assert reading.finished and names == ["f"] and arguments == [whole.arguments]
+
+
 def test_a_glm_call_ends_with_the_reply_where_its_markup_has_no_closing_of_its_own() -> None:
     """GLM's call has no closing but the wrapping's: a reply cut after a whole parameter, or right after the name,
     leaves arguments that are JSON, not `finished` (the finish_reason stays the engine's); one cut inside a value

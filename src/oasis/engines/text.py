@@ -71,7 +71,7 @@ class XmlCalls:
     several: bool = False  # a wrapping may hold several calls
     # Where the family marks a value's kind in its parameter's opening (DeepSeek's DSML, `string="false"`): how that
     # opening ends before a JSON value (`parameter[1]` then ends it before a text value only)
-    json_parameter_end: str | None = None
+    json_opening_end: str | None = None
 
 
 # Qwen3-Coder's (Qwen3.5's, Nemotron 3 Nano's, Step 3.5's, Seed-OSS's), MiniMax-M2's, GLM 4.5+'s (and Ling 3's)
@@ -90,7 +90,7 @@ DSML_CALLS = XmlCalls(
     f"</{_DSML}invoke>",
     "raw",
     several=True,
-    json_parameter_end='" string="false">',
+    json_opening_end='" string="false">',
 )
 
 

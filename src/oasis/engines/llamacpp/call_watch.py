@@ -261,6 +261,8 @@ def _xml_rules(grammar: CallGrammar) -> list[str]:
     for index, (name, parameters) in enumerate(zip(grammar.names, xml_parameters(grammar), strict=True)):
         if parameters is None:  # (a name as models write them, which the readers read alike)
             one = _xml_parameter(form, "[A-Za-z0-9_.-]+", _XML_TEXT)
+            if form.json_opening_end is not None:  # marked text, or JSON (which both readers read loosely alike)
+                one += f" | {_xml_parameter(form, '[A-Za-z0-9_.-]+', _XML_TEXT, as_json=True)}"
             body = f"( {one} )*"
         else:
             written = []
@@ -270,7 +272,7 @@ def _xml_rules(grammar: CallGrammar) -> list[str]:
                     one = _xml_parameter(form, key, _text_value(parameter.choices, tags))
                 elif not parameter.or_text:
                     one = _xml_parameter(form, key, parameter.json_rule, as_json=True)
-                elif form.json_parameter_end is None:  # text or JSON, after the same opening
+                elif form.json_opening_end is None:  # text or JSON, after the same opening
                     one = _xml_parameter(form, key, f"( {_XML_TEXT} | {parameter.json_rule} )")
                 else:  # text or JSON, each after the opening that marks it
                     as_text = _xml_parameter(form, key, _XML_TEXT)
@@ -290,7 +292,7 @@ def _xml_rules(grammar: CallGrammar) -> list[str]:
 def _xml_parameter(form: XmlCalls, key: str, value: str, as_json: bool = False) -> str:
     """A parameter (its name, the rule `key`) and its value (the rule `value`; `as_json`: a JSON value, where the
     family's opening marks it), with the blank space the family's readers leave out around the value."""
-    ended = form.json_parameter_end if as_json and form.json_parameter_end is not None else form.parameter[1]
+    ended = form.json_opening_end if as_json and form.json_opening_end is not None else form.parameter[1]
     opened = f"{_literal(form.parameter[0])} {key} {_literal(ended)}"
     if form.value[0]:
         opened += f" {_SPACE} {_literal(form.value[0])}"

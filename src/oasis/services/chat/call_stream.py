@@ -343,12 +343,12 @@ class XmlCallStream:
         value = rf"\s*{re.escape(self.form.value[0])}" if self.form.value[0] else ""
         # (the opening's end, which may mark the value's kind: group 2 is the JSON one's)
         ended = re.escape(closed)
-        if self.form.json_parameter_end is not None:
-            ended = rf"(?:{ended}|({re.escape(self.form.json_parameter_end)}))"
+        if self.form.json_opening_end is not None:
+            ended = rf"(?:{ended}|({re.escape(self.form.json_opening_end)}))"
         self._parameter = re.compile(rf"{re.escape(opened)}({_XML_KEY}){ended}{value}")
         so_far = _prefix_pattern(closed)
-        if self.form.json_parameter_end is not None:
-            so_far = rf"(?:{so_far}|{_prefix_pattern(self.form.json_parameter_end)})"
+        if self.form.json_opening_end is not None:
+            so_far = rf"(?:{so_far}|{_prefix_pattern(self.form.json_opening_end)})"
         if self.form.value[0]:
             so_far = rf"(?:{so_far}|{re.escape(closed)}\s*{_prefix_pattern(self.form.value[0])})"
         self._parameter_so_far = re.compile(rf"{_prefix_pattern(opened)}|{re.escape(opened)}[^\s<>\"]*{so_far}")
@@ -411,7 +411,7 @@ class XmlCallStream:
                     self._send("}", pieces)
             return False  # (a line break after the opening is not the value's)
         self._key, self._sent, self._begun = opening[1], 0, False
-        self._marked_json = opening.group(2) is not None if self.form.json_parameter_end is not None else None
+        self._marked_json = opening.group(2) is not None if self.form.json_opening_end is not None else None
         self._at = opening.end() + (self.form.trim == "line" and text[opening.end()] == "\n")
         separator = ", " if self._parameters else ""
         quote = '"' if self._as_text else ""
