@@ -91,7 +91,7 @@ wait "$compat_install" || { cat .ci/logs/install-compat.log; exit 1; }
 # Two workers, each taking a whole test file at a time (module fixtures load once): most tests wait on Python, a
 # socket or a child process, not on both cores, so two at once nearly halve the time; llama.cpp's engine decodes
 # with one thread while the other worker keeps a core busy (oasis/engines/llamacpp/threads.py). The tests marked
-# `alone` measure the machine's load itself, so they run afterwards, one at a time.
+# `alone` measure the machine's load itself, or train with torch on every core, so they run afterwards, one at a time.
 parallel=(-n 2 --dist loadfile)
 
 step "tests on SQLite"

@@ -6,6 +6,7 @@ choices, usage and the wire shapes are the services' job, so every engine behave
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -51,6 +52,14 @@ BARE_CALL_OPENING = rf'(?:\[{JSON_SPACE})?\{{{JSON_SPACE}"name"{JSON_SPACE}:'
 FENCED_CALL_OPENING = FENCE_OPEN + r"[ \n]{0,2}" + BARE_CALL_OPENING
 
 
+def prefix_pattern(literal: str) -> str:
+    """A regex, read alike by Python and ECMAScript, of any beginning of `literal` (the empty one too)."""
+    pattern = ""
+    for char in reversed(literal):
+        pattern = f"(?:{re.escape(char)}{pattern})?"
+    return pattern
+
+
 def closes_a_fence(text: str, index: int, start: int = 0) -> bool:
     """Whether a fence at `index` closes one opened after `start` (a code block's end, not a fenced call's
     opening): the reader and the engine's watch count fences alike."""
@@ -82,12 +91,12 @@ MINIMAX_M2_CALLS = XmlCalls(
 GLM_CALLS = XmlCalls(("", ""), ("<arg_key>", "</arg_key>"), ("<arg_value>", "</arg_value>"), "", "raw")
 # DeepSeek V3.2's and V4's DSML (the `DSML` tag between full-width bars), in `function_calls` (V3.2) or `tool_calls`
 # (V4) tags
-_DSML = "\uff5cDSML\uff5c"
+DSML = "\uff5cDSML\uff5c"
 DSML_CALLS = XmlCalls(
-    (f'<{_DSML}invoke name="', '">'),
-    (f'<{_DSML}parameter name="', '" string="true">'),
-    ("", f"</{_DSML}parameter>"),
-    f"</{_DSML}invoke>",
+    (f'<{DSML}invoke name="', '">'),
+    (f'<{DSML}parameter name="', '" string="true">'),
+    ("", f"</{DSML}parameter>"),
+    f"</{DSML}invoke>",
     "raw",
     several=True,
     json_opening_end='" string="false">',

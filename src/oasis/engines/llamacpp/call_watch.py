@@ -31,6 +31,7 @@ from oasis.engines.text import (
     UnusableSchema,
     XmlCalls,
     closes_a_fence,
+    prefix_pattern,
 )
 
 # What may follow an opening within its last token and still be a beginning the grammar accepts: after a tag, the
@@ -366,11 +367,8 @@ def _named_tail(form: NamedCalls) -> str:
     """After a named call's wrapping opened: blank space where each call has its own opening, then the call's head
     so far, or the whole head and a name so far."""
     head = form.head("")
-    begun = ""
-    for character in reversed(head):  # each beginning of the head, one shorter than the last
-        begun = f"(?:{re.escape(character)}{begun})?"
     blank = "[ \n]{0,2}" if form.each is not None else ""
-    return f"{blank}(?:{re.escape(head)}{_TAIL_NAME}|{begun})" if head else _TAIL_NAME
+    return f"{blank}(?:{re.escape(head)}{_TAIL_NAME}|{prefix_pattern(head)})" if head else _TAIL_NAME
 
 
 def _literal(text: str) -> str:

@@ -27,6 +27,7 @@ from oasis.engines.text import (
     NamedCalls,
     SampledToken,
     XmlCalls,
+    prefix_pattern,
 )
 from oasis.services.chat.reasoning import partial_suffix
 from oasis.services.chat.tool_formats import is_text_parameter, json_at, parameter_value
@@ -346,12 +347,12 @@ class XmlCallStream:
         if self.form.json_opening_end is not None:
             ended = rf"(?:{ended}|({re.escape(self.form.json_opening_end)}))"
         self._parameter = re.compile(rf"{re.escape(opened)}({_XML_KEY}){ended}{value}")
-        so_far = _prefix_pattern(closed)
+        so_far = prefix_pattern(closed)
         if self.form.json_opening_end is not None:
-            so_far = rf"(?:{so_far}|{_prefix_pattern(self.form.json_opening_end)})"
+            so_far = rf"(?:{so_far}|{prefix_pattern(self.form.json_opening_end)})"
         if self.form.value[0]:
-            so_far = rf"(?:{so_far}|{re.escape(closed)}\s*{_prefix_pattern(self.form.value[0])})"
-        self._parameter_so_far = re.compile(rf"{_prefix_pattern(opened)}|{re.escape(opened)}[^\s<>\"]*{so_far}")
+            so_far = rf"(?:{so_far}|{re.escape(closed)}\s*{prefix_pattern(self.form.value[0])})"
+        self._parameter_so_far = re.compile(rf"{prefix_pattern(opened)}|{re.escape(opened)}[^\s<>\"]*{so_far}")
 
     @property
     def finished(self) -> bool:
@@ -500,14 +501,6 @@ class XmlCallStream:
 def _closing_so_far(text: str, closing: str | None) -> bool:
     """Whether `text` is a wrapping's closing, or may still become it."""
     return closing is not None and (text.startswith(closing) or closing.startswith(text))
-
-
-def _prefix_pattern(literal: str) -> str:
-    """A regex of any beginning of `literal` (the empty one too)."""
-    pattern = ""
-    for char in reversed(literal):
-        pattern = f"(?:{re.escape(char)}{pattern})?"
-    return pattern
 
 
 def _named_opening(form: NamedCalls, wrapping: str) -> re.Pattern[str]:

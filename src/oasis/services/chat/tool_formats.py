@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from oasis.engines.text import closes_a_fence
+from oasis.engines.text import DSML, closes_a_fence
 
 
 def _deepseek(name: str) -> str:
@@ -510,7 +510,7 @@ def _schema_typed(raw: str, name: str, key: str, functions: Mapping[str, Any], *
     return parameter_value(raw.strip(), name, key, functions)
 
 
-_DSML = "<\uff5cDSML\uff5c"
+_DSML = "<" + DSML
 
 
 def _dsml_value(raw: str, name: str, key: str, functions: Mapping[str, Any], string: str = "") -> Any:

@@ -22,6 +22,7 @@ import referencing
 from oasis.engines.lark_grammar import LARK_SCHEMA_KEY, UnusableGrammar, read_lark
 from oasis.engines.text import (
     BARE_CALL_OPENING,
+    DSML,
     DSML_CALLS,
     GLM_CALLS,
     MINIMAX_M2_CALLS,
@@ -323,10 +324,10 @@ _TAGGED: dict[str, tuple[str, str | None]] = {
     "granite": ("<|tool_call|>", None),
     "kimi_k2": ("<|tool_calls_section_begin|>", "<|tool_calls_section_end|>"),
     "deepseek": (DEEPSEEK_CALLS_BEGIN, DEEPSEEK_CALLS_END),
-    "dsml": ("<\uff5cDSML\uff5cfunction_calls>", "</\uff5cDSML\uff5cfunction_calls>"),
+    "dsml": (f"<{DSML}function_calls>", f"</{DSML}function_calls>"),
 }
 # DeepSeek V4's templates wrap DSML calls in `tool_calls` rather than V3.2's `function_calls`
-_DSML_V4_TAGS = ("<\uff5cDSML\uff5ctool_calls>", "</\uff5cDSML\uff5ctool_calls>")
+_DSML_V4_TAGS = (f"<{DSML}tool_calls>", f"</{DSML}tool_calls>")
 # Templates that teach calls as XML inside the family's tags (`<function=name>` and `<parameter=key>`: Qwen3-Coder,
 # Qwen3.5, Nemotron 3 Nano, Step 3.5 in Hermes's tags, Seed-OSS in its own): what follows their tag is held to that
 # XML, in the families whose readers read it so
