@@ -3,6 +3,7 @@ watch says a call opened, and what the engine then writes."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections.abc import Sequence
@@ -22,7 +23,8 @@ from oasis.engines.text import (
     CallGrammar,
     SamplingParams,
 )
-from oasis.services.chat.tool_formats import FORMATS, read_calls
+from oasis.services.chat.harmony import read_harmony
+from oasis.services.chat.tool_formats import FORMATS, ParsedCall, read_calls
 from oasis.services.chat.tools import (
     DEEPSEEK_CALLS,
     DEEPSEEK_R1_CALLS,
@@ -61,6 +63,14 @@ def _grammar(
     )
     assert grammar is not None
     return grammar
+
+
+def _calls_read(family: str, text: str) -> list[ParsedCall]:
+    """The calls in `text` as the family's reader reads them whole."""
+    functions = {function["name"]: function for function in PLAN.functions}
+    if family == "harmony":
+        return read_harmony(text, functions, final=True).calls
+    return read_calls(text, FORMATS[family], functions, final=True).calls
 
 
 def _opened_at(grammar: CallGrammar, pieces: Sequence[str | bytes]) -> tuple[int, int] | None:
@@ -189,6 +199,25 @@ def test_kimi_k2s_and_deepseeks_calls_are_held_from_their_sections_opening() -> 
     assert _opened_at(r1, [r1.tags[0] + DEEPSEEK_CALLS.head("get")]) is None  # V3.1's form, not R1's
 
 
+def test_harmonys_calls_are_held_from_the_header_that_addresses_a_function() -> None:
+    """gpt-oss addresses a call in its channel's header or in its role's (the role's header written, or the
+    prompt's): held from the header once what follows `to=functions.` begins an offered function's name, as
+    llama-server's triggers for gpt-oss hold it; a recipient written inside a message's body is text."""
+    harmony = _grammar("harmony")
+    assert harmony.harmony and harmony.opening is not None and harmony.thinking is None
+    assert not harmony.fenced and not harmony.bare  # harmony's reader reads neither
+    thought = ["<|channel|>", "analysis", "<|message|>", "Need the weather.", "<|end|>", "<|start|>", "assistant"]
+    addressed = ["<|channel|>", "commentary", " to", "=", "functions", ".get"]
+    assert _opened_at(harmony, [*thought, *addressed]) == (12, 8)  # from the role's header
+    assert _opened_at(harmony, addressed) == (5, 6)
+    assert _opened_at(harmony, [*thought, " to", "=functions", ".get_time"]) == (9, 5)  # addressed in the role
+    assert _opened_at(harmony, [" to", "=functions", ".get_time"]) == (2, 3)  # ... that the prompt opened
+    assert _opened_at(harmony, ["<|channel|>analysis to=functions.get_weather"]) == (0, 1)  # from the analysis
+    assert _opened_at(harmony, ["<|channel|>commentary to=functions.Paris"]) is None  # no function's name
+    assert _opened_at(harmony, ["<|channel|>final to=functions.get"]) is None  # the answer's channel
+    assert _opened_at(harmony, [*thought[:3], "I could send it to=functions.get_time", " now."]) is None  # text
+
+
 @pytest.mark.parametrize(
     ("family", "text", "start"),
     [
@@ -206,6 +235,12 @@ def test_kimi_k2s_and_deepseeks_calls_are_held_from_their_sections_opening() -> 
             '```json\n{"name": "get_time", "arguments": {"zone"',
         ),
         ("mistral", '```\n{"name": "Oslo"}\n``` [TOOL_CALLS]get_time[ARGS]{"zone": "UTC"}', "[TOOL_CALLS]"),
+        (
+            "harmony",
+            "<|channel|>analysis<|message|>A header says to=functions.get_time first.<|end|><|start|>assistant"
+            '<|channel|>commentary to=functions.get_time <|constrain|>json<|message|>{"zone": "UTC"}',
+            "<|start|>assistant<|channel|>",
+        ),
         (
             "kimi_k2",
             "Calls look like <|tool_call_begin|>x. <|tool_calls_section_begin|>\n"
@@ -225,12 +260,19 @@ def test_the_engine_and_the_service_agree_on_where_a_call_opened(family: str, te
     grammar = _grammar(family, template=NAMED_TEMPLATE)
     opened = _opened_at(grammar, list(text))
     assert opened is not None
-    reading = OpenedCalls(grammar.opening, grammar.tags, fenced=grammar.fenced, bare=grammar.bare, named=grammar.named)
+    reading = OpenedCalls(
+        grammar.opening,
+        grammar.tags,
+        fenced=grammar.fenced,
+        bare=grammar.bare,
+        named=grammar.named,
+        harmony=grammar.harmony,
+    )
     for index, char in enumerate(text):
         reading.feed(char, [SampledToken(1, char.encode(), call_opened=index == opened[0])])
     assert reading.start == text.index(start) and reading.finished
-    functions = {function["name"]: function for function in PLAN.functions}
-    whole = read_calls(text[reading.start :], FORMATS[family], functions, final=True).calls
+    whole = _calls_read(family, text[reading.start :])
+    assert whole
     assert [(call.name, call.arguments) for call in reading.calls] == [(c.name, c.arguments) for c in whole]
 
 
@@ -288,7 +330,6 @@ def test_forced_and_custom_calls_and_families_that_read_no_fences_have_no_call_g
     assert command_r_plus.bare
     deepseek = call_grammar(PLAN, "deepseek", None, False, noted=True)  # fences of its own, inside its calls
     assert deepseek is not None and deepseek.named is not None and not deepseek.fenced and deepseek.bare
-    assert call_grammar(PLAN, "harmony", None, False, noted=True) is None  # reads neither
     # a template that writes the tools itself, in no family known: no note asked for bare calls, held once named
     unnoted = call_grammar(PLAN, "json", None, False, noted=False)
     assert unnoted is not None and unnoted.opening is None and unnoted.fenced and unnoted.bare
@@ -503,6 +544,14 @@ CALLS_IN_FAMILIES = [
         '<\uff5ctool\u2581sep\uff5c>{"city": "Paris"}<\uff5ctool\u2581call\u2581end\uff5c>'
         "<\uff5ctool\u2581calls\u2581end\uff5c>",
     ),
+    # harmony's (gpt-oss), addressed in the channel's header or in the role's
+    (
+        "harmony",
+        "<|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>"
+        '{"city": "Paris"}',
+    ),
+    ("harmony", ' to=functions.get_time<|channel|>commentary json<|message|>{"zone": "UTC"}'),
+    ("harmony", "<|channel|>analysis to=functions.get_time<|message|>{}"),
     (
         "deepseek:r1",
         "<\uff5ctool\u2581calls\u2581begin\uff5c><\uff5ctool\u2581call\u2581begin\uff5c>function"
@@ -555,8 +604,8 @@ async def test_each_familys_call_grammar_takes_its_calls_whole_and_then_the_end(
 
     family, _, form = family.partition(":")
     grammar = _grammar(family, template=TEMPLATES.get(form, NEMO_TEMPLATE))
-    functions = {function["name"]: function for function in PLAN.functions}
-    assert read_calls(written, FORMATS[family], functions, final=True).calls
+    calls = _calls_read(family, written)
+    assert calls
     engine = LlamaCppEngine(ModelSpec(**smollm(parallel=1, context_length=256)))
     await engine.start()
     lib = native.lib()
@@ -575,8 +624,12 @@ async def test_each_familys_call_grammar_takes_its_calls_whole_and_then_the_end(
         lib.llama_sampler_accept(sampler, newline)
         assert draw._allows(sampler, engine._eog_tokens[0])  # and still after a blank line: no further call is owed
         lib.llama_sampler_free(sampler)
-        opened = _opened_at(grammar, [engine.token_piece(token) for token in tokens])
-        assert opened is not None and opened[0] < 16  # where the opening (and a whole name) ends
+        pieces = [engine.token_piece(token) for token in tokens]
+        opened = _opened_at(grammar, pieces)
+        # opened by the token that ends the first call's name, or by the next (a fenced or a bare call's quote)
+        named = len(written[: written.index(calls[0].name) + len(calls[0].name) + 1].encode())
+        named_by = next(index for index, end in enumerate(itertools.accumulate(map(len, pieces))) if end >= named)
+        assert opened is not None and opened[0] <= named_by, (opened, named_by)
     finally:
         await engine.close()
 
@@ -748,7 +801,7 @@ async def test_where_the_watch_opens_a_call_in_recorded_replies_the_grammar_take
                     break
     finally:
         await engine.close()
-    assert opened > 30  # the check is not empty (38 openings when written)
+    assert opened > 150  # the check is not empty (38 openings when first written, 166 with gpt-oss's harmony)
 
 
 _JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "object"}
@@ -837,7 +890,7 @@ async def test_where_a_call_opens_in_a_recorded_reply_the_grammar_takes_it_as_th
             held += 1
     finally:
         await engine.close()
-    # (families whose own markup is not held, and replies without calls, are passed over: 85 held when written, 57
+    # (families whose own markup is not held, and replies without calls, are passed over: 89 held when written, 57
     # of them in XML-like markup: Qwen3-Coder's and Seed-OSS's, GLM's and Ling 3's, MiniMax-M2's, DeepSeek's DSML; 9
-    # in Kimi K2's and DeepSeek's call tokens)
-    assert held >= 80
+    # in Kimi K2's and DeepSeek's call tokens; 4 in gpt-oss's harmony)
+    assert held >= 89

@@ -188,6 +188,15 @@ DEEPSEEK_R1_CALLS_TEMPLATE = DEEPSEEK_CALLS_TEMPLATE.replace(
     "function<\uff5ctool\u2581sep\uff5c>{{ c.function.name }}\n```json\n{{ c.function.arguments | tojson }}\n```",
 )
 
+# ... and as gpt-oss's does: harmony's message addressed to the function, its body the arguments
+HARMONY_CALLS_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{% if m.tool_calls %}{% for c in m.tool_calls %}"
+    "<|channel|>commentary to=functions.{{ c.function.name }} <|constrain|>json<|message|>"
+    "{{ c.function.arguments | tojson }}<|call|>{% endfor %}"
+    "{% else %}{{ m.content }}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
 
 def _called(city: str, number: int) -> list[Any]:
     arguments = json.dumps({"city": city})
@@ -213,6 +222,7 @@ def _called(city: str, number: int) -> list[Any]:
         (KIMI_K2_CALLS_TEMPLATE, "kimi_k2"),
         (DEEPSEEK_CALLS_TEMPLATE, "deepseek"),
         (DEEPSEEK_R1_CALLS_TEMPLATE, "deepseek"),
+        (HARMONY_CALLS_TEMPLATE, "harmony"),
     ],
     ids=[
         "llama3",
@@ -226,6 +236,7 @@ def _called(city: str, number: int) -> list[Any]:
         "kimi-k2",
         "deepseek v3.1",
         "deepseek r1",
+        "harmony",
     ],
 )
 async def test_a_call_the_model_chooses_streams_as_written_in_its_familys_markup(
@@ -234,9 +245,9 @@ async def test_a_call_the_model_chooses_streams_as_written_in_its_familys_markup
     """In Llama 3's family (a call is the answer, its arguments as `parameters`), Mistral's (`[TOOL_CALLS]` and a
     JSON list, as Nemo's template writes calls, or `[TOOL_CALLS]name[ARGS]{…}`, as Ministral 3's does), Qwen3-Coder's
     (XML in `<tool_call>` tags; Seed-OSS's in its own), GLM's, MiniMax-M2's and DSML's (markup of their own), Kimi
-    K2's and DeepSeek's (each call named between tokens of their own, in a section), a call the model chooses is held
-    to its function's schema from where it opens, and its arguments stream in pieces, joining to the whole
-    answer's."""
+    K2's and DeepSeek's (each call named between tokens of their own, in a section), gpt-oss's (harmony's message
+    addressed to the function), a call the model chooses is held to its function's schema from where it opens, and
+    its arguments stream in pieces, joining to the whole answer's."""
     harness = await start_oasis(engine_factories=None, models=[smollm(chat_template=template, tool_parser=parser)])
     messages = [*_called("Rome", 1), *_called("Oslo", 2), {"role": "user", "content": "What's the weather in Paris?"}]
     # (room for markup that SmolLM2, which has none of these families' tokens, writes in many)

@@ -14,6 +14,7 @@ from oasis.engines.text import (
     BARE_CALL_OPENING,
     DSML_CALLS,
     GLM_CALLS,
+    HARMONY_CALL_OPENING,
     MINIMAX_M2_CALLS,
     MISTRAL_CALLS,
     QWEN3_CODER_CALLS,
@@ -22,6 +23,7 @@ from oasis.engines.text import (
     XmlCalls,
 )
 from oasis.services.chat.call_stream import CallPiece, CallStream, OpenedCalls
+from oasis.services.chat.harmony import read_harmony
 from oasis.services.chat.tool_formats import FORMATS, read_calls
 from oasis.services.chat.tools import _TAGGED, DEEPSEEK_CALLS, DEEPSEEK_R1_CALLS, KIMI_K2_CALLS
 
@@ -141,11 +143,14 @@ def _read_opened(
     bare: bool = False,
     named: NamedCalls | None = None,
     xml: XmlCalls | None = None,
+    harmony: bool = False,
     functions: dict[str, Any] | None = None,
 ) -> Any:
     """Feeds `chunks` of `text` as deltas, the engine's token that opened a call ending at `opened_at` (a chunk
     that crosses it is two tokens in one delta, as a stop string's hold makes them)."""
-    reading = OpenedCalls(opening, tags, fenced=fenced, bare=bare, named=named, xml=xml, functions=functions)
+    reading = OpenedCalls(
+        opening, tags, fenced=fenced, bare=bare, named=named, xml=xml, harmony=harmony, functions=functions
+    )
     names: list[str] = []
     arguments: list[str] = []
     fed = 0
@@ -535,3 +540,37 @@ def test_a_glm_call_ends_with_the_reply_where_its_markup_has_no_closing_of_its_o
         assert names == ["get_weather"] and sent == [arguments] and not reading.finished
         assert [call.arguments for call in reading.calls] == [arguments]
         assert reading.close() == []  # once
+
+
+@pytest.mark.parametrize(
+    ("text", "start"),
+    [
+        (  # addressed in the channel's header, after thinking (the role's header with it)
+            "<|channel|>analysis<|message|>Need the weather.<|end|><|start|>assistant<|channel|>commentary "
+            'to=functions.get_weather <|constrain|>json<|message|>{"city": "Paris", "days": [1, 2]}<|call|>',
+            "<|start|>assistant<|channel|>",
+        ),
+        # addressed in the role's header, which the prompt wrote; the body's end not written (an end-of-generation
+        # token ends it)
+        (' to=functions.get_weather<|channel|>commentary json<|message|>{"city": "Paris", "n": "a\\"b"}', " to="),
+        ('<|channel|>analysis to=functions.get_weather<|message|>{"city": "Paris"}', "<|channel|>"),
+    ],
+)
+def test_a_harmony_call_is_read_as_it_is_written(text: str, start: str) -> None:
+    """gpt-oss's call, a message addressed to a function: its header names the call, its body's JSON arguments
+    stream in pieces that join to the call read whole; the thinking before the header is the reply's; a call cut
+    short is the call as far as it was written."""
+    (whole,) = read_harmony(text, FUNCTIONS, final=True).calls
+    at = text.index(start)
+    opened_at = text.index("to=functions.") + len("to=functions.get")
+    for chunks in _splits(text, random.Random(19)):
+        reading, names, arguments = _read_opened(text, HARMONY_CALL_OPENING, None, opened_at, chunks, harmony=True)
+        assert reading.start == at and reading.finished
+        assert names == ["get_weather"] and arguments == [whole.arguments]
+        assert reading.answer_part(text, 0) == text[:at]
+    cut = text[: text.index("Paris")]
+    reading, names, arguments = _read_opened(cut, HARMONY_CALL_OPENING, None, opened_at, list(cut), harmony=True)
+    assert not reading.finished and names == ["get_weather"] and arguments == ['{"city": "']
+    header = text[: text.rindex("<|message|>")]  # not yet named whole: nothing read, nothing sent
+    reading, names, _ = _read_opened(header, HARMONY_CALL_OPENING, None, opened_at, [header], harmony=True)
+    assert reading.start == at and names == [] and reading.came_to_nothing

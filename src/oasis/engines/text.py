@@ -126,6 +126,21 @@ class NamedCalls:
 
 MISTRAL_CALLS = NamedCalls("[ARGS]", call_id="[CALL_ID]")
 
+# OpenAI's harmony (gpt-oss): a call is a message addressed to a function, the recipient in the channel's header
+# (`<|channel|>commentary to=functions.name <|constrain|>json<|message|>`) or in the role's (`<|start|>assistant
+# to=functions.name<|channel|>commentary json<|message|>`, also where the prompt's `<|start|>assistant` opened it),
+# its body the arguments, ended by `<|call|>` (an end-of-generation token). Where a call opens (a regex read alike by
+# Python and ECMAScript: `^` is the reply's start, or the start of the tokens llama.cpp replays), and what each
+# call's header is, up to its body, as the stream reads it (named as the grammar writes it)
+HARMONY_CHANNELS = ("commentary", "analysis")  # a call may be addressed from either, as llama.cpp's grammar allows
+_HARMONY_CHANNEL = rf"<\|channel\|>(?:{'|'.join(HARMONY_CHANNELS)})"
+HARMONY_CALL_OPENING = rf"(?:(?:<\|start\|>assistant)?{_HARMONY_CHANNEL} ?|<\|start\|>assistant ?|^ ?)to=functions\."
+HARMONY_CALL_HEADER = (
+    rf"{HARMONY_CALL_OPENING}(?P<name>[A-Za-z0-9_-]+)(?:{_HARMONY_CHANNEL})?"
+    r"(?: ?<\|constrain\|>json| json)?<\|message\|>"
+)
+HARMONY_CALL_END = "<|call|>"
+
 
 @dataclass(frozen=True)
 class CallGrammar:
@@ -150,6 +165,8 @@ class CallGrammar:
     # The family's calls are XML-like markup in its tags (Qwen3-Coder's `<function=name>` and `<parameter=key>`,
     # GLM's, MiniMax-M2's): held to each function's parameters, in the order they are declared
     xml: XmlCalls | None = None
+    # The family's calls are harmony messages addressed to a function (`HARMONY_CALL_OPENING`), one a reply
+    harmony: bool = False
     repeats: bool = False  # further calls may follow (parallel calls)
     at_start: bool = False  # the family's own call opens only where the answer starts
     thinking: tuple[str, str] | None = None  # the thinking block's tags: a call does not open inside it

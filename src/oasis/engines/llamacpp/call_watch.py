@@ -25,6 +25,7 @@ from oasis.engines.text import (
     BARE_CALL_OPENING,
     FENCE_CLOSE,
     FENCED_CALL_OPENING,
+    HARMONY_CHANNELS,
     JSON_SPACE,
     CallGrammar,
     NamedCalls,
@@ -55,6 +56,8 @@ _VALUE = "oasis-call-value"
 _SEPARATOR = "oasis-call-separator"
 _SPACE = "oasis-call-space"
 _NAMED = "oasis-named-call"
+_HARMONY = "oasis-harmony-call"
+_HARMONY_TYPE = "oasis-harmony-type"
 _CALL_ID = "oasis-call-id"
 # The rule the schema converter writes for the i-th function's arguments in `call_schema`'s alternatives
 _ARGUMENTS_RULE = "alternative-{}-arguments"
@@ -93,7 +96,10 @@ def call_rules(grammar: CallGrammar, schema_rules: str) -> str:
     ]
     forms = []  # where the reply may go from the opening on: the family's calls, calls in a fence, bare calls
     if grammar.opening is not None:
-        if grammar.tags is None:
+        if grammar.harmony:
+            rules += _harmony_rules(grammar, schema_rules)
+            forms.append(f"{_HARMONY} {_SPACE}")
+        elif grammar.tags is None:
             forms.append(f"{_CALLS} {_SPACE}")
         elif grammar.xml is not None:
             rules += _xml_rules(grammar)
@@ -120,9 +126,7 @@ def _named_rules(grammar: CallGrammar, schema_rules: str) -> list[str]:
     assert form is not None
     calls = []
     for index, name in enumerate(grammar.names):
-        arguments = _ARGUMENTS_RULE.format(index)
-        if f"\n{arguments} ::= " not in f"\n{schema_rules}":
-            raise UnusableSchema(f"no rule {arguments} in the call's grammar")
+        arguments = _arguments_rule(index, schema_rules)
         call_id = f" {_CALL_ID}" if form.call_id is not None else ""
         calls.append(f"{_literal(form.head(name))}{call_id} {_literal(form.arguments)} {arguments}")
     ending = "".join(f" {_literal(part)}" for part in (form.arguments_end, form.closing) if part)
@@ -130,6 +134,35 @@ def _named_rules(grammar: CallGrammar, schema_rules: str) -> list[str]:
     if form.call_id is not None:
         rules.append(f"{_CALL_ID} ::= ( {_literal(form.call_id)} [{form.id_characters}]{{1,32}} )?")
     return rules
+
+
+def _arguments_rule(index: int, schema_rules: str) -> str:
+    """The rule the schema converter wrote for the `index`-th function's arguments (a converter that names them
+    otherwise leaves no grammar)."""
+    arguments = _ARGUMENTS_RULE.format(index)
+    if f"\n{arguments} ::= " not in f"\n{schema_rules}":
+        raise UnusableSchema(f"no rule {arguments} in the call's grammar")
+    return arguments
+
+
+def _harmony_rules(grammar: CallGrammar, schema_rules: str) -> list[str]:
+    """A harmony call (gpt-oss) as its readers read one: addressed in the channel's header or in the role's (where
+    the role's `<|start|>assistant` is written, or was the prompt's), one of the functions' names, perhaps the body's
+    type (`json`, `<|constrain|>json`), then the arguments as the body. The call is the reply's last: `<|call|>`, an
+    end-of-generation token, ends it once the arguments are whole (as llama-server's grammar for gpt-oss ends it)."""
+    channel = "( " + " | ".join(_literal(f"<|channel|>{name}") for name in HARMONY_CHANNELS) + " )"
+    in_channel, in_role = [], []
+    for index, name in enumerate(grammar.names):
+        arguments = _arguments_rule(index, schema_rules)
+        in_channel.append(f"{_literal(name)} {_HARMONY_TYPE} {arguments}")
+        in_role.append(f"{_literal(name)} {channel} {_HARMONY_TYPE} {arguments}")
+    addressed = _literal("to=functions.")
+    return [
+        f'{_HARMONY} ::= "<|start|>assistant"? ( {channel} " "? {addressed} ( {" | ".join(in_channel)} )'
+        f' | " "? {addressed} ( {" | ".join(in_role)} ) )',
+        # (a type right after a name or a channel would be read as part of it)
+        f'{_HARMONY_TYPE} ::= ( " " "<|constrain|>"? "json" | "<|constrain|>json" )? "<|message|>"',
+    ]
 
 
 def _named_calls(grammar: CallGrammar) -> str:
@@ -356,6 +389,8 @@ def trigger_pattern(grammar: CallGrammar, end: str = "$", *, kind: OpeningKind =
 
 
 def _tail(grammar: CallGrammar) -> str:
+    if grammar.harmony:
+        return _TAIL_NAME
     if grammar.named is not None:
         return _named_tail(grammar.named)
     if grammar.xml is not None:
@@ -393,7 +428,7 @@ def _openings(grammar: CallGrammar) -> list[_Opening]:
     if grammar.opening is not None:
         naming: Literal["none", "begun", "unquoted", "xml"] = (
             "unquoted"
-            if grammar.named is not None
+            if grammar.named is not None or grammar.harmony
             else "xml"
             if grammar.xml is not None
             else "none"
@@ -471,7 +506,8 @@ class CallWatch:
             return True
         if opening.naming == "unquoted":  # a call's head so far (after blank space, where each call opens itself)
             named_form = self._grammar.named
-            assert named_form is not None
+            if named_form is None:  # harmony's recipient: the name so far
+                return any(function.startswith(self.text[start:]) for function in self._grammar.names)
             blank = _XML_BLANK.match(self.text, start) if named_form.each is not None else None
             begun = self.text[blank.end() if blank is not None else start :]
             return any(named_form.head(function).startswith(begun) for function in self._grammar.names)

@@ -24,6 +24,8 @@ from oasis.engines.text import (
     FENCE_CLOSE,
     FENCE_OPEN,
     FENCED_CALL_OPENING,
+    HARMONY_CALL_END,
+    HARMONY_CALL_HEADER,
     NamedCalls,
     SampledToken,
     XmlCalls,
@@ -524,8 +526,9 @@ class OpenedCalls:
     as they are written, as a forced reply's are. The text before the opening stays the reply's content. The
     family's calls open with `opening` (in `tags`, or bare; `named`: each call its name between markers, then its
     arguments, `NamedCalls`; `xml`: markup of the family's own in the tags, `XmlCallStream`,
-    which reads the parameters as `functions` types them); with `fenced`, a call may open in a ```json fence, and
-    with `bare`, as a bare call."""
+    which reads the parameters as `functions` types them; `harmony`: a message addressed to a function, its header
+    naming it, its body the arguments); with `fenced`, a call may open in a ```json fence, and with `bare`, as a bare
+    call."""
 
     def __init__(
         self,
@@ -536,6 +539,7 @@ class OpenedCalls:
         bare: bool = False,
         named: NamedCalls | None = None,
         xml: XmlCalls | None = None,
+        harmony: bool = False,
         functions: Mapping[str, Any] | None = None,
     ) -> None:
         # Each way a call opens, its wrapping (the opening's pattern and the closing: a named call's opening runs to
@@ -547,6 +551,8 @@ class OpenedCalls:
             if tags is not None and named is not None:
                 wrapping = (_named_opening(named, tags[0]), (named.arguments_end + named.closing).strip())
                 self._section_closing = tags[1] if named.each is not None else None
+            if harmony:
+                wrapping = (re.compile(HARMONY_CALL_HEADER), HARMONY_CALL_END)
             self._openings.append((re.compile(opening), wrapping, xml if tags is not None else None))
         if fenced:
             self._openings.append((re.compile(FENCED_CALL_OPENING), (re.compile(FENCE_OPEN), FENCE_CLOSE), None))

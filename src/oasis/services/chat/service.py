@@ -828,6 +828,7 @@ def _opened_reading(chat: PreparedChat) -> OpenedCalls | None:
         bare=grammar.bare,
         named=grammar.named,
         xml=grammar.xml,
+        harmony=grammar.harmony,
         functions=chat.functions,
     )
 

@@ -25,6 +25,7 @@ from oasis.engines.text import (
     DSML,
     DSML_CALLS,
     GLM_CALLS,
+    HARMONY_CALL_OPENING,
     MINIMAX_M2_CALLS,
     MISTRAL_CALLS,
     QWEN3_CODER_CALLS,
@@ -373,7 +374,8 @@ def call_grammar(
     """For a reply that may call functions (`tool_choice` auto): the grammar that holds a call from where it opens,
     for the families whose calls are in tags (`<tool_call>` with JSON, or XML where the `template` teaches it so,
     Nemotron's, Granite's, GLM's, MiniMax-M2's and DSML's markup, Kimi K2's and DeepSeek's call tokens, Mistral's
-    `[TOOL_CALLS]` as the template writes it: a JSON list, or `name[ARGS]{…}`), or
+    `[TOOL_CALLS]` as the template writes it: a JSON list, or `name[ARGS]{…}`), harmony's messages addressed to a
+    function (gpt-oss), or
     bare where the system note (`noted`: `tools_system_prompt`) asks for them so; and in every family that reads
     them (Llama 3's own, its arguments `parameters`), a call in a ```json fence and a bare call that opens the
     answer, once they name an offered function. None where calls are read as written (custom tools, the deprecated
@@ -385,6 +387,7 @@ def call_grammar(
     at_start = False
     arguments_key = "arguments"
     named: NamedCalls | None = None
+    harmony = tool_format == "harmony"
     if tool_format == "kimi_k2":
         named = KIMI_K2_CALLS
     elif tool_format == "deepseek":
@@ -404,6 +407,10 @@ def call_grammar(
     elif tool_format == "mistral" and "[ARGS]" in template:
         tags, named = ("[TOOL_CALLS]", None), MISTRAL_CALLS
         opening = re.escape(tags[0])
+    elif harmony:
+        # addressed messages, not tags: a call may be addressed from the analysis channel too, which is no
+        # thinking block of tags
+        opening, thinking = HARMONY_CALL_OPENING, None
     elif tool_format == "json" and noted:
         # The note asks for the call (or a list of them) as the answer, as the history shows earlier calls: an
         # answer that opens so is taken for a call, whatever name follows
@@ -424,6 +431,7 @@ def call_grammar(
         bare=bare,
         named=named,
         xml=xml,
+        harmony=harmony,
         repeats=plan.parallel,
         at_start=at_start,
         thinking=thinking,
