@@ -199,6 +199,94 @@ def test_kimi_k2s_and_deepseeks_calls_are_held_from_their_sections_opening() -> 
     assert _opened_at(r1, [r1.tags[0] + DEEPSEEK_CALLS.head("get")]) is None  # V3.1's form, not R1's
 
 
+def test_gemma_4s_calls_are_held_from_their_tag_once_an_offered_functions_call_begins() -> None:
+    gemma = _grammar("gemma4")
+    assert gemma.gemma4 and gemma.tags == ("<|tool_call>", "<tool_call|>")
+    assert _opened_at(gemma, ["Checking.", "<|tool_call>", "call", ":get"]) == (1, 1)  # the tag: nothing after it
+    assert _opened_at(gemma, ["<|tool_call>call:get_time{"]) is None  # more than an opening in one token
+    assert _opened_at(gemma, ["<|tool_call>call:Paris"]) is None  # no offered function
+    assert _opened_at(gemma, ["<|tool_call>get_time"]) is None  # not as Gemma writes a call
+
+
+async def test_gemma_4s_arguments_are_held_to_their_schema_in_gemmas_syntax() -> None:
+    """Each property in the order it is declared (a required one always, another perhaps), as its schema types it:
+    a string between `<|"|>` quotes holding none of the markup that would end it where the reader reads it, one of
+    an `enum`, integers, numbers, literals, lists and objects of their own schemas."""
+    from oasis.engines.llamacpp.engine import LlamaCppEngine, _call_grammar_rules
+    from oasis.settings import ModelSpec
+
+    properties = {
+        "city": {"type": "string"},
+        "days": {"type": "integer"},
+        "units": {"enum": ["metric", "imperial"]},
+        "hours": {"type": "array", "items": {"type": "number"}},
+        "when": {"type": "object", "properties": {"late": {"type": "boolean"}}, "required": ["late"]},
+        "note": {"type": ["string", "null"]},
+    }
+    function = {"name": "forecast", "parameters": {"type": "object", "properties": properties, "required": ["city"]}}
+    rules = _call_grammar_rules(_grammar("gemma4", plan=ToolPlan("auto", [function], False, False))).encode()
+    engine = LlamaCppEngine(ModelSpec(**smollm(parallel=1, context_length=256)))
+    await engine.start()
+    try:
+
+        def takes(arguments: str) -> bool:
+            return _takes(engine, rules, f"<|tool_call>call:forecast{{{arguments}}}<tool_call|>")
+
+        quote = '<|"|>'
+        for arguments in (
+            f"city:{quote}Oslo{quote}",
+            f"city:{quote}a <b> <tool_call {quote},days:3,units:{quote}metric{quote},hours:[1,2.5,-1e3]",
+            f"city:{quote}{quote},when:{{late:false}},note:null",
+            f"city:{quote}x{quote},note:{quote}y{quote}",
+        ):
+            assert takes(arguments), arguments
+        for arguments in (
+            "",  # a required property missing
+            f"days:3,city:{quote}Oslo{quote}",  # not in the declared order
+            f"city:{quote}Oslo{quote},days:three",
+            f"city:{quote}Oslo{quote},days:1.5",
+            f"city:{quote}Oslo{quote},units:{quote}kelvin{quote}",
+            f"city:{quote}Oslo{quote},when:{{}}",
+            f"city:{quote}Oslo{quote},wind:3",  # a property not declared
+            f"city:{quote}a <tool_call|> b{quote}",  # the call's closing inside a string
+            f"city:{quote}a <turn|> b{quote}",
+            'city:"Oslo"',  # JSON's quotes
+            f"city: {quote}Oslo{quote}",  # blank space Gemma does not write
+        ):
+            assert not takes(arguments), arguments
+    finally:
+        await engine.close()
+
+
+async def test_a_harmony_call_is_held_to_a_header_its_reader_reads_and_to_its_arguments_schema() -> None:
+    from oasis.engines.llamacpp.engine import LlamaCppEngine, _call_grammar_rules
+    from oasis.settings import ModelSpec
+
+    rules = _call_grammar_rules(_grammar("harmony")).encode()
+    engine = LlamaCppEngine(ModelSpec(**smollm(parallel=1, context_length=256)))
+    await engine.start()
+    try:
+        arguments = '<|message|>{"city": "Oslo"}'
+        for header in (
+            "<|channel|>commentary to=functions.get_weather <|constrain|>json",
+            "<|start|>assistant<|channel|>analysis to=functions.get_weather",
+            "<|start|>assistant to=functions.get_weather<|channel|>commentary json",
+            "to=functions.get_weather<|channel|>commentary <|constrain|>json",
+        ):
+            assert _takes(engine, rules, header + arguments), header
+        for header in (
+            "<|channel|>commentaryto=functions.get_weather",  # the reader's channel `commentaryto`, no recipient
+            "<|channel|>final to=functions.get_weather",
+            "<|channel|>commentary to=functions.get_weatherjson",  # the reader's name `get_weatherjson`
+            "<|start|>assistant to=functions.get_weather",  # no channel: no message the reader reads
+            "<|channel|>commentary to=functions.get_forecast",
+        ):
+            assert not _takes(engine, rules, header + arguments), header
+        assert not _takes(engine, rules, '<|channel|>commentary to=functions.get_weather<|message|>{"city": 3}')
+    finally:
+        await engine.close()
+
+
 def test_harmonys_calls_are_held_from_the_header_that_addresses_a_function() -> None:
     """gpt-oss addresses a call in its channel's header or in its role's (the role's header written, or the
     prompt's): held from the header once what follows `to=functions.` begins an offered function's name, as
@@ -215,6 +303,7 @@ def test_harmonys_calls_are_held_from_the_header_that_addresses_a_function() -> 
     assert _opened_at(harmony, ["<|channel|>analysis to=functions.get_weather"]) == (0, 1)  # from the analysis
     assert _opened_at(harmony, ["<|channel|>commentary to=functions.Paris"]) is None  # no function's name
     assert _opened_at(harmony, ["<|channel|>final to=functions.get"]) is None  # the answer's channel
+    assert _opened_at(harmony, ["<|channel|>commentaryto=functions.get"]) is None  # the reader's `commentaryto`
     assert _opened_at(harmony, [*thought[:3], "I could send it to=functions.get_time", " now."]) is None  # text
 
 
@@ -552,6 +641,13 @@ CALLS_IN_FAMILIES = [
     ),
     ("harmony", ' to=functions.get_time<|channel|>commentary json<|message|>{"zone": "UTC"}'),
     ("harmony", "<|channel|>analysis to=functions.get_time<|message|>{}"),
+    # Gemma 4's, its arguments in its own syntax (parallel calls one after another)
+    (
+        "gemma4",
+        '<|tool_call>call:get_weather{city:<|"|>São <b>Paulo</b>, "SP" <|"|>}<tool_call|>'
+        '<|tool_call>call:get_time{zone:<|"|>UTC<|"|>,hours:[1,2.5,-3e2],fmt:{h24:true,sep:null}}<tool_call|>',
+    ),
+    ("gemma4", "<|tool_call>call:get_time{}<tool_call|>"),
     (
         "deepseek:r1",
         "<\uff5ctool\u2581calls\u2581begin\uff5c><\uff5ctool\u2581call\u2581begin\uff5c>function"
@@ -890,7 +986,7 @@ async def test_where_a_call_opens_in_a_recorded_reply_the_grammar_takes_it_as_th
             held += 1
     finally:
         await engine.close()
-    # (families whose own markup is not held, and replies without calls, are passed over: 89 held when written, 57
+    # (families whose own markup is not held, and replies without calls, are passed over: 99 held when written, 57
     # of them in XML-like markup: Qwen3-Coder's and Seed-OSS's, GLM's and Ling 3's, MiniMax-M2's, DeepSeek's DSML; 9
-    # in Kimi K2's and DeepSeek's call tokens; 4 in gpt-oss's harmony)
-    assert held >= 89
+    # in Kimi K2's and DeepSeek's call tokens; 4 in gpt-oss's harmony; 10 in Gemma 4's syntax)
+    assert held >= 99

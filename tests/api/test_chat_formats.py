@@ -197,6 +197,16 @@ HARMONY_CALLS_TEMPLATE = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
+# ... and as Gemma 4's does: `call:name{key:value}` in its tags, a string between its quote tokens
+GEMMA_4_CALLS_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{% if m.tool_calls %}{% for c in m.tool_calls %}"
+    "<|tool_call>call:{{ c.function.name }}{{ '{' }}"
+    '{% for key, value in c.function.arguments | items %}{{ key }}:<|"|>{{ value }}<|"|>{% endfor %}'
+    "{{ '}' }}<tool_call|>{% endfor %}"
+    "{% else %}{{ m.content }}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
 
 def _called(city: str, number: int) -> list[Any]:
     arguments = json.dumps({"city": city})
@@ -223,6 +233,7 @@ def _called(city: str, number: int) -> list[Any]:
         (DEEPSEEK_CALLS_TEMPLATE, "deepseek"),
         (DEEPSEEK_R1_CALLS_TEMPLATE, "deepseek"),
         (HARMONY_CALLS_TEMPLATE, "harmony"),
+        (GEMMA_4_CALLS_TEMPLATE, "gemma4"),
     ],
     ids=[
         "llama3",
@@ -237,6 +248,7 @@ def _called(city: str, number: int) -> list[Any]:
         "deepseek v3.1",
         "deepseek r1",
         "harmony",
+        "gemma 4",
     ],
 )
 async def test_a_call_the_model_chooses_streams_as_written_in_its_familys_markup(
@@ -246,8 +258,8 @@ async def test_a_call_the_model_chooses_streams_as_written_in_its_familys_markup
     JSON list, as Nemo's template writes calls, or `[TOOL_CALLS]name[ARGS]{…}`, as Ministral 3's does), Qwen3-Coder's
     (XML in `<tool_call>` tags; Seed-OSS's in its own), GLM's, MiniMax-M2's and DSML's (markup of their own), Kimi
     K2's and DeepSeek's (each call named between tokens of their own, in a section), gpt-oss's (harmony's message
-    addressed to the function), a call the model chooses is held to its function's schema from where it opens, and
-    its arguments stream in pieces, joining to the whole answer's."""
+    addressed to the function), Gemma 4's (its own syntax for the arguments), a call the model chooses is held to its
+    function's schema from where it opens, and its arguments stream in pieces, joining to the whole answer's."""
     harness = await start_oasis(engine_factories=None, models=[smollm(chat_template=template, tool_parser=parser)])
     messages = [*_called("Rome", 1), *_called("Oslo", 2), {"role": "user", "content": "What's the weather in Paris?"}]
     # (room for markup that SmolLM2, which has none of these families' tokens, writes in many)

@@ -144,12 +144,21 @@ def _read_opened(
     named: NamedCalls | None = None,
     xml: XmlCalls | None = None,
     harmony: bool = False,
+    gemma4: bool = False,
     functions: dict[str, Any] | None = None,
 ) -> Any:
     """Feeds `chunks` of `text` as deltas, the engine's token that opened a call ending at `opened_at` (a chunk
     that crosses it is two tokens in one delta, as a stop string's hold makes them)."""
     reading = OpenedCalls(
-        opening, tags, fenced=fenced, bare=bare, named=named, xml=xml, harmony=harmony, functions=functions
+        opening,
+        tags,
+        fenced=fenced,
+        bare=bare,
+        named=named,
+        xml=xml,
+        harmony=harmony,
+        gemma4=gemma4,
+        functions=functions,
     )
     names: list[str] = []
     arguments: list[str] = []
@@ -568,9 +577,41 @@ def test_a_harmony_call_is_read_as_it_is_written(text: str, start: str) -> None:
         assert reading.start == at and reading.finished
         assert names == ["get_weather"] and arguments == [whole.arguments]
         assert reading.answer_part(text, 0) == text[:at]
+    before = read_harmony(text[:at], FUNCTIONS, final=True)  # the thinking before the call, and no answer
+    assert not before.calls and not before.content and before.reasoning == ("Need the weather." if at else "")
     cut = text[: text.index("Paris")]
     reading, names, arguments = _read_opened(cut, HARMONY_CALL_OPENING, None, opened_at, list(cut), harmony=True)
     assert not reading.finished and names == ["get_weather"] and arguments == ['{"city": "']
     header = text[: text.rindex("<|message|>")]  # not yet named whole: nothing read, nothing sent
     reading, names, _ = _read_opened(header, HARMONY_CALL_OPENING, None, opened_at, [header], harmony=True)
     assert reading.start == at and names == [] and reading.came_to_nothing
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'Checking.<|tool_call>call:get_weather{city:<|"|>São "Paulo"\n <|<|"|>,days:[1,2.50,-3e2],meta:{n:null,'
+        'ok:true,x:{}},tags:[]}<tool_call|><|tool_call>call:save{text:<|"|>a, b} c]<|"|>}<tool_call|>',
+        "<|tool_call>call:f{}<tool_call|>",
+    ],
+)
+def test_gemma_4s_calls_are_read_as_they_are_written(text: str) -> None:
+    """Gemma 4's `call:name{key:value,…}`, in its own syntax: each call's arguments stream as the JSON the reader
+    makes of them whole, however the text arrives (a string's text piece by piece, as written); a call cut short
+    is the call as far as it was written."""
+    tags = ("<|tool_call>", "<tool_call|>")
+    whole = read_calls(text, FORMATS["gemma4"], FUNCTIONS, final=True).calls
+    start = text.index(tags[0])
+    for chunks in _splits(text, random.Random(23)):
+        reading, names, arguments = _read_opened(
+            text, re.escape(tags[0]), tags, start + len(tags[0]), chunks, gemma4=True
+        )
+        assert reading.start == start and reading.finished
+        assert names == [call.name for call in whole] and arguments == [call.arguments for call in whole]
+        assert reading.answer_part(text, 0) == text[:start]
+    if "Paulo" in text:
+        cut = text[: text.index("Paulo") + 2]
+        reading, names, arguments = _read_opened(
+            cut, re.escape(tags[0]), tags, start + len(tags[0]), list(cut), gemma4=True
+        )
+        assert not reading.finished and names == ["get_weather"] and arguments == ['{"city": "S\u00e3o \\"Pa']

@@ -130,16 +130,25 @@ MISTRAL_CALLS = NamedCalls("[ARGS]", call_id="[CALL_ID]")
 # (`<|channel|>commentary to=functions.name <|constrain|>json<|message|>`) or in the role's (`<|start|>assistant
 # to=functions.name<|channel|>commentary json<|message|>`, also where the prompt's `<|start|>assistant` opened it),
 # its body the arguments, ended by `<|call|>` (an end-of-generation token). Where a call opens (a regex read alike by
-# Python and ECMAScript: `^` is the reply's start, or the start of the tokens llama.cpp replays), and what each
-# call's header is, up to its body, as the stream reads it (named as the grammar writes it)
+# Python and ECMAScript: `^` is the reply's start, or the start of the tokens llama.cpp replays; a channel's name ends
+# at a space, as the reader reads it), and what each call's header is, up to its body, as the stream reads it (named
+# as the grammar writes it)
 HARMONY_CHANNELS = ("commentary", "analysis")  # a call may be addressed from either, as llama.cpp's grammar allows
 _HARMONY_CHANNEL = rf"<\|channel\|>(?:{'|'.join(HARMONY_CHANNELS)})"
-HARMONY_CALL_OPENING = rf"(?:(?:<\|start\|>assistant)?{_HARMONY_CHANNEL} ?|<\|start\|>assistant ?|^ ?)to=functions\."
+HARMONY_CALL_OPENING = rf"(?:(?:<\|start\|>assistant)?{_HARMONY_CHANNEL} |<\|start\|>assistant ?|^ ?)to=functions\."
 HARMONY_CALL_HEADER = (
     rf"{HARMONY_CALL_OPENING}(?P<name>[A-Za-z0-9_-]+)(?:{_HARMONY_CHANNEL})?"
     r"(?: ?<\|constrain\|>json| json)?<\|message\|>"
 )
 HARMONY_CALL_END = "<|call|>"
+
+# Gemma 4's calls: `<|tool_call>call:name{key:value,…}<tool_call|>`, keys bare, a string between `<|"|>` quotes as it
+# is written, numbers and literals as JSON's (engines/llamacpp/gemma_grammar.py writes what holds them)
+GEMMA_CALL_OPENING = "<|tool_call>"
+GEMMA_CALL_HEAD = "call:"
+GEMMA_CALL_END = "<tool_call|>"
+GEMMA_QUOTE = '<|"|>'
+GEMMA_TURN_END = "<turn|>"  # the reader ends a call at the turn's end too
 
 
 @dataclass(frozen=True)
@@ -167,6 +176,8 @@ class CallGrammar:
     xml: XmlCalls | None = None
     # The family's calls are harmony messages addressed to a function (`HARMONY_CALL_OPENING`), one a reply
     harmony: bool = False
+    # The family's calls are Gemma 4's, in its tags: `call:name` and the arguments in Gemma's own syntax
+    gemma4: bool = False
     repeats: bool = False  # further calls may follow (parallel calls)
     at_start: bool = False  # the family's own call opens only where the answer starts
     thinking: tuple[str, str] | None = None  # the thinking block's tags: a call does not open inside it

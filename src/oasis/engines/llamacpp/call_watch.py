@@ -21,10 +21,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from oasis.engines.llamacpp.gbnf import literal, text_without
+from oasis.engines.llamacpp.gemma_grammar import gemma_rules
 from oasis.engines.text import (
     BARE_CALL_OPENING,
     FENCE_CLOSE,
     FENCED_CALL_OPENING,
+    GEMMA_CALL_HEAD,
     HARMONY_CHANNELS,
     JSON_SPACE,
     CallGrammar,
@@ -58,6 +61,7 @@ _SPACE = "oasis-call-space"
 _NAMED = "oasis-named-call"
 _HARMONY = "oasis-harmony-call"
 _HARMONY_TYPE = "oasis-harmony-type"
+_GEMMA_CALL = "oasis-gemma-call"
 _CALL_ID = "oasis-call-id"
 # The rule the schema converter writes for the i-th function's arguments in `call_schema`'s alternatives
 _ARGUMENTS_RULE = "alternative-{}-arguments"
@@ -99,16 +103,20 @@ def call_rules(grammar: CallGrammar, schema_rules: str) -> str:
         if grammar.harmony:
             rules += _harmony_rules(grammar, schema_rules)
             forms.append(f"{_HARMONY} {_SPACE}")
+        elif grammar.gemma4:
+            rules += _gemma_call_rules(grammar)
+            more = f" ({_SPACE} {_GEMMA_CALL})*" if grammar.repeats else ""
+            forms.append(f"{_GEMMA_CALL}{more} {_SPACE}")
         elif grammar.tags is None:
             forms.append(f"{_CALLS} {_SPACE}")
         elif grammar.xml is not None:
             rules += _xml_rules(grammar)
-            forms.append(_wrapped(grammar, _literal(grammar.tags[0]), grammar.tags[1], _XML_CALL))
+            forms.append(_wrapped(grammar, literal(grammar.tags[0]), grammar.tags[1], _XML_CALL))
         elif grammar.named is not None:
             rules += _named_rules(grammar, schema_rules)
             forms.append(_named_calls(grammar))
         else:
-            forms.append(_wrapped(grammar, _literal(grammar.tags[0]), grammar.tags[1]))
+            forms.append(_wrapped(grammar, literal(grammar.tags[0]), grammar.tags[1]))
     if grammar.fenced:
         forms.append(_wrapped(grammar, _FENCE_OPEN_RULE, FENCE_CLOSE))
     if grammar.bare:
@@ -128,11 +136,11 @@ def _named_rules(grammar: CallGrammar, schema_rules: str) -> list[str]:
     for index, name in enumerate(grammar.names):
         arguments = _arguments_rule(index, schema_rules)
         call_id = f" {_CALL_ID}" if form.call_id is not None else ""
-        calls.append(f"{_literal(form.head(name))}{call_id} {_literal(form.arguments)} {arguments}")
-    ending = "".join(f" {_literal(part)}" for part in (form.arguments_end, form.closing) if part)
+        calls.append(f"{literal(form.head(name))}{call_id} {literal(form.arguments)} {arguments}")
+    ending = "".join(f" {literal(part)}" for part in (form.arguments_end, form.closing) if part)
     rules = [f"{_NAMED} ::= ( " + " | ".join(calls) + f" ){ending}"]
     if form.call_id is not None:
-        rules.append(f"{_CALL_ID} ::= ( {_literal(form.call_id)} [{form.id_characters}]{{1,32}} )?")
+        rules.append(f"{_CALL_ID} ::= ( {literal(form.call_id)} [{form.id_characters}]{{1,32}} )?")
     return rules
 
 
@@ -150,19 +158,29 @@ def _harmony_rules(grammar: CallGrammar, schema_rules: str) -> list[str]:
     the role's `<|start|>assistant` is written, or was the prompt's), one of the functions' names, perhaps the body's
     type (`json`, `<|constrain|>json`), then the arguments as the body. The call is the reply's last: `<|call|>`, an
     end-of-generation token, ends it once the arguments are whole (as llama-server's grammar for gpt-oss ends it)."""
-    channel = "( " + " | ".join(_literal(f"<|channel|>{name}") for name in HARMONY_CHANNELS) + " )"
+    channel = "( " + " | ".join(literal(f"<|channel|>{name}") for name in HARMONY_CHANNELS) + " )"
     in_channel, in_role = [], []
     for index, name in enumerate(grammar.names):
         arguments = _arguments_rule(index, schema_rules)
-        in_channel.append(f"{_literal(name)} {_HARMONY_TYPE} {arguments}")
-        in_role.append(f"{_literal(name)} {channel} {_HARMONY_TYPE} {arguments}")
-    addressed = _literal("to=functions.")
+        in_channel.append(f"{literal(name)} {_HARMONY_TYPE} {arguments}")
+        in_role.append(f"{literal(name)} {channel} {_HARMONY_TYPE} {arguments}")
+    addressed = literal("to=functions.")
     return [
-        f'{_HARMONY} ::= "<|start|>assistant"? ( {channel} " "? {addressed} ( {" | ".join(in_channel)} )'
+        f'{_HARMONY} ::= "<|start|>assistant"? ( {channel} " " {addressed} ( {" | ".join(in_channel)} )'
         f' | " "? {addressed} ( {" | ".join(in_role)} ) )',
         # (a type right after a name or a channel would be read as part of it)
         f'{_HARMONY_TYPE} ::= ( " " "<|constrain|>"? "json" | "<|constrain|>json" )? "<|message|>"',
     ]
+
+
+def _gemma_call_rules(grammar: CallGrammar) -> list[str]:
+    """A Gemma 4 call in its tags: `call:`, one of the functions' names, and its arguments in Gemma's syntax."""
+    assert grammar.tags is not None and grammar.tags[1] is not None
+    parameters = [alternative.get("properties", {}).get("arguments") for alternative in _alternatives(grammar.schema)]
+    rules, arguments = gemma_rules(parameters)
+    calls = " | ".join(f"{literal(name)} {rule}" for name, rule in zip(grammar.names, arguments, strict=True))
+    opened = f"{literal(grammar.tags[0])} {literal(GEMMA_CALL_HEAD)}"
+    return [*rules, f"{_GEMMA_CALL} ::= {opened} ( {calls} ) {literal(grammar.tags[1])}"]
 
 
 def _named_calls(grammar: CallGrammar) -> str:
@@ -171,18 +189,18 @@ def _named_calls(grammar: CallGrammar) -> str:
     assert grammar.named is not None and grammar.tags is not None
     opening, closing = grammar.tags
     if grammar.named.each is None:
-        one = f"{_literal(opening)} {_NAMED}"
+        one = f"{literal(opening)} {_NAMED}"
         return f"{one} ({_SPACE} {one})* {_SPACE}" if grammar.repeats else f"{one} {_SPACE}"
     more = f" ({_SPACE} {_NAMED})*" if grammar.repeats else ""
-    closed = f" {_SPACE} {_literal(closing)}" if closing is not None else ""
-    return f"{_literal(opening)} {_SPACE} {_NAMED}{more}{closed} {_SPACE}"
+    closed = f" {_SPACE} {literal(closing)}" if closing is not None else ""
+    return f"{literal(opening)} {_SPACE} {_NAMED}{more}{closed} {_SPACE}"
 
 
 def _wrapped(grammar: CallGrammar, opened: str, closed: str | None, calls: str = _CALLS) -> str:
     """Calls in a wrapping whose opening is the rule `opened`; further wrapped calls may follow (parallel calls)."""
     if closed is None:  # the wrapping's opening alone: the calls end the reply
         return f"{opened} {_SPACE} {calls} {_SPACE}"
-    one = f"{opened} {_SPACE} {calls} {_SPACE} {_literal(closed)}"
+    one = f"{opened} {_SPACE} {calls} {_SPACE} {literal(closed)}"
     more = f" ({_SPACE} {one})*" if grammar.repeats else ""
     return f"{one}{more} {_SPACE}"
 
@@ -290,7 +308,7 @@ def _xml_rules(grammar: CallGrammar) -> list[str]:
     form = grammar.xml
     assert form is not None
     tags = _xml_tags(grammar)
-    rules = [f"{_XML_TEXT} ::= {_text_without(tags)}"]
+    rules = [f"{_XML_TEXT} ::= {text_without(tags)}"]
     calls = []
     for index, (name, parameters) in enumerate(zip(grammar.names, xml_parameters(grammar), strict=True)):
         if parameters is None:  # (a name as models write them, which the readers read alike)
@@ -301,7 +319,7 @@ def _xml_rules(grammar: CallGrammar) -> list[str]:
         else:
             written = []
             for parameter in parameters:
-                key = _literal(parameter.key)
+                key = literal(parameter.key)
                 if parameter.json_rule is None:
                     one = _xml_parameter(form, key, _text_value(parameter.choices, tags))
                 elif not parameter.or_text:
@@ -314,8 +332,8 @@ def _xml_rules(grammar: CallGrammar) -> list[str]:
                 written.append(f"( {one} )" if parameter.required else f"( {one} )?")
             body = " ".join(written)
         rule = _XML_FUNCTION_RULE.format(index)
-        opening = _literal(form.function[0] + name + form.function[1])
-        rules.append(f"{rule} ::= {opening} {_SPACE} {body}" + (f" {_literal(form.end)}" if form.end else ""))
+        opening = literal(form.function[0] + name + form.function[1])
+        rules.append(f"{rule} ::= {opening} {_SPACE} {body}" + (f" {literal(form.end)}" if form.end else ""))
         calls.append(rule)
     rules.append(f"{_XML_CALL} ::= " + " | ".join(calls))
     if form.several and grammar.repeats:  # further calls in the same wrapping
@@ -327,14 +345,14 @@ def _xml_parameter(form: XmlCalls, key: str, value: str, as_json: bool = False) 
     """A parameter (its name, the rule `key`) and its value (the rule `value`; `as_json`: a JSON value, where the
     family's opening marks it), with the blank space the family's readers leave out around the value."""
     ended = form.json_opening_end if as_json and form.json_opening_end is not None else form.parameter[1]
-    opened = f"{_literal(form.parameter[0])} {key} {_literal(ended)}"
+    opened = f"{literal(form.parameter[0])} {key} {literal(ended)}"
     if form.value[0]:
-        opened += f" {_SPACE} {_literal(form.value[0])}"
+        opened += f" {_SPACE} {literal(form.value[0])}"
     if form.trim == "line":
         value = f'"\n"? {value} "\n"?'
     elif form.trim == "strip":
         value = f"{_SPACE} {value} {_SPACE}"
-    return f"{opened} {value} {_literal(form.value[1])} {_SPACE}"
+    return f"{opened} {value} {literal(form.value[1])} {_SPACE}"
 
 
 def _text_value(choices: tuple[str, ...], tags: tuple[str, ...]) -> str:
@@ -342,7 +360,7 @@ def _text_value(choices: tuple[str, ...], tags: tuple[str, ...]) -> str:
     the call where the reader reads it)."""
     if not choices or any(tag in choice or choice != choice.strip() for choice in choices for tag in tags):
         return _XML_TEXT  # (blank space at a choice's ends: the readers may leave it out)
-    return "( " + " | ".join(map(_literal, choices)) + " )"
+    return "( " + " | ".join(map(literal, choices)) + " )"
 
 
 def _xml_tags(grammar: CallGrammar) -> tuple[str, ...]:
@@ -352,31 +370,6 @@ def _xml_tags(grammar: CallGrammar) -> tuple[str, ...]:
     model has been seen to write.)"""
     assert grammar.xml is not None and grammar.tags is not None and grammar.tags[1] is not None
     return tuple(filter(None, (grammar.xml.value[1], grammar.xml.end, grammar.tags[0], grammar.tags[1])))
-
-
-def _text_without(words: Sequence[str]) -> str:
-    """GBNF of any text that holds none of `words`, each of which opens with `<` and holds no other: text without
-    `<`, then each `<` followed by the beginning of a word at most, and after a character that leaves every word,
-    more text without `<` (llama.cpp's make_gbnf_excluding, which lets a word through after a second `<`)."""
-    assert all(word.startswith("<") and "<" not in word[1:] for word in words)
-
-    def after(rests: list[str]) -> str:
-        firsts = sorted({rest[0] for rest in rests})
-        alternatives = ["[^<" + "".join(_class_char(char) for char in firsts) + "] [^<]*"]
-        for char in firsts:
-            longer = [rest[1:] for rest in rests if rest[0] == char]
-            if all(longer):  # `char` completes no word: the word may go on
-                alternatives.append(f"{_literal(char)} {after(longer)}")
-        return "( " + " | ".join(alternatives) + " )?"
-
-    return f'[^<]* ( "<" {after([word[1:] for word in words])} )*'
-
-
-def _class_char(char: str) -> str:
-    """A character in a GBNF class (llama.cpp reads `\\\\`, `\\]` and `\\x..` escapes there, no others)."""
-    if char in "\\]":
-        return "\\" + char
-    return f"\\x{ord(char):02X}" if char in "^-" else char
 
 
 def trigger_pattern(grammar: CallGrammar, end: str = "$", *, kind: OpeningKind = "own") -> str:
@@ -391,6 +384,8 @@ def trigger_pattern(grammar: CallGrammar, end: str = "$", *, kind: OpeningKind =
 def _tail(grammar: CallGrammar) -> str:
     if grammar.harmony:
         return _TAIL_NAME
+    if grammar.gemma4:
+        return _head_tail(GEMMA_CALL_HEAD)
     if grammar.named is not None:
         return _named_tail(grammar.named)
     if grammar.xml is not None:
@@ -401,15 +396,12 @@ def _tail(grammar: CallGrammar) -> str:
 def _named_tail(form: NamedCalls) -> str:
     """After a named call's wrapping opened: blank space where each call has its own opening, then the call's head
     so far, or the whole head and a name so far."""
-    head = form.head("")
-    blank = "[ \n]{0,2}" if form.each is not None else ""
+    return _head_tail(form.head(""), "[ \n]{0,2}" if form.each is not None else "")
+
+
+def _head_tail(head: str, blank: str = "") -> str:
+    """After an opening: `blank` space, then a call's `head` so far, or the whole head and a name so far."""
     return f"{blank}(?:{re.escape(head)}{_TAIL_NAME}|{prefix_pattern(head)})" if head else _TAIL_NAME
-
-
-def _literal(text: str) -> str:
-    """`text` as a GBNF string (its line breaks escaped, so that each rule stays on one line)."""
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
-    return '"' + escaped.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t") + '"'
 
 
 @dataclass(frozen=True)
@@ -428,7 +420,7 @@ def _openings(grammar: CallGrammar) -> list[_Opening]:
     if grammar.opening is not None:
         naming: Literal["none", "begun", "unquoted", "xml"] = (
             "unquoted"
-            if grammar.named is not None or grammar.harmony
+            if grammar.named is not None or grammar.harmony or grammar.gemma4
             else "xml"
             if grammar.xml is not None
             else "none"
@@ -506,8 +498,9 @@ class CallWatch:
             return True
         if opening.naming == "unquoted":  # a call's head so far (after blank space, where each call opens itself)
             named_form = self._grammar.named
-            if named_form is None:  # harmony's recipient: the name so far
-                return any(function.startswith(self.text[start:]) for function in self._grammar.names)
+            if named_form is None:  # harmony's recipient, Gemma 4's `call:name`: the head so far
+                head = GEMMA_CALL_HEAD if self._grammar.gemma4 else ""
+                return any((head + function).startswith(self.text[start:]) for function in self._grammar.names)
             blank = _XML_BLANK.match(self.text, start) if named_form.each is not None else None
             begun = self.text[blank.end() if blank is not None else start :]
             return any(named_form.head(function).startswith(begun) for function in self._grammar.names)

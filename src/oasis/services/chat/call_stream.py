@@ -24,6 +24,8 @@ from oasis.engines.text import (
     FENCE_CLOSE,
     FENCE_OPEN,
     FENCED_CALL_OPENING,
+    GEMMA_CALL_HEAD,
+    GEMMA_QUOTE,
     HARMONY_CALL_END,
     HARMONY_CALL_HEADER,
     NamedCalls,
@@ -39,6 +41,7 @@ _LISTED = re.compile(r"^[\s,;]*")  # between calls listed one after another
 _ARGUMENTS_KEYS = ("arguments", "parameters")  # a call's arguments (Llama 3's templates ask for `parameters`)
 _OPENING_WINDOW = 256  # an opening is looked for this far back from where the engine's token that opened it ends
 _ENDS_A_SCALAR = re.compile(r"[\s,\]}]")
+_ENDS_A_GEMMA_SCALAR = re.compile(r"[,\]}]")
 
 
 @dataclass
@@ -500,6 +503,132 @@ class XmlCallStream:
             pieces.append(CallPiece(0, False, text))
 
 
+@dataclass
+class GemmaCallStream:
+    """One Gemma 4 call's arguments, `{key:value,…}` in Gemma's syntax as its call grammar writes them (keys bare, a
+    string between `<|"|>` quotes, numbers and literals as JSON's, no blank space), read as they are written: sent
+    as the JSON the reader makes of them whole, a string piece by piece (what may still be its closing quote held
+    back), any other scalar once whole. Stops reading (`broken`) at anything else."""
+
+    name: str
+    calls: list[StreamedCall] = field(default_factory=list)
+    broken: bool = False
+    _text: str = ""
+    _at: int = 0
+    _stack: list[str] = field(default_factory=list)  # the objects and lists open, by their opening character
+    _expecting: str = "value"  # "key", "value" or "comma" (after a value: a comma or a closing)
+    _string_sent: int | None = None  # of a string being read, the characters sent
+    _closed: bool = False
+
+    @property
+    def finished(self) -> bool:
+        return self._closed and not self.broken
+
+    @property
+    def unread(self) -> str:
+        return self._text[self._at :] if self.finished else ""
+
+    def feed(self, text: str) -> list[CallPiece]:
+        self._text += text
+        pieces: list[CallPiece] = []
+        while not self.broken and not self._closed and self._step(pieces):
+            pass
+        return pieces
+
+    def _step(self, pieces: list[CallPiece]) -> bool:
+        text, at = self._text, self._at
+        if self._string_sent is not None:
+            return self._string(pieces)
+        if at >= len(text):
+            return False
+        char = text[at]
+        if not self.calls:  # the arguments' object opens the call
+            if char != "{":
+                return self._break()
+            self.calls.append(StreamedCall(self.name))
+            pieces.append(CallPiece(0, True, self.name))
+            return self._open(char, pieces)
+        if self._expecting == "comma" or (self._expecting == "key" and char == "}"):
+            return self._after_value(char, pieces)
+        if self._expecting == "key":
+            colon = text.find(":", at)
+            if colon < 0:
+                return False
+            self._at, self._expecting = colon + 1, "value"
+            self._send(json.dumps(text[at:colon], ensure_ascii=False) + ": ", pieces)
+            return True
+        if char in "{[":
+            return self._open(char, pieces)
+        if char == "]" and self._stack[-1] == "[":  # an empty list
+            return self._after_value(char, pieces)
+        if text.startswith(GEMMA_QUOTE, at):
+            self._at, self._string_sent = at + len(GEMMA_QUOTE), 0
+            self._send('"', pieces)
+            return True
+        if GEMMA_QUOTE.startswith(text[at:]):
+            return False  # (may still be a string's opening quote)
+        end = _ENDS_A_GEMMA_SCALAR.search(text, at)
+        if end is None:
+            return False  # `12` may still be `123`
+        try:
+            value = json.loads(text[at : end.start()])
+        except ValueError:
+            return self._break()
+        self._at, self._expecting = end.start(), "comma"
+        self._send(json.dumps(value, ensure_ascii=False), pieces)
+        return True
+
+    def _string(self, pieces: list[CallPiece]) -> bool:
+        """A string's text up to its closing quote, sent as it comes."""
+        assert self._string_sent is not None
+        text, start = self._text, self._at
+        end = text.find(GEMMA_QUOTE, start + self._string_sent)
+        safe = end if end >= 0 else max(len(text) - partial_suffix(text, GEMMA_QUOTE), start + self._string_sent)
+        self._send(json.dumps(text[start + self._string_sent : safe], ensure_ascii=False)[1:-1], pieces)
+        self._string_sent = max(self._string_sent, safe - start)
+        if end < 0:
+            return False
+        self._at, self._string_sent, self._expecting = end + len(GEMMA_QUOTE), None, "comma"
+        self._send('"', pieces)
+        return True
+
+    def _open(self, char: str, pieces: list[CallPiece]) -> bool:
+        self._stack.append(char)
+        self._at += 1
+        self._expecting = "key" if char == "{" else "value"
+        self._send(char, pieces)
+        return True
+
+    def _after_value(self, char: str, pieces: list[CallPiece]) -> bool:
+        """A comma (then the next key or item), or the closing of the object or list the value was in."""
+        if char == ",":
+            self._at += 1
+            self._expecting = "key" if self._stack[-1] == "{" else "value"
+            self._send(", ", pieces)
+            return True
+        if char != {"{": "}", "[": "]"}[self._stack[-1]]:
+            return self._break()
+        self._stack.pop()
+        self._at += 1
+        self._expecting = "comma"
+        self._send(char, pieces)
+        self._closed = not self._stack
+        return True
+
+    def _break(self) -> bool:
+        self.broken = True
+        return False
+
+    def _send(self, text: str, pieces: list[CallPiece]) -> None:
+        if not text:
+            return
+        self.calls[0].arguments += text
+        if pieces and not pieces[-1].opened:
+            pieces[-1].text += text
+        else:
+            pieces.append(CallPiece(0, False, text))
+
+
 def _closing_so_far(text: str, closing: str | None) -> bool:
     """Whether `text` is a wrapping's closing, or may still become it."""
     return closing is not None and (text.startswith(closing) or closing.startswith(text))
@@ -527,7 +656,8 @@ class OpenedCalls:
     family's calls open with `opening` (in `tags`, or bare; `named`: each call its name between markers, then its
     arguments, `NamedCalls`; `xml`: markup of the family's own in the tags, `XmlCallStream`,
     which reads the parameters as `functions` types them; `harmony`: a message addressed to a function, its header
-    naming it, its body the arguments); with `fenced`, a call may open in a ```json fence, and with `bare`, as a bare
+    naming it, its body the arguments; `gemma4`: `call:name` in the tags, the arguments in Gemma's syntax,
+    `GemmaCallStream`); with `fenced`, a call may open in a ```json fence, and with `bare`, as a bare
     call."""
 
     def __init__(
@@ -540,6 +670,7 @@ class OpenedCalls:
         named: NamedCalls | None = None,
         xml: XmlCalls | None = None,
         harmony: bool = False,
+        gemma4: bool = False,
         functions: Mapping[str, Any] | None = None,
     ) -> None:
         # Each way a call opens, its wrapping (the opening's pattern and the closing: a named call's opening runs to
@@ -553,6 +684,9 @@ class OpenedCalls:
                 self._section_closing = tags[1] if named.each is not None else None
             if harmony:
                 wrapping = (re.compile(HARMONY_CALL_HEADER), HARMONY_CALL_END)
+            if gemma4 and tags is not None:
+                head = re.escape(tags[0] + GEMMA_CALL_HEAD)
+                wrapping = (re.compile(rf"{head}(?P<name>[A-Za-z0-9_-]+)(?=\{{)"), tags[1])
             self._openings.append((re.compile(opening), wrapping, xml if tags is not None else None))
         if fenced:
             self._openings.append((re.compile(FENCED_CALL_OPENING), (re.compile(FENCE_OPEN), FENCE_CLOSE), None))
@@ -568,7 +702,8 @@ class OpenedCalls:
         self._opened_by = -1  # where the token that opened a call ends in the text
         self._rest = ""  # the text after `start` that no call has read yet
         self._done: list[StreamedCall] = []  # the calls of earlier call objects
-        self._current: CallStream | XmlCallStream | None = None
+        self._current: CallStream | XmlCallStream | GemmaCallStream | None = None
+        self._gemma4 = gemma4
 
     @property
     def calls(self) -> list[StreamedCall]:
@@ -678,7 +813,10 @@ class OpenedCalls:
                 return False
             rest = rest[opening.end() :]
             if self._named:  # a named call: its arguments follow
-                self._current, self._rest = CallStream(leaves_rest=True, named=opening["name"]), rest
+                if self._gemma4:
+                    self._current, self._rest = GemmaCallStream(opening["name"]), rest
+                else:
+                    self._current, self._rest = CallStream(leaves_rest=True, named=opening["name"]), rest
                 return True
             if self._xml is not None:
                 self._current, self._rest = XmlCallStream(self._xml, self._functions), rest

@@ -829,6 +829,7 @@ def _opened_reading(chat: PreparedChat) -> OpenedCalls | None:
         named=grammar.named,
         xml=grammar.xml,
         harmony=grammar.harmony,
+        gemma4=grammar.gemma4,
         functions=chat.functions,
     )
 

@@ -24,7 +24,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from oasis.engines.text import DSML, closes_a_fence
+from oasis.engines.text import (
+    DSML,
+    GEMMA_CALL_END,
+    GEMMA_CALL_OPENING,
+    GEMMA_QUOTE,
+    GEMMA_TURN_END,
+    closes_a_fence,
+)
 
 
 def _deepseek(name: str) -> str:
@@ -538,9 +545,6 @@ class _GemmaSyntax(ValueError):
     pass
 
 
-_GEMMA_QUOTE = '<|"|>'
-
-
 _GEMMA_DEPTH = 64  # nesting deeper than any real call's arguments is not one
 
 
@@ -552,11 +556,11 @@ def _gemma_value(text: str, position: int, depth: int = 0) -> tuple[Any, int]:
         raise _GemmaSyntax("nested too deep")
     while position < len(text) and text[position].isspace():
         position += 1
-    if text.startswith(_GEMMA_QUOTE, position):
-        end = text.find(_GEMMA_QUOTE, position + len(_GEMMA_QUOTE))
+    if text.startswith(GEMMA_QUOTE, position):
+        end = text.find(GEMMA_QUOTE, position + len(GEMMA_QUOTE))
         if end < 0:
             raise _GemmaSyntax("an unclosed string")
-        return text[position + len(_GEMMA_QUOTE) : end], end + len(_GEMMA_QUOTE)
+        return text[position + len(GEMMA_QUOTE) : end], end + len(GEMMA_QUOTE)
     if text.startswith("{", position) or text.startswith("[", position):
         is_object = text[position] == "{"
         items: list[Any] = []
@@ -574,7 +578,7 @@ def _gemma_value(text: str, position: int, depth: int = 0) -> tuple[Any, int]:
                 colon = text.find(":", position)
                 if colon < 0:
                     raise _GemmaSyntax("a key without a value")
-                key = text[position:colon].strip().removeprefix(_GEMMA_QUOTE).removesuffix(_GEMMA_QUOTE)
+                key = text[position:colon].strip().removeprefix(GEMMA_QUOTE).removesuffix(GEMMA_QUOTE)
                 keyed[key], position = _gemma_value(text, colon + 1, depth + 1)
             else:
                 item, position = _gemma_value(text, position, depth + 1)
@@ -599,7 +603,7 @@ def _read_late_thought(text: str, match: re.Match[str], final: bool, functions: 
 
 
 _GEMMA_CALL = re.compile(r"\s*:?call:([\w.-]+)\s*(?=\{)")
-_GEMMA_ENDS = ("<tool_call|>", "<turn|>")
+_GEMMA_ENDS = (GEMMA_CALL_END, GEMMA_TURN_END)
 
 
 def _read_gemma(text: str, match: re.Match[str], final: bool, functions: Mapping[str, Any]) -> _Region | None:
@@ -934,10 +938,10 @@ FORMATS: dict[str, ToolFormat] = {
         ),
         _format(
             "gemma4",
-            _literal_markup(("<|tool_call>",), _read_gemma),
+            _literal_markup((GEMMA_CALL_OPENING,), _read_gemma),
             # a thinking block after the answer began (an empty one closes some replies): not content
             _literal_markup(("<|channel>thought",), _read_late_thought, wraps_answer=True),
-            markers=("<|tool_call>", "<tool_call|>", '<|"|>'),
+            markers=(GEMMA_CALL_OPENING, GEMMA_CALL_END, GEMMA_QUOTE),
         ),
         _format(
             "dsml",

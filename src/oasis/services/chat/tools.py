@@ -24,6 +24,8 @@ from oasis.engines.text import (
     BARE_CALL_OPENING,
     DSML,
     DSML_CALLS,
+    GEMMA_CALL_END,
+    GEMMA_CALL_OPENING,
     GLM_CALLS,
     HARMONY_CALL_OPENING,
     MINIMAX_M2_CALLS,
@@ -375,7 +377,7 @@ def call_grammar(
     for the families whose calls are in tags (`<tool_call>` with JSON, or XML where the `template` teaches it so,
     Nemotron's, Granite's, GLM's, MiniMax-M2's and DSML's markup, Kimi K2's and DeepSeek's call tokens, Mistral's
     `[TOOL_CALLS]` as the template writes it: a JSON list, or `name[ARGS]{…}`), harmony's messages addressed to a
-    function (gpt-oss), or
+    function (gpt-oss), Gemma 4's `call:name{…}` in its own syntax, or
     bare where the system note (`noted`: `tools_system_prompt`) asks for them so; and in every family that reads
     them (Llama 3's own, its arguments `parameters`), a call in a ```json fence and a bare call that opens the
     answer, once they name an offered function. None where calls are read as written (custom tools, the deprecated
@@ -388,6 +390,7 @@ def call_grammar(
     arguments_key = "arguments"
     named: NamedCalls | None = None
     harmony = tool_format == "harmony"
+    gemma4 = tool_format == "gemma4"
     if tool_format == "kimi_k2":
         named = KIMI_K2_CALLS
     elif tool_format == "deepseek":
@@ -411,6 +414,9 @@ def call_grammar(
         # addressed messages, not tags: a call may be addressed from the analysis channel too, which is no
         # thinking block of tags
         opening, thinking = HARMONY_CALL_OPENING, None
+    elif gemma4:
+        tags = (GEMMA_CALL_OPENING, GEMMA_CALL_END)
+        opening = re.escape(GEMMA_CALL_OPENING)
     elif tool_format == "json" and noted:
         # The note asks for the call (or a list of them) as the answer, as the history shows earlier calls: an
         # answer that opens so is taken for a call, whatever name follows
@@ -432,6 +438,7 @@ def call_grammar(
         named=named,
         xml=xml,
         harmony=harmony,
+        gemma4=gemma4,
         repeats=plan.parallel,
         at_start=at_start,
         thinking=thinking,
