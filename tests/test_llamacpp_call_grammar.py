@@ -222,6 +222,7 @@ async def test_gemma_4s_arguments_are_held_to_their_schema_in_gemmas_syntax() ->
         "hours": {"type": "array", "items": {"type": "number"}},
         "when": {"type": "object", "properties": {"late": {"type": "boolean"}}, "required": ["late"]},
         "note": {"type": ["string", "null"]},
+        "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
     }
     function = {"name": "forecast", "parameters": {"type": "object", "properties": properties, "required": ["city"]}}
     rules = _call_grammar_rules(_grammar("gemma4", plan=ToolPlan("auto", [function], False, False))).encode()
@@ -238,6 +239,7 @@ async def test_gemma_4s_arguments_are_held_to_their_schema_in_gemmas_syntax() ->
             f"city:{quote}a <b> <tool_call {quote},days:3,units:{quote}metric{quote},hours:[1,2.5,-1e3]",
             f"city:{quote}{quote},when:{{late:false}},note:null",
             f"city:{quote}x{quote},note:{quote}y{quote}",
+            f"city:{quote}x{quote},hours:[1e99],counts:{{São:1,123:2,a-b.c:3}}",  # a map's keys as written
         ):
             assert takes(arguments), arguments
         for arguments in (
@@ -252,6 +254,8 @@ async def test_gemma_4s_arguments_are_held_to_their_schema_in_gemmas_syntax() ->
             f"city:{quote}a <turn|> b{quote}",
             'city:"Oslo"',  # JSON's quotes
             f"city: {quote}Oslo{quote}",  # blank space Gemma does not write
+            f"city:{quote}Oslo{quote},hours:[1e999]",  # no finite number (JSON has no infinity)
+            f"city:{quote}Oslo{quote},counts:{{a b:1}}",  # a key the reader would read otherwise
         ):
             assert not takes(arguments), arguments
     finally:
@@ -285,6 +289,34 @@ async def test_a_harmony_call_is_held_to_a_header_its_reader_reads_and_to_its_ar
         assert not _takes(engine, rules, '<|channel|>commentary to=functions.get_weather<|message|>{"city": 3}')
     finally:
         await engine.close()
+
+
+def test_gemma_4s_rules_write_only_what_the_reader_reads_back_as_written() -> None:
+    """A choice (`enum`, `const`) that Gemma's syntax would not give back as it is (markup inside a string, a key the
+    reader reads otherwise) is held to the syntax alone; types of any name make rules of valid names."""
+    from oasis.engines.llamacpp.gemma_grammar import gemma_rules
+
+    parameters = {
+        "type": "object",
+        "properties": {
+            "fine": {"enum": [["a", {"k": 1.5}], None]},
+            "marked": {"enum": [['a<|"|>b']]},
+            "keyed": {"const": {"a:b": 1}},
+            "typed": {"type": ["x y", "first", "string"]},
+        },
+    }
+    rules, (arguments,) = gemma_rules([parameters])
+    written = "\n".join(rules)
+    assert '"[<|\\"|>a<|\\"|>,{k:1.5}]"' in written  # (as a GBNF string)
+    assert 'a<|\\"|>b' not in written and "a:b" not in written
+    assert all(re.fullmatch(r"[a-zA-Z0-9-]+ ::= .+", rule) for rule in rules)
+    assert arguments == "oasis-gemma-arguments-0"
+
+
+def test_gemma_4s_reader_keeps_a_number_json_cannot_write_as_its_text() -> None:
+    text = "<|tool_call>call:get_time{big:1e999,small:-1e999,fine:1e5}<tool_call|>"
+    (call,) = _calls_read("gemma4", text)
+    assert json.loads(call.arguments) == {"big": "1e999", "small": "-1e999", "fine": 100000.0}
 
 
 def test_harmonys_calls_are_held_from_the_header_that_addresses_a_function() -> None:
@@ -414,6 +446,10 @@ def test_forced_and_custom_calls_and_families_that_read_no_fences_have_no_call_g
     # families whose own calls are not held: a fenced call and a bare one, where the family reads them
     mistral = call_grammar(PLAN, "mistral", None, False, noted=True)
     assert mistral is not None and mistral.opening is None and mistral.fenced and mistral.bare
+    # Command R's own calls name themselves `tool_name`: those are held, not fenced or bare ones named `name`
+    command_r = call_grammar(PLAN, "command_r", None, False, noted=True)
+    assert command_r is not None and command_r.tags == ("<|START_ACTION|>", "<|END_ACTION|>")
+    assert not command_r.fenced and not command_r.bare
     command_r_plus = call_grammar(PLAN, "command_r_plus", None, False, noted=True)  # fences of its own
     assert command_r_plus is not None and command_r_plus.opening is None and not command_r_plus.fenced
     assert command_r_plus.bare
@@ -604,6 +640,14 @@ CALLS_IN_FAMILIES = [
     (
         "mistral",
         '[TOOL_CALLS][{"name": "get_weather", "arguments": {"city": "Paris"}}, {"name": "get_time", "arguments": {}}]',
+    ),
+    # ... Nemo's with the ids its template teaches (not kept: a call's id is oasis's to give); Command R7B's and
+    # Command A's, each call's id first, its name `tool_name`, its arguments `parameters`
+    ("mistral", '[TOOL_CALLS][{"name": "get_weather", "arguments": {"city": "Paris"}, "id": "a1B2c3D4e"}]'),
+    (
+        "command_r",
+        '<|START_ACTION|>[\n    {"tool_call_id": "0", "tool_name": "get_weather", "parameters": {"city": "Paris"}},\n'
+        '    {"tool_call_id": "1", "tool_name": "get_time", "parameters": {}}\n]<|END_ACTION|>',
     ),
     ("mistral:named", '[TOOL_CALLS]get_weather[ARGS]{"city": "Paris"}\n[TOOL_CALLS]get_time[CALL_ID]a1b2c3d4e[ARGS]{}'),
     # DeepSeek V3.2's DSML (MiniMax-M2's markup, each value marked text) and V4's, in its own tags
@@ -914,11 +958,6 @@ def _offered_with(offered: dict[str, Any], calls: list[Any]) -> list[dict[str, A
     return list(functions.values())
 
 
-# Recorded calls the hold writes otherwise: Mistral Nemo's call ids (the grammar writes none; a call's id is
-# oasis's to give)
-_NOT_AS_WRITTEN = {"mistralai-Mistral-Nemo-Instruct-2407.jinja"}
-
-
 async def test_where_a_call_opens_in_a_recorded_reply_the_grammar_takes_it_as_the_model_wrote_it() -> None:
     """Holding a call must not change what a model writes: over every recorded reply that holds calls, under its
     template's grammar and thinking tags, as the chat service makes them, the grammar takes the calls from where
@@ -943,7 +982,7 @@ async def test_where_a_call_opens_in_a_recorded_reply_the_grammar_takes_it_as_th
         for reply in REPLIES:
             template = _template(reply["template"])
             tags = think_tags(template)
-            if not reply["calls"] or reply["template"] in _NOT_AS_WRITTEN:
+            if not reply["calls"]:
                 continue
             reading = _format_of(template)
             plan = ToolPlan("auto", _offered_with(OFFERED, reply["calls"]), True, False)
@@ -986,7 +1025,8 @@ async def test_where_a_call_opens_in_a_recorded_reply_the_grammar_takes_it_as_th
             held += 1
     finally:
         await engine.close()
-    # (families whose own markup is not held, and replies without calls, are passed over: 99 held when written, 57
+    # (families whose own markup is not held, and replies without calls, are passed over: 105 held when written, 57
     # of them in XML-like markup: Qwen3-Coder's and Seed-OSS's, GLM's and Ling 3's, MiniMax-M2's, DeepSeek's DSML; 9
-    # in Kimi K2's and DeepSeek's call tokens; 4 in gpt-oss's harmony; 10 in Gemma 4's syntax)
-    assert held >= 99
+    # in Kimi K2's and DeepSeek's call tokens; 4 in gpt-oss's harmony; 10 in Gemma 4's syntax; 5 in Command R's
+    # `tool_name` calls, and Mistral Nemo's with its ids)
+    assert held >= 105

@@ -207,6 +207,16 @@ GEMMA_4_CALLS_TEMPLATE = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
+# ... and as Command R7B's and Command A's do: a list of calls, each an id first, `tool_name` and `parameters`
+COMMAND_R_CALLS_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{% if m.tool_calls %}<|START_ACTION|>[\n"
+    "{% for c in m.tool_calls %}    {{ '{' }}"
+    '"tool_call_id": "{{ loop.index0 }}", "tool_name": "{{ c.function.name }}", '
+    "\"parameters\": {{ c.function.arguments | tojson }}{{ '}' }}{% if not loop.last %},{% endif %}\n{% endfor %}"
+    "]<|END_ACTION|>{% else %}{{ m.content }}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
 
 def _called(city: str, number: int) -> list[Any]:
     arguments = json.dumps({"city": city})
@@ -234,6 +244,7 @@ def _called(city: str, number: int) -> list[Any]:
         (DEEPSEEK_R1_CALLS_TEMPLATE, "deepseek"),
         (HARMONY_CALLS_TEMPLATE, "harmony"),
         (GEMMA_4_CALLS_TEMPLATE, "gemma4"),
+        (COMMAND_R_CALLS_TEMPLATE, "command_r"),
     ],
     ids=[
         "llama3",
@@ -249,6 +260,7 @@ def _called(city: str, number: int) -> list[Any]:
         "deepseek r1",
         "harmony",
         "gemma 4",
+        "command r",
     ],
 )
 async def test_a_call_the_model_chooses_streams_as_written_in_its_familys_markup(
@@ -258,8 +270,9 @@ async def test_a_call_the_model_chooses_streams_as_written_in_its_familys_markup
     JSON list, as Nemo's template writes calls, or `[TOOL_CALLS]name[ARGS]{…}`, as Ministral 3's does), Qwen3-Coder's
     (XML in `<tool_call>` tags; Seed-OSS's in its own), GLM's, MiniMax-M2's and DSML's (markup of their own), Kimi
     K2's and DeepSeek's (each call named between tokens of their own, in a section), gpt-oss's (harmony's message
-    addressed to the function), Gemma 4's (its own syntax for the arguments), a call the model chooses is held to its
-    function's schema from where it opens, and its arguments stream in pieces, joining to the whole answer's."""
+    addressed to the function), Gemma 4's (its own syntax for the arguments), Command R's (`tool_name` and
+    `parameters`, after an id of its own), a call the model chooses is held to its function's schema from where it
+    opens, and its arguments stream in pieces, joining to the whole answer's."""
     harness = await start_oasis(engine_factories=None, models=[smollm(chat_template=template, tool_parser=parser)])
     messages = [*_called("Rome", 1), *_called("Oslo", 2), {"role": "user", "content": "What's the weather in Paris?"}]
     # (room for markup that SmolLM2, which has none of these families' tokens, writes in many)

@@ -615,3 +615,35 @@ def test_gemma_4s_calls_are_read_as_they_are_written(text: str) -> None:
             cut, re.escape(tags[0]), tags, start + len(tags[0]), list(cut), gemma4=True
         )
         assert not reading.finished and names == ["get_weather"] and arguments == ['{"city": "S\u00e3o \\"Pa']
+
+
+@pytest.mark.parametrize(
+    ("tags", "text"),
+    [
+        (
+            ("<|START_ACTION|>", "<|END_ACTION|>"),
+            'Checking.<|START_ACTION|>[\n    {"tool_call_id": "0", "tool_name": "get_weather", "parameters": '
+            '{"city": "Paris", "days": [1, 2]}},\n    {"tool_call_id": "1", "tool_name": "save", "parameters": '
+            '{"text": "x"}}\n]<|END_ACTION|>',
+        ),
+        (
+            ("[TOOL_CALLS]", None),
+            '[TOOL_CALLS][{"name": "get_weather", "arguments": {"city": "Paris", "days": [1, 2]}, "id": "a1B2c3D4e"}, '
+            '{"name": "save", "arguments": {"text": "x"}, "id": "f5G6h7I8j"}]',
+        ),
+    ],
+)
+def test_calls_that_carry_ids_of_their_familys_own_are_read_as_they_are_written(
+    tags: tuple[str, str | None], text: str
+) -> None:
+    """Command R's calls (an id first, the name `tool_name`, the arguments `parameters`) and Mistral Nemo's (an id
+    after the arguments): each call's arguments stream as the reader reads them whole; the family's ids are read
+    past, not sent."""
+    family = "command_r" if tags[0] == "<|START_ACTION|>" else "mistral"
+    whole = read_calls(text, FORMATS[family], FUNCTIONS, final=True).calls
+    assert [call.name for call in whole] == ["get_weather", "save"]
+    start = text.index(tags[0])
+    for chunks in _splits(text, random.Random(29)):
+        reading, names, arguments = _read_opened(text, re.escape(tags[0]), tags, start + len(tags[0]), chunks)
+        assert reading.start == start and reading.finished
+        assert names == [call.name for call in whole] and arguments == [call.arguments for call in whole]

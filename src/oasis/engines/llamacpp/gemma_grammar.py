@@ -11,6 +11,7 @@ and objects of named properties as the schema says; whatever the schema says oth
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -56,6 +57,22 @@ def gemma_written(value: Any) -> str:
     return json.dumps(value)
 
 
+def _read_back(value: Any) -> bool:
+    """Whether the reader reads `value`, as Gemma writes it, back as it is (its strings hold no markup that ends
+    them, its keys are plain, its numbers finite)."""
+    if isinstance(value, str):
+        return not any(mark in value for mark in _ENDS_A_STRING)
+    if isinstance(value, Mapping):
+        return all(isinstance(key, str) and _PLAIN_KEY.fullmatch(key) for key in value) and all(
+            map(_read_back, value.values())
+        )
+    if isinstance(value, list):
+        return all(map(_read_back, value))
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return value is None or isinstance(value, (bool, int))
+
+
 class _Writer:
     def __init__(self) -> None:
         quoted = literal(GEMMA_QUOTE)
@@ -65,11 +82,13 @@ class _Writer:
                 f' | "{{" ( {_KEY} ":" {_ANY} ( "," {_KEY} ":" {_ANY} )* )? "}}"'
                 f' | "[" ( {_ANY} ( "," {_ANY} )* )? "]"'
             ),
-            _KEY: "[A-Za-z_] [A-Za-z0-9_.-]{0,63}",
+            # (what `_PLAIN_KEY` allows, but blank space beyond ASCII's, which no model writes in a key)
+            _KEY: "[^\\x00-\\x20\\x7F:,{}[\\]<>]{1,64}",
             _STRING: f"{quoted} {_TEXT} {quoted}",
             _TEXT: text_without(_ENDS_A_STRING),
             _INTEGER: '"-"? ( "0" | [1-9] [0-9]{0,15} )',
-            _NUMBER: f'{_INTEGER} ( "." [0-9]{{1,16}} )? ( [eE] [-+]? [0-9]{{1,3}} )?',
+            # (an exponent of two digits at most: a number is finite, as JSON's are)
+            _NUMBER: f'{_INTEGER} ( "." [0-9]{{1,16}} )? ( [eE] [-+]? [0-9]{{1,2}} )?',
         }
 
     def value(self, schema: Any, name: str, depth: int) -> str:
@@ -87,7 +106,10 @@ class _Writer:
             return self._either(written)
         kind = schema.get("type")
         if isinstance(kind, list) and kind:
-            return self._either([self.value({**schema, "type": one}, f"{name}-{one}", depth + 1) for one in kind])
+            written = [
+                self.value({**schema, "type": one}, f"{name}-t{index}", depth + 1) for index, one in enumerate(kind)
+            ]
+            return self._either(written)
         if "$ref" in schema or "allOf" in schema or "not" in schema:
             return _ANY
         if kind == "string":
@@ -144,14 +166,8 @@ class _Writer:
         return f'"[" ( {item} ( "," {item} )* )? "]"'
 
     def _choices(self, values: list[Any]) -> str:
-        """One of `values`, as Gemma writes them (a string one that the reader would cut short: any string)."""
-        written = []
-        for value in values:
-            if isinstance(value, str) and any(mark in value for mark in _ENDS_A_STRING):
-                written.append(_STRING)
-            else:
-                written.append(literal(gemma_written(value)))
-        return self._either(written)
+        """One of `values`, as Gemma writes them (one that the reader would not read back as it is: any value)."""
+        return self._either([literal(gemma_written(value)) if _read_back(value) else _ANY for value in values])
 
     @staticmethod
     def _either(alternatives: list[str]) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,7 +39,11 @@ from oasis.services.chat.tool_formats import is_text_parameter, json_at, paramet
 
 _WHITESPACE = " \t\n\r"
 _LISTED = re.compile(r"^[\s,;]*")  # between calls listed one after another
-_ARGUMENTS_KEYS = ("arguments", "parameters")  # a call's arguments (Llama 3's templates ask for `parameters`)
+# A call's keys as families write them (tools.CallKeys): its name (Command R's `tool_name`), its arguments (Llama 3's
+# and Command R's `parameters`), an id of the family's own (Command R's, Mistral Nemo's), which is not sent
+_NAME_KEYS = ("name", "tool_name")
+_ARGUMENTS_KEYS = ("arguments", "parameters")
+_ID_KEYS = ("id", "tool_call_id")
 _OPENING_WINDOW = 256  # an opening is looked for this far back from where the engine's token that opened it ends
 _ENDS_A_SCALAR = re.compile(r"[\s,\]}]")
 _ENDS_A_GEMMA_SCALAR = re.compile(r"[,\]}]")
@@ -169,8 +174,13 @@ class CallStream:
             self._name = None
             frame.in_arguments = True  # sent from here until this frame's value ends
             return self._argument_value(frame, char, pieces)
+        if at_call and frame.key in _ID_KEYS and char == '"':  # the family's own id: read, not sent
+            if self._whole_string() is None:
+                return False
+            frame.expecting = "comma"
+            return True
         if at_call:  # the name (or a key a call does not have)
-            if frame.key != "name" or char != '"':
+            if frame.key not in _NAME_KEYS or char != '"':
                 return self._break()
             name = self._whole_string()
             if name is None:
@@ -574,6 +584,8 @@ class GemmaCallStream:
             value = json.loads(text[at : end.start()])
         except ValueError:
             return self._break()
+        if isinstance(value, float) and not math.isfinite(value):
+            return self._break()  # (the reader keeps it as text)
         self._at, self._expecting = end.start(), "comma"
         self._send(json.dumps(value, ensure_ascii=False), pieces)
         return True

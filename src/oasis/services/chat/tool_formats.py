@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -589,9 +590,11 @@ def _gemma_value(text: str, position: int, depth: int = 0) -> tuple[Any, int]:
     if not word:
         raise _GemmaSyntax("a value missing")  # `[1}`: a stray bracket, which would not move the reading on
     try:
-        return json.loads(word), bare.end()
+        value = json.loads(word)
     except json.JSONDecodeError:
         return word, bare.end()
+    # (`1e999` is no JSON number a client reads: the word as written)
+    return (word if isinstance(value, float) and not math.isfinite(value) else value), bare.end()
 
 
 def _read_late_thought(text: str, match: re.Match[str], final: bool, functions: Mapping[str, Any]) -> _Region | None:

@@ -52,6 +52,25 @@ Mode = Literal["auto", "required", "named"]
 
 
 @dataclass(frozen=True)
+class CallKeys:
+    """The keys of a call object as a family writes it: the name's, the arguments', and an id of the family's own
+    (held as written, not kept: a call's id is oasis's to give), before the name and always (`id_first`: Command
+    R's), or after the arguments and perhaps (Mistral Nemo's)."""
+
+    name: str = "name"
+    arguments: str = "arguments"
+    call_id: str | None = None
+    id_first: bool = False
+
+
+# Llama 3's templates ask for `parameters`; Command R's write `tool_call_id`, `tool_name` and `parameters`; Mistral
+# Nemo's (and 7B v0.3's) an `id` after the arguments
+LLAMA_3_KEYS = CallKeys(arguments="parameters")
+COMMAND_R_KEYS = CallKeys("tool_name", "parameters", "tool_call_id", id_first=True)
+MISTRAL_LIST_KEYS = CallKeys(call_id="id")
+
+
+@dataclass(frozen=True)
 class ToolPlan:
     mode: Mode
     functions: list[dict[str, Any]]  # each {"name", "description"?, "parameters"?}
@@ -225,9 +244,9 @@ def tools_system_prompt(plan: ToolPlan) -> str:
     )
 
 
-def call_schema(plan: ToolPlan, arguments_key: str = "arguments") -> dict[str, Any]:
-    """The JSON Schema that a forced reply must satisfy: one call, or a list of calls when parallel (the arguments
-    under `arguments_key`: Llama 3's templates ask for `parameters`). A function's
+def call_schema(plan: ToolPlan, keys: CallKeys = CallKeys()) -> dict[str, Any]:
+    """The JSON Schema that a forced reply must satisfy: one call, or a list of calls when parallel (its keys as
+    `keys` name them: a family's own calls may name them otherwise). A function's
     parameters keep their own `$ref`s (a pydantic model's `$defs`): `#` is now the call schema's root, so they point
     into its `$defs`, where the parameters' definitions move (llama.cpp's converter reads no `$defs` beside a
     `$ref`, and pydantic puts a recursive model's `$ref` at the root)."""
@@ -238,13 +257,14 @@ def call_schema(plan: ToolPlan, arguments_key: str = "arguments") -> dict[str, A
         if _has_local_ref(arguments):
             arguments, moved = _definitions_moved(arguments, f"parameters-{index}")
             defs.update(moved)
+        properties = {keys.name: {"const": function["name"]}, keys.arguments: arguments}
+        required = [keys.name, keys.arguments]
+        if keys.call_id is not None and keys.id_first:
+            properties, required = {keys.call_id: {"type": "string"}, **properties}, [keys.call_id, *required]
+        elif keys.call_id is not None:
+            properties[keys.call_id] = {"type": "string"}
         alternatives.append(
-            {
-                "type": "object",
-                "properties": {"name": {"const": function["name"]}, arguments_key: arguments},
-                "required": ["name", arguments_key],
-                "additionalProperties": False,
-            }
+            {"type": "object", "properties": properties, "required": required, "additionalProperties": False}
         )
     one_call: dict[str, Any] = {"anyOf": alternatives}
     schema = {"anyOf": [one_call, {"type": "array", "items": one_call, "minItems": 1}]} if plan.parallel else one_call
@@ -328,6 +348,7 @@ _TAGGED: dict[str, tuple[str, str | None]] = {
     "kimi_k2": ("<|tool_calls_section_begin|>", "<|tool_calls_section_end|>"),
     "deepseek": (DEEPSEEK_CALLS_BEGIN, DEEPSEEK_CALLS_END),
     "dsml": (f"<{DSML}function_calls>", f"</{DSML}function_calls>"),
+    "command_r": ("<|START_ACTION|>", "<|END_ACTION|>"),  # Command R7B's and Command A's: a list of calls
 }
 # DeepSeek V4's templates wrap DSML calls in `tool_calls` rather than V3.2's `function_calls`
 _DSML_V4_TAGS = (f"<{DSML}tool_calls>", f"</{DSML}tool_calls>")
@@ -375,19 +396,19 @@ def call_grammar(
 ) -> CallGrammar | None:
     """For a reply that may call functions (`tool_choice` auto): the grammar that holds a call from where it opens,
     for the families whose calls are in tags (`<tool_call>` with JSON, or XML where the `template` teaches it so,
-    Nemotron's, Granite's, GLM's, MiniMax-M2's and DSML's markup, Kimi K2's and DeepSeek's call tokens, Mistral's
-    `[TOOL_CALLS]` as the template writes it: a JSON list, or `name[ARGS]{…}`), harmony's messages addressed to a
-    function (gpt-oss), Gemma 4's `call:name{…}` in its own syntax, or
-    bare where the system note (`noted`: `tools_system_prompt`) asks for them so; and in every family that reads
-    them (Llama 3's own, its arguments `parameters`), a call in a ```json fence and a bare call that opens the
-    answer, once they name an offered function. None where calls are read as written (custom tools, the deprecated
-    `functions`, a family that reads none of these and holds none of its own)."""
+    Nemotron's, Granite's, Command R's, GLM's, MiniMax-M2's and DSML's markup, Kimi K2's and DeepSeek's call tokens,
+    Mistral's `[TOOL_CALLS]` as the template writes it: a JSON list, or `name[ARGS]{…}`), harmony's messages
+    addressed to a function (gpt-oss), Gemma 4's `call:name{…}` in its own syntax, or bare where the system note
+    (`noted`: `tools_system_prompt`) asks for them so; and in every family that reads them (Llama 3's own, its
+    arguments `parameters`), a call in a ```json fence and a bare call that opens the answer, once they name an
+    offered function. None where calls are read as written (custom tools, the deprecated `functions`, a family that
+    reads none of these and holds none of its own)."""
     if plan.forced or plan.legacy or plan.custom or not all(_PLAIN_NAME.fullmatch(name) for name in plan.names):
         return None
     tags: tuple[str, str | None] | None = None
     opening: str | None = None
     at_start = False
-    arguments_key = "arguments"
+    keys = COMMAND_R_KEYS if tool_format == "command_r" else CallKeys()
     named: NamedCalls | None = None
     harmony = tool_format == "harmony"
     gemma4 = tool_format == "gemma4"
@@ -405,7 +426,7 @@ def call_grammar(
             tags = _DSML_V4_TAGS
         opening = re.escape(tags[0])
     elif tool_format == "mistral" and _MISTRAL_JSON_LIST.search(template):
-        tags = ("[TOOL_CALLS]", None)
+        tags, keys = ("[TOOL_CALLS]", None), MISTRAL_LIST_KEYS
         opening = re.escape(tags[0])
     elif tool_format == "mistral" and "[ARGS]" in template:
         tags, named = ("[TOOL_CALLS]", None), MISTRAL_CALLS
@@ -424,13 +445,15 @@ def call_grammar(
     elif tool_format == "llama3":
         # Llama 3's own calls are bare, their arguments `parameters`: held below as a bare call in any family is,
         # once it names an offered function whole (an answer that is other JSON stays text)
-        arguments_key = "parameters"
-    fenced = reads_fenced_calls(FORMATS[tool_format])
-    bare = reads_bare_calls(FORMATS[tool_format]) and opening != BARE_CALL_OPENING
+        keys = LLAMA_3_KEYS
+    # (a fenced or a bare call opens at its `"name"`: where the family's own calls name theirs otherwise, the calls
+    # held are the family's own only, the others read whole at the end)
+    fenced = reads_fenced_calls(FORMATS[tool_format]) and keys.name == "name"
+    bare = reads_bare_calls(FORMATS[tool_format]) and opening != BARE_CALL_OPENING and keys.name == "name"
     if opening is None and not fenced and not bare:
         return None
     return CallGrammar(
-        call_schema(replace(plan, parallel=False), arguments_key),
+        call_schema(replace(plan, parallel=False), keys),
         opening,
         tags,
         fenced=fenced,
