@@ -22,6 +22,7 @@ from oasis.engines.text import (
     QWEN3_CODER_CALLS,
     CallGrammar,
     SamplingParams,
+    UnusableSchema,
 )
 from oasis.services.chat.harmony import read_harmony
 from oasis.services.chat.tool_formats import FORMATS, ParsedCall, read_calls
@@ -197,6 +198,63 @@ def test_kimi_k2s_and_deepseeks_calls_are_held_from_their_sections_opening() -> 
     assert r1.named == DEEPSEEK_R1_CALLS and r1.tags is not None
     assert _opened_at(r1, [r1.tags[0] + r1.named.head("get")]) == (0, 1)
     assert _opened_at(r1, [r1.tags[0] + DEEPSEEK_CALLS.head("get")]) is None  # V3.1's form, not R1's
+
+
+def test_pythonic_calls_are_held_from_their_tag_once_an_offered_functions_call_begins() -> None:
+    lfm = _grammar("pythonic")
+    assert lfm.pythonic and lfm.tags == ("<|tool_call_start|>", "<|tool_call_end|>")
+    assert not lfm.fenced and not lfm.bare  # (its values' grammar reads Python's literals, which JSON calls do not)
+    assert _opened_at(lfm, ["Checking.", "<|tool_call_start|>", "[", "get"]) == (1, 1)
+    assert _opened_at(lfm, ["<|tool_call_start|>[get_"]) == (0, 1)
+    assert _opened_at(lfm, ["<|tool_call_start|>[Paris"]) is None  # no offered function
+    assert _opened_at(lfm, ['<|tool_call_start|>{"name"']) is None  # JSON, not a pythonic list
+    llama4 = _grammar("pythonic", template="<|python_start|>")
+    assert llama4.tags == ("<|python_start|>", "<|python_end|>")
+
+
+async def test_pythonic_arguments_are_held_to_their_schema_as_python_reads_them() -> None:
+    """Keywords in the order they are declared (a required one always, another perhaps), each value JSON of its
+    schema where Python's literals may stand for JSON's; names Python would not read as names have no grammar."""
+    from oasis.engines.llamacpp.engine import LlamaCppEngine, _call_grammar_rules
+    from oasis.settings import ModelSpec
+
+    properties = {
+        "city": {"type": "string"},
+        "days": {"type": "integer"},
+        "late": {"type": "boolean"},
+        "note": {"type": ["string", "null"]},
+    }
+    function = {"name": "forecast", "parameters": {"type": "object", "properties": properties, "required": ["city"]}}
+    rules = _call_grammar_rules(_grammar("pythonic", plan=ToolPlan("auto", [function], True, False))).encode()
+    engine = LlamaCppEngine(ModelSpec(**smollm(parallel=1, context_length=256)))
+    await engine.start()
+    try:
+
+        def takes(calls: str) -> bool:
+            return _takes(engine, rules, f"<|tool_call_start|>[{calls}]<|tool_call_end|>")
+
+        for calls in (
+            'forecast(city="Oslo")',
+            'forecast(city="a \\"b\\" \\n", days=3, late=True, note=None)',
+            'forecast(city="x",days=-2,late=false,note="y"), forecast(city="z")',
+        ):
+            assert takes(calls), calls
+        for calls in (
+            "forecast()",  # a required keyword missing
+            'forecast(days=3, city="Oslo")',  # not in the declared order
+            'forecast(city="Oslo", days=three)',
+            'forecast(city="Oslo", days=007)',  # Python reads no leading zeros
+            'forecast(city="Oslo", wind=3)',
+            "forecast(city='Oslo')",  # (JSON's strings, which Python reads alike)
+            'forecast(city="a\\/b")',  # an escape Python reads otherwise than JSON
+            'get_time(city="Oslo")',
+        ):
+            assert not takes(calls), calls
+    finally:
+        await engine.close()
+    hyphened = {"name": "get-time", "parameters": {"type": "object"}}
+    with pytest.raises(UnusableSchema):
+        _call_grammar_rules(_grammar("pythonic", plan=ToolPlan("auto", [hyphened], True, False)))
 
 
 def test_gemma_4s_calls_are_held_from_their_tag_once_an_offered_functions_call_begins() -> None:
@@ -692,6 +750,13 @@ CALLS_IN_FAMILIES = [
         '<|tool_call>call:get_time{zone:<|"|>UTC<|"|>,hours:[1,2.5,-3e2],fmt:{h24:true,sep:null}}<tool_call|>',
     ),
     ("gemma4", "<|tool_call>call:get_time{}<tool_call|>"),
+    # LFM2's pythonic list, Python's literals or JSON's
+    (
+        "pythonic",
+        '<|tool_call_start|>[get_weather(city="Paris"), get_time(zone="UTC", hours=[1, 2.5], fmt={"h24": True, '
+        '"sep": null}, late=False)]<|tool_call_end|>',
+    ),
+    ("pythonic", "<|tool_call_start|>[get_time()]<|tool_call_end|>"),
     (
         "deepseek:r1",
         "<\uff5ctool\u2581calls\u2581begin\uff5c><\uff5ctool\u2581call\u2581begin\uff5c>function"
@@ -982,7 +1047,8 @@ async def test_where_a_call_opens_in_a_recorded_reply_the_grammar_takes_it_as_th
         for reply in REPLIES:
             template = _template(reply["template"])
             tags = think_tags(template)
-            if not reply["calls"]:
+            # (a call of a name that no request can offer, `Calendar.create_event`, has no grammar to be held by)
+            if not reply["calls"] or not all(re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name) for name, _ in reply["calls"]):
                 continue
             reading = _format_of(template)
             plan = ToolPlan("auto", _offered_with(OFFERED, reply["calls"]), True, False)
@@ -1025,8 +1091,8 @@ async def test_where_a_call_opens_in_a_recorded_reply_the_grammar_takes_it_as_th
             held += 1
     finally:
         await engine.close()
-    # (families whose own markup is not held, and replies without calls, are passed over: 105 held when written, 57
+    # (families whose own markup is not held, and replies without calls, are passed over: 122 held when written, 57
     # of them in XML-like markup: Qwen3-Coder's and Seed-OSS's, GLM's and Ling 3's, MiniMax-M2's, DeepSeek's DSML; 9
     # in Kimi K2's and DeepSeek's call tokens; 4 in gpt-oss's harmony; 10 in Gemma 4's syntax; 5 in Command R's
-    # `tool_name` calls, and Mistral Nemo's with its ids)
-    assert held >= 105
+    # `tool_name` calls, and Mistral Nemo's with its ids; 17 in LFM2's pythonic lists)
+    assert held >= 122

@@ -145,6 +145,7 @@ def _read_opened(
     xml: XmlCalls | None = None,
     harmony: bool = False,
     gemma4: bool = False,
+    pythonic: bool = False,
     functions: dict[str, Any] | None = None,
 ) -> Any:
     """Feeds `chunks` of `text` as deltas, the engine's token that opened a call ending at `opened_at` (a chunk
@@ -158,6 +159,7 @@ def _read_opened(
         xml=xml,
         harmony=harmony,
         gemma4=gemma4,
+        pythonic=pythonic,
         functions=functions,
     )
     names: list[str] = []
@@ -623,8 +625,8 @@ def test_gemma_4s_calls_are_read_as_they_are_written(text: str) -> None:
         (
             ("<|START_ACTION|>", "<|END_ACTION|>"),
             'Checking.<|START_ACTION|>[\n    {"tool_call_id": "0", "tool_name": "get_weather", "parameters": '
-            '{"city": "Paris", "days": [1, 2]}},\n    {"tool_call_id": "1", "tool_name": "save", "parameters": '
-            '{"text": "x"}}\n]<|END_ACTION|>',
+            '{"city": "Paris", "id": "x", "days": [1, 2]}},\n    {"tool_call_id": "1", "tool_name": "save", '
+            '"parameters": {"text": "x"}}\n]<|END_ACTION|>',
         ),
         (
             ("[TOOL_CALLS]", None),
@@ -638,12 +640,43 @@ def test_calls_that_carry_ids_of_their_familys_own_are_read_as_they_are_written(
 ) -> None:
     """Command R's calls (an id first, the name `tool_name`, the arguments `parameters`) and Mistral Nemo's (an id
     after the arguments): each call's arguments stream as the reader reads them whole; the family's ids are read
-    past, not sent."""
+    past, not sent (an argument of the same name is an argument)."""
     family = "command_r" if tags[0] == "<|START_ACTION|>" else "mistral"
     whole = read_calls(text, FORMATS[family], FUNCTIONS, final=True).calls
     assert [call.name for call in whole] == ["get_weather", "save"]
+    assert "id" in json.loads(whole[0].arguments) or family == "mistral"
     start = text.index(tags[0])
     for chunks in _splits(text, random.Random(29)):
         reading, names, arguments = _read_opened(text, re.escape(tags[0]), tags, start + len(tags[0]), chunks)
         assert reading.start == start and reading.finished
         assert names == [call.name for call in whole] and arguments == [call.arguments for call in whole]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'Sure.<|tool_call_start|>[get_weather(city="Paris, \\"FR\\"", days=[1, 2.50]), save(text="a,)] b", '
+        'meta={"n": None, "ok": true, "x": {}}, flag=False)]<|tool_call_end|>',
+        "<|tool_call_start|>[f()]<|tool_call_end|>",
+        '<|tool_call_start|>[f(\n  a=1,\n  b="x"\n)]',  # blank space where Python reads it; no closing tag yet
+    ],
+)
+def test_pythonic_calls_are_read_as_they_are_written(text: str) -> None:
+    """LFM2's `[name(key=value, …), …]`: each call opens at its name, each value is sent once whole as the JSON the
+    reader (Python's `ast`) makes of it, however the text arrives; a call cut short is the call as far as written."""
+    tags = ("<|tool_call_start|>", "<|tool_call_end|>")
+    whole = read_calls(text, FORMATS["pythonic"], FUNCTIONS, final=True).calls
+    assert whole
+    start = text.index(tags[0])
+    for chunks in _splits(text, random.Random(31)):
+        reading, names, arguments = _read_opened(
+            text, re.escape(tags[0]), tags, start + len(tags[0]), chunks, pythonic=True
+        )
+        assert reading.start == start and reading.finished
+        assert names == [call.name for call in whole] and arguments == [call.arguments for call in whole]
+    if "Paris" in text:
+        cut = text[: text.index("Paris")]
+        reading, names, arguments = _read_opened(
+            cut, re.escape(tags[0]), tags, start + len(tags[0]), [cut], pythonic=True
+        )
+        assert not reading.finished and names == ["get_weather"] and arguments == ['{"city": ']

@@ -178,6 +178,8 @@ class CallGrammar:
     harmony: bool = False
     # The family's calls are Gemma 4's, in its tags: `call:name` and the arguments in Gemma's own syntax
     gemma4: bool = False
+    # The family's calls are a pythonic list in its tags (LFM2's `[name(key=value, …)]`)
+    pythonic: bool = False
     repeats: bool = False  # further calls may follow (parallel calls)
     at_start: bool = False  # the family's own call opens only where the answer starts
     thinking: tuple[str, str] | None = None  # the thinking block's tags: a call does not open inside it

@@ -23,6 +23,8 @@ from typing import Any, Literal
 
 from oasis.engines.llamacpp.gbnf import literal, text_without
 from oasis.engines.llamacpp.gemma_grammar import gemma_rules
+from oasis.engines.llamacpp.pythonic_grammar import CALLS as PYTHON_CALLS
+from oasis.engines.llamacpp.pythonic_grammar import python_literals, python_parts, python_rules
 from oasis.engines.text import (
     BARE_CALL_OPENING,
     FENCE_CLOSE,
@@ -67,6 +69,9 @@ _CALL_ID = "oasis-call-id"
 _ARGUMENTS_RULE = "alternative-{}-arguments"
 # After a named call's opening: the name (so far)
 _TAIL_NAME = r"[A-Za-z0-9_-]*"
+# After a pythonic list's tag: blank space, the list's opening and a name so far
+_TAIL_PYTHON = rf"[ \n]{{0,2}}(?:\[{_TAIL_NAME})?"
+_PYTHON_BEGUN = re.compile(r"[ \n]{0,2}\[?")
 # After an XML call's tag: the function's opening (so far), which the watch reads exactly (`_tail_fits`)
 _TAIL_XML = r"[ \n]{0,2}[^\n]*[ \n]{0,2}"
 _XML_BLANK = re.compile(r"[ \n]{0,2}")
@@ -87,6 +92,8 @@ def call_rules(grammar: CallGrammar, schema_rules: str) -> str:
     names where the calls are XML) with its wrapping, rooted at ROOT."""
     listed = 'root ("," space root)*' if grammar.repeats else "root"
     schema_rules = re.sub(r"^space ::= .*$", lambda _: _SPACE_RULE, schema_rules, flags=re.MULTILINE)
+    if grammar.pythonic:  # (its calls are the grammar's only: no JSON call reads these literals)
+        schema_rules = python_literals(schema_rules)
     if _SPACE_RULE not in schema_rules:
         schema_rules += "\n" + _SPACE_RULE
     # a call, or a list of them (with parallel calls, further ones after blank space, a comma or a semicolon, as
@@ -103,6 +110,10 @@ def call_rules(grammar: CallGrammar, schema_rules: str) -> str:
         if grammar.harmony:
             rules += _harmony_rules(grammar, schema_rules)
             forms.append(f"{_HARMONY} {_SPACE}")
+        elif grammar.pythonic:
+            assert grammar.tags is not None and grammar.tags[1] is not None
+            rules += python_rules(grammar.names, _parameters(grammar), grammar.repeats)
+            forms.append(_wrapped(grammar, literal(grammar.tags[0]), grammar.tags[1], PYTHON_CALLS))
         elif grammar.gemma4:
             rules += _gemma_call_rules(grammar)
             more = f" ({_SPACE} {_GEMMA_CALL})*" if grammar.repeats else ""
@@ -176,11 +187,15 @@ def _harmony_rules(grammar: CallGrammar, schema_rules: str) -> list[str]:
 def _gemma_call_rules(grammar: CallGrammar) -> list[str]:
     """A Gemma 4 call in its tags: `call:`, one of the functions' names, and its arguments in Gemma's syntax."""
     assert grammar.tags is not None and grammar.tags[1] is not None
-    parameters = [alternative.get("properties", {}).get("arguments") for alternative in _alternatives(grammar.schema)]
-    rules, arguments = gemma_rules(parameters)
+    rules, arguments = gemma_rules(_parameters(grammar))
     calls = " | ".join(f"{literal(name)} {rule}" for name, rule in zip(grammar.names, arguments, strict=True))
     opened = f"{literal(grammar.tags[0])} {literal(GEMMA_CALL_HEAD)}"
     return [*rules, f"{_GEMMA_CALL} ::= {opened} ( {calls} ) {literal(grammar.tags[1])}"]
+
+
+def _parameters(grammar: CallGrammar) -> list[Any]:
+    """Each function's parameters, as the call's schema holds them."""
+    return [alternative.get("properties", {}).get("arguments") for alternative in _alternatives(grammar.schema)]
 
 
 def _named_calls(grammar: CallGrammar) -> str:
@@ -257,7 +272,9 @@ def xml_parameters(grammar: CallGrammar) -> list[list[XmlParameter] | None]:
 
 def parameter_parts(grammar: CallGrammar) -> dict[str, str]:
     """For XML calls: the rule of each parameter written as JSON, and the JSON Pointer of its schema in the call's
-    schema (the schema's converter writes the rules)."""
+    schema (the schema's converter writes the rules); for pythonic calls, of each parameter."""
+    if grammar.pythonic:
+        return python_parts(_parameters(grammar))
     if grammar.xml is None:
         return {}
     parts = {}
@@ -386,6 +403,8 @@ def _tail(grammar: CallGrammar) -> str:
         return _TAIL_NAME
     if grammar.gemma4:
         return _head_tail(GEMMA_CALL_HEAD)
+    if grammar.pythonic:
+        return _TAIL_PYTHON
     if grammar.named is not None:
         return _named_tail(grammar.named)
     if grammar.xml is not None:
@@ -420,7 +439,7 @@ def _openings(grammar: CallGrammar) -> list[_Opening]:
     if grammar.opening is not None:
         naming: Literal["none", "begun", "unquoted", "xml"] = (
             "unquoted"
-            if grammar.named is not None or grammar.harmony or grammar.gemma4
+            if grammar.named is not None or grammar.harmony or grammar.gemma4 or grammar.pythonic
             else "xml"
             if grammar.xml is not None
             else "none"
@@ -498,8 +517,12 @@ class CallWatch:
             return True
         if opening.naming == "unquoted":  # a call's head so far (after blank space, where each call opens itself)
             named_form = self._grammar.named
-            if named_form is None:  # harmony's recipient, Gemma 4's `call:name`: the head so far
+            if named_form is None:  # harmony's recipient, Gemma 4's `call:name`, a pythonic list's: the head so far
                 head = GEMMA_CALL_HEAD if self._grammar.gemma4 else ""
+                if self._grammar.pythonic:
+                    list_opening = _PYTHON_BEGUN.match(self.text, start)
+                    assert list_opening is not None  # (each part is optional)
+                    start = list_opening.end()
                 return any((head + function).startswith(self.text[start:]) for function in self._grammar.names)
             blank = _XML_BLANK.match(self.text, start) if named_form.each is not None else None
             begun = self.text[blank.end() if blank is not None else start :]

@@ -1,8 +1,8 @@
-"""Writing GBNF, llama.cpp's grammar language: literals, and text that holds none of some words."""
+"""Writing GBNF, llama.cpp's grammar language: literals, text that holds none of some words, members in order."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 
 
 def literal(text: str) -> str:
@@ -34,3 +34,24 @@ def class_char(char: str) -> str:
     if char in "\\]":
         return "\\" + char
     return f"\\x{ord(char):02X}" if char in "^-" else char
+
+
+def in_order(members: Sequence[tuple[str, bool]], name: str, separator: str, rules: MutableMapping[str, str]) -> str:
+    """The rule of `members` (each an expression, and whether it is required) in their order, each optional one
+    perhaps left out, `separator` between those written; the rules it needs, named after `name`, go to `rules`.
+    From each member on there are two: what may follow when none was written before it (`first`), and when one
+    was (`rest`, each member after a separator), so that optional members cost no more than their count. "" when
+    there are no members."""
+    first, rest = "", ""
+    for index in range(len(members) - 1, -1, -1):
+        member, needed = members[index]
+        after = f" {rest}" if rest else ""
+        if index:  # (the first member has no separator before it)
+            rest_rule = f"{name}-rest-{index}"
+            rules[rest_rule] = f"{separator} {member}{after}" if needed else f"( {separator} {member} )?{after}"
+        else:
+            rest_rule = ""
+        first_rule = f"{name}-first-{index}"
+        rules[first_rule] = f"{member}{after}" if needed else f"( {member}{after} )" + (f" | {first}" if first else "?")
+        rest, first = rest_rule, first_rule
+    return first

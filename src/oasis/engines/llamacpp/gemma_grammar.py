@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from oasis.engines.llamacpp.gbnf import literal, text_without
+from oasis.engines.llamacpp.gbnf import in_order, literal, text_without
 from oasis.engines.text import GEMMA_CALL_END, GEMMA_QUOTE, GEMMA_TURN_END, UnusableSchema
 
 # Rule names of their own beside the call grammar's
@@ -144,19 +144,7 @@ class _Writer:
                 raise UnusableSchema(f"a key that Gemma 4's calls cannot hold: {key!r}")
             value = self.value(member, f"{name}-{index}", depth + 1)
             members.append((f"{literal(key + ':')} {value}", key in required))
-        # From each member on: what may follow when none was written before it (`first`), and when one was (`rest`,
-        # each member then after a comma); rules, so that optional members cost no more than their count
-        first, rest = "", ""
-        for index in range(len(members) - 1, -1, -1):
-            member, needed = members[index]
-            after = f" {rest}" if rest else ""
-            rest_rule = f"{name}-rest-{index}"
-            if index:  # (the first member has no comma before it)
-                self.rules[rest_rule] = f'"," {member}{after}' if needed else f'( "," {member} )?{after}'
-            first_body = f"{member}{after}" if needed else f"( {member}{after} )" + (f" | {first}" if first else "?")
-            first_rule = f"{name}-first-{index}"
-            self.rules[first_rule] = first_body
-            rest, first = rest_rule, first_rule
+        first = in_order(members, name, '","', self.rules)
         return f'"{{" {first} "}}"'
 
     def _array(self, schema: Mapping[str, Any], name: str, depth: int) -> str:

@@ -35,7 +35,7 @@ from oasis.engines.text import (
     prefix_pattern,
 )
 from oasis.services.chat.reasoning import partial_suffix
-from oasis.services.chat.tool_formats import is_text_parameter, json_at, parameter_value
+from oasis.services.chat.tool_formats import is_text_parameter, json_at, parameter_value, python_value
 
 _WHITESPACE = " \t\n\r"
 _LISTED = re.compile(r"^[\s,;]*")  # between calls listed one after another
@@ -641,6 +641,142 @@ class GemmaCallStream:
             pieces.append(CallPiece(0, False, text))
 
 
+@dataclass
+class PythonicCallStream:
+    """A pythonic list of calls, `[name(key=value, …), …]` as its call grammar writes them, read as it is written:
+    each call opens once its name is whole (at its `(`), each keyword's value is sent once whole, as the JSON the
+    reader (Python's `ast`) makes of it. Stops reading (`broken`) at anything else."""
+
+    calls: list[StreamedCall] = field(default_factory=list)
+    broken: bool = False
+    _text: str = ""
+    _at: int = 0
+    # Where the reading is: before the list ("list"), before a call ("call"), a keyword ("key"), its value ("value"),
+    # after a value ("argued") or after a call ("called")
+    _state: str = "list"
+    _arguments: int = 0  # of the call being read, those sent
+    _closed: bool = False
+
+    @property
+    def finished(self) -> bool:
+        return self._closed and not self.broken
+
+    @property
+    def unread(self) -> str:
+        return self._text[self._at :] if self.finished else ""
+
+    def feed(self, text: str) -> list[CallPiece]:
+        self._text += text
+        pieces: list[CallPiece] = []
+        while not self.broken and not self._closed and self._step(pieces):
+            pass
+        return pieces
+
+    def _step(self, pieces: list[CallPiece]) -> bool:
+        text = self._text
+        at = self._at = _non_blank(text, self._at)
+        if at >= len(text):
+            return False
+        char = text[at]
+        if self._state == "list":
+            if char != "[":
+                return self._break()
+            self._at, self._state = at + 1, "call"
+            return True
+        if self._state in ("call", "key"):
+            return self._name(pieces)
+        if self._state == "value":
+            return self._value(pieces)
+        if char == ",":
+            self._at, self._state = at + 1, "key" if self._state == "argued" else "call"
+            return True
+        if self._state == "argued" and char == ")":
+            self._at, self._state = at + 1, "called"
+            self._send("}", pieces)
+            return True
+        if self._state == "called" and char == "]":
+            self._at, self._closed = at + 1, True
+            return False
+        return self._break()
+
+    def _name(self, pieces: list[CallPiece]) -> bool:
+        """A call's name, whole at its `(`; a keyword's, whole at its `=` (or the call's end, after no keyword)."""
+        text, at = self._text, self._at
+        if self._state == "key" and not self._arguments and text[at] == ")":
+            self._at, self._state = at + 1, "called"
+            self._send("}", pieces)
+            return True
+        named = _PYTHON_NAME.match(text, at)
+        assert named is not None  # (it may be empty)
+        if named.end() == len(text):
+            return False  # may go on
+        ending = "(" if self._state == "call" else "="
+        if not named.group(0) or text[named.end()] != ending:
+            return self._break()
+        self._at = named.end() + 1
+        if self._state == "call":
+            self.calls.append(StreamedCall(named.group(0)))
+            pieces.append(CallPiece(len(self.calls) - 1, True, named.group(0)))
+            self._arguments = 0
+            self._send("{", pieces)
+        else:
+            separator = ", " if self._arguments else ""
+            self._send(f"{separator}{json.dumps(named.group(0), ensure_ascii=False)}: ", pieces)
+        self._state = "key" if self._state == "call" else "value"
+        return True
+
+    def _value(self, pieces: list[CallPiece]) -> bool:
+        """A keyword's value, once it is whole: at a comma or the call's closing outside its brackets and strings."""
+        end = _python_value_end(self._text, self._at)
+        if end is None:
+            return False
+        try:
+            value = python_value(self._text[self._at : end])
+        except ValueError:
+            return self._break()
+        self._send(json.dumps(value, ensure_ascii=False), pieces)
+        self._at, self._state = end, "argued"
+        self._arguments += 1
+        return True
+
+    def _break(self) -> bool:
+        self.broken = True
+        return False
+
+    def _send(self, text: str, pieces: list[CallPiece]) -> None:
+        index = len(self.calls) - 1
+        self.calls[index].arguments += text
+        if pieces and not pieces[-1].opened and pieces[-1].index == index:
+            pieces[-1].text += text
+        else:
+            pieces.append(CallPiece(index, False, text))
+
+
+_PYTHON_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|")
+
+
+def _python_value_end(text: str, start: int) -> int | None:
+    """Where a keyword's value that starts at `start` ends (a comma or a closing parenthesis outside its brackets
+    and strings), None while it may go on."""
+    depth, position = 0, start
+    while position < len(text):
+        char = text[position]
+        if char == '"':
+            position += 1
+            while position < len(text) and text[position] != '"':
+                position += 2 if text[position] == "\\" else 1
+        elif char in "[{(":
+            depth += 1
+        elif char in "]})":
+            if depth == 0:
+                return position if char == ")" else None
+            depth -= 1
+        elif char == "," and depth == 0:
+            return position
+        position += 1
+    return None
+
+
 def _closing_so_far(text: str, closing: str | None) -> bool:
     """Whether `text` is a wrapping's closing, or may still become it."""
     return closing is not None and (text.startswith(closing) or closing.startswith(text))
@@ -669,8 +805,8 @@ class OpenedCalls:
     arguments, `NamedCalls`; `xml`: markup of the family's own in the tags, `XmlCallStream`,
     which reads the parameters as `functions` types them; `harmony`: a message addressed to a function, its header
     naming it, its body the arguments; `gemma4`: `call:name` in the tags, the arguments in Gemma's syntax,
-    `GemmaCallStream`); with `fenced`, a call may open in a ```json fence, and with `bare`, as a bare
-    call."""
+    `GemmaCallStream`; `pythonic`: a pythonic list in the tags, `PythonicCallStream`); with `fenced`, a call may
+    open in a ```json fence, and with `bare`, as a bare call."""
 
     def __init__(
         self,
@@ -683,6 +819,7 @@ class OpenedCalls:
         xml: XmlCalls | None = None,
         harmony: bool = False,
         gemma4: bool = False,
+        pythonic: bool = False,
         functions: Mapping[str, Any] | None = None,
     ) -> None:
         # Each way a call opens, its wrapping (the opening's pattern and the closing: a named call's opening runs to
@@ -700,6 +837,8 @@ class OpenedCalls:
                 head = re.escape(tags[0] + GEMMA_CALL_HEAD)
                 wrapping = (re.compile(rf"{head}(?P<name>[A-Za-z0-9_-]+)(?=\{{)"), tags[1])
             self._openings.append((re.compile(opening), wrapping, xml if tags is not None else None))
+        # the family's own calls' wrapping
+        self._own = self._openings[0][1] if opening is not None else None
         if fenced:
             self._openings.append((re.compile(FENCED_CALL_OPENING), (re.compile(FENCE_OPEN), FENCE_CLOSE), None))
         if bare:
@@ -714,8 +853,9 @@ class OpenedCalls:
         self._opened_by = -1  # where the token that opened a call ends in the text
         self._rest = ""  # the text after `start` that no call has read yet
         self._done: list[StreamedCall] = []  # the calls of earlier call objects
-        self._current: CallStream | XmlCallStream | GemmaCallStream | None = None
+        self._current: CallStream | XmlCallStream | GemmaCallStream | PythonicCallStream | None = None
         self._gemma4 = gemma4
+        self._pythonic = pythonic
 
     @property
     def calls(self) -> list[StreamedCall]:
@@ -832,6 +972,9 @@ class OpenedCalls:
                 return True
             if self._xml is not None:
                 self._current, self._rest = XmlCallStream(self._xml, self._functions), rest
+                return True
+            if self._pythonic and self._wrapping is self._own:  # (a fenced call in the family is JSON)
+                self._current, self._rest = PythonicCallStream(), rest
                 return True
         elif current is not None:
             return False  # a bare call is the reply's last

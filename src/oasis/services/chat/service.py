@@ -830,6 +830,7 @@ def _opened_reading(chat: PreparedChat) -> OpenedCalls | None:
         xml=grammar.xml,
         harmony=grammar.harmony,
         gemma4=grammar.gemma4,
+        pythonic=grammar.pythonic,
         functions=chat.functions,
     )
 

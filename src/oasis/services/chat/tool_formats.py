@@ -208,6 +208,15 @@ def _literal(node: ast.expr) -> Any:
     return ast.literal_eval(node)
 
 
+def python_value(text: str) -> Any:
+    """A keyword's value in a pythonic call, as the reader reads it in the whole call. Raises ValueError where it is
+    no value the reader reads."""
+    try:
+        return _literal(ast.parse(text.strip(), mode="eval").body)
+    except (ValueError, TypeError, SyntaxError) as exc:
+        raise ValueError(str(exc)) from None
+
+
 def _calls_from_python(text: str) -> list[ParsedCall] | None:
     """`[get_weather(city="Paris"), get_time()]` or a single call, keyword arguments only."""
     try:

@@ -379,6 +379,8 @@ DEEPSEEK_R1_CALLS = NamedCalls(
     arguments_end="```",  # after the line break the arguments' JSON may end with, as R1 writes it or not
     closing=DEEPSEEK_CALL_END,
 )
+# Pythonic calls' tags: LFM2's, and Llama 4's
+_PYTHON_TAGS = (("<|tool_call_start|>", "<|tool_call_end|>"), ("<|python_start|>", "<|python_end|>"))
 # Mistral's templates write `[TOOL_CALLS]` then a JSON list of calls (Nemo, 7B v0.3) or `name[ARGS]{…}` (Small 3.2
 # with `[CALL_ID]id` before `[ARGS]`, Ministral 3, Devstral, Magistral), one opening per call
 _MISTRAL_JSON_LIST = re.compile(r"\[TOOL_CALLS\] ?\[")
@@ -398,11 +400,11 @@ def call_grammar(
     for the families whose calls are in tags (`<tool_call>` with JSON, or XML where the `template` teaches it so,
     Nemotron's, Granite's, Command R's, GLM's, MiniMax-M2's and DSML's markup, Kimi K2's and DeepSeek's call tokens,
     Mistral's `[TOOL_CALLS]` as the template writes it: a JSON list, or `name[ARGS]{…}`), harmony's messages
-    addressed to a function (gpt-oss), Gemma 4's `call:name{…}` in its own syntax, or bare where the system note
-    (`noted`: `tools_system_prompt`) asks for them so; and in every family that reads them (Llama 3's own, its
-    arguments `parameters`), a call in a ```json fence and a bare call that opens the answer, once they name an
-    offered function. None where calls are read as written (custom tools, the deprecated `functions`, a family that
-    reads none of these and holds none of its own)."""
+    addressed to a function (gpt-oss), Gemma 4's `call:name{…}` in its own syntax, LFM2's pythonic list, or bare
+    where the system note (`noted`: `tools_system_prompt`) asks for them so; and in every family that reads them
+    (Llama 3's own, its arguments `parameters`), a call in a ```json fence and a bare call that opens the answer,
+    once they name an offered function. None where calls are read as written (custom tools, the deprecated
+    `functions`, a family that reads none of these and holds none of its own)."""
     if plan.forced or plan.legacy or plan.custom or not all(_PLAIN_NAME.fullmatch(name) for name in plan.names):
         return None
     tags: tuple[str, str | None] | None = None
@@ -412,6 +414,7 @@ def call_grammar(
     named: NamedCalls | None = None
     harmony = tool_format == "harmony"
     gemma4 = tool_format == "gemma4"
+    pythonic = tool_format == "pythonic"
     if tool_format == "kimi_k2":
         named = KIMI_K2_CALLS
     elif tool_format == "deepseek":
@@ -438,6 +441,10 @@ def call_grammar(
     elif gemma4:
         tags = (GEMMA_CALL_OPENING, GEMMA_CALL_END)
         opening = re.escape(GEMMA_CALL_OPENING)
+    elif pythonic:
+        # LFM2's tags, or Llama 4's where the template writes them
+        tags = _PYTHON_TAGS[1] if _PYTHON_TAGS[1][0] in template else _PYTHON_TAGS[0]
+        opening = re.escape(tags[0])
     elif tool_format == "json" and noted:
         # The note asks for the call (or a list of them) as the answer, as the history shows earlier calls: an
         # answer that opens so is taken for a call, whatever name follows
@@ -448,8 +455,10 @@ def call_grammar(
         keys = LLAMA_3_KEYS
     # (a fenced or a bare call opens at its `"name"`: where the family's own calls name theirs otherwise, the calls
     # held are the family's own only, the others read whole at the end)
-    fenced = reads_fenced_calls(FORMATS[tool_format]) and keys.name == "name"
-    bare = reads_bare_calls(FORMATS[tool_format]) and opening != BARE_CALL_OPENING and keys.name == "name"
+    # (and pythonic calls' values, whose grammar reads Python's literals, which no JSON call holds)
+    own_only = keys.name != "name" or pythonic
+    fenced = reads_fenced_calls(FORMATS[tool_format]) and not own_only
+    bare = reads_bare_calls(FORMATS[tool_format]) and opening != BARE_CALL_OPENING and not own_only
     if opening is None and not fenced and not bare:
         return None
     return CallGrammar(
@@ -462,6 +471,7 @@ def call_grammar(
         xml=xml,
         harmony=harmony,
         gemma4=gemma4,
+        pythonic=pythonic,
         repeats=plan.parallel,
         at_start=at_start,
         thinking=thinking,
