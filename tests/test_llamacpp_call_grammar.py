@@ -48,7 +48,14 @@ NAMED_TEMPLATE = "{{- '[TOOL_CALLS]' + name + '[ARGS]' + arguments }}"  # as Min
 XML_TEMPLATE = "<tool_call>\n<function={{ name }}>\n<parameter={{ key }}>"  # as Qwen3-Coder's does
 R1_TEMPLATE = "{{ name + '\\n```json\\n' + arguments }}"  # as DeepSeek R1's does
 DSML_V4_TEMPLATE = "{{ '<\uff5cDSML\uff5ctool_calls>' }}"  # as DeepSeek V4's does
-TEMPLATES = {"named": NAMED_TEMPLATE, "xml": XML_TEMPLATE, "r1": R1_TEMPLATE, "v4": DSML_V4_TEMPLATE}
+GIGACHAT_31_TEMPLATE = 'function_call="<|function_call|>"'  # as GigaChat 3.1's does
+TEMPLATES = {
+    "named": NAMED_TEMPLATE,
+    "xml": XML_TEMPLATE,
+    "r1": R1_TEMPLATE,
+    "v4": DSML_V4_TEMPLATE,
+    "v3.1": GIGACHAT_31_TEMPLATE,
+}
 
 
 def _grammar(
@@ -750,6 +757,12 @@ CALLS_IN_FAMILIES = [
         '<|tool_call>call:get_time{zone:<|"|>UTC<|"|>,hours:[1,2.5,-3e2],fmt:{h24:true,sep:null}}<tool_call|>',
     ),
     ("gemma4", "<|tool_call>call:get_time{}<tool_call|>"),
+    # GigaChat 3's call message and 3.1's call token, each before a JSON call
+    (
+        "gigachat",
+        '<|message_sep|>\n\nfunction call<|role_sep|>\n{"name": "get_weather", "arguments": {"city": "Paris"}}',
+    ),
+    ("gigachat:v3.1", '<|function_call|>{"name": "get_time", "arguments": {}}'),
     # LFM2's pythonic list, Python's literals or JSON's
     (
         "pythonic",
@@ -1091,8 +1104,8 @@ async def test_where_a_call_opens_in_a_recorded_reply_the_grammar_takes_it_as_th
             held += 1
     finally:
         await engine.close()
-    # (families whose own markup is not held, and replies without calls, are passed over: 122 held when written, 57
+    # (families whose own markup is not held, and replies without calls, are passed over: 126 held when written, 57
     # of them in XML-like markup: Qwen3-Coder's and Seed-OSS's, GLM's and Ling 3's, MiniMax-M2's, DeepSeek's DSML; 9
     # in Kimi K2's and DeepSeek's call tokens; 4 in gpt-oss's harmony; 10 in Gemma 4's syntax; 5 in Command R's
-    # `tool_name` calls, and Mistral Nemo's with its ids; 17 in LFM2's pythonic lists)
-    assert held >= 122
+    # `tool_name` calls, and Mistral Nemo's with its ids; 17 in LFM2's pythonic lists; 4 in GigaChat's)
+    assert held >= 126

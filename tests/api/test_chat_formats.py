@@ -227,6 +227,14 @@ PYTHONIC_CALLS_TEMPLATE = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
+# ... and as GigaChat 3.1's does: its call token, then the call as JSON
+GIGACHAT_CALLS_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{% if m.tool_calls %}{% for c in m.tool_calls %}"
+    "<|function_call|>{{ {'name': c.function.name, 'arguments': c.function.arguments} | tojson }}{% endfor %}"
+    "{% else %}{{ m.content }}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
 
 def _called(city: str, number: int) -> list[Any]:
     arguments = json.dumps({"city": city})
@@ -256,6 +264,7 @@ def _called(city: str, number: int) -> list[Any]:
         (GEMMA_4_CALLS_TEMPLATE, "gemma4"),
         (COMMAND_R_CALLS_TEMPLATE, "command_r"),
         (PYTHONIC_CALLS_TEMPLATE, "pythonic"),
+        (GIGACHAT_CALLS_TEMPLATE, "gigachat"),
     ],
     ids=[
         "llama3",
@@ -273,6 +282,7 @@ def _called(city: str, number: int) -> list[Any]:
         "gemma 4",
         "command r",
         "lfm2 pythonic",
+        "gigachat 3.1",
     ],
 )
 async def test_a_call_the_model_chooses_streams_as_written_in_its_familys_markup(
@@ -283,8 +293,9 @@ async def test_a_call_the_model_chooses_streams_as_written_in_its_familys_markup
     (XML in `<tool_call>` tags; Seed-OSS's in its own), GLM's, MiniMax-M2's and DSML's (markup of their own), Kimi
     K2's and DeepSeek's (each call named between tokens of their own, in a section), gpt-oss's (harmony's message
     addressed to the function), Gemma 4's (its own syntax for the arguments), Command R's (`tool_name` and
-    `parameters`, after an id of its own), LFM2's (a pythonic list), a call the model chooses is held to its
-    function's schema from where it opens, and its arguments stream in pieces, joining to the whole answer's."""
+    `parameters`, after an id of its own), LFM2's (a pythonic list), GigaChat's (JSON after its call token), a call
+    the model chooses is held to its function's schema from where it opens, and its arguments stream in pieces,
+    joining to the whole answer's."""
     harness = await start_oasis(engine_factories=None, models=[smollm(chat_template=template, tool_parser=parser)])
     messages = [*_called("Rome", 1), *_called("Oslo", 2), {"role": "user", "content": "What's the weather in Paris?"}]
     # (room for markup that SmolLM2, which has none of these families' tokens, writes in many)

@@ -379,6 +379,10 @@ DEEPSEEK_R1_CALLS = NamedCalls(
     arguments_end="```",  # after the line break the arguments' JSON may end with, as R1 writes it or not
     closing=DEEPSEEK_CALL_END,
 )
+# GigaChat 3's call, a message of the role `function call` (as its template writes one), and 3.1's marker token:
+# each followed by a JSON call
+_GIGACHAT_CALL_MESSAGE = "<|message_sep|>\n\nfunction call<|role_sep|>\n"
+_GIGACHAT_CALL_TOKEN = "<|function_call|>"
 # Pythonic calls' tags: LFM2's, and Llama 4's
 _PYTHON_TAGS = (("<|tool_call_start|>", "<|tool_call_end|>"), ("<|python_start|>", "<|python_end|>"))
 # Mistral's templates write `[TOOL_CALLS]` then a JSON list of calls (Nemo, 7B v0.3) or `name[ARGS]{…}` (Small 3.2
@@ -398,12 +402,12 @@ def call_grammar(
 ) -> CallGrammar | None:
     """For a reply that may call functions (`tool_choice` auto): the grammar that holds a call from where it opens,
     for the families whose calls are in tags (`<tool_call>` with JSON, or XML where the `template` teaches it so,
-    Nemotron's, Granite's, Command R's, GLM's, MiniMax-M2's and DSML's markup, Kimi K2's and DeepSeek's call tokens,
-    Mistral's `[TOOL_CALLS]` as the template writes it: a JSON list, or `name[ARGS]{…}`), harmony's messages
-    addressed to a function (gpt-oss), Gemma 4's `call:name{…}` in its own syntax, LFM2's pythonic list, or bare
-    where the system note (`noted`: `tools_system_prompt`) asks for them so; and in every family that reads them
-    (Llama 3's own, its arguments `parameters`), a call in a ```json fence and a bare call that opens the answer,
-    once they name an offered function. None where calls are read as written (custom tools, the deprecated
+    Nemotron's, Granite's, GigaChat's, Command R's, GLM's, MiniMax-M2's and DSML's markup, Kimi K2's and DeepSeek's
+    call tokens, Mistral's `[TOOL_CALLS]` as the template writes it: a JSON list, or `name[ARGS]{…}`), harmony's
+    messages addressed to a function (gpt-oss), Gemma 4's `call:name{…}` in its own syntax, LFM2's pythonic list,
+    or bare where the system note (`noted`: `tools_system_prompt`) asks for them so; and in every family that reads
+    them (Llama 3's own, its arguments `parameters`), a call in a ```json fence and a bare call that opens the
+    answer, once they name an offered function. None where calls are read as written (custom tools, the deprecated
     `functions`, a family that reads none of these and holds none of its own)."""
     if plan.forced or plan.legacy or plan.custom or not all(_PLAIN_NAME.fullmatch(name) for name in plan.names):
         return None
@@ -441,6 +445,9 @@ def call_grammar(
     elif gemma4:
         tags = (GEMMA_CALL_OPENING, GEMMA_CALL_END)
         opening = re.escape(GEMMA_CALL_OPENING)
+    elif tool_format == "gigachat":
+        tags = (_GIGACHAT_CALL_TOKEN if _GIGACHAT_CALL_TOKEN in template else _GIGACHAT_CALL_MESSAGE, None)
+        opening = re.escape(tags[0])
     elif pythonic:
         # LFM2's tags, or Llama 4's where the template writes them
         tags = _PYTHON_TAGS[1] if _PYTHON_TAGS[1][0] in template else _PYTHON_TAGS[0]
