@@ -146,6 +146,7 @@ def _read_opened(
     harmony: bool = False,
     gemma4: bool = False,
     pythonic: bool = False,
+    keyed_by_name: bool = False,
     functions: dict[str, Any] | None = None,
 ) -> Any:
     """Feeds `chunks` of `text` as deltas, the engine's token that opened a call ending at `opened_at` (a chunk
@@ -160,6 +161,7 @@ def _read_opened(
         harmony=harmony,
         gemma4=gemma4,
         pythonic=pythonic,
+        keyed_by_name=keyed_by_name,
         functions=functions,
     )
     names: list[str] = []
@@ -680,3 +682,21 @@ def test_pythonic_calls_are_read_as_they_are_written(text: str) -> None:
             cut, re.escape(tags[0]), tags, start + len(tags[0]), [cut], pythonic=True
         )
         assert not reading.finished and names == ["get_weather"] and arguments == ['{"city": ']
+
+
+def test_calls_keyed_by_their_names_are_read_as_they_are_written() -> None:
+    """Apertus's `[{"name": {arguments}}, …]`: each call's key names it, its value streams as its arguments."""
+    tags = ("<|tools_prefix|>", "<|tools_suffix|>")
+    text = (
+        'Checking. <|tools_prefix|>[{"get_weather": {"city": "Paris", "days": [1, 2]}}, {"save": {"text": "x"}}]'
+        "<|tools_suffix|>"
+    )
+    whole = read_calls(text, FORMATS["apertus"], FUNCTIONS, final=True).calls
+    assert [call.name for call in whole] == ["get_weather", "save"]
+    start = text.index(tags[0])
+    for chunks in _splits(text, random.Random(37)):
+        reading, names, arguments = _read_opened(
+            text, re.escape(tags[0]), tags, start + len(tags[0]), chunks, keyed_by_name=True
+        )
+        assert reading.start == start and reading.finished
+        assert names == [call.name for call in whole] and arguments == [call.arguments for call in whole]

@@ -180,6 +180,9 @@ class CallGrammar:
     gemma4: bool = False
     # The family's calls are a pythonic list in its tags (LFM2's `[name(key=value, …)]`)
     pythonic: bool = False
+    # The family's calls are each an object of one key, the function's name, its value the arguments (Apertus's
+    # `[{"name": {…}}]`), the tags' body one JSON value
+    keyed_by_name: bool = False
     repeats: bool = False  # further calls may follow (parallel calls)
     at_start: bool = False  # the family's own call opens only where the answer starts
     thinking: tuple[str, str] | None = None  # the thinking block's tags: a call does not open inside it

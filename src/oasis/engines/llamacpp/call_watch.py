@@ -126,8 +126,9 @@ def call_rules(grammar: CallGrammar, schema_rules: str) -> str:
         elif grammar.named is not None:
             rules += _named_rules(grammar, schema_rules)
             forms.append(_named_calls(grammar))
-        else:
-            forms.append(_wrapped(grammar, literal(grammar.tags[0]), grammar.tags[1]))
+        else:  # (a body the reader reads as one JSON value, where it does so)
+            calls = _VALUE if grammar.keyed_by_name else _CALLS
+            forms.append(_wrapped(grammar, literal(grammar.tags[0]), grammar.tags[1], calls))
     if grammar.fenced:
         forms.append(_wrapped(grammar, _FENCE_OPEN_RULE, FENCE_CLOSE))
     if grammar.bare:

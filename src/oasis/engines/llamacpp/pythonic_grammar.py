@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import keyword
 import re
+import string
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -28,8 +29,16 @@ _SEPARATOR = '"," " "?'
 # JSON's literals in the converter's rules (not inside a string's literal, whose quotes are escaped)
 _JSON_LITERAL = re.compile(r'(?<!\\)"(true|false|null)"')
 _PYTHON_LITERALS = {"true": "True", "false": "False", "null": "None"}
-# The escapes after a backslash in the converter's strings, and those Python reads as JSON does
-_JSON_ESCAPES, _PYTHON_ESCAPES = '["\\\\/bfnrt]', '["\\\\bfnrt]'
+# What the converter's rules write that Python reads otherwise than JSON, and what is written instead: `\/` (kept
+# as written), a surrogate's `\u` escape (a half of a pair stays a half, which no reply can be sent with), and an
+# exponent of more than two digits (`1e999`, no finite number)
+_CODE_UNIT = '"u" [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F]'
+_NOT_A_SURROGATE = '"u" ( [0-9a-cA-CefEF] [0-9a-fA-F] | [dD] [0-7] ) [0-9a-fA-F] [0-9a-fA-F]'
+_REWRITTEN = (
+    ('["\\\\/bfnrt]', '["\\\\bfnrt]'),
+    (_CODE_UNIT, _NOT_A_SURROGATE),
+    ("[eE] [-+]? integral-part", "[eE] [-+]? [0-9] [0-9]?"),
+)
 
 
 def python_parts(parameters: Sequence[Any]) -> dict[str, str]:
@@ -53,9 +62,8 @@ def python_rules(names: Sequence[str], parameters: Sequence[Any], repeats: bool)
             f' | "[" ( {_ANY} ( {_SEPARATOR} {_ANY} )* )? "]"'
             f' | "{{" ( {_STRING} ":" " "? {_ANY} ( {_SEPARATOR} {_STRING} ":" " "? {_ANY} )* )? "}}"'
         ),
-        # (JSON's escapes that Python reads alike: not `\/`, which Python keeps as written)
-        _STRING: '"\\"" ( [^"\\\\\\x7F\\x00-\\x1F] | "\\\\" ["\\\\bfnrt] | "\\\\u" [0-9a-fA-F]{4} )* "\\""',
-        _KEY: "[A-Za-z_] [A-Za-z0-9_]{0,63}",
+        # (JSON's escapes that Python reads alike: not `\/`, which Python keeps as written, nor a surrogate's)
+        _STRING: f'"\\"" ( [^"\\\\\\x7F\\x00-\\x1F] | "\\\\" ( ["\\\\bfnrt] | {_NOT_A_SURROGATE} ) )* "\\""',
     }
     calls = []
     for index, (name, schema) in enumerate(zip(names, parameters, strict=True)):
@@ -75,6 +83,7 @@ def python_rules(names: Sequence[str], parameters: Sequence[Any], repeats: bool)
         elif isinstance(schema, Mapping) and schema.get("additionalProperties") is False:
             rules[rule] = '"(" ")"'
         else:
+            rules.update(_identifier_except(keyword.kwlist, _KEY))
             keyed = f'{_KEY} "=" {_ANY}'
             rules[rule] = f'"(" ( {keyed} ( {_SEPARATOR} {keyed} )* )? ")"'
         calls.append(f"{literal(name)} {rule}")
@@ -84,10 +93,32 @@ def python_rules(names: Sequence[str], parameters: Sequence[Any], repeats: bool)
 
 
 def python_literals(schema_rules: str) -> str:
-    """The converter's rules with Python's literals allowed wherever JSON's are, and strings without JSON's `\\/`
-    (which Python keeps as it is written)."""
-    schema_rules = schema_rules.replace(_JSON_ESCAPES, _PYTHON_ESCAPES)
+    """The converter's rules with Python's literals allowed wherever JSON's are, and without what Python would read
+    otherwise than JSON does."""
+    for written, instead in _REWRITTEN:
+        schema_rules = schema_rules.replace(written, instead)
     return _JSON_LITERAL.sub(lambda match: f'( "{match[1]}" | "{_PYTHON_LITERALS[match[1]]}" )', schema_rules)
+
+
+def _identifier_except(words: Sequence[str], name: str) -> dict[str, str]:
+    """Rules of an ASCII identifier that is none of `words` (Python's keywords, which it reads as no name): a trie
+    of the words, each node's rule a child, any other identifier character and then any identifier, or (where the
+    node is no word) the end."""
+    rest = "[A-Za-z0-9_]*"
+    rules: dict[str, str] = {}
+
+    def node(prefix: str, rule: str) -> None:
+        children = sorted({word[len(prefix)] for word in words if word.startswith(prefix) and len(word) > len(prefix)})
+        allowed = (string.ascii_letters + "_") if not prefix else (string.ascii_letters + string.digits + "_")
+        alternatives = [f"[{''.join(char for char in allowed if char not in children)}] {rest}"]
+        for index, char in enumerate(children):
+            alternatives.append(f'"{char}" {rule}-{index}')
+            node(prefix + char, f"{rule}-{index}")
+        body = " | ".join(alternatives)
+        rules[rule] = f"( {body} )?" if prefix and prefix not in words else body
+
+    node("", name)
+    return rules
 
 
 def _declared(schema: Any) -> list[str]:

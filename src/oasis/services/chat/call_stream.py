@@ -82,6 +82,8 @@ class CallStream:
     leaves_rest: bool = False  # text after the value is not the reply's (a closing tag): left `unread`, not broken
     # The call's name, written before its arguments (Mistral's `name[ARGS]{…}`): the value read is the arguments
     named: str | None = None
+    # Each call `{name: arguments}` (Apertus's): a call's key is its function's name, the value its arguments
+    by_name: bool = False
     _text: str = ""
     _at: int = 0
     _stack: list[_Frame] = field(default_factory=list)
@@ -173,6 +175,12 @@ class CallStream:
             pieces.append(CallPiece(len(self.calls) - 1, True, self._name))
             self._name = None
             frame.in_arguments = True  # sent from here until this frame's value ends
+            return self._argument_value(frame, char, pieces)
+        if at_call and self.by_name:  # the key was the function's name
+            assert frame.key is not None
+            self.calls.append(StreamedCall(frame.key))
+            pieces.append(CallPiece(len(self.calls) - 1, True, frame.key))
+            frame.in_arguments = True
             return self._argument_value(frame, char, pieces)
         if at_call and frame.key in _ID_KEYS and char == '"':  # the family's own id: read, not sent
             if self._whole_string() is None:
@@ -802,11 +810,11 @@ class OpenedCalls:
     from there its call grammar holds the reply (`SamplingParams.call_grammar`), so each call's arguments are sent
     as they are written, as a forced reply's are. The text before the opening stays the reply's content. The
     family's calls open with `opening` (in `tags`, or bare; `named`: each call its name between markers, then its
-    arguments, `NamedCalls`; `xml`: markup of the family's own in the tags, `XmlCallStream`,
-    which reads the parameters as `functions` types them; `harmony`: a message addressed to a function, its header
-    naming it, its body the arguments; `gemma4`: `call:name` in the tags, the arguments in Gemma's syntax,
-    `GemmaCallStream`; `pythonic`: a pythonic list in the tags, `PythonicCallStream`); with `fenced`, a call may
-    open in a ```json fence, and with `bare`, as a bare call."""
+    arguments, `NamedCalls`; `xml`: markup of the family's own in the tags, `XmlCallStream`, which reads the
+    parameters as `functions` types them; `harmony`: a message addressed to a function, its header naming it, its
+    body the arguments; `gemma4`: `call:name` in the tags, the arguments in Gemma's syntax, `GemmaCallStream`;
+    `pythonic`: a pythonic list in the tags, `PythonicCallStream`; `keyed_by_name`: each call `{name: arguments}`);
+    with `fenced`, a call may open in a ```json fence, and with `bare`, as a bare call."""
 
     def __init__(
         self,
@@ -820,6 +828,7 @@ class OpenedCalls:
         harmony: bool = False,
         gemma4: bool = False,
         pythonic: bool = False,
+        keyed_by_name: bool = False,
         functions: Mapping[str, Any] | None = None,
     ) -> None:
         # Each way a call opens, its wrapping (the opening's pattern and the closing: a named call's opening runs to
@@ -856,6 +865,7 @@ class OpenedCalls:
         self._current: CallStream | XmlCallStream | GemmaCallStream | PythonicCallStream | None = None
         self._gemma4 = gemma4
         self._pythonic = pythonic
+        self._keyed_by_name = keyed_by_name
 
     @property
     def calls(self) -> list[StreamedCall]:
@@ -941,7 +951,7 @@ class OpenedCalls:
             after = _LISTED.sub("", rest, count=1)
             if after[:1] in ("{", "["):
                 self._done.extend(current.calls)
-                self._current, self._rest = CallStream(leaves_rest=True), after
+                self._current, self._rest = CallStream(leaves_rest=True, by_name=self._keyed_by_name), after
                 return True
         if self._wrapping is not None:
             opened, closed = self._wrapping
@@ -978,5 +988,6 @@ class OpenedCalls:
                 return True
         elif current is not None:
             return False  # a bare call is the reply's last
-        self._current, self._rest = CallStream(leaves_rest=True), rest
+        keyed = self._keyed_by_name and self._wrapping is self._own
+        self._current, self._rest = CallStream(leaves_rest=True, by_name=keyed), rest
         return True

@@ -831,6 +831,7 @@ def _opened_reading(chat: PreparedChat) -> OpenedCalls | None:
         harmony=grammar.harmony,
         gemma4=grammar.gemma4,
         pythonic=grammar.pythonic,
+        keyed_by_name=grammar.keyed_by_name,
         functions=chat.functions,
     )
 

@@ -61,6 +61,7 @@ class CallKeys:
     arguments: str = "arguments"
     call_id: str | None = None
     id_first: bool = False
+    by_name: bool = False  # a call is `{name: arguments}` (Apertus's): the other keys are not written
 
 
 # Llama 3's templates ask for `parameters`; Command R's write `tool_call_id`, `tool_name` and `parameters`; Mistral
@@ -68,6 +69,7 @@ class CallKeys:
 LLAMA_3_KEYS = CallKeys(arguments="parameters")
 COMMAND_R_KEYS = CallKeys("tool_name", "parameters", "tool_call_id", id_first=True)
 MISTRAL_LIST_KEYS = CallKeys(call_id="id")
+APERTUS_KEYS = CallKeys(by_name=True)
 
 
 @dataclass(frozen=True)
@@ -259,7 +261,9 @@ def call_schema(plan: ToolPlan, keys: CallKeys = CallKeys()) -> dict[str, Any]:
             defs.update(moved)
         properties = {keys.name: {"const": function["name"]}, keys.arguments: arguments}
         required = [keys.name, keys.arguments]
-        if keys.call_id is not None and keys.id_first:
+        if keys.by_name:
+            properties, required = {function["name"]: arguments}, [function["name"]]
+        elif keys.call_id is not None and keys.id_first:
             properties, required = {keys.call_id: {"type": "string"}, **properties}, [keys.call_id, *required]
         elif keys.call_id is not None:
             properties[keys.call_id] = {"type": "string"}
@@ -349,6 +353,7 @@ _TAGGED: dict[str, tuple[str, str | None]] = {
     "deepseek": (DEEPSEEK_CALLS_BEGIN, DEEPSEEK_CALLS_END),
     "dsml": (f"<{DSML}function_calls>", f"</{DSML}function_calls>"),
     "command_r": ("<|START_ACTION|>", "<|END_ACTION|>"),  # Command R7B's and Command A's: a list of calls
+    "apertus": ("<|tools_prefix|>", "<|tools_suffix|>"),  # a list of `{"name": {…}}`
 }
 # DeepSeek V4's templates wrap DSML calls in `tool_calls` rather than V3.2's `function_calls`
 _DSML_V4_TAGS = (f"<{DSML}tool_calls>", f"</{DSML}tool_calls>")
@@ -414,7 +419,7 @@ def call_grammar(
     tags: tuple[str, str | None] | None = None
     opening: str | None = None
     at_start = False
-    keys = COMMAND_R_KEYS if tool_format == "command_r" else CallKeys()
+    keys = {"command_r": COMMAND_R_KEYS, "apertus": APERTUS_KEYS}.get(tool_format, CallKeys())
     named: NamedCalls | None = None
     harmony = tool_format == "harmony"
     gemma4 = tool_format == "gemma4"
@@ -463,7 +468,7 @@ def call_grammar(
     # (a fenced or a bare call opens at its `"name"`: where the family's own calls name theirs otherwise, the calls
     # held are the family's own only, the others read whole at the end)
     # (and pythonic calls' values, whose grammar reads Python's literals, which no JSON call holds)
-    own_only = keys.name != "name" or pythonic
+    own_only = keys.name != "name" or keys.by_name or pythonic
     fenced = reads_fenced_calls(FORMATS[tool_format]) and not own_only
     bare = reads_bare_calls(FORMATS[tool_format]) and opening != BARE_CALL_OPENING and not own_only
     if opening is None and not fenced and not bare:
@@ -479,6 +484,7 @@ def call_grammar(
         harmony=harmony,
         gemma4=gemma4,
         pythonic=pythonic,
+        keyed_by_name=keys.by_name,
         repeats=plan.parallel,
         at_start=at_start,
         thinking=thinking,
