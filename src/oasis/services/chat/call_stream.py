@@ -29,6 +29,7 @@ from oasis.engines.text import (
     GEMMA_QUOTE,
     HARMONY_CALL_END,
     HARMONY_CALL_HEADER,
+    CallGrammar,
     NamedCalls,
     SampledToken,
     XmlCalls,
@@ -340,8 +341,53 @@ def _hex(digits: str) -> int:
 _XML_KEY = r'[^\s<>"]+'  # a parameter's name, as the call grammar writes one
 
 
+class _MarkupReading:
+    """What the readings of a family's own markup share: fed text, they read on until they need more, stop at
+    what they do not hold (`broken`), and are `finished` once their markup closed; they send each call's arguments
+    as the pieces of the JSON the reader makes of them."""
+
+    calls: list[StreamedCall]
+    broken: bool
+    _text: str
+    _at: int
+    _closed: bool
+
+    @property
+    def finished(self) -> bool:
+        return self._closed and not self.broken
+
+    @property
+    def unread(self) -> str:
+        return self._text[self._at :] if self.finished else ""
+
+    def feed(self, text: str) -> list[CallPiece]:
+        self._text += text
+        pieces: list[CallPiece] = []
+        while not self.broken and not self._closed and self._step(pieces):
+            pass
+        return pieces
+
+    def _step(self, pieces: list[CallPiece]) -> bool:
+        raise NotImplementedError
+
+    def _break(self) -> bool:
+        self.broken = True
+        return False
+
+    def _send(self, text: str, pieces: list[CallPiece]) -> None:
+        """More of the latest call's arguments."""
+        if not text:
+            return
+        index = len(self.calls) - 1
+        self.calls[index].arguments += text
+        if pieces and not pieces[-1].opened and pieces[-1].index == index:
+            pieces[-1].text += text
+        else:
+            pieces.append(CallPiece(index, False, text))
+
+
 @dataclass
-class XmlCallStream:
+class XmlCallStream(_MarkupReading):
     """One call in a family's markup (`XmlCalls`: Qwen3-Coder's `<function=name>` and `<parameter=key>`, GLM's
     `name<arg_key>…`, MiniMax-M2's `<invoke name=…>`) read as it is written: its arguments are sent as the JSON
     object the reader makes of the call read whole (`tool_formats`), a string parameter's text piece by piece (what
@@ -376,21 +422,6 @@ class XmlCallStream:
         if self.form.value[0]:
             so_far = rf"(?:{so_far}|{re.escape(closed)}\s*{prefix_pattern(self.form.value[0])})"
         self._parameter_so_far = re.compile(rf"{prefix_pattern(opened)}|{re.escape(opened)}[^\s<>\"]*{so_far}")
-
-    @property
-    def finished(self) -> bool:
-        return self._closed and not self.broken
-
-    @property
-    def unread(self) -> str:
-        return self._text[self._at :] if self.finished else ""
-
-    def feed(self, text: str) -> list[CallPiece]:
-        self._text += text
-        pieces: list[CallPiece] = []
-        while not self.broken and not self._closed and self._step(pieces):
-            pass
-        return pieces
 
     def close(self) -> list[CallPiece]:
         """At the reply's end: a call whose markup has no closing of its own (GLM's) ends with the reply, unless it
@@ -511,18 +542,9 @@ class XmlCallStream:
         self._begun |= bool(raw)
         self._send(json.dumps(raw, ensure_ascii=False)[1:-1], pieces)
 
-    def _send(self, text: str, pieces: list[CallPiece]) -> None:
-        if not text:
-            return
-        self.calls[0].arguments += text
-        if pieces and not pieces[-1].opened:
-            pieces[-1].text += text
-        else:
-            pieces.append(CallPiece(0, False, text))
-
 
 @dataclass
-class GemmaCallStream:
+class GemmaCallStream(_MarkupReading):
     """One Gemma 4 call's arguments, `{key:value,…}` in Gemma's syntax as its call grammar writes them (keys bare, a
     string between `<|"|>` quotes, numbers and literals as JSON's, no blank space), read as they are written: sent
     as the JSON the reader makes of them whole, a string piece by piece (what may still be its closing quote held
@@ -537,21 +559,6 @@ class GemmaCallStream:
     _expecting: str = "value"  # "key", "value" or "comma" (after a value: a comma or a closing)
     _string_sent: int | None = None  # of a string being read, the characters sent
     _closed: bool = False
-
-    @property
-    def finished(self) -> bool:
-        return self._closed and not self.broken
-
-    @property
-    def unread(self) -> str:
-        return self._text[self._at :] if self.finished else ""
-
-    def feed(self, text: str) -> list[CallPiece]:
-        self._text += text
-        pieces: list[CallPiece] = []
-        while not self.broken and not self._closed and self._step(pieces):
-            pass
-        return pieces
 
     def _step(self, pieces: list[CallPiece]) -> bool:
         text, at = self._text, self._at
@@ -635,22 +642,9 @@ class GemmaCallStream:
         self._closed = not self._stack
         return True
 
-    def _break(self) -> bool:
-        self.broken = True
-        return False
-
-    def _send(self, text: str, pieces: list[CallPiece]) -> None:
-        if not text:
-            return
-        self.calls[0].arguments += text
-        if pieces and not pieces[-1].opened:
-            pieces[-1].text += text
-        else:
-            pieces.append(CallPiece(0, False, text))
-
 
 @dataclass
-class PythonicCallStream:
+class PythonicCallStream(_MarkupReading):
     """A pythonic list of calls, `[name(key=value, …), …]` as its call grammar writes them, read as it is written:
     each call opens once its name is whole (at its `(`), each keyword's value is sent once whole, as the JSON the
     reader (Python's `ast`) makes of it. Stops reading (`broken`) at anything else."""
@@ -664,21 +658,6 @@ class PythonicCallStream:
     _state: str = "list"
     _arguments: int = 0  # of the call being read, those sent
     _closed: bool = False
-
-    @property
-    def finished(self) -> bool:
-        return self._closed and not self.broken
-
-    @property
-    def unread(self) -> str:
-        return self._text[self._at :] if self.finished else ""
-
-    def feed(self, text: str) -> list[CallPiece]:
-        self._text += text
-        pieces: list[CallPiece] = []
-        while not self.broken and not self._closed and self._step(pieces):
-            pass
-        return pieces
 
     def _step(self, pieces: list[CallPiece]) -> bool:
         text = self._text
@@ -746,18 +725,6 @@ class PythonicCallStream:
         self._at, self._state = end, "argued"
         self._arguments += 1
         return True
-
-    def _break(self) -> bool:
-        self.broken = True
-        return False
-
-    def _send(self, text: str, pieces: list[CallPiece]) -> None:
-        index = len(self.calls) - 1
-        self.calls[index].arguments += text
-        if pieces and not pieces[-1].opened and pieces[-1].index == index:
-            pieces[-1].text += text
-        else:
-            pieces.append(CallPiece(index, False, text))
 
 
 _PYTHON_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|")
@@ -866,6 +833,23 @@ class OpenedCalls:
         self._gemma4 = gemma4
         self._pythonic = pythonic
         self._keyed_by_name = keyed_by_name
+
+    @classmethod
+    def held_by(cls, grammar: CallGrammar, functions: Mapping[str, Any] | None) -> OpenedCalls:
+        """The reading of the calls that `grammar` holds (the engine's, `SamplingParams.call_grammar`)."""
+        return cls(
+            grammar.opening,
+            grammar.tags,
+            fenced=grammar.fenced,
+            bare=grammar.bare,
+            named=grammar.named,
+            xml=grammar.xml,
+            harmony=grammar.harmony,
+            gemma4=grammar.gemma4,
+            pythonic=grammar.pythonic,
+            keyed_by_name=grammar.keyed_by_name,
+            functions=functions,
+        )
 
     @property
     def calls(self) -> list[StreamedCall]:

@@ -821,19 +821,7 @@ def _opened_reading(chat: PreparedChat) -> OpenedCalls | None:
     grammar = chat.params.call_grammar
     if grammar is None:
         return None
-    return OpenedCalls(
-        grammar.opening,
-        grammar.tags,
-        fenced=grammar.fenced,
-        bare=grammar.bare,
-        named=grammar.named,
-        xml=grammar.xml,
-        harmony=grammar.harmony,
-        gemma4=grammar.gemma4,
-        pythonic=grammar.pythonic,
-        keyed_by_name=grammar.keyed_by_name,
-        functions=chat.functions,
-    )
+    return OpenedCalls.held_by(grammar, chat.functions)
 
 
 def _opened_whole(chat: PreparedChat, result: ChoiceText) -> OpenedCalls | None:
