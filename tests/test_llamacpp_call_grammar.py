@@ -455,7 +455,7 @@ def test_the_engine_and_the_service_agree_on_where_a_call_opened(family: str, te
     grammar = _grammar(family, template=NAMED_TEMPLATE)
     opened = _opened_at(grammar, list(text))
     assert opened is not None
-    reading = OpenedCalls.held_by(grammar, None)
+    reading = OpenedCalls.held_by(grammar, {function["name"]: function for function in PLAN.functions})
     for index, char in enumerate(text):
         reading.feed(char, [SampledToken(1, char.encode(), call_opened=index == opened[0])])
     assert reading.start == text.index(start) and reading.finished

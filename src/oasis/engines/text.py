@@ -157,7 +157,7 @@ class CallGrammar:
     lazy grammar llama-server gives `tool_choice: auto`): a call that opens is valid as written, so a stream can
     send its arguments piece by piece."""
 
-    schema: Mapping[str, object]  # one call, `{"name": ..., "arguments": ...}`
+    schema: Mapping[str, object]  # one call, `{"name": ..., "arguments": ...}` (or as the family's keys name them)
     # A regex, read alike by Python and ECMAScript, for where the family's own calls open: the grammar starts
     # there. None: a family whose own calls are not held, though a fenced or a bare one may be
     opening: str | None
@@ -181,7 +181,7 @@ class CallGrammar:
     # The family's calls are a pythonic list in its tags (LFM2's `[name(key=value, …)]`)
     pythonic: bool = False
     # The family's calls are each an object of one key, the function's name, its value the arguments (Apertus's
-    # `[{"name": {…}}]`), the tags' body one JSON value
+    # `[{"get_weather": {…}}]`), the tags' body one JSON value
     keyed_by_name: bool = False
     repeats: bool = False  # further calls may follow (parallel calls)
     at_start: bool = False  # the family's own call opens only where the answer starts

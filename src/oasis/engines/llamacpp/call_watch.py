@@ -89,7 +89,7 @@ _GLM_NAME = re.compile(r"[A-Za-z_][\w.-]*")
 
 def call_rules(grammar: CallGrammar, schema_rules: str) -> str:
     """The GBNF of the call (from `schema_rules`, whose root is the call object, with the rules `parameter_parts`
-    names where the calls are XML) with its wrapping, rooted at ROOT."""
+    names where the calls are XML or pythonic) with its wrapping, rooted at ROOT."""
     listed = 'root ("," space root)*' if grammar.repeats else "root"
     schema_rules = re.sub(r"^space ::= .*$", lambda _: _SPACE_RULE, schema_rules, flags=re.MULTILINE)
     if grammar.pythonic:  # (its calls are the grammar's only: no JSON call reads these literals)

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from collections.abc import MutableMapping, Sequence
 
+# JSON's integers and numbers of at most 16 digits (as llama.cpp's converter writes them), the numbers' exponents of
+# two digits at most: a number a reader takes is finite
+INTEGER = '"-"? ( "0" | [1-9] [0-9]{0,15} )'
+FINITE_NUMBER = f'{INTEGER} ( "." [0-9]{{1,16}} )? ( [eE] [-+]? [0-9]{{1,2}} )?'
+
 
 def literal(text: str) -> str:
     """`text` as a GBNF string (its line breaks escaped, so that each rule stays on one line)."""

@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from oasis.engines.llamacpp.gbnf import in_order, literal, text_without
+from oasis.engines.llamacpp.gbnf import FINITE_NUMBER, INTEGER, in_order, literal, text_without
 from oasis.engines.text import GEMMA_CALL_END, GEMMA_QUOTE, GEMMA_TURN_END, UnusableSchema
 
 # Rule names of their own beside the call grammar's
@@ -86,9 +86,8 @@ class _Writer:
             _KEY: "[^\\x00-\\x20\\x7F:,{}[\\]<>]{1,64}",
             _STRING: f"{quoted} {_TEXT} {quoted}",
             _TEXT: text_without(_ENDS_A_STRING),
-            _INTEGER: '"-"? ( "0" | [1-9] [0-9]{0,15} )',
-            # (an exponent of two digits at most: a number is finite, as JSON's are)
-            _NUMBER: f'{_INTEGER} ( "." [0-9]{{1,16}} )? ( [eE] [-+]? [0-9]{{1,2}} )?',
+            _INTEGER: INTEGER,
+            _NUMBER: FINITE_NUMBER,
         }
 
     def value(self, schema: Any, name: str, depth: int) -> str:

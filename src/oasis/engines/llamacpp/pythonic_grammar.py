@@ -14,7 +14,7 @@ import string
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from oasis.engines.llamacpp.gbnf import in_order, literal
+from oasis.engines.llamacpp.gbnf import FINITE_NUMBER, in_order, literal
 from oasis.engines.text import UnusableSchema
 
 _VALUE = "oasis-py-value-{}-{}"  # the j-th property of the i-th function, a rule of the schema's converter
@@ -57,7 +57,7 @@ def python_rules(names: Sequence[str], parameters: Sequence[Any], repeats: bool)
     for a function's or a property's name that Python would not read as one."""
     rules: dict[str, str] = {
         _ANY: (
-            f'{_STRING} | "-"? ( "0" | [1-9] [0-9]{{0,15}} ) ( "." [0-9]{{1,16}} )? ( [eE] [-+]? [0-9]{{1,2}} )?'
+            f"{_STRING} | {FINITE_NUMBER}"
             ' | "true" | "false" | "null" | "True" | "False" | "None"'
             f' | "[" ( {_ANY} ( {_SEPARATOR} {_ANY} )* )? "]"'
             f' | "{{" ( {_STRING} ":" " "? {_ANY} ( {_SEPARATOR} {_STRING} ":" " "? {_ANY} )* )? "}}"'

@@ -967,7 +967,7 @@ class OpenedCalls:
             if self._xml is not None:
                 self._current, self._rest = XmlCallStream(self._xml, self._functions), rest
                 return True
-            if self._pythonic and self._wrapping is self._own:  # (a fenced call in the family is JSON)
+            if self._pythonic and self._wrapping is self._own:  # (a fenced call, were one held, would be JSON)
                 self._current, self._rest = PythonicCallStream(), rest
                 return True
         elif current is not None:

@@ -61,7 +61,7 @@ class CallKeys:
     arguments: str = "arguments"
     call_id: str | None = None
     id_first: bool = False
-    by_name: bool = False  # a call is `{name: arguments}` (Apertus's): the other keys are not written
+    by_name: bool = False  # a call is `{"get_weather": {…}}` (Apertus's): the other keys are not written
 
 
 # Llama 3's templates ask for `parameters`; Command R's write `tool_call_id`, `tool_name` and `parameters`; Mistral
@@ -338,8 +338,8 @@ def _refs_rewritten(node: Any, moved: Callable[[str], str], names: bool = False)
 
 # Names a regex may hold as they are (OpenAI's own rule for function names)
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
-# Families whose calls are inside tags: JSON (a call or a list of them, `arguments` as OpenAI's), XML where the
-# template teaches it (_XML_CALLS), or the family's own markup (_MARKUP_CALLS)
+# Families whose calls are inside tags: JSON (a call or a list of them, its keys as the family's `CallKeys` name
+# them), XML where the template teaches it (_XML_CALLS), or the family's own markup (_MARKUP_CALLS)
 _TAGGED: dict[str, tuple[str, str | None]] = {
     "hermes": ("<tool_call>", "</tool_call>"),
     "seed_oss": ("<seed:tool_call>", "</seed:tool_call>"),
@@ -406,14 +406,16 @@ def call_grammar(
     thinking_ended_by: tuple[str, ...] = (),
 ) -> CallGrammar | None:
     """For a reply that may call functions (`tool_choice` auto): the grammar that holds a call from where it opens,
-    for the families whose calls are in tags (`<tool_call>` with JSON, or XML where the `template` teaches it so,
-    Nemotron's, Granite's, GigaChat's, Command R's, GLM's, MiniMax-M2's and DSML's markup, Kimi K2's and DeepSeek's
-    call tokens, Mistral's `[TOOL_CALLS]` as the template writes it: a JSON list, or `name[ARGS]{…}`), harmony's
-    messages addressed to a function (gpt-oss), Gemma 4's `call:name{…}` in its own syntax, LFM2's pythonic list,
-    or bare where the system note (`noted`: `tools_system_prompt`) asks for them so; and in every family that reads
-    them (Llama 3's own, its arguments `parameters`), a call in a ```json fence and a bare call that opens the
-    answer, once they name an offered function. None where calls are read as written (custom tools, the deprecated
-    `functions`, a family that reads none of these and holds none of its own)."""
+    for the families whose calls are JSON in tags (`<tool_call>`, Nemotron's, Granite's, GigaChat's, Command R's and
+    Apertus's, each with its `CallKeys`; Mistral's `[TOOL_CALLS]` as the template writes it: a JSON list, or
+    `name[ARGS]{…}`), whose calls are markup (XML where the `template` teaches it, GLM's, MiniMax-M2's and DSML's),
+    Kimi K2's and DeepSeek's call tokens, harmony's messages addressed to a function (gpt-oss), Gemma 4's
+    `call:name{…}` in its own syntax, LFM2's pythonic list (Llama 4's tags where the template writes them), or bare
+    where the system note (`noted`: `tools_system_prompt`) asks for them so; and in every family that reads them
+    (Llama 3's own, its arguments `parameters`), a call in a ```json fence and a bare call that opens the answer,
+    once they name an offered function (not where the family's own calls are written otherwise: Command R's,
+    Apertus's, LFM2's). None where calls are read as written (custom tools, the deprecated `functions`, a family that
+    reads none of these and holds none of its own)."""
     if plan.forced or plan.legacy or plan.custom or not all(_PLAIN_NAME.fullmatch(name) for name in plan.names):
         return None
     tags: tuple[str, str | None] | None = None
